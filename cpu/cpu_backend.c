@@ -1,0 +1,222 @@
+/* The CPU backend's table, memory and device description; the ops live in
+ * cpu_ops.c and cpu_attention.c. */
+#include "config.h"
+#include "cpu.h"
+
+/* sysconf is POSIX, not C11. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+/* A cblas.h not from OpenBLAS lacks these; the library still has them. */
+#ifndef OPENBLAS_OPENMP
+void openblas_set_num_threads(int num_threads);
+int openblas_get_parallel(void);
+#define OPENBLAS_OPENMP 2
+#endif
+
+#include "cpu_impl.h"
+
+struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be)
+{
+	return be->ctx;
+}
+
+float *lt_cpu_at(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf);
+	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
+	return r.buf->data + r.off;
+}
+
+void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg)
+{
+	if (c->failed)
+		return;
+	c->failed = st;
+	snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
+}
+
+void lt_cpu_blas_serial_begin(struct lt_cpu_ctx *c)
+{
+	if (!c->blas_omp)
+		openblas_set_num_threads(1);
+}
+
+void lt_cpu_blas_serial_end(struct lt_cpu_ctx *c)
+{
+	if (!c->blas_omp)
+		openblas_set_num_threads(c->threads);
+}
+
+static void cpu_free(lt_backend *be)
+{
+	struct lt_cpu_ctx *c = be->ctx;
+	free(c->att_scratch);
+	free(c);
+	free(be);
+}
+
+/* The model name from /proc/cpuinfo where there is one, else "CPU". */
+static void cpu_model_name(char *out, size_t size)
+{
+	char line[512];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	snprintf(out, size, "CPU");
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		char *colon = strchr(line, ':');
+		if (strncmp(line, "model name", 10) != 0 || !colon)
+			continue;
+		colon++;
+		colon += strspn(colon, " \t");
+		colon[strcspn(colon, "\n")] = '\0';
+		if (*colon)
+			snprintf(out, size, "%s", colon);
+		break;
+	}
+	fclose(f);
+}
+
+static void cpu_info(lt_backend *be, struct lt_device_info *out)
+{
+	struct lt_cpu_ctx *c = be->ctx;
+	char model[200];
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+
+	memset(out, 0, sizeof *out);
+	cpu_model_name(model, sizeof model);
+	snprintf(out->name, sizeof out->name, "%s (%d threads)", model, c->threads);
+	out->mem_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+	out->compute_units = c->threads;
+}
+
+static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)
+{
+	(void)be;
+	*out = NULL;
+	if (n > SIZE_MAX / sizeof(float) - 64) {
+		lt_errmsg_set("cannot allocate %zu elements of 4 bytes", n);
+		return LT_ERR_NOMEM;
+	}
+	/* aligned_alloc wants a multiple of the alignment, and never 0 bytes. */
+	size_t bytes = n * sizeof(float);
+	size_t rounded = (bytes + 63) & ~(size_t)63;
+	struct lt_buf *b = malloc(sizeof *b);
+	float *data = aligned_alloc(64, rounded ? rounded : 64);
+	if (!b || !data) {
+		free(b);
+		free(data);
+		lt_errmsg_set("cannot allocate %zu bytes of host memory", bytes);
+		return LT_ERR_NOMEM;
+	}
+	b->data = data;
+	b->n = n;
+	*out = b;
+	return LT_OK;
+}
+
+static void cpu_buf_free(lt_backend *be, lt_buf *b)
+{
+	(void)be;
+	if (!b)
+		return;
+	free(b->data);
+	free(b);
+}
+
+/* dst[n] = src[n], host to buffer */
+static void cpu_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
+{
+	float *d = lt_cpu_at(dst, n);
+	if (n)
+		lt_cpu_memcpy(be->ctx, d, src, n * sizeof(float));
+}
+
+/* dst[n] = src[n], buffer to host */
+static void cpu_read(lt_backend *be, void *dst, lt_ref src, size_t n)
+{
+	const float *s = lt_cpu_at(src, n);
+	if (n)
+		lt_cpu_memcpy(be->ctx, dst, s, n * sizeof(float));
+}
+
+/* Every op has finished when it returns; only a recorded failure is left. */
+static enum lt_status cpu_sync(lt_backend *be)
+{
+	struct lt_cpu_ctx *c = be->ctx;
+	if (c->failed)
+		lt_errmsg_set("%s", c->errmsg);
+	return c->failed;
+}
+
+static float *cpu_host_ptr(lt_backend *be, lt_ref r)
+{
+	(void)be;
+	return lt_cpu_at(r, 0);
+}
+
+static const struct lt_backend_ops cpu_ops = {
+	.name = "cpu",
+	.free = cpu_free,
+	.info = cpu_info,
+	.buf_new = cpu_buf_new,
+	.buf_free = cpu_buf_free,
+	.write = cpu_write,
+	.read = cpu_read,
+	.sync = cpu_sync,
+	.host_ptr = cpu_host_ptr,
+	.fill = lt_cpu_fill,
+	.copy = lt_cpu_copy,
+	.scale = lt_cpu_scale,
+	.add = lt_cpu_add,
+	.sum_squares = lt_cpu_sum_squares,
+	.sum = lt_cpu_sum,
+	.gemm = lt_cpu_gemm,
+	.embedding_forward = lt_cpu_embedding_forward,
+	.embedding_backward = lt_cpu_embedding_backward,
+	.rmsnorm_forward = lt_cpu_rmsnorm_forward,
+	.rmsnorm_backward = lt_cpu_rmsnorm_backward,
+	.rope = lt_cpu_rope,
+	.attention_forward = lt_cpu_attention_forward,
+	.attention_backward = lt_cpu_attention_backward,
+	.swiglu_forward = lt_cpu_swiglu_forward,
+	.swiglu_backward = lt_cpu_swiglu_backward,
+	.xent = lt_cpu_xent,
+	.adamw = lt_cpu_adamw,
+};
+
+enum lt_status lt_cpu_backend_new(int threads, lt_backend **out)
+{
+	*out = NULL;
+	lt_backend *be = malloc(sizeof *be);
+	struct lt_cpu_ctx *c = calloc(1, sizeof *c);
+	if (!be || !c) {
+		free(be);
+		free(c);
+		lt_errmsg_set("cannot allocate %zu bytes for the CPU backend",
+			      sizeof *be + sizeof *c);
+		return LT_ERR_NOMEM;
+	}
+	/* The team size is fixed here so that every op splits its work the same
+	 * way from call to call: results are then bitwise repeatable. */
+	if (threads > 0)
+		omp_set_num_threads(threads);
+	c->threads = threads > 0 ? threads : omp_get_max_threads();
+	c->blas_omp = openblas_get_parallel() == OPENBLAS_OPENMP;
+	openblas_set_num_threads(c->threads);
+	be->ops = &cpu_ops;
+	be->ctx = c;
+	*out = be;
+	return LT_OK;
+}

@@ -1,0 +1,123 @@
+/* Private to the CPU backend: its buffer and context, and the ops that
+ * cpu_ops.c and cpu_attention.c give cpu_backend.c for its table. */
+#ifndef LT_CPU_IMPL_H
+#define LT_CPU_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* A buffer is plain host memory. */
+struct lt_buf {
+	float *data;  /* 64-byte aligned, n elements */
+	size_t n;
+};
+
+struct lt_cpu_ctx {
+	/* The team size every parallel region asks for. Results depend on the
+	 * work split only, never on which thread ran a piece. */
+	int threads;
+	/* OpenBLAS built on OpenMP runs serially inside our parallel regions;
+	 * any other build must be told to, around them. */
+	int blas_omp;
+	/* The first failure inside an op; later ops do nothing, sync reports it. */
+	int failed;
+	char errmsg[256];
+	/* Attention scratch: two score tiles of att_rows x T floats per thread,
+	 * allocated by the first attention op, grown when T grows, freed with
+	 * the backend. It is the only memory an op allocates. */
+	float *att_scratch;
+	size_t att_scratch_n;  /* floats */
+};
+
+/* The context of a CPU backend. */
+struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be);
+/* Host address of r, checking that n elements from it lie in its buffer. */
+float *lt_cpu_at(lt_ref r, size_t n);
+/* Records the first failure inside an op (message kept for sync). */
+void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
+/* Bracket a parallel region whose threads call BLAS: a non-OpenMP OpenBLAS
+ * is set to one thread inside and back to the team size after. */
+void lt_cpu_blas_serial_begin(struct lt_cpu_ctx *c);
+void lt_cpu_blas_serial_end(struct lt_cpu_ctx *c);
+
+/* cpu_ops.c: the ops of backend.h except attention (contracts there). */
+/* memcpy of `bytes`, split over the team when it is large. */
+void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
+		   size_t bytes);
+void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value);
+void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s);
+void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
+void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
+			      int C);
+void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
+			       int C);
+void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w, int N,
+			    int C, float eps);
+void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout, lt_ref inp,
+			     lt_ref w, lt_ref rstd, int N, int C);
+void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
+		 int backward);
+void lt_cpu_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
+void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
+void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
+		 float grad_scale);
+void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
+		  const struct lt_adamw *hp);
+/* Marks the exp-bound row kernels for an AVX2 clone, picked once at load
+ * time, where compiler and C library support it: configure builds for the
+ * baseline ISA (SSE2 on x86-64), and 8-wide vectors halve those kernels'
+ * time. Results are then bitwise repeatable on one machine, not across. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define LT_CPU_HOT __attribute__((target_clones("avx2", "default"), noinline))
+#endif
+#endif
+#ifndef LT_CPU_HOT
+#define LT_CPU_HOT
+#endif
+
+/* exp(x) inside loops that must vectorise, which libm's expf prevents
+ * without -ffast-math; inline here because both op files need it. Cephes'
+ * polynomial after reduction by n = round(x / ln 2), times 2^n built as two
+ * factors so that underflow is gradual: within 1 ulp of glibc's expf, with
+ * 0 for -inf, +inf above ln(FLT_MAX), NaN kept. x is clamped to
+ * [-104, 89] on its bits, not with float compares: GCC will not if-convert
+ * those under -ftrapping-math, and the loop would stay scalar. */
+static inline float lt_cpu_expf(float x)
+{
+	union { float f; uint32_t u; } c, t, s1, s2;
+	c.f = x;
+	uint32_t mag = c.u & 0x7fffffffu, lim = c.u >> 31 ? 0x42d00000u : 0x42b20000u;
+	mag = mag > lim && mag <= 0x7f800000u ? lim : mag;
+	c.u = (c.u & 0x80000000u) | mag;
+	/* Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits. */
+	t.f = c.f * 1.44269504f + 12582912.0f;
+	float n = t.f - 12582912.0f;
+	float r = c.f - n * 0.693359375f;
+	r = r - n * -2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * r * r + r + 1.0f;
+	int32_t ni = (int32_t)(t.u - 0x4B400000u), n1 = ni / 2;
+	s1.u = (uint32_t)(n1 + 127) << 23;
+	s2.u = (uint32_t)(ni - n1 + 127) << 23;
+	return p * s1.f * s2.f;
+}
+
+/* cpu_attention.c */
+void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
+			      const struct lt_attn_shape *s);
+void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out, lt_ref lse,
+			       lt_ref qkv, const struct lt_attn_shape *s);
+
+#endif

@@ -1,0 +1,580 @@
+/* The CPU backend's ops other than attention: OpenMP loops written to
+ * vectorise, and OpenBLAS sgemm for GEMM. */
+#include "config.h"
+#include "cpu_impl.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cblas.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+/* Below this many elements an elementwise op stays on the calling thread:
+ * waking the team costs more than the loop. */
+#define PAR_MIN 16384
+/* The ops that sum over rows into a [C] vector give each thread a range of
+ * whole COL_TILEs (a cache line): no two threads write one element or one
+ * line, and each column adds its rows in order whatever the team size. */
+#define COL_TILE 16
+/* rmsnorm_backward's dw keeps this many double sums on the stack. */
+#define RMS_DW_COLS 256
+/* sum and sum_squares: at most SUM_CHUNKS partial sums of at least
+ * SUM_CHUNK_MIN elements. The split depends on n only, so the total is the
+ * same bits for any team size. */
+#define SUM_CHUNKS 256
+#define SUM_CHUNK_MIN 8192
+/* xent adds exponentials in float over this many logits, then in double. */
+#define XENT_BLOCK 256
+/* rope computes this many (cos, sin) pairs at a time on the stack. */
+#define ROPE_BLOCK 64
+/* A batched GEMM whose matrices have at most this m * n * k runs one
+ * matrix per thread: OpenBLAS gains little from threads that small. */
+#define GEMM_SMALL ((double)(1 << 21))
+
+void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
+		   size_t bytes)
+{
+	if (bytes < 4 * (size_t)PAR_MIN * sizeof(float) || c->threads == 1) {
+		memcpy(dst, src, bytes);
+		return;
+	}
+	/* A few 64-byte aligned pieces per thread, each copied once. */
+	long pieces = 4L * c->threads;
+	size_t step = (bytes / (size_t)pieces + 64) & ~(size_t)63;
+#pragma omp parallel for schedule(static) num_threads(c->threads)
+	for (long i = 0; i < pieces; i++) {
+		size_t lo = (size_t)i * step;
+		if (lo < bytes) {
+			size_t len = bytes - lo < step ? bytes - lo : step;
+			memcpy((char *)dst + lo, (const char *)src + lo, len);
+		}
+	}
+}
+
+/* x[n] = value */
+void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *restrict p = lt_cpu_at(x, n);
+	if (c->failed)
+		return;
+#pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		p[i] = value;
+}
+
+/* dst[n] = src[n] */
+void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *d = lt_cpu_at(dst, n);
+	const float *s = lt_cpu_at(src, n);
+	if (c->failed || !n)
+		return;
+	lt_cpu_memcpy(c, d, s, n * sizeof(float));
+}
+
+/* x[n] *= s */
+void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *restrict p = lt_cpu_at(x, n);
+	if (c->failed)
+		return;
+#pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		p[i] *= s;
+}
+
+/* y[n] = a[n] + b[n]; y may be a or b, which an elementwise loop allows
+ * (hence no restrict: simd is asserted instead). */
+void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *py = lt_cpu_at(y, n);
+	const float *pa = lt_cpu_at(a, n), *pb = lt_cpu_at(b, n);
+	if (c->failed)
+		return;
+#pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		py[i] = pa[i] + pb[i];
+}
+
+/* sum of x[i] (or x[i]^2) over n in double, in a split fixed by n alone. */
+static double sum_fixed(struct lt_cpu_ctx *c, const float *restrict x, size_t n, int squares)
+{
+	double part[SUM_CHUNKS], total = 0.0;
+	size_t chunks = (n + SUM_CHUNK_MIN - 1) / SUM_CHUNK_MIN;
+	if (chunks > SUM_CHUNKS)
+		chunks = SUM_CHUNKS;
+	if (!chunks)
+		return 0.0;
+	size_t step = (n + chunks - 1) / chunks;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (chunks > 1)
+	for (size_t k = 0; k < chunks; k++) {
+		size_t lo = k * step < n ? k * step : n;
+		size_t hi = n - lo < step ? n : lo + step;
+		double acc = 0.0;
+		if (squares) {
+#pragma omp simd reduction(+ : acc)
+			for (size_t i = lo; i < hi; i++)
+				acc += (double)x[i] * x[i];
+		} else {
+#pragma omp simd reduction(+ : acc)
+			for (size_t i = lo; i < hi; i++)
+				acc += x[i];
+		}
+		part[k] = acc;
+	}
+	for (size_t k = 0; k < chunks; k++)
+		total += part[k];
+	return total;
+}
+
+/* out[0] = sum of x[i]^2 over n */
+void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *o = lt_cpu_at(out, 1);
+	const float *p = lt_cpu_at(x, n);
+	if (c->failed)
+		return;
+	*o = (float)sum_fixed(c, p, n, 1);
+}
+
+/* out[0] = sum of x[i] over n */
+void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	float *o = lt_cpu_at(out, 1);
+	const float *p = lt_cpu_at(x, n);
+	if (c->failed)
+		return;
+	*o = (float)sum_fixed(c, p, n, 0);
+}
+
+/* Elements a batch of rows x cols matrices spans, from the first. */
+static size_t gemm_span(int batch, long stride, int rows, int cols, int ld)
+{
+	if (batch <= 0 || rows <= 0 || cols <= 0)
+		return 0;
+	return (size_t)stride * (size_t)(batch - 1) + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+/* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b] */
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
+	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
+	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
+	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
+		  g->ldc >= (g->n > 1 ? g->n : 1));
+	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
+	const float *pa = lt_cpu_at(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
+	const float *pb = lt_cpu_at(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
+	float *pc = lt_cpu_at(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
+	if (c->failed || !g->m || !g->n || !g->batch)
+		return;
+
+	enum CBLAS_TRANSPOSE ta = g->trans_a ? CblasTrans : CblasNoTrans;
+	enum CBLAS_TRANSPOSE tb = g->trans_b ? CblasTrans : CblasNoTrans;
+	/* Small matrices go one per thread, provided the outputs are apart. */
+	int per_thread = g->batch > 1 && c->threads > 1 &&
+			 (double)g->m * g->n * g->k <= GEMM_SMALL &&
+			 g->stride_c >= (long)(g->m - 1) * g->ldc + g->n;
+	if (per_thread) {
+		lt_cpu_blas_serial_begin(c);
+#pragma omp parallel for schedule(static) num_threads(c->threads)
+		for (int i = 0; i < g->batch; i++)
+			cblas_sgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha,
+				    pa + i * g->stride_a, g->lda, pb + i * g->stride_b, g->ldb,
+				    g->beta, pc + i * g->stride_c, g->ldc);
+		lt_cpu_blas_serial_end(c);
+		return;
+	}
+	for (int i = 0; i < g->batch; i++)
+		cblas_sgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, pa + i * g->stride_a,
+			    g->lda, pb + i * g->stride_b, g->ldb, g->beta, pc + i * g->stride_c,
+			    g->ldc);
+}
+
+/* Rows of width C that fit in what follows r in its buffer. */
+static size_t rows_in(lt_ref r, int C)
+{
+	LT_ASSERT(r.buf && r.off <= r.buf->n && C > 0);
+	return (r.buf->n - r.off) / (size_t)C;
+}
+
+/* out[N,C] = table[tokens[n], :] */
+void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
+			      int C)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && C > 0);
+	float *o = lt_cpu_at(out, (size_t)N * C);
+	const int32_t *tok = (const int32_t *)lt_cpu_at(tokens, (size_t)N);
+	const float *tab = lt_cpu_at(table, (size_t)C);
+	size_t V = rows_in(table, C);
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
+		memcpy(o + (size_t)n * C, tab + (size_t)tok[n] * C, (size_t)C * sizeof(float));
+	}
+}
+
+/* Columns [*c0, *c1) of C for thread id of nt: whole COL_TILEs, in order. */
+static void col_range(int C, int id, int nt, int *c0, int *c1)
+{
+	long tiles = (C + COL_TILE - 1) / COL_TILE;
+	*c0 = (int)(tiles * id / nt) * COL_TILE;
+	*c1 = (int)(tiles * (id + 1) / nt) * COL_TILE;
+	if (*c1 > C)
+		*c1 = C;
+}
+
+/* dtable[tokens[n], :] += dout[n, :] for every n. Each thread owns a range
+ * of columns and walks all rows in order, so repeated tokens never race and
+ * add up in the same order for any team size. */
+void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
+			       int C)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && C > 0);
+	float *dt = lt_cpu_at(dtable, (size_t)C);
+	const int32_t *tok = (const int32_t *)lt_cpu_at(tokens, (size_t)N);
+	const float *d = lt_cpu_at(dout, (size_t)N * C);
+	size_t V = rows_in(dtable, C);
+	if (c->failed)
+		return;
+	for (int n = 0; n < N; n++)
+		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
+#pragma omp parallel num_threads(c->threads) if ((size_t)N * C >= PAR_MIN)
+	{
+		int c0, c1;
+		col_range(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+		for (int n = 0; n < N; n++) {
+			float *restrict dst = dt + (size_t)tok[n] * C;
+			const float *restrict src = d + (size_t)n * C;
+#pragma omp simd
+			for (int j = c0; j < c1; j++)
+				dst[j] += src[j];
+		}
+	}
+}
+
+/* rstd[N] = 1 / sqrt(mean(inp[n,:]^2) + eps); out[N,C] = inp * rstd * w */
+void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w, int N,
+			    int C, float eps)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && C > 0);
+	float *o = lt_cpu_at(out, (size_t)N * C), *rs = lt_cpu_at(rstd, (size_t)N);
+	const float *x = lt_cpu_at(inp, (size_t)N * C), *pw = lt_cpu_at(w, (size_t)C);
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *restrict xr = x + (size_t)n * C;
+		const float *restrict wr = pw;
+		float *restrict orow = o + (size_t)n * C;
+		float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+		for (int i = 0; i < C; i++)
+			ss += xr[i] * xr[i];
+		float r = 1.0f / sqrtf(ss / (float)C + eps);
+		rs[n] = r;
+#pragma omp simd
+		for (int i = 0; i < C; i++)
+			orow[i] = xr[i] * r * wr[i];
+	}
+}
+
+/* dinp[N,C] += r w dout - (r^3 / C) inp sum_c(dout w inp);
+ * dw[C] += sum_n dout * inp * rstd */
+void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout, lt_ref inp,
+			     lt_ref w, lt_ref rstd, int N, int C)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && C > 0);
+	size_t NC = (size_t)N * C;
+	float *dx = lt_cpu_at(dinp, NC), *dwp = lt_cpu_at(dw, (size_t)C);
+	const float *dy = lt_cpu_at(dout, NC), *x = lt_cpu_at(inp, NC);
+	const float *pw = lt_cpu_at(w, (size_t)C), *rs = lt_cpu_at(rstd, (size_t)N);
+	if (c->failed)
+		return;
+#pragma omp parallel num_threads(c->threads) if (NC >= PAR_MIN)
+	{
+		/* No barrier after the rows: dw reads dout, inp and rstd only. */
+#pragma omp for schedule(static) nowait
+		for (int n = 0; n < N; n++) {
+			const float *restrict xr = x + (size_t)n * C, *restrict gy = dy + (size_t)n * C;
+			const float *restrict wr = pw;
+			float *restrict gx = dx + (size_t)n * C;
+			float r = rs[n], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+			for (int i = 0; i < C; i++)
+				dot += gy[i] * wr[i] * xr[i];
+			float k = r * r * r * dot / (float)C;
+#pragma omp simd
+			for (int i = 0; i < C; i++)
+				gx[i] += r * wr[i] * gy[i] - k * xr[i];
+		}
+		/* dw: each thread sums its columns over all rows in order, in
+		 * double, RMS_DW_COLS at a time. */
+		int c0, c1;
+		col_range(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
+		for (int b0 = c0; b0 < c1; b0 += RMS_DW_COLS) {
+			int wd = c1 - b0 < RMS_DW_COLS ? c1 - b0 : RMS_DW_COLS;
+			double acc[RMS_DW_COLS];
+			for (int j = 0; j < wd; j++)
+				acc[j] = 0.0;
+			for (int n = 0; n < N; n++) {
+				const float *restrict xr = x + (size_t)n * C + b0;
+				const float *restrict gy = dy + (size_t)n * C + b0;
+				float r = rs[n];
+#pragma omp simd
+				for (int j = 0; j < wd; j++)
+					acc[j] += (double)(gy[j] * xr[j] * r);
+			}
+			for (int j = 0; j < wd; j++)
+				dwp[b0 + j] += (float)acc[j];
+		}
+	}
+}
+
+/* Rotates the query and key heads of qkv[B*T, (H+2K)*D] in place by the
+ * angle pos * inv_freq[i] on the pairs (i, i + D/2); backward rotates by
+ * minus the angle. Positions are the outer loop so each (cos, sin) is
+ * computed once per position, as Hugging Face does it: the angle in float,
+ * then cosf/sinf. */
+void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
+		 int backward)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	int B = s->B, T = s->T, H = s->H, K = s->K, D = s->D;
+	LT_ASSERT(B >= 0 && T > 0 && H > 0 && K > 0 && D > 0 && H % K == 0 && D % 2 == 0);
+	int half = D / 2, heads = H + K;
+	size_t W = (size_t)(H + 2 * K) * D;
+	float *x = lt_cpu_at(qkv, (size_t)B * T * W);
+	const float *f = lt_cpu_at(inv_freq, (size_t)half);
+	float sgn = backward ? -1.0f : 1.0f;
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)B * T * W >= PAR_MIN)
+	for (int t = 0; t < T; t++) {
+		float cs[ROPE_BLOCK], sn[ROPE_BLOCK];
+		for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
+			int cnt = half - i0 < ROPE_BLOCK ? half - i0 : ROPE_BLOCK;
+			for (int i = 0; i < cnt; i++) {
+				float a = (float)t * f[i0 + i];
+				cs[i] = cosf(a);
+				sn[i] = sgn * sinf(a);
+			}
+			for (int b = 0; b < B; b++) {
+				float *row = x + ((size_t)b * T + t) * W;
+				for (int hd = 0; hd < heads; hd++) {
+					float *restrict x1 = row + (size_t)hd * D + i0;
+					float *restrict x2 = x1 + half;
+#pragma omp simd
+					for (int i = 0; i < cnt; i++) {
+						float u = x1[i], v = x2[i];
+						x1[i] = u * cs[i] - v * sn[i];
+						x2[i] = v * cs[i] + u * sn[i];
+					}
+				}
+			}
+		}
+	}
+}
+
+/* One row of swiglu_forward: o[F] = silu(g[F]) * u[F]. */
+LT_CPU_HOT static void swiglu_fwd_row(float *restrict o, const float *restrict g,
+				      const float *restrict u, int F)
+{
+#pragma omp simd
+	for (int i = 0; i < F; i++) {
+		float sg = 1.0f / (1.0f + lt_cpu_expf(-g[i]));
+		o[i] = g[i] * sg * u[i];
+	}
+}
+
+/* out[N,F] = silu(gate) * up, from h[N,2F] = [gate | up] */
+void lt_cpu_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && F > 0);
+	float *o = lt_cpu_at(out, (size_t)N * F);
+	const float *ph = lt_cpu_at(h, (size_t)N * 2 * F);
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * F >= PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *g = ph + (size_t)n * 2 * F;
+		swiglu_fwd_row(o + (size_t)n * F, g, g + F, F);
+	}
+}
+
+/* One row of swiglu_backward: dg, du[F] from dy[F], g, u[F]. */
+LT_CPU_HOT static void swiglu_bwd_row(float *restrict dg, float *restrict du,
+				      const float *restrict dy, const float *restrict g,
+				      const float *restrict u, int F)
+{
+#pragma omp simd
+	for (int i = 0; i < F; i++) {
+		float sg = 1.0f / (1.0f + lt_cpu_expf(-g[i]));
+		dg[i] = dy[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+		du[i] = dy[i] * g[i] * sg;
+	}
+}
+
+/* dh[N,2F] = [dout * up * silu'(gate) | dout * silu(gate)], from dout[N,F];
+ * silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) */
+void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && F > 0);
+	float *d = lt_cpu_at(dh, (size_t)N * 2 * F);
+	const float *dy = lt_cpu_at(dout, (size_t)N * F), *ph = lt_cpu_at(h, (size_t)N * 2 * F);
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * F >= PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		const float *g = ph + (size_t)n * 2 * F;
+		float *dg = d + (size_t)n * 2 * F;
+		swiglu_bwd_row(dg, dg + F, dy + (size_t)n * F, g, g + F, F);
+	}
+}
+
+/* One row of xent: returns the loss of logits x[V] against target t (0
+ * when t < 0); with write, x becomes grad_scale * (softmax - onehot). */
+LT_CPU_HOT static float xent_row(float *restrict x, int V, int t, float grad_scale, int write)
+{
+	float mx = -INFINITY, zt = t >= 0 ? x[t] : 0.0f;
+#pragma omp simd reduction(max : mx)
+	for (int j = 0; j < V; j++)
+		mx = x[j] > mx ? x[j] : mx;
+	/* Float sums of XENT_BLOCK exponentials, added in double; the
+	 * exponentials stay in the row when a gradient follows. */
+	double total = 0.0;
+	for (int j0 = 0; j0 < V; j0 += XENT_BLOCK) {
+		int j1 = V - j0 < XENT_BLOCK ? V : j0 + XENT_BLOCK;
+		float part = 0.0f;
+		if (write) {
+#pragma omp simd reduction(+ : part)
+			for (int j = j0; j < j1; j++) {
+				float e = lt_cpu_expf(x[j] - mx);
+				x[j] = e;
+				part += e;
+			}
+		} else {
+#pragma omp simd reduction(+ : part)
+			for (int j = j0; j < j1; j++)
+				part += lt_cpu_expf(x[j] - mx);
+		}
+		total += part;
+	}
+	if (write) {
+		float k = t >= 0 ? (float)(grad_scale / total) : 0.0f;
+#pragma omp simd
+		for (int j = 0; j < V; j++)
+			x[j] *= k;
+		if (t >= 0)
+			x[t] -= grad_scale;
+	}
+	return t >= 0 ? (float)((double)mx + log(total) - zt) : 0.0f;
+}
+
+/* losses[N] = logsumexp(logits[n,:]) - logits[n, targets[n]] (0 when the
+ * target is < 0); with grad_scale != 0, logits[N,V] becomes
+ * grad_scale * (softmax - onehot) in place, a zero row when ignored. */
+void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
+		 float grad_scale)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(N >= 0 && V > 0);
+	float *loss = lt_cpu_at(losses, (size_t)N), *z = lt_cpu_at(logits, (size_t)N * V);
+	const int32_t *tgt = (const int32_t *)lt_cpu_at(targets, (size_t)N);
+	int write = grad_scale != 0.0f;
+	if (c->failed)
+		return;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * V >= PAR_MIN)
+	for (int n = 0; n < N; n++) {
+		LT_ASSERT(tgt[n] < V);
+		loss[n] = xent_row(z + (size_t)n * V, V, tgt[n], grad_scale, write);
+	}
+}
+
+/* AdamW's per-step constants. */
+struct adamw_k {
+	float b1, b2, omb1, omb2, lr, eps, wd, gs, ibc1, ibc2;
+};
+
+/* AdamW on elements [lo, hi). With errno on (the default), sqrtf keeps a
+ * loop scalar, which makes this op compute-bound; x86-64 therefore takes
+ * SSE2's sqrtps, the same correctly rounded root, in the same order of
+ * operations as the scalar tail. */
+static void adamw_span(float *restrict p, const float *restrict g, float *restrict m,
+		       float *restrict v, size_t lo, size_t hi, const struct adamw_k *k)
+{
+	size_t i = lo;
+#ifdef __SSE2__
+	__m128 b1 = _mm_set1_ps(k->b1), b2 = _mm_set1_ps(k->b2), omb1 = _mm_set1_ps(k->omb1);
+	__m128 omb2 = _mm_set1_ps(k->omb2), lr = _mm_set1_ps(k->lr), eps = _mm_set1_ps(k->eps);
+	__m128 wd = _mm_set1_ps(k->wd), gs = _mm_set1_ps(k->gs), ibc1 = _mm_set1_ps(k->ibc1);
+	__m128 ibc2 = _mm_set1_ps(k->ibc2);
+	for (; i + 4 <= hi; i += 4) {
+		__m128 gi = _mm_mul_ps(_mm_loadu_ps(g + i), gs);
+		__m128 mi = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(m + i)), _mm_mul_ps(omb1, gi));
+		__m128 vi = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(v + i)),
+				       _mm_mul_ps(_mm_mul_ps(omb2, gi), gi));
+		_mm_storeu_ps(m + i, mi);
+		_mm_storeu_ps(v + i, vi);
+		__m128 den = _mm_add_ps(_mm_sqrt_ps(_mm_mul_ps(vi, ibc2)), eps);
+		__m128 pi = _mm_loadu_ps(p + i);
+		__m128 step = _mm_add_ps(_mm_div_ps(_mm_mul_ps(mi, ibc1), den), _mm_mul_ps(wd, pi));
+		_mm_storeu_ps(p + i, _mm_sub_ps(pi, _mm_mul_ps(lr, step)));
+	}
+#endif
+	for (; i < hi; i++) {
+		float gi = g[i] * k->gs;
+		float mi = k->b1 * m[i] + k->omb1 * gi;
+		float vi = k->b2 * v[i] + k->omb2 * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] -= k->lr * (mi * k->ibc1 / (sqrtf(vi * k->ibc2) + k->eps) + k->wd * p[i]);
+	}
+}
+
+/* param[n], m[n], v[n] updated by AdamW from grad[n], as backend.h writes
+ * it; the bias corrections are computed once here in double. */
+void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
+		  const struct lt_adamw *hp)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	LT_ASSERT(hp->step >= 1);
+	float *p = lt_cpu_at(param, n), *pm = lt_cpu_at(m, n), *pv = lt_cpu_at(v, n);
+	const float *g = lt_cpu_at(grad, n);
+	if (c->failed)
+		return;
+	struct adamw_k k = {
+		.b1 = hp->beta1, .b2 = hp->beta2, .omb1 = 1.0f - hp->beta1, .omb2 = 1.0f - hp->beta2,
+		.lr = hp->lr, .eps = hp->eps, .wd = hp->weight_decay, .gs = hp->grad_scale,
+		.ibc1 = (float)(1.0 / (1.0 - pow(hp->beta1, hp->step))),
+		.ibc2 = (float)(1.0 / (1.0 - pow(hp->beta2, hp->step))),
+	};
+#pragma omp parallel num_threads(c->threads) if (n >= PAR_MIN)
+	{
+		/* Even spans of whole 16-element groups, one per thread. */
+		size_t groups = (n + 15) / 16, id = (size_t)omp_get_thread_num();
+		size_t nt = (size_t)omp_get_num_threads();
+		size_t lo = groups * id / nt * 16, hi = groups * (id + 1) / nt * 16;
+		adamw_span(p, g, pm, pv, lo < n ? lo : n, hi < n ? hi : n, &k);
+	}
+}

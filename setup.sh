@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs lltrain's Debian build dependencies (as root, on Debian 12) and
+# builds it in this directory: ./setup.sh [extra configure options]
+set -eu
+DEPS="build-essential autoconf automake pkg-config python3
+  libopenblas-openmp-dev libjansson-dev
+  ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
+  mpich libmpich-dev fortunes fortunes-min groff-base"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $DEPS >/dev/null
+else
+	echo "setup.sh: not root on Debian: make sure these are installed: $DEPS" >&2
+fi
+autoreconf -fi
+./configure "$@"
+make -j"$(nproc)"

@@ -1,0 +1,192 @@
+/* The backend interface: every op the model runs, as a table of function
+ * pointers that the CPU and OpenCL backends fill, plus the registry that
+ * picks one by name.
+ *
+ * Memory is backend-owned: an lt_buf holds n 4-byte elements (float32 or
+ * int32) and is addressed by (buffer, element offset), an lt_ref. The model
+ * never touches device memory; it only reads and writes through the table.
+ *
+ * Ops return nothing: a backend that fails inside an op (a driver error)
+ * remembers the first failure, turns later ops into no-ops, and reports it
+ * from sync(). Arguments that break an op's contract (a bad shape) are bugs
+ * in the caller and hit LT_ASSERT.
+ *
+ * Conventions: matrices are row-major; "N" is a count of token rows (batch
+ * times sequence), "C" the model width, "V" the vocabulary, "F" the MLP
+ * hidden width, "H"/"K" the query/key-value head counts, "D" the head size.
+ * Ops that write a gradient say whether they overwrite (=) or add (+=).
+ * An op writes only the elements its contract names (never the gaps of a
+ * leading dimension or batch stride), and for a fixed thread count gives
+ * bitwise the same result every time it runs.
+ *
+ * Ownership: lt_backend_new gives a backend that lt_backend_free releases;
+ * buffers from buf_new are released with buf_free before the backend. */
+#ifndef LT_BACKEND_H
+#define LT_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct lt_buf lt_buf;
+typedef struct lt_backend lt_backend;
+
+/* A place in a buffer: off counts 4-byte elements from the buffer's start. */
+typedef struct lt_ref {
+	lt_buf *buf;
+	size_t off;
+} lt_ref;
+
+static inline lt_ref lt_ref_at(lt_ref r, size_t elems)
+{
+	r.off += elems;
+	return r;
+}
+
+/* C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b] for b < batch, where
+ * op(X) is X or X^T, op(A) is m x k, op(B) is k x n, C is m x n, all
+ * row-major with leading dimensions lda/ldb/ldc and batch strides in
+ * elements; lda is the stored row length of A (>= k, or >= m when
+ * trans_a), likewise ldb. beta == 0 ignores what C held (NaNs included). */
+struct lt_gemm {
+	int trans_a, trans_b;
+	int m, n, k;
+	float alpha, beta;
+	int lda, ldb, ldc;
+	long stride_a, stride_b, stride_c;
+	int batch;
+};
+
+/* The packed attention input: one row per token of width (H + 2K) * D,
+ * holding the H query heads, then the K key heads, then the K value heads,
+ * each D wide. Query head h reads key/value head h / (H / K) (grouped-query
+ * attention). Rows are ordered (b, t): token n is batch n / T, position
+ * n % T. */
+struct lt_attn_shape {
+	int B, T, H, K, D;
+};
+
+struct lt_adamw {
+	float lr, beta1, beta2, eps, weight_decay;
+	float grad_scale;  /* each gradient is multiplied by this first (clipping, averaging) */
+	int step;          /* 1-based, for bias correction */
+};
+
+struct lt_device_info {
+	char name[256];
+	size_t mem_bytes;
+	int compute_units;
+};
+
+struct lt_backend_ops {
+	const char *name;
+
+	/* Releases the backend's own resources (not the buffers). */
+	void (*free)(lt_backend *be);
+	/* Describes the device this backend runs on. */
+	void (*info)(lt_backend *be, struct lt_device_info *out);
+
+	/* Memory. buf_new returns LT_ERR_NOMEM/LT_ERR_DEVMEM with the size in
+	 * lt_errmsg when the allocation is refused; contents are undefined. */
+	enum lt_status (*buf_new)(lt_backend *be, size_t n, lt_buf **out);
+	void (*buf_free)(lt_backend *be, lt_buf *b);
+	/* Host <-> device copies of n elements; they complete before returning. */
+	void (*write)(lt_backend *be, lt_ref dst, const void *src, size_t n);
+	void (*read)(lt_backend *be, void *dst, lt_ref src, size_t n);
+	/* Waits for every queued op; returns the first failure since creation. */
+	enum lt_status (*sync)(lt_backend *be);
+	/* (optional) Direct host pointer to a buffer's elements, NULL when the
+	 * buffer lives in device memory. */
+	float *(*host_ptr)(lt_backend *be, lt_ref r);
+
+	/* x[n] = value */
+	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);
+	/* dst[n] = src[n] (ranges must not overlap) */
+	void (*copy)(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+	/* x[n] *= s */
+	void (*scale)(lt_backend *be, lt_ref x, size_t n, float s);
+	/* y[n] = a[n] + b[n] (y may be a or b) */
+	void (*add)(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
+	/* out[0] = sum of x[i]^2 over n, accumulated in double, written as float */
+	void (*sum_squares)(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+	/* out[0] = sum of x[i] over n, accumulated in double, written as float */
+	void (*sum)(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+
+	/* See struct lt_gemm. */
+	void (*gemm)(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+
+	/* out[N,C] = table[tokens[n], :]; tokens are int32 in [0, V) */
+	void (*embedding_forward)(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table,
+				  int N, int C);
+	/* dtable[tokens[n], :] += dout[n, :] for every n (repeated tokens add up) */
+	void (*embedding_backward)(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout,
+				   int N, int C);
+
+	/* rstd[n] = 1 / sqrt(mean(inp[n,:]^2) + eps);
+	 * out[N,C] = inp[n,c] * rstd[n] * w[c] */
+	void (*rmsnorm_forward)(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w,
+				int N, int C, float eps);
+	/* dinp[N,C] += d(out)/d(inp)^T dout;  dw[C] += sum_n dout * inp * rstd */
+	void (*rmsnorm_backward)(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout,
+				 lt_ref inp, lt_ref w, lt_ref rstd, int N, int C);
+
+	/* Rotates, in place, the H query and K key heads of the packed rows
+	 * qkv[N, (H+2K)*D] (value heads untouched) by position n % T, with the
+	 * Hugging Face rotate_half pairing (i, i + D/2):
+	 *   x1' = x1 cos - x2 sin,  x2' = x2 cos + x1 sin,
+	 * angle = pos * inv_freq[i], inv_freq[D/2] given by the caller.
+	 * backward != 0 applies the inverse rotation (the gradient of forward). */
+	void (*rope)(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
+		     int backward);
+
+	/* Causal softmax attention with scale 1/sqrt(D).
+	 * qkv[B*T, (H+2K)*D] packed as above -> out[B*T, H*D] (heads side by
+	 * side), lse[B, H, T] = log-sum-exp of each scaled score row, kept for
+	 * the backward pass. */
+	void (*attention_forward)(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
+				  const struct lt_attn_shape *s);
+	/* dqkv[B*T, (H+2K)*D] = gradient of the loss w.r.t. the packed input
+	 * (overwritten), from dout[B*T, H*D] and the forward's out, lse, qkv. */
+	void (*attention_backward)(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out,
+				   lt_ref lse, lt_ref qkv, const struct lt_attn_shape *s);
+
+	/* h[N, 2F] holds gate (columns 0..F-1) then up (F..2F-1);
+	 * out[N,F] = silu(gate) * up,  silu(x) = x / (1 + exp(-x)) */
+	void (*swiglu_forward)(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
+	/* dh[N, 2F] = gradient w.r.t. h (overwritten) from dout[N,F] */
+	void (*swiglu_backward)(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
+
+	/* Fused softmax + cross-entropy over logits[N,V] with int32 targets[N]:
+	 * losses[n] = logsumexp(logits[n,:]) - logits[n, targets[n]], or 0 when
+	 * targets[n] < 0 (ignored). When grad_scale != 0, logits is overwritten
+	 * in place with grad_scale * (softmax - onehot) (a zero row for ignored
+	 * targets); no second [N,V] buffer exists. */
+	void (*xent)(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets,
+		     int N, int V, float grad_scale);
+
+	/* AdamW with decoupled weight decay over n contiguous elements:
+	 * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+	 * p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p),
+	 * mhat = m / (1 - b1^step), vhat = v / (1 - b2^step). */
+	void (*adamw)(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
+		      const struct lt_adamw *hp);
+};
+
+struct lt_backend {
+	const struct lt_backend_ops *ops;
+	void *ctx;
+};
+
+/* Opens the backend named by spec: "cpu", "opencl", "opencl:P.D", or
+ * "auto". threads <= 0 leaves the thread count to OpenMP. */
+enum lt_status lt_backend_new(const char *spec, int threads, lt_backend **out);
+void lt_backend_free(lt_backend *be);
+/* Names of the compiled-in backends, NULL-terminated. */
+const char *const *lt_backend_names(void);
+
+/* Allocates a buffer of n elements, adding the backend name to the error. */
+enum lt_status lt_buf_new(lt_backend *be, size_t n, lt_buf **out);
+void lt_buf_free(lt_backend *be, lt_buf *b);
+
+#endif

@@ -1,0 +1,233 @@
+/* lltrain bench: times training steps of a preset and an sgemm in the same
+ * run, and prints tokens/s, model TFLOP/s, MFU and peak memory. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "backend.h"
+#include "cmd.h"
+#include "model.h"
+#include "optim.h"
+#include "presets.h"
+#include "rng.h"
+
+struct bench_opts {
+	const char *preset, *device;
+	int threads, steps, batch, seq;
+};
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double peak_rss_bytes(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_maxrss * 1024.0;
+}
+
+static void print_help(void)
+{
+	printf("usage: lltrain bench [--preset NAME] [--device DEV] [--threads N] [--steps N]\n"
+	       "                     [--batch N] [--seq N]\n\n"
+	       "Trains a preset on random tokens and prints tokens/s, model TFLOP/s\n"
+	       "(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
+	       "2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n\n"
+	       "  --preset NAME   tiny, 15M, 110M or 1B (default 15M)\n"
+	       "  --device DEV    cpu, opencl[:P.D] or auto (default cpu)\n"
+	       "  --threads N     CPU threads (default: OpenMP's choice)\n"
+	       "  --steps N       timed steps after one warm-up step (default 3)\n"
+	       "  --batch N       batch size (default: the preset's)\n"
+	       "  --seq N         sequence length (default: the preset's)\n");
+}
+
+/* Parses a positive integer option; 0 on a bad value. */
+static int parse_count(const char *opt, const char *s, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || v <= 0 || v > 1 << 30) {
+		fprintf(stderr, "lltrain bench: %s '%s': expected a positive integer\n", opt, s);
+		return 0;
+	}
+	*out = (int)v;
+	return 1;
+}
+
+static int parse_options(int argc, char **argv, struct bench_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "preset", required_argument, NULL, 'p' }, { "device", required_argument, NULL, 'd' },
+		{ "threads", required_argument, NULL, 't' }, { "steps", required_argument, NULL, 's' },
+		{ "batch", required_argument, NULL, 'b' }, { "seq", required_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': o->preset = optarg; break;
+		case 'd': o->device = optarg; break;
+		case 't': if (!parse_count("--threads", optarg, &o->threads)) return 2; break;
+		case 's': if (!parse_count("--steps", optarg, &o->steps)) return 2; break;
+		case 'b': if (!parse_count("--batch", optarg, &o->batch)) return 2; break;
+		case 'q': if (!parse_count("--seq", optarg, &o->seq)) return 2; break;
+		case 'h': print_help(); return 0;
+		default: return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "lltrain bench: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	return -1;
+}
+
+/* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */
+static enum lt_status time_sgemm(lt_backend *be, double *tflops)
+{
+	const int n = 2048, reps = 3;
+	size_t nn = (size_t)n * n;
+	lt_buf *buf = NULL;
+	enum lt_status st = lt_buf_new(be, 3 * nn, &buf);
+	if (st != LT_OK)
+		return st;
+	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { buf, 2 * nn };
+	be->ops->fill(be, a, 2 * nn, 0.5f);
+	struct lt_gemm g = { .m = n, .n = n, .k = n, .alpha = 1.0f, .beta = 0.0f,
+			     .lda = n, .ldb = n, .ldc = n, .batch = 1 };
+	double best = 1e30;
+	for (int r = 0; r <= reps && st == LT_OK; r++) {
+		double t0 = now_seconds();
+		be->ops->gemm(be, &g, a, b, c);
+		st = be->ops->sync(be);
+		double dt = now_seconds() - t0;
+		if (r > 0 && dt < best) /* the first call warms up */
+			best = dt;
+	}
+	lt_buf_free(be, buf);
+	*tflops = 2.0 * n * (double)n * n / best / 1e12;
+	return st;
+}
+
+struct bench_result {
+	double step_s, tokens_per_s, model_tflops, loss;
+};
+
+static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct bench_opts *o,
+				    struct bench_result *r)
+{
+	const struct lt_model_config *c = lt_model_config_of(model);
+	int N = o->batch * o->seq;
+	int32_t *tok = malloc(2 * (size_t)N * sizeof *tok);
+	if (!tok) {
+		lt_errmsg_set("cannot allocate %zu bytes of tokens", 2 * (size_t)N * sizeof *tok);
+		return LT_ERR_NOMEM;
+	}
+	int32_t *tgt = tok + N;
+	struct lt_rng rng;
+	lt_rng_seed(&rng, 1234, 0);
+	struct lt_optim_config oc = { .lr = 1e-4f, .min_lr = 1e-5f, .warmup_steps = 0,
+				      .total_steps = 1000, .schedule = LT_SCHED_COSINE, .beta1 = 0.9f,
+				      .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
+	enum lt_status st = LT_OK;
+	double total = 0;
+	for (int step = 0; step <= o->steps && st == LT_OK; step++) {
+		for (int i = 0; i < N; i++) {
+			tok[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
+			tgt[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
+		}
+		double t0 = now_seconds(), loss, norm;
+		long count;
+		lt_model_zero_grads(model);
+		st = lt_model_forward(model, tok, tgt, 1.0f / (float)N, &loss, &count);
+		if (st == LT_OK)
+			st = lt_model_backward(model);
+		if (st == LT_OK)
+			st = lt_optim_step(opt, &oc, step + 1, &norm);
+		double dt = now_seconds() - t0;
+		if (step > 0) /* step 0 warms caches and kernels */
+			total += dt;
+		r->loss = loss / (double)count;
+	}
+	free(tok);
+	r->step_s = total / o->steps;
+	r->tokens_per_s = N / r->step_s;
+	r->model_tflops = r->tokens_per_s * lt_model_config_flops_per_token(c, o->seq) / 1e12;
+	return st;
+}
+
+int lt_cmd_bench(int argc, char **argv)
+{
+	struct bench_opts o = { .preset = "15M", .device = "cpu", .steps = 3 };
+	int rc = parse_options(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	const struct lt_preset *p = lt_preset_find(o.preset);
+	if (!p) {
+		fprintf(stderr, "lltrain bench: --preset '%s': unknown (expected tiny, 15M, 110M or 1B)\n",
+			o.preset);
+		return 2;
+	}
+	if (!o.batch)
+		o.batch = p->batch;
+	if (!o.seq)
+		o.seq = p->seq;
+	struct lt_model_config mc = p->model;
+	if (o.seq > mc.max_seq)
+		mc.max_seq = o.seq;
+
+	lt_backend *be = NULL;
+	lt_model *model = NULL;
+	lt_optim *opt = NULL;
+	struct bench_result r = { 0 };
+	struct lt_device_info dev;
+	double peak = 0;
+	enum lt_status st = lt_backend_new(o.device, o.threads, &be);
+	if (st != LT_OK) {
+		lt_report("bench", st);
+		return 1;
+	}
+	be->ops->info(be, &dev);
+	if ((st = lt_model_new(be, &mc, &model)) != LT_OK || (st = lt_model_init(model, 1)) != LT_OK ||
+	    (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
+	    (st = lt_optim_new(model, 0, lt_model_num_params(model), &opt)) != LT_OK ||
+	    (st = time_training(model, opt, &o, &r)) != LT_OK)
+		goto out;
+	double rss = peak_rss_bytes();
+	if ((st = time_sgemm(be, &peak)) != LT_OK)
+		goto out;
+
+	struct lt_mem_estimate est;
+	lt_model_estimate_memory(&mc, o.batch, o.seq, dev.compute_units, &est);
+	printf("preset %s: %.2fM parameters, batch %d x seq %d, device %s\n", p->name,
+	       (double)lt_model_num_params(model) / 1e6, o.batch, o.seq, dev.name);
+	printf("step time:       %.4f s (mean of %d steps after a warm-up step)\n", r.step_s, o.steps);
+	printf("loss:            %.4f\n", r.loss);
+	printf("tokens/s:        %.1f\n", r.tokens_per_s);
+	printf("model TFLOP/s:   %.4f (%.1f MFLOP per token)\n", r.model_tflops,
+	       lt_model_config_flops_per_token(&mc, o.seq) / 1e6);
+	printf("sgemm TFLOP/s:   %.4f (2048^3, best of 3)\n", peak);
+	printf("MFU:             %.3f\n", r.model_tflops / peak);
+	printf("peak RSS:        %.1f MiB (estimate %.1f MiB: params %.1f, grads %.1f, "
+	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
+	       rss / 1048576.0, est.total / 1048576.0, est.params / 1048576.0, est.grads / 1048576.0,
+	       est.optimizer / 1048576.0, est.activations / 1048576.0, est.workspace / 1048576.0,
+	       est.runtime / 1048576.0);
+out:
+	if (st != LT_OK)
+		lt_report("bench", st);
+	lt_optim_free(opt);
+	lt_model_free(model);
+	lt_backend_free(be);
+	return st == LT_OK ? 0 : 1;
+}

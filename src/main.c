@@ -1,0 +1,69 @@
+/* lltrain's entry point: dispatches to the subcommands. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "status.h"
+#include "cmd.h"
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct command commands[] = {
+	{ "bench", lt_cmd_bench, "measure training speed, model FLOP/s and memory of a preset" },
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+void lt_report(const char *what, enum lt_status st)
+{
+	const char *ctx = lt_errmsg();
+	if (ctx[0])
+		fprintf(stderr, "lltrain: %s: %s\n", what, ctx);
+	else
+		fprintf(stderr, "lltrain: %s: %s\n", what, lt_status_str(st));
+}
+
+static void print_usage(FILE *f)
+{
+	fprintf(f, "usage: lltrain COMMAND [OPTIONS]\n\ncommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\n'lltrain COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		print_usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		print_usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "help") && argc > 2) {
+		char help[] = "--help";
+		char *args[] = { argv[2], help, NULL };
+		for (size_t i = 0; i < N_COMMANDS; i++)
+			if (!strcmp(argv[2], commands[i].name))
+				return commands[i].run(2, args);
+	}
+	if (!strcmp(argv[1], "help")) {
+		print_usage(stdout);
+		return argc > 2 ? 2 : 0;
+	}
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "lltrain: unknown command '%s'\n", argv[1]);
+	print_usage(stderr);
+	return 2;
+}

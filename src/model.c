@@ -1,0 +1,513 @@
+/* The LLaMA model: parameter layout, activation plan, forward and backward. */
+#include "config.h"
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+
+/* Offsets of one layer's tensors, in elements of the flat buffers. q, k
+ * and v are adjacent (one [QKV, C] matrix) and so are gate and up (one
+ * [2F, C] matrix): each pair is one GEMM. */
+struct layer_views {
+	size_t ln_in, wqkv, wo, ln_post, wgu, wdown;
+};
+
+/* Offsets of one layer's saved activations, in the activation buffer. */
+struct layer_acts {
+	size_t x;      /* [N,C] the layer's input (residual stream) */
+	size_t rstd1;  /* [N] */
+	size_t ln1;    /* [N,C] */
+	size_t qkv;    /* [N,QKV] after rope */
+	size_t lse;    /* [B,H,T] */
+	size_t att;    /* [N,HD] */
+	size_t xmid;   /* [N,C] residual after attention */
+	size_t rstd2;  /* [N] */
+	size_t ln2;    /* [N,C] */
+	size_t h;      /* [N,2F] gate | up */
+	size_t g;      /* [N,F] swiglu output */
+};
+
+struct lt_model {
+	struct lt_model_config cfg;
+	lt_backend *be;
+	struct lt_tensor *tensors;
+	int n_tensors;
+	size_t numel;
+	size_t embed, norm, lm_head;     /* offsets of the global tensors */
+	struct layer_views *layers;
+	lt_buf *params, *grads;
+	lt_buf *inv_freq;                 /* [D/2] rope frequencies */
+
+	/* the activation plan */
+	int B, T;
+	lt_buf *acts;
+	struct layer_acts *la;
+	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
+	size_t dx, dA, dB;                /* backward scratch, reused per layer */
+	int have_grad;                    /* the logits hold their gradient */
+};
+
+static int head_dim(const struct lt_model_config *c)
+{
+	return c->dim / c->n_heads;
+}
+
+static int qkv_width(const struct lt_model_config *c)
+{
+	return (c->n_heads + 2 * c->n_kv_heads) * head_dim(c);
+}
+
+enum lt_status lt_model_config_check(const struct lt_model_config *c)
+{
+	struct { const char *name; int v; } sizes[] = {
+		{ "vocab_size", c->vocab_size }, { "dim", c->dim }, { "n_layers", c->n_layers },
+		{ "n_heads", c->n_heads }, { "n_kv_heads", c->n_kv_heads },
+		{ "ffn_dim", c->ffn_dim }, { "max_seq", c->max_seq },
+	};
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		if (sizes[i].v <= 0) {
+			lt_errmsg_set("model.%s = %d: must be a positive integer", sizes[i].name, sizes[i].v);
+			return LT_ERR_CONFIG;
+		}
+	}
+	if (c->dim % c->n_heads) {
+		lt_errmsg_set("model.dim = %d is not divisible by model.n_heads = %d", c->dim, c->n_heads);
+		return LT_ERR_CONFIG;
+	}
+	if (c->n_heads % c->n_kv_heads) {
+		lt_errmsg_set("model.n_kv_heads = %d does not divide model.n_heads = %d",
+			      c->n_kv_heads, c->n_heads);
+		return LT_ERR_CONFIG;
+	}
+	if (head_dim(c) % 2) {
+		lt_errmsg_set("model.dim / model.n_heads = %d: the head size must be even for rotary embeddings",
+			      head_dim(c));
+		return LT_ERR_CONFIG;
+	}
+	if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta)) {
+		lt_errmsg_set("model.rope_theta = %g: must be a finite number above 1", c->rope_theta);
+		return LT_ERR_CONFIG;
+	}
+	if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f)) {
+		lt_errmsg_set("model.norm_eps = %g: must be in (0, 1)", c->norm_eps);
+		return LT_ERR_CONFIG;
+	}
+	/* Element offsets must fit the backend's int sizes for GEMM dims. */
+	if ((double)c->vocab_size * c->dim > 2147483647.0 || (double)c->ffn_dim * 2 * c->dim > 2147483647.0) {
+		lt_errmsg_set("model: a weight matrix exceeds 2^31 elements");
+		return LT_ERR_CONFIG;
+	}
+	return LT_OK;
+}
+
+/* Appends a tensor view; returns its offset. */
+static size_t add_tensor(struct lt_model *m, const char *name, int rows, int cols, int decay)
+{
+	struct lt_tensor *t = &m->tensors[m->n_tensors++];
+	snprintf(t->name, sizeof t->name, "%s", name);
+	t->ndim = cols ? 2 : 1;
+	t->shape[0] = rows;
+	t->shape[1] = cols;
+	t->numel = (size_t)rows * (cols ? (size_t)cols : 1);
+	t->off = m->numel;
+	t->decay = decay;
+	m->numel += t->numel;
+	return t->off;
+}
+
+/* Lays out every tensor in the flat buffer, in Hugging Face names. */
+static void lay_out_parameters(struct lt_model *m)
+{
+	const struct lt_model_config *c = &m->cfg;
+	int C = c->dim, D = head_dim(c), HD = c->n_heads * D, KD = c->n_kv_heads * D, F = c->ffn_dim;
+	char name[80];
+
+	m->embed = add_tensor(m, "model.embed_tokens.weight", c->vocab_size, C, 1);
+	for (int l = 0; l < c->n_layers; l++) {
+		struct layer_views *lv = &m->layers[l];
+#define LAYER_NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+		lv->ln_in = add_tensor(m, LAYER_NAME("input_layernorm.weight"), C, 0, 0);
+		lv->wqkv = add_tensor(m, LAYER_NAME("self_attn.q_proj.weight"), HD, C, 1);
+		add_tensor(m, LAYER_NAME("self_attn.k_proj.weight"), KD, C, 1);
+		add_tensor(m, LAYER_NAME("self_attn.v_proj.weight"), KD, C, 1);
+		lv->wo = add_tensor(m, LAYER_NAME("self_attn.o_proj.weight"), C, HD, 1);
+		lv->ln_post = add_tensor(m, LAYER_NAME("post_attention_layernorm.weight"), C, 0, 0);
+		lv->wgu = add_tensor(m, LAYER_NAME("mlp.gate_proj.weight"), F, C, 1);
+		add_tensor(m, LAYER_NAME("mlp.up_proj.weight"), F, C, 1);
+		lv->wdown = add_tensor(m, LAYER_NAME("mlp.down_proj.weight"), C, F, 1);
+#undef LAYER_NAME
+	}
+	m->norm = add_tensor(m, "model.norm.weight", C, 0, 0);
+	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
+}
+
+size_t lt_model_config_params(const struct lt_model_config *c)
+{
+	size_t C = (size_t)c->dim, D = (size_t)head_dim(c), F = (size_t)c->ffn_dim;
+	size_t qkv = (size_t)(c->n_heads + 2 * c->n_kv_heads) * D;
+	size_t layer = C + qkv * C + C * (size_t)c->n_heads * D + C + 3 * F * C;
+	size_t emb = (size_t)c->vocab_size * C;
+	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * layer + C;
+}
+
+double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
+{
+	double emb = (double)c->vocab_size * c->dim;
+	double matmul_weights = (double)lt_model_config_params(c) - emb + (c->tied ? emb : 0.0);
+	return 6.0 * matmul_weights + 12.0 * c->n_layers * c->dim * (double)seq;
+}
+
+/* Elements of the activation buffer for (B, T); fills the offsets when m
+ * is given. The same walk serves the estimate and the plan. */
+static size_t plan_activations(const struct lt_model_config *c, int B, int T, struct lt_model *m)
+{
+	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
+	size_t at = 0;
+#define TAKE(n) (at += (n), at - (n))
+	for (int l = 0; l < c->n_layers; l++) {
+		struct layer_acts a;
+		a.x = TAKE(N * C);
+		a.rstd1 = TAKE(N);
+		a.ln1 = TAKE(N * C);
+		a.qkv = TAKE(N * QKV);
+		a.lse = TAKE((size_t)B * c->n_heads * T);
+		a.att = TAKE(N * HD);
+		a.xmid = TAKE(N * C);
+		a.rstd2 = TAKE(N);
+		a.ln2 = TAKE(N * C);
+		a.h = TAKE(N * 2 * F);
+		a.g = TAKE(N * F);
+		if (m)
+			m->la[l] = a;
+	}
+	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
+	size_t logits = TAKE(N * V), losses = TAKE(N), tokens = TAKE(N), targets = TAKE(N);
+	size_t scalar = TAKE(16);
+	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
+	if (F > wa)
+		wa = F;
+	size_t dx = TAKE(N * C), dA = TAKE(N * wa), dB = TAKE(N * wb);
+#undef TAKE
+	if (m) {
+		m->x_final = x_final;
+		m->rstdf = rstdf;
+		m->xf = xf;
+		m->logits = logits;
+		m->losses = losses;
+		m->tokens = tokens;
+		m->targets = targets;
+		m->scalar = scalar;
+		m->dx = dx;
+		m->dA = dA;
+		m->dB = dB;
+	}
+	return at;
+}
+
+void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
+			      struct lt_mem_estimate *out)
+{
+	size_t P = lt_model_config_params(c);
+	memset(out, 0, sizeof *out);
+	out->params = P * 4;
+	out->grads = P * 4;
+	out->optimizer = P * 8;
+	out->activations = plan_activations(c, B, T, NULL) * 4;
+	/* The CPU attention keeps two T x T score tiles per thread. */
+	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * (size_t)T * T * 4;
+	/* Code, libraries, OpenMP and OpenBLAS per-thread buffers, measured
+	 * on empty steps: about 16 MiB plus 8 MiB per thread. */
+	out->runtime = ((size_t)16 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)8 << 20);
+	out->total = out->params + out->grads + out->optimizer + out->activations + out->workspace +
+		     out->runtime;
+}
+
+/* inv_freq[i] = theta^(-2i/D), rounded to float as Hugging Face keeps it. */
+static void write_rope_frequencies(struct lt_model *m)
+{
+	int half = head_dim(&m->cfg) / 2;
+	float *freq = malloc((size_t)half * sizeof *freq);
+	LT_ASSERT(freq);
+	for (int i = 0; i < half; i++)
+		freq[i] = (float)(1.0 / pow((double)m->cfg.rope_theta, (2.0 * i) / (2 * half)));
+	m->be->ops->write(m->be, (lt_ref){ m->inv_freq, 0 }, freq, (size_t)half);
+	free(freq);
+}
+
+enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_model **out)
+{
+	enum lt_status st = lt_model_config_check(c);
+	*out = NULL;
+	if (st != LT_OK)
+		return st;
+	struct lt_model *m = calloc(1, sizeof *m);
+	if (!m)
+		goto nomem;
+	m->cfg = *c;
+	m->be = be;
+	m->tensors = calloc((size_t)c->n_layers * 9 + 3, sizeof *m->tensors);
+	m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+	m->la = calloc((size_t)c->n_layers, sizeof *m->la);
+	if (!m->tensors || !m->layers || !m->la)
+		goto nomem;
+	lay_out_parameters(m);
+
+	if ((st = lt_buf_new(be, m->numel, &m->params)) != LT_OK ||
+	    (st = lt_buf_new(be, m->numel, &m->grads)) != LT_OK ||
+	    (st = lt_buf_new(be, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
+		lt_errmsg_prefix("model of %zu parameters", m->numel);
+		lt_model_free(m);
+		return st;
+	}
+	write_rope_frequencies(m);
+	*out = m;
+	return LT_OK;
+nomem:
+	lt_model_free(m);
+	lt_errmsg_set("cannot allocate the model's tables");
+	return LT_ERR_NOMEM;
+}
+
+void lt_model_free(lt_model *m)
+{
+	if (!m)
+		return;
+	lt_buf_free(m->be, m->params);
+	lt_buf_free(m->be, m->grads);
+	lt_buf_free(m->be, m->inv_freq);
+	lt_buf_free(m->be, m->acts);
+	free(m->tensors);
+	free(m->layers);
+	free(m->la);
+	free(m);
+}
+
+const struct lt_model_config *lt_model_config_of(const lt_model *m) { return &m->cfg; }
+lt_backend *lt_model_backend(const lt_model *m) { return m->be; }
+size_t lt_model_num_params(const lt_model *m) { return m->numel; }
+int lt_model_num_tensors(const lt_model *m) { return m->n_tensors; }
+lt_ref lt_model_params(const lt_model *m) { return (lt_ref){ m->params, 0 }; }
+lt_ref lt_model_grads(const lt_model *m) { return (lt_ref){ m->grads, 0 }; }
+lt_ref lt_model_logits(const lt_model *m) { return (lt_ref){ m->acts, m->logits }; }
+
+const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
+{
+	return i >= 0 && i < m->n_tensors ? &m->tensors[i] : NULL;
+}
+
+const struct lt_tensor *lt_model_find(const lt_model *m, const char *name)
+{
+	for (int i = 0; i < m->n_tensors; i++)
+		if (!strcmp(m->tensors[i].name, name))
+			return &m->tensors[i];
+	return NULL;
+}
+
+static int is_residual_output(const char *name)
+{
+	return strstr(name, "o_proj") || strstr(name, "down_proj");
+}
+
+enum lt_status lt_model_init(lt_model *m, uint64_t seed)
+{
+	float *host = malloc(m->numel * sizeof *host);
+	if (!host) {
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", m->numel * sizeof *host);
+		return LT_ERR_NOMEM;
+	}
+	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
+	for (int i = 0; i < m->n_tensors; i++) {
+		const struct lt_tensor *t = &m->tensors[i];
+		float *x = host + t->off;
+		if (t->ndim == 1) {
+			for (size_t j = 0; j < t->numel; j++)
+				x[j] = 1.0f;
+		} else {
+			float std = is_residual_output(t->name) ? resid_std : 0.02f;
+			lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
+		}
+	}
+	m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
+	free(host);
+	return m->be->ops->sync(m->be);
+}
+
+enum lt_status lt_model_plan(lt_model *m, int B, int T)
+{
+	if (B <= 0 || T <= 0 || T > m->cfg.max_seq) {
+		lt_errmsg_set("batch %d x seq %d: need batch >= 1 and 1 <= seq <= max_seq (%d)", B, T,
+			      m->cfg.max_seq);
+		return LT_ERR_CONFIG;
+	}
+	if (m->acts && m->B == B && m->T == T)
+		return LT_OK;
+	lt_buf_free(m->be, m->acts);
+	m->acts = NULL;
+	size_t n = plan_activations(&m->cfg, B, T, m);
+	enum lt_status st = lt_buf_new(m->be, n, &m->acts);
+	if (st != LT_OK) {
+		lt_errmsg_prefix("activations for batch %d x seq %d (lower train.batch_size or "
+				 "train.seq_len)", B, T);
+		return st;
+	}
+	m->B = B;
+	m->T = T;
+	return LT_OK;
+}
+
+/* Shorthands for refs into the model's buffers. */
+static lt_ref P(const lt_model *m, size_t off) { return (lt_ref){ m->params, off }; }
+static lt_ref G(const lt_model *m, size_t off) { return (lt_ref){ m->grads, off }; }
+static lt_ref A(const lt_model *m, size_t off) { return (lt_ref){ m->acts, off }; }
+
+/* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
+static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M, int N, int K,
+			   float beta)
+{
+	struct lt_gemm g = { .trans_a = 0, .trans_b = 1, .m = M, .n = N, .k = K, .alpha = 1.0f,
+			     .beta = beta, .lda = K, .ldb = K, .ldc = N, .batch = 1 };
+	be->ops->gemm(be, &g, x, w, out);
+}
+
+/* dx[M,K] (= or +=) dout[M,N] . W[N,K], and dW[N,K] += dout^T . x[M,K]. */
+static void linear_backward(lt_backend *be, lt_ref dx, float dx_beta, lt_ref dw, lt_ref dout,
+			    lt_ref x, lt_ref w, int M, int N, int K)
+{
+	struct lt_gemm gx = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
+			      .beta = dx_beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	struct lt_gemm gw = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
+			      .beta = 1.0f, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	be->ops->gemm(be, &gx, dout, w, dx);
+	be->ops->gemm(be, &gw, dout, x, dw);
+}
+
+static struct lt_attn_shape attn_shape(const lt_model *m)
+{
+	return (struct lt_attn_shape){ .B = m->B, .T = m->T, .H = m->cfg.n_heads,
+				       .K = m->cfg.n_kv_heads, .D = head_dim(&m->cfg) };
+}
+
+/* One transformer block: x_l -> x_{l+1} (stored as the next layer's x, or
+ * x_final after the last layer). */
+static void block_forward(lt_model *m, int l)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	const struct layer_views *w = &m->layers[l];
+	const struct layer_acts *a = &m->la[l];
+	int N = m->B * m->T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
+	struct lt_attn_shape s = attn_shape(m);
+	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
+
+	be->ops->rmsnorm_forward(be, A(m, a->ln1), A(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
+				 c->norm_eps);
+	linear_forward(be, A(m, a->qkv), A(m, a->ln1), P(m, w->wqkv), N, QKV, C, 0.0f);
+	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
+	be->ops->attention_forward(be, A(m, a->att), A(m, a->lse), A(m, a->qkv), &s);
+	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
+	linear_forward(be, A(m, a->xmid), A(m, a->att), P(m, w->wo), N, C, C, 1.0f);
+
+	be->ops->rmsnorm_forward(be, A(m, a->ln2), A(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
+				 N, C, c->norm_eps);
+	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
+	be->ops->copy(be, A(m, next), A(m, a->xmid), (size_t)N * C);
+	linear_forward(be, A(m, next), A(m, a->g), P(m, w->wdown), N, C, F, 1.0f);
+}
+
+/* Backward through block l: on entry dx holds dL/dx_{l+1}, on exit dL/dx_l;
+ * the block's weight gradients are added into the gradient buffer. */
+static void block_backward(lt_model *m, int l)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	const struct layer_views *w = &m->layers[l];
+	const struct layer_acts *a = &m->la[l];
+	int N = m->B * m->T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
+	struct lt_attn_shape s = attn_shape(m);
+	lt_ref dx = A(m, m->dx), dA = A(m, m->dA), dB = A(m, m->dB);
+
+	/* MLP: x_{l+1} = xmid + down(swiglu(gate_up(rmsnorm(xmid)))) */
+	linear_backward(be, dA, 0.0f, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	be->ops->swiglu_backward(be, dB, dA, A(m, a->h), N, F);
+	linear_backward(be, dA, 0.0f, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_post), dA, A(m, a->xmid), P(m, w->ln_post),
+				  A(m, a->rstd2), N, C);
+
+	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
+	linear_backward(be, dA, 0.0f, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	be->ops->attention_backward(be, dB, dA, A(m, a->att), A(m, a->lse), A(m, a->qkv), &s);
+	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
+	linear_backward(be, dA, 0.0f, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
+				  A(m, a->rstd1), N, C);
+}
+
+enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
+				float grad_scale, double *loss_sum, long *n_targets)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	LT_ASSERT(m->acts);
+	int N = m->B * m->T, C = c->dim, V = c->vocab_size;
+	long valid = 0;
+
+	for (int i = 0; i < N; i++) {
+		if (tokens[i] < 0 || tokens[i] >= V || targets[i] >= V) {
+			int bad = tokens[i] < 0 || tokens[i] >= V ? tokens[i] : targets[i];
+			lt_errmsg_set("token %d at position %d is outside the vocabulary [0, %d)", bad, i, V);
+			return LT_ERR_ARG;
+		}
+		valid += targets[i] >= 0;
+	}
+	be->ops->write(be, A(m, m->tokens), tokens, (size_t)N);
+	be->ops->write(be, A(m, m->targets), targets, (size_t)N);
+
+	be->ops->embedding_forward(be, A(m, m->la[0].x), A(m, m->tokens), P(m, m->embed), N, C);
+	for (int l = 0; l < c->n_layers; l++)
+		block_forward(m, l);
+	be->ops->rmsnorm_forward(be, A(m, m->xf), A(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
+				 C, c->norm_eps);
+	linear_forward(be, A(m, m->logits), A(m, m->xf), P(m, m->lm_head), N, V, C, 0.0f);
+	be->ops->xent(be, A(m, m->losses), A(m, m->logits), A(m, m->targets), N, V, grad_scale);
+	be->ops->sum(be, A(m, m->scalar), A(m, m->losses), (size_t)N);
+	float loss;
+	be->ops->read(be, &loss, A(m, m->scalar), 1);
+	enum lt_status st = be->ops->sync(be);
+	if (st != LT_OK)
+		return st;
+	m->have_grad = grad_scale != 0.0f;
+	*loss_sum = loss;
+	*n_targets = valid;
+	return LT_OK;
+}
+
+enum lt_status lt_model_backward(lt_model *m)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	LT_ASSERT(m->have_grad);
+	int N = m->B * m->T, C = c->dim, V = c->vocab_size;
+	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
+
+	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
+	linear_backward(be, dA, 0.0f, G(m, m->lm_head), A(m, m->logits), A(m, m->xf),
+			P(m, m->lm_head), N, V, C);
+	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
+				  A(m, m->rstdf), N, C);
+	for (int l = c->n_layers - 1; l >= 0; l--)
+		block_backward(m, l);
+	be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
+	m->have_grad = 0;
+	return be->ops->sync(be);
+}
+
+void lt_model_zero_grads(lt_model *m)
+{
+	m->be->ops->fill(m->be, lt_model_grads(m), m->numel, 0.0f);
+}

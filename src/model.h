@@ -1,0 +1,100 @@
+/* The LLaMA model: configuration, the flat parameter and gradient buffers
+ * with their named views (Hugging Face names and layout), the activation
+ * plan for a (batch, seq), and the forward and backward passes.
+ *
+ * Ownership: lt_model_new gives a model that lt_model_free releases; the
+ * model borrows its backend, which must outlive it. */
+#ifndef LT_MODEL_H
+#define LT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+struct lt_model_config {
+	int vocab_size;
+	int dim;          /* C, the residual width */
+	int n_layers;
+	int n_heads;      /* H */
+	int n_kv_heads;   /* K; divides H */
+	int ffn_dim;      /* F, the SwiGLU hidden width */
+	int max_seq;      /* the longest sequence the model is made for */
+	float rope_theta;
+	float norm_eps;
+	int tied;         /* lm_head shares the embedding table */
+};
+
+/* Checks that a configuration can exist: every size positive, dim divisible
+ * by n_heads, n_kv_heads dividing n_heads, an even head size, finite theta
+ * and eps > 0. On failure lt_errmsg names the value and why. */
+enum lt_status lt_model_config_check(const struct lt_model_config *c);
+
+/* A named view into the flat parameter buffer (and, at the same offsets,
+ * into the gradient and optimizer buffers). */
+struct lt_tensor {
+	char name[80];       /* Hugging Face name */
+	int ndim;
+	int shape[2];
+	size_t off;          /* elements from the start of the flat buffer */
+	size_t numel;
+	int decay;           /* 1 if weight decay applies (matrices), 0 for norms */
+};
+
+/* Sizes of what training a configuration needs, in bytes. */
+struct lt_mem_estimate {
+	size_t params, grads, optimizer, activations, workspace, runtime, total;
+};
+
+/* Parameter count (each tied tensor once). */
+size_t lt_model_config_params(const struct lt_model_config *c);
+/* Model FLOPs per trained token: 6 per weight that multiplies an activation
+ * (every matrix, the lm_head once even when tied; not the embedding gather)
+ * plus 12 * layers * dim * seq for attention, forward and backward. */
+double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq);
+/* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
+ * backend's workspace for `threads` threads and the process's own runtime. */
+void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
+			      struct lt_mem_estimate *out);
+
+typedef struct lt_model lt_model;
+
+/* Allocates the parameter and gradient buffers (uninitialised). */
+enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_model **out);
+void lt_model_free(lt_model *m);
+
+const struct lt_model_config *lt_model_config_of(const lt_model *m);
+lt_backend *lt_model_backend(const lt_model *m);
+size_t lt_model_num_params(const lt_model *m);
+int lt_model_num_tensors(const lt_model *m);
+const struct lt_tensor *lt_model_tensor(const lt_model *m, int i);
+/* The tensor with this Hugging Face name, or NULL. */
+const struct lt_tensor *lt_model_find(const lt_model *m, const char *name);
+/* The flat buffers: parameters and gradients, numel elements each. */
+lt_ref lt_model_params(const lt_model *m);
+lt_ref lt_model_grads(const lt_model *m);
+
+/* Draws the initial weights: normal(0, 0.02) for every matrix, scaled by
+ * 1/sqrt(2 * layers) for the residual output projections (o_proj,
+ * down_proj); norm weights 1. Depends only on the seed. */
+enum lt_status lt_model_init(lt_model *m, uint64_t seed);
+
+/* Plans (and allocates once) the activations for batch B and sequence T;
+ * nothing is allocated inside a step after this. */
+enum lt_status lt_model_plan(lt_model *m, int B, int T);
+
+/* Forward pass over tokens[B*T] predicting targets[B*T] (int32 host
+ * arrays; a target < 0 is ignored). Writes the summed loss and the number
+ * of predicted targets. When grad_scale != 0 the logits are replaced by
+ * their gradient (scaled by grad_scale) ready for lt_model_backward. */
+enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
+				float grad_scale, double *loss_sum, long *n_targets);
+/* Backward pass after a forward with grad_scale != 0: adds the gradient of
+ * grad_scale * loss_sum into the gradient buffer. */
+enum lt_status lt_model_backward(lt_model *m);
+/* Zeroes the gradient buffer. */
+void lt_model_zero_grads(lt_model *m);
+/* The logits[B*T, V] of the last forward with grad_scale == 0. */
+lt_ref lt_model_logits(const lt_model *m);
+
+#endif

@@ -1,0 +1,1092 @@
+/* safetensors files: the validating reader (pread, converting on the way)
+ * and the streaming writer (see safetensors.h for the format and rules). */
+#include "config.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "lltrain keeps safetensors data in host byte order, which must be little-endian"
+#endif
+_Static_assert(sizeof(off_t) >= 8, "lltrain needs a 64-bit off_t for files over 2 GiB");
+
+/* The reference implementation refuses larger headers; so do we, which also
+ * catches files that are not safetensors at all. */
+#define MAX_HEADER ((uint64_t)100000000)
+/* Conversions and fetch callbacks go through a staging buffer this big. */
+#define CHUNK ((size_t)1 << 20)
+
+static const struct {
+	const char *name;
+	size_t size;
+} dtypes[LT_ST_NDTYPES] = {
+	[LT_ST_F64] = { "F64", 8 },
+	[LT_ST_F32] = { "F32", 4 },
+	[LT_ST_F16] = { "F16", 2 },
+	[LT_ST_BF16] = { "BF16", 2 },
+	[LT_ST_I64] = { "I64", 8 },
+	[LT_ST_I32] = { "I32", 4 },
+	[LT_ST_I16] = { "I16", 2 },
+	[LT_ST_I8] = { "I8", 1 },
+	[LT_ST_U8] = { "U8", 1 },
+	[LT_ST_BOOL] = { "BOOL", 1 },
+	[LT_ST_U64] = { "U64", 8 },
+	[LT_ST_U32] = { "U32", 4 },
+	[LT_ST_U16] = { "U16", 2 },
+	[LT_ST_F8_E4M3] = { "F8_E4M3", 1 },
+	[LT_ST_F8_E5M2] = { "F8_E5M2", 1 },
+};
+
+const char *lt_st_dtype_name(enum lt_st_dtype dt)
+{
+	LT_ASSERT((unsigned)dt < LT_ST_NDTYPES);
+	return dtypes[dt].name;
+}
+
+size_t lt_st_dtype_size(enum lt_st_dtype dt)
+{
+	LT_ASSERT((unsigned)dt < LT_ST_NDTYPES);
+	return dtypes[dt].size;
+}
+
+static int dtype_parse(const char *s, enum lt_st_dtype *out)
+{
+	for (int i = 0; i < LT_ST_NDTYPES; i++) {
+		if (strcmp(s, dtypes[i].name) == 0) {
+			*out = (enum lt_st_dtype)i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static char *dupstr(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = malloc(n);
+	if (!p)
+		lt_errmsg_set("cannot allocate %zu bytes for a string", n);
+	else
+		memcpy(p, s, n);
+	return p;
+}
+
+/* "[2, 3]" into buf; a long shape is cut, which only shortens a message. */
+static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *shape)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	len += (size_t)snprintf(buf + len, size - len, "[");
+	for (int i = 0; i < ndim && len < size; i++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, i ? ", " : "", shape[i]);
+	if (len < size)
+		snprintf(buf + len, size - len, "]");
+	return buf;
+}
+
+/* Element count and byte size of a shape; 0 when either overflows. */
+static int shape_size(int ndim, const int64_t *shape, size_t esize, uint64_t *numel, uint64_t *nbytes)
+{
+	uint64_t n = 1;
+	for (int i = 0; i < ndim; i++) {
+		uint64_t d = (uint64_t)shape[i];
+		if (d != 0 && n > UINT64_MAX / d)
+			return 0;
+		n *= d;
+	}
+	if (n > UINT64_MAX / esize)
+		return 0;
+	*numel = n;
+	*nbytes = n * esize;
+	return 1;
+}
+
+static uint64_t load_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* IEEE half to float, exactly (subnormals, infinities and NaNs included). */
+static float half_to_float(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+	float f;
+	if (exp == 0) {
+		f = ldexpf((float)mant, -24);
+		return sign ? -f : f;
+	}
+	if (exp == 0x1f)
+		bits = sign | 0x7f800000u | mant << 13;
+	else
+		bits = sign | (exp + 112) << 23 | mant << 13;
+	memcpy(&f, &bits, sizeof f);
+	return f;
+}
+
+static float bf16_to_float(uint16_t h)
+{
+	uint32_t bits = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &bits, sizeof f);
+	return f;
+}
+
+/* ---- reader ---- */
+
+struct tensor {
+	struct lt_st_info info;
+	uint64_t begin, end; /* data_offsets, relative to the data section */
+};
+
+struct lt_st {
+	char *path;
+	int fd;
+	uint64_t data_start, data_size;
+	size_t n;
+	struct tensor *t;      /* header order */
+	struct tensor **by_name;
+	size_t nmeta;
+	char **meta;           /* key, value, key, value, ... */
+};
+
+static int cmp_name(const void *a, const void *b)
+{
+	const struct tensor *x = *(const struct tensor *const *)a;
+	const struct tensor *y = *(const struct tensor *const *)b;
+	return strcmp(x->info.name, y->info.name);
+}
+
+static int cmp_offsets(const void *a, const void *b)
+{
+	const struct tensor *x = *(const struct tensor *const *)a;
+	const struct tensor *y = *(const struct tensor *const *)b;
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	if (x->end != y->end)
+		return x->end < y->end ? -1 : 1;
+	return 0;
+}
+
+/* A JSON integer in [0, INT64_MAX], or -1. */
+static int64_t json_count(const json_t *v)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -1;
+	return (int64_t)json_integer_value(v);
+}
+
+static enum lt_status parse_tensor(lt_st *st, const char *name, json_t *v, struct tensor *t)
+{
+	char sbuf[200];
+	json_t *dt, *shape, *offs;
+	size_t esize;
+	int64_t b, e;
+
+	if (!json_is_object(v)) {
+		lt_errmsg_set("%s: tensor '%s': entry is not a JSON object", st->path, name);
+		return LT_ERR_FORMAT;
+	}
+	dt = json_object_get(v, "dtype");
+	shape = json_object_get(v, "shape");
+	offs = json_object_get(v, "data_offsets");
+	if (!json_is_string(dt)) {
+		lt_errmsg_set("%s: tensor '%s': no \"dtype\" string", st->path, name);
+		return LT_ERR_FORMAT;
+	}
+	if (!dtype_parse(json_string_value(dt), &t->info.dtype)) {
+		lt_errmsg_set("%s: tensor '%s': unknown dtype '%s'", st->path, name, json_string_value(dt));
+		return LT_ERR_FORMAT;
+	}
+	esize = dtypes[t->info.dtype].size;
+	if (!json_is_array(shape)) {
+		lt_errmsg_set("%s: tensor '%s': no \"shape\" array", st->path, name);
+		return LT_ERR_FORMAT;
+	}
+	if (json_array_size(shape) > LT_ST_MAX_DIMS) {
+		lt_errmsg_set("%s: tensor '%s': shape has %zu dimensions, more than the %d supported",
+		              st->path, name, json_array_size(shape), LT_ST_MAX_DIMS);
+		return LT_ERR_FORMAT;
+	}
+	t->info.ndim = (int)json_array_size(shape);
+	for (int i = 0; i < t->info.ndim; i++) {
+		t->info.shape[i] = json_count(json_array_get(shape, (size_t)i));
+		if (t->info.shape[i] < 0) {
+			lt_errmsg_set("%s: tensor '%s': shape[%d] is not a non-negative integer",
+			              st->path, name, i);
+			return LT_ERR_FORMAT;
+		}
+	}
+	if (!json_is_array(offs) || json_array_size(offs) != 2
+	    || (b = json_count(json_array_get(offs, 0))) < 0
+	    || (e = json_count(json_array_get(offs, 1))) < 0) {
+		lt_errmsg_set("%s: tensor '%s': \"data_offsets\" is not [begin, end] of non-negative integers",
+		              st->path, name);
+		return LT_ERR_FORMAT;
+	}
+	t->begin = (uint64_t)b;
+	t->end = (uint64_t)e;
+	if (t->begin > t->end) {
+		lt_errmsg_set("%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] begin after end",
+		              st->path, name, t->begin, t->end);
+		return LT_ERR_FORMAT;
+	}
+	if (!shape_size(t->info.ndim, t->info.shape, esize, &t->info.numel, &t->info.nbytes)) {
+		lt_errmsg_set("%s: tensor '%s': shape %s of %s is too large", st->path, name,
+		              shape_str(sbuf, sizeof sbuf, t->info.ndim, t->info.shape),
+		              dtypes[t->info.dtype].name);
+		return LT_ERR_FORMAT;
+	}
+	if (t->info.nbytes != t->end - t->begin) {
+		lt_errmsg_set("%s: tensor '%s': shape %s of %s is %" PRIu64 " bytes but data_offsets [%"
+		              PRIu64 ", %" PRIu64 "] span %" PRIu64, st->path, name,
+		              shape_str(sbuf, sizeof sbuf, t->info.ndim, t->info.shape),
+		              dtypes[t->info.dtype].name, t->info.nbytes, t->begin, t->end,
+		              t->end - t->begin);
+		return LT_ERR_FORMAT;
+	}
+	if (t->end > st->data_size) {
+		lt_errmsg_set("%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end past the data (%"
+		              PRIu64 " bytes; file truncated?)", st->path, name, t->begin, t->end,
+		              st->data_size);
+		return LT_ERR_FORMAT;
+	}
+	t->info.offset = st->data_start + t->begin;
+	if (!(t->info.name = dupstr(name))) {
+		lt_errmsg_prefix("%s", st->path);
+		return LT_ERR_NOMEM;
+	}
+	return LT_OK;
+}
+
+static enum lt_status parse_meta(lt_st *st, json_t *m)
+{
+	const char *key;
+	json_t *v;
+	if (!json_is_object(m)) {
+		lt_errmsg_set("%s: \"__metadata__\" is not a JSON object", st->path);
+		return LT_ERR_FORMAT;
+	}
+	st->meta = calloc(2 * json_object_size(m) + 1, sizeof *st->meta);
+	if (!st->meta) {
+		lt_errmsg_set("%s: cannot allocate the metadata table", st->path);
+		return LT_ERR_NOMEM;
+	}
+	json_object_foreach(m, key, v) {
+		if (!json_is_string(v)) {
+			lt_errmsg_set("%s: \"__metadata__\" value of '%s' is not a string", st->path, key);
+			return LT_ERR_FORMAT;
+		}
+		st->meta[2 * st->nmeta] = dupstr(key);
+		st->meta[2 * st->nmeta + 1] = dupstr(json_string_value(v));
+		st->nmeta++;
+		if (!st->meta[2 * st->nmeta - 2] || !st->meta[2 * st->nmeta - 1]) {
+			lt_errmsg_prefix("%s", st->path);
+			return LT_ERR_NOMEM;
+		}
+	}
+	return LT_OK;
+}
+
+static enum lt_status parse_header(lt_st *st, const char *text, size_t len)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	enum lt_status rc = LT_OK;
+	struct tensor **by_off = NULL;
+	const char *key;
+	json_t *v;
+	size_t i = 0;
+
+	if (!root) {
+		lt_errmsg_set("%s: header is not valid JSON: line %d, column %d: %s",
+		              st->path, jerr.line, jerr.column, jerr.text);
+		return LT_ERR_FORMAT;
+	}
+	if (!json_is_object(root)) {
+		lt_errmsg_set("%s: header is not a JSON object", st->path);
+		rc = LT_ERR_FORMAT;
+		goto out;
+	}
+	st->n = json_object_size(root) - (json_object_get(root, "__metadata__") != NULL);
+	st->t = calloc(st->n + 1, sizeof *st->t);
+	st->by_name = calloc(st->n + 1, sizeof *st->by_name);
+	by_off = calloc(st->n + 1, sizeof *by_off);
+	if (!st->t || !st->by_name || !by_off) {
+		lt_errmsg_set("%s: cannot allocate the table of %zu tensors", st->path, st->n);
+		rc = LT_ERR_NOMEM;
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
+		if (strcmp(key, "__metadata__") == 0) {
+			rc = parse_meta(st, v);
+		} else {
+			LT_ASSERT(i < st->n);
+			rc = parse_tensor(st, key, v, &st->t[i]);
+			st->by_name[i] = by_off[i] = &st->t[i];
+			i++;
+		}
+		if (rc != LT_OK)
+			goto out;
+	}
+	LT_ASSERT(i == st->n);
+
+	/* Non-empty tensors must not share a byte: sorted by offset, each must
+	 * begin at or after the furthest end seen so far. */
+	qsort(by_off, st->n, sizeof *by_off, cmp_offsets);
+	const struct tensor *prev = NULL;
+	for (i = 0; i < st->n; i++) {
+		const struct tensor *t = by_off[i];
+		if (t->begin == t->end)
+			continue;
+		if (prev && t->begin < prev->end) {
+			lt_errmsg_set("%s: tensors '%s' [%" PRIu64 ", %" PRIu64 "] and '%s' [%" PRIu64 ", %"
+			              PRIu64 "] overlap", st->path, prev->info.name, prev->begin, prev->end,
+			              t->info.name, t->begin, t->end);
+			rc = LT_ERR_FORMAT;
+			goto out;
+		}
+		if (!prev || t->end > prev->end)
+			prev = t;
+	}
+	qsort(st->by_name, st->n, sizeof *st->by_name, cmp_name);
+out:
+	free(by_off);
+	json_decref(root);
+	return rc;
+}
+
+static enum lt_status pread_all(int fd, void *dst, size_t len, uint64_t pos, int *err)
+{
+	unsigned char *p = dst;
+	while (len > 0) {
+		ssize_t r = pread(fd, p, len, (off_t)pos);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			*err = r < 0 ? errno : 0;
+			return LT_ERR_IO;
+		}
+		p += r;
+		pos += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_st_open(const char *path, lt_st **out)
+{
+	unsigned char lenbuf[8];
+	struct stat sb;
+	uint64_t size, hlen;
+	char *text = NULL;
+	enum lt_status rc;
+	int err = 0;
+	lt_st *st;
+
+	*out = NULL;
+	if (!(st = calloc(1, sizeof *st))) {
+		lt_errmsg_set("%s: cannot allocate a reader", path);
+		return LT_ERR_NOMEM;
+	}
+	st->fd = -1;
+	if (!(st->path = dupstr(path))) {
+		rc = LT_ERR_NOMEM;
+		goto fail;
+	}
+	if ((st->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		lt_errmsg_set("%s: cannot open: %s", path, strerror(errno));
+		rc = LT_ERR_IO;
+		goto fail;
+	}
+	if (fstat(st->fd, &sb) != 0) {
+		lt_errmsg_set("%s: fstat: %s", path, strerror(errno));
+		rc = LT_ERR_IO;
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		lt_errmsg_set("%s: not a regular file", path);
+		rc = LT_ERR_IO;
+		goto fail;
+	}
+	size = (uint64_t)sb.st_size;
+	rc = LT_ERR_FORMAT;
+	if (size < 8) {
+		lt_errmsg_set("%s: truncated: %" PRIu64 " bytes, too short for the 8-byte header length",
+		              path, size);
+		goto fail;
+	}
+	if (pread_all(st->fd, lenbuf, 8, 0, &err) != LT_OK) {
+		lt_errmsg_set("%s: reading the header length: %s", path, err ? strerror(err) : "end of file");
+		rc = LT_ERR_IO;
+		goto fail;
+	}
+	hlen = load_le64(lenbuf);
+	if (hlen > MAX_HEADER) {
+		lt_errmsg_set("%s: header length %" PRIu64 " is over the %" PRIu64
+		              "-byte limit (not a safetensors file?)", path, hlen, MAX_HEADER);
+		goto fail;
+	}
+	if (hlen > size - 8) {
+		lt_errmsg_set("%s: truncated: header says %" PRIu64 " bytes but the file has %" PRIu64
+		              " after the 8-byte length", path, hlen, size - 8);
+		goto fail;
+	}
+	if (hlen < 2) {
+		lt_errmsg_set("%s: header length %" PRIu64 " is too small for a JSON object", path, hlen);
+		goto fail;
+	}
+	st->data_start = 8 + hlen;
+	st->data_size = size - st->data_start;
+	if (!(text = malloc((size_t)hlen))) {
+		lt_errmsg_set("%s: cannot allocate %" PRIu64 " bytes for the header", path, hlen);
+		rc = LT_ERR_NOMEM;
+		goto fail;
+	}
+	if (pread_all(st->fd, text, (size_t)hlen, 8, &err) != LT_OK) {
+		lt_errmsg_set("%s: reading the header: %s", path, err ? strerror(err) : "end of file");
+		rc = LT_ERR_IO;
+		goto fail;
+	}
+	if ((rc = parse_header(st, text, (size_t)hlen)) != LT_OK)
+		goto fail;
+	free(text);
+	*out = st;
+	return LT_OK;
+fail:
+	free(text);
+	lt_st_close(st);
+	return rc;
+}
+
+void lt_st_close(lt_st *st)
+{
+	if (!st)
+		return;
+	if (st->fd >= 0)
+		close(st->fd);
+	for (size_t i = 0; st->t && i < st->n; i++)
+		free((char *)st->t[i].info.name);
+	for (size_t i = 0; i < 2 * st->nmeta; i++)
+		free(st->meta[i]);
+	free(st->meta);
+	free(st->t);
+	free(st->by_name);
+	free(st->path);
+	free(st);
+}
+
+const char *lt_st_path(const lt_st *st)
+{
+	return st->path;
+}
+
+size_t lt_st_count(const lt_st *st)
+{
+	return st->n;
+}
+
+const struct lt_st_info *lt_st_at(const lt_st *st, size_t i)
+{
+	LT_ASSERT(i < st->n);
+	return &st->t[i].info;
+}
+
+const struct lt_st_info *lt_st_lookup(const lt_st *st, const char *name)
+{
+	struct tensor key = { .info = { .name = name } }, *kp = &key, **hit;
+	hit = bsearch(&kp, st->by_name, st->n, sizeof *st->by_name, cmp_name);
+	return hit ? &(*hit)->info : NULL;
+}
+
+enum lt_status lt_st_find(const lt_st *st, const char *name, const struct lt_st_info **out)
+{
+	*out = lt_st_lookup(st, name);
+	if (!*out) {
+		lt_errmsg_set("%s: no tensor '%s'", st->path, name);
+		return LT_ERR_NOTFOUND;
+	}
+	return LT_OK;
+}
+
+/* Finds `name` and checks that the caller's n elements fit it exactly. */
+static enum lt_status prepare(const lt_st *st, const char *name, uint64_t n,
+                              const struct lt_st_info **out)
+{
+	enum lt_status rc = lt_st_find(st, name, out);
+	if (rc == LT_OK && (*out)->numel != n) {
+		char sbuf[200];
+		lt_errmsg_set("%s: tensor '%s': shape %s holds %" PRIu64 " elements but %" PRIu64
+		              " were expected", st->path, name,
+		              shape_str(sbuf, sizeof sbuf, (*out)->ndim, (*out)->shape), (*out)->numel, n);
+		rc = LT_ERR_FORMAT;
+	}
+	return rc;
+}
+
+static enum lt_status read_at(const lt_st *st, const struct lt_st_info *ti, uint64_t off,
+                              void *dst, size_t len)
+{
+	int err = 0;
+	if (pread_all(st->fd, dst, len, ti->offset + off, &err) != LT_OK) {
+		lt_errmsg_set("%s: tensor '%s': reading %zu bytes at byte %" PRIu64 ": %s", st->path,
+		              ti->name, len, ti->offset + off,
+		              err ? strerror(err) : "end of file (did it shrink?)");
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_st_read_raw(const lt_st *st, const char *name, void *dst, size_t nbytes)
+{
+	const struct lt_st_info *ti;
+	enum lt_status rc = lt_st_find(st, name, &ti);
+	if (rc != LT_OK)
+		return rc;
+	if (ti->nbytes != nbytes) {
+		lt_errmsg_set("%s: tensor '%s' is %" PRIu64 " bytes but %zu were expected", st->path,
+		              name, ti->nbytes, nbytes);
+		return LT_ERR_FORMAT;
+	}
+	return read_at(st, ti, 0, dst, nbytes);
+}
+
+/* Reads a tensor chunk by chunk into a staging buffer and hands each chunk
+ * to conv, which writes elements [first, first + k) of the destination. */
+typedef enum lt_status (*conv_fn)(const lt_st *st, const struct lt_st_info *ti,
+                                  const unsigned char *src, uint64_t first, size_t k, void *dst);
+
+static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, void *dst,
+                                     conv_fn conv)
+{
+	size_t esize = dtypes[ti->dtype].size, per = CHUNK / esize;
+	size_t bufsize = ti->nbytes < CHUNK ? (size_t)ti->nbytes : CHUNK;
+	unsigned char *buf = malloc(bufsize ? bufsize : 1);
+	enum lt_status rc = LT_OK;
+	if (!buf) {
+		lt_errmsg_set("%s: tensor '%s': cannot allocate a %zu-byte staging buffer", st->path,
+		              ti->name, bufsize);
+		return LT_ERR_NOMEM;
+	}
+	for (uint64_t i = 0; i < ti->numel && rc == LT_OK; i += per) {
+		size_t k = ti->numel - i < per ? (size_t)(ti->numel - i) : per;
+		rc = read_at(st, ti, i * esize, buf, k * esize);
+		if (rc == LT_OK)
+			rc = conv(st, ti, buf, i, k, dst);
+	}
+	free(buf);
+	return rc;
+}
+
+/* Loads element j of a float tensor as double (exact for every source). */
+static double load_real(enum lt_st_dtype dt, const unsigned char *src, size_t j)
+{
+	uint16_t h;
+	float f;
+	double d;
+	switch (dt) {
+	case LT_ST_F64:
+		memcpy(&d, src + 8 * j, 8);
+		return d;
+	case LT_ST_F32:
+		memcpy(&f, src + 4 * j, 4);
+		return (double)f;
+	case LT_ST_F16:
+		memcpy(&h, src + 2 * j, 2);
+		return (double)half_to_float(h);
+	case LT_ST_BF16:
+		memcpy(&h, src + 2 * j, 2);
+		return (double)bf16_to_float(h);
+	default:
+		LT_ASSERT(0);
+		return 0;
+	}
+}
+
+static enum lt_status conv_f32(const lt_st *st, const struct lt_st_info *ti,
+                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+{
+	float *out = (float *)dst + first;
+	(void)st;
+	for (size_t j = 0; j < k; j++)
+		out[j] = (float)load_real(ti->dtype, src, j);
+	return LT_OK;
+}
+
+static enum lt_status conv_f64(const lt_st *st, const struct lt_st_info *ti,
+                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+{
+	double *out = (double *)dst + first;
+	(void)st;
+	for (size_t j = 0; j < k; j++)
+		out[j] = load_real(ti->dtype, src, j);
+	return LT_OK;
+}
+
+static enum lt_status conv_i32(const lt_st *st, const struct lt_st_info *ti,
+                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+{
+	int32_t *out = (int32_t *)dst + first;
+	for (size_t j = 0; j < k; j++) {
+		int64_t v = 0;
+		uint64_t u = 0;
+		int is_unsigned = 0;
+		switch (ti->dtype) {
+		case LT_ST_I64: { int64_t x; memcpy(&x, src + 8 * j, 8); v = x; break; }
+		case LT_ST_I32: { int32_t x; memcpy(&x, src + 4 * j, 4); v = x; break; }
+		case LT_ST_I16: { int16_t x; memcpy(&x, src + 2 * j, 2); v = x; break; }
+		case LT_ST_I8: v = (int8_t)src[j]; break;
+		case LT_ST_U64: memcpy(&u, src + 8 * j, 8); is_unsigned = 1; break;
+		case LT_ST_U32: { uint32_t x; memcpy(&x, src + 4 * j, 4); v = x; break; }
+		case LT_ST_U16: { uint16_t x; memcpy(&x, src + 2 * j, 2); v = x; break; }
+		case LT_ST_U8: v = src[j]; break;
+		case LT_ST_BOOL: v = src[j] != 0; break;
+		default: LT_ASSERT(0);
+		}
+		if (is_unsigned ? u > INT32_MAX : (v < INT32_MIN || v > INT32_MAX)) {
+			if (is_unsigned)
+				lt_errmsg_set("%s: tensor '%s': element %" PRIu64 " = %" PRIu64
+				              " does not fit in int32", st->path, ti->name, first + j, u);
+			else
+				lt_errmsg_set("%s: tensor '%s': element %" PRIu64 " = %" PRId64
+				              " does not fit in int32", st->path, ti->name, first + j, v);
+			return LT_ERR_FORMAT;
+		}
+		out[j] = is_unsigned ? (int32_t)u : (int32_t)v;
+	}
+	return LT_OK;
+}
+
+static enum lt_status wrong_dtype(const lt_st *st, const struct lt_st_info *ti, const char *to)
+{
+	lt_errmsg_set("%s: tensor '%s': cannot read %s as %s", st->path, ti->name,
+	              dtypes[ti->dtype].name, to);
+	return LT_ERR_FORMAT;
+}
+
+static int is_real(enum lt_st_dtype dt)
+{
+	return dt == LT_ST_F64 || dt == LT_ST_F32 || dt == LT_ST_F16 || dt == LT_ST_BF16;
+}
+
+enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n)
+{
+	const struct lt_st_info *ti;
+	enum lt_status rc = prepare(st, name, n, &ti);
+	if (rc != LT_OK)
+		return rc;
+	if (ti->dtype == LT_ST_F32)
+		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
+	if (!is_real(ti->dtype))
+		return wrong_dtype(st, ti, "float");
+	return read_converted(st, ti, dst, conv_f32);
+}
+
+enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, size_t n)
+{
+	const struct lt_st_info *ti;
+	enum lt_status rc = prepare(st, name, n, &ti);
+	if (rc != LT_OK)
+		return rc;
+	if (ti->dtype == LT_ST_F64)
+		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
+	if (!is_real(ti->dtype))
+		return wrong_dtype(st, ti, "double");
+	return read_converted(st, ti, dst, conv_f64);
+}
+
+enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, size_t n)
+{
+	const struct lt_st_info *ti;
+	enum lt_status rc = prepare(st, name, n, &ti);
+	if (rc != LT_OK)
+		return rc;
+	if (ti->dtype == LT_ST_I32)
+		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
+	if (is_real(ti->dtype) || ti->dtype == LT_ST_F8_E4M3 || ti->dtype == LT_ST_F8_E5M2)
+		return wrong_dtype(st, ti, "int32");
+	return read_converted(st, ti, dst, conv_i32);
+}
+
+size_t lt_st_meta_count(const lt_st *st)
+{
+	return st->nmeta;
+}
+
+void lt_st_meta_at(const lt_st *st, size_t i, const char **key, const char **value)
+{
+	LT_ASSERT(i < st->nmeta);
+	*key = st->meta[2 * i];
+	*value = st->meta[2 * i + 1];
+}
+
+const char *lt_st_meta(const lt_st *st, const char *key)
+{
+	for (size_t i = 0; i < st->nmeta; i++)
+		if (strcmp(st->meta[2 * i], key) == 0)
+			return st->meta[2 * i + 1];
+	return NULL;
+}
+
+/* ---- writer ---- */
+
+struct wtensor {
+	char *name;
+	enum lt_st_dtype dtype;
+	int ndim;
+	int64_t shape[LT_ST_MAX_DIMS];
+	uint64_t nbytes;
+	const void *data;
+	lt_st_fetch_fn fetch;
+	void *ctx;
+};
+
+struct lt_st_writer {
+	char *path;
+	struct wtensor *t;
+	size_t n, cap;
+	char **meta; /* key, value, key, value, ... */
+	size_t nmeta, metacap;
+	int spent;
+};
+
+enum lt_status lt_st_writer_new(const char *path, lt_st_writer **out)
+{
+	lt_st_writer *w = calloc(1, sizeof *w);
+	*out = NULL;
+	if (!w || !(w->path = dupstr(path))) {
+		free(w);
+		lt_errmsg_set("%s: cannot allocate a writer", path);
+		return LT_ERR_NOMEM;
+	}
+	*out = w;
+	return LT_OK;
+}
+
+void lt_st_writer_free(lt_st_writer *w)
+{
+	if (!w)
+		return;
+	for (size_t i = 0; i < w->n; i++)
+		free(w->t[i].name);
+	for (size_t i = 0; i < 2 * w->nmeta; i++)
+		free(w->meta[i]);
+	free(w->t);
+	free(w->meta);
+	free(w->path);
+	free(w);
+}
+
+static int valid_utf8(const char *s)
+{
+	json_t *j = json_string(s);
+	json_decref(j);
+	return j != NULL;
+}
+
+static enum lt_status add(lt_st_writer *w, const char *name, enum lt_st_dtype dtype, int ndim,
+                          const int64_t *shape, const void *data, lt_st_fetch_fn fetch, void *ctx)
+{
+	struct wtensor *t;
+	uint64_t numel, nbytes;
+	if (w->spent) {
+		lt_errmsg_set("%s: tensor '%s' added after the writer finished", w->path, name);
+		return LT_ERR_ARG;
+	}
+	if (!name[0] || strcmp(name, "__metadata__") == 0 || !valid_utf8(name)) {
+		lt_errmsg_set("%s: tensor name '%s' is empty, reserved or not UTF-8", w->path, name);
+		return LT_ERR_ARG;
+	}
+	if ((unsigned)dtype >= LT_ST_NDTYPES || ndim < 0 || ndim > LT_ST_MAX_DIMS) {
+		lt_errmsg_set("%s: tensor '%s': dtype %d or %d dimensions out of range", w->path, name,
+		              (int)dtype, ndim);
+		return LT_ERR_ARG;
+	}
+	for (int i = 0; i < ndim; i++) {
+		if (shape[i] < 0) {
+			lt_errmsg_set("%s: tensor '%s': shape[%d] = %" PRId64 " is negative", w->path, name,
+			              i, shape[i]);
+			return LT_ERR_ARG;
+		}
+	}
+	if (!shape_size(ndim, shape, dtypes[dtype].size, &numel, &nbytes) || nbytes > INT64_MAX
+	    || (uint64_t)SIZE_MAX < nbytes) {
+		lt_errmsg_set("%s: tensor '%s' is too large", w->path, name);
+		return LT_ERR_ARG;
+	}
+	if (!data && !fetch && nbytes > 0) {
+		lt_errmsg_set("%s: tensor '%s' has no data", w->path, name);
+		return LT_ERR_ARG;
+	}
+	for (size_t i = 0; i < w->n; i++) {
+		if (strcmp(w->t[i].name, name) == 0) {
+			lt_errmsg_set("%s: tensor '%s' added twice", w->path, name);
+			return LT_ERR_ARG;
+		}
+	}
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? 2 * w->cap : 64;
+		struct wtensor *nt = realloc(w->t, cap * sizeof *nt);
+		if (!nt) {
+			lt_errmsg_set("%s: cannot allocate a table of %zu tensors", w->path, cap);
+			return LT_ERR_NOMEM;
+		}
+		w->t = nt;
+		w->cap = cap;
+	}
+	t = &w->t[w->n];
+	*t = (struct wtensor){ .dtype = dtype, .ndim = ndim, .nbytes = nbytes,
+	                       .data = data, .fetch = fetch, .ctx = ctx };
+	if (ndim > 0)
+		memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+	if (!(t->name = dupstr(name))) {
+		lt_errmsg_prefix("%s", w->path);
+		return LT_ERR_NOMEM;
+	}
+	w->n++;
+	return LT_OK;
+}
+
+enum lt_status lt_st_writer_add(lt_st_writer *w, const char *name, enum lt_st_dtype dtype,
+                                int ndim, const int64_t *shape, const void *data)
+{
+	return add(w, name, dtype, ndim, shape, data, NULL, NULL);
+}
+
+enum lt_status lt_st_writer_add_fetch(lt_st_writer *w, const char *name, enum lt_st_dtype dtype,
+                                      int ndim, const int64_t *shape,
+                                      lt_st_fetch_fn fetch, void *ctx)
+{
+	if (!fetch) {
+		lt_errmsg_set("%s: tensor '%s' has no fetch function", w->path, name);
+		return LT_ERR_ARG;
+	}
+	return add(w, name, dtype, ndim, shape, NULL, fetch, ctx);
+}
+
+enum lt_status lt_st_writer_set_meta(lt_st_writer *w, const char *key, const char *value)
+{
+	char *v;
+	if (w->spent) {
+		lt_errmsg_set("%s: metadata '%s' set after the writer finished", w->path, key);
+		return LT_ERR_ARG;
+	}
+	if (!valid_utf8(key) || !valid_utf8(value)) {
+		lt_errmsg_set("%s: metadata '%s' is not UTF-8", w->path, key);
+		return LT_ERR_ARG;
+	}
+	if (!(v = dupstr(value))) {
+		lt_errmsg_prefix("%s", w->path);
+		return LT_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < w->nmeta; i++) {
+		if (strcmp(w->meta[2 * i], key) == 0) {
+			free(w->meta[2 * i + 1]);
+			w->meta[2 * i + 1] = v;
+			return LT_OK;
+		}
+	}
+	if (w->nmeta == w->metacap) {
+		size_t cap = w->metacap ? 2 * w->metacap : 16;
+		char **nm = realloc(w->meta, 2 * cap * sizeof *nm);
+		if (!nm) {
+			free(v);
+			lt_errmsg_set("%s: cannot allocate a table of %zu metadata entries", w->path, cap);
+			return LT_ERR_NOMEM;
+		}
+		w->meta = nm;
+		w->metacap = cap;
+	}
+	if (!(w->meta[2 * w->nmeta] = dupstr(key))) {
+		free(v);
+		lt_errmsg_prefix("%s", w->path);
+		return LT_ERR_NOMEM;
+	}
+	w->meta[2 * w->nmeta + 1] = v;
+	w->nmeta++;
+	return LT_OK;
+}
+
+/* The header as bytes: the 8-byte length, the compact JSON, then spaces up
+ * to a multiple of 8. jansson keeps object keys in insertion order. */
+static enum lt_status build_header(const lt_st_writer *w, unsigned char **out, size_t *outlen)
+{
+	json_t *root = json_object(), *meta = NULL;
+	int bad = root == NULL;
+	uint64_t off = 0;
+	char *text = NULL;
+	size_t len, padded;
+
+	if (w->nmeta > 0) {
+		bad |= (meta = json_object()) == NULL;
+		for (size_t i = 0; i < w->nmeta && !bad; i++)
+			bad |= json_object_set_new(meta, w->meta[2 * i], json_string(w->meta[2 * i + 1]));
+		bad |= json_object_set_new(root, "__metadata__", meta);
+	}
+	for (size_t i = 0; i < w->n && !bad; i++) {
+		const struct wtensor *t = &w->t[i];
+		json_t *e = json_object(), *shape = json_array(), *offs = json_array();
+		for (int d = 0; d < t->ndim; d++)
+			bad |= json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
+		bad |= json_array_append_new(offs, json_integer((json_int_t)off));
+		bad |= json_array_append_new(offs, json_integer((json_int_t)(off + t->nbytes)));
+		bad |= json_object_set_new(e, "dtype", json_string(dtypes[t->dtype].name));
+		bad |= json_object_set_new(e, "shape", shape);
+		bad |= json_object_set_new(e, "data_offsets", offs);
+		bad |= json_object_set_new(root, t->name, e);
+		off += t->nbytes;
+	}
+	if (!bad)
+		bad = (text = json_dumps(root, JSON_COMPACT)) == NULL;
+	json_decref(root);
+	if (bad) {
+		free(text);
+		lt_errmsg_set("%s: cannot build the header of %zu tensors (out of memory)", w->path, w->n);
+		return LT_ERR_NOMEM;
+	}
+	len = strlen(text);
+	padded = (len + 7) / 8 * 8;
+	if (padded > MAX_HEADER) {
+		free(text);
+		lt_errmsg_set("%s: header of %zu bytes is over the %" PRIu64 "-byte limit", w->path,
+		              padded, MAX_HEADER);
+		return LT_ERR_ARG;
+	}
+	if (!(*out = malloc(8 + padded))) {
+		free(text);
+		lt_errmsg_set("%s: cannot allocate %zu bytes for the header", w->path, 8 + padded);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < 8; i++)
+		(*out)[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+	memcpy(*out + 8, text, len);
+	memset(*out + 8 + len, ' ', padded - len);
+	*outlen = 8 + padded;
+	free(text);
+	return LT_OK;
+}
+
+/* Writes all of buf at the file position; 0, or the errno that stopped it
+ * with *done set to the bytes that did get written. */
+static int write_all(int fd, const void *buf, size_t len, size_t *done)
+{
+	const unsigned char *p = buf;
+	*done = 0;
+	while (*done < len) {
+		size_t want = len - *done < ((size_t)1 << 30) ? len - *done : (size_t)1 << 30;
+		ssize_t r = write(fd, p + *done, want);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno;
+		if (r == 0)
+			return ENOSPC; /* a write that makes no progress */
+		*done += (size_t)r;
+	}
+	return 0;
+}
+
+static enum lt_status write_tensor(const lt_st_writer *w, int fd, const struct wtensor *t,
+                                   uint64_t pos, unsigned char *chunk)
+{
+	uint64_t off = 0;
+	size_t done;
+	int err;
+	while (off < t->nbytes) {
+		size_t len = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
+		const void *src;
+		if (t->fetch) {
+			enum lt_status rc = t->fetch(t->ctx, off, chunk, len);
+			if (rc != LT_OK) {
+				lt_errmsg_prefix("%s: tensor '%s': fetching bytes %" PRIu64 "..%" PRIu64,
+				                 w->path, t->name, off, off + len);
+				return rc;
+			}
+			src = chunk;
+		} else {
+			len = (size_t)(t->nbytes - off); /* write_all splits it */
+			src = (const unsigned char *)t->data + off;
+		}
+		if ((err = write_all(fd, src, len, &done)) != 0) {
+			lt_errmsg_set("%s: writing tensor '%s' (%" PRIu64 " bytes) at byte %" PRIu64 ": %s",
+			              w->path, t->name, t->nbytes, pos + off + done, strerror(err));
+			return LT_ERR_IO;
+		}
+		off += len;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_st_writer_finish(lt_st_writer *w)
+{
+	unsigned char *head = NULL, *chunk = NULL;
+	size_t headlen = 0, done;
+	enum lt_status rc;
+	uint64_t pos;
+	int fd = -1, err, need_chunk = 0, created = 0;
+
+	if (w->spent) {
+		lt_errmsg_set("%s: writer finished twice", w->path);
+		return LT_ERR_ARG;
+	}
+	w->spent = 1;
+	if ((rc = build_header(w, &head, &headlen)) != LT_OK)
+		return rc;
+	for (size_t i = 0; i < w->n; i++)
+		need_chunk |= w->t[i].fetch != NULL;
+	if (need_chunk && !(chunk = malloc(CHUNK))) {
+		free(head);
+		lt_errmsg_set("%s: cannot allocate a %zu-byte staging buffer", w->path, CHUNK);
+		return LT_ERR_NOMEM;
+	}
+	if ((fd = open(w->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+		lt_errmsg_set("%s: cannot create: %s", w->path, strerror(errno));
+		rc = LT_ERR_IO;
+		goto out;
+	}
+	created = 1;
+	if ((err = write_all(fd, head, headlen, &done)) != 0) {
+		lt_errmsg_set("%s: writing the %zu-byte header: %s", w->path, headlen, strerror(err));
+		rc = LT_ERR_IO;
+		goto out;
+	}
+	pos = headlen;
+	for (size_t i = 0; i < w->n; i++) {
+		if ((rc = write_tensor(w, fd, &w->t[i], pos, chunk)) != LT_OK)
+			goto out;
+		pos += w->t[i].nbytes;
+	}
+	if (fsync(fd) != 0) {
+		lt_errmsg_set("%s: fsync: %s", w->path, strerror(errno));
+		rc = LT_ERR_IO;
+		goto out;
+	}
+	err = close(fd);
+	fd = -1;
+	if (err != 0) {
+		lt_errmsg_set("%s: close: %s", w->path, strerror(errno));
+		rc = LT_ERR_IO;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc != LT_OK && created)
+		unlink(w->path); /* no partial file may pass for a complete one */
+	free(chunk);
+	free(head);
+	return rc;
+}

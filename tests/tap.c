@@ -1,0 +1,106 @@
+/* TAP output for the test programs (see tap.h). */
+#include "config.h"
+#include "tap.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int planned = -1, run, failed;
+
+void tap_plan(int n)
+{
+	planned = n;
+	printf("1..%d\n", n);
+	fflush(stdout);
+}
+
+int tap_ok(int cond, const char *fmt, ...)
+{
+	va_list ap;
+	run++;
+	if (!cond)
+		failed++;
+	printf("%s %d - ", cond ? "ok" : "not ok", run);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	return cond;
+}
+
+void tap_skip(const char *why, ...)
+{
+	va_list ap;
+	run++;
+	printf("ok %d # SKIP ", run);
+	va_start(ap, why);
+	vprintf(why, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+void tap_diag(const char *fmt, ...)
+{
+	va_list ap;
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+int tap_done(void)
+{
+	if (planned < 0) {
+		printf("1..%d\n", run);
+		planned = run;
+	}
+	if (run != planned) {
+		printf("# planned %d checks but ran %d\n", planned, run);
+		return 1;
+	}
+	fflush(stdout);
+	return failed ? 1 : 0;
+}
+
+void tap_skip_all(const char *why, ...)
+{
+	va_list ap;
+	printf("1..0 # SKIP ");
+	va_start(ap, why);
+	vprintf(why, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	exit(0);
+}
+
+double tap_rel_l2_f(const float *a, const double *ref, long n)
+{
+	double num = 0, den = 0;
+	for (long i = 0; i < n; i++) {
+		double d = (double)a[i] - ref[i];
+		num += d * d;
+		den += ref[i] * ref[i];
+	}
+	if (!isfinite(num))
+		return INFINITY;
+	return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
+}
+
+double tap_rel_l2_d(const double *a, const double *ref, long n)
+{
+	double num = 0, den = 0;
+	for (long i = 0; i < n; i++) {
+		double d = a[i] - ref[i];
+		num += d * d;
+		den += ref[i] * ref[i];
+	}
+	if (!isfinite(num))
+		return INFINITY;
+	return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
+}

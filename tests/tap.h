@@ -1,0 +1,27 @@
+/* A small TAP producer for lltrain's test programs: plan, ok, diag, and an
+ * exit status that is non-zero whenever a check failed. */
+#ifndef LT_TAP_H
+#define LT_TAP_H
+
+#include <stdarg.h>
+
+/* Declares how many checks follow (call once, first). */
+void tap_plan(int n);
+/* Records one check; returns cond so callers can branch on it. */
+int tap_ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records one check as skipped, with the reason. */
+void tap_skip(const char *why, ...) __attribute__((format(printf, 1, 2)));
+/* A comment line, shown by the harness. */
+void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Ends the run; returns the exit status for main (0 only if all passed
+ * and the count matched the plan). */
+int tap_done(void);
+/* Ends the whole file as skipped (exit 77 semantics in TAP: "1..0 # SKIP"). */
+_Noreturn void tap_skip_all(const char *why, ...) __attribute__((format(printf, 1, 2)));
+
+/* Relative L2 error ||a - b|| / max(||b||, tiny) of a float array against a
+ * double reference. */
+double tap_rel_l2_f(const float *a, const double *ref, long n);
+double tap_rel_l2_d(const double *a, const double *ref, long n);
+
+#endif

@@ -1,0 +1,1204 @@
+/* Op tests: each backend op against float64 references proven by finite differences. */
+#include "config.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "tap.h"
+
+#define TOL 1e-5        /* backend op against the float64 reference, relative L2 */
+#define FD_TOL 1e-6     /* float64 backward against central differences, relative L2 */
+#define FD_EPS 1e-6     /* central-difference step */
+#define GUARD 5         /* sentinel elements on each side of every device array */
+#define MAX_ARRAYS 32   /* device arrays one op group may hold at once */
+#define SENTINEL -7777.25f
+
+/* The number of checks each part makes; tap_done catches a mismatch. */
+#define REFERENCE_CHECKS 11
+#define CHECKS_PER_BACKEND 71
+#define ATTN_CONFIGS 3
+
+/* Odd sizes, so that no vector width or tile size divides them. */
+enum { N_ = 37, C_ = 45, F_ = 29, V_ = 101, ELEMS = 1001 };
+
+static const struct lt_attn_shape attn_configs[ATTN_CONFIGS] = {
+	{ .B = 3, .T = 13, .H = 6, .K = 2, .D = 10 },
+	{ .B = 2, .T = 11, .H = 6, .K = 6, .D = 6 },
+	{ .B = 2, .T = 9, .H = 6, .K = 3, .D = 10 },
+};
+
+#define ROPE_THETA 10000.0
+#define NORM_EPS 1e-5f
+
+/* ------------------------------------------------------------------ */
+/* Host helpers: bail-out, allocation, seeded random inputs. */
+
+static _Noreturn void bail_out(const char *fmt, ...)
+{
+	va_list ap;
+	printf("Bail out! ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	exit(1);
+}
+
+static void *allocate_or_bail(size_t bytes)
+{
+	void *p = calloc(1, bytes ? bytes : 1);
+	if (!p)
+		bail_out("out of host memory (%zu bytes)", bytes);
+	return p;
+}
+
+static double *zeroed_doubles(size_t n)
+{
+	return allocate_or_bail(n * sizeof(double));
+}
+
+static float *zeroed_floats(size_t n)
+{
+	return allocate_or_bail(n * sizeof(float));
+}
+
+/* splitmix64: small, seeded, and the same on every platform. */
+struct rng {
+	uint64_t s;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static float rng_uniform(struct rng *r, float lo, float hi)
+{
+	return lo + (hi - lo) * (float)((double)(rng_next(r) >> 40) * 0x1p-24);
+}
+
+static int32_t rng_below(struct rng *r, int n)
+{
+	return (int32_t)(rng_next(r) % (uint64_t)n);
+}
+
+static float *random_floats(struct rng *r, size_t n, float lo, float hi)
+{
+	float *x = zeroed_floats(n);
+	for (size_t i = 0; i < n; i++)
+		x[i] = rng_uniform(r, lo, hi);
+	return x;
+}
+
+static double *widened(const float *x, size_t n)
+{
+	double *y = zeroed_doubles(n);
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i];
+	return y;
+}
+
+static float *rounded(const double *x, size_t n)
+{
+	float *y = zeroed_floats(n);
+	for (size_t i = 0; i < n; i++)
+		y[i] = (float)x[i];
+	return y;
+}
+
+static double *random_doubles(struct rng *r, size_t n, float lo, float hi)
+{
+	float *f = random_floats(r, n, lo, hi);
+	double *d = widened(f, n);
+	free(f);
+	return d;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+	double s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+static int same_bits(const void *a, const void *b, size_t n_elems)
+{
+	return memcmp(a, b, n_elems * 4) == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks with the measured error in the message. */
+
+static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	double err = tap_rel_l2_f(got, want, (long)n);
+	return tap_ok(err <= TOL, "%s: rel L2 %.3g <= %.0e", what, err, TOL);
+}
+
+static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
+				    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
+				    const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	double err = tap_rel_l2_d(analytic, numeric, (long)n);
+	return tap_ok(err <= FD_TOL, "reference %s vs central differences (eps %.0e): rel L2 %.3g <= %.0e",
+		      what, FD_EPS, err, FD_TOL);
+}
+
+/* grad[n] = (L(x + eps e_i) - L(x - eps e_i)) / 2 eps, where loss reads x
+ * through ctx; x is restored afterwards. */
+typedef double loss_fn(void *ctx);
+
+static void central_difference_gradient(double *x, size_t n, loss_fn *loss, void *ctx, double *grad)
+{
+	for (size_t i = 0; i < n; i++) {
+		double keep = x[i];
+		x[i] = keep + FD_EPS;
+		double up = loss(ctx);
+		x[i] = keep - FD_EPS;
+		double down = loss(ctx);
+		x[i] = keep;
+		grad[i] = (up - down) / (2 * FD_EPS);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Device arrays: each sits GUARD elements into its own buffer, between
+ * sentinels, and starts as NaN so that an op which must overwrite cannot
+ * get away with reading it. Freed together at the end of an op group. */
+
+struct device_arrays {
+	lt_backend *be;
+	int count;
+	lt_buf *buf[MAX_ARRAYS];
+	size_t len[MAX_ARRAYS];
+};
+
+/* Array i's sentinels differ from every other array's, so that an overrun
+ * copying one array's guard onto another's is still seen. */
+static void fill_sentinels(float *s, int array)
+{
+	for (int i = 0; i < GUARD; i++)
+		s[i] = SENTINEL - array;
+}
+
+static lt_ref new_device_array(struct device_arrays *a, size_t n)
+{
+	lt_backend *be = a->be;
+	lt_buf *b;
+	if (a->count == MAX_ARRAYS)
+		bail_out("test bug: more than %d device arrays in one group", MAX_ARRAYS);
+	enum lt_status st = lt_buf_new(be, n + 2 * GUARD, &b);
+	if (st != LT_OK)
+		bail_out("%s: buf_new(%zu): %s: %s", be->ops->name, n + 2 * GUARD, lt_status_str(st),
+			 lt_errmsg());
+	a->buf[a->count] = b;
+	a->len[a->count] = n;
+	a->count++;
+
+	lt_ref r = { .buf = b, .off = 0 };
+	float guard[GUARD], *nans = zeroed_floats(n);
+	fill_sentinels(guard, a->count - 1);
+	for (size_t i = 0; i < n; i++)
+		nans[i] = NAN;
+	be->ops->write(be, r, guard, GUARD);
+	be->ops->write(be, lt_ref_at(r, GUARD), nans, n);
+	be->ops->write(be, lt_ref_at(r, GUARD + n), guard, GUARD);
+	free(nans);
+	return lt_ref_at(r, GUARD);
+}
+
+/* host holds n 4-byte elements (float or int32) */
+static lt_ref device_copy_of(struct device_arrays *a, const void *host, size_t n)
+{
+	lt_ref r = new_device_array(a, n);
+	a->be->ops->write(a->be, r, host, n);
+	return r;
+}
+
+static void upload(struct device_arrays *a, lt_ref dst, const void *host, size_t n)
+{
+	a->be->ops->write(a->be, dst, host, n);
+}
+
+static float *downloaded(struct device_arrays *a, lt_ref src, size_t n)
+{
+	float *x = zeroed_floats(n);
+	a->be->ops->read(a->be, x, src, n);
+	return x;
+}
+
+static int guards_are_intact(struct device_arrays *a)
+{
+	float got[GUARD], want[GUARD];
+	for (int i = 0; i < a->count; i++) {
+		lt_ref r = { .buf = a->buf[i], .off = 0 };
+		fill_sentinels(want, i);
+		a->be->ops->read(a->be, got, r, GUARD);
+		if (!same_bits(got, want, GUARD))
+			return 0;
+		a->be->ops->read(a->be, got, lt_ref_at(r, GUARD + a->len[i]), GUARD);
+		if (!same_bits(got, want, GUARD))
+			return 0;
+	}
+	return 1;
+}
+
+/* Ends an op group: two checks (sync is ok, no write strayed outside an
+ * array), then frees the group's arrays. */
+static void check_sync_and_guards_then_free(struct device_arrays *a, const char *group)
+{
+	lt_backend *be = a->be;
+	enum lt_status st = be->ops->sync(be);
+	tap_ok(st == LT_OK, "%s %s: sync returns ok (got %s%s%s)", be->ops->name, group,
+	       lt_status_str(st), st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg());
+	tap_ok(guards_are_intact(a), "%s %s: sentinels around every array intact", be->ops->name, group);
+	for (int i = 0; i < a->count; i++)
+		lt_buf_free(be, a->buf[i]);
+	a->count = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* float64 references. */
+
+/* For each b < g->batch, over i < m, j < n:
+ *   c[b][i*ldc + j] = alpha * sum_p opA[i][p] * opB[p][j] + beta * c[b][i*ldc + j]
+ * with opA[i][p] = a[b][i*lda + p], or a[b][p*lda + i] when trans_a (b likewise),
+ * X[b] = X + b * stride_x; beta == 0 ignores c. Other elements of c are untouched. */
+static void reference_gemm(const struct lt_gemm *g, const double *a, const double *b, double *c)
+{
+	for (int bt = 0; bt < g->batch; bt++) {
+		const double *ab = a + bt * g->stride_a, *bb = b + bt * g->stride_b;
+		double *cb = c + bt * g->stride_c;
+		for (long i = 0; i < g->m; i++)
+			for (long j = 0; j < g->n; j++) {
+				double s = 0;
+				for (long p = 0; p < g->k; p++) {
+					double x = g->trans_a ? ab[p * g->lda + i] : ab[i * g->lda + p];
+					double y = g->trans_b ? bb[j * g->ldb + p] : bb[p * g->ldb + j];
+					s += x * y;
+				}
+				double *cij = &cb[(long)i * g->ldc + j];
+				*cij = (double)g->alpha * s + (g->beta == 0 ? 0 : (double)g->beta * *cij);
+			}
+	}
+}
+
+/* out[N,C] = table[tokens[n], :] */
+static void reference_embedding_forward(double *out, const int32_t *tokens, const double *table, int N,
+					int C)
+{
+	for (int n = 0; n < N; n++)
+		memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, C * sizeof(double));
+}
+
+/* dtable[V,C] += dout[n,:] at row tokens[n], for each n < N */
+static void reference_embedding_backward(double *dtable, const int32_t *tokens, const double *dout,
+					 int N, int C)
+{
+	for (int n = 0; n < N; n++)
+		for (int c = 0; c < C; c++)
+			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
+}
+
+/* inp[N,C], w[C] -> rstd[N] = 1/sqrt(mean(inp[n,:]^2) + eps), out[N,C] = inp * rstd[n] * w[c] */
+static void reference_rmsnorm_forward(double *out, double *rstd, const double *inp, const double *w,
+				      int N, int C, double eps)
+{
+	for (int n = 0; n < N; n++) {
+		const double *x = inp + (size_t)n * C;
+		double r = 1 / sqrt(dot(x, x, C) / C + eps);
+		rstd[n] = r;
+		for (int c = 0; c < C; c++)
+			out[(size_t)n * C + c] = x[c] * r * w[c];
+	}
+}
+
+/* dout[N,C], inp[N,C], w[C], rstd[N] -> dinp[N,C] += dL/dinp, dw[C] += dL/dw */
+static void reference_rmsnorm_backward(double *dinp, double *dw, const double *dout, const double *inp,
+				       const double *w, const double *rstd, int N, int C)
+{
+	for (int n = 0; n < N; n++) {
+		const double *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+		double r = rstd[n], s = 0;
+		for (int c = 0; c < C; c++)
+			s += dy[c] * w[c] * x[c];
+		for (int c = 0; c < C; c++) {
+			dinp[(size_t)n * C + c] += r * w[c] * dy[c] - r * r * r / C * x[c] * s;
+			dw[c] += dy[c] * x[c] * r;
+		}
+	}
+}
+
+/* qkv[B*T, (H+2K)*D], inv_freq[D/2]: rotates the H query and K key heads of
+ * row n in place by angle (n % T) * inv_freq[i] on pairs (i, i + D/2);
+ * inverse != 0 rotates by minus that angle. Value heads are untouched. */
+static void reference_rope(double *qkv, const double *inv_freq, const struct lt_attn_shape *s, int inverse)
+{
+	int W = (s->H + 2 * s->K) * s->D, half = s->D / 2;
+	for (int n = 0; n < s->B * s->T; n++)
+		for (int h = 0; h < s->H + s->K; h++) {
+			double *x = qkv + (size_t)n * W + (size_t)h * s->D;
+			for (int i = 0; i < half; i++) {
+				double a = (n % s->T) * inv_freq[i] * (inverse ? -1 : 1);
+				double x1 = x[i], x2 = x[i + half];
+				x[i] = x1 * cos(a) - x2 * sin(a);
+				x[i + half] = x2 * cos(a) + x1 * sin(a);
+			}
+		}
+}
+
+/* The scaled causal scores of query (b, t, head h) against keys 0..t of its
+ * kv head, as probabilities p[t+1]; returns the log-sum-exp. */
+static double reference_attention_row(double *p, const double *qkv, const struct lt_attn_shape *s, int b,
+				      int t, int h)
+{
+	int W = (s->H + 2 * s->K) * s->D, kvh = h / (s->H / s->K);
+	const double *q = qkv + (size_t)(b * s->T + t) * W + (size_t)h * s->D;
+	double scale = 1 / sqrt((double)s->D), mx = -INFINITY, sum = 0;
+	for (int j = 0; j <= t; j++) {
+		const double *k = qkv + (size_t)(b * s->T + j) * W + (size_t)(s->H + kvh) * s->D;
+		p[j] = dot(q, k, s->D) * scale;
+		mx = fmax(mx, p[j]);
+	}
+	for (int j = 0; j <= t; j++)
+		sum += exp(p[j] - mx);
+	double lse = mx + log(sum);
+	for (int j = 0; j <= t; j++)
+		p[j] = exp(p[j] - lse);
+	return lse;
+}
+
+/* qkv[B*T, (H+2K)*D] -> out[B*T, H*D], lse[B, H, T]: causal softmax
+ * attention, scale 1/sqrt(D), query head h reading kv head h / (H/K). */
+static void reference_attention_forward(double *out, double *lse, const double *qkv,
+					const struct lt_attn_shape *s)
+{
+	int W = (s->H + 2 * s->K) * s->D, D = s->D;
+	double *p = zeroed_doubles(s->T);
+	for (int b = 0; b < s->B; b++)
+		for (int h = 0; h < s->H; h++)
+			for (int t = 0; t < s->T; t++) {
+				int kvh = h / (s->H / s->K);
+				size_t row = (size_t)(b * s->H + h) * s->T + t;
+				lse[row] = reference_attention_row(p, qkv, s, b, t, h);
+				double *o = out + (size_t)(b * s->T + t) * s->H * D + (size_t)h * D;
+				for (int d = 0; d < D; d++)
+					o[d] = 0;
+				for (int j = 0; j <= t; j++) {
+					const double *v = qkv + (size_t)(b * s->T + j) * W +
+							  (size_t)(s->H + s->K + kvh) * D;
+					for (int d = 0; d < D; d++)
+						o[d] += p[j] * v[d];
+				}
+			}
+	free(p);
+}
+
+/* dout[B*T, H*D], qkv[B*T, (H+2K)*D] -> dqkv[B*T, (H+2K)*D] = dL/dqkv of the
+ * attention above (overwritten) */
+static void reference_attention_backward(double *dqkv, const double *dout, const double *qkv,
+					 const struct lt_attn_shape *s)
+{
+	int W = (s->H + 2 * s->K) * s->D, D = s->D;
+	double scale = 1 / sqrt((double)D);
+	double *p = zeroed_doubles(s->T), *dp = zeroed_doubles(s->T);
+	memset(dqkv, 0, (size_t)s->B * s->T * W * sizeof(double));
+	for (int b = 0; b < s->B; b++)
+		for (int h = 0; h < s->H; h++)
+			for (int t = 0; t < s->T; t++) {
+				int kvh = h / (s->H / s->K);
+				size_t qrow = (size_t)(b * s->T + t) * W;
+				const double *q = qkv + qrow + (size_t)h * D;
+				const double *dy = dout + (size_t)(b * s->T + t) * s->H * D + (size_t)h * D;
+				double *dq = dqkv + qrow + (size_t)h * D, delta = 0;
+				reference_attention_row(p, qkv, s, b, t, h);
+				for (int j = 0; j <= t; j++) {
+					size_t row = (size_t)(b * s->T + j) * W;
+					dp[j] = dot(dy, qkv + row + (size_t)(s->H + s->K + kvh) * D, D);
+					delta += p[j] * dp[j];
+				}
+				for (int j = 0; j <= t; j++) {
+					size_t row = (size_t)(b * s->T + j) * W;
+					const double *k = qkv + row + (size_t)(s->H + kvh) * D;
+					double *dk = dqkv + row + (size_t)(s->H + kvh) * D;
+					double *dv = dqkv + row + (size_t)(s->H + s->K + kvh) * D;
+					double ds = p[j] * (dp[j] - delta) * scale;
+					for (int d = 0; d < D; d++) {
+						dq[d] += ds * k[d];
+						dk[d] += ds * q[d];
+						dv[d] += p[j] * dy[d];
+					}
+				}
+			}
+	free(p);
+	free(dp);
+}
+
+static double sigmoid(double x)
+{
+	return 1 / (1 + exp(-x));
+}
+
+/* h[N, 2F] (gate | up) -> out[N, F] = silu(gate) * up */
+static void reference_swiglu_forward(double *out, const double *h, int N, int F)
+{
+	for (int n = 0; n < N; n++)
+		for (int f = 0; f < F; f++) {
+			double g = h[(size_t)n * 2 * F + f], u = h[(size_t)n * 2 * F + F + f];
+			out[(size_t)n * F + f] = g * sigmoid(g) * u;
+		}
+}
+
+/* dout[N, F], h[N, 2F] -> dh[N, 2F] = dL/dh (overwritten) */
+static void reference_swiglu_backward(double *dh, const double *dout, const double *h, int N, int F)
+{
+	for (int n = 0; n < N; n++)
+		for (int f = 0; f < F; f++) {
+			double g = h[(size_t)n * 2 * F + f], u = h[(size_t)n * 2 * F + F + f];
+			double sg = sigmoid(g), dy = dout[(size_t)n * F + f];
+			dh[(size_t)n * 2 * F + f] = dy * u * sg * (1 + g * (1 - sg));
+			dh[(size_t)n * 2 * F + F + f] = dy * g * sg;
+		}
+}
+
+/* logits[N,V], targets[N] -> losses[N] = logsumexp - logit of the target (0
+ * when targets[n] < 0); grad[N,V] (if not NULL) = grad_scale * (softmax -
+ * onehot), a zero row for an ignored target. */
+static void reference_xent(double *losses, double *grad, const double *logits, const int32_t *targets,
+			   int N, int V, double grad_scale)
+{
+	for (int n = 0; n < N; n++) {
+		const double *x = logits + (size_t)n * V;
+		double mx = -INFINITY, sum = 0;
+		for (int v = 0; v < V; v++)
+			mx = fmax(mx, x[v]);
+		for (int v = 0; v < V; v++)
+			sum += exp(x[v] - mx);
+		double lse = mx + log(sum);
+		losses[n] = targets[n] < 0 ? 0 : lse - x[targets[n]];
+		if (!grad)
+			continue;
+		for (int v = 0; v < V; v++)
+			grad[(size_t)n * V + v] = targets[n] < 0 ? 0 :
+				grad_scale * (exp(x[v] - lse) - (v == targets[n]));
+	}
+}
+
+/* One AdamW step (struct lt_adamw) over p[n], m[n], v[n] with grad[n]. */
+static void reference_adamw(double *p, double *m, double *v, const double *grad, size_t n,
+			    const struct lt_adamw *hp)
+{
+	double b1 = hp->beta1, b2 = hp->beta2;
+	double c1 = 1 - pow(b1, hp->step), c2 = 1 - pow(b2, hp->step);
+	for (size_t i = 0; i < n; i++) {
+		double g = grad[i] * (double)hp->grad_scale;
+		m[i] = b1 * m[i] + (1 - b1) * g;
+		v[i] = b2 * v[i] + (1 - b2) * g * g;
+		double mhat = m[i] / c1, vhat = v[i] / c2;
+		p[i] -= (double)hp->lr * (mhat / (sqrt(vhat) + (double)hp->eps) +
+					  (double)hp->weight_decay * p[i]);
+	}
+}
+
+static float *rope_inv_freq(int D)
+{
+	float *f = zeroed_floats(D / 2);
+	for (int i = 0; i < D / 2; i++)
+		f[i] = (float)pow(ROPE_THETA, -2.0 * i / D);
+	return f;
+}
+
+static size_t qkv_width(const struct lt_attn_shape *s)
+{
+	return (size_t)(s->H + 2 * s->K) * s->D;
+}
+
+static void describe(char *dst, size_t cap, const struct lt_attn_shape *s)
+{
+	snprintf(dst, cap, "B=%d T=%d H=%d K=%d D=%d", s->B, s->T, s->H, s->K, s->D);
+}
+
+/* ------------------------------------------------------------------ */
+/* The references' backward passes against central differences of their
+ * forward passes, each through a random projection L = sum(proj * out). */
+
+struct embedding_problem {
+	int N, C;
+	const int32_t *tokens;
+	double *table, *proj, *out;
+};
+
+static double embedding_projected_loss(void *ctx)
+{
+	struct embedding_problem *e = ctx;
+	reference_embedding_forward(e->out, e->tokens, e->table, e->N, e->C);
+	return dot(e->proj, e->out, (size_t)e->N * e->C);
+}
+
+static void prove_embedding_reference(struct rng *r)
+{
+	int N = 9, C = 7, V = 11;
+	int32_t tokens[9] = { 3, 0, 3, 10, 5, 3, 0, 7, 10 };
+	struct embedding_problem e = { .N = N, .C = C, .tokens = tokens,
+		.table = random_doubles(r, (size_t)V * C, -1, 1),
+		.proj = random_doubles(r, (size_t)N * C, -1, 1), .out = zeroed_doubles((size_t)N * C) };
+	double *analytic = zeroed_doubles((size_t)V * C), *numeric = zeroed_doubles((size_t)V * C);
+	reference_embedding_backward(analytic, tokens, e.proj, N, C);
+	central_difference_gradient(e.table, (size_t)V * C, embedding_projected_loss, &e, numeric);
+	check_reference_gradient(analytic, numeric, (size_t)V * C,
+				 "embedding_backward dtable N=%d C=%d V=%d (repeated tokens)", N, C, V);
+	free(e.table); free(e.proj); free(e.out); free(analytic); free(numeric);
+}
+
+struct rmsnorm_problem {
+	int N, C;
+	double eps;
+	double *inp, *w, *proj, *out, *rstd;
+};
+
+static double rmsnorm_projected_loss(void *ctx)
+{
+	struct rmsnorm_problem *p = ctx;
+	reference_rmsnorm_forward(p->out, p->rstd, p->inp, p->w, p->N, p->C, p->eps);
+	return dot(p->proj, p->out, (size_t)p->N * p->C);
+}
+
+static void prove_rmsnorm_reference(struct rng *r)
+{
+	int N = N_, C = C_;
+	size_t NC = (size_t)N * C;
+	struct rmsnorm_problem p = { .N = N, .C = C, .eps = NORM_EPS,
+		.inp = random_doubles(r, NC, -2, 2), .w = random_doubles(r, C, -1.5f, 1.5f),
+		.proj = random_doubles(r, NC, -1, 1), .out = zeroed_doubles(NC),
+		.rstd = zeroed_doubles(N) };
+	double *dinp = zeroed_doubles(NC), *dw = zeroed_doubles(C);
+	double *num_inp = zeroed_doubles(NC), *num_w = zeroed_doubles(C);
+	rmsnorm_projected_loss(&p);
+	reference_rmsnorm_backward(dinp, dw, p.proj, p.inp, p.w, p.rstd, N, C);
+	central_difference_gradient(p.inp, NC, rmsnorm_projected_loss, &p, num_inp);
+	central_difference_gradient(p.w, C, rmsnorm_projected_loss, &p, num_w);
+	check_reference_gradient(dinp, num_inp, NC, "rmsnorm_backward dinp N=%d C=%d", N, C);
+	check_reference_gradient(dw, num_w, C, "rmsnorm_backward dw N=%d C=%d", N, C);
+	free(p.inp); free(p.w); free(p.proj); free(p.out); free(p.rstd);
+	free(dinp); free(dw); free(num_inp); free(num_w);
+}
+
+struct rope_problem {
+	const struct lt_attn_shape *s;
+	const double *inv_freq;
+	double *qkv, *proj, *out;
+};
+
+static double rope_projected_loss(void *ctx)
+{
+	struct rope_problem *p = ctx;
+	size_t n = (size_t)p->s->B * p->s->T * qkv_width(p->s);
+	memcpy(p->out, p->qkv, n * sizeof(double));
+	reference_rope(p->out, p->inv_freq, p->s, 0);
+	return dot(p->proj, p->out, n);
+}
+
+static void prove_rope_reference(struct rng *r, const struct lt_attn_shape *s)
+{
+	size_t n = (size_t)s->B * s->T * qkv_width(s);
+	float *f = rope_inv_freq(s->D);
+	double *inv_freq = widened(f, s->D / 2);
+	struct rope_problem p = { .s = s, .inv_freq = inv_freq, .qkv = random_doubles(r, n, -1, 1),
+		.proj = random_doubles(r, n, -1, 1), .out = zeroed_doubles(n) };
+	double *analytic = zeroed_doubles(n), *numeric = zeroed_doubles(n);
+	char shape[96];
+	memcpy(analytic, p.proj, n * sizeof(double));
+	reference_rope(analytic, inv_freq, s, 1);
+	central_difference_gradient(p.qkv, n, rope_projected_loss, &p, numeric);
+	describe(shape, sizeof shape, s);
+	check_reference_gradient(analytic, numeric, n, "rope backward (inverse rotation) %s", shape);
+	free(f); free(inv_freq); free(p.qkv); free(p.proj); free(p.out); free(analytic); free(numeric);
+}
+
+struct attention_problem {
+	const struct lt_attn_shape *s;
+	double *qkv, *proj, *out, *lse;
+};
+
+static double attention_projected_loss(void *ctx)
+{
+	struct attention_problem *p = ctx;
+	reference_attention_forward(p->out, p->lse, p->qkv, p->s);
+	return dot(p->proj, p->out, (size_t)p->s->B * p->s->T * p->s->H * p->s->D);
+}
+
+static void prove_attention_reference(struct rng *r, const struct lt_attn_shape *s)
+{
+	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
+	struct attention_problem p = { .s = s, .qkv = random_doubles(r, n, -2, 2),
+		.proj = random_doubles(r, nout, -1, 1), .out = zeroed_doubles(nout),
+		.lse = zeroed_doubles((size_t)s->B * s->H * s->T) };
+	double *analytic = zeroed_doubles(n), *numeric = zeroed_doubles(n);
+	char shape[96];
+	reference_attention_backward(analytic, p.proj, p.qkv, s);
+	central_difference_gradient(p.qkv, n, attention_projected_loss, &p, numeric);
+	describe(shape, sizeof shape, s);
+	check_reference_gradient(analytic, numeric, n, "attention_backward dqkv %s", shape);
+	free(p.qkv); free(p.proj); free(p.out); free(p.lse); free(analytic); free(numeric);
+}
+
+struct swiglu_problem {
+	int N, F;
+	double *h, *proj, *out;
+};
+
+static double swiglu_projected_loss(void *ctx)
+{
+	struct swiglu_problem *p = ctx;
+	reference_swiglu_forward(p->out, p->h, p->N, p->F);
+	return dot(p->proj, p->out, (size_t)p->N * p->F);
+}
+
+static void prove_swiglu_reference(struct rng *r)
+{
+	int N = N_, F = F_;
+	size_t nh = (size_t)N * 2 * F;
+	struct swiglu_problem p = { .N = N, .F = F, .h = random_doubles(r, nh, -4, 4),
+		.proj = random_doubles(r, (size_t)N * F, -1, 1), .out = zeroed_doubles((size_t)N * F) };
+	double *analytic = zeroed_doubles(nh), *numeric = zeroed_doubles(nh);
+	reference_swiglu_backward(analytic, p.proj, p.h, N, F);
+	central_difference_gradient(p.h, nh, swiglu_projected_loss, &p, numeric);
+	check_reference_gradient(analytic, numeric, nh, "swiglu_backward dh N=%d F=%d", N, F);
+	free(p.h); free(p.proj); free(p.out); free(analytic); free(numeric);
+}
+
+struct xent_problem {
+	int N, V;
+	double grad_scale;
+	const int32_t *targets;
+	double *logits, *losses;
+};
+
+/* L = grad_scale * sum of losses, whose gradient xent writes */
+static double xent_scaled_loss(void *ctx)
+{
+	struct xent_problem *p = ctx;
+	double s = 0;
+	reference_xent(p->losses, NULL, p->logits, p->targets, p->N, p->V, 0);
+	for (int n = 0; n < p->N; n++)
+		s += p->losses[n];
+	return p->grad_scale * s;
+}
+
+static void prove_xent_reference(struct rng *r)
+{
+	int N = 9, V = V_;
+	int32_t targets[9] = { 0, 17, -1, V_ - 1, 42, 42, -100, 3, 88 };
+	size_t nl = (size_t)N * V;
+	struct xent_problem p = { .N = N, .V = V, .grad_scale = 0.3, .targets = targets,
+		.logits = random_doubles(r, nl, -4, 4), .losses = zeroed_doubles(N) };
+	double *analytic = zeroed_doubles(nl), *numeric = zeroed_doubles(nl);
+	reference_xent(p.losses, analytic, p.logits, targets, N, V, p.grad_scale);
+	central_difference_gradient(p.logits, nl, xent_scaled_loss, &p, numeric);
+	check_reference_gradient(analytic, numeric, nl,
+				 "xent gradient N=%d V=%d grad_scale=0.3 (ignored targets)", N, V);
+	free(p.logits); free(p.losses); free(analytic); free(numeric);
+}
+
+static void prove_references(void)
+{
+	struct rng r = { .s = 20240611 };
+	prove_embedding_reference(&r);
+	prove_rmsnorm_reference(&r);
+	for (int i = 0; i < ATTN_CONFIGS; i++)
+		prove_rope_reference(&r, &attn_configs[i]);
+	for (int i = 0; i < ATTN_CONFIGS; i++)
+		prove_attention_reference(&r, &attn_configs[i]);
+	prove_swiglu_reference(&r);
+	prove_xent_reference(&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* The backend's ops against the references. */
+
+/* fill, copy, scale, add (also in place), sum_squares, sum: 9 checks */
+static void test_elementwise_ops(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const size_t n = ELEMS;
+	float *x = random_floats(r, n, -1, 1.2f), *y = random_floats(r, n, -1.5f, 1);
+	double *want = zeroed_doubles(n);
+	float *got;
+
+	lt_ref dx = new_device_array(&a, n);
+	be->ops->fill(be, dx, n, 0.37f);
+	got = downloaded(&a, dx, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = 0.37f;
+	check_close(got, want, n, "%s fill n=%zu", name, n);
+	free(got);
+
+	lt_ref src = device_copy_of(&a, x, n), dst = new_device_array(&a, n);
+	be->ops->copy(be, dst, src, n);
+	got = downloaded(&a, dst, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = x[i];
+	check_close(got, want, n, "%s copy n=%zu", name, n);
+	free(got);
+
+	lt_ref sx = device_copy_of(&a, x, n);
+	be->ops->scale(be, sx, n, -1.7f);
+	got = downloaded(&a, sx, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = (double)x[i] * -1.7f;
+	check_close(got, want, n, "%s scale n=%zu s=-1.7", name, n);
+	free(got);
+
+	lt_ref ax = device_copy_of(&a, x, n), by = device_copy_of(&a, y, n), sum = new_device_array(&a, n);
+	be->ops->add(be, sum, ax, by, n);
+	got = downloaded(&a, sum, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = (double)x[i] + y[i];
+	check_close(got, want, n, "%s add n=%zu", name, n);
+	free(got);
+
+	lt_ref ya = device_copy_of(&a, x, n), yb = device_copy_of(&a, y, n);
+	be->ops->add(be, ya, ya, by, n);
+	be->ops->add(be, yb, ax, yb, n);
+	float *got_a = downloaded(&a, ya, n), *got_b = downloaded(&a, yb, n);
+	double err = fmax(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
+	tap_ok(err <= TOL, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.0e", name, n,
+	       err, TOL);
+	free(got_a);
+	free(got_b);
+
+	double sq = 0, s = 0;
+	for (size_t i = 0; i < n; i++) {
+		sq += (double)x[i] * x[i];
+		s += x[i];
+	}
+	lt_ref out = new_device_array(&a, 2);
+	be->ops->sum_squares(be, out, ax, n);
+	be->ops->sum(be, lt_ref_at(out, 1), ax, n);
+	got = downloaded(&a, out, 2);
+	check_close(&got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
+	check_close(&got[1], &s, 1, "%s sum n=%zu", name, n);
+	free(got);
+
+	check_sync_and_guards_then_free(&a, "fill/copy/scale/add/sum_squares/sum");
+	free(x); free(y); free(want);
+}
+
+/* One gemm call on random A, B, C with leading dimensions and batch
+ * strides above the minimum; nan_c fills C's m x n blocks with NaN. */
+static void check_one_gemm(struct device_arrays *a, struct rng *r, int ta, int tb, float alpha, float beta,
+			   int batch, int nan_c)
+{
+	lt_backend *be = a->be;
+	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = N_, .n = F_, .k = C_,
+		.alpha = alpha, .beta = beta, .batch = batch };
+	int rows_a = ta ? g.k : g.m, cols_a = ta ? g.m : g.k;
+	int rows_b = tb ? g.n : g.k, cols_b = tb ? g.k : g.n;
+	g.lda = cols_a + 3;
+	g.ldb = cols_b + 5;
+	g.ldc = g.n + 2;
+	g.stride_a = (long)rows_a * g.lda + 11;
+	g.stride_b = (long)rows_b * g.ldb + 6;
+	g.stride_c = (long)g.m * g.ldc + 7;
+	size_t na = (size_t)g.stride_a * (batch - 1) + (size_t)rows_a * g.lda;
+	size_t nb = (size_t)g.stride_b * (batch - 1) + (size_t)rows_b * g.ldb;
+	size_t nc = (size_t)g.stride_c * (batch - 1) + (size_t)g.m * g.ldc;
+	float *A = random_floats(r, na, -1, 1), *B = random_floats(r, nb, -1, 1);
+	float *C = random_floats(r, nc, -1, 1);
+	if (nan_c)
+		for (int bt = 0; bt < batch; bt++)
+			for (int i = 0; i < g.m; i++)
+				for (int j = 0; j < g.n; j++)
+					C[bt * g.stride_c + (long)i * g.ldc + j] = NAN;
+	double *dA = widened(A, na), *dB = widened(B, nb), *want = widened(C, nc);
+	reference_gemm(&g, dA, dB, want);
+
+	lt_ref ra = device_copy_of(a, A, na), rb = device_copy_of(a, B, nb), rc = device_copy_of(a, C, nc);
+	be->ops->gemm(be, &g, ra, rb, rc);
+	float *got = downloaded(a, rc, nc);
+	check_close(got, want, nc,
+		    "%s gemm %c%c m=%d n=%d k=%d alpha=%g beta=%g%s lda=%d ldb=%d ldc=%d batch=%d "
+		    "(strides %ld/%ld/%ld; gaps between rows and batches untouched)",
+		    be->ops->name, ta ? 'T' : 'N', tb ? 'T' : 'N', g.m, g.n, g.k, alpha, beta,
+		    nan_c ? " over NaN C" : "", g.lda, g.ldb, g.ldc, batch, g.stride_a, g.stride_b,
+		    g.stride_c);
+	free(A); free(B); free(C); free(dA); free(dB); free(want); free(got);
+}
+
+/* four transpose combinations, plus beta == 0 over NaN: 7 checks */
+static void test_gemm(lt_backend *be, struct rng *r)
+{
+	struct device_arrays a = { .be = be };
+	for (int ta = 0; ta < 2; ta++)
+		for (int tb = 0; tb < 2; tb++)
+			check_one_gemm(&a, r, ta, tb, 0.7f, -0.3f, 3, 0);
+	check_one_gemm(&a, r, 1, 0, -1.25f, 0.0f, 2, 1);
+	check_sync_and_guards_then_free(&a, "gemm");
+}
+
+/* forward, backward into a non-zero table: 4 checks */
+static void test_embedding(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const int N = N_, C = C_, V = V_;
+	size_t NC = (size_t)N * C, VC = (size_t)V * C;
+	int32_t tokens[N_];
+	for (int n = 0; n < N; n++)
+		tokens[n] = rng_below(r, V);
+	tokens[3] = tokens[11] = tokens[29] = 42;  /* repeats, near and far */
+	tokens[12] = tokens[13] = 0;
+	tokens[N - 1] = V - 1;
+	float *table = random_floats(r, VC, -1, 1), *dtable = random_floats(r, VC, -1, 1);
+	float *dout = random_floats(r, NC, -1, 1);
+	double *dtab = widened(table, VC), *want_out = zeroed_doubles(NC);
+	double *want_dtable = widened(dtable, VC), *ddout = widened(dout, NC);
+	reference_embedding_forward(want_out, tokens, dtab, N, C);
+	reference_embedding_backward(want_dtable, tokens, ddout, N, C);
+
+	lt_ref rtok = device_copy_of(&a, tokens, N), rtable = device_copy_of(&a, table, VC);
+	lt_ref rout = new_device_array(&a, NC);
+	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
+	float *got = downloaded(&a, rout, NC);
+	check_close(got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name, N, C, V);
+	free(got);
+
+	lt_ref rdtable = device_copy_of(&a, dtable, VC), rdout = device_copy_of(&a, dout, NC);
+	be->ops->embedding_backward(be, rdtable, rtok, rdout, N, C);
+	got = downloaded(&a, rdtable, VC);
+	check_close(got, want_dtable, VC,
+		    "%s embedding_backward dtable += (non-zero start, repeated tokens) N=%d C=%d V=%d",
+		    name, N, C, V);
+	free(got);
+
+	check_sync_and_guards_then_free(&a, "embedding");
+	free(table); free(dtable); free(dout); free(dtab); free(want_out); free(want_dtable); free(ddout);
+}
+
+/* forward out and rstd, backward dinp and dw (+=), determinism: 7 checks */
+static void test_rmsnorm(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const int N = N_, C = C_;
+	size_t NC = (size_t)N * C;
+	float *inp = random_floats(r, NC, -2, 2), *w = random_floats(r, C, -1.5f, 1.5f);
+	float *dout = random_floats(r, NC, -1, 1);
+	float *dinp0 = random_floats(r, NC, -1, 1), *dw0 = random_floats(r, C, -1, 1);
+	double *dinp_d = widened(inp, NC), *w_d = widened(w, C), *dout_d = widened(dout, NC);
+	double *want_out = zeroed_doubles(NC), *want_rstd = zeroed_doubles(N);
+	double *want_dinp = widened(dinp0, NC), *want_dw = widened(dw0, C);
+	reference_rmsnorm_forward(want_out, want_rstd, dinp_d, w_d, N, C, NORM_EPS);
+	reference_rmsnorm_backward(want_dinp, want_dw, dout_d, dinp_d, w_d, want_rstd, N, C);
+
+	lt_ref rinp = device_copy_of(&a, inp, NC), rw = device_copy_of(&a, w, C);
+	lt_ref rout = new_device_array(&a, NC), rrstd = new_device_array(&a, N);
+	be->ops->rmsnorm_forward(be, rout, rrstd, rinp, rw, N, C, NORM_EPS);
+	float *got_out = downloaded(&a, rout, NC), *got_rstd = downloaded(&a, rrstd, N);
+	check_close(got_out, want_out, NC, "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name, N, C);
+	check_close(got_rstd, want_rstd, N, "%s rmsnorm_forward rstd N=%d C=%d", name, N, C);
+
+	/* The backward reads the reference's rstd, so it is tested on its own. */
+	float *rstd = rounded(want_rstd, N);
+	lt_ref rr = device_copy_of(&a, rstd, N), rdout = device_copy_of(&a, dout, NC);
+	lt_ref rdinp[2], rdw[2];
+	float *got_dinp[2], *got_dw[2];
+	for (int run = 0; run < 2; run++) {
+		rdinp[run] = device_copy_of(&a, dinp0, NC);
+		rdw[run] = device_copy_of(&a, dw0, C);
+		be->ops->rmsnorm_backward(be, rdinp[run], rdw[run], rdout, rinp, rw, rr, N, C);
+		got_dinp[run] = downloaded(&a, rdinp[run], NC);
+		got_dw[run] = downloaded(&a, rdw[run], C);
+	}
+	check_close(got_dinp[0], want_dinp, NC, "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d",
+		    name, N, C);
+	check_close(got_dw[0], want_dw, C, "%s rmsnorm_backward dw += (non-zero start) N=%d C=%d", name,
+		    N, C);
+	tap_ok(same_bits(got_dinp[0], got_dinp[1], NC) && same_bits(got_dw[0], got_dw[1], C),
+	       "%s rmsnorm_backward twice gives bitwise identical dinp and dw", name);
+
+	check_sync_and_guards_then_free(&a, "rmsnorm");
+	for (int run = 0; run < 2; run++) {
+		free(got_dinp[run]);
+		free(got_dw[run]);
+	}
+	free(inp); free(w); free(dout); free(dinp0); free(dw0); free(dinp_d); free(w_d); free(dout_d);
+	free(want_out); free(want_rstd); free(want_dinp); free(want_dw); free(got_out); free(got_rstd);
+	free(rstd);
+}
+
+/* Whether the value heads of got[B*T, (H+2K)*D] are bitwise those of orig. */
+static int value_heads_are_untouched(const float *got, const float *orig, const struct lt_attn_shape *s)
+{
+	size_t W = qkv_width(s), vstart = (size_t)(s->H + s->K) * s->D, vlen = (size_t)s->K * s->D;
+	for (size_t n = 0; n < (size_t)s->B * s->T; n++)
+		if (!same_bits(got + n * W + vstart, orig + n * W + vstart, vlen))
+			return 0;
+	return 1;
+}
+
+/* rope forward, inverse, value heads; attention out, lse, dqkv,
+ * determinism: 9 checks */
+static void test_rope_and_attention(lt_backend *be, struct rng *r, const struct lt_attn_shape *s)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	char shape[96], group[128];
+	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
+	size_t nlse = (size_t)s->B * s->H * s->T;
+	describe(shape, sizeof shape, s);
+
+	float *inv_freq = rope_inv_freq(s->D);
+	double *inv_freq_d = widened(inv_freq, s->D / 2);
+	float *x = random_floats(r, n, -1, 1);
+	double *want_fwd = widened(x, n), *want_bwd = widened(x, n);
+	reference_rope(want_fwd, inv_freq_d, s, 0);
+	reference_rope(want_bwd, inv_freq_d, s, 1);
+
+	lt_ref rfreq = device_copy_of(&a, inv_freq, s->D / 2);
+	lt_ref rfwd = device_copy_of(&a, x, n), rbwd = device_copy_of(&a, x, n);
+	be->ops->rope(be, rfwd, rfreq, s, 0);
+	be->ops->rope(be, rbwd, rfreq, s, 1);
+	float *got_fwd = downloaded(&a, rfwd, n), *got_bwd = downloaded(&a, rbwd, n);
+	check_close(got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
+	check_close(got_bwd, want_bwd, n, "%s rope backward (inverse) %s theta=1e4", name, shape);
+	tap_ok(value_heads_are_untouched(got_fwd, x, s) && value_heads_are_untouched(got_bwd, x, s),
+	       "%s rope forward and backward leave value heads bitwise untouched %s", name, shape);
+
+	float *qkv = random_floats(r, n, -2, 2), *dout = random_floats(r, nout, -1, 1);
+	double *qkv_d = widened(qkv, n), *dout_d = widened(dout, nout);
+	double *want_out = zeroed_doubles(nout), *want_lse = zeroed_doubles(nlse);
+	double *want_dqkv = zeroed_doubles(n);
+	reference_attention_forward(want_out, want_lse, qkv_d, s);
+	reference_attention_backward(want_dqkv, dout_d, qkv_d, s);
+
+	lt_ref rqkv = device_copy_of(&a, qkv, n);
+	lt_ref rout = new_device_array(&a, nout), rlse = new_device_array(&a, nlse);
+	be->ops->attention_forward(be, rout, rlse, rqkv, s);
+	float *got_out = downloaded(&a, rout, nout), *got_lse = downloaded(&a, rlse, nlse);
+	check_close(got_out, want_out, nout, "%s attention_forward out %s", name, shape);
+	check_close(got_lse, want_lse, nlse, "%s attention_forward lse[B,H,T] %s", name, shape);
+
+	/* The backward reads the reference's out and lse, so it is tested on its own. */
+	float *out = rounded(want_out, nout), *lse = rounded(want_lse, nlse);
+	lt_ref rout_ref = device_copy_of(&a, out, nout), rlse_ref = device_copy_of(&a, lse, nlse);
+	lt_ref rdout = device_copy_of(&a, dout, nout);
+	float *got_dqkv[2];
+	for (int run = 0; run < 2; run++) {
+		lt_ref rdqkv = new_device_array(&a, n);
+		be->ops->attention_backward(be, rdqkv, rdout, rout_ref, rlse_ref, rqkv, s);
+		got_dqkv[run] = downloaded(&a, rdqkv, n);
+	}
+	check_close(got_dqkv[0], want_dqkv, n, "%s attention_backward dqkv (over NaN) %s", name, shape);
+	tap_ok(same_bits(got_dqkv[0], got_dqkv[1], n),
+	       "%s attention_backward twice gives bitwise identical dqkv %s", name, shape);
+
+	snprintf(group, sizeof group, "rope/attention %s", shape);
+	check_sync_and_guards_then_free(&a, group);
+	free(inv_freq); free(inv_freq_d); free(x); free(want_fwd); free(want_bwd); free(got_fwd);
+	free(got_bwd); free(qkv); free(dout); free(qkv_d); free(dout_d); free(want_out); free(want_lse);
+	free(want_dqkv); free(got_out); free(got_lse); free(out); free(lse);
+	free(got_dqkv[0]); free(got_dqkv[1]);
+}
+
+/* forward, backward: 4 checks */
+static void test_swiglu(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const int N = N_, F = F_;
+	size_t nh = (size_t)N * 2 * F, nf = (size_t)N * F;
+	float *h = random_floats(r, nh, -4, 4), *dout = random_floats(r, nf, -1, 1);
+	double *h_d = widened(h, nh), *dout_d = widened(dout, nf);
+	double *want_out = zeroed_doubles(nf), *want_dh = zeroed_doubles(nh);
+	reference_swiglu_forward(want_out, h_d, N, F);
+	reference_swiglu_backward(want_dh, dout_d, h_d, N, F);
+
+	lt_ref rh = device_copy_of(&a, h, nh), rout = new_device_array(&a, nf);
+	lt_ref rdout = device_copy_of(&a, dout, nf), rdh = new_device_array(&a, nh);
+	be->ops->swiglu_forward(be, rout, rh, N, F);
+	be->ops->swiglu_backward(be, rdh, rdout, rh, N, F);
+	float *got_out = downloaded(&a, rout, nf), *got_dh = downloaded(&a, rdh, nh);
+	check_close(got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
+	check_close(got_dh, want_dh, nh, "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N, F);
+
+	check_sync_and_guards_then_free(&a, "swiglu");
+	free(h); free(dout); free(h_d); free(dout_d); free(want_out); free(want_dh); free(got_out);
+	free(got_dh);
+}
+
+/* losses and untouched logits at grad_scale 0; losses, in-place gradient
+ * and exact zeros for ignored targets otherwise: 7 checks */
+static void test_xent(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const int N = N_, V = V_;
+	const float grad_scale = 1.0f / N_;
+	size_t nl = (size_t)N * V;
+	int32_t targets[N_];
+	for (int n = 0; n < N; n++)
+		targets[n] = rng_below(r, V);
+	targets[0] = 0;
+	targets[1] = V - 1;
+	targets[4] = -1;
+	targets[20] = -100;
+	float *logits = random_floats(r, nl, -4, 4);
+	double *logits_d = widened(logits, nl), *want_losses = zeroed_doubles(N);
+	double *want_grad = zeroed_doubles(nl);
+	reference_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
+
+	lt_ref rtargets = device_copy_of(&a, targets, N);
+	lt_ref rlogits = device_copy_of(&a, logits, nl), rlosses = new_device_array(&a, N);
+	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
+	float *got_losses = downloaded(&a, rlosses, N), *got_logits = downloaded(&a, rlogits, nl);
+	check_close(got_losses, want_losses, N, "%s xent grad_scale=0 losses N=%d V=%d (2 ignored)", name,
+		    N, V);
+	tap_ok(same_bits(got_logits, logits, nl), "%s xent grad_scale=0 leaves logits bitwise unchanged",
+	       name);
+	free(got_losses);
+	free(got_logits);
+
+	lt_ref rgrad = device_copy_of(&a, logits, nl), rlosses2 = new_device_array(&a, N);
+	be->ops->xent(be, rlosses2, rgrad, rtargets, N, V, grad_scale);
+	got_losses = downloaded(&a, rlosses2, N);
+	float *got_grad = downloaded(&a, rgrad, nl);
+	check_close(got_losses, want_losses, N, "%s xent grad_scale=1/%d losses N=%d V=%d", name, N, N, V);
+	check_close(got_grad, want_grad, nl, "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name,
+		    N, N, V);
+	int exact = 1;
+	for (int n = 0; n < N; n++) {
+		if (targets[n] >= 0)
+			continue;
+		exact &= got_losses[n] == 0;
+		for (int v = 0; v < V; v++)
+			exact &= got_grad[(size_t)n * V + v] == 0;
+	}
+	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row", name);
+
+	check_sync_and_guards_then_free(&a, "xent");
+	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
+}
+
+/* three steps with weight decay and grad_scale != 1: 5 checks */
+static void test_adamw(lt_backend *be, struct rng *r)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const size_t n = ELEMS;
+	struct lt_adamw hp = { .lr = 0.05f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+		.weight_decay = 0.1f, .grad_scale = 0.5f };
+	float *p0 = random_floats(r, n, -1, 1), *m0 = random_floats(r, n, -0.1f, 0.1f);
+	float *v0 = random_floats(r, n, 0, 0.01f);
+	double *p = widened(p0, n), *m = widened(m0, n), *v = widened(v0, n);
+
+	lt_ref rp = device_copy_of(&a, p0, n), rm = device_copy_of(&a, m0, n);
+	lt_ref rv = device_copy_of(&a, v0, n), rg = new_device_array(&a, n);
+	for (hp.step = 5; hp.step <= 7; hp.step++) {
+		float *g = random_floats(r, n, -1, 1);
+		double *gd = widened(g, n);
+		upload(&a, rg, g, n);
+		be->ops->adamw(be, rp, rg, rm, rv, n, &hp);
+		reference_adamw(p, m, v, gd, n, &hp);
+		free(g);
+		free(gd);
+	}
+	float *got_p = downloaded(&a, rp, n), *got_m = downloaded(&a, rm, n);
+	float *got_v = downloaded(&a, rv, n);
+	/* The update is small next to p, so compare what the steps changed. */
+	double *want_change = zeroed_doubles(n);
+	float *got_change = zeroed_floats(n);
+	for (size_t i = 0; i < n; i++) {
+		want_change[i] = p[i] - p0[i];
+		got_change[i] = (float)((double)got_p[i] - p0[i]);
+	}
+	check_close(got_change, want_change, n,
+		    "%s adamw steps 5-7 n=%zu lr=0.05 wd=0.1 grad_scale=0.5: change of param", name, n);
+	check_close(got_m, m, n, "%s adamw steps 5-7: m", name);
+	check_close(got_v, v, n, "%s adamw steps 5-7: v", name);
+
+	check_sync_and_guards_then_free(&a, "adamw");
+	free(p0); free(m0); free(v0); free(p); free(m); free(v); free(got_p); free(got_m); free(got_v);
+	free(want_change); free(got_change);
+}
+
+/* Opening the backend, then every op group: CHECKS_PER_BACKEND checks. */
+static void test_backend(const char *spec)
+{
+	lt_backend *be = NULL;
+	lt_errmsg_clear();
+	enum lt_status st = lt_backend_new(spec, 0, &be);
+	if (!tap_ok(st == LT_OK, "backend '%s' opens (%s%s%s)", spec, lt_status_str(st),
+		    st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg())) {
+		lt_backend_free(be);
+		for (int i = 1; i < CHECKS_PER_BACKEND; i++)
+			tap_skip("backend '%s' did not open", spec);
+		return;
+	}
+	struct lt_device_info info;
+	memset(&info, 0, sizeof info);
+	be->ops->info(be, &info);
+	tap_diag("backend '%s': %s, %d compute units", spec, info.name, info.compute_units);
+
+	struct rng r = { .s = 1234567 };
+	test_elementwise_ops(be, &r);
+	test_gemm(be, &r);
+	test_embedding(be, &r);
+	test_rmsnorm(be, &r);
+	for (int i = 0; i < ATTN_CONFIGS; i++)
+		test_rope_and_attention(be, &r, &attn_configs[i]);
+	test_swiglu(be, &r);
+	test_xent(be, &r);
+	test_adamw(be, &r);
+	lt_backend_free(be);
+}
+
+int main(void)
+{
+	/* LT_TEST_BACKENDS="cpu,opencl:0.1" tests those specs; otherwise every
+	 * compiled-in backend. */
+	const char *env = getenv("LT_TEST_BACKENDS");
+	char *list = NULL;
+	const char *specs[64];
+	int n_specs = 0;
+	if (env && *env) {
+		list = allocate_or_bail(strlen(env) + 1);
+		memcpy(list, env, strlen(env) + 1);
+		for (char *tok = strtok(list, ","); tok && n_specs < 64; tok = strtok(NULL, ","))
+			specs[n_specs++] = tok;
+	} else {
+		for (const char *const *nm = lt_backend_names(); *nm && n_specs < 64; nm++)
+			specs[n_specs++] = *nm;
+	}
+
+	tap_plan(REFERENCE_CHECKS + n_specs * CHECKS_PER_BACKEND);
+	prove_references();
+	for (int i = 0; i < n_specs; i++)
+		test_backend(specs[i]);
+	free(list);
+	return tap_done();
+}
