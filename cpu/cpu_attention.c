@@ -18,9 +18,10 @@
 #define ATT_ROWS 64
 #endif
 
-/* The two score tiles of thread `tid`, growing the backend's scratch to
- * fit T first (on the calling thread, before any parallel region). NULL
- * after recording the failure when memory is refused. */
+/* The backend's attention scratch, grown first to two tiles per thread for
+ * this T (on the calling thread, outside any parallel region); thread i's
+ * tiles start 2 * i tiles in. NULL, with the failure recorded, when the
+ * memory is refused. */
 static float *scratch(struct lt_cpu_ctx *c, int T)
 {
 	size_t rows = T < ATT_ROWS ? (size_t)T : ATT_ROWS;
@@ -58,10 +59,7 @@ LT_CPU_HOT static void softmax_rows(float *S, int T, int r0, int r1, float *lse)
 	for (int i = r0; i < r1; i++) {
 		float *restrict row = S + (size_t)(i - r0) * T;
 		int n = i + 1;
-		float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-		for (int j = 0; j < n; j++)
-			mx = row[j] > mx ? row[j] : mx;
+		float mx = lt_cpu_max(row, n);
 		float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
 		for (int j = 0; j < n; j++) {

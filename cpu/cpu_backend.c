@@ -3,11 +3,6 @@
 #include "config.h"
 #include "cpu.h"
 
-/* sysconf is POSIX, not C11. */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L
-#endif
-
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>

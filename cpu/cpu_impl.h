@@ -3,6 +3,7 @@
 #ifndef LT_CPU_IMPL_H
 #define LT_CPU_IMPL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,11 +23,11 @@ struct lt_cpu_ctx {
 	 * any other build must be told to, around them. */
 	int blas_omp;
 	/* The first failure inside an op; later ops do nothing, sync reports it. */
-	int failed;
+	enum lt_status failed;
 	char errmsg[256];
-	/* Attention scratch: two score tiles of att_rows x T floats per thread,
-	 * allocated by the first attention op, grown when T grows, freed with
-	 * the backend. It is the only memory an op allocates. */
+	/* Attention scratch: two score tiles of min(T, ATT_ROWS) x T floats per
+	 * thread, allocated by the first attention op, grown when T grows,
+	 * freed with the backend. It is the only memory an op allocates. */
 	float *att_scratch;
 	size_t att_scratch_n;  /* floats */
 };
@@ -42,39 +43,15 @@ void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
 void lt_cpu_blas_serial_begin(struct lt_cpu_ctx *c);
 void lt_cpu_blas_serial_end(struct lt_cpu_ctx *c);
 
-/* cpu_ops.c: the ops of backend.h except attention (contracts there). */
-/* memcpy of `bytes`, split over the team when it is large. */
-void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
-		   size_t bytes);
-void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value);
-void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
-void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s);
-void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
-void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);
-void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n);
-void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
-void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
-			      int C);
-void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
-			       int C);
-void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w, int N,
-			    int C, float eps);
-void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout, lt_ref inp,
-			     lt_ref w, lt_ref rstd, int N, int C);
-void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
-		 int backward);
-void lt_cpu_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
-void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
-void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
-		 float grad_scale);
-void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
-		  const struct lt_adamw *hp);
 /* Marks the exp-bound row kernels for an AVX2 clone, picked once at load
  * time, where compiler and C library support it: configure builds for the
  * baseline ISA (SSE2 on x86-64), and 8-wide vectors halve those kernels'
  * time. Results are then bitwise repeatable on one machine, not across. */
 #if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
+#if __has_attribute(target_clones) && defined(__clang__)
+#define LT_CPU_HOT __attribute__((target_clones("avx2", "default")))
+#elif __has_attribute(target_clones)
+/* GCC would otherwise inline the default clone into a lone caller. */
 #define LT_CPU_HOT __attribute__((target_clones("avx2", "default"), noinline))
 #endif
 #endif
@@ -114,6 +91,52 @@ static inline float lt_cpu_expf(float x)
 	return p * s1.f * s2.f;
 }
 
+/* The largest of x[0..n), -inf when n is 0, passing over NaNs. Eight
+ * running maxima, not a simd max reduction, which Clang will not vectorise
+ * without -ffast-math; the order of comparisons is fixed either way. */
+static inline float lt_cpu_max(const float *x, int n)
+{
+	float m[8] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY,
+		       -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+	float r = -INFINITY;
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		for (int l = 0; l < 8; l++)
+			m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+	for (; j < n; j++)
+		r = x[j] > r ? x[j] : r;
+	for (int l = 0; l < 8; l++)
+		r = m[l] > r ? m[l] : r;
+	return r;
+}
+
+/* cpu_ops.c: the ops of backend.h except attention (contracts there). */
+/* memcpy of `bytes`, split over the team when it is large. */
+void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
+		   size_t bytes);
+void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value);
+void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s);
+void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
+void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
+			      int C);
+void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
+			       int C);
+void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w, int N,
+			    int C, float eps);
+void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout, lt_ref inp,
+			     lt_ref w, lt_ref rstd, int N, int C);
+void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
+		 int backward);
+void lt_cpu_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
+void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
+void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
+		 float grad_scale);
+void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
+		  const struct lt_adamw *hp);
 /* cpu_attention.c */
 void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			      const struct lt_attn_shape *s);

@@ -456,10 +456,7 @@ void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, in
  * when t < 0); with write, x becomes grad_scale * (softmax - onehot). */
 LT_CPU_HOT static float xent_row(float *restrict x, int V, int t, float grad_scale, int write)
 {
-	float mx = -INFINITY, zt = t >= 0 ? x[t] : 0.0f;
-#pragma omp simd reduction(max : mx)
-	for (int j = 0; j < V; j++)
-		mx = x[j] > mx ? x[j] : mx;
+	float mx = lt_cpu_max(x, V), zt = t >= 0 ? x[t] : 0.0f;
 	/* Float sums of XENT_BLOCK exponentials, added in double; the
 	 * exponentials stay in the row when a gradient follows. */
 	double total = 0.0;

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+# Holds lltrain's tokenizer to the Hugging Face `tokenizers` library (TAP).
+#
+# Usage:
+#   check_tokenizer.py [--bin PATH]
+#       runs `PATH --dump TMP` (default: $TEST_TOKENIZER, else
+#       tests/test_tokenizer under the current directory, as in `make
+#       check`), then (1) loads TMP/tokenizer.json with
+#       tokenizers.Tokenizer.from_file and checks that it encodes every text
+#       of TMP/cases.json to the ids lltrain gave and decodes them back, and
+#       (2) trains a GPT-2-style tokenizer with the Hugging Face library on the
+#       same corpus, saves it, and checks that `PATH --encode` (lltrain
+#       loading that file) gives the library's ids.
+#   check_tokenizer.py TOKENIZER_JSON CASES_JSON
+#       only (1), on files written before: CASES_JSON is
+#       {"cases": [{"text": "...", "ids": [...]}, ...]}.
+#
+# Exit status 0 only if everything matches; without the library it prints
+# "1..0 # SKIP" and exits 0.
+#
+# In `make check` (Makefile.am), beside tests/test_tokenizer in
+# check_PROGRAMS, which is built before any test runs:
+#   TESTS += tests/check_tokenizer.py        (inside `if HAVE_PYTHON3`)
+#   TEST_EXTENSIONS = .py
+#   PY_LOG_DRIVER = $(TEST_LOG_DRIVER)
+#   PY_LOG_COMPILER = $(PYTHON3)
+#   AM_TESTS_ENVIRONMENT += TEST_TOKENIZER=tests/test_tokenizer; export TEST_TOKENIZER;
+#   EXTRA_DIST += tests/check_tokenizer.py
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+except ImportError:
+    print("1..0 # SKIP the Python package 'tokenizers' is not installed (pip install tokenizers)")
+    sys.exit(0)
+
+checks = 0
+failed = 0
+
+
+def ok(cond, what):
+    global checks, failed
+    checks += 1
+    if not cond:
+        failed += 1
+    print(("ok" if cond else "not ok") + " %d - %s" % (checks, what))
+    sys.stdout.flush()
+    return cond
+
+
+def diag(msg):
+    for line in str(msg).splitlines():
+        print("# " + line)
+
+
+def show(ids, at):
+    return str(ids[max(0, at - 3):at + 4])
+
+
+def first_diff(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def compare(label, texts, ours, theirs):
+    """One check per text: lltrain's ids against the library's."""
+    for i, (text, a, b) in enumerate(zip(texts, ours, theirs)):
+        short = text[:40].encode("unicode_escape").decode("ascii")
+        if not ok(a == b, "%s: case %d (%d ids) '%s'" % (label, i, len(b), short)):
+            at = first_diff(a, b)
+            diag("first difference at id %d: lltrain %s, tokenizers %s" % (at, show(a, at), show(b, at)))
+
+
+def check_dump(tok_path, cases_path):
+    with open(cases_path, encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    hf = Tokenizer.from_file(tok_path)
+    texts = [c["text"] for c in cases]
+    ours = [c["ids"] for c in cases]
+    theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=True)]
+    compare("tokenizers encodes lltrain's tokenizer.json alike", texts, ours, theirs)
+    back = [hf.decode(ids, skip_special_tokens=False) for ids in ours]
+    ok(back == texts, "tokenizers decodes lltrain's ids back to every text")
+    eot = hf.token_to_id("<|endoftext|>")
+    ok(eot == 256, "'<|endoftext|>' is id 256 (got %s)" % eot)
+    cfg_path = os.path.join(os.path.dirname(tok_path), "tokenizer_config.json")
+    if os.path.exists(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        ok(cfg.get("tokenizer_class") == "PreTrainedTokenizerFast" and cfg.get("eos_token") == "<|endoftext|>",
+           "tokenizer_config.json names PreTrainedTokenizerFast and the eos token")
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            print("ok %d # SKIP transformers is not installed" % (checks + 1))
+            globals()["checks"] += 1
+        else:
+            at = AutoTokenizer.from_pretrained(os.path.dirname(tok_path))
+            ok(all(at.encode(t, add_special_tokens=False) == ids for t, ids in zip(texts, ours)),
+               "transformers AutoTokenizer encodes alike")
+
+
+def check_hf_trained(binary, work, cases_path):
+    """lltrain loads a file the Hugging Face library wrote itself."""
+    with open(cases_path, encoding="utf-8") as f:
+        data = json.load(f)
+    texts = [c["text"] for c in data["cases"]]
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    hf.train_from_iterator([data["corpus"]], trainer)
+    hf_dir = os.path.join(work, "hf")
+    os.makedirs(hf_dir, exist_ok=True)
+    path = os.path.join(hf_dir, "tokenizer.json")
+    hf.save(path)
+    run = subprocess.run([binary, "--encode", path, cases_path], capture_output=True, text=True)
+    if not ok(run.returncode == 0, "lltrain loads the library's own tokenizer.json"):
+        diag(run.stderr)
+        return
+    ours = json.loads(run.stdout)["ids"]
+    theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=True)]
+    compare("lltrain encodes the library's tokenizer.json alike", texts, ours, theirs)
+
+    # The same file with ignore_merges (whole-word tokens skip the merges).
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["model"]["ignore_merges"] = True
+    path2 = os.path.join(hf_dir, "ignore_merges.json")
+    with open(path2, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False)
+    hf2 = Tokenizer.from_file(path2)
+    run = subprocess.run([binary, "--encode", path2, cases_path], capture_output=True, text=True)
+    if not ok(run.returncode == 0, "lltrain loads it with ignore_merges"):
+        diag(run.stderr)
+        return
+    ours = json.loads(run.stdout)["ids"]
+    theirs = [e.ids for e in hf2.encode_batch(texts, add_special_tokens=True)]
+    ok(ours == theirs, "with ignore_merges lltrain encodes all %d cases alike" % len(texts))
+
+
+def main(argv):
+    diag("tokenizers %s" % tokenizers.__version__)
+    if len(argv) == 2 and not argv[0].startswith("--"):
+        check_dump(argv[0], argv[1])
+    else:
+        binary = os.environ.get("TEST_TOKENIZER", os.path.join("tests", "test_tokenizer"))
+        if len(argv) == 2 and argv[0] == "--bin":
+            binary = argv[1]
+        elif argv:
+            print("usage: check_tokenizer.py [--bin PATH] | TOKENIZER_JSON CASES_JSON", file=sys.stderr)
+            return 2
+        if not os.access(binary, os.X_OK):
+            print("Bail out! %s is not built (run from the build directory or set TEST_TOKENIZER)" % binary)
+            return 1
+        with tempfile.TemporaryDirectory(prefix="check_tokenizer.") as work:
+            run = subprocess.run([binary, "--dump", work], capture_output=True, text=True)
+            if not ok(run.returncode == 0, "%s --dump trains and saves" % binary):
+                diag(run.stderr)
+            else:
+                cases = os.path.join(work, "cases.json")
+                check_dump(os.path.join(work, "tokenizer.json"), cases)
+                check_hf_trained(binary, work, cases)
+    print("1..%d" % checks)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
