@@ -76,12 +76,14 @@ static void check_refused_allocation(lt_backend *be)
 	lt_buf_free(be, b);
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 static double peak_rss(void)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	return (double)ru.ru_maxrss * 1024.0;
 }
+#endif
 
 /* Two training steps of `good` at batch 8 x seq 256; the estimate against
  * the peak resident size of the whole process. */
