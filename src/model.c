@@ -218,8 +218,10 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	out->grads = P * 4;
 	out->optimizer = P * 8;
 	out->activations = plan_activations(c, B, T, NULL) * 4;
-	/* The CPU attention keeps two T x T score tiles per thread. */
-	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * (size_t)T * T * 4;
+	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
+	 * T keys per thread (cpu/cpu_attention.c). */
+	size_t tile_rows = T < 64 ? (size_t)T : 64;
+	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows * (size_t)T * 4;
 	/* Code, libraries, OpenMP and OpenBLAS per-thread buffers, measured
 	 * on empty steps: about 16 MiB plus 8 MiB per thread. */
 	out->runtime = ((size_t)16 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)8 << 20);
