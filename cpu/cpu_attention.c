@@ -125,7 +125,6 @@ void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv
 	size_t tile = (size_t)(T < ATT_ROWS ? T : ATT_ROWS) * T;
 	float scale = (float)(1.0 / sqrt((double)D));
 
-	lt_cpu_blas_serial_begin(c);
 #pragma omp parallel num_threads(c->threads)
 	{
 		float *S = work + (size_t)omp_get_thread_num() * 2 * tile;
@@ -147,7 +146,6 @@ void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv
 			}
 		}
 	}
-	lt_cpu_blas_serial_end(c);
 }
 
 /* dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], out, lse, qkv.
@@ -176,7 +174,6 @@ void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref 
 	size_t tile = (size_t)(T < ATT_ROWS ? T : ATT_ROWS) * T;
 	float scale = (float)(1.0 / sqrt((double)D));
 
-	lt_cpu_blas_serial_begin(c);
 #pragma omp parallel num_threads(c->threads)
 	{
 		float *P = work + (size_t)omp_get_thread_num() * 2 * tile, *dS = P + tile;
@@ -221,5 +218,4 @@ void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref 
 			}
 		}
 	}
-	lt_cpu_blas_serial_end(c);
 }

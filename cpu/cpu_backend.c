@@ -1,5 +1,5 @@
 /* The CPU backend's table, memory and device description; the ops live in
- * cpu_ops.c and cpu_attention.c. */
+ * cpu_ops.c, cpu_gemm.c and cpu_attention.c. */
 #include "config.h"
 #include "cpu.h"
 
@@ -39,18 +39,6 @@ void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg)
 		return;
 	c->failed = st;
 	snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
-}
-
-void lt_cpu_blas_serial_begin(struct lt_cpu_ctx *c)
-{
-	if (!c->blas_omp)
-		openblas_set_num_threads(1);
-}
-
-void lt_cpu_blas_serial_end(struct lt_cpu_ctx *c)
-{
-	if (!c->blas_omp)
-		openblas_set_num_threads(c->threads);
 }
 
 static void cpu_free(lt_backend *be)
@@ -208,8 +196,12 @@ enum lt_status lt_cpu_backend_new(int threads, lt_backend **out)
 	if (threads > 0)
 		omp_set_num_threads(threads);
 	c->threads = threads > 0 ? threads : omp_get_max_threads();
-	c->blas_omp = openblas_get_parallel() == OPENBLAS_OPENMP;
-	openblas_set_num_threads(c->threads);
+	/* lt_cpu_gemm threads GEMM over our team, so OpenBLAS must run each
+	 * call on one thread. Built on OpenMP it does inside our parallel
+	 * regions, and its thread count there is OpenMP's own (setting it sets
+	 * omp_set_num_threads in some versions), so it stays the team size;
+	 * any other build is set to one thread for good. */
+	openblas_set_num_threads(openblas_get_parallel() == OPENBLAS_OPENMP ? c->threads : 1);
 	be->ops = &cpu_ops;
 	be->ctx = c;
 	*out = be;

@@ -1,5 +1,5 @@
 /* Private to the CPU backend: its buffer and context, and the ops that
- * cpu_ops.c and cpu_attention.c give cpu_backend.c for its table. */
+ * cpu_ops.c, cpu_gemm.c and cpu_attention.c give cpu_backend.c for its table. */
 #ifndef LT_CPU_IMPL_H
 #define LT_CPU_IMPL_H
 
@@ -19,9 +19,6 @@ struct lt_cpu_ctx {
 	/* The team size every parallel region asks for. Results depend on the
 	 * work split only, never on which thread ran a piece. */
 	int threads;
-	/* OpenBLAS built on OpenMP runs serially inside our parallel regions;
-	 * any other build must be told to, around them. */
-	int blas_omp;
 	/* The first failure inside an op; later ops do nothing, sync reports it. */
 	enum lt_status failed;
 	char errmsg[256];
@@ -38,10 +35,6 @@ struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be);
 float *lt_cpu_at(lt_ref r, size_t n);
 /* Records the first failure inside an op (message kept for sync). */
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
-/* Bracket a parallel region whose threads call BLAS: a non-OpenMP OpenBLAS
- * is set to one thread inside and back to the team size after. */
-void lt_cpu_blas_serial_begin(struct lt_cpu_ctx *c);
-void lt_cpu_blas_serial_end(struct lt_cpu_ctx *c);
 
 /* Marks the exp-bound row kernels for an AVX2 clone, picked once at load
  * time, where compiler and C library support it: configure builds for the
@@ -120,7 +113,6 @@ void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s);
 void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
 void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);
 void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n);
-void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
 			      int C);
 void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
@@ -137,6 +129,8 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 		 float grad_scale);
 void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
 		  const struct lt_adamw *hp);
+/* cpu_gemm.c */
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 /* cpu_attention.c */
 void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			      const struct lt_attn_shape *s);

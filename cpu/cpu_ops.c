@@ -1,5 +1,5 @@
-/* The CPU backend's ops other than attention: OpenMP loops written to
- * vectorise, and OpenBLAS sgemm for GEMM. */
+/* The CPU backend's ops other than attention and GEMM: OpenMP loops
+ * written to vectorise. */
 #include "config.h"
 #include "cpu_impl.h"
 
@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cblas.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -31,9 +30,6 @@
 #define XENT_BLOCK 256
 /* rope computes this many (cos, sin) pairs at a time on the stack. */
 #define ROPE_BLOCK 64
-/* A batched GEMM whose matrices have at most this m * n * k runs one
- * matrix per thread: OpenBLAS gains little from threads that small. */
-#define GEMM_SMALL ((double)(1 << 21))
 
 void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
 		   size_t bytes)
@@ -155,52 +151,6 @@ void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 	if (c->failed)
 		return;
 	*o = (float)sum_fixed(c, p, n, 0);
-}
-
-/* Elements a batch of rows x cols matrices spans, from the first. */
-static size_t gemm_span(int batch, long stride, int rows, int cols, int ld)
-{
-	if (batch <= 0 || rows <= 0 || cols <= 0)
-		return 0;
-	return (size_t)stride * (size_t)(batch - 1) + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
-}
-
-/* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b] */
-void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
-{
-	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
-	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
-	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
-	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
-	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
-		  g->ldc >= (g->n > 1 ? g->n : 1));
-	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
-	const float *pa = lt_cpu_at(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
-	const float *pb = lt_cpu_at(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
-	float *pc = lt_cpu_at(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
-	if (c->failed || !g->m || !g->n || !g->batch)
-		return;
-
-	enum CBLAS_TRANSPOSE ta = g->trans_a ? CblasTrans : CblasNoTrans;
-	enum CBLAS_TRANSPOSE tb = g->trans_b ? CblasTrans : CblasNoTrans;
-	/* Small matrices go one per thread, provided the outputs are apart. */
-	int per_thread = g->batch > 1 && c->threads > 1 &&
-			 (double)g->m * g->n * g->k <= GEMM_SMALL &&
-			 g->stride_c >= (long)(g->m - 1) * g->ldc + g->n;
-	if (per_thread) {
-		lt_cpu_blas_serial_begin(c);
-#pragma omp parallel for schedule(static) num_threads(c->threads)
-		for (int i = 0; i < g->batch; i++)
-			cblas_sgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha,
-				    pa + i * g->stride_a, g->lda, pb + i * g->stride_b, g->ldb,
-				    g->beta, pc + i * g->stride_c, g->ldc);
-		lt_cpu_blas_serial_end(c);
-		return;
-	}
-	for (int i = 0; i < g->batch; i++)
-		cblas_sgemm(CblasRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, pa + i * g->stride_a,
-			    g->lda, pb + i * g->stride_b, g->ldb, g->beta, pc + i * g->stride_c,
-			    g->ldc);
 }
 
 /* Rows of width C that fit in what follows r in its buffer. */

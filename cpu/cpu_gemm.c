@@ -1,0 +1,146 @@
+/* The CPU backend's GEMM: one-thread OpenBLAS sgemm calls on tiles of C,
+ * the tiles spread over the backend's OpenMP team. OpenBLAS's pthreads
+ * build has a thread pool of its own that fights our team for the cores
+ * (each side's threads spin while the other's need them), so the backend
+ * keeps that build on one thread and threads every GEMM here, whichever
+ * build is linked: there is then one team, and one way of splitting. */
+#include "config.h"
+#include "cpu_impl.h"
+
+#include <omp.h>
+#include <stddef.h>
+
+#include <cblas.h>
+
+/* Each tile (or thread, for a batch of small matrices) gets at least this
+ * many multiply-adds, some microseconds' work: a smaller GEMM is split into
+ * fewer tiles, down to one on the calling thread. */
+#ifndef GEMM_TILE_MIN
+#define GEMM_TILE_MIN 262144.0
+#endif
+/* Tile edges fall on multiples of this many rows or columns of C: whole
+ * cache lines of C and whole register blocks of OpenBLAS's kernels. */
+#ifndef GEMM_ALIGN
+#define GEMM_ALIGN 16
+#endif
+/* What packing one element of A or B costs, in multiply-adds; it weighs
+ * the packing of a tile's rows of A and columns of B, which each tile does
+ * for itself, against its arithmetic when choosing the grid. */
+#define GEMM_PACK_COST 16.0
+
+/* Elements a batch of rows x cols matrices spans, from the first. */
+static size_t gemm_span(int batch, long stride, int rows, int cols, int ld)
+{
+	if (batch <= 0 || rows <= 0 || cols <= 0)
+		return 0;
+	return (size_t)stride * (size_t)(batch - 1) + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+/* Start of part i of p over n, in whole GEMM_ALIGN units, the earlier parts
+ * the larger; part p starts at n. */
+static int part_start(int n, int i, int p)
+{
+	long units = (n + GEMM_ALIGN - 1) / GEMM_ALIGN;
+	long s = units * i / p * GEMM_ALIGN;
+	return s < n ? (int)s : n;
+}
+
+/* Rows (or columns) in the largest of p parts of n. */
+static double part_max(int n, int p)
+{
+	long units = (n + GEMM_ALIGN - 1) / GEMM_ALIGN;
+	double most = (double)((units + p - 1) / p * GEMM_ALIGN);
+	return most < n ? most : n;
+}
+
+/* The grid of pm x pn tiles over C[m,n] with k-deep products: the most
+ * tiles, up to `tiles`, that fit with no part under GEMM_ALIGN wide; among
+ * those factorisations, the one whose largest tile costs least. */
+static void gemm_grid(int m, int n, int k, int tiles, int *pm, int *pn)
+{
+	int um = (m + GEMM_ALIGN - 1) / GEMM_ALIGN, un = (n + GEMM_ALIGN - 1) / GEMM_ALIGN;
+	double best = -1.0;
+	*pm = *pn = 1;
+	for (int t = tiles; t > 1 && best < 0; t--)
+		for (int i = 1; i <= t; i++) {
+			int j = t / i;
+			if (i * j != t || i > um || j > un)
+				continue;
+			double rows = part_max(m, i), cols = part_max(n, j);
+			double cost = (rows * cols + GEMM_PACK_COST * (rows + cols)) * k;
+			if (best < 0 || cost < best) {
+				best = cost;
+				*pm = i;
+				*pn = j;
+			}
+		}
+}
+
+/* Rows [r0, r1) and columns [c0, c1) of C = alpha op(A) op(B) + beta C,
+ * one sgemm on the calling thread. */
+static void gemm_tile(const struct lt_gemm *g, const float *a, const float *b, float *c, int r0,
+		      int r1, int c0, int c1)
+{
+	const float *at = a + (g->trans_a ? (size_t)r0 : (size_t)r0 * g->lda);
+	const float *bt = b + (g->trans_b ? (size_t)c0 * g->ldb : (size_t)c0);
+	cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+		    g->trans_b ? CblasTrans : CblasNoTrans, r1 - r0, c1 - c0, g->k, g->alpha, at,
+		    g->lda, bt, g->ldb, g->beta, c + (size_t)r0 * g->ldc + c0, g->ldc);
+}
+
+/* Matrices [b0, b0 + nb) of the batch, each a pm x pn grid of tiles: the
+ * nb * pm * pn tiles go in order, in even runs, to `team` threads. */
+static void gemm_tiles(const struct lt_gemm *g, const float *a, const float *b, float *c, int b0,
+		       int nb, int pm, int pn, int team)
+{
+	long per = (long)pm * pn, tasks = nb * per;
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+	for (long t = 0; t < tasks; t++) {
+		long i = b0 + t / per;
+		int tm = (int)(t % per / pn), tn = (int)(t % pn);
+		gemm_tile(g, a + i * g->stride_a, b + i * g->stride_b, c + i * g->stride_c,
+			  part_start(g->m, tm, pm), part_start(g->m, tm + 1, pm),
+			  part_start(g->n, tn, pn), part_start(g->n, tn + 1, pn));
+	}
+}
+
+/* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b]. The split
+ * depends on the shape and the team size alone, so every element of C
+ * comes from the same sgemm call each time: bitwise repeatable. */
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
+	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
+	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
+	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
+		  g->ldc >= (g->n > 1 ? g->n : 1));
+	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
+	const float *pa = lt_cpu_at(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
+	const float *pb = lt_cpu_at(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
+	float *pc = lt_cpu_at(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
+	if (c->failed || !g->m || !g->n || !g->batch)
+		return;
+
+	/* Matrices whose outputs are apart run side by side, sharing the team;
+	 * overlapping ones (stride_c 0, say) run in turn, each over the team. */
+	int apart = g->stride_c >= (long)(g->m - 1) * g->ldc + g->n;
+	int group = apart ? g->batch : 1;
+	double work = (double)g->m * g->n * (g->k > 0 ? g->k : 1);
+	double most = group * work / GEMM_TILE_MIN;
+	int tiles = c->threads / group > 1 ? c->threads / group : 1;
+	if (tiles > work / GEMM_TILE_MIN)
+		tiles = work / GEMM_TILE_MIN > 1 ? (int)(work / GEMM_TILE_MIN) : 1;
+	int pm, pn;
+	gemm_grid(g->m, g->n, g->k, tiles, &pm, &pn);
+	/* No more threads than tiles, nor than GEMM_TILE_MIN's share of the
+	 * work: a batch of small matrices stays on few threads. */
+	long tasks = (long)group * pm * pn;
+	int team = c->threads;
+	if (team > tasks)
+		team = (int)tasks;
+	if (team > most)
+		team = most > 1 ? (int)most : 1;
+	for (int i = 0; i < g->batch; i += group)
+		gemm_tiles(g, pa, pb, pc, i, group, pm, pn, team);
+}
