@@ -222,9 +222,10 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
 	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows * (size_t)T * 4;
-	/* Code, libraries, OpenMP and OpenBLAS per-thread buffers, measured
-	 * on empty steps: about 16 MiB plus 8 MiB per thread. */
-	out->runtime = ((size_t)16 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)8 << 20);
+	/* Code, libraries, OpenMP stacks and OpenBLAS's per-thread buffers,
+	 * measured on the 15M preset: about 8 MiB plus 3 MiB per thread (14 MiB
+	 * at 2 threads, 53 MiB at 16). */
+	out->runtime = ((size_t)8 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)3 << 20);
 	out->total = out->params + out->grads + out->optimizer + out->activations + out->workspace +
 		     out->runtime;
 }
