@@ -5,6 +5,7 @@
 
 int lt_cmd_bench(int argc, char **argv);
 int lt_cmd_train(int argc, char **argv);
+int lt_cmd_info(int argc, char **argv);
 
 /* Prints "lltrain: <what>: <status>[: <context>]" to stderr. */
 void lt_report(const char *what, enum lt_status st);

@@ -308,6 +308,8 @@ static enum lt_status prepare_corpus(const struct train_opts *o, int vocab, int 
 		if (st == LT_OK)
 			st = lt_tokenizer_trainer_finish(tr, &c->tok);
 		lt_tokenizer_trainer_free(tr);
+		if (st != LT_OK && n > 0)
+			lt_errmsg_prefix("%s%s", paths[0], n > 1 ? " and the other corpus files" : "");
 		if (st == LT_OK)
 			st = make_dirs(o->run_dir);
 		if (st == LT_OK)

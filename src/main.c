@@ -15,6 +15,7 @@ struct command {
 
 static const struct command commands[] = {
 	{ "train", lt_cmd_train, "train a model on a corpus (default: tiny preset on Debian's fortunes)" },
+	{ "info", lt_cmd_info, "show the build, backends, devices and preset sizes" },
 	{ "bench", lt_cmd_bench, "measure training speed, model FLOP/s and memory of a preset" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Checks lltrain's command line as a person meets it: exit statuses (0 done,
+# 1 bad input, 2 usage) and the one-line messages that name what is wrong.
+LLTRAIN=${LLTRAIN:-./lltrain}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-cli.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+n=0 failed=0
+# expect STATUS "TEXT" DESCRIPTION -- ARGS...: runs lltrain ARGS, checks the
+# exit status and that stdout+stderr hold TEXT.
+expect() {
+	want=$1 text=$2 what=$3
+	shift 4
+	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
+	got=$?
+	n=$((n + 1))
+	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
+		echo "ok $n - $what (exit $got)"
+	else
+		echo "not ok $n - $what: exit $got (want $want), output: $(head -c 300 "$tmp/out")"
+		failed=1
+	fi
+}
+expect 0 "lltrain 0.1.0" "--version prints the version" -- --version
+expect 2 "unknown command 'frobnicate'" "an unknown command is a usage error" -- frobnicate
+expect 2 "usage: lltrain COMMAND" "no command prints the usage" --
+expect 0 "--max-minutes" "help train shows train's options" -- help train
+expect 0 "--preset NAME" "train --help shows the options" -- train --help
+expect 2 "--preset 'huge': unknown (expected tiny, 15M, 110M or 1B)" "an unknown preset names the choices" -- bench --preset huge
+expect 2 "--steps 'many': expected a positive integer" "a non-numeric count names the option" -- bench --steps many
+expect 2 "--lr '-1': expected a number in" "an out-of-range learning rate gives the range" -- train --lr -1
+expect 1 "$tmp/absent.txt: No such file or directory" "a missing corpus file is named" -- train --run-dir "$tmp/run" "$tmp/absent.txt"
+: >"$tmp/empty.txt"
+expect 1 "$tmp/empty.txt: the training corpus is empty" "an empty corpus is refused, naming the file" -- train --run-dir "$tmp/run" "$tmp/empty.txt"
+mkdir -p "$tmp/bad"
+printf '{"model": {"type": "WordPiece"}}' >"$tmp/bad/tokenizer.json"
+printf 'some text\n%%\nmore text\n' >"$tmp/small.txt"
+expect 1 "bad/tokenizer.json: pre_tokenizer is missing, expected a ByteLevel object" "a tokenizer.json that is not byte-level BPE is refused, naming the file" -- train --run-dir "$tmp/bad" "$tmp/small.txt"
+expect 0 "parameters:       15191712 (15.19M)" "info counts the 15M preset's parameters" -- info --preset 15M
+expect 0 "backend cpu:" "info lists the CPU backend" -- info --preset tiny
+echo "1..$n"
+exit $failed
