@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "backend.h"
 #include "cmd.h"
@@ -20,13 +19,6 @@ struct bench_opts {
 	const char *preset, *device;
 	int threads, steps, batch, seq;
 };
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double peak_rss_bytes(void)
 {
@@ -107,10 +99,10 @@ static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 			     .lda = n, .ldb = n, .ldc = n, .batch = 1 };
 	double best = 1e30;
 	for (int r = 0; r <= reps && st == LT_OK; r++) {
-		double t0 = now_seconds();
+		double t0 = lt_cmd_seconds();
 		be->ops->gemm(be, &g, a, b, c);
 		st = be->ops->sync(be);
-		double dt = now_seconds() - t0;
+		double dt = lt_cmd_seconds() - t0;
 		if (r > 0 && dt < best) /* the first call warms up */
 			best = dt;
 	}
@@ -146,7 +138,7 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 			tok[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
 			tgt[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
 		}
-		double t0 = now_seconds(), loss, norm;
+		double t0 = lt_cmd_seconds(), loss, norm;
 		long count;
 		lt_model_zero_grads(model);
 		st = lt_model_forward(model, tok, tgt, 1.0f / (float)N, &loss, &count);
@@ -154,7 +146,7 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 			st = lt_model_backward(model);
 		if (st == LT_OK)
 			st = lt_optim_step(opt, &oc, step + 1, &norm);
-		double dt = now_seconds() - t0;
+		double dt = lt_cmd_seconds() - t0;
 		if (step > 0) /* step 0 warms caches and kernels */
 			total += dt;
 		r->loss = loss / (double)count;
@@ -172,12 +164,9 @@ int lt_cmd_bench(int argc, char **argv)
 	int rc = parse_options(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	const struct lt_preset *p = lt_preset_find(o.preset);
-	if (!p) {
-		fprintf(stderr, "lltrain bench: --preset '%s': unknown (expected tiny, 15M, 110M or 1B)\n",
-			o.preset);
+	const struct lt_preset *p = lt_cmd_preset("bench", o.preset);
+	if (!p)
 		return 2;
-	}
 	if (!o.batch)
 		o.batch = p->batch;
 	if (!o.seq)

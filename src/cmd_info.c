@@ -70,11 +70,9 @@ int lt_cmd_info(int argc, char **argv)
 		fprintf(stderr, "lltrain info: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	const struct lt_preset *only = preset ? lt_preset_find(preset) : NULL;
-	if (preset && !only) {
-		fprintf(stderr, "lltrain info: --preset '%s': unknown (expected tiny, 15M, 110M or 1B)\n", preset);
+	const struct lt_preset *only = preset ? lt_cmd_preset("info", preset) : NULL;
+	if (preset && !only)
 		return 2;
-	}
 
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
 	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2%s\n",

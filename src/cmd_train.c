@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "backend.h"
 #include "cmd.h"
@@ -38,13 +37,6 @@ struct corpus {
 	lt_ids train, val;
 	lt_tokenizer *tok;
 };
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void print_help(void)
 {
@@ -295,7 +287,7 @@ static enum lt_status prepare_corpus(const struct train_opts *o, int vocab, int 
 	} else if (st == LT_OK) {
 		struct lt_tokenizer_train_opts to = { .vocab_size = vocab, .min_frequency = 2 };
 		lt_tokenizer_trainer *tr = NULL;
-		double t0 = now_seconds();
+		double t0 = lt_cmd_seconds();
 		st = lt_tokenizer_trainer_new(&to, &tr);
 		for (int i = 0; i < n && st == LT_OK; i++) {
 			char *text;
@@ -316,7 +308,7 @@ static enum lt_status prepare_corpus(const struct train_opts *o, int vocab, int 
 			st = lt_tokenizer_save(c->tok, o->run_dir, max_seq);
 		if (st == LT_OK)
 			printf("tokenizer: trained %d tokens on %d files in %.1f s, saved to %s\n",
-			       lt_tokenizer_vocab_size(c->tok), n, now_seconds() - t0, tok_path);
+			       lt_tokenizer_vocab_size(c->tok), n, lt_cmd_seconds() - t0, tok_path);
 	}
 	struct encode_ctx e = { .c = c };
 	for (int i = 0; i < n && st == LT_OK; i++) {
@@ -506,7 +498,7 @@ static enum lt_status run_training(const struct train_opts *o, const struct lt_p
 				      .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
 	struct lt_rng r;
 	lt_rng_seed(&r, o->seed, 1);
-	double t0 = now_seconds(), last = t0, loss_acc = 0;
+	double t0 = lt_cmd_seconds(), last = t0, loss_acc = 0;
 	int step, acc = 0;
 	for (step = 1; step <= o->steps && st == LT_OK; step++) {
 		double loss, norm;
@@ -518,7 +510,7 @@ static enum lt_status run_training(const struct train_opts *o, const struct lt_p
 			break;
 		loss_acc += loss / (double)n;
 		acc++;
-		double now = now_seconds();
+		double now = lt_cmd_seconds();
 		if (step % 50 == 0 || step == o->steps || now - last > 30) {
 			printf("step %5d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  %.0f s\n", step,
 			       o->steps, loss_acc / acc, lt_lr_at(&oc, step), norm,
@@ -558,12 +550,9 @@ int lt_cmd_train(int argc, char **argv)
 	int rc = parse_options(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	const struct lt_preset *p = lt_preset_find(o.preset);
-	if (!p) {
-		fprintf(stderr, "lltrain train: --preset '%s': unknown (expected tiny, 15M, 110M or 1B)\n",
-			o.preset);
+	const struct lt_preset *p = lt_cmd_preset("train", o.preset);
+	if (!p)
 		return 2;
-	}
 	enum lt_status st = run_training(&o, p);
 	if (st != LT_OK) {
 		lt_report("train", st);

@@ -3,9 +3,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "status.h"
 #include "cmd.h"
+#include "presets.h"
 
 struct command {
 	const char *name;
@@ -27,6 +29,26 @@ void lt_report(const char *what, enum lt_status st)
 		fprintf(stderr, "lltrain: %s: %s\n", what, ctx);
 	else
 		fprintf(stderr, "lltrain: %s: %s\n", what, lt_status_str(st));
+}
+
+const struct lt_preset *lt_cmd_preset(const char *cmd, const char *name)
+{
+	const struct lt_preset *p = lt_preset_find(name);
+	if (p)
+		return p;
+	const struct lt_preset *const *all = lt_presets();
+	fprintf(stderr, "lltrain %s: --preset '%s': unknown (expected ", cmd, name);
+	for (int i = 0; all[i]; i++)
+		fprintf(stderr, "%s%s", i == 0 ? "" : all[i + 1] ? ", " : " or ", all[i]->name);
+	fprintf(stderr, ")\n");
+	return NULL;
+}
+
+double lt_cmd_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static void print_usage(FILE *f)
