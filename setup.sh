@@ -3,7 +3,7 @@
 # builds it in this directory: ./setup.sh [extra configure options]
 set -eu
 DEPS="build-essential autoconf automake pkg-config python3
-  libopenblas-openmp-dev libjansson-dev libpcre2-dev
+  libopenblas-openmp-dev libjansson-dev libpcre2-dev libinih-dev zlib1g-dev
   ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
   mpich libmpich-dev fortunes fortunes-min groff-base"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -173,6 +173,7 @@ static const struct lt_backend_ops cpu_ops = {
 	.rope = lt_cpu_rope,
 	.attention_forward = lt_cpu_attention_forward,
 	.attention_backward = lt_cpu_attention_backward,
+	.attention_cached = lt_cpu_attention_cached,
 	.swiglu_forward = lt_cpu_swiglu_forward,
 	.swiglu_backward = lt_cpu_swiglu_backward,
 	.xent = lt_cpu_xent,

@@ -104,6 +104,33 @@ static void gemm_tiles(const struct lt_gemm *g, const float *a, const float *b, 
 	}
 }
 
+/* A product of at most this many rows with a matrix of [out, in] weights
+ * (B transposed) is computed as matrix-vector products: sgemm would pack
+ * all of B on every call, which costs several times the arithmetic when
+ * decoding one token at a time; sgemv reads B once. */
+#define GEMV_TILE_MIN 32768.0   /* multiply-adds per thread, at least */
+#define GEMV_ROWS 4
+
+/* C[m,n] = alpha A[m,k] . B[n,k]^T + beta C for m <= GEMV_ROWS: the columns
+ * of C in `team` runs of whole GEMM_ALIGN units, one sgemv per row of A. */
+static void gemv_rows(const struct lt_gemm *g, const float *a, const float *b, float *c, int team)
+{
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+	for (int p = 0; p < team; p++) {
+		int c0 = part_start(g->n, p, team), c1 = part_start(g->n, p + 1, team);
+		for (int i = 0; i < g->m && c1 > c0; i++) {
+			float *y = c + (size_t)i * g->ldc + c0;
+			/* beta 0 must not let a NaN in C through */
+			if (g->beta == 0.0f)
+				for (int j = 0; j < c1 - c0; j++)
+					y[j] = 0.0f;
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, c1 - c0, g->k, g->alpha,
+				    b + (size_t)c0 * g->ldb, g->ldb, a + (size_t)i * g->lda, 1,
+				    g->beta, y, 1);
+		}
+	}
+}
+
 /* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b]. The split
  * depends on the shape and the team size alone, so every element of C
  * comes from the same sgemm call each time: bitwise repeatable. */
@@ -122,6 +149,12 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 	if (c->failed || !g->m || !g->n || !g->batch)
 		return;
 
+	if (g->batch == 1 && g->m <= GEMV_ROWS && !g->trans_a && g->trans_b && g->k > 0) {
+		double work = (double)g->m * g->n * g->k;
+		int team = work / GEMV_TILE_MIN < c->threads ? (int)(work / GEMV_TILE_MIN) : c->threads;
+		gemv_rows(g, pa, pb, pc, team > 1 ? team : 1);
+		return;
+	}
 	/* Matrices whose outputs are apart run side by side, sharing the team;
 	 * overlapping ones (stride_c 0, say) run in turn, each over the team. */
 	int apart = g->stride_c >= (long)(g->m - 1) * g->ldc + g->n;

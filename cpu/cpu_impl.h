@@ -23,7 +23,8 @@ struct lt_cpu_ctx {
 	enum lt_status failed;
 	char errmsg[256];
 	/* Attention scratch: two score tiles of min(T, ATT_ROWS) x T floats per
-	 * thread, allocated by the first attention op, grown when T grows,
+	 * thread (x pos0 + T for attention_cached), allocated by the first
+	 * attention op, grown when they grow,
 	 * freed with the backend. It is the only memory an op allocates. */
 	float *att_scratch;
 	size_t att_scratch_n;  /* floats */
@@ -136,5 +137,7 @@ void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv
 			      const struct lt_attn_shape *s);
 void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out, lt_ref lse,
 			       lt_ref qkv, const struct lt_attn_shape *s);
+void lt_cpu_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcache,
+			     lt_ref vcache, int S, const struct lt_attn_shape *s);
 
 #endif

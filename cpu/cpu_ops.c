@@ -300,7 +300,8 @@ void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout
 }
 
 /* Rotates the query and key heads of qkv[B*T, (H+2K)*D] in place by the
- * angle pos * inv_freq[i] on the pairs (i, i + D/2); backward rotates by
+ * angle pos * inv_freq[i] on the pairs (i, i + D/2), pos = pos0 + t for
+ * the row of position t; backward rotates by
  * minus the angle. Positions are the outer loop so each (cos, sin) is
  * computed once per position, as Hugging Face does it: the angle in float,
  * then cosf/sinf. */
@@ -309,7 +310,8 @@ void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_at
 {
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
 	int B = s->B, T = s->T, H = s->H, K = s->K, D = s->D;
-	LT_ASSERT(B >= 0 && T > 0 && H > 0 && K > 0 && D > 0 && H % K == 0 && D % 2 == 0);
+	LT_ASSERT(B >= 0 && T > 0 && H > 0 && K > 0 && D > 0 && H % K == 0 && D % 2 == 0 &&
+		  s->pos0 >= 0);
 	int half = D / 2, heads = H + K;
 	size_t W = (size_t)(H + 2 * K) * D;
 	float *x = lt_cpu_at(qkv, (size_t)B * T * W);
@@ -323,7 +325,7 @@ void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_at
 		for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
 			int cnt = half - i0 < ROPE_BLOCK ? half - i0 : ROPE_BLOCK;
 			for (int i = 0; i < cnt; i++) {
-				float a = (float)t * f[i0 + i];
+				float a = (float)(s->pos0 + t) * f[i0 + i];
 				cs[i] = cosf(a);
 				sn[i] = sgn * sinf(a);
 			}

@@ -61,10 +61,12 @@ struct lt_gemm {
 /* The packed attention input: one row per token of width (H + 2K) * D,
  * holding the H query heads, then the K key heads, then the K value heads,
  * each D wide. Query head h reads key/value head h / (H / K) (grouped-query
- * attention). Rows are ordered (b, t): token n is batch n / T, position
- * n % T. */
+ * attention). Rows are ordered (b, t): token n is batch n / T, and sits at
+ * position pos0 + n % T of its sequence (pos0 is 0 for a whole sequence;
+ * when decoding, the position of the first new token after the cached ones). */
 struct lt_attn_shape {
 	int B, T, H, K, D;
+	int pos0;
 };
 
 struct lt_adamw {
@@ -132,7 +134,7 @@ struct lt_backend_ops {
 				 lt_ref inp, lt_ref w, lt_ref rstd, int N, int C);
 
 	/* Rotates, in place, the H query and K key heads of the packed rows
-	 * qkv[N, (H+2K)*D] (value heads untouched) by position n % T, with the
+	 * qkv[N, (H+2K)*D] (value heads untouched) by position pos0 + n % T, with the
 	 * Hugging Face rotate_half pairing (i, i + D/2):
 	 *   x1' = x1 cos - x2 sin,  x2' = x2 cos + x1 sin,
 	 * angle = pos * inv_freq[i], inv_freq[D/2] given by the caller.
@@ -140,7 +142,8 @@ struct lt_backend_ops {
 	void (*rope)(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
 		     int backward);
 
-	/* Causal softmax attention with scale 1/sqrt(D).
+	/* Causal softmax attention with scale 1/sqrt(D) over whole sequences
+	 * (pos0 is 0, here and in attention_backward).
 	 * qkv[B*T, (H+2K)*D] packed as above -> out[B*T, H*D] (heads side by
 	 * side), lse[B, H, T] = log-sum-exp of each scaled score row, kept for
 	 * the backward pass. */
@@ -150,6 +153,17 @@ struct lt_backend_ops {
 	 * (overwritten), from dout[B*T, H*D] and the forward's out, lse, qkv. */
 	void (*attention_backward)(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out,
 				   lt_ref lse, lt_ref qkv, const struct lt_attn_shape *s);
+	/* Attention of T new tokens per sequence over a key/value cache, for
+	 * decoding (forward only). kcache and vcache[B, K, S, D] hold the rotated
+	 * keys and the values of positions 0 .. pos0-1 of each sequence (what
+	 * earlier calls wrote); with pos0 + T <= S, this first copies the K key
+	 * and value heads of the new rows qkv[B*T, (H+2K)*D] (already rotated)
+	 * to cache positions pos0 .. pos0+T-1, then writes out[B*T, H*D]: for
+	 * new token t, causal softmax attention (scale 1/sqrt(D)) of its query
+	 * at position pos0 + t over cache positions 0 .. pos0 + t. Cache
+	 * positions from pos0 + T on are neither read nor written. */
+	void (*attention_cached)(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcache,
+				 lt_ref vcache, int S, const struct lt_attn_shape *s);
 
 	/* h[N, 2F] holds gate (columns 0..F-1) then up (F..2F-1);
 	 * out[N,F] = silu(gate) * up,  silu(x) = x / (1 + exp(-x)) */

@@ -1,5 +1,6 @@
-/* lltrain bench: times training steps of a preset and an sgemm in the same
- * run, and prints tokens/s, model TFLOP/s, MFU and peak memory. */
+/* lltrain bench: times training steps of a preset (or of any configured
+ * model, at its train.batch x train.seq) and an sgemm in the same run, and
+ * prints tokens/s, model TFLOP/s, MFU and peak memory. */
 #include "config.h"
 
 #include <getopt.h>
@@ -12,12 +13,14 @@
 #include "cmd.h"
 #include "model.h"
 #include "optim.h"
-#include "presets.h"
+#include "conf.h"
 #include "rng.h"
 
+/* The command's own options, and the batch shape taken from the config. */
 struct bench_opts {
-	const char *preset, *device;
-	int threads, steps, batch, seq;
+	const char *device;
+	int threads, steps;
+	int batch, seq;
 };
 
 static double peak_rss_bytes(void)
@@ -29,54 +32,76 @@ static double peak_rss_bytes(void)
 
 static void print_help(void)
 {
-	printf("usage: lltrain bench [--preset NAME] [--device DEV] [--threads N] [--steps N]\n"
+	printf("usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
+	       "                     [--device DEV] [--threads N] [--steps N]\n"
 	       "                     [--batch N] [--seq N]\n\n"
-	       "Trains a preset on random tokens and prints tokens/s, model TFLOP/s\n"
+	       "Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
 	       "(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
-	       "2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n\n"
-	       "  --preset NAME   tiny, 15M, 110M or 1B (default 15M)\n"
-	       "  --device DEV    cpu, opencl[:P.D] or auto (default cpu)\n"
-	       "  --threads N     CPU threads (default: OpenMP's choice)\n"
-	       "  --steps N       timed steps after one warm-up step (default 3)\n"
-	       "  --batch N       batch size (default: the preset's)\n"
-	       "  --seq N         sequence length (default: the preset's)\n");
+	       "2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
+	       "The model and the batch shape are the config's: train.batch x train.seq.\n\n"
+	       "  --preset NAME          tiny, 15M, 110M or 1B (default 15M)\n"
+	       "  --config FILE          an INI file of settings (repeatable)\n"
+	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --model.n_layers=2\n"
+	       "  --device DEV           cpu, opencl[:P.D] or auto (default: run.device, cpu)\n"
+	       "  --threads N            CPU threads (default: run.threads, 0 = OpenMP's choice)\n"
+	       "  --steps N              timed steps after one warm-up step (default 3)\n"
+	       "  --batch N              the same as --train.batch=N\n"
+	       "  --seq N                the same as --train.seq=N (a seq beyond model.max_seq\n"
+	       "                         raises max_seq for the benchmark)\n"
+	       "  --help                 this text\n\n"
+	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
 }
 
-/* Parses a positive integer option; 0 on a bad value. */
-static int parse_count(const char *opt, const char *s, int *out)
+/* Reads a number option into *out; 2 (usage) after saying why. */
+static int parse_number(const char *opt, const char *text, long min, long max, int *out)
 {
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || v <= 0 || v > 1 << 30) {
-		fprintf(stderr, "lltrain bench: %s '%s': expected a positive integer\n", opt, s);
-		return 0;
+	long v;
+	if (lt_parse_long(opt, text, min, max, &v) != LT_OK) {
+		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
+		return 2;
 	}
 	*out = (int)v;
-	return 1;
+	return 0;
 }
 
-static int parse_options(int argc, char **argv, struct bench_opts *o)
+/* Sets a config key from an option's text; 2 (usage) after saying why. */
+static int set_key(struct lt_conf *conf, const char *key, const char *opt, const char *text)
+{
+	if (lt_conf_set(conf, key, text, opt) != LT_OK) {
+		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
+		return 2;
+	}
+	return 0;
+}
+
+/* The command's own options (lt_cmd_preset took the config ones); -1 to
+ * go on, else the exit status. */
+static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_conf *conf)
 {
 	static const struct option longopts[] = {
-		{ "preset", required_argument, NULL, 'p' }, { "device", required_argument, NULL, 'd' },
-		{ "threads", required_argument, NULL, 't' }, { "steps", required_argument, NULL, 's' },
-		{ "batch", required_argument, NULL, 'b' }, { "seq", required_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		{ "device", required_argument, NULL, 'd' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "steps", required_argument, NULL, 's' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "seq", required_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	int c, rc = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'p': o->preset = optarg; break;
 		case 'd': o->device = optarg; break;
-		case 't': if (!parse_count("--threads", optarg, &o->threads)) return 2; break;
-		case 's': if (!parse_count("--steps", optarg, &o->steps)) return 2; break;
-		case 'b': if (!parse_count("--batch", optarg, &o->batch)) return 2; break;
-		case 'q': if (!parse_count("--seq", optarg, &o->seq)) return 2; break;
+		case 't': rc = parse_number("--threads", optarg, 0, 4096, &o->threads); break;
+		case 's': rc = parse_number("--steps", optarg, 1, 1000000, &o->steps); break;
+		case 'b': rc = set_key(conf, "train.batch", "--batch", optarg); break;
+		case 'q': rc = set_key(conf, "train.seq", "--seq", optarg); break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
 	}
+	if (rc)
+		return rc;
 	if (optind < argc) {
 		fprintf(stderr, "lltrain bench: unexpected argument '%s'\n", argv[optind]);
 		return 2;
@@ -160,20 +185,27 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 
 int lt_cmd_bench(int argc, char **argv)
 {
-	struct bench_opts o = { .preset = "15M", .device = "cpu", .steps = 3 };
-	int rc = parse_options(argc, argv, &o);
+	struct lt_conf conf;
+	int rc = lt_cmd_preset("bench", "15M", &conf, &argc, argv);
+	if (rc)
+		return rc;
+	struct bench_opts o = { .device = conf.run.device, .threads = conf.run.threads,
+				.steps = 3 };
+	rc = parse_options(argc, argv, &o, &conf);
 	if (rc >= 0)
 		return rc;
-	const struct lt_preset *p = lt_cmd_preset("bench", o.preset);
-	if (!p)
-		return 2;
-	if (!o.batch)
-		o.batch = p->batch;
-	if (!o.seq)
-		o.seq = p->seq;
-	struct lt_model_config mc = p->model;
-	if (o.seq > mc.max_seq)
-		mc.max_seq = o.seq;
+	const char *preset = lt_conf_preset_of(&conf);
+	/* max_seq holds no weights, only a bound: a benchmark at a longer
+	 * sequence just raises it. */
+	if (conf.train.seq > conf.model.max_seq)
+		conf.model.max_seq = conf.train.seq;
+	if (lt_conf_check(&conf) != LT_OK) {
+		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
+		return 1;
+	}
+	const struct lt_model_config mc = conf.model;
+	o.batch = conf.train.batch;
+	o.seq = conf.train.seq;
 
 	lt_backend *be = NULL;
 	lt_model *model = NULL;
@@ -204,7 +236,8 @@ int lt_cmd_bench(int argc, char **argv)
 
 	struct lt_mem_estimate est;
 	lt_model_estimate_memory(&mc, o.batch, o.seq, dev.compute_units, &est);
-	printf("preset %s: %.2fM parameters, batch %d x seq %d, device %s\n", p->name,
+	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
+	       preset ? "preset " : "model", preset ? preset : "",
 	       (double)lt_model_num_params(model) / 1e6, o.batch, o.seq, dev.name);
 	printf("step time:       %.4f s (mean of %d steps after a warm-up step)\n", r.step_s, o.steps);
 	printf("loss:            %.4f\n", r.loss);

@@ -1,5 +1,6 @@
-/* lltrain info: version, build, backends and devices, and for a preset its
- * parameter count, FLOPs per token and memory estimate. */
+/* lltrain info: version, build, backends and devices; the parameter count,
+ * FLOPs per token and memory estimate of each preset or of the model a
+ * configuration resolves to; and with --keys every configuration key. */
 #include "config.h"
 
 #include <getopt.h>
@@ -8,60 +9,127 @@
 
 #include "backend.h"
 #include "cmd.h"
+#include "conf.h"
 #include "model.h"
-#include "presets.h"
 
 static void print_help(void)
 {
-	printf("usage: lltrain info [--preset NAME] [--threads N]\n\n"
+	printf("usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
+	       "                    [--threads N]\n"
+	       "       lltrain info --keys\n\n"
 	       "Prints lltrain's version, how it was built, the backends it has with\n"
-	       "their devices, and for a preset its size, model FLOPs per token and the\n"
-	       "memory a training step needs.\n\n"
-	       "  --preset NAME   tiny, 15M, 110M or 1B (default: all of them)\n"
-	       "  --threads N     CPU threads the memory estimate assumes (default:\n"
-	       "                  the CPU backend's)\n");
+	       "their devices, and for each preset its size, model FLOPs per token and\n"
+	       "the memory a training step needs; given configuration options, the same\n"
+	       "for the model they resolve to, at its train.batch and train.seq.\n\n"
+	       "  --preset NAME          tiny, 15M, 110M or 1B\n"
+	       "  --config FILE          an INI file of settings (repeatable)\n"
+	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.batch=4\n"
+	       "  --threads N            CPU threads the memory estimate assumes (default:\n"
+	       "                         run.threads, else the CPU backend's)\n"
+	       "  --keys                 list every configuration key: name, type, default,\n"
+	       "                         allowed values and meaning\n"
+	       "  --help                 this text\n\n"
+	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
 }
 
-static void print_preset(const struct lt_preset *p, int threads)
+/* One line per key: section.key, type, default, allowed values, meaning. */
+static void print_keys(void)
 {
-	const struct lt_model_config *c = &p->model;
+	struct lt_conf defaults;
+	char name[64], def[LT_CONF_PATH_MAX + 64], range[96];
+	lt_conf_defaults(&defaults);
+	for (const struct lt_conf_key *k = lt_conf_keys(); k->name; k++) {
+		snprintf(name, sizeof name, "%s.%s", k->section, k->name);
+		lt_conf_format(&defaults, k, def, sizeof def);
+		lt_conf_range(k, range, sizeof range);
+		printf("%-22s  %-6s  %-26s  %-25s  %s\n", name, lt_conf_type_name(k->type),
+		       def[0] ? def : "\"\"", range, k->doc);
+	}
+}
+
+/* The shape, size, FLOPs and training memory of c's model at its
+ * train.batch x train.seq, under the title "preset NAME" (a preset's
+ * model) or "model". */
+static void print_model(const struct lt_conf *conf, int threads)
+{
+	const struct lt_model_config *c = &conf->model;
+	const char *preset = lt_conf_preset_of(conf);
+	int batch = conf->train.batch, seq = conf->train.seq;
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(c, p->batch, p->seq, threads, &est);
-	printf("preset %s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
-	       p->name, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->ffn_dim, c->vocab_size,
-	       c->max_seq, c->tied ? ", tied embeddings" : "");
+	lt_model_estimate_memory(c, batch, seq, threads, &est);
+	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
+	       preset ? "preset " : "model", preset ? preset : "", c->dim, c->n_layers, c->n_heads,
+	       c->n_kv_heads, c->ffn_dim, c->vocab_size, c->max_seq,
+	       c->tied ? ", tied embeddings" : "");
 	printf("  parameters:       %zu (%.2fM)\n", lt_model_config_params(c),
 	       (double)lt_model_config_params(c) / 1e6);
-	printf("  FLOPs per token:  %.1f M (at seq %d)\n", lt_model_config_flops_per_token(c, p->seq) / 1e6,
-	       p->seq);
-	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads (params %.1f, grads %.1f, "
-	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
-	       est.total / 1048576.0, p->batch, p->seq, threads, est.params / 1048576.0,
+	printf("  FLOPs per token:  %.1f M (at seq %d)\n",
+	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
+	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads (params %.1f, "
+	       "grads %.1f, optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
+	       est.total / 1048576.0, batch, seq, threads, est.params / 1048576.0,
 	       est.grads / 1048576.0, est.optimizer / 1048576.0, est.activations / 1048576.0,
 	       est.workspace / 1048576.0, est.runtime / 1048576.0);
+}
+
+/* Each backend with its device; *threads becomes the CPU's compute units
+ * when it was 0. */
+static void print_backends(int *threads)
+{
+	const char *const *names = lt_backend_names();
+	for (int i = 0; names[i]; i++) {
+		lt_backend *be = NULL;
+		struct lt_device_info dev;
+		if (lt_backend_new(names[i], *threads, &be) != LT_OK) {
+			printf("backend %s: unavailable: %s\n", names[i], lt_errmsg());
+			continue;
+		}
+		be->ops->info(be, &dev);
+		if (!*threads)
+			*threads = dev.compute_units;
+		printf("backend %s: %s, %.1f GiB, %d compute units\n", names[i], dev.name,
+		       (double)dev.mem_bytes / 1073741824.0, dev.compute_units);
+		lt_backend_free(be);
+	}
+}
+
+static void print_presets(int threads)
+{
+	const char *const *names = lt_conf_preset_names();
+	for (int i = 0; names[i]; i++) {
+		struct lt_conf p;
+		lt_conf_defaults(&p);
+		enum lt_status st = lt_conf_apply_preset(&p, names[i]);
+		LT_ASSERT(st == LT_OK);
+		print_model(&p, threads);
+	}
 }
 
 int lt_cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "preset", required_argument, NULL, 'p' }, { "threads", required_argument, NULL, 't' },
+		{ "threads", required_argument, NULL, 't' }, { "keys", no_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
-	const char *preset = NULL;
-	int threads = 0, c;
-	char *end;
+	struct lt_conf conf;
+	int args_before = argc, threads = -1, keys = 0, c, rc;
+	long v;
+
+	rc = lt_cmd_preset("info", NULL, &conf, &argc, argv);
+	if (rc)
+		return rc;
+	int configured = argc != args_before; /* some option set the config */
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'p': preset = optarg; break;
 		case 't':
-			threads = (int)strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || threads <= 0 || threads > 4096) {
-				fprintf(stderr, "lltrain info: --threads '%s': expected an integer in [1, 4096]\n",
-					optarg);
+			if (lt_parse_long("--threads", optarg, 1, 4096, &v) != LT_OK) {
+				fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
 				return 2;
 			}
+			threads = (int)v;
 			break;
+		case 'k': keys = 1; break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
@@ -70,38 +138,31 @@ int lt_cmd_info(int argc, char **argv)
 		fprintf(stderr, "lltrain info: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	const struct lt_preset *only = preset ? lt_cmd_preset("info", preset) : NULL;
-	if (preset && !only)
-		return 2;
+	if (keys) {
+		print_keys();
+		return 0;
+	}
+	if (configured && lt_conf_check(&conf) != LT_OK) {
+		fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
+		return 1;
+	}
+	if (threads < 0)
+		threads = conf.run.threads;
 
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2%s\n",
+	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih%s\n",
 #if defined(__SANITIZE_ADDRESS__)
 	       ", AddressSanitizer"
 #else
 	       ""
 #endif
 	);
-	const char *const *names = lt_backend_names();
-	for (int i = 0; names[i]; i++) {
-		lt_backend *be = NULL;
-		struct lt_device_info dev;
-		if (lt_backend_new(names[i], threads, &be) != LT_OK) {
-			printf("backend %s: unavailable: %s\n", names[i], lt_errmsg());
-			continue;
-		}
-		be->ops->info(be, &dev);
-		if (!threads)
-			threads = dev.compute_units;
-		printf("backend %s: %s, %.1f GiB, %d compute units\n", names[i], dev.name,
-		       (double)dev.mem_bytes / 1073741824.0, dev.compute_units);
-		lt_backend_free(be);
-	}
+	print_backends(&threads);
 	if (threads <= 0)
 		threads = 1;
-	const struct lt_preset *const *all = lt_presets();
-	for (int i = 0; all[i]; i++)
-		if (!only || only == all[i])
-			print_preset(all[i], threads);
+	if (configured)
+		print_model(&conf, threads);
+	else
+		print_presets(threads);
 	return 0;
 }

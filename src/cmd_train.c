@@ -1,258 +1,146 @@
-/* lltrain train: prepares a corpus (tokenizer + token ids, held-out split),
- * trains a preset on it within a step and time budget, reports validation
- * loss and prints a sample. With no arguments it trains the tiny preset on
- * the fortune-cookie texts of Debian's fortunes package into runs/default. */
+/* lltrain train: trains a model from a config on prepared data (preparing
+ * the corpus first when the data directory holds none), logging metrics,
+ * evaluating, sampling and checkpointing as the config asks, resumable
+ * after a crash. With no arguments it trains the tiny preset on the
+ * fortune-cookie texts of Debian's fortunes package into runs/default. */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "cmd.h"
+#include "conf.h"
+#include "data.h"
+#include "metrics.h"
 #include "model.h"
 #include "optim.h"
-#include "presets.h"
-#include "rng.h"
+#include "prepare.h"
+#include "sample.h"
 #include "tokenizer.h"
 
-#define DEFAULT_CORPUS "/usr/share/games/fortunes"
+/* Room for a configured path plus the names lltrain adds to it. */
+#define PATH_CAP (LT_CONF_PATH_MAX + 128)
 
-struct train_opts {
-	const char *preset, *device, *run_dir;
-	int threads, steps, sample_tokens, vocab;
-	double max_minutes, lr;
-	uint64_t seed;
-	char **corpus;
-	int n_corpus;
+/* Set by SIGINT/SIGTERM: the loop saves a checkpoint and stops. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* snprintf into a path buffer; a path that does not fit is cut (and then
+ * fails to open, naming the cut path). */
+static void __attribute__((format(printf, 3, 4))) path_of(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, cap, fmt, ap);
+	va_end(ap);
+}
+
+struct train_args {
+	const char *resume;       /* NULL, "auto" or a checkpoint/run path */
+	char **inputs;            /* corpus files given on the command line */
+	int n_inputs;
 };
 
-/* Token ids of the corpus: documents joined with the end-of-text token. */
-struct corpus {
-	lt_ids train, val;
+/* Everything one run holds. */
+struct run {
+	struct lt_conf conf;
+	char data_dir[PATH_CAP];
+	char tok_path[PATH_CAP];
 	lt_tokenizer *tok;
+	lt_data *data;
+	lt_backend *be;
+	lt_model *model;
+	lt_optim *opt;
+	lt_metrics *metrics;
+	int32_t *tokens, *targets;
+	struct lt_ckpt_state state;
+	long first_step;          /* the step this invocation started after */
+	double flops_per_token;
 };
 
 static void print_help(void)
 {
 	printf("usage: lltrain train [OPTIONS] [CORPUS_FILE_OR_DIR ...]\n\n"
-	       "Trains a byte-level BPE tokenizer on the corpus (or loads RUN_DIR/tokenizer.json),\n"
-	       "trains the preset model on it, prints the validation loss and a sample.\n"
-	       "Documents are separated by lines holding a single '%%' (the fortune format);\n"
-	       "every 20th document is held out for validation. The default corpus is\n"
-	       DEFAULT_CORPUS ".\n\n"
-	       "  --preset NAME       tiny, 15M, 110M or 1B (default tiny)\n"
-	       "  --run-dir DIR       where the tokenizer goes (default runs/default)\n"
-	       "  --device DEV        cpu, opencl[:P.D] or auto (default cpu)\n"
-	       "  --threads N         CPU threads (default: OpenMP's choice)\n"
-	       "  --steps N           optimizer steps (default 600)\n"
-	       "  --max-minutes X     stop training after X minutes (default 5)\n"
-	       "  --lr X              peak learning rate (default 2e-3)\n"
-	       "  --vocab N           tokenizer vocabulary when one is trained (default: the preset's)\n"
-	       "  --seed N            seed of initialisation, batches and sampling (default 1)\n"
-	       "  --sample-tokens N   length of the sample printed at the end (default 200)\n");
+	       "Trains the configured model on the prepared data in data.dir (default\n"
+	       "RUN_DIR/data). When that directory holds no prepared data, the corpus\n"
+	       "(the arguments, else data.corpus) is prepared into it first, as\n"
+	       "`lltrain prepare` would. The run directory gets config.ini (the resolved\n"
+	       "config), metrics.jsonl and checkpoints/. Ctrl-C saves a checkpoint.\n\n"
+	       "  --preset NAME          tiny, 15M, 110M or 1B (default tiny)\n"
+	       "  --config FILE          an INI file of settings (repeatable)\n"
+	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.steps=2000\n"
+	       "  --resume auto|PATH     continue from the newest valid checkpoint of the run\n"
+	       "                         directory (auto), or from a checkpoint directory\n"
+	       "  --help                 this text\n\n"
+	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
+	       "A resumed run starts from the checkpoint's config; options still apply.\n");
 }
 
-static int parse_number(const char *opt, const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "lltrain train: %s '%s': expected a number in [%g, %g]\n", opt, s, lo, hi);
-		return 0;
-	}
-	*out = v;
-	return 1;
-}
-
-static int parse_options(int argc, char **argv, struct train_opts *o)
+/* The train command's own options, after lt_conf_apply_args took the
+ * config ones out of argv. */
+static int parse_train_options(int argc, char **argv, struct train_args *a)
 {
 	static const struct option longopts[] = {
-		{ "preset", required_argument, NULL, 'p' }, { "device", required_argument, NULL, 'd' },
-		{ "run-dir", required_argument, NULL, 'r' }, { "threads", required_argument, NULL, 't' },
-		{ "steps", required_argument, NULL, 's' }, { "max-minutes", required_argument, NULL, 'm' },
-		{ "lr", required_argument, NULL, 'l' }, { "vocab", required_argument, NULL, 'v' },
-		{ "seed", required_argument, NULL, 'S' }, { "sample-tokens", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		{ "resume", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	int c;
-	double v;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'p': o->preset = optarg; break;
-		case 'd': o->device = optarg; break;
-		case 'r': o->run_dir = optarg; break;
-		case 't': if (!parse_number("--threads", optarg, 1, 4096, &v)) return 2; o->threads = (int)v; break;
-		case 's': if (!parse_number("--steps", optarg, 1, 1e9, &v)) return 2; o->steps = (int)v; break;
-		case 'm': if (!parse_number("--max-minutes", optarg, 0.01, 1e7, &v)) return 2; o->max_minutes = v; break;
-		case 'l': if (!parse_number("--lr", optarg, 1e-9, 10, &v)) return 2; o->lr = v; break;
-		case 'v': if (!parse_number("--vocab", optarg, 258, 1 << 20, &v)) return 2; o->vocab = (int)v; break;
-		case 'S': if (!parse_number("--seed", optarg, 0, 1e15, &v)) return 2; o->seed = (uint64_t)v; break;
-		case 'n': if (!parse_number("--sample-tokens", optarg, 0, 1e6, &v)) return 2; o->sample_tokens = (int)v; break;
+		case 'r': a->resume = optarg; break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
 	}
-	o->corpus = argv + optind;
-	o->n_corpus = argc - optind;
+	a->inputs = argv + optind;
+	a->n_inputs = argc - optind;
 	return -1;
 }
 
-/* Reads a whole file into a NUL-terminated buffer. */
-static enum lt_status read_file(const char *path, char **text, size_t *len)
+/* defaults, then the checkpoint's config (when resuming), then argv. */
+static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config, int *argc,
+				     char **argv, const char *ckpt_dir)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		lt_errmsg_set("%s: cannot open: %s", path, strerror(errno));
-		return LT_ERR_IO;
+	char origin[PATH_CAP];
+	lt_conf_defaults(c);
+	if (ckpt_config) {
+		path_of(origin, sizeof origin, "%s/state.json", ckpt_dir);
+		enum lt_status st = lt_conf_apply_string(c, ckpt_config, origin);
+		if (st != LT_OK)
+			return st;
 	}
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	while (buf) {
-		n += fread(buf + n, 1, cap - n - 1, f);
-		if (n < cap - 1)
-			break;
-		char *grown = realloc(buf, cap * 2);
-		if (!grown) {
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		buf = grown;
-		cap *= 2;
-	}
-	int err = ferror(f);
-	fclose(f);
-	if (!buf) {
-		lt_errmsg_set("%s: cannot allocate %zu bytes to read it", path, cap * 2);
-		return LT_ERR_NOMEM;
-	}
-	if (err) {
-		free(buf);
-		lt_errmsg_set("%s: read error", path);
-		return LT_ERR_IO;
-	}
-	buf[n] = '\0';
-	*text = buf;
-	*len = n;
-	return LT_OK;
+	return lt_conf_apply_args(c, argc, argv);
 }
 
-/* Calls fn on each document of a file: text between lines holding only '%'. */
-typedef enum lt_status (*doc_fn)(void *ctx, const char *doc, size_t len);
-
-static enum lt_status for_each_document(const char *text, size_t len, doc_fn fn, void *ctx)
+static int is_directory(const char *path)
 {
-	size_t start = 0, at = 0;
-	while (at <= len) {
-		size_t eol = at;
-		while (eol < len && text[eol] != '\n')
-			eol++;
-		int separator = eol - at == 1 && text[at] == '%';
-		if (separator || eol >= len) {
-			size_t end = separator ? at : len;
-			if (end > start) {
-				enum lt_status st = fn(ctx, text + start, end - start);
-				if (st != LT_OK)
-					return st;
-			}
-			start = eol + 1;
-		}
-		at = eol + 1;
-	}
-	return LT_OK;
+	struct stat sb;
+	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* The corpus files: each argument, or the regular files of a directory
- * (not the fortune index files *.dat and the *.u8 links). */
-static enum lt_status list_corpus(const struct train_opts *o, char ***paths, int *n)
-{
-	static char *default_dir[] = { DEFAULT_CORPUS };
-	char **args = o->n_corpus ? o->corpus : default_dir;
-	int nargs = o->n_corpus ? o->n_corpus : 1;
-	int cap = 16;
-	*n = 0;
-	*paths = malloc((size_t)cap * sizeof **paths);
-	for (int i = 0; i < nargs && *paths; i++) {
-		struct stat sb;
-		if (stat(args[i], &sb) != 0) {
-			lt_errmsg_set("%s: %s%s", args[i], strerror(errno),
-				      o->n_corpus ? "" : " (install Debian's fortunes package, or name a corpus)");
-			return LT_ERR_IO;
-		}
-		DIR *d = S_ISDIR(sb.st_mode) ? opendir(args[i]) : NULL;
-		struct dirent *e;
-		do {
-			char path[4096];
-			e = d ? readdir(d) : NULL;
-			if (d && !e)
-				break;
-			if (e) {
-				size_t l = strlen(e->d_name);
-				if (e->d_name[0] == '.' || (l > 4 && !strcmp(e->d_name + l - 4, ".dat")) ||
-				    (l > 3 && !strcmp(e->d_name + l - 3, ".u8")))
-					continue;
-				snprintf(path, sizeof path, "%s/%s", args[i], e->d_name);
-				struct stat fs;
-				if (lstat(path, &fs) != 0 || !S_ISREG(fs.st_mode))
-					continue;
-			} else {
-				snprintf(path, sizeof path, "%s", args[i]);
-			}
-			if (*n == cap) {
-				char **grown = realloc(*paths, (size_t)(cap *= 2) * sizeof **paths);
-				if (!grown)
-					break;
-				*paths = grown;
-			}
-			(*paths)[(*n)++] = strdup(path);
-		} while (d);
-		if (d)
-			closedir(d);
-	}
-	if (!*paths) {
-		lt_errmsg_set("cannot allocate the corpus file list");
-		return LT_ERR_NOMEM;
-	}
-	/* readdir order is the file system's: sort for a reproducible corpus */
-	for (int i = 1; i < *n; i++)
-		for (int j = i; j > 0 && strcmp((*paths)[j - 1], (*paths)[j]) > 0; j--) {
-			char *t = (*paths)[j];
-			(*paths)[j] = (*paths)[j - 1];
-			(*paths)[j - 1] = t;
-		}
-	return LT_OK;
-}
-
-static enum lt_status feed_trainer(void *ctx, const char *doc, size_t len)
-{
-	return lt_tokenizer_trainer_add(ctx, doc, len);
-}
-
-struct encode_ctx {
-	struct corpus *c;
-	long doc;
-};
-
-static enum lt_status encode_document(void *ctx, const char *doc, size_t len)
-{
-	struct encode_ctx *e = ctx;
-	lt_ids *ids = e->doc++ % 20 == 19 ? &e->c->val : &e->c->train;
-	enum lt_status st = lt_tokenizer_encode(e->c->tok, doc, len, ids);
-	return st == LT_OK ? lt_tokenizer_append_eot(e->c->tok, ids) : st;
-}
-
-/* mkdir -p: creates dir and its missing parents. */
+/* mkdir -p */
 static enum lt_status make_dirs(const char *dir)
 {
-	char path[4096];
-	snprintf(path, sizeof path, "%s", dir);
+	char path[PATH_CAP];
+	path_of(path, sizeof path, "%s", dir);
 	for (char *p = path + 1;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
@@ -268,295 +156,456 @@ static enum lt_status make_dirs(const char *dir)
 	}
 }
 
-/* Gets the tokenizer (loaded from the run directory, or trained and saved
- * there) and encodes every document. */
-static enum lt_status prepare_corpus(const struct train_opts *o, int vocab, int max_seq, struct corpus *c)
+/* Prepares the corpus into the data directory unless it holds data. */
+static enum lt_status ensure_data(struct run *r, const struct train_args *a)
 {
-	char **paths = NULL, tok_path[4096];
-	int n = 0;
-	enum lt_status st = list_corpus(o, &paths, &n);
-	snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o->run_dir);
-	struct stat sb;
-	if (st == LT_OK && n == 0) {
-		lt_errmsg_set("%s: no corpus files found", o->n_corpus ? o->corpus[0] : DEFAULT_CORPUS);
-		st = LT_ERR_ARG;
+	const struct lt_conf *c = &r->conf;
+	if (c->data.dir[0])
+		path_of(r->data_dir, sizeof r->data_dir, "%s", c->data.dir);
+	else
+		path_of(r->data_dir, sizeof r->data_dir, "%s/data", c->run.dir);
+	if (lt_prepare_is_done(r->data_dir) && a->n_inputs == 0)
+		return LT_OK;
+	if (lt_prepare_is_done(r->data_dir)) {
+		lt_errmsg_set("%s: holds prepared data already; corpus arguments would replace it "
+			      "(remove it, or leave the arguments out to train on it)", r->data_dir);
+		return LT_ERR_ARG;
 	}
-	if (st == LT_OK && stat(tok_path, &sb) == 0) {
-		printf("tokenizer: loading %s\n", tok_path);
-		st = lt_tokenizer_load(tok_path, &c->tok);
-	} else if (st == LT_OK) {
-		struct lt_tokenizer_train_opts to = { .vocab_size = vocab, .min_frequency = 2 };
-		lt_tokenizer_trainer *tr = NULL;
-		double t0 = lt_cmd_seconds();
-		st = lt_tokenizer_trainer_new(&to, &tr);
-		for (int i = 0; i < n && st == LT_OK; i++) {
-			char *text;
-			size_t len;
-			if ((st = read_file(paths[i], &text, &len)) == LT_OK) {
-				st = for_each_document(text, len, feed_trainer, tr);
-				free(text);
-			}
-		}
-		if (st == LT_OK)
-			st = lt_tokenizer_trainer_finish(tr, &c->tok);
-		lt_tokenizer_trainer_free(tr);
-		if (st != LT_OK && n > 0)
-			lt_errmsg_prefix("%s%s", paths[0], n > 1 ? " and the other corpus files" : "");
-		if (st == LT_OK)
-			st = make_dirs(o->run_dir);
-		if (st == LT_OK)
-			st = lt_tokenizer_save(c->tok, o->run_dir, max_seq);
-		if (st == LT_OK)
-			printf("tokenizer: trained %d tokens on %d files in %.1f s, saved to %s\n",
-			       lt_tokenizer_vocab_size(c->tok), n, lt_cmd_seconds() - t0, tok_path);
-	}
-	struct encode_ctx e = { .c = c };
-	for (int i = 0; i < n && st == LT_OK; i++) {
-		char *text;
-		size_t len;
-		if ((st = read_file(paths[i], &text, &len)) == LT_OK) {
-			st = for_each_document(text, len, encode_document, &e);
-			free(text);
-		}
-	}
-	if (st == LT_OK && (c->train.n < (size_t)max_seq + 2 || c->val.n < (size_t)max_seq + 2)) {
-		lt_errmsg_set("corpus too small: %zu training and %zu validation tokens, need more than %d "
-			      "of each", c->train.n, c->val.n, max_seq + 1);
-		st = LT_ERR_ARG;
-	}
-	if (st == LT_OK)
-		printf("data: %ld documents, %zu training tokens, %zu validation tokens\n", e.doc,
-		       c->train.n, c->val.n);
-	for (int i = 0; i < n; i++)
-		free(paths[i]);
-	free(paths);
+	const char *fallback[] = { c->data.corpus };
+	struct lt_prepare_opts po = {
+		.inputs = a->n_inputs ? (const char *const *)a->inputs : fallback,
+		.n_inputs = a->n_inputs ? a->n_inputs : 1,
+		.out_dir = r->data_dir,
+		.vocab_size = c->data.vocab_size ? c->data.vocab_size : c->model.vocab_size,
+		.doc_separator = c->data.doc_separator,
+		.val_fraction = c->data.val_fraction,
+		.shard_tokens = c->data.shard_tokens,
+		.model_max_length = c->model.max_seq,
+		.verbose = 1,
+	};
+	struct lt_prepare_report rep;
+	printf("data: preparing %s into %s\n", po.n_inputs == 1 ? po.inputs[0] : "the corpus",
+	       r->data_dir);
+	fflush(stdout);
+	enum lt_status st = lt_prepare_run(&po, &rep);
+	if (st != LT_OK && !a->n_inputs && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
+	    !is_directory(c->data.corpus))
+		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
 	return st;
 }
 
-/* Fills B windows of T+1 tokens at random offsets: inputs and targets. */
-static void draw_batch(struct lt_rng *r, const lt_ids *ids, int B, int T, int32_t *tok, int32_t *tgt)
+/* The model's vocabulary follows the tokenizer's (training may stop with
+ * fewer tokens than asked when no pair is frequent enough). */
+static enum lt_status open_data(struct run *r)
 {
-	for (int b = 0; b < B; b++) {
-		size_t at = (size_t)lt_rng_below(r, (uint64_t)(ids->n - (size_t)T - 1));
-		memcpy(tok + (size_t)b * T, ids->v + at, (size_t)T * sizeof *tok);
-		memcpy(tgt + (size_t)b * T, ids->v + at + 1, (size_t)T * sizeof *tgt);
+	path_of(r->tok_path, sizeof r->tok_path, "%s/tokenizer.json", r->data_dir);
+	enum lt_status st = lt_tokenizer_load(r->tok_path, &r->tok);
+	if (st != LT_OK)
+		return st;
+	int vocab = lt_tokenizer_vocab_size(r->tok);
+	if (r->conf.model.vocab_size != vocab) {
+		if (r->state.step > 0) {
+			lt_errmsg_set("%s: vocabulary %d, the checkpoint's model has %d", r->tok_path,
+				      vocab, r->conf.model.vocab_size);
+			return LT_ERR_CONFIG;
+		}
+		printf("model: vocabulary set to the tokenizer's %d (config said %d)\n", vocab,
+		       r->conf.model.vocab_size);
+		r->conf.model.vocab_size = vocab;
 	}
+	return lt_data_open(r->data_dir, vocab, &r->data);
 }
 
-/* Mean loss over up to 16 consecutive batches of the validation tokens. */
-static enum lt_status validation_loss(lt_model *m, const lt_ids *val, int B, int T, int32_t *tok,
-				      int32_t *tgt, double *out)
+/* Writes RUN/config.ini atomically. */
+static enum lt_status save_resolved_config(const struct run *r)
 {
+	char path[PATH_CAP], tmp[PATH_CAP];
+	path_of(path, sizeof path, "%s/config.ini", r->conf.run.dir);
+	path_of(tmp, sizeof tmp, "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f) {
+		lt_errmsg_set("%s: cannot create: %s", tmp, strerror(errno));
+		return LT_ERR_IO;
+	}
+	enum lt_status st = lt_conf_write(&r->conf, f);
+	int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+	bad |= fclose(f) != 0;
+	if (st == LT_OK && (bad || rename(tmp, path) != 0)) {
+		lt_errmsg_set("%s: write failed: %s", path, strerror(errno));
+		st = LT_ERR_IO;
+	}
+	if (st != LT_OK)
+		unlink(tmp);
+	return st;
+}
+
+/* Keeps the metrics lines of steps up to `step` (a resumed run logs the
+ * later ones again). */
+static enum lt_status trim_metrics(const char *path, long step)
+{
+	struct stat sb;
+	/* only a file can be rewritten (a pipe, say, is left as it is) */
+	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+		return LT_OK;
+	FILE *in = fopen(path, "r");
+	if (!in)
+		return LT_OK;
+	char tmp[PATH_CAP], line[4096];
+	path_of(tmp, sizeof tmp, "%s.tmp", path);
+	FILE *out = fopen(tmp, "w");
+	if (!out) {
+		fclose(in);
+		lt_errmsg_set("%s: cannot create: %s", tmp, strerror(errno));
+		return LT_ERR_IO;
+	}
+	while (fgets(line, sizeof line, in)) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *s = o ? json_object_get(o, "step") : NULL;
+		if (s && json_integer_value(s) <= step)
+			fputs(line, out);
+		json_decref(o);
+	}
+	fclose(in);
+	int bad = fclose(out) != 0;
+	if (bad || rename(tmp, path) != 0) {
+		unlink(tmp);
+		lt_errmsg_set("%s: cannot rewrite: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+static enum lt_status build_model(struct run *r, const char *ckpt)
+{
+	const struct lt_conf *c = &r->conf;
+	enum lt_status st;
+	if ((st = lt_backend_new(c->run.device, c->run.threads, &r->be)) != LT_OK ||
+	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
+	    (st = lt_optim_new(r->model, 0, lt_model_num_params(r->model), &r->opt)) != LT_OK)
+		return st;
+	if (ckpt) {
+		struct lt_ckpt_state loaded = { 0 };
+		st = lt_checkpoint_load(ckpt, r->model, r->opt, &loaded);
+		lt_ckpt_state_free(&loaded);
+	} else {
+		st = lt_model_init(r->model, c->train.seed);
+	}
+	if (st == LT_OK)
+		st = lt_model_plan(r->model, c->train.batch, c->train.seq);
+	r->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *r->tokens);
+	if (st == LT_OK && !r->tokens) {
+		lt_errmsg_set("cannot allocate the batch buffers");
+		st = LT_ERR_NOMEM;
+	}
+	r->targets = r->tokens + (size_t)c->train.batch * c->train.seq;
+	r->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
+	return st;
+}
+
+/* Mean loss over the first run.eval_batches validation batches. */
+static enum lt_status validation_loss(struct run *r, double *out)
+{
+	const struct lt_conf *c = &r->conf;
 	double sum = 0;
 	long count = 0;
-	size_t at = 0;
-	for (int batch = 0; batch < 16 && at + (size_t)T + 1 <= val->n; batch++) {
-		for (int b = 0; b < B; b++) {
-			for (int t = 0; t < T; t++) {
-				size_t i = at + (size_t)t;
-				int ok = i + 1 < val->n;
-				tok[b * T + t] = ok ? val->v[i] : 0;
-				tgt[b * T + t] = ok ? val->v[i + 1] : -1;
-			}
-			at += (size_t)T;
-		}
-		double loss;
+	for (int i = 0; i < c->run.eval_batches; i++) {
 		long n;
-		enum lt_status st = lt_model_forward(m, tok, tgt, 0.0f, &loss, &n);
+		double loss;
+		long cnt;
+		enum lt_status st = lt_data_val_batch(r->data, (uint64_t)i, c->train.batch, c->train.seq,
+						      r->tokens, r->targets, &n);
 		if (st != LT_OK)
 			return st;
+		if (n == 0)
+			break;
+		if ((st = lt_model_forward(r->model, r->tokens, r->targets, 0.0f, &loss, &cnt)) != LT_OK)
+			return st;
 		sum += loss;
-		count += n;
+		count += cnt;
+	}
+	if (count == 0) {
+		lt_errmsg_set("%s: no validation tokens", r->data_dir);
+		return LT_ERR_ARG;
 	}
 	*out = sum / (double)count;
 	return LT_OK;
 }
 
-/* Draws the next token from the logits row with temperature and top-k. */
-static int32_t sample_token(const float *logits, int V, float temperature, int top_k, struct lt_rng *r,
-			    float *scratch)
+/* Generates run.sample_tokens tokens after the end-of-text token. */
+static enum lt_status print_sample(struct run *r, long step)
 {
-	float maxv = -INFINITY;
-	for (int i = 0; i < V; i++)
-		maxv = logits[i] > maxv ? logits[i] : maxv;
-	/* the k-th largest logit is the cut: found by a partial count */
-	float cut = -INFINITY;
-	if (top_k > 0 && top_k < V) {
-		memcpy(scratch, logits, (size_t)V * sizeof *scratch);
-		for (int k = 0; k < top_k; k++) {
-			int best = 0;
-			for (int i = 1; i < V; i++)
-				if (scratch[i] > scratch[best])
-					best = i;
-			cut = scratch[best];
-			scratch[best] = -INFINITY;
-		}
+	const struct lt_conf *c = &r->conf;
+	int n = c->run.sample_tokens < c->model.max_seq - 1 ? c->run.sample_tokens : c->model.max_seq - 1;
+	if (n <= 0)
+		return LT_OK;
+	int32_t prompt = lt_tokenizer_eot_id(r->tok), *out = malloc((size_t)n * sizeof *out);
+	if (!out) {
+		lt_errmsg_set("cannot allocate %d sample tokens", n);
+		return LT_ERR_NOMEM;
 	}
-	double total = 0;
-	for (int i = 0; i < V; i++)
-		total += logits[i] >= cut ? exp((logits[i] - maxv) / temperature) : 0.0;
-	double u = lt_rng_uniform(r) * total;
-	for (int i = 0; i < V; i++) {
-		if (logits[i] < cut)
-			continue;
-		u -= exp((logits[i] - maxv) / temperature);
-		if (u <= 0)
-			return i;
-	}
-	return V - 1;
+	struct lt_sample_opts so = { .temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
+				     .seed = c->train.seed + (uint64_t)step };
+	int got = 0;
+	char *text = NULL;
+	size_t len;
+	enum lt_status st = lt_sample_generate(r->model, &prompt, 1, n, -1, &so, out, &got);
+	if (st == LT_OK)
+		st = lt_tokenizer_decode(r->tok, out, (size_t)got, &text, &len);
+	if (st == LT_OK)
+		lt_metrics_say(r->metrics, "--- sample at step %ld (%d tokens, temperature 0.8, "
+			       "top-k 40, top-p 0.95) ---\n%s\n---", step, got, text);
+	free(text);
+	free(out);
+	return st;
 }
 
-/* Generates n tokens after the end-of-text token and prints their text. */
-static enum lt_status print_sample(lt_model *m, const lt_tokenizer *tok, int n, uint64_t seed)
+static enum lt_status save_checkpoint(struct run *r)
 {
-	const struct lt_model_config *c = lt_model_config_of(m);
-	lt_backend *be = lt_model_backend(m);
-	int T = c->max_seq, V = c->vocab_size;
-	enum lt_status st = lt_model_plan(m, 1, T);
+	char path[PATH_CAP];
+	free(r->state.config);
+	r->state.config = NULL;
+	enum lt_status st = lt_conf_to_string(&r->conf, &r->state.config);
+	r->state.tokenizer = r->tok_path;
+	if (st == LT_OK)
+		st = lt_checkpoint_save(r->conf.run.dir, r->model, r->opt, &r->state, path, sizeof path);
+	if (st == LT_OK)
+		st = lt_checkpoint_prune(r->conf.run.dir, r->conf.run.keep_checkpoints);
+	if (st == LT_OK)
+		lt_metrics_say(r->metrics, "checkpoint: %s", path);
+	return st;
+}
+
+/* One optimizer step: grad_accum micro-batches, then AdamW unless the
+ * loss or the gradient norm is not finite. */
+static enum lt_status train_step(struct run *r, long step, struct lt_step_metrics *sm)
+{
+	const struct lt_conf *c = &r->conf;
+	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
+	float scale = 1.0f / ((float)B * (float)T * (float)accum);
+	double loss_sum = 0, norm = NAN;
+	long count = 0;
+	enum lt_status st = LT_OK;
+	lt_model_zero_grads(r->model);
+	for (int a = 0; a < accum && st == LT_OK; a++) {
+		double loss;
+		long n;
+		st = lt_data_train_batch(r->data, c->train.seed, r->state.samples, B, T, r->tokens,
+					 r->targets);
+		r->state.samples += (uint64_t)B;
+		if (st == LT_OK)
+			st = lt_model_forward(r->model, r->tokens, r->targets, scale, &loss, &n);
+		if (st == LT_OK)
+			st = lt_model_backward(r->model);
+		loss_sum += loss;
+		count += n;
+	}
 	if (st != LT_OK)
 		return st;
-	int32_t *ctx = calloc((size_t)T, sizeof *ctx), *tgt = malloc((size_t)T * sizeof *tgt);
-	int32_t *out = malloc((size_t)(n + 1) * sizeof *out);
-	float *row = malloc((size_t)V * sizeof *row), *scratch = malloc((size_t)V * sizeof *scratch);
-	if (!ctx || !tgt || !out || !row || !scratch) {
-		lt_errmsg_set("cannot allocate the sampling buffers");
-		st = LT_ERR_NOMEM;
-		goto done;
+	sm->loss = loss_sum / (double)count;
+	if (isfinite(sm->loss) && (st = lt_optim_grad_norm(r->opt, &norm)) != LT_OK)
+		return st;
+	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
+	sm->grad_norm = norm;
+	sm->lr = lt_lr_at(&c->train.optim, (int)step);
+	if (sm->skipped) {
+		r->state.bad_steps++;
+		return LT_OK;
 	}
-	for (int t = 0; t < T; t++)
-		tgt[t] = -1;
-	struct lt_rng r;
-	lt_rng_seed(&r, seed, 99);
-	int len = 1;
-	ctx[0] = lt_tokenizer_eot_id(tok);
-	for (int i = 0; i < n && st == LT_OK; i++) {
-		double loss;
-		long cnt;
-		/* causal attention: the padding after position len-1 cannot change it */
-		st = lt_model_forward(m, ctx, tgt, 0.0f, &loss, &cnt);
-		if (st != LT_OK)
+	r->state.bad_steps = 0;
+	return lt_optim_update(r->opt, &c->train.optim, (int)step, norm);
+}
+
+static int due(long step, int every)
+{
+	return every > 0 && step % every == 0;
+}
+
+/* The step loop: returns when the steps are done, the time budget is
+ * spent, a signal arrived or something failed. */
+static enum lt_status train_loop(struct run *r)
+{
+	const struct lt_conf *c = &r->conf;
+	double t0 = lt_cmd_seconds(), last = t0, elapsed0 = r->state.elapsed;
+	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
+	enum lt_status st = LT_OK;
+	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
+		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps };
+		if ((st = train_step(r, step, &sm)) != LT_OK)
 			break;
-		be->ops->read(be, row, lt_ref_at(lt_model_logits(m), (size_t)(len - 1) * V), (size_t)V);
-		int32_t next = sample_token(row, V, 0.8f, 40, &r, scratch);
-		out[i] = next;
-		if (len == T) {
-			memmove(ctx, ctx + 1, (size_t)(T - 1) * sizeof *ctx);
-			ctx[T - 1] = next;
-		} else {
-			ctx[len++] = next;
+		double now = lt_cmd_seconds();
+		r->state.step = step;
+		r->state.tokens += tokens_per_step;
+		r->state.elapsed = elapsed0 + (now - t0);
+		sm.tokens = r->state.tokens;
+		sm.elapsed = r->state.elapsed;
+		sm.tokens_per_s = (double)tokens_per_step / (now - last);
+		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
+		last = now;
+		if ((st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
+			break;
+		if (sm.skipped && r->state.bad_steps >= c->train.max_bad_steps) {
+			lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
+				      "(train.max_bad_steps = %d); lower train.lr or check the data",
+				      step, r->state.bad_steps, c->train.max_bad_steps);
+			return LT_ERR_NUMERIC;
+		}
+		if (due(step, c->run.eval_every) && step < c->train.steps) {
+			double val;
+			if ((st = validation_loss(r, &val)) != LT_OK ||
+			    (st = lt_metrics_eval(r->metrics, step, val, r->state.elapsed)) != LT_OK)
+				break;
+		}
+		if (due(step, c->run.sample_every) && step < c->train.steps &&
+		    (st = print_sample(r, step)) != LT_OK)
+			break;
+		if (due(step, c->run.checkpoint_every) && step < c->train.steps &&
+		    (st = save_checkpoint(r)) != LT_OK)
+			break;
+		if (stop_signal) {
+			lt_metrics_say(r->metrics, "%s at step %ld: saving a checkpoint",
+				       stop_signal == SIGINT ? "interrupted" : "terminated", step);
+			return LT_ERR_INTERRUPTED;
+		}
+		if (c->train.max_minutes > 0 && now - t0 > c->train.max_minutes * 60) {
+			lt_metrics_say(r->metrics, "time budget of %g minutes reached at step %ld",
+				       c->train.max_minutes, step);
+			break;
 		}
 	}
-	if (st == LT_OK) {
-		char *text;
-		size_t tlen;
-		if ((st = lt_tokenizer_decode(tok, out, (size_t)n, &text, &tlen)) == LT_OK) {
-			printf("--- sample (%d tokens, temperature 0.8, top-k 40) ---\n%s\n---\n", n, text);
-			free(text);
-		}
-	}
-done:
-	free(ctx);
-	free(tgt);
-	free(out);
-	free(row);
-	free(scratch);
 	return st;
 }
 
-static enum lt_status run_training(const struct train_opts *o, const struct lt_preset *p)
+/* After the loop: a checkpoint, the validation loss and a sample. */
+static enum lt_status finish_run(struct run *r, enum lt_status loop_st)
 {
-	struct corpus c = { 0 };
-	lt_backend *be = NULL;
-	lt_model *m = NULL;
-	lt_optim *opt = NULL;
-	int32_t *tok = NULL;
-	struct lt_model_config mc = p->model;
-	int B = p->batch, T = p->seq;
-	enum lt_status st = prepare_corpus(o, o->vocab ? o->vocab : mc.vocab_size, mc.max_seq, &c);
-	if (st != LT_OK)
-		goto out;
-	mc.vocab_size = lt_tokenizer_vocab_size(c.tok);
-	if ((st = lt_backend_new(o->device, o->threads, &be)) != LT_OK ||
-	    (st = lt_model_new(be, &mc, &m)) != LT_OK || (st = lt_model_init(m, o->seed)) != LT_OK ||
-	    (st = lt_model_plan(m, B, T)) != LT_OK ||
-	    (st = lt_optim_new(m, 0, lt_model_num_params(m), &opt)) != LT_OK)
-		goto out;
-	struct lt_device_info dev;
-	be->ops->info(be, &dev);
-	printf("model: preset %s, %.2fM parameters, vocab %d, batch %d x seq %d, device %s\n", p->name,
-	       (double)lt_model_num_params(m) / 1e6, mc.vocab_size, B, T, dev.name);
-
-	tok = malloc(2 * (size_t)B * T * sizeof *tok);
-	if (!tok) {
-		lt_errmsg_set("cannot allocate %zu bytes of batch", 2 * (size_t)B * T * sizeof *tok);
-		st = LT_ERR_NOMEM;
-		goto out;
-	}
-	int32_t *tgt = tok + (size_t)B * T;
-	struct lt_optim_config oc = { .lr = (float)o->lr, .min_lr = (float)o->lr / 10, .warmup_steps = o->steps / 12,
-				      .total_steps = o->steps, .schedule = LT_SCHED_COSINE, .beta1 = 0.9f,
-				      .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
-	struct lt_rng r;
-	lt_rng_seed(&r, o->seed, 1);
-	double t0 = lt_cmd_seconds(), last = t0, loss_acc = 0;
-	int step, acc = 0;
-	for (step = 1; step <= o->steps && st == LT_OK; step++) {
-		double loss, norm;
-		long n;
-		draw_batch(&r, &c.train, B, T, tok, tgt);
-		lt_model_zero_grads(m);
-		if ((st = lt_model_forward(m, tok, tgt, 1.0f / (float)(B * T), &loss, &n)) != LT_OK ||
-		    (st = lt_model_backward(m)) != LT_OK || (st = lt_optim_step(opt, &oc, step, &norm)) != LT_OK)
-			break;
-		loss_acc += loss / (double)n;
-		acc++;
-		double now = lt_cmd_seconds();
-		if (step % 50 == 0 || step == o->steps || now - last > 30) {
-			printf("step %5d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  %.0f s\n", step,
-			       o->steps, loss_acc / acc, lt_lr_at(&oc, step), norm,
-			       (double)step * B * T / (now - t0), now - t0);
-			fflush(stdout);
-			loss_acc = 0;
-			acc = 0;
-			last = now;
-		}
-		if (now - t0 > o->max_minutes * 60) {
-			printf("time budget of %g minutes reached at step %d\n", o->max_minutes, step);
-			break;
-		}
-	}
 	double val;
-	if (st != LT_OK || (st = validation_loss(m, &c.val, B, T, tok, tgt, &val)) != LT_OK)
-		goto out;
-	printf("validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f\n", val,
-	       log((double)mc.vocab_size), exp(val));
-	if (o->sample_tokens > 0)
-		st = print_sample(m, c.tok, o->sample_tokens, o->seed);
-out:
-	free(tok);
-	lt_optim_free(opt);
-	lt_model_free(m);
-	lt_backend_free(be);
-	lt_tokenizer_free(c.tok);
-	lt_ids_free(&c.train);
-	lt_ids_free(&c.val);
+	enum lt_status st = save_checkpoint(r);
+	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
+		return st;
+	if ((st = validation_loss(r, &val)) != LT_OK ||
+	    (st = lt_metrics_eval(r->metrics, r->state.step, val, r->state.elapsed)) != LT_OK)
+		return st;
+	lt_metrics_say(r->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
+		       val, log((double)r->conf.model.vocab_size), exp(val));
+	return print_sample(r, r->state.step);
+}
+
+static void free_run(struct run *r)
+{
+	lt_metrics_close(r->metrics);
+	free(r->tokens);
+	lt_optim_free(r->opt);
+	lt_model_free(r->model);
+	lt_backend_free(r->be);
+	lt_data_close(r->data);
+	lt_tokenizer_free(r->tok);
+	lt_ckpt_state_free(&r->state);
+}
+
+/* Refuses to start over a run that has checkpoints, unless resuming. */
+static enum lt_status check_fresh_run_dir(const struct lt_conf *c)
+{
+	char path[PATH_CAP];
+	if (lt_checkpoint_latest(c->run.dir, path, sizeof path) != LT_OK) {
+		lt_errmsg_clear();
+		return LT_OK;
+	}
+	lt_errmsg_set("%s: holds checkpoints of an earlier run (newest %s): --resume auto "
+		      "continues it; choose another --run.dir to start a new one", c->run.dir, path);
+	return LT_ERR_ARG;
+}
+
+static enum lt_status run_training(struct run *r, const struct train_args *a, const char *ckpt)
+{
+	struct lt_conf *c = &r->conf;
+	enum lt_status st;
+	if ((st = lt_conf_check(c)) != LT_OK || (st = make_dirs(c->run.dir)) != LT_OK ||
+	    (st = ensure_data(r, a)) != LT_OK || (st = open_data(r)) != LT_OK ||
+	    (st = lt_conf_check(c)) != LT_OK || (st = save_resolved_config(r)) != LT_OK ||
+	    (st = build_model(r, ckpt)) != LT_OK)
+		return st;
+	char mpath[PATH_CAP];
+	path_of(mpath, sizeof mpath, "%s/metrics.jsonl", c->run.dir);
+	if ((st = trim_metrics(mpath, r->state.step)) != LT_OK ||
+	    (st = lt_metrics_open(mpath, c->run.log_every, &r->metrics)) != LT_OK)
+		return st;
+	struct lt_device_info dev;
+	r->be->ops->info(r->be, &dev);
+	lt_metrics_say(r->metrics, "model: %.2fM parameters, vocab %d, batch %d x seq %d x accum %d, "
+		       "%d steps, device %s", (double)lt_model_num_params(r->model) / 1e6,
+		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
+		       c->train.steps, dev.name);
+	if (ckpt)
+		lt_metrics_say(r->metrics, "resumed from %s at step %ld", ckpt, r->state.step);
+	signal(SIGINT, on_stop_signal);
+	signal(SIGTERM, on_stop_signal);
+	st = train_loop(r);
+	if (st == LT_OK || st == LT_ERR_INTERRUPTED) {
+		enum lt_status fin = finish_run(r, st);
+		st = fin != LT_OK ? fin : st;
+	}
 	return st;
+}
+
+/* Finds the checkpoint --resume names: NULL ckpt when "auto" finds none. */
+static enum lt_status find_resume_point(const char *resume, const struct lt_conf *c, char *ckpt,
+					size_t cap, int *found)
+{
+	*found = 0;
+	if (!resume)
+		return check_fresh_run_dir(c);
+	if (!strcmp(resume, "auto")) {
+		if (lt_checkpoint_latest(c->run.dir, ckpt, cap) != LT_OK) {
+			lt_errmsg_clear();
+			printf("resume: no checkpoint in %s, starting a new run\n", c->run.dir);
+			return LT_OK;
+		}
+	} else {
+		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap);
+		if (st != LT_OK)
+			return st;
+	}
+	*found = 1;
+	return LT_OK;
 }
 
 int lt_cmd_train(int argc, char **argv)
 {
-	struct train_opts o = { .preset = "tiny", .device = "cpu", .run_dir = "runs/default",
-				.steps = 600, .max_minutes = 5, .lr = 2e-3, .seed = 1, .sample_tokens = 200 };
-	int rc = parse_options(argc, argv, &o);
-	if (rc >= 0)
-		return rc;
-	const struct lt_preset *p = lt_cmd_preset("train", o.preset);
-	if (!p)
-		return 2;
-	enum lt_status st = run_training(&o, p);
+	struct train_args a = { 0 };
+	struct run r = { 0 };
+	char ckpt[PATH_CAP];
+	/* the config options are applied twice when resuming: keep a copy */
+	int argc2 = argc;
+	char **argv2 = malloc((size_t)(argc + 1) * sizeof *argv2);
+	if (!argv2)
+		return 1;
+	memcpy(argv2, argv, (size_t)(argc + 1) * sizeof *argv);
+	int rc = 1, found = 0;
+	/* pass 1: the config without a checkpoint tells where the run lives */
+	enum lt_status st = resolve_config(&r.conf, NULL, &argc, argv, NULL);
+	if (st != LT_OK) {
+		/* a bad option is a usage error, a bad config file bad input */
+		lt_report("train", st);
+		rc = st == LT_ERR_ARG ? 2 : 1;
+		goto out;
+	}
+	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
+		goto out;
+	rc = 1;
+	if ((st = find_resume_point(a.resume, &r.conf, ckpt, sizeof ckpt, &found)) == LT_OK && found &&
+	    (st = lt_checkpoint_read_state(ckpt, &r.state)) == LT_OK)
+		/* pass 2: the checkpoint's config, then the options again */
+		st = resolve_config(&r.conf, r.state.config, &argc2, argv2, ckpt);
 	if (st != LT_OK) {
 		lt_report("train", st);
-		return 1;
+		goto out;
 	}
-	return 0;
+	st = run_training(&r, &a, found ? ckpt : NULL);
+	rc = st == LT_OK || st == LT_ERR_INTERRUPTED ? 0 : 1;
+	if (rc)
+		lt_report("train", st);
+out:
+	free_run(&r);
+	free(argv2);
+	return rc;
 }

@@ -1,13 +1,14 @@
 /* lltrain's entry point: dispatches to the subcommands. */
 #include "config.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "status.h"
 #include "cmd.h"
-#include "presets.h"
+#include "conf.h"
 
 struct command {
 	const char *name;
@@ -16,7 +17,11 @@ struct command {
 };
 
 static const struct command commands[] = {
+	{ "prepare", lt_cmd_prepare, "train a tokenizer on text files and encode them into token shards" },
 	{ "train", lt_cmd_train, "train a model on a corpus (default: tiny preset on Debian's fortunes)" },
+	{ "sample", lt_cmd_sample, "generate text from a checkpoint" },
+	{ "eval", lt_cmd_eval, "loss and perplexity of a checkpoint on a token file" },
+	{ "export", lt_cmd_export, "write a checkpoint in the Hugging Face format" },
 	{ "info", lt_cmd_info, "show the build, backends, devices and preset sizes" },
 	{ "bench", lt_cmd_bench, "measure training speed, model FLOP/s and memory of a preset" },
 };
@@ -31,17 +36,35 @@ void lt_report(const char *what, enum lt_status st)
 		fprintf(stderr, "lltrain: %s: %s\n", what, lt_status_str(st));
 }
 
-const struct lt_preset *lt_cmd_preset(const char *cmd, const char *name)
+int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *argc,
+		  char **argv)
 {
-	const struct lt_preset *p = lt_preset_find(name);
-	if (p)
-		return p;
-	const struct lt_preset *const *all = lt_presets();
-	fprintf(stderr, "lltrain %s: --preset '%s': unknown (expected ", cmd, name);
-	for (int i = 0; all[i]; i++)
-		fprintf(stderr, "%s%s", i == 0 ? "" : all[i + 1] ? ", " : " or ", all[i]->name);
-	fprintf(stderr, ")\n");
-	return NULL;
+	enum lt_status st;
+	lt_conf_defaults(c);
+	st = preset ? lt_conf_apply_preset(c, preset) : LT_OK;
+	if (st == LT_OK)
+		st = lt_conf_apply_args(c, argc, argv);
+	if (st == LT_OK)
+		return 0;
+	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg()[0] ? lt_errmsg() : lt_status_str(st));
+	return st == LT_ERR_ARG ? 2 : 1;
+}
+
+int lt_cmd_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out)
+{
+	if (lt_parse_long(opt, text, min, max, out) == LT_OK)
+		return 0;
+	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
+	return 2;
+}
+
+int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min, double max,
+		  double *out)
+{
+	if (lt_parse_double(opt, text, min, max, out) == LT_OK)
+		return 0;
+	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
+	return 2;
 }
 
 double lt_cmd_seconds(void)
@@ -61,6 +84,8 @@ static void print_usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* past a file size limit a write fails (and is reported) instead */
+	signal(SIGXFSZ, SIG_IGN);
 	if (argc < 2) {
 		print_usage(stderr);
 		return 2;

@@ -1,4 +1,5 @@
-/* The LLaMA model: parameter layout, activation plan, forward and backward. */
+/* The LLaMA model: parameter layout, activation plan, forward and backward,
+ * and KV-cached decoding. */
 #include "config.h"
 #include "model.h"
 
@@ -31,6 +32,24 @@ struct layer_acts {
 	size_t g;      /* [N,F] swiglu output */
 };
 
+/* Offsets of the decoding activations for up to N = B*S new tokens, in
+ * the decode buffer. Nothing is kept for a backward pass, so one set
+ * serves every layer and the residual stream x is updated in place. */
+struct decode_acts {
+	size_t x;      /* [N,C] residual stream */
+	size_t rstd;   /* [N] */
+	size_t ln;     /* [N,C] */
+	size_t qkv;    /* [N,QKV] */
+	size_t att;    /* [N,HD] */
+	size_t h;      /* [N,2F] */
+	size_t g;      /* [N,F] */
+	size_t tokens; /* [N] int32 */
+	size_t last;   /* [B,C] the residual of each row's last new token */
+	size_t rstdf;  /* [B] */
+	size_t xf;     /* [B,C] */
+	size_t logits; /* [B,V] */
+};
+
 struct lt_model {
 	struct lt_model_config cfg;
 	lt_backend *be;
@@ -49,6 +68,12 @@ struct lt_model {
 	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
 	int have_grad;                    /* the logits hold their gradient */
+
+	/* KV-cached decoding, between lt_model_decode_begin and _end */
+	int dec_B, dec_S;
+	lt_buf *kv;                       /* [L] x (k, v), each [B, K, S, D] */
+	lt_buf *dec;                      /* inference activations, reused per layer */
+	struct decode_acts dacts;
 };
 
 static int head_dim(const struct lt_model_config *c)
@@ -284,6 +309,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
 	lt_buf_free(m->be, m->acts);
+	lt_model_decode_end(m);
 	free(m->tensors);
 	free(m->layers);
 	free(m->la);
@@ -513,4 +539,142 @@ enum lt_status lt_model_backward(lt_model *m)
 void lt_model_zero_grads(lt_model *m)
 {
 	m->be->ops->fill(m->be, lt_model_grads(m), m->numel, 0.0f);
+}
+
+/* Elements of the decode buffer for B rows of up to S new tokens; fills
+ * the offsets. */
+static size_t plan_decode(const struct lt_model_config *c, int B, int S, struct decode_acts *d)
+{
+	size_t N = (size_t)B * S, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+	size_t QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
+	size_t at = 0;
+#define TAKE(n) (at += (n), at - (n))
+	d->x = TAKE(N * C);
+	d->rstd = TAKE(N);
+	d->ln = TAKE(N * C);
+	d->qkv = TAKE(N * QKV);
+	d->att = TAKE(N * C);
+	d->h = TAKE(N * 2 * F);
+	d->g = TAKE(N * F);
+	d->tokens = TAKE(N);
+	d->last = TAKE((size_t)B * C);
+	d->rstdf = TAKE((size_t)B);
+	d->xf = TAKE((size_t)B * C);
+	d->logits = TAKE((size_t)B * V);
+#undef TAKE
+	return at;
+}
+
+/* Elements of one layer's key (or value) cache. */
+static size_t cache_elems(const lt_model *m)
+{
+	return (size_t)m->dec_B * m->cfg.n_kv_heads * m->dec_S * head_dim(&m->cfg);
+}
+
+enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
+{
+	const struct lt_model_config *c = &m->cfg;
+	if (B <= 0 || S <= 0 || S > c->max_seq) {
+		lt_errmsg_set("decoding %d sequences of %d tokens: need at least one sequence and "
+			      "1 <= tokens <= max_seq (%d)", B, S, c->max_seq);
+		return LT_ERR_ARG;
+	}
+	if (!m->be->ops->attention_cached) {
+		lt_errmsg_set("backend %s cannot decode with a key/value cache", m->be->ops->name);
+		return LT_ERR_NOTFOUND;
+	}
+	if (m->kv && m->dec_B == B && m->dec_S == S)
+		return LT_OK;
+	lt_model_decode_end(m);
+	m->dec_B = B;
+	m->dec_S = S;
+	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
+	enum lt_status st = lt_buf_new(m->be, kv, &m->kv);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, plan_decode(c, B, S, &m->dacts), &m->dec);
+	if (st != LT_OK) {
+		lt_model_decode_end(m);
+		lt_errmsg_prefix("key/value cache for %d sequences of %d tokens", B, S);
+	}
+	return st;
+}
+
+void lt_model_decode_end(lt_model *m)
+{
+	lt_buf_free(m->be, m->kv);
+	lt_buf_free(m->be, m->dec);
+	m->kv = m->dec = NULL;
+	m->dec_B = m->dec_S = 0;
+}
+
+static lt_ref DA(const lt_model *m, size_t off) { return (lt_ref){ m->dec, off }; }
+
+/* One transformer block over the B*T new tokens at positions pos0..: the
+ * residual stream in the decode buffer is updated in place, and the
+ * layer's cache gains the new keys and values. */
+static void block_decode(lt_model *m, int l, int T, int pos0)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	const struct layer_views *w = &m->layers[l];
+	const struct decode_acts *d = &m->dacts;
+	int N = m->dec_B * T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
+	struct lt_attn_shape s = { .B = m->dec_B, .T = T, .H = c->n_heads, .K = c->n_kv_heads,
+				   .D = head_dim(c), .pos0 = pos0 };
+	lt_ref kcache = { m->kv, 2 * (size_t)l * cache_elems(m) };
+	lt_ref vcache = lt_ref_at(kcache, cache_elems(m));
+
+	be->ops->rmsnorm_forward(be, DA(m, d->ln), DA(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
+				 C, c->norm_eps);
+	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), P(m, w->wqkv), N, QKV, C, 0.0f);
+	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
+	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
+	linear_forward(be, DA(m, d->x), DA(m, d->att), P(m, w->wo), N, C, C, 1.0f);
+
+	be->ops->rmsnorm_forward(be, DA(m, d->ln), DA(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
+				 N, C, c->norm_eps);
+	linear_forward(be, DA(m, d->h), DA(m, d->ln), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
+	linear_forward(be, DA(m, d->x), DA(m, d->g), P(m, w->wdown), N, C, F, 1.0f);
+}
+
+enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int pos0,
+			       float *logits)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	const struct decode_acts *d = &m->dacts;
+	LT_ASSERT(m->kv);
+	int B = m->dec_B, C = c->dim, V = c->vocab_size, N = B * T;
+
+	if (T <= 0 || pos0 < 0 || pos0 > m->dec_S - T) {
+		lt_errmsg_set("decoding %d tokens at position %d: the cache holds positions 0..%d",
+			      T, pos0, m->dec_S - 1);
+		return LT_ERR_ARG;
+	}
+	for (int i = 0; i < N; i++) {
+		if (tokens[i] < 0 || tokens[i] >= V) {
+			lt_errmsg_set("token %d at position %d of sequence %d is outside the "
+				      "vocabulary [0, %d)", tokens[i], pos0 + i % T, i / T, V);
+			return LT_ERR_ARG;
+		}
+	}
+	be->ops->write(be, DA(m, d->tokens), tokens, (size_t)N);
+	be->ops->embedding_forward(be, DA(m, d->x), DA(m, d->tokens), P(m, m->embed), N, C);
+	for (int l = 0; l < c->n_layers; l++)
+		block_decode(m, l, T, pos0);
+
+	/* Only each row's last token predicts: the head runs on B rows. */
+	size_t last = d->x;
+	if (T > 1) {
+		last = d->last;
+		for (int b = 0; b < B; b++)
+			be->ops->copy(be, DA(m, d->last + (size_t)b * C),
+				      DA(m, d->x + ((size_t)b * T + T - 1) * C), (size_t)C);
+	}
+	be->ops->rmsnorm_forward(be, DA(m, d->xf), DA(m, d->rstdf), DA(m, last), P(m, m->norm), B,
+				 C, c->norm_eps);
+	linear_forward(be, DA(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
+	be->ops->read(be, logits, DA(m, d->logits), (size_t)B * V);
+	return be->ops->sync(be);
 }

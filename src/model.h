@@ -97,4 +97,23 @@ void lt_model_zero_grads(lt_model *m);
 /* The logits[B*T, V] of the last forward with grad_scale == 0. */
 lt_ref lt_model_logits(const lt_model *m);
 
+/* KV-cached decoding, for generation: each new token costs O(context), not
+ * O(context^2). Its buffers are separate from the training plan's, which
+ * stays as it was.
+ *
+ * lt_model_decode_begin allocates, for B sequences of up to S <= max_seq
+ * tokens, a key/value cache for every layer and inference activations for
+ * up to S new tokens per sequence per call (calling it again with the same
+ * B and S keeps them; another shape replaces them). */
+enum lt_status lt_model_decode_begin(lt_model *m, int B, int S);
+/* Runs the forward pass of T new tokens per sequence, tokens[B*T] (int32
+ * host array, ordered (b, t)), at positions pos0 .. pos0+T-1, attending to
+ * the cached positions 0 .. pos0-1 that earlier calls filled; pos0 + T <= S.
+ * Writes logits[B*V] (host) for the last new token of each sequence only.
+ * Calling with pos0 = 0 starts new sequences. */
+enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int pos0,
+			       float *logits);
+/* Frees the cache and the decoding activations (safe to call twice). */
+void lt_model_decode_end(lt_model *m);
+
 #endif

@@ -23,18 +23,23 @@ expect() {
 expect 0 "lltrain 0.1.0" "--version prints the version" -- --version
 expect 2 "unknown command 'frobnicate'" "an unknown command is a usage error" -- frobnicate
 expect 2 "usage: lltrain COMMAND" "no command prints the usage" --
-expect 0 "--max-minutes" "help train shows train's options" -- help train
+expect 0 "--resume auto|PATH" "help train shows train's options" -- help train
 expect 0 "--preset NAME" "train --help shows the options" -- train --help
 expect 2 "--preset 'huge': unknown (expected tiny, 15M, 110M or 1B)" "an unknown preset names the choices" -- bench --preset huge
-expect 2 "--steps 'many': expected a positive integer" "a non-numeric count names the option" -- bench --steps many
-expect 2 "--lr '-1': expected a number in" "an out-of-range learning rate gives the range" -- train --lr -1
-expect 1 "$tmp/absent.txt: No such file or directory" "a missing corpus file is named" -- train --run-dir "$tmp/run" "$tmp/absent.txt"
+expect 2 "--steps 'many': expected an integer in [1, 1000000]" "a non-numeric count names the option and the range" -- bench --steps many
+expect 2 "--train.lr '-1': expected a number in (0, 10]" "an out-of-range learning rate gives the range" -- train --train.lr=-1
+expect 2 "--train.batch: expected a value after it" "a setting without a value is a usage error" -- train --train.batch
+expect 2 "--nonsense.key: unknown section (expected model, train, data or run)" "an unknown section names the sections" -- train --nonsense.key=3
+printf '[train]\nlr = 0.001\n\n[model]\ndim = big\n' >"$tmp/bad.ini"
+expect 1 "$tmp/bad.ini:5: [model] dim = 'big': expected an integer in" "a bad config file value is named by file and line" -- info --config "$tmp/bad.ini"
+expect 1 "$tmp/bad.ini:5: [model] dim" "train names a bad config file value by file and line" -- train --config "$tmp/bad.ini"
+expect 1 "$tmp/absent.txt: No such file or directory" "a missing corpus file is named" -- train --run.dir="$tmp/run" "$tmp/absent.txt"
 : >"$tmp/empty.txt"
-expect 1 "$tmp/empty.txt: the training corpus is empty" "an empty corpus is refused, naming the file" -- train --run-dir "$tmp/run" "$tmp/empty.txt"
+expect 1 "$tmp/empty.txt: the training corpus is empty" "an empty corpus is refused, naming the file" -- train --run.dir="$tmp/run" "$tmp/empty.txt"
 mkdir -p "$tmp/bad"
 printf '{"model": {"type": "WordPiece"}}' >"$tmp/bad/tokenizer.json"
 printf 'some text\n%%\nmore text\n' >"$tmp/small.txt"
-expect 1 "bad/tokenizer.json: pre_tokenizer is missing, expected a ByteLevel object" "a tokenizer.json that is not byte-level BPE is refused, naming the file" -- train --run-dir "$tmp/bad" "$tmp/small.txt"
+expect 1 "bad/tokenizer.json: pre_tokenizer is missing, expected a ByteLevel object" "a tokenizer.json that is not byte-level BPE is refused, naming the file" -- prepare --out "$tmp/prepared" --tokenizer "$tmp/bad/tokenizer.json" "$tmp/small.txt"
 expect 0 "parameters:       15191712 (15.19M)" "info counts the 15M preset's parameters" -- info --preset 15M
 expect 0 "backend cpu:" "info lists the CPU backend" -- info --preset tiny
 echo "1..$n"

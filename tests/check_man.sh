@@ -1,8 +1,12 @@
 #!/bin/sh
-# Checks the man pages: each is clean under groff -ww, and every long option
-# a subcommand's source accepts is documented on that subcommand's page.
+# Checks the man pages: each is clean under groff -ww, every long option a
+# subcommand's source accepts is documented on that subcommand's page, and
+# every configuration key that `lltrain info --keys` prints has its entry in
+# lltrain.conf(5) with the same type and default (and no entry names a key
+# that does not exist).
 src=${top_srcdir:-.}
-pages="$src/man/lltrain.1"
+LLTRAIN=${LLTRAIN:-./lltrain}
+pages="$src/man/lltrain.1 $src/man/lltrain.conf.5"
 for c in "$src"/src/cmd_*.c; do
 	cmd=$(basename "$c" .c | sed 's/^cmd_//')
 	pages="$pages $src/man/lltrain-$cmd.1"
@@ -15,7 +19,7 @@ if ! command -v groff >/dev/null 2>&1; then
 fi
 for p in $pages; do
 	if [ ! -f "$p" ]; then ok 1 "$(basename "$p") exists"; continue; fi
-	out=$(groff -ww -z -man "$p" 2>&1)
+	out=$(LC_ALL=C groff -ww -z -man "$p" 2>&1)
 	[ -z "$out" ]; ok $? "$(basename "$p") is clean under groff -ww -z -man${out:+: $out}"
 done
 for c in "$src"/src/cmd_*.c; do
@@ -25,6 +29,30 @@ for c in "$src"/src/cmd_*.c; do
 		grep -q "B.*\\\\-\\\\-$(echo "$opt" | sed 's/-/\\\\-/g')" "$page" 2>/dev/null
 		ok $? "lltrain $cmd --$opt is documented in $(basename "$page")"
 	done
+done
+
+# lltrain.conf(5) documents each key as a tagged paragraph whose tag line is
+#   .BR section.key " (TYPE, default DEFAULT)"
+# with DEFAULT as `info --keys` prints it ("empty" for "", - as \-).
+conf="$src/man/lltrain.conf.5"
+keys=$("$LLTRAIN" info --keys 2>&1)
+st=$?
+[ "$st" = 0 ] && [ "$(printf '%s\n' "$keys" | grep -c '^[a-z]*\.[a-z_]* ')" -ge 40 ]
+ok $? "lltrain info --keys lists the configuration keys (exit $st)"
+[ "$st" = 0 ] || keys=
+tags=$(awk 'prev == ".TP" && $1 == ".BR" { print } { prev = $0 }' "$conf" 2>/dev/null)
+while read -r key type def rest; do
+	[ -n "$key" ] || continue
+	if [ "$def" = '""' ]; then def=empty; fi
+	want=".BR $key \" ($type, default $(printf '%s' "$def" | sed 's/-/\\-/g'))\""
+	printf '%s\n' "$tags" | grep -qxF -- "$want"
+	ok $? "$key ($type, default $def) has its entry in lltrain.conf.5"
+done <<EOF
+$keys
+EOF
+for tag in $(printf '%s\n' "$tags" | awk '$2 ~ /^(model|train|data|run)\./ { print $2 }'); do
+	printf '%s\n' "$keys" | grep -q "^$tag "
+	ok $? "lltrain.conf.5's entry $tag is a key of lltrain info --keys"
 done
 echo "1..$n"
 exit $failed

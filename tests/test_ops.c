@@ -15,12 +15,12 @@
 #define FD_TOL 1e-6     /* float64 backward against central differences, relative L2 */
 #define FD_EPS 1e-6     /* central-difference step */
 #define GUARD 5         /* sentinel elements on each side of every device array */
-#define MAX_ARRAYS 32   /* device arrays one op group may hold at once */
+#define MAX_ARRAYS 48   /* device arrays one op group may hold at once */
 #define SENTINEL -7777.25f
 
 /* The number of checks each part makes; tap_done catches a mismatch. */
 #define REFERENCE_CHECKS 11
-#define CHECKS_PER_BACKEND 71
+#define CHECKS_PER_BACKEND (79 + 9 * 3)
 #define ATTN_CONFIGS 3
 
 /* Odd sizes, so that no vector width or tile size divides them. */
@@ -353,7 +353,7 @@ static void reference_rmsnorm_backward(double *dinp, double *dw, const double *d
 }
 
 /* qkv[B*T, (H+2K)*D], inv_freq[D/2]: rotates the H query and K key heads of
- * row n in place by angle (n % T) * inv_freq[i] on pairs (i, i + D/2);
+ * row n in place by angle (pos0 + n % T) * inv_freq[i] on pairs (i, i + D/2);
  * inverse != 0 rotates by minus that angle. Value heads are untouched. */
 static void reference_rope(double *qkv, const double *inv_freq, const struct lt_attn_shape *s, int inverse)
 {
@@ -362,7 +362,7 @@ static void reference_rope(double *qkv, const double *inv_freq, const struct lt_
 		for (int h = 0; h < s->H + s->K; h++) {
 			double *x = qkv + (size_t)n * W + (size_t)h * s->D;
 			for (int i = 0; i < half; i++) {
-				double a = (n % s->T) * inv_freq[i] * (inverse ? -1 : 1);
+				double a = (s->pos0 + n % s->T) * inv_freq[i] * (inverse ? -1 : 1);
 				double x1 = x[i], x2 = x[i + half];
 				x[i] = x1 * cos(a) - x2 * sin(a);
 				x[i + half] = x2 * cos(a) + x1 * sin(a);
@@ -455,6 +455,53 @@ static void reference_attention_backward(double *dqkv, const double *dout, const
 			}
 	free(p);
 	free(dp);
+}
+
+/* The key (kind 0) or value (kind 1) of kv head kvh at position j of
+ * sequence b when decoding: cached[B, K, S, D] before pos0, else the new
+ * row j - pos0 of qkv[B*T, (H+2K)*D]. */
+static const double *reference_cached_row(const double *cached, const double *qkv, int S,
+					  const struct lt_attn_shape *s, int b, int kvh, int j,
+					  int kind)
+{
+	if (j < s->pos0)
+		return cached + (((size_t)b * s->K + kvh) * S + j) * s->D;
+	size_t row = (size_t)b * s->T + (j - s->pos0);
+	return qkv + row * (size_t)(s->H + 2 * s->K) * s->D + (size_t)(s->H + kind * s->K + kvh) * s->D;
+}
+
+/* qkv[B*T, (H+2K)*D] new rows at positions pos0.., kc and vc[B, K, S, D]
+ * holding positions 0..pos0-1 -> out[B*T, H*D]: causal attention of each
+ * new query over positions 0 .. pos0 + t, scale 1/sqrt(D). */
+static void reference_attention_cached(double *out, const double *qkv, const double *kc,
+				       const double *vc, int S, const struct lt_attn_shape *s)
+{
+	int D = s->D, L = s->pos0 + s->T;
+	double scale = 1 / sqrt((double)D), *p = zeroed_doubles(L);
+	for (int b = 0; b < s->B; b++)
+		for (int h = 0; h < s->H; h++)
+			for (int t = 0; t < s->T; t++) {
+				int kvh = h / (s->H / s->K), last = s->pos0 + t;
+				const double *q = qkv + ((size_t)b * s->T + t) * (size_t)(s->H + 2 * s->K) * s->D +
+						  (size_t)h * D;
+				double mx = -INFINITY, sum = 0;
+				for (int j = 0; j <= last; j++) {
+					const double *k = reference_cached_row(kc, qkv, S, s, b, kvh, j, 0);
+					p[j] = dot(q, k, D) * scale;
+					mx = fmax(mx, p[j]);
+				}
+				for (int j = 0; j <= last; j++)
+					sum += (p[j] = exp(p[j] - mx));
+				double *o = out + ((size_t)b * s->T + t) * s->H * D + (size_t)h * D;
+				for (int d = 0; d < D; d++)
+					o[d] = 0;
+				for (int j = 0; j <= last; j++) {
+					const double *v = reference_cached_row(vc, qkv, S, s, b, kvh, j, 1);
+					for (int d = 0; d < D; d++)
+						o[d] += p[j] / sum * v[d];
+				}
+			}
+	free(p);
 }
 
 static double sigmoid(double x)
@@ -808,13 +855,14 @@ static void test_elementwise_ops(lt_backend *be, struct rng *r)
 	free(x); free(y); free(want);
 }
 
-/* One gemm call on random A, B, C with leading dimensions and batch
- * strides above the minimum; nan_c fills C's m x n blocks with NaN. */
-static void check_one_gemm(struct device_arrays *a, struct rng *r, int ta, int tb, float alpha, float beta,
-			   int batch, int nan_c)
+/* One gemm call of shape m x n x k on random A, B, C with leading
+ * dimensions and batch strides above the minimum; nan_c fills C's m x n
+ * blocks with NaN. */
+static void check_one_gemm(struct device_arrays *a, struct rng *r, int m, int n, int k, int ta, int tb,
+			   float alpha, float beta, int batch, int nan_c)
 {
 	lt_backend *be = a->be;
-	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = N_, .n = F_, .k = C_,
+	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
 		.alpha = alpha, .beta = beta, .batch = batch };
 	int rows_a = ta ? g.k : g.m, cols_a = ta ? g.m : g.k;
 	int rows_b = tb ? g.n : g.k, cols_b = tb ? g.k : g.n;
@@ -849,14 +897,22 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, int ta, int t
 	free(A); free(B); free(C); free(dA); free(dB); free(want); free(got);
 }
 
-/* four transpose combinations, plus beta == 0 over NaN: 7 checks */
+/* four transpose combinations, beta == 0 over NaN, and the few-row
+ * products of decoding (a row or four against [out, in] weights, small and
+ * wide enough to be split over threads): 15 checks */
 static void test_gemm(lt_backend *be, struct rng *r)
 {
 	struct device_arrays a = { .be = be };
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, ta, tb, 0.7f, -0.3f, 3, 0);
-	check_one_gemm(&a, r, 1, 0, -1.25f, 0.0f, 2, 1);
+			check_one_gemm(&a, r, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
+	check_one_gemm(&a, r, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
+	for (int m = 1; m <= 4; m += 3) {
+		check_one_gemm(&a, r, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(&a, r, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
+		check_one_gemm(&a, r, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(&a, r, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
+	}
 	check_sync_and_guards_then_free(&a, "gemm");
 }
 
@@ -1025,6 +1081,164 @@ static void test_rope_and_attention(lt_backend *be, struct rng *r, const struct 
 	free(got_dqkv[0]); free(got_dqkv[1]);
 }
 
+/* A decoding step's shape and cache length. */
+struct cached_config {
+	struct lt_attn_shape s;
+	int S;
+};
+
+#define CACHED_CONFIGS 3
+static const struct cached_config cached_configs[CACHED_CONFIGS] = {
+	{ .s = { .B = 2, .T = 3, .H = 6, .K = 2, .D = 10, .pos0 = 5 }, .S = 11 },
+	{ .s = { .B = 1, .T = 1, .H = 4, .K = 4, .D = 8, .pos0 = 12 }, .S = 13 },
+	/* new rows across a score tile boundary (64 rows), after a cached prefix */
+	{ .s = { .B = 2, .T = 67, .H = 4, .K = 1, .D = 6, .pos0 = 9 }, .S = 80 },
+};
+
+/* Whether positions [p0, p1) of cache c[B, K, S, D] hold, bitwise, the
+ * key (kind 0) or value (kind 1) heads of the new rows of qkv. */
+static int cache_holds_new_rows(const float *c, const float *qkv, int S,
+				const struct lt_attn_shape *s, int kind)
+{
+	for (int b = 0; b < s->B; b++)
+		for (int kv = 0; kv < s->K; kv++)
+			for (int t = 0; t < s->T; t++) {
+				const float *want = qkv + ((size_t)b * s->T + t) * qkv_width(s) +
+						    (size_t)(s->H + kind * s->K + kv) * s->D;
+				const float *got = c + (((size_t)b * s->K + kv) * S + s->pos0 + t) * s->D;
+				if (!same_bits(got, want, (size_t)s->D))
+					return 0;
+			}
+	return 1;
+}
+
+/* Whether the cache positions outside [pos0, pos0+T) are bitwise as they
+ * were (orig). */
+static int cache_rest_is_untouched(const float *c, const float *orig, int S,
+				   const struct lt_attn_shape *s)
+{
+	for (size_t bk = 0; bk < (size_t)s->B * s->K; bk++)
+		for (int j = 0; j < S; j++) {
+			size_t at = (bk * S + j) * s->D;
+			if (j >= s->pos0 && j < s->pos0 + s->T)
+				continue;
+			if (!same_bits(c + at, orig + at, (size_t)s->D))
+				return 0;
+		}
+	return 1;
+}
+
+/* rope at pos0; attention_cached out, cache writes, what it leaves alone,
+ * determinism; then from an empty cache: whole sequences in one call equal
+ * attention_forward, one token per call equal the reference: 9 checks */
+static void test_attention_cached(lt_backend *be, struct rng *r, const struct cached_config *cc)
+{
+	const char *name = be->ops->name;
+	struct device_arrays a = { .be = be };
+	const struct lt_attn_shape *s = &cc->s;
+	int S = cc->S, B = s->B, K = s->K, D = s->D;
+	char shape[128], group[160];
+	describe(shape, sizeof shape, s);
+	snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " pos0=%d S=%d", s->pos0, S);
+	size_t rows = (size_t)B * s->T, n = rows * qkv_width(s), nout = rows * s->H * D;
+	size_t ncache = (size_t)B * K * S * D;
+
+	/* rope honours pos0 */
+	float *inv_freq = rope_inv_freq(D);
+	double *inv_freq_d = widened(inv_freq, D / 2);
+	float *x = random_floats(r, n, -1, 1);
+	double *want_rope = widened(x, n);
+	reference_rope(want_rope, inv_freq_d, s, 0);
+	lt_ref rfreq = device_copy_of(&a, inv_freq, D / 2), rx = device_copy_of(&a, x, n);
+	be->ops->rope(be, rx, rfreq, s, 0);
+	float *got_rope = downloaded(&a, rx, n);
+	check_close(got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
+
+	/* a cache whose positions before pos0 hold earlier keys and values, and
+	 * NaN after, which the op must neither read nor overwrite */
+	float *kc0 = random_floats(r, ncache, -2, 2), *vc0 = random_floats(r, ncache, -2, 2);
+	for (size_t bk = 0; bk < (size_t)B * K; bk++)
+		for (int j = s->pos0; j < S; j++)
+			for (int d = 0; d < D; d++)
+				kc0[(bk * S + j) * D + d] = vc0[(bk * S + j) * D + d] = NAN;
+	float *qkv = random_floats(r, n, -2, 2);
+	double *qkv_d = widened(qkv, n), *kc_d = widened(kc0, ncache), *vc_d = widened(vc0, ncache);
+	double *want_out = zeroed_doubles(nout);
+	reference_attention_cached(want_out, qkv_d, kc_d, vc_d, S, s);
+
+	lt_ref rqkv = device_copy_of(&a, qkv, n);
+	float *got_out[2], *got_kc = NULL, *got_vc = NULL;
+	for (int run = 0; run < 2; run++) {
+		lt_ref rk = device_copy_of(&a, kc0, ncache), rv = device_copy_of(&a, vc0, ncache);
+		lt_ref rout = new_device_array(&a, nout);
+		be->ops->attention_cached(be, rout, rqkv, rk, rv, S, s);
+		got_out[run] = downloaded(&a, rout, nout);
+		if (run == 0) {
+			got_kc = downloaded(&a, rk, ncache);
+			got_vc = downloaded(&a, rv, ncache);
+		}
+	}
+	check_close(got_out[0], want_out, nout, "%s attention_cached out (over NaN) %s", name, shape);
+	tap_ok(cache_holds_new_rows(got_kc, qkv, S, s, 0) && cache_holds_new_rows(got_vc, qkv, S, s, 1),
+	       "%s attention_cached copies the new keys and values to positions pos0.. %s", name,
+	       shape);
+	tap_ok(cache_rest_is_untouched(got_kc, kc0, S, s) && cache_rest_is_untouched(got_vc, vc0, S, s),
+	       "%s attention_cached leaves the cached prefix and the NaN tail bitwise as they were %s",
+	       name, shape);
+	tap_ok(same_bits(got_out[0], got_out[1], nout),
+	       "%s attention_cached twice gives bitwise identical out %s", name, shape);
+
+	/* From an empty cache: S tokens at once, then one token per call. */
+	struct lt_attn_shape whole = *s, step = *s;
+	whole.T = S;
+	whole.pos0 = 0;
+	step.T = 1;
+	size_t W = qkv_width(s), nq = (size_t)B * S * W, nfull = (size_t)B * S * s->H * D;
+	float *seq = random_floats(r, nq, -2, 2);
+	double *seq_d = widened(seq, nq), *want_full = zeroed_doubles(nfull);
+	double *lse_d = zeroed_doubles((size_t)B * s->H * S);
+	reference_attention_forward(want_full, lse_d, seq_d, &whole);
+
+	lt_ref rseq = device_copy_of(&a, seq, nq), rfwd = new_device_array(&a, nfull);
+	lt_ref rlse = new_device_array(&a, (size_t)B * s->H * S);
+	lt_ref rk = new_device_array(&a, ncache), rv = new_device_array(&a, ncache);
+	lt_ref rall = new_device_array(&a, nfull);
+	be->ops->attention_forward(be, rfwd, rlse, rseq, &whole);
+	be->ops->attention_cached(be, rall, rseq, rk, rv, S, &whole);
+	float *got_fwd = downloaded(&a, rfwd, nfull), *got_all = downloaded(&a, rall, nfull);
+	double *fwd_d = widened(got_fwd, nfull);
+	double err = tap_rel_l2_f(got_all, fwd_d, (long)nfull);
+	tap_ok(err <= 1e-6, "%s attention_cached with pos0=0, T=S equals attention_forward: rel L2 "
+	       "%.3g <= 1e-6 (B=%d S=%d)", name, err, B, S);
+
+	/* one token per call: row t of each sequence, gathered into [B, W] */
+	float *one = zeroed_floats((size_t)B * W), *got_steps = zeroed_floats(nfull);
+	lt_ref rone = new_device_array(&a, (size_t)B * W), rstep = new_device_array(&a, (size_t)B * s->H * D);
+	for (int t = 0; t < S; t++) {
+		for (int b = 0; b < B; b++)
+			memcpy(one + (size_t)b * W, seq + ((size_t)b * S + t) * W, W * sizeof(float));
+		upload(&a, rone, one, (size_t)B * W);
+		step.pos0 = t;
+		be->ops->attention_cached(be, rstep, rone, rk, rv, S, &step);
+		float *o = downloaded(&a, rstep, (size_t)B * s->H * D);
+		for (int b = 0; b < B; b++)
+			memcpy(got_steps + ((size_t)b * S + t) * s->H * D, o + (size_t)b * s->H * D,
+			       (size_t)s->H * D * sizeof(float));
+		free(o);
+	}
+	check_close(got_steps, want_full, nfull,
+		    "%s attention_cached one token per call over %d positions equals causal attention "
+		    "of the whole sequence (B=%d)", name, S, B);
+
+	snprintf(group, sizeof group, "attention_cached %s", shape);
+	check_sync_and_guards_then_free(&a, group);
+	free(inv_freq); free(inv_freq_d); free(x); free(want_rope); free(got_rope); free(kc0);
+	free(vc0); free(qkv); free(qkv_d); free(kc_d); free(vc_d); free(want_out);
+	free(got_out[0]); free(got_out[1]); free(got_kc); free(got_vc); free(seq); free(seq_d);
+	free(want_full); free(lse_d); free(got_fwd); free(got_all); free(fwd_d); free(one);
+	free(got_steps);
+}
+
 /* forward, backward: 4 checks */
 static void test_swiglu(lt_backend *be, struct rng *r)
 {
@@ -1171,6 +1385,8 @@ static void test_backend(const char *spec)
 	test_rmsnorm(be, &r);
 	for (int i = 0; i < ATTN_CONFIGS; i++)
 		test_rope_and_attention(be, &r, &attn_configs[i]);
+	for (int i = 0; i < CACHED_CONFIGS; i++)
+		test_attention_cached(be, &r, &cached_configs[i]);
 	test_swiglu(be, &r);
 	test_xent(be, &r);
 	test_adamw(be, &r);

@@ -1,0 +1,1275 @@
+/* Checkpoints (see checkpoint.h): atomic saves through a temporary
+ * directory, state.json with sizes and CRC-32s, verified loads, and finding
+ * and pruning the checkpoints of a run. */
+#include "config.h"
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zlib.h>
+
+#include "safetensors.h"
+
+#define CKPT_PATH_MAX 4096
+#define STATE_FORMAT_VERSION 1
+/* Files are copied and checksummed in blocks of this many bytes. */
+#define IO_BLOCK ((size_t)1 << 20)
+/* The files a checkpoint may list, in the order they are written. */
+#define MODEL_FILE "model.safetensors"
+#define OPTIM_FILE "optimizer.safetensors"
+#define TOKENIZER_FILE "tokenizer.json"
+#define TOKENIZER_CONFIG_FILE "tokenizer_config.json"
+#define STATE_FILE "state.json"
+#define MAX_FILES 8
+/* state.json is read whole; a larger one is refused. */
+#define STATE_MAX ((size_t)64 << 20)
+
+void lt_ckpt_state_free(struct lt_ckpt_state *s)
+{
+	if (!s)
+		return;
+	free(s->config);
+	s->config = NULL;
+}
+
+/* ------------------------------------------------------------- paths */
+
+/* out = dir/name; LT_ERR_ARG naming the path when it does not fit. */
+static enum lt_status join_path(char *out, size_t cap, const char *dir, const char *name)
+{
+	int n = snprintf(out, cap, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= cap) {
+		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+static int is_directory(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Creates directory path unless it already is one. */
+static enum lt_status make_directory(const char *path)
+{
+	if (mkdir(path, 0755) == 0)
+		return LT_OK;
+	int err = errno;
+	if (err == EEXIST) {
+		if (is_directory(path))
+			return LT_OK;
+		lt_errmsg_set("%s: exists and is not a directory", path);
+		return LT_ERR_IO;
+	}
+	lt_errmsg_set("%s: cannot create the directory: %s", path, strerror(err));
+	return LT_ERR_IO;
+}
+
+/* mkdir -p: creates every missing directory of path. */
+static enum lt_status make_directories(const char *path)
+{
+	char buf[CKPT_PATH_MAX];
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof buf) {
+		lt_errmsg_set("'%s': not a usable directory name", path);
+		return LT_ERR_ARG;
+	}
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i < n; i++) {
+		if (buf[i] != '/' || buf[i - 1] == '/')
+			continue;
+		buf[i] = '\0';
+		enum lt_status st = make_directory(buf);
+		buf[i] = '/';
+		if (st != LT_OK)
+			return st;
+	}
+	return make_directory(buf);
+}
+
+/* Flushes a file or directory to stable storage. */
+static enum lt_status sync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		lt_errmsg_set("%s: cannot open to fsync: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (fsync(fd) != 0 && errno != EINVAL) {
+		int err = errno;
+		close(fd);
+		lt_errmsg_set("%s: fsync failed: %s", path, strerror(err));
+		return LT_ERR_IO;
+	}
+	close(fd);
+	return LT_OK;
+}
+
+/* Removes the directory `name` inside the directory open as dfd, with what
+ * it holds (files, links, and directories of its own). Links are removed,
+ * never followed. Returns 0, or an errno. */
+static int remove_tree_at(int dfd, const char *name, int depth)
+{
+	int fd, err = 0;
+	DIR *d;
+	struct dirent *e;
+
+	if (depth > 8)
+		return ELOOP;
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : errno;
+	if (!(d = fdopendir(fd))) {
+		err = errno;
+		close(fd);
+		return err;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (unlinkat(fd, e->d_name, 0) == 0)
+			continue;
+		if (errno == EISDIR || errno == EPERM) {
+			int r = remove_tree_at(fd, e->d_name, depth + 1);
+			if (r != 0 && !err)
+				err = r;
+		} else if (!err) {
+			err = errno;
+		}
+	}
+	closedir(d);
+	if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && !err)
+		err = errno;
+	return err;
+}
+
+/* Removes parent/name and everything in it; names the path on failure. */
+static enum lt_status remove_tree(const char *parent, const char *name)
+{
+	int dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err = dfd < 0 ? errno : remove_tree_at(dfd, name, 0);
+	if (dfd >= 0)
+		close(dfd);
+	if (err) {
+		lt_errmsg_set("%s/%s: cannot remove: %s", parent, name, strerror(err));
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+/* The step of a directory name "step_NNNNNNNN" (at least 8 digits), or -1. */
+static long step_of_name(const char *name)
+{
+	const char *p = name + 5;
+	long step = 0;
+	size_t digits = 0;
+
+	if (strncmp(name, "step_", 5) != 0)
+		return -1;
+	for (; *p; p++, digits++) {
+		if (*p < '0' || *p > '9' || step > (0x7fffffffL - 9) / 10)
+			return -1;
+		step = step * 10 + (*p - '0');
+	}
+	return digits >= 8 ? step : -1;
+}
+
+/* A temporary directory name of a save, or its aside name: ".tmp-step_". */
+static int is_temporary_name(const char *name)
+{
+	return strncmp(name, ".tmp-step_", 10) == 0;
+}
+
+struct step_list {
+	long *steps;
+	size_t n;
+};
+
+static int newest_first(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The steps of the step_* directories in ckdir, newest first. A missing
+ * ckdir gives an empty list. */
+static enum lt_status list_steps(const char *ckdir, struct step_list *out)
+{
+	DIR *d = opendir(ckdir);
+	struct dirent *e;
+	size_t cap = 0;
+
+	out->steps = NULL;
+	out->n = 0;
+	if (!d) {
+		if (errno == ENOENT)
+			return LT_OK;
+		lt_errmsg_set("%s: cannot list: %s", ckdir, strerror(errno));
+		return LT_ERR_IO;
+	}
+	while ((e = readdir(d)) != NULL) {
+		long step = step_of_name(e->d_name);
+		if (step < 0)
+			continue;
+		if (out->n == cap) {
+			size_t ncap = cap ? 2 * cap : 16;
+			long *p = realloc(out->steps, ncap * sizeof *p);
+			if (!p) {
+				closedir(d);
+				free(out->steps);
+				out->steps = NULL;
+				lt_errmsg_set("%s: out of memory listing checkpoints", ckdir);
+				return LT_ERR_NOMEM;
+			}
+			out->steps = p;
+			cap = ncap;
+		}
+		out->steps[out->n++] = step;
+	}
+	closedir(d);
+	qsort(out->steps, out->n, sizeof *out->steps, newest_first);
+	return LT_OK;
+}
+
+/* ------------------------------------------------------------- files */
+
+/* Writes all of p to fd. Returns 0 or an errno. */
+static int write_fully(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n > 0) {
+		ssize_t r = write(fd, c, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno;
+		if (r == 0)
+			return ENOSPC;
+		c += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Writes n bytes to a new file path, fsyncs and closes it; removes it again
+ * on failure. */
+static enum lt_status write_new_file(const char *path, const void *p, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), err;
+	if (fd < 0) {
+		lt_errmsg_set("%s: cannot create: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if ((err = write_fully(fd, p, n)) != 0) {
+		lt_errmsg_set("%s: write failed: %s", path, strerror(err));
+	} else if (fsync(fd) != 0) {
+		err = errno;
+		lt_errmsg_set("%s: fsync failed: %s", path, strerror(err));
+	}
+	if (close(fd) != 0 && !err) {
+		err = errno;
+		lt_errmsg_set("%s: close failed: %s", path, strerror(err));
+	}
+	if (err) {
+		unlink(path);
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+/* Copies src to a new file dst (fsynced); removes dst on failure. */
+static enum lt_status copy_file(const char *src, const char *dst)
+{
+	int in = -1, out = -1, err = 0;
+	char *buf = malloc(IO_BLOCK);
+	enum lt_status st = LT_ERR_IO;
+
+	if (!buf) {
+		lt_errmsg_set("cannot allocate %zu bytes to copy %s", IO_BLOCK, src);
+		return LT_ERR_NOMEM;
+	}
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
+		lt_errmsg_set("%s: cannot open: %s", src, strerror(errno));
+		goto out;
+	}
+	if ((out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+		lt_errmsg_set("%s: cannot create: %s", dst, strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(in, buf, IO_BLOCK);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			lt_errmsg_set("%s: read failed: %s", src, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		if ((err = write_fully(out, buf, (size_t)r)) != 0) {
+			lt_errmsg_set("%s: write failed: %s", dst, strerror(err));
+			goto out;
+		}
+	}
+	if (fsync(out) != 0) {
+		lt_errmsg_set("%s: fsync failed: %s", dst, strerror(errno));
+		goto out;
+	}
+	err = close(out);
+	out = -1;
+	if (err != 0) {
+		lt_errmsg_set("%s: close failed: %s", dst, strerror(errno));
+		goto out;
+	}
+	st = LT_OK;
+out:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	if (st != LT_OK)
+		unlink(dst);
+	free(buf);
+	return st;
+}
+
+/* The size and CRC-32 of a whole file, read back from the disk. */
+static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t *crc)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	unsigned char *buf;
+	uLong c = crc32(0L, Z_NULL, 0);
+	uint64_t n = 0;
+
+	if (fd < 0) {
+		int err = errno;
+		lt_errmsg_set("%s: cannot open: %s", path, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	if (!(buf = malloc(IO_BLOCK))) {
+		close(fd);
+		lt_errmsg_set("cannot allocate %zu bytes to checksum %s", IO_BLOCK, path);
+		return LT_ERR_NOMEM;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf, IO_BLOCK);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			lt_errmsg_set("%s: read failed at byte %" PRIu64 ": %s", path, n,
+				      strerror(errno));
+			free(buf);
+			close(fd);
+			return LT_ERR_IO;
+		}
+		if (r == 0)
+			break;
+		c = crc32(c, buf, (uInt)r);
+		n += (uint64_t)r;
+	}
+	free(buf);
+	close(fd);
+	*bytes = n;
+	*crc = (uint32_t)c;
+	return LT_OK;
+}
+
+/* ------------------------------------------------------------- saving */
+
+/* Where a tensor's bytes come from while the writer streams it. */
+struct fetch_src {
+	lt_backend *be;
+	lt_ref ref;
+};
+
+/* Bytes [off, off + len) of a float tensor on the backend (the writer
+ * asks in whole elements: F32 tensors, chunks of 1 MiB). */
+static enum lt_status fetch_floats(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	const struct fetch_src *f = ctx;
+	LT_ASSERT(off % 4 == 0 && len % 4 == 0);
+	f->be->ops->read(f->be, buf, lt_ref_at(f->ref, (size_t)(off / 4)), len / 4);
+	return LT_OK;
+}
+
+/* A float range of a backend buffer added to the writer: straight from the
+ * host when the backend maps it, else fetched through src. */
+static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
+				 const int64_t *shape, struct fetch_src *src)
+{
+	float *host = src->be->ops->host_ptr ? src->be->ops->host_ptr(src->be, src->ref) : NULL;
+	if (host)
+		return lt_st_writer_add(w, name, LT_ST_F32, ndim, shape, host);
+	return lt_st_writer_add_fetch(w, name, LT_ST_F32, ndim, shape, fetch_floats, src);
+}
+
+/* Fails when the backend has failed since creation: what it would hand
+ * out could be anything. */
+static enum lt_status check_backend(lt_backend *be, const char *path)
+{
+	enum lt_status st = be->ops->sync(be);
+	if (st != LT_OK)
+		lt_errmsg_prefix("%s: the backend failed", path);
+	return st;
+}
+
+/* Every parameter tensor under its Hugging Face name, shape [rows, cols]
+ * or [n], F32. */
+enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
+{
+	lt_backend *be = lt_model_backend(m);
+	int n = lt_model_num_tensors(m);
+	struct fetch_src *src = calloc((size_t)n, sizeof *src);
+	lt_st_writer *w = NULL;
+	enum lt_status st;
+
+	if (!src) {
+		lt_errmsg_set("%s: cannot allocate the tensor list", path);
+		return LT_ERR_NOMEM;
+	}
+	if ((st = check_backend(be, path)) != LT_OK || (st = lt_st_writer_new(path, &w)) != LT_OK ||
+	    (st = lt_st_writer_set_meta(w, "format", "pt")) != LT_OK)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		const struct lt_tensor *t = lt_model_tensor(m, i);
+		int64_t shape[2] = { t->shape[0], t->shape[1] };
+		src[i] = (struct fetch_src){ be, lt_ref_at(lt_model_params(m), t->off) };
+		if ((st = add_floats(w, t->name, t->ndim, shape, &src[i])) != LT_OK)
+			goto out;
+	}
+	if ((st = lt_st_writer_finish(w)) != LT_OK)
+		goto out;
+	if ((st = check_backend(be, path)) != LT_OK)
+		unlink(path);
+out:
+	lt_st_writer_free(w);
+	free(src);
+	return st;
+}
+
+/* dir/optimizer.safetensors: the moments of the optimizer's range [begin,
+ * end), with the range and the model's size as metadata. */
+static enum lt_status write_optimizer_file(const char *path, lt_model *m, const lt_optim *o)
+{
+	lt_backend *be = lt_model_backend(m);
+	size_t begin = lt_optim_begin(o), end = lt_optim_end(o);
+	int64_t shape[1] = { (int64_t)(end - begin) };
+	struct fetch_src src[2] = { { be, lt_optim_m(o) }, { be, lt_optim_v(o) } };
+	char num[3][24];
+	lt_st_writer *w = NULL;
+	enum lt_status st;
+
+	snprintf(num[0], sizeof num[0], "%zu", begin);
+	snprintf(num[1], sizeof num[1], "%zu", end);
+	snprintf(num[2], sizeof num[2], "%zu", lt_model_num_params(m));
+	if ((st = check_backend(be, path)) == LT_OK &&
+	    (st = lt_st_writer_new(path, &w)) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "format", "pt")) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "begin", num[0])) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "end", num[1])) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "numel", num[2])) == LT_OK &&
+	    (st = add_floats(w, "exp_avg", 1, shape, &src[0])) == LT_OK &&
+	    (st = add_floats(w, "exp_avg_sq", 1, shape, &src[1])) == LT_OK &&
+	    (st = lt_st_writer_finish(w)) == LT_OK &&
+	    (st = check_backend(be, path)) != LT_OK)
+		unlink(path);
+	lt_st_writer_free(w);
+	return st;
+}
+
+/* A file written into the checkpoint, for state.json's "files". */
+struct saved_file {
+	const char *name;
+	uint64_t bytes;
+	uint32_t crc;
+};
+
+/* An unsigned 64-bit value as a JSON integer, or as a decimal string where
+ * it is beyond json_int_t. */
+static json_t *json_u64(uint64_t v)
+{
+	char buf[24];
+	if (v <= (uint64_t)INT64_MAX)
+		return json_integer((json_int_t)v);
+	snprintf(buf, sizeof buf, "%" PRIu64, v);
+	return json_string(buf);
+}
+
+static json_t *files_object(const struct saved_file *f, int n)
+{
+	json_t *files = json_object();
+	for (int i = 0; files && i < n; i++) {
+		char hex[9];
+		json_t *o = json_object();
+		snprintf(hex, sizeof hex, "%08" PRIx32, f[i].crc);
+		if (!o || json_object_set_new(o, "bytes", json_u64(f[i].bytes)) ||
+		    json_object_set_new(o, "crc32", json_string(hex)) ||
+		    json_object_set_new(files, f[i].name, o)) {
+			json_decref(files);
+			return NULL;
+		}
+	}
+	return files;
+}
+
+/* The text of state.json, malloc'd. */
+static char *state_text(const struct lt_ckpt_state *s, const struct saved_file *f, int n)
+{
+	json_t *j = json_object(), *files = files_object(f, n);
+	char *text = NULL;
+
+	if (j && files &&
+	    !json_object_set_new(j, "format_version", json_integer(STATE_FORMAT_VERSION)) &&
+	    !json_object_set_new(j, "lltrain_version", json_string(PACKAGE_VERSION)) &&
+	    !json_object_set_new(j, "step", json_integer(s->step)) &&
+	    !json_object_set_new(j, "samples", json_u64(s->samples)) &&
+	    !json_object_set_new(j, "seed", json_u64(s->seed)) &&
+	    !json_object_set_new(j, "elapsed", json_real(s->elapsed)) &&
+	    !json_object_set_new(j, "tokens", json_integer(s->tokens)) &&
+	    !json_object_set_new(j, "bad_steps", json_integer(s->bad_steps)) &&
+	    !json_object_set_new(j, "config", s->config ? json_string(s->config) : json_null())) {
+		if (!json_object_set_new(j, "files", files))
+			text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+		files = NULL;
+	}
+	json_decref(files);
+	json_decref(j);
+	return text;
+}
+
+/* Writes state.json into dir after checksumming the n files named in f. */
+static enum lt_status write_state_file(const char *dir, const struct lt_ckpt_state *s,
+				       struct saved_file *f, int n)
+{
+	char path[CKPT_PATH_MAX], *text;
+	enum lt_status st;
+
+	for (int i = 0; i < n; i++) {
+		if ((st = join_path(path, sizeof path, dir, f[i].name)) != LT_OK ||
+		    (st = checksum_file(path, &f[i].bytes, &f[i].crc)) != LT_OK)
+			return st;
+	}
+	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK)
+		return st;
+	if (!(text = state_text(s, f, n))) {
+		lt_errmsg_set("%s: out of memory building the JSON (is the config valid UTF-8?)",
+			      path);
+		return LT_ERR_NOMEM;
+	}
+	size_t len = strlen(text);
+	text[len] = '\n'; /* json_dumps leaves no final newline; the NUL becomes one */
+	st = write_new_file(path, text, len + 1);
+	free(text);
+	return st;
+}
+
+/* The directory tokenizer.json lives in, to find tokenizer_config.json. */
+static enum lt_status sibling_path(char *out, size_t cap, const char *file, const char *name)
+{
+	const char *slash = strrchr(file, '/');
+	int n = slash ? snprintf(out, cap, "%.*s/%s", (int)(slash - file), file, name)
+		      : snprintf(out, cap, "%s", name);
+	if (n < 0 || (size_t)n >= cap) {
+		lt_errmsg_set("%s: path too long", file);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* Writes every file of a checkpoint into the empty directory tmp. */
+static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, const lt_optim *o,
+					     const struct lt_ckpt_state *s)
+{
+	struct saved_file f[MAX_FILES];
+	char path[CKPT_PATH_MAX], src[CKPT_PATH_MAX];
+	enum lt_status st;
+	int n = 0;
+
+	if ((st = join_path(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
+	    (st = lt_checkpoint_write_model(path, m)) != LT_OK)
+		return st;
+	f[n++].name = MODEL_FILE;
+	if (o) {
+		if ((st = join_path(path, sizeof path, tmp, OPTIM_FILE)) != LT_OK ||
+		    (st = write_optimizer_file(path, m, o)) != LT_OK)
+			return st;
+		f[n++].name = OPTIM_FILE;
+	}
+	if (s->tokenizer) {
+		if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
+		    (st = copy_file(s->tokenizer, path)) != LT_OK)
+			return st;
+		f[n++].name = TOKENIZER_FILE;
+		if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
+			return st;
+		if (access(src, F_OK) == 0) {
+			st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE);
+			if (st != LT_OK || (st = copy_file(src, path)) != LT_OK)
+				return st;
+			f[n++].name = TOKENIZER_CONFIG_FILE;
+		}
+	}
+	if ((st = write_state_file(tmp, s, f, n)) != LT_OK)
+		return st;
+	return sync_path(tmp);
+}
+
+/* Renames the finished temporary directory to its final name; an existing
+ * checkpoint of that name is moved aside first and removed after, so a
+ * valid one exists under the final name, or the old one is put back. */
+static enum lt_status publish(const char *ckdir, const char *tmp, const char *final,
+			      const char *aside_name)
+{
+	char aside[CKPT_PATH_MAX];
+	enum lt_status st;
+	int moved = 0;
+
+	if ((st = join_path(aside, sizeof aside, ckdir, aside_name)) != LT_OK)
+		return st;
+	if (rename(final, aside) == 0) {
+		moved = 1;
+	} else if (errno != ENOENT) {
+		lt_errmsg_set("%s: cannot move the old checkpoint aside to %s: %s", final, aside,
+			      strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (rename(tmp, final) != 0) {
+		lt_errmsg_set("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+		if (moved)
+			rename(aside, final);
+		return LT_ERR_IO;
+	}
+	if ((st = sync_path(ckdir)) != LT_OK)
+		return st;
+	/* The save is complete: an old copy that resists removal is left for
+	 * lt_checkpoint_prune (its name is a temporary's). */
+	if (moved && remove_tree(ckdir, aside_name) != LT_OK)
+		lt_errmsg_clear();
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,
+				  const struct lt_ckpt_state *s, char *path, size_t cap)
+{
+	char ckdir[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], final[CKPT_PATH_MAX];
+	char tmp_name[64], final_name[32], aside_name[72];
+	enum lt_status st;
+
+	if (s->step < 0) {
+		lt_errmsg_set("checkpoint step %ld: must not be negative", s->step);
+		return LT_ERR_ARG;
+	}
+	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
+	snprintf(tmp_name, sizeof tmp_name, ".tmp-%s-%ld", final_name, (long)getpid());
+	snprintf(aside_name, sizeof aside_name, "%s-old", tmp_name);
+	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = join_path(tmp, sizeof tmp, ckdir, tmp_name)) != LT_OK ||
+	    (st = join_path(final, sizeof final, ckdir, final_name)) != LT_OK)
+		return st;
+	if (path && cap > 0 && strlen(final) >= cap) {
+		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
+		return LT_ERR_ARG;
+	}
+	if ((st = make_directories(ckdir)) != LT_OK ||
+	    (st = remove_tree(ckdir, tmp_name)) != LT_OK ||
+	    (st = remove_tree(ckdir, aside_name)) != LT_OK)
+		return st;
+	if (mkdir(tmp, 0755) != 0) {
+		lt_errmsg_set("%s: cannot create the directory: %s", tmp, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if ((st = write_checkpoint_files(tmp, m, o, s)) == LT_OK &&
+	    (st = publish(ckdir, tmp, final, aside_name)) == LT_OK) {
+		if (path && cap > 0)
+			snprintf(path, cap, "%s", final);
+		return LT_OK;
+	}
+	char saved[1024];
+	snprintf(saved, sizeof saved, "%s", lt_errmsg());
+	remove_tree(ckdir, tmp_name);
+	lt_errmsg_set("%s", saved);
+	return st;
+}
+
+/* ------------------------------------------------------------- state */
+
+/* The whole of a small file, NUL-terminated, malloc'd. */
+static enum lt_status read_small_file(const char *path, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat sb;
+	char *buf;
+	size_t n;
+
+	*out = NULL;
+	if (!f) {
+		int err = errno;
+		lt_errmsg_set("%s: cannot open: %s", path, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size > STATE_MAX) {
+		fclose(f);
+		lt_errmsg_set("%s: cannot be read whole (over %zu bytes, or fstat failed)", path,
+			      STATE_MAX);
+		return LT_ERR_FORMAT;
+	}
+	if (!(buf = malloc((size_t)sb.st_size + 1))) {
+		fclose(f);
+		lt_errmsg_set("%s: cannot allocate %zu bytes to read it", path,
+			      (size_t)sb.st_size + 1);
+		return LT_ERR_NOMEM;
+	}
+	n = fread(buf, 1, (size_t)sb.st_size, f);
+	if (n != (size_t)sb.st_size) {
+		lt_errmsg_set("%s: read %zu of %zu bytes: %s", path, n, (size_t)sb.st_size,
+			      ferror(f) ? strerror(errno) : "end of file (did it shrink?)");
+		free(buf);
+		fclose(f);
+		return LT_ERR_IO;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return LT_OK;
+}
+
+/* A member that must be an integer in [min, max] (a decimal string is
+ * accepted for values past json_int_t, as json_u64 writes them). */
+static enum lt_status get_u64(const char *path, const json_t *j, const char *key,
+			      uint64_t max, uint64_t *out)
+{
+	const json_t *v = json_object_get(j, key);
+	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+	    (uint64_t)json_integer_value(v) <= max) {
+		*out = (uint64_t)json_integer_value(v);
+		return LT_OK;
+	}
+	if (json_is_string(v)) {
+		const char *t = json_string_value(v);
+		char *end;
+		errno = 0;
+		unsigned long long x = strtoull(t, &end, 10);
+		if (t[0] >= '0' && t[0] <= '9' && !*end && !errno && x <= max) {
+			*out = x;
+			return LT_OK;
+		}
+	}
+	lt_errmsg_set("%s: \"%s\" is %s, expected an integer in [0, %" PRIu64 "]", path, key,
+		      v ? "out of range or not an integer" : "missing", max);
+	return LT_ERR_FORMAT;
+}
+
+/* Checks one entry of "files" against the file on disk. */
+static enum lt_status verify_file(const char *dir, const char *state_path, const char *name,
+				  const json_t *entry)
+{
+	char path[CKPT_PATH_MAX], what[CKPT_PATH_MAX + 32];
+	const json_t *crc_v = json_object_get(entry, "crc32");
+	uint64_t want_bytes, bytes;
+	uint32_t crc;
+	char *end;
+	enum lt_status st;
+
+	if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
+		lt_errmsg_set("%s: \"files\" names '%s', expected a plain file name", state_path,
+			      name);
+		return LT_ERR_FORMAT;
+	}
+	snprintf(what, sizeof what, "%s: files.%s", state_path, name);
+	if (!json_is_object(entry)) {
+		lt_errmsg_set("%s: expected an object with bytes and crc32", what);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = get_u64(what, entry, "bytes", UINT64_MAX, &want_bytes)) != LT_OK)
+		return st;
+	const char *hex = json_string_value(crc_v);
+	unsigned long want_crc = hex ? strtoul(hex, &end, 16) : 0;
+	if (!hex || strlen(hex) != 8 || *end || want_crc > 0xffffffffUL) {
+		lt_errmsg_set("%s: \"crc32\" must be 8 hexadecimal digits", what);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = join_path(path, sizeof path, dir, name)) != LT_OK)
+		return st;
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		int err = errno;
+		lt_errmsg_set("%s: %s (listed in %s)", path, strerror(err), STATE_FILE);
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	if ((uint64_t)sb.st_size != want_bytes) {
+		lt_errmsg_set("%s: %" PRIu64 " bytes, expected %" PRIu64 " (%s?)", path,
+			      (uint64_t)sb.st_size, want_bytes,
+			      (uint64_t)sb.st_size < want_bytes ? "truncated" : "changed");
+		return LT_ERR_FORMAT;
+	}
+	if ((st = checksum_file(path, &bytes, &crc)) != LT_OK)
+		return st;
+	if (bytes != want_bytes || crc != (uint32_t)want_crc) {
+		lt_errmsg_set("%s: checksum mismatch (file changed or corrupted)", path);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+/* Fills s from the parsed state.json j (of path). */
+static enum lt_status parse_state(const char *dir, const char *path, const json_t *j,
+				  struct lt_ckpt_state *s)
+{
+	uint64_t version, step, tokens, bad, samples, seed;
+	const json_t *files = json_object_get(j, "files"), *cfg = json_object_get(j, "config");
+	const json_t *elapsed = json_object_get(j, "elapsed"), *entry;
+	const char *name;
+	enum lt_status st;
+
+	if (!json_is_object(j)) {
+		lt_errmsg_set("%s: expected a JSON object", path);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = get_u64(path, j, "format_version", 1000, &version)) != LT_OK)
+		return st;
+	if (version > STATE_FORMAT_VERSION) {
+		lt_errmsg_set("%s: format_version %" PRIu64 " is newer than lltrain reads (%d)",
+			      path, version, STATE_FORMAT_VERSION);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = get_u64(path, j, "step", 0x7fffffff, &step)) != LT_OK ||
+	    (st = get_u64(path, j, "samples", UINT64_MAX, &samples)) != LT_OK ||
+	    (st = get_u64(path, j, "seed", UINT64_MAX, &seed)) != LT_OK ||
+	    (st = get_u64(path, j, "tokens", INT64_MAX, &tokens)) != LT_OK ||
+	    (st = get_u64(path, j, "bad_steps", 0x7fffffff, &bad)) != LT_OK)
+		return st;
+	if (!json_is_number(elapsed) || !(json_number_value(elapsed) >= 0.0)) {
+		lt_errmsg_set("%s: \"elapsed\" is %s, expected seconds (a number >= 0)", path,
+			      elapsed ? "not a number >= 0" : "missing");
+		return LT_ERR_FORMAT;
+	}
+	if (cfg && !json_is_null(cfg) && !json_is_string(cfg)) {
+		lt_errmsg_set("%s: \"config\" must be INI text (a string) or null", path);
+		return LT_ERR_FORMAT;
+	}
+	if (!json_is_object(files) || !json_object_get(files, MODEL_FILE)) {
+		lt_errmsg_set("%s: \"files\" is missing or does not list %s", path, MODEL_FILE);
+		return LT_ERR_FORMAT;
+	}
+	json_object_foreach((json_t *)files, name, entry) {
+		if ((st = verify_file(dir, path, name, entry)) != LT_OK)
+			return st;
+	}
+	s->step = (long)step;
+	s->samples = samples;
+	s->seed = seed;
+	s->elapsed = json_number_value(elapsed);
+	s->tokens = (long)tokens;
+	s->bad_steps = (int)bad;
+	if (json_is_string(cfg) && !(s->config = strdup(json_string_value(cfg)))) {
+		lt_errmsg_set("%s: out of memory copying the config", path);
+		return LT_ERR_NOMEM;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s)
+{
+	char path[CKPT_PATH_MAX], *text;
+	size_t len;
+	json_error_t jerr;
+	json_t *j;
+	enum lt_status st;
+
+	memset(s, 0, sizeof *s);
+	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	    (st = read_small_file(path, &text, &len)) != LT_OK)
+		return st;
+	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(text);
+	if (!j) {
+		lt_errmsg_set("%s:%d: %s", path, jerr.line, jerr.text);
+		return LT_ERR_FORMAT;
+	}
+	st = parse_state(dir, path, j, s);
+	json_decref(j);
+	if (st != LT_OK) {
+		lt_ckpt_state_free(s);
+		memset(s, 0, sizeof *s);
+	}
+	return st;
+}
+
+/* ------------------------------------------------------------- loading */
+
+static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+	size_t n = (size_t)snprintf(buf, cap, "[");
+	for (int i = 0; i < ndim && n < cap; i++)
+		n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? ", " : "", shape[i]);
+	if (n < cap)
+		snprintf(buf + n, cap - n, "]");
+}
+
+/* The model's tensor t against the file's entry for it. */
+static enum lt_status check_tensor(const lt_st *st, const struct lt_tensor *t)
+{
+	const struct lt_st_info *info = lt_st_lookup(st, t->name);
+	int64_t want[2] = { t->shape[0], t->shape[1] };
+	char have_s[160], want_s[64];
+
+	format_shape(want_s, sizeof want_s, t->ndim, want);
+	if (!info) {
+		lt_errmsg_set("%s: tensor %s is missing (the model expects %s)", lt_st_path(st),
+			      t->name, want_s);
+		return LT_ERR_FORMAT;
+	}
+	int same = info->ndim == t->ndim;
+	for (int d = 0; same && d < t->ndim; d++)
+		same = info->shape[d] == want[d];
+	if (!same) {
+		format_shape(have_s, sizeof have_s, info->ndim, info->shape);
+		lt_errmsg_set("%s: tensor %s has shape %s, the model expects %s", lt_st_path(st),
+			      t->name, have_s, want_s);
+		return LT_ERR_FORMAT;
+	}
+	if (info->dtype != LT_ST_F32 && info->dtype != LT_ST_F64 && info->dtype != LT_ST_F16 &&
+	    info->dtype != LT_ST_BF16) {
+		lt_errmsg_set("%s: tensor %s has dtype %s, expected F32 (or F64, F16, BF16)",
+			      lt_st_path(st), t->name, lt_st_dtype_name(info->dtype));
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+/* Every tensor of the file must be one of the model's and the reverse. */
+static enum lt_status check_model_file(const lt_st *st, const lt_model *m)
+{
+	enum lt_status rc;
+	for (int i = 0; i < lt_model_num_tensors(m); i++)
+		if ((rc = check_tensor(st, lt_model_tensor(m, i))) != LT_OK)
+			return rc;
+	for (size_t i = 0; i < lt_st_count(st); i++) {
+		const char *name = lt_st_at(st, i)->name;
+		int head = !strcmp(name, "lm_head.weight");
+		const char *why = head ? " (its embeddings are tied)" : "";
+		if (!lt_model_find(m, name)) {
+			lt_errmsg_set("%s: holds tensor %s, which the model does not have%s",
+				      lt_st_path(st), name, why);
+			return LT_ERR_FORMAT;
+		}
+	}
+	return LT_OK;
+}
+
+/* Reads tensor name of n floats into the backend at dst, straight into
+ * host memory when the backend has it, else through bounce (n floats). */
+static enum lt_status read_into(const lt_st *st, const char *name, lt_backend *be, lt_ref dst,
+				size_t n, float *bounce)
+{
+	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
+	enum lt_status rc = lt_st_read_f32(st, name, host ? host : bounce, n);
+	if (rc == LT_OK && !host)
+		be->ops->write(be, dst, bounce, n);
+	return rc;
+}
+
+/* A host buffer of n floats when the backend keeps its buffers off the
+ * host (NULL, and no error, when it does not need one). */
+static enum lt_status bounce_for(lt_backend *be, lt_ref probe, size_t n, const char *path,
+				 float **out)
+{
+	*out = NULL;
+	if (be->ops->host_ptr && be->ops->host_ptr(be, probe))
+		return LT_OK;
+	if (!(*out = malloc((n ? n : 1) * sizeof **out))) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes to stage a tensor", path,
+			      n * sizeof **out);
+		return LT_ERR_NOMEM;
+	}
+	return LT_OK;
+}
+
+/* Loads the parameters of the open file st into m (shapes checked first,
+ * so a mismatch leaves the model as it was). */
+static enum lt_status load_params(const lt_st *st, lt_model *m)
+{
+	lt_backend *be = lt_model_backend(m);
+	size_t largest = 0;
+	float *bounce;
+	enum lt_status rc;
+
+	if ((rc = check_model_file(st, m)) != LT_OK)
+		return rc;
+	for (int i = 0; i < lt_model_num_tensors(m); i++)
+		if (lt_model_tensor(m, i)->numel > largest)
+			largest = lt_model_tensor(m, i)->numel;
+	if ((rc = bounce_for(be, lt_model_params(m), largest, lt_st_path(st), &bounce)) != LT_OK)
+		return rc;
+	for (int i = 0; i < lt_model_num_tensors(m) && rc == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_tensor(m, i);
+		rc = read_into(st, t->name, be, lt_ref_at(lt_model_params(m), t->off), t->numel,
+			       bounce);
+	}
+	free(bounce);
+	if (rc == LT_OK)
+		rc = check_backend(be, lt_st_path(st));
+	return rc;
+}
+
+enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
+{
+	char file[CKPT_PATH_MAX];
+	lt_st *st;
+	enum lt_status rc;
+
+	if (is_directory(path)) {
+		if ((rc = join_path(file, sizeof file, path, MODEL_FILE)) != LT_OK)
+			return rc;
+	} else {
+		snprintf(file, sizeof file, "%s", path);
+	}
+	if ((rc = lt_st_open(file, &st)) != LT_OK)
+		return rc;
+	rc = load_params(st, m);
+	lt_st_close(st);
+	return rc;
+}
+
+/* A metadata entry of the optimizer file as a number. */
+static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
+{
+	const char *v = lt_st_meta(st, key);
+	char *end;
+	if (v && v[0] >= '0' && v[0] <= '9') {
+		errno = 0;
+		unsigned long long x = strtoull(v, &end, 10);
+		if (!*end && !errno && x <= SIZE_MAX) {
+			*out = (size_t)x;
+			return LT_OK;
+		}
+	}
+	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(st),
+		      key, v ? "not a number" : "missing");
+	return LT_ERR_FORMAT;
+}
+
+/* The moments of the open optimizer file st into o. */
+static enum lt_status load_moments(const lt_st *st, lt_model *m, lt_optim *o)
+{
+	lt_backend *be = lt_model_backend(m);
+	size_t begin, end, numel, n = lt_optim_end(o) - lt_optim_begin(o);
+	const char *names[2] = { "exp_avg", "exp_avg_sq" };
+	lt_ref dst[2] = { lt_optim_m(o), lt_optim_v(o) };
+	float *bounce;
+	enum lt_status rc;
+
+	if ((rc = meta_size(st, "numel", &numel)) != LT_OK ||
+	    (rc = meta_size(st, "begin", &begin)) != LT_OK ||
+	    (rc = meta_size(st, "end", &end)) != LT_OK)
+		return rc;
+	if (numel != lt_model_num_params(m)) {
+		lt_errmsg_set("%s: moments of a model of %zu parameters, this model has %zu",
+			      lt_st_path(st), numel, lt_model_num_params(m));
+		return LT_ERR_FORMAT;
+	}
+	if (begin != lt_optim_begin(o) || end != lt_optim_end(o)) {
+		lt_errmsg_set("%s: moments of elements [%zu, %zu), the optimizer holds [%zu, %zu)",
+			      lt_st_path(st), begin, end, lt_optim_begin(o), lt_optim_end(o));
+		return LT_ERR_FORMAT;
+	}
+	for (int i = 0; i < 2; i++) {
+		const struct lt_st_info *info;
+		if ((rc = lt_st_find(st, names[i], &info)) != LT_OK)
+			return rc;
+		if (info->ndim != 1 || (uint64_t)info->shape[0] != n ||
+		    info->dtype != LT_ST_F32) {
+			char have[160];
+			format_shape(have, sizeof have, info->ndim, info->shape);
+			lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(st),
+				      names[i], lt_st_dtype_name(info->dtype), have, n);
+			return LT_ERR_FORMAT;
+		}
+	}
+	if ((rc = bounce_for(be, dst[0], n, lt_st_path(st), &bounce)) != LT_OK)
+		return rc;
+	for (int i = 0; i < 2 && rc == LT_OK; i++)
+		rc = read_into(st, names[i], be, dst[i], n, bounce);
+	free(bounce);
+	if (rc == LT_OK)
+		rc = check_backend(be, lt_st_path(st));
+	return rc;
+}
+
+enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
+				  struct lt_ckpt_state *s)
+{
+	struct lt_ckpt_state local;
+	char path[CKPT_PATH_MAX];
+	lt_st *ost = NULL;
+	enum lt_status rc;
+
+	if (!s)
+		s = &local;
+	if ((rc = lt_checkpoint_read_state(dir, s)) != LT_OK)
+		return rc;
+	/* Both files are opened (and their headers checked) before anything is
+	 * read, so a bad optimizer file leaves the model as it was. */
+	if (o && ((rc = join_path(path, sizeof path, dir, OPTIM_FILE)) != LT_OK ||
+		  (rc = lt_st_open(path, &ost)) != LT_OK))
+		goto out;
+	if ((rc = lt_checkpoint_load_model(dir, m)) != LT_OK)
+		goto out;
+	if (o)
+		rc = load_moments(ost, m, o);
+out:
+	lt_st_close(ost);
+	if (rc != LT_OK || s == &local) {
+		lt_ckpt_state_free(s);
+		memset(s, 0, sizeof *s);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------- finding */
+
+enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap)
+{
+	char ckdir[CKPT_PATH_MAX], dir[CKPT_PATH_MAX], first_err[1024] = "";
+	struct step_list list;
+	enum lt_status st;
+	size_t invalid = 0;
+
+	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = list_steps(ckdir, &list)) != LT_OK)
+		return st;
+	for (size_t i = 0; i < list.n; i++) {
+		struct lt_ckpt_state s;
+		char name[32];
+		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
+		if (join_path(dir, sizeof dir, ckdir, name) != LT_OK)
+			continue;
+		if (lt_checkpoint_read_state(dir, &s) != LT_OK) {
+			if (!invalid++)
+				snprintf(first_err, sizeof first_err, "%s", lt_errmsg());
+			continue;
+		}
+		lt_ckpt_state_free(&s);
+		free(list.steps);
+		if ((size_t)snprintf(path, cap, "%s", dir) >= cap) {
+			lt_errmsg_set("%s: path too long for the caller's %zu bytes", dir, cap);
+			return LT_ERR_ARG;
+		}
+		return LT_OK;
+	}
+	free(list.steps);
+	if (invalid)
+		lt_errmsg_set("%s: no valid checkpoint (%zu in %s fail to verify; the newest: %s)",
+			      run_dir, invalid, ckdir, first_err);
+	else
+		lt_errmsg_set("%s: no checkpoint (expected %s/step_NNNNNNNN)", run_dir, ckdir);
+	return LT_ERR_NOTFOUND;
+}
+
+enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap)
+{
+	char state[CKPT_PATH_MAX];
+	struct stat sb;
+	enum lt_status st;
+
+	if (stat(path, &sb) != 0) {
+		int err = errno;
+		lt_errmsg_set("%s: %s", path, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		lt_errmsg_set("%s: not a directory (expected a checkpoint or a run directory)",
+			      path);
+		return LT_ERR_ARG;
+	}
+	if ((st = join_path(state, sizeof state, path, STATE_FILE)) != LT_OK)
+		return st;
+	if (access(state, F_OK) != 0)
+		return lt_checkpoint_latest(path, out, cap);
+	if ((size_t)snprintf(out, cap, "%s", path) >= cap) {
+		lt_errmsg_set("%s: path too long for the caller's %zu bytes", path, cap);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
+{
+	char ckdir[CKPT_PATH_MAX], name[32];
+	struct step_list list;
+	enum lt_status st, first = LT_OK;
+	DIR *d;
+	struct dirent *e;
+
+	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = list_steps(ckdir, &list)) != LT_OK)
+		return st;
+	for (size_t i = keep > 0 ? (size_t)keep : list.n; i < list.n; i++) {
+		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
+		if ((st = remove_tree(ckdir, name)) != LT_OK && first == LT_OK)
+			first = st;
+	}
+	free(list.steps);
+	if (!(d = opendir(ckdir)))
+		return first;
+	/* Names are collected before removing, so the listing is not changed
+	 * under readdir. */
+	char **tmps = NULL;
+	size_t n = 0;
+	while ((e = readdir(d)) != NULL) {
+		char **p;
+		if (!is_temporary_name(e->d_name) || !(p = realloc(tmps, (n + 1) * sizeof *p)))
+			continue;
+		tmps = p;
+		if ((tmps[n] = strdup(e->d_name)) != NULL)
+			n++;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++) {
+		if ((st = remove_tree(ckdir, tmps[i])) != LT_OK && first == LT_OK)
+			first = st;
+		free(tmps[i]);
+	}
+	free(tmps);
+	if (first == LT_OK)
+		first = sync_path(ckdir);
+	return first;
+}
+
+enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
+				  struct lt_ckpt_state *s, struct lt_conf *conf)
+{
+	char origin[CKPT_PATH_MAX + 16];
+	enum lt_status st = lt_checkpoint_resolve(path, dir, cap);
+	if (st != LT_OK) {
+		if (!strstr(lt_errmsg(), path))
+			lt_errmsg_prefix("%s", path);
+		return st;
+	}
+	if ((st = lt_checkpoint_read_state(dir, s)) != LT_OK)
+		return st;
+	snprintf(origin, sizeof origin, "%s/state.json", dir);
+	if (!s->config) {
+		lt_errmsg_set("%s: holds no config, so the model's shape is unknown", origin);
+		return LT_ERR_FORMAT;
+	}
+	lt_conf_defaults(conf);
+	if ((st = lt_conf_apply_string(conf, s->config, origin)) != LT_OK)
+		return st;
+	if ((st = lt_model_config_check(&conf->model)) != LT_OK)
+		lt_errmsg_prefix("%s: ", origin);
+	return st;
+}

@@ -1,0 +1,93 @@
+/* Checkpoints: a directory RUN/checkpoints/step_NNNNNNNN holding
+ *   model.safetensors      the parameters under Hugging Face names
+ *                          (__metadata__ {"format": "pt"})
+ *   optimizer.safetensors  the AdamW moments "exp_avg" and "exp_avg_sq" as
+ *                          flat F32 ranges of the flat parameter buffer,
+ *                          metadata begin/end/numel (ready for sharding)
+ *   tokenizer.json         the run's tokenizer (+ tokenizer_config.json)
+ *   state.json             format_version, lltrain_version, step, data
+ *                          cursor (samples), seed, elapsed seconds, tokens,
+ *                          bad_steps, the resolved config (INI text), and
+ *                          "files": {name: {bytes, crc32}} for each file above
+ * written atomically: a temporary directory RUN/checkpoints/.tmp-step_N-PID,
+ * every file fsynced (and read back for its checksum), rename, fsync of the
+ * parent; a checkpoint of the same step is renamed aside first and removed
+ * after. A failed save removes its temporary directory and leaves every
+ * earlier checkpoint as it was. Writes past a file-size limit fail with
+ * EFBIG and are reported only where the caller ignores SIGXFSZ.
+ *
+ * Loading verifies sizes and checksums before reading anything and fails
+ * with one line naming the file and the tensor (or byte) that is wrong, or
+ * the shape that differs from the model's.
+ *
+ * Ownership: functions borrow their arguments; a struct lt_ckpt_state that
+ * read_state or load filled owns its config, released by lt_ckpt_state_free. */
+#ifndef LT_CHECKPOINT_H
+#define LT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "model.h"
+#include "optim.h"
+#include "status.h"
+
+struct lt_ckpt_state {
+	long step;              /* optimizer steps done */
+	uint64_t samples;       /* training samples consumed (the data cursor) */
+	uint64_t seed;
+	double elapsed;         /* training seconds so far */
+	long tokens;            /* training tokens so far */
+	int bad_steps;          /* NaN/Inf steps in a row at save time */
+	char *config;           /* resolved config as INI text; malloc'd, NULL allowed on save */
+	const char *tokenizer;  /* save: a tokenizer.json copied in (with the
+				 * tokenizer_config.json beside it, if present), so
+				 * a checkpoint stands alone; NULL = none. Load and
+				 * read_state set it to NULL. */
+};
+
+void lt_ckpt_state_free(struct lt_ckpt_state *s);  /* frees config only */
+
+/* Saves into run_dir/checkpoints/step_<step, 8 digits>; *path (optional,
+ * cap bytes) gets the directory written. */
+enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,
+				  const struct lt_ckpt_state *s, char *path, size_t cap);
+
+/* Reads state.json of a checkpoint directory and verifies the size and
+ * checksum of every file it lists (no tensors read). s->config is malloc'd
+ * (NULL when none was saved), s->tokenizer NULL; on failure s is left
+ * zeroed and lt_errmsg names the file and what is wrong with it. */
+enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s);
+/* read_state, then the parameters (and, when o != NULL, the moments, whose
+ * range must be the optimizer's) into a model of the same shape; a mismatch
+ * names the tensor and both shapes and leaves the model as it was. s may be
+ * NULL; else it is filled as by read_state (and zeroed on failure). */
+enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
+				  struct lt_ckpt_state *s);
+/* Only the parameters, from model.safetensors (a checkpoint dir or the file);
+ * no checksums are verified here (lt_checkpoint_read_state does that). */
+enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m);
+/* Writes the parameters to the safetensors file path as a checkpoint holds
+ * them (Hugging Face names, F32, __metadata__ {"format": "pt"}, no
+ * lm_head.weight when tied), fsynced; no file is left on failure. */
+enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m);
+
+/* The newest checkpoint of run_dir whose state and checksums verify
+ * (invalid ones, such as a save cut short, are passed over); LT_ERR_NOTFOUND
+ * naming run_dir when there is none. */
+enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap);
+/* PATH as given when it is a checkpoint (holds state.json), else the
+ * newest valid checkpoint of the run directory PATH. */
+enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap);
+/* What sample, eval and export start from: resolves PATH (a checkpoint
+ * or a run directory) into dir, reads and verifies its state, and sets conf
+ * to the defaults with the checkpoint's config over them. Errors name PATH
+ * or the file that is wrong; the caller frees s with lt_ckpt_state_free. */
+enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
+				  struct lt_ckpt_state *s, struct lt_conf *conf);
+/* Removes all but the newest keep checkpoints by step (keep < 1 keeps them
+ * all) and the temporaries of interrupted saves; nothing else is touched. */
+enum lt_status lt_checkpoint_prune(const char *run_dir, int keep);
+
+#endif

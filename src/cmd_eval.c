@@ -1,0 +1,304 @@
+/* lltrain eval: the loss and perplexity of a checkpoint over consecutive
+ * windows of a token shard or of a prepared data directory's validation
+ * shards. */
+#include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "cmd.h"
+#include "conf.h"
+#include "data.h"
+#include "model.h"
+#include "shard.h"
+
+/* Room for a configured path plus the names lltrain adds to it. */
+#define PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+struct eval_args {
+	const char *path;      /* checkpoint or run directory */
+	const char *data;      /* --data, or NULL for the config's */
+	const char *device;
+	long batch, seq, max_batches, threads;  /* 0 = the default */
+	int json;
+};
+
+/* What one evaluation holds; freed by free_session. */
+struct session {
+	char ckpt[PATH_CAP];
+	char data_path[PATH_CAP + 32];
+	struct lt_ckpt_state state;
+	struct lt_conf conf;
+	lt_backend *be;
+	lt_model *model;
+	lt_data *dir;          /* a prepared data directory, or */
+	lt_shard *file;        /* one token shard */
+	int32_t *tokens, *targets;
+	int32_t *window;       /* T + 1 tokens read from a shard */
+};
+
+static void print_help(void)
+{
+	printf("usage: lltrain eval [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
+	       "Evaluates a checkpoint (or the newest valid one of a run directory) on\n"
+	       "consecutive windows of tokens and prints the mean loss per predicted\n"
+	       "token and the perplexity.\n\n"
+	       "  --data PATH        a token shard (.bin), or a prepared data directory\n"
+	       "                     whose val_*.bin shards are used (default: the\n"
+	       "                     checkpoint config's data.dir, else RUN_DIR/data)\n"
+	       "  --batch N          windows per forward pass (default: train.batch)\n"
+	       "  --seq N            tokens per window (default: train.seq)\n"
+	       "  --max-batches N    stop after N batches; 0 = all the data (default 0)\n"
+	       "  --json             print one JSON object instead of the text line\n"
+	       "  --device DEV       cpu (default), opencl[:P.D] or auto\n"
+	       "  --threads N        CPU threads (default: OpenMP's choice)\n"
+	       "  --help             this text\n");
+}
+
+/* Fills a from argv; returns -1 to go on, else the exit status. */
+static int parse_eval_options(int argc, char **argv, struct eval_args *a)
+{
+	static const struct option longopts[] = {
+		{ "data", required_argument, NULL, 'D' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "seq", required_argument, NULL, 's' },
+		{ "max-batches", required_argument, NULL, 'm' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, bad = 0;
+	optind = 1;
+	while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'D': a->data = optarg; break;
+		case 'b': bad = lt_cmd_long("eval", "--batch", optarg, 1, 1 << 20, &a->batch); break;
+		case 's': bad = lt_cmd_long("eval", "--seq", optarg, 1, 1 << 24, &a->seq); break;
+		case 'm': bad = lt_cmd_long("eval", "--max-batches", optarg, 0, 1L << 40, &a->max_batches); break;
+		case 'j': a->json = 1; break;
+		case 'd': a->device = optarg; break;
+		case 't': bad = lt_cmd_long("eval", "--threads", optarg, 1, 4096, &a->threads); break;
+		case 'h': print_help(); return 0;
+		default: return 2;
+		}
+	}
+	if (bad)
+		return 2;
+	if (optind >= argc) {
+		fprintf(stderr, "lltrain eval: expected a checkpoint or run directory (see --help)\n");
+		return 2;
+	}
+	if (optind + 1 < argc) {
+		fprintf(stderr, "lltrain eval: unexpected argument '%s'\n", argv[optind + 1]);
+		return 2;
+	}
+	a->path = argv[optind];
+	return -1;
+}
+
+/* The checkpoint, its config and weights on the chosen device. */
+static enum lt_status load_checkpoint(struct session *s, const struct eval_args *a)
+{
+	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
+	if (st != LT_OK ||
+	    (st = lt_backend_new(a->device, (int)a->threads, &s->be)) != LT_OK ||
+	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
+		return st;
+	return lt_checkpoint_load_model(s->ckpt, s->model);
+}
+
+/* The run directory of a checkpoint RUN/checkpoints/step_N: its path less
+ * the last two names, or CKPT/../.. when it has fewer. */
+static void run_dir_of(const char *ckpt, char *out, size_t cap)
+{
+	size_t n = strlen(ckpt);
+	for (int k = 0; k < 2; k++) {
+		while (n > 1 && ckpt[n - 1] == '/')
+			n--;
+		while (n > 0 && ckpt[n - 1] != '/')
+			n--;
+		if (n == 0) {
+			snprintf(out, cap, "%s/../..", ckpt);
+			return;
+		}
+	}
+	while (n > 1 && ckpt[n - 1] == '/')
+		n--;
+	snprintf(out, cap, "%.*s", (int)n, ckpt);
+}
+
+/* --data, else data.dir, else the run directory's data/ (the run directory
+ * holds checkpoints/step_N). */
+static void choose_data_path(struct session *s, const struct eval_args *a)
+{
+	if (a->data) {
+		snprintf(s->data_path, sizeof s->data_path, "%s", a->data);
+	} else if (s->conf.data.dir[0]) {
+		snprintf(s->data_path, sizeof s->data_path, "%s", s->conf.data.dir);
+	} else {
+		char run[PATH_CAP + 8];
+		run_dir_of(s->ckpt, run, sizeof run);
+		snprintf(s->data_path, sizeof s->data_path, "%s/data", run);
+	}
+}
+
+/* Opens the data as a directory of shards or as one shard file, each
+ * checked against the model's vocabulary. */
+static enum lt_status open_data(struct session *s)
+{
+	struct stat sb;
+	int V = s->conf.model.vocab_size;
+	if (stat(s->data_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return lt_data_open(s->data_path, V, &s->dir);
+	return lt_shard_open(s->data_path, V, 1, &s->file);
+}
+
+/* Batch `index` of one shard: B consecutive windows of T tokens, targets
+ * shifted by one; positions past the end get token 0 and target -1. *n
+ * counts the real targets (0 past the end of the data). window holds T+1. */
+static void shard_batch(const lt_shard *sh, uint64_t index, int B, int T, int32_t *tokens,
+			int32_t *targets, int32_t *window, long *n)
+{
+	uint64_t count = lt_shard_info(sh)->n_tokens;
+	*n = 0;
+	for (int b = 0; b < B; b++) {
+		uint64_t at = (index * (uint64_t)B + (uint64_t)b) * (uint64_t)T;
+		uint64_t have = at < count ? count - at : 0;
+		size_t take = have < (uint64_t)T + 1 ? (size_t)have : (size_t)T + 1;
+		int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
+		if (take)
+			lt_shard_read(sh, at, window, take);
+		for (int t = 0; t < T; t++) {
+			tok[t] = (size_t)t < take ? window[t] : 0;
+			tgt[t] = (size_t)t + 1 < take ? window[t + 1] : -1;
+			*n += tgt[t] >= 0;
+		}
+	}
+}
+
+/* The summed loss and the number of predicted tokens over the batches. */
+static enum lt_status evaluate(struct session *s, int B, int T, long max_batches, double *sum,
+			       long *count)
+{
+	enum lt_status st = lt_model_plan(s->model, B, T);
+	*sum = 0;
+	*count = 0;
+	if (st != LT_OK)
+		return st;
+	s->tokens = malloc((size_t)B * T * sizeof *s->tokens);
+	s->targets = malloc((size_t)B * T * sizeof *s->targets);
+	s->window = malloc(((size_t)T + 1) * sizeof *s->window);
+	if (!s->tokens || !s->targets || !s->window) {
+		lt_errmsg_set("cannot allocate batches of %d x %d tokens", B, T);
+		return LT_ERR_NOMEM;
+	}
+	for (long i = 0; max_batches == 0 || i < max_batches; i++) {
+		long n = 0, cnt = 0;
+		double loss = 0;
+		if (s->dir)
+			st = lt_data_val_batch(s->dir, (uint64_t)i, B, T, s->tokens, s->targets, &n);
+		else
+			shard_batch(s->file, (uint64_t)i, B, T, s->tokens, s->targets, s->window, &n);
+		if (st != LT_OK)
+			return st;
+		if (n == 0)
+			break;
+		st = lt_model_forward(s->model, s->tokens, s->targets, 0.0f, &loss, &cnt);
+		if (st != LT_OK) {
+			lt_errmsg_prefix("%s: batch %ld", s->data_path, i);
+			return st;
+		}
+		*sum += loss;
+		*count += cnt;
+	}
+	if (*count == 0) {
+		lt_errmsg_set("%s: no tokens to evaluate (a window needs at least 2)", s->data_path);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* A JSON number, or null where the value is not finite. */
+static json_t *json_number(double x)
+{
+	return isfinite(x) ? json_real(x) : json_null();
+}
+
+static int print_result(const struct session *s, double loss, long tokens, int as_json)
+{
+	double ppl = exp(loss);
+	if (!as_json) {
+		printf("loss %.6f nats/token, perplexity %.4f, %ld tokens\n", loss, ppl, tokens);
+		return 0;
+	}
+	json_t *o = json_object();
+	int bad = !o || json_object_set_new(o, "loss", json_number(loss)) ||
+		  json_object_set_new(o, "perplexity", json_number(ppl)) ||
+		  json_object_set_new(o, "tokens", json_integer(tokens)) ||
+		  json_object_set_new(o, "checkpoint", json_string(s->ckpt)) ||
+		  json_object_set_new(o, "data", json_string(s->data_path));
+	char *text = bad ? NULL : json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!text) {
+		fprintf(stderr, "lltrain eval: cannot write the result as JSON (are the paths UTF-8?)\n");
+		return 1;
+	}
+	printf("%s\n", text);
+	free(text);
+	return 0;
+}
+
+static void free_session(struct session *s)
+{
+	lt_data_close(s->dir);
+	lt_shard_close(s->file);
+	lt_model_free(s->model);
+	lt_backend_free(s->be);
+	lt_ckpt_state_free(&s->state);
+	free(s->tokens);
+	free(s->targets);
+	free(s->window);
+}
+
+int lt_cmd_eval(int argc, char **argv)
+{
+	struct eval_args a = { .device = "cpu" };
+	struct session s;
+	int rc = parse_eval_options(argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	memset(&s, 0, sizeof s);
+	enum lt_status st = load_checkpoint(&s, &a);
+	rc = 1;
+	if (st != LT_OK)
+		goto out;
+	int B = a.batch ? (int)a.batch : s.conf.train.batch;
+	int T = a.seq ? (int)a.seq : s.conf.train.seq;
+	if (T > s.conf.model.max_seq) {
+		fprintf(stderr, "lltrain eval: --seq %d exceeds the context of %d tokens\n", T,
+			s.conf.model.max_seq);
+		rc = 2;
+		goto out;
+	}
+	choose_data_path(&s, &a);
+	double sum;
+	long count;
+	if ((st = open_data(&s)) == LT_OK && (st = evaluate(&s, B, T, a.max_batches, &sum, &count)) ==
+	    LT_OK)
+		rc = print_result(&s, sum / (double)count, count, a.json);
+out:
+	if (st != LT_OK)
+		lt_report("eval", st);
+	free_session(&s);
+	return rc;
+}

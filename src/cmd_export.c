@@ -1,0 +1,558 @@
+/* lltrain export: writes a checkpoint as a Hugging Face model directory
+ * (config.json, generation_config.json, model.safetensors and the
+ * tokenizer files) that transformers' LlamaForCausalLM and AutoTokenizer
+ * load as they are. */
+#include "config.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "cmd.h"
+#include "conf.h"
+#include "model.h"
+#include "tokenizer.h"
+
+/* Room for a directory path plus the names lltrain adds to it. */
+#define PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+struct export_args {
+	const char *format;
+	const char *out;
+	const char *path;   /* checkpoint or run directory */
+	int force;
+};
+
+/* What one export holds; freed by free_session. */
+struct session {
+	char ckpt[PATH_CAP];
+	struct lt_ckpt_state state;
+	struct lt_conf conf;
+	lt_tokenizer *tok;
+	lt_backend *be;
+	lt_model *model;
+	char tmp[PATH_CAP];      /* the temporary directory being filled, or "" */
+};
+
+/* The files an export writes, in the order written and printed. */
+static const char *const out_files[] = {
+	"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+	"tokenizer_config.json", NULL,
+};
+
+static void print_help(void)
+{
+	printf("usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
+	       "Writes a checkpoint (or the newest valid one of a run directory) as a\n"
+	       "Hugging Face model directory: config.json (LlamaForCausalLM),\n"
+	       "generation_config.json, model.safetensors, tokenizer.json and\n"
+	       "tokenizer_config.json, which transformers' from_pretrained loads.\n\n"
+	       "  --format FMT   the output format: hf (the only one, and the default)\n"
+	       "  --out DIR      the directory to write (default: export)\n"
+	       "  --force        write into DIR even when it holds files (files of the\n"
+	       "                 same names are replaced, others are left)\n"
+	       "  --help         this text\n");
+}
+
+/* Fills a from argv; returns -1 to go on, else the exit status. */
+static int parse_export_options(int argc, char **argv, struct export_args *a)
+{
+	static const struct option longopts[] = {
+		{ "format", required_argument, NULL, 'F' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'F': a->format = optarg; break;
+		case 'o': a->out = optarg; break;
+		case 'f': a->force = 1; break;
+		case 'h': print_help(); return 0;
+		default: return 2;
+		}
+	}
+	if (strcmp(a->format, "hf") != 0) {
+		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf)\n",
+			a->format);
+		return 2;
+	}
+	if (!a->out[0]) {
+		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
+		return 2;
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "lltrain export: expected a checkpoint or run directory "
+			"(see --help)\n");
+		return 2;
+	}
+	if (optind + 1 < argc) {
+		fprintf(stderr, "lltrain export: unexpected argument '%s'\n", argv[optind + 1]);
+		return 2;
+	}
+	a->path = argv[optind];
+	return -1;
+}
+
+/* ------------------------------------------------------------- reading */
+
+/* The checkpoint, its config, tokenizer and weights on the CPU. */
+static enum lt_status load_checkpoint(struct session *s, const char *path)
+{
+	char file[PATH_CAP + 32];
+	enum lt_status st = lt_checkpoint_open(path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
+	if (st != LT_OK)
+		return st;
+	snprintf(file, sizeof file, "%s/tokenizer.json", s->ckpt);
+	if ((st = lt_tokenizer_load(file, &s->tok)) != LT_OK)
+		return st;
+	if (lt_tokenizer_vocab_size(s->tok) > s->conf.model.vocab_size) {
+		lt_errmsg_set("%s: %d tokens, more than the model's vocab_size %d", file,
+			      (int)lt_tokenizer_vocab_size(s->tok), s->conf.model.vocab_size);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = lt_backend_new("cpu", 0, &s->be)) != LT_OK ||
+	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
+		return st;
+	return lt_checkpoint_load_model(s->ckpt, s->model);
+}
+
+/* ------------------------------------------------------------- writing */
+
+/* Writes n bytes to a new file, fsynced; removes it on failure. */
+static enum lt_status write_file(const char *path, const char *p, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), err = 0;
+	if (fd < 0) {
+		lt_errmsg_set("%s: cannot create: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	while (n > 0 && !err) {
+		ssize_t r = write(fd, p, n);
+		if (r < 0 && errno != EINTR)
+			err = errno;
+		else if (r > 0)
+			p += r, n -= (size_t)r;
+	}
+	if (!err && fsync(fd) != 0)
+		err = errno;
+	if (close(fd) != 0 && !err)
+		err = errno;
+	if (err) {
+		lt_errmsg_set("%s: write failed: %s", path, strerror(err));
+		unlink(path);
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+/* Writes j (consumed) as indented JSON; reals with the 9 digits that
+ * give each float back. */
+static enum lt_status write_json(const char *path, json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) : NULL;
+	enum lt_status st;
+	json_decref(j);
+	if (!text) {
+		lt_errmsg_set("%s: out of memory building the JSON", path);
+		return LT_ERR_NOMEM;
+	}
+	size_t n = strlen(text);
+	text[n] = '\n'; /* the NUL becomes the final newline */
+	st = write_file(path, text, n + 1);
+	free(text);
+	return st;
+}
+
+/* Copies src to a new file dst, fsynced. */
+static enum lt_status copy_file(const char *src, const char *dst)
+{
+	FILE *f = fopen(src, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0, r;
+	enum lt_status st;
+
+	if (!f) {
+		lt_errmsg_set("%s: cannot open: %s", src, strerror(errno));
+		return LT_ERR_IO;
+	}
+	do {
+		if (cap - n < 65536) {
+			char *p = realloc(buf, cap + (cap > 65536 ? cap : 65536));
+			if (!p) {
+				free(buf);
+				fclose(f);
+				lt_errmsg_set("%s: out of memory reading it", src);
+				return LT_ERR_NOMEM;
+			}
+			buf = p;
+			cap += cap > 65536 ? cap : 65536;
+		}
+		r = fread(buf + n, 1, cap - n, f);
+		n += r;
+	} while (r > 0);
+	if (ferror(f)) {
+		lt_errmsg_set("%s: read failed: %s", src, strerror(errno));
+		st = LT_ERR_IO;
+	} else {
+		st = write_file(dst, buf, n);
+	}
+	fclose(f);
+	free(buf);
+	return st;
+}
+
+/* A float as the shortest decimal that reads back as the same float (so
+ * 1e-5f is written 1e-05, not 9.99999975e-06). */
+static json_t *float_json(float f)
+{
+	char buf[32];
+	for (int prec = 1; prec < 9; prec++) {
+		snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+		if ((float)strtod(buf, NULL) == f)
+			return json_real(strtod(buf, NULL));
+	}
+	return json_real(f);
+}
+
+/* The end-of-text id as JSON, null where the tokenizer has none. */
+static json_t *eot_json(const lt_tokenizer *tok)
+{
+	int32_t id = lt_tokenizer_eot_id(tok);
+	return id >= 0 ? json_integer(id) : json_null();
+}
+
+/* config.json: a LlamaConfig with the model's shape. */
+static json_t *model_config_json(const struct lt_model_config *c, const lt_tokenizer *tok)
+{
+	json_t *j = json_object(), *arch = json_array();
+	if (!j || !arch || json_array_append_new(arch, json_string("LlamaForCausalLM")) ||
+	    json_object_set_new(j, "architectures", arch)) {
+		json_decref(arch);
+		json_decref(j);
+		return NULL;
+	}
+	if (json_object_set_new(j, "model_type", json_string("llama")) ||
+	    json_object_set_new(j, "hidden_size", json_integer(c->dim)) ||
+	    json_object_set_new(j, "intermediate_size", json_integer(c->ffn_dim)) ||
+	    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads)) ||
+	    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers)) ||
+	    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads)) ||
+	    json_object_set_new(j, "head_dim", json_integer(c->dim / c->n_heads)) ||
+	    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_seq)) ||
+	    json_object_set_new(j, "rms_norm_eps", float_json(c->norm_eps)) ||
+	    json_object_set_new(j, "rope_theta", float_json(c->rope_theta)) ||
+	    json_object_set_new(j, "vocab_size", json_integer(c->vocab_size)) ||
+	    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied)) ||
+	    json_object_set_new(j, "hidden_act", json_string("silu")) ||
+	    json_object_set_new(j, "attention_bias", json_false()) ||
+	    json_object_set_new(j, "mlp_bias", json_false()) ||
+	    json_object_set_new(j, "torch_dtype", json_string("float32")) ||
+	    json_object_set_new(j, "bos_token_id", eot_json(tok)) ||
+	    json_object_set_new(j, "eos_token_id", eot_json(tok)) ||
+	    json_object_set_new(j, "initializer_range", json_real(0.02)) ||
+	    json_object_set_new(j, "use_cache", json_true())) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* generation_config.json: the sampling defaults of lltrain sample. */
+static json_t *generation_config_json(const struct lt_model_config *c, const lt_tokenizer *tok)
+{
+	json_t *j = json_object();
+	if (!j || json_object_set_new(j, "bos_token_id", eot_json(tok)) ||
+	    json_object_set_new(j, "eos_token_id", eot_json(tok)) ||
+	    json_object_set_new(j, "do_sample", json_true()) ||
+	    json_object_set_new(j, "temperature", json_real(0.8)) ||
+	    json_object_set_new(j, "top_k", json_integer(40)) ||
+	    json_object_set_new(j, "top_p", json_real(0.95)) ||
+	    json_object_set_new(j, "max_length", json_integer(c->max_seq))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* tokenizer_config.json for a checkpoint that lacks one. */
+static json_t *tokenizer_config_json(const struct lt_model_config *c, const lt_tokenizer *tok)
+{
+	json_t *j = json_object();
+	if (!j ||
+	    json_object_set_new(j, "tokenizer_class", json_string("PreTrainedTokenizerFast")) ||
+	    json_object_set_new(j, "model_max_length", json_integer(c->max_seq)) ||
+	    json_object_set_new(j, "clean_up_tokenization_spaces", json_false())) {
+		json_decref(j);
+		return NULL;
+	}
+	if (lt_tokenizer_eot_id(tok) >= 0 &&
+	    (json_object_set_new(j, "bos_token", json_string(LT_TOKENIZER_EOT)) ||
+	     json_object_set_new(j, "eos_token", json_string(LT_TOKENIZER_EOT)) ||
+	     json_object_set_new(j, "unk_token", json_string(LT_TOKENIZER_EOT)))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* Writes out_files[i] into the directory dir. */
+static enum lt_status write_one(struct session *s, const char *dir, int i)
+{
+	const struct lt_model_config *c = &s->conf.model;
+	char path[PATH_CAP + 32], src[PATH_CAP + 32];
+	snprintf(path, sizeof path, "%s/%s", dir, out_files[i]);
+	switch (i) {
+	case 0: return write_json(path, model_config_json(c, s->tok));
+	case 1: return write_json(path, generation_config_json(c, s->tok));
+	case 2: return lt_checkpoint_write_model(path, s->model);
+	case 3:
+	case 4:
+		snprintf(src, sizeof src, "%s/%s", s->ckpt, out_files[i]);
+		if (i == 4 && access(src, F_OK) != 0)
+			return write_json(path, tokenizer_config_json(c, s->tok));
+		return copy_file(src, path);
+	}
+	return LT_ERR_ARG;
+}
+
+/* Removes the temporary directory and the files an export puts there. */
+static void remove_temporary(struct session *s)
+{
+	char path[PATH_CAP + 32];
+	if (!s->tmp[0])
+		return;
+	for (int i = 0; out_files[i]; i++) {
+		snprintf(path, sizeof path, "%s/%s", s->tmp, out_files[i]);
+		unlink(path);
+	}
+	rmdir(s->tmp);
+	s->tmp[0] = '\0';
+}
+
+/* Splits out into its parent directory and last name (trailing slashes
+ * dropped); parent is "." for a bare name. */
+static enum lt_status split_path(const char *out, char *parent, char *name, size_t cap)
+{
+	size_t n = strlen(out);
+	while (n > 1 && out[n - 1] == '/')
+		n--;
+	size_t slash = n;
+	while (slash > 0 && out[slash - 1] != '/')
+		slash--;
+	if (n - slash == 0 || n >= cap || !strncmp(out + slash, ".", n - slash) ||
+	    !strncmp(out + slash, "..", n - slash)) {
+		lt_errmsg_set("%s: not a usable output directory name", out);
+		return LT_ERR_ARG;
+	}
+	snprintf(name, cap, "%.*s", (int)(n - slash), out + slash);
+	if (slash == 0)
+		snprintf(parent, cap, ".");
+	else
+		snprintf(parent, cap, "%.*s", slash > 1 ? (int)(slash - 1) : 1, out);
+	return LT_OK;
+}
+
+/* mkdir -p of dir. */
+static enum lt_status make_directories(const char *dir)
+{
+	char buf[PATH_CAP];
+	size_t n = strlen(dir);
+	struct stat sb;
+	if (n >= sizeof buf) {
+		lt_errmsg_set("%s: path too long", dir);
+		return LT_ERR_ARG;
+	}
+	memcpy(buf, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char keep = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+			lt_errmsg_set("%s: cannot create the directory: %s", buf, strerror(errno));
+			return LT_ERR_IO;
+		}
+		if (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+			lt_errmsg_set("%s: not a directory", buf);
+			return LT_ERR_IO;
+		}
+		buf[i] = keep;
+	}
+	return LT_OK;
+}
+
+/* 1 when dir holds nothing, 0 when it holds something, -1 (errno set)
+ * when it cannot be read. */
+static int directory_is_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int empty = 1;
+	if (!d)
+		return -1;
+	while (empty && (e = readdir(d)) != NULL)
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* Whether out may be written: absent, an empty directory, or (with
+ * --force) any directory. *fill is set when out exists with files. */
+static enum lt_status check_destination(const char *out, int force, int *fill)
+{
+	struct stat sb;
+	*fill = 0;
+	if (stat(out, &sb) != 0) {
+		if (errno == ENOENT)
+			return LT_OK;
+		lt_errmsg_set("%s: %s", out, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		lt_errmsg_set("%s: exists and is not a directory", out);
+		return LT_ERR_ARG;
+	}
+	int empty = directory_is_empty(out);
+	if (empty < 0) {
+		lt_errmsg_set("%s: cannot list: %s", out, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (!empty && !force) {
+		lt_errmsg_set("%s: exists and is not empty (--force writes into it)", out);
+		return LT_ERR_ARG;
+	}
+	*fill = !empty;
+	return LT_OK;
+}
+
+/* Moves the finished files from the temporary directory to out: one rename
+ * of the directory when out is absent or empty, else file by file. */
+static enum lt_status move_into_place(struct session *s, const char *out, int fill)
+{
+	char from[PATH_CAP + 32], to[PATH_CAP + 32];
+	if (!fill) {
+		if (rename(s->tmp, out) != 0) {
+			lt_errmsg_set("%s: cannot rename to %s: %s", s->tmp, out, strerror(errno));
+			return LT_ERR_IO;
+		}
+		s->tmp[0] = '\0';
+		return LT_OK;
+	}
+	for (int i = 0; out_files[i]; i++) {
+		snprintf(from, sizeof from, "%s/%s", s->tmp, out_files[i]);
+		snprintf(to, sizeof to, "%s/%s", out, out_files[i]);
+		if (rename(from, to) != 0) {
+			lt_errmsg_set("%s: cannot rename to %s: %s", from, to, strerror(errno));
+			return LT_ERR_IO;
+		}
+	}
+	remove_temporary(s);
+	return LT_OK;
+}
+
+static enum lt_status sync_directory(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL)) {
+		lt_errmsg_set("%s: fsync failed: %s", dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return LT_ERR_IO;
+	}
+	close(fd);
+	return LT_OK;
+}
+
+/* Writes every file into a temporary directory beside out, then moves
+ * them into place. */
+static enum lt_status write_export(struct session *s, const char *out, int force)
+{
+	char parent[PATH_CAP], name[PATH_CAP];
+	enum lt_status st;
+	int fill;
+
+	_Static_assert(sizeof name == sizeof s->tmp, "name holds the temporary's path");
+
+	if ((st = split_path(out, parent, name, sizeof parent)) != LT_OK ||
+	    (st = check_destination(out, force, &fill)) != LT_OK ||
+	    (st = make_directories(parent)) != LT_OK)
+		return st;
+	if ((size_t)snprintf(s->tmp, sizeof s->tmp, "%s/.%s.tmp-%ld", parent, name,
+			     (long)getpid()) >= sizeof s->tmp) {
+		lt_errmsg_set("%s: path too long", out);
+		s->tmp[0] = '\0';
+		return LT_ERR_ARG;
+	}
+	memcpy(name, s->tmp, sizeof s->tmp);
+	remove_temporary(s); /* a stale one of an earlier process with our id */
+	memcpy(s->tmp, name, sizeof s->tmp);
+	if (mkdir(s->tmp, 0755) != 0) {
+		lt_errmsg_set("%s: cannot create the directory: %s", s->tmp, strerror(errno));
+		s->tmp[0] = '\0';
+		return LT_ERR_IO;
+	}
+	for (int i = 0; out_files[i]; i++)
+		if ((st = write_one(s, s->tmp, i)) != LT_OK)
+			return st;
+	if ((st = sync_directory(s->tmp)) != LT_OK || (st = move_into_place(s, out, fill)) != LT_OK)
+		return st;
+	return fill ? sync_directory(out) : sync_directory(parent);
+}
+
+static void print_written(const struct session *s, const char *out)
+{
+	char path[PATH_CAP + 32];
+	struct stat sb;
+	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ckpt, s->state.step,
+	       lt_model_num_params(s->model), out);
+	for (int i = 0; out_files[i]; i++) {
+		snprintf(path, sizeof path, "%s/%s", out, out_files[i]);
+		printf("  %-24s %lld bytes\n", out_files[i],
+		       stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL);
+	}
+}
+
+static void free_session(struct session *s)
+{
+	remove_temporary(s);
+	lt_model_free(s->model);
+	lt_backend_free(s->be);
+	lt_tokenizer_free(s->tok);
+	lt_ckpt_state_free(&s->state);
+}
+
+int lt_cmd_export(int argc, char **argv)
+{
+	struct export_args a = { .format = "hf", .out = "export" };
+	struct session s;
+	int rc = parse_export_options(argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	memset(&s, 0, sizeof s);
+	enum lt_status st = load_checkpoint(&s, a.path);
+	if (st == LT_OK)
+		st = write_export(&s, a.out, a.force);
+	if (st != LT_OK) {
+		lt_report("export", st);
+		rc = 1;
+	} else {
+		print_written(&s, a.out);
+		rc = 0;
+	}
+	free_session(&s);
+	return rc;
+}

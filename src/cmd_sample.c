@@ -1,0 +1,309 @@
+/* lltrain sample: generates text from a checkpoint with the KV-cached
+ * decoder (temperature, top-k, top-p) after an optional prompt, and says
+ * how fast it went. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "cmd.h"
+#include "conf.h"
+#include "model.h"
+#include "sample.h"
+#include "tokenizer.h"
+
+/* Room for a checkpoint path plus the names lltrain adds to it. */
+#define PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+struct sample_args {
+	const char *path;          /* checkpoint or run directory */
+	const char *prompt;        /* --prompt, or NULL */
+	const char *prompt_file;   /* --prompt-file, or NULL */
+	const char *device;
+	long max_tokens, top_k, seed, num_samples, threads;
+	double temperature, top_p;
+};
+
+/* What one sampling run holds; freed by free_session. */
+struct session {
+	char ckpt[PATH_CAP];
+	struct lt_ckpt_state state;
+	struct lt_conf conf;
+	lt_tokenizer *tok;
+	lt_backend *be;
+	lt_model *model;
+	char *prompt_text;         /* the prompt's bytes (malloc'd) */
+	size_t prompt_len;
+	lt_ids ids;                /* end-of-text (when the tokenizer has one), then the prompt */
+	int skip;                  /* leading ids not printed: the end-of-text */
+	int32_t *seq;              /* ids, then one sample's new tokens */
+};
+
+static void print_help(void)
+{
+	printf("usage: lltrain sample [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
+	       "Generates text from a checkpoint (or the newest valid one of a run\n"
+	       "directory), with the tokenizer.json saved in it: the end-of-text token,\n"
+	       "then the prompt, then up to --max-tokens new tokens, stopping early at\n"
+	       "end-of-text. Prints the prompt and what follows it; the speed goes to\n"
+	       "stderr.\n\n"
+	       "  --prompt TEXT        the text to continue (default: none)\n"
+	       "  --prompt-file FILE   read the prompt from FILE instead\n"
+	       "  --max-tokens N       new tokens per sample (default 200; reduced to fit\n"
+	       "                       the model's context)\n"
+	       "  --temperature X      0 picks the most likely token (default 0.8)\n"
+	       "  --top-k N            draw from the N most likely tokens; 0 = all (default 40)\n"
+	       "  --top-p X            then from the smallest set holding X of the\n"
+	       "                       probability; 1 = all (default 0.95)\n"
+	       "  --seed N             random seed (default 1); sample i uses N + i\n"
+	       "  --num-samples N      samples to generate (default 1)\n"
+	       "  --device DEV         cpu (default), opencl[:P.D] or auto\n"
+	       "  --threads N          CPU threads (default: OpenMP's choice)\n"
+	       "  --help               this text\n");
+}
+
+/* Fills a from argv; returns -1 to go on, else the exit status. */
+static int parse_sample_options(int argc, char **argv, struct sample_args *a)
+{
+	static const struct option longopts[] = {
+		{ "prompt", required_argument, NULL, 'p' },
+		{ "prompt-file", required_argument, NULL, 'f' },
+		{ "max-tokens", required_argument, NULL, 'n' },
+		{ "temperature", required_argument, NULL, 'T' },
+		{ "top-k", required_argument, NULL, 'k' },
+		{ "top-p", required_argument, NULL, 'P' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "num-samples", required_argument, NULL, 'N' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, bad = 0;
+	optind = 1;
+	while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': a->prompt = optarg; break;
+		case 'f': a->prompt_file = optarg; break;
+		case 'n': bad = lt_cmd_long("sample", "--max-tokens", optarg, 0, 1L << 30, &a->max_tokens); break;
+		case 'T': bad = lt_cmd_double("sample", "--temperature", optarg, 0.0, 100.0, &a->temperature); break;
+		case 'k': bad = lt_cmd_long("sample", "--top-k", optarg, 0, 1L << 30, &a->top_k); break;
+		case 'P': bad = lt_cmd_double("sample", "--top-p", optarg, 0.0, 1.0, &a->top_p); break;
+		case 's': bad = lt_cmd_long("sample", "--seed", optarg, 0, 0x7fffffffffffffffL, &a->seed); break;
+		case 'N': bad = lt_cmd_long("sample", "--num-samples", optarg, 1, 1000000, &a->num_samples); break;
+		case 'd': a->device = optarg; break;
+		case 't': bad = lt_cmd_long("sample", "--threads", optarg, 1, 4096, &a->threads); break;
+		case 'h': print_help(); return 0;
+		default: return 2;
+		}
+	}
+	if (bad)
+		return 2;
+	if (a->prompt && a->prompt_file) {
+		fprintf(stderr, "lltrain sample: --prompt and --prompt-file exclude each other\n");
+		return 2;
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "lltrain sample: expected a checkpoint or run directory (see --help)\n");
+		return 2;
+	}
+	if (optind + 1 < argc) {
+		fprintf(stderr, "lltrain sample: unexpected argument '%s'\n", argv[optind + 1]);
+		return 2;
+	}
+	a->path = argv[optind];
+	return -1;
+}
+
+/* The whole of a file, in a new buffer. */
+static enum lt_status read_whole_file(const char *path, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	*out = NULL;
+	if (!f || !buf) {
+		int err = errno;
+		free(buf);
+		if (f)
+			fclose(f);
+		lt_errmsg_set("%s: cannot read the prompt: %s", path, f ? "out of memory" : strerror(err));
+		return f ? LT_ERR_NOMEM : LT_ERR_IO;
+	}
+	for (;;) {
+		n += fread(buf + n, 1, cap - n, f);
+		if (n < cap)
+			break;
+		char *grown = realloc(buf, cap * 2);
+		if (!grown) {
+			free(buf);
+			fclose(f);
+			lt_errmsg_set("%s: cannot hold a prompt of more than %zu bytes", path, cap);
+			return LT_ERR_NOMEM;
+		}
+		buf = grown;
+		cap *= 2;
+	}
+	int failed = ferror(f);
+	fclose(f);
+	if (failed) {
+		free(buf);
+		lt_errmsg_set("%s: cannot read the prompt: read error", path);
+		return LT_ERR_IO;
+	}
+	*out = buf;
+	*len = n;
+	return LT_OK;
+}
+
+/* The checkpoint, its config, tokenizer and weights on the chosen device. */
+static enum lt_status load_checkpoint(struct session *s, const struct sample_args *a)
+{
+	char path[PATH_CAP + 32];
+	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
+	if (st != LT_OK)
+		return st;
+	snprintf(path, sizeof path, "%s/tokenizer.json", s->ckpt);
+	if ((st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
+	    (st = lt_backend_new(a->device, (int)a->threads, &s->be)) != LT_OK ||
+	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
+		return st;
+	return lt_checkpoint_load_model(s->ckpt, s->model);
+}
+
+/* ids = end-of-text (where the tokenizer has one), then the prompt's ids. */
+static enum lt_status encode_prompt(struct session *s, const struct sample_args *a)
+{
+	enum lt_status st;
+	if (a->prompt_file) {
+		if ((st = read_whole_file(a->prompt_file, &s->prompt_text, &s->prompt_len)) != LT_OK)
+			return st;
+	} else {
+		const char *p = a->prompt ? a->prompt : "";
+		s->prompt_len = strlen(p);
+		if (!(s->prompt_text = malloc(s->prompt_len + 1))) {
+			lt_errmsg_set("cannot allocate %zu bytes for the prompt", s->prompt_len + 1);
+			return LT_ERR_NOMEM;
+		}
+		memcpy(s->prompt_text, p, s->prompt_len + 1);
+	}
+	if (lt_tokenizer_eot_id(s->tok) >= 0) {
+		if ((st = lt_tokenizer_append_eot(s->tok, &s->ids)) != LT_OK)
+			return st;
+		s->skip = 1;
+	}
+	if ((st = lt_tokenizer_encode(s->tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
+		return st;
+	if (s->ids.n == 0) {
+		lt_errmsg_set("%s/tokenizer.json has no end-of-text token to start an empty prompt "
+			      "with; give a --prompt", s->ckpt);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* Generates and prints one sample of up to max_new tokens; adds the new
+ * tokens to *total. */
+static enum lt_status print_one_sample(struct session *s, const struct sample_args *a, int i,
+				       int max_new, long *total)
+{
+	int n_prompt = (int)s->ids.n, got = 0;
+	struct lt_sample_opts o = { .temperature = (float)a->temperature, .top_k = (int)a->top_k,
+				    .top_p = (float)a->top_p, .seed = (uint64_t)a->seed + (uint64_t)i };
+	char *text = NULL;
+	size_t len = 0;
+	enum lt_status st = lt_sample_generate(s->model, s->ids.v, n_prompt, max_new,
+					       lt_tokenizer_eot_id(s->tok), &o, s->seq + n_prompt,
+					       &got);
+	if (st == LT_OK)
+		st = lt_tokenizer_decode(s->tok, s->seq + s->skip, (size_t)(n_prompt - s->skip + got),
+					 &text, &len);
+	if (st != LT_OK)
+		return st;
+	*total += got;
+	if (a->num_samples > 1)
+		printf("--- sample %d of %ld (seed %llu) ---\n", i + 1, a->num_samples,
+		       (unsigned long long)o.seed);
+	fwrite(text, 1, len, stdout);
+	if (!len || text[len - 1] != '\n')
+		putchar('\n');
+	fflush(stdout);
+	free(text);
+	return LT_OK;
+}
+
+/* Fits the request to the context, then generates every sample. Returns
+ * the exit status, having said what went wrong. */
+static int generate_samples(struct session *s, const struct sample_args *a)
+{
+	int ctx = s->conf.model.max_seq, n_prompt = (int)s->ids.n;
+	if (s->ids.n > (size_t)ctx) {
+		fprintf(stderr, "lltrain sample: prompt of %zu tokens exceeds the context of %d tokens\n",
+			s->ids.n, ctx);
+		return 1;
+	}
+	int max_new = (int)a->max_tokens;
+	if (max_new > ctx - n_prompt) {
+		max_new = ctx - n_prompt;
+		fprintf(stderr, "lltrain sample: --max-tokens %ld reduced to %d: the prompt's %d tokens "
+			"and the new ones must fit the context of %d tokens\n", a->max_tokens, max_new,
+			n_prompt, ctx);
+	}
+	if (!(s->seq = malloc((size_t)ctx * sizeof *s->seq))) {
+		lt_errmsg_set("cannot allocate %d tokens", ctx);
+		lt_report("sample", LT_ERR_NOMEM);
+		return 1;
+	}
+	memcpy(s->seq, s->ids.v, (size_t)n_prompt * sizeof *s->seq);
+	long total = 0;
+	double t0 = lt_cmd_seconds();
+	for (int i = 0; i < a->num_samples; i++) {
+		enum lt_status st = print_one_sample(s, a, i, max_new, &total);
+		if (st != LT_OK) {
+			lt_report("sample", st);
+			return 1;
+		}
+	}
+	double dt = lt_cmd_seconds() - t0;
+	fprintf(stderr, "%ld tokens in %.2f s (%.1f tokens/s)\n", total, dt,
+		dt > 0 ? (double)total / dt : 0.0);
+	return 0;
+}
+
+static void free_session(struct session *s)
+{
+	lt_model_free(s->model);
+	lt_backend_free(s->be);
+	lt_tokenizer_free(s->tok);
+	lt_ckpt_state_free(&s->state);
+	lt_ids_free(&s->ids);
+	free(s->prompt_text);
+	free(s->seq);
+}
+
+int lt_cmd_sample(int argc, char **argv)
+{
+	struct sample_args a = { .device = "cpu", .max_tokens = 200, .top_k = 40, .seed = 1,
+				 .num_samples = 1, .temperature = 0.8, .top_p = 0.95 };
+	struct session s;
+	int rc = parse_sample_options(argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	memset(&s, 0, sizeof s);
+	enum lt_status st = load_checkpoint(&s, &a);
+	if (st == LT_OK)
+		st = encode_prompt(&s, &a);
+	if (st != LT_OK) {
+		lt_report("sample", st);
+		rc = 1;
+	} else {
+		rc = generate_samples(&s, &a);
+	}
+	free_session(&s);
+	return rc;
+}

@@ -1,0 +1,153 @@
+/* The run configuration: every key of the sections [model] [train] [data]
+ * [run], with its type, default and allowed range, read from INI files
+ * (through inih), from the built-in presets and from --section.key=value
+ * options, later sources winning, and written back out as INI.
+ *
+ * Ownership: an lt_conf is a plain struct the caller owns; its strings are
+ * fixed-size arrays, so it copies by assignment. */
+#ifndef LT_CONF_H
+#define LT_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model.h"
+#include "optim.h"
+#include "status.h"
+
+#define LT_CONF_PATH_MAX 1024
+/* The longest line an INI file may hold, newline excluded (inih's buffer);
+ * so a string value is at most this less "key = ". */
+#define LT_CONF_LINE_MAX 198
+
+struct lt_conf_train {
+	int batch;            /* sequences per micro-batch */
+	int seq;              /* tokens per sequence (<= model.max_seq) */
+	int grad_accum;       /* micro-batches per optimizer step */
+	int steps;            /* optimizer steps of the run */
+	double max_minutes;   /* wall-clock budget; 0 = none */
+	struct lt_optim_config optim; /* lr, min_lr, warmup_steps, schedule, betas, eps,
+				       * weight_decay, grad_clip; total_steps = steps */
+	uint64_t seed;        /* initialisation, batch order, samples */
+	int max_bad_steps;    /* NaN/Inf losses in a row before the run aborts */
+};
+
+struct lt_conf_data {
+	char dir[LT_CONF_PATH_MAX];     /* prepared data: tokenizer.json, train_*.bin, val_*.bin;
+					 * empty = RUN_DIR/data */
+	char corpus[LT_CONF_PATH_MAX];  /* text that `train` prepares when dir holds no data */
+	char doc_separator[64];         /* a line equal to this ends a document ("" = whole file) */
+	int vocab_size;                 /* tokenizer size prepared; 0 = model.vocab_size */
+	double val_fraction;            /* share of documents held out */
+	long shard_tokens;              /* tokens per shard file */
+};
+
+struct lt_conf_run {
+	char dir[LT_CONF_PATH_MAX];     /* the run directory */
+	char device[64];                /* cpu, opencl[:P.D], auto */
+	int threads;                    /* 0 = OpenMP's choice */
+	int log_every;                  /* plain log line every N steps (not a terminal) */
+	int eval_every;                 /* validation loss every N steps; 0 = at the end only */
+	int eval_batches;               /* validation batches per evaluation */
+	int sample_every;               /* print a sample every N steps; 0 = never */
+	int sample_tokens;              /* length of those samples and of the final one */
+	int checkpoint_every;           /* 0 = only at the end */
+	int keep_checkpoints;           /* the newest J are kept */
+};
+
+struct lt_conf {
+	struct lt_model_config model;
+	struct lt_conf_train train;
+	struct lt_conf_data data;
+	struct lt_conf_run run;
+};
+
+/* One key of the table. */
+enum lt_conf_type { LT_CONF_INT, LT_CONF_INT64, LT_CONF_FLOAT, LT_CONF_DOUBLE, LT_CONF_BOOL,
+		    LT_CONF_STRING, LT_CONF_ENUM };
+/* LT_CONF_INT is a signed int or long (by size), LT_CONF_INT64 an unsigned
+ * 64-bit integer, LT_CONF_BOOL an int 0/1, LT_CONF_ENUM an int index into
+ * choices, LT_CONF_STRING a NUL-terminated char array of `size` bytes. */
+struct lt_conf_key {
+	const char *section, *name;
+	enum lt_conf_type type;
+	size_t offset, size;          /* where in struct lt_conf, bytes (strings: capacity) */
+	double min, max;              /* numbers: the range; strings: min is the least length */
+	int open_min, open_max;       /* 1 where that bound itself is excluded: (min, max] */
+	const char *const *choices;   /* enums: NULL-terminated names, stored as int index */
+	const char *def;              /* the default, as text lt_conf_set reads */
+	const char *doc;              /* one line for lltrain.conf(5) and `info --keys` */
+};
+
+/* The keys, NULL-name-terminated, in section order. */
+const struct lt_conf_key *lt_conf_keys(void);
+/* The key "section.name", or NULL. */
+const struct lt_conf_key *lt_conf_find(const char *section, const char *name);
+
+/* For `info --keys` and lltrain.conf(5): a type's name ("int", "float",
+ * "bool", "string", "enum", ...), and what a key's values may be:
+ * "[1, 65536]", "(0, 10]", "true|false", "cosine|linear|constant", "text"
+ * or "non-empty text". */
+const char *lt_conf_type_name(enum lt_conf_type t);
+void lt_conf_range(const struct lt_conf_key *k, char *buf, size_t cap);
+
+/* The built-in defaults (the tiny preset's model). */
+void lt_conf_defaults(struct lt_conf *c);
+/* Applies the built-in preset NAME (case-insensitive) over c; LT_ERR_NOTFOUND
+ * with the known names in lt_errmsg when there is none. */
+enum lt_status lt_conf_apply_preset(struct lt_conf *c, const char *name);
+/* The preset names, NULL-terminated, in size order. */
+const char *const *lt_conf_preset_names(void);
+/* The preset whose model c has (every [model] key the same), or NULL. */
+const char *lt_conf_preset_of(const struct lt_conf *c);
+/* Applies an INI file over c: all of it, or on an error nothing (c is left
+ * as it was). LT_ERR_CONFIG errors read "PATH:LINE: [section] key = 'value':
+ * expected an integer in [1, 65536]" (the type, the range, the choices);
+ * LT_ERR_IO when the file cannot be read. A line holds at most
+ * LT_CONF_LINE_MAX characters. */
+enum lt_status lt_conf_apply_file(struct lt_conf *c, const char *path);
+/* Applies INI text (origin names it in errors, as a path would). */
+enum lt_status lt_conf_apply_string(struct lt_conf *c, const char *text, const char *origin);
+/* Sets one key from text: "section.key", "value"; origin ("--train.lr")
+ * names it in errors: "--train.lr '0': expected a number in (0, 10]"
+ * (LT_ERR_CONFIG, also for an unknown key). c is changed only on success,
+ * and train.optim.total_steps follows train.steps. */
+enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *value,
+			   const char *origin);
+/* Checks what single keys cannot: model shape (lt_model_config_check),
+ * train.seq <= model.max_seq, batch x seq within an int, min_lr <= lr,
+ * optim.total_steps == steps. (A warmup as long as the run is allowed: the
+ * rate then only warms up, which short test runs want.) */
+enum lt_status lt_conf_check(const struct lt_conf *c);
+
+/* Writes every key as INI that lt_conf_apply_file reads back to the same
+ * struct (each float and double in the shortest text that reads back to
+ * the same bits). */
+enum lt_status lt_conf_write(const struct lt_conf *c, FILE *f);
+/* The same into a new malloc'd NUL-terminated string. */
+enum lt_status lt_conf_to_string(const struct lt_conf *c, char **out);
+/* A key's current value as text, into buf (as lt_conf_write writes it). */
+void lt_conf_format(const struct lt_conf *c, const struct lt_conf_key *k, char *buf, size_t cap);
+
+/* Command-line handling shared by the commands: scans argv[1..] (up to a
+ * "--", which stays with all that follows it) for --preset NAME,
+ * --config FILE (repeatable) and --section.key=value (or --section.key
+ * value; the = forms of all three work), and removes them from argv (argc
+ * updated, argv[argc] = NULL) so getopt sees only the command's own
+ * options, in their order. They apply over c by kind, so that precedence
+ * does not depend on their places: every --preset, then every --config in
+ * order, then every --section.key in order. On an error c is left as it was:
+ * LT_ERR_ARG with "OPTION: problem" in lt_errmsg for a bad option (a usage
+ * error), or a --config file's own status and message (LT_ERR_IO,
+ * LT_ERR_CONFIG: bad input). */
+enum lt_status lt_conf_apply_args(struct lt_conf *c, int *argc, char **argv);
+
+/* The number parsers every command's options use: the whole text must be
+ * a number in [min, max]; otherwise LT_ERR_ARG with "ORIGIN 'TEXT':
+ * expected an integer (a number) in [min, max]" in lt_errmsg. */
+enum lt_status lt_parse_long(const char *origin, const char *text, long min, long max, long *out);
+enum lt_status lt_parse_double(const char *origin, const char *text, double min, double max,
+			       double *out);
+
+#endif

@@ -1,0 +1,260 @@
+/* The token streams of a prepared data directory: its shards opened and
+ * checked, random training windows keyed by (seed, sample index), and
+ * sequential validation windows (see data.h). */
+#include "config.h"
+#include "data.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "shard.h"
+
+/* Sample s draws its window from the random stream (seed, DATA_STREAM + s),
+ * apart from the streams that initialisation and sampling use. */
+#define DATA_STREAM UINT64_C(0x6461746100000000)
+
+struct split {
+	lt_shard **shards;
+	int n;
+	uint64_t tokens;
+};
+
+struct lt_data {
+	char *dir;
+	struct split train, val;
+};
+
+/* Shorter names first, so train_10000.bin follows train_9999.bin. */
+static int compare_names(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+	size_t nx = strlen(x), ny = strlen(y);
+	return nx != ny ? (nx < ny ? -1 : 1) : strcmp(x, y);
+}
+
+/* name is PREFIX*.bin (and not hidden, not a .tmp left by a writer). */
+static int is_shard_name(const char *name, const char *prefix)
+{
+	size_t n = strlen(name), p = strlen(prefix);
+	return n > p + 4 && !strncmp(name, prefix, p) && !strcmp(name + n - 4, ".bin");
+}
+
+static void free_names(char **names, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The sorted paths dir/PREFIX*.bin. */
+static enum lt_status list_shards(const char *dir, const char *prefix, char ***out, int *n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char **names = NULL;
+	int cap = 0;
+	*out = NULL;
+	*n = 0;
+	if (!d) {
+		int err = errno;
+		lt_errmsg_set("%s: %s", dir, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	while ((e = readdir(d))) {
+		if (!is_shard_name(e->d_name, prefix))
+			continue;
+		if (*n == cap) {
+			int ncap = cap ? 2 * cap : 16;
+			char **grown = realloc(names, (size_t)ncap * sizeof *names);
+			if (!grown)
+				goto nomem;
+			names = grown;
+			cap = ncap;
+		}
+		size_t len = strlen(dir) + strlen(e->d_name) + 2;
+		if (!(names[*n] = malloc(len)))
+			goto nomem;
+		snprintf(names[*n], len, "%s/%s", dir, e->d_name);
+		(*n)++;
+	}
+	closedir(d);
+	if (*n > 1)
+		qsort(names, (size_t)*n, sizeof *names, compare_names);
+	*out = names;
+	return LT_OK;
+nomem:
+	closedir(d);
+	free_names(names, *n);
+	*n = 0;
+	lt_errmsg_set("%s: cannot allocate the list of shards", dir);
+	return LT_ERR_NOMEM;
+}
+
+/* Opens every dir/PREFIX*.bin, each checked in full against the vocabulary
+ * (*vocab_size, or the first shard's when it is 0). */
+static enum lt_status open_split(const char *dir, const char *prefix, int *vocab_size,
+				 struct split *sp)
+{
+	char **paths;
+	int n;
+	enum lt_status st = list_shards(dir, prefix, &paths, &n);
+	if (st != LT_OK)
+		return st;
+	if (n == 0) {
+		free(paths);
+		lt_errmsg_set("%s: no %s*.bin token shards (prepare the data with lltrain prepare)",
+			      dir, prefix);
+		return LT_ERR_NOTFOUND;
+	}
+	if (!(sp->shards = calloc((size_t)n, sizeof *sp->shards))) {
+		free_names(paths, n);
+		lt_errmsg_set("%s: cannot allocate %d shard readers", dir, n);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < n && st == LT_OK; i++) {
+		st = lt_shard_open(paths[i], *vocab_size, 1, &sp->shards[i]);
+		if (st != LT_OK)
+			break;
+		sp->n = i + 1;
+		*vocab_size = lt_shard_info(sp->shards[i])->vocab_size;
+		sp->tokens += lt_shard_info(sp->shards[i])->n_tokens;
+	}
+	free_names(paths, n);
+	return st;
+}
+
+static void close_split(struct split *sp)
+{
+	for (int i = 0; i < sp->n; i++)
+		lt_shard_close(sp->shards[i]);
+	free(sp->shards);
+}
+
+enum lt_status lt_data_open(const char *dir, int vocab_size, lt_data **out)
+{
+	lt_data *d = calloc(1, sizeof *d);
+	enum lt_status st;
+	*out = NULL;
+	if (!d || !(d->dir = malloc(strlen(dir) + 1))) {
+		free(d);
+		lt_errmsg_set("%s: cannot allocate the data reader", dir);
+		return LT_ERR_NOMEM;
+	}
+	strcpy(d->dir, dir);
+	if ((st = open_split(dir, "train_", &vocab_size, &d->train)) != LT_OK ||
+	    (st = open_split(dir, "val_", &vocab_size, &d->val)) != LT_OK) {
+		lt_data_close(d);
+		return st;
+	}
+	*out = d;
+	return LT_OK;
+}
+
+void lt_data_close(lt_data *d)
+{
+	if (!d)
+		return;
+	close_split(&d->train);
+	close_split(&d->val);
+	free(d->dir);
+	free(d);
+}
+
+uint64_t lt_data_tokens(const lt_data *d, enum lt_data_split split)
+{
+	return split == LT_DATA_TRAIN ? d->train.tokens : d->val.tokens;
+}
+
+/* Window starts in a shard of n tokens: those with T+1 tokens from them. */
+static uint64_t window_starts(const lt_shard *s, int T)
+{
+	uint64_t n = lt_shard_info(s)->n_tokens;
+	return n > (uint64_t)T ? n - (uint64_t)T : 0;
+}
+
+enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t first, int B, int T,
+				   int32_t *tokens, int32_t *targets)
+{
+	uint64_t starts = 0, longest = 0;
+	if (B <= 0 || T <= 0) {
+		lt_errmsg_set("%s: a batch of %d x %d tokens, expected positive sizes", d->dir, B,
+			      T);
+		return LT_ERR_ARG;
+	}
+	for (int k = 0; k < d->train.n; k++) {
+		starts += window_starts(d->train.shards[k], T);
+		if (lt_shard_info(d->train.shards[k])->n_tokens > longest)
+			longest = lt_shard_info(d->train.shards[k])->n_tokens;
+	}
+	if (starts == 0) {
+		lt_errmsg_set("%s: no training shard holds a window of %d tokens (the longest has %"
+			      PRIu64 "); lower train.seq or prepare more text", d->dir, T + 1,
+			      longest);
+		return LT_ERR_ARG;
+	}
+	/* Each sample is uniform over every window start of every shard, so
+	 * every training token is drawn about equally often. */
+	for (int b = 0; b < B; b++) {
+		struct lt_rng r;
+		lt_rng_seed(&r, seed, DATA_STREAM + first + (uint64_t)b);
+		uint64_t at = lt_rng_below(&r, starts);
+		int k = 0;
+		while (at >= window_starts(d->train.shards[k], T))
+			at -= window_starts(d->train.shards[k++], T);
+		lt_shard_read(d->train.shards[k], at, tokens + (size_t)b * T, (size_t)T);
+		lt_shard_read(d->train.shards[k], at + 1, targets + (size_t)b * T, (size_t)T);
+	}
+	return LT_OK;
+}
+
+/* out[0..n) = the validation tokens at .. at+n-1, across shard ends
+ * (at + n <= the validation token count). */
+static void read_val(const lt_data *d, uint64_t at, int32_t *out, size_t n)
+{
+	for (int k = 0; k < d->val.n && n > 0; k++) {
+		uint64_t count = lt_shard_info(d->val.shards[k])->n_tokens;
+		if (at >= count) {
+			at -= count;
+			continue;
+		}
+		size_t take = count - at < n ? (size_t)(count - at) : n;
+		lt_shard_read(d->val.shards[k], at, out, take);
+		out += take;
+		n -= take;
+		at = 0;
+	}
+}
+
+enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
+				 int32_t *tokens, int32_t *targets, long *n)
+{
+	uint64_t total = d->val.tokens, per = (uint64_t)B * (uint64_t)T;
+	*n = 0;
+	if (B <= 0 || T <= 0) {
+		lt_errmsg_set("%s: a batch of %d x %d tokens, expected positive sizes", d->dir, B,
+			      T);
+		return LT_ERR_ARG;
+	}
+	/* past the end as a whole (and no overflow in index * per below) */
+	int past = index >= total / per + 1;
+	for (int b = 0; b < B; b++) {
+		uint64_t at = past ? total : index * per + (uint64_t)b * (uint64_t)T;
+		uint64_t have = at < total ? total - at : 0;
+		size_t take = have < (uint64_t)T + 1 ? (size_t)have : (size_t)T + 1;
+		int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
+		size_t real = take > 0 ? take - 1 : 0; /* targets that exist */
+		read_val(d, at, tok, take < (size_t)T ? take : (size_t)T);
+		read_val(d, at + 1, tgt, real);
+		for (size_t t = take; t < (size_t)T; t++)
+			tok[t] = 0;
+		for (size_t t = real; t < (size_t)T; t++)
+			tgt[t] = -1;
+		*n += (long)real;
+	}
+	return LT_OK;
+}

@@ -1,0 +1,156 @@
+/* Training progress: metrics.jsonl lines and the human view on stdout. */
+#include "config.h"
+#include "metrics.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+struct lt_metrics {
+	FILE *f;
+	char *path;
+	int tty;          /* stdout is a terminal: one refreshed line */
+	int line_open;    /* the refreshed line is on screen, unterminated */
+	int log_every;
+};
+
+enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out)
+{
+	struct lt_metrics *mt = calloc(1, sizeof *mt);
+	if (!mt || !(mt->path = strdup(path))) {
+		free(mt);
+		lt_errmsg_set("cannot allocate the metrics writer");
+		return LT_ERR_NOMEM;
+	}
+	mt->f = fopen(path, "a");
+	if (!mt->f) {
+		lt_errmsg_set("%s: cannot open for appending: %s", path, strerror(errno));
+		free(mt->path);
+		free(mt);
+		return LT_ERR_IO;
+	}
+	mt->tty = isatty(STDOUT_FILENO);
+	mt->log_every = log_every > 0 ? log_every : 1;
+	*out = mt;
+	return LT_OK;
+}
+
+static void end_progress_line(lt_metrics *mt)
+{
+	if (mt->line_open) {
+		fputc('\n', stdout);
+		mt->line_open = 0;
+	}
+}
+
+void lt_metrics_close(lt_metrics *mt)
+{
+	if (!mt)
+		return;
+	end_progress_line(mt);
+	fflush(stdout);
+	fclose(mt->f);
+	free(mt->path);
+	free(mt);
+}
+
+/* JSON has no NaN or Inf: those become null. */
+static json_t *json_number(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Appends obj as one line and flushes it, so a killed run keeps every
+ * line it logged. Steals obj. */
+static enum lt_status write_line(lt_metrics *mt, json_t *obj)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
+		      : NULL;
+	json_decref(obj);
+	if (!s) {
+		lt_errmsg_set("%s: cannot format a metrics line", mt->path);
+		return LT_ERR_NOMEM;
+	}
+	int bad = fprintf(mt->f, "%s\n", s) < 0 || fflush(mt->f) != 0;
+	free(s);
+	if (bad) {
+		lt_errmsg_set("%s: write failed: %s", mt->path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+static void format_duration(double s, char *buf, size_t cap)
+{
+	if (!isfinite(s) || s < 0)
+		snprintf(buf, cap, "?");
+	else if (s < 3600)
+		snprintf(buf, cap, "%d:%02d", (int)s / 60, (int)s % 60);
+	else
+		snprintf(buf, cap, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
+}
+
+static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
+{
+	char eta[32], line[256];
+	double per_step = s->step > 0 ? s->elapsed / (double)s->step : 0;
+	format_duration(per_step * (double)(s->total_steps - s->step), eta, sizeof eta);
+	snprintf(line, sizeof line,
+		 "step %ld/%ld  loss %.4f  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s  ETA %s%s",
+		 s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tflops, eta,
+		 s->skipped ? "  (skipped: non-finite loss)" : "");
+	if (mt->tty) {
+		/* \r then clear to the end of the line */
+		printf("\r%s\033[K", line);
+		mt->line_open = 1;
+	} else if (s->step % mt->log_every == 0 || s->step == s->total_steps || s->skipped) {
+		printf("%s\n", line);
+	}
+	fflush(stdout);
+}
+
+enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "step", json_integer(s->step));
+	json_object_set_new(o, "loss", json_number(s->loss));
+	json_object_set_new(o, "lr", json_number(s->lr));
+	json_object_set_new(o, "grad_norm", json_number(s->grad_norm));
+	json_object_set_new(o, "tokens_per_s", json_number(s->tokens_per_s));
+	json_object_set_new(o, "tflops", json_number(s->tflops));
+	json_object_set_new(o, "tokens", json_integer(s->tokens));
+	json_object_set_new(o, "elapsed", json_number(s->elapsed));
+	if (s->skipped)
+		json_object_set_new(o, "skipped", json_true());
+	show_step(mt, s);
+	return write_line(mt, o);
+}
+
+enum lt_status lt_metrics_eval(lt_metrics *mt, long step, double val_loss, double elapsed)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "step", json_integer(step));
+	json_object_set_new(o, "val_loss", json_number(val_loss));
+	json_object_set_new(o, "val_ppl", json_number(exp(val_loss)));
+	json_object_set_new(o, "elapsed", json_number(elapsed));
+	lt_metrics_say(mt, "step %ld: validation loss %.4f, perplexity %.2f", step, val_loss,
+		       exp(val_loss));
+	return write_line(mt, o);
+}
+
+void lt_metrics_say(lt_metrics *mt, const char *fmt, ...)
+{
+	va_list ap;
+	if (mt)
+		end_progress_line(mt);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}

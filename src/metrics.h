@@ -1,0 +1,33 @@
+/* Training progress: one JSON object per line in RUN/metrics.jsonl for
+ * every step and every evaluation, and a human view on stdout: a single
+ * refreshed line on a terminal, plain lines every N steps otherwise. */
+#ifndef LT_METRICS_H
+#define LT_METRICS_H
+
+#include <stdio.h>
+
+#include "status.h"
+
+struct lt_step_metrics {
+	long step, total_steps;
+	double loss, lr, grad_norm;
+	double tokens_per_s, tflops;   /* this step's rate, model FLOPs */
+	double elapsed;                /* training seconds since the run began */
+	long tokens;                   /* trained so far */
+	int skipped;                   /* a NaN/Inf loss: no update was made */
+};
+
+typedef struct lt_metrics lt_metrics;
+
+/* Opens (appending to) path; log_every is the plain-line period when
+ * stdout is not a terminal (a terminal gets the refreshed line). */
+enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out);
+/* Flushes and closes; finishes the refreshed line with a newline. */
+void lt_metrics_close(lt_metrics *mt);
+enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s);
+/* An evaluation: {"step", "val_loss", "val_ppl", "elapsed"}, and a line. */
+enum lt_status lt_metrics_eval(lt_metrics *mt, long step, double val_loss, double elapsed);
+/* Prints a message line on stdout without breaking the progress line. */
+void lt_metrics_say(lt_metrics *mt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,1075 @@
+/* Data preparation: lists the corpus files, splits them into documents as
+ * they stream through in blocks, trains (or loads) the tokenizer, encodes
+ * the documents in parallel batches into train and validation shards, and
+ * puts the finished directory in place only when every step succeeded. */
+#include "config.h"
+#include "prepare.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <omp.h>
+
+#include "shard.h"
+#include "tokenizer.h"
+
+/* Files are read this much at a time. */
+#define READ_BLOCK ((size_t)1 << 20)
+/* Text encoded per parallel batch (unless the options say), and segments
+ * per batch at most. */
+#define BATCH_BYTES ((size_t)8 << 20)
+#define BATCH_SEGMENTS ((size_t)1 << 16)
+
+static double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static char *copy_string(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = malloc(n);
+	if (p)
+		memcpy(p, s, n);
+	else
+		lt_errmsg_set("cannot allocate %zu bytes for a string", n);
+	return p;
+}
+
+/* A new string "a/b"; NULL (with the error set) when memory is out. */
+static char *join_path(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 2;
+	char *p = malloc(n);
+	if (p)
+		snprintf(p, n, "%s/%s", a, b);
+	else
+		lt_errmsg_set("cannot allocate %zu bytes for a path", n);
+	return p;
+}
+
+/* ---------------------------------------------------------- the corpus */
+
+struct corpus_file {
+	char *path;
+	uint64_t bytes, docs;
+};
+
+struct corpus {
+	struct corpus_file *files;
+	int n, cap;
+	const char *name;     /* for messages: the input, or the first of them */
+	int more_inputs;      /* inputs beyond the first */
+};
+
+static void corpus_free(struct corpus *c)
+{
+	for (int i = 0; i < c->n; i++)
+		free(c->files[i].path);
+	free(c->files);
+}
+
+static enum lt_status corpus_add(struct corpus *c, const char *path)
+{
+	if (c->n == c->cap) {
+		int ncap = c->cap ? 2 * c->cap : 16;
+		struct corpus_file *grown = realloc(c->files, (size_t)ncap * sizeof *grown);
+		if (!grown) {
+			lt_errmsg_set("cannot allocate the list of %d corpus files", ncap);
+			return LT_ERR_NOMEM;
+		}
+		c->files = grown;
+		c->cap = ncap;
+	}
+	if (!(c->files[c->n].path = copy_string(path)))
+		return LT_ERR_NOMEM;
+	c->files[c->n].bytes = c->files[c->n].docs = 0;
+	c->n++;
+	return LT_OK;
+}
+
+static int compare_files(const void *a, const void *b)
+{
+	return strcmp(((const struct corpus_file *)a)->path, ((const struct corpus_file *)b)->path);
+}
+
+/* Names a directory holds that are not text: hidden files, and the fortune
+ * index files (*.dat) and their links (*.u8). */
+static int is_skipped_name(const char *name)
+{
+	size_t n = strlen(name);
+	return name[0] == '.' || (n > 4 && !strcmp(name + n - 4, ".dat")) ||
+	       (n > 3 && !strcmp(name + n - 3, ".u8"));
+}
+
+/* Fails unless path opens for reading (O_NONBLOCK: a FIFO must not hang). */
+static enum lt_status check_readable(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+		lt_errmsg_set("%s: %s", path, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	close(fd);
+	return LT_OK;
+}
+
+/* The regular files directly inside dir, sorted by name. */
+static enum lt_status add_directory(struct corpus *c, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	enum lt_status st = LT_OK;
+	int first = c->n;
+	if (!d) {
+		lt_errmsg_set("%s: cannot list the directory: %s", dir, strerror(errno));
+		return LT_ERR_IO;
+	}
+	while (st == LT_OK && (e = readdir(d))) {
+		struct stat sb;
+		if (is_skipped_name(e->d_name))
+			continue;
+		char *path = join_path(dir, e->d_name);
+		if (!path) {
+			st = LT_ERR_NOMEM;
+			break;
+		}
+		/* links to files count; subdirectories, FIFOs and dangling links do not */
+		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+		    (st = check_readable(path)) == LT_OK)
+			st = corpus_add(c, path);
+		free(path);
+	}
+	closedir(d);
+	if (c->n - first > 1)
+		qsort(c->files + first, (size_t)(c->n - first), sizeof *c->files, compare_files);
+	return st;
+}
+
+/* The inputs in the order given, each directory's files sorted. */
+static enum lt_status list_corpus(const struct lt_prepare_opts *o, struct corpus *c)
+{
+	c->name = o->inputs[0];
+	c->more_inputs = o->n_inputs - 1;
+	for (int i = 0; i < o->n_inputs; i++) {
+		const char *in = o->inputs[i];
+		struct stat sb;
+		enum lt_status st;
+		if (stat(in, &sb) != 0) {
+			int err = errno;
+			lt_errmsg_set("%s: %s", in, strerror(err));
+			return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+		}
+		if (S_ISDIR(sb.st_mode))
+			st = add_directory(c, in);
+		else if (!S_ISREG(sb.st_mode)) {
+			lt_errmsg_set("%s: not a regular file or a directory, expected text",
+				      in);
+			st = LT_ERR_IO;
+		} else if ((st = check_readable(in)) == LT_OK)
+			st = corpus_add(c, in);
+		if (st != LT_OK)
+			return st;
+	}
+	return LT_OK;
+}
+
+/* "CORPUS: " in messages: the only input, or the first and a count. */
+static void prefix_corpus(const struct corpus *c)
+{
+	if (c->more_inputs)
+		lt_errmsg_prefix("%s (and %d more input%s)", c->name, c->more_inputs,
+				 c->more_inputs > 1 ? "s" : "");
+	else
+		lt_errmsg_prefix("%s", c->name);
+}
+
+/* ------------------------------------------------- documents in blocks */
+
+/* A document, or a piece of one, handed on as it is read: text[0..len),
+ * with doc_end set on the last piece of each document. Pieces are cut only
+ * where an ASCII non-space meets ASCII whitespace, where no pre-token of
+ * the GPT-2 pattern can span the cut, so encoding the pieces one by one
+ * gives the ids of the whole document. */
+typedef enum lt_status (*segment_fn)(void *ctx, const char *text, size_t len, int doc_end);
+
+struct scanner {
+	const char *sep;      /* a line equal to it (or to it and '\r') ends a document */
+	size_t sep_len;       /* 0: each file is one document */
+	char *buf;
+	size_t cap;
+	segment_fn fn;
+	void *ctx;
+	/* the file being read */
+	const char *path;
+	size_t have, start, scan;
+	uint64_t doc_bytes;   /* of the current document, handed on already */
+	uint64_t docs;
+};
+
+static int is_separator(const struct scanner *sc, const char *line, size_t n)
+{
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	return n == sc->sep_len && !memcmp(line, sc->sep, n);
+}
+
+static int is_ascii_space(unsigned char c)
+{
+	return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The last place p in (0, limit) where buf[p-1] is a printable ASCII
+ * non-space and buf[p] whitespace, or 0. */
+static size_t find_safe_cut(const char *buf, size_t limit)
+{
+	for (size_t p = limit; p-- > 1;) {
+		unsigned char c = (unsigned char)buf[p - 1];
+		if (c > 0x20 && c < 0x7f && is_ascii_space((unsigned char)buf[p]))
+			return p;
+	}
+	return 0;
+}
+
+/* Ends the current document at buf[end]; empty documents are dropped. */
+static enum lt_status end_document(struct scanner *sc, size_t end)
+{
+	size_t len = end - sc->start;
+	enum lt_status st = LT_OK;
+	if (sc->doc_bytes + len > 0) {
+		st = sc->fn(sc->ctx, sc->buf + sc->start, len, 1);
+		sc->docs++;
+	}
+	sc->doc_bytes = 0;
+	return st;
+}
+
+/* Hands on the separator-free lines in buf: each separator ends a document. */
+static enum lt_status split_lines(struct scanner *sc, int *mid_line)
+{
+	char *nl;
+	while (sc->scan < sc->have &&
+	       (nl = memchr(sc->buf + sc->scan, '\n', sc->have - sc->scan))) {
+		size_t eol = (size_t)(nl - sc->buf);
+		if (!*mid_line && is_separator(sc, sc->buf + sc->scan, eol - sc->scan)) {
+			enum lt_status st = end_document(sc, sc->scan);
+			if (st != LT_OK)
+				return st;
+			sc->start = eol + 1;
+		}
+		sc->scan = eol + 1;
+		*mid_line = 0;
+	}
+	return LT_OK;
+}
+
+/* The buffer is full of one unfinished document: hands on its head up to a
+ * safe cut, or doubles the buffer when there is none. */
+static enum lt_status pass_on_head(struct scanner *sc, int *mid_line)
+{
+	/* A line longer than a separator line cannot be one. */
+	int line_known = !sc->sep_len || *mid_line || sc->have - sc->scan > sc->sep_len + 1;
+	size_t cut = find_safe_cut(sc->buf, line_known ? sc->have : sc->scan);
+	if (cut == 0) {
+		char *grown = realloc(sc->buf, 2 * sc->cap);
+		if (!grown) {
+			lt_errmsg_set("%s: cannot allocate %zu bytes for a stretch of text without "
+				      "spaces", sc->path, 2 * sc->cap);
+			return LT_ERR_NOMEM;
+		}
+		sc->buf = grown;
+		sc->cap *= 2;
+		return LT_OK;
+	}
+	enum lt_status st = sc->fn(sc->ctx, sc->buf, cut, 0);
+	sc->doc_bytes += cut;
+	memmove(sc->buf, sc->buf + cut, sc->have - cut);
+	sc->have -= cut;
+	if (cut > sc->scan) {
+		sc->scan = 0;
+		*mid_line = 1;
+	} else {
+		sc->scan -= cut;
+	}
+	return st;
+}
+
+/* Reads the file in blocks, handing on its documents; *bytes gets its size. */
+static enum lt_status scan_file(struct scanner *sc, const char *path, uint64_t *bytes,
+				uint64_t *docs)
+{
+	enum lt_status st = LT_OK;
+	int mid_line = 0, eof = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		int err = errno;
+		lt_errmsg_set("%s: %s", path, strerror(err));
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	sc->path = path;
+	sc->have = sc->start = sc->scan = 0;
+	sc->doc_bytes = sc->docs = 0;
+	*bytes = 0;
+	while (st == LT_OK) {
+		size_t want = sc->cap - sc->have;
+		size_t got = fread(sc->buf + sc->have, 1, want, f);
+		if (got < want && ferror(f)) {
+			lt_errmsg_set("%s: cannot read at byte %" PRIu64 ": %s", path, *bytes + got,
+				      strerror(errno));
+			st = LT_ERR_IO;
+			break;
+		}
+		eof = got < want;
+		sc->have += got;
+		*bytes += got;
+		if (sc->sep_len && (st = split_lines(sc, &mid_line)) != LT_OK)
+			break;
+		if (!sc->sep_len)
+			sc->scan = sc->have;
+		if (eof) {
+			size_t end = sc->have;
+			if (sc->sep_len && !mid_line &&
+			    is_separator(sc, sc->buf + sc->scan, sc->have - sc->scan))
+				end = sc->scan;
+			st = end_document(sc, end);
+			break;
+		}
+		if (sc->start > 0) {
+			memmove(sc->buf, sc->buf + sc->start, sc->have - sc->start);
+			sc->have -= sc->start;
+			sc->scan -= sc->start;
+			sc->start = 0;
+		}
+		if (sc->have == sc->cap)
+			st = pass_on_head(sc, &mid_line);
+	}
+	fclose(f);
+	*docs = sc->docs;
+	return st;
+}
+
+/* Every file of the corpus through fn; counts bytes and documents. */
+static enum lt_status scan_corpus(struct corpus *c, const char *sep, segment_fn fn, void *ctx,
+				  uint64_t *bytes, uint64_t *docs)
+{
+	struct scanner sc = { .sep = sep, .sep_len = strlen(sep), .cap = READ_BLOCK,
+			      .fn = fn, .ctx = ctx };
+	enum lt_status st = LT_OK;
+	*bytes = *docs = 0;
+	if (!(sc.buf = malloc(sc.cap))) {
+		lt_errmsg_set("cannot allocate %zu bytes to read the corpus", sc.cap);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < c->n && st == LT_OK; i++) {
+		struct corpus_file *cf = &c->files[i];
+		st = scan_file(&sc, cf->path, &cf->bytes, &cf->docs);
+		*bytes += cf->bytes;
+		*docs += cf->docs;
+	}
+	free(sc.buf);
+	return st;
+}
+
+/* -------------------------------------------------------- the tokenizer */
+
+static enum lt_status feed_trainer(void *ctx, const char *text, size_t len, int doc_end)
+{
+	(void)doc_end;
+	return lt_tokenizer_trainer_add(ctx, text, len);
+}
+
+static enum lt_status train_tokenizer(const struct lt_prepare_opts *o, struct corpus *c,
+				      uint64_t *bytes, uint64_t *docs, lt_tokenizer **tok)
+{
+	struct lt_tokenizer_train_opts to = { .vocab_size = o->vocab_size, .min_frequency = 2 };
+	lt_tokenizer_trainer *tr;
+	enum lt_status st = lt_tokenizer_trainer_new(&to, &tr);
+	if (st != LT_OK)
+		return st;
+	st = scan_corpus(c, o->doc_separator, feed_trainer, tr, bytes, docs);
+	if (st == LT_OK && *docs == 0) {
+		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
+			      " bytes)", c->n, c->n == 1 ? "" : "s", *bytes);
+		prefix_corpus(c);
+		st = LT_ERR_ARG;
+	}
+	if (st == LT_OK && (st = lt_tokenizer_trainer_finish(tr, tok)) != LT_OK)
+		prefix_corpus(c);
+	lt_tokenizer_trainer_free(tr);
+	return st;
+}
+
+static enum lt_status load_tokenizer(const char *path, lt_tokenizer **tok)
+{
+	enum lt_status st = lt_tokenizer_load(path, tok);
+	if (st == LT_OK && lt_tokenizer_eot_id(*tok) < 0) {
+		lt_errmsg_set("%s: no '%s' token, which lltrain puts after each document", path,
+			      LT_TOKENIZER_EOT);
+		lt_tokenizer_free(*tok);
+		*tok = NULL;
+		st = LT_ERR_FORMAT;
+	}
+	return st;
+}
+
+/* ------------------------------------------------------------ encoding */
+
+/* Document i is held out when floor((i+1) f) > floor(i f): spread evenly,
+ * about a fraction f of them, the first at i = ceil(1/f) - 1. */
+static int is_validation(double f, uint64_t i)
+{
+	return floor((double)(i + 1) * f) > floor((double)i * f);
+}
+
+/* The documents a validation split of f needs. */
+static uint64_t documents_needed(double f)
+{
+	uint64_t i = (uint64_t)ceil(1.0 / f);
+	while (i > 1 && is_validation(f, i - 2))
+		i--;
+	while (!is_validation(f, i - 1))
+		i++;
+	return i;
+}
+
+/* One split's shards: prefix_NNNN.bin, each cut at shard_tokens tokens. */
+struct output {
+	const char *prefix, *dir;
+	int vocab_size, eot_id;
+	uint64_t shard_tokens;
+	lt_shard_writer *w;
+	char **names;
+	int n_shards;
+	uint64_t tokens, docs;
+};
+
+static enum lt_status open_shard(struct output *out)
+{
+	char name[64], **grown;
+	snprintf(name, sizeof name, "%s_%04d.bin", out->prefix, out->n_shards);
+	if (!(grown = realloc(out->names, (size_t)(out->n_shards + 1) * sizeof *grown))) {
+		lt_errmsg_set("cannot allocate the list of %d shards", out->n_shards + 1);
+		return LT_ERR_NOMEM;
+	}
+	out->names = grown;
+	if (!(out->names[out->n_shards] = copy_string(name)))
+		return LT_ERR_NOMEM;
+	out->n_shards++;
+	char *path = join_path(out->dir, name);
+	if (!path)
+		return LT_ERR_NOMEM;
+	enum lt_status st = lt_shard_writer_new(path, out->vocab_size, out->eot_id, &out->w);
+	free(path);
+	return st;
+}
+
+static enum lt_status close_shard(struct output *out)
+{
+	enum lt_status st = lt_shard_writer_finish(out->w);
+	lt_shard_writer_free(out->w);
+	out->w = NULL;
+	return st;
+}
+
+/* Appends ids; doc_end: the last of them is the EOT that ends a document. */
+static enum lt_status output_add(struct output *out, const int32_t *ids, size_t n, int doc_end)
+{
+	enum lt_status st;
+	while (n > 0) {
+		if (!out->w && (st = open_shard(out)) != LT_OK)
+			return st;
+		uint64_t room = out->shard_tokens - lt_shard_writer_count(out->w);
+		size_t take = n < room ? n : (size_t)room;
+		if ((st = lt_shard_writer_add(out->w, ids, take)) != LT_OK)
+			return st;
+		ids += take;
+		n -= take;
+		out->tokens += take;
+		if (n == 0 && doc_end) {
+			lt_shard_writer_end_document(out->w);
+			out->docs++;
+		}
+		if (lt_shard_writer_count(out->w) == out->shard_tokens &&
+		    (st = close_shard(out)) != LT_OK)
+			return st;
+	}
+	return LT_OK;
+}
+
+/* Closes the open shard; a split with no tokens still gets one empty shard. */
+static enum lt_status output_finish(struct output *out)
+{
+	enum lt_status st;
+	if (!out->w && out->n_shards == 0 && (st = open_shard(out)) != LT_OK)
+		return st;
+	return out->w ? close_shard(out) : LT_OK;
+}
+
+static void output_free(struct output *out)
+{
+	lt_shard_writer_free(out->w);
+	for (int i = 0; i < out->n_shards; i++)
+		free(out->names[i]);
+	free(out->names);
+}
+
+struct segment {
+	size_t off, len;
+	uint64_t doc;
+	int doc_end;
+};
+
+/* Pass 2: segments gather into a batch, the batch is encoded in parallel
+ * (one tokenizer per thread), then written in document order. */
+struct encoder {
+	double val_fraction;
+	size_t batch_bytes;
+	lt_tokenizer **toks;
+	int n_toks;
+	int32_t eot;
+	char *text;
+	size_t len, cap;
+	struct segment *segs;
+	lt_ids *ids;
+	size_t n, seg_cap;
+	uint64_t doc;         /* index of the document being read */
+	struct output train, val;
+};
+
+static enum lt_status encode_batch(struct encoder *e)
+{
+	enum lt_status st = LT_OK;
+	long failed_at = -1;
+	char failure[512] = "";
+	long n = (long)e->n;
+
+#pragma omp parallel for num_threads(e->n_toks) schedule(dynamic, 1)
+	for (long i = 0; i < n; i++) {
+		lt_tokenizer *tok = e->toks[omp_get_thread_num()];
+		const struct segment *s = &e->segs[i];
+		enum lt_status r = lt_tokenizer_encode(tok, e->text + s->off, s->len, &e->ids[i]);
+		if (r == LT_OK && s->doc_end)
+			r = lt_tokenizer_append_eot(tok, &e->ids[i]);
+		if (r != LT_OK) {
+			/* the message is per thread: keep the earliest segment's */
+#pragma omp critical(prepare_failure)
+			if (failed_at < 0 || i < failed_at) {
+				failed_at = i;
+				st = r;
+				snprintf(failure, sizeof failure, "%s", lt_errmsg());
+			}
+		}
+	}
+	if (st != LT_OK) {
+		lt_errmsg_set("%s", failure);
+		return st;
+	}
+	for (size_t i = 0; i < e->n && st == LT_OK; i++) {
+		const struct segment *s = &e->segs[i];
+		struct output *out = is_validation(e->val_fraction, s->doc) ? &e->val : &e->train;
+		st = output_add(out, e->ids[i].v, e->ids[i].n, s->doc_end);
+	}
+	for (size_t i = 0; i < e->n; i++)
+		lt_ids_free(&e->ids[i]);
+	e->n = 0;
+	e->len = 0;
+	return st;
+}
+
+static enum lt_status gather_segment(void *ctx, const char *text, size_t len, int doc_end)
+{
+	struct encoder *e = ctx;
+	if (e->len + len > e->cap) {
+		size_t ncap = e->cap * 2 > e->len + len ? e->cap * 2 : e->len + len;
+		char *grown = realloc(e->text, ncap);
+		if (!grown) {
+			lt_errmsg_set("cannot allocate %zu bytes for a batch of text", ncap);
+			return LT_ERR_NOMEM;
+		}
+		e->text = grown;
+		e->cap = ncap;
+	}
+	memcpy(e->text + e->len, text, len);
+	e->segs[e->n] = (struct segment){ .off = e->len, .len = len, .doc = e->doc,
+					  .doc_end = doc_end };
+	e->n++;
+	e->len += len;
+	e->doc += (uint64_t)doc_end;
+	if (e->len >= e->batch_bytes || e->n == e->seg_cap)
+		return encode_batch(e);
+	return LT_OK;
+}
+
+static void encoder_free(struct encoder *e)
+{
+	for (int i = 1; i < e->n_toks; i++)
+		lt_tokenizer_free(e->toks[i]);
+	free(e->toks);
+	free(e->text);
+	free(e->segs);
+	if (e->ids)
+		for (size_t i = 0; i < e->seg_cap; i++)
+			lt_ids_free(&e->ids[i]);
+	free(e->ids);
+	output_free(&e->train);
+	output_free(&e->val);
+}
+
+/* Sets up the batch and one tokenizer per thread (tok itself for the first). */
+static enum lt_status encoder_init(struct encoder *e, const struct lt_prepare_opts *o,
+				   lt_tokenizer *tok, const char *dir)
+{
+	int threads = omp_get_max_threads();
+	struct output proto = { .dir = dir, .vocab_size = lt_tokenizer_vocab_size(tok),
+				.eot_id = lt_tokenizer_eot_id(tok),
+				.shard_tokens = (uint64_t)o->shard_tokens };
+	e->val_fraction = o->val_fraction;
+	e->eot = lt_tokenizer_eot_id(tok);
+	e->train = proto;
+	e->train.prefix = "train";
+	e->val = proto;
+	e->val.prefix = "val";
+	e->seg_cap = BATCH_SEGMENTS;
+	e->batch_bytes = o->batch_bytes ? o->batch_bytes : BATCH_BYTES;
+	e->cap = e->batch_bytes + READ_BLOCK;
+	e->toks = calloc((size_t)threads, sizeof *e->toks);
+	e->segs = malloc(e->seg_cap * sizeof *e->segs);
+	e->ids = calloc(e->seg_cap, sizeof *e->ids);
+	e->text = malloc(e->cap);
+	if (!e->toks || !e->segs || !e->ids || !e->text) {
+		lt_errmsg_set("cannot allocate a batch of %zu bytes to encode", e->cap);
+		return LT_ERR_NOMEM;
+	}
+	e->toks[0] = tok;
+	e->n_toks = 1;
+	for (int i = 1; i < threads; i++) {
+		enum lt_status st = lt_tokenizer_clone(tok, &e->toks[i]);
+		if (st != LT_OK)
+			return st;
+		e->n_toks++;
+	}
+	return LT_OK;
+}
+
+/* ------------------------------------------------------- prepare.json */
+
+static json_t *string_array(char *const *names, int n)
+{
+	json_t *a = json_array();
+	for (int i = 0; a && i < n; i++)
+		if (json_array_append_new(a, json_string(names[i])) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static json_t *record_json(const struct lt_prepare_opts *o, const struct corpus *c,
+			   const struct encoder *e, const lt_tokenizer *tok, uint64_t bytes)
+{
+	json_t *inputs = json_array(), *files = json_array();
+	for (int i = 0; inputs && i < o->n_inputs; i++)
+		json_array_append_new(inputs, json_string(o->inputs[i]));
+	for (int i = 0; files && i < c->n; i++)
+		json_array_append_new(files, json_pack("{s:s, s:I, s:I}", "path", c->files[i].path,
+						       "bytes", (json_int_t)c->files[i].bytes,
+						       "documents", (json_int_t)c->files[i].docs));
+	return json_pack("{s:s, s:i, s:o, s:o, s:{s:s, s:s?, s:i, s:i}, s:s, s:f, s:I, s:I,"
+			 " s:{s:I, s:I}, s:{s:I, s:I}, s:{s:o, s:o}}",
+			 "format", "lltrain prepared data", "version", 1,
+			 "inputs", inputs, "files", files,
+			 "tokenizer", "file", "tokenizer.json", "from", o->tokenizer,
+			 "vocab_size", (int)lt_tokenizer_vocab_size(tok),
+			 "eot_id", (int)lt_tokenizer_eot_id(tok),
+			 "doc_separator", o->doc_separator, "val_fraction", o->val_fraction,
+			 "shard_tokens", (json_int_t)o->shard_tokens, "bytes", (json_int_t)bytes,
+			 "documents", "train", (json_int_t)e->train.docs,
+			 "val", (json_int_t)e->val.docs,
+			 "tokens", "train", (json_int_t)e->train.tokens,
+			 "val", (json_int_t)e->val.tokens,
+			 "shards", "train", string_array(e->train.names, e->train.n_shards),
+			 "val", string_array(e->val.names, e->val.n_shards));
+}
+
+/* Writes dir/prepare.json and fsyncs it. */
+static enum lt_status write_record(const char *dir, json_t *j)
+{
+	char *path = join_path(dir, "prepare.json");
+	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	enum lt_status st = LT_OK;
+	FILE *f = NULL;
+	if (!path || !text) {
+		free(path);
+		free(text);
+		lt_errmsg_set("cannot allocate prepare.json");
+		return LT_ERR_NOMEM;
+	}
+	if (!(f = fopen(path, "w")) || fputs(text, f) == EOF || fputc('\n', f) == EOF ||
+	    fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		lt_errmsg_set("%s: cannot write: %s", path, strerror(errno));
+		st = LT_ERR_IO;
+	}
+	if (f && fclose(f) != 0 && st == LT_OK) {
+		lt_errmsg_set("%s: cannot write: %s", path, strerror(errno));
+		st = LT_ERR_IO;
+	}
+	free(path);
+	free(text);
+	return st;
+}
+
+/* ------------------------------------------------ the output directory */
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int holds_prepare_json(const char *dir)
+{
+	char *path = join_path(dir, "prepare.json");
+	struct stat sb;
+	int yes = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+	free(path);
+	return yes;
+}
+
+static int is_empty_directory(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int empty = 1;
+	if (!d)
+		return 0;
+	while (empty && (e = readdir(d)))
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* Refuses an out_dir that is not absent, empty, or an earlier preparation. */
+static enum lt_status check_replaceable(const char *out)
+{
+	struct stat sb;
+	if (lstat(out, &sb) != 0) {
+		if (errno == ENOENT)
+			return LT_OK;
+		lt_errmsg_set("%s: %s", out, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		lt_errmsg_set("%s: exists and is not a directory", out);
+		return LT_ERR_ARG;
+	}
+	if (!is_empty_directory(out) && !holds_prepare_json(out)) {
+		lt_errmsg_set("%s: not empty and holds no prepare.json (not prepared data); "
+			      "refusing to replace it", out);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* mkdir -p of the directory that will hold out. */
+static enum lt_status make_parents(const char *out)
+{
+	char *path = copy_string(out);
+	if (!path)
+		return LT_ERR_NOMEM;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+			lt_errmsg_set("%s: cannot create the directory: %s", path, strerror(errno));
+			free(path);
+			return LT_ERR_IO;
+		}
+		*p = '/';
+	}
+	free(path);
+	return LT_OK;
+}
+
+static void sync_parent(const char *out)
+{
+	char *path = copy_string(out);
+	char *slash = path ? strrchr(path, '/') : NULL;
+	int fd;
+	if (!path)
+		return;
+	if (slash == path)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	if ((fd = open(slash ? path : ".", O_RDONLY | O_DIRECTORY)) >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(path);
+}
+
+/* Puts the finished tmp directory at out. An earlier preparation there is
+ * moved aside first and removed only once the new one is in place. */
+static enum lt_status move_into_place(const char *tmp, const char *out)
+{
+	struct stat sb;
+	char *old = NULL;
+	enum lt_status st;
+	if ((st = check_replaceable(out)) != LT_OK)
+		return st;
+	if (lstat(out, &sb) == 0 && !is_empty_directory(out)) {
+		size_t n = strlen(out) + sizeof ".old-XXXXXX";
+		if (!(old = malloc(n))) {
+			lt_errmsg_set("cannot allocate %zu bytes for a path", n);
+			return LT_ERR_NOMEM;
+		}
+		snprintf(old, n, "%s.old-XXXXXX", out);
+		/* an empty directory by that name, which rename replaces */
+		if (!mkdtemp(old) || rename(out, old) != 0) {
+			lt_errmsg_set("%s: cannot move the earlier preparation aside: %s", out,
+				      strerror(errno));
+			rmdir(old);
+			free(old);
+			return LT_ERR_IO;
+		}
+	}
+	if (rename(tmp, out) != 0) {
+		lt_errmsg_set("%s: cannot rename %s into place: %s", out, tmp, strerror(errno));
+		if (old)
+			rename(old, out);
+		free(old);
+		return LT_ERR_IO;
+	}
+	sync_parent(out);
+	if (old)
+		remove_tree(old);
+	free(old);
+	return LT_OK;
+}
+
+/* --------------------------------------------------------- the whole run */
+
+static enum lt_status check_options(const struct lt_prepare_opts *o)
+{
+	if (o->n_inputs <= 0 || !o->inputs) {
+		lt_errmsg_set("no corpus: name text files or directories to prepare");
+		return LT_ERR_ARG;
+	}
+	if (!o->out_dir || !o->out_dir[0]) {
+		lt_errmsg_set("no output directory");
+		return LT_ERR_ARG;
+	}
+	if (!o->tokenizer && (o->vocab_size < 257 || o->vocab_size > LT_TOKENIZER_MAX_VOCAB)) {
+		lt_errmsg_set("vocabulary size %d: expected 257 (256 bytes and %s) to %d",
+			      o->vocab_size, LT_TOKENIZER_EOT, LT_TOKENIZER_MAX_VOCAB);
+		return LT_ERR_ARG;
+	}
+	if (!(o->val_fraction >= 0 && o->val_fraction <= 0.5)) {
+		lt_errmsg_set("validation fraction %g: expected 0 to 0.5", o->val_fraction);
+		return LT_ERR_ARG;
+	}
+	if (o->shard_tokens < 1) {
+		lt_errmsg_set("shard size %ld tokens: expected at least 1", o->shard_tokens);
+		return LT_ERR_ARG;
+	}
+	if (o->model_max_length < 1) {
+		lt_errmsg_set("model_max_length %ld: expected at least 1", o->model_max_length);
+		return LT_ERR_ARG;
+	}
+	if (o->doc_separator && strchr(o->doc_separator, '\n')) {
+		lt_errmsg_set("document separator '%s': a line cannot hold a newline",
+			      o->doc_separator);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* out_dir without trailing slashes (so "out/" and "out" name one thing). */
+static char *clean_out_dir(const char *dir)
+{
+	char *p = copy_string(dir);
+	if (!p)
+		return NULL;
+	for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+		p[n - 1] = '\0';
+	return p;
+}
+
+/* Pass 2 and the files, inside the temporary directory tmp. */
+static enum lt_status encode_into(const struct lt_prepare_opts *o, struct corpus *c,
+				  lt_tokenizer *tok, const char *tmp,
+				  struct lt_prepare_report *r)
+{
+	struct encoder e = { 0 };
+	uint64_t bytes = 0, docs = 0;
+	double t0 = seconds_now();
+	enum lt_status st = encoder_init(&e, o, tok, tmp);
+	if (st == LT_OK)
+		st = scan_corpus(c, o->doc_separator, gather_segment, &e, &bytes, &docs);
+	if (st == LT_OK && e.n > 0)
+		st = encode_batch(&e);
+	if (st == LT_OK && docs == 0) {
+		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
+			      " bytes)", c->n, c->n == 1 ? "" : "s", bytes);
+		prefix_corpus(c);
+		st = LT_ERR_ARG;
+	}
+	if (st == LT_OK && o->val_fraction > 0 && e.val.docs == 0) {
+		lt_errmsg_set("%" PRIu64 " documents, too few to hold out a fraction %g for "
+			      "validation (at least %" PRIu64 " needed; more text, or a "
+			      "different --doc-separator)", docs, o->val_fraction,
+			      documents_needed(o->val_fraction));
+		prefix_corpus(c);
+		st = LT_ERR_ARG;
+	}
+	if (st == LT_OK)
+		st = output_finish(&e.train);
+	if (st == LT_OK)
+		st = output_finish(&e.val);
+	r->encode_seconds = seconds_now() - t0;
+	if (st == LT_OK)
+		st = lt_tokenizer_save(tok, tmp, o->model_max_length);
+	if (st == LT_OK) {
+		json_t *j = record_json(o, c, &e, tok, bytes);
+		st = write_record(tmp, j);
+		json_decref(j);
+	}
+	r->bytes = bytes;
+	r->n_docs = docs;
+	r->train_tokens = e.train.tokens;
+	r->val_tokens = e.val.tokens;
+	r->train_shards = e.train.n_shards;
+	r->val_shards = e.val.n_shards;
+	encoder_free(&e);
+	return st;
+}
+
+enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prepare_report *r)
+{
+	struct lt_prepare_opts o = *opts;
+	struct corpus c = { 0 };
+	lt_tokenizer *tok = NULL;
+	char *out = NULL, *tmp = NULL;
+	enum lt_status st;
+
+	memset(r, 0, sizeof *r);
+	if (!o.doc_separator)
+		o.doc_separator = "";
+	if ((st = check_options(&o)) != LT_OK)
+		return st;
+	if (!(out = clean_out_dir(o.out_dir)))
+		return LT_ERR_NOMEM;
+	o.out_dir = out;
+	if ((st = check_replaceable(out)) != LT_OK || (st = list_corpus(&o, &c)) != LT_OK)
+		goto done;
+	r->n_files = c.n;
+	double t0 = seconds_now();
+	if (o.tokenizer) {
+		st = load_tokenizer(o.tokenizer, &tok);
+	} else {
+		uint64_t bytes, docs;
+		st = train_tokenizer(&o, &c, &bytes, &docs, &tok);
+		if (st == LT_OK && o.verbose)
+			printf("tokenizer: %d tokens learned from %d file%s (%" PRIu64 " bytes, %"
+			       PRIu64 " documents) in %.1f s\n", (int)lt_tokenizer_vocab_size(tok),
+			       c.n, c.n == 1 ? "" : "s", bytes, docs, seconds_now() - t0);
+	}
+	r->tokenizer_seconds = seconds_now() - t0;
+	if (st != LT_OK)
+		goto done;
+	r->vocab_size = (int)lt_tokenizer_vocab_size(tok);
+	if ((st = make_parents(out)) != LT_OK)
+		goto done;
+	size_t n = strlen(out) + sizeof ".tmp-XXXXXX";
+	if (!(tmp = malloc(n))) {
+		lt_errmsg_set("cannot allocate %zu bytes for a path", n);
+		st = LT_ERR_NOMEM;
+		goto done;
+	}
+	snprintf(tmp, n, "%s.tmp-XXXXXX", out);
+	if (!mkdtemp(tmp)) {
+		lt_errmsg_set("%s: cannot create a temporary directory: %s", tmp, strerror(errno));
+		free(tmp);
+		tmp = NULL;
+		st = LT_ERR_IO;
+		goto done;
+	}
+	mode_t mask = umask(0);
+	umask(mask);
+	chmod(tmp, 0777 & ~mask);
+	st = encode_into(&o, &c, tok, tmp, r);
+	if (st == LT_OK && o.verbose)
+		printf("encoded: %" PRIu64 " documents, %" PRIu64 " training and %" PRIu64
+		       " validation tokens in %.1f s\n", r->n_docs, r->train_tokens,
+		       r->val_tokens, r->encode_seconds);
+	if (st == LT_OK)
+		st = move_into_place(tmp, out);
+done:
+	if (tmp && st != LT_OK)
+		remove_tree(tmp);
+	if (o.verbose)
+		fflush(stdout);
+	free(tmp);
+	free(out);
+	lt_tokenizer_free(tok);
+	corpus_free(&c);
+	return st;
+}
+
+/* ---------------------------------------------------------- is it done */
+
+static int shards_exist(const char *dir, const json_t *names)
+{
+	size_t i;
+	const json_t *v;
+	if (!json_is_array(names) || json_array_size(names) == 0)
+		return 0;
+	json_array_foreach(names, i, v) {
+		struct stat sb;
+		const char *name = json_string_value(v);
+		char *path = name && !strchr(name, '/') ? join_path(dir, name) : NULL;
+		int there = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+		free(path);
+		if (!there)
+			return 0;
+	}
+	return 1;
+}
+
+int lt_prepare_is_done(const char *dir)
+{
+	char *record = join_path(dir, "prepare.json"), *tokfile = join_path(dir, "tokenizer.json");
+	json_t *root = record ? json_load_file(record, 0, NULL) : NULL;
+	json_t *shards = json_object_get(root, "shards");
+	struct stat sb;
+	int done = root && tokfile && stat(tokfile, &sb) == 0 && S_ISREG(sb.st_mode) &&
+		   shards_exist(dir, json_object_get(shards, "train")) &&
+		   shards_exist(dir, json_object_get(shards, "val"));
+	json_decref(root);
+	free(record);
+	free(tokfile);
+	return done;
+}

@@ -1,0 +1,61 @@
+/* Token shard files: a 64-byte header then little-endian tokens.
+ *
+ * Header (all little-endian):
+ *   0  char[8]  magic "LTTOKENS"
+ *   8  u32      version (1)
+ *  12  u32      vocab size of the tokenizer that wrote it
+ *  16  u32      bytes per token (2 when vocab <= 65536, else 4)
+ *  20  u32      end-of-text id (documents are separated by it)
+ *  24  u64      token count
+ *  32  u64      document count
+ *  40  u32      CRC-32 of the token bytes
+ *  44  u32      reserved, 0
+ *  48  u32[3]   reserved, 0
+ *  60  u32      CRC-32 of bytes 0..59
+ * A reader checks magic, version, header CRC, width, that the file size is
+ * exactly 64 + count * width, and the vocabulary it is given.
+ *
+ * Ownership: writers and readers are the caller's, released with their
+ * _free/_close (which accept NULL). */
+#ifndef LT_SHARD_H
+#define LT_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define LT_SHARD_HEADER 64
+
+typedef struct lt_shard_writer lt_shard_writer;
+
+/* Starts path.tmp; tokens stream through a buffer. */
+enum lt_status lt_shard_writer_new(const char *path, int vocab_size, int eot_id,
+				   lt_shard_writer **out);
+enum lt_status lt_shard_writer_add(lt_shard_writer *w, const int32_t *tokens, size_t n);
+/* Counts one finished document (the caller appended its EOT). */
+void lt_shard_writer_end_document(lt_shard_writer *w);
+uint64_t lt_shard_writer_count(const lt_shard_writer *w);
+/* Writes the header, fsyncs, renames path.tmp to path. */
+enum lt_status lt_shard_writer_finish(lt_shard_writer *w);
+/* Removes path.tmp if finish was not reached. */
+void lt_shard_writer_free(lt_shard_writer *w);
+
+struct lt_shard_info {
+	int vocab_size, token_bytes, eot_id;
+	uint64_t n_tokens, n_docs;
+};
+
+typedef struct lt_shard lt_shard;
+
+/* Opens and validates a shard (memory-mapped). expect_vocab > 0 must equal
+ * the header's (else LT_ERR_FORMAT "PATH: vocabulary N, the tokenizer has M").
+ * verify_data != 0 also checks the data CRC and every token < vocab. */
+enum lt_status lt_shard_open(const char *path, int expect_vocab, int verify_data, lt_shard **out);
+void lt_shard_close(lt_shard *s);
+const struct lt_shard_info *lt_shard_info(const lt_shard *s);
+const char *lt_shard_path(const lt_shard *s);
+/* out[i] = token at + i for i < n (at + n <= n_tokens). */
+void lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n);
+
+#endif

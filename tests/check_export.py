@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+# Checks `lltrain export --format hf` (TAP): a tiny run made with `lltrain
+# prepare` and `lltrain train` is exported, and the directory is held to the
+# checkpoint and to independent readers: its JSON files by the standard
+# library, model.safetensors by the `safetensors` package and numpy, the
+# logits of lltrain (tests/dump_logits) by a float64 numpy forward pass of
+# the LLaMA architecture read from config.json, and, where transformers and
+# torch are installed, by AutoModelForCausalLM and AutoTokenizer themselves.
+# Bad inputs are checked by their error text and exit status, and by what
+# they leave on disk.
+#
+# Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
+# DUMP_LOGITS (default ./tests/dump_logits).
+import configparser
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+LLTRAIN = os.environ.get("LLTRAIN", "./lltrain")
+SRCDIR = os.environ.get("top_srcdir", ".")
+DUMP_LOGITS = os.environ.get("DUMP_LOGITS", "./tests/dump_logits")
+CORPUS = os.path.join(SRCDIR, "tests", "data", "tiny_corpus.txt")
+PROMPT = "The cat sat on the mat. It's 42, isn't it?"
+EOT = "<|endoftext|>"
+
+SHAPE = {
+    "vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+    "ffn_dim": 64, "max_seq": 32,
+}
+TRAIN_OPTIONS = ["--model.%s=%d" % kv for kv in SHAPE.items()] + [
+    "--train.seq=32", "--train.batch=4", "--train.steps=3", "--train.warmup_steps=1",
+    "--train.max_minutes=0", "--run.eval_batches=1", "--run.sample_tokens=8",
+]
+
+count = 0
+failed = 0
+
+
+def ok(cond, what):
+    global count, failed
+    count += 1
+    if not cond:
+        failed += 1
+    print("%s %d - %s" % ("ok" if cond else "not ok", count, what))
+    sys.stdout.flush()
+    return cond
+
+
+def skip(n, why):
+    global count
+    for _ in range(n):
+        count += 1
+        print("ok %d # SKIP %s" % (count, why))
+
+
+def diag(text):
+    for line in str(text).rstrip("\n").split("\n"):
+        print("# " + line)
+
+
+def finish():
+    print("1..%d" % count)
+    sys.exit(1 if failed else 0)
+
+
+def run(args, what):
+    """Runs a command; returns (exit status, stdout, stderr)."""
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=300)
+    except OSError as e:
+        return 127, "", "%s: %s" % (what, e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def must(args, what):
+    """A step the rest depends on: not ok with its stderr, and stop."""
+    rc, out, err = run(args, what)
+    if not ok(rc == 0, "%s (exit %d)" % (what, rc)):
+        diag("$ " + " ".join(args))
+        diag(err or out)
+        finish()
+    return out
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def newest_checkpoint(run_dir):
+    ck = os.path.join(run_dir, "checkpoints")
+    steps = sorted(d for d in os.listdir(ck) if d.startswith("step_"))
+    return os.path.join(ck, steps[-1]) if steps else None
+
+
+def model_config_of(ckpt):
+    """The [model] section of the config saved in state.json, read by
+    configparser (no interpolation: values may hold '%')."""
+    text = read_json(os.path.join(ckpt, "state.json"))["config"]
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    cp.read_string(text)
+    m = cp["model"]
+    c = {k: int(m[k]) for k in SHAPE}
+    c["rope_theta"] = float(m["rope_theta"])
+    c["norm_eps"] = float(m["norm_eps"])
+    c["tied"] = m["tied"].strip().lower() in ("true", "1", "yes", "on")
+    return c
+
+
+def float32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def expected_tensors(c):
+    """name -> shape of LlamaForCausalLM's parameters for config c."""
+    C, D = c["dim"], c["dim"] // c["n_heads"]
+    H, K, F, V = c["n_heads"], c["n_kv_heads"], c["ffn_dim"], c["vocab_size"]
+    t = {"model.embed_tokens.weight": (V, C), "model.norm.weight": (C,)}
+    for i in range(c["n_layers"]):
+        p = "model.layers.%d." % i
+        t[p + "input_layernorm.weight"] = (C,)
+        t[p + "post_attention_layernorm.weight"] = (C,)
+        t[p + "self_attn.q_proj.weight"] = (H * D, C)
+        t[p + "self_attn.k_proj.weight"] = (K * D, C)
+        t[p + "self_attn.v_proj.weight"] = (K * D, C)
+        t[p + "self_attn.o_proj.weight"] = (C, H * D)
+        t[p + "mlp.gate_proj.weight"] = (F, C)
+        t[p + "mlp.up_proj.weight"] = (F, C)
+        t[p + "mlp.down_proj.weight"] = (C, F)
+    if not c["tied"]:
+        t["lm_head.weight"] = (V, C)
+    return t
+
+
+def safetensors_header(path):
+    """The JSON header of a safetensors file, read by hand."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n))
+
+
+def eot_id(tokenizer_json):
+    for t in read_json(tokenizer_json).get("added_tokens", []):
+        if t.get("content") == EOT:
+            return t["id"]
+    return None
+
+
+def check_bad_inputs(tmp, run_dir, ckpt, out):
+    model_before = read_bytes(os.path.join(out, "model.safetensors"))
+    rc, _, err = run([LLTRAIN, "export", "--format", "hf", "--out", out, run_dir], "export")
+    ok(rc == 1 and out in err and "not empty" in err and "--force" in err
+       and read_bytes(os.path.join(out, "model.safetensors")) == model_before,
+       "export into a non-empty directory without --force: exit 1, named, nothing changed")
+    diag(err)
+
+    rc, _, err = run([LLTRAIN, "export", "--format", "gguf", "--out", out, run_dir], "export")
+    ok(rc == 2 and "--format 'gguf'" in err and "hf" in err,
+       "--format gguf: usage error (exit 2) naming the allowed format")
+    diag(err)
+
+    rc, _, err = run([LLTRAIN, "export", "--out", os.path.join(tmp, "o2")], "export")
+    ok(rc == 2 and "expected a checkpoint or run directory" in err,
+       "no checkpoint argument: usage error (exit 2)")
+
+    missing = os.path.join(tmp, "no-such-run")
+    rc, _, err = run([LLTRAIN, "export", "--out", os.path.join(tmp, "o3"), missing], "export")
+    ok(rc == 1 and missing in err and not os.path.exists(os.path.join(tmp, "o3")),
+       "a missing checkpoint: exit 1 naming it, no output written")
+    diag(err)
+
+    bad = os.path.join(tmp, "bad")
+    shutil.copytree(ckpt, bad)
+    model = os.path.join(bad, "model.safetensors")
+    data = bytearray(read_bytes(model))
+    data[len(data) // 2] ^= 0x01
+    with open(model, "wb") as f:
+        f.write(data)
+    o4 = os.path.join(tmp, "o4")
+    rc, _, err = run([LLTRAIN, "export", "--out", o4, bad], "export")
+    ok(rc == 1 and model in err and "checksum mismatch" in err and not os.path.exists(o4)
+       and not [n for n in os.listdir(tmp) if n.startswith(".o4")],
+       "a corrupted model.safetensors: exit 1 naming it, no output and no temporary left")
+    diag(err)
+
+    with open(os.path.join(out, "notes.txt"), "w") as f:
+        f.write("mine\n")
+    rc, _, err = run([LLTRAIN, "export", "--force", "--out", out, run_dir], "export")
+    ok(rc == 0 and read_bytes(os.path.join(out, "notes.txt")) == b"mine\n"
+       and read_bytes(os.path.join(out, "model.safetensors")) == model_before,
+       "--force writes into the directory and leaves other files alone")
+    os.unlink(os.path.join(out, "notes.txt"))
+
+
+def check_json_files(ckpt, out, c):
+    cfg = read_json(os.path.join(out, "config.json"))
+    eot = eot_id(os.path.join(ckpt, "tokenizer.json"))
+    want = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": c["dim"], "intermediate_size": c["ffn_dim"],
+        "num_attention_heads": c["n_heads"], "num_hidden_layers": c["n_layers"],
+        "num_key_value_heads": c["n_kv_heads"], "head_dim": c["dim"] // c["n_heads"],
+        "max_position_embeddings": c["max_seq"], "vocab_size": c["vocab_size"],
+        "tie_word_embeddings": c["tied"], "hidden_act": "silu", "attention_bias": False,
+        "mlp_bias": False, "torch_dtype": "float32", "bos_token_id": eot,
+        "eos_token_id": eot, "initializer_range": 0.02,
+    }
+    wrong = {k: (cfg.get(k), v) for k, v in want.items() if cfg.get(k) != v}
+    for k, key in (("rms_norm_eps", "norm_eps"), ("rope_theta", "rope_theta")):
+        if not isinstance(cfg.get(k), (int, float)) or float32(cfg[k]) != float32(c[key]):
+            wrong[k] = (cfg.get(k), c[key])
+    ok(eot == 256 and not wrong, "config.json: every LlamaConfig value from the checkpoint's "
+       "config (end-of-text id %s)" % eot)
+    if wrong:
+        diag("config.json (got, expected): %r" % wrong)
+
+    gen = read_json(os.path.join(out, "generation_config.json"))
+    ok(gen.get("bos_token_id") == eot and gen.get("eos_token_id") == eot
+       and gen.get("do_sample") is True and gen.get("temperature") == 0.8
+       and gen.get("top_k") == 40 and gen.get("max_length") == c["max_seq"],
+       "generation_config.json: end-of-text ids, sampling defaults, max_length = max_seq")
+
+    same = all(read_bytes(os.path.join(out, n)) == read_bytes(os.path.join(ckpt, n))
+               for n in ("tokenizer.json", "tokenizer_config.json"))
+    tc = read_json(os.path.join(out, "tokenizer_config.json"))
+    ok(same and tc.get("tokenizer_class") == "PreTrainedTokenizerFast"
+       and tc.get("eos_token") == EOT and tc.get("bos_token") == EOT,
+       "tokenizer.json and tokenizer_config.json copied (PreTrainedTokenizerFast, %s)" % EOT)
+
+
+def check_safetensors(ckpt, out, c):
+    """Returns {name: array} of the export, or None."""
+    try:
+        import numpy  # noqa: F401
+        from safetensors import safe_open
+    except ImportError as e:
+        skip(2, "the Python packages safetensors and numpy are needed (%s)" % e)
+        return None
+    path = os.path.join(out, "model.safetensors")
+    want = expected_tensors(c)
+    header = safetensors_header(path)
+    meta = header.pop("__metadata__", None)
+    shapes = {k: tuple(v["shape"]) for k, v in header.items()}
+    dtypes = {v["dtype"] for v in header.values()}
+    ok(meta == {"format": "pt"} and shapes == want and dtypes == {"F32"},
+       "model.safetensors: metadata {format: pt}, every HF tensor name and shape, all F32")
+    if shapes != want:
+        diag("names or shapes differ: %r" % sorted(set(shapes.items()) ^ set(want.items())))
+    tensors, ref = {}, {}
+    with safe_open(path, framework="np") as f:
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    with safe_open(os.path.join(ckpt, "model.safetensors"), framework="np") as f:
+        for k in f.keys():
+            ref[k] = f.get_tensor(k)
+    ok(set(ref) == set(tensors) and
+       all(tensors[k].dtype == numpy.float32 and numpy.array_equal(tensors[k], ref[k])
+           for k in ref),
+       "model.safetensors: every value equal to the checkpoint's")
+    return tensors
+
+
+def numpy_logits(cfg, w, ids):
+    """Float64 logits of LlamaForCausalLM as config.json describes it, from
+    the tensors w, for one sequence of ids: [T, V]."""
+    import numpy as np
+    C, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    K, D, eps = cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
+    W = {k: v.astype(np.float64) for k, v in w.items()}
+    T = len(ids)
+
+    def rmsnorm(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    def rope(x):  # x [heads, T, D], rotate_half pairing (i, i + D/2)
+        inv = cfg["rope_theta"] ** (-np.arange(0, D, 2, dtype=np.float64) / D)
+        ang = np.arange(T, dtype=np.float64)[:, None] * inv[None, :]
+        cos = np.concatenate([np.cos(ang)] * 2, -1)
+        sin = np.concatenate([np.sin(ang)] * 2, -1)
+        rot = np.concatenate([-x[..., D // 2:], x[..., :D // 2]], -1)
+        return x * cos + rot * sin
+
+    x = W["model.embed_tokens.weight"][ids]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        h = rmsnorm(x, W[p + "input_layernorm.weight"])
+        q = (h @ W[p + "self_attn.q_proj.weight"].T).reshape(T, H, D).transpose(1, 0, 2)
+        k = (h @ W[p + "self_attn.k_proj.weight"].T).reshape(T, K, D).transpose(1, 0, 2)
+        v = (h @ W[p + "self_attn.v_proj.weight"].T).reshape(T, K, D).transpose(1, 0, 2)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, H // K, 0), np.repeat(v, H // K, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(D) + mask
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = (s / s.sum(-1, keepdims=True)) @ v
+        x = x + a.transpose(1, 0, 2).reshape(T, H * D) @ W[p + "self_attn.o_proj.weight"].T
+        h = rmsnorm(x, W[p + "post_attention_layernorm.weight"])
+        g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "mlp.down_proj.weight"].T
+    x = rmsnorm(x, W["model.norm.weight"])
+    head = W["model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"]
+    return x @ head.T
+
+
+def rel_err(a, b):
+    import numpy as np
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def prompt_ids(out):
+    """The prompt's ids from the tokenizers library, or None without it."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    return tok.encode(PROMPT, add_special_tokens=False).ids
+
+
+def check_logits(ckpt, out, tensors, ids):
+    """lltrain's logits against numpy's; returns them (or None)."""
+    if tensors is None:
+        skip(1, "numpy and safetensors are needed for the reference forward pass")
+        return None
+    if not ids:
+        ids = [256, 84, 104, 101, 32, 99, 97, 116]  # end-of-text, then bytes of "The cat"
+    rc, text, err = run([DUMP_LOGITS, ckpt] + [str(i) for i in ids], "dump_logits")
+    if not ok(rc == 0, "dump_logits runs on the checkpoint (exit %d)" % rc):
+        diag(err)
+        return None
+    ours = json.loads(text)
+    cfg = read_json(os.path.join(out, "config.json"))
+    ref = numpy_logits(cfg, tensors, ids)
+    e = rel_err(ours, ref)
+    ok(len(ours) == len(ids) and len(ours[0]) == cfg["vocab_size"] and e < 1e-4,
+       "lltrain's logits of %d tokens equal a float64 numpy LLaMA read from config.json "
+       "(max rel err %.2e < 1e-4)" % (len(ids), e))
+    return ours
+
+
+def check_transformers(out, ids, ours):
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        skip(4, "transformers and torch are needed to load the export (%s)" % e)
+        return
+    diag("transformers %s, torch %s" % (transformers.__version__, torch.__version__))
+    try:
+        tok = AutoTokenizer.from_pretrained(out)
+        try:  # `dtype` since transformers 4.56, `torch_dtype` before
+            model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        except TypeError:
+            model = AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)
+        model.eval()
+        loaded = True
+    except Exception as e:  # any failure to load is the finding
+        diag("from_pretrained: %r" % e)
+        loaded = False
+    if not ok(loaded and type(model).__name__ == "LlamaForCausalLM",
+              "AutoModelForCausalLM and AutoTokenizer load the directory"):
+        skip(3, "nothing loaded")
+        return
+    hf_ids = tok(PROMPT, add_special_tokens=False)["input_ids"]
+    ok(hf_ids == ids, "AutoTokenizer encodes the prompt to the tokenizers library's ids")
+    ok(tok.eos_token == EOT and tok.eos_token_id == 256 and tok.bos_token_id == 256,
+       "AutoTokenizer knows %s as bos and eos (id 256)" % EOT)
+    if ours is None:
+        skip(1, "lltrain's logits are not available")
+        return
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], dtype=torch.long)).logits[0].double().numpy()
+    e = rel_err(ours, logits)
+    ok(e < 1e-4, "transformers' float32 logits equal lltrain's (max rel err %.2e < 1e-4)" % e)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="lt_export_")
+    try:
+        data, run_dir, out = (os.path.join(tmp, n) for n in ("data", "run", "out"))
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(CORPUS, encoding="utf-8") as f, open(corpus, "w", encoding="utf-8") as g:
+            for line in f:  # one document per line, so some can be held out
+                g.write(line.rstrip("\n") + "\n%\n")
+        must([LLTRAIN, "prepare", "--out", data, "--vocab", "300", "--val-fraction", "0.2",
+              corpus], "lltrain prepare makes a 300-token dataset of the tiny corpus")
+        must([LLTRAIN, "train"] + TRAIN_OPTIONS + ["--data.dir=" + data, "--run.dir=" + run_dir],
+             "lltrain train runs 3 steps of a tiny model")
+        ckpt = newest_checkpoint(run_dir)
+        if not ok(ckpt is not None, "the run holds a checkpoint"):
+            finish()
+        text = must([LLTRAIN, "export", "--format", "hf", "--out", out, run_dir],
+                    "lltrain export --format hf --out OUT RUN")
+        names = ["config.json", "generation_config.json", "model.safetensors",
+                 "tokenizer.json", "tokenizer_config.json"]
+        ok(sorted(os.listdir(out)) == sorted(names) and all(n in text for n in names)
+           and not [n for n in os.listdir(tmp) if n.startswith(".out")],
+           "OUT holds the five files (and says so), no temporary left beside it")
+        c = model_config_of(ckpt)
+        check_json_files(ckpt, out, c)
+        tensors = check_safetensors(ckpt, out, c)
+        ids = prompt_ids(out)
+        ours = check_logits(ckpt, out, tensors, ids)
+        if ids is None:
+            skip(4, "the Python package tokenizers is needed to encode the prompt")
+        else:
+            check_transformers(out, ids, ours)
+        check_bad_inputs(tmp, run_dir, ckpt, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+#!/bin/bash
+# Checks `lltrain train` as a run: the run directory it writes, resuming
+# after SIGKILL bitwise equal to an uninterrupted run, SIGINT and SIGTERM
+# saving a checkpoint, non-finite losses skipped then aborting, and the bad
+# inputs a run meets (a corrupt shard, a tokenizer of another vocabulary, a
+# checkpoint of another shape, a disk that fills during a save).
+LLTRAIN=${LLTRAIN:-./lltrain}
+top_srcdir=${top_srcdir:-.}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-train.XXXXXX") || exit 1
+trap 'kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+pid=
+n=0 failed=0
+
+ok() {
+	n=$((n + 1))
+	if [ "$1" = 0 ]; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2"
+		failed=1
+	fi
+}
+
+# expect STATUS TEXT DESCRIPTION -- ARGS: runs lltrain, checks the exit
+# status and that its output holds TEXT.
+expect() {
+	want=$1 text=$2 what=$3
+	shift 4
+	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
+	got=$?
+	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
+		ok 0 "$what (exit $got)"
+	else
+		ok 1 "$what: exit $got (want $want), output: $(tail -c 400 "$tmp/out")"
+	fi
+}
+
+# Waits until FILE exists (up to 60 s); 0 when it does.
+wait_for() {
+	for _ in $(seq 600); do
+		[ -e "$1" ] && return 0
+		kill -0 "$pid" 2>/dev/null || { [ -e "$1" ]; return; }
+		sleep 0.1
+	done
+	return 1
+}
+
+# A corpus of one document per line of the test text.
+sed 's/$/\n%/' "$top_srcdir/tests/data/tiny_corpus.txt" >"$tmp/corpus.txt"
+"$LLTRAIN" prepare --out "$tmp/data" --vocab 320 --val-fraction 0.2 "$tmp/corpus.txt" \
+	>"$tmp/prep.out" 2>&1
+ok $? "prepare the test corpus: $(tail -c 300 "$tmp/prep.out")"
+
+# A small model whose steps take milliseconds.
+STEPS=300
+set -- --model.vocab_size=320 --model.dim=64 --model.n_layers=2 --model.n_heads=4 \
+	--model.n_kv_heads=2 --model.ffn_dim=128 --model.max_seq=32 --train.seq=32 \
+	--train.batch=8 --train.warmup_steps=10 --train.max_minutes=0 --data.dir="$tmp/data" \
+	--run.eval_every=100 --run.eval_batches=2 --run.sample_tokens=16 --run.log_every=100 \
+	--run.checkpoint_every=20 --run.keep_checkpoints=2 --run.threads=2
+final=checkpoints/step_$(printf %08d $STEPS)
+
+# 1. An uninterrupted run: the reference.
+"$LLTRAIN" train "$@" --train.steps=$STEPS --run.dir="$tmp/A" >"$tmp/A.out" 2>&1
+ok $? "an uninterrupted run of $STEPS steps finishes: $(tail -c 300 "$tmp/A.out")"
+for f in config.ini metrics.jsonl "$final/model.safetensors" "$final/optimizer.safetensors" \
+	"$final/state.json" "$final/tokenizer.json"; do
+	[ -s "$tmp/A/$f" ]
+	ok $? "the run directory holds $f"
+done
+kept=$(ls -d "$tmp"/A/checkpoints/step_* 2>/dev/null | wc -l)
+[ "$kept" = 2 ]
+ok $? "run.keep_checkpoints=2 keeps 2 checkpoints (found $kept)"
+grep -q 'validation loss' "$tmp/A.out" && grep -q -- '--- sample at step' "$tmp/A.out"
+ok $? "the run prints its validation loss and a sample"
+python3 - "$tmp/A/metrics.jsonl" $STEPS <<'EOF'
+import json, sys
+steps = {}
+evals = 0
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if "val_loss" in o:
+        evals += 1
+        continue
+    for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "tflops", "elapsed"):
+        assert k in o, "missing %s in %s" % (k, line)
+    steps[o["step"]] = steps.get(o["step"], 0) + 1
+want = int(sys.argv[2])
+assert sorted(steps) == list(range(1, want + 1)), "steps logged: %d" % len(steps)
+assert evals >= 3, "evaluations logged: %d" % evals
+EOF
+ok $? "metrics.jsonl holds one line per step with loss, lr, grad norm, tokens/s, TFLOP/s, elapsed, and the evaluations"
+"$LLTRAIN" train --config "$tmp/A/config.ini" --run.dir="$tmp/A2" --train.steps=3 \
+	>"$tmp/A2.out" 2>&1 && cmp -s <(grep -v '^dir = ' "$tmp/A/config.ini") \
+	<(sed 's/^steps = 3$/steps = '$STEPS'/' "$tmp/A2/config.ini" | grep -v '^dir = ')
+ok $? "the saved config.ini, read back with --config, resolves to the same config"
+
+# 2. SIGKILL mid-way, then --resume auto: bitwise the uninterrupted run.
+#    metrics.jsonl is a pipe with a small buffer, read line by line, so the
+#    run cannot get far ahead of the reader: it is killed after step 50 (with
+#    a checkpoint at 40, maybe 60) however fast the machine. The lines it
+#    wrote are kept as the file would have held them.
+mkdir -p "$tmp/B"
+mkfifo "$tmp/B/metrics.jsonl"
+"$LLTRAIN" train "$@" --train.steps=$STEPS --run.dir="$tmp/B" >"$tmp/B.out" 2>&1 &
+pid=$!
+python3 - "$tmp/B/metrics.jsonl" $pid <<'EOF'
+import fcntl, json, os, signal, sys
+path, pid = sys.argv[1], int(sys.argv[2])
+lines = []
+with open(path) as f:
+    fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    for line in f:
+        lines.append(line)
+        if json.loads(line).get("step") == 50 and "val_loss" not in line:
+            os.kill(pid, signal.SIGKILL)
+            lines.extend(f.readlines())
+            break
+os.unlink(path)
+open(path, "w").writelines(lines)
+EOF
+wait $pid 2>/dev/null
+killed=$?
+[ "$killed" = 137 ] && [ ! -e "$tmp/B/$final" ] && [ -e "$tmp/B/checkpoints/step_00000040" ]
+ok $? "a run killed with SIGKILL after step 50 (exit $killed) left its step-40 checkpoint and no final one"
+expect 0 "resumed from" "--resume auto continues the killed run" -- \
+	train "$@" --train.steps=$STEPS --run.dir="$tmp/B" --resume auto
+cmp "$tmp/A/$final/model.safetensors" "$tmp/B/$final/model.safetensors" &&
+	cmp "$tmp/A/$final/optimizer.safetensors" "$tmp/B/$final/optimizer.safetensors"
+ok $? "the resumed run's final parameters and moments are bitwise the uninterrupted run's"
+python3 - "$tmp/A/metrics.jsonl" "$tmp/B/metrics.jsonl" <<'EOF'
+import json, sys
+def losses(p):
+    return [(o["step"], o["loss"]) for o in map(json.loads, open(p)) if "val_loss" not in o]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert a == b, "step losses differ"
+EOF
+ok $? "the resumed run's metrics.jsonl has each step once, with the uninterrupted run's losses"
+
+# 3. SIGINT and SIGTERM save a checkpoint and exit 0.
+for sig in INT TERM; do
+	"$LLTRAIN" train "$@" --train.steps=100000 --run.dir="$tmp/$sig" >"$tmp/$sig.out" 2>&1 &
+	pid=$!
+	wait_for "$tmp/$sig/checkpoints/step_00000020" && sleep 0.3
+	kill -$sig $pid
+	wait $pid
+	status=$?
+	saved=$(ls -d "$tmp/$sig"/checkpoints/step_* 2>/dev/null | tail -1)
+	[ "$status" = 0 ] && grep -q "saving a checkpoint" "$tmp/$sig.out" &&
+		[ -s "$saved/state.json" ] && [ "$saved" != "$tmp/$sig/checkpoints/step_00000020" ]
+	ok $? "SIG$sig saves a checkpoint at the step it arrived ($(basename "$saved")) and exits 0 (exit $status)"
+done
+pid=
+
+# 4. Bad inputs, each one line naming the file and the problem.
+ck="$tmp/A/$final"
+expect 1 "the model expects" "a checkpoint of another shape is refused, naming the tensor" -- \
+	train "$@" --model.dim=96 --run.dir="$tmp/A" --resume "$ck"
+cp -r "$tmp/data" "$tmp/badhead"
+printf 'XXXXXXXX' | dd of="$tmp/badhead/train_0000.bin" conv=notrunc 2>/dev/null
+expect 1 "badhead/train_0000.bin: not a token shard" "a shard with a wrong header is refused, naming it" -- \
+	train "$@" --data.dir="$tmp/badhead" --run.dir="$tmp/C" --train.steps=2
+"$LLTRAIN" prepare --out "$tmp/data2" --vocab 300 --val-fraction 0.2 "$tmp/corpus.txt" >/dev/null 2>&1
+cp -r "$tmp/data" "$tmp/mixed"
+cp "$tmp/data2/tokenizer.json" "$tmp/mixed/tokenizer.json"
+expect 1 "train_0000.bin: vocabulary 320, the tokenizer has" \
+	"shards of another vocabulary than the tokenizer are refused" -- \
+	train "$@" --data.dir="$tmp/mixed" --run.dir="$tmp/D" --train.steps=2
+expect 1 "holds checkpoints of an earlier run" "a new run over an old one is refused" -- \
+	train "$@" --train.steps=$STEPS --run.dir="$tmp/A"
+expect 1 "No such file or directory" "--resume of a missing checkpoint names it" -- \
+	train "$@" --run.dir="$tmp/E" --resume "$tmp/nowhere"
+
+# A disk that fills during a save: a file size limit makes the write fail.
+cp -r "$tmp/B/$final" "$tmp/before"
+(ulimit -f 200; exec "$LLTRAIN" train "$@" --train.steps=$((STEPS + 20)) --run.dir="$tmp/B" \
+	--resume auto) >"$tmp/full.out" 2>&1
+status=$?
+[ "$status" = 1 ] && grep -q "model.safetensors: .*File too large" "$tmp/full.out"
+ok $? "a save that runs out of room fails with exit 1 and a message naming the write: $(grep lltrain: "$tmp/full.out" | head -1)"
+cmp -s "$tmp/before/model.safetensors" "$tmp/B/$final/model.safetensors" &&
+	cmp -s "$tmp/before/optimizer.safetensors" "$tmp/B/$final/optimizer.safetensors" &&
+	! ls -d "$tmp"/B/checkpoints/.tmp* >/dev/null 2>&1
+ok $? "the previous checkpoint is intact and no temporary directory is left"
+
+# A real full disk: a small tmpfs in a private mount namespace, where the
+# system allows one.
+mkdir -p "$tmp/small"
+if unshare -rm true 2>/dev/null; then
+	used=$(du -sk "$tmp/B" | cut -f1)
+	unshare -rm bash -c '
+		t=$1 lltrain=$2 final=$3
+		mount -t tmpfs -o size=$(($4 + 300))k tmpfs "$t/small" || exit 3
+		cp -r "$t/B" "$t/small/B" || exit 3
+		shift 4
+		"$lltrain" train "$@" --resume auto >"$t/enospc.out" 2>&1
+		echo $? >"$t/enospc.status"
+		cmp -s "$t/before/model.safetensors" "$t/small/B/$final/model.safetensors" &&
+			! ls -d "$t"/small/B/checkpoints/.tmp* >/dev/null 2>&1
+		' sh "$tmp" "$LLTRAIN" "$final" "$used" "$@" --train.steps=$((STEPS + 20)) \
+		--run.dir="$tmp/small/B"
+	intact=$?
+	status=$(cat "$tmp/enospc.status" 2>/dev/null)
+	[ "$status" = 1 ] && grep -q "No space left on device" "$tmp/enospc.out"
+	ok $? "a save onto a full file system fails with exit 1, naming the write: $(grep lltrain: "$tmp/enospc.out" | head -1)"
+	ok $intact "after the full-disk failure the previous checkpoint is intact, no temporary left"
+else
+	n=$((n + 1)); echo "ok $n # SKIP no private mount namespace here (unshare -rm refused) for a small tmpfs"
+	n=$((n + 1)); echo "ok $n # SKIP no private mount namespace here (unshare -rm refused) for a small tmpfs"
+fi
+
+# 5. A checkpoint whose weights are NaN: every step is skipped and logged,
+#    and the run stops after train.max_bad_steps of them.
+cp -r "$tmp/A" "$tmp/N"
+python3 - "$tmp/N/$final" <<'EOF'
+import json, struct, sys, zlib
+d = sys.argv[1]
+p = d + "/model.safetensors"
+b = bytearray(open(p, "rb").read())
+hl = struct.unpack("<Q", b[:8])[0]
+hdr = json.loads(b[8:8 + hl])
+name = "model.norm.weight"
+lo, hi = hdr[name]["data_offsets"]
+b[8 + hl + lo:8 + hl + hi] = struct.pack("<f", float("nan")) * ((hi - lo) // 4)
+open(p, "wb").write(b)
+s = json.load(open(d + "/state.json"))
+s["files"]["model.safetensors"]["crc32"] = "%08x" % zlib.crc32(bytes(b))
+json.dump(s, open(d + "/state.json", "w"))
+EOF
+expect 1 "3 steps in a row had a non-finite loss" "non-finite losses are skipped, then the run aborts" -- \
+	train "$@" --train.steps=$((STEPS + 10)) --train.max_bad_steps=3 --run.dir="$tmp/N" --resume auto
+[ "$(grep -c '"skipped":true' "$tmp/N/metrics.jsonl")" = 3 ]
+ok $? "each skipped step is logged in metrics.jsonl"
+
+# 6. Using the trained model: sample and eval on its checkpoint.
+expect 0 "tokens/s" "sample generates from the run's newest checkpoint" -- \
+	sample --max-tokens 12 --seed 3 "$tmp/A"
+long=$(head -c 2000 "$top_srcdir/tests/data/tiny_corpus.txt")
+expect 1 "exceeds the context of 32 tokens" "a prompt longer than the context is refused" -- \
+	sample --prompt "$long" "$tmp/A"
+"$LLTRAIN" eval --json "$tmp/A" >"$tmp/eval.json" 2>"$tmp/eval.err"
+ok $? "eval --json runs on the run's checkpoint: $(cat "$tmp/eval.err")"
+python3 - "$tmp/eval.json" "$tmp/A/metrics.jsonl" <<'EOF'
+import json, math, sys
+e = json.load(open(sys.argv[1]))
+last = [o for o in map(json.loads, open(sys.argv[2])) if "val_loss" in o][-1]
+assert abs(e["loss"] - last["val_loss"]) <= 1e-4 * last["val_loss"], (e, last)
+assert abs(e["perplexity"] - math.exp(e["loss"])) <= 1e-6 * e["perplexity"], e
+EOF
+ok $? "eval's loss equals the run's final validation loss, perplexity = exp(loss)"
+expect 1 "vocabulary" "eval on a shard of another vocabulary is refused" -- \
+	eval --data "$tmp/data2/val_0000.bin" "$tmp/A"
+
+echo "1..$n"
+exit $failed

@@ -1,0 +1,126 @@
+/* dump_logits: prints, as JSON, the logits lltrain computes for one
+ * sequence of token ids with a checkpoint's weights on the CPU, one row of
+ * V numbers per position, for comparison with other implementations.
+ *
+ * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...] */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "conf.h"
+#include "model.h"
+
+#define PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+/* What one run holds; freed by free_all. */
+struct dump {
+	char ckpt[PATH_CAP];
+	struct lt_ckpt_state state;
+	struct lt_conf conf;
+	lt_backend *be;
+	lt_model *model;
+	int32_t *tokens, *targets;
+	float *logits;
+};
+
+/* The ids argv[0..n) into d->tokens, each checked against the vocabulary. */
+static enum lt_status parse_ids(struct dump *d, char **argv, int n)
+{
+	if (n > d->conf.model.max_seq) {
+		lt_errmsg_set("%d ids: more than the model's max_seq %d", n, d->conf.model.max_seq);
+		return LT_ERR_ARG;
+	}
+	d->tokens = malloc((size_t)n * sizeof *d->tokens);
+	d->targets = malloc((size_t)n * sizeof *d->targets);
+	if (!d->tokens || !d->targets) {
+		lt_errmsg_set("cannot allocate %d ids", n);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		long id;
+		char origin[32];
+		snprintf(origin, sizeof origin, "id %d", i + 1);
+		if (lt_parse_long(origin, argv[i], 0, d->conf.model.vocab_size - 1, &id) != LT_OK)
+			return LT_ERR_ARG;
+		d->tokens[i] = (int32_t)id;
+		d->targets[i] = -1; /* no loss wanted */
+	}
+	return LT_OK;
+}
+
+static enum lt_status load(struct dump *d, const char *path)
+{
+	enum lt_status st = lt_checkpoint_open(path, d->ckpt, sizeof d->ckpt, &d->state, &d->conf);
+	if (st != LT_OK ||
+	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new(d->be, &d->conf.model, &d->model)) != LT_OK)
+		return st;
+	return lt_checkpoint_load_model(d->ckpt, d->model);
+}
+
+/* logits[n, V] of one forward pass over d->tokens. */
+static enum lt_status forward(struct dump *d, int n)
+{
+	size_t V = (size_t)d->conf.model.vocab_size;
+	double loss;
+	long count;
+	enum lt_status st;
+	if ((st = lt_model_plan(d->model, 1, n)) != LT_OK ||
+	    (st = lt_model_forward(d->model, d->tokens, d->targets, 0.0f, &loss, &count)) != LT_OK)
+		return st;
+	if (!(d->logits = malloc((size_t)n * V * sizeof *d->logits))) {
+		lt_errmsg_set("cannot allocate %zu logits", (size_t)n * V);
+		return LT_ERR_NOMEM;
+	}
+	d->be->ops->read(d->be, d->logits, lt_model_logits(d->model), (size_t)n * V);
+	return d->be->ops->sync(d->be);
+}
+
+static void print_logits(const struct dump *d, int n)
+{
+	size_t V = (size_t)d->conf.model.vocab_size;
+	printf("[");
+	for (int t = 0; t < n; t++) {
+		printf("%s[", t ? ",\n " : "");
+		for (size_t v = 0; v < V; v++)
+			printf("%s%.9g", v ? ", " : "", (double)d->logits[(size_t)t * V + v]);
+		printf("]");
+	}
+	printf("]\n");
+}
+
+static void free_all(struct dump *d)
+{
+	lt_model_free(d->model);
+	lt_backend_free(d->be);
+	lt_ckpt_state_free(&d->state);
+	free(d->tokens);
+	free(d->targets);
+	free(d->logits);
+}
+
+int main(int argc, char **argv)
+{
+	struct dump d;
+	enum lt_status st;
+	int n = argc - 2;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]\n");
+		return 2;
+	}
+	memset(&d, 0, sizeof d);
+	if ((st = load(&d, argv[1])) == LT_OK && (st = parse_ids(&d, argv + 2, n)) == LT_OK)
+		st = forward(&d, n);
+	if (st == LT_OK)
+		print_logits(&d, n);
+	else
+		fprintf(stderr, "dump_logits: %s\n",
+			lt_errmsg()[0] ? lt_errmsg() : lt_status_str(st));
+	free_all(&d);
+	return st == LT_OK ? 0 : 1;
+}
