@@ -13,6 +13,7 @@
 #include "cmd.h"
 #include "model.h"
 #include "optim.h"
+#include "sample.h"
 #include "conf.h"
 #include "rng.h"
 
@@ -20,6 +21,7 @@
 struct bench_opts {
 	const char *device;
 	int threads, steps;
+	int sample_tokens;     /* generated for the sampling speed; 0 = none */
 	int batch, seq;
 };
 
@@ -48,6 +50,8 @@ static void print_help(void)
 	       "  --batch N              the same as --train.batch=N\n"
 	       "  --seq N                the same as --train.seq=N (a seq beyond model.max_seq\n"
 	       "                         raises max_seq for the benchmark)\n"
+	       "  --sample-tokens N      tokens generated with the KV cache for the sampling\n"
+	       "                         speed (default 255, at most model.max_seq - 1; 0 = skip)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
 }
@@ -84,6 +88,7 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 		{ "steps", required_argument, NULL, 's' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "seq", required_argument, NULL, 'q' },
+		{ "sample-tokens", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -96,6 +101,7 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 		case 's': rc = parse_number("--steps", optarg, 1, 1000000, &o->steps); break;
 		case 'b': rc = set_key(conf, "train.batch", "--batch", optarg); break;
 		case 'q': rc = set_key(conf, "train.seq", "--seq", optarg); break;
+		case 'n': rc = parse_number("--sample-tokens", optarg, 0, 1 << 20, &o->sample_tokens); break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
@@ -190,7 +196,7 @@ int lt_cmd_bench(int argc, char **argv)
 	if (rc)
 		return rc;
 	struct bench_opts o = { .device = conf.run.device, .threads = conf.run.threads,
-				.steps = 3 };
+				.steps = 3, .sample_tokens = 255 };
 	rc = parse_options(argc, argv, &o, &conf);
 	if (rc >= 0)
 		return rc;
@@ -251,6 +257,11 @@ int lt_cmd_bench(int argc, char **argv)
 	       rss / 1048576.0, est.total / 1048576.0, est.params / 1048576.0, est.grads / 1048576.0,
 	       est.optimizer / 1048576.0, est.activations / 1048576.0, est.workspace / 1048576.0,
 	       est.runtime / 1048576.0);
+	int n_sample = o.sample_tokens < mc.max_seq - 1 ? o.sample_tokens : mc.max_seq - 1;
+	double sample_tps;
+	if (n_sample > 0 && (st = lt_sample_bench(model, n_sample, &sample_tps)) == LT_OK)
+		printf("sampling:        %.1f tokens/s (KV cache, %d tokens after one, greedy, batch 1)\n",
+		       sample_tps, n_sample);
 out:
 	if (st != LT_OK)
 		lt_report("bench", st);
