@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <zlib.h>
 
+#include "fs.h"
 #include "safetensors.h"
 
 #define CKPT_PATH_MAX 4096
@@ -52,68 +53,6 @@ static enum lt_status join_path(char *out, size_t cap, const char *dir, const ch
 		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
 		return LT_ERR_ARG;
 	}
-	return LT_OK;
-}
-
-static int is_directory(const char *path)
-{
-	struct stat sb;
-	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-/* Creates directory path unless it already is one. */
-static enum lt_status make_directory(const char *path)
-{
-	if (mkdir(path, 0755) == 0)
-		return LT_OK;
-	int err = errno;
-	if (err == EEXIST) {
-		if (is_directory(path))
-			return LT_OK;
-		lt_errmsg_set("%s: exists and is not a directory", path);
-		return LT_ERR_IO;
-	}
-	lt_errmsg_set("%s: cannot create the directory: %s", path, strerror(err));
-	return LT_ERR_IO;
-}
-
-/* mkdir -p: creates every missing directory of path. */
-static enum lt_status make_directories(const char *path)
-{
-	char buf[CKPT_PATH_MAX];
-	size_t n = strlen(path);
-	if (n == 0 || n >= sizeof buf) {
-		lt_errmsg_set("'%s': not a usable directory name", path);
-		return LT_ERR_ARG;
-	}
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i < n; i++) {
-		if (buf[i] != '/' || buf[i - 1] == '/')
-			continue;
-		buf[i] = '\0';
-		enum lt_status st = make_directory(buf);
-		buf[i] = '/';
-		if (st != LT_OK)
-			return st;
-	}
-	return make_directory(buf);
-}
-
-/* Flushes a file or directory to stable storage. */
-static enum lt_status sync_path(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		lt_errmsg_set("%s: cannot open to fsync: %s", path, strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (fsync(fd) != 0 && errno != EINVAL) {
-		int err = errno;
-		close(fd);
-		lt_errmsg_set("%s: fsync failed: %s", path, strerror(err));
-		return LT_ERR_IO;
-	}
-	close(fd);
 	return LT_OK;
 }
 
@@ -244,106 +183,6 @@ static enum lt_status list_steps(const char *ckdir, struct step_list *out)
 }
 
 /* ------------------------------------------------------------- files */
-
-/* Writes all of p to fd. Returns 0 or an errno. */
-static int write_fully(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n > 0) {
-		ssize_t r = write(fd, c, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		if (r == 0)
-			return ENOSPC;
-		c += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Writes n bytes to a new file path, fsyncs and closes it; removes it again
- * on failure. */
-static enum lt_status write_new_file(const char *path, const void *p, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), err;
-	if (fd < 0) {
-		lt_errmsg_set("%s: cannot create: %s", path, strerror(errno));
-		return LT_ERR_IO;
-	}
-	if ((err = write_fully(fd, p, n)) != 0) {
-		lt_errmsg_set("%s: write failed: %s", path, strerror(err));
-	} else if (fsync(fd) != 0) {
-		err = errno;
-		lt_errmsg_set("%s: fsync failed: %s", path, strerror(err));
-	}
-	if (close(fd) != 0 && !err) {
-		err = errno;
-		lt_errmsg_set("%s: close failed: %s", path, strerror(err));
-	}
-	if (err) {
-		unlink(path);
-		return LT_ERR_IO;
-	}
-	return LT_OK;
-}
-
-/* Copies src to a new file dst (fsynced); removes dst on failure. */
-static enum lt_status copy_file(const char *src, const char *dst)
-{
-	int in = -1, out = -1, err = 0;
-	char *buf = malloc(IO_BLOCK);
-	enum lt_status st = LT_ERR_IO;
-
-	if (!buf) {
-		lt_errmsg_set("cannot allocate %zu bytes to copy %s", IO_BLOCK, src);
-		return LT_ERR_NOMEM;
-	}
-	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
-		lt_errmsg_set("%s: cannot open: %s", src, strerror(errno));
-		goto out;
-	}
-	if ((out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-		lt_errmsg_set("%s: cannot create: %s", dst, strerror(errno));
-		goto out;
-	}
-	for (;;) {
-		ssize_t r = read(in, buf, IO_BLOCK);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			lt_errmsg_set("%s: read failed: %s", src, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		if ((err = write_fully(out, buf, (size_t)r)) != 0) {
-			lt_errmsg_set("%s: write failed: %s", dst, strerror(err));
-			goto out;
-		}
-	}
-	if (fsync(out) != 0) {
-		lt_errmsg_set("%s: fsync failed: %s", dst, strerror(errno));
-		goto out;
-	}
-	err = close(out);
-	out = -1;
-	if (err != 0) {
-		lt_errmsg_set("%s: close failed: %s", dst, strerror(errno));
-		goto out;
-	}
-	st = LT_OK;
-out:
-	if (in >= 0)
-		close(in);
-	if (out >= 0)
-		close(out);
-	if (st != LT_OK)
-		unlink(dst);
-	free(buf);
-	return st;
-}
 
 /* The size and CRC-32 of a whole file, read back from the disk. */
 static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t *crc)
@@ -570,7 +409,7 @@ static enum lt_status write_state_file(const char *dir, const struct lt_ckpt_sta
 	}
 	size_t len = strlen(text);
 	text[len] = '\n'; /* json_dumps leaves no final newline; the NUL becomes one */
-	st = write_new_file(path, text, len + 1);
+	st = lt_fs_write_new(path, text, len + 1);
 	free(text);
 	return st;
 }
@@ -609,21 +448,21 @@ static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, const
 	}
 	if (s->tokenizer) {
 		if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
-		    (st = copy_file(s->tokenizer, path)) != LT_OK)
+		    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
 			return st;
 		f[n++].name = TOKENIZER_FILE;
 		if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
 			return st;
 		if (access(src, F_OK) == 0) {
 			st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE);
-			if (st != LT_OK || (st = copy_file(src, path)) != LT_OK)
+			if (st != LT_OK || (st = lt_fs_copy(src, path)) != LT_OK)
 				return st;
 			f[n++].name = TOKENIZER_CONFIG_FILE;
 		}
 	}
 	if ((st = write_state_file(tmp, s, f, n)) != LT_OK)
 		return st;
-	return sync_path(tmp);
+	return lt_fs_sync(tmp);
 }
 
 /* Renames the finished temporary directory to its final name; an existing
@@ -651,7 +490,7 @@ static enum lt_status publish(const char *ckdir, const char *tmp, const char *fi
 			rename(aside, final);
 		return LT_ERR_IO;
 	}
-	if ((st = sync_path(ckdir)) != LT_OK)
+	if ((st = lt_fs_sync(ckdir)) != LT_OK)
 		return st;
 	/* The save is complete: an old copy that resists removal is left for
 	 * lt_checkpoint_prune (its name is a temporary's). */
@@ -682,7 +521,7 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
 		return LT_ERR_ARG;
 	}
-	if ((st = make_directories(ckdir)) != LT_OK ||
+	if ((st = lt_fs_make_dirs(ckdir)) != LT_OK ||
 	    (st = remove_tree(ckdir, tmp_name)) != LT_OK ||
 	    (st = remove_tree(ckdir, aside_name)) != LT_OK)
 		return st;
@@ -1031,7 +870,7 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 	lt_st *st;
 	enum lt_status rc;
 
-	if (is_directory(path)) {
+	if (lt_fs_is_dir(path)) {
 		if ((rc = join_path(file, sizeof file, path, MODEL_FILE)) != LT_OK)
 			return rc;
 	} else {
@@ -1109,18 +948,12 @@ static enum lt_status load_moments(const lt_st *st, lt_model *m, lt_optim *o)
 	return rc;
 }
 
-enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
-				  struct lt_ckpt_state *s)
+enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o)
 {
-	struct lt_ckpt_state local;
 	char path[CKPT_PATH_MAX];
 	lt_st *ost = NULL;
 	enum lt_status rc;
 
-	if (!s)
-		s = &local;
-	if ((rc = lt_checkpoint_read_state(dir, s)) != LT_OK)
-		return rc;
 	/* Both files are opened (and their headers checked) before anything is
 	 * read, so a bad optimizer file leaves the model as it was. */
 	if (o && ((rc = join_path(path, sizeof path, dir, OPTIM_FILE)) != LT_OK ||
@@ -1132,6 +965,20 @@ enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 		rc = load_moments(ost, m, o);
 out:
 	lt_st_close(ost);
+	return rc;
+}
+
+enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
+				  struct lt_ckpt_state *s)
+{
+	struct lt_ckpt_state local;
+	enum lt_status rc;
+
+	if (!s)
+		s = &local;
+	if ((rc = lt_checkpoint_read_state(dir, s)) != LT_OK)
+		return rc;
+	rc = lt_checkpoint_load_tensors(dir, m, o);
 	if (rc != LT_OK || s == &local) {
 		lt_ckpt_state_free(s);
 		memset(s, 0, sizeof *s);
@@ -1141,7 +988,8 @@ out:
 
 /* ------------------------------------------------------------- finding */
 
-enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap)
+enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
+				    struct lt_ckpt_state *found)
 {
 	char ckdir[CKPT_PATH_MAX], dir[CKPT_PATH_MAX], first_err[1024] = "";
 	struct step_list list;
@@ -1162,12 +1010,16 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap)
 				snprintf(first_err, sizeof first_err, "%s", lt_errmsg());
 			continue;
 		}
-		lt_ckpt_state_free(&s);
 		free(list.steps);
 		if ((size_t)snprintf(path, cap, "%s", dir) >= cap) {
+			lt_ckpt_state_free(&s);
 			lt_errmsg_set("%s: path too long for the caller's %zu bytes", dir, cap);
 			return LT_ERR_ARG;
 		}
+		if (found)
+			*found = s;
+		else
+			lt_ckpt_state_free(&s);
 		return LT_OK;
 	}
 	free(list.steps);
@@ -1179,7 +1031,8 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap)
 	return LT_ERR_NOTFOUND;
 }
 
-enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap)
+enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
+				     struct lt_ckpt_state *s)
 {
 	char state[CKPT_PATH_MAX];
 	struct stat sb;
@@ -1198,12 +1051,12 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap)
 	if ((st = join_path(state, sizeof state, path, STATE_FILE)) != LT_OK)
 		return st;
 	if (access(state, F_OK) != 0)
-		return lt_checkpoint_latest(path, out, cap);
+		return lt_checkpoint_latest(path, out, cap, s);
 	if ((size_t)snprintf(out, cap, "%s", path) >= cap) {
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", path, cap);
 		return LT_ERR_ARG;
 	}
-	return LT_OK;
+	return s ? lt_checkpoint_read_state(out, s) : LT_OK;
 }
 
 enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
@@ -1245,7 +1098,7 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	}
 	free(tmps);
 	if (first == LT_OK)
-		first = sync_path(ckdir);
+		first = lt_fs_sync(ckdir);
 	return first;
 }
 
@@ -1253,14 +1106,12 @@ enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
 				  struct lt_ckpt_state *s, struct lt_conf *conf)
 {
 	char origin[CKPT_PATH_MAX + 16];
-	enum lt_status st = lt_checkpoint_resolve(path, dir, cap);
+	enum lt_status st = lt_checkpoint_resolve(path, dir, cap, s);
 	if (st != LT_OK) {
 		if (!strstr(lt_errmsg(), path))
 			lt_errmsg_prefix("%s", path);
 		return st;
 	}
-	if ((st = lt_checkpoint_read_state(dir, s)) != LT_OK)
-		return st;
 	snprintf(origin, sizeof origin, "%s/state.json", dir);
 	if (!s->config) {
 		lt_errmsg_set("%s: holds no config, so the model's shape is unknown", origin);

@@ -63,6 +63,9 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
  * range must be the optimizer's) into a model of the same shape; a mismatch
  * names the tensor and both shapes and leaves the model as it was. s may be
  * NULL; else it is filled as by read_state (and zeroed on failure). */
+/* The tensors alone, for a checkpoint whose state the caller has just
+ * read and verified (as read_state, latest or resolve with a state do). */
+enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o);
 enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 				  struct lt_ckpt_state *s);
 /* Only the parameters, from model.safetensors (a checkpoint dir or the file);
@@ -75,11 +78,15 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m);
 
 /* The newest checkpoint of run_dir whose state and checksums verify
  * (invalid ones, such as a save cut short, are passed over); LT_ERR_NOTFOUND
- * naming run_dir when there is none. */
-enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap);
+ * naming run_dir when there is none. When s != NULL it receives the state
+ * that was verified, so the files need not be read again. */
+enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
+				    struct lt_ckpt_state *s);
 /* PATH as given when it is a checkpoint (holds state.json), else the
- * newest valid checkpoint of the run directory PATH. */
-enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap);
+ * newest valid checkpoint of the run directory PATH. When s != NULL the
+ * checkpoint's state is read and verified into it. */
+enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
+				     struct lt_ckpt_state *s);
 /* What sample, eval and export start from: resolves PATH (a checkpoint
  * or a run directory) into dir, reads and verifies its state, and sets conf
  * to the defaults with the checkpoint's config over them. Errors name PATH

@@ -5,8 +5,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +18,7 @@
 #include "checkpoint.h"
 #include "cmd.h"
 #include "conf.h"
+#include "fs.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -132,33 +131,6 @@ static enum lt_status load_checkpoint(struct session *s, const char *path)
 
 /* ------------------------------------------------------------- writing */
 
-/* Writes n bytes to a new file, fsynced; removes it on failure. */
-static enum lt_status write_file(const char *path, const char *p, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), err = 0;
-	if (fd < 0) {
-		lt_errmsg_set("%s: cannot create: %s", path, strerror(errno));
-		return LT_ERR_IO;
-	}
-	while (n > 0 && !err) {
-		ssize_t r = write(fd, p, n);
-		if (r < 0 && errno != EINTR)
-			err = errno;
-		else if (r > 0)
-			p += r, n -= (size_t)r;
-	}
-	if (!err && fsync(fd) != 0)
-		err = errno;
-	if (close(fd) != 0 && !err)
-		err = errno;
-	if (err) {
-		lt_errmsg_set("%s: write failed: %s", path, strerror(err));
-		unlink(path);
-		return LT_ERR_IO;
-	}
-	return LT_OK;
-}
-
 /* Writes j (consumed) as indented JSON; reals with the 9 digits that
  * give each float back. */
 static enum lt_status write_json(const char *path, json_t *j)
@@ -172,46 +144,8 @@ static enum lt_status write_json(const char *path, json_t *j)
 	}
 	size_t n = strlen(text);
 	text[n] = '\n'; /* the NUL becomes the final newline */
-	st = write_file(path, text, n + 1);
+	st = lt_fs_write_new(path, text, n + 1);
 	free(text);
-	return st;
-}
-
-/* Copies src to a new file dst, fsynced. */
-static enum lt_status copy_file(const char *src, const char *dst)
-{
-	FILE *f = fopen(src, "rb");
-	char *buf = NULL;
-	size_t n = 0, cap = 0, r;
-	enum lt_status st;
-
-	if (!f) {
-		lt_errmsg_set("%s: cannot open: %s", src, strerror(errno));
-		return LT_ERR_IO;
-	}
-	do {
-		if (cap - n < 65536) {
-			char *p = realloc(buf, cap + (cap > 65536 ? cap : 65536));
-			if (!p) {
-				free(buf);
-				fclose(f);
-				lt_errmsg_set("%s: out of memory reading it", src);
-				return LT_ERR_NOMEM;
-			}
-			buf = p;
-			cap += cap > 65536 ? cap : 65536;
-		}
-		r = fread(buf + n, 1, cap - n, f);
-		n += r;
-	} while (r > 0);
-	if (ferror(f)) {
-		lt_errmsg_set("%s: read failed: %s", src, strerror(errno));
-		st = LT_ERR_IO;
-	} else {
-		st = write_file(dst, buf, n);
-	}
-	fclose(f);
-	free(buf);
 	return st;
 }
 
@@ -324,7 +258,7 @@ static enum lt_status write_one(struct session *s, const char *dir, int i)
 		snprintf(src, sizeof src, "%s/%s", s->ckpt, out_files[i]);
 		if (i == 4 && access(src, F_OK) != 0)
 			return write_json(path, tokenizer_config_json(c, s->tok));
-		return copy_file(src, path);
+		return lt_fs_copy(src, path);
 	}
 	return LT_ERR_ARG;
 }
@@ -366,50 +300,6 @@ static enum lt_status split_path(const char *out, char *parent, char *name, size
 	return LT_OK;
 }
 
-/* mkdir -p of dir. */
-static enum lt_status make_directories(const char *dir)
-{
-	char buf[PATH_CAP];
-	size_t n = strlen(dir);
-	struct stat sb;
-	if (n >= sizeof buf) {
-		lt_errmsg_set("%s: path too long", dir);
-		return LT_ERR_ARG;
-	}
-	memcpy(buf, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		char keep = buf[i];
-		buf[i] = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-			lt_errmsg_set("%s: cannot create the directory: %s", buf, strerror(errno));
-			return LT_ERR_IO;
-		}
-		if (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-			lt_errmsg_set("%s: not a directory", buf);
-			return LT_ERR_IO;
-		}
-		buf[i] = keep;
-	}
-	return LT_OK;
-}
-
-/* 1 when dir holds nothing, 0 when it holds something, -1 (errno set)
- * when it cannot be read. */
-static int directory_is_empty(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int empty = 1;
-	if (!d)
-		return -1;
-	while (empty && (e = readdir(d)) != NULL)
-		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
-	closedir(d);
-	return empty;
-}
-
 /* Whether out may be written: absent, an empty directory, or (with
  * --force) any directory. *fill is set when out exists with files. */
 static enum lt_status check_destination(const char *out, int force, int *fill)
@@ -426,7 +316,7 @@ static enum lt_status check_destination(const char *out, int force, int *fill)
 		lt_errmsg_set("%s: exists and is not a directory", out);
 		return LT_ERR_ARG;
 	}
-	int empty = directory_is_empty(out);
+	int empty = lt_fs_is_empty_dir(out);
 	if (empty < 0) {
 		lt_errmsg_set("%s: cannot list: %s", out, strerror(errno));
 		return LT_ERR_IO;
@@ -464,19 +354,6 @@ static enum lt_status move_into_place(struct session *s, const char *out, int fi
 	return LT_OK;
 }
 
-static enum lt_status sync_directory(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL)) {
-		lt_errmsg_set("%s: fsync failed: %s", dir, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return LT_ERR_IO;
-	}
-	close(fd);
-	return LT_OK;
-}
-
 /* Writes every file into a temporary directory beside out, then moves
  * them into place. */
 static enum lt_status write_export(struct session *s, const char *out, int force)
@@ -489,7 +366,7 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 
 	if ((st = split_path(out, parent, name, sizeof parent)) != LT_OK ||
 	    (st = check_destination(out, force, &fill)) != LT_OK ||
-	    (st = make_directories(parent)) != LT_OK)
+	    (st = lt_fs_make_dirs(parent)) != LT_OK)
 		return st;
 	if ((size_t)snprintf(s->tmp, sizeof s->tmp, "%s/.%s.tmp-%ld", parent, name,
 			     (long)getpid()) >= sizeof s->tmp) {
@@ -508,9 +385,9 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 	for (int i = 0; out_files[i]; i++)
 		if ((st = write_one(s, s->tmp, i)) != LT_OK)
 			return st;
-	if ((st = sync_directory(s->tmp)) != LT_OK || (st = move_into_place(s, out, fill)) != LT_OK)
+	if ((st = lt_fs_sync(s->tmp)) != LT_OK || (st = move_into_place(s, out, fill)) != LT_OK)
 		return st;
-	return fill ? sync_directory(out) : sync_directory(parent);
+	return fill ? lt_fs_sync(out) : lt_fs_sync(parent);
 }
 
 static void print_written(const struct session *s, const char *out)

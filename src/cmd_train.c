@@ -23,6 +23,7 @@
 #include "cmd.h"
 #include "conf.h"
 #include "data.h"
+#include "fs.h"
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
@@ -130,32 +131,6 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 	return lt_conf_apply_args(c, argc, argv);
 }
 
-static int is_directory(const char *path)
-{
-	struct stat sb;
-	return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-/* mkdir -p */
-static enum lt_status make_dirs(const char *dir)
-{
-	char path[PATH_CAP];
-	path_of(path, sizeof path, "%s", dir);
-	for (char *p = path + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-			lt_errmsg_set("%s: cannot create the directory: %s", path, strerror(errno));
-			return LT_ERR_IO;
-		}
-		*p = c;
-		if (!c)
-			return LT_OK;
-	}
-}
-
 /* Prepares the corpus into the data directory unless it holds data. */
 static enum lt_status ensure_data(struct run *r, const struct train_args *a)
 {
@@ -189,7 +164,7 @@ static enum lt_status ensure_data(struct run *r, const struct train_args *a)
 	fflush(stdout);
 	enum lt_status st = lt_prepare_run(&po, &rep);
 	if (st != LT_OK && !a->n_inputs && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
-	    !is_directory(c->data.corpus))
+	    !lt_fs_is_dir(c->data.corpus))
 		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
 	return st;
 }
@@ -219,23 +194,18 @@ static enum lt_status open_data(struct run *r)
 /* Writes RUN/config.ini atomically. */
 static enum lt_status save_resolved_config(const struct run *r)
 {
-	char path[PATH_CAP], tmp[PATH_CAP];
+	char path[PATH_CAP], tmp[PATH_CAP], *text = NULL;
 	path_of(path, sizeof path, "%s/config.ini", r->conf.run.dir);
 	path_of(tmp, sizeof tmp, "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f) {
-		lt_errmsg_set("%s: cannot create: %s", tmp, strerror(errno));
-		return LT_ERR_IO;
-	}
-	enum lt_status st = lt_conf_write(&r->conf, f);
-	int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-	bad |= fclose(f) != 0;
-	if (st == LT_OK && (bad || rename(tmp, path) != 0)) {
-		lt_errmsg_set("%s: write failed: %s", path, strerror(errno));
+	enum lt_status st = lt_conf_to_string(&r->conf, &text);
+	if (st == LT_OK)
+		st = lt_fs_write_new(tmp, text, strlen(text));
+	if (st == LT_OK && rename(tmp, path) != 0) {
+		lt_errmsg_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+		unlink(tmp);
 		st = LT_ERR_IO;
 	}
-	if (st != LT_OK)
-		unlink(tmp);
+	free(text);
 	return st;
 }
 
@@ -283,13 +253,11 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
 	    (st = lt_optim_new(r->model, 0, lt_model_num_params(r->model), &r->opt)) != LT_OK)
 		return st;
-	if (ckpt) {
-		struct lt_ckpt_state loaded = { 0 };
-		st = lt_checkpoint_load(ckpt, r->model, r->opt, &loaded);
-		lt_ckpt_state_free(&loaded);
-	} else {
+	/* r->state was read and verified when the checkpoint was found */
+	if (ckpt)
+		st = lt_checkpoint_load_tensors(ckpt, r->model, r->opt);
+	else
 		st = lt_model_init(r->model, c->train.seed);
-	}
 	if (st == LT_OK)
 		st = lt_model_plan(r->model, c->train.batch, c->train.seq);
 	r->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *r->tokens);
@@ -506,7 +474,7 @@ static void free_run(struct run *r)
 static enum lt_status check_fresh_run_dir(const struct lt_conf *c)
 {
 	char path[PATH_CAP];
-	if (lt_checkpoint_latest(c->run.dir, path, sizeof path) != LT_OK) {
+	if (lt_checkpoint_latest(c->run.dir, path, sizeof path, NULL) != LT_OK) {
 		lt_errmsg_clear();
 		return LT_OK;
 	}
@@ -519,7 +487,7 @@ static enum lt_status run_training(struct run *r, const struct train_args *a, co
 {
 	struct lt_conf *c = &r->conf;
 	enum lt_status st;
-	if ((st = lt_conf_check(c)) != LT_OK || (st = make_dirs(c->run.dir)) != LT_OK ||
+	if ((st = lt_conf_check(c)) != LT_OK || (st = lt_fs_make_dirs(c->run.dir)) != LT_OK ||
 	    (st = ensure_data(r, a)) != LT_OK || (st = open_data(r)) != LT_OK ||
 	    (st = lt_conf_check(c)) != LT_OK || (st = save_resolved_config(r)) != LT_OK ||
 	    (st = build_model(r, ckpt)) != LT_OK)
@@ -547,21 +515,22 @@ static enum lt_status run_training(struct run *r, const struct train_args *a, co
 	return st;
 }
 
-/* Finds the checkpoint --resume names: NULL ckpt when "auto" finds none. */
+/* Finds the checkpoint --resume names, with its verified state in *s;
+ * *found stays 0 when "auto" finds none. */
 static enum lt_status find_resume_point(const char *resume, const struct lt_conf *c, char *ckpt,
-					size_t cap, int *found)
+					size_t cap, struct lt_ckpt_state *s, int *found)
 {
 	*found = 0;
 	if (!resume)
 		return check_fresh_run_dir(c);
 	if (!strcmp(resume, "auto")) {
-		if (lt_checkpoint_latest(c->run.dir, ckpt, cap) != LT_OK) {
+		if (lt_checkpoint_latest(c->run.dir, ckpt, cap, s) != LT_OK) {
 			lt_errmsg_clear();
 			printf("resume: no checkpoint in %s, starting a new run\n", c->run.dir);
 			return LT_OK;
 		}
 	} else {
-		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap);
+		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap, s);
 		if (st != LT_OK)
 			return st;
 	}
@@ -592,8 +561,8 @@ int lt_cmd_train(int argc, char **argv)
 	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
 		goto out;
 	rc = 1;
-	if ((st = find_resume_point(a.resume, &r.conf, ckpt, sizeof ckpt, &found)) == LT_OK && found &&
-	    (st = lt_checkpoint_read_state(ckpt, &r.state)) == LT_OK)
+	if ((st = find_resume_point(a.resume, &r.conf, ckpt, sizeof ckpt, &r.state, &found)) == LT_OK &&
+	    found)
 		/* pass 2: the checkpoint's config, then the options again */
 		st = resolve_config(&r.conf, r.state.config, &argc2, argv2, ckpt);
 	if (st != LT_OK) {

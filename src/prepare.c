@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <omp.h>
 
+#include "fs.h"
 #include "shard.h"
 #include "tokenizer.h"
 
@@ -757,19 +758,6 @@ static int holds_prepare_json(const char *dir)
 	return yes;
 }
 
-static int is_empty_directory(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int empty = 1;
-	if (!d)
-		return 0;
-	while (empty && (e = readdir(d)))
-		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
-	closedir(d);
-	return empty;
-}
-
 /* Refuses an out_dir that is not absent, empty, or an earlier preparation. */
 static enum lt_status check_replaceable(const char *out)
 {
@@ -784,7 +772,7 @@ static enum lt_status check_replaceable(const char *out)
 		lt_errmsg_set("%s: exists and is not a directory", out);
 		return LT_ERR_ARG;
 	}
-	if (!is_empty_directory(out) && !holds_prepare_json(out)) {
+	if (lt_fs_is_empty_dir(out) != 1 && !holds_prepare_json(out)) {
 		lt_errmsg_set("%s: not empty and holds no prepare.json (not prepared data); "
 			      "refusing to replace it", out);
 		return LT_ERR_ARG;
@@ -840,7 +828,7 @@ static enum lt_status move_into_place(const char *tmp, const char *out)
 	enum lt_status st;
 	if ((st = check_replaceable(out)) != LT_OK)
 		return st;
-	if (lstat(out, &sb) == 0 && !is_empty_directory(out)) {
+	if (lstat(out, &sb) == 0 && lt_fs_is_empty_dir(out) != 1) {
 		size_t n = strlen(out) + sizeof ".old-XXXXXX";
 		if (!(old = malloc(n))) {
 			lt_errmsg_set("cannot allocate %zu bytes for a path", n);

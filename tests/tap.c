@@ -104,3 +104,27 @@ double tap_rel_l2_d(const double *a, const double *ref, long n)
 		return INFINITY;
 	return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
 }
+
+int tap_write_file(const char *path, const void *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	int ok = f && fwrite(p, 1, n, f) == n;
+	if (f && fclose(f) != 0)
+		ok = 0;
+	return ok;
+}
+
+unsigned char *tap_slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *p = NULL;
+	long len;
+	*n = 0;
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (p = malloc((size_t)len + 1)) && fread(p, 1, (size_t)len, f) == (size_t)len)
+		*n = (size_t)len;
+	fclose(f);
+	return p;
+}

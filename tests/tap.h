@@ -4,6 +4,7 @@
 #define LT_TAP_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 /* Declares how many checks follow (call once, first). */
 void tap_plan(int n);
@@ -16,6 +17,11 @@ void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Ends the run; returns the exit status for main (0 only if all passed
  * and the count matched the plan). */
 int tap_done(void);
+
+/* Test files: writes n bytes to path (1 on success), and reads a whole file
+ * into a malloc'd buffer (NULL when it cannot; *n gets its size). */
+int tap_write_file(const char *path, const void *p, size_t n);
+unsigned char *tap_slurp(const char *path, size_t *n);
 /* Ends the whole file as skipped (exit 77 semantics in TAP: "1..0 # SKIP"). */
 _Noreturn void tap_skip_all(const char *why, ...) __attribute__((format(printf, 1, 2)));
 

@@ -78,34 +78,10 @@ static int msg_has(const char *a, const char *b, const char *c)
 	return strstr(m, a) && (!b || strstr(m, b)) && (!c || strstr(m, c));
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *p = NULL;
-	long len;
-	*n = 0;
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (p = malloc((size_t)len + 1)) && fread(p, 1, (size_t)len, f) == (size_t)len)
-		*n = (size_t)len;
-	fclose(f);
-	return p;
-}
-
-static int write_bytes(const char *path, const void *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-	int ok = f && fwrite(p, 1, n, f) == n;
-	if (f && fclose(f) != 0)
-		ok = 0;
-	return ok;
-}
-
 static int same_file_bytes(const char *a, const char *b)
 {
 	size_t na, nb;
-	unsigned char *pa = slurp(a, &na), *pb = slurp(b, &nb);
+	unsigned char *pa = tap_slurp(a, &na), *pb = tap_slurp(b, &nb);
 	int same = pa && pb && na == nb && memcmp(pa, pb, na) == 0;
 	free(pa);
 	free(pb);
@@ -299,7 +275,7 @@ static void check_state_file(const char *ckpt)
 		size_t n;
 		unsigned char *p;
 		snprintf(file, sizeof file, "%s/%s", ckpt, names[i]);
-		p = slurp(file, &n);
+		p = tap_slurp(file, &n);
 		snprintf(hex, sizeof hex, "%08lx", crc32(crc32(0L, Z_NULL, 0), p, (uInt)n));
 		good = p && e && json_integer_value(json_object_get(e, "bytes")) == (json_int_t)n &&
 		       json_is_string(json_object_get(e, "crc32")) &&
@@ -362,18 +338,18 @@ static void test_latest_and_prune(struct trained *a)
 	train_steps(a, 2);
 	tap_ok(lt_checkpoint_save(at("run"), a->m, a->o, &s, NULL, 0) == LT_OK,
 	       "save at step 5 without a tokenizer");
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path) == LT_OK &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000005")), "latest picks step 5");
-	tap_ok(lt_checkpoint_resolve(at("run"), path, sizeof path) == LT_OK &&
+	tap_ok(lt_checkpoint_resolve(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000005")) &&
 	       lt_checkpoint_resolve(at("run/checkpoints/step_00000002"), path,
-				     sizeof path) == LT_OK &&
+				     sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000002")),
 	       "resolve: a run directory gives its newest, a checkpoint itself");
-	tap_ok(lt_checkpoint_resolve(at("nowhere"), path, sizeof path) == LT_ERR_NOTFOUND &&
+	tap_ok(lt_checkpoint_resolve(at("nowhere"), path, sizeof path, NULL) == LT_ERR_NOTFOUND &&
 	       msg_has(at("nowhere"), strerror(ENOENT), NULL),
 	       "resolve of a missing path: LT_ERR_NOTFOUND naming it (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("tok"), path, sizeof path) == LT_ERR_NOTFOUND &&
+	tap_ok(lt_checkpoint_latest(at("tok"), path, sizeof path, NULL) == LT_ERR_NOTFOUND &&
 	       msg_has(at("tok"), "no checkpoint", NULL),
 	       "latest of a directory without checkpoints: LT_ERR_NOTFOUND naming it (%s)",
 	       lt_errmsg());
@@ -392,7 +368,7 @@ static void test_latest_and_prune(struct trained *a)
 		lt_checkpoint_save(at("run"), a->m, a->o, &s, NULL, 0);
 	}
 	mkdir(at("run/checkpoints/.tmp-step_00000011-99999"), 0755);
-	write_bytes(at("run/checkpoints/.tmp-step_00000011-99999/model.safetensors"), "x", 1);
+	tap_write_file(at("run/checkpoints/.tmp-step_00000011-99999/model.safetensors"), "x", 1);
 	mkdir(at("run/checkpoints/notes"), 0755);
 	tap_ok(count_entries(at("run/checkpoints"), "step_") == 4, "four checkpoints: 2, 5, 7, 9");
 	tap_ok(lt_checkpoint_prune(at("run"), 2) == LT_OK &&
@@ -411,27 +387,27 @@ static void test_damaged(void)
 	size_t n;
 
 	snprintf(file, sizeof file, "%s", at("run/checkpoints/step_00000009/model.safetensors"));
-	unsigned char *orig = slurp(file, &n);
+	unsigned char *orig = tap_slurp(file, &n);
 
 	snprintf(want, sizeof want, "%zu bytes, expected %zu (truncated?)", n - 100, n);
 	tap_ok(orig && truncate(file, (off_t)(n - 100)) == 0 &&
 	       lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
 	       msg_has(file, want, NULL),
 	       "a truncated model.safetensors: the file and both sizes named (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path) == LT_OK &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000007")),
 	       "latest passes over it to step 7");
 
 	orig[n / 2] ^= 0x10;
-	write_bytes(file, orig, n);
+	tap_write_file(file, orig, n);
 	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
 	       msg_has(file, "checksum mismatch (file changed or corrupted)", NULL),
 	       "one flipped byte: checksum mismatch naming the file (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path) == LT_OK &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000007")), "latest still picks step 7");
 
 	orig[n / 2] ^= 0x10;
-	write_bytes(file, orig, n);
+	tap_write_file(file, orig, n);
 	lt_errmsg_clear();
 	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_OK,
 	       "the original bytes verify again (%s)", lt_errmsg());
@@ -562,7 +538,7 @@ static void test_failed_save(struct trained *a)
 	struct trained c;
 	if (!make_model(&small, 2, &c))
 		abort();
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path) == LT_OK && !strcmp(path, ck9) &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK && !strcmp(path, ck9) &&
 	       lt_checkpoint_load(path, c.m, c.o, &r) == LT_OK && r.step == 9 &&
 	       same_weights(&b, &c), "step 9 still verifies and loads bitwise as it was saved");
 	lt_ckpt_state_free(&r);
@@ -577,9 +553,9 @@ static void test_impossible_place(struct trained *a)
 	unsigned char *p;
 
 	mkdir(at("run2"), 0755);
-	write_bytes(at("run2/checkpoints"), "keep me\n", 8);
+	tap_write_file(at("run2/checkpoints"), "keep me\n", 8);
 	enum lt_status st = lt_checkpoint_save(at("run2"), a->m, a->o, &s, NULL, 0);
-	p = slurp(at("run2/checkpoints"), &n);
+	p = tap_slurp(at("run2/checkpoints"), &n);
 	tap_ok(st == LT_ERR_IO && msg_has(at("run2/checkpoints"), "not a directory", NULL) &&
 	       p && n == 8 && !memcmp(p, "keep me\n", 8),
 	       "RUN/checkpoints a regular file: LT_ERR_IO naming it, the file untouched (%s)",

@@ -32,30 +32,6 @@ static const char *at(const char *name)
 	return buf[slot];
 }
 
-static int write_bytes(const char *path, const void *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-	int ok = f && fwrite(p, 1, n, f) == n;
-	if (f && fclose(f) != 0)
-		ok = 0;
-	return ok;
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *p = NULL;
-	long len;
-	*n = 0;
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0
-	    && (p = malloc((size_t)len + 1)) && fread(p, 1, (size_t)len, f) == (size_t)len)
-		*n = (size_t)len;
-	fclose(f);
-	return p;
-}
-
 static int exists(const char *path)
 {
 	return access(path, F_OK) == 0;
@@ -74,7 +50,7 @@ static void make_raw(const char *name, uint64_t hlen, const char *header, size_t
 	memcpy(p + 8, header, hl);
 	for (size_t i = 0; i < ndata; i++)
 		p[8 + hl + i] = (unsigned char)i;
-	if (!write_bytes(at(name), p, n))
+	if (!tap_write_file(at(name), p, n))
 		abort();
 	free(p);
 }
@@ -222,8 +198,8 @@ static void test_round_trip(void)
 	       "writer writes every dtype, a scalar, an empty and a streamed tensor %s", lt_errmsg());
 	tap_ok(fetches == 2, "the 1.2 MB streamed tensor was fetched in 2 chunks (%d)", fetches);
 	tap_ok(write_sample(path2, &fetches) == LT_OK, "writer writes it a second time");
-	b1 = slurp(path, &n1);
-	b2 = slurp(path2, &n2);
+	b1 = tap_slurp(path, &n1);
+	b2 = tap_slurp(path2, &n2);
 	tap_ok(b1 && b2 && n1 == n2 && memcmp(b1, b2, n1) == 0, "the same calls give the same bytes (%zu)", n1);
 	if (b1 && n1 >= 9)
 		for (int i = 7; i >= 0; i--)
@@ -347,7 +323,7 @@ static void test_exact_header(void)
 	ok = lt_st_writer_new(path, &w) == LT_OK && lt_st_writer_add(w, "a", LT_ST_F32, 1, s2, two) == LT_OK
 	     && lt_st_writer_set_meta(w, "k", "v") == LT_OK && lt_st_writer_finish(w) == LT_OK;
 	lt_st_writer_free(w);
-	b = slurp(path, &n);
+	b = tap_slurp(path, &n);
 	ok = ok && b && n == 8 + padded + 8 && b[0] == padded && b[1] == 0 && b[7] == 0
 	     && memcmp(b + 8, want, wl) == 0 && memcmp(b + 8 + padded, two, 8) == 0;
 	for (size_t i = wl; ok && i < padded; i++)
@@ -362,11 +338,11 @@ static void test_bad_files(void)
 {
 	static const char junk[5] = "abcde";
 	size_t n;
-	unsigned char *b = slurp(at("sample.safetensors"), &n);
-	if (!b || !write_bytes(at("cut.safetensors"), b, n - 1))
+	unsigned char *b = tap_slurp(at("sample.safetensors"), &n);
+	if (!b || !tap_write_file(at("cut.safetensors"), b, n - 1))
 		abort();
 	free(b);
-	write_bytes(at("short.safetensors"), junk, 5);
+	tap_write_file(at("short.safetensors"), junk, 5);
 	make_raw("hlen_big.safetensors", 4096, "{}", 90);
 	make_raw("hlen_huge.safetensors", UINT64_C(0x3f8000003f800000), "", 8);
 	make_raw("hlen_zero.safetensors", 0, "", 16);
@@ -553,7 +529,7 @@ static void test_python(void)
 		tap_skip("python3 with numpy and safetensors not found (pip install numpy safetensors)");
 		return;
 	}
-	write_bytes(script, py_check, strlen(py_check));
+	tap_write_file(script, py_check, strlen(py_check));
 	snprintf(cmd, sizeof cmd, "python3 -B '%s' '%s' '%s'", script, ours, theirs);
 	tap_ok(system(cmd) == 0, "the Python safetensors package loads our file and its values");
 	{

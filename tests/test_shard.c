@@ -44,30 +44,6 @@ static const char *at(const char *name)
 	return buf[slot];
 }
 
-static int write_bytes(const char *path, const void *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-	int ok = f && fwrite(p, 1, n, f) == n;
-	if (f && fclose(f) != 0)
-		ok = 0;
-	return ok;
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *p = NULL;
-	long len;
-	*n = 0;
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (p = malloc((size_t)len + 1)) && fread(p, 1, (size_t)len, f) == (size_t)len)
-		*n = (size_t)len;
-	fclose(f);
-	return p;
-}
-
 static int exists(const char *path)
 {
 	return access(path, F_OK) == 0;
@@ -76,7 +52,7 @@ static int exists(const char *path)
 static int same_file(const char *a, const char *b)
 {
 	size_t na, nb;
-	unsigned char *pa = slurp(a, &na), *pb = slurp(b, &nb);
+	unsigned char *pa = tap_slurp(a, &na), *pb = tap_slurp(b, &nb);
 	int same = pa && pb && na == nb && !memcmp(pa, pb, na);
 	free(pa);
 	free(pb);
@@ -196,7 +172,7 @@ static void test_round_trip(int vocab, size_t n, const char *name)
 
 	/* The bytes on disk, against the documented layout and zlib's CRC. */
 	size_t len;
-	unsigned char *p = slurp(at(name), &len);
+	unsigned char *p = tap_slurp(at(name), &len);
 	int layout = p && len == 64 + n * (size_t)width && !memcmp(p, "LTTOKENS", 8) &&
 		     le32(p + 8) == 1 && le32(p + 12) == (uint32_t)vocab &&
 		     le32(p + 16) == (uint32_t)width && le32(p + 20) == 7 && le64(p + 24) == n &&
@@ -221,12 +197,12 @@ static void expect_bad(const char *what, void (*edit)(unsigned char *p, size_t *
 		       int expect_vocab, int verify, enum lt_status want, const char *text)
 {
 	size_t n;
-	unsigned char *p = slurp(at("good.bin"), &n);
+	unsigned char *p = tap_slurp(at("good.bin"), &n);
 	lt_shard *s = NULL;
 	if (!p || !(p = realloc(p, n + 16)))
 		abort();
 	edit(p, &n);
-	write_bytes(at("bad.bin"), p, n);
+	tap_write_file(at("bad.bin"), p, n);
 	free(p);
 	lt_errmsg_clear();
 	enum lt_status st = lt_shard_open(at("bad.bin"), expect_vocab, verify, &s);
@@ -337,9 +313,9 @@ static void test_bad_shards(void)
 	/* without data checks a data bit flip is not seen: the check is the CRC's */
 	lt_shard *s = NULL;
 	size_t n;
-	unsigned char *p = slurp(at("good.bin"), &n);
+	unsigned char *p = tap_slurp(at("good.bin"), &n);
 	edit_data_bit(p, &n);
-	write_bytes(at("bad.bin"), p, n);
+	tap_write_file(at("bad.bin"), p, n);
 	free(p);
 	tap_ok(lt_shard_open(at("bad.bin"), 5000, 0, &s) == LT_OK,
 	       "a data bit flip passes the header checks alone (verify_data finds it)");
@@ -444,9 +420,9 @@ static void make_data_dir(const char *d)
 	}
 	/* not shards: a writer's leftover and another name */
 	snprintf(path, sizeof path, "%s/train_0002.bin.tmp", d);
-	write_bytes(path, "junk", 4);
+	tap_write_file(path, "junk", 4);
 	snprintf(path, sizeof path, "%s/notes.txt", d);
-	write_bytes(path, "junk", 4);
+	tap_write_file(path, "junk", 4);
 }
 
 /* Row b of a batch is one run of consecutive values inside one shard, and
@@ -595,7 +571,7 @@ static void docs_push(struct docs *d, const char *p, size_t n)
 static void reference_documents(const char *path, const char *sep, struct docs *d)
 {
 	size_t n, start = 0, line = 0, seplen = strlen(sep);
-	unsigned char *p = slurp(path, &n);
+	unsigned char *p = tap_slurp(path, &n);
 	const char *s = (const char *)p;
 	if (!seplen) {
 		docs_push(d, s, n);
@@ -672,10 +648,10 @@ static void make_corpus(void)
 	f = fopen(at("in/dir/c.txt"), "w");
 	fprintf(f, "%%\nfirst of c\n%%\n\n%%\n  %% not a separator\nlast of c\n");
 	fclose(f);
-	write_bytes(at("in/dir/.hidden"), "hidden text\n", 12);
-	write_bytes(at("in/dir/c.dat"), "index\n", 6);
-	write_bytes(at("in/dir/c.u8"), "link\n", 5);
-	write_bytes(at("in/dir/sub/d.txt"), "nested\n", 7);
+	tap_write_file(at("in/dir/.hidden"), "hidden text\n", 12);
+	tap_write_file(at("in/dir/c.dat"), "index\n", 6);
+	tap_write_file(at("in/dir/c.u8"), "link\n", 5);
+	tap_write_file(at("in/dir/sub/d.txt"), "nested\n", 7);
 }
 
 static const char *corpus_inputs[] = { NULL, NULL };
@@ -846,12 +822,12 @@ static void test_prepare(void)
 
 	/* a failure leaves the earlier preparation as it was */
 	size_t n_before;
-	unsigned char *before = slurp(at("out1/prepare.json"), &n_before);
+	unsigned char *before = tap_slurp(at("out1/prepare.json"), &n_before);
 	corpus_inputs[1] = at("in/absent.txt");
 	st = run_prepare(at("out1"), 2, 0.1, 700, NULL, &rep2);
 	corpus_inputs[1] = dir_path;
 	size_t n_after;
-	unsigned char *after = slurp(at("out1/prepare.json"), &n_after);
+	unsigned char *after = tap_slurp(at("out1/prepare.json"), &n_after);
 	tap_ok(st == LT_ERR_NOTFOUND && msg_has(at("in/absent.txt"), "No such file or directory") &&
 	       before && after && n_before == n_after && !memcmp(before, after, n_before) &&
 	       lt_prepare_is_done(at("out1")) && count_named("out1.") == 0,
@@ -879,14 +855,14 @@ static void test_prepare(void)
 
 	/* a directory that is not a preparation is never replaced */
 	mkdir(at("mine"), 0755);
-	write_bytes(at("mine/notes.txt"), "keep", 4);
+	tap_write_file(at("mine/notes.txt"), "keep", 4);
 	st = run_prepare(at("mine"), 2, 0.1, 700, NULL, &rep2);
 	tap_ok(st == LT_ERR_ARG && msg_has(at("mine"), "holds no prepare.json") &&
 	       exists(at("mine/notes.txt")) && count_named("mine.") == 0,
 	       "a non-empty directory without prepare.json is refused and kept (%s)", lt_errmsg());
 
 	/* an empty corpus */
-	write_bytes(at("empty.txt"), "", 0);
+	tap_write_file(at("empty.txt"), "", 0);
 	const char *one[] = { at("empty.txt") };
 	struct lt_prepare_opts o = { .inputs = one, .n_inputs = 1, .out_dir = at("out3"),
 				     .vocab_size = 300, .doc_separator = "%", .val_fraction = 0.1,
@@ -898,7 +874,7 @@ static void test_prepare(void)
 
 	/* a tokenizer.json that is not one */
 	const char *bad = "{\"model\": {\"type\": \"WordPiece\"}}";
-	write_bytes(at("bad.json"), bad, strlen(bad));
+	tap_write_file(at("bad.json"), bad, strlen(bad));
 	st = run_prepare(at("out3"), 2, 0.1, 700, at("bad.json"), &rep2);
 	tap_ok(st == LT_ERR_FORMAT && msg_has(at("bad.json"), "expected") && !exists(at("out3")),
 	       "a file that is not a byte-level BPE tokenizer.json is refused naming it (%s)",
@@ -942,7 +918,7 @@ static void test_big_document(void)
 	n += strlen(text + n);
 	size_t doc1 = n;
 	n += (size_t)snprintf(text + n, cap - n, "\n%%\nA short one.\n");
-	write_bytes(at("big.txt"), text, n);
+	tap_write_file(at("big.txt"), text, n);
 
 	lt_tokenizer *tok = NULL;
 	struct lt_tokenizer_train_opts to = { .vocab_size = 400, .min_frequency = 2 };
