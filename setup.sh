@@ -15,5 +15,5 @@ else
 	echo "setup.sh: not root on Debian: make sure these are installed: $DEPS" >&2
 fi
 autoreconf -fi
-./configure "$@"
+./configure --with-opencl "$@"
 make -j"$(nproc)"

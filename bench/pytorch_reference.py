@@ -9,7 +9,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-PRESETS = {  # the same shapes as src/presets.c
+PRESETS = {  # the same shapes as data/presets/*.conf
     "tiny": dict(vocab=4096, dim=192, layers=4, heads=6, kv=6, ffn=512, seq=128, batch=16, tied=True),
     "15M": dict(vocab=32000, dim=288, layers=6, heads=6, kv=6, ffn=768, seq=256, batch=8, tied=True),
     "110M": dict(vocab=32000, dim=768, layers=12, heads=12, kv=12, ffn=2048, seq=1024, batch=8, tied=True),
@@ -38,6 +38,21 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     B, T = p["batch"], p["seq"]
     times = []
+    try:
+        run_steps(a, p, model, opt, times)
+    except torch.OutOfMemoryError:
+        peak = torch.cuda.max_memory_allocated() / 2**30 if a.device != "cpu" else 0
+        print(f"pytorch {a.preset} {a.device} {a.dtype}: out of memory "
+              f"(peak allocated {peak:.1f} GiB)")
+        return
+    dt = sum(times) / len(times)
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if a.device != "cpu" else ""
+    print(f"pytorch {a.preset} {a.device} {a.dtype} threads={torch.get_num_threads()}: "
+          f"{B * T / dt:.1f} tokens/s ({dt:.4f} s/step{peak})")
+
+
+def run_steps(a, p, model, opt, times):
+    B, T = p["batch"], p["seq"]
     for step in range(a.steps + 1):
         x = torch.randint(0, p["vocab"], (B, T + 1), device=a.device)
         if a.device != "cpu":
@@ -55,9 +70,6 @@ def main():
             torch.cuda.synchronize()
         if step:
             times.append(time.perf_counter() - t0)
-    dt = sum(times) / len(times)
-    print(f"pytorch {a.preset} {a.device} {a.dtype} threads={torch.get_num_threads()}: "
-          f"{B * T / dt:.1f} tokens/s ({dt:.4f} s/step)")
 
 
 if __name__ == "__main__":

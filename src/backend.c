@@ -3,28 +3,67 @@
 #include "config.h"
 #include "backend.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
+#ifdef LT_HAVE_OPENCL
+#include "cl.h"
+#endif
 
+#ifdef LT_HAVE_OPENCL
+static const char *const names[] = { "cpu", "opencl", NULL };
+#else
 static const char *const names[] = { "cpu", NULL };
+#endif
+
+static char note[1024];
 
 const char *const *lt_backend_names(void)
 {
 	return names;
 }
 
+const char *lt_backend_note(void)
+{
+	return note;
+}
+
+/* --device auto: an OpenCL GPU that works, else the CPU, noting why. */
+static enum lt_status open_auto(int threads, lt_backend **out)
+{
+#ifdef LT_HAVE_OPENCL
+	if (lt_cl_backend_new("opencl-gpu", out) == LT_OK) {
+		snprintf(note, sizeof note, "device auto: using the OpenCL GPU");
+		return LT_OK;
+	}
+	snprintf(note, sizeof note, "device auto: using the CPU (%s)", lt_errmsg());
+#else
+	snprintf(note, sizeof note, "device auto: using the CPU (built without OpenCL)");
+#endif
+	lt_errmsg_clear();
+	return lt_cpu_backend_new(threads, out);
+}
+
 enum lt_status lt_backend_new(const char *spec, int threads, lt_backend **out)
 {
 	*out = NULL;
-	if (!spec || !strcmp(spec, "cpu") || !strcmp(spec, "auto"))
+	note[0] = '\0';
+	if (!spec || !strcmp(spec, "cpu"))
 		return lt_cpu_backend_new(threads, out);
-	if (!strncmp(spec, "opencl", 6)) {
+	if (!strcmp(spec, "auto"))
+		return open_auto(threads, out);
+	if (!strcmp(spec, "opencl") || !strncmp(spec, "opencl:", 7)) {
+#ifdef LT_HAVE_OPENCL
+		return lt_cl_backend_new(spec, out);
+#else
 		lt_errmsg_set("device '%s': this lltrain was built without the OpenCL backend", spec);
 		return LT_ERR_NOTFOUND;
+#endif
 	}
-	lt_errmsg_set("device '%s': unknown (expected cpu, opencl[:P.D] or auto)", spec);
+	lt_errmsg_set("device '%s': unknown (expected cpu, opencl, opencl:P.D, opencl:NAME or auto)",
+		      spec);
 	return LT_ERR_ARG;
 }
 

@@ -81,6 +81,13 @@ struct lt_device_info {
 	int compute_units;
 };
 
+/* One op's share of the device time while profiling (lltrain bench --profile). */
+struct lt_op_time {
+	const char *op;   /* the op's name, a static string */
+	double seconds;   /* device time of its kernels */
+	long calls;       /* kernels launched */
+};
+
 struct lt_backend_ops {
 	const char *name;
 
@@ -101,6 +108,14 @@ struct lt_backend_ops {
 	/* (optional) Direct host pointer to a buffer's elements, NULL when the
 	 * buffer lives in device memory. */
 	float *(*host_ptr)(lt_backend *be, lt_ref r);
+	/* (optional) Bytes of device memory the backend's buffers hold now and
+	 * held at most since creation (its own scratch included). */
+	void (*mem_usage)(lt_backend *be, size_t *now, size_t *peak);
+	/* (optional) profile(be, 1) clears the per-op device times and starts
+	 * recording them, profile(be, 0) stops; profile_read (after sync) fills
+	 * up to max entries, largest first, and returns how many there are. */
+	void (*profile)(lt_backend *be, int on);
+	int (*profile_read)(lt_backend *be, struct lt_op_time *out, int max);
 
 	/* x[n] = value */
 	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);
@@ -192,9 +207,14 @@ struct lt_backend {
 	void *ctx;
 };
 
-/* Opens the backend named by spec: "cpu", "opencl", "opencl:P.D", or
- * "auto". threads <= 0 leaves the thread count to OpenMP. */
+/* Opens the backend named by spec: "cpu", "opencl" (the first GPU, else
+ * the first OpenCL device), "opencl:P.D" (platform, device), "opencl:NAME"
+ * (a device name substring), or "auto" (an OpenCL GPU that works, else the
+ * CPU). threads <= 0 leaves the CPU thread count to OpenMP. */
 enum lt_status lt_backend_new(const char *spec, int threads, lt_backend **out);
+/* After lt_backend_new("auto"): one line saying which device it chose and
+ * why (empty for other specs); for the command to print. */
+const char *lt_backend_note(void);
 void lt_backend_free(lt_backend *be);
 /* Names of the compiled-in backends, NULL-terminated. */
 const char *const *lt_backend_names(void);

@@ -3,6 +3,7 @@
 #ifndef LT_CMD_H
 #define LT_CMD_H
 
+#include "backend.h"
 #include "status.h"
 
 int lt_cmd_bench(int argc, char **argv);
@@ -34,6 +35,9 @@ int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *a
 int lt_cmd_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out);
 int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min, double max,
 		  double *out);
+/* lt_backend_new, then (for --device auto) the line saying which device
+ * it chose, printed to stderr as "lltrain CMD: device auto: ...". */
+enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt_backend **out);
 /* Monotonic wall-clock seconds, for timing steps. */
 double lt_cmd_seconds(void);
 

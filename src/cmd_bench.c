@@ -22,6 +22,7 @@ struct bench_opts {
 	const char *device;
 	int threads, steps;
 	int sample_tokens;     /* generated for the sampling speed; 0 = none */
+	int profile;           /* print each op's share of the device time */
 	int batch, seq;
 };
 
@@ -36,7 +37,7 @@ static void print_help(void)
 {
 	printf("usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 	       "                     [--device DEV] [--threads N] [--steps N]\n"
-	       "                     [--batch N] [--seq N]\n\n"
+	       "                     [--batch N] [--seq N] [--profile]\n\n"
 	       "Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
 	       "(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
 	       "2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
@@ -44,7 +45,7 @@ static void print_help(void)
 	       "  --preset NAME          tiny, 15M, 110M or 1B (default 15M)\n"
 	       "  --config FILE          an INI file of settings (repeatable)\n"
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --model.n_layers=2\n"
-	       "  --device DEV           cpu, opencl[:P.D] or auto (default: run.device, cpu)\n"
+	       "  --device DEV           cpu, opencl[:P.D|:NAME] or auto (default: run.device, cpu)\n"
 	       "  --threads N            CPU threads (default: run.threads, 0 = OpenMP's choice)\n"
 	       "  --steps N              timed steps after one warm-up step (default 3)\n"
 	       "  --batch N              the same as --train.batch=N\n"
@@ -52,6 +53,8 @@ static void print_help(void)
 	       "                         raises max_seq for the benchmark)\n"
 	       "  --sample-tokens N      tokens generated with the KV cache for the sampling\n"
 	       "                         speed (default 255, at most model.max_seq - 1; 0 = skip)\n"
+	       "  --profile              print each op's share of the device time of the timed\n"
+	       "                         steps (OpenCL profiling events)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
 }
@@ -89,6 +92,7 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 		{ "batch", required_argument, NULL, 'b' },
 		{ "seq", required_argument, NULL, 'q' },
 		{ "sample-tokens", required_argument, NULL, 'n' },
+		{ "profile", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -102,6 +106,7 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 		case 'b': rc = set_key(conf, "train.batch", "--batch", optarg); break;
 		case 'q': rc = set_key(conf, "train.seq", "--seq", optarg); break;
 		case 'n': rc = parse_number("--sample-tokens", optarg, 0, 1 << 20, &o->sample_tokens); break;
+		case 'p': o->profile = 1; break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
@@ -142,9 +147,28 @@ static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 	return st;
 }
 
+#define MAX_PROFILED 64
+
 struct bench_result {
 	double step_s, tokens_per_s, model_tflops, loss;
+	struct lt_op_time ops[MAX_PROFILED];  /* with --profile, largest first */
+	int n_ops;
 };
+
+/* Each op's device time per step and its share of all the ops' time. */
+static void print_profile(const struct bench_result *r, int steps)
+{
+	double total = 0;
+	int n = r->n_ops < MAX_PROFILED ? r->n_ops : MAX_PROFILED;
+	for (int i = 0; i < n; i++)
+		total += r->ops[i].seconds;
+	printf("profile:         %.4f s of device time per step (%.1f%% of the step time)\n",
+	       total / steps, 100.0 * total / steps / r->step_s);
+	for (int i = 0; i < n; i++)
+		printf("  %-20s %6.2f%%  %9.3f ms/step  %6ld kernels/step\n", r->ops[i].op,
+		       100.0 * r->ops[i].seconds / total, 1e3 * r->ops[i].seconds / steps,
+		       r->ops[i].calls / steps);
+}
 
 static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct bench_opts *o,
 				    struct bench_result *r)
@@ -164,7 +188,10 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 				      .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
 	enum lt_status st = LT_OK;
 	double total = 0;
+	lt_backend *be = lt_model_backend(model);
 	for (int step = 0; step <= o->steps && st == LT_OK; step++) {
+		if (step == 1 && o->profile) /* step 0 warms caches and kernels */
+			be->ops->profile(be, 1);
 		for (int i = 0; i < N; i++) {
 			tok[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
 			tgt[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
@@ -183,6 +210,10 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 		r->loss = loss / (double)count;
 	}
 	free(tok);
+	if (o->profile && st == LT_OK) {
+		r->n_ops = be->ops->profile_read(be, r->ops, MAX_PROFILED);
+		be->ops->profile(be, 0);
+	}
 	r->step_s = total / o->steps;
 	r->tokens_per_s = N / r->step_s;
 	r->model_tflops = r->tokens_per_s * lt_model_config_flops_per_token(c, o->seq) / 1e12;
@@ -219,19 +250,25 @@ int lt_cmd_bench(int argc, char **argv)
 	struct bench_result r = { 0 };
 	struct lt_device_info dev;
 	double peak = 0;
-	enum lt_status st = lt_backend_new(o.device, o.threads, &be);
+	enum lt_status st = lt_cmd_backend("bench", o.device, o.threads, &be);
 	if (st != LT_OK) {
 		lt_report("bench", st);
 		return 1;
+	}
+	if (o.profile && !be->ops->profile) {
+		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling "
+			"(use --device opencl)\n", be->ops->name);
+		lt_backend_free(be);
+		return 2;
 	}
 	be->ops->info(be, &dev);
 	/* The sgemm is timed before and after the steps and the better figure
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
 	double peak_after;
-	if ((st = time_sgemm(be, &peak)) != LT_OK ||
-	    (st = lt_model_new(be, &mc, &model)) != LT_OK || (st = lt_model_init(model, 1)) != LT_OK ||
+	if ((st = lt_model_new(be, &mc, &model)) != LT_OK || (st = lt_model_init(model, 1)) != LT_OK ||
 	    (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
 	    (st = lt_optim_new(model, 0, lt_model_num_params(model), &opt)) != LT_OK ||
+	    (st = time_sgemm(be, &peak)) != LT_OK ||
 	    (st = time_training(model, opt, &o, &r)) != LT_OK)
 		goto out;
 	double rss = peak_rss_bytes();
@@ -257,6 +294,14 @@ int lt_cmd_bench(int argc, char **argv)
 	       rss / 1048576.0, est.total / 1048576.0, est.params / 1048576.0, est.grads / 1048576.0,
 	       est.optimizer / 1048576.0, est.activations / 1048576.0, est.workspace / 1048576.0,
 	       est.runtime / 1048576.0);
+	if (be->ops->mem_usage) {
+		size_t now, top;
+		be->ops->mem_usage(be, &now, &top);
+		printf("peak device mem: %.1f MiB (%.2f GiB; lltrain's buffers on %s, of %.1f GiB)\n",
+		       top / 1048576.0, top / 1073741824.0, dev.name, dev.mem_bytes / 1073741824.0);
+	}
+	if (o.profile)
+		print_profile(&r, o.steps);
 	int n_sample = o.sample_tokens < mc.max_seq - 1 ? o.sample_tokens : mc.max_seq - 1;
 	double sample_tps;
 	if (n_sample > 0 && (st = lt_sample_bench(model, n_sample, &sample_tps)) == LT_OK)

@@ -58,7 +58,7 @@ static void print_help(void)
 	       "  --seq N            tokens per window (default: train.seq)\n"
 	       "  --max-batches N    stop after N batches; 0 = all the data (default 0)\n"
 	       "  --json             print one JSON object instead of the text line\n"
-	       "  --device DEV       cpu (default), opencl[:P.D] or auto\n"
+	       "  --device DEV       cpu (default), opencl[:P.D|:NAME] or auto\n"
 	       "  --threads N        CPU threads (default: OpenMP's choice)\n"
 	       "  --help             this text\n");
 }
@@ -111,7 +111,7 @@ static enum lt_status load_checkpoint(struct session *s, const struct eval_args 
 {
 	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
 	if (st != LT_OK ||
-	    (st = lt_backend_new(a->device, (int)a->threads, &s->be)) != LT_OK ||
+	    (st = lt_cmd_backend("eval", a->device, (int)a->threads, &s->be)) != LT_OK ||
 	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(s->ckpt, s->model);

@@ -9,6 +9,9 @@
 
 #include "backend.h"
 #include "cmd.h"
+#ifdef LT_HAVE_OPENCL
+#include "cl.h"
+#endif
 #include "conf.h"
 #include "model.h"
 
@@ -93,6 +96,24 @@ static void print_backends(int *threads)
 	}
 }
 
+/* Every OpenCL platform and device, with the P.D that --device takes. */
+static void print_opencl_devices(void)
+{
+#ifdef LT_HAVE_OPENCL
+	struct lt_cl_device_desc d[64];
+	int n = 0;
+	lt_cl_devices(d, 64, &n);
+	printf("OpenCL devices: %d%s\n", n, n ? "" : " (no platform with a device was found)");
+	for (int i = 0; i < n && i < 64; i++)
+		printf("  opencl:%d.%d  %s (%s; %s), %.1f GiB (at most %.1f GiB per buffer), "
+		       "%d compute units, %s\n", d[i].platform, d[i].device, d[i].name, d[i].type,
+		       d[i].platform_name, (double)d[i].mem_bytes / 1073741824.0,
+		       (double)d[i].max_alloc_bytes / 1073741824.0, d[i].compute_units, d[i].version);
+#else
+	printf("OpenCL devices: none (built without the OpenCL backend)\n");
+#endif
+}
+
 static void print_presets(int threads)
 {
 	const char *const *names = lt_conf_preset_names();
@@ -150,7 +171,12 @@ int lt_cmd_info(int argc, char **argv)
 		threads = conf.run.threads;
 
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih%s\n",
+	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih, zlib%s%s\n",
+#ifdef LT_HAVE_OPENCL
+	       ", OpenCL + CLBlast",
+#else
+	       "",
+#endif
 #if defined(__SANITIZE_ADDRESS__)
 	       ", AddressSanitizer"
 #else
@@ -158,6 +184,7 @@ int lt_cmd_info(int argc, char **argv)
 #endif
 	);
 	print_backends(&threads);
+	print_opencl_devices();
 	if (threads <= 0)
 		threads = 1;
 	if (configured)

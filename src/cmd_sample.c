@@ -62,7 +62,7 @@ static void print_help(void)
 	       "                       probability; 1 = all (default 0.95)\n"
 	       "  --seed N             random seed (default 1); sample i uses N + i\n"
 	       "  --num-samples N      samples to generate (default 1)\n"
-	       "  --device DEV         cpu (default), opencl[:P.D] or auto\n"
+	       "  --device DEV         cpu (default), opencl[:P.D|:NAME] or auto\n"
 	       "  --threads N          CPU threads (default: OpenMP's choice)\n"
 	       "  --help               this text\n");
 }
@@ -170,7 +170,7 @@ static enum lt_status load_checkpoint(struct session *s, const struct sample_arg
 		return st;
 	snprintf(path, sizeof path, "%s/tokenizer.json", s->ckpt);
 	if ((st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
-	    (st = lt_backend_new(a->device, (int)a->threads, &s->be)) != LT_OK ||
+	    (st = lt_cmd_backend("sample", a->device, (int)a->threads, &s->be)) != LT_OK ||
 	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(s->ckpt, s->model);

@@ -249,7 +249,7 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 {
 	const struct lt_conf *c = &r->conf;
 	enum lt_status st;
-	if ((st = lt_backend_new(c->run.device, c->run.threads, &r->be)) != LT_OK ||
+	if ((st = lt_cmd_backend("train", c->run.device, c->run.threads, &r->be)) != LT_OK ||
 	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
 	    (st = lt_optim_new(r->model, 0, lt_model_num_params(r->model), &r->opt)) != LT_OK)
 		return st;

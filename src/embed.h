@@ -12,5 +12,7 @@ struct lt_embedded {
 
 /* The files of data/presets, ending with a NULL name. */
 extern const struct lt_embedded lt_embedded_presets[];
+/* The OpenCL kernel sources of cl/ (built with the OpenCL backend only). */
+extern const struct lt_embedded lt_embedded_kernels[];
 
 #endif

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "status.h"
+#include "backend.h"
 #include "cmd.h"
 #include "conf.h"
 
@@ -34,6 +35,14 @@ void lt_report(const char *what, enum lt_status st)
 		fprintf(stderr, "lltrain: %s: %s\n", what, ctx);
 	else
 		fprintf(stderr, "lltrain: %s: %s\n", what, lt_status_str(st));
+}
+
+enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt_backend **out)
+{
+	enum lt_status st = lt_backend_new(spec, threads, out);
+	if (st == LT_OK && lt_backend_note()[0])
+		fprintf(stderr, "lltrain %s: %s\n", cmd, lt_backend_note());
+	return st;
 }
 
 int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *argc,

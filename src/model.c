@@ -61,9 +61,11 @@ struct lt_model {
 	lt_buf *params, *grads;
 	lt_buf *inv_freq;                 /* [D/2] rope frequencies */
 
-	/* the activation plan */
+	/* the activation plan: one offset space, held as one buffer per layer
+	 * and one for the rest (a device caps each buffer's size; no op's
+	 * operand crosses a layer's end) */
 	int B, T;
-	lt_buf *acts;
+	lt_buf **acts;                    /* [n_layers + 1] */
 	struct layer_acts *la;
 	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
@@ -301,6 +303,58 @@ nomem:
 	return LT_ERR_NOMEM;
 }
 
+static void free_activations(lt_model *m)
+{
+	if (!m->acts)
+		return;
+	for (int i = 0; i <= m->cfg.n_layers; i++)
+		lt_buf_free(m->be, m->acts[i]);
+	free(m->acts);
+	m->acts = NULL;
+}
+
+/* The buffer holding activation offset `off`: layer l's from la[l].x, the
+ * rest from x_final. */
+static int piece_of(const lt_model *m, size_t off)
+{
+	int lo = 0, hi = m->cfg.n_layers - 1;  /* the answer is in [lo, hi] */
+	if (off >= m->x_final)
+		return m->cfg.n_layers;
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+		if (m->la[mid].x <= off)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+static size_t piece_begin(const lt_model *m, int i)
+{
+	return i < m->cfg.n_layers ? m->la[i].x : m->x_final;
+}
+
+/* Allocates the pieces of a plan of n elements. */
+static enum lt_status allocate_activations(lt_model *m, size_t n)
+{
+	int pieces = m->cfg.n_layers + 1;
+	m->acts = calloc((size_t)pieces, sizeof *m->acts);
+	if (!m->acts) {
+		lt_errmsg_set("cannot allocate the activation table");
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < pieces; i++) {
+		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
+		enum lt_status st = lt_buf_new(m->be, end - piece_begin(m, i), &m->acts[i]);
+		if (st != LT_OK) {
+			free_activations(m);
+			return st;
+		}
+	}
+	return LT_OK;
+}
+
 void lt_model_free(lt_model *m)
 {
 	if (!m)
@@ -308,7 +362,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->params);
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
-	lt_buf_free(m->be, m->acts);
+	free_activations(m);
 	lt_model_decode_end(m);
 	free(m->tensors);
 	free(m->layers);
@@ -322,7 +376,8 @@ size_t lt_model_num_params(const lt_model *m) { return m->numel; }
 int lt_model_num_tensors(const lt_model *m) { return m->n_tensors; }
 lt_ref lt_model_params(const lt_model *m) { return (lt_ref){ m->params, 0 }; }
 lt_ref lt_model_grads(const lt_model *m) { return (lt_ref){ m->grads, 0 }; }
-lt_ref lt_model_logits(const lt_model *m) { return (lt_ref){ m->acts, m->logits }; }
+static lt_ref A(const lt_model *m, size_t off);
+lt_ref lt_model_logits(const lt_model *m) { return A(m, m->logits); }
 
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
 {
@@ -375,13 +430,12 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	}
 	if (m->acts && m->B == B && m->T == T)
 		return LT_OK;
-	lt_buf_free(m->be, m->acts);
-	m->acts = NULL;
+	free_activations(m);
 	size_t n = plan_activations(&m->cfg, B, T, m);
-	enum lt_status st = lt_buf_new(m->be, n, &m->acts);
+	enum lt_status st = allocate_activations(m, n);
 	if (st != LT_OK) {
-		lt_errmsg_prefix("activations for batch %d x seq %d (lower train.batch_size or "
-				 "train.seq_len)", B, T);
+		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
+				 "train.seq)", B, T, (double)n * 4 / 1073741824.0);
 		return st;
 	}
 	m->B = B;
@@ -392,7 +446,11 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 /* Shorthands for refs into the model's buffers. */
 static lt_ref P(const lt_model *m, size_t off) { return (lt_ref){ m->params, off }; }
 static lt_ref G(const lt_model *m, size_t off) { return (lt_ref){ m->grads, off }; }
-static lt_ref A(const lt_model *m, size_t off) { return (lt_ref){ m->acts, off }; }
+static lt_ref A(const lt_model *m, size_t off)
+{
+	int i = piece_of(m, off);
+	return (lt_ref){ m->acts[i], off - piece_begin(m, i) };
+}
 
 /* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
 static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M, int N, int K,

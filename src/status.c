@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char errmsg[1024];
+static _Thread_local char errmsg[8192];  /* room for a kernel build log */
 
 const char *lt_status_str(enum lt_status st)
 {

@@ -6,7 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int planned = -1, run, failed;
+static int planned = -1, run, failed, muted;
+
+void tap_mute(int on)
+{
+	muted = on;
+}
 
 void tap_plan(int n)
 {
@@ -18,6 +23,8 @@ void tap_plan(int n)
 int tap_ok(int cond, const char *fmt, ...)
 {
 	va_list ap;
+	if (muted)
+		return cond;
 	run++;
 	if (!cond)
 		failed++;
@@ -33,6 +40,8 @@ int tap_ok(int cond, const char *fmt, ...)
 void tap_skip(const char *why, ...)
 {
 	va_list ap;
+	if (muted)
+		return;
 	run++;
 	printf("ok %d # SKIP ", run);
 	va_start(ap, why);
@@ -45,6 +54,8 @@ void tap_skip(const char *why, ...)
 void tap_diag(const char *fmt, ...)
 {
 	va_list ap;
+	if (muted)
+		return;
 	printf("# ");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);

@@ -14,6 +14,9 @@ int tap_ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 void tap_skip(const char *why, ...) __attribute__((format(printf, 1, 2)));
 /* A comment line, shown by the harness. */
 void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* While on, tap_ok/tap_skip/tap_diag neither print nor count (tap_ok
+ * still returns cond): for a run whose results only feed a later check. */
+void tap_mute(int on);
 /* Ends the run; returns the exit status for main (0 only if all passed
  * and the count matched the plan). */
 int tap_done(void);

@@ -243,10 +243,73 @@ static void upload(struct device_arrays *a, lt_ref dst, const void *host, size_t
 	a->be->ops->write(a->be, dst, host, n);
 }
 
+/* The CPU twin of a run on another backend: an op group runs first on the
+ * CPU backend with its checks muted, recording every array it downloads,
+ * then on the backend under test, where each download is compared with
+ * the CPU's at the same place in the sequence. */
+static struct {
+	int mode;          /* TWIN_OFF, TWIN_RECORD or TWIN_COMPARE */
+	float **arr;
+	size_t *len;
+	int count, cap, pos;
+	double worst;      /* largest relative L2 difference seen */
+} twin;
+enum { TWIN_OFF, TWIN_RECORD, TWIN_COMPARE };
+
+/* ||got - cpu|| / ||cpu|| over the finite elements; infinite when the two
+ * disagree about which elements are NaN. */
+static double rel_l2_to_cpu(const float *got, const float *cpu, size_t n)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (isnan(got[i]) || isnan(cpu[i])) {
+			if (isnan(got[i]) != isnan(cpu[i]))
+				return INFINITY;
+			continue;
+		}
+		double d = (double)got[i] - cpu[i];
+		num += d * d;
+		den += (double)cpu[i] * cpu[i];
+	}
+	return num == 0 ? 0 : sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
+}
+
+static void twin_see(const float *x, size_t n)
+{
+	if (twin.mode == TWIN_RECORD) {
+		if (twin.count == twin.cap) {
+			twin.cap = twin.cap ? 2 * twin.cap : 64;
+			twin.arr = realloc(twin.arr, (size_t)twin.cap * sizeof *twin.arr);
+			twin.len = realloc(twin.len, (size_t)twin.cap * sizeof *twin.len);
+			if (!twin.arr || !twin.len)
+				bail_out("out of host memory recording the CPU twin");
+		}
+		twin.arr[twin.count] = allocate_or_bail(n * sizeof(float));
+		memcpy(twin.arr[twin.count], x, n * sizeof(float));
+		twin.len[twin.count++] = n;
+	} else if (twin.mode == TWIN_COMPARE) {
+		double e = twin.pos < twin.count && twin.len[twin.pos] == n
+			? rel_l2_to_cpu(x, twin.arr[twin.pos], n) : INFINITY;
+		if (!(e <= twin.worst))
+			twin.worst = e;
+		twin.pos++;
+	}
+}
+
+static void twin_clear(void)
+{
+	for (int i = 0; i < twin.count; i++)
+		free(twin.arr[i]);
+	free(twin.arr);
+	free(twin.len);
+	memset(&twin, 0, sizeof twin);
+}
+
 static float *downloaded(struct device_arrays *a, lt_ref src, size_t n)
 {
 	float *x = zeroed_floats(n);
 	a->be->ops->read(a->be, x, src, n);
+	twin_see(x, n);
 	return x;
 }
 
@@ -1360,7 +1423,61 @@ static void test_adamw(lt_backend *be, struct rng *r)
 	free(want_change); free(got_change);
 }
 
-/* Opening the backend, then every op group: CHECKS_PER_BACKEND checks. */
+/* Op groups, by number and in this order, so that one can run on two
+ * backends: four, the attention configs, the cached ones, three more. */
+#define OP_GROUPS (7 + ATTN_CONFIGS + CACHED_CONFIGS)
+
+static const char *run_op_group(lt_backend *be, struct rng *r, int g)
+{
+	static char label[192];
+	switch (g) {
+	case 0: test_elementwise_ops(be, r); return "fill/copy/scale/add/sum_squares/sum";
+	case 1: test_gemm(be, r); return "gemm";
+	case 2: test_embedding(be, r); return "embedding";
+	case 3: test_rmsnorm(be, r); return "rmsnorm";
+	}
+	g -= 4;
+	if (g < ATTN_CONFIGS) {
+		char shape[160];
+		test_rope_and_attention(be, r, &attn_configs[g]);
+		describe(shape, sizeof shape, &attn_configs[g]);
+		snprintf(label, sizeof label, "rope/attention %s", shape);
+		return label;
+	}
+	g -= ATTN_CONFIGS;
+	if (g < CACHED_CONFIGS) {
+		test_attention_cached(be, r, &cached_configs[g]);
+		snprintf(label, sizeof label, "attention_cached config %d", g + 1);
+		return label;
+	}
+	g -= CACHED_CONFIGS;
+	switch (g) {
+	case 0: test_swiglu(be, r); return "swiglu";
+	case 1: test_xent(be, r); return "xent";
+	default: test_adamw(be, r); return "adamw";
+	}
+}
+
+/* Group g on the CPU (checks muted, downloads recorded), then on be (its
+ * checks, plus one comparing every download with the CPU's). */
+static void run_op_group_beside_cpu(lt_backend *be, lt_backend *cpu, struct rng *r, int g)
+{
+	struct rng saved = *r;
+	twin.mode = TWIN_RECORD;
+	tap_mute(1);
+	run_op_group(cpu, r, g);
+	tap_mute(0);
+	*r = saved;
+	twin.mode = TWIN_COMPARE;
+	const char *label = run_op_group(be, r, g);
+	tap_ok(twin.pos == twin.count && twin.worst <= TOL,
+	       "%s against the cpu backend, %s: %d of %d downloaded arrays compared, worst rel L2 "
+	       "%.3g <= %g", be->ops->name, label, twin.pos, twin.count, twin.worst, TOL);
+	twin_clear();
+}
+
+/* Opening the backend, then every op group: CHECKS_PER_BACKEND checks,
+ * plus OP_GROUPS against the CPU backend for a backend other than it. */
 static void test_backend(const char *spec)
 {
 	lt_backend *be = NULL;
@@ -1369,8 +1486,9 @@ static void test_backend(const char *spec)
 	if (!tap_ok(st == LT_OK, "backend '%s' opens (%s%s%s)", spec, lt_status_str(st),
 		    st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg())) {
 		lt_backend_free(be);
-		for (int i = 1; i < CHECKS_PER_BACKEND; i++)
-			tap_skip("backend '%s' did not open", spec);
+		int rest = CHECKS_PER_BACKEND - 1 + (strcmp(spec, "cpu") ? OP_GROUPS : 0);
+		for (int i = 0; i < rest; i++)
+			tap_ok(0, "backend '%s' did not open", spec);
 		return;
 	}
 	struct lt_device_info info;
@@ -1379,17 +1497,16 @@ static void test_backend(const char *spec)
 	tap_diag("backend '%s': %s, %d compute units", spec, info.name, info.compute_units);
 
 	struct rng r = { .s = 1234567 };
-	test_elementwise_ops(be, &r);
-	test_gemm(be, &r);
-	test_embedding(be, &r);
-	test_rmsnorm(be, &r);
-	for (int i = 0; i < ATTN_CONFIGS; i++)
-		test_rope_and_attention(be, &r, &attn_configs[i]);
-	for (int i = 0; i < CACHED_CONFIGS; i++)
-		test_attention_cached(be, &r, &cached_configs[i]);
-	test_swiglu(be, &r);
-	test_xent(be, &r);
-	test_adamw(be, &r);
+	lt_backend *cpu = NULL;
+	if (strcmp(spec, "cpu") && lt_backend_new("cpu", 0, &cpu) != LT_OK)
+		bail_out("the cpu backend does not open: %s", lt_errmsg());
+	for (int g = 0; g < OP_GROUPS; g++) {
+		if (cpu)
+			run_op_group_beside_cpu(be, cpu, &r, g);
+		else
+			run_op_group(be, &r, g);
+	}
+	lt_backend_free(cpu);
 	lt_backend_free(be);
 }
 
@@ -1411,7 +1528,10 @@ int main(void)
 			specs[n_specs++] = *nm;
 	}
 
-	tap_plan(REFERENCE_CHECKS + n_specs * CHECKS_PER_BACKEND);
+	int plan = REFERENCE_CHECKS;
+	for (int i = 0; i < n_specs; i++)
+		plan += CHECKS_PER_BACKEND + (strcmp(specs[i], "cpu") ? OP_GROUPS : 0);
+	tap_plan(plan);
 	prove_references();
 	for (int i = 0; i < n_specs; i++)
 		test_backend(specs[i]);

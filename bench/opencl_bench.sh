@@ -1,0 +1,29 @@
+#!/bin/sh
+# lltrain's OpenCL training speed and memory next to PyTorch's on the same
+# GPU, in one run: the 15M, 110M and 1B presets (fp32, AdamW), then a
+# per-op profile of the 110M step.
+#   bench/opencl_bench.sh [LLTRAIN [DEVICE]]     (defaults ./lltrain, opencl)
+# PyTorch's figures need python3 with torch + transformers and a CUDA GPU;
+# without them only lltrain's are printed.
+set -u
+LLTRAIN=${1:-./lltrain}
+DEVICE=${2:-opencl}
+here=$(dirname "$0")
+have_torch=no
+if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/dev/null; then
+	have_torch=yes
+fi
+
+for preset in 15M 110M 1B; do
+	echo "== preset $preset"
+	"$LLTRAIN" bench --preset "$preset" --device "$DEVICE" --steps 5 --sample-tokens 0 ||
+		echo "lltrain bench --preset $preset failed"
+	if [ "$have_torch" = yes ]; then
+		python3 "$here/pytorch_reference.py" --preset "$preset" --device cuda --steps 5 ||
+			echo "pytorch_reference.py --preset $preset failed"
+	else
+		echo "pytorch: skipped (no torch + transformers with CUDA here)"
+	fi
+done
+echo "== profile of the 110M step"
+"$LLTRAIN" bench --preset 110M --device "$DEVICE" --steps 3 --sample-tokens 0 --profile

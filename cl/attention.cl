@@ -1,0 +1,402 @@
+/* Fused causal grouped-query attention on OpenCL: the flash-attention forward, its backward
+ * without float atomics, and decoding over a key/value cache. Nothing T x T is ever stored.
+ *
+ * Built once per head size, with the tiles the host picks for the device:
+ *   LT_D   head size (even)
+ *   LT_WG  work-items per work-group: one query row (forward, dq) or key row (dkv) each
+ *   LT_BK  rows of the other side staged per local-memory tile (keys, or queries in dkv)
+ *   LT_KC  rows of a tile taken per register chunk (divides LT_BK)
+ *   LT_NT  work-items sharing one query row when decoding
+ * A row of D floats is held as D / VW vectors: float4 when 4 divides D, float2 otherwise.
+ * Rows past T are staged as zeros and masked, so no NaN or Inf ever meets a zero weight. */
+
+#ifndef LT_D
+#error "LT_D (the head size) must be given"
+#endif
+#ifndef LT_WG
+#define LT_WG 64
+#endif
+#ifndef LT_BK
+#define LT_BK 32
+#endif
+#ifndef LT_KC
+#define LT_KC 8
+#endif
+#ifndef LT_NT
+#define LT_NT 64
+#endif
+
+#if LT_D % 4 == 0
+#define VW 4
+typedef float4 vec;
+#define vload_vec vload4
+#define vstore_vec vstore4
+#else
+#define VW 2
+typedef float2 vec;
+#define vload_vec vload2
+#define vstore_vec vstore2
+#endif
+#define DV (LT_D / VW)
+
+#if LT_BK % LT_KC != 0
+#error "LT_KC must divide LT_BK"
+#endif
+
+/* Copies rows r0 .. r0+n-1 of a strided global matrix (row r at src + r * ld) to the dense
+ * local tile dst[LT_BK][DV], zeros from row n on; every work-item of the group takes part. */
+static inline void stage_rows(local vec *dst, global const float *src, size_t ld, int r0, int n)
+{
+	for (int i = get_local_id(0); i < LT_BK * DV; i += LT_WG) {
+		int r = i / DV, v = i % DV;
+		dst[i] = r < n ? vload_vec(0, src + (size_t)(r0 + r) * ld + v * VW) : (vec)(0.0f);
+	}
+}
+
+/* Copies n elements (zeros from n on) of src to dst[LT_BK]. */
+static inline void stage_floats(local float *dst, global const float *src, int n)
+{
+	for (int i = get_local_id(0); i < LT_BK; i += LT_WG)
+		dst[i] = i < n ? src[i] : 0.0f;
+}
+
+/* x[DV] = row (row at src) times s, or zeros when the row does not exist. */
+static inline void load_row(vec *x, global const float *src, int exists, float s)
+{
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		x[d] = exists ? vload_vec(0, src + d * VW) * s : (vec)(0.0f);
+}
+
+/* dst[D] = x[DV] * s */
+static inline void store_row(global float *dst, const vec *x, float s)
+{
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		vstore_vec(x[d] * s, 0, dst + d * VW);
+}
+
+/* s[c] = x . tile row c for the LT_KC rows of a chunk, d outermost so the chunk's dot products
+ * are independent chains. */
+static inline void chunk_dots(float *s, const vec *x, local const vec *tile)
+{
+#pragma unroll
+	for (int c = 0; c < LT_KC; c++)
+		s[c] = 0.0f;
+#pragma unroll
+	for (int d = 0; d < DV; d++) {
+		vec xd = x[d];
+#pragma unroll
+		for (int c = 0; c < LT_KC; c++)
+			s[c] += dot(xd, tile[c * DV + d]);
+	}
+}
+
+/* acc[DV] += sum over the chunk's rows c of w[c] * tile row c */
+static inline void chunk_accumulate(vec *acc, const float *w, local const vec *tile)
+{
+#pragma unroll
+	for (int d = 0; d < DV; d++) {
+		vec a = acc[d];
+#pragma unroll
+		for (int c = 0; c < LT_KC; c++)
+			a += w[c] * tile[c * DV + d];
+		acc[d] = a;
+	}
+}
+
+/* out[B*T, H*D], lse[B, H, T] from qkv[B*T, (H+2K)*D]: causal softmax(q k^T * scale) v.
+ * One work-item per query row, LT_WG rows of one (batch, head) per work-group; key and value
+ * rows are staged LT_BK at a time and folded in LT_KC at a time by an online softmax (running
+ * max m, sum l, unnormalised output acc). Key tiles wholly after the group's last row are
+ * never loaded. Blocks of rows are numbered last first, so the groups with the most keys are
+ * dispatched first.
+ * global (B * H * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
+kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+void lt_attention_forward(global float *out_base, ulong out_off, global float *lse_base,
+			  ulong lse_off, global const float *qkv_base, ulong qkv_off, int T, int H,
+			  int K, float scale)
+{
+	local vec ks[LT_BK * DV], vs[LT_BK * DV];
+	int q0 = (get_num_groups(1) - 1 - get_group_id(1)) * LT_WG, row = q0 + get_local_id(0);
+	int bh = get_group_id(0), b = bh / H, h = bh % H, kv = h / (H / K);
+	size_t W = (size_t)(H + 2 * K) * LT_D;
+	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
+	global const float *kx = x + (size_t)(H + kv) * LT_D, *vx = x + (size_t)(H + K + kv) * LT_D;
+
+	vec q[DV], acc[DV];
+	load_row(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale);
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		acc[d] = (vec)(0.0f);
+	/* The first chunk holds key 0, which every row sees, so m is finite after it. */
+	float m = -INFINITY, l = 0.0f;
+	int kend = min(T, q0 + LT_WG);
+	for (int k0 = 0; k0 < kend; k0 += LT_BK) {
+		int nk = min(LT_BK, kend - k0);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		stage_rows(ks, kx, W, k0, nk);
+		stage_rows(vs, vx, W, k0, nk);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		for (int c0 = 0; c0 < nk; c0 += LT_KC) {
+			float s[LT_KC];
+			chunk_dots(s, q, ks + c0 * DV);
+			float mc = m;
+#pragma unroll
+			for (int c = 0; c < LT_KC; c++) {
+				s[c] = k0 + c0 + c <= row ? s[c] : -INFINITY;
+				mc = fmax(mc, s[c]);
+			}
+			float alpha = exp(m - mc);
+			l *= alpha;
+#pragma unroll
+			for (int d = 0; d < DV; d++)
+				acc[d] *= alpha;
+#pragma unroll
+			for (int c = 0; c < LT_KC; c++) {
+				s[c] = exp(s[c] - mc);
+				l += s[c];
+			}
+			chunk_accumulate(acc, s, vs + c0 * DV);
+			m = mc;
+		}
+	}
+	if (row < T) {
+		size_t n = (size_t)b * T + row;
+		store_row(out_base + out_off + n * H * LT_D + (size_t)h * LT_D, acc, 1.0f / l);
+		lse_base[lse_off + (size_t)bh * T + row] = m + log(l);
+	}
+}
+
+/* delta[B, H, T] = sum over d of dout * out, per query row and head (dout, out[B*T, H*D]).
+ * global (B * H * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
+kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+void lt_attention_delta(global float *delta_base, ulong delta_off, global const float *dout_base,
+			ulong dout_off, global const float *out_base, ulong out_off, int T, int H)
+{
+	int t = get_group_id(1) * LT_WG + get_local_id(0), bh = get_group_id(0);
+	int b = bh / H, h = bh % H;
+	if (t >= T)
+		return;
+	size_t at = ((size_t)b * T + t) * H * LT_D + (size_t)h * LT_D;
+	global const float *dy = dout_base + dout_off + at, *y = out_base + out_off + at;
+	vec sum = (vec)(0.0f);
+	for (int d = 0; d < DV; d++)
+		sum += vload_vec(d, dy) * vload_vec(d, y);
+	delta_base[delta_off + (size_t)bh * T + t] = dot(sum, (vec)(1.0f));
+}
+
+/* The query part of dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], lse and
+ * delta[B, H, T], qkv: dq = scale * sum over keys j <= t of p (dp - delta) k_j, with
+ * p = exp(s - lse), dp = dout . v_j. One work-item per query row as in the forward, the
+ * group's keys and values staged in the same fixed order.
+ * global (B * H * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
+kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+void lt_attention_dq(global float *dqkv_base, ulong dqkv_off, global const float *dout_base,
+		     ulong dout_off, global const float *lse_base, ulong lse_off,
+		     global const float *delta_base, ulong delta_off, global const float *qkv_base,
+		     ulong qkv_off, int T, int H, int K, float scale)
+{
+	local vec ks[LT_BK * DV], vs[LT_BK * DV];
+	int q0 = (get_num_groups(1) - 1 - get_group_id(1)) * LT_WG, row = q0 + get_local_id(0);
+	int bh = get_group_id(0), b = bh / H, h = bh % H, kv = h / (H / K);
+	size_t W = (size_t)(H + 2 * K) * LT_D, n = (size_t)b * T + row;
+	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
+	global const float *kx = x + (size_t)(H + kv) * LT_D, *vx = x + (size_t)(H + K + kv) * LT_D;
+
+	vec q[DV], dy[DV], dq[DV];
+	load_row(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale);
+	load_row(dy, dout_base + dout_off + n * H * LT_D + (size_t)h * LT_D, row < T, 1.0f);
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		dq[d] = (vec)(0.0f);
+	float lse = row < T ? lse_base[lse_off + (size_t)bh * T + row] : 0.0f;
+	float delta = row < T ? delta_base[delta_off + (size_t)bh * T + row] : 0.0f;
+	int kend = min(T, q0 + LT_WG);
+	for (int k0 = 0; k0 < kend; k0 += LT_BK) {
+		int nk = min(LT_BK, kend - k0);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		stage_rows(ks, kx, W, k0, nk);
+		stage_rows(vs, vx, W, k0, nk);
+		barrier(CLK_LOCAL_MEM_FENCE);
+		for (int c0 = 0; c0 < nk; c0 += LT_KC) {
+			float s[LT_KC], dp[LT_KC];
+			chunk_dots(s, q, ks + c0 * DV);
+			chunk_dots(dp, dy, vs + c0 * DV);
+#pragma unroll
+			for (int c = 0; c < LT_KC; c++) {
+				float p = k0 + c0 + c <= row ? exp(s[c] - lse) : 0.0f;
+				s[c] = p * (dp[c] - delta);
+			}
+			chunk_accumulate(dq, s, ks + c0 * DV);
+		}
+	}
+	if (row < T)
+		store_row(dqkv_base + dqkv_off + n * W + (size_t)h * LT_D, dq, scale);
+}
+
+/* dk and dv of key rows j of kv head kv, summed over the query heads h = kv * G + split,
+ * + nsplit, ... of its group (G = H / K) and their query rows i >= j:
+ *   dv = sum p dout_i,  dk = scale * sum p (dp - delta_i) q_i,
+ * p = exp(q_i . k_j * scale - lse_i), dp = dout_i . v_j. One work-item per key row, LT_WG
+ * rows of one (batch, kv head, split) per work-group, holding k, v, dk and dv; query rows,
+ * dout rows, lse and delta staged LT_BK at a time in a fixed order, from the group's first
+ * key row on (earlier queries see none of its keys). Row j of (b, kv, split)
+ * goes to dst + b * bstride + kv * kvstride + split * sstride + j * rstride (dk) and dv_at
+ * further (dv): the packed dqkv when nsplit is 1, else a partial sum for lt_attention_dkv_sum.
+ * global (B * K * nsplit * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
+kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulong kvstride,
+		      ulong sstride, ulong rstride, ulong dv_at, global const float *dout_base,
+		      ulong dout_off, global const float *lse_base, ulong lse_off,
+		      global const float *delta_base, ulong delta_off,
+		      global const float *qkv_base, ulong qkv_off, int T, int H, int K, int nsplit,
+		      float scale)
+{
+	local vec qs[LT_BK * DV], dys[LT_BK * DV];
+	local float lses[LT_BK], deltas[LT_BK];
+	int k0 = get_group_id(1) * LT_WG, row = k0 + get_local_id(0);
+	int g = get_group_id(0), split = g % nsplit, bk = g / nsplit, b = bk / K, kv = bk % K;
+	int G = H / K;
+	size_t W = (size_t)(H + 2 * K) * LT_D, HD = (size_t)H * LT_D;
+	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
+	global const float *dyb = dout_base + dout_off + (size_t)b * T * HD;
+
+	vec kk[DV], vv[DV], dk[DV], dv[DV];
+	load_row(kk, x + (size_t)row * W + (size_t)(H + kv) * LT_D, row < T, scale);
+	load_row(vv, x + (size_t)row * W + (size_t)(H + K + kv) * LT_D, row < T, 1.0f);
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		dk[d] = dv[d] = (vec)(0.0f);
+	for (int h = kv * G + split; h < (kv + 1) * G; h += nsplit) {
+		size_t bh = (size_t)b * H + h;
+		for (int i0 = k0; i0 < T; i0 += LT_BK) {
+			int ni = min(LT_BK, T - i0);
+			barrier(CLK_LOCAL_MEM_FENCE);
+			stage_rows(qs, x + (size_t)h * LT_D, W, i0, ni);
+			stage_rows(dys, dyb + (size_t)h * LT_D, HD, i0, ni);
+			stage_floats(lses, lse_base + lse_off + bh * T + i0, ni);
+			stage_floats(deltas, delta_base + delta_off + bh * T + i0, ni);
+			barrier(CLK_LOCAL_MEM_FENCE);
+			for (int c0 = 0; c0 < ni; c0 += LT_KC) {
+				float s[LT_KC], dp[LT_KC];
+				chunk_dots(s, kk, qs + c0 * DV);
+				chunk_dots(dp, vv, dys + c0 * DV);
+#pragma unroll
+				for (int c = 0; c < LT_KC; c++) {
+					int i = i0 + c0 + c;
+					s[c] = i >= row && i < T ? exp(s[c] - lses[c0 + c]) : 0.0f;
+					dp[c] = s[c] * (dp[c] - deltas[c0 + c]);
+				}
+				chunk_accumulate(dv, s, dys + c0 * DV);
+				chunk_accumulate(dk, dp, qs + c0 * DV);
+			}
+		}
+	}
+	if (row < T) {
+		global float *dst = dst_base + dst_off + b * bstride + kv * kvstride +
+				    split * sstride + row * rstride;
+		store_row(dst, dk, scale);
+		store_row(dst + dv_at, dv, 1.0f);
+	}
+}
+
+/* The key and value parts of dqkv[B*T, (H+2K)*D] from part[nsplit, B, K, T, 2D] (dk then dv
+ * per row), summed over the splits in order. global (T * 2 * DV, B * K), local NULL */
+kernel void lt_attention_dkv_sum(global float *dqkv_base, ulong dqkv_off,
+				 global const float *part_base, ulong part_off, int T, int H,
+				 int K, int nsplit)
+{
+	int i = get_global_id(0), bk = get_global_id(1), b = bk / K, kv = bk % K;
+	int t = i / (2 * DV), e = i % (2 * DV), which = e / DV, v = e % DV;
+	size_t W = (size_t)(H + 2 * K) * LT_D, stride = (size_t)get_global_size(1) * T * 2 * LT_D;
+	global const float *p = part_base + part_off + ((size_t)bk * T + t) * 2 * LT_D + e * VW;
+	vec sum = (vec)(0.0f);
+	for (int sp = 0; sp < nsplit; sp++)
+		sum += vload_vec(0, p + sp * stride);
+	size_t at = ((size_t)b * T + t) * W + (size_t)(H + which * K + kv) * LT_D + v * VW;
+	vstore_vec(sum, 0, dqkv_base + dqkv_off + at);
+}
+
+/* kcache and vcache[B, K, S, D] at positions pos0 .. pos0+T-1 = the key and value heads of
+ * the new rows qkv[B*T, (H+2K)*D]. global (T * DV, B * K), local NULL */
+kernel void lt_attention_append(global float *kc_base, ulong kc_off, global float *vc_base,
+				ulong vc_off, global const float *qkv_base, ulong qkv_off, int T,
+				int H, int K, int S, int pos0)
+{
+	int i = get_global_id(0), bk = get_global_id(1), b = bk / K, kv = bk % K;
+	int t = i / DV, v = i % DV;
+	size_t W = (size_t)(H + 2 * K) * LT_D;
+	global const float *src = qkv_base + qkv_off + ((size_t)b * T + t) * W + v * VW;
+	size_t at = ((size_t)bk * S + pos0 + t) * LT_D + v * VW;
+	vstore_vec(vload_vec(0, src + (size_t)(H + kv) * LT_D), 0, kc_base + kc_off + at);
+	vstore_vec(vload_vec(0, src + (size_t)(H + K + kv) * LT_D), 0, vc_base + vc_off + at);
+}
+
+/* out[B*T, H*D] for new query rows at positions pos0 + t over cache positions 0 .. pos0 + t
+ * of kcache, vcache[B, K, S, D]. LT_NT work-items per (row, head): work-item w folds in
+ * positions w, w + LT_NT, ... with its own online softmax, then the group merges the LT_NT
+ * partial results in local memory, in work-item order.
+ * global (LT_NT * H, B * T), local (LT_NT, 1) */
+kernel __attribute__((reqd_work_group_size(LT_NT, 1, 1)))
+void lt_attention_cached(global float *out_base, ulong out_off, global const float *qkv_base,
+			 ulong qkv_off, global const float *kc_base, ulong kc_off,
+			 global const float *vc_base, ulong vc_off, int T, int H, int K, int S,
+			 int pos0, float scale)
+{
+	local float ms[LT_NT], ls[LT_NT];
+	local vec accs[LT_NT * DV];
+	int w = get_local_id(0), h = get_group_id(0), n = get_global_id(1);
+	int b = n / T, last = pos0 + n % T, kv = h / (H / K);
+	size_t W = (size_t)(H + 2 * K) * LT_D, cache = ((size_t)b * K + kv) * S * LT_D;
+	global const float *kc = kc_base + kc_off + cache, *vc = vc_base + vc_off + cache;
+
+	vec q[DV], acc[DV];
+	load_row(q, qkv_base + qkv_off + (size_t)n * W + (size_t)h * LT_D, 1, scale);
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		acc[d] = (vec)(0.0f);
+	float m = -INFINITY, l = 0.0f;
+	for (int j = w; j <= last; j += LT_NT) {
+		global const float *k = kc + (size_t)j * LT_D, *v = vc + (size_t)j * LT_D;
+		vec s4 = (vec)(0.0f);
+#pragma unroll
+		for (int d = 0; d < DV; d++)
+			s4 += q[d] * vload_vec(d, k);
+		float s = dot(s4, (vec)(1.0f));
+		if (s > m) {
+			float alpha = exp(m - s);
+			l *= alpha;
+#pragma unroll
+			for (int d = 0; d < DV; d++)
+				acc[d] *= alpha;
+			m = s;
+		}
+		float p = exp(s - m);
+		l += p;
+#pragma unroll
+		for (int d = 0; d < DV; d++)
+			acc[d] += p * vload_vec(d, v);
+	}
+	ms[w] = m;
+	ls[w] = l;
+	barrier(CLK_LOCAL_MEM_FENCE);
+	/* Work-item 0 saw position 0, so the maximum is finite; idle work-items weigh 0. */
+	float mx = ms[0], sum = 0.0f;
+	for (int i = 1; i < LT_NT; i++)
+		mx = fmax(mx, ms[i]);
+	for (int i = 0; i < LT_NT; i++)
+		sum += ls[i] * exp(ms[i] - mx);
+	float f = exp(m - mx);
+#pragma unroll
+	for (int d = 0; d < DV; d++)
+		accs[w * DV + d] = acc[d] * f;
+	barrier(CLK_LOCAL_MEM_FENCE);
+	global float *o = out_base + out_off + (size_t)n * H * LT_D + (size_t)h * LT_D;
+	for (int d = w; d < DV; d += LT_NT) {
+		vec a = (vec)(0.0f);
+		for (int i = 0; i < LT_NT; i++)
+			a += accs[i * DV + d];
+		vstore_vec(a / sum, 0, o + d * VW);
+	}
+}

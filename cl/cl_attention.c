@@ -1,0 +1,274 @@
+/* The OpenCL backend's causal grouped-query attention: picks the tiles of attention.cl for the
+ * device and head size, and launches its fused forward, backward and decoding kernels. */
+#include "config.h"
+#include "cl_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* Local memory one work-group's tiles may take: well inside NVIDIA's 48 KiB per group, and
+ * small enough that several groups share a compute unit. */
+#define TILE_BYTES (36 * 1024)
+/* Key rows the dk/dv kernel wants in flight before it stops splitting a kv head's query
+ * heads over more work-items (each split adds a partial sum of B * K * T * 2D floats). */
+#define SPLIT_ROWS (1L << 17)
+
+/* The compile-time tiles of one head size on this device (their meaning is in attention.cl). */
+struct tiles {
+	int wg, bk, kc, nt;
+	size_t dv;  /* vectors per row of D floats */
+	char options[96];
+};
+
+static struct tiles tiles_for(struct lt_cl_ctx *c, int D)
+{
+	size_t local = lt_cl_local_mem(c), budget = local < TILE_BYTES ? local : TILE_BYTES;
+	size_t group = lt_cl_max_group(c), row = (size_t)D * sizeof(float);
+	struct tiles t = { .wg = 64, .bk = 64, .kc = 8 };
+	while ((size_t)t.wg > group && t.wg > 1)
+		t.wg /= 2;
+	/* two staged row tiles, plus the lse and delta of the dk/dv kernel's */
+	while (t.bk > 1 && (size_t)t.bk * (2 * row + 2 * sizeof(float)) > budget)
+		t.bk /= 2;
+	if (t.kc > t.bk)
+		t.kc = t.bk;
+	/* the decoder's merge: one row of partial output, a max and a sum per work-item */
+	t.nt = t.wg;
+	while (t.nt > 1 && (size_t)t.nt * (row + 2 * sizeof(float)) > budget)
+		t.nt /= 2;
+	t.dv = (size_t)D / (D % 4 == 0 ? 4 : 2);
+	snprintf(t.options, sizeof t.options, "-DLT_D=%d -DLT_WG=%d -DLT_BK=%d -DLT_KC=%d "
+		 "-DLT_NT=%d", D, t.wg, t.bk, t.kc, t.nt);
+	return t;
+}
+
+/* Checks the shape and returns the packed row width (H + 2K) * D. */
+static size_t check_shape(const struct lt_attn_shape *s)
+{
+	LT_ASSERT(s->B >= 0 && s->T > 0 && s->H > 0 && s->K > 0 && s->D > 0 && s->pos0 >= 0);
+	LT_ASSERT(s->H % s->K == 0 && s->D % 2 == 0);
+	return (size_t)(s->H + 2 * s->K) * s->D;
+}
+
+/* The scale of the scores, rounded as the CPU backend rounds it. */
+static float score_scale(int D)
+{
+	return (float)(1.0 / sqrt((double)D));
+}
+
+/* The number of ways the dk/dv kernel splits each kv head's G query heads: the smallest
+ * divisor of G that gives SPLIT_ROWS work-items, or G. */
+static int dkv_splits(const struct lt_attn_shape *s)
+{
+	int G = s->H / s->K, n = 1;
+	long rows = (long)s->B * s->K * s->T;
+	while (n < G && rows * n < SPLIT_ROWS)
+		for (n++; G % n; n++)
+			;
+	return n;
+}
+
+/* A row-per-work-item kernel: work-groups of wg rows, `heads` of them per block of wg rows,
+ * the heads in dimension 0 so that one block of every head is dispatched before the next. */
+static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, const struct tiles *t, int T,
+			size_t heads, const char *op)
+{
+	size_t wg = (size_t)t->wg, global[2] = { heads * wg, ((size_t)T + wg - 1) / wg };
+	size_t local[2] = { wg, 1 };
+	lt_cl_launch(c, k, 2, global, local, op);
+}
+
+/* out[B*T, H*D], lse[B, H, T] from qkv[B*T, (H+2K)*D]: the fused flash-attention forward,
+ * one work-item per query row. */
+void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
+			     const struct lt_attn_shape *s)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	if (lt_cl_failed(c))
+		return;
+	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
+	LT_ASSERT(s->pos0 == 0);
+	if (!s->B)
+		return;
+	struct tiles t = tiles_for(c, s->D);
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
+	lt_cl_arg_ref(c, k, &i, lse, (size_t)s->B * s->H * s->T);
+	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_float(c, k, &i, score_scale(s->D));
+	launch_rows(c, k, &t, s->T, (size_t)s->B * s->H, "attention_forward");
+}
+
+/* delta[B, H, T] = rowsum(dout * out) */
+static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delta, lt_ref dout,
+			 lt_ref out, const struct lt_attn_shape *s)
+{
+	size_t nout = (size_t)s->B * s->T * s->H * s->D;
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_delta");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, delta, (size_t)s->B * s->H * s->T);
+	lt_cl_arg_ref(c, k, &i, dout, nout);
+	lt_cl_arg_ref(c, k, &i, out, nout);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	launch_rows(c, k, t, s->T, (size_t)s->B * s->H, "attention_backward");
+}
+
+/* The query heads of dqkv, one work-item per query row. */
+static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref dout,
+		      lt_ref lse, lt_ref delta, lt_ref qkv, const struct lt_attn_shape *s)
+{
+	size_t rows = (size_t)s->B * s->T, nlse = (size_t)s->B * s->H * s->T;
+	size_t nqkv = rows * (size_t)(s->H + 2 * s->K) * s->D;
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dq");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, dqkv, nqkv);
+	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * s->D);
+	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	lt_cl_arg_ref(c, k, &i, delta, nlse);
+	lt_cl_arg_ref(c, k, &i, qkv, nqkv);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_float(c, k, &i, score_scale(s->D));
+	launch_rows(c, k, t, s->T, (size_t)s->B * s->H, "attention_backward");
+}
+
+/* The key and value heads of dqkv, one work-item per key row and split: straight into
+ * dqkv when nsplit is 1, else into part[nsplit, B, K, T, 2D], summed afterwards in order. */
+static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref part,
+		       int nsplit, lt_ref dout, lt_ref lse, lt_ref delta, lt_ref qkv,
+		       const struct lt_attn_shape *s)
+{
+	size_t D = (size_t)s->D, T = (size_t)s->T, K = (size_t)s->K;
+	size_t W = (size_t)(s->H + 2 * s->K) * D;
+	size_t rows = (size_t)s->B * T, nlse = (size_t)s->B * s->H * T;
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv");
+	int i = 0;
+	if (nsplit == 1) {
+		lt_cl_arg_ref(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D);
+		lt_cl_arg_ulong(c, k, &i, T * W);      /* per sequence */
+		lt_cl_arg_ulong(c, k, &i, D);          /* per kv head */
+		lt_cl_arg_ulong(c, k, &i, 0);          /* per split */
+		lt_cl_arg_ulong(c, k, &i, W);          /* per key row */
+		lt_cl_arg_ulong(c, k, &i, K * D);      /* from a dk row to its dv row */
+	} else {
+		lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * K * 2 * D);
+		lt_cl_arg_ulong(c, k, &i, K * T * 2 * D);
+		lt_cl_arg_ulong(c, k, &i, T * 2 * D);
+		lt_cl_arg_ulong(c, k, &i, rows * K * 2 * D);
+		lt_cl_arg_ulong(c, k, &i, 2 * D);
+		lt_cl_arg_ulong(c, k, &i, D);
+	}
+	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * D);
+	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	lt_cl_arg_ref(c, k, &i, delta, nlse);
+	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_int(c, k, &i, nsplit);
+	lt_cl_arg_float(c, k, &i, score_scale(s->D));
+	launch_rows(c, k, t, s->T, (size_t)s->B * K * nsplit, "attention_backward");
+}
+
+/* The key and value heads of dqkv = the sum over splits of part[nsplit, B, K, T, 2D]. */
+static void launch_dkv_sum(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref part,
+			   int nsplit, const struct lt_attn_shape *s)
+{
+	size_t rows = (size_t)s->B * s->T, D = (size_t)s->D;
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv_sum");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, dqkv, rows * (size_t)(s->H + 2 * s->K) * D);
+	lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * s->K * 2 * D);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_int(c, k, &i, nsplit);
+	size_t global[2] = { (size_t)s->T * 2 * t->dv, (size_t)s->B * s->K };
+	lt_cl_launch(c, k, 2, global, NULL, "attention_backward");
+}
+
+/* dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], out, lse[B, H, T] and qkv, in the
+ * flash-attention-2 manner: delta = rowsum(dout * out) (scratch slot 0), then dq per query
+ * row and dk, dv per key row, each recomputing the probabilities from lse. No atomics: every
+ * sum runs in a fixed order. */
+void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out, lt_ref lse,
+			      lt_ref qkv, const struct lt_attn_shape *s)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	if (lt_cl_failed(c))
+		return;
+	check_shape(s);
+	LT_ASSERT(s->pos0 == 0);
+	if (!s->B)
+		return;
+	struct tiles t = tiles_for(c, s->D);
+	int nsplit = dkv_splits(s);
+	lt_ref delta = lt_cl_scratch(c, 0, (size_t)s->B * s->H * s->T);
+	lt_ref part = delta;
+	if (nsplit > 1)
+		part = lt_cl_scratch(c, 1, (size_t)nsplit * s->B * s->T * s->K * 2 * s->D);
+	if (lt_cl_failed(c))
+		return;
+	launch_delta(c, &t, delta, dout, out, s);
+	launch_dq(c, &t, dqkv, dout, lse, delta, qkv, s);
+	launch_dkv(c, &t, dqkv, part, nsplit, dout, lse, delta, qkv, s);
+	if (nsplit > 1)
+		launch_dkv_sum(c, &t, dqkv, part, nsplit, s);
+}
+
+/* kcache and vcache[B, K, S, D] at positions pos0 .. pos0+T-1 = the new key and value heads. */
+static void append_to_cache(struct lt_cl_ctx *c, const struct tiles *t, lt_ref kcache,
+			    lt_ref vcache, lt_ref qkv, int S, const struct lt_attn_shape *s)
+{
+	size_t cache = (size_t)s->B * s->K * S * s->D;
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_append");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, kcache, cache);
+	lt_cl_arg_ref(c, k, &i, vcache, cache);
+	lt_cl_arg_ref(c, k, &i, qkv, (size_t)s->B * s->T * (s->H + 2 * s->K) * s->D);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_int(c, k, &i, S);
+	lt_cl_arg_int(c, k, &i, s->pos0);
+	size_t global[2] = { (size_t)s->T * t->dv, (size_t)s->B * s->K };
+	lt_cl_launch(c, k, 2, global, NULL, "attention_cached");
+}
+
+/* out[B*T, H*D] for the new rows qkv[B*T, (H+2K)*D] at positions pos0.., over the caches
+ * kcache, vcache[B, K, S, D]: appends the new keys and values, then one work-group of nt
+ * work-items per (new row, head) splits the cache positions 0 .. pos0 + t between them. */
+void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcache, lt_ref vcache,
+			    int S, const struct lt_attn_shape *s)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	if (lt_cl_failed(c))
+		return;
+	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
+	size_t cache = (size_t)s->B * s->K * S * s->D;
+	LT_ASSERT(S > 0 && s->pos0 + s->T <= S);
+	if (!s->B)
+		return;
+	struct tiles t = tiles_for(c, s->D);
+	append_to_cache(c, &t, kcache, vcache, qkv, S, s);
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_cached");
+	int i = 0;
+	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
+	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	lt_cl_arg_ref(c, k, &i, kcache, cache);
+	lt_cl_arg_ref(c, k, &i, vcache, cache);
+	lt_cl_arg_int(c, k, &i, s->T);
+	lt_cl_arg_int(c, k, &i, s->H);
+	lt_cl_arg_int(c, k, &i, s->K);
+	lt_cl_arg_int(c, k, &i, S);
+	lt_cl_arg_int(c, k, &i, s->pos0);
+	lt_cl_arg_float(c, k, &i, score_scale(s->D));
+	size_t global[2] = { (size_t)t.nt * s->H, rows }, local[2] = { (size_t)t.nt, 1 };
+	lt_cl_launch(c, k, 2, global, local, "attention_cached");
+}

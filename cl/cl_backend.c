@@ -1,0 +1,608 @@
+/* The OpenCL backend's table, context, memory, kernel cache and launches;
+ * the ops live in cl_ops.c, cl_attention.c and cl_gemm.c. */
+#include "config.h"
+#include "cl.h"
+#include "cl_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PROGRAMS 32
+#define MAX_KERNELS 160
+/* Profiled launches whose events wait for the next sync. */
+#define MAX_PENDING 4096
+
+struct program_entry {
+	char file[32];
+	char options[96];
+	cl_program program;
+};
+
+struct kernel_entry {
+	int program;
+	char name[64];
+	cl_kernel kernel;
+};
+
+struct pending_event {
+	cl_event ev;
+	const char *op;
+};
+
+struct lt_cl_ctx {
+	cl_platform_id platform;
+	cl_device_id device;
+	cl_context context;
+	cl_command_queue queue;
+	struct lt_device_info info;
+	size_t max_alloc, max_group, local_mem;
+	int fp64;
+
+	/* The first failure inside an op; later ops do nothing, sync reports it. */
+	enum lt_status failed;
+	char errmsg[4096];
+
+	struct program_entry programs[MAX_PROGRAMS];
+	int n_programs;
+	struct kernel_entry kernels[MAX_KERNELS];
+	int n_kernels;
+
+	lt_buf *scratch[LT_CL_SCRATCH_SLOTS];
+	size_t held, peak;  /* bytes of live buffers */
+
+	int profiling;
+	struct lt_cl_profile prof;
+	struct pending_event pending[MAX_PENDING];
+	int n_pending;
+};
+
+struct lt_cl_ctx *lt_cl_ctx(lt_backend *be) { return be->ctx; }
+cl_command_queue lt_cl_queue(struct lt_cl_ctx *c) { return c->queue; }
+int lt_cl_failed(struct lt_cl_ctx *c) { return c->failed != LT_OK; }
+int lt_cl_has_fp64(struct lt_cl_ctx *c) { return c->fp64; }
+size_t lt_cl_max_group(struct lt_cl_ctx *c) { return c->max_group; }
+size_t lt_cl_local_mem(struct lt_cl_ctx *c) { return c->local_mem; }
+int lt_cl_profiling(struct lt_cl_ctx *c) { return c->profiling; }
+
+/* An OpenCL error code as its name, for messages. */
+static const char *cl_error_name(cl_int err)
+{
+	switch (err) {
+	case CL_DEVICE_NOT_FOUND: return "CL_DEVICE_NOT_FOUND";
+	case CL_DEVICE_NOT_AVAILABLE: return "CL_DEVICE_NOT_AVAILABLE";
+	case CL_MEM_OBJECT_ALLOCATION_FAILURE: return "CL_MEM_OBJECT_ALLOCATION_FAILURE";
+	case CL_OUT_OF_RESOURCES: return "CL_OUT_OF_RESOURCES";
+	case CL_OUT_OF_HOST_MEMORY: return "CL_OUT_OF_HOST_MEMORY";
+	case CL_BUILD_PROGRAM_FAILURE: return "CL_BUILD_PROGRAM_FAILURE";
+	case CL_INVALID_VALUE: return "CL_INVALID_VALUE";
+	case CL_INVALID_BUFFER_SIZE: return "CL_INVALID_BUFFER_SIZE";
+	case CL_INVALID_KERNEL_ARGS: return "CL_INVALID_KERNEL_ARGS";
+	case CL_INVALID_ARG_INDEX: return "CL_INVALID_ARG_INDEX";
+	case CL_INVALID_ARG_SIZE: return "CL_INVALID_ARG_SIZE";
+	case CL_INVALID_WORK_GROUP_SIZE: return "CL_INVALID_WORK_GROUP_SIZE";
+	case CL_INVALID_WORK_ITEM_SIZE: return "CL_INVALID_WORK_ITEM_SIZE";
+	case CL_INVALID_GLOBAL_WORK_SIZE: return "CL_INVALID_GLOBAL_WORK_SIZE";
+	case CL_INVALID_KERNEL_NAME: return "CL_INVALID_KERNEL_NAME";
+	case CL_INVALID_MEM_OBJECT: return "CL_INVALID_MEM_OBJECT";
+	case CL_INVALID_COMMAND_QUEUE: return "CL_INVALID_COMMAND_QUEUE";
+	case CL_INVALID_OPERATION: return "CL_INVALID_OPERATION";
+	default: return "an OpenCL error";
+	}
+}
+
+void lt_cl_fail(struct lt_cl_ctx *c, cl_int err, const char *what)
+{
+	if (c->failed)
+		return;
+	c->failed = err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES
+		? LT_ERR_DEVMEM : LT_ERR_BACKEND;
+	snprintf(c->errmsg, sizeof c->errmsg, "%s on %s: %s (%d)", what, c->info.name,
+		 cl_error_name(err), (int)err);
+}
+
+/* Records a failure whose message (a build log) is in lt_errmsg. */
+static void fail_with_errmsg(struct lt_cl_ctx *c, enum lt_status st)
+{
+	if (c->failed)
+		return;
+	c->failed = st;
+	snprintf(c->errmsg, sizeof c->errmsg, "%s", lt_errmsg());
+}
+
+/* ------------------------------------------------------------------ */
+/* Programs and kernels. */
+
+static int find_or_build_program(struct lt_cl_ctx *c, const char *file, const char *options)
+{
+	for (int i = 0; i < c->n_programs; i++)
+		if (!strcmp(c->programs[i].file, file) && !strcmp(c->programs[i].options, options))
+			return i;
+	LT_ASSERT(c->n_programs < MAX_PROGRAMS);
+	LT_ASSERT(strlen(file) < sizeof c->programs[0].file);
+	LT_ASSERT(strlen(options) < sizeof c->programs[0].options);
+	/* LLTRAIN_CL_OPTIONS adds build options of the user's (lltrain(1)). */
+	const char *extra = getenv("LLTRAIN_CL_OPTIONS");
+	char all[512];
+	snprintf(all, sizeof all, "-cl-std=CL1.2%s %s %s", c->fp64 ? " -DLT_FP64=1" : "", options,
+		 extra ? extra : "");
+	cl_program p;
+	enum lt_status st = lt_cl_build_program(c->context, c->device, file, all, &p);
+	if (st != LT_OK) {
+		fail_with_errmsg(c, st);
+		return -1;
+	}
+	struct program_entry *e = &c->programs[c->n_programs];
+	snprintf(e->file, sizeof e->file, "%s", file);
+	snprintf(e->options, sizeof e->options, "%s", options);
+	e->program = p;
+	return c->n_programs++;
+}
+
+cl_kernel lt_cl_kernel(struct lt_cl_ctx *c, const char *file, const char *options,
+		       const char *name)
+{
+	if (c->failed)
+		return NULL;
+	for (int i = 0; i < c->n_kernels; i++) {
+		struct kernel_entry *e = &c->kernels[i];
+		if (!strcmp(e->name, name) && !strcmp(c->programs[e->program].file, file) &&
+		    !strcmp(c->programs[e->program].options, options))
+			return e->kernel;
+	}
+	int p = find_or_build_program(c, file, options);
+	if (p < 0)
+		return NULL;
+	cl_int err;
+	cl_kernel k = clCreateKernel(c->programs[p].program, name, &err);
+	if (err != CL_SUCCESS) {
+		char what[160];
+		snprintf(what, sizeof what, "kernel %s of %s", name, file);
+		lt_cl_fail(c, err, what);
+		return NULL;
+	}
+	LT_ASSERT(c->n_kernels < MAX_KERNELS);
+	LT_ASSERT(strlen(name) < sizeof c->kernels[0].name);
+	struct kernel_entry *e = &c->kernels[c->n_kernels++];
+	e->program = p;
+	snprintf(e->name, sizeof e->name, "%s", name);
+	e->kernel = k;
+	return k;
+}
+
+static void set_arg(struct lt_cl_ctx *c, cl_kernel k, int *i, size_t size, const void *v)
+{
+	if (c->failed || !k) {
+		(*i)++;
+		return;
+	}
+	cl_int err = clSetKernelArg(k, (cl_uint)*i, size, v);
+	if (err != CL_SUCCESS) {
+		char what[64];
+		snprintf(what, sizeof what, "setting kernel argument %d", *i);
+		lt_cl_fail(c, err, what);
+	}
+	(*i)++;
+}
+
+void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf);
+	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
+	cl_ulong off = r.off;
+	set_arg(c, k, i, sizeof(cl_mem), &r.buf->mem);
+	set_arg(c, k, i, sizeof off, &off);
+}
+
+void lt_cl_arg_int(struct lt_cl_ctx *c, cl_kernel k, int *i, int v)
+{
+	cl_int x = v;
+	set_arg(c, k, i, sizeof x, &x);
+}
+
+void lt_cl_arg_uint(struct lt_cl_ctx *c, cl_kernel k, int *i, unsigned v)
+{
+	cl_uint x = v;
+	set_arg(c, k, i, sizeof x, &x);
+}
+
+void lt_cl_arg_ulong(struct lt_cl_ctx *c, cl_kernel k, int *i, uint64_t v)
+{
+	cl_ulong x = v;
+	set_arg(c, k, i, sizeof x, &x);
+}
+
+void lt_cl_arg_float(struct lt_cl_ctx *c, cl_kernel k, int *i, float v)
+{
+	cl_float x = v;
+	set_arg(c, k, i, sizeof x, &x);
+}
+
+void lt_cl_arg_local(struct lt_cl_ctx *c, cl_kernel k, int *i, size_t bytes)
+{
+	set_arg(c, k, i, bytes, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Launches and profiling. */
+
+static int profile_slot(struct lt_cl_profile *p, const char *op)
+{
+	for (int i = 0; i < p->n; i++)
+		if (p->op[i] == op || !strcmp(p->op[i], op))
+			return i;
+	if (p->n == LT_CL_PROFILE_OPS)
+		return LT_CL_PROFILE_OPS - 1;  /* the last slot collects the rest */
+	p->op[p->n] = op;
+	p->ns[p->n] = 0;
+	p->calls[p->n] = 0;
+	return p->n++;
+}
+
+/* Adds the times of the finished profiled events and releases them. */
+static void collect_pending(struct lt_cl_ctx *c)
+{
+	for (int i = 0; i < c->n_pending; i++) {
+		cl_ulong t0 = 0, t1 = 0;
+		cl_event ev = c->pending[i].ev;
+		clWaitForEvents(1, &ev);
+		if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ==
+			    CL_SUCCESS &&
+		    clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) ==
+			    CL_SUCCESS && t1 >= t0) {
+			int s = profile_slot(&c->prof, c->pending[i].op);
+			c->prof.ns[s] += (double)(t1 - t0);
+			c->prof.calls[s]++;
+		}
+		clReleaseEvent(ev);
+	}
+	c->n_pending = 0;
+}
+
+void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op)
+{
+	if (!ev)
+		return;
+	if (!c->profiling) {
+		clReleaseEvent(ev);
+		return;
+	}
+	if (c->n_pending == MAX_PENDING)
+		collect_pending(c);
+	c->pending[c->n_pending].ev = ev;
+	c->pending[c->n_pending].op = op;
+	c->n_pending++;
+}
+
+void lt_cl_launch(struct lt_cl_ctx *c, cl_kernel k, int dims, const size_t *global,
+		  const size_t *local, const char *op)
+{
+	if (c->failed || !k)
+		return;
+	for (int d = 0; d < dims; d++)
+		if (global[d] == 0)
+			return;
+	cl_event ev = NULL;
+	cl_int err = clEnqueueNDRangeKernel(c->queue, k, (cl_uint)dims, NULL, global, local, 0, NULL,
+					    c->profiling ? &ev : NULL);
+	if (err != CL_SUCCESS) {
+		char what[128];
+		snprintf(what, sizeof what, "launching a kernel of %s", op);
+		lt_cl_fail(c, err, what);
+		return;
+	}
+	lt_cl_profile_event(c, ev, op);
+}
+
+static void cl_profile(lt_backend *be, int on)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	clFinish(c->queue);
+	collect_pending(c);
+	if (on)
+		memset(&c->prof, 0, sizeof c->prof);
+	c->profiling = on;
+}
+
+static int cl_profile_read(lt_backend *be, struct lt_op_time *out, int max)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	clFinish(c->queue);
+	collect_pending(c);
+	int n = 0;
+	for (int i = 0; i < c->prof.n && n < max; i++, n++) {
+		/* insertion by time, largest first */
+		struct lt_op_time t = { c->prof.op[i], c->prof.ns[i] * 1e-9, c->prof.calls[i] };
+		int j = n;
+		while (j > 0 && out[j - 1].seconds < t.seconds) {
+			out[j] = out[j - 1];
+			j--;
+		}
+		out[j] = t;
+	}
+	return c->prof.n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory. */
+
+static void cl_mem_usage(lt_backend *be, size_t *now, size_t *peak)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	*now = c->held;
+	*peak = c->peak;
+}
+
+/* The message of a refused allocation: what was asked, what there is. */
+static void say_allocation_refused(struct lt_cl_ctx *c, size_t bytes, const char *why)
+{
+	lt_errmsg_set("the device %s refused %zu bytes (%.2f GiB; %s): it has %.2f GiB, at most "
+		      "%.2f GiB per buffer, and lltrain already holds %.2f GiB", c->info.name, bytes,
+		      (double)bytes / 1073741824.0, why, (double)c->info.mem_bytes / 1073741824.0,
+		      (double)c->max_alloc / 1073741824.0, (double)c->held / 1073741824.0);
+}
+
+static enum lt_status cl_buf_new(lt_backend *be, size_t n, lt_buf **out)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	size_t bytes = (n ? n : 1) * sizeof(float);
+	cl_int err;
+	*out = NULL;
+	if (n > SIZE_MAX / sizeof(float) || bytes > c->max_alloc) {
+		say_allocation_refused(c, bytes, "larger than one buffer may be");
+		return LT_ERR_DEVMEM;
+	}
+	lt_buf *b = calloc(1, sizeof *b);
+	if (!b) {
+		lt_errmsg_set("cannot allocate a buffer descriptor");
+		return LT_ERR_NOMEM;
+	}
+	b->n = n;
+	b->mem = clCreateBuffer(c->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+	if (err == CL_SUCCESS) {
+		/* Drivers that allocate lazily do it at first use: touch the last
+		 * element now, so a refusal is reported here and not by a later op. */
+		cl_float zero = 0;
+		err = clEnqueueWriteBuffer(c->queue, b->mem, CL_TRUE, bytes - sizeof zero, sizeof zero,
+					   &zero, 0, NULL, NULL);
+		if (err != CL_SUCCESS)
+			clReleaseMemObject(b->mem);
+	}
+	if (err != CL_SUCCESS) {
+		say_allocation_refused(c, bytes, cl_error_name(err));
+		free(b);
+		return LT_ERR_DEVMEM;
+	}
+	c->held += bytes;
+	if (c->held > c->peak)
+		c->peak = c->held;
+	*out = b;
+	return LT_OK;
+}
+
+static void cl_buf_free(lt_backend *be, lt_buf *b)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	c->held -= (b->n ? b->n : 1) * sizeof(float);
+	clReleaseMemObject(b->mem);
+	free(b);
+}
+
+lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n)
+{
+	LT_ASSERT(slot >= 0 && slot < LT_CL_SCRATCH_SLOTS);
+	lt_buf **s = &c->scratch[slot];
+	if (!*s || (*s)->n < n) {
+		lt_backend be = { NULL, c };
+		if (*s)
+			cl_buf_free(&be, *s);  /* queued kernels keep it alive */
+		*s = NULL;
+		/* Grown by half again, so that creeping sizes reallocate rarely. */
+		size_t want = n + n / 2;
+		if (cl_buf_new(&be, want, s) != LT_OK && cl_buf_new(&be, n, s) != LT_OK) {
+			fail_with_errmsg(c, LT_ERR_DEVMEM);
+			lt_errmsg_clear();
+			/* Ops check lt_cl_failed before launching: any ref does. */
+			return (lt_ref){ NULL, 0 };
+		}
+	}
+	return (lt_ref){ *s, 0 };
+}
+
+static void cl_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	LT_ASSERT(dst.buf && dst.off <= dst.buf->n && n <= dst.buf->n - dst.off);
+	if (c->failed || !n)
+		return;
+	cl_int err = clEnqueueWriteBuffer(c->queue, dst.buf->mem, CL_TRUE, dst.off * sizeof(float),
+					  n * sizeof(float), src, 0, NULL, NULL);
+	if (err != CL_SUCCESS)
+		lt_cl_fail(c, err, "copying to the device");
+}
+
+static void cl_read(lt_backend *be, void *dst, lt_ref src, size_t n)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	LT_ASSERT(src.buf && src.off <= src.buf->n && n <= src.buf->n - src.off);
+	if (c->failed || !n)
+		return;
+	cl_int err = clEnqueueReadBuffer(c->queue, src.buf->mem, CL_TRUE, src.off * sizeof(float),
+					 n * sizeof(float), dst, 0, NULL, NULL);
+	if (err != CL_SUCCESS)
+		lt_cl_fail(c, err, "copying from the device");
+}
+
+static enum lt_status cl_sync(lt_backend *be)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	cl_int err = clFinish(c->queue);
+	if (err != CL_SUCCESS)
+		lt_cl_fail(c, err, "waiting for the device");
+	if (c->n_pending)
+		collect_pending(c);
+	if (c->failed)
+		lt_errmsg_set("%s", c->errmsg);
+	return c->failed;
+}
+
+static void cl_info(lt_backend *be, struct lt_device_info *out)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	*out = c->info;
+}
+
+/* ------------------------------------------------------------------ */
+/* Creation. */
+
+static void cl_free(lt_backend *be)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	if (c->queue) {
+		clFinish(c->queue);
+		collect_pending(c);
+	}
+	for (int i = 0; i < LT_CL_SCRATCH_SLOTS; i++)
+		if (c->scratch[i])
+			cl_buf_free(be, c->scratch[i]);
+	for (int i = 0; i < c->n_kernels; i++)
+		clReleaseKernel(c->kernels[i].kernel);
+	for (int i = 0; i < c->n_programs; i++)
+		clReleaseProgram(c->programs[i].program);
+	if (c->queue)
+		clReleaseCommandQueue(c->queue);
+	if (c->context)
+		clReleaseContext(c->context);
+	free(c);
+	free(be);
+}
+
+static const struct lt_backend_ops cl_ops_table = {
+	.name = "opencl",
+	.free = cl_free,
+	.info = cl_info,
+	.buf_new = cl_buf_new,
+	.buf_free = cl_buf_free,
+	.write = cl_write,
+	.read = cl_read,
+	.sync = cl_sync,
+	.host_ptr = NULL,
+	.mem_usage = cl_mem_usage,
+	.profile = cl_profile,
+	.profile_read = cl_profile_read,
+	.fill = lt_cl_fill,
+	.copy = lt_cl_copy,
+	.scale = lt_cl_scale,
+	.add = lt_cl_add,
+	.sum_squares = lt_cl_sum_squares,
+	.sum = lt_cl_sum,
+	.gemm = lt_cl_gemm,
+	.embedding_forward = lt_cl_embedding_forward,
+	.embedding_backward = lt_cl_embedding_backward,
+	.rmsnorm_forward = lt_cl_rmsnorm_forward,
+	.rmsnorm_backward = lt_cl_rmsnorm_backward,
+	.rope = lt_cl_rope,
+	.attention_forward = lt_cl_attention_forward,
+	.attention_backward = lt_cl_attention_backward,
+	.attention_cached = lt_cl_attention_cached,
+	.swiglu_forward = lt_cl_swiglu_forward,
+	.swiglu_backward = lt_cl_swiglu_backward,
+	.xent = lt_cl_xent,
+	.adamw = lt_cl_adamw,
+};
+
+/* Reads the device's limits and name into c. */
+static void describe_device(struct lt_cl_ctx *c)
+{
+	cl_ulong mem = 0, max_alloc = 0, local = 0;
+	cl_uint cu = 0;
+	size_t group = 0;
+	char ext[4096] = "", name[200] = "", plat[48] = "";
+	clGetDeviceInfo(c->device, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+	clGetPlatformInfo(c->platform, CL_PLATFORM_NAME, sizeof plat - 1, plat, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL);
+	clGetDeviceInfo(c->device, CL_DEVICE_EXTENSIONS, sizeof ext - 1, ext, NULL);
+	snprintf(c->info.name, sizeof c->info.name, "%s (OpenCL, %s)", name, plat);
+	c->info.mem_bytes = (size_t)mem;
+	c->info.compute_units = (int)cu;
+	c->max_alloc = (size_t)max_alloc;
+	c->local_mem = (size_t)local;
+	c->max_group = group ? group : 1;
+	c->fp64 = strstr(ext, "cl_khr_fp64") != NULL;
+}
+
+/* Creates the context and the in-order queue (profiling-capable, so that
+ * --profile can time ops without a second queue). */
+static enum lt_status open_context(struct lt_cl_ctx *c)
+{
+	cl_int err;
+	cl_context_properties props[] = { CL_CONTEXT_PLATFORM, (cl_context_properties)c->platform,
+					  0 };
+	c->context = clCreateContext(props, 1, &c->device, NULL, NULL, &err);
+	if (err != CL_SUCCESS) {
+		lt_errmsg_set("cannot open a context on %s: %s (%d)", c->info.name,
+			      cl_error_name(err), (int)err);
+		return LT_ERR_BACKEND;
+	}
+	c->queue = clCreateCommandQueue(c->context, c->device, CL_QUEUE_PROFILING_ENABLE, &err);
+	if (err != CL_SUCCESS) {
+		lt_errmsg_set("cannot open a command queue on %s: %s (%d)", c->info.name,
+			      cl_error_name(err), (int)err);
+		return LT_ERR_BACKEND;
+	}
+	return LT_OK;
+}
+
+/* Runs one small kernel end to end, so that a device that cannot run ours
+ * fails here (and --device auto can fall back) rather than in training. */
+static enum lt_status try_device(lt_backend *be)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	lt_buf *b = NULL;
+	float x[4] = { 0 };
+	enum lt_status st = cl_buf_new(be, 4, &b);
+	if (st != LT_OK)
+		return st;
+	lt_cl_fill(be, (lt_ref){ b, 0 }, 4, 1.5f);
+	cl_read(be, x, (lt_ref){ b, 0 }, 4);
+	st = cl_sync(be);
+	cl_buf_free(be, b);
+	if (st == LT_OK && (x[0] != 1.5f || x[3] != 1.5f)) {
+		lt_errmsg_set("%s computed a wrong result in a self-test (%g, expected 1.5)",
+			      c->info.name, (double)x[0]);
+		st = LT_ERR_BACKEND;
+	}
+	return st;
+}
+
+enum lt_status lt_cl_backend_new(const char *spec, lt_backend **out)
+{
+	*out = NULL;
+	lt_backend *be = calloc(1, sizeof *be);
+	struct lt_cl_ctx *c = calloc(1, sizeof *c);
+	enum lt_status st;
+	if (!be || !c) {
+		free(be);
+		free(c);
+		lt_errmsg_set("cannot allocate the OpenCL backend");
+		return LT_ERR_NOMEM;
+	}
+	be->ops = &cl_ops_table;
+	be->ctx = c;
+	if ((st = lt_cl_pick_device(spec, &c->platform, &c->device)) != LT_OK) {
+		free(c);
+		free(be);
+		return st;
+	}
+	describe_device(c);
+	if ((st = open_context(c)) != LT_OK || (st = try_device(be)) != LT_OK) {
+		cl_free(be);
+		return st;
+	}
+	*out = be;
+	return LT_OK;
+}

@@ -1,0 +1,69 @@
+/* The OpenCL backend's GEMM: CLBlast's SGEMM and strided-batched SGEMM on
+ * the backend's queue. */
+#include "config.h"
+#include "cl_impl.h"
+
+#include <stdio.h>
+
+#include <clblast_c.h>
+
+/* Elements the row-major X of rows x cols with leading dimension ld spans. */
+static size_t span(int rows, int cols, int ld)
+{
+	return rows == 0 || cols == 0 ? 0 : (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+static void check_operand(lt_ref r, long stride, int batch, size_t one)
+{
+	LT_ASSERT(r.buf);
+	size_t need = one + (batch > 1 ? (size_t)stride * (size_t)(batch - 1) : 0);
+	LT_ASSERT(r.off <= r.buf->n && need <= r.buf->n - r.off);
+}
+
+static void fail_clblast(struct lt_cl_ctx *c, CLBlastStatusCode s)
+{
+	char what[96];
+	if (s < 0 && s > -1000) {  /* an OpenCL error passed through */
+		lt_cl_fail(c, (cl_int)s, "CLBlast SGEMM");
+		return;
+	}
+	snprintf(what, sizeof what, "CLBlast SGEMM failed with CLBlast status %d", (int)s);
+	lt_cl_fail(c, CL_INVALID_OPERATION, what);
+}
+
+/* C[b] = alpha op(A[b]) op(B[b]) + beta C[b], see struct lt_gemm. */
+void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
+{
+	struct lt_cl_ctx *cx = lt_cl_ctx(be);
+	LT_ASSERT(g->batch >= 1 && g->m >= 0 && g->n >= 0 && g->k >= 0);
+	check_operand(a, g->stride_a, g->batch,
+		      g->trans_a ? span(g->k, g->m, g->lda) : span(g->m, g->k, g->lda));
+	check_operand(b, g->stride_b, g->batch,
+		      g->trans_b ? span(g->n, g->k, g->ldb) : span(g->k, g->n, g->ldb));
+	check_operand(c, g->stride_c, g->batch, span(g->m, g->n, g->ldc));
+	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
+		return;
+	cl_command_queue q = lt_cl_queue(cx);
+	cl_event ev = NULL;
+	cl_event *evp = lt_cl_profiling(cx) ? &ev : NULL;
+	CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+	CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+	CLBlastStatusCode s;
+	if (g->batch == 1)
+		s = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, (size_t)g->m, (size_t)g->n,
+				 (size_t)g->k, g->alpha, a.buf->mem, a.off, (size_t)g->lda, b.buf->mem,
+				 b.off, (size_t)g->ldb, g->beta, c.buf->mem, c.off, (size_t)g->ldc, &q,
+				 evp);
+	else
+		s = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, (size_t)g->m,
+					       (size_t)g->n, (size_t)g->k, g->alpha, a.buf->mem, a.off,
+					       (size_t)g->lda, (size_t)g->stride_a, b.buf->mem, b.off,
+					       (size_t)g->ldb, (size_t)g->stride_b, g->beta,
+					       c.buf->mem, c.off, (size_t)g->ldc, (size_t)g->stride_c,
+					       (size_t)g->batch, &q, evp);
+	if (s != CLBlastSuccess) {
+		fail_clblast(cx, s);
+		return;
+	}
+	lt_cl_profile_event(cx, ev, "gemm");
+}

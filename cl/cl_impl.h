@@ -1,0 +1,136 @@
+/* Private to the OpenCL backend: its buffer and context, the helpers that
+ * launch kernels, and the ops that cl_ops.c, cl_attention.c and cl_gemm.c
+ * give cl_backend.c for its table.
+ *
+ * Kernel conventions (every *.cl file): an array argument is the pair
+ * (global T *x_base, ulong x_off) and the kernel starts from
+ * x_base + x_off; lt_cl_arg_ref sets both. Sizes are int; element indices
+ * that can pass 2^31 are computed in size_t. No float atomics: every op
+ * gives the same bits on every run (sums are split by size, never by
+ * scheduling). Programs are built with -cl-std=CL1.2, plus -DLT_FP64=1
+ * where the device has cl_khr_fp64 (double accumulators; float with
+ * compensated sums otherwise), plus the options each op asks for. */
+#ifndef LT_CL_IMPL_H
+#define LT_CL_IMPL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#define CL_USE_DEPRECATED_OPENCL_1_2_APIS
+#include <CL/cl.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+struct lt_buf {
+	cl_mem mem;
+	size_t n;  /* 4-byte elements */
+};
+
+/* Per-op profiling totals (lltrain bench --profile). */
+#define LT_CL_PROFILE_OPS 64
+struct lt_cl_profile {
+	const char *op[LT_CL_PROFILE_OPS];  /* static strings */
+	double ns[LT_CL_PROFILE_OPS];
+	long calls[LT_CL_PROFILE_OPS];
+	int n;
+};
+
+struct lt_cl_ctx;
+
+/* The context of an OpenCL backend. */
+struct lt_cl_ctx *lt_cl_ctx(lt_backend *be);
+cl_command_queue lt_cl_queue(struct lt_cl_ctx *c);
+/* Nonzero once an op failed: later ops return at once. */
+int lt_cl_failed(struct lt_cl_ctx *c);
+/* Records the first failure (a cl_int error code from `what`). */
+void lt_cl_fail(struct lt_cl_ctx *c, cl_int err, const char *what);
+/* Nonzero when the device has cl_khr_fp64. */
+int lt_cl_has_fp64(struct lt_cl_ctx *c);
+/* The device's maximum work-group size and local memory bytes. */
+size_t lt_cl_max_group(struct lt_cl_ctx *c);
+size_t lt_cl_local_mem(struct lt_cl_ctx *c);
+
+/* Kernel `name` of the embedded program `file` ("ops.cl", "attention.cl")
+ * built with the extra `options` ("" or e.g. "-DLT_D=64"); built (or
+ * loaded from the binary cache) on first use and kept. NULL after
+ * recording a failure. */
+cl_kernel lt_cl_kernel(struct lt_cl_ctx *c, const char *file, const char *options,
+		       const char *name);
+
+/* Kernel arguments, set in order: *i is the next argument index. An lt_ref
+ * takes two (the cl_mem and the ulong element offset), after checking that
+ * n elements from it lie in its buffer. */
+void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_arg_int(struct lt_cl_ctx *c, cl_kernel k, int *i, int v);
+void lt_cl_arg_uint(struct lt_cl_ctx *c, cl_kernel k, int *i, unsigned v);
+void lt_cl_arg_ulong(struct lt_cl_ctx *c, cl_kernel k, int *i, uint64_t v);
+void lt_cl_arg_float(struct lt_cl_ctx *c, cl_kernel k, int *i, float v);
+/* A __local array of `bytes`. */
+void lt_cl_arg_local(struct lt_cl_ctx *c, cl_kernel k, int *i, size_t bytes);
+
+/* Enqueues k over dims dimensions; global sizes must be multiples of the
+ * local ones (local may be NULL). `op` (a static string) names the op for
+ * --profile. Does nothing after a failure. */
+void lt_cl_launch(struct lt_cl_ctx *c, cl_kernel k, int dims, const size_t *global,
+		  const size_t *local, const char *op);
+/* Rounds n up to a multiple of m. */
+static inline size_t lt_cl_round_up(size_t n, size_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+/* A backend-owned scratch buffer of at least n elements; `slot` (0 to
+ * LT_CL_SCRATCH_SLOTS - 1) keeps the users of one op apart. Valid until the
+ * next call with the same slot. */
+#define LT_CL_SCRATCH_SLOTS 4
+lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n);
+
+/* Records an event's time under `op` when profiling; releases the event. */
+void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op);
+/* Nonzero when profiling is on (then pass an event to enqueue calls). */
+int lt_cl_profiling(struct lt_cl_ctx *c);
+
+/* cl_device.c: the platform and device a spec names (see cl.h), or
+ * LT_ERR_NOTFOUND saying what there is. */
+enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_device_id *device);
+/* cl_program.c: the embedded program `file` built for dev with `options`,
+ * through the binary cache; a failed build leaves its log in lt_errmsg. */
+enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
+				   const char *options, cl_program *out);
+
+/* cl_ops.c */
+void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value);
+void lt_cl_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s);
+void lt_cl_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
+void lt_cl_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cl_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n);
+void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N, int C);
+void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
+			      int C);
+void lt_cl_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, lt_ref w, int N,
+			   int C, float eps);
+void lt_cl_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout, lt_ref inp,
+			    lt_ref w, lt_ref rstd, int N, int C);
+void lt_cl_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_attn_shape *s,
+		int backward);
+void lt_cl_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
+void lt_cl_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
+void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
+		float grad_scale);
+void lt_cl_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
+		 const struct lt_adamw *hp);
+
+/* cl_attention.c */
+void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
+			     const struct lt_attn_shape *s);
+void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref out, lt_ref lse,
+			      lt_ref qkv, const struct lt_attn_shape *s);
+void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcache, lt_ref vcache,
+			    int S, const struct lt_attn_shape *s);
+
+/* cl_gemm.c */
+void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+
+#endif

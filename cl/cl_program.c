@@ -1,0 +1,171 @@
+/* Builds the embedded kernel programs for a device, through a binary cache
+ * under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain) keyed by device,
+ * driver, options and source, so that a second start compiles nothing. */
+#include "config.h"
+#include "cl_impl.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "embed.h"
+#include "fs.h"
+
+static const char *embedded_source(const char *file, size_t *len)
+{
+	for (const struct lt_embedded *e = lt_embedded_kernels; e->name; e++)
+		if (!strcmp(e->name, file)) {
+			*len = e->len;
+			return e->text;
+		}
+	return NULL;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static uint64_t fnv1a_str(uint64_t h, const char *s)
+{
+	return fnv1a(h, s, strlen(s) + 1);
+}
+
+/* The cache file of (device, driver, options, source), or 0 when there is
+ * no cache directory. */
+static int cache_path(cl_device_id dev, const char *options, const char *src, size_t len,
+		      char *out, size_t cap)
+{
+	char name[256] = "", version[256] = "", driver[256] = "";
+	cl_platform_id plat = NULL;
+	char plat_version[256] = "";
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+	clGetDeviceInfo(dev, CL_DEVICE_VERSION, sizeof version - 1, version, NULL);
+	clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
+	clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
+	clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof plat_version - 1, plat_version, NULL);
+
+	uint64_t h = 0xcbf29ce484222325ULL;
+	h = fnv1a_str(h, name);
+	h = fnv1a_str(h, version);
+	h = fnv1a_str(h, driver);
+	h = fnv1a_str(h, plat_version);
+	h = fnv1a_str(h, options);
+	h = fnv1a(h, src, len);
+	int n;
+	if (xdg && *xdg == '/')
+		n = snprintf(out, cap, "%s/lltrain/kernels-%016llx.bin", xdg, (unsigned long long)h);
+	else if (home && *home)
+		n = snprintf(out, cap, "%s/.cache/lltrain/kernels-%016llx.bin", home,
+			     (unsigned long long)h);
+	else
+		return 0;
+	return n > 0 && (size_t)n < cap;
+}
+
+/* The program from a cached binary, or NULL when there is none or the
+ * driver refuses it. */
+static cl_program program_from_cache(cl_context ctx, cl_device_id dev, const char *path,
+				     const char *options)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	unsigned char *bin = NULL;
+	long size = -1;
+	if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (bin = malloc((size_t)size)) && fread(bin, 1, (size_t)size, f) != (size_t)size) {
+		free(bin);
+		bin = NULL;
+	}
+	fclose(f);
+	if (!bin)
+		return NULL;
+	size_t len = (size_t)size;
+	const unsigned char *bins[1] = { bin };
+	cl_int err, bin_status;
+	cl_program p = clCreateProgramWithBinary(ctx, 1, &dev, &len, bins, &bin_status, &err);
+	free(bin);
+	if (err != CL_SUCCESS || bin_status != CL_SUCCESS)
+		return NULL;
+	if (clBuildProgram(p, 1, &dev, options, NULL, NULL) != CL_SUCCESS) {
+		clReleaseProgram(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Stores p's binary under path (written aside, then renamed, so that
+ * processes sharing the cache never read half a file). Failures only lose
+ * the cache. */
+static void cache_program(cl_program p, const char *path)
+{
+	size_t size = 0;
+	if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||
+	    !size)
+		return;
+	unsigned char *bin = malloc(size);
+	unsigned char *bins[1] = { bin };
+	char dir[LT_FS_PATH_MAX], tmp[LT_FS_PATH_MAX + 32];
+	if (!bin || clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS)
+		goto out;
+	snprintf(dir, sizeof dir, "%s", path);
+	*strrchr(dir, '/') = '\0';
+	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+	if (lt_fs_make_dirs(dir) == LT_OK && lt_fs_write_new(tmp, bin, size) == LT_OK &&
+	    rename(tmp, path) != 0)
+		remove(tmp);
+out:
+	lt_errmsg_clear();
+	free(bin);
+}
+
+/* The build log of p on dev, tabs and newlines kept, in errmsg. */
+static void report_build_log(cl_program p, cl_device_id dev, const char *file, const char *options,
+			     cl_int err)
+{
+	char name[256] = "", log[6144] = "";
+	size_t len = 0;
+	clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+	clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &len);
+	lt_errmsg_set("kernel program %s (options '%s') failed to build on %s (OpenCL error %d); "
+		      "build log:\n%s", file, options, name, (int)err, log);
+}
+
+enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
+				   const char *options, cl_program *out)
+{
+	size_t len = 0;
+	const char *src = embedded_source(file, &len);
+	char path[LT_FS_PATH_MAX];
+	cl_int err;
+	*out = NULL;
+	LT_ASSERT(src);
+	int cached = cache_path(dev, options, src, len, path, sizeof path);
+	if (cached && (*out = program_from_cache(ctx, dev, path, options)))
+		return LT_OK;
+
+	cl_program p = clCreateProgramWithSource(ctx, 1, &src, &len, &err);
+	if (err != CL_SUCCESS) {
+		lt_errmsg_set("kernel program %s: clCreateProgramWithSource failed (OpenCL error %d)",
+			      file, (int)err);
+		return LT_ERR_BACKEND;
+	}
+	if ((err = clBuildProgram(p, 1, &dev, options, NULL, NULL)) != CL_SUCCESS) {
+		report_build_log(p, dev, file, options, err);
+		clReleaseProgram(p);
+		return LT_ERR_BACKEND;
+	}
+	if (cached)
+		cache_program(p, path);
+	*out = p;
+	return LT_OK;
+}

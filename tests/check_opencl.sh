@@ -1,0 +1,91 @@
+#!/bin/sh
+# Checks the OpenCL backend from the command line: device listing and
+# choice, --device auto's fallback, and the one-line errors for a missing
+# platform or device, a kernel that does not build, and an allocation the
+# device refuses. CI always has an OpenCL device (PoCL on the CPU).
+LLTRAIN=${LLTRAIN:-./lltrain}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-opencl.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+if "$LLTRAIN" info --preset tiny | grep -q "built without the OpenCL backend"; then
+	echo "1..0 # SKIP this lltrain was built without the OpenCL backend (configure found no OpenCL + CLBlast)"
+	exit 0
+fi
+n=0 failed=0
+# expect STATUS "TEXT" DESCRIPTION -- ARGS...: runs lltrain ARGS, checks the
+# exit status and that stdout+stderr hold TEXT.
+expect() {
+	want=$1 text=$2 what=$3
+	shift 4
+	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
+	got=$?
+	n=$((n + 1))
+	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
+		echo "ok $n - $what (exit $got)"
+	else
+		echo "not ok $n - $what: exit $got (want $want), output: $(head -c 600 "$tmp/out")"
+		failed=1
+	fi
+}
+# lines OUT: 1 when the file holds exactly one line.
+one_line() {
+	n=$((n + 1))
+	if [ "$(wc -l <"$tmp/out")" -eq 1 ]; then
+		echo "ok $n - $1 is one line"
+	else
+		echo "not ok $n - $1 is $(wc -l <"$tmp/out") lines: $(head -c 600 "$tmp/out")"
+		failed=1
+	fi
+}
+small="--preset tiny --steps 1 --batch 2 --seq 16 --sample-tokens 4"
+
+expect 0 "opencl:0.0" "info lists the OpenCL devices by P.D" -- info --preset tiny
+expect 0 "backend opencl:" "info opens the OpenCL backend" -- info --preset tiny
+expect 0 "tokens/s:" "bench trains on opencl:0.0 (with --profile)" -- bench $small --device opencl:0.0 --profile
+# has TEXT DESCRIPTION: the last output holds TEXT.
+has() {
+	n=$((n + 1))
+	if grep -qF -- "$1" "$tmp/out"; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2: no '$1' in: $(head -c 600 "$tmp/out")"
+		failed=1
+	fi
+}
+has "peak device mem:" "bench on OpenCL prints the peak device memory"
+has "profile:" "bench --profile prints the device time per step"
+has "attention_forward" "bench --profile names the ops"
+has "gemm" "bench --profile times CLBlast's GEMMs too"
+expect 2 "--profile: the cpu backend has no op profiling" "--profile on the CPU is a usage error" -- bench $small --device cpu --profile
+expect 1 "no OpenCL device 9.9; found 0.0" "a device number that does not exist is refused, saying what there is" -- bench $small --device opencl:9.9
+one_line "the missing device's message"
+expect 1 "no OpenCL device name contains 'nosuchdevice'" "a device name that matches nothing is refused" -- bench $small --device opencl:nosuchdevice
+expect 0 "device auto: using the" "--device auto says which device it chose" -- bench $small --device auto
+
+# No platform at all: the ICD loader reads its vendors from an empty place.
+mkdir "$tmp/novendors"
+OCL_ICD_VENDORS=$tmp/novendors expect 1 "the OpenCL loader found no platform with a device" "no OpenCL platform: --device opencl exits 1 saying so" -- bench $small --device opencl
+one_line "the no-platform message"
+OCL_ICD_VENDORS=$tmp/novendors expect 0 "device auto: using the CPU (no OpenCL GPU; the OpenCL loader found no platform" "no OpenCL platform: --device auto falls back to the CPU and says so" -- bench $small --device auto
+
+# A kernel that does not build: the log and the device are printed.
+LLTRAIN_CL_OPTIONS='-Dulong=+' expect 1 "failed to build on" "a kernel build failure names the device" -- bench $small --device opencl
+n=$((n + 1))
+if grep -q "build log:" "$tmp/out" && grep -qi "error" "$tmp/out"; then
+	echo "ok $n - the build failure prints the compiler's log"
+else
+	echo "not ok $n - no build log in: $(head -c 600 "$tmp/out")"
+	failed=1
+fi
+
+# An allocation the device refuses: bytes asked, bytes there, the setting.
+expect 1 "lower train.batch or train.seq" "a refused allocation names the setting that lowers it" -- bench --preset tiny --steps 1 --batch 65536 --device opencl
+n=$((n + 1))
+if grep -q "refused [0-9]* bytes" "$tmp/out" && grep -q "it has [0-9.]* GiB" "$tmp/out"; then
+	echo "ok $n - the refusal gives the bytes asked and the device's memory"
+else
+	echo "not ok $n - refusal message lacks sizes: $(head -c 600 "$tmp/out")"
+	failed=1
+fi
+one_line "the refusal message"
+echo "1..$n"
+exit $failed
