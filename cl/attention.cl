@@ -3,9 +3,12 @@
  *
  * Built once per head size, with the tiles the host picks for the device:
  *   LT_D   head size (even)
- *   LT_WG  work-items per work-group: one query row (forward, dq) or key row (dkv) each
- *   LT_BK  rows of the other side staged per local-memory tile (keys, or queries in dkv)
- *   LT_KC  rows of a tile taken per register chunk (divides LT_BK)
+ *   LT_WG  rows (work-items) per work-group of the forward
+ *   LT_BK  key rows per local-memory tile of the forward
+ *   LT_KC  rows of a tile taken per register chunk (divides LT_BK and LT_BB)
+ *   LT_P   work-items sharing a row in the backward, each holding D / LT_P of it
+ *   LT_RB  rows per work-group of the backward (LT_RB * LT_P work-items)
+ *   LT_BB  rows per local-memory tile of the backward
  *   LT_NT  work-items sharing one query row when decoding
  * A row of D floats is held as D / VW vectors: float4 when 4 divides D, float2 otherwise.
  * Rows past T are staged as zeros and masked, so no NaN or Inf ever meets a zero weight. */
@@ -21,6 +24,15 @@
 #endif
 #ifndef LT_KC
 #define LT_KC 8
+#endif
+#ifndef LT_P
+#define LT_P 1
+#endif
+#ifndef LT_RB
+#define LT_RB 64
+#endif
+#ifndef LT_BB
+#define LT_BB 32
 #endif
 #ifndef LT_NT
 #define LT_NT 64
@@ -38,53 +50,57 @@ typedef float2 vec;
 #define vstore_vec vstore2
 #endif
 #define DV (LT_D / VW)
+/* vectors of a row that one backward work-item holds, and work-items per backward group */
+#define DVP (DV / LT_P)
+#define NB (LT_RB * LT_P)
 
-#if LT_BK % LT_KC != 0
-#error "LT_KC must divide LT_BK"
+#if LT_BK % LT_KC != 0 || LT_BB % LT_KC != 0 || DV % LT_P != 0
+#error "LT_KC must divide LT_BK and LT_BB, and LT_P the vectors of a row"
 #endif
 
 /* Copies rows r0 .. r0+n-1 of a strided global matrix (row r at src + r * ld) to the dense
- * local tile dst[LT_BK][DV], zeros from row n on; every work-item of the group takes part. */
-static inline void stage_rows(local vec *dst, global const float *src, size_t ld, int r0, int n)
+ * local tile dst[rows][DV], zeros from row n on; all `threads` work-items take part. */
+static inline void stage_rows(local vec *dst, global const float *src, size_t ld, int r0, int n,
+			      int rows, int threads)
 {
-	for (int i = get_local_id(0); i < LT_BK * DV; i += LT_WG) {
+	for (int i = get_local_id(0); i < rows * DV; i += threads) {
 		int r = i / DV, v = i % DV;
 		dst[i] = r < n ? vload_vec(0, src + (size_t)(r0 + r) * ld + v * VW) : (vec)(0.0f);
 	}
 }
 
-/* Copies n elements (zeros from n on) of src to dst[LT_BK]. */
+/* Copies n elements (zeros from n on) of src to dst[LT_BB]. */
 static inline void stage_floats(local float *dst, global const float *src, int n)
 {
-	for (int i = get_local_id(0); i < LT_BK; i += LT_WG)
+	for (int i = get_local_id(0); i < LT_BB; i += NB)
 		dst[i] = i < n ? src[i] : 0.0f;
 }
 
-/* x[DV] = row (row at src) times s, or zeros when the row does not exist. */
-static inline void load_row(vec *x, global const float *src, int exists, float s)
+/* x[len] = the len vectors at src times s, or zeros when the row does not exist. */
+static inline void load_vecs(vec *x, global const float *src, int exists, float s, int len)
 {
 #pragma unroll
-	for (int d = 0; d < DV; d++)
-		x[d] = exists ? vload_vec(0, src + d * VW) * s : (vec)(0.0f);
+	for (int d = 0; d < len; d++)
+		x[d] = exists ? vload_vec(d, src) * s : (vec)(0.0f);
 }
 
-/* dst[D] = x[DV] * s */
-static inline void store_row(global float *dst, const vec *x, float s)
+/* the len vectors at dst = x[len] * s */
+static inline void store_vecs(global float *dst, const vec *x, float s, int len)
 {
 #pragma unroll
-	for (int d = 0; d < DV; d++)
-		vstore_vec(x[d] * s, 0, dst + d * VW);
+	for (int d = 0; d < len; d++)
+		vstore_vec(x[d] * s, d, dst);
 }
 
-/* s[c] = x . tile row c for the LT_KC rows of a chunk, d outermost so the chunk's dot products
- * are independent chains. */
-static inline void chunk_dots(float *s, const vec *x, local const vec *tile)
+/* s[c] = x[len] . the len vectors of tile row c (rows DV apart), for the LT_KC rows of a
+ * chunk; d outermost so the chunk's dot products are independent chains. */
+static inline void chunk_dots(float *s, const vec *x, local const vec *tile, int len)
 {
 #pragma unroll
 	for (int c = 0; c < LT_KC; c++)
 		s[c] = 0.0f;
 #pragma unroll
-	for (int d = 0; d < DV; d++) {
+	for (int d = 0; d < len; d++) {
 		vec xd = x[d];
 #pragma unroll
 		for (int c = 0; c < LT_KC; c++)
@@ -92,16 +108,41 @@ static inline void chunk_dots(float *s, const vec *x, local const vec *tile)
 	}
 }
 
-/* acc[DV] += sum over the chunk's rows c of w[c] * tile row c */
-static inline void chunk_accumulate(vec *acc, const float *w, local const vec *tile)
+/* acc[len] += sum over the chunk's rows c of w[c] * the len vectors of tile row c */
+static inline void chunk_accumulate(vec *acc, const float *w, local const vec *tile, int len)
 {
 #pragma unroll
-	for (int d = 0; d < DV; d++) {
+	for (int d = 0; d < len; d++) {
 		vec a = acc[d];
 #pragma unroll
 		for (int c = 0; c < LT_KC; c++)
 			a += w[c] * tile[c * DV + d];
 		acc[d] = a;
+	}
+}
+
+/* Completes the dot products of a chunk whose LT_P parts the work-items of backward row r hold
+ * (a[c] and b[c], part `part`): each writes its parts to xa, xb[LT_KC][NB] and reads all of its
+ * row's back in part order, so every part gets the same bits. The barrier also keeps the
+ * compiler from holding the chunk's tile in registers until its second use. */
+static inline void complete_dots(float *a, float *b, local float *xa, local float *xb, int r,
+				 int part)
+{
+#pragma unroll
+	for (int c = 0; c < LT_KC; c++) {
+		xa[c * NB + part * LT_RB + r] = a[c];
+		xb[c * NB + part * LT_RB + r] = b[c];
+	}
+	barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+	for (int c = 0; c < LT_KC; c++) {
+		a[c] = xa[c * NB + r];
+		b[c] = xb[c * NB + r];
+#pragma unroll
+		for (int p = 1; p < LT_P; p++) {
+			a[c] += xa[c * NB + p * LT_RB + r];
+			b[c] += xb[c * NB + p * LT_RB + r];
+		}
 	}
 }
 
@@ -125,7 +166,7 @@ void lt_attention_forward(global float *out_base, ulong out_off, global float *l
 	global const float *kx = x + (size_t)(H + kv) * LT_D, *vx = x + (size_t)(H + K + kv) * LT_D;
 
 	vec q[DV], acc[DV];
-	load_row(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale);
+	load_vecs(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale, DV);
 #pragma unroll
 	for (int d = 0; d < DV; d++)
 		acc[d] = (vec)(0.0f);
@@ -135,12 +176,12 @@ void lt_attention_forward(global float *out_base, ulong out_off, global float *l
 	for (int k0 = 0; k0 < kend; k0 += LT_BK) {
 		int nk = min(LT_BK, kend - k0);
 		barrier(CLK_LOCAL_MEM_FENCE);
-		stage_rows(ks, kx, W, k0, nk);
-		stage_rows(vs, vx, W, k0, nk);
+		stage_rows(ks, kx, W, k0, nk, LT_BK, LT_WG);
+		stage_rows(vs, vx, W, k0, nk, LT_BK, LT_WG);
 		barrier(CLK_LOCAL_MEM_FENCE);
 		for (int c0 = 0; c0 < nk; c0 += LT_KC) {
 			float s[LT_KC];
-			chunk_dots(s, q, ks + c0 * DV);
+			chunk_dots(s, q, ks + c0 * DV, DV);
 			float mc = m;
 #pragma unroll
 			for (int c = 0; c < LT_KC; c++) {
@@ -157,13 +198,13 @@ void lt_attention_forward(global float *out_base, ulong out_off, global float *l
 				s[c] = exp(s[c] - mc);
 				l += s[c];
 			}
-			chunk_accumulate(acc, s, vs + c0 * DV);
+			chunk_accumulate(acc, s, vs + c0 * DV, DV);
 			m = mc;
 		}
 	}
 	if (row < T) {
 		size_t n = (size_t)b * T + row;
-		store_row(out_base + out_off + n * H * LT_D + (size_t)h * LT_D, acc, 1.0f / l);
+		store_vecs(out_base + out_off + n * H * LT_D + (size_t)h * LT_D, acc, 1.0f / l, DV);
 		lse_base[lse_off + (size_t)bh * T + row] = m + log(l);
 	}
 }
@@ -188,64 +229,70 @@ void lt_attention_delta(global float *delta_base, ulong delta_off, global const 
 
 /* The query part of dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], lse and
  * delta[B, H, T], qkv: dq = scale * sum over keys j <= t of p (dp - delta) k_j, with
- * p = exp(s - lse), dp = dout . v_j. One work-item per query row as in the forward, the
- * group's keys and values staged in the same fixed order.
- * global (B * H * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
-kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+ * p = exp(s - lse), dp = dout . v_j. LT_P work-items per query row, each holding its part of
+ * q, dout and dq; LT_RB rows of one (batch, head) per work-group, the keys and values staged
+ * LT_BB rows at a time, in order.
+ * global (B * H * NB, ceil(T / LT_RB)), local (NB, 1) */
+kernel __attribute__((reqd_work_group_size(NB, 1, 1)))
 void lt_attention_dq(global float *dqkv_base, ulong dqkv_off, global const float *dout_base,
 		     ulong dout_off, global const float *lse_base, ulong lse_off,
 		     global const float *delta_base, ulong delta_off, global const float *qkv_base,
 		     ulong qkv_off, int T, int H, int K, float scale)
 {
-	local vec ks[LT_BK * DV], vs[LT_BK * DV];
-	int q0 = (get_num_groups(1) - 1 - get_group_id(1)) * LT_WG, row = q0 + get_local_id(0);
+	local vec ks[LT_BB * DV], vs[LT_BB * DV];
+	local float xs[2 * LT_KC * NB], xp[2 * LT_KC * NB];
+	int r = get_local_id(0) % LT_RB, part = get_local_id(0) / LT_RB;
+	int q0 = (get_num_groups(1) - 1 - get_group_id(1)) * LT_RB, row = q0 + r;
 	int bh = get_group_id(0), b = bh / H, h = bh % H, kv = h / (H / K);
-	size_t W = (size_t)(H + 2 * K) * LT_D, n = (size_t)b * T + row;
+	size_t W = (size_t)(H + 2 * K) * LT_D, n = (size_t)b * T + row, at = part * DVP * VW;
 	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
 	global const float *kx = x + (size_t)(H + kv) * LT_D, *vx = x + (size_t)(H + K + kv) * LT_D;
 
-	vec q[DV], dy[DV], dq[DV];
-	load_row(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale);
-	load_row(dy, dout_base + dout_off + n * H * LT_D + (size_t)h * LT_D, row < T, 1.0f);
+	vec q[DVP], dy[DVP], dq[DVP];
+	load_vecs(q, x + (size_t)row * W + (size_t)h * LT_D + at, row < T, scale, DVP);
+	load_vecs(dy, dout_base + dout_off + n * H * LT_D + (size_t)h * LT_D + at, row < T, 1.0f,
+		  DVP);
 #pragma unroll
-	for (int d = 0; d < DV; d++)
+	for (int d = 0; d < DVP; d++)
 		dq[d] = (vec)(0.0f);
 	float lse = row < T ? lse_base[lse_off + (size_t)bh * T + row] : 0.0f;
 	float delta = row < T ? delta_base[delta_off + (size_t)bh * T + row] : 0.0f;
-	int kend = min(T, q0 + LT_WG);
-	for (int k0 = 0; k0 < kend; k0 += LT_BK) {
-		int nk = min(LT_BK, kend - k0);
+	int kend = min(T, q0 + LT_RB), buf = 0;
+	for (int k0 = 0; k0 < kend; k0 += LT_BB) {
+		int nk = min(LT_BB, kend - k0);
 		barrier(CLK_LOCAL_MEM_FENCE);
-		stage_rows(ks, kx, W, k0, nk);
-		stage_rows(vs, vx, W, k0, nk);
+		stage_rows(ks, kx, W, k0, nk, LT_BB, NB);
+		stage_rows(vs, vx, W, k0, nk, LT_BB, NB);
 		barrier(CLK_LOCAL_MEM_FENCE);
-		for (int c0 = 0; c0 < nk; c0 += LT_KC) {
+		for (int c0 = 0; c0 < nk; c0 += LT_KC, buf ^= LT_KC * NB) {
 			float s[LT_KC], dp[LT_KC];
-			chunk_dots(s, q, ks + c0 * DV);
-			chunk_dots(dp, dy, vs + c0 * DV);
+			chunk_dots(s, q, ks + c0 * DV + part * DVP, DVP);
+			chunk_dots(dp, dy, vs + c0 * DV + part * DVP, DVP);
+			complete_dots(s, dp, xs + buf, xp + buf, r, part);
 #pragma unroll
 			for (int c = 0; c < LT_KC; c++) {
 				float p = k0 + c0 + c <= row ? exp(s[c] - lse) : 0.0f;
 				s[c] = p * (dp[c] - delta);
 			}
-			chunk_accumulate(dq, s, ks + c0 * DV);
+			chunk_accumulate(dq, s, ks + c0 * DV + part * DVP, DVP);
 		}
 	}
 	if (row < T)
-		store_row(dqkv_base + dqkv_off + n * W + (size_t)h * LT_D, dq, scale);
+		store_vecs(dqkv_base + dqkv_off + n * W + (size_t)h * LT_D + at, dq, scale, DVP);
 }
 
 /* dk and dv of key rows j of kv head kv, summed over the query heads h = kv * G + split,
  * + nsplit, ... of its group (G = H / K) and their query rows i >= j:
  *   dv = sum p dout_i,  dk = scale * sum p (dp - delta_i) q_i,
- * p = exp(q_i . k_j * scale - lse_i), dp = dout_i . v_j. One work-item per key row, LT_WG
- * rows of one (batch, kv head, split) per work-group, holding k, v, dk and dv; query rows,
- * dout rows, lse and delta staged LT_BK at a time in a fixed order, from the group's first
- * key row on (earlier queries see none of its keys). Row j of (b, kv, split)
- * goes to dst + b * bstride + kv * kvstride + split * sstride + j * rstride (dk) and dv_at
- * further (dv): the packed dqkv when nsplit is 1, else a partial sum for lt_attention_dkv_sum.
- * global (B * K * nsplit * LT_WG, ceil(T / LT_WG)), local (LT_WG, 1) */
-kernel __attribute__((reqd_work_group_size(LT_WG, 1, 1)))
+ * p = exp(q_i . k_j * scale - lse_i), dp = dout_i . v_j. LT_P work-items per key row, each
+ * holding its part of k, v, dk and dv; LT_RB rows of one (batch, kv head, split) per
+ * work-group; query rows, dout rows, lse and delta staged LT_BB at a time in a fixed order,
+ * from the group's first key row on (earlier queries see none of its keys). Row j of
+ * (b, kv, split) goes to dst + b * bstride + kv * kvstride + split * sstride + j * rstride (dk)
+ * and dv_at further (dv): the packed dqkv when nsplit is 1, else a partial sum for
+ * lt_attention_dkv_sum.
+ * global (B * K * nsplit * NB, ceil(T / LT_RB)), local (NB, 1) */
+kernel __attribute__((reqd_work_group_size(NB, 1, 1)))
 void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulong kvstride,
 		      ulong sstride, ulong rstride, ulong dv_at, global const float *dout_base,
 		      ulong dout_off, global const float *lse_base, ulong lse_off,
@@ -253,51 +300,53 @@ void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulon
 		      global const float *qkv_base, ulong qkv_off, int T, int H, int K, int nsplit,
 		      float scale)
 {
-	local vec qs[LT_BK * DV], dys[LT_BK * DV];
-	local float lses[LT_BK], deltas[LT_BK];
-	int k0 = get_group_id(1) * LT_WG, row = k0 + get_local_id(0);
+	local vec qs[LT_BB * DV], dys[LT_BB * DV];
+	local float lses[LT_BB], deltas[LT_BB], xs[2 * LT_KC * NB], xp[2 * LT_KC * NB];
+	int r = get_local_id(0) % LT_RB, part = get_local_id(0) / LT_RB;
+	int k0 = get_group_id(1) * LT_RB, row = k0 + r;
 	int g = get_group_id(0), split = g % nsplit, bk = g / nsplit, b = bk / K, kv = bk % K;
-	int G = H / K;
-	size_t W = (size_t)(H + 2 * K) * LT_D, HD = (size_t)H * LT_D;
+	int G = H / K, buf = 0;
+	size_t W = (size_t)(H + 2 * K) * LT_D, HD = (size_t)H * LT_D, at = part * DVP * VW;
 	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
 	global const float *dyb = dout_base + dout_off + (size_t)b * T * HD;
 
-	vec kk[DV], vv[DV], dk[DV], dv[DV];
-	load_row(kk, x + (size_t)row * W + (size_t)(H + kv) * LT_D, row < T, scale);
-	load_row(vv, x + (size_t)row * W + (size_t)(H + K + kv) * LT_D, row < T, 1.0f);
+	vec kk[DVP], vv[DVP], dk[DVP], dv[DVP];
+	load_vecs(kk, x + (size_t)row * W + (size_t)(H + kv) * LT_D + at, row < T, scale, DVP);
+	load_vecs(vv, x + (size_t)row * W + (size_t)(H + K + kv) * LT_D + at, row < T, 1.0f, DVP);
 #pragma unroll
-	for (int d = 0; d < DV; d++)
+	for (int d = 0; d < DVP; d++)
 		dk[d] = dv[d] = (vec)(0.0f);
 	for (int h = kv * G + split; h < (kv + 1) * G; h += nsplit) {
 		size_t bh = (size_t)b * H + h;
-		for (int i0 = k0; i0 < T; i0 += LT_BK) {
-			int ni = min(LT_BK, T - i0);
+		for (int i0 = k0; i0 < T; i0 += LT_BB) {
+			int ni = min(LT_BB, T - i0);
 			barrier(CLK_LOCAL_MEM_FENCE);
-			stage_rows(qs, x + (size_t)h * LT_D, W, i0, ni);
-			stage_rows(dys, dyb + (size_t)h * LT_D, HD, i0, ni);
+			stage_rows(qs, x + (size_t)h * LT_D, W, i0, ni, LT_BB, NB);
+			stage_rows(dys, dyb + (size_t)h * LT_D, HD, i0, ni, LT_BB, NB);
 			stage_floats(lses, lse_base + lse_off + bh * T + i0, ni);
 			stage_floats(deltas, delta_base + delta_off + bh * T + i0, ni);
 			barrier(CLK_LOCAL_MEM_FENCE);
-			for (int c0 = 0; c0 < ni; c0 += LT_KC) {
+			for (int c0 = 0; c0 < ni; c0 += LT_KC, buf ^= LT_KC * NB) {
 				float s[LT_KC], dp[LT_KC];
-				chunk_dots(s, kk, qs + c0 * DV);
-				chunk_dots(dp, vv, dys + c0 * DV);
+				chunk_dots(s, kk, qs + c0 * DV + part * DVP, DVP);
+				chunk_dots(dp, vv, dys + c0 * DV + part * DVP, DVP);
+				complete_dots(s, dp, xs + buf, xp + buf, r, part);
 #pragma unroll
 				for (int c = 0; c < LT_KC; c++) {
 					int i = i0 + c0 + c;
 					s[c] = i >= row && i < T ? exp(s[c] - lses[c0 + c]) : 0.0f;
 					dp[c] = s[c] * (dp[c] - deltas[c0 + c]);
 				}
-				chunk_accumulate(dv, s, dys + c0 * DV);
-				chunk_accumulate(dk, dp, qs + c0 * DV);
+				chunk_accumulate(dv, s, dys + c0 * DV + part * DVP, DVP);
+				chunk_accumulate(dk, dp, qs + c0 * DV + part * DVP, DVP);
 			}
 		}
 	}
 	if (row < T) {
 		global float *dst = dst_base + dst_off + b * bstride + kv * kvstride +
-				    split * sstride + row * rstride;
-		store_row(dst, dk, scale);
-		store_row(dst + dv_at, dv, 1.0f);
+				    split * sstride + row * rstride + at;
+		store_vecs(dst, dk, scale, DVP);
+		store_vecs(dst + dv_at, dv, 1.0f, DVP);
 	}
 }
 
@@ -352,7 +401,7 @@ void lt_attention_cached(global float *out_base, ulong out_off, global const flo
 	global const float *kc = kc_base + kc_off + cache, *vc = vc_base + vc_off + cache;
 
 	vec q[DV], acc[DV];
-	load_row(q, qkv_base + qkv_off + (size_t)n * W + (size_t)h * LT_D, 1, scale);
+	load_vecs(q, qkv_base + qkv_off + (size_t)n * W + (size_t)h * LT_D, 1, scale, DV);
 #pragma unroll
 	for (int d = 0; d < DV; d++)
 		acc[d] = (vec)(0.0f);

@@ -15,30 +15,55 @@
 
 /* The compile-time tiles of one head size on this device (their meaning is in attention.cl). */
 struct tiles {
-	int wg, bk, kc, nt;
+	int wg, bk, kc, p, rb, bb, nt;
 	size_t dv;  /* vectors per row of D floats */
-	char options[96];
+	char options[128];
 };
 
+/* Local memory of the backward's groups: two staged tiles of bb rows, their lse and delta,
+ * and two rounds of kc partial dot products (two each) per work-item. */
+static size_t backward_bytes(const struct tiles *t, size_t row)
+{
+	return (size_t)t->bb * (2 * row + 2 * sizeof(float)) +
+	       (size_t)2 * 2 * t->kc * t->rb * t->p * sizeof(float);
+}
+
+/* The tiles for head size D that fit c's device: its work-group size, and TILE_BYTES or its
+ * local memory if that is less. */
 static struct tiles tiles_for(struct lt_cl_ctx *c, int D)
 {
 	size_t local = lt_cl_local_mem(c), budget = local < TILE_BYTES ? local : TILE_BYTES;
 	size_t group = lt_cl_max_group(c), row = (size_t)D * sizeof(float);
-	struct tiles t = { .wg = 64, .bk = 64, .kc = 8 };
+	struct tiles t = { .wg = 64, .bk = 64, .kc = 8, .p = 1, .rb = 64, .bb = 64 };
+	t.dv = (size_t)D / (D % 4 == 0 ? 4 : 2);
 	while ((size_t)t.wg > group && t.wg > 1)
 		t.wg /= 2;
-	/* two staged row tiles, plus the lse and delta of the dk/dv kernel's */
-	while (t.bk > 1 && (size_t)t.bk * (2 * row + 2 * sizeof(float)) > budget)
+	/* the forward: key and value tiles */
+	while (t.bk > 1 && (size_t)t.bk * 2 * row > budget)
 		t.bk /= 2;
+	/* the backward: rows split so that a work-item holds at most 32 floats of each of its
+	 * four rows (registers), at most 128 work-items per group */
+	while (D / t.p > 32 && t.dv % (size_t)(2 * t.p) == 0 && (size_t)(2 * t.p) <= group)
+		t.p *= 2;
+	while (t.rb > 1 && (size_t)(t.rb * t.p) > (group < 128 ? group : 128))
+		t.rb /= 2;
+	while (backward_bytes(&t, row) > budget && (t.bb > 1 || t.rb > 1)) {
+		if (t.bb > 1)
+			t.bb /= 2;
+		else
+			t.rb /= 2;
+		if (t.kc > t.bb)
+			t.kc = t.bb;
+	}
 	if (t.kc > t.bk)
 		t.kc = t.bk;
 	/* the decoder's merge: one row of partial output, a max and a sum per work-item */
-	t.nt = t.wg;
+	t.nt = group < 128 ? (int)group : 128;
 	while (t.nt > 1 && (size_t)t.nt * (row + 2 * sizeof(float)) > budget)
 		t.nt /= 2;
-	t.dv = (size_t)D / (D % 4 == 0 ? 4 : 2);
 	snprintf(t.options, sizeof t.options, "-DLT_D=%d -DLT_WG=%d -DLT_BK=%d -DLT_KC=%d "
-		 "-DLT_NT=%d", D, t.wg, t.bk, t.kc, t.nt);
+		 "-DLT_P=%d -DLT_RB=%d -DLT_BB=%d -DLT_NT=%d", D, t.wg, t.bk, t.kc, t.p, t.rb, t.bb,
+		 t.nt);
 	return t;
 }
 
@@ -68,13 +93,14 @@ static int dkv_splits(const struct lt_attn_shape *s)
 	return n;
 }
 
-/* A row-per-work-item kernel: work-groups of wg rows, `heads` of them per block of wg rows,
- * the heads in dimension 0 so that one block of every head is dispatched before the next. */
-static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, const struct tiles *t, int T,
+/* A kernel over rows in blocks of `rows`, with `items` work-items per block; `heads` blocks
+ * per block of rows, the heads in dimension 0 so that one block of every head is dispatched
+ * before the next. */
+static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, int rows, int items, int T,
 			size_t heads, const char *op)
 {
-	size_t wg = (size_t)t->wg, global[2] = { heads * wg, ((size_t)T + wg - 1) / wg };
-	size_t local[2] = { wg, 1 };
+	size_t global[2] = { heads * (size_t)items, ((size_t)T + (size_t)rows - 1) / (size_t)rows };
+	size_t local[2] = { (size_t)items, 1 };
 	lt_cl_launch(c, k, 2, global, local, op);
 }
 
@@ -100,7 +126,7 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
-	launch_rows(c, k, &t, s->T, (size_t)s->B * s->H, "attention_forward");
+	launch_rows(c, k, t.wg, t.wg, s->T, (size_t)s->B * s->H, "attention_forward");
 }
 
 /* delta[B, H, T] = rowsum(dout * out) */
@@ -115,7 +141,7 @@ static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delt
 	lt_cl_arg_ref(c, k, &i, out, nout);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
-	launch_rows(c, k, t, s->T, (size_t)s->B * s->H, "attention_backward");
+	launch_rows(c, k, t->wg, t->wg, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
 /* The query heads of dqkv, one work-item per query row. */
@@ -135,7 +161,7 @@ static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, l
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
-	launch_rows(c, k, t, s->T, (size_t)s->B * s->H, "attention_backward");
+	launch_rows(c, k, t->rb, t->rb * t->p, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
 /* The key and value heads of dqkv, one work-item per key row and split: straight into
@@ -173,7 +199,8 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, 
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_int(c, k, &i, nsplit);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
-	launch_rows(c, k, t, s->T, (size_t)s->B * K * nsplit, "attention_backward");
+	launch_rows(c, k, t->rb, t->rb * t->p, s->T, (size_t)s->B * K * nsplit,
+		    "attention_backward");
 }
 
 /* The key and value heads of dqkv = the sum over splits of part[nsplit, B, K, T, 2D]. */

@@ -25,8 +25,10 @@ struct kernel_entry {
 	cl_kernel kernel;
 };
 
+/* A profiled command: ev's start to end, or, when since is set, since's
+ * end to ev's end (the span of several kernels, between two markers). */
 struct pending_event {
-	cl_event ev;
+	cl_event ev, since;
 	const char *op;
 };
 
@@ -187,6 +189,10 @@ static void set_arg(struct lt_cl_ctx *c, cl_kernel k, int *i, size_t size, const
 
 void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
 {
+	if (c->failed && !r.buf) {  /* a scratch buffer that could not be had */
+		*i += 2;
+		return;
+	}
 	LT_ASSERT(r.buf);
 	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
 	cl_ulong off = r.off;
@@ -244,9 +250,10 @@ static void collect_pending(struct lt_cl_ctx *c)
 {
 	for (int i = 0; i < c->n_pending; i++) {
 		cl_ulong t0 = 0, t1 = 0;
-		cl_event ev = c->pending[i].ev;
+		cl_event ev = c->pending[i].ev, since = c->pending[i].since;
 		clWaitForEvents(1, &ev);
-		if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ==
+		cl_profiling_info from = since ? CL_PROFILING_COMMAND_END : CL_PROFILING_COMMAND_START;
+		if (clGetEventProfilingInfo(since ? since : ev, from, sizeof t0, &t0, NULL) ==
 			    CL_SUCCESS &&
 		    clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) ==
 			    CL_SUCCESS && t1 >= t0) {
@@ -255,8 +262,20 @@ static void collect_pending(struct lt_cl_ctx *c)
 			c->prof.calls[s]++;
 		}
 		clReleaseEvent(ev);
+		if (since)
+			clReleaseEvent(since);
 	}
 	c->n_pending = 0;
+}
+
+static void add_pending(struct lt_cl_ctx *c, cl_event since, cl_event ev, const char *op)
+{
+	if (c->n_pending == MAX_PENDING)
+		collect_pending(c);
+	c->pending[c->n_pending].ev = ev;
+	c->pending[c->n_pending].since = since;
+	c->pending[c->n_pending].op = op;
+	c->n_pending++;
 }
 
 void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op)
@@ -267,11 +286,28 @@ void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op)
 		clReleaseEvent(ev);
 		return;
 	}
-	if (c->n_pending == MAX_PENDING)
-		collect_pending(c);
-	c->pending[c->n_pending].ev = ev;
-	c->pending[c->n_pending].op = op;
-	c->n_pending++;
+	add_pending(c, NULL, ev, op);
+}
+
+cl_event lt_cl_profile_mark(struct lt_cl_ctx *c)
+{
+	cl_event ev = NULL;
+	if (c->profiling && clEnqueueMarkerWithWaitList(c->queue, 0, NULL, &ev) != CL_SUCCESS)
+		ev = NULL;
+	return ev;
+}
+
+void lt_cl_profile_since(struct lt_cl_ctx *c, cl_event mark, const char *op)
+{
+	cl_event end = lt_cl_profile_mark(c);
+	if (!mark || !end) {
+		if (mark)
+			clReleaseEvent(mark);
+		if (end)
+			clReleaseEvent(end);
+		return;
+	}
+	add_pending(c, mark, end, op);
 }
 
 void lt_cl_launch(struct lt_cl_ctx *c, cl_kernel k, int dims, const size_t *global,
@@ -402,7 +438,8 @@ lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n)
 		if (cl_buf_new(&be, want, s) != LT_OK && cl_buf_new(&be, n, s) != LT_OK) {
 			fail_with_errmsg(c, LT_ERR_DEVMEM);
 			lt_errmsg_clear();
-			/* Ops check lt_cl_failed before launching: any ref does. */
+			/* The backend has failed: lt_cl_arg_ref takes this NULL ref
+			 * and the launch does nothing. */
 			return (lt_ref){ NULL, 0 };
 		}
 	}

@@ -44,8 +44,8 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
 		return;
 	cl_command_queue q = lt_cl_queue(cx);
-	cl_event ev = NULL;
-	cl_event *evp = lt_cl_profiling(cx) ? &ev : NULL;
+	/* CLBlast's event covers its last kernel only: time between markers. */
+	cl_event mark = lt_cl_profile_mark(cx);
 	CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
 	CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
 	CLBlastStatusCode s;
@@ -53,17 +53,19 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 		s = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, (size_t)g->m, (size_t)g->n,
 				 (size_t)g->k, g->alpha, a.buf->mem, a.off, (size_t)g->lda, b.buf->mem,
 				 b.off, (size_t)g->ldb, g->beta, c.buf->mem, c.off, (size_t)g->ldc, &q,
-				 evp);
+				 NULL);
 	else
 		s = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, (size_t)g->m,
 					       (size_t)g->n, (size_t)g->k, g->alpha, a.buf->mem, a.off,
 					       (size_t)g->lda, (size_t)g->stride_a, b.buf->mem, b.off,
 					       (size_t)g->ldb, (size_t)g->stride_b, g->beta,
 					       c.buf->mem, c.off, (size_t)g->ldc, (size_t)g->stride_c,
-					       (size_t)g->batch, &q, evp);
+					       (size_t)g->batch, &q, NULL);
 	if (s != CLBlastSuccess) {
+		if (mark)
+			clReleaseEvent(mark);
 		fail_clblast(cx, s);
 		return;
 	}
-	lt_cl_profile_event(cx, ev, "gemm");
+	lt_cl_profile_since(cx, mark, "gemm");
 }

@@ -88,6 +88,11 @@ lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n);
 
 /* Records an event's time under `op` when profiling; releases the event. */
 void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op);
+/* For work that enqueues several commands (a library call): a marker
+ * before it, and the time from that marker to a marker after it recorded
+ * under `op`. Both do nothing unless profiling. */
+cl_event lt_cl_profile_mark(struct lt_cl_ctx *c);
+void lt_cl_profile_since(struct lt_cl_ctx *c, cl_event mark, const char *op);
 /* Nonzero when profiling is on (then pass an event to enqueue calls). */
 int lt_cl_profiling(struct lt_cl_ctx *c);
 

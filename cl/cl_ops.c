@@ -13,8 +13,9 @@
 /* Elementwise kernels loop over their elements with at most this many
  * work-groups, so that a billion elements need no billion-item grid. */
 #define ELEM_GROUPS_MAX 65536
-/* sum and sum_squares: at most SUM_GROUPS partial sums of at least
- * SUM_CHUNK_MIN elements each, a split that depends on n alone. */
+/* sum and sum_squares: a partial sum per work-group, one group per
+ * SUM_CHUNK_MIN elements up to SUM_GROUPS groups: a split that depends on n
+ * alone (and the device's group size). */
 #define SUM_GROUPS 1024
 #define SUM_CHUNK_MIN 8192
 /* rmsnorm_backward sums dw over blocks of this many rows... */
@@ -236,7 +237,7 @@ void lt_cl_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, 
 }
 
 /* ------------------------------------------------------------------ */
-/* Sums: partials per span of x (scratch slot 2), then their sum in order. */
+/* Sums: a partial sum per work-group (scratch slot 2), then their sum in a fixed order. */
 
 /* out[0] = sum of x[i] (squares: x[i]^2) over n */
 static void sum_in_two_passes(lt_backend *be, lt_ref out, lt_ref x, size_t n, int squares,
@@ -255,8 +256,6 @@ static void sum_in_two_passes(lt_backend *be, lt_ref out, lt_ref x, size_t n, in
 	size_t groups = (n + SUM_CHUNK_MIN - 1) / SUM_CHUNK_MIN;
 	if (groups > SUM_GROUPS)
 		groups = SUM_GROUPS;
-	size_t step = (n + groups - 1) / groups;
-	groups = (n + step - 1) / step;  /* every span non-empty */
 	lt_ref part = acc_scratch(c, 2, groups);
 	if (lt_cl_failed(c))
 		return;
@@ -265,7 +264,6 @@ static void sum_in_two_passes(lt_backend *be, lt_ref out, lt_ref x, size_t n, in
 	lt_cl_arg_ref(c, kp, &i, part, 2 * groups);
 	lt_cl_arg_ref(c, kp, &i, x, n);
 	lt_cl_arg_ulong(c, kp, &i, n);
-	lt_cl_arg_ulong(c, kp, &i, step);
 	lt_cl_arg_int(c, kp, &i, squares);
 	lt_cl_arg_local(c, kp, &i, lp * ACC_BYTES);
 	launch_rows(c, kp, groups, lp, op);

@@ -265,25 +265,30 @@ static inline acc_t acc_add_term(acc_t a, float x, int squares)
 	return squares ? acc_add_square(a, x) : acc_add(a, x);
 }
 
-/* part[g] = sum of x[i] (squares: x[i]^2) over [g * step, min(n, (g + 1) * step)),
- * one group per g; the host makes every span non-empty. Each item keeps four
- * sums, for four loads in flight (see the elementwise kernels). */
+/* part[g] = group g's sum of x[i] (squares: x[i]^2) over its items' share
+ * of n, grid-stride as the elementwise kernels (lead-in, then four a round
+ * into four sums): the share depends on n and the grid alone. Interleaved
+ * rather than one span per group, so that the groups stream through memory
+ * together (spans a gigabyte apart thrash the GPU's TLB). */
 kernel void lt_sum_partials(global float *part_base, ulong part_off, global const float *x_base,
-			    ulong x_off, ulong n, ulong step, int squares, local acc_t *sh)
+			    ulong x_off, ulong n, int squares, local acc_t *sh)
 {
 	global acc_t *part = (global acc_t *)(part_base + part_off);
 	global const float *x = x_base + x_off;
-	size_t lo = get_group_id(0) * (size_t)step, hi = n - lo < step ? (size_t)n : lo + step;
-	size_t L = get_local_size(0), i = lo + get_local_id(0);
+	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in(x_off, n);
 	acc_t a0 = acc_zero(), a1 = acc_zero(), a2 = acc_zero(), a3 = acc_zero();
-	for (; i + 3 * L < hi; i += 4 * L) {
-		float4 v = load4(x, i, L);
+	for (size_t k = i; k < pre; k += S)
+		a0 = acc_add_term(a0, x[k], squares);
+	x += pre;
+	n -= pre;
+	for (; i + 3 * S < n; i += 4 * S) {
+		float4 v = load4(x, i, S);
 		a0 = acc_add_term(a0, v.x, squares);
 		a1 = acc_add_term(a1, v.y, squares);
 		a2 = acc_add_term(a2, v.z, squares);
 		a3 = acc_add_term(a3, v.w, squares);
 	}
-	for (; i < hi; i += L)
+	for (; i < n; i += S)
 		a0 = acc_add_term(a0, x[i], squares);
 	acc_t a = group_sum_acc(sh, acc_merge(acc_merge(a0, a1), acc_merge(a2, a3)));
 	if (get_local_id(0) == 0)
@@ -575,9 +580,9 @@ static inline acc_t softmax_add(acc_t s, float *m, float v)
 
 /* losses[N] and (write) the gradient in place of logits[N,V], row shape:
  * each item keeps a running max m and sum of exp(x - m) over its columns
- * (one pass over the row, four loads a round), the
- * group merges them in a tree, then (write) a second pass turns the row
- * into grad_scale * (softmax - onehot). An ignored row (target < 0) reads
+ * (one pass over the row, four loads a round), the group merges them in a
+ * tree, then (write) a second pass turns the row into
+ * grad_scale * (softmax - onehot). An ignored row (target < 0) reads
  * nothing: loss 0 and, with write, zeros. shm and shs hold local_size. */
 kernel void lt_xent(global float *loss_base, ulong loss_off, global float *z_base, ulong z_off,
 		    global const int *tgt_base, ulong tgt_off, int V, float grad_scale, int write,

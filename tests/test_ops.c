@@ -19,9 +19,9 @@
 #define SENTINEL -7777.25f
 
 /* The number of checks each part makes; tap_done catches a mismatch. */
-#define REFERENCE_CHECKS 11
-#define CHECKS_PER_BACKEND (79 + 9 * 3)
-#define ATTN_CONFIGS 3
+#define REFERENCE_CHECKS (5 + 2 * ATTN_CONFIGS)
+#define CHECKS_PER_BACKEND (52 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
+#define ATTN_CONFIGS 4
 
 /* Odd sizes, so that no vector width or tile size divides them. */
 enum { N_ = 37, C_ = 45, F_ = 29, V_ = 101, ELEMS = 1001 };
@@ -30,6 +30,8 @@ static const struct lt_attn_shape attn_configs[ATTN_CONFIGS] = {
 	{ .B = 3, .T = 13, .H = 6, .K = 2, .D = 10 },
 	{ .B = 2, .T = 11, .H = 6, .K = 6, .D = 6 },
 	{ .B = 2, .T = 9, .H = 6, .K = 3, .D = 10 },
+	/* more rows than an OpenCL tile (64), grouped heads, float4 rows */
+	{ .B = 1, .T = 70, .H = 2, .K = 1, .D = 8 },
 };
 
 #define ROPE_THETA 10000.0
@@ -1150,12 +1152,14 @@ struct cached_config {
 	int S;
 };
 
-#define CACHED_CONFIGS 3
+#define CACHED_CONFIGS 4
 static const struct cached_config cached_configs[CACHED_CONFIGS] = {
 	{ .s = { .B = 2, .T = 3, .H = 6, .K = 2, .D = 10, .pos0 = 5 }, .S = 11 },
 	{ .s = { .B = 1, .T = 1, .H = 4, .K = 4, .D = 8, .pos0 = 12 }, .S = 13 },
 	/* new rows across a score tile boundary (64 rows), after a cached prefix */
 	{ .s = { .B = 2, .T = 67, .H = 4, .K = 1, .D = 6, .pos0 = 9 }, .S = 80 },
+	/* one new row after a cache longer than an OpenCL work-group splits (64) */
+	{ .s = { .B = 2, .T = 1, .H = 4, .K = 2, .D = 8, .pos0 = 150 }, .S = 160 },
 };
 
 /* Whether positions [p0, p1) of cache c[B, K, S, D] hold, bitwise, the
