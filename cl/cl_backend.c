@@ -636,6 +636,7 @@ enum lt_status lt_cl_backend_new(const char *spec, lt_backend **out)
 		return st;
 	}
 	describe_device(c);
+	lt_cl_tune_gemm(c->device, c->info.name);
 	if ((st = open_context(c)) != LT_OK || (st = try_device(be)) != LT_OK) {
 		cl_free(be);
 		return st;

@@ -136,6 +136,9 @@ void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcach
 			    int S, const struct lt_attn_shape *s);
 
 /* cl_gemm.c */
+/* Gives CLBlast tuned GEMM parameters for devices its database lacks
+ * (by device name); once per device, before the first GEMM. */
+void lt_cl_tune_gemm(cl_device_id dev, const char *name);
 void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 
 #endif
