@@ -40,7 +40,22 @@ small="--preset tiny --steps 1 --batch 2 --seq 16 --sample-tokens 4"
 
 expect 0 "opencl:0.0" "info lists the OpenCL devices by P.D" -- info --preset tiny
 expect 0 "backend opencl:" "info opens the OpenCL backend" -- info --preset tiny
-expect 0 "tokens/s:" "bench trains on opencl:0.0 (with --profile)" -- bench $small --device opencl:0.0 --profile
+XDG_CACHE_HOME=$tmp/cache expect 0 "tokens/s:" "bench trains on opencl:0.0 (with --profile)" -- bench $small --device opencl:0.0 --profile
+cp "$tmp/out" "$tmp/profiled"
+# The compiled programs are cached, and a damaged cache file is rebuilt.
+n=$((n + 1))
+set -- "$tmp"/cache/lltrain/kernels-*.bin
+if [ -s "$1" ]; then
+	echo "ok $n - the compiled programs are cached under XDG_CACHE_HOME ($# files)"
+else
+	echo "not ok $n - no kernels-*.bin under $tmp/cache/lltrain"
+	failed=1
+fi
+for f in "$tmp"/cache/lltrain/kernels-*.bin; do
+	printf 'not a program binary' >"$f"
+done
+XDG_CACHE_HOME=$tmp/cache expect 0 "tokens/s:" "damaged cache files are rebuilt, not trusted" -- bench $small --device opencl:0.0
+cp "$tmp/profiled" "$tmp/out"
 # has TEXT DESCRIPTION: the last output holds TEXT.
 has() {
 	n=$((n + 1))
