@@ -5,11 +5,13 @@
  *   LT_D   head size (even)
  *   LT_WG  rows (work-items) per work-group of the forward
  *   LT_BK  key rows per local-memory tile of the forward
- *   LT_KC  rows of a tile taken per register chunk (divides LT_BK and LT_BB)
  *   LT_P   work-items sharing a row in the backward, each holding D / LT_P of it
  *   LT_RB  rows per work-group of the backward (LT_RB * LT_P work-items)
  *   LT_BB  rows per local-memory tile of the backward
+ *   LT_BC  rows of a backward tile taken per register chunk (divides LT_BB)
  *   LT_NT  work-items sharing one query row when decoding
+ * and, from those (the options stay short):
+ *   LT_KC  rows of a forward tile taken per register chunk: 8, or LT_BK if less
  * A row of D floats is held as D / VW vectors: float4 when 4 divides D, float2 otherwise.
  * Rows past T are staged as zeros and masked, so no NaN or Inf ever meets a zero weight. */
 
@@ -22,9 +24,6 @@
 #ifndef LT_BK
 #define LT_BK 32
 #endif
-#ifndef LT_KC
-#define LT_KC 8
-#endif
 #ifndef LT_P
 #define LT_P 1
 #endif
@@ -33,6 +32,9 @@
 #endif
 #ifndef LT_BB
 #define LT_BB 32
+#endif
+#ifndef LT_BC
+#define LT_BC 8
 #endif
 #ifndef LT_NT
 #define LT_NT 64
@@ -50,12 +52,13 @@ typedef float2 vec;
 #define vstore_vec vstore2
 #endif
 #define DV (LT_D / VW)
+#define LT_KC (LT_BK < 8 ? LT_BK : 8)
 /* vectors of a row that one backward work-item holds, and work-items per backward group */
 #define DVP (DV / LT_P)
 #define NB (LT_RB * LT_P)
 
-#if LT_BK % LT_KC != 0 || LT_BB % LT_KC != 0 || DV % LT_P != 0
-#error "LT_KC must divide LT_BK and LT_BB, and LT_P the vectors of a row"
+#if LT_BK % LT_KC != 0 || LT_BB % LT_BC != 0 || DV % LT_P != 0
+#error "LT_KC must divide LT_BK, LT_BC LT_BB, and LT_P the vectors of a row"
 #endif
 
 /* Copies rows r0 .. r0+n-1 of a strided global matrix (row r at src + r * ld) to the dense
@@ -121,28 +124,73 @@ static inline void chunk_accumulate(vec *acc, const float *w, local const vec *t
 	}
 }
 
-/* Completes the dot products of a chunk whose LT_P parts the work-items of backward row r hold
- * (a[c] and b[c], part `part`): each writes its parts to xa, xb[LT_KC][NB] and reads all of its
- * row's back in part order, so every part gets the same bits. The barrier also keeps the
- * compiler from holding the chunk's tile in registers until its second use. */
-static inline void complete_dots(float *a, float *b, local float *xa, local float *xb, int r,
-				 int part)
+/* The backward's part `part` of a row is its vectors part, part + LT_P, ... (interleaved).
+ * x[DVP] = those vectors at src times s, or zeros when the row does not exist. */
+static inline void load_part(vec *x, global const float *src, int exists, float s, int part)
 {
 #pragma unroll
-	for (int c = 0; c < LT_KC; c++) {
-		xa[c * NB + part * LT_RB + r] = a[c];
-		xb[c * NB + part * LT_RB + r] = b[c];
+	for (int d = 0; d < DVP; d++)
+		x[d] = exists ? vload_vec(d * LT_P + part, src) * s : (vec)(0.0f);
+}
+
+/* the part's vectors of the row at dst = x[DVP] * s */
+static inline void store_part(global float *dst, const vec *x, float s, int part)
+{
+#pragma unroll
+	for (int d = 0; d < DVP; d++)
+		vstore_vec(x[d] * s, d * LT_P + part, dst);
+}
+
+/* s[c] = the part of x . the part of tile row c, for the LT_BC rows c of a chunk (tile: the
+ * part's first vector of the chunk's first row); d outermost so the chunk's dot products are
+ * independent chains. */
+static inline void part_dots(float *s, const vec *x, local const vec *tile)
+{
+#pragma unroll
+	for (int c = 0; c < LT_BC; c++)
+		s[c] = 0.0f;
+#pragma unroll
+	for (int d = 0; d < DVP; d++) {
+		vec xd = x[d];
+#pragma unroll
+		for (int c = 0; c < LT_BC; c++)
+			s[c] += dot(xd, tile[c * DV + d * LT_P]);
 	}
+}
+
+/* acc[DVP] += sum over the chunk's rows c of w[c] * the part of tile row c, in order of c */
+static inline void part_accumulate(vec *acc, const float *w, local const vec *tile)
+{
+#pragma unroll
+	for (int d = 0; d < DVP; d++) {
+		vec a = acc[d];
+#pragma unroll
+		for (int c = 0; c < LT_BC; c++)
+			a += w[c] * tile[c * DV + d * LT_P];
+		acc[d] = a;
+	}
+}
+
+/* Completes the dot products a[c] and b[c] of a chunk whose LT_P parts the work-items of row
+ * r hold, LT_RB apart (so the tile reads of a warp are broadcasts): each writes its parts
+ * (a[c], b[c]) to xs[LT_BC][NB] and sums its row's back in part order, so every part gets the
+ * same bits. The barrier also keeps the compiler from holding the chunk's tile in registers
+ * until its second use. */
+static inline void complete_dots(float *a, float *b, local float2 *xs)
+{
+	int w = get_local_id(0), r = w % LT_RB;
+#pragma unroll
+	for (int c = 0; c < LT_BC; c++)
+		xs[c * NB + w] = (float2)(a[c], b[c]);
 	barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-	for (int c = 0; c < LT_KC; c++) {
-		a[c] = xa[c * NB + r];
-		b[c] = xb[c * NB + r];
+	for (int c = 0; c < LT_BC; c++) {
+		float2 x = xs[c * NB + r];
 #pragma unroll
-		for (int p = 1; p < LT_P; p++) {
-			a[c] += xa[c * NB + p * LT_RB + r];
-			b[c] += xb[c * NB + p * LT_RB + r];
-		}
+		for (int p = 1; p < LT_P; p++)
+			x += xs[c * NB + p * LT_RB + r];
+		a[c] = x.s0;
+		b[c] = x.s1;
 	}
 }
 
@@ -229,9 +277,11 @@ void lt_attention_delta(global float *delta_base, ulong delta_off, global const 
 
 /* The query part of dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], lse and
  * delta[B, H, T], qkv: dq = scale * sum over keys j <= t of p (dp - delta) k_j, with
- * p = exp(s - lse), dp = dout . v_j. LT_P work-items per query row, each holding its part of
- * q, dout and dq; LT_RB rows of one (batch, head) per work-group, the keys and values staged
- * LT_BB rows at a time, in order.
+ * p = exp(s - lse), dp = dout . v_j. LT_P work-items LT_RB apart per query row, each holding
+ * its part of q, dout and dq; LT_RB rows of one (batch, head) per work-group, the keys and
+ * values staged LT_BB rows at a time, in order, and folded in LT_BC at a time. p takes
+ * native_exp: the gradient tolerates its few ulps, and exp would cost more than the dot
+ * products here.
  * global (B * H * NB, ceil(T / LT_RB)), local (NB, 1) */
 kernel __attribute__((reqd_work_group_size(NB, 1, 1)))
 void lt_attention_dq(global float *dqkv_base, ulong dqkv_off, global const float *dout_base,
@@ -240,18 +290,17 @@ void lt_attention_dq(global float *dqkv_base, ulong dqkv_off, global const float
 		     ulong qkv_off, int T, int H, int K, float scale)
 {
 	local vec ks[LT_BB * DV], vs[LT_BB * DV];
-	local float xs[2 * LT_KC * NB], xp[2 * LT_KC * NB];
+	local float2 xs[2 * LT_BC * NB];
 	int r = get_local_id(0) % LT_RB, part = get_local_id(0) / LT_RB;
 	int q0 = (get_num_groups(1) - 1 - get_group_id(1)) * LT_RB, row = q0 + r;
 	int bh = get_group_id(0), b = bh / H, h = bh % H, kv = h / (H / K);
-	size_t W = (size_t)(H + 2 * K) * LT_D, n = (size_t)b * T + row, at = part * DVP * VW;
+	size_t W = (size_t)(H + 2 * K) * LT_D, n = (size_t)b * T + row;
 	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
 	global const float *kx = x + (size_t)(H + kv) * LT_D, *vx = x + (size_t)(H + K + kv) * LT_D;
 
 	vec q[DVP], dy[DVP], dq[DVP];
-	load_vecs(q, x + (size_t)row * W + (size_t)h * LT_D + at, row < T, scale, DVP);
-	load_vecs(dy, dout_base + dout_off + n * H * LT_D + (size_t)h * LT_D + at, row < T, 1.0f,
-		  DVP);
+	load_part(q, x + (size_t)row * W + (size_t)h * LT_D, row < T, scale, part);
+	load_part(dy, dout_base + dout_off + n * H * LT_D + (size_t)h * LT_D, row < T, 1.0f, part);
 #pragma unroll
 	for (int d = 0; d < DVP; d++)
 		dq[d] = (vec)(0.0f);
@@ -264,33 +313,33 @@ void lt_attention_dq(global float *dqkv_base, ulong dqkv_off, global const float
 		stage_rows(ks, kx, W, k0, nk, LT_BB, NB);
 		stage_rows(vs, vx, W, k0, nk, LT_BB, NB);
 		barrier(CLK_LOCAL_MEM_FENCE);
-		for (int c0 = 0; c0 < nk; c0 += LT_KC, buf ^= LT_KC * NB) {
-			float s[LT_KC], dp[LT_KC];
-			chunk_dots(s, q, ks + c0 * DV + part * DVP, DVP);
-			chunk_dots(dp, dy, vs + c0 * DV + part * DVP, DVP);
-			complete_dots(s, dp, xs + buf, xp + buf, r, part);
+		for (int c0 = 0; c0 < nk; c0 += LT_BC, buf ^= LT_BC * NB) {
+			float s[LT_BC], dp[LT_BC];
+			part_dots(s, q, ks + c0 * DV + part);
+			part_dots(dp, dy, vs + c0 * DV + part);
+			complete_dots(s, dp, xs + buf);
 #pragma unroll
-			for (int c = 0; c < LT_KC; c++) {
-				float p = k0 + c0 + c <= row ? exp(s[c] - lse) : 0.0f;
+			for (int c = 0; c < LT_BC; c++) {
+				float p = k0 + c0 + c <= row ? native_exp(s[c] - lse) : 0.0f;
 				s[c] = p * (dp[c] - delta);
 			}
-			chunk_accumulate(dq, s, ks + c0 * DV + part * DVP, DVP);
+			part_accumulate(dq, s, ks + c0 * DV + part);
 		}
 	}
 	if (row < T)
-		store_vecs(dqkv_base + dqkv_off + n * W + (size_t)h * LT_D + at, dq, scale, DVP);
+		store_part(dqkv_base + dqkv_off + n * W + (size_t)h * LT_D, dq, scale, part);
 }
 
 /* dk and dv of key rows j of kv head kv, summed over the query heads h = kv * G + split,
  * + nsplit, ... of its group (G = H / K) and their query rows i >= j:
  *   dv = sum p dout_i,  dk = scale * sum p (dp - delta_i) q_i,
- * p = exp(q_i . k_j * scale - lse_i), dp = dout_i . v_j. LT_P work-items per key row, each
- * holding its part of k, v, dk and dv; LT_RB rows of one (batch, kv head, split) per
- * work-group; query rows, dout rows, lse and delta staged LT_BB at a time in a fixed order,
- * from the group's first key row on (earlier queries see none of its keys). Row j of
- * (b, kv, split) goes to dst + b * bstride + kv * kvstride + split * sstride + j * rstride (dk)
- * and dv_at further (dv): the packed dqkv when nsplit is 1, else a partial sum for
- * lt_attention_dkv_sum.
+ * p = exp(q_i . k_j * scale - lse_i) (native_exp, as in lt_attention_dq), dp = dout_i . v_j.
+ * LT_P work-items LT_RB apart per key row, each holding its part of k, v, dk and dv; LT_RB
+ * rows of one (batch, kv head, split) per work-group; query rows, dout rows, lse and delta
+ * staged LT_BB at a time in a fixed order, from the group's first key row on (earlier queries
+ * see none of its keys), and folded in LT_BC at a time. Row j of (b, kv, split) goes to
+ * dst + b * bstride + kv * kvstride + split * sstride + j * rstride (dk) and dv_at further
+ * (dv): the packed dqkv when nsplit is 1, else a partial sum for lt_attention_dkv_sum.
  * global (B * K * nsplit * NB, ceil(T / LT_RB)), local (NB, 1) */
 kernel __attribute__((reqd_work_group_size(NB, 1, 1)))
 void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulong kvstride,
@@ -301,18 +350,19 @@ void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulon
 		      float scale)
 {
 	local vec qs[LT_BB * DV], dys[LT_BB * DV];
-	local float lses[LT_BB], deltas[LT_BB], xs[2 * LT_KC * NB], xp[2 * LT_KC * NB];
+	local float lses[LT_BB], deltas[LT_BB];
+	local float2 xs[2 * LT_BC * NB];
 	int r = get_local_id(0) % LT_RB, part = get_local_id(0) / LT_RB;
 	int k0 = get_group_id(1) * LT_RB, row = k0 + r;
 	int g = get_group_id(0), split = g % nsplit, bk = g / nsplit, b = bk / K, kv = bk % K;
 	int G = H / K, buf = 0;
-	size_t W = (size_t)(H + 2 * K) * LT_D, HD = (size_t)H * LT_D, at = part * DVP * VW;
+	size_t W = (size_t)(H + 2 * K) * LT_D, HD = (size_t)H * LT_D;
 	global const float *x = qkv_base + qkv_off + (size_t)b * T * W;
 	global const float *dyb = dout_base + dout_off + (size_t)b * T * HD;
 
 	vec kk[DVP], vv[DVP], dk[DVP], dv[DVP];
-	load_vecs(kk, x + (size_t)row * W + (size_t)(H + kv) * LT_D + at, row < T, scale, DVP);
-	load_vecs(vv, x + (size_t)row * W + (size_t)(H + K + kv) * LT_D + at, row < T, 1.0f, DVP);
+	load_part(kk, x + (size_t)row * W + (size_t)(H + kv) * LT_D, row < T, scale, part);
+	load_part(vv, x + (size_t)row * W + (size_t)(H + K + kv) * LT_D, row < T, 1.0f, part);
 #pragma unroll
 	for (int d = 0; d < DVP; d++)
 		dk[d] = dv[d] = (vec)(0.0f);
@@ -326,27 +376,28 @@ void lt_attention_dkv(global float *dst_base, ulong dst_off, ulong bstride, ulon
 			stage_floats(lses, lse_base + lse_off + bh * T + i0, ni);
 			stage_floats(deltas, delta_base + delta_off + bh * T + i0, ni);
 			barrier(CLK_LOCAL_MEM_FENCE);
-			for (int c0 = 0; c0 < ni; c0 += LT_KC, buf ^= LT_KC * NB) {
-				float s[LT_KC], dp[LT_KC];
-				chunk_dots(s, kk, qs + c0 * DV + part * DVP, DVP);
-				chunk_dots(dp, vv, dys + c0 * DV + part * DVP, DVP);
-				complete_dots(s, dp, xs + buf, xp + buf, r, part);
+			for (int c0 = 0; c0 < ni; c0 += LT_BC, buf ^= LT_BC * NB) {
+				float s[LT_BC], dp[LT_BC];
+				part_dots(s, kk, qs + c0 * DV + part);
+				part_dots(dp, vv, dys + c0 * DV + part);
+				complete_dots(s, dp, xs + buf);
 #pragma unroll
-				for (int c = 0; c < LT_KC; c++) {
+				for (int c = 0; c < LT_BC; c++) {
 					int i = i0 + c0 + c;
-					s[c] = i >= row && i < T ? exp(s[c] - lses[c0 + c]) : 0.0f;
+					s[c] = i >= row && i < T ? native_exp(s[c] - lses[c0 + c]) :
+								   0.0f;
 					dp[c] = s[c] * (dp[c] - deltas[c0 + c]);
 				}
-				chunk_accumulate(dv, s, dys + c0 * DV + part * DVP, DVP);
-				chunk_accumulate(dk, dp, qs + c0 * DV + part * DVP, DVP);
+				part_accumulate(dv, s, dys + c0 * DV + part);
+				part_accumulate(dk, dp, qs + c0 * DV + part);
 			}
 		}
 	}
 	if (row < T) {
 		global float *dst = dst_base + dst_off + b * bstride + kv * kvstride +
-				    split * sstride + row * rstride + at;
-		store_vecs(dst, dk, scale, DVP);
-		store_vecs(dst + dv_at, dv, 1.0f, DVP);
+				    split * sstride + row * rstride;
+		store_part(dst, dk, scale, part);
+		store_part(dst + dv_at, dv, 1.0f, part);
 	}
 }
 

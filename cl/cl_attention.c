@@ -15,17 +15,17 @@
 
 /* The compile-time tiles of one head size on this device (their meaning is in attention.cl). */
 struct tiles {
-	int wg, bk, kc, p, rb, bb, nt;
+	int wg, bk, p, rb, bb, bc, nt;
 	size_t dv;  /* vectors per row of D floats */
-	char options[128];
+	char options[160];
 };
 
 /* Local memory of the backward's groups: two staged tiles of bb rows, their lse and delta,
- * and two rounds of kc partial dot products (two each) per work-item. */
+ * and two rounds of bc exchanged partial dot products (two each) per work-item. */
 static size_t backward_bytes(const struct tiles *t, size_t row)
 {
 	return (size_t)t->bb * (2 * row + 2 * sizeof(float)) +
-	       (size_t)2 * 2 * t->kc * t->rb * t->p * sizeof(float);
+	       (size_t)2 * 2 * t->bc * t->rb * t->p * sizeof(float);
 }
 
 /* The tiles for head size D that fit c's device: its work-group size, and TILE_BYTES or its
@@ -34,7 +34,7 @@ static struct tiles tiles_for(struct lt_cl_ctx *c, int D)
 {
 	size_t local = lt_cl_local_mem(c), budget = local < TILE_BYTES ? local : TILE_BYTES;
 	size_t group = lt_cl_max_group(c), row = (size_t)D * sizeof(float);
-	struct tiles t = { .wg = 64, .bk = 64, .kc = 8, .p = 1, .rb = 64, .bb = 64 };
+	struct tiles t = { .wg = 64, .bk = 64, .p = 1, .rb = 64, .bb = 64, .bc = 8 };
 	t.dv = (size_t)D / (D % 4 == 0 ? 4 : 2);
 	while ((size_t)t.wg > group && t.wg > 1)
 		t.wg /= 2;
@@ -42,28 +42,34 @@ static struct tiles tiles_for(struct lt_cl_ctx *c, int D)
 	while (t.bk > 1 && (size_t)t.bk * 2 * row > budget)
 		t.bk /= 2;
 	/* the backward: rows split so that a work-item holds at most 32 floats of each of its
-	 * four rows (registers), at most 128 work-items per group */
+	 * four rows (registers), at most 128 work-items per group; then fewer rows per tile
+	 * (down to 4 chunks), per chunk (down to 4), per tile, per chunk, per group until its
+	 * local memory fits */
 	while (D / t.p > 32 && t.dv % (size_t)(2 * t.p) == 0 && (size_t)(2 * t.p) <= group)
 		t.p *= 2;
 	while (t.rb > 1 && (size_t)(t.rb * t.p) > (group < 128 ? group : 128))
 		t.rb /= 2;
-	while (backward_bytes(&t, row) > budget && (t.bb > 1 || t.rb > 1)) {
-		if (t.bb > 1)
+	while (backward_bytes(&t, row) > budget) {
+		if (t.bb > 4 * t.bc)
 			t.bb /= 2;
-		else
+		else if (t.bc > 4)
+			t.bc /= 2;
+		else if (t.bb > t.bc)
+			t.bb /= 2;
+		else if (t.bc > 1)
+			t.bc /= 2;
+		else if (t.rb > 1)
 			t.rb /= 2;
-		if (t.kc > t.bb)
-			t.kc = t.bb;
+		else
+			break;
 	}
-	if (t.kc > t.bk)
-		t.kc = t.bk;
 	/* the decoder's merge: one row of partial output, a max and a sum per work-item */
 	t.nt = group < 128 ? (int)group : 128;
 	while (t.nt > 1 && (size_t)t.nt * (row + 2 * sizeof(float)) > budget)
 		t.nt /= 2;
-	snprintf(t.options, sizeof t.options, "-DLT_D=%d -DLT_WG=%d -DLT_BK=%d -DLT_KC=%d "
-		 "-DLT_P=%d -DLT_RB=%d -DLT_BB=%d -DLT_NT=%d", D, t.wg, t.bk, t.kc, t.p, t.rb, t.bb,
-		 t.nt);
+	snprintf(t.options, sizeof t.options, "-DLT_D=%d -DLT_WG=%d -DLT_BK=%d -DLT_P=%d "
+		 "-DLT_RB=%d -DLT_BB=%d -DLT_BC=%d -DLT_NT=%d", D, t.wg, t.bk, t.p, t.rb, t.bb,
+		 t.bc, t.nt);
 	return t;
 }
 
@@ -144,7 +150,7 @@ static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delt
 	launch_rows(c, k, t->wg, t->wg, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
-/* The query heads of dqkv, one work-item per query row. */
+/* The query heads of dqkv, p work-items per query row. */
 static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref dout,
 		      lt_ref lse, lt_ref delta, lt_ref qkv, const struct lt_attn_shape *s)
 {
@@ -164,7 +170,7 @@ static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, l
 	launch_rows(c, k, t->rb, t->rb * t->p, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
-/* The key and value heads of dqkv, one work-item per key row and split: straight into
+/* The key and value heads of dqkv, p work-items per key row and split: straight into
  * dqkv when nsplit is 1, else into part[nsplit, B, K, T, 2D], summed afterwards in order. */
 static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref part,
 		       int nsplit, lt_ref dout, lt_ref lse, lt_ref delta, lt_ref qkv,
