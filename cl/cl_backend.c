@@ -15,7 +15,7 @@
 
 struct program_entry {
 	char file[32];
-	char options[96];
+	char options[192];
 	cl_program program;
 };
 
