@@ -4,22 +4,7 @@
 LLTRAIN=${LLTRAIN:-./lltrain}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-cli.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-# expect STATUS "TEXT" DESCRIPTION -- ARGS...: runs lltrain ARGS, checks the
-# exit status and that stdout+stderr hold TEXT.
-expect() {
-	want=$1 text=$2 what=$3
-	shift 4
-	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
-	got=$?
-	n=$((n + 1))
-	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
-		echo "ok $n - $what (exit $got)"
-	else
-		echo "not ok $n - $what: exit $got (want $want), output: $(head -c 300 "$tmp/out")"
-		failed=1
-	fi
-}
+. "$(dirname "$0")/tap.sh"
 expect 0 "lltrain 0.1.0" "--version prints the version" -- --version
 expect 2 "unknown command 'frobnicate'" "an unknown command is a usage error" -- frobnicate
 expect 2 "usage: lltrain COMMAND" "no command prints the usage" --

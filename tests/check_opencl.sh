@@ -10,32 +10,7 @@ if "$LLTRAIN" info --preset tiny | grep -q "built without the OpenCL backend"; t
 	echo "1..0 # SKIP this lltrain was built without the OpenCL backend (configure found no OpenCL + CLBlast)"
 	exit 0
 fi
-n=0 failed=0
-# expect STATUS "TEXT" DESCRIPTION -- ARGS...: runs lltrain ARGS, checks the
-# exit status and that stdout+stderr hold TEXT.
-expect() {
-	want=$1 text=$2 what=$3
-	shift 4
-	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
-	got=$?
-	n=$((n + 1))
-	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
-		echo "ok $n - $what (exit $got)"
-	else
-		echo "not ok $n - $what: exit $got (want $want), output: $(head -c 600 "$tmp/out")"
-		failed=1
-	fi
-}
-# lines OUT: 1 when the file holds exactly one line.
-one_line() {
-	n=$((n + 1))
-	if [ "$(wc -l <"$tmp/out")" -eq 1 ]; then
-		echo "ok $n - $1 is one line"
-	else
-		echo "not ok $n - $1 is $(wc -l <"$tmp/out") lines: $(head -c 600 "$tmp/out")"
-		failed=1
-	fi
-}
+. "$(dirname "$0")/tap.sh"
 small="--preset tiny --steps 1 --batch 2 --seq 16 --sample-tokens 4"
 
 expect 0 "opencl:0.0" "info lists the OpenCL devices by P.D" -- info --preset tiny
@@ -43,29 +18,14 @@ expect 0 "backend opencl:" "info opens the OpenCL backend" -- info --preset tiny
 XDG_CACHE_HOME=$tmp/cache expect 0 "tokens/s:" "bench trains on opencl:0.0 (with --profile)" -- bench $small --device opencl:0.0 --profile
 cp "$tmp/out" "$tmp/profiled"
 # The compiled programs are cached, and a damaged cache file is rebuilt.
-n=$((n + 1))
 set -- "$tmp"/cache/lltrain/kernels-*.bin
-if [ -s "$1" ]; then
-	echo "ok $n - the compiled programs are cached under XDG_CACHE_HOME ($# files)"
-else
-	echo "not ok $n - no kernels-*.bin under $tmp/cache/lltrain"
-	failed=1
-fi
+[ -s "$1" ]
+ok $? "the compiled programs are cached under XDG_CACHE_HOME ($# files)"
 for f in "$tmp"/cache/lltrain/kernels-*.bin; do
 	printf 'not a program binary' >"$f"
 done
 XDG_CACHE_HOME=$tmp/cache expect 0 "tokens/s:" "damaged cache files are rebuilt, not trusted" -- bench $small --device opencl:0.0
 cp "$tmp/profiled" "$tmp/out"
-# has TEXT DESCRIPTION: the last output holds TEXT.
-has() {
-	n=$((n + 1))
-	if grep -qF -- "$1" "$tmp/out"; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2: no '$1' in: $(head -c 600 "$tmp/out")"
-		failed=1
-	fi
-}
 has "peak device mem:" "bench on OpenCL prints the peak device memory"
 has "profile:" "bench --profile prints the device time per step"
 has "attention_forward" "bench --profile names the ops"
@@ -84,23 +44,13 @@ OCL_ICD_VENDORS=$tmp/novendors expect 0 "device auto: using the CPU (no OpenCL G
 
 # A kernel that does not build: the log and the device are printed.
 LLTRAIN_CL_OPTIONS='-Dulong=+' expect 1 "failed to build on" "a kernel build failure names the device" -- bench $small --device opencl
-n=$((n + 1))
-if grep -q "build log:" "$tmp/out" && grep -qi "error" "$tmp/out"; then
-	echo "ok $n - the build failure prints the compiler's log"
-else
-	echo "not ok $n - no build log in: $(head -c 600 "$tmp/out")"
-	failed=1
-fi
+has "build log:" "the build failure prints the compiler's log"
+has_match "[Ee][Rr][Rr][Oo][Rr]" "the log holds the compiler's error"
 
 # An allocation the device refuses: bytes asked, bytes there, the setting.
 expect 1 "lower train.batch or train.seq" "a refused allocation names the setting that lowers it" -- bench --preset tiny --steps 1 --batch 65536 --device opencl
-n=$((n + 1))
-if grep -q "refused [0-9]* bytes" "$tmp/out" && grep -q "it has [0-9.]* GiB" "$tmp/out"; then
-	echo "ok $n - the refusal gives the bytes asked and the device's memory"
-else
-	echo "not ok $n - refusal message lacks sizes: $(head -c 600 "$tmp/out")"
-	failed=1
-fi
+has_match "refused [0-9]* bytes" "the refusal gives the bytes asked"
+has_match "it has [0-9.]* GiB" "the refusal gives the device's memory"
 one_line "the refusal message"
 echo "1..$n"
 exit $failed

@@ -10,42 +10,7 @@ top_srcdir=${top_srcdir:-.}
 PYTHON=${PYTHON3:-python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-prepare.XXXXXX") || exit 1
 trap 'chmod -R u+rwx "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-n=0 failed=0
-
-ok() {
-	rc=$1
-	shift
-	n=$((n + 1))
-	if [ "$rc" = 0 ]; then
-		echo "ok $n - $*"
-	else
-		echo "not ok $n - $*"
-		failed=1
-	fi
-}
-
-skip() {
-	n=$((n + 1))
-	echo "ok $n # SKIP $*"
-}
-
-# expect STATUS "TEXT" DESCRIPTION -- ARGS...: runs lltrain ARGS, checks the
-# exit status, that stderr is one line and that stdout+stderr hold TEXT.
-expect() {
-	want=$1 text=$2 what=$3
-	shift 4
-	"$LLTRAIN" "$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	lines=$(wc -l <"$tmp/err")
-	cat "$tmp/err" >>"$tmp/out"
-	n=$((n + 1))
-	if [ "$got" = "$want" ] && [ "$lines" -le 1 ] && grep -qF -- "$text" "$tmp/out"; then
-		echo "ok $n - $what (exit $got)"
-	else
-		echo "not ok $n - $what: exit $got (want $want), output: $(head -c 300 "$tmp/out")"
-		failed=1
-	fi
-}
+. "$(dirname "$0")/tap.sh"
 
 # The corpus: each line of the tiny corpus a document ("%" lines between),
 # in a file and again in a directory, beside files a listing skips.
@@ -79,17 +44,17 @@ ok $? "no temporary or set-aside directory is left beside the output"
 
 # Bad inputs. The output directory must survive every one of them.
 sum_before=$(cat "$tmp"/data/* | cksum)
-expect 1 "$tmp/absent.txt: No such file or directory" "a missing input is named" -- \
+expect_brief 1 "$tmp/absent.txt: No such file or directory" "a missing input is named" -- \
 	prepare --out "$tmp/data" "$tmp/corpus/a.txt" "$tmp/absent.txt"
-expect 1 "$tmp/corpus/a.txt/x: Not a directory" "a file used as a directory is named" -- \
+expect_brief 1 "$tmp/corpus/a.txt/x: Not a directory" "a file used as a directory is named" -- \
 	prepare --out "$tmp/data" "$tmp/corpus/a.txt/x"
 if mkfifo "$tmp/fifo" 2>/dev/null; then
-	expect 1 "$tmp/fifo: not a regular file or a directory, expected text" \
+	expect_brief 1 "$tmp/fifo: not a regular file or a directory, expected text" \
 		"a FIFO is refused, naming it" -- prepare --out "$tmp/data" "$tmp/fifo"
 else
 	skip "mkfifo is not available here"
 fi
-expect 1 "/dev/null: not a regular file or a directory" "a device is refused, naming it" -- \
+expect_brief 1 "/dev/null: not a regular file or a directory" "a device is refused, naming it" -- \
 	prepare --out "$tmp/data" /dev/null
 cp "$tmp/corpus/a.txt" "$tmp/locked.txt"
 chmod 000 "$tmp/locked.txt"
@@ -97,44 +62,44 @@ if [ "$(id -u)" = 0 ] || cat "$tmp/locked.txt" >/dev/null 2>&1; then
 	skip "running as root, which reads a file of mode 000" \
 		"(the FIFO and directory cases above stand in)"
 else
-	expect 1 "$tmp/locked.txt: Permission denied" "an unreadable input is named" -- \
+	expect_brief 1 "$tmp/locked.txt: Permission denied" "an unreadable input is named" -- \
 		prepare --out "$tmp/data" "$tmp/locked.txt"
 fi
 : >"$tmp/empty.txt"
-expect 1 "$tmp/empty.txt: the training corpus is empty: no text (1 file, 0 bytes)" \
+expect_brief 1 "$tmp/empty.txt: the training corpus is empty: no text (1 file, 0 bytes)" \
 	"an empty corpus is refused, naming it" -- prepare --out "$tmp/data" "$tmp/empty.txt"
 mkdir "$tmp/nothing"
-expect 1 "$tmp/nothing: the training corpus is empty: no text (0 files, 0 bytes)" \
+expect_brief 1 "$tmp/nothing: the training corpus is empty: no text (0 files, 0 bytes)" \
 	"a directory without text files is refused, naming it" -- \
 	prepare --out "$tmp/data" "$tmp/nothing"
 printf '{"model": {"type": "WordPiece"}}' >"$tmp/wordpiece.json"
-expect 1 "$tmp/wordpiece.json: pre_tokenizer is missing, expected a ByteLevel object" \
+expect_brief 1 "$tmp/wordpiece.json: pre_tokenizer is missing, expected a ByteLevel object" \
 	"a tokenizer.json that is not byte-level BPE is refused, naming it" -- \
 	prepare --out "$tmp/data" --tokenizer "$tmp/wordpiece.json" "$tmp/corpus/a.txt"
 printf 'not json' >"$tmp/notjson.json"
-expect 1 "$tmp/notjson.json: not JSON: line 1" "a --tokenizer file that is not JSON is named" \
+expect_brief 1 "$tmp/notjson.json: not JSON: line 1" "a --tokenizer file that is not JSON is named" \
 	-- prepare --out "$tmp/data" --tokenizer "$tmp/notjson.json" "$tmp/corpus/a.txt"
-expect 1 "documents, too few to hold out a fraction 0.01" \
+expect_brief 1 "documents, too few to hold out a fraction 0.01" \
 	"too few documents for the validation share is refused" -- \
 	prepare --out "$tmp/data" --val-fraction 0.01 "$tmp/corpus/a.txt"
 mkdir "$tmp/mine"
 echo keep >"$tmp/mine/notes.txt"
-expect 1 "$tmp/mine: not empty and holds no prepare.json" \
+expect_brief 1 "$tmp/mine: not empty and holds no prepare.json" \
 	"a directory that is not a preparation is not replaced" -- \
 	prepare --out "$tmp/mine" "$tmp/corpus/a.txt"
 [ "$(cat "$tmp/mine/notes.txt")" = keep ]
 ok $? "the refused directory keeps its file"
-expect 2 "--vocab 'many': expected an integer in [257, 16777216]" \
+expect_brief 2 "--vocab 'many': expected an integer in [257, 16777216]" \
 	"a non-numeric --vocab is a usage error naming the option" -- \
 	prepare --vocab many "$tmp/corpus/a.txt"
-expect 2 "--val-fraction '0.9': expected a number in [0, 0.5]" \
+expect_brief 2 "--val-fraction '0.9': expected a number in [0, 0.5]" \
 	"an out-of-range --val-fraction gives the range" -- \
 	prepare --val-fraction 0.9 "$tmp/corpus/a.txt"
-expect 2 "--shard-tokens '0': expected an integer in" "--shard-tokens 0 is refused" -- \
+expect_brief 2 "--shard-tokens '0': expected an integer in" "--shard-tokens 0 is refused" -- \
 	prepare --shard-tokens 0 "$tmp/corpus/a.txt"
-expect 2 "expected text files or directories to prepare" "no input is a usage error" -- \
+expect_brief 2 "expected text files or directories to prepare" "no input is a usage error" -- \
 	prepare --out "$tmp/data"
-expect 0 "--doc-separator STR" "--help lists the options" -- prepare --help
+expect_brief 0 "--doc-separator STR" "--help lists the options" -- prepare --help
 [ "$(cat "$tmp"/data/* | cksum)" = "$sum_before" ] && ! ls -d "$tmp"/data.* >/dev/null 2>&1
 ok $? "after all the failures the prepared directory is as it was, nothing left beside it"
 

@@ -9,31 +9,7 @@ top_srcdir=${top_srcdir:-.}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-train.XXXXXX") || exit 1
 trap 'kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 pid=
-n=0 failed=0
-
-ok() {
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=1
-	fi
-}
-
-# expect STATUS TEXT DESCRIPTION -- ARGS: runs lltrain, checks the exit
-# status and that its output holds TEXT.
-expect() {
-	want=$1 text=$2 what=$3
-	shift 4
-	"$LLTRAIN" "$@" >"$tmp/out" 2>&1
-	got=$?
-	if [ "$got" = "$want" ] && grep -qF -- "$text" "$tmp/out"; then
-		ok 0 "$what (exit $got)"
-	else
-		ok 1 "$what: exit $got (want $want), output: $(tail -c 400 "$tmp/out")"
-	fi
-}
+. "$(dirname "$0")/tap.sh"
 
 # Waits until FILE exists (up to 60 s); 0 when it does.
 wait_for() {
