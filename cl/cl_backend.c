@@ -548,25 +548,22 @@ static const struct lt_backend_ops cl_ops_table = {
 	.adamw = lt_cl_adamw,
 };
 
-/* Reads the device's limits and name into c. */
+/* Reads the device's name, memory and limits into c. */
 static void describe_device(struct lt_cl_ctx *c)
 {
-	cl_ulong mem = 0, max_alloc = 0, local = 0;
-	cl_uint cu = 0;
+	struct lt_cl_device_desc d;
+	cl_ulong local = 0;
 	size_t group = 0;
-	char ext[4096] = "", name[200] = "", plat[48] = "";
-	clGetDeviceInfo(c->device, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
-	clGetPlatformInfo(c->platform, CL_PLATFORM_NAME, sizeof plat - 1, plat, NULL);
-	clGetDeviceInfo(c->device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
-	clGetDeviceInfo(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+	char ext[4096] = "";
+	lt_cl_describe_device(c->platform, c->device, &d);
 	clGetDeviceInfo(c->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
-	clGetDeviceInfo(c->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
 	clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL);
 	clGetDeviceInfo(c->device, CL_DEVICE_EXTENSIONS, sizeof ext - 1, ext, NULL);
-	snprintf(c->info.name, sizeof c->info.name, "%s (OpenCL, %s)", name, plat);
-	c->info.mem_bytes = (size_t)mem;
-	c->info.compute_units = (int)cu;
-	c->max_alloc = (size_t)max_alloc;
+	snprintf(c->info.name, sizeof c->info.name, "%.160s (OpenCL, %.48s)", d.name,
+		 d.platform_name);
+	c->info.mem_bytes = d.mem_bytes;
+	c->info.compute_units = d.compute_units;
+	c->max_alloc = d.max_alloc_bytes;
 	c->local_mem = (size_t)local;
 	c->max_group = group ? group : 1;
 	c->fp64 = strstr(ext, "cl_khr_fp64") != NULL;

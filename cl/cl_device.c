@@ -23,15 +23,13 @@ static const char *device_type_name(cl_device_type t)
 	return "other";
 }
 
-static void describe_device(cl_platform_id p, cl_device_id d, int pi, int di,
-			    struct lt_cl_device_desc *out)
+void lt_cl_describe_device(cl_platform_id p, cl_device_id d, struct lt_cl_device_desc *out)
 {
 	cl_device_type type = 0;
 	cl_ulong mem = 0, max_alloc = 0;
 	cl_uint cu = 0;
 	memset(out, 0, sizeof *out);
-	out->platform = pi;
-	out->device = di;
+	out->platform = out->device = -1;
 	clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof out->platform_name - 1, out->platform_name,
 			  NULL);
 	clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof out->name - 1, out->name, NULL);
@@ -72,8 +70,11 @@ enum lt_status lt_cl_devices(struct lt_cl_device_desc *out, int max, int *n)
 	for (cl_uint p = 0; p < np; p++) {
 		cl_uint nd = devices_of_platform(plats[p], devs);
 		for (cl_uint d = 0; d < nd; d++, (*n)++)
-			if (*n < max)
-				describe_device(plats[p], devs[d], (int)p, (int)d, &out[*n]);
+			if (*n < max) {
+				lt_cl_describe_device(plats[p], devs[d], &out[*n]);
+				out[*n].platform = (int)p;
+				out[*n].device = (int)d;
+			}
 	}
 	return LT_OK;
 }

@@ -96,6 +96,10 @@ void lt_cl_profile_since(struct lt_cl_ctx *c, cl_event mark, const char *op);
 /* Nonzero when profiling is on (then pass an event to enqueue calls). */
 int lt_cl_profiling(struct lt_cl_ctx *c);
 
+struct lt_cl_device_desc;
+/* cl_device.c: what `lltrain info` lists of device d of platform p (its
+ * platform and device numbers are left -1). */
+void lt_cl_describe_device(cl_platform_id p, cl_device_id d, struct lt_cl_device_desc *out);
 /* cl_device.c: the platform and device a spec names (see cl.h), or
  * LT_ERR_NOTFOUND saying what there is. */
 enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_device_id *device);
