@@ -15,5 +15,5 @@ else
 	echo "setup.sh: not root on Debian: make sure these are installed: $DEPS" >&2
 fi
 autoreconf -fi
-./configure --with-opencl "$@"
+./configure --with-opencl --with-mpi "$@"
 make -j"$(nproc)"

@@ -27,5 +27,8 @@ enum lt_status lt_cl_devices(struct lt_cl_device_desc *out, int max, int *n);
  * whose name contains NAME, case-insensitive), or "opencl-gpu" (a GPU only,
  * for --device auto). */
 enum lt_status lt_cl_backend_new(const char *spec, lt_backend **out);
+/* "opencl" and "opencl-gpu" take GPU number `index` (modulo the GPUs
+ * found) instead of the first: for ranks that share a node. */
+void lt_cl_set_gpu_index(int index);
 
 #endif

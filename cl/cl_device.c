@@ -124,6 +124,29 @@ static void summarize_found(char *out, size_t cap)
 					list[i].platform, list[i].device, list[i].name, list[i].type);
 }
 
+static int gpu_index;
+
+void lt_cl_set_gpu_index(int index)
+{
+	gpu_index = index > 0 ? index : 0;
+}
+
+/* How many GPUs the platforms have (at least 1, to divide by). */
+static int count_gpus(cl_platform_id *plats, cl_uint np)
+{
+	cl_device_id devs[MAX_DEVICES];
+	int n = 0;
+	for (cl_uint p = 0; p < np; p++) {
+		cl_uint nd = devices_of_platform(plats[p], devs);
+		for (cl_uint d = 0; d < nd; d++) {
+			cl_device_type type = 0;
+			clGetDeviceInfo(devs[d], CL_DEVICE_TYPE, sizeof type, &type, NULL);
+			n += (type & CL_DEVICE_TYPE_GPU) != 0;
+		}
+	}
+	return n > 0 ? n : 1;
+}
+
 enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_device_id *device)
 {
 	cl_platform_id plats[MAX_PLATFORMS];
@@ -132,6 +155,8 @@ enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_
 	const char *arg = strchr(spec, ':') ? strchr(spec, ':') + 1 : NULL;
 	int want_p = -1, want_d = -1, gpu_only = !strcmp(spec, "opencl-gpu");
 	int by_index = arg && parse_platform_device(arg, &want_p, &want_d);
+	/* plain "opencl": GPU number gpu_index among the GPUs (pass 0) */
+	int skip = !arg ? gpu_index % count_gpus(plats, np) : 0;
 	char found[768];
 
 	/* Two passes: GPUs first, then any device (not for opencl-gpu, or P.D). */
@@ -145,7 +170,7 @@ enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_
 				clGetDeviceInfo(devs[d], CL_DEVICE_NAME, sizeof name - 1, name, NULL);
 				int match = by_index ? (int)p == want_p && (int)d == want_d
 					: arg ? contains_ignoring_case(name, arg)
-					: pass == 1 || (type & CL_DEVICE_TYPE_GPU);
+					: pass == 1 || ((type & CL_DEVICE_TYPE_GPU) && skip-- == 0);
 				if (match) {
 					*platform = plats[p];
 					*device = devs[d];

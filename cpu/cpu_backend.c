@@ -86,7 +86,7 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 
 static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)
 {
-	(void)be;
+	struct lt_cpu_ctx *c = be->ctx;
 	*out = NULL;
 	if (n > SIZE_MAX / sizeof(float) - 64) {
 		lt_errmsg_set("cannot allocate %zu elements of 4 bytes", n);
@@ -105,15 +105,19 @@ static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)
 	}
 	b->data = data;
 	b->n = n;
+	c->bytes_now += rounded;
+	if (c->bytes_now > c->bytes_peak)
+		c->bytes_peak = c->bytes_now;
 	*out = b;
 	return LT_OK;
 }
 
 static void cpu_buf_free(lt_backend *be, lt_buf *b)
 {
-	(void)be;
+	struct lt_cpu_ctx *c = be->ctx;
 	if (!b)
 		return;
+	c->bytes_now -= ((b->n * sizeof(float)) + 63) & ~(size_t)63;
 	free(b->data);
 	free(b);
 }
@@ -149,6 +153,13 @@ static float *cpu_host_ptr(lt_backend *be, lt_ref r)
 	return lt_cpu_at(r, 0);
 }
 
+static void cpu_mem_usage(lt_backend *be, size_t *now, size_t *peak)
+{
+	const struct lt_cpu_ctx *c = be->ctx;
+	*now = c->bytes_now;
+	*peak = c->bytes_peak;
+}
+
 static const struct lt_backend_ops cpu_ops = {
 	.name = "cpu",
 	.free = cpu_free,
@@ -159,6 +170,7 @@ static const struct lt_backend_ops cpu_ops = {
 	.read = cpu_read,
 	.sync = cpu_sync,
 	.host_ptr = cpu_host_ptr,
+	.mem_usage = cpu_mem_usage,
 	.fill = lt_cpu_fill,
 	.copy = lt_cpu_copy,
 	.scale = lt_cpu_scale,

@@ -28,6 +28,8 @@ struct lt_cpu_ctx {
 	 * freed with the backend. It is the only memory an op allocates. */
 	float *att_scratch;
 	size_t att_scratch_n;  /* floats */
+	/* Bytes the buffers hold now and held at most (scratch not counted). */
+	size_t bytes_now, bytes_peak;
 };
 
 /* The context of a CPU backend. */

@@ -25,6 +25,15 @@ const char *const *lt_backend_names(void)
 	return names;
 }
 
+void lt_backend_set_local_rank(int local_rank)
+{
+#ifdef LT_HAVE_OPENCL
+	lt_cl_set_gpu_index(local_rank);
+#else
+	(void)local_rank;
+#endif
+}
+
 const char *lt_backend_note(void)
 {
 	return note;

@@ -212,6 +212,9 @@ struct lt_backend {
  * (a device name substring), or "auto" (an OpenCL GPU that works, else the
  * CPU). threads <= 0 leaves the CPU thread count to OpenMP. */
 enum lt_status lt_backend_new(const char *spec, int threads, lt_backend **out);
+/* Ranks on one node share its GPUs: "opencl" and "auto" then take GPU
+ * number local_rank (modulo the GPUs there are) instead of the first. */
+void lt_backend_set_local_rank(int local_rank);
 /* After lt_backend_new("auto"): one line saying which device it chose and
  * why (empty for other specs); for the command to print. */
 const char *lt_backend_note(void);

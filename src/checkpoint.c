@@ -31,7 +31,14 @@
 #define TOKENIZER_FILE "tokenizer.json"
 #define TOKENIZER_CONFIG_FILE "tokenizer_config.json"
 #define STATE_FILE "state.json"
-#define MAX_FILES 8
+/* The optimizer shard of rank R of N > 1 ranks, and the most ranks. */
+#define OPTIM_SHARD_FMT "optimizer-%05d-of-%05d.safetensors"
+#define MAX_SHARDS 99999
+/* Room for any file name a checkpoint writes, with its NUL. */
+#define NAME_CAP 48
+/* Moments are staged through host memory in pieces of at most this many
+ * floats where the backend keeps them off the host. */
+#define BOUNCE_MAX ((size_t)1 << 22)
 /* state.json is read whole; a larger one is refused. */
 #define STATE_MAX ((size_t)64 << 20)
 
@@ -225,6 +232,205 @@ static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t 
 	return LT_OK;
 }
 
+/* ------------------------------------------------------------- shards */
+
+/* One optimizer file of a checkpoint: its name, its range of the flat
+ * parameter buffer, and the open file while its moments are to be read. */
+struct shard {
+	char name[NAME_CAP];
+	size_t begin, end;
+	lt_st *st;
+};
+
+/* The file name of the optimizer shard of rank `rank` of nranks. */
+static void shard_name(char *out, size_t cap, int rank, int nranks)
+{
+	if (nranks == 1)
+		snprintf(out, cap, "%s", OPTIM_FILE);
+	else
+		snprintf(out, cap, OPTIM_SHARD_FMT, rank, nranks);
+}
+
+/* A shape as "[a, b]". */
+static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+	size_t n = (size_t)snprintf(buf, cap, "[");
+	for (int i = 0; i < ndim && n < cap; i++)
+		n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? ", " : "", shape[i]);
+	if (n < cap)
+		snprintf(buf + n, cap - n, "]");
+}
+
+/* A metadata entry of the optimizer file as a number. */
+static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
+{
+	const char *v = lt_st_meta(st, key);
+	char *end;
+	if (v && v[0] >= '0' && v[0] <= '9') {
+		errno = 0;
+		unsigned long long x = strtoull(v, &end, 10);
+		if (!*end && !errno && x <= SIZE_MAX) {
+			*out = (size_t)x;
+			return LT_OK;
+		}
+	}
+	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(st),
+		      key, v ? "not a number" : "missing");
+	return LT_ERR_FORMAT;
+}
+
+/* Moment tensor `name` of an optimizer file must be F32 [n]. */
+static enum lt_status check_moment(const lt_st *st, const char *name, size_t n)
+{
+	const struct lt_st_info *info;
+	char have[160];
+	enum lt_status rc = lt_st_find(st, name, &info);
+
+	if (rc != LT_OK)
+		return rc;
+	if (info->ndim == 1 && (uint64_t)info->shape[0] == n && info->dtype == LT_ST_F32)
+		return LT_OK;
+	format_shape(have, sizeof have, info->ndim, info->shape);
+	lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(st), name,
+		      lt_st_dtype_name(info->dtype), have, n);
+	return LT_ERR_FORMAT;
+}
+
+/* Opens dir/sh->name and checks its header against the model: numel
+ * equal to the model's, begin <= end <= numel, both moments F32 [end -
+ * begin]. On failure sh->st is NULL again. */
+static enum lt_status open_shard(const char *dir, const lt_model *m, struct shard *sh)
+{
+	char path[CKPT_PATH_MAX];
+	size_t numel, want = lt_model_num_params(m);
+	enum lt_status rc;
+
+	if ((rc = join_path(path, sizeof path, dir, sh->name)) != LT_OK ||
+	    (rc = lt_st_open(path, &sh->st)) != LT_OK)
+		return rc;
+	if ((rc = meta_size(sh->st, "numel", &numel)) != LT_OK ||
+	    (rc = meta_size(sh->st, "begin", &sh->begin)) != LT_OK ||
+	    (rc = meta_size(sh->st, "end", &sh->end)) != LT_OK)
+		goto fail;
+	rc = LT_ERR_FORMAT;
+	if (numel != want) {
+		lt_errmsg_set("%s: moments of a model of %zu parameters, this model has %zu", path,
+			      numel, want);
+		goto fail;
+	}
+	if (sh->begin > sh->end || sh->end > numel) {
+		lt_errmsg_set("%s: moments of elements [%zu, %zu), expected a range inside [0, %zu)",
+			      path, sh->begin, sh->end, numel);
+		goto fail;
+	}
+	if ((rc = check_moment(sh->st, "exp_avg", sh->end - sh->begin)) == LT_OK &&
+	    (rc = check_moment(sh->st, "exp_avg_sq", sh->end - sh->begin)) == LT_OK)
+		return LT_OK;
+fail:
+	lt_st_close(sh->st);
+	sh->st = NULL;
+	return rc;
+}
+
+/* Shards by the start of their range (then its end, so empty ones first). */
+static int by_range(const void *a, const void *b)
+{
+	const struct shard *x = a, *y = b;
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Sorts the n shards of dir and checks that their ranges tile [0, numel)
+ * exactly (empty ones aside); a gap is named with `where`, the list of
+ * files, an overlap with both files. */
+static enum lt_status check_tiling(const char *dir, const char *where, struct shard *sh, size_t n,
+				   size_t numel)
+{
+	const struct shard *prev = NULL;
+	size_t next = 0;
+
+	qsort(sh, n, sizeof *sh, by_range);
+	for (size_t i = 0; i <= n; i++) {
+		size_t begin = i < n ? sh[i].begin : numel;
+		if (i < n && sh[i].begin == sh[i].end)
+			continue;
+		if (begin > next) {
+			lt_errmsg_set("%s: [%zu, %zu) is in no optimizer file (the files must tile "
+				      "[0, %zu))", where, next, begin, numel);
+			return LT_ERR_FORMAT;
+		}
+		if (i < n && begin < next) {
+			lt_errmsg_set("%s/%s: elements [%zu, %zu) are also in %s/%s", dir, sh[i].name,
+				      begin, sh[i].end < next ? sh[i].end : next, dir, prev->name);
+			return LT_ERR_FORMAT;
+		}
+		if (i < n) {
+			next = sh[i].end;
+			prev = &sh[i];
+		}
+	}
+	return LT_OK;
+}
+
+/* Closes every open shard file of sh and frees the array. */
+static void close_shards(struct shard *sh, size_t n)
+{
+	for (size_t i = 0; sh && i < n; i++)
+		lt_st_close(sh[i].st);
+	free(sh);
+}
+
+/* Opens and checks the header of each of the n shards of dir (sh[i].name
+ * set), and that they tile the model's flat buffer. Files whose range
+ * misses [lo, hi) are closed again; the others stay open for reading. */
+static enum lt_status open_shards(const char *dir, const char *where, struct shard *sh, size_t n,
+				  const lt_model *m, size_t lo, size_t hi)
+{
+	enum lt_status rc;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = open_shard(dir, m, &sh[i])) != LT_OK)
+			return rc;
+		if (sh[i].end <= lo || sh[i].begin >= hi || sh[i].begin == sh[i].end) {
+			lt_st_close(sh[i].st);
+			sh[i].st = NULL;
+		}
+	}
+	return check_tiling(dir, where, sh, n, lt_model_num_params(m));
+}
+
+/* At commit: the nshards optimizer shards that the ranks wrote into tmp
+ * are all there, and their headers and ranges fit together and the model. */
+static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int nshards)
+{
+	struct shard *sh = calloc(nshards ? (size_t)nshards : 1, sizeof *sh);
+	char path[CKPT_PATH_MAX];
+	enum lt_status rc = LT_OK;
+
+	if (!sh) {
+		lt_errmsg_set("%s: cannot allocate the list of %d optimizer shards", tmp, nshards);
+		return LT_ERR_NOMEM;
+	}
+	for (int r = 0; r < nshards && rc == LT_OK; r++) {
+		shard_name(sh[r].name, sizeof sh[r].name, r, nshards);
+		if ((rc = join_path(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
+		    access(path, F_OK) == 0)
+			continue;
+		int err = errno;
+		if (err == ENOENT)
+			lt_errmsg_set("%s: missing (rank %d of %d wrote no optimizer shard)", path, r,
+				      nshards);
+		else
+			lt_errmsg_set("%s: %s", path, strerror(err));
+		rc = err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	if (rc == LT_OK && nshards > 0)
+		rc = open_shards(tmp, tmp, sh, (size_t)nshards, m, 0, 0);
+	close_shards(sh, (size_t)nshards);
+	return rc;
+}
+
 /* ------------------------------------------------------------- saving */
 
 /* Where a tensor's bytes come from while the writer streams it. */
@@ -298,27 +504,32 @@ out:
 	return st;
 }
 
-/* dir/optimizer.safetensors: the moments of the optimizer's range [begin,
- * end), with the range and the model's size as metadata. */
-static enum lt_status write_optimizer_file(const char *path, lt_model *m, const lt_optim *o)
+/* An optimizer shard: the moments of the optimizer's range [begin, end),
+ * with the range, the model's size, the rank and the ranks as metadata. */
+static enum lt_status write_optimizer_file(const char *path, lt_model *m, const lt_optim *o,
+					   int rank, int nranks)
 {
 	lt_backend *be = lt_model_backend(m);
 	size_t begin = lt_optim_begin(o), end = lt_optim_end(o);
 	int64_t shape[1] = { (int64_t)(end - begin) };
 	struct fetch_src src[2] = { { be, lt_optim_m(o) }, { be, lt_optim_v(o) } };
-	char num[3][24];
+	char num[5][24];
 	lt_st_writer *w = NULL;
 	enum lt_status st;
 
 	snprintf(num[0], sizeof num[0], "%zu", begin);
 	snprintf(num[1], sizeof num[1], "%zu", end);
 	snprintf(num[2], sizeof num[2], "%zu", lt_model_num_params(m));
+	snprintf(num[3], sizeof num[3], "%d", rank);
+	snprintf(num[4], sizeof num[4], "%d", nranks);
 	if ((st = check_backend(be, path)) == LT_OK &&
 	    (st = lt_st_writer_new(path, &w)) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "format", "pt")) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "begin", num[0])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "end", num[1])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "numel", num[2])) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "rank", num[3])) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "ranks", num[4])) == LT_OK &&
 	    (st = add_floats(w, "exp_avg", 1, shape, &src[0])) == LT_OK &&
 	    (st = add_floats(w, "exp_avg_sq", 1, shape, &src[1])) == LT_OK &&
 	    (st = lt_st_writer_finish(w)) == LT_OK &&
@@ -330,7 +541,7 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 
 /* A file written into the checkpoint, for state.json's "files". */
 struct saved_file {
-	const char *name;
+	char name[NAME_CAP];
 	uint64_t bytes;
 	uint32_t crc;
 };
@@ -346,6 +557,7 @@ static json_t *json_u64(uint64_t v)
 	return json_string(buf);
 }
 
+/* state.json's "files": {name: {bytes, crc32}} for the n files of f. */
 static json_t *files_object(const struct saved_file *f, int n)
 {
 	json_t *files = json_object();
@@ -427,42 +639,67 @@ static enum lt_status sibling_path(char *out, size_t cap, const char *file, cons
 	return LT_OK;
 }
 
-/* Writes every file of a checkpoint into the empty directory tmp. */
-static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, const lt_optim *o,
-					     const struct lt_ckpt_state *s)
+/* Appends name to the n files of f, for state.json. */
+static void add_file(struct saved_file *f, int *n, const char *name)
 {
-	struct saved_file f[MAX_FILES];
+	snprintf(f[*n].name, sizeof f[*n].name, "%s", name);
+	(*n)++;
+}
+
+/* Copies the tokenizer named in s (and the tokenizer_config.json beside
+ * it, if there is one) into tmp, adding them to f. */
+static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state *s,
+				     struct saved_file *f, int *n)
+{
 	char path[CKPT_PATH_MAX], src[CKPT_PATH_MAX];
+	enum lt_status st;
+
+	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
+	    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
+		return st;
+	add_file(f, n, TOKENIZER_FILE);
+	if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
+		return st;
+	if (access(src, F_OK) != 0)
+		return LT_OK;
+	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE)) != LT_OK ||
+	    (st = lt_fs_copy(src, path)) != LT_OK)
+		return st;
+	add_file(f, n, TOKENIZER_CONFIG_FILE);
+	return LT_OK;
+}
+
+/* Writes the model (unless with_model is 0: it is there already), the
+ * tokenizer and state.json into tmp, which holds the nshards optimizer
+ * shards already (checked first), and syncs it. */
+static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int nshards,
+					     const struct lt_ckpt_state *s, int with_model)
+{
+	struct saved_file *f = calloc((size_t)nshards + 3, sizeof *f);
+	char path[CKPT_PATH_MAX];
 	enum lt_status st;
 	int n = 0;
 
-	if ((st = join_path(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
-	    (st = lt_checkpoint_write_model(path, m)) != LT_OK)
-		return st;
-	f[n++].name = MODEL_FILE;
-	if (o) {
-		if ((st = join_path(path, sizeof path, tmp, OPTIM_FILE)) != LT_OK ||
-		    (st = write_optimizer_file(path, m, o)) != LT_OK)
-			return st;
-		f[n++].name = OPTIM_FILE;
+	if (!f) {
+		lt_errmsg_set("%s: cannot allocate the list of %d files", tmp, nshards + 3);
+		return LT_ERR_NOMEM;
 	}
-	if (s->tokenizer) {
-		if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
-		    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
-			return st;
-		f[n++].name = TOKENIZER_FILE;
-		if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
-			return st;
-		if (access(src, F_OK) == 0) {
-			st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE);
-			if (st != LT_OK || (st = lt_fs_copy(src, path)) != LT_OK)
-				return st;
-			f[n++].name = TOKENIZER_CONFIG_FILE;
-		}
+	if ((st = check_saved_shards(tmp, m, nshards)) != LT_OK ||
+	    (st = join_path(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
+	    (with_model && (st = lt_checkpoint_write_model(path, m)) != LT_OK))
+		goto out;
+	add_file(f, &n, MODEL_FILE);
+	for (int r = 0; r < nshards; r++) {
+		shard_name(f[n].name, sizeof f[n].name, r, nshards);
+		n++;
 	}
-	if ((st = write_state_file(tmp, s, f, n)) != LT_OK)
-		return st;
-	return lt_fs_sync(tmp);
+	if ((s->tokenizer && (st = copy_tokenizer(tmp, s, f, &n)) != LT_OK) ||
+	    (st = write_state_file(tmp, s, f, n)) != LT_OK)
+		goto out;
+	st = lt_fs_sync(tmp);
+out:
+	free(f);
+	return st;
 }
 
 /* Renames the finished temporary directory to its final name; an existing
@@ -499,29 +736,23 @@ static enum lt_status publish(const char *ckdir, const char *tmp, const char *fi
 	return LT_OK;
 }
 
-enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,
-				  const struct lt_ckpt_state *s, char *path, size_t cap)
+enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, char *tmp,
+				   size_t cap)
 {
-	char ckdir[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], final[CKPT_PATH_MAX];
-	char tmp_name[64], final_name[32], aside_name[72];
+	char ckdir[CKPT_PATH_MAX], tmp_name[64], aside_name[72];
 	enum lt_status st;
 
-	if (s->step < 0) {
-		lt_errmsg_set("checkpoint step %ld: must not be negative", s->step);
+	if (step < 0) {
+		lt_errmsg_set("checkpoint step %ld: must not be negative", step);
 		return LT_ERR_ARG;
 	}
-	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
-	snprintf(tmp_name, sizeof tmp_name, ".tmp-%s-%ld", final_name, (long)getpid());
+	/* an older checkpoint of the step is moved aside while it is replaced,
+	 * under a temporary's name too, so prune removes a stale one */
+	snprintf(tmp_name, sizeof tmp_name, ".tmp-step_%08ld-%ld", step, tag);
 	snprintf(aside_name, sizeof aside_name, "%s-old", tmp_name);
 	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = join_path(tmp, sizeof tmp, ckdir, tmp_name)) != LT_OK ||
-	    (st = join_path(final, sizeof final, ckdir, final_name)) != LT_OK)
-		return st;
-	if (path && cap > 0 && strlen(final) >= cap) {
-		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
-		return LT_ERR_ARG;
-	}
-	if ((st = lt_fs_make_dirs(ckdir)) != LT_OK ||
+	    (st = join_path(tmp, cap, ckdir, tmp_name)) != LT_OK ||
+	    (st = lt_fs_make_dirs(ckdir)) != LT_OK ||
 	    (st = remove_tree(ckdir, tmp_name)) != LT_OK ||
 	    (st = remove_tree(ckdir, aside_name)) != LT_OK)
 		return st;
@@ -529,16 +760,126 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 		lt_errmsg_set("%s: cannot create the directory: %s", tmp, strerror(errno));
 		return LT_ERR_IO;
 	}
-	if ((st = write_checkpoint_files(tmp, m, o, s)) == LT_OK &&
-	    (st = publish(ckdir, tmp, final, aside_name)) == LT_OK) {
-		if (path && cap > 0)
-			snprintf(path, cap, "%s", final);
-		return LT_OK;
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_optim *o,
+					 int rank, int nranks)
+{
+	char name[NAME_CAP], path[CKPT_PATH_MAX];
+	enum lt_status st;
+
+	if (nranks < 1 || nranks > MAX_SHARDS || rank < 0 || rank >= nranks) {
+		lt_errmsg_set("%s: optimizer shard of rank %d of %d ranks: expected 0 <= rank < "
+			      "ranks <= %d", tmp, rank, nranks, MAX_SHARDS);
+		return LT_ERR_ARG;
 	}
-	char saved[1024];
+	shard_name(name, sizeof name, rank, nranks);
+	if ((st = join_path(path, sizeof path, tmp, name)) != LT_OK ||
+	    (st = write_optimizer_file(path, m, o, rank, nranks)) != LT_OK)
+		return st;
+	return lt_fs_sync(tmp);
+}
+
+/* The last part of a path (all of it when it has no slash). */
+static const char *base_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? slash + 1 : path;
+}
+
+/* Checks that tmp is a temporary directory that lt_checkpoint_begin made
+ * for step (its name starts ".tmp-step_NNNNNNNN-") and gives the name an
+ * older checkpoint of that step is moved aside to. */
+static enum lt_status check_temporary(const char *tmp, long step, char *aside, size_t cap)
+{
+	const char *base = base_name(tmp);
+	char prefix[48];
+	int n;
+
+	snprintf(prefix, sizeof prefix, ".tmp-step_%08ld-", step);
+	if (strncmp(base, prefix, strlen(prefix)) != 0) {
+		lt_errmsg_set("%s: not a temporary directory of step %ld (expected %s... from "
+			      "lt_checkpoint_begin)", tmp, step, prefix);
+		return LT_ERR_ARG;
+	}
+	n = snprintf(aside, cap, "%s-old", base);
+	if (n < 0 || (size_t)n >= cap) {
+		lt_errmsg_set("%s: name too long (at most %zu bytes)", tmp, cap - 5);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+/* lt_checkpoint_commit, where with_model == 0 says that tmp holds
+ * model.safetensors already. */
+static enum lt_status commit(const char *run_dir, const char *tmp, lt_model *m, int nshards,
+			     const struct lt_ckpt_state *s, char *path, size_t cap, int with_model)
+{
+	char ckdir[CKPT_PATH_MAX], final[CKPT_PATH_MAX], final_name[32], aside_name[80];
+	enum lt_status st;
+
+	if (s->step < 0) {
+		lt_errmsg_set("checkpoint step %ld: must not be negative", s->step);
+		return LT_ERR_ARG;
+	}
+	if (nshards < 0 || nshards > MAX_SHARDS) {
+		lt_errmsg_set("%s: %d optimizer shards, expected 0 to %d", tmp, nshards, MAX_SHARDS);
+		return LT_ERR_ARG;
+	}
+	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
+	if ((st = check_temporary(tmp, s->step, aside_name, sizeof aside_name)) != LT_OK ||
+	    (st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = join_path(final, sizeof final, ckdir, final_name)) != LT_OK)
+		return st;
+	if (path && cap > 0 && strlen(final) >= cap) {
+		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
+		return LT_ERR_ARG;
+	}
+	if ((st = write_checkpoint_files(tmp, m, nshards, s, with_model)) != LT_OK ||
+	    (st = publish(ckdir, tmp, final, aside_name)) != LT_OK)
+		return st;
+	if (path && cap > 0)
+		snprintf(path, cap, "%s", final);
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_model *m,
+				    int nshards, const struct lt_ckpt_state *s, char *path,
+				    size_t cap)
+{
+	return commit(run_dir, tmp, m, nshards, s, path, cap, 1);
+}
+
+void lt_checkpoint_abandon(const char *tmp)
+{
+	char saved[4096], parent[CKPT_PATH_MAX];
+	const char *base = base_name(tmp);
+	int n = base == tmp ? snprintf(parent, sizeof parent, ".")
+			    : snprintf(parent, sizeof parent, "%.*s", (int)(base - tmp - 1), tmp);
+
 	snprintf(saved, sizeof saved, "%s", lt_errmsg());
-	remove_tree(ckdir, tmp_name);
+	if (n >= 0 && (size_t)n < sizeof parent)
+		remove_tree(parent[0] ? parent : "/", base);
 	lt_errmsg_set("%s", saved);
+}
+
+enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,
+				  const struct lt_ckpt_state *s, char *path, size_t cap)
+{
+	char tmp[CKPT_PATH_MAX], model[CKPT_PATH_MAX];
+	enum lt_status st = lt_checkpoint_begin(run_dir, s->step, (long)getpid(), tmp, sizeof tmp);
+
+	if (st != LT_OK)
+		return st;
+	/* the model first, as always: one process has no other rank to wait
+	 * for, and a failure names the files in the order they are written */
+	if ((st = join_path(model, sizeof model, tmp, MODEL_FILE)) == LT_OK &&
+	    (st = lt_checkpoint_write_model(model, m)) == LT_OK &&
+	    (!o || (st = lt_checkpoint_write_shard(tmp, m, o, 0, 1)) == LT_OK) &&
+	    (st = commit(run_dir, tmp, m, o ? 1 : 0, s, path, cap, 0)) == LT_OK)
+		return LT_OK;
+	lt_checkpoint_abandon(tmp);
 	return st;
 }
 
@@ -749,15 +1090,6 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 
 /* ------------------------------------------------------------- loading */
 
-static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
-{
-	size_t n = (size_t)snprintf(buf, cap, "[");
-	for (int i = 0; i < ndim && n < cap; i++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? ", " : "", shape[i]);
-	if (n < cap)
-		snprintf(buf + n, cap - n, "]");
-}
-
 /* The model's tensor t against the file's entry for it. */
 static enum lt_status check_tensor(const lt_st *st, const struct lt_tensor *t)
 {
@@ -837,17 +1169,15 @@ static enum lt_status bounce_for(lt_backend *be, lt_ref probe, size_t n, const c
 	return LT_OK;
 }
 
-/* Loads the parameters of the open file st into m (shapes checked first,
- * so a mismatch leaves the model as it was). */
-static enum lt_status load_params(const lt_st *st, lt_model *m)
+/* Reads the parameters of the open file st, whose shapes were checked,
+ * into m. */
+static enum lt_status read_params(const lt_st *st, lt_model *m)
 {
 	lt_backend *be = lt_model_backend(m);
 	size_t largest = 0;
 	float *bounce;
 	enum lt_status rc;
 
-	if ((rc = check_model_file(st, m)) != LT_OK)
-		return rc;
 	for (int i = 0; i < lt_model_num_tensors(m); i++)
 		if (lt_model_tensor(m, i)->numel > largest)
 			largest = lt_model_tensor(m, i)->numel;
@@ -862,6 +1192,14 @@ static enum lt_status load_params(const lt_st *st, lt_model *m)
 	if (rc == LT_OK)
 		rc = check_backend(be, lt_st_path(st));
 	return rc;
+}
+
+/* Loads the parameters of the open file st into m (shapes checked first,
+ * so a mismatch leaves the model as it was). */
+static enum lt_status load_params(const lt_st *st, lt_model *m)
+{
+	enum lt_status rc = check_model_file(st, m);
+	return rc == LT_OK ? read_params(st, m) : rc;
 }
 
 enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
@@ -883,88 +1221,134 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 	return rc;
 }
 
-/* A metadata entry of the optimizer file as a number. */
-static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
+/* 1 when name is an optimizer file's: optimizer.safetensors, or
+ * optimizer-RRRRR-of-NNNNN.safetensors with RRRRR < NNNNN. */
+static int is_shard_name(const char *name)
 {
-	const char *v = lt_st_meta(st, key);
-	char *end;
-	if (v && v[0] >= '0' && v[0] <= '9') {
-		errno = 0;
-		unsigned long long x = strtoull(v, &end, 10);
-		if (!*end && !errno && x <= SIZE_MAX) {
-			*out = (size_t)x;
-			return LT_OK;
-		}
-	}
-	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(st),
-		      key, v ? "not a number" : "missing");
-	return LT_ERR_FORMAT;
+	char canon[NAME_CAP];
+	int rank, ranks;
+
+	if (!strcmp(name, OPTIM_FILE))
+		return 1;
+	if (sscanf(name, "optimizer-%d-of-%d.", &rank, &ranks) != 2 || ranks < 2 ||
+	    ranks > MAX_SHARDS || rank < 0 || rank >= ranks)
+		return 0;
+	shard_name(canon, sizeof canon, rank, ranks);
+	return !strcmp(name, canon);
 }
 
-/* The moments of the open optimizer file st into o. */
-static enum lt_status load_moments(const lt_st *st, lt_model *m, lt_optim *o)
+/* The optimizer files that "files" of dir/state.json lists, into *out (n
+ * of them, names set); LT_ERR_NOTFOUND naming state.json when none is. */
+static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n)
+{
+	char path[CKPT_PATH_MAX], *text;
+	const char *name;
+	json_t *j, *files, *entry;
+	json_error_t jerr;
+	size_t len;
+	enum lt_status rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	    (rc = read_small_file(path, &text, &len)) != LT_OK)
+		return rc;
+	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(text);
+	if (!j || !json_is_object(files = json_object_get(j, "files"))) {
+		lt_errmsg_set("%s: %s", path, j ? "\"files\" is missing" : jerr.text);
+		json_decref(j);
+		return LT_ERR_FORMAT;
+	}
+	if (!(*out = calloc(json_object_size(files) + 1, sizeof **out))) {
+		json_decref(j);
+		lt_errmsg_set("%s: cannot allocate the list of optimizer files", path);
+		return LT_ERR_NOMEM;
+	}
+	json_object_foreach(files, name, entry) {
+		if (is_shard_name(name))
+			snprintf((*out)[(*n)++].name, NAME_CAP, "%s", name);
+	}
+	json_decref(j);
+	if (*n > 0)
+		return LT_OK;
+	lt_errmsg_set("%s: lists no optimizer file (the checkpoint holds no optimizer state)", path);
+	return LT_ERR_NOTFOUND;
+}
+
+/* Elements [first, first + count) of moment tensor `name` of shard sh into
+ * the backend at dst, straight into host memory when the backend has it,
+ * else through bounce (cap floats) piece by piece. */
+static enum lt_status read_moment(const struct shard *sh, const char *name, size_t first,
+				  size_t count, lt_backend *be, lt_ref dst, float *bounce,
+				  size_t cap)
+{
+	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
+	enum lt_status rc = LT_OK;
+
+	if (host)
+		return lt_st_read_f32_range(sh->st, name, first, count, host);
+	for (size_t done = 0; done < count && rc == LT_OK;) {
+		size_t k = count - done < cap ? count - done : cap;
+		rc = lt_st_read_f32_range(sh->st, name, first + done, k, bounce);
+		if (rc == LT_OK)
+			be->ops->write(be, lt_ref_at(dst, done), bounce, k);
+		done += k;
+	}
+	return rc;
+}
+
+/* The optimizer's range of the moments from the parts of the open shards
+ * that overlap it (open_shards checked that they cover it). */
+static enum lt_status load_moments(const struct shard *sh, size_t n, lt_model *m, lt_optim *o,
+				   const char *dir)
 {
 	lt_backend *be = lt_model_backend(m);
-	size_t begin, end, numel, n = lt_optim_end(o) - lt_optim_begin(o);
+	size_t lo = lt_optim_begin(o), hi = lt_optim_end(o);
+	size_t cap = hi - lo < BOUNCE_MAX ? hi - lo : BOUNCE_MAX;
 	const char *names[2] = { "exp_avg", "exp_avg_sq" };
 	lt_ref dst[2] = { lt_optim_m(o), lt_optim_v(o) };
 	float *bounce;
 	enum lt_status rc;
 
-	if ((rc = meta_size(st, "numel", &numel)) != LT_OK ||
-	    (rc = meta_size(st, "begin", &begin)) != LT_OK ||
-	    (rc = meta_size(st, "end", &end)) != LT_OK)
+	if ((rc = bounce_for(be, dst[0], cap, dir, &bounce)) != LT_OK)
 		return rc;
-	if (numel != lt_model_num_params(m)) {
-		lt_errmsg_set("%s: moments of a model of %zu parameters, this model has %zu",
-			      lt_st_path(st), numel, lt_model_num_params(m));
-		return LT_ERR_FORMAT;
+	for (size_t i = 0; i < n && rc == LT_OK; i++) {
+		if (!sh[i].st)
+			continue;
+		size_t a = sh[i].begin > lo ? sh[i].begin : lo, b = sh[i].end < hi ? sh[i].end : hi;
+		for (int k = 0; k < 2 && rc == LT_OK; k++)
+			rc = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, be,
+					 lt_ref_at(dst[k], a - lo), bounce, cap);
 	}
-	if (begin != lt_optim_begin(o) || end != lt_optim_end(o)) {
-		lt_errmsg_set("%s: moments of elements [%zu, %zu), the optimizer holds [%zu, %zu)",
-			      lt_st_path(st), begin, end, lt_optim_begin(o), lt_optim_end(o));
-		return LT_ERR_FORMAT;
-	}
-	for (int i = 0; i < 2; i++) {
-		const struct lt_st_info *info;
-		if ((rc = lt_st_find(st, names[i], &info)) != LT_OK)
-			return rc;
-		if (info->ndim != 1 || (uint64_t)info->shape[0] != n ||
-		    info->dtype != LT_ST_F32) {
-			char have[160];
-			format_shape(have, sizeof have, info->ndim, info->shape);
-			lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(st),
-				      names[i], lt_st_dtype_name(info->dtype), have, n);
-			return LT_ERR_FORMAT;
-		}
-	}
-	if ((rc = bounce_for(be, dst[0], n, lt_st_path(st), &bounce)) != LT_OK)
-		return rc;
-	for (int i = 0; i < 2 && rc == LT_OK; i++)
-		rc = read_into(st, names[i], be, dst[i], n, bounce);
 	free(bounce);
 	if (rc == LT_OK)
-		rc = check_backend(be, lt_st_path(st));
+		rc = check_backend(be, dir);
 	return rc;
 }
 
 enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o)
 {
-	char path[CKPT_PATH_MAX];
-	lt_st *ost = NULL;
+	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX];
+	struct shard *sh = NULL;
+	size_t n = 0;
+	lt_st *mst = NULL;
 	enum lt_status rc;
 
-	/* Both files are opened (and their headers checked) before anything is
-	 * read, so a bad optimizer file leaves the model as it was. */
-	if (o && ((rc = join_path(path, sizeof path, dir, OPTIM_FILE)) != LT_OK ||
-		  (rc = lt_st_open(path, &ost)) != LT_OK))
+	/* Every header is opened and checked before anything is read, so a
+	 * bad checkpoint leaves the model and the optimizer as they were. */
+	if ((rc = join_path(path, sizeof path, dir, MODEL_FILE)) != LT_OK ||
+	    (rc = lt_st_open(path, &mst)) != LT_OK || (rc = check_model_file(mst, m)) != LT_OK)
 		goto out;
-	if ((rc = lt_checkpoint_load_model(dir, m)) != LT_OK)
+	if (o && ((rc = join_path(where, sizeof where, dir, STATE_FILE)) != LT_OK ||
+		  (rc = list_shards(dir, &sh, &n)) != LT_OK ||
+		  (rc = open_shards(dir, where, sh, n, m, lt_optim_begin(o), lt_optim_end(o)))))
 		goto out;
-	if (o)
-		rc = load_moments(ost, m, o);
+	if ((rc = read_params(mst, m)) == LT_OK && o)
+		rc = load_moments(sh, n, m, o, dir);
 out:
-	lt_st_close(ost);
+	close_shards(sh, n);
+	lt_st_close(mst);
 	return rc;
 }
 

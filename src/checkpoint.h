@@ -1,9 +1,17 @@
 /* Checkpoints: a directory RUN/checkpoints/step_NNNNNNNN holding
  *   model.safetensors      the parameters under Hugging Face names
  *                          (__metadata__ {"format": "pt"})
- *   optimizer.safetensors  the AdamW moments "exp_avg" and "exp_avg_sq" as
- *                          flat F32 ranges of the flat parameter buffer,
- *                          metadata begin/end/numel (ready for sharding)
+ *   optimizer-RRRRR-of-NNNNN.safetensors
+ *                          the AdamW moments, sharded: one file per rank
+ *                          (5 digits, rank 0-based, of N ranks), or a single
+ *                          optimizer.safetensors when one process trained.
+ *                          Each holds "exp_avg" and "exp_avg_sq" as flat F32
+ *                          ranges [begin, end) of the flat parameter buffer,
+ *                          metadata begin/end/numel/rank/ranks (begin/end/
+ *                          numel alone in older files); the ranges tile
+ *                          [0, numel), so a load on any number of ranks
+ *                          reads each rank's range from the parts of the
+ *                          files that overlap it
  *   tokenizer.json         the run's tokenizer (+ tokenizer_config.json)
  *   state.json             format_version, lltrain_version, step, data
  *                          cursor (samples), seed, elapsed seconds, tokens,
@@ -14,11 +22,16 @@
  * parent; a checkpoint of the same step is renamed aside first and removed
  * after. A failed save removes its temporary directory and leaves every
  * earlier checkpoint as it was. Writes past a file-size limit fail with
- * EFBIG and are reported only where the caller ignores SIGXFSZ.
+ * EFBIG and are reported only where the caller ignores SIGXFSZ. Several
+ * ranks save together (the run directory on a file system all of them see):
+ * rank 0 begins and hands the temporary directory to every rank, each
+ * writes its shard, and after a barrier rank 0 commits (or abandons, when
+ * any rank failed).
  *
  * Loading verifies sizes and checksums before reading anything and fails
- * with one line naming the file and the tensor (or byte) that is wrong, or
- * the shape that differs from the model's.
+ * with one line naming the file and the tensor (or byte) that is wrong, the
+ * shape that differs from the model's, or the range of moments that no
+ * optimizer file (or two of them) holds.
  *
  * Ownership: functions borrow their arguments; a struct lt_ckpt_state that
  * read_state or load filled owns its config, released by lt_ckpt_state_free. */
@@ -50,19 +63,53 @@ struct lt_ckpt_state {
 void lt_ckpt_state_free(struct lt_ckpt_state *s);  /* frees config only */
 
 /* Saves into run_dir/checkpoints/step_<step, 8 digits>; *path (optional,
- * cap bytes) gets the directory written. */
+ * cap bytes) gets the directory written. One process: begin, then
+ * model.safetensors, write_shard (rank 0 of 1, when o != NULL) and the
+ * rest of commit, and abandon on a failure. */
 enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,
 				  const struct lt_ckpt_state *s, char *path, size_t cap);
+
+/* A save by several ranks, in steps. Rank 0: makes run_dir/checkpoints and
+ * an empty temporary directory for step `step` in it, named from step and
+ * tag (rank 0's pid; a stale one of the same name is removed first), and
+ * puts its path into tmp (cap bytes), to be handed to every rank. */
+enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, char *tmp,
+				   size_t cap);
+/* Every rank: writes the moments of its optimizer's range into tmp as
+ * optimizer.safetensors when nranks == 1, else as
+ * optimizer-RRRRR-of-NNNNN.safetensors (rank, nranks; 0 <= rank < nranks
+ * <= 99999), metadata begin, end, numel, rank and ranks; fsynced, and the
+ * directory too. */
+enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_optim *o,
+					 int rank, int nranks);
+/* Rank 0, once every rank's shard is written: checks that the nshards
+ * shards are all there (a missing one is LT_ERR_NOTFOUND naming it) and
+ * that their ranges tile the model's flat buffer, writes model.safetensors,
+ * the tokenizer files and state.json (listing every file), fsyncs, and
+ * publishes tmp as run_dir/checkpoints/step_<s->step> as lt_checkpoint_save
+ * does; nshards == 0 saves no optimizer state. *path (optional, cap bytes)
+ * gets the directory. On failure tmp is left for lt_checkpoint_abandon. */
+enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_model *m,
+				    int nshards, const struct lt_ckpt_state *s, char *path,
+				    size_t cap);
+/* Rank 0, after a failure on any rank: removes tmp and what it holds,
+ * keeping the error message already set. */
+void lt_checkpoint_abandon(const char *tmp);
 
 /* Reads state.json of a checkpoint directory and verifies the size and
  * checksum of every file it lists (no tensors read). s->config is malloc'd
  * (NULL when none was saved), s->tokenizer NULL; on failure s is left
  * zeroed and lt_errmsg names the file and what is wrong with it. */
 enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s);
-/* read_state, then the parameters (and, when o != NULL, the moments, whose
- * range must be the optimizer's) into a model of the same shape; a mismatch
- * names the tensor and both shapes and leaves the model as it was. s may be
- * NULL; else it is filled as by read_state (and zeroed on failure). */
+/* read_state, then the parameters (and, when o != NULL, the moments of the
+ * optimizer's range [lt_optim_begin, lt_optim_end), read from the parts of
+ * the optimizer files state.json lists that overlap it, however many ranks
+ * saved them) into a model of the same shape. Every header is checked
+ * first: the tensors' shapes, each optimizer file's numel against the
+ * model's, and that the files' ranges tile [0, numel) (a gap names the
+ * missing range, an overlap both files); a mismatch leaves the model and
+ * the optimizer as they were. s may be NULL; else it is filled as by
+ * read_state (and zeroed on failure). */
 /* The tensors alone, for a checkpoint whose state the caller has just
  * read and verified (as read_state, latest or resolve with a state do). */
 enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o);

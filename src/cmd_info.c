@@ -13,12 +13,13 @@
 #include "cl.h"
 #endif
 #include "conf.h"
+#include "dist.h"
 #include "model.h"
 
 static void print_help(void)
 {
 	printf("usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-	       "                    [--threads N]\n"
+	       "                    [--threads N] [--ranks N] [--zero 0|1|2]\n"
 	       "       lltrain info --keys\n\n"
 	       "Prints lltrain's version, how it was built, the backends it has with\n"
 	       "their devices, and for each preset its size, model FLOPs per token and\n"
@@ -29,6 +30,9 @@ static void print_help(void)
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.batch=4\n"
 	       "  --threads N            CPU threads the memory estimate assumes (default:\n"
 	       "                         run.threads, else the CPU backend's)\n"
+	       "  --ranks N              estimate the memory of each of N data-parallel ranks\n"
+	       "                         (each takes its share of train.batch)\n"
+	       "  --zero S               ... at ZeRO stage S (default dist.zero)\n"
 	       "  --keys                 list every configuration key: name, type, default,\n"
 	       "                         allowed values and meaning\n"
 	       "  --help                 this text\n\n"
@@ -53,13 +57,17 @@ static void print_keys(void)
 /* The shape, size, FLOPs and training memory of c's model at its
  * train.batch x train.seq, under the title "preset NAME" (a preset's
  * model) or "model". */
-static void print_model(const struct lt_conf *conf, int threads)
+static void print_model(const struct lt_conf *conf, int threads, int ranks)
 {
 	const struct lt_model_config *c = &conf->model;
 	const char *preset = lt_conf_preset_of(conf);
-	int batch = conf->train.batch, seq = conf->train.seq;
+	int seq = conf->train.seq, zero = conf->dist.zero;
+	/* the largest share of a batch split over the ranks */
+	int batch = (conf->train.batch + ranks - 1) / ranks;
 	struct lt_mem_estimate est;
 	lt_model_estimate_memory(c, batch, seq, threads, &est);
+	if (ranks > 1)
+		lt_model_shard_estimate(&est, ranks, zero);
 	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
 	       preset ? "preset " : "model", preset ? preset : "", c->dim, c->n_layers, c->n_heads,
 	       c->n_kv_heads, c->ffn_dim, c->vocab_size, c->max_seq,
@@ -73,6 +81,9 @@ static void print_model(const struct lt_conf *conf, int threads)
 	       est.total / 1048576.0, batch, seq, threads, est.params / 1048576.0,
 	       est.grads / 1048576.0, est.optimizer / 1048576.0, est.activations / 1048576.0,
 	       est.workspace / 1048576.0, est.runtime / 1048576.0);
+	if (ranks > 1)
+		printf("  (per rank of %d at ZeRO stage %d, batch %d of the global %d)\n", ranks, zero,
+		       batch, conf->train.batch);
 }
 
 /* Each backend with its device; *threads becomes the CPU's compute units
@@ -122,7 +133,7 @@ static void print_presets(int threads)
 		lt_conf_defaults(&p);
 		enum lt_status st = lt_conf_apply_preset(&p, names[i]);
 		LT_ASSERT(st == LT_OK);
-		print_model(&p, threads);
+		print_model(&p, threads, 1);
 	}
 }
 
@@ -130,10 +141,11 @@ int lt_cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "threads", required_argument, NULL, 't' }, { "keys", no_argument, NULL, 'k' },
+		{ "ranks", required_argument, NULL, 'n' }, { "zero", required_argument, NULL, 'z' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	struct lt_conf conf;
-	int args_before = argc, threads = -1, keys = 0, c, rc;
+	int args_before = argc, threads = -1, keys = 0, ranks = 1, c, rc;
 	long v;
 
 	rc = lt_cmd_preset("info", NULL, &conf, &argc, argv);
@@ -149,6 +161,19 @@ int lt_cmd_info(int argc, char **argv)
 				return 2;
 			}
 			threads = (int)v;
+			break;
+		case 'n':
+		case 'z':
+			if (lt_parse_long(c == 'n' ? "--ranks" : "--zero", optarg, c == 'n' ? 1 : 0,
+					  c == 'n' ? 1000000 : 2, &v) != LT_OK) {
+				fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
+				return 2;
+			}
+			if (c == 'n')
+				ranks = (int)v;
+			else
+				conf.dist.zero = (int)v;
+			configured = 1;
 			break;
 		case 'k': keys = 1; break;
 		case 'h': print_help(); return 0;
@@ -171,12 +196,13 @@ int lt_cmd_info(int argc, char **argv)
 		threads = conf.run.threads;
 
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih, zlib%s%s\n",
+	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih, zlib%s%s%s\n",
 #ifdef LT_HAVE_OPENCL
 	       ", OpenCL + CLBlast",
 #else
 	       "",
 #endif
+	       lt_dist_have_mpi() ? ", MPI" : "",
 #if defined(__SANITIZE_ADDRESS__)
 	       ", AddressSanitizer"
 #else
@@ -188,7 +214,7 @@ int lt_cmd_info(int argc, char **argv)
 	if (threads <= 0)
 		threads = 1;
 	if (configured)
-		print_model(&conf, threads);
+		print_model(&conf, threads, ranks);
 	else
 		print_presets(threads);
 	return 0;

@@ -23,6 +23,7 @@
 #include "cmd.h"
 #include "conf.h"
 #include "data.h"
+#include "dist.h"
 #include "fs.h"
 #include "metrics.h"
 #include "model.h"
@@ -30,9 +31,14 @@
 #include "prepare.h"
 #include "sample.h"
 #include "tokenizer.h"
+#include "zero.h"
 
 /* Room for a configured path plus the names lltrain adds to it. */
 #define PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+/* How long rank 0's own work (data preparation, a checkpoint's files) may
+ * keep the other ranks waiting. */
+#define LONG_WAIT_SECONDS 3600.0
 
 /* Set by SIGINT/SIGTERM: the loop saves a checkpoint and stops. */
 static volatile sig_atomic_t stop_signal;
@@ -61,6 +67,14 @@ struct train_args {
 /* Everything one run holds. */
 struct run {
 	struct lt_conf conf;
+	lt_dist *dist;
+	int rank, ranks;
+	lt_zero *zero;
+	size_t *rows;             /* [ranks]: each rank's sequences of a micro-batch */
+	int row0;                 /* this rank's first sequence in a micro-batch */
+	int plan_rows;            /* sequences per forward (1 when deterministic) */
+	double compute_s;         /* this step's forward + backward seconds */
+	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
 	char tok_path[PATH_CAP];
 	lt_tokenizer *tok;
@@ -88,9 +102,61 @@ static void print_help(void)
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.steps=2000\n"
 	       "  --resume auto|PATH     continue from the newest valid checkpoint of the run\n"
 	       "                         directory (auto), or from a checkpoint directory\n"
+	       "  --zero 0|1|2           ZeRO stage over MPI ranks (--dist.zero)\n"
+	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
+	       "  --deterministic        bitwise the same for any rank count (--dist.deterministic)\n"
+	       "  --comm-timeout SEC     end the job when a collective stalls (--dist.comm_timeout)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
-	       "A resumed run starts from the checkpoint's config; options still apply.\n");
+	       "A resumed run starts from the checkpoint's config; options still apply.\n"
+	       "Under mpiexec, each rank takes its share of every batch (train.batch is the\n"
+	       "global batch); the run directory must be on a filesystem every rank sees.\n");
+}
+
+/* The short spellings of [dist] keys, rewritten as --dist.KEY=VALUE before
+ * the config options are read (so a resumed run applies them too). */
+static const struct { const char *opt, *key; int has_arg; } aliases[] = {
+	{ "--zero", "dist.zero", 1 },
+	{ "--balance", "dist.balance", 1 },
+	{ "--comm-timeout", "dist.comm_timeout", 1 },
+	{ "--deterministic", "dist.deterministic", 0 },
+};
+
+/* A copy of argv with the aliases rewritten (malloc'd strings in *owned,
+ * freed by the caller); NULL when out of memory. */
+static char **expand_aliases(int *argc, char **argv, char ***owned)
+{
+	char **out = calloc((size_t)*argc + 1, sizeof *out);
+	*owned = calloc((size_t)*argc + 1, sizeof **owned);
+	int n = 0, k = 0;
+	if (!out || !*owned) {
+		free(out);
+		return NULL;
+	}
+	for (int i = 0; i < *argc; i++) {
+		const char *a = argv[i], *eq = strchr(a, '=');
+		size_t len = eq ? (size_t)(eq - a) : strlen(a);
+		int hit = -1;
+		for (size_t j = 0; j < sizeof aliases / sizeof aliases[0] && i > 0; j++)
+			if (strlen(aliases[j].opt) == len && !strncmp(a, aliases[j].opt, len))
+				hit = (int)j;
+		if (hit < 0 || (!aliases[hit].has_arg && eq) ||
+		    (aliases[hit].has_arg && !eq && i + 1 >= *argc)) {
+			out[n++] = argv[i];
+			continue;
+		}
+		const char *value = !aliases[hit].has_arg ? "true" : eq ? eq + 1 : argv[++i];
+		size_t cap = strlen(aliases[hit].key) + strlen(value) + 4;
+		char *opt = malloc(cap);
+		if (!opt) {
+			free(out);
+			return NULL;
+		}
+		snprintf(opt, cap, "--%s=%s", aliases[hit].key, value);
+		out[n++] = (*owned)[k++] = opt;
+	}
+	*argc = n;
+	return out;
 }
 
 /* The train command's own options, after lt_conf_apply_args took the
@@ -131,14 +197,43 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 	return lt_conf_apply_args(c, argc, argv);
 }
 
-/* Prepares the corpus into the data directory unless it holds data. */
-static enum lt_status ensure_data(struct run *r, const struct train_args *a)
+/* Whether every rank succeeded at `what`: a rank that failed returns its
+ * own status (its message says why), the others LT_ERR_COMM naming it. The
+ * agreement waits up to `wait` seconds (rank 0 may be working alone). */
+static enum lt_status agree(struct run *r, enum lt_status st, const char *what, double wait)
+{
+	double failed = st != LT_OK ? r->rank + 1 : 0;
+	lt_dist_set_timeout(r->dist, wait > r->conf.dist.comm_timeout ? wait : r->conf.dist.comm_timeout);
+	char saved[1024];
+	snprintf(saved, sizeof saved, "%s", lt_errmsg());
+	enum lt_status cst = lt_dist_allreduce(r->dist, &failed, 1, LT_DIST_F64, LT_DIST_MAX, what);
+	lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
+	if (cst != LT_OK || st != LT_OK) {
+		if (st != LT_OK)
+			lt_errmsg_set("%s", saved);
+		return st != LT_OK ? st : cst;
+	}
+	if (failed > 0) {
+		lt_errmsg_set("%s failed on rank %d (its message says why)", what, (int)failed - 1);
+		return LT_ERR_COMM;
+	}
+	return LT_OK;
+}
+
+/* Where the prepared data lives. */
+static void name_data_dir(struct run *r)
 {
 	const struct lt_conf *c = &r->conf;
 	if (c->data.dir[0])
 		path_of(r->data_dir, sizeof r->data_dir, "%s", c->data.dir);
 	else
 		path_of(r->data_dir, sizeof r->data_dir, "%s/data", c->run.dir);
+}
+
+/* Prepares the corpus into the data directory unless it holds data. */
+static enum lt_status ensure_data(struct run *r, const struct train_args *a)
+{
+	const struct lt_conf *c = &r->conf;
 	if (lt_prepare_is_done(r->data_dir) && a->n_inputs == 0)
 		return LT_OK;
 	if (lt_prepare_is_done(r->data_dir)) {
@@ -169,8 +264,22 @@ static enum lt_status ensure_data(struct run *r, const struct train_args *a)
 	return st;
 }
 
+/* The vocabulary of the resumed checkpoint's model (-1 when unknown). */
+static int checkpoint_vocab(const struct run *r)
+{
+	struct lt_conf saved;
+	lt_conf_defaults(&saved);
+	if (!r->state.config || lt_conf_apply_string(&saved, r->state.config, "state.json") != LT_OK) {
+		lt_errmsg_clear();
+		return -1;
+	}
+	return saved.model.vocab_size;
+}
+
 /* The model's vocabulary follows the tokenizer's (training may stop with
- * fewer tokens than asked when no pair is frequent enough). */
+ * fewer tokens than asked when no pair is frequent enough); a resumed run's
+ * options (a --preset, say) may say otherwise only when the checkpoint's
+ * model agrees with them. */
 static enum lt_status open_data(struct run *r)
 {
 	path_of(r->tok_path, sizeof r->tok_path, "%s/tokenizer.json", r->data_dir);
@@ -179,7 +288,7 @@ static enum lt_status open_data(struct run *r)
 		return st;
 	int vocab = lt_tokenizer_vocab_size(r->tok);
 	if (r->conf.model.vocab_size != vocab) {
-		if (r->state.step > 0) {
+		if (r->state.step > 0 && checkpoint_vocab(r) != vocab) {
 			lt_errmsg_set("%s: vocabulary %d, the checkpoint's model has %d", r->tok_path,
 				      vocab, r->conf.model.vocab_size);
 			return LT_ERR_CONFIG;
@@ -245,21 +354,70 @@ static enum lt_status trim_metrics(const char *path, long step)
 	return LT_OK;
 }
 
+/* Each rank's sequences of a micro-batch in proportion to weights (one
+ * each at least), and the forward size that follows. */
+static void set_shares(struct run *r, const double *weights)
+{
+	lt_zero_split((size_t)r->conf.train.batch, weights, r->ranks, 1, r->rows);
+	r->row0 = 0;
+	for (int i = 0; i < r->rank; i++)
+		r->row0 += (int)r->rows[i];
+	r->plan_rows = r->conf.dist.deterministic ? 1 : (int)r->rows[r->rank];
+}
+
+/* Bytes the backend's buffers hold now (0 when it cannot say). */
+static size_t backend_bytes(lt_backend *be)
+{
+	size_t now = 0, peak = 0;
+	if (be->ops->mem_usage)
+		be->ops->mem_usage(be, &now, &peak);
+	return now;
+}
+
+/* One line of what each rank holds for the optimizer, as allocated. */
+static enum lt_status report_memory(struct run *r, size_t moments)
+{
+	double mine[2] = { (double)moments, (double)lt_zero_bytes(r->zero) };
+	double *all = malloc(2 * (size_t)r->ranks * sizeof *all);
+	if (!all) {
+		lt_errmsg_set("cannot allocate the memory report");
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_dist_allgather(r->dist, mine, all, sizeof mine, "the memory report");
+	if (st == LT_OK && r->rank == 0) {
+		printf("memory: ZeRO stage %d over %d rank%s; AdamW moments (backend allocator) + "
+		       "exchange buffers (host) per rank:", r->conf.dist.zero, r->ranks,
+		       r->ranks > 1 ? "s" : "");
+		for (int i = 0; i < r->ranks; i++)
+			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
+			       all[2 * i + 1]);
+		printf("\n");
+	}
+	free(all);
+	return st;
+}
+
 static enum lt_status build_model(struct run *r, const char *ckpt)
 {
 	const struct lt_conf *c = &r->conf;
 	enum lt_status st;
+	lt_backend_set_local_rank(lt_dist_local_rank(r->dist));
 	if ((st = lt_cmd_backend("train", c->run.device, c->run.threads, &r->be)) != LT_OK ||
-	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
-	    (st = lt_optim_new(r->model, 0, lt_model_num_params(r->model), &r->opt)) != LT_OK)
+	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK)
 		return st;
+	size_t before = backend_bytes(r->be);
+	if ((st = lt_zero_new(r->dist, r->model, c->dist.zero, c->dist.deterministic,
+			      &r->zero)) != LT_OK)
+		return st;
+	size_t moments = backend_bytes(r->be) - before;
+	r->opt = lt_zero_optim(r->zero);
 	/* r->state was read and verified when the checkpoint was found */
 	if (ckpt)
 		st = lt_checkpoint_load_tensors(ckpt, r->model, r->opt);
 	else
 		st = lt_model_init(r->model, c->train.seed);
 	if (st == LT_OK)
-		st = lt_model_plan(r->model, c->train.batch, c->train.seq);
+		st = lt_model_plan(r->model, r->plan_rows, c->train.seq);
 	r->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *r->tokens);
 	if (st == LT_OK && !r->tokens) {
 		lt_errmsg_set("cannot allocate the batch buffers");
@@ -267,39 +425,58 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	}
 	r->targets = r->tokens + (size_t)c->train.batch * c->train.seq;
 	r->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
-	return st;
+	if ((st = agree(r, st, "building the model", 0)) != LT_OK)
+		return st;
+	return report_memory(r, moments);
 }
 
-/* Mean loss over the first run.eval_batches validation batches. */
+/* Mean loss over the first run.eval_batches validation batches; each rank
+ * takes its share of every batch's windows. */
 static enum lt_status validation_loss(struct run *r, double *out)
 {
 	const struct lt_conf *c = &r->conf;
-	double sum = 0;
-	long count = 0;
-	for (int i = 0; i < c->run.eval_batches; i++) {
-		long n;
-		double loss;
-		long cnt;
-		enum lt_status st = lt_data_val_batch(r->data, (uint64_t)i, c->train.batch, c->train.seq,
-						      r->tokens, r->targets, &n);
-		if (st != LT_OK)
-			return st;
-		if (n == 0)
+	int B = c->train.batch, T = c->train.seq, P = r->plan_rows, rows = (int)r->rows[r->rank];
+	uint64_t val_tokens = lt_data_tokens(r->data, LT_DATA_VAL);
+	double sums[2] = { 0, 0 };
+	enum lt_status st = LT_OK;
+	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
+		if ((uint64_t)i * (uint64_t)B * (uint64_t)T >= val_tokens)
 			break;
-		if ((st = lt_model_forward(r->model, r->tokens, r->targets, 0.0f, &loss, &cnt)) != LT_OK)
-			return st;
-		sum += loss;
-		count += cnt;
+		for (int j = 0; j < rows && st == LT_OK; j += P) {
+			long n;
+			for (int k = 0; k < P && st == LT_OK; k++) {
+				uint64_t w = (uint64_t)i * (uint64_t)B + (uint64_t)(r->row0 + j + k);
+				st = lt_data_val_batch(r->data, w, 1, T, r->tokens + (size_t)k * T,
+						       r->targets + (size_t)k * T, &n);
+			}
+			double loss = 0;
+			if (st == LT_OK)
+				st = lt_model_forward(r->model, r->tokens, r->targets, 0.0f, &loss, &n);
+			sums[0] += loss;
+			sums[1] += (double)n;
+		}
 	}
-	if (count == 0) {
+	if ((st = agree(r, st, "the validation pass", 0)) != LT_OK ||
+	    (st = lt_dist_allreduce(r->dist, sums, 2, LT_DIST_F64, LT_DIST_SUM,
+				    "the validation-loss all-reduce")) != LT_OK)
+		return st;
+	if (sums[1] == 0) {
 		lt_errmsg_set("%s: no validation tokens", r->data_dir);
 		return LT_ERR_ARG;
 	}
-	*out = sum / (double)count;
+	*out = sums[0] / sums[1];
 	return LT_OK;
 }
 
-/* Generates run.sample_tokens tokens after the end-of-text token. */
+/* Generates run.sample_tokens tokens after the end-of-text token (rank 0;
+ * the others wait for it). */
+static enum lt_status print_sample(struct run *r, long step);
+static enum lt_status sample_on_rank0(struct run *r, long step)
+{
+	enum lt_status st = r->rank == 0 ? print_sample(r, step) : LT_OK;
+	return agree(r, st, "the sample", LONG_WAIT_SECONDS);
+}
+
 static enum lt_status print_sample(struct run *r, long step)
 {
 	const struct lt_conf *c = &r->conf;
@@ -327,51 +504,107 @@ static enum lt_status print_sample(struct run *r, long step)
 	return st;
 }
 
+/* Every rank writes its optimizer shard into rank 0's temporary
+ * directory; rank 0 then writes the rest and publishes it. Stage 0 ranks
+ * all hold the same moments: rank 0 writes them alone. */
 static enum lt_status save_checkpoint(struct run *r)
 {
-	char path[PATH_CAP];
+	char path[PATH_CAP], tmp[PATH_CAP] = "";
+	long tag = (long)getpid();
+	int sharded = r->conf.dist.zero > 0 && r->ranks > 1;
+	enum lt_status st = LT_OK;
 	free(r->state.config);
 	r->state.config = NULL;
-	enum lt_status st = lt_conf_to_string(&r->conf, &r->state.config);
-	r->state.tokenizer = r->tok_path;
-	if (st == LT_OK)
-		st = lt_checkpoint_save(r->conf.run.dir, r->model, r->opt, &r->state, path, sizeof path);
-	if (st == LT_OK)
-		st = lt_checkpoint_prune(r->conf.run.dir, r->conf.run.keep_checkpoints);
-	if (st == LT_OK)
-		lt_metrics_say(r->metrics, "checkpoint: %s", path);
-	return st;
+	if (r->rank == 0 && (st = lt_conf_to_string(&r->conf, &r->state.config)) == LT_OK)
+		st = lt_checkpoint_begin(r->conf.run.dir, r->state.step, tag, tmp, sizeof tmp);
+	if ((st = agree(r, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
+	    (st = lt_dist_bcast(r->dist, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
+		return st;
+	if (sharded || r->rank == 0)
+		st = lt_checkpoint_write_shard(tmp, r->model, r->opt, sharded ? r->rank : 0,
+					       sharded ? r->ranks : 1);
+	if ((st = agree(r, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
+		if (r->rank == 0)
+			lt_checkpoint_abandon(tmp);
+		return st;
+	}
+	if (r->rank == 0) {
+		r->state.tokenizer = r->tok_path;
+		st = lt_checkpoint_commit(r->conf.run.dir, tmp, r->model, sharded ? r->ranks : 1,
+					  &r->state, path, sizeof path);
+		if (st != LT_OK)
+			lt_checkpoint_abandon(tmp);
+		if (st == LT_OK)
+			st = lt_checkpoint_prune(r->conf.run.dir, r->conf.run.keep_checkpoints);
+		if (st == LT_OK)
+			lt_metrics_say(r->metrics, "checkpoint: %s", path);
+	}
+	return agree(r, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
 }
 
-/* One optimizer step: grad_accum micro-batches, then AdamW unless the
- * loss or the gradient norm is not finite. */
-static enum lt_status train_step(struct run *r, long step, struct lt_step_metrics *sm)
+/* Forward and backward over this rank's `rows` sequences from sample
+ * `first`, plan_rows at a time; `last` arms the overlapped reduction for
+ * the step's final backward. Adds the loss and target count to sums. */
+static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float scale, int last,
+			       double *sums)
 {
 	const struct lt_conf *c = &r->conf;
-	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
-	float scale = 1.0f / ((float)B * (float)T * (float)accum);
-	double loss_sum = 0, norm = NAN;
-	long count = 0;
+	int P = r->plan_rows;
 	enum lt_status st = LT_OK;
-	lt_model_zero_grads(r->model);
-	for (int a = 0; a < accum && st == LT_OK; a++) {
-		double loss;
-		long n;
-		st = lt_data_train_batch(r->data, c->train.seed, r->state.samples, B, T, r->tokens,
-					 r->targets);
-		r->state.samples += (uint64_t)B;
+	for (int j = 0; j < rows && st == LT_OK; j += P) {
+		double loss = 0;
+		long n = 0;
+		st = lt_data_train_batch(r->data, c->train.seed, first + (uint64_t)j, P, c->train.seq,
+					 r->tokens, r->targets);
+		if (last && j + P >= rows)
+			lt_zero_arm(r->zero);
 		if (st == LT_OK)
 			st = lt_model_forward(r->model, r->tokens, r->targets, scale, &loss, &n);
 		if (st == LT_OK)
 			st = lt_model_backward(r->model);
-		loss_sum += loss;
-		count += n;
+		if (st == LT_OK && c->dist.deterministic)
+			st = lt_zero_add_grain(r->zero);
+		sums[0] += loss;
+		sums[1] += (double)n;
 	}
-	if (st != LT_OK)
+	return st;
+}
+
+/* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
+ * time budget. */
+static void vote_stop(const struct run *r, double loop_start, double *votes)
+{
+	double budget = r->conf.train.max_minutes * 60;
+	votes[0] = stop_signal != 0;
+	votes[1] = budget > 0 && lt_cmd_seconds() - loop_start > budget;
+}
+
+/* One optimizer step: grad_accum micro-batches of which this rank takes
+ * its share, the reduction over the ranks, then AdamW unless the loss or
+ * the gradient norm is not finite. */
+static enum lt_status train_step(struct run *r, long step, double loop_start,
+				 struct lt_step_metrics *sm)
+{
+	const struct lt_conf *c = &r->conf;
+	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
+	float scale = 1.0f / ((float)B * (float)T * (float)accum);
+	double sums[4] = { 0, 0, 0, 0 }, norm = NAN, t0 = lt_cmd_seconds();
+	enum lt_status st = LT_OK;
+	lt_dist_set_step(r->dist, step);
+	lt_model_zero_grads(r->model);
+	for (int a = 0; a < accum && st == LT_OK; a++)
+		st = run_rows(r, r->state.samples + (uint64_t)a * (uint64_t)B + (uint64_t)r->row0,
+			      (int)r->rows[r->rank], scale, a == accum - 1, sums);
+	r->state.samples += (uint64_t)B * (uint64_t)accum;
+	r->compute_s = lt_cmd_seconds() - t0;
+	vote_stop(r, loop_start, sums + 2);
+	if ((st = agree(r, st, "the forward and backward passes", 0)) != LT_OK ||
+	    (st = lt_zero_reduce(r->zero, &norm)) != LT_OK ||
+	    (st = lt_dist_allreduce(r->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
+				    "the loss all-reduce")) != LT_OK)
 		return st;
-	sm->loss = loss_sum / (double)count;
-	if (isfinite(sm->loss) && (st = lt_optim_grad_norm(r->opt, &norm)) != LT_OK)
-		return st;
+	r->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
+	sm->loss = sums[0] / sums[1];
 	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
 	sm->grad_norm = norm;
 	sm->lr = lt_lr_at(&c->train.optim, (int)step);
@@ -380,7 +613,39 @@ static enum lt_status train_step(struct run *r, long step, struct lt_step_metric
 		return LT_OK;
 	}
 	r->state.bad_steps = 0;
-	return lt_optim_update(r->opt, &c->train.optim, (int)step, norm);
+	return lt_zero_update(r->zero, &c->train.optim, (int)step, norm);
+}
+
+/* --balance auto, after the second step: each rank's share of a batch in
+ * proportion to the sequences per second it reached. */
+static enum lt_status rebalance(struct run *r)
+{
+	double mine = (double)r->rows[r->rank] / (r->compute_s > 1e-9 ? r->compute_s : 1e-9);
+	double *speed = malloc((size_t)r->ranks * sizeof *speed);
+	if (!speed) {
+		lt_errmsg_set("cannot allocate the rank speeds");
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_dist_allgather(r->dist, &mine, speed, sizeof mine,
+					      "the speed exchange of --balance auto");
+	if (st == LT_OK) {
+		set_shares(r, speed);
+		st = lt_model_plan(r->model, r->plan_rows, r->conf.train.seq);
+		st = agree(r, st, "planning the new shares", 0);
+	}
+	if (st == LT_OK && r->rank == 0) {
+		char line[4096];
+		size_t len = (size_t)snprintf(line, sizeof line,
+					      "balance: sequences per rank of each batch of %d:",
+					      r->conf.train.batch);
+		for (int i = 0; i < r->ranks && len < sizeof line; i++)
+			len += (size_t)snprintf(line + len, sizeof line - len,
+						"%s rank %d %zu (measured %.1f seq/s)", i ? ";" : "", i,
+						r->rows[i], speed[i]);
+		lt_metrics_say(r->metrics, "%s", line);
+	}
+	free(speed);
+	return st;
 }
 
 static int due(long step, int every)
@@ -395,10 +660,13 @@ static enum lt_status train_loop(struct run *r)
 	const struct lt_conf *c = &r->conf;
 	double t0 = lt_cmd_seconds(), last = t0, elapsed0 = r->state.elapsed;
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
+	long balance_step = r->state.step + 2;
 	enum lt_status st = LT_OK;
+	lt_dist_take_wait_seconds(r->dist);
 	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
-		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps };
-		if ((st = train_step(r, step, &sm)) != LT_OK)
+		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
+					      .ranks = r->ranks };
+		if ((st = train_step(r, step, t0, &sm)) != LT_OK)
 			break;
 		double now = lt_cmd_seconds();
 		r->state.step = step;
@@ -408,8 +676,9 @@ static enum lt_status train_loop(struct run *r)
 		sm.elapsed = r->state.elapsed;
 		sm.tokens_per_s = (double)tokens_per_step / (now - last);
 		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
+		sm.comm_s = lt_dist_take_wait_seconds(r->dist);
 		last = now;
-		if ((st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
+		if (r->metrics && (st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
 			break;
 		if (sm.skipped && r->state.bad_steps >= c->train.max_bad_steps) {
 			lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
@@ -417,28 +686,33 @@ static enum lt_status train_loop(struct run *r)
 				      step, r->state.bad_steps, c->train.max_bad_steps);
 			return LT_ERR_NUMERIC;
 		}
+		if (c->dist.balance == LT_BALANCE_AUTO && r->ranks > 1 && step == balance_step &&
+		    (st = rebalance(r)) != LT_OK)
+			break;
 		if (due(step, c->run.eval_every) && step < c->train.steps) {
 			double val;
 			if ((st = validation_loss(r, &val)) != LT_OK ||
-			    (st = lt_metrics_eval(r->metrics, step, val, r->state.elapsed)) != LT_OK)
+			    (r->metrics &&
+			     (st = lt_metrics_eval(r->metrics, step, val, r->state.elapsed)) != LT_OK))
 				break;
 		}
 		if (due(step, c->run.sample_every) && step < c->train.steps &&
-		    (st = print_sample(r, step)) != LT_OK)
+		    (st = sample_on_rank0(r, step)) != LT_OK)
 			break;
 		if (due(step, c->run.checkpoint_every) && step < c->train.steps &&
 		    (st = save_checkpoint(r)) != LT_OK)
 			break;
-		if (stop_signal) {
+		if (r->stop == 1) {
 			lt_metrics_say(r->metrics, "%s at step %ld: saving a checkpoint",
 				       stop_signal == SIGINT ? "interrupted" : "terminated", step);
 			return LT_ERR_INTERRUPTED;
 		}
-		if (c->train.max_minutes > 0 && now - t0 > c->train.max_minutes * 60) {
+		if (r->stop == 2) {
 			lt_metrics_say(r->metrics, "time budget of %g minutes reached at step %ld",
 				       c->train.max_minutes, step);
 			break;
 		}
+		lt_dist_take_wait_seconds(r->dist);
 	}
 	return st;
 }
@@ -451,18 +725,20 @@ static enum lt_status finish_run(struct run *r, enum lt_status loop_st)
 	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
 		return st;
 	if ((st = validation_loss(r, &val)) != LT_OK ||
-	    (st = lt_metrics_eval(r->metrics, r->state.step, val, r->state.elapsed)) != LT_OK)
+	    (r->metrics &&
+	     (st = lt_metrics_eval(r->metrics, r->state.step, val, r->state.elapsed)) != LT_OK))
 		return st;
 	lt_metrics_say(r->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
 		       val, log((double)r->conf.model.vocab_size), exp(val));
-	return print_sample(r, r->state.step);
+	return sample_on_rank0(r, r->state.step);
 }
 
 static void free_run(struct run *r)
 {
 	lt_metrics_close(r->metrics);
 	free(r->tokens);
-	lt_optim_free(r->opt);
+	free(r->rows);
+	lt_zero_free(r->zero);
 	lt_model_free(r->model);
 	lt_backend_free(r->be);
 	lt_data_close(r->data);
@@ -483,19 +759,173 @@ static enum lt_status check_fresh_run_dir(const struct lt_conf *c)
 	return LT_ERR_ARG;
 }
 
+/* What every rank must share, as text: the config (less the per-rank
+ * keys run.device and run.threads), the data, the model and the step. */
+static enum lt_status describe_run(const struct run *r, char **out)
+{
+	struct lt_conf c = r->conf;
+	char *text = NULL, facts[512];
+	snprintf(c.run.device, sizeof c.run.device, "(each rank's own)");
+	c.run.threads = 0;
+	enum lt_status st = lt_conf_to_string(&c, &text);
+	if (st != LT_OK)
+		return st;
+	snprintf(facts, sizeof facts,
+		 "[agreement]\ntraining tokens = %llu\nvalidation tokens = %llu\nvocabulary = %d\n"
+		 "step = %ld\nsamples = %llu\n",
+		 (unsigned long long)lt_data_tokens(r->data, LT_DATA_TRAIN),
+		 (unsigned long long)lt_data_tokens(r->data, LT_DATA_VAL),
+		 lt_tokenizer_vocab_size(r->tok), r->state.step, (unsigned long long)r->state.samples);
+	size_t n = strlen(text), m = strlen(facts);
+	*out = realloc(text, n + m + 1);
+	if (!*out) {
+		free(text);
+		lt_errmsg_set("cannot allocate the run's description");
+		return LT_ERR_NOMEM;
+	}
+	memcpy(*out + n, facts, m + 1);
+	return LT_OK;
+}
+
+/* The first line where mine differs from rank 0's, named with its section. */
+static void name_difference(const struct run *r, const char *mine, const char *theirs)
+{
+	char section[64] = "";
+	for (;;) {
+		size_t a = strcspn(mine, "\n"), b = strcspn(theirs, "\n");
+		if (a != b || strncmp(mine, theirs, a) != 0) {
+			lt_errmsg_set("rank %d (host %s) does not agree with rank 0%s%s: '%.*s' here, "
+				      "'%.*s' on rank 0", r->rank, lt_dist_host(r->dist),
+				      section[0] ? " in " : "", section, (int)(a < 200 ? a : 200), mine,
+				      (int)(b < 200 ? b : 200), theirs);
+			return;
+		}
+		if (a > 2 && mine[0] == '[')
+			snprintf(section, sizeof section, "%.*s", (int)(a < 60 ? a : 60), mine);
+		if (!mine[a] || !theirs[b])
+			break;
+		mine += a + 1;
+		theirs += b + 1;
+	}
+	lt_errmsg_set("rank %d (host %s) does not agree with rank 0", r->rank, lt_dist_host(r->dist));
+}
+
+/* Refuses ranks that disagree on config, model, data or step before any
+ * training, naming the rank and the difference. */
+static enum lt_status check_ranks_agree(struct run *r)
+{
+	char *mine = NULL, *theirs = NULL;
+	enum lt_status st = describe_run(r, &mine);
+	if ((st = agree(r, st, "describing the run", 0)) != LT_OK) {
+		free(mine);
+		return st;
+	}
+	double len = (double)strlen(mine) + 1;
+	if ((st = lt_dist_bcast(r->dist, &len, sizeof len, 0, "the run's description")) == LT_OK &&
+	    !(theirs = malloc((size_t)len))) {
+		lt_errmsg_set("cannot allocate rank 0's description");
+		st = LT_ERR_NOMEM;
+	}
+	if (st == LT_OK && r->rank == 0)
+		memcpy(theirs, mine, (size_t)len);
+	if (st == LT_OK)
+		st = lt_dist_bcast(r->dist, theirs, (size_t)len, 0, "the run's description");
+	if (st == LT_OK && strcmp(mine, theirs) != 0) {
+		name_difference(r, mine, theirs);
+		st = LT_ERR_CONFIG;
+	}
+	free(mine);
+	free(theirs);
+	return agree(r, st, "the ranks' agreement on config, data and step", 0);
+}
+
+/* Rank 0 wrote RUN/config.ini: every rank must see it. */
+static enum lt_status check_shared_run_dir(const struct run *r)
+{
+	char path[PATH_CAP];
+	path_of(path, sizeof path, "%s/config.ini", r->conf.run.dir);
+	if (access(path, R_OK) == 0)
+		return LT_OK;
+	lt_errmsg_set("%s: rank %d (host %s) cannot see the file rank 0 wrote: the run directory "
+		      "must be on a filesystem every rank sees", path, r->rank, lt_dist_host(r->dist));
+	return LT_ERR_IO;
+}
+
+/* Splits the batch evenly; every rank needs a sequence. */
+static enum lt_status plan_shares(struct run *r)
+{
+	if (r->conf.train.batch < r->ranks) {
+		lt_errmsg_set("train.batch %d: each of the %d ranks needs at least one sequence of "
+			      "every batch", r->conf.train.batch, r->ranks);
+		return LT_ERR_CONFIG;
+	}
+	double *ones = malloc((size_t)r->ranks * sizeof *ones);
+	r->rows = calloc((size_t)r->ranks, sizeof *r->rows);
+	if (!ones || !r->rows) {
+		free(ones);
+		lt_errmsg_set("cannot allocate the ranks' shares");
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < r->ranks; i++)
+		ones[i] = 1;
+	set_shares(r, ones);
+	free(ones);
+	return LT_OK;
+}
+
+/* Rank 0 lists every rank: host, process, device and share. */
+static enum lt_status list_ranks(struct run *r)
+{
+	enum { LINE = 200 };
+	struct lt_device_info dev;
+	char mine[LINE], *all = malloc((size_t)r->ranks * LINE);
+	if (!all) {
+		lt_errmsg_set("cannot allocate the rank list");
+		return LT_ERR_NOMEM;
+	}
+	r->be->ops->info(r->be, &dev);
+	snprintf(mine, sizeof mine, "host %.64s, pid %ld, device %.100s", lt_dist_host(r->dist),
+		 (long)getpid(), dev.name);
+	enum lt_status st = lt_dist_allgather(r->dist, mine, all, LINE, "the rank list");
+	for (int i = 0; st == LT_OK && r->rank == 0 && i < r->ranks; i++)
+		printf("rank %d: %.*s, %zu of %d sequences per batch\n", i, LINE, all + (size_t)i * LINE,
+		       r->rows[i], r->conf.train.batch);
+	free(all);
+	return st;
+}
+
+/* Rank 0 alone: prepares the data if needed, then writes the config. */
+static enum lt_status prepare_run_dir(struct run *r, const struct train_args *a)
+{
+	enum lt_status st = LT_OK;
+	if (r->rank == 0 && (st = lt_fs_make_dirs(r->conf.run.dir)) == LT_OK)
+		st = ensure_data(r, a);
+	return agree(r, st, "preparing the data", LONG_WAIT_SECONDS);
+}
+
+static enum lt_status open_metrics(struct run *r)
+{
+	char mpath[PATH_CAP];
+	enum lt_status st = LT_OK;
+	path_of(mpath, sizeof mpath, "%s/metrics.jsonl", r->conf.run.dir);
+	if (r->rank == 0 && (st = trim_metrics(mpath, r->state.step)) == LT_OK)
+		st = lt_metrics_open(mpath, r->conf.run.log_every, &r->metrics);
+	return agree(r, st, "opening the metrics", 0);
+}
+
 static enum lt_status run_training(struct run *r, const struct train_args *a, const char *ckpt)
 {
 	struct lt_conf *c = &r->conf;
 	enum lt_status st;
-	if ((st = lt_conf_check(c)) != LT_OK || (st = lt_fs_make_dirs(c->run.dir)) != LT_OK ||
-	    (st = ensure_data(r, a)) != LT_OK || (st = open_data(r)) != LT_OK ||
-	    (st = lt_conf_check(c)) != LT_OK || (st = save_resolved_config(r)) != LT_OK ||
-	    (st = build_model(r, ckpt)) != LT_OK)
-		return st;
-	char mpath[PATH_CAP];
-	path_of(mpath, sizeof mpath, "%s/metrics.jsonl", c->run.dir);
-	if ((st = trim_metrics(mpath, r->state.step)) != LT_OK ||
-	    (st = lt_metrics_open(mpath, c->run.log_every, &r->metrics)) != LT_OK)
+	name_data_dir(r);
+	if ((st = lt_conf_check(c)) != LT_OK || (st = prepare_run_dir(r, a)) != LT_OK ||
+	    (st = agree(r, open_data(r), "opening the data", 0)) != LT_OK ||
+	    (st = lt_conf_check(c)) != LT_OK ||
+	    (st = agree(r, r->rank == 0 ? save_resolved_config(r) : LT_OK, "writing the config",
+			LONG_WAIT_SECONDS)) != LT_OK ||
+	    (st = agree(r, check_shared_run_dir(r), "finding the run directory", 0)) != LT_OK ||
+	    (st = check_ranks_agree(r)) != LT_OK || (st = plan_shares(r)) != LT_OK ||
+	    (st = build_model(r, ckpt)) != LT_OK || (st = open_metrics(r)) != LT_OK)
 		return st;
 	struct lt_device_info dev;
 	r->be->ops->info(r->be, &dev);
@@ -503,6 +933,8 @@ static enum lt_status run_training(struct run *r, const struct train_args *a, co
 		       "%d steps, device %s", (double)lt_model_num_params(r->model) / 1e6,
 		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
 		       c->train.steps, dev.name);
+	if (r->ranks > 1 && (st = list_ranks(r)) != LT_OK)
+		return st;
 	if (ckpt)
 		lt_metrics_say(r->metrics, "resumed from %s at step %ld", ckpt, r->state.step);
 	signal(SIGINT, on_stop_signal);
@@ -538,20 +970,25 @@ static enum lt_status find_resume_point(const char *resume, const struct lt_conf
 	return LT_OK;
 }
 
-int lt_cmd_train(int argc, char **argv)
+/* Under MPI, only rank 0 prints progress; every rank prints its errors. */
+static void quiet_other_ranks(const lt_dist *d)
+{
+	if (lt_dist_rank(d) != 0 && !freopen("/dev/null", "w", stdout))
+		fclose(stdout);
+}
+
+static int train_main(struct run *r, int argc, char **argv)
 {
 	struct train_args a = { 0 };
-	struct run r = { 0 };
 	char ckpt[PATH_CAP];
 	/* the config options are applied twice when resuming: keep a copy */
-	int argc2 = argc;
+	int argc2 = argc, rc, found = 0;
 	char **argv2 = malloc((size_t)(argc + 1) * sizeof *argv2);
 	if (!argv2)
 		return 1;
 	memcpy(argv2, argv, (size_t)(argc + 1) * sizeof *argv);
-	int rc = 1, found = 0;
 	/* pass 1: the config without a checkpoint tells where the run lives */
-	enum lt_status st = resolve_config(&r.conf, NULL, &argc, argv, NULL);
+	enum lt_status st = resolve_config(&r->conf, NULL, &argc, argv, NULL);
 	if (st != LT_OK) {
 		/* a bad option is a usage error, a bad config file bad input */
 		lt_report("train", st);
@@ -561,20 +998,49 @@ int lt_cmd_train(int argc, char **argv)
 	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
 		goto out;
 	rc = 1;
-	if ((st = find_resume_point(a.resume, &r.conf, ckpt, sizeof ckpt, &r.state, &found)) == LT_OK &&
-	    found)
+	lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
+	if ((st = find_resume_point(a.resume, &r->conf, ckpt, sizeof ckpt, &r->state, &found)) ==
+	    LT_OK && found)
 		/* pass 2: the checkpoint's config, then the options again */
-		st = resolve_config(&r.conf, r.state.config, &argc2, argv2, ckpt);
+		st = resolve_config(&r->conf, r->state.config, &argc2, argv2, ckpt);
+	if (st == LT_OK) {
+		lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
+		st = run_training(r, &a, found ? ckpt : NULL);
+	}
+	rc = st == LT_OK || st == LT_ERR_INTERRUPTED ? 0 : 1;
+	if (rc) {
+		char what[48];
+		snprintf(what, sizeof what, r->ranks > 1 ? "train: rank %d" : "train", r->rank);
+		lt_report(what, st);
+	}
+out:
+	free(argv2);
+	return rc;
+}
+
+int lt_cmd_train(int argc, char **argv)
+{
+	struct run r = { 0 };
+	char **owned = NULL;
+	enum lt_status st = lt_dist_init(&argc, &argv, &r.dist);
 	if (st != LT_OK) {
 		lt_report("train", st);
-		goto out;
+		return 1;
 	}
-	st = run_training(&r, &a, found ? ckpt : NULL);
-	rc = st == LT_OK || st == LT_ERR_INTERRUPTED ? 0 : 1;
-	if (rc)
-		lt_report("train", st);
-out:
+	quiet_other_ranks(r.dist);
+	r.rank = lt_dist_rank(r.dist);
+	r.ranks = lt_dist_size(r.dist);
+	char **args = expand_aliases(&argc, argv, &owned);
+	int rc = args ? train_main(&r, argc, args) : 1;
+	if (!args)
+		fprintf(stderr, "lltrain: train: out of memory\n");
 	free_run(&r);
-	free(argv2);
+	for (int i = 0; owned && owned[i]; i++)
+		free(owned[i]);
+	free(owned);
+	free(args);
+	if (rc != 0 && r.ranks > 1)
+		lt_dist_abort(r.dist, rc);
+	lt_dist_finalize(r.dist);
 	return rc;
 }

@@ -38,12 +38,14 @@ _Static_assert(sizeof(enum lt_schedule) == sizeof(int), "an enum key is stored a
 #define SEED_MAX 18446744073709551615.0
 
 static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
-static const char *const section_names[] = { "model", "train", "data", "run", NULL };
+static const char *const balance_names[] = { "even", "auto", NULL };
+static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
 static const char *const section_docs[] = {
 	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
 	"the optimisation: batch shape, run length, AdamW and the learning-rate schedule",
 	"the token data: where it is, and how train prepares it from a corpus",
 	"the run: its directory, device, and how often it logs, evaluates and saves",
+	"training over several ranks (mpiexec): sharding, shares of the batch, faults",
 };
 
 static const struct lt_conf_key keys[] = {
@@ -176,6 +178,22 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "run", .name = "keep_checkpoints", .type = LT_CONF_INT,
 	  FIELD(run.keep_checkpoints), .min = 1, .max = 1000000, .def = "3",
 	  .doc = "the newest N checkpoints are kept, older ones removed" },
+
+	{ .section = "dist", .name = "zero", .type = LT_CONF_INT, FIELD(dist.zero),
+	  .min = 0, .max = 2, .def = "0",
+	  .doc = "ZeRO stage: 0 all-reduces gradients, 1 shards the AdamW moments, "
+		 "2 also reduce-scatters gradients during backward" },
+	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
+	  .choices = balance_names, .def = "even",
+	  .doc = "the ranks' shares of each batch: even, or auto (in proportion to their "
+		 "measured speed)" },
+	{ .section = "dist", .name = "deterministic", .type = LT_CONF_BOOL,
+	  FIELD(dist.deterministic), .def = "false",
+	  .doc = "sum gradients exactly, so results are bitwise the same for any number of "
+		 "ranks (slower)" },
+	{ .section = "dist", .name = "comm_timeout", .type = LT_CONF_DOUBLE,
+	  FIELD(dist.comm_timeout), .min = 0, .max = 86400, .open_min = 1, .def = "30",
+	  .doc = "seconds a collective may make no progress before the job ends" },
 
 	{ .name = NULL },
 };

@@ -1,5 +1,5 @@
 /* The run configuration: every key of the sections [model] [train] [data]
- * [run], with its type, default and allowed range, read from INI files
+ * [run] [dist], with its type, default and allowed range, read from INI files
  * (through inih), from the built-in presets and from --section.key=value
  * options, later sources winning, and written back out as INI.
  *
@@ -56,11 +56,21 @@ struct lt_conf_run {
 	int keep_checkpoints;           /* the newest J are kept */
 };
 
+enum lt_balance { LT_BALANCE_EVEN, LT_BALANCE_AUTO };
+
+struct lt_conf_dist {
+	int zero;                       /* ZeRO stage: 0, 1 or 2 */
+	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
+	int deterministic;              /* bitwise the same result for any rank count */
+	double comm_timeout;            /* seconds a collective may stall before the job ends */
+};
+
 struct lt_conf {
 	struct lt_model_config model;
 	struct lt_conf_train train;
 	struct lt_conf_data data;
 	struct lt_conf_run run;
+	struct lt_conf_dist dist;
 };
 
 /* One key of the table. */

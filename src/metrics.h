@@ -15,6 +15,8 @@ struct lt_step_metrics {
 	double elapsed;                /* training seconds since the run began */
 	long tokens;                   /* trained so far */
 	int skipped;                   /* a NaN/Inf loss: no update was made */
+	int ranks;                     /* > 1: a data-parallel step, and then */
+	double comm_s;                 /* seconds it waited for other ranks */
 };
 
 typedef struct lt_metrics lt_metrics;

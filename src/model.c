@@ -70,6 +70,8 @@ struct lt_model {
 	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
 	int have_grad;                    /* the logits hold their gradient */
+	lt_grads_ready_fn grads_ready;    /* told of each finished gradient range */
+	void *grads_ready_ctx;
 
 	/* KV-cached decoding, between lt_model_decode_begin and _end */
 	int dec_B, dec_S;
@@ -255,6 +257,15 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	out->runtime = ((size_t)8 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)3 << 20);
 	out->total = out->params + out->grads + out->optimizer + out->activations + out->workspace +
 		     out->runtime;
+}
+
+void lt_model_shard_estimate(struct lt_mem_estimate *e, int ranks, int zero)
+{
+	if (zero > 0 && ranks > 1) {
+		e->total -= e->optimizer;
+		e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
+		e->total += e->optimizer;
+	}
 }
 
 /* inv_freq[i] = theta^(-2i/D), rounded to float as Hugging Face keeps it. */
@@ -574,6 +585,12 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	return LT_OK;
 }
 
+/* Passes a finished gradient range to the caller's function, if any. */
+static enum lt_status tell_grads_ready(lt_model *m, size_t begin, size_t end)
+{
+	return m->grads_ready ? m->grads_ready(m->grads_ready_ctx, begin, end) : LT_OK;
+}
+
 enum lt_status lt_model_backward(lt_model *m)
 {
 	lt_backend *be = m->be;
@@ -587,11 +604,26 @@ enum lt_status lt_model_backward(lt_model *m)
 			P(m, m->lm_head), N, V, C);
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
 				  A(m, m->rstdf), N, C);
-	for (int l = c->n_layers - 1; l >= 0; l--)
-		block_backward(m, l);
-	be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
 	m->have_grad = 0;
+	/* the final norm (and an untied head) end the flat buffer */
+	enum lt_status st = tell_grads_ready(m, m->norm, m->numel);
+	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
+		block_backward(m, l);
+		st = tell_grads_ready(m, m->layers[l].ln_in,
+				      l + 1 < c->n_layers ? m->layers[l + 1].ln_in : m->norm);
+	}
+	if (st != LT_OK)
+		return st;
+	be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
+	if ((st = tell_grads_ready(m, m->embed, m->layers[0].ln_in)) != LT_OK)
+		return st;
 	return be->ops->sync(be);
+}
+
+void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx)
+{
+	m->grads_ready = fn;
+	m->grads_ready_ctx = ctx;
 }
 
 void lt_model_zero_grads(lt_model *m)

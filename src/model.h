@@ -57,6 +57,12 @@ double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
 			      struct lt_mem_estimate *out);
 
+/* Turns a one-process estimate into that of one of `ranks` data-parallel
+ * ranks at ZeRO stage `zero` (its batch already the rank's share): stages 1
+ * and 2 keep 1/ranks of the AdamW moments. Every stage keeps the whole
+ * gradient buffer, which backward accumulates into. */
+void lt_model_shard_estimate(struct lt_mem_estimate *e, int ranks, int zero);
+
 typedef struct lt_model lt_model;
 
 /* Allocates the parameter and gradient buffers (uninitialised). */
@@ -92,6 +98,15 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 /* Backward pass after a forward with grad_scale != 0: adds the gradient of
  * grad_scale * loss_sum into the gradient buffer. */
 enum lt_status lt_model_backward(lt_model *m);
+/* A function lt_model_backward calls each time the gradients of elements
+ * [begin, end) of the flat buffer are complete for this backward: after the
+ * output layer (the final norm, and the head when untied), after each block
+ * (last first) and after the embedding. The ranges cover the buffer once.
+ * The backend's queued work may still be running: read through the
+ * backend. A failure ends the backward with that status. */
+typedef enum lt_status (*lt_grads_ready_fn)(void *ctx, size_t begin, size_t end);
+/* Sets (fn NULL: clears) that function. */
+void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx);
 /* Zeroes the gradient buffer. */
 void lt_model_zero_grads(lt_model *m);
 /* The logits[B*T, V] of the last forward with grad_scale == 0. */

@@ -565,16 +565,19 @@ enum lt_status lt_st_read_raw(const lt_st *st, const char *name, void *dst, size
 	return read_at(st, ti, 0, dst, nbytes);
 }
 
-/* Reads a tensor chunk by chunk into a staging buffer and hands each chunk
- * to conv, which writes elements [first, first + k) of the destination. */
+/* Reads elements [from, from + count) of a tensor chunk by chunk into a
+ * staging buffer and hands each chunk to conv, which writes the tensor's
+ * elements [first, first + k) to elements [first - from, ...) of dst. */
 typedef enum lt_status (*conv_fn)(const lt_st *st, const struct lt_st_info *ti,
-                                  const unsigned char *src, uint64_t first, size_t k, void *dst);
+                                  const unsigned char *src, uint64_t first, size_t k, void *dst,
+                                  uint64_t from);
 
-static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, void *dst,
-                                     conv_fn conv)
+static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, uint64_t from,
+                                     uint64_t count, void *dst, conv_fn conv)
 {
 	size_t esize = dtypes[ti->dtype].size, per = CHUNK / esize;
-	size_t bufsize = ti->nbytes < CHUNK ? (size_t)ti->nbytes : CHUNK;
+	uint64_t bytes = count * esize;
+	size_t bufsize = bytes < CHUNK ? (size_t)bytes : CHUNK;
 	unsigned char *buf = malloc(bufsize ? bufsize : 1);
 	enum lt_status rc = LT_OK;
 	if (!buf) {
@@ -582,11 +585,11 @@ static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *t
 		              ti->name, bufsize);
 		return LT_ERR_NOMEM;
 	}
-	for (uint64_t i = 0; i < ti->numel && rc == LT_OK; i += per) {
-		size_t k = ti->numel - i < per ? (size_t)(ti->numel - i) : per;
+	for (uint64_t i = from; i < from + count && rc == LT_OK; i += per) {
+		size_t k = from + count - i < per ? (size_t)(from + count - i) : per;
 		rc = read_at(st, ti, i * esize, buf, k * esize);
 		if (rc == LT_OK)
-			rc = conv(st, ti, buf, i, k, dst);
+			rc = conv(st, ti, buf, i, k, dst, from);
 	}
 	free(buf);
 	return rc;
@@ -618,9 +621,10 @@ static double load_real(enum lt_st_dtype dt, const unsigned char *src, size_t j)
 }
 
 static enum lt_status conv_f32(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+                               const unsigned char *src, uint64_t first, size_t k, void *dst,
+                               uint64_t from)
 {
-	float *out = (float *)dst + first;
+	float *out = (float *)dst + (first - from);
 	(void)st;
 	for (size_t j = 0; j < k; j++)
 		out[j] = (float)load_real(ti->dtype, src, j);
@@ -628,9 +632,10 @@ static enum lt_status conv_f32(const lt_st *st, const struct lt_st_info *ti,
 }
 
 static enum lt_status conv_f64(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+                               const unsigned char *src, uint64_t first, size_t k, void *dst,
+                               uint64_t from)
 {
-	double *out = (double *)dst + first;
+	double *out = (double *)dst + (first - from);
 	(void)st;
 	for (size_t j = 0; j < k; j++)
 		out[j] = load_real(ti->dtype, src, j);
@@ -638,9 +643,10 @@ static enum lt_status conv_f64(const lt_st *st, const struct lt_st_info *ti,
 }
 
 static enum lt_status conv_i32(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst)
+                               const unsigned char *src, uint64_t first, size_t k, void *dst,
+                               uint64_t from)
 {
-	int32_t *out = (int32_t *)dst + first;
+	int32_t *out = (int32_t *)dst + (first - from);
 	for (size_t j = 0; j < k; j++) {
 		int64_t v = 0;
 		uint64_t u = 0;
@@ -693,7 +699,35 @@ enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, siz
 		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
 	if (!is_real(ti->dtype))
 		return wrong_dtype(st, ti, "float");
-	return read_converted(st, ti, dst, conv_f32);
+	return read_converted(st, ti, 0, ti->numel, dst, conv_f32);
+}
+
+/* Finds `name` and checks that elements [first, first + count) lie inside it. */
+static enum lt_status prepare_range(const lt_st *st, const char *name, uint64_t first,
+                                    size_t count, const struct lt_st_info **out)
+{
+	enum lt_status rc = lt_st_find(st, name, out);
+	if (rc == LT_OK && (first > (*out)->numel || count > (*out)->numel - first)) {
+		lt_errmsg_set("%s: tensor '%s': elements [%" PRIu64 ", %" PRIu64 ") were asked for, "
+		              "it holds %" PRIu64, st->path, name, first, first + (uint64_t)count,
+		              (*out)->numel);
+		rc = LT_ERR_FORMAT;
+	}
+	return rc;
+}
+
+enum lt_status lt_st_read_f32_range(const lt_st *st, const char *name, uint64_t first,
+                                    size_t count, float *dst)
+{
+	const struct lt_st_info *ti;
+	enum lt_status rc = prepare_range(st, name, first, count, &ti);
+	if (rc != LT_OK)
+		return rc;
+	if (ti->dtype == LT_ST_F32)
+		return read_at(st, ti, first * 4, dst, count * 4);
+	if (!is_real(ti->dtype))
+		return wrong_dtype(st, ti, "float");
+	return read_converted(st, ti, first, count, dst, conv_f32);
 }
 
 enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, size_t n)
@@ -706,7 +740,7 @@ enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, si
 		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
 	if (!is_real(ti->dtype))
 		return wrong_dtype(st, ti, "double");
-	return read_converted(st, ti, dst, conv_f64);
+	return read_converted(st, ti, 0, ti->numel, dst, conv_f64);
 }
 
 enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, size_t n)
@@ -719,7 +753,7 @@ enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, s
 		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
 	if (is_real(ti->dtype) || ti->dtype == LT_ST_F8_E4M3 || ti->dtype == LT_ST_F8_E5M2)
 		return wrong_dtype(st, ti, "int32");
-	return read_converted(st, ti, dst, conv_i32);
+	return read_converted(st, ti, 0, ti->numel, dst, conv_i32);
 }
 
 size_t lt_st_meta_count(const lt_st *st)

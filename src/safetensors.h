@@ -86,6 +86,12 @@ enum lt_status lt_st_find(const lt_st *st, const char *name, const struct lt_st_
 enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n);
 enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, size_t n);
 enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, size_t n);
+/* Elements [first, first + count) of tensor `name` (in row-major order,
+ * whatever its shape) into dst, converting as lt_st_read_f32; only those
+ * bytes are read. A range past the tensor's end is LT_ERR_FORMAT naming
+ * the file, the tensor, the range and its element count. */
+enum lt_status lt_st_read_f32_range(const lt_st *st, const char *name, uint64_t first,
+                                    size_t count, float *dst);
 /* The tensor's bytes as stored; nbytes must equal its size. */
 enum lt_status lt_st_read_raw(const lt_st *st, const char *name, void *dst, size_t nbytes);
 

@@ -23,6 +23,7 @@ const char *lt_status_str(enum lt_status st)
 	case LT_ERR_NOTFOUND: return "not found";
 	case LT_ERR_NUMERIC: return "non-finite value";
 	case LT_ERR_INTERRUPTED: return "interrupted";
+	case LT_ERR_COMM: return "communication failure";
 	}
 	return "unknown status";
 }

@@ -14,6 +14,7 @@ enum lt_status {
 	LT_ERR_NOTFOUND,  /* a named thing (backend, device, tensor, file) is absent */
 	LT_ERR_NUMERIC,   /* a NaN or Inf where a finite value is required */
 	LT_ERR_INTERRUPTED,
+	LT_ERR_COMM,      /* a collective between ranks failed or made no progress */
 };
 
 /* A short lower-case phrase for a status, never NULL. */

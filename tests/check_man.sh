@@ -50,7 +50,7 @@ while read -r key type def rest; do
 done <<EOF
 $keys
 EOF
-for tag in $(printf '%s\n' "$tags" | awk '$2 ~ /^(model|train|data|run)\./ { print $2 }'); do
+for tag in $(printf '%s\n' "$tags" | awk '$2 ~ /^(model|train|data|run|dist)\./ { print $2 }'); do
 	printf '%s\n' "$keys" | grep -q "^$tag "
 	ok $? "lltrain.conf.5's entry $tag is a key of lltrain info --keys"
 done

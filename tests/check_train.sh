@@ -152,7 +152,7 @@ cp -r "$tmp/B/$final" "$tmp/before"
 (ulimit -f 200; exec "$LLTRAIN" train "$@" --train.steps=$((STEPS + 20)) --run.dir="$tmp/B" \
 	--resume auto) >"$tmp/full.out" 2>&1
 status=$?
-[ "$status" = 1 ] && grep -q "model.safetensors: .*File too large" "$tmp/full.out"
+[ "$status" = 1 ] && grep -q "\(model\|optimizer\)\.safetensors: .*File too large" "$tmp/full.out"
 ok $? "a save that runs out of room fails with exit 1 and a message naming the write: $(grep lltrain: "$tmp/full.out" | head -1)"
 cmp -s "$tmp/before/model.safetensors" "$tmp/B/$final/model.safetensors" &&
 	cmp -s "$tmp/before/optimizer.safetensors" "$tmp/B/$final/optimizer.safetensors" &&

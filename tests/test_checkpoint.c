@@ -1,9 +1,11 @@
 /* Tests of checkpoints: a save read back by the safetensors reader, zlib
  * and jansson on their own, a load that restores parameters, moments and
  * state bitwise, finding the newest valid checkpoint, pruning, damaged
- * files named by their error text, shape mismatches, and saves that fail
+ * files named by their error text, shape mismatches, saves that fail
  * part-way (a file-size limit, an impossible directory) leaving earlier
- * checkpoints as they were. */
+ * checkpoints as they were, and optimizer moments saved in shards by
+ * several ranks and loaded back on other numbers of ranks (gaps, overlaps
+ * and missing shards refused by name). */
 #include "config.h"
 #include "checkpoint.h"
 
@@ -458,14 +460,27 @@ static void test_mismatches(void)
 	       "a tied model refuses the untied file's lm_head (%s)", lt_errmsg());
 	free_model(&t);
 
-	if (!make_model(&small, 5, &t))
+	/* the moments are re-sharded on load: half the range takes its half */
+	struct trained full;
+	lt_optim *half = NULL;
+	if (!make_model(&small, 5, &t) || !make_model(&small, 6, &full))
 		abort();
-	lt_optim_free(t.o);
-	lt_optim_new(t.m, 0, lt_model_num_params(t.m) / 2, &t.o);
-	tap_ok(lt_checkpoint_load(ck, t.m, t.o, NULL) == LT_ERR_FORMAT &&
-	       msg_has("optimizer.safetensors: moments of elements [0, ",
-		       "the optimizer holds [0, ", NULL),
-	       "an optimizer of another range: both ranges named (%s)", lt_errmsg());
+	n = lt_model_num_params(t.m);
+	if (lt_optim_new(t.m, n / 2, n, &half) != LT_OK)
+		abort();
+	float *fm = NULL, *hm = NULL;
+	int ok = lt_checkpoint_load(ck, t.m, half, NULL) == LT_OK &&
+		 lt_checkpoint_load(ck, full.m, full.o, NULL) == LT_OK;
+	if (ok) {
+		fm = read_all(lt_optim_m(full.o), n);
+		hm = read_all(lt_optim_m(half), n - n / 2);
+	}
+	tap_ok(ok && !memcmp(fm + n / 2, hm, (n - n / 2) * sizeof *fm),
+	       "an optimizer of another range loads its part of optimizer.safetensors (%s)",
+	       lt_errmsg());
+	free(fm), free(hm);
+	lt_optim_free(half);
+	free_model(&full);
 	free_model(&t);
 }
 
@@ -571,6 +586,344 @@ static void test_impossible_place(struct trained *a)
 	       lt_errmsg());
 }
 
+/* ---- moments in shards ---- */
+
+/* Optimizers of t's model over the ranges [cut[i], cut[i + 1]), i < n,
+ * their moments copied from t's full-range optimizer when copy is set. */
+static lt_optim **split_optims(const struct trained *t, const size_t *cut, int n, int copy)
+{
+	size_t numel = lt_model_num_params(t->m);
+	float *m = read_all(lt_optim_m(t->o), numel), *v = read_all(lt_optim_v(t->o), numel);
+	lt_optim **o = calloc((size_t)n, sizeof *o);
+	for (int i = 0; o && i < n; i++) {
+		if (lt_optim_new(t->m, cut[i], cut[i + 1], &o[i]) != LT_OK)
+			abort();
+		if (copy && cut[i + 1] > cut[i]) {
+			be->ops->write(be, lt_optim_m(o[i]), m + cut[i], cut[i + 1] - cut[i]);
+			be->ops->write(be, lt_optim_v(o[i]), v + cut[i], cut[i + 1] - cut[i]);
+		}
+	}
+	if (!o)
+		abort();
+	free(m), free(v);
+	return o;
+}
+
+static void free_optims(lt_optim **o, int n)
+{
+	for (int i = 0; i < n; i++)
+		lt_optim_free(o[i]);
+	free(o);
+}
+
+/* Both moments of o equal t's full-range optimizer's slice bitwise. */
+static int same_slice(const struct trained *t, const lt_optim *o)
+{
+	size_t numel = lt_model_num_params(t->m), b = lt_optim_begin(o);
+	size_t k = lt_optim_end(o) - b;
+	float *m = read_all(lt_optim_m(t->o), numel), *v = read_all(lt_optim_v(t->o), numel);
+	float *om = read_all(lt_optim_m(o), k), *ov = read_all(lt_optim_v(o), k);
+	int same = !memcmp(m + b, om, k * sizeof *m) && !memcmp(v + b, ov, k * sizeof *v);
+	free(m), free(v), free(om), free(ov);
+	return same;
+}
+
+/* The parameters of two models equal bitwise. */
+static int same_params(lt_model *a, lt_model *b)
+{
+	size_t n = lt_model_num_params(a);
+	float *pa = read_all(lt_model_params(a), n), *pb = read_all(lt_model_params(b), n);
+	int same = n == lt_model_num_params(b) && !memcmp(pa, pb, n * sizeof *pa);
+	free(pa), free(pb);
+	return same;
+}
+
+/* A save by n ranks of step `step` into run: begin, a shard from each
+ * optimizer of o (but rank `skip`), commit of n shards. */
+static enum lt_status save_ranks(const char *run, lt_model *m, lt_optim **o, int n, int skip,
+				 long step, char *tmp, size_t tcap, char *path, size_t cap)
+{
+	struct lt_ckpt_state s = state_at(step, NULL);
+	enum lt_status st = lt_checkpoint_begin(run, step, 4242, tmp, tcap);
+	for (int r = 0; r < n && st == LT_OK; r++)
+		if (r != skip)
+			st = lt_checkpoint_write_shard(tmp, m, o[r], r, n);
+	if (st == LT_OK)
+		st = lt_checkpoint_commit(run, tmp, m, n, &s, path, cap);
+	return st;
+}
+
+/* Loads checkpoint ck into a fresh model and n optimizers over cut[]; 1
+ * when every optimizer's moments equal t's slice and the parameters t's. */
+static int load_ranks(const struct trained *t, const char *ck, const size_t *cut, int n)
+{
+	struct trained b;
+	int ok = make_model(&small, 77, &b);
+	lt_optim **o = split_optims(&b, cut, n, 0);
+	for (int r = 0; ok && r < n; r++)
+		ok = lt_checkpoint_load(ck, b.m, o[r], NULL) == LT_OK && same_slice(t, o[r]);
+	ok = ok && same_params(t->m, b.m);
+	free_optims(o, n);
+	free_model(&b);
+	return ok;
+}
+
+/* state.json of checkpoint ck: whether "files" lists exactly the names
+ * (n of them) and each name's metadata rank/ranks of the shards. */
+static int lists_exactly(const char *ck, const char *const *names, int n)
+{
+	char path[4500];
+	snprintf(path, sizeof path, "%s/state.json", ck);
+	json_t *j = json_load_file(path, 0, NULL), *files = json_object_get(j, "files");
+	int ok = j && json_object_size(files) == (size_t)n;
+	for (int i = 0; ok && i < n; i++)
+		ok = json_object_get(files, names[i]) != NULL;
+	json_decref(j);
+	return ok;
+}
+
+/* 1 when shard file path holds metadata begin, end, numel, rank, ranks. */
+static int shard_meta(const char *path, size_t begin, size_t end, size_t numel, int rank,
+		      int ranks)
+{
+	char want[5][24];
+	const char *keys[5] = { "begin", "end", "numel", "rank", "ranks" };
+	lt_st *st = NULL;
+	int ok = lt_st_open(path, &st) == LT_OK;
+	snprintf(want[0], sizeof want[0], "%zu", begin);
+	snprintf(want[1], sizeof want[1], "%zu", end);
+	snprintf(want[2], sizeof want[2], "%zu", numel);
+	snprintf(want[3], sizeof want[3], "%d", rank);
+	snprintf(want[4], sizeof want[4], "%d", ranks);
+	for (int i = 0; ok && i < 5; i++)
+		ok = lt_st_meta(st, keys[i]) && !strcmp(lt_st_meta(st, keys[i]), want[i]);
+	lt_st_close(st);
+	return ok;
+}
+
+/* Puts file `from` in place of file `name` of checkpoint ck and restamps
+ * its size and CRC-32 in state.json, so that only the loader's own checks
+ * of the optimizer files can refuse it. */
+static int forge(const char *ck, const char *name, const char *from)
+{
+	char path[4500], hex[16];
+	size_t n;
+	unsigned char *p = tap_slurp(from, &n);
+	snprintf(path, sizeof path, "%s/%s", ck, name);
+	int ok = p && tap_write_file(path, p, n);
+	snprintf(path, sizeof path, "%s/state.json", ck);
+	json_t *j = json_load_file(path, 0, NULL), *e = json_object();
+	snprintf(hex, sizeof hex, "%08lx", p ? crc32(crc32(0L, Z_NULL, 0), p, (uInt)n) : 0UL);
+	ok = ok && j && e && !json_object_set_new(e, "bytes", json_integer((json_int_t)n)) &&
+	     !json_object_set_new(e, "crc32", json_string(hex)) &&
+	     !json_object_set(json_object_get(j, "files"), name, e) &&
+	     json_dump_file(j, path, JSON_INDENT(2)) == 0;
+	json_decref(e);
+	json_decref(j);
+	free(p);
+	return ok;
+}
+
+/* Saved by 4 ranks over an uneven split, loaded on 1, 3 and 5. */
+static void test_sharded_roundtrip(const struct trained *f)
+{
+	size_t n = lt_model_num_params(f->m);
+	size_t save_cut[5] = { 0, n / 7, n / 2 + 3, n - 5, n };
+	size_t one[2] = { 0, n }, three[4] = { 0, n / 3 + 1, 2 * n / 3 - 7, n };
+	size_t five[6] = { 0, 13, 13, n / 2, 3 * n / 4 + 2, n };
+	char tmp[4400], ck[4400], file[4500];
+	lt_optim **o = split_optims(f, save_cut, 4, 1);
+
+	enum lt_status st = save_ranks(at("sh"), f->m, o, 4, -1, 20, tmp, sizeof tmp, ck, sizeof ck);
+	const char *names[] = { "model.safetensors", "optimizer-00000-of-00004.safetensors",
+				"optimizer-00001-of-00004.safetensors",
+				"optimizer-00002-of-00004.safetensors",
+				"optimizer-00003-of-00004.safetensors" };
+	tap_ok(st == LT_OK && !strcmp(ck, at("sh/checkpoints/step_00000020")) &&
+	       count_entries(ck, "") == 6 && !exists(at("sh/checkpoints/step_00000020/"
+							"optimizer.safetensors")) &&
+	       lists_exactly(ck, names, 5) && count_entries(at("sh/checkpoints"), ".") == 0,
+	       "begin, 4 shards, commit: model, optimizer-0000R-of-00004 for R < 4 and state.json "
+	       "listing them, no temporary left (%s)", lt_errmsg());
+	int meta = 1;
+	for (int r = 0; r < 4; r++) {
+		snprintf(file, sizeof file, "%s/optimizer-%05d-of-00004.safetensors", ck, r);
+		meta = meta && shard_meta(file, save_cut[r], save_cut[r + 1], n, r, 4);
+	}
+	tap_ok(meta, "each shard's metadata: its begin, end, numel, rank and ranks");
+	tap_ok(load_ranks(f, ck, one, 1), "loaded on 1 rank: moments and parameters bitwise");
+	tap_ok(load_ranks(f, ck, three, 3), "loaded on 3 ranks: each one's slice bitwise");
+	tap_ok(load_ranks(f, ck, five, 5), "loaded on 5 ranks (one empty): each slice bitwise");
+	free_optims(o, 4);
+}
+
+/* The slice reader on a shard: a range of F32, a range of BF16 converted,
+ * and a range past the end refused. */
+static void test_range_reader(const struct trained *f)
+{
+	size_t n = lt_model_num_params(f->m), b = n / 7;
+	float *m = read_all(lt_optim_m(f->o), n), got[40], bf[8];
+	uint16_t raw[8] = { 0x3f80, 0xc000, 0x3e00, 0x4049, 0, 0x8000, 0x7f80, 0x3c00 };
+	int64_t shape[2] = { 2, 4 };
+	lt_st *st = NULL;
+	lt_st_writer *w = NULL;
+	int ok = lt_st_open(at("sh/checkpoints/step_00000020/optimizer-00001-of-00004.safetensors"),
+			    &st) == LT_OK &&
+		 lt_st_read_f32_range(st, "exp_avg", 100, 40, got) == LT_OK &&
+		 !memcmp(got, m + b + 100, sizeof got);
+	tap_ok(ok, "lt_st_read_f32_range: 40 elements from element 100 of a shard, bitwise");
+	ok = st && lt_st_read_f32_range(st, "exp_avg", lt_st_lookup(st, "exp_avg")->numel - 3, 4,
+					got) == LT_ERR_FORMAT &&
+	     msg_has("optimizer-00001-of-00004.safetensors: tensor 'exp_avg': elements [", ") were "
+		     "asked for, it holds", NULL);
+	tap_ok(ok, "a range past the end: LT_ERR_FORMAT naming file, tensor, range (%s)",
+	       lt_errmsg());
+	lt_st_close(st);
+	st = NULL;
+	ok = lt_st_writer_new(at("bf16.safetensors"), &w) == LT_OK &&
+	     lt_st_writer_add(w, "x", LT_ST_BF16, 2, shape, raw) == LT_OK &&
+	     lt_st_writer_finish(w) == LT_OK && lt_st_open(at("bf16.safetensors"), &st) == LT_OK &&
+	     lt_st_read_f32_range(st, "x", 1, 3, bf) == LT_OK && bf[0] == -2.0f &&
+	     bf[1] == 0.125f && bf[2] == 3.140625f;
+	tap_ok(ok, "a range of a [2, 4] BF16 tensor, converted");
+	lt_st_writer_free(w);
+	lt_st_close(st);
+	free(m);
+}
+
+/* Shards that leave a gap, overlap, or miss: refused at commit, and a
+ * checkpoint forged to hold them refused at load, leaving the model and
+ * the optimizer as they were. */
+static void test_bad_shards(const struct trained *f)
+{
+	size_t n = lt_model_num_params(f->m), a = n / 3;
+	size_t gap[3] = { 0, a, n }, gap2[2] = { a + 5, n }, over[2] = { a - 5, n };
+	char tmp[4400], ck[4400], want[160], from[4500];
+	lt_optim **o = split_optims(f, gap, 2, 1), **g = split_optims(f, gap2, 1, 1);
+	lt_optim **v = split_optims(f, over, 1, 1);
+	lt_optim *keep[2] = { o[0], g[0] };
+
+	/* at commit */
+	enum lt_status st = save_ranks(at("bad"), f->m, keep, 2, -1, 1, tmp, sizeof tmp, NULL, 0);
+	snprintf(want, sizeof want, "[%zu, %zu) is in no optimizer file", a, a + 5);
+	tap_ok(st == LT_ERR_FORMAT && msg_has(tmp, want, NULL),
+	       "commit of shards with a gap: refused naming the gap (%s)", lt_errmsg());
+	lt_checkpoint_abandon(tmp);
+	keep[1] = v[0];
+	st = save_ranks(at("bad"), f->m, keep, 2, -1, 1, tmp, sizeof tmp, NULL, 0);
+	snprintf(want, sizeof want, "elements [%zu, %zu) are also in", a - 5, a);
+	tap_ok(st == LT_ERR_FORMAT && msg_has("/optimizer-00001-of-00002.safetensors: ", want,
+					      "/optimizer-00000-of-00002.safetensors"),
+	       "commit of overlapping shards: refused naming both files (%s)", lt_errmsg());
+	lt_checkpoint_abandon(tmp);
+	st = save_ranks(at("bad"), f->m, o, 2, 1, 1, tmp, sizeof tmp, NULL, 0);
+	char msg[2048];
+	snprintf(msg, sizeof msg, "%s", lt_errmsg());
+	lt_checkpoint_abandon(tmp);
+	tap_ok(st == LT_ERR_NOTFOUND && strstr(msg, tmp) &&
+	       strstr(msg, "/optimizer-00001-of-00002.safetensors: missing") &&
+	       !strcmp(lt_errmsg(), msg) && count_entries(at("bad/checkpoints"), "") == 0,
+	       "a missing shard at commit: named; abandon keeps the message and leaves no "
+	       "temporary directory (%s)", msg);
+
+	/* at load, in a checkpoint forged after a good save */
+	struct trained b;
+	if (save_ranks(at("bad"), f->m, o, 2, -1, 2, tmp, sizeof tmp, ck, sizeof ck) != LT_OK ||
+	    !make_model(&small, 8, &b))
+		abort();
+	float *before = read_all(lt_model_params(b.m), n), *mb = read_all(lt_optim_m(b.o), n);
+	mkdir(at("scratch"), 0755);
+	snprintf(from, sizeof from, "%s", at("scratch/optimizer-00000-of-00001.safetensors"));
+	const char *name = "optimizer-00001-of-00002.safetensors";
+	int ok = lt_checkpoint_write_shard(at("scratch"), f->m, g[0], 1, 2) == LT_OK &&
+		 rename(at("scratch/optimizer-00001-of-00002.safetensors"), from) == 0 &&
+		 forge(ck, name, from);
+	snprintf(want, sizeof want, "[%zu, %zu) is in no optimizer file", a, a + 5);
+	ok = ok && lt_checkpoint_load(ck, b.m, b.o, NULL) == LT_ERR_FORMAT &&
+	     msg_has(at("bad/checkpoints/step_00000002/state.json: "), want, NULL);
+	float *after = read_all(lt_model_params(b.m), n), *ma = read_all(lt_optim_m(b.o), n);
+	tap_ok(ok && !memcmp(before, after, n * sizeof *after) && !memcmp(mb, ma, n * sizeof *ma),
+	       "a checkpoint whose shards leave a gap: refused naming it, model and optimizer "
+	       "as they were (%s)", lt_errmsg());
+	free(after), free(ma);
+	ok = lt_checkpoint_write_shard(at("scratch"), f->m, v[0], 1, 2) == LT_OK &&
+	     rename(at("scratch/optimizer-00001-of-00002.safetensors"), from) == 0 &&
+	     forge(ck, name, from);
+	snprintf(want, sizeof want, "elements [%zu, %zu) are also in", a - 5, a);
+	ok = ok && lt_checkpoint_load(ck, b.m, b.o, NULL) == LT_ERR_FORMAT &&
+	     msg_has(at("bad/checkpoints/step_00000002/optimizer-00001-of-00002.safetensors: "),
+		     want, at("bad/checkpoints/step_00000002/optimizer-00000-of-00002.safetensors"));
+	after = read_all(lt_model_params(b.m), n);
+	ma = read_all(lt_optim_m(b.o), n);
+	tap_ok(ok && !memcmp(before, after, n * sizeof *after) && !memcmp(mb, ma, n * sizeof *ma),
+	       "overlapping shards: refused naming both files, nothing loaded (%s)", lt_errmsg());
+	free(after), free(ma), free(before), free(mb);
+
+	/* a shard of a model of another size */
+	struct lt_model_config deep = small;
+	struct trained d;
+	deep.n_layers = 3;
+	if (!make_model(&deep, 9, &d))
+		abort();
+	lt_optim *dpart = NULL;
+	size_t dn = lt_model_num_params(d.m);
+	ok = lt_optim_new(d.m, a, dn, &dpart) == LT_OK &&
+	     lt_checkpoint_write_shard(at("scratch"), d.m, dpart, 1, 2) == LT_OK &&
+	     rename(at("scratch/optimizer-00001-of-00002.safetensors"), from) == 0 &&
+	     forge(ck, name, from);
+	snprintf(want, sizeof want, "moments of a model of %zu parameters, this model has %zu", dn,
+		 n);
+	tap_ok(ok && lt_checkpoint_load(ck, b.m, b.o, NULL) == LT_ERR_FORMAT &&
+	       msg_has(at("bad/checkpoints/step_00000002/optimizer-00001-of-00002.safetensors: "),
+		       want, NULL),
+	       "a shard of another model's size: refused naming it and both sizes (%s)",
+	       lt_errmsg());
+	lt_optim_free(dpart);
+	free_model(&d);
+	free_model(&b);
+	free_optims(o, 2), free_optims(g, 1), free_optims(v, 1);
+}
+
+/* A save of one process still writes optimizer.safetensors (rank 0 of 1),
+ * loadable on 2 ranks; a save without optimizer state has no moments. */
+static void test_single_rank(const struct trained *f)
+{
+	size_t n = lt_model_num_params(f->m), two[3] = { 0, n / 2 - 1, n };
+	struct lt_ckpt_state s = state_at(30, NULL);
+	char ck[4400], tmp[4400], file[4500];
+	int ok = lt_checkpoint_save(at("one"), f->m, f->o, &s, ck, sizeof ck) == LT_OK;
+	snprintf(file, sizeof file, "%s/optimizer.safetensors", ck);
+	tap_ok(ok && exists(file) && count_entries(ck, "optimizer") == 1 &&
+	       shard_meta(file, 0, n, n, 0, 1) && load_ranks(f, ck, two, 2),
+	       "a single-rank save: optimizer.safetensors, rank 0 of 1, loads on 2 ranks bitwise");
+
+	struct trained b;
+	if (!make_model(&small, 10, &b))
+		abort();
+	s.step = 31;
+	ok = lt_checkpoint_begin(at("one"), 31, 1, tmp, sizeof tmp) == LT_OK &&
+	     lt_checkpoint_commit(at("one"), tmp, f->m, 0, &s, ck, sizeof ck) == LT_OK &&
+	     count_entries(ck, "optimizer") == 0 &&
+	     lt_checkpoint_load(ck, b.m, b.o, NULL) == LT_ERR_NOTFOUND &&
+	     msg_has(at("one/checkpoints/step_00000031/state.json"), "lists no optimizer file", NULL);
+	tap_ok(ok && lt_checkpoint_load(ck, b.m, NULL, NULL) == LT_OK && same_params(f->m, b.m),
+	       "commit of 0 shards: no moments to load (named), the parameters load (%s)",
+	       lt_errmsg());
+	free_model(&b);
+}
+
+static void test_sharded(void)
+{
+	struct trained f;
+	if (!make_model(&small, 21, &f) || !train_steps(&f, 3))
+		abort();
+	test_sharded_roundtrip(&f);
+	test_range_reader(&f);
+	test_bad_shards(&f);
+	test_single_rank(&f);
+	free_model(&f);
+}
+
 static void remove_all(const char *path)
 {
 	char cmd[4600];
@@ -595,7 +948,7 @@ int main(void)
 		return 1;
 	}
 	make_tokenizer();
-	tap_plan(39);
+	tap_plan(55);
 	test_save_and_load(&a, ck2, sizeof ck2);
 	test_latest_and_prune(&a);
 	test_damaged();
@@ -603,6 +956,7 @@ int main(void)
 	test_tied();
 	test_failed_save(&a);
 	test_impossible_place(&a);
+	test_sharded();
 	free_model(&a);
 	lt_backend_free(be);
 	remove_all(dir);

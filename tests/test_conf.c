@@ -245,7 +245,8 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "run.eval_every", "0" }, { "run.eval_batches", "1000000" },
 		{ "run.sample_every", "1000000000" }, { "run.sample_tokens", "1" },
 		{ "run.checkpoint_every", "0" }, { "run.keep_checkpoints", "1000000" },
-		{ "train.seed", "18446744073709551615" },
+		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" },
+		{ "dist.balance", "auto" }, { "dist.deterministic", "yes" },
 	};
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
 		if (lt_conf_set(c, texts[i][0], texts[i][1], texts[i][0]) != LT_OK)
@@ -262,6 +263,7 @@ static void set_unusual_values(struct lt_conf *c)
 	c->train.optim.grad_clip = 123456.789f;
 	c->train.max_minutes = 0.1 + 0.2;
 	c->data.val_fraction = 1.0 / 3.0;
+	c->dist.comm_timeout = 86400.0 / 7.0;
 }
 
 static void check_round_trip(void)
@@ -570,9 +572,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 42 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 46 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 42 keys, each found by name, with a doc line, and each "
+	       "the table has 46 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

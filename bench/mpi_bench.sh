@@ -1,0 +1,72 @@
+#!/bin/bash
+# Data-parallel scaling of `lltrain train` over MPI ranks on one machine:
+# weak scaling (each rank keeps PER_RANK sequences of every batch) from 1 to
+# MAX_RANKS ranks of THREADS threads each, printing tokens/s, the efficiency
+# against one rank, and the communication each step waited for; then ZeRO
+# 1 against ZeRO 2 at HIDE_RANKS ranks, printing how much of ZeRO 1's
+# exposed communication ZeRO 2 hides behind backward.
+#
+#   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
+# Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
+# PER_RANK (4), SEQ (256), THREADS (2), MAX_RANKS (8), HIDE_RANKS (4),
+# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000).
+set -u
+LLTRAIN=${LLTRAIN:-./lltrain}
+MPIEXEC=${MPIEXEC:-mpiexec}
+PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
+MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
+DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000}
+here=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mpibench.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+launch=("$MPIEXEC")
+if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
+	launch+=(--oversubscribe --allow-run-as-root --bind-to none)
+fi
+
+if [ $# -eq 0 ]; then
+	# each file of this source tree's text is a document
+	mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \
+		-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \))
+	set -- "${files[@]}"
+fi
+"$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" >"$tmp/prep.out" 2>&1 ||
+	{ cat "$tmp/prep.out"; exit 1; }
+
+# run RANKS ZERO: prints "tokens/s comm_ms" averaged over the timed steps.
+run() {
+	local ranks=$1 zero=$2 dir="$tmp/run-$1-$2"
+	OMP_NUM_THREADS=$THREADS "${launch[@]}" -n "$ranks" "$LLTRAIN" train --preset "$PRESET" \
+		--train.batch=$((PER_RANK * ranks)) --train.seq="$SEQ" --train.steps="$STEPS" \
+		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$dir" --run.eval_every=0 \
+		--run.eval_batches=1 --run.sample_tokens=1 --run.checkpoint_every=0 \
+		--run.threads="$THREADS" --run.device="$DEVICE" --zero "$zero" \
+		>"$dir.out" 2>&1 </dev/null || { tail -5 "$dir.out" >&2; echo "0 0"; return; }
+	awk -F'[:,}]' '/"step":/ {
+			for (i = 1; i < NF; i++) {
+				if ($i == "\"step\"") s = $(i + 1)
+				if ($i == "\"tokens_per_s\"") t = $(i + 1)
+				if ($i == "\"comm_s\"") c = $(i + 1)
+			}
+			if (s > 5) { n++; tok += t; comm += c }
+		}
+		END { if (n) printf "%.0f %.1f\n", tok / n, 1000 * comm / n; else print "0 0" }' \
+		"$dir/metrics.jsonl"
+}
+
+echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ tokens per rank per step," \
+	"$THREADS threads per rank, device $DEVICE, $("${launch[0]}" --version 2>&1 | head -1)"
+read -r base _ < <(run 1 0)
+printf '%6s %12s %12s %11s %15s\n' ranks "tokens/s" "per rank" efficiency "comm wait ms"
+for ranks in $(seq 1 "$MAX_RANKS"); do
+	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
+	read -r tok comm < <(run "$ranks" 0)
+	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" 'BEGIN {
+		printf "%6d %12.0f %12.0f %10.1f%% %15.1f\n", r, t, t / r, b ? 100 * t / (r * b) : 0, c }'
+done
+read -r tok1 comm1 < <(run "$HIDE_RANKS" 1)
+read -r tok2 comm2 < <(run "$HIDE_RANKS" 2)
+awk -v a="$comm1" -v b="$comm2" -v t1="$tok1" -v t2="$tok2" -v r="$HIDE_RANKS" 'BEGIN {
+	printf "ZeRO 1 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t1, a
+	printf "ZeRO 2 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t2, b
+	printf "communication hidden by ZeRO 2: %.0f%%\n", a > 0 ? 100 * (a - b) / a : 0 }'

@@ -1,0 +1,526 @@
+/* Ranks and collectives over MPI (or one rank without it), each collective
+ * non-blocking under a watchdog that names a rank that died or stalled. */
+#include "config.h"
+#include "dist.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef LT_HAVE_MPI
+#include <mpi.h>
+#endif
+
+#define MAX_PENDING 4096
+/* MPI counts are int: larger collectives go in pieces of this many. */
+#define PIECE ((size_t)1 << 28)
+/* Seconds a rank that timed out waits for the others to answer. */
+#define ASK_SECONDS 5.0
+
+struct lt_dist {
+	int rank, size, local_rank, local_size, mpi;
+	char host[256];
+	double timeout, waited;
+	long step;
+#ifdef LT_HAVE_MPI
+	MPI_Comm comm;
+	MPI_Datatype i128;
+	MPI_Op sum128;
+	MPI_Request pending[MAX_PENDING];
+	const char *pending_what[MAX_PENDING];
+	int *pending_counts[MAX_PENDING];  /* kept until the collective completes */
+	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
+	MPI_Status statuses[MAX_PENDING];
+	int n_pending;
+#endif
+};
+
+static double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int lt_dist_have_mpi(void)
+{
+#ifdef LT_HAVE_MPI
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+int lt_dist_rank(const lt_dist *d) { return d->rank; }
+int lt_dist_size(const lt_dist *d) { return d->size; }
+int lt_dist_local_rank(const lt_dist *d) { return d->local_rank; }
+int lt_dist_local_size(const lt_dist *d) { return d->local_size; }
+const char *lt_dist_host(const lt_dist *d) { return d->host; }
+void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
+void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
+
+double lt_dist_take_wait_seconds(lt_dist *d)
+{
+	double w = d->waited;
+	d->waited = 0;
+	return w;
+}
+
+/* Whether a launcher started this process (its environment says so). */
+static int launched_by_mpi(void)
+{
+	const char *force = getenv("LLTRAIN_MPI");
+	if (force && *force)
+		return strcmp(force, "0") != 0;
+	static const char *const vars[] = { "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+					    "PMIX_RANK", "MPI_LOCALNRANKS", NULL };
+	for (int i = 0; vars[i]; i++)
+		if (getenv(vars[i]))
+			return 1;
+	return 0;
+}
+
+#ifdef LT_HAVE_MPI
+
+enum { TAG_ASK = 30711, TAG_ANSWER = 30712 };
+
+/* inout[i] += in[i] for 16-byte integers, wrapping (the true sum fits). */
+static void add_i128(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+	(void)type;
+	unsigned char *a = in, *b = inout;
+	for (int i = 0; i < *len; i++) {
+		unsigned __int128 x, y;
+		memcpy(&x, a + 16 * (size_t)i, 16);
+		memcpy(&y, b + 16 * (size_t)i, 16);
+		y += x;
+		memcpy(b + 16 * (size_t)i, &y, 16);
+	}
+}
+
+static enum lt_status mpi_failed(const char *what, int err)
+{
+	char text[MPI_MAX_ERROR_STRING];
+	int len = 0;
+	MPI_Error_string(err, text, &len);
+	lt_errmsg_set("%s: MPI error: %s", what, text);
+	return LT_ERR_COMM;
+}
+
+static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
+{
+	int provided, err, inited = 0;
+	MPI_Initialized(&inited);
+	if (!inited && (err = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided)))
+		return mpi_failed("MPI_Init_thread", err);
+	d->mpi = 1;
+	MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
+	MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
+	MPI_Comm_rank(d->comm, &d->rank);
+	MPI_Comm_size(d->comm, &d->size);
+	MPI_Comm node;
+	MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+	MPI_Comm_rank(node, &d->local_rank);
+	MPI_Comm_size(node, &d->local_size);
+	MPI_Comm_free(&node);
+	MPI_Type_contiguous(16, MPI_BYTE, &d->i128);
+	MPI_Type_commit(&d->i128);
+	MPI_Op_create(add_i128, 1, &d->sum128);
+	return LT_OK;
+}
+
+/* Replies to every question of another rank that timed out: where this
+ * rank is (its step). */
+static void answer_questions(struct lt_dist *d)
+{
+	for (;;) {
+		int flag = 0;
+		MPI_Status s;
+		long where[2];
+		MPI_Iprobe(MPI_ANY_SOURCE, TAG_ASK, d->comm, &flag, &s);
+		if (!flag)
+			return;
+		MPI_Recv(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ASK, d->comm, MPI_STATUS_IGNORE);
+		where[0] = d->step;
+		where[1] = d->rank;
+		MPI_Send(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ANSWER, d->comm);
+	}
+}
+
+/* After a timeout: asks every other rank where it is and names those that
+ * do not answer within ASK_SECONDS. */
+static enum lt_status report_stall(struct lt_dist *d, const char *what)
+{
+	long *out = calloc((size_t)d->size * 4, sizeof *out), *in = out + 2 * d->size;
+	MPI_Request *req = calloc((size_t)d->size * 2, sizeof *req);
+	MPI_Status *stat = calloc((size_t)d->size * 2, sizeof *stat);
+	char silent[512] = "";
+	size_t len = 0;
+	int n_silent = 0;
+	if (!out || !req || !stat) {
+		free(out);
+		free(req);
+		free(stat);
+		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", d->step, what,
+			      d->timeout, d->rank);
+		return LT_ERR_COMM;
+	}
+	for (int r = 0; r < d->size; r++) {
+		req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
+		if (r == d->rank)
+			continue;
+		out[2 * r] = d->step;
+		MPI_Isend(&out[2 * r], 2, MPI_LONG, r, TAG_ASK, d->comm, &req[2 * r]);
+		MPI_Irecv(&in[2 * r], 2, MPI_LONG, r, TAG_ANSWER, d->comm, &req[2 * r + 1]);
+	}
+	double t0 = seconds_now();
+	int all = 0;
+	while (!all && seconds_now() - t0 < ASK_SECONDS) {
+		answer_questions(d);
+		MPI_Testall(d->size * 2, req, &all, stat);
+		usleep(1000);
+	}
+	for (int r = 0; r < d->size; r++) {
+		int done = 1;
+		if (r != d->rank && req[2 * r + 1] != MPI_REQUEST_NULL)
+			MPI_Test(&req[2 * r + 1], &done, MPI_STATUS_IGNORE);
+		if (!done && len < sizeof silent - 16) {
+			len += (size_t)snprintf(silent + len, sizeof silent - len, "%s%d",
+						n_silent ? ", " : "", r);
+			n_silent++;
+		}
+	}
+	free(out);
+	free(req);
+	free(stat);
+	if (n_silent)
+		lt_errmsg_set("step %ld: %s made no progress for %g s: rank%s %s did not answer "
+			      "(died or stalled; reported by rank %d)", d->step, what, d->timeout,
+			      n_silent > 1 ? "s" : "", silent, d->rank);
+	else
+		lt_errmsg_set("step %ld: %s made no progress for %g s, though every rank answered "
+			      "(reported by rank %d; raise --comm-timeout)", d->step, what,
+			      d->timeout, d->rank);
+	return LT_ERR_COMM;
+}
+
+/* Waits for n requests under the watchdog; *what names the collective. */
+static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
+				    const char *const *what)
+{
+	double t0 = seconds_now(), last = t0;
+	int spins = 0;
+	for (;;) {
+		int done = 0, err = MPI_Testall(n, req, &done, d->statuses);
+		if (err)
+			return mpi_failed(what[0], err);
+		double now = seconds_now();
+		if (done) {
+			d->waited += now - t0;
+			return LT_OK;
+		}
+		if (now - last > 0.05) {
+			answer_questions(d);
+			last = now;
+		}
+		if (now - t0 > d->timeout) {
+			int i = 0;
+			while (i < n - 1 && req[i] == MPI_REQUEST_NULL)
+				i++;
+			return report_stall(d, what[i]);
+		}
+		/* spin a little for short waits, then yield the core */
+		if (++spins > 2000)
+			usleep(50);
+	}
+}
+
+static enum lt_status wait_one(struct lt_dist *d, MPI_Request *req, const char *what)
+{
+	return wait_requests(d, req, 1, &what);
+}
+
+/* Releases the counts of completed collectives. */
+static void forget_pending(struct lt_dist *d)
+{
+	for (int i = 0; i < d->n_pending; i++)
+		free(d->pending_counts[i]);
+	d->n_pending = 0;
+}
+
+static MPI_Datatype mpi_type(const struct lt_dist *d, enum lt_dist_type t, size_t *elem)
+{
+	switch (t) {
+	case LT_DIST_F32: *elem = 4; return MPI_FLOAT;
+	case LT_DIST_F64: *elem = 8; return MPI_DOUBLE;
+	case LT_DIST_I128: *elem = 16; return d->i128;
+	}
+	*elem = 1;
+	return MPI_BYTE;
+}
+
+#endif /* LT_HAVE_MPI */
+
+enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
+{
+	struct lt_dist *d = calloc(1, sizeof *d);
+	*out = NULL;
+	if (!d) {
+		lt_errmsg_set("cannot allocate the rank state");
+		return LT_ERR_NOMEM;
+	}
+	d->size = d->local_size = 1;
+	d->timeout = 30;
+	if (gethostname(d->host, sizeof d->host - 1) != 0)
+		snprintf(d->host, sizeof d->host, "unknown");
+#ifdef LT_HAVE_MPI
+	if (launched_by_mpi()) {
+		enum lt_status st = start_mpi(argc, argv, d);
+		if (st != LT_OK) {
+			free(d);
+			return st;
+		}
+	}
+#else
+	(void)argc;
+	(void)argv;
+	if (launched_by_mpi() && getenv("LLTRAIN_MPI") == NULL) {
+		free(d);
+		lt_errmsg_set("started by an MPI launcher, but this lltrain was built without MPI "
+			      "(install libmpich-dev and configure again, or set LLTRAIN_MPI=0 to "
+			      "run each process alone)");
+		return LT_ERR_CONFIG;
+	}
+#endif
+	*out = d;
+	return LT_OK;
+}
+
+void lt_dist_finalize(lt_dist *d)
+{
+	if (!d)
+		return;
+#ifdef LT_HAVE_MPI
+	if (d->mpi) {
+		MPI_Op_free(&d->sum128);
+		MPI_Type_free(&d->i128);
+		MPI_Comm_free(&d->comm);
+		MPI_Finalize();
+	}
+#endif
+	free(d);
+}
+
+_Noreturn void lt_dist_abort(lt_dist *d, int code)
+{
+#ifdef LT_HAVE_MPI
+	if (d && d->mpi) {
+		fflush(stdout);
+		fflush(stderr);
+		MPI_Abort(MPI_COMM_WORLD, code);
+	}
+#else
+	(void)d;
+#endif
+	exit(code);
+}
+
+enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
+				 enum lt_dist_op op, const char *what)
+{
+	LT_ASSERT(t != LT_DIST_I128 || op == LT_DIST_SUM);
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	size_t elem;
+	MPI_Datatype type = mpi_type(d, t, &elem);
+	MPI_Op mop = t == LT_DIST_I128 ? d->sum128 : op == LT_DIST_SUM ? MPI_SUM : MPI_MAX;
+	for (size_t at = 0; at < n; at += PIECE) {
+		int count = (int)(n - at < PIECE ? n - at : PIECE);
+		MPI_Request req;
+		int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + at * elem, count, type, mop,
+					 d->comm, &req);
+		if (err)
+			return mpi_failed(what, err);
+		enum lt_status st = wait_one(d, &req, what);
+		if (st != LT_OK)
+			return st;
+	}
+	return LT_OK;
+#else
+	(void)buf, (void)n, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_bcast(lt_dist *d, void *buf, size_t bytes, int root, const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	for (size_t at = 0; at < bytes; at += PIECE) {
+		int count = (int)(bytes - at < PIECE ? bytes - at : PIECE);
+		MPI_Request req;
+		int err = MPI_Ibcast((char *)buf + at, count, MPI_BYTE, root, d->comm, &req);
+		if (err)
+			return mpi_failed(what, err);
+		enum lt_status st = wait_one(d, &req, what);
+		if (st != LT_OK)
+			return st;
+	}
+	return LT_OK;
+#else
+	(void)buf, (void)bytes, (void)root, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t bytes,
+				 const char *what)
+{
+	memmove((char *)all + (size_t)d->rank * bytes, mine, bytes);
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	LT_ASSERT(bytes < INT_MAX);
+	MPI_Request req;
+	int err = MPI_Iallgather(MPI_IN_PLACE, 0, MPI_BYTE, all, (int)bytes, MPI_BYTE, d->comm,
+				 &req);
+	if (err)
+		return mpi_failed(what, err);
+	return wait_one(d, &req, what);
+#else
+	(void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	int *counts = malloc(2 * (size_t)d->size * sizeof *counts), *displs = counts + d->size;
+	if (!counts) {
+		lt_errmsg_set("%s: cannot allocate the counts", what);
+		return LT_ERR_NOMEM;
+	}
+	/* displacements count in elements of a type as long as the largest
+	 * common alignment of the offsets allows, so they fit an int */
+	size_t unit = 1;
+	while (unit < ((size_t)1 << 20) && off[d->size] / unit > (size_t)INT_MAX / 2) {
+		int ok = 1;
+		for (int r = 0; r <= d->size; r++)
+			ok &= off[r] % (unit * 2) == 0;
+		if (!ok)
+			break;
+		unit *= 2;
+	}
+	MPI_Datatype type;
+	MPI_Type_contiguous((int)unit, MPI_FLOAT, &type);
+	MPI_Type_commit(&type);
+	for (int r = 0; r < d->size; r++) {
+		counts[r] = (int)((off[r + 1] - off[r]) / unit);
+		displs[r] = (int)(off[r] / unit);
+	}
+	LT_ASSERT(off[d->size] / unit <= (size_t)INT_MAX);
+	MPI_Request req;
+	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, d->comm, &req);
+	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
+	MPI_Type_free(&type);
+	free(counts);
+	return st;
+#else
+	(void)buf, (void)off, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	MPI_Request req;
+	int err = MPI_Ibarrier(d->comm, &req);
+	if (err)
+		return mpi_failed(what, err);
+	return wait_one(d, &req, what);
+#else
+	(void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_reduce_scatter_start(lt_dist *d, const float *send, float *recv,
+					    const size_t *counts, const char *what)
+{
+	if (d->size == 1) {
+		memcpy(recv, send, counts[0] * sizeof *recv);
+		return LT_OK;
+	}
+#ifdef LT_HAVE_MPI
+	if (d->n_pending == MAX_PENDING) {
+		enum lt_status st = lt_dist_wait_all(d);
+		if (st != LT_OK)
+			return st;
+	}
+	int *c = malloc((size_t)d->size * sizeof *c);
+	if (!c) {
+		lt_errmsg_set("%s: cannot allocate the counts", what);
+		return LT_ERR_NOMEM;
+	}
+	for (int r = 0; r < d->size; r++) {
+		LT_ASSERT(counts[r] <= (size_t)INT_MAX);
+		c[r] = (int)counts[r];
+	}
+	int err = MPI_Ireduce_scatter(send, recv, c, MPI_FLOAT, MPI_SUM, d->comm,
+				      &d->pending[d->n_pending]);
+	if (err) {
+		free(c);
+		return mpi_failed(what, err);
+	}
+	d->pending_counts[d->n_pending] = c;
+	d->pending_what[d->n_pending++] = what;
+	return LT_OK;
+#else
+	(void)send, (void)recv, (void)counts, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_progress(lt_dist *d)
+{
+#ifdef LT_HAVE_MPI
+	if (d->n_pending) {
+		int done = 0;
+		int err = MPI_Testall(d->n_pending, d->pending, &done, d->statuses);
+		if (err)
+			return mpi_failed(d->pending_what[0], err);
+		if (done)
+			forget_pending(d);
+	}
+#else
+	(void)d;
+#endif
+	return LT_OK;
+}
+
+enum lt_status lt_dist_wait_all(lt_dist *d)
+{
+#ifdef LT_HAVE_MPI
+	if (!d->n_pending)
+		return LT_OK;
+	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what);
+	if (st == LT_OK)
+		forget_pending(d);
+	return st;
+#else
+	(void)d;
+	return LT_OK;
+#endif
+}

@@ -1,0 +1,76 @@
+/* The ranks of a job and the collectives between them: MPI when lltrain
+ * runs under an MPI launcher (mpiexec, mpirun, srun), one rank otherwise.
+ *
+ * Every collective runs non-blocking under a watchdog: when one makes no
+ * progress for the timeout, the waiting rank asks every other rank where it
+ * is, and fails with LT_ERR_COMM and a line naming the step, the
+ * collective and the ranks that did not answer (died or stalled). The
+ * caller then reports and calls lt_dist_abort, which ends the whole job.
+ *
+ * Ownership: lt_dist_init gives an lt_dist that lt_dist_finalize releases
+ * (once, at the end of the process: MPI cannot be started again). */
+#ifndef LT_DIST_H
+#define LT_DIST_H
+
+#include <stddef.h>
+
+#include "status.h"
+
+typedef struct lt_dist lt_dist;
+
+enum lt_dist_type { LT_DIST_F32, LT_DIST_F64, LT_DIST_I128 };
+enum lt_dist_op { LT_DIST_SUM, LT_DIST_MAX };
+
+/* 1 when this lltrain was built with MPI. */
+int lt_dist_have_mpi(void);
+/* Starts MPI when the environment says a launcher started this process
+ * (LLTRAIN_MPI=0 or 1 overrides), else gives a job of one rank. */
+enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out);
+/* Ends MPI (after a barrier) and frees d. */
+void lt_dist_finalize(lt_dist *d);
+/* Ends every rank of the job at once with exit status `code`. */
+_Noreturn void lt_dist_abort(lt_dist *d, int code);
+
+int lt_dist_rank(const lt_dist *d);
+int lt_dist_size(const lt_dist *d);
+/* This rank's index among the ranks of its node, and their number. */
+int lt_dist_local_rank(const lt_dist *d);
+int lt_dist_local_size(const lt_dist *d);
+/* The node's name (gethostname). */
+const char *lt_dist_host(const lt_dist *d);
+
+/* The watchdog's limit (seconds without progress; default 30) and the step
+ * its messages name. */
+void lt_dist_set_timeout(lt_dist *d, double seconds);
+void lt_dist_set_step(lt_dist *d, long step);
+/* Seconds spent waiting for collectives since the last call (the
+ * communication that computation did not hide), and resets it. */
+double lt_dist_take_wait_seconds(lt_dist *d);
+
+/* buf[n] = op over the ranks of buf[n], on every rank. LT_DIST_I128 counts
+ * 16-byte signed integers (two's complement, native order); SUM only. */
+enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
+				 enum lt_dist_op op, const char *what);
+/* bytes of buf from rank root to every rank. */
+enum lt_status lt_dist_bcast(lt_dist *d, void *buf, size_t bytes, int root, const char *what);
+/* all[size * bytes]: rank r's `bytes` of mine at all + r * bytes. */
+enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t bytes,
+				 const char *what);
+/* In place over buf: rank r's elements [off[r], off[r+1]) go to every rank
+ * (off has size + 1 entries). */
+enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
+				      const char *what);
+enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
+
+/* Starts a reduce-scatter of send[n] (n = sum of counts): rank r receives
+ * the sum over the ranks of its counts[r] elements into recv. It completes
+ * in lt_dist_progress / lt_dist_wait_all; send and recv must stay
+ * untouched until then. Up to 4096 may be under way. */
+enum lt_status lt_dist_reduce_scatter_start(lt_dist *d, const float *send, float *recv,
+					    const size_t *counts, const char *what);
+/* Lets started collectives advance without waiting. */
+enum lt_status lt_dist_progress(lt_dist *d);
+/* Waits (under the watchdog) until every started collective completed. */
+enum lt_status lt_dist_wait_all(lt_dist *d);
+
+#endif

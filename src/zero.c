@@ -1,0 +1,364 @@
+/* ZeRO data parallelism: gradient reduction by stage, the sharded AdamW
+ * step, the parameter all-gather, and the exact sum of deterministic runs. */
+#include "config.h"
+#include "zero.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Range boundaries fall on multiples of this many elements. */
+#define ALIGN 16
+/* Fixed-point scale of deterministic sums: 2^80; a sequence's gradient
+ * element must stay below 2^100 / 2^80 = 2^20 in magnitude. */
+#define FIX_ONE 0x1p80
+#define FIX_LIMIT 0x1p100
+/* Elements per partial sum of the deterministic norm. */
+#define NORM_BLOCK 65536
+
+struct lt_zero {
+	lt_dist *dist;
+	lt_model *model;
+	lt_optim *opt;
+	int stage, deterministic, armed;
+	size_t numel, begin, end;  /* this rank's range */
+	size_t *off;               /* [size + 1] */
+	size_t *counts;            /* [size], scratch for one bucket */
+	float *grads_host;         /* the gradient on the host: the backend's own or a copy */
+	float *params_host;        /* the parameters on the host: the backend's own or a copy */
+	float *shard;              /* [end - begin], reduced gradient of the range */
+	__int128 *exact;           /* deterministic: the fixed-point sum, [numel] */
+	int inexact;               /* deterministic: a grain was out of range */
+	size_t bytes;              /* what this holds besides the model */
+	int own_grads, own_params;
+};
+
+void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts)
+{
+	double total = 0;
+	size_t given = 0, spare = n - (size_t)parts * min_each;
+	LT_ASSERT(n >= (size_t)parts * min_each);
+	for (int i = 0; i < parts; i++)
+		total += weights[i];
+	for (int i = 0; i < parts; i++) {
+		counts[i] = min_each + (size_t)floor((double)spare * weights[i] / total);
+		given += counts[i];
+	}
+	/* the rest, one each, to the largest remainders (lowest rank on ties) */
+	while (given < n) {
+		int best = 0;
+		double best_rem = -1;
+		for (int i = 0; i < parts; i++) {
+			double rem = (double)spare * weights[i] / total - (double)(counts[i] - min_each);
+			if (rem > best_rem) {
+				best_rem = rem;
+				best = i;
+			}
+		}
+		counts[best]++;
+		given++;
+	}
+}
+
+/* off[r]: equal ranges of ALIGN-element blocks. */
+static void plan_ranges(size_t numel, int size, size_t *off)
+{
+	size_t blocks = (numel + ALIGN - 1) / ALIGN;
+	for (int r = 0; r <= size; r++) {
+		size_t b = blocks * (size_t)r / (size_t)size * ALIGN;
+		off[r] = b < numel ? b : numel;
+	}
+}
+
+/* A host view of a whole model buffer: the backend's memory, or a copy. */
+static enum lt_status host_view(lt_zero *z, lt_ref r, float **out, int *own)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	*out = be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;
+	*own = *out == NULL;
+	if (*out)
+		return LT_OK;
+	if (!(*out = malloc(z->numel * sizeof **out))) {
+		lt_errmsg_set("cannot allocate %.1f MiB of host staging for the exchange",
+			      (double)z->numel * 4 / 1048576.0);
+		return LT_ERR_NOMEM;
+	}
+	z->bytes += z->numel * sizeof **out;
+	return LT_OK;
+}
+
+static enum lt_status allocate(lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	int size = lt_dist_size(z->dist), sharded = z->stage > 0 && size > 1;
+	size_t n = z->end - z->begin;
+	enum lt_status st;
+	if ((st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
+		return st;
+	if (size == 1 && !z->deterministic)
+		return LT_OK;
+	if ((st = host_view(z, lt_model_grads(z->model), &z->grads_host, &z->own_grads)) != LT_OK)
+		return st;
+	if (sharded && (st = host_view(z, lt_model_params(z->model), &z->params_host,
+				       &z->own_params)) != LT_OK)
+		return st;
+	if (sharded && !z->deterministic) {
+		if (!(z->shard = malloc((n ? n : 1) * sizeof *z->shard))) {
+			lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
+			return LT_ERR_NOMEM;
+		}
+		z->bytes += n * sizeof *z->shard;
+	}
+	if (z->deterministic) {
+		if (!(z->exact = calloc(z->numel, sizeof *z->exact))) {
+			lt_errmsg_set("cannot allocate %.1f MiB for the exact gradient sum of "
+				      "--deterministic", (double)z->numel * 16 / 1048576.0);
+			return LT_ERR_NOMEM;
+		}
+		z->bytes += z->numel * sizeof *z->exact;
+	}
+	(void)be;
+	return LT_OK;
+}
+
+enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic, lt_zero **out)
+{
+	int size = lt_dist_size(d), rank = lt_dist_rank(d);
+	struct lt_zero *z = calloc(1, sizeof *z);
+	*out = NULL;
+	if (z)
+		z->off = calloc((size_t)size * 2 + 1, sizeof *z->off);
+	if (!z || !z->off) {
+		free(z);
+		lt_errmsg_set("cannot allocate the data-parallel state");
+		return LT_ERR_NOMEM;
+	}
+	z->counts = z->off + size + 1;
+	z->dist = d;
+	z->model = m;
+	z->stage = stage;
+	z->deterministic = deterministic;
+	z->numel = lt_model_num_params(m);
+	plan_ranges(z->numel, size, z->off);
+	z->begin = stage > 0 ? z->off[rank] : 0;
+	z->end = stage > 0 ? z->off[rank + 1] : z->numel;
+	enum lt_status st = allocate(z);
+	if (st != LT_OK) {
+		lt_zero_free(z);
+		return st;
+	}
+	*out = z;
+	return LT_OK;
+}
+
+void lt_zero_free(lt_zero *z)
+{
+	if (!z)
+		return;
+	lt_model_on_grads_ready(z->model, NULL, NULL);
+	lt_optim_free(z->opt);
+	if (z->own_grads)
+		free(z->grads_host);
+	if (z->own_params)
+		free(z->params_host);
+	free(z->shard);
+	free(z->exact);
+	free(z->off);
+	free(z);
+}
+
+lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
+const size_t *lt_zero_ranges(const lt_zero *z) { return z->off; }
+size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
+
+/* Brings gradient elements [lo, hi) to the host copy (a no-op when the
+ * backend's memory is the host's). */
+static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	if (z->own_grads && hi > lo)
+		be->ops->read(be, z->grads_host + lo, lt_ref_at(lt_model_grads(z->model), lo), hi - lo);
+}
+
+/* Starts the reduce-scatter of gradient elements [lo, hi): rank r gets the
+ * part inside its range, into the shard at its place. */
+static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
+{
+	int size = lt_dist_size(z->dist);
+	for (int r = 0; r < size; r++) {
+		size_t a = lo > z->off[r] ? lo : z->off[r], b = hi < z->off[r + 1] ? hi : z->off[r + 1];
+		z->counts[r] = b > a ? b - a : 0;
+	}
+	size_t mine = lo > z->begin ? lo : z->begin;
+	float *recv = z->shard + (mine < z->end ? mine - z->begin : 0);
+	enum lt_status st = lt_dist_reduce_scatter_start(z->dist, z->grads_host + lo, recv,
+							 z->counts, "the gradient reduce-scatter");
+	return st == LT_OK ? lt_dist_progress(z->dist) : st;
+}
+
+/* The model's callback in an armed stage-2 backward. */
+static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
+{
+	lt_zero *z = ctx;
+	fetch_grads(z, lo, hi);
+	return start_bucket(z, lo, hi);
+}
+
+void lt_zero_arm(lt_zero *z)
+{
+	if (z->stage == 2 && z->shard && !z->deterministic) {
+		z->armed = 1;
+		lt_model_on_grads_ready(z->model, on_grads_ready, z);
+	}
+}
+
+enum lt_status lt_zero_add_grain(lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	enum lt_status st = be->ops->sync(be);
+	if (st != LT_OK)
+		return st;
+	fetch_grads(z, 0, z->numel);
+	const float *g = z->grads_host;
+	__int128 *acc = z->exact;
+	long n = (long)z->numel;
+	int bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static)
+	for (long i = 0; i < n; i++) {
+		double v = (double)g[i] * FIX_ONE;
+		if (fabs(v) < FIX_LIMIT)
+			acc[i] = (__int128)((unsigned __int128)acc[i] + (unsigned __int128)(__int128)v);
+		else
+			bad = 1;
+	}
+	z->inexact |= bad;
+	lt_model_zero_grads(z->model);
+	return be->ops->sync(be);
+}
+
+/* The sum of squares of x[n], in blocks of a fixed size summed in order:
+ * the same bits for any thread count. */
+static double fixed_order_sum_squares(const float *x, size_t n)
+{
+	size_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
+	double *part = malloc((nb ? nb : 1) * sizeof *part), total = 0;
+	if (!part)
+		return NAN;
+#pragma omp parallel for schedule(static)
+	for (long b = 0; b < (long)nb; b++) {
+		size_t lo = (size_t)b * NORM_BLOCK, hi = lo + NORM_BLOCK < n ? lo + NORM_BLOCK : n;
+		double s = 0;
+		for (size_t i = lo; i < hi; i++)
+			s += (double)x[i] * x[i];
+		part[b] = s;
+	}
+	for (size_t b = 0; b < nb; b++)
+		total += part[b];
+	free(part);
+	return total;
+}
+
+/* Deterministic: sums the exact grains over the ranks and writes the
+ * rounded result as the gradient of every element. */
+static enum lt_status reduce_exact(lt_zero *z, double *norm)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	double bad = z->inexact;
+	enum lt_status st;
+	if ((st = lt_dist_allreduce(z->dist, &bad, 1, LT_DIST_F64, LT_DIST_MAX,
+				    "the agreement on gradient range")) != LT_OK ||
+	    (st = lt_dist_allreduce(z->dist, z->exact, z->numel, LT_DIST_I128, LT_DIST_SUM,
+				    "the exact gradient all-reduce")) != LT_OK)
+		return st;
+	float *g = z->grads_host;
+	long n = (long)z->numel;
+#pragma omp parallel for schedule(static)
+	for (long i = 0; i < n; i++) {
+		g[i] = (float)((double)z->exact[i] / FIX_ONE);
+		z->exact[i] = 0;
+	}
+	z->inexact = 0;
+	if (z->own_grads)
+		be->ops->write(be, lt_model_grads(z->model), g, z->numel);
+	*norm = bad > 0 ? INFINITY : sqrt(fixed_order_sum_squares(g, z->numel));
+	return be->ops->sync(be);
+}
+
+/* Stage 0: every rank gets the whole summed gradient. */
+static enum lt_status reduce_all(lt_zero *z, double *norm)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	enum lt_status st = be->ops->sync(be);
+	if (st != LT_OK)
+		return st;
+	fetch_grads(z, 0, z->numel);
+	if ((st = lt_dist_allreduce(z->dist, z->grads_host, z->numel, LT_DIST_F32, LT_DIST_SUM,
+				    "the gradient all-reduce")) != LT_OK)
+		return st;
+	if (z->own_grads)
+		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
+	return lt_optim_grad_norm(z->opt, norm);
+}
+
+/* Stages 1 and 2: this rank's range of the summed gradient, and the norm
+ * from every range's sum of squares. */
+static enum lt_status reduce_range(lt_zero *z, double *norm)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	enum lt_status st;
+	size_t n = z->end - z->begin;
+	if (!z->armed) {
+		if ((st = be->ops->sync(be)) != LT_OK)
+			return st;
+		fetch_grads(z, 0, z->numel);
+		if ((st = start_bucket(z, 0, z->numel)) != LT_OK)
+			return st;
+	}
+	lt_model_on_grads_ready(z->model, NULL, NULL);
+	z->armed = 0;
+	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
+		return st;
+	if (z->own_grads)
+		be->ops->write(be, lt_ref_at(lt_model_grads(z->model), z->begin), z->shard, n);
+	else
+		memcpy(z->grads_host + z->begin, z->shard, n * sizeof *z->shard);
+	double sq = 0;
+	for (size_t i = 0; i < n; i++)
+		sq += (double)z->shard[i] * z->shard[i];
+	if ((st = lt_dist_allreduce(z->dist, &sq, 1, LT_DIST_F64, LT_DIST_SUM,
+				    "the gradient-norm all-reduce")) != LT_OK)
+		return st;
+	*norm = sqrt(sq);
+	return be->ops->sync(be);
+}
+
+enum lt_status lt_zero_reduce(lt_zero *z, double *norm)
+{
+	if (z->deterministic)
+		return reduce_exact(z, norm);
+	if (lt_dist_size(z->dist) == 1)
+		return lt_optim_grad_norm(z->opt, norm);
+	return z->stage == 0 ? reduce_all(z, norm) : reduce_range(z, norm);
+}
+
+enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int step, double norm)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	lt_ref params = lt_model_params(z->model);
+	enum lt_status st = lt_optim_update(z->opt, oc, step, norm);
+	if (st != LT_OK || z->stage == 0 || lt_dist_size(z->dist) == 1)
+		return st;
+	if (z->own_params)
+		be->ops->read(be, z->params_host + z->begin, lt_ref_at(params, z->begin),
+			      z->end - z->begin);
+	if ((st = lt_dist_allgatherv_f32(z->dist, z->params_host, z->off,
+					 "the parameter all-gather")) != LT_OK)
+		return st;
+	if (z->own_params) {
+		be->ops->write(be, params, z->params_host, z->begin);
+		be->ops->write(be, lt_ref_at(params, z->end), z->params_host + z->end,
+			       z->numel - z->end);
+	}
+	return be->ops->sync(be);
+}

@@ -1,0 +1,65 @@
+/* Data-parallel training over the ranks of an lt_dist: the split of a
+ * global batch into rank shares, the gradient reduction of ZeRO stage 0, 1
+ * or 2, AdamW on this rank's range of the flat buffer, the all-gather of
+ * the updated parameters, and the exact fixed-point gradient sum of
+ * deterministic runs.
+ *
+ * Stage 0 all-reduces the whole gradient and every rank runs AdamW on all
+ * of it. Stages 1 and 2 give rank r the contiguous range [off[r], off[r+1])
+ * of the flat buffer: it keeps the AdamW moments of that range only,
+ * receives the reduced gradient of that range (a reduce-scatter), updates
+ * it, and the ranks all-gather the parameters. Stage 2 starts the
+ * reduce-scatter of each layer's gradients as soon as the backward pass has
+ * finished that layer, so communication runs during the rest of backward.
+ *
+ * Deterministic runs add each sequence's gradient, converted to a 128-bit
+ * fixed-point integer (80 fraction bits), into an exact sum: integer
+ * addition does not depend on order, so the summed gradient, and with it
+ * every update, is bitwise the same for any number of ranks.
+ *
+ * Ownership: lt_zero_new gives an lt_zero that lt_zero_free releases; it
+ * owns its optimizer and borrows the ranks and the model. */
+#ifndef LT_ZERO_H
+#define LT_ZERO_H
+
+#include <stddef.h>
+
+#include "dist.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct lt_zero lt_zero;
+
+/* Splits n items over `parts` in proportion to weights (all > 0), each part
+ * getting at least min_each (n >= parts * min_each), largest remainders
+ * first: counts[parts]. */
+void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
+
+/* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
+ * moments for this rank's range and the host buffers the exchange needs. */
+enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic, lt_zero **out);
+void lt_zero_free(lt_zero *z);
+
+lt_optim *lt_zero_optim(const lt_zero *z);
+/* The ranges: rank r owns [off[r], off[r+1]) (stage 0: all of it). */
+const size_t *lt_zero_ranges(const lt_zero *z);
+/* Host bytes this rank allocated for the exchange (staging copies, the
+ * gradient shard, the fixed-point sum); the moments are the backend's. */
+size_t lt_zero_bytes(const lt_zero *z);
+
+/* Call before the last backward of a step: stage 2 then reduces each
+ * layer's gradients as the backward finishes them. */
+void lt_zero_arm(lt_zero *z);
+/* Deterministic runs, after each one-sequence backward: adds the gradient
+ * buffer into the exact sum and zeroes it. */
+enum lt_status lt_zero_add_grain(lt_zero *z);
+/* After the step's last backward: completes the reduction (the summed
+ * gradient of this rank's range is then in the model's gradient buffer)
+ * and gives the global gradient norm (not finite when a gradient is not). */
+enum lt_status lt_zero_reduce(lt_zero *z, double *norm);
+/* AdamW on this rank's range with that norm, then the all-gather of the
+ * parameters, so every rank holds the same model. */
+enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int step,
+			      double norm);
+
+#endif

@@ -1,0 +1,213 @@
+#!/bin/bash
+# Checks `mpiexec -n N lltrain train`: 30 steps of the tiny preset's model
+# over 2 and 3 ranks at ZeRO stages 0, 1 and 2 give the single-process
+# losses; --deterministic gives bitwise the same parameters for 1, 2 and 3
+# ranks, also across a save at 2 ranks and a resume at 3; the AdamW moments
+# each rank allocates shrink with the ranks at stages 1 and 2; ranks that
+# disagree are refused naming the rank and the difference; a stalled rank
+# ends the job naming it, the step and the collective; a killed rank ends
+# it, and --resume auto continues.
+LLTRAIN=${LLTRAIN:-./lltrain}
+top_srcdir=${top_srcdir:-.}
+MPIEXEC=${MPIEXEC:-mpiexec}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mpi.XXXXXX") || exit 1
+trap 'kill -9 $job 2>/dev/null; pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+job=
+. "$(dirname "$0")/tap.sh"
+
+if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
+	skip "this lltrain was built without MPI (configure found no MPI library)"
+	echo "1..$n"
+	exit 0
+fi
+if ! command -v "$MPIEXEC" >/dev/null; then
+	skip "no $MPIEXEC on PATH (install mpich)"
+	echo "1..$n"
+	exit 0
+fi
+# Open MPI wants to be told that root and more ranks than cores are fine.
+launch=("$MPIEXEC")
+if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
+	launch+=(--oversubscribe --allow-run-as-root)
+fi
+
+# A corpus of one document per line of the test text.
+sed 's/$/\n%/' "$top_srcdir/tests/data/tiny_corpus.txt" >"$tmp/corpus.txt"
+"$LLTRAIN" prepare --out "$tmp/data" --vocab 320 --val-fraction 0.2 "$tmp/corpus.txt" \
+	>"$tmp/prep.out" 2>&1
+ok $? "prepare the test corpus: $(tail -c 300 "$tmp/prep.out")"
+
+# The tiny preset's model, 30 steps of 10 sequences of 64 tokens (shares of
+# 5+5 and 4+3+3 sequences).
+STEPS=30
+set -- --preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS \
+	--train.warmup_steps=5 --data.dir="$tmp/data" --run.eval_every=0 \
+	--run.eval_batches=2 --run.sample_tokens=4 --run.log_every=10 --run.threads=1 \
+	--comm-timeout 20
+final=checkpoints/step_$(printf %08d $STEPS)
+
+# train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
+# launcher); output in $tmp/DIR.out, status in $rc.
+train() {
+	local dir=$1 ranks=$2
+	shift 2
+	if [ "$ranks" = 0 ]; then
+		"$LLTRAIN" train "$@" --run.dir="$tmp/$dir" >"$tmp/$dir.out" 2>&1
+	else
+		"${launch[@]}" -n "$ranks" "$LLTRAIN" train "$@" --run.dir="$tmp/$dir" \
+			>"$tmp/$dir.out" 2>&1 </dev/null
+	fi
+	rc=$?
+}
+
+# losses_match A B: every step's loss of run B within 1e-5 (relative) of A's.
+losses_match() {
+	awk -F'"loss":' '
+		FNR == 1 { file++ }
+		/"step":/ && /"loss":/ {
+			split($0, s, "\"step\":"); split(s[2], t, ","); step = t[1] + 0
+			split($2, l, ","); loss = l[1] + 0
+			if (file == 1) { ref[step] = loss; next }
+			seen++
+			d = loss - ref[step]; if (d < 0) d = -d
+			if (!(step in ref) || d > 1e-5 * (ref[step] < 0 ? -ref[step] : ref[step])) {
+				printf "step %d: %s vs %s\n", step, loss, ref[step]; bad = 1
+			}
+		}
+		END { if (seen != '$STEPS') { print seen " steps logged"; bad = 1 }; exit bad }
+	' "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl"
+}
+
+# 1. The single-process reference.
+train ref 0 "$@"
+ok $rc "30 steps in one process: $(tail -c 300 "$tmp/ref.out")"
+
+# 2. 2 and 3 ranks at every stage: the same losses, every rank listed.
+for ranks in 2 3; do
+	for zero in 0 1 2; do
+		name=r${ranks}z$zero
+		train $name $ranks "$@" --zero $zero
+		ok $rc "$ranks ranks, ZeRO $zero: the run ends well: $(tail -c 300 "$tmp/$name.out")"
+		why=$(losses_match ref $name 2>&1)
+		ok $? "$ranks ranks, ZeRO $zero: losses within 1e-5 of one process $why"
+	done
+	grep -q "^rank $((ranks - 1)): host .*, pid [0-9]*, device .*, [0-9]* of 10 sequences" \
+		"$tmp/r${ranks}z0.out"
+	ok $? "$ranks ranks: rank 0 lists every rank with its host, pid, device and share"
+done
+ls "$tmp/r3z1/$final" | grep -c '^optimizer-0000[0-2]-of-00003.safetensors$' | grep -qx 3
+ok $? "ZeRO 1 over 3 ranks saves three optimizer shards: $(ls "$tmp/r3z1/$final" | tr '\n' ' ')"
+
+# 3. Each rank's AdamW moments, as its backend allocated them: stage 0
+# holds all of them; stages 1 and 2 a 1/N share.
+moments() {
+	sed -n 's/.*rank 0 \([0-9]*\) + [0-9]* bytes.*/\1/p' "$tmp/$1.out"
+}
+all=$(moments r2z0)
+for name in r2z1 r2z2 r3z1 r3z2; do
+	ranks=${name:1:1} got=$(moments $name)
+	# the ranges are rounded to 16 elements: allow 64 bytes either way
+	[ -n "$all" ] && [ -n "$got" ] &&
+		[ $((got * ranks - all)) -le $((64 * ranks)) ] && [ $((all - got * ranks)) -le $((64 * ranks)) ]
+	ok $? "$name: rank 0 allocates $got bytes of moments, 1/$ranks of one process's $all"
+done
+
+# 4. --deterministic: bitwise the same parameters for 1, 2 and 3 ranks.
+train d1 0 "$@" --deterministic
+ok $rc "deterministic, one process: $(tail -c 300 "$tmp/d1.out")"
+train d2 2 "$@" --deterministic --zero 1
+train d3 3 "$@" --deterministic --zero 2
+for name in d2 d3; do
+	cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/$name/$final/model.safetensors"
+	ok $? "deterministic, ${name:1} ranks: parameters bitwise equal to one process's"
+done
+
+# 5. Resharding: a deterministic run over 2 ranks saves at step 15; its
+# last checkpoint is removed and 3 ranks resume from step 15: the final
+# parameters equal the uninterrupted run's bitwise.
+train s2 2 "$@" --deterministic --zero 2 --run.checkpoint_every=15
+rm -rf "$tmp/s2/$final"
+train s2 3 "$@" --deterministic --zero 1 --resume auto
+grep -q "resumed from .*step_00000015 at step 15" "$tmp/s2.out"
+ok $? "3 ranks resume the 2-rank run's step 15: $(grep -m1 resumed "$tmp/s2.out")"
+cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/s2/$final/model.safetensors"
+ok $? "saved at 2 ranks, resumed at 3: parameters bitwise equal to an uninterrupted run"
+why=$(losses_match ref s2 2>&1)
+ok $? "the resharded run's losses match the reference $why"
+
+# 6. Ranks that disagree are refused before training, naming the rank and
+# the difference (an MPMD launch with another learning rate on rank 1).
+"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --run.dir="$tmp/bad" : \
+	-n 1 "$LLTRAIN" train "$@" --run.dir="$tmp/bad" --train.lr=0.001 \
+	>"$tmp/bad.out" 2>&1 </dev/null
+rc=$?
+grep -q "rank 1 (host .*) does not agree with rank 0 in \[train\]: 'lr = 0.001' here, 'lr = [0-9.e-]*' on rank 0" \
+	"$tmp/bad.out"
+ok $(( rc == 0 || $? )) "ranks with different train.lr refused (exit $rc): $(grep -m1 agree "$tmp/bad.out")"
+[ ! -d "$tmp/bad/checkpoints" ]
+ok $? "the refused run trained nothing (no checkpoints)"
+
+# 7. A stalled rank (SIGSTOP) ends the job within 60 s, naming the rank,
+# the step and the collective.
+"${launch[@]}" -n 3 "$LLTRAIN" train "$@" --train.steps=100000 --run.dir="$tmp/stall" \
+	--comm-timeout 5 >"$tmp/stall.out" 2>&1 </dev/null &
+job=$!
+for _ in $(seq 300); do
+	grep -q '"step":3,' "$tmp/stall/metrics.jsonl" 2>/dev/null && break
+	sleep 0.2
+done
+victim=$(pgrep -f "train .*--run.dir=$tmp/stall" | sort -n | tail -1)
+kill -STOP "$victim"
+start=$(date +%s)
+for _ in $(seq 600); do
+	kill -0 $job 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 $job 2>/dev/null && kill -9 $job
+wait $job
+rc=$? took=$(($(date +%s) - start))
+kill -9 "$victim" 2>/dev/null
+[ "$rc" != 0 ] && [ "$took" -le 60 ]
+ok $? "a stalled rank ends the job: exit $rc after $took s"
+grep -q "step [0-9]*: .* made no progress for 5 s: rank 2 did not answer (died or stalled" \
+	"$tmp/stall.out"
+ok $? "the message names the step, the collective and rank 2: $(grep -m1 'no progress' "$tmp/stall.out")"
+
+# 8. A killed rank (SIGKILL) ends the job within 60 s; --resume auto then
+# continues from the last checkpoint.
+"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --run.dir="$tmp/kill" --run.checkpoint_every=5 \
+	>"$tmp/kill.out" 2>&1 </dev/null &
+job=$!
+for _ in $(seq 300); do
+	[ -d "$tmp/kill/checkpoints/step_00000005" ] && break
+	sleep 0.2
+done
+victim=$(pgrep -f "train .*--run.dir=$tmp/kill" | sort -n | tail -1)
+kill -9 "$victim"
+start=$(date +%s)
+for _ in $(seq 600); do
+	kill -0 $job 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 $job 2>/dev/null && kill -9 $job
+wait $job
+rc=$? took=$(($(date +%s) - start))
+[ "$rc" != 0 ] && [ "$took" -le 60 ]
+ok $? "a killed rank ends the job: exit $rc after $took s"
+grep -q "pid $victim" "$tmp/kill.out"
+ok $? "rank 0's rank list names the killed pid $victim: $(grep -m1 "pid $victim" "$tmp/kill.out")"
+train kill 2 "$@" --run.checkpoint_every=5 --resume auto
+ok $rc "--resume auto after the abort finishes the run: $(grep -m1 resumed "$tmp/kill.out")"
+why=$(losses_match ref kill 2>&1)
+ok $? "the resumed run's losses match the reference $why"
+
+# 9. --balance auto measures the ranks and keeps the mathematics.
+train bal 2 "$@" --balance auto
+ok $rc "--balance auto runs: $(tail -c 200 "$tmp/bal.out")"
+grep -q "^balance: sequences per rank of each batch of 10: rank 0 [0-9]* (measured" "$tmp/bal.out"
+ok $? "it prints the shares it measured: $(grep -m1 '^balance' "$tmp/bal.out")"
+why=$(losses_match ref bal 2>&1)
+ok $? "the balanced run's losses match the reference $why"
+
+echo "1..$n"
+exit $failed
