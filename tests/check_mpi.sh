@@ -25,8 +25,11 @@ if ! command -v "$MPIEXEC" >/dev/null; then
 	echo "1..$n"
 	exit 0
 fi
+# Under the sanitizer build, LeakSanitizer cannot name the allocations MPI's
+# unloaded plugins leave at MPI_Finalize (their stacks are one unknown
+# frame), so ranks run without the leak check; the one-process runs keep it.
+launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEXEC")
 # Open MPI wants to be told that root and more ranks than cores are fine.
-launch=("$MPIEXEC")
 if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
 	launch+=(--oversubscribe --allow-run-as-root)
 fi
