@@ -35,14 +35,15 @@ fi
 
 # run RANKS ZERO: prints "tokens/s comm_ms" averaged over the timed steps.
 run() {
-	local ranks=$1 zero=$2 dir="$tmp/run-$1-$2"
+	local ranks=$1 zero=$2 dir
+	dir=$(mktemp -d "$tmp/run.XXXXXX")
 	OMP_NUM_THREADS=$THREADS "${launch[@]}" -n "$ranks" "$LLTRAIN" train --preset "$PRESET" \
 		--train.batch=$((PER_RANK * ranks)) --train.seq="$SEQ" --train.steps="$STEPS" \
 		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$dir" --run.eval_every=0 \
 		--run.eval_batches=1 --run.sample_tokens=1 --run.checkpoint_every=0 \
 		--run.threads="$THREADS" --run.device="$DEVICE" --zero "$zero" \
-		>"$dir.out" 2>&1 </dev/null || { tail -5 "$dir.out" >&2; echo "0 0"; return; }
-	awk -F'[:,}]' '/"step":/ {
+		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0"; return; }
+	awk -F'[{:,}]' '/"step":/ {
 			for (i = 1; i < NF; i++) {
 				if ($i == "\"step\"") s = $(i + 1)
 				if ($i == "\"tokens_per_s\"") t = $(i + 1)
@@ -69,4 +70,4 @@ read -r tok2 comm2 < <(run "$HIDE_RANKS" 2)
 awk -v a="$comm1" -v b="$comm2" -v t1="$tok1" -v t2="$tok2" -v r="$HIDE_RANKS" 'BEGIN {
 	printf "ZeRO 1 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t1, a
 	printf "ZeRO 2 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t2, b
-	printf "communication hidden by ZeRO 2: %.0f%%\n", a > 0 ? 100 * (a - b) / a : 0 }'
+	printf "communication hidden by ZeRO 2: %.0f%%\n", (a > 0 ? 100 * (a - b) / a : 0) }'
