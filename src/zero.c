@@ -90,7 +90,6 @@ static enum lt_status host_view(lt_zero *z, lt_ref r, float **out, int *own)
 
 static enum lt_status allocate(lt_zero *z)
 {
-	lt_backend *be = lt_model_backend(z->model);
 	int size = lt_dist_size(z->dist), sharded = z->stage > 0 && size > 1;
 	size_t n = z->end - z->begin;
 	enum lt_status st;
@@ -118,7 +117,6 @@ static enum lt_status allocate(lt_zero *z)
 		}
 		z->bytes += z->numel * sizeof *z->exact;
 	}
-	(void)be;
 	return LT_OK;
 }
 
