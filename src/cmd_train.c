@@ -86,6 +86,7 @@ struct run {
 	int32_t *tokens, *targets;
 	struct lt_ckpt_state state;
 	long first_step;          /* the step this invocation started after */
+	int failed_together;      /* every rank knows of the failure: end without MPI_Abort */
 	double flops_per_token;
 };
 
@@ -208,6 +209,7 @@ static enum lt_status agree(struct run *r, enum lt_status st, const char *what, 
 	snprintf(saved, sizeof saved, "%s", lt_errmsg());
 	enum lt_status cst = lt_dist_allreduce(r->dist, &failed, 1, LT_DIST_F64, LT_DIST_MAX, what);
 	lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
+	r->failed_together = cst == LT_OK && failed > 0;
 	if (cst != LT_OK || st != LT_OK) {
 		if (st != LT_OK)
 			lt_errmsg_set("%s", saved);
@@ -598,8 +600,10 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	r->state.samples += (uint64_t)B * (uint64_t)accum;
 	r->compute_s = lt_cmd_seconds() - t0;
 	vote_stop(r, loop_start, sums + 2);
-	if ((st = agree(r, st, "the forward and backward passes", 0)) != LT_OK ||
-	    (st = lt_zero_reduce(r->zero, &norm)) != LT_OK ||
+	st = agree(r, st, "the forward and backward passes", 0);
+	/* ZeRO 2 may have left reduce-scatters unmatched: end with an abort */
+	r->failed_together = r->failed_together && r->conf.dist.zero < 2;
+	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK ||
 	    (st = lt_dist_allreduce(r->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK)
 		return st;
@@ -1039,7 +1043,9 @@ int lt_cmd_train(int argc, char **argv)
 		free(owned[i]);
 	free(owned);
 	free(args);
-	if (rc != 0 && r.ranks > 1)
+	/* a failure only some ranks know of leaves the others waiting in a
+	 * collective: end them all (an abort may cut the launcher's output) */
+	if (rc != 0 && r.ranks > 1 && !r.failed_together)
 		lt_dist_abort(r.dist, rc);
 	lt_dist_finalize(r.dist);
 	return rc;
