@@ -2,9 +2,10 @@
 # Data-parallel scaling of `lltrain train` over MPI ranks on one machine:
 # weak scaling (each rank keeps PER_RANK sequences of every batch) from 1 to
 # MAX_RANKS ranks of THREADS threads each, printing tokens/s, the efficiency
-# against one rank, and the communication each step waited for; then ZeRO
-# 1 against ZeRO 2 at HIDE_RANKS ranks, printing how much of ZeRO 1's
-# exposed communication ZeRO 2 hides behind backward.
+# against one rank, the communication each step waited for, and the wait
+# for slower ranks; then ZeRO 1 against ZeRO 2 at HIDE_RANKS ranks, printing
+# how much of ZeRO 1's wait for the gradient exchange (which starts after
+# backward) ZeRO 2 hides behind backward.
 #
 #   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
@@ -20,7 +21,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mpibench.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 launch=("$MPIEXEC")
-if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
+if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
 	launch+=(--oversubscribe --allow-run-as-root --bind-to none)
 fi
 
@@ -33,7 +34,9 @@ fi
 "$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" >"$tmp/prep.out" 2>&1 ||
 	{ cat "$tmp/prep.out"; exit 1; }
 
-# run RANKS ZERO: prints "tokens/s comm_ms" averaged over the timed steps.
+# run RANKS ZERO: prints "tokens/s comm_ms sync_ms reduce_ms" averaged over
+# the timed steps (sync: waiting for slower ranks to finish their share;
+# reduce: the part of comm that waited for the gradient exchange).
 run() {
 	local ranks=$1 zero=$2 dir
 	dir=$(mktemp -d "$tmp/run.XXXXXX")
@@ -42,32 +45,42 @@ run() {
 		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$dir" --run.eval_every=0 \
 		--run.eval_batches=1 --run.sample_tokens=1 --run.checkpoint_every=0 \
 		--run.threads="$THREADS" --run.device="$DEVICE" --zero "$zero" \
-		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0"; return; }
+		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0"; return; }
 	awk -F'[{:,}]' '/"step":/ {
 			for (i = 1; i < NF; i++) {
 				if ($i == "\"step\"") s = $(i + 1)
 				if ($i == "\"tokens_per_s\"") t = $(i + 1)
 				if ($i == "\"comm_s\"") c = $(i + 1)
+				if ($i == "\"sync_s\"") y = $(i + 1)
+				if ($i == "\"reduce_s\"") g = $(i + 1)
 			}
-			if (s > 5) { n++; tok += t; comm += c }
+			if (s > 5) { n++; tok += t; comm += c; sync += y; red += g }
 		}
-		END { if (n) printf "%.0f %.1f\n", tok / n, 1000 * comm / n; else print "0 0" }' \
+		END { if (n) printf "%.0f %.1f %.1f %.1f\n", tok / n, 1000 * comm / n, 1000 * sync / n,
+				1000 * red / n
+		      else print "0 0 0 0" }' \
 		"$dir/metrics.jsonl"
 }
 
 echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ tokens per rank per step," \
 	"$THREADS threads per rank, device $DEVICE, $("${launch[0]}" --version 2>&1 | head -1)"
 read -r base _ < <(run 1 0)
-printf '%6s %12s %12s %11s %15s\n' ranks "tokens/s" "per rank" efficiency "comm wait ms"
+printf '%6s %12s %12s %11s %15s %9s\n' ranks "tokens/s" "per rank" efficiency "comm wait ms" \
+	"sync ms"
 for ranks in $(seq 1 "$MAX_RANKS"); do
 	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
-	read -r tok comm < <(run "$ranks" 0)
-	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" 'BEGIN {
-		printf "%6d %12.0f %12.0f %10.1f%% %15.1f\n", r, t, t / r, b ? 100 * t / (r * b) : 0, c }'
+	read -r tok comm sync _ < <(run "$ranks" 0)
+	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" 'BEGIN {
+		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f\n", r, t, t / r,
+			(b ? 100 * t / (r * b) : 0), c, y }'
 done
-read -r tok1 comm1 < <(run "$HIDE_RANKS" 1)
-read -r tok2 comm2 < <(run "$HIDE_RANKS" 2)
-awk -v a="$comm1" -v b="$comm2" -v t1="$tok1" -v t2="$tok2" -v r="$HIDE_RANKS" 'BEGIN {
-	printf "ZeRO 1 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t1, a
-	printf "ZeRO 2 at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step\n", r, t2, b
-	printf "communication hidden by ZeRO 2: %.0f%%\n", (a > 0 ? 100 * (a - b) / a : 0) }'
+read -r tok1 comm1 sync1 red1 < <(run "$HIDE_RANKS" 1)
+read -r tok2 comm2 sync2 red2 < <(run "$HIDE_RANKS" 2)
+awk -v r="$HIDE_RANKS" -v t1="$tok1" -v c1="$comm1" -v y1="$sync1" -v g1="$red1" \
+	-v t2="$tok2" -v c2="$comm2" -v y2="$sync2" -v g2="$red2" 'BEGIN {
+	f = "ZeRO %d at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step, of which " \
+	    "the gradient exchange %.1f ms (sync %.1f ms)\n"
+	printf f, 1, r, t1, c1, g1, y1
+	printf f, 2, r, t2, c2, g2, y2
+	printf "gradient exchange hidden behind backward by ZeRO 2: %.0f%%\n",
+		(g1 > 0 ? 100 * (g1 - g2) / g1 : 0) }'

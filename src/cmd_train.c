@@ -74,6 +74,9 @@ struct run {
 	int row0;                 /* this rank's first sequence in a micro-batch */
 	int plan_rows;            /* sequences per forward (1 when deterministic) */
 	double compute_s;         /* this step's forward + backward seconds */
+	double sync_s;            /* this step's wait for slower ranks' forward + backward */
+	double comm_s;            /* this step's wait for exchanges before that */
+	double reduce_s;          /* this step's wait for the gradient exchange */
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
 	char tok_path[PATH_CAP];
@@ -600,11 +603,17 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	r->state.samples += (uint64_t)B * (uint64_t)accum;
 	r->compute_s = lt_cmd_seconds() - t0;
 	vote_stop(r, loop_start, sums + 2);
+	/* the first exchange after backward waits for the slowest rank */
+	r->comm_s = lt_dist_take_wait_seconds(r->dist);
 	st = agree(r, st, "the forward and backward passes", 0);
-	/* ZeRO 2 may have left reduce-scatters unmatched: end with an abort */
-	r->failed_together = r->failed_together && r->conf.dist.zero < 2;
-	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK ||
-	    (st = lt_dist_allreduce(r->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
+	r->sync_s = lt_dist_take_wait_seconds(r->dist);
+	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
+	r->failed_together = r->failed_together && r->conf.dist.zero == 1;
+	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK)
+		return st;
+	r->comm_s += lt_dist_take_wait_seconds(r->dist);
+	r->reduce_s = r->comm_s;
+	if ((st = lt_dist_allreduce(r->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK)
 		return st;
 	r->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
@@ -624,7 +633,8 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
  * proportion to the sequences per second it reached. */
 static enum lt_status rebalance(struct run *r)
 {
-	double mine = (double)r->rows[r->rank] / (r->compute_s > 1e-9 ? r->compute_s : 1e-9);
+	double mine = (double)r->rows[r->rank] * r->conf.train.grad_accum /
+		      (r->compute_s > 1e-9 ? r->compute_s : 1e-9);
 	double *speed = malloc((size_t)r->ranks * sizeof *speed);
 	if (!speed) {
 		lt_errmsg_set("cannot allocate the rank speeds");
@@ -680,7 +690,9 @@ static enum lt_status train_loop(struct run *r)
 		sm.elapsed = r->state.elapsed;
 		sm.tokens_per_s = (double)tokens_per_step / (now - last);
 		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
-		sm.comm_s = lt_dist_take_wait_seconds(r->dist);
+		sm.comm_s = r->comm_s + lt_dist_take_wait_seconds(r->dist);
+		sm.sync_s = r->sync_s;
+		sm.reduce_s = r->reduce_s;
 		last = now;
 		if (r->metrics && (st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
 			break;

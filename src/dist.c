@@ -4,6 +4,7 @@
 #include "dist.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,19 +33,20 @@ struct lt_dist {
 	MPI_Op sum128;
 	MPI_Request pending[MAX_PENDING];
 	const char *pending_what[MAX_PENDING];
-	int *pending_counts[MAX_PENDING];  /* kept until the collective completes */
 	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
 	MPI_Status statuses[MAX_PENDING];
 	int n_pending;
 #endif
 };
 
+#ifdef LT_HAVE_MPI
 static double seconds_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+#endif
 
 int lt_dist_have_mpi(void)
 {
@@ -213,7 +215,6 @@ static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 				    const char *const *what)
 {
 	double t0 = seconds_now(), last = t0;
-	int spins = 0;
 	for (;;) {
 		int done = 0, err = MPI_Testall(n, req, &done, d->statuses);
 		if (err)
@@ -233,23 +234,19 @@ static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 				i++;
 			return report_stall(d, what[i]);
 		}
-		/* spin a little for short waits, then yield the core */
-		if (++spins > 2000)
-			usleep(50);
+		/* a large exchange advances only while MPI is called: keep calling
+		 * (yielding the core to busy neighbours) for the first second,
+		 * then sleep between calls (rank 0 may be working alone) */
+		if (now - t0 < 1.0)
+			sched_yield();
+		else
+			usleep(200);
 	}
 }
 
 static enum lt_status wait_one(struct lt_dist *d, MPI_Request *req, const char *what)
 {
 	return wait_requests(d, req, 1, &what);
-}
-
-/* Releases the counts of completed collectives. */
-static void forget_pending(struct lt_dist *d)
-{
-	for (int i = 0; i < d->n_pending; i++)
-		free(d->pending_counts[i]);
-	d->n_pending = 0;
 }
 
 static MPI_Datatype mpi_type(const struct lt_dist *d, enum lt_dist_type t, size_t *elem)
@@ -456,39 +453,57 @@ enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
 #endif
 }
 
-enum lt_status lt_dist_reduce_scatter_start(lt_dist *d, const float *send, float *recv,
-					    const size_t *counts, const char *what)
+#ifdef LT_HAVE_MPI
+/* Starts the sums of send[n] over the ranks, in pieces: into recv on rank
+ * root, or (root < 0) in place in recv on every rank. */
+static enum lt_status start_sums(lt_dist *d, const float *send, float *recv, size_t n, int root,
+				 const char *what)
+{
+	for (size_t at = 0; at < n; at += PIECE) {
+		if (d->n_pending == MAX_PENDING) {
+			enum lt_status st = lt_dist_wait_all(d);
+			if (st != LT_OK)
+				return st;
+		}
+		int count = (int)(n - at < PIECE ? n - at : PIECE), err;
+		MPI_Request *req = &d->pending[d->n_pending];
+		if (root < 0)
+			err = MPI_Iallreduce(MPI_IN_PLACE, recv + at, count, MPI_FLOAT, MPI_SUM,
+					     d->comm, req);
+		else
+			err = MPI_Ireduce(send + at, d->rank == root ? recv + at : NULL, count,
+					  MPI_FLOAT, MPI_SUM, root, d->comm, req);
+		if (err)
+			return mpi_failed(what, err);
+		d->pending_what[d->n_pending++] = what;
+	}
+	return LT_OK;
+}
+#endif
+
+enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, size_t n,
+				    int root, const char *what)
 {
 	if (d->size == 1) {
-		memcpy(recv, send, counts[0] * sizeof *recv);
+		memcpy(recv, send, n * sizeof *recv);
 		return LT_OK;
 	}
 #ifdef LT_HAVE_MPI
-	if (d->n_pending == MAX_PENDING) {
-		enum lt_status st = lt_dist_wait_all(d);
-		if (st != LT_OK)
-			return st;
-	}
-	int *c = malloc((size_t)d->size * sizeof *c);
-	if (!c) {
-		lt_errmsg_set("%s: cannot allocate the counts", what);
-		return LT_ERR_NOMEM;
-	}
-	for (int r = 0; r < d->size; r++) {
-		LT_ASSERT(counts[r] <= (size_t)INT_MAX);
-		c[r] = (int)counts[r];
-	}
-	int err = MPI_Ireduce_scatter(send, recv, c, MPI_FLOAT, MPI_SUM, d->comm,
-				      &d->pending[d->n_pending]);
-	if (err) {
-		free(c);
-		return mpi_failed(what, err);
-	}
-	d->pending_counts[d->n_pending] = c;
-	d->pending_what[d->n_pending++] = what;
-	return LT_OK;
+	return start_sums(d, send, recv, n, root, what);
 #else
-	(void)send, (void)recv, (void)counts, (void)what;
+	(void)root, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return start_sums(d, NULL, buf, n, -1, what);
+#else
+	(void)buf, (void)n, (void)what;
 	return LT_OK;
 #endif
 }
@@ -502,7 +517,7 @@ enum lt_status lt_dist_progress(lt_dist *d)
 		if (err)
 			return mpi_failed(d->pending_what[0], err);
 		if (done)
-			forget_pending(d);
+			d->n_pending = 0;
 	}
 #else
 	(void)d;
@@ -517,7 +532,7 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 		return LT_OK;
 	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what);
 	if (st == LT_OK)
-		forget_pending(d);
+		d->n_pending = 0;
 	return st;
 #else
 	(void)d;

@@ -62,12 +62,15 @@ enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 				      const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
 
-/* Starts a reduce-scatter of send[n] (n = sum of counts): rank r receives
- * the sum over the ranks of its counts[r] elements into recv. It completes
- * in lt_dist_progress / lt_dist_wait_all; send and recv must stay
- * untouched until then. Up to 4096 may be under way. */
-enum lt_status lt_dist_reduce_scatter_start(lt_dist *d, const float *send, float *recv,
-					    const size_t *counts, const char *what);
+/* Starts the sum over the ranks of send[n] into recv[n] on rank root
+ * (recv is unused elsewhere). It completes in lt_dist_progress /
+ * lt_dist_wait_all; send and recv must stay untouched until then. Up to
+ * 4096 collectives may be under way at once. */
+enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, size_t n,
+				    int root, const char *what);
+/* Starts the in-place all-reduce (sum) of buf[n]; it completes as a
+ * reduce started above does, and buf must stay untouched until then. */
+enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what);
 /* Lets started collectives advance without waiting. */
 enum lt_status lt_dist_progress(lt_dist *d);
 /* Waits (under the watchdog) until every started collective completed. */

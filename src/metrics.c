@@ -97,11 +97,12 @@ static void format_duration(double s, char *buf, size_t cap)
 
 static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 {
-	char eta[32], comm[48] = "", line[320];
+	char eta[32], comm[80] = "", line[352];
 	double per_step = s->step > 0 ? s->elapsed / (double)s->step : 0;
 	format_duration(per_step * (double)(s->total_steps - s->step), eta, sizeof eta);
 	if (s->ranks > 1)
-		snprintf(comm, sizeof comm, "  %d ranks, comm wait %.1f ms", s->ranks, s->comm_s * 1e3);
+		snprintf(comm, sizeof comm, "  %d ranks, comm wait %.1f ms, sync %.1f ms", s->ranks,
+			 s->comm_s * 1e3, s->sync_s * 1e3);
 	snprintf(line, sizeof line,
 		 "step %ld/%ld  loss %.4f  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s%s  ETA %s%s",
 		 s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tflops, comm,
@@ -130,6 +131,8 @@ enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s)
 	if (s->ranks > 1) {
 		json_object_set_new(o, "ranks", json_integer(s->ranks));
 		json_object_set_new(o, "comm_s", json_number(s->comm_s));
+		json_object_set_new(o, "reduce_s", json_number(s->reduce_s));
+		json_object_set_new(o, "sync_s", json_number(s->sync_s));
 	}
 	if (s->skipped)
 		json_object_set_new(o, "skipped", json_true());

@@ -16,7 +16,9 @@ struct lt_step_metrics {
 	long tokens;                   /* trained so far */
 	int skipped;                   /* a NaN/Inf loss: no update was made */
 	int ranks;                     /* > 1: a data-parallel step, and then */
-	double comm_s;                 /* seconds it waited for other ranks */
+	double comm_s;                 /* seconds it waited for exchanges to finish */
+	double reduce_s;               /* of comm_s, the gradient exchange's */
+	double sync_s;                 /* seconds it waited for slower ranks' compute */
 };
 
 typedef struct lt_metrics lt_metrics;

@@ -72,6 +72,7 @@ struct lt_model {
 	int have_grad;                    /* the logits hold their gradient */
 	lt_grads_ready_fn grads_ready;    /* told of each finished gradient range */
 	void *grads_ready_ctx;
+	enum lt_status pause_st;          /* the first failure of a pause in backward */
 
 	/* KV-cached decoding, between lt_model_decode_begin and _end */
 	int dec_B, dec_S;
@@ -518,6 +519,20 @@ static void block_forward(lt_model *m, int l)
 	linear_forward(be, A(m, next), A(m, a->g), P(m, w->wdown), N, C, F, 1.0f);
 }
 
+/* Passes a finished gradient range to the caller's function, if any. */
+static enum lt_status tell_grads_ready(lt_model *m, size_t begin, size_t end)
+{
+	return m->grads_ready ? m->grads_ready(m->grads_ready_ctx, begin, end) : LT_OK;
+}
+
+/* Between two ops of a block's backward: tells the caller's function of
+ * an empty range, so exchanges it started can advance. */
+static void pause_for_exchanges(lt_model *m)
+{
+	if (m->pause_st == LT_OK)
+		m->pause_st = tell_grads_ready(m, 0, 0);
+}
+
 /* Backward through block l: on entry dx holds dL/dx_{l+1}, on exit dL/dx_l;
  * the block's weight gradients are added into the gradient buffer. */
 static void block_backward(lt_model *m, int l)
@@ -532,16 +547,21 @@ static void block_backward(lt_model *m, int l)
 
 	/* MLP: x_{l+1} = xmid + down(swiglu(gate_up(rmsnorm(xmid)))) */
 	linear_backward(be, dA, 0.0f, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	pause_for_exchanges(m);
 	be->ops->swiglu_backward(be, dB, dA, A(m, a->h), N, F);
 	linear_backward(be, dA, 0.0f, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_post), dA, A(m, a->xmid), P(m, w->ln_post),
 				  A(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
 	linear_backward(be, dA, 0.0f, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	pause_for_exchanges(m);
 	be->ops->attention_backward(be, dB, dA, A(m, a->att), A(m, a->lse), A(m, a->qkv), &s);
+	pause_for_exchanges(m);
 	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
 	linear_backward(be, dA, 0.0f, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
 				  A(m, a->rstd1), N, C);
 }
@@ -585,12 +605,6 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	return LT_OK;
 }
 
-/* Passes a finished gradient range to the caller's function, if any. */
-static enum lt_status tell_grads_ready(lt_model *m, size_t begin, size_t end)
-{
-	return m->grads_ready ? m->grads_ready(m->grads_ready_ctx, begin, end) : LT_OK;
-}
-
 enum lt_status lt_model_backward(lt_model *m)
 {
 	lt_backend *be = m->be;
@@ -605,12 +619,15 @@ enum lt_status lt_model_backward(lt_model *m)
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
 				  A(m, m->rstdf), N, C);
 	m->have_grad = 0;
+	m->pause_st = LT_OK;
 	/* the final norm (and an untied head) end the flat buffer */
 	enum lt_status st = tell_grads_ready(m, m->norm, m->numel);
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		block_backward(m, l);
-		st = tell_grads_ready(m, m->layers[l].ln_in,
-				      l + 1 < c->n_layers ? m->layers[l + 1].ln_in : m->norm);
+		st = m->pause_st != LT_OK ? m->pause_st
+					  : tell_grads_ready(m, m->layers[l].ln_in,
+							     l + 1 < c->n_layers ? m->layers[l + 1].ln_in
+										 : m->norm);
 	}
 	if (st != LT_OK)
 		return st;

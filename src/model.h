@@ -103,7 +103,9 @@ enum lt_status lt_model_backward(lt_model *m);
  * output layer (the final norm, and the head when untied), after each block
  * (last first) and after the embedding. The ranges cover the buffer once.
  * The backend's queued work may still be running: read through the
- * backend. A failure ends the backward with that status. */
+ * backend. Between the ops of a block it is also called with begin == end
+ * (a moment to advance exchanges it started). A failure ends the backward
+ * with that status. */
 typedef enum lt_status (*lt_grads_ready_fn)(void *ctx, size_t begin, size_t end);
 /* Sets (fn NULL: clears) that function. */
 void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx);

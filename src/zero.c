@@ -22,9 +22,9 @@ struct lt_zero {
 	lt_model *model;
 	lt_optim *opt;
 	int stage, deterministic, armed;
+	int rank;
 	size_t numel, begin, end;  /* this rank's range */
 	size_t *off;               /* [size + 1] */
-	size_t *counts;            /* [size], scratch for one bucket */
 	float *grads_host;         /* the gradient on the host: the backend's own or a copy */
 	float *params_host;        /* the parameters on the host: the backend's own or a copy */
 	float *shard;              /* [end - begin], reduced gradient of the range */
@@ -34,31 +34,40 @@ struct lt_zero {
 	int own_grads, own_params;
 };
 
+/* The part whose count is furthest below (sign 1) or, among those above
+ * min_each, furthest above (sign -1) its ideal share n * weights[i] /
+ * total; the lowest index on ties. */
+static int furthest_from_ideal(size_t n, const double *weights, double total,
+			       const size_t *counts, int parts, size_t min_each, int sign)
+{
+	int best = -1;
+	double best_gap = 0;
+	for (int i = 0; i < parts; i++) {
+		double gap = sign * ((double)n * weights[i] / total - (double)counts[i]);
+		if ((sign > 0 || counts[i] > min_each) && (best < 0 || gap > best_gap)) {
+			best_gap = gap;
+			best = i;
+		}
+	}
+	return best;
+}
+
 void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts)
 {
 	double total = 0;
-	size_t given = 0, spare = n - (size_t)parts * min_each;
+	size_t given = 0;
 	LT_ASSERT(n >= (size_t)parts * min_each);
 	for (int i = 0; i < parts; i++)
 		total += weights[i];
 	for (int i = 0; i < parts; i++) {
-		counts[i] = min_each + (size_t)floor((double)spare * weights[i] / total);
+		counts[i] = (size_t)floor((double)n * weights[i] / total);
+		counts[i] = counts[i] < min_each ? min_each : counts[i];
 		given += counts[i];
 	}
-	/* the rest, one each, to the largest remainders (lowest rank on ties) */
-	while (given < n) {
-		int best = 0;
-		double best_rem = -1;
-		for (int i = 0; i < parts; i++) {
-			double rem = (double)spare * weights[i] / total - (double)(counts[i] - min_each);
-			if (rem > best_rem) {
-				best_rem = rem;
-				best = i;
-			}
-		}
-		counts[best]++;
-		given++;
-	}
+	for (; given < n; given++)
+		counts[furthest_from_ideal(n, weights, total, counts, parts, min_each, 1)]++;
+	for (; given > n; given--)
+		counts[furthest_from_ideal(n, weights, total, counts, parts, min_each, -1)]--;
 }
 
 /* off[r]: equal ranges of ALIGN-element blocks. */
@@ -126,13 +135,13 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	struct lt_zero *z = calloc(1, sizeof *z);
 	*out = NULL;
 	if (z)
-		z->off = calloc((size_t)size * 2 + 1, sizeof *z->off);
+		z->off = calloc((size_t)size + 1, sizeof *z->off);
 	if (!z || !z->off) {
 		free(z);
 		lt_errmsg_set("cannot allocate the data-parallel state");
 		return LT_ERR_NOMEM;
 	}
-	z->counts = z->off + size + 1;
+	z->rank = rank;
 	z->dist = d;
 	z->model = m;
 	z->stage = stage;
@@ -179,33 +188,43 @@ static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 		be->ops->read(be, z->grads_host + lo, lt_ref_at(lt_model_grads(z->model), lo), hi - lo);
 }
 
-/* Starts the reduce-scatter of gradient elements [lo, hi): rank r gets the
- * part inside its range, into the shard at its place. */
+/* Starts the exchange of gradient elements [lo, hi): at stage 0 their
+ * all-reduce in place; else the sum of each rank's part of them, into its
+ * shard (one reduce per owner: a reduce-scatter of pieces this uneven runs
+ * through rank 0 in some MPI libraries). */
 static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
 {
-	int size = lt_dist_size(z->dist);
-	for (int r = 0; r < size; r++) {
+	enum lt_status st = LT_OK;
+	if (z->stage == 0)
+		st = lt_dist_allreduce_start(z->dist, z->grads_host + lo, hi - lo,
+					     "the gradient all-reduce");
+	for (int r = 0; z->stage > 0 && r < lt_dist_size(z->dist) && st == LT_OK; r++) {
 		size_t a = lo > z->off[r] ? lo : z->off[r], b = hi < z->off[r + 1] ? hi : z->off[r + 1];
-		z->counts[r] = b > a ? b - a : 0;
+		if (b > a)
+			st = lt_dist_reduce_start(z->dist, z->grads_host + a,
+						  r == z->rank ? z->shard + (a - z->begin) : NULL,
+						  b - a, r, "the gradient reduce-scatter");
 	}
-	size_t mine = lo > z->begin ? lo : z->begin;
-	float *recv = z->shard + (mine < z->end ? mine - z->begin : 0);
-	enum lt_status st = lt_dist_reduce_scatter_start(z->dist, z->grads_host + lo, recv,
-							 z->counts, "the gradient reduce-scatter");
 	return st == LT_OK ? lt_dist_progress(z->dist) : st;
 }
 
-/* The model's callback in an armed stage-2 backward. */
+/* The model's callback in an armed backward: an empty range is a moment
+ * between two ops to let the started exchanges advance. */
 static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 {
 	lt_zero *z = ctx;
+	if (hi == lo)
+		return lt_dist_progress(z->dist);
 	fetch_grads(z, lo, hi);
 	return start_bucket(z, lo, hi);
 }
 
+/* Stages 0 and 2 exchange each layer's gradients as backward finishes it;
+ * stage 1 exchanges the whole buffer after backward. */
 void lt_zero_arm(lt_zero *z)
 {
-	if (z->stage == 2 && z->shard && !z->deterministic) {
+	int overlap = z->stage == 0 || (z->stage == 2 && z->shard);
+	if (overlap && lt_dist_size(z->dist) > 1 && !z->deterministic) {
 		z->armed = 1;
 		lt_model_on_grads_ready(z->model, on_grads_ready, z);
 	}
@@ -287,12 +306,17 @@ static enum lt_status reduce_exact(lt_zero *z, double *norm)
 static enum lt_status reduce_all(lt_zero *z, double *norm)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	enum lt_status st = be->ops->sync(be);
-	if (st != LT_OK)
-		return st;
-	fetch_grads(z, 0, z->numel);
-	if ((st = lt_dist_allreduce(z->dist, z->grads_host, z->numel, LT_DIST_F32, LT_DIST_SUM,
-				    "the gradient all-reduce")) != LT_OK)
+	enum lt_status st;
+	if (!z->armed) {
+		if ((st = be->ops->sync(be)) != LT_OK)
+			return st;
+		fetch_grads(z, 0, z->numel);
+		if ((st = start_bucket(z, 0, z->numel)) != LT_OK)
+			return st;
+	}
+	lt_model_on_grads_ready(z->model, NULL, NULL);
+	z->armed = 0;
+	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
 		return st;
 	if (z->own_grads)
 		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);

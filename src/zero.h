@@ -30,9 +30,11 @@
 
 typedef struct lt_zero lt_zero;
 
-/* Splits n items over `parts` in proportion to weights (all > 0), each part
- * getting at least min_each (n >= parts * min_each), largest remainders
- * first: counts[parts]. */
+/* Splits n items over `parts` in proportion to weights (all > 0): each part
+ * gets the floor of its ideal share, at least min_each (n >= parts *
+ * min_each); the rest go one each to the parts furthest below their ideal,
+ * and an excess made by the minimum comes from those furthest above it:
+ * counts[parts]. */
 void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
 
 /* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
@@ -47,8 +49,9 @@ const size_t *lt_zero_ranges(const lt_zero *z);
  * gradient shard, the fixed-point sum); the moments are the backend's. */
 size_t lt_zero_bytes(const lt_zero *z);
 
-/* Call before the last backward of a step: stage 2 then reduces each
- * layer's gradients as the backward finishes them. */
+/* Call before the last backward of a step: stages 0 and 2 then exchange
+ * each layer's gradients as the backward finishes them (stage 1 exchanges
+ * the whole buffer after backward). */
 void lt_zero_arm(lt_zero *z);
 /* Deterministic runs, after each one-sequence backward: adds the gradient
  * buffer into the exact sum and zeroes it. */

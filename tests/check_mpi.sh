@@ -30,7 +30,7 @@ fi
 # frame), so ranks run without the leak check; the one-process runs keep it.
 launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEXEC")
 # Open MPI wants to be told that root and more ranks than cores are fine.
-if "$MPIEXEC" --version 2>&1 | grep -q 'Open MPI'; then
+if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
 	launch+=(--oversubscribe --allow-run-as-root)
 fi
 
@@ -98,6 +98,14 @@ for ranks in 2 3; do
 		"$tmp/r${ranks}z0.out"
 	ok $? "$ranks ranks: rank 0 lists every rank with its host, pid, device and share"
 done
+# every step's line says what it waited for: exchanges (of which the
+# gradient exchange) and slower ranks
+awk '/"step":/ && /"loss":/ { n++
+	if (!match($0, /"comm_s":[0-9.e-]+/)) { bad = 1; next }; c = substr($0, RSTART + 9, RLENGTH - 9)
+	if (!match($0, /"reduce_s":[0-9.e-]+/)) { bad = 1; next }; g = substr($0, RSTART + 11, RLENGTH - 11)
+	if (!match($0, /"sync_s":[0-9.e-]+/) || !/"ranks":3/ || g + 0 > c + 0) bad = 1 }
+	END { exit bad || n != '$STEPS' }' "$tmp/r3z2/metrics.jsonl"
+ok $? "each step of the 3-rank run logs ranks, comm_s >= reduce_s and sync_s: $(grep -m1 comm_s "$tmp/r3z2/metrics.jsonl")"
 ls "$tmp/r3z1/$final" | grep -c '^optimizer-0000[0-2]-of-00003.safetensors$' | grep -qx 3
 ok $? "ZeRO 1 over 3 ranks saves three optimizer shards: $(ls "$tmp/r3z1/$final" | tr '\n' ' ')"
 

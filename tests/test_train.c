@@ -1,6 +1,7 @@
 /* Training tests of the engine: the loss of a tiny byte-level model goes
  * down on a small corpus, two runs with one seed are bitwise equal, a
- * finite-difference check of the whole model's gradient, and the memory
+ * finite-difference check of the whole model's gradient, the backward's
+ * gradient hook, and the memory
  * estimate against the measured peak RSS. */
 #include "config.h"
 
@@ -205,17 +206,86 @@ static void check_gradient_by_finite_differences(lt_backend *be)
 	lt_model_free(m);
 }
 
+/* What the gradient hook saw in one backward. */
+struct hook_log {
+	unsigned char *seen;    /* [P] times each element was passed */
+	size_t P;
+	int ranges, pauses, pauses_before_first_block, fail_at;
+};
+
+static enum lt_status log_hook(void *ctx, size_t begin, size_t end)
+{
+	struct hook_log *h = ctx;
+	if (begin == end) {
+		h->pauses++;
+		h->pauses_before_first_block += h->ranges == 1;
+	} else {
+		h->ranges++;
+		for (size_t i = begin; i < end && i < h->P; i++)
+			h->seen[i]++;
+	}
+	int calls = h->ranges + h->pauses;
+	return h->fail_at && calls == h->fail_at ? LT_ERR_COMM : LT_OK;
+}
+
+/* lt_model_backward tells its hook of ranges that cover the gradient
+ * buffer exactly once (head, each block, embedding), pauses between the
+ * ops of each block, and stops with the hook's failure. */
+static void check_gradient_hook(lt_backend *be)
+{
+	const int B = 2, T = 8;
+	lt_model *m = NULL;
+	int32_t tok[16], tgt[16];
+	for (int i = 0; i < B * T; i++) {
+		tok[i] = (int32_t)(i * 7 % 256);
+		tgt[i] = (int32_t)(i * 13 % 256);
+	}
+	if (lt_model_new(be, &tiny_bytes, &m) != LT_OK || lt_model_init(m, 5) != LT_OK ||
+	    lt_model_plan(m, B, T) != LT_OK) {
+		tap_ok(0, "gradient hook: model setup failed");
+		tap_ok(0, "gradient hook: model setup failed");
+		lt_model_free(m);
+		return;
+	}
+	struct hook_log h = { .P = lt_model_num_params(m) };
+	h.seen = calloc(h.P, 1);
+	double loss;
+	long n;
+	lt_model_on_grads_ready(m, log_hook, &h);
+	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
+	enum lt_status st = lt_model_backward(m);
+	size_t once = 0;
+	for (size_t i = 0; i < h.P; i++)
+		once += h.seen[i] == 1;
+	tap_ok(st == LT_OK && once == h.P && h.ranges == tiny_bytes.n_layers + 2 &&
+		       h.pauses >= 2 * tiny_bytes.n_layers && h.pauses_before_first_block >= 2,
+	       "gradient hook: %d ranges cover %zu of %zu elements once, %d pauses (%d inside the "
+	       "last block)", h.ranges, once, h.P, h.pauses, h.pauses_before_first_block);
+	/* the third call is a pause inside the last block: its failure ends backward */
+	struct hook_log f = { .P = h.P, .seen = h.seen, .fail_at = 3 };
+	lt_model_on_grads_ready(m, log_hook, &f);
+	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
+	st = lt_model_backward(m);
+	tap_ok(st == LT_ERR_COMM && f.ranges == 1 && f.pauses == 2,
+	       "gradient hook: a failing pause ends backward with its status (%d after %d ranges)",
+	       (int)st, f.ranges);
+	lt_model_on_grads_ready(m, NULL, NULL);
+	free(h.seen);
+	lt_model_free(m);
+}
+
 int main(void)
 {
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(4);
+	tap_plan(6);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
 	}
 	check_gradient_by_finite_differences(be);
+	check_gradient_hook(be);
 	check_same_seed_same_run(be, text, len);
 	check_loss_goes_down(be, text, len);
 	tap_ok(be->ops->sync(be) == LT_OK, "backend reports no failure");

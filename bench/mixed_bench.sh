@@ -1,0 +1,85 @@
+#!/bin/bash
+# A mixed job of one GPU rank and one CPU rank (an MPMD launch): tokens/s
+# of each rank alone on the whole batch, of the pair with an even split and
+# of the pair with --balance auto; prints auto against the sum of the two
+# alone and against the even split.
+#
+#   bench/mixed_bench.sh [CORPUS...]    (default corpus: this source tree's text)
+# Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
+# BATCH (32), ACCUM (1, micro-batches per step), SEQ (256), STEPS (14; the
+# first 5 are not timed), GPU (opencl),
+# GPU_THREADS (2), CPU_THREADS (cores less GPU_THREADS), VOCAB (8000).
+set -u
+LLTRAIN=${LLTRAIN:-./lltrain}
+MPIEXEC=${MPIEXEC:-mpiexec}
+PRESET=${PRESET:-15M} BATCH=${BATCH:-32} ACCUM=${ACCUM:-1} SEQ=${SEQ:-256} STEPS=${STEPS:-14}
+GPU=${GPU:-opencl} GPU_THREADS=${GPU_THREADS:-2} VOCAB=${VOCAB:-8000}
+CPU_THREADS=${CPU_THREADS:-$(($(nproc) - GPU_THREADS))}
+here=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mixedbench.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+launch=("$MPIEXEC")
+if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
+	launch+=(--oversubscribe --allow-run-as-root --bind-to none)
+fi
+
+if [ $# -eq 0 ]; then
+	mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \
+		-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \))
+	set -- "${files[@]}"
+fi
+"$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" >"$tmp/prep.out" 2>&1 ||
+	{ cat "$tmp/prep.out"; exit 1; }
+
+common=(train --preset "$PRESET" --train.batch="$BATCH" --train.grad_accum="$ACCUM"
+	--train.seq="$SEQ" --train.steps="$STEPS"
+	--train.max_minutes=0 --data.dir="$tmp/data" --run.eval_every=0 --run.eval_batches=1
+	--run.sample_tokens=1 --run.checkpoint_every=0)
+gpu=(--run.device="$GPU" --run.threads="$GPU_THREADS")
+cpu=(--run.device=cpu --run.threads="$CPU_THREADS")
+
+# speed DIR: the mean tokens/s of the timed steps in DIR/metrics.jsonl.
+speed() {
+	awk -F'[{:,}]' '/"step":/ {
+			for (i = 1; i < NF; i++) {
+				if ($i == "\"step\"") s = $(i + 1)
+				if ($i == "\"tokens_per_s\"") t = $(i + 1)
+			}
+			if (s > 5) { n++; tok += t }
+		}
+		END { printf "%.0f\n", n ? tok / n : 0 }' "$1/metrics.jsonl" 2>/dev/null || echo 0
+}
+
+# alone NAME ARGS...: one rank on the whole batch.
+alone() {
+	local name=$1
+	shift
+	"${launch[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "$@" \
+		>"$tmp/$name.out" 2>&1 </dev/null || grep lltrain "$tmp/$name.out" >&2
+	speed "$tmp/$name"
+}
+
+# pair NAME BALANCE: rank 0 on the GPU, rank 1 on the CPU.
+pair() {
+	local name=$1 balance=$2
+	"${launch[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "${gpu[@]}" \
+		--balance "$balance" : -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" \
+		"${cpu[@]}" --balance "$balance" >"$tmp/$name.out" 2>&1 </dev/null ||
+		grep lltrain "$tmp/$name.out" >&2
+	grep -m1 '^balance:' "$tmp/$name.out" | sed 's/^/  /' >&2
+	speed "$tmp/$name"
+}
+
+echo "lltrain mixed job: preset $PRESET, batch $BATCH x $SEQ tokens x $ACCUM, rank 0 on $GPU" \
+	"($GPU_THREADS threads), rank 1 on the CPU ($CPU_THREADS threads)"
+g=$(alone gpu "${gpu[@]}")
+c=$(alone cpu "${cpu[@]}")
+e=$(pair even even)
+a=$(pair auto auto)
+awk -v g="$g" -v c="$c" -v e="$e" -v a="$a" 'BEGIN {
+	printf "GPU rank alone:          %8.0f tokens/s\n", g
+	printf "CPU rank alone:          %8.0f tokens/s\n", c
+	printf "both, even split:        %8.0f tokens/s\n", e
+	printf "both, --balance auto:    %8.0f tokens/s\n", a
+	printf "auto / (GPU + CPU alone): %.2f\n", (g + c > 0 ? a / (g + c) : 0)
+	printf "auto / even split:        %.2f\n", (e > 0 ? a / e : 0) }'

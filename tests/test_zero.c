@@ -1,0 +1,76 @@
+/* Tests of the batch split of --balance auto (lt_zero_split): shares in
+ * proportion to speed, the minimum each rank gets, and an even split. */
+#include "config.h"
+#include "zero.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "tap.h"
+
+/* Whether counts[parts] sum to n, each >= min_each, and no item could move
+ * from one part (above its minimum) to another to bring them nearer their
+ * ideal shares: (count - ideal) differs by at most one between them. */
+static int split_is_fair(size_t n, const double *w, int parts, size_t min_each,
+			 const size_t *counts)
+{
+	double total = 0;
+	size_t sum = 0;
+	for (int i = 0; i < parts; i++)
+		total += w[i];
+	for (int i = 0; i < parts; i++) {
+		double over_i = (double)counts[i] - (double)n * w[i] / total;
+		sum += counts[i];
+		if (counts[i] < min_each)
+			return 0;
+		for (int j = 0; j < parts && counts[i] > min_each; j++)
+			if (over_i - ((double)counts[j] - (double)n * w[j] / total) > 1 + 1e-9)
+				return 0;
+	}
+	return sum == n;
+}
+
+int main(void)
+{
+	tap_plan(5);
+	size_t c[4];
+
+	/* a GPU rank 12x as fast as a CPU rank: 64 * 52.3 / 675.4 = 4.96 -> 5 */
+	double gpu_cpu[2] = { 623.1, 52.3 };
+	lt_zero_split(64, gpu_cpu, 2, 1, c);
+	tap_ok(c[0] == 59 && c[1] == 5, "64 sequences at 623.1 and 52.3 seq/s: %zu + %zu (59 + 5)",
+	       c[0], c[1]);
+
+	double even[3] = { 1, 1, 1 };
+	lt_zero_split(10, even, 3, 1, c);
+	tap_ok(c[0] == 4 && c[1] == 3 && c[2] == 3, "10 over 3 equal ranks: %zu + %zu + %zu (4 + 3 + 3)",
+	       c[0], c[1], c[2]);
+
+	/* a rank far too slow for one sequence still gets its minimum, taken
+	 * from the rank furthest above its ideal */
+	double slow[3] = { 1000, 1, 500 };
+	lt_zero_split(9, slow, 3, 1, c);
+	tap_ok(c[0] == 5 && c[1] == 1 && c[2] == 3 && split_is_fair(9, slow, 3, 1, c),
+	       "9 at speeds 1000, 1, 500: %zu + %zu + %zu (5 + 1 + 3)", c[0], c[1], c[2]);
+
+	/* fair for many random-ish speeds and sizes */
+	int fair = 1;
+	for (int t = 0; t < 200 && fair; t++) {
+		double w[4];
+		for (int i = 0; i < 4; i++)
+			w[i] = 1 + (double)((t * 37 + i * 101) % 97);
+		size_t n = 8 + (size_t)(t % 61);
+		lt_zero_split(n, w, 4, 1, c);
+		fair = split_is_fair(n, w, 4, 1, c);
+		if (!fair)
+			tap_diag("case %d: n %zu -> %zu %zu %zu %zu", t, n, c[0], c[1], c[2], c[3]);
+	}
+	tap_ok(fair, "200 splits over 4 ranks: each sums to n and no move of one item makes it fairer");
+
+	/* exactly the minimum for everybody */
+	double any[4] = { 5, 1, 9, 2 };
+	lt_zero_split(8, any, 4, 2, c);
+	tap_ok(c[0] == 2 && c[1] == 2 && c[2] == 2 && c[3] == 2,
+	       "8 over 4 ranks with a minimum of 2: %zu %zu %zu %zu", c[0], c[1], c[2], c[3]);
+	return tap_done();
+}
