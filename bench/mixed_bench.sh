@@ -8,12 +8,13 @@
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # BATCH (32), ACCUM (1, micro-batches per step), SEQ (256), STEPS (14; the
 # first 5 are not timed), GPU (opencl),
-# GPU_THREADS (2), CPU_THREADS (cores less GPU_THREADS), VOCAB (8000).
+# GPU_THREADS (2), CPU_THREADS (cores less GPU_THREADS), VOCAB (8000),
+# ZERO (0, the ZeRO stage of the pair).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} BATCH=${BATCH:-32} ACCUM=${ACCUM:-1} SEQ=${SEQ:-256} STEPS=${STEPS:-14}
-GPU=${GPU:-opencl} GPU_THREADS=${GPU_THREADS:-2} VOCAB=${VOCAB:-8000}
+GPU=${GPU:-opencl} GPU_THREADS=${GPU_THREADS:-2} VOCAB=${VOCAB:-8000} ZERO=${ZERO:-0}
 CPU_THREADS=${CPU_THREADS:-$(($(nproc) - GPU_THREADS))}
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mixedbench.XXXXXX") || exit 1
@@ -63,15 +64,16 @@ alone() {
 pair() {
 	local name=$1 balance=$2
 	"${launch[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "${gpu[@]}" \
-		--balance "$balance" : -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" \
-		"${cpu[@]}" --balance "$balance" >"$tmp/$name.out" 2>&1 </dev/null ||
+		--balance "$balance" --zero "$ZERO" : -n 1 "$LLTRAIN" "${common[@]}" \
+		--run.dir="$tmp/$name" "${cpu[@]}" --balance "$balance" --zero "$ZERO" \
+		>"$tmp/$name.out" 2>&1 </dev/null ||
 		grep lltrain "$tmp/$name.out" >&2
 	grep -m1 '^balance:' "$tmp/$name.out" | sed 's/^/  /' >&2
 	speed "$tmp/$name"
 }
 
 echo "lltrain mixed job: preset $PRESET, batch $BATCH x $SEQ tokens x $ACCUM, rank 0 on $GPU" \
-	"($GPU_THREADS threads), rank 1 on the CPU ($CPU_THREADS threads)"
+	"($GPU_THREADS threads), rank 1 on the CPU ($CPU_THREADS threads), ZeRO $ZERO"
 g=$(alone gpu "${gpu[@]}")
 c=$(alone cpu "${cpu[@]}")
 e=$(pair even even)
