@@ -16,21 +16,8 @@ MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} BATCH=${BATCH:-32} ACCUM=${ACCUM:-1} SEQ=${SEQ:-256} STEPS=${STEPS:-14}
 GPU=${GPU:-opencl} GPU_THREADS=${GPU_THREADS:-2} VOCAB=${VOCAB:-8000} ZERO=${ZERO:-0}
 CPU_THREADS=${CPU_THREADS:-$(($(nproc) - GPU_THREADS))}
-here=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mixedbench.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-launch=("$MPIEXEC")
-if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-	launch+=(--oversubscribe --allow-run-as-root --bind-to none)
-fi
-
-if [ $# -eq 0 ]; then
-	mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \
-		-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \))
-	set -- "${files[@]}"
-fi
-"$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" >"$tmp/prep.out" 2>&1 ||
-	{ cat "$tmp/prep.out"; exit 1; }
+. "$(dirname "$0")/mpi_common.sh"
+mpi_bench_setup mixedbench "$@"
 
 common=(train --preset "$PRESET" --train.batch="$BATCH" --train.grad_accum="$ACCUM"
 	--train.seq="$SEQ" --train.steps="$STEPS"
@@ -41,14 +28,9 @@ cpu=(--run.device=cpu --run.threads="$CPU_THREADS")
 
 # speed DIR: the mean tokens/s of the timed steps in DIR/metrics.jsonl.
 speed() {
-	awk -F'[{:,}]' '/"step":/ {
-			for (i = 1; i < NF; i++) {
-				if ($i == "\"step\"") s = $(i + 1)
-				if ($i == "\"tokens_per_s\"") t = $(i + 1)
-			}
-			if (s > 5) { n++; tok += t }
-		}
-		END { printf "%.0f\n", n ? tok / n : 0 }' "$1/metrics.jsonl" 2>/dev/null || echo 0
+	local tok
+	read -r tok < <(timed_means "$1/metrics.jsonl" tokens_per_s)
+	printf '%.0f\n' "${tok:-0}"
 }
 
 # alone NAME ARGS...: one rank on the whole batch.

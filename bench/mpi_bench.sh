@@ -17,22 +17,8 @@ MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
 MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
 DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000}
-here=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-mpibench.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-launch=("$MPIEXEC")
-if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-	launch+=(--oversubscribe --allow-run-as-root --bind-to none)
-fi
-
-if [ $# -eq 0 ]; then
-	# each file of this source tree's text is a document
-	mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \
-		-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \))
-	set -- "${files[@]}"
-fi
-"$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" >"$tmp/prep.out" 2>&1 ||
-	{ cat "$tmp/prep.out"; exit 1; }
+. "$(dirname "$0")/mpi_common.sh"
+mpi_bench_setup mpibench "$@"
 
 # run RANKS ZERO: prints "tokens/s comm_ms sync_ms reduce_ms" averaged over
 # the timed steps (sync: waiting for slower ranks to finish their share;
@@ -46,20 +32,10 @@ run() {
 		--run.eval_batches=1 --run.sample_tokens=1 --run.checkpoint_every=0 \
 		--run.threads="$THREADS" --run.device="$DEVICE" --zero "$zero" \
 		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0"; return; }
-	awk -F'[{:,}]' '/"step":/ {
-			for (i = 1; i < NF; i++) {
-				if ($i == "\"step\"") s = $(i + 1)
-				if ($i == "\"tokens_per_s\"") t = $(i + 1)
-				if ($i == "\"comm_s\"") c = $(i + 1)
-				if ($i == "\"sync_s\"") y = $(i + 1)
-				if ($i == "\"reduce_s\"") g = $(i + 1)
-			}
-			if (s > 5) { n++; tok += t; comm += c; sync += y; red += g }
-		}
-		END { if (n) printf "%.0f %.1f %.1f %.1f\n", tok / n, 1000 * comm / n, 1000 * sync / n,
-				1000 * red / n
-		      else print "0 0 0 0" }' \
-		"$dir/metrics.jsonl"
+	local tok comm sync red
+	read -r tok comm sync red < <(timed_means "$dir/metrics.jsonl" tokens_per_s comm_s sync_s reduce_s)
+	awk -v t="$tok" -v c="$comm" -v y="$sync" -v g="$red" \
+		'BEGIN { printf "%.0f %.1f %.1f %.1f\n", t, 1000 * c, 1000 * y, 1000 * g }'
 }
 
 echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ tokens per rank per step," \

@@ -75,8 +75,7 @@ struct run {
 	int plan_rows;            /* sequences per forward (1 when deterministic) */
 	double compute_s;         /* this step's forward + backward seconds */
 	double sync_s;            /* this step's wait for slower ranks' forward + backward */
-	double comm_s;            /* this step's wait for exchanges before that */
-	double reduce_s;          /* this step's wait for the gradient exchange */
+	double comm_s;            /* this step's wait for the gradient exchange */
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
 	char tok_path[PATH_CAP];
@@ -612,7 +611,6 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK)
 		return st;
 	r->comm_s += lt_dist_take_wait_seconds(r->dist);
-	r->reduce_s = r->comm_s;
 	if ((st = lt_dist_allreduce(r->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK)
 		return st;
@@ -692,7 +690,7 @@ static enum lt_status train_loop(struct run *r)
 		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
 		sm.comm_s = r->comm_s + lt_dist_take_wait_seconds(r->dist);
 		sm.sync_s = r->sync_s;
-		sm.reduce_s = r->reduce_s;
+		sm.reduce_s = r->comm_s;
 		last = now;
 		if (r->metrics && (st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
 			break;
