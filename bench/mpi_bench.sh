@@ -2,8 +2,9 @@
 # Data-parallel scaling of `lltrain train` over MPI ranks on one machine:
 # weak scaling (each rank keeps PER_RANK sequences of every batch) from 1 to
 # MAX_RANKS ranks of THREADS threads each, printing tokens/s, the efficiency
-# against one rank, the communication each step waited for, and the wait
-# for slower ranks; then ZeRO 1 against ZeRO 2 at HIDE_RANKS ranks, printing
+# against one rank, the communication each step waited for, the wait for
+# slower ranks, and the machine's ceiling: the efficiency of as many
+# one-rank runs at once, with no communication at all; then ZeRO 1 against ZeRO 2 at HIDE_RANKS ranks, printing
 # how much of ZeRO 1's wait for the gradient exchange (which starts after
 # backward) ZeRO 2 hides behind backward.
 #
@@ -20,17 +21,22 @@ DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000}
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup mpibench "$@"
 
+# train_args RANKS DIR: the arguments of a run of RANKS ranks into DIR.
+train_args() {
+	args=(train --preset "$PRESET" --train.batch=$((PER_RANK * $1)) --train.seq="$SEQ"
+		--train.steps="$STEPS" --train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$2"
+		--run.eval_every=0 --run.eval_batches=1 --run.sample_tokens=1
+		--run.checkpoint_every=0 --run.threads="$THREADS" --run.device="$DEVICE")
+}
+
 # run RANKS ZERO: prints "tokens/s comm_ms sync_ms reduce_ms" averaged over
 # the timed steps (sync: waiting for slower ranks to finish their share;
 # reduce: the part of comm that waited for the gradient exchange).
 run() {
 	local ranks=$1 zero=$2 dir
 	dir=$(mktemp -d "$tmp/run.XXXXXX")
-	OMP_NUM_THREADS=$THREADS "${launch[@]}" -n "$ranks" "$LLTRAIN" train --preset "$PRESET" \
-		--train.batch=$((PER_RANK * ranks)) --train.seq="$SEQ" --train.steps="$STEPS" \
-		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$dir" --run.eval_every=0 \
-		--run.eval_batches=1 --run.sample_tokens=1 --run.checkpoint_every=0 \
-		--run.threads="$THREADS" --run.device="$DEVICE" --zero "$zero" \
+	train_args "$ranks" "$dir"
+	OMP_NUM_THREADS=$THREADS "${launch[@]}" -n "$ranks" "$LLTRAIN" "${args[@]}" --zero "$zero" \
 		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0"; return; }
 	local tok comm sync red
 	read -r tok comm sync red < <(timed_means "$dir/metrics.jsonl" tokens_per_s comm_s sync_s reduce_s)
@@ -38,17 +44,33 @@ run() {
 		'BEGIN { printf "%.0f %.1f %.1f %.1f\n", t, 1000 * c, 1000 * y, 1000 * g }'
 }
 
+# apart N: N one-rank runs at once, without MPI: their summed tokens/s.
+apart() {
+	local i dir dirs=()
+	for i in $(seq 1 "$1"); do
+		dir=$(mktemp -d "$tmp/apart.XXXXXX")
+		dirs+=("$dir")
+		train_args 1 "$dir"
+		OMP_NUM_THREADS=$THREADS "$LLTRAIN" "${args[@]}" >"$dir.out" 2>&1 </dev/null &
+	done
+	wait
+	for dir in "${dirs[@]}"; do
+		timed_means "$dir/metrics.jsonl" tokens_per_s
+	done | awk '{ t += $1 } END { printf "%.0f\n", t }'
+}
+
 echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ tokens per rank per step," \
 	"$THREADS threads per rank, device $DEVICE, $("${launch[0]}" --version 2>&1 | head -1)"
 read -r base _ < <(run 1 0)
-printf '%6s %12s %12s %11s %15s %9s\n' ranks "tokens/s" "per rank" efficiency "comm wait ms" \
-	"sync ms"
+printf '%6s %12s %12s %11s %15s %9s %9s\n' ranks "tokens/s" "per rank" efficiency \
+	"comm wait ms" "sync ms" ceiling
 for ranks in $(seq 1 "$MAX_RANKS"); do
 	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
 	read -r tok comm sync _ < <(run "$ranks" 0)
-	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" 'BEGIN {
-		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f\n", r, t, t / r,
-			(b ? 100 * t / (r * b) : 0), c, y }'
+	ceiling=$(apart "$ranks")
+	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" -v a="$ceiling" 'BEGIN {
+		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f %8.1f%%\n", r, t, t / r,
+			(b ? 100 * t / (r * b) : 0), c, y, (b ? 100 * a / (r * b) : 0) }'
 done
 read -r tok1 comm1 sync1 red1 < <(run "$HIDE_RANKS" 1)
 read -r tok2 comm2 sync2 red2 < <(run "$HIDE_RANKS" 2)

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "dist.h"
 #include "model.h"
+#include "zero.h"
 
 static void print_help(void)
 {
@@ -67,7 +68,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	struct lt_mem_estimate est;
 	lt_model_estimate_memory(c, batch, seq, threads, &est);
 	if (ranks > 1)
-		lt_model_shard_estimate(&est, ranks, zero);
+		lt_zero_estimate(&est, c, ranks, zero, conf->dist.deterministic);
 	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
 	       preset ? "preset " : "model", preset ? preset : "", c->dim, c->n_layers, c->n_heads,
 	       c->n_kv_heads, c->ffn_dim, c->vocab_size, c->max_seq,

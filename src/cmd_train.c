@@ -378,10 +378,12 @@ static size_t backend_bytes(lt_backend *be)
 	return now;
 }
 
-/* One line of what each rank holds for the optimizer, as allocated. */
-static enum lt_status report_memory(struct run *r, size_t moments)
+/* One line of what each rank holds for training besides activations:
+ * `state` bytes of parameters, gradients and moments as the backend
+ * allocated them, and the exchange's host buffers. */
+static enum lt_status report_memory(struct run *r, size_t state)
 {
-	double mine[2] = { (double)moments, (double)lt_zero_bytes(r->zero) };
+	double mine[2] = { (double)state, (double)lt_zero_bytes(r->zero) };
 	double *all = malloc(2 * (size_t)r->ranks * sizeof *all);
 	if (!all) {
 		lt_errmsg_set("cannot allocate the memory report");
@@ -389,9 +391,10 @@ static enum lt_status report_memory(struct run *r, size_t moments)
 	}
 	enum lt_status st = lt_dist_allgather(r->dist, mine, all, sizeof mine, "the memory report");
 	if (st == LT_OK && r->rank == 0) {
-		printf("memory: ZeRO stage %d over %d rank%s; AdamW moments (backend allocator) + "
-		       "exchange buffers (host) per rank:", r->conf.dist.zero, r->ranks,
-		       r->ranks > 1 ? "s" : "");
+		printf("memory: ZeRO stage %d over %d rank%s, gradient buffer %zu of %zu elements; "
+		       "per rank, parameters + gradients + AdamW moments (backend allocator) + "
+		       "exchange buffers (host):", r->conf.dist.zero, r->ranks, r->ranks > 1 ? "s" : "",
+		       lt_model_grads_numel(r->model), lt_model_num_params(r->model));
 		for (int i = 0; i < r->ranks; i++)
 			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
 			       all[2 * i + 1]);
@@ -406,14 +409,14 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	const struct lt_conf *c = &r->conf;
 	enum lt_status st;
 	lt_backend_set_local_rank(lt_dist_local_rank(r->dist));
-	if ((st = lt_cmd_backend("train", c->run.device, c->run.threads, &r->be)) != LT_OK ||
-	    (st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK)
+	if ((st = lt_cmd_backend("train", c->run.device, c->run.threads, &r->be)) != LT_OK)
 		return st;
 	size_t before = backend_bytes(r->be);
-	if ((st = lt_zero_new(r->dist, r->model, c->dist.zero, c->dist.deterministic,
+	if ((st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
+	    (st = lt_zero_new(r->dist, r->model, c->dist.zero, c->dist.deterministic,
 			      &r->zero)) != LT_OK)
 		return st;
-	size_t moments = backend_bytes(r->be) - before;
+	size_t state = backend_bytes(r->be) - before;
 	r->opt = lt_zero_optim(r->zero);
 	/* r->state was read and verified when the checkpoint was found */
 	if (ckpt)
@@ -431,7 +434,7 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	r->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
 	if ((st = agree(r, st, "building the model", 0)) != LT_OK)
 		return st;
-	return report_memory(r, moments);
+	return report_memory(r, state);
 }
 
 /* Mean loss over the first run.eval_batches validation batches; each rank
@@ -547,8 +550,9 @@ static enum lt_status save_checkpoint(struct run *r)
 }
 
 /* Forward and backward over this rank's `rows` sequences from sample
- * `first`, plan_rows at a time; `last` arms the overlapped reduction for
- * the step's final backward. Adds the loss and target count to sums. */
+ * `first`, plan_rows at a time, each backward armed for the exchange
+ * (`last`: this holds the step's final one). Adds the loss and target
+ * count to sums. */
 static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float scale, int last,
 			       double *sums)
 {
@@ -560,10 +564,10 @@ static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float sc
 		long n = 0;
 		st = lt_data_train_batch(r->data, c->train.seed, first + (uint64_t)j, P, c->train.seq,
 					 r->tokens, r->targets);
-		if (last && j + P >= rows)
-			lt_zero_arm(r->zero);
 		if (st == LT_OK)
 			st = lt_model_forward(r->model, r->tokens, r->targets, scale, &loss, &n);
+		if (st == LT_OK)
+			st = lt_zero_arm(r->zero, last && j + P >= rows);
 		if (st == LT_OK)
 			st = lt_model_backward(r->model);
 		if (st == LT_OK && c->dist.deterministic)

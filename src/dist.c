@@ -36,6 +36,7 @@ struct lt_dist {
 	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
 	MPI_Status statuses[MAX_PENDING];
 	int n_pending;
+	size_t started;   /* collectives started so far */
 #endif
 };
 
@@ -476,6 +477,7 @@ static enum lt_status start_sums(lt_dist *d, const float *send, float *recv, siz
 		if (err)
 			return mpi_failed(what, err);
 		d->pending_what[d->n_pending++] = what;
+		d->started++;
 	}
 	return LT_OK;
 }
@@ -523,6 +525,30 @@ enum lt_status lt_dist_progress(lt_dist *d)
 	(void)d;
 #endif
 	return LT_OK;
+}
+
+size_t lt_dist_mark(const lt_dist *d)
+{
+#ifdef LT_HAVE_MPI
+	return d->started;
+#else
+	(void)d;
+	return 0;
+#endif
+}
+
+enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark)
+{
+#ifdef LT_HAVE_MPI
+	/* pending[i] is collective started - n_pending + i */
+	size_t first = d->started - (size_t)d->n_pending;
+	if (mark <= first)
+		return LT_OK;
+	return wait_requests(d, d->pending, (int)(mark - first), d->pending_what);
+#else
+	(void)d, (void)mark;
+	return LT_OK;
+#endif
 }
 
 enum lt_status lt_dist_wait_all(lt_dist *d)

@@ -73,6 +73,11 @@ enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, 
 enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what);
 /* Lets started collectives advance without waiting. */
 enum lt_status lt_dist_progress(lt_dist *d);
+/* A mark of the collectives started so far, for lt_dist_wait_to. */
+size_t lt_dist_mark(const lt_dist *d);
+/* Waits (under the watchdog) until the collectives started before mark
+ * completed (their buffers are free again). */
+enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark);
 /* Waits (under the watchdog) until every started collective completed. */
 enum lt_status lt_dist_wait_all(lt_dist *d);
 

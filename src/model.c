@@ -59,6 +59,8 @@ struct lt_model {
 	size_t embed, norm, lm_head;     /* offsets of the global tensors */
 	struct layer_views *layers;
 	lt_buf *params, *grads;
+	size_t grads_numel;               /* numel, or less with gradient slots */
+	int slots;                        /* 0, or the blocks' gradient slots */
 	lt_buf *inv_freq;                 /* [D/2] rope frequencies */
 
 	/* the activation plan: one offset space, held as one buffer per layer
@@ -175,13 +177,25 @@ static void lay_out_parameters(struct lt_model *m)
 	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
 }
 
-size_t lt_model_config_params(const struct lt_model_config *c)
+/* Parameters of one block. */
+static size_t config_block_params(const struct lt_model_config *c)
 {
 	size_t C = (size_t)c->dim, D = (size_t)head_dim(c), F = (size_t)c->ffn_dim;
 	size_t qkv = (size_t)(c->n_heads + 2 * c->n_kv_heads) * D;
-	size_t layer = C + qkv * C + C * (size_t)c->n_heads * D + C + 3 * F * C;
-	size_t emb = (size_t)c->vocab_size * C;
-	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * layer + C;
+	return C + qkv * C + C * (size_t)c->n_heads * D + C + 3 * F * C;
+}
+
+size_t lt_model_config_params(const struct lt_model_config *c)
+{
+	size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
+	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * config_block_params(c) +
+	       (size_t)c->dim;
+}
+
+size_t lt_model_config_grads(const struct lt_model_config *c, int k)
+{
+	int kept = k > 0 && k < c->n_layers ? k : c->n_layers;
+	return lt_model_config_params(c) - (size_t)(c->n_layers - kept) * config_block_params(c);
 }
 
 double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
@@ -260,14 +274,6 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 		     out->runtime;
 }
 
-void lt_model_shard_estimate(struct lt_mem_estimate *e, int ranks, int zero)
-{
-	if (zero > 0 && ranks > 1) {
-		e->total -= e->optimizer;
-		e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
-		e->total += e->optimizer;
-	}
-}
 
 /* inv_freq[i] = theta^(-2i/D), rounded to float as Hugging Face keeps it. */
 static void write_rope_frequencies(struct lt_model *m)
@@ -306,6 +312,7 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 		lt_model_free(m);
 		return st;
 	}
+	m->grads_numel = m->numel;
 	write_rope_frequencies(m);
 	*out = m;
 	return LT_OK;
@@ -388,6 +395,47 @@ size_t lt_model_num_params(const lt_model *m) { return m->numel; }
 int lt_model_num_tensors(const lt_model *m) { return m->n_tensors; }
 lt_ref lt_model_params(const lt_model *m) { return (lt_ref){ m->params, 0 }; }
 lt_ref lt_model_grads(const lt_model *m) { return (lt_ref){ m->grads, 0 }; }
+size_t lt_model_grads_numel(const lt_model *m) { return m->grads_numel; }
+
+/* Elements of one block's parameters (every block has the same). */
+static size_t block_numel(const lt_model *m)
+{
+	return (m->norm - m->layers[0].ln_in) / (size_t)m->cfg.n_layers;
+}
+
+int lt_model_block_of(const lt_model *m, size_t off)
+{
+	size_t first = m->layers[0].ln_in;
+	return off < first || off >= m->norm ? -1 : (int)((off - first) / block_numel(m));
+}
+
+size_t lt_model_grad_index(const lt_model *m, size_t off)
+{
+	size_t first = m->layers[0].ln_in, n = block_numel(m);
+	int b = lt_model_block_of(m, off);
+	if (!m->slots || off < first)
+		return off;
+	if (b < 0)
+		return off - (m->norm - first) + (size_t)m->slots * n;
+	return first + (size_t)(b % m->slots) * n + (off - first - (size_t)b * n);
+}
+
+enum lt_status lt_model_use_grad_slots(lt_model *m, int k)
+{
+	size_t n = lt_model_config_grads(&m->cfg, k);
+	lt_buf *grads;
+	enum lt_status st = lt_buf_new(m->be, n, &grads);
+	if (st != LT_OK) {
+		lt_errmsg_prefix("gradient buffer of %zu elements", n);
+		return st;
+	}
+	lt_buf_free(m->be, m->grads);
+	m->grads = grads;
+	m->grads_numel = n;
+	m->slots = k > 0 && k < m->cfg.n_layers ? k : k > 0 ? m->cfg.n_layers : 0;
+	lt_model_zero_grads(m);
+	return m->be->ops->sync(m->be);
+}
 static lt_ref A(const lt_model *m, size_t off);
 lt_ref lt_model_logits(const lt_model *m) { return A(m, m->logits); }
 
@@ -457,7 +505,10 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 
 /* Shorthands for refs into the model's buffers. */
 static lt_ref P(const lt_model *m, size_t off) { return (lt_ref){ m->params, off }; }
-static lt_ref G(const lt_model *m, size_t off) { return (lt_ref){ m->grads, off }; }
+static lt_ref G(const lt_model *m, size_t off)
+{
+	return (lt_ref){ m->grads, lt_model_grad_index(m, off) };
+}
 static lt_ref A(const lt_model *m, size_t off)
 {
 	int i = piece_of(m, off);
@@ -614,6 +665,10 @@ enum lt_status lt_model_backward(lt_model *m)
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
 
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
+	if (m->slots) {
+		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
+		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
+	}
 	linear_backward(be, dA, 0.0f, G(m, m->lm_head), A(m, m->logits), A(m, m->xf),
 			P(m, m->lm_head), N, V, C);
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
@@ -623,6 +678,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	/* the final norm (and an untied head) end the flat buffer */
 	enum lt_status st = tell_grads_ready(m, m->norm, m->numel);
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
+		if (m->slots)
+			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
 		block_backward(m, l);
 		st = m->pause_st != LT_OK ? m->pause_st
 					  : tell_grads_ready(m, m->layers[l].ln_in,
@@ -645,7 +702,7 @@ void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx)
 
 void lt_model_zero_grads(lt_model *m)
 {
-	m->be->ops->fill(m->be, lt_model_grads(m), m->numel, 0.0f);
+	m->be->ops->fill(m->be, lt_model_grads(m), m->grads_numel, 0.0f);
 }
 
 /* Elements of the decode buffer for B rows of up to S new tokens; fills

@@ -48,6 +48,9 @@ struct lt_mem_estimate {
 
 /* Parameter count (each tied tensor once). */
 size_t lt_model_config_params(const struct lt_model_config *c);
+/* Elements of the gradient buffer with k gradient slots (the parameter
+ * count for k = 0; see lt_model_use_grad_slots). */
+size_t lt_model_config_grads(const struct lt_model_config *c, int k);
 /* Model FLOPs per trained token: 6 per weight that multiplies an activation
  * (every matrix, the lm_head once even when tied; not the embedding gather)
  * plus 12 * layers * dim * seq for attention, forward and backward. */
@@ -56,12 +59,6 @@ double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
 			      struct lt_mem_estimate *out);
-
-/* Turns a one-process estimate into that of one of `ranks` data-parallel
- * ranks at ZeRO stage `zero` (its batch already the rank's share): stages 1
- * and 2 keep 1/ranks of the AdamW moments. Every stage keeps the whole
- * gradient buffer, which backward accumulates into. */
-void lt_model_shard_estimate(struct lt_mem_estimate *e, int ranks, int zero);
 
 typedef struct lt_model lt_model;
 
@@ -76,9 +73,28 @@ int lt_model_num_tensors(const lt_model *m);
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i);
 /* The tensor with this Hugging Face name, or NULL. */
 const struct lt_tensor *lt_model_find(const lt_model *m, const char *name);
-/* The flat buffers: parameters and gradients, numel elements each. */
+/* The flat buffers: parameters (numel elements) and gradients (numel
+ * elements, fewer with gradient slots). */
 lt_ref lt_model_params(const lt_model *m);
 lt_ref lt_model_grads(const lt_model *m);
+size_t lt_model_grads_numel(const lt_model *m);
+
+/* Gradient slots, for ZeRO stage 2: with k >= 1 the gradient buffer keeps
+ * the embedding and output ranges whole but only k block-sized slots
+ * (min(k, layers)); block l's gradients live in slot l % k. A backward then
+ * writes its gradients rather than adding them: it zeroes the embedding and
+ * output ranges at its start and each block's slot before that block. So
+ * the function told of block l's range (lt_model_on_grads_ready) must be
+ * done reading block l + k - 1's range when it returns: the next block
+ * reuses that slot. Reallocates the gradient buffer (zeroed); k = 0 goes
+ * back to the whole buffer. */
+enum lt_status lt_model_use_grad_slots(lt_model *m, int k);
+/* The element of the gradient buffer that holds the gradient of flat
+ * element off (off itself without slots). */
+size_t lt_model_grad_index(const lt_model *m, size_t off);
+/* The block whose range holds flat element off; -1 for the embedding and
+ * output ranges. */
+int lt_model_block_of(const lt_model *m, size_t off);
 
 /* Draws the initial weights: normal(0, 0.02) for every matrix, scaled by
  * 1/sqrt(2 * layers) for the residual output projections (o_proj,

@@ -9,6 +9,7 @@ struct lt_optim {
 	lt_model *model;
 	size_t begin, end;
 	lt_buf *m, *v, *scalar;
+	lt_ref grads;    /* the gradient of element begin; its buffer NULL: the model's */
 };
 
 float lt_lr_at(const struct lt_optim_config *oc, int step)
@@ -66,13 +67,20 @@ lt_ref lt_optim_m(const lt_optim *o) { return (lt_ref){ o->m, 0 }; }
 lt_ref lt_optim_v(const lt_optim *o) { return (lt_ref){ o->v, 0 }; }
 size_t lt_optim_begin(const lt_optim *o) { return o->begin; }
 size_t lt_optim_end(const lt_optim *o) { return o->end; }
+void lt_optim_set_grads(lt_optim *o, lt_ref g) { o->grads = g; }
+
+/* The gradient of flat element i of the range. */
+static lt_ref grad_at(const lt_optim *o, size_t i)
+{
+	return o->grads.buf ? lt_ref_at(o->grads, i - o->begin) : lt_ref_at(lt_model_grads(o->model), i);
+}
 
 enum lt_status lt_optim_grad_norm(lt_optim *o, double *norm)
 {
 	lt_backend *be = lt_model_backend(o->model);
 	float sq;
 	be->ops->sum_squares(be, (lt_ref){ o->scalar, 0 }, lt_model_grads(o->model),
-			     lt_model_num_params(o->model));
+			     lt_model_grads_numel(o->model));
 	be->ops->read(be, &sq, (lt_ref){ o->scalar, 0 }, 1);
 	enum lt_status st = be->ops->sync(be);
 	*norm = sqrt((double)sq);
@@ -101,7 +109,7 @@ enum lt_status lt_optim_update(lt_optim *o, const struct lt_optim_config *oc, in
 		if (lo >= hi)
 			continue;
 		hp.weight_decay = t->decay ? oc->weight_decay : 0.0f;
-		be->ops->adamw(be, lt_ref_at(lt_model_params(model), lo), lt_ref_at(lt_model_grads(model), lo),
+		be->ops->adamw(be, lt_ref_at(lt_model_params(model), lo), grad_at(o, lo),
 			       (lt_ref){ o->m, lo - o->begin }, (lt_ref){ o->v, lo - o->begin }, hi - lo, &hp);
 	}
 	return be->ops->sync(be);

@@ -39,7 +39,11 @@ lt_ref lt_optim_v(const lt_optim *o);
 size_t lt_optim_begin(const lt_optim *o);
 size_t lt_optim_end(const lt_optim *o);
 
-/* The global L2 norm of the gradient buffer. */
+/* Has updates read the gradient of the range from g (element begin at g)
+ * instead of the model's gradient buffer at the same offsets. */
+void lt_optim_set_grads(lt_optim *o, lt_ref g);
+
+/* The global L2 norm of the model's gradient buffer. */
 enum lt_status lt_optim_grad_norm(lt_optim *o, double *norm);
 /* One AdamW update of the range at 1-based step `step` with a gradient
  * norm already known (clipping scales every gradient by

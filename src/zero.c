@@ -27,11 +27,15 @@ struct lt_zero {
 	size_t *off;               /* [size + 1] */
 	float *grads_host;         /* the gradient on the host: the backend's own or a copy */
 	float *params_host;        /* the parameters on the host: the backend's own or a copy */
-	float *shard;              /* [end - begin], reduced gradient of the range */
+	float *shard;              /* [end - begin], reduced gradient of the range (host) */
+	int slots;                 /* stage 2 over ranks: the blocks' gradient slots */
+	lt_buf *shard_buf;         /* slots: where AdamW reads the shard (the shard's memory or not) */
+	size_t *marks;             /* slots: [layers] collectives started up to each block's */
+	int backwards;             /* slots: the backwards armed this step */
 	__int128 *exact;           /* deterministic: the fixed-point sum, [numel] */
 	int inexact;               /* deterministic: a grain was out of range */
 	size_t bytes;              /* what this holds besides the model */
-	int own_grads, own_params;
+	int own_grads, own_params, own_shard;
 };
 
 /* The part whose count is furthest below (sign 1) or, among those above
@@ -80,21 +84,44 @@ static void plan_ranges(size_t numel, int size, size_t *off)
 	}
 }
 
-/* A host view of a whole model buffer: the backend's memory, or a copy. */
-static enum lt_status host_view(lt_zero *z, lt_ref r, float **out, int *own)
+/* A host view of buffer r of n elements: the backend's memory, or a copy. */
+static enum lt_status host_view(lt_zero *z, lt_ref r, size_t n, float **out, int *own)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	*out = be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;
 	*own = *out == NULL;
 	if (*out)
 		return LT_OK;
-	if (!(*out = malloc(z->numel * sizeof **out))) {
+	if (!(*out = malloc((n ? n : 1) * sizeof **out))) {
 		lt_errmsg_set("cannot allocate %.1f MiB of host staging for the exchange",
-			      (double)z->numel * 4 / 1048576.0);
+			      (double)n * 4 / 1048576.0);
 		return LT_ERR_NOMEM;
 	}
-	z->bytes += z->numel * sizeof **out;
+	z->bytes += n * sizeof **out;
 	return LT_OK;
+}
+
+/* Stage 2: the model keeps LT_ZERO_GRAD_SLOTS blocks' gradients, and
+ * AdamW reads this rank's range of the summed gradient from a shard the
+ * backend holds. */
+static enum lt_status use_slots(lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	size_t n = z->end - z->begin;
+	enum lt_status st;
+	z->slots = LT_ZERO_GRAD_SLOTS;
+	if (!(z->marks = calloc((size_t)lt_model_config_of(z->model)->n_layers, sizeof *z->marks))) {
+		lt_errmsg_set("cannot allocate the gradient slots' marks");
+		return LT_ERR_NOMEM;
+	}
+	if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
+		return st;
+	if ((st = lt_buf_new(be, n ? n : 1, &z->shard_buf)) != LT_OK) {
+		lt_errmsg_prefix("the gradient shard of %zu elements", n);
+		return st;
+	}
+	lt_optim_set_grads(z->opt, (lt_ref){ z->shard_buf, 0 });
+	return host_view(z, (lt_ref){ z->shard_buf, 0 }, n, &z->shard, &z->own_shard);
 }
 
 static enum lt_status allocate(lt_zero *z)
@@ -106,12 +133,15 @@ static enum lt_status allocate(lt_zero *z)
 		return st;
 	if (size == 1 && !z->deterministic)
 		return LT_OK;
-	if ((st = host_view(z, lt_model_grads(z->model), &z->grads_host, &z->own_grads)) != LT_OK)
+	if (sharded && z->stage == 2 && !z->deterministic && (st = use_slots(z)) != LT_OK)
 		return st;
-	if (sharded && (st = host_view(z, lt_model_params(z->model), &z->params_host,
+	if ((st = host_view(z, lt_model_grads(z->model), lt_model_grads_numel(z->model),
+			    &z->grads_host, &z->own_grads)) != LT_OK)
+		return st;
+	if (sharded && (st = host_view(z, lt_model_params(z->model), z->numel, &z->params_host,
 				       &z->own_params)) != LT_OK)
 		return st;
-	if (sharded && !z->deterministic) {
+	if (sharded && !z->deterministic && !z->slots) {
 		if (!(z->shard = malloc((n ? n : 1) * sizeof *z->shard))) {
 			lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
 			return LT_ERR_NOMEM;
@@ -169,43 +199,88 @@ void lt_zero_free(lt_zero *z)
 		free(z->grads_host);
 	if (z->own_params)
 		free(z->params_host);
-	free(z->shard);
+	if (z->own_shard || !z->slots)
+		free(z->shard);
+	lt_buf_free(lt_model_backend(z->model), z->shard_buf);
+	free(z->marks);
 	free(z->exact);
 	free(z->off);
 	free(z);
+}
+
+void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
+		      int stage, int deterministic)
+{
+	size_t P = lt_model_config_params(c);
+	if (stage == 0 || ranks < 2)
+		return;
+	e->total -= e->optimizer + e->grads;
+	e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
+	if (stage == 2 && !deterministic)
+		e->grads = lt_model_config_grads(c, LT_ZERO_GRAD_SLOTS) * 4 +
+			   (P * 4 + (size_t)ranks - 1) / (size_t)ranks;
+	e->total += e->optimizer + e->grads;
 }
 
 lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
 const size_t *lt_zero_ranges(const lt_zero *z) { return z->off; }
 size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
 
-/* Brings gradient elements [lo, hi) to the host copy (a no-op when the
- * backend's memory is the host's). */
+/* The host copy of the gradient of flat element lo: the range [lo, hi)
+ * that backward reports is contiguous in the gradient buffer. */
+static float *host_grads(const lt_zero *z, size_t lo)
+{
+	return z->grads_host + lt_model_grad_index(z->model, lo);
+}
+
+/* Brings the gradients of flat elements [lo, hi) to the host copy (a no-op
+ * when the backend's memory is the host's). */
 static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	if (z->own_grads && hi > lo)
-		be->ops->read(be, z->grads_host + lo, lt_ref_at(lt_model_grads(z->model), lo), hi - lo);
+		be->ops->read(be, host_grads(z, lo),
+			      lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo)),
+			      hi - lo);
 }
 
-/* Starts the exchange of gradient elements [lo, hi): at stage 0 their
- * all-reduce in place; else the sum of each rank's part of them, into its
- * shard (one reduce per owner: a reduce-scatter of pieces this uneven runs
- * through rank 0 in some MPI libraries). */
+/* Starts the exchange of the gradients of flat elements [lo, hi): at stage
+ * 0 their all-reduce in place; else the sum of each rank's part of them,
+ * into its shard (one reduce per owner: a reduce-scatter of pieces this
+ * uneven runs through rank 0 in some MPI libraries). With slots, after the
+ * step's first backward the shard already holds the earlier backwards'
+ * sum: its owner adds that into what it sends, and the reduce replaces it. */
 static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
 {
 	enum lt_status st = LT_OK;
+	float *g = host_grads(z, lo);
 	if (z->stage == 0)
-		st = lt_dist_allreduce_start(z->dist, z->grads_host + lo, hi - lo,
-					     "the gradient all-reduce");
+		st = lt_dist_allreduce_start(z->dist, g, hi - lo, "the gradient all-reduce");
 	for (int r = 0; z->stage > 0 && r < lt_dist_size(z->dist) && st == LT_OK; r++) {
 		size_t a = lo > z->off[r] ? lo : z->off[r], b = hi < z->off[r + 1] ? hi : z->off[r + 1];
-		if (b > a)
-			st = lt_dist_reduce_start(z->dist, z->grads_host + a,
-						  r == z->rank ? z->shard + (a - z->begin) : NULL,
-						  b - a, r, "the gradient reduce-scatter");
+		if (b <= a)
+			continue;
+		float *mine = r == z->rank ? z->shard + (a - z->begin) : NULL;
+		for (size_t i = 0; mine && z->backwards > 1 && i < b - a; i++)
+			g[a - lo + i] += mine[i];
+		st = lt_dist_reduce_start(z->dist, g + (a - lo), mine, b - a, r,
+					  "the gradient reduce-scatter");
 	}
 	return st == LT_OK ? lt_dist_progress(z->dist) : st;
+}
+
+/* With slots, after block b's exchange started: the next block (b - 1)
+ * reuses block b - 1 + slots's slot, so that block's exchange must be
+ * done. */
+static enum lt_status free_next_slot(lt_zero *z, size_t lo)
+{
+	int b = lt_model_block_of(z->model, lo), reused = b - 1 + z->slots;
+	if (b < 0)
+		return LT_OK;
+	z->marks[b] = lt_dist_mark(z->dist);
+	if (b == 0 || reused >= lt_model_config_of(z->model)->n_layers)
+		return LT_OK;
+	return lt_dist_wait_to(z->dist, z->marks[reused]);
 }
 
 /* The model's callback in an armed backward: an empty range is a moment
@@ -216,18 +291,28 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	if (hi == lo)
 		return lt_dist_progress(z->dist);
 	fetch_grads(z, lo, hi);
-	return start_bucket(z, lo, hi);
+	enum lt_status st = start_bucket(z, lo, hi);
+	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
 }
 
-/* Stages 0 and 2 exchange each layer's gradients as backward finishes it;
- * stage 1 exchanges the whole buffer after backward. */
-void lt_zero_arm(lt_zero *z)
+/* With slots every backward exchanges its gradients, once the previous
+ * one's exchanges are done (backward zeroes its buffer as it starts); else
+ * stages 0 and 2 exchange each layer's gradients in the step's last
+ * backward as it finishes them, and stage 1 the whole buffer after it. */
+enum lt_status lt_zero_arm(lt_zero *z, int last)
 {
-	int overlap = z->stage == 0 || (z->stage == 2 && z->shard);
-	if (overlap && lt_dist_size(z->dist) > 1 && !z->deterministic) {
+	int overlap = z->stage == 0 || z->stage == 2;
+	if (z->slots) {
+		z->backwards++;
+		z->armed = 1;
+		lt_model_on_grads_ready(z->model, on_grads_ready, z);
+		return lt_dist_wait_all(z->dist);
+	}
+	if (last && overlap && lt_dist_size(z->dist) > 1 && !z->deterministic) {
 		z->armed = 1;
 		lt_model_on_grads_ready(z->model, on_grads_ready, z);
 	}
+	return LT_OK;
 }
 
 enum lt_status lt_zero_add_grain(lt_zero *z)
@@ -323,6 +408,20 @@ static enum lt_status reduce_all(lt_zero *z, double *norm)
 	return lt_optim_grad_norm(z->opt, norm);
 }
 
+/* Puts the reduced gradient of this rank's range where AdamW reads it:
+ * the backend's shard with slots, else the range of the gradient buffer. */
+static void place_shard(lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	size_t n = z->end - z->begin;
+	if (z->slots && z->own_shard)
+		be->ops->write(be, (lt_ref){ z->shard_buf, 0 }, z->shard, n);
+	else if (!z->slots && z->own_grads)
+		be->ops->write(be, lt_ref_at(lt_model_grads(z->model), z->begin), z->shard, n);
+	else if (!z->slots)
+		memcpy(z->grads_host + z->begin, z->shard, n * sizeof *z->shard);
+}
+
 /* Stages 1 and 2: this rank's range of the summed gradient, and the norm
  * from every range's sum of squares. */
 static enum lt_status reduce_range(lt_zero *z, double *norm)
@@ -339,12 +438,10 @@ static enum lt_status reduce_range(lt_zero *z, double *norm)
 	}
 	lt_model_on_grads_ready(z->model, NULL, NULL);
 	z->armed = 0;
+	z->backwards = 0;
 	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
 		return st;
-	if (z->own_grads)
-		be->ops->write(be, lt_ref_at(lt_model_grads(z->model), z->begin), z->shard, n);
-	else
-		memcpy(z->grads_host + z->begin, z->shard, n * sizeof *z->shard);
+	place_shard(z);
 	double sq = 0;
 	for (size_t i = 0; i < n; i++)
 		sq += (double)z->shard[i] * z->shard[i];

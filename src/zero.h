@@ -10,7 +10,11 @@
  * receives the reduced gradient of that range (a reduce-scatter), updates
  * it, and the ranks all-gather the parameters. Stage 2 starts the
  * reduce-scatter of each layer's gradients as soon as the backward pass has
- * finished that layer, so communication runs during the rest of backward.
+ * finished that layer, so communication runs during the rest of backward;
+ * the model then keeps only LT_ZERO_GRAD_SLOTS blocks' gradients besides
+ * the embedding and output ranges (lt_model_use_grad_slots), every
+ * backward of a step is exchanged, and the range's sum accumulates in the
+ * shard. Stage 0 also overlaps, in the step's last backward.
  *
  * Deterministic runs add each sequence's gradient, converted to a 128-bit
  * fixed-point integer (80 fraction bits), into an exact sum: integer
@@ -28,6 +32,10 @@
 #include "model.h"
 #include "optim.h"
 
+/* Blocks whose gradients stage 2 keeps at once: the one backward writes
+ * and the one whose exchange is under way. */
+#define LT_ZERO_GRAD_SLOTS 2
+
 typedef struct lt_zero lt_zero;
 
 /* Splits n items over `parts` in proportion to weights (all > 0): each part
@@ -37,8 +45,16 @@ typedef struct lt_zero lt_zero;
  * counts[parts]. */
 void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
 
+/* Turns a one-process memory estimate into that of one of `ranks` ranks at
+ * ZeRO stage `stage` (its batch already the rank's share): stages 1 and 2
+ * keep 1/ranks of the AdamW moments; stage 2 (not deterministic) also a
+ * 1/ranks gradient shard plus the model's gradient slots. */
+void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
+		      int stage, int deterministic);
+
 /* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
- * moments for this rank's range and the host buffers the exchange needs. */
+ * moments for this rank's range and the buffers the exchange needs (stage
+ * 2 over ranks gives the model gradient slots, which it keeps). */
 enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic, lt_zero **out);
 void lt_zero_free(lt_zero *z);
 
@@ -49,10 +65,11 @@ const size_t *lt_zero_ranges(const lt_zero *z);
  * gradient shard, the fixed-point sum); the moments are the backend's. */
 size_t lt_zero_bytes(const lt_zero *z);
 
-/* Call before the last backward of a step: stages 0 and 2 then exchange
- * each layer's gradients as the backward finishes them (stage 1 exchanges
- * the whole buffer after backward). */
-void lt_zero_arm(lt_zero *z);
+/* Call before each backward of a step, `last` for its final one: stage 2
+ * then exchanges each layer's gradients as the backward finishes them (in
+ * every backward: it first waits for the previous one's exchanges), stage
+ * 0 in the last backward only, and stage 1 the whole buffer after it. */
+enum lt_status lt_zero_arm(lt_zero *z, int last);
 /* Deterministic runs, after each one-sequence backward: adds the gradient
  * buffer into the exact sum and zeroes it. */
 enum lt_status lt_zero_add_grain(lt_zero *z);

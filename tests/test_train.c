@@ -274,18 +274,88 @@ static void check_gradient_hook(lt_backend *be)
 	lt_model_free(m);
 }
 
+/* What a hook reading each finished range through the backend saw. */
+struct hook_copy {
+	lt_model *m;
+	float *out;             /* [P] the gradient, at flat offsets */
+};
+
+static enum lt_status copy_hook(void *ctx, size_t begin, size_t end)
+{
+	struct hook_copy *h = ctx;
+	lt_backend *be = lt_model_backend(h->m);
+	if (end > begin)
+		be->ops->read(be, h->out + begin,
+			      lt_ref_at(lt_model_grads(h->m), lt_model_grad_index(h->m, begin)),
+			      end - begin);
+	return LT_OK;
+}
+
+/* With two gradient slots over four blocks, the ranges a hook reads as
+ * backward reports them are bitwise the whole buffer's gradient, and a
+ * second backward writes rather than adds; the buffer holds the embedding,
+ * the output and two blocks only. */
+static void check_gradient_slots(lt_backend *be)
+{
+	const int B = 2, T = 8;
+	struct lt_model_config c = tiny_bytes;
+	c.n_layers = 4;
+	lt_model *whole = NULL, *slotted = NULL;
+	int32_t tok[16], tgt[16];
+	for (int i = 0; i < B * T; i++) {
+		tok[i] = (int32_t)(i * 5 % 256);
+		tgt[i] = (int32_t)(i * 11 % 256);
+	}
+	if (lt_model_new(be, &c, &whole) != LT_OK || lt_model_init(whole, 9) != LT_OK ||
+	    lt_model_plan(whole, B, T) != LT_OK || lt_model_new(be, &c, &slotted) != LT_OK ||
+	    lt_model_init(slotted, 9) != LT_OK || lt_model_plan(slotted, B, T) != LT_OK ||
+	    lt_model_use_grad_slots(slotted, 2) != LT_OK) {
+		tap_ok(0, "gradient slots: model setup failed");
+		lt_model_free(whole);
+		lt_model_free(slotted);
+		return;
+	}
+	size_t P = lt_model_num_params(whole), G = lt_model_grads_numel(slotted);
+	float *want = malloc(P * sizeof *want), *got = calloc(P, sizeof *got);
+	struct hook_copy h = { .m = slotted, .out = got };
+	double loss;
+	long n;
+	lt_model_zero_grads(whole);
+	lt_model_forward(whole, tok, tgt, 1.0f / (B * T), &loss, &n);
+	lt_model_backward(whole);
+	be->ops->read(be, want, lt_model_grads(whole), P);
+	lt_model_on_grads_ready(slotted, copy_hook, &h);
+	enum lt_status st = LT_OK;
+	for (int pass = 0; pass < 2 && st == LT_OK; pass++) {
+		lt_model_forward(slotted, tok, tgt, 1.0f / (B * T), &loss, &n);
+		st = lt_model_backward(slotted);
+	}
+	size_t same = 0;
+	for (size_t i = 0; i < P; i++)
+		same += memcmp(&want[i], &got[i], sizeof *got) == 0;
+	tap_ok(st == LT_OK && same == P && G == lt_model_config_grads(&c, 2) && G < P &&
+		       G == P - 2 * (P - lt_model_config_grads(&c, 3)),
+	       "gradient slots: %zu of %zu gradients bitwise those of the whole buffer after two "
+	       "backwards; buffer of %zu elements", same, P, G);
+	free(want);
+	free(got);
+	lt_model_free(whole);
+	lt_model_free(slotted);
+}
+
 int main(void)
 {
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(6);
+	tap_plan(7);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
 	}
 	check_gradient_by_finite_differences(be);
 	check_gradient_hook(be);
+	check_gradient_slots(be);
 	check_same_seed_same_run(be, text, len);
 	check_loss_goes_down(be, text, len);
 	tap_ok(be->ops->sync(be) == LT_OK, "backend reports no failure");
