@@ -73,7 +73,8 @@ struct run {
 	size_t *rows;             /* [ranks]: each rank's sequences of a micro-batch */
 	int row0;                 /* this rank's first sequence in a micro-batch */
 	int plan_rows;            /* sequences per forward (1 when deterministic) */
-	double compute_s;         /* this step's forward + backward seconds */
+	double compute_s;         /* this step's forward + backward seconds, less the
+				     exchanges they waited for (stage 2 waits inside) */
 	double sync_s;            /* this step's wait for slower ranks' forward + backward */
 	double comm_s;            /* this step's wait for the gradient exchange */
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
@@ -608,6 +609,7 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	vote_stop(r, loop_start, sums + 2);
 	/* the first exchange after backward waits for the slowest rank */
 	r->comm_s = lt_dist_take_wait_seconds(r->dist);
+	r->compute_s -= r->comm_s;
 	st = agree(r, st, "the forward and backward passes", 0);
 	r->sync_s = lt_dist_take_wait_seconds(r->dist);
 	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
