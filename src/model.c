@@ -422,20 +422,23 @@ size_t lt_model_grad_index(const lt_model *m, size_t off)
 
 enum lt_status lt_model_use_grad_slots(lt_model *m, int k)
 {
+	int L = m->cfg.n_layers;
 	size_t n = lt_model_config_grads(&m->cfg, k);
-	lt_buf *grads;
-	enum lt_status st = lt_buf_new(m->be, n, &grads);
+	/* free first: the two buffers together may not fit where one does */
+	lt_buf_free(m->be, m->grads);
+	m->grads = NULL;
+	m->grads_numel = 0;
+	enum lt_status st = lt_buf_new(m->be, n, &m->grads);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("gradient buffer of %zu elements", n);
 		return st;
 	}
-	lt_buf_free(m->be, m->grads);
-	m->grads = grads;
 	m->grads_numel = n;
-	m->slots = k > 0 && k < m->cfg.n_layers ? k : k > 0 ? m->cfg.n_layers : 0;
+	m->slots = k <= 0 ? 0 : k < L ? k : L;
 	lt_model_zero_grads(m);
 	return m->be->ops->sync(m->be);
 }
+
 static lt_ref A(const lt_model *m, size_t off);
 lt_ref lt_model_logits(const lt_model *m) { return A(m, m->logits); }
 

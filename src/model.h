@@ -86,8 +86,9 @@ size_t lt_model_grads_numel(const lt_model *m);
  * output ranges at its start and each block's slot before that block. So
  * the function told of block l's range (lt_model_on_grads_ready) must be
  * done reading block l + k - 1's range when it returns: the next block
- * reuses that slot. Reallocates the gradient buffer (zeroed); k = 0 goes
- * back to the whole buffer. */
+ * reuses that slot. Reallocates the gradient buffer (zeroed; on failure
+ * the model has none, and can only be freed); k = 0 goes back to the
+ * whole buffer. */
 enum lt_status lt_model_use_grad_slots(lt_model *m, int k);
 /* The element of the gradient buffer that holds the gradient of flat
  * element off (off itself without slots). */

@@ -295,24 +295,22 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
 }
 
-/* With slots every backward exchanges its gradients, once the previous
- * one's exchanges are done (backward zeroes its buffer as it starts); else
- * stages 0 and 2 exchange each layer's gradients in the step's last
- * backward as it finishes them, and stage 1 the whole buffer after it. */
+/* With slots (stage 2) every backward exchanges its gradients, once the
+ * previous one's exchanges are done (backward zeroes its buffer as it
+ * starts); stage 0 exchanges each layer's gradients in the step's last
+ * backward as it finishes them; the others after backward. */
 enum lt_status lt_zero_arm(lt_zero *z, int last)
 {
-	int overlap = z->stage == 0 || z->stage == 2;
-	if (z->slots) {
-		z->backwards++;
-		z->armed = 1;
-		lt_model_on_grads_ready(z->model, on_grads_ready, z);
-		return lt_dist_wait_all(z->dist);
-	}
-	if (last && overlap && lt_dist_size(z->dist) > 1 && !z->deterministic) {
+	int overlap = z->slots || (last && z->stage == 0 && lt_dist_size(z->dist) > 1 &&
+				   !z->deterministic);
+	if (overlap) {
 		z->armed = 1;
 		lt_model_on_grads_ready(z->model, on_grads_ready, z);
 	}
-	return LT_OK;
+	if (!z->slots)
+		return LT_OK;
+	z->backwards++;
+	return lt_dist_wait_all(z->dist);
 }
 
 enum lt_status lt_zero_add_grain(lt_zero *z)
