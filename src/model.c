@@ -274,7 +274,6 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 		     out->runtime;
 }
 
-
 /* inv_freq[i] = theta^(-2i/D), rounded to float as Hugging Face keeps it. */
 static void write_rope_frequencies(struct lt_model *m)
 {
