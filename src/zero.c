@@ -385,8 +385,9 @@ static enum lt_status reduce_exact(lt_zero *z, double *norm)
 	return be->ops->sync(be);
 }
 
-/* Stage 0: every rank gets the whole summed gradient. */
-static enum lt_status reduce_all(lt_zero *z, double *norm)
+/* Completes the step's gradient exchange: starts it over the whole buffer
+ * unless backward did layer by layer, disarms, and waits for it. */
+static enum lt_status finish_exchange(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	enum lt_status st;
@@ -399,7 +400,16 @@ static enum lt_status reduce_all(lt_zero *z, double *norm)
 	}
 	lt_model_on_grads_ready(z->model, NULL, NULL);
 	z->armed = 0;
-	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
+	z->backwards = 0;
+	return lt_dist_wait_all(z->dist);
+}
+
+/* Stage 0: every rank gets the whole summed gradient. */
+static enum lt_status reduce_all(lt_zero *z, double *norm)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	enum lt_status st;
+	if ((st = finish_exchange(z)) != LT_OK)
 		return st;
 	if (z->own_grads)
 		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
@@ -427,17 +437,7 @@ static enum lt_status reduce_range(lt_zero *z, double *norm)
 	lt_backend *be = lt_model_backend(z->model);
 	enum lt_status st;
 	size_t n = z->end - z->begin;
-	if (!z->armed) {
-		if ((st = be->ops->sync(be)) != LT_OK)
-			return st;
-		fetch_grads(z, 0, z->numel);
-		if ((st = start_bucket(z, 0, z->numel)) != LT_OK)
-			return st;
-	}
-	lt_model_on_grads_ready(z->model, NULL, NULL);
-	z->armed = 0;
-	z->backwards = 0;
-	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
+	if ((st = finish_exchange(z)) != LT_OK)
 		return st;
 	place_shard(z);
 	double sq = 0;

@@ -81,6 +81,20 @@ losses_match() {
 	' "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl"
 }
 
+# wait_for_job: waits up to 60 s for the launcher $job to end (then kills
+# it); sets rc to its status and took to the seconds it took.
+wait_for_job() {
+	local start
+	start=$(date +%s)
+	for _ in $(seq 600); do
+		kill -0 $job 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 $job 2>/dev/null && kill -9 $job
+	wait $job
+	rc=$? took=$(($(date +%s) - start))
+}
+
 # 1. The single-process reference.
 train ref 0 "$@"
 ok $rc "30 steps in one process: $(tail -c 300 "$tmp/ref.out")"
@@ -196,14 +210,7 @@ for _ in $(seq 300); do
 done
 victim=$(pgrep -f "train .*--run.dir=$tmp/stall" | sort -n | tail -1)
 kill -STOP "$victim"
-start=$(date +%s)
-for _ in $(seq 600); do
-	kill -0 $job 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 $job 2>/dev/null && kill -9 $job
-wait $job
-rc=$? took=$(($(date +%s) - start))
+wait_for_job
 kill -9 "$victim" 2>/dev/null
 [ "$rc" != 0 ] && [ "$took" -le 60 ]
 ok $? "a stalled rank ends the job: exit $rc after $took s"
@@ -222,14 +229,7 @@ for _ in $(seq 300); do
 done
 victim=$(pgrep -f "train .*--run.dir=$tmp/kill" | sort -n | tail -1)
 kill -9 "$victim"
-start=$(date +%s)
-for _ in $(seq 600); do
-	kill -0 $job 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 $job 2>/dev/null && kill -9 $job
-wait $job
-rc=$? took=$(($(date +%s) - start))
+wait_for_job
 [ "$rc" != 0 ] && [ "$took" -le 60 ]
 ok $? "a killed rank ends the job: exit $rc after $took s"
 grep -q "pid $victim" "$tmp/kill.out"
