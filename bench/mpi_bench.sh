@@ -11,19 +11,22 @@
 #   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # PER_RANK (4), SEQ (256), THREADS (2), MAX_RANKS (8), HIDE_RANKS (4),
-# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000).
+# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000), ACCUM
+# (1, micro-batches per step), CEILING (yes; no skips the independent runs,
+# which share one GPU when DEVICE is a GPU).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
 MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
-DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000}
+DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes}
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup mpibench "$@"
 
 # train_args RANKS DIR: the arguments of a run of RANKS ranks into DIR.
 train_args() {
 	args=(train --preset "$PRESET" --train.batch=$((PER_RANK * $1)) --train.seq="$SEQ"
+		--train.grad_accum="$ACCUM"
 		--train.steps="$STEPS" --train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$2"
 		--run.eval_every=0 --run.eval_batches=1 --run.sample_tokens=1
 		--run.checkpoint_every=0 --run.threads="$THREADS" --run.device="$DEVICE")
@@ -44,9 +47,11 @@ run() {
 		'BEGIN { printf "%.0f %.1f %.1f %.1f\n", t, 1000 * c, 1000 * y, 1000 * g }'
 }
 
-# apart N: N one-rank runs at once, without MPI: their summed tokens/s.
+# apart N: N one-rank runs at once, without MPI: their summed tokens/s
+# (0 when CEILING is no).
 apart() {
 	local i dir dirs=()
+	[ "$CEILING" = no ] && { echo 0; return; }
 	for i in $(seq 1 "$1"); do
 		dir=$(mktemp -d "$tmp/apart.XXXXXX")
 		dirs+=("$dir")
@@ -59,18 +64,19 @@ apart() {
 	done | awk '{ t += $1 } END { printf "%.0f\n", t }'
 }
 
-echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ tokens per rank per step," \
+echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ x $ACCUM tokens per rank per step," \
 	"$THREADS threads per rank, device $DEVICE, $("${launch[0]}" --version 2>&1 | head -1)"
-read -r base _ < <(run 1 0)
 printf '%6s %12s %12s %11s %15s %9s %9s\n' ranks "tokens/s" "per rank" efficiency \
 	"comm wait ms" "sync ms" ceiling
 for ranks in $(seq 1 "$MAX_RANKS"); do
 	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
 	read -r tok comm sync _ < <(run "$ranks" 0)
+	[ "$ranks" -eq 1 ] && base=$tok
 	ceiling=$(apart "$ranks")
 	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" -v a="$ceiling" 'BEGIN {
-		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f %8.1f%%\n", r, t, t / r,
-			(b ? 100 * t / (r * b) : 0), c, y, (b ? 100 * a / (r * b) : 0) }'
+		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f %9s\n", r, t, t / r,
+			(b ? 100 * t / (r * b) : 0), c, y,
+			(a && b ? sprintf("%.1f%%", 100 * a / (r * b)) : "-") }'
 done
 read -r tok1 comm1 sync1 red1 < <(run "$HIDE_RANKS" 1)
 read -r tok2 comm2 sync2 red2 < <(run "$HIDE_RANKS" 2)

@@ -470,6 +470,25 @@ static void cl_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 		lt_cl_fail(c, err, "copying from the device");
 }
 
+/* A buffer over the host memory: NVIDIA's driver then pins those pages,
+ * and copies between them and device buffers run at the bus's speed
+ * (about 52 GB/s against 8-14 GB/s unpinned on an H200 host). */
+static void *cl_pin(lt_backend *be, void *p, size_t bytes)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	cl_int err;
+	cl_mem m = clCreateBuffer(c->context, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR,
+				  bytes ? bytes : 1, p, &err);
+	return err == CL_SUCCESS ? m : NULL;
+}
+
+static void cl_unpin(lt_backend *be, void *handle)
+{
+	(void)be;
+	if (handle)
+		clReleaseMemObject(handle);
+}
+
 static enum lt_status cl_sync(lt_backend *be)
 {
 	struct lt_cl_ctx *c = be->ctx;
@@ -524,6 +543,8 @@ static const struct lt_backend_ops cl_ops_table = {
 	.read = cl_read,
 	.sync = cl_sync,
 	.host_ptr = NULL,
+	.pin = cl_pin,
+	.unpin = cl_unpin,
 	.mem_usage = cl_mem_usage,
 	.profile = cl_profile,
 	.profile_read = cl_profile_read,

@@ -108,6 +108,12 @@ struct lt_backend_ops {
 	/* (optional) Direct host pointer to a buffer's elements, NULL when the
 	 * buffer lives in device memory. */
 	float *(*host_ptr)(lt_backend *be, lt_ref r);
+	/* (optional) Registers host memory p[bytes] (page-aligned; it stays
+	 * allocated until unpin) so that read and write copy to and from it at
+	 * full speed; returns a handle for unpin, or NULL when it cannot (the
+	 * copies still work, slower). */
+	void *(*pin)(lt_backend *be, void *p, size_t bytes);
+	void (*unpin)(lt_backend *be, void *handle);
 	/* (optional) Bytes of device memory the backend's buffers hold now and
 	 * held at most since creation (its own scratch included). */
 	void (*mem_usage)(lt_backend *be, size_t *now, size_t *peak);

@@ -108,6 +108,8 @@ static void print_help(void)
 	       "                         directory (auto), or from a checkpoint directory\n"
 	       "  --zero 0|1|2           ZeRO stage over MPI ranks (--dist.zero)\n"
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
+	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
+	       "                         (--dist.exchange)\n"
 	       "  --deterministic        bitwise the same for any rank count (--dist.deterministic)\n"
 	       "  --comm-timeout SEC     end the job when a collective stalls (--dist.comm_timeout)\n"
 	       "  --help                 this text\n\n"
@@ -122,6 +124,7 @@ static void print_help(void)
 static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--zero", "dist.zero", 1 },
 	{ "--balance", "dist.balance", 1 },
+	{ "--exchange", "dist.exchange", 1 },
 	{ "--comm-timeout", "dist.comm_timeout", 1 },
 	{ "--deterministic", "dist.deterministic", 0 },
 };
@@ -400,6 +403,9 @@ static enum lt_status report_memory(struct run *r, size_t state)
 			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
 			       all[2 * i + 1]);
 		printf("\n");
+		if (r->ranks > 1)
+			printf("exchange: %s\n", lt_zero_on_node(r->zero) ?
+			       "through the shared memory of the ranks' one node" : "MPI collectives");
 	}
 	free(all);
 	return st;
@@ -415,7 +421,7 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	size_t before = backend_bytes(r->be);
 	if ((st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
 	    (st = lt_zero_new(r->dist, r->model, c->dist.zero, c->dist.deterministic,
-			      &r->zero)) != LT_OK)
+			      c->dist.exchange == LT_EXCHANGE_AUTO, &r->zero)) != LT_OK)
 		return st;
 	size_t state = backend_bytes(r->be) - before;
 	r->opt = lt_zero_optim(r->zero);
@@ -1054,15 +1060,18 @@ int lt_cmd_train(int argc, char **argv)
 	int rc = args ? train_main(&r, argc, args) : 1;
 	if (!args)
 		fprintf(stderr, "lltrain: train: out of memory\n");
+	/* a failure only some ranks know of leaves the others waiting in a
+	 * collective: end them all (an abort may cut the launcher's output),
+	 * before freeing what takes a collective to free (shared memory) */
+	if (rc != 0 && r.ranks > 1 && !r.failed_together) {
+		lt_metrics_close(r.metrics);
+		lt_dist_abort(r.dist, rc);
+	}
 	free_run(&r);
 	for (int i = 0; owned && owned[i]; i++)
 		free(owned[i]);
 	free(owned);
 	free(args);
-	/* a failure only some ranks know of leaves the others waiting in a
-	 * collective: end them all (an abort may cut the launcher's output) */
-	if (rc != 0 && r.ranks > 1 && !r.failed_together)
-		lt_dist_abort(r.dist, rc);
 	lt_dist_finalize(r.dist);
 	return rc;
 }

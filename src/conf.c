@@ -39,6 +39,7 @@ _Static_assert(sizeof(enum lt_schedule) == sizeof(int), "an enum key is stored a
 
 static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
+static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
 static const char *const section_docs[] = {
 	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
@@ -187,6 +188,10 @@ static const struct lt_conf_key keys[] = {
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each batch: even, or auto (in proportion to their "
 		 "measured speed)" },
+	{ .section = "dist", .name = "exchange", .type = LT_CONF_ENUM, FIELD(dist.exchange),
+	  .choices = exchange_names, .def = "auto",
+	  .doc = "how gradients and parameters travel: auto (through shared memory when "
+		 "every rank runs on one node, else MPI's collectives) or mpi" },
 	{ .section = "dist", .name = "deterministic", .type = LT_CONF_BOOL,
 	  FIELD(dist.deterministic), .def = "false",
 	  .doc = "sum gradients exactly, so results are bitwise the same for any number of "

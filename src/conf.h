@@ -57,10 +57,12 @@ struct lt_conf_run {
 };
 
 enum lt_balance { LT_BALANCE_EVEN, LT_BALANCE_AUTO };
+enum lt_exchange { LT_EXCHANGE_AUTO, LT_EXCHANGE_MPI };
 
 struct lt_conf_dist {
 	int zero;                       /* ZeRO stage: 0, 1 or 2 */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
+	int exchange;                   /* enum lt_exchange: how gradients travel */
 	int deterministic;              /* bitwise the same result for any rank count */
 	double comm_timeout;            /* seconds a collective may stall before the job ends */
 };

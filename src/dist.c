@@ -28,7 +28,7 @@ struct lt_dist {
 	double timeout, waited;
 	long step;
 #ifdef LT_HAVE_MPI
-	MPI_Comm comm;
+	MPI_Comm comm, node;
 	MPI_Datatype i128;
 	MPI_Op sum128;
 	MPI_Request pending[MAX_PENDING];
@@ -65,6 +65,8 @@ int lt_dist_local_size(const lt_dist *d) { return d->local_size; }
 const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
 void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
+
+void lt_dist_add_wait_seconds(lt_dist *d, double seconds) { d->waited += seconds; }
 
 double lt_dist_take_wait_seconds(lt_dist *d)
 {
@@ -125,11 +127,10 @@ static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
 	MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(d->comm, &d->rank);
 	MPI_Comm_size(d->comm, &d->size);
-	MPI_Comm node;
-	MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
-	MPI_Comm_rank(node, &d->local_rank);
-	MPI_Comm_size(node, &d->local_size);
-	MPI_Comm_free(&node);
+	MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &d->node);
+	MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
+	MPI_Comm_rank(d->node, &d->local_rank);
+	MPI_Comm_size(d->node, &d->local_size);
 	MPI_Type_contiguous(16, MPI_BYTE, &d->i128);
 	MPI_Type_commit(&d->i128);
 	MPI_Op_create(add_i128, 1, &d->sum128);
@@ -306,6 +307,7 @@ void lt_dist_finalize(lt_dist *d)
 	if (d->mpi) {
 		MPI_Op_free(&d->sum128);
 		MPI_Type_free(&d->i128);
+		MPI_Comm_free(&d->node);
 		MPI_Comm_free(&d->comm);
 		MPI_Finalize();
 	}
@@ -562,6 +564,108 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 	return st;
 #else
 	(void)d;
+	return LT_OK;
+#endif
+}
+
+struct lt_dist_shared {
+	void **at;         /* [local_size] */
+	int mpi;           /* a window of the node's ranks, else at[0] is malloc'd */
+#ifdef LT_HAVE_MPI
+	MPI_Win win;
+#endif
+};
+
+int lt_dist_one_node(const lt_dist *d)
+{
+	return d->size > 1 && d->local_size == d->size;
+}
+
+enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out)
+{
+	struct lt_dist_shared *s = calloc(1, sizeof *s);
+	*out = NULL;
+	if (s)
+		s->at = calloc((size_t)d->local_size, sizeof *s->at);
+	if (!s || !s->at) {
+		free(s);
+		lt_errmsg_set("cannot allocate the shared memory's state");
+		return LT_ERR_NOMEM;
+	}
+	/* whole pages, each rank's part apart, for the backend to pin */
+	size_t page = 4096, want = bytes ? (bytes + page - 1) / page * page : page;
+#ifdef LT_HAVE_MPI
+	if (d->mpi) {
+		MPI_Info info;
+		void *mine;
+		MPI_Info_create(&info);
+		MPI_Info_set(info, "alloc_shared_noncontig", "true");
+		int err = MPI_Win_allocate_shared((MPI_Aint)want, 1, info, d->node, &mine, &s->win);
+		MPI_Info_free(&info);
+		if (err) {
+			free(s->at);
+			free(s);
+			enum lt_status st = mpi_failed("the node's shared memory", err);
+			lt_errmsg_prefix("%.1f MiB of shared memory", (double)want / 1048576.0);
+			return st;
+		}
+		for (int r = 0; r < d->local_size; r++) {
+			MPI_Aint size;
+			int unit;
+			MPI_Win_shared_query(s->win, r, &size, &unit, &s->at[r]);
+		}
+		MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
+		s->mpi = 1;
+		*out = s;
+		return LT_OK;
+	}
+#endif
+	if (!(s->at[0] = aligned_alloc(page, want))) {
+		free(s->at);
+		free(s);
+		lt_errmsg_set("cannot allocate %.1f MiB of exchange memory", (double)bytes / 1048576.0);
+		return LT_ERR_NOMEM;
+	}
+	*out = s;
+	return LT_OK;
+}
+
+void *lt_dist_shared_at(const lt_dist_shared *s, int local)
+{
+	return s->at[local];
+}
+
+void lt_dist_shared_free(lt_dist_shared *s)
+{
+	if (!s)
+		return;
+#ifdef LT_HAVE_MPI
+	if (s->mpi) {
+		MPI_Win_unlock_all(s->win);
+		MPI_Win_free(&s->win);
+	}
+#endif
+	if (!s->mpi)
+		free(s->at[0]);
+	free(s->at);
+	free(s);
+}
+
+enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *what)
+{
+#ifdef LT_HAVE_MPI
+	if (!s->mpi || d->local_size == 1)
+		return LT_OK;
+	MPI_Request req;
+	MPI_Win_sync(s->win);
+	int err = MPI_Ibarrier(d->node, &req);
+	if (err)
+		return mpi_failed(what, err);
+	enum lt_status st = wait_one(d, &req, what);
+	MPI_Win_sync(s->win);
+	return st;
+#else
+	(void)d, (void)s, (void)what;
 	return LT_OK;
 #endif
 }

@@ -62,6 +62,25 @@ enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 				      const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
 
+/* Memory every rank of a node reads and writes: each rank's own part, of
+ * the size it asked for (collective over the job; MPI-3 shared windows). */
+typedef struct lt_dist_shared lt_dist_shared;
+/* 1 when the job has more than one rank and all run on one node, so that
+ * they can exchange through shared memory. */
+int lt_dist_one_node(const lt_dist *d);
+/* Gives this rank `bytes` of node-shared memory (page-aligned) and the
+ * other ranks of its node a view of it; every rank of the job calls it. */
+enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out);
+/* The part of the node's rank `local` (lt_dist_local_rank numbers them). */
+void *lt_dist_shared_at(const lt_dist_shared *s, int local);
+void lt_dist_shared_free(lt_dist_shared *s);
+/* Waits (under the watchdog) until every rank of the node reached this
+ * call, with the writes each made to s before it visible to all. */
+enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *what);
+/* Counts seconds spent exchanging outside the collectives (summing
+ * through shared memory) as waiting for the exchange. */
+void lt_dist_add_wait_seconds(lt_dist *d, double seconds);
+
 /* Starts the sum over the ranks of send[n] into recv[n] on rank root
  * (recv is unused elsewhere). It completes in lt_dist_progress /
  * lt_dist_wait_all; send and recv must stay untouched until then. Up to

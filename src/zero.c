@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Range boundaries fall on multiples of this many elements. */
 #define ALIGN 16
@@ -16,6 +17,10 @@
 #define FIX_LIMIT 0x1p100
 /* Elements per partial sum of the deterministic norm. */
 #define NORM_BLOCK 65536
+/* Elements a thread sums at once through shared memory. */
+#define SUM_CHUNK 2048
+/* Bytes of a page: the shared parts' sections start on one. */
+#define PAGE 4096
 
 struct lt_zero {
 	lt_dist *dist;
@@ -36,6 +41,14 @@ struct lt_zero {
 	int inexact;               /* deterministic: a grain was out of range */
 	size_t bytes;              /* what this holds besides the model */
 	int own_grads, own_params, own_shard;
+	/* node: the ranks share one node and exchange through its memory.
+	 * Rank r's part holds its gradients, its shard, and (rank 0) the
+	 * parameters the all-gather assembles. */
+	int node;
+	lt_dist_shared *shared;
+	float **grads_of, **shard_of;  /* [size]: each rank's sections */
+	void *pins[2];                 /* the backend's pins of this rank's part and of
+					  rank 0's parameters */
 };
 
 /* The part whose count is furthest below (sign 1) or, among those above
@@ -121,7 +134,53 @@ static enum lt_status use_slots(lt_zero *z)
 		return st;
 	}
 	lt_optim_set_grads(z->opt, (lt_ref){ z->shard_buf, 0 });
-	return host_view(z, (lt_ref){ z->shard_buf, 0 }, n, &z->shard, &z->own_shard);
+	return z->node ? LT_OK : host_view(z, (lt_ref){ z->shard_buf, 0 }, n, &z->shard,
+					       &z->own_shard);
+}
+
+/* Bytes of a section of n floats, on whole pages. */
+static size_t section_bytes(size_t n)
+{
+	return (n * sizeof(float) + PAGE - 1) / PAGE * PAGE;
+}
+
+/* Node mode: rank r's part of the node's memory holds its gradient buffer,
+ * its shard (stages 1 and 2) and, on rank 0, the parameters; the grads,
+ * shard and params host copies are these sections. */
+static enum lt_status share_node_memory(lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	int size = lt_dist_size(z->dist), sharded = z->stage > 0;
+	size_t gbytes = section_bytes(lt_model_grads_numel(z->model));
+	size_t mine = gbytes + (sharded ? section_bytes(z->end - z->begin) : 0) +
+		      (sharded && z->rank == 0 ? section_bytes(z->numel) : 0);
+	enum lt_status st;
+	if (!(z->grads_of = calloc(2 * (size_t)size, sizeof *z->grads_of))) {
+		lt_errmsg_set("cannot allocate the shared memory's views");
+		return LT_ERR_NOMEM;
+	}
+	z->shard_of = z->grads_of + size;
+	if ((st = lt_dist_shared_new(z->dist, mine, &z->shared)) != LT_OK)
+		return st;
+	z->bytes += mine;
+	for (int r = 0; r < size; r++) {
+		z->grads_of[r] = lt_dist_shared_at(z->shared, r);
+		z->shard_of[r] = (float *)((char *)z->grads_of[r] + gbytes);
+	}
+	z->grads_host = z->grads_of[z->rank];
+	z->own_grads = 1;
+	if (sharded) {
+		z->shard = z->shard_of[z->rank];
+		z->own_shard = 1;
+		z->params_host = (float *)((char *)z->shard_of[0] + section_bytes(z->off[1]));
+		z->own_params = 1;
+	}
+	if (be->ops->pin) {
+		z->pins[0] = be->ops->pin(be, z->grads_host, mine);
+		if (sharded && z->rank != 0)
+			z->pins[1] = be->ops->pin(be, z->params_host, section_bytes(z->numel));
+	}
+	return LT_OK;
 }
 
 static enum lt_status allocate(lt_zero *z)
@@ -135,6 +194,8 @@ static enum lt_status allocate(lt_zero *z)
 		return LT_OK;
 	if (sharded && z->stage == 2 && !z->deterministic && (st = use_slots(z)) != LT_OK)
 		return st;
+	if (z->node)
+		return share_node_memory(z);
 	if ((st = host_view(z, lt_model_grads(z->model), lt_model_grads_numel(z->model),
 			    &z->grads_host, &z->own_grads)) != LT_OK)
 		return st;
@@ -159,7 +220,8 @@ static enum lt_status allocate(lt_zero *z)
 	return LT_OK;
 }
 
-enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic, lt_zero **out)
+enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
+			   int node_memory, lt_zero **out)
 {
 	int size = lt_dist_size(d), rank = lt_dist_rank(d);
 	struct lt_zero *z = calloc(1, sizeof *z);
@@ -176,6 +238,7 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	z->model = m;
 	z->stage = stage;
 	z->deterministic = deterministic;
+	z->node = node_memory && !deterministic && lt_dist_one_node(d);
 	z->numel = lt_model_num_params(m);
 	plan_ranges(z->numel, size, z->off);
 	z->begin = stage > 0 ? z->off[rank] : 0;
@@ -195,13 +258,21 @@ void lt_zero_free(lt_zero *z)
 		return;
 	lt_model_on_grads_ready(z->model, NULL, NULL);
 	lt_optim_free(z->opt);
-	if (z->own_grads)
-		free(z->grads_host);
-	if (z->own_params)
-		free(z->params_host);
-	if (z->own_shard || !z->slots)
-		free(z->shard);
-	lt_buf_free(lt_model_backend(z->model), z->shard_buf);
+	lt_backend *be = lt_model_backend(z->model);
+	for (int i = 0; i < 2 && be->ops->unpin; i++)
+		be->ops->unpin(be, z->pins[i]);
+	if (z->node) {
+		lt_dist_shared_free(z->shared);
+		free(z->grads_of);
+	} else {
+		if (z->own_grads)
+			free(z->grads_host);
+		if (z->own_params)
+			free(z->params_host);
+		if (z->own_shard || !z->slots)
+			free(z->shard);
+	}
+	lt_buf_free(be, z->shard_buf);
 	free(z->marks);
 	free(z->exact);
 	free(z->off);
@@ -223,6 +294,7 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 }
 
 lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
+int lt_zero_on_node(const lt_zero *z) { return z->node; }
 const size_t *lt_zero_ranges(const lt_zero *z) { return z->off; }
 size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
 
@@ -244,6 +316,70 @@ static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 			      hi - lo);
 }
 
+static double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The sum over the node's parts[size] of their elements [at, at + n):
+ * into out[n] (added to what it holds when add), or, with out NULL, back
+ * into every part. The same order for every element on every rank. */
+static void sum_parts(float *const *parts, int size, size_t at, size_t n, float *out, int add)
+{
+	long chunks = (long)((n + SUM_CHUNK - 1) / SUM_CHUNK);
+#pragma omp parallel for schedule(static)
+	for (long c = 0; c < chunks; c++) {
+		size_t lo = (size_t)c * SUM_CHUNK, m = n - lo < SUM_CHUNK ? n - lo : SUM_CHUNK;
+		float acc[SUM_CHUNK];
+		const float *p0 = parts[0] + at + lo;
+		for (size_t i = 0; i < m; i++)
+			acc[i] = out && add ? out[lo + i] + p0[i] : p0[i];
+		for (int r = 1; r < size; r++) {
+			const float *p = parts[r] + at + lo;
+			for (size_t i = 0; i < m; i++)
+				acc[i] += p[i];
+		}
+		for (int r = 0; !out && r < size; r++)
+			memcpy(parts[r] + at + lo, acc, m * sizeof *acc);
+		if (out)
+			memcpy(out + lo, acc, m * sizeof *acc);
+	}
+}
+
+/* Where piece j of `parts` equal pieces of n elements starts (on ALIGN). */
+static size_t piece_at(size_t n, int parts, int j)
+{
+	return j == parts ? n : n / ALIGN * (size_t)j / (size_t)parts * ALIGN;
+}
+
+/* Node mode: every rank's gradients of flat elements [lo, hi) lie in its
+ * part of the node's memory. Rank j sums the j-th of `size` pieces over
+ * the parts: at stage 0 back into every part, else into each owner's shard
+ * (adding to the earlier backwards' sum after the step's first). The sync
+ * after frees the parts for the next gradients. */
+static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
+{
+	int size = lt_dist_size(z->dist);
+	size_t at = lt_model_grad_index(z->model, lo);
+	size_t a = lo + piece_at(hi - lo, size, z->rank), b = lo + piece_at(hi - lo, size, z->rank + 1);
+	enum lt_status st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
+	if (st != LT_OK)
+		return st;
+	double t0 = seconds_now();
+	if (z->stage == 0)
+		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
+	for (int r = 0; z->stage > 0 && r < size; r++) {
+		size_t x = a > z->off[r] ? a : z->off[r], y = b < z->off[r + 1] ? b : z->off[r + 1];
+		if (y > x)
+			sum_parts(z->grads_of, size, at + (x - lo), y - x,
+				  z->shard_of[r] + (x - z->off[r]), z->backwards > 1);
+	}
+	lt_dist_add_wait_seconds(z->dist, seconds_now() - t0);
+	return lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
+}
+
 /* Starts the exchange of the gradients of flat elements [lo, hi): at stage
  * 0 their all-reduce in place; else the sum of each rank's part of them,
  * into its shard (one reduce per owner: a reduce-scatter of pieces this
@@ -254,6 +390,8 @@ static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
 {
 	enum lt_status st = LT_OK;
 	float *g = host_grads(z, lo);
+	if (z->node)
+		return sum_on_node(z, lo, hi);
 	if (z->stage == 0)
 		st = lt_dist_allreduce_start(z->dist, g, hi - lo, "the gradient all-reduce");
 	for (int r = 0; z->stage > 0 && r < lt_dist_size(z->dist) && st == LT_OK; r++) {
@@ -469,13 +607,20 @@ enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int 
 	if (z->own_params)
 		be->ops->read(be, z->params_host + z->begin, lt_ref_at(params, z->begin),
 			      z->end - z->begin);
-	if ((st = lt_dist_allgatherv_f32(z->dist, z->params_host, z->off,
-					 "the parameter all-gather")) != LT_OK)
+	if (z->node)
+		st = lt_dist_shared_sync(z->dist, z->shared, "the parameter all-gather");
+	else
+		st = lt_dist_allgatherv_f32(z->dist, z->params_host, z->off,
+					    "the parameter all-gather");
+	if (st != LT_OK)
 		return st;
 	if (z->own_params) {
 		be->ops->write(be, params, z->params_host, z->begin);
 		be->ops->write(be, lt_ref_at(params, z->end), z->params_host + z->end,
 			       z->numel - z->end);
 	}
-	return be->ops->sync(be);
+	/* node: the next step's ranges go where the others read these */
+	if ((st = be->ops->sync(be)) != LT_OK || !z->node)
+		return st;
+	return lt_dist_shared_sync(z->dist, z->shared, "the parameter all-gather");
 }

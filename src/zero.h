@@ -54,11 +54,17 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 
 /* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
  * moments for this rank's range and the buffers the exchange needs (stage
- * 2 over ranks gives the model gradient slots, which it keeps). */
-enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic, lt_zero **out);
+ * 2 over ranks gives the model gradient slots, which it keeps). With
+ * node_memory, ranks that all run on one node exchange through its shared
+ * memory (each rank sums a piece of every bucket over all ranks' copies)
+ * instead of MPI's collectives; deterministic runs always use MPI. */
+enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
+			   int node_memory, lt_zero **out);
 void lt_zero_free(lt_zero *z);
 
 lt_optim *lt_zero_optim(const lt_zero *z);
+/* 1 when the ranks exchange through their node's shared memory. */
+int lt_zero_on_node(const lt_zero *z);
 /* The ranges: rank r owns [off[r], off[r+1]) (stage 0: all of it). */
 const size_t *lt_zero_ranges(const lt_zero *z);
 /* Host bytes this rank allocated for the exchange (staging copies, the

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Checks `mpiexec -n N lltrain train`: 30 steps of the tiny preset's model
 # over 2 and 3 ranks at ZeRO stages 0, 1 and 2 give the single-process
-# losses; --deterministic gives bitwise the same parameters for 1, 2 and 3
+# losses, exchanging through the node's shared memory and through MPI's
+# collectives; --deterministic gives bitwise the same parameters for 1, 2 and 3
 # ranks, also across a save at 2 ranks and a resume at 3; what each rank
 # allocates shrinks with the ranks as the ZeRO stages say; ranks that
 # disagree are refused naming the rank and the difference; a stalled rank
@@ -112,6 +113,17 @@ for ranks in 2 3; do
 		"$tmp/r${ranks}z0.out"
 	ok $? "$ranks ranks: rank 0 lists every rank with its host, pid, device and share"
 done
+grep -q "^exchange: through the shared memory of the ranks' one node" "$tmp/r3z2.out"
+ok $? "ranks of one node exchange through its shared memory: $(grep -m1 '^exchange' "$tmp/r3z2.out")"
+# 2b. The same through MPI's collectives (--exchange mpi, as across nodes).
+for zero in 0 1 2; do
+	name=m3z$zero
+	train $name 3 "$@" --zero $zero --exchange mpi
+	grep -q "^exchange: MPI collectives" "$tmp/$name.out"
+	ok $? "3 ranks, ZeRO $zero, --exchange mpi: the run exchanges through MPI: $(tail -c 300 "$tmp/$name.out")"
+	why=$(losses_match ref $name 2>&1)
+	ok $? "3 ranks, ZeRO $zero, --exchange mpi: losses within 1e-5 of one process $why"
+done
 # every step's line says what it waited for: exchanges (of which the
 # gradient exchange) and slower ranks
 awk '/"step":/ && /"loss":/ { n++
@@ -163,6 +175,9 @@ for zero in 0 2; do
 	why=$(losses_match refa a3z$zero 2>&1)
 	ok $? "3 ranks, ZeRO $zero, 2 micro-batches a step: losses within 1e-5 of one process $why"
 done
+train a3m 3 "$@" --train.grad_accum=2 --zero 2 --exchange mpi
+why=$(losses_match refa a3m 2>&1)
+ok $? "3 ranks, ZeRO 2 through MPI, 2 micro-batches a step: losses within 1e-5 of one process $why"
 
 # 4. --deterministic: bitwise the same parameters for 1, 2 and 3 ranks.
 train d1 0 "$@" --deterministic
