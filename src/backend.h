@@ -103,6 +103,16 @@ struct lt_backend_ops {
 	/* Host <-> device copies of n elements; they complete before returning. */
 	void (*write)(lt_backend *be, lt_ref dst, const void *src, size_t n);
 	void (*read)(lt_backend *be, void *dst, lt_ref src, size_t n);
+	/* (optional) The same copies without waiting, after the ops queued
+	 * before them and possibly beside later ones. A read's dst must stay
+	 * untouched until reads_wait has seen it done; ops queued after the
+	 * next read_start (or after that wait) see it done. A write's src must
+	 * stay unchanged, and its dst unused by ops, until sync. reads_wait
+	 * waits until at most `keep` of the started reads (the newest) are
+	 * still under way. */
+	void (*write_start)(lt_backend *be, lt_ref dst, const void *src, size_t n);
+	void (*read_start)(lt_backend *be, void *dst, lt_ref src, size_t n);
+	enum lt_status (*reads_wait)(lt_backend *be, int keep);
 	/* Waits for every queued op; returns the first failure since creation. */
 	enum lt_status (*sync)(lt_backend *be);
 	/* (optional) Direct host pointer to a buffer's elements, NULL when the

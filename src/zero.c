@@ -49,6 +49,8 @@ struct lt_zero {
 	float **grads_of, **shard_of;  /* [size]: each rank's sections */
 	void *pins[2];                 /* the backend's pins of this rank's part and of
 					  rank 0's parameters */
+	int held;                      /* a bucket whose copy to the host is under way */
+	size_t held_lo, held_hi;
 };
 
 /* The part whose count is furthest below (sign 1) or, among those above
@@ -262,6 +264,7 @@ void lt_zero_free(lt_zero *z)
 	for (int i = 0; i < 2 && be->ops->unpin; i++)
 		be->ops->unpin(be, z->pins[i]);
 	if (z->node) {
+		be->ops->sync(be);  /* copies to or from the shared memory end */
 		lt_dist_shared_free(z->shared);
 		free(z->grads_of);
 	} else {
@@ -314,6 +317,18 @@ static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 		be->ops->read(be, host_grads(z, lo),
 			      lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo)),
 			      hi - lo);
+}
+
+/* Node mode, stage 0: the summed gradients of [lo, hi) back to the
+ * device, without waiting where the backend can (its sync waits). */
+static void put_grads(lt_zero *z, size_t lo, size_t hi)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	lt_ref dst = lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
+	if (be->ops->write_start)
+		be->ops->write_start(be, dst, host_grads(z, lo), hi - lo);
+	else
+		be->ops->write(be, dst, host_grads(z, lo), hi - lo);
 }
 
 static double seconds_now(void)
@@ -377,7 +392,43 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 				  z->shard_of[r] + (x - z->off[r]), z->backwards > 1);
 	}
 	lt_dist_add_wait_seconds(z->dist, seconds_now() - t0);
-	return lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
+	if ((st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+		return st;
+	if (z->stage == 0)
+		put_grads(z, lo, hi);
+	return LT_OK;
+}
+
+/* Node mode: sums the held bucket once its copy to the host is done (the
+ * newest `keep` copies may still run). */
+static enum lt_status exchange_held(lt_zero *z, int keep)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	enum lt_status st;
+	if (!z->held)
+		return LT_OK;
+	z->held = 0;
+	if (be->ops->reads_wait && (st = be->ops->reads_wait(be, keep)) != LT_OK)
+		return st;
+	return sum_on_node(z, z->held_lo, z->held_hi);
+}
+
+/* Node mode, in backward: starts copying the gradients of [lo, hi) to the
+ * host and sums the bucket before it meanwhile, so the device goes on with
+ * backward while the host adds. */
+static enum lt_status hold_bucket(lt_zero *z, size_t lo, size_t hi)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	lt_ref src = lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
+	if (be->ops->read_start)
+		be->ops->read_start(be, host_grads(z, lo), src, hi - lo);
+	else
+		be->ops->read(be, host_grads(z, lo), src, hi - lo);
+	enum lt_status st = exchange_held(z, 1);
+	z->held = 1;
+	z->held_lo = lo;
+	z->held_hi = hi;
+	return st;
 }
 
 /* Starts the exchange of the gradients of flat elements [lo, hi): at stage
@@ -428,6 +479,8 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	lt_zero *z = ctx;
 	if (hi == lo)
 		return lt_dist_progress(z->dist);
+	if (z->node)
+		return hold_bucket(z, lo, hi);
 	fetch_grads(z, lo, hi);
 	enum lt_status st = start_bucket(z, lo, hi);
 	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
@@ -447,8 +500,9 @@ enum lt_status lt_zero_arm(lt_zero *z, int last)
 	}
 	if (!z->slots)
 		return LT_OK;
+	enum lt_status st = exchange_held(z, 0);
 	z->backwards++;
-	return lt_dist_wait_all(z->dist);
+	return st == LT_OK ? lt_dist_wait_all(z->dist) : st;
 }
 
 enum lt_status lt_zero_add_grain(lt_zero *z)
@@ -529,6 +583,8 @@ static enum lt_status finish_exchange(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	enum lt_status st;
+	if ((st = exchange_held(z, 0)) != LT_OK)
+		return st;
 	if (!z->armed) {
 		if ((st = be->ops->sync(be)) != LT_OK)
 			return st;
@@ -549,8 +605,11 @@ static enum lt_status reduce_all(lt_zero *z, double *norm)
 	enum lt_status st;
 	if ((st = finish_exchange(z)) != LT_OK)
 		return st;
-	if (z->own_grads)
+	/* node: each bucket went back as it was summed */
+	if (z->own_grads && !z->node)
 		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
+	else if (z->node && (st = be->ops->sync(be)) != LT_OK)
+		return st;
 	return lt_optim_grad_norm(z->opt, norm);
 }
 
