@@ -38,7 +38,5 @@ int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min
 /* lt_backend_new, then (for --device auto) the line saying which device
  * it chose, printed to stderr as "lltrain CMD: device auto: ...". */
 enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt_backend **out);
-/* Monotonic wall-clock seconds, for timing steps. */
-double lt_cmd_seconds(void);
 
 #endif

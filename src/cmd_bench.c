@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "cmd.h"
 #include "model.h"
 #include "optim.h"
@@ -135,10 +136,10 @@ static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 			     .lda = n, .ldb = n, .ldc = n, .batch = 1 };
 	double best = 1e30;
 	for (int r = 0; r <= reps && st == LT_OK; r++) {
-		double t0 = lt_cmd_seconds();
+		double t0 = lt_seconds();
 		be->ops->gemm(be, &g, a, b, c);
 		st = be->ops->sync(be);
-		double dt = lt_cmd_seconds() - t0;
+		double dt = lt_seconds() - t0;
 		if (r > 0 && dt < best) /* the first call warms up */
 			best = dt;
 	}
@@ -196,7 +197,7 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 			tok[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
 			tgt[i] = (int32_t)lt_rng_below(&rng, (uint64_t)c->vocab_size);
 		}
-		double t0 = lt_cmd_seconds(), loss, norm;
+		double t0 = lt_seconds(), loss, norm;
 		long count;
 		lt_model_zero_grads(model);
 		st = lt_model_forward(model, tok, tgt, 1.0f / (float)N, &loss, &count);
@@ -204,7 +205,7 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 			st = lt_model_backward(model);
 		if (st == LT_OK)
 			st = lt_optim_step(opt, &oc, step + 1, &norm);
-		double dt = lt_cmd_seconds() - t0;
+		double dt = lt_seconds() - t0;
 		if (step > 0) /* step 0 warms caches and kernels */
 			total += dt;
 		r->loss = loss / (double)count;

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "cmd.h"
 #include "conf.h"
 #include "model.h"
@@ -261,7 +262,7 @@ static int generate_samples(struct session *s, const struct sample_args *a)
 	}
 	memcpy(s->seq, s->ids.v, (size_t)n_prompt * sizeof *s->seq);
 	long total = 0;
-	double t0 = lt_cmd_seconds();
+	double t0 = lt_seconds();
 	for (int i = 0; i < a->num_samples; i++) {
 		enum lt_status st = print_one_sample(s, a, i, max_new, &total);
 		if (st != LT_OK) {
@@ -269,7 +270,7 @@ static int generate_samples(struct session *s, const struct sample_args *a)
 			return 1;
 		}
 	}
-	double dt = lt_cmd_seconds() - t0;
+	double dt = lt_seconds() - t0;
 	fprintf(stderr, "%ld tokens in %.2f s (%.1f tokens/s)\n", total, dt,
 		dt > 0 ? (double)total / dt : 0.0);
 	return 0;

@@ -20,6 +20,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "cmd.h"
 #include "conf.h"
 #include "data.h"
@@ -591,7 +592,7 @@ static void vote_stop(const struct run *r, double loop_start, double *votes)
 {
 	double budget = r->conf.train.max_minutes * 60;
 	votes[0] = stop_signal != 0;
-	votes[1] = budget > 0 && lt_cmd_seconds() - loop_start > budget;
+	votes[1] = budget > 0 && lt_seconds() - loop_start > budget;
 }
 
 /* One optimizer step: grad_accum micro-batches of which this rank takes
@@ -603,7 +604,7 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	const struct lt_conf *c = &r->conf;
 	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
-	double sums[4] = { 0, 0, 0, 0 }, norm = NAN, t0 = lt_cmd_seconds();
+	double sums[4] = { 0, 0, 0, 0 }, norm = NAN, t0 = lt_seconds();
 	enum lt_status st = LT_OK;
 	lt_dist_set_step(r->dist, step);
 	lt_model_zero_grads(r->model);
@@ -611,7 +612,7 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 		st = run_rows(r, r->state.samples + (uint64_t)a * (uint64_t)B + (uint64_t)r->row0,
 			      (int)r->rows[r->rank], scale, a == accum - 1, sums);
 	r->state.samples += (uint64_t)B * (uint64_t)accum;
-	r->compute_s = lt_cmd_seconds() - t0;
+	r->compute_s = lt_seconds() - t0;
 	vote_stop(r, loop_start, sums + 2);
 	/* the first exchange after backward waits for the slowest rank */
 	r->comm_s = lt_dist_take_wait_seconds(r->dist);
@@ -682,7 +683,7 @@ static int due(long step, int every)
 static enum lt_status train_loop(struct run *r)
 {
 	const struct lt_conf *c = &r->conf;
-	double t0 = lt_cmd_seconds(), last = t0, elapsed0 = r->state.elapsed;
+	double t0 = lt_seconds(), last = t0, elapsed0 = r->state.elapsed;
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	long balance_step = r->state.step + 2;
 	enum lt_status st = LT_OK;
@@ -692,7 +693,7 @@ static enum lt_status train_loop(struct run *r)
 					      .ranks = r->ranks };
 		if ((st = train_step(r, step, t0, &sm)) != LT_OK)
 			break;
-		double now = lt_cmd_seconds();
+		double now = lt_seconds();
 		r->state.step = step;
 		r->state.tokens += tokens_per_step;
 		r->state.elapsed = elapsed0 + (now - t0);

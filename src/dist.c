@@ -9,8 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 #ifdef LT_HAVE_MPI
 #include <mpi.h>
@@ -41,12 +42,6 @@ struct lt_dist {
 };
 
 #ifdef LT_HAVE_MPI
-static double seconds_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 #endif
 
 int lt_dist_have_mpi(void)
@@ -181,9 +176,9 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 		MPI_Isend(&out[2 * r], 2, MPI_LONG, r, TAG_ASK, d->comm, &req[2 * r]);
 		MPI_Irecv(&in[2 * r], 2, MPI_LONG, r, TAG_ANSWER, d->comm, &req[2 * r + 1]);
 	}
-	double t0 = seconds_now();
+	double t0 = lt_seconds();
 	int all = 0;
-	while (!all && seconds_now() - t0 < ASK_SECONDS) {
+	while (!all && lt_seconds() - t0 < ASK_SECONDS) {
 		answer_questions(d);
 		MPI_Testall(d->size * 2, req, &all, stat);
 		usleep(1000);
@@ -216,12 +211,12 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 				    const char *const *what)
 {
-	double t0 = seconds_now(), last = t0;
+	double t0 = lt_seconds(), last = t0;
 	for (;;) {
 		int done = 0, err = MPI_Testall(n, req, &done, d->statuses);
 		if (err)
 			return mpi_failed(what[0], err);
-		double now = seconds_now();
+		double now = lt_seconds();
 		if (done) {
 			d->waited += now - t0;
 			return LT_OK;

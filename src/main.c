@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "status.h"
 #include "backend.h"
@@ -76,12 +75,6 @@ int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min
 	return 2;
 }
 
-double lt_cmd_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void print_usage(FILE *f)
 {

@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <omp.h>
 
+#include "clock.h"
 #include "fs.h"
 #include "shard.h"
 #include "tokenizer.h"
@@ -32,12 +32,6 @@
 #define BATCH_BYTES ((size_t)8 << 20)
 #define BATCH_SEGMENTS ((size_t)1 << 16)
 
-static double seconds_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static char *copy_string(const char *s)
 {
@@ -913,7 +907,7 @@ static enum lt_status encode_into(const struct lt_prepare_opts *o, struct corpus
 {
 	struct encoder e = { 0 };
 	uint64_t bytes = 0, docs = 0;
-	double t0 = seconds_now();
+	double t0 = lt_seconds();
 	enum lt_status st = encoder_init(&e, o, tok, tmp);
 	if (st == LT_OK)
 		st = scan_corpus(c, o->doc_separator, gather_segment, &e, &bytes, &docs);
@@ -937,7 +931,7 @@ static enum lt_status encode_into(const struct lt_prepare_opts *o, struct corpus
 		st = output_finish(&e.train);
 	if (st == LT_OK)
 		st = output_finish(&e.val);
-	r->encode_seconds = seconds_now() - t0;
+	r->encode_seconds = lt_seconds() - t0;
 	if (st == LT_OK)
 		st = lt_tokenizer_save(tok, tmp, o->model_max_length);
 	if (st == LT_OK) {
@@ -974,7 +968,7 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 	if ((st = check_replaceable(out)) != LT_OK || (st = list_corpus(&o, &c)) != LT_OK)
 		goto done;
 	r->n_files = c.n;
-	double t0 = seconds_now();
+	double t0 = lt_seconds();
 	if (o.tokenizer) {
 		st = load_tokenizer(o.tokenizer, &tok);
 	} else {
@@ -983,9 +977,9 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 		if (st == LT_OK && o.verbose)
 			printf("tokenizer: %d tokens learned from %d file%s (%" PRIu64 " bytes, %"
 			       PRIu64 " documents) in %.1f s\n", (int)lt_tokenizer_vocab_size(tok),
-			       c.n, c.n == 1 ? "" : "s", bytes, docs, seconds_now() - t0);
+			       c.n, c.n == 1 ? "" : "s", bytes, docs, lt_seconds() - t0);
 	}
-	r->tokenizer_seconds = seconds_now() - t0;
+	r->tokenizer_seconds = lt_seconds() - t0;
 	if (st != LT_OK)
 		goto done;
 	r->vocab_size = (int)lt_tokenizer_vocab_size(tok);

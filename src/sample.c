@@ -6,7 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "clock.h"
 
 /* A candidate token: its logit (NaN taken as -inf) and its id. */
 struct candidate {
@@ -189,12 +190,6 @@ enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prom
 	return st;
 }
 
-static double seconds_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 enum lt_status lt_sample_bench(lt_model *m, int n_tokens, double *tokens_per_s)
 {
@@ -212,9 +207,9 @@ enum lt_status lt_sample_bench(lt_model *m, int n_tokens, double *tokens_per_s)
 	}
 	struct lt_sample_opts greedy = { .temperature = 0.0f, .top_k = 0, .top_p = 1.0f };
 	int got = 0;
-	double t0 = seconds_now();
+	double t0 = lt_seconds();
 	enum lt_status st = lt_sample_generate(m, &first, 1, n_tokens, -1, &greedy, out, &got);
-	double dt = seconds_now() - t0;
+	double dt = lt_seconds() - t0;
 	free(out);
 	if (st == LT_OK)
 		*tokens_per_s = dt > 0.0 ? (double)got / dt : 0.0;

@@ -7,7 +7,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "clock.h"
 
 /* Range boundaries fall on multiples of this many elements. */
 #define ALIGN 16
@@ -261,10 +262,11 @@ void lt_zero_free(lt_zero *z)
 	lt_model_on_grads_ready(z->model, NULL, NULL);
 	lt_optim_free(z->opt);
 	lt_backend *be = lt_model_backend(z->model);
+	if (z->node)
+		be->ops->sync(be);  /* copies to or from the shared memory end */
 	for (int i = 0; i < 2 && be->ops->unpin; i++)
 		be->ops->unpin(be, z->pins[i]);
 	if (z->node) {
-		be->ops->sync(be);  /* copies to or from the shared memory end */
 		lt_dist_shared_free(z->shared);
 		free(z->grads_of);
 	} else {
@@ -331,12 +333,6 @@ static void put_grads(lt_zero *z, size_t lo, size_t hi)
 		be->ops->write(be, dst, host_grads(z, lo), hi - lo);
 }
 
-static double seconds_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The sum over the node's parts[size] of their elements [at, at + n):
  * into out[n] (added to what it holds when add), or, with out NULL, back
@@ -382,7 +378,7 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 	enum lt_status st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
 	if (st != LT_OK)
 		return st;
-	double t0 = seconds_now();
+	double t0 = lt_seconds();
 	if (z->stage == 0)
 		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
 	for (int r = 0; z->stage > 0 && r < size; r++) {
@@ -391,7 +387,7 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 			sum_parts(z->grads_of, size, at + (x - lo), y - x,
 				  z->shard_of[r] + (x - z->off[r]), z->backwards > 1);
 	}
-	lt_dist_add_wait_seconds(z->dist, seconds_now() - t0);
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
 	if ((st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
 		return st;
 	if (z->stage == 0)
