@@ -16,6 +16,13 @@
  * backward of a step is exchanged, and the range's sum accumulates in the
  * shard. Stage 0 also overlaps, in the step's last backward.
  *
+ * Ranks that all run on one node exchange through its shared memory
+ * rather than MPI's collectives: each copies a bucket of its gradients
+ * into its part of that memory (the backend pins it, and copies while
+ * backward goes on), and each sums one piece of the bucket over all the
+ * parts, into every part (stage 0) or the piece owner's shard; the
+ * parameters travel through one shared copy.
+ *
  * Deterministic runs add each sequence's gradient, converted to a 128-bit
  * fixed-point integer (80 fraction bits), into an exact sum: integer
  * addition does not depend on order, so the summed gradient, and with it
