@@ -405,8 +405,7 @@ static enum lt_status report_memory(struct run *r, size_t state)
 			       all[2 * i + 1]);
 		printf("\n");
 		if (r->ranks > 1)
-			printf("exchange: %s\n", lt_zero_on_node(r->zero) ?
-			       "through the shared memory of the ranks' one node" : "MPI collectives");
+			printf("exchange: %s\n", lt_zero_exchange(r->zero));
 	}
 	free(all);
 	return st;

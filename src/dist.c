@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -20,6 +21,8 @@
 #define MAX_PENDING 4096
 /* MPI counts are int: larger collectives go in pieces of this many. */
 #define PIECE ((size_t)1 << 28)
+/* Where MPI libraries keep the memory of shared windows. */
+#define SHM_DIR "/dev/shm"
 /* Seconds a rank that timed out waits for the others to answer. */
 #define ASK_SECONDS 5.0
 
@@ -576,6 +579,45 @@ int lt_dist_one_node(const lt_dist *d)
 	return d->size > 1 && d->local_size == d->size;
 }
 
+#ifdef LT_HAVE_MPI
+/* The sum (op MPI_SUM) or maximum over the node's ranks of *v, under the
+ * watchdog. */
+static enum lt_status node_reduce(struct lt_dist *d, double *v, MPI_Op op, const char *what)
+{
+	MPI_Request req;
+	int err = MPI_Iallreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, op, d->node, &req);
+	return err ? mpi_failed(what, err) : wait_one(d, &req, what);
+}
+
+/* Whether SHM_DIR, where MPI libraries keep shared windows, has room for
+ * every rank's `want` bytes (the ranks agree; yes when it cannot tell): a
+ * window larger than it fails only when its pages are first touched. */
+static enum lt_status check_shm_room(struct lt_dist *d, size_t want)
+{
+	const char *what = "the shared memory's size";
+	double total = (double)want, short_of = 0, free_bytes = -1;
+	struct statvfs fs;
+	enum lt_status st = node_reduce(d, &total, MPI_SUM, what);
+	if (st != LT_OK)
+		return st;
+	if (statvfs(SHM_DIR, &fs) == 0) {
+		free_bytes = (double)fs.f_bavail * (double)fs.f_frsize;
+		short_of = free_bytes < total;
+	}
+	if ((st = node_reduce(d, &short_of, MPI_MAX, what)) != LT_OK)
+		return st;
+	if (!short_of)
+		return LT_OK;
+	if (free_bytes >= 0)
+		lt_errmsg_set("%s has %.1f MiB free, the node's ranks need %.1f MiB", SHM_DIR,
+			      free_bytes / 1048576.0, total / 1048576.0);
+	else
+		lt_errmsg_set("%s of another rank has less than the %.1f MiB the node's ranks need",
+			      SHM_DIR, total / 1048576.0);
+	return LT_ERR_NOMEM;
+}
+#endif
+
 enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out)
 {
 	struct lt_dist_shared *s = calloc(1, sizeof *s);
@@ -593,6 +635,12 @@ enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out
 	if (d->mpi) {
 		MPI_Info info;
 		void *mine;
+		enum lt_status st = check_shm_room(d, want);
+		if (st != LT_OK) {
+			free(s->at);
+			free(s);
+			return st;
+		}
 		MPI_Info_create(&info);
 		MPI_Info_set(info, "alloc_shared_noncontig", "true");
 		int err = MPI_Win_allocate_shared((MPI_Aint)want, 1, info, d->node, &mine, &s->win);
@@ -600,7 +648,7 @@ enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out
 		if (err) {
 			free(s->at);
 			free(s);
-			enum lt_status st = mpi_failed("the node's shared memory", err);
+			st = mpi_failed("the node's shared memory", err);
 			lt_errmsg_prefix("%.1f MiB of shared memory", (double)want / 1048576.0);
 			return st;
 		}

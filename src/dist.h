@@ -69,7 +69,9 @@ typedef struct lt_dist_shared lt_dist_shared;
  * they can exchange through shared memory. */
 int lt_dist_one_node(const lt_dist *d);
 /* Gives this rank `bytes` of node-shared memory (page-aligned) and the
- * other ranks of its node a view of it; every rank of the job calls it. */
+ * other ranks of its node a view of it; every rank of the job calls it.
+ * LT_ERR_NOMEM on every rank of the node when /dev/shm has too little
+ * room for all of them (lt_errmsg says how much). */
 enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out);
 /* The part of the node's rank `local` (lt_dist_local_rank numbers them). */
 void *lt_dist_shared_at(const lt_dist_shared *s, int local);

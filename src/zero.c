@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,7 @@ struct lt_zero {
 					  rank 0's parameters */
 	int held;                      /* a bucket whose copy to the host is under way */
 	size_t held_lo, held_hi;
+	char exchange[256];            /* how the ranks exchange, and why */
 };
 
 /* The part whose count is furthest below (sign 1) or, among those above
@@ -163,7 +165,16 @@ static enum lt_status share_node_memory(lt_zero *z)
 		return LT_ERR_NOMEM;
 	}
 	z->shard_of = z->grads_of + size;
-	if ((st = lt_dist_shared_new(z->dist, mine, &z->shared)) != LT_OK)
+	if ((st = lt_dist_shared_new(z->dist, mine, &z->shared)) == LT_ERR_NOMEM) {
+		/* too little room on the node (every rank learns it): use MPI */
+		snprintf(z->exchange, sizeof z->exchange, "MPI collectives (%s)", lt_errmsg());
+		lt_errmsg_clear();
+		free(z->grads_of);
+		z->grads_of = NULL;
+		z->node = 0;
+		return LT_OK;
+	}
+	if (st != LT_OK)
 		return st;
 	z->bytes += mine;
 	for (int r = 0; r < size; r++) {
@@ -195,10 +206,12 @@ static enum lt_status allocate(lt_zero *z)
 		return st;
 	if (size == 1 && !z->deterministic)
 		return LT_OK;
+	if (z->node && (st = share_node_memory(z)) != LT_OK)
+		return st;
 	if (sharded && z->stage == 2 && !z->deterministic && (st = use_slots(z)) != LT_OK)
 		return st;
 	if (z->node)
-		return share_node_memory(z);
+		return LT_OK;
 	if ((st = host_view(z, lt_model_grads(z->model), lt_model_grads_numel(z->model),
 			    &z->grads_host, &z->own_grads)) != LT_OK)
 		return st;
@@ -242,6 +255,12 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	z->stage = stage;
 	z->deterministic = deterministic;
 	z->node = node_memory && !deterministic && lt_dist_one_node(d);
+	snprintf(z->exchange, sizeof z->exchange, "%s",
+		 size == 1 ? "none (one rank)" :
+		 z->node ? "through the shared memory of the ranks' one node" :
+		 deterministic ? "MPI collectives (exact sums of --deterministic)" :
+		 !node_memory ? "MPI collectives (--exchange mpi)" :
+		 "MPI collectives (the ranks run on more than one node)");
 	z->numel = lt_model_num_params(m);
 	plan_ranges(z->numel, size, z->off);
 	z->begin = stage > 0 ? z->off[rank] : 0;
@@ -299,7 +318,7 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 }
 
 lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
-int lt_zero_on_node(const lt_zero *z) { return z->node; }
+const char *lt_zero_exchange(const lt_zero *z) { return z->exchange; }
 const size_t *lt_zero_ranges(const lt_zero *z) { return z->off; }
 size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
 

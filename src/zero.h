@@ -70,8 +70,9 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 void lt_zero_free(lt_zero *z);
 
 lt_optim *lt_zero_optim(const lt_zero *z);
-/* 1 when the ranks exchange through their node's shared memory. */
-int lt_zero_on_node(const lt_zero *z);
+/* How the ranks exchange gradients and parameters, and why: "through the
+ * shared memory of the ranks' one node" or "MPI collectives (REASON)". */
+const char *lt_zero_exchange(const lt_zero *z);
 /* The ranges: rank r owns [off[r], off[r+1]) (stage 0: all of it). */
 const size_t *lt_zero_ranges(const lt_zero *z);
 /* Host bytes this rank allocated for the exchange (staging copies, the

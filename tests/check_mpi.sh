@@ -125,6 +125,21 @@ for zero in 0 1 2; do
 	why=$(losses_match ref $name 2>&1)
 	ok $? "3 ranks, ZeRO $zero, --exchange mpi: losses within 1e-5 of one process $why"
 done
+# 2c. Too little room in /dev/shm for the shared memory (a private 10 MiB
+# mount): the ranks exchange through MPI instead, and say why.
+unshare -m bash -c 'mount -t tmpfs -o size=10m tmpfs /dev/shm || exit 99; exec "$@"' _ \
+	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --run.dir="$tmp/shm" >"$tmp/shm.out" 2>&1 </dev/null
+rc=$?
+if [ $rc = 99 ] || grep -q "unshare: " "$tmp/shm.out"; then
+	skip "a small /dev/shm: cannot mount one here ($(head -c 200 "$tmp/shm.out"))"
+	skip "a small /dev/shm: its run's losses"
+else
+	grep -q "^exchange: MPI collectives (/dev/shm has [0-9.]* MiB free, the node's ranks need [0-9.]* MiB)" \
+		"$tmp/shm.out"
+	ok $(( rc || $? )) "a /dev/shm too small for the shared memory: MPI instead (exit $rc): $(grep -m1 '^exchange' "$tmp/shm.out")"
+	why=$(losses_match ref shm 2>&1)
+	ok $? "a /dev/shm too small: losses within 1e-5 of one process $why"
+fi
 # every step's line says what it waited for: exchanges (of which the
 # gradient exchange) and slower ranks
 awk '/"step":/ && /"loss":/ { n++
