@@ -476,8 +476,8 @@ static void cl_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 }
 
 /* The queue a started copy goes to, and in *after an event of the ops
- * queued so far for it to wait for (NULL without a copy queue, where the
- * order is the queue's). */
+ * queued so far for it to wait for (NULL when it goes to the work queue,
+ * where the order is the queue's). */
 static cl_command_queue copy_queue(struct lt_cl_ctx *c, cl_event *after)
 {
 	*after = NULL;
@@ -486,9 +486,13 @@ static cl_command_queue copy_queue(struct lt_cl_ctx *c, cl_event *after)
 	cl_int err = clEnqueueMarkerWithWaitList(c->queue, 0, NULL, after);
 	if (err == CL_SUCCESS)
 		err = clFlush(c->queue);
-	if (err != CL_SUCCESS)
-		lt_cl_fail(c, err, "ordering a copy after the device's work");
-	return c->copies;
+	if (err == CL_SUCCESS)
+		return c->copies;
+	lt_cl_fail(c, err, "ordering a copy after the device's work");
+	if (*after)
+		clReleaseEvent(*after);
+	*after = NULL;
+	return c->queue;  /* the copy then waits in line; the failure is reported */
 }
 
 static void cl_write_start(lt_backend *be, lt_ref dst, const void *src, size_t n)

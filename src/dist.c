@@ -44,9 +44,6 @@ struct lt_dist {
 #endif
 };
 
-#ifdef LT_HAVE_MPI
-#endif
-
 int lt_dist_have_mpi(void)
 {
 #ifdef LT_HAVE_MPI
