@@ -329,15 +329,27 @@ static float *host_grads(const lt_zero *z, size_t lo)
 	return z->grads_host + lt_model_grad_index(z->model, lo);
 }
 
+/* The gradient of flat element lo in the backend's buffer. */
+static lt_ref device_grads(const lt_zero *z, size_t lo)
+{
+	return lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
+}
+
+/* The length of the part of [lo, hi) in rank r's range, from *from. */
+static size_t owned_part(const lt_zero *z, int r, size_t lo, size_t hi, size_t *from)
+{
+	size_t a = lo > z->off[r] ? lo : z->off[r], b = hi < z->off[r + 1] ? hi : z->off[r + 1];
+	*from = a;
+	return b > a ? b - a : 0;
+}
+
 /* Brings the gradients of flat elements [lo, hi) to the host copy (a no-op
  * when the backend's memory is the host's). */
 static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	if (z->own_grads && hi > lo)
-		be->ops->read(be, host_grads(z, lo),
-			      lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo)),
-			      hi - lo);
+		be->ops->read(be, host_grads(z, lo), device_grads(z, lo), hi - lo);
 }
 
 /* Node mode, stage 0: the summed gradients of [lo, hi) back to the
@@ -345,11 +357,10 @@ static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 static void put_grads(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	lt_ref dst = lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
 	if (be->ops->write_start)
-		be->ops->write_start(be, dst, host_grads(z, lo), hi - lo);
+		be->ops->write_start(be, device_grads(z, lo), host_grads(z, lo), hi - lo);
 	else
-		be->ops->write(be, dst, host_grads(z, lo), hi - lo);
+		be->ops->write(be, device_grads(z, lo), host_grads(z, lo), hi - lo);
 }
 
 
@@ -401,9 +412,9 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 	if (z->stage == 0)
 		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
 	for (int r = 0; z->stage > 0 && r < size; r++) {
-		size_t x = a > z->off[r] ? a : z->off[r], y = b < z->off[r + 1] ? b : z->off[r + 1];
-		if (y > x)
-			sum_parts(z->grads_of, size, at + (x - lo), y - x,
+		size_t x, len = owned_part(z, r, a, b, &x);
+		if (len)
+			sum_parts(z->grads_of, size, at + (x - lo), len,
 				  z->shard_of[r] + (x - z->off[r]), z->backwards > 1);
 	}
 	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
@@ -434,11 +445,10 @@ static enum lt_status exchange_held(lt_zero *z, int keep)
 static enum lt_status hold_bucket(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	lt_ref src = lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
 	if (be->ops->read_start)
-		be->ops->read_start(be, host_grads(z, lo), src, hi - lo);
+		be->ops->read_start(be, host_grads(z, lo), device_grads(z, lo), hi - lo);
 	else
-		be->ops->read(be, host_grads(z, lo), src, hi - lo);
+		fetch_grads(z, lo, hi);
 	enum lt_status st = exchange_held(z, 1);
 	z->held = 1;
 	z->held_lo = lo;
@@ -461,13 +471,13 @@ static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
 	if (z->stage == 0)
 		st = lt_dist_allreduce_start(z->dist, g, hi - lo, "the gradient all-reduce");
 	for (int r = 0; z->stage > 0 && r < lt_dist_size(z->dist) && st == LT_OK; r++) {
-		size_t a = lo > z->off[r] ? lo : z->off[r], b = hi < z->off[r + 1] ? hi : z->off[r + 1];
-		if (b <= a)
+		size_t a, n = owned_part(z, r, lo, hi, &a);
+		if (!n)
 			continue;
 		float *mine = r == z->rank ? z->shard + (a - z->begin) : NULL;
-		for (size_t i = 0; mine && z->backwards > 1 && i < b - a; i++)
+		for (size_t i = 0; mine && z->backwards > 1 && i < n; i++)
 			g[a - lo + i] += mine[i];
-		st = lt_dist_reduce_start(z->dist, g + (a - lo), mine, b - a, r,
+		st = lt_dist_reduce_start(z->dist, g + (a - lo), mine, n, r,
 					  "the gradient reduce-scatter");
 	}
 	return st == LT_OK ? lt_dist_progress(z->dist) : st;
