@@ -37,7 +37,7 @@ speed() {
 alone() {
 	local name=$1
 	shift
-	"${launch[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "$@" \
+	"${launch[@]}" "${unbound[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "$@" \
 		>"$tmp/$name.out" 2>&1 </dev/null || grep lltrain "$tmp/$name.out" >&2
 	speed "$tmp/$name"
 }
@@ -45,7 +45,7 @@ alone() {
 # pair NAME BALANCE: rank 0 on the GPU, rank 1 on the CPU.
 pair() {
 	local name=$1 balance=$2
-	"${launch[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "${gpu[@]}" \
+	"${launch[@]}" "${unbound[@]}" -n 1 "$LLTRAIN" "${common[@]}" --run.dir="$tmp/$name" "${gpu[@]}" \
 		--balance "$balance" --zero "$ZERO" : -n 1 "$LLTRAIN" "${common[@]}" \
 		--run.dir="$tmp/$name" "${cpu[@]}" --balance "$balance" --zero "$ZERO" \
 		>"$tmp/$name.out" 2>&1 </dev/null ||

@@ -1,9 +1,10 @@
 #!/bin/bash
 # Data-parallel scaling of `lltrain train` over MPI ranks on one machine:
 # weak scaling (each rank keeps PER_RANK sequences of every batch) from 1 to
-# MAX_RANKS ranks of THREADS threads each, printing tokens/s, the efficiency
-# against one rank, the communication each step waited for, the wait for
-# slower ranks, and the machine's ceiling: the efficiency of as many
+# MAX_RANKS ranks of THREADS threads each at ZeRO stage ZERO, printing
+# tokens/s, the efficiency against one rank, rank 0's forward + backward
+# time, the communication each step waited for, the wait for slower ranks,
+# and the machine's ceiling: the efficiency of as many
 # one-rank runs at once, with no communication at all; then ZeRO 1 against ZeRO 2 at HIDE_RANKS ranks, printing
 # how much of ZeRO 1's wait for the gradient exchange (which starts after
 # backward) ZeRO 2 hides behind backward.
@@ -11,15 +12,18 @@
 #   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # PER_RANK (4), SEQ (256), THREADS (2), MAX_RANKS (8), HIDE_RANKS (4),
-# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000), ACCUM
+# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000), ZERO (0), ACCUM
 # (1, micro-batches per step), CEILING (yes; no skips the independent runs,
-# which share one GPU when DEVICE is a GPU).
+# which share one GPU when DEVICE is a GPU), BIND (yes: where the cores
+# suffice, each rank, and each independent run, keeps THREADS cores of its
+# own, and its threads stay on them; no: the system places them).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
 MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
-DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes}
+DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes} ZERO=${ZERO:-0}
+BIND=${BIND:-yes}
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup mpibench "$@"
 
@@ -32,31 +36,53 @@ train_args() {
 		--run.checkpoint_every=0 --run.threads="$THREADS" --run.device="$DEVICE")
 }
 
-# run RANKS ZERO: prints "tokens/s comm_ms sync_ms reduce_ms" averaged over
-# the timed steps (sync: waiting for slower ranks to finish their share;
-# reduce: the part of comm that waited for the gradient exchange).
+# bind RANKS: sets binding, the launcher's options that give each of RANKS
+# ranks THREADS cores of its own (those that leave them unbound when BIND is
+# no or the cores are too few), and exports where OpenMP keeps the threads.
+bind() {
+	binding=("${unbound[@]}")
+	unset OMP_PROC_BIND OMP_PLACES
+	[ "$BIND" = yes ] && [ $(($1 * THREADS)) -le "$(nproc)" ] || return 0
+	export OMP_PROC_BIND=close OMP_PLACES=cores
+	if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
+		binding=(--map-by "slot:PE=$THREADS" --bind-to core)
+	else
+		binding=(-bind-to "core:$THREADS")
+	fi
+}
+
+# run RANKS ZERO: prints "tokens/s comm_ms sync_ms reduce_ms compute_ms"
+# averaged over the timed steps (sync: waiting for slower ranks to finish
+# their share; reduce: the part of comm that waited for the gradient
+# exchange; compute: rank 0's forward + backward less those waits).
 run() {
 	local ranks=$1 zero=$2 dir
 	dir=$(mktemp -d "$tmp/run.XXXXXX")
 	train_args "$ranks" "$dir"
-	OMP_NUM_THREADS=$THREADS "${launch[@]}" -n "$ranks" "$LLTRAIN" "${args[@]}" --zero "$zero" \
-		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0"; return; }
-	local tok comm sync red
-	read -r tok comm sync red < <(timed_means "$dir/metrics.jsonl" tokens_per_s comm_s sync_s reduce_s)
-	awk -v t="$tok" -v c="$comm" -v y="$sync" -v g="$red" \
-		'BEGIN { printf "%.0f %.1f %.1f %.1f\n", t, 1000 * c, 1000 * y, 1000 * g }'
+	bind "$ranks"
+	OMP_NUM_THREADS=$THREADS "${launch[@]}" "${binding[@]}" -n "$ranks" "$LLTRAIN" "${args[@]}" \
+		--zero "$zero" \
+		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0 0"; return; }
+	local tok comm sync red comp
+	read -r tok comm sync red comp < <(timed_means "$dir/metrics.jsonl" tokens_per_s comm_s \
+		sync_s reduce_s compute_s)
+	awk -v t="$tok" -v c="$comm" -v y="$sync" -v g="$red" -v p="$comp" \
+		'BEGIN { printf "%.0f %.1f %.1f %.1f %.1f\n", t, 1000 * c, 1000 * y, 1000 * g, 1000 * p }'
 }
 
 # apart N: N one-rank runs at once, without MPI: their summed tokens/s
 # (0 when CEILING is no).
 apart() {
-	local i dir dirs=()
+	local i dir dirs=() cores=()
 	[ "$CEILING" = no ] && { echo 0; return; }
+	bind "$1"
 	for i in $(seq 1 "$1"); do
 		dir=$(mktemp -d "$tmp/apart.XXXXXX")
 		dirs+=("$dir")
 		train_args 1 "$dir"
-		OMP_NUM_THREADS=$THREADS "$LLTRAIN" "${args[@]}" >"$dir.out" 2>&1 </dev/null &
+		[ -n "${OMP_PLACES:-}" ] &&
+			cores=(taskset -c "$(((i - 1) * THREADS))-$((i * THREADS - 1))")
+		OMP_NUM_THREADS=$THREADS "${cores[@]}" "$LLTRAIN" "${args[@]}" >"$dir.out" 2>&1 </dev/null &
 	done
 	wait
 	for dir in "${dirs[@]}"; do
@@ -65,17 +91,18 @@ apart() {
 }
 
 echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ x $ACCUM tokens per rank per step," \
-	"$THREADS threads per rank, device $DEVICE, $("${launch[0]}" --version 2>&1 | head -1)"
-printf '%6s %12s %12s %11s %15s %9s %9s\n' ranks "tokens/s" "per rank" efficiency \
-	"comm wait ms" "sync ms" ceiling
+	"$THREADS threads per rank, device $DEVICE, ZeRO $ZERO, $("${launch[0]}" --version 2>&1 | head -1)"
+printf '%6s %12s %12s %11s %11s %15s %9s %9s\n' ranks "tokens/s" "per rank" efficiency \
+	"compute ms" "comm wait ms" "sync ms" ceiling
 for ranks in $(seq 1 "$MAX_RANKS"); do
 	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
-	read -r tok comm sync _ < <(run "$ranks" 0)
+	read -r tok comm sync _ comp < <(run "$ranks" "$ZERO")
 	[ "$ranks" -eq 1 ] && base=$tok
 	ceiling=$(apart "$ranks")
-	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" -v a="$ceiling" 'BEGIN {
-		printf "%6d %12.0f %12.0f %10.1f%% %15.1f %9.1f %9s\n", r, t, t / r,
-			(b ? 100 * t / (r * b) : 0), c, y,
+	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" -v a="$ceiling" \
+		-v p="$comp" 'BEGIN {
+		printf "%6d %12.0f %12.0f %10.1f%% %11.1f %15.1f %9.1f %9s\n", r, t, t / r,
+			(b ? 100 * t / (r * b) : 0), p, c, y,
 			(a && b ? sprintf("%.1f%%", 100 * a / (r * b)) : "-") }'
 done
 read -r tok1 comm1 sync1 red1 < <(run "$HIDE_RANKS" 1)

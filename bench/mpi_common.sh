@@ -1,9 +1,10 @@
 # Shared by the MPI benches (sourced): a temporary directory removed on
-# exit, the launcher with Open MPI's flags, the corpus prepared into
+# exit, the launcher with Open MPI's flags (and those that leave ranks
+# unbound), the corpus prepared into
 # $tmp/data, and the mean of metrics.jsonl fields over the timed steps.
 # Needs LLTRAIN, MPIEXEC and VOCAB set.
 
-# mpi_bench_setup NAME [CORPUS...]: sets here, tmp, launch; prepares the
+# mpi_bench_setup NAME [CORPUS...]: sets here, tmp, launch, unbound; prepares the
 # corpus (default: each text file of this source tree is a document).
 mpi_bench_setup() {
 	local name=$1
@@ -11,11 +12,12 @@ mpi_bench_setup() {
 	here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-$name.XXXXXX") || exit 1
 	trap 'rm -rf "$tmp"' EXIT
-	launch=("$MPIEXEC")
+	launch=("$MPIEXEC") unbound=()
 	# Open MPI wants root and oversubscription allowed, and binds 1-2 ranks
-	# to one core each unless told not to
+	# to one core each unless told not to (unbound)
 	if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-		launch+=(--oversubscribe --allow-run-as-root --bind-to none)
+		launch+=(--oversubscribe --allow-run-as-root)
+		unbound=(--bind-to none)
 	fi
 	if [ $# -eq 0 ]; then
 		mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \

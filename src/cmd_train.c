@@ -703,6 +703,7 @@ static enum lt_status train_loop(struct run *r)
 		sm.comm_s = r->comm_s + lt_dist_take_wait_seconds(r->dist);
 		sm.sync_s = r->sync_s;
 		sm.reduce_s = r->comm_s;
+		sm.compute_s = r->compute_s;
 		last = now;
 		if (r->metrics && (st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
 			break;

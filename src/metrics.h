@@ -19,6 +19,7 @@ struct lt_step_metrics {
 	double comm_s;                 /* seconds it waited for exchanges to finish */
 	double reduce_s;               /* of comm_s, the gradient exchange's */
 	double sync_s;                 /* seconds it waited for slower ranks' compute */
+	double compute_s;              /* this rank's forward + backward, less its waits */
 };
 
 typedef struct lt_metrics lt_metrics;

@@ -119,21 +119,18 @@ static enum lt_status host_view(lt_zero *z, lt_ref r, size_t n, float **out, int
 	return LT_OK;
 }
 
-/* Stage 2: the model keeps LT_ZERO_GRAD_SLOTS blocks' gradients, and
- * AdamW reads this rank's range of the summed gradient from a shard the
- * backend holds. */
+/* Stage 2, once the model keeps z->slots blocks' gradients: AdamW reads
+ * this rank's range of the summed gradient from a shard the backend
+ * holds. */
 static enum lt_status use_slots(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	size_t n = z->end - z->begin;
 	enum lt_status st;
-	z->slots = LT_ZERO_GRAD_SLOTS;
 	if (!(z->marks = calloc((size_t)lt_model_config_of(z->model)->n_layers, sizeof *z->marks))) {
 		lt_errmsg_set("cannot allocate the gradient slots' marks");
 		return LT_ERR_NOMEM;
 	}
-	if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
-		return st;
 	if ((st = lt_buf_new(be, n ? n : 1, &z->shard_buf)) != LT_OK) {
 		lt_errmsg_prefix("the gradient shard of %zu elements", n);
 		return st;
@@ -206,9 +203,15 @@ static enum lt_status allocate(lt_zero *z)
 		return st;
 	if (size == 1 && !z->deterministic)
 		return LT_OK;
+	/* slots first: the node's memory holds a copy of the smaller buffer */
+	if (sharded && z->stage == 2 && !z->deterministic) {
+		z->slots = LT_ZERO_GRAD_SLOTS;
+		if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
+			return st;
+	}
 	if (z->node && (st = share_node_memory(z)) != LT_OK)
 		return st;
-	if (sharded && z->stage == 2 && !z->deterministic && (st = use_slots(z)) != LT_OK)
+	if (z->slots && (st = use_slots(z)) != LT_OK)
 		return st;
 	if (z->node)
 		return LT_OK;
@@ -511,14 +514,26 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
 }
 
+/* Whether stage 0 gains from exchanging each layer's gradients as backward
+ * finishes them. Through the node's memory it does only where copies to
+ * the host run beside the device: a backend in host memory would sum with
+ * the cores backward uses, waiting at two node barriers per layer for the
+ * slowest rank, where summing once after backward waits at two. */
+static int overlap_pays(const lt_zero *z)
+{
+	lt_backend *be = lt_model_backend(z->model);
+	return z->stage == 0 && lt_dist_size(z->dist) > 1 && !z->deterministic &&
+	       (!z->node || be->ops->read_start);
+}
+
 /* With slots (stage 2) every backward exchanges its gradients, once the
  * previous one's exchanges are done (backward zeroes its buffer as it
  * starts); stage 0 exchanges each layer's gradients in the step's last
- * backward as it finishes them; the others after backward. */
+ * backward as it finishes them where that pays; the others after
+ * backward. */
 enum lt_status lt_zero_arm(lt_zero *z, int last)
 {
-	int overlap = z->slots || (last && z->stage == 0 && lt_dist_size(z->dist) > 1 &&
-				   !z->deterministic);
+	int overlap = z->slots || (last && overlap_pays(z));
 	if (overlap) {
 		z->armed = 1;
 		lt_model_on_grads_ready(z->model, on_grads_ready, z);

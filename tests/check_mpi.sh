@@ -180,6 +180,13 @@ for name in r2z0 r2z1 r2z2 r3z0 r3z1 r3z2; do
 		sed -n 's/.*(params \([0-9.]*\), grads \([0-9.]*\), optimizer \([0-9.]*\),.*/\1 + \2 + \3/p')
 	awk -v got="${got:-0}" "BEGIN { d = ${est:-1e9} - got / 1048576; exit !(d < 0.2 && d > -0.2) }"
 	ok $? "$name: lltrain info --ranks $ranks --zero $zero estimates $est MiB of it"
+	# rank 1's part of the node's memory: a copy of its gradient buffer
+	# and its shard, each on whole pages
+	[ $zero = 0 ] && continue
+	shm=$(sed -n 's/.*rank 1 [0-9]* + \([0-9]*\) bytes.*/\1/p' "$tmp/$name.out")
+	d=$((${shm:-0} - 4 * g - 4 * p / ranks))
+	[ -n "$shm" ] && [ $d -ge -64 ] && [ $d -le 8192 ]
+	ok $? "$name: rank 1 shares $shm bytes of the node's memory: a copy of its $g-element gradient buffer and its shard"
 done
 
 # 3b. Gradient accumulation: stage 2 exchanges every backward and sums in
