@@ -16,14 +16,15 @@
 # (1, micro-batches per step), CEILING (yes; no skips the independent runs,
 # which share one GPU when DEVICE is a GPU), BIND (yes: where the cores
 # suffice, each rank, and each independent run, keeps THREADS cores of its
-# own, and its threads stay on them; no: the system places them).
+# own, and its threads stay on them; no: the system places them), EXTRA
+# (further train arguments of the MPI runs, e.g. "--balance auto").
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
 MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
 DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes} ZERO=${ZERO:-0}
-BIND=${BIND:-yes}
+BIND=${BIND:-yes} EXTRA=${EXTRA:-}
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup mpibench "$@"
 
@@ -61,7 +62,7 @@ run() {
 	train_args "$ranks" "$dir"
 	bind "$ranks"
 	OMP_NUM_THREADS=$THREADS "${launch[@]}" "${binding[@]}" -n "$ranks" "$LLTRAIN" "${args[@]}" \
-		--zero "$zero" \
+		--zero "$zero" $EXTRA \
 		>"$dir.out" 2>&1 </dev/null || { grep lltrain "$dir.out" >&2; echo "0 0 0 0 0"; return; }
 	local tok comm sync red comp
 	read -r tok comm sync red comp < <(timed_means "$dir/metrics.jsonl" tokens_per_s comm_s \

@@ -28,11 +28,14 @@
 
 struct lt_dist {
 	int rank, size, local_rank, local_size, mpi;
+	int nodes;        /* nodes, when each runs local_size ranks; else 0 */
+	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
+	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
 	char host[256];
 	double timeout, waited;
 	long step;
 #ifdef LT_HAVE_MPI
-	MPI_Comm comm, node;
+	MPI_Comm comm, node, cross;  /* cross: this local index on every node */
 	MPI_Datatype i128;
 	MPI_Op sum128;
 	MPI_Request pending[MAX_PENDING];
@@ -57,6 +60,8 @@ int lt_dist_rank(const lt_dist *d) { return d->rank; }
 int lt_dist_size(const lt_dist *d) { return d->size; }
 int lt_dist_local_rank(const lt_dist *d) { return d->local_rank; }
 int lt_dist_local_size(const lt_dist *d) { return d->local_size; }
+int lt_dist_nodes(const lt_dist *d) { return d->nodes; }
+int lt_dist_rank_of_local(const lt_dist *d, int local) { return d->node_ranks[local]; }
 const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
 void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
@@ -111,6 +116,59 @@ static enum lt_status mpi_failed(const char *what, int err)
 	return LT_ERR_COMM;
 }
 
+/* LLTRAIN_NODE_RANKS=K: each K ranks in a row form a node (the multi-node
+ * exchange, tried on one machine); 0 when unset. */
+static enum lt_status ranks_per_node(int *k)
+{
+	const char *v = getenv("LLTRAIN_NODE_RANKS");
+	char *end;
+	*k = 0;
+	if (!v)
+		return LT_OK;
+	long n = strtol(v, &end, 10);
+	if (end == v || *end || n < 1 || n > INT_MAX) {
+		lt_errmsg_set("LLTRAIN_NODE_RANKS=%s: expected a whole number of ranks, 1 or more", v);
+		return LT_ERR_CONFIG;
+	}
+	*k = (int)n;
+	return LT_OK;
+}
+
+/* The node's ranks (those sharing memory, or LLTRAIN_NODE_RANKS's), the
+ * ranks of this local index across the nodes, and whether every node runs
+ * as many ranks. */
+static enum lt_status split_nodes(struct lt_dist *d)
+{
+	int k, most = 0;
+	enum lt_status st = ranks_per_node(&k);
+	if (st != LT_OK)
+		return st;
+	if (k)
+		MPI_Comm_split(d->comm, d->rank / k, d->rank, &d->node);
+	else
+		MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,
+				    &d->node);
+	MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
+	MPI_Comm_rank(d->node, &d->local_rank);
+	MPI_Comm_size(d->node, &d->local_size);
+	MPI_Comm_split(d->comm, d->local_rank, d->rank, &d->cross);
+	MPI_Comm_set_errhandler(d->cross, MPI_ERRORS_RETURN);
+	MPI_Allreduce(&d->local_size, &most, 1, MPI_INT, MPI_MAX, d->comm);
+	int even = most == d->local_size, all_even = 0;
+	MPI_Allreduce(&even, &all_even, 1, MPI_INT, MPI_MIN, d->comm);
+	d->nodes = all_even ? d->size / d->local_size : 0;
+	d->node_ranks = calloc((size_t)d->local_size, sizeof *d->node_ranks);
+	d->cross_ranks = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->cross_ranks);
+	if (!d->node_ranks || !d->cross_ranks) {
+		lt_errmsg_set("cannot allocate the nodes' rank lists");
+		return LT_ERR_NOMEM;
+	}
+	MPI_Allgather(&d->rank, 1, MPI_INT, d->node_ranks, 1, MPI_INT, d->node);
+	if (d->nodes)
+		MPI_Allgather(&d->rank, 1, MPI_INT, d->cross_ranks, 1, MPI_INT, d->cross);
+	return LT_OK;
+}
+
 static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
 {
 	int provided, err, inited = 0;
@@ -122,10 +180,9 @@ static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
 	MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(d->comm, &d->rank);
 	MPI_Comm_size(d->comm, &d->size);
-	MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &d->node);
-	MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
-	MPI_Comm_rank(d->node, &d->local_rank);
-	MPI_Comm_size(d->node, &d->local_size);
+	enum lt_status st = split_nodes(d);
+	if (st != LT_OK)
+		return st;
 	MPI_Type_contiguous(16, MPI_BYTE, &d->i128);
 	MPI_Type_commit(&d->i128);
 	MPI_Op_create(add_i128, 1, &d->sum128);
@@ -275,6 +332,8 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
 	if (launched_by_mpi()) {
 		enum lt_status st = start_mpi(argc, argv, d);
 		if (st != LT_OK) {
+			free(d->node_ranks);
+			free(d->cross_ranks);
 			free(d);
 			return st;
 		}
@@ -290,6 +349,16 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
 		return LT_ERR_CONFIG;
 	}
 #endif
+	if (!d->mpi) {
+		d->nodes = 1;
+		d->node_ranks = calloc(1, sizeof *d->node_ranks);
+		d->cross_ranks = calloc(1, sizeof *d->cross_ranks);
+		if (!d->node_ranks || !d->cross_ranks) {
+			lt_dist_finalize(d);
+			lt_errmsg_set("cannot allocate the rank state");
+			return LT_ERR_NOMEM;
+		}
+	}
 	*out = d;
 	return LT_OK;
 }
@@ -302,11 +371,14 @@ void lt_dist_finalize(lt_dist *d)
 	if (d->mpi) {
 		MPI_Op_free(&d->sum128);
 		MPI_Type_free(&d->i128);
+		MPI_Comm_free(&d->cross);
 		MPI_Comm_free(&d->node);
 		MPI_Comm_free(&d->comm);
 		MPI_Finalize();
 	}
 #endif
+	free(d->node_ranks);
+	free(d->cross_ranks);
 	free(d);
 }
 
@@ -324,13 +396,11 @@ _Noreturn void lt_dist_abort(lt_dist *d, int code)
 	exit(code);
 }
 
-enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
-				 enum lt_dist_op op, const char *what)
-{
-	LT_ASSERT(t != LT_DIST_I128 || op == LT_DIST_SUM);
-	if (d->size == 1)
-		return LT_OK;
 #ifdef LT_HAVE_MPI
+/* buf[n] = op over comm's ranks of buf[n], in pieces, under the watchdog. */
+static enum lt_status allreduce_over(lt_dist *d, MPI_Comm comm, void *buf, size_t n,
+				     enum lt_dist_type t, enum lt_dist_op op, const char *what)
+{
 	size_t elem;
 	MPI_Datatype type = mpi_type(d, t, &elem);
 	MPI_Op mop = t == LT_DIST_I128 ? d->sum128 : op == LT_DIST_SUM ? MPI_SUM : MPI_MAX;
@@ -338,7 +408,7 @@ enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_t
 		int count = (int)(n - at < PIECE ? n - at : PIECE);
 		MPI_Request req;
 		int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + at * elem, count, type, mop,
-					 d->comm, &req);
+					 comm, &req);
 		if (err)
 			return mpi_failed(what, err);
 		enum lt_status st = wait_one(d, &req, what);
@@ -346,6 +416,30 @@ enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_t
 			return st;
 	}
 	return LT_OK;
+}
+#endif
+
+enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
+				 enum lt_dist_op op, const char *what)
+{
+	LT_ASSERT(t != LT_DIST_I128 || op == LT_DIST_SUM);
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return allreduce_over(d, d->comm, buf, n, t, op, what);
+#else
+	(void)buf, (void)n, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *what)
+{
+	LT_ASSERT(d->nodes > 0);
+	if (d->nodes == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return allreduce_over(d, d->cross, buf, n, LT_DIST_F32, LT_DIST_SUM, what);
 #else
 	(void)buf, (void)n, (void)what;
 	return LT_OK;
@@ -394,12 +488,14 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 #endif
 }
 
-enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
-{
-	if (d->size == 1)
-		return LT_OK;
 #ifdef LT_HAVE_MPI
-	int *counts = malloc(2 * (size_t)d->size * sizeof *counts), *displs = counts + d->size;
+/* In place over buf, among comm's `size` ranks: the i-th's elements
+ * [off[r], off[r + 1]) of job rank r = ranks[i] (i itself when ranks is
+ * NULL) go to every one of them. */
+static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const int *ranks,
+				      float *buf, const size_t *off, const char *what)
+{
+	int *counts = malloc(2 * (size_t)size * sizeof *counts), *displs = counts + size;
 	if (!counts) {
 		lt_errmsg_set("%s: cannot allocate the counts", what);
 		return LT_ERR_NOMEM;
@@ -418,17 +514,41 @@ enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 	MPI_Datatype type;
 	MPI_Type_contiguous((int)unit, MPI_FLOAT, &type);
 	MPI_Type_commit(&type);
-	for (int r = 0; r < d->size; r++) {
-		counts[r] = (int)((off[r + 1] - off[r]) / unit);
-		displs[r] = (int)(off[r] / unit);
+	for (int i = 0; i < size; i++) {
+		int r = ranks ? ranks[i] : i;
+		counts[i] = (int)((off[r + 1] - off[r]) / unit);
+		displs[i] = (int)(off[r] / unit);
 	}
 	LT_ASSERT(off[d->size] / unit <= (size_t)INT_MAX);
 	MPI_Request req;
-	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, d->comm, &req);
+	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, comm, &req);
 	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
 	MPI_Type_free(&type);
 	free(counts);
 	return st;
+}
+#endif
+
+enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return allgatherv_over(d, d->comm, d->size, NULL, buf, off, what);
+#else
+	(void)buf, (void)off, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
+					    const char *what)
+{
+	LT_ASSERT(d->nodes > 0);
+	if (d->nodes == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return allgatherv_over(d, d->cross, d->nodes, d->cross_ranks, buf, off, what);
 #else
 	(void)buf, (void)off, (void)what;
 	return LT_OK;
@@ -571,11 +691,6 @@ struct lt_dist_shared {
 #endif
 };
 
-int lt_dist_one_node(const lt_dist *d)
-{
-	return d->size > 1 && d->local_size == d->size;
-}
-
 #ifdef LT_HAVE_MPI
 /* The sum (op MPI_SUM) or maximum over the node's ranks of *v, under the
  * watchdog. */
@@ -587,8 +702,9 @@ static enum lt_status node_reduce(struct lt_dist *d, double *v, MPI_Op op, const
 }
 
 /* Whether SHM_DIR, where MPI libraries keep shared windows, has room for
- * every rank's `want` bytes (the ranks agree; yes when it cannot tell): a
- * window larger than it fails only when its pages are first touched. */
+ * every rank's `want` bytes on every node (the ranks agree; yes when it
+ * cannot tell): a window larger than it fails only when its pages are first
+ * touched. */
 static enum lt_status check_shm_room(struct lt_dist *d, size_t want)
 {
 	const char *what = "the shared memory's size";
@@ -603,9 +719,14 @@ static enum lt_status check_shm_room(struct lt_dist *d, size_t want)
 	}
 	if ((st = node_reduce(d, &short_of, MPI_MAX, what)) != LT_OK)
 		return st;
-	if (!short_of)
+	double any_short = short_of;
+	if ((st = allreduce_over(d, d->comm, &any_short, 1, LT_DIST_F64, LT_DIST_MAX, what)) != LT_OK)
+		return st;
+	if (!any_short)
 		return LT_OK;
-	if (free_bytes >= 0)
+	if (!short_of)
+		lt_errmsg_set("%s of another node has too little room for its ranks", SHM_DIR);
+	else if (free_bytes >= 0)
 		lt_errmsg_set("%s has %.1f MiB free, the node's ranks need %.1f MiB", SHM_DIR,
 			      free_bytes / 1048576.0, total / 1048576.0);
 	else

@@ -36,6 +36,11 @@ int lt_dist_size(const lt_dist *d);
 /* This rank's index among the ranks of its node, and their number. */
 int lt_dist_local_rank(const lt_dist *d);
 int lt_dist_local_size(const lt_dist *d);
+/* The number of nodes when every node runs as many ranks, else 0 (1
+ * without MPI). LLTRAIN_NODE_RANKS=K makes each K ranks in a row a node. */
+int lt_dist_nodes(const lt_dist *d);
+/* The job rank of the rank of this node whose local index is `local`. */
+int lt_dist_rank_of_local(const lt_dist *d, int local);
 /* The node's name (gethostname). */
 const char *lt_dist_host(const lt_dist *d);
 
@@ -61,17 +66,21 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 				      const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
+/* The sum of buf[n] in place over the ranks with this rank's local index,
+ * one per node (lt_dist_nodes > 0). */
+enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *what);
+/* lt_dist_allgatherv_f32 among the ranks with this rank's local index:
+ * each one's range goes to the others (off has size + 1 entries). */
+enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
+					    const char *what);
 
 /* Memory every rank of a node reads and writes: each rank's own part, of
  * the size it asked for (collective over the job; MPI-3 shared windows). */
 typedef struct lt_dist_shared lt_dist_shared;
-/* 1 when the job has more than one rank and all run on one node, so that
- * they can exchange through shared memory. */
-int lt_dist_one_node(const lt_dist *d);
 /* Gives this rank `bytes` of node-shared memory (page-aligned) and the
  * other ranks of its node a view of it; every rank of the job calls it.
- * LT_ERR_NOMEM on every rank of the node when /dev/shm has too little
- * room for all of them (lt_errmsg says how much). */
+ * LT_ERR_NOMEM on every rank of the job when /dev/shm of a node has too
+ * little room for its ranks (lt_errmsg says how much). */
 enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out);
 /* The part of the node's rank `local` (lt_dist_local_rank numbers them). */
 void *lt_dist_shared_at(const lt_dist_shared *s, int local);

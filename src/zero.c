@@ -43,12 +43,14 @@ struct lt_zero {
 	int inexact;               /* deterministic: a grain was out of range */
 	size_t bytes;              /* what this holds besides the model */
 	int own_grads, own_params, own_shard;
-	/* node: the ranks share one node and exchange through its memory.
-	 * Rank r's part holds its gradients, its shard, and (rank 0) the
-	 * parameters the all-gather assembles. */
+	/* node: the ranks of each node exchange through its memory, and the
+	 * nodes (as many ranks each) through MPI, rank i of each with rank i of
+	 * the others. Local rank j's part holds its gradients, its shard, and
+	 * (j = 0) the parameters the all-gather assembles. */
 	int node;
+	int local, locals, nodes;      /* this rank's index on its node, the node's ranks, nodes */
 	lt_dist_shared *shared;
-	float **grads_of, **shard_of;  /* [size]: each rank's sections */
+	float **grads_of, **shard_of;  /* [locals]: each rank's sections */
 	void *pins[2];                 /* the backend's pins of this rank's part and of
 					  rank 0's parameters */
 	int held;                      /* a bucket whose copy to the host is under way */
@@ -146,22 +148,28 @@ static size_t section_bytes(size_t n)
 	return (n * sizeof(float) + PAGE - 1) / PAGE * PAGE;
 }
 
-/* Node mode: rank r's part of the node's memory holds its gradient buffer,
- * its shard (stages 1 and 2) and, on rank 0, the parameters; the grads,
- * shard and params host copies are these sections. */
+/* The elements of job rank r's range. */
+static size_t range_of(const lt_zero *z, int r)
+{
+	return z->off[r + 1] - z->off[r];
+}
+
+/* Node mode: local rank j's part of the node's memory holds its gradient
+ * buffer, its shard (stages 1 and 2) and, for j = 0, the parameters; the
+ * grads, shard and params host copies are these sections. */
 static enum lt_status share_node_memory(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	int size = lt_dist_size(z->dist), sharded = z->stage > 0;
+	int sharded = z->stage > 0;
 	size_t gbytes = section_bytes(lt_model_grads_numel(z->model));
 	size_t mine = gbytes + (sharded ? section_bytes(z->end - z->begin) : 0) +
-		      (sharded && z->rank == 0 ? section_bytes(z->numel) : 0);
+		      (sharded && z->local == 0 ? section_bytes(z->numel) : 0);
 	enum lt_status st;
-	if (!(z->grads_of = calloc(2 * (size_t)size, sizeof *z->grads_of))) {
+	if (!(z->grads_of = calloc(2 * (size_t)z->locals, sizeof *z->grads_of))) {
 		lt_errmsg_set("cannot allocate the shared memory's views");
 		return LT_ERR_NOMEM;
 	}
-	z->shard_of = z->grads_of + size;
+	z->shard_of = z->grads_of + z->locals;
 	if ((st = lt_dist_shared_new(z->dist, mine, &z->shared)) == LT_ERR_NOMEM) {
 		/* too little room on the node (every rank learns it): use MPI */
 		snprintf(z->exchange, sizeof z->exchange, "MPI collectives (%s)", lt_errmsg());
@@ -174,21 +182,22 @@ static enum lt_status share_node_memory(lt_zero *z)
 	if (st != LT_OK)
 		return st;
 	z->bytes += mine;
-	for (int r = 0; r < size; r++) {
-		z->grads_of[r] = lt_dist_shared_at(z->shared, r);
-		z->shard_of[r] = (float *)((char *)z->grads_of[r] + gbytes);
+	for (int j = 0; j < z->locals; j++) {
+		z->grads_of[j] = lt_dist_shared_at(z->shared, j);
+		z->shard_of[j] = (float *)((char *)z->grads_of[j] + gbytes);
 	}
-	z->grads_host = z->grads_of[z->rank];
+	z->grads_host = z->grads_of[z->local];
 	z->own_grads = 1;
 	if (sharded) {
-		z->shard = z->shard_of[z->rank];
+		size_t first = range_of(z, lt_dist_rank_of_local(z->dist, 0));
+		z->shard = z->shard_of[z->local];
 		z->own_shard = 1;
-		z->params_host = (float *)((char *)z->shard_of[0] + section_bytes(z->off[1]));
+		z->params_host = (float *)((char *)z->shard_of[0] + section_bytes(first));
 		z->own_params = 1;
 	}
 	if (be->ops->pin) {
 		z->pins[0] = be->ops->pin(be, z->grads_host, mine);
-		if (sharded && z->rank != 0)
+		if (sharded && z->local != 0)
 			z->pins[1] = be->ops->pin(be, z->params_host, section_bytes(z->numel));
 	}
 	return LT_OK;
@@ -257,13 +266,23 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	z->model = m;
 	z->stage = stage;
 	z->deterministic = deterministic;
-	z->node = node_memory && !deterministic && lt_dist_one_node(d);
-	snprintf(z->exchange, sizeof z->exchange, "%s",
-		 size == 1 ? "none (one rank)" :
-		 z->node ? "through the shared memory of the ranks' one node" :
-		 deterministic ? "MPI collectives (exact sums of --deterministic)" :
-		 !node_memory ? "MPI collectives (--exchange mpi)" :
-		 "MPI collectives (the ranks run on more than one node)");
+	z->local = lt_dist_local_rank(d);
+	z->locals = lt_dist_local_size(d);
+	z->nodes = lt_dist_nodes(d);
+	z->node = node_memory && !deterministic && size > 1 && z->nodes > 0 &&
+		  (z->nodes == 1 || z->locals > 1);
+	if (z->node && z->nodes > 1)
+		snprintf(z->exchange, sizeof z->exchange,
+			 "through the shared memory of each node's %d ranks, and MPI collectives "
+			 "between the %d nodes", z->locals, z->nodes);
+	else
+		snprintf(z->exchange, sizeof z->exchange, "%s",
+			 size == 1 ? "none (one rank)" :
+			 z->node ? "through the shared memory of the ranks' one node" :
+			 deterministic ? "MPI collectives (exact sums of --deterministic)" :
+			 !node_memory ? "MPI collectives (--exchange mpi)" :
+			 z->nodes == 0 ? "MPI collectives (the nodes run different numbers of ranks)" :
+			 "MPI collectives (one rank on each node)");
 	z->numel = lt_model_num_params(m);
 	plan_ranges(z->numel, size, z->off);
 	z->begin = stage > 0 ? z->off[rank] : 0;
@@ -398,30 +417,67 @@ static size_t piece_at(size_t n, int parts, int j)
 	return j == parts ? n : n / ALIGN * (size_t)j / (size_t)parts * ALIGN;
 }
 
+/* Node mode over several nodes: the sum of flat elements [a, b) (of the
+ * bucket from lo, at grad index at) over the node's parts, then over the
+ * nodes, into this rank's part; from there back into every part of the
+ * node (stage 0) or into the shards of the node's owners. */
+static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t a, size_t b)
+{
+	float *sum = z->grads_host + at + (a - lo);
+	double t0 = lt_seconds();
+	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0);
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	enum lt_status st = lt_dist_cross_sum(z->dist, sum, b - a,
+					      "the gradient exchange between nodes");
+	if (st != LT_OK)
+		return st;
+	t0 = lt_seconds();
+	for (int j = 0; j < z->locals; j++) {
+		size_t x, len;
+		if (z->stage == 0 && j != z->local)
+			memcpy(z->grads_of[j] + at + (a - lo), sum, (b - a) * sizeof *sum);
+		int r = lt_dist_rank_of_local(z->dist, j);
+		if (z->stage == 0 || !(len = owned_part(z, r, a, b, &x)))
+			continue;
+		float *to = z->shard_of[j] + (x - z->off[r]);
+		const float *from = sum + (x - a);
+		for (size_t i = 0; i < len; i++)
+			to[i] = z->backwards > 1 ? to[i] + from[i] : from[i];
+	}
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	return LT_OK;
+}
+
 /* Node mode: every rank's gradients of flat elements [lo, hi) lie in its
- * part of the node's memory. Rank j sums the j-th of `size` pieces over
- * the parts: at stage 0 back into every part, else into each owner's shard
- * (adding to the earlier backwards' sum after the step's first). The sync
- * after frees the parts for the next gradients. */
+ * part of the node's memory. Local rank j sums the j-th of `locals` pieces
+ * over the parts (and, over several nodes, with rank j of the others): at
+ * stage 0 back into every part, else into each owner's shard (adding to
+ * the earlier backwards' sum after the step's first). The sync after frees
+ * the parts for the next gradients. */
 static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 {
-	int size = lt_dist_size(z->dist);
+	int size = z->locals;
 	size_t at = lt_model_grad_index(z->model, lo);
-	size_t a = lo + piece_at(hi - lo, size, z->rank), b = lo + piece_at(hi - lo, size, z->rank + 1);
+	size_t a = lo + piece_at(hi - lo, size, z->local), b = lo + piece_at(hi - lo, size, z->local + 1);
 	enum lt_status st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
 	if (st != LT_OK)
 		return st;
 	double t0 = lt_seconds();
-	if (z->stage == 0)
+	if (z->nodes > 1)
+		st = sum_across_nodes(z, lo, at, a, b);
+	else if (z->stage == 0)
 		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
-	for (int r = 0; z->stage > 0 && r < size; r++) {
+	for (int j = 0; z->nodes == 1 && z->stage > 0 && j < size; j++) {
+		int r = lt_dist_rank_of_local(z->dist, j);
 		size_t x, len = owned_part(z, r, a, b, &x);
 		if (len)
 			sum_parts(z->grads_of, size, at + (x - lo), len,
-				  z->shard_of[r] + (x - z->off[r]), z->backwards > 1);
+				  z->shard_of[j] + (x - z->off[r]), z->backwards > 1);
 	}
-	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
-	if ((st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+	if (z->nodes == 1)
+		lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	if (st != LT_OK ||
+	    (st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
 		return st;
 	if (z->stage == 0)
 		put_grads(z, lo, hi);
@@ -706,9 +762,10 @@ enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int 
 	if (z->own_params)
 		be->ops->read(be, z->params_host + z->begin, lt_ref_at(params, z->begin),
 			      z->end - z->begin);
-	if (z->node)
+	if (z->node && (st = lt_dist_cross_allgatherv_f32(z->dist, z->params_host, z->off,
+							  "the parameter all-gather between nodes")) == LT_OK)
 		st = lt_dist_shared_sync(z->dist, z->shared, "the parameter all-gather");
-	else
+	else if (!z->node)
 		st = lt_dist_allgatherv_f32(z->dist, z->params_host, z->off,
 					    "the parameter all-gather");
 	if (st != LT_OK)

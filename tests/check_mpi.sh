@@ -5,7 +5,9 @@
 # collectives; --deterministic gives bitwise the same parameters for 1, 2 and 3
 # ranks, also across a save at 2 ranks and a resume at 3; what each rank
 # allocates shrinks with the ranks as the ZeRO stages say; ranks that
-# disagree are refused naming the rank and the difference; a stalled rank
+# disagree are refused naming the rank and the difference; ranks on
+# several nodes (LLTRAIN_NODE_RANKS) sum through each node's memory and
+# then between nodes, with the same losses; a stalled rank
 # ends the job naming it, the step and the collective; a killed rank ends
 # it, and --resume auto continues.
 LLTRAIN=${LLTRAIN:-./lltrain}
@@ -201,6 +203,28 @@ done
 train a3m 3 "$@" --train.grad_accum=2 --zero 2 --exchange mpi
 why=$(losses_match refa a3m 2>&1)
 ok $? "3 ranks, ZeRO 2 through MPI, 2 micro-batches a step: losses within 1e-5 of one process $why"
+
+# 3c. Several nodes: LLTRAIN_NODE_RANKS=2 makes each 2 ranks a node. Each
+# node sums through its shared memory, the nodes through MPI.
+for zero in 0 1 2; do
+	LLTRAIN_NODE_RANKS=2 train n4z$zero 4 "$@" --zero $zero
+	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes" \
+		"$tmp/n4z$zero.out"
+	ok $? "4 ranks on 2 nodes, ZeRO $zero: each node's memory, then MPI: $(tail -c 300 "$tmp/n4z$zero.out")"
+	why=$(losses_match ref n4z$zero 2>&1)
+	ok $? "4 ranks on 2 nodes, ZeRO $zero: losses within 1e-5 of one process $why"
+done
+LLTRAIN_NODE_RANKS=2 train n6a 6 "$@" --train.grad_accum=2 --zero 2
+why=$(losses_match refa n6a 2>&1)
+ok $? "6 ranks on 3 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of one process $why"
+LLTRAIN_NODE_RANKS=2 train n3 3 "$@" --zero 1
+grep -q "^exchange: MPI collectives (the nodes run different numbers of ranks)" "$tmp/n3.out"
+ok $? "nodes of 2 and 1 ranks exchange through MPI, and say why: $(grep -m1 '^exchange' "$tmp/n3.out")"
+why=$(losses_match ref n3 2>&1)
+ok $? "nodes of 2 and 1 ranks: losses within 1e-5 of one process $why"
+LLTRAIN_NODE_RANKS=two train nbad 2 "$@"
+[ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS=two: expected a whole number of ranks, 1 or more" "$tmp/nbad.out"
+ok $? "a bad LLTRAIN_NODE_RANKS is refused (exit $rc): $(grep -m1 lltrain: "$tmp/nbad.out")"
 # OpenCL ranks (PoCL in CI) copy each bucket to the pinned shared memory
 # without waiting, and sum it while backward goes on (10 steps: PoCL is
 # slow).
