@@ -48,6 +48,7 @@ struct lt_zero {
 	 * the others. Local rank j's part holds its gradients, its shard, and
 	 * (j = 0) the parameters the all-gather assembles. */
 	int node;
+	int copies_beside;             /* some rank's backend copies to the host beside its work */
 	int local, locals, nodes;      /* this rank's index on its node, the node's ranks, nodes */
 	lt_dist_shared *shared;
 	float **grads_of, **shard_of;  /* [locals]: each rank's sections */
@@ -252,8 +253,14 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 			   int node_memory, lt_zero **out)
 {
 	int size = lt_dist_size(d), rank = lt_dist_rank(d);
-	struct lt_zero *z = calloc(1, sizeof *z);
+	/* the ranks' exchanges must pair up: they agree on overlap_pays */
+	double beside = lt_model_backend(m)->ops->read_start != NULL;
+	enum lt_status st = lt_dist_allreduce(d, &beside, 1, LT_DIST_F64, LT_DIST_MAX,
+					      "the agreement on the exchange's copies");
 	*out = NULL;
+	if (st != LT_OK)
+		return st;
+	struct lt_zero *z = calloc(1, sizeof *z);
 	if (z)
 		z->off = calloc((size_t)size + 1, sizeof *z->off);
 	if (!z || !z->off) {
@@ -283,11 +290,12 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 			 !node_memory ? "MPI collectives (--exchange mpi)" :
 			 z->nodes == 0 ? "MPI collectives (the nodes run different numbers of ranks)" :
 			 "MPI collectives (one rank on each node)");
+	z->copies_beside = beside > 0;
 	z->numel = lt_model_num_params(m);
 	plan_ranges(z->numel, size, z->off);
 	z->begin = stage > 0 ? z->off[rank] : 0;
 	z->end = stage > 0 ? z->off[rank + 1] : z->numel;
-	enum lt_status st = allocate(z);
+	st = allocate(z);
 	if (st != LT_OK) {
 		lt_zero_free(z);
 		return st;
@@ -571,15 +579,15 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 }
 
 /* Whether stage 0 gains from exchanging each layer's gradients as backward
- * finishes them. Through the node's memory it does only where copies to
- * the host run beside the device: a backend in host memory would sum with
- * the cores backward uses, waiting at two node barriers per layer for the
- * slowest rank, where summing once after backward waits at two. */
+ * finishes them (every rank decides alike). Through the node's memory it
+ * does only where copies to the host run beside a device: ranks all in
+ * host memory would sum with the cores backward uses, waiting at two node
+ * barriers per layer for the slowest rank, where summing once after
+ * backward waits at two. */
 static int overlap_pays(const lt_zero *z)
 {
-	lt_backend *be = lt_model_backend(z->model);
 	return z->stage == 0 && lt_dist_size(z->dist) > 1 && !z->deterministic &&
-	       (!z->node || be->ops->read_start);
+	       (!z->node || z->copies_beside);
 }
 
 /* With slots (stage 2) every backward exchanges its gradients, once the

@@ -236,8 +236,24 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 		why=$(losses_match refa10 c2z$zero 10 2>&1)
 		ok $? "2 OpenCL ranks, ZeRO $zero, 2 micro-batches a step: losses within 1e-5 of one process $why"
 	done
+	LLTRAIN_NODE_RANKS=2 train c4n 4 "$@" --train.grad_accum=2 --train.steps=10 --zero 2 \
+		--run.device=opencl
+	why=$(losses_match refa10 c4n 10 2>&1)
+	ok $? "4 OpenCL ranks on 2 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of one process $why"
+	# a mixed job (an MPMD launch): rank 0 on OpenCL, rank 1 on the CPU
+	for zero in 0 2; do
+		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
+			--zero $zero --run.device=opencl --run.dir="$tmp/x$zero" : \
+			-n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
+			--zero $zero --run.device=cpu --run.dir="$tmp/x$zero" >"$tmp/x$zero.out" 2>&1 </dev/null
+		rc=$?
+		why=$(losses_match refa10 x$zero 10 2>&1)
+		ok $(( rc || $? )) "an OpenCL rank and a CPU rank, ZeRO $zero: losses within 1e-5 of one process (exit $rc) $why"
+	done
 else
-	skip "2 OpenCL ranks: this lltrain lists no OpenCL device"
+	for what in "2 OpenCL ranks" "4 OpenCL ranks on 2 nodes" "an OpenCL rank and a CPU rank"; do
+		skip "$what: this lltrain lists no OpenCL device"
+	done
 fi
 
 # 4. --deterministic: bitwise the same parameters for 1, 2 and 3 ranks.
