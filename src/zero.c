@@ -456,13 +456,25 @@ static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t 
 	return LT_OK;
 }
 
+/* Node mode: whether a bucket summed in backward can skip the sync after
+ * its sum. With every rank in host memory, each sums the held bucket
+ * before it fetches the next (hold_bucket), so the parts of a bucket are
+ * written again, by the fetch two buckets later, only after every rank
+ * passed the next bucket's first sync, and so finished this sum. Stage 0
+ * keeps it: each rank then reads the sums the others wrote. */
+static int sync_after_sum(const lt_zero *z, int last)
+{
+	return last || z->stage == 0 || z->copies_beside;
+}
+
 /* Node mode: every rank's gradients of flat elements [lo, hi) lie in its
  * part of the node's memory. Local rank j sums the j-th of `locals` pieces
  * over the parts (and, over several nodes, with rank j of the others): at
  * stage 0 back into every part, else into each owner's shard (adding to
  * the earlier backwards' sum after the step's first). The sync after frees
- * the parts for the next gradients. */
-static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
+ * the parts for the next gradients (where sync_after_sum says; `last`:
+ * backward's last bucket). */
+static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi, int last)
 {
 	int size = z->locals;
 	size_t at = lt_model_grad_index(z->model, lo);
@@ -484,8 +496,9 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 	}
 	if (z->nodes == 1)
 		lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
-	if (st != LT_OK ||
-	    (st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+	if (st == LT_OK && sync_after_sum(z, last))
+		st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
+	if (st != LT_OK)
 		return st;
 	if (z->stage == 0)
 		put_grads(z, lo, hi);
@@ -493,7 +506,7 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi)
 }
 
 /* Node mode: sums the held bucket once its copy to the host is done (the
- * newest `keep` copies may still run). */
+ * newest `keep` copies may still run; none when it is backward's last). */
 static enum lt_status exchange_held(lt_zero *z, int keep)
 {
 	lt_backend *be = lt_model_backend(z->model);
@@ -503,20 +516,23 @@ static enum lt_status exchange_held(lt_zero *z, int keep)
 	z->held = 0;
 	if (be->ops->reads_wait && (st = be->ops->reads_wait(be, keep)) != LT_OK)
 		return st;
-	return sum_on_node(z, z->held_lo, z->held_hi);
+	return sum_on_node(z, z->held_lo, z->held_hi, keep == 0);
 }
 
 /* Node mode, in backward: starts copying the gradients of [lo, hi) to the
  * host and sums the bucket before it meanwhile, so the device goes on with
- * backward while the host adds. */
+ * backward while the host adds; a backend in host memory sums the bucket
+ * before first, then copies. */
 static enum lt_status hold_bucket(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	if (be->ops->read_start)
+	enum lt_status st = LT_OK;
+	if (be->ops->read_start) {
 		be->ops->read_start(be, host_grads(z, lo), device_grads(z, lo), hi - lo);
-	else
+		st = exchange_held(z, 1);
+	} else if ((st = exchange_held(z, 1)) == LT_OK) {
 		fetch_grads(z, lo, hi);
-	enum lt_status st = exchange_held(z, 1);
+	}
 	z->held = 1;
 	z->held_lo = lo;
 	z->held_hi = hi;
@@ -534,7 +550,7 @@ static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
 	enum lt_status st = LT_OK;
 	float *g = host_grads(z, lo);
 	if (z->node)
-		return sum_on_node(z, lo, hi);
+		return sum_on_node(z, lo, hi, 1);
 	if (z->stage == 0)
 		st = lt_dist_allreduce_start(z->dist, g, hi - lo, "the gradient all-reduce");
 	for (int r = 0; z->stage > 0 && r < lt_dist_size(z->dist) && st == LT_OK; r++) {
