@@ -114,9 +114,9 @@ awk -v r="$HIDE_RANKS" -v t1="$tok1" -v c1="$comm1" -v y1="$sync1" -v g1="$red1"
 	    "the gradient exchange %.1f ms (sync %.1f ms)\n"
 	printf f, 1, r, t1, c1, g1, y1
 	printf f, 2, r, t2, c2, g2, y2
-	if (g2 <= g1)
+	if (g2 + 0 <= g1 + 0)
 		printf "gradient exchange hidden behind backward by ZeRO 2: %.0f%%\n",
-			(g1 > 0 ? 100 * (g1 - g2) / g1 : 0)
+			(g1 + 0 > 0 ? 100 * (g1 - g2) / g1 : 0)
 	else
 		printf "gradient exchange hidden behind backward by ZeRO 2: none (its exchange " \
 			"block by block waited %.1f ms/step more than ZeRO 1 after backward)\n",
