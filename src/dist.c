@@ -141,8 +141,16 @@ static enum lt_status split_nodes(struct lt_dist *d)
 {
 	int k, most = 0;
 	enum lt_status st = ranks_per_node(&k);
+	/* every rank splits alike or none does: -min and max of k */
+	int span[2] = { st == LT_OK ? -k : 1, st == LT_OK ? k : -1 };
+	MPI_Allreduce(MPI_IN_PLACE, span, 2, MPI_INT, MPI_MAX, d->comm);
 	if (st != LT_OK)
 		return st;
+	if (-span[0] != span[1]) {
+		lt_errmsg_set("LLTRAIN_NODE_RANKS differs between the ranks (here %s)",
+			      k ? getenv("LLTRAIN_NODE_RANKS") : "unset");
+		return LT_ERR_CONFIG;
+	}
 	if (k)
 		MPI_Comm_split(d->comm, d->rank / k, d->rank, &d->node);
 	else

@@ -53,7 +53,7 @@ struct lt_zero {
 	lt_dist_shared *shared;
 	float **grads_of, **shard_of;  /* [locals]: each rank's sections */
 	void *pins[2];                 /* the backend's pins of this rank's part and of
-					  rank 0's parameters */
+					  local rank 0's parameters */
 	int held;                      /* a bucket whose copy to the host is under way */
 	size_t held_lo, held_hi;
 	char exchange[256];            /* how the ranks exchange, and why */

@@ -225,6 +225,11 @@ ok $? "nodes of 2 and 1 ranks: losses within 1e-5 of one process $why"
 LLTRAIN_NODE_RANKS=two train nbad 2 "$@"
 [ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS=two: expected a whole number of ranks, 1 or more" "$tmp/nbad.out"
 ok $? "a bad LLTRAIN_NODE_RANKS is refused (exit $rc): $(grep -m1 lltrain: "$tmp/nbad.out")"
+"${launch[@]}" -n 1 env LLTRAIN_NODE_RANKS=1 "$LLTRAIN" train "$@" --run.dir="$tmp/ndiff" : \
+	-n 1 "$LLTRAIN" train "$@" --run.dir="$tmp/ndiff" >"$tmp/ndiff.out" 2>&1 </dev/null
+rc=$?
+[ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS differs between the ranks (here unset)" "$tmp/ndiff.out"
+ok $? "ranks that disagree on LLTRAIN_NODE_RANKS are refused (exit $rc): $(grep -m1 lltrain: "$tmp/ndiff.out")"
 # OpenCL ranks (PoCL in CI) copy each bucket to the pinned shared memory
 # without waiting, and sum it while backward goes on (10 steps: PoCL is
 # slow).
