@@ -134,19 +134,27 @@ static enum lt_status ranks_per_node(int *k)
 	return LT_OK;
 }
 
+/* *least and *most: the smallest and largest v over comm's ranks. */
+static void least_and_most(MPI_Comm comm, int v, int *least, int *most)
+{
+	int span[2] = { -v, v };
+	MPI_Allreduce(MPI_IN_PLACE, span, 2, MPI_INT, MPI_MAX, comm);
+	*least = -span[0];
+	*most = span[1];
+}
+
 /* The node's ranks (those sharing memory, or LLTRAIN_NODE_RANKS's), the
  * ranks of this local index across the nodes, and whether every node runs
  * as many ranks. */
 static enum lt_status split_nodes(struct lt_dist *d)
 {
-	int k, most = 0;
+	int k, least, most;
 	enum lt_status st = ranks_per_node(&k);
-	/* every rank splits alike or none does: -min and max of k */
-	int span[2] = { st == LT_OK ? -k : 1, st == LT_OK ? k : -1 };
-	MPI_Allreduce(MPI_IN_PLACE, span, 2, MPI_INT, MPI_MAX, d->comm);
+	/* every rank splits alike or none does (-1: a bad value) */
+	least_and_most(d->comm, st == LT_OK ? k : -1, &least, &most);
 	if (st != LT_OK)
 		return st;
-	if (-span[0] != span[1]) {
+	if (least != most) {
 		lt_errmsg_set("LLTRAIN_NODE_RANKS differs between the ranks (here %s)",
 			      k ? getenv("LLTRAIN_NODE_RANKS") : "unset");
 		return LT_ERR_CONFIG;
@@ -161,10 +169,8 @@ static enum lt_status split_nodes(struct lt_dist *d)
 	MPI_Comm_size(d->node, &d->local_size);
 	MPI_Comm_split(d->comm, d->local_rank, d->rank, &d->cross);
 	MPI_Comm_set_errhandler(d->cross, MPI_ERRORS_RETURN);
-	MPI_Allreduce(&d->local_size, &most, 1, MPI_INT, MPI_MAX, d->comm);
-	int even = most == d->local_size, all_even = 0;
-	MPI_Allreduce(&even, &all_even, 1, MPI_INT, MPI_MIN, d->comm);
-	d->nodes = all_even ? d->size / d->local_size : 0;
+	least_and_most(d->comm, d->local_size, &least, &most);
+	d->nodes = least == most ? d->size / d->local_size : 0;
 	d->node_ranks = calloc((size_t)d->local_size, sizeof *d->node_ranks);
 	d->cross_ranks = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->cross_ranks);
 	if (!d->node_ranks || !d->cross_ranks) {
@@ -700,15 +706,6 @@ struct lt_dist_shared {
 };
 
 #ifdef LT_HAVE_MPI
-/* The sum (op MPI_SUM) or maximum over the node's ranks of *v, under the
- * watchdog. */
-static enum lt_status node_reduce(struct lt_dist *d, double *v, MPI_Op op, const char *what)
-{
-	MPI_Request req;
-	int err = MPI_Iallreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, op, d->node, &req);
-	return err ? mpi_failed(what, err) : wait_one(d, &req, what);
-}
-
 /* Whether SHM_DIR, where MPI libraries keep shared windows, has room for
  * every rank's `want` bytes on every node (the ranks agree; yes when it
  * cannot tell): a window larger than it fails only when its pages are first
@@ -718,14 +715,14 @@ static enum lt_status check_shm_room(struct lt_dist *d, size_t want)
 	const char *what = "the shared memory's size";
 	double total = (double)want, short_of = 0, free_bytes = -1;
 	struct statvfs fs;
-	enum lt_status st = node_reduce(d, &total, MPI_SUM, what);
+	enum lt_status st = allreduce_over(d, d->node, &total, 1, LT_DIST_F64, LT_DIST_SUM, what);
 	if (st != LT_OK)
 		return st;
 	if (statvfs(SHM_DIR, &fs) == 0) {
 		free_bytes = (double)fs.f_bavail * (double)fs.f_frsize;
 		short_of = free_bytes < total;
 	}
-	if ((st = node_reduce(d, &short_of, MPI_MAX, what)) != LT_OK)
+	if ((st = allreduce_over(d, d->node, &short_of, 1, LT_DIST_F64, LT_DIST_MAX, what)) != LT_OK)
 		return st;
 	double any_short = short_of;
 	if ((st = allreduce_over(d, d->comm, &any_short, 1, LT_DIST_F64, LT_DIST_MAX, what)) != LT_OK)
