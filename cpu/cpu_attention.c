@@ -128,6 +128,7 @@ void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv
 	const float *x = lt_cpu_at(qkv, (size_t)B * T * W);
 	if (c->failed || !B)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	float *work = scratch(c, T);
 	if (!work)
 		return;
@@ -155,6 +156,7 @@ void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv
 			}
 		}
 	}
+	lt_cpu_prof_stop(c, "attention_forward", t0);
 }
 
 /* dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], out, lse, qkv.
@@ -178,6 +180,7 @@ void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref 
 	const float *x = lt_cpu_at(qkv, (size_t)B * T * W);
 	if (c->failed || !B)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	float *work = scratch(c, T);
 	if (!work)
 		return;
@@ -228,6 +231,7 @@ void lt_cpu_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref 
 			}
 		}
 	}
+	lt_cpu_prof_stop(c, "attention_backward", t0);
 }
 
 /* Copies the new rows' key and value heads of qkv[B*T, W] to positions
@@ -269,6 +273,7 @@ void lt_cpu_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcac
 	const float *x = lt_cpu_at(qkv, (size_t)B * T * W);
 	if (c->failed || !B)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	size_t rows = T < ATT_ROWS ? (size_t)T : ATT_ROWS;
 	float *work = scratch_tiles(c, rows, (size_t)L);
 	if (!work)
@@ -299,4 +304,5 @@ void lt_cpu_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcac
 			}
 		}
 	}
+	lt_cpu_prof_stop(c, "attention_cached", t0);
 }

@@ -41,6 +41,52 @@ void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg)
 	snprintf(c->errmsg, sizeof c->errmsg, "%s", msg);
 }
 
+double lt_cpu_prof_start(const struct lt_cpu_ctx *c)
+{
+	return c->profiling ? omp_get_wtime() : 0.0;
+}
+
+void lt_cpu_prof_stop(struct lt_cpu_ctx *c, const char *op, double t0)
+{
+	if (!c->profiling)
+		return;
+	double dt = omp_get_wtime() - t0;
+	int i = 0;
+	while (i < c->n_prof && strcmp(c->prof[i].op, op) != 0)
+		i++;
+	if (i == c->n_prof) {
+		if (i == LT_CPU_PROF_OPS)
+			return;
+		c->prof[c->n_prof++] = (struct lt_op_time){ .op = op };
+	}
+	c->prof[i].seconds += dt;
+	c->prof[i].calls++;
+}
+
+static void cpu_profile(lt_backend *be, int on)
+{
+	struct lt_cpu_ctx *c = be->ctx;
+	c->profiling = on;
+	if (on)
+		c->n_prof = 0;
+}
+
+static int by_time_descending(const void *a, const void *b)
+{
+	const struct lt_op_time *x = a, *y = b;
+	return (x->seconds < y->seconds) - (x->seconds > y->seconds);
+}
+
+/* The recorded ops, largest time first. */
+static int cpu_profile_read(lt_backend *be, struct lt_op_time *out, int max)
+{
+	struct lt_cpu_ctx *c = be->ctx;
+	qsort(c->prof, (size_t)c->n_prof, sizeof c->prof[0], by_time_descending);
+	int n = c->n_prof < max ? c->n_prof : max;
+	memcpy(out, c->prof, (size_t)n * sizeof *out);
+	return c->n_prof;
+}
+
 static void cpu_free(lt_backend *be)
 {
 	struct lt_cpu_ctx *c = be->ctx;
@@ -171,6 +217,8 @@ static const struct lt_backend_ops cpu_ops = {
 	.sync = cpu_sync,
 	.host_ptr = cpu_host_ptr,
 	.mem_usage = cpu_mem_usage,
+	.profile = cpu_profile,
+	.profile_read = cpu_profile_read,
 	.fill = lt_cpu_fill,
 	.copy = lt_cpu_copy,
 	.scale = lt_cpu_scale,

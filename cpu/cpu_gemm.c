@@ -148,11 +148,13 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 	float *pc = lt_cpu_at(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
 	if (c->failed || !g->m || !g->n || !g->batch)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 
 	if (g->batch == 1 && g->m <= GEMV_ROWS && !g->trans_a && g->trans_b && g->k > 0) {
 		double work = (double)g->m * g->n * g->k;
 		int team = work / GEMV_TILE_MIN < c->threads ? (int)(work / GEMV_TILE_MIN) : c->threads;
 		gemv_rows(g, pa, pb, pc, team > 1 ? team : 1);
+		lt_cpu_prof_stop(c, "gemv", t0);
 		return;
 	}
 	/* Matrices whose outputs are apart run side by side, sharing the team;
@@ -176,4 +178,5 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 		team = most > 1 ? (int)most : 1;
 	for (int i = 0; i < g->batch; i += group)
 		gemm_tiles(g, pa, pb, pc, i, group, pm, pn, team);
+	lt_cpu_prof_stop(c, "gemm", t0);
 }

@@ -9,6 +9,9 @@
 
 #include "backend.h"
 
+/* Distinct op names a profile holds. */
+#define LT_CPU_PROF_OPS 32
+
 /* A buffer is plain host memory. */
 struct lt_buf {
 	float *data;  /* 64-byte aligned, n elements */
@@ -30,6 +33,12 @@ struct lt_cpu_ctx {
 	size_t att_scratch_n;  /* floats */
 	/* Bytes the buffers hold now and held at most (scratch not counted). */
 	size_t bytes_now, bytes_peak;
+	/* While profiling (lltrain bench --profile), each op's wall time and
+	 * calls: the ops run to completion on the calling thread's team, so the
+	 * wall time is the op's. */
+	int profiling;
+	struct lt_op_time prof[LT_CPU_PROF_OPS];
+	int n_prof;
 };
 
 /* The context of a CPU backend. */
@@ -38,6 +47,10 @@ struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be);
 float *lt_cpu_at(lt_ref r, size_t n);
 /* Records the first failure inside an op (message kept for sync). */
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
+/* An op's clock: start gives the time when profiling (0 otherwise), stop
+ * adds the time since t0 to op's entry (op a static string). */
+double lt_cpu_prof_start(const struct lt_cpu_ctx *c);
+void lt_cpu_prof_stop(struct lt_cpu_ctx *c, const char *op, double t0);
 
 /* Marks the exp-bound row kernels for an AVX2 clone, picked once at load
  * time, where compiler and C library support it: configure builds for the

@@ -58,9 +58,11 @@ void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value)
 	float *restrict p = lt_cpu_at(x, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
 	for (size_t i = 0; i < n; i++)
 		p[i] = value;
+	lt_cpu_prof_stop(c, "fill", t0);
 }
 
 /* dst[n] = src[n] */
@@ -71,7 +73,9 @@ void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
 	const float *s = lt_cpu_at(src, n);
 	if (c->failed || !n)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	lt_cpu_memcpy(c, d, s, n * sizeof(float));
+	lt_cpu_prof_stop(c, "copy", t0);
 }
 
 /* x[n] *= s */
@@ -81,9 +85,11 @@ void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s)
 	float *restrict p = lt_cpu_at(x, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
 	for (size_t i = 0; i < n; i++)
 		p[i] *= s;
+	lt_cpu_prof_stop(c, "scale", t0);
 }
 
 /* y[n] = a[n] + b[n]; y may be a or b, which an elementwise loop allows
@@ -95,9 +101,11 @@ void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n)
 	const float *pa = lt_cpu_at(a, n), *pb = lt_cpu_at(b, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
 	for (size_t i = 0; i < n; i++)
 		py[i] = pa[i] + pb[i];
+	lt_cpu_prof_stop(c, "add", t0);
 }
 
 /* sum of x[i] (or x[i]^2) over n in double, in a split fixed by n alone. */
@@ -139,7 +147,9 @@ void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 	const float *p = lt_cpu_at(x, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	*o = (float)sum_fixed(c, p, n, 1);
+	lt_cpu_prof_stop(c, "sum_squares", t0);
 }
 
 /* out[0] = sum of x[i] over n */
@@ -150,7 +160,9 @@ void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 	const float *p = lt_cpu_at(x, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	*o = (float)sum_fixed(c, p, n, 0);
+	lt_cpu_prof_stop(c, "sum", t0);
 }
 
 /* Rows of width C that fit in what follows r in its buffer. */
@@ -172,11 +184,13 @@ void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref 
 	size_t V = rows_in(table, C);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
 		memcpy(o + (size_t)n * C, tab + (size_t)tok[n] * C, (size_t)C * sizeof(float));
 	}
+	lt_cpu_prof_stop(c, "embedding_forward", t0);
 }
 
 /* Columns [*c0, *c1) of C for thread id of nt: whole COL_TILEs, in order. */
@@ -203,6 +217,7 @@ void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_
 	size_t V = rows_in(dtable, C);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	for (int n = 0; n < N; n++)
 		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
 #pragma omp parallel num_threads(c->threads) if ((size_t)N * C >= PAR_MIN)
@@ -217,6 +232,7 @@ void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_
 				dst[j] += src[j];
 		}
 	}
+	lt_cpu_prof_stop(c, "embedding_backward", t0);
 }
 
 /* rstd[N] = 1 / sqrt(mean(inp[n,:]^2) + eps); out[N,C] = inp * rstd * w */
@@ -229,6 +245,7 @@ void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp,
 	const float *x = lt_cpu_at(inp, (size_t)N * C), *pw = lt_cpu_at(w, (size_t)C);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		const float *restrict xr = x + (size_t)n * C;
@@ -244,6 +261,7 @@ void lt_cpu_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp,
 		for (int i = 0; i < C; i++)
 			orow[i] = xr[i] * r * wr[i];
 	}
+	lt_cpu_prof_stop(c, "rmsnorm_forward", t0);
 }
 
 /* dinp[N,C] += r w dout - (r^3 / C) inp sum_c(dout w inp);
@@ -259,6 +277,7 @@ void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout
 	const float *pw = lt_cpu_at(w, (size_t)C), *rs = lt_cpu_at(rstd, (size_t)N);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel num_threads(c->threads) if (NC >= PAR_MIN)
 	{
 		/* No barrier after the rows: dw reads dout, inp and rstd only. */
@@ -297,6 +316,7 @@ void lt_cpu_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout
 				dwp[b0 + j] += (float)acc[j];
 		}
 	}
+	lt_cpu_prof_stop(c, "rmsnorm_backward", t0);
 }
 
 /* Rotates the query and key heads of qkv[B*T, (H+2K)*D] in place by the
@@ -319,6 +339,7 @@ void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_at
 	float sgn = backward ? -1.0f : 1.0f;
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)B * T * W >= PAR_MIN)
 	for (int t = 0; t < T; t++) {
 		float cs[ROPE_BLOCK], sn[ROPE_BLOCK];
@@ -344,6 +365,7 @@ void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_at
 			}
 		}
 	}
+	lt_cpu_prof_stop(c, "rope", t0);
 }
 
 /* One row of swiglu_forward: o[F] = silu(g[F]) * u[F]. */
@@ -366,11 +388,13 @@ void lt_cpu_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F)
 	const float *ph = lt_cpu_at(h, (size_t)N * 2 * F);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * F >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		const float *g = ph + (size_t)n * 2 * F;
 		swiglu_fwd_row(o + (size_t)n * F, g, g + F, F);
 	}
+	lt_cpu_prof_stop(c, "swiglu_forward", t0);
 }
 
 /* One row of swiglu_backward: dg, du[F] from dy[F], g, u[F]. */
@@ -396,12 +420,14 @@ void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, in
 	const float *dy = lt_cpu_at(dout, (size_t)N * F), *ph = lt_cpu_at(h, (size_t)N * 2 * F);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * F >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		const float *g = ph + (size_t)n * 2 * F;
 		float *dg = d + (size_t)n * 2 * F;
 		swiglu_bwd_row(dg, dg + F, dy + (size_t)n * F, g, g + F, F);
 	}
+	lt_cpu_prof_stop(c, "swiglu_backward", t0);
 }
 
 /* One row of xent: returns the loss of logits x[V] against target t (0
@@ -453,11 +479,13 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 	int write = grad_scale != 0.0f;
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * V >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		LT_ASSERT(tgt[n] < V);
 		loss[n] = xent_row(z + (size_t)n * V, V, tgt[n], grad_scale, write);
 	}
+	lt_cpu_prof_stop(c, "xent", t0);
 }
 
 /* AdamW's per-step constants. */
@@ -512,6 +540,7 @@ void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v,
 	const float *g = lt_cpu_at(grad, n);
 	if (c->failed)
 		return;
+	double t0 = lt_cpu_prof_start(c);
 	struct adamw_k k = {
 		.b1 = hp->beta1, .b2 = hp->beta2, .omb1 = 1.0f - hp->beta1, .omb2 = 1.0f - hp->beta2,
 		.lr = hp->lr, .eps = hp->eps, .wd = hp->weight_decay, .gs = hp->grad_scale,
@@ -526,4 +555,5 @@ void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v,
 		size_t lo = groups * id / nt * 16, hi = groups * (id + 1) / nt * 16;
 		adamw_span(p, g, pm, pv, lo < n ? lo : n, hi < n ? hi : n, &k);
 	}
+	lt_cpu_prof_stop(c, "adamw", t0);
 }

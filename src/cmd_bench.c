@@ -55,7 +55,8 @@ static void print_help(void)
 	       "  --sample-tokens N      tokens generated with the KV cache for the sampling\n"
 	       "                         speed (default 255, at most model.max_seq - 1; 0 = skip)\n"
 	       "  --profile              print each op's share of the device time of the timed\n"
-	       "                         steps (OpenCL profiling events)\n"
+	       "                         steps (OpenCL profiling events; on the CPU, each op's\n"
+	       "                         wall time)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
 }
@@ -166,7 +167,7 @@ static void print_profile(const struct bench_result *r, int steps)
 	printf("profile:         %.4f s of device time per step (%.1f%% of the step time)\n",
 	       total / steps, 100.0 * total / steps / r->step_s);
 	for (int i = 0; i < n; i++)
-		printf("  %-20s %6.2f%%  %9.3f ms/step  %6ld kernels/step\n", r->ops[i].op,
+		printf("  %-20s %6.2f%%  %9.3f ms/step  %6ld calls/step\n", r->ops[i].op,
 		       100.0 * r->ops[i].seconds / total, 1e3 * r->ops[i].seconds / steps,
 		       r->ops[i].calls / steps);
 }
@@ -257,8 +258,8 @@ int lt_cmd_bench(int argc, char **argv)
 		return 1;
 	}
 	if (o.profile && !be->ops->profile) {
-		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling "
-			"(use --device opencl)\n", be->ops->name);
+		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling\n",
+			be->ops->name);
 		lt_backend_free(be);
 		return 2;
 	}

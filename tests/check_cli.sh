@@ -27,5 +27,13 @@ printf 'some text\n%%\nmore text\n' >"$tmp/small.txt"
 expect 1 "bad/tokenizer.json: pre_tokenizer is missing, expected a ByteLevel object" "a tokenizer.json that is not byte-level BPE is refused, naming the file" -- prepare --out "$tmp/prepared" --tokenizer "$tmp/bad/tokenizer.json" "$tmp/small.txt"
 expect 0 "parameters:       15191712 (15.19M)" "info counts the 15M preset's parameters" -- info --preset 15M
 expect 0 "backend cpu:" "info lists the CPU backend" -- info --preset tiny
+expect 0 "profile:" "bench --profile times the CPU backend's ops" -- bench --preset tiny --device cpu --threads 1 --steps 2 --batch 2 --seq 16 --sample-tokens 0 --profile
+for op in gemm attention_backward xent adamw; do
+	grep -q "^  $op  *[0-9.]*%  *[0-9.]* ms/step  *[1-9][0-9]* calls/step" "$tmp/out"
+	ok $? "the CPU profile has a line for $op with its calls per step"
+done
+# The shares of the ops add up to 100% (each is printed to 0.01%).
+awk '/^  [a-z_]+ +[0-9.]+%/ { s += $2 + 0 } END { exit !(s > 99.8 && s < 100.2) }' "$tmp/out"
+ok $? "the CPU profile's shares add up to 100%"
 echo "1..$n"
 exit $failed

@@ -30,7 +30,6 @@ has "peak device mem:" "bench on OpenCL prints the peak device memory"
 has "profile:" "bench --profile prints the device time per step"
 has "attention_forward" "bench --profile names the ops"
 has "gemm" "bench --profile times CLBlast's GEMMs too"
-expect 2 "--profile: the cpu backend has no op profiling" "--profile on the CPU is a usage error" -- bench $small --device cpu --profile
 expect 1 "no OpenCL device 9.9; found 0.0" "a device number that does not exist is refused, saying what there is" -- bench $small --device opencl:9.9
 one_line "the missing device's message"
 expect 1 "no OpenCL device name contains 'nosuchdevice'" "a device name that matches nothing is refused" -- bench $small --device opencl:nosuchdevice
