@@ -66,6 +66,17 @@ struct train_args {
 };
 
 /* Everything one run holds. */
+/* --balance auto's measurements: this rank's seconds per sequence in the
+ * steps since the ranks last compared them. */
+struct balance {
+	double *per_seq;          /* [cap], cap 0 when the shares stay even */
+	int n, cap;
+	long next;                /* the step after which the ranks compare next (0: never) */
+	long skip;                /* a step not measured: the first, or the first on new shares */
+	int compared;             /* comparisons so far */
+	struct lt_zero_balance split;
+};
+
 struct run {
 	struct lt_conf conf;
 	lt_dist *dist;
@@ -78,6 +89,7 @@ struct run {
 				     exchanges they waited for (stage 2 waits inside) */
 	double sync_s;            /* this step's wait for slower ranks' forward + backward */
 	double comm_s;            /* this step's wait for the gradient exchange */
+	struct balance bal;
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
 	char tok_path[PATH_CAP];
@@ -363,15 +375,22 @@ static enum lt_status trim_metrics(const char *path, long step)
 	return LT_OK;
 }
 
-/* Each rank's sequences of a micro-batch in proportion to weights (one
- * each at least), and the forward size that follows. */
-static void set_shares(struct run *r, const double *weights)
+/* From the ranks' shares in r->rows: this rank's first sequence of a
+ * micro-batch, and the forward size that follows. */
+static void set_first_row(struct run *r)
 {
-	lt_zero_split((size_t)r->conf.train.batch, weights, r->ranks, 1, r->rows);
 	r->row0 = 0;
 	for (int i = 0; i < r->rank; i++)
 		r->row0 += (int)r->rows[i];
 	r->plan_rows = r->conf.dist.deterministic ? 1 : (int)r->rows[r->rank];
+}
+
+/* Each rank's sequences of a micro-batch in proportion to weights (one
+ * each at least). */
+static void set_shares(struct run *r, const double *weights)
+{
+	lt_zero_split((size_t)r->conf.train.batch, weights, r->ranks, 1, r->rows);
+	set_first_row(r);
 }
 
 /* Bytes the backend's buffers hold now (0 when it cannot say). */
@@ -639,37 +658,102 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	return lt_zero_update(r->zero, &c->train.optim, (int)step, norm);
 }
 
-/* --balance auto, after the second step: each rank's share of a batch in
- * proportion to the sequences per second it reached. */
-static enum lt_status rebalance(struct run *r)
+static int by_value(const void *a, const void *b)
 {
-	double mine = (double)r->rows[r->rank] * r->conf.train.grad_accum /
-		      (r->compute_s > 1e-9 ? r->compute_s : 1e-9);
-	double *speed = malloc((size_t)r->ranks * sizeof *speed);
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* The median of x[n] (n >= 1), sorting x. */
+static double median_of(double *x, int n)
+{
+	qsort(x, (size_t)n, sizeof *x, by_value);
+	return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* rank 0's line on the shares: each rank's sequences and measured speed,
+ * and the forward + backward time per step before and after a move
+ * (after < 0: the shares stay). */
+static void say_shares(struct run *r, const double *speed, double before, double after)
+{
+	char line[4096];
+	size_t len = (size_t)snprintf(line, sizeof line,
+				      "balance: sequences per rank of each batch of %d:",
+				      r->conf.train.batch);
+	for (int i = 0; i < r->ranks && len < sizeof line; i++)
+		len += (size_t)snprintf(line + len, sizeof line - len,
+					"%s rank %d %zu (measured %.1f seq/s)", i ? ";" : "", i,
+					r->rows[i], speed[i]);
+	int accum = r->conf.train.grad_accum;
+	if (len < sizeof line && after >= 0)
+		snprintf(line + len, sizeof line - len,
+			 "; forward + backward %.0f ms/step before, %.0f ms expected",
+			 1e3 * before * accum, 1e3 * after * accum);
+	else if (len < sizeof line)
+		snprintf(line + len, sizeof line - len,
+			 "; forward + backward %.0f ms/step, shares kept", 1e3 * before * accum);
+	lt_metrics_say(r->metrics, "%s", line);
+}
+
+/* How much shorter a step new shares must promise to be taken. */
+#define BALANCE_GAIN 0.03
+
+/* --balance auto: the ranks compare their seconds per sequence, each the
+ * median of its steps since the last comparison. Shares in proportion to
+ * speed are taken when they promise a step at least BALANCE_GAIN shorter
+ * and the shares the previous comparison called for still do at the new
+ * speeds (lt_zero_rebalance): a difference must last over two
+ * comparisons, so that a rank slow for a moment moves no sequences. */
+static enum lt_status compare_speeds(struct run *r)
+{
+	struct balance *b = &r->bal;
+	int n = r->ranks;
+	double seqs = (double)r->rows[r->rank] * r->conf.train.grad_accum;
+	double mine = fmax(b->n ? median_of(b->per_seq, b->n) : r->compute_s / seqs, 1e-9);
+	/* each rank's sequences per second, and the shares they call for */
+	double *speed = malloc((size_t)n * (sizeof(double) + sizeof(size_t)));
 	if (!speed) {
 		lt_errmsg_set("cannot allocate the rank speeds");
 		return LT_ERR_NOMEM;
 	}
+	size_t *rows = (size_t *)(speed + n);
+	b->n = 0;
+	b->compared++;
+	mine = 1.0 / mine;
 	enum lt_status st = lt_dist_allgather(r->dist, &mine, speed, sizeof mine,
 					      "the speed exchange of --balance auto");
-	if (st == LT_OK) {
-		set_shares(r, speed);
+	double before, after;
+	int move = st == LT_OK && lt_zero_rebalance(&b->split, (size_t)r->conf.train.batch, speed,
+						    n, r->rows, BALANCE_GAIN, rows, &before, &after);
+	if (move) {
+		memcpy(r->rows, rows, (size_t)n * sizeof *rows);
+		set_first_row(r);
 		st = lt_model_plan(r->model, r->plan_rows, r->conf.train.seq);
 		st = agree(r, st, "planning the new shares", 0);
+		b->skip = r->state.step + 1;
 	}
-	if (st == LT_OK && r->rank == 0) {
-		char line[4096];
-		size_t len = (size_t)snprintf(line, sizeof line,
-					      "balance: sequences per rank of each batch of %d:",
-					      r->conf.train.batch);
-		for (int i = 0; i < r->ranks && len < sizeof line; i++)
-			len += (size_t)snprintf(line + len, sizeof line - len,
-						"%s rank %d %zu (measured %.1f seq/s)", i ? ";" : "", i,
-						r->rows[i], speed[i]);
-		lt_metrics_say(r->metrics, "%s", line);
-	}
+	/* the line comes with each move, and with the first decision either way */
+	if (st == LT_OK && r->rank == 0 && (move || b->compared == 2))
+		say_shares(r, speed, before, move ? after : -1);
 	free(speed);
 	return st;
+}
+
+/* --balance auto after each step: this rank's seconds per sequence are
+ * kept (not those of the run's first step or the first on new shares,
+ * which warm caches and allocations), and the ranks compare them after
+ * the second and third steps and then every dist.balance_every steps. */
+static enum lt_status balance_after(struct run *r, long step)
+{
+	struct balance *b = &r->bal;
+	double seqs = (double)r->rows[r->rank] * r->conf.train.grad_accum;
+	if (step != b->skip && b->n < b->cap)
+		b->per_seq[b->n++] = r->compute_s / seqs;
+	if (step != b->next)
+		return LT_OK;
+	int every = r->conf.dist.balance_every;
+	b->next = b->compared == 0 ? step + 1 : every > 0 ? step + every : 0;
+	return compare_speeds(r);
 }
 
 static int due(long step, int every)
@@ -684,8 +768,9 @@ static enum lt_status train_loop(struct run *r)
 	const struct lt_conf *c = &r->conf;
 	double t0 = lt_seconds(), last = t0, elapsed0 = r->state.elapsed;
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
-	long balance_step = r->state.step + 2;
 	enum lt_status st = LT_OK;
+	r->bal.skip = r->state.step + 1;
+	r->bal.next = r->state.step + 2;
 	lt_dist_take_wait_seconds(r->dist);
 	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
 		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
@@ -713,8 +798,7 @@ static enum lt_status train_loop(struct run *r)
 				      step, r->state.bad_steps, c->train.max_bad_steps);
 			return LT_ERR_NUMERIC;
 		}
-		if (c->dist.balance == LT_BALANCE_AUTO && r->ranks > 1 && step == balance_step &&
-		    (st = rebalance(r)) != LT_OK)
+		if (r->bal.cap && (st = balance_after(r, step)) != LT_OK)
 			break;
 		if (due(step, c->run.eval_every) && step < c->train.steps) {
 			double val;
@@ -765,6 +849,8 @@ static void free_run(struct run *r)
 	lt_metrics_close(r->metrics);
 	free(r->tokens);
 	free(r->rows);
+	free(r->bal.per_seq);
+	free(r->bal.split.proposed);
 	lt_zero_free(r->zero);
 	lt_model_free(r->model);
 	lt_backend_free(r->be);
@@ -897,6 +983,16 @@ static enum lt_status plan_shares(struct run *r)
 		ones[i] = 1;
 	set_shares(r, ones);
 	free(ones);
+	if (r->conf.dist.balance == LT_BALANCE_AUTO && r->ranks > 1) {
+		int every = r->conf.dist.balance_every;
+		r->bal.cap = every > 1 ? every : 1;
+		r->bal.per_seq = malloc((size_t)r->bal.cap * sizeof *r->bal.per_seq);
+		r->bal.split.proposed = malloc((size_t)r->ranks * sizeof *r->bal.split.proposed);
+		if (!r->bal.per_seq || !r->bal.split.proposed) {
+			lt_errmsg_set("cannot allocate the speeds of --balance auto");
+			return LT_ERR_NOMEM;
+		}
+	}
 	return LT_OK;
 }
 

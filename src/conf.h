@@ -62,6 +62,7 @@ enum lt_exchange { LT_EXCHANGE_AUTO, LT_EXCHANGE_MPI };
 struct lt_conf_dist {
 	int zero;                       /* ZeRO stage: 0, 1 or 2 */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
+	int balance_every;              /* steps between auto's comparisons (0 = one only) */
 	int exchange;                   /* enum lt_exchange: how gradients travel */
 	int deterministic;              /* bitwise the same result for any rank count */
 	double comm_timeout;            /* seconds a collective may stall before the job ends */

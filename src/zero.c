@@ -95,6 +95,30 @@ void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, 
 		counts[furthest_from_ideal(n, weights, total, counts, parts, min_each, -1)]--;
 }
 
+/* The time of the slowest of parts doing counts[i] items at speed[i]. */
+static double slowest_part(const size_t *counts, const double *speed, int parts)
+{
+	double most = 0;
+	for (int i = 0; i < parts; i++)
+		most = fmax(most, (double)counts[i] / speed[i]);
+	return most;
+}
+
+int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
+		      const size_t *now, double gain, size_t *counts, double *before,
+		      double *after)
+{
+	lt_zero_split(n, speed, parts, 1, counts);
+	*before = slowest_part(now, speed, parts);
+	*after = slowest_part(counts, speed, parts);
+	int pays = *after < (1.0 - gain) * *before;
+	int confirmed = b->pending && slowest_part(b->proposed, speed, parts) < (1.0 - gain) * *before;
+	b->pending = pays && !confirmed;
+	if (b->pending)
+		memcpy(b->proposed, counts, (size_t)parts * sizeof *counts);
+	return pays && confirmed;
+}
+
 /* off[r]: equal ranges of ALIGN-element blocks. */
 static void plan_ranges(size_t numel, int size, size_t *off)
 {

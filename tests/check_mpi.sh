@@ -245,18 +245,27 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 		--run.device=opencl
 	why=$(losses_match refa10 c4n 10 2>&1)
 	ok $? "4 OpenCL ranks on 2 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of one process $why"
-	# a mixed job (an MPMD launch): rank 0 on OpenCL, rank 1 on the CPU
+	# a mixed job (an MPMD launch): rank 0 on OpenCL, rank 1 on the CPU;
+	# at ZeRO 2 with --balance auto, which moves sequences to the faster
+	# rank once two comparisons agree (PoCL's rank is several times slower)
 	for zero in 0 2; do
+		bal=
+		[ $zero = 2 ] && bal="--balance auto --dist.balance_every=3"
 		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
-			--zero $zero --run.device=opencl --run.dir="$tmp/x$zero" : \
+			--zero $zero --run.device=opencl --run.dir="$tmp/x$zero" $bal : \
 			-n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
-			--zero $zero --run.device=cpu --run.dir="$tmp/x$zero" >"$tmp/x$zero.out" 2>&1 </dev/null
+			--zero $zero --run.device=cpu --run.dir="$tmp/x$zero" $bal \
+			>"$tmp/x$zero.out" 2>&1 </dev/null
 		rc=$?
 		why=$(losses_match refa10 x$zero 10 2>&1)
-		ok $(( rc || $? )) "an OpenCL rank and a CPU rank, ZeRO $zero: losses within 1e-5 of one process (exit $rc) $why"
+		ok $(( rc || $? )) "an OpenCL rank and a CPU rank, ZeRO $zero ${bal:+(balance auto) }: losses within 1e-5 of one process (exit $rc) $why"
 	done
+	grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/x2.out"
+	ok $? "--balance auto moves sequences between the OpenCL and the CPU rank: $(grep -m1 '^balance' "$tmp/x2.out")"
 else
-	for what in "2 OpenCL ranks" "4 OpenCL ranks on 2 nodes" "an OpenCL rank and a CPU rank"; do
+	for what in "2 OpenCL ranks, ZeRO 0" "2 OpenCL ranks, ZeRO 2" "4 OpenCL ranks on 2 nodes" \
+		"an OpenCL rank and a CPU rank, ZeRO 0" "an OpenCL rank and a CPU rank, ZeRO 2" \
+		"--balance auto between an OpenCL and a CPU rank"; do
 		skip "$what: this lltrain lists no OpenCL device"
 	done
 fi
@@ -336,13 +345,14 @@ ok $rc "--resume auto after the abort finishes the run: $(grep -m1 resumed "$tmp
 why=$(losses_match ref kill 2>&1)
 ok $? "the resumed run's losses match the reference $why"
 
-# 9. --balance auto measures the ranks and keeps the mathematics.
-train bal 2 "$@" --balance auto
+# 9. --balance auto measures the ranks and keeps the mathematics, also when
+# it compares them again every other step (and may move sequences).
+train bal 2 "$@" --balance auto --dist.balance_every=2
 ok $rc "--balance auto runs: $(tail -c 200 "$tmp/bal.out")"
-grep -q "^balance: sequences per rank of each batch of 10: rank 0 [0-9]* (measured" "$tmp/bal.out"
+grep -q "^balance: sequences per rank of each batch of 10: rank 0 [0-9]* (measured [0-9.]* seq/s); rank 1 [0-9]* (measured [0-9.]* seq/s); forward + backward [0-9]* ms/step\(, shares kept\| before, [0-9]* ms expected\)$" "$tmp/bal.out"
 ok $? "it prints the shares it measured: $(grep -m1 '^balance' "$tmp/bal.out")"
 why=$(losses_match ref bal 2>&1)
-ok $? "the balanced run's losses match the reference $why"
+ok $? "the balanced run's losses match the reference ($(grep -c '^balance' "$tmp/bal.out") share lines) $why"
 
 echo "1..$n"
 exit $failed

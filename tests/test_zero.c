@@ -1,5 +1,7 @@
 /* Tests of the batch split of --balance auto (lt_zero_split): shares in
- * proportion to speed, the minimum each rank gets, and an even split. */
+ * proportion to speed, the minimum each rank gets, and an even split; and
+ * its later comparisons (lt_zero_rebalance): a new split only when it pays
+ * at two comparisons in a row. */
 #include "config.h"
 #include "zero.h"
 
@@ -32,7 +34,7 @@ static int split_is_fair(size_t n, const double *w, int parts, size_t min_each,
 
 int main(void)
 {
-	tap_plan(5);
+	tap_plan(11);
 	size_t c[4];
 
 	/* a GPU rank 12x as fast as a CPU rank: 64 * 52.3 / 675.4 = 4.96 -> 5 */
@@ -72,5 +74,50 @@ int main(void)
 	lt_zero_split(8, any, 4, 2, c);
 	tap_ok(c[0] == 2 && c[1] == 2 && c[2] == 2 && c[3] == 2,
 	       "8 over 4 ranks with a minimum of 2: %zu %zu %zu %zu", c[0], c[1], c[2], c[3]);
+
+	/* later comparisons: a move needs two in a row that call for it */
+	double before, after;
+	size_t four[2] = { 4, 4 }, proposed[2];
+	struct lt_zero_balance bal = { proposed, 0 };
+	double same[2] = { 50, 50 };
+	int move = lt_zero_rebalance(&bal, 8, same, 2, four, 0.03, c, &before, &after);
+	tap_ok(!move && !bal.pending && c[0] == 4 && c[1] == 4 && before == after &&
+	       fabs(before - 0.08) < 1e-12,
+	       "equal speeds keep an even split: %zu + %zu, %g s before and after", c[0], c[1],
+	       before);
+
+	/* one rank twice as fast: 4 + 4 takes 4 / 1 s, 5 + 3 takes 3 s */
+	double twice[2] = { 2, 1 };
+	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	tap_ok(!move && bal.pending && c[0] == 5 && c[1] == 3 && before == 4.0 && after == 3.0,
+	       "a rank twice as fast: %zu + %zu (%g s -> %g s) is proposed, not taken", c[0], c[1],
+	       before, after);
+	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	tap_ok(move && !bal.pending && c[0] == 5 && c[1] == 3,
+	       "and taken when the next comparison measures the same");
+
+	/* a rank fast for a moment: the next comparison finds the other one
+	 * faster, where the proposal would be slower than staying */
+	double flipped[2] = { 1, 2 };
+	bal.pending = 0;
+	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	int first = move;
+	move = lt_zero_rebalance(&bal, 8, flipped, 2, four, 0.03, c, &before, &after);
+	tap_ok(!first && !move && bal.pending && c[0] == 3 && c[1] == 5,
+	       "speeds that swap between comparisons move nothing (3 + 5 proposed next)");
+
+	/* 5% apart over 50: 24 + 26 takes 24.76 s against 25 s, under 3% less */
+	size_t halves[2] = { 25, 25 };
+	double near[2] = { 1.0, 1.05 };
+	bal.pending = 0;
+	move = lt_zero_rebalance(&bal, 50, near, 2, halves, 0.03, c, &before, &after);
+	move |= lt_zero_rebalance(&bal, 50, near, 2, halves, 0.03, c, &before, &after);
+	tap_ok(!move && !bal.pending && c[0] == 24 && c[1] == 26 && before == 25.0 &&
+	       fabs(after - 26 / 1.05) < 1e-12,
+	       "a 1%% shorter step does not pay with a 3%% threshold: %zu + %zu, %g s -> %g s",
+	       c[0], c[1], before, after);
+	move = lt_zero_rebalance(&bal, 50, near, 2, halves, 0.005, c, &before, &after);
+	move |= lt_zero_rebalance(&bal, 50, near, 2, halves, 0.005, c, &before, &after) * 2;
+	tap_ok(move == 2, "and pays with a 0.5%% threshold, at the second comparison");
 	return tap_done();
 }
