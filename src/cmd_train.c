@@ -82,9 +82,9 @@ struct run {
 	lt_dist *dist;
 	int rank, ranks;
 	lt_zero *zero;
-	size_t *rows;             /* [ranks]: each rank's sequences of a micro-batch */
-	int row0;                 /* this rank's first sequence in a micro-batch */
-	int plan_rows;            /* sequences per forward (1 when deterministic) */
+	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
+				     its micro-batches by lt_zero_rows_in */
+	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
 	double compute_s;         /* this step's forward + backward seconds, less the
 				     exchanges they waited for (stage 2 waits inside) */
 	double sync_s;            /* this step's wait for slower ranks' forward + backward */
@@ -375,22 +375,45 @@ static enum lt_status trim_metrics(const char *path, long step)
 	return LT_OK;
 }
 
-/* From the ranks' shares in r->rows: this rank's first sequence of a
- * micro-batch, and the forward size that follows. */
-static void set_first_row(struct run *r)
+/* Rank i's sequences in micro-batch a of a step. */
+static int rows_in(const struct run *r, int i, int a)
 {
-	r->row0 = 0;
-	for (int i = 0; i < r->rank; i++)
-		r->row0 += (int)r->rows[i];
-	r->plan_rows = r->conf.dist.deterministic ? 1 : (int)r->rows[r->rank];
+	return (int)lt_zero_rows_in(r->rows, i, a, r->conf.train.grad_accum);
 }
 
-/* Each rank's sequences of a micro-batch in proportion to weights (one
- * each at least). */
+/* This rank's first sequence of micro-batch a: those of the ranks before
+ * it come first. */
+static int first_row_in(const struct run *r, int a)
+{
+	int row0 = 0;
+	for (int i = 0; i < r->rank; i++)
+		row0 += rows_in(r, i, a);
+	return row0;
+}
+
+/* The largest forward this rank's share of a step needs. */
+static void set_plan_rows(struct run *r)
+{
+	int accum = r->conf.train.grad_accum;
+	r->plan_rows = r->conf.dist.deterministic ? 1
+						   : (int)((r->rows[r->rank] + accum - 1) / accum);
+}
+
+/* Plans a forward of `rows` sequences; the activations planned for
+ * plan_rows hold it. */
+static enum lt_status plan_forward(struct run *r, int rows)
+{
+	return lt_model_plan(r->model, rows, r->conf.train.seq);
+}
+
+/* Each rank's sequences of a step in proportion to weights (one of every
+ * micro-batch at least). Shares of a step rather than of a micro-batch
+ * let --balance auto move one sequence in batch x grad_accum. */
 static void set_shares(struct run *r, const double *weights)
 {
-	lt_zero_split((size_t)r->conf.train.batch, weights, r->ranks, 1, r->rows);
-	set_first_row(r);
+	size_t accum = (size_t)r->conf.train.grad_accum;
+	lt_zero_split((size_t)r->conf.train.batch * accum, weights, r->ranks, accum, r->rows);
+	set_plan_rows(r);
 }
 
 /* Bytes the backend's buffers hold now (0 when it cannot say). */
@@ -468,17 +491,18 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 static enum lt_status validation_loss(struct run *r, double *out)
 {
 	const struct lt_conf *c = &r->conf;
-	int B = c->train.batch, T = c->train.seq, P = r->plan_rows, rows = (int)r->rows[r->rank];
+	int B = c->train.batch, T = c->train.seq, rows = rows_in(r, r->rank, 0);
+	int P = c->dist.deterministic ? 1 : rows, row0 = first_row_in(r, 0);
 	uint64_t val_tokens = lt_data_tokens(r->data, LT_DATA_VAL);
 	double sums[2] = { 0, 0 };
-	enum lt_status st = LT_OK;
+	enum lt_status st = plan_forward(r, P);
 	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
 		if ((uint64_t)i * (uint64_t)B * (uint64_t)T >= val_tokens)
 			break;
 		for (int j = 0; j < rows && st == LT_OK; j += P) {
 			long n;
 			for (int k = 0; k < P && st == LT_OK; k++) {
-				uint64_t w = (uint64_t)i * (uint64_t)B + (uint64_t)(r->row0 + j + k);
+				uint64_t w = (uint64_t)i * (uint64_t)B + (uint64_t)(row0 + j + k);
 				st = lt_data_val_batch(r->data, w, 1, T, r->tokens + (size_t)k * T,
 						       r->targets + (size_t)k * T, &n);
 			}
@@ -576,15 +600,15 @@ static enum lt_status save_checkpoint(struct run *r)
 }
 
 /* Forward and backward over this rank's `rows` sequences from sample
- * `first`, plan_rows at a time, each backward armed for the exchange
- * (`last`: this holds the step's final one). Adds the loss and target
- * count to sums. */
+ * `first`, all at once (one at a time when deterministic), each backward
+ * armed for the exchange (`last`: this holds the step's final one). Adds
+ * the loss and target count to sums. */
 static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float scale, int last,
 			       double *sums)
 {
 	const struct lt_conf *c = &r->conf;
-	int P = r->plan_rows;
-	enum lt_status st = LT_OK;
+	int P = c->dist.deterministic ? 1 : rows;
+	enum lt_status st = plan_forward(r, P);
 	for (int j = 0; j < rows && st == LT_OK; j += P) {
 		double loss = 0;
 		long n = 0;
@@ -627,8 +651,9 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	lt_dist_set_step(r->dist, step);
 	lt_model_zero_grads(r->model);
 	for (int a = 0; a < accum && st == LT_OK; a++)
-		st = run_rows(r, r->state.samples + (uint64_t)a * (uint64_t)B + (uint64_t)r->row0,
-			      (int)r->rows[r->rank], scale, a == accum - 1, sums);
+		st = run_rows(r, r->state.samples + (uint64_t)a * (uint64_t)B +
+					 (uint64_t)first_row_in(r, a),
+			      rows_in(r, r->rank, a), scale, a == accum - 1, sums);
 	r->state.samples += (uint64_t)B * (uint64_t)accum;
 	r->compute_s = lt_seconds() - t0;
 	vote_stop(r, loop_start, sums + 2);
@@ -678,20 +703,19 @@ static void say_shares(struct run *r, const double *speed, double before, double
 {
 	char line[4096];
 	size_t len = (size_t)snprintf(line, sizeof line,
-				      "balance: sequences per rank of each batch of %d:",
-				      r->conf.train.batch);
+				      "balance: sequences per rank of each step of %d:",
+				      r->conf.train.batch * r->conf.train.grad_accum);
 	for (int i = 0; i < r->ranks && len < sizeof line; i++)
 		len += (size_t)snprintf(line + len, sizeof line - len,
 					"%s rank %d %zu (measured %.1f seq/s)", i ? ";" : "", i,
 					r->rows[i], speed[i]);
-	int accum = r->conf.train.grad_accum;
 	if (len < sizeof line && after >= 0)
 		snprintf(line + len, sizeof line - len,
-			 "; forward + backward %.0f ms/step before, %.0f ms expected",
-			 1e3 * before * accum, 1e3 * after * accum);
+			 "; forward + backward %.0f ms/step before, %.0f ms expected", 1e3 * before,
+			 1e3 * after);
 	else if (len < sizeof line)
 		snprintf(line + len, sizeof line - len,
-			 "; forward + backward %.0f ms/step, shares kept", 1e3 * before * accum);
+			 "; forward + backward %.0f ms/step, shares kept", 1e3 * before);
 	lt_metrics_say(r->metrics, "%s", line);
 }
 
@@ -708,7 +732,7 @@ static enum lt_status compare_speeds(struct run *r)
 {
 	struct balance *b = &r->bal;
 	int n = r->ranks;
-	double seqs = (double)r->rows[r->rank] * r->conf.train.grad_accum;
+	double seqs = (double)r->rows[r->rank];
 	double mine = fmax(b->n ? median_of(b->per_seq, b->n) : r->compute_s / seqs, 1e-9);
 	/* each rank's sequences per second, and the shares they call for */
 	double *speed = malloc((size_t)n * (sizeof(double) + sizeof(size_t)));
@@ -723,12 +747,14 @@ static enum lt_status compare_speeds(struct run *r)
 	enum lt_status st = lt_dist_allgather(r->dist, &mine, speed, sizeof mine,
 					      "the speed exchange of --balance auto");
 	double before, after;
-	int move = st == LT_OK && lt_zero_rebalance(&b->split, (size_t)r->conf.train.batch, speed,
-						    n, r->rows, BALANCE_GAIN, rows, &before, &after);
+	size_t accum = (size_t)r->conf.train.grad_accum;
+	int move = st == LT_OK &&
+		   lt_zero_rebalance(&b->split, (size_t)r->conf.train.batch * accum, speed, n, accum,
+				     r->rows, BALANCE_GAIN, rows, &before, &after);
 	if (move) {
 		memcpy(r->rows, rows, (size_t)n * sizeof *rows);
-		set_first_row(r);
-		st = lt_model_plan(r->model, r->plan_rows, r->conf.train.seq);
+		set_plan_rows(r);
+		st = plan_forward(r, r->plan_rows);
 		st = agree(r, st, "planning the new shares", 0);
 		b->skip = r->state.step + 1;
 	}
@@ -746,7 +772,7 @@ static enum lt_status compare_speeds(struct run *r)
 static enum lt_status balance_after(struct run *r, long step)
 {
 	struct balance *b = &r->bal;
-	double seqs = (double)r->rows[r->rank] * r->conf.train.grad_accum;
+	double seqs = (double)r->rows[r->rank];
 	if (step != b->skip && b->n < b->cap)
 		b->per_seq[b->n++] = r->compute_s / seqs;
 	if (step != b->next)
@@ -1011,8 +1037,8 @@ static enum lt_status list_ranks(struct run *r)
 		 (long)getpid(), dev.name);
 	enum lt_status st = lt_dist_allgather(r->dist, mine, all, LINE, "the rank list");
 	for (int i = 0; st == LT_OK && r->rank == 0 && i < r->ranks; i++)
-		printf("rank %d: %.*s, %zu of %d sequences per batch\n", i, LINE, all + (size_t)i * LINE,
-		       r->rows[i], r->conf.train.batch);
+		printf("rank %d: %.*s, %zu of %d sequences per step\n", i, LINE, all + (size_t)i * LINE,
+		       r->rows[i], r->conf.train.batch * r->conf.train.grad_accum);
 	free(all);
 	return st;
 }

@@ -186,7 +186,7 @@ static const struct lt_conf_key keys[] = {
 		 "2 also reduce-scatters gradients during backward" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
-	  .doc = "the ranks' shares of each batch: even, or auto (in proportion to their "
+	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "
 		 "measured speed)" },
 	{ .section = "dist", .name = "balance_every", .type = LT_CONF_INT,
 	  FIELD(dist.balance_every), .min = 0, .max = 1000000, .def = "20",

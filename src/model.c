@@ -67,6 +67,7 @@ struct lt_model {
 	 * and one for the rest (a device caps each buffer's size; no op's
 	 * operand crosses a layer's end) */
 	int B, T;
+	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
 	lt_buf **acts;                    /* [n_layers + 1] */
 	struct layer_acts *la;
 	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
@@ -492,6 +493,14 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	}
 	if (m->acts && m->B == B && m->T == T)
 		return LT_OK;
+	/* Every piece grows with the tokens B * T (the last one's 16 scalars
+	 * aside), so a plan of no more tokens fits in the pieces as they are. */
+	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
+		plan_activations(&m->cfg, B, T, m);
+		m->B = B;
+		m->T = T;
+		return LT_OK;
+	}
 	free_activations(m);
 	size_t n = plan_activations(&m->cfg, B, T, m);
 	enum lt_status st = allocate_activations(m, n);
@@ -500,8 +509,8 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 				 "train.seq)", B, T, (double)n * 4 / 1073741824.0);
 		return st;
 	}
-	m->B = B;
-	m->T = T;
+	m->B = m->B_cap = B;
+	m->T = m->T_cap = T;
 	return LT_OK;
 }
 

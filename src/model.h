@@ -103,7 +103,9 @@ int lt_model_block_of(const lt_model *m, size_t off);
 enum lt_status lt_model_init(lt_model *m, uint64_t seed);
 
 /* Plans (and allocates once) the activations for batch B and sequence T;
- * nothing is allocated inside a step after this. */
+ * nothing is allocated inside a step after this. A later plan of no more
+ * tokens (B * T) reuses the buffers, so switching between batch sizes
+ * costs nothing; a larger one allocates them anew. */
 enum lt_status lt_model_plan(lt_model *m, int B, int T);
 
 /* Forward pass over tokens[B*T] predicting targets[B*T] (int32 host

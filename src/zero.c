@@ -95,6 +95,17 @@ void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, 
 		counts[furthest_from_ideal(n, weights, total, counts, parts, min_each, -1)]--;
 }
 
+size_t lt_zero_rows_in(const size_t *counts, int i, int a, int rounds)
+{
+	size_t before = 0, r = (size_t)rounds;
+	for (int k = 0; k < i; k++)
+		before += counts[k] % r;
+	/* part i's remainders are the units [before, before + counts[i] % r) of
+	 * the deal, and unit u goes to round u % rounds */
+	size_t first = before % r, extra = counts[i] % r;
+	return counts[i] / r + (((size_t)a + r - first) % r < extra);
+}
+
 /* The time of the slowest of parts doing counts[i] items at speed[i]. */
 static double slowest_part(const size_t *counts, const double *speed, int parts)
 {
@@ -105,10 +116,10 @@ static double slowest_part(const size_t *counts, const double *speed, int parts)
 }
 
 int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
-		      const size_t *now, double gain, size_t *counts, double *before,
-		      double *after)
+		      size_t min_each, const size_t *now, double gain, size_t *counts,
+		      double *before, double *after)
 {
-	lt_zero_split(n, speed, parts, 1, counts);
+	lt_zero_split(n, speed, parts, min_each, counts);
 	*before = slowest_part(now, speed, parts);
 	*after = slowest_part(counts, speed, parts);
 	int pays = *after < (1.0 - gain) * *before;

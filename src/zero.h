@@ -52,6 +52,13 @@ typedef struct lt_zero lt_zero;
  * counts[parts]. */
 void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
 
+/* Part i's items in round a of `rounds`, when counts[] (each at least
+ * `rounds`, together a multiple of it) are dealt over the rounds: each
+ * part's count spread evenly, the remainders handed out in part order, one
+ * per round in turn, so every round holds the same number of items and
+ * each part holds floor or ceil of count / rounds in every round. */
+size_t lt_zero_rows_in(const size_t *counts, int i, int a, int rounds);
+
 /* --balance auto's memory between two comparisons of the ranks' speeds:
  * the split the last one called for, until the next confirms it. */
 struct lt_zero_balance {
@@ -61,14 +68,14 @@ struct lt_zero_balance {
 
 /* One comparison, for parts at speed[i] (> 0) items a second that hold
  * now[i] of n items: counts gets the split in proportion to speed
- * (lt_zero_split, one each at least), *before and *after the time of the
+ * (lt_zero_split, min_each each at least), *before and *after the time of the
  * slowest part on now and on counts. Returns 1 when the parts should move
  * to counts: it promises a time at least `gain` shorter (after < (1 -
  * gain) * before), and so, at these speeds, does the split the previous
  * comparison proposed. Otherwise counts is proposed for the next one. */
 int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
-		      const size_t *now, double gain, size_t *counts, double *before,
-		      double *after);
+		      size_t min_each, const size_t *now, double gain, size_t *counts,
+		      double *before, double *after);
 
 /* Turns a one-process memory estimate into that of one of `ranks` ranks at
  * ZeRO stage `stage` (its batch already the rank's share): stages 1 and 2

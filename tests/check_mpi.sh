@@ -349,7 +349,7 @@ ok $? "the resumed run's losses match the reference $why"
 # it compares them again every other step (and may move sequences).
 train bal 2 "$@" --balance auto --dist.balance_every=2
 ok $rc "--balance auto runs: $(tail -c 200 "$tmp/bal.out")"
-grep -q "^balance: sequences per rank of each batch of 10: rank 0 [0-9]* (measured [0-9.]* seq/s); rank 1 [0-9]* (measured [0-9.]* seq/s); forward + backward [0-9]* ms/step\(, shares kept\| before, [0-9]* ms expected\)$" "$tmp/bal.out"
+grep -q "^balance: sequences per rank of each step of 10: rank 0 [0-9]* (measured [0-9.]* seq/s); rank 1 [0-9]* (measured [0-9.]* seq/s); forward + backward [0-9]* ms/step\(, shares kept\| before, [0-9]* ms expected\)$" "$tmp/bal.out"
 ok $? "it prints the shares it measured: $(grep -m1 '^balance' "$tmp/bal.out")"
 why=$(losses_match ref bal 2>&1)
 ok $? "the balanced run's losses match the reference ($(grep -c '^balance' "$tmp/bal.out") share lines) $why"

@@ -34,7 +34,7 @@ static int split_is_fair(size_t n, const double *w, int parts, size_t min_each,
 
 int main(void)
 {
-	tap_plan(11);
+	tap_plan(13);
 	size_t c[4];
 
 	/* a GPU rank 12x as fast as a CPU rank: 64 * 52.3 / 675.4 = 4.96 -> 5 */
@@ -80,7 +80,7 @@ int main(void)
 	size_t four[2] = { 4, 4 }, proposed[2];
 	struct lt_zero_balance bal = { proposed, 0 };
 	double same[2] = { 50, 50 };
-	int move = lt_zero_rebalance(&bal, 8, same, 2, four, 0.03, c, &before, &after);
+	int move = lt_zero_rebalance(&bal, 8, same, 2, 1, four, 0.03, c, &before, &after);
 	tap_ok(!move && !bal.pending && c[0] == 4 && c[1] == 4 && before == after &&
 	       fabs(before - 0.08) < 1e-12,
 	       "equal speeds keep an even split: %zu + %zu, %g s before and after", c[0], c[1],
@@ -88,11 +88,11 @@ int main(void)
 
 	/* one rank twice as fast: 4 + 4 takes 4 / 1 s, 5 + 3 takes 3 s */
 	double twice[2] = { 2, 1 };
-	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	move = lt_zero_rebalance(&bal, 8, twice, 2, 1, four, 0.03, c, &before, &after);
 	tap_ok(!move && bal.pending && c[0] == 5 && c[1] == 3 && before == 4.0 && after == 3.0,
 	       "a rank twice as fast: %zu + %zu (%g s -> %g s) is proposed, not taken", c[0], c[1],
 	       before, after);
-	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	move = lt_zero_rebalance(&bal, 8, twice, 2, 1, four, 0.03, c, &before, &after);
 	tap_ok(move && !bal.pending && c[0] == 5 && c[1] == 3,
 	       "and taken when the next comparison measures the same");
 
@@ -100,9 +100,9 @@ int main(void)
 	 * faster, where the proposal would be slower than staying */
 	double flipped[2] = { 1, 2 };
 	bal.pending = 0;
-	move = lt_zero_rebalance(&bal, 8, twice, 2, four, 0.03, c, &before, &after);
+	move = lt_zero_rebalance(&bal, 8, twice, 2, 1, four, 0.03, c, &before, &after);
 	int first = move;
-	move = lt_zero_rebalance(&bal, 8, flipped, 2, four, 0.03, c, &before, &after);
+	move = lt_zero_rebalance(&bal, 8, flipped, 2, 1, four, 0.03, c, &before, &after);
 	tap_ok(!first && !move && bal.pending && c[0] == 3 && c[1] == 5,
 	       "speeds that swap between comparisons move nothing (3 + 5 proposed next)");
 
@@ -110,14 +110,49 @@ int main(void)
 	size_t halves[2] = { 25, 25 };
 	double near[2] = { 1.0, 1.05 };
 	bal.pending = 0;
-	move = lt_zero_rebalance(&bal, 50, near, 2, halves, 0.03, c, &before, &after);
-	move |= lt_zero_rebalance(&bal, 50, near, 2, halves, 0.03, c, &before, &after);
+	move = lt_zero_rebalance(&bal, 50, near, 2, 1, halves, 0.03, c, &before, &after);
+	move |= lt_zero_rebalance(&bal, 50, near, 2, 1, halves, 0.03, c, &before, &after);
 	tap_ok(!move && !bal.pending && c[0] == 24 && c[1] == 26 && before == 25.0 &&
 	       fabs(after - 26 / 1.05) < 1e-12,
 	       "a 1%% shorter step does not pay with a 3%% threshold: %zu + %zu, %g s -> %g s",
 	       c[0], c[1], before, after);
-	move = lt_zero_rebalance(&bal, 50, near, 2, halves, 0.005, c, &before, &after);
-	move |= lt_zero_rebalance(&bal, 50, near, 2, halves, 0.005, c, &before, &after) * 2;
+	move = lt_zero_rebalance(&bal, 50, near, 2, 1, halves, 0.005, c, &before, &after);
+	move |= lt_zero_rebalance(&bal, 50, near, 2, 1, halves, 0.005, c, &before, &after) * 2;
 	tap_ok(move == 2, "and pays with a 0.5%% threshold, at the second comparison");
+
+	/* dealing each part's items of a step over its micro-batches */
+	int dealt = 1;
+	for (int t = 0; t < 300 && dealt; t++) {
+		int parts = 1 + t % 5, rounds = 1 + t % 7;
+		size_t per_round = (size_t)parts + (size_t)(t % 13), shares[5], got[5] = { 0 };
+		double w[5];
+		for (int i = 0; i < parts; i++)
+			w[i] = 1 + (double)((t * 31 + i * 17) % 23);
+		lt_zero_split(per_round * (size_t)rounds, w, parts, (size_t)rounds, shares);
+		for (int a = 0; a < rounds && dealt; a++) {
+			size_t round = 0;
+			for (int i = 0; i < parts; i++) {
+				size_t k = lt_zero_rows_in(shares, i, a, rounds);
+				dealt &= k >= 1 && k >= shares[i] / (size_t)rounds &&
+					 k <= (shares[i] + (size_t)rounds - 1) / (size_t)rounds;
+				got[i] += k;
+				round += k;
+			}
+			dealt &= round == per_round;
+		}
+		for (int i = 0; i < parts; i++)
+			dealt &= got[i] == shares[i];
+		if (!dealt)
+			tap_diag("case %d: %d parts, %d rounds of %zu", t, parts, rounds, per_round);
+	}
+	tap_ok(dealt, "300 deals of step shares over micro-batches: each micro-batch full, each "
+	       "share whole, each part floor or ceil of its share / micro-batches in each");
+	/* 7 + 7 + 6 over 2 micro-batches of 10: rank 0's extra in the first,
+	 * rank 1's in the second */
+	size_t s3[3] = { 7, 7, 6 };
+	tap_ok(lt_zero_rows_in(s3, 0, 0, 2) == 4 && lt_zero_rows_in(s3, 1, 0, 2) == 3 &&
+	       lt_zero_rows_in(s3, 2, 0, 2) == 3 && lt_zero_rows_in(s3, 0, 1, 2) == 3 &&
+	       lt_zero_rows_in(s3, 1, 1, 2) == 4 && lt_zero_rows_in(s3, 2, 1, 2) == 3,
+	       "7 + 7 + 6 over 2 micro-batches: 4 3 3, then 3 4 3");
 	return tap_done();
 }
