@@ -65,7 +65,6 @@ struct train_args {
 	int n_inputs;
 };
 
-/* Everything one run holds. */
 /* --balance auto's measurements: this rank's seconds per sequence in the
  * steps since the ranks last compared them. */
 struct balance {
@@ -77,6 +76,7 @@ struct balance {
 	struct lt_zero_balance split;
 };
 
+/* Everything one run holds. */
 struct run {
 	struct lt_conf conf;
 	lt_dist *dist;
