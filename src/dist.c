@@ -29,6 +29,9 @@
 struct lt_dist {
 	int rank, size, local_rank, local_size, mpi;
 	int nodes;        /* nodes, when each runs local_size ranks; else 0 */
+	int consecutive;  /* every node's ranks are consecutive job ranks */
+	float *scratch;   /* the reduce-scatter's result, grown as needed */
+	size_t scratch_n;
 	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
 	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
 	char host[256];
@@ -61,6 +64,7 @@ int lt_dist_size(const lt_dist *d) { return d->size; }
 int lt_dist_local_rank(const lt_dist *d) { return d->local_rank; }
 int lt_dist_local_size(const lt_dist *d) { return d->local_size; }
 int lt_dist_nodes(const lt_dist *d) { return d->nodes; }
+int lt_dist_nodes_consecutive(const lt_dist *d) { return d->consecutive; }
 int lt_dist_rank_of_local(const lt_dist *d, int local) { return d->node_ranks[local]; }
 const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
@@ -180,6 +184,11 @@ static enum lt_status split_nodes(struct lt_dist *d)
 	MPI_Allgather(&d->rank, 1, MPI_INT, d->node_ranks, 1, MPI_INT, d->node);
 	if (d->nodes)
 		MPI_Allgather(&d->rank, 1, MPI_INT, d->cross_ranks, 1, MPI_INT, d->cross);
+	int mine = 1;
+	for (int i = 0; i < d->local_size; i++)
+		mine &= d->node_ranks[i] == d->node_ranks[0] + i;
+	least_and_most(d->comm, mine, &least, &most);
+	d->consecutive = least == 1;
 	return LT_OK;
 }
 
@@ -365,6 +374,7 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
 #endif
 	if (!d->mpi) {
 		d->nodes = 1;
+		d->consecutive = 1;
 		d->node_ranks = calloc(1, sizeof *d->node_ranks);
 		d->cross_ranks = calloc(1, sizeof *d->cross_ranks);
 		if (!d->node_ranks || !d->cross_ranks) {
@@ -393,6 +403,7 @@ void lt_dist_finalize(lt_dist *d)
 #endif
 	free(d->node_ranks);
 	free(d->cross_ranks);
+	free(d->scratch);
 	free(d);
 }
 
@@ -456,6 +467,45 @@ enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *w
 	return allreduce_over(d, d->cross, buf, n, LT_DIST_F32, LT_DIST_SUM, what);
 #else
 	(void)buf, (void)n, (void)what;
+	return LT_OK;
+#endif
+}
+
+enum lt_status lt_dist_cross_sum_scatter(lt_dist *d, float *buf, const size_t *cut,
+					 const char *what)
+{
+	LT_ASSERT(d->nodes > 0 && d->consecutive);
+	if (d->nodes == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	LT_ASSERT(cut[d->nodes] <= (size_t)INT_MAX);
+	int me = d->rank / d->local_size;
+	size_t mine = cut[me + 1] - cut[me];
+	int *counts = malloc((size_t)d->nodes * sizeof *counts);
+	if (counts && mine > d->scratch_n) {
+		/* not in place: MPICH 4.0 copies a block onto itself then */
+		float *grown = realloc(d->scratch, mine * sizeof *grown);
+		if (grown) {
+			d->scratch = grown;
+			d->scratch_n = mine;
+		}
+	}
+	if (!counts || mine > d->scratch_n) {
+		free(counts);
+		lt_errmsg_set("%s: cannot allocate %zu bytes", what, mine * sizeof(float));
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < d->nodes; i++)
+		counts[i] = (int)(cut[i + 1] - cut[i]);
+	MPI_Request req;
+	int err = MPI_Ireduce_scatter(buf, d->scratch, counts, MPI_FLOAT, MPI_SUM, d->cross, &req);
+	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
+	if (st == LT_OK)
+		memcpy(buf + cut[me], d->scratch, mine * sizeof *buf);
+	free(counts);
+	return st;
+#else
+	(void)buf, (void)cut, (void)what;
 	return LT_OK;
 #endif
 }

@@ -39,6 +39,9 @@ int lt_dist_local_size(const lt_dist *d);
 /* The number of nodes when every node runs as many ranks, else 0 (1
  * without MPI). LLTRAIN_NODE_RANKS=K makes each K ranks in a row a node. */
 int lt_dist_nodes(const lt_dist *d);
+/* Whether every node's ranks are consecutive job ranks, so that node i
+ * (lt_dist_nodes > 0) holds ranks [i * local_size, (i + 1) * local_size). */
+int lt_dist_nodes_consecutive(const lt_dist *d);
 /* The job rank of the rank of this node whose local index is `local`. */
 int lt_dist_rank_of_local(const lt_dist *d, int local);
 /* The node's name (gethostname). */
@@ -69,6 +72,11 @@ enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
 /* The sum of buf[n] in place over the ranks with this rank's local index,
  * one per node (lt_dist_nodes > 0). */
 enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *what);
+/* A reduce-scatter among the same ranks, when the nodes' ranks are
+ * consecutive: of buf[cut[nodes]], node i's rank gets the sum of [cut[i],
+ * cut[i + 1]) in place there; the rest of buf is left undefined. */
+enum lt_status lt_dist_cross_sum_scatter(lt_dist *d, float *buf, const size_t *cut,
+					 const char *what);
 /* lt_dist_allgatherv_f32 among the ranks with this rank's local index:
  * each one's range goes to the others (off has size + 1 entries). */
 enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,

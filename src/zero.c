@@ -50,6 +50,9 @@ struct lt_zero {
 	int node;
 	int copies_beside;             /* some rank's backend copies to the host beside its work */
 	int local, locals, nodes;      /* this rank's index on its node, the node's ranks, nodes */
+	int scatter;                   /* stages 1 and 2 over consecutive nodes: the sum between
+					  nodes is a reduce-scatter to the owners' nodes */
+	size_t *cut;                   /* [nodes + 1]: where each node's owners' range starts */
 	lt_dist_shared *shared;
 	float **grads_of, **shard_of;  /* [locals]: each rank's sections */
 	void *pins[2];                 /* the backend's pins of this rank's part and of
@@ -296,9 +299,13 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	if (st != LT_OK)
 		return st;
 	struct lt_zero *z = calloc(1, sizeof *z);
-	if (z)
+	if (z) {
 		z->off = calloc((size_t)size + 1, sizeof *z->off);
-	if (!z || !z->off) {
+		z->cut = calloc((size_t)lt_dist_nodes(d) + 2, sizeof *z->cut);
+	}
+	if (!z || !z->off || !z->cut) {
+		if (z)
+			free(z->off);
 		free(z);
 		lt_errmsg_set("cannot allocate the data-parallel state");
 		return LT_ERR_NOMEM;
@@ -313,10 +320,14 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	z->nodes = lt_dist_nodes(d);
 	z->node = node_memory && !deterministic && size > 1 && z->nodes > 0 &&
 		  (z->nodes == 1 || z->locals > 1);
+	z->scatter = stage > 0 && lt_dist_nodes_consecutive(d);
 	if (z->node && z->nodes > 1)
 		snprintf(z->exchange, sizeof z->exchange,
 			 "through the shared memory of each node's %d ranks, and MPI collectives "
-			 "between the %d nodes", z->locals, z->nodes);
+			 "between the %d nodes (gradients: %s)", z->locals, z->nodes,
+			 stage == 0 ? "all-reduce" :
+			 z->scatter ? "reduce-scatter to the owners' nodes" :
+			 "all-reduce, as the nodes' ranks are not consecutive");
 	else
 		snprintf(z->exchange, sizeof z->exchange, "%s",
 			 size == 1 ? "none (one rank)" :
@@ -365,6 +376,7 @@ void lt_zero_free(lt_zero *z)
 	free(z->marks);
 	free(z->exact);
 	free(z->off);
+	free(z->cut);
 	free(z);
 }
 
@@ -462,16 +474,28 @@ static size_t piece_at(size_t n, int parts, int j)
 
 /* Node mode over several nodes: the sum of flat elements [a, b) (of the
  * bucket from lo, at grad index at) over the node's parts, then over the
- * nodes, into this rank's part; from there back into every part of the
- * node (stage 0) or into the shards of the node's owners. */
+ * nodes, into this rank's part (at stages 1 and 2, only the range the
+ * node's ranks own, where they are consecutive); from there back into
+ * every part of the node (stage 0) or into the shards of the node's
+ * owners. */
 static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t a, size_t b)
 {
 	float *sum = z->grads_host + at + (a - lo);
 	double t0 = lt_seconds();
 	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0);
 	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
-	enum lt_status st = lt_dist_cross_sum(z->dist, sum, b - a,
-					      "the gradient exchange between nodes");
+	enum lt_status st;
+	if (z->scatter) {
+		/* node i's ranks own [off[i * locals], off[(i + 1) * locals]) */
+		for (int i = 0; i <= z->nodes; i++) {
+			size_t x = z->off[i * z->locals];
+			z->cut[i] = (x < a ? a : x > b ? b : x) - a;
+		}
+		st = lt_dist_cross_sum_scatter(z->dist, sum, z->cut,
+					       "the gradient reduce-scatter between nodes");
+	} else {
+		st = lt_dist_cross_sum(z->dist, sum, b - a, "the gradient exchange between nodes");
+	}
 	if (st != LT_OK)
 		return st;
 	t0 = lt_seconds();

@@ -205,12 +205,15 @@ why=$(losses_match refa a3m 2>&1)
 ok $? "3 ranks, ZeRO 2 through MPI, 2 micro-batches a step: losses within 1e-5 of one process $why"
 
 # 3c. Several nodes: LLTRAIN_NODE_RANKS=2 makes each 2 ranks a node. Each
-# node sums through its shared memory, the nodes through MPI.
+# node sums through its shared memory, the nodes through MPI: an
+# all-reduce at stage 0, a reduce-scatter to the owners' nodes at 1 and 2.
 for zero in 0 1 2; do
 	LLTRAIN_NODE_RANKS=2 train n4z$zero 4 "$@" --zero $zero
-	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes" \
+	how="reduce-scatter to the owners' nodes"
+	[ $zero = 0 ] && how=all-reduce
+	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes (gradients: $how)" \
 		"$tmp/n4z$zero.out"
-	ok $? "4 ranks on 2 nodes, ZeRO $zero: each node's memory, then MPI: $(tail -c 300 "$tmp/n4z$zero.out")"
+	ok $? "4 ranks on 2 nodes, ZeRO $zero: each node's memory, then MPI ($how): $(grep -m1 '^exchange' "$tmp/n4z$zero.out")"
 	why=$(losses_match ref n4z$zero 2>&1)
 	ok $? "4 ranks on 2 nodes, ZeRO $zero: losses within 1e-5 of one process $why"
 done
