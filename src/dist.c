@@ -500,7 +500,7 @@ enum lt_status lt_dist_cross_sum_scatter(lt_dist *d, float *buf, const size_t *c
 	MPI_Request req;
 	int err = MPI_Ireduce_scatter(buf, d->scratch, counts, MPI_FLOAT, MPI_SUM, d->cross, &req);
 	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
-	if (st == LT_OK)
+	if (st == LT_OK && mine)
 		memcpy(buf + cut[me], d->scratch, mine * sizeof *buf);
 	free(counts);
 	return st;
