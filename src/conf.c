@@ -191,7 +191,7 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "dist", .name = "balance_every", .type = LT_CONF_INT,
 	  FIELD(dist.balance_every), .min = 0, .max = 1000000, .def = "20",
 	  .doc = "with balance auto, steps between the ranks' comparisons of their speeds "
-		 "(0 = only the first, after the second step)" },
+		 "(0 = only the first two, after the second and third steps)" },
 	{ .section = "dist", .name = "exchange", .type = LT_CONF_ENUM, FIELD(dist.exchange),
 	  .choices = exchange_names, .def = "auto",
 	  .doc = "how gradients and parameters travel: auto (through shared memory when "

@@ -72,7 +72,8 @@ struct lt_zero_balance {
  * slowest part on now and on counts. Returns 1 when the parts should move
  * to counts: it promises a time at least `gain` shorter (after < (1 -
  * gain) * before), and so, at these speeds, does the split the previous
- * comparison proposed. Otherwise counts is proposed for the next one. */
+ * comparison proposed. Otherwise counts, when it pays, is proposed for
+ * the next one. */
 int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
 		      size_t min_each, const size_t *now, double gain, size_t *counts,
 		      double *before, double *after);
