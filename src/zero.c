@@ -301,7 +301,7 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	struct lt_zero *z = calloc(1, sizeof *z);
 	if (z) {
 		z->off = calloc((size_t)size + 1, sizeof *z->off);
-		z->cut = calloc((size_t)lt_dist_nodes(d) + 2, sizeof *z->cut);
+		z->cut = calloc((size_t)lt_dist_nodes(d) + 1, sizeof *z->cut);
 	}
 	if (!z || !z->off || !z->cut) {
 		if (z)
