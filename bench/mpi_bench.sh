@@ -9,10 +9,16 @@
 # how much of ZeRO 1's wait for the gradient exchange (which starts after
 # backward) ZeRO 2 hides behind backward.
 #
+# A shared machine's speed drifts from minute to minute (one rank alone has
+# measured 2,665 and 4,445 tokens/s within minutes), so each figure is the
+# median of REPEAT runs taken in rounds (every rank count once a round),
+# and each row shows the range of its runs' tokens/s.
+#
 #   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # PER_RANK (4), SEQ (256), THREADS (2), MAX_RANKS (8), HIDE_RANKS (4),
-# STEPS (20; the first 5 are not timed), DEVICE (cpu), VOCAB (8000), ZERO (0), ACCUM
+# STEPS (20; the first 5 are not timed), REPEAT (3, runs of each figure),
+# DEVICE (cpu), VOCAB (8000), ZERO (0), ACCUM
 # (1, micro-batches per step), CEILING (yes; no skips the independent runs,
 # which share one GPU when DEVICE is a GPU), BIND (yes: where the cores
 # suffice, each rank, and each independent run, keeps THREADS cores of its
@@ -23,7 +29,7 @@ LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} PER_RANK=${PER_RANK:-4} SEQ=${SEQ:-256} THREADS=${THREADS:-2}
 MAX_RANKS=${MAX_RANKS:-8} HIDE_RANKS=${HIDE_RANKS:-4} STEPS=${STEPS:-20}
-DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes} ZERO=${ZERO:-0}
+REPEAT=${REPEAT:-3} DEVICE=${DEVICE:-cpu} VOCAB=${VOCAB:-8000} ACCUM=${ACCUM:-1} CEILING=${CEILING:-yes} ZERO=${ZERO:-0}
 BIND=${BIND:-yes} EXTRA=${EXTRA:-}
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup mpibench "$@"
@@ -91,23 +97,55 @@ apart() {
 	done | awk '{ t += $1 } END { printf "%.0f\n", t }'
 }
 
+# median FILE: the median of each column of FILE's lines, space-separated.
+median() {
+	awk '{ for (j = 1; j <= NF; j++) v[j, NR] = $j; nf = NF }
+		END { for (j = 1; j <= nf; j++) {
+			n = 0
+			for (i = 1; i <= NR; i++) c[++n] = v[j, i]
+			for (i = 2; i <= n; i++)   # insertion sort: n is REPEAT
+				for (k = i; k > 1 && c[k - 1] + 0 > c[k] + 0; k--) {
+					t = c[k]; c[k] = c[k - 1]; c[k - 1] = t }
+			printf "%s%s", (j > 1 ? " " : ""),
+				(n % 2 ? c[(n + 1) / 2] : (c[n / 2] + c[n / 2 + 1]) / 2) }
+		print "" }' "$1"
+}
+
+# The rank counts of the table: 1, then the even ones up to MAX_RANKS.
+counts=(1)
+for ranks in $(seq 2 2 "$MAX_RANKS"); do counts+=("$ranks"); done
+
+# Rounds: each rank count's MPI run and independent runs once a round, so
+# that a drift of the machine's speed falls on every count alike.
+for round in $(seq 1 "$REPEAT"); do
+	for ranks in "${counts[@]}"; do
+		run "$ranks" "$ZERO" >>"$tmp/mpi.$ranks"
+		apart "$ranks" >>"$tmp/apart.$ranks"
+	done
+	run "$HIDE_RANKS" 1 >>"$tmp/hide.1"
+	run "$HIDE_RANKS" 2 >>"$tmp/hide.2"
+done
+
 echo "lltrain MPI scaling: preset $PRESET, $PER_RANK x $SEQ x $ACCUM tokens per rank per step," \
-	"$THREADS threads per rank, device $DEVICE, ZeRO $ZERO, $("${launch[0]}" --version 2>&1 | head -1)"
-printf '%6s %12s %12s %11s %11s %15s %9s %9s\n' ranks "tokens/s" "per rank" efficiency \
-	"compute ms" "comm wait ms" "sync ms" ceiling
-for ranks in $(seq 1 "$MAX_RANKS"); do
-	[ "$ranks" -eq 1 ] || [ $((ranks % 2)) -eq 0 ] || continue
-	read -r tok comm sync _ comp < <(run "$ranks" "$ZERO")
+	"$THREADS threads per rank, device $DEVICE, ZeRO $ZERO, $("${launch[0]}" --version 2>&1 | head -1);" \
+	"medians of $REPEAT runs"
+printf '%6s %12s %15s %12s %11s %11s %15s %9s %9s\n' ranks "tokens/s" "range" "per rank" \
+	efficiency "compute ms" "comm wait ms" "sync ms" ceiling
+for ranks in "${counts[@]}"; do
+	read -r tok comm sync _ comp < <(median "$tmp/mpi.$ranks")
+	read -r lo hi < <(sort -n "$tmp/mpi.$ranks" | awk 'NR == 1 { lo = $1 } { hi = $1 }
+		END { print lo, hi }')
 	[ "$ranks" -eq 1 ] && base=$tok
-	ceiling=$(apart "$ranks")
+	read -r ceiling < <(median "$tmp/apart.$ranks")
 	awk -v r="$ranks" -v t="$tok" -v b="$base" -v c="$comm" -v y="$sync" -v a="$ceiling" \
-		-v p="$comp" 'BEGIN {
-		printf "%6d %12.0f %12.0f %10.1f%% %11.1f %15.1f %9.1f %9s\n", r, t, t / r,
+		-v p="$comp" -v lo="$lo" -v hi="$hi" 'BEGIN {
+		printf "%6d %12.0f %15s %12.0f %10.1f%% %11.1f %15.1f %9.1f %9s\n", r, t,
+			sprintf("%.0f-%.0f", lo, hi), t / r,
 			(b ? 100 * t / (r * b) : 0), p, c, y,
 			(a && b ? sprintf("%.1f%%", 100 * a / (r * b)) : "-") }'
 done
-read -r tok1 comm1 sync1 red1 < <(run "$HIDE_RANKS" 1)
-read -r tok2 comm2 sync2 red2 < <(run "$HIDE_RANKS" 2)
+read -r tok1 comm1 sync1 red1 < <(median "$tmp/hide.1")
+read -r tok2 comm2 sync2 red2 < <(median "$tmp/hide.2")
 awk -v r="$HIDE_RANKS" -v t1="$tok1" -v c1="$comm1" -v y1="$sync1" -v g1="$red1" \
 	-v t2="$tok2" -v c2="$comm2" -v y2="$sync2" -v g2="$red2" 'BEGIN {
 	f = "ZeRO %d at %d ranks: %.0f tokens/s, exposed communication %.1f ms/step, of which " \
