@@ -121,17 +121,21 @@ static enum lt_status mpi_failed(const char *what, int err)
 }
 
 /* LLTRAIN_NODE_RANKS=K: each K ranks in a row form a node (the multi-node
- * exchange, tried on one machine); 0 when unset. */
-static enum lt_status ranks_per_node(int *k)
+ * exchange, tried on one machine); K:dealt deals the ranks over the nodes
+ * in turn instead, so that no node's ranks are consecutive. *k is 0 when
+ * unset, and *dealt says which. */
+static enum lt_status ranks_per_node(int *k, int *dealt)
 {
 	const char *v = getenv("LLTRAIN_NODE_RANKS");
 	char *end;
-	*k = 0;
+	*k = *dealt = 0;
 	if (!v)
 		return LT_OK;
 	long n = strtol(v, &end, 10);
-	if (end == v || *end || n < 1 || n > INT_MAX) {
-		lt_errmsg_set("LLTRAIN_NODE_RANKS=%s: expected a whole number of ranks, 1 or more", v);
+	*dealt = strcmp(end, ":dealt") == 0;
+	if (end == v || (*end && !*dealt) || n < 1 || n > INT_MAX) {
+		lt_errmsg_set("LLTRAIN_NODE_RANKS=%s: expected a whole number of ranks, 1 or more, "
+			      "optionally followed by :dealt", v);
 		return LT_ERR_CONFIG;
 	}
 	*k = (int)n;
@@ -152,10 +156,11 @@ static void least_and_most(MPI_Comm comm, int v, int *least, int *most)
  * as many ranks. */
 static enum lt_status split_nodes(struct lt_dist *d)
 {
-	int k, least, most;
-	enum lt_status st = ranks_per_node(&k);
+	int k, dealt, least, most;
+	enum lt_status st = ranks_per_node(&k, &dealt);
 	/* every rank splits alike or none does (-1: a bad value) */
-	least_and_most(d->comm, st == LT_OK ? k : -1, &least, &most);
+	int how = st != LT_OK ? -1 : dealt ? -2 - k : k;
+	least_and_most(d->comm, how, &least, &most);
 	if (st != LT_OK)
 		return st;
 	if (least != most) {
@@ -163,7 +168,9 @@ static enum lt_status split_nodes(struct lt_dist *d)
 			      k ? getenv("LLTRAIN_NODE_RANKS") : "unset");
 		return LT_ERR_CONFIG;
 	}
-	if (k)
+	if (k && dealt)
+		MPI_Comm_split(d->comm, d->rank % ((d->size + k - 1) / k), d->rank, &d->node);
+	else if (k)
 		MPI_Comm_split(d->comm, d->rank / k, d->rank, &d->node);
 	else
 		MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,

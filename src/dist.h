@@ -37,7 +37,8 @@ int lt_dist_size(const lt_dist *d);
 int lt_dist_local_rank(const lt_dist *d);
 int lt_dist_local_size(const lt_dist *d);
 /* The number of nodes when every node runs as many ranks, else 0 (1
- * without MPI). LLTRAIN_NODE_RANKS=K makes each K ranks in a row a node. */
+ * without MPI). LLTRAIN_NODE_RANKS=K makes each K ranks in a row a node;
+ * K:dealt deals the ranks over the nodes in turn. */
 int lt_dist_nodes(const lt_dist *d);
 /* Whether every node's ranks are consecutive job ranks, so that node i
  * (lt_dist_nodes > 0) holds ranks [i * local_size, (i + 1) * local_size). */

@@ -223,6 +223,19 @@ ok $? "6 ranks on 3 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of
 LLTRAIN_NODE_RANKS=2 train n3 3 "$@" --zero 1
 grep -q "^exchange: MPI collectives (the nodes run different numbers of ranks)" "$tmp/n3.out"
 ok $? "nodes of 2 and 1 ranks exchange through MPI, and say why: $(grep -m1 '^exchange' "$tmp/n3.out")"
+# Ranks dealt over the nodes in turn (node 0 runs ranks 0 and 2): no node's
+# owners' range is one piece, so the nodes all-reduce whole pieces.
+for zero in 1 2; do
+	LLTRAIN_NODE_RANKS=2:dealt train d4z$zero 4 "$@" --zero $zero
+	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes (gradients: all-reduce, as the nodes' ranks are not consecutive)" \
+		"$tmp/d4z$zero.out"
+	ok $? "4 ranks dealt over 2 nodes, ZeRO $zero: the nodes all-reduce, and say why: $(grep -m1 '^exchange' "$tmp/d4z$zero.out")"
+	why=$(losses_match ref d4z$zero 2>&1)
+	ok $? "4 ranks dealt over 2 nodes, ZeRO $zero: losses within 1e-5 of one process $why"
+done
+LLTRAIN_NODE_RANKS=2:spread train dbad 2 "$@"
+[ $rc -ne 0 ] && grep -q "LLTRAIN_NODE_RANKS=2:spread: expected a whole number of ranks, 1 or more, optionally followed by :dealt" "$tmp/dbad.out"
+ok $? "a bad LLTRAIN_NODE_RANKS is refused, naming the value and the form: $(grep -m1 LLTRAIN_NODE "$tmp/dbad.out")"
 why=$(losses_match ref n3 2>&1)
 ok $? "nodes of 2 and 1 ranks: losses within 1e-5 of one process $why"
 LLTRAIN_NODE_RANKS=two train nbad 2 "$@"
