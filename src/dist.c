@@ -32,6 +32,8 @@ struct lt_dist {
 	int consecutive;  /* every node's ranks are consecutive job ranks */
 	float *scratch;   /* the reduce-scatter's result, grown as needed */
 	size_t scratch_n;
+	float *owed;      /* where a started reduce-scatter's result goes once */
+	size_t owed_n;    /* every started collective completed (owed_n elements) */
 	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
 	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
 	char host[256];
@@ -465,52 +467,60 @@ enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_t
 #endif
 }
 
-enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *what)
-{
-	LT_ASSERT(d->nodes > 0);
-	if (d->nodes == 1)
-		return LT_OK;
 #ifdef LT_HAVE_MPI
-	return allreduce_over(d, d->cross, buf, n, LT_DIST_F32, LT_DIST_SUM, what);
-#else
-	(void)buf, (void)n, (void)what;
+/* Room for n elements of a reduce-scatter's result in d->scratch. */
+static enum lt_status grow_scratch(lt_dist *d, size_t n, const char *what)
+{
+	if (n <= d->scratch_n)
+		return LT_OK;
+	float *grown = realloc(d->scratch, n * sizeof *grown);
+	if (!grown) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes", what, n * sizeof *grown);
+		return LT_ERR_NOMEM;
+	}
+	d->scratch = grown;
+	d->scratch_n = n;
 	return LT_OK;
-#endif
 }
+#endif
 
-enum lt_status lt_dist_cross_sum_scatter(lt_dist *d, float *buf, const size_t *cut,
-					 const char *what)
+enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const size_t *cut,
+					       const char *what)
 {
 	LT_ASSERT(d->nodes > 0 && d->consecutive);
 	if (d->nodes == 1)
 		return LT_OK;
 #ifdef LT_HAVE_MPI
 	LT_ASSERT(cut[d->nodes] <= (size_t)INT_MAX);
-	int me = d->rank / d->local_size;
+	int me = d->rank / d->local_size, *counts;
 	size_t mine = cut[me + 1] - cut[me];
-	int *counts = malloc((size_t)d->nodes * sizeof *counts);
-	if (counts && mine > d->scratch_n) {
-		/* not in place: MPICH 4.0 copies a block onto itself then */
-		float *grown = realloc(d->scratch, mine * sizeof *grown);
-		if (grown) {
-			d->scratch = grown;
-			d->scratch_n = mine;
-		}
-	}
-	if (!counts || mine > d->scratch_n) {
-		free(counts);
-		lt_errmsg_set("%s: cannot allocate %zu bytes", what, mine * sizeof(float));
+	enum lt_status st = LT_OK;
+	/* the scratch holds one result at a time: the last one's must be out */
+	if (d->owed && (st = lt_dist_wait_all(d)) != LT_OK)
+		return st;
+	/* not in place: MPICH 4.0 copies a block onto itself then */
+	if ((st = grow_scratch(d, mine, what)) != LT_OK)
+		return st;
+	if (d->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
+		return st;
+	if (!(counts = malloc((size_t)d->nodes * sizeof *counts))) {
+		lt_errmsg_set("%s: cannot allocate the counts of %d nodes", what, d->nodes);
 		return LT_ERR_NOMEM;
 	}
 	for (int i = 0; i < d->nodes; i++)
 		counts[i] = (int)(cut[i + 1] - cut[i]);
-	MPI_Request req;
-	int err = MPI_Ireduce_scatter(buf, d->scratch, counts, MPI_FLOAT, MPI_SUM, d->cross, &req);
-	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
-	if (st == LT_OK && mine)
-		memcpy(buf + cut[me], d->scratch, mine * sizeof *buf);
+	int err = MPI_Ireduce_scatter(buf, d->scratch, counts, MPI_FLOAT, MPI_SUM, d->cross,
+				      &d->pending[d->n_pending]);
 	free(counts);
-	return st;
+	if (err)
+		return mpi_failed(what, err);
+	d->pending_what[d->n_pending++] = what;
+	d->started++;
+	if (mine) {
+		d->owed = buf + cut[me];
+		d->owed_n = mine;
+	}
+	return LT_OK;
 #else
 	(void)buf, (void)cut, (void)what;
 	return LT_OK;
@@ -643,10 +653,10 @@ enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
 }
 
 #ifdef LT_HAVE_MPI
-/* Starts the sums of send[n] over the ranks, in pieces: into recv on rank
- * root, or (root < 0) in place in recv on every rank. */
-static enum lt_status start_sums(lt_dist *d, const float *send, float *recv, size_t n, int root,
-				 const char *what)
+/* Starts the sums of send[n] over comm's ranks, in pieces: into recv on
+ * rank root of d->comm, or (root < 0) in place in recv on every rank. */
+static enum lt_status start_sums(lt_dist *d, MPI_Comm comm, const float *send, float *recv,
+				 size_t n, int root, const char *what)
 {
 	for (size_t at = 0; at < n; at += PIECE) {
 		if (d->n_pending == MAX_PENDING) {
@@ -658,10 +668,10 @@ static enum lt_status start_sums(lt_dist *d, const float *send, float *recv, siz
 		MPI_Request *req = &d->pending[d->n_pending];
 		if (root < 0)
 			err = MPI_Iallreduce(MPI_IN_PLACE, recv + at, count, MPI_FLOAT, MPI_SUM,
-					     d->comm, req);
+					     comm, req);
 		else
 			err = MPI_Ireduce(send + at, d->rank == root ? recv + at : NULL, count,
-					  MPI_FLOAT, MPI_SUM, root, d->comm, req);
+					  MPI_FLOAT, MPI_SUM, root, comm, req);
 		if (err)
 			return mpi_failed(what, err);
 		d->pending_what[d->n_pending++] = what;
@@ -679,7 +689,7 @@ enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, 
 		return LT_OK;
 	}
 #ifdef LT_HAVE_MPI
-	return start_sums(d, send, recv, n, root, what);
+	return start_sums(d, d->comm, send, recv, n, root, what);
 #else
 	(void)root, (void)what;
 	return LT_OK;
@@ -691,12 +701,38 @@ enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const c
 	if (d->size == 1)
 		return LT_OK;
 #ifdef LT_HAVE_MPI
-	return start_sums(d, NULL, buf, n, -1, what);
+	return start_sums(d, d->comm, NULL, buf, n, -1, what);
 #else
 	(void)buf, (void)n, (void)what;
 	return LT_OK;
 #endif
 }
+
+enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const char *what)
+{
+	LT_ASSERT(d->nodes > 0);
+	if (d->nodes == 1)
+		return LT_OK;
+#ifdef LT_HAVE_MPI
+	return start_sums(d, d->cross, NULL, buf, n, -1, what);
+#else
+	(void)buf, (void)n, (void)what;
+	return LT_OK;
+#endif
+}
+
+#ifdef LT_HAVE_MPI
+/* Every started collective completed: a reduce-scatter's result goes
+ * where it was asked for. */
+static void all_completed(lt_dist *d)
+{
+	d->n_pending = 0;
+	if (d->owed)
+		memcpy(d->owed, d->scratch, d->owed_n * sizeof *d->owed);
+	d->owed = NULL;
+	d->owed_n = 0;
+}
+#endif
 
 enum lt_status lt_dist_progress(lt_dist *d)
 {
@@ -707,7 +743,7 @@ enum lt_status lt_dist_progress(lt_dist *d)
 		if (err)
 			return mpi_failed(d->pending_what[0], err);
 		if (done)
-			d->n_pending = 0;
+			all_completed(d);
 	}
 #else
 	(void)d;
@@ -746,7 +782,7 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 		return LT_OK;
 	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what);
 	if (st == LT_OK)
-		d->n_pending = 0;
+		all_completed(d);
 	return st;
 #else
 	(void)d;

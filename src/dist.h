@@ -70,14 +70,18 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 				      const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
-/* The sum of buf[n] in place over the ranks with this rank's local index,
- * one per node (lt_dist_nodes > 0). */
-enum lt_status lt_dist_cross_sum(lt_dist *d, float *buf, size_t n, const char *what);
-/* A reduce-scatter among the same ranks, when the nodes' ranks are
+/* Starts the sum of buf[n] in place over the ranks with this rank's local
+ * index, one per node (lt_dist_nodes > 0); it completes as
+ * lt_dist_allreduce_start's does. */
+enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const char *what);
+/* Starts a reduce-scatter among the same ranks, when the nodes' ranks are
  * consecutive: of buf[cut[nodes]], node i's rank gets the sum of [cut[i],
- * cut[i + 1]) in place there; the rest of buf is left undefined. */
-enum lt_status lt_dist_cross_sum_scatter(lt_dist *d, float *buf, const size_t *cut,
-					 const char *what);
+ * cut[i + 1]) in place there, once lt_dist_wait_all (or lt_dist_progress)
+ * finds every started collective completed; the rest of buf is left
+ * undefined, and buf must stay untouched until then. A second start
+ * first waits for the first. */
+enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const size_t *cut,
+					       const char *what);
 /* lt_dist_allgatherv_f32 among the ranks with this rank's local index:
  * each one's range goes to the others (off has size + 1 entries). */
 enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,

@@ -58,6 +58,9 @@ struct lt_zero {
 	void *pins[2];                 /* the backend's pins of this rank's part and of
 					  local rank 0's parameters */
 	int held;                      /* a bucket whose copy to the host is under way */
+	int crossing;                  /* a sum between the nodes under way, of elements
+					  [cross_a, cross_b) of the bucket from cross_lo */
+	size_t cross_lo, cross_at, cross_a, cross_b;
 	size_t held_lo, held_hi;
 	char exchange[256];            /* how the ranks exchange, and why */
 };
@@ -472,33 +475,17 @@ static size_t piece_at(size_t n, int parts, int j)
 	return j == parts ? n : n / ALIGN * (size_t)j / (size_t)parts * ALIGN;
 }
 
-/* Node mode over several nodes: the sum of flat elements [a, b) (of the
- * bucket from lo, at grad index at) over the node's parts, then over the
- * nodes, into this rank's part (at stages 1 and 2, only the range the
- * node's ranks own, where they are consecutive); from there back into
- * every part of the node (stage 0) or into the shards of the node's
- * owners. */
-static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t a, size_t b)
+/* Node mode over several nodes, once the sum between the nodes that
+ * sum_across_nodes started completed: from this rank's part back into
+ * every part of the node (stage 0) or into the shards of the node's owners
+ * (the elements [a, b) of the bucket from lo, at grad index at). */
+static enum lt_status spread_node_sum(lt_zero *z, size_t lo, size_t at, size_t a, size_t b)
 {
-	float *sum = z->grads_host + at + (a - lo);
-	double t0 = lt_seconds();
-	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0);
-	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
-	enum lt_status st;
-	if (z->scatter) {
-		/* node i's ranks own [off[i * locals], off[(i + 1) * locals]) */
-		for (int i = 0; i <= z->nodes; i++) {
-			size_t x = z->off[i * z->locals];
-			z->cut[i] = (x < a ? a : x > b ? b : x) - a;
-		}
-		st = lt_dist_cross_sum_scatter(z->dist, sum, z->cut,
-					       "the gradient reduce-scatter between nodes");
-	} else {
-		st = lt_dist_cross_sum(z->dist, sum, b - a, "the gradient exchange between nodes");
-	}
+	enum lt_status st = lt_dist_wait_all(z->dist);
 	if (st != LT_OK)
 		return st;
-	t0 = lt_seconds();
+	const float *sum = z->grads_host + at + (a - lo);
+	double t0 = lt_seconds();
 	for (int j = 0; j < z->locals; j++) {
 		size_t x, len;
 		if (z->stage == 0 && j != z->local)
@@ -512,6 +499,53 @@ static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t 
 			to[i] = z->backwards > 1 ? to[i] + from[i] : from[i];
 	}
 	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	return LT_OK;
+}
+
+/* Node mode over several nodes: completes the sum between the nodes that
+ * backward left under way (none: nothing to do). */
+static enum lt_status finish_node_sum(lt_zero *z)
+{
+	if (!z->crossing)
+		return LT_OK;
+	z->crossing = 0;
+	return spread_node_sum(z, z->cross_lo, z->cross_at, z->cross_a, z->cross_b);
+}
+
+/* Node mode over several nodes: the sum of flat elements [a, b) (of the
+ * bucket from lo, at grad index at) over the node's parts into this
+ * rank's part, then the start of their sum over the nodes (at stages 1
+ * and 2, to only the range the node's ranks own, where they are
+ * consecutive). Stage 0 waits for it and spreads it at once; stages 1 and
+ * 2 leave it under way, for finish_node_sum, while backward goes on. */
+static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t a, size_t b)
+{
+	float *sum = z->grads_host + at + (a - lo);
+	enum lt_status st = finish_node_sum(z);  /* the bucket before's */
+	if (st != LT_OK)
+		return st;
+	double t0 = lt_seconds();
+	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0);
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	if (z->scatter) {
+		/* node i's ranks own [off[i * locals], off[(i + 1) * locals]) */
+		for (int i = 0; i <= z->nodes; i++) {
+			size_t x = z->off[i * z->locals];
+			z->cut[i] = (x < a ? a : x > b ? b : x) - a;
+		}
+		st = lt_dist_cross_sum_scatter_start(z->dist, sum, z->cut,
+						     "the gradient reduce-scatter between nodes");
+	} else {
+		st = lt_dist_cross_sum_start(z->dist, sum, b - a,
+					     "the gradient exchange between nodes");
+	}
+	if (st != LT_OK || z->stage == 0)
+		return st == LT_OK ? spread_node_sum(z, lo, at, a, b) : st;
+	z->crossing = 1;
+	z->cross_lo = lo;
+	z->cross_at = at;
+	z->cross_a = a;
+	z->cross_b = b;
 	return LT_OK;
 }
 
@@ -542,10 +576,13 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi, int last)
 	if (st != LT_OK)
 		return st;
 	double t0 = lt_seconds();
-	if (z->nodes > 1)
+	if (z->nodes > 1) {
 		st = sum_across_nodes(z, lo, at, a, b);
-	else if (z->stage == 0)
+		if (st == LT_OK && last)
+			st = finish_node_sum(z);
+	} else if (z->stage == 0) {
 		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
+	}
 	for (int j = 0; z->nodes == 1 && z->stage > 0 && j < size; j++) {
 		int r = lt_dist_rank_of_local(z->dist, j);
 		size_t x, len = owned_part(z, r, a, b, &x);
@@ -585,7 +622,10 @@ static enum lt_status exchange_held(lt_zero *z, int keep)
 static enum lt_status hold_bucket(lt_zero *z, size_t lo, size_t hi)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	enum lt_status st = LT_OK;
+	/* the copy below may reuse the slot whose sum between nodes runs */
+	enum lt_status st = finish_node_sum(z);
+	if (st != LT_OK)
+		return st;
 	if (be->ops->read_start) {
 		be->ops->read_start(be, host_grads(z, lo), device_grads(z, lo), hi - lo);
 		st = exchange_held(z, 1);
