@@ -87,7 +87,8 @@ struct run {
 	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
 	double compute_s;         /* this step's forward + backward seconds, less the
 				     exchanges they waited for (stage 2 waits inside) */
-	double sync_s;            /* this step's wait for slower ranks' forward + backward */
+	double sync_s;            /* this step's wait for slower ranks: their forward +
+				     backward, and their arrival at node barriers */
 	double comm_s;            /* this step's wait for the gradient exchange */
 	struct balance bal;
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
@@ -659,9 +660,10 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	vote_stop(r, loop_start, sums + 2);
 	/* the first exchange after backward waits for the slowest rank */
 	r->comm_s = lt_dist_take_wait_seconds(r->dist);
-	r->compute_s -= r->comm_s;
+	r->sync_s = lt_dist_take_barrier_seconds(r->dist);
+	r->compute_s -= r->comm_s + r->sync_s;
 	st = agree(r, st, "the forward and backward passes", 0);
-	r->sync_s = lt_dist_take_wait_seconds(r->dist);
+	r->sync_s += lt_dist_take_wait_seconds(r->dist);
 	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
 	r->failed_together = r->failed_together && r->conf.dist.zero == 1;
 	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK)
@@ -798,6 +800,7 @@ static enum lt_status train_loop(struct run *r)
 	r->bal.skip = r->state.step + 1;
 	r->bal.next = r->state.step + 2;
 	lt_dist_take_wait_seconds(r->dist);
+	lt_dist_take_barrier_seconds(r->dist);
 	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
 		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
 					      .ranks = r->ranks };
@@ -812,7 +815,7 @@ static enum lt_status train_loop(struct run *r)
 		sm.tokens_per_s = (double)tokens_per_step / (now - last);
 		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
 		sm.comm_s = r->comm_s + lt_dist_take_wait_seconds(r->dist);
-		sm.sync_s = r->sync_s;
+		sm.sync_s = r->sync_s + lt_dist_take_barrier_seconds(r->dist);
 		sm.reduce_s = r->comm_s;
 		sm.compute_s = r->compute_s;
 		last = now;

@@ -37,7 +37,7 @@ struct lt_dist {
 	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
 	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
 	char host[256];
-	double timeout, waited;
+	double timeout, waited, barriers;  /* barriers: seconds at node barriers */
 	long step;
 #ifdef LT_HAVE_MPI
 	MPI_Comm comm, node, cross;  /* cross: this local index on every node */
@@ -78,6 +78,13 @@ double lt_dist_take_wait_seconds(lt_dist *d)
 {
 	double w = d->waited;
 	d->waited = 0;
+	return w;
+}
+
+double lt_dist_take_barrier_seconds(lt_dist *d)
+{
+	double w = d->barriers;
+	d->barriers = 0;
 	return w;
 }
 
@@ -920,7 +927,10 @@ enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *wh
 	int err = MPI_Ibarrier(d->node, &req);
 	if (err)
 		return mpi_failed(what, err);
+	double waited = d->waited;
 	enum lt_status st = wait_one(d, &req, what);
+	d->barriers += d->waited - waited;
+	d->waited = waited;
 	MPI_Win_sync(s->win);
 	return st;
 #else

@@ -55,6 +55,10 @@ void lt_dist_set_step(lt_dist *d, long step);
 /* Seconds spent waiting for collectives since the last call (the
  * communication that computation did not hide), and resets it. */
 double lt_dist_take_wait_seconds(lt_dist *d);
+/* Seconds spent at node barriers since the last call, and resets it: the
+ * node's other ranks had yet to arrive (nothing moves at a barrier), so it
+ * is waiting for slower ranks, not for communication. */
+double lt_dist_take_barrier_seconds(lt_dist *d);
 
 /* buf[n] = op over the ranks of buf[n], on every rank. LT_DIST_I128 counts
  * 16-byte signed integers (two's complement, native order); SUM only. */
