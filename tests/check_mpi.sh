@@ -207,15 +207,23 @@ ok $? "3 ranks, ZeRO 2 through MPI, 2 micro-batches a step: losses within 1e-5 o
 # 3c. Several nodes: LLTRAIN_NODE_RANKS=2 makes each 2 ranks a node. Each
 # node sums through its shared memory, the nodes through MPI: an
 # all-reduce at stage 0, a reduce-scatter to the owners' nodes at 1 and 2.
+# on_nodes NAME SPEC ZERO HOW WHAT ARGS...: 4 ranks on the nodes of
+# LLTRAIN_NODE_RANKS=SPEC at ZeRO stage ZERO; the exchange line must name
+# HOW between the 2 nodes, and the losses must be one process's.
+on_nodes() {
+	local name=$1 spec=$2 zero=$3 how=$4 what=$5
+	shift 5
+	LLTRAIN_NODE_RANKS=$spec train "$name" 4 "$@" --zero "$zero"
+	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes (gradients: $how)" \
+		"$tmp/$name.out"
+	ok $? "$what, ZeRO $zero: each node's memory, then MPI ($how): $(grep -m1 '^exchange' "$tmp/$name.out")"
+	why=$(losses_match ref "$name" 2>&1)
+	ok $? "$what, ZeRO $zero: losses within 1e-5 of one process $why"
+}
 for zero in 0 1 2; do
-	LLTRAIN_NODE_RANKS=2 train n4z$zero 4 "$@" --zero $zero
 	how="reduce-scatter to the owners' nodes"
 	[ $zero = 0 ] && how=all-reduce
-	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes (gradients: $how)" \
-		"$tmp/n4z$zero.out"
-	ok $? "4 ranks on 2 nodes, ZeRO $zero: each node's memory, then MPI ($how): $(grep -m1 '^exchange' "$tmp/n4z$zero.out")"
-	why=$(losses_match ref n4z$zero 2>&1)
-	ok $? "4 ranks on 2 nodes, ZeRO $zero: losses within 1e-5 of one process $why"
+	on_nodes n4z$zero 2 $zero "$how" "4 ranks on 2 nodes" "$@"
 done
 LLTRAIN_NODE_RANKS=2 train n6a 6 "$@" --train.grad_accum=2 --zero 2
 why=$(losses_match refa n6a 2>&1)
@@ -223,21 +231,17 @@ ok $? "6 ranks on 3 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of
 LLTRAIN_NODE_RANKS=2 train n3 3 "$@" --zero 1
 grep -q "^exchange: MPI collectives (the nodes run different numbers of ranks)" "$tmp/n3.out"
 ok $? "nodes of 2 and 1 ranks exchange through MPI, and say why: $(grep -m1 '^exchange' "$tmp/n3.out")"
+why=$(losses_match ref n3 2>&1)
+ok $? "nodes of 2 and 1 ranks: losses within 1e-5 of one process $why"
 # Ranks dealt over the nodes in turn (node 0 runs ranks 0 and 2): no node's
 # owners' range is one piece, so the nodes all-reduce whole pieces.
 for zero in 1 2; do
-	LLTRAIN_NODE_RANKS=2:dealt train d4z$zero 4 "$@" --zero $zero
-	grep -q "^exchange: through the shared memory of each node's 2 ranks, and MPI collectives between the 2 nodes (gradients: all-reduce, as the nodes' ranks are not consecutive)" \
-		"$tmp/d4z$zero.out"
-	ok $? "4 ranks dealt over 2 nodes, ZeRO $zero: the nodes all-reduce, and say why: $(grep -m1 '^exchange' "$tmp/d4z$zero.out")"
-	why=$(losses_match ref d4z$zero 2>&1)
-	ok $? "4 ranks dealt over 2 nodes, ZeRO $zero: losses within 1e-5 of one process $why"
+	on_nodes d4z$zero 2:dealt $zero "all-reduce, as the nodes' ranks are not consecutive" \
+		"4 ranks dealt over 2 nodes" "$@"
 done
 LLTRAIN_NODE_RANKS=2:spread train dbad 2 "$@"
 [ $rc -ne 0 ] && grep -q "LLTRAIN_NODE_RANKS=2:spread: expected a whole number of ranks, 1 or more, optionally followed by :dealt" "$tmp/dbad.out"
 ok $? "a bad LLTRAIN_NODE_RANKS is refused, naming the value and the form: $(grep -m1 LLTRAIN_NODE "$tmp/dbad.out")"
-why=$(losses_match ref n3 2>&1)
-ok $? "nodes of 2 and 1 ranks: losses within 1e-5 of one process $why"
 LLTRAIN_NODE_RANKS=two train nbad 2 "$@"
 [ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS=two: expected a whole number of ranks, 1 or more" "$tmp/nbad.out"
 ok $? "a bad LLTRAIN_NODE_RANKS is refused (exit $rc): $(grep -m1 lltrain: "$tmp/nbad.out")"
