@@ -32,8 +32,9 @@ struct lt_dist {
 	int consecutive;  /* every node's ranks are consecutive job ranks */
 	float *scratch;   /* the reduce-scatter's result, grown as needed */
 	size_t scratch_n;
-	float *owed;      /* where a started reduce-scatter's result goes once */
-	size_t owed_n;    /* every started collective completed (owed_n elements) */
+	float *owed;      /* a started reduce-scatter's owed_n elements go here from */
+	size_t owed_n;    /* the scratch once every started collective completed */
+	int *counts;      /* [nodes]: the reduce-scatter's count for each node */
 	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
 	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
 	char host[256];
@@ -193,7 +194,8 @@ static enum lt_status split_nodes(struct lt_dist *d)
 	d->nodes = least == most ? d->size / d->local_size : 0;
 	d->node_ranks = calloc((size_t)d->local_size, sizeof *d->node_ranks);
 	d->cross_ranks = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->cross_ranks);
-	if (!d->node_ranks || !d->cross_ranks) {
+	d->counts = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->counts);
+	if (!d->node_ranks || !d->cross_ranks || !d->counts) {
 		lt_errmsg_set("cannot allocate the nodes' rank lists");
 		return LT_ERR_NOMEM;
 	}
@@ -303,9 +305,10 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 	return LT_ERR_COMM;
 }
 
-/* Waits for n requests under the watchdog; *what names the collective. */
+/* Waits for n requests under the watchdog, adding the seconds to *spent;
+ * *what names the collective. */
 static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
-				    const char *const *what)
+				    const char *const *what, double *spent)
 {
 	double t0 = lt_seconds(), last = t0;
 	for (;;) {
@@ -314,7 +317,7 @@ static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 			return mpi_failed(what[0], err);
 		double now = lt_seconds();
 		if (done) {
-			d->waited += now - t0;
+			*spent += now - t0;
 			return LT_OK;
 		}
 		if (now - last > 0.05) {
@@ -339,7 +342,7 @@ static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 
 static enum lt_status wait_one(struct lt_dist *d, MPI_Request *req, const char *what)
 {
-	return wait_requests(d, req, 1, &what);
+	return wait_requests(d, req, 1, &what, &d->waited);
 }
 
 static MPI_Datatype mpi_type(const struct lt_dist *d, enum lt_dist_type t, size_t *elem)
@@ -419,6 +422,7 @@ void lt_dist_finalize(lt_dist *d)
 #endif
 	free(d->node_ranks);
 	free(d->cross_ranks);
+	free(d->counts);
 	free(d->scratch);
 	free(d);
 }
@@ -499,7 +503,7 @@ enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const siz
 		return LT_OK;
 #ifdef LT_HAVE_MPI
 	LT_ASSERT(cut[d->nodes] <= (size_t)INT_MAX);
-	int me = d->rank / d->local_size, *counts;
+	int me = d->rank / d->local_size;
 	size_t mine = cut[me + 1] - cut[me];
 	enum lt_status st = LT_OK;
 	/* the scratch holds one result at a time: the last one's must be out */
@@ -510,15 +514,10 @@ enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const siz
 		return st;
 	if (d->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
 		return st;
-	if (!(counts = malloc((size_t)d->nodes * sizeof *counts))) {
-		lt_errmsg_set("%s: cannot allocate the counts of %d nodes", what, d->nodes);
-		return LT_ERR_NOMEM;
-	}
 	for (int i = 0; i < d->nodes; i++)
-		counts[i] = (int)(cut[i + 1] - cut[i]);
-	int err = MPI_Ireduce_scatter(buf, d->scratch, counts, MPI_FLOAT, MPI_SUM, d->cross,
+		d->counts[i] = (int)(cut[i + 1] - cut[i]);
+	int err = MPI_Ireduce_scatter(buf, d->scratch, d->counts, MPI_FLOAT, MPI_SUM, d->cross,
 				      &d->pending[d->n_pending]);
-	free(counts);
 	if (err)
 		return mpi_failed(what, err);
 	d->pending_what[d->n_pending++] = what;
@@ -775,7 +774,7 @@ enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark)
 	size_t first = d->started - (size_t)d->n_pending;
 	if (mark <= first)
 		return LT_OK;
-	return wait_requests(d, d->pending, (int)(mark - first), d->pending_what);
+	return wait_requests(d, d->pending, (int)(mark - first), d->pending_what, &d->waited);
 #else
 	(void)d, (void)mark;
 	return LT_OK;
@@ -787,7 +786,8 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 #ifdef LT_HAVE_MPI
 	if (!d->n_pending)
 		return LT_OK;
-	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what);
+	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what,
+					  &d->waited);
 	if (st == LT_OK)
 		all_completed(d);
 	return st;
@@ -927,10 +927,8 @@ enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *wh
 	int err = MPI_Ibarrier(d->node, &req);
 	if (err)
 		return mpi_failed(what, err);
-	double waited = d->waited;
-	enum lt_status st = wait_one(d, &req, what);
-	d->barriers += d->waited - waited;
-	d->waited = waited;
+	/* nothing moves at a barrier: its wait is for the node's slower ranks */
+	enum lt_status st = wait_requests(d, &req, 1, &what, &d->barriers);
 	MPI_Win_sync(s->win);
 	return st;
 #else

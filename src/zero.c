@@ -60,7 +60,7 @@ struct lt_zero {
 	int held;                      /* a bucket whose copy to the host is under way */
 	int crossing;                  /* a sum between the nodes under way, of elements
 					  [cross_a, cross_b) of the bucket from cross_lo */
-	size_t cross_lo, cross_at, cross_a, cross_b;
+	size_t cross_lo, cross_a, cross_b;
 	size_t held_lo, held_hi;
 	char exchange[256];            /* how the ranks exchange, and why */
 };
@@ -509,7 +509,8 @@ static enum lt_status finish_node_sum(lt_zero *z)
 	if (!z->crossing)
 		return LT_OK;
 	z->crossing = 0;
-	return spread_node_sum(z, z->cross_lo, z->cross_at, z->cross_a, z->cross_b);
+	return spread_node_sum(z, z->cross_lo, lt_model_grad_index(z->model, z->cross_lo),
+			       z->cross_a, z->cross_b);
 }
 
 /* Node mode over several nodes: the sum of flat elements [a, b) (of the
@@ -543,7 +544,6 @@ static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t 
 		return st == LT_OK ? spread_node_sum(z, lo, at, a, b) : st;
 	z->crossing = 1;
 	z->cross_lo = lo;
-	z->cross_at = at;
 	z->cross_a = a;
 	z->cross_b = b;
 	return LT_OK;

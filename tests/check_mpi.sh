@@ -239,12 +239,11 @@ for zero in 1 2; do
 	on_nodes d4z$zero 2:dealt $zero "all-reduce, as the nodes' ranks are not consecutive" \
 		"4 ranks dealt over 2 nodes" "$@"
 done
-LLTRAIN_NODE_RANKS=2:spread train dbad 2 "$@"
-[ $rc -ne 0 ] && grep -q "LLTRAIN_NODE_RANKS=2:spread: expected a whole number of ranks, 1 or more, optionally followed by :dealt" "$tmp/dbad.out"
-ok $? "a bad LLTRAIN_NODE_RANKS is refused, naming the value and the form: $(grep -m1 LLTRAIN_NODE "$tmp/dbad.out")"
-LLTRAIN_NODE_RANKS=two train nbad 2 "$@"
-[ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS=two: expected a whole number of ranks, 1 or more" "$tmp/nbad.out"
-ok $? "a bad LLTRAIN_NODE_RANKS is refused (exit $rc): $(grep -m1 lltrain: "$tmp/nbad.out")"
+for bad in two 2:spread; do
+	LLTRAIN_NODE_RANKS=$bad train nbad 2 "$@"
+	[ $rc != 0 ] && grep -q "LLTRAIN_NODE_RANKS=$bad: expected a whole number of ranks, 1 or more, optionally followed by :dealt" "$tmp/nbad.out"
+	ok $? "a bad LLTRAIN_NODE_RANKS is refused (exit $rc): $(grep -m1 lltrain: "$tmp/nbad.out")"
+done
 "${launch[@]}" -n 1 env LLTRAIN_NODE_RANKS=1 "$LLTRAIN" train "$@" --run.dir="$tmp/ndiff" : \
 	-n 1 "$LLTRAIN" train "$@" --run.dir="$tmp/ndiff" >"$tmp/ndiff.out" 2>&1 </dev/null
 rc=$?
