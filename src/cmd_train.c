@@ -464,7 +464,8 @@ static enum lt_status build_model(struct run *r, const char *ckpt)
 	size_t before = backend_bytes(r->be);
 	if ((st = lt_model_new(r->be, &c->model, &r->model)) != LT_OK ||
 	    (st = lt_zero_new(r->dist, r->model, c->dist.zero, c->dist.deterministic,
-			      c->dist.exchange == LT_EXCHANGE_AUTO, &r->zero)) != LT_OK)
+			      c->dist.exchange == LT_EXCHANGE_AUTO,
+			      (size_t)c->train.batch * (size_t)c->train.seq, &r->zero)) != LT_OK)
 		return st;
 	size_t state = backend_bytes(r->be) - before;
 	r->opt = lt_zero_optim(r->zero);

@@ -75,6 +75,13 @@ struct lt_model {
 	int have_grad;                    /* the logits hold their gradient */
 	lt_grads_ready_fn grads_ready;    /* told of each finished gradient range */
 	void *grads_ready_ctx;
+	lt_lookup_ready_fn lookup_ready;  /* given the embedding lookup's gradient apart */
+	void *lookup_ready_ctx;
+	size_t lookup;                    /* [N] int32 activations: each token's row of it */
+	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
+	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,
+					     then the lookup activations' host copy */
+	int32_t *row_slot;                /* [vocab_size] scratch: a token's place in them, or -1 */
 	enum lt_status pause_st;          /* the first failure of a pause in backward */
 
 	/* KV-cached decoding, between lt_model_decode_begin and _end */
@@ -232,7 +239,7 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 	}
 	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
 	size_t logits = TAKE(N * V), losses = TAKE(N), tokens = TAKE(N), targets = TAKE(N);
-	size_t scalar = TAKE(16);
+	size_t lookup = TAKE(N), scalar = TAKE(16);
 	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
 	if (F > wa)
 		wa = F;
@@ -246,6 +253,7 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 		m->losses = losses;
 		m->tokens = tokens;
 		m->targets = targets;
+		m->lookup = lookup;
 		m->scalar = scalar;
 		m->dx = dx;
 		m->dA = dA;
@@ -324,6 +332,9 @@ nomem:
 
 static void free_activations(lt_model *m)
 {
+	free(m->host_tokens);
+	free(m->lookup_rows);
+	m->host_tokens = m->lookup_rows = NULL;
 	if (!m->acts)
 		return;
 	for (int i = 0; i <= m->cfg.n_layers; i++)
@@ -355,11 +366,14 @@ static size_t piece_begin(const lt_model *m, int i)
 }
 
 /* Allocates the pieces of a plan of n elements. */
-static enum lt_status allocate_activations(lt_model *m, size_t n)
+static enum lt_status allocate_activations(lt_model *m, size_t n, size_t tokens)
 {
 	int pieces = m->cfg.n_layers + 1;
 	m->acts = calloc((size_t)pieces, sizeof *m->acts);
-	if (!m->acts) {
+	m->host_tokens = malloc(tokens * sizeof *m->host_tokens);
+	m->lookup_rows = malloc(2 * tokens * sizeof *m->lookup_rows);
+	if (!m->acts || !m->host_tokens || !m->lookup_rows) {
+		free_activations(m);
 		lt_errmsg_set("cannot allocate the activation table");
 		return LT_ERR_NOMEM;
 	}
@@ -383,6 +397,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->inv_freq);
 	free_activations(m);
 	lt_model_decode_end(m);
+	free(m->row_slot);
 	free(m->tensors);
 	free(m->layers);
 	free(m->la);
@@ -503,7 +518,7 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	}
 	free_activations(m);
 	size_t n = plan_activations(&m->cfg, B, T, m);
-	enum lt_status st = allocate_activations(m, n);
+	enum lt_status st = allocate_activations(m, n, (size_t)B * T);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
 				 "train.seq)", B, T, (double)n * 4 / 1073741824.0);
@@ -647,6 +662,7 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	}
 	be->ops->write(be, A(m, m->tokens), tokens, (size_t)N);
 	be->ops->write(be, A(m, m->targets), targets, (size_t)N);
+	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
 
 	be->ops->embedding_forward(be, A(m, m->la[0].x), A(m, m->tokens), P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
@@ -667,13 +683,64 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	return LT_OK;
 }
 
+/* With the lookup apart: the distinct tokens of the last forward, in
+ * ascending order, into lookup_rows (*count of them), and each token's
+ * place among them into the lookup activations. */
+static enum lt_status place_lookup_rows(lt_model *m, int *count)
+{
+	int N = m->B * m->T, V = m->cfg.vocab_size, U = 0;
+	int32_t *map = m->lookup_rows + N;
+	if (!m->row_slot) {
+		if (!(m->row_slot = malloc((size_t)V * sizeof *m->row_slot))) {
+			lt_errmsg_set("cannot allocate the embedding lookup's row table");
+			return LT_ERR_NOMEM;
+		}
+		for (int v = 0; v < V; v++)
+			m->row_slot[v] = -1;
+	}
+	for (int n = 0; n < N; n++)
+		m->row_slot[m->host_tokens[n]] = 0;
+	for (int v = 0; v < V; v++)
+		if (m->row_slot[v] == 0) {
+			m->row_slot[v] = U;
+			m->lookup_rows[U++] = v;
+		}
+	for (int n = 0; n < N; n++)
+		map[n] = m->row_slot[m->host_tokens[n]];
+	for (int i = 0; i < U; i++)
+		m->row_slot[m->lookup_rows[i]] = -1;
+	m->be->ops->write(m->be, A(m, m->lookup), map, (size_t)N);
+	*count = U;
+	return LT_OK;
+}
+
+/* The embedding's gradient at the end of backward: added into the
+ * gradient buffer and reported, or, with the lookup apart, into the first
+ * `rows` rows of the scratch dA and handed to the lookup function. */
+static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
+{
+	lt_backend *be = m->be;
+	int N = m->B * m->T, C = m->cfg.dim;
+	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
+	if (!m->lookup_ready) {
+		be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
+		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
+	}
+	be->ops->fill(be, dA, (size_t)rows * C, 0.0f);
+	be->ops->embedding_backward(be, dA, A(m, m->lookup), dx, N, C);
+	return m->lookup_ready(m->lookup_ready_ctx, m->embed, m->lookup_rows, rows, dA);
+}
+
 enum lt_status lt_model_backward(lt_model *m)
 {
 	lt_backend *be = m->be;
 	const struct lt_model_config *c = &m->cfg;
 	LT_ASSERT(m->have_grad);
-	int N = m->B * m->T, C = c->dim, V = c->vocab_size;
+	int N = m->B * m->T, C = c->dim, V = c->vocab_size, rows = 0;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
+	enum lt_status st = m->lookup_ready ? place_lookup_rows(m, &rows) : LT_OK;
+	if (st != LT_OK)
+		return st;
 
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
 	if (m->slots) {
@@ -687,7 +754,9 @@ enum lt_status lt_model_backward(lt_model *m)
 	m->have_grad = 0;
 	m->pause_st = LT_OK;
 	/* the final norm (and an untied head) end the flat buffer */
-	enum lt_status st = tell_grads_ready(m, m->norm, m->numel);
+	st = tell_grads_ready(m, m->norm, m->numel);
+	if (st == LT_OK && m->lookup_ready)  /* a tied head's part is done */
+		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->slots)
 			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
@@ -697,10 +766,7 @@ enum lt_status lt_model_backward(lt_model *m)
 							     l + 1 < c->n_layers ? m->layers[l + 1].ln_in
 										 : m->norm);
 	}
-	if (st != LT_OK)
-		return st;
-	be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
-	if ((st = tell_grads_ready(m, m->embed, m->layers[0].ln_in)) != LT_OK)
+	if (st != LT_OK || (st = finish_embedding_gradient(m, rows)) != LT_OK)
 		return st;
 	return be->ops->sync(be);
 }
@@ -709,6 +775,12 @@ void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx)
 {
 	m->grads_ready = fn;
 	m->grads_ready_ctx = ctx;
+}
+
+void lt_model_on_lookup_ready(lt_model *m, lt_lookup_ready_fn fn, void *ctx)
+{
+	m->lookup_ready = fn;
+	m->lookup_ready_ctx = ctx;
 }
 
 void lt_model_zero_grads(lt_model *m)

@@ -128,6 +128,20 @@ enum lt_status lt_model_backward(lt_model *m);
 typedef enum lt_status (*lt_grads_ready_fn)(void *ctx, size_t begin, size_t end);
 /* Sets (fn NULL: clears) that function. */
 void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx);
+/* With this function set, backward keeps the gradient of the embedding
+ * lookup apart: it reports the embedding's range right after the output
+ * layer's (holding only the tied head's gradient, and what earlier
+ * backwards added), and once the blocks are done it calls fn with the
+ * lookup's gradient, which fn must add in: rows[count] are the distinct
+ * tokens of the batch in ascending order, grads[count, dim] the gradient
+ * of their rows of the table whose row 0 is flat element `table` (a view
+ * of the backend's scratch, valid until the next forward). Exchanging the
+ * head's gradient early, and the lookup's as a few rows, spares the
+ * exchange a whole table at backward's end. */
+typedef enum lt_status (*lt_lookup_ready_fn)(void *ctx, size_t table, const int32_t *rows,
+					     int count, lt_ref grads);
+/* Sets (fn NULL: clears) that function. */
+void lt_model_on_lookup_ready(lt_model *m, lt_lookup_ready_fn fn, void *ctx);
 /* Zeroes the gradient buffer. */
 void lt_model_zero_grads(lt_model *m);
 /* The logits[B*T, V] of the last forward with grad_scale == 0. */

@@ -23,6 +23,9 @@
 #define SUM_CHUNK 2048
 /* Bytes of a page: the shared parts' sections start on one. */
 #define PAGE 4096
+/* Spans of a rank's piece of the embedding table that threads take in
+ * turn as they add the ranks' lookup rows. */
+#define LOOKUP_SPANS 64
 
 struct lt_zero {
 	lt_dist *dist;
@@ -62,6 +65,12 @@ struct lt_zero {
 					  [cross_a, cross_b) of the bucket from cross_lo */
 	size_t cross_lo, cross_a, cross_b;
 	size_t held_lo, held_hi;
+	/* node mode on one node, exchanging in backward beside a device: the
+	 * embedding lookup's gradient comes apart, as rows; each part holds, after
+	 * the gradients, the count and tokens of its rank's rows (lookup_cap at
+	 * most) and then their gradients */
+	int apart;
+	size_t lookup_cap, gbytes;
 	char exchange[256];            /* how the ranks exchange, and why */
 };
 
@@ -196,15 +205,32 @@ static size_t range_of(const lt_zero *z, int r)
 	return z->off[r + 1] - z->off[r];
 }
 
+/* Apart: local rank j's lookup rows, their count first, then the tokens. */
+static int32_t *lookup_tokens(const lt_zero *z, int j)
+{
+	return (int32_t *)((char *)z->grads_of[j] + z->gbytes);
+}
+
+/* Apart: the gradients of local rank j's lookup rows, [count, dim]. */
+static float *lookup_grads(const lt_zero *z, int j)
+{
+	return (float *)((char *)lookup_tokens(z, j) + section_bytes(z->lookup_cap + 1));
+}
+
 /* Node mode: local rank j's part of the node's memory holds its gradient
- * buffer, its shard (stages 1 and 2) and, for j = 0, the parameters; the
- * grads, shard and params host copies are these sections. */
+ * buffer, its lookup rows (apart), its shard (stages 1 and 2) and, for j =
+ * 0, the parameters; the grads, shard and params host copies are these
+ * sections. */
 static enum lt_status share_node_memory(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	int sharded = z->stage > 0;
 	size_t gbytes = section_bytes(lt_model_grads_numel(z->model));
-	size_t mine = gbytes + (sharded ? section_bytes(z->end - z->begin) : 0) +
+	size_t lbytes = z->apart ? section_bytes(z->lookup_cap + 1) +
+				   section_bytes(z->lookup_cap *
+						 (size_t)lt_model_config_of(z->model)->dim)
+				 : 0;
+	size_t mine = gbytes + lbytes + (sharded ? section_bytes(z->end - z->begin) : 0) +
 		      (sharded && z->local == 0 ? section_bytes(z->numel) : 0);
 	enum lt_status st;
 	if (!(z->grads_of = calloc(2 * (size_t)z->locals, sizeof *z->grads_of))) {
@@ -218,15 +244,16 @@ static enum lt_status share_node_memory(lt_zero *z)
 		lt_errmsg_clear();
 		free(z->grads_of);
 		z->grads_of = NULL;
-		z->node = 0;
+		z->node = z->apart = 0;
 		return LT_OK;
 	}
 	if (st != LT_OK)
 		return st;
 	z->bytes += mine;
+	z->gbytes = gbytes;
 	for (int j = 0; j < z->locals; j++) {
 		z->grads_of[j] = lt_dist_shared_at(z->shared, j);
-		z->shard_of[j] = (float *)((char *)z->grads_of[j] + gbytes);
+		z->shard_of[j] = (float *)((char *)z->grads_of[j] + gbytes + lbytes);
 	}
 	z->grads_host = z->grads_of[z->local];
 	z->own_grads = 1;
@@ -245,6 +272,8 @@ static enum lt_status share_node_memory(lt_zero *z)
 	return LT_OK;
 }
 
+static int overlap_pays(const lt_zero *z);
+
 static enum lt_status allocate(lt_zero *z)
 {
 	int size = lt_dist_size(z->dist), sharded = z->stage > 0 && size > 1;
@@ -260,6 +289,10 @@ static enum lt_status allocate(lt_zero *z)
 		if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
 			return st;
 	}
+	/* ranks all in host memory would sum the table with the cores backward
+	 * uses either way, and then the rows too; over several nodes, the
+	 * nodes exchange whole tables */
+	z->apart = z->node && z->nodes == 1 && z->copies_beside && (z->slots || overlap_pays(z));
 	if (z->node && (st = share_node_memory(z)) != LT_OK)
 		return st;
 	if (z->slots && (st = use_slots(z)) != LT_OK)
@@ -291,7 +324,7 @@ static enum lt_status allocate(lt_zero *z)
 }
 
 enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
-			   int node_memory, lt_zero **out)
+			   int node_memory, size_t tokens, lt_zero **out)
 {
 	int size = lt_dist_size(d), rank = lt_dist_rank(d);
 	/* the ranks' exchanges must pair up: they agree on overlap_pays */
@@ -341,6 +374,9 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 			 "MPI collectives (one rank on each node)");
 	z->copies_beside = beside > 0;
 	z->numel = lt_model_num_params(m);
+	z->lookup_cap = (size_t)lt_model_config_of(m)->vocab_size;
+	if (tokens < z->lookup_cap)
+		z->lookup_cap = tokens;
 	plan_ranges(z->numel, size, z->off);
 	z->begin = stage > 0 ? z->off[rank] : 0;
 	z->end = stage > 0 ? z->off[rank + 1] : z->numel;
@@ -358,6 +394,7 @@ void lt_zero_free(lt_zero *z)
 	if (!z)
 		return;
 	lt_model_on_grads_ready(z->model, NULL, NULL);
+	lt_model_on_lookup_ready(z->model, NULL, NULL);
 	lt_optim_free(z->opt);
 	lt_backend *be = lt_model_backend(z->model);
 	if (z->node)
@@ -473,6 +510,12 @@ static void sum_parts(float *const *parts, int size, size_t at, size_t n, float 
 static size_t piece_at(size_t n, int parts, int j)
 {
 	return j == parts ? n : n / ALIGN * (size_t)j / (size_t)parts * ALIGN;
+}
+
+/* The flat offset of the embedding table's row 0. */
+static size_t table_of(const lt_zero *z)
+{
+	return lt_model_tensor(z->model, 0)->off;
 }
 
 /* Node mode over several nodes, once the sum between the nodes that
@@ -596,7 +639,8 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi, int last)
 		st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
 	if (st != LT_OK)
 		return st;
-	if (z->stage == 0)
+	/* apart, the table goes back once the lookup's rows are in */
+	if (z->stage == 0 && !(z->apart && lo == table_of(z)))
 		put_grads(z, lo, hi);
 	return LT_OK;
 }
@@ -693,6 +737,120 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
 }
 
+/* The job rank owning flat element e (stages 1 and 2). */
+static int owner_of(const lt_zero *z, size_t e)
+{
+	int lo = 0, hi = lt_dist_size(z->dist) - 1;  /* the answer is in [lo, hi] */
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+		if (z->off[mid] <= e)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+/* The index on this node of job rank r (one node: it is there). */
+static int local_of(const lt_zero *z, int r)
+{
+	int j = 0;
+	while (j + 1 < z->locals && lt_dist_rank_of_local(z->dist, j) != r)
+		j++;
+	return j;
+}
+
+/* Apart: adds the n gradients from src to flat elements [e, e + n): at
+ * stage 0 into every part, else into their owners' shards. */
+static void add_lookup_row(lt_zero *z, size_t e, const float *src, size_t n)
+{
+	size_t at = lt_model_grad_index(z->model, e);
+	for (int j = 0; z->stage == 0 && j < z->locals; j++) {
+		float *to = z->grads_of[j] + at;
+		for (size_t i = 0; i < n; i++)
+			to[i] += src[i];
+	}
+	for (size_t done = 0; z->stage > 0 && done < n;) {
+		int r = owner_of(z, e + done);
+		size_t len = z->off[r + 1] - (e + done);
+		float *to = z->shard_of[local_of(z, r)] + (e + done - z->off[r]);
+		if (len > n - done)
+			len = n - done;
+		for (size_t i = 0; i < len; i++)
+			to[i] += src[done + i];
+		done += len;
+	}
+}
+
+/* The first of tokens[n] (ascending) that is at least v. */
+static int first_at_least(const int32_t *tokens, int n, int v)
+{
+	int lo = 0, hi = n;
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+		if (tokens[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Apart: every rank's lookup rows that fall in this rank's piece of the
+ * table (whose row 0 is flat element `table`), added rank by rank: the
+ * same order for every element on every rank. Threads take spans of the
+ * piece's rows. */
+static void add_lookups(lt_zero *z, size_t table)
+{
+	const struct lt_model_config *c = lt_model_config_of(z->model);
+	size_t C = (size_t)c->dim;
+	long V = c->vocab_size, lo = V * z->local / z->locals, hi = V * (z->local + 1) / z->locals;
+#pragma omp parallel for schedule(dynamic)
+	for (long s = 0; s < LOOKUP_SPANS; s++) {
+		int a = (int)(lo + (hi - lo) * s / LOOKUP_SPANS);
+		int b = (int)(lo + (hi - lo) * (s + 1) / LOOKUP_SPANS);
+		for (int k = 0; k < z->locals; k++) {
+			const int32_t *tokens = lookup_tokens(z, k) + 1;
+			const float *g = lookup_grads(z, k);
+			int n = tokens[-1];
+			for (int i = first_at_least(tokens, n, a); i < n && tokens[i] < b; i++)
+				add_lookup_row(z, table + (size_t)tokens[i] * C, g + (size_t)i * C, C);
+		}
+	}
+}
+
+/* The model's lookup function, apart: once the last block's bucket is
+ * summed, this rank's lookup rows go to its part; after every rank's are
+ * there, each adds the rows of its piece of the table; at stage 0 the
+ * table, now whole, goes back to the device. */
+static enum lt_status on_lookup_ready(void *ctx, size_t table, const int32_t *rows, int count,
+				      lt_ref grads)
+{
+	lt_zero *z = ctx;
+	lt_backend *be = lt_model_backend(z->model);
+	const struct lt_model_config *c = lt_model_config_of(z->model);
+	enum lt_status st = exchange_held(z, 0);
+	if (st != LT_OK)
+		return st;
+	LT_ASSERT(count >= 0 && (size_t)count <= z->lookup_cap);
+	int32_t *mine = lookup_tokens(z, z->local);
+	mine[0] = count;
+	memcpy(mine + 1, rows, (size_t)count * sizeof *rows);
+	be->ops->read(be, lookup_grads(z, z->local), grads, (size_t)count * (size_t)c->dim);
+	if ((st = be->ops->sync(be)) != LT_OK ||
+	    (st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+		return st;
+	double t0 = lt_seconds();
+	add_lookups(z, table);
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	if ((st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+		return st;
+	if (z->stage == 0)
+		put_grads(z, table, table + (size_t)c->vocab_size * (size_t)c->dim);
+	return LT_OK;
+}
+
+
 /* Whether stage 0 gains from exchanging each layer's gradients as backward
  * finishes them (every rank decides alike). Through the node's memory it
  * does only where copies to the host run beside a device: ranks all in
@@ -716,6 +874,8 @@ enum lt_status lt_zero_arm(lt_zero *z, int last)
 	if (overlap) {
 		z->armed = 1;
 		lt_model_on_grads_ready(z->model, on_grads_ready, z);
+		if (z->apart)
+			lt_model_on_lookup_ready(z->model, on_lookup_ready, z);
 	}
 	if (!z->slots)
 		return LT_OK;
@@ -812,6 +972,7 @@ static enum lt_status finish_exchange(lt_zero *z)
 			return st;
 	}
 	lt_model_on_grads_ready(z->model, NULL, NULL);
+	lt_model_on_lookup_ready(z->model, NULL, NULL);
 	z->armed = 0;
 	z->backwards = 0;
 	return lt_dist_wait_all(z->dist);

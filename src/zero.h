@@ -21,7 +21,12 @@
  * into its part of that memory (the backend pins it, and copies while
  * backward goes on), and each sums one piece of the bucket over all the
  * parts, into every part (stage 0) or the piece owner's shard; the
- * parameters travel through one shared copy.
+ * parameters travel through one shared copy. There, when backward
+ * exchanges as it goes on a device that copies beside its work, the
+ * embedding's gradient travels in two parts: the tied head's, summed while
+ * the device runs the blocks, and the lookup's, as the rows of the batch's
+ * distinct tokens only (lt_model_on_lookup_ready), so no whole table is
+ * left to copy and sum once backward ends.
  *
  * Deterministic runs add each sequence's gradient, converted to a 128-bit
  * fixed-point integer (80 fraction bits), into an exact sum: integer
@@ -90,9 +95,10 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
  * 2 over ranks gives the model gradient slots, which it keeps). With
  * node_memory, ranks that all run on one node exchange through its shared
  * memory (each rank sums a piece of every bucket over all ranks' copies)
- * instead of MPI's collectives; deterministic runs always use MPI. */
+ * instead of MPI's collectives; deterministic runs always use MPI. No
+ * backward of a rank sees more than `tokens` tokens. */
 enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
-			   int node_memory, lt_zero **out);
+			   int node_memory, size_t tokens, lt_zero **out);
 void lt_zero_free(lt_zero *z);
 
 lt_optim *lt_zero_optim(const lt_zero *z);
