@@ -6,12 +6,13 @@
 # of 12 micro-batches, is the size at which a CPU rank is worth adding to a
 # GPU rank: the gradient exchange and the update cost the same whatever
 # the step's size, and a GPU step of one micro-batch of 32 takes about as
-# long as they do (the pair then runs at a fraction of the GPU alone).
+# long as they do (the pair then runs at a fraction of the GPU alone). The
+# last line splits rank 0's step of the auto pair into its parts.
 #
 #   bench/mixed_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
-# BATCH (64), ACCUM (12, micro-batches per step), SEQ (256), STEPS (10; the
-# first 5 are not timed), GPU (opencl),
+# BATCH (64), ACCUM (12, micro-batches per step), SEQ (256), STEPS (10),
+# UNTIMED (5, the first steps, not timed), GPU (opencl),
 # GPU_THREADS (2), CPU_THREADS (cores less GPU_THREADS), VOCAB (8000),
 # ZERO (1, the ZeRO stage of the pair).
 set -u
@@ -54,7 +55,7 @@ pair() {
 		--run.dir="$tmp/$name" "${cpu[@]}" --balance "$balance" --zero "$ZERO" \
 		>"$tmp/$name.out" 2>&1 </dev/null ||
 		grep lltrain "$tmp/$name.out" >&2
-	grep -m1 '^balance:' "$tmp/$name.out" | sed 's/^/  /' >&2
+	grep '^balance:' "$tmp/$name.out" | sed 's/^/  /' >&2
 	speed "$tmp/$name"
 }
 
@@ -71,3 +72,11 @@ awk -v g="$g" -v c="$c" -v e="$e" -v a="$a" 'BEGIN {
 	printf "both, --balance auto:    %8.0f tokens/s\n", a
 	printf "auto / (GPU + CPU alone): %.2f\n", (g + c > 0 ? a / (g + c) : 0)
 	printf "auto / even split:        %.2f\n", (e > 0 ? a / e : 0) }'
+# where rank 0's step goes in the auto pair
+read -r tok comm sync comp upd < <(timed_means "$tmp/auto/metrics.jsonl" tokens_per_s comm_s \
+	sync_s compute_s update_s)
+awk -v t="$tok" -v n=$((BATCH * SEQ * ACCUM)) -v c="$comm" -v y="$sync" -v p="$comp" \
+	-v u="$upd" 'BEGIN { s = t > 0 ? n / t : 0
+	printf "auto, rank 0 ms/step: %.1f = forward + backward %.1f + exchange waits %.1f + " \
+		"slower rank %.1f + update %.1f + other %.1f\n", 1e3 * s, 1e3 * p, 1e3 * c,
+		1e3 * y, 1e3 * u, 1e3 * (s - p - c - y - u) }'

@@ -20,7 +20,7 @@
 #   bench/mpi_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # PER_RANK (4), SEQ (256), THREADS (2), MAX_RANKS (8), HIDE_RANKS (4),
-# STEPS (20; the first 5 are not timed), REPEAT (3, runs of each figure),
+# STEPS (20), UNTIMED (5, the first steps, not timed), REPEAT (3, runs of each figure),
 # DEVICE (cpu), VOCAB (8000), ZERO (0), ACCUM
 # (1, micro-batches per step), CEILING (yes; no skips the independent runs,
 # which share one GPU when DEVICE is a GPU), BIND (yes: where the cores

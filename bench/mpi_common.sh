@@ -29,11 +29,12 @@ mpi_bench_setup() {
 }
 
 # timed_means FILE KEY...: the mean of each key over the step lines after
-# step 5 of a metrics.jsonl, space-separated (0 for each when none).
+# step UNTIMED (default 5) of a metrics.jsonl, space-separated (0 for each
+# when none).
 timed_means() {
 	local file=$1
 	shift
-	awk -F'[{:,}]' -v keys="$*" '
+	awk -F'[{:,}]' -v keys="$*" -v untimed="${UNTIMED:-5}" '
 		BEGIN { nk = split(keys, k, " ") }
 		/"step":/ && /"loss":/ {
 			for (i = 1; i < NF; i++) {
@@ -41,7 +42,7 @@ timed_means() {
 				for (j = 1; j <= nk; j++)
 					if ($i == "\"" k[j] "\"") v[j] = $(i + 1)
 			}
-			if (s > 5) { n++; for (j = 1; j <= nk; j++) sum[j] += v[j] }
+			if (s > untimed + 0) { n++; for (j = 1; j <= nk; j++) sum[j] += v[j] }
 		}
 		END { for (j = 1; j <= nk; j++) printf "%s%.9g", (j > 1 ? " " : ""), (n ? sum[j] / n : 0)
 		      print "" }' "$file" 2>/dev/null

@@ -73,6 +73,8 @@ struct balance {
 	long next;                /* the step after which the ranks compare next (0: never) */
 	long skip;                /* a step not measured: the first, or the first on new shares */
 	int compared;             /* comparisons so far */
+	int recheck;              /* comparisons due one step apart, after a move */
+	int since_move;           /* comparisons since the last move (moved: 0) */
 	struct lt_zero_balance split;
 };
 
@@ -90,6 +92,8 @@ struct run {
 	double sync_s;            /* this step's wait for slower ranks: their forward +
 				     backward, and their arrival at node barriers */
 	double comm_s;            /* this step's wait for the gradient exchange */
+	double loss_wait_s;       /* this step's wait for the loss all-reduce */
+	double update_s;          /* this step's AdamW, parameter all-gather and copies */
 	struct balance bal;
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
@@ -651,6 +655,7 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	double sums[4] = { 0, 0, 0, 0 }, norm = NAN, t0 = lt_seconds();
 	enum lt_status st = LT_OK;
 	lt_dist_set_step(r->dist, step);
+	r->loss_wait_s = r->update_s = 0;
 	lt_model_zero_grads(r->model);
 	for (int a = 0; a < accum && st == LT_OK; a++)
 		st = run_rows(r, r->state.samples + (uint64_t)a * (uint64_t)B +
@@ -683,7 +688,12 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 		return LT_OK;
 	}
 	r->state.bad_steps = 0;
-	return lt_zero_update(r->zero, &c->train.optim, (int)step, norm);
+	/* the update's own time leaves out its waits for the others */
+	r->loss_wait_s = lt_dist_take_wait_seconds(r->dist);
+	double u0 = lt_seconds();
+	st = lt_zero_update(r->zero, &c->train.optim, (int)step, norm);
+	r->update_s = lt_seconds() - u0;
+	return st;
 }
 
 static int by_value(const void *a, const void *b)
@@ -760,9 +770,19 @@ static enum lt_status compare_speeds(struct run *r)
 		st = plan_forward(r, r->plan_rows);
 		st = agree(r, st, "planning the new shares", 0);
 		b->skip = r->state.step + 1;
+		/* speeds measured on the old shares may not hold on the new
+		 * (a rank's cost per sequence changes with its share): check
+		 * them over the two steps after the first on them, then again
+		 * after one more */
+		if (r->conf.dist.balance_every > 0) {
+			b->next = r->state.step + 3;
+			b->recheck = 1;
+		}
 	}
-	/* the line comes with each move, and with the first decision either way */
-	if (st == LT_OK && r->rank == 0 && (move || b->compared == 2))
+	/* the line comes with each move and the two checks after it, and with
+	 * the first decision either way */
+	b->since_move = move ? 0 : b->since_move + 1;
+	if (st == LT_OK && r->rank == 0 && (b->since_move <= 2 || b->compared == 2))
 		say_shares(r, speed, before, move ? after : -1);
 	free(speed);
 	return st;
@@ -771,7 +791,8 @@ static enum lt_status compare_speeds(struct run *r)
 /* --balance auto after each step: this rank's seconds per sequence are
  * kept (not those of the run's first step or the first on new shares,
  * which warm caches and allocations), and the ranks compare them after
- * the second and third steps and then every dist.balance_every steps. */
+ * the second and third steps, then every dist.balance_every steps, and
+ * three and four steps after a move. */
 static enum lt_status balance_after(struct run *r, long step)
 {
 	struct balance *b = &r->bal;
@@ -781,7 +802,10 @@ static enum lt_status balance_after(struct run *r, long step)
 	if (step != b->next)
 		return LT_OK;
 	int every = r->conf.dist.balance_every;
-	b->next = b->compared == 0 ? step + 1 : every > 0 ? step + every : 0;
+	int soon = b->compared == 0 || b->recheck > 0;
+	if (b->recheck > 0)
+		b->recheck--;
+	b->next = soon ? step + 1 : every > 0 ? step + every : 0;
 	return compare_speeds(r);
 }
 
@@ -800,6 +824,7 @@ static enum lt_status train_loop(struct run *r)
 	enum lt_status st = LT_OK;
 	r->bal.skip = r->state.step + 1;
 	r->bal.next = r->state.step + 2;
+	r->bal.since_move = 3;  /* no move yet: no checks after one to print */
 	lt_dist_take_wait_seconds(r->dist);
 	lt_dist_take_barrier_seconds(r->dist);
 	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
@@ -815,10 +840,13 @@ static enum lt_status train_loop(struct run *r)
 		sm.elapsed = r->state.elapsed;
 		sm.tokens_per_s = (double)tokens_per_step / (now - last);
 		sm.tflops = sm.tokens_per_s * r->flops_per_token / 1e12;
-		sm.comm_s = r->comm_s + lt_dist_take_wait_seconds(r->dist);
-		sm.sync_s = r->sync_s + lt_dist_take_barrier_seconds(r->dist);
+		double waited = lt_dist_take_wait_seconds(r->dist);
+		double barriers = lt_dist_take_barrier_seconds(r->dist);
+		sm.comm_s = r->comm_s + r->loss_wait_s + waited;
+		sm.sync_s = r->sync_s + barriers;
 		sm.reduce_s = r->comm_s;
 		sm.compute_s = r->compute_s;
+		sm.update_s = fmax(r->update_s - waited - barriers, 0);
 		last = now;
 		if (r->metrics && (st = lt_metrics_step(r->metrics, &sm)) != LT_OK)
 			break;

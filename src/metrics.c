@@ -129,6 +129,7 @@ enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s)
 	json_object_set_new(o, "tokens", json_integer(s->tokens));
 	json_object_set_new(o, "elapsed", json_number(s->elapsed));
 	json_object_set_new(o, "compute_s", json_number(s->compute_s));
+	json_object_set_new(o, "update_s", json_number(s->update_s));
 	if (s->ranks > 1) {
 		json_object_set_new(o, "ranks", json_integer(s->ranks));
 		json_object_set_new(o, "comm_s", json_number(s->comm_s));

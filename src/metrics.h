@@ -20,6 +20,7 @@ struct lt_step_metrics {
 	double reduce_s;               /* of comm_s, the gradient exchange's */
 	double sync_s;                 /* seconds it waited for slower ranks' compute */
 	double compute_s;              /* this rank's forward + backward, less its waits */
+	double update_s;               /* its AdamW step, all-gather and copies, less waits */
 };
 
 typedef struct lt_metrics lt_metrics;

@@ -147,9 +147,10 @@ fi
 awk '/"step":/ && /"loss":/ { n++
 	if (!match($0, /"comm_s":[0-9.e-]+/)) { bad = 1; next }; c = substr($0, RSTART + 9, RLENGTH - 9)
 	if (!match($0, /"reduce_s":[0-9.e-]+/)) { bad = 1; next }; g = substr($0, RSTART + 11, RLENGTH - 11)
-	if (!match($0, /"sync_s":[0-9.e-]+/) || !/"ranks":3/ || g + 0 > c + 0) bad = 1 }
+	if (!match($0, /"sync_s":[0-9.e-]+/) || !/"ranks":3/ || g + 0 > c + 0) bad = 1
+	if (!match($0, /"update_s":[0-9.e-]+/) || substr($0, RSTART + 11, RLENGTH - 11) + 0 <= 0) bad = 1 }
 	END { exit bad || n != '$STEPS' }' "$tmp/r3z2/metrics.jsonl"
-ok $? "each step of the 3-rank run logs ranks, comm_s >= reduce_s and sync_s: $(grep -m1 comm_s "$tmp/r3z2/metrics.jsonl")"
+ok $? "each step of the 3-rank run logs ranks, comm_s >= reduce_s, sync_s and update_s > 0: $(grep -m1 comm_s "$tmp/r3z2/metrics.jsonl")"
 ls "$tmp/r3z1/$final" | grep -c '^optimizer-0000[0-2]-of-00003.safetensors$' | grep -qx 3
 ok $? "ZeRO 1 over 3 ranks saves three optimizer shards: $(ls "$tmp/r3z1/$final" | tr '\n' ' ')"
 
@@ -269,7 +270,7 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	# rank once two comparisons agree (PoCL's rank is several times slower)
 	for zero in 0 2; do
 		bal=
-		[ $zero = 2 ] && bal="--balance auto --dist.balance_every=3"
+		[ $zero = 2 ] && bal="--balance auto"
 		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
 			--zero $zero --run.device=opencl --run.dir="$tmp/x$zero" $bal : \
 			-n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
@@ -281,10 +282,17 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	done
 	grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/x2.out"
 	ok $? "--balance auto moves sequences between the OpenCL and the CPU rank: $(grep -m1 '^balance' "$tmp/x2.out")"
+	# three and four steps after a move (by step 7 of 10, where the next
+	# regular comparison is at step 23) the ranks check the new shares,
+	# each check printing its line
+	awk '/^balance: / { n++; if (/ms expected$/ && !moved) moved = n }
+		END { exit !(moved && n >= moved + 2) }' "$tmp/x2.out"
+	ok $? "after a move the ranks check the new shares twice: $(grep '^balance' "$tmp/x2.out" | sed -n 2,3p | cut -c 1-160 | tr '\n' ' ')"
 else
 	for what in "2 OpenCL ranks, ZeRO 0" "2 OpenCL ranks, ZeRO 2" "4 OpenCL ranks on 2 nodes" \
 		"an OpenCL rank and a CPU rank, ZeRO 0" "an OpenCL rank and a CPU rank, ZeRO 2" \
-		"--balance auto between an OpenCL and a CPU rank"; do
+		"--balance auto between an OpenCL and a CPU rank" \
+		"checks after a move of --balance auto"; do
 		skip "$what: this lltrain lists no OpenCL device"
 	done
 fi

@@ -58,14 +58,16 @@ for line in open(sys.argv[1]):
     if "val_loss" in o:
         evals += 1
         continue
-    for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "tflops", "elapsed"):
+    for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "tflops", "elapsed",
+              "compute_s", "update_s"):
         assert k in o, "missing %s in %s" % (k, line)
+    assert o["compute_s"] > 0 and o["update_s"] > 0, line  # each step updates
     steps[o["step"]] = steps.get(o["step"], 0) + 1
 want = int(sys.argv[2])
 assert sorted(steps) == list(range(1, want + 1)), "steps logged: %d" % len(steps)
 assert evals >= 3, "evaluations logged: %d" % evals
 EOF
-ok $? "metrics.jsonl holds one line per step with loss, lr, grad norm, tokens/s, TFLOP/s, elapsed, and the evaluations"
+ok $? "metrics.jsonl holds one line per step with loss, lr, grad norm, tokens/s, TFLOP/s, elapsed, forward + backward and update seconds, and the evaluations"
 "$LLTRAIN" train --config "$tmp/A/config.ini" --run.dir="$tmp/A2" --train.steps=3 \
 	>"$tmp/A2.out" 2>&1 && cmp -s <(grep -v '^dir = ' "$tmp/A/config.ini") \
 	<(sed 's/^steps = 3$/steps = '$STEPS'/' "$tmp/A2/config.ini" | grep -v '^dir = ')
