@@ -688,8 +688,10 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 		return LT_OK;
 	}
 	r->state.bad_steps = 0;
-	/* the update's own time leaves out its waits for the others */
+	/* the update's own time leaves out its waits for the others: those
+	 * before it are counted here */
 	r->loss_wait_s = lt_dist_take_wait_seconds(r->dist);
+	r->sync_s += lt_dist_take_barrier_seconds(r->dist);
 	double u0 = lt_seconds();
 	st = lt_zero_update(r->zero, &c->train.optim, (int)step, norm);
 	r->update_s = lt_seconds() - u0;

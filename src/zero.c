@@ -850,7 +850,6 @@ static enum lt_status on_lookup_ready(void *ctx, size_t table, const int32_t *ro
 	return LT_OK;
 }
 
-
 /* Whether stage 0 gains from exchanging each layer's gradients as backward
  * finishes them (every rank decides alike). Through the node's memory it
  * does only where copies to the host run beside a device: ranks all in

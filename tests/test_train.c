@@ -361,6 +361,19 @@ static enum lt_status copy_hook(void *ctx, size_t begin, size_t end)
 	return LT_OK;
 }
 
+/* The gradient of one plain backward of m over tok and tgt (B x T) into
+ * out[parameters]. */
+static void read_plain_gradient(lt_backend *be, lt_model *m, const int32_t *tok,
+				const int32_t *tgt, int B, int T, float *out)
+{
+	double loss;
+	long n;
+	lt_model_zero_grads(m);
+	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
+	lt_model_backward(m);
+	be->ops->read(be, out, lt_model_grads(m), lt_model_num_params(m));
+}
+
 /* With two gradient slots over four blocks, the ranges a hook reads as
  * backward reports them are bitwise the whole buffer's gradient, and a
  * second backward writes rather than adds; the buffer holds the embedding,
@@ -390,10 +403,7 @@ static void check_gradient_slots(lt_backend *be)
 	struct hook_copy h = { .m = slotted, .out = got };
 	double loss;
 	long n;
-	lt_model_zero_grads(whole);
-	lt_model_forward(whole, tok, tgt, 1.0f / (B * T), &loss, &n);
-	lt_model_backward(whole);
-	be->ops->read(be, want, lt_model_grads(whole), P);
+	read_plain_gradient(be, whole, tok, tgt, B, T, want);
 	lt_model_on_grads_ready(slotted, copy_hook, &h);
 	enum lt_status st = LT_OK;
 	for (int pass = 0; pass < 2 && st == LT_OK; pass++) {
@@ -480,10 +490,7 @@ static void check_lookup_apart(lt_backend *be, int tied)
 	struct lookup_log h = { .copy = { .m = m, .out = got }, .C = c.dim };
 	double loss;
 	long n;
-	lt_model_zero_grads(m);
-	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
-	lt_model_backward(m);
-	be->ops->read(be, want, lt_model_grads(m), P);
+	read_plain_gradient(be, m, tok, tgt, B, T, want);
 	lt_model_zero_grads(m);
 	lt_model_on_grads_ready(m, log_range, &h);
 	lt_model_on_lookup_ready(m, log_lookup, &h);
