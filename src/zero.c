@@ -737,48 +737,25 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	return st == LT_OK && z->slots ? free_next_slot(z, lo) : st;
 }
 
-/* The job rank owning flat element e (stages 1 and 2). */
-static int owner_of(const lt_zero *z, size_t e)
-{
-	int lo = 0, hi = lt_dist_size(z->dist) - 1;  /* the answer is in [lo, hi] */
-	while (lo < hi) {
-		int mid = (lo + hi + 1) / 2;
-		if (z->off[mid] <= e)
-			lo = mid;
-		else
-			hi = mid - 1;
-	}
-	return lo;
-}
-
-/* The index on this node of job rank r (one node: it is there). */
-static int local_of(const lt_zero *z, int r)
-{
-	int j = 0;
-	while (j + 1 < z->locals && lt_dist_rank_of_local(z->dist, j) != r)
-		j++;
-	return j;
-}
-
 /* Apart: adds the n gradients from src to flat elements [e, e + n): at
  * stage 0 into every part, else into their owners' shards. */
 static void add_lookup_row(lt_zero *z, size_t e, const float *src, size_t n)
 {
 	size_t at = lt_model_grad_index(z->model, e);
-	for (int j = 0; z->stage == 0 && j < z->locals; j++) {
+	for (int j = 0; j < z->locals; j++) {
 		float *to = z->grads_of[j] + at;
-		for (size_t i = 0; i < n; i++)
-			to[i] += src[i];
-	}
-	for (size_t done = 0; z->stage > 0 && done < n;) {
-		int r = owner_of(z, e + done);
-		size_t len = z->off[r + 1] - (e + done);
-		float *to = z->shard_of[local_of(z, r)] + (e + done - z->off[r]);
-		if (len > n - done)
-			len = n - done;
+		const float *from = src;
+		size_t len = n;
+		if (z->stage > 0) {  /* the part of [e, e + n) that local rank j owns */
+			int r = lt_dist_rank_of_local(z->dist, j);
+			size_t x;
+			if (!(len = owned_part(z, r, e, e + n, &x)))
+				continue;
+			to = z->shard_of[j] + (x - z->off[r]);
+			from = src + (x - e);
+		}
 		for (size_t i = 0; i < len; i++)
-			to[i] += src[done + i];
-		done += len;
+			to[i] += from[i];
 	}
 }
 
