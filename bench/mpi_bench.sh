@@ -9,8 +9,9 @@
 # how much of ZeRO 1's wait for the gradient exchange (which starts after
 # backward) ZeRO 2 hides behind backward. Waits at a node's barriers count
 # as sync (the others had yet to arrive); through one node's memory, CPU
-# ranks sum with the cores backward uses, so there ZeRO 2 has nothing to
-# hide (LLTRAIN_NODE_RANKS=2 tries the exchange between nodes).
+# ranks sum at ZeRO 2 on a thread of their own, which hides the sum where
+# each rank has a core beyond THREADS (LLTRAIN_NODE_RANKS=2 tries the
+# exchange between nodes).
 #
 # A shared machine's speed drifts from minute to minute (one rank alone has
 # measured 2,665 and 4,445 tokens/s within minutes), so each figure is the
@@ -25,7 +26,9 @@
 # (1, micro-batches per step), CEILING (yes; no skips the independent runs,
 # which share one GPU when DEVICE is a GPU), BIND (yes: where the cores
 # suffice, each rank, and each independent run, keeps THREADS cores of its
-# own, and its threads stay on them; no: the system places them), EXTRA
+# own, and its threads stay on them, and where they suffice for one more
+# each, a rank keeps that one too, for its summing thread; no: the system
+# places them), EXTRA
 # (further train arguments of the MPI runs, e.g. "--balance auto").
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
@@ -47,17 +50,20 @@ train_args() {
 }
 
 # bind RANKS: sets binding, the launcher's options that give each of RANKS
-# ranks THREADS cores of its own (those that leave them unbound when BIND is
-# no or the cores are too few), and exports where OpenMP keeps the threads.
+# ranks THREADS cores of its own, and one more where the cores suffice
+# (those that leave them unbound when BIND is no or the cores are too
+# few), and exports where OpenMP keeps the threads (on the first THREADS).
 bind() {
+	local cores=$((THREADS + 1))
 	binding=("${unbound[@]}")
 	unset OMP_PROC_BIND OMP_PLACES
 	[ "$BIND" = yes ] && [ $(($1 * THREADS)) -le "$(nproc)" ] || return 0
+	[ $(($1 * cores)) -le "$(nproc)" ] || cores=$THREADS
 	export OMP_PROC_BIND=close OMP_PLACES=cores
 	if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-		binding=(--map-by "slot:PE=$THREADS" --bind-to core)
+		binding=(--map-by "slot:PE=$cores" --bind-to core)
 	else
-		binding=(-bind-to "core:$THREADS")
+		binding=(-bind-to "core:$cores")
 	fi
 }
 

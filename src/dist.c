@@ -917,6 +917,34 @@ void lt_dist_shared_free(lt_dist_shared *s)
 	free(s);
 }
 
+enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
+				  const char *what, int barrier)
+{
+	double t0 = lt_seconds(), last = t0, now = t0;
+	double *spent = barrier ? &d->barriers : &d->waited;
+	while (!done(ctx)) {
+		now = lt_seconds();
+#ifdef LT_HAVE_MPI
+		if (now - last > 0.05) {
+			answer_questions(d);
+			last = now;
+		}
+		if (now - t0 > d->timeout)
+			return report_stall(d, what);
+#else
+		(void)last, (void)what;
+#endif
+		/* the others' writes come from cores of their own, or from
+		 * ours once we yield: yield for a while, then sleep */
+		if (now - t0 < 0.01)
+			sched_yield();
+		else
+			usleep(50);
+	}
+	*spent += lt_seconds() - t0;
+	return LT_OK;
+}
+
 enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *what)
 {
 #ifdef LT_HAVE_MPI

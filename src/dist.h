@@ -105,6 +105,12 @@ void lt_dist_shared_free(lt_dist_shared *s);
 /* Waits (under the watchdog) until every rank of the node reached this
  * call, with the writes each made to s before it visible to all. */
 enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *what);
+/* Waits (under the watchdog, `what` naming the exchange) until done(ctx)
+ * is true, as it becomes when other ranks of the node write their part of
+ * shared memory; the seconds count as waiting for the exchange or, with
+ * `barrier`, for the node's slower ranks. */
+enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
+				  const char *what, int barrier);
 /* Counts seconds spent exchanging outside the collectives (summing
  * through shared memory) as waiting for the exchange. */
 void lt_dist_add_wait_seconds(lt_dist *d, double seconds);

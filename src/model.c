@@ -424,15 +424,22 @@ int lt_model_block_of(const lt_model *m, size_t off)
 	return off < first || off >= m->norm ? -1 : (int)((off - first) / block_numel(m));
 }
 
-size_t lt_model_grad_index(const lt_model *m, size_t off)
+size_t lt_model_slot_index(const lt_model *m, size_t off, int k)
 {
 	size_t first = m->layers[0].ln_in, n = block_numel(m);
 	int b = lt_model_block_of(m, off);
-	if (!m->slots || off < first)
+	if (k > m->cfg.n_layers)
+		k = m->cfg.n_layers;
+	if (k <= 0 || off < first)
 		return off;
 	if (b < 0)
-		return off - (m->norm - first) + (size_t)m->slots * n;
-	return first + (size_t)(b % m->slots) * n + (off - first - (size_t)b * n);
+		return off - (m->norm - first) + (size_t)k * n;
+	return first + (size_t)(b % k) * n + (off - first - (size_t)b * n);
+}
+
+size_t lt_model_grad_index(const lt_model *m, size_t off)
+{
+	return lt_model_slot_index(m, off, m->slots);
 }
 
 enum lt_status lt_model_use_grad_slots(lt_model *m, int k)

@@ -93,6 +93,9 @@ enum lt_status lt_model_use_grad_slots(lt_model *m, int k);
 /* The element of the gradient buffer that holds the gradient of flat
  * element off (off itself without slots). */
 size_t lt_model_grad_index(const lt_model *m, size_t off);
+/* The same in a buffer laid out as the gradient buffer with k slots (k <=
+ * 0: the whole buffer), whatever the model keeps. */
+size_t lt_model_slot_index(const lt_model *m, size_t off, int k);
 /* The block whose range holds flat element off; -1 for the embedding and
  * output ranges. */
 int lt_model_block_of(const lt_model *m, size_t off);

@@ -4,12 +4,20 @@
 #include "zero.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Range boundaries fall on multiples of this many elements. */
 #define ALIGN 16
@@ -26,6 +34,48 @@
 /* Spans of a rank's piece of the embedding table that threads take in
  * turn as they add the ranks' lookup rows. */
 #define LOOKUP_SPANS 64
+/* Blocks whose gradients a part of the node's memory holds at once, with
+ * a summer: a rank may run as many blocks ahead of the node's slowest
+ * before it waits for that one's sum. */
+#define PART_SLOTS 4
+/* With a summer, buckets of at least SUB_MIN elements go to the summing
+ * thread in SUB_BUCKETS pieces. */
+#define SUB_BUCKETS 4
+#define SUB_MIN 65536
+
+/* A bucket of gradients handed to the summing thread: flat elements
+ * [lo, hi), added to the shards' earlier sums when `add`; `taken` once the
+ * thread or, at backward's end, the main thread took it. */
+struct bucket {
+	size_t lo, hi;
+	int add;
+	atomic_int taken;
+};
+
+/* The summing thread of a rank and what its waits read. Bucket k (from 1
+ * on, the same on every rank) sits in queue[k % cap]; each rank's control
+ * page counts the buckets it posted and those it summed. In backward only
+ * the thread sums, in order, so that a count of k means buckets 1 to k;
+ * once every rank posted its last, the main thread sums too, from the
+ * last bucket back. */
+struct summer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int started;
+	atomic_int stop;
+	_Atomic uint64_t passed;       /* the buckets the thread summed or found taken */
+	struct bucket *queue;
+	uint64_t cap, posted;          /* posted: under lock */
+	_Atomic uint64_t **posted_of;  /* [locals], in the control pages */
+	_Atomic uint64_t **summed_of;  /* [locals] */
+	uint64_t want;                 /* what the main thread's wait waits for */
+	uint64_t table, added;         /* apart: the table's last bucket, and the last mark
+					  that this rank added the lookup rows */
+	size_t *region_at;             /* [regions]: grad index of a bucket's start, */
+	uint64_t *region_last;         /* and the last bucket that used it */
+	int regions, max_regions;
+};
 
 struct lt_zero {
 	lt_dist *dist;
@@ -71,6 +121,9 @@ struct lt_zero {
 	 * most) and then their gradients */
 	int apart;
 	size_t lookup_cap, gbytes;
+	/* node mode on one node, every rank in host memory, stage 2: each
+	 * rank's thread of its own sums the buckets beside backward */
+	struct summer *summer;
 	char exchange[256];            /* how the ranks exchange, and why */
 };
 
@@ -217,20 +270,146 @@ static float *lookup_grads(const lt_zero *z, int j)
 	return (float *)((char *)lookup_tokens(z, j) + section_bytes(z->lookup_cap + 1));
 }
 
+/* A summer's view of local rank j's counts, in its control page (the two
+ * on cache lines of their own: the main thread writes one, the summing
+ * thread the other). */
+static void place_counts(struct summer *u, int j, char *page)
+{
+	u->posted_of[j] = (_Atomic uint64_t *)page;
+	u->summed_of[j] = (_Atomic uint64_t *)(page + 64);
+}
+
+static void free_summer(lt_zero *z)
+{
+	struct summer *u = z->summer;
+	if (!u)
+		return;
+	if (u->started) {
+		pthread_mutex_lock(&u->lock);
+		atomic_store(&u->stop, 1);
+		pthread_cond_signal(&u->wake);
+		pthread_mutex_unlock(&u->lock);
+		pthread_join(u->thread, NULL);
+	}
+	pthread_cond_destroy(&u->wake);
+	pthread_mutex_destroy(&u->lock);
+	free(u->queue);
+	free(u->posted_of);
+	free(u->region_at);
+	free(u->region_last);
+	free(u);
+	z->summer = NULL;
+}
+
+/* A summer for z, its thread not yet started: a queue for two backwards'
+ * buckets (each in pieces), and room for as many regions as a backward has
+ * buckets. */
+static enum lt_status new_summer(lt_zero *z)
+{
+	int layers = lt_model_config_of(z->model)->n_layers;
+	struct summer *u = calloc(1, sizeof *u);
+	if (u) {
+		u->cap = 2 * ((uint64_t)layers + 4) * SUB_BUCKETS;
+		u->max_regions = layers + 4;
+		u->queue = calloc(u->cap, sizeof *u->queue);
+		u->posted_of = calloc(2 * (size_t)z->locals, sizeof *u->posted_of);
+		u->region_at = calloc((size_t)u->max_regions, sizeof *u->region_at);
+		u->region_last = calloc((size_t)u->max_regions, sizeof *u->region_last);
+	}
+	if (!u || !u->queue || !u->posted_of || !u->region_at || !u->region_last ||
+	    pthread_mutex_init(&u->lock, NULL) || pthread_cond_init(&u->wake, NULL)) {
+		if (u) {
+			free(u->queue);
+			free(u->posted_of);
+			free(u->region_at);
+			free(u->region_last);
+		}
+		free(u);
+		lt_errmsg_set("cannot allocate the gradient-summing thread's state");
+		return LT_ERR_NOMEM;
+	}
+	u->summed_of = u->posted_of + z->locals;
+	atomic_init(&u->stop, 0);
+	atomic_init(&u->passed, 0);
+	z->summer = u;
+	return LT_OK;
+}
+
+static void *sum_beside(void *arg);
+
+/* Lets the summing thread run on every core of OpenMP's places, not only
+ * on the one that OpenMP binds the main thread to where places are set:
+ * the scheduler then gives it a core that backward's threads leave free. */
+static void let_run_on_every_place(pthread_attr_t *attr)
+{
+#ifdef _OPENMP
+	int places = omp_get_num_places();
+	cpu_set_t cores;
+	CPU_ZERO(&cores);
+	for (int p = 0; p < places; p++) {
+		int n = omp_get_place_num_procs(p), ids[CPU_SETSIZE];
+		if (n > CPU_SETSIZE)
+			return;
+		omp_get_place_proc_ids(p, ids);
+		for (int i = 0; i < n; i++)
+			if (ids[i] >= 0 && ids[i] < CPU_SETSIZE)
+				CPU_SET(ids[i], &cores);
+	}
+	if (CPU_COUNT(&cores) > 0)
+		pthread_attr_setaffinity_np(attr, sizeof cores, &cores);
+#else
+	(void)attr;
+#endif
+}
+
+/* Zeroes this rank's counts, waits until every rank of the node did, and
+ * starts the summing thread. */
+static enum lt_status start_summer(lt_zero *z)
+{
+	struct summer *u = z->summer;
+	atomic_store(u->posted_of[z->local], 0);
+	atomic_store(u->summed_of[z->local], 0);
+	enum lt_status st = lt_dist_shared_sync(z->dist, z->shared,
+						"the start of the gradient exchange");
+	if (st != LT_OK)
+		return st;
+	pthread_attr_t attr;
+	int err = pthread_attr_init(&attr);
+	if (!err) {
+		let_run_on_every_place(&attr);
+		err = pthread_create(&u->thread, &attr, sum_beside, z);
+		pthread_attr_destroy(&attr);
+	}
+	if (err) {
+		lt_errmsg_set("cannot start the gradient-summing thread: %s", strerror(err));
+		return LT_ERR_NOMEM;
+	}
+	u->started = 1;
+	snprintf(z->exchange, sizeof z->exchange,
+		 "through the shared memory of the ranks' one node, each rank summing on a "
+		 "thread of its own beside backward");
+	return LT_OK;
+}
+
 /* Node mode: local rank j's part of the node's memory holds its gradient
- * buffer, its lookup rows (apart), its shard (stages 1 and 2) and, for j =
- * 0, the parameters; the grads, shard and params host copies are these
+ * buffer, its lookup rows (apart), its summing thread's counts (a page,
+ * with a summer), its shard (stages 1 and 2) and, for j = 0, the
+ * parameters; the grads, shard and params host copies are these
  * sections. */
 static enum lt_status share_node_memory(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	int sharded = z->stage > 0;
-	size_t gbytes = section_bytes(lt_model_grads_numel(z->model));
+	size_t gbytes = section_bytes(z->summer ? lt_model_config_grads(lt_model_config_of(z->model),
+									PART_SLOTS)
+						: lt_model_grads_numel(z->model));
 	size_t lbytes = z->apart ? section_bytes(z->lookup_cap + 1) +
 				   section_bytes(z->lookup_cap *
 						 (size_t)lt_model_config_of(z->model)->dim)
 				 : 0;
-	size_t mine = gbytes + lbytes + (sharded ? section_bytes(z->end - z->begin) : 0) +
+	size_t cbytes = z->summer ? PAGE : 0;
+	size_t mine = gbytes + lbytes + cbytes +
+		      (sharded ? section_bytes(z->end - z->begin) : 0) +
 		      (sharded && z->local == 0 ? section_bytes(z->numel) : 0);
 	enum lt_status st;
 	if (!(z->grads_of = calloc(2 * (size_t)z->locals, sizeof *z->grads_of))) {
@@ -245,6 +424,7 @@ static enum lt_status share_node_memory(lt_zero *z)
 		free(z->grads_of);
 		z->grads_of = NULL;
 		z->node = z->apart = 0;
+		free_summer(z);
 		return LT_OK;
 	}
 	if (st != LT_OK)
@@ -253,7 +433,9 @@ static enum lt_status share_node_memory(lt_zero *z)
 	z->gbytes = gbytes;
 	for (int j = 0; j < z->locals; j++) {
 		z->grads_of[j] = lt_dist_shared_at(z->shared, j);
-		z->shard_of[j] = (float *)((char *)z->grads_of[j] + gbytes + lbytes);
+		z->shard_of[j] = (float *)((char *)z->grads_of[j] + gbytes + lbytes + cbytes);
+		if (z->summer)
+			place_counts(z->summer, j, (char *)z->grads_of[j] + gbytes + lbytes);
 	}
 	z->grads_host = z->grads_of[z->local];
 	z->own_grads = 1;
@@ -289,11 +471,17 @@ static enum lt_status allocate(lt_zero *z)
 		if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
 			return st;
 	}
-	/* ranks all in host memory would sum the table with the cores backward
-	 * uses either way, and then the rows too; over several nodes, the
-	 * nodes exchange whole tables */
-	z->apart = z->node && z->nodes == 1 && z->copies_beside && (z->slots || overlap_pays(z));
+	/* on one node, where the exchange runs in backward (over several
+	 * nodes, the nodes exchange whole tables) */
+	z->apart = z->node && z->nodes == 1 && (z->slots || overlap_pays(z));
+	/* ranks all in host memory sum on a thread of their own, beside the
+	 * cores backward uses */
+	if (z->node && z->nodes == 1 && !z->copies_beside && z->slots &&
+	    (st = new_summer(z)) != LT_OK)
+		return st;
 	if (z->node && (st = share_node_memory(z)) != LT_OK)
+		return st;
+	if (z->summer && (st = start_summer(z)) != LT_OK)
 		return st;
 	if (z->slots && (st = use_slots(z)) != LT_OK)
 		return st;
@@ -396,6 +584,7 @@ void lt_zero_free(lt_zero *z)
 	lt_model_on_grads_ready(z->model, NULL, NULL);
 	lt_model_on_lookup_ready(z->model, NULL, NULL);
 	lt_optim_free(z->opt);
+	free_summer(z);
 	lt_backend *be = lt_model_backend(z->model);
 	if (z->node)
 		be->ops->sync(be);  /* copies to or from the shared memory end */
@@ -439,11 +628,19 @@ const char *lt_zero_exchange(const lt_zero *z) { return z->exchange; }
 const size_t *lt_zero_ranges(const lt_zero *z) { return z->off; }
 size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
 
+/* Where the gradient of flat element lo lies in the host copy: as in the
+ * gradient buffer, but with a summer, in PART_SLOTS blocks' room. */
+static size_t part_index(const lt_zero *z, size_t lo)
+{
+	return z->summer ? lt_model_slot_index(z->model, lo, PART_SLOTS)
+			 : lt_model_grad_index(z->model, lo);
+}
+
 /* The host copy of the gradient of flat element lo: the range [lo, hi)
  * that backward reports is contiguous in the gradient buffer. */
 static float *host_grads(const lt_zero *z, size_t lo)
 {
-	return z->grads_host + lt_model_grad_index(z->model, lo);
+	return z->grads_host + part_index(z, lo);
 }
 
 /* The gradient of flat element lo in the backend's buffer. */
@@ -481,29 +678,46 @@ static void put_grads(lt_zero *z, size_t lo, size_t hi)
 }
 
 
+/* Chunk c (of SUM_CHUNK elements) of sum_parts's work. */
+static void sum_chunk(float *const *parts, int size, size_t at, size_t n, float *out, int add,
+		      long c)
+{
+	size_t lo = (size_t)c * SUM_CHUNK, m = n - lo < SUM_CHUNK ? n - lo : SUM_CHUNK;
+	float acc[SUM_CHUNK];
+	const float *p0 = parts[0] + at + lo;
+#pragma omp simd
+	for (size_t i = 0; i < m; i++)
+		acc[i] = out && add ? out[lo + i] + p0[i] : p0[i];
+	for (int r = 1; r < size; r++) {
+		const float *p = parts[r] + at + lo;
+#pragma omp simd
+		for (size_t i = 0; i < m; i++)
+			acc[i] += p[i];
+	}
+	for (int r = 0; !out && r < size; r++)
+		memcpy(parts[r] + at + lo, acc, m * sizeof *acc);
+	if (out)
+		memcpy(out + lo, acc, m * sizeof *acc);
+}
+
 /* The sum over the node's parts[size] of their elements [at, at + n):
  * into out[n] (added to what it holds when add), or, with out NULL, back
- * into every part. The same order for every element on every rank. */
-static void sum_parts(float *const *parts, int size, size_t at, size_t n, float *out, int add)
+ * into every part; on the backend's threads when `threads`, else on the
+ * calling thread alone, outside OpenMP (whose first parallel region would
+ * bind a thread of ours to one of its places). The same order for every
+ * element on every rank. */
+static void sum_parts(float *const *parts, int size, size_t at, size_t n, float *out, int add,
+		      int threads)
 {
 	long chunks = (long)((n + SUM_CHUNK - 1) / SUM_CHUNK);
-#pragma omp parallel for schedule(static)
-	for (long c = 0; c < chunks; c++) {
-		size_t lo = (size_t)c * SUM_CHUNK, m = n - lo < SUM_CHUNK ? n - lo : SUM_CHUNK;
-		float acc[SUM_CHUNK];
-		const float *p0 = parts[0] + at + lo;
-		for (size_t i = 0; i < m; i++)
-			acc[i] = out && add ? out[lo + i] + p0[i] : p0[i];
-		for (int r = 1; r < size; r++) {
-			const float *p = parts[r] + at + lo;
-			for (size_t i = 0; i < m; i++)
-				acc[i] += p[i];
-		}
-		for (int r = 0; !out && r < size; r++)
-			memcpy(parts[r] + at + lo, acc, m * sizeof *acc);
-		if (out)
-			memcpy(out + lo, acc, m * sizeof *acc);
+	if (!threads) {
+		for (long c = 0; c < chunks; c++)
+			sum_chunk(parts, size, at, n, out, add, c);
+		return;
 	}
+#pragma omp parallel for schedule(static)
+	for (long c = 0; c < chunks; c++)
+		sum_chunk(parts, size, at, n, out, add, c);
 }
 
 /* Where piece j of `parts` equal pieces of n elements starts (on ALIGN). */
@@ -552,7 +766,7 @@ static enum lt_status finish_node_sum(lt_zero *z)
 	if (!z->crossing)
 		return LT_OK;
 	z->crossing = 0;
-	return spread_node_sum(z, z->cross_lo, lt_model_grad_index(z->model, z->cross_lo),
+	return spread_node_sum(z, z->cross_lo, part_index(z, z->cross_lo),
 			       z->cross_a, z->cross_b);
 }
 
@@ -569,7 +783,7 @@ static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t 
 	if (st != LT_OK)
 		return st;
 	double t0 = lt_seconds();
-	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0);
+	sum_parts(z->grads_of, z->locals, at + (a - lo), b - a, sum, 0, 1);
 	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
 	if (z->scatter) {
 		/* node i's ranks own [off[i * locals], off[(i + 1) * locals]) */
@@ -590,6 +804,22 @@ static enum lt_status sum_across_nodes(lt_zero *z, size_t lo, size_t at, size_t 
 	z->cross_a = a;
 	z->cross_b = b;
 	return LT_OK;
+}
+
+/* Stages 1 and 2 on one node: the sum of flat elements [a, b) (of the
+ * bucket from lo, whose copy starts at element at of the parts) over the
+ * node's parts into each owner's shard, added to what the shard holds
+ * when `add`. */
+static void sum_to_owners(lt_zero *z, size_t lo, size_t at, size_t a, size_t b, int add,
+			  int threads)
+{
+	for (int j = 0; j < z->locals; j++) {
+		int r = lt_dist_rank_of_local(z->dist, j);
+		size_t x, len = owned_part(z, r, a, b, &x);
+		if (len)
+			sum_parts(z->grads_of, z->locals, at + (x - lo), len,
+				  z->shard_of[j] + (x - z->off[r]), add, threads);
+	}
 }
 
 /* Node mode: whether a bucket summed in backward can skip the sync after
@@ -613,7 +843,7 @@ static int sync_after_sum(const lt_zero *z, int last)
 static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi, int last)
 {
 	int size = z->locals;
-	size_t at = lt_model_grad_index(z->model, lo);
+	size_t at = part_index(z, lo);
 	size_t a = lo + piece_at(hi - lo, size, z->local), b = lo + piece_at(hi - lo, size, z->local + 1);
 	enum lt_status st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange");
 	if (st != LT_OK)
@@ -624,14 +854,9 @@ static enum lt_status sum_on_node(lt_zero *z, size_t lo, size_t hi, int last)
 		if (st == LT_OK && last)
 			st = finish_node_sum(z);
 	} else if (z->stage == 0) {
-		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0);
-	}
-	for (int j = 0; z->nodes == 1 && z->stage > 0 && j < size; j++) {
-		int r = lt_dist_rank_of_local(z->dist, j);
-		size_t x, len = owned_part(z, r, a, b, &x);
-		if (len)
-			sum_parts(z->grads_of, size, at + (x - lo), len,
-				  z->shard_of[j] + (x - z->off[r]), z->backwards > 1);
+		sum_parts(z->grads_of, size, at + (a - lo), b - a, NULL, 0, 1);
+	} else if (z->stage > 0) {
+		sum_to_owners(z, lo, at, a, b, z->backwards > 1, 1);
 	}
 	if (z->nodes == 1)
 		lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
@@ -723,6 +948,179 @@ static enum lt_status free_next_slot(lt_zero *z, size_t lo)
 	return lt_dist_wait_to(z->dist, z->marks[reused]);
 }
 
+/* A summer: whether every rank of the node posted (counts: posted_of) or
+ * summed (summed_of) bucket `want` (ctx: z). */
+static int all_reached(const lt_zero *z, _Atomic uint64_t *const *counts)
+{
+	for (int j = 0; j < z->locals; j++)
+		if (atomic_load_explicit(counts[j], memory_order_acquire) < z->summer->want)
+			return 0;
+	return 1;
+}
+
+static int all_posted(void *ctx)
+{
+	const lt_zero *z = ctx;
+	return all_reached(z, z->summer->posted_of);
+}
+
+/* ... and this rank's thread went past it, so that its queue entry may
+ * take another bucket. */
+static int all_summed(void *ctx)
+{
+	const lt_zero *z = ctx;
+	return all_reached(z, z->summer->summed_of) &&
+	       atomic_load_explicit(&z->summer->passed, memory_order_acquire) >= z->summer->want;
+}
+
+/* The last bucket before k that used the parts' region from grad index at
+ * (0: none), k now taking it. A region table that is full starts over,
+ * after all of the buckets before k. */
+static uint64_t take_region(struct summer *u, size_t at, uint64_t k)
+{
+	for (int i = 0; i < u->regions; i++) {
+		if (u->region_at[i] == at) {
+			uint64_t last = u->region_last[i];
+			u->region_last[i] = k;
+			return last;
+		}
+	}
+	uint64_t last = 0;
+	if (u->regions == u->max_regions) {
+		u->regions = 0;
+		last = k - 1;
+	}
+	u->region_at[u->regions] = at;
+	u->region_last[u->regions++] = k;
+	return last;
+}
+
+/* With a summer: waits for the node's slower ranks to post bucket want
+ * (as at a barrier). */
+static enum lt_status wait_for_posts(lt_zero *z, uint64_t want)
+{
+	z->summer->want = want;
+	return lt_dist_wait_until(z->dist, all_posted, z, "the gradient exchange", 1);
+}
+
+/* ... and then for every rank to have summed it. */
+static enum lt_status wait_for_sums(lt_zero *z, uint64_t want)
+{
+	enum lt_status st = wait_for_posts(z, want);
+	return st == LT_OK ? lt_dist_wait_until(z->dist, all_summed, z, "the gradient exchange", 0)
+			   : st;
+}
+
+/* With a summer, in backward: once every rank's thread summed what the
+ * bucket's region of the parts held before (and the queue has room),
+ * copies the gradients of [lo, hi) there and hands the bucket to the
+ * thread, a large one in SUB_BUCKETS pieces (so that at backward's end
+ * the main thread can take some of the last block's). An empty bucket is
+ * a mark that the others can wait for. */
+static enum lt_status post_bucket(lt_zero *z, size_t lo, size_t hi)
+{
+	struct summer *u = z->summer;
+	int pieces = hi - lo >= SUB_MIN ? SUB_BUCKETS : 1;
+	uint64_t k = u->posted + (uint64_t)pieces, room = k > u->cap ? k - u->cap : 0;
+	uint64_t last = hi > lo ? take_region(u, part_index(z, lo), k) : 0;
+	/* apart, the table waits until every rank added the rows before */
+	int table = z->apart && hi > lo && lo == table_of(z);
+	enum lt_status st = table ? wait_for_posts(z, u->added) : LT_OK;
+	if (st == LT_OK)
+		st = wait_for_sums(z, last > room ? last : room);
+	if (st != LT_OK)
+		return st;
+	if (table)
+		u->table = k;
+	fetch_grads(z, lo, hi);
+	pthread_mutex_lock(&u->lock);
+	for (int i = 0; i < pieces; i++) {
+		struct bucket *b = &u->queue[(u->posted + 1 + (uint64_t)i) % u->cap];
+		b->lo = lo + piece_at(hi - lo, pieces, i);
+		b->hi = lo + piece_at(hi - lo, pieces, i + 1);
+		b->add = z->backwards > 1;
+		atomic_store(&b->taken, 0);
+	}
+	u->posted = k;
+	pthread_cond_signal(&u->wake);
+	pthread_mutex_unlock(&u->lock);
+	atomic_store_explicit(u->posted_of[z->local], k, memory_order_release);
+	return LT_OK;
+}
+
+/* The summing thread's wait until every rank of the node posted bucket k:
+ * 0 when told to stop first. */
+static int others_posted(lt_zero *z, uint64_t k)
+{
+	struct summer *u = z->summer;
+	double t0 = lt_seconds();
+	for (;;) {
+		int j = 0;
+		while (j < z->locals &&
+		       atomic_load_explicit(u->posted_of[j], memory_order_acquire) >= k)
+			j++;
+		if (j == z->locals)
+			return 1;
+		if (atomic_load(&u->stop))
+			return 0;
+		if (lt_seconds() - t0 < 0.001)
+			sched_yield();
+		else
+			usleep(50);
+	}
+}
+
+/* Sums this rank's piece of bucket b into the owners' shards (on the
+ * backend's threads when `threads`) and counts it. */
+static void sum_bucket(lt_zero *z, const struct bucket *b, int threads)
+{
+	size_t at = part_index(z, b->lo), n = b->hi - b->lo;
+	sum_to_owners(z, b->lo, at, b->lo + piece_at(n, z->locals, z->local),
+		      b->lo + piece_at(n, z->locals, z->local + 1), b->add, threads);
+	atomic_fetch_add_explicit(z->summer->summed_of[z->local], 1, memory_order_release);
+}
+
+/* The summing thread: takes the buckets in order and, once every rank
+ * posted one, sums it on its one core (unless the main thread took it). */
+static void *sum_beside(void *arg)
+{
+	lt_zero *z = arg;
+	struct summer *u = z->summer;
+	for (uint64_t k = 1;; k++) {
+		pthread_mutex_lock(&u->lock);
+		while (u->posted < k && !atomic_load(&u->stop))
+			pthread_cond_wait(&u->wake, &u->lock);
+		struct bucket *b = &u->queue[k % u->cap];
+		pthread_mutex_unlock(&u->lock);
+		if (atomic_load(&u->stop) || !others_posted(z, k))
+			return NULL;
+		if (!atomic_exchange(&b->taken, 1))
+			sum_bucket(z, b, 0);
+		atomic_store_explicit(&u->passed, k, memory_order_release);
+	}
+}
+
+/* With a summer, after backward: once every rank posted its last bucket
+ * (waiting as at a barrier), sums from the last bucket back, on the
+ * backend's threads, those the thread has yet to take, then waits for
+ * every rank to have summed all. */
+static enum lt_status finish_sums(lt_zero *z)
+{
+	struct summer *u = z->summer;
+	enum lt_status st = wait_for_posts(z, u->posted);
+	if (st != LT_OK)
+		return st;
+	double t0 = lt_seconds();
+	for (uint64_t k = u->posted; k > 0; k--) {
+		struct bucket *b = &u->queue[k % u->cap];
+		if (atomic_exchange(&b->taken, 1))
+			break;
+		sum_bucket(z, b, 1);
+	}
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	return lt_dist_wait_until(z->dist, all_summed, z, "the gradient exchange", 0);
+}
+
 /* The model's callback in an armed backward: an empty range is a moment
  * between two ops to let the started exchanges advance. */
 static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
@@ -730,6 +1128,8 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 	lt_zero *z = ctx;
 	if (hi == lo)
 		return lt_dist_progress(z->dist);
+	if (z->summer)
+		return post_bucket(z, lo, hi);
 	if (z->node)
 		return hold_bucket(z, lo, hi);
 	fetch_grads(z, lo, hi);
@@ -741,7 +1141,7 @@ static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
  * stage 0 into every part, else into their owners' shards. */
 static void add_lookup_row(lt_zero *z, size_t e, const float *src, size_t n)
 {
-	size_t at = lt_model_grad_index(z->model, e);
+	size_t at = part_index(z, e);
 	for (int j = 0; j < z->locals; j++) {
 		float *to = z->grads_of[j] + at;
 		const float *from = src;
@@ -796,6 +1196,28 @@ static void add_lookups(lt_zero *z, size_t table)
 	}
 }
 
+/* With a summer, apart: marks this rank's lookup rows as in its part;
+ * once every rank's are, and every rank summed the table's bucket, adds
+ * the rows of its piece of the table to the owners' shards, and marks
+ * that done (the wait after backward waits for every rank's mark). */
+static enum lt_status add_rows_beside(lt_zero *z, size_t table)
+{
+	struct summer *u = z->summer;
+	enum lt_status st = post_bucket(z, 0, 0);
+	if (st == LT_OK)
+		st = wait_for_posts(z, u->posted);
+	if (st == LT_OK)
+		st = wait_for_sums(z, u->table);
+	if (st != LT_OK)
+		return st;
+	double t0 = lt_seconds();
+	add_lookups(z, table);
+	lt_dist_add_wait_seconds(z->dist, lt_seconds() - t0);
+	st = post_bucket(z, 0, 0);
+	u->added = u->posted;
+	return st;
+}
+
 /* The model's lookup function, apart: once the last block's bucket is
  * summed, this rank's lookup rows go to its part; after every rank's are
  * there, each adds the rows of its piece of the table; at stage 0 the
@@ -810,12 +1232,15 @@ static enum lt_status on_lookup_ready(void *ctx, size_t table, const int32_t *ro
 	if (st != LT_OK)
 		return st;
 	LT_ASSERT(count >= 0 && (size_t)count <= z->lookup_cap);
+	/* (with a summer, the table's bucket waited until the others added
+	 * the rows before) */
 	int32_t *mine = lookup_tokens(z, z->local);
 	mine[0] = count;
 	memcpy(mine + 1, rows, (size_t)count * sizeof *rows);
 	be->ops->read(be, lookup_grads(z, z->local), grads, (size_t)count * (size_t)c->dim);
-	if ((st = be->ops->sync(be)) != LT_OK ||
-	    (st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
+	if ((st = be->ops->sync(be)) != LT_OK || z->summer)
+		return st == LT_OK ? add_rows_beside(z, table) : st;
+	if ((st = lt_dist_shared_sync(z->dist, z->shared, "the gradient exchange")) != LT_OK)
 		return st;
 	double t0 = lt_seconds();
 	add_lookups(z, table);
@@ -938,7 +1363,8 @@ static enum lt_status finish_exchange(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	enum lt_status st;
-	if ((st = exchange_held(z, 0)) != LT_OK)
+	if ((st = exchange_held(z, 0)) != LT_OK ||
+	    (z->summer && (st = finish_sums(z)) != LT_OK))
 		return st;
 	if (!z->armed) {
 		if ((st = be->ops->sync(be)) != LT_OK)

@@ -118,6 +118,8 @@ for ranks in 2 3; do
 done
 grep -q "^exchange: through the shared memory of the ranks' one node" "$tmp/r3z2.out"
 ok $? "ranks of one node exchange through its shared memory: $(grep -m1 '^exchange' "$tmp/r3z2.out")"
+grep -q "^exchange: .*each rank summing on a thread of its own beside backward" "$tmp/r3z2.out"
+ok $? "CPU ranks of one node sum on a thread of their own at ZeRO 2: $(grep -m1 '^exchange' "$tmp/r3z2.out")"
 # 2b. The same through MPI's collectives (--exchange mpi, as across nodes).
 for zero in 0 1 2; do
 	name=m3z$zero
@@ -184,12 +186,19 @@ for name in r2z0 r2z1 r2z2 r3z0 r3z1 r3z2; do
 	awk -v got="${got:-0}" "BEGIN { d = ${est:-1e9} - got / 1048576; exit !(d < 0.2 && d > -0.2) }"
 	ok $? "$name: lltrain info --ranks $ranks --zero $zero estimates $est MiB of it"
 	# rank 1's part of the node's memory: a copy of its gradient buffer
-	# and its shard, each on whole pages
+	# and its shard, each on whole pages; at ZeRO 2, where the ranks sum on
+	# threads of their own, room for 4 blocks' gradients (the tiny
+	# preset's all 4) instead of the buffer's 2, the rows of the
+	# embedding's lookup (all 320 tokens of 192 gradients, and their
+	# count and tokens) and a page of the thread's counts
 	[ $zero = 0 ] && continue
 	shm=$(sed -n 's/.*rank 1 [0-9]* + \([0-9]*\) bytes.*/\1/p' "$tmp/$name.out")
-	d=$((${shm:-0} - 4 * g - 4 * p / ranks))
+	copy=$g what="a copy of its $g-element gradient buffer" rows=0
+	[ $zero = 2 ] && copy=$p what="room for 4 blocks' gradients, the lookup rows, the thread's counts" \
+		rows=$((4 * 321 + 4 * 320 * 192 + 4096))
+	d=$((${shm:-0} - 4 * copy - 4 * p / ranks - rows))
 	[ -n "$shm" ] && [ $d -ge -64 ] && [ $d -le 8192 ]
-	ok $? "$name: rank 1 shares $shm bytes of the node's memory: a copy of its $g-element gradient buffer and its shard"
+	ok $? "$name: rank 1 shares $shm bytes of the node's memory: $what and its shard"
 done
 
 # 3b. Gradient accumulation: stage 2 exchanges every backward and sums in
@@ -204,6 +213,13 @@ done
 train a3m 3 "$@" --train.grad_accum=2 --zero 2 --exchange mpi
 why=$(losses_match refa a3m 2>&1)
 ok $? "3 ranks, ZeRO 2 through MPI, 2 micro-batches a step: losses within 1e-5 of one process $why"
+# 6 layers: more blocks than a part of the node's memory holds, so that the
+# summing threads' ranks reuse a block's room within a backward
+train refl 0 "$@" --train.grad_accum=2 --model.n_layers=6 --train.steps=15
+ok $rc "6 layers, 2 micro-batches a step, one process: $(tail -c 300 "$tmp/refl.out")"
+train a3l 3 "$@" --train.grad_accum=2 --model.n_layers=6 --train.steps=15 --zero 2
+why=$(losses_match refl a3l 15 2>&1)
+ok $? "3 ranks, ZeRO 2, 6 layers, 2 micro-batches a step: losses within 1e-5 of one process $why"
 
 # 3c. Several nodes: LLTRAIN_NODE_RANKS=2 makes each 2 ranks a node. Each
 # node sums through its shared memory, the nodes through MPI: an
