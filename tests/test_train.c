@@ -374,6 +374,35 @@ static void read_plain_gradient(lt_backend *be, lt_model *m, const int32_t *tok,
 	be->ops->read(be, out, lt_model_grads(m), lt_model_num_params(m));
 }
 
+/* lt_model_slot_index lays a buffer out as the gradient buffer with k
+ * slots, whatever the model keeps: the model's own index at its k = 2,
+ * every element in place at k <= 0 and at k >= layers (4), and at k = 3
+ * within the 3-slot buffer, blocks 0 and 3 sharing a slot and blocks 0 to
+ * 2 apart. */
+static void check_slot_index(const lt_model *whole, const lt_model *slotted,
+			     const struct lt_model_config *c)
+{
+	size_t P = lt_model_num_params(whole), G3 = lt_model_config_grads(c, 3), bad = 0;
+	size_t first[4];
+	for (size_t off = 0, b = 0; off < P && b < 4; off++)
+		if (lt_model_block_of(whole, off) == (int)b)
+			first[b++] = off;
+	for (size_t off = 0; off < P; off++) {
+		size_t i3 = lt_model_slot_index(whole, off, 3);
+		bad += lt_model_slot_index(whole, off, 2) != lt_model_grad_index(slotted, off);
+		bad += lt_model_slot_index(slotted, off, 0) != off;
+		bad += lt_model_slot_index(slotted, off, 4) != off;
+		bad += lt_model_slot_index(slotted, off, 9) != off;
+		bad += i3 >= G3;
+	}
+	size_t s0 = lt_model_slot_index(whole, first[0], 3);
+	tap_ok(bad == 0 && s0 == lt_model_slot_index(whole, first[3], 3) &&
+		       s0 != lt_model_slot_index(whole, first[1], 3) &&
+		       s0 != lt_model_slot_index(whole, first[2], 3) &&
+		       lt_model_slot_index(whole, first[1], 3) != lt_model_slot_index(whole, first[2], 3),
+	       "slot index: %zu of %zu elements misplaced at k = 0, 2, 3, 4 and 9", bad, P);
+}
+
 /* With two gradient slots over four blocks, the ranges a hook reads as
  * backward reports them are bitwise the whole buffer's gradient, and a
  * second backward writes rather than adds; the buffer holds the embedding,
@@ -417,6 +446,7 @@ static void check_gradient_slots(lt_backend *be)
 		       G == P - 2 * (P - lt_model_config_grads(&c, 3)),
 	       "gradient slots: %zu of %zu gradients bitwise those of the whole buffer after two "
 	       "backwards; buffer of %zu elements", same, P, G);
+	check_slot_index(whole, slotted, &c);
 	free(want);
 	free(got);
 	lt_model_free(whole);
@@ -526,7 +556,7 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(11);
+	tap_plan(12);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
