@@ -62,7 +62,7 @@ struct summer {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	int started;
+	int ready, started;            /* ready: lock and wake initialized */
 	atomic_int stop;
 	_Atomic uint64_t passed;       /* the buckets the thread summed or found taken */
 	struct bucket *queue;
@@ -291,8 +291,10 @@ static void free_summer(lt_zero *z)
 		pthread_mutex_unlock(&u->lock);
 		pthread_join(u->thread, NULL);
 	}
-	pthread_cond_destroy(&u->wake);
-	pthread_mutex_destroy(&u->lock);
+	if (u->ready) {
+		pthread_cond_destroy(&u->wake);
+		pthread_mutex_destroy(&u->lock);
+	}
 	free(u->queue);
 	free(u->posted_of);
 	free(u->region_at);
@@ -307,7 +309,7 @@ static void free_summer(lt_zero *z)
 static enum lt_status new_summer(lt_zero *z)
 {
 	int layers = lt_model_config_of(z->model)->n_layers;
-	struct summer *u = calloc(1, sizeof *u);
+	struct summer *u = z->summer = calloc(1, sizeof *u);
 	if (u) {
 		u->cap = 2 * ((uint64_t)layers + 4) * SUB_BUCKETS;
 		u->max_regions = layers + 4;
@@ -315,23 +317,21 @@ static enum lt_status new_summer(lt_zero *z)
 		u->posted_of = calloc(2 * (size_t)z->locals, sizeof *u->posted_of);
 		u->region_at = calloc((size_t)u->max_regions, sizeof *u->region_at);
 		u->region_last = calloc((size_t)u->max_regions, sizeof *u->region_last);
-	}
-	if (!u || !u->queue || !u->posted_of || !u->region_at || !u->region_last ||
-	    pthread_mutex_init(&u->lock, NULL) || pthread_cond_init(&u->wake, NULL)) {
-		if (u) {
-			free(u->queue);
-			free(u->posted_of);
-			free(u->region_at);
-			free(u->region_last);
+		if (!pthread_mutex_init(&u->lock, NULL)) {
+			if (!pthread_cond_init(&u->wake, NULL))
+				u->ready = 1;
+			else
+				pthread_mutex_destroy(&u->lock);
 		}
-		free(u);
+	}
+	if (!u || !u->queue || !u->posted_of || !u->region_at || !u->region_last || !u->ready) {
+		free_summer(z);
 		lt_errmsg_set("cannot allocate the gradient-summing thread's state");
 		return LT_ERR_NOMEM;
 	}
 	u->summed_of = u->posted_of + z->locals;
 	atomic_init(&u->stop, 0);
 	atomic_init(&u->passed, 0);
-	z->summer = u;
 	return LT_OK;
 }
 
