@@ -72,7 +72,7 @@ struct summer {
 	uint64_t want;                 /* what the main thread's wait waits for */
 	uint64_t table, added;         /* apart: the table's last bucket, and the last mark
 					  that this rank added the lookup rows */
-	size_t *region_at;             /* [regions]: grad index of a bucket's start, */
+	size_t *region_at;             /* [regions]: where a bucket starts in the parts, */
 	uint64_t *region_last;         /* and the last bucket that used it */
 	int regions, max_regions;
 };
@@ -973,7 +973,7 @@ static int all_summed(void *ctx)
 	       atomic_load_explicit(&z->summer->passed, memory_order_acquire) >= z->summer->want;
 }
 
-/* The last bucket before k that used the parts' region from grad index at
+/* The last bucket before k that used the parts' region from element at
  * (0: none), k now taking it. A region table that is full starts over,
  * after all of the buckets before k. */
 static uint64_t take_region(struct summer *u, size_t at, uint64_t k)
