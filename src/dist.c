@@ -248,6 +248,18 @@ static void answer_questions(struct lt_dist *d)
 	}
 }
 
+/* The watchdog's turn in a wait that began at t0: answers the others'
+ * questions every 50 ms (*last: when it last did) and says whether the
+ * wait ran past the timeout. */
+static int watchdog_expired(struct lt_dist *d, double t0, double now, double *last)
+{
+	if (now - *last > 0.05) {
+		answer_questions(d);
+		*last = now;
+	}
+	return now - t0 > d->timeout;
+}
+
 /* After a timeout: asks every other rank where it is and names those that
  * do not answer within ASK_SECONDS. */
 static enum lt_status report_stall(struct lt_dist *d, const char *what)
@@ -320,11 +332,7 @@ static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 			*spent += now - t0;
 			return LT_OK;
 		}
-		if (now - last > 0.05) {
-			answer_questions(d);
-			last = now;
-		}
-		if (now - t0 > d->timeout) {
+		if (watchdog_expired(d, t0, now, &last)) {
 			int i = 0;
 			while (i < n - 1 && req[i] == MPI_REQUEST_NULL)
 				i++;
@@ -925,11 +933,7 @@ enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
 	while (!done(ctx)) {
 		now = lt_seconds();
 #ifdef LT_HAVE_MPI
-		if (now - last > 0.05) {
-			answer_questions(d);
-			last = now;
-		}
-		if (now - t0 > d->timeout)
+		if (watchdog_expired(d, t0, now, &last))
 			return report_stall(d, what);
 #else
 		(void)last, (void)what;
