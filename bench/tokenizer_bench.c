@@ -5,7 +5,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 #endif
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "embed.h"
-#include "fs.h"
+#include "io/fs.h"
 
 static const char *embedded_source(const char *file, size_t *len)
 {

@@ -7,7 +7,7 @@
 src=${top_srcdir:-.}
 LLTRAIN=${LLTRAIN:-./lltrain}
 pages="$src/man/lltrain.1 $src/man/lltrain.conf.5"
-for c in "$src"/src/cmd_*.c; do
+for c in "$src"/src/cmd/cmd_*.c; do
 	cmd=$(basename "$c" .c | sed 's/^cmd_//')
 	pages="$pages $src/man/lltrain-$cmd.1"
 done
@@ -22,7 +22,7 @@ for p in $pages; do
 	out=$(LC_ALL=C groff -ww -z -man "$p" 2>&1)
 	[ -z "$out" ]; ok $? "$(basename "$p") is clean under groff -ww -z -man${out:+: $out}"
 done
-for c in "$src"/src/cmd_*.c; do
+for c in "$src"/src/cmd/cmd_*.c; do
 	cmd=$(basename "$c" .c | sed 's/^cmd_//')
 	page="$src/man/lltrain-$cmd.1"
 	for opt in $(grep -o '{ "[a-z-]*", \(required\|no\)_argument' "$c" | sed 's/{ "\([a-z-]*\)".*/\1/' | sort -u); do

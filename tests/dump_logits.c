@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 #include "conf.h"
 #include "model.h"
 

@@ -7,7 +7,7 @@
  * several ranks and loaded back on other numbers of ranks (gaps, overlaps
  * and missing shards refused by name). */
 #include "config.h"
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -29,9 +29,9 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "tap.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define B 2
 #define T 16

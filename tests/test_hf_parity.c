@@ -11,7 +11,7 @@
 #include "backend.h"
 #include "model.h"
 #include "optim.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "tap.h"
 
 enum { B = 3, T = 17, N = B * T };

@@ -4,7 +4,7 @@
  * limit) that must leave no file, and, where python3 has the safetensors
  * package, files exchanged with it in both directions. */
 #include "config.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>

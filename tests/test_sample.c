@@ -11,7 +11,7 @@
 #include "backend.h"
 #include "model.h"
 #include "rng.h"
-#include "sample.h"
+#include "text/sample.h"
 #include "tap.h"
 
 #define DECODE_TOL 1e-4   /* decode logits against the full forward, relative L2 per row */

@@ -6,7 +6,7 @@
  * back from the shards, the same bytes with 1 and 2 threads, a document
  * larger than the read blocks, and failures that leave the output alone. */
 #include "config.h"
-#include "shard.h"
+#include "io/shard.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,11 +26,11 @@
 #include <omp.h>
 #include <zlib.h>
 
-#include "data.h"
-#include "prepare.h"
+#include "text/data.h"
+#include "text/prepare.h"
 #include "rng.h"
 #include "tap.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static char dir[4096];
 

@@ -11,7 +11,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* mkdtemp, clock_gettime under -std=c11 */
 #endif
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 #include "tap.h"
 
 #include <stdint.h>

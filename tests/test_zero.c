@@ -3,7 +3,7 @@
  * its later comparisons (lt_zero_rebalance): a new split only when it pays
  * at two comparisons in a row. */
 #include "config.h"
-#include "zero.h"
+#include "dist/zero.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -40,7 +40,7 @@
 
 #include <stddef.h>
 
-#include "dist.h"
+#include "dist/dist.h"
 #include "model.h"
 #include "optim.h"
 

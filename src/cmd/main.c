@@ -7,7 +7,7 @@
 
 #include "status.h"
 #include "backend.h"
-#include "cmd.h"
+#include "cmd/cmd.h"
 #include "conf.h"
 
 struct command {

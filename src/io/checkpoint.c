@@ -2,7 +2,7 @@
  * directory, state.json with sizes and CRC-32s, verified loads, and finding
  * and pruning the checkpoints of a run. */
 #include "config.h"
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,8 +18,8 @@
 #include <jansson.h>
 #include <zlib.h>
 
-#include "fs.h"
-#include "safetensors.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
 
 #define CKPT_PATH_MAX 4096
 #define STATE_FORMAT_VERSION 1

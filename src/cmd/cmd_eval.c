@@ -13,12 +13,12 @@
 #include <jansson.h>
 
 #include "backend.h"
-#include "checkpoint.h"
-#include "cmd.h"
+#include "io/checkpoint.h"
+#include "cmd/cmd.h"
 #include "conf.h"
-#include "data.h"
+#include "text/data.h"
 #include "model.h"
-#include "shard.h"
+#include "io/shard.h"
 
 /* Room for a configured path plus the names lltrain adds to it. */
 #define PATH_CAP (LT_CONF_PATH_MAX + 128)

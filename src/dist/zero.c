@@ -1,7 +1,7 @@
 /* ZeRO data parallelism: gradient reduction by stage, the sharded AdamW
  * step, the parameter all-gather, and the exact sum of deterministic runs. */
 #include "config.h"
-#include "zero.h"
+#include "dist/zero.h"
 
 #include <math.h>
 #include <pthread.h>

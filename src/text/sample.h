@@ -11,7 +11,7 @@
 
 #include "model.h"
 #include "rng.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 struct lt_sample_opts {
 	float temperature;   /* 0 = greedy (argmax) */

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "cmd/cmd.h"
 #include "conf.h"
-#include "prepare.h"
-#include "tokenizer.h"
+#include "text/prepare.h"
+#include "text/tokenizer.h"
 
 struct prepare_args {
 	const char *out, *tokenizer, *separator;

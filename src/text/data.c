@@ -2,7 +2,7 @@
  * checked, random training windows keyed by (seed, sample index), and
  * sequential validation windows (see data.h). */
 #include "config.h"
-#include "data.h"
+#include "text/data.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "rng.h"
-#include "shard.h"
+#include "io/shard.h"
 
 /* Sample s draws its window from the random stream (seed, DATA_STREAM + s),
  * apart from the streams that initialisation and sampling use. */

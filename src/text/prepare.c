@@ -3,7 +3,7 @@
  * the documents in parallel batches into train and validation shards, and
  * puts the finished directory in place only when every step succeeded. */
 #include "config.h"
-#include "prepare.h"
+#include "text/prepare.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -21,9 +21,9 @@
 #include <omp.h>
 
 #include "clock.h"
-#include "fs.h"
-#include "shard.h"
-#include "tokenizer.h"
+#include "io/fs.h"
+#include "io/shard.h"
+#include "text/tokenizer.h"
 
 /* Files are read this much at a time. */
 #define READ_BLOCK ((size_t)1 << 20)

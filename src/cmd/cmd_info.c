@@ -8,14 +8,14 @@
 #include <stdlib.h>
 
 #include "backend.h"
-#include "cmd.h"
+#include "cmd/cmd.h"
 #ifdef LT_HAVE_OPENCL
 #include "cl.h"
 #endif
 #include "conf.h"
-#include "dist.h"
+#include "dist/dist.h"
 #include "model.h"
-#include "zero.h"
+#include "dist/zero.h"
 
 static void print_help(void)
 {

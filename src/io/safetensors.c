@@ -1,7 +1,7 @@
 /* safetensors files: the validating reader (pread, converting on the way)
  * and the streaming writer (see safetensors.h for the format and rules). */
 #include "config.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -19,20 +19,20 @@
 #include <jansson.h>
 
 #include "backend.h"
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 #include "clock.h"
-#include "cmd.h"
+#include "cmd/cmd.h"
 #include "conf.h"
-#include "data.h"
-#include "dist.h"
-#include "fs.h"
-#include "metrics.h"
+#include "text/data.h"
+#include "dist/dist.h"
+#include "io/fs.h"
+#include "io/metrics.h"
 #include "model.h"
 #include "optim.h"
-#include "prepare.h"
-#include "sample.h"
-#include "tokenizer.h"
-#include "zero.h"
+#include "text/prepare.h"
+#include "text/sample.h"
+#include "text/tokenizer.h"
+#include "dist/zero.h"
 
 /* Room for a configured path plus the names lltrain adds to it. */
 #define PATH_CAP (LT_CONF_PATH_MAX + 128)

@@ -11,10 +11,10 @@
 
 #include "backend.h"
 #include "clock.h"
-#include "cmd.h"
+#include "cmd/cmd.h"
 #include "model.h"
 #include "optim.h"
-#include "sample.h"
+#include "text/sample.h"
 #include "conf.h"
 #include "rng.h"
 

@@ -1,7 +1,7 @@
 /* Token shard files: the streaming writer (path.tmp, header last, fsync,
  * rename) and the validating memory-mapped reader (see shard.h). */
 #include "config.h"
-#include "shard.h"
+#include "io/shard.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -10,13 +10,13 @@
 #include <string.h>
 
 #include "backend.h"
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 #include "clock.h"
-#include "cmd.h"
+#include "cmd/cmd.h"
 #include "conf.h"
 #include "model.h"
-#include "sample.h"
-#include "tokenizer.h"
+#include "text/sample.h"
+#include "text/tokenizer.h"
 
 /* Room for a checkpoint path plus the names lltrain adds to it. */
 #define PATH_CAP (LT_CONF_PATH_MAX + 128)

@@ -2,7 +2,7 @@
  * and copies that are fsynced and leave nothing behind on failure, and
  * fsync of a path. */
 #include "config.h"
-#include "fs.h"
+#include "io/fs.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Training progress: metrics.jsonl lines and the human view on stdout. */
 #include "config.h"
-#include "metrics.h"
+#include "io/metrics.h"
 
 #include <errno.h>
 #include <math.h>

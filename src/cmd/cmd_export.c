@@ -15,12 +15,12 @@
 #include <jansson.h>
 
 #include "backend.h"
-#include "checkpoint.h"
-#include "cmd.h"
+#include "io/checkpoint.h"
+#include "cmd/cmd.h"
 #include "conf.h"
-#include "fs.h"
+#include "io/fs.h"
 #include "model.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 /* Room for a directory path plus the names lltrain adds to it. */
 #define PATH_CAP (LT_CONF_PATH_MAX + 128)

@@ -1,7 +1,7 @@
 /* Text generation: the token choice (temperature, top-k, top-p) and the
  * KV-cached generation loop over a model. */
 #include "config.h"
-#include "sample.h"
+#include "text/sample.h"
 
 #include <math.h>
 #include <stdlib.h>

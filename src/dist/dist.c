@@ -1,7 +1,7 @@
 /* Ranks and collectives over MPI (or one rank without it), each collective
  * non-blocking under a watchdog that names a rank that died or stalled. */
 #include "config.h"
-#include "dist.h"
+#include "dist/dist.h"
 
 #include <limits.h>
 #include <sched.h>
