@@ -1,12 +1,13 @@
-/* File-system steps shared by the writers: mkdir -p, whole-file writes
- * and copies that are fsynced and leave nothing behind on failure, and
- * fsync of a path. */
+/* File-system steps shared by every writer: atomic publishing of files and
+ * directories, mkdir -p, rm -rf, fsynced whole-file writes and copies that
+ * leave nothing behind on failure, fsync of a path, and path joining. */
 #include "config.h"
 #include "io/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -187,4 +188,161 @@ int lt_fs_is_empty_dir(const char *dir)
 		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
 	closedir(d);
 	return empty;
+}
+
+/* The directory part of path ("." when it has none) in out[cap]. */
+static enum lt_status parent_of(const char *path, char *out, size_t cap)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+	if (n >= cap) {
+		lt_errmsg_set("%s: path too long (at most %zu bytes)", path, cap - 1);
+		return LT_ERR_ARG;
+	}
+	memcpy(out, !slash ? "." : slash == path ? "/" : path, n);
+	out[n] = '\0';
+	return LT_OK;
+}
+
+static enum lt_status sync_parent(const char *path)
+{
+	char dir[LT_FS_PATH_MAX];
+	enum lt_status st = parent_of(path, dir, sizeof dir);
+	return st != LT_OK ? st : lt_fs_sync(dir);
+}
+
+enum lt_status lt_fs_publish(const char *tmp, const char *path)
+{
+	if (rename(tmp, path) != 0) {
+		lt_errmsg_set("%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	return sync_parent(path);
+}
+
+enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n)
+{
+	char tmp[LT_FS_PATH_MAX];
+	int len = snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+	if (len < 0 || (size_t)len >= sizeof tmp) {
+		lt_errmsg_set("%s: path too long (at most %zu bytes)", path, sizeof tmp - 20);
+		return LT_ERR_ARG;
+	}
+	enum lt_status st = lt_fs_write_new(tmp, p, n);
+	if (st != LT_OK)
+		return st;
+	if ((st = lt_fs_publish(tmp, path)) != LT_OK)
+		unlink(tmp);
+	return st;
+}
+
+enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char *aside)
+{
+	int moved = 0;
+	if (rename(final, aside) == 0) {
+		moved = 1;
+	} else if (errno != ENOENT) {
+		lt_errmsg_set("%s: cannot move the old copy aside to %s: %s", final, aside,
+			      strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (rename(tmp, final) != 0) {
+		lt_errmsg_set("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+		if (moved)
+			rename(aside, final);
+		return LT_ERR_IO;
+	}
+	enum lt_status st = sync_parent(final);
+	if (st != LT_OK)
+		return st;
+	if (moved && lt_fs_remove_tree(aside) != LT_OK)
+		lt_errmsg_clear();
+	return LT_OK;
+}
+
+/* Removes the directory `name` inside the directory open as dfd, with what
+ * it holds (files, links, and directories of its own). Links are removed,
+ * never followed. Returns 0, or an errno. */
+static int remove_tree_at(int dfd, const char *name, int depth)
+{
+	if (depth > 8)
+		return ELOOP;
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int err = errno;
+		close(fd);
+		return err;
+	}
+	int err = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (unlinkat(fd, e->d_name, 0) == 0)
+			continue;
+		if (errno == EISDIR || errno == EPERM) {
+			int r = remove_tree_at(fd, e->d_name, depth + 1);
+			if (r != 0 && !err)
+				err = r;
+		} else if (!err) {
+			err = errno;
+		}
+	}
+	closedir(d);
+	if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && !err)
+		err = errno;
+	return err;
+}
+
+enum lt_status lt_fs_remove_tree(const char *path)
+{
+	char dir[LT_FS_PATH_MAX];
+	enum lt_status st = parent_of(path, dir, sizeof dir);
+	if (st != LT_OK)
+		return st;
+	const char *slash = strrchr(path, '/');
+	const char *name = slash ? slash + 1 : path;
+	int err = 0;
+	if (unlink(path) == 0 || errno == ENOENT)
+		return LT_OK;
+	if (errno != EISDIR && errno != EPERM) {
+		err = errno;
+	} else {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		err = dfd < 0 ? errno : remove_tree_at(dfd, name, 0);
+		if (dfd >= 0)
+			close(dfd);
+	}
+	if (err) {
+		lt_errmsg_set("%s: cannot remove: %s", path, strerror(err));
+		return LT_ERR_IO;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *name)
+{
+	int n = snprintf(out, cap, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= cap) {
+		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+char *lt_fs_join_new(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *out = malloc(a + b + 2);
+	if (!out) {
+		lt_errmsg_set("cannot allocate %zu bytes for the path %s/%s", a + b + 2, dir, name);
+		return NULL;
+	}
+	memcpy(out, dir, a);
+	out[a] = '/';
+	memcpy(out + a + 1, name, b + 1);
+	return out;
 }

@@ -1,7 +1,17 @@
-/* File-system steps shared by the writers of checkpoints, exports and runs:
- * mkdir -p, whole-file writes and copies that are fsynced and removed
- * again on failure, fsync of a file or directory. Errors name the path and
- * what failed. */
+/* File-system steps shared by every writer of lltrain: publishing a file
+ * or a directory atomically, mkdir -p, rm -rf, whole-file writes and copies
+ * that are fsynced and removed again on failure, fsync, and joining paths
+ * without truncating them. Errors name the path and what failed.
+ *
+ * Publishing: a writer puts a file or a directory under a temporary name
+ * beside its final one, flushes it to stable storage, renames it into
+ * place and flushes the parent directory, so that a reader (or a restart
+ * after a crash) finds the old version or the whole new one, never part
+ * of it. lt_fs_publish is that last step for every writer; the others
+ * wrap whole files and whole directories around it.
+ *
+ * Ownership: every function borrows its arguments; lt_fs_join_new returns
+ * memory the caller frees. */
 #ifndef LT_FS_H
 #define LT_FS_H
 
@@ -27,5 +37,31 @@ enum lt_status lt_fs_sync(const char *path);
 enum lt_status lt_fs_write_new(const char *path, const void *p, size_t n);
 /* Copies src to a new file dst, fsynced; removes dst on failure. */
 enum lt_status lt_fs_copy(const char *src, const char *dst);
+
+/* The last step of publishing: renames the finished, fsynced tmp to path
+ * (replacing what is there) and fsyncs path's parent directory. */
+enum lt_status lt_fs_publish(const char *tmp, const char *path);
+/* Publishes n bytes as the file path: writes them to path.PID.tmp, fsyncs
+ * it and lt_fs_publish-es it. On failure path is as it was and the
+ * temporary file is gone. */
+enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n);
+/* Publishes the finished (fsynced) directory tmp as final: a directory
+ * already at final is first renamed to aside (a path in the same
+ * directory), then tmp renamed to final and the parent fsynced; the old
+ * one is removed last. When the rename of tmp fails the old one is put
+ * back. Once final is in place the publish has succeeded: an old copy
+ * that resists removal stays at aside for the caller to clean up. */
+enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char *aside);
+
+/* rm -rf path: removes a file, or a directory with what it holds; links
+ * are removed, never followed. A missing path is no error. */
+enum lt_status lt_fs_remove_tree(const char *path);
+
+/* out[cap] = dir/name; LT_ERR_ARG naming the path when it does not fit
+ * (never a truncated path). */
+enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *name);
+/* dir/name in new memory (the caller frees it); NULL, with lt_errmsg set,
+ * when memory runs out. */
+char *lt_fs_join_new(const char *dir, const char *name);
 
 #endif
