@@ -222,6 +222,41 @@ static enum lt_status time_training(lt_model *model, lt_optim *opt, const struct
 	return st;
 }
 
+/* The report of a benchmark: the run's shape, the step time and its
+ * throughput, MFU against the measured sgemm peak, and memory beside the
+ * estimate. */
+static void print_results(const struct bench_opts *o, const char *preset, lt_model *model,
+			  lt_backend *be, const struct bench_result *res, double peak, double rss)
+{
+	const struct lt_model_config mc = *lt_model_config_of(model);
+	struct lt_device_info dev;
+	be->ops->info(be, &dev);
+	struct lt_mem_estimate est;
+	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, &est);
+	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
+	       preset ? "preset " : "model", preset ? preset : "",
+	       (double)lt_model_num_params(model) / 1e6, o->batch, o->seq, dev.name);
+	printf("step time:       %.4f s (mean of %d steps after a warm-up step)\n", res->step_s,
+	       o->steps);
+	printf("loss:            %.4f\n", res->loss);
+	printf("tokens/s:        %.1f\n", res->tokens_per_s);
+	printf("model TFLOP/s:   %.4f (%.1f MFLOP per token)\n", res->model_tflops,
+	       lt_model_config_flops_per_token(&mc, o->seq) / 1e6);
+	printf("sgemm TFLOP/s:   %.4f (2048^3, best of 3 before and 3 after the steps)\n", peak);
+	printf("MFU:             %.3f\n", res->model_tflops / peak);
+	printf("peak RSS:        %.1f MiB (estimate %.1f MiB: params %.1f, grads %.1f, "
+	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
+	       rss / 1048576.0, est.total / 1048576.0, est.params / 1048576.0, est.grads / 1048576.0,
+	       est.optimizer / 1048576.0, est.activations / 1048576.0, est.workspace / 1048576.0,
+	       est.runtime / 1048576.0);
+	if (be->ops->mem_usage) {
+		size_t now, top;
+		be->ops->mem_usage(be, &now, &top);
+		printf("peak device mem: %.1f MiB (%.2f GiB; lltrain's buffers on %s, of %.1f GiB)\n",
+		       top / 1048576.0, top / 1073741824.0, dev.name, dev.mem_bytes / 1073741824.0);
+	}
+}
+
 int lt_cmd_bench(int argc, char **argv)
 {
 	struct lt_conf conf;
@@ -250,7 +285,6 @@ int lt_cmd_bench(int argc, char **argv)
 	lt_model *model = NULL;
 	lt_optim *opt = NULL;
 	struct bench_result r = { 0 };
-	struct lt_device_info dev;
 	double peak = 0;
 	enum lt_status st = lt_cmd_backend("bench", o.device, o.threads, &be);
 	if (st != LT_OK) {
@@ -263,7 +297,6 @@ int lt_cmd_bench(int argc, char **argv)
 		lt_backend_free(be);
 		return 2;
 	}
-	be->ops->info(be, &dev);
 	/* The sgemm is timed before and after the steps and the better figure
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
 	double peak_after;
@@ -279,29 +312,7 @@ int lt_cmd_bench(int argc, char **argv)
 	if (peak_after > peak)
 		peak = peak_after;
 
-	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&mc, o.batch, o.seq, dev.compute_units, &est);
-	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
-	       preset ? "preset " : "model", preset ? preset : "",
-	       (double)lt_model_num_params(model) / 1e6, o.batch, o.seq, dev.name);
-	printf("step time:       %.4f s (mean of %d steps after a warm-up step)\n", r.step_s, o.steps);
-	printf("loss:            %.4f\n", r.loss);
-	printf("tokens/s:        %.1f\n", r.tokens_per_s);
-	printf("model TFLOP/s:   %.4f (%.1f MFLOP per token)\n", r.model_tflops,
-	       lt_model_config_flops_per_token(&mc, o.seq) / 1e6);
-	printf("sgemm TFLOP/s:   %.4f (2048^3, best of 3 before and 3 after the steps)\n", peak);
-	printf("MFU:             %.3f\n", r.model_tflops / peak);
-	printf("peak RSS:        %.1f MiB (estimate %.1f MiB: params %.1f, grads %.1f, "
-	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
-	       rss / 1048576.0, est.total / 1048576.0, est.params / 1048576.0, est.grads / 1048576.0,
-	       est.optimizer / 1048576.0, est.activations / 1048576.0, est.workspace / 1048576.0,
-	       est.runtime / 1048576.0);
-	if (be->ops->mem_usage) {
-		size_t now, top;
-		be->ops->mem_usage(be, &now, &top);
-		printf("peak device mem: %.1f MiB (%.2f GiB; lltrain's buffers on %s, of %.1f GiB)\n",
-		       top / 1048576.0, top / 1073741824.0, dev.name, dev.mem_bytes / 1073741824.0);
-	}
+	print_results(&o, preset, model, be, &r, peak, rss);
 	if (o.profile)
 		print_profile(&r, o.steps);
 	int n_sample = o.sample_tokens < mc.max_seq - 1 ? o.sample_tokens : mc.max_seq - 1;

@@ -138,45 +138,46 @@ static void print_presets(int threads)
 	}
 }
 
-int lt_cmd_info(int argc, char **argv)
+/* What info was asked for. */
+struct info_args {
+	int threads;     /* -1: the configuration's */
+	int keys;        /* --keys: the configuration keys only */
+	int ranks;
+	int configured;  /* some option set the configuration */
+};
+
+/* Fills a (and conf's ZeRO stage) from argv; returns -1 to go on, else the
+ * exit status. */
+static int parse_info_options(int argc, char **argv, struct info_args *a, struct lt_conf *conf)
 {
 	static const struct option longopts[] = {
 		{ "threads", required_argument, NULL, 't' }, { "keys", no_argument, NULL, 'k' },
 		{ "ranks", required_argument, NULL, 'n' }, { "zero", required_argument, NULL, 'z' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
-	struct lt_conf conf;
-	int args_before = argc, threads = -1, keys = 0, ranks = 1, c, rc;
+	int c;
 	long v;
-
-	rc = lt_cmd_preset("info", NULL, &conf, &argc, argv);
-	if (rc)
-		return rc;
-	int configured = argc != args_before; /* some option set the config */
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			if (lt_parse_long("--threads", optarg, 1, 4096, &v) != LT_OK) {
-				fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
+			if (lt_cmd_long("info", "--threads", optarg, 1, 4096, &v))
 				return 2;
-			}
-			threads = (int)v;
+			a->threads = (int)v;
 			break;
 		case 'n':
-		case 'z':
-			if (lt_parse_long(c == 'n' ? "--ranks" : "--zero", optarg, c == 'n' ? 1 : 0,
-					  c == 'n' ? 1000000 : 2, &v) != LT_OK) {
-				fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
+			if (lt_cmd_long("info", "--ranks", optarg, 1, 1000000, &v))
 				return 2;
-			}
-			if (c == 'n')
-				ranks = (int)v;
-			else
-				conf.dist.zero = (int)v;
-			configured = 1;
+			a->ranks = (int)v;
+			a->configured = 1;
 			break;
-		case 'k': keys = 1; break;
+		case 'z':
+			if (lt_cmd_long("info", "--zero", optarg, 0, 2, &v))
+				return 2;
+			conf->dist.zero = (int)v;
+			a->configured = 1;
+			break;
+		case 'k': a->keys = 1; break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
@@ -185,17 +186,12 @@ int lt_cmd_info(int argc, char **argv)
 		fprintf(stderr, "lltrain info: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (keys) {
-		print_keys();
-		return 0;
-	}
-	if (configured && lt_conf_check(&conf) != LT_OK) {
-		fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
-		return 1;
-	}
-	if (threads < 0)
-		threads = conf.run.threads;
+	return -1;
+}
 
+/* The program, its version and what it was built with. */
+static void print_build(void)
+{
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
 	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih, zlib%s%s%s\n",
 #ifdef LT_HAVE_OPENCL
@@ -210,12 +206,35 @@ int lt_cmd_info(int argc, char **argv)
 	       ""
 #endif
 	);
+}
+
+int lt_cmd_info(int argc, char **argv)
+{
+	struct lt_conf conf;
+	int args_before = argc;
+	int rc = lt_cmd_preset("info", NULL, &conf, &argc, argv);
+	if (rc)
+		return rc;
+	struct info_args a = { .threads = -1, .ranks = 1, .configured = argc != args_before };
+	rc = parse_info_options(argc, argv, &a, &conf);
+	if (rc >= 0)
+		return rc;
+	if (a.keys) {
+		print_keys();
+		return 0;
+	}
+	if (a.configured && lt_conf_check(&conf) != LT_OK) {
+		fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
+		return 1;
+	}
+	int threads = a.threads < 0 ? conf.run.threads : a.threads;
+	print_build();
 	print_backends(&threads);
 	print_opencl_devices();
 	if (threads <= 0)
 		threads = 1;
-	if (configured)
-		print_model(&conf, threads, ranks);
+	if (a.configured)
+		print_model(&conf, threads, a.ranks);
 	else
 		print_presets(threads);
 	return 0;
