@@ -70,7 +70,10 @@ def first_diff(a, b):
 
 
 def compare(label, texts, ours, theirs):
-    """One check per text: lltrain's ids against the library's."""
+    """One check per text: lltrain's ids against the library's, after one
+    check that both gave a result for every text (zip stops at the shortest)."""
+    ok(len(ours) == len(texts) and len(theirs) == len(texts),
+       "%s: %d texts, lltrain encoded %d, tokenizers %d" % (label, len(texts), len(ours), len(theirs)))
     for i, (text, a, b) in enumerate(zip(texts, ours, theirs)):
         short = text[:40].encode("unicode_escape").decode("ascii")
         if not ok(a == b, "%s: case %d (%d ids) '%s'" % (label, i, len(b), short)):
@@ -103,7 +106,8 @@ def check_dump(tok_path, cases_path):
             globals()["checks"] += 1
         else:
             at = AutoTokenizer.from_pretrained(os.path.dirname(tok_path))
-            ok(all(at.encode(t, add_special_tokens=False) == ids for t, ids in zip(texts, ours)),
+            ok(len(texts) == len(ours) and
+               all(at.encode(t, add_special_tokens=False) == ids for t, ids in zip(texts, ours)),
                "transformers AutoTokenizer encodes alike")
 
 

@@ -139,3 +139,8 @@ unsigned char *tap_slurp(const char *path, size_t *n)
 	fclose(f);
 	return p;
 }
+
+double tap_worst(double worst, double e)
+{
+	return worst != worst || e <= worst ? worst : e;
+}

@@ -32,5 +32,9 @@ _Noreturn void tap_skip_all(const char *why, ...) __attribute__((format(printf, 
  * double reference. */
 double tap_rel_l2_f(const float *a, const double *ref, long n);
 double tap_rel_l2_d(const double *a, const double *ref, long n);
+/* The larger of a running worst error and a new one, where NaN is the
+ * largest of all and stays: a check `worst <= tol` then fails on a NaN
+ * (a plain `e > worst ? e : worst` would drop it and pass). */
+double tap_worst(double worst, double e);
 
 #endif

@@ -114,7 +114,7 @@ static double decode_in_chunks(lt_model *m, const int32_t *tokens, const float *
 		pos += sizes[i];
 		for (int b = 0; b < B_; b++) {
 			double e = row_error(logits + b * V, want + ((size_t)b * L_ + pos - 1) * V, V);
-			worst = e > worst ? e : worst;
+			worst = tap_worst(worst, e);
 		}
 	}
 	return worst;
@@ -135,7 +135,7 @@ static void test_decode(lt_model *m)
 	for (int p = 1; p <= L_; p++) {
 		int sizes[1] = { p };
 		double e = decode_in_chunks(m, tokens, want, sizes, 1);
-		worst = e > worst ? e : worst;
+		worst = tap_worst(worst, e);
 	}
 	tap_ok(worst <= DECODE_TOL, "decode: prefill of p tokens in one call, every p in 1..%d, B=%d, "
 	       "GQA 6/2 heads: logits of position p-1 match the full forward: worst rel L2 %.3g <= %.0e",
@@ -422,7 +422,10 @@ int main(void)
 {
 	lt_backend *be = NULL;
 	lt_model *m = NULL;
-	tap_plan(7 + 7 + 5);
+	tap_plan(1 + 7 + 7 + 5);
+	tap_ok(isnan(tap_worst(tap_worst(tap_worst(0, 1e-3), NAN), 2.0)) &&
+	       tap_worst(tap_worst(0, 1e-3), 2e-4) == 1e-3,
+	       "the worst of errors 1e-3, NaN, 2 is NaN, and of 1e-3, 2e-4 is 1e-3: a NaN fails a bound");
 	if (lt_backend_new("cpu", 0, &be) != LT_OK)
 		bail_out("cpu backend");
 	if (lt_model_new(be, &cfg, &m) != LT_OK)
