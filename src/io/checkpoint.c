@@ -52,69 +52,6 @@ void lt_ckpt_state_free(struct lt_ckpt_state *s)
 
 /* ------------------------------------------------------------- paths */
 
-/* out = dir/name; LT_ERR_ARG naming the path when it does not fit. */
-static enum lt_status join_path(char *out, size_t cap, const char *dir, const char *name)
-{
-	int n = snprintf(out, cap, "%s/%s", dir, name);
-	if (n < 0 || (size_t)n >= cap) {
-		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
-		return LT_ERR_ARG;
-	}
-	return LT_OK;
-}
-
-/* Removes the directory `name` inside the directory open as dfd, with what
- * it holds (files, links, and directories of its own). Links are removed,
- * never followed. Returns 0, or an errno. */
-static int remove_tree_at(int dfd, const char *name, int depth)
-{
-	int fd, err = 0;
-	DIR *d;
-	struct dirent *e;
-
-	if (depth > 8)
-		return ELOOP;
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : errno;
-	if (!(d = fdopendir(fd))) {
-		err = errno;
-		close(fd);
-		return err;
-	}
-	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		if (unlinkat(fd, e->d_name, 0) == 0)
-			continue;
-		if (errno == EISDIR || errno == EPERM) {
-			int r = remove_tree_at(fd, e->d_name, depth + 1);
-			if (r != 0 && !err)
-				err = r;
-		} else if (!err) {
-			err = errno;
-		}
-	}
-	closedir(d);
-	if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && !err)
-		err = errno;
-	return err;
-}
-
-/* Removes parent/name and everything in it; names the path on failure. */
-static enum lt_status remove_tree(const char *parent, const char *name)
-{
-	int dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int err = dfd < 0 ? errno : remove_tree_at(dfd, name, 0);
-	if (dfd >= 0)
-		close(dfd);
-	if (err) {
-		lt_errmsg_set("%s/%s: cannot remove: %s", parent, name, strerror(err));
-		return LT_ERR_IO;
-	}
-	return LT_OK;
-}
-
 /* The step of a directory name "step_NNNNNNNN" (at least 8 digits), or -1. */
 static long step_of_name(const char *name)
 {
@@ -239,7 +176,7 @@ static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t 
 struct shard {
 	char name[NAME_CAP];
 	size_t begin, end;
-	lt_st *st;
+	lt_st *sf;
 };
 
 /* The file name of the optimizer shard of rank `rank` of nranks. */
@@ -262,9 +199,9 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
 }
 
 /* A metadata entry of the optimizer file as a number. */
-static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
+static enum lt_status meta_size(const lt_st *sf, const char *key, size_t *out)
 {
-	const char *v = lt_st_meta(st, key);
+	const char *v = lt_st_meta(sf, key);
 	char *end;
 	if (v && v[0] >= '0' && v[0] <= '9') {
 		errno = 0;
@@ -274,45 +211,45 @@ static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
 			return LT_OK;
 		}
 	}
-	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(st),
+	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(sf),
 		      key, v ? "not a number" : "missing");
 	return LT_ERR_FORMAT;
 }
 
 /* Moment tensor `name` of an optimizer file must be F32 [n]. */
-static enum lt_status check_moment(const lt_st *st, const char *name, size_t n)
+static enum lt_status check_moment(const lt_st *sf, const char *name, size_t n)
 {
 	const struct lt_st_info *info;
 	char have[160];
-	enum lt_status rc = lt_st_find(st, name, &info);
+	enum lt_status st = lt_st_find(sf, name, &info);
 
-	if (rc != LT_OK)
-		return rc;
+	if (st != LT_OK)
+		return st;
 	if (info->ndim == 1 && (uint64_t)info->shape[0] == n && info->dtype == LT_ST_F32)
 		return LT_OK;
 	format_shape(have, sizeof have, info->ndim, info->shape);
-	lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(st), name,
+	lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(sf), name,
 		      lt_st_dtype_name(info->dtype), have, n);
 	return LT_ERR_FORMAT;
 }
 
 /* Opens dir/sh->name and checks its header against the model: numel
  * equal to the model's, begin <= end <= numel, both moments F32 [end -
- * begin]. On failure sh->st is NULL again. */
+ * begin]. On failure sh->sf is NULL again. */
 static enum lt_status open_shard(const char *dir, const lt_model *m, struct shard *sh)
 {
 	char path[CKPT_PATH_MAX];
 	size_t numel, want = lt_model_num_params(m);
-	enum lt_status rc;
+	enum lt_status st;
 
-	if ((rc = join_path(path, sizeof path, dir, sh->name)) != LT_OK ||
-	    (rc = lt_st_open(path, &sh->st)) != LT_OK)
-		return rc;
-	if ((rc = meta_size(sh->st, "numel", &numel)) != LT_OK ||
-	    (rc = meta_size(sh->st, "begin", &sh->begin)) != LT_OK ||
-	    (rc = meta_size(sh->st, "end", &sh->end)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, sh->name)) != LT_OK ||
+	    (st = lt_st_open(path, &sh->sf)) != LT_OK)
+		return st;
+	if ((st = meta_size(sh->sf, "numel", &numel)) != LT_OK ||
+	    (st = meta_size(sh->sf, "begin", &sh->begin)) != LT_OK ||
+	    (st = meta_size(sh->sf, "end", &sh->end)) != LT_OK)
 		goto fail;
-	rc = LT_ERR_FORMAT;
+	st = LT_ERR_FORMAT;
 	if (numel != want) {
 		lt_errmsg_set("%s: moments of a model of %zu parameters, this model has %zu", path,
 			      numel, want);
@@ -323,13 +260,13 @@ static enum lt_status open_shard(const char *dir, const lt_model *m, struct shar
 			      path, sh->begin, sh->end, numel);
 		goto fail;
 	}
-	if ((rc = check_moment(sh->st, "exp_avg", sh->end - sh->begin)) == LT_OK &&
-	    (rc = check_moment(sh->st, "exp_avg_sq", sh->end - sh->begin)) == LT_OK)
+	if ((st = check_moment(sh->sf, "exp_avg", sh->end - sh->begin)) == LT_OK &&
+	    (st = check_moment(sh->sf, "exp_avg_sq", sh->end - sh->begin)) == LT_OK)
 		return LT_OK;
 fail:
-	lt_st_close(sh->st);
-	sh->st = NULL;
-	return rc;
+	lt_st_close(sh->sf);
+	sh->sf = NULL;
+	return st;
 }
 
 /* Shards by the start of their range (then its end, so empty ones first). */
@@ -377,7 +314,7 @@ static enum lt_status check_tiling(const char *dir, const char *where, struct sh
 static void close_shards(struct shard *sh, size_t n)
 {
 	for (size_t i = 0; sh && i < n; i++)
-		lt_st_close(sh[i].st);
+		lt_st_close(sh[i].sf);
 	free(sh);
 }
 
@@ -387,14 +324,14 @@ static void close_shards(struct shard *sh, size_t n)
 static enum lt_status open_shards(const char *dir, const char *where, struct shard *sh, size_t n,
 				  const lt_model *m, size_t lo, size_t hi)
 {
-	enum lt_status rc;
+	enum lt_status st;
 
 	for (size_t i = 0; i < n; i++) {
-		if ((rc = open_shard(dir, m, &sh[i])) != LT_OK)
-			return rc;
+		if ((st = open_shard(dir, m, &sh[i])) != LT_OK)
+			return st;
 		if (sh[i].end <= lo || sh[i].begin >= hi || sh[i].begin == sh[i].end) {
-			lt_st_close(sh[i].st);
-			sh[i].st = NULL;
+			lt_st_close(sh[i].sf);
+			sh[i].sf = NULL;
 		}
 	}
 	return check_tiling(dir, where, sh, n, lt_model_num_params(m));
@@ -406,15 +343,15 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 {
 	struct shard *sh = calloc(nshards ? (size_t)nshards : 1, sizeof *sh);
 	char path[CKPT_PATH_MAX];
-	enum lt_status rc = LT_OK;
+	enum lt_status st = LT_OK;
 
 	if (!sh) {
 		lt_errmsg_set("%s: cannot allocate the list of %d optimizer shards", tmp, nshards);
 		return LT_ERR_NOMEM;
 	}
-	for (int r = 0; r < nshards && rc == LT_OK; r++) {
+	for (int r = 0; r < nshards && st == LT_OK; r++) {
 		shard_name(sh[r].name, sizeof sh[r].name, r, nshards);
-		if ((rc = join_path(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
+		if ((st = lt_fs_join(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
 		    access(path, F_OK) == 0)
 			continue;
 		int err = errno;
@@ -423,12 +360,12 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 				      nshards);
 		else
 			lt_errmsg_set("%s: %s", path, strerror(err));
-		rc = err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+		st = err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
-	if (rc == LT_OK && nshards > 0)
-		rc = open_shards(tmp, tmp, sh, (size_t)nshards, m, 0, 0);
+	if (st == LT_OK && nshards > 0)
+		st = open_shards(tmp, tmp, sh, (size_t)nshards, m, 0, 0);
 	close_shards(sh, (size_t)nshards);
-	return rc;
+	return st;
 }
 
 /* ------------------------------------------------------------- saving */
@@ -608,11 +545,11 @@ static enum lt_status write_state_file(const char *dir, const struct lt_ckpt_sta
 	enum lt_status st;
 
 	for (int i = 0; i < n; i++) {
-		if ((st = join_path(path, sizeof path, dir, f[i].name)) != LT_OK ||
+		if ((st = lt_fs_join(path, sizeof path, dir, f[i].name)) != LT_OK ||
 		    (st = checksum_file(path, &f[i].bytes, &f[i].crc)) != LT_OK)
 			return st;
 	}
-	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK)
 		return st;
 	if (!(text = state_text(s, f, n))) {
 		lt_errmsg_set("%s: out of memory building the JSON (is the config valid UTF-8?)",
@@ -654,7 +591,7 @@ static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state
 	char path[CKPT_PATH_MAX], src[CKPT_PATH_MAX];
 	enum lt_status st;
 
-	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
 	    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
 		return st;
 	add_file(f, n, TOKENIZER_FILE);
@@ -662,7 +599,7 @@ static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state
 		return st;
 	if (access(src, F_OK) != 0)
 		return LT_OK;
-	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE)) != LT_OK ||
 	    (st = lt_fs_copy(src, path)) != LT_OK)
 		return st;
 	add_file(f, n, TOKENIZER_CONFIG_FILE);
@@ -685,7 +622,7 @@ static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int n
 		return LT_ERR_NOMEM;
 	}
 	if ((st = check_saved_shards(tmp, m, nshards)) != LT_OK ||
-	    (st = join_path(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
+	    (st = lt_fs_join(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
 	    (with_model && (st = lt_checkpoint_write_model(path, m)) != LT_OK))
 		goto out;
 	add_file(f, &n, MODEL_FILE);
@@ -704,42 +641,21 @@ out:
 
 /* Renames the finished temporary directory to its final name; an existing
  * checkpoint of that name is moved aside first and removed after, so a
- * valid one exists under the final name, or the old one is put back. */
+ * valid one exists under the final name, or the old one is put back. An
+ * old copy that resists removal is left for lt_checkpoint_prune (its name
+ * is a temporary's). */
 static enum lt_status publish(const char *ckdir, const char *tmp, const char *final,
 			      const char *aside_name)
 {
 	char aside[CKPT_PATH_MAX];
-	enum lt_status st;
-	int moved = 0;
-
-	if ((st = join_path(aside, sizeof aside, ckdir, aside_name)) != LT_OK)
-		return st;
-	if (rename(final, aside) == 0) {
-		moved = 1;
-	} else if (errno != ENOENT) {
-		lt_errmsg_set("%s: cannot move the old checkpoint aside to %s: %s", final, aside,
-			      strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (rename(tmp, final) != 0) {
-		lt_errmsg_set("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-		if (moved)
-			rename(aside, final);
-		return LT_ERR_IO;
-	}
-	if ((st = lt_fs_sync(ckdir)) != LT_OK)
-		return st;
-	/* The save is complete: an old copy that resists removal is left for
-	 * lt_checkpoint_prune (its name is a temporary's). */
-	if (moved && remove_tree(ckdir, aside_name) != LT_OK)
-		lt_errmsg_clear();
-	return LT_OK;
+	enum lt_status st = lt_fs_join(aside, sizeof aside, ckdir, aside_name);
+	return st != LT_OK ? st : lt_fs_publish_dir(tmp, final, aside);
 }
 
 enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, char *tmp,
 				   size_t cap)
 {
-	char ckdir[CKPT_PATH_MAX], tmp_name[64], aside_name[72];
+	char ckdir[CKPT_PATH_MAX], aside[CKPT_PATH_MAX], tmp_name[64], aside_name[72];
 	enum lt_status st;
 
 	if (step < 0) {
@@ -750,11 +666,11 @@ enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, cha
 	 * under a temporary's name too, so prune removes a stale one */
 	snprintf(tmp_name, sizeof tmp_name, ".tmp-step_%08ld-%ld", step, tag);
 	snprintf(aside_name, sizeof aside_name, "%s-old", tmp_name);
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = join_path(tmp, cap, ckdir, tmp_name)) != LT_OK ||
-	    (st = lt_fs_make_dirs(ckdir)) != LT_OK ||
-	    (st = remove_tree(ckdir, tmp_name)) != LT_OK ||
-	    (st = remove_tree(ckdir, aside_name)) != LT_OK)
+	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = lt_fs_join(tmp, cap, ckdir, tmp_name)) != LT_OK ||
+	    (st = lt_fs_join(aside, sizeof aside, ckdir, aside_name)) != LT_OK ||
+	    (st = lt_fs_make_dirs(ckdir)) != LT_OK || (st = lt_fs_remove_tree(tmp)) != LT_OK ||
+	    (st = lt_fs_remove_tree(aside)) != LT_OK)
 		return st;
 	if (mkdir(tmp, 0755) != 0) {
 		lt_errmsg_set("%s: cannot create the directory: %s", tmp, strerror(errno));
@@ -775,7 +691,7 @@ enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_
 		return LT_ERR_ARG;
 	}
 	shard_name(name, sizeof name, rank, nranks);
-	if ((st = join_path(path, sizeof path, tmp, name)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, name)) != LT_OK ||
 	    (st = write_optimizer_file(path, m, o, rank, nranks)) != LT_OK)
 		return st;
 	return lt_fs_sync(tmp);
@@ -829,8 +745,8 @@ static enum lt_status commit(const char *run_dir, const char *tmp, lt_model *m, 
 	}
 	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
 	if ((st = check_temporary(tmp, s->step, aside_name, sizeof aside_name)) != LT_OK ||
-	    (st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = join_path(final, sizeof final, ckdir, final_name)) != LT_OK)
+	    (st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	    (st = lt_fs_join(final, sizeof final, ckdir, final_name)) != LT_OK)
 		return st;
 	if (path && cap > 0 && strlen(final) >= cap) {
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
@@ -853,14 +769,9 @@ enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_mod
 
 void lt_checkpoint_abandon(const char *tmp)
 {
-	char saved[4096], parent[CKPT_PATH_MAX];
-	const char *base = base_name(tmp);
-	int n = base == tmp ? snprintf(parent, sizeof parent, ".")
-			    : snprintf(parent, sizeof parent, "%.*s", (int)(base - tmp - 1), tmp);
-
+	char saved[8192]; /* lt_errmsg's room */
 	snprintf(saved, sizeof saved, "%s", lt_errmsg());
-	if (n >= 0 && (size_t)n < sizeof parent)
-		remove_tree(parent[0] ? parent : "/", base);
+	lt_fs_remove_tree(tmp);
 	lt_errmsg_set("%s", saved);
 }
 
@@ -874,7 +785,7 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 		return st;
 	/* the model first, as always: one process has no other rank to wait
 	 * for, and a failure names the files in the order they are written */
-	if ((st = join_path(model, sizeof model, tmp, MODEL_FILE)) == LT_OK &&
+	if ((st = lt_fs_join(model, sizeof model, tmp, MODEL_FILE)) == LT_OK &&
 	    (st = lt_checkpoint_write_model(model, m)) == LT_OK &&
 	    (!o || (st = lt_checkpoint_write_shard(tmp, m, o, 0, 1)) == LT_OK) &&
 	    (st = commit(run_dir, tmp, m, o ? 1 : 0, s, path, cap, 0)) == LT_OK)
@@ -981,7 +892,7 @@ static enum lt_status verify_file(const char *dir, const char *state_path, const
 		lt_errmsg_set("%s: \"crc32\" must be 8 hexadecimal digits", what);
 		return LT_ERR_FORMAT;
 	}
-	if ((st = join_path(path, sizeof path, dir, name)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, name)) != LT_OK)
 		return st;
 	struct stat sb;
 	if (stat(path, &sb) != 0) {
@@ -1070,7 +981,7 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 	enum lt_status st;
 
 	memset(s, 0, sizeof *s);
-	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
 	    (st = read_small_file(path, &text, &len)) != LT_OK)
 		return st;
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -1091,15 +1002,15 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 /* ------------------------------------------------------------- loading */
 
 /* The model's tensor t against the file's entry for it. */
-static enum lt_status check_tensor(const lt_st *st, const struct lt_tensor *t)
+static enum lt_status check_tensor(const lt_st *sf, const struct lt_tensor *t)
 {
-	const struct lt_st_info *info = lt_st_lookup(st, t->name);
+	const struct lt_st_info *info = lt_st_lookup(sf, t->name);
 	int64_t want[2] = { t->shape[0], t->shape[1] };
 	char have_s[160], want_s[64];
 
 	format_shape(want_s, sizeof want_s, t->ndim, want);
 	if (!info) {
-		lt_errmsg_set("%s: tensor %s is missing (the model expects %s)", lt_st_path(st),
+		lt_errmsg_set("%s: tensor %s is missing (the model expects %s)", lt_st_path(sf),
 			      t->name, want_s);
 		return LT_ERR_FORMAT;
 	}
@@ -1108,33 +1019,33 @@ static enum lt_status check_tensor(const lt_st *st, const struct lt_tensor *t)
 		same = info->shape[d] == want[d];
 	if (!same) {
 		format_shape(have_s, sizeof have_s, info->ndim, info->shape);
-		lt_errmsg_set("%s: tensor %s has shape %s, the model expects %s", lt_st_path(st),
+		lt_errmsg_set("%s: tensor %s has shape %s, the model expects %s", lt_st_path(sf),
 			      t->name, have_s, want_s);
 		return LT_ERR_FORMAT;
 	}
 	if (info->dtype != LT_ST_F32 && info->dtype != LT_ST_F64 && info->dtype != LT_ST_F16 &&
 	    info->dtype != LT_ST_BF16) {
 		lt_errmsg_set("%s: tensor %s has dtype %s, expected F32 (or F64, F16, BF16)",
-			      lt_st_path(st), t->name, lt_st_dtype_name(info->dtype));
+			      lt_st_path(sf), t->name, lt_st_dtype_name(info->dtype));
 		return LT_ERR_FORMAT;
 	}
 	return LT_OK;
 }
 
 /* Every tensor of the file must be one of the model's and the reverse. */
-static enum lt_status check_model_file(const lt_st *st, const lt_model *m)
+static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 {
-	enum lt_status rc;
+	enum lt_status st;
 	for (int i = 0; i < lt_model_num_tensors(m); i++)
-		if ((rc = check_tensor(st, lt_model_tensor(m, i))) != LT_OK)
-			return rc;
-	for (size_t i = 0; i < lt_st_count(st); i++) {
-		const char *name = lt_st_at(st, i)->name;
+		if ((st = check_tensor(sf, lt_model_tensor(m, i))) != LT_OK)
+			return st;
+	for (size_t i = 0; i < lt_st_count(sf); i++) {
+		const char *name = lt_st_at(sf, i)->name;
 		int head = !strcmp(name, "lm_head.weight");
 		const char *why = head ? " (its embeddings are tied)" : "";
 		if (!lt_model_find(m, name)) {
 			lt_errmsg_set("%s: holds tensor %s, which the model does not have%s",
-				      lt_st_path(st), name, why);
+				      lt_st_path(sf), name, why);
 			return LT_ERR_FORMAT;
 		}
 	}
@@ -1143,14 +1054,14 @@ static enum lt_status check_model_file(const lt_st *st, const lt_model *m)
 
 /* Reads tensor name of n floats into the backend at dst, straight into
  * host memory when the backend has it, else through bounce (n floats). */
-static enum lt_status read_into(const lt_st *st, const char *name, lt_backend *be, lt_ref dst,
+static enum lt_status read_into(const lt_st *sf, const char *name, lt_backend *be, lt_ref dst,
 				size_t n, float *bounce)
 {
 	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
-	enum lt_status rc = lt_st_read_f32(st, name, host ? host : bounce, n);
-	if (rc == LT_OK && !host)
+	enum lt_status st = lt_st_read_f32(sf, name, host ? host : bounce, n);
+	if (st == LT_OK && !host)
 		be->ops->write(be, dst, bounce, n);
-	return rc;
+	return st;
 }
 
 /* A host buffer of n floats when the backend keeps its buffers off the
@@ -1169,56 +1080,56 @@ static enum lt_status bounce_for(lt_backend *be, lt_ref probe, size_t n, const c
 	return LT_OK;
 }
 
-/* Reads the parameters of the open file st, whose shapes were checked,
+/* Reads the parameters of the open file sf, whose shapes were checked,
  * into m. */
-static enum lt_status read_params(const lt_st *st, lt_model *m)
+static enum lt_status read_params(const lt_st *sf, lt_model *m)
 {
 	lt_backend *be = lt_model_backend(m);
 	size_t largest = 0;
 	float *bounce;
-	enum lt_status rc;
+	enum lt_status st;
 
 	for (int i = 0; i < lt_model_num_tensors(m); i++)
 		if (lt_model_tensor(m, i)->numel > largest)
 			largest = lt_model_tensor(m, i)->numel;
-	if ((rc = bounce_for(be, lt_model_params(m), largest, lt_st_path(st), &bounce)) != LT_OK)
-		return rc;
-	for (int i = 0; i < lt_model_num_tensors(m) && rc == LT_OK; i++) {
+	if ((st = bounce_for(be, lt_model_params(m), largest, lt_st_path(sf), &bounce)) != LT_OK)
+		return st;
+	for (int i = 0; i < lt_model_num_tensors(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_tensor(m, i);
-		rc = read_into(st, t->name, be, lt_ref_at(lt_model_params(m), t->off), t->numel,
+		st = read_into(sf, t->name, be, lt_ref_at(lt_model_params(m), t->off), t->numel,
 			       bounce);
 	}
 	free(bounce);
-	if (rc == LT_OK)
-		rc = check_backend(be, lt_st_path(st));
-	return rc;
+	if (st == LT_OK)
+		st = check_backend(be, lt_st_path(sf));
+	return st;
 }
 
-/* Loads the parameters of the open file st into m (shapes checked first,
+/* Loads the parameters of the open file sf into m (shapes checked first,
  * so a mismatch leaves the model as it was). */
-static enum lt_status load_params(const lt_st *st, lt_model *m)
+static enum lt_status load_params(const lt_st *sf, lt_model *m)
 {
-	enum lt_status rc = check_model_file(st, m);
-	return rc == LT_OK ? read_params(st, m) : rc;
+	enum lt_status st = check_model_file(sf, m);
+	return st == LT_OK ? read_params(sf, m) : st;
 }
 
 enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 {
 	char file[CKPT_PATH_MAX];
-	lt_st *st;
-	enum lt_status rc;
+	lt_st *sf;
+	enum lt_status st;
 
 	if (lt_fs_is_dir(path)) {
-		if ((rc = join_path(file, sizeof file, path, MODEL_FILE)) != LT_OK)
-			return rc;
+		if ((st = lt_fs_join(file, sizeof file, path, MODEL_FILE)) != LT_OK)
+			return st;
 	} else {
 		snprintf(file, sizeof file, "%s", path);
 	}
-	if ((rc = lt_st_open(file, &st)) != LT_OK)
-		return rc;
-	rc = load_params(st, m);
-	lt_st_close(st);
-	return rc;
+	if ((st = lt_st_open(file, &sf)) != LT_OK)
+		return st;
+	st = load_params(sf, m);
+	lt_st_close(sf);
+	return st;
 }
 
 /* 1 when name is an optimizer file's: optimizer.safetensors, or
@@ -1246,13 +1157,13 @@ static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n
 	json_t *j, *files, *entry;
 	json_error_t jerr;
 	size_t len;
-	enum lt_status rc;
+	enum lt_status st;
 
 	*out = NULL;
 	*n = 0;
-	if ((rc = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
-	    (rc = read_small_file(path, &text, &len)) != LT_OK)
-		return rc;
+	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	    (st = read_small_file(path, &text, &len)) != LT_OK)
+		return st;
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!j || !json_is_object(files = json_object_get(j, "files"))) {
@@ -1284,18 +1195,18 @@ static enum lt_status read_moment(const struct shard *sh, const char *name, size
 				  size_t cap)
 {
 	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
-	enum lt_status rc = LT_OK;
+	enum lt_status st = LT_OK;
 
 	if (host)
-		return lt_st_read_f32_range(sh->st, name, first, count, host);
-	for (size_t done = 0; done < count && rc == LT_OK;) {
+		return lt_st_read_f32_range(sh->sf, name, first, count, host);
+	for (size_t done = 0; done < count && st == LT_OK;) {
 		size_t k = count - done < cap ? count - done : cap;
-		rc = lt_st_read_f32_range(sh->st, name, first + done, k, bounce);
-		if (rc == LT_OK)
+		st = lt_st_read_f32_range(sh->sf, name, first + done, k, bounce);
+		if (st == LT_OK)
 			be->ops->write(be, lt_ref_at(dst, done), bounce, k);
 		done += k;
 	}
-	return rc;
+	return st;
 }
 
 /* The optimizer's range of the moments from the parts of the open shards
@@ -1309,22 +1220,22 @@ static enum lt_status load_moments(const struct shard *sh, size_t n, lt_model *m
 	const char *names[2] = { "exp_avg", "exp_avg_sq" };
 	lt_ref dst[2] = { lt_optim_m(o), lt_optim_v(o) };
 	float *bounce;
-	enum lt_status rc;
+	enum lt_status st;
 
-	if ((rc = bounce_for(be, dst[0], cap, dir, &bounce)) != LT_OK)
-		return rc;
-	for (size_t i = 0; i < n && rc == LT_OK; i++) {
-		if (!sh[i].st)
+	if ((st = bounce_for(be, dst[0], cap, dir, &bounce)) != LT_OK)
+		return st;
+	for (size_t i = 0; i < n && st == LT_OK; i++) {
+		if (!sh[i].sf)
 			continue;
 		size_t a = sh[i].begin > lo ? sh[i].begin : lo, b = sh[i].end < hi ? sh[i].end : hi;
-		for (int k = 0; k < 2 && rc == LT_OK; k++)
-			rc = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, be,
+		for (int k = 0; k < 2 && st == LT_OK; k++)
+			st = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, be,
 					 lt_ref_at(dst[k], a - lo), bounce, cap);
 	}
 	free(bounce);
-	if (rc == LT_OK)
-		rc = check_backend(be, dir);
-	return rc;
+	if (st == LT_OK)
+		st = check_backend(be, dir);
+	return st;
 }
 
 enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o)
@@ -1332,42 +1243,42 @@ enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim
 	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX];
 	struct shard *sh = NULL;
 	size_t n = 0;
-	lt_st *mst = NULL;
-	enum lt_status rc;
+	lt_st *model_sf = NULL;
+	enum lt_status st;
 
 	/* Every header is opened and checked before anything is read, so a
 	 * bad checkpoint leaves the model and the optimizer as they were. */
-	if ((rc = join_path(path, sizeof path, dir, MODEL_FILE)) != LT_OK ||
-	    (rc = lt_st_open(path, &mst)) != LT_OK || (rc = check_model_file(mst, m)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, MODEL_FILE)) != LT_OK ||
+	    (st = lt_st_open(path, &model_sf)) != LT_OK || (st = check_model_file(model_sf, m)) != LT_OK)
 		goto out;
-	if (o && ((rc = join_path(where, sizeof where, dir, STATE_FILE)) != LT_OK ||
-		  (rc = list_shards(dir, &sh, &n)) != LT_OK ||
-		  (rc = open_shards(dir, where, sh, n, m, lt_optim_begin(o), lt_optim_end(o)))))
+	if (o && ((st = lt_fs_join(where, sizeof where, dir, STATE_FILE)) != LT_OK ||
+		  (st = list_shards(dir, &sh, &n)) != LT_OK ||
+		  (st = open_shards(dir, where, sh, n, m, lt_optim_begin(o), lt_optim_end(o)))))
 		goto out;
-	if ((rc = read_params(mst, m)) == LT_OK && o)
-		rc = load_moments(sh, n, m, o, dir);
+	if ((st = read_params(model_sf, m)) == LT_OK && o)
+		st = load_moments(sh, n, m, o, dir);
 out:
 	close_shards(sh, n);
-	lt_st_close(mst);
-	return rc;
+	lt_st_close(model_sf);
+	return st;
 }
 
 enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 				  struct lt_ckpt_state *s)
 {
 	struct lt_ckpt_state local;
-	enum lt_status rc;
+	enum lt_status st;
 
 	if (!s)
 		s = &local;
-	if ((rc = lt_checkpoint_read_state(dir, s)) != LT_OK)
-		return rc;
-	rc = lt_checkpoint_load_tensors(dir, m, o);
-	if (rc != LT_OK || s == &local) {
+	if ((st = lt_checkpoint_read_state(dir, s)) != LT_OK)
+		return st;
+	st = lt_checkpoint_load_tensors(dir, m, o);
+	if (st != LT_OK || s == &local) {
 		lt_ckpt_state_free(s);
 		memset(s, 0, sizeof *s);
 	}
-	return rc;
+	return st;
 }
 
 /* ------------------------------------------------------------- finding */
@@ -1380,14 +1291,14 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
 	enum lt_status st;
 	size_t invalid = 0;
 
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = 0; i < list.n; i++) {
 		struct lt_ckpt_state s;
 		char name[32];
 		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
-		if (join_path(dir, sizeof dir, ckdir, name) != LT_OK)
+		if (lt_fs_join(dir, sizeof dir, ckdir, name) != LT_OK)
 			continue;
 		if (lt_checkpoint_read_state(dir, &s) != LT_OK) {
 			if (!invalid++)
@@ -1432,7 +1343,7 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 			      path);
 		return LT_ERR_ARG;
 	}
-	if ((st = join_path(state, sizeof state, path, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(state, sizeof state, path, STATE_FILE)) != LT_OK)
 		return st;
 	if (access(state, F_OK) != 0)
 		return lt_checkpoint_latest(path, out, cap, s);
@@ -1443,6 +1354,14 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 	return s ? lt_checkpoint_read_state(out, s) : LT_OK;
 }
 
+/* Removes ckdir/name and what it holds. */
+static enum lt_status remove_entry(const char *ckdir, const char *name)
+{
+	char path[CKPT_PATH_MAX];
+	enum lt_status st = lt_fs_join(path, sizeof path, ckdir, name);
+	return st != LT_OK ? st : lt_fs_remove_tree(path);
+}
+
 enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 {
 	char ckdir[CKPT_PATH_MAX], name[32];
@@ -1451,12 +1370,12 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	DIR *d;
 	struct dirent *e;
 
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = keep > 0 ? (size_t)keep : list.n; i < list.n; i++) {
 		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
-		if ((st = remove_tree(ckdir, name)) != LT_OK && first == LT_OK)
+		if ((st = remove_entry(ckdir, name)) != LT_OK && first == LT_OK)
 			first = st;
 	}
 	free(list.steps);
@@ -1476,7 +1395,7 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	}
 	closedir(d);
 	for (size_t i = 0; i < n; i++) {
-		if ((st = remove_tree(ckdir, tmps[i])) != LT_OK && first == LT_OK)
+		if ((st = remove_entry(ckdir, tmps[i])) != LT_OK && first == LT_OK)
 			first = st;
 		free(tmps[i]);
 	}
