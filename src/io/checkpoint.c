@@ -19,23 +19,13 @@
 #include <zlib.h>
 
 #include "io/fs.h"
+#include "io/rundir.h"
 #include "io/safetensors.h"
 
 #define CKPT_PATH_MAX 4096
 #define STATE_FORMAT_VERSION 1
 /* Files are copied and checksummed in blocks of this many bytes. */
 #define IO_BLOCK ((size_t)1 << 20)
-/* The files a checkpoint may list, in the order they are written. */
-#define MODEL_FILE "model.safetensors"
-#define OPTIM_FILE "optimizer.safetensors"
-#define TOKENIZER_FILE "tokenizer.json"
-#define TOKENIZER_CONFIG_FILE "tokenizer_config.json"
-#define STATE_FILE "state.json"
-/* The optimizer shard of rank R of N > 1 ranks, and the most ranks. */
-#define OPTIM_SHARD_FMT "optimizer-%05d-of-%05d.safetensors"
-#define MAX_SHARDS 99999
-/* Room for any file name a checkpoint writes, with its NUL. */
-#define NAME_CAP 48
 /* Moments are staged through host memory in pieces of at most this many
  * floats where the backend keeps them off the host. */
 #define BOUNCE_MAX ((size_t)1 << 22)
@@ -51,29 +41,6 @@ void lt_ckpt_state_free(struct lt_ckpt_state *s)
 }
 
 /* ------------------------------------------------------------- paths */
-
-/* The step of a directory name "step_NNNNNNNN" (at least 8 digits), or -1. */
-static long step_of_name(const char *name)
-{
-	const char *p = name + 5;
-	long step = 0;
-	size_t digits = 0;
-
-	if (strncmp(name, "step_", 5) != 0)
-		return -1;
-	for (; *p; p++, digits++) {
-		if (*p < '0' || *p > '9' || step > (0x7fffffffL - 9) / 10)
-			return -1;
-		step = step * 10 + (*p - '0');
-	}
-	return digits >= 8 ? step : -1;
-}
-
-/* A temporary directory name of a save, or its aside name: ".tmp-step_". */
-static int is_temporary_name(const char *name)
-{
-	return strncmp(name, ".tmp-step_", 10) == 0;
-}
 
 struct step_list {
 	long *steps;
@@ -103,7 +70,7 @@ static enum lt_status list_steps(const char *ckdir, struct step_list *out)
 		return LT_ERR_IO;
 	}
 	while ((e = readdir(d)) != NULL) {
-		long step = step_of_name(e->d_name);
+		long step = lt_rundir_step_of(e->d_name);
 		if (step < 0)
 			continue;
 		if (out->n == cap) {
@@ -174,19 +141,10 @@ static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t 
 /* One optimizer file of a checkpoint: its name, its range of the flat
  * parameter buffer, and the open file while its moments are to be read. */
 struct shard {
-	char name[NAME_CAP];
+	char name[LT_RUNDIR_NAME_MAX];
 	size_t begin, end;
 	lt_st *sf;
 };
-
-/* The file name of the optimizer shard of rank `rank` of nranks. */
-static void shard_name(char *out, size_t cap, int rank, int nranks)
-{
-	if (nranks == 1)
-		snprintf(out, cap, "%s", OPTIM_FILE);
-	else
-		snprintf(out, cap, OPTIM_SHARD_FMT, rank, nranks);
-}
 
 /* A shape as "[a, b]". */
 static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
@@ -350,7 +308,7 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 		return LT_ERR_NOMEM;
 	}
 	for (int r = 0; r < nshards && st == LT_OK; r++) {
-		shard_name(sh[r].name, sizeof sh[r].name, r, nshards);
+		lt_rundir_optim_name(r, nshards, sh[r].name);
 		if ((st = lt_fs_join(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
 		    access(path, F_OK) == 0)
 			continue;
@@ -478,7 +436,7 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 
 /* A file written into the checkpoint, for state.json's "files". */
 struct saved_file {
-	char name[NAME_CAP];
+	char name[LT_RUNDIR_NAME_MAX];
 	uint64_t bytes;
 	uint32_t crc;
 };
@@ -549,7 +507,7 @@ static enum lt_status write_state_file(const char *dir, const struct lt_ckpt_sta
 		    (st = checksum_file(path, &f[i].bytes, &f[i].crc)) != LT_OK)
 			return st;
 	}
-	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
 	if (!(text = state_text(s, f, n))) {
 		lt_errmsg_set("%s: out of memory building the JSON (is the config valid UTF-8?)",
@@ -591,18 +549,18 @@ static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state
 	char path[CKPT_PATH_MAX], src[CKPT_PATH_MAX];
 	enum lt_status st;
 
-	if ((st = lt_fs_join(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_TOKENIZER)) != LT_OK ||
 	    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
 		return st;
-	add_file(f, n, TOKENIZER_FILE);
-	if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
+	add_file(f, n, LT_RUNDIR_TOKENIZER);
+	if ((st = sibling_path(src, sizeof src, s->tokenizer, LT_RUNDIR_TOKENIZER_CONFIG)))
 		return st;
 	if (access(src, F_OK) != 0)
 		return LT_OK;
-	if ((st = lt_fs_join(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_TOKENIZER_CONFIG)) != LT_OK ||
 	    (st = lt_fs_copy(src, path)) != LT_OK)
 		return st;
-	add_file(f, n, TOKENIZER_CONFIG_FILE);
+	add_file(f, n, LT_RUNDIR_TOKENIZER_CONFIG);
 	return LT_OK;
 }
 
@@ -622,12 +580,12 @@ static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int n
 		return LT_ERR_NOMEM;
 	}
 	if ((st = check_saved_shards(tmp, m, nshards)) != LT_OK ||
-	    (st = lt_fs_join(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
+	    (st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_MODEL)) != LT_OK ||
 	    (with_model && (st = lt_checkpoint_write_model(path, m)) != LT_OK))
 		goto out;
-	add_file(f, &n, MODEL_FILE);
+	add_file(f, &n, LT_RUNDIR_MODEL);
 	for (int r = 0; r < nshards; r++) {
-		shard_name(f[n].name, sizeof f[n].name, r, nshards);
+		lt_rundir_optim_name(r, nshards, f[n].name);
 		n++;
 	}
 	if ((s->tokenizer && (st = copy_tokenizer(tmp, s, f, &n)) != LT_OK) ||
@@ -655,18 +613,17 @@ static enum lt_status publish(const char *ckdir, const char *tmp, const char *fi
 enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, char *tmp,
 				   size_t cap)
 {
-	char ckdir[CKPT_PATH_MAX], aside[CKPT_PATH_MAX], tmp_name[64], aside_name[72];
+	char ckdir[CKPT_PATH_MAX], aside[CKPT_PATH_MAX], tmp_name[LT_RUNDIR_NAME_MAX];
+	char aside_name[LT_RUNDIR_NAME_MAX];
 	enum lt_status st;
 
 	if (step < 0) {
 		lt_errmsg_set("checkpoint step %ld: must not be negative", step);
 		return LT_ERR_ARG;
 	}
-	/* an older checkpoint of the step is moved aside while it is replaced,
-	 * under a temporary's name too, so prune removes a stale one */
-	snprintf(tmp_name, sizeof tmp_name, ".tmp-step_%08ld-%ld", step, tag);
-	snprintf(aside_name, sizeof aside_name, "%s-old", tmp_name);
-	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	lt_rundir_temp_name(step, tag, tmp_name);
+	if ((st = lt_rundir_aside_name(tmp_name, aside_name, sizeof aside_name)) != LT_OK ||
+	    (st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = lt_fs_join(tmp, cap, ckdir, tmp_name)) != LT_OK ||
 	    (st = lt_fs_join(aside, sizeof aside, ckdir, aside_name)) != LT_OK ||
 	    (st = lt_fs_make_dirs(ckdir)) != LT_OK || (st = lt_fs_remove_tree(tmp)) != LT_OK ||
@@ -682,15 +639,15 @@ enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, cha
 enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_optim *o,
 					 int rank, int nranks)
 {
-	char name[NAME_CAP], path[CKPT_PATH_MAX];
+	char name[LT_RUNDIR_NAME_MAX], path[CKPT_PATH_MAX];
 	enum lt_status st;
 
-	if (nranks < 1 || nranks > MAX_SHARDS || rank < 0 || rank >= nranks) {
+	if (nranks < 1 || nranks > LT_RUNDIR_MAX_SHARDS || rank < 0 || rank >= nranks) {
 		lt_errmsg_set("%s: optimizer shard of rank %d of %d ranks: expected 0 <= rank < "
-			      "ranks <= %d", tmp, rank, nranks, MAX_SHARDS);
+			      "ranks <= %d", tmp, rank, nranks, LT_RUNDIR_MAX_SHARDS);
 		return LT_ERR_ARG;
 	}
-	shard_name(name, sizeof name, rank, nranks);
+	lt_rundir_optim_name(rank, nranks, name);
 	if ((st = lt_fs_join(path, sizeof path, tmp, name)) != LT_OK ||
 	    (st = write_optimizer_file(path, m, o, rank, nranks)) != LT_OK)
 		return st;
@@ -705,26 +662,20 @@ static const char *base_name(const char *path)
 }
 
 /* Checks that tmp is a temporary directory that lt_checkpoint_begin made
- * for step (its name starts ".tmp-step_NNNNNNNN-") and gives the name an
+ * for step (its name has lt_rundir_temp_prefix) and gives the name an
  * older checkpoint of that step is moved aside to. */
 static enum lt_status check_temporary(const char *tmp, long step, char *aside, size_t cap)
 {
 	const char *base = base_name(tmp);
-	char prefix[48];
-	int n;
+	char prefix[LT_RUNDIR_NAME_MAX];
 
-	snprintf(prefix, sizeof prefix, ".tmp-step_%08ld-", step);
+	lt_rundir_temp_prefix(step, prefix);
 	if (strncmp(base, prefix, strlen(prefix)) != 0) {
 		lt_errmsg_set("%s: not a temporary directory of step %ld (expected %s... from "
 			      "lt_checkpoint_begin)", tmp, step, prefix);
 		return LT_ERR_ARG;
 	}
-	n = snprintf(aside, cap, "%s-old", base);
-	if (n < 0 || (size_t)n >= cap) {
-		lt_errmsg_set("%s: name too long (at most %zu bytes)", tmp, cap - 5);
-		return LT_ERR_ARG;
-	}
-	return LT_OK;
+	return lt_rundir_aside_name(base, aside, cap);
 }
 
 /* lt_checkpoint_commit, where with_model == 0 says that tmp holds
@@ -732,21 +683,21 @@ static enum lt_status check_temporary(const char *tmp, long step, char *aside, s
 static enum lt_status commit(const char *run_dir, const char *tmp, lt_model *m, int nshards,
 			     const struct lt_ckpt_state *s, char *path, size_t cap, int with_model)
 {
-	char ckdir[CKPT_PATH_MAX], final[CKPT_PATH_MAX], final_name[32], aside_name[80];
+	char ckdir[CKPT_PATH_MAX], final[CKPT_PATH_MAX], aside_name[CKPT_PATH_MAX];
 	enum lt_status st;
 
 	if (s->step < 0) {
 		lt_errmsg_set("checkpoint step %ld: must not be negative", s->step);
 		return LT_ERR_ARG;
 	}
-	if (nshards < 0 || nshards > MAX_SHARDS) {
-		lt_errmsg_set("%s: %d optimizer shards, expected 0 to %d", tmp, nshards, MAX_SHARDS);
+	if (nshards < 0 || nshards > LT_RUNDIR_MAX_SHARDS) {
+		lt_errmsg_set("%s: %d optimizer shards, expected 0 to %d", tmp, nshards,
+			      LT_RUNDIR_MAX_SHARDS);
 		return LT_ERR_ARG;
 	}
-	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
 	if ((st = check_temporary(tmp, s->step, aside_name, sizeof aside_name)) != LT_OK ||
-	    (st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = lt_fs_join(final, sizeof final, ckdir, final_name)) != LT_OK)
+	    (st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
+	    (st = lt_rundir_checkpoint(run_dir, s->step, final, sizeof final)) != LT_OK)
 		return st;
 	if (path && cap > 0 && strlen(final) >= cap) {
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
@@ -785,7 +736,7 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 		return st;
 	/* the model first, as always: one process has no other rank to wait
 	 * for, and a failure names the files in the order they are written */
-	if ((st = lt_fs_join(model, sizeof model, tmp, MODEL_FILE)) == LT_OK &&
+	if ((st = lt_fs_join(model, sizeof model, tmp, LT_RUNDIR_MODEL)) == LT_OK &&
 	    (st = lt_checkpoint_write_model(model, m)) == LT_OK &&
 	    (!o || (st = lt_checkpoint_write_shard(tmp, m, o, 0, 1)) == LT_OK) &&
 	    (st = commit(run_dir, tmp, m, o ? 1 : 0, s, path, cap, 0)) == LT_OK)
@@ -897,7 +848,7 @@ static enum lt_status verify_file(const char *dir, const char *state_path, const
 	struct stat sb;
 	if (stat(path, &sb) != 0) {
 		int err = errno;
-		lt_errmsg_set("%s: %s (listed in %s)", path, strerror(err), STATE_FILE);
+		lt_errmsg_set("%s: %s (listed in %s)", path, strerror(err), LT_RUNDIR_STATE);
 		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
 	if ((uint64_t)sb.st_size != want_bytes) {
@@ -951,8 +902,8 @@ static enum lt_status parse_state(const char *dir, const char *path, const json_
 		lt_errmsg_set("%s: \"config\" must be INI text (a string) or null", path);
 		return LT_ERR_FORMAT;
 	}
-	if (!json_is_object(files) || !json_object_get(files, MODEL_FILE)) {
-		lt_errmsg_set("%s: \"files\" is missing or does not list %s", path, MODEL_FILE);
+	if (!json_is_object(files) || !json_object_get(files, LT_RUNDIR_MODEL)) {
+		lt_errmsg_set("%s: \"files\" is missing or does not list %s", path, LT_RUNDIR_MODEL);
 		return LT_ERR_FORMAT;
 	}
 	json_object_foreach((json_t *)files, name, entry) {
@@ -981,7 +932,7 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 	enum lt_status st;
 
 	memset(s, 0, sizeof *s);
-	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK ||
 	    (st = read_small_file(path, &text, &len)) != LT_OK)
 		return st;
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -1120,7 +1071,7 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 	enum lt_status st;
 
 	if (lt_fs_is_dir(path)) {
-		if ((st = lt_fs_join(file, sizeof file, path, MODEL_FILE)) != LT_OK)
+		if ((st = lt_fs_join(file, sizeof file, path, LT_RUNDIR_MODEL)) != LT_OK)
 			return st;
 	} else {
 		snprintf(file, sizeof file, "%s", path);
@@ -1130,22 +1081,6 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 	st = load_params(sf, m);
 	lt_st_close(sf);
 	return st;
-}
-
-/* 1 when name is an optimizer file's: optimizer.safetensors, or
- * optimizer-RRRRR-of-NNNNN.safetensors with RRRRR < NNNNN. */
-static int is_shard_name(const char *name)
-{
-	char canon[NAME_CAP];
-	int rank, ranks;
-
-	if (!strcmp(name, OPTIM_FILE))
-		return 1;
-	if (sscanf(name, "optimizer-%d-of-%d.", &rank, &ranks) != 2 || ranks < 2 ||
-	    ranks > MAX_SHARDS || rank < 0 || rank >= ranks)
-		return 0;
-	shard_name(canon, sizeof canon, rank, ranks);
-	return !strcmp(name, canon);
 }
 
 /* The optimizer files that "files" of dir/state.json lists, into *out (n
@@ -1161,7 +1096,7 @@ static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n
 
 	*out = NULL;
 	*n = 0;
-	if ((st = lt_fs_join(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK ||
 	    (st = read_small_file(path, &text, &len)) != LT_OK)
 		return st;
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -1177,8 +1112,8 @@ static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n
 		return LT_ERR_NOMEM;
 	}
 	json_object_foreach(files, name, entry) {
-		if (is_shard_name(name))
-			snprintf((*out)[(*n)++].name, NAME_CAP, "%s", name);
+		if (lt_rundir_is_optim_name(name))
+			snprintf((*out)[(*n)++].name, LT_RUNDIR_NAME_MAX, "%s", name);
 	}
 	json_decref(j);
 	if (*n > 0)
@@ -1248,10 +1183,10 @@ enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim
 
 	/* Every header is opened and checked before anything is read, so a
 	 * bad checkpoint leaves the model and the optimizer as they were. */
-	if ((st = lt_fs_join(path, sizeof path, dir, MODEL_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_MODEL)) != LT_OK ||
 	    (st = lt_st_open(path, &model_sf)) != LT_OK || (st = check_model_file(model_sf, m)) != LT_OK)
 		goto out;
-	if (o && ((st = lt_fs_join(where, sizeof where, dir, STATE_FILE)) != LT_OK ||
+	if (o && ((st = lt_fs_join(where, sizeof where, dir, LT_RUNDIR_STATE)) != LT_OK ||
 		  (st = list_shards(dir, &sh, &n)) != LT_OK ||
 		  (st = open_shards(dir, where, sh, n, m, lt_optim_begin(o), lt_optim_end(o)))))
 		goto out;
@@ -1291,14 +1226,12 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
 	enum lt_status st;
 	size_t invalid = 0;
 
-	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = 0; i < list.n; i++) {
 		struct lt_ckpt_state s;
-		char name[32];
-		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
-		if (lt_fs_join(dir, sizeof dir, ckdir, name) != LT_OK)
+		if (lt_rundir_checkpoint(run_dir, list.steps[i], dir, sizeof dir) != LT_OK)
 			continue;
 		if (lt_checkpoint_read_state(dir, &s) != LT_OK) {
 			if (!invalid++)
@@ -1343,7 +1276,7 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 			      path);
 		return LT_ERR_ARG;
 	}
-	if ((st = lt_fs_join(state, sizeof state, path, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(state, sizeof state, path, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
 	if (access(state, F_OK) != 0)
 		return lt_checkpoint_latest(path, out, cap, s);
@@ -1364,17 +1297,17 @@ static enum lt_status remove_entry(const char *ckdir, const char *name)
 
 enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 {
-	char ckdir[CKPT_PATH_MAX], name[32];
+	char ckdir[CKPT_PATH_MAX], name[LT_RUNDIR_NAME_MAX];
 	struct step_list list;
 	enum lt_status st, first = LT_OK;
 	DIR *d;
 	struct dirent *e;
 
-	if ((st = lt_fs_join(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = keep > 0 ? (size_t)keep : list.n; i < list.n; i++) {
-		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
+		lt_rundir_step_name(list.steps[i], name);
 		if ((st = remove_entry(ckdir, name)) != LT_OK && first == LT_OK)
 			first = st;
 	}
@@ -1387,7 +1320,7 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	size_t n = 0;
 	while ((e = readdir(d)) != NULL) {
 		char **p;
-		if (!is_temporary_name(e->d_name) || !(p = realloc(tmps, (n + 1) * sizeof *p)))
+		if (!lt_rundir_is_temp_name(e->d_name) || !(p = realloc(tmps, (n + 1) * sizeof *p)))
 			continue;
 		tmps = p;
 		if ((tmps[n] = strdup(e->d_name)) != NULL)
@@ -1415,7 +1348,8 @@ enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
 			lt_errmsg_prefix("%s", path);
 		return st;
 	}
-	snprintf(origin, sizeof origin, "%s/state.json", dir);
+	if (lt_fs_join(origin, sizeof origin, dir, LT_RUNDIR_STATE) != LT_OK)
+		return LT_ERR_ARG;
 	if (!s->config) {
 		lt_errmsg_set("%s: holds no config, so the model's shape is unknown", origin);
 		return LT_ERR_FORMAT;
