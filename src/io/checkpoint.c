@@ -26,9 +26,10 @@
 #define STATE_FORMAT_VERSION 1
 /* Files are copied and checksummed in blocks of this many bytes. */
 #define IO_BLOCK ((size_t)1 << 20)
-/* Moments are staged through host memory in pieces of at most this many
- * floats where the backend keeps them off the host. */
-#define BOUNCE_MAX ((size_t)1 << 22)
+/* Moments are read in pieces of at most this many floats, so that a host
+ * view's staging copy (where the backend keeps them off the host) stays
+ * small. */
+#define STAGE_MAX ((size_t)1 << 22)
 /* state.json is read whole; a larger one is refused. */
 #define STATE_MAX ((size_t)64 << 20)
 
@@ -345,11 +346,12 @@ static enum lt_status fetch_floats(void *ctx, uint64_t off, void *buf, size_t le
 }
 
 /* A float range of a backend buffer added to the writer: straight from the
- * host when the backend maps it, else fetched through src. */
+ * host when the backend maps it, else fetched through src piece by piece
+ * as the writer streams it (a whole host copy of the model is never made). */
 static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
 				 const int64_t *shape, struct fetch_src *src)
 {
-	float *host = src->be->ops->host_ptr ? src->be->ops->host_ptr(src->be, src->ref) : NULL;
+	float *host = lt_backend_host_ptr(src->be, src->ref);
 	if (host)
 		return lt_st_writer_add(w, name, LT_ST_F32, ndim, shape, host);
 	return lt_st_writer_add_fetch(w, name, LT_ST_F32, ndim, shape, fetch_floats, src);
@@ -1003,54 +1005,25 @@ static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 	return LT_OK;
 }
 
-/* Reads tensor name of n floats into the backend at dst, straight into
- * host memory when the backend has it, else through bounce (n floats). */
-static enum lt_status read_into(const lt_st *sf, const char *name, lt_backend *be, lt_ref dst,
-				size_t n, float *bounce)
-{
-	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
-	enum lt_status st = lt_st_read_f32(sf, name, host ? host : bounce, n);
-	if (st == LT_OK && !host)
-		be->ops->write(be, dst, bounce, n);
-	return st;
-}
-
-/* A host buffer of n floats when the backend keeps its buffers off the
- * host (NULL, and no error, when it does not need one). */
-static enum lt_status bounce_for(lt_backend *be, lt_ref probe, size_t n, const char *path,
-				 float **out)
-{
-	*out = NULL;
-	if (be->ops->host_ptr && be->ops->host_ptr(be, probe))
-		return LT_OK;
-	if (!(*out = malloc((n ? n : 1) * sizeof **out))) {
-		lt_errmsg_set("%s: cannot allocate %zu bytes to stage a tensor", path,
-			      n * sizeof **out);
-		return LT_ERR_NOMEM;
-	}
-	return LT_OK;
-}
-
 /* Reads the parameters of the open file sf, whose shapes were checked,
- * into m. */
+ * into m, each tensor through a host view of its place. */
 static enum lt_status read_params(const lt_st *sf, lt_model *m)
 {
 	lt_backend *be = lt_model_backend(m);
-	size_t largest = 0;
-	float *bounce;
-	enum lt_status st;
+	struct lt_host_view view = { 0 };
+	enum lt_status st = LT_OK;
 
-	for (int i = 0; i < lt_model_num_tensors(m); i++)
-		if (lt_model_tensor(m, i)->numel > largest)
-			largest = lt_model_tensor(m, i)->numel;
-	if ((st = bounce_for(be, lt_model_params(m), largest, lt_st_path(sf), &bounce)) != LT_OK)
-		return st;
 	for (int i = 0; i < lt_model_num_tensors(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_tensor(m, i);
-		st = read_into(sf, t->name, be, lt_ref_at(lt_model_params(m), t->off), t->numel,
-			       bounce);
+		lt_ref dst = lt_ref_at(lt_model_params(m), t->off);
+		if ((st = lt_host_view_map(&view, be, dst, t->numel)) != LT_OK) {
+			lt_errmsg_prefix("%s: tensor %s", lt_st_path(sf), t->name);
+			break;
+		}
+		if ((st = lt_st_read_f32(sf, t->name, view.p, t->numel)) == LT_OK)
+			lt_host_view_write(&view);
 	}
-	free(bounce);
+	lt_host_view_free(&view);
 	if (st == LT_OK)
 		st = check_backend(be, lt_st_path(sf));
 	return st;
@@ -1123,22 +1096,21 @@ static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n
 }
 
 /* Elements [first, first + count) of moment tensor `name` of shard sh into
- * the backend at dst, straight into host memory when the backend has it,
- * else through bounce (cap floats) piece by piece. */
+ * the backend at dst, through view in pieces of at most STAGE_MAX
+ * elements (so that a staging copy stays small). */
 static enum lt_status read_moment(const struct shard *sh, const char *name, size_t first,
-				  size_t count, lt_backend *be, lt_ref dst, float *bounce,
-				  size_t cap)
+				  size_t count, struct lt_host_view *view, lt_backend *be,
+				  lt_ref dst)
 {
-	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
 	enum lt_status st = LT_OK;
-
-	if (host)
-		return lt_st_read_f32_range(sh->sf, name, first, count, host);
 	for (size_t done = 0; done < count && st == LT_OK;) {
-		size_t k = count - done < cap ? count - done : cap;
-		st = lt_st_read_f32_range(sh->sf, name, first + done, k, bounce);
-		if (st == LT_OK)
-			be->ops->write(be, lt_ref_at(dst, done), bounce, k);
+		size_t k = count - done < STAGE_MAX ? count - done : STAGE_MAX;
+		if ((st = lt_host_view_map(view, be, lt_ref_at(dst, done), k)) != LT_OK) {
+			lt_errmsg_prefix("%s: tensor %s", lt_st_path(sh->sf), name);
+			break;
+		}
+		if ((st = lt_st_read_f32_range(sh->sf, name, first + done, k, view->p)) == LT_OK)
+			lt_host_view_write(view);
 		done += k;
 	}
 	return st;
@@ -1151,23 +1123,20 @@ static enum lt_status load_moments(const struct shard *sh, size_t n, lt_model *m
 {
 	lt_backend *be = lt_model_backend(m);
 	size_t lo = lt_optim_begin(o), hi = lt_optim_end(o);
-	size_t cap = hi - lo < BOUNCE_MAX ? hi - lo : BOUNCE_MAX;
 	const char *names[2] = { "exp_avg", "exp_avg_sq" };
 	lt_ref dst[2] = { lt_optim_m(o), lt_optim_v(o) };
-	float *bounce;
-	enum lt_status st;
+	struct lt_host_view view = { 0 };
+	enum lt_status st = LT_OK;
 
-	if ((st = bounce_for(be, dst[0], cap, dir, &bounce)) != LT_OK)
-		return st;
 	for (size_t i = 0; i < n && st == LT_OK; i++) {
 		if (!sh[i].sf)
 			continue;
 		size_t a = sh[i].begin > lo ? sh[i].begin : lo, b = sh[i].end < hi ? sh[i].end : hi;
 		for (int k = 0; k < 2 && st == LT_OK; k++)
-			st = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, be,
-					 lt_ref_at(dst[k], a - lo), bounce, cap);
+			st = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, &view, be,
+					 lt_ref_at(dst[k], a - lo));
 	}
-	free(bounce);
+	lt_host_view_free(&view);
 	if (st == LT_OK)
 		st = check_backend(be, dir);
 	return st;
