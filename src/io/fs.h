@@ -47,10 +47,11 @@ enum lt_status lt_fs_publish(const char *tmp, const char *path);
 enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n);
 /* Publishes the finished (fsynced) directory tmp as final: a directory
  * already at final is first renamed to aside (a path in the same
- * directory, where nothing but an empty directory may be), then tmp renamed to final and the parent fsynced; the old
- * one is removed last. When the rename of tmp fails the old one is put
- * back. Once final is in place the publish has succeeded: an old copy
- * that resists removal stays at aside for the caller to clean up. */
+ * directory, where nothing but an empty directory may be), then tmp
+ * renamed to final and the parent fsynced; the old one is removed last.
+ * When the rename of tmp fails the old one is put back. Once final is in
+ * place the publish has succeeded: an old copy that resists removal stays
+ * at aside for the caller to clean up. */
 enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char *aside);
 
 /* rm -rf path: removes a file, or a directory with what it holds (at most
