@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "embed.h"
 #include "io/fs.h"
@@ -103,9 +102,10 @@ static cl_program program_from_cache(cl_context ctx, cl_device_id dev, const cha
 	return p;
 }
 
-/* Stores p's binary under path (written aside, then renamed, so that
- * processes sharing the cache never read half a file). Failures only lose
- * the cache. */
+/* Stores p's binary under path through lt_fs_publish_file (its temporary
+ * is unique to the process, so that processes sharing the cache never
+ * read half a file nor write into one another's). Failures only lose the
+ * cache. */
 static void cache_program(cl_program p, const char *path)
 {
 	size_t size = 0;
@@ -114,15 +114,13 @@ static void cache_program(cl_program p, const char *path)
 		return;
 	unsigned char *bin = malloc(size);
 	unsigned char *bins[1] = { bin };
-	char dir[LT_FS_PATH_MAX], tmp[LT_FS_PATH_MAX + 32];
+	char dir[LT_FS_PATH_MAX];
 	if (!bin || clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS)
 		goto out;
 	snprintf(dir, sizeof dir, "%s", path);
 	*strrchr(dir, '/') = '\0';
-	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-	if (lt_fs_make_dirs(dir) == LT_OK && lt_fs_write_new(tmp, bin, size) == LT_OK &&
-	    rename(tmp, path) != 0)
-		remove(tmp);
+	if (lt_fs_make_dirs(dir) == LT_OK)
+		lt_fs_publish_file(path, bin, size);
 out:
 	lt_errmsg_clear();
 	free(bin);

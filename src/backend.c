@@ -1,5 +1,5 @@
-/* The backend registry: opens a backend by name and wraps allocation with
- * error context. */
+/* The backend registry: opens a backend by name, wraps allocation with
+ * error context, and stages host views of buffers. */
 #include "config.h"
 #include "backend.h"
 
@@ -94,4 +94,50 @@ void lt_buf_free(lt_backend *be, lt_buf *b)
 {
 	if (b)
 		be->ops->buf_free(be, b);
+}
+
+float *lt_backend_host_ptr(lt_backend *be, lt_ref r)
+{
+	return be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;
+}
+
+enum lt_status lt_host_view_map(struct lt_host_view *v, lt_backend *be, lt_ref r, size_t n)
+{
+	float *host = lt_backend_host_ptr(be, r);
+	size_t want = n ? n : 1;
+	if (!host && v->staging_n < want) {
+		free(v->staging);
+		v->staging_n = 0;
+		if (!(v->staging = malloc(want * sizeof *v->staging))) {
+			lt_host_view_free(v);
+			lt_errmsg_set("cannot allocate %zu bytes of host staging for a buffer",
+				      want * sizeof *v->staging);
+			return LT_ERR_NOMEM;
+		}
+		v->staging_n = want;
+	}
+	v->p = host ? host : v->staging;
+	v->n = n;
+	v->staged = !host;
+	v->be = be;
+	v->ref = r;
+	return LT_OK;
+}
+
+void lt_host_view_read(const struct lt_host_view *v)
+{
+	if (v->staged && v->n > 0)
+		v->be->ops->read(v->be, v->p, v->ref, v->n);
+}
+
+void lt_host_view_write(const struct lt_host_view *v)
+{
+	if (v->staged && v->n > 0)
+		v->be->ops->write(v->be, v->ref, v->p, v->n);
+}
+
+void lt_host_view_free(struct lt_host_view *v)
+{
+	free(v->staging);
+	*v = (struct lt_host_view){ 0 };
 }

@@ -20,7 +20,8 @@
  * bitwise the same result every time it runs.
  *
  * Ownership: lt_backend_new gives a backend that lt_backend_free releases;
- * buffers from buf_new are released with buf_free before the backend. */
+ * buffers from buf_new are released with buf_free before the backend, and
+ * host views (below) with lt_host_view_free. */
 #ifndef LT_BACKEND_H
 #define LT_BACKEND_H
 
@@ -241,5 +242,43 @@ const char *const *lt_backend_names(void);
 /* Allocates a buffer of n elements, adding the backend name to the error. */
 enum lt_status lt_buf_new(lt_backend *be, size_t n, lt_buf **out);
 void lt_buf_free(lt_backend *be, lt_buf *b);
+
+/* be->ops->host_ptr(be, r) where the backend has it, else NULL. */
+float *lt_backend_host_ptr(lt_backend *be, lt_ref r);
+
+/* A host view of n elements of a backend buffer, for code that works on
+ * them as a float array (a file reader or writer, an MPI exchange): p is
+ * the backend's own memory where host_ptr gives it (staged == 0), else a
+ * staging copy in host memory (staged == 1) that lt_host_view_read fills
+ * from the buffer and lt_host_view_write copies back; both are no-ops on
+ * the backend's own memory, so the caller writes one code path. A zeroed
+ * view is empty; map may point a view at one range after another, and a
+ * staging copy is kept and grown as needed.
+ *
+ * Ownership: the view owns its staging copy; lt_host_view_free releases it
+ * (an empty view too). */
+struct lt_host_view {
+	float *p;          /* the n elements on the host */
+	size_t n;
+	int staged;        /* 1: p is a staging copy, not the backend's memory */
+	lt_backend *be;
+	lt_ref ref;        /* where the elements live */
+	float *staging;    /* the staging copy (NULL until one is needed) */
+	size_t staging_n;  /* its size, in elements */
+};
+
+/* Points v at the n elements at r. p holds what the buffer holds when it
+ * is the backend's memory; a staging copy holds anything until
+ * lt_host_view_read. LT_ERR_NOMEM with the size when the copy cannot be
+ * allocated (v is then empty, its earlier copy released). */
+enum lt_status lt_host_view_map(struct lt_host_view *v, lt_backend *be, lt_ref r, size_t n);
+/* p[n] = the buffer's elements (a read that completes before returning);
+ * nothing when p is the backend's memory. */
+void lt_host_view_read(const struct lt_host_view *v);
+/* The buffer's elements = p[n] (a write that completes before returning);
+ * nothing when p is the backend's memory. */
+void lt_host_view_write(const struct lt_host_view *v);
+/* Releases the staging copy; v is empty again. */
+void lt_host_view_free(struct lt_host_view *v);
 
 #endif

@@ -14,6 +14,8 @@
 
 #include "backend.h"
 #include "io/checkpoint.h"
+#include "io/fs.h"
+#include "io/rundir.h"
 #include "cmd/cmd.h"
 #include "conf.h"
 #include "text/data.h"
@@ -117,29 +119,9 @@ static enum lt_status load_checkpoint(struct session *s, const struct eval_args 
 	return lt_checkpoint_load_model(s->ckpt, s->model);
 }
 
-/* The run directory of a checkpoint RUN/checkpoints/step_N: its path less
- * the last two names, or CKPT/../.. when it has fewer. */
-static void run_dir_of(const char *ckpt, char *out, size_t cap)
-{
-	size_t n = strlen(ckpt);
-	for (int k = 0; k < 2; k++) {
-		while (n > 1 && ckpt[n - 1] == '/')
-			n--;
-		while (n > 0 && ckpt[n - 1] != '/')
-			n--;
-		if (n == 0) {
-			snprintf(out, cap, "%s/../..", ckpt);
-			return;
-		}
-	}
-	while (n > 1 && ckpt[n - 1] == '/')
-		n--;
-	snprintf(out, cap, "%.*s", (int)n, ckpt);
-}
-
 /* --data, else data.dir, else the run directory's data/ (the run directory
  * holds checkpoints/step_N). */
-static void choose_data_path(struct session *s, const struct eval_args *a)
+static enum lt_status choose_data_path(struct session *s, const struct eval_args *a)
 {
 	if (a->data) {
 		snprintf(s->data_path, sizeof s->data_path, "%s", a->data);
@@ -147,9 +129,12 @@ static void choose_data_path(struct session *s, const struct eval_args *a)
 		snprintf(s->data_path, sizeof s->data_path, "%s", s->conf.data.dir);
 	} else {
 		char run[PATH_CAP + 8];
-		run_dir_of(s->ckpt, run, sizeof run);
-		snprintf(s->data_path, sizeof s->data_path, "%s/data", run);
+		enum lt_status st = lt_rundir_of_checkpoint(s->ckpt, run, sizeof run);
+		if (st != LT_OK)
+			return st;
+		return lt_fs_join(s->data_path, sizeof s->data_path, run, LT_RUNDIR_DATA);
 	}
+	return LT_OK;
 }
 
 /* Opens the data as a directory of shards or as one shard file, each
@@ -290,11 +275,10 @@ int lt_cmd_eval(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	choose_data_path(&s, &a);
 	double sum;
 	long count;
-	if ((st = open_data(&s)) == LT_OK && (st = evaluate(&s, B, T, a.max_batches, &sum, &count)) ==
-	    LT_OK)
+	if ((st = choose_data_path(&s, &a)) == LT_OK && (st = open_data(&s)) == LT_OK &&
+	    (st = evaluate(&s, B, T, a.max_batches, &sum, &count)) == LT_OK)
 		rc = print_result(&s, sum / (double)count, count, a.json);
 out:
 	if (st != LT_OK)

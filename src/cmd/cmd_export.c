@@ -19,6 +19,7 @@
 #include "cmd/cmd.h"
 #include "conf.h"
 #include "io/fs.h"
+#include "io/rundir.h"
 #include "model.h"
 #include "text/tokenizer.h"
 
@@ -115,8 +116,8 @@ static enum lt_status load_checkpoint(struct session *s, const char *path)
 	enum lt_status st = lt_checkpoint_open(path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
 	if (st != LT_OK)
 		return st;
-	snprintf(file, sizeof file, "%s/tokenizer.json", s->ckpt);
-	if ((st = lt_tokenizer_load(file, &s->tok)) != LT_OK)
+	if ((st = lt_fs_join(file, sizeof file, s->ckpt, LT_RUNDIR_TOKENIZER)) != LT_OK ||
+	    (st = lt_tokenizer_load(file, &s->tok)) != LT_OK)
 		return st;
 	if (lt_tokenizer_vocab_size(s->tok) > s->conf.model.vocab_size) {
 		lt_errmsg_set("%s: %d tokens, more than the model's vocab_size %d", file,
@@ -248,14 +249,20 @@ static enum lt_status write_one(struct session *s, const char *dir, int i)
 {
 	const struct lt_model_config *c = &s->conf.model;
 	char path[PATH_CAP + 32], src[PATH_CAP + 32];
-	snprintf(path, sizeof path, "%s/%s", dir, out_files[i]);
+	enum lt_status st = lt_fs_join(path, sizeof path, dir, out_files[i]);
+	if (st != LT_OK)
+		return st;
 	switch (i) {
 	case 0: return write_json(path, model_config_json(c, s->tok));
 	case 1: return write_json(path, generation_config_json(c, s->tok));
 	case 2: return lt_checkpoint_write_model(path, s->model);
 	case 3:
 	case 4:
-		snprintf(src, sizeof src, "%s/%s", s->ckpt, out_files[i]);
+		/* the checkpoint's tokenizer files, under the names they have there */
+		st = lt_fs_join(src, sizeof src, s->ckpt,
+				i == 3 ? LT_RUNDIR_TOKENIZER : LT_RUNDIR_TOKENIZER_CONFIG);
+		if (st != LT_OK)
+			return st;
 		if (i == 4 && access(src, F_OK) != 0)
 			return write_json(path, tokenizer_config_json(c, s->tok));
 		return lt_fs_copy(src, path);
@@ -269,10 +276,9 @@ static void remove_temporary(struct session *s)
 	char path[PATH_CAP + 32];
 	if (!s->tmp[0])
 		return;
-	for (int i = 0; out_files[i]; i++) {
-		snprintf(path, sizeof path, "%s/%s", s->tmp, out_files[i]);
-		unlink(path);
-	}
+	for (int i = 0; out_files[i]; i++)
+		if (lt_fs_join(path, sizeof path, s->tmp, out_files[i]) == LT_OK)
+			unlink(path);
 	rmdir(s->tmp);
 	s->tmp[0] = '\0';
 }
@@ -329,26 +335,24 @@ static enum lt_status check_destination(const char *out, int force, int *fill)
 	return LT_OK;
 }
 
-/* Moves the finished files from the temporary directory to out: one rename
- * of the directory when out is absent or empty, else file by file. */
+/* Publishes the finished files of the temporary directory as out: the
+ * directory in one rename when out is absent or empty, else file by file
+ * into out. */
 static enum lt_status move_into_place(struct session *s, const char *out, int fill)
 {
 	char from[PATH_CAP + 32], to[PATH_CAP + 32];
+	enum lt_status st;
 	if (!fill) {
-		if (rename(s->tmp, out) != 0) {
-			lt_errmsg_set("%s: cannot rename to %s: %s", s->tmp, out, strerror(errno));
-			return LT_ERR_IO;
-		}
+		if ((st = lt_fs_publish(s->tmp, out)) != LT_OK)
+			return st;
 		s->tmp[0] = '\0';
 		return LT_OK;
 	}
 	for (int i = 0; out_files[i]; i++) {
-		snprintf(from, sizeof from, "%s/%s", s->tmp, out_files[i]);
-		snprintf(to, sizeof to, "%s/%s", out, out_files[i]);
-		if (rename(from, to) != 0) {
-			lt_errmsg_set("%s: cannot rename to %s: %s", from, to, strerror(errno));
-			return LT_ERR_IO;
-		}
+		if ((st = lt_fs_join(from, sizeof from, s->tmp, out_files[i])) != LT_OK ||
+		    (st = lt_fs_join(to, sizeof to, out, out_files[i])) != LT_OK ||
+		    (st = lt_fs_publish(from, to)) != LT_OK)
+			return st;
 	}
 	remove_temporary(s);
 	return LT_OK;
@@ -385,9 +389,9 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 	for (int i = 0; out_files[i]; i++)
 		if ((st = write_one(s, s->tmp, i)) != LT_OK)
 			return st;
-	if ((st = lt_fs_sync(s->tmp)) != LT_OK || (st = move_into_place(s, out, fill)) != LT_OK)
+	if ((st = lt_fs_sync(s->tmp)) != LT_OK)
 		return st;
-	return fill ? lt_fs_sync(out) : lt_fs_sync(parent);
+	return move_into_place(s, out, fill);
 }
 
 static void print_written(const struct session *s, const char *out)
@@ -397,9 +401,9 @@ static void print_written(const struct session *s, const char *out)
 	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ckpt, s->state.step,
 	       lt_model_num_params(s->model), out);
 	for (int i = 0; out_files[i]; i++) {
-		snprintf(path, sizeof path, "%s/%s", out, out_files[i]);
-		printf("  %-24s %lld bytes\n", out_files[i],
-		       stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL);
+		int known = lt_fs_join(path, sizeof path, out, out_files[i]) == LT_OK &&
+			    stat(path, &sb) == 0;
+		printf("  %-24s %lld bytes\n", out_files[i], known ? (long long)sb.st_size : -1LL);
 	}
 }
 

@@ -11,6 +11,8 @@
 
 #include "backend.h"
 #include "io/checkpoint.h"
+#include "io/fs.h"
+#include "io/rundir.h"
 #include "clock.h"
 #include "cmd/cmd.h"
 #include "conf.h"
@@ -169,8 +171,8 @@ static enum lt_status load_checkpoint(struct session *s, const struct sample_arg
 	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
 	if (st != LT_OK)
 		return st;
-	snprintf(path, sizeof path, "%s/tokenizer.json", s->ckpt);
-	if ((st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, s->ckpt, LT_RUNDIR_TOKENIZER)) != LT_OK ||
+	    (st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
 	    (st = lt_cmd_backend("sample", a->device, (int)a->threads, &s->be)) != LT_OK ||
 	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
 		return st;
@@ -201,8 +203,8 @@ static enum lt_status encode_prompt(struct session *s, const struct sample_args 
 	if ((st = lt_tokenizer_encode(s->tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
 		return st;
 	if (s->ids.n == 0) {
-		lt_errmsg_set("%s/tokenizer.json has no end-of-text token to start an empty prompt "
-			      "with; give a --prompt", s->ckpt);
+		lt_errmsg_set("%s/%s has no end-of-text token to start an empty prompt with; give a "
+			      "--prompt", s->ckpt, LT_RUNDIR_TOKENIZER);
 		return LT_ERR_ARG;
 	}
 	return LT_OK;

@@ -1,46 +1,25 @@
-/* Checkpoints (see checkpoint.h): atomic saves through a temporary
- * directory, state.json with sizes and CRC-32s, verified loads, and finding
- * and pruning the checkpoints of a run. */
+/* Checkpoints (see checkpoint.h), the writing side: atomic saves through
+ * a temporary directory with state.json listing sizes and CRC-32s, and
+ * finding, opening and pruning the checkpoints of a run. Reading state.json
+ * and loading are in checkpoint_load.c. */
 #include "config.h"
 #include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/types.h>
 #include <unistd.h>
 
 #include <jansson.h>
-#include <zlib.h>
 
+#include "io/checkpoint_impl.h"
 #include "io/fs.h"
+#include "io/rundir.h"
 #include "io/safetensors.h"
-
-#define CKPT_PATH_MAX 4096
-#define STATE_FORMAT_VERSION 1
-/* Files are copied and checksummed in blocks of this many bytes. */
-#define IO_BLOCK ((size_t)1 << 20)
-/* The files a checkpoint may list, in the order they are written. */
-#define MODEL_FILE "model.safetensors"
-#define OPTIM_FILE "optimizer.safetensors"
-#define TOKENIZER_FILE "tokenizer.json"
-#define TOKENIZER_CONFIG_FILE "tokenizer_config.json"
-#define STATE_FILE "state.json"
-/* The optimizer shard of rank R of N > 1 ranks, and the most ranks. */
-#define OPTIM_SHARD_FMT "optimizer-%05d-of-%05d.safetensors"
-#define MAX_SHARDS 99999
-/* Room for any file name a checkpoint writes, with its NUL. */
-#define NAME_CAP 48
-/* Moments are staged through host memory in pieces of at most this many
- * floats where the backend keeps them off the host. */
-#define BOUNCE_MAX ((size_t)1 << 22)
-/* state.json is read whole; a larger one is refused. */
-#define STATE_MAX ((size_t)64 << 20)
 
 void lt_ckpt_state_free(struct lt_ckpt_state *s)
 {
@@ -50,371 +29,23 @@ void lt_ckpt_state_free(struct lt_ckpt_state *s)
 	s->config = NULL;
 }
 
-/* ------------------------------------------------------------- paths */
-
-/* out = dir/name; LT_ERR_ARG naming the path when it does not fit. */
-static enum lt_status join_path(char *out, size_t cap, const char *dir, const char *name)
-{
-	int n = snprintf(out, cap, "%s/%s", dir, name);
-	if (n < 0 || (size_t)n >= cap) {
-		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
-		return LT_ERR_ARG;
-	}
-	return LT_OK;
-}
-
-/* Removes the directory `name` inside the directory open as dfd, with what
- * it holds (files, links, and directories of its own). Links are removed,
- * never followed. Returns 0, or an errno. */
-static int remove_tree_at(int dfd, const char *name, int depth)
-{
-	int fd, err = 0;
-	DIR *d;
-	struct dirent *e;
-
-	if (depth > 8)
-		return ELOOP;
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : errno;
-	if (!(d = fdopendir(fd))) {
-		err = errno;
-		close(fd);
-		return err;
-	}
-	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		if (unlinkat(fd, e->d_name, 0) == 0)
-			continue;
-		if (errno == EISDIR || errno == EPERM) {
-			int r = remove_tree_at(fd, e->d_name, depth + 1);
-			if (r != 0 && !err)
-				err = r;
-		} else if (!err) {
-			err = errno;
-		}
-	}
-	closedir(d);
-	if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && !err)
-		err = errno;
-	return err;
-}
-
-/* Removes parent/name and everything in it; names the path on failure. */
-static enum lt_status remove_tree(const char *parent, const char *name)
-{
-	int dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int err = dfd < 0 ? errno : remove_tree_at(dfd, name, 0);
-	if (dfd >= 0)
-		close(dfd);
-	if (err) {
-		lt_errmsg_set("%s/%s: cannot remove: %s", parent, name, strerror(err));
-		return LT_ERR_IO;
-	}
-	return LT_OK;
-}
-
-/* The step of a directory name "step_NNNNNNNN" (at least 8 digits), or -1. */
-static long step_of_name(const char *name)
-{
-	const char *p = name + 5;
-	long step = 0;
-	size_t digits = 0;
-
-	if (strncmp(name, "step_", 5) != 0)
-		return -1;
-	for (; *p; p++, digits++) {
-		if (*p < '0' || *p > '9' || step > (0x7fffffffL - 9) / 10)
-			return -1;
-		step = step * 10 + (*p - '0');
-	}
-	return digits >= 8 ? step : -1;
-}
-
-/* A temporary directory name of a save, or its aside name: ".tmp-step_". */
-static int is_temporary_name(const char *name)
-{
-	return strncmp(name, ".tmp-step_", 10) == 0;
-}
-
-struct step_list {
-	long *steps;
-	size_t n;
-};
-
-static int newest_first(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* The steps of the step_* directories in ckdir, newest first. A missing
- * ckdir gives an empty list. */
-static enum lt_status list_steps(const char *ckdir, struct step_list *out)
-{
-	DIR *d = opendir(ckdir);
-	struct dirent *e;
-	size_t cap = 0;
-
-	out->steps = NULL;
-	out->n = 0;
-	if (!d) {
-		if (errno == ENOENT)
-			return LT_OK;
-		lt_errmsg_set("%s: cannot list: %s", ckdir, strerror(errno));
-		return LT_ERR_IO;
-	}
-	while ((e = readdir(d)) != NULL) {
-		long step = step_of_name(e->d_name);
-		if (step < 0)
-			continue;
-		if (out->n == cap) {
-			size_t ncap = cap ? 2 * cap : 16;
-			long *p = realloc(out->steps, ncap * sizeof *p);
-			if (!p) {
-				closedir(d);
-				free(out->steps);
-				out->steps = NULL;
-				lt_errmsg_set("%s: out of memory listing checkpoints", ckdir);
-				return LT_ERR_NOMEM;
-			}
-			out->steps = p;
-			cap = ncap;
-		}
-		out->steps[out->n++] = step;
-	}
-	closedir(d);
-	qsort(out->steps, out->n, sizeof *out->steps, newest_first);
-	return LT_OK;
-}
-
-/* ------------------------------------------------------------- files */
-
-/* The size and CRC-32 of a whole file, read back from the disk. */
-static enum lt_status checksum_file(const char *path, uint64_t *bytes, uint32_t *crc)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	unsigned char *buf;
-	uLong c = crc32(0L, Z_NULL, 0);
-	uint64_t n = 0;
-
-	if (fd < 0) {
-		int err = errno;
-		lt_errmsg_set("%s: cannot open: %s", path, strerror(err));
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	if (!(buf = malloc(IO_BLOCK))) {
-		close(fd);
-		lt_errmsg_set("cannot allocate %zu bytes to checksum %s", IO_BLOCK, path);
-		return LT_ERR_NOMEM;
-	}
-	for (;;) {
-		ssize_t r = read(fd, buf, IO_BLOCK);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			lt_errmsg_set("%s: read failed at byte %" PRIu64 ": %s", path, n,
-				      strerror(errno));
-			free(buf);
-			close(fd);
-			return LT_ERR_IO;
-		}
-		if (r == 0)
-			break;
-		c = crc32(c, buf, (uInt)r);
-		n += (uint64_t)r;
-	}
-	free(buf);
-	close(fd);
-	*bytes = n;
-	*crc = (uint32_t)c;
-	return LT_OK;
-}
-
-/* ------------------------------------------------------------- shards */
-
-/* One optimizer file of a checkpoint: its name, its range of the flat
- * parameter buffer, and the open file while its moments are to be read. */
-struct shard {
-	char name[NAME_CAP];
-	size_t begin, end;
-	lt_st *st;
-};
-
-/* The file name of the optimizer shard of rank `rank` of nranks. */
-static void shard_name(char *out, size_t cap, int rank, int nranks)
-{
-	if (nranks == 1)
-		snprintf(out, cap, "%s", OPTIM_FILE);
-	else
-		snprintf(out, cap, OPTIM_SHARD_FMT, rank, nranks);
-}
-
-/* A shape as "[a, b]". */
-static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
-{
-	size_t n = (size_t)snprintf(buf, cap, "[");
-	for (int i = 0; i < ndim && n < cap; i++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? ", " : "", shape[i]);
-	if (n < cap)
-		snprintf(buf + n, cap - n, "]");
-}
-
-/* A metadata entry of the optimizer file as a number. */
-static enum lt_status meta_size(const lt_st *st, const char *key, size_t *out)
-{
-	const char *v = lt_st_meta(st, key);
-	char *end;
-	if (v && v[0] >= '0' && v[0] <= '9') {
-		errno = 0;
-		unsigned long long x = strtoull(v, &end, 10);
-		if (!*end && !errno && x <= SIZE_MAX) {
-			*out = (size_t)x;
-			return LT_OK;
-		}
-	}
-	lt_errmsg_set("%s: metadata \"%s\" is %s, expected a count of elements", lt_st_path(st),
-		      key, v ? "not a number" : "missing");
-	return LT_ERR_FORMAT;
-}
-
-/* Moment tensor `name` of an optimizer file must be F32 [n]. */
-static enum lt_status check_moment(const lt_st *st, const char *name, size_t n)
-{
-	const struct lt_st_info *info;
-	char have[160];
-	enum lt_status rc = lt_st_find(st, name, &info);
-
-	if (rc != LT_OK)
-		return rc;
-	if (info->ndim == 1 && (uint64_t)info->shape[0] == n && info->dtype == LT_ST_F32)
-		return LT_OK;
-	format_shape(have, sizeof have, info->ndim, info->shape);
-	lt_errmsg_set("%s: tensor %s is %s %s, expected F32 [%zu]", lt_st_path(st), name,
-		      lt_st_dtype_name(info->dtype), have, n);
-	return LT_ERR_FORMAT;
-}
-
-/* Opens dir/sh->name and checks its header against the model: numel
- * equal to the model's, begin <= end <= numel, both moments F32 [end -
- * begin]. On failure sh->st is NULL again. */
-static enum lt_status open_shard(const char *dir, const lt_model *m, struct shard *sh)
-{
-	char path[CKPT_PATH_MAX];
-	size_t numel, want = lt_model_num_params(m);
-	enum lt_status rc;
-
-	if ((rc = join_path(path, sizeof path, dir, sh->name)) != LT_OK ||
-	    (rc = lt_st_open(path, &sh->st)) != LT_OK)
-		return rc;
-	if ((rc = meta_size(sh->st, "numel", &numel)) != LT_OK ||
-	    (rc = meta_size(sh->st, "begin", &sh->begin)) != LT_OK ||
-	    (rc = meta_size(sh->st, "end", &sh->end)) != LT_OK)
-		goto fail;
-	rc = LT_ERR_FORMAT;
-	if (numel != want) {
-		lt_errmsg_set("%s: moments of a model of %zu parameters, this model has %zu", path,
-			      numel, want);
-		goto fail;
-	}
-	if (sh->begin > sh->end || sh->end > numel) {
-		lt_errmsg_set("%s: moments of elements [%zu, %zu), expected a range inside [0, %zu)",
-			      path, sh->begin, sh->end, numel);
-		goto fail;
-	}
-	if ((rc = check_moment(sh->st, "exp_avg", sh->end - sh->begin)) == LT_OK &&
-	    (rc = check_moment(sh->st, "exp_avg_sq", sh->end - sh->begin)) == LT_OK)
-		return LT_OK;
-fail:
-	lt_st_close(sh->st);
-	sh->st = NULL;
-	return rc;
-}
-
-/* Shards by the start of their range (then its end, so empty ones first). */
-static int by_range(const void *a, const void *b)
-{
-	const struct shard *x = a, *y = b;
-	if (x->begin != y->begin)
-		return x->begin < y->begin ? -1 : 1;
-	return x->end < y->end ? -1 : x->end > y->end;
-}
-
-/* Sorts the n shards of dir and checks that their ranges tile [0, numel)
- * exactly (empty ones aside); a gap is named with `where`, the list of
- * files, an overlap with both files. */
-static enum lt_status check_tiling(const char *dir, const char *where, struct shard *sh, size_t n,
-				   size_t numel)
-{
-	const struct shard *prev = NULL;
-	size_t next = 0;
-
-	qsort(sh, n, sizeof *sh, by_range);
-	for (size_t i = 0; i <= n; i++) {
-		size_t begin = i < n ? sh[i].begin : numel;
-		if (i < n && sh[i].begin == sh[i].end)
-			continue;
-		if (begin > next) {
-			lt_errmsg_set("%s: [%zu, %zu) is in no optimizer file (the files must tile "
-				      "[0, %zu))", where, next, begin, numel);
-			return LT_ERR_FORMAT;
-		}
-		if (i < n && begin < next) {
-			lt_errmsg_set("%s/%s: elements [%zu, %zu) are also in %s/%s", dir, sh[i].name,
-				      begin, sh[i].end < next ? sh[i].end : next, dir, prev->name);
-			return LT_ERR_FORMAT;
-		}
-		if (i < n) {
-			next = sh[i].end;
-			prev = &sh[i];
-		}
-	}
-	return LT_OK;
-}
-
-/* Closes every open shard file of sh and frees the array. */
-static void close_shards(struct shard *sh, size_t n)
-{
-	for (size_t i = 0; sh && i < n; i++)
-		lt_st_close(sh[i].st);
-	free(sh);
-}
-
-/* Opens and checks the header of each of the n shards of dir (sh[i].name
- * set), and that they tile the model's flat buffer. Files whose range
- * misses [lo, hi) are closed again; the others stay open for reading. */
-static enum lt_status open_shards(const char *dir, const char *where, struct shard *sh, size_t n,
-				  const lt_model *m, size_t lo, size_t hi)
-{
-	enum lt_status rc;
-
-	for (size_t i = 0; i < n; i++) {
-		if ((rc = open_shard(dir, m, &sh[i])) != LT_OK)
-			return rc;
-		if (sh[i].end <= lo || sh[i].begin >= hi || sh[i].begin == sh[i].end) {
-			lt_st_close(sh[i].st);
-			sh[i].st = NULL;
-		}
-	}
-	return check_tiling(dir, where, sh, n, lt_model_num_params(m));
-}
+/* ------------------------------------------------------------- saving */
 
 /* At commit: the nshards optimizer shards that the ranks wrote into tmp
  * are all there, and their headers and ranges fit together and the model. */
 static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int nshards)
 {
-	struct shard *sh = calloc(nshards ? (size_t)nshards : 1, sizeof *sh);
+	struct lt_ckpt_shard *sh = calloc(nshards ? (size_t)nshards : 1, sizeof *sh);
 	char path[CKPT_PATH_MAX];
-	enum lt_status rc = LT_OK;
+	enum lt_status st = LT_OK;
 
 	if (!sh) {
 		lt_errmsg_set("%s: cannot allocate the list of %d optimizer shards", tmp, nshards);
 		return LT_ERR_NOMEM;
 	}
-	for (int r = 0; r < nshards && rc == LT_OK; r++) {
-		shard_name(sh[r].name, sizeof sh[r].name, r, nshards);
-		if ((rc = join_path(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
+	for (int r = 0; r < nshards && st == LT_OK; r++) {
+		lt_rundir_optim_name(r, nshards, sh[r].name);
+		if ((st = lt_fs_join(path, sizeof path, tmp, sh[r].name)) != LT_OK ||
 		    access(path, F_OK) == 0)
 			continue;
 		int err = errno;
@@ -423,15 +54,13 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 				      nshards);
 		else
 			lt_errmsg_set("%s: %s", path, strerror(err));
-		rc = err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+		st = err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
-	if (rc == LT_OK && nshards > 0)
-		rc = open_shards(tmp, tmp, sh, (size_t)nshards, m, 0, 0);
-	close_shards(sh, (size_t)nshards);
-	return rc;
+	if (st == LT_OK && nshards > 0)
+		st = lt_ckpt_open_shards(tmp, tmp, sh, (size_t)nshards, m, 0, 0);
+	lt_ckpt_close_shards(sh, (size_t)nshards);
+	return st;
 }
-
-/* ------------------------------------------------------------- saving */
 
 /* Where a tensor's bytes come from while the writer streams it. */
 struct fetch_src {
@@ -450,19 +79,18 @@ static enum lt_status fetch_floats(void *ctx, uint64_t off, void *buf, size_t le
 }
 
 /* A float range of a backend buffer added to the writer: straight from the
- * host when the backend maps it, else fetched through src. */
+ * host when the backend maps it, else fetched through src piece by piece
+ * as the writer streams it (a whole host copy of the model is never made). */
 static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
 				 const int64_t *shape, struct fetch_src *src)
 {
-	float *host = src->be->ops->host_ptr ? src->be->ops->host_ptr(src->be, src->ref) : NULL;
+	float *host = lt_backend_host_ptr(src->be, src->ref);
 	if (host)
 		return lt_st_writer_add(w, name, LT_ST_F32, ndim, shape, host);
 	return lt_st_writer_add_fetch(w, name, LT_ST_F32, ndim, shape, fetch_floats, src);
 }
 
-/* Fails when the backend has failed since creation: what it would hand
- * out could be anything. */
-static enum lt_status check_backend(lt_backend *be, const char *path)
+enum lt_status lt_ckpt_check_backend(lt_backend *be, const char *path)
 {
 	enum lt_status st = be->ops->sync(be);
 	if (st != LT_OK)
@@ -484,7 +112,8 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
 		lt_errmsg_set("%s: cannot allocate the tensor list", path);
 		return LT_ERR_NOMEM;
 	}
-	if ((st = check_backend(be, path)) != LT_OK || (st = lt_st_writer_new(path, &w)) != LT_OK ||
+	if ((st = lt_ckpt_check_backend(be, path)) != LT_OK ||
+	    (st = lt_st_writer_new(path, &w)) != LT_OK ||
 	    (st = lt_st_writer_set_meta(w, "format", "pt")) != LT_OK)
 		goto out;
 	for (int i = 0; i < n; i++) {
@@ -496,7 +125,7 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
 	}
 	if ((st = lt_st_writer_finish(w)) != LT_OK)
 		goto out;
-	if ((st = check_backend(be, path)) != LT_OK)
+	if ((st = lt_ckpt_check_backend(be, path)) != LT_OK)
 		unlink(path);
 out:
 	lt_st_writer_free(w);
@@ -522,7 +151,7 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 	snprintf(num[2], sizeof num[2], "%zu", lt_model_num_params(m));
 	snprintf(num[3], sizeof num[3], "%d", rank);
 	snprintf(num[4], sizeof num[4], "%d", nranks);
-	if ((st = check_backend(be, path)) == LT_OK &&
+	if ((st = lt_ckpt_check_backend(be, path)) == LT_OK &&
 	    (st = lt_st_writer_new(path, &w)) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "format", "pt")) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "begin", num[0])) == LT_OK &&
@@ -533,7 +162,7 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 	    (st = add_floats(w, "exp_avg", 1, shape, &src[0])) == LT_OK &&
 	    (st = add_floats(w, "exp_avg_sq", 1, shape, &src[1])) == LT_OK &&
 	    (st = lt_st_writer_finish(w)) == LT_OK &&
-	    (st = check_backend(be, path)) != LT_OK)
+	    (st = lt_ckpt_check_backend(be, path)) != LT_OK)
 		unlink(path);
 	lt_st_writer_free(w);
 	return st;
@@ -541,7 +170,7 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 
 /* A file written into the checkpoint, for state.json's "files". */
 struct saved_file {
-	char name[NAME_CAP];
+	char name[LT_RUNDIR_NAME_MAX];
 	uint64_t bytes;
 	uint32_t crc;
 };
@@ -608,11 +237,11 @@ static enum lt_status write_state_file(const char *dir, const struct lt_ckpt_sta
 	enum lt_status st;
 
 	for (int i = 0; i < n; i++) {
-		if ((st = join_path(path, sizeof path, dir, f[i].name)) != LT_OK ||
-		    (st = checksum_file(path, &f[i].bytes, &f[i].crc)) != LT_OK)
+		if ((st = lt_fs_join(path, sizeof path, dir, f[i].name)) != LT_OK ||
+		    (st = lt_ckpt_checksum_file(path, &f[i].bytes, &f[i].crc)) != LT_OK)
 			return st;
 	}
-	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
 	if (!(text = state_text(s, f, n))) {
 		lt_errmsg_set("%s: out of memory building the JSON (is the config valid UTF-8?)",
@@ -654,18 +283,18 @@ static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state
 	char path[CKPT_PATH_MAX], src[CKPT_PATH_MAX];
 	enum lt_status st;
 
-	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_TOKENIZER)) != LT_OK ||
 	    (st = lt_fs_copy(s->tokenizer, path)) != LT_OK)
 		return st;
-	add_file(f, n, TOKENIZER_FILE);
-	if ((st = sibling_path(src, sizeof src, s->tokenizer, TOKENIZER_CONFIG_FILE)))
+	add_file(f, n, LT_RUNDIR_TOKENIZER);
+	if ((st = sibling_path(src, sizeof src, s->tokenizer, LT_RUNDIR_TOKENIZER_CONFIG)))
 		return st;
 	if (access(src, F_OK) != 0)
 		return LT_OK;
-	if ((st = join_path(path, sizeof path, tmp, TOKENIZER_CONFIG_FILE)) != LT_OK ||
+	if ((st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_TOKENIZER_CONFIG)) != LT_OK ||
 	    (st = lt_fs_copy(src, path)) != LT_OK)
 		return st;
-	add_file(f, n, TOKENIZER_CONFIG_FILE);
+	add_file(f, n, LT_RUNDIR_TOKENIZER_CONFIG);
 	return LT_OK;
 }
 
@@ -685,12 +314,12 @@ static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int n
 		return LT_ERR_NOMEM;
 	}
 	if ((st = check_saved_shards(tmp, m, nshards)) != LT_OK ||
-	    (st = join_path(path, sizeof path, tmp, MODEL_FILE)) != LT_OK ||
+	    (st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_MODEL)) != LT_OK ||
 	    (with_model && (st = lt_checkpoint_write_model(path, m)) != LT_OK))
 		goto out;
-	add_file(f, &n, MODEL_FILE);
+	add_file(f, &n, LT_RUNDIR_MODEL);
 	for (int r = 0; r < nshards; r++) {
-		shard_name(f[n].name, sizeof f[n].name, r, nshards);
+		lt_rundir_optim_name(r, nshards, f[n].name);
 		n++;
 	}
 	if ((s->tokenizer && (st = copy_tokenizer(tmp, s, f, &n)) != LT_OK) ||
@@ -704,57 +333,35 @@ out:
 
 /* Renames the finished temporary directory to its final name; an existing
  * checkpoint of that name is moved aside first and removed after, so a
- * valid one exists under the final name, or the old one is put back. */
+ * valid one exists under the final name, or the old one is put back. An
+ * old copy that resists removal is left for lt_checkpoint_prune (its name
+ * is a temporary's). */
 static enum lt_status publish(const char *ckdir, const char *tmp, const char *final,
 			      const char *aside_name)
 {
 	char aside[CKPT_PATH_MAX];
-	enum lt_status st;
-	int moved = 0;
-
-	if ((st = join_path(aside, sizeof aside, ckdir, aside_name)) != LT_OK)
-		return st;
-	if (rename(final, aside) == 0) {
-		moved = 1;
-	} else if (errno != ENOENT) {
-		lt_errmsg_set("%s: cannot move the old checkpoint aside to %s: %s", final, aside,
-			      strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (rename(tmp, final) != 0) {
-		lt_errmsg_set("%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-		if (moved)
-			rename(aside, final);
-		return LT_ERR_IO;
-	}
-	if ((st = lt_fs_sync(ckdir)) != LT_OK)
-		return st;
-	/* The save is complete: an old copy that resists removal is left for
-	 * lt_checkpoint_prune (its name is a temporary's). */
-	if (moved && remove_tree(ckdir, aside_name) != LT_OK)
-		lt_errmsg_clear();
-	return LT_OK;
+	enum lt_status st = lt_fs_join(aside, sizeof aside, ckdir, aside_name);
+	return st != LT_OK ? st : lt_fs_publish_dir(tmp, final, aside);
 }
 
 enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, char *tmp,
 				   size_t cap)
 {
-	char ckdir[CKPT_PATH_MAX], tmp_name[64], aside_name[72];
+	char ckdir[CKPT_PATH_MAX], aside[CKPT_PATH_MAX], tmp_name[LT_RUNDIR_NAME_MAX];
+	char aside_name[LT_RUNDIR_NAME_MAX];
 	enum lt_status st;
 
 	if (step < 0) {
 		lt_errmsg_set("checkpoint step %ld: must not be negative", step);
 		return LT_ERR_ARG;
 	}
-	/* an older checkpoint of the step is moved aside while it is replaced,
-	 * under a temporary's name too, so prune removes a stale one */
-	snprintf(tmp_name, sizeof tmp_name, ".tmp-step_%08ld-%ld", step, tag);
-	snprintf(aside_name, sizeof aside_name, "%s-old", tmp_name);
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = join_path(tmp, cap, ckdir, tmp_name)) != LT_OK ||
-	    (st = lt_fs_make_dirs(ckdir)) != LT_OK ||
-	    (st = remove_tree(ckdir, tmp_name)) != LT_OK ||
-	    (st = remove_tree(ckdir, aside_name)) != LT_OK)
+	lt_rundir_temp_name(step, tag, tmp_name);
+	if ((st = lt_rundir_aside_name(tmp_name, aside_name, sizeof aside_name)) != LT_OK ||
+	    (st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
+	    (st = lt_fs_join(tmp, cap, ckdir, tmp_name)) != LT_OK ||
+	    (st = lt_fs_join(aside, sizeof aside, ckdir, aside_name)) != LT_OK ||
+	    (st = lt_fs_make_dirs(ckdir)) != LT_OK || (st = lt_fs_remove_tree(tmp)) != LT_OK ||
+	    (st = lt_fs_remove_tree(aside)) != LT_OK)
 		return st;
 	if (mkdir(tmp, 0755) != 0) {
 		lt_errmsg_set("%s: cannot create the directory: %s", tmp, strerror(errno));
@@ -766,16 +373,16 @@ enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, cha
 enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_optim *o,
 					 int rank, int nranks)
 {
-	char name[NAME_CAP], path[CKPT_PATH_MAX];
+	char name[LT_RUNDIR_NAME_MAX], path[CKPT_PATH_MAX];
 	enum lt_status st;
 
-	if (nranks < 1 || nranks > MAX_SHARDS || rank < 0 || rank >= nranks) {
+	if (nranks < 1 || nranks > LT_RUNDIR_MAX_SHARDS || rank < 0 || rank >= nranks) {
 		lt_errmsg_set("%s: optimizer shard of rank %d of %d ranks: expected 0 <= rank < "
-			      "ranks <= %d", tmp, rank, nranks, MAX_SHARDS);
+			      "ranks <= %d", tmp, rank, nranks, LT_RUNDIR_MAX_SHARDS);
 		return LT_ERR_ARG;
 	}
-	shard_name(name, sizeof name, rank, nranks);
-	if ((st = join_path(path, sizeof path, tmp, name)) != LT_OK ||
+	lt_rundir_optim_name(rank, nranks, name);
+	if ((st = lt_fs_join(path, sizeof path, tmp, name)) != LT_OK ||
 	    (st = write_optimizer_file(path, m, o, rank, nranks)) != LT_OK)
 		return st;
 	return lt_fs_sync(tmp);
@@ -789,26 +396,20 @@ static const char *base_name(const char *path)
 }
 
 /* Checks that tmp is a temporary directory that lt_checkpoint_begin made
- * for step (its name starts ".tmp-step_NNNNNNNN-") and gives the name an
+ * for step (its name has lt_rundir_temp_prefix) and gives the name an
  * older checkpoint of that step is moved aside to. */
 static enum lt_status check_temporary(const char *tmp, long step, char *aside, size_t cap)
 {
 	const char *base = base_name(tmp);
-	char prefix[48];
-	int n;
+	char prefix[LT_RUNDIR_NAME_MAX];
 
-	snprintf(prefix, sizeof prefix, ".tmp-step_%08ld-", step);
+	lt_rundir_temp_prefix(step, prefix);
 	if (strncmp(base, prefix, strlen(prefix)) != 0) {
 		lt_errmsg_set("%s: not a temporary directory of step %ld (expected %s... from "
 			      "lt_checkpoint_begin)", tmp, step, prefix);
 		return LT_ERR_ARG;
 	}
-	n = snprintf(aside, cap, "%s-old", base);
-	if (n < 0 || (size_t)n >= cap) {
-		lt_errmsg_set("%s: name too long (at most %zu bytes)", tmp, cap - 5);
-		return LT_ERR_ARG;
-	}
-	return LT_OK;
+	return lt_rundir_aside_name(base, aside, cap);
 }
 
 /* lt_checkpoint_commit, where with_model == 0 says that tmp holds
@@ -816,21 +417,21 @@ static enum lt_status check_temporary(const char *tmp, long step, char *aside, s
 static enum lt_status commit(const char *run_dir, const char *tmp, lt_model *m, int nshards,
 			     const struct lt_ckpt_state *s, char *path, size_t cap, int with_model)
 {
-	char ckdir[CKPT_PATH_MAX], final[CKPT_PATH_MAX], final_name[32], aside_name[80];
+	char ckdir[CKPT_PATH_MAX], final[CKPT_PATH_MAX], aside_name[CKPT_PATH_MAX];
 	enum lt_status st;
 
 	if (s->step < 0) {
 		lt_errmsg_set("checkpoint step %ld: must not be negative", s->step);
 		return LT_ERR_ARG;
 	}
-	if (nshards < 0 || nshards > MAX_SHARDS) {
-		lt_errmsg_set("%s: %d optimizer shards, expected 0 to %d", tmp, nshards, MAX_SHARDS);
+	if (nshards < 0 || nshards > LT_RUNDIR_MAX_SHARDS) {
+		lt_errmsg_set("%s: %d optimizer shards, expected 0 to %d", tmp, nshards,
+			      LT_RUNDIR_MAX_SHARDS);
 		return LT_ERR_ARG;
 	}
-	snprintf(final_name, sizeof final_name, "step_%08ld", s->step);
 	if ((st = check_temporary(tmp, s->step, aside_name, sizeof aside_name)) != LT_OK ||
-	    (st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
-	    (st = join_path(final, sizeof final, ckdir, final_name)) != LT_OK)
+	    (st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
+	    (st = lt_rundir_checkpoint(run_dir, s->step, final, sizeof final)) != LT_OK)
 		return st;
 	if (path && cap > 0 && strlen(final) >= cap) {
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", final, cap);
@@ -853,14 +454,9 @@ enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_mod
 
 void lt_checkpoint_abandon(const char *tmp)
 {
-	char saved[4096], parent[CKPT_PATH_MAX];
-	const char *base = base_name(tmp);
-	int n = base == tmp ? snprintf(parent, sizeof parent, ".")
-			    : snprintf(parent, sizeof parent, "%.*s", (int)(base - tmp - 1), tmp);
-
+	char saved[8192]; /* lt_errmsg's room */
 	snprintf(saved, sizeof saved, "%s", lt_errmsg());
-	if (n >= 0 && (size_t)n < sizeof parent)
-		remove_tree(parent[0] ? parent : "/", base);
+	lt_fs_remove_tree(tmp);
 	lt_errmsg_set("%s", saved);
 }
 
@@ -874,7 +470,7 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 		return st;
 	/* the model first, as always: one process has no other rank to wait
 	 * for, and a failure names the files in the order they are written */
-	if ((st = join_path(model, sizeof model, tmp, MODEL_FILE)) == LT_OK &&
+	if ((st = lt_fs_join(model, sizeof model, tmp, LT_RUNDIR_MODEL)) == LT_OK &&
 	    (st = lt_checkpoint_write_model(model, m)) == LT_OK &&
 	    (!o || (st = lt_checkpoint_write_shard(tmp, m, o, 0, 1)) == LT_OK) &&
 	    (st = commit(run_dir, tmp, m, o ? 1 : 0, s, path, cap, 0)) == LT_OK)
@@ -883,494 +479,58 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 	return st;
 }
 
-/* ------------------------------------------------------------- state */
+/* ------------------------------------------------------------- finding */
 
-/* The whole of a small file, NUL-terminated, malloc'd. */
-static enum lt_status read_small_file(const char *path, char **out, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	struct stat sb;
-	char *buf;
+struct step_list {
+	long *steps;
 	size_t n;
+};
 
-	*out = NULL;
-	if (!f) {
-		int err = errno;
-		lt_errmsg_set("%s: cannot open: %s", path, strerror(err));
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size > STATE_MAX) {
-		fclose(f);
-		lt_errmsg_set("%s: cannot be read whole (over %zu bytes, or fstat failed)", path,
-			      STATE_MAX);
-		return LT_ERR_FORMAT;
-	}
-	if (!(buf = malloc((size_t)sb.st_size + 1))) {
-		fclose(f);
-		lt_errmsg_set("%s: cannot allocate %zu bytes to read it", path,
-			      (size_t)sb.st_size + 1);
-		return LT_ERR_NOMEM;
-	}
-	n = fread(buf, 1, (size_t)sb.st_size, f);
-	if (n != (size_t)sb.st_size) {
-		lt_errmsg_set("%s: read %zu of %zu bytes: %s", path, n, (size_t)sb.st_size,
-			      ferror(f) ? strerror(errno) : "end of file (did it shrink?)");
-		free(buf);
-		fclose(f);
+static int newest_first(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The steps of the step_* directories in ckdir, newest first. A missing
+ * ckdir gives an empty list. */
+static enum lt_status list_steps(const char *ckdir, struct step_list *out)
+{
+	DIR *d = opendir(ckdir);
+	struct dirent *e;
+	size_t cap = 0;
+
+	out->steps = NULL;
+	out->n = 0;
+	if (!d) {
+		if (errno == ENOENT)
+			return LT_OK;
+		lt_errmsg_set("%s: cannot list: %s", ckdir, strerror(errno));
 		return LT_ERR_IO;
 	}
-	fclose(f);
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	return LT_OK;
-}
-
-/* A member that must be an integer in [min, max] (a decimal string is
- * accepted for values past json_int_t, as json_u64 writes them). */
-static enum lt_status get_u64(const char *path, const json_t *j, const char *key,
-			      uint64_t max, uint64_t *out)
-{
-	const json_t *v = json_object_get(j, key);
-	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
-	    (uint64_t)json_integer_value(v) <= max) {
-		*out = (uint64_t)json_integer_value(v);
-		return LT_OK;
-	}
-	if (json_is_string(v)) {
-		const char *t = json_string_value(v);
-		char *end;
-		errno = 0;
-		unsigned long long x = strtoull(t, &end, 10);
-		if (t[0] >= '0' && t[0] <= '9' && !*end && !errno && x <= max) {
-			*out = x;
-			return LT_OK;
-		}
-	}
-	lt_errmsg_set("%s: \"%s\" is %s, expected an integer in [0, %" PRIu64 "]", path, key,
-		      v ? "out of range or not an integer" : "missing", max);
-	return LT_ERR_FORMAT;
-}
-
-/* Checks one entry of "files" against the file on disk. */
-static enum lt_status verify_file(const char *dir, const char *state_path, const char *name,
-				  const json_t *entry)
-{
-	char path[CKPT_PATH_MAX], what[CKPT_PATH_MAX + 32];
-	const json_t *crc_v = json_object_get(entry, "crc32");
-	uint64_t want_bytes, bytes;
-	uint32_t crc;
-	char *end;
-	enum lt_status st;
-
-	if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
-		lt_errmsg_set("%s: \"files\" names '%s', expected a plain file name", state_path,
-			      name);
-		return LT_ERR_FORMAT;
-	}
-	snprintf(what, sizeof what, "%s: files.%s", state_path, name);
-	if (!json_is_object(entry)) {
-		lt_errmsg_set("%s: expected an object with bytes and crc32", what);
-		return LT_ERR_FORMAT;
-	}
-	if ((st = get_u64(what, entry, "bytes", UINT64_MAX, &want_bytes)) != LT_OK)
-		return st;
-	const char *hex = json_string_value(crc_v);
-	unsigned long want_crc = hex ? strtoul(hex, &end, 16) : 0;
-	if (!hex || strlen(hex) != 8 || *end || want_crc > 0xffffffffUL) {
-		lt_errmsg_set("%s: \"crc32\" must be 8 hexadecimal digits", what);
-		return LT_ERR_FORMAT;
-	}
-	if ((st = join_path(path, sizeof path, dir, name)) != LT_OK)
-		return st;
-	struct stat sb;
-	if (stat(path, &sb) != 0) {
-		int err = errno;
-		lt_errmsg_set("%s: %s (listed in %s)", path, strerror(err), STATE_FILE);
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	if ((uint64_t)sb.st_size != want_bytes) {
-		lt_errmsg_set("%s: %" PRIu64 " bytes, expected %" PRIu64 " (%s?)", path,
-			      (uint64_t)sb.st_size, want_bytes,
-			      (uint64_t)sb.st_size < want_bytes ? "truncated" : "changed");
-		return LT_ERR_FORMAT;
-	}
-	if ((st = checksum_file(path, &bytes, &crc)) != LT_OK)
-		return st;
-	if (bytes != want_bytes || crc != (uint32_t)want_crc) {
-		lt_errmsg_set("%s: checksum mismatch (file changed or corrupted)", path);
-		return LT_ERR_FORMAT;
-	}
-	return LT_OK;
-}
-
-/* Fills s from the parsed state.json j (of path). */
-static enum lt_status parse_state(const char *dir, const char *path, const json_t *j,
-				  struct lt_ckpt_state *s)
-{
-	uint64_t version, step, tokens, bad, samples, seed;
-	const json_t *files = json_object_get(j, "files"), *cfg = json_object_get(j, "config");
-	const json_t *elapsed = json_object_get(j, "elapsed"), *entry;
-	const char *name;
-	enum lt_status st;
-
-	if (!json_is_object(j)) {
-		lt_errmsg_set("%s: expected a JSON object", path);
-		return LT_ERR_FORMAT;
-	}
-	if ((st = get_u64(path, j, "format_version", 1000, &version)) != LT_OK)
-		return st;
-	if (version > STATE_FORMAT_VERSION) {
-		lt_errmsg_set("%s: format_version %" PRIu64 " is newer than lltrain reads (%d)",
-			      path, version, STATE_FORMAT_VERSION);
-		return LT_ERR_FORMAT;
-	}
-	if ((st = get_u64(path, j, "step", 0x7fffffff, &step)) != LT_OK ||
-	    (st = get_u64(path, j, "samples", UINT64_MAX, &samples)) != LT_OK ||
-	    (st = get_u64(path, j, "seed", UINT64_MAX, &seed)) != LT_OK ||
-	    (st = get_u64(path, j, "tokens", INT64_MAX, &tokens)) != LT_OK ||
-	    (st = get_u64(path, j, "bad_steps", 0x7fffffff, &bad)) != LT_OK)
-		return st;
-	if (!json_is_number(elapsed) || !(json_number_value(elapsed) >= 0.0)) {
-		lt_errmsg_set("%s: \"elapsed\" is %s, expected seconds (a number >= 0)", path,
-			      elapsed ? "not a number >= 0" : "missing");
-		return LT_ERR_FORMAT;
-	}
-	if (cfg && !json_is_null(cfg) && !json_is_string(cfg)) {
-		lt_errmsg_set("%s: \"config\" must be INI text (a string) or null", path);
-		return LT_ERR_FORMAT;
-	}
-	if (!json_is_object(files) || !json_object_get(files, MODEL_FILE)) {
-		lt_errmsg_set("%s: \"files\" is missing or does not list %s", path, MODEL_FILE);
-		return LT_ERR_FORMAT;
-	}
-	json_object_foreach((json_t *)files, name, entry) {
-		if ((st = verify_file(dir, path, name, entry)) != LT_OK)
-			return st;
-	}
-	s->step = (long)step;
-	s->samples = samples;
-	s->seed = seed;
-	s->elapsed = json_number_value(elapsed);
-	s->tokens = (long)tokens;
-	s->bad_steps = (int)bad;
-	if (json_is_string(cfg) && !(s->config = strdup(json_string_value(cfg)))) {
-		lt_errmsg_set("%s: out of memory copying the config", path);
-		return LT_ERR_NOMEM;
-	}
-	return LT_OK;
-}
-
-enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s)
-{
-	char path[CKPT_PATH_MAX], *text;
-	size_t len;
-	json_error_t jerr;
-	json_t *j;
-	enum lt_status st;
-
-	memset(s, 0, sizeof *s);
-	if ((st = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
-	    (st = read_small_file(path, &text, &len)) != LT_OK)
-		return st;
-	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(text);
-	if (!j) {
-		lt_errmsg_set("%s:%d: %s", path, jerr.line, jerr.text);
-		return LT_ERR_FORMAT;
-	}
-	st = parse_state(dir, path, j, s);
-	json_decref(j);
-	if (st != LT_OK) {
-		lt_ckpt_state_free(s);
-		memset(s, 0, sizeof *s);
-	}
-	return st;
-}
-
-/* ------------------------------------------------------------- loading */
-
-/* The model's tensor t against the file's entry for it. */
-static enum lt_status check_tensor(const lt_st *st, const struct lt_tensor *t)
-{
-	const struct lt_st_info *info = lt_st_lookup(st, t->name);
-	int64_t want[2] = { t->shape[0], t->shape[1] };
-	char have_s[160], want_s[64];
-
-	format_shape(want_s, sizeof want_s, t->ndim, want);
-	if (!info) {
-		lt_errmsg_set("%s: tensor %s is missing (the model expects %s)", lt_st_path(st),
-			      t->name, want_s);
-		return LT_ERR_FORMAT;
-	}
-	int same = info->ndim == t->ndim;
-	for (int d = 0; same && d < t->ndim; d++)
-		same = info->shape[d] == want[d];
-	if (!same) {
-		format_shape(have_s, sizeof have_s, info->ndim, info->shape);
-		lt_errmsg_set("%s: tensor %s has shape %s, the model expects %s", lt_st_path(st),
-			      t->name, have_s, want_s);
-		return LT_ERR_FORMAT;
-	}
-	if (info->dtype != LT_ST_F32 && info->dtype != LT_ST_F64 && info->dtype != LT_ST_F16 &&
-	    info->dtype != LT_ST_BF16) {
-		lt_errmsg_set("%s: tensor %s has dtype %s, expected F32 (or F64, F16, BF16)",
-			      lt_st_path(st), t->name, lt_st_dtype_name(info->dtype));
-		return LT_ERR_FORMAT;
-	}
-	return LT_OK;
-}
-
-/* Every tensor of the file must be one of the model's and the reverse. */
-static enum lt_status check_model_file(const lt_st *st, const lt_model *m)
-{
-	enum lt_status rc;
-	for (int i = 0; i < lt_model_num_tensors(m); i++)
-		if ((rc = check_tensor(st, lt_model_tensor(m, i))) != LT_OK)
-			return rc;
-	for (size_t i = 0; i < lt_st_count(st); i++) {
-		const char *name = lt_st_at(st, i)->name;
-		int head = !strcmp(name, "lm_head.weight");
-		const char *why = head ? " (its embeddings are tied)" : "";
-		if (!lt_model_find(m, name)) {
-			lt_errmsg_set("%s: holds tensor %s, which the model does not have%s",
-				      lt_st_path(st), name, why);
-			return LT_ERR_FORMAT;
-		}
-	}
-	return LT_OK;
-}
-
-/* Reads tensor name of n floats into the backend at dst, straight into
- * host memory when the backend has it, else through bounce (n floats). */
-static enum lt_status read_into(const lt_st *st, const char *name, lt_backend *be, lt_ref dst,
-				size_t n, float *bounce)
-{
-	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
-	enum lt_status rc = lt_st_read_f32(st, name, host ? host : bounce, n);
-	if (rc == LT_OK && !host)
-		be->ops->write(be, dst, bounce, n);
-	return rc;
-}
-
-/* A host buffer of n floats when the backend keeps its buffers off the
- * host (NULL, and no error, when it does not need one). */
-static enum lt_status bounce_for(lt_backend *be, lt_ref probe, size_t n, const char *path,
-				 float **out)
-{
-	*out = NULL;
-	if (be->ops->host_ptr && be->ops->host_ptr(be, probe))
-		return LT_OK;
-	if (!(*out = malloc((n ? n : 1) * sizeof **out))) {
-		lt_errmsg_set("%s: cannot allocate %zu bytes to stage a tensor", path,
-			      n * sizeof **out);
-		return LT_ERR_NOMEM;
-	}
-	return LT_OK;
-}
-
-/* Reads the parameters of the open file st, whose shapes were checked,
- * into m. */
-static enum lt_status read_params(const lt_st *st, lt_model *m)
-{
-	lt_backend *be = lt_model_backend(m);
-	size_t largest = 0;
-	float *bounce;
-	enum lt_status rc;
-
-	for (int i = 0; i < lt_model_num_tensors(m); i++)
-		if (lt_model_tensor(m, i)->numel > largest)
-			largest = lt_model_tensor(m, i)->numel;
-	if ((rc = bounce_for(be, lt_model_params(m), largest, lt_st_path(st), &bounce)) != LT_OK)
-		return rc;
-	for (int i = 0; i < lt_model_num_tensors(m) && rc == LT_OK; i++) {
-		const struct lt_tensor *t = lt_model_tensor(m, i);
-		rc = read_into(st, t->name, be, lt_ref_at(lt_model_params(m), t->off), t->numel,
-			       bounce);
-	}
-	free(bounce);
-	if (rc == LT_OK)
-		rc = check_backend(be, lt_st_path(st));
-	return rc;
-}
-
-/* Loads the parameters of the open file st into m (shapes checked first,
- * so a mismatch leaves the model as it was). */
-static enum lt_status load_params(const lt_st *st, lt_model *m)
-{
-	enum lt_status rc = check_model_file(st, m);
-	return rc == LT_OK ? read_params(st, m) : rc;
-}
-
-enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
-{
-	char file[CKPT_PATH_MAX];
-	lt_st *st;
-	enum lt_status rc;
-
-	if (lt_fs_is_dir(path)) {
-		if ((rc = join_path(file, sizeof file, path, MODEL_FILE)) != LT_OK)
-			return rc;
-	} else {
-		snprintf(file, sizeof file, "%s", path);
-	}
-	if ((rc = lt_st_open(file, &st)) != LT_OK)
-		return rc;
-	rc = load_params(st, m);
-	lt_st_close(st);
-	return rc;
-}
-
-/* 1 when name is an optimizer file's: optimizer.safetensors, or
- * optimizer-RRRRR-of-NNNNN.safetensors with RRRRR < NNNNN. */
-static int is_shard_name(const char *name)
-{
-	char canon[NAME_CAP];
-	int rank, ranks;
-
-	if (!strcmp(name, OPTIM_FILE))
-		return 1;
-	if (sscanf(name, "optimizer-%d-of-%d.", &rank, &ranks) != 2 || ranks < 2 ||
-	    ranks > MAX_SHARDS || rank < 0 || rank >= ranks)
-		return 0;
-	shard_name(canon, sizeof canon, rank, ranks);
-	return !strcmp(name, canon);
-}
-
-/* The optimizer files that "files" of dir/state.json lists, into *out (n
- * of them, names set); LT_ERR_NOTFOUND naming state.json when none is. */
-static enum lt_status list_shards(const char *dir, struct shard **out, size_t *n)
-{
-	char path[CKPT_PATH_MAX], *text;
-	const char *name;
-	json_t *j, *files, *entry;
-	json_error_t jerr;
-	size_t len;
-	enum lt_status rc;
-
-	*out = NULL;
-	*n = 0;
-	if ((rc = join_path(path, sizeof path, dir, STATE_FILE)) != LT_OK ||
-	    (rc = read_small_file(path, &text, &len)) != LT_OK)
-		return rc;
-	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(text);
-	if (!j || !json_is_object(files = json_object_get(j, "files"))) {
-		lt_errmsg_set("%s: %s", path, j ? "\"files\" is missing" : jerr.text);
-		json_decref(j);
-		return LT_ERR_FORMAT;
-	}
-	if (!(*out = calloc(json_object_size(files) + 1, sizeof **out))) {
-		json_decref(j);
-		lt_errmsg_set("%s: cannot allocate the list of optimizer files", path);
-		return LT_ERR_NOMEM;
-	}
-	json_object_foreach(files, name, entry) {
-		if (is_shard_name(name))
-			snprintf((*out)[(*n)++].name, NAME_CAP, "%s", name);
-	}
-	json_decref(j);
-	if (*n > 0)
-		return LT_OK;
-	lt_errmsg_set("%s: lists no optimizer file (the checkpoint holds no optimizer state)", path);
-	return LT_ERR_NOTFOUND;
-}
-
-/* Elements [first, first + count) of moment tensor `name` of shard sh into
- * the backend at dst, straight into host memory when the backend has it,
- * else through bounce (cap floats) piece by piece. */
-static enum lt_status read_moment(const struct shard *sh, const char *name, size_t first,
-				  size_t count, lt_backend *be, lt_ref dst, float *bounce,
-				  size_t cap)
-{
-	float *host = be->ops->host_ptr ? be->ops->host_ptr(be, dst) : NULL;
-	enum lt_status rc = LT_OK;
-
-	if (host)
-		return lt_st_read_f32_range(sh->st, name, first, count, host);
-	for (size_t done = 0; done < count && rc == LT_OK;) {
-		size_t k = count - done < cap ? count - done : cap;
-		rc = lt_st_read_f32_range(sh->st, name, first + done, k, bounce);
-		if (rc == LT_OK)
-			be->ops->write(be, lt_ref_at(dst, done), bounce, k);
-		done += k;
-	}
-	return rc;
-}
-
-/* The optimizer's range of the moments from the parts of the open shards
- * that overlap it (open_shards checked that they cover it). */
-static enum lt_status load_moments(const struct shard *sh, size_t n, lt_model *m, lt_optim *o,
-				   const char *dir)
-{
-	lt_backend *be = lt_model_backend(m);
-	size_t lo = lt_optim_begin(o), hi = lt_optim_end(o);
-	size_t cap = hi - lo < BOUNCE_MAX ? hi - lo : BOUNCE_MAX;
-	const char *names[2] = { "exp_avg", "exp_avg_sq" };
-	lt_ref dst[2] = { lt_optim_m(o), lt_optim_v(o) };
-	float *bounce;
-	enum lt_status rc;
-
-	if ((rc = bounce_for(be, dst[0], cap, dir, &bounce)) != LT_OK)
-		return rc;
-	for (size_t i = 0; i < n && rc == LT_OK; i++) {
-		if (!sh[i].st)
+	while ((e = readdir(d)) != NULL) {
+		long step = lt_rundir_step_of(e->d_name);
+		if (step < 0)
 			continue;
-		size_t a = sh[i].begin > lo ? sh[i].begin : lo, b = sh[i].end < hi ? sh[i].end : hi;
-		for (int k = 0; k < 2 && rc == LT_OK; k++)
-			rc = read_moment(&sh[i], names[k], a - sh[i].begin, b - a, be,
-					 lt_ref_at(dst[k], a - lo), bounce, cap);
+		if (out->n == cap) {
+			size_t ncap = cap ? 2 * cap : 16;
+			long *p = realloc(out->steps, ncap * sizeof *p);
+			if (!p) {
+				closedir(d);
+				free(out->steps);
+				out->steps = NULL;
+				lt_errmsg_set("%s: out of memory listing checkpoints", ckdir);
+				return LT_ERR_NOMEM;
+			}
+			out->steps = p;
+			cap = ncap;
+		}
+		out->steps[out->n++] = step;
 	}
-	free(bounce);
-	if (rc == LT_OK)
-		rc = check_backend(be, dir);
-	return rc;
+	closedir(d);
+	qsort(out->steps, out->n, sizeof *out->steps, newest_first);
+	return LT_OK;
 }
-
-enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o)
-{
-	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX];
-	struct shard *sh = NULL;
-	size_t n = 0;
-	lt_st *mst = NULL;
-	enum lt_status rc;
-
-	/* Every header is opened and checked before anything is read, so a
-	 * bad checkpoint leaves the model and the optimizer as they were. */
-	if ((rc = join_path(path, sizeof path, dir, MODEL_FILE)) != LT_OK ||
-	    (rc = lt_st_open(path, &mst)) != LT_OK || (rc = check_model_file(mst, m)) != LT_OK)
-		goto out;
-	if (o && ((rc = join_path(where, sizeof where, dir, STATE_FILE)) != LT_OK ||
-		  (rc = list_shards(dir, &sh, &n)) != LT_OK ||
-		  (rc = open_shards(dir, where, sh, n, m, lt_optim_begin(o), lt_optim_end(o)))))
-		goto out;
-	if ((rc = read_params(mst, m)) == LT_OK && o)
-		rc = load_moments(sh, n, m, o, dir);
-out:
-	close_shards(sh, n);
-	lt_st_close(mst);
-	return rc;
-}
-
-enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
-				  struct lt_ckpt_state *s)
-{
-	struct lt_ckpt_state local;
-	enum lt_status rc;
-
-	if (!s)
-		s = &local;
-	if ((rc = lt_checkpoint_read_state(dir, s)) != LT_OK)
-		return rc;
-	rc = lt_checkpoint_load_tensors(dir, m, o);
-	if (rc != LT_OK || s == &local) {
-		lt_ckpt_state_free(s);
-		memset(s, 0, sizeof *s);
-	}
-	return rc;
-}
-
-/* ------------------------------------------------------------- finding */
 
 enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
 				    struct lt_ckpt_state *found)
@@ -1380,14 +540,12 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
 	enum lt_status st;
 	size_t invalid = 0;
 
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = 0; i < list.n; i++) {
 		struct lt_ckpt_state s;
-		char name[32];
-		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
-		if (join_path(dir, sizeof dir, ckdir, name) != LT_OK)
+		if (lt_rundir_checkpoint(run_dir, list.steps[i], dir, sizeof dir) != LT_OK)
 			continue;
 		if (lt_checkpoint_read_state(dir, &s) != LT_OK) {
 			if (!invalid++)
@@ -1432,7 +590,7 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 			      path);
 		return LT_ERR_ARG;
 	}
-	if ((st = join_path(state, sizeof state, path, STATE_FILE)) != LT_OK)
+	if ((st = lt_fs_join(state, sizeof state, path, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
 	if (access(state, F_OK) != 0)
 		return lt_checkpoint_latest(path, out, cap, s);
@@ -1443,20 +601,28 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 	return s ? lt_checkpoint_read_state(out, s) : LT_OK;
 }
 
+/* Removes ckdir/name and what it holds. */
+static enum lt_status remove_entry(const char *ckdir, const char *name)
+{
+	char path[CKPT_PATH_MAX];
+	enum lt_status st = lt_fs_join(path, sizeof path, ckdir, name);
+	return st != LT_OK ? st : lt_fs_remove_tree(path);
+}
+
 enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 {
-	char ckdir[CKPT_PATH_MAX], name[32];
+	char ckdir[CKPT_PATH_MAX], name[LT_RUNDIR_NAME_MAX];
 	struct step_list list;
 	enum lt_status st, first = LT_OK;
 	DIR *d;
 	struct dirent *e;
 
-	if ((st = join_path(ckdir, sizeof ckdir, run_dir, "checkpoints")) != LT_OK ||
+	if ((st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
 	for (size_t i = keep > 0 ? (size_t)keep : list.n; i < list.n; i++) {
-		snprintf(name, sizeof name, "step_%08ld", list.steps[i]);
-		if ((st = remove_tree(ckdir, name)) != LT_OK && first == LT_OK)
+		lt_rundir_step_name(list.steps[i], name);
+		if ((st = remove_entry(ckdir, name)) != LT_OK && first == LT_OK)
 			first = st;
 	}
 	free(list.steps);
@@ -1468,7 +634,7 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	size_t n = 0;
 	while ((e = readdir(d)) != NULL) {
 		char **p;
-		if (!is_temporary_name(e->d_name) || !(p = realloc(tmps, (n + 1) * sizeof *p)))
+		if (!lt_rundir_is_temp_name(e->d_name) || !(p = realloc(tmps, (n + 1) * sizeof *p)))
 			continue;
 		tmps = p;
 		if ((tmps[n] = strdup(e->d_name)) != NULL)
@@ -1476,7 +642,7 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 	}
 	closedir(d);
 	for (size_t i = 0; i < n; i++) {
-		if ((st = remove_tree(ckdir, tmps[i])) != LT_OK && first == LT_OK)
+		if ((st = remove_entry(ckdir, tmps[i])) != LT_OK && first == LT_OK)
 			first = st;
 		free(tmps[i]);
 	}
@@ -1496,7 +662,8 @@ enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
 			lt_errmsg_prefix("%s", path);
 		return st;
 	}
-	snprintf(origin, sizeof origin, "%s/state.json", dir);
+	if (lt_fs_join(origin, sizeof origin, dir, LT_RUNDIR_STATE) != LT_OK)
+		return LT_ERR_ARG;
 	if (!s->config) {
 		lt_errmsg_set("%s: holds no config, so the model's shape is unknown", origin);
 		return LT_ERR_FORMAT;

@@ -1,4 +1,5 @@
-/* Checkpoints: a directory RUN/checkpoints/step_NNNNNNNN holding
+/* Checkpoints: a directory RUN/checkpoints/step_NNNNNNNN (its names are
+ * rundir.h's) holding
  *   model.safetensors      the parameters under Hugging Face names
  *                          (__metadata__ {"format": "pt"})
  *   optimizer-RRRRR-of-NNNNN.safetensors

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #define IO_BLOCK ((size_t)1 << 20)
+/* lt_fs_remove_tree goes this many directories deep below its path. */
+#define MAX_DEPTH 8
 
 int lt_fs_is_dir(const char *path)
 {
@@ -190,24 +192,35 @@ int lt_fs_is_empty_dir(const char *dir)
 	return empty;
 }
 
-/* The directory part of path ("." when it has none) in out[cap]. */
-static enum lt_status parent_of(const char *path, char *out, size_t cap)
+/* Splits path into the directory that holds its last name, in dir[cap]
+ * ("." when path has no slash), and that name, in name[cap]; trailing
+ * slashes belong to neither ("a/b/" is "a" and "b"). */
+static enum lt_status split_path(const char *path, char *dir, char *name, size_t cap)
 {
-	const char *slash = strrchr(path, '/');
-	size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
-	if (n >= cap) {
+	size_t end = strlen(path);
+	while (end > 1 && path[end - 1] == '/')
+		end--;
+	size_t start = end;
+	while (start > 0 && path[start - 1] != '/')
+		start--;
+	size_t n = start;
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	if (n >= cap || end - start >= cap) {
 		lt_errmsg_set("%s: path too long (at most %zu bytes)", path, cap - 1);
 		return LT_ERR_ARG;
 	}
-	memcpy(out, !slash ? "." : slash == path ? "/" : path, n);
-	out[n] = '\0';
+	memcpy(dir, start ? path : ".", start ? n : 1);
+	dir[start ? n : 1] = '\0';
+	memcpy(name, path + start, end - start);
+	name[end - start] = '\0';
 	return LT_OK;
 }
 
 static enum lt_status sync_parent(const char *path)
 {
-	char dir[LT_FS_PATH_MAX];
-	enum lt_status st = parent_of(path, dir, sizeof dir);
+	char dir[LT_FS_PATH_MAX], name[LT_FS_PATH_MAX];
+	enum lt_status st = split_path(path, dir, name, sizeof dir);
 	return st != LT_OK ? st : lt_fs_sync(dir);
 }
 
@@ -260,36 +273,42 @@ enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char 
 	return LT_OK;
 }
 
-/* Removes the directory `name` inside the directory open as dfd, with what
- * it holds (files, links, and directories of its own). Links are removed,
- * never followed. Returns 0, or an errno. */
-static int remove_tree_at(int dfd, const char *name, int depth)
+/* Removes the entry `name` of the directory open as dfd: a file or a link
+ * (never followed), or a directory with what it holds, at most
+ * MAX_DEPTH levels deep. A missing entry is no error. Returns 0, or the
+ * first errno met. */
+static int remove_at(int dfd, const char *name, int depth)
 {
-	if (depth > 8)
+	if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	int err = errno;
+	if (err != EISDIR && err != EPERM)
+		return err;
+	if (depth > MAX_DEPTH)
 		return ELOOP;
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : errno;
+	if (fd < 0) {
+		int why = errno;
+		if (why == ENOENT)
+			return 0;
+		/* not a directory after all (a file the unlink may not remove):
+		 * the unlink's own error says why */
+		return why == ENOTDIR || why == ELOOP ? err : why;
+	}
 	DIR *d = fdopendir(fd);
 	if (!d) {
-		int err = errno;
+		err = errno;
 		close(fd);
 		return err;
 	}
-	int err = 0;
+	err = 0;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		if (unlinkat(fd, e->d_name, 0) == 0)
-			continue;
-		if (errno == EISDIR || errno == EPERM) {
-			int r = remove_tree_at(fd, e->d_name, depth + 1);
-			if (r != 0 && !err)
-				err = r;
-		} else if (!err) {
-			err = errno;
-		}
+		int r = remove_at(fd, e->d_name, depth + 1);
+		if (r != 0 && !err)
+			err = r;
 	}
 	closedir(d);
 	if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && !err)
@@ -299,23 +318,18 @@ static int remove_tree_at(int dfd, const char *name, int depth)
 
 enum lt_status lt_fs_remove_tree(const char *path)
 {
-	char dir[LT_FS_PATH_MAX];
-	enum lt_status st = parent_of(path, dir, sizeof dir);
+	char dir[LT_FS_PATH_MAX], name[LT_FS_PATH_MAX];
+	enum lt_status st = split_path(path, dir, name, sizeof dir);
 	if (st != LT_OK)
 		return st;
-	const char *slash = strrchr(path, '/');
-	const char *name = slash ? slash + 1 : path;
-	int err = 0;
-	if (unlink(path) == 0 || errno == ENOENT)
-		return LT_OK;
-	if (errno != EISDIR && errno != EPERM) {
-		err = errno;
-	} else {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		err = dfd < 0 ? errno : remove_tree_at(dfd, name, 0);
-		if (dfd >= 0)
-			close(dfd);
+	if (!name[0] || !strcmp(name, ".") || !strcmp(name, "..")) {
+		lt_errmsg_set("%s: will not remove a path that does not end in a name", path);
+		return LT_ERR_ARG;
 	}
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err = dfd < 0 ? (errno == ENOENT ? 0 : errno) : remove_at(dfd, name, 0);
+	if (dfd >= 0)
+		close(dfd);
 	if (err) {
 		lt_errmsg_set("%s: cannot remove: %s", path, strerror(err));
 		return LT_ERR_IO;
@@ -327,7 +341,8 @@ enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *na
 {
 	int n = snprintf(out, cap, "%s/%s", dir, name);
 	if (n < 0 || (size_t)n >= cap) {
-		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name, cap - 1);
+		lt_errmsg_set("%s/%s: path too long (at most %zu bytes)", dir, name,
+			      cap ? cap - 1 : 0);
 		return LT_ERR_ARG;
 	}
 	return LT_OK;
@@ -344,5 +359,18 @@ char *lt_fs_join_new(const char *dir, const char *name)
 	memcpy(out, dir, a);
 	out[a] = '/';
 	memcpy(out + a + 1, name, b + 1);
+	return out;
+}
+
+char *lt_fs_tmp_new(const char *path)
+{
+	size_t n = strlen(path);
+	char *out = malloc(n + sizeof ".tmp");
+	if (!out) {
+		lt_errmsg_set("cannot allocate %zu bytes for the path %s.tmp", n + sizeof ".tmp", path);
+		return NULL;
+	}
+	memcpy(out, path, n);
+	memcpy(out + n, ".tmp", sizeof ".tmp");
 	return out;
 }

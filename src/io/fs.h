@@ -10,8 +10,8 @@
  * of it. lt_fs_publish is that last step for every writer; the others
  * wrap whole files and whole directories around it.
  *
- * Ownership: every function borrows its arguments; lt_fs_join_new returns
- * memory the caller frees. */
+ * Ownership: every function borrows its arguments; lt_fs_join_new and
+ * lt_fs_tmp_new return memory the caller frees. */
 #ifndef LT_FS_H
 #define LT_FS_H
 
@@ -47,14 +47,16 @@ enum lt_status lt_fs_publish(const char *tmp, const char *path);
 enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n);
 /* Publishes the finished (fsynced) directory tmp as final: a directory
  * already at final is first renamed to aside (a path in the same
- * directory), then tmp renamed to final and the parent fsynced; the old
- * one is removed last. When the rename of tmp fails the old one is put
- * back. Once final is in place the publish has succeeded: an old copy
- * that resists removal stays at aside for the caller to clean up. */
+ * directory, where nothing but an empty directory may be), then tmp
+ * renamed to final and the parent fsynced; the old one is removed last.
+ * When the rename of tmp fails the old one is put back. Once final is in
+ * place the publish has succeeded: an old copy that resists removal stays
+ * at aside for the caller to clean up. */
 enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char *aside);
 
-/* rm -rf path: removes a file, or a directory with what it holds; links
- * are removed, never followed. A missing path is no error. */
+/* rm -rf path: removes a file, or a directory with what it holds (at most
+ * 8 directories deep); links are removed, never followed. A missing path
+ * is no error; a path that ends in no name ("/", ".", "..") is LT_ERR_ARG. */
 enum lt_status lt_fs_remove_tree(const char *path);
 
 /* out[cap] = dir/name; LT_ERR_ARG naming the path when it does not fit
@@ -63,5 +65,10 @@ enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *na
 /* dir/name in new memory (the caller frees it); NULL, with lt_errmsg set,
  * when memory runs out. */
 char *lt_fs_join_new(const char *dir, const char *name);
+/* path.tmp in new memory (the caller frees it): the temporary that a
+ * writer streaming a file fills, fsyncs and lt_fs_publish-es as path (one
+ * writer per path at a time; lt_fs_publish_file's own is path.PID.tmp).
+ * NULL, with lt_errmsg set, when memory runs out. */
+char *lt_fs_tmp_new(const char *path);
 
 #endif

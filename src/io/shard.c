@@ -1,5 +1,5 @@
 /* Token shard files: the streaming writer (path.tmp, header last, fsync,
- * rename) and the validating memory-mapped reader (see shard.h). */
+ * lt_fs_publish) and the validating memory-mapped reader (see shard.h). */
 #include "config.h"
 #include "io/shard.h"
 
@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <zlib.h>
+
+#include "io/fs.h"
 
 _Static_assert(sizeof(off_t) >= 8, "lltrain needs a 64-bit off_t for shards over 2 GiB");
 
@@ -76,17 +78,6 @@ struct lt_shard_writer {
 	int failed, finished;
 };
 
-static char *concat(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *s = malloc(la + lb + 1);
-	if (s) {
-		memcpy(s, a, la);
-		memcpy(s + la, b, lb + 1);
-	}
-	return s;
-}
-
 /* write(2) all of p, or set the error naming the path and the byte. */
 static enum lt_status write_all(int fd, const unsigned char *p, size_t n, const char *path,
 				uint64_t at)
@@ -127,8 +118,8 @@ enum lt_status lt_shard_writer_new(const char *path, int vocab_size, int eot_id,
 	w->width = token_width_for(vocab_size);
 	w->eot_id = eot_id;
 	w->crc = (uint32_t)crc32(0L, Z_NULL, 0);
-	w->path = concat(path, "");
-	w->tmp = concat(path, ".tmp");
+	w->path = strdup(path);
+	w->tmp = lt_fs_tmp_new(path);
 	w->stage = malloc(STAGE_TOKENS * (size_t)w->width);
 	if (!w->path || !w->tmp || !w->stage) {
 		lt_shard_writer_free(w);
@@ -259,10 +250,9 @@ enum lt_status lt_shard_writer_finish(lt_shard_writer *w)
 		w->failed = 1;
 		return LT_ERR_IO;
 	}
-	if (rename(w->tmp, w->path) != 0) {
-		lt_errmsg_set("%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
+	if ((st = lt_fs_publish(w->tmp, w->path)) != LT_OK) {
 		w->failed = 1;
-		return LT_ERR_IO;
+		return st;
 	}
 	w->finished = 1;
 	return LT_OK;
@@ -430,7 +420,7 @@ enum lt_status lt_shard_open(const char *path, int expect_vocab, int verify_data
 	uint64_t size = 0;
 	enum lt_status st;
 	*out = NULL;
-	if (!s || !(s->path = concat(path, ""))) {
+	if (!s || !(s->path = strdup(path))) {
 		free(s);
 		lt_errmsg_set("%s: cannot allocate a shard reader", path);
 		return LT_ERR_NOMEM;

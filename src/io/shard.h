@@ -36,7 +36,7 @@ enum lt_status lt_shard_writer_add(lt_shard_writer *w, const int32_t *tokens, si
 /* Counts one finished document (the caller appended its EOT). */
 void lt_shard_writer_end_document(lt_shard_writer *w);
 uint64_t lt_shard_writer_count(const lt_shard_writer *w);
-/* Writes the header, fsyncs, renames path.tmp to path. */
+/* Writes the header, fsyncs, and publishes path.tmp as path (lt_fs_publish). */
 enum lt_status lt_shard_writer_finish(lt_shard_writer *w);
 /* Removes path.tmp if finish was not reached. */
 void lt_shard_writer_free(lt_shard_writer *w);
