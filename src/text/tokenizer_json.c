@@ -95,6 +95,9 @@ static long chars_to_bytes(const char *s, size_t n, char *out)
 
 /* ------------------------------------------------------- saving */
 
+/* The builders return the new JSON, or NULL with the error set; their
+ * helpers return 1, or 0 with the error set. */
+
 /* The tokenizer.json text of a token: byte-level characters, or an added
  * token's own text where that is not byte-level. A new string, or NULL. */
 static char *token_key(const lt_tokenizer *tok, int32_t id)
@@ -384,6 +387,10 @@ enum lt_status lt_tokenizer_save(const lt_tokenizer *tok, const char *dir, long 
 }
 
 /* ------------------------------------------------------------ loading */
+
+/* The checks and readers return 1, or 0 with the error set, which
+ * load_json reports as LT_ERR_FORMAT (a failed allocation in read_merges
+ * included); token_bytes returns its own status. */
 
 static const char *json_kind(const json_t *v)
 {
