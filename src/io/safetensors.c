@@ -1,7 +1,9 @@
-/* safetensors files: the validating reader (pread, converting on the way)
- * and the streaming writer (see safetensors.h for the format and rules). */
+/* safetensors files: the validating reader, which reads with pread and
+ * converts on the way (see safetensors.h for the format and rules; the
+ * writer is in safetensors_write.c). */
 #include "config.h"
 #include "io/safetensors.h"
+#include "io/safetensors_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,17 +17,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "lltrain keeps safetensors data in host byte order, which must be little-endian"
-#endif
-_Static_assert(sizeof(off_t) >= 8, "lltrain needs a 64-bit off_t for files over 2 GiB");
-
-/* The reference implementation refuses larger headers; so do we, which also
- * catches files that are not safetensors at all. */
-#define MAX_HEADER ((uint64_t)100000000)
-/* Conversions and fetch callbacks go through a staging buffer this big. */
-#define CHUNK ((size_t)1 << 20)
 
 static const struct {
 	const char *name;
@@ -71,7 +62,7 @@ static int dtype_parse(const char *s, enum lt_st_dtype *out)
 	return 0;
 }
 
-static char *dupstr(const char *s)
+char *lt_st_copy_string(const char *s)
 {
 	size_t n = strlen(s) + 1;
 	char *p = malloc(n);
@@ -95,8 +86,7 @@ static const char *shape_str(char *buf, size_t size, int ndim, const int64_t *sh
 	return buf;
 }
 
-/* Element count and byte size of a shape; 0 when either overflows. */
-static int shape_size(int ndim, const int64_t *shape, size_t esize, uint64_t *numel, uint64_t *nbytes)
+int lt_st_shape_size(int ndim, const int64_t *shape, size_t esize, uint64_t *numel, uint64_t *nbytes)
 {
 	uint64_t n = 1;
 	for (int i = 0; i < ndim; i++) {
@@ -146,8 +136,6 @@ static float bf16_to_float(uint16_t h)
 	return f;
 }
 
-/* ---- reader ---- */
-
 struct tensor {
 	struct lt_st_info info;
 	uint64_t begin, end; /* data_offsets, relative to the data section */
@@ -190,10 +178,36 @@ static int64_t json_count(const json_t *v)
 	return (int64_t)json_integer_value(v);
 }
 
+/* The tensor's "shape": an array of at most LT_ST_MAX_DIMS counts. */
+static enum lt_status parse_shape(const lt_st *st, const char *name, const json_t *shape,
+                                  struct tensor *t)
+{
+	if (!json_is_array(shape)) {
+		lt_errmsg_set("%s: tensor '%s': no \"shape\" array", st->path, name);
+		return LT_ERR_FORMAT;
+	}
+	if (json_array_size(shape) > LT_ST_MAX_DIMS) {
+		lt_errmsg_set("%s: tensor '%s': shape has %zu dimensions, more than the %d supported",
+		              st->path, name, json_array_size(shape), LT_ST_MAX_DIMS);
+		return LT_ERR_FORMAT;
+	}
+	t->info.ndim = (int)json_array_size(shape);
+	for (int i = 0; i < t->info.ndim; i++) {
+		t->info.shape[i] = json_count(json_array_get(shape, (size_t)i));
+		if (t->info.shape[i] < 0) {
+			lt_errmsg_set("%s: tensor '%s': shape[%d] is not a non-negative integer",
+			              st->path, name, i);
+			return LT_ERR_FORMAT;
+		}
+	}
+	return LT_OK;
+}
+
 static enum lt_status parse_tensor(lt_st *st, const char *name, json_t *v, struct tensor *t)
 {
 	char sbuf[200];
 	json_t *dt, *shape, *offs;
+	enum lt_status rc;
 	size_t esize;
 	int64_t b, e;
 
@@ -213,24 +227,8 @@ static enum lt_status parse_tensor(lt_st *st, const char *name, json_t *v, struc
 		return LT_ERR_FORMAT;
 	}
 	esize = dtypes[t->info.dtype].size;
-	if (!json_is_array(shape)) {
-		lt_errmsg_set("%s: tensor '%s': no \"shape\" array", st->path, name);
-		return LT_ERR_FORMAT;
-	}
-	if (json_array_size(shape) > LT_ST_MAX_DIMS) {
-		lt_errmsg_set("%s: tensor '%s': shape has %zu dimensions, more than the %d supported",
-		              st->path, name, json_array_size(shape), LT_ST_MAX_DIMS);
-		return LT_ERR_FORMAT;
-	}
-	t->info.ndim = (int)json_array_size(shape);
-	for (int i = 0; i < t->info.ndim; i++) {
-		t->info.shape[i] = json_count(json_array_get(shape, (size_t)i));
-		if (t->info.shape[i] < 0) {
-			lt_errmsg_set("%s: tensor '%s': shape[%d] is not a non-negative integer",
-			              st->path, name, i);
-			return LT_ERR_FORMAT;
-		}
-	}
+	if ((rc = parse_shape(st, name, shape, t)) != LT_OK)
+		return rc;
 	if (!json_is_array(offs) || json_array_size(offs) != 2
 	    || (b = json_count(json_array_get(offs, 0))) < 0
 	    || (e = json_count(json_array_get(offs, 1))) < 0) {
@@ -245,7 +243,7 @@ static enum lt_status parse_tensor(lt_st *st, const char *name, json_t *v, struc
 		              st->path, name, t->begin, t->end);
 		return LT_ERR_FORMAT;
 	}
-	if (!shape_size(t->info.ndim, t->info.shape, esize, &t->info.numel, &t->info.nbytes)) {
+	if (!lt_st_shape_size(t->info.ndim, t->info.shape, esize, &t->info.numel, &t->info.nbytes)) {
 		lt_errmsg_set("%s: tensor '%s': shape %s of %s is too large", st->path, name,
 		              shape_str(sbuf, sizeof sbuf, t->info.ndim, t->info.shape),
 		              dtypes[t->info.dtype].name);
@@ -266,7 +264,7 @@ static enum lt_status parse_tensor(lt_st *st, const char *name, json_t *v, struc
 		return LT_ERR_FORMAT;
 	}
 	t->info.offset = st->data_start + t->begin;
-	if (!(t->info.name = dupstr(name))) {
+	if (!(t->info.name = lt_st_copy_string(name))) {
 		lt_errmsg_prefix("%s", st->path);
 		return LT_ERR_NOMEM;
 	}
@@ -291,8 +289,8 @@ static enum lt_status parse_meta(lt_st *st, json_t *m)
 			lt_errmsg_set("%s: \"__metadata__\" value of '%s' is not a string", st->path, key);
 			return LT_ERR_FORMAT;
 		}
-		st->meta[2 * st->nmeta] = dupstr(key);
-		st->meta[2 * st->nmeta + 1] = dupstr(json_string_value(v));
+		st->meta[2 * st->nmeta] = lt_st_copy_string(key);
+		st->meta[2 * st->nmeta + 1] = lt_st_copy_string(json_string_value(v));
 		st->nmeta++;
 		if (!st->meta[2 * st->nmeta - 2] || !st->meta[2 * st->nmeta - 1]) {
 			lt_errmsg_prefix("%s", st->path);
@@ -388,14 +386,62 @@ static enum lt_status pread_all(int fd, void *dst, size_t len, uint64_t pos, int
 	return LT_OK;
 }
 
-enum lt_status lt_st_open(const char *path, lt_st **out)
+/* Reads the header length and the header of the open file of size bytes,
+ * and parses them into st. */
+static enum lt_status read_header(lt_st *st, uint64_t size)
 {
 	unsigned char lenbuf[8];
-	struct stat sb;
-	uint64_t size, hlen;
-	char *text = NULL;
+	uint64_t hlen;
+	char *text;
 	enum lt_status rc;
 	int err = 0;
+
+	if (size < 8) {
+		lt_errmsg_set("%s: truncated: %" PRIu64 " bytes, too short for the 8-byte header length",
+		              st->path, size);
+		return LT_ERR_FORMAT;
+	}
+	if (pread_all(st->fd, lenbuf, 8, 0, &err) != LT_OK) {
+		lt_errmsg_set("%s: reading the header length: %s", st->path,
+		              err ? strerror(err) : "end of file");
+		return LT_ERR_IO;
+	}
+	hlen = load_le64(lenbuf);
+	if (hlen > LT_ST_MAX_HEADER) {
+		lt_errmsg_set("%s: header length %" PRIu64 " is over the %" PRIu64
+		              "-byte limit (not a safetensors file?)", st->path, hlen, LT_ST_MAX_HEADER);
+		return LT_ERR_FORMAT;
+	}
+	if (hlen > size - 8) {
+		lt_errmsg_set("%s: truncated: header says %" PRIu64 " bytes but the file has %" PRIu64
+		              " after the 8-byte length", st->path, hlen, size - 8);
+		return LT_ERR_FORMAT;
+	}
+	if (hlen < 2) {
+		lt_errmsg_set("%s: header length %" PRIu64 " is too small for a JSON object", st->path,
+		              hlen);
+		return LT_ERR_FORMAT;
+	}
+	st->data_start = 8 + hlen;
+	st->data_size = size - st->data_start;
+	if (!(text = malloc((size_t)hlen))) {
+		lt_errmsg_set("%s: cannot allocate %" PRIu64 " bytes for the header", st->path, hlen);
+		return LT_ERR_NOMEM;
+	}
+	if (pread_all(st->fd, text, (size_t)hlen, 8, &err) != LT_OK) {
+		lt_errmsg_set("%s: reading the header: %s", st->path, err ? strerror(err) : "end of file");
+		rc = LT_ERR_IO;
+	} else {
+		rc = parse_header(st, text, (size_t)hlen);
+	}
+	free(text);
+	return rc;
+}
+
+enum lt_status lt_st_open(const char *path, lt_st **out)
+{
+	struct stat sb;
+	enum lt_status rc;
 	lt_st *st;
 
 	*out = NULL;
@@ -404,7 +450,7 @@ enum lt_status lt_st_open(const char *path, lt_st **out)
 		return LT_ERR_NOMEM;
 	}
 	st->fd = -1;
-	if (!(st->path = dupstr(path))) {
+	if (!(st->path = lt_st_copy_string(path))) {
 		rc = LT_ERR_NOMEM;
 		goto fail;
 	}
@@ -423,52 +469,11 @@ enum lt_status lt_st_open(const char *path, lt_st **out)
 		rc = LT_ERR_IO;
 		goto fail;
 	}
-	size = (uint64_t)sb.st_size;
-	rc = LT_ERR_FORMAT;
-	if (size < 8) {
-		lt_errmsg_set("%s: truncated: %" PRIu64 " bytes, too short for the 8-byte header length",
-		              path, size);
+	if ((rc = read_header(st, (uint64_t)sb.st_size)) != LT_OK)
 		goto fail;
-	}
-	if (pread_all(st->fd, lenbuf, 8, 0, &err) != LT_OK) {
-		lt_errmsg_set("%s: reading the header length: %s", path, err ? strerror(err) : "end of file");
-		rc = LT_ERR_IO;
-		goto fail;
-	}
-	hlen = load_le64(lenbuf);
-	if (hlen > MAX_HEADER) {
-		lt_errmsg_set("%s: header length %" PRIu64 " is over the %" PRIu64
-		              "-byte limit (not a safetensors file?)", path, hlen, MAX_HEADER);
-		goto fail;
-	}
-	if (hlen > size - 8) {
-		lt_errmsg_set("%s: truncated: header says %" PRIu64 " bytes but the file has %" PRIu64
-		              " after the 8-byte length", path, hlen, size - 8);
-		goto fail;
-	}
-	if (hlen < 2) {
-		lt_errmsg_set("%s: header length %" PRIu64 " is too small for a JSON object", path, hlen);
-		goto fail;
-	}
-	st->data_start = 8 + hlen;
-	st->data_size = size - st->data_start;
-	if (!(text = malloc((size_t)hlen))) {
-		lt_errmsg_set("%s: cannot allocate %" PRIu64 " bytes for the header", path, hlen);
-		rc = LT_ERR_NOMEM;
-		goto fail;
-	}
-	if (pread_all(st->fd, text, (size_t)hlen, 8, &err) != LT_OK) {
-		lt_errmsg_set("%s: reading the header: %s", path, err ? strerror(err) : "end of file");
-		rc = LT_ERR_IO;
-		goto fail;
-	}
-	if ((rc = parse_header(st, text, (size_t)hlen)) != LT_OK)
-		goto fail;
-	free(text);
 	*out = st;
 	return LT_OK;
 fail:
-	free(text);
 	lt_st_close(st);
 	return rc;
 }
@@ -575,9 +580,9 @@ typedef enum lt_status (*conv_fn)(const lt_st *st, const struct lt_st_info *ti,
 static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, uint64_t from,
                                      uint64_t count, void *dst, conv_fn conv)
 {
-	size_t esize = dtypes[ti->dtype].size, per = CHUNK / esize;
+	size_t esize = dtypes[ti->dtype].size, per = LT_ST_CHUNK / esize;
 	uint64_t bytes = count * esize;
-	size_t bufsize = bytes < CHUNK ? (size_t)bytes : CHUNK;
+	size_t bufsize = bytes < LT_ST_CHUNK ? (size_t)bytes : LT_ST_CHUNK;
 	unsigned char *buf = malloc(bufsize ? bufsize : 1);
 	enum lt_status rc = LT_OK;
 	if (!buf) {
@@ -774,353 +779,4 @@ const char *lt_st_meta(const lt_st *st, const char *key)
 		if (strcmp(st->meta[2 * i], key) == 0)
 			return st->meta[2 * i + 1];
 	return NULL;
-}
-
-/* ---- writer ---- */
-
-struct wtensor {
-	char *name;
-	enum lt_st_dtype dtype;
-	int ndim;
-	int64_t shape[LT_ST_MAX_DIMS];
-	uint64_t nbytes;
-	const void *data;
-	lt_st_fetch_fn fetch;
-	void *ctx;
-};
-
-struct lt_st_writer {
-	char *path;
-	struct wtensor *t;
-	size_t n, cap;
-	char **meta; /* key, value, key, value, ... */
-	size_t nmeta, metacap;
-	int spent;
-};
-
-enum lt_status lt_st_writer_new(const char *path, lt_st_writer **out)
-{
-	lt_st_writer *w = calloc(1, sizeof *w);
-	*out = NULL;
-	if (!w || !(w->path = dupstr(path))) {
-		free(w);
-		lt_errmsg_set("%s: cannot allocate a writer", path);
-		return LT_ERR_NOMEM;
-	}
-	*out = w;
-	return LT_OK;
-}
-
-void lt_st_writer_free(lt_st_writer *w)
-{
-	if (!w)
-		return;
-	for (size_t i = 0; i < w->n; i++)
-		free(w->t[i].name);
-	for (size_t i = 0; i < 2 * w->nmeta; i++)
-		free(w->meta[i]);
-	free(w->t);
-	free(w->meta);
-	free(w->path);
-	free(w);
-}
-
-static int valid_utf8(const char *s)
-{
-	json_t *j = json_string(s);
-	json_decref(j);
-	return j != NULL;
-}
-
-static enum lt_status add(lt_st_writer *w, const char *name, enum lt_st_dtype dtype, int ndim,
-                          const int64_t *shape, const void *data, lt_st_fetch_fn fetch, void *ctx)
-{
-	struct wtensor *t;
-	uint64_t numel, nbytes;
-	if (w->spent) {
-		lt_errmsg_set("%s: tensor '%s' added after the writer finished", w->path, name);
-		return LT_ERR_ARG;
-	}
-	if (!name[0] || strcmp(name, "__metadata__") == 0 || !valid_utf8(name)) {
-		lt_errmsg_set("%s: tensor name '%s' is empty, reserved or not UTF-8", w->path, name);
-		return LT_ERR_ARG;
-	}
-	if ((unsigned)dtype >= LT_ST_NDTYPES || ndim < 0 || ndim > LT_ST_MAX_DIMS) {
-		lt_errmsg_set("%s: tensor '%s': dtype %d or %d dimensions out of range", w->path, name,
-		              (int)dtype, ndim);
-		return LT_ERR_ARG;
-	}
-	for (int i = 0; i < ndim; i++) {
-		if (shape[i] < 0) {
-			lt_errmsg_set("%s: tensor '%s': shape[%d] = %" PRId64 " is negative", w->path, name,
-			              i, shape[i]);
-			return LT_ERR_ARG;
-		}
-	}
-	if (!shape_size(ndim, shape, dtypes[dtype].size, &numel, &nbytes) || nbytes > INT64_MAX
-	    || (uint64_t)SIZE_MAX < nbytes) {
-		lt_errmsg_set("%s: tensor '%s' is too large", w->path, name);
-		return LT_ERR_ARG;
-	}
-	if (!data && !fetch && nbytes > 0) {
-		lt_errmsg_set("%s: tensor '%s' has no data", w->path, name);
-		return LT_ERR_ARG;
-	}
-	for (size_t i = 0; i < w->n; i++) {
-		if (strcmp(w->t[i].name, name) == 0) {
-			lt_errmsg_set("%s: tensor '%s' added twice", w->path, name);
-			return LT_ERR_ARG;
-		}
-	}
-	if (w->n == w->cap) {
-		size_t cap = w->cap ? 2 * w->cap : 64;
-		struct wtensor *nt = realloc(w->t, cap * sizeof *nt);
-		if (!nt) {
-			lt_errmsg_set("%s: cannot allocate a table of %zu tensors", w->path, cap);
-			return LT_ERR_NOMEM;
-		}
-		w->t = nt;
-		w->cap = cap;
-	}
-	t = &w->t[w->n];
-	*t = (struct wtensor){ .dtype = dtype, .ndim = ndim, .nbytes = nbytes,
-	                       .data = data, .fetch = fetch, .ctx = ctx };
-	if (ndim > 0)
-		memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
-	if (!(t->name = dupstr(name))) {
-		lt_errmsg_prefix("%s", w->path);
-		return LT_ERR_NOMEM;
-	}
-	w->n++;
-	return LT_OK;
-}
-
-enum lt_status lt_st_writer_add(lt_st_writer *w, const char *name, enum lt_st_dtype dtype,
-                                int ndim, const int64_t *shape, const void *data)
-{
-	return add(w, name, dtype, ndim, shape, data, NULL, NULL);
-}
-
-enum lt_status lt_st_writer_add_fetch(lt_st_writer *w, const char *name, enum lt_st_dtype dtype,
-                                      int ndim, const int64_t *shape,
-                                      lt_st_fetch_fn fetch, void *ctx)
-{
-	if (!fetch) {
-		lt_errmsg_set("%s: tensor '%s' has no fetch function", w->path, name);
-		return LT_ERR_ARG;
-	}
-	return add(w, name, dtype, ndim, shape, NULL, fetch, ctx);
-}
-
-enum lt_status lt_st_writer_set_meta(lt_st_writer *w, const char *key, const char *value)
-{
-	char *v;
-	if (w->spent) {
-		lt_errmsg_set("%s: metadata '%s' set after the writer finished", w->path, key);
-		return LT_ERR_ARG;
-	}
-	if (!valid_utf8(key) || !valid_utf8(value)) {
-		lt_errmsg_set("%s: metadata '%s' is not UTF-8", w->path, key);
-		return LT_ERR_ARG;
-	}
-	if (!(v = dupstr(value))) {
-		lt_errmsg_prefix("%s", w->path);
-		return LT_ERR_NOMEM;
-	}
-	for (size_t i = 0; i < w->nmeta; i++) {
-		if (strcmp(w->meta[2 * i], key) == 0) {
-			free(w->meta[2 * i + 1]);
-			w->meta[2 * i + 1] = v;
-			return LT_OK;
-		}
-	}
-	if (w->nmeta == w->metacap) {
-		size_t cap = w->metacap ? 2 * w->metacap : 16;
-		char **nm = realloc(w->meta, 2 * cap * sizeof *nm);
-		if (!nm) {
-			free(v);
-			lt_errmsg_set("%s: cannot allocate a table of %zu metadata entries", w->path, cap);
-			return LT_ERR_NOMEM;
-		}
-		w->meta = nm;
-		w->metacap = cap;
-	}
-	if (!(w->meta[2 * w->nmeta] = dupstr(key))) {
-		free(v);
-		lt_errmsg_prefix("%s", w->path);
-		return LT_ERR_NOMEM;
-	}
-	w->meta[2 * w->nmeta + 1] = v;
-	w->nmeta++;
-	return LT_OK;
-}
-
-/* The header as bytes: the 8-byte length, the compact JSON, then spaces up
- * to a multiple of 8. jansson keeps object keys in insertion order. */
-static enum lt_status build_header(const lt_st_writer *w, unsigned char **out, size_t *outlen)
-{
-	json_t *root = json_object(), *meta = NULL;
-	int bad = root == NULL;
-	uint64_t off = 0;
-	char *text = NULL;
-	size_t len, padded;
-
-	if (w->nmeta > 0) {
-		bad |= (meta = json_object()) == NULL;
-		for (size_t i = 0; i < w->nmeta && !bad; i++)
-			bad |= json_object_set_new(meta, w->meta[2 * i], json_string(w->meta[2 * i + 1]));
-		bad |= json_object_set_new(root, "__metadata__", meta);
-	}
-	for (size_t i = 0; i < w->n && !bad; i++) {
-		const struct wtensor *t = &w->t[i];
-		json_t *e = json_object(), *shape = json_array(), *offs = json_array();
-		for (int d = 0; d < t->ndim; d++)
-			bad |= json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
-		bad |= json_array_append_new(offs, json_integer((json_int_t)off));
-		bad |= json_array_append_new(offs, json_integer((json_int_t)(off + t->nbytes)));
-		bad |= json_object_set_new(e, "dtype", json_string(dtypes[t->dtype].name));
-		bad |= json_object_set_new(e, "shape", shape);
-		bad |= json_object_set_new(e, "data_offsets", offs);
-		bad |= json_object_set_new(root, t->name, e);
-		off += t->nbytes;
-	}
-	if (!bad)
-		bad = (text = json_dumps(root, JSON_COMPACT)) == NULL;
-	json_decref(root);
-	if (bad) {
-		free(text);
-		lt_errmsg_set("%s: cannot build the header of %zu tensors (out of memory)", w->path, w->n);
-		return LT_ERR_NOMEM;
-	}
-	len = strlen(text);
-	padded = (len + 7) / 8 * 8;
-	if (padded > MAX_HEADER) {
-		free(text);
-		lt_errmsg_set("%s: header of %zu bytes is over the %" PRIu64 "-byte limit", w->path,
-		              padded, MAX_HEADER);
-		return LT_ERR_ARG;
-	}
-	if (!(*out = malloc(8 + padded))) {
-		free(text);
-		lt_errmsg_set("%s: cannot allocate %zu bytes for the header", w->path, 8 + padded);
-		return LT_ERR_NOMEM;
-	}
-	for (int i = 0; i < 8; i++)
-		(*out)[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-	memcpy(*out + 8, text, len);
-	memset(*out + 8 + len, ' ', padded - len);
-	*outlen = 8 + padded;
-	free(text);
-	return LT_OK;
-}
-
-/* Writes all of buf at the file position; 0, or the errno that stopped it
- * with *done set to the bytes that did get written. */
-static int write_all(int fd, const void *buf, size_t len, size_t *done)
-{
-	const unsigned char *p = buf;
-	*done = 0;
-	while (*done < len) {
-		size_t want = len - *done < ((size_t)1 << 30) ? len - *done : (size_t)1 << 30;
-		ssize_t r = write(fd, p + *done, want);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		if (r == 0)
-			return ENOSPC; /* a write that makes no progress */
-		*done += (size_t)r;
-	}
-	return 0;
-}
-
-static enum lt_status write_tensor(const lt_st_writer *w, int fd, const struct wtensor *t,
-                                   uint64_t pos, unsigned char *chunk)
-{
-	uint64_t off = 0;
-	size_t done;
-	int err;
-	while (off < t->nbytes) {
-		size_t len = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
-		const void *src;
-		if (t->fetch) {
-			enum lt_status rc = t->fetch(t->ctx, off, chunk, len);
-			if (rc != LT_OK) {
-				lt_errmsg_prefix("%s: tensor '%s': fetching bytes %" PRIu64 "..%" PRIu64,
-				                 w->path, t->name, off, off + len);
-				return rc;
-			}
-			src = chunk;
-		} else {
-			len = (size_t)(t->nbytes - off); /* write_all splits it */
-			src = (const unsigned char *)t->data + off;
-		}
-		if ((err = write_all(fd, src, len, &done)) != 0) {
-			lt_errmsg_set("%s: writing tensor '%s' (%" PRIu64 " bytes) at byte %" PRIu64 ": %s",
-			              w->path, t->name, t->nbytes, pos + off + done, strerror(err));
-			return LT_ERR_IO;
-		}
-		off += len;
-	}
-	return LT_OK;
-}
-
-enum lt_status lt_st_writer_finish(lt_st_writer *w)
-{
-	unsigned char *head = NULL, *chunk = NULL;
-	size_t headlen = 0, done;
-	enum lt_status rc;
-	uint64_t pos;
-	int fd = -1, err, need_chunk = 0, created = 0;
-
-	if (w->spent) {
-		lt_errmsg_set("%s: writer finished twice", w->path);
-		return LT_ERR_ARG;
-	}
-	w->spent = 1;
-	if ((rc = build_header(w, &head, &headlen)) != LT_OK)
-		return rc;
-	for (size_t i = 0; i < w->n; i++)
-		need_chunk |= w->t[i].fetch != NULL;
-	if (need_chunk && !(chunk = malloc(CHUNK))) {
-		free(head);
-		lt_errmsg_set("%s: cannot allocate a %zu-byte staging buffer", w->path, CHUNK);
-		return LT_ERR_NOMEM;
-	}
-	if ((fd = open(w->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-		lt_errmsg_set("%s: cannot create: %s", w->path, strerror(errno));
-		rc = LT_ERR_IO;
-		goto out;
-	}
-	created = 1;
-	if ((err = write_all(fd, head, headlen, &done)) != 0) {
-		lt_errmsg_set("%s: writing the %zu-byte header: %s", w->path, headlen, strerror(err));
-		rc = LT_ERR_IO;
-		goto out;
-	}
-	pos = headlen;
-	for (size_t i = 0; i < w->n; i++) {
-		if ((rc = write_tensor(w, fd, &w->t[i], pos, chunk)) != LT_OK)
-			goto out;
-		pos += w->t[i].nbytes;
-	}
-	if (fsync(fd) != 0) {
-		lt_errmsg_set("%s: fsync: %s", w->path, strerror(errno));
-		rc = LT_ERR_IO;
-		goto out;
-	}
-	err = close(fd);
-	fd = -1;
-	if (err != 0) {
-		lt_errmsg_set("%s: close: %s", w->path, strerror(errno));
-		rc = LT_ERR_IO;
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	if (rc != LT_OK && created)
-		unlink(w->path); /* no partial file may pass for a complete one */
-	free(chunk);
-	free(head);
-	return rc;
 }

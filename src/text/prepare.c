@@ -1,11 +1,12 @@
-/* Data preparation: lists the corpus files, splits them into documents as
- * they stream through in blocks, trains (or loads) the tokenizer, encodes
- * the documents in parallel batches into train and validation shards, and
- * puts the finished directory in place only when every step succeeded. */
+/* Data preparation: trains (or loads) the tokenizer on the corpus, encodes
+ * the documents in parallel batches into train and validation shards,
+ * writes prepare.json, and puts the finished directory in place only when
+ * every step succeeded. Listing the corpus and reading it into documents
+ * is in prepare_corpus.c. */
 #include "config.h"
 #include "text/prepare.h"
+#include "text/prepare_impl.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -25,15 +26,14 @@
 #include "io/shard.h"
 #include "text/tokenizer.h"
 
-/* Files are read this much at a time. */
-#define READ_BLOCK ((size_t)1 << 20)
 /* Text encoded per parallel batch (unless the options say), and segments
  * per batch at most. */
 #define BATCH_BYTES ((size_t)8 << 20)
 #define BATCH_SEGMENTS ((size_t)1 << 16)
 
+/* --------------------------------------------------------------- strings */
 
-static char *copy_string(const char *s)
+char *lt_prepare_copy_string(const char *s)
 {
 	size_t n = strlen(s) + 1;
 	char *p = malloc(n);
@@ -44,8 +44,7 @@ static char *copy_string(const char *s)
 	return p;
 }
 
-/* A new string "a/b"; NULL (with the error set) when memory is out. */
-static char *join_path(const char *a, const char *b)
+char *lt_prepare_join_path(const char *a, const char *b)
 {
 	size_t n = strlen(a) + strlen(b) + 2;
 	char *p = malloc(n);
@@ -56,329 +55,6 @@ static char *join_path(const char *a, const char *b)
 	return p;
 }
 
-/* ---------------------------------------------------------- the corpus */
-
-struct corpus_file {
-	char *path;
-	uint64_t bytes, docs;
-};
-
-struct corpus {
-	struct corpus_file *files;
-	int n, cap;
-	const char *name;     /* for messages: the input, or the first of them */
-	int more_inputs;      /* inputs beyond the first */
-};
-
-static void corpus_free(struct corpus *c)
-{
-	for (int i = 0; i < c->n; i++)
-		free(c->files[i].path);
-	free(c->files);
-}
-
-static enum lt_status corpus_add(struct corpus *c, const char *path)
-{
-	if (c->n == c->cap) {
-		int ncap = c->cap ? 2 * c->cap : 16;
-		struct corpus_file *grown = realloc(c->files, (size_t)ncap * sizeof *grown);
-		if (!grown) {
-			lt_errmsg_set("cannot allocate the list of %d corpus files", ncap);
-			return LT_ERR_NOMEM;
-		}
-		c->files = grown;
-		c->cap = ncap;
-	}
-	if (!(c->files[c->n].path = copy_string(path)))
-		return LT_ERR_NOMEM;
-	c->files[c->n].bytes = c->files[c->n].docs = 0;
-	c->n++;
-	return LT_OK;
-}
-
-static int compare_files(const void *a, const void *b)
-{
-	return strcmp(((const struct corpus_file *)a)->path, ((const struct corpus_file *)b)->path);
-}
-
-/* Names a directory holds that are not text: hidden files, and the fortune
- * index files (*.dat) and their links (*.u8). */
-static int is_skipped_name(const char *name)
-{
-	size_t n = strlen(name);
-	return name[0] == '.' || (n > 4 && !strcmp(name + n - 4, ".dat")) ||
-	       (n > 3 && !strcmp(name + n - 3, ".u8"));
-}
-
-/* Fails unless path opens for reading (O_NONBLOCK: a FIFO must not hang). */
-static enum lt_status check_readable(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
-		int err = errno;
-		lt_errmsg_set("%s: %s", path, strerror(err));
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	close(fd);
-	return LT_OK;
-}
-
-/* The regular files directly inside dir, sorted by name. */
-static enum lt_status add_directory(struct corpus *c, const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	enum lt_status st = LT_OK;
-	int first = c->n;
-	if (!d) {
-		lt_errmsg_set("%s: cannot list the directory: %s", dir, strerror(errno));
-		return LT_ERR_IO;
-	}
-	while (st == LT_OK && (e = readdir(d))) {
-		struct stat sb;
-		if (is_skipped_name(e->d_name))
-			continue;
-		char *path = join_path(dir, e->d_name);
-		if (!path) {
-			st = LT_ERR_NOMEM;
-			break;
-		}
-		/* links to files count; subdirectories, FIFOs and dangling links do not */
-		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
-		    (st = check_readable(path)) == LT_OK)
-			st = corpus_add(c, path);
-		free(path);
-	}
-	closedir(d);
-	if (c->n - first > 1)
-		qsort(c->files + first, (size_t)(c->n - first), sizeof *c->files, compare_files);
-	return st;
-}
-
-/* The inputs in the order given, each directory's files sorted. */
-static enum lt_status list_corpus(const struct lt_prepare_opts *o, struct corpus *c)
-{
-	c->name = o->inputs[0];
-	c->more_inputs = o->n_inputs - 1;
-	for (int i = 0; i < o->n_inputs; i++) {
-		const char *in = o->inputs[i];
-		struct stat sb;
-		enum lt_status st;
-		if (stat(in, &sb) != 0) {
-			int err = errno;
-			lt_errmsg_set("%s: %s", in, strerror(err));
-			return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-		}
-		if (S_ISDIR(sb.st_mode))
-			st = add_directory(c, in);
-		else if (!S_ISREG(sb.st_mode)) {
-			lt_errmsg_set("%s: not a regular file or a directory, expected text",
-				      in);
-			st = LT_ERR_IO;
-		} else if ((st = check_readable(in)) == LT_OK)
-			st = corpus_add(c, in);
-		if (st != LT_OK)
-			return st;
-	}
-	return LT_OK;
-}
-
-/* "CORPUS: " in messages: the only input, or the first and a count. */
-static void prefix_corpus(const struct corpus *c)
-{
-	if (c->more_inputs)
-		lt_errmsg_prefix("%s (and %d more input%s)", c->name, c->more_inputs,
-				 c->more_inputs > 1 ? "s" : "");
-	else
-		lt_errmsg_prefix("%s", c->name);
-}
-
-/* ------------------------------------------------- documents in blocks */
-
-/* A document, or a piece of one, handed on as it is read: text[0..len),
- * with doc_end set on the last piece of each document. Pieces are cut only
- * where an ASCII non-space meets ASCII whitespace, where no pre-token of
- * the GPT-2 pattern can span the cut, so encoding the pieces one by one
- * gives the ids of the whole document. */
-typedef enum lt_status (*segment_fn)(void *ctx, const char *text, size_t len, int doc_end);
-
-struct scanner {
-	const char *sep;      /* a line equal to it (or to it and '\r') ends a document */
-	size_t sep_len;       /* 0: each file is one document */
-	char *buf;
-	size_t cap;
-	segment_fn fn;
-	void *ctx;
-	/* the file being read */
-	const char *path;
-	size_t have, start, scan;
-	uint64_t doc_bytes;   /* of the current document, handed on already */
-	uint64_t docs;
-};
-
-static int is_separator(const struct scanner *sc, const char *line, size_t n)
-{
-	if (n > 0 && line[n - 1] == '\r')
-		n--;
-	return n == sc->sep_len && !memcmp(line, sc->sep, n);
-}
-
-static int is_ascii_space(unsigned char c)
-{
-	return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
-/* The last place p in (0, limit) where buf[p-1] is a printable ASCII
- * non-space and buf[p] whitespace, or 0. */
-static size_t find_safe_cut(const char *buf, size_t limit)
-{
-	for (size_t p = limit; p-- > 1;) {
-		unsigned char c = (unsigned char)buf[p - 1];
-		if (c > 0x20 && c < 0x7f && is_ascii_space((unsigned char)buf[p]))
-			return p;
-	}
-	return 0;
-}
-
-/* Ends the current document at buf[end]; empty documents are dropped. */
-static enum lt_status end_document(struct scanner *sc, size_t end)
-{
-	size_t len = end - sc->start;
-	enum lt_status st = LT_OK;
-	if (sc->doc_bytes + len > 0) {
-		st = sc->fn(sc->ctx, sc->buf + sc->start, len, 1);
-		sc->docs++;
-	}
-	sc->doc_bytes = 0;
-	return st;
-}
-
-/* Hands on the separator-free lines in buf: each separator ends a document. */
-static enum lt_status split_lines(struct scanner *sc, int *mid_line)
-{
-	char *nl;
-	while (sc->scan < sc->have &&
-	       (nl = memchr(sc->buf + sc->scan, '\n', sc->have - sc->scan))) {
-		size_t eol = (size_t)(nl - sc->buf);
-		if (!*mid_line && is_separator(sc, sc->buf + sc->scan, eol - sc->scan)) {
-			enum lt_status st = end_document(sc, sc->scan);
-			if (st != LT_OK)
-				return st;
-			sc->start = eol + 1;
-		}
-		sc->scan = eol + 1;
-		*mid_line = 0;
-	}
-	return LT_OK;
-}
-
-/* The buffer is full of one unfinished document: hands on its head up to a
- * safe cut, or doubles the buffer when there is none. */
-static enum lt_status pass_on_head(struct scanner *sc, int *mid_line)
-{
-	/* A line longer than a separator line cannot be one. */
-	int line_known = !sc->sep_len || *mid_line || sc->have - sc->scan > sc->sep_len + 1;
-	size_t cut = find_safe_cut(sc->buf, line_known ? sc->have : sc->scan);
-	if (cut == 0) {
-		char *grown = realloc(sc->buf, 2 * sc->cap);
-		if (!grown) {
-			lt_errmsg_set("%s: cannot allocate %zu bytes for a stretch of text without "
-				      "spaces", sc->path, 2 * sc->cap);
-			return LT_ERR_NOMEM;
-		}
-		sc->buf = grown;
-		sc->cap *= 2;
-		return LT_OK;
-	}
-	enum lt_status st = sc->fn(sc->ctx, sc->buf, cut, 0);
-	sc->doc_bytes += cut;
-	memmove(sc->buf, sc->buf + cut, sc->have - cut);
-	sc->have -= cut;
-	if (cut > sc->scan) {
-		sc->scan = 0;
-		*mid_line = 1;
-	} else {
-		sc->scan -= cut;
-	}
-	return st;
-}
-
-/* Reads the file in blocks, handing on its documents; *bytes gets its size. */
-static enum lt_status scan_file(struct scanner *sc, const char *path, uint64_t *bytes,
-				uint64_t *docs)
-{
-	enum lt_status st = LT_OK;
-	int mid_line = 0, eof = 0;
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		int err = errno;
-		lt_errmsg_set("%s: %s", path, strerror(err));
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	sc->path = path;
-	sc->have = sc->start = sc->scan = 0;
-	sc->doc_bytes = sc->docs = 0;
-	*bytes = 0;
-	while (st == LT_OK) {
-		size_t want = sc->cap - sc->have;
-		size_t got = fread(sc->buf + sc->have, 1, want, f);
-		if (got < want && ferror(f)) {
-			lt_errmsg_set("%s: cannot read at byte %" PRIu64 ": %s", path, *bytes + got,
-				      strerror(errno));
-			st = LT_ERR_IO;
-			break;
-		}
-		eof = got < want;
-		sc->have += got;
-		*bytes += got;
-		if (sc->sep_len && (st = split_lines(sc, &mid_line)) != LT_OK)
-			break;
-		if (!sc->sep_len)
-			sc->scan = sc->have;
-		if (eof) {
-			size_t end = sc->have;
-			if (sc->sep_len && !mid_line &&
-			    is_separator(sc, sc->buf + sc->scan, sc->have - sc->scan))
-				end = sc->scan;
-			st = end_document(sc, end);
-			break;
-		}
-		if (sc->start > 0) {
-			memmove(sc->buf, sc->buf + sc->start, sc->have - sc->start);
-			sc->have -= sc->start;
-			sc->scan -= sc->start;
-			sc->start = 0;
-		}
-		if (sc->have == sc->cap)
-			st = pass_on_head(sc, &mid_line);
-	}
-	fclose(f);
-	*docs = sc->docs;
-	return st;
-}
-
-/* Every file of the corpus through fn; counts bytes and documents. */
-static enum lt_status scan_corpus(struct corpus *c, const char *sep, segment_fn fn, void *ctx,
-				  uint64_t *bytes, uint64_t *docs)
-{
-	struct scanner sc = { .sep = sep, .sep_len = strlen(sep), .cap = READ_BLOCK,
-			      .fn = fn, .ctx = ctx };
-	enum lt_status st = LT_OK;
-	*bytes = *docs = 0;
-	if (!(sc.buf = malloc(sc.cap))) {
-		lt_errmsg_set("cannot allocate %zu bytes to read the corpus", sc.cap);
-		return LT_ERR_NOMEM;
-	}
-	for (int i = 0; i < c->n && st == LT_OK; i++) {
-		struct corpus_file *cf = &c->files[i];
-		st = scan_file(&sc, cf->path, &cf->bytes, &cf->docs);
-		*bytes += cf->bytes;
-		*docs += cf->docs;
-	}
-	free(sc.buf);
-	return st;
-}
-
 /* -------------------------------------------------------- the tokenizer */
 
 static enum lt_status feed_trainer(void *ctx, const char *text, size_t len, int doc_end)
@@ -387,7 +63,7 @@ static enum lt_status feed_trainer(void *ctx, const char *text, size_t len, int 
 	return lt_tokenizer_trainer_add(ctx, text, len);
 }
 
-static enum lt_status train_tokenizer(const struct lt_prepare_opts *o, struct corpus *c,
+static enum lt_status train_tokenizer(const struct lt_prepare_opts *o, struct lt_corpus *c,
 				      uint64_t *bytes, uint64_t *docs, lt_tokenizer **tok)
 {
 	struct lt_tokenizer_train_opts to = { .vocab_size = o->vocab_size, .min_frequency = 2 };
@@ -395,15 +71,18 @@ static enum lt_status train_tokenizer(const struct lt_prepare_opts *o, struct co
 	enum lt_status st = lt_tokenizer_trainer_new(&to, &tr);
 	if (st != LT_OK)
 		return st;
-	st = scan_corpus(c, o->doc_separator, feed_trainer, tr, bytes, docs);
-	if (st == LT_OK && *docs == 0) {
+	if ((st = lt_corpus_scan(c, o->doc_separator, feed_trainer, tr, bytes, docs)) != LT_OK)
+		goto done;
+	if (*docs == 0) {
 		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
 			      " bytes)", c->n, c->n == 1 ? "" : "s", *bytes);
-		prefix_corpus(c);
+		lt_corpus_prefix_errmsg(c);
 		st = LT_ERR_ARG;
+		goto done;
 	}
-	if (st == LT_OK && (st = lt_tokenizer_trainer_finish(tr, tok)) != LT_OK)
-		prefix_corpus(c);
+	if ((st = lt_tokenizer_trainer_finish(tr, tok)) != LT_OK)
+		lt_corpus_prefix_errmsg(c);
+done:
 	lt_tokenizer_trainer_free(tr);
 	return st;
 }
@@ -461,10 +140,10 @@ static enum lt_status open_shard(struct output *out)
 		return LT_ERR_NOMEM;
 	}
 	out->names = grown;
-	if (!(out->names[out->n_shards] = copy_string(name)))
+	if (!(out->names[out->n_shards] = lt_prepare_copy_string(name)))
 		return LT_ERR_NOMEM;
 	out->n_shards++;
-	char *path = join_path(out->dir, name);
+	char *path = lt_prepare_join_path(out->dir, name);
 	if (!path)
 		return LT_ERR_NOMEM;
 	enum lt_status st = lt_shard_writer_new(path, out->vocab_size, out->eot_id, &out->w);
@@ -640,7 +319,7 @@ static enum lt_status encoder_init(struct encoder *e, const struct lt_prepare_op
 	e->val.prefix = "val";
 	e->seg_cap = BATCH_SEGMENTS;
 	e->batch_bytes = o->batch_bytes ? o->batch_bytes : BATCH_BYTES;
-	e->cap = e->batch_bytes + READ_BLOCK;
+	e->cap = e->batch_bytes + LT_PREPARE_READ_BLOCK;
 	e->toks = calloc((size_t)threads, sizeof *e->toks);
 	e->segs = malloc(e->seg_cap * sizeof *e->segs);
 	e->ids = calloc(e->seg_cap, sizeof *e->ids);
@@ -673,7 +352,7 @@ static json_t *string_array(char *const *names, int n)
 	return a;
 }
 
-static json_t *record_json(const struct lt_prepare_opts *o, const struct corpus *c,
+static json_t *record_json(const struct lt_prepare_opts *o, const struct lt_corpus *c,
 			   const struct encoder *e, const lt_tokenizer *tok, uint64_t bytes)
 {
 	json_t *inputs = json_array(), *files = json_array();
@@ -703,7 +382,7 @@ static json_t *record_json(const struct lt_prepare_opts *o, const struct corpus 
 /* Writes dir/prepare.json and fsyncs it. */
 static enum lt_status write_record(const char *dir, json_t *j)
 {
-	char *path = join_path(dir, "prepare.json");
+	char *path = lt_prepare_join_path(dir, "prepare.json");
 	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	enum lt_status st = LT_OK;
 	FILE *f = NULL;
@@ -745,7 +424,7 @@ static void remove_tree(const char *dir)
 
 static int holds_prepare_json(const char *dir)
 {
-	char *path = join_path(dir, "prepare.json");
+	char *path = lt_prepare_join_path(dir, "prepare.json");
 	struct stat sb;
 	int yes = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 	free(path);
@@ -777,7 +456,7 @@ static enum lt_status check_replaceable(const char *out)
 /* mkdir -p of the directory that will hold out. */
 static enum lt_status make_parents(const char *out)
 {
-	char *path = copy_string(out);
+	char *path = lt_prepare_copy_string(out);
 	if (!path)
 		return LT_ERR_NOMEM;
 	for (char *p = path + 1; *p; p++) {
@@ -797,7 +476,7 @@ static enum lt_status make_parents(const char *out)
 
 static void sync_parent(const char *out)
 {
-	char *path = copy_string(out);
+	char *path = lt_prepare_copy_string(out);
 	char *slash = path ? strrchr(path, '/') : NULL;
 	int fd;
 	if (!path)
@@ -892,7 +571,7 @@ static enum lt_status check_options(const struct lt_prepare_opts *o)
 /* out_dir without trailing slashes (so "out/" and "out" name one thing). */
 static char *clean_out_dir(const char *dir)
 {
-	char *p = copy_string(dir);
+	char *p = lt_prepare_copy_string(dir);
 	if (!p)
 		return NULL;
 	for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
@@ -900,45 +579,54 @@ static char *clean_out_dir(const char *dir)
 	return p;
 }
 
+/* Pass 2: sets up e, encodes every document into its shards and closes
+ * them; bytes and docs count what was read. */
+static enum lt_status encode_corpus(const struct lt_prepare_opts *o, struct lt_corpus *c,
+				    lt_tokenizer *tok, const char *tmp, struct encoder *e,
+				    uint64_t *bytes, uint64_t *docs)
+{
+	enum lt_status st;
+	if ((st = encoder_init(e, o, tok, tmp)) != LT_OK ||
+	    (st = lt_corpus_scan(c, o->doc_separator, gather_segment, e, bytes, docs)) != LT_OK)
+		return st;
+	if (e->n > 0 && (st = encode_batch(e)) != LT_OK)
+		return st;
+	if (*docs == 0) {
+		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
+			      " bytes)", c->n, c->n == 1 ? "" : "s", *bytes);
+		lt_corpus_prefix_errmsg(c);
+		return LT_ERR_ARG;
+	}
+	if (o->val_fraction > 0 && e->val.docs == 0) {
+		lt_errmsg_set("%" PRIu64 " documents, too few to hold out a fraction %g for "
+			      "validation (at least %" PRIu64 " needed; more text, or a "
+			      "different --doc-separator)", *docs, o->val_fraction,
+			      documents_needed(o->val_fraction));
+		lt_corpus_prefix_errmsg(c);
+		return LT_ERR_ARG;
+	}
+	if ((st = output_finish(&e->train)) != LT_OK)
+		return st;
+	return output_finish(&e->val);
+}
+
 /* Pass 2 and the files, inside the temporary directory tmp. */
-static enum lt_status encode_into(const struct lt_prepare_opts *o, struct corpus *c,
+static enum lt_status encode_into(const struct lt_prepare_opts *o, struct lt_corpus *c,
 				  lt_tokenizer *tok, const char *tmp,
 				  struct lt_prepare_report *r)
 {
 	struct encoder e = { 0 };
 	uint64_t bytes = 0, docs = 0;
 	double t0 = lt_seconds();
-	enum lt_status st = encoder_init(&e, o, tok, tmp);
-	if (st == LT_OK)
-		st = scan_corpus(c, o->doc_separator, gather_segment, &e, &bytes, &docs);
-	if (st == LT_OK && e.n > 0)
-		st = encode_batch(&e);
-	if (st == LT_OK && docs == 0) {
-		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
-			      " bytes)", c->n, c->n == 1 ? "" : "s", bytes);
-		prefix_corpus(c);
-		st = LT_ERR_ARG;
-	}
-	if (st == LT_OK && o->val_fraction > 0 && e.val.docs == 0) {
-		lt_errmsg_set("%" PRIu64 " documents, too few to hold out a fraction %g for "
-			      "validation (at least %" PRIu64 " needed; more text, or a "
-			      "different --doc-separator)", docs, o->val_fraction,
-			      documents_needed(o->val_fraction));
-		prefix_corpus(c);
-		st = LT_ERR_ARG;
-	}
-	if (st == LT_OK)
-		st = output_finish(&e.train);
-	if (st == LT_OK)
-		st = output_finish(&e.val);
+	json_t *j;
+	enum lt_status st = encode_corpus(o, c, tok, tmp, &e, &bytes, &docs);
 	r->encode_seconds = lt_seconds() - t0;
-	if (st == LT_OK)
-		st = lt_tokenizer_save(tok, tmp, o->model_max_length);
-	if (st == LT_OK) {
-		json_t *j = record_json(o, c, &e, tok, bytes);
-		st = write_record(tmp, j);
-		json_decref(j);
-	}
+	if (st != LT_OK || (st = lt_tokenizer_save(tok, tmp, o->model_max_length)) != LT_OK)
+		goto done;
+	j = record_json(o, c, &e, tok, bytes);
+	st = write_record(tmp, j);
+	json_decref(j);
+done:
 	r->bytes = bytes;
 	r->n_docs = docs;
 	r->train_tokens = e.train.tokens;
@@ -952,7 +640,7 @@ static enum lt_status encode_into(const struct lt_prepare_opts *o, struct corpus
 enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prepare_report *r)
 {
 	struct lt_prepare_opts o = *opts;
-	struct corpus c = { 0 };
+	struct lt_corpus c = { 0 };
 	lt_tokenizer *tok = NULL;
 	char *out = NULL, *tmp = NULL;
 	enum lt_status st;
@@ -965,7 +653,7 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 	if (!(out = clean_out_dir(o.out_dir)))
 		return LT_ERR_NOMEM;
 	o.out_dir = out;
-	if ((st = check_replaceable(out)) != LT_OK || (st = list_corpus(&o, &c)) != LT_OK)
+	if ((st = check_replaceable(out)) != LT_OK || (st = lt_corpus_list(&o, &c)) != LT_OK)
 		goto done;
 	r->n_files = c.n;
 	double t0 = lt_seconds();
@@ -1017,7 +705,7 @@ done:
 	free(tmp);
 	free(out);
 	lt_tokenizer_free(tok);
-	corpus_free(&c);
+	lt_corpus_free(&c);
 	return st;
 }
 
@@ -1032,7 +720,7 @@ static int shards_exist(const char *dir, const json_t *names)
 	json_array_foreach(names, i, v) {
 		struct stat sb;
 		const char *name = json_string_value(v);
-		char *path = name && !strchr(name, '/') ? join_path(dir, name) : NULL;
+		char *path = name && !strchr(name, '/') ? lt_prepare_join_path(dir, name) : NULL;
 		int there = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 		free(path);
 		if (!there)
@@ -1043,7 +731,7 @@ static int shards_exist(const char *dir, const json_t *names)
 
 int lt_prepare_is_done(const char *dir)
 {
-	char *record = join_path(dir, "prepare.json"), *tokfile = join_path(dir, "tokenizer.json");
+	char *record = lt_prepare_join_path(dir, "prepare.json"), *tokfile = lt_prepare_join_path(dir, "tokenizer.json");
 	json_t *root = record ? json_load_file(record, 0, NULL) : NULL;
 	json_t *shards = json_object_get(root, "shards");
 	struct stat sb;
@@ -1055,3 +743,4 @@ int lt_prepare_is_done(const char *dir)
 	free(tokfile);
 	return done;
 }
+
