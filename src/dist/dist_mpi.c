@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "dist/dist_impl.h"
 
+/* Collectives that may be under way at once (as dist.h promises). */
 #define MAX_PENDING 4096
 /* MPI counts are int: larger collectives go in pieces of this many. */
 #define PIECE ((size_t)1 << 28)
@@ -287,12 +288,13 @@ static int name_silent(const struct lt_dist *d, MPI_Request *req, char *silent, 
  * do not answer within ASK_SECONDS. */
 static enum lt_status report_stall(struct lt_dist *d, const char *what)
 {
-	long *out = calloc((size_t)d->size * 4, sizeof *out), *in = out + 2 * d->size;
+	long *out = calloc((size_t)d->size * 4, sizeof *out);  /* then the answers */
 	MPI_Request *req = calloc((size_t)d->size * 2, sizeof *req);
 	MPI_Status *stat = calloc((size_t)d->size * 2, sizeof *stat);
 	char silent[512] = "";
 	int n_silent = -1;  /* not asked: no room to */
 	if (out && req && stat) {
+		long *in = out + 2 * d->size;
 		for (int r = 0; r < d->size; r++) {
 			req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
 			if (r == d->rank)
