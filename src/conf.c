@@ -1,6 +1,7 @@
-/* The run configuration (see conf.h): the table of keys, reading and range
- * checking of values, INI text through inih, the embedded presets, writing
- * INI back out, and the command-line options that set keys. */
+/* The run configuration (see conf.h), read and written by the table of
+ * keys in conf_keys.c: reading and range checking of values, INI text
+ * through inih, writing INI back out, and the command-line options that
+ * set keys. */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* open_memstream, strcasecmp under -std=c11 */
@@ -19,234 +20,14 @@
 
 #include <ini.h>
 
-#include "embed.h"
+#include "conf_impl.h"
 
 _Static_assert(LT_CONF_LINE_MAX + 2 <= INI_MAX_LINE, "inih's line buffer holds a line");
-_Static_assert(LT_SCHED_COSINE == 0 && LT_SCHED_LINEAR == 1 && LT_SCHED_CONSTANT == 2,
-	       "schedule names follow enum lt_schedule");
-_Static_assert(sizeof(enum lt_schedule) == sizeof(int), "an enum key is stored as an int");
 
-/* Room for one formatted value, and for one error's place ("PATH:LINE: [s] k ="). */
-#define VALUE_CAP (LT_CONF_PATH_MAX + 64)
+/* Room for one error's place ("PATH:LINE: [s] k ="). */
 #define ORIGIN_CAP (LT_CONF_PATH_MAX + 160)
 /* A configuration file is a few kilobytes; this bounds what is read of one. */
 #define CONF_FILE_MAX (1 << 20)
-
-/* ------------------------------------------------------------- the table */
-
-#define FIELD(f) .offset = offsetof(struct lt_conf, f), .size = sizeof(((struct lt_conf *)0)->f)
-#define SEED_MAX 18446744073709551615.0
-
-static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
-static const char *const balance_names[] = { "even", "auto", NULL };
-static const char *const exchange_names[] = { "auto", "mpi", NULL };
-static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
-static const char *const section_docs[] = {
-	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
-	"the optimisation: batch shape, run length, AdamW and the learning-rate schedule",
-	"the token data: where it is, and how train prepares it from a corpus",
-	"the run: its directory, device, and how often it logs, evaluates and saves",
-	"training over several ranks (mpiexec): sharding, shares of the batch, faults",
-};
-
-static const struct lt_conf_key keys[] = {
-	{ .section = "model", .name = "vocab_size", .type = LT_CONF_INT, FIELD(model.vocab_size),
-	  .min = 1, .max = 16777216, .def = "4096",
-	  .doc = "tokens in the vocabulary: rows of the embedding table and of the output head" },
-	{ .section = "model", .name = "dim", .type = LT_CONF_INT, FIELD(model.dim),
-	  .min = 1, .max = 65536, .def = "192",
-	  .doc = "width of the residual stream (hidden_size)" },
-	{ .section = "model", .name = "n_layers", .type = LT_CONF_INT, FIELD(model.n_layers),
-	  .min = 1, .max = 1024, .def = "4",
-	  .doc = "transformer blocks" },
-	{ .section = "model", .name = "n_heads", .type = LT_CONF_INT, FIELD(model.n_heads),
-	  .min = 1, .max = 1024, .def = "6",
-	  .doc = "attention heads; dim / n_heads, the head size, must be whole and even" },
-	{ .section = "model", .name = "n_kv_heads", .type = LT_CONF_INT, FIELD(model.n_kv_heads),
-	  .min = 1, .max = 1024, .def = "6",
-	  .doc = "key/value heads (grouped-query attention when fewer); divides n_heads" },
-	{ .section = "model", .name = "ffn_dim", .type = LT_CONF_INT, FIELD(model.ffn_dim),
-	  .min = 1, .max = 1048576, .def = "512",
-	  .doc = "hidden width of the SwiGLU feed-forward block (intermediate_size)" },
-	{ .section = "model", .name = "max_seq", .type = LT_CONF_INT, FIELD(model.max_seq),
-	  .min = 1, .max = 1048576, .def = "128",
-	  .doc = "the longest sequence the model is made for (max_position_embeddings)" },
-	{ .section = "model", .name = "rope_theta", .type = LT_CONF_FLOAT, FIELD(model.rope_theta),
-	  .min = 1, .max = 1e9, .open_min = 1, .def = "10000",
-	  .doc = "base of the rotary position embedding's frequencies" },
-	{ .section = "model", .name = "norm_eps", .type = LT_CONF_FLOAT, FIELD(model.norm_eps),
-	  .min = 0, .max = 1, .open_min = 1, .open_max = 1, .def = "1e-5",
-	  .doc = "epsilon added to the mean square in RMSNorm" },
-	{ .section = "model", .name = "tied", .type = LT_CONF_BOOL, FIELD(model.tied),
-	  .def = "true",
-	  .doc = "the output head shares the embedding table" },
-
-	{ .section = "train", .name = "batch", .type = LT_CONF_INT, FIELD(train.batch),
-	  .min = 1, .max = 65536, .def = "16",
-	  .doc = "sequences per micro-batch" },
-	{ .section = "train", .name = "seq", .type = LT_CONF_INT, FIELD(train.seq),
-	  .min = 1, .max = 1048576, .def = "128",
-	  .doc = "tokens per sequence; at most model.max_seq" },
-	{ .section = "train", .name = "grad_accum", .type = LT_CONF_INT, FIELD(train.grad_accum),
-	  .min = 1, .max = 65536, .def = "1",
-	  .doc = "micro-batches whose gradients make one optimizer step" },
-	{ .section = "train", .name = "steps", .type = LT_CONF_INT, FIELD(train.steps),
-	  .min = 1, .max = 1000000000, .def = "600",
-	  .doc = "optimizer steps of the whole run; the schedule decays over them" },
-	{ .section = "train", .name = "max_minutes", .type = LT_CONF_DOUBLE,
-	  FIELD(train.max_minutes), .min = 0, .max = 1e7, .def = "5",
-	  .doc = "wall-clock budget in minutes, after which the run saves and stops; 0 = none" },
-	{ .section = "train", .name = "lr", .type = LT_CONF_FLOAT, FIELD(train.optim.lr),
-	  .min = 0, .max = 10, .open_min = 1, .def = "2e-3",
-	  .doc = "peak learning rate, reached at the end of the warmup" },
-	{ .section = "train", .name = "min_lr", .type = LT_CONF_FLOAT, FIELD(train.optim.min_lr),
-	  .min = 0, .max = 10, .def = "2e-4",
-	  .doc = "the learning rate that the decay ends at; at most lr" },
-	{ .section = "train", .name = "warmup_steps", .type = LT_CONF_INT,
-	  FIELD(train.optim.warmup_steps), .min = 0, .max = 1000000000, .def = "50",
-	  .doc = "steps of linear warmup from lr / warmup_steps up to lr" },
-	{ .section = "train", .name = "schedule", .type = LT_CONF_ENUM, FIELD(train.optim.schedule),
-	  .choices = schedule_names, .def = "cosine",
-	  .doc = "after the warmup: cosine or linear decay to min_lr, or constant at lr" },
-	{ .section = "train", .name = "beta1", .type = LT_CONF_FLOAT, FIELD(train.optim.beta1),
-	  .min = 0, .max = 1, .open_max = 1, .def = "0.9",
-	  .doc = "AdamW's decay of the gradient's running mean" },
-	{ .section = "train", .name = "beta2", .type = LT_CONF_FLOAT, FIELD(train.optim.beta2),
-	  .min = 0, .max = 1, .open_max = 1, .def = "0.95",
-	  .doc = "AdamW's decay of the squared gradient's running mean" },
-	{ .section = "train", .name = "eps", .type = LT_CONF_FLOAT, FIELD(train.optim.eps),
-	  .min = 0, .max = 1, .open_min = 1, .def = "1e-8",
-	  .doc = "AdamW's epsilon, added to the root of the second moment" },
-	{ .section = "train", .name = "weight_decay", .type = LT_CONF_FLOAT,
-	  FIELD(train.optim.weight_decay), .min = 0, .max = 10, .def = "0.1",
-	  .doc = "decoupled weight decay of the matrices (never of the norm weights)" },
-	{ .section = "train", .name = "grad_clip", .type = LT_CONF_FLOAT,
-	  FIELD(train.optim.grad_clip), .min = 0, .max = 1e6, .def = "1.0",
-	  .doc = "bound on the global L2 norm of the gradient; 0 turns clipping off" },
-	{ .section = "train", .name = "seed", .type = LT_CONF_INT64, FIELD(train.seed),
-	  .min = 0, .max = SEED_MAX, .def = "1",
-	  .doc = "seeds the initial weights, the order of the batches and the samples" },
-	{ .section = "train", .name = "max_bad_steps", .type = LT_CONF_INT,
-	  FIELD(train.max_bad_steps), .min = 1, .max = 1000000, .def = "10",
-	  .doc = "steps in a row with a NaN or infinite loss (each skipped) before the run stops" },
-
-	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
-	  .min = 0, .def = "",
-	  .doc = "prepared data: tokenizer.json, train_*.bin, val_*.bin; empty = RUN_DIR/data" },
-	{ .section = "data", .name = "corpus", .type = LT_CONF_STRING, FIELD(data.corpus),
-	  .min = 0, .def = "/usr/share/games/fortunes",
-	  .doc = "text file or directory that train prepares when data.dir holds no data" },
-	{ .section = "data", .name = "doc_separator", .type = LT_CONF_STRING,
-	  FIELD(data.doc_separator), .min = 0, .def = "%",
-	  .doc = "a line equal to this ends a document; empty = each file is one document" },
-	{ .section = "data", .name = "vocab_size", .type = LT_CONF_INT, FIELD(data.vocab_size),
-	  .min = 0, .max = 16777216, .def = "0",
-	  .doc = "size of the tokenizer that train prepares; 0 = model.vocab_size" },
-	{ .section = "data", .name = "val_fraction", .type = LT_CONF_DOUBLE,
-	  FIELD(data.val_fraction), .min = 0, .max = 0.5, .def = "0.05",
-	  .doc = "share of the documents held out for validation" },
-	{ .section = "data", .name = "shard_tokens", .type = LT_CONF_INT, FIELD(data.shard_tokens),
-	  .min = 1, .max = 1e12, .def = "100000000",
-	  .doc = "tokens per shard file" },
-
-	{ .section = "run", .name = "dir", .type = LT_CONF_STRING, FIELD(run.dir),
-	  .min = 1, .def = "runs/default",
-	  .doc = "the run directory: config.ini, metrics.jsonl and checkpoints/" },
-	{ .section = "run", .name = "device", .type = LT_CONF_STRING, FIELD(run.device),
-	  .min = 1, .def = "cpu",
-	  .doc = "the device: cpu, opencl[:P.D] (OpenCL platform P, device D) or auto" },
-	{ .section = "run", .name = "threads", .type = LT_CONF_INT, FIELD(run.threads),
-	  .min = 0, .max = 4096, .def = "0",
-	  .doc = "CPU threads; 0 = OpenMP's choice" },
-	{ .section = "run", .name = "log_every", .type = LT_CONF_INT, FIELD(run.log_every),
-	  .min = 1, .max = 1000000000, .def = "50",
-	  .doc = "a plain log line every N steps when the output is not a terminal" },
-	{ .section = "run", .name = "eval_every", .type = LT_CONF_INT, FIELD(run.eval_every),
-	  .min = 0, .max = 1000000000, .def = "200",
-	  .doc = "validation loss every N steps; 0 = at the end only" },
-	{ .section = "run", .name = "eval_batches", .type = LT_CONF_INT, FIELD(run.eval_batches),
-	  .min = 1, .max = 1000000, .def = "16",
-	  .doc = "validation batches per evaluation" },
-	{ .section = "run", .name = "sample_every", .type = LT_CONF_INT, FIELD(run.sample_every),
-	  .min = 0, .max = 1000000000, .def = "0",
-	  .doc = "print a sample of the model's text every N steps; 0 = never" },
-	{ .section = "run", .name = "sample_tokens", .type = LT_CONF_INT, FIELD(run.sample_tokens),
-	  .min = 1, .max = 1000000, .def = "200",
-	  .doc = "tokens in those samples and in the one at the end" },
-	{ .section = "run", .name = "checkpoint_every", .type = LT_CONF_INT,
-	  FIELD(run.checkpoint_every), .min = 0, .max = 1000000000, .def = "200",
-	  .doc = "save a checkpoint every N steps; 0 = at the end only" },
-	{ .section = "run", .name = "keep_checkpoints", .type = LT_CONF_INT,
-	  FIELD(run.keep_checkpoints), .min = 1, .max = 1000000, .def = "3",
-	  .doc = "the newest N checkpoints are kept, older ones removed" },
-
-	{ .section = "dist", .name = "zero", .type = LT_CONF_INT, FIELD(dist.zero),
-	  .min = 0, .max = 2, .def = "0",
-	  .doc = "ZeRO stage: 0 all-reduces gradients, 1 shards the AdamW moments, "
-		 "2 also reduce-scatters gradients during backward" },
-	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
-	  .choices = balance_names, .def = "even",
-	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "
-		 "measured speed)" },
-	{ .section = "dist", .name = "balance_every", .type = LT_CONF_INT,
-	  FIELD(dist.balance_every), .min = 0, .max = 1000000, .def = "20",
-	  .doc = "with balance auto, steps between the ranks' comparisons of their speeds "
-		 "(0 = only the first two, after the second and third steps)" },
-	{ .section = "dist", .name = "exchange", .type = LT_CONF_ENUM, FIELD(dist.exchange),
-	  .choices = exchange_names, .def = "auto",
-	  .doc = "how gradients and parameters travel: auto (through shared memory when "
-		 "every rank runs on one node, else MPI's collectives) or mpi" },
-	{ .section = "dist", .name = "deterministic", .type = LT_CONF_BOOL,
-	  FIELD(dist.deterministic), .def = "false",
-	  .doc = "sum gradients exactly, so results are bitwise the same for any number of "
-		 "ranks (slower)" },
-	{ .section = "dist", .name = "comm_timeout", .type = LT_CONF_DOUBLE,
-	  FIELD(dist.comm_timeout), .min = 0, .max = 86400, .open_min = 1, .def = "30",
-	  .doc = "seconds a collective may make no progress before the job ends" },
-
-	{ .name = NULL },
-};
-
-const struct lt_conf_key *lt_conf_keys(void)
-{
-	return keys;
-}
-
-static int is_section(const char *name, size_t len)
-{
-	for (int i = 0; section_names[i]; i++)
-		if (strlen(section_names[i]) == len && !strncmp(section_names[i], name, len))
-			return 1;
-	return 0;
-}
-
-const struct lt_conf_key *lt_conf_find(const char *section, const char *name)
-{
-	for (const struct lt_conf_key *k = keys; k->name; k++)
-		if (!strcmp(k->section, section) && !strcmp(k->name, name))
-			return k;
-	return NULL;
-}
-
-/* "unknown section (expected ...)" or "unknown key (expected ...)" into buf. */
-static void describe_unknown(const char *section, char *buf, size_t cap)
-{
-	size_t n;
-	if (!is_section(section, strlen(section))) {
-		snprintf(buf, cap, "unknown section (expected model, train, data or run)");
-		return;
-	}
-	n = (size_t)snprintf(buf, cap, "unknown key (expected");
-	for (const struct lt_conf_key *k = keys, *first = NULL; k->name && n < cap; k++) {
-		if (strcmp(k->section, section))
-			continue;
-		n += (size_t)snprintf(buf + n, cap - n, "%s %s", first ? "," : "", k->name);
-		if (!first)
-			first = k;
-	}
-	if (n < cap)
-		snprintf(buf + n, cap - n, ")");
-}
 
 /* ------------------------------------------------------- reading values */
 
@@ -270,7 +51,7 @@ static int within(const struct lt_conf_key *k, double v)
 /* "[1, 65536]", "(0, 10]" */
 static void format_range(const struct lt_conf_key *k, char *buf, size_t cap)
 {
-	if (k->type == LT_CONF_INT64 && k->max >= SEED_MAX)
+	if (k->type == LT_CONF_INT64 && k->max >= LT_CONF_SEED_MAX)
 		snprintf(buf, cap, "[%.0f, %" PRIu64 "]", k->min, UINT64_MAX);
 	else if (k->type == LT_CONF_INT || k->type == LT_CONF_INT64)
 		snprintf(buf, cap, "[%.0f, %.0f]", k->min, k->max);
@@ -457,7 +238,7 @@ static enum lt_status set_value(struct lt_conf *c, const struct lt_conf_key *k, 
 	case LT_CONF_INT64:
 		LT_ASSERT(k->size == sizeof(uint64_t));
 		if (!parse_unsigned64(text, &u) || (double)u < k->min ||
-		    (k->max < SEED_MAX && (double)u > k->max))
+		    (k->max < LT_CONF_SEED_MAX && (double)u > k->max))
 			return refuse(k, what, text);
 		memcpy(p, &u, sizeof u);
 		break;
@@ -517,7 +298,7 @@ enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *va
 		snprintf(section, sizeof section, "?");
 	}
 	if (!k) {
-		describe_unknown(section, unknown, sizeof unknown);
+		lt_conf_describe_unknown(section, unknown, sizeof unknown);
 		lt_errmsg_set("%s: %s", origin, unknown);
 		return LT_ERR_CONFIG;
 	}
@@ -527,7 +308,7 @@ enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *va
 void lt_conf_defaults(struct lt_conf *c)
 {
 	memset(c, 0, sizeof *c);
-	for (const struct lt_conf_key *k = keys; k->name; k++) {
+	for (const struct lt_conf_key *k = lt_conf_keys(); k->name; k++) {
 		enum lt_status st = set_value(c, k, k->def, k->name);
 		LT_ASSERT(st == LT_OK);
 	}
@@ -569,7 +350,7 @@ static void check_section_line(struct ini_parse *ps, const char *line, size_t le
 	if (len == 0 || line[0] != '[')
 		return;
 	close = memchr(line, ']', len);
-	if (close && !is_section(line + 1, (size_t)(close - line - 1)))
+	if (close && !lt_conf_is_section(line + 1, (size_t)(close - line - 1)))
 		refuse_line(ps, "[%.*s]: unknown section (expected model, train, data or run)",
 			    (int)(close - line - 1), line + 1);
 }
@@ -622,7 +403,7 @@ static int handle_key(void *user, const char *section, const char *name, const c
 	}
 	k = lt_conf_find(section, name);
 	if (!k) {
-		describe_unknown(section, unknown, sizeof unknown);
+		lt_conf_describe_unknown(section, unknown, sizeof unknown);
 		refuse_line(ps, "[%s] %s: %s", section, name, unknown);
 		return 1;
 	}
@@ -712,77 +493,6 @@ enum lt_status lt_conf_apply_file(struct lt_conf *c, const char *path)
 		st = lt_conf_apply_string(c, text, path);
 	free(text);
 	return st;
-}
-
-/* -------------------------------------------------------------- presets */
-
-static const char *const preset_names[] = { "tiny", "15M", "110M", "1B", NULL };
-
-const char *const *lt_conf_preset_names(void)
-{
-	return preset_names;
-}
-
-/* "tiny, 15M, 110M or 1B" into buf. */
-static void list_presets(char *buf, size_t cap)
-{
-	size_t n = 0;
-	buf[0] = '\0';
-	for (int i = 0; preset_names[i] && n < cap; i++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%s", i == 0 ? "" :
-				      preset_names[i + 1] ? ", " : " or ", preset_names[i]);
-}
-
-/* The embedded data/presets/NAME.conf, or NULL. */
-static const struct lt_embedded *embedded_preset(const char *name)
-{
-	size_t len = strlen(name);
-	for (const struct lt_embedded *e = lt_embedded_presets; e->name; e++)
-		if (!strncasecmp(e->name, name, len) && !strcmp(e->name + len, ".conf"))
-			return e;
-	return NULL;
-}
-
-enum lt_status lt_conf_apply_preset(struct lt_conf *c, const char *name)
-{
-	char origin[96], names[96];
-	const struct lt_embedded *e = NULL;
-	for (int i = 0; preset_names[i] && !e; i++)
-		if (!strcasecmp(preset_names[i], name))
-			e = embedded_preset(preset_names[i]);
-	if (!e) {
-		list_presets(names, sizeof names);
-		lt_errmsg_set("preset '%s': unknown (expected %s)", name, names);
-		return LT_ERR_NOTFOUND;
-	}
-	snprintf(origin, sizeof origin, "preset %.*s", (int)(strlen(e->name) - 5), e->name);
-	return lt_conf_apply_string(c, e->text, origin);
-}
-
-/* The same value of every [model] key. */
-static int same_model(const struct lt_conf *a, const struct lt_conf *b)
-{
-	char va[VALUE_CAP], vb[VALUE_CAP];
-	for (const struct lt_conf_key *k = keys; k->name; k++) {
-		if (strcmp(k->section, "model"))
-			continue;
-		lt_conf_format(a, k, va, sizeof va);
-		lt_conf_format(b, k, vb, sizeof vb);
-		if (strcmp(va, vb))
-			return 0;
-	}
-	return 1;
-}
-
-const char *lt_conf_preset_of(const struct lt_conf *c)
-{
-	struct lt_conf p;
-	for (int i = 0; preset_names[i]; i++) {
-		lt_conf_defaults(&p);
-		if (lt_conf_apply_preset(&p, preset_names[i]) == LT_OK && same_model(&p, c))
-			return preset_names[i];
-	}
-	return NULL;
 }
 
 /* ---------------------------------------------------------------- check */
@@ -885,24 +595,16 @@ void lt_conf_format(const struct lt_conf *c, const struct lt_conf_key *k, char *
 	}
 }
 
-static const char *section_doc(const char *section)
-{
-	for (int i = 0; section_names[i]; i++)
-		if (!strcmp(section_names[i], section))
-			return section_docs[i];
-	return "";
-}
-
 enum lt_status lt_conf_write(const struct lt_conf *c, FILE *f)
 {
-	char value[VALUE_CAP];
+	char value[LT_CONF_VALUE_CAP];
 	const char *section = "";
 
 	fprintf(f, "; lltrain configuration: every key, as lltrain.conf(5) describes them.\n");
-	for (const struct lt_conf_key *k = keys; k->name; k++) {
+	for (const struct lt_conf_key *k = lt_conf_keys(); k->name; k++) {
 		if (strcmp(section, k->section)) {
 			section = k->section;
-			fprintf(f, "\n; %s\n[%s]\n", section_doc(section), section);
+			fprintf(f, "\n; %s\n[%s]\n", lt_conf_section_doc(section), section);
 		}
 		lt_conf_format(c, k, value, sizeof value);
 		fprintf(f, "%s =%s%s\n", k->name, value[0] ? " " : "", value);
@@ -982,7 +684,7 @@ static enum lt_status apply_one(struct lt_conf *c, const struct conf_arg *a)
 	case ARG_PRESET:
 		st = lt_conf_apply_preset(c, a->value);
 		if (st != LT_OK) {
-			list_presets(names, sizeof names);
+			lt_conf_list_presets(names, sizeof names);
 			lt_errmsg_set("--preset '%s': unknown (expected %s)", a->value, names);
 			return LT_ERR_ARG;
 		}

@@ -1,65 +1,63 @@
-/* Ranks and collectives over MPI (or one rank without it), each collective
- * non-blocking under a watchdog that names a rank that died or stalled. */
+/* What every build's ranks share: the state of a job of one rank, the
+ * accessors, the time accounting and the wait on node-shared memory. The
+ * collectives are in dist_mpi.c (MPI) or dist_none.c (one rank). */
 #include "config.h"
 #include "dist/dist.h"
 
-#include <limits.h>
 #include <sched.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "dist/dist_impl.h"
 
-#ifdef LT_HAVE_MPI
-#include <mpi.h>
-#endif
-
-#define MAX_PENDING 4096
-/* MPI counts are int: larger collectives go in pieces of this many. */
-#define PIECE ((size_t)1 << 28)
-/* Where MPI libraries keep the memory of shared windows. */
-#define SHM_DIR "/dev/shm"
-/* Seconds a rank that timed out waits for the others to answer. */
-#define ASK_SECONDS 5.0
-
-struct lt_dist {
-	int rank, size, local_rank, local_size, mpi;
-	int nodes;        /* nodes, when each runs local_size ranks; else 0 */
-	int consecutive;  /* every node's ranks are consecutive job ranks */
-	float *scratch;   /* the reduce-scatter's result, grown as needed */
-	size_t scratch_n;
-	float *owed;      /* a started reduce-scatter's owed_n elements go here from */
-	size_t owed_n;    /* the scratch once every started collective completed */
-	int *counts;      /* [nodes]: the reduce-scatter's count for each node */
-	int *node_ranks;  /* [local_size]: the job rank of each rank of the node */
-	int *cross_ranks; /* [nodes]: the job rank of this local index on each node */
-	char host[256];
-	double timeout, waited, barriers;  /* barriers: seconds at node barriers */
-	long step;
-#ifdef LT_HAVE_MPI
-	MPI_Comm comm, node, cross;  /* cross: this local index on every node */
-	MPI_Datatype i128;
-	MPI_Op sum128;
-	MPI_Request pending[MAX_PENDING];
-	const char *pending_what[MAX_PENDING];
-	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
-	MPI_Status statuses[MAX_PENDING];
-	int n_pending;
-	size_t started;   /* collectives started so far */
-#endif
-};
-
-int lt_dist_have_mpi(void)
+int lt_dist_launched(void)
 {
-#ifdef LT_HAVE_MPI
-	return 1;
-#else
+	const char *force = getenv("LLTRAIN_MPI");
+	if (force && *force)
+		return strcmp(force, "0") != 0;
+	static const char *const vars[] = { "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+					    "PMIX_RANK", "MPI_LOCALNRANKS", NULL };
+	for (int i = 0; vars[i]; i++)
+		if (getenv(vars[i]))
+			return 1;
 	return 0;
-#endif
+}
+
+enum lt_status lt_dist_alone_new(lt_dist **out)
+{
+	*out = NULL;
+	struct lt_dist *d = calloc(1, sizeof *d);
+	if (!d) {
+		lt_errmsg_set("cannot allocate the rank state");
+		return LT_ERR_NOMEM;
+	}
+	d->size = d->local_size = 1;
+	d->nodes = 1;
+	d->consecutive = 1;
+	d->timeout = 30;
+	if (gethostname(d->host, sizeof d->host - 1) != 0)
+		snprintf(d->host, sizeof d->host, "unknown");
+	d->node_ranks = calloc(1, sizeof *d->node_ranks);
+	d->cross_ranks = calloc(1, sizeof *d->cross_ranks);
+	if (!d->node_ranks || !d->cross_ranks) {
+		lt_dist_alone_free(d);
+		lt_errmsg_set("cannot allocate the rank state");
+		return LT_ERR_NOMEM;
+	}
+	*out = d;
+	return LT_OK;
+}
+
+void lt_dist_alone_free(lt_dist *d)
+{
+	if (!d)
+		return;
+	free(d->node_ranks);
+	free(d->cross_ranks);
+	free(d);
 }
 
 int lt_dist_rank(const lt_dist *d) { return d->rank; }
@@ -73,871 +71,31 @@ const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
 void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
 
-void lt_dist_add_wait_seconds(lt_dist *d, double seconds) { d->waited += seconds; }
+void lt_dist_add_wait_seconds(lt_dist *d, double seconds) { d->wait_seconds += seconds; }
 
 double lt_dist_take_wait_seconds(lt_dist *d)
 {
-	double w = d->waited;
-	d->waited = 0;
+	double w = d->wait_seconds;
+	d->wait_seconds = 0;
 	return w;
 }
 
 double lt_dist_take_barrier_seconds(lt_dist *d)
 {
-	double w = d->barriers;
-	d->barriers = 0;
+	double w = d->barrier_seconds;
+	d->barrier_seconds = 0;
 	return w;
-}
-
-/* Whether a launcher started this process (its environment says so). */
-static int launched_by_mpi(void)
-{
-	const char *force = getenv("LLTRAIN_MPI");
-	if (force && *force)
-		return strcmp(force, "0") != 0;
-	static const char *const vars[] = { "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
-					    "PMIX_RANK", "MPI_LOCALNRANKS", NULL };
-	for (int i = 0; vars[i]; i++)
-		if (getenv(vars[i]))
-			return 1;
-	return 0;
-}
-
-#ifdef LT_HAVE_MPI
-
-enum { TAG_ASK = 30711, TAG_ANSWER = 30712 };
-
-/* inout[i] += in[i] for 16-byte integers, wrapping (the true sum fits). */
-static void add_i128(void *in, void *inout, int *len, MPI_Datatype *type)
-{
-	(void)type;
-	unsigned char *a = in, *b = inout;
-	for (int i = 0; i < *len; i++) {
-		unsigned __int128 x, y;
-		memcpy(&x, a + 16 * (size_t)i, 16);
-		memcpy(&y, b + 16 * (size_t)i, 16);
-		y += x;
-		memcpy(b + 16 * (size_t)i, &y, 16);
-	}
-}
-
-static enum lt_status mpi_failed(const char *what, int err)
-{
-	char text[MPI_MAX_ERROR_STRING];
-	int len = 0;
-	MPI_Error_string(err, text, &len);
-	lt_errmsg_set("%s: MPI error: %s", what, text);
-	return LT_ERR_COMM;
-}
-
-/* LLTRAIN_NODE_RANKS=K: each K ranks in a row form a node (the multi-node
- * exchange, tried on one machine); K:dealt deals the ranks over the nodes
- * in turn instead, so that no node's ranks are consecutive. *k is 0 when
- * unset, and *dealt says which. */
-static enum lt_status ranks_per_node(int *k, int *dealt)
-{
-	const char *v = getenv("LLTRAIN_NODE_RANKS");
-	char *end;
-	*k = *dealt = 0;
-	if (!v)
-		return LT_OK;
-	long n = strtol(v, &end, 10);
-	*dealt = strcmp(end, ":dealt") == 0;
-	if (end == v || (*end && !*dealt) || n < 1 || n > INT_MAX) {
-		lt_errmsg_set("LLTRAIN_NODE_RANKS=%s: expected a whole number of ranks, 1 or more, "
-			      "optionally followed by :dealt", v);
-		return LT_ERR_CONFIG;
-	}
-	*k = (int)n;
-	return LT_OK;
-}
-
-/* *least and *most: the smallest and largest v over comm's ranks. */
-static void least_and_most(MPI_Comm comm, int v, int *least, int *most)
-{
-	int span[2] = { -v, v };
-	MPI_Allreduce(MPI_IN_PLACE, span, 2, MPI_INT, MPI_MAX, comm);
-	*least = -span[0];
-	*most = span[1];
-}
-
-/* The node's ranks (those sharing memory, or LLTRAIN_NODE_RANKS's), the
- * ranks of this local index across the nodes, and whether every node runs
- * as many ranks. */
-static enum lt_status split_nodes(struct lt_dist *d)
-{
-	int k, dealt, least, most;
-	enum lt_status st = ranks_per_node(&k, &dealt);
-	/* every rank splits alike or none does (-1: a bad value) */
-	int how = st != LT_OK ? -1 : dealt ? -2 - k : k;
-	least_and_most(d->comm, how, &least, &most);
-	if (st != LT_OK)
-		return st;
-	if (least != most) {
-		lt_errmsg_set("LLTRAIN_NODE_RANKS differs between the ranks (here %s)",
-			      k ? getenv("LLTRAIN_NODE_RANKS") : "unset");
-		return LT_ERR_CONFIG;
-	}
-	if (k && dealt)
-		MPI_Comm_split(d->comm, d->rank % ((d->size + k - 1) / k), d->rank, &d->node);
-	else if (k)
-		MPI_Comm_split(d->comm, d->rank / k, d->rank, &d->node);
-	else
-		MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,
-				    &d->node);
-	MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
-	MPI_Comm_rank(d->node, &d->local_rank);
-	MPI_Comm_size(d->node, &d->local_size);
-	MPI_Comm_split(d->comm, d->local_rank, d->rank, &d->cross);
-	MPI_Comm_set_errhandler(d->cross, MPI_ERRORS_RETURN);
-	least_and_most(d->comm, d->local_size, &least, &most);
-	d->nodes = least == most ? d->size / d->local_size : 0;
-	d->node_ranks = calloc((size_t)d->local_size, sizeof *d->node_ranks);
-	d->cross_ranks = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->cross_ranks);
-	d->counts = calloc((size_t)(d->nodes ? d->nodes : 1), sizeof *d->counts);
-	if (!d->node_ranks || !d->cross_ranks || !d->counts) {
-		lt_errmsg_set("cannot allocate the nodes' rank lists");
-		return LT_ERR_NOMEM;
-	}
-	MPI_Allgather(&d->rank, 1, MPI_INT, d->node_ranks, 1, MPI_INT, d->node);
-	if (d->nodes)
-		MPI_Allgather(&d->rank, 1, MPI_INT, d->cross_ranks, 1, MPI_INT, d->cross);
-	int mine = 1;
-	for (int i = 0; i < d->local_size; i++)
-		mine &= d->node_ranks[i] == d->node_ranks[0] + i;
-	least_and_most(d->comm, mine, &least, &most);
-	d->consecutive = least == 1;
-	return LT_OK;
-}
-
-static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
-{
-	int provided, err, inited = 0;
-	MPI_Initialized(&inited);
-	if (!inited && (err = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided)))
-		return mpi_failed("MPI_Init_thread", err);
-	d->mpi = 1;
-	MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
-	MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
-	MPI_Comm_rank(d->comm, &d->rank);
-	MPI_Comm_size(d->comm, &d->size);
-	enum lt_status st = split_nodes(d);
-	if (st != LT_OK)
-		return st;
-	MPI_Type_contiguous(16, MPI_BYTE, &d->i128);
-	MPI_Type_commit(&d->i128);
-	MPI_Op_create(add_i128, 1, &d->sum128);
-	return LT_OK;
-}
-
-/* Replies to every question of another rank that timed out: where this
- * rank is (its step). */
-static void answer_questions(struct lt_dist *d)
-{
-	for (;;) {
-		int flag = 0;
-		MPI_Status s;
-		long where[2];
-		MPI_Iprobe(MPI_ANY_SOURCE, TAG_ASK, d->comm, &flag, &s);
-		if (!flag)
-			return;
-		MPI_Recv(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ASK, d->comm, MPI_STATUS_IGNORE);
-		where[0] = d->step;
-		where[1] = d->rank;
-		MPI_Send(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ANSWER, d->comm);
-	}
-}
-
-/* The watchdog's turn in a wait that began at t0: answers the others'
- * questions every 50 ms (*last: when it last did) and says whether the
- * wait ran past the timeout. */
-static int watchdog_expired(struct lt_dist *d, double t0, double now, double *last)
-{
-	if (now - *last > 0.05) {
-		answer_questions(d);
-		*last = now;
-	}
-	return now - t0 > d->timeout;
-}
-
-/* After a timeout: asks every other rank where it is and names those that
- * do not answer within ASK_SECONDS. */
-static enum lt_status report_stall(struct lt_dist *d, const char *what)
-{
-	long *out = calloc((size_t)d->size * 4, sizeof *out), *in = out + 2 * d->size;
-	MPI_Request *req = calloc((size_t)d->size * 2, sizeof *req);
-	MPI_Status *stat = calloc((size_t)d->size * 2, sizeof *stat);
-	char silent[512] = "";
-	size_t len = 0;
-	int n_silent = 0;
-	if (!out || !req || !stat) {
-		free(out);
-		free(req);
-		free(stat);
-		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", d->step, what,
-			      d->timeout, d->rank);
-		return LT_ERR_COMM;
-	}
-	for (int r = 0; r < d->size; r++) {
-		req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
-		if (r == d->rank)
-			continue;
-		out[2 * r] = d->step;
-		MPI_Isend(&out[2 * r], 2, MPI_LONG, r, TAG_ASK, d->comm, &req[2 * r]);
-		MPI_Irecv(&in[2 * r], 2, MPI_LONG, r, TAG_ANSWER, d->comm, &req[2 * r + 1]);
-	}
-	double t0 = lt_seconds();
-	int all = 0;
-	while (!all && lt_seconds() - t0 < ASK_SECONDS) {
-		answer_questions(d);
-		MPI_Testall(d->size * 2, req, &all, stat);
-		usleep(1000);
-	}
-	for (int r = 0; r < d->size; r++) {
-		int done = 1;
-		if (r != d->rank && req[2 * r + 1] != MPI_REQUEST_NULL)
-			MPI_Test(&req[2 * r + 1], &done, MPI_STATUS_IGNORE);
-		if (!done && len < sizeof silent - 16) {
-			len += (size_t)snprintf(silent + len, sizeof silent - len, "%s%d",
-						n_silent ? ", " : "", r);
-			n_silent++;
-		}
-	}
-	free(out);
-	free(req);
-	free(stat);
-	if (n_silent)
-		lt_errmsg_set("step %ld: %s made no progress for %g s: rank%s %s did not answer "
-			      "(died or stalled; reported by rank %d)", d->step, what, d->timeout,
-			      n_silent > 1 ? "s" : "", silent, d->rank);
-	else
-		lt_errmsg_set("step %ld: %s made no progress for %g s, though every rank answered "
-			      "(reported by rank %d; raise --comm-timeout)", d->step, what,
-			      d->timeout, d->rank);
-	return LT_ERR_COMM;
-}
-
-/* Waits for n requests under the watchdog, adding the seconds to *spent;
- * *what names the collective. */
-static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
-				    const char *const *what, double *spent)
-{
-	double t0 = lt_seconds(), last = t0;
-	for (;;) {
-		int done = 0, err = MPI_Testall(n, req, &done, d->statuses);
-		if (err)
-			return mpi_failed(what[0], err);
-		double now = lt_seconds();
-		if (done) {
-			*spent += now - t0;
-			return LT_OK;
-		}
-		if (watchdog_expired(d, t0, now, &last)) {
-			int i = 0;
-			while (i < n - 1 && req[i] == MPI_REQUEST_NULL)
-				i++;
-			return report_stall(d, what[i]);
-		}
-		/* a large exchange advances only while MPI is called: keep calling
-		 * (yielding the core to busy neighbours) for the first second,
-		 * then sleep between calls (rank 0 may be working alone) */
-		if (now - t0 < 1.0)
-			sched_yield();
-		else
-			usleep(200);
-	}
-}
-
-static enum lt_status wait_one(struct lt_dist *d, MPI_Request *req, const char *what)
-{
-	return wait_requests(d, req, 1, &what, &d->waited);
-}
-
-static MPI_Datatype mpi_type(const struct lt_dist *d, enum lt_dist_type t, size_t *elem)
-{
-	switch (t) {
-	case LT_DIST_F32: *elem = 4; return MPI_FLOAT;
-	case LT_DIST_F64: *elem = 8; return MPI_DOUBLE;
-	case LT_DIST_I128: *elem = 16; return d->i128;
-	}
-	*elem = 1;
-	return MPI_BYTE;
-}
-
-#endif /* LT_HAVE_MPI */
-
-enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
-{
-	struct lt_dist *d = calloc(1, sizeof *d);
-	*out = NULL;
-	if (!d) {
-		lt_errmsg_set("cannot allocate the rank state");
-		return LT_ERR_NOMEM;
-	}
-	d->size = d->local_size = 1;
-	d->timeout = 30;
-	if (gethostname(d->host, sizeof d->host - 1) != 0)
-		snprintf(d->host, sizeof d->host, "unknown");
-#ifdef LT_HAVE_MPI
-	if (launched_by_mpi()) {
-		enum lt_status st = start_mpi(argc, argv, d);
-		if (st != LT_OK) {
-			free(d->node_ranks);
-			free(d->cross_ranks);
-			free(d);
-			return st;
-		}
-	}
-#else
-	(void)argc;
-	(void)argv;
-	if (launched_by_mpi() && getenv("LLTRAIN_MPI") == NULL) {
-		free(d);
-		lt_errmsg_set("started by an MPI launcher, but this lltrain was built without MPI "
-			      "(install libmpich-dev and configure again, or set LLTRAIN_MPI=0 to "
-			      "run each process alone)");
-		return LT_ERR_CONFIG;
-	}
-#endif
-	if (!d->mpi) {
-		d->nodes = 1;
-		d->consecutive = 1;
-		d->node_ranks = calloc(1, sizeof *d->node_ranks);
-		d->cross_ranks = calloc(1, sizeof *d->cross_ranks);
-		if (!d->node_ranks || !d->cross_ranks) {
-			lt_dist_finalize(d);
-			lt_errmsg_set("cannot allocate the rank state");
-			return LT_ERR_NOMEM;
-		}
-	}
-	*out = d;
-	return LT_OK;
-}
-
-void lt_dist_finalize(lt_dist *d)
-{
-	if (!d)
-		return;
-#ifdef LT_HAVE_MPI
-	if (d->mpi) {
-		MPI_Op_free(&d->sum128);
-		MPI_Type_free(&d->i128);
-		MPI_Comm_free(&d->cross);
-		MPI_Comm_free(&d->node);
-		MPI_Comm_free(&d->comm);
-		MPI_Finalize();
-	}
-#endif
-	free(d->node_ranks);
-	free(d->cross_ranks);
-	free(d->counts);
-	free(d->scratch);
-	free(d);
-}
-
-_Noreturn void lt_dist_abort(lt_dist *d, int code)
-{
-#ifdef LT_HAVE_MPI
-	if (d && d->mpi) {
-		fflush(stdout);
-		fflush(stderr);
-		MPI_Abort(MPI_COMM_WORLD, code);
-	}
-#else
-	(void)d;
-#endif
-	exit(code);
-}
-
-#ifdef LT_HAVE_MPI
-/* buf[n] = op over comm's ranks of buf[n], in pieces, under the watchdog. */
-static enum lt_status allreduce_over(lt_dist *d, MPI_Comm comm, void *buf, size_t n,
-				     enum lt_dist_type t, enum lt_dist_op op, const char *what)
-{
-	size_t elem;
-	MPI_Datatype type = mpi_type(d, t, &elem);
-	MPI_Op mop = t == LT_DIST_I128 ? d->sum128 : op == LT_DIST_SUM ? MPI_SUM : MPI_MAX;
-	for (size_t at = 0; at < n; at += PIECE) {
-		int count = (int)(n - at < PIECE ? n - at : PIECE);
-		MPI_Request req;
-		int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + at * elem, count, type, mop,
-					 comm, &req);
-		if (err)
-			return mpi_failed(what, err);
-		enum lt_status st = wait_one(d, &req, what);
-		if (st != LT_OK)
-			return st;
-	}
-	return LT_OK;
-}
-#endif
-
-enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
-				 enum lt_dist_op op, const char *what)
-{
-	LT_ASSERT(t != LT_DIST_I128 || op == LT_DIST_SUM);
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	return allreduce_over(d, d->comm, buf, n, t, op, what);
-#else
-	(void)buf, (void)n, (void)what;
-	return LT_OK;
-#endif
-}
-
-#ifdef LT_HAVE_MPI
-/* Room for n elements of a reduce-scatter's result in d->scratch. */
-static enum lt_status grow_scratch(lt_dist *d, size_t n, const char *what)
-{
-	if (n <= d->scratch_n)
-		return LT_OK;
-	float *grown = realloc(d->scratch, n * sizeof *grown);
-	if (!grown) {
-		lt_errmsg_set("%s: cannot allocate %zu bytes", what, n * sizeof *grown);
-		return LT_ERR_NOMEM;
-	}
-	d->scratch = grown;
-	d->scratch_n = n;
-	return LT_OK;
-}
-#endif
-
-enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const size_t *cut,
-					       const char *what)
-{
-	LT_ASSERT(d->nodes > 0 && d->consecutive);
-	if (d->nodes == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	LT_ASSERT(cut[d->nodes] <= (size_t)INT_MAX);
-	int me = d->rank / d->local_size;
-	size_t mine = cut[me + 1] - cut[me];
-	enum lt_status st = LT_OK;
-	/* the scratch holds one result at a time: the last one's must be out */
-	if (d->owed && (st = lt_dist_wait_all(d)) != LT_OK)
-		return st;
-	/* not in place: MPICH 4.0 copies a block onto itself then */
-	if ((st = grow_scratch(d, mine, what)) != LT_OK)
-		return st;
-	if (d->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
-		return st;
-	for (int i = 0; i < d->nodes; i++)
-		d->counts[i] = (int)(cut[i + 1] - cut[i]);
-	int err = MPI_Ireduce_scatter(buf, d->scratch, d->counts, MPI_FLOAT, MPI_SUM, d->cross,
-				      &d->pending[d->n_pending]);
-	if (err)
-		return mpi_failed(what, err);
-	d->pending_what[d->n_pending++] = what;
-	d->started++;
-	if (mine) {
-		d->owed = buf + cut[me];
-		d->owed_n = mine;
-	}
-	return LT_OK;
-#else
-	(void)buf, (void)cut, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_bcast(lt_dist *d, void *buf, size_t bytes, int root, const char *what)
-{
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	for (size_t at = 0; at < bytes; at += PIECE) {
-		int count = (int)(bytes - at < PIECE ? bytes - at : PIECE);
-		MPI_Request req;
-		int err = MPI_Ibcast((char *)buf + at, count, MPI_BYTE, root, d->comm, &req);
-		if (err)
-			return mpi_failed(what, err);
-		enum lt_status st = wait_one(d, &req, what);
-		if (st != LT_OK)
-			return st;
-	}
-	return LT_OK;
-#else
-	(void)buf, (void)bytes, (void)root, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t bytes,
-				 const char *what)
-{
-	memmove((char *)all + (size_t)d->rank * bytes, mine, bytes);
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	LT_ASSERT(bytes < INT_MAX);
-	MPI_Request req;
-	int err = MPI_Iallgather(MPI_IN_PLACE, 0, MPI_BYTE, all, (int)bytes, MPI_BYTE, d->comm,
-				 &req);
-	if (err)
-		return mpi_failed(what, err);
-	return wait_one(d, &req, what);
-#else
-	(void)what;
-	return LT_OK;
-#endif
-}
-
-#ifdef LT_HAVE_MPI
-/* In place over buf, among comm's `size` ranks: the i-th's elements
- * [off[r], off[r + 1]) of job rank r = ranks[i] (i itself when ranks is
- * NULL) go to every one of them. */
-static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const int *ranks,
-				      float *buf, const size_t *off, const char *what)
-{
-	int *counts = malloc(2 * (size_t)size * sizeof *counts), *displs = counts + size;
-	if (!counts) {
-		lt_errmsg_set("%s: cannot allocate the counts", what);
-		return LT_ERR_NOMEM;
-	}
-	/* displacements count in elements of a type as long as the largest
-	 * common alignment of the offsets allows, so they fit an int */
-	size_t unit = 1;
-	while (unit < ((size_t)1 << 20) && off[d->size] / unit > (size_t)INT_MAX / 2) {
-		int ok = 1;
-		for (int r = 0; r <= d->size; r++)
-			ok &= off[r] % (unit * 2) == 0;
-		if (!ok)
-			break;
-		unit *= 2;
-	}
-	MPI_Datatype type;
-	MPI_Type_contiguous((int)unit, MPI_FLOAT, &type);
-	MPI_Type_commit(&type);
-	for (int i = 0; i < size; i++) {
-		int r = ranks ? ranks[i] : i;
-		counts[i] = (int)((off[r + 1] - off[r]) / unit);
-		displs[i] = (int)(off[r] / unit);
-	}
-	LT_ASSERT(off[d->size] / unit <= (size_t)INT_MAX);
-	MPI_Request req;
-	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, comm, &req);
-	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
-	MPI_Type_free(&type);
-	free(counts);
-	return st;
-}
-#endif
-
-enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
-{
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	return allgatherv_over(d, d->comm, d->size, NULL, buf, off, what);
-#else
-	(void)buf, (void)off, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
-					    const char *what)
-{
-	LT_ASSERT(d->nodes > 0);
-	if (d->nodes == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	return allgatherv_over(d, d->cross, d->nodes, d->cross_ranks, buf, off, what);
-#else
-	(void)buf, (void)off, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
-{
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	MPI_Request req;
-	int err = MPI_Ibarrier(d->comm, &req);
-	if (err)
-		return mpi_failed(what, err);
-	return wait_one(d, &req, what);
-#else
-	(void)what;
-	return LT_OK;
-#endif
-}
-
-#ifdef LT_HAVE_MPI
-/* Starts the sums of send[n] over comm's ranks, in pieces: into recv on
- * rank root of d->comm, or (root < 0) in place in recv on every rank. */
-static enum lt_status start_sums(lt_dist *d, MPI_Comm comm, const float *send, float *recv,
-				 size_t n, int root, const char *what)
-{
-	for (size_t at = 0; at < n; at += PIECE) {
-		if (d->n_pending == MAX_PENDING) {
-			enum lt_status st = lt_dist_wait_all(d);
-			if (st != LT_OK)
-				return st;
-		}
-		int count = (int)(n - at < PIECE ? n - at : PIECE), err;
-		MPI_Request *req = &d->pending[d->n_pending];
-		if (root < 0)
-			err = MPI_Iallreduce(MPI_IN_PLACE, recv + at, count, MPI_FLOAT, MPI_SUM,
-					     comm, req);
-		else
-			err = MPI_Ireduce(send + at, d->rank == root ? recv + at : NULL, count,
-					  MPI_FLOAT, MPI_SUM, root, comm, req);
-		if (err)
-			return mpi_failed(what, err);
-		d->pending_what[d->n_pending++] = what;
-		d->started++;
-	}
-	return LT_OK;
-}
-#endif
-
-enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, size_t n,
-				    int root, const char *what)
-{
-	if (d->size == 1) {
-		memcpy(recv, send, n * sizeof *recv);
-		return LT_OK;
-	}
-#ifdef LT_HAVE_MPI
-	return start_sums(d, d->comm, send, recv, n, root, what);
-#else
-	(void)root, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what)
-{
-	if (d->size == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	return start_sums(d, d->comm, NULL, buf, n, -1, what);
-#else
-	(void)buf, (void)n, (void)what;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const char *what)
-{
-	LT_ASSERT(d->nodes > 0);
-	if (d->nodes == 1)
-		return LT_OK;
-#ifdef LT_HAVE_MPI
-	return start_sums(d, d->cross, NULL, buf, n, -1, what);
-#else
-	(void)buf, (void)n, (void)what;
-	return LT_OK;
-#endif
-}
-
-#ifdef LT_HAVE_MPI
-/* Every started collective completed: a reduce-scatter's result goes
- * where it was asked for. */
-static void all_completed(lt_dist *d)
-{
-	d->n_pending = 0;
-	if (d->owed)
-		memcpy(d->owed, d->scratch, d->owed_n * sizeof *d->owed);
-	d->owed = NULL;
-	d->owed_n = 0;
-}
-#endif
-
-enum lt_status lt_dist_progress(lt_dist *d)
-{
-#ifdef LT_HAVE_MPI
-	if (d->n_pending) {
-		int done = 0;
-		int err = MPI_Testall(d->n_pending, d->pending, &done, d->statuses);
-		if (err)
-			return mpi_failed(d->pending_what[0], err);
-		if (done)
-			all_completed(d);
-	}
-#else
-	(void)d;
-#endif
-	return LT_OK;
-}
-
-size_t lt_dist_mark(const lt_dist *d)
-{
-#ifdef LT_HAVE_MPI
-	return d->started;
-#else
-	(void)d;
-	return 0;
-#endif
-}
-
-enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark)
-{
-#ifdef LT_HAVE_MPI
-	/* pending[i] is collective started - n_pending + i */
-	size_t first = d->started - (size_t)d->n_pending;
-	if (mark <= first)
-		return LT_OK;
-	return wait_requests(d, d->pending, (int)(mark - first), d->pending_what, &d->waited);
-#else
-	(void)d, (void)mark;
-	return LT_OK;
-#endif
-}
-
-enum lt_status lt_dist_wait_all(lt_dist *d)
-{
-#ifdef LT_HAVE_MPI
-	if (!d->n_pending)
-		return LT_OK;
-	enum lt_status st = wait_requests(d, d->pending, d->n_pending, d->pending_what,
-					  &d->waited);
-	if (st == LT_OK)
-		all_completed(d);
-	return st;
-#else
-	(void)d;
-	return LT_OK;
-#endif
-}
-
-struct lt_dist_shared {
-	void **at;         /* [local_size] */
-	int mpi;           /* a window of the node's ranks, else at[0] is malloc'd */
-#ifdef LT_HAVE_MPI
-	MPI_Win win;
-#endif
-};
-
-#ifdef LT_HAVE_MPI
-/* Whether SHM_DIR, where MPI libraries keep shared windows, has room for
- * every rank's `want` bytes on every node (the ranks agree; yes when it
- * cannot tell): a window larger than it fails only when its pages are first
- * touched. */
-static enum lt_status check_shm_room(struct lt_dist *d, size_t want)
-{
-	const char *what = "the shared memory's size";
-	double total = (double)want, short_of = 0, free_bytes = -1;
-	struct statvfs fs;
-	enum lt_status st = allreduce_over(d, d->node, &total, 1, LT_DIST_F64, LT_DIST_SUM, what);
-	if (st != LT_OK)
-		return st;
-	if (statvfs(SHM_DIR, &fs) == 0) {
-		free_bytes = (double)fs.f_bavail * (double)fs.f_frsize;
-		short_of = free_bytes < total;
-	}
-	if ((st = allreduce_over(d, d->node, &short_of, 1, LT_DIST_F64, LT_DIST_MAX, what)) != LT_OK)
-		return st;
-	double any_short = short_of;
-	if ((st = allreduce_over(d, d->comm, &any_short, 1, LT_DIST_F64, LT_DIST_MAX, what)) != LT_OK)
-		return st;
-	if (!any_short)
-		return LT_OK;
-	if (!short_of)
-		lt_errmsg_set("%s of another node has too little room for its ranks", SHM_DIR);
-	else if (free_bytes >= 0)
-		lt_errmsg_set("%s has %.1f MiB free, the node's ranks need %.1f MiB", SHM_DIR,
-			      free_bytes / 1048576.0, total / 1048576.0);
-	else
-		lt_errmsg_set("%s of another rank has less than the %.1f MiB the node's ranks need",
-			      SHM_DIR, total / 1048576.0);
-	return LT_ERR_NOMEM;
-}
-#endif
-
-enum lt_status lt_dist_shared_new(lt_dist *d, size_t bytes, lt_dist_shared **out)
-{
-	struct lt_dist_shared *s = calloc(1, sizeof *s);
-	*out = NULL;
-	if (s)
-		s->at = calloc((size_t)d->local_size, sizeof *s->at);
-	if (!s || !s->at) {
-		free(s);
-		lt_errmsg_set("cannot allocate the shared memory's state");
-		return LT_ERR_NOMEM;
-	}
-	/* whole pages, each rank's part apart, for the backend to pin */
-	size_t page = 4096, want = bytes ? (bytes + page - 1) / page * page : page;
-#ifdef LT_HAVE_MPI
-	if (d->mpi) {
-		MPI_Info info;
-		void *mine;
-		enum lt_status st = check_shm_room(d, want);
-		if (st != LT_OK) {
-			free(s->at);
-			free(s);
-			return st;
-		}
-		MPI_Info_create(&info);
-		MPI_Info_set(info, "alloc_shared_noncontig", "true");
-		int err = MPI_Win_allocate_shared((MPI_Aint)want, 1, info, d->node, &mine, &s->win);
-		MPI_Info_free(&info);
-		if (err) {
-			free(s->at);
-			free(s);
-			st = mpi_failed("the node's shared memory", err);
-			lt_errmsg_prefix("%.1f MiB of shared memory", (double)want / 1048576.0);
-			return st;
-		}
-		for (int r = 0; r < d->local_size; r++) {
-			MPI_Aint size;
-			int unit;
-			MPI_Win_shared_query(s->win, r, &size, &unit, &s->at[r]);
-		}
-		MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
-		s->mpi = 1;
-		*out = s;
-		return LT_OK;
-	}
-#endif
-	if (!(s->at[0] = aligned_alloc(page, want))) {
-		free(s->at);
-		free(s);
-		lt_errmsg_set("cannot allocate %.1f MiB of exchange memory", (double)bytes / 1048576.0);
-		return LT_ERR_NOMEM;
-	}
-	*out = s;
-	return LT_OK;
-}
-
-void *lt_dist_shared_at(const lt_dist_shared *s, int local)
-{
-	return s->at[local];
-}
-
-void lt_dist_shared_free(lt_dist_shared *s)
-{
-	if (!s)
-		return;
-#ifdef LT_HAVE_MPI
-	if (s->mpi) {
-		MPI_Win_unlock_all(s->win);
-		MPI_Win_free(&s->win);
-	}
-#endif
-	if (!s->mpi)
-		free(s->at[0]);
-	free(s->at);
-	free(s);
 }
 
 enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
 				  const char *what, int barrier)
 {
-	double t0 = lt_seconds(), last = t0, now = t0;
-	double *spent = barrier ? &d->barriers : &d->waited;
+	double t0 = lt_seconds(), last = t0;
 	while (!done(ctx)) {
-		now = lt_seconds();
-#ifdef LT_HAVE_MPI
-		if (watchdog_expired(d, t0, now, &last))
-			return report_stall(d, what);
-#else
-		(void)last, (void)what;
-#endif
+		double now = lt_seconds();
+		enum lt_status st = lt_dist_watch(d, t0, now, &last, what);
+		if (st != LT_OK)
+			return st;
 		/* the others' writes come from cores of their own, or from
 		 * ours once we yield: yield for a while, then sleep */
 		if (now - t0 < 0.01)
@@ -945,26 +103,6 @@ enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
 		else
 			usleep(50);
 	}
-	*spent += lt_seconds() - t0;
+	*(barrier ? &d->barrier_seconds : &d->wait_seconds) += lt_seconds() - t0;
 	return LT_OK;
-}
-
-enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *what)
-{
-#ifdef LT_HAVE_MPI
-	if (!s->mpi || d->local_size == 1)
-		return LT_OK;
-	MPI_Request req;
-	MPI_Win_sync(s->win);
-	int err = MPI_Ibarrier(d->node, &req);
-	if (err)
-		return mpi_failed(what, err);
-	/* nothing moves at a barrier: its wait is for the node's slower ranks */
-	enum lt_status st = wait_requests(d, &req, 1, &what, &d->barriers);
-	MPI_Win_sync(s->win);
-	return st;
-#else
-	(void)d, (void)s, (void)what;
-	return LT_OK;
-#endif
 }

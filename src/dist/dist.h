@@ -7,8 +7,12 @@
  * collective and the ranks that did not answer (died or stalled). The
  * caller then reports and calls lt_dist_abort, which ends the whole job.
  *
+ * Built without MPI (dist_none.c), a job is one rank: every collective is
+ * a no-op or a copy, and node-shared memory is the rank's own.
+ *
  * Ownership: lt_dist_init gives an lt_dist that lt_dist_finalize releases
- * (once, at the end of the process: MPI cannot be started again). */
+ * (once, at the end of the process: MPI cannot be started again);
+ * lt_dist_shared_new gives memory that lt_dist_shared_free releases. */
 #ifndef LT_DIST_H
 #define LT_DIST_H
 
@@ -21,6 +25,8 @@ typedef struct lt_dist lt_dist;
 enum lt_dist_type { LT_DIST_F32, LT_DIST_F64, LT_DIST_I128 };
 enum lt_dist_op { LT_DIST_SUM, LT_DIST_MAX };
 
+/* ------------------------------------------------------------- the job */
+
 /* 1 when this lltrain was built with MPI. */
 int lt_dist_have_mpi(void);
 /* Starts MPI when the environment says a launcher started this process
@@ -30,6 +36,8 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out);
 void lt_dist_finalize(lt_dist *d);
 /* Ends every rank of the job at once with exit status `code`. */
 _Noreturn void lt_dist_abort(lt_dist *d, int code);
+
+/* ----------------------------------------------------- ranks and nodes */
 
 int lt_dist_rank(const lt_dist *d);
 int lt_dist_size(const lt_dist *d);
@@ -48,6 +56,8 @@ int lt_dist_rank_of_local(const lt_dist *d, int local);
 /* The node's name (gethostname). */
 const char *lt_dist_host(const lt_dist *d);
 
+/* ----------------------------- the watchdog and the time spent waiting */
+
 /* The watchdog's limit (seconds without progress; default 30) and the step
  * its messages name. */
 void lt_dist_set_timeout(lt_dist *d, double seconds);
@@ -59,6 +69,11 @@ double lt_dist_take_wait_seconds(lt_dist *d);
  * node's other ranks had yet to arrive (nothing moves at a barrier), so it
  * is waiting for slower ranks, not for communication. */
 double lt_dist_take_barrier_seconds(lt_dist *d);
+/* Counts seconds spent exchanging outside the collectives (summing
+ * through shared memory) as waiting for the exchange. */
+void lt_dist_add_wait_seconds(lt_dist *d, double seconds);
+
+/* ----------------------------------- collectives that return when done */
 
 /* buf[n] = op over the ranks of buf[n], on every rank. LT_DIST_I128 counts
  * 16-byte signed integers (two's complement, native order); SUM only. */
@@ -73,7 +88,23 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
  * (off has size + 1 entries). */
 enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 				      const char *what);
+/* lt_dist_allgatherv_f32 among the ranks with this rank's local index:
+ * each one's range goes to the others (off has size + 1 entries). */
+enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
+					    const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
+
+/* ---------------------------- collectives started now, completed later */
+
+/* Starts the sum over the ranks of send[n] into recv[n] on rank root
+ * (recv is unused elsewhere). It completes in lt_dist_progress /
+ * lt_dist_wait_all; send and recv must stay untouched until then. Up to
+ * 4096 collectives may be under way at once. */
+enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, size_t n,
+				    int root, const char *what);
+/* Starts the in-place all-reduce (sum) of buf[n]; it completes as a
+ * reduce started above does, and buf must stay untouched until then. */
+enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what);
 /* Starts the sum of buf[n] in place over the ranks with this rank's local
  * index, one per node (lt_dist_nodes > 0); it completes as
  * lt_dist_allreduce_start's does. */
@@ -86,10 +117,17 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
  * first waits for the first. */
 enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const size_t *cut,
 					       const char *what);
-/* lt_dist_allgatherv_f32 among the ranks with this rank's local index:
- * each one's range goes to the others (off has size + 1 entries). */
-enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
-					    const char *what);
+/* Lets started collectives advance without waiting. */
+enum lt_status lt_dist_progress(lt_dist *d);
+/* A mark of the collectives started so far, for lt_dist_wait_to. */
+size_t lt_dist_mark(const lt_dist *d);
+/* Waits (under the watchdog) until the collectives started before mark
+ * completed (their buffers are free again). */
+enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark);
+/* Waits (under the watchdog) until every started collective completed. */
+enum lt_status lt_dist_wait_all(lt_dist *d);
+
+/* -------------------------------- memory shared by the ranks of a node */
 
 /* Memory every rank of a node reads and writes: each rank's own part, of
  * the size it asked for (collective over the job; MPI-3 shared windows). */
@@ -111,27 +149,5 @@ enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *wh
  * `barrier`, for the node's slower ranks. */
 enum lt_status lt_dist_wait_until(lt_dist *d, int (*done)(void *ctx), void *ctx,
 				  const char *what, int barrier);
-/* Counts seconds spent exchanging outside the collectives (summing
- * through shared memory) as waiting for the exchange. */
-void lt_dist_add_wait_seconds(lt_dist *d, double seconds);
-
-/* Starts the sum over the ranks of send[n] into recv[n] on rank root
- * (recv is unused elsewhere). It completes in lt_dist_progress /
- * lt_dist_wait_all; send and recv must stay untouched until then. Up to
- * 4096 collectives may be under way at once. */
-enum lt_status lt_dist_reduce_start(lt_dist *d, const float *send, float *recv, size_t n,
-				    int root, const char *what);
-/* Starts the in-place all-reduce (sum) of buf[n]; it completes as a
- * reduce started above does, and buf must stay untouched until then. */
-enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const char *what);
-/* Lets started collectives advance without waiting. */
-enum lt_status lt_dist_progress(lt_dist *d);
-/* A mark of the collectives started so far, for lt_dist_wait_to. */
-size_t lt_dist_mark(const lt_dist *d);
-/* Waits (under the watchdog) until the collectives started before mark
- * completed (their buffers are free again). */
-enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark);
-/* Waits (under the watchdog) until every started collective completed. */
-enum lt_status lt_dist_wait_all(lt_dist *d);
 
 #endif

@@ -1,0 +1,48 @@
+/* What dist.c shares with the build's implementation of the ranks
+ * (dist_mpi.c with MPI, dist_none.c without): the state every build keeps
+ * and the watchdog each implementation provides to it. Private to
+ * src/dist/dist*.c.
+ *
+ * Ownership: lt_dist_alone_new gives a state that lt_dist_alone_free
+ * releases (with its rank lists; not d->mpi, which dist_mpi.c owns). */
+#ifndef LT_DIST_IMPL_H
+#define LT_DIST_IMPL_H
+
+#include "dist/dist.h"
+
+/* The MPI state of a job of several ranks: defined by dist_mpi.c only. */
+struct lt_dist_mpi;
+
+struct lt_dist {
+	int rank, size, local_rank, local_size;
+	int nodes;         /* nodes, when each runs local_size ranks; else 0 */
+	int consecutive;   /* every node's ranks are consecutive job ranks */
+	int *node_ranks;   /* [local_size]: the job rank of each rank of the node */
+	int *cross_ranks;  /* [nodes, or 1]: the job rank of this local index on each node */
+	char host[256];
+	double timeout;    /* the watchdog's limit, seconds without progress */
+	long step;         /* the step the watchdog's messages name */
+	double wait_seconds;     /* waiting for collectives, since last taken */
+	double barrier_seconds;  /* at node barriers, since last taken */
+	struct lt_dist_mpi *mpi; /* NULL when this process runs alone */
+};
+
+/* dist.c: */
+
+/* Whether a launcher started this process (its environment says so;
+ * LLTRAIN_MPI=0 or 1 overrides). */
+int lt_dist_launched(void);
+/* A job of one rank on this host, the state every job starts from: one
+ * node of one rank, the watchdog at 30 s. */
+enum lt_status lt_dist_alone_new(lt_dist **out);
+void lt_dist_alone_free(lt_dist *d);
+
+/* dist_mpi.c or dist_none.c: */
+
+/* The watchdog's turn in a wait that began at t0, `what` naming it: LT_OK
+ * while the wait may go on, else LT_ERR_COMM with the ranks that did not
+ * answer in lt_errmsg. Alone, a wait has no one to watch: always LT_OK. */
+enum lt_status lt_dist_watch(lt_dist *d, double t0, double now, double *last,
+			     const char *what);
+
+#endif
