@@ -454,10 +454,7 @@ enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_mod
 
 void lt_checkpoint_abandon(const char *tmp)
 {
-	char saved[8192]; /* lt_errmsg's room */
-	snprintf(saved, sizeof saved, "%s", lt_errmsg());
-	lt_fs_remove_tree(tmp);
-	lt_errmsg_set("%s", saved);
+	lt_fs_discard(tmp);
 }
 
 enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_optim *o,

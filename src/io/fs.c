@@ -337,6 +337,14 @@ enum lt_status lt_fs_remove_tree(const char *path)
 	return LT_OK;
 }
 
+void lt_fs_discard(const char *path)
+{
+	char saved[8192]; /* lt_errmsg's room */
+	snprintf(saved, sizeof saved, "%s", lt_errmsg());
+	lt_fs_remove_tree(path);
+	lt_errmsg_set("%s", saved);
+}
+
 enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *name)
 {
 	int n = snprintf(out, cap, "%s/%s", dir, name);

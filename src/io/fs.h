@@ -58,6 +58,10 @@ enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char 
  * 8 directories deep); links are removed, never followed. A missing path
  * is no error; a path that ends in no name ("/", ".", "..") is LT_ERR_ARG. */
 enum lt_status lt_fs_remove_tree(const char *path);
+/* lt_fs_remove_tree for what a failed writer leaves behind (a temporary
+ * file or directory): lt_errmsg keeps the failure that made the writer
+ * give up, which is the one to report, and a failure to remove is quiet. */
+void lt_fs_discard(const char *path);
 
 /* out[cap] = dir/name; LT_ERR_ARG naming the path when it does not fit
  * (never a truncated path). */

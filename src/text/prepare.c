@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -41,17 +40,6 @@ char *lt_prepare_copy_string(const char *s)
 		memcpy(p, s, n);
 	else
 		lt_errmsg_set("cannot allocate %zu bytes for a string", n);
-	return p;
-}
-
-char *lt_prepare_join_path(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 2;
-	char *p = malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", a, b);
-	else
-		lt_errmsg_set("cannot allocate %zu bytes for a path", n);
 	return p;
 }
 
@@ -143,7 +131,7 @@ static enum lt_status open_shard(struct output *out)
 	if (!(out->names[out->n_shards] = lt_prepare_copy_string(name)))
 		return LT_ERR_NOMEM;
 	out->n_shards++;
-	char *path = lt_prepare_join_path(out->dir, name);
+	char *path = lt_fs_join_new(out->dir, name);
 	if (!path)
 		return LT_ERR_NOMEM;
 	enum lt_status st = lt_shard_writer_new(path, out->vocab_size, out->eot_id, &out->w);
@@ -379,27 +367,21 @@ static json_t *record_json(const struct lt_prepare_opts *o, const struct lt_corp
 			 "val", string_array(e->val.names, e->val.n_shards));
 }
 
-/* Writes dir/prepare.json and fsyncs it. */
+/* Writes dir/prepare.json and fsyncs it (dir is the temporary output
+ * directory, published whole once everything in it is written). */
 static enum lt_status write_record(const char *dir, json_t *j)
 {
-	char *path = lt_prepare_join_path(dir, "prepare.json");
+	char *path = lt_fs_join_new(dir, "prepare.json");
 	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
-	enum lt_status st = LT_OK;
-	FILE *f = NULL;
-	if (!path || !text) {
-		free(path);
-		free(text);
+	enum lt_status st = LT_ERR_NOMEM;
+	size_t n = text ? strlen(text) : 0;
+	char *line = text ? realloc(text, n + 2) : NULL;
+	if (!path || !line) {
 		lt_errmsg_set("cannot allocate prepare.json");
-		return LT_ERR_NOMEM;
-	}
-	if (!(f = fopen(path, "w")) || fputs(text, f) == EOF || fputc('\n', f) == EOF ||
-	    fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		lt_errmsg_set("%s: cannot write: %s", path, strerror(errno));
-		st = LT_ERR_IO;
-	}
-	if (f && fclose(f) != 0 && st == LT_OK) {
-		lt_errmsg_set("%s: cannot write: %s", path, strerror(errno));
-		st = LT_ERR_IO;
+	} else {
+		text = line;
+		memcpy(text + n, "\n", 2);
+		st = lt_fs_write_new(path, text, n + 1);
 	}
 	free(path);
 	free(text);
@@ -408,23 +390,9 @@ static enum lt_status write_record(const char *dir, json_t *j)
 
 /* ------------------------------------------------ the output directory */
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void remove_tree(const char *dir)
-{
-	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static int holds_prepare_json(const char *dir)
 {
-	char *path = lt_prepare_join_path(dir, "prepare.json");
+	char *path = lt_fs_join_new(dir, "prepare.json");
 	struct stat sb;
 	int yes = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 	free(path);
@@ -456,79 +424,37 @@ static enum lt_status check_replaceable(const char *out)
 /* mkdir -p of the directory that will hold out. */
 static enum lt_status make_parents(const char *out)
 {
-	char *path = lt_prepare_copy_string(out);
-	if (!path)
+	const char *slash = strrchr(out, '/');
+	if (!slash || slash == out)
+		return LT_OK;
+	char *parent = lt_prepare_copy_string(out);
+	if (!parent)
 		return LT_ERR_NOMEM;
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-			lt_errmsg_set("%s: cannot create the directory: %s", path, strerror(errno));
-			free(path);
-			return LT_ERR_IO;
-		}
-		*p = '/';
-	}
-	free(path);
-	return LT_OK;
-}
-
-static void sync_parent(const char *out)
-{
-	char *path = lt_prepare_copy_string(out);
-	char *slash = path ? strrchr(path, '/') : NULL;
-	int fd;
-	if (!path)
-		return;
-	if (slash == path)
-		slash[1] = '\0';
-	else if (slash)
-		*slash = '\0';
-	if ((fd = open(slash ? path : ".", O_RDONLY | O_DIRECTORY)) >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	free(path);
+	parent[slash - out] = '\0';
+	enum lt_status st = lt_fs_make_dirs(parent);
+	free(parent);
+	return st;
 }
 
 /* Puts the finished tmp directory at out. An earlier preparation there is
- * moved aside first and removed only once the new one is in place. */
+ * moved aside first (to out.old-PID) and removed only once the new one is
+ * in place. */
 static enum lt_status move_into_place(const char *tmp, const char *out)
 {
-	struct stat sb;
-	char *old = NULL;
-	enum lt_status st;
-	if ((st = check_replaceable(out)) != LT_OK)
+	enum lt_status st = check_replaceable(out);
+	if (st != LT_OK)
 		return st;
-	if (lstat(out, &sb) == 0 && lt_fs_is_empty_dir(out) != 1) {
-		size_t n = strlen(out) + sizeof ".old-XXXXXX";
-		if (!(old = malloc(n))) {
-			lt_errmsg_set("cannot allocate %zu bytes for a path", n);
-			return LT_ERR_NOMEM;
-		}
-		snprintf(old, n, "%s.old-XXXXXX", out);
-		/* an empty directory by that name, which rename replaces */
-		if (!mkdtemp(old) || rename(out, old) != 0) {
-			lt_errmsg_set("%s: cannot move the earlier preparation aside: %s", out,
-				      strerror(errno));
-			rmdir(old);
-			free(old);
-			return LT_ERR_IO;
-		}
+	size_t n = strlen(out) + 32;
+	char *aside = malloc(n);
+	if (!aside) {
+		lt_errmsg_set("cannot allocate %zu bytes for a path", n);
+		return LT_ERR_NOMEM;
 	}
-	if (rename(tmp, out) != 0) {
-		lt_errmsg_set("%s: cannot rename %s into place: %s", out, tmp, strerror(errno));
-		if (old)
-			rename(old, out);
-		free(old);
-		return LT_ERR_IO;
-	}
-	sync_parent(out);
-	if (old)
-		remove_tree(old);
-	free(old);
-	return LT_OK;
+	snprintf(aside, n, "%s.old-%ld", out, (long)getpid());
+	lt_fs_discard(aside); /* left by an earlier run of this pid that crashed */
+	st = lt_fs_publish_dir(tmp, out, aside);
+	free(aside);
+	return st;
 }
 
 /* --------------------------------------------------------- the whole run */
@@ -699,7 +625,7 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 		st = move_into_place(tmp, out);
 done:
 	if (tmp && st != LT_OK)
-		remove_tree(tmp);
+		lt_fs_discard(tmp);
 	if (o.verbose)
 		fflush(stdout);
 	free(tmp);
@@ -720,7 +646,7 @@ static int shards_exist(const char *dir, const json_t *names)
 	json_array_foreach(names, i, v) {
 		struct stat sb;
 		const char *name = json_string_value(v);
-		char *path = name && !strchr(name, '/') ? lt_prepare_join_path(dir, name) : NULL;
+		char *path = name && !strchr(name, '/') ? lt_fs_join_new(dir, name) : NULL;
 		int there = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 		free(path);
 		if (!there)
@@ -731,7 +657,7 @@ static int shards_exist(const char *dir, const json_t *names)
 
 int lt_prepare_is_done(const char *dir)
 {
-	char *record = lt_prepare_join_path(dir, "prepare.json"), *tokfile = lt_prepare_join_path(dir, "tokenizer.json");
+	char *record = lt_fs_join_new(dir, "prepare.json"), *tokfile = lt_fs_join_new(dir, "tokenizer.json");
 	json_t *root = record ? json_load_file(record, 0, NULL) : NULL;
 	json_t *shards = json_object_get(root, "shards");
 	struct stat sb;

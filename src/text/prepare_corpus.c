@@ -4,6 +4,7 @@
 #include "config.h"
 #include "text/prepare.h"
 #include "text/prepare_impl.h"
+#include "io/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,7 +86,7 @@ static enum lt_status add_directory(struct lt_corpus *c, const char *dir)
 		struct stat sb;
 		if (is_skipped_name(e->d_name))
 			continue;
-		char *path = lt_prepare_join_path(dir, e->d_name);
+		char *path = lt_fs_join_new(dir, e->d_name);
 		if (!path) {
 			st = LT_ERR_NOMEM;
 			break;

@@ -5,8 +5,8 @@
  * the one public contract.
  *
  * Ownership: a struct lt_corpus owns its files' paths until
- * lt_corpus_free and borrows its name from the options; the strings of
- * lt_prepare_copy_string and lt_prepare_join_path are the caller's. */
+ * lt_corpus_free and borrows its name from the options; the strings that
+ * lt_prepare_copy_string returns are the caller's. */
 #ifndef LT_PREPARE_IMPL_H
 #define LT_PREPARE_IMPL_H
 
@@ -21,8 +21,6 @@
 
 /* A copy of s in new memory; NULL (with the error set) when memory is out. */
 char *lt_prepare_copy_string(const char *s);
-/* A new string "a/b"; NULL (with the error set) when memory is out. */
-char *lt_prepare_join_path(const char *a, const char *b);
 
 /* ---------------------------------------------------------- the corpus */
 

@@ -7,6 +7,7 @@
 #endif
 #include "text/tokenizer.h"
 #include "text/tokenizer_impl.h"
+#include "io/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -301,62 +302,30 @@ fail:
 	return NULL;
 }
 
-/* Writes j to dir/name through a temporary file, fsync and rename. */
+/* Publishes j, indented and ending in a newline, as dir/name. */
 static enum lt_status write_json_atomic(const char *dir, const char *name, const json_t *j)
 {
-	size_t n = strlen(dir) + strlen(name) + 16;
-	char *path = malloc(n), *tmp = malloc(n);
-	enum lt_status st = LT_ERR_IO;
-	FILE *f = NULL;
-	int fd = -1, dfd;
-
-	if (!path || !tmp) {
-		free(path);
-		free(tmp);
-		lt_errmsg_set("cannot allocate %zu bytes for a path", n);
-		return LT_ERR_NOMEM;
-	}
-	snprintf(path, n, "%s/%s", dir, name);
-	snprintf(tmp, n, "%s/.%s.XXXXXX", dir, name);
-	if ((fd = mkstemp(tmp)) < 0) {
-		lt_errmsg_set("%s: cannot create a temporary file: %s", path, strerror(errno));
+	char *path = lt_fs_join_new(dir, name);
+	char *text = path ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	enum lt_status st = LT_ERR_NOMEM;
+	if (!path)
+		return st;
+	if (!text) {
+		lt_errmsg_set("%s: out of memory while writing the JSON text", path);
 		goto out;
 	}
-	if (fchmod(fd, 0644) != 0 || !(f = fdopen(fd, "w"))) {
-		lt_errmsg_set("%s: %s", tmp, strerror(errno));
-		close(fd);
-		goto unlink;
+	size_t n = strlen(text);
+	char *line = realloc(text, n + 2);
+	if (!line) {
+		lt_errmsg_set("%s: out of memory while writing the JSON text", path);
+		goto out;
 	}
-	if (json_dumpf(j, f, JSON_INDENT(2)) != 0 || fputc('\n', f) == EOF || fflush(f) != 0) {
-		lt_errmsg_set("%s: cannot write: %s", tmp, strerror(errno));
-		fclose(f);
-		goto unlink;
-	}
-	if (fsync(fileno(f)) != 0) {
-		lt_errmsg_set("%s: cannot fsync: %s", tmp, strerror(errno));
-		fclose(f);
-		goto unlink;
-	}
-	if (fclose(f) != 0) {
-		lt_errmsg_set("%s: cannot close: %s", tmp, strerror(errno));
-		goto unlink;
-	}
-	if (rename(tmp, path) != 0) {
-		lt_errmsg_set("%s: cannot rename into place: %s", path, strerror(errno));
-		goto unlink;
-	}
-	/* Make the rename itself durable. */
-	if ((dfd = open(dir, O_RDONLY)) >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	st = LT_OK;
-	goto out;
-unlink:
-	unlink(tmp);
+	text = line;
+	memcpy(text + n, "\n", 2);
+	st = lt_fs_publish_file(path, text, n + 1);
 out:
+	free(text);
 	free(path);
-	free(tmp);
 	return st;
 }
 
