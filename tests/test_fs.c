@@ -184,6 +184,17 @@ static void test_remove_tree(void)
 	st = lt_fs_remove_tree(at("keep/.."));
 	tap_ok(st == LT_ERR_ARG && exists(at("keep/target")),
 	       "remove_tree refuses a path that ends in '..' (%s)", lt_errmsg());
+
+	/* discard: the tree goes, the writer's error stays, also when the
+	 * removal itself fails */
+	make_dir_with(at("failed"), "part", "p");
+	lt_errmsg_set("disk full while writing part");
+	lt_fs_discard(at("failed"));
+	int gone = !exists(at("failed")) && !strcmp(lt_errmsg(), "disk full while writing part");
+	lt_fs_discard(at("keep/.."));
+	tap_ok(gone && exists(at("keep/target")) &&
+	       !strcmp(lt_errmsg(), "disk full while writing part"),
+	       "discard removes a failed writer's tree and keeps its error (%s)", lt_errmsg());
 }
 
 static void test_join(void)
@@ -211,7 +222,7 @@ int main(void)
 		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
-	tap_plan(21);
+	tap_plan(22);
 	test_publish_file();
 	test_publish_dir();
 	test_remove_tree();
