@@ -212,6 +212,43 @@ static void test_join(void)
 	char *p = lt_fs_join_new("a/b", "c.txt");
 	tap_ok(p && !strcmp(p, "a/b/c.txt"), "join_new gives dir/name in new memory");
 	free(p);
+
+	static const char *const cases[][3] = {
+		{ "a/b/c", "a/b", "c" }, { "a/b//", "a", "b" }, { "name", ".", "name" },
+		{ "/top", "/", "top" }, { "/", "/", "" }, { "x//y", "x", "y" },
+	};
+	char d[64], n[64];
+	int right = 1;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		right &= lt_fs_split(cases[i][0], d, n, sizeof d) == LT_OK &&
+			 !strcmp(d, cases[i][1]) && !strcmp(n, cases[i][2]);
+		if (!right) {
+			tap_diag("split '%s': '%s' and '%s'", cases[i][0], d, n);
+			break;
+		}
+	}
+	tap_ok(right, "split gives the directory and the last name, trailing slashes dropped");
+}
+
+static void test_output_dir(void)
+{
+	int files = -1;
+	enum lt_status absent = lt_fs_output_dir(at("od-none"), 0, &files);
+	int none = absent == LT_OK && files == 0;
+	mkdir(at("od-empty"), 0755);
+	enum lt_status empty = lt_fs_output_dir(at("od-empty"), 0, &files);
+	int nothing = empty == LT_OK && files == 0;
+	make_dir_with(at("od-full"), "f", "x");
+	enum lt_status full = lt_fs_output_dir(at("od-full"), 0, &files);
+	tap_ok(none && nothing && full == LT_OK && files == 1,
+	       "output_dir: absent and empty hold no files, a directory with one does");
+	symlink(at("od-full"), at("od-link"));
+	enum lt_status link_as_is = lt_fs_output_dir(at("od-link"), 0, &files);
+	int refused = link_as_is == LT_ERR_ARG && msg_has("exists and is not a directory");
+	enum lt_status followed = lt_fs_output_dir(at("od-link"), 1, &files);
+	tap_ok(refused && followed == LT_OK && files == 1 &&
+	       lt_fs_output_dir(at("od-full/f"), 1, &files) == LT_ERR_ARG,
+	       "output_dir: a link is a directory only when followed; a file never is");
 }
 
 int main(void)
@@ -222,11 +259,12 @@ int main(void)
 		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
-	tap_plan(22);
+	tap_plan(25);
 	test_publish_file();
 	test_publish_dir();
 	test_remove_tree();
 	test_join();
+	test_output_dir();
 	if (lt_fs_remove_tree(dir) != LT_OK)
 		tap_diag("cannot remove %s: %s", dir, lt_errmsg());
 	return tap_done();

@@ -283,56 +283,28 @@ static void remove_temporary(struct session *s)
 	s->tmp[0] = '\0';
 }
 
-/* Splits out into its parent directory and last name (trailing slashes
- * dropped); parent is "." for a bare name. */
+/* Splits out into its parent directory and last name (see lt_fs_split),
+ * refusing a name that is none ("", ".", ".."). */
 static enum lt_status split_path(const char *out, char *parent, char *name, size_t cap)
 {
-	size_t n = strlen(out);
-	while (n > 1 && out[n - 1] == '/')
-		n--;
-	size_t slash = n;
-	while (slash > 0 && out[slash - 1] != '/')
-		slash--;
-	if (n - slash == 0 || n >= cap || !strncmp(out + slash, ".", n - slash) ||
-	    !strncmp(out + slash, "..", n - slash)) {
+	enum lt_status st = lt_fs_split(out, parent, name, cap);
+	if (st == LT_OK && (!name[0] || !strcmp(name, ".") || !strcmp(name, ".."))) {
 		lt_errmsg_set("%s: not a usable output directory name", out);
 		return LT_ERR_ARG;
 	}
-	snprintf(name, cap, "%.*s", (int)(n - slash), out + slash);
-	if (slash == 0)
-		snprintf(parent, cap, ".");
-	else
-		snprintf(parent, cap, "%.*s", slash > 1 ? (int)(slash - 1) : 1, out);
-	return LT_OK;
+	return st;
 }
 
 /* Whether out may be written: absent, an empty directory, or (with
  * --force) any directory. *fill is set when out exists with files. */
 static enum lt_status check_destination(const char *out, int force, int *fill)
 {
-	struct stat sb;
-	*fill = 0;
-	if (stat(out, &sb) != 0) {
-		if (errno == ENOENT)
-			return LT_OK;
-		lt_errmsg_set("%s: %s", out, strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (!S_ISDIR(sb.st_mode)) {
-		lt_errmsg_set("%s: exists and is not a directory", out);
-		return LT_ERR_ARG;
-	}
-	int empty = lt_fs_is_empty_dir(out);
-	if (empty < 0) {
-		lt_errmsg_set("%s: cannot list: %s", out, strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (!empty && !force) {
+	enum lt_status st = lt_fs_output_dir(out, 1, fill);
+	if (st == LT_OK && *fill && !force) {
 		lt_errmsg_set("%s: exists and is not empty (--force writes into it)", out);
 		return LT_ERR_ARG;
 	}
-	*fill = !empty;
-	return LT_OK;
+	return st;
 }
 
 /* Publishes the finished files of the temporary directory as out: the

@@ -179,6 +179,29 @@ out:
 	return st;
 }
 
+enum lt_status lt_fs_output_dir(const char *path, int follow, int *has_files)
+{
+	struct stat sb;
+	*has_files = 0;
+	if ((follow ? stat(path, &sb) : lstat(path, &sb)) != 0) {
+		if (errno == ENOENT)
+			return LT_OK;
+		lt_errmsg_set("%s: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		lt_errmsg_set("%s: exists and is not a directory", path);
+		return LT_ERR_ARG;
+	}
+	int empty = lt_fs_is_empty_dir(path);
+	if (empty < 0) {
+		lt_errmsg_set("%s: cannot list: %s", path, strerror(errno));
+		return LT_ERR_IO;
+	}
+	*has_files = !empty;
+	return LT_OK;
+}
+
 int lt_fs_is_empty_dir(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -192,10 +215,7 @@ int lt_fs_is_empty_dir(const char *dir)
 	return empty;
 }
 
-/* Splits path into the directory that holds its last name, in dir[cap]
- * ("." when path has no slash), and that name, in name[cap]; trailing
- * slashes belong to neither ("a/b/" is "a" and "b"). */
-static enum lt_status split_path(const char *path, char *dir, char *name, size_t cap)
+enum lt_status lt_fs_split(const char *path, char *dir, char *name, size_t cap)
 {
 	size_t end = strlen(path);
 	while (end > 1 && path[end - 1] == '/')
@@ -220,7 +240,7 @@ static enum lt_status split_path(const char *path, char *dir, char *name, size_t
 static enum lt_status sync_parent(const char *path)
 {
 	char dir[LT_FS_PATH_MAX], name[LT_FS_PATH_MAX];
-	enum lt_status st = split_path(path, dir, name, sizeof dir);
+	enum lt_status st = lt_fs_split(path, dir, name, sizeof dir);
 	return st != LT_OK ? st : lt_fs_sync(dir);
 }
 
@@ -319,7 +339,7 @@ static int remove_at(int dfd, const char *name, int depth)
 enum lt_status lt_fs_remove_tree(const char *path)
 {
 	char dir[LT_FS_PATH_MAX], name[LT_FS_PATH_MAX];
-	enum lt_status st = split_path(path, dir, name, sizeof dir);
+	enum lt_status st = lt_fs_split(path, dir, name, sizeof dir);
 	if (st != LT_OK)
 		return st;
 	if (!name[0] || !strcmp(name, ".") || !strcmp(name, "..")) {

@@ -27,6 +27,11 @@ int lt_fs_is_dir(const char *path);
 /* 1 when dir holds nothing, 0 when it holds something, -1 (errno set)
  * when it cannot be read. */
 int lt_fs_is_empty_dir(const char *dir);
+/* Where a writer may put a directory: path absent (*has_files 0), or a
+ * directory (*has_files 1 when it holds anything; with follow, a link to
+ * one counts). Anything else at path is LT_ERR_ARG, "exists and is not a
+ * directory". */
+enum lt_status lt_fs_output_dir(const char *path, int follow, int *has_files);
 /* mkdir -p: creates every missing directory of path; a part that exists
  * but is not a directory is LT_ERR_IO naming it. */
 enum lt_status lt_fs_make_dirs(const char *path);
@@ -63,6 +68,11 @@ enum lt_status lt_fs_remove_tree(const char *path);
  * give up, which is the one to report, and a failure to remove is quiet. */
 void lt_fs_discard(const char *path);
 
+/* Splits path into the directory that holds its last name, in dir[cap]
+ * ("." when path has no slash), and that name, in name[cap] (empty for
+ * "/" or ""); trailing slashes belong to neither ("a/b/" is "a" and
+ * "b"). LT_ERR_ARG naming the path when either does not fit. */
+enum lt_status lt_fs_split(const char *path, char *dir, char *name, size_t cap);
 /* out[cap] = dir/name; LT_ERR_ARG naming the path when it does not fit
  * (never a truncated path). */
 enum lt_status lt_fs_join(char *out, size_t cap, const char *dir, const char *name);

@@ -402,23 +402,14 @@ static int holds_prepare_json(const char *dir)
 /* Refuses an out_dir that is not absent, empty, or an earlier preparation. */
 static enum lt_status check_replaceable(const char *out)
 {
-	struct stat sb;
-	if (lstat(out, &sb) != 0) {
-		if (errno == ENOENT)
-			return LT_OK;
-		lt_errmsg_set("%s: %s", out, strerror(errno));
-		return LT_ERR_IO;
-	}
-	if (!S_ISDIR(sb.st_mode)) {
-		lt_errmsg_set("%s: exists and is not a directory", out);
-		return LT_ERR_ARG;
-	}
-	if (lt_fs_is_empty_dir(out) != 1 && !holds_prepare_json(out)) {
+	int has_files;
+	enum lt_status st = lt_fs_output_dir(out, 0, &has_files);
+	if (st == LT_OK && has_files && !holds_prepare_json(out)) {
 		lt_errmsg_set("%s: not empty and holds no prepare.json (not prepared data); "
 			      "refusing to replace it", out);
 		return LT_ERR_ARG;
 	}
-	return LT_OK;
+	return st;
 }
 
 /* mkdir -p of the directory that will hold out. */
