@@ -2,9 +2,13 @@
 #include "config.h"
 #include "tap.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static int planned = -1, run, failed, muted;
 
@@ -143,4 +147,49 @@ unsigned char *tap_slurp(const char *path, size_t *n)
 double tap_worst(double worst, double e)
 {
 	return worst != worst || e <= worst ? worst : e;
+}
+
+static char scratch[4096];
+
+const char *tap_scratch_new(const char *prefix)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(scratch, sizeof scratch, "%s/%s.XXXXXX", tmp && tmp[0] ? tmp : "/tmp", prefix);
+	if (!mkdtemp(scratch)) {
+		printf("Bail out! mkdtemp %s: %s\n", scratch, strerror(errno));
+		exit(1);
+	}
+	return scratch;
+}
+
+const char *tap_at(const char *name)
+{
+	static char buf[6][4400];
+	static int slot;
+	slot = (slot + 1) % 6;
+	snprintf(buf[slot], sizeof buf[slot], "%s/%s", scratch, name);
+	return buf[slot];
+}
+
+int tap_exists(const char *path)
+{
+	struct stat sb;
+	return lstat(path, &sb) == 0;
+}
+
+int tap_count_entries(const char *dir, const char *part, int anywhere)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		n += anywhere ? strstr(e->d_name, part) != NULL
+			      : !strncmp(e->d_name, part, strlen(part));
+	}
+	closedir(d);
+	return n;
 }

@@ -28,6 +28,18 @@ unsigned char *tap_slurp(const char *path, size_t *n);
 /* Ends the whole file as skipped (exit 77 semantics in TAP: "1..0 # SKIP"). */
 _Noreturn void tap_skip_all(const char *why, ...) __attribute__((format(printf, 1, 2)));
 
+/* Scratch files. tap_scratch_new makes a new empty directory
+ * $TMPDIR/PREFIX.XXXXXX (or under /tmp) for the test's files and returns
+ * its path, or bails out; tap_at gives the path of name inside it (six
+ * rotating buffers, so up to six may be in use at once); tap_exists says
+ * whether a path exists (a link counts, whatever it points to); and
+ * tap_count_entries counts the entries of directory dir whose names start
+ * with part (anywhere: contain it), -1 when dir cannot be listed. */
+const char *tap_scratch_new(const char *prefix);
+const char *tap_at(const char *name);
+int tap_exists(const char *path);
+int tap_count_entries(const char *dir, const char *part, int anywhere);
+
 /* Relative L2 error ||a - b|| / max(||b||, tiny) of a float array against a
  * double reference. */
 double tap_rel_l2_f(const float *a, const double *ref, long n);

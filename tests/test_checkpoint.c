@@ -30,6 +30,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "io/safetensors.h"
+#include "io/fs.h"
 #include "tap.h"
 #include "text/tokenizer.h"
 
@@ -49,7 +50,7 @@ static const struct lt_optim_config adamw = {
 
 static const char config_text[] = "[model]\ndim = 32\nvocab_size = 300\n\n[train]\nlr = 0.01\n";
 
-static char dir[4096];
+static const char *dir; /* the scratch directory */
 static lt_backend *be;
 
 /* A path under the test's temporary directory (a few static slots, so
@@ -69,11 +70,6 @@ static const char *at(const char *fmt, ...)
 	return buf[slot];
 }
 
-static int exists(const char *path)
-{
-	return access(path, F_OK) == 0;
-}
-
 static int msg_has(const char *a, const char *b, const char *c)
 {
 	const char *m = lt_errmsg();
@@ -88,22 +84,6 @@ static int same_file_bytes(const char *a, const char *b)
 	free(pa);
 	free(pb);
 	return same;
-}
-
-/* How many entries of path start with prefix. */
-static int count_entries(const char *path, const char *prefix)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	int n = 0;
-	if (!d)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		if (!strncmp(e->d_name, prefix, strlen(prefix)) && strcmp(e->d_name, ".") &&
-		    strcmp(e->d_name, ".."))
-			n++;
-	closedir(d);
-	return n;
 }
 
 static float *read_all(lt_ref r, size_t n)
@@ -299,9 +279,9 @@ static void test_save_and_load(struct trained *a, char *ck2, size_t cap)
 	enum lt_status st = lt_checkpoint_save(at("run"), a->m, a->o, &s, ck2, cap);
 	tap_ok(st == LT_OK && !strcmp(ck2, at("run/checkpoints/step_00000002")),
 	       "save at step 2 writes run/checkpoints/step_00000002 (%s)", lt_errmsg());
-	tap_ok(count_entries(at("run/checkpoints"), "") == 1 &&
-	       count_entries(ck2, "") == 5 &&
-	       exists(at("run/checkpoints/step_00000002/state.json")),
+	tap_ok(tap_count_entries(at("run/checkpoints"), "", 0) == 1 &&
+	       tap_count_entries(ck2, "", 0) == 5 &&
+	       tap_exists(at("run/checkpoints/step_00000002/state.json")),
 	       "one directory of five files, no temporary left");
 	check_model_file(a, at("run/checkpoints/step_00000002/model.safetensors"));
 	check_optimizer_file(a, at("run/checkpoints/step_00000002/optimizer.safetensors"));
@@ -360,7 +340,7 @@ static void test_latest_and_prune(struct trained *a)
 	s.elapsed = 99.5;
 	tap_ok(lt_checkpoint_save(at("run"), a->m, a->o, &s, NULL, 0) == LT_OK &&
 	       lt_checkpoint_read_state(at("run/checkpoints/step_00000005"), &r) == LT_OK &&
-	       r.elapsed == 99.5 && count_entries(at("run/checkpoints"), ".") == 0,
+	       r.elapsed == 99.5 && tap_count_entries(at("run/checkpoints"), ".", 0) == 0,
 	       "a second save of step 5 replaces the first, nothing left aside");
 	lt_ckpt_state_free(&r);
 
@@ -372,13 +352,13 @@ static void test_latest_and_prune(struct trained *a)
 	mkdir(at("run/checkpoints/.tmp-step_00000011-99999"), 0755);
 	tap_write_file(at("run/checkpoints/.tmp-step_00000011-99999/model.safetensors"), "x", 1);
 	mkdir(at("run/checkpoints/notes"), 0755);
-	tap_ok(count_entries(at("run/checkpoints"), "step_") == 4, "four checkpoints: 2, 5, 7, 9");
+	tap_ok(tap_count_entries(at("run/checkpoints"), "step_", 0) == 4, "four checkpoints: 2, 5, 7, 9");
 	tap_ok(lt_checkpoint_prune(at("run"), 2) == LT_OK &&
-	       count_entries(at("run/checkpoints"), "step_") == 2 &&
-	       exists(at("run/checkpoints/step_00000007")) &&
-	       exists(at("run/checkpoints/step_00000009")) &&
-	       count_entries(at("run/checkpoints"), ".tmp") == 0 &&
-	       exists(at("run/checkpoints/notes")),
+	       tap_count_entries(at("run/checkpoints"), "step_", 0) == 2 &&
+	       tap_exists(at("run/checkpoints/step_00000007")) &&
+	       tap_exists(at("run/checkpoints/step_00000009")) &&
+	       tap_count_entries(at("run/checkpoints"), ".tmp", 0) == 0 &&
+	       tap_exists(at("run/checkpoints/notes")),
 	       "prune 2 keeps steps 7 and 9, removes the stale temporary, leaves other names");
 }
 
@@ -547,8 +527,8 @@ static void test_failed_save(struct trained *a)
 	       "a save past the file-size limit: LT_ERR_IO naming the file (%s)", msg11);
 	tap_ok(st9 == LT_ERR_IO && msg_has("model.safetensors", strerror(EFBIG), NULL),
 	       "so does a save that would replace step 9");
-	tap_ok(count_entries(at("run/checkpoints"), ".") == 0 &&
-	       !exists(at("run/checkpoints/step_00000011")),
+	tap_ok(tap_count_entries(at("run/checkpoints"), ".", 0) == 0 &&
+	       !tap_exists(at("run/checkpoints/step_00000011")),
 	       "no temporary directory and no step 11 left");
 	struct trained c;
 	if (!make_model(&small, 2, &c))
@@ -581,7 +561,7 @@ static void test_impossible_place(struct trained *a)
 	s.tokenizer = missing;
 	st = lt_checkpoint_save(at("run3"), a->m, a->o, &s, NULL, 0);
 	tap_ok(st == LT_ERR_IO && msg_has(missing, strerror(ENOENT), NULL) &&
-	       count_entries(at("run3/checkpoints"), "") == 0,
+	       tap_count_entries(at("run3/checkpoints"), "", 0) == 0,
 	       "a missing tokenizer: named, and nothing left in run3/checkpoints (%s)",
 	       lt_errmsg());
 }
@@ -740,9 +720,9 @@ static void test_sharded_roundtrip(const struct trained *f)
 				"optimizer-00002-of-00004.safetensors",
 				"optimizer-00003-of-00004.safetensors" };
 	tap_ok(st == LT_OK && !strcmp(ck, at("sh/checkpoints/step_00000020")) &&
-	       count_entries(ck, "") == 6 && !exists(at("sh/checkpoints/step_00000020/"
+	       tap_count_entries(ck, "", 0) == 6 && !tap_exists(at("sh/checkpoints/step_00000020/"
 							"optimizer.safetensors")) &&
-	       lists_exactly(ck, names, 5) && count_entries(at("sh/checkpoints"), ".") == 0,
+	       lists_exactly(ck, names, 5) && tap_count_entries(at("sh/checkpoints"), ".", 0) == 0,
 	       "begin, 4 shards, commit: model, optimizer-0000R-of-00004 for R < 4 and state.json "
 	       "listing them, no temporary left (%s)", lt_errmsg());
 	int meta = 1;
@@ -822,7 +802,7 @@ static void test_bad_shards(const struct trained *f)
 	lt_checkpoint_abandon(tmp);
 	tap_ok(st == LT_ERR_NOTFOUND && strstr(msg, tmp) &&
 	       strstr(msg, "/optimizer-00001-of-00002.safetensors: missing") &&
-	       !strcmp(lt_errmsg(), msg) && count_entries(at("bad/checkpoints"), "") == 0,
+	       !strcmp(lt_errmsg(), msg) && tap_count_entries(at("bad/checkpoints"), "", 0) == 0,
 	       "a missing shard at commit: named; abandon keeps the message and leaves no "
 	       "temporary directory (%s)", msg);
 
@@ -893,7 +873,7 @@ static void test_single_rank(const struct trained *f)
 	char ck[4400], tmp[4400], file[4500];
 	int ok = lt_checkpoint_save(at("one"), f->m, f->o, &s, ck, sizeof ck) == LT_OK;
 	snprintf(file, sizeof file, "%s/optimizer.safetensors", ck);
-	tap_ok(ok && exists(file) && count_entries(ck, "optimizer") == 1 &&
+	tap_ok(ok && tap_exists(file) && tap_count_entries(ck, "optimizer", 0) == 1 &&
 	       shard_meta(file, 0, n, n, 0, 1) && load_ranks(f, ck, two, 2),
 	       "a single-rank save: optimizer.safetensors, rank 0 of 1, loads on 2 ranks bitwise");
 
@@ -903,7 +883,7 @@ static void test_single_rank(const struct trained *f)
 	s.step = 31;
 	ok = lt_checkpoint_begin(at("one"), 31, 1, tmp, sizeof tmp) == LT_OK &&
 	     lt_checkpoint_commit(at("one"), tmp, f->m, 0, &s, ck, sizeof ck) == LT_OK &&
-	     count_entries(ck, "optimizer") == 0 &&
+	     tap_count_entries(ck, "optimizer", 0) == 0 &&
 	     lt_checkpoint_load(ck, b.m, b.o, NULL) == LT_ERR_NOTFOUND &&
 	     msg_has(at("one/checkpoints/step_00000031/state.json"), "lists no optimizer file", NULL);
 	tap_ok(ok && lt_checkpoint_load(ck, b.m, NULL, NULL) == LT_OK && same_params(f->m, b.m),
@@ -924,25 +904,12 @@ static void test_sharded(void)
 	free_model(&f);
 }
 
-static void remove_all(const char *path)
-{
-	char cmd[4600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-	if (system(cmd) != 0)
-		tap_diag("could not remove %s", path);
-}
-
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
 	struct trained a;
 	char ck2[4400];
 
-	snprintf(dir, sizeof dir, "%s/lt_ckpt_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
-		return 1;
-	}
+	dir = tap_scratch_new("lt_ckpt");
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !make_model(&small, 1, &a)) {
 		printf("Bail out! cannot build the model: %s\n", lt_errmsg());
 		return 1;
@@ -959,6 +926,7 @@ int main(void)
 	test_sharded();
 	free_model(&a);
 	lt_backend_free(be);
-	remove_all(dir);
+	if (lt_fs_remove_tree(dir) != LT_OK)
+		tap_diag("could not remove %s: %s", dir, lt_errmsg());
 	return tap_done();
 }

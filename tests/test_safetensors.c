@@ -17,25 +17,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "io/fs.h"
 #include "tap.h"
 
-static char dir[4096];
-
-/* A path inside the test's temporary directory (one static buffer per
- * call slot, so two may be used at once). */
-static const char *at(const char *name)
-{
-	static char buf[4][4200];
-	static int slot;
-	slot = (slot + 1) % 4;
-	snprintf(buf[slot], sizeof buf[slot], "%s/%s", dir, name);
-	return buf[slot];
-}
-
-static int exists(const char *path)
-{
-	return access(path, F_OK) == 0;
-}
+static const char *dir; /* the scratch directory */
 
 /* A hand-made file: an 8-byte length field (hlen), header bytes, then
  * ndata bytes of data (0, 1, 2, ...). */
@@ -50,7 +35,7 @@ static void make_raw(const char *name, uint64_t hlen, const char *header, size_t
 	memcpy(p + 8, header, hl);
 	for (size_t i = 0; i < ndata; i++)
 		p[8 + hl + i] = (unsigned char)i;
-	if (!tap_write_file(at(name), p, n))
+	if (!tap_write_file(tap_at(name), p, n))
 		abort();
 	free(p);
 }
@@ -67,7 +52,7 @@ static int msg_has(const char *path, const char *a, const char *b)
 static void expect_open_fail(const char *what, const char *name, enum lt_status want,
                              const char *a, const char *b)
 {
-	const char *path = at(name);
+	const char *path = tap_at(name);
 	lt_st *st = NULL;
 	enum lt_status rc;
 	lt_errmsg_clear();
@@ -186,7 +171,7 @@ static int same_bits_f(const float *a, const float *b, size_t n)
 static void test_round_trip(void)
 {
 	static const char head[] = "{\"__metadata__\":{\"format\":\"lltrain\",\"note\":\"" NOTE "\"},\"f64\":";
-	const char *path = at("sample.safetensors"), *path2 = at("sample2.safetensors");
+	const char *path = tap_at("sample.safetensors"), *path2 = tap_at("sample2.safetensors");
 	int fetches = 0, ok;
 	lt_st *st = NULL;
 	unsigned char *b1, *b2;
@@ -314,7 +299,7 @@ static void test_exact_header(void)
 	static const int64_t s2[] = { 2 };
 	static const char want[] = "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
 	                           "\"data_offsets\":[0,8]}}";
-	const char *path = at("tiny.safetensors");
+	const char *path = tap_at("tiny.safetensors");
 	size_t wl = strlen(want), padded = (wl + 7) / 8 * 8, n;
 	lt_st_writer *w = NULL;
 	unsigned char *b;
@@ -338,11 +323,11 @@ static void test_bad_files(void)
 {
 	static const char junk[5] = "abcde";
 	size_t n;
-	unsigned char *b = tap_slurp(at("sample.safetensors"), &n);
-	if (!b || !tap_write_file(at("cut.safetensors"), b, n - 1))
+	unsigned char *b = tap_slurp(tap_at("sample.safetensors"), &n);
+	if (!b || !tap_write_file(tap_at("cut.safetensors"), b, n - 1))
 		abort();
 	free(b);
-	tap_write_file(at("short.safetensors"), junk, 5);
+	tap_write_file(tap_at("short.safetensors"), junk, 5);
 	make_raw("hlen_big.safetensors", 4096, "{}", 90);
 	make_raw("hlen_huge.safetensors", UINT64_C(0x3f8000003f800000), "", 8);
 	make_raw("hlen_zero.safetensors", 0, "", 16);
@@ -406,7 +391,7 @@ static void test_writer_errors(void)
 {
 	static const int64_t s1[] = { 1 }, sneg[] = { -2 }, sbig[] = { 1 << 20 };
 	static const float one[1] = { 1 };
-	const char *path = at("w.safetensors");
+	const char *path = tap_at("w.safetensors");
 	lt_st_writer *w = NULL;
 	float *big;
 
@@ -423,13 +408,13 @@ static void test_writer_errors(void)
 	       && msg_has(path, "shape[0] = -2 is negative", NULL)
 	       && lt_st_writer_add(w, "d", LT_ST_F32, LT_ST_MAX_DIMS + 1, s1, one) == LT_ERR_ARG,
 	       "a negative dimension or too many dimensions are refused");
-	tap_ok(!exists(path) && lt_st_writer_finish(w) == LT_OK && exists(path)
+	tap_ok(!tap_exists(path) && lt_st_writer_finish(w) == LT_OK && tap_exists(path)
 	       && lt_st_writer_finish(w) == LT_ERR_ARG
 	       && lt_st_writer_add(w, "late", LT_ST_F32, 1, s1, one) == LT_ERR_ARG,
 	       "nothing is on disk before finish; a second finish or a late add is refused");
 	lt_st_writer_free(w);
 
-	path = at("nodir/x.safetensors");
+	path = tap_at("nodir/x.safetensors");
 	w = NULL;
 	lt_st_writer_new(path, &w);
 	lt_st_writer_add(w, "a", LT_ST_F32, 1, s1, one);
@@ -440,7 +425,7 @@ static void test_writer_errors(void)
 
 	/* A fetch that fails on its second chunk: its status comes back with
 	 * its message, and the partial file is gone. */
-	path = at("fetch.safetensors");
+	path = tap_at("fetch.safetensors");
 	w = NULL;
 	{
 		static const int64_t s3m[] = { 3 << 20 };
@@ -449,13 +434,13 @@ static void test_writer_errors(void)
 		lt_st_writer_add_fetch(w, "dev", LT_ST_U8, 1, s3m, fetch_fail, NULL);
 		tap_ok(lt_st_writer_finish(w) == LT_ERR_BACKEND
 		       && msg_has(path, "tensor 'dev': fetching bytes 1048576..2097152", "device read failed")
-		       && !exists(path), "a failing fetch aborts the write and removes the partial file");
+		       && !tap_exists(path), "a failing fetch aborts the write and removes the partial file");
 		tap_diag("  %s", lt_errmsg());
 		lt_st_writer_free(w);
 	}
 
 	/* A write error (the file-size limit stands in for a full disk). */
-	path = at("limit.safetensors");
+	path = tap_at("limit.safetensors");
 	w = NULL;
 	big = calloc((size_t)sbig[0], sizeof *big);
 	{
@@ -479,7 +464,7 @@ static void test_writer_errors(void)
 			signal(SIGXFSZ, oldsig);
 			tap_ok(rc == LT_ERR_IO && msg_has(path, "writing tensor 'big' (4194304 bytes) at byte 65536",
 			                                  strerror(EFBIG))
-			       && !exists(path), "a failed write is LT_ERR_IO naming path, tensor and byte, and leaves no file");
+			       && !tap_exists(path), "a failed write is LT_ERR_IO naming path, tensor and byte, and leaves no file");
 			tap_diag("  %s", lt_errmsg());
 			lt_st_writer_free(w);
 		}
@@ -520,7 +505,7 @@ static const char py_check[] =
 
 static void test_python(void)
 {
-	const char *script = at("check.py"), *ours = at("sample.safetensors"), *theirs = at("py.safetensors");
+	const char *script = tap_at("check.py"), *ours = tap_at("sample.safetensors"), *theirs = tap_at("py.safetensors");
 	char cmd[13000];
 	lt_st *st = NULL;
 
@@ -551,34 +536,16 @@ static void test_python(void)
 	}
 }
 
-static void remove_dir(void)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	if (d) {
-		while ((e = readdir(d)) != NULL)
-			if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-				unlink(at(e->d_name));
-		closedir(d);
-	}
-	if (rmdir(dir) != 0)
-		tap_diag("could not remove %s: %s", dir, strerror(errno));
-}
-
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, sizeof dir, "%s/lt_st_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
-		return 1;
-	}
+	dir = tap_scratch_new("lt_st");
 	tap_plan(57);
 	test_round_trip();
 	test_exact_header();
 	test_bad_files();
 	test_writer_errors();
 	test_python();
-	remove_dir();
+	if (lt_fs_remove_tree(dir) != LT_OK)
+		tap_diag("could not remove %s: %s", dir, lt_errmsg());
 	return tap_done();
 }

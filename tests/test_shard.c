@@ -29,25 +29,11 @@
 #include "text/data.h"
 #include "text/prepare.h"
 #include "rng.h"
+#include "io/fs.h"
 #include "tap.h"
 #include "text/tokenizer.h"
 
-static char dir[4096];
-
-/* A path inside the test's directory (four rotating buffers). */
-static const char *at(const char *name)
-{
-	static char buf[4][4200];
-	static int slot;
-	slot = (slot + 1) % 4;
-	snprintf(buf[slot], sizeof buf[slot], "%s/%s", dir, name);
-	return buf[slot];
-}
-
-static int exists(const char *path)
-{
-	return access(path, F_OK) == 0;
-}
+static const char *dir; /* the scratch directory */
 
 static int same_file(const char *a, const char *b)
 {
@@ -64,33 +50,6 @@ static int msg_has(const char *path, const char *text)
 {
 	const char *m = lt_errmsg();
 	return (!path || !strncmp(m, path, strlen(path))) && strstr(m, text);
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void remove_tree(const char *path)
-{
-	nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Entries of the test directory whose names start with prefix. */
-static int count_named(const char *prefix)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int n = 0;
-	while (d && (e = readdir(d)))
-		n += !strncmp(e->d_name, prefix, strlen(prefix));
-	if (d)
-		closedir(d);
-	return n;
 }
 
 static uint32_t le32(const unsigned char *p)
@@ -144,10 +103,10 @@ static void test_round_trip(int vocab, size_t n, const char *name)
 	for (size_t i = 0; i < n; i++)
 		tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)vocab);
 	tok[n - 1] = vocab - 1;
-	enum lt_status st = make_shard(at(name), vocab, 7, tok, n, 1000);
+	enum lt_status st = make_shard(tap_at(name), vocab, 7, tok, n, 1000);
 	lt_shard *s = NULL;
 	if (st == LT_OK)
-		st = lt_shard_open(at(name), vocab, 1, &s);
+		st = lt_shard_open(tap_at(name), vocab, 1, &s);
 	tap_ok(st == LT_OK, "%d-byte shard of %zu tokens written and opened with full checks (%s)",
 	       width, n, lt_errmsg());
 	if (!s) {
@@ -159,7 +118,7 @@ static void test_round_trip(int vocab, size_t n, const char *name)
 	}
 	const struct lt_shard_info *in = lt_shard_info(s);
 	tap_ok(in->vocab_size == vocab && in->token_bytes == width && in->eot_id == 7 &&
-	       in->n_tokens == n && in->n_docs == n / 1000 && !strcmp(lt_shard_path(s), at(name)),
+	       in->n_tokens == n && in->n_docs == n / 1000 && !strcmp(lt_shard_path(s), tap_at(name)),
 	       "%d-byte shard: header fields read back (vocab %d, %" PRIu64 " tokens, %" PRIu64
 	       " documents)", width, in->vocab_size, in->n_tokens, in->n_docs);
 	lt_shard_read(s, 0, back, n);
@@ -172,7 +131,7 @@ static void test_round_trip(int vocab, size_t n, const char *name)
 
 	/* The bytes on disk, against the documented layout and zlib's CRC. */
 	size_t len;
-	unsigned char *p = tap_slurp(at(name), &len);
+	unsigned char *p = tap_slurp(tap_at(name), &len);
 	int layout = p && len == 64 + n * (size_t)width && !memcmp(p, "LTTOKENS", 8) &&
 		     le32(p + 8) == 1 && le32(p + 12) == (uint32_t)vocab &&
 		     le32(p + 16) == (uint32_t)width && le32(p + 20) == 7 && le64(p + 24) == n &&
@@ -197,16 +156,16 @@ static void expect_bad(const char *what, void (*edit)(unsigned char *p, size_t *
 		       int expect_vocab, int verify, enum lt_status want, const char *text)
 {
 	size_t n;
-	unsigned char *p = tap_slurp(at("good.bin"), &n);
+	unsigned char *p = tap_slurp(tap_at("good.bin"), &n);
 	lt_shard *s = NULL;
 	if (!p || !(p = realloc(p, n + 16)))
 		abort();
 	edit(p, &n);
-	tap_write_file(at("bad.bin"), p, n);
+	tap_write_file(tap_at("bad.bin"), p, n);
 	free(p);
 	lt_errmsg_clear();
-	enum lt_status st = lt_shard_open(at("bad.bin"), expect_vocab, verify, &s);
-	tap_ok(st == want && !s && msg_has(at("bad.bin"), text), "refused: %s (%s)", what,
+	enum lt_status st = lt_shard_open(tap_at("bad.bin"), expect_vocab, verify, &s);
+	tap_ok(st == want && !s && msg_has(tap_at("bad.bin"), text), "refused: %s (%s)", what,
 	       lt_status_str(st));
 	tap_diag("  %s", lt_errmsg());
 	lt_shard_close(s);
@@ -289,7 +248,7 @@ static void test_bad_shards(void)
 	int32_t tok[1000];
 	for (int i = 0; i < 1000; i++)
 		tok[i] = (i * 37) % 5000;
-	make_shard(at("good.bin"), 5000, 256, tok, 1000, 100);
+	make_shard(tap_at("good.bin"), 5000, 256, tok, 1000, 100);
 	expect_bad("bad magic", edit_magic, 0, 0, LT_ERR_FORMAT, "not a token shard (bad magic)");
 	expect_bad("version 2", edit_version, 0, 0, LT_ERR_FORMAT, "shard version 2, expected 1");
 	expect_bad("a flipped header bit", edit_header_bit, 0, 0, LT_ERR_FORMAT,
@@ -313,50 +272,50 @@ static void test_bad_shards(void)
 	/* without data checks a data bit flip is not seen: the check is the CRC's */
 	lt_shard *s = NULL;
 	size_t n;
-	unsigned char *p = tap_slurp(at("good.bin"), &n);
+	unsigned char *p = tap_slurp(tap_at("good.bin"), &n);
 	edit_data_bit(p, &n);
-	tap_write_file(at("bad.bin"), p, n);
+	tap_write_file(tap_at("bad.bin"), p, n);
 	free(p);
-	tap_ok(lt_shard_open(at("bad.bin"), 5000, 0, &s) == LT_OK,
+	tap_ok(lt_shard_open(tap_at("bad.bin"), 5000, 0, &s) == LT_OK,
 	       "a data bit flip passes the header checks alone (verify_data finds it)");
 	lt_shard_close(s);
 	s = NULL;
 	lt_errmsg_clear();
-	enum lt_status st = lt_shard_open(at("absent.bin"), 0, 0, &s);
-	tap_ok(st == LT_ERR_NOTFOUND && msg_has(at("absent.bin"), "No such file or directory"),
+	enum lt_status st = lt_shard_open(tap_at("absent.bin"), 0, 0, &s);
+	tap_ok(st == LT_ERR_NOTFOUND && msg_has(tap_at("absent.bin"), "No such file or directory"),
 	       "a missing shard is LT_ERR_NOTFOUND naming it (%s)", lt_errmsg());
-	mkdir(at("adir.bin"), 0755);
-	st = lt_shard_open(at("adir.bin"), 0, 0, &s);
-	tap_ok(st == LT_ERR_FORMAT && msg_has(at("adir.bin"), "not a regular file"),
+	mkdir(tap_at("adir.bin"), 0755);
+	st = lt_shard_open(tap_at("adir.bin"), 0, 0, &s);
+	tap_ok(st == LT_ERR_FORMAT && msg_has(tap_at("adir.bin"), "not a regular file"),
 	       "a directory is not a shard (%s)", lt_errmsg());
-	rmdir(at("adir.bin"));
-	unlink(at("bad.bin"));
-	unlink(at("good.bin"));
+	rmdir(tap_at("adir.bin"));
+	unlink(tap_at("bad.bin"));
+	unlink(tap_at("good.bin"));
 }
 
 static void test_writer_failures(void)
 {
 	lt_shard_writer *w = NULL;
 	int32_t tok[3] = { 1, 2, 3 };
-	enum lt_status st = lt_shard_writer_new(at("nodir/x.bin"), 300, 256, &w);
-	tap_ok(st != LT_OK && !w && msg_has(at("nodir/x.bin.tmp"), "cannot create"),
+	enum lt_status st = lt_shard_writer_new(tap_at("nodir/x.bin"), 300, 256, &w);
+	tap_ok(st != LT_OK && !w && msg_has(tap_at("nodir/x.bin.tmp"), "cannot create"),
 	       "a shard in a missing directory fails naming the file (%s)", lt_errmsg());
 
 	/* freed before finish: neither the target nor the .tmp stays */
-	st = lt_shard_writer_new(at("dropped.bin"), 300, 256, &w);
+	st = lt_shard_writer_new(tap_at("dropped.bin"), 300, 256, &w);
 	if (st == LT_OK)
 		st = lt_shard_writer_add(w, tok, 3);
-	int had_tmp = exists(at("dropped.bin.tmp"));
+	int had_tmp = tap_exists(tap_at("dropped.bin.tmp"));
 	lt_shard_writer_free(w);
-	tap_ok(st == LT_OK && had_tmp && !exists(at("dropped.bin.tmp")) &&
-	       !exists(at("dropped.bin")),
+	tap_ok(st == LT_OK && had_tmp && !tap_exists(tap_at("dropped.bin.tmp")) &&
+	       !tap_exists(tap_at("dropped.bin")),
 	       "a writer freed before finish removes its .tmp and leaves no shard");
 
-	st = lt_shard_writer_new(at("range.bin"), 300, 256, &w);
+	st = lt_shard_writer_new(tap_at("range.bin"), 300, 256, &w);
 	int32_t badtok[2] = { 5, 300 };
 	if (st == LT_OK)
 		st = lt_shard_writer_add(w, badtok, 2);
-	tap_ok(st == LT_ERR_ARG && msg_has(at("range.bin"), "token 300 at index 1 outside the "
+	tap_ok(st == LT_ERR_ARG && msg_has(tap_at("range.bin"), "token 300 at index 1 outside the "
 	       "vocabulary [0, 300)"),
 	       "a token outside the vocabulary is refused by the writer (%s)", lt_errmsg());
 	lt_shard_writer_free(w);
@@ -377,17 +336,17 @@ static void test_writer_failures(void)
 	void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
 	size_t n = 200000;
 	int32_t *many = calloc(n, sizeof *many);
-	st = lt_shard_writer_new(at("big.bin"), 300, 256, &w);
+	st = lt_shard_writer_new(tap_at("big.bin"), 300, 256, &w);
 	if (st == LT_OK)
 		st = lt_shard_writer_add(w, many, n);
 	if (st == LT_OK)
 		st = lt_shard_writer_finish(w);
 	setrlimit(RLIMIT_FSIZE, &old);
 	signal(SIGXFSZ, oldsig);
-	int msg = msg_has(at("big.bin.tmp"), "cannot write at byte") &&
+	int msg = msg_has(tap_at("big.bin.tmp"), "cannot write at byte") &&
 		  msg_has(NULL, strerror(EFBIG));
 	lt_shard_writer_free(w);
-	tap_ok(st == LT_ERR_IO && msg && !exists(at("big.bin")) && !exists(at("big.bin.tmp")),
+	tap_ok(st == LT_ERR_IO && msg && !tap_exists(tap_at("big.bin")) && !tap_exists(tap_at("big.bin.tmp")),
 	       "a failed write is LT_ERR_IO naming the file, and leaves no shard and no .tmp (%s)",
 	       lt_errmsg());
 	free(many);
@@ -441,7 +400,7 @@ static int row_is_window(const int32_t *tok, const int32_t *tgt, int T)
 
 static void test_loader(void)
 {
-	const char *d = at("data");
+	const char *d = tap_at("data");
 	lt_data *data = NULL;
 	enum lt_status st;
 	int B = 4, T = 16;
@@ -544,7 +503,7 @@ static void test_loader(void)
 	st = lt_data_open(d, 5000, &data);
 	tap_ok(st == LT_ERR_NOTFOUND && !data && msg_has(d, "no val_*.bin token shards"),
 	       "a directory without validation shards is refused (%s)", lt_errmsg());
-	remove_tree(d);
+	lt_fs_remove_tree(d);
 }
 
 /* ------------------------------------------------------- preparation */
@@ -630,28 +589,28 @@ static void make_corpus(void)
 	char doc[1200];
 	FILE *f;
 	lt_rng_seed(&r, 99, 1);
-	mkdir(at("in"), 0755);
-	mkdir(at("in/dir"), 0755);
-	mkdir(at("in/dir/sub"), 0755);
-	f = fopen(at("in/a.txt"), "w");
+	mkdir(tap_at("in"), 0755);
+	mkdir(tap_at("in/dir"), 0755);
+	mkdir(tap_at("in/dir/sub"), 0755);
+	f = fopen(tap_at("in/a.txt"), "w");
 	for (int i = 0; i < 30; i++) {
 		random_text(&r, doc, 80 + lt_rng_below(&r, 1000));
 		fprintf(f, "%s\n%s\n", doc, i == 5 ? "%\r" : i == 9 ? "%\n%" : "%");
 	}
 	fclose(f);
-	f = fopen(at("in/dir/b.txt"), "w");
+	f = fopen(tap_at("in/dir/b.txt"), "w");
 	for (int i = 0; i < 25; i++) {
 		random_text(&r, doc, 80 + lt_rng_below(&r, 1000));
 		fprintf(f, "%s%s", i ? "\n%\n" : "", doc);
 	}
 	fclose(f);
-	f = fopen(at("in/dir/c.txt"), "w");
+	f = fopen(tap_at("in/dir/c.txt"), "w");
 	fprintf(f, "%%\nfirst of c\n%%\n\n%%\n  %% not a separator\nlast of c\n");
 	fclose(f);
-	tap_write_file(at("in/dir/.hidden"), "hidden text\n", 12);
-	tap_write_file(at("in/dir/c.dat"), "index\n", 6);
-	tap_write_file(at("in/dir/c.u8"), "link\n", 5);
-	tap_write_file(at("in/dir/sub/d.txt"), "nested\n", 7);
+	tap_write_file(tap_at("in/dir/.hidden"), "hidden text\n", 12);
+	tap_write_file(tap_at("in/dir/c.dat"), "index\n", 6);
+	tap_write_file(tap_at("in/dir/c.u8"), "link\n", 5);
+	tap_write_file(tap_at("in/dir/sub/d.txt"), "nested\n", 7);
 }
 
 static const char *corpus_inputs[] = { NULL, NULL };
@@ -752,16 +711,16 @@ static void test_prepare(void)
 	struct lt_prepare_report rep, rep2;
 	struct docs expect = { 0 };
 	char a_path[4300], dir_path[4300];
-	snprintf(a_path, sizeof a_path, "%s", at("in/a.txt"));
-	snprintf(dir_path, sizeof dir_path, "%s", at("in/dir"));
+	snprintf(a_path, sizeof a_path, "%s", tap_at("in/a.txt"));
+	snprintf(dir_path, sizeof dir_path, "%s", tap_at("in/dir"));
 	corpus_inputs[0] = a_path;
 	corpus_inputs[1] = dir_path;
 	make_corpus();
-	reference_documents(at("in/a.txt"), "%", &expect);
-	reference_documents(at("in/dir/b.txt"), "%", &expect);
-	reference_documents(at("in/dir/c.txt"), "%", &expect);
+	reference_documents(tap_at("in/a.txt"), "%", &expect);
+	reference_documents(tap_at("in/dir/b.txt"), "%", &expect);
+	reference_documents(tap_at("in/dir/c.txt"), "%", &expect);
 
-	enum lt_status st = run_prepare(at("out1"), 1, 0.1, 700, NULL, &rep);
+	enum lt_status st = run_prepare(tap_at("out1"), 1, 0.1, 700, NULL, &rep);
 	tap_ok(st == LT_OK && rep.n_files == 3 && rep.n_docs == expect.n && rep.vocab_size == 320,
 	       "prepare: 3 files (hidden, .dat, .u8 and subdirectories skipped), %" PRIu64
 	       " documents (expected %zu) (%s)", rep.n_docs, expect.n, lt_errmsg());
@@ -770,11 +729,11 @@ static void test_prepare(void)
 		return;
 	}
 	lt_tokenizer *tok = NULL;
-	lt_tokenizer_load(at("out1/tokenizer.json"), &tok);
+	lt_tokenizer_load(tap_at("out1/tokenizer.json"), &tok);
 	size_t ntrain, nval;
 	uint64_t dtrain, dval;
-	int32_t *train = read_split(at("out1"), "train", rep.train_shards, &ntrain, &dtrain);
-	int32_t *val = read_split(at("out1"), "val", rep.val_shards, &nval, &dval);
+	int32_t *train = read_split(tap_at("out1"), "train", rep.train_shards, &ntrain, &dtrain);
+	int32_t *val = read_split(tap_at("out1"), "val", rep.val_shards, &nval, &dval);
 	size_t eots = 0;
 	for (size_t i = 0; i < ntrain; i++)
 		eots += train[i] == LT_TOKENIZER_EOT_ID;
@@ -794,7 +753,7 @@ static void test_prepare(void)
 	free(train);
 	free(val);
 
-	json_t *j = json_load_file(at("out1/prepare.json"), 0, NULL);
+	json_t *j = json_load_file(tap_at("out1/prepare.json"), 0, NULL);
 	json_t *shards = json_object_get(j, "shards");
 	tap_ok(j && json_integer_value(json_object_get(j, "bytes")) == (json_int_t)rep.bytes &&
 	       json_integer_value(json_object_get(json_object_get(j, "tokens"), "train")) ==
@@ -804,87 +763,87 @@ static void test_prepare(void)
 	       json_array_size(json_object_get(shards, "train")) == (size_t)rep.train_shards &&
 	       !strcmp(json_string_value(json_object_get(j, "doc_separator")), "%") &&
 	       json_array_size(json_object_get(j, "files")) == 3 &&
-	       lt_prepare_is_done(at("out1")) && !lt_prepare_is_done(at("in")),
+	       lt_prepare_is_done(tap_at("out1")) && !lt_prepare_is_done(tap_at("in")),
 	       "prepare.json records bytes, tokens, documents, shards and files; is_done sees it");
 	json_decref(j);
 
-	st = run_prepare(at("out2"), 2, 0.1, 700, NULL, &rep2);
-	tap_ok(st == LT_OK && dirs_same(at("out1"), at("out2"), rep.train_shards, rep.val_shards),
+	st = run_prepare(tap_at("out2"), 2, 0.1, 700, NULL, &rep2);
+	tap_ok(st == LT_OK && dirs_same(tap_at("out1"), tap_at("out2"), rep.train_shards, rep.val_shards),
 	       "with 2 threads and batches of 2 KiB the tokenizer and every shard are byte for "
 	       "byte those of 1 thread and one batch");
 
 	/* the same again through the given tokenizer */
-	remove_tree(at("out2"));
-	st = run_prepare(at("out2"), 2, 0.1, 700, at("out1/tokenizer.json"), &rep2);
-	tap_ok(st == LT_OK && dirs_same(at("out1"), at("out2"), rep.train_shards, rep.val_shards),
+	lt_fs_remove_tree(tap_at("out2"));
+	st = run_prepare(tap_at("out2"), 2, 0.1, 700, tap_at("out1/tokenizer.json"), &rep2);
+	tap_ok(st == LT_OK && dirs_same(tap_at("out1"), tap_at("out2"), rep.train_shards, rep.val_shards),
 	       "encoding with the saved tokenizer.json gives the same shards (%s)", lt_errmsg());
-	remove_tree(at("out2"));
+	lt_fs_remove_tree(tap_at("out2"));
 
 	/* a failure leaves the earlier preparation as it was */
 	size_t n_before;
-	unsigned char *before = tap_slurp(at("out1/prepare.json"), &n_before);
-	corpus_inputs[1] = at("in/absent.txt");
-	st = run_prepare(at("out1"), 2, 0.1, 700, NULL, &rep2);
+	unsigned char *before = tap_slurp(tap_at("out1/prepare.json"), &n_before);
+	corpus_inputs[1] = tap_at("in/absent.txt");
+	st = run_prepare(tap_at("out1"), 2, 0.1, 700, NULL, &rep2);
 	corpus_inputs[1] = dir_path;
 	size_t n_after;
-	unsigned char *after = tap_slurp(at("out1/prepare.json"), &n_after);
-	tap_ok(st == LT_ERR_NOTFOUND && msg_has(at("in/absent.txt"), "No such file or directory") &&
+	unsigned char *after = tap_slurp(tap_at("out1/prepare.json"), &n_after);
+	tap_ok(st == LT_ERR_NOTFOUND && msg_has(tap_at("in/absent.txt"), "No such file or directory") &&
 	       before && after && n_before == n_after && !memcmp(before, after, n_before) &&
-	       lt_prepare_is_done(at("out1")) && count_named("out1.") == 0,
+	       lt_prepare_is_done(tap_at("out1")) && tap_count_entries(dir, "out1.", 0) == 0,
 	       "a missing second input fails naming it, leaving the earlier output untouched (%s)",
 	       lt_errmsg());
 	free(before);
 	free(after);
 
 	/* too few documents for the held-out share */
-	st = run_prepare(at("out1"), 2, 0.01, 700, at("out1/tokenizer.json"), &rep2);
+	st = run_prepare(tap_at("out1"), 2, 0.01, 700, tap_at("out1/tokenizer.json"), &rep2);
 	tap_ok(st == LT_ERR_ARG && msg_has(a_path, "too few to hold out a fraction 0.01") &&
-	       lt_prepare_is_done(at("out1")) && count_named("out1.") == 0,
+	       lt_prepare_is_done(tap_at("out1")) && tap_count_entries(dir, "out1.", 0) == 0,
 	       "too few documents for the validation share is refused, output kept (%s)",
 	       lt_errmsg());
 
 	/* replacing an earlier preparation */
-	st = run_prepare(at("out1"), 2, 0.5, 100000, at("out1/tokenizer.json"), &rep2);
-	j = json_load_file(at("out1/prepare.json"), 0, NULL);
+	st = run_prepare(tap_at("out1"), 2, 0.5, 100000, tap_at("out1/tokenizer.json"), &rep2);
+	j = json_load_file(tap_at("out1/prepare.json"), 0, NULL);
 	char stale[4300];
-	snprintf(stale, sizeof stale, "%s/train_0001.bin", at("out1"));
+	snprintf(stale, sizeof stale, "%s/train_0001.bin", tap_at("out1"));
 	tap_ok(st == LT_OK && json_real_value(json_object_get(j, "val_fraction")) == 0.5 &&
-	       rep2.train_shards == 1 && !exists(stale) && count_named("out1.") == 0,
+	       rep2.train_shards == 1 && !tap_exists(stale) && tap_count_entries(dir, "out1.", 0) == 0,
 	       "a new preparation replaces the earlier one whole (no stale shards, nothing aside)");
 	json_decref(j);
 
 	/* a directory that is not a preparation is never replaced */
-	mkdir(at("mine"), 0755);
-	tap_write_file(at("mine/notes.txt"), "keep", 4);
-	st = run_prepare(at("mine"), 2, 0.1, 700, NULL, &rep2);
-	tap_ok(st == LT_ERR_ARG && msg_has(at("mine"), "holds no prepare.json") &&
-	       exists(at("mine/notes.txt")) && count_named("mine.") == 0,
+	mkdir(tap_at("mine"), 0755);
+	tap_write_file(tap_at("mine/notes.txt"), "keep", 4);
+	st = run_prepare(tap_at("mine"), 2, 0.1, 700, NULL, &rep2);
+	tap_ok(st == LT_ERR_ARG && msg_has(tap_at("mine"), "holds no prepare.json") &&
+	       tap_exists(tap_at("mine/notes.txt")) && tap_count_entries(dir, "mine.", 0) == 0,
 	       "a non-empty directory without prepare.json is refused and kept (%s)", lt_errmsg());
 
 	/* an empty corpus */
-	tap_write_file(at("empty.txt"), "", 0);
-	const char *one[] = { at("empty.txt") };
-	struct lt_prepare_opts o = { .inputs = one, .n_inputs = 1, .out_dir = at("out3"),
+	tap_write_file(tap_at("empty.txt"), "", 0);
+	const char *one[] = { tap_at("empty.txt") };
+	struct lt_prepare_opts o = { .inputs = one, .n_inputs = 1, .out_dir = tap_at("out3"),
 				     .vocab_size = 300, .doc_separator = "%", .val_fraction = 0.1,
 				     .shard_tokens = 100, .model_max_length = 64 };
 	st = lt_prepare_run(&o, &rep2);
-	tap_ok(st == LT_ERR_ARG && msg_has(at("empty.txt"), "no text (1 file, 0 bytes)") &&
-	       !exists(at("out3")) && count_named("out3") == 0,
+	tap_ok(st == LT_ERR_ARG && msg_has(tap_at("empty.txt"), "no text (1 file, 0 bytes)") &&
+	       !tap_exists(tap_at("out3")) && tap_count_entries(dir, "out3", 0) == 0,
 	       "an empty corpus is refused naming it, and no output appears (%s)", lt_errmsg());
 
 	/* a tokenizer.json that is not one */
 	const char *bad = "{\"model\": {\"type\": \"WordPiece\"}}";
-	tap_write_file(at("bad.json"), bad, strlen(bad));
-	st = run_prepare(at("out3"), 2, 0.1, 700, at("bad.json"), &rep2);
-	tap_ok(st == LT_ERR_FORMAT && msg_has(at("bad.json"), "expected") && !exists(at("out3")),
+	tap_write_file(tap_at("bad.json"), bad, strlen(bad));
+	st = run_prepare(tap_at("out3"), 2, 0.1, 700, tap_at("bad.json"), &rep2);
+	tap_ok(st == LT_ERR_FORMAT && msg_has(tap_at("bad.json"), "expected") && !tap_exists(tap_at("out3")),
 	       "a file that is not a byte-level BPE tokenizer.json is refused naming it (%s)",
 	       lt_errmsg());
 
 	lt_tokenizer_free(tok);
 	docs_free(&expect);
-	remove_tree(at("out1"));
-	remove_tree(at("mine"));
-	remove_tree(at("in"));
+	lt_fs_remove_tree(tap_at("out1"));
+	lt_fs_remove_tree(tap_at("mine"));
+	lt_fs_remove_tree(tap_at("in"));
 }
 
 /* A document of ~2.6 MB: 1.1 MB of English (the first 1 MiB block is cut
@@ -918,16 +877,16 @@ static void test_big_document(void)
 	n += strlen(text + n);
 	size_t doc1 = n;
 	n += (size_t)snprintf(text + n, cap - n, "\n%%\nA short one.\n");
-	tap_write_file(at("big.txt"), text, n);
+	tap_write_file(tap_at("big.txt"), text, n);
 
 	lt_tokenizer *tok = NULL;
 	struct lt_tokenizer_train_opts to = { .vocab_size = 400, .min_frequency = 2 };
 	lt_tokenizer_train_buffer(text, 200000, &to, &tok);
-	lt_tokenizer_save(tok, at("tok"), 64);
+	lt_tokenizer_save(tok, tap_at("tok"), 64);
 
-	const char *one[] = { at("big.txt") };
-	struct lt_prepare_opts o = { .inputs = one, .n_inputs = 1, .out_dir = at("bigout"),
-				     .tokenizer = at("tok/tokenizer.json"), .doc_separator = "%",
+	const char *one[] = { tap_at("big.txt") };
+	struct lt_prepare_opts o = { .inputs = one, .n_inputs = 1, .out_dir = tap_at("bigout"),
+				     .tokenizer = tap_at("tok/tokenizer.json"), .doc_separator = "%",
 				     .val_fraction = 0, .shard_tokens = 1 << 20,
 				     .model_max_length = 64, .batch_bytes = 65536 };
 	struct lt_prepare_report rep;
@@ -940,8 +899,8 @@ static void test_big_document(void)
 	lt_tokenizer_append_eot(tok, &want);
 	size_t got_n, vn;
 	uint64_t docs, vdocs;
-	int32_t *got = read_split(at("bigout"), "train", rep.train_shards, &got_n, &docs);
-	int32_t *v = read_split(at("bigout"), "val", 1, &vn, &vdocs);
+	int32_t *got = read_split(tap_at("bigout"), "train", rep.train_shards, &got_n, &docs);
+	int32_t *v = read_split(tap_at("bigout"), "val", 1, &vn, &vdocs);
 	tap_ok(st == LT_OK && rep.n_docs == 2 && docs == 2 && got_n == want.n && vn == 0 &&
 	       rep.val_shards == 1 && !memcmp(got, want.v, want.n * sizeof *got),
 	       "a 2.6 MB document with a 1.2 MB stretch without spaces is encoded exactly as in "
@@ -952,28 +911,23 @@ static void test_big_document(void)
 	lt_ids_free(&want);
 	lt_tokenizer_free(tok);
 	free(text);
-	remove_tree(at("bigout"));
-	remove_tree(at("tok"));
-	unlink(at("big.txt"));
+	lt_fs_remove_tree(tap_at("bigout"));
+	lt_fs_remove_tree(tap_at("tok"));
+	unlink(tap_at("big.txt"));
 }
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, sizeof dir, "%s/lt_shard_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
-		return 1;
-	}
+	dir = tap_scratch_new("lt_shard");
 	tap_plan(49);
 	test_round_trip(5000, 200000, "w2.bin");
 	test_round_trip(70000, 3000, "w4.bin");
 	{
 		int32_t none = 0;
 		lt_shard *s = NULL;
-		enum lt_status st = make_shard(at("empty.bin"), 300, 256, &none, 0, 0);
+		enum lt_status st = make_shard(tap_at("empty.bin"), 300, 256, &none, 0, 0);
 		if (st == LT_OK)
-			st = lt_shard_open(at("empty.bin"), 300, 1, &s);
+			st = lt_shard_open(tap_at("empty.bin"), 300, 1, &s);
 		tap_ok(st == LT_OK && lt_shard_info(s)->n_tokens == 0,
 		       "an empty shard is valid (64 bytes)");
 		lt_shard_close(s);
@@ -983,6 +937,6 @@ int main(void)
 	test_loader();
 	test_prepare();
 	test_big_document();
-	remove_tree(dir);
+	lt_fs_remove_tree(dir);
 	return tap_done();
 }
