@@ -54,6 +54,11 @@ void lt_cmd_print_help(const struct lt_cmd_usage *u);
  * ambiguous or incomplete option); or take's status. */
 int lt_cmd_getopt(int argc, char **argv, const struct lt_cmd_usage *u,
 		  int (*take)(void *ctx, int id, const char *value), void *ctx);
+/* Checks that argv holds from min to max operands from optind on: -1 when
+ * it does, else 2 after printing "lltrain CMD: expected WHAT (see --help)"
+ * (too few) or "lltrain CMD: unexpected argument 'ARG'" (the first one too
+ * many). */
+int lt_cmd_operands(const char *cmd, int argc, char **argv, int min, int max, const char *what);
 
 /* Prints "lltrain: <what>: <status>[: <context>]" to stderr. */
 void lt_report(const char *what, enum lt_status st);

@@ -128,13 +128,9 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 {
 	struct bench_parse p = { .o = o, .conf = conf };
 	int rc = lt_cmd_getopt(argc, argv, &bench_usage, take_bench_option, &p);
-	if (rc >= 0)
-		return rc;
-	if (optind < argc) {
-		fprintf(stderr, "lltrain bench: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
-	return -1;
+	if (rc < 0)
+		rc = lt_cmd_operands("bench", argc, argv, 0, 0, NULL);
+	return rc;
 }
 
 /* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */

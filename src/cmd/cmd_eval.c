@@ -97,16 +97,10 @@ static int parse_eval_options(int argc, char **argv, struct eval_args *a)
 	int rc = lt_cmd_getopt(argc, argv, &eval_usage, take_eval_option, a);
 	if (rc >= 0)
 		return rc;
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain eval: expected a checkpoint or run directory (see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain eval: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	rc = lt_cmd_operands("eval", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* The checkpoint, its config and weights on the chosen device. */

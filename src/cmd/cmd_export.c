@@ -100,17 +100,10 @@ static int parse_export_options(int argc, char **argv, struct export_args *a)
 		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain export: expected a checkpoint or run directory "
-			"(see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain export: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	rc = lt_cmd_operands("export", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* ------------------------------------------------------------- reading */

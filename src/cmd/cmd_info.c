@@ -202,13 +202,9 @@ static int parse_info_options(int argc, char **argv, struct info_args *a, struct
 {
 	struct info_parse p = { .a = a, .conf = conf };
 	int rc = lt_cmd_getopt(argc, argv, &info_usage, take_info_option, &p);
-	if (rc >= 0)
-		return rc;
-	if (optind < argc) {
-		fprintf(stderr, "lltrain info: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
-	return -1;
+	if (rc < 0)
+		rc = lt_cmd_operands("info", argc, argv, 0, 0, NULL);
+	return rc;
 }
 
 /* The program, its version and what it was built with. */

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,14 +88,11 @@ static int parse_prepare_options(int argc, char **argv, struct prepare_args *a)
 		fprintf(stderr, "lltrain prepare: --doc-separator: a line cannot hold a newline\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain prepare: expected text files or directories to prepare "
-			"(see --help)\n");
-		return 2;
-	}
+	rc = lt_cmd_operands("prepare", argc, argv, 1, INT_MAX,
+			     "text files or directories to prepare");
 	a->inputs = argv + optind;
 	a->n_inputs = argc - optind;
-	return -1;
+	return rc;
 }
 
 static void print_summary(const struct prepare_args *a, const struct lt_prepare_report *r)

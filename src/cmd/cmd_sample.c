@@ -110,16 +110,10 @@ static int parse_sample_options(int argc, char **argv, struct sample_args *a)
 		fprintf(stderr, "lltrain sample: --prompt and --prompt-file exclude each other\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain sample: expected a checkpoint or run directory (see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain sample: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	rc = lt_cmd_operands("sample", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* The whole of a file, in a new buffer. */

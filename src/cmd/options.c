@@ -60,3 +60,16 @@ int lt_cmd_getopt(int argc, char **argv, const struct lt_cmd_usage *u,
 	}
 	return -1;
 }
+
+int lt_cmd_operands(const char *cmd, int argc, char **argv, int min, int max, const char *what)
+{
+	if (argc - optind < min) {
+		fprintf(stderr, "lltrain %s: expected %s (see --help)\n", cmd, what);
+		return 2;
+	}
+	if (argc - optind > max) {
+		fprintf(stderr, "lltrain %s: unexpected argument '%s'\n", cmd, argv[optind + max]);
+		return 2;
+	}
+	return -1;
+}
