@@ -16,7 +16,49 @@ int lt_cmd_export(int argc, char **argv);
 
 struct lt_conf;
 
+/* One option of a command, one row of the table from which both its
+ * getopt_long table and the option lines of its --help derive. name is the
+ * long option without "--"; has_arg is getopt_long's no_argument or
+ * required_argument; id is the value the option is taken under (a
+ * positive char, never '?'; 'h' is --help, which lt_cmd_getopt answers
+ * itself), or 0 for a line of the help only, an option taken elsewhere (by
+ * lt_cmd_preset) and not given to getopt_long; arg names the option's value
+ * in the help ("--name ARG"), NULL for none; help is the text after it, a
+ * '\n' starting a continuation line under the text's column. A row with a
+ * NULL name ends the table. */
+struct lt_cmd_option {
+	const char *name;
+	int has_arg;
+	int id;
+	const char *arg;
+	const char *help;
+};
 
+/* A command's --help: head (the usage lines and the description, up to the
+ * option lines), one line per option with its text starting at column
+ * (continuation lines likewise), then tail (NULL for none). */
+struct lt_cmd_usage {
+	const char *head;
+	const struct lt_cmd_option *options;
+	int column;
+	const char *tail;
+};
+
+/* Prints u's help to stdout. */
+void lt_cmd_print_help(const struct lt_cmd_usage *u);
+/* Runs getopt_long over argv (from argv[1]) with u's options and hands each
+ * option but --help to take(ctx, id, value), value being getopt's optarg.
+ * take returns 0 to go on, else the exit status to stop with, after saying
+ * why. Returns -1 to go on, with optind at the first operand; 0 after --help
+ * printed the help; 2 after getopt_long's own message (an unknown,
+ * ambiguous or incomplete option); or take's status. */
+int lt_cmd_getopt(int argc, char **argv, const struct lt_cmd_usage *u,
+		  int (*take)(void *ctx, int id, const char *value), void *ctx);
+/* Checks that argv holds from min to max operands from optind on: -1 when
+ * it does, else 2 after printing "lltrain CMD: expected WHAT (see --help)"
+ * (too few) or "lltrain CMD: unexpected argument 'ARG'" (the first one too
+ * many). */
+int lt_cmd_operands(const char *cmd, int argc, char **argv, int min, int max, const char *what);
 
 /* Prints "lltrain: <what>: <status>[: <context>]" to stderr. */
 void lt_report(const char *what, enum lt_status st);

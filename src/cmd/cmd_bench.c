@@ -34,32 +34,45 @@ static double peak_rss_bytes(void)
 	return (double)ru.ru_maxrss * 1024.0;
 }
 
-static void print_help(void)
-{
-	printf("usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-	       "                     [--device DEV] [--threads N] [--steps N]\n"
-	       "                     [--batch N] [--seq N] [--profile]\n\n"
-	       "Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
-	       "(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
-	       "2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
-	       "The model and the batch shape are the config's: train.batch x train.seq.\n\n"
-	       "  --preset NAME          tiny, 15M, 110M or 1B (default 15M)\n"
-	       "  --config FILE          an INI file of settings (repeatable)\n"
-	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --model.n_layers=2\n"
-	       "  --device DEV           cpu, opencl[:P.D|:NAME] or auto (default: run.device, cpu)\n"
-	       "  --threads N            CPU threads (default: run.threads, 0 = OpenMP's choice)\n"
-	       "  --steps N              timed steps after one warm-up step (default 3)\n"
-	       "  --batch N              the same as --train.batch=N\n"
-	       "  --seq N                the same as --train.seq=N (a seq beyond model.max_seq\n"
-	       "                         raises max_seq for the benchmark)\n"
-	       "  --sample-tokens N      tokens generated with the KV cache for the sampling\n"
-	       "                         speed (default 255, at most model.max_seq - 1; 0 = skip)\n"
-	       "  --profile              print each op's share of the device time of the timed\n"
-	       "                         steps (OpenCL profiling events; on the CPU, each op's\n"
-	       "                         wall time)\n"
-	       "  --help                 this text\n\n"
-	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
-}
+static const struct lt_cmd_option bench_options[] = {
+	/* taken by lt_cmd_preset before getopt_long runs */
+	{ "preset", required_argument, 0, "NAME", "tiny, 15M, 110M or 1B (default 15M)" },
+	{ "config", required_argument, 0, "FILE", "an INI file of settings (repeatable)" },
+	{ "SECTION.KEY=VALUE", required_argument, 0, NULL,
+	  "any setting of lltrain.conf(5), e.g. --model.n_layers=2" },
+	/* the command's own */
+	{ "device", required_argument, 'd', "DEV",
+	  "cpu, opencl[:P.D|:NAME] or auto (default: run.device, cpu)" },
+	{ "threads", required_argument, 't', "N",
+	  "CPU threads (default: run.threads, 0 = OpenMP's choice)" },
+	{ "steps", required_argument, 's', "N", "timed steps after one warm-up step (default 3)" },
+	{ "batch", required_argument, 'b', "N", "the same as --train.batch=N" },
+	{ "seq", required_argument, 'q', "N",
+	  "the same as --train.seq=N (a seq beyond model.max_seq\n"
+	  "raises max_seq for the benchmark)" },
+	{ "sample-tokens", required_argument, 'n', "N",
+	  "tokens generated with the KV cache for the sampling\n"
+	  "speed (default 255, at most model.max_seq - 1; 0 = skip)" },
+	{ "profile", no_argument, 'p', NULL,
+	  "print each op's share of the device time of the timed\n"
+	  "steps (OpenCL profiling events; on the CPU, each op's\n"
+	  "wall time)" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage bench_usage = {
+	.head = "usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
+		"                     [--device DEV] [--threads N] [--steps N]\n"
+		"                     [--batch N] [--seq N] [--profile]\n\n"
+		"Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
+		"(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
+		"2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
+		"The model and the batch shape are the config's: train.batch x train.seq.\n\n",
+	.options = bench_options,
+	.column = 25,
+	.tail = "\nLater settings win: defaults, --preset, --config files, --SECTION.KEY.\n",
+};
 
 /* Reads a number option into *out; 2 (usage) after saying why. */
 static int parse_number(const char *opt, const char *text, long min, long max, int *out)
@@ -83,43 +96,41 @@ static int set_key(struct lt_conf *conf, const char *key, const char *opt, const
 	return 0;
 }
 
+/* Where bench's options go: its own, and the config's batch shape. */
+struct bench_parse {
+	struct bench_opts *o;
+	struct lt_conf *conf;
+};
+
+/* Takes one option into the struct bench_parse at ctx; 0, or 2 after
+ * saying why. */
+static int take_bench_option(void *ctx, int id, const char *value)
+{
+	struct bench_opts *o = ((struct bench_parse *)ctx)->o;
+	struct lt_conf *conf = ((struct bench_parse *)ctx)->conf;
+	switch (id) {
+	case 'd': o->device = value; return 0;
+	case 't': return parse_number("--threads", value, 0, 4096, &o->threads);
+	case 's': return parse_number("--steps", value, 1, 1000000, &o->steps);
+	case 'b': return set_key(conf, "train.batch", "--batch", value);
+	case 'q': return set_key(conf, "train.seq", "--seq", value);
+	case 'n': return parse_number("--sample-tokens", value, 0, 1 << 20, &o->sample_tokens);
+	case 'p': o->profile = 1; return 0;
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
+}
+
 /* The command's own options (lt_cmd_preset took the config ones); -1 to
  * go on, else the exit status. */
 static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_conf *conf)
 {
-	static const struct option longopts[] = {
-		{ "device", required_argument, NULL, 'd' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "steps", required_argument, NULL, 's' },
-		{ "batch", required_argument, NULL, 'b' },
-		{ "seq", required_argument, NULL, 'q' },
-		{ "sample-tokens", required_argument, NULL, 'n' },
-		{ "profile", no_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, rc = 0;
-	optind = 1;
-	while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'd': o->device = optarg; break;
-		case 't': rc = parse_number("--threads", optarg, 0, 4096, &o->threads); break;
-		case 's': rc = parse_number("--steps", optarg, 1, 1000000, &o->steps); break;
-		case 'b': rc = set_key(conf, "train.batch", "--batch", optarg); break;
-		case 'q': rc = set_key(conf, "train.seq", "--seq", optarg); break;
-		case 'n': rc = parse_number("--sample-tokens", optarg, 0, 1 << 20, &o->sample_tokens); break;
-		case 'p': o->profile = 1; break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
-	if (rc)
-		return rc;
-	if (optind < argc) {
-		fprintf(stderr, "lltrain bench: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
-	return -1;
+	struct bench_parse p = { .o = o, .conf = conf };
+	int rc = lt_cmd_getopt(argc, argv, &bench_usage, take_bench_option, &p);
+	if (rc < 0)
+		rc = lt_cmd_operands("bench", argc, argv, 0, 0, NULL);
+	return rc;
 }
 
 /* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */

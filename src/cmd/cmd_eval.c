@@ -47,65 +47,60 @@ struct session {
 	int32_t *window;       /* T + 1 tokens read from a shard */
 };
 
-static void print_help(void)
+static const struct lt_cmd_option eval_options[] = {
+	{ "data", required_argument, 'D', "PATH",
+	  "a token shard (.bin), or a prepared data directory\n"
+	  "whose val_*.bin shards are used (default: the\n"
+	  "checkpoint config's data.dir, else RUN_DIR/data)" },
+	{ "batch", required_argument, 'b', "N", "windows per forward pass (default: train.batch)" },
+	{ "seq", required_argument, 's', "N", "tokens per window (default: train.seq)" },
+	{ "max-batches", required_argument, 'm', "N",
+	  "stop after N batches; 0 = all the data (default 0)" },
+	{ "json", no_argument, 'j', NULL, "print one JSON object instead of the text line" },
+	{ "device", required_argument, 'd', "DEV", "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ "threads", required_argument, 't', "N", "CPU threads (default: OpenMP's choice)" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage eval_usage = {
+	.head = "usage: lltrain eval [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
+		"Evaluates a checkpoint (or the newest valid one of a run directory) on\n"
+		"consecutive windows of tokens and prints the mean loss per predicted\n"
+		"token and the perplexity.\n\n",
+	.options = eval_options,
+	.column = 21,
+};
+
+/* Takes one option into the struct eval_args at ctx; 0, or 2 after saying
+ * why. */
+static int take_eval_option(void *ctx, int id, const char *value)
 {
-	printf("usage: lltrain eval [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
-	       "Evaluates a checkpoint (or the newest valid one of a run directory) on\n"
-	       "consecutive windows of tokens and prints the mean loss per predicted\n"
-	       "token and the perplexity.\n\n"
-	       "  --data PATH        a token shard (.bin), or a prepared data directory\n"
-	       "                     whose val_*.bin shards are used (default: the\n"
-	       "                     checkpoint config's data.dir, else RUN_DIR/data)\n"
-	       "  --batch N          windows per forward pass (default: train.batch)\n"
-	       "  --seq N            tokens per window (default: train.seq)\n"
-	       "  --max-batches N    stop after N batches; 0 = all the data (default 0)\n"
-	       "  --json             print one JSON object instead of the text line\n"
-	       "  --device DEV       cpu (default), opencl[:P.D|:NAME] or auto\n"
-	       "  --threads N        CPU threads (default: OpenMP's choice)\n"
-	       "  --help             this text\n");
+	struct eval_args *a = ctx;
+	switch (id) {
+	case 'D': a->data = value; return 0;
+	case 'b': return lt_cmd_long("eval", "--batch", value, 1, 1 << 20, &a->batch);
+	case 's': return lt_cmd_long("eval", "--seq", value, 1, 1 << 24, &a->seq);
+	case 'm': return lt_cmd_long("eval", "--max-batches", value, 0, 1L << 40, &a->max_batches);
+	case 'j': a->json = 1; return 0;
+	case 'd': a->device = value; return 0;
+	case 't': return lt_cmd_long("eval", "--threads", value, 1, 4096, &a->threads);
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
 }
 
 /* Fills a from argv; returns -1 to go on, else the exit status. */
 static int parse_eval_options(int argc, char **argv, struct eval_args *a)
 {
-	static const struct option longopts[] = {
-		{ "data", required_argument, NULL, 'D' },
-		{ "batch", required_argument, NULL, 'b' },
-		{ "seq", required_argument, NULL, 's' },
-		{ "max-batches", required_argument, NULL, 'm' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "device", required_argument, NULL, 'd' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, bad = 0;
-	optind = 1;
-	while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'D': a->data = optarg; break;
-		case 'b': bad = lt_cmd_long("eval", "--batch", optarg, 1, 1 << 20, &a->batch); break;
-		case 's': bad = lt_cmd_long("eval", "--seq", optarg, 1, 1 << 24, &a->seq); break;
-		case 'm': bad = lt_cmd_long("eval", "--max-batches", optarg, 0, 1L << 40, &a->max_batches); break;
-		case 'j': a->json = 1; break;
-		case 'd': a->device = optarg; break;
-		case 't': bad = lt_cmd_long("eval", "--threads", optarg, 1, 4096, &a->threads); break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
-	if (bad)
-		return 2;
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain eval: expected a checkpoint or run directory (see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain eval: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	int rc = lt_cmd_getopt(argc, argv, &eval_usage, take_eval_option, a);
+	if (rc >= 0)
+		return rc;
+	rc = lt_cmd_operands("eval", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* The checkpoint, its config and weights on the chosen device. */

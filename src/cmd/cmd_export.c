@@ -50,41 +50,47 @@ static const char *const out_files[] = {
 	"tokenizer_config.json", NULL,
 };
 
-static void print_help(void)
+static const struct lt_cmd_option export_options[] = {
+	{ "format", required_argument, 'F', "FMT",
+	  "the output format: hf (the only one, and the default)" },
+	{ "out", required_argument, 'o', "DIR", "the directory to write (default: export)" },
+	{ "force", no_argument, 'f', NULL,
+	  "write into DIR even when it holds files (files of the\n"
+	  "same names are replaced, others are left)" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage export_usage = {
+	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
+		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
+		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
+		"generation_config.json, model.safetensors, tokenizer.json and\n"
+		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
+	.options = export_options,
+	.column = 17,
+};
+
+/* Takes one option into the struct export_args at ctx; always 0. */
+static int take_export_option(void *ctx, int id, const char *value)
 {
-	printf("usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
-	       "Writes a checkpoint (or the newest valid one of a run directory) as a\n"
-	       "Hugging Face model directory: config.json (LlamaForCausalLM),\n"
-	       "generation_config.json, model.safetensors, tokenizer.json and\n"
-	       "tokenizer_config.json, which transformers' from_pretrained loads.\n\n"
-	       "  --format FMT   the output format: hf (the only one, and the default)\n"
-	       "  --out DIR      the directory to write (default: export)\n"
-	       "  --force        write into DIR even when it holds files (files of the\n"
-	       "                 same names are replaced, others are left)\n"
-	       "  --help         this text\n");
+	struct export_args *a = ctx;
+	switch (id) {
+	case 'F': a->format = value; return 0;
+	case 'o': a->out = value; return 0;
+	case 'f': a->force = 1; return 0;
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
 }
 
 /* Fills a from argv; returns -1 to go on, else the exit status. */
 static int parse_export_options(int argc, char **argv, struct export_args *a)
 {
-	static const struct option longopts[] = {
-		{ "format", required_argument, NULL, 'F' },
-		{ "out", required_argument, NULL, 'o' },
-		{ "force", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'F': a->format = optarg; break;
-		case 'o': a->out = optarg; break;
-		case 'f': a->force = 1; break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
+	int rc = lt_cmd_getopt(argc, argv, &export_usage, take_export_option, a);
+	if (rc >= 0)
+		return rc;
 	if (strcmp(a->format, "hf") != 0) {
 		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf)\n",
 			a->format);
@@ -94,17 +100,10 @@ static int parse_export_options(int argc, char **argv, struct export_args *a)
 		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain export: expected a checkpoint or run directory "
-			"(see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain export: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	rc = lt_cmd_operands("export", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* ------------------------------------------------------------- reading */

@@ -17,28 +17,39 @@
 #include "model.h"
 #include "dist/zero.h"
 
-static void print_help(void)
-{
-	printf("usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-	       "                    [--threads N] [--ranks N] [--zero 0|1|2]\n"
-	       "       lltrain info --keys\n\n"
-	       "Prints lltrain's version, how it was built, the backends it has with\n"
-	       "their devices, and for each preset its size, model FLOPs per token and\n"
-	       "the memory a training step needs; given configuration options, the same\n"
-	       "for the model they resolve to, at its train.batch and train.seq.\n\n"
-	       "  --preset NAME          tiny, 15M, 110M or 1B\n"
-	       "  --config FILE          an INI file of settings (repeatable)\n"
-	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.batch=4\n"
-	       "  --threads N            CPU threads the memory estimate assumes (default:\n"
-	       "                         run.threads, else the CPU backend's)\n"
-	       "  --ranks N              estimate the memory of each of N data-parallel ranks\n"
-	       "                         (each takes its share of train.batch)\n"
-	       "  --zero S               ... at ZeRO stage S (default dist.zero)\n"
-	       "  --keys                 list every configuration key: name, type, default,\n"
-	       "                         allowed values and meaning\n"
-	       "  --help                 this text\n\n"
-	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n");
-}
+static const struct lt_cmd_option info_options[] = {
+	/* taken by lt_cmd_preset before getopt_long runs */
+	{ "preset", required_argument, 0, "NAME", "tiny, 15M, 110M or 1B" },
+	{ "config", required_argument, 0, "FILE", "an INI file of settings (repeatable)" },
+	{ "SECTION.KEY=VALUE", required_argument, 0, NULL,
+	  "any setting of lltrain.conf(5), e.g. --train.batch=4" },
+	/* the command's own */
+	{ "threads", required_argument, 't', "N",
+	  "CPU threads the memory estimate assumes (default:\n"
+	  "run.threads, else the CPU backend's)" },
+	{ "ranks", required_argument, 'n', "N",
+	  "estimate the memory of each of N data-parallel ranks\n"
+	  "(each takes its share of train.batch)" },
+	{ "zero", required_argument, 'z', "S", "... at ZeRO stage S (default dist.zero)" },
+	{ "keys", no_argument, 'k', NULL,
+	  "list every configuration key: name, type, default,\n"
+	  "allowed values and meaning" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage info_usage = {
+	.head = "usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
+		"                    [--threads N] [--ranks N] [--zero 0|1|2]\n"
+		"       lltrain info --keys\n\n"
+		"Prints lltrain's version, how it was built, the backends it has with\n"
+		"their devices, and for each preset its size, model FLOPs per token and\n"
+		"the memory a training step needs; given configuration options, the same\n"
+		"for the model they resolve to, at its train.batch and train.seq.\n\n",
+	.options = info_options,
+	.column = 25,
+	.tail = "\nLater settings win: defaults, --preset, --config files, --SECTION.KEY.\n",
+};
 
 /* One line per key: section.key, type, default, allowed values, meaning. */
 static void print_keys(void)
@@ -146,47 +157,54 @@ struct info_args {
 	int configured;  /* some option set the configuration */
 };
 
+/* Where info's options go: what was asked for, and the config's ZeRO
+ * stage. */
+struct info_parse {
+	struct info_args *a;
+	struct lt_conf *conf;
+};
+
+/* Takes one option into the struct info_parse at ctx; 0, or 2 after
+ * saying why. */
+static int take_info_option(void *ctx, int id, const char *value)
+{
+	struct info_args *a = ((struct info_parse *)ctx)->a;
+	struct lt_conf *conf = ((struct info_parse *)ctx)->conf;
+	long v;
+	switch (id) {
+	case 't':
+		if (lt_cmd_long("info", "--threads", value, 1, 4096, &v))
+			return 2;
+		a->threads = (int)v;
+		return 0;
+	case 'n':
+		if (lt_cmd_long("info", "--ranks", value, 1, 1000000, &v))
+			return 2;
+		a->ranks = (int)v;
+		a->configured = 1;
+		return 0;
+	case 'z':
+		if (lt_cmd_long("info", "--zero", value, 0, 2, &v))
+			return 2;
+		conf->dist.zero = (int)v;
+		a->configured = 1;
+		return 0;
+	case 'k': a->keys = 1; return 0;
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
+}
+
 /* Fills a (and conf's ZeRO stage) from argv; returns -1 to go on, else the
  * exit status. */
 static int parse_info_options(int argc, char **argv, struct info_args *a, struct lt_conf *conf)
 {
-	static const struct option longopts[] = {
-		{ "threads", required_argument, NULL, 't' }, { "keys", no_argument, NULL, 'k' },
-		{ "ranks", required_argument, NULL, 'n' }, { "zero", required_argument, NULL, 'z' },
-		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
-	};
-	int c;
-	long v;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			if (lt_cmd_long("info", "--threads", optarg, 1, 4096, &v))
-				return 2;
-			a->threads = (int)v;
-			break;
-		case 'n':
-			if (lt_cmd_long("info", "--ranks", optarg, 1, 1000000, &v))
-				return 2;
-			a->ranks = (int)v;
-			a->configured = 1;
-			break;
-		case 'z':
-			if (lt_cmd_long("info", "--zero", optarg, 0, 2, &v))
-				return 2;
-			conf->dist.zero = (int)v;
-			a->configured = 1;
-			break;
-		case 'k': a->keys = 1; break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "lltrain info: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
-	return -1;
+	struct info_parse p = { .a = a, .conf = conf };
+	int rc = lt_cmd_getopt(argc, argv, &info_usage, take_info_option, &p);
+	if (rc < 0)
+		rc = lt_cmd_operands("info", argc, argv, 0, 0, NULL);
+	return rc;
 }
 
 /* The program, its version and what it was built with. */

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,66 +22,64 @@ struct prepare_args {
 	int n_inputs;
 };
 
-static void print_help(void)
+static const struct lt_cmd_option prepare_options[] = {
+	{ "out", required_argument, 'o', "DIR", "output directory (default data)" },
+	{ "vocab", required_argument, 'v', "N", "tokens of the trained tokenizer (default 4096)" },
+	{ "tokenizer", required_argument, 't', "FILE",
+	  "encode with this tokenizer.json instead of training one" },
+	{ "doc-separator", required_argument, 's', "STR",
+	  "a line equal to STR ends a document (default %);\n"
+	  "\"\" makes each file one document" },
+	{ "val-fraction", required_argument, 'f', "X",
+	  "share of documents held out, 0 to 0.5 (default 0.05)" },
+	{ "shard-tokens", required_argument, 'n', "N", "tokens per shard file (default 100000000)" },
+	{ "max-seq", required_argument, 'm', "N",
+	  "context length tokenizer_config.json advertises\n"
+	  "(default 2048)" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage prepare_usage = {
+	.head = "usage: lltrain prepare [OPTIONS] INPUT...\n\n"
+		"Trains a byte-level BPE tokenizer on the text files (a directory stands for\n"
+		"the files in it), encodes every document with the end-of-text token after\n"
+		"it, holds out evenly spaced documents for validation, and writes\n"
+		"tokenizer.json, tokenizer_config.json, train_NNNN.bin, val_NNNN.bin and\n"
+		"prepare.json into the output directory, which is replaced only when all\n"
+		"of it succeeded.\n\n",
+	.options = prepare_options,
+	.column = 25,
+};
+
+/* Takes one option into the struct prepare_args at ctx; 0, or 2 after
+ * saying why. */
+static int take_prepare_option(void *ctx, int id, const char *value)
 {
-	printf("usage: lltrain prepare [OPTIONS] INPUT...\n\n"
-	       "Trains a byte-level BPE tokenizer on the text files (a directory stands for\n"
-	       "the files in it), encodes every document with the end-of-text token after\n"
-	       "it, holds out evenly spaced documents for validation, and writes\n"
-	       "tokenizer.json, tokenizer_config.json, train_NNNN.bin, val_NNNN.bin and\n"
-	       "prepare.json into the output directory, which is replaced only when all\n"
-	       "of it succeeded.\n\n"
-	       "  --out DIR              output directory (default data)\n"
-	       "  --vocab N              tokens of the trained tokenizer (default 4096)\n"
-	       "  --tokenizer FILE       encode with this tokenizer.json instead of training one\n"
-	       "  --doc-separator STR    a line equal to STR ends a document (default %%);\n"
-	       "                         \"\" makes each file one document\n"
-	       "  --val-fraction X       share of documents held out, 0 to 0.5 (default 0.05)\n"
-	       "  --shard-tokens N       tokens per shard file (default 100000000)\n"
-	       "  --max-seq N            context length tokenizer_config.json advertises\n"
-	       "                         (default 2048)\n"
-	       "  --help                 this text\n");
+	struct prepare_args *a = ctx;
+	switch (id) {
+	case 'o': a->out = value; return 0;
+	case 'v':
+		return lt_cmd_long("prepare", "--vocab", value, 257, LT_TOKENIZER_MAX_VOCAB, &a->vocab);
+	case 't': a->tokenizer = value; return 0;
+	case 's': a->separator = value; return 0;
+	case 'f':
+		return lt_cmd_double("prepare", "--val-fraction", value, 0.0, 0.5, &a->val_fraction);
+	case 'n':
+		return lt_cmd_long("prepare", "--shard-tokens", value, 1, 1L << 40, &a->shard_tokens);
+	case 'm': return lt_cmd_long("prepare", "--max-seq", value, 1, 1L << 30, &a->max_seq);
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
 }
 
 /* Fills a from argv; returns -1 to go on, else the exit status. */
 static int parse_prepare_options(int argc, char **argv, struct prepare_args *a)
 {
-	static const struct option longopts[] = {
-		{ "out", required_argument, NULL, 'o' },
-		{ "vocab", required_argument, NULL, 'v' },
-		{ "tokenizer", required_argument, NULL, 't' },
-		{ "doc-separator", required_argument, NULL, 's' },
-		{ "val-fraction", required_argument, NULL, 'f' },
-		{ "shard-tokens", required_argument, NULL, 'n' },
-		{ "max-seq", required_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, bad = 0;
-	optind = 1;
-	while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'o': a->out = optarg; break;
-		case 'v':
-			bad = lt_cmd_long("prepare", "--vocab", optarg, 257, LT_TOKENIZER_MAX_VOCAB, &a->vocab);
-			break;
-		case 't': a->tokenizer = optarg; break;
-		case 's': a->separator = optarg; break;
-		case 'f':
-			bad = lt_cmd_double("prepare", "--val-fraction", optarg, 0.0, 0.5, &a->val_fraction);
-			break;
-		case 'n':
-			bad = lt_cmd_long("prepare", "--shard-tokens", optarg, 1, 1L << 40, &a->shard_tokens);
-			break;
-		case 'm':
-			bad = lt_cmd_long("prepare", "--max-seq", optarg, 1, 1L << 30, &a->max_seq);
-			break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
-	if (bad)
-		return 2;
+	int rc = lt_cmd_getopt(argc, argv, &prepare_usage, take_prepare_option, a);
+	if (rc >= 0)
+		return rc;
 	if (!a->out[0]) {
 		fprintf(stderr, "lltrain prepare: --out '': expected a directory name\n");
 		return 2;
@@ -89,14 +88,11 @@ static int parse_prepare_options(int argc, char **argv, struct prepare_args *a)
 		fprintf(stderr, "lltrain prepare: --doc-separator: a line cannot hold a newline\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain prepare: expected text files or directories to prepare "
-			"(see --help)\n");
-		return 2;
-	}
+	rc = lt_cmd_operands("prepare", argc, argv, 1, INT_MAX,
+			     "text files or directories to prepare");
 	a->inputs = argv + optind;
 	a->n_inputs = argc - optind;
-	return -1;
+	return rc;
 }
 
 static void print_summary(const struct prepare_args *a, const struct lt_prepare_report *r)

@@ -47,80 +47,73 @@ struct session {
 	int32_t *seq;              /* ids, then one sample's new tokens */
 };
 
-static void print_help(void)
+static const struct lt_cmd_option sample_options[] = {
+	{ "prompt", required_argument, 'p', "TEXT", "the text to continue (default: none)" },
+	{ "prompt-file", required_argument, 'f', "FILE", "read the prompt from FILE instead" },
+	{ "max-tokens", required_argument, 'n', "N",
+	  "new tokens per sample (default 200; reduced to fit\n"
+	  "the model's context)" },
+	{ "temperature", required_argument, 'T', "X", "0 picks the most likely token (default 0.8)" },
+	{ "top-k", required_argument, 'k', "N",
+	  "draw from the N most likely tokens; 0 = all (default 40)" },
+	{ "top-p", required_argument, 'P', "X",
+	  "then from the smallest set holding X of the\n"
+	  "probability; 1 = all (default 0.95)" },
+	{ "seed", required_argument, 's', "N", "random seed (default 1); sample i uses N + i" },
+	{ "num-samples", required_argument, 'N', "N", "samples to generate (default 1)" },
+	{ "device", required_argument, 'd', "DEV", "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ "threads", required_argument, 't', "N", "CPU threads (default: OpenMP's choice)" },
+	{ "help", no_argument, 'h', NULL, "this text" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+static const struct lt_cmd_usage sample_usage = {
+	.head = "usage: lltrain sample [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
+		"Generates text from a checkpoint (or the newest valid one of a run\n"
+		"directory), with the tokenizer.json saved in it: the end-of-text token,\n"
+		"then the prompt, then up to --max-tokens new tokens, stopping early at\n"
+		"end-of-text. Prints the prompt and what follows it; the speed goes to\n"
+		"stderr.\n\n",
+	.options = sample_options,
+	.column = 23,
+};
+
+/* Takes one option into the struct sample_args at ctx; 0, or 2 after
+ * saying why. */
+static int take_sample_option(void *ctx, int id, const char *value)
 {
-	printf("usage: lltrain sample [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
-	       "Generates text from a checkpoint (or the newest valid one of a run\n"
-	       "directory), with the tokenizer.json saved in it: the end-of-text token,\n"
-	       "then the prompt, then up to --max-tokens new tokens, stopping early at\n"
-	       "end-of-text. Prints the prompt and what follows it; the speed goes to\n"
-	       "stderr.\n\n"
-	       "  --prompt TEXT        the text to continue (default: none)\n"
-	       "  --prompt-file FILE   read the prompt from FILE instead\n"
-	       "  --max-tokens N       new tokens per sample (default 200; reduced to fit\n"
-	       "                       the model's context)\n"
-	       "  --temperature X      0 picks the most likely token (default 0.8)\n"
-	       "  --top-k N            draw from the N most likely tokens; 0 = all (default 40)\n"
-	       "  --top-p X            then from the smallest set holding X of the\n"
-	       "                       probability; 1 = all (default 0.95)\n"
-	       "  --seed N             random seed (default 1); sample i uses N + i\n"
-	       "  --num-samples N      samples to generate (default 1)\n"
-	       "  --device DEV         cpu (default), opencl[:P.D|:NAME] or auto\n"
-	       "  --threads N          CPU threads (default: OpenMP's choice)\n"
-	       "  --help               this text\n");
+	struct sample_args *a = ctx;
+	switch (id) {
+	case 'p': a->prompt = value; return 0;
+	case 'f': a->prompt_file = value; return 0;
+	case 'n': return lt_cmd_long("sample", "--max-tokens", value, 0, 1L << 30, &a->max_tokens);
+	case 'T': return lt_cmd_double("sample", "--temperature", value, 0.0, 100.0, &a->temperature);
+	case 'k': return lt_cmd_long("sample", "--top-k", value, 0, 1L << 30, &a->top_k);
+	case 'P': return lt_cmd_double("sample", "--top-p", value, 0.0, 1.0, &a->top_p);
+	case 's': return lt_cmd_long("sample", "--seed", value, 0, 0x7fffffffffffffffL, &a->seed);
+	case 'N': return lt_cmd_long("sample", "--num-samples", value, 1, 1000000, &a->num_samples);
+	case 'd': a->device = value; return 0;
+	case 't': return lt_cmd_long("sample", "--threads", value, 1, 4096, &a->threads);
+	default:
+		LT_ASSERT(0);
+		return 2;
+	}
 }
 
 /* Fills a from argv; returns -1 to go on, else the exit status. */
 static int parse_sample_options(int argc, char **argv, struct sample_args *a)
 {
-	static const struct option longopts[] = {
-		{ "prompt", required_argument, NULL, 'p' },
-		{ "prompt-file", required_argument, NULL, 'f' },
-		{ "max-tokens", required_argument, NULL, 'n' },
-		{ "temperature", required_argument, NULL, 'T' },
-		{ "top-k", required_argument, NULL, 'k' },
-		{ "top-p", required_argument, NULL, 'P' },
-		{ "seed", required_argument, NULL, 's' },
-		{ "num-samples", required_argument, NULL, 'N' },
-		{ "device", required_argument, NULL, 'd' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, bad = 0;
-	optind = 1;
-	while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'p': a->prompt = optarg; break;
-		case 'f': a->prompt_file = optarg; break;
-		case 'n': bad = lt_cmd_long("sample", "--max-tokens", optarg, 0, 1L << 30, &a->max_tokens); break;
-		case 'T': bad = lt_cmd_double("sample", "--temperature", optarg, 0.0, 100.0, &a->temperature); break;
-		case 'k': bad = lt_cmd_long("sample", "--top-k", optarg, 0, 1L << 30, &a->top_k); break;
-		case 'P': bad = lt_cmd_double("sample", "--top-p", optarg, 0.0, 1.0, &a->top_p); break;
-		case 's': bad = lt_cmd_long("sample", "--seed", optarg, 0, 0x7fffffffffffffffL, &a->seed); break;
-		case 'N': bad = lt_cmd_long("sample", "--num-samples", optarg, 1, 1000000, &a->num_samples); break;
-		case 'd': a->device = optarg; break;
-		case 't': bad = lt_cmd_long("sample", "--threads", optarg, 1, 4096, &a->threads); break;
-		case 'h': print_help(); return 0;
-		default: return 2;
-		}
-	}
-	if (bad)
-		return 2;
+	int rc = lt_cmd_getopt(argc, argv, &sample_usage, take_sample_option, a);
+	if (rc >= 0)
+		return rc;
 	if (a->prompt && a->prompt_file) {
 		fprintf(stderr, "lltrain sample: --prompt and --prompt-file exclude each other\n");
 		return 2;
 	}
-	if (optind >= argc) {
-		fprintf(stderr, "lltrain sample: expected a checkpoint or run directory (see --help)\n");
-		return 2;
-	}
-	if (optind + 1 < argc) {
-		fprintf(stderr, "lltrain sample: unexpected argument '%s'\n", argv[optind + 1]);
-		return 2;
-	}
-	a->path = argv[optind];
-	return -1;
+	rc = lt_cmd_operands("sample", argc, argv, 1, 1, "a checkpoint or run directory");
+	if (rc < 0)
+		a->path = argv[optind];
+	return rc;
 }
 
 /* The whole of a file, in a new buffer. */
