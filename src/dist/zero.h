@@ -1,8 +1,7 @@
-/* Data-parallel training over the ranks of an lt_dist: the split of a
- * global batch into rank shares, the gradient reduction of ZeRO stage 0, 1
- * or 2, AdamW on this rank's range of the flat buffer, the all-gather of
- * the updated parameters, and the exact fixed-point gradient sum of
- * deterministic runs.
+/* Data-parallel training over the ranks of an lt_dist: the gradient
+ * reduction of ZeRO stage 0, 1 or 2, AdamW on this rank's range of the
+ * flat buffer, the all-gather of the updated parameters, and the exact
+ * fixed-point gradient sum of deterministic runs.
  *
  * Stage 0 all-reduces the whole gradient and every rank runs AdamW on all
  * of it. Stages 1 and 2 give rank r the contiguous range [off[r], off[r+1])
@@ -49,39 +48,6 @@
 #define LT_ZERO_GRAD_SLOTS 2
 
 typedef struct lt_zero lt_zero;
-
-/* Splits n items over `parts` in proportion to weights (all > 0): each part
- * gets the floor of its ideal share, at least min_each (n >= parts *
- * min_each); the rest go one each to the parts furthest below their ideal,
- * and an excess made by the minimum comes from those furthest above it:
- * counts[parts]. */
-void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
-
-/* Part i's items in round a of `rounds`, when counts[] (each at least
- * `rounds`, together a multiple of it) are dealt over the rounds: each
- * part's count spread evenly, the remainders handed out in part order, one
- * per round in turn, so every round holds the same number of items and
- * each part holds floor or ceil of count / rounds in every round. */
-size_t lt_zero_rows_in(const size_t *counts, int i, int a, int rounds);
-
-/* --balance auto's memory between two comparisons of the ranks' speeds:
- * the split the last one called for, until the next confirms it. */
-struct lt_zero_balance {
-	size_t *proposed;  /* [parts], the caller's */
-	int pending;       /* proposed holds a split that paid */
-};
-
-/* One comparison, for parts at speed[i] (> 0) items a second that hold
- * now[i] of n items: counts gets the split in proportion to speed
- * (lt_zero_split, min_each each at least), *before and *after the time of the
- * slowest part on now and on counts. Returns 1 when the parts should move
- * to counts: it promises a time at least `gain` shorter (after < (1 -
- * gain) * before), and so, at these speeds, does the split the previous
- * comparison proposed. Otherwise counts, when it pays, is proposed for
- * the next one. */
-int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
-		      size_t min_each, const size_t *now, double gain, size_t *counts,
-		      double *before, double *after);
 
 /* Turns a one-process memory estimate into that of one of `ranks` ranks at
  * ZeRO stage `stage` (its batch already the rank's share): stages 1 and 2
