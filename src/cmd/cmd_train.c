@@ -628,7 +628,7 @@ static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float sc
 		if (st == LT_OK)
 			st = lt_model_backward(r->model);
 		if (st == LT_OK && c->dist.deterministic)
-			st = lt_zero_add_grain(r->zero);
+			st = lt_zero_add_sequence(r->zero);
 		sums[0] += loss;
 		sums[1] += (double)n;
 	}

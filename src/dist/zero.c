@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dist/exact_sum.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -21,12 +22,6 @@
 
 /* Range boundaries fall on multiples of this many elements. */
 #define ALIGN 16
-/* Fixed-point scale of deterministic sums: 2^80; a sequence's gradient
- * element must stay below 2^100 / 2^80 = 2^20 in magnitude. */
-#define FIX_ONE 0x1p80
-#define FIX_LIMIT 0x1p100
-/* Elements per partial sum of the deterministic norm. */
-#define NORM_BLOCK 65536
 /* Elements a thread sums at once through shared memory. */
 #define SUM_CHUNK 2048
 /* Bytes of a page: the shared parts' sections start on one. */
@@ -92,8 +87,7 @@ struct lt_zero {
 	lt_buf *shard_buf;         /* slots: where AdamW reads the shard (the shard's memory or not) */
 	size_t *marks;             /* slots: [layers] collectives started up to each block's */
 	int backwards;             /* slots: the backwards armed this step */
-	__int128 *exact;           /* deterministic: the fixed-point sum, [numel] */
-	int inexact;               /* deterministic: a grain was out of range */
+	lt_exact_sum *exact;       /* deterministic: the sum of the step's sequences */
 	size_t bytes;              /* what this holds besides the model */
 	int own_grads, own_params, own_shard;
 	/* node: the ranks of each node exchange through its memory, and the
@@ -430,12 +424,9 @@ static enum lt_status allocate(lt_zero *z)
 		z->bytes += n * sizeof *z->shard;
 	}
 	if (z->deterministic) {
-		if (!(z->exact = calloc(z->numel, sizeof *z->exact))) {
-			lt_errmsg_set("cannot allocate %.1f MiB for the exact gradient sum of "
-				      "--deterministic", (double)z->numel * 16 / 1048576.0);
-			return LT_ERR_NOMEM;
-		}
-		z->bytes += z->numel * sizeof *z->exact;
+		if ((st = lt_exact_sum_new(z->numel, &z->exact)) != LT_OK)
+			return st;
+		z->bytes += lt_exact_sum_bytes(z->exact);
 	}
 	return LT_OK;
 }
@@ -532,7 +523,7 @@ void lt_zero_free(lt_zero *z)
 	}
 	lt_buf_free(be, z->shard_buf);
 	free(z->marks);
-	free(z->exact);
+	lt_exact_sum_free(z->exact);
 	free(z->off);
 	free(z->cut);
 	free(z);
@@ -1214,75 +1205,28 @@ enum lt_status lt_zero_arm(lt_zero *z, int last)
 	return st == LT_OK ? lt_dist_wait_all(z->dist) : st;
 }
 
-enum lt_status lt_zero_add_grain(lt_zero *z)
+enum lt_status lt_zero_add_sequence(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	enum lt_status st = be->ops->sync(be);
 	if (st != LT_OK)
 		return st;
 	fetch_grads(z, 0, z->numel);
-	const float *g = z->grads_host;
-	__int128 *acc = z->exact;
-	long n = (long)z->numel;
-	int bad = 0;
-#pragma omp parallel for reduction(| : bad) schedule(static)
-	for (long i = 0; i < n; i++) {
-		double v = (double)g[i] * FIX_ONE;
-		if (fabs(v) < FIX_LIMIT)
-			acc[i] = (__int128)((unsigned __int128)acc[i] + (unsigned __int128)(__int128)v);
-		else
-			bad = 1;
-	}
-	z->inexact |= bad;
+	lt_exact_sum_add(z->exact, z->grads_host);
 	lt_model_zero_grads(z->model);
 	return be->ops->sync(be);
 }
 
-/* The sum of squares of x[n], in blocks of a fixed size summed in order:
- * the same bits for any thread count. */
-static double fixed_order_sum_squares(const float *x, size_t n)
-{
-	size_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
-	double *part = malloc((nb ? nb : 1) * sizeof *part), total = 0;
-	if (!part)
-		return NAN;
-#pragma omp parallel for schedule(static)
-	for (long b = 0; b < (long)nb; b++) {
-		size_t lo = (size_t)b * NORM_BLOCK, hi = lo + NORM_BLOCK < n ? lo + NORM_BLOCK : n;
-		double s = 0;
-		for (size_t i = lo; i < hi; i++)
-			s += (double)x[i] * x[i];
-		part[b] = s;
-	}
-	for (size_t b = 0; b < nb; b++)
-		total += part[b];
-	free(part);
-	return total;
-}
-
-/* Deterministic: sums the exact grains over the ranks and writes the
+/* Deterministic: sums the exact sums over the ranks and writes the
  * rounded result as the gradient of every element. */
 static enum lt_status reduce_exact(lt_zero *z, double *norm)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	double bad = z->inexact;
-	enum lt_status st;
-	if ((st = lt_dist_allreduce(z->dist, &bad, 1, LT_DIST_F64, LT_DIST_MAX,
-				    "the agreement on gradient range")) != LT_OK ||
-	    (st = lt_dist_allreduce(z->dist, z->exact, z->numel, LT_DIST_I128, LT_DIST_SUM,
-				    "the exact gradient all-reduce")) != LT_OK)
+	enum lt_status st = lt_exact_sum_allreduce(z->exact, z->dist, z->grads_host, norm);
+	if (st != LT_OK)
 		return st;
-	float *g = z->grads_host;
-	long n = (long)z->numel;
-#pragma omp parallel for schedule(static)
-	for (long i = 0; i < n; i++) {
-		g[i] = (float)((double)z->exact[i] / FIX_ONE);
-		z->exact[i] = 0;
-	}
-	z->inexact = 0;
 	if (z->own_grads)
-		be->ops->write(be, lt_model_grads(z->model), g, z->numel);
-	*norm = bad > 0 ? INFINITY : sqrt(fixed_order_sum_squares(g, z->numel));
+		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
 	return be->ops->sync(be);
 }
 

@@ -84,7 +84,7 @@ size_t lt_zero_bytes(const lt_zero *z);
 enum lt_status lt_zero_arm(lt_zero *z, int last);
 /* Deterministic runs, after each one-sequence backward: adds the gradient
  * buffer into the exact sum and zeroes it. */
-enum lt_status lt_zero_add_grain(lt_zero *z);
+enum lt_status lt_zero_add_sequence(lt_zero *z);
 /* After the step's last backward: completes the reduction (the summed
  * gradient of this rank's range is then in the model's gradient buffer)
  * and gives the global gradient norm (not finite when a gradient is not). */
