@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "dist/exact_sum.h"
+#include "dist/grad_slots.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -84,6 +85,8 @@ struct lt_zero {
 	float *params_host;        /* the parameters on the host: the backend's own or a copy */
 	float *shard;              /* [end - begin], reduced gradient of the range (host) */
 	int slots;                 /* stage 2 over ranks: the blocks' gradient slots */
+	struct lt_grad_slots grads_layout;  /* the model's gradient buffer (slots or whole) */
+	struct lt_grad_slots parts_layout;  /* the host copy of the gradients (node: the parts) */
 	lt_buf *shard_buf;         /* slots: where AdamW reads the shard (the shard's memory or not) */
 	size_t *marks;             /* slots: [layers] collectives started up to each block's */
 	int backwards;             /* slots: the backwards armed this step */
@@ -323,9 +326,7 @@ static enum lt_status share_node_memory(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	int sharded = z->stage > 0;
-	size_t gbytes = section_bytes(z->summer ? lt_model_config_grads(lt_model_config_of(z->model),
-									PART_SLOTS)
-						: lt_model_grads_numel(z->model));
+	size_t gbytes = section_bytes(lt_grad_slots_numel(&z->parts_layout));
 	size_t lbytes = z->apart ? section_bytes(z->lookup_cap + 1) +
 				   section_bytes(z->lookup_cap *
 						 (size_t)lt_model_config_of(z->model)->dim)
@@ -348,6 +349,7 @@ static enum lt_status share_node_memory(lt_zero *z)
 		z->grads_of = NULL;
 		z->node = z->apart = 0;
 		free_summer(z);
+		z->parts_layout = z->grads_layout;
 		return LT_OK;
 	}
 	if (st != LT_OK)
@@ -391,7 +393,9 @@ static enum lt_status allocate(lt_zero *z)
 	/* slots first: the node's memory holds a copy of the smaller buffer */
 	if (sharded && z->stage == 2 && !z->deterministic) {
 		z->slots = LT_ZERO_GRAD_SLOTS;
-		if ((st = lt_model_use_grad_slots(z->model, z->slots)) != LT_OK)
+		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
+		z->parts_layout = z->grads_layout;
+		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
 			return st;
 	}
 	/* on one node, where the exchange runs in backward (over several
@@ -402,6 +406,8 @@ static enum lt_status allocate(lt_zero *z)
 	if (z->node && z->nodes == 1 && !z->copies_beside && z->slots &&
 	    (st = new_summer(z)) != LT_OK)
 		return st;
+	if (z->summer)
+		lt_grad_slots_of(z->model, PART_SLOTS, &z->parts_layout);
 	if (z->node && (st = share_node_memory(z)) != LT_OK)
 		return st;
 	if (z->summer && (st = start_summer(z)) != LT_OK)
@@ -486,6 +492,8 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 	if (tokens < z->lookup_cap)
 		z->lookup_cap = tokens;
 	plan_ranges(z->numel, size, z->off);
+	lt_grad_slots_of(m, 0, &z->grads_layout);
+	z->parts_layout = z->grads_layout;
 	z->begin = stage > 0 ? z->off[rank] : 0;
 	z->end = stage > 0 ? z->off[rank + 1] : z->numel;
 	st = allocate(z);
@@ -501,8 +509,7 @@ void lt_zero_free(lt_zero *z)
 {
 	if (!z)
 		return;
-	lt_model_on_grads_ready(z->model, NULL, NULL);
-	lt_model_on_lookup_ready(z->model, NULL, NULL);
+	lt_model_set_grad_hook(z->model, NULL);
 	lt_optim_free(z->opt);
 	free_summer(z);
 	lt_backend *be = lt_model_backend(z->model);
@@ -538,7 +545,7 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 	e->total -= e->optimizer + e->grads;
 	e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
 	if (stage == 2 && !deterministic)
-		e->grads = lt_model_config_grads(c, LT_ZERO_GRAD_SLOTS) * 4 +
+		e->grads = lt_grad_slots_config_numel(c, LT_ZERO_GRAD_SLOTS) * 4 +
 			   (P * 4 + (size_t)ranks - 1) / (size_t)ranks;
 	e->total += e->optimizer + e->grads;
 }
@@ -552,8 +559,7 @@ size_t lt_zero_bytes(const lt_zero *z) { return z->bytes; }
  * gradient buffer, but with a summer, in PART_SLOTS blocks' room. */
 static size_t part_index(const lt_zero *z, size_t lo)
 {
-	return z->summer ? lt_model_slot_index(z->model, lo, PART_SLOTS)
-			 : lt_model_grad_index(z->model, lo);
+	return lt_grad_slots_index(&z->parts_layout, lo);
 }
 
 /* The host copy of the gradient of flat element lo: the range [lo, hi)
@@ -566,7 +572,7 @@ static float *host_grads(const lt_zero *z, size_t lo)
 /* The gradient of flat element lo in the backend's buffer. */
 static lt_ref device_grads(const lt_zero *z, size_t lo)
 {
-	return lt_ref_at(lt_model_grads(z->model), lt_model_grad_index(z->model, lo));
+	return lt_ref_at(lt_model_grads(z->model), lt_grad_slots_index(&z->grads_layout, lo));
 }
 
 /* The length of the part of [lo, hi) in rank r's range, from *from. */
@@ -859,7 +865,7 @@ static enum lt_status start_bucket(lt_zero *z, size_t lo, size_t hi)
  * done. */
 static enum lt_status free_next_slot(lt_zero *z, size_t lo)
 {
-	int b = lt_model_block_of(z->model, lo), reused = b - 1 + z->slots;
+	int b = lt_grad_slots_block_of(&z->grads_layout, lo), reused = b - 1 + z->slots;
 	if (b < 0)
 		return LT_OK;
 	z->marks[b] = lt_dist_mark(z->dist);
@@ -1041,13 +1047,19 @@ static enum lt_status finish_sums(lt_zero *z)
 	return lt_dist_wait_until(z->dist, all_summed, z, "the gradient exchange", 0);
 }
 
-/* The model's callback in an armed backward: an empty range is a moment
- * between two ops to let the started exchanges advance. */
+/* The model's hook between two ops of an armed backward: lets the started
+ * exchanges advance. */
+static enum lt_status between_ops(void *ctx)
+{
+	lt_zero *z = ctx;
+	return lt_dist_progress(z->dist);
+}
+
+/* The model's hook in an armed backward: the gradients of [lo, hi) are
+ * complete. */
 static enum lt_status on_grads_ready(void *ctx, size_t lo, size_t hi)
 {
 	lt_zero *z = ctx;
-	if (hi == lo)
-		return lt_dist_progress(z->dist);
 	if (z->summer)
 		return post_bucket(z, lo, hi);
 	if (z->node)
@@ -1194,9 +1206,10 @@ enum lt_status lt_zero_arm(lt_zero *z, int last)
 	int overlap = z->slots || (last && overlap_pays(z));
 	if (overlap) {
 		z->armed = 1;
-		lt_model_on_grads_ready(z->model, on_grads_ready, z);
-		if (z->apart)
-			lt_model_on_lookup_ready(z->model, on_lookup_ready, z);
+		struct lt_grad_hook hook = { .ctx = z, .ready = on_grads_ready,
+					     .between_ops = between_ops,
+					     .lookup_ready = z->apart ? on_lookup_ready : NULL };
+		lt_model_set_grad_hook(z->model, &hook);
 	}
 	if (!z->slots)
 		return LT_OK;
@@ -1246,8 +1259,7 @@ static enum lt_status finish_exchange(lt_zero *z)
 		if ((st = start_bucket(z, 0, z->numel)) != LT_OK)
 			return st;
 	}
-	lt_model_on_grads_ready(z->model, NULL, NULL);
-	lt_model_on_lookup_ready(z->model, NULL, NULL);
+	lt_model_set_grad_hook(z->model, NULL);
 	z->armed = 0;
 	z->backwards = 0;
 	return lt_dist_wait_all(z->dist);

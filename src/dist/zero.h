@@ -11,7 +11,7 @@
  * reduce-scatter of each layer's gradients as soon as the backward pass has
  * finished that layer, so communication runs during the rest of backward;
  * the model then keeps only LT_ZERO_GRAD_SLOTS blocks' gradients besides
- * the embedding and output ranges (lt_model_use_grad_slots), every
+ * the embedding and output ranges (dist/grad_slots.h), every
  * backward of a step is exchanged, and the range's sum accumulates in the
  * shard. Stage 0 also overlaps, in the step's last backward.
  *
@@ -24,7 +24,7 @@
  * exchanges as it goes on a device that copies beside its work, the
  * embedding's gradient travels in two parts: the tied head's, summed while
  * the device runs the blocks, and the lookup's, as the rows of the batch's
- * distinct tokens only (lt_model_on_lookup_ready), so no whole table is
+ * distinct tokens only (the model hook's lookup_ready), so no whole table is
  * left to copy and sum once backward ends.
  *
  * Deterministic runs add each sequence's gradient, converted to a 128-bit
