@@ -79,6 +79,20 @@ double lt_exact_sum_squares(const float *x, size_t n)
 	return total;
 }
 
+int lt_exact_sum_take(lt_exact_sum *s, float *g)
+{
+	__int128 *acc = s->acc;
+	long n = (long)s->n;
+	int bad = s->inexact;
+#pragma omp parallel for schedule(static)
+	for (long i = 0; i < n; i++) {
+		g[i] = (float)((double)acc[i] / FIX_ONE);
+		acc[i] = 0;
+	}
+	s->inexact = 0;
+	return bad;
+}
+
 enum lt_status lt_exact_sum_allreduce(lt_exact_sum *s, lt_dist *d, float *g, double *norm)
 {
 	double bad = s->inexact;
@@ -88,14 +102,7 @@ enum lt_status lt_exact_sum_allreduce(lt_exact_sum *s, lt_dist *d, float *g, dou
 	    (st = lt_dist_allreduce(d, s->acc, s->n, LT_DIST_I128, LT_DIST_SUM,
 				    "the exact gradient all-reduce")) != LT_OK)
 		return st;
-	__int128 *acc = s->acc;
-	long n = (long)s->n;
-#pragma omp parallel for schedule(static)
-	for (long i = 0; i < n; i++) {
-		g[i] = (float)((double)acc[i] / FIX_ONE);
-		acc[i] = 0;
-	}
-	s->inexact = 0;
+	lt_exact_sum_take(s, g);
 	*norm = bad > 0 ? INFINITY : sqrt(lt_exact_sum_squares(g, s->n));
 	return LT_OK;
 }

@@ -28,6 +28,10 @@ size_t lt_exact_sum_bytes(const lt_exact_sum *s);
  * left out and the sum marked as out of range. */
 void lt_exact_sum_add(lt_exact_sum *s, const float *g);
 
+/* Writes the sum, rounded, to g[n] and zeroes it for the next step.
+ * Returns 1 when an element was out of range since the last take. */
+int lt_exact_sum_take(lt_exact_sum *s, float *g);
+
 /* Adds the sums of every rank of d and writes the total, rounded, to g[n]
  * on every rank; then zeroes the sum for the next step. *norm gets the
  * total's norm, summed in an order that does not depend on the thread
