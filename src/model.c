@@ -59,8 +59,10 @@ struct lt_model {
 	size_t embed, norm, lm_head;     /* offsets of the global tensors */
 	struct layer_views *layers;
 	lt_buf *params, *grads;
-	size_t grads_numel;               /* numel, or less with gradient slots */
-	int slots;                        /* 0, or the blocks' gradient slots */
+	size_t grads_numel;               /* numel, or the caller's layout's size */
+	size_t *grad_block;               /* [n_layers] where each block's gradients start */
+	size_t grad_output;               /* where the output range's gradients start */
+	int grads_written;                /* a caller's layout: backward writes, not adds */
 	lt_buf *inv_freq;                 /* [D/2] rope frequencies */
 
 	/* the activation plan: one offset space, held as one buffer per layer
@@ -73,10 +75,7 @@ struct lt_model {
 	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
 	int have_grad;                    /* the logits hold their gradient */
-	lt_grads_ready_fn grads_ready;    /* told of each finished gradient range */
-	void *grads_ready_ctx;
-	lt_lookup_ready_fn lookup_ready;  /* given the embedding lookup's gradient apart */
-	void *lookup_ready_ctx;
+	struct lt_grad_hook hook;         /* told of each finished gradient range */
 	size_t lookup;                    /* [N] int32 activations: each token's row of it */
 	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
 	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,
@@ -185,8 +184,16 @@ static void lay_out_parameters(struct lt_model *m)
 	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
 }
 
-/* Parameters of one block. */
-static size_t config_block_params(const struct lt_model_config *c)
+/* The gradient buffer as the mirror of the parameter buffer. */
+static void mirror_grad_layout(struct lt_model *m)
+{
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		m->grad_block[l] = m->layers[l].ln_in;
+	m->grad_output = m->norm;
+	m->grads_numel = m->numel;
+}
+
+size_t lt_model_config_block_params(const struct lt_model_config *c)
 {
 	size_t C = (size_t)c->dim, D = (size_t)head_dim(c), F = (size_t)c->ffn_dim;
 	size_t qkv = (size_t)(c->n_heads + 2 * c->n_kv_heads) * D;
@@ -196,14 +203,8 @@ static size_t config_block_params(const struct lt_model_config *c)
 size_t lt_model_config_params(const struct lt_model_config *c)
 {
 	size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
-	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * config_block_params(c) +
+	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * lt_model_config_block_params(c) +
 	       (size_t)c->dim;
-}
-
-size_t lt_model_config_grads(const struct lt_model_config *c, int k)
-{
-	int kept = k > 0 && k < c->n_layers ? k : c->n_layers;
-	return lt_model_config_params(c) - (size_t)(c->n_layers - kept) * config_block_params(c);
 }
 
 double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
@@ -309,9 +310,11 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	m->tensors = calloc((size_t)c->n_layers * 9 + 3, sizeof *m->tensors);
 	m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
 	m->la = calloc((size_t)c->n_layers, sizeof *m->la);
-	if (!m->tensors || !m->layers || !m->la)
+	m->grad_block = calloc((size_t)c->n_layers, sizeof *m->grad_block);
+	if (!m->tensors || !m->layers || !m->la || !m->grad_block)
 		goto nomem;
 	lay_out_parameters(m);
+	mirror_grad_layout(m);
 
 	if ((st = lt_buf_new(be, m->numel, &m->params)) != LT_OK ||
 	    (st = lt_buf_new(be, m->numel, &m->grads)) != LT_OK ||
@@ -320,7 +323,6 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 		lt_model_free(m);
 		return st;
 	}
-	m->grads_numel = m->numel;
 	write_rope_frequencies(m);
 	*out = m;
 	return LT_OK;
@@ -401,6 +403,7 @@ void lt_model_free(lt_model *m)
 	free(m->tensors);
 	free(m->layers);
 	free(m->la);
+	free(m->grad_block);
 	free(m);
 }
 
@@ -418,34 +421,33 @@ static size_t block_numel(const lt_model *m)
 	return (m->norm - m->layers[0].ln_in) / (size_t)m->cfg.n_layers;
 }
 
-int lt_model_block_of(const lt_model *m, size_t off)
+size_t lt_model_block_begin(const lt_model *m, int l)
+{
+	LT_ASSERT(l >= 0 && l <= m->cfg.n_layers);
+	return m->layers[0].ln_in + (size_t)l * block_numel(m);
+}
+
+/* Where the gradient of flat element off lies in the gradient buffer. */
+static size_t grad_index(const lt_model *m, size_t off)
 {
 	size_t first = m->layers[0].ln_in;
-	return off < first || off >= m->norm ? -1 : (int)((off - first) / block_numel(m));
-}
-
-size_t lt_model_slot_index(const lt_model *m, size_t off, int k)
-{
-	size_t first = m->layers[0].ln_in, n = block_numel(m);
-	int b = lt_model_block_of(m, off);
-	if (k > m->cfg.n_layers)
-		k = m->cfg.n_layers;
-	if (k <= 0 || off < first)
+	if (off < first)
 		return off;
-	if (b < 0)
-		return off - (m->norm - first) + (size_t)k * n;
-	return first + (size_t)(b % k) * n + (off - first - (size_t)b * n);
+	if (off >= m->norm)
+		return m->grad_output + (off - m->norm);
+	size_t b = (off - first) / block_numel(m);
+	return m->grad_block[b] + (off - m->layers[b].ln_in);
 }
 
-size_t lt_model_grad_index(const lt_model *m, size_t off)
-{
-	return lt_model_slot_index(m, off, m->slots);
-}
-
-enum lt_status lt_model_use_grad_slots(lt_model *m, int k)
+enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout)
 {
 	int L = m->cfg.n_layers;
-	size_t n = lt_model_config_grads(&m->cfg, k);
+	size_t n = layout ? layout->numel : m->numel, first = m->layers[0].ln_in;
+	if (layout) {
+		LT_ASSERT(layout->output >= first && layout->output + (m->numel - m->norm) <= n);
+		for (int l = 0; l < L; l++)
+			LT_ASSERT(layout->block[l] >= first && layout->block[l] + block_numel(m) <= n);
+	}
 	/* free first: the two buffers together may not fit where one does */
 	lt_buf_free(m->be, m->grads);
 	m->grads = NULL;
@@ -456,7 +458,13 @@ enum lt_status lt_model_use_grad_slots(lt_model *m, int k)
 		return st;
 	}
 	m->grads_numel = n;
-	m->slots = k <= 0 ? 0 : k < L ? k : L;
+	m->grads_written = layout != NULL;
+	if (layout) {
+		memcpy(m->grad_block, layout->block, (size_t)L * sizeof *m->grad_block);
+		m->grad_output = layout->output;
+	} else {
+		mirror_grad_layout(m);
+	}
 	lt_model_zero_grads(m);
 	return m->be->ops->sync(m->be);
 }
@@ -540,7 +548,7 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 static lt_ref P(const lt_model *m, size_t off) { return (lt_ref){ m->params, off }; }
 static lt_ref G(const lt_model *m, size_t off)
 {
-	return (lt_ref){ m->grads, lt_model_grad_index(m, off) };
+	return (lt_ref){ m->grads, grad_index(m, off) };
 }
 static lt_ref A(const lt_model *m, size_t off)
 {
@@ -603,18 +611,18 @@ static void block_forward(lt_model *m, int l)
 	linear_forward(be, A(m, next), A(m, a->g), P(m, w->wdown), N, C, F, 1.0f);
 }
 
-/* Passes a finished gradient range to the caller's function, if any. */
+/* Passes a finished gradient range to the caller's hook, if any. */
 static enum lt_status tell_grads_ready(lt_model *m, size_t begin, size_t end)
 {
-	return m->grads_ready ? m->grads_ready(m->grads_ready_ctx, begin, end) : LT_OK;
+	return m->hook.ready ? m->hook.ready(m->hook.ctx, begin, end) : LT_OK;
 }
 
-/* Between two ops of a block's backward: tells the caller's function of
- * an empty range, so exchanges it started can advance. */
+/* Between two ops of a block's backward: lets the caller's hook advance
+ * the exchanges it started. */
 static void pause_for_exchanges(lt_model *m)
 {
-	if (m->pause_st == LT_OK)
-		m->pause_st = tell_grads_ready(m, 0, 0);
+	if (m->pause_st == LT_OK && m->hook.between_ops)
+		m->pause_st = m->hook.between_ops(m->hook.ctx);
 }
 
 /* Backward through block l: on entry dx holds dL/dx_{l+1}, on exit dL/dx_l;
@@ -729,13 +737,13 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	lt_backend *be = m->be;
 	int N = m->B * m->T, C = m->cfg.dim;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
-	if (!m->lookup_ready) {
+	if (!m->hook.lookup_ready) {
 		be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	}
 	be->ops->fill(be, dA, (size_t)rows * C, 0.0f);
 	be->ops->embedding_backward(be, dA, A(m, m->lookup), dx, N, C);
-	return m->lookup_ready(m->lookup_ready_ctx, m->embed, m->lookup_rows, rows, dA);
+	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, dA);
 }
 
 enum lt_status lt_model_backward(lt_model *m)
@@ -745,12 +753,12 @@ enum lt_status lt_model_backward(lt_model *m)
 	LT_ASSERT(m->have_grad);
 	int N = m->B * m->T, C = c->dim, V = c->vocab_size, rows = 0;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
-	enum lt_status st = m->lookup_ready ? place_lookup_rows(m, &rows) : LT_OK;
+	enum lt_status st = m->hook.lookup_ready ? place_lookup_rows(m, &rows) : LT_OK;
 	if (st != LT_OK)
 		return st;
 
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
-	if (m->slots) {
+	if (m->grads_written) {
 		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
 		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
 	}
@@ -762,10 +770,10 @@ enum lt_status lt_model_backward(lt_model *m)
 	m->pause_st = LT_OK;
 	/* the final norm (and an untied head) end the flat buffer */
 	st = tell_grads_ready(m, m->norm, m->numel);
-	if (st == LT_OK && m->lookup_ready)  /* a tied head's part is done */
+	if (st == LT_OK && m->hook.lookup_ready)  /* a tied head's part is done */
 		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
-		if (m->slots)
+		if (m->grads_written)
 			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
 		block_backward(m, l);
 		st = m->pause_st != LT_OK ? m->pause_st
@@ -778,16 +786,12 @@ enum lt_status lt_model_backward(lt_model *m)
 	return be->ops->sync(be);
 }
 
-void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx)
+void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook)
 {
-	m->grads_ready = fn;
-	m->grads_ready_ctx = ctx;
-}
-
-void lt_model_on_lookup_ready(lt_model *m, lt_lookup_ready_fn fn, void *ctx)
-{
-	m->lookup_ready = fn;
-	m->lookup_ready_ctx = ctx;
+	if (hook)
+		m->hook = *hook;
+	else
+		memset(&m->hook, 0, sizeof m->hook);
 }
 
 void lt_model_zero_grads(lt_model *m)

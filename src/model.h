@@ -48,9 +48,8 @@ struct lt_mem_estimate {
 
 /* Parameter count (each tied tensor once). */
 size_t lt_model_config_params(const struct lt_model_config *c);
-/* Elements of the gradient buffer with k gradient slots (the parameter
- * count for k = 0; see lt_model_use_grad_slots). */
-size_t lt_model_config_grads(const struct lt_model_config *c, int k);
+/* Parameters of one block (every block has as many). */
+size_t lt_model_config_block_params(const struct lt_model_config *c);
 /* Model FLOPs per trained token: 6 per weight that multiplies an activation
  * (every matrix, the lm_head once even when tied; not the embedding gather)
  * plus 12 * layers * dim * seq for attention, forward and backward. */
@@ -74,31 +73,34 @@ const struct lt_tensor *lt_model_tensor(const lt_model *m, int i);
 /* The tensor with this Hugging Face name, or NULL. */
 const struct lt_tensor *lt_model_find(const lt_model *m, const char *name);
 /* The flat buffers: parameters (numel elements) and gradients (numel
- * elements, fewer with gradient slots). */
+ * elements, or as many as a layout gives them). */
 lt_ref lt_model_params(const lt_model *m);
 lt_ref lt_model_grads(const lt_model *m);
 size_t lt_model_grads_numel(const lt_model *m);
+/* Where block l's parameters start in the flat buffer, for 0 <= l <=
+ * n_layers: block l spans [begin(l), begin(l + 1)). The embedding table
+ * lies before block 0; the output range (the final norm, and the head when
+ * untied) from begin(n_layers) to the end. */
+size_t lt_model_block_begin(const lt_model *m, int l);
 
-/* Gradient slots, for ZeRO stage 2: with k >= 1 the gradient buffer keeps
- * the embedding and output ranges whole but only k block-sized slots
- * (min(k, layers)); block l's gradients live in slot l % k. A backward then
- * writes its gradients rather than adding them: it zeroes the embedding and
- * output ranges at its start and each block's slot before that block. So
- * the function told of block l's range (lt_model_on_grads_ready) must be
- * done reading block l + k - 1's range when it returns: the next block
- * reuses that slot. Reallocates the gradient buffer (zeroed; on failure
- * the model has none, and can only be freed); k = 0 goes back to the
- * whole buffer. */
-enum lt_status lt_model_use_grad_slots(lt_model *m, int k);
-/* The element of the gradient buffer that holds the gradient of flat
- * element off (off itself without slots). */
-size_t lt_model_grad_index(const lt_model *m, size_t off);
-/* The same in a buffer laid out as the gradient buffer with k slots (k <=
- * 0: the whole buffer), whatever the model keeps. */
-size_t lt_model_slot_index(const lt_model *m, size_t off, int k);
-/* The block whose range holds flat element off; -1 for the embedding and
- * output ranges. */
-int lt_model_block_of(const lt_model *m, size_t off);
+/* Where backward puts the gradients. By default the gradient buffer is
+ * the mirror of the parameter buffer and backward adds into it. A layout
+ * gives the buffer numel elements and puts there the embedding table's
+ * gradients at 0, block l's at block[l] and the output range's at
+ * `output`. Blocks may share a place; backward then writes its gradients
+ * rather than adding them: it zeroes the embedding's and the output
+ * range's places at its start and each block's place before that block.
+ * So the hook told of block l's range must be done reading any block that
+ * shares block l - 1's place when it returns. */
+struct lt_grad_layout {
+	size_t numel;         /* elements of the gradient buffer */
+	size_t output;        /* where the output range's gradients start */
+	const size_t *block;  /* [n_layers] where each block's gradients start (copied) */
+};
+/* Gives the gradient buffer that layout (NULL: the mirror, added into),
+ * reallocating it (zeroed; on failure the model has none, and can only be
+ * freed). */
+enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout);
 
 /* Draws the initial weights: normal(0, 0.02) for every matrix, scaled by
  * 1/sqrt(2 * layers) for the residual output projections (o_proj,
@@ -120,31 +122,35 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 /* Backward pass after a forward with grad_scale != 0: adds the gradient of
  * grad_scale * loss_sum into the gradient buffer. */
 enum lt_status lt_model_backward(lt_model *m);
-/* A function lt_model_backward calls each time the gradients of elements
- * [begin, end) of the flat buffer are complete for this backward: after the
- * output layer (the final norm, and the head when untied), after each block
- * (last first) and after the embedding. The ranges cover the buffer once.
- * The backend's queued work may still be running: read through the
- * backend. Between the ops of a block it is also called with begin == end
- * (a moment to advance exchanges it started). A failure ends the backward
- * with that status. */
-typedef enum lt_status (*lt_grads_ready_fn)(void *ctx, size_t begin, size_t end);
-/* Sets (fn NULL: clears) that function. */
-void lt_model_on_grads_ready(lt_model *m, lt_grads_ready_fn fn, void *ctx);
-/* With this function set, backward keeps the gradient of the embedding
- * lookup apart: it reports the embedding's range right after the output
- * layer's (holding only the tied head's gradient, and what earlier
- * backwards added), and once the blocks are done it calls fn with the
- * lookup's gradient, which fn must add in: rows[count] are the distinct
- * tokens of the batch in ascending order, grads[count, dim] the gradient
- * of their rows of the table whose row 0 is flat element `table` (a view
- * of the backend's scratch, valid until the next forward). Exchanging the
- * head's gradient early, and the lookup's as a few rows, spares the
- * exchange a whole table at backward's end. */
-typedef enum lt_status (*lt_lookup_ready_fn)(void *ctx, size_t table, const int32_t *rows,
-					     int count, lt_ref grads);
-/* Sets (fn NULL: clears) that function. */
-void lt_model_on_lookup_ready(lt_model *m, lt_lookup_ready_fn fn, void *ctx);
+/* What lt_model_backward tells its caller as it goes, each function
+ * called with ctx. A failure ends the backward with that status. */
+struct lt_grad_hook {
+	void *ctx;
+	/* The gradients of elements [begin, end) of the flat buffer are
+	 * complete for this backward: after the output layer (the final norm,
+	 * and the head when untied), after each block (last first) and after
+	 * the embedding. The ranges cover the buffer once. The backend's
+	 * queued work may still be running: read through the backend. */
+	enum lt_status (*ready)(void *ctx, size_t begin, size_t end);
+	/* (optional, NULL: none) Between two ops of a block: a moment to
+	 * advance exchanges that ready started. */
+	enum lt_status (*between_ops)(void *ctx);
+	/* (optional, NULL: the lookup's gradient goes into the buffer) With
+	 * it, backward keeps the gradient of the embedding lookup apart: it
+	 * reports the embedding's range right after the output layer's
+	 * (holding only the tied head's gradient, and what earlier backwards
+	 * added), and once the blocks are done it calls lookup_ready with the
+	 * lookup's gradient, which the caller must add in: rows[count] are the
+	 * distinct tokens of the batch in ascending order, grads[count, dim]
+	 * the gradient of their rows of the table whose row 0 is flat element
+	 * `table` (a view of the backend's scratch, valid until the next
+	 * forward). Exchanging the head's gradient early, and the lookup's as a
+	 * few rows, spares an exchange a whole table at backward's end. */
+	enum lt_status (*lookup_ready)(void *ctx, size_t table, const int32_t *rows, int count,
+				       lt_ref grads);
+};
+/* Sets (NULL: clears) the hook; the model keeps a copy of it. */
+void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook);
 /* Zeroes the gradient buffer. */
 void lt_model_zero_grads(lt_model *m);
 /* The logits[B*T, V] of the last forward with grad_scale == 0. */

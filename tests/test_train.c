@@ -283,19 +283,28 @@ struct hook_log {
 	int ranges, pauses, pauses_before_first_block, fail_at;
 };
 
-static enum lt_status log_hook(void *ctx, size_t begin, size_t end)
+/* Whether the fail_at-th call of the hook is this one. */
+static enum lt_status log_call(const struct hook_log *h)
 {
-	struct hook_log *h = ctx;
-	if (begin == end) {
-		h->pauses++;
-		h->pauses_before_first_block += h->ranges == 1;
-	} else {
-		h->ranges++;
-		for (size_t i = begin; i < end && i < h->P; i++)
-			h->seen[i]++;
-	}
 	int calls = h->ranges + h->pauses;
 	return h->fail_at && calls == h->fail_at ? LT_ERR_COMM : LT_OK;
+}
+
+static enum lt_status log_range_seen(void *ctx, size_t begin, size_t end)
+{
+	struct hook_log *h = ctx;
+	h->ranges++;
+	for (size_t i = begin; i < end && i < h->P; i++)
+		h->seen[i]++;
+	return log_call(h);
+}
+
+static enum lt_status log_pause(void *ctx)
+{
+	struct hook_log *h = ctx;
+	h->pauses++;
+	h->pauses_before_first_block += h->ranges == 1;
+	return log_call(h);
 }
 
 /* lt_model_backward tells its hook of ranges that cover the gradient
@@ -321,7 +330,8 @@ static void check_gradient_hook(lt_backend *be)
 	h.seen = calloc(h.P, 1);
 	double loss;
 	long n;
-	lt_model_on_grads_ready(m, log_hook, &h);
+	lt_model_set_grad_hook(m, &(struct lt_grad_hook){ .ctx = &h, .ready = log_range_seen,
+							   .between_ops = log_pause });
 	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
 	enum lt_status st = lt_model_backward(m);
 	size_t once = 0;
@@ -333,13 +343,14 @@ static void check_gradient_hook(lt_backend *be)
 	       "last block)", h.ranges, once, h.P, h.pauses, h.pauses_before_first_block);
 	/* the third call is a pause inside the last block: its failure ends backward */
 	struct hook_log f = { .P = h.P, .seen = h.seen, .fail_at = 3 };
-	lt_model_on_grads_ready(m, log_hook, &f);
+	lt_model_set_grad_hook(m, &(struct lt_grad_hook){ .ctx = &f, .ready = log_range_seen,
+							   .between_ops = log_pause });
 	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
 	st = lt_model_backward(m);
 	tap_ok(st == LT_ERR_COMM && f.ranges == 1 && f.pauses == 2,
 	       "gradient hook: a failing pause ends backward with its status (%d after %d ranges)",
 	       (int)st, f.ranges);
-	lt_model_on_grads_ready(m, NULL, NULL);
+	lt_model_set_grad_hook(m, NULL);
 	free(h.seen);
 	lt_model_free(m);
 }
@@ -355,8 +366,7 @@ static enum lt_status copy_hook(void *ctx, size_t begin, size_t end)
 	struct hook_copy *h = ctx;
 	lt_backend *be = lt_model_backend(h->m);
 	if (end > begin)
-		be->ops->read(be, h->out + begin,
-			      lt_ref_at(lt_model_grads(h->m), lt_model_grad_index(h->m, begin)),
+		be->ops->read(be, h->out + begin, lt_ref_at(lt_model_grads(h->m), begin),
 			      end - begin);
 	return LT_OK;
 }
@@ -372,85 +382,6 @@ static void read_plain_gradient(lt_backend *be, lt_model *m, const int32_t *tok,
 	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
 	lt_model_backward(m);
 	be->ops->read(be, out, lt_model_grads(m), lt_model_num_params(m));
-}
-
-/* lt_model_slot_index lays a buffer out as the gradient buffer with k
- * slots, whatever the model keeps: the model's own index at its k = 2,
- * every element in place at k <= 0 and at k >= layers (4), and at k = 3
- * within the 3-slot buffer, blocks 0 and 3 sharing a slot and blocks 0 to
- * 2 apart. */
-static void check_slot_index(const lt_model *whole, const lt_model *slotted,
-			     const struct lt_model_config *c)
-{
-	size_t P = lt_model_num_params(whole), G3 = lt_model_config_grads(c, 3), bad = 0;
-	size_t first[4];
-	for (size_t off = 0, b = 0; off < P && b < 4; off++)
-		if (lt_model_block_of(whole, off) == (int)b)
-			first[b++] = off;
-	for (size_t off = 0; off < P; off++) {
-		size_t i3 = lt_model_slot_index(whole, off, 3);
-		bad += lt_model_slot_index(whole, off, 2) != lt_model_grad_index(slotted, off);
-		bad += lt_model_slot_index(slotted, off, 0) != off;
-		bad += lt_model_slot_index(slotted, off, 4) != off;
-		bad += lt_model_slot_index(slotted, off, 9) != off;
-		bad += i3 >= G3;
-	}
-	size_t s0 = lt_model_slot_index(whole, first[0], 3);
-	tap_ok(bad == 0 && s0 == lt_model_slot_index(whole, first[3], 3) &&
-		       s0 != lt_model_slot_index(whole, first[1], 3) &&
-		       s0 != lt_model_slot_index(whole, first[2], 3) &&
-		       lt_model_slot_index(whole, first[1], 3) != lt_model_slot_index(whole, first[2], 3),
-	       "slot index: %zu of %zu elements misplaced at k = 0, 2, 3, 4 and 9", bad, P);
-}
-
-/* With two gradient slots over four blocks, the ranges a hook reads as
- * backward reports them are bitwise the whole buffer's gradient, and a
- * second backward writes rather than adds; the buffer holds the embedding,
- * the output and two blocks only. */
-static void check_gradient_slots(lt_backend *be)
-{
-	const int B = 2, T = 8;
-	struct lt_model_config c = tiny_bytes;
-	c.n_layers = 4;
-	lt_model *whole = NULL, *slotted = NULL;
-	int32_t tok[16], tgt[16];
-	for (int i = 0; i < B * T; i++) {
-		tok[i] = (int32_t)(i * 5 % 256);
-		tgt[i] = (int32_t)(i * 11 % 256);
-	}
-	if (lt_model_new(be, &c, &whole) != LT_OK || lt_model_init(whole, 9) != LT_OK ||
-	    lt_model_plan(whole, B, T) != LT_OK || lt_model_new(be, &c, &slotted) != LT_OK ||
-	    lt_model_init(slotted, 9) != LT_OK || lt_model_plan(slotted, B, T) != LT_OK ||
-	    lt_model_use_grad_slots(slotted, 2) != LT_OK) {
-		tap_ok(0, "gradient slots: model setup failed");
-		lt_model_free(whole);
-		lt_model_free(slotted);
-		return;
-	}
-	size_t P = lt_model_num_params(whole), G = lt_model_grads_numel(slotted);
-	float *want = malloc(P * sizeof *want), *got = calloc(P, sizeof *got);
-	struct hook_copy h = { .m = slotted, .out = got };
-	double loss;
-	long n;
-	read_plain_gradient(be, whole, tok, tgt, B, T, want);
-	lt_model_on_grads_ready(slotted, copy_hook, &h);
-	enum lt_status st = LT_OK;
-	for (int pass = 0; pass < 2 && st == LT_OK; pass++) {
-		lt_model_forward(slotted, tok, tgt, 1.0f / (B * T), &loss, &n);
-		st = lt_model_backward(slotted);
-	}
-	size_t same = 0;
-	for (size_t i = 0; i < P; i++)
-		same += memcmp(&want[i], &got[i], sizeof *got) == 0;
-	tap_ok(st == LT_OK && same == P && G == lt_model_config_grads(&c, 2) && G < P &&
-		       G == P - 2 * (P - lt_model_config_grads(&c, 3)),
-	       "gradient slots: %zu of %zu gradients bitwise those of the whole buffer after two "
-	       "backwards; buffer of %zu elements", same, P, G);
-	check_slot_index(whole, slotted, &c);
-	free(want);
-	free(got);
-	lt_model_free(whole);
-	lt_model_free(slotted);
 }
 
 /* What a lookup function saw, and the embedding gradient it rebuilt. */
@@ -522,12 +453,11 @@ static void check_lookup_apart(lt_backend *be, int tied)
 	long n;
 	read_plain_gradient(be, m, tok, tgt, B, T, want);
 	lt_model_zero_grads(m);
-	lt_model_on_grads_ready(m, log_range, &h);
-	lt_model_on_lookup_ready(m, log_lookup, &h);
+	lt_model_set_grad_hook(m, &(struct lt_grad_hook){ .ctx = &h, .ready = log_range,
+							   .lookup_ready = log_lookup });
 	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
 	enum lt_status st = lt_model_backward(m);
-	lt_model_on_grads_ready(m, NULL, NULL);
-	lt_model_on_lookup_ready(m, NULL, NULL);
+	lt_model_set_grad_hook(m, NULL);
 	size_t table = (size_t)c.vocab_size * c.dim, same = 0;
 	double worst = 0, scale = 0;  /* the table's largest error, against its largest element */
 	for (size_t i = 0; i < table; i++)
@@ -556,7 +486,7 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(12);
+	tap_plan(10);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
@@ -564,7 +494,6 @@ int main(void)
 	check_gradient_by_finite_differences(be);
 	check_gradient_hook(be);
 	check_plan_reuse(be);
-	check_gradient_slots(be);
 	check_lookup_apart(be, 0);
 	check_lookup_apart(be, 1);
 	check_same_seed_same_run(be, text, len);

@@ -32,6 +32,7 @@
 #include "text/prepare.h"
 #include "text/sample.h"
 #include "text/tokenizer.h"
+#include "dist/shares.h"
 #include "dist/zero.h"
 
 /* Room for a configured path plus the names lltrain adds to it. */
@@ -75,7 +76,7 @@ struct balance {
 	int compared;             /* comparisons so far */
 	int recheck;              /* comparisons due one step apart, after a move */
 	int since_move;           /* comparisons since the last move (moved: 0) */
-	struct lt_zero_balance split;
+	struct lt_shares_balance split;
 };
 
 /* Everything one run holds. */
@@ -85,7 +86,7 @@ struct run {
 	int rank, ranks;
 	lt_zero *zero;
 	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
-				     its micro-batches by lt_zero_rows_in */
+				     its micro-batches by lt_shares_rows_in */
 	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
 	double compute_s;         /* this step's forward + backward seconds, less the
 				     exchanges they waited for (stage 2 waits inside) */
@@ -383,7 +384,7 @@ static enum lt_status trim_metrics(const char *path, long step)
 /* Rank i's sequences in micro-batch a of a step. */
 static int rows_in(const struct run *r, int i, int a)
 {
-	return (int)lt_zero_rows_in(r->rows, i, a, r->conf.train.grad_accum);
+	return (int)lt_shares_rows_in(r->rows, i, a, r->conf.train.grad_accum);
 }
 
 /* This rank's first sequence of micro-batch a: those of the ranks before
@@ -417,7 +418,7 @@ static enum lt_status plan_forward(struct run *r, int rows)
 static void set_shares(struct run *r, const double *weights)
 {
 	size_t accum = (size_t)r->conf.train.grad_accum;
-	lt_zero_split((size_t)r->conf.train.batch * accum, weights, r->ranks, accum, r->rows);
+	lt_shares_split((size_t)r->conf.train.batch * accum, weights, r->ranks, accum, r->rows);
 	set_plan_rows(r);
 }
 
@@ -627,7 +628,7 @@ static enum lt_status run_rows(struct run *r, uint64_t first, int rows, float sc
 		if (st == LT_OK)
 			st = lt_model_backward(r->model);
 		if (st == LT_OK && c->dist.deterministic)
-			st = lt_zero_add_grain(r->zero);
+			st = lt_zero_add_sequence(r->zero);
 		sums[0] += loss;
 		sums[1] += (double)n;
 	}
@@ -741,7 +742,7 @@ static void say_shares(struct run *r, const double *speed, double before, double
  * median of its steps since the last comparison. Shares in proportion to
  * speed are taken when they promise a step at least BALANCE_GAIN shorter
  * and the shares the previous comparison called for still do at the new
- * speeds (lt_zero_rebalance): a difference must last over two
+ * speeds (lt_shares_rebalance): a difference must last over two
  * comparisons, so that a rank slow for a moment moves no sequences. */
 static enum lt_status compare_speeds(struct run *r)
 {
@@ -764,7 +765,7 @@ static enum lt_status compare_speeds(struct run *r)
 	double before, after;
 	size_t accum = (size_t)r->conf.train.grad_accum;
 	int move = st == LT_OK &&
-		   lt_zero_rebalance(&b->split, (size_t)r->conf.train.batch * accum, speed, n, accum,
+		   lt_shares_rebalance(&b->split, (size_t)r->conf.train.batch * accum, speed, n, accum,
 				     r->rows, BALANCE_GAIN, rows, &before, &after);
 	if (move) {
 		memcpy(r->rows, rows, (size_t)n * sizeof *rows);

@@ -1,37 +1,25 @@
-/* Data-parallel training over the ranks of an lt_dist: the split of a
- * global batch into rank shares, the gradient reduction of ZeRO stage 0, 1
- * or 2, AdamW on this rank's range of the flat buffer, the all-gather of
- * the updated parameters, and the exact fixed-point gradient sum of
- * deterministic runs.
+/* Data-parallel training over the ranks of an lt_dist: the gradient
+ * reduction of ZeRO stage 0, 1 or 2, AdamW on this rank's range of the
+ * flat buffer, and the all-gather of the updated parameters.
  *
  * Stage 0 all-reduces the whole gradient and every rank runs AdamW on all
  * of it. Stages 1 and 2 give rank r the contiguous range [off[r], off[r+1])
- * of the flat buffer: it keeps the AdamW moments of that range only,
- * receives the reduced gradient of that range (a reduce-scatter), updates
- * it, and the ranks all-gather the parameters. Stage 2 starts the
- * reduce-scatter of each layer's gradients as soon as the backward pass has
- * finished that layer, so communication runs during the rest of backward;
- * the model then keeps only LT_ZERO_GRAD_SLOTS blocks' gradients besides
- * the embedding and output ranges (lt_model_use_grad_slots), every
- * backward of a step is exchanged, and the range's sum accumulates in the
- * shard. Stage 0 also overlaps, in the step's last backward.
+ * of the flat buffer (dist/reduce.h): it keeps the AdamW moments of that
+ * range only, receives the reduced gradient of that range (a
+ * reduce-scatter), updates it, and the ranks all-gather the parameters.
+ * Stage 2 starts the reduce-scatter of each layer's gradients as soon as
+ * the backward pass has finished that layer, so communication runs during
+ * the rest of backward; the model then keeps only LT_ZERO_GRAD_SLOTS
+ * blocks' gradients besides the embedding and output ranges
+ * (dist/grad_slots.h), every backward of a step is exchanged, and the
+ * range's sum accumulates in the shard. Stage 0 also overlaps, in the
+ * step's last backward.
  *
- * Ranks that all run on one node exchange through its shared memory
- * rather than MPI's collectives: each copies a bucket of its gradients
- * into its part of that memory (the backend pins it, and copies while
- * backward goes on), and each sums one piece of the bucket over all the
- * parts, into every part (stage 0) or the piece owner's shard; the
- * parameters travel through one shared copy. There, when backward
- * exchanges as it goes on a device that copies beside its work, the
- * embedding's gradient travels in two parts: the tied head's, summed while
- * the device runs the blocks, and the lookup's, as the rows of the batch's
- * distinct tokens only (lt_model_on_lookup_ready), so no whole table is
- * left to copy and sum once backward ends.
- *
- * Deterministic runs add each sequence's gradient, converted to a 128-bit
- * fixed-point integer (80 fraction bits), into an exact sum: integer
- * addition does not depend on order, so the summed gradient, and with it
- * every update, is bitwise the same for any number of ranks.
+ * The ranks exchange along one path, chosen once: MPI's collectives;
+ * the node's shared memory, for ranks that all run on one node or as many
+ * on each node (dist/node_sum.h); or, for --deterministic, the exact
+ * fixed-point sum of every sequence's gradient (dist/exact_sum.h), which
+ * is bitwise the same for any number of ranks.
  *
  * Ownership: lt_zero_new gives an lt_zero that lt_zero_free releases; it
  * owns its optimizer and borrows the ranks and the model. */
@@ -50,39 +38,6 @@
 
 typedef struct lt_zero lt_zero;
 
-/* Splits n items over `parts` in proportion to weights (all > 0): each part
- * gets the floor of its ideal share, at least min_each (n >= parts *
- * min_each); the rest go one each to the parts furthest below their ideal,
- * and an excess made by the minimum comes from those furthest above it:
- * counts[parts]. */
-void lt_zero_split(size_t n, const double *weights, int parts, size_t min_each, size_t *counts);
-
-/* Part i's items in round a of `rounds`, when counts[] (each at least
- * `rounds`, together a multiple of it) are dealt over the rounds: each
- * part's count spread evenly, the remainders handed out in part order, one
- * per round in turn, so every round holds the same number of items and
- * each part holds floor or ceil of count / rounds in every round. */
-size_t lt_zero_rows_in(const size_t *counts, int i, int a, int rounds);
-
-/* --balance auto's memory between two comparisons of the ranks' speeds:
- * the split the last one called for, until the next confirms it. */
-struct lt_zero_balance {
-	size_t *proposed;  /* [parts], the caller's */
-	int pending;       /* proposed holds a split that paid */
-};
-
-/* One comparison, for parts at speed[i] (> 0) items a second that hold
- * now[i] of n items: counts gets the split in proportion to speed
- * (lt_zero_split, min_each each at least), *before and *after the time of the
- * slowest part on now and on counts. Returns 1 when the parts should move
- * to counts: it promises a time at least `gain` shorter (after < (1 -
- * gain) * before), and so, at these speeds, does the split the previous
- * comparison proposed. Otherwise counts, when it pays, is proposed for
- * the next one. */
-int lt_zero_rebalance(struct lt_zero_balance *b, size_t n, const double *speed, int parts,
-		      size_t min_each, const size_t *now, double gain, size_t *counts,
-		      double *before, double *after);
-
 /* Turns a one-process memory estimate into that of one of `ranks` ranks at
  * ZeRO stage `stage` (its batch already the rank's share): stages 1 and 2
  * keep 1/ranks of the AdamW moments; stage 2 (not deterministic) also a
@@ -93,9 +48,10 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 /* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
  * moments for this rank's range and the buffers the exchange needs (stage
  * 2 over ranks gives the model gradient slots, which it keeps). With
- * node_memory, ranks that all run on one node exchange through its shared
- * memory (each rank sums a piece of every bucket over all ranks' copies)
- * instead of MPI's collectives; deterministic runs always use MPI. No
+ * node_memory, ranks that all run on one node, or as many on each node,
+ * exchange through its shared memory (each rank sums a piece of every
+ * bucket over all ranks' copies) instead of MPI's collectives;
+ * deterministic runs always use MPI. No
  * backward of a rank sees more than `tokens` tokens. */
 enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
 			   int node_memory, size_t tokens, lt_zero **out);
@@ -118,7 +74,7 @@ size_t lt_zero_bytes(const lt_zero *z);
 enum lt_status lt_zero_arm(lt_zero *z, int last);
 /* Deterministic runs, after each one-sequence backward: adds the gradient
  * buffer into the exact sum and zeroes it. */
-enum lt_status lt_zero_add_grain(lt_zero *z);
+enum lt_status lt_zero_add_sequence(lt_zero *z);
 /* After the step's last backward: completes the reduction (the summed
  * gradient of this rank's range is then in the model's gradient buffer)
  * and gives the global gradient norm (not finite when a gradient is not). */
