@@ -24,6 +24,8 @@
 #include "cmd/cmd.h"
 #include "conf.h"
 #include "text/data.h"
+#include "dist/agree.h"
+#include "dist/balance.h"
 #include "dist/dist.h"
 #include "io/fs.h"
 #include "io/metrics.h"
@@ -65,24 +67,12 @@ struct train_args {
 	int n_inputs;
 };
 
-/* --balance auto's measurements: this rank's seconds per sequence in the
- * steps since the ranks last compared them. */
-struct balance {
-	double *per_seq;          /* [cap], cap 0 when the shares stay even */
-	int n, cap;
-	long next;                /* the step after which the ranks compare next (0: never) */
-	long skip;                /* a step not measured: the first, or the first on new shares */
-	int compared;             /* comparisons so far */
-	int recheck;              /* comparisons due one step apart, after a move */
-	int since_move;           /* comparisons since the last move (moved: 0) */
-	struct lt_zero_balance split;
-};
-
 /* Everything one run holds. */
 struct run {
 	struct lt_conf conf;
 	lt_dist *dist;
 	int rank, ranks;
+	struct lt_agreement agreement;
 	lt_zero *zero;
 	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
 				     its micro-batches by lt_zero_rows_in */
@@ -94,7 +84,7 @@ struct run {
 	double comm_s;            /* this step's wait for the gradient exchange */
 	double loss_wait_s;       /* this step's wait for the loss all-reduce */
 	double update_s;          /* this step's AdamW, parameter all-gather and copies */
-	struct balance bal;
+	lt_balancer *balance;     /* --balance auto; NULL when the shares stay even */
 	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
 	char data_dir[PATH_CAP];
 	char tok_path[PATH_CAP];
@@ -106,8 +96,6 @@ struct run {
 	lt_metrics *metrics;
 	int32_t *tokens, *targets;
 	struct lt_ckpt_state state;
-	long first_step;          /* the step this invocation started after */
-	int failed_together;      /* every rank knows of the failure: end without MPI_Abort */
 	double flops_per_token;
 };
 
@@ -222,28 +210,9 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 	return lt_conf_apply_args(c, argc, argv);
 }
 
-/* Whether every rank succeeded at `what`: a rank that failed returns its
- * own status (its message says why), the others LT_ERR_COMM naming it. The
- * agreement waits up to `wait` seconds (rank 0 may be working alone). */
 static enum lt_status agree(struct run *r, enum lt_status st, const char *what, double wait)
 {
-	double failed = st != LT_OK ? r->rank + 1 : 0;
-	lt_dist_set_timeout(r->dist, wait > r->conf.dist.comm_timeout ? wait : r->conf.dist.comm_timeout);
-	char saved[1024];
-	snprintf(saved, sizeof saved, "%s", lt_errmsg());
-	enum lt_status cst = lt_dist_allreduce(r->dist, &failed, 1, LT_DIST_F64, LT_DIST_MAX, what);
-	lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
-	r->failed_together = cst == LT_OK && failed > 0;
-	if (cst != LT_OK || st != LT_OK) {
-		if (st != LT_OK)
-			lt_errmsg_set("%s", saved);
-		return st != LT_OK ? st : cst;
-	}
-	if (failed > 0) {
-		lt_errmsg_set("%s failed on rank %d (its message says why)", what, (int)failed - 1);
-		return LT_ERR_COMM;
-	}
-	return LT_OK;
+	return lt_agree(&r->agreement, st, what, wait);
 }
 
 /* Where the prepared data lives. */
@@ -671,7 +640,7 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	st = agree(r, st, "the forward and backward passes", 0);
 	r->sync_s += lt_dist_take_wait_seconds(r->dist);
 	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
-	r->failed_together = r->failed_together && r->conf.dist.zero == 1;
+	r->agreement.failed_together = r->agreement.failed_together && r->conf.dist.zero == 1;
 	if (st != LT_OK || (st = lt_zero_reduce(r->zero, &norm)) != LT_OK)
 		return st;
 	r->comm_s += lt_dist_take_wait_seconds(r->dist);
@@ -698,117 +667,21 @@ static enum lt_status train_step(struct run *r, long step, double loop_start,
 	return st;
 }
 
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-/* The median of x[n] (n >= 1), sorting x. */
-static double median_of(double *x, int n)
-{
-	qsort(x, (size_t)n, sizeof *x, by_value);
-	return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-/* rank 0's line on the shares: each rank's sequences and measured speed,
- * and the forward + backward time per step before and after a move
- * (after < 0: the shares stay). */
-static void say_shares(struct run *r, const double *speed, double before, double after)
+/* --balance auto after `step`: new shares are planned for on every rank,
+ * and rank 0 says what the ranks compared. */
+static enum lt_status rebalance(struct run *r, long step)
 {
 	char line[4096];
-	size_t len = (size_t)snprintf(line, sizeof line,
-				      "balance: sequences per rank of each step of %d:",
-				      r->conf.train.batch * r->conf.train.grad_accum);
-	for (int i = 0; i < r->ranks && len < sizeof line; i++)
-		len += (size_t)snprintf(line + len, sizeof line - len,
-					"%s rank %d %zu (measured %.1f seq/s)", i ? ";" : "", i,
-					r->rows[i], speed[i]);
-	if (len < sizeof line && after >= 0)
-		snprintf(line + len, sizeof line - len,
-			 "; forward + backward %.0f ms/step before, %.0f ms expected", 1e3 * before,
-			 1e3 * after);
-	else if (len < sizeof line)
-		snprintf(line + len, sizeof line - len,
-			 "; forward + backward %.0f ms/step, shares kept", 1e3 * before);
-	lt_metrics_say(r->metrics, "%s", line);
-}
-
-/* How much shorter a step new shares must promise to be taken. */
-#define BALANCE_GAIN 0.03
-
-/* --balance auto: the ranks compare their seconds per sequence, each the
- * median of its steps since the last comparison. Shares in proportion to
- * speed are taken when they promise a step at least BALANCE_GAIN shorter
- * and the shares the previous comparison called for still do at the new
- * speeds (lt_zero_rebalance): a difference must last over two
- * comparisons, so that a rank slow for a moment moves no sequences. */
-static enum lt_status compare_speeds(struct run *r)
-{
-	struct balance *b = &r->bal;
-	int n = r->ranks;
-	double seqs = (double)r->rows[r->rank];
-	double mine = fmax(b->n ? median_of(b->per_seq, b->n) : r->compute_s / seqs, 1e-9);
-	/* each rank's sequences per second, and the shares they call for */
-	double *speed = malloc((size_t)n * (sizeof(double) + sizeof(size_t)));
-	if (!speed) {
-		lt_errmsg_set("cannot allocate the rank speeds");
-		return LT_ERR_NOMEM;
-	}
-	size_t *rows = (size_t *)(speed + n);
-	b->n = 0;
-	b->compared++;
-	mine = 1.0 / mine;
-	enum lt_status st = lt_dist_allgather(r->dist, &mine, speed, sizeof mine,
-					      "the speed exchange of --balance auto");
-	double before, after;
-	size_t accum = (size_t)r->conf.train.grad_accum;
-	int move = st == LT_OK &&
-		   lt_zero_rebalance(&b->split, (size_t)r->conf.train.batch * accum, speed, n, accum,
-				     r->rows, BALANCE_GAIN, rows, &before, &after);
-	if (move) {
-		memcpy(r->rows, rows, (size_t)n * sizeof *rows);
+	int moved;
+	enum lt_status st = lt_balancer_after(r->balance, step, r->compute_s, r->rows, &moved,
+					      line, sizeof line);
+	if (st == LT_OK && moved) {
 		set_plan_rows(r);
-		st = plan_forward(r, r->plan_rows);
-		st = agree(r, st, "planning the new shares", 0);
-		b->skip = r->state.step + 1;
-		/* speeds measured on the old shares may not hold on the new
-		 * (a rank's cost per sequence changes with its share): check
-		 * them over the two steps after the first on them, then again
-		 * after one more */
-		if (r->conf.dist.balance_every > 0) {
-			b->next = r->state.step + 3;
-			b->recheck = 1;
-		}
+		st = agree(r, plan_forward(r, r->plan_rows), "planning the new shares", 0);
 	}
-	/* the line comes with each move and the two checks after it, and with
-	 * the first decision either way */
-	b->since_move = move ? 0 : b->since_move + 1;
-	if (st == LT_OK && r->rank == 0 && (b->since_move <= 2 || b->compared == 2))
-		say_shares(r, speed, before, move ? after : -1);
-	free(speed);
+	if (st == LT_OK && r->rank == 0 && line[0])
+		lt_metrics_say(r->metrics, "%s", line);
 	return st;
-}
-
-/* --balance auto after each step: this rank's seconds per sequence are
- * kept (not those of the run's first step or the first on new shares,
- * which warm caches and allocations), and the ranks compare them after
- * the second and third steps, then every dist.balance_every steps, and
- * three and four steps after a move. */
-static enum lt_status balance_after(struct run *r, long step)
-{
-	struct balance *b = &r->bal;
-	double seqs = (double)r->rows[r->rank];
-	if (step != b->skip && b->n < b->cap)
-		b->per_seq[b->n++] = r->compute_s / seqs;
-	if (step != b->next)
-		return LT_OK;
-	int every = r->conf.dist.balance_every;
-	int soon = b->compared == 0 || b->recheck > 0;
-	if (b->recheck > 0)
-		b->recheck--;
-	b->next = soon ? step + 1 : every > 0 ? step + every : 0;
-	return compare_speeds(r);
 }
 
 static int due(long step, int every)
@@ -824,9 +697,6 @@ static enum lt_status train_loop(struct run *r)
 	double t0 = lt_seconds(), last = t0, elapsed0 = r->state.elapsed;
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	enum lt_status st = LT_OK;
-	r->bal.skip = r->state.step + 1;
-	r->bal.next = r->state.step + 2;
-	r->bal.since_move = 3;  /* no move yet: no checks after one to print */
 	lt_dist_take_wait_seconds(r->dist);
 	lt_dist_take_barrier_seconds(r->dist);
 	for (long step = r->state.step + 1; step <= c->train.steps && st == LT_OK; step++) {
@@ -858,7 +728,7 @@ static enum lt_status train_loop(struct run *r)
 				      step, r->state.bad_steps, c->train.max_bad_steps);
 			return LT_ERR_NUMERIC;
 		}
-		if (r->bal.cap && (st = balance_after(r, step)) != LT_OK)
+		if (r->balance && (st = rebalance(r, step)) != LT_OK)
 			break;
 		if (due(step, c->run.eval_every) && step < c->train.steps) {
 			double val;
@@ -909,8 +779,7 @@ static void free_run(struct run *r)
 	lt_metrics_close(r->metrics);
 	free(r->tokens);
 	free(r->rows);
-	free(r->bal.per_seq);
-	free(r->bal.split.proposed);
+	lt_balancer_free(r->balance);
 	lt_zero_free(r->zero);
 	lt_model_free(r->model);
 	lt_backend_free(r->be);
@@ -932,84 +801,18 @@ static enum lt_status check_fresh_run_dir(const struct lt_conf *c)
 	return LT_ERR_ARG;
 }
 
-/* What every rank must share, as text: the config (less the per-rank
- * keys run.device and run.threads), the data, the model and the step. */
-static enum lt_status describe_run(const struct run *r, char **out)
-{
-	struct lt_conf c = r->conf;
-	char *text = NULL, facts[512];
-	snprintf(c.run.device, sizeof c.run.device, "(each rank's own)");
-	c.run.threads = 0;
-	enum lt_status st = lt_conf_to_string(&c, &text);
-	if (st != LT_OK)
-		return st;
-	snprintf(facts, sizeof facts,
-		 "[agreement]\ntraining tokens = %llu\nvalidation tokens = %llu\nvocabulary = %d\n"
-		 "step = %ld\nsamples = %llu\n",
-		 (unsigned long long)lt_data_tokens(r->data, LT_DATA_TRAIN),
-		 (unsigned long long)lt_data_tokens(r->data, LT_DATA_VAL),
-		 lt_tokenizer_vocab_size(r->tok), r->state.step, (unsigned long long)r->state.samples);
-	size_t n = strlen(text), m = strlen(facts);
-	*out = realloc(text, n + m + 1);
-	if (!*out) {
-		free(text);
-		lt_errmsg_set("cannot allocate the run's description");
-		return LT_ERR_NOMEM;
-	}
-	memcpy(*out + n, facts, m + 1);
-	return LT_OK;
-}
-
-/* The first line where mine differs from rank 0's, named with its section. */
-static void name_difference(const struct run *r, const char *mine, const char *theirs)
-{
-	char section[64] = "";
-	for (;;) {
-		size_t a = strcspn(mine, "\n"), b = strcspn(theirs, "\n");
-		if (a != b || strncmp(mine, theirs, a) != 0) {
-			lt_errmsg_set("rank %d (host %s) does not agree with rank 0%s%s: '%.*s' here, "
-				      "'%.*s' on rank 0", r->rank, lt_dist_host(r->dist),
-				      section[0] ? " in " : "", section, (int)(a < 200 ? a : 200), mine,
-				      (int)(b < 200 ? b : 200), theirs);
-			return;
-		}
-		if (a > 2 && mine[0] == '[')
-			snprintf(section, sizeof section, "%.*s", (int)(a < 60 ? a : 60), mine);
-		if (!mine[a] || !theirs[b])
-			break;
-		mine += a + 1;
-		theirs += b + 1;
-	}
-	lt_errmsg_set("rank %d (host %s) does not agree with rank 0", r->rank, lt_dist_host(r->dist));
-}
-
 /* Refuses ranks that disagree on config, model, data or step before any
  * training, naming the rank and the difference. */
 static enum lt_status check_ranks_agree(struct run *r)
 {
-	char *mine = NULL, *theirs = NULL;
-	enum lt_status st = describe_run(r, &mine);
-	if ((st = agree(r, st, "describing the run", 0)) != LT_OK) {
-		free(mine);
-		return st;
-	}
-	double len = (double)strlen(mine) + 1;
-	if ((st = lt_dist_bcast(r->dist, &len, sizeof len, 0, "the run's description")) == LT_OK &&
-	    !(theirs = malloc((size_t)len))) {
-		lt_errmsg_set("cannot allocate rank 0's description");
-		st = LT_ERR_NOMEM;
-	}
-	if (st == LT_OK && r->rank == 0)
-		memcpy(theirs, mine, (size_t)len);
-	if (st == LT_OK)
-		st = lt_dist_bcast(r->dist, theirs, (size_t)len, 0, "the run's description");
-	if (st == LT_OK && strcmp(mine, theirs) != 0) {
-		name_difference(r, mine, theirs);
-		st = LT_ERR_CONFIG;
-	}
-	free(mine);
-	free(theirs);
-	return agree(r, st, "the ranks' agreement on config, data and step", 0);
+	struct lt_agree_facts f = {
+		.train_tokens = lt_data_tokens(r->data, LT_DATA_TRAIN),
+		.val_tokens = lt_data_tokens(r->data, LT_DATA_VAL),
+		.vocab = lt_tokenizer_vocab_size(r->tok),
+		.step = r->state.step,
+		.samples = r->state.samples,
+	};
+	return lt_agree_on_run(&r->agreement, &r->conf, &f);
 }
 
 /* Rank 0 wrote RUN/config.ini: every rank must see it. */
@@ -1043,17 +846,11 @@ static enum lt_status plan_shares(struct run *r)
 		ones[i] = 1;
 	set_shares(r, ones);
 	free(ones);
-	if (r->conf.dist.balance == LT_BALANCE_AUTO && r->ranks > 1) {
-		int every = r->conf.dist.balance_every;
-		r->bal.cap = every > 1 ? every : 1;
-		r->bal.per_seq = malloc((size_t)r->bal.cap * sizeof *r->bal.per_seq);
-		r->bal.split.proposed = malloc((size_t)r->ranks * sizeof *r->bal.split.proposed);
-		if (!r->bal.per_seq || !r->bal.split.proposed) {
-			lt_errmsg_set("cannot allocate the speeds of --balance auto");
-			return LT_ERR_NOMEM;
-		}
-	}
-	return LT_OK;
+	if (r->conf.dist.balance != LT_BALANCE_AUTO || r->ranks == 1)
+		return LT_OK;
+	size_t accum = (size_t)r->conf.train.grad_accum;
+	return lt_balancer_new(r->dist, (size_t)r->conf.train.batch * accum, accum,
+			       r->conf.dist.balance_every, r->state.step, &r->balance);
 }
 
 /* Rank 0 lists every rank: host, process, device and share. */
@@ -1188,6 +985,7 @@ static int train_main(struct run *r, int argc, char **argv)
 		st = resolve_config(&r->conf, r->state.config, &argc2, argv2, ckpt);
 	if (st == LT_OK) {
 		lt_dist_set_timeout(r->dist, r->conf.dist.comm_timeout);
+		r->agreement.timeout = r->conf.dist.comm_timeout;
 		st = run_training(r, &a, found ? ckpt : NULL);
 	}
 	rc = st == LT_OK || st == LT_ERR_INTERRUPTED ? 0 : 1;
@@ -1213,6 +1011,7 @@ int lt_cmd_train(int argc, char **argv)
 	quiet_other_ranks(r.dist);
 	r.rank = lt_dist_rank(r.dist);
 	r.ranks = lt_dist_size(r.dist);
+	r.agreement.dist = r.dist;
 	char **args = expand_aliases(&argc, argv, &owned);
 	int rc = args ? train_main(&r, argc, args) : 1;
 	if (!args)
@@ -1220,7 +1019,7 @@ int lt_cmd_train(int argc, char **argv)
 	/* a failure only some ranks know of leaves the others waiting in a
 	 * collective: end them all (an abort may cut the launcher's output),
 	 * before freeing what takes a collective to free (shared memory) */
-	if (rc != 0 && r.ranks > 1 && !r.failed_together) {
+	if (rc != 0 && r.ranks > 1 && !r.agreement.failed_together) {
 		lt_metrics_close(r.metrics);
 		lt_dist_abort(r.dist, rc);
 	}
