@@ -1,0 +1,37 @@
+/* The run directory's files as training writes them: RUN/config.ini (the
+ * resolved config), RUN/metrics.jsonl, RUN/data (the data directory unless
+ * data.dir names one), and the checkpoints a new run must not start over.
+ *
+ * Ownership: the functions borrow their arguments; an lt_metrics opened
+ * here is the caller's to close (lt_metrics_close). */
+#ifndef LT_RUN_FILES_H
+#define LT_RUN_FILES_H
+
+#include <stddef.h>
+
+#include "conf.h"
+#include "io/metrics.h"
+#include "status.h"
+
+/* Room for a configured path plus the names lltrain adds to it. */
+#define LT_RUN_PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+/* snprintf into a path buffer; a path that does not fit is cut (and then
+ * fails to open, naming the cut path). */
+void lt_run_files_path(char *buf, size_t cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Where the prepared data lives: data.dir, else RUN/data. */
+void lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap);
+/* Refuses to start over a run that has checkpoints (LT_ERR_ARG, saying
+ * that --resume auto continues it). */
+enum lt_status lt_run_files_check_fresh(const struct lt_conf *c);
+/* Writes RUN/config.ini atomically. */
+enum lt_status lt_run_files_save_config(const struct lt_conf *c);
+/* Whether this rank sees the RUN/config.ini rank 0 wrote (LT_ERR_IO naming
+ * the rank and its host when not: the run directory must be shared). */
+enum lt_status lt_run_files_check_shared(const struct lt_conf *c, int rank, const char *host);
+/* Opens RUN/metrics.jsonl for appending, first keeping only its lines of
+ * steps up to `step` (a resumed run logs the later ones again). */
+enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_metrics **out);
+
+#endif

@@ -1,0 +1,771 @@
+/* The trainer: a run's setup (data, config file, agreement, shares, model,
+ * metrics) and its steps, with evaluation, samples and checkpoints at the
+ * config's cadence. */
+#include "config.h"
+#include "train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "dist/agree.h"
+#include "dist/balance.h"
+#include "dist/shares.h"
+#include "dist/zero.h"
+#include "io/fs.h"
+#include "io/metrics.h"
+#include "model.h"
+#include "optim.h"
+#include "text/data.h"
+#include "text/prepare.h"
+#include "text/sample.h"
+#include "text/tokenizer.h"
+#include "train/run_files.h"
+#include "train/step_time.h"
+
+/* How long rank 0's own work (data preparation, a checkpoint's files) may
+ * keep the other ranks waiting. */
+#define LONG_WAIT_SECONDS 3600.0
+
+/* Everything one run holds. */
+struct lt_trainer {
+	struct lt_conf conf;
+	lt_dist *dist;
+	int rank, ranks;
+	struct lt_agreement agreement;
+	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
+	lt_zero *zero;
+	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
+				     its micro-batches by lt_shares_rows_in */
+	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
+	struct lt_step_time time; /* where this step's seconds went */
+	lt_balancer *balance;     /* --balance auto; NULL when the shares stay even */
+	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
+	char data_dir[LT_RUN_PATH_CAP];
+	char tok_path[LT_RUN_PATH_CAP];
+	lt_tokenizer *tok;
+	lt_data *data;
+	lt_backend *be;
+	lt_model *model;
+	lt_optim *opt;
+	lt_metrics *metrics;
+	int32_t *tokens, *targets;
+	struct lt_ckpt_state state;
+	double flops_per_token;
+};
+
+static enum lt_status agree(lt_trainer *t, enum lt_status st, const char *what, double wait)
+{
+	return lt_agree(&t->agreement, st, what, wait);
+}
+
+/* ------------------------------------------------------------ the shares */
+
+/* Rank i's sequences in micro-batch a of a step. */
+static int rows_in(const lt_trainer *t, int i, int a)
+{
+	return (int)lt_shares_rows_in(t->rows, i, a, t->conf.train.grad_accum);
+}
+
+/* This rank's first sequence of micro-batch a: those of the ranks before
+ * it come first. */
+static int first_row_in(const lt_trainer *t, int a)
+{
+	int row0 = 0;
+	for (int i = 0; i < t->rank; i++)
+		row0 += rows_in(t, i, a);
+	return row0;
+}
+
+/* The largest forward this rank's share of a step needs. */
+static void set_plan_rows(lt_trainer *t)
+{
+	int accum = t->conf.train.grad_accum;
+	t->plan_rows = t->conf.dist.deterministic ? 1
+						   : (int)((t->rows[t->rank] + accum - 1) / accum);
+}
+
+/* Plans a forward of `rows` sequences; the activations planned for
+ * plan_rows hold it. */
+static enum lt_status plan_forward(lt_trainer *t, int rows)
+{
+	return lt_model_plan(t->model, rows, t->conf.train.seq);
+}
+
+/* Splits the batch evenly; every rank needs a sequence. Shares of a step
+ * rather than of a micro-batch let --balance auto move one sequence in
+ * batch x grad_accum. */
+static enum lt_status plan_shares(lt_trainer *t)
+{
+	const struct lt_conf *c = &t->conf;
+	if (c->train.batch < t->ranks) {
+		lt_errmsg_set("train.batch %d: each of the %d ranks needs at least one sequence of "
+			      "every batch", c->train.batch, t->ranks);
+		return LT_ERR_CONFIG;
+	}
+	double *ones = malloc((size_t)t->ranks * sizeof *ones);
+	t->rows = calloc((size_t)t->ranks, sizeof *t->rows);
+	if (!ones || !t->rows) {
+		free(ones);
+		lt_errmsg_set("cannot allocate the ranks' shares");
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < t->ranks; i++)
+		ones[i] = 1;
+	size_t accum = (size_t)c->train.grad_accum, items = (size_t)c->train.batch * accum;
+	lt_shares_split(items, ones, t->ranks, accum, t->rows);
+	set_plan_rows(t);
+	free(ones);
+	if (c->dist.balance != LT_BALANCE_AUTO || t->ranks == 1)
+		return LT_OK;
+	return lt_balancer_new(t->dist, items, accum, c->dist.balance_every, t->state.step,
+			       &t->balance);
+}
+
+/* --balance auto after `step`: new shares are planned for on every rank,
+ * and rank 0 says what the ranks compared. */
+static enum lt_status rebalance(lt_trainer *t, long step)
+{
+	char line[4096];
+	int moved;
+	enum lt_status st = lt_balancer_after(t->balance, step, t->time.compute_s, t->rows,
+					       &moved, line, sizeof line);
+	if (st == LT_OK && moved) {
+		set_plan_rows(t);
+		st = agree(t, plan_forward(t, t->plan_rows), "planning the new shares", 0);
+	}
+	if (st == LT_OK && t->rank == 0 && line[0])
+		lt_metrics_say(t->metrics, "%s", line);
+	return st;
+}
+
+/* -------------------------------------------------------------- the data */
+
+/* Prepares the corpus into the data directory unless it holds data. */
+static enum lt_status ensure_data(lt_trainer *t, const struct lt_trainer_start *s)
+{
+	const struct lt_conf *c = &t->conf;
+	if (lt_prepare_is_done(t->data_dir) && s->n_corpus == 0)
+		return LT_OK;
+	if (lt_prepare_is_done(t->data_dir)) {
+		lt_errmsg_set("%s: holds prepared data already; corpus arguments would replace it "
+			      "(remove it, or leave the arguments out to train on it)", t->data_dir);
+		return LT_ERR_ARG;
+	}
+	const char *fallback[] = { c->data.corpus };
+	struct lt_prepare_opts po = {
+		.inputs = s->n_corpus ? s->corpus : fallback,
+		.n_inputs = s->n_corpus ? s->n_corpus : 1,
+		.out_dir = t->data_dir,
+		.vocab_size = c->data.vocab_size ? c->data.vocab_size : c->model.vocab_size,
+		.doc_separator = c->data.doc_separator,
+		.val_fraction = c->data.val_fraction,
+		.shard_tokens = c->data.shard_tokens,
+		.model_max_length = c->model.max_seq,
+		.verbose = 1,
+	};
+	struct lt_prepare_report rep;
+	printf("data: preparing %s into %s\n", po.n_inputs == 1 ? po.inputs[0] : "the corpus",
+	       t->data_dir);
+	fflush(stdout);
+	enum lt_status st = lt_prepare_run(&po, &rep);
+	if (st != LT_OK && !s->n_corpus && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
+	    !lt_fs_is_dir(c->data.corpus))
+		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
+	return st;
+}
+
+/* Rank 0 alone: makes the run directory and prepares the data if needed. */
+static enum lt_status prepare_run_dir(lt_trainer *t, const struct lt_trainer_start *s)
+{
+	enum lt_status st = LT_OK;
+	if (t->rank == 0 && (st = lt_fs_make_dirs(t->conf.run.dir)) == LT_OK)
+		st = ensure_data(t, s);
+	return agree(t, st, "preparing the data", LONG_WAIT_SECONDS);
+}
+
+/* The vocabulary of the resumed checkpoint's model (-1 when unknown). */
+static int checkpoint_vocab(const lt_trainer *t)
+{
+	struct lt_conf saved;
+	lt_conf_defaults(&saved);
+	if (!t->state.config || lt_conf_apply_string(&saved, t->state.config, "state.json") != LT_OK) {
+		lt_errmsg_clear();
+		return -1;
+	}
+	return saved.model.vocab_size;
+}
+
+/* The model's vocabulary follows the tokenizer's (training may stop with
+ * fewer tokens than asked when no pair is frequent enough); a resumed run's
+ * options (a --preset, say) may say otherwise only when the checkpoint's
+ * model agrees with them. */
+static enum lt_status load_data(lt_trainer *t)
+{
+	lt_run_files_path(t->tok_path, sizeof t->tok_path, "%s/tokenizer.json", t->data_dir);
+	enum lt_status st = lt_tokenizer_load(t->tok_path, &t->tok);
+	if (st != LT_OK)
+		return st;
+	int vocab = lt_tokenizer_vocab_size(t->tok);
+	if (t->conf.model.vocab_size != vocab) {
+		if (t->state.step > 0 && checkpoint_vocab(t) != vocab) {
+			lt_errmsg_set("%s: vocabulary %d, the checkpoint's model has %d", t->tok_path,
+				      vocab, t->conf.model.vocab_size);
+			return LT_ERR_CONFIG;
+		}
+		printf("model: vocabulary set to the tokenizer's %d (config said %d)\n", vocab,
+		       t->conf.model.vocab_size);
+		t->conf.model.vocab_size = vocab;
+	}
+	return lt_data_open(t->data_dir, vocab, &t->data);
+}
+
+/* Every rank opens the data. */
+static enum lt_status open_data(lt_trainer *t)
+{
+	enum lt_status st = agree(t, load_data(t), "opening the data", 0);
+	if (st != LT_OK)
+		return st;
+	/* the vocabulary may have become the tokenizer's: the model must
+	 * still hold together (the rest of the config is as lt_conf_check
+	 * found it) */
+	return lt_model_config_check(&t->conf.model);
+}
+
+/* Rank 0 writes RUN/config.ini: every rank must see it. */
+static enum lt_status save_config(lt_trainer *t)
+{
+	enum lt_status st = t->rank == 0 ? lt_run_files_save_config(&t->conf) : LT_OK;
+	if ((st = agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
+		return st;
+	st = lt_run_files_check_shared(&t->conf, t->rank, lt_dist_host(t->dist));
+	return agree(t, st, "finding the run directory", 0);
+}
+
+/* Refuses ranks that disagree on config, model, data or step before any
+ * training, naming the rank and the difference. */
+static enum lt_status check_ranks_agree(lt_trainer *t)
+{
+	struct lt_agree_facts f = {
+		.train_tokens = lt_data_tokens(t->data, LT_DATA_TRAIN),
+		.val_tokens = lt_data_tokens(t->data, LT_DATA_VAL),
+		.vocab = lt_tokenizer_vocab_size(t->tok),
+		.step = t->state.step,
+		.samples = t->state.samples,
+	};
+	return lt_agree_on_run(&t->agreement, &t->conf, &f);
+}
+
+/* ------------------------------------------------------------- the model */
+
+/* Bytes the backend's buffers hold now (0 when it cannot say). */
+static size_t backend_bytes(lt_backend *be)
+{
+	size_t now = 0, peak = 0;
+	if (be->ops->mem_usage)
+		be->ops->mem_usage(be, &now, &peak);
+	return now;
+}
+
+/* One line of what each rank holds for training besides activations:
+ * `state` bytes of parameters, gradients and moments as the backend
+ * allocated them, and the exchange's host buffers. */
+static enum lt_status report_memory(lt_trainer *t, size_t state)
+{
+	double mine[2] = { (double)state, (double)lt_zero_bytes(t->zero) };
+	double *all = malloc(2 * (size_t)t->ranks * sizeof *all);
+	if (!all) {
+		lt_errmsg_set("cannot allocate the memory report");
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_dist_allgather(t->dist, mine, all, sizeof mine, "the memory report");
+	if (st == LT_OK && t->rank == 0) {
+		printf("memory: ZeRO stage %d over %d rank%s, gradient buffer %zu of %zu elements; "
+		       "per rank, parameters + gradients + AdamW moments (backend allocator) + "
+		       "exchange buffers (host):", t->conf.dist.zero, t->ranks, t->ranks > 1 ? "s" : "",
+		       lt_model_grads_numel(t->model), lt_model_num_params(t->model));
+		for (int i = 0; i < t->ranks; i++)
+			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
+			       all[2 * i + 1]);
+		printf("\n");
+		if (t->ranks > 1)
+			printf("exchange: %s\n", lt_zero_exchange(t->zero));
+	}
+	free(all);
+	return st;
+}
+
+/* The backend, the model and its exchange, the parameters (initialised,
+ * or the checkpoint's with its moments) and the batch buffers. */
+static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *s)
+{
+	const struct lt_conf *c = &t->conf;
+	enum lt_status st;
+	lt_backend_set_local_rank(lt_dist_local_rank(t->dist));
+	st = s->open_backend ? s->open_backend(c->run.device, c->run.threads, &t->be)
+			     : lt_backend_new(c->run.device, c->run.threads, &t->be);
+	if (st != LT_OK)
+		return st;
+	size_t before = backend_bytes(t->be);
+	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK ||
+	    (st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
+			      c->dist.exchange == LT_EXCHANGE_AUTO,
+			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
+		return st;
+	size_t state = backend_bytes(t->be) - before;
+	t->opt = lt_zero_optim(t->zero);
+	/* t->state was read and verified when the checkpoint was found */
+	if (s->checkpoint)
+		st = lt_checkpoint_load_tensors(s->checkpoint, t->model, t->opt);
+	else
+		st = lt_model_init(t->model, c->train.seed);
+	if (st == LT_OK)
+		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
+	t->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *t->tokens);
+	if (st == LT_OK && !t->tokens) {
+		lt_errmsg_set("cannot allocate the batch buffers");
+		st = LT_ERR_NOMEM;
+	}
+	t->targets = t->tokens + (size_t)c->train.batch * c->train.seq;
+	t->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
+	if ((st = agree(t, st, "building the model", 0)) != LT_OK)
+		return st;
+	return report_memory(t, state);
+}
+
+/* Rank 0 opens RUN/metrics.jsonl. */
+static enum lt_status open_metrics(lt_trainer *t)
+{
+	enum lt_status st = LT_OK;
+	if (t->rank == 0)
+		st = lt_run_files_open_metrics(&t->conf, t->state.step, &t->metrics);
+	return agree(t, st, "opening the metrics", 0);
+}
+
+/* Rank 0 lists every rank: host, process, device and share. */
+static enum lt_status list_ranks(lt_trainer *t)
+{
+	enum { LINE = 200 };
+	struct lt_device_info dev;
+	char mine[LINE], *all = malloc((size_t)t->ranks * LINE);
+	if (!all) {
+		lt_errmsg_set("cannot allocate the rank list");
+		return LT_ERR_NOMEM;
+	}
+	t->be->ops->info(t->be, &dev);
+	snprintf(mine, sizeof mine, "host %.64s, pid %ld, device %.100s", lt_dist_host(t->dist),
+		 (long)getpid(), dev.name);
+	enum lt_status st = lt_dist_allgather(t->dist, mine, all, LINE, "the rank list");
+	for (int i = 0; st == LT_OK && t->rank == 0 && i < t->ranks; i++)
+		printf("rank %d: %.*s, %zu of %d sequences per step\n", i, LINE, all + (size_t)i * LINE,
+		       t->rows[i], t->conf.train.batch * t->conf.train.grad_accum);
+	free(all);
+	return st;
+}
+
+/* The run's first lines: the model, the ranks, where it resumed. */
+static enum lt_status say_start(lt_trainer *t, const char *checkpoint)
+{
+	const struct lt_conf *c = &t->conf;
+	struct lt_device_info dev;
+	enum lt_status st;
+	t->be->ops->info(t->be, &dev);
+	lt_metrics_say(t->metrics, "model: %.2fM parameters, vocab %d, batch %d x seq %d x accum %d, "
+		       "%d steps, device %s", (double)lt_model_num_params(t->model) / 1e6,
+		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
+		       c->train.steps, dev.name);
+	if (t->ranks > 1 && (st = list_ranks(t)) != LT_OK)
+		return st;
+	if (checkpoint)
+		lt_metrics_say(t->metrics, "resumed from %s at step %ld", checkpoint, t->state.step);
+	return LT_OK;
+}
+
+/* ------------------------------------------------------- the step's parts */
+
+/* Mean loss over the first run.eval_batches validation batches; each rank
+ * takes its share of every batch's windows. */
+static enum lt_status validation_loss(lt_trainer *t, double *out)
+{
+	const struct lt_conf *c = &t->conf;
+	int B = c->train.batch, T = c->train.seq, rows = rows_in(t, t->rank, 0);
+	int P = c->dist.deterministic ? 1 : rows, row0 = first_row_in(t, 0);
+	uint64_t val_tokens = lt_data_tokens(t->data, LT_DATA_VAL);
+	double sums[2] = { 0, 0 };
+	enum lt_status st = plan_forward(t, P);
+	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
+		if ((uint64_t)i * (uint64_t)B * (uint64_t)T >= val_tokens)
+			break;
+		for (int j = 0; j < rows && st == LT_OK; j += P) {
+			long n;
+			for (int k = 0; k < P && st == LT_OK; k++) {
+				uint64_t w = (uint64_t)i * (uint64_t)B + (uint64_t)(row0 + j + k);
+				st = lt_data_val_batch(t->data, w, 1, T, t->tokens + (size_t)k * T,
+						       t->targets + (size_t)k * T, &n);
+			}
+			double loss = 0;
+			if (st == LT_OK)
+				st = lt_model_forward(t->model, t->tokens, t->targets, 0.0f, &loss, &n);
+			sums[0] += loss;
+			sums[1] += (double)n;
+		}
+	}
+	if ((st = agree(t, st, "the validation pass", 0)) != LT_OK ||
+	    (st = lt_dist_allreduce(t->dist, sums, 2, LT_DIST_F64, LT_DIST_SUM,
+				    "the validation-loss all-reduce")) != LT_OK)
+		return st;
+	if (sums[1] == 0) {
+		lt_errmsg_set("%s: no validation tokens", t->data_dir);
+		return LT_ERR_ARG;
+	}
+	*out = sums[0] / sums[1];
+	return LT_OK;
+}
+
+/* The validation loss, logged at `step`. */
+static enum lt_status evaluate(lt_trainer *t, long step, double *val)
+{
+	enum lt_status st = validation_loss(t, val);
+	if (st == LT_OK && t->metrics)
+		st = lt_metrics_eval(t->metrics, step, *val, t->state.elapsed);
+	return st;
+}
+
+/* Rank 0: generates run.sample_tokens tokens after the end-of-text token. */
+static enum lt_status print_sample(lt_trainer *t, long step)
+{
+	const struct lt_conf *c = &t->conf;
+	int n = c->run.sample_tokens < c->model.max_seq - 1 ? c->run.sample_tokens : c->model.max_seq - 1;
+	if (n <= 0)
+		return LT_OK;
+	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out = malloc((size_t)n * sizeof *out);
+	if (!out) {
+		lt_errmsg_set("cannot allocate %d sample tokens", n);
+		return LT_ERR_NOMEM;
+	}
+	struct lt_sample_opts so = { .temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
+				     .seed = c->train.seed + (uint64_t)step };
+	int got = 0;
+	char *text = NULL;
+	size_t len;
+	enum lt_status st = lt_sample_generate(t->model, &prompt, 1, n, -1, &so, out, &got);
+	if (st == LT_OK)
+		st = lt_tokenizer_decode(t->tok, out, (size_t)got, &text, &len);
+	if (st == LT_OK)
+		lt_metrics_say(t->metrics, "--- sample at step %ld (%d tokens, temperature 0.8, "
+			       "top-k 40, top-p 0.95) ---\n%s\n---", step, got, text);
+	free(text);
+	free(out);
+	return st;
+}
+
+/* A sample printed by rank 0; the others wait for it. */
+static enum lt_status sample_on_rank0(lt_trainer *t, long step)
+{
+	enum lt_status st = t->rank == 0 ? print_sample(t, step) : LT_OK;
+	return agree(t, st, "the sample", LONG_WAIT_SECONDS);
+}
+
+/* Every rank writes its optimizer shard into rank 0's temporary
+ * directory; rank 0 then writes the rest and publishes it. Stage 0 ranks
+ * all hold the same moments: rank 0 writes them alone. */
+static enum lt_status save_checkpoint(lt_trainer *t)
+{
+	char path[LT_RUN_PATH_CAP], tmp[LT_RUN_PATH_CAP] = "";
+	long tag = (long)getpid();
+	int sharded = t->conf.dist.zero > 0 && t->ranks > 1;
+	enum lt_status st = LT_OK;
+	free(t->state.config);
+	t->state.config = NULL;
+	if (t->rank == 0 && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
+		st = lt_checkpoint_begin(t->conf.run.dir, t->state.step, tag, tmp, sizeof tmp);
+	if ((st = agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
+	    (st = lt_dist_bcast(t->dist, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
+		return st;
+	if (sharded || t->rank == 0)
+		st = lt_checkpoint_write_shard(tmp, t->model, t->opt, sharded ? t->rank : 0,
+					       sharded ? t->ranks : 1);
+	if ((st = agree(t, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
+		if (t->rank == 0)
+			lt_checkpoint_abandon(tmp);
+		return st;
+	}
+	if (t->rank == 0) {
+		t->state.tokenizer = t->tok_path;
+		st = lt_checkpoint_commit(t->conf.run.dir, tmp, t->model, sharded ? t->ranks : 1,
+					  &t->state, path, sizeof path);
+		if (st != LT_OK)
+			lt_checkpoint_abandon(tmp);
+		if (st == LT_OK)
+			st = lt_checkpoint_prune(t->conf.run.dir, t->conf.run.keep_checkpoints);
+		if (st == LT_OK)
+			lt_metrics_say(t->metrics, "checkpoint: %s", path);
+	}
+	return agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
+}
+
+/* Forward and backward over this rank's `rows` sequences from sample
+ * `first`, all at once (one at a time when deterministic), each backward
+ * armed for the exchange (`last`: this holds the step's final one). Adds
+ * the loss and target count to sums. */
+static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float scale, int last,
+			       double *sums)
+{
+	const struct lt_conf *c = &t->conf;
+	int P = c->dist.deterministic ? 1 : rows;
+	enum lt_status st = plan_forward(t, P);
+	for (int j = 0; j < rows && st == LT_OK; j += P) {
+		double loss = 0;
+		long n = 0;
+		st = lt_data_train_batch(t->data, c->train.seed, first + (uint64_t)j, P, c->train.seq,
+					 t->tokens, t->targets);
+		if (st == LT_OK)
+			st = lt_model_forward(t->model, t->tokens, t->targets, scale, &loss, &n);
+		if (st == LT_OK)
+			st = lt_zero_arm(t->zero, last && j + P >= rows);
+		if (st == LT_OK)
+			st = lt_model_backward(t->model);
+		if (st == LT_OK && c->dist.deterministic)
+			st = lt_zero_add_sequence(t->zero);
+		sums[0] += loss;
+		sums[1] += (double)n;
+	}
+	return st;
+}
+
+/* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
+ * time budget. */
+static void vote_stop(const lt_trainer *t, double loop_start, double *votes)
+{
+	double budget = t->conf.train.max_minutes * 60;
+	votes[0] = t->stop_signal && *t->stop_signal != 0;
+	votes[1] = budget > 0 && lt_seconds() - loop_start > budget;
+}
+
+/* One optimizer step: grad_accum micro-batches of which this rank takes
+ * its share, the reduction over the ranks, then AdamW unless the loss or
+ * the gradient norm is not finite. */
+static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
+				 struct lt_step_metrics *sm)
+{
+	const struct lt_conf *c = &t->conf;
+	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
+	float scale = 1.0f / ((float)B * (float)T * (float)accum);
+	double sums[4] = { 0, 0, 0, 0 }, norm = NAN;
+	enum lt_status st = LT_OK;
+	lt_step_time_begin(&t->time);
+	lt_dist_set_step(t->dist, step);
+	lt_model_zero_grads(t->model);
+	for (int a = 0; a < accum && st == LT_OK; a++)
+		st = run_rows(t, t->state.samples + (uint64_t)a * (uint64_t)B +
+					 (uint64_t)first_row_in(t, a),
+			      rows_in(t, t->rank, a), scale, a == accum - 1, sums);
+	t->state.samples += (uint64_t)B * (uint64_t)accum;
+	lt_step_time_passes_done(&t->time);
+	vote_stop(t, loop_start, sums + 2);
+	/* the first exchange after backward waits for the slowest rank */
+	st = agree(t, st, "the forward and backward passes", 0);
+	lt_step_time_agreed(&t->time);
+	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
+	t->agreement.failed_together = t->agreement.failed_together && c->dist.zero == 1;
+	if (st != LT_OK || (st = lt_zero_reduce(t->zero, &norm)) != LT_OK)
+		return st;
+	lt_step_time_reduced(&t->time);
+	if ((st = lt_dist_allreduce(t->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
+				    "the loss all-reduce")) != LT_OK)
+		return st;
+	t->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
+	sm->loss = sums[0] / sums[1];
+	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
+	sm->grad_norm = norm;
+	sm->lr = lt_lr_at(&c->train.optim, (int)step);
+	if (sm->skipped) {
+		t->state.bad_steps++;
+		return LT_OK;
+	}
+	t->state.bad_steps = 0;
+	/* the update's own time leaves out its waits for the others: those
+	 * before it are counted here */
+	lt_step_time_update_begin(&t->time);
+	st = lt_zero_update(t->zero, &c->train.optim, (int)step, norm);
+	lt_step_time_update_done(&t->time);
+	return st;
+}
+
+/* ------------------------------------------------------------- the loop */
+
+static int due(long step, int every)
+{
+	return every > 0 && step % every == 0;
+}
+
+/* After `step` (not the last: the run's end does them all): the
+ * validation loss, a sample and a checkpoint, when the config asks. */
+static enum lt_status after_step(lt_trainer *t, long step)
+{
+	const struct lt_conf *c = &t->conf;
+	enum lt_status st = LT_OK;
+	double val;
+	if (step >= c->train.steps)
+		return LT_OK;
+	if (due(step, c->run.eval_every) && (st = evaluate(t, step, &val)) != LT_OK)
+		return st;
+	if (due(step, c->run.sample_every) && (st = sample_on_rank0(t, step)) != LT_OK)
+		return st;
+	if (due(step, c->run.checkpoint_every))
+		st = save_checkpoint(t);
+	return st;
+}
+
+/* The step loop: returns when the steps are done, the time budget is
+ * spent, a signal arrived or something failed. */
+static enum lt_status train_loop(lt_trainer *t)
+{
+	const struct lt_conf *c = &t->conf;
+	double t0 = lt_seconds(), last = t0, elapsed0 = t->state.elapsed;
+	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
+	enum lt_status st;
+	lt_step_time_start(&t->time, t->dist);
+	for (long step = t->state.step + 1; step <= c->train.steps; step++) {
+		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
+					      .ranks = t->ranks };
+		if ((st = train_step(t, step, t0, &sm)) != LT_OK)
+			return st;
+		double now = lt_seconds();
+		t->state.step = step;
+		t->state.tokens += tokens_per_step;
+		t->state.elapsed = elapsed0 + (now - t0);
+		sm.tokens = t->state.tokens;
+		sm.elapsed = t->state.elapsed;
+		sm.tokens_per_s = (double)tokens_per_step / (now - last);
+		sm.tflops = sm.tokens_per_s * t->flops_per_token / 1e12;
+		lt_step_time_end(&t->time, &sm);
+		last = now;
+		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
+			return st;
+		if (sm.skipped && t->state.bad_steps >= c->train.max_bad_steps) {
+			lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
+				      "(train.max_bad_steps = %d); lower train.lr or check the data",
+				      step, t->state.bad_steps, c->train.max_bad_steps);
+			return LT_ERR_NUMERIC;
+		}
+		if (t->balance && (st = rebalance(t, step)) != LT_OK)
+			return st;
+		if ((st = after_step(t, step)) != LT_OK)
+			return st;
+		if (t->stop == 1) {
+			int sigint = t->stop_signal && *t->stop_signal == SIGINT;
+			lt_metrics_say(t->metrics, "%s at step %ld: saving a checkpoint",
+				       sigint ? "interrupted" : "terminated", step);
+			return LT_ERR_INTERRUPTED;
+		}
+		if (t->stop == 2) {
+			lt_metrics_say(t->metrics, "time budget of %g minutes reached at step %ld",
+				       c->train.max_minutes, step);
+			return LT_OK;
+		}
+		lt_step_time_between(&t->time);
+	}
+	return LT_OK;
+}
+
+/* After the loop: a checkpoint, the validation loss and a sample. */
+static enum lt_status finish_run(lt_trainer *t, enum lt_status loop_st)
+{
+	double val;
+	enum lt_status st = save_checkpoint(t);
+	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
+		return st;
+	if ((st = evaluate(t, t->state.step, &val)) != LT_OK)
+		return st;
+	lt_metrics_say(t->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
+		       val, log((double)t->conf.model.vocab_size), exp(val));
+	return sample_on_rank0(t, t->state.step);
+}
+
+/* ------------------------------------------------------------ the API */
+
+enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **out)
+{
+	lt_trainer *t = calloc(1, sizeof *t);
+	*out = t;
+	if (!t) {
+		lt_errmsg_set("cannot allocate the trainer");
+		return LT_ERR_NOMEM;
+	}
+	t->conf = *c;
+	t->dist = d;
+	t->rank = lt_dist_rank(d);
+	t->ranks = lt_dist_size(d);
+	t->agreement = (struct lt_agreement){ .dist = d, .timeout = c->dist.comm_timeout };
+	lt_dist_set_timeout(d, c->dist.comm_timeout);
+	return LT_OK;
+}
+
+enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
+{
+	enum lt_status st;
+	t->state = *s->state;
+	memset(s->state, 0, sizeof *s->state);
+	t->stop_signal = s->stop_signal;
+	lt_run_files_data_dir(&t->conf, t->data_dir, sizeof t->data_dir);
+	if ((st = lt_conf_check(&t->conf)) != LT_OK)
+		return st;
+	if ((st = prepare_run_dir(t, s)) != LT_OK)
+		return st;
+	if ((st = open_data(t)) != LT_OK)
+		return st;
+	if ((st = save_config(t)) != LT_OK)
+		return st;
+	if ((st = check_ranks_agree(t)) != LT_OK)
+		return st;
+	if ((st = plan_shares(t)) != LT_OK)
+		return st;
+	if ((st = build_model(t, s)) != LT_OK)
+		return st;
+	if ((st = open_metrics(t)) != LT_OK)
+		return st;
+	return say_start(t, s->checkpoint);
+}
+
+enum lt_status lt_trainer_run(lt_trainer *t)
+{
+	enum lt_status st = train_loop(t);
+	if (st != LT_OK && st != LT_ERR_INTERRUPTED)
+		return st;
+	enum lt_status fin = finish_run(t, st);
+	return fin != LT_OK ? fin : st;
+}
+
+int lt_trainer_failed_together(const lt_trainer *t)
+{
+	return t && t->agreement.failed_together;
+}
+
+void lt_trainer_close_metrics(lt_trainer *t)
+{
+	if (!t)
+		return;
+	lt_metrics_close(t->metrics);
+	t->metrics = NULL;
+}
+
+void lt_trainer_free(lt_trainer *t)
+{
+	if (!t)
+		return;
+	lt_metrics_close(t->metrics);
+	free(t->tokens);
+	free(t->rows);
+	lt_balancer_free(t->balance);
+	lt_zero_free(t->zero);
+	lt_model_free(t->model);
+	lt_backend_free(t->be);
+	lt_data_close(t->data);
+	lt_tokenizer_free(t->tok);
+	lt_ckpt_state_free(&t->state);
+	free(t);
+}
