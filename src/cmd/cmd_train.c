@@ -17,6 +17,8 @@
 #include "conf.h"
 #include "dist/dist.h"
 #include "io/checkpoint.h"
+#include "io/fs.h"
+#include "io/rundir.h"
 #include "train/run_files.h"
 #include "train/trainer.h"
 
@@ -137,8 +139,9 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 	char origin[LT_RUN_PATH_CAP];
 	lt_conf_defaults(c);
 	if (ckpt_config) {
-		lt_run_files_path(origin, sizeof origin, "%s/state.json", ckpt_dir);
-		enum lt_status st = lt_conf_apply_string(c, ckpt_config, origin);
+		enum lt_status st = lt_fs_join(origin, sizeof origin, ckpt_dir, LT_RUNDIR_STATE);
+		if (st == LT_OK)
+			st = lt_conf_apply_string(c, ckpt_config, origin);
 		if (st != LT_OK)
 			return st;
 	}

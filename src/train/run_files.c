@@ -1,9 +1,9 @@
-/* The run directory's files: where each lives and how it is written. */
+/* The run directory's files as training writes them, named by io/rundir.h
+ * and published through io/fs.h. */
 #include "config.h"
 #include "train/run_files.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,21 +14,18 @@
 
 #include "io/checkpoint.h"
 #include "io/fs.h"
+#include "io/rundir.h"
 
-void lt_run_files_path(char *buf, size_t cap, const char *fmt, ...)
+enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap)
 {
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, cap, fmt, ap);
-	va_end(ap);
-}
-
-void lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap)
-{
-	if (c->data.dir[0])
-		lt_run_files_path(buf, cap, "%s", c->data.dir);
-	else
-		lt_run_files_path(buf, cap, "%s/data", c->run.dir);
+	if (!c->data.dir[0])
+		return lt_fs_join(buf, cap, c->run.dir, LT_RUNDIR_DATA);
+	if (strlen(c->data.dir) >= cap) {
+		lt_errmsg_set("%s: path too long (at most %zu bytes)", c->data.dir, cap - 1);
+		return LT_ERR_ARG;
+	}
+	memcpy(buf, c->data.dir, strlen(c->data.dir) + 1);
+	return LT_OK;
 }
 
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c)
@@ -45,17 +42,12 @@ enum lt_status lt_run_files_check_fresh(const struct lt_conf *c)
 
 enum lt_status lt_run_files_save_config(const struct lt_conf *c)
 {
-	char path[LT_RUN_PATH_CAP], tmp[LT_RUN_PATH_CAP], *text = NULL;
-	lt_run_files_path(path, sizeof path, "%s/config.ini", c->run.dir);
-	lt_run_files_path(tmp, sizeof tmp, "%s.tmp", path);
-	enum lt_status st = lt_conf_to_string(c, &text);
+	char path[LT_RUN_PATH_CAP], *text = NULL;
+	enum lt_status st = lt_fs_join(path, sizeof path, c->run.dir, LT_RUNDIR_CONFIG);
 	if (st == LT_OK)
-		st = lt_fs_write_new(tmp, text, strlen(text));
-	if (st == LT_OK && rename(tmp, path) != 0) {
-		lt_errmsg_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-		unlink(tmp);
-		st = LT_ERR_IO;
-	}
+		st = lt_conf_to_string(c, &text);
+	if (st == LT_OK)
+		st = lt_fs_publish_file(path, text, strlen(text));
 	free(text);
 	return st;
 }
@@ -63,15 +55,29 @@ enum lt_status lt_run_files_save_config(const struct lt_conf *c)
 enum lt_status lt_run_files_check_shared(const struct lt_conf *c, int rank, const char *host)
 {
 	char path[LT_RUN_PATH_CAP];
-	lt_run_files_path(path, sizeof path, "%s/config.ini", c->run.dir);
-	if (access(path, R_OK) == 0)
-		return LT_OK;
+	enum lt_status st = lt_fs_join(path, sizeof path, c->run.dir, LT_RUNDIR_CONFIG);
+	if (st != LT_OK || access(path, R_OK) == 0)
+		return st;
 	lt_errmsg_set("%s: rank %d (host %s) cannot see the file rank 0 wrote: the run directory "
 		      "must be on a filesystem every rank sees", path, rank, host);
 	return LT_ERR_IO;
 }
 
-/* Keeps the metrics lines of steps up to `step`. */
+/* Copies the lines of in whose step is at most `step` to out. */
+static void copy_steps_up_to(FILE *in, FILE *out, long step)
+{
+	char line[4096];
+	while (fgets(line, sizeof line, in)) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *s = o ? json_object_get(o, "step") : NULL;
+		if (s && json_integer_value(s) <= step)
+			fputs(line, out);
+		json_decref(o);
+	}
+}
+
+/* Keeps the metrics lines of steps up to `step`: the kept lines go to a
+ * temporary beside the file, which is then published in its place. */
 static enum lt_status trim_metrics(const char *path, long step)
 {
 	struct stat sb;
@@ -81,36 +87,34 @@ static enum lt_status trim_metrics(const char *path, long step)
 	FILE *in = fopen(path, "r");
 	if (!in)
 		return LT_OK;
-	char tmp[LT_RUN_PATH_CAP], line[4096];
-	lt_run_files_path(tmp, sizeof tmp, "%s.tmp", path);
-	FILE *out = fopen(tmp, "w");
-	if (!out) {
-		fclose(in);
+	char *tmp = lt_fs_tmp_new(path);
+	FILE *out = tmp ? fopen(tmp, "w") : NULL;
+	enum lt_status st = LT_ERR_NOMEM;
+	if (tmp && !out) {
 		lt_errmsg_set("%s: cannot create: %s", tmp, strerror(errno));
-		return LT_ERR_IO;
+		st = LT_ERR_IO;
 	}
-	while (fgets(line, sizeof line, in)) {
-		json_t *o = json_loads(line, 0, NULL);
-		json_t *s = o ? json_object_get(o, "step") : NULL;
-		if (s && json_integer_value(s) <= step)
-			fputs(line, out);
-		json_decref(o);
+	if (out) {
+		copy_steps_up_to(in, out, step);
+		int bad = fflush(out) != 0 || fsync(fileno(out)) != 0;
+		bad |= fclose(out) != 0;
+		if (bad)
+			lt_errmsg_set("%s: cannot rewrite: %s", path, strerror(errno));
+		st = bad ? LT_ERR_IO : lt_fs_publish(tmp, path);
+		if (st != LT_OK)
+			lt_fs_discard(tmp);
 	}
 	fclose(in);
-	int bad = fclose(out) != 0;
-	if (bad || rename(tmp, path) != 0) {
-		unlink(tmp);
-		lt_errmsg_set("%s: cannot rewrite: %s", path, strerror(errno));
-		return LT_ERR_IO;
-	}
-	return LT_OK;
+	free(tmp);
+	return st;
 }
 
 enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_metrics **out)
 {
 	char path[LT_RUN_PATH_CAP];
-	lt_run_files_path(path, sizeof path, "%s/metrics.jsonl", c->run.dir);
-	enum lt_status st = trim_metrics(path, step);
+	enum lt_status st = lt_fs_join(path, sizeof path, c->run.dir, LT_RUNDIR_METRICS);
+	if (st == LT_OK)
+		st = trim_metrics(path, step);
 	if (st == LT_OK)
 		st = lt_metrics_open(path, c->run.log_every, out);
 	return st;

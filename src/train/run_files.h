@@ -16,16 +16,13 @@
 /* Room for a configured path plus the names lltrain adds to it. */
 #define LT_RUN_PATH_CAP (LT_CONF_PATH_MAX + 128)
 
-/* snprintf into a path buffer; a path that does not fit is cut (and then
- * fails to open, naming the cut path). */
-void lt_run_files_path(char *buf, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-/* Where the prepared data lives: data.dir, else RUN/data. */
-void lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap);
+/* Where the prepared data lives, in buf[cap]: data.dir, else RUN/data
+ * (LT_ERR_ARG naming the path when it does not fit). */
+enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap);
 /* Refuses to start over a run that has checkpoints (LT_ERR_ARG, saying
  * that --resume auto continues it). */
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c);
-/* Writes RUN/config.ini atomically. */
+/* Publishes RUN/config.ini (see lt_fs_publish_file). */
 enum lt_status lt_run_files_save_config(const struct lt_conf *c);
 /* Whether this rank sees the RUN/config.ini rank 0 wrote (LT_ERR_IO naming
  * the rank and its host when not: the run directory must be shared). */

@@ -17,6 +17,7 @@
 #include "dist/zero.h"
 #include "io/fs.h"
 #include "io/metrics.h"
+#include "io/rundir.h"
 #include "model.h"
 #include "optim.h"
 #include "text/data.h"
@@ -205,8 +206,10 @@ static int checkpoint_vocab(const lt_trainer *t)
  * model agrees with them. */
 static enum lt_status load_data(lt_trainer *t)
 {
-	lt_run_files_path(t->tok_path, sizeof t->tok_path, "%s/tokenizer.json", t->data_dir);
-	enum lt_status st = lt_tokenizer_load(t->tok_path, &t->tok);
+	enum lt_status st = lt_fs_join(t->tok_path, sizeof t->tok_path, t->data_dir,
+				       LT_RUNDIR_TOKENIZER);
+	if (st == LT_OK)
+		st = lt_tokenizer_load(t->tok_path, &t->tok);
 	if (st != LT_OK)
 		return st;
 	int vocab = lt_tokenizer_vocab_size(t->tok);
@@ -711,7 +714,8 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 	t->state = *s->state;
 	memset(s->state, 0, sizeof *s->state);
 	t->stop_signal = s->stop_signal;
-	lt_run_files_data_dir(&t->conf, t->data_dir, sizeof t->data_dir);
+	if ((st = lt_run_files_data_dir(&t->conf, t->data_dir, sizeof t->data_dir)) != LT_OK)
+		return st;
 	if ((st = lt_conf_check(&t->conf)) != LT_OK)
 		return st;
 	if ((st = prepare_run_dir(t, s)) != LT_OK)
