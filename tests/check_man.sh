@@ -25,7 +25,12 @@ done
 for c in "$src"/src/cmd/cmd_*.c; do
 	cmd=$(basename "$c" .c | sed 's/^cmd_//')
 	page="$src/man/lltrain-$cmd.1"
-	for opt in $(grep -o '{ "[a-z-]*", \(required\|no\)_argument' "$c" | sed 's/{ "\([a-z-]*\)".*/\1/' | sort -u); do
+	# getopt rows, and the rows of aliases that stand for a config key
+	# ({ "--zero", "dist.zero", 1 }), which getopt never sees
+	for opt in $( (grep -o '{ "[a-z-]*", \(required\|no\)_argument' "$c" |
+		sed 's/{ "\([a-z-]*\)".*/\1/'
+		grep -o '{ "--[a-z-]*", "[a-z]*\.[a-z_]*"' "$c" | sed 's/{ "--\([a-z-]*\)".*/\1/') |
+		sort -u); do
 		grep -q "B.*\\\\-\\\\-$(echo "$opt" | sed 's/-/\\\\-/g')" "$page" 2>/dev/null
 		ok $? "lltrain $cmd --$opt is documented in $(basename "$page")"
 	done
