@@ -3,7 +3,7 @@
  * GPT-2's byte alphabet. */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* mkstemp, fdopen, fsync, fchmod under -std=c11 */
+#define _POSIX_C_SOURCE 200809L /* mkdir and stat under -std=c11 */
 #endif
 #include "text/tokenizer.h"
 #include "text/tokenizer_impl.h"
