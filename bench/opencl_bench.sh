@@ -1,7 +1,8 @@
 #!/bin/sh
 # lltrain's OpenCL training speed and memory next to PyTorch's on the same
-# GPU, in one run: the 15M, 110M and 1B presets (fp32, AdamW), then a
-# per-op profile of the 110M step.
+# GPU, in one run: 4096^3 GEMMs (fp32; TF32 on tensor cores where the device
+# has them), the 15M, 110M and 1B presets (fp32, AdamW), the 110M preset
+# with train.matmul = tf32, then a per-op profile of the 110M step.
 #   bench/opencl_bench.sh [LLTRAIN [DEVICE]]     (defaults ./lltrain, opencl)
 # PyTorch's figures need python3 with torch + transformers and a CUDA GPU;
 # without them only lltrain's are printed.
@@ -14,6 +15,15 @@ if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/
 	have_torch=yes
 fi
 
+for matmul in fp32 tf32; do
+	echo "== gemm 4096^3, $matmul"
+	"$LLTRAIN" bench --device "$DEVICE" --gemm 4096 --train.matmul=$matmul ||
+		echo "lltrain bench --gemm 4096 failed"
+	if [ "$have_torch" = yes ]; then
+		python3 "$here/pytorch_reference.py" --gemm 4096 --device cuda --dtype $matmul ||
+			echo "pytorch_reference.py --gemm 4096 failed"
+	fi
+done
 for preset in 15M 110M 1B; do
 	echo "== preset $preset"
 	"$LLTRAIN" bench --preset "$preset" --device "$DEVICE" --steps 5 --sample-tokens 0 ||
@@ -25,5 +35,12 @@ for preset in 15M 110M 1B; do
 		echo "pytorch: skipped (no torch + transformers with CUDA here)"
 	fi
 done
+echo "== preset 110M, train.matmul = tf32"
+"$LLTRAIN" bench --preset 110M --device "$DEVICE" --steps 5 --sample-tokens 0 --train.matmul=tf32 ||
+	echo "lltrain bench --preset 110M --train.matmul=tf32 failed"
+if [ "$have_torch" = yes ]; then
+	python3 "$here/pytorch_reference.py" --preset 110M --device cuda --steps 5 --dtype tf32 ||
+		echo "pytorch_reference.py --preset 110M --dtype tf32 failed"
+fi
 echo "== profile of the 110M step"
 "$LLTRAIN" bench --preset 110M --device "$DEVICE" --steps 3 --sample-tokens 0 --profile

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 # The PyTorch side of lltrain's speed comparisons: trains the same
 # transformers.LlamaForCausalLM shape as an lltrain preset, eager fp32 with
-# AdamW, on random tokens, and prints tokens/s. Needs torch + transformers:
+# AdamW, on random tokens, and prints tokens/s; or, with --gemm N, times
+# N^3 matrix products (cuBLAS on a GPU) in the three layouts of a linear
+# layer. Needs torch (+ transformers for training):
 #   python3 bench/pytorch_reference.py --preset 15M --device cpu --threads 16
+#   python3 bench/pytorch_reference.py --gemm 4096 --device cuda --dtype tf32
 import argparse
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 PRESETS = {  # the same shapes as data/presets/*.conf
     "tiny": dict(vocab=4096, dim=192, layers=4, heads=6, kv=6, ffn=512, seq=128, batch=16, tied=True),
@@ -24,11 +26,16 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--gemm", type=int, default=0)
     a = ap.parse_args()
     p = PRESETS[a.preset]
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.backends.cuda.matmul.allow_tf32 = a.dtype == "tf32"
+    if a.gemm:
+        time_gemms(a)
+        return
+    from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(vocab_size=p["vocab"], hidden_size=p["dim"], num_hidden_layers=p["layers"],
                       num_attention_heads=p["heads"], num_key_value_heads=p["kv"],
                       intermediate_size=p["ffn"], max_position_embeddings=p["seq"],
@@ -49,6 +56,29 @@ def main():
     peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if a.device != "cpu" else ""
     print(f"pytorch {a.preset} {a.device} {a.dtype} threads={torch.get_num_threads()}: "
           f"{B * T / dt:.1f} tokens/s ({dt:.4f} s/step{peak})")
+
+
+def time_gemms(a):
+    """The best of ten N^3 products per layout after a warm-up, in TFLOP/s."""
+    n = a.gemm
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    x = torch.rand(n, n, device=a.device, dtype=dtype)
+    w = torch.rand(n, n, device=a.device, dtype=dtype)
+    forms = [("NT (forward, x . W^T)", lambda: x @ w.t()),
+             ("NN (input gradient, dout . W)", lambda: x @ w),
+             ("TN (weight gradient, dout^T . x)", lambda: x.t() @ w)]
+    for name, f in forms:
+        f()
+        best = float("inf")
+        for _ in range(10):
+            if a.device != "cpu":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            f()
+            if a.device != "cpu":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        print(f"pytorch gemm {n}^3 {a.dtype} {name}: {2 * n ** 3 / best / 1e12:.2f} TFLOP/s")
 
 
 def run_steps(a, p, model, opt, times):

@@ -56,6 +56,8 @@ struct lt_cl_ctx {
 	lt_buf *scratch[LT_CL_SCRATCH_SLOTS];
 	size_t held, peak;  /* bytes of live buffers */
 
+	struct lt_cl_mma mma;
+
 	int profiling;
 	struct lt_cl_profile prof;
 	struct pending_event pending[MAX_PENDING];
@@ -71,6 +73,9 @@ int lt_cl_has_fp64(struct lt_cl_ctx *c) { return c->fp64; }
 size_t lt_cl_max_group(struct lt_cl_ctx *c) { return c->max_group; }
 size_t lt_cl_local_mem(struct lt_cl_ctx *c) { return c->local_mem; }
 int lt_cl_profiling(struct lt_cl_ctx *c) { return c->profiling; }
+struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c) { return &c->mma; }
+cl_context lt_cl_context(struct lt_cl_ctx *c) { return c->context; }
+cl_device_id lt_cl_device(struct lt_cl_ctx *c) { return c->device; }
 
 /* An OpenCL error code as its name, for messages. */
 static const char *cl_error_name(cl_int err)
@@ -598,6 +603,14 @@ static void cl_info(lt_backend *be, struct lt_device_info *out)
 {
 	struct lt_cl_ctx *c = be->ctx;
 	*out = c->info;
+	lt_cl_mma_describe(&c->mma, out->gemm, sizeof out->gemm);
+	snprintf(out->attention, sizeof out->attention, "OpenCL flash-style kernels");
+}
+
+static void cl_set_matmul(lt_backend *be, enum lt_matmul mode)
+{
+	struct lt_cl_ctx *c = be->ctx;
+	c->mma.tf32 = mode == LT_MATMUL_TF32;
 }
 
 /* ------------------------------------------------------------------ */
@@ -649,6 +662,7 @@ static const struct lt_backend_ops cl_ops_table = {
 	.mem_usage = cl_mem_usage,
 	.profile = cl_profile,
 	.profile_read = cl_profile_read,
+	.set_matmul = cl_set_matmul,
 	.fill = lt_cl_fill,
 	.copy = lt_cl_copy,
 	.scale = lt_cl_scale,
@@ -760,6 +774,7 @@ enum lt_status lt_cl_backend_new(const char *spec, lt_backend **out)
 	}
 	describe_device(c);
 	lt_cl_tune_gemm(c->device, c->info.name);
+	lt_cl_mma_init(&c->mma, c->device);
 	if ((st = open_context(c)) != LT_OK || (st = try_device(be)) != LT_OK) {
 		cl_free(be);
 		return st;

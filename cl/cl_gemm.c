@@ -66,6 +66,8 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 	check_operand(c, g->stride_c, g->batch, span(g->m, g->n, g->ldc));
 	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
 		return;
+	if (lt_cl_gemm_mma(be, g, a, b, c))
+		return;
 	cl_command_queue q = lt_cl_queue(cx);
 	/* CLBlast's event covers its last kernel only: time between markers. */
 	cl_event mark = lt_cl_profile_mark(cx);

@@ -103,6 +103,17 @@ void lt_cl_describe_device(cl_platform_id p, cl_device_id d, struct lt_cl_device
 /* cl_device.c: the platform and device a spec names (see cl.h), or
  * LT_ERR_NOTFOUND saying what there is. */
 enum lt_status lt_cl_pick_device(const char *spec, cl_platform_id *platform, cl_device_id *device);
+/* cl_program.c: the text of the embedded kernel file `file` (NULL when
+ * there is none) and its length. */
+const char *lt_cl_embedded_source(const char *file, size_t *len);
+/* cl_program.c: a small text kept in the kernel cache directory under
+ * (device, driver, kind, key, the embedded file's text): get copies it to
+ * out (NUL-terminated; 0 when there is none), put stores it (failures only
+ * lose the cache). */
+int lt_cl_cache_get(cl_device_id dev, const char *kind, const char *file, const char *key,
+		    char *out, size_t cap);
+void lt_cl_cache_put(cl_device_id dev, const char *kind, const char *file, const char *key,
+		     const char *text);
 /* cl_program.c: the embedded program `file` built for dev with `options`,
  * through the binary cache; a failed build leaves its log in lt_errmsg. */
 enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
@@ -138,6 +149,30 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 			      lt_ref qkv, const struct lt_attn_shape *s);
 void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcache, lt_ref vcache,
 			    int S, const struct lt_attn_shape *s);
+
+/* cl_gemm_mma.c: TF32 GEMM on NVIDIA tensor cores (compute capability
+ * 8.0 and later) when train.matmul = tf32. The tile parameters of each
+ * transpose layout are searched for on first use, or read from the cache. */
+struct lt_cl_mma {
+	int cc;                   /* compute capability x 10; 0: not an NVIDIA device */
+	int tf32;                 /* TF32 allowed (lt_backend_set_matmul) */
+	int searched[2][2];       /* per (trans_a, trans_b): choice settled */
+	int choice[2][2];         /* the tile candidate, -1 when none works */
+	int unaligned_ok[2][2];   /* its copy-by-4-bytes form works too */
+};
+struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c);
+cl_context lt_cl_context(struct lt_cl_ctx *c);
+cl_device_id lt_cl_device(struct lt_cl_ctx *c);
+/* The device's NVIDIA compute capability x 10, 0 when it has none. */
+int lt_cl_mma_capability(cl_device_id dev);
+void lt_cl_mma_init(struct lt_cl_mma *mm, cl_device_id dev);
+/* Nonzero when TF32 is allowed and the device has the tensor cores. */
+int lt_cl_mma_usable(const struct lt_cl_mma *mm);
+/* What computes GEMMs now, for lltrain info and bench. */
+void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap);
+/* Queues g on the tensor cores and returns 1, or returns 0 having done
+ * nothing (fp32 asked for, another device, a layout no candidate handles). */
+int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 
 /* cl_gemm.c */
 /* Gives CLBlast tuned GEMM parameters for devices its database lacks

@@ -1,6 +1,7 @@
 /* Builds the embedded kernel programs for a device, through a binary cache
  * under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain) keyed by device,
- * driver, options and source, so that a second start compiles nothing. */
+ * driver, options and source, so that a second start compiles nothing; and
+ * small texts kept beside the binaries (the GEMM tile search's results). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -12,7 +13,7 @@
 #include "embed.h"
 #include "io/fs.h"
 
-static const char *embedded_source(const char *file, size_t *len)
+const char *lt_cl_embedded_source(const char *file, size_t *len)
 {
 	for (const struct lt_embedded *e = lt_embedded_kernels; e->name; e++)
 		if (!strcmp(e->name, file)) {
@@ -37,10 +38,10 @@ static uint64_t fnv1a_str(uint64_t h, const char *s)
 	return fnv1a(h, s, strlen(s) + 1);
 }
 
-/* The cache file of (device, driver, options, source), or 0 when there is
- * no cache directory. */
-static int cache_path(cl_device_id dev, const char *options, const char *src, size_t len,
-		      char *out, size_t cap)
+/* The path of the cache file "KIND-HASH.EXT", the hash over the device,
+ * its driver, key and src[len]; 0 when there is no cache directory. */
+static int cache_path(cl_device_id dev, const char *kind, const char *ext, const char *key,
+		      const char *src, size_t len, char *out, size_t cap)
 {
 	char name[256] = "", version[256] = "", driver[256] = "";
 	cl_platform_id plat = NULL;
@@ -57,14 +58,15 @@ static int cache_path(cl_device_id dev, const char *options, const char *src, si
 	h = fnv1a_str(h, version);
 	h = fnv1a_str(h, driver);
 	h = fnv1a_str(h, plat_version);
-	h = fnv1a_str(h, options);
+	h = fnv1a_str(h, key);
 	h = fnv1a(h, src, len);
 	int n;
 	if (xdg && *xdg == '/')
-		n = snprintf(out, cap, "%s/lltrain/kernels-%016llx.bin", xdg, (unsigned long long)h);
+		n = snprintf(out, cap, "%s/lltrain/%s-%016llx.%s", xdg, kind, (unsigned long long)h,
+			     ext);
 	else if (home && *home)
-		n = snprintf(out, cap, "%s/.cache/lltrain/kernels-%016llx.bin", home,
-			     (unsigned long long)h);
+		n = snprintf(out, cap, "%s/.cache/lltrain/%s-%016llx.%s", home, kind,
+			     (unsigned long long)h, ext);
 	else
 		return 0;
 	return n > 0 && (size_t)n < cap;
@@ -102,6 +104,47 @@ static cl_program program_from_cache(cl_context ctx, cl_device_id dev, const cha
 	return p;
 }
 
+/* Publishes n bytes under path, making its directory; failures only lose
+ * the cache. */
+static void cache_bytes(const char *path, const void *p, size_t n)
+{
+	char dir[LT_FS_PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	*strrchr(dir, '/') = '\0';
+	if (lt_fs_make_dirs(dir) == LT_OK)
+		lt_fs_publish_file(path, p, n);
+	lt_errmsg_clear();
+}
+
+int lt_cl_cache_get(cl_device_id dev, const char *kind, const char *file, const char *key,
+		    char *out, size_t cap)
+{
+	char path[LT_FS_PATH_MAX];
+	size_t len = 0;
+	const char *src = lt_cl_embedded_source(file, &len);
+	LT_ASSERT(src && cap > 1);
+	if (!cache_path(dev, kind, "txt", key, src, len, path, sizeof path))
+		return 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(out, 1, cap - 1, f);
+	fclose(f);
+	out[n] = '\0';
+	return n > 0;
+}
+
+void lt_cl_cache_put(cl_device_id dev, const char *kind, const char *file, const char *key,
+		     const char *text)
+{
+	char path[LT_FS_PATH_MAX];
+	size_t len = 0;
+	const char *src = lt_cl_embedded_source(file, &len);
+	LT_ASSERT(src);
+	if (cache_path(dev, kind, "txt", key, src, len, path, sizeof path))
+		cache_bytes(path, text, strlen(text));
+}
+
 /* Stores p's binary under path through lt_fs_publish_file (its temporary
  * is unique to the process, so that processes sharing the cache never
  * read half a file nor write into one another's). Failures only lose the
@@ -114,15 +157,8 @@ static void cache_program(cl_program p, const char *path)
 		return;
 	unsigned char *bin = malloc(size);
 	unsigned char *bins[1] = { bin };
-	char dir[LT_FS_PATH_MAX];
-	if (!bin || clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS)
-		goto out;
-	snprintf(dir, sizeof dir, "%s", path);
-	*strrchr(dir, '/') = '\0';
-	if (lt_fs_make_dirs(dir) == LT_OK)
-		lt_fs_publish_file(path, bin, size);
-out:
-	lt_errmsg_clear();
+	if (bin && clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS)
+		cache_bytes(path, bin, size);
 	free(bin);
 }
 
@@ -142,12 +178,12 @@ enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char 
 				   const char *options, cl_program *out)
 {
 	size_t len = 0;
-	const char *src = embedded_source(file, &len);
+	const char *src = lt_cl_embedded_source(file, &len);
 	char path[LT_FS_PATH_MAX];
 	cl_int err;
 	*out = NULL;
 	LT_ASSERT(src);
-	int cached = cache_path(dev, options, src, len, path, sizeof path);
+	int cached = cache_path(dev, "kernels", "bin", options, src, len, path, sizeof path);
 	if (cached && (*out = program_from_cache(ctx, dev, path, options)))
 		return LT_OK;
 

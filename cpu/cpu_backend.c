@@ -128,6 +128,8 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 	snprintf(out->name, sizeof out->name, "%s (%d threads)", model, c->threads);
 	out->mem_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 	out->compute_units = c->threads;
+	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM");
+	snprintf(out->attention, sizeof out->attention, "OpenMP blocks through OpenBLAS");
 }
 
 static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)

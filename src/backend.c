@@ -96,6 +96,12 @@ void lt_buf_free(lt_backend *be, lt_buf *b)
 		be->ops->buf_free(be, b);
 }
 
+void lt_backend_set_matmul(lt_backend *be, enum lt_matmul mode)
+{
+	if (be->ops->set_matmul)
+		be->ops->set_matmul(be, mode);
+}
+
 float *lt_backend_host_ptr(lt_backend *be, lt_ref r)
 {
 	return be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;

@@ -80,6 +80,15 @@ struct lt_device_info {
 	char name[256];
 	size_t mem_bytes;
 	int compute_units;
+	char gemm[96];       /* what computes GEMMs now, e.g. "CLBlast SGEMM" */
+	char attention[96];  /* what computes attention */
+};
+
+/* How GEMMs may round their operands (train.matmul). */
+enum lt_matmul {
+	LT_MATMUL_FP32,  /* fp32 products and sums (the default) */
+	LT_MATMUL_TF32,  /* operands rounded to TF32 (10 mantissa bits) where the
+			    device has TF32 matrix units, fp32 sums; fp32 elsewhere */
 };
 
 /* One op's share of the device time while profiling (lltrain bench --profile). */
@@ -133,6 +142,9 @@ struct lt_backend_ops {
 	 * up to max entries, largest first, and returns how many there are. */
 	void (*profile)(lt_backend *be, int on);
 	int (*profile_read)(lt_backend *be, struct lt_op_time *out, int max);
+	/* (optional) How later GEMMs may round their operands; without it,
+	 * fp32 always. */
+	void (*set_matmul)(lt_backend *be, enum lt_matmul mode);
 
 	/* x[n] = value */
 	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);
@@ -242,6 +254,9 @@ const char *const *lt_backend_names(void);
 /* Allocates a buffer of n elements, adding the backend name to the error. */
 enum lt_status lt_buf_new(lt_backend *be, size_t n, lt_buf **out);
 void lt_buf_free(lt_backend *be, lt_buf *b);
+
+/* be->ops->set_matmul(be, mode) where the backend has it. */
+void lt_backend_set_matmul(lt_backend *be, enum lt_matmul mode);
 
 /* be->ops->host_ptr(be, r) where the backend has it, else NULL. */
 float *lt_backend_host_ptr(lt_backend *be, lt_ref r);

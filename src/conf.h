@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"
 #include "model.h"
 #include "optim.h"
 #include "status.h"
@@ -31,6 +32,7 @@ struct lt_conf_train {
 				       * weight_decay, grad_clip; total_steps = steps */
 	uint64_t seed;        /* initialisation, batch order, samples */
 	int max_bad_steps;    /* NaN/Inf losses in a row before the run aborts */
+	enum lt_matmul matmul; /* fp32 | tf32: how GEMMs may round their operands */
 };
 
 struct lt_conf_data {

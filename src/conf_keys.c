@@ -19,12 +19,15 @@
 _Static_assert(LT_SCHED_COSINE == 0 && LT_SCHED_LINEAR == 1 && LT_SCHED_CONSTANT == 2,
 	       "schedule names follow enum lt_schedule");
 _Static_assert(sizeof(enum lt_schedule) == sizeof(int), "an enum key is stored as an int");
+_Static_assert(LT_MATMUL_FP32 == 0 && LT_MATMUL_TF32 == 1 && sizeof(enum lt_matmul) == sizeof(int),
+	       "matmul names follow enum lt_matmul");
 
 /* ------------------------------------------------------------- the table */
 
 #define FIELD(f) .offset = offsetof(struct lt_conf, f), .size = sizeof(((struct lt_conf *)0)->f)
 
 static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
+static const char *const matmul_names[] = { "fp32", "tf32", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
@@ -116,6 +119,10 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "train", .name = "max_bad_steps", .type = LT_CONF_INT,
 	  FIELD(train.max_bad_steps), .min = 1, .max = 1000000, .def = "10",
 	  .doc = "steps in a row with a NaN or infinite loss (each skipped) before the run stops" },
+	{ .section = "train", .name = "matmul", .type = LT_CONF_ENUM, FIELD(train.matmul),
+	  .choices = matmul_names, .def = "fp32",
+	  .doc = "fp32, or tf32: matrix products round their inputs to TF32 where the device "
+		 "has TF32 tensor cores (NVIDIA, compute capability 8.0 and later)" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",

@@ -24,6 +24,7 @@ struct bench_opts {
 	int threads, steps;
 	int sample_tokens;     /* generated for the sampling speed; 0 = none */
 	int profile;           /* print each op's share of the device time */
+	int gemm;              /* > 0: only time gemm^3 GEMMs of the model's layouts */
 	int batch, seq;
 };
 
@@ -57,6 +58,10 @@ static const struct lt_cmd_option bench_options[] = {
 	  "print each op's share of the device time of the timed\n"
 	  "steps (OpenCL profiling events; on the CPU, each op's\n"
 	  "wall time)" },
+	{ "gemm", required_argument, 'g', "N",
+	  "only time N x N x N GEMMs in the three layouts of a\n"
+	  "linear layer (forward, input and weight gradients) in\n"
+	  "train.matmul's precision, and print their TFLOP/s" },
 	{ "help", no_argument, 'h', NULL, "this text" },
 	{ NULL, 0, 0, NULL, NULL },
 };
@@ -64,7 +69,7 @@ static const struct lt_cmd_option bench_options[] = {
 static const struct lt_cmd_usage bench_usage = {
 	.head = "usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 		"                     [--device DEV] [--threads N] [--steps N]\n"
-		"                     [--batch N] [--seq N] [--profile]\n\n"
+		"                     [--batch N] [--seq N] [--profile] [--gemm N]\n\n"
 		"Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
 		"(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
 		"2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
@@ -116,6 +121,7 @@ static int take_bench_option(void *ctx, int id, const char *value)
 	case 'q': return set_key(conf, "train.seq", "--seq", value);
 	case 'n': return parse_number("--sample-tokens", value, 0, 1 << 20, &o->sample_tokens);
 	case 'p': o->profile = 1; return 0;
+	case 'g': return parse_number("--gemm", value, 1, 65536, &o->gemm);
 	default:
 		LT_ASSERT(0);
 		return 2;
@@ -133,10 +139,10 @@ static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_
 	return rc;
 }
 
-/* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */
-static enum lt_status time_sgemm(lt_backend *be, double *tflops)
+/* Best TFLOP/s of an n^3 GEMM (transposes ta, tb) over reps repetitions
+ * after a warm-up call on the backend. */
+static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps, double *tflops)
 {
-	const int n = 2048, reps = 3;
 	size_t nn = (size_t)n * n;
 	lt_buf *buf = NULL;
 	enum lt_status st = lt_buf_new(be, 3 * nn, &buf);
@@ -144,8 +150,8 @@ static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 		return st;
 	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { buf, 2 * nn };
 	be->ops->fill(be, a, 2 * nn, 0.5f);
-	struct lt_gemm g = { .m = n, .n = n, .k = n, .alpha = 1.0f, .beta = 0.0f,
-			     .lda = n, .ldb = n, .ldc = n, .batch = 1 };
+	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = n, .n = n, .k = n, .alpha = 1.0f,
+			     .beta = 0.0f, .lda = n, .ldb = n, .ldc = n, .batch = 1 };
 	double best = 1e30;
 	for (int r = 0; r <= reps && st == LT_OK; r++) {
 		double t0 = lt_seconds();
@@ -158,6 +164,35 @@ static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 	lt_buf_free(be, buf);
 	*tflops = 2.0 * n * (double)n * n / best / 1e12;
 	return st;
+}
+
+/* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */
+static enum lt_status time_sgemm(lt_backend *be, double *tflops)
+{
+	return time_gemm(be, 2048, 0, 0, 3, tflops);
+}
+
+/* --gemm N: the three layouts of a linear layer, each its best of 10. */
+static enum lt_status bench_gemms(lt_backend *be, int n)
+{
+	static const struct { int ta, tb; const char *what; } forms[] = {
+		{ 0, 1, "NT (forward, x . W^T)" },
+		{ 0, 0, "NN (input gradient, dout . W)" },
+		{ 1, 0, "TN (weight gradient, dout^T . x)" },
+	};
+	struct lt_device_info dev;
+	enum lt_status st = LT_OK;
+	double tf[3];
+	for (int i = 0; i < 3 && st == LT_OK; i++)
+		st = time_gemm(be, n, forms[i].ta, forms[i].tb, 10, &tf[i]);
+	if (st != LT_OK)
+		return st;
+	be->ops->info(be, &dev);
+	printf("device:          %s\n", dev.name);
+	printf("gemm:            %s\n", dev.gemm);
+	for (int i = 0; i < 3; i++)
+		printf("gemm %d^3 %-33s %.2f TFLOP/s\n", n, forms[i].what, tf[i]);
+	return LT_OK;
 }
 
 #define MAX_PROFILED 64
@@ -254,6 +289,8 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	printf("model TFLOP/s:   %.4f (%.1f MFLOP per token)\n", res->model_tflops,
 	       lt_model_config_flops_per_token(&mc, o->seq) / 1e6);
 	printf("sgemm TFLOP/s:   %.4f (2048^3, best of 3 before and 3 after the steps)\n", peak);
+	printf("gemm:            %s\n", dev.gemm);
+	printf("attention:       %s\n", dev.attention);
 	printf("MFU:             %.3f\n", res->model_tflops / peak);
 	printf("peak RSS:        %.1f MiB (estimate %.1f MiB: params %.1f, grads %.1f, "
 	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
@@ -298,9 +335,18 @@ int lt_cmd_bench(int argc, char **argv)
 	struct bench_result r = { 0 };
 	double peak = 0;
 	enum lt_status st = lt_cmd_backend("bench", o.device, o.threads, &be);
+	if (st == LT_OK)
+		lt_backend_set_matmul(be, conf.train.matmul);
 	if (st != LT_OK) {
 		lt_report("bench", st);
 		return 1;
+	}
+	if (o.gemm > 0) {
+		st = bench_gemms(be, o.gemm);
+		if (st != LT_OK)
+			lt_report("bench", st);
+		lt_backend_free(be);
+		return st == LT_OK ? 0 : 1;
 	}
 	if (o.profile && !be->ops->profile) {
 		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling\n",

@@ -312,6 +312,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 			     : lt_backend_new(c->run.device, c->run.threads, &t->be);
 	if (st != LT_OK)
 		return st;
+	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
 	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK ||
 	    (st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,

@@ -1,0 +1,294 @@
+/* The TF32 tensor-core GEMM (train.matmul = tf32 on NVIDIA devices of
+ * compute capability 8.0 and later) against a float64 reference: every
+ * GEMM shape of the 110M preset's step in its three layouts, ragged edge
+ * sizes in all four layouts with rows on and off 16 bytes, strided batches,
+ * beta = 0 over NaNs, the TF32 rounding itself, and bitwise repeats. On any
+ * other device (PoCL in CI) the whole file skips, saying what it found. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "tap.h"
+
+/* 2^-11 for each of the two operand roundings to TF32 (10 stored bits, to
+ * nearest), plus fp32 accumulation over k terms, relative to sum |a b|. */
+static double tf32_bound(int k)
+{
+	return 2.0 * ldexp(1.0, -11) + (double)k * ldexp(1.0, -24);
+}
+
+static lt_backend *be;
+
+struct problem {
+	struct lt_gemm g;
+	size_t a_off, b_off, c_off;  /* element offsets into the buffers */
+	size_t na, nb, nc;           /* buffer sizes */
+	float *a, *b, *c0, *c;
+};
+
+static size_t extent(int rows, int cols, int ld, long stride, int batch)
+{
+	return (size_t)stride * (size_t)(batch - 1) + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+static void fill(float *x, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		x[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+	}
+}
+
+/* A problem of the given layout and sizes; `skew` > 0 shifts every operand
+ * off 16 bytes and pads the leading dimensions by an odd count. */
+static int problem_new(struct problem *p, int ta, int tb, int m, int n, int k, int batch,
+		       int skew, float beta)
+{
+	memset(p, 0, sizeof *p);
+	struct lt_gemm *g = &p->g;
+	*g = (struct lt_gemm){ .trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
+			       .alpha = 1.0f, .beta = beta, .batch = batch };
+	int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+	g->lda = ac + (skew ? 3 : 0);
+	g->ldb = bc + (skew ? 1 : 0);
+	g->ldc = n + (skew ? 2 : 0);
+	g->stride_a = (long)ar * g->lda + (skew ? 5 : 4);
+	g->stride_b = (long)br * g->ldb + (skew ? 7 : 8);
+	g->stride_c = (long)m * g->ldc + 3;
+	p->a_off = skew ? 1 : 0;
+	p->b_off = skew ? 3 : 0;
+	p->c_off = skew ? 2 : 0;
+	p->na = p->a_off + extent(ar, ac, g->lda, g->stride_a, batch);
+	p->nb = p->b_off + extent(br, bc, g->ldb, g->stride_b, batch);
+	p->nc = p->c_off + extent(m, n, g->ldc, g->stride_c, batch);
+	p->a = malloc(p->na * sizeof(float));
+	p->b = malloc(p->nb * sizeof(float));
+	p->c0 = malloc(p->nc * sizeof(float));
+	p->c = malloc(p->nc * sizeof(float));
+	if (!p->a || !p->b || !p->c0 || !p->c)
+		return 0;
+	fill(p->a, p->na, 1u + (unsigned)m);
+	fill(p->b, p->nb, 2u + (unsigned)n);
+	fill(p->c0, p->nc, 3u + (unsigned)k);
+	if (beta == 0.0f)  /* beta == 0 must not read C */
+		for (size_t i = 0; i < p->nc; i++)
+			p->c0[i] = NAN;
+	return 1;
+}
+
+static void problem_free(struct problem *p)
+{
+	free(p->a);
+	free(p->b);
+	free(p->c0);
+	free(p->c);
+}
+
+/* p->c = the backend's result; 0 on a failure (in lt_errmsg). */
+static int run_gemm(struct problem *p)
+{
+	lt_buf *a = NULL, *b = NULL, *c = NULL;
+	int ok = lt_buf_new(be, p->na, &a) == LT_OK && lt_buf_new(be, p->nb, &b) == LT_OK &&
+		 lt_buf_new(be, p->nc, &c) == LT_OK;
+	if (ok) {
+		be->ops->write(be, (lt_ref){ a, 0 }, p->a, p->na);
+		be->ops->write(be, (lt_ref){ b, 0 }, p->b, p->nb);
+		be->ops->write(be, (lt_ref){ c, 0 }, p->c0, p->nc);
+		be->ops->gemm(be, &p->g, (lt_ref){ a, p->a_off }, (lt_ref){ b, p->b_off },
+			      (lt_ref){ c, p->c_off });
+		be->ops->read(be, p->c, (lt_ref){ c, 0 }, p->nc);
+		ok = be->ops->sync(be) == LT_OK;
+	}
+	if (a)
+		lt_buf_free(be, a);
+	if (b)
+		lt_buf_free(be, b);
+	if (c)
+		lt_buf_free(be, c);
+	return ok;
+}
+
+/* The worst |C - R| / bound over C (R in float64), infinity when an
+ * element outside C changed; NaN stays NaN (tap_worst). */
+static double worst_error(const struct problem *p)
+{
+	const struct lt_gemm *g = &p->g;
+	double worst = 0, bound = tf32_bound(g->k);
+	size_t nc = p->nc - p->c_off;
+	char *inside = calloc(nc, 1);
+	if (!inside)
+		return INFINITY;
+	for (int bat = 0; bat < g->batch; bat++) {
+		const float *A = p->a + p->a_off + (size_t)bat * (size_t)g->stride_a;
+		const float *B = p->b + p->b_off + (size_t)bat * (size_t)g->stride_b;
+		size_t cb = (size_t)bat * (size_t)g->stride_c;
+#pragma omp parallel for reduction(max : worst) schedule(dynamic)
+		for (int m = 0; m < g->m; m++)
+			for (int n = 0; n < g->n; n++) {
+				double s = 0, mag = 0;
+				for (int k = 0; k < g->k; k++) {
+					double x = g->trans_a ? A[(size_t)k * g->lda + m]
+							      : A[(size_t)m * g->lda + k];
+					double y = g->trans_b ? B[(size_t)n * g->ldb + k]
+							      : B[(size_t)k * g->ldb + n];
+					s += x * y;
+					mag += fabs(x * y);
+				}
+				size_t i = cb + (size_t)m * g->ldc + (size_t)n;
+				double c0 = p->c0[p->c_off + i];
+				double want = g->alpha * s + (g->beta == 0.0f ? 0 : g->beta * c0);
+				double tol = bound * mag * fabs(g->alpha) +
+					     (g->beta == 0.0f ? 0 : ldexp(1.0, -23) * fabs(g->beta * c0)) +
+					     1e-30;
+				double e = fabs((double)p->c[p->c_off + i] - want) / tol;
+				if (e != e)
+					e = INFINITY;
+				if (e > worst)
+					worst = e;
+				inside[i] = 1;
+			}
+	}
+	for (size_t i = 0; i < nc; i++)
+		if (!inside[i] && memcmp(&p->c[p->c_off + i], &p->c0[p->c_off + i], sizeof(float)))
+			worst = INFINITY;
+	for (size_t i = 0; i < p->c_off; i++)
+		if (memcmp(&p->c[i], &p->c0[i], sizeof(float)))
+			worst = INFINITY;
+	free(inside);
+	return worst;
+}
+
+/* Runs and checks one problem; returns its worst error ratio (<= 1 is right). */
+static double check_one(int ta, int tb, int m, int n, int k, int batch, int skew, float beta)
+{
+	struct problem p;
+	double e = INFINITY;
+	if (problem_new(&p, ta, tb, m, n, k, batch, skew, beta) && run_gemm(&p))
+		e = worst_error(&p);
+	problem_free(&p);
+	return e;
+}
+
+/* The 110M preset's GEMMs: (out, in) of each linear layer, tokens M. */
+static const int layers[][2] = { { 2304, 768 }, { 768, 768 }, { 4096, 768 },
+				 { 768, 2048 }, { 32000, 768 } };
+#define N_LAYERS ((int)(sizeof layers / sizeof layers[0]))
+
+static void check_model_shapes(void)
+{
+	static const char *names[3] = { "forward x.W^T (NT)", "input gradient dout.W (NN)",
+					 "weight gradient dout^T.x (TN)" };
+	for (int form = 0; form < 3; form++) {
+		double worst = 0;
+		char where[64] = "";
+		for (int l = 0; l < N_LAYERS; l++) {
+			int out = layers[l][0], in = layers[l][1];
+			int M = out > 10000 ? 64 : 256;  /* tokens: the float64 check is the cost */
+			double e = form == 0 ? check_one(0, 1, M, out, in, 1, 0, 0.0f)
+				 : form == 1 ? check_one(0, 0, M, in, out, 1, 0, 1.0f)
+					     : check_one(1, 0, out, in, M, 1, 0, 1.0f);
+			if (!(e <= worst)) {
+				worst = e;
+				snprintf(where, sizeof where, "%dx%d layer", out, in);
+			}
+		}
+		tap_ok(worst <= 1.0, "110M shapes, %s: worst error %.3f of the TF32 bound (at the %s)",
+		       names[form], worst, where[0] ? where : "-");
+	}
+}
+
+static void check_edges(void)
+{
+	static const int sizes[] = { 1, 17, 130 };
+	for (int layout = 0; layout < 4; layout++)
+		for (int skew = 0; skew < 2; skew++) {
+			int ta = layout >> 1, tb = layout & 1;
+			double worst = 0;
+			for (int i = 0; i < 27; i++) {
+				int m = sizes[i / 9], n = sizes[(i / 3) % 3], k = sizes[i % 3];
+				worst = tap_worst(worst, check_one(ta, tb, m, n, k, 1, skew,
+								    i % 2 ? 0.5f : 0.0f));
+			}
+			worst = tap_worst(worst, check_one(ta, tb, 129, 257, 33, 1, skew, 0.0f));
+			tap_ok(worst <= 1.0,
+			       "edges %c%c (m, n, k in {1, 17, 130} and 129x257x33), rows %s 16 "
+			       "bytes: worst error %.3f of the TF32 bound", ta ? 'T' : 'N',
+			       tb ? 'T' : 'N', skew ? "off" : "on", worst);
+		}
+}
+
+static void check_batches(void)
+{
+	for (int skew = 0; skew < 2; skew++) {
+		double worst = 0;
+		for (int layout = 0; layout < 4; layout++)
+			worst = tap_worst(worst, check_one(layout >> 1, layout & 1, 96, 80, 72, 3,
+							   skew, 0.25f));
+		tap_ok(worst <= 1.0, "3 strided batches, every layout, rows %s 16 bytes: worst error "
+		       "%.3f of the TF32 bound", skew ? "off" : "on", worst);
+	}
+}
+
+/* A = 1 + 2^-12 rounds to 1 in TF32: C = sum of 8 products is 8 exactly
+ * there, and 8 + 2^-9 in fp32 (CLBlast). */
+static void check_rounding(void)
+{
+	struct problem p;
+	int ok = problem_new(&p, 0, 1, 16, 8, 8, 1, 0, 0.0f);
+	for (size_t i = 0; ok && i < p.na; i++)
+		p.a[i] = 1.0f + ldexpf(1.0f, -12);
+	for (size_t i = 0; ok && i < p.nb; i++)
+		p.b[i] = 1.0f;
+	ok = ok && run_gemm(&p);
+	float tf32 = ok ? p.c[0] : NAN;
+	lt_backend_set_matmul(be, LT_MATMUL_FP32);
+	ok = ok && run_gemm(&p);
+	float fp32 = ok ? p.c[0] : NAN;
+	lt_backend_set_matmul(be, LT_MATMUL_TF32);
+	tap_ok(tf32 == 8.0f && fp32 == 8.0f + ldexpf(1.0f, -9),
+	       "operands are rounded to TF32 with it and not without: %.9g and %.9g (want 8 and "
+	       "%.9g)", (double)tf32, (double)fp32, 8.0 + ldexp(1.0, -9));
+	problem_free(&p);
+}
+
+static void check_repeat(void)
+{
+	struct problem p, q;
+	int ok = problem_new(&p, 0, 1, 512, 2304, 768, 1, 0, 0.0f) && run_gemm(&p) &&
+		 problem_new(&q, 0, 1, 512, 2304, 768, 1, 0, 0.0f) && run_gemm(&q);
+	tap_ok(ok && !memcmp(p.c, q.c, p.nc * sizeof(float)),
+	       "a 512x2304x768 GEMM gives the same bits twice");
+	problem_free(&p);
+	problem_free(&q);
+}
+
+int main(void)
+{
+	struct lt_device_info info;
+	if (lt_backend_new("opencl", 0, &be) != LT_OK)
+		tap_skip_all("no OpenCL device: %s", lt_errmsg());
+	lt_backend_set_matmul(be, LT_MATMUL_TF32);
+	be->ops->info(be, &info);
+	if (strncmp(info.gemm, "TF32 tensor cores", 17)) {
+		char why[512];
+		snprintf(why, sizeof why, "the TF32 tensor-core GEMM needs an NVIDIA device of compute "
+			 "capability 8.0 or later; %s computes GEMMs with %s", info.name, info.gemm);
+		lt_backend_free(be);
+		tap_skip_all("%s", why);
+	}
+	tap_diag("%s: %s", info.name, info.gemm);
+	tap_plan(3 + 8 + 2 + 1 + 1);
+	check_model_shapes();
+	check_edges();
+	check_batches();
+	check_rounding();
+	check_repeat();
+	be->ops->info(be, &info);
+	tap_diag("after the search: %s", info.gemm);
+	lt_backend_free(be);
+	return tap_done();
+}
