@@ -115,6 +115,10 @@ static void print_backends(int *threads)
 			*threads = dev.compute_units;
 		printf("backend %s: %s, %.1f GiB, %d compute units\n", names[i], dev.name,
 		       (double)dev.mem_bytes / 1073741824.0, dev.compute_units);
+		printf("  gemm: %s", dev.gemm);
+		lt_backend_set_matmul(be, LT_MATMUL_TF32);
+		be->ops->info(be, &dev);
+		printf("; with train.matmul = tf32: %s\n  attention: %s\n", dev.gemm, dev.attention);
 		lt_backend_free(be);
 	}
 }
