@@ -47,61 +47,40 @@ struct session {
 	int32_t *window;       /* T + 1 tokens read from a shard */
 };
 
+#define ARG(f) LT_CMD_FIELD(struct eval_args, f)
+
 static const struct lt_cmd_option eval_options[] = {
-	{ "data", required_argument, 'D', "PATH",
-	  "a token shard (.bin), or a prepared data directory\n"
-	  "whose val_*.bin shards are used (default: the\n"
-	  "checkpoint config's data.dir, else RUN_DIR/data)" },
-	{ "batch", required_argument, 'b', "N", "windows per forward pass (default: train.batch)" },
-	{ "seq", required_argument, 's', "N", "tokens per window (default: train.seq)" },
-	{ "max-batches", required_argument, 'm', "N",
-	  "stop after N batches; 0 = all the data (default 0)" },
-	{ "json", no_argument, 'j', NULL, "print one JSON object instead of the text line" },
-	{ "device", required_argument, 'd', "DEV", "cpu (default), opencl[:P.D|:NAME] or auto" },
-	{ "threads", required_argument, 't', "N", "CPU threads (default: OpenMP's choice)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "data", .kind = LT_CMD_TEXT, ARG(data), .arg = "PATH",
+	  .help = "a token shard (.bin), or a prepared data directory\n"
+		  "whose val_*.bin shards are used (default: the\n"
+		  "checkpoint config's data.dir, else RUN_DIR/data)" },
+	{ .name = "batch", .kind = LT_CMD_LONG, ARG(batch), .min = 1, .max = 1 << 20, .arg = "N",
+	  .help = "windows per forward pass (default: train.batch)" },
+	{ .name = "seq", .kind = LT_CMD_LONG, ARG(seq), .min = 1, .max = 1 << 24, .arg = "N",
+	  .help = "tokens per window (default: train.seq)" },
+	{ .name = "max-batches", .kind = LT_CMD_LONG, ARG(max_batches), .min = 0, .max = 1L << 40,
+	  .arg = "N", .help = "stop after N batches; 0 = all the data (default 0)" },
+	{ .name = "json", .kind = LT_CMD_FLAG, ARG(json),
+	  .help = "print one JSON object instead of the text line" },
+	{ .name = "device", .kind = LT_CMD_TEXT, ARG(device), .arg = "DEV",
+	  .help = "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ .name = "threads", .kind = LT_CMD_LONG, ARG(threads), .min = 1, .max = 4096, .arg = "N",
+	  .help = "CPU threads (default: OpenMP's choice)" },
+	{ .name = NULL },
 };
 
 static const struct lt_cmd_usage eval_usage = {
+	.cmd = "eval",
 	.head = "usage: lltrain eval [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
 		"Evaluates a checkpoint (or the newest valid one of a run directory) on\n"
 		"consecutive windows of tokens and prints the mean loss per predicted\n"
 		"token and the perplexity.\n\n",
 	.options = eval_options,
 	.column = 21,
+	.min_operands = 1,
+	.max_operands = 1,
+	.operands = "a checkpoint or run directory",
 };
-
-/* Takes one option into the struct eval_args at ctx; 0, or 2 after saying
- * why. */
-static int take_eval_option(void *ctx, int id, const char *value)
-{
-	struct eval_args *a = ctx;
-	switch (id) {
-	case 'D': a->data = value; return 0;
-	case 'b': return lt_cmd_long("eval", "--batch", value, 1, 1 << 20, &a->batch);
-	case 's': return lt_cmd_long("eval", "--seq", value, 1, 1 << 24, &a->seq);
-	case 'm': return lt_cmd_long("eval", "--max-batches", value, 0, 1L << 40, &a->max_batches);
-	case 'j': a->json = 1; return 0;
-	case 'd': a->device = value; return 0;
-	case 't': return lt_cmd_long("eval", "--threads", value, 1, 4096, &a->threads);
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_eval_options(int argc, char **argv, struct eval_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &eval_usage, take_eval_option, a);
-	if (rc >= 0)
-		return rc;
-	rc = lt_cmd_operands("eval", argc, argv, 1, 1, "a checkpoint or run directory");
-	if (rc < 0)
-		a->path = argv[optind];
-	return rc;
-}
 
 /* The checkpoint, its config and weights on the chosen device. */
 static enum lt_status load_checkpoint(struct session *s, const struct eval_args *a)
@@ -254,9 +233,10 @@ int lt_cmd_eval(int argc, char **argv)
 {
 	struct eval_args a = { .device = "cpu" };
 	struct session s;
-	int rc = parse_eval_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &eval_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
+	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
 	enum lt_status st = load_checkpoint(&s, &a);
 	rc = 1;

@@ -50,47 +50,24 @@ static const char *const out_files[] = {
 	"tokenizer_config.json", NULL,
 };
 
+#define ARG(f) LT_CMD_FIELD(struct export_args, f)
+
 static const struct lt_cmd_option export_options[] = {
-	{ "format", required_argument, 'F', "FMT",
-	  "the output format: hf (the only one, and the default)" },
-	{ "out", required_argument, 'o', "DIR", "the directory to write (default: export)" },
-	{ "force", no_argument, 'f', NULL,
-	  "write into DIR even when it holds files (files of the\n"
-	  "same names are replaced, others are left)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "FMT",
+	  .help = "the output format: hf (the only one, and the default)" },
+	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "DIR",
+	  .help = "the directory to write (default: export)" },
+	{ .name = "force", .kind = LT_CMD_FLAG, ARG(force),
+	  .help = "write into DIR even when it holds files (files of the\n"
+		  "same names are replaced, others are left)" },
+	{ .name = NULL },
 };
 
-static const struct lt_cmd_usage export_usage = {
-	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
-		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
-		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
-		"generation_config.json, model.safetensors, tokenizer.json and\n"
-		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
-	.options = export_options,
-	.column = 17,
-};
-
-/* Takes one option into the struct export_args at ctx; always 0. */
-static int take_export_option(void *ctx, int id, const char *value)
+/* The format is hf and the directory has a name; 0, or 2 after saying
+ * what is wrong. */
+static int check_export_args(const void *args)
 {
-	struct export_args *a = ctx;
-	switch (id) {
-	case 'F': a->format = value; return 0;
-	case 'o': a->out = value; return 0;
-	case 'f': a->force = 1; return 0;
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_export_options(int argc, char **argv, struct export_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &export_usage, take_export_option, a);
-	if (rc >= 0)
-		return rc;
+	const struct export_args *a = args;
 	if (strcmp(a->format, "hf") != 0) {
 		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf)\n",
 			a->format);
@@ -100,11 +77,23 @@ static int parse_export_options(int argc, char **argv, struct export_args *a)
 		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
 		return 2;
 	}
-	rc = lt_cmd_operands("export", argc, argv, 1, 1, "a checkpoint or run directory");
-	if (rc < 0)
-		a->path = argv[optind];
-	return rc;
+	return 0;
 }
+
+static const struct lt_cmd_usage export_usage = {
+	.cmd = "export",
+	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
+		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
+		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
+		"generation_config.json, model.safetensors, tokenizer.json and\n"
+		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
+	.options = export_options,
+	.column = 17,
+	.check = check_export_args,
+	.min_operands = 1,
+	.max_operands = 1,
+	.operands = "a checkpoint or run directory",
+};
 
 /* ------------------------------------------------------------- reading */
 
@@ -391,9 +380,10 @@ int lt_cmd_export(int argc, char **argv)
 {
 	struct export_args a = { .format = "hf", .out = "export" };
 	struct session s;
-	int rc = parse_export_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &export_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
+	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
 	enum lt_status st = load_checkpoint(&s, a.path);
 	if (st == LT_OK)

@@ -58,24 +58,6 @@ int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *a
 	return st == LT_ERR_ARG ? 2 : 1;
 }
 
-int lt_cmd_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out)
-{
-	if (lt_parse_long(opt, text, min, max, out) == LT_OK)
-		return 0;
-	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
-	return 2;
-}
-
-int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min, double max,
-		  double *out)
-{
-	if (lt_parse_double(opt, text, min, max, out) == LT_OK)
-		return 0;
-	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
-	return 2;
-}
-
-
 static void print_usage(FILE *f)
 {
 	fprintf(f, "usage: lltrain COMMAND [OPTIONS]\n\ncommands:\n");
