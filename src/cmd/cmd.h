@@ -6,7 +6,11 @@
 #include <stddef.h>
 
 #include "backend.h"
+#include "conf.h"
+#include "io/checkpoint.h"
+#include "model.h"
 #include "status.h"
+#include "text/tokenizer.h"
 
 int lt_cmd_bench(int argc, char **argv);
 int lt_cmd_train(int argc, char **argv);
@@ -15,8 +19,6 @@ int lt_cmd_prepare(int argc, char **argv);
 int lt_cmd_sample(int argc, char **argv);
 int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
-
-struct lt_conf;
 
 /* What an option does with its value (kinds that take a field set the
  * field at offset in the command's arguments struct). */
@@ -101,5 +103,35 @@ int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *a
 /* lt_backend_new, then (for --device auto) the line saying which device
  * it chose, printed to stderr as "lltrain CMD: device auto: ...". */
 enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt_backend **out);
+
+/* Room for a path the commands build: a configured path plus the names
+ * lltrain adds to it. */
+#define LT_CMD_PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+/* A checkpoint as sample, eval and export read it: zeroed, then filled by
+ * lt_cmd_checkpoint_open and lt_cmd_checkpoint_model; freed (what of it
+ * was filled) by lt_cmd_checkpoint_free. */
+struct lt_cmd_checkpoint {
+	char dir[LT_CMD_PATH_CAP];  /* the checkpoint directory */
+	struct lt_ckpt_state state;
+	struct lt_conf conf;        /* the defaults with the checkpoint's config over them */
+	lt_tokenizer *tok;          /* its tokenizer.json, where asked for; else NULL */
+	lt_backend *be;
+	lt_model *model;            /* the config's model on be, with the checkpoint's weights */
+};
+
+/* lt_checkpoint_open of path (a checkpoint or a run directory), then, when
+ * tokenizer is set, the checkpoint's tokenizer. */
+enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer);
+/* The backend of device (lt_cmd_backend, so cmd names the command in the
+ * line of --device auto) and on it the model with the checkpoint's weights. */
+enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,
+				       const char *device, int threads);
+/* Both: lt_cmd_checkpoint_open, then lt_cmd_checkpoint_model. */
+enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer, const char *cmd, const char *device,
+				      int threads);
+void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
 
 #endif

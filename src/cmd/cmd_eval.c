@@ -22,9 +22,6 @@
 #include "model.h"
 #include "io/shard.h"
 
-/* Room for a configured path plus the names lltrain adds to it. */
-#define PATH_CAP (LT_CONF_PATH_MAX + 128)
-
 struct eval_args {
 	const char *path;      /* checkpoint or run directory */
 	const char *data;      /* --data, or NULL for the config's */
@@ -35,12 +32,8 @@ struct eval_args {
 
 /* What one evaluation holds; freed by free_session. */
 struct session {
-	char ckpt[PATH_CAP];
-	char data_path[PATH_CAP + 32];
-	struct lt_ckpt_state state;
-	struct lt_conf conf;
-	lt_backend *be;
-	lt_model *model;
+	struct lt_cmd_checkpoint ck;
+	char data_path[LT_CMD_PATH_CAP + 32];
 	lt_data *dir;          /* a prepared data directory, or */
 	lt_shard *file;        /* one token shard */
 	int32_t *tokens, *targets;
@@ -82,28 +75,17 @@ static const struct lt_cmd_usage eval_usage = {
 	.operands = "a checkpoint or run directory",
 };
 
-/* The checkpoint, its config and weights on the chosen device. */
-static enum lt_status load_checkpoint(struct session *s, const struct eval_args *a)
-{
-	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
-	if (st != LT_OK ||
-	    (st = lt_cmd_backend("eval", a->device, (int)a->threads, &s->be)) != LT_OK ||
-	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
-		return st;
-	return lt_checkpoint_load_model(s->ckpt, s->model);
-}
-
 /* --data, else data.dir, else the run directory's data/ (the run directory
  * holds checkpoints/step_N). */
 static enum lt_status choose_data_path(struct session *s, const struct eval_args *a)
 {
 	if (a->data) {
 		snprintf(s->data_path, sizeof s->data_path, "%s", a->data);
-	} else if (s->conf.data.dir[0]) {
-		snprintf(s->data_path, sizeof s->data_path, "%s", s->conf.data.dir);
+	} else if (s->ck.conf.data.dir[0]) {
+		snprintf(s->data_path, sizeof s->data_path, "%s", s->ck.conf.data.dir);
 	} else {
-		char run[PATH_CAP + 8];
-		enum lt_status st = lt_rundir_of_checkpoint(s->ckpt, run, sizeof run);
+		char run[LT_CMD_PATH_CAP + 8];
+		enum lt_status st = lt_rundir_of_checkpoint(s->ck.dir, run, sizeof run);
 		if (st != LT_OK)
 			return st;
 		return lt_fs_join(s->data_path, sizeof s->data_path, run, LT_RUNDIR_DATA);
@@ -116,7 +98,7 @@ static enum lt_status choose_data_path(struct session *s, const struct eval_args
 static enum lt_status open_data(struct session *s)
 {
 	struct stat sb;
-	int V = s->conf.model.vocab_size;
+	int V = s->ck.conf.model.vocab_size;
 	if (stat(s->data_path, &sb) == 0 && S_ISDIR(sb.st_mode))
 		return lt_data_open(s->data_path, V, &s->dir);
 	return lt_shard_open(s->data_path, V, 1, &s->file);
@@ -149,7 +131,7 @@ static void shard_batch(const lt_shard *sh, uint64_t index, int B, int T, int32_
 static enum lt_status evaluate(struct session *s, int B, int T, long max_batches, double *sum,
 			       long *count)
 {
-	enum lt_status st = lt_model_plan(s->model, B, T);
+	enum lt_status st = lt_model_plan(s->ck.model, B, T);
 	*sum = 0;
 	*count = 0;
 	if (st != LT_OK)
@@ -172,7 +154,7 @@ static enum lt_status evaluate(struct session *s, int B, int T, long max_batches
 			return st;
 		if (n == 0)
 			break;
-		st = lt_model_forward(s->model, s->tokens, s->targets, 0.0f, &loss, &cnt);
+		st = lt_model_forward(s->ck.model, s->tokens, s->targets, 0.0f, &loss, &cnt);
 		if (st != LT_OK) {
 			lt_errmsg_prefix("%s: batch %ld", s->data_path, i);
 			return st;
@@ -204,7 +186,7 @@ static int print_result(const struct session *s, double loss, long tokens, int a
 	int bad = !o || json_object_set_new(o, "loss", json_number(loss)) ||
 		  json_object_set_new(o, "perplexity", json_number(ppl)) ||
 		  json_object_set_new(o, "tokens", json_integer(tokens)) ||
-		  json_object_set_new(o, "checkpoint", json_string(s->ckpt)) ||
+		  json_object_set_new(o, "checkpoint", json_string(s->ck.dir)) ||
 		  json_object_set_new(o, "data", json_string(s->data_path));
 	char *text = bad ? NULL : json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -221,9 +203,7 @@ static void free_session(struct session *s)
 {
 	lt_data_close(s->dir);
 	lt_shard_close(s->file);
-	lt_model_free(s->model);
-	lt_backend_free(s->be);
-	lt_ckpt_state_free(&s->state);
+	lt_cmd_checkpoint_free(&s->ck);
 	free(s->tokens);
 	free(s->targets);
 	free(s->window);
@@ -238,15 +218,16 @@ int lt_cmd_eval(int argc, char **argv)
 		return rc;
 	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, &a);
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, a.path, 0, "eval", a.device,
+						    (int)a.threads);
 	rc = 1;
 	if (st != LT_OK)
 		goto out;
-	int B = a.batch ? (int)a.batch : s.conf.train.batch;
-	int T = a.seq ? (int)a.seq : s.conf.train.seq;
-	if (T > s.conf.model.max_seq) {
+	int B = a.batch ? (int)a.batch : s.ck.conf.train.batch;
+	int T = a.seq ? (int)a.seq : s.ck.conf.train.seq;
+	if (T > s.ck.conf.model.max_seq) {
 		fprintf(stderr, "lltrain eval: --seq %d exceeds the context of %d tokens\n", T,
-			s.conf.model.max_seq);
+			s.ck.conf.model.max_seq);
 		rc = 2;
 		goto out;
 	}

@@ -21,9 +21,6 @@
 #include "text/sample.h"
 #include "text/tokenizer.h"
 
-/* Room for a checkpoint path plus the names lltrain adds to it. */
-#define PATH_CAP (LT_CONF_PATH_MAX + 128)
-
 struct sample_args {
 	const char *path;          /* checkpoint or run directory */
 	const char *prompt;        /* --prompt, or NULL */
@@ -35,12 +32,7 @@ struct sample_args {
 
 /* What one sampling run holds; freed by free_session. */
 struct session {
-	char ckpt[PATH_CAP];
-	struct lt_ckpt_state state;
-	struct lt_conf conf;
-	lt_tokenizer *tok;
-	lt_backend *be;
-	lt_model *model;
+	struct lt_cmd_checkpoint ck;
 	char *prompt_text;         /* the prompt's bytes (malloc'd) */
 	size_t prompt_len;
 	lt_ids ids;                /* end-of-text (when the tokenizer has one), then the prompt */
@@ -145,21 +137,6 @@ static enum lt_status read_whole_file(const char *path, char **out, size_t *len)
 	return LT_OK;
 }
 
-/* The checkpoint, its config, tokenizer and weights on the chosen device. */
-static enum lt_status load_checkpoint(struct session *s, const struct sample_args *a)
-{
-	char path[PATH_CAP + 32];
-	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
-	if (st != LT_OK)
-		return st;
-	if ((st = lt_fs_join(path, sizeof path, s->ckpt, LT_RUNDIR_TOKENIZER)) != LT_OK ||
-	    (st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
-	    (st = lt_cmd_backend("sample", a->device, (int)a->threads, &s->be)) != LT_OK ||
-	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
-		return st;
-	return lt_checkpoint_load_model(s->ckpt, s->model);
-}
-
 /* ids = end-of-text (where the tokenizer has one), then the prompt's ids. */
 static enum lt_status encode_prompt(struct session *s, const struct sample_args *a)
 {
@@ -176,16 +153,16 @@ static enum lt_status encode_prompt(struct session *s, const struct sample_args 
 		}
 		memcpy(s->prompt_text, p, s->prompt_len + 1);
 	}
-	if (lt_tokenizer_eot_id(s->tok) >= 0) {
-		if ((st = lt_tokenizer_append_eot(s->tok, &s->ids)) != LT_OK)
+	if (lt_tokenizer_eot_id(s->ck.tok) >= 0) {
+		if ((st = lt_tokenizer_append_eot(s->ck.tok, &s->ids)) != LT_OK)
 			return st;
 		s->skip = 1;
 	}
-	if ((st = lt_tokenizer_encode(s->tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
+	if ((st = lt_tokenizer_encode(s->ck.tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
 		return st;
 	if (s->ids.n == 0) {
 		lt_errmsg_set("%s/%s has no end-of-text token to start an empty prompt with; give a "
-			      "--prompt", s->ckpt, LT_RUNDIR_TOKENIZER);
+			      "--prompt", s->ck.dir, LT_RUNDIR_TOKENIZER);
 		return LT_ERR_ARG;
 	}
 	return LT_OK;
@@ -201,11 +178,11 @@ static enum lt_status print_one_sample(struct session *s, const struct sample_ar
 				    .top_p = (float)a->top_p, .seed = (uint64_t)a->seed + (uint64_t)i };
 	char *text = NULL;
 	size_t len = 0;
-	enum lt_status st = lt_sample_generate(s->model, s->ids.v, n_prompt, max_new,
-					       lt_tokenizer_eot_id(s->tok), &o, s->seq + n_prompt,
+	enum lt_status st = lt_sample_generate(s->ck.model, s->ids.v, n_prompt, max_new,
+					       lt_tokenizer_eot_id(s->ck.tok), &o, s->seq + n_prompt,
 					       &got);
 	if (st == LT_OK)
-		st = lt_tokenizer_decode(s->tok, s->seq + s->skip, (size_t)(n_prompt - s->skip + got),
+		st = lt_tokenizer_decode(s->ck.tok, s->seq + s->skip, (size_t)(n_prompt - s->skip + got),
 					 &text, &len);
 	if (st != LT_OK)
 		return st;
@@ -225,7 +202,7 @@ static enum lt_status print_one_sample(struct session *s, const struct sample_ar
  * the exit status, having said what went wrong. */
 static int generate_samples(struct session *s, const struct sample_args *a)
 {
-	int ctx = s->conf.model.max_seq, n_prompt = (int)s->ids.n;
+	int ctx = s->ck.conf.model.max_seq, n_prompt = (int)s->ids.n;
 	if (s->ids.n > (size_t)ctx) {
 		fprintf(stderr, "lltrain sample: prompt of %zu tokens exceeds the context of %d tokens\n",
 			s->ids.n, ctx);
@@ -261,10 +238,7 @@ static int generate_samples(struct session *s, const struct sample_args *a)
 
 static void free_session(struct session *s)
 {
-	lt_model_free(s->model);
-	lt_backend_free(s->be);
-	lt_tokenizer_free(s->tok);
-	lt_ckpt_state_free(&s->state);
+	lt_cmd_checkpoint_free(&s->ck);
 	lt_ids_free(&s->ids);
 	free(s->prompt_text);
 	free(s->seq);
@@ -280,7 +254,8 @@ int lt_cmd_sample(int argc, char **argv)
 		return rc;
 	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, &a);
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, a.path, 1, "sample", a.device,
+						    (int)a.threads);
 	if (st == LT_OK)
 		st = encode_prompt(&s, &a);
 	if (st != LT_OK) {
