@@ -694,17 +694,49 @@ static int is_real(enum lt_st_dtype dt)
 	return dt == LT_ST_F64 || dt == LT_ST_F32 || dt == LT_ST_F16 || dt == LT_ST_BF16;
 }
 
-enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n)
+static int is_integer(enum lt_st_dtype dt)
+{
+	return !is_real(dt) && dt != LT_ST_F8_E4M3 && dt != LT_ST_F8_E5M2;
+}
+
+/* An element type a tensor is read as: the dtype read as it is (elements
+ * of size bytes), its name in messages, which dtypes convert to it, and
+ * how. */
+struct read_as {
+	enum lt_st_dtype same;
+	size_t size;
+	const char *name;
+	int (*converts)(enum lt_st_dtype dt);
+	conv_fn conv;
+};
+
+static const struct read_as as_f32 = { LT_ST_F32, 4, "float", is_real, conv_f32 };
+static const struct read_as as_f64 = { LT_ST_F64, 8, "double", is_real, conv_f64 };
+static const struct read_as as_i32 = { LT_ST_I32, 4, "int32", is_integer, conv_i32 };
+
+/* Elements [first, first + count) of ti as elements of type as into dst. */
+static enum lt_status read_elements(const lt_st *st, const struct lt_st_info *ti, uint64_t first,
+                                    size_t count, void *dst, const struct read_as *as)
+{
+	if (ti->dtype == as->same)
+		return read_at(st, ti, first * as->size, dst, count * as->size);
+	if (!as->converts(ti->dtype))
+		return wrong_dtype(st, ti, as->name);
+	return read_converted(st, ti, first, count, dst, as->conv);
+}
+
+/* The whole of tensor `name`, of n elements, as elements of type as. */
+static enum lt_status read_whole(const lt_st *st, const char *name, void *dst, size_t n,
+                                 const struct read_as *as)
 {
 	const struct lt_st_info *ti;
 	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F32)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "float");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_f32);
+	return rc == LT_OK ? read_elements(st, ti, 0, n, dst, as) : rc;
+}
+
+enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n)
+{
+	return read_whole(st, name, dst, n, &as_f32);
 }
 
 /* Finds `name` and checks that elements [first, first + count) lie inside it. */
@@ -726,39 +758,17 @@ enum lt_status lt_st_read_f32_range(const lt_st *st, const char *name, uint64_t 
 {
 	const struct lt_st_info *ti;
 	enum lt_status rc = prepare_range(st, name, first, count, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F32)
-		return read_at(st, ti, first * 4, dst, count * 4);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "float");
-	return read_converted(st, ti, first, count, dst, conv_f32);
+	return rc == LT_OK ? read_elements(st, ti, first, count, dst, &as_f32) : rc;
 }
 
 enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, size_t n)
 {
-	const struct lt_st_info *ti;
-	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F64)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "double");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_f64);
+	return read_whole(st, name, dst, n, &as_f64);
 }
 
 enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, size_t n)
 {
-	const struct lt_st_info *ti;
-	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_I32)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (is_real(ti->dtype) || ti->dtype == LT_ST_F8_E4M3 || ti->dtype == LT_ST_F8_E5M2)
-		return wrong_dtype(st, ti, "int32");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_i32);
+	return read_whole(st, name, dst, n, &as_i32);
 }
 
 size_t lt_st_meta_count(const lt_st *st)
