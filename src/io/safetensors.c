@@ -570,15 +570,17 @@ enum lt_status lt_st_read_raw(const lt_st *st, const char *name, void *dst, size
 	return read_at(st, ti, 0, dst, nbytes);
 }
 
-/* Reads elements [from, from + count) of a tensor chunk by chunk into a
- * staging buffer and hands each chunk to conv, which writes the tensor's
- * elements [first, first + k) to elements [first - from, ...) of dst. */
+/* Converts elements [first, first + k) of a tensor, whose bytes are at
+ * src, into out (elements of out_size bytes). */
 typedef enum lt_status (*conv_fn)(const lt_st *st, const struct lt_st_info *ti,
-                                  const unsigned char *src, uint64_t first, size_t k, void *dst,
-                                  uint64_t from);
+                                  const unsigned char *src, uint64_t first, size_t k, void *out,
+                                  size_t out_size);
 
+/* Reads elements [from, from + count) of a tensor chunk by chunk into a
+ * staging buffer and hands each chunk to conv, which writes them to dst
+ * (elements of out_size bytes) from its start on. */
 static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, uint64_t from,
-                                     uint64_t count, void *dst, conv_fn conv)
+                                     uint64_t count, void *dst, size_t out_size, conv_fn conv)
 {
 	size_t esize = dtypes[ti->dtype].size, per = LT_ST_CHUNK / esize;
 	uint64_t bytes = count * esize;
@@ -594,7 +596,7 @@ static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *t
 		size_t k = from + count - i < per ? (size_t)(from + count - i) : per;
 		rc = read_at(st, ti, i * esize, buf, k * esize);
 		if (rc == LT_OK)
-			rc = conv(st, ti, buf, i, k, dst, from);
+			rc = conv(st, ti, buf, i, k, (char *)dst + (i - from) * out_size, out_size);
 	}
 	free(buf);
 	return rc;
@@ -625,33 +627,28 @@ static double load_real(enum lt_st_dtype dt, const unsigned char *src, size_t j)
 	}
 }
 
-static enum lt_status conv_f32(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
+/* Real elements as float (out_size 4) or double (8). */
+static enum lt_status conv_real(const lt_st *st, const struct lt_st_info *ti,
+                                const unsigned char *src, uint64_t first, size_t k, void *out,
+                                size_t out_size)
 {
-	float *out = (float *)dst + (first - from);
-	(void)st;
-	for (size_t j = 0; j < k; j++)
-		out[j] = (float)load_real(ti->dtype, src, j);
-	return LT_OK;
-}
-
-static enum lt_status conv_f64(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
-{
-	double *out = (double *)dst + (first - from);
-	(void)st;
-	for (size_t j = 0; j < k; j++)
-		out[j] = load_real(ti->dtype, src, j);
+	(void)st, (void)first;
+	for (size_t j = 0; j < k; j++) {
+		double v = load_real(ti->dtype, src, j);
+		if (out_size == sizeof(float))
+			((float *)out)[j] = (float)v;
+		else
+			((double *)out)[j] = v;
+	}
 	return LT_OK;
 }
 
 static enum lt_status conv_i32(const lt_st *st, const struct lt_st_info *ti,
                                const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
+                               size_t out_size)
 {
-	int32_t *out = (int32_t *)dst + (first - from);
+	int32_t *out = dst;
+	(void)out_size;
 	for (size_t j = 0; j < k; j++) {
 		int64_t v = 0;
 		uint64_t u = 0;
@@ -710,8 +707,8 @@ struct read_as {
 	conv_fn conv;
 };
 
-static const struct read_as as_f32 = { LT_ST_F32, 4, "float", is_real, conv_f32 };
-static const struct read_as as_f64 = { LT_ST_F64, 8, "double", is_real, conv_f64 };
+static const struct read_as as_f32 = { LT_ST_F32, 4, "float", is_real, conv_real };
+static const struct read_as as_f64 = { LT_ST_F64, 8, "double", is_real, conv_real };
 static const struct read_as as_i32 = { LT_ST_I32, 4, "int32", is_integer, conv_i32 };
 
 /* Elements [first, first + count) of ti as elements of type as into dst. */
@@ -722,7 +719,7 @@ static enum lt_status read_elements(const lt_st *st, const struct lt_st_info *ti
 		return read_at(st, ti, first * as->size, dst, count * as->size);
 	if (!as->converts(ti->dtype))
 		return wrong_dtype(st, ti, as->name);
-	return read_converted(st, ti, first, count, dst, as->conv);
+	return read_converted(st, ti, first, count, dst, as->size, as->conv);
 }
 
 /* The whole of tensor `name`, of n elements, as elements of type as. */
