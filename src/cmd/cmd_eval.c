@@ -23,7 +23,6 @@
 #include "io/shard.h"
 
 struct eval_args {
-	const char *path;      /* checkpoint or run directory */
 	const char *data;      /* --data, or NULL for the config's */
 	const char *device;
 	long batch, seq, max_batches, threads;  /* 0 = the default */
@@ -216,9 +215,8 @@ int lt_cmd_eval(int argc, char **argv)
 	int rc = lt_cmd_parse(argc, argv, &eval_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
-	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
-	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, a.path, 0, "eval", a.device,
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, argv[optind], 0, "eval", a.device,
 						    (int)a.threads);
 	rc = 1;
 	if (st != LT_OK)

@@ -26,7 +26,6 @@
 struct export_args {
 	const char *format;
 	const char *out;
-	const char *path;   /* checkpoint or run directory */
 	int force;
 };
 
@@ -369,9 +368,8 @@ int lt_cmd_export(int argc, char **argv)
 	int rc = lt_cmd_parse(argc, argv, &export_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
-	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, a.path);
+	enum lt_status st = load_checkpoint(&s, argv[optind]);
 	if (st == LT_OK)
 		st = write_export(&s, a.out, a.force);
 	if (st != LT_OK) {

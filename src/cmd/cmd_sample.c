@@ -22,7 +22,6 @@
 #include "text/tokenizer.h"
 
 struct sample_args {
-	const char *path;          /* checkpoint or run directory */
 	const char *prompt;        /* --prompt, or NULL */
 	const char *prompt_file;   /* --prompt-file, or NULL */
 	const char *device;
@@ -252,9 +251,8 @@ int lt_cmd_sample(int argc, char **argv)
 	int rc = lt_cmd_parse(argc, argv, &sample_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
-	a.path = argv[optind];
 	memset(&s, 0, sizeof s);
-	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, a.path, 1, "sample", a.device,
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, argv[optind], 1, "sample", a.device,
 						    (int)a.threads);
 	if (st == LT_OK)
 		st = encode_prompt(&s, &a);
