@@ -55,14 +55,20 @@ struct lt_cmd_option {
 /* The designators that place field f of the arguments struct type. */
 #define LT_CMD_FIELD(type, f) .offset = offsetof(type, f), .size = sizeof(((type *)0)->f)
 
+/* The operands a command takes: from min to max of them; what says what
+ * they are ("expected WHAT"). */
+struct lt_cmd_operands {
+	int min, max;
+	const char *what;
+};
+
 /* A command's command line. Its --help: head (the usage lines and the
  * description, up to the option lines), one line per option with its text
  * starting at column (continuation lines likewise), the line of --help,
  * then tail (NULL for none). cmd is the command's name, as its messages
  * give it. After the options, check (NULL for none) looks at the arguments
- * struct as a whole: 0, or the exit status after saying why. Then from
- * min_operands to max_operands operands follow; operands says what they
- * are ("expected <operands>"). */
+ * struct as a whole: 0, or the exit status after saying why. Then the
+ * operands follow (NULL: none). */
 struct lt_cmd_usage {
 	const char *cmd;
 	const char *head;
@@ -70,9 +76,11 @@ struct lt_cmd_usage {
 	int column;
 	const char *tail;
 	int (*check)(const void *args);
-	int min_operands, max_operands;
-	const char *operands;
+	const struct lt_cmd_operands *operands;
 };
+
+/* One checkpoint or run directory, the operand of sample, eval and export. */
+extern const struct lt_cmd_operands lt_cmd_checkpoint_operand;
 
 /* Prints u's help to stdout. */
 void lt_cmd_print_help(const struct lt_cmd_usage *u);

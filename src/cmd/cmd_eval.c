@@ -69,9 +69,7 @@ static const struct lt_cmd_usage eval_usage = {
 		"token and the perplexity.\n\n",
 	.options = eval_options,
 	.column = 21,
-	.min_operands = 1,
-	.max_operands = 1,
-	.operands = "a checkpoint or run directory",
+	.operands = &lt_cmd_checkpoint_operand,
 };
 
 /* --data, else data.dir, else the run directory's data/ (the run directory

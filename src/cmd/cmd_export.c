@@ -81,9 +81,7 @@ static const struct lt_cmd_usage export_usage = {
 	.options = export_options,
 	.column = 17,
 	.check = check_export_args,
-	.min_operands = 1,
-	.max_operands = 1,
-	.operands = "a checkpoint or run directory",
+	.operands = &lt_cmd_checkpoint_operand,
 };
 
 /* ------------------------------------------------------------- reading */

@@ -60,6 +60,8 @@ static int check_prepare_args(const void *args)
 	return 0;
 }
 
+static const struct lt_cmd_operands inputs = { 1, INT_MAX, "text files or directories to prepare" };
+
 static const struct lt_cmd_usage prepare_usage = {
 	.cmd = "prepare",
 	.head = "usage: lltrain prepare [OPTIONS] INPUT...\n\n"
@@ -72,9 +74,7 @@ static const struct lt_cmd_usage prepare_usage = {
 	.options = prepare_options,
 	.column = 25,
 	.check = check_prepare_args,
-	.min_operands = 1,
-	.max_operands = INT_MAX,
-	.operands = "text files or directories to prepare",
+	.operands = &inputs,
 };
 
 static void print_summary(const struct prepare_args *a, const struct lt_prepare_report *r)

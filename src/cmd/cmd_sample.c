@@ -90,9 +90,7 @@ static const struct lt_cmd_usage sample_usage = {
 	.options = sample_options,
 	.column = 23,
 	.check = check_sample_args,
-	.min_operands = 1,
-	.max_operands = 1,
-	.operands = "a checkpoint or run directory",
+	.operands = &lt_cmd_checkpoint_operand,
 };
 
 /* The whole of a file, in a new buffer. */

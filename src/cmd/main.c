@@ -51,6 +51,8 @@ enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt
 	return st;
 }
 
+const struct lt_cmd_operands lt_cmd_checkpoint_operand = { 1, 1, "a checkpoint or run directory" };
+
 enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
 				      int tokenizer)
 {

@@ -139,13 +139,15 @@ int lt_cmd_parse(int argc, char **argv, const struct lt_cmd_usage *u, void *args
 		return rc;
 	if (u->check && (rc = u->check(args)) != 0)
 		return rc;
-	if (argc - optind < u->min_operands) {
-		fprintf(stderr, "lltrain %s: expected %s (see --help)\n", u->cmd, u->operands);
+	static const struct lt_cmd_operands none = { 0, 0, NULL };
+	const struct lt_cmd_operands *ops = u->operands ? u->operands : &none;
+	if (argc - optind < ops->min) {
+		fprintf(stderr, "lltrain %s: expected %s (see --help)\n", u->cmd, ops->what);
 		return 2;
 	}
-	if (argc - optind > u->max_operands) {
+	if (argc - optind > ops->max) {
 		fprintf(stderr, "lltrain %s: unexpected argument '%s'\n", u->cmd,
-			argv[optind + u->max_operands]);
+			argv[optind + ops->max]);
 		return 2;
 	}
 	return -1;
