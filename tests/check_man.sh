@@ -25,11 +25,15 @@ done
 for c in "$src"/src/cmd/cmd_*.c; do
 	cmd=$(basename "$c" .c | sed 's/^cmd_//')
 	page="$src/man/lltrain-$cmd.1"
-	# getopt rows, and the rows of aliases that stand for a config key
-	# ({ "--zero", "dist.zero", 1 }), which getopt never sees
-	for opt in $( (grep -o '{ "[a-z-]*", \(required\|no\)_argument' "$c" |
+	# the rows of the option tables ({ .name = "seed", ...), getopt rows
+	# ({ "resume", required_argument, ...), the rows of aliases that stand
+	# for a config key ({ "--zero", "dist.zero", 1 }), which getopt never
+	# sees, and --help, which every command takes
+	for opt in $( (grep -o '{ \.name = "[a-z-]*"' "$c" | sed 's/.*"\([a-z-]*\)"/\1/'
+		grep -o '{ "[a-z-]*", \(required\|no\)_argument' "$c" |
 		sed 's/{ "\([a-z-]*\)".*/\1/'
-		grep -o '{ "--[a-z-]*", "[a-z]*\.[a-z_]*"' "$c" | sed 's/{ "--\([a-z-]*\)".*/\1/') |
+		grep -o '{ "--[a-z-]*", "[a-z]*\.[a-z_]*"' "$c" | sed 's/{ "--\([a-z-]*\)".*/\1/'
+		echo help) |
 		sort -u); do
 		grep -q "B.*\\\\-\\\\-$(echo "$opt" | sed 's/-/\\\\-/g')" "$page" 2>/dev/null
 		ok $? "lltrain $cmd --$opt is documented in $(basename "$page")"

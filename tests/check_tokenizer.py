@@ -111,6 +111,16 @@ def check_dump(tok_path, cases_path):
                "transformers AutoTokenizer encodes alike")
 
 
+def encode_with(binary, path, cases_path, what):
+    """lltrain's ids for the cases, loading the tokenizer.json at path;
+    None, after the check `what` failed, when it cannot load it."""
+    run = subprocess.run([binary, "--encode", path, cases_path], capture_output=True, text=True)
+    if not ok(run.returncode == 0, what):
+        diag(run.stderr)
+        return None
+    return json.loads(run.stdout)["ids"]
+
+
 def check_hf_trained(binary, work, cases_path):
     """lltrain loads a file the Hugging Face library wrote itself."""
     with open(cases_path, encoding="utf-8") as f:
@@ -126,11 +136,9 @@ def check_hf_trained(binary, work, cases_path):
     os.makedirs(hf_dir, exist_ok=True)
     path = os.path.join(hf_dir, "tokenizer.json")
     hf.save(path)
-    run = subprocess.run([binary, "--encode", path, cases_path], capture_output=True, text=True)
-    if not ok(run.returncode == 0, "lltrain loads the library's own tokenizer.json"):
-        diag(run.stderr)
+    ours = encode_with(binary, path, cases_path, "lltrain loads the library's own tokenizer.json")
+    if ours is None:
         return
-    ours = json.loads(run.stdout)["ids"]
     theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=True)]
     compare("lltrain encodes the library's tokenizer.json alike", texts, ours, theirs)
 
@@ -142,11 +150,9 @@ def check_hf_trained(binary, work, cases_path):
     with open(path2, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False)
     hf2 = Tokenizer.from_file(path2)
-    run = subprocess.run([binary, "--encode", path2, cases_path], capture_output=True, text=True)
-    if not ok(run.returncode == 0, "lltrain loads it with ignore_merges"):
-        diag(run.stderr)
+    ours = encode_with(binary, path2, cases_path, "lltrain loads it with ignore_merges")
+    if ours is None:
         return
-    ours = json.loads(run.stdout)["ids"]
     theirs = [e.ids for e in hf2.encode_batch(texts, add_special_tokens=True)]
     ok(ours == theirs, "with ignore_merges lltrain encodes all %d cases alike" % len(texts))
 

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/fs.h"
+#include "status.h"
+
 static int planned = -1, run, failed, muted;
 
 void tap_mute(int on)
@@ -94,11 +97,12 @@ void tap_skip_all(const char *why, ...)
 	exit(0);
 }
 
-double tap_rel_l2_f(const float *a, const double *ref, long n)
+/* ||a - ref|| / max(||ref||, tiny), a being af (a float array) or else ad. */
+static double rel_l2(const float *af, const double *ad, const double *ref, long n)
 {
 	double num = 0, den = 0;
 	for (long i = 0; i < n; i++) {
-		double d = (double)a[i] - ref[i];
+		double d = (af ? (double)af[i] : ad[i]) - ref[i];
 		num += d * d;
 		den += ref[i] * ref[i];
 	}
@@ -107,17 +111,14 @@ double tap_rel_l2_f(const float *a, const double *ref, long n)
 	return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
 }
 
+double tap_rel_l2_f(const float *a, const double *ref, long n)
+{
+	return rel_l2(a, NULL, ref, n);
+}
+
 double tap_rel_l2_d(const double *a, const double *ref, long n)
 {
-	double num = 0, den = 0;
-	for (long i = 0; i < n; i++) {
-		double d = a[i] - ref[i];
-		num += d * d;
-		den += ref[i] * ref[i];
-	}
-	if (!isfinite(num))
-		return INFINITY;
-	return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
+	return rel_l2(NULL, a, ref, n);
 }
 
 int tap_write_file(const char *path, const void *p, size_t n)
@@ -160,6 +161,13 @@ const char *tap_scratch_new(const char *prefix)
 		exit(1);
 	}
 	return scratch;
+}
+
+int tap_scratch_done(void)
+{
+	if (scratch[0] && lt_fs_remove_tree(scratch) != LT_OK)
+		tap_diag("could not remove %s: %s", scratch, lt_errmsg());
+	return tap_done();
 }
 
 const char *tap_at(const char *name)

@@ -36,6 +36,9 @@ _Noreturn void tap_skip_all(const char *why, ...) __attribute__((format(printf, 
  * tap_count_entries counts the entries of directory dir whose names start
  * with part (anywhere: contain it), -1 when dir cannot be listed. */
 const char *tap_scratch_new(const char *prefix);
+/* Removes the scratch directory and all in it (saying so in a comment
+ * where it cannot), then ends the run as tap_done does. */
+int tap_scratch_done(void);
 const char *tap_at(const char *name);
 int tap_exists(const char *path);
 int tap_count_entries(const char *dir, const char *part, int anywhere);

@@ -141,17 +141,24 @@ static int same_bits(const void *a, const void *b, size_t n_elems)
 /* ------------------------------------------------------------------ */
 /* Checks with the measured error in the message. */
 
+/* tap_ok(err <= tol), described as "HEAD<fmt's text>TAIL: rel L2 ERR <= TOL". */
+static int check_rel_l2(double err, double tol, const char *head, const char *tail,
+			const char *fmt, va_list ap)
+{
+	char what[256];
+	vsnprintf(what, sizeof what, fmt, ap);
+	return tap_ok(err <= tol, "%s%s%s: rel L2 %.3g <= %.0e", head, what, tail, err, tol);
+}
+
 static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
 {
-	char what[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
+	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), TOL, "", "", fmt, ap);
 	va_end(ap);
-	double err = tap_rel_l2_f(got, want, (long)n);
-	return tap_ok(err <= TOL, "%s: rel L2 %.3g <= %.0e", what, err, TOL);
+	return ok;
 }
 
 static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
@@ -159,14 +166,14 @@ static int check_reference_gradient(const double *analytic, const double *numeri
 static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
 				    const char *fmt, ...)
 {
-	char what[256];
+	char tail[64];
 	va_list ap;
+	snprintf(tail, sizeof tail, " vs central differences (eps %.0e)", FD_EPS);
 	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
+	int ok = check_rel_l2(tap_rel_l2_d(analytic, numeric, (long)n), FD_TOL, "reference ", tail,
+			      fmt, ap);
 	va_end(ap);
-	double err = tap_rel_l2_d(analytic, numeric, (long)n);
-	return tap_ok(err <= FD_TOL, "reference %s vs central differences (eps %.0e): rel L2 %.3g <= %.0e",
-		      what, FD_EPS, err, FD_TOL);
+	return ok;
 }
 
 /* grad[n] = (L(x + eps e_i) - L(x - eps e_i)) / 2 eps, where loss reads x

@@ -937,6 +937,5 @@ int main(void)
 	test_loader();
 	test_prepare();
 	test_big_document();
-	lt_fs_remove_tree(dir);
-	return tap_done();
+	return tap_scratch_done();
 }

@@ -3,8 +3,14 @@
 #ifndef LT_CMD_H
 #define LT_CMD_H
 
+#include <stddef.h>
+
 #include "backend.h"
+#include "conf.h"
+#include "io/checkpoint.h"
+#include "model.h"
 #include "status.h"
+#include "text/tokenizer.h"
 
 int lt_cmd_bench(int argc, char **argv);
 int lt_cmd_train(int argc, char **argv);
@@ -14,51 +20,82 @@ int lt_cmd_sample(int argc, char **argv);
 int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
 
-struct lt_conf;
+/* What an option does with its value (kinds that take a field set the
+ * field at offset in the command's arguments struct). */
+enum lt_cmd_kind {
+	LT_CMD_NOTE,  /* a line of the help only: taken elsewhere (by lt_cmd_preset) */
+	LT_CMD_TEXT,  /* a const char * field points to the value */
+	LT_CMD_FLAG,  /* an int field becomes 1; the option takes no value */
+	LT_CMD_INT,   /* an int field becomes the value, an integer in [min, max] */
+	LT_CMD_LONG,  /* a long field, likewise */
+	LT_CMD_REAL,  /* a double field becomes the value, a number in [min, max] */
+	LT_CMD_KEY,   /* the configuration key named key takes the value (lt_conf_set) */
+};
 
-/* One option of a command, one row of the table from which both its
- * getopt_long table and the option lines of its --help derive. name is the
- * long option without "--"; has_arg is getopt_long's no_argument or
- * required_argument; id is the value the option is taken under (a
- * positive char, never '?'; 'h' is --help, which lt_cmd_getopt answers
- * itself), or 0 for a line of the help only, an option taken elsewhere (by
- * lt_cmd_preset) and not given to getopt_long; arg names the option's value
- * in the help ("--name ARG"), NULL for none; help is the text after it, a
- * '\n' starting a continuation line under the text's column. A row with a
- * NULL name ends the table. */
+/* One option of a command, one row of the table from which its
+ * getopt_long table, the parsing of its value and its line in the --help
+ * derive. name is the long option without "--"; offset and size (set by
+ * LT_CMD_FIELD) place the field of TEXT, FLAG, INT, LONG and REAL; min and
+ * max bound INT, LONG and REAL (for INT and LONG, a max of LONG_MAX or more
+ * stands for LONG_MAX); key is KEY's "section.key"; arg names the option's
+ * value in the help ("--name ARG"), NULL for none; help is the text after
+ * it, a '\n' starting a continuation line under the text's column. A row
+ * with a NULL name ends the table; --help is every command's, and not in
+ * it. */
 struct lt_cmd_option {
 	const char *name;
-	int has_arg;
-	int id;
+	enum lt_cmd_kind kind;
+	size_t offset, size;
+	double min, max;
+	const char *key;
 	const char *arg;
 	const char *help;
 };
 
-/* A command's --help: head (the usage lines and the description, up to the
- * option lines), one line per option with its text starting at column
- * (continuation lines likewise), then tail (NULL for none). */
+/* The designators that place field f of the arguments struct type. */
+#define LT_CMD_FIELD(type, f) .offset = offsetof(type, f), .size = sizeof(((type *)0)->f)
+
+/* The operands a command takes: from min to max of them; what says what
+ * they are ("expected WHAT"). */
+struct lt_cmd_operands {
+	int min, max;
+	const char *what;
+};
+
+/* A command's command line. Its --help: head (the usage lines and the
+ * description, up to the option lines), one line per option with its text
+ * starting at column (continuation lines likewise), the line of --help,
+ * then tail (NULL for none). cmd is the command's name, as its messages
+ * give it. After the options, check (NULL for none) looks at the arguments
+ * struct as a whole: 0, or the exit status after saying why. Then the
+ * operands follow (NULL: none). */
 struct lt_cmd_usage {
+	const char *cmd;
 	const char *head;
 	const struct lt_cmd_option *options;
 	int column;
 	const char *tail;
+	int (*check)(const void *args);
+	const struct lt_cmd_operands *operands;
 };
+
+/* One checkpoint or run directory, the operand of sample, eval and export. */
+extern const struct lt_cmd_operands lt_cmd_checkpoint_operand;
 
 /* Prints u's help to stdout. */
 void lt_cmd_print_help(const struct lt_cmd_usage *u);
-/* Runs getopt_long over argv (from argv[1]) with u's options and hands each
- * option but --help to take(ctx, id, value), value being getopt's optarg.
- * take returns 0 to go on, else the exit status to stop with, after saying
- * why. Returns -1 to go on, with optind at the first operand; 0 after --help
- * printed the help; 2 after getopt_long's own message (an unknown,
- * ambiguous or incomplete option); or take's status. */
-int lt_cmd_getopt(int argc, char **argv, const struct lt_cmd_usage *u,
-		  int (*take)(void *ctx, int id, const char *value), void *ctx);
-/* Checks that argv holds from min to max operands from optind on: -1 when
- * it does, else 2 after printing "lltrain CMD: expected WHAT (see --help)"
- * (too few) or "lltrain CMD: unexpected argument 'ARG'" (the first one too
- * many). */
-int lt_cmd_operands(const char *cmd, int argc, char **argv, int min, int max, const char *what);
+/* Runs getopt_long over argv (from argv[1]) with u's options, taking each
+ * into the struct args or (KEY) the configuration conf, which may be NULL
+ * where no row is a KEY; then u's check, then counts the operands. Returns
+ * -1 to go on, with optind at the first operand; 0 after --help printed the
+ * help; 2 after getopt_long's own message (an unknown, ambiguous or
+ * incomplete option), after printing "lltrain CMD: <what is wrong>" for a
+ * bad value (e.g. "--steps 'many': expected an integer in [1, 1000000]"),
+ * "lltrain CMD: expected OPERANDS (see --help)" (too few operands) or
+ * "lltrain CMD: unexpected argument 'ARG'" (the first one too many); or
+ * check's status. */
+int lt_cmd_parse(int argc, char **argv, const struct lt_cmd_usage *u, void *args,
+		 struct lt_conf *conf);
 
 /* Prints "lltrain: <what>: <status>[: <context>]" to stderr. */
 void lt_report(const char *what, enum lt_status st);
@@ -71,14 +108,38 @@ void lt_report(const char *what, enum lt_status st);
  * cannot be read or holds a bad setting. */
 int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *argc,
 		  char **argv);
-/* An option's number through lt_parse_long / lt_parse_double: 0 when it
- * is one in [min, max], else 2 (a usage error) after printing
- * "lltrain CMD: OPT 'TEXT': expected ..." to stderr. */
-int lt_cmd_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out);
-int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min, double max,
-		  double *out);
 /* lt_backend_new, then (for --device auto) the line saying which device
  * it chose, printed to stderr as "lltrain CMD: device auto: ...". */
 enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt_backend **out);
+
+/* Room for a path the commands build: a configured path plus the names
+ * lltrain adds to it. */
+#define LT_CMD_PATH_CAP (LT_CONF_PATH_MAX + 128)
+
+/* A checkpoint as sample, eval and export read it: zeroed, then filled by
+ * lt_cmd_checkpoint_open and lt_cmd_checkpoint_model; freed (what of it
+ * was filled) by lt_cmd_checkpoint_free. */
+struct lt_cmd_checkpoint {
+	char dir[LT_CMD_PATH_CAP];  /* the checkpoint directory */
+	struct lt_ckpt_state state;
+	struct lt_conf conf;        /* the defaults with the checkpoint's config over them */
+	lt_tokenizer *tok;          /* its tokenizer.json, where asked for; else NULL */
+	lt_backend *be;
+	lt_model *model;            /* the config's model on be, with the checkpoint's weights */
+};
+
+/* lt_checkpoint_open of path (a checkpoint or a run directory), then, when
+ * tokenizer is set, the checkpoint's tokenizer. */
+enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer);
+/* The backend of device (lt_cmd_backend, so cmd names the command in the
+ * line of --device auto) and on it the model with the checkpoint's weights. */
+enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,
+				       const char *device, int threads);
+/* Both: lt_cmd_checkpoint_open, then lt_cmd_checkpoint_model. */
+enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer, const char *cmd, const char *device,
+				      int threads);
+void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
 
 #endif

@@ -3,7 +3,6 @@
  * prints tokens/s, model TFLOP/s, MFU and peak memory. */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,38 +34,45 @@ static double peak_rss_bytes(void)
 	return (double)ru.ru_maxrss * 1024.0;
 }
 
+#define ARG(f) LT_CMD_FIELD(struct bench_opts, f)
+
 static const struct lt_cmd_option bench_options[] = {
 	/* taken by lt_cmd_preset before getopt_long runs */
-	{ "preset", required_argument, 0, "NAME", "tiny, 15M, 110M or 1B (default 15M)" },
-	{ "config", required_argument, 0, "FILE", "an INI file of settings (repeatable)" },
-	{ "SECTION.KEY=VALUE", required_argument, 0, NULL,
-	  "any setting of lltrain.conf(5), e.g. --model.n_layers=2" },
+	{ .name = "preset", .kind = LT_CMD_NOTE, .arg = "NAME",
+	  .help = "tiny, 15M, 110M or 1B (default 15M)" },
+	{ .name = "config", .kind = LT_CMD_NOTE, .arg = "FILE",
+	  .help = "an INI file of settings (repeatable)" },
+	{ .name = "SECTION.KEY=VALUE", .kind = LT_CMD_NOTE,
+	  .help = "any setting of lltrain.conf(5), e.g. --model.n_layers=2" },
 	/* the command's own */
-	{ "device", required_argument, 'd', "DEV",
-	  "cpu, opencl[:P.D|:NAME] or auto (default: run.device, cpu)" },
-	{ "threads", required_argument, 't', "N",
-	  "CPU threads (default: run.threads, 0 = OpenMP's choice)" },
-	{ "steps", required_argument, 's', "N", "timed steps after one warm-up step (default 3)" },
-	{ "batch", required_argument, 'b', "N", "the same as --train.batch=N" },
-	{ "seq", required_argument, 'q', "N",
-	  "the same as --train.seq=N (a seq beyond model.max_seq\n"
-	  "raises max_seq for the benchmark)" },
-	{ "sample-tokens", required_argument, 'n', "N",
-	  "tokens generated with the KV cache for the sampling\n"
-	  "speed (default 255, at most model.max_seq - 1; 0 = skip)" },
-	{ "profile", no_argument, 'p', NULL,
-	  "print each op's share of the device time of the timed\n"
-	  "steps (OpenCL profiling events; on the CPU, each op's\n"
-	  "wall time)" },
-	{ "gemm", required_argument, 'g', "N",
-	  "only time N x N x N GEMMs in the three layouts of a\n"
-	  "linear layer (forward, input and weight gradients) in\n"
-	  "train.matmul's precision, and print their TFLOP/s" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "device", .kind = LT_CMD_TEXT, ARG(device), .arg = "DEV",
+	  .help = "cpu, opencl[:P.D|:NAME] or auto (default: run.device, cpu)" },
+	{ .name = "threads", .kind = LT_CMD_INT, ARG(threads), .min = 0, .max = 4096, .arg = "N",
+	  .help = "CPU threads (default: run.threads, 0 = OpenMP's choice)" },
+	{ .name = "steps", .kind = LT_CMD_INT, ARG(steps), .min = 1, .max = 1000000, .arg = "N",
+	  .help = "timed steps after one warm-up step (default 3)" },
+	{ .name = "batch", .kind = LT_CMD_KEY, .key = "train.batch", .arg = "N",
+	  .help = "the same as --train.batch=N" },
+	{ .name = "seq", .kind = LT_CMD_KEY, .key = "train.seq", .arg = "N",
+	  .help = "the same as --train.seq=N (a seq beyond model.max_seq\n"
+		  "raises max_seq for the benchmark)" },
+	{ .name = "sample-tokens", .kind = LT_CMD_INT, ARG(sample_tokens), .min = 0,
+	  .max = 1 << 20, .arg = "N",
+	  .help = "tokens generated with the KV cache for the sampling\n"
+		  "speed (default 255, at most model.max_seq - 1; 0 = skip)" },
+	{ .name = "profile", .kind = LT_CMD_FLAG, ARG(profile),
+	  .help = "print each op's share of the device time of the timed\n"
+		  "steps (OpenCL profiling events; on the CPU, each op's\n"
+		  "wall time)" },
+	{ .name = "gemm", .kind = LT_CMD_INT, ARG(gemm), .min = 1, .max = 65536, .arg = "N",
+	  .help = "only time N x N x N GEMMs in the three layouts of a\n"
+		  "linear layer (forward, input and weight gradients) in\n"
+		  "train.matmul's precision, and print their TFLOP/s" },
+	{ .name = NULL },
 };
 
 static const struct lt_cmd_usage bench_usage = {
+	.cmd = "bench",
 	.head = "usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 		"                     [--device DEV] [--threads N] [--steps N]\n"
 		"                     [--batch N] [--seq N] [--profile] [--gemm N]\n\n"
@@ -78,66 +84,6 @@ static const struct lt_cmd_usage bench_usage = {
 	.column = 25,
 	.tail = "\nLater settings win: defaults, --preset, --config files, --SECTION.KEY.\n",
 };
-
-/* Reads a number option into *out; 2 (usage) after saying why. */
-static int parse_number(const char *opt, const char *text, long min, long max, int *out)
-{
-	long v;
-	if (lt_parse_long(opt, text, min, max, &v) != LT_OK) {
-		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
-		return 2;
-	}
-	*out = (int)v;
-	return 0;
-}
-
-/* Sets a config key from an option's text; 2 (usage) after saying why. */
-static int set_key(struct lt_conf *conf, const char *key, const char *opt, const char *text)
-{
-	if (lt_conf_set(conf, key, text, opt) != LT_OK) {
-		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
-		return 2;
-	}
-	return 0;
-}
-
-/* Where bench's options go: its own, and the config's batch shape. */
-struct bench_parse {
-	struct bench_opts *o;
-	struct lt_conf *conf;
-};
-
-/* Takes one option into the struct bench_parse at ctx; 0, or 2 after
- * saying why. */
-static int take_bench_option(void *ctx, int id, const char *value)
-{
-	struct bench_opts *o = ((struct bench_parse *)ctx)->o;
-	struct lt_conf *conf = ((struct bench_parse *)ctx)->conf;
-	switch (id) {
-	case 'd': o->device = value; return 0;
-	case 't': return parse_number("--threads", value, 0, 4096, &o->threads);
-	case 's': return parse_number("--steps", value, 1, 1000000, &o->steps);
-	case 'b': return set_key(conf, "train.batch", "--batch", value);
-	case 'q': return set_key(conf, "train.seq", "--seq", value);
-	case 'n': return parse_number("--sample-tokens", value, 0, 1 << 20, &o->sample_tokens);
-	case 'p': o->profile = 1; return 0;
-	case 'g': return parse_number("--gemm", value, 1, 65536, &o->gemm);
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* The command's own options (lt_cmd_preset took the config ones); -1 to
- * go on, else the exit status. */
-static int parse_options(int argc, char **argv, struct bench_opts *o, struct lt_conf *conf)
-{
-	struct bench_parse p = { .o = o, .conf = conf };
-	int rc = lt_cmd_getopt(argc, argv, &bench_usage, take_bench_option, &p);
-	if (rc < 0)
-		rc = lt_cmd_operands("bench", argc, argv, 0, 0, NULL);
-	return rc;
-}
 
 /* Best TFLOP/s of an n^3 GEMM (transposes ta, tb) over reps repetitions
  * after a warm-up call on the backend. */
@@ -313,7 +259,8 @@ int lt_cmd_bench(int argc, char **argv)
 		return rc;
 	struct bench_opts o = { .device = conf.run.device, .threads = conf.run.threads,
 				.steps = 3, .sample_tokens = 255 };
-	rc = parse_options(argc, argv, &o, &conf);
+	/* the command's own options (lt_cmd_preset took the config ones) */
+	rc = lt_cmd_parse(argc, argv, &bench_usage, &o, &conf);
 	if (rc >= 0)
 		return rc;
 	const char *preset = lt_conf_preset_of(&conf);

@@ -22,11 +22,7 @@
 #include "model.h"
 #include "io/shard.h"
 
-/* Room for a configured path plus the names lltrain adds to it. */
-#define PATH_CAP (LT_CONF_PATH_MAX + 128)
-
 struct eval_args {
-	const char *path;      /* checkpoint or run directory */
 	const char *data;      /* --data, or NULL for the config's */
 	const char *device;
 	long batch, seq, max_batches, threads;  /* 0 = the default */
@@ -35,84 +31,46 @@ struct eval_args {
 
 /* What one evaluation holds; freed by free_session. */
 struct session {
-	char ckpt[PATH_CAP];
-	char data_path[PATH_CAP + 32];
-	struct lt_ckpt_state state;
-	struct lt_conf conf;
-	lt_backend *be;
-	lt_model *model;
+	struct lt_cmd_checkpoint ck;
+	char data_path[LT_CMD_PATH_CAP + 32];
 	lt_data *dir;          /* a prepared data directory, or */
 	lt_shard *file;        /* one token shard */
 	int32_t *tokens, *targets;
 	int32_t *window;       /* T + 1 tokens read from a shard */
 };
 
+#define ARG(f) LT_CMD_FIELD(struct eval_args, f)
+
 static const struct lt_cmd_option eval_options[] = {
-	{ "data", required_argument, 'D', "PATH",
-	  "a token shard (.bin), or a prepared data directory\n"
-	  "whose val_*.bin shards are used (default: the\n"
-	  "checkpoint config's data.dir, else RUN_DIR/data)" },
-	{ "batch", required_argument, 'b', "N", "windows per forward pass (default: train.batch)" },
-	{ "seq", required_argument, 's', "N", "tokens per window (default: train.seq)" },
-	{ "max-batches", required_argument, 'm', "N",
-	  "stop after N batches; 0 = all the data (default 0)" },
-	{ "json", no_argument, 'j', NULL, "print one JSON object instead of the text line" },
-	{ "device", required_argument, 'd', "DEV", "cpu (default), opencl[:P.D|:NAME] or auto" },
-	{ "threads", required_argument, 't', "N", "CPU threads (default: OpenMP's choice)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "data", .kind = LT_CMD_TEXT, ARG(data), .arg = "PATH",
+	  .help = "a token shard (.bin), or a prepared data directory\n"
+		  "whose val_*.bin shards are used (default: the\n"
+		  "checkpoint config's data.dir, else RUN_DIR/data)" },
+	{ .name = "batch", .kind = LT_CMD_LONG, ARG(batch), .min = 1, .max = 1 << 20, .arg = "N",
+	  .help = "windows per forward pass (default: train.batch)" },
+	{ .name = "seq", .kind = LT_CMD_LONG, ARG(seq), .min = 1, .max = 1 << 24, .arg = "N",
+	  .help = "tokens per window (default: train.seq)" },
+	{ .name = "max-batches", .kind = LT_CMD_LONG, ARG(max_batches), .min = 0, .max = 1L << 40,
+	  .arg = "N", .help = "stop after N batches; 0 = all the data (default 0)" },
+	{ .name = "json", .kind = LT_CMD_FLAG, ARG(json),
+	  .help = "print one JSON object instead of the text line" },
+	{ .name = "device", .kind = LT_CMD_TEXT, ARG(device), .arg = "DEV",
+	  .help = "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ .name = "threads", .kind = LT_CMD_LONG, ARG(threads), .min = 1, .max = 4096, .arg = "N",
+	  .help = "CPU threads (default: OpenMP's choice)" },
+	{ .name = NULL },
 };
 
 static const struct lt_cmd_usage eval_usage = {
+	.cmd = "eval",
 	.head = "usage: lltrain eval [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
 		"Evaluates a checkpoint (or the newest valid one of a run directory) on\n"
 		"consecutive windows of tokens and prints the mean loss per predicted\n"
 		"token and the perplexity.\n\n",
 	.options = eval_options,
 	.column = 21,
+	.operands = &lt_cmd_checkpoint_operand,
 };
-
-/* Takes one option into the struct eval_args at ctx; 0, or 2 after saying
- * why. */
-static int take_eval_option(void *ctx, int id, const char *value)
-{
-	struct eval_args *a = ctx;
-	switch (id) {
-	case 'D': a->data = value; return 0;
-	case 'b': return lt_cmd_long("eval", "--batch", value, 1, 1 << 20, &a->batch);
-	case 's': return lt_cmd_long("eval", "--seq", value, 1, 1 << 24, &a->seq);
-	case 'm': return lt_cmd_long("eval", "--max-batches", value, 0, 1L << 40, &a->max_batches);
-	case 'j': a->json = 1; return 0;
-	case 'd': a->device = value; return 0;
-	case 't': return lt_cmd_long("eval", "--threads", value, 1, 4096, &a->threads);
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_eval_options(int argc, char **argv, struct eval_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &eval_usage, take_eval_option, a);
-	if (rc >= 0)
-		return rc;
-	rc = lt_cmd_operands("eval", argc, argv, 1, 1, "a checkpoint or run directory");
-	if (rc < 0)
-		a->path = argv[optind];
-	return rc;
-}
-
-/* The checkpoint, its config and weights on the chosen device. */
-static enum lt_status load_checkpoint(struct session *s, const struct eval_args *a)
-{
-	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
-	if (st != LT_OK ||
-	    (st = lt_cmd_backend("eval", a->device, (int)a->threads, &s->be)) != LT_OK ||
-	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
-		return st;
-	return lt_checkpoint_load_model(s->ckpt, s->model);
-}
 
 /* --data, else data.dir, else the run directory's data/ (the run directory
  * holds checkpoints/step_N). */
@@ -120,11 +78,11 @@ static enum lt_status choose_data_path(struct session *s, const struct eval_args
 {
 	if (a->data) {
 		snprintf(s->data_path, sizeof s->data_path, "%s", a->data);
-	} else if (s->conf.data.dir[0]) {
-		snprintf(s->data_path, sizeof s->data_path, "%s", s->conf.data.dir);
+	} else if (s->ck.conf.data.dir[0]) {
+		snprintf(s->data_path, sizeof s->data_path, "%s", s->ck.conf.data.dir);
 	} else {
-		char run[PATH_CAP + 8];
-		enum lt_status st = lt_rundir_of_checkpoint(s->ckpt, run, sizeof run);
+		char run[LT_CMD_PATH_CAP + 8];
+		enum lt_status st = lt_rundir_of_checkpoint(s->ck.dir, run, sizeof run);
 		if (st != LT_OK)
 			return st;
 		return lt_fs_join(s->data_path, sizeof s->data_path, run, LT_RUNDIR_DATA);
@@ -137,7 +95,7 @@ static enum lt_status choose_data_path(struct session *s, const struct eval_args
 static enum lt_status open_data(struct session *s)
 {
 	struct stat sb;
-	int V = s->conf.model.vocab_size;
+	int V = s->ck.conf.model.vocab_size;
 	if (stat(s->data_path, &sb) == 0 && S_ISDIR(sb.st_mode))
 		return lt_data_open(s->data_path, V, &s->dir);
 	return lt_shard_open(s->data_path, V, 1, &s->file);
@@ -170,7 +128,7 @@ static void shard_batch(const lt_shard *sh, uint64_t index, int B, int T, int32_
 static enum lt_status evaluate(struct session *s, int B, int T, long max_batches, double *sum,
 			       long *count)
 {
-	enum lt_status st = lt_model_plan(s->model, B, T);
+	enum lt_status st = lt_model_plan(s->ck.model, B, T);
 	*sum = 0;
 	*count = 0;
 	if (st != LT_OK)
@@ -193,7 +151,7 @@ static enum lt_status evaluate(struct session *s, int B, int T, long max_batches
 			return st;
 		if (n == 0)
 			break;
-		st = lt_model_forward(s->model, s->tokens, s->targets, 0.0f, &loss, &cnt);
+		st = lt_model_forward(s->ck.model, s->tokens, s->targets, 0.0f, &loss, &cnt);
 		if (st != LT_OK) {
 			lt_errmsg_prefix("%s: batch %ld", s->data_path, i);
 			return st;
@@ -225,7 +183,7 @@ static int print_result(const struct session *s, double loss, long tokens, int a
 	int bad = !o || json_object_set_new(o, "loss", json_number(loss)) ||
 		  json_object_set_new(o, "perplexity", json_number(ppl)) ||
 		  json_object_set_new(o, "tokens", json_integer(tokens)) ||
-		  json_object_set_new(o, "checkpoint", json_string(s->ckpt)) ||
+		  json_object_set_new(o, "checkpoint", json_string(s->ck.dir)) ||
 		  json_object_set_new(o, "data", json_string(s->data_path));
 	char *text = bad ? NULL : json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -242,9 +200,7 @@ static void free_session(struct session *s)
 {
 	lt_data_close(s->dir);
 	lt_shard_close(s->file);
-	lt_model_free(s->model);
-	lt_backend_free(s->be);
-	lt_ckpt_state_free(&s->state);
+	lt_cmd_checkpoint_free(&s->ck);
 	free(s->tokens);
 	free(s->targets);
 	free(s->window);
@@ -254,19 +210,20 @@ int lt_cmd_eval(int argc, char **argv)
 {
 	struct eval_args a = { .device = "cpu" };
 	struct session s;
-	int rc = parse_eval_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &eval_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, &a);
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, argv[optind], 0, "eval", a.device,
+						    (int)a.threads);
 	rc = 1;
 	if (st != LT_OK)
 		goto out;
-	int B = a.batch ? (int)a.batch : s.conf.train.batch;
-	int T = a.seq ? (int)a.seq : s.conf.train.seq;
-	if (T > s.conf.model.max_seq) {
+	int B = a.batch ? (int)a.batch : s.ck.conf.train.batch;
+	int T = a.seq ? (int)a.seq : s.ck.conf.train.seq;
+	if (T > s.ck.conf.model.max_seq) {
 		fprintf(stderr, "lltrain eval: --seq %d exceeds the context of %d tokens\n", T,
-			s.conf.model.max_seq);
+			s.ck.conf.model.max_seq);
 		rc = 2;
 		goto out;
 	}

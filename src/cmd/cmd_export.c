@@ -23,25 +23,16 @@
 #include "model.h"
 #include "text/tokenizer.h"
 
-/* Room for a directory path plus the names lltrain adds to it. */
-#define PATH_CAP (LT_CONF_PATH_MAX + 128)
-
 struct export_args {
 	const char *format;
 	const char *out;
-	const char *path;   /* checkpoint or run directory */
 	int force;
 };
 
 /* What one export holds; freed by free_session. */
 struct session {
-	char ckpt[PATH_CAP];
-	struct lt_ckpt_state state;
-	struct lt_conf conf;
-	lt_tokenizer *tok;
-	lt_backend *be;
-	lt_model *model;
-	char tmp[PATH_CAP];      /* the temporary directory being filled, or "" */
+	struct lt_cmd_checkpoint ck;
+	char tmp[LT_CMD_PATH_CAP];      /* the temporary directory being filled, or "" */
 };
 
 /* The files an export writes, in the order written and printed. */
@@ -50,47 +41,24 @@ static const char *const out_files[] = {
 	"tokenizer_config.json", NULL,
 };
 
+#define ARG(f) LT_CMD_FIELD(struct export_args, f)
+
 static const struct lt_cmd_option export_options[] = {
-	{ "format", required_argument, 'F', "FMT",
-	  "the output format: hf (the only one, and the default)" },
-	{ "out", required_argument, 'o', "DIR", "the directory to write (default: export)" },
-	{ "force", no_argument, 'f', NULL,
-	  "write into DIR even when it holds files (files of the\n"
-	  "same names are replaced, others are left)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "FMT",
+	  .help = "the output format: hf (the only one, and the default)" },
+	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "DIR",
+	  .help = "the directory to write (default: export)" },
+	{ .name = "force", .kind = LT_CMD_FLAG, ARG(force),
+	  .help = "write into DIR even when it holds files (files of the\n"
+		  "same names are replaced, others are left)" },
+	{ .name = NULL },
 };
 
-static const struct lt_cmd_usage export_usage = {
-	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
-		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
-		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
-		"generation_config.json, model.safetensors, tokenizer.json and\n"
-		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
-	.options = export_options,
-	.column = 17,
-};
-
-/* Takes one option into the struct export_args at ctx; always 0. */
-static int take_export_option(void *ctx, int id, const char *value)
+/* The format is hf and the directory has a name; 0, or 2 after saying
+ * what is wrong. */
+static int check_export_args(const void *args)
 {
-	struct export_args *a = ctx;
-	switch (id) {
-	case 'F': a->format = value; return 0;
-	case 'o': a->out = value; return 0;
-	case 'f': a->force = 1; return 0;
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_export_options(int argc, char **argv, struct export_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &export_usage, take_export_option, a);
-	if (rc >= 0)
-		return rc;
+	const struct export_args *a = args;
 	if (strcmp(a->format, "hf") != 0) {
 		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf)\n",
 			a->format);
@@ -100,33 +68,40 @@ static int parse_export_options(int argc, char **argv, struct export_args *a)
 		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
 		return 2;
 	}
-	rc = lt_cmd_operands("export", argc, argv, 1, 1, "a checkpoint or run directory");
-	if (rc < 0)
-		a->path = argv[optind];
-	return rc;
+	return 0;
 }
+
+static const struct lt_cmd_usage export_usage = {
+	.cmd = "export",
+	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
+		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
+		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
+		"generation_config.json, model.safetensors, tokenizer.json and\n"
+		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
+	.options = export_options,
+	.column = 17,
+	.check = check_export_args,
+	.operands = &lt_cmd_checkpoint_operand,
+};
 
 /* ------------------------------------------------------------- reading */
 
-/* The checkpoint, its config, tokenizer and weights on the CPU. */
+/* The checkpoint, its config, tokenizer (no larger than the model's
+ * vocabulary) and weights on the CPU. */
 static enum lt_status load_checkpoint(struct session *s, const char *path)
 {
-	char file[PATH_CAP + 32];
-	enum lt_status st = lt_checkpoint_open(path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
+	struct lt_cmd_checkpoint *c = &s->ck;
+	char file[LT_CMD_PATH_CAP + 32];
+	enum lt_status st = lt_cmd_checkpoint_open(c, path, 1);
 	if (st != LT_OK)
 		return st;
-	if ((st = lt_fs_join(file, sizeof file, s->ckpt, LT_RUNDIR_TOKENIZER)) != LT_OK ||
-	    (st = lt_tokenizer_load(file, &s->tok)) != LT_OK)
-		return st;
-	if (lt_tokenizer_vocab_size(s->tok) > s->conf.model.vocab_size) {
+	if (lt_tokenizer_vocab_size(c->tok) > c->conf.model.vocab_size) {
+		lt_fs_join(file, sizeof file, c->dir, LT_RUNDIR_TOKENIZER);
 		lt_errmsg_set("%s: %d tokens, more than the model's vocab_size %d", file,
-			      (int)lt_tokenizer_vocab_size(s->tok), s->conf.model.vocab_size);
+			      (int)lt_tokenizer_vocab_size(c->tok), c->conf.model.vocab_size);
 		return LT_ERR_FORMAT;
 	}
-	if ((st = lt_backend_new("cpu", 0, &s->be)) != LT_OK ||
-	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
-		return st;
-	return lt_checkpoint_load_model(s->ckpt, s->model);
+	return lt_cmd_checkpoint_model(c, "export", "cpu", 0);
 }
 
 /* ------------------------------------------------------------- writing */
@@ -246,24 +221,24 @@ static json_t *tokenizer_config_json(const struct lt_model_config *c, const lt_t
 /* Writes out_files[i] into the directory dir. */
 static enum lt_status write_one(struct session *s, const char *dir, int i)
 {
-	const struct lt_model_config *c = &s->conf.model;
-	char path[PATH_CAP + 32], src[PATH_CAP + 32];
+	const struct lt_model_config *c = &s->ck.conf.model;
+	char path[LT_CMD_PATH_CAP + 32], src[LT_CMD_PATH_CAP + 32];
 	enum lt_status st = lt_fs_join(path, sizeof path, dir, out_files[i]);
 	if (st != LT_OK)
 		return st;
 	switch (i) {
-	case 0: return write_json(path, model_config_json(c, s->tok));
-	case 1: return write_json(path, generation_config_json(c, s->tok));
-	case 2: return lt_checkpoint_write_model(path, s->model);
+	case 0: return write_json(path, model_config_json(c, s->ck.tok));
+	case 1: return write_json(path, generation_config_json(c, s->ck.tok));
+	case 2: return lt_checkpoint_write_model(path, s->ck.model);
 	case 3:
 	case 4:
 		/* the checkpoint's tokenizer files, under the names they have there */
-		st = lt_fs_join(src, sizeof src, s->ckpt,
+		st = lt_fs_join(src, sizeof src, s->ck.dir,
 				i == 3 ? LT_RUNDIR_TOKENIZER : LT_RUNDIR_TOKENIZER_CONFIG);
 		if (st != LT_OK)
 			return st;
 		if (i == 4 && access(src, F_OK) != 0)
-			return write_json(path, tokenizer_config_json(c, s->tok));
+			return write_json(path, tokenizer_config_json(c, s->ck.tok));
 		return lt_fs_copy(src, path);
 	}
 	return LT_ERR_ARG;
@@ -272,7 +247,7 @@ static enum lt_status write_one(struct session *s, const char *dir, int i)
 /* Removes the temporary directory and the files an export puts there. */
 static void remove_temporary(struct session *s)
 {
-	char path[PATH_CAP + 32];
+	char path[LT_CMD_PATH_CAP + 32];
 	if (!s->tmp[0])
 		return;
 	for (int i = 0; out_files[i]; i++)
@@ -311,7 +286,7 @@ static enum lt_status check_destination(const char *out, int force, int *fill)
  * into out. */
 static enum lt_status move_into_place(struct session *s, const char *out, int fill)
 {
-	char from[PATH_CAP + 32], to[PATH_CAP + 32];
+	char from[LT_CMD_PATH_CAP + 32], to[LT_CMD_PATH_CAP + 32];
 	enum lt_status st;
 	if (!fill) {
 		if ((st = lt_fs_publish(s->tmp, out)) != LT_OK)
@@ -333,7 +308,7 @@ static enum lt_status move_into_place(struct session *s, const char *out, int fi
  * them into place. */
 static enum lt_status write_export(struct session *s, const char *out, int force)
 {
-	char parent[PATH_CAP], name[PATH_CAP];
+	char parent[LT_CMD_PATH_CAP], name[LT_CMD_PATH_CAP];
 	enum lt_status st;
 	int fill;
 
@@ -367,10 +342,10 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 
 static void print_written(const struct session *s, const char *out)
 {
-	char path[PATH_CAP + 32];
+	char path[LT_CMD_PATH_CAP + 32];
 	struct stat sb;
-	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ckpt, s->state.step,
-	       lt_model_num_params(s->model), out);
+	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir, s->ck.state.step,
+	       lt_model_num_params(s->ck.model), out);
 	for (int i = 0; out_files[i]; i++) {
 		int known = lt_fs_join(path, sizeof path, out, out_files[i]) == LT_OK &&
 			    stat(path, &sb) == 0;
@@ -381,21 +356,18 @@ static void print_written(const struct session *s, const char *out)
 static void free_session(struct session *s)
 {
 	remove_temporary(s);
-	lt_model_free(s->model);
-	lt_backend_free(s->be);
-	lt_tokenizer_free(s->tok);
-	lt_ckpt_state_free(&s->state);
+	lt_cmd_checkpoint_free(&s->ck);
 }
 
 int lt_cmd_export(int argc, char **argv)
 {
 	struct export_args a = { .format = "hf", .out = "export" };
 	struct session s;
-	int rc = parse_export_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &export_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, a.path);
+	enum lt_status st = load_checkpoint(&s, argv[optind]);
 	if (st == LT_OK)
 		st = write_export(&s, a.out, a.force);
 	if (st != LT_OK) {

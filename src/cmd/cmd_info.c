@@ -3,7 +3,6 @@
  * configuration resolves to; and with --keys every configuration key. */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,28 +16,41 @@
 #include "model.h"
 #include "dist/zero.h"
 
+/* What info was asked for. */
+struct info_args {
+	int threads;     /* -1: the configuration's */
+	int keys;        /* --keys: the configuration keys only */
+	int ranks;       /* 0: not given (1) */
+	int zero;        /* -1: not given (dist.zero) */
+	int configured;  /* some option set the configuration */
+};
+
+#define ARG(f) LT_CMD_FIELD(struct info_args, f)
+
 static const struct lt_cmd_option info_options[] = {
 	/* taken by lt_cmd_preset before getopt_long runs */
-	{ "preset", required_argument, 0, "NAME", "tiny, 15M, 110M or 1B" },
-	{ "config", required_argument, 0, "FILE", "an INI file of settings (repeatable)" },
-	{ "SECTION.KEY=VALUE", required_argument, 0, NULL,
-	  "any setting of lltrain.conf(5), e.g. --train.batch=4" },
+	{ .name = "preset", .kind = LT_CMD_NOTE, .arg = "NAME", .help = "tiny, 15M, 110M or 1B" },
+	{ .name = "config", .kind = LT_CMD_NOTE, .arg = "FILE",
+	  .help = "an INI file of settings (repeatable)" },
+	{ .name = "SECTION.KEY=VALUE", .kind = LT_CMD_NOTE,
+	  .help = "any setting of lltrain.conf(5), e.g. --train.batch=4" },
 	/* the command's own */
-	{ "threads", required_argument, 't', "N",
-	  "CPU threads the memory estimate assumes (default:\n"
-	  "run.threads, else the CPU backend's)" },
-	{ "ranks", required_argument, 'n', "N",
-	  "estimate the memory of each of N data-parallel ranks\n"
-	  "(each takes its share of train.batch)" },
-	{ "zero", required_argument, 'z', "S", "... at ZeRO stage S (default dist.zero)" },
-	{ "keys", no_argument, 'k', NULL,
-	  "list every configuration key: name, type, default,\n"
-	  "allowed values and meaning" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "threads", .kind = LT_CMD_INT, ARG(threads), .min = 1, .max = 4096, .arg = "N",
+	  .help = "CPU threads the memory estimate assumes (default:\n"
+		  "run.threads, else the CPU backend's)" },
+	{ .name = "ranks", .kind = LT_CMD_INT, ARG(ranks), .min = 1, .max = 1000000, .arg = "N",
+	  .help = "estimate the memory of each of N data-parallel ranks\n"
+		  "(each takes its share of train.batch)" },
+	{ .name = "zero", .kind = LT_CMD_INT, ARG(zero), .min = 0, .max = 2, .arg = "S",
+	  .help = "... at ZeRO stage S (default dist.zero)" },
+	{ .name = "keys", .kind = LT_CMD_FLAG, ARG(keys),
+	  .help = "list every configuration key: name, type, default,\n"
+		  "allowed values and meaning" },
+	{ .name = NULL },
 };
 
 static const struct lt_cmd_usage info_usage = {
+	.cmd = "info",
 	.head = "usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 		"                    [--threads N] [--ranks N] [--zero 0|1|2]\n"
 		"       lltrain info --keys\n\n"
@@ -153,64 +165,6 @@ static void print_presets(int threads)
 	}
 }
 
-/* What info was asked for. */
-struct info_args {
-	int threads;     /* -1: the configuration's */
-	int keys;        /* --keys: the configuration keys only */
-	int ranks;
-	int configured;  /* some option set the configuration */
-};
-
-/* Where info's options go: what was asked for, and the config's ZeRO
- * stage. */
-struct info_parse {
-	struct info_args *a;
-	struct lt_conf *conf;
-};
-
-/* Takes one option into the struct info_parse at ctx; 0, or 2 after
- * saying why. */
-static int take_info_option(void *ctx, int id, const char *value)
-{
-	struct info_args *a = ((struct info_parse *)ctx)->a;
-	struct lt_conf *conf = ((struct info_parse *)ctx)->conf;
-	long v;
-	switch (id) {
-	case 't':
-		if (lt_cmd_long("info", "--threads", value, 1, 4096, &v))
-			return 2;
-		a->threads = (int)v;
-		return 0;
-	case 'n':
-		if (lt_cmd_long("info", "--ranks", value, 1, 1000000, &v))
-			return 2;
-		a->ranks = (int)v;
-		a->configured = 1;
-		return 0;
-	case 'z':
-		if (lt_cmd_long("info", "--zero", value, 0, 2, &v))
-			return 2;
-		conf->dist.zero = (int)v;
-		a->configured = 1;
-		return 0;
-	case 'k': a->keys = 1; return 0;
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a (and conf's ZeRO stage) from argv; returns -1 to go on, else the
- * exit status. */
-static int parse_info_options(int argc, char **argv, struct info_args *a, struct lt_conf *conf)
-{
-	struct info_parse p = { .a = a, .conf = conf };
-	int rc = lt_cmd_getopt(argc, argv, &info_usage, take_info_option, &p);
-	if (rc < 0)
-		rc = lt_cmd_operands("info", argc, argv, 0, 0, NULL);
-	return rc;
-}
-
 /* The program, its version and what it was built with. */
 static void print_build(void)
 {
@@ -237,10 +191,15 @@ int lt_cmd_info(int argc, char **argv)
 	int rc = lt_cmd_preset("info", NULL, &conf, &argc, argv);
 	if (rc)
 		return rc;
-	struct info_args a = { .threads = -1, .ranks = 1, .configured = argc != args_before };
-	rc = parse_info_options(argc, argv, &a, &conf);
+	struct info_args a = { .threads = -1, .zero = -1, .configured = argc != args_before };
+	rc = lt_cmd_parse(argc, argv, &info_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
+	/* --ranks and --zero describe a configuration too */
+	if (a.ranks || a.zero >= 0)
+		a.configured = 1;
+	if (a.zero >= 0)
+		conf.dist.zero = a.zero;
 	if (a.keys) {
 		print_keys();
 		return 0;
@@ -256,7 +215,7 @@ int lt_cmd_info(int argc, char **argv)
 	if (threads <= 0)
 		threads = 1;
 	if (a.configured)
-		print_model(&conf, threads, a.ranks);
+		print_model(&conf, threads, a.ranks ? a.ranks : 1);
 	else
 		print_presets(threads);
 	return 0;

@@ -18,29 +18,52 @@ struct prepare_args {
 	const char *out, *tokenizer, *separator;
 	long vocab, shard_tokens, max_seq;
 	double val_fraction;
-	char **inputs;
-	int n_inputs;
 };
+
+#define ARG(f) LT_CMD_FIELD(struct prepare_args, f)
 
 static const struct lt_cmd_option prepare_options[] = {
-	{ "out", required_argument, 'o', "DIR", "output directory (default data)" },
-	{ "vocab", required_argument, 'v', "N", "tokens of the trained tokenizer (default 4096)" },
-	{ "tokenizer", required_argument, 't', "FILE",
-	  "encode with this tokenizer.json instead of training one" },
-	{ "doc-separator", required_argument, 's', "STR",
-	  "a line equal to STR ends a document (default %);\n"
-	  "\"\" makes each file one document" },
-	{ "val-fraction", required_argument, 'f', "X",
-	  "share of documents held out, 0 to 0.5 (default 0.05)" },
-	{ "shard-tokens", required_argument, 'n', "N", "tokens per shard file (default 100000000)" },
-	{ "max-seq", required_argument, 'm', "N",
-	  "context length tokenizer_config.json advertises\n"
-	  "(default 2048)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "DIR",
+	  .help = "output directory (default data)" },
+	{ .name = "vocab", .kind = LT_CMD_LONG, ARG(vocab), .min = 257,
+	  .max = LT_TOKENIZER_MAX_VOCAB, .arg = "N",
+	  .help = "tokens of the trained tokenizer (default 4096)" },
+	{ .name = "tokenizer", .kind = LT_CMD_TEXT, ARG(tokenizer), .arg = "FILE",
+	  .help = "encode with this tokenizer.json instead of training one" },
+	{ .name = "doc-separator", .kind = LT_CMD_TEXT, ARG(separator), .arg = "STR",
+	  .help = "a line equal to STR ends a document (default %);\n"
+		  "\"\" makes each file one document" },
+	{ .name = "val-fraction", .kind = LT_CMD_REAL, ARG(val_fraction), .min = 0, .max = 0.5,
+	  .arg = "X", .help = "share of documents held out, 0 to 0.5 (default 0.05)" },
+	{ .name = "shard-tokens", .kind = LT_CMD_LONG, ARG(shard_tokens), .min = 1,
+	  .max = 1L << 40, .arg = "N", .help = "tokens per shard file (default 100000000)" },
+	{ .name = "max-seq", .kind = LT_CMD_LONG, ARG(max_seq), .min = 1, .max = 1L << 30,
+	  .arg = "N",
+	  .help = "context length tokenizer_config.json advertises\n"
+		  "(default 2048)" },
+	{ .name = NULL },
 };
 
+/* The output directory has a name and the separator is one line; 0, or 2
+ * after saying what is wrong. */
+static int check_prepare_args(const void *args)
+{
+	const struct prepare_args *a = args;
+	if (!a->out[0]) {
+		fprintf(stderr, "lltrain prepare: --out '': expected a directory name\n");
+		return 2;
+	}
+	if (strchr(a->separator, '\n')) {
+		fprintf(stderr, "lltrain prepare: --doc-separator: a line cannot hold a newline\n");
+		return 2;
+	}
+	return 0;
+}
+
+static const struct lt_cmd_operands inputs = { 1, INT_MAX, "text files or directories to prepare" };
+
 static const struct lt_cmd_usage prepare_usage = {
+	.cmd = "prepare",
 	.head = "usage: lltrain prepare [OPTIONS] INPUT...\n\n"
 		"Trains a byte-level BPE tokenizer on the text files (a directory stands for\n"
 		"the files in it), encodes every document with the end-of-text token after\n"
@@ -50,50 +73,9 @@ static const struct lt_cmd_usage prepare_usage = {
 		"of it succeeded.\n\n",
 	.options = prepare_options,
 	.column = 25,
+	.check = check_prepare_args,
+	.operands = &inputs,
 };
-
-/* Takes one option into the struct prepare_args at ctx; 0, or 2 after
- * saying why. */
-static int take_prepare_option(void *ctx, int id, const char *value)
-{
-	struct prepare_args *a = ctx;
-	switch (id) {
-	case 'o': a->out = value; return 0;
-	case 'v':
-		return lt_cmd_long("prepare", "--vocab", value, 257, LT_TOKENIZER_MAX_VOCAB, &a->vocab);
-	case 't': a->tokenizer = value; return 0;
-	case 's': a->separator = value; return 0;
-	case 'f':
-		return lt_cmd_double("prepare", "--val-fraction", value, 0.0, 0.5, &a->val_fraction);
-	case 'n':
-		return lt_cmd_long("prepare", "--shard-tokens", value, 1, 1L << 40, &a->shard_tokens);
-	case 'm': return lt_cmd_long("prepare", "--max-seq", value, 1, 1L << 30, &a->max_seq);
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_prepare_options(int argc, char **argv, struct prepare_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &prepare_usage, take_prepare_option, a);
-	if (rc >= 0)
-		return rc;
-	if (!a->out[0]) {
-		fprintf(stderr, "lltrain prepare: --out '': expected a directory name\n");
-		return 2;
-	}
-	if (strchr(a->separator, '\n')) {
-		fprintf(stderr, "lltrain prepare: --doc-separator: a line cannot hold a newline\n");
-		return 2;
-	}
-	rc = lt_cmd_operands("prepare", argc, argv, 1, INT_MAX,
-			     "text files or directories to prepare");
-	a->inputs = argv + optind;
-	a->n_inputs = argc - optind;
-	return rc;
-}
 
 static void print_summary(const struct prepare_args *a, const struct lt_prepare_report *r)
 {
@@ -119,12 +101,12 @@ int lt_cmd_prepare(int argc, char **argv)
 		.out = "data", .separator = "%", .vocab = 4096, .shard_tokens = 100000000,
 		.max_seq = 2048, .val_fraction = 0.05,
 	};
-	int rc = parse_prepare_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &prepare_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
 	struct lt_prepare_opts o = {
-		.inputs = (const char *const *)a.inputs,
-		.n_inputs = a.n_inputs,
+		.inputs = (const char *const *)(argv + optind),
+		.n_inputs = argc - optind,
 		.out_dir = a.out,
 		.tokenizer = a.tokenizer,
 		.vocab_size = (int)a.vocab,

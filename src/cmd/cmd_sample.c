@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,7 @@
 #include "text/sample.h"
 #include "text/tokenizer.h"
 
-/* Room for a checkpoint path plus the names lltrain adds to it. */
-#define PATH_CAP (LT_CONF_PATH_MAX + 128)
-
 struct sample_args {
-	const char *path;          /* checkpoint or run directory */
 	const char *prompt;        /* --prompt, or NULL */
 	const char *prompt_file;   /* --prompt-file, or NULL */
 	const char *device;
@@ -34,12 +31,7 @@ struct sample_args {
 
 /* What one sampling run holds; freed by free_session. */
 struct session {
-	char ckpt[PATH_CAP];
-	struct lt_ckpt_state state;
-	struct lt_conf conf;
-	lt_tokenizer *tok;
-	lt_backend *be;
-	lt_model *model;
+	struct lt_cmd_checkpoint ck;
 	char *prompt_text;         /* the prompt's bytes (malloc'd) */
 	size_t prompt_len;
 	lt_ids ids;                /* end-of-text (when the tokenizer has one), then the prompt */
@@ -47,27 +39,48 @@ struct session {
 	int32_t *seq;              /* ids, then one sample's new tokens */
 };
 
+#define ARG(f) LT_CMD_FIELD(struct sample_args, f)
+
 static const struct lt_cmd_option sample_options[] = {
-	{ "prompt", required_argument, 'p', "TEXT", "the text to continue (default: none)" },
-	{ "prompt-file", required_argument, 'f', "FILE", "read the prompt from FILE instead" },
-	{ "max-tokens", required_argument, 'n', "N",
-	  "new tokens per sample (default 200; reduced to fit\n"
-	  "the model's context)" },
-	{ "temperature", required_argument, 'T', "X", "0 picks the most likely token (default 0.8)" },
-	{ "top-k", required_argument, 'k', "N",
-	  "draw from the N most likely tokens; 0 = all (default 40)" },
-	{ "top-p", required_argument, 'P', "X",
-	  "then from the smallest set holding X of the\n"
-	  "probability; 1 = all (default 0.95)" },
-	{ "seed", required_argument, 's', "N", "random seed (default 1); sample i uses N + i" },
-	{ "num-samples", required_argument, 'N', "N", "samples to generate (default 1)" },
-	{ "device", required_argument, 'd', "DEV", "cpu (default), opencl[:P.D|:NAME] or auto" },
-	{ "threads", required_argument, 't', "N", "CPU threads (default: OpenMP's choice)" },
-	{ "help", no_argument, 'h', NULL, "this text" },
-	{ NULL, 0, 0, NULL, NULL },
+	{ .name = "prompt", .kind = LT_CMD_TEXT, ARG(prompt), .arg = "TEXT",
+	  .help = "the text to continue (default: none)" },
+	{ .name = "prompt-file", .kind = LT_CMD_TEXT, ARG(prompt_file), .arg = "FILE",
+	  .help = "read the prompt from FILE instead" },
+	{ .name = "max-tokens", .kind = LT_CMD_LONG, ARG(max_tokens), .min = 0, .max = 1L << 30,
+	  .arg = "N",
+	  .help = "new tokens per sample (default 200; reduced to fit\n"
+		  "the model's context)" },
+	{ .name = "temperature", .kind = LT_CMD_REAL, ARG(temperature), .min = 0, .max = 100,
+	  .arg = "X", .help = "0 picks the most likely token (default 0.8)" },
+	{ .name = "top-k", .kind = LT_CMD_LONG, ARG(top_k), .min = 0, .max = 1L << 30, .arg = "N",
+	  .help = "draw from the N most likely tokens; 0 = all (default 40)" },
+	{ .name = "top-p", .kind = LT_CMD_REAL, ARG(top_p), .min = 0, .max = 1, .arg = "X",
+	  .help = "then from the smallest set holding X of the\n"
+		  "probability; 1 = all (default 0.95)" },
+	{ .name = "seed", .kind = LT_CMD_LONG, ARG(seed), .min = 0, .max = LONG_MAX, .arg = "N",
+	  .help = "random seed (default 1); sample i uses N + i" },
+	{ .name = "num-samples", .kind = LT_CMD_LONG, ARG(num_samples), .min = 1, .max = 1000000,
+	  .arg = "N", .help = "samples to generate (default 1)" },
+	{ .name = "device", .kind = LT_CMD_TEXT, ARG(device), .arg = "DEV",
+	  .help = "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ .name = "threads", .kind = LT_CMD_LONG, ARG(threads), .min = 1, .max = 4096, .arg = "N",
+	  .help = "CPU threads (default: OpenMP's choice)" },
+	{ .name = NULL },
 };
 
+/* --prompt and --prompt-file exclude each other; 0, or 2 after saying so. */
+static int check_sample_args(const void *args)
+{
+	const struct sample_args *a = args;
+	if (a->prompt && a->prompt_file) {
+		fprintf(stderr, "lltrain sample: --prompt and --prompt-file exclude each other\n");
+		return 2;
+	}
+	return 0;
+}
+
 static const struct lt_cmd_usage sample_usage = {
+	.cmd = "sample",
 	.head = "usage: lltrain sample [OPTIONS] CHECKPOINT_OR_RUN_DIR\n\n"
 		"Generates text from a checkpoint (or the newest valid one of a run\n"
 		"directory), with the tokenizer.json saved in it: the end-of-text token,\n"
@@ -76,45 +89,9 @@ static const struct lt_cmd_usage sample_usage = {
 		"stderr.\n\n",
 	.options = sample_options,
 	.column = 23,
+	.check = check_sample_args,
+	.operands = &lt_cmd_checkpoint_operand,
 };
-
-/* Takes one option into the struct sample_args at ctx; 0, or 2 after
- * saying why. */
-static int take_sample_option(void *ctx, int id, const char *value)
-{
-	struct sample_args *a = ctx;
-	switch (id) {
-	case 'p': a->prompt = value; return 0;
-	case 'f': a->prompt_file = value; return 0;
-	case 'n': return lt_cmd_long("sample", "--max-tokens", value, 0, 1L << 30, &a->max_tokens);
-	case 'T': return lt_cmd_double("sample", "--temperature", value, 0.0, 100.0, &a->temperature);
-	case 'k': return lt_cmd_long("sample", "--top-k", value, 0, 1L << 30, &a->top_k);
-	case 'P': return lt_cmd_double("sample", "--top-p", value, 0.0, 1.0, &a->top_p);
-	case 's': return lt_cmd_long("sample", "--seed", value, 0, 0x7fffffffffffffffL, &a->seed);
-	case 'N': return lt_cmd_long("sample", "--num-samples", value, 1, 1000000, &a->num_samples);
-	case 'd': a->device = value; return 0;
-	case 't': return lt_cmd_long("sample", "--threads", value, 1, 4096, &a->threads);
-	default:
-		LT_ASSERT(0);
-		return 2;
-	}
-}
-
-/* Fills a from argv; returns -1 to go on, else the exit status. */
-static int parse_sample_options(int argc, char **argv, struct sample_args *a)
-{
-	int rc = lt_cmd_getopt(argc, argv, &sample_usage, take_sample_option, a);
-	if (rc >= 0)
-		return rc;
-	if (a->prompt && a->prompt_file) {
-		fprintf(stderr, "lltrain sample: --prompt and --prompt-file exclude each other\n");
-		return 2;
-	}
-	rc = lt_cmd_operands("sample", argc, argv, 1, 1, "a checkpoint or run directory");
-	if (rc < 0)
-		a->path = argv[optind];
-	return rc;
-}
 
 /* The whole of a file, in a new buffer. */
 static enum lt_status read_whole_file(const char *path, char **out, size_t *len)
@@ -157,21 +134,6 @@ static enum lt_status read_whole_file(const char *path, char **out, size_t *len)
 	return LT_OK;
 }
 
-/* The checkpoint, its config, tokenizer and weights on the chosen device. */
-static enum lt_status load_checkpoint(struct session *s, const struct sample_args *a)
-{
-	char path[PATH_CAP + 32];
-	enum lt_status st = lt_checkpoint_open(a->path, s->ckpt, sizeof s->ckpt, &s->state, &s->conf);
-	if (st != LT_OK)
-		return st;
-	if ((st = lt_fs_join(path, sizeof path, s->ckpt, LT_RUNDIR_TOKENIZER)) != LT_OK ||
-	    (st = lt_tokenizer_load(path, &s->tok)) != LT_OK ||
-	    (st = lt_cmd_backend("sample", a->device, (int)a->threads, &s->be)) != LT_OK ||
-	    (st = lt_model_new(s->be, &s->conf.model, &s->model)) != LT_OK)
-		return st;
-	return lt_checkpoint_load_model(s->ckpt, s->model);
-}
-
 /* ids = end-of-text (where the tokenizer has one), then the prompt's ids. */
 static enum lt_status encode_prompt(struct session *s, const struct sample_args *a)
 {
@@ -188,16 +150,16 @@ static enum lt_status encode_prompt(struct session *s, const struct sample_args 
 		}
 		memcpy(s->prompt_text, p, s->prompt_len + 1);
 	}
-	if (lt_tokenizer_eot_id(s->tok) >= 0) {
-		if ((st = lt_tokenizer_append_eot(s->tok, &s->ids)) != LT_OK)
+	if (lt_tokenizer_eot_id(s->ck.tok) >= 0) {
+		if ((st = lt_tokenizer_append_eot(s->ck.tok, &s->ids)) != LT_OK)
 			return st;
 		s->skip = 1;
 	}
-	if ((st = lt_tokenizer_encode(s->tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
+	if ((st = lt_tokenizer_encode(s->ck.tok, s->prompt_text, s->prompt_len, &s->ids)) != LT_OK)
 		return st;
 	if (s->ids.n == 0) {
 		lt_errmsg_set("%s/%s has no end-of-text token to start an empty prompt with; give a "
-			      "--prompt", s->ckpt, LT_RUNDIR_TOKENIZER);
+			      "--prompt", s->ck.dir, LT_RUNDIR_TOKENIZER);
 		return LT_ERR_ARG;
 	}
 	return LT_OK;
@@ -213,11 +175,11 @@ static enum lt_status print_one_sample(struct session *s, const struct sample_ar
 				    .top_p = (float)a->top_p, .seed = (uint64_t)a->seed + (uint64_t)i };
 	char *text = NULL;
 	size_t len = 0;
-	enum lt_status st = lt_sample_generate(s->model, s->ids.v, n_prompt, max_new,
-					       lt_tokenizer_eot_id(s->tok), &o, s->seq + n_prompt,
+	enum lt_status st = lt_sample_generate(s->ck.model, s->ids.v, n_prompt, max_new,
+					       lt_tokenizer_eot_id(s->ck.tok), &o, s->seq + n_prompt,
 					       &got);
 	if (st == LT_OK)
-		st = lt_tokenizer_decode(s->tok, s->seq + s->skip, (size_t)(n_prompt - s->skip + got),
+		st = lt_tokenizer_decode(s->ck.tok, s->seq + s->skip, (size_t)(n_prompt - s->skip + got),
 					 &text, &len);
 	if (st != LT_OK)
 		return st;
@@ -237,7 +199,7 @@ static enum lt_status print_one_sample(struct session *s, const struct sample_ar
  * the exit status, having said what went wrong. */
 static int generate_samples(struct session *s, const struct sample_args *a)
 {
-	int ctx = s->conf.model.max_seq, n_prompt = (int)s->ids.n;
+	int ctx = s->ck.conf.model.max_seq, n_prompt = (int)s->ids.n;
 	if (s->ids.n > (size_t)ctx) {
 		fprintf(stderr, "lltrain sample: prompt of %zu tokens exceeds the context of %d tokens\n",
 			s->ids.n, ctx);
@@ -273,10 +235,7 @@ static int generate_samples(struct session *s, const struct sample_args *a)
 
 static void free_session(struct session *s)
 {
-	lt_model_free(s->model);
-	lt_backend_free(s->be);
-	lt_tokenizer_free(s->tok);
-	lt_ckpt_state_free(&s->state);
+	lt_cmd_checkpoint_free(&s->ck);
 	lt_ids_free(&s->ids);
 	free(s->prompt_text);
 	free(s->seq);
@@ -287,11 +246,12 @@ int lt_cmd_sample(int argc, char **argv)
 	struct sample_args a = { .device = "cpu", .max_tokens = 200, .top_k = 40, .seed = 1,
 				 .num_samples = 1, .temperature = 0.8, .top_p = 0.95 };
 	struct session s;
-	int rc = parse_sample_options(argc, argv, &a);
+	int rc = lt_cmd_parse(argc, argv, &sample_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
 	memset(&s, 0, sizeof s);
-	enum lt_status st = load_checkpoint(&s, &a);
+	enum lt_status st = lt_cmd_checkpoint_load(&s.ck, argv[optind], 1, "sample", a.device,
+						    (int)a.threads);
 	if (st == LT_OK)
 		st = encode_prompt(&s, &a);
 	if (st != LT_OK) {

@@ -1,4 +1,6 @@
-/* lltrain's entry point: dispatches to the subcommands. */
+/* lltrain's entry point: dispatches to the subcommands; and what they
+ * share: the report of an error, the configuration they start from, the
+ * device and the checkpoint they read. */
 #include "config.h"
 
 #include <signal.h>
@@ -9,6 +11,11 @@
 #include "backend.h"
 #include "cmd/cmd.h"
 #include "conf.h"
+#include "io/checkpoint.h"
+#include "io/fs.h"
+#include "io/rundir.h"
+#include "model.h"
+#include "text/tokenizer.h"
 
 struct command {
 	const char *name;
@@ -44,6 +51,45 @@ enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt
 	return st;
 }
 
+const struct lt_cmd_operands lt_cmd_checkpoint_operand = { 1, 1, "a checkpoint or run directory" };
+
+enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer)
+{
+	char file[LT_CMD_PATH_CAP + 32];
+	enum lt_status st = lt_checkpoint_open(path, c->dir, sizeof c->dir, &c->state, &c->conf);
+	if (st != LT_OK || !tokenizer)
+		return st;
+	if ((st = lt_fs_join(file, sizeof file, c->dir, LT_RUNDIR_TOKENIZER)) != LT_OK)
+		return st;
+	return lt_tokenizer_load(file, &c->tok);
+}
+
+enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,
+				       const char *device, int threads)
+{
+	enum lt_status st = lt_cmd_backend(cmd, device, threads, &c->be);
+	if (st != LT_OK || (st = lt_model_new(c->be, &c->conf.model, &c->model)) != LT_OK)
+		return st;
+	return lt_checkpoint_load_model(c->dir, c->model);
+}
+
+enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *path,
+				      int tokenizer, const char *cmd, const char *device,
+				      int threads)
+{
+	enum lt_status st = lt_cmd_checkpoint_open(c, path, tokenizer);
+	return st == LT_OK ? lt_cmd_checkpoint_model(c, cmd, device, threads) : st;
+}
+
+void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c)
+{
+	lt_model_free(c->model);
+	lt_backend_free(c->be);
+	lt_tokenizer_free(c->tok);
+	lt_ckpt_state_free(&c->state);
+}
+
 int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *argc,
 		  char **argv)
 {
@@ -57,24 +103,6 @@ int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *a
 	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg()[0] ? lt_errmsg() : lt_status_str(st));
 	return st == LT_ERR_ARG ? 2 : 1;
 }
-
-int lt_cmd_long(const char *cmd, const char *opt, const char *text, long min, long max, long *out)
-{
-	if (lt_parse_long(opt, text, min, max, out) == LT_OK)
-		return 0;
-	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
-	return 2;
-}
-
-int lt_cmd_double(const char *cmd, const char *opt, const char *text, double min, double max,
-		  double *out)
-{
-	if (lt_parse_double(opt, text, min, max, out) == LT_OK)
-		return 0;
-	fprintf(stderr, "lltrain %s: %s\n", cmd, lt_errmsg());
-	return 2;
-}
-
 
 static void print_usage(FILE *f)
 {

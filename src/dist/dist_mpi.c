@@ -399,18 +399,31 @@ static MPI_Datatype mpi_type(const struct lt_dist *d, enum lt_dist_type t, size_
 	return MPI_BYTE;
 }
 
-/* buf[n] = op over comm's ranks of buf[n], in pieces, under the watchdog. */
-static enum lt_status allreduce_over(lt_dist *d, MPI_Comm comm, void *buf, size_t n,
-				     enum lt_dist_type t, enum lt_dist_op op, const char *what)
-{
+/* A blocking collective over comm that goes in pieces: a broadcast from
+ * root, or (root < 0) an allreduce in place with op; of elements of type,
+ * elem bytes each. */
+struct in_pieces {
+	MPI_Comm comm;
+	MPI_Datatype type;
 	size_t elem;
-	MPI_Datatype type = mpi_type(d, t, &elem);
-	MPI_Op mop = t == LT_DIST_I128 ? d->mpi->sum128 : op == LT_DIST_SUM ? MPI_SUM : MPI_MAX;
+	int root;
+	MPI_Op op;
+};
+
+/* Runs c over buf[n], a piece at a time, each waited for under the
+ * watchdog. */
+static enum lt_status run_in_pieces(lt_dist *d, const struct in_pieces *c, void *buf, size_t n,
+				    const char *what)
+{
 	for (size_t at = 0; at < n; at += PIECE) {
-		int count = (int)(n - at < PIECE ? n - at : PIECE);
+		int count = (int)(n - at < PIECE ? n - at : PIECE), err;
+		void *piece = (char *)buf + at * c->elem;
 		MPI_Request req;
-		int err = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + at * elem, count, type, mop,
-					 comm, &req);
+		if (c->root >= 0)
+			err = MPI_Ibcast(piece, count, c->type, c->root, c->comm, &req);
+		else
+			err = MPI_Iallreduce(MPI_IN_PLACE, piece, count, c->type, c->op, c->comm,
+					     &req);
 		if (err)
 			return mpi_failed(what, err);
 		enum lt_status st = wait_one(d, &req, what);
@@ -418,6 +431,16 @@ static enum lt_status allreduce_over(lt_dist *d, MPI_Comm comm, void *buf, size_
 			return st;
 	}
 	return LT_OK;
+}
+
+/* buf[n] = op over comm's ranks of buf[n], in pieces, under the watchdog. */
+static enum lt_status allreduce_over(lt_dist *d, MPI_Comm comm, void *buf, size_t n,
+				     enum lt_dist_type t, enum lt_dist_op op, const char *what)
+{
+	struct in_pieces c = { .comm = comm, .root = -1 };
+	c.type = mpi_type(d, t, &c.elem);
+	c.op = t == LT_DIST_I128 ? d->mpi->sum128 : op == LT_DIST_SUM ? MPI_SUM : MPI_MAX;
+	return run_in_pieces(d, &c, buf, n, what);
 }
 
 enum lt_status lt_dist_allreduce(lt_dist *d, void *buf, size_t n, enum lt_dist_type t,
@@ -433,17 +456,9 @@ enum lt_status lt_dist_bcast(lt_dist *d, void *buf, size_t bytes, int root, cons
 {
 	if (d->size == 1)
 		return LT_OK;
-	for (size_t at = 0; at < bytes; at += PIECE) {
-		int count = (int)(bytes - at < PIECE ? bytes - at : PIECE);
-		MPI_Request req;
-		int err = MPI_Ibcast((char *)buf + at, count, MPI_BYTE, root, d->mpi->comm, &req);
-		if (err)
-			return mpi_failed(what, err);
-		enum lt_status st = wait_one(d, &req, what);
-		if (st != LT_OK)
-			return st;
-	}
-	return LT_OK;
+	LT_ASSERT(root >= 0);
+	struct in_pieces c = { .comm = d->mpi->comm, .type = MPI_BYTE, .elem = 1, .root = root };
+	return run_in_pieces(d, &c, buf, bytes, what);
 }
 
 enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t bytes,

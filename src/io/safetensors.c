@@ -570,15 +570,17 @@ enum lt_status lt_st_read_raw(const lt_st *st, const char *name, void *dst, size
 	return read_at(st, ti, 0, dst, nbytes);
 }
 
-/* Reads elements [from, from + count) of a tensor chunk by chunk into a
- * staging buffer and hands each chunk to conv, which writes the tensor's
- * elements [first, first + k) to elements [first - from, ...) of dst. */
+/* Converts elements [first, first + k) of a tensor, whose bytes are at
+ * src, into out (elements of out_size bytes). */
 typedef enum lt_status (*conv_fn)(const lt_st *st, const struct lt_st_info *ti,
-                                  const unsigned char *src, uint64_t first, size_t k, void *dst,
-                                  uint64_t from);
+                                  const unsigned char *src, uint64_t first, size_t k, void *out,
+                                  size_t out_size);
 
+/* Reads elements [from, from + count) of a tensor chunk by chunk into a
+ * staging buffer and hands each chunk to conv, which writes them to dst
+ * (elements of out_size bytes) from its start on. */
 static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *ti, uint64_t from,
-                                     uint64_t count, void *dst, conv_fn conv)
+                                     uint64_t count, void *dst, size_t out_size, conv_fn conv)
 {
 	size_t esize = dtypes[ti->dtype].size, per = LT_ST_CHUNK / esize;
 	uint64_t bytes = count * esize;
@@ -594,7 +596,7 @@ static enum lt_status read_converted(const lt_st *st, const struct lt_st_info *t
 		size_t k = from + count - i < per ? (size_t)(from + count - i) : per;
 		rc = read_at(st, ti, i * esize, buf, k * esize);
 		if (rc == LT_OK)
-			rc = conv(st, ti, buf, i, k, dst, from);
+			rc = conv(st, ti, buf, i, k, (char *)dst + (i - from) * out_size, out_size);
 	}
 	free(buf);
 	return rc;
@@ -625,33 +627,28 @@ static double load_real(enum lt_st_dtype dt, const unsigned char *src, size_t j)
 	}
 }
 
-static enum lt_status conv_f32(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
+/* Real elements as float (out_size 4) or double (8). */
+static enum lt_status conv_real(const lt_st *st, const struct lt_st_info *ti,
+                                const unsigned char *src, uint64_t first, size_t k, void *out,
+                                size_t out_size)
 {
-	float *out = (float *)dst + (first - from);
-	(void)st;
-	for (size_t j = 0; j < k; j++)
-		out[j] = (float)load_real(ti->dtype, src, j);
-	return LT_OK;
-}
-
-static enum lt_status conv_f64(const lt_st *st, const struct lt_st_info *ti,
-                               const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
-{
-	double *out = (double *)dst + (first - from);
-	(void)st;
-	for (size_t j = 0; j < k; j++)
-		out[j] = load_real(ti->dtype, src, j);
+	(void)st, (void)first;
+	for (size_t j = 0; j < k; j++) {
+		double v = load_real(ti->dtype, src, j);
+		if (out_size == sizeof(float))
+			((float *)out)[j] = (float)v;
+		else
+			((double *)out)[j] = v;
+	}
 	return LT_OK;
 }
 
 static enum lt_status conv_i32(const lt_st *st, const struct lt_st_info *ti,
                                const unsigned char *src, uint64_t first, size_t k, void *dst,
-                               uint64_t from)
+                               size_t out_size)
 {
-	int32_t *out = (int32_t *)dst + (first - from);
+	int32_t *out = dst;
+	(void)out_size;
 	for (size_t j = 0; j < k; j++) {
 		int64_t v = 0;
 		uint64_t u = 0;
@@ -694,17 +691,49 @@ static int is_real(enum lt_st_dtype dt)
 	return dt == LT_ST_F64 || dt == LT_ST_F32 || dt == LT_ST_F16 || dt == LT_ST_BF16;
 }
 
-enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n)
+static int is_integer(enum lt_st_dtype dt)
+{
+	return !is_real(dt) && dt != LT_ST_F8_E4M3 && dt != LT_ST_F8_E5M2;
+}
+
+/* An element type a tensor is read as: the dtype read as it is (elements
+ * of size bytes), its name in messages, which dtypes convert to it, and
+ * how. */
+struct read_as {
+	enum lt_st_dtype same;
+	size_t size;
+	const char *name;
+	int (*converts)(enum lt_st_dtype dt);
+	conv_fn conv;
+};
+
+static const struct read_as as_f32 = { LT_ST_F32, 4, "float", is_real, conv_real };
+static const struct read_as as_f64 = { LT_ST_F64, 8, "double", is_real, conv_real };
+static const struct read_as as_i32 = { LT_ST_I32, 4, "int32", is_integer, conv_i32 };
+
+/* Elements [first, first + count) of ti as elements of type as into dst. */
+static enum lt_status read_elements(const lt_st *st, const struct lt_st_info *ti, uint64_t first,
+                                    size_t count, void *dst, const struct read_as *as)
+{
+	if (ti->dtype == as->same)
+		return read_at(st, ti, first * as->size, dst, count * as->size);
+	if (!as->converts(ti->dtype))
+		return wrong_dtype(st, ti, as->name);
+	return read_converted(st, ti, first, count, dst, as->size, as->conv);
+}
+
+/* The whole of tensor `name`, of n elements, as elements of type as. */
+static enum lt_status read_whole(const lt_st *st, const char *name, void *dst, size_t n,
+                                 const struct read_as *as)
 {
 	const struct lt_st_info *ti;
 	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F32)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "float");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_f32);
+	return rc == LT_OK ? read_elements(st, ti, 0, n, dst, as) : rc;
+}
+
+enum lt_status lt_st_read_f32(const lt_st *st, const char *name, float *dst, size_t n)
+{
+	return read_whole(st, name, dst, n, &as_f32);
 }
 
 /* Finds `name` and checks that elements [first, first + count) lie inside it. */
@@ -726,39 +755,17 @@ enum lt_status lt_st_read_f32_range(const lt_st *st, const char *name, uint64_t 
 {
 	const struct lt_st_info *ti;
 	enum lt_status rc = prepare_range(st, name, first, count, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F32)
-		return read_at(st, ti, first * 4, dst, count * 4);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "float");
-	return read_converted(st, ti, first, count, dst, conv_f32);
+	return rc == LT_OK ? read_elements(st, ti, first, count, dst, &as_f32) : rc;
 }
 
 enum lt_status lt_st_read_f64(const lt_st *st, const char *name, double *dst, size_t n)
 {
-	const struct lt_st_info *ti;
-	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_F64)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (!is_real(ti->dtype))
-		return wrong_dtype(st, ti, "double");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_f64);
+	return read_whole(st, name, dst, n, &as_f64);
 }
 
 enum lt_status lt_st_read_i32(const lt_st *st, const char *name, int32_t *dst, size_t n)
 {
-	const struct lt_st_info *ti;
-	enum lt_status rc = prepare(st, name, n, &ti);
-	if (rc != LT_OK)
-		return rc;
-	if (ti->dtype == LT_ST_I32)
-		return read_at(st, ti, 0, dst, (size_t)ti->nbytes);
-	if (is_real(ti->dtype) || ti->dtype == LT_ST_F8_E4M3 || ti->dtype == LT_ST_F8_E5M2)
-		return wrong_dtype(st, ti, "int32");
-	return read_converted(st, ti, 0, ti->numel, dst, conv_i32);
+	return read_whole(st, name, dst, n, &as_i32);
 }
 
 size_t lt_st_meta_count(const lt_st *st)
