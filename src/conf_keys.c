@@ -226,7 +226,7 @@ void lt_conf_describe_unknown(const char *section, char *buf, size_t cap)
 {
 	size_t n;
 	if (!lt_conf_is_section(section, strlen(section))) {
-		snprintf(buf, cap, "unknown section (expected model, train, data or run)");
+		snprintf(buf, cap, "unknown section (expected model, train, data, run or dist)");
 		return;
 	}
 	n = (size_t)snprintf(buf, cap, "unknown key (expected");

@@ -341,7 +341,7 @@ static void check_bad_files(void)
 {
 	static const struct bad_ini cases[] = {
 		{ "an unknown section", "[train]\nbatch = 4\n[modle]\n", ":3:", "[modle]",
-		  "unknown section (expected model, train, data or run)" },
+		  "unknown section (expected model, train, data, run or dist)" },
 		{ "an unknown key", "[train]\nbacth = 4\n", ":2:", "[train] bacth", "unknown key" },
 		{ "text for an integer", "[train]\n\nbatch = abc\n", ":3:", "[train] batch = 'abc'",
 		  "expected an integer in [1, 65536]" },
