@@ -100,49 +100,6 @@ static int qkv_width(const struct lt_model_config *c)
 	return (c->n_heads + 2 * c->n_kv_heads) * head_dim(c);
 }
 
-enum lt_status lt_model_config_check(const struct lt_model_config *c)
-{
-	struct { const char *name; int v; } sizes[] = {
-		{ "vocab_size", c->vocab_size }, { "dim", c->dim }, { "n_layers", c->n_layers },
-		{ "n_heads", c->n_heads }, { "n_kv_heads", c->n_kv_heads },
-		{ "ffn_dim", c->ffn_dim }, { "max_seq", c->max_seq },
-	};
-	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-		if (sizes[i].v <= 0) {
-			lt_errmsg_set("model.%s = %d: must be a positive integer", sizes[i].name, sizes[i].v);
-			return LT_ERR_CONFIG;
-		}
-	}
-	if (c->dim % c->n_heads) {
-		lt_errmsg_set("model.dim = %d is not divisible by model.n_heads = %d", c->dim, c->n_heads);
-		return LT_ERR_CONFIG;
-	}
-	if (c->n_heads % c->n_kv_heads) {
-		lt_errmsg_set("model.n_kv_heads = %d does not divide model.n_heads = %d",
-			      c->n_kv_heads, c->n_heads);
-		return LT_ERR_CONFIG;
-	}
-	if (head_dim(c) % 2) {
-		lt_errmsg_set("model.dim / model.n_heads = %d: the head size must be even for rotary embeddings",
-			      head_dim(c));
-		return LT_ERR_CONFIG;
-	}
-	if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta)) {
-		lt_errmsg_set("model.rope_theta = %g: must be a finite number above 1", c->rope_theta);
-		return LT_ERR_CONFIG;
-	}
-	if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f)) {
-		lt_errmsg_set("model.norm_eps = %g: must be in (0, 1)", c->norm_eps);
-		return LT_ERR_CONFIG;
-	}
-	/* Element offsets must fit the backend's int sizes for GEMM dims. */
-	if ((double)c->vocab_size * c->dim > 2147483647.0 || (double)c->ffn_dim * 2 * c->dim > 2147483647.0) {
-		lt_errmsg_set("model: a weight matrix exceeds 2^31 elements");
-		return LT_ERR_CONFIG;
-	}
-	return LT_OK;
-}
-
 /* Appends a tensor view; returns its offset. */
 static size_t add_tensor(struct lt_model *m, const char *name, int rows, int cols, int decay)
 {
@@ -191,27 +148,6 @@ static void mirror_grad_layout(struct lt_model *m)
 		m->grad_block[l] = m->layers[l].ln_in;
 	m->grad_output = m->norm;
 	m->grads_numel = m->numel;
-}
-
-size_t lt_model_config_block_params(const struct lt_model_config *c)
-{
-	size_t C = (size_t)c->dim, D = (size_t)head_dim(c), F = (size_t)c->ffn_dim;
-	size_t qkv = (size_t)(c->n_heads + 2 * c->n_kv_heads) * D;
-	return C + qkv * C + C * (size_t)c->n_heads * D + C + 3 * F * C;
-}
-
-size_t lt_model_config_params(const struct lt_model_config *c)
-{
-	size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
-	return emb * (c->tied ? 1 : 2) + (size_t)c->n_layers * lt_model_config_block_params(c) +
-	       (size_t)c->dim;
-}
-
-double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
-{
-	double emb = (double)c->vocab_size * c->dim;
-	double matmul_weights = (double)lt_model_config_params(c) - emb + (c->tied ? emb : 0.0);
-	return 6.0 * matmul_weights + 12.0 * c->n_layers * c->dim * (double)seq;
 }
 
 /* Elements of the activation buffer for (B, T); fills the offsets when m

@@ -1,6 +1,7 @@
-/* The LLaMA model: configuration, the flat parameter and gradient buffers
- * with their named views (Hugging Face names and layout), the activation
- * plan for a (batch, seq), and the forward and backward passes.
+/* The LLaMA model: the flat parameter and gradient buffers with their
+ * named views (Hugging Face names and layout), the activation plan for a
+ * (batch, seq), the forward and backward passes, and KV-cached decoding;
+ * its configuration is model_config.h's.
  *
  * Ownership: lt_model_new gives a model that lt_model_free releases; the
  * model borrows its backend, which must outlive it. */
@@ -11,24 +12,7 @@
 #include <stdint.h>
 
 #include "backend.h"
-
-struct lt_model_config {
-	int vocab_size;
-	int dim;          /* C, the residual width */
-	int n_layers;
-	int n_heads;      /* H */
-	int n_kv_heads;   /* K; divides H */
-	int ffn_dim;      /* F, the SwiGLU hidden width */
-	int max_seq;      /* the longest sequence the model is made for */
-	float rope_theta;
-	float norm_eps;
-	int tied;         /* lm_head shares the embedding table */
-};
-
-/* Checks that a configuration can exist: every size positive, dim divisible
- * by n_heads, n_kv_heads dividing n_heads, an even head size, finite theta
- * and eps > 0. On failure lt_errmsg names the value and why. */
-enum lt_status lt_model_config_check(const struct lt_model_config *c);
+#include "model_config.h"
 
 /* A named view into the flat parameter buffer (and, at the same offsets,
  * into the gradient and optimizer buffers). */
@@ -46,14 +30,6 @@ struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
 };
 
-/* Parameter count (each tied tensor once). */
-size_t lt_model_config_params(const struct lt_model_config *c);
-/* Parameters of one block (every block has as many). */
-size_t lt_model_config_block_params(const struct lt_model_config *c);
-/* Model FLOPs per trained token: 6 per weight that multiplies an activation
- * (every matrix, the lm_head once even when tied; not the embedding gather)
- * plus 12 * layers * dim * seq for attention, forward and backward. */
-double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq);
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,

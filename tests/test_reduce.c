@@ -17,6 +17,7 @@
 #include "dist/exact_sum.h"
 #include "dist/grad_slots.h"
 #include "dist/reduce.h"
+#include "grad_helpers.h"
 #include "model.h"
 #include "tap.h"
 
@@ -24,38 +25,6 @@ static const struct lt_model_config tiny_bytes = {
 	.vocab_size = 256, .dim = 64, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2,
 	.ffn_dim = 160, .max_seq = 64, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tied = 0,
 };
-
-/* What a hook reading each finished range through the backend saw, from a
- * gradient buffer laid out as `slots` says. */
-struct hook_copy {
-	lt_model *m;
-	const struct lt_grad_slots *slots;
-	float *out;             /* [P] the gradient, at flat offsets */
-};
-
-static enum lt_status copy_hook(void *ctx, size_t begin, size_t end)
-{
-	struct hook_copy *h = ctx;
-	lt_backend *be = lt_model_backend(h->m);
-	if (end > begin)
-		be->ops->read(be, h->out + begin,
-			      lt_ref_at(lt_model_grads(h->m), lt_grad_slots_index(h->slots, begin)),
-			      end - begin);
-	return LT_OK;
-}
-
-/* The gradient of one plain backward of m over tok and tgt (B x T) into
- * out[parameters]. */
-static void read_plain_gradient(lt_backend *be, lt_model *m, const int32_t *tok,
-				const int32_t *tgt, int B, int T, float *out)
-{
-	double loss;
-	long n;
-	lt_model_zero_grads(m);
-	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
-	lt_model_backward(m);
-	be->ops->read(be, out, lt_model_grads(m), lt_model_num_params(m));
-}
 
 /* Sizes that leave the last range short or some ranges empty, and rank
  * counts from one up. */

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include "backend.h"
+#include "grad_helpers.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -353,35 +354,6 @@ static void check_gradient_hook(lt_backend *be)
 	lt_model_set_grad_hook(m, NULL);
 	free(h.seen);
 	lt_model_free(m);
-}
-
-/* What a hook reading each finished range through the backend saw. */
-struct hook_copy {
-	lt_model *m;
-	float *out;             /* [P] the gradient, at flat offsets */
-};
-
-static enum lt_status copy_hook(void *ctx, size_t begin, size_t end)
-{
-	struct hook_copy *h = ctx;
-	lt_backend *be = lt_model_backend(h->m);
-	if (end > begin)
-		be->ops->read(be, h->out + begin, lt_ref_at(lt_model_grads(h->m), begin),
-			      end - begin);
-	return LT_OK;
-}
-
-/* The gradient of one plain backward of m over tok and tgt (B x T) into
- * out[parameters]. */
-static void read_plain_gradient(lt_backend *be, lt_model *m, const int32_t *tok,
-				const int32_t *tgt, int B, int T, float *out)
-{
-	double loss;
-	long n;
-	lt_model_zero_grads(m);
-	lt_model_forward(m, tok, tgt, 1.0f / (B * T), &loss, &n);
-	lt_model_backward(m);
-	be->ops->read(be, out, lt_model_grads(m), lt_model_num_params(m));
 }
 
 /* What a lookup function saw, and the embedding gradient it rebuilt. */

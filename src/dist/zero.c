@@ -8,7 +8,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "dist/exact_sum.h"
 #include "dist/grad_slots.h"
@@ -50,10 +49,15 @@ struct lt_zero {
 	int rank;
 	size_t numel, begin, end;  /* this rank's range */
 	size_t *off;               /* [size + 1] */
-	float *grads_host;         /* the gradient on the host: the backend's own or a copy */
-	float *params_host;        /* the parameters on the host: the backend's own or a copy */
-	float *shard;              /* [end - begin], reduced gradient of the range (host) */
-	int own_grads, own_params, own_shard;  /* those three are copies */
+	/* The host sides of the exchange, each a view of a backend buffer
+	 * whose host memory is the backend's own, a staging copy the view
+	 * owns (lt_host_view_free releases it), or the node's shared memory. */
+	struct lt_host_view grads;   /* MPI: the gradient buffer */
+	struct lt_host_view params;  /* stages 1 and 2: the parameters */
+	struct lt_host_view shard;   /* stages 1 and 2, not --deterministic: [end - begin], the
+				      * reduced gradient of the range, a view of where AdamW
+				      * reads it (shard_buf with slots, else the gradient
+				      * buffer's range) */
 	int slots;                 /* stage 2 over ranks: the blocks' gradient slots */
 	struct lt_grad_slots grads_layout;  /* the model's gradient buffer: slots or whole */
 	lt_buf *shard_buf;         /* slots: where AdamW reads the shard (the shard's memory or not) */
@@ -67,21 +71,45 @@ struct lt_zero {
 	char exchange[256];        /* how the ranks exchange, and why */
 };
 
-/* A host view of buffer r of n elements: the backend's memory, or a copy. */
-static enum lt_status host_view(lt_zero *z, lt_ref r, size_t n, float **out, int *own)
+/* Points v at the n elements at r (what names them, for an error); a
+ * staging copy counts in z->bytes. */
+static enum lt_status map_view(lt_zero *z, struct lt_host_view *v, lt_ref r, size_t n,
+			       const char *what)
 {
-	lt_backend *be = lt_model_backend(z->model);
-	*out = be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;
-	*own = *out == NULL;
-	if (*out)
-		return LT_OK;
-	if (!(*out = malloc((n ? n : 1) * sizeof **out))) {
-		lt_errmsg_set("cannot allocate %.1f MiB of host staging for the exchange",
-			      (double)n * 4 / 1048576.0);
-		return LT_ERR_NOMEM;
+	enum lt_status st = lt_host_view_map(v, lt_model_backend(z->model), r, n);
+	if (st != LT_OK) {
+		lt_errmsg_prefix("the exchange's host view of %s", what);
+		return st;
 	}
-	z->bytes += n * sizeof **out;
+	if (v->staged)
+		z->bytes += n * sizeof *v->p;
 	return LT_OK;
+}
+
+/* A view of the n elements at r through host memory p that is not the
+ * backend's: always staged, so that read and write copy. With own, p is
+ * the view's staging copy, which lt_host_view_free releases; without, p
+ * belongs to someone else (the node's shared memory). */
+static struct lt_host_view staged_view(const lt_zero *z, lt_ref r, size_t n, float *p, int own)
+{
+	return (struct lt_host_view){ .p = p, .n = n, .staged = 1,
+				      .be = lt_model_backend(z->model), .ref = r,
+				      .staging = own ? p : NULL, .staging_n = own ? (n ? n : 1) : 0 };
+}
+
+/* Elements [off, off + n) of v: a view of v's memory that owns nothing. */
+static struct lt_host_view part(const struct lt_host_view *v, size_t off, size_t n)
+{
+	return (struct lt_host_view){ .p = v->p + off, .n = n, .staged = v->staged, .be = v->be,
+				      .ref = lt_ref_at(v->ref, off) };
+}
+
+/* Where AdamW reads this rank's range of the summed gradient: the shard
+ * the backend holds with slots, else the range of the gradient buffer. */
+static lt_ref shard_ref(const lt_zero *z)
+{
+	return z->slots ? (lt_ref){ z->shard_buf, 0 }
+			: lt_ref_at(lt_model_grads(z->model), z->begin);
 }
 
 /* Where the gradient of flat element lo lies in the model's buffer, and
@@ -95,17 +123,15 @@ static size_t grad_index(const lt_zero *z, size_t lo)
  * that backward reports is contiguous in the gradient buffer. */
 static float *host_grads(const lt_zero *z, size_t lo)
 {
-	return z->grads_host + grad_index(z, lo);
+	return z->grads.p + grad_index(z, lo);
 }
 
 /* Brings the gradients of flat elements [lo, hi) to the host view (a no-op
  * when the backend's memory is the host's). */
 static void fetch_grads(lt_zero *z, size_t lo, size_t hi)
 {
-	lt_backend *be = lt_model_backend(z->model);
-	if (z->own_grads && hi > lo)
-		be->ops->read(be, host_grads(z, lo),
-			      lt_ref_at(lt_model_grads(z->model), grad_index(z, lo)), hi - lo);
+	struct lt_host_view v = part(&z->grads, grad_index(z, lo), hi - lo);
+	lt_host_view_read(&v);
 }
 
 /* Stage 2, once the model keeps z->slots blocks' gradients: AdamW reads
@@ -125,8 +151,7 @@ static enum lt_status use_slots(lt_zero *z)
 		return st;
 	}
 	lt_optim_set_grads(z->opt, (lt_ref){ z->shard_buf, 0 });
-	return z->node ? LT_OK : host_view(z, (lt_ref){ z->shard_buf, 0 }, n, &z->shard,
-					       &z->own_shard);
+	return LT_OK;
 }
 
 /* --- the paths: MPI collectives --- */
@@ -147,7 +172,7 @@ static enum lt_status start_collectives(lt_zero *z, size_t lo, size_t hi)
 		size_t a, n = lt_reduce_owned(z->off, r, lo, hi, &a);
 		if (!n)
 			continue;
-		float *mine = r == z->rank ? z->shard + (a - z->begin) : NULL;
+		float *mine = r == z->rank ? z->shard.p + (a - z->begin) : NULL;
 		for (size_t i = 0; mine && z->backwards > 1 && i < n; i++)
 			g[a - lo + i] += mine[i];
 		st = lt_dist_reduce_start(z->dist, g + (a - lo), mine, n, r,
@@ -185,9 +210,7 @@ static enum lt_status whole_mpi(lt_zero *z)
 
 static enum lt_status land_mpi(lt_zero *z)
 {
-	lt_backend *be = lt_model_backend(z->model);
-	if (z->own_grads)
-		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
+	lt_host_view_write(&z->grads);
 	return LT_OK;
 }
 
@@ -195,29 +218,24 @@ static enum lt_status land_mpi(lt_zero *z)
  * to the host view, for the all-gather. */
 static void put_own_range(lt_zero *z)
 {
-	lt_backend *be = lt_model_backend(z->model);
-	if (z->own_params)
-		be->ops->read(be, z->params_host + z->begin,
-			      lt_ref_at(lt_model_params(z->model), z->begin), z->end - z->begin);
+	struct lt_host_view own = part(&z->params, z->begin, z->end - z->begin);
+	lt_host_view_read(&own);
 }
 
 /* After the all-gather: the other ranks' ranges back to the device. */
 static void take_other_ranges(lt_zero *z)
 {
-	lt_backend *be = lt_model_backend(z->model);
-	lt_ref params = lt_model_params(z->model);
-	if (z->own_params) {
-		be->ops->write(be, params, z->params_host, z->begin);
-		be->ops->write(be, lt_ref_at(params, z->end), z->params_host + z->end,
-			       z->numel - z->end);
-	}
+	struct lt_host_view before = part(&z->params, 0, z->begin);
+	struct lt_host_view after = part(&z->params, z->end, z->numel - z->end);
+	lt_host_view_write(&before);
+	lt_host_view_write(&after);
 }
 
 static enum lt_status gather_mpi(lt_zero *z)
 {
 	lt_backend *be = lt_model_backend(z->model);
 	put_own_range(z);
-	enum lt_status st = lt_dist_allgatherv_f32(z->dist, z->params_host, z->off,
+	enum lt_status st = lt_dist_allgatherv_f32(z->dist, z->params.p, z->off,
 						   "the parameter all-gather");
 	if (st != LT_OK)
 		return st;
@@ -274,11 +292,10 @@ static enum lt_status reduce_alone(lt_zero *z, double *norm)
 static enum lt_status reduce_exact(lt_zero *z, double *norm)
 {
 	lt_backend *be = lt_model_backend(z->model);
-	enum lt_status st = lt_exact_sum_allreduce(z->exact, z->dist, z->grads_host, norm);
+	enum lt_status st = lt_exact_sum_allreduce(z->exact, z->dist, z->grads.p, norm);
 	if (st != LT_OK)
 		return st;
-	if (z->own_grads)
-		be->ops->write(be, lt_model_grads(z->model), z->grads_host, z->numel);
+	lt_host_view_write(&z->grads);
 	return be->ops->sync(be);
 }
 
@@ -324,20 +341,6 @@ static enum lt_status finish_exchange(lt_zero *z)
 	return lt_dist_wait_all(z->dist);
 }
 
-/* Puts the reduced gradient of this rank's range where AdamW reads it:
- * the backend's shard with slots, else the range of the gradient buffer. */
-static void place_shard(lt_zero *z)
-{
-	lt_backend *be = lt_model_backend(z->model);
-	size_t n = z->end - z->begin;
-	if (z->slots && z->own_shard)
-		be->ops->write(be, (lt_ref){ z->shard_buf, 0 }, z->shard, n);
-	else if (!z->slots && z->own_grads)
-		be->ops->write(be, lt_ref_at(lt_model_grads(z->model), z->begin), z->shard, n);
-	else if (!z->slots)
-		memcpy(z->grads_host + z->begin, z->shard, n * sizeof *z->shard);
-}
-
 /* MPI or the node: stage 0 gives every rank the whole summed gradient;
  * stages 1 and 2 this rank's range of it, and the norm from every range's
  * sum of squares. */
@@ -350,10 +353,11 @@ static enum lt_status reduce_summed(lt_zero *z, double *norm)
 		return st;
 	if (z->stage == 0)
 		return (st = z->path->land(z)) == LT_OK ? lt_optim_grad_norm(z->opt, norm) : st;
-	place_shard(z);
+	/* the range's sum where AdamW reads it */
+	lt_host_view_write(&z->shard);
 	double sq = 0;
 	for (size_t i = 0; i < n; i++)
-		sq += (double)z->shard[i] * z->shard[i];
+		sq += (double)z->shard.p[i] * z->shard.p[i];
 	if ((st = lt_dist_allreduce(z->dist, &sq, 1, LT_DIST_F64, LT_DIST_SUM,
 				    "the gradient-norm all-reduce")) != LT_OK)
 		return st;
@@ -412,36 +416,45 @@ static enum lt_status use_node_memory(lt_zero *z, size_t tokens)
 	}
 	snprintf(z->exchange, sizeof z->exchange, "%s", lt_node_sum_how(z->node));
 	z->bytes += lt_node_sum_bytes(z->node);
-	z->own_grads = 1;
-	if (z->stage > 0) {
-		z->shard = lt_node_sum_shard(z->node);
-		z->params_host = lt_node_sum_params(z->node);
-		z->own_shard = z->own_params = 1;
-	}
 	return LT_OK;
 }
 
+/* Through the node, stages 1 and 2: the parameters and the range's sum
+ * in its shared memory, as views of where they belong on the device. */
+static void view_node_memory(lt_zero *z)
+{
+	if (z->stage == 0)
+		return;
+	z->params = staged_view(z, lt_model_params(z->model), z->numel,
+				lt_node_sum_params(z->node), 0);
+	z->shard = staged_view(z, shard_ref(z), z->end - z->begin, lt_node_sum_shard(z->node), 0);
+}
+
 /* MPI's collectives: host views of the gradients and (stages 1 and 2)
- * the parameters, and a shard for the range's sum where slots do not
- * give one. */
+ * the parameters, and of the range's sum: the slots' shard, or else a
+ * copy of its own, apart from the gradients the reduce sends. */
 static enum lt_status use_mpi(lt_zero *z)
 {
 	int sharded = z->stage > 0 && lt_dist_size(z->dist) > 1;
 	size_t n = z->end - z->begin;
+	float *sum;
 	enum lt_status st;
-	if ((st = host_view(z, lt_model_grads(z->model), lt_model_grads_numel(z->model),
-			    &z->grads_host, &z->own_grads)) != LT_OK)
+	if ((st = map_view(z, &z->grads, lt_model_grads(z->model), lt_model_grads_numel(z->model),
+			   "the gradients")) != LT_OK)
 		return st;
-	if (sharded && (st = host_view(z, lt_model_params(z->model), z->numel, &z->params_host,
-				       &z->own_params)) != LT_OK)
+	if (sharded && (st = map_view(z, &z->params, lt_model_params(z->model), z->numel,
+				      "the parameters")) != LT_OK)
 		return st;
-	if (sharded && !z->deterministic && !z->slots) {
-		if (!(z->shard = malloc((n ? n : 1) * sizeof *z->shard))) {
-			lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
-			return LT_ERR_NOMEM;
-		}
-		z->bytes += n * sizeof *z->shard;
+	if (!sharded || z->deterministic)
+		return LT_OK;
+	if (z->slots)
+		return map_view(z, &z->shard, shard_ref(z), n, "the gradient shard");
+	if (!(sum = malloc((n ? n : 1) * sizeof *sum))) {
+		lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
+		return LT_ERR_NOMEM;
 	}
+	z->shard = staged_view(z, shard_ref(z), n, sum, 1);
+	z->bytes += n * sizeof *sum;
 	return LT_OK;
 }
 
@@ -492,7 +505,10 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 	z->path = z->node ? &by_node : &by_mpi;
 	if (z->slots && (st = use_slots(z)) != LT_OK)
 		return st;
-	return z->node ? LT_OK : use_mpi(z);
+	if (!z->node)
+		return use_mpi(z);
+	view_node_memory(z);
+	return LT_OK;
 }
 
 enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic,
@@ -537,16 +553,10 @@ void lt_zero_free(lt_zero *z)
 		return;
 	lt_model_set_grad_hook(z->model, NULL);
 	lt_optim_free(z->opt);
-	if (z->node) {
-		lt_node_sum_free(z->node);
-	} else {
-		if (z->own_grads)
-			free(z->grads_host);
-		if (z->own_params)
-			free(z->params_host);
-		if (z->own_shard || !z->slots)
-			free(z->shard);
-	}
+	lt_host_view_free(&z->grads);
+	lt_host_view_free(&z->params);
+	lt_host_view_free(&z->shard);
+	lt_node_sum_free(z->node);
 	lt_buf_free(lt_model_backend(z->model), z->shard_buf);
 	free(z->marks);
 	lt_exact_sum_free(z->exact);
@@ -604,7 +614,7 @@ enum lt_status lt_zero_add_sequence(lt_zero *z)
 	if (st != LT_OK)
 		return st;
 	fetch_grads(z, 0, z->numel);
-	lt_exact_sum_add(z->exact, z->grads_host);
+	lt_exact_sum_add(z->exact, z->grads.p);
 	lt_model_zero_grads(z->model);
 	return be->ops->sync(be);
 }

@@ -1,6 +1,7 @@
 /* File-system steps shared by every writer: atomic publishing of files and
- * directories, mkdir -p, rm -rf, fsynced whole-file writes and copies that
- * leave nothing behind on failure, fsync of a path, and path joining. */
+ * directories, mkdir -p, rm -rf, fsynced whole-file writes (JSON ones too)
+ * and copies that leave nothing behind on failure, fsync of a path, and
+ * path joining. */
 #include "config.h"
 #include "io/fs.h"
 
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #define IO_BLOCK ((size_t)1 << 20)
 /* lt_fs_remove_tree goes this many directories deep below its path. */
@@ -267,6 +270,35 @@ enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n)
 	if ((st = lt_fs_publish(tmp, path)) != LT_OK)
 		unlink(tmp);
 	return st;
+}
+
+/* Writes j's text, indented by two and ending in a newline, to path
+ * through put (lt_fs_write_new or lt_fs_publish_file). */
+static enum lt_status put_json(const char *path, const json_t *j,
+			       enum lt_status (*put)(const char *path, const void *p, size_t n))
+{
+	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	size_t n = text ? strlen(text) : 0;
+	char *line = text ? realloc(text, n + 2) : NULL;
+	if (!line) {
+		free(text);
+		lt_errmsg_set("%s: out of memory while writing the JSON text", path);
+		return LT_ERR_NOMEM;
+	}
+	memcpy(line + n, "\n", 2);
+	enum lt_status st = put(path, line, n + 1);
+	free(line);
+	return st;
+}
+
+enum lt_status lt_fs_write_json_new(const char *path, const json_t *j)
+{
+	return put_json(path, j, lt_fs_write_new);
+}
+
+enum lt_status lt_fs_publish_json(const char *path, const json_t *j)
+{
+	return put_json(path, j, lt_fs_publish_file);
 }
 
 enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char *aside)

@@ -1,7 +1,8 @@
 /* File-system steps shared by every writer of lltrain: publishing a file
- * or a directory atomically, mkdir -p, rm -rf, whole-file writes and copies
- * that are fsynced and removed again on failure, fsync, and joining paths
- * without truncating them. Errors name the path and what failed.
+ * or a directory atomically, mkdir -p, rm -rf, whole-file writes (of bytes
+ * or of a JSON value) and copies that are fsynced and removed again on
+ * failure, fsync, and joining paths without truncating them. Errors name
+ * the path and what failed.
  *
  * Publishing: a writer puts a file or a directory under a temporary name
  * beside its final one, flushes it to stable storage, renames it into
@@ -18,6 +19,8 @@
 #include <stddef.h>
 
 #include "status.h"
+
+struct json_t;  /* jansson's */
 
 /* The longest path lt_fs_make_dirs accepts, with its NUL. */
 #define LT_FS_PATH_MAX 4096
@@ -50,6 +53,12 @@ enum lt_status lt_fs_publish(const char *tmp, const char *path);
  * it and lt_fs_publish-es it. On failure path is as it was and the
  * temporary file is gone. */
 enum lt_status lt_fs_publish_file(const char *path, const void *p, size_t n);
+/* j as a JSON file: its text indented by two and ending in a newline,
+ * written by lt_fs_write_new (into a directory published whole later) or
+ * published by lt_fs_publish_file. A NULL j, or text that cannot be made,
+ * is LT_ERR_NOMEM naming path. */
+enum lt_status lt_fs_write_json_new(const char *path, const struct json_t *j);
+enum lt_status lt_fs_publish_json(const char *path, const struct json_t *j);
 /* Publishes the finished (fsynced) directory tmp as final: a directory
  * already at final is first renamed to aside (a path in the same
  * directory, where nothing but an empty directory may be), then tmp

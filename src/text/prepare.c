@@ -372,19 +372,10 @@ static json_t *record_json(const struct lt_prepare_opts *o, const struct lt_corp
 static enum lt_status write_record(const char *dir, json_t *j)
 {
 	char *path = lt_fs_join_new(dir, "prepare.json");
-	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
-	enum lt_status st = LT_ERR_NOMEM;
-	size_t n = text ? strlen(text) : 0;
-	char *line = text ? realloc(text, n + 2) : NULL;
-	if (!path || !line) {
-		lt_errmsg_set("cannot allocate prepare.json");
-	} else {
-		text = line;
-		memcpy(text + n, "\n", 2);
-		st = lt_fs_write_new(path, text, n + 1);
-	}
+	if (!path)
+		return LT_ERR_NOMEM;
+	enum lt_status st = lt_fs_write_json_new(path, j);
 	free(path);
-	free(text);
 	return st;
 }
 

@@ -306,25 +306,9 @@ fail:
 static enum lt_status write_json_atomic(const char *dir, const char *name, const json_t *j)
 {
 	char *path = lt_fs_join_new(dir, name);
-	char *text = path ? json_dumps(j, JSON_INDENT(2)) : NULL;
-	enum lt_status st = LT_ERR_NOMEM;
 	if (!path)
-		return st;
-	if (!text) {
-		lt_errmsg_set("%s: out of memory while writing the JSON text", path);
-		goto out;
-	}
-	size_t n = strlen(text);
-	char *line = realloc(text, n + 2);
-	if (!line) {
-		lt_errmsg_set("%s: out of memory while writing the JSON text", path);
-		goto out;
-	}
-	text = line;
-	memcpy(text + n, "\n", 2);
-	st = lt_fs_publish_file(path, text, n + 1);
-out:
-	free(text);
+		return LT_ERR_NOMEM;
+	enum lt_status st = lt_fs_publish_json(path, j);
 	free(path);
 	return st;
 }
