@@ -251,6 +251,25 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	}
 }
 
+/* The device of o, computing in conf's matmul precision; 0, or the exit
+ * status after saying why. */
+static int open_backend(const struct bench_opts *o, const struct lt_conf *conf, lt_backend **be)
+{
+	enum lt_status st = lt_cmd_backend("bench", o->device, o->threads, be);
+	if (st != LT_OK) {
+		lt_report("bench", st);
+		return 1;
+	}
+	lt_backend_set_matmul(*be, conf->train.matmul);
+	if (o->profile && !(*be)->ops->profile) {
+		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling\n",
+			(*be)->ops->name);
+		lt_backend_free(*be);
+		return 2;
+	}
+	return 0;
+}
+
 int lt_cmd_bench(int argc, char **argv)
 {
 	struct lt_conf conf;
@@ -281,25 +300,15 @@ int lt_cmd_bench(int argc, char **argv)
 	lt_optim *opt = NULL;
 	struct bench_result r = { 0 };
 	double peak = 0;
-	enum lt_status st = lt_cmd_backend("bench", o.device, o.threads, &be);
-	if (st == LT_OK)
-		lt_backend_set_matmul(be, conf.train.matmul);
-	if (st != LT_OK) {
-		lt_report("bench", st);
-		return 1;
-	}
+	enum lt_status st;
+	if ((rc = open_backend(&o, &conf, &be)) != 0)
+		return rc;
 	if (o.gemm > 0) {
 		st = bench_gemms(be, o.gemm);
 		if (st != LT_OK)
 			lt_report("bench", st);
 		lt_backend_free(be);
 		return st == LT_OK ? 0 : 1;
-	}
-	if (o.profile && !be->ops->profile) {
-		fprintf(stderr, "lltrain bench: --profile: the %s backend has no op profiling\n",
-			be->ops->name);
-		lt_backend_free(be);
-		return 2;
 	}
 	/* The sgemm is timed before and after the steps and the better figure
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
