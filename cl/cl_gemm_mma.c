@@ -264,14 +264,17 @@ struct check_data {
 	cl_mem da, db, dc;
 };
 
+static void release_buffers(cl_mem *m, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (m[i])
+			clReleaseMemObject(m[i]);
+}
+
 static void check_data_free(struct check_data *d)
 {
-	if (d->da)
-		clReleaseMemObject(d->da);
-	if (d->db)
-		clReleaseMemObject(d->db);
-	if (d->dc)
-		clReleaseMemObject(d->dc);
+	cl_mem bufs[3] = { d->da, d->db, d->dc };
+	release_buffers(bufs, 3);
 	free(d->a);
 	free(d->b);
 	free(d->c0);
@@ -399,10 +402,10 @@ static int search_candidates(const struct search *s)
 	size_t n = (size_t)TIME_SIDE * TIME_SIDE;
 	for (int j = 0; j < 3; j++)
 		t[j] = buffer_of(s, n, NULL);
-	if (!t[0] || !t[1] || !t[2])  /* no room to time: the first right one */
-		for (int j = 0; j < 3; j++)
-			if (t[j])
-				clReleaseMemObject(t[j]), t[j] = NULL;
+	if (!t[0] || !t[1] || !t[2]) {  /* no room to time: the first right one */
+		release_buffers(t, 3);
+		t[0] = t[1] = t[2] = NULL;
+	}
 	for (int i = 0; i < N_CANDIDATES; i++) {
 		if (t[0]) {
 			float zero = 0;
@@ -418,9 +421,7 @@ static int search_candidates(const struct search *s)
 		if (best >= 0 && !t[0])
 			break;
 	}
-	for (int j = 0; j < 3; j++)
-		if (t[j])
-			clReleaseMemObject(t[j]);
+	release_buffers(t, 3);
 	check_data_free(&d);
 	return best;
 }
