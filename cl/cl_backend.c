@@ -125,6 +125,14 @@ static void fail_with_errmsg(struct lt_cl_ctx *c, enum lt_status st)
 /* ------------------------------------------------------------------ */
 /* Programs and kernels. */
 
+void lt_cl_build_options(struct lt_cl_ctx *c, const char *options, char *out, size_t cap)
+{
+	/* LLTRAIN_CL_OPTIONS adds build options of the user's (lltrain(1)). */
+	const char *extra = getenv("LLTRAIN_CL_OPTIONS");
+	snprintf(out, cap, "-cl-std=CL1.2%s %s %s", c->fp64 ? " -DLT_FP64=1" : "", options,
+		 extra ? extra : "");
+}
+
 static int find_or_build_program(struct lt_cl_ctx *c, const char *file, const char *options)
 {
 	for (int i = 0; i < c->n_programs; i++)
@@ -133,11 +141,8 @@ static int find_or_build_program(struct lt_cl_ctx *c, const char *file, const ch
 	LT_ASSERT(c->n_programs < MAX_PROGRAMS);
 	LT_ASSERT(strlen(file) < sizeof c->programs[0].file);
 	LT_ASSERT(strlen(options) < sizeof c->programs[0].options);
-	/* LLTRAIN_CL_OPTIONS adds build options of the user's (lltrain(1)). */
-	const char *extra = getenv("LLTRAIN_CL_OPTIONS");
 	char all[512];
-	snprintf(all, sizeof all, "-cl-std=CL1.2%s %s %s", c->fp64 ? " -DLT_FP64=1" : "", options,
-		 extra ? extra : "");
+	lt_cl_build_options(c, options, all, sizeof all);
 	cl_program p;
 	enum lt_status st = lt_cl_build_program(c->context, c->device, file, all, &p);
 	if (st != LT_OK) {

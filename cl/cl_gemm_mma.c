@@ -54,7 +54,8 @@ static const struct tile candidates[] = {
 #define N_CANDIDATES ((int)(sizeof candidates / sizeof candidates[0]))
 #define TUNING_KEY_MAX (32 + N_CANDIDATES * 8 * 5)
 
-int lt_cl_mma_capability(cl_device_id dev)
+/* The device's NVIDIA compute capability x 10, 0 when it has none. */
+static int mma_capability(cl_device_id dev)
 {
 	char ext[8192] = "";
 	cl_uint major = 0, minor = 0;
@@ -129,7 +130,7 @@ struct search {
 	cl_context ctx;
 	cl_device_id dev;
 	cl_command_queue q;
-	const char *base;  /* the context's own build options (-cl-std, -DLT_FP64) */
+	struct lt_cl_ctx *c;  /* for its build options: the winner is then in the binary cache */
 	int ta, tb;
 };
 
@@ -140,7 +141,7 @@ static cl_kernel build(const struct search *s, const char *options, const char *
 {
 	char all[512];
 	cl_int err;
-	snprintf(all, sizeof all, "%s %s", s->base, options);
+	lt_cl_build_options(s->c, options, all, sizeof all);
 	if (lt_cl_build_program(s->ctx, s->dev, FILE_NAME, all, prog) != LT_OK) {
 		lt_errmsg_clear();
 		*prog = NULL;
@@ -479,7 +480,7 @@ static void choose_layout(struct lt_cl_ctx *c, struct lt_cl_mma *mm, int ta, int
 	mm->searched[ta][tb] = 1;
 	if (read_tuning(mm, dev, ta, tb))
 		return;
-	struct search s = { lt_cl_context(c), dev, lt_cl_queue(c), "-cl-std=CL1.2", ta, tb };
+	struct search s = { lt_cl_context(c), dev, lt_cl_queue(c), c, ta, tb };
 	clFinish(s.q);
 	mm->choice[ta][tb] = search_candidates(&s);
 	mm->unaligned_ok[ta][tb] = mm->choice[ta][tb] >= 0 && unaligned_right(&s, mm->choice[ta][tb]);
@@ -491,7 +492,7 @@ static void choose_layout(struct lt_cl_ctx *c, struct lt_cl_mma *mm, int ta, int
 void lt_cl_mma_init(struct lt_cl_mma *mm, cl_device_id dev)
 {
 	memset(mm, 0, sizeof *mm);
-	mm->cc = lt_cl_mma_capability(dev);
+	mm->cc = mma_capability(dev);
 }
 
 int lt_cl_mma_usable(const struct lt_cl_mma *mm)

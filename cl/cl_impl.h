@@ -51,6 +51,10 @@ int lt_cl_has_fp64(struct lt_cl_ctx *c);
 size_t lt_cl_max_group(struct lt_cl_ctx *c);
 size_t lt_cl_local_mem(struct lt_cl_ctx *c);
 
+/* The options a program is built with: lltrain's own (-cl-std, -DLT_FP64),
+ * then `options`, then the user's LLTRAIN_CL_OPTIONS. */
+void lt_cl_build_options(struct lt_cl_ctx *c, const char *options, char *out, size_t cap);
+
 /* Kernel `name` of the embedded program `file` ("ops.cl", "attention.cl")
  * built with the extra `options` ("" or e.g. "-DLT_D=64"); built (or
  * loaded from the binary cache) on first use and kept. NULL after
@@ -163,8 +167,7 @@ struct lt_cl_mma {
 struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c);
 cl_context lt_cl_context(struct lt_cl_ctx *c);
 cl_device_id lt_cl_device(struct lt_cl_ctx *c);
-/* The device's NVIDIA compute capability x 10, 0 when it has none. */
-int lt_cl_mma_capability(cl_device_id dev);
+/* Reads the device's NVIDIA compute capability into a cleared mm. */
 void lt_cl_mma_init(struct lt_cl_mma *mm, cl_device_id dev);
 /* Nonzero when TF32 is allowed and the device has the tensor cores. */
 int lt_cl_mma_usable(const struct lt_cl_mma *mm);
