@@ -326,6 +326,11 @@ for name in d2 d3; do
 	cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/$name/$final/model.safetensors"
 	ok $? "deterministic, ${name:1} ranks: parameters bitwise equal to one process's"
 done
+# train.matmul = tf32 changes nothing on a CPU (no TF32 units): with ZeRO 2
+# and --deterministic it gives the fp32 run's parameters bitwise.
+train t2 2 "$@" --deterministic --zero 2 --train.matmul=tf32
+cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/t2/$final/model.safetensors"
+ok $? "train.matmul = tf32 on CPU ranks, ZeRO 2, deterministic: parameters bitwise equal to fp32's"
 
 # 5. Resharding: a deterministic run over 2 ranks saves at step 15; its
 # last checkpoint is removed and 3 ranks resume from step 15: the final
