@@ -7,7 +7,8 @@
  * newest valid checkpoint, as --resume auto finds it); where the config
  * gives the tiny model's shape, the tensors are loaded too
  * (lt_checkpoint_load: the headers checked against the model, the
- * optimizer files' ranges tiled, the moments read).
+ * optimizer files' ranges tiled, the moments read); a load that fails must
+ * leave the parameters and moments as they were.
  *
  * The first byte of an input is not part of a file but says what the rest
  * is: bits 0-1 name the file it replaces (0: state.json, 1:
@@ -137,6 +138,52 @@ static void write_state_for(int i, size_t n, uint32_t crc)
 	json_decref(j);
 }
 
+/* The n floats at r, or a comparison of them with a copy taken before:
+ * copies into *copy when it is NULL, else returns 1 when they still equal
+ * it bit for bit (and frees it). */
+static int same_floats(lt_ref r, size_t n, float **copy)
+{
+	struct lt_host_view v = { 0 };
+	int same = 1;
+	if (lt_host_view_map(&v, ck.be, r, n) != LT_OK)
+		abort();
+	lt_host_view_read(&v);
+	if (!*copy) {
+		if (!(*copy = malloc(n * sizeof **copy)))
+			abort();
+		memcpy(*copy, v.p, n * sizeof **copy);
+	} else {
+		same = !memcmp(*copy, v.p, n * sizeof **copy);
+		free(*copy);
+		*copy = NULL;
+	}
+	lt_host_view_free(&v);
+	return same;
+}
+
+/* Loads dir into the model and the whole optimizer; on a failure, they
+ * must be as they were. */
+static void load(const char *dir)
+{
+	struct lt_ckpt_state again = { 0 };
+	size_t n = lt_model_num_params(ck.m);
+	float *copy[3] = { NULL, NULL, NULL };
+	lt_ref refs[3] = { lt_model_params(ck.m), lt_optim_m(ck.o), lt_optim_v(ck.o) };
+	for (int i = 0; i < 3; i++)
+		same_floats(refs[i], n, &copy[i]);
+	if (lt_checkpoint_load(dir, ck.m, ck.o, &again) == LT_OK) {
+		for (int i = 0; i < 3; i++)
+			free(copy[i]);
+	} else {
+		int same = 1;
+		for (int i = 0; i < 3; i++)
+			same &= same_floats(refs[i], n, &copy[i]);
+		if (!same)
+			abort(); /* a failed load changed the model or the optimizer */
+	}
+	lt_ckpt_state_free(&again);
+}
+
 static int same_model(const struct lt_model_config *a, const struct lt_model_config *b)
 {
 	return a->vocab_size == b->vocab_size && a->dim == b->dim && a->n_layers == b->n_layers &&
@@ -165,11 +212,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (which != 0)
 		write_state_for(which, size, (uint32_t)crc32(crc32(0L, Z_NULL, 0), data, (uInt)size));
 	if (lt_checkpoint_open(data[-1] & 4 ? ck.run : ck.dir, dir, sizeof dir, &s, &conf) == LT_OK &&
-	    same_model(&conf.model, &ck.cfg)) {
-		struct lt_ckpt_state again = { 0 };
-		lt_checkpoint_load(dir, ck.m, ck.o, &again);
-		lt_ckpt_state_free(&again);
-	}
+	    same_model(&conf.model, &ck.cfg))
+		load(dir);
 	lt_ckpt_state_free(&s);
 	return 0;
 }

@@ -1,6 +1,8 @@
 /* Fuzzes the safetensors reader: the input is a file for lt_st_open, and
  * whatever opens has every tensor read back through each converting
- * reader, a range, its raw bytes and its metadata looked up. */
+ * reader, a range, its raw bytes and its metadata looked up. What opens
+ * must keep the reader's promises: each tensor's bytes inside the file,
+ * after the header, and no two tensors sharing a byte. */
 #include "config.h"
 #define LT_FUZZ_NAME safetensors
 #include "fuzz.h"
@@ -37,14 +39,34 @@ static void read_tensor(const lt_st *st, const struct lt_st_info *ti)
 	free(buf);
 }
 
+/* The validated layout: every tensor after the 8-byte length and the
+ * header, inside the file, apart from every other. */
+static void check_layout(const lt_st *st, uint64_t size)
+{
+	size_t n = lt_st_count(st);
+	for (size_t i = 0; i < n; i++) {
+		const struct lt_st_info *a = lt_st_at(st, i);
+		if (a->offset < 10 || a->offset > size || a->nbytes > size - a->offset)
+			abort(); /* a tensor outside the data */
+		for (size_t j = 0; j < i && n <= 256; j++) {
+			const struct lt_st_info *b = lt_st_at(st, j);
+			if (a->nbytes && b->nbytes && a->offset < b->offset + b->nbytes &&
+			    b->offset < a->offset + a->nbytes)
+				abort(); /* two tensors share bytes */
+		}
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *path = lt_fuzz_path("model.safetensors");
 	lt_st *st;
 
-	lt_fuzz_write(path, data, lt_fuzz_cap(size));
+	size = lt_fuzz_cap(size);
+	lt_fuzz_write(path, data, size);
 	if (lt_st_open(path, &st) != LT_OK)
 		return 0;
+	check_layout(st, size);
 	for (size_t i = 0; i < lt_st_count(st); i++)
 		read_tensor(st, lt_st_at(st, i));
 	for (size_t i = 0; i < lt_st_meta_count(st); i++) {
