@@ -614,6 +614,7 @@ static void make_corpus(void)
 }
 
 static const char *corpus_inputs[] = { NULL, NULL };
+static size_t read_block; /* of run_prepare; 0 = the default */
 
 /* Prepares the corpus; batches of 2 KiB (many, and the big document's
  * pieces alone in theirs) when threads is 2, the default with 1. */
@@ -624,7 +625,7 @@ static enum lt_status run_prepare(const char *out, int threads, double val, long
 		.inputs = corpus_inputs, .n_inputs = 2, .out_dir = out, .tokenizer = tokenizer,
 		.vocab_size = 320, .doc_separator = "%", .val_fraction = val,
 		.shard_tokens = shard_tokens, .model_max_length = 64,
-		.batch_bytes = threads > 1 ? 2048 : 0,
+		.batch_bytes = threads > 1 ? 2048 : 0, .read_block = read_block,
 	};
 	omp_set_num_threads(threads);
 	lt_errmsg_clear();
@@ -771,6 +772,16 @@ static void test_prepare(void)
 	tap_ok(st == LT_OK && dirs_same(tap_at("out1"), tap_at("out2"), rep.train_shards, rep.val_shards),
 	       "with 2 threads and batches of 2 KiB the tokenizer and every shard are byte for "
 	       "byte those of 1 thread and one batch");
+
+	/* files read 61 bytes at a time: documents handed on in pieces cut at
+	 * every safe place, and lines (separators too) across the blocks */
+	lt_fs_remove_tree(tap_at("out2"));
+	read_block = 61;
+	st = run_prepare(tap_at("out2"), 1, 0.1, 700, NULL, &rep2);
+	read_block = 0;
+	tap_ok(st == LT_OK && dirs_same(tap_at("out1"), tap_at("out2"), rep.train_shards, rep.val_shards),
+	       "read 61 bytes at a time, the tokenizer and every shard are byte for byte the "
+	       "same (%s)", lt_errmsg());
 
 	/* the same again through the given tokenizer */
 	lt_fs_remove_tree(tap_at("out2"));
@@ -919,7 +930,7 @@ static void test_big_document(void)
 int main(void)
 {
 	dir = tap_scratch_new("lt_shard");
-	tap_plan(49);
+	tap_plan(50);
 	test_round_trip(5000, 200000, "w2.bin");
 	test_round_trip(70000, 3000, "w4.bin");
 	{

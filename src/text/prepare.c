@@ -59,7 +59,8 @@ static enum lt_status train_tokenizer(const struct lt_prepare_opts *o, struct lt
 	enum lt_status st = lt_tokenizer_trainer_new(&to, &tr);
 	if (st != LT_OK)
 		return st;
-	if ((st = lt_corpus_scan(c, o->doc_separator, feed_trainer, tr, bytes, docs)) != LT_OK)
+	if ((st = lt_corpus_scan(c, o->doc_separator, o->read_block, feed_trainer, tr, bytes,
+				  docs)) != LT_OK)
 		goto done;
 	if (*docs == 0) {
 		lt_errmsg_set("the training corpus is empty: no text (%d file%s, %" PRIu64
@@ -307,7 +308,7 @@ static enum lt_status encoder_init(struct encoder *e, const struct lt_prepare_op
 	e->val.prefix = "val";
 	e->seg_cap = BATCH_SEGMENTS;
 	e->batch_bytes = o->batch_bytes ? o->batch_bytes : BATCH_BYTES;
-	e->cap = e->batch_bytes + LT_PREPARE_READ_BLOCK;
+	e->cap = e->batch_bytes + (o->read_block ? o->read_block : LT_PREPARE_READ_BLOCK);
 	e->toks = calloc((size_t)threads, sizeof *e->toks);
 	e->segs = malloc(e->seg_cap * sizeof *e->segs);
 	e->ids = calloc(e->seg_cap, sizeof *e->ids);
@@ -495,7 +496,8 @@ static enum lt_status encode_corpus(const struct lt_prepare_opts *o, struct lt_c
 {
 	enum lt_status st;
 	if ((st = encoder_init(e, o, tok, tmp)) != LT_OK ||
-	    (st = lt_corpus_scan(c, o->doc_separator, gather_segment, e, bytes, docs)) != LT_OK)
+	    (st = lt_corpus_scan(c, o->doc_separator, o->read_block, gather_segment, e, bytes,
+				  docs)) != LT_OK)
 		return st;
 	if (e->n > 0 && (st = encode_batch(e)) != LT_OK)
 		return st;

@@ -36,6 +36,8 @@ struct lt_prepare_opts {
 	long model_max_length;      /* what tokenizer_config.json advertises */
 	int verbose;                /* progress lines on stdout */
 	size_t batch_bytes;         /* text encoded per parallel batch; 0 = 8 MiB */
+	size_t read_block;          /* bytes read from a file at a time; 0 = 1 MiB (a
+				     * small one lets tests reach the cuts in short texts) */
 };
 
 struct lt_prepare_report {

@@ -297,11 +297,11 @@ static enum lt_status scan_file(struct scanner *sc, const char *path, uint64_t *
 	return st;
 }
 
-enum lt_status lt_corpus_scan(struct lt_corpus *c, const char *sep, lt_segment_fn fn, void *ctx,
-			      uint64_t *bytes, uint64_t *docs)
+enum lt_status lt_corpus_scan(struct lt_corpus *c, const char *sep, size_t block, lt_segment_fn fn,
+			      void *ctx, uint64_t *bytes, uint64_t *docs)
 {
-	struct scanner sc = { .sep = sep, .sep_len = strlen(sep), .cap = LT_PREPARE_READ_BLOCK,
-			      .fn = fn, .ctx = ctx };
+	struct scanner sc = { .sep = sep, .sep_len = strlen(sep),
+			      .cap = block ? block : LT_PREPARE_READ_BLOCK, .fn = fn, .ctx = ctx };
 	enum lt_status st = LT_OK;
 	*bytes = *docs = 0;
 	if (!(sc.buf = malloc(sc.cap))) {

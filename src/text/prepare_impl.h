@@ -16,7 +16,7 @@
 #include "status.h"
 #include "text/prepare.h"
 
-/* Files are read this much at a time. */
+/* Files are read this much at a time unless the options say otherwise. */
 #define LT_PREPARE_READ_BLOCK ((size_t)1 << 20)
 
 /* A copy of s in new memory; NULL (with the error set) when memory is out. */
@@ -54,8 +54,9 @@ typedef enum lt_status (*lt_segment_fn)(void *ctx, const char *text, size_t len,
 /* Every file of the corpus through fn; counts bytes and documents (each
  * file's into c->files too). A line equal to sep (a CR before its newline
  * allowed) ends a document, as does each file; "" makes each file one
- * document. Empty documents are dropped. */
-enum lt_status lt_corpus_scan(struct lt_corpus *c, const char *sep, lt_segment_fn fn, void *ctx,
-			      uint64_t *bytes, uint64_t *docs);
+ * document. Empty documents are dropped. Files are read block bytes at a
+ * time (0: LT_PREPARE_READ_BLOCK). */
+enum lt_status lt_corpus_scan(struct lt_corpus *c, const char *sep, size_t block, lt_segment_fn fn,
+			      void *ctx, uint64_t *bytes, uint64_t *docs);
 
 #endif

@@ -162,39 +162,67 @@ static int vocab_json(const lt_tokenizer *tok, json_t *vocab, json_t *added)
 	return 1;
 }
 
-/* The model.merges entry of merge rank r, "left right", in a new string;
- * NULL with the error set. */
-static char *merge_text(const lt_tokenizer *tok, int32_t r)
+/* 1 when a side of a merge holds a space, which an added token's own
+ * (not byte-level) text can; 0 when none does; -1 with the error set. */
+static int merge_has_space(const lt_tokenizer *tok)
+{
+	for (int32_t r = 0; r < tok->n_merges; r++) {
+		for (int side = 0; side < 2; side++) {
+			char *key = token_key(tok, side ? tok->merges[r].b : tok->merges[r].a);
+			int space = key && strchr(key, ' ');
+			free(key);
+			if (!key)
+				return -1;
+			if (space)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* The model.merges entry of merge rank r: "left right", or with arrays
+ * set ["left", "right"] (the form a side with a space needs, and which
+ * Hugging Face's library then wants for every merge). NULL with the error
+ * set. */
+static json_t *merge_json(const lt_tokenizer *tok, int32_t r, int arrays)
 {
 	char *left = token_key(tok, tok->merges[r].a);
 	char *right = left ? token_key(tok, tok->merges[r].b) : NULL;
 	char *pair = NULL;
+	json_t *j = NULL;
 
-	if (right) {
+	if (right && arrays) {
+		j = json_pack("[s, s]", left, right);
+	} else if (right) {
 		size_t la = strlen(left), lb = strlen(right);
 		if ((pair = malloc(la + lb + 2))) {
 			memcpy(pair, left, la);
 			pair[la] = ' ';
 			memcpy(pair + la + 1, right, lb + 1);
-		} else {
-			lt_errmsg_set("out of memory while building tokenizer.json");
+			j = json_string(pair);
 		}
 	}
+	if (right && !j)
+		lt_errmsg_set("out of memory while building tokenizer.json");
+	free(pair);
 	free(left);
 	free(right);
-	return pair;
+	return j;
 }
 
-/* model.merges gets every merge in rank order. 1, or 0 with the error set. */
+/* model.merges gets every merge in rank order, all as "left right" or,
+ * where a side holds a space, all as ["left", "right"]. 1, or 0 with the
+ * error set. */
 static int merges_json(const lt_tokenizer *tok, json_t *merges)
 {
+	int arrays = merge_has_space(tok);
+	if (arrays < 0)
+		return 0;
 	for (int32_t i = 0; i < tok->n_merges; i++) {
-		char *pair = merge_text(tok, i);
+		json_t *pair = merge_json(tok, i, arrays);
 		if (!pair)
 			return 0;
-		int bad = json_array_append_new(merges, json_string(pair)) != 0;
-		free(pair);
-		if (bad) {
+		if (json_array_append_new(merges, pair) != 0) {
 			lt_errmsg_set("out of memory while building tokenizer.json");
 			return 0;
 		}
