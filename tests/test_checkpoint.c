@@ -364,40 +364,50 @@ static void test_latest_and_prune(struct trained *a)
 
 static void test_damaged(void)
 {
-	char file[4400], path[4400], want[64];
+	char file[4500], path[4400], want[256], moved[4600], ck9[4400];
 	struct lt_ckpt_state r;
 	size_t n;
 
-	snprintf(file, sizeof file, "%s", at("run/checkpoints/step_00000009/model.safetensors"));
+	snprintf(ck9, sizeof ck9, "%s", at("run/checkpoints/step_00000009"));
+	snprintf(file, sizeof file, "%s/model.safetensors", ck9);
 	unsigned char *orig = tap_slurp(file, &n);
 
-	snprintf(want, sizeof want, "%zu bytes, expected %zu (truncated?)", n - 100, n);
+	snprintf(want, sizeof want, "model.safetensors is %zu bytes, state.json says %zu (truncated)",
+		 n - 100, n);
 	tap_ok(orig && truncate(file, (off_t)(n - 100)) == 0 &&
-	       lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
-	       msg_has(file, want, NULL),
+	       lt_checkpoint_read_state(ck9, &r) == LT_ERR_FORMAT && msg_has(ck9, want, NULL),
 	       "a truncated model.safetensors: the file and both sizes named (%s)", lt_errmsg());
 	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000007")),
 	       "latest passes over it to step 7");
 
+	uint32_t good = (uint32_t)crc32(crc32(0L, Z_NULL, 0), orig, (uInt)n);
 	orig[n / 2] ^= 0x10;
+	uint32_t bad = (uint32_t)crc32(crc32(0L, Z_NULL, 0), orig, (uInt)n);
 	tap_write_file(file, orig, n);
-	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
-	       msg_has(file, "checksum mismatch (file changed or corrupted)", NULL),
-	       "one flipped byte: checksum mismatch naming the file (%s)", lt_errmsg());
+	snprintf(want, sizeof want, "model.safetensors has CRC-32 %08x, state.json says %08x "
+		 "(corrupted since the save)", (unsigned)bad, (unsigned)good);
+	tap_ok(lt_checkpoint_read_state(ck9, &r) == LT_ERR_FORMAT && msg_has(ck9, want, NULL),
+	       "one flipped byte: both CRC-32s named (%s)", lt_errmsg());
 	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000007")), "latest still picks step 7");
 
 	orig[n / 2] ^= 0x10;
 	tap_write_file(file, orig, n);
+	snprintf(moved, sizeof moved, "%s.away", file);
+	tap_ok(rename(file, moved) == 0 && lt_checkpoint_read_state(ck9, &r) == LT_ERR_NOTFOUND &&
+	       msg_has(ck9, "model.safetensors is missing (state.json lists it)", NULL),
+	       "a missing model.safetensors is named (%s)", lt_errmsg());
+	rename(moved, file);
+
 	lt_errmsg_clear();
-	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_OK,
+	tap_ok(lt_checkpoint_read_state(ck9, &r) == LT_OK,
 	       "the original bytes verify again (%s)", lt_errmsg());
 	lt_ckpt_state_free(&r);
 	free(orig);
 
 	tap_ok(lt_checkpoint_read_state(at("tok"), &r) == LT_ERR_NOTFOUND &&
-	       msg_has(at("tok/state.json"), NULL, NULL),
+	       msg_has(at("tok: state.json is missing"), NULL, NULL),
 	       "read_state of a directory without state.json names it (%s)", lt_errmsg());
 }
 
@@ -919,7 +929,7 @@ int main(void)
 		return 1;
 	}
 	make_tokenizer();
-	tap_plan(55);
+	tap_plan(56);
 	test_save_and_load(&a, ck2, sizeof ck2);
 	test_latest_and_prune(&a);
 	test_damaged();
