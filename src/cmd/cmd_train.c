@@ -157,13 +157,13 @@ static enum lt_status find_resume_point(const char *resume, const struct lt_conf
 	if (!resume)
 		return lt_run_files_check_fresh(c);
 	if (!strcmp(resume, "auto")) {
-		if (lt_checkpoint_latest(c->run.dir, ckpt, cap, s) != LT_OK) {
+		if (lt_checkpoint_latest(c->run.dir, ckpt, cap, s, NULL) != LT_OK) {
 			lt_errmsg_clear();
 			printf("resume: no checkpoint in %s, starting a new run\n", c->run.dir);
 			return LT_OK;
 		}
 	} else {
-		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap, s);
+		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap, s, NULL);
 		if (st != LT_OK)
 			return st;
 	}

@@ -57,7 +57,8 @@ enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *p
 				      int tokenizer)
 {
 	char file[LT_CMD_PATH_CAP + 32];
-	enum lt_status st = lt_checkpoint_open(path, c->dir, sizeof c->dir, &c->state, &c->conf);
+	enum lt_status st = lt_checkpoint_open(path, c->dir, sizeof c->dir, &c->state, &c->conf,
+					       NULL);
 	if (st != LT_OK || !tokenizer)
 		return st;
 	if ((st = lt_fs_join(file, sizeof file, c->dir, LT_RUNDIR_TOKENIZER)) != LT_OK)

@@ -31,7 +31,7 @@ enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t 
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c)
 {
 	char path[LT_RUN_PATH_CAP];
-	if (lt_checkpoint_latest(c->run.dir, path, sizeof path, NULL) != LT_OK) {
+	if (lt_checkpoint_latest(c->run.dir, path, sizeof path, NULL, NULL) != LT_OK) {
 		lt_errmsg_clear();
 		return LT_OK;
 	}
