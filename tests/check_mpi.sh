@@ -7,9 +7,10 @@
 # allocates shrinks with the ranks as the ZeRO stages say; ranks that
 # disagree are refused naming the rank and the difference; ranks on
 # several nodes (LLTRAIN_NODE_RANKS) sum through each node's memory and
-# then between nodes, with the same losses; a stalled rank
-# ends the job naming it, the step and the collective; a killed rank ends
-# it, and --resume auto continues.
+# then between nodes, with the same losses; a damaged newest checkpoint is
+# named once, by rank 0, and the run resumes from the one before; a
+# stalled rank ends the job naming it, the step and the collective; a
+# killed rank ends it, and --resume auto continues.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -344,6 +345,26 @@ cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/s2/$final/model.safetensors"
 ok $? "saved at 2 ranks, resumed at 3: parameters bitwise equal to an uninterrupted run"
 why=$(losses_match ref s2 2>&1)
 ok $? "the resharded run's losses match the reference $why"
+
+# 5b. A damaged newest checkpoint: rank 0 alone names it, in one line, and
+# moves it aside; the run resumes from the one before. With every
+# checkpoint damaged, rank 0 names each one once and the job fails without
+# an abort.
+cp -r "$tmp/s2" "$tmp/dmg"
+truncate -s 5000 "$tmp/dmg/$final/model.safetensors"
+train dmg 2 "$@" --zero 1 --resume auto
+[ "$rc" = 0 ] && [ "$(grep -c '^skipped ' "$tmp/dmg.out")" = 1 ] &&
+	grep -q "^skipped $tmp/dmg/$final: model.safetensors is 5000 bytes, state.json says [0-9]* (truncated); moved aside to $tmp/dmg/$final.damaged$" "$tmp/dmg.out" &&
+	grep -q "resumed from .*step_00000015 at step 15" "$tmp/dmg.out" && [ -d "$tmp/dmg/$final.damaged" ]
+ok $? "2 ranks pass over a damaged newest checkpoint, named once, moved aside (exit $rc): $(grep -m1 '^skipped' "$tmp/dmg.out")"
+cp -r "$tmp/s2" "$tmp/dmg2"
+truncate -s 5000 "$tmp/dmg2/$final/model.safetensors" \
+	"$tmp/dmg2/checkpoints/step_00000015/model.safetensors"
+expect_failure=1 train dmg2 2 "$@" --zero 1 --resume auto
+[ "$rc" = 1 ] && [ "$(grep -c '^skipped ' "$tmp/dmg2.out")" = 2 ] &&
+	grep -q "rank 0: $tmp/dmg2: no valid checkpoint" "$tmp/dmg2.out" &&
+	! grep -qi "mpi_abort" "$tmp/dmg2.out" && [ ! -e "$tmp/dmg2/$final.damaged" ]
+ok $? "every checkpoint damaged: each named once, the run directory named, exit 1 without an abort (exit $rc): $(grep -m1 'no valid' "$tmp/dmg2.out")"
 
 # 6. Ranks that disagree are refused before training, naming the rank and
 # the difference (an MPMD launch with another learning rate on rank 1).

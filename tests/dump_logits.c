@@ -54,7 +54,8 @@ static enum lt_status parse_ids(struct dump *d, char **argv, int n)
 
 static enum lt_status load(struct dump *d, const char *path)
 {
-	enum lt_status st = lt_checkpoint_open(path, d->ckpt, sizeof d->ckpt, &d->state, &d->conf);
+	enum lt_status st = lt_checkpoint_open(path, d->ckpt, sizeof d->ckpt, &d->state, &d->conf,
+					       NULL);
 	if (st != LT_OK ||
 	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
 	    (st = lt_model_new(d->be, &d->conf.model, &d->model)) != LT_OK)

@@ -1,8 +1,9 @@
 /* Tests of checkpoints: a save read back by the safetensors reader, zlib
  * and jansson on their own, a load that restores parameters, moments and
  * state bitwise, finding the newest valid checkpoint, pruning, damaged
- * files named by their error text, shape mismatches, saves that fail
- * part-way (a file-size limit, an impossible directory) leaving earlier
+ * files named by their error text and recorded where the search passes
+ * over them, damaged checkpoints moved aside, shape mismatches, saves that
+ * fail part-way (a file-size limit, an impossible directory) leaving earlier
  * checkpoints as they were, and optimizer moments saved in shards by
  * several ranks and loaded back on other numbers of ranks (gaps, overlaps
  * and missing shards refused by name). */
@@ -320,18 +321,18 @@ static void test_latest_and_prune(struct trained *a)
 	train_steps(a, 2);
 	tap_ok(lt_checkpoint_save(at("run"), a->m, a->o, &s, NULL, 0) == LT_OK,
 	       "save at step 5 without a tokenizer");
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000005")), "latest picks step 5");
-	tap_ok(lt_checkpoint_resolve(at("run"), path, sizeof path, NULL) == LT_OK &&
+	tap_ok(lt_checkpoint_resolve(at("run"), path, sizeof path, NULL, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000005")) &&
 	       lt_checkpoint_resolve(at("run/checkpoints/step_00000002"), path,
-				     sizeof path, NULL) == LT_OK &&
+				     sizeof path, NULL, NULL) == LT_OK &&
 	       !strcmp(path, at("run/checkpoints/step_00000002")),
 	       "resolve: a run directory gives its newest, a checkpoint itself");
-	tap_ok(lt_checkpoint_resolve(at("nowhere"), path, sizeof path, NULL) == LT_ERR_NOTFOUND &&
+	tap_ok(lt_checkpoint_resolve(at("nowhere"), path, sizeof path, NULL, NULL) == LT_ERR_NOTFOUND &&
 	       msg_has(at("nowhere"), strerror(ENOENT), NULL),
 	       "resolve of a missing path: LT_ERR_NOTFOUND naming it (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("tok"), path, sizeof path, NULL) == LT_ERR_NOTFOUND &&
+	tap_ok(lt_checkpoint_latest(at("tok"), path, sizeof path, NULL, NULL) == LT_ERR_NOTFOUND &&
 	       msg_has(at("tok"), "no checkpoint", NULL),
 	       "latest of a directory without checkpoints: LT_ERR_NOTFOUND naming it (%s)",
 	       lt_errmsg());
@@ -362,43 +363,157 @@ static void test_latest_and_prune(struct trained *a)
 	       "prune 2 keeps steps 7 and 9, removes the stale temporary, leaves other names");
 }
 
+/* lt_checkpoint_latest of run, which must pick step 7, having passed over
+ * step 9 alone for exactly the reason want. */
+static int passes_over_9(const char *want)
+{
+	char path[4400];
+	struct lt_ckpt_skips k = { 0 };
+	int ok = lt_checkpoint_latest(at("run"), path, sizeof path, NULL, &k) == LT_OK &&
+		 !strcmp(path, at("run/checkpoints/step_00000007")) && k.n == 1 &&
+		 k.v[0].step == 9 && !strcmp(k.v[0].dir, at("run/checkpoints/step_00000009")) &&
+		 !strcmp(k.v[0].why, want);
+	if (!ok)
+		tap_diag("latest gave %s, %zu passed over: %s", path, k.n, k.n ? k.v[0].why : "");
+	lt_ckpt_skips_free(&k);
+	return ok;
+}
+
 static void test_damaged(void)
 {
-	char file[4400], path[4400], want[64];
+	char file[4500], want[256], moved[4600], ck9[4400];
 	struct lt_ckpt_state r;
 	size_t n;
 
-	snprintf(file, sizeof file, "%s", at("run/checkpoints/step_00000009/model.safetensors"));
+	snprintf(ck9, sizeof ck9, "%s", at("run/checkpoints/step_00000009"));
+	snprintf(file, sizeof file, "%s/model.safetensors", ck9);
 	unsigned char *orig = tap_slurp(file, &n);
 
-	snprintf(want, sizeof want, "%zu bytes, expected %zu (truncated?)", n - 100, n);
+	snprintf(want, sizeof want, "model.safetensors is %zu bytes, state.json says %zu (truncated)",
+		 n - 100, n);
 	tap_ok(orig && truncate(file, (off_t)(n - 100)) == 0 &&
-	       lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
-	       msg_has(file, want, NULL),
+	       lt_checkpoint_read_state(ck9, &r) == LT_ERR_FORMAT && msg_has(ck9, want, NULL),
 	       "a truncated model.safetensors: the file and both sizes named (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
-	       !strcmp(path, at("run/checkpoints/step_00000007")),
-	       "latest passes over it to step 7");
+	tap_ok(passes_over_9(want), "latest passes over it to step 7, recording step 9 and why");
+
+	uint32_t good = (uint32_t)crc32(crc32(0L, Z_NULL, 0), orig, (uInt)n);
+	orig[n / 2] ^= 0x10;
+	uint32_t bad = (uint32_t)crc32(crc32(0L, Z_NULL, 0), orig, (uInt)n);
+	tap_write_file(file, orig, n);
+	snprintf(want, sizeof want, "model.safetensors has CRC-32 %08x, state.json says %08x "
+		 "(corrupted since the save)", (unsigned)bad, (unsigned)good);
+	tap_ok(lt_checkpoint_read_state(ck9, &r) == LT_ERR_FORMAT && msg_has(ck9, want, NULL),
+	       "one flipped byte: both CRC-32s named (%s)", lt_errmsg());
+	tap_ok(passes_over_9(want), "latest passes over it to step 7, recording the CRC-32s");
 
 	orig[n / 2] ^= 0x10;
 	tap_write_file(file, orig, n);
-	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_ERR_FORMAT &&
-	       msg_has(file, "checksum mismatch (file changed or corrupted)", NULL),
-	       "one flipped byte: checksum mismatch naming the file (%s)", lt_errmsg());
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK &&
-	       !strcmp(path, at("run/checkpoints/step_00000007")), "latest still picks step 7");
+	snprintf(moved, sizeof moved, "%s.away", file);
+	tap_ok(rename(file, moved) == 0 && lt_checkpoint_read_state(ck9, &r) == LT_ERR_NOTFOUND &&
+	       msg_has(ck9, "model.safetensors is missing (state.json lists it)", NULL) &&
+	       passes_over_9("model.safetensors is missing (state.json lists it)"),
+	       "a missing model.safetensors is named, and passed over (%s)", lt_errmsg());
+	rename(moved, file);
 
-	orig[n / 2] ^= 0x10;
-	tap_write_file(file, orig, n);
+	char state[4500];
+	json_error_t jerr;
+	const char *text = "{\"format_version\": 1,\n\"step\": 9,,\n}\n";
+	size_t len;
+	unsigned char *state_orig;
+	snprintf(state, sizeof state, "%s/state.json", ck9);
+	state_orig = tap_slurp(state, &len);
+	if (json_loads(text, 0, &jerr))
+		abort();
+	snprintf(want, sizeof want, "state.json:%d: %s", jerr.line, jerr.text);
+	tap_write_file(state, text, strlen(text));
+	tap_ok(lt_checkpoint_read_state(ck9, &r) == LT_ERR_FORMAT &&
+	       msg_has(ck9, want + strlen("state.json"), NULL) && passes_over_9(want),
+	       "a state.json that does not parse is passed over, naming the line (%s)", want);
+
+	/* every checkpoint damaged: none is picked, each one recorded */
+	char state7[4400], path[4400], aside7[4500];
+	struct lt_ckpt_skips k = { 0 };
+	snprintf(state7, sizeof state7, "%s", at("run/checkpoints/step_00000007/state.json"));
+	snprintf(aside7, sizeof aside7, "%s.away", state7);
+	tap_ok(rename(state7, aside7) == 0 &&
+	       lt_checkpoint_latest(at("run"), path, sizeof path, NULL, &k) == LT_ERR_FORMAT &&
+	       msg_has(at("run: no valid checkpoint"), NULL, NULL) && k.n == 2 &&
+	       k.v[0].step == 9 && !strcmp(k.v[0].why, want) && k.v[1].step == 7 &&
+	       !strcmp(k.v[1].why, "state.json is missing (no finished save here)"),
+	       "all damaged: LT_ERR_FORMAT naming the run, both recorded newest first (%s)",
+	       lt_errmsg());
+	tap_ok(lt_checkpoint_resolve(at("run"), path, sizeof path, NULL, &k) == LT_ERR_FORMAT &&
+	       k.n == 2 && lt_checkpoint_resolve(ck9, path, sizeof path, NULL, &k) == LT_OK &&
+	       k.n == 0, "resolve records them for a run directory, empties the list for a "
+	       "checkpoint named");
+	lt_ckpt_skips_free(&k);
+	rename(aside7, state7);
+	tap_write_file(state, state_orig, len);
+	free(state_orig);
+
 	lt_errmsg_clear();
-	tap_ok(lt_checkpoint_read_state(at("run/checkpoints/step_00000009"), &r) == LT_OK,
+	tap_ok(lt_checkpoint_read_state(ck9, &r) == LT_OK,
 	       "the original bytes verify again (%s)", lt_errmsg());
 	lt_ckpt_state_free(&r);
 	free(orig);
 
 	tap_ok(lt_checkpoint_read_state(at("tok"), &r) == LT_ERR_NOTFOUND &&
-	       msg_has(at("tok/state.json"), NULL, NULL),
+	       msg_has(at("tok: state.json is missing"), NULL, NULL),
 	       "read_state of a directory without state.json names it (%s)", lt_errmsg());
+}
+
+/* A damaged checkpoint moved aside: untouched, no longer found, and out of
+ * the way of a later save of its step and of pruning. */
+static void test_set_aside(struct trained *a)
+{
+	char path[4400], out[4400], file[4500], ck2[4400];
+	struct lt_ckpt_state s;
+	size_t n, m;
+
+	snprintf(ck2, sizeof ck2, "%s", at("aside/checkpoints/step_00000002"));
+	for (long step = 1; step <= 2; step++) {
+		s = state_at(step, NULL);
+		train_steps(a, 1);
+		if (lt_checkpoint_save(at("aside"), a->m, a->o, &s, NULL, 0) != LT_OK)
+			abort();
+	}
+	snprintf(file, sizeof file, "%s/model.safetensors", ck2);
+	unsigned char *before = tap_slurp(file, &n);
+	if (!before || truncate(file, (off_t)(n / 2)) != 0)
+		abort();
+	free(before);
+	before = tap_slurp(file, &n);
+	tap_ok(lt_checkpoint_set_aside(ck2, out, sizeof out) == LT_OK &&
+	       !strcmp(out, at("aside/checkpoints/step_00000002.damaged")) && !tap_exists(ck2),
+	       "the damaged step 2 moves to %s", out);
+	unsigned char *after = tap_slurp(at("aside/checkpoints/step_00000002.damaged/model.safetensors"),
+					&m);
+	tap_ok(before && after && n == m && !memcmp(before, after, n) &&
+	       lt_checkpoint_latest(at("aside"), path, sizeof path, NULL, NULL) == LT_OK &&
+	       !strcmp(path, at("aside/checkpoints/step_00000001")),
+	       "its files are as they were, and latest no longer sees it");
+	free(after);
+
+	s = state_at(2, NULL);
+	tap_ok(lt_checkpoint_save(at("aside"), a->m, a->o, &s, NULL, 0) == LT_OK &&
+	       lt_checkpoint_set_aside(ck2, out, sizeof out) == LT_OK &&
+	       !strcmp(out, at("aside/checkpoints/step_00000002.damaged-2")),
+	       "a later save of step 2 leaves it; that one in turn goes aside to %s", out);
+	after = tap_slurp(at("aside/checkpoints/step_00000002.damaged/model.safetensors"), &m);
+	s = state_at(3, NULL);
+	tap_ok(lt_checkpoint_save(at("aside"), a->m, a->o, &s, NULL, 0) == LT_OK &&
+	       lt_checkpoint_prune(at("aside"), 1) == LT_OK &&
+	       tap_count_entries(at("aside/checkpoints"), "step_", 0) == 3 &&
+	       tap_exists(at("aside/checkpoints/step_00000003")) &&
+	       tap_exists(at("aside/checkpoints/step_00000002.damaged-2/state.json")) &&
+	       after && n == m && !memcmp(before, after, n),
+	       "prune 1 after a save of step 3 removes step 1 and keeps both set-aside copies "
+	       "untouched");
+	free(before);
+	free(after);
+	tap_ok(lt_checkpoint_set_aside(at("aside/nowhere"), out, sizeof out) == LT_ERR_IO &&
+	       msg_has(at("aside/nowhere"), "cannot move it aside", strerror(ENOENT)),
+	       "a missing directory is named (%s)", lt_errmsg());
 }
 
 /* Loading the weights of checkpoint ck into a new model of shape c must
@@ -537,7 +652,7 @@ static void test_failed_save(struct trained *a)
 	struct trained c;
 	if (!make_model(&small, 2, &c))
 		abort();
-	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL) == LT_OK && !strcmp(path, ck9) &&
+	tap_ok(lt_checkpoint_latest(at("run"), path, sizeof path, NULL, NULL) == LT_OK && !strcmp(path, ck9) &&
 	       lt_checkpoint_load(path, c.m, c.o, &r) == LT_OK && r.step == 9 &&
 	       same_weights(&b, &c), "step 9 still verifies and loads bitwise as it was saved");
 	lt_ckpt_state_free(&r);
@@ -919,10 +1034,11 @@ int main(void)
 		return 1;
 	}
 	make_tokenizer();
-	tap_plan(55);
+	tap_plan(64);
 	test_save_and_load(&a, ck2, sizeof ck2);
 	test_latest_and_prune(&a);
 	test_damaged();
+	test_set_aside(&a);
 	test_mismatches();
 	test_tied();
 	test_failed_save(&a);

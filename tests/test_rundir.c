@@ -1,6 +1,7 @@
 /* Tests of the run directory's layout (src/io/rundir.h): checkpoint names
  * given and read back, the temporaries of a save and their aside names,
- * the optimizer files' names, and the paths built from them, which are
+ * the optimizer files' names, where a damaged checkpoint is moved aside to,
+ * and the paths built from them, which are
  * refused rather than truncated when they do not fit. */
 #include "config.h"
 #include "io/rundir.h"
@@ -82,12 +83,29 @@ static void test_paths(void)
 	       "a run path that does not fit is refused (%s)", lt_errmsg());
 }
 
+static void test_damaged_paths(void)
+{
+	char out[64];
+	tap_ok(lt_rundir_damaged_path("r/checkpoints/step_00000140", 1, out, sizeof out) == LT_OK &&
+	       !strcmp(out, "r/checkpoints/step_00000140.damaged") &&
+	       lt_rundir_step_of("step_00000140.damaged") < 0 &&
+	       !lt_rundir_is_temp_name("step_00000140.damaged"),
+	       "a damaged checkpoint goes aside to %s, neither a step nor a temporary", out);
+	tap_ok(lt_rundir_damaged_path("r/checkpoints/step_00000140/", 3, out, sizeof out) == LT_OK &&
+	       !strcmp(out, "r/checkpoints/step_00000140.damaged-3") &&
+	       lt_rundir_step_of("step_00000140.damaged-3") < 0,
+	       "its third try, trailing slash dropped: %s", out);
+	tap_ok(lt_rundir_damaged_path("r/checkpoints/step_00000140", 1, out, 20) == LT_ERR_ARG,
+	       "a path that does not fit is refused (%s)", lt_errmsg());
+}
+
 int main(void)
 {
-	tap_plan(17);
+	tap_plan(20);
 	test_steps();
 	test_temporaries();
 	test_optim_names();
 	test_paths();
+	test_damaged_paths();
 	return tap_done();
 }

@@ -129,9 +129,12 @@ struct lt_cmd_checkpoint {
 };
 
 /* lt_checkpoint_open of path (a checkpoint or a run directory), then, when
- * tokenizer is set, the checkpoint's tokenizer. */
+ * tokenizer is set, the checkpoint's tokenizer. Says on stderr, as
+ * "lltrain CMD: skipped DIR: WHY", each damaged checkpoint of a run
+ * directory passed over (on failure too), and then "lltrain CMD: using
+ * checkpoint DIR (step N)"; stdout is left to the command's output. */
 enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
-				      int tokenizer);
+				      int tokenizer, const char *cmd);
 /* The backend of device (lt_cmd_backend, so cmd names the command in the
  * line of --device auto) and on it the model with the checkpoint's weights. */
 enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,

@@ -92,7 +92,7 @@ static enum lt_status load_checkpoint(struct session *s, const char *path)
 {
 	struct lt_cmd_checkpoint *c = &s->ck;
 	char file[LT_CMD_PATH_CAP + 32];
-	enum lt_status st = lt_cmd_checkpoint_open(c, path, 1);
+	enum lt_status st = lt_cmd_checkpoint_open(c, path, 1, "export");
 	if (st != LT_OK)
 		return st;
 	if (lt_tokenizer_vocab_size(c->tok) > c->conf.model.vocab_size) {

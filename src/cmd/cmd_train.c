@@ -15,6 +15,7 @@
 
 #include "cmd/cmd.h"
 #include "conf.h"
+#include "dist/agree.h"
 #include "dist/dist.h"
 #include "io/checkpoint.h"
 #include "io/fs.h"
@@ -148,25 +149,41 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 	return lt_conf_apply_args(c, argc, argv);
 }
 
-/* Finds the checkpoint --resume names, with its verified state in *s;
- * *found stays 0 when "auto" finds none. */
-static enum lt_status find_resume_point(const char *resume, const struct lt_conf *c, char *ckpt,
-					size_t cap, struct lt_ckpt_state *s, int *found)
+/* Prints (rank 0) one line for each checkpoint the search for the resume
+ * point passed over, where the trainer did not (it does when the run
+ * starts). */
+static void say_skipped(const lt_dist *d, const struct lt_ckpt_skips *k)
 {
+	for (size_t i = 0; lt_dist_rank(d) == 0 && i < k->n; i++)
+		printf("skipped %s: %s\n", k->v[i].dir, k->v[i].why);
+	fflush(stdout);
+}
+
+/* Finds the checkpoint --resume names, with its verified state in *s and
+ * the damaged ones passed over in *skipped; *found stays 0 when "auto"
+ * finds no checkpoint at all. */
+static enum lt_status find_resume_point(const lt_dist *d, const char *resume,
+					const struct lt_conf *c, char *ckpt, size_t cap,
+					struct lt_ckpt_state *s, struct lt_ckpt_skips *skipped,
+					int *found)
+{
+	enum lt_status st;
 	*found = 0;
 	if (!resume)
 		return lt_run_files_check_fresh(c);
 	if (!strcmp(resume, "auto")) {
-		if (lt_checkpoint_latest(c->run.dir, ckpt, cap, s) != LT_OK) {
+		st = lt_checkpoint_latest(c->run.dir, ckpt, cap, s, skipped);
+		if (st == LT_ERR_NOTFOUND) {
 			lt_errmsg_clear();
-			printf("resume: no checkpoint in %s, starting a new run\n", c->run.dir);
+			if (lt_dist_rank(d) == 0)
+				printf("resume: no checkpoint in %s, starting a new run\n", c->run.dir);
 			return LT_OK;
 		}
 	} else {
-		enum lt_status st = lt_checkpoint_resolve(resume, ckpt, cap, s);
-		if (st != LT_OK)
-			return st;
+		st = lt_checkpoint_resolve(resume, ckpt, cap, s, skipped);
 	}
+	if (st != LT_OK)
+		return st;
 	*found = 1;
 	return LT_OK;
 }
@@ -178,13 +195,16 @@ static enum lt_status open_backend(const char *spec, int threads, lt_backend **o
 }
 
 /* Trains from the resolved config c at the resume point (ckpt and *state,
- * or NULL and a state of zeros); *t gets the trainer, for the ending. */
+ * or NULL and a state of zeros; skipped: the damaged checkpoints passed
+ * over to find it); *t gets the trainer, for the ending. */
 static enum lt_status train(lt_dist *d, const struct lt_conf *c, const struct train_args *a,
-			    const char *ckpt, struct lt_ckpt_state *state, lt_trainer **t)
+			    const char *ckpt, struct lt_ckpt_state *state,
+			    struct lt_ckpt_skips *skipped, lt_trainer **t)
 {
 	struct lt_trainer_start s = {
 		.checkpoint = ckpt,
 		.state = state,
+		.skipped = skipped,
 		.corpus = (const char *const *)a->inputs,
 		.n_corpus = a->n_inputs,
 		.open_backend = open_backend,
@@ -208,11 +228,14 @@ static void quiet_other_ranks(const lt_dist *d)
 /* The command after alias expansion: argv[argc] for the first pass over
  * the options, again[argc] (a copy) for the second when resuming. Returns
  * the exit status; *state gets the checkpoint's state (the trainer takes
- * it over), *t the trainer. */
+ * it over), *t the trainer; *together is set when every rank failed to
+ * find where the run starts (the job may end without an abort, which
+ * could cut rank 0's lines short). */
 static int train_main(lt_dist *d, int argc, char **argv, char **again,
-		      struct lt_ckpt_state *state, lt_trainer **t)
+		      struct lt_ckpt_state *state, lt_trainer **t, int *together)
 {
 	struct train_args a = { 0 };
+	struct lt_ckpt_skips skipped = { 0 };
 	struct lt_conf conf;
 	char ckpt[LT_RUN_PATH_CAP];
 	int argc2 = argc, rc, found = 0;
@@ -225,12 +248,17 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	}
 	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
 		return rc;
-	if ((st = find_resume_point(a.resume, &conf, ckpt, sizeof ckpt, state, &found)) ==
-	    LT_OK && found)
+	if ((st = find_resume_point(d, a.resume, &conf, ckpt, sizeof ckpt, state, &skipped,
+				    &found)) == LT_OK && found)
 		/* pass 2: the checkpoint's config, then the options again */
 		st = resolve_config(&conf, state->config, &argc2, again, ckpt);
+	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
+	st = lt_agree(&g, st, "finding where the run starts", 0);
+	*together = g.failed_together;
 	if (st == LT_OK)
-		st = train(d, &conf, &a, found ? ckpt : NULL, state, t);
+		st = train(d, &conf, &a, found ? ckpt : NULL, state, &skipped, t);
+	say_skipped(d, &skipped);
+	lt_ckpt_skips_free(&skipped);
 	if (st == LT_OK || st == LT_ERR_INTERRUPTED)
 		return 0;
 	char what[48];
@@ -263,13 +291,14 @@ int lt_cmd_train(int argc, char **argv)
 	char **owned = NULL, **args = expand_aliases(&argc, argv, &owned);
 	/* the config options are applied twice when resuming: keep a copy */
 	char **again = args ? copy_args(argc, args) : NULL;
-	int rc = again ? train_main(d, argc, args, again, &state, &t) : 1;
+	int together = 0;
+	int rc = again ? train_main(d, argc, args, again, &state, &t, &together) : 1;
 	if (!args)
 		fprintf(stderr, "lltrain: train: out of memory\n");
 	/* a failure only some ranks know of leaves the others waiting in a
 	 * collective: end them all (an abort may cut the launcher's output),
 	 * before freeing what takes a collective to free (shared memory) */
-	if (rc != 0 && lt_dist_size(d) > 1 && !lt_trainer_failed_together(t)) {
+	if (rc != 0 && lt_dist_size(d) > 1 && !together && !lt_trainer_failed_together(t)) {
 		lt_trainer_close_metrics(t);
 		lt_dist_abort(d, rc);
 	}

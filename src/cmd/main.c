@@ -53,11 +53,28 @@ enum lt_status lt_cmd_backend(const char *cmd, const char *spec, int threads, lt
 
 const struct lt_cmd_operands lt_cmd_checkpoint_operand = { 1, 1, "a checkpoint or run directory" };
 
+/* Says on stderr which checkpoints of a run directory were passed over
+ * as damaged, one line each, and (where st is LT_OK) which one is used. */
+static void say_checkpoint(const char *cmd, const struct lt_cmd_checkpoint *c,
+			   const struct lt_ckpt_skips *skipped, enum lt_status st)
+{
+	for (size_t i = 0; i < skipped->n; i++)
+		fprintf(stderr, "lltrain %s: skipped %s: %s\n", cmd, skipped->v[i].dir,
+			skipped->v[i].why);
+	if (st == LT_OK)
+		fprintf(stderr, "lltrain %s: using checkpoint %s (step %ld)\n", cmd, c->dir,
+			c->state.step);
+}
+
 enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
-				      int tokenizer)
+				      int tokenizer, const char *cmd)
 {
 	char file[LT_CMD_PATH_CAP + 32];
-	enum lt_status st = lt_checkpoint_open(path, c->dir, sizeof c->dir, &c->state, &c->conf);
+	struct lt_ckpt_skips skipped = { 0 };
+	enum lt_status st = lt_checkpoint_open(path, c->dir, sizeof c->dir, &c->state, &c->conf,
+					       &skipped);
+	say_checkpoint(cmd, c, &skipped, st);
+	lt_ckpt_skips_free(&skipped);
 	if (st != LT_OK || !tokenizer)
 		return st;
 	if ((st = lt_fs_join(file, sizeof file, c->dir, LT_RUNDIR_TOKENIZER)) != LT_OK)
@@ -78,7 +95,7 @@ enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *p
 				      int tokenizer, const char *cmd, const char *device,
 				      int threads)
 {
-	enum lt_status st = lt_cmd_checkpoint_open(c, path, tokenizer);
+	enum lt_status st = lt_cmd_checkpoint_open(c, path, tokenizer, cmd);
 	return st == LT_OK ? lt_cmd_checkpoint_model(c, cmd, device, threads) : st;
 }
 

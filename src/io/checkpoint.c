@@ -478,6 +478,10 @@ enum lt_status lt_checkpoint_save(const char *run_dir, lt_model *m, const lt_opt
 
 /* ------------------------------------------------------------- finding */
 
+/* The names a damaged checkpoint may be moved aside to: .damaged, then
+ * .damaged-2 up to this. */
+#define DAMAGED_TRIES 99
+
 struct step_list {
 	long *steps;
 	size_t n;
@@ -529,14 +533,75 @@ static enum lt_status list_steps(const char *ckdir, struct step_list *out)
 	return LT_OK;
 }
 
+void lt_ckpt_skips_free(struct lt_ckpt_skips *k)
+{
+	if (!k)
+		return;
+	for (size_t i = 0; i < k->n; i++) {
+		free(k->v[i].dir);
+		free(k->v[i].why);
+	}
+	free(k->v);
+	k->v = NULL;
+	k->n = 0;
+}
+
+/* msg less a leading "dir/" or "dir: " (read_state names the files of
+ * dir either way), so that what remains names the file within dir. */
+static const char *within(const char *msg, const char *dir)
+{
+	size_t n = strlen(dir);
+	if (strncmp(msg, dir, n) != 0)
+		return msg;
+	if (msg[n] == '/')
+		return msg + n + 1;
+	if (msg[n] == ':' && msg[n + 1] == ' ')
+		return msg + n + 2;
+	return msg;
+}
+
+/* Records checkpoint dir of step, passed over for lt_errmsg's reason. */
+static enum lt_status record_skip(struct lt_ckpt_skips *k, long step, const char *dir)
+{
+	struct lt_ckpt_skip *v = realloc(k->v, (k->n + 1) * sizeof *v);
+	if (v)
+		k->v = v;
+	char *d = v ? strdup(dir) : NULL, *why = d ? strdup(within(lt_errmsg(), dir)) : NULL;
+	if (!why) {
+		free(d);
+		lt_errmsg_set("%s: out of memory recording why it was passed over", dir);
+		return LT_ERR_NOMEM;
+	}
+	k->v[k->n++] = (struct lt_ckpt_skip){ step, d, why };
+	return LT_OK;
+}
+
+/* Hands the verified state s of checkpoint dir to the caller: path[cap]
+ * and, when found != NULL, *found (else s is freed). */
+static enum lt_status hand_over(const char *dir, struct lt_ckpt_state *s, char *path,
+				size_t cap, struct lt_ckpt_state *found)
+{
+	if ((size_t)snprintf(path, cap, "%s", dir) >= cap) {
+		lt_ckpt_state_free(s);
+		lt_errmsg_set("%s: path too long for the caller's %zu bytes", dir, cap);
+		return LT_ERR_ARG;
+	}
+	if (found)
+		*found = *s;
+	else
+		lt_ckpt_state_free(s);
+	return LT_OK;
+}
+
 enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
-				    struct lt_ckpt_state *found)
+				    struct lt_ckpt_state *found, struct lt_ckpt_skips *skipped)
 {
 	char ckdir[CKPT_PATH_MAX], dir[CKPT_PATH_MAX], first_err[1024] = "";
 	struct step_list list;
 	enum lt_status st;
 	size_t invalid = 0;
 
+	lt_ckpt_skips_free(skipped);
 	if ((st = lt_rundir_checkpoints(run_dir, ckdir, sizeof ckdir)) != LT_OK ||
 	    (st = list_steps(ckdir, &list)) != LT_OK)
 		return st;
@@ -547,36 +612,33 @@ enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
 		if (lt_checkpoint_read_state(dir, &s) != LT_OK) {
 			if (!invalid++)
 				snprintf(first_err, sizeof first_err, "%s", lt_errmsg());
+			if (skipped && (st = record_skip(skipped, list.steps[i], dir)) != LT_OK)
+				break;
 			continue;
 		}
 		free(list.steps);
-		if ((size_t)snprintf(path, cap, "%s", dir) >= cap) {
-			lt_ckpt_state_free(&s);
-			lt_errmsg_set("%s: path too long for the caller's %zu bytes", dir, cap);
-			return LT_ERR_ARG;
-		}
-		if (found)
-			*found = s;
-		else
-			lt_ckpt_state_free(&s);
-		return LT_OK;
+		return hand_over(dir, &s, path, cap, found);
 	}
 	free(list.steps);
-	if (invalid)
+	if (st != LT_OK)
+		return st;
+	if (invalid) {
 		lt_errmsg_set("%s: no valid checkpoint (%zu in %s fail to verify; the newest: %s)",
 			      run_dir, invalid, ckdir, first_err);
-	else
-		lt_errmsg_set("%s: no checkpoint (expected %s/step_NNNNNNNN)", run_dir, ckdir);
+		return LT_ERR_FORMAT;
+	}
+	lt_errmsg_set("%s: no checkpoint (expected %s/step_NNNNNNNN)", run_dir, ckdir);
 	return LT_ERR_NOTFOUND;
 }
 
 enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
-				     struct lt_ckpt_state *s)
+				     struct lt_ckpt_state *s, struct lt_ckpt_skips *skipped)
 {
 	char state[CKPT_PATH_MAX];
 	struct stat sb;
 	enum lt_status st;
 
+	lt_ckpt_skips_free(skipped);
 	if (stat(path, &sb) != 0) {
 		int err = errno;
 		lt_errmsg_set("%s: %s", path, strerror(err));
@@ -590,12 +652,59 @@ enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
 	if ((st = lt_fs_join(state, sizeof state, path, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
 	if (access(state, F_OK) != 0)
-		return lt_checkpoint_latest(path, out, cap, s);
+		return lt_checkpoint_latest(path, out, cap, s, skipped);
 	if ((size_t)snprintf(out, cap, "%s", path) >= cap) {
 		lt_errmsg_set("%s: path too long for the caller's %zu bytes", path, cap);
 		return LT_ERR_ARG;
 	}
 	return s ? lt_checkpoint_read_state(out, s) : LT_OK;
+}
+
+/* out[cap] = the directory that holds path (".", where path has no
+ * slash but a trailing one). */
+static void parent_of(const char *path, char *out, size_t cap)
+{
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	while (n > 0 && path[n - 1] != '/')
+		n--;
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	if (n == 0)
+		snprintf(out, cap, ".");
+	else
+		snprintf(out, cap, "%.*s", (int)n, path);
+}
+
+enum lt_status lt_checkpoint_set_aside(const char *dir, char *out, size_t cap)
+{
+	char parent[CKPT_PATH_MAX];
+	struct stat sb;
+	enum lt_status st;
+
+	for (int k = 1;; k++) {
+		if ((st = lt_rundir_damaged_path(dir, k, out, cap)) != LT_OK)
+			return st;
+		if (lstat(out, &sb) != 0) {
+			if (errno == ENOENT)
+				break;
+			lt_errmsg_set("%s: cannot move it aside to %s: %s", dir, out,
+				      strerror(errno));
+			return LT_ERR_IO;
+		}
+		if (k == DAMAGED_TRIES) {
+			lt_errmsg_set("%s: cannot move it aside: %s and the %d names before it are "
+				      "taken", dir, out, DAMAGED_TRIES - 1);
+			return LT_ERR_IO;
+		}
+	}
+	if (rename(dir, out) != 0) {
+		lt_errmsg_set("%s: cannot move it aside to %s: %s", dir, out, strerror(errno));
+		return LT_ERR_IO;
+	}
+	parent_of(dir, parent, sizeof parent);
+	return lt_fs_sync(parent);
 }
 
 /* Removes ckdir/name and what it holds. */
@@ -650,10 +759,11 @@ enum lt_status lt_checkpoint_prune(const char *run_dir, int keep)
 }
 
 enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
-				  struct lt_ckpt_state *s, struct lt_conf *conf)
+				  struct lt_ckpt_state *s, struct lt_conf *conf,
+				  struct lt_ckpt_skips *skipped)
 {
 	char origin[CKPT_PATH_MAX + 16];
-	enum lt_status st = lt_checkpoint_resolve(path, dir, cap, s);
+	enum lt_status st = lt_checkpoint_resolve(path, dir, cap, s, skipped);
 	if (st != LT_OK) {
 		if (!strstr(lt_errmsg(), path))
 			lt_errmsg_prefix("%s", path);

@@ -35,7 +35,8 @@
  * optimizer file (or two of them) holds.
  *
  * Ownership: functions borrow their arguments; a struct lt_ckpt_state that
- * read_state or load filled owns its config, released by lt_ckpt_state_free. */
+ * read_state or load filled owns its config, released by lt_ckpt_state_free;
+ * a struct lt_ckpt_skips owns its records, released by lt_ckpt_skips_free. */
 #ifndef LT_CHECKPOINT_H
 #define LT_CHECKPOINT_H
 
@@ -124,23 +125,59 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m);
  * lm_head.weight when tied), fsynced; no file is left on failure. */
 enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m);
 
-/* The newest checkpoint of run_dir whose state and checksums verify
- * (invalid ones, such as a save cut short, are passed over); LT_ERR_NOTFOUND
- * naming run_dir when there is none. When s != NULL it receives the state
- * that was verified, so the files need not be read again. */
+/* A checkpoint passed over while looking for the newest valid one: its
+ * step, its directory, and what is wrong with it as read_state says it,
+ * less the directory: the file and its damage ("model.safetensors is 5000
+ * bytes, state.json says 7871024 (truncated)", "model.safetensors has
+ * CRC-32 ..., state.json says ...", "tokenizer.json is missing (state.json
+ * lists it)", "state.json:3: <the parser's words>"). */
+struct lt_ckpt_skip {
+	long step;
+	char *dir;
+	char *why;
+};
+
+/* The checkpoints a search passed over, newest first. The caller zeroes
+ * it and frees it with lt_ckpt_skips_free; latest, resolve and open fill
+ * it (emptying it first), on failure too, and print nothing: reporting
+ * them is the caller's. */
+struct lt_ckpt_skips {
+	struct lt_ckpt_skip *v;
+	size_t n;
+};
+
+void lt_ckpt_skips_free(struct lt_ckpt_skips *k);  /* and zeroes it; NULL allowed */
+
+/* The newest checkpoint of run_dir whose state and checksums verify; the
+ * newer ones that do not (a file truncated, changed or missing, a
+ * state.json that does not parse) are passed over, each one recorded in
+ * skipped (NULL: not recorded). LT_ERR_NOTFOUND naming run_dir when it
+ * holds no checkpoint; LT_ERR_FORMAT naming run_dir and the newest's
+ * damage when none verifies. When s != NULL it receives the state that
+ * was verified, so the files need not be read again. Temporaries of
+ * interrupted saves are no checkpoints, and are neither tried nor
+ * recorded. */
 enum lt_status lt_checkpoint_latest(const char *run_dir, char *path, size_t cap,
-				    struct lt_ckpt_state *s);
+				    struct lt_ckpt_state *s, struct lt_ckpt_skips *skipped);
 /* PATH as given when it is a checkpoint (holds state.json), else the
- * newest valid checkpoint of the run directory PATH. When s != NULL the
- * checkpoint's state is read and verified into it. */
+ * newest valid checkpoint of the run directory PATH (recording what it
+ * passes over in skipped, as latest does; skipped is emptied either way).
+ * When s != NULL the checkpoint's state is read and verified into it. */
 enum lt_status lt_checkpoint_resolve(const char *path, char *out, size_t cap,
-				     struct lt_ckpt_state *s);
+				     struct lt_ckpt_state *s, struct lt_ckpt_skips *skipped);
 /* What sample, eval and export start from: resolves PATH (a checkpoint
- * or a run directory) into dir, reads and verifies its state, and sets conf
- * to the defaults with the checkpoint's config over them. Errors name PATH
- * or the file that is wrong; the caller frees s with lt_ckpt_state_free. */
+ * or a run directory, recording in skipped what it passes over) into dir,
+ * reads and verifies its state, and sets conf to the defaults with the
+ * checkpoint's config over them. Errors name PATH or the file that is
+ * wrong; the caller frees s with lt_ckpt_state_free. */
 enum lt_status lt_checkpoint_open(const char *path, char *dir, size_t cap,
-				  struct lt_ckpt_state *s, struct lt_conf *conf);
+				  struct lt_ckpt_state *s, struct lt_conf *conf,
+				  struct lt_ckpt_skips *skipped);
+/* Moves the checkpoint directory dir, one that latest passed over, aside
+ * to lt_rundir_damaged_path's first free name (DIR.damaged, else
+ * DIR.damaged-2 and on), which no save replaces and no prune removes;
+ * nothing in it is changed. out[cap] gets the new path. */
+enum lt_status lt_checkpoint_set_aside(const char *dir, char *out, size_t cap);
 /* Removes all but the newest keep checkpoints by step (keep < 1 keeps them
  * all) and the temporaries of interrupted saves; nothing else is touched. */
 enum lt_status lt_checkpoint_prune(const char *run_dir, int keep);

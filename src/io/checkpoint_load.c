@@ -289,14 +289,52 @@ static enum lt_status get_u64(const char *path, const json_t *j, const char *key
 	return LT_ERR_FORMAT;
 }
 
+/* The file dir/name against the size and CRC-32 state.json lists for it;
+ * what is wrong is said as "DIR: NAME is ..., state.json says ...". */
+static enum lt_status check_listed_file(const char *dir, const char *name, uint64_t want_bytes,
+					uint32_t want_crc)
+{
+	char path[CKPT_PATH_MAX];
+	uint64_t bytes;
+	uint32_t crc;
+	struct stat sb;
+	enum lt_status st = lt_fs_join(path, sizeof path, dir, name);
+
+	if (st != LT_OK)
+		return st;
+	if (stat(path, &sb) != 0) {
+		int err = errno;
+		if (err == ENOENT)
+			lt_errmsg_set("%s: %s is missing (%s lists it)", dir, name, LT_RUNDIR_STATE);
+		else
+			lt_errmsg_set("%s: %s cannot be read: %s (%s lists it)", dir, name,
+				      strerror(err), LT_RUNDIR_STATE);
+		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
+	}
+	bytes = (uint64_t)sb.st_size;
+	if (bytes == want_bytes && (st = lt_ckpt_checksum_file(path, &bytes, &crc)) != LT_OK)
+		return st;
+	if (bytes != want_bytes) {
+		lt_errmsg_set("%s: %s is %" PRIu64 " bytes, %s says %" PRIu64 " (%s)", dir, name,
+			      bytes, LT_RUNDIR_STATE, want_bytes,
+			      bytes < want_bytes ? "truncated" : "changed since the save");
+		return LT_ERR_FORMAT;
+	}
+	if (crc != want_crc) {
+		lt_errmsg_set("%s: %s has CRC-32 %08" PRIx32 ", %s says %08" PRIx32
+			      " (corrupted since the save)", dir, name, crc, LT_RUNDIR_STATE, want_crc);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
 /* Checks one entry of "files" against the file on disk. */
 static enum lt_status verify_file(const char *dir, const char *state_path, const char *name,
 				  const json_t *entry)
 {
-	char path[CKPT_PATH_MAX], what[CKPT_PATH_MAX + 32];
+	char what[CKPT_PATH_MAX + 32];
 	const json_t *crc_v = json_object_get(entry, "crc32");
-	uint64_t want_bytes, bytes;
-	uint32_t crc;
+	uint64_t want_bytes;
 	char *end;
 	enum lt_status st;
 
@@ -318,27 +356,7 @@ static enum lt_status verify_file(const char *dir, const char *state_path, const
 		lt_errmsg_set("%s: \"crc32\" must be 8 hexadecimal digits", what);
 		return LT_ERR_FORMAT;
 	}
-	if ((st = lt_fs_join(path, sizeof path, dir, name)) != LT_OK)
-		return st;
-	struct stat sb;
-	if (stat(path, &sb) != 0) {
-		int err = errno;
-		lt_errmsg_set("%s: %s (listed in %s)", path, strerror(err), LT_RUNDIR_STATE);
-		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
-	}
-	if ((uint64_t)sb.st_size != want_bytes) {
-		lt_errmsg_set("%s: %" PRIu64 " bytes, expected %" PRIu64 " (%s?)", path,
-			      (uint64_t)sb.st_size, want_bytes,
-			      (uint64_t)sb.st_size < want_bytes ? "truncated" : "changed");
-		return LT_ERR_FORMAT;
-	}
-	if ((st = lt_ckpt_checksum_file(path, &bytes, &crc)) != LT_OK)
-		return st;
-	if (bytes != want_bytes || crc != (uint32_t)want_crc) {
-		lt_errmsg_set("%s: checksum mismatch (file changed or corrupted)", path);
-		return LT_ERR_FORMAT;
-	}
-	return LT_OK;
+	return check_listed_file(dir, name, want_bytes, (uint32_t)want_crc);
 }
 
 /* Fills s from the parsed state.json j (of path). */
@@ -407,9 +425,14 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 	enum lt_status st;
 
 	memset(s, 0, sizeof *s);
-	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK ||
-	    (st = read_small_file(path, &text, &len)) != LT_OK)
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_STATE)) != LT_OK)
 		return st;
+	if ((st = read_small_file(path, &text, &len)) != LT_OK) {
+		if (st == LT_ERR_NOTFOUND)
+			lt_errmsg_set("%s: %s is missing (no finished save here)", dir,
+				      LT_RUNDIR_STATE);
+		return st;
+	}
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!j) {

@@ -10,6 +10,7 @@
 #define STEP_PREFIX "step_"
 #define TEMP_PREFIX ".tmp-step_"
 #define ASIDE_SUFFIX "-old"
+#define DAMAGED_SUFFIX ".damaged"
 #define OPTIM_SHARD_FMT "optimizer-%05d-of-%05d.safetensors"
 
 enum lt_status lt_rundir_checkpoints(const char *run_dir, char *out, size_t cap)
@@ -95,6 +96,21 @@ enum lt_status lt_rundir_aside_name(const char *temp_name, char *out, size_t cap
 	if (n < 0 || (size_t)n >= cap) {
 		lt_errmsg_set("%s: name too long (at most %zu bytes)", temp_name,
 			      cap > strlen(ASIDE_SUFFIX) ? cap - 1 - strlen(ASIDE_SUFFIX) : 0);
+		return LT_ERR_ARG;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_rundir_damaged_path(const char *ckpt, int k, char *out, size_t cap)
+{
+	size_t n = strlen(ckpt);
+	while (n > 1 && ckpt[n - 1] == '/')
+		n--;
+	int len = k <= 1 ? snprintf(out, cap, "%.*s" DAMAGED_SUFFIX, (int)n, ckpt)
+			 : snprintf(out, cap, "%.*s" DAMAGED_SUFFIX "-%d", (int)n, ckpt, k);
+	if (len < 0 || (size_t)len >= cap) {
+		lt_errmsg_set("%s: the path to move it aside to is too long (at most %zu bytes)",
+			      ckpt, cap ? cap - 1 : 0);
 		return LT_ERR_ARG;
 	}
 	return LT_OK;

@@ -19,6 +19,11 @@
  *   RUN/checkpoints/.tmp-step_NNNNNNNN-TAG-old
  *                                an older checkpoint of that step, set
  *                                aside while the save replaces it
+ *   RUN/checkpoints/step_NNNNNNNN.damaged (or .damaged-K, K >= 2)
+ *                                a checkpoint that failed to verify, moved
+ *                                aside untouched when a run resumed from
+ *                                an older one (no save or prune touches
+ *                                it)
  *
  * Ownership: functions borrow their arguments and write names and paths
  * into the caller's buffers. */
@@ -74,6 +79,12 @@ int lt_rundir_is_temp_name(const char *name);
  * save with temporary temp_name replaces it ("TEMP_NAME-old": a
  * temporary's name too, so that pruning removes a stale one). */
 enum lt_status lt_rundir_aside_name(const char *temp_name, char *out, size_t cap);
+
+/* out[cap] = the path a damaged checkpoint directory ckpt is moved aside
+ * to: "CKPT.damaged" for k <= 1, else "CKPT.damaged-K" (the k-th try,
+ * where the earlier names are taken). Neither is a checkpoint's name nor
+ * a temporary's. */
+enum lt_status lt_rundir_damaged_path(const char *ckpt, int k, char *out, size_t cap);
 
 /* The optimizer file of rank of nranks (1 <= nranks <=
  * LT_RUNDIR_MAX_SHARDS): optimizer.safetensors for one rank, else

@@ -31,13 +31,24 @@ enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t 
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c)
 {
 	char path[LT_RUN_PATH_CAP];
-	if (lt_checkpoint_latest(c->run.dir, path, sizeof path, NULL) != LT_OK) {
+	struct lt_ckpt_skips skipped = { 0 };
+	enum lt_status st = lt_checkpoint_latest(c->run.dir, path, sizeof path, NULL, &skipped);
+	if (st == LT_ERR_NOTFOUND) {
 		lt_errmsg_clear();
 		return LT_OK;
 	}
-	lt_errmsg_set("%s: holds checkpoints of an earlier run (newest %s): --resume auto "
-		      "continues it; choose another --run.dir to start a new one", c->run.dir, path);
-	return LT_ERR_ARG;
+	/* damaged checkpoints are an earlier run's too: a new run's saves and
+	 * pruning would replace or remove them */
+	if (st == LT_OK)
+		lt_errmsg_set("%s: holds checkpoints of an earlier run (newest %s): --resume auto "
+			      "continues it; choose another --run.dir to start a new one",
+			      c->run.dir, path);
+	else if (skipped.n > 0)
+		lt_errmsg_set("%s: holds checkpoints of an earlier run, none of which verifies "
+			      "(newest %s: %s): move them away or choose another --run.dir to start "
+			      "a new one", c->run.dir, skipped.v[0].dir, skipped.v[0].why);
+	lt_ckpt_skips_free(&skipped);
+	return st == LT_OK || st == LT_ERR_FORMAT ? LT_ERR_ARG : st;
 }
 
 enum lt_status lt_run_files_save_config(const struct lt_conf *c)

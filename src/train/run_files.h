@@ -20,7 +20,8 @@
  * (LT_ERR_ARG naming the path when it does not fit). */
 enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap);
 /* Refuses to start over a run that has checkpoints (LT_ERR_ARG, saying
- * that --resume auto continues it). */
+ * that --resume auto continues it), damaged ones too (a new run's saves
+ * would replace them): LT_ERR_ARG naming the newest and its damage. */
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c);
 /* Publishes RUN/config.ini (see lt_fs_publish_file). */
 enum lt_status lt_run_files_save_config(const struct lt_conf *c);

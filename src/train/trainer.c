@@ -370,9 +370,35 @@ static enum lt_status list_ranks(lt_trainer *t)
 	return st;
 }
 
-/* The run's first lines: the model, the ranks, where it resumed. */
-static enum lt_status say_start(lt_trainer *t, const char *checkpoint)
+/* Rank 0: each damaged checkpoint the search for the resume point passed
+ * over is moved aside, out of the way of the run's saves and pruning, and
+ * reported in one line (one that will not move is reported, and fails the
+ * run). Every rank empties the list then. */
+static enum lt_status set_aside_skipped(lt_trainer *t, struct lt_ckpt_skips *k)
 {
+	char aside[LT_RUN_PATH_CAP];
+	enum lt_status st = LT_OK;
+	char first_err[1024] = "";
+	for (size_t i = 0; t->rank == 0 && k && i < k->n; i++) {
+		enum lt_status moved = lt_checkpoint_set_aside(k->v[i].dir, aside, sizeof aside);
+		lt_metrics_say(t->metrics, "skipped %s: %s%s%s", k->v[i].dir, k->v[i].why,
+			       moved == LT_OK ? "; moved aside to " : "", moved == LT_OK ? aside : "");
+		if (moved != LT_OK && st == LT_OK) {
+			st = moved;
+			snprintf(first_err, sizeof first_err, "%s", lt_errmsg());
+		}
+	}
+	lt_ckpt_skips_free(k);
+	if (st != LT_OK)
+		lt_errmsg_set("%s", first_err);
+	return agree(t, st, "moving the damaged checkpoints aside", 0);
+}
+
+/* The run's first lines: the model, the ranks, the damaged checkpoints
+ * passed over, where it resumed. */
+static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
+{
+	const char *checkpoint = s->checkpoint;
 	const struct lt_conf *c = &t->conf;
 	struct lt_device_info dev;
 	enum lt_status st;
@@ -382,6 +408,8 @@ static enum lt_status say_start(lt_trainer *t, const char *checkpoint)
 		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
 		       c->train.steps, dev.name);
 	if (t->ranks > 1 && (st = list_ranks(t)) != LT_OK)
+		return st;
+	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
 	if (checkpoint)
 		lt_metrics_say(t->metrics, "resumed from %s at step %ld", checkpoint, t->state.step);
@@ -733,7 +761,7 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = open_metrics(t)) != LT_OK)
 		return st;
-	return say_start(t, s->checkpoint);
+	return say_start(t, s);
 }
 
 enum lt_status lt_trainer_run(lt_trainer *t)

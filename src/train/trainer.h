@@ -37,6 +37,13 @@ struct lt_trainer_start {
 	/* Its verified state (lt_checkpoint_resolve), all zeros for a new run;
 	 * taken over: *state is left empty. */
 	struct lt_ckpt_state *state;
+	/* (optional) The checkpoints the search for it passed over, damaged
+	 * (lt_checkpoint_latest): rank 0 moves each one aside
+	 * (lt_checkpoint_set_aside), so that the run's saves and pruning
+	 * leave it as it is, and reports it in one line before "resumed
+	 * from"; then the list is emptied (lt_ckpt_skips_free). A list
+	 * still full after a failure was not reported. */
+	struct lt_ckpt_skips *skipped;
 	/* The corpus to prepare when the data directory holds no prepared
 	 * data (n_corpus 0: data.corpus); with prepared data there, corpus
 	 * files are refused. */
@@ -59,7 +66,8 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
  * follows the tokenizer's), writes RUN/config.ini, checks that every rank
  * sees it and agrees on config, data and step, splits the batch, builds
  * the model (from the checkpoint when resuming), reports its memory,
- * opens RUN/metrics.jsonl and prints the run's first lines. */
+ * opens RUN/metrics.jsonl, moves the damaged checkpoints the start names
+ * aside and prints the run's first lines. */
 enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s);
 
 /* The steps after the start's, then a checkpoint, the validation loss and

@@ -4,11 +4,12 @@
  * The checkpoint is opened as sample, eval and export open one
  * (lt_checkpoint_open: the state read, every listed file verified, the
  * saved config applied), by its own path or by the run directory (the
- * newest valid checkpoint, as --resume auto finds it); where the config
- * gives the tiny model's shape, the tensors are loaded too
- * (lt_checkpoint_load: the headers checked against the model, the
- * optimizer files' ranges tiled, the moments read); a load that fails must
- * leave the parameters and moments as they were.
+ * newest valid checkpoint, as --resume auto finds it, recording the
+ * damaged ones it passes over); where the config gives the tiny model's
+ * shape, the tensors are loaded too (lt_checkpoint_load: the headers
+ * checked against the model, the optimizer files' ranges tiled, the
+ * moments read); a load that fails must leave the parameters and moments
+ * as they were.
  *
  * The first byte of an input is not part of a file but says what the rest
  * is: bits 0-1 name the file it replaces (0: state.json, 1:
@@ -195,6 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char dir[4096];
 	struct lt_ckpt_state s = { 0 };
+	struct lt_ckpt_skips skipped = { 0 };
 	struct lt_conf conf;
 	int which;
 
@@ -211,9 +213,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lt_fuzz_write(ck.path[which], data, size);
 	if (which != 0)
 		write_state_for(which, size, (uint32_t)crc32(crc32(0L, Z_NULL, 0), data, (uInt)size));
-	if (lt_checkpoint_open(data[-1] & 4 ? ck.run : ck.dir, dir, sizeof dir, &s, &conf) == LT_OK &&
+	if (lt_checkpoint_open(data[-1] & 4 ? ck.run : ck.dir, dir, sizeof dir, &s, &conf,
+			       &skipped) == LT_OK &&
 	    same_model(&conf.model, &ck.cfg))
 		load(dir);
+	lt_ckpt_skips_free(&skipped);
 	lt_ckpt_state_free(&s);
 	return 0;
 }
