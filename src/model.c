@@ -43,7 +43,6 @@ struct decode_acts {
 	size_t att;    /* [N,HD] */
 	size_t h;      /* [N,2F] */
 	size_t g;      /* [N,F] */
-	size_t tokens; /* [N] int32 */
 	size_t last;   /* [B,C] the residual of each row's last new token */
 	size_t rstdf;  /* [B] */
 	size_t xf;     /* [B,C] */
@@ -72,11 +71,14 @@ struct lt_model {
 	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
 	lt_buf **acts;                    /* [n_layers + 1] */
 	struct layer_acts *la;
-	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
+	size_t x_final, rstdf, xf, logits, losses, scalar;
+	lt_buf *ids;                      /* [3 * B_cap * T_cap] int32: tokens, targets and
+					     lookup at the offsets below */
+	size_t tokens, targets;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
 	int have_grad;                    /* the logits hold their gradient */
 	struct lt_grad_hook hook;         /* told of each finished gradient range */
-	size_t lookup;                    /* [N] int32 activations: each token's row of it */
+	size_t lookup;                    /* [N] in ids: each token's row of the lookup */
 	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
 	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,
 					     then the lookup activations' host copy */
@@ -87,6 +89,7 @@ struct lt_model {
 	int dec_B, dec_S;
 	lt_buf *kv;                       /* [L] x (k, v), each [B, K, S, D] */
 	lt_buf *dec;                      /* inference activations, reused per layer */
+	lt_buf *dec_ids;                  /* [B * S] int32: the new tokens */
 	struct decode_acts dacts;
 };
 
@@ -150,6 +153,12 @@ static void mirror_grad_layout(struct lt_model *m)
 	m->grads_numel = m->numel;
 }
 
+/* Elements of the int32 buffer for (B, T): tokens, targets, lookup. */
+static size_t ids_elems(int B, int T)
+{
+	return 3 * (size_t)B * T;
+}
+
 /* Elements of the activation buffer for (B, T); fills the offsets when m
  * is given. The same walk serves the estimate and the plan. */
 static size_t plan_activations(const struct lt_model_config *c, int B, int T, struct lt_model *m)
@@ -175,8 +184,7 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 			m->la[l] = a;
 	}
 	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
-	size_t logits = TAKE(N * V), losses = TAKE(N), tokens = TAKE(N), targets = TAKE(N);
-	size_t lookup = TAKE(N), scalar = TAKE(16);
+	size_t logits = TAKE(N * V), losses = TAKE(N), scalar = TAKE(16);
 	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
 	if (F > wa)
 		wa = F;
@@ -188,9 +196,9 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 		m->xf = xf;
 		m->logits = logits;
 		m->losses = losses;
-		m->tokens = tokens;
-		m->targets = targets;
-		m->lookup = lookup;
+		m->tokens = 0;  /* in ids */
+		m->targets = N;
+		m->lookup = 2 * N;
 		m->scalar = scalar;
 		m->dx = dx;
 		m->dA = dA;
@@ -207,7 +215,7 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	out->params = P * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
-	out->activations = plan_activations(c, B, T, NULL) * 4;
+	out->activations = plan_activations(c, B, T, NULL) * 4 + ids_elems(B, T) * 4;
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
@@ -252,9 +260,9 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	lay_out_parameters(m);
 	mirror_grad_layout(m);
 
-	if ((st = lt_buf_new(be, m->numel, &m->params)) != LT_OK ||
-	    (st = lt_buf_new(be, m->numel, &m->grads)) != LT_OK ||
-	    (st = lt_buf_new(be, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
+	if ((st = lt_buf_new(be, LT_F32, m->numel, &m->params)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, m->numel, &m->grads)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
 		lt_errmsg_prefix("model of %zu parameters", m->numel);
 		lt_model_free(m);
 		return st;
@@ -273,6 +281,8 @@ static void free_activations(lt_model *m)
 	free(m->host_tokens);
 	free(m->lookup_rows);
 	m->host_tokens = m->lookup_rows = NULL;
+	lt_buf_free(m->be, m->ids);
+	m->ids = NULL;
 	if (!m->acts)
 		return;
 	for (int i = 0; i <= m->cfg.n_layers; i++)
@@ -317,13 +327,16 @@ static enum lt_status allocate_activations(lt_model *m, size_t n, size_t tokens)
 	}
 	for (int i = 0; i < pieces; i++) {
 		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
-		enum lt_status st = lt_buf_new(m->be, end - piece_begin(m, i), &m->acts[i]);
+		enum lt_status st = lt_buf_new(m->be, LT_F32, end - piece_begin(m, i), &m->acts[i]);
 		if (st != LT_OK) {
 			free_activations(m);
 			return st;
 		}
 	}
-	return LT_OK;
+	enum lt_status st = lt_buf_new(m->be, LT_I32, 3 * tokens, &m->ids);
+	if (st != LT_OK)
+		free_activations(m);
+	return st;
 }
 
 void lt_model_free(lt_model *m)
@@ -388,7 +401,7 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 	lt_buf_free(m->be, m->grads);
 	m->grads = NULL;
 	m->grads_numel = 0;
-	enum lt_status st = lt_buf_new(m->be, n, &m->grads);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, n, &m->grads);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("gradient buffer of %zu elements", n);
 		return st;
@@ -491,6 +504,7 @@ static lt_ref A(const lt_model *m, size_t off)
 	int i = piece_of(m, off);
 	return (lt_ref){ m->acts[i], off - piece_begin(m, i) };
 }
+static lt_ref I(const lt_model *m, size_t off) { return (lt_ref){ m->ids, off }; }
 
 /* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
 static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M, int N, int K,
@@ -611,17 +625,17 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		}
 		valid += targets[i] >= 0;
 	}
-	be->ops->write(be, A(m, m->tokens), tokens, (size_t)N);
-	be->ops->write(be, A(m, m->targets), targets, (size_t)N);
+	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
+	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
 
-	be->ops->embedding_forward(be, A(m, m->la[0].x), A(m, m->tokens), P(m, m->embed), N, C);
+	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_forward(m, l);
 	be->ops->rmsnorm_forward(be, A(m, m->xf), A(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
 	linear_forward(be, A(m, m->logits), A(m, m->xf), P(m, m->lm_head), N, V, C, 0.0f);
-	be->ops->xent(be, A(m, m->losses), A(m, m->logits), A(m, m->targets), N, V, grad_scale);
+	be->ops->xent(be, A(m, m->losses), A(m, m->logits), I(m, m->targets), N, V, grad_scale);
 	be->ops->sum(be, A(m, m->scalar), A(m, m->losses), (size_t)N);
 	float loss;
 	be->ops->read(be, &loss, A(m, m->scalar), 1);
@@ -660,7 +674,7 @@ static enum lt_status place_lookup_rows(lt_model *m, int *count)
 		map[n] = m->row_slot[m->host_tokens[n]];
 	for (int i = 0; i < U; i++)
 		m->row_slot[m->lookup_rows[i]] = -1;
-	m->be->ops->write(m->be, A(m, m->lookup), map, (size_t)N);
+	m->be->ops->write(m->be, I(m, m->lookup), map, (size_t)N);
 	*count = U;
 	return LT_OK;
 }
@@ -674,11 +688,11 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	int N = m->B * m->T, C = m->cfg.dim;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
 	if (!m->hook.lookup_ready) {
-		be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
+		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	}
 	be->ops->fill(be, dA, (size_t)rows * C, 0.0f);
-	be->ops->embedding_backward(be, dA, A(m, m->lookup), dx, N, C);
+	be->ops->embedding_backward(be, dA, I(m, m->lookup), dx, N, C);
 	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, dA);
 }
 
@@ -750,7 +764,6 @@ static size_t plan_decode(const struct lt_model_config *c, int B, int S, struct 
 	d->att = TAKE(N * C);
 	d->h = TAKE(N * 2 * F);
 	d->g = TAKE(N * F);
-	d->tokens = TAKE(N);
 	d->last = TAKE((size_t)B * C);
 	d->rstdf = TAKE((size_t)B);
 	d->xf = TAKE((size_t)B * C);
@@ -783,9 +796,11 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 	m->dec_B = B;
 	m->dec_S = S;
 	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
-	enum lt_status st = lt_buf_new(m->be, kv, &m->kv);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, kv, &m->kv);
 	if (st == LT_OK)
-		st = lt_buf_new(m->be, plan_decode(c, B, S, &m->dacts), &m->dec);
+		st = lt_buf_new(m->be, LT_F32, plan_decode(c, B, S, &m->dacts), &m->dec);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_I32, (size_t)B * S, &m->dec_ids);
 	if (st != LT_OK) {
 		lt_model_decode_end(m);
 		lt_errmsg_prefix("key/value cache for %d sequences of %d tokens", B, S);
@@ -797,7 +812,8 @@ void lt_model_decode_end(lt_model *m)
 {
 	lt_buf_free(m->be, m->kv);
 	lt_buf_free(m->be, m->dec);
-	m->kv = m->dec = NULL;
+	lt_buf_free(m->be, m->dec_ids);
+	m->kv = m->dec = m->dec_ids = NULL;
 	m->dec_B = m->dec_S = 0;
 }
 
@@ -853,8 +869,9 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 			return LT_ERR_ARG;
 		}
 	}
-	be->ops->write(be, DA(m, d->tokens), tokens, (size_t)N);
-	be->ops->embedding_forward(be, DA(m, d->x), DA(m, d->tokens), P(m, m->embed), N, C);
+	lt_ref ids = { m->dec_ids, 0 };
+	be->ops->write(be, ids, tokens, (size_t)N);
+	be->ops->embedding_forward(be, DA(m, d->x), ids, P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_decode(m, l, T, pos0);
 

@@ -70,7 +70,7 @@ static void check_refused_allocation(lt_backend *be)
 {
 	lt_buf *b = NULL;
 	size_t n = (size_t)1 << 58; /* 2^60 bytes: no machine has that */
-	enum lt_status st = lt_buf_new(be, n, &b);
+	enum lt_status st = lt_buf_new(be, LT_F32, n, &b);
 	tap_ok(st == LT_ERR_NOMEM && b == NULL && strstr(lt_errmsg(), "1152921504606846976"),
 	       "a refused allocation names the bytes asked: '%s'", lt_errmsg());
 	lt_buf_free(be, b);

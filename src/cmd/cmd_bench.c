@@ -91,7 +91,7 @@ static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps,
 {
 	size_t nn = (size_t)n * n;
 	lt_buf *buf = NULL;
-	enum lt_status st = lt_buf_new(be, 3 * nn, &buf);
+	enum lt_status st = lt_buf_new(be, LT_F32, 3 * nn, &buf);
 	if (st != LT_OK)
 		return st;
 	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { buf, 2 * nn };
