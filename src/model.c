@@ -72,11 +72,15 @@ struct lt_model {
 	lt_buf **acts;                    /* [n_layers + 1] */
 	struct layer_acts *la;
 	size_t x_final, rstdf, xf, logits, losses, scalar;
+	int head_rows;                    /* the rows of logits[head_rows, V] at a time */
+	int head_rows_max;                /* lt_model_set_head_rows's bound, 0: none */
+	lt_buf *head_grad;                /* [V, C] the head's weight gradient of the last
+					     forward with grad_scale != 0 (made by the first) */
 	lt_buf *ids;                      /* [3 * B_cap * T_cap] int32: tokens, targets and
 					     lookup at the offsets below */
 	size_t tokens, targets;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
-	int have_grad;                    /* the logits hold their gradient */
+	int have_grad;                    /* head_grad and dxf (in dA) hold the head's gradients */
 	struct lt_grad_hook hook;         /* told of each finished gradient range */
 	size_t lookup;                    /* [N] in ids: each token's row of the lookup */
 	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
@@ -153,6 +157,19 @@ static void mirror_grad_layout(struct lt_model *m)
 	m->grads_numel = m->numel;
 }
 
+/* The LM head and the cross-entropy run over row chunks of at most this
+ * many logits, so that no [N, V] buffer exists: 16 Mi floats (64 MiB), a
+ * few hundred rows at common vocabularies, enough for a GEMM to run at
+ * full speed. */
+#define HEAD_CHUNK_ELEMS ((size_t)1 << 24)
+
+/* Rows of logits computed at a time for N rows over a vocabulary of V. */
+static int head_rows(size_t N, size_t V)
+{
+	size_t r = HEAD_CHUNK_ELEMS / V;
+	return (int)(r < 1 ? 1 : r > N ? N : r);
+}
+
 /* Elements of the int32 buffer for (B, T): tokens, targets, lookup. */
 static size_t ids_elems(int B, int T)
 {
@@ -184,7 +201,10 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 			m->la[l] = a;
 	}
 	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
-	size_t logits = TAKE(N * V), losses = TAKE(N), scalar = TAKE(16);
+	int rows = head_rows(N, V);
+	if (m && m->head_rows_max > 0 && rows > m->head_rows_max)
+		rows = m->head_rows_max;
+	size_t logits = TAKE((size_t)rows * V), losses = TAKE(N), scalar = TAKE(16);
 	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
 	if (F > wa)
 		wa = F;
@@ -195,6 +215,7 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 		m->rstdf = rstdf;
 		m->xf = xf;
 		m->logits = logits;
+		m->head_rows = rows;
 		m->losses = losses;
 		m->tokens = 0;  /* in ids */
 		m->targets = N;
@@ -215,7 +236,9 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	out->params = P * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
-	out->activations = plan_activations(c, B, T, NULL) * 4 + ids_elems(B, T) * 4;
+	/* the head's weight gradient is made by the first training step */
+	out->activations = plan_activations(c, B, T, NULL) * 4 + ids_elems(B, T) * 4 +
+			   (size_t)c->vocab_size * c->dim * 4;
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
@@ -346,6 +369,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->params);
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
+	lt_buf_free(m->be, m->head_grad);
 	free_activations(m);
 	lt_model_decode_end(m);
 	free(m->row_slot);
@@ -419,7 +443,7 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 }
 
 static lt_ref A(const lt_model *m, size_t off);
-lt_ref lt_model_logits(const lt_model *m) { return A(m, m->logits); }
+
 
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
 {
@@ -515,16 +539,30 @@ static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M
 	be->ops->gemm(be, &g, x, w, out);
 }
 
+/* dx[M,K] (= or +=, by beta) dout[M,N] . W[N,K] */
+static void linear_grad_input(lt_backend *be, lt_ref dx, float beta, lt_ref dout, lt_ref w,
+			      int M, int N, int K)
+{
+	struct lt_gemm g = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
+			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	be->ops->gemm(be, &g, dout, w, dx);
+}
+
+/* dW[N,K] (= or +=, by beta) dout[M,N]^T . x[M,K] */
+static void linear_grad_weight(lt_backend *be, lt_ref dw, float beta, lt_ref dout, lt_ref x,
+			       int M, int N, int K)
+{
+	struct lt_gemm g = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
+			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	be->ops->gemm(be, &g, dout, x, dw);
+}
+
 /* dx[M,K] (= or +=) dout[M,N] . W[N,K], and dW[N,K] += dout^T . x[M,K]. */
 static void linear_backward(lt_backend *be, lt_ref dx, float dx_beta, lt_ref dw, lt_ref dout,
 			    lt_ref x, lt_ref w, int M, int N, int K)
 {
-	struct lt_gemm gx = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
-			      .beta = dx_beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	struct lt_gemm gw = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
-			      .beta = 1.0f, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	be->ops->gemm(be, &gx, dout, w, dx);
-	be->ops->gemm(be, &gw, dout, x, dw);
+	linear_grad_input(be, dx, dx_beta, dout, w, M, N, K);
+	linear_grad_weight(be, dw, 1.0f, dout, x, M, N, K);
 }
 
 static struct lt_attn_shape attn_shape(const lt_model *m)
@@ -608,6 +646,37 @@ static void block_backward(lt_model *m, int l)
 				  A(m, a->rstd1), N, C);
 }
 
+/* The LM head and the loss over rows [r0, r0 + R) of the batch: their
+ * logits[R, V] into the chunk, their losses, and with grad_scale != 0
+ * their gradients, which need the logits no longer than this: dxf rows
+ * (into dA, kept for backward) and the head's weight gradient (into
+ * head_grad: = for the first chunk, += for the rest). */
+static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
+{
+	lt_backend *be = m->be;
+	int C = m->cfg.dim, V = m->cfg.vocab_size;
+	lt_ref logits = A(m, m->logits), xf = A(m, m->xf + (size_t)r0 * C);
+	linear_forward(be, logits, xf, P(m, m->lm_head), R, V, C, 0.0f);
+	be->ops->xent(be, A(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), R,
+		      V, grad_scale);
+	if (grad_scale == 0.0f)
+		return;
+	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
+	linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R, V, C);
+}
+
+/* The head's weight gradient buffer, made by the first training forward. */
+static enum lt_status have_head_grad(lt_model *m)
+{
+	if (m->head_grad)
+		return LT_OK;
+	enum lt_status st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.vocab_size * m->cfg.dim,
+				       &m->head_grad);
+	if (st != LT_OK)
+		lt_errmsg_prefix("the LM head's gradient");
+	return st;
+}
+
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
 				float grad_scale, double *loss_sum, long *n_targets)
 {
@@ -625,6 +694,9 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		}
 		valid += targets[i] >= 0;
 	}
+	enum lt_status st = grad_scale != 0.0f ? have_head_grad(m) : LT_OK;
+	if (st != LT_OK)
+		return st;
 	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
@@ -634,12 +706,12 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		block_forward(m, l);
 	be->ops->rmsnorm_forward(be, A(m, m->xf), A(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
-	linear_forward(be, A(m, m->logits), A(m, m->xf), P(m, m->lm_head), N, V, C, 0.0f);
-	be->ops->xent(be, A(m, m->losses), A(m, m->logits), I(m, m->targets), N, V, grad_scale);
+	for (int r0 = 0; r0 < N; r0 += m->head_rows)
+		head_chunk(m, r0, N - r0 < m->head_rows ? N - r0 : m->head_rows, grad_scale);
 	be->ops->sum(be, A(m, m->scalar), A(m, m->losses), (size_t)N);
 	float loss;
 	be->ops->read(be, &loss, A(m, m->scalar), 1);
-	enum lt_status st = be->ops->sync(be);
+	st = be->ops->sync(be);
 	if (st != LT_OK)
 		return st;
 	m->have_grad = grad_scale != 0.0f;
@@ -712,8 +784,9 @@ enum lt_status lt_model_backward(lt_model *m)
 		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
 		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
 	}
-	linear_backward(be, dA, 0.0f, G(m, m->lm_head), A(m, m->logits), A(m, m->xf),
-			P(m, m->lm_head), N, V, C);
+	/* the head's gradients came with the forward: dxf in dA, dW in head_grad */
+	lt_ref head = G(m, m->lm_head);
+	be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
 				  A(m, m->rstdf), N, C);
 	m->have_grad = 0;
@@ -888,4 +961,24 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 	linear_forward(be, DA(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
 	be->ops->read(be, logits, DA(m, d->logits), (size_t)B * V);
 	return be->ops->sync(be);
+}
+
+enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
+{
+	lt_backend *be = m->be;
+	int C = m->cfg.dim, V = m->cfg.vocab_size;
+	LT_ASSERT(m->acts && row0 >= 0 && rows >= 0 && row0 + rows <= m->B * m->T);
+	for (int r = 0; r < rows; r += m->head_rows) {
+		int R = rows - r < m->head_rows ? rows - r : m->head_rows;
+		linear_forward(be, A(m, m->logits), A(m, m->xf + (size_t)(row0 + r) * C),
+			       P(m, m->lm_head), R, V, C, 0.0f);
+		be->ops->read(be, out + (size_t)r * V, A(m, m->logits), (size_t)R * V);
+	}
+	return be->ops->sync(be);
+}
+
+void lt_model_set_head_rows(lt_model *m, int rows)
+{
+	LT_ASSERT(!m->acts);
+	m->head_rows_max = rows > 0 ? rows : 0;
 }

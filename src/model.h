@@ -91,8 +91,10 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T);
 
 /* Forward pass over tokens[B*T] predicting targets[B*T] (int32 host
  * arrays; a target < 0 is ignored). Writes the summed loss and the number
- * of predicted targets. When grad_scale != 0 the logits are replaced by
- * their gradient (scaled by grad_scale) ready for lt_model_backward. */
+ * of predicted targets. The LM head and the loss run over row chunks, so
+ * no [B*T, V] logits buffer exists. When grad_scale != 0 the head's
+ * gradients (of grad_scale * loss_sum) are made here, chunk by chunk,
+ * ready for lt_model_backward. */
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
 				float grad_scale, double *loss_sum, long *n_targets);
 /* Backward pass after a forward with grad_scale != 0: adds the gradient of
@@ -129,8 +131,13 @@ struct lt_grad_hook {
 void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook);
 /* Zeroes the gradient buffer. */
 void lt_model_zero_grads(lt_model *m);
-/* The logits[B*T, V] of the last forward with grad_scale == 0. */
-lt_ref lt_model_logits(const lt_model *m);
+/* out[rows, V] = the logits of rows row0 .. row0+rows-1 (of the B*T) of
+ * the last forward, computed again from its final activations: no [B*T, V]
+ * buffer is kept. */
+enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out);
+/* Before the first lt_model_plan: the head runs over at most `rows` rows
+ * at a time (rows <= 0: as many as 64 MiB of logits hold, the default). */
+void lt_model_set_head_rows(lt_model *m, int rows);
 
 /* KV-cached decoding, for generation: each new token costs O(context), not
  * O(context^2). Its buffers are separate from the training plan's, which
