@@ -74,6 +74,7 @@ struct lt_model {
 	size_t x_final, rstdf, xf, logits, losses, scalar;
 	int head_rows;                    /* the rows of logits[head_rows, V] at a time */
 	int head_rows_max;                /* lt_model_set_head_rows's bound, 0: none */
+	enum lt_recompute recompute;      /* BLOCK: la[l] share all but x, refilled in backward */
 	lt_buf *head_grad;                /* [V, C] the head's weight gradient of the last
 					     forward with grad_scale != 0 (made by the first) */
 	lt_buf *ids;                      /* [3 * B_cap * T_cap] int32: tokens, targets and
@@ -176,27 +177,41 @@ static size_t ids_elems(int B, int T)
 	return 3 * (size_t)B * T;
 }
 
+/* Offsets of what one block's backward reads but its input, taken from
+ * *at on. */
+static void take_block_acts(const struct lt_model_config *c, int B, int T, struct layer_acts *a,
+			    size_t *at)
+{
+	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c);
+#define TAKE(n) (*at += (n), *at - (n))
+	a->rstd1 = TAKE(N);
+	a->ln1 = TAKE(N * C);
+	a->qkv = TAKE(N * QKV);
+	a->lse = TAKE((size_t)B * c->n_heads * T);
+	a->att = TAKE(N * HD);
+	a->xmid = TAKE(N * C);
+	a->rstd2 = TAKE(N);
+	a->ln2 = TAKE(N * C);
+	a->h = TAKE(N * 2 * F);
+	a->g = TAKE(N * F);
+#undef TAKE
+}
+
 /* Elements of the activation buffer for (B, T); fills the offsets when m
  * is given. The same walk serves the estimate and the plan. */
-static size_t plan_activations(const struct lt_model_config *c, int B, int T, struct lt_model *m)
+static size_t plan_activations(const struct lt_model_config *c, int B, int T,
+			       enum lt_recompute recompute, struct lt_model *m)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
 	size_t at = 0;
 #define TAKE(n) (at += (n), at - (n))
+	struct layer_acts a = { 0 };
 	for (int l = 0; l < c->n_layers; l++) {
-		struct layer_acts a;
 		a.x = TAKE(N * C);
-		a.rstd1 = TAKE(N);
-		a.ln1 = TAKE(N * C);
-		a.qkv = TAKE(N * QKV);
-		a.lse = TAKE((size_t)B * c->n_heads * T);
-		a.att = TAKE(N * HD);
-		a.xmid = TAKE(N * C);
-		a.rstd2 = TAKE(N);
-		a.ln2 = TAKE(N * C);
-		a.h = TAKE(N * 2 * F);
-		a.g = TAKE(N * F);
+		if (!recompute)
+			take_block_acts(c, B, T, &a, &at);
 		if (m)
 			m->la[l] = a;
 	}
@@ -205,6 +220,15 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 	if (m && m->head_rows_max > 0 && rows > m->head_rows_max)
 		rows = m->head_rows_max;
 	size_t logits = TAKE((size_t)rows * V), losses = TAKE(N), scalar = TAKE(16);
+	if (recompute) {
+		/* one block's worth, after x_final: in the last piece */
+		take_block_acts(c, B, T, &a, &at);
+		for (int l = 0; m && l < c->n_layers; l++) {
+			size_t x = m->la[l].x;
+			m->la[l] = a;
+			m->la[l].x = x;
+		}
+	}
 	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
 	if (F > wa)
 		wa = F;
@@ -229,7 +253,7 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 }
 
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      struct lt_mem_estimate *out)
+			      enum lt_recompute recompute, struct lt_mem_estimate *out)
 {
 	size_t P = lt_model_config_params(c);
 	memset(out, 0, sizeof *out);
@@ -237,7 +261,7 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 	out->grads = P * 4;
 	out->optimizer = P * 8;
 	/* the head's weight gradient is made by the first training step */
-	out->activations = plan_activations(c, B, T, NULL) * 4 + ids_elems(B, T) * 4 +
+	out->activations = plan_activations(c, B, T, recompute, NULL) * 4 + ids_elems(B, T) * 4 +
 			   (size_t)c->vocab_size * c->dim * 4;
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
@@ -499,13 +523,13 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	/* Every piece grows with the tokens B * T (the last one's 16 scalars
 	 * aside), so a plan of no more tokens fits in the pieces as they are. */
 	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
-		plan_activations(&m->cfg, B, T, m);
+		plan_activations(&m->cfg, B, T, m->recompute, m);
 		m->B = B;
 		m->T = T;
 		return LT_OK;
 	}
 	free_activations(m);
-	size_t n = plan_activations(&m->cfg, B, T, m);
+	size_t n = plan_activations(&m->cfg, B, T, m->recompute, m);
 	enum lt_status st = allocate_activations(m, n, (size_t)B * T);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
@@ -571,9 +595,10 @@ static struct lt_attn_shape attn_shape(const lt_model *m)
 				       .K = m->cfg.n_kv_heads, .D = head_dim(&m->cfg) };
 }
 
-/* One transformer block: x_l -> x_{l+1} (stored as the next layer's x, or
- * x_final after the last layer). */
-static void block_forward(lt_model *m, int l)
+/* Block l's forward as far as its backward reads: everything from x_l to
+ * the MLP's swiglu output g (with train.recompute = block, backward runs
+ * it again first). */
+static void block_forward_kept(lt_model *m, int l)
 {
 	lt_backend *be = m->be;
 	const struct lt_model_config *c = &m->cfg;
@@ -581,7 +606,6 @@ static void block_forward(lt_model *m, int l)
 	const struct layer_acts *a = &m->la[l];
 	int N = m->B * m->T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
 	struct lt_attn_shape s = attn_shape(m);
-	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln1), A(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
@@ -595,8 +619,19 @@ static void block_forward(lt_model *m, int l)
 				 N, C, c->norm_eps);
 	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
-	be->ops->copy(be, A(m, next), A(m, a->xmid), (size_t)N * C);
-	linear_forward(be, A(m, next), A(m, a->g), P(m, w->wdown), N, C, F, 1.0f);
+}
+
+/* One transformer block: x_l -> x_{l+1} (stored as the next layer's x, or
+ * x_final after the last layer). */
+static void block_forward(lt_model *m, int l)
+{
+	const struct lt_model_config *c = &m->cfg;
+	const struct layer_acts *a = &m->la[l];
+	int N = m->B * m->T, C = c->dim, F = c->ffn_dim;
+	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
+	block_forward_kept(m, l);
+	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
+	linear_forward(m->be, A(m, next), A(m, a->g), P(m, m->layers[l].wdown), N, C, F, 1.0f);
 }
 
 /* Passes a finished gradient range to the caller's hook, if any. */
@@ -798,6 +833,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)
 			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
+		if (m->recompute)  /* the same ops on the same input: the same bits */
+			block_forward_kept(m, l);
 		block_backward(m, l);
 		st = m->pause_st != LT_OK ? m->pause_st
 					  : tell_grads_ready(m, m->layers[l].ln_in,
@@ -981,4 +1018,10 @@ void lt_model_set_head_rows(lt_model *m, int rows)
 {
 	LT_ASSERT(!m->acts);
 	m->head_rows_max = rows > 0 ? rows : 0;
+}
+
+void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
+{
+	LT_ASSERT(!m->acts);
+	m->recompute = r;
 }

@@ -30,10 +30,19 @@ struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
 };
 
+/* What training keeps of each block's forward for its backward
+ * (train.recompute). */
+enum lt_recompute {
+	LT_RECOMPUTE_NONE,   /* every activation backward reads */
+	LT_RECOMPUTE_BLOCK,  /* each block's input only: backward runs the block's
+				forward again first, into one block's worth of
+				buffers; gradients are bitwise the same */
+};
+
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      struct lt_mem_estimate *out);
+			      enum lt_recompute recompute, struct lt_mem_estimate *out);
 
 typedef struct lt_model lt_model;
 
@@ -138,6 +147,9 @@ enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
 /* Before the first lt_model_plan: the head runs over at most `rows` rows
  * at a time (rows <= 0: as many as 64 MiB of logits hold, the default). */
 void lt_model_set_head_rows(lt_model *m, int rows);
+/* Before the first lt_model_plan: what forward keeps for backward (the
+ * default LT_RECOMPUTE_NONE). */
+void lt_model_set_recompute(lt_model *m, enum lt_recompute r);
 
 /* KV-cached decoding, for generation: each new token costs O(context), not
  * O(context^2). Its buffers are separate from the training plan's, which

@@ -281,6 +281,61 @@ static void check_head_chunks(lt_backend *be)
 	}
 }
 
+/* train.recompute = block against none on backend `spec`: the same loss
+ * and gradient bits over two accumulated micro-batches. */
+static void check_recompute(const char *spec)
+{
+	lt_backend *be = NULL;
+	if (lt_backend_new(spec, 2, &be) != LT_OK) {
+		tap_skip("recompute on %s: the backend cannot start here: %s", spec, lt_errmsg());
+		return;
+	}
+	struct lt_model_config c = tiny_bytes;
+	c.max_seq = 16;
+	const int B = 3, T = 16, N = B * T;
+	int32_t tok[48], tgt[48];
+	for (int i = 0; i < N; i++) {
+		tok[i] = (int32_t)(i * 37 % 256);
+		tgt[i] = (int32_t)(i * 91 % 256);
+	}
+	lt_model *m[2] = { NULL, NULL };
+	float *g[2] = { NULL, NULL };
+	double loss[2][2];
+	int ok = 1;
+	size_t P = 0;
+	for (int k = 0; k < 2 && ok; k++) {
+		ok = lt_model_new(be, &c, &m[k]) == LT_OK && lt_model_init(m[k], 8) == LT_OK;
+		if (!ok)
+			break;
+		lt_model_set_recompute(m[k], k ? LT_RECOMPUTE_BLOCK : LT_RECOMPUTE_NONE);
+		P = lt_model_num_params(m[k]);
+		ok = (g[k] = malloc(P * sizeof *g[k])) != NULL && lt_model_plan(m[k], B, T) == LT_OK;
+		lt_model_zero_grads(m[k]);
+		for (int micro = 0; micro < 2 && ok; micro++) {
+			long n;
+			tok[micro] ^= 1;
+			ok = lt_model_forward(m[k], tok, tgt, 0.5f / N, &loss[k][micro], &n) == LT_OK &&
+			     lt_model_backward(m[k]) == LT_OK;
+			tok[micro] ^= 1;
+		}
+		if (ok)
+			be->ops->read(be, g[k], lt_model_grads(m[k]), P);
+		ok = ok && be->ops->sync(be) == LT_OK;
+	}
+	size_t differ = 0;
+	for (size_t i = 0; ok && i < P; i++)
+		differ += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+	tap_ok(ok && !memcmp(loss[0], loss[1], sizeof loss[0]) && differ == 0,
+	       "%s: recompute = block gives the losses (%.9g, %.9g) and all %zu gradients of "
+	       "recompute = none bitwise (%zu differ)", spec, ok ? loss[1][0] : NAN,
+	       ok ? loss[1][1] : NAN, P, differ);
+	for (int k = 0; k < 2; k++) {
+		lt_model_free(m[k]);
+		free(g[k]);
+	}
+	lt_backend_free(be);
+}
+
 /* A smaller batch after a larger one keeps the activation buffers and
  * gives the same bits as a model planned for it from the start; a larger
  * one than the first allocates. */
@@ -516,7 +571,7 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(11);
+	tap_plan(13);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
@@ -525,6 +580,8 @@ int main(void)
 	check_gradient_hook(be);
 	check_plan_reuse(be);
 	check_head_chunks(be);
+	check_recompute("cpu");
+	check_recompute("opencl");
 	check_lookup_apart(be, 0);
 	check_lookup_apart(be, 1);
 	check_same_seed_same_run(be, text, len);
