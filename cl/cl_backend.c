@@ -204,12 +204,18 @@ static void set_arg(struct lt_cl_ctx *c, cl_kernel k, int *i, size_t size, const
 
 void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
 {
+	LT_ASSERT(!r.buf || lt_dtype_size(r.buf->head.type) == 4);
+	lt_cl_arg_any(c, k, i, r, n);
+}
+
+void lt_cl_arg_any(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
+{
 	if (c->failed && !r.buf) {  /* a scratch buffer that could not be had */
 		*i += 2;
 		return;
 	}
 	LT_ASSERT(r.buf);
-	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
+	LT_ASSERT(r.off <= r.buf->head.n && n <= r.buf->head.n - r.off);
 	cl_ulong off = r.off;
 	set_arg(c, k, i, sizeof(cl_mem), &r.buf->mem);
 	set_arg(c, k, i, sizeof off, &off);
@@ -393,13 +399,19 @@ static void say_allocation_refused(struct lt_cl_ctx *c, size_t bytes, const char
 		      (double)c->max_alloc / 1073741824.0, (double)c->held / 1073741824.0);
 }
 
-static enum lt_status cl_buf_new(lt_backend *be, size_t n, lt_buf **out)
+/* Bytes of device memory a buffer of n elements of type takes (never 0). */
+static size_t buffer_bytes(enum lt_dtype type, size_t n)
+{
+	return (n ? n : 1) * lt_dtype_size(type);
+}
+
+static enum lt_status cl_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	size_t bytes = (n ? n : 1) * sizeof(float);
+	size_t bytes = buffer_bytes(type, n);
 	cl_int err;
 	*out = NULL;
-	if (n > SIZE_MAX / sizeof(float) || bytes > c->max_alloc) {
+	if (n > SIZE_MAX / 4 || bytes > c->max_alloc) {
 		say_allocation_refused(c, bytes, "larger than one buffer may be");
 		return LT_ERR_DEVMEM;
 	}
@@ -408,12 +420,13 @@ static enum lt_status cl_buf_new(lt_backend *be, size_t n, lt_buf **out)
 		lt_errmsg_set("cannot allocate a buffer descriptor");
 		return LT_ERR_NOMEM;
 	}
-	b->n = n;
+	b->head.type = type;
+	b->head.n = n;
 	b->mem = clCreateBuffer(c->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
 	if (err == CL_SUCCESS) {
 		/* Drivers that allocate lazily do it at first use: touch the last
 		 * element now, so a refusal is reported here and not by a later op. */
-		cl_float zero = 0;
+		cl_ushort zero = 0;
 		err = clEnqueueWriteBuffer(c->queue, b->mem, CL_TRUE, bytes - sizeof zero, sizeof zero,
 					   &zero, 0, NULL, NULL);
 		if (err != CL_SUCCESS)
@@ -434,7 +447,7 @@ static enum lt_status cl_buf_new(lt_backend *be, size_t n, lt_buf **out)
 static void cl_buf_free(lt_backend *be, lt_buf *b)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	c->held -= (b->n ? b->n : 1) * sizeof(float);
+	c->held -= buffer_bytes(b->head.type, b->head.n);
 	clReleaseMemObject(b->mem);
 	free(b);
 }
@@ -443,14 +456,15 @@ lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n)
 {
 	LT_ASSERT(slot >= 0 && slot < LT_CL_SCRATCH_SLOTS);
 	lt_buf **s = &c->scratch[slot];
-	if (!*s || (*s)->n < n) {
+	if (!*s || (*s)->head.n < n) {
 		lt_backend be = { NULL, c };
 		if (*s)
 			cl_buf_free(&be, *s);  /* queued kernels keep it alive */
 		*s = NULL;
 		/* Grown by half again, so that creeping sizes reallocate rarely. */
 		size_t want = n + n / 2;
-		if (cl_buf_new(&be, want, s) != LT_OK && cl_buf_new(&be, n, s) != LT_OK) {
+		if (cl_buf_new(&be, LT_F32, want, s) != LT_OK &&
+		    cl_buf_new(&be, LT_F32, n, s) != LT_OK) {
 			fail_with_errmsg(c, LT_ERR_DEVMEM);
 			lt_errmsg_clear();
 			/* The backend has failed: lt_cl_arg_ref takes this NULL ref
@@ -461,14 +475,25 @@ lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n)
 	return (lt_ref){ *s, 0 };
 }
 
+/* Checks that n elements from r lie in its buffer. */
+static void check_copy(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf && r.off <= r.buf->head.n && n <= r.buf->head.n - r.off);
+}
+
+static size_t elem_size(lt_ref r)
+{
+	return lt_dtype_size(r.buf->head.type);
+}
+
 static void cl_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	LT_ASSERT(dst.buf && dst.off <= dst.buf->n && n <= dst.buf->n - dst.off);
+	check_copy(dst, n);
 	if (c->failed || !n)
 		return;
-	cl_int err = clEnqueueWriteBuffer(c->queue, dst.buf->mem, CL_TRUE, dst.off * sizeof(float),
-					  n * sizeof(float), src, 0, NULL, NULL);
+	cl_int err = clEnqueueWriteBuffer(c->queue, dst.buf->mem, CL_TRUE, dst.off * elem_size(dst),
+					  n * elem_size(dst), src, 0, NULL, NULL);
 	if (err != CL_SUCCESS)
 		lt_cl_fail(c, err, "copying to the device");
 }
@@ -476,11 +501,11 @@ static void cl_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
 static void cl_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	LT_ASSERT(src.buf && src.off <= src.buf->n && n <= src.buf->n - src.off);
+	check_copy(src, n);
 	if (c->failed || !n)
 		return;
-	cl_int err = clEnqueueReadBuffer(c->queue, src.buf->mem, CL_TRUE, src.off * sizeof(float),
-					 n * sizeof(float), dst, 0, NULL, NULL);
+	cl_int err = clEnqueueReadBuffer(c->queue, src.buf->mem, CL_TRUE, src.off * elem_size(src),
+					 n * elem_size(src), dst, 0, NULL, NULL);
 	if (err != CL_SUCCESS)
 		lt_cl_fail(c, err, "copying from the device");
 }
@@ -508,13 +533,13 @@ static cl_command_queue copy_queue(struct lt_cl_ctx *c, cl_event *after)
 static void cl_write_start(lt_backend *be, lt_ref dst, const void *src, size_t n)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	LT_ASSERT(dst.buf && dst.off <= dst.buf->n && n <= dst.buf->n - dst.off);
+	check_copy(dst, n);
 	if (c->failed || !n)
 		return;
 	cl_event after;
 	cl_command_queue q = copy_queue(c, &after);
-	cl_int err = clEnqueueWriteBuffer(q, dst.buf->mem, CL_FALSE, dst.off * sizeof(float),
-					  n * sizeof(float), src, after ? 1 : 0, after ? &after : NULL,
+	cl_int err = clEnqueueWriteBuffer(q, dst.buf->mem, CL_FALSE, dst.off * elem_size(dst),
+					  n * elem_size(dst), src, after ? 1 : 0, after ? &after : NULL,
 					  NULL);
 	if (after)
 		clReleaseEvent(after);
@@ -543,7 +568,7 @@ static enum lt_status cl_reads_wait(lt_backend *be, int keep)
 static void cl_read_start(lt_backend *be, void *dst, lt_ref src, size_t n)
 {
 	struct lt_cl_ctx *c = be->ctx;
-	LT_ASSERT(src.buf && src.off <= src.buf->n && n <= src.buf->n - src.off);
+	check_copy(src, n);
 	if (c->failed || !n)
 		return;
 	if (c->n_reads == MAX_READS)
@@ -556,8 +581,8 @@ static void cl_read_start(lt_backend *be, void *dst, lt_ref src, size_t n)
 	cl_event after;
 	cl_command_queue q = copy_queue(c, &after);
 	if (err == CL_SUCCESS)
-		err = clEnqueueReadBuffer(q, src.buf->mem, CL_FALSE, src.off * sizeof(float),
-					  n * sizeof(float), dst, after ? 1 : 0, after ? &after : NULL,
+		err = clEnqueueReadBuffer(q, src.buf->mem, CL_FALSE, src.off * elem_size(src),
+					  n * elem_size(src), dst, after ? 1 : 0, after ? &after : NULL,
 					  &c->reads[c->n_reads]);
 	if (after)
 		clReleaseEvent(after);
@@ -670,6 +695,7 @@ static const struct lt_backend_ops cl_ops_table = {
 	.set_matmul = cl_set_matmul,
 	.fill = lt_cl_fill,
 	.copy = lt_cl_copy,
+	.convert = lt_cl_convert,
 	.scale = lt_cl_scale,
 	.add = lt_cl_add,
 	.sum_squares = lt_cl_sum_squares,
@@ -743,7 +769,7 @@ static enum lt_status try_device(lt_backend *be)
 	struct lt_cl_ctx *c = be->ctx;
 	lt_buf *b = NULL;
 	float x[4] = { 0 };
-	enum lt_status st = cl_buf_new(be, 4, &b);
+	enum lt_status st = cl_buf_new(be, LT_F32, 4, &b);
 	if (st != LT_OK)
 		return st;
 	lt_cl_fill(be, (lt_ref){ b, 0 }, 4, 1.5f);

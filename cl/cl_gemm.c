@@ -38,9 +38,9 @@ static size_t span(int rows, int cols, int ld)
 
 static void check_operand(lt_ref r, long stride, int batch, size_t one)
 {
-	LT_ASSERT(r.buf);
+	LT_ASSERT(r.buf && lt_buf_type(r.buf) == LT_F32);
 	size_t need = one + (batch > 1 ? (size_t)stride * (size_t)(batch - 1) : 0);
-	LT_ASSERT(r.off <= r.buf->n && need <= r.buf->n - r.off);
+	LT_ASSERT(r.off <= lt_buf_elems(r.buf) && need <= lt_buf_elems(r.buf) - r.off);
 }
 
 static void fail_clblast(struct lt_cl_ctx *c, CLBlastStatusCode s)

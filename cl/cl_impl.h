@@ -23,8 +23,8 @@
 #include "backend.h"
 
 struct lt_buf {
+	struct lt_buf_head head;  /* type and n */
 	cl_mem mem;
-	size_t n;  /* 4-byte elements */
 };
 
 /* Per-op profiling totals (lltrain bench --profile). */
@@ -64,8 +64,11 @@ cl_kernel lt_cl_kernel(struct lt_cl_ctx *c, const char *file, const char *option
 
 /* Kernel arguments, set in order: *i is the next argument index. An lt_ref
  * takes two (the cl_mem and the ulong element offset), after checking that
- * n elements from it lie in its buffer. */
+ * n elements from it lie in its buffer: lt_cl_arg_ref for the f32 and i32
+ * buffers most kernels take (4-byte elements), lt_cl_arg_any for a buffer
+ * of any type (the op checks the type). */
 void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_arg_any(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
 void lt_cl_arg_int(struct lt_cl_ctx *c, cl_kernel k, int *i, int v);
 void lt_cl_arg_uint(struct lt_cl_ctx *c, cl_kernel k, int *i, unsigned v);
 void lt_cl_arg_ulong(struct lt_cl_ctx *c, cl_kernel k, int *i, uint64_t v);
@@ -126,6 +129,7 @@ enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char 
 /* cl_ops.c */
 void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value);
 void lt_cl_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+void lt_cl_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
 void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s);
 void lt_cl_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
 void lt_cl_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);

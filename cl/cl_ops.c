@@ -40,14 +40,14 @@ static cl_kernel ops_kernel(struct lt_cl_ctx *c, const char *name)
 static void check_range(lt_ref r, size_t n)
 {
 	LT_ASSERT(r.buf);
-	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
+	LT_ASSERT(r.off <= lt_buf_elems(r.buf) && n <= lt_buf_elems(r.buf) - r.off);
 }
 
 /* Rows of width C that fit in what follows r in its buffer. */
 static size_t rows_in(lt_ref r, int C)
 {
-	LT_ASSERT(r.buf && r.off <= r.buf->n && C > 0);
-	return (r.buf->n - r.off) / (size_t)C;
+	LT_ASSERT(r.buf && r.off <= lt_buf_elems(r.buf) && C > 0);
+	return (lt_buf_elems(r.buf) - r.off) / (size_t)C;
 }
 
 /* The most work-items a group of kernel k may have on the device (its
@@ -151,23 +151,48 @@ void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value)
 	launch_elements(c, k, n, "fill");
 }
 
-/* dst[n] = src[n], ranges not overlapping: the driver's copy */
+/* dst[n] = src[n] of one type, ranges not overlapping: the driver's copy */
 void lt_cl_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	LT_ASSERT(src.buf && dst.buf && lt_buf_type(src.buf) == lt_buf_type(dst.buf));
 	if (lt_cl_failed(c) || !n)
 		return;
 	check_range(dst, n);
 	check_range(src, n);
+	size_t size = lt_dtype_size(lt_buf_type(src.buf));
 	cl_event ev = NULL, *evp = lt_cl_profiling(c) ? &ev : NULL;
 	cl_int err = clEnqueueCopyBuffer(lt_cl_queue(c), src.buf->mem, dst.buf->mem,
-					 src.off * sizeof(float), dst.off * sizeof(float),
-					 n * sizeof(float), 0, NULL, evp);
+					 src.off * size, dst.off * size, n * size, 0, NULL, evp);
 	if (err != CL_SUCCESS) {
 		lt_cl_fail(c, err, "copying on the device");
 		return;
 	}
 	lt_cl_profile_event(c, ev, "copy");
+}
+
+/* dst[n] = src[n] converted between f32 and bf16 (a copy within one type).
+ * The bf16 side is passed as a ushort buffer; lt_cl_arg_ref's 4-byte check
+ * does not apply to it, so its range is checked here. */
+void lt_cl_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	enum lt_dtype from = lt_buf_type(src.buf), to = lt_buf_type(dst.buf);
+	LT_ASSERT(from != LT_I32 && to != LT_I32);
+	if (from == to) {
+		lt_cl_copy(be, dst, src, n);
+		return;
+	}
+	if (lt_cl_failed(c) || !n)
+		return;
+	cl_kernel k = ops_kernel(c, to == LT_BF16 ? "lt_f32_to_bf16" : "lt_bf16_to_f32");
+	int i = 0;
+	if (!k)
+		return;
+	lt_cl_arg_any(c, k, &i, dst, n);
+	lt_cl_arg_any(c, k, &i, src, n);
+	lt_cl_arg_ulong(c, k, &i, n);
+	launch_elements(c, k, n, "convert");
 }
 
 /* x[n] *= s */
@@ -305,6 +330,7 @@ void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref t
 		return;
 	struct tiling t = tiling_of(c, k, (size_t)N, C);
 	int i = 0;
+	LT_ASSERT(lt_buf_type(tokens.buf) == LT_I32);
 	lt_cl_arg_ref(c, k, &i, out, (size_t)N * C);
 	lt_cl_arg_ref(c, k, &i, tokens, (size_t)N);
 	lt_cl_arg_ref(c, k, &i, table, V * C);
@@ -331,6 +357,7 @@ void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_r
 	cl_kernel kb = ops_kernel(c, "lt_embedding_backward");
 	if (!N || !ks || !kb)
 		return;
+	LT_ASSERT(lt_buf_type(tokens.buf) == LT_I32);
 	lt_ref order = lt_cl_scratch(c, 2, 2 * (size_t)N);
 	if (lt_cl_failed(c))
 		return;
@@ -528,6 +555,7 @@ void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, in
 	cl_kernel k = ops_kernel(c, "lt_xent");
 	if (!N || !k)
 		return;
+	LT_ASSERT(lt_buf_type(targets.buf) == LT_I32);
 	size_t local = group_for_width(c, k, (size_t)V);
 	int i = 0;
 	lt_cl_arg_ref(c, k, &i, losses, (size_t)N);

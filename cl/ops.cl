@@ -137,6 +137,41 @@ static inline size_t lead_in(ulong off, ulong n)
 	return k < n ? k : (size_t)n;
 }
 
+/* The bfloat16 nearest to f, ties to even (a NaN stays a NaN, quiet), and
+ * the float a bfloat16 stands for: src/backend.h's rule. */
+static inline ushort bf16_round(float f)
+{
+	uint u = as_uint(f);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (ushort)((u >> 16) | 0x0040u);
+	return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float bf16_widen(ushort h)
+{
+	return as_float((uint)h << 16);
+}
+
+/* dst[n] = bf16(src[n]) */
+kernel void lt_f32_to_bf16(global ushort *d_base, ulong d_off, global const float *s_base,
+			   ulong s_off, ulong n)
+{
+	global ushort *d = d_base + d_off;
+	global const float *s = s_base + s_off;
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0))
+		d[i] = bf16_round(s[i]);
+}
+
+/* dst[n] = float(src[n]) */
+kernel void lt_bf16_to_f32(global float *d_base, ulong d_off, global const ushort *s_base,
+			   ulong s_off, ulong n)
+{
+	global float *d = d_base + d_off;
+	global const ushort *s = s_base + s_off;
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0))
+		d[i] = bf16_widen(s[i]);
+}
+
 /* x[n] = value */
 kernel void lt_fill(global float *x_base, ulong x_off, ulong n, float value)
 {

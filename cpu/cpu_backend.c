@@ -26,11 +26,29 @@ struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be)
 	return be->ctx;
 }
 
-float *lt_cpu_at(lt_ref r, size_t n)
+void *lt_cpu_bytes(lt_ref r, size_t n)
 {
 	LT_ASSERT(r.buf);
-	LT_ASSERT(r.off <= r.buf->n && n <= r.buf->n - r.off);
-	return r.buf->data + r.off;
+	LT_ASSERT(r.off <= r.buf->head.n && n <= r.buf->head.n - r.off);
+	return (char *)r.buf->data + r.off * lt_dtype_size(r.buf->head.type);
+}
+
+float *lt_cpu_at(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf && r.buf->head.type == LT_F32);
+	return lt_cpu_bytes(r, n);
+}
+
+int32_t *lt_cpu_ids(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf && r.buf->head.type == LT_I32);
+	return lt_cpu_bytes(r, n);
+}
+
+uint16_t *lt_cpu_bf16(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf && r.buf->head.type == LT_BF16);
+	return lt_cpu_bytes(r, n);
 }
 
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg)
@@ -132,19 +150,26 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 	snprintf(out->attention, sizeof out->attention, "OpenMP blocks through OpenBLAS");
 }
 
-static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)
+/* Bytes a buffer of n elements of type takes: whole 64-byte lines. */
+static size_t rounded_bytes(enum lt_dtype type, size_t n)
+{
+	return (n * lt_dtype_size(type) + 63) & ~(size_t)63;
+}
+
+static enum lt_status cpu_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out)
 {
 	struct lt_cpu_ctx *c = be->ctx;
+	size_t size = lt_dtype_size(type);
 	*out = NULL;
-	if (n > SIZE_MAX / sizeof(float) - 64) {
-		lt_errmsg_set("cannot allocate %zu elements of 4 bytes", n);
+	if (n > (SIZE_MAX - 64) / size) {
+		lt_errmsg_set("cannot allocate %zu elements of %zu bytes", n, size);
 		return LT_ERR_NOMEM;
 	}
 	/* aligned_alloc wants a multiple of the alignment, and never 0 bytes. */
-	size_t bytes = n * sizeof(float);
-	size_t rounded = (bytes + 63) & ~(size_t)63;
+	size_t bytes = n * size;
+	size_t rounded = rounded_bytes(type, n);
 	struct lt_buf *b = malloc(sizeof *b);
-	float *data = aligned_alloc(64, rounded ? rounded : 64);
+	void *data = aligned_alloc(64, rounded ? rounded : 64);
 	if (!b || !data) {
 		free(b);
 		free(data);
@@ -152,7 +177,8 @@ static enum lt_status cpu_buf_new(lt_backend *be, size_t n, lt_buf **out)
 		return LT_ERR_NOMEM;
 	}
 	b->data = data;
-	b->n = n;
+	b->head.type = type;
+	b->head.n = n;
 	c->bytes_now += rounded;
 	if (c->bytes_now > c->bytes_peak)
 		c->bytes_peak = c->bytes_now;
@@ -165,7 +191,7 @@ static void cpu_buf_free(lt_backend *be, lt_buf *b)
 	struct lt_cpu_ctx *c = be->ctx;
 	if (!b)
 		return;
-	c->bytes_now -= ((b->n * sizeof(float)) + 63) & ~(size_t)63;
+	c->bytes_now -= rounded_bytes(b->head.type, b->head.n);
 	free(b->data);
 	free(b);
 }
@@ -173,17 +199,17 @@ static void cpu_buf_free(lt_backend *be, lt_buf *b)
 /* dst[n] = src[n], host to buffer */
 static void cpu_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
 {
-	float *d = lt_cpu_at(dst, n);
+	void *d = lt_cpu_bytes(dst, n);
 	if (n)
-		lt_cpu_memcpy(be->ctx, d, src, n * sizeof(float));
+		lt_cpu_memcpy(be->ctx, d, src, n * lt_dtype_size(lt_buf_type(dst.buf)));
 }
 
 /* dst[n] = src[n], buffer to host */
 static void cpu_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 {
-	const float *s = lt_cpu_at(src, n);
+	const void *s = lt_cpu_bytes(src, n);
 	if (n)
-		lt_cpu_memcpy(be->ctx, dst, s, n * sizeof(float));
+		lt_cpu_memcpy(be->ctx, dst, s, n * lt_dtype_size(lt_buf_type(src.buf)));
 }
 
 /* Every op has finished when it returns; only a recorded failure is left. */
@@ -195,10 +221,10 @@ static enum lt_status cpu_sync(lt_backend *be)
 	return c->failed;
 }
 
-static float *cpu_host_ptr(lt_backend *be, lt_ref r)
+static void *cpu_host_ptr(lt_backend *be, lt_ref r)
 {
 	(void)be;
-	return lt_cpu_at(r, 0);
+	return lt_cpu_bytes(r, 0);
 }
 
 static void cpu_mem_usage(lt_backend *be, size_t *now, size_t *peak)
@@ -223,6 +249,7 @@ static const struct lt_backend_ops cpu_ops = {
 	.profile_read = cpu_profile_read,
 	.fill = lt_cpu_fill,
 	.copy = lt_cpu_copy,
+	.convert = lt_cpu_convert,
 	.scale = lt_cpu_scale,
 	.add = lt_cpu_add,
 	.sum_squares = lt_cpu_sum_squares,

@@ -14,8 +14,8 @@
 
 /* A buffer is plain host memory. */
 struct lt_buf {
-	float *data;  /* 64-byte aligned, n elements */
-	size_t n;
+	struct lt_buf_head head;  /* type and n */
+	void *data;               /* 64-byte aligned, n elements */
 };
 
 struct lt_cpu_ctx {
@@ -43,8 +43,13 @@ struct lt_cpu_ctx {
 
 /* The context of a CPU backend. */
 struct lt_cpu_ctx *lt_cpu_ctx(lt_backend *be);
-/* Host address of r, checking that n elements from it lie in its buffer. */
+/* Host address of r, checking that n elements from it lie in its buffer
+ * and that the buffer holds the type asked for: f32 (lt_cpu_at), i32
+ * (lt_cpu_ids), bf16 (lt_cpu_bf16), or any (lt_cpu_bytes). */
 float *lt_cpu_at(lt_ref r, size_t n);
+int32_t *lt_cpu_ids(lt_ref r, size_t n);
+uint16_t *lt_cpu_bf16(lt_ref r, size_t n);
+void *lt_cpu_bytes(lt_ref r, size_t n);
 /* Records the first failure inside an op (message kept for sync). */
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
 /* An op's clock: start gives the time when profiling (0 otherwise), stop
@@ -125,6 +130,7 @@ void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restric
 		   size_t bytes);
 void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value);
 void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+void lt_cpu_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
 void lt_cpu_scale(lt_backend *be, lt_ref x, size_t n, float s);
 void lt_cpu_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
 void lt_cpu_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);

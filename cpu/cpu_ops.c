@@ -65,17 +65,59 @@ void lt_cpu_fill(lt_backend *be, lt_ref x, size_t n, float value)
 	lt_cpu_prof_stop(c, "fill", t0);
 }
 
-/* dst[n] = src[n] */
+/* dst[n] = src[n], of one type */
 void lt_cpu_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
 {
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
-	float *d = lt_cpu_at(dst, n);
-	const float *s = lt_cpu_at(src, n);
+	enum lt_dtype type = lt_buf_type(src.buf);
+	LT_ASSERT(lt_buf_type(dst.buf) == type);
+	void *d = lt_cpu_bytes(dst, n);
+	const void *s = lt_cpu_bytes(src, n);
 	if (c->failed || !n)
 		return;
 	double t0 = lt_cpu_prof_start(c);
-	lt_cpu_memcpy(c, d, s, n * sizeof(float));
+	lt_cpu_memcpy(c, d, s, n * lt_dtype_size(type));
 	lt_cpu_prof_stop(c, "copy", t0);
+}
+
+/* dst[n] = bf16(src[n]), rounded to nearest, ties to even */
+static void round_to_bf16(struct lt_cpu_ctx *c, uint16_t *restrict d, const float *restrict s,
+			  size_t n)
+{
+#pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		d[i] = lt_bf16_from_f32(s[i]);
+}
+
+/* dst[n] = float(src[n]), exact */
+static void widen_bf16(struct lt_cpu_ctx *c, float *restrict d, const uint16_t *restrict s,
+		       size_t n)
+{
+#pragma omp parallel for simd schedule(static) num_threads(c->threads) if (parallel: n >= PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		d[i] = lt_bf16_to_f32(s[i]);
+}
+
+/* dst[n] = src[n] converted between f32 and bf16 (a copy within one type) */
+void lt_cpu_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	enum lt_dtype from = lt_buf_type(src.buf), to = lt_buf_type(dst.buf);
+	LT_ASSERT(from != LT_I32 && to != LT_I32);
+	if (from == to) {
+		lt_cpu_copy(be, dst, src, n);
+		return;
+	}
+	void *d = lt_cpu_bytes(dst, n);
+	const void *s = lt_cpu_bytes(src, n);
+	if (c->failed || !n)
+		return;
+	double t0 = lt_cpu_prof_start(c);
+	if (to == LT_BF16)
+		round_to_bf16(c, d, s, n);
+	else
+		widen_bf16(c, d, s, n);
+	lt_cpu_prof_stop(c, "convert", t0);
 }
 
 /* x[n] *= s */
@@ -168,8 +210,8 @@ void lt_cpu_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 /* Rows of width C that fit in what follows r in its buffer. */
 static size_t rows_in(lt_ref r, int C)
 {
-	LT_ASSERT(r.buf && r.off <= r.buf->n && C > 0);
-	return (r.buf->n - r.off) / (size_t)C;
+	LT_ASSERT(r.buf && r.off <= lt_buf_elems(r.buf) && C > 0);
+	return (lt_buf_elems(r.buf) - r.off) / (size_t)C;
 }
 
 /* out[N,C] = table[tokens[n], :] */
@@ -179,7 +221,7 @@ void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref 
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
 	LT_ASSERT(N >= 0 && C > 0);
 	float *o = lt_cpu_at(out, (size_t)N * C);
-	const int32_t *tok = (const int32_t *)lt_cpu_at(tokens, (size_t)N);
+	const int32_t *tok = lt_cpu_ids(tokens, (size_t)N);
 	const float *tab = lt_cpu_at(table, (size_t)C);
 	size_t V = rows_in(table, C);
 	if (c->failed)
@@ -212,7 +254,7 @@ void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
 	LT_ASSERT(N >= 0 && C > 0);
 	float *dt = lt_cpu_at(dtable, (size_t)C);
-	const int32_t *tok = (const int32_t *)lt_cpu_at(tokens, (size_t)N);
+	const int32_t *tok = lt_cpu_ids(tokens, (size_t)N);
 	const float *d = lt_cpu_at(dout, (size_t)N * C);
 	size_t V = rows_in(dtable, C);
 	if (c->failed)
@@ -475,7 +517,7 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
 	LT_ASSERT(N >= 0 && V > 0);
 	float *loss = lt_cpu_at(losses, (size_t)N), *z = lt_cpu_at(logits, (size_t)N * V);
-	const int32_t *tgt = (const int32_t *)lt_cpu_at(targets, (size_t)N);
+	const int32_t *tgt = lt_cpu_ids(targets, (size_t)N);
 	int write = grad_scale != 0.0f;
 	if (c->failed)
 		return;

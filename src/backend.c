@@ -82,9 +82,19 @@ void lt_backend_free(lt_backend *be)
 		be->ops->free(be);
 }
 
-enum lt_status lt_buf_new(lt_backend *be, size_t n, lt_buf **out)
+size_t lt_dtype_size(enum lt_dtype t)
 {
-	enum lt_status st = be->ops->buf_new(be, n, out);
+	return t == LT_BF16 ? 2 : 4;
+}
+
+const char *lt_dtype_name(enum lt_dtype t)
+{
+	return t == LT_F32 ? "f32" : t == LT_BF16 ? "bf16" : "i32";
+}
+
+enum lt_status lt_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out)
+{
+	enum lt_status st = be->ops->buf_new(be, type, n, out);
 	if (st != LT_OK)
 		lt_errmsg_prefix("%s backend", be->ops->name);
 	return st;
@@ -102,13 +112,14 @@ void lt_backend_set_matmul(lt_backend *be, enum lt_matmul mode)
 		be->ops->set_matmul(be, mode);
 }
 
-float *lt_backend_host_ptr(lt_backend *be, lt_ref r)
+void *lt_backend_host_ptr(lt_backend *be, lt_ref r)
 {
 	return be->ops->host_ptr ? be->ops->host_ptr(be, r) : NULL;
 }
 
 enum lt_status lt_host_view_map(struct lt_host_view *v, lt_backend *be, lt_ref r, size_t n)
 {
+	LT_ASSERT(lt_buf_type(r.buf) == LT_F32);
 	float *host = lt_backend_host_ptr(be, r);
 	size_t want = n ? n : 1;
 	if (!host && v->staging_n < want) {

@@ -2,9 +2,12 @@
  * pointers that the CPU and OpenCL backends fill, plus the registry that
  * picks one by name.
  *
- * Memory is backend-owned: an lt_buf holds n 4-byte elements (float32 or
- * int32) and is addressed by (buffer, element offset), an lt_ref. The model
- * never touches device memory; it only reads and writes through the table.
+ * Memory is backend-owned: an lt_buf holds n elements of one type (enum
+ * lt_dtype: float32, bfloat16 or int32), fixed when it is made, and is
+ * addressed by (buffer, element offset), an lt_ref. Each op names the type
+ * of every argument; an argument of another type is a caller's bug
+ * (LT_ASSERT). The model never touches device memory; it only reads and
+ * writes through the table.
  *
  * Ops return nothing: a backend that fails inside an op (a driver error)
  * remembers the first failure, turns later ops into no-ops, and reports it
@@ -33,7 +36,37 @@
 typedef struct lt_buf lt_buf;
 typedef struct lt_backend lt_backend;
 
-/* A place in a buffer: off counts 4-byte elements from the buffer's start. */
+/* The element types of buffers. */
+enum lt_dtype {
+	LT_F32,   /* IEEE binary32 */
+	LT_BF16,  /* bfloat16: the upper 16 bits of a binary32 (8-bit exponent,
+		     7 stored mantissa bits), held as uint16_t on the host */
+	LT_I32,   /* int32: token ids */
+};
+
+/* Bytes of one element, and the type's name ("f32", "bf16", "i32"). */
+size_t lt_dtype_size(enum lt_dtype t);
+const char *lt_dtype_name(enum lt_dtype t);
+
+/* What every backend's struct lt_buf begins with, so that the core reads a
+ * buffer's type and size without knowing the backend. */
+struct lt_buf_head {
+	enum lt_dtype type;
+	size_t n;  /* elements */
+};
+
+static inline enum lt_dtype lt_buf_type(const lt_buf *b)
+{
+	return ((const struct lt_buf_head *)(const void *)b)->type;
+}
+
+static inline size_t lt_buf_elems(const lt_buf *b)
+{
+	return ((const struct lt_buf_head *)(const void *)b)->n;
+}
+
+/* A place in a buffer: off counts elements (of the buffer's type) from the
+ * buffer's start. */
 typedef struct lt_ref {
 	lt_buf *buf;
 	size_t off;
@@ -106,11 +139,14 @@ struct lt_backend_ops {
 	/* Describes the device this backend runs on. */
 	void (*info)(lt_backend *be, struct lt_device_info *out);
 
-	/* Memory. buf_new returns LT_ERR_NOMEM/LT_ERR_DEVMEM with the size in
-	 * lt_errmsg when the allocation is refused; contents are undefined. */
-	enum lt_status (*buf_new)(lt_backend *be, size_t n, lt_buf **out);
+	/* Memory. buf_new makes a buffer of n elements of the given type; it
+	 * returns LT_ERR_NOMEM/LT_ERR_DEVMEM with the size in lt_errmsg when
+	 * the allocation is refused; contents are undefined. */
+	enum lt_status (*buf_new)(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out);
 	void (*buf_free)(lt_backend *be, lt_buf *b);
-	/* Host <-> device copies of n elements; they complete before returning. */
+	/* Host <-> device copies of n elements of the buffer's type (the host
+	 * side holds the same type: float, uint16_t bfloat16 bits or int32_t);
+	 * they complete before returning. */
 	void (*write)(lt_backend *be, lt_ref dst, const void *src, size_t n);
 	void (*read)(lt_backend *be, void *dst, lt_ref src, size_t n);
 	/* (optional) The same copies without waiting, after the ops queued
@@ -127,7 +163,7 @@ struct lt_backend_ops {
 	enum lt_status (*sync)(lt_backend *be);
 	/* (optional) Direct host pointer to a buffer's elements, NULL when the
 	 * buffer lives in device memory. */
-	float *(*host_ptr)(lt_backend *be, lt_ref r);
+	void *(*host_ptr)(lt_backend *be, lt_ref r);
 	/* (optional) Registers host memory p[bytes] (page-aligned; it stays
 	 * allocated until unpin) so that read and write copy to and from it at
 	 * full speed; returns a handle for unpin, or NULL when it cannot (the
@@ -146,10 +182,19 @@ struct lt_backend_ops {
 	 * fp32 always. */
 	void (*set_matmul)(lt_backend *be, enum lt_matmul mode);
 
+	/* Types: every float argument of the ops below is f32 and every token
+	 * or target argument i32, unless the op says otherwise. */
+
 	/* x[n] = value */
 	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);
-	/* dst[n] = src[n] (ranges must not overlap) */
+	/* dst[n] = src[n] (ranges must not overlap); any type, dst's the same
+	 * as src's */
 	void (*copy)(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+	/* dst[n] = src[n] converted, dst and src f32 or bf16 (ranges must not
+	 * overlap): f32 -> bf16 rounds to nearest, ties to even (a NaN stays a
+	 * NaN, quiet; a finite value may round to an infinity); bf16 -> f32 is
+	 * exact; a type to itself is a copy. */
+	void (*convert)(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
 	/* x[n] *= s */
 	void (*scale)(lt_backend *be, lt_ref x, size_t n, float s);
 	/* y[n] = a[n] + b[n] (y may be a or b) */
@@ -251,18 +296,35 @@ void lt_backend_free(lt_backend *be);
 /* Names of the compiled-in backends, NULL-terminated. */
 const char *const *lt_backend_names(void);
 
-/* Allocates a buffer of n elements, adding the backend name to the error. */
-enum lt_status lt_buf_new(lt_backend *be, size_t n, lt_buf **out);
+/* Allocates a buffer of n elements of type, adding the backend name to the
+ * error. */
+enum lt_status lt_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out);
 void lt_buf_free(lt_backend *be, lt_buf *b);
 
 /* be->ops->set_matmul(be, mode) where the backend has it. */
 void lt_backend_set_matmul(lt_backend *be, enum lt_matmul mode);
 
 /* be->ops->host_ptr(be, r) where the backend has it, else NULL. */
-float *lt_backend_host_ptr(lt_backend *be, lt_ref r);
+void *lt_backend_host_ptr(lt_backend *be, lt_ref r);
 
-/* A host view of n elements of a backend buffer, for code that works on
- * them as a float array (a file reader or writer, an MPI exchange): p is
+/* The bfloat16 nearest to f (ties to even; a NaN stays a NaN, quiet), and
+ * the float a bfloat16 stands for: the rule every backend's convert keeps. */
+static inline uint16_t lt_bf16_from_f32(float f)
+{
+	union { float f; uint32_t u; } v = { f };
+	if ((v.u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((v.u >> 16) | 0x0040u);
+	return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+static inline float lt_bf16_to_f32(uint16_t h)
+{
+	union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+	return v.f;
+}
+
+/* A host view of n elements of an f32 backend buffer, for code that works
+ * on them as a float array (a file reader or writer, an MPI exchange): p is
  * the backend's own memory where host_ptr gives it (staged == 0), else a
  * staging copy in host memory (staged == 1) that lt_host_view_read fills
  * from the buffer and lt_host_view_write copies back; both are no-ops on

@@ -33,6 +33,7 @@ struct lt_conf_train {
 	uint64_t seed;        /* initialisation, batch order, samples */
 	int max_bad_steps;    /* NaN/Inf losses in a row before the run aborts */
 	enum lt_matmul matmul; /* fp32 | tf32: how GEMMs may round their operands */
+	enum lt_recompute recompute; /* none | block: what forward keeps for backward */
 };
 
 struct lt_conf_data {

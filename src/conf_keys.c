@@ -21,6 +21,8 @@ _Static_assert(LT_SCHED_COSINE == 0 && LT_SCHED_LINEAR == 1 && LT_SCHED_CONSTANT
 _Static_assert(sizeof(enum lt_schedule) == sizeof(int), "an enum key is stored as an int");
 _Static_assert(LT_MATMUL_FP32 == 0 && LT_MATMUL_TF32 == 1 && sizeof(enum lt_matmul) == sizeof(int),
 	       "matmul names follow enum lt_matmul");
+_Static_assert(LT_RECOMPUTE_NONE == 0 && LT_RECOMPUTE_BLOCK == 1 &&
+	       sizeof(enum lt_recompute) == sizeof(int), "recompute names follow enum lt_recompute");
 
 /* ------------------------------------------------------------- the table */
 
@@ -28,6 +30,7 @@ _Static_assert(LT_MATMUL_FP32 == 0 && LT_MATMUL_TF32 == 1 && sizeof(enum lt_matm
 
 static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
 static const char *const matmul_names[] = { "fp32", "tf32", NULL };
+static const char *const recompute_names[] = { "none", "block", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
@@ -123,6 +126,10 @@ static const struct lt_conf_key keys[] = {
 	  .choices = matmul_names, .def = "fp32",
 	  .doc = "fp32, or tf32: matrix products round their inputs to TF32 where the device "
 		 "has TF32 tensor cores (NVIDIA, compute capability 8.0 and later)" },
+	{ .section = "train", .name = "recompute", .type = LT_CONF_ENUM, FIELD(train.recompute),
+	  .choices = recompute_names, .def = "none",
+	  .doc = "none, or block: keep only each block's input and run the block's forward "
+		 "again in backward (less memory, about a third more compute, same gradients)" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",

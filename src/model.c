@@ -43,7 +43,6 @@ struct decode_acts {
 	size_t att;    /* [N,HD] */
 	size_t h;      /* [N,2F] */
 	size_t g;      /* [N,F] */
-	size_t tokens; /* [N] int32 */
 	size_t last;   /* [B,C] the residual of each row's last new token */
 	size_t rstdf;  /* [B] */
 	size_t xf;     /* [B,C] */
@@ -72,11 +71,19 @@ struct lt_model {
 	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
 	lt_buf **acts;                    /* [n_layers + 1] */
 	struct layer_acts *la;
-	size_t x_final, rstdf, xf, logits, losses, tokens, targets, scalar;
+	size_t x_final, rstdf, xf, logits, losses, scalar;
+	int head_rows;                    /* the rows of logits[head_rows, V] at a time */
+	int head_rows_max;                /* lt_model_set_head_rows's bound, 0: none */
+	enum lt_recompute recompute;      /* BLOCK: la[l] share all but x, refilled in backward */
+	lt_buf *head_grad;                /* [V, C] the head's weight gradient of the last
+					     forward with grad_scale != 0 (made by the first) */
+	lt_buf *ids;                      /* [3 * B_cap * T_cap] int32: tokens, targets and
+					     lookup at the offsets below */
+	size_t tokens, targets;
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
-	int have_grad;                    /* the logits hold their gradient */
+	int have_grad;                    /* head_grad and dxf (in dA) hold the head's gradients */
 	struct lt_grad_hook hook;         /* told of each finished gradient range */
-	size_t lookup;                    /* [N] int32 activations: each token's row of it */
+	size_t lookup;                    /* [N] in ids: each token's row of the lookup */
 	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
 	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,
 					     then the lookup activations' host copy */
@@ -87,6 +94,7 @@ struct lt_model {
 	int dec_B, dec_S;
 	lt_buf *kv;                       /* [L] x (k, v), each [B, K, S, D] */
 	lt_buf *dec;                      /* inference activations, reused per layer */
+	lt_buf *dec_ids;                  /* [B * S] int32: the new tokens */
 	struct decode_acts dacts;
 };
 
@@ -150,33 +158,77 @@ static void mirror_grad_layout(struct lt_model *m)
 	m->grads_numel = m->numel;
 }
 
+/* The LM head and the cross-entropy run over row chunks of at most this
+ * many logits, so that no [N, V] buffer exists: 16 Mi floats (64 MiB), a
+ * few hundred rows at common vocabularies, enough for a GEMM to run at
+ * full speed. */
+#define HEAD_CHUNK_ELEMS ((size_t)1 << 24)
+
+/* Rows of logits computed at a time for N rows over a vocabulary of V. */
+static int head_rows(size_t N, size_t V)
+{
+	size_t r = HEAD_CHUNK_ELEMS / V;
+	return (int)(r < 1 ? 1 : r > N ? N : r);
+}
+
+/* Elements of the int32 buffer for (B, T): tokens, targets, lookup. */
+static size_t ids_elems(int B, int T)
+{
+	return 3 * (size_t)B * T;
+}
+
+/* Offsets of what one block's backward reads but its input, taken from
+ * *at on. */
+static void take_block_acts(const struct lt_model_config *c, int B, int T, struct layer_acts *a,
+			    size_t *at)
+{
+	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c);
+#define TAKE(n) (*at += (n), *at - (n))
+	a->rstd1 = TAKE(N);
+	a->ln1 = TAKE(N * C);
+	a->qkv = TAKE(N * QKV);
+	a->lse = TAKE((size_t)B * c->n_heads * T);
+	a->att = TAKE(N * HD);
+	a->xmid = TAKE(N * C);
+	a->rstd2 = TAKE(N);
+	a->ln2 = TAKE(N * C);
+	a->h = TAKE(N * 2 * F);
+	a->g = TAKE(N * F);
+#undef TAKE
+}
+
 /* Elements of the activation buffer for (B, T); fills the offsets when m
  * is given. The same walk serves the estimate and the plan. */
-static size_t plan_activations(const struct lt_model_config *c, int B, int T, struct lt_model *m)
+static size_t plan_activations(const struct lt_model_config *c, int B, int T,
+			       enum lt_recompute recompute, struct lt_model *m)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
 	size_t at = 0;
 #define TAKE(n) (at += (n), at - (n))
+	struct layer_acts a = { 0 };
 	for (int l = 0; l < c->n_layers; l++) {
-		struct layer_acts a;
 		a.x = TAKE(N * C);
-		a.rstd1 = TAKE(N);
-		a.ln1 = TAKE(N * C);
-		a.qkv = TAKE(N * QKV);
-		a.lse = TAKE((size_t)B * c->n_heads * T);
-		a.att = TAKE(N * HD);
-		a.xmid = TAKE(N * C);
-		a.rstd2 = TAKE(N);
-		a.ln2 = TAKE(N * C);
-		a.h = TAKE(N * 2 * F);
-		a.g = TAKE(N * F);
+		if (!recompute)
+			take_block_acts(c, B, T, &a, &at);
 		if (m)
 			m->la[l] = a;
 	}
 	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
-	size_t logits = TAKE(N * V), losses = TAKE(N), tokens = TAKE(N), targets = TAKE(N);
-	size_t lookup = TAKE(N), scalar = TAKE(16);
+	int rows = head_rows(N, V);
+	if (m && m->head_rows_max > 0 && rows > m->head_rows_max)
+		rows = m->head_rows_max;
+	size_t logits = TAKE((size_t)rows * V), losses = TAKE(N), scalar = TAKE(16);
+	if (recompute) {
+		/* one block's worth, after x_final: in the last piece */
+		take_block_acts(c, B, T, &a, &at);
+		for (int l = 0; m && l < c->n_layers; l++) {
+			size_t x = m->la[l].x;
+			m->la[l] = a;
+			m->la[l].x = x;
+		}
+	}
 	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
 	if (F > wa)
 		wa = F;
@@ -187,10 +239,11 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 		m->rstdf = rstdf;
 		m->xf = xf;
 		m->logits = logits;
+		m->head_rows = rows;
 		m->losses = losses;
-		m->tokens = tokens;
-		m->targets = targets;
-		m->lookup = lookup;
+		m->tokens = 0;  /* in ids */
+		m->targets = N;
+		m->lookup = 2 * N;
 		m->scalar = scalar;
 		m->dx = dx;
 		m->dA = dA;
@@ -200,14 +253,16 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T, st
 }
 
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      struct lt_mem_estimate *out)
+			      enum lt_recompute recompute, struct lt_mem_estimate *out)
 {
 	size_t P = lt_model_config_params(c);
 	memset(out, 0, sizeof *out);
 	out->params = P * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
-	out->activations = plan_activations(c, B, T, NULL) * 4;
+	/* the head's weight gradient is made by the first training step */
+	out->activations = plan_activations(c, B, T, recompute, NULL) * 4 + ids_elems(B, T) * 4 +
+			   (size_t)c->vocab_size * c->dim * 4;
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
@@ -252,9 +307,9 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	lay_out_parameters(m);
 	mirror_grad_layout(m);
 
-	if ((st = lt_buf_new(be, m->numel, &m->params)) != LT_OK ||
-	    (st = lt_buf_new(be, m->numel, &m->grads)) != LT_OK ||
-	    (st = lt_buf_new(be, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
+	if ((st = lt_buf_new(be, LT_F32, m->numel, &m->params)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, m->numel, &m->grads)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
 		lt_errmsg_prefix("model of %zu parameters", m->numel);
 		lt_model_free(m);
 		return st;
@@ -273,6 +328,8 @@ static void free_activations(lt_model *m)
 	free(m->host_tokens);
 	free(m->lookup_rows);
 	m->host_tokens = m->lookup_rows = NULL;
+	lt_buf_free(m->be, m->ids);
+	m->ids = NULL;
 	if (!m->acts)
 		return;
 	for (int i = 0; i <= m->cfg.n_layers; i++)
@@ -317,13 +374,16 @@ static enum lt_status allocate_activations(lt_model *m, size_t n, size_t tokens)
 	}
 	for (int i = 0; i < pieces; i++) {
 		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
-		enum lt_status st = lt_buf_new(m->be, end - piece_begin(m, i), &m->acts[i]);
+		enum lt_status st = lt_buf_new(m->be, LT_F32, end - piece_begin(m, i), &m->acts[i]);
 		if (st != LT_OK) {
 			free_activations(m);
 			return st;
 		}
 	}
-	return LT_OK;
+	enum lt_status st = lt_buf_new(m->be, LT_I32, 3 * tokens, &m->ids);
+	if (st != LT_OK)
+		free_activations(m);
+	return st;
 }
 
 void lt_model_free(lt_model *m)
@@ -333,6 +393,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->params);
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
+	lt_buf_free(m->be, m->head_grad);
 	free_activations(m);
 	lt_model_decode_end(m);
 	free(m->row_slot);
@@ -388,7 +449,7 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 	lt_buf_free(m->be, m->grads);
 	m->grads = NULL;
 	m->grads_numel = 0;
-	enum lt_status st = lt_buf_new(m->be, n, &m->grads);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, n, &m->grads);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("gradient buffer of %zu elements", n);
 		return st;
@@ -406,7 +467,7 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 }
 
 static lt_ref A(const lt_model *m, size_t off);
-lt_ref lt_model_logits(const lt_model *m) { return A(m, m->logits); }
+
 
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
 {
@@ -462,13 +523,13 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	/* Every piece grows with the tokens B * T (the last one's 16 scalars
 	 * aside), so a plan of no more tokens fits in the pieces as they are. */
 	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
-		plan_activations(&m->cfg, B, T, m);
+		plan_activations(&m->cfg, B, T, m->recompute, m);
 		m->B = B;
 		m->T = T;
 		return LT_OK;
 	}
 	free_activations(m);
-	size_t n = plan_activations(&m->cfg, B, T, m);
+	size_t n = plan_activations(&m->cfg, B, T, m->recompute, m);
 	enum lt_status st = allocate_activations(m, n, (size_t)B * T);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
@@ -491,6 +552,7 @@ static lt_ref A(const lt_model *m, size_t off)
 	int i = piece_of(m, off);
 	return (lt_ref){ m->acts[i], off - piece_begin(m, i) };
 }
+static lt_ref I(const lt_model *m, size_t off) { return (lt_ref){ m->ids, off }; }
 
 /* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
 static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M, int N, int K,
@@ -501,16 +563,30 @@ static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M
 	be->ops->gemm(be, &g, x, w, out);
 }
 
+/* dx[M,K] (= or +=, by beta) dout[M,N] . W[N,K] */
+static void linear_grad_input(lt_backend *be, lt_ref dx, float beta, lt_ref dout, lt_ref w,
+			      int M, int N, int K)
+{
+	struct lt_gemm g = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
+			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	be->ops->gemm(be, &g, dout, w, dx);
+}
+
+/* dW[N,K] (= or +=, by beta) dout[M,N]^T . x[M,K] */
+static void linear_grad_weight(lt_backend *be, lt_ref dw, float beta, lt_ref dout, lt_ref x,
+			       int M, int N, int K)
+{
+	struct lt_gemm g = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
+			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
+	be->ops->gemm(be, &g, dout, x, dw);
+}
+
 /* dx[M,K] (= or +=) dout[M,N] . W[N,K], and dW[N,K] += dout^T . x[M,K]. */
 static void linear_backward(lt_backend *be, lt_ref dx, float dx_beta, lt_ref dw, lt_ref dout,
 			    lt_ref x, lt_ref w, int M, int N, int K)
 {
-	struct lt_gemm gx = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
-			      .beta = dx_beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	struct lt_gemm gw = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
-			      .beta = 1.0f, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	be->ops->gemm(be, &gx, dout, w, dx);
-	be->ops->gemm(be, &gw, dout, x, dw);
+	linear_grad_input(be, dx, dx_beta, dout, w, M, N, K);
+	linear_grad_weight(be, dw, 1.0f, dout, x, M, N, K);
 }
 
 static struct lt_attn_shape attn_shape(const lt_model *m)
@@ -519,9 +595,10 @@ static struct lt_attn_shape attn_shape(const lt_model *m)
 				       .K = m->cfg.n_kv_heads, .D = head_dim(&m->cfg) };
 }
 
-/* One transformer block: x_l -> x_{l+1} (stored as the next layer's x, or
- * x_final after the last layer). */
-static void block_forward(lt_model *m, int l)
+/* Block l's forward as far as its backward reads: everything from x_l to
+ * the MLP's swiglu output g (with train.recompute = block, backward runs
+ * it again first). */
+static void block_forward_kept(lt_model *m, int l)
 {
 	lt_backend *be = m->be;
 	const struct lt_model_config *c = &m->cfg;
@@ -529,7 +606,6 @@ static void block_forward(lt_model *m, int l)
 	const struct layer_acts *a = &m->la[l];
 	int N = m->B * m->T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
 	struct lt_attn_shape s = attn_shape(m);
-	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln1), A(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
@@ -543,8 +619,19 @@ static void block_forward(lt_model *m, int l)
 				 N, C, c->norm_eps);
 	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
-	be->ops->copy(be, A(m, next), A(m, a->xmid), (size_t)N * C);
-	linear_forward(be, A(m, next), A(m, a->g), P(m, w->wdown), N, C, F, 1.0f);
+}
+
+/* One transformer block: x_l -> x_{l+1} (stored as the next layer's x, or
+ * x_final after the last layer). */
+static void block_forward(lt_model *m, int l)
+{
+	const struct lt_model_config *c = &m->cfg;
+	const struct layer_acts *a = &m->la[l];
+	int N = m->B * m->T, C = c->dim, F = c->ffn_dim;
+	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
+	block_forward_kept(m, l);
+	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
+	linear_forward(m->be, A(m, next), A(m, a->g), P(m, m->layers[l].wdown), N, C, F, 1.0f);
 }
 
 /* Passes a finished gradient range to the caller's hook, if any. */
@@ -594,6 +681,37 @@ static void block_backward(lt_model *m, int l)
 				  A(m, a->rstd1), N, C);
 }
 
+/* The LM head and the loss over rows [r0, r0 + R) of the batch: their
+ * logits[R, V] into the chunk, their losses, and with grad_scale != 0
+ * their gradients, which need the logits no longer than this: dxf rows
+ * (into dA, kept for backward) and the head's weight gradient (into
+ * head_grad: = for the first chunk, += for the rest). */
+static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
+{
+	lt_backend *be = m->be;
+	int C = m->cfg.dim, V = m->cfg.vocab_size;
+	lt_ref logits = A(m, m->logits), xf = A(m, m->xf + (size_t)r0 * C);
+	linear_forward(be, logits, xf, P(m, m->lm_head), R, V, C, 0.0f);
+	be->ops->xent(be, A(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), R,
+		      V, grad_scale);
+	if (grad_scale == 0.0f)
+		return;
+	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
+	linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R, V, C);
+}
+
+/* The head's weight gradient buffer, made by the first training forward. */
+static enum lt_status have_head_grad(lt_model *m)
+{
+	if (m->head_grad)
+		return LT_OK;
+	enum lt_status st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.vocab_size * m->cfg.dim,
+				       &m->head_grad);
+	if (st != LT_OK)
+		lt_errmsg_prefix("the LM head's gradient");
+	return st;
+}
+
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
 				float grad_scale, double *loss_sum, long *n_targets)
 {
@@ -611,21 +729,24 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		}
 		valid += targets[i] >= 0;
 	}
-	be->ops->write(be, A(m, m->tokens), tokens, (size_t)N);
-	be->ops->write(be, A(m, m->targets), targets, (size_t)N);
+	enum lt_status st = grad_scale != 0.0f ? have_head_grad(m) : LT_OK;
+	if (st != LT_OK)
+		return st;
+	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
+	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
 
-	be->ops->embedding_forward(be, A(m, m->la[0].x), A(m, m->tokens), P(m, m->embed), N, C);
+	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_forward(m, l);
 	be->ops->rmsnorm_forward(be, A(m, m->xf), A(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
-	linear_forward(be, A(m, m->logits), A(m, m->xf), P(m, m->lm_head), N, V, C, 0.0f);
-	be->ops->xent(be, A(m, m->losses), A(m, m->logits), A(m, m->targets), N, V, grad_scale);
+	for (int r0 = 0; r0 < N; r0 += m->head_rows)
+		head_chunk(m, r0, N - r0 < m->head_rows ? N - r0 : m->head_rows, grad_scale);
 	be->ops->sum(be, A(m, m->scalar), A(m, m->losses), (size_t)N);
 	float loss;
 	be->ops->read(be, &loss, A(m, m->scalar), 1);
-	enum lt_status st = be->ops->sync(be);
+	st = be->ops->sync(be);
 	if (st != LT_OK)
 		return st;
 	m->have_grad = grad_scale != 0.0f;
@@ -660,7 +781,7 @@ static enum lt_status place_lookup_rows(lt_model *m, int *count)
 		map[n] = m->row_slot[m->host_tokens[n]];
 	for (int i = 0; i < U; i++)
 		m->row_slot[m->lookup_rows[i]] = -1;
-	m->be->ops->write(m->be, A(m, m->lookup), map, (size_t)N);
+	m->be->ops->write(m->be, I(m, m->lookup), map, (size_t)N);
 	*count = U;
 	return LT_OK;
 }
@@ -674,11 +795,11 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	int N = m->B * m->T, C = m->cfg.dim;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
 	if (!m->hook.lookup_ready) {
-		be->ops->embedding_backward(be, G(m, m->embed), A(m, m->tokens), dx, N, C);
+		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	}
 	be->ops->fill(be, dA, (size_t)rows * C, 0.0f);
-	be->ops->embedding_backward(be, dA, A(m, m->lookup), dx, N, C);
+	be->ops->embedding_backward(be, dA, I(m, m->lookup), dx, N, C);
 	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, dA);
 }
 
@@ -698,8 +819,9 @@ enum lt_status lt_model_backward(lt_model *m)
 		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
 		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
 	}
-	linear_backward(be, dA, 0.0f, G(m, m->lm_head), A(m, m->logits), A(m, m->xf),
-			P(m, m->lm_head), N, V, C);
+	/* the head's gradients came with the forward: dxf in dA, dW in head_grad */
+	lt_ref head = G(m, m->lm_head);
+	be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
 				  A(m, m->rstdf), N, C);
 	m->have_grad = 0;
@@ -711,6 +833,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)
 			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
+		if (m->recompute)  /* the same ops on the same input: the same bits */
+			block_forward_kept(m, l);
 		block_backward(m, l);
 		st = m->pause_st != LT_OK ? m->pause_st
 					  : tell_grads_ready(m, m->layers[l].ln_in,
@@ -750,7 +874,6 @@ static size_t plan_decode(const struct lt_model_config *c, int B, int S, struct 
 	d->att = TAKE(N * C);
 	d->h = TAKE(N * 2 * F);
 	d->g = TAKE(N * F);
-	d->tokens = TAKE(N);
 	d->last = TAKE((size_t)B * C);
 	d->rstdf = TAKE((size_t)B);
 	d->xf = TAKE((size_t)B * C);
@@ -783,9 +906,11 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 	m->dec_B = B;
 	m->dec_S = S;
 	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
-	enum lt_status st = lt_buf_new(m->be, kv, &m->kv);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, kv, &m->kv);
 	if (st == LT_OK)
-		st = lt_buf_new(m->be, plan_decode(c, B, S, &m->dacts), &m->dec);
+		st = lt_buf_new(m->be, LT_F32, plan_decode(c, B, S, &m->dacts), &m->dec);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_I32, (size_t)B * S, &m->dec_ids);
 	if (st != LT_OK) {
 		lt_model_decode_end(m);
 		lt_errmsg_prefix("key/value cache for %d sequences of %d tokens", B, S);
@@ -797,7 +922,8 @@ void lt_model_decode_end(lt_model *m)
 {
 	lt_buf_free(m->be, m->kv);
 	lt_buf_free(m->be, m->dec);
-	m->kv = m->dec = NULL;
+	lt_buf_free(m->be, m->dec_ids);
+	m->kv = m->dec = m->dec_ids = NULL;
 	m->dec_B = m->dec_S = 0;
 }
 
@@ -853,8 +979,9 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 			return LT_ERR_ARG;
 		}
 	}
-	be->ops->write(be, DA(m, d->tokens), tokens, (size_t)N);
-	be->ops->embedding_forward(be, DA(m, d->x), DA(m, d->tokens), P(m, m->embed), N, C);
+	lt_ref ids = { m->dec_ids, 0 };
+	be->ops->write(be, ids, tokens, (size_t)N);
+	be->ops->embedding_forward(be, DA(m, d->x), ids, P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_decode(m, l, T, pos0);
 
@@ -871,4 +998,30 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 	linear_forward(be, DA(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
 	be->ops->read(be, logits, DA(m, d->logits), (size_t)B * V);
 	return be->ops->sync(be);
+}
+
+enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
+{
+	lt_backend *be = m->be;
+	int C = m->cfg.dim, V = m->cfg.vocab_size;
+	LT_ASSERT(m->acts && row0 >= 0 && rows >= 0 && row0 + rows <= m->B * m->T);
+	for (int r = 0; r < rows; r += m->head_rows) {
+		int R = rows - r < m->head_rows ? rows - r : m->head_rows;
+		linear_forward(be, A(m, m->logits), A(m, m->xf + (size_t)(row0 + r) * C),
+			       P(m, m->lm_head), R, V, C, 0.0f);
+		be->ops->read(be, out + (size_t)r * V, A(m, m->logits), (size_t)R * V);
+	}
+	return be->ops->sync(be);
+}
+
+void lt_model_set_head_rows(lt_model *m, int rows)
+{
+	LT_ASSERT(!m->acts);
+	m->head_rows_max = rows > 0 ? rows : 0;
+}
+
+void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
+{
+	LT_ASSERT(!m->acts);
+	m->recompute = r;
 }

@@ -30,10 +30,19 @@ struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
 };
 
+/* What training keeps of each block's forward for its backward
+ * (train.recompute). */
+enum lt_recompute {
+	LT_RECOMPUTE_NONE,   /* every activation backward reads */
+	LT_RECOMPUTE_BLOCK,  /* each block's input only: backward runs the block's
+				forward again first, into one block's worth of
+				buffers; gradients are bitwise the same */
+};
+
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      struct lt_mem_estimate *out);
+			      enum lt_recompute recompute, struct lt_mem_estimate *out);
 
 typedef struct lt_model lt_model;
 
@@ -91,8 +100,10 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T);
 
 /* Forward pass over tokens[B*T] predicting targets[B*T] (int32 host
  * arrays; a target < 0 is ignored). Writes the summed loss and the number
- * of predicted targets. When grad_scale != 0 the logits are replaced by
- * their gradient (scaled by grad_scale) ready for lt_model_backward. */
+ * of predicted targets. The LM head and the loss run over row chunks, so
+ * no [B*T, V] logits buffer exists. When grad_scale != 0 the head's
+ * gradients (of grad_scale * loss_sum) are made here, chunk by chunk,
+ * ready for lt_model_backward. */
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
 				float grad_scale, double *loss_sum, long *n_targets);
 /* Backward pass after a forward with grad_scale != 0: adds the gradient of
@@ -129,8 +140,16 @@ struct lt_grad_hook {
 void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook);
 /* Zeroes the gradient buffer. */
 void lt_model_zero_grads(lt_model *m);
-/* The logits[B*T, V] of the last forward with grad_scale == 0. */
-lt_ref lt_model_logits(const lt_model *m);
+/* out[rows, V] = the logits of rows row0 .. row0+rows-1 (of the B*T) of
+ * the last forward, computed again from its final activations: no [B*T, V]
+ * buffer is kept. */
+enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out);
+/* Before the first lt_model_plan: the head runs over at most `rows` rows
+ * at a time (rows <= 0: as many as 64 MiB of logits hold, the default). */
+void lt_model_set_head_rows(lt_model *m, int rows);
+/* Before the first lt_model_plan: what forward keeps for backward (the
+ * default LT_RECOMPUTE_NONE). */
+void lt_model_set_recompute(lt_model *m, enum lt_recompute r);
 
 /* KV-cached decoding, for generation: each new token costs O(context), not
  * O(context^2). Its buffers are separate from the training plan's, which

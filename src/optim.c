@@ -40,8 +40,9 @@ enum lt_status lt_optim_new(lt_model *model, size_t begin, size_t end, lt_optim 
 	o->begin = begin;
 	o->end = end;
 	size_t n = end - begin ? end - begin : 1;
-	if ((st = lt_buf_new(be, n, &o->m)) != LT_OK || (st = lt_buf_new(be, n, &o->v)) != LT_OK ||
-	    (st = lt_buf_new(be, 16, &o->scalar)) != LT_OK) {
+	if ((st = lt_buf_new(be, LT_F32, n, &o->m)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, n, &o->v)) != LT_OK ||
+	    (st = lt_buf_new(be, LT_F32, 16, &o->scalar)) != LT_OK) {
 		lt_errmsg_prefix("AdamW moments for %zu parameters", end - begin);
 		lt_optim_free(o);
 		return st;

@@ -77,8 +77,7 @@ static enum lt_status forward(struct dump *d, int n)
 		lt_errmsg_set("cannot allocate %zu logits", (size_t)n * V);
 		return LT_ERR_NOMEM;
 	}
-	d->be->ops->read(d->be, d->logits, lt_model_logits(d->model), (size_t)n * V);
-	return d->be->ops->sync(d->be);
+	return lt_model_read_logits(d->model, 0, n, d->logits);
 }
 
 static void print_logits(const struct dump *d, int n)

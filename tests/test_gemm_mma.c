@@ -92,8 +92,9 @@ static void problem_free(struct problem *p)
 static int run_gemm(struct problem *p)
 {
 	lt_buf *a = NULL, *b = NULL, *c = NULL;
-	int ok = lt_buf_new(be, p->na, &a) == LT_OK && lt_buf_new(be, p->nb, &b) == LT_OK &&
-		 lt_buf_new(be, p->nc, &c) == LT_OK;
+	int ok = lt_buf_new(be, LT_F32, p->na, &a) == LT_OK &&
+		 lt_buf_new(be, LT_F32, p->nb, &b) == LT_OK &&
+		 lt_buf_new(be, LT_F32, p->nc, &c) == LT_OK;
 	if (ok) {
 		be->ops->write(be, (lt_ref){ a, 0 }, p->a, p->na);
 		be->ops->write(be, (lt_ref){ b, 0 }, p->b, p->nb);

@@ -70,7 +70,7 @@ static void check_refused_allocation(lt_backend *be)
 {
 	lt_buf *b = NULL;
 	size_t n = (size_t)1 << 58; /* 2^60 bytes: no machine has that */
-	enum lt_status st = lt_buf_new(be, n, &b);
+	enum lt_status st = lt_buf_new(be, LT_F32, n, &b);
 	tap_ok(st == LT_ERR_NOMEM && b == NULL && strstr(lt_errmsg(), "1152921504606846976"),
 	       "a refused allocation names the bytes asked: '%s'", lt_errmsg());
 	lt_buf_free(be, b);
@@ -123,7 +123,7 @@ static void check_estimate_against_rss(lt_backend *be, int threads)
 	}
 	double rss = peak_rss();
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&good, B, T, threads, &est);
+	lt_model_estimate_memory(&good, B, T, threads, LT_RECOMPUTE_NONE, &est);
 	double ratio = (double)est.total / rss;
 	tap_diag("estimate %.1f MiB (params %.1f, grads %.1f, optimizer %.1f, activations %.1f, "
 		 "workspace %.1f, runtime %.1f), peak RSS %.1f MiB",

@@ -213,13 +213,14 @@ static void fill_sentinels(float *s, int array)
 		s[i] = SENTINEL - array;
 }
 
-static lt_ref new_device_array(struct device_arrays *a, size_t n)
+/* An array of n elements of a 4-byte type (f32, or i32 for token ids). */
+static lt_ref new_array_of(struct device_arrays *a, enum lt_dtype type, size_t n)
 {
 	lt_backend *be = a->be;
 	lt_buf *b;
 	if (a->count == MAX_ARRAYS)
 		bail_out("test bug: more than %d device arrays in one group", MAX_ARRAYS);
-	enum lt_status st = lt_buf_new(be, n + 2 * GUARD, &b);
+	enum lt_status st = lt_buf_new(be, type, n + 2 * GUARD, &b);
 	if (st != LT_OK)
 		bail_out("%s: buf_new(%zu): %s: %s", be->ops->name, n + 2 * GUARD, lt_status_str(st),
 			 lt_errmsg());
@@ -239,10 +240,23 @@ static lt_ref new_device_array(struct device_arrays *a, size_t n)
 	return lt_ref_at(r, GUARD);
 }
 
-/* host holds n 4-byte elements (float or int32) */
-static lt_ref device_copy_of(struct device_arrays *a, const void *host, size_t n)
+static lt_ref new_device_array(struct device_arrays *a, size_t n)
+{
+	return new_array_of(a, LT_F32, n);
+}
+
+/* host holds n floats */
+static lt_ref device_copy_of(struct device_arrays *a, const float *host, size_t n)
 {
 	lt_ref r = new_device_array(a, n);
+	a->be->ops->write(a->be, r, host, n);
+	return r;
+}
+
+/* host holds n token ids */
+static lt_ref device_ids_of(struct device_arrays *a, const int32_t *host, size_t n)
+{
+	lt_ref r = new_array_of(a, LT_I32, n);
 	a->be->ops->write(a->be, r, host, n);
 	return r;
 }
@@ -1008,7 +1022,7 @@ static void test_embedding(lt_backend *be, struct rng *r)
 	reference_embedding_forward(want_out, tokens, dtab, N, C);
 	reference_embedding_backward(want_dtable, tokens, ddout, N, C);
 
-	lt_ref rtok = device_copy_of(&a, tokens, N), rtable = device_copy_of(&a, table, VC);
+	lt_ref rtok = device_ids_of(&a, tokens, N), rtable = device_copy_of(&a, table, VC);
 	lt_ref rout = new_device_array(&a, NC);
 	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
 	float *got = downloaded(&a, rout, NC);
@@ -1360,7 +1374,7 @@ static void test_xent(lt_backend *be, struct rng *r)
 	double *want_grad = zeroed_doubles(nl);
 	reference_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
 
-	lt_ref rtargets = device_copy_of(&a, targets, N);
+	lt_ref rtargets = device_ids_of(&a, targets, N);
 	lt_ref rlogits = device_copy_of(&a, logits, nl), rlosses = new_device_array(&a, N);
 	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
 	float *got_losses = downloaded(&a, rlosses, N), *got_logits = downloaded(&a, rlogits, nl);

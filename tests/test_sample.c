@@ -71,8 +71,8 @@ static float *full_forward_logits(lt_model *m, const int32_t *tokens)
 	    lt_model_forward(m, tokens, targets, 0.0f, &loss, &count) != LT_OK)
 		bail_out("full forward");
 	float *logits = allocate((size_t)N * V * sizeof *logits);
-	lt_backend *be = lt_model_backend(m);
-	be->ops->read(be, logits, lt_model_logits(m), (size_t)N * V);
+	if (lt_model_read_logits(m, 0, N, logits) != LT_OK)
+		bail_out("reading the full forward's logits");
 	return logits;
 }
 

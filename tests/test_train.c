@@ -223,6 +223,119 @@ static double loss_and_grads(lt_model *m, const int32_t *tok, const int32_t *tgt
 	return loss;
 }
 
+/* The LM head over chunks of 4 rows (18 = 4+4+4+4+2) against the whole
+ * batch at once: the same losses, logits and gradients up to the order of
+ * the head's weight-gradient sums (a loss of 1e-6 relative at most). */
+static void check_head_chunks(lt_backend *be)
+{
+	struct lt_model_config c = tiny_bytes;
+	c.vocab_size = 37;
+	c.dim = 24;
+	c.ffn_dim = 40;
+	c.max_seq = 9;
+	const int B = 2, T = 9, N = B * T, V = 37;
+	int32_t tok[18], tgt[18];
+	for (int i = 0; i < N; i++) {
+		tok[i] = (int32_t)(i * 7 % V);
+		tgt[i] = i == 5 ? -1 : (int32_t)(i * 13 % V);
+	}
+	lt_model *m[2] = { NULL, NULL };
+	float *g[2] = { NULL, NULL }, *lg[2] = { NULL, NULL };
+	double loss[2] = { NAN, NAN };
+	int ok = 1;
+	for (int k = 0; k < 2; k++) {
+		size_t P;
+		ok = ok && lt_model_new(be, &c, &m[k]) == LT_OK && lt_model_init(m[k], 5) == LT_OK;
+		if (!ok)
+			break;
+		lt_model_set_head_rows(m[k], k ? 4 : 0);
+		P = lt_model_num_params(m[k]);
+		g[k] = malloc(P * sizeof *g[k]);
+		lg[k] = malloc((size_t)N * V * sizeof *lg[k]);
+		ok = g[k] && lg[k];
+		if (ok) {
+			loss[k] = loss_and_grads(m[k], tok, tgt, B, T, g[k]);
+			ok = lt_model_read_logits(m[k], 0, N, lg[k]) == LT_OK;
+		}
+	}
+	double dg = 0, dl = 0;
+	if (ok) {
+		size_t P = lt_model_num_params(m[0]);
+		double *want = malloc(P * sizeof *want), *lw = malloc((size_t)N * V * sizeof *lw);
+		for (size_t i = 0; want && i < P; i++)
+			want[i] = g[0][i];
+		for (size_t i = 0; lw && i < (size_t)N * V; i++)
+			lw[i] = lg[0][i];
+		dg = want ? tap_rel_l2_f(g[1], want, (long)P) : NAN;
+		dl = lw ? tap_rel_l2_f(lg[1], lw, (long)N * V) : NAN;
+		free(want);
+		free(lw);
+	}
+	tap_ok(ok && fabs(loss[1] - loss[0]) <= 1e-6 * fabs(loss[0]) && dg <= 1e-6 && dl <= 1e-6,
+	       "LM head in chunks of 4 rows: loss %.9g vs %.9g, gradients rel L2 %.2e, logits %.2e "
+	       "(<= 1e-6)", loss[1], loss[0], dg, dl);
+	for (int k = 0; k < 2; k++) {
+		lt_model_free(m[k]);
+		free(g[k]);
+		free(lg[k]);
+	}
+}
+
+/* train.recompute = block against none on backend `spec`: the same loss
+ * and gradient bits over two accumulated micro-batches. */
+static void check_recompute(const char *spec)
+{
+	lt_backend *be = NULL;
+	if (lt_backend_new(spec, 2, &be) != LT_OK) {
+		tap_skip("recompute on %s: the backend cannot start here: %s", spec, lt_errmsg());
+		return;
+	}
+	struct lt_model_config c = tiny_bytes;
+	c.max_seq = 16;
+	const int B = 3, T = 16, N = B * T;
+	int32_t tok[48], tgt[48];
+	for (int i = 0; i < N; i++) {
+		tok[i] = (int32_t)(i * 37 % 256);
+		tgt[i] = (int32_t)(i * 91 % 256);
+	}
+	lt_model *m[2] = { NULL, NULL };
+	float *g[2] = { NULL, NULL };
+	double loss[2][2];
+	int ok = 1;
+	size_t P = 0;
+	for (int k = 0; k < 2 && ok; k++) {
+		ok = lt_model_new(be, &c, &m[k]) == LT_OK && lt_model_init(m[k], 8) == LT_OK;
+		if (!ok)
+			break;
+		lt_model_set_recompute(m[k], k ? LT_RECOMPUTE_BLOCK : LT_RECOMPUTE_NONE);
+		P = lt_model_num_params(m[k]);
+		ok = (g[k] = malloc(P * sizeof *g[k])) != NULL && lt_model_plan(m[k], B, T) == LT_OK;
+		lt_model_zero_grads(m[k]);
+		for (int micro = 0; micro < 2 && ok; micro++) {
+			long n;
+			tok[micro] ^= 1;
+			ok = lt_model_forward(m[k], tok, tgt, 0.5f / N, &loss[k][micro], &n) == LT_OK &&
+			     lt_model_backward(m[k]) == LT_OK;
+			tok[micro] ^= 1;
+		}
+		if (ok)
+			be->ops->read(be, g[k], lt_model_grads(m[k]), P);
+		ok = ok && be->ops->sync(be) == LT_OK;
+	}
+	size_t differ = 0;
+	for (size_t i = 0; ok && i < P; i++)
+		differ += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+	tap_ok(ok && !memcmp(loss[0], loss[1], sizeof loss[0]) && differ == 0,
+	       "%s: recompute = block gives the losses (%.9g, %.9g) and all %zu gradients of "
+	       "recompute = none bitwise (%zu differ)", spec, ok ? loss[1][0] : NAN,
+	       ok ? loss[1][1] : NAN, P, differ);
+	for (int k = 0; k < 2; k++) {
+		lt_model_free(m[k]);
+		free(g[k]);
+	}
+	lt_backend_free(be);
+}
+
 /* A smaller batch after a larger one keeps the activation buffers and
  * gives the same bits as a model planned for it from the start; a larger
  * one than the first allocates. */
@@ -458,7 +571,7 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(10);
+	tap_plan(13);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
@@ -466,6 +579,9 @@ int main(void)
 	check_gradient_by_finite_differences(be);
 	check_gradient_hook(be);
 	check_plan_reuse(be);
+	check_head_chunks(be);
+	check_recompute("cpu");
+	check_recompute("opencl");
 	check_lookup_apart(be, 0);
 	check_lookup_apart(be, 1);
 	check_same_seed_same_run(be, text, len);

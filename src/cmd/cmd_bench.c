@@ -25,6 +25,7 @@ struct bench_opts {
 	int profile;           /* print each op's share of the device time */
 	int gemm;              /* > 0: only time gemm^3 GEMMs of the model's layouts */
 	int batch, seq;
+	enum lt_recompute recompute;  /* the config's train.recompute */
 };
 
 static double peak_rss_bytes(void)
@@ -91,7 +92,7 @@ static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps,
 {
 	size_t nn = (size_t)n * n;
 	lt_buf *buf = NULL;
-	enum lt_status st = lt_buf_new(be, 3 * nn, &buf);
+	enum lt_status st = lt_buf_new(be, LT_F32, 3 * nn, &buf);
 	if (st != LT_OK)
 		return st;
 	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { buf, 2 * nn };
@@ -224,7 +225,7 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	struct lt_device_info dev;
 	be->ops->info(be, &dev);
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, &est);
+	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, o->recompute, &est);
 	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
 	       preset ? "preset " : "model", preset ? preset : "",
 	       (double)lt_model_num_params(model) / 1e6, o->batch, o->seq, dev.name);
@@ -277,7 +278,7 @@ int lt_cmd_bench(int argc, char **argv)
 	if (rc)
 		return rc;
 	struct bench_opts o = { .device = conf.run.device, .threads = conf.run.threads,
-				.steps = 3, .sample_tokens = 255 };
+				.steps = 3, .sample_tokens = 255, .recompute = conf.train.recompute };
 	/* the command's own options (lt_cmd_preset took the config ones) */
 	rc = lt_cmd_parse(argc, argv, &bench_usage, &o, &conf);
 	if (rc >= 0)
@@ -313,8 +314,10 @@ int lt_cmd_bench(int argc, char **argv)
 	/* The sgemm is timed before and after the steps and the better figure
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
 	double peak_after;
-	if ((st = lt_model_new(be, &mc, &model)) != LT_OK || (st = lt_model_init(model, 1)) != LT_OK ||
-	    (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
+	if ((st = lt_model_new(be, &mc, &model)) != LT_OK)
+		goto out;
+	lt_model_set_recompute(model, o.recompute);
+	if ((st = lt_model_init(model, 1)) != LT_OK || (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
 	    (st = lt_optim_new(model, 0, lt_model_num_params(model), &opt)) != LT_OK ||
 	    (st = time_sgemm(be, &peak)) != LT_OK ||
 	    (st = time_training(model, opt, &o, &r)) != LT_OK)

@@ -56,6 +56,8 @@ static void print_help(void)
 	       "                         (--dist.exchange)\n"
 	       "  --deterministic        bitwise the same for any rank count (--dist.deterministic)\n"
 	       "  --comm-timeout SEC     end the job when a collective stalls (--dist.comm_timeout)\n"
+	       "  --recompute none|block keep only each block's input; backward recomputes the\n"
+	       "                         rest (--train.recompute)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
 	       "A resumed run starts from the checkpoint's config; options still apply.\n"
@@ -63,7 +65,7 @@ static void print_help(void)
 	       "global batch); the run directory must be on a filesystem every rank sees.\n");
 }
 
-/* The short spellings of [dist] keys, rewritten as --dist.KEY=VALUE before
+/* The short spellings of [dist] and [train] keys, rewritten as --dist.KEY=VALUE before
  * the config options are read (so a resumed run applies them too). */
 static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--zero", "dist.zero", 1 },
@@ -71,6 +73,7 @@ static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--exchange", "dist.exchange", 1 },
 	{ "--comm-timeout", "dist.comm_timeout", 1 },
 	{ "--deterministic", "dist.deterministic", 0 },
+	{ "--recompute", "train.recompute", 1 },
 };
 
 /* A copy of argv with the aliases rewritten (malloc'd strings in *owned,

@@ -146,7 +146,7 @@ static enum lt_status use_slots(lt_zero *z)
 		lt_errmsg_set("cannot allocate the gradient slots' marks");
 		return LT_ERR_NOMEM;
 	}
-	if ((st = lt_buf_new(be, n ? n : 1, &z->shard_buf)) != LT_OK) {
+	if ((st = lt_buf_new(be, LT_F32, n ? n : 1, &z->shard_buf)) != LT_OK) {
 		lt_errmsg_prefix("the gradient shard of %zu elements", n);
 		return st;
 	}

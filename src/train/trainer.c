@@ -314,8 +314,10 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		return st;
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
-	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK ||
-	    (st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
+	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK)
+		return st;
+	lt_model_set_recompute(t->model, c->train.recompute);
+	if ((st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
 			      c->dist.exchange == LT_EXCHANGE_AUTO,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
