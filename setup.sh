@@ -4,7 +4,7 @@
 # this directory: ./setup.sh [extra configure options]
 set -eu
 DEPS="build-essential autoconf automake pkg-config python3
-  libopenblas-openmp-dev libjansson-dev libpcre2-dev libinih-dev zlib1g-dev
+  libopenblas-openmp-dev libdnnl-dev libjansson-dev libpcre2-dev libinih-dev zlib1g-dev
   ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo
   mpich libmpich-dev fortunes fortunes-min groff-base
   clang libclang-rt-dev libomp-dev"

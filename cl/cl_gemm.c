@@ -36,9 +36,15 @@ static size_t span(int rows, int cols, int ld)
 	return rows == 0 || cols == 0 ? 0 : (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
 }
 
+/* Elements a batch of matrices of `one` elements each spans. */
+static size_t extent(long stride, int batch, size_t one)
+{
+	return one + (batch > 1 ? (size_t)stride * (size_t)(batch - 1) : 0);
+}
+
 static void check_operand(lt_ref r, long stride, int batch, size_t one)
 {
-	LT_ASSERT(r.buf && lt_buf_type(r.buf) == LT_F32);
+	LT_ASSERT(r.buf && lt_buf_type(r.buf) != LT_I32);
 	size_t need = one + (batch > 1 ? (size_t)stride * (size_t)(batch - 1) : 0);
 	LT_ASSERT(r.off <= lt_buf_elems(r.buf) && need <= lt_buf_elems(r.buf) - r.off);
 }
@@ -54,18 +60,49 @@ static void fail_clblast(struct lt_cl_ctx *c, CLBlastStatusCode s)
 	lt_cl_fail(c, CL_INVALID_OPERATION, what);
 }
 
-/* C[b] = alpha op(A[b]) op(B[b]) + beta C[b], see struct lt_gemm. */
+/* The f32 GEMM of the same problem on bf16 operands: A and B (and a bf16
+ * C) widened into one scratch buffer in their own layout (slot 3), the
+ * f32 GEMM run there, and a bf16 C's own elements rounded back. Each
+ * product of two bf16 is exact in f32 and the sums are f32, as on the CPU. */
+static void gemm_widened(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+			 size_t na, size_t nb, size_t nc)
+{
+	struct lt_cl_ctx *cx = lt_cl_ctx(be);
+	int c16 = lt_buf_type(c.buf) == LT_BF16;
+	lt_ref wa = lt_cl_scratch(cx, 3, na + nb + (c16 ? nc : 0));
+	if (lt_cl_failed(cx))
+		return;
+	lt_ref wb = lt_ref_at(wa, na), wc = c16 ? lt_ref_at(wa, na + nb) : c;
+	be->ops->convert(be, wa, a, na);
+	be->ops->convert(be, wb, b, nb);
+	if (c16 && g->beta != 0.0f)
+		lt_cl_convert_matrices(cx, wc, c, g->batch, g->m, g->n, g->ldc, g->stride_c);
+	lt_cl_gemm(be, g, wa, wb, wc);
+	if (c16)
+		lt_cl_convert_matrices(cx, c, wc, g->batch, g->m, g->n, g->ldc, g->stride_c);
+}
+
+/* C[b] = alpha op(A[b]) op(B[b]) + beta C[b], see struct lt_gemm: A and B
+ * both f32 or both bf16, C f32 (or bf16 with bf16 operands). */
 void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
 {
 	struct lt_cl_ctx *cx = lt_cl_ctx(be);
 	LT_ASSERT(g->batch >= 1 && g->m >= 0 && g->n >= 0 && g->k >= 0);
-	check_operand(a, g->stride_a, g->batch,
-		      g->trans_a ? span(g->k, g->m, g->lda) : span(g->m, g->k, g->lda));
-	check_operand(b, g->stride_b, g->batch,
-		      g->trans_b ? span(g->n, g->k, g->ldb) : span(g->k, g->n, g->ldb));
-	check_operand(c, g->stride_c, g->batch, span(g->m, g->n, g->ldc));
+	size_t na = g->trans_a ? span(g->k, g->m, g->lda) : span(g->m, g->k, g->lda);
+	size_t nb = g->trans_b ? span(g->n, g->k, g->ldb) : span(g->k, g->n, g->ldb);
+	size_t nc = span(g->m, g->n, g->ldc);
+	check_operand(a, g->stride_a, g->batch, na);
+	check_operand(b, g->stride_b, g->batch, nb);
+	check_operand(c, g->stride_c, g->batch, nc);
+	enum lt_dtype type_a = lt_buf_type(a.buf), type_c = lt_buf_type(c.buf);
+	LT_ASSERT(lt_buf_type(b.buf) == type_a && (type_a == LT_BF16 || type_c == LT_F32));
 	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
 		return;
+	if (type_a == LT_BF16) {
+		gemm_widened(be, g, a, b, c, extent(g->stride_a, g->batch, na),
+			     extent(g->stride_b, g->batch, nb), extent(g->stride_c, g->batch, nc));
+		return;
+	}
 	if (lt_cl_gemm_mma(be, g, a, b, c))
 		return;
 	cl_command_queue q = lt_cl_queue(cx);

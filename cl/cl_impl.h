@@ -130,6 +130,11 @@ enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char 
 void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value);
 void lt_cl_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
 void lt_cl_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+/* dst = src converted (f32 <-> bf16) over the elements of `batch` matrices
+ * of rows x cols, row stride ld, batch stride `stride`: their gaps are not
+ * touched. */
+void lt_cl_convert_matrices(struct lt_cl_ctx *c, lt_ref dst, lt_ref src, int batch, int rows,
+			    int cols, int ld, long stride);
 void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s);
 void lt_cl_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n);
 void lt_cl_sum_squares(lt_backend *be, lt_ref out, lt_ref x, size_t n);

@@ -195,6 +195,30 @@ void lt_cl_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n)
 	launch_elements(c, k, n, "convert");
 }
 
+void lt_cl_convert_matrices(struct lt_cl_ctx *c, lt_ref dst, lt_ref src, int batch, int rows,
+			    int cols, int ld, long stride)
+{
+	enum lt_dtype to = lt_buf_type(dst.buf);
+	LT_ASSERT(lt_buf_type(src.buf) != to && to != LT_I32 && lt_buf_type(src.buf) != LT_I32);
+	size_t n = (size_t)batch * rows * cols;
+	size_t extent = (size_t)(rows - 1) * ld + cols + (size_t)(batch - 1) * stride;
+	if (lt_cl_failed(c) || !n)
+		return;
+	cl_kernel k = ops_kernel(c, to == LT_BF16 ? "lt_f32_to_bf16_matrices"
+						  : "lt_bf16_to_f32_matrices");
+	int i = 0;
+	if (!k)
+		return;
+	lt_cl_arg_any(c, k, &i, dst, extent);
+	lt_cl_arg_any(c, k, &i, src, extent);
+	lt_cl_arg_int(c, k, &i, rows);
+	lt_cl_arg_int(c, k, &i, cols);
+	lt_cl_arg_int(c, k, &i, ld);
+	lt_cl_arg_ulong(c, k, &i, (uint64_t)stride);
+	lt_cl_arg_ulong(c, k, &i, n);
+	launch_elements(c, k, n, "convert");
+}
+
 /* x[n] *= s */
 void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s)
 {

@@ -172,6 +172,36 @@ kernel void lt_bf16_to_f32(global float *d_base, ulong d_off, global const ushor
 		d[i] = bf16_widen(s[i]);
 }
 
+/* Index in a batch of rows x cols matrices (row stride ld, batch stride
+ * stride) of its i-th element in order. */
+static inline size_t matrix_index(size_t i, int rows, int cols, int ld, ulong stride)
+{
+	size_t per = (size_t)rows * cols, b = i / per, r = i % per / cols, col = i % cols;
+	return b * stride + r * ld + col;
+}
+
+/* dst = bf16(src) over the matrices' own elements */
+kernel void lt_f32_to_bf16_matrices(global ushort *d_base, ulong d_off,
+				    global const float *s_base, ulong s_off, int rows, int cols,
+				    int ld, ulong stride, ulong n)
+{
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
+		size_t at = matrix_index(i, rows, cols, ld, stride);
+		d_base[d_off + at] = bf16_round(s_base[s_off + at]);
+	}
+}
+
+/* dst = float(src) over the matrices' own elements */
+kernel void lt_bf16_to_f32_matrices(global float *d_base, ulong d_off,
+				    global const ushort *s_base, ulong s_off, int rows, int cols,
+				    int ld, ulong stride, ulong n)
+{
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
+		size_t at = matrix_index(i, rows, cols, ld, stride);
+		d_base[d_off + at] = bf16_widen(s_base[s_off + at]);
+	}
+}
+
 /* x[n] = value */
 kernel void lt_fill(global float *x_base, ulong x_off, ulong n, float value)
 {

@@ -108,6 +108,7 @@ static int cpu_profile_read(lt_backend *be, struct lt_op_time *out, int max)
 static void cpu_free(lt_backend *be)
 {
 	struct lt_cpu_ctx *c = be->ctx;
+	lt_cpu_bf16_free(c);
 	free(c->att_scratch);
 	free(c);
 	free(be);
@@ -146,7 +147,9 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 	snprintf(out->name, sizeof out->name, "%s (%d threads)", model, c->threads);
 	out->mem_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 	out->compute_units = c->threads;
-	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM");
+	char bf16[64];
+	lt_cpu_bf16_describe(bf16, sizeof bf16);
+	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM (bf16 operands: %s)", bf16);
 	snprintf(out->attention, sizeof out->attention, "OpenMP blocks through OpenBLAS");
 }
 

@@ -131,30 +131,17 @@ static void gemv_rows(const struct lt_gemm *g, const float *a, const float *b, f
 	}
 }
 
-/* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b]. The split
- * depends on the shape and the team size alone, so every element of C
- * comes from the same sgemm call each time: bitwise repeatable. */
-void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
+/* C[b][m,n] = alpha * op(A[b])[m,k] . op(B[b])[k,n] + beta * C[b] in f32
+ * on the backend's team. The split depends on the shape and the team size
+ * alone, so every element of C comes from the same sgemm call each time:
+ * bitwise repeatable. */
+void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa,
+		  const float *pb, float *pc)
 {
-	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
-	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
-	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
-	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
-	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
-		  g->ldc >= (g->n > 1 ? g->n : 1));
-	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
-	const float *pa = lt_cpu_at(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
-	const float *pb = lt_cpu_at(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
-	float *pc = lt_cpu_at(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
-	if (c->failed || !g->m || !g->n || !g->batch)
-		return;
-	double t0 = lt_cpu_prof_start(c);
-
 	if (g->batch == 1 && g->m <= GEMV_ROWS && !g->trans_a && g->trans_b && g->k > 0) {
 		double work = (double)g->m * g->n * g->k;
 		int team = work / GEMV_TILE_MIN < c->threads ? (int)(work / GEMV_TILE_MIN) : c->threads;
 		gemv_rows(g, pa, pb, pc, team > 1 ? team : 1);
-		lt_cpu_prof_stop(c, "gemv", t0);
 		return;
 	}
 	/* Matrices whose outputs are apart run side by side, sharing the team;
@@ -178,5 +165,34 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 		team = most > 1 ? (int)most : 1;
 	for (int i = 0; i < g->batch; i += group)
 		gemm_tiles(g, pa, pb, pc, i, group, pm, pn, team);
-	lt_cpu_prof_stop(c, "gemm", t0);
+}
+
+/* See struct lt_gemm: a and b both f32 (OpenBLAS) or both bf16
+ * (cpu_gemm_bf16.c), c f32 or (with bf16 operands) bf16. */
+void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
+{
+	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
+	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
+	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
+	enum lt_dtype ta = lt_buf_type(a.buf), tc = lt_buf_type(cref.buf);
+	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
+	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
+		  g->ldc >= (g->n > 1 ? g->n : 1));
+	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
+	LT_ASSERT(ta != LT_I32 && lt_buf_type(b.buf) == ta && tc != LT_I32 &&
+		  (ta == LT_BF16 || tc == LT_F32));
+	const void *pa = lt_cpu_bytes(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
+	const void *pb = lt_cpu_bytes(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
+	void *pc = lt_cpu_bytes(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
+	if (c->failed || !g->m || !g->n || !g->batch)
+		return;
+	double t0 = lt_cpu_prof_start(c);
+	if (ta == LT_BF16) {
+		lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
+		lt_cpu_prof_stop(c, "gemm_bf16", t0);
+		return;
+	}
+	lt_cpu_sgemm(c, g, pa, pb, pc);
+	int gemv = g->batch == 1 && g->m <= GEMV_ROWS && !g->trans_a && g->trans_b && g->k > 0;
+	lt_cpu_prof_stop(c, gemv ? "gemv" : "gemm", t0);
 }

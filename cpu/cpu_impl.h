@@ -31,6 +31,10 @@ struct lt_cpu_ctx {
 	 * freed with the backend. It is the only memory an op allocates. */
 	float *att_scratch;
 	size_t att_scratch_n;  /* floats */
+	/* GEMMs with bf16 operands (cpu_gemm_bf16.c): oneDNN's state where
+	 * configure found it, and f32 copies of the operands where it cannot
+	 * do them; both made at first use, freed with the backend. */
+	struct lt_cpu_bf16 *bf16;
 	/* Bytes the buffers hold now and held at most (scratch not counted). */
 	size_t bytes_now, bytes_peak;
 	/* While profiling (lltrain bench --profile), each op's wall time and
@@ -153,6 +157,17 @@ void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v,
 		  const struct lt_adamw *hp);
 /* cpu_gemm.c */
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+/* The f32 GEMM over host arrays on the backend's team (cpu_gemm.c). */
+void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa,
+		  const float *pb, float *pc);
+/* The GEMM of bf16 a and b into c of type tc (f32 or bf16), pointers
+ * checked by lt_cpu_gemm; a failure is recorded with lt_cpu_fail. */
+void lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		      const void *pb, void *pc, enum lt_dtype tc);
+/* Releases what lt_cpu_gemm_bf16 made; "oneDNN matmul (...)" or a fallback's
+ * name for lltrain info into out. */
+void lt_cpu_bf16_free(struct lt_cpu_ctx *c);
+void lt_cpu_bf16_describe(char *out, size_t cap);
 /* cpu_attention.c */
 void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			      const struct lt_attn_shape *s);

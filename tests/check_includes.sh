@@ -68,7 +68,7 @@ system_allowed() {
 	case $2 in
 	mpi.h) [ "$1" = dist ] ;;
 	CL/* | clblast*) [ "$1" = cl ] ;;
-	cblas.h | dnnl*) [ "$1" = cpu ] ;;
+	cblas.h | dnnl* | oneapi/dnnl/*) [ "$1" = cpu ] ;;
 	*) return 0 ;;
 	esac
 }

@@ -14,7 +14,7 @@
 #include "tap.h"
 
 #define GUARD 3  /* sentinel elements on each side of every array */
-#define CHECKS_PER_BACKEND 11
+#define CHECKS_PER_BACKEND 16
 
 /* ------------------------------------------------------------------ */
 /* float64 models of bf16. */
@@ -260,6 +260,121 @@ out:
 	lt_buf_free(be, f.buf);
 }
 
+/* One GEMM with bf16 operands, C of type tc: B x [m, n] = alpha op(A) op(B)
+ * + beta C, with gaps after every row and matrix (ld and stride larger
+ * than needed), against float64 over the bf16 values; the gaps of C must
+ * keep their bytes. f32 sums of exact products stay within 1e-5 (rel L2);
+ * a bf16 C adds its own rounding, 2^-9 relative at most per element. */
+struct bf16_gemm_case {
+	int ta, tb, m, n, k, batch;
+	float alpha, beta;
+	enum lt_dtype tc;
+};
+
+static void fill_bf16(uint16_t *h, size_t n, uint64_t *seed)
+{
+	for (size_t i = 0; i < n; i++)
+		h[i] = lt_bf16_from_f32((float)((int)(next_u32(seed) % 2001) - 1000) / 700.0f);
+}
+
+static double gemm_case_error(lt_backend *be, const struct bf16_gemm_case *t, int *gaps_kept)
+{
+	struct lt_gemm g = { .trans_a = t->ta, .trans_b = t->tb, .m = t->m, .n = t->n, .k = t->k,
+			     .alpha = t->alpha, .beta = t->beta, .batch = t->batch };
+	int ar = t->ta ? t->k : t->m, ac = t->ta ? t->m : t->k;
+	int br = t->tb ? t->n : t->k, bc = t->tb ? t->k : t->n;
+	g.lda = ac + 3;
+	g.ldb = bc + 1;
+	g.ldc = t->n + 2;
+	g.stride_a = (long)ar * g.lda + 5;
+	g.stride_b = (long)br * g.ldb + 7;
+	g.stride_c = (long)t->m * g.ldc + 4;
+	size_t na = (size_t)g.stride_a * t->batch, nb = (size_t)g.stride_b * t->batch;
+	size_t nc = (size_t)g.stride_c * t->batch, cs = lt_dtype_size(t->tc);
+	uint64_t seed = 77;
+	uint16_t *a = malloc(na * 2), *b = malloc(nb * 2);
+	unsigned char *c0 = malloc(nc * cs), *c1 = malloc(nc * cs);
+	double *want = malloc(nc * sizeof *want), *got = malloc(nc * sizeof *got);
+	struct array A = { 0 }, B = { 0 }, C = { 0 };
+	double err = INFINITY;
+	*gaps_kept = 0;
+	if (!a || !b || !c0 || !c1 || !want || !got || !new_array(be, LT_BF16, na, &A) ||
+	    !new_array(be, LT_BF16, nb, &B) || !new_array(be, t->tc, nc, &C))
+		goto out;
+	fill_bf16(a, na, &seed);
+	fill_bf16(b, nb, &seed);
+	for (size_t i = 0; i < nc; i++) {  /* C: NaN where beta is 0, which must not leak */
+		float v = t->beta == 0.0f ? NAN : (float)((int)(next_u32(&seed) % 301) - 150) / 100;
+		if (t->tc == LT_BF16)
+			((uint16_t *)c0)[i] = lt_bf16_from_f32(v);
+		else
+			((float *)c0)[i] = v;
+	}
+	be->ops->write(be, A.r, a, na);
+	be->ops->write(be, B.r, b, nb);
+	be->ops->write(be, C.r, c0, nc);
+	be->ops->gemm(be, &g, A.r, B.r, C.r);
+	be->ops->read(be, c1, C.r, nc);
+	if (be->ops->sync(be) != LT_OK)
+		goto out;
+	size_t at = 0;
+	for (int q = 0; q < t->batch; q++)
+		for (int i = 0; i < t->m; i++)
+			for (int j = 0; j < t->n; j++, at++) {
+				size_t ci = (size_t)q * g.stride_c + (size_t)i * g.ldc + j;
+				double sum = 0;
+				for (int p = 0; p < t->k; p++) {
+					size_t ia = (size_t)q * g.stride_a +
+						    (t->ta ? (size_t)p * g.lda + i : (size_t)i * g.lda + p);
+					size_t ib = (size_t)q * g.stride_b +
+						    (t->tb ? (size_t)j * g.ldb + p : (size_t)p * g.ldb + j);
+					sum += bf16_value(a[ia]) * bf16_value(b[ib]);
+				}
+				double old = t->tc == LT_BF16 ? bf16_value(((uint16_t *)c0)[ci])
+							      : ((float *)c0)[ci];
+				want[at] = t->alpha * sum + (t->beta == 0.0f ? 0 : t->beta * old);
+				got[at] = t->tc == LT_BF16 ? bf16_value(((uint16_t *)c1)[ci])
+							   : ((float *)c1)[ci];
+				memset(c1 + ci * cs, 0, cs);  /* C's own: not a gap */
+				memset(c0 + ci * cs, 0, cs);
+			}
+	err = tap_rel_l2_d(got, want, (long)at);
+	*gaps_kept = !memcmp(c0, c1, nc * cs) && sentinels_intact(be, &C);
+out:
+	lt_buf_free(be, A.buf);
+	lt_buf_free(be, B.buf);
+	lt_buf_free(be, C.buf);
+	free(a);
+	free(b);
+	free(c0);
+	free(c1);
+	free(want);
+	free(got);
+	return err;
+}
+
+static void check_bf16_gemms(lt_backend *be)
+{
+	static const struct bf16_gemm_case cases[] = {
+		{ 0, 0, 37, 29, 53, 1, 1.0f, 0.0f, LT_F32 },
+		{ 0, 1, 64, 48, 96, 1, 1.0f, 1.0f, LT_F32 },   /* a linear layer */
+		{ 1, 0, 33, 40, 70, 1, 0.5f, 1.0f, LT_BF16 },  /* a weight gradient */
+		{ 0, 1, 17, 23, 31, 3, -1.0f, 0.0f, LT_BF16 },
+		{ 1, 1, 9, 13, 1, 2, 1.0f, 0.5f, LT_F32 },     /* k = 1 */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const struct bf16_gemm_case *t = &cases[i];
+		int kept;
+		double err = gemm_case_error(be, t, &kept);
+		double tol = t->tc == LT_BF16 ? 4e-3 : 1e-5;
+		tap_ok(err <= tol && kept,
+		       "%s gemm on bf16 operands %s%s %dx%dx%d batch %d alpha %g beta %g, C %s: rel L2 "
+		       "%.2e <= %.0e, gaps and sentinels kept: %s", be->ops->name, t->ta ? "T" : "N",
+		       t->tb ? "T" : "N", t->m, t->n, t->k, t->batch, t->alpha, t->beta,
+		       lt_dtype_name(t->tc), err, tol, kept ? "yes" : "no");
+	}
+}
+
 static void test_backend(const char *spec)
 {
 	lt_backend *be;
@@ -271,6 +386,7 @@ static void test_backend(const char *spec)
 	check_typed_buffers(be);
 	check_round_trip(be, 1, 1);
 	check_round_trip(be, 200003, 7);
+	check_bf16_gemms(be);
 	lt_backend_free(be);
 }
 

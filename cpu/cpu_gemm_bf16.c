@@ -1,0 +1,282 @@
+/* The CPU backend's GEMM with bf16 operands: oneDNN's matmul primitive
+ * where configure found oneDNN and it has a kernel for this CPU (the bf16
+ * units of AVX512_BF16 or AMX where present), primitives cached per shape;
+ * else the operands widened to f32 for the backend's sgemm. Either way each
+ * product of two bf16 is exact in f32 and the sums are f32, so the two
+ * differ only in the order of the sums. */
+#include "config.h"
+#include "cpu_impl.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LT_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+/* Primitives kept, one per shape; the oldest is replaced when full (the
+ * model uses a dozen shapes). */
+#define CACHE_SLOTS 32
+
+#ifdef LT_HAVE_DNNL
+/* What a cached primitive computes: all of struct lt_gemm but the batch
+ * (matrices of a batch go one at a time), and the type of C. */
+struct shape {
+	int trans_a, trans_b, m, n, k, lda, ldb, ldc;
+	float alpha, beta;
+	enum lt_dtype tc;
+};
+
+struct entry {
+	struct shape key;
+	dnnl_primitive_t prim;  /* NULL: oneDNN has no kernel for it here */
+	dnnl_memory_t a, b, c;  /* descriptors over no data; pointed at each call's */
+};
+#endif
+
+struct lt_cpu_bf16 {
+#ifdef LT_HAVE_DNNL
+	dnnl_engine_t engine;
+	dnnl_stream_t stream;
+	struct entry cache[CACHE_SLOTS];
+	int used, next;
+#endif
+	float *wide;        /* f32 copies of A, B (and C) for the fallback */
+	size_t wide_n;
+};
+
+void lt_cpu_bf16_describe(char *out, size_t cap)
+{
+#ifdef LT_HAVE_DNNL
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(out, cap, "oneDNN %d.%d matmul", v->major, v->minor);
+#else
+	snprintf(out, cap, "OpenBLAS SGEMM on widened operands");
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* The fallback: widen, sgemm, round. */
+
+/* f32 room for n elements, or NULL (a failure is recorded). */
+static float *wide_room(struct lt_cpu_ctx *c, size_t n)
+{
+	struct lt_cpu_bf16 *s = c->bf16;
+	if (s->wide_n < n) {
+		free(s->wide);
+		s->wide_n = 0;
+		if (!(s->wide = malloc(n * sizeof *s->wide))) {
+			lt_cpu_fail(c, LT_ERR_NOMEM, "cannot allocate the f32 copies of a bf16 GEMM's "
+				    "operands");
+			return NULL;
+		}
+		s->wide_n = n;
+	}
+	return s->wide;
+}
+
+/* Elements of one matrix of rows x cols with leading dimension ld. */
+static size_t span(int rows, int cols, int ld)
+{
+	return rows && cols ? (size_t)(rows - 1) * ld + cols : 0;
+}
+
+static void widen(float *d, const uint16_t *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		d[i] = lt_bf16_to_f32(s[i]);
+}
+
+/* One matrix of the batch through the f32 path. */
+static void widened_gemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const uint16_t *a,
+			 const uint16_t *b, void *cm, enum lt_dtype tc)
+{
+	size_t na = span(g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda);
+	size_t nb = span(g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb);
+	size_t nc = tc == LT_BF16 ? span(g->m, g->n, g->ldc) : 0;
+	float *w = wide_room(c, na + nb + nc);
+	if (!w)
+		return;
+	struct lt_gemm one = *g;
+	one.batch = 1;
+	widen(w, a, na);
+	widen(w + na, b, nb);
+	if (tc == LT_F32) {
+		lt_cpu_sgemm(c, &one, w, w + na, cm);
+		return;
+	}
+	float *wc = w + na + nb;
+	uint16_t *ch = cm;
+	for (int i = 0; i < g->m; i++)  /* only C's own elements: the gaps stay */
+		widen(wc + (size_t)i * g->ldc, ch + (size_t)i * g->ldc, (size_t)g->n);
+	lt_cpu_sgemm(c, &one, w, w + na, wc);
+	for (int i = 0; i < g->m; i++)
+		for (int j = 0; j < g->n; j++)
+			ch[(size_t)i * g->ldc + j] = lt_bf16_from_f32(wc[(size_t)i * g->ldc + j]);
+}
+
+/* ------------------------------------------------------------------ */
+/* oneDNN. */
+
+#ifdef LT_HAVE_DNNL
+/* A 2-D memory descriptor of rows x cols of type t, row stride ld, or its
+ * transpose's (transposed: element (i, j) at j * ld + i). */
+static dnnl_status_t matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld,
+				 int transposed, enum lt_dtype t)
+{
+	dnnl_dims_t dims = { rows, cols };
+	dnnl_dims_t strides = { transposed ? 1 : ld, transposed ? ld : 1 };
+	return dnnl_memory_desc_init_by_strides(md, 2, dims, t == LT_BF16 ? dnnl_bf16 : dnnl_f32,
+						 strides);
+}
+
+/* The primitive (and memories) of shape k in e; e->prim stays NULL when
+ * oneDNN cannot do it on this CPU. */
+static void make_entry(struct lt_cpu_bf16 *s, const struct shape *k, struct entry *e)
+{
+	dnnl_memory_desc_t ma, mb, mc;
+	dnnl_matmul_desc_t desc;
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t post = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	memset(e, 0, sizeof *e);
+	e->key = *k;
+	int ok = matrix_desc(&ma, k->m, k->k, k->lda, k->trans_a, LT_BF16) == dnnl_success &&
+		 matrix_desc(&mb, k->k, k->n, k->ldb, k->trans_b, LT_BF16) == dnnl_success &&
+		 matrix_desc(&mc, k->m, k->n, k->ldc, 0, k->tc) == dnnl_success &&
+		 dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc) == dnnl_success &&
+		 dnnl_primitive_attr_create(&attr) == dnnl_success;
+	if (ok && k->alpha != 1.0f)
+		ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha) == dnnl_success;
+	if (ok && k->beta != 0.0f)
+		ok = dnnl_post_ops_create(&post) == dnnl_success &&
+		     dnnl_post_ops_append_sum(post, k->beta) == dnnl_success &&
+		     dnnl_primitive_attr_set_post_ops(attr, post) == dnnl_success;
+	ok = ok && dnnl_primitive_desc_create(&pd, &desc, attr, s->engine, NULL) == dnnl_success &&
+	     dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
+	     dnnl_memory_create(&e->a, &ma, s->engine, DNNL_MEMORY_NONE) == dnnl_success &&
+	     dnnl_memory_create(&e->b, &mb, s->engine, DNNL_MEMORY_NONE) == dnnl_success &&
+	     dnnl_memory_create(&e->c, &mc, s->engine, DNNL_MEMORY_NONE) == dnnl_success;
+	if (!ok) {
+		dnnl_primitive_destroy(e->prim);
+		dnnl_memory_destroy(e->a);
+		dnnl_memory_destroy(e->b);
+		dnnl_memory_destroy(e->c);
+		e->prim = NULL;
+		e->a = e->b = e->c = NULL;
+	}
+	dnnl_primitive_desc_destroy(pd);
+	dnnl_post_ops_destroy(post);
+	dnnl_primitive_attr_destroy(attr);
+}
+
+static void drop_entry(struct entry *e)
+{
+	dnnl_primitive_destroy(e->prim);
+	dnnl_memory_destroy(e->a);
+	dnnl_memory_destroy(e->b);
+	dnnl_memory_destroy(e->c);
+}
+
+/* The cached entry of g's shape, made on first use. */
+static struct entry *entry_of(struct lt_cpu_bf16 *s, const struct lt_gemm *g, enum lt_dtype tc)
+{
+	/* four-byte fields only: no padding, so the key compares as bytes */
+	struct shape k = { g->trans_a, g->trans_b, g->m, g->n, g->k, g->lda, g->ldb, g->ldc,
+			   g->alpha, g->beta, tc };
+	for (int i = 0; i < s->used; i++)
+		if (!memcmp(&s->cache[i].key, &k, sizeof k))
+			return &s->cache[i];
+	struct entry *e;
+	if (s->used < CACHE_SLOTS) {
+		e = &s->cache[s->used++];
+	} else {  /* the oldest goes */
+		e = &s->cache[s->next];
+		drop_entry(e);
+		s->next = (s->next + 1) % CACHE_SLOTS;
+	}
+	make_entry(s, &k, e);
+	return e;
+}
+
+/* One matrix through oneDNN's primitive e on the backend's team. */
+static int run_primitive(struct lt_cpu_ctx *c, struct entry *e, const void *a, const void *b,
+		     void *cm)
+{
+	struct lt_cpu_bf16 *s = c->bf16;
+	dnnl_exec_arg_t args[3] = { { DNNL_ARG_SRC, e->a }, { DNNL_ARG_WEIGHTS, e->b },
+				    { DNNL_ARG_DST, e->c } };
+	int keep = omp_get_max_threads();
+	omp_set_num_threads(c->threads);  /* oneDNN's OpenMP team is ours */
+	int ok = dnnl_memory_set_data_handle(e->a, (void *)a) == dnnl_success &&
+		 dnnl_memory_set_data_handle(e->b, (void *)b) == dnnl_success &&
+		 dnnl_memory_set_data_handle(e->c, cm) == dnnl_success &&
+		 dnnl_primitive_execute(e->prim, s->stream, 3, args) == dnnl_success &&
+		 dnnl_stream_wait(s->stream) == dnnl_success;
+	omp_set_num_threads(keep);
+	return ok;
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+
+/* The state, made at first use; NULL after recording a failure. */
+static struct lt_cpu_bf16 *state_of(struct lt_cpu_ctx *c)
+{
+	if (c->bf16)
+		return c->bf16;
+	if (!(c->bf16 = calloc(1, sizeof *c->bf16))) {
+		lt_cpu_fail(c, LT_ERR_NOMEM, "cannot allocate the bf16 GEMM's state");
+		return NULL;
+	}
+#ifdef LT_HAVE_DNNL
+	if (dnnl_engine_create(&c->bf16->engine, dnnl_cpu, 0) != dnnl_success ||
+	    dnnl_stream_create(&c->bf16->stream, c->bf16->engine, dnnl_stream_default_flags) !=
+		    dnnl_success) {
+		dnnl_engine_destroy(c->bf16->engine);
+		c->bf16->engine = NULL;  /* the fallback serves */
+	}
+#endif
+	return c->bf16;
+}
+
+void lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		      const void *pb, void *pc, enum lt_dtype tc)
+{
+	struct lt_cpu_bf16 *s = state_of(c);
+	size_t csize = lt_dtype_size(tc);
+	if (!s)
+		return;
+	for (int i = 0; i < g->batch && !c->failed; i++) {
+		const uint16_t *a = (const uint16_t *)pa + (size_t)i * g->stride_a;
+		const uint16_t *b = (const uint16_t *)pb + (size_t)i * g->stride_b;
+		void *cm = (char *)pc + (size_t)i * g->stride_c * csize;
+#ifdef LT_HAVE_DNNL
+		struct entry *e = s->engine && g->k > 0 ? entry_of(s, g, tc) : NULL;
+		if (e && e->prim) {
+			if (!run_primitive(c, e, a, b, cm))
+				lt_cpu_fail(c, LT_ERR_BACKEND, "oneDNN's bf16 matmul failed");
+			continue;
+		}
+#endif
+		widened_gemm(c, g, a, b, cm, tc);
+	}
+}
+
+void lt_cpu_bf16_free(struct lt_cpu_ctx *c)
+{
+	struct lt_cpu_bf16 *s = c->bf16;
+	if (!s)
+		return;
+#ifdef LT_HAVE_DNNL
+	for (int i = 0; i < s->used; i++)
+		drop_entry(&s->cache[i]);
+	dnnl_stream_destroy(s->stream);
+	dnnl_engine_destroy(s->engine);
+#endif
+	free(s->wide);
+	free(s);
+	c->bf16 = NULL;
+}
