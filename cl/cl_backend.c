@@ -635,6 +635,8 @@ static void cl_info(lt_backend *be, struct lt_device_info *out)
 	*out = c->info;
 	lt_cl_mma_describe(&c->mma, out->gemm, sizeof out->gemm);
 	snprintf(out->attention, sizeof out->attention, "OpenCL flash-style kernels");
+	snprintf(out->bf16, sizeof out->bf16, "bf16 storage, fp32 arithmetic (GEMM operands "
+		 "widened for CLBlast)");
 }
 
 static void cl_set_matmul(lt_backend *be, enum lt_matmul mode)

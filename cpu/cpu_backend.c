@@ -114,26 +114,52 @@ static void cpu_free(lt_backend *be)
 	free(be);
 }
 
-/* The model name from /proc/cpuinfo where there is one, else "CPU". */
-static void cpu_model_name(char *out, size_t size)
+/* The value of /proc/cpuinfo's first line named `field` into out (empty
+ * when there is none). */
+static void cpuinfo_field(const char *field, char *out, size_t size)
 {
-	char line[512];
+	char line[4096];
 	FILE *f = fopen("/proc/cpuinfo", "r");
-	snprintf(out, size, "CPU");
+	out[0] = '\0';
 	if (!f)
 		return;
 	while (fgets(line, sizeof line, f)) {
 		char *colon = strchr(line, ':');
-		if (strncmp(line, "model name", 10) != 0 || !colon)
+		if (strncmp(line, field, strlen(field)) != 0 || !colon)
 			continue;
 		colon++;
 		colon += strspn(colon, " \t");
 		colon[strcspn(colon, "\n")] = '\0';
-		if (*colon)
-			snprintf(out, size, "%s", colon);
+		snprintf(out, size, "%s", colon);
 		break;
 	}
 	fclose(f);
+}
+
+/* 1 when the space-separated flags hold flag. */
+static int has_flag(const char *flags, const char *flag)
+{
+	size_t n = strlen(flag);
+	for (const char *p = strstr(flags, flag); p; p = strstr(p + 1, flag))
+		if ((p == flags || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+/* What bf16 runs on here: the CPU's bf16 units by its flags, and which
+ * GEMM serves them. */
+static void describe_bf16(struct lt_cpu_ctx *c, char *out, size_t size)
+{
+	char flags[4096], gemm[96];
+	cpuinfo_field("flags", flags, sizeof flags);
+	int avx = has_flag(flags, "avx512_bf16"), amx = has_flag(flags, "amx_bf16");
+	lt_cpu_bf16_describe(c, gemm, sizeof gemm);
+	if (avx || amx)
+		snprintf(out, size, "bf16 units (%s%s%s); GEMMs through %s", avx ? "AVX512_BF16" : "",
+			 avx && amx ? ", " : "", amx ? "AMX" : "", gemm);
+	else
+		snprintf(out, size, "no bf16 units (no AVX512_BF16 or AMX): bf16 runs correctly, "
+			 "expect no speed-up over fp32; GEMMs through %s", gemm);
 }
 
 static void cpu_info(lt_backend *be, struct lt_device_info *out)
@@ -143,14 +169,15 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
 
 	memset(out, 0, sizeof *out);
-	cpu_model_name(model, sizeof model);
+	cpuinfo_field("model name", model, sizeof model);
+	if (!model[0])
+		snprintf(model, sizeof model, "CPU");
 	snprintf(out->name, sizeof out->name, "%s (%d threads)", model, c->threads);
 	out->mem_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 	out->compute_units = c->threads;
-	char bf16[64];
-	lt_cpu_bf16_describe(bf16, sizeof bf16);
-	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM (bf16 operands: %s)", bf16);
+	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM");
 	snprintf(out->attention, sizeof out->attention, "OpenMP blocks through OpenBLAS");
+	describe_bf16(c, out->bf16, sizeof out->bf16);
 }
 
 /* Bytes a buffer of n elements of type takes: whole 64-byte lines. */

@@ -47,16 +47,6 @@ struct lt_cpu_bf16 {
 	size_t wide_n;
 };
 
-void lt_cpu_bf16_describe(char *out, size_t cap)
-{
-#ifdef LT_HAVE_DNNL
-	const dnnl_version_t *v = dnnl_version();
-	snprintf(out, cap, "oneDNN %d.%d matmul", v->major, v->minor);
-#else
-	snprintf(out, cap, "OpenBLAS SGEMM on widened operands");
-#endif
-}
-
 /* ------------------------------------------------------------------ */
 /* The fallback: widen, sgemm, round. */
 
@@ -240,6 +230,26 @@ static struct lt_cpu_bf16 *state_of(struct lt_cpu_ctx *c)
 	}
 #endif
 	return c->bf16;
+}
+
+void lt_cpu_bf16_describe(struct lt_cpu_ctx *c, char *out, size_t cap)
+{
+	snprintf(out, cap, "OpenBLAS SGEMM on operands widened to f32");
+#ifdef LT_HAVE_DNNL
+	/* oneDNN is asked for a kernel of a model-like shape */
+	struct lt_gemm g = { .trans_b = 1, .m = 64, .n = 64, .k = 64, .alpha = 1.0f,
+			     .lda = 64, .ldb = 64, .ldc = 64, .batch = 1 };
+	struct lt_cpu_bf16 *s = state_of(c);
+	struct entry *e = s && s->engine ? entry_of(s, &g, LT_F32) : NULL;
+	const dnnl_version_t *v = dnnl_version();
+	if (e && e->prim)
+		snprintf(out, cap, "oneDNN %d.%d matmul", v->major, v->minor);
+	else
+		snprintf(out, cap, "OpenBLAS SGEMM on operands widened to f32 (oneDNN %d.%d has "
+			 "no bf16 matmul for this CPU)", v->major, v->minor);
+#else
+	(void)c;
+#endif
 }
 
 void lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,

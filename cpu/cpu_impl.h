@@ -164,10 +164,10 @@ void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa
  * checked by lt_cpu_gemm; a failure is recorded with lt_cpu_fail. */
 void lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
 		      const void *pb, void *pc, enum lt_dtype tc);
-/* Releases what lt_cpu_gemm_bf16 made; "oneDNN matmul (...)" or a fallback's
- * name for lltrain info into out. */
+/* Releases what lt_cpu_gemm_bf16 made; what computes those GEMMs on this
+ * CPU ("oneDNN 2.6 matmul", or the widened fallback) into out. */
 void lt_cpu_bf16_free(struct lt_cpu_ctx *c);
-void lt_cpu_bf16_describe(char *out, size_t cap);
+void lt_cpu_bf16_describe(struct lt_cpu_ctx *c, char *out, size_t cap);
 /* cpu_attention.c */
 void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			      const struct lt_attn_shape *s);

@@ -115,6 +115,7 @@ struct lt_device_info {
 	int compute_units;
 	char gemm[96];       /* what computes GEMMs now, e.g. "CLBlast SGEMM" */
 	char attention[96];  /* what computes attention */
+	char bf16[224];      /* what bf16 runs on, and whether to expect a speed-up */
 };
 
 /* How GEMMs may round their operands (train.matmul). */

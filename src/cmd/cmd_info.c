@@ -130,7 +130,8 @@ static void print_backends(int *threads)
 		printf("  gemm: %s", dev.gemm);
 		lt_backend_set_matmul(be, LT_MATMUL_TF32);
 		be->ops->info(be, &dev);
-		printf("; with train.matmul = tf32: %s\n  attention: %s\n", dev.gemm, dev.attention);
+		printf("; with train.matmul = tf32: %s\n  attention: %s\n  bf16: %s\n", dev.gemm,
+		       dev.attention, dev.bf16);
 		lt_backend_free(be);
 	}
 }
