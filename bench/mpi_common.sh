@@ -20,8 +20,10 @@ mpi_bench_setup() {
 		unbound=(--bind-to none)
 	fi
 	if [ $# -eq 0 ]; then
+		# (not the Python checks' virtual environment under tests/)
 		mapfile -t files < <(find "$here/src" "$here/man" "$here/cpu" "$here/cl" "$here/tests" \
-			-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \))
+			-path "$here/tests/python-env" -prune -o \
+			-type f \( -name '*.[ch]' -o -name '*.[15]' -o -name '*.txt' -o -name '*.cl' \) -print)
 		set -- "${files[@]}"
 	fi
 	"$LLTRAIN" prepare --out "$tmp/data" --vocab "$VOCAB" --doc-separator '' "$@" \

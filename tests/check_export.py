@@ -5,12 +5,15 @@
 # library, model.safetensors by the `safetensors` package and numpy, the
 # logits of lltrain (tests/dump_logits) by a float64 numpy forward pass of
 # the LLaMA architecture read from config.json, and, where transformers and
-# torch are installed, by AutoModelForCausalLM and AutoTokenizer themselves.
-# Bad inputs are checked by their error text and exit status, and by what
-# they leave on disk.
+# torch are installed, by AutoModelForCausalLM and AutoTokenizer themselves:
+# their logits, and their greedy continuation of a prompt against `lltrain
+# sample --temperature 0`. Bad inputs are checked by their error text and
+# exit status, and by what they leave on disk.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
-# DUMP_LOGITS (default ./tests/dump_logits).
+# DUMP_LOGITS (default ./tests/dump_logits), LT_PYTHON_WHY (why the
+# packages may be missing: make check's virtual environment, made by
+# tests/python_env.sh, says so where it could not be made).
 import configparser
 import json
 import os
@@ -26,6 +29,12 @@ DUMP_LOGITS = os.environ.get("DUMP_LOGITS", "./tests/dump_logits")
 CORPUS = os.path.join(SRCDIR, "tests", "data", "tiny_corpus.txt")
 PROMPT = "The cat sat on the mat. It's 42, isn't it?"
 EOT = "<|endoftext|>"
+GREEDY_PROMPT = "The cat sat"
+GREEDY_TOKENS = 16
+# A step of a greedy continuation whose two most likely tokens are closer
+# than this (relative to the largest logit) is a near-tie: float32 rounding
+# may pick either, so the comparison ends there.
+NEAR_TIE = 1e-5
 
 SHAPE = {
     "vocab_size": 300, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
@@ -48,6 +57,12 @@ def ok(cond, what):
     print("%s %d - %s" % ("ok" if cond else "not ok", count, what))
     sys.stdout.flush()
     return cond
+
+
+def missing(what, error):
+    """A skip's reason: what is missing, and why the environment lacks it."""
+    why = os.environ.get("LT_PYTHON_WHY")
+    return "%s (%s)%s" % (what, error, "; " + why if why else "")
 
 
 def skip(n, why):
@@ -244,7 +259,7 @@ def check_safetensors(ckpt, out, c):
         import numpy  # noqa: F401
         from safetensors import safe_open
     except ImportError as e:
-        skip(2, "the Python packages safetensors and numpy are needed (%s)" % e)
+        skip(2, missing("the Python packages safetensors and numpy are needed", e))
         return None
     path = os.path.join(out, "model.safetensors")
     want = expected_tensors(c)
@@ -319,19 +334,21 @@ def rel_err(a, b):
 
 
 def prompt_ids(out):
-    """The prompt's ids from the tokenizers library, or None without it."""
+    """The prompt's ids from the tokenizers library, or None and the reason
+    without it."""
     try:
         from tokenizers import Tokenizer
-    except ImportError:
-        return None
+    except ImportError as e:
+        return None, missing("the Python package tokenizers is needed to encode the prompt", e)
     tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
-    return tok.encode(PROMPT, add_special_tokens=False).ids
+    return tok.encode(PROMPT, add_special_tokens=False).ids, None
 
 
 def check_logits(ckpt, out, tensors, ids):
     """lltrain's logits against numpy's; returns them (or None)."""
     if tensors is None:
-        skip(1, "numpy and safetensors are needed for the reference forward pass")
+        skip(1, missing("numpy and safetensors are needed for the reference forward pass",
+                        "not importable"))
         return None
     if not ids:
         ids = [256, 84, 104, 101, 32, 99, 97, 116]  # end-of-text, then bytes of "The cat"
@@ -349,13 +366,18 @@ def check_logits(ckpt, out, tensors, ids):
     return ours
 
 
-def check_transformers(out, ids, ours):
+def check_transformers(ckpt, out, ids, ours):
     try:
         import torch
+    except ImportError as e:
+        skip(5, missing("torch is needed to load the export (on Debian: apt-get install "
+                        "python3-torch)", e))
+        return
+    try:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
-        skip(4, "transformers and torch are needed to load the export (%s)" % e)
+        skip(5, missing("transformers is needed to load the export", e))
         return
     diag("transformers %s, torch %s" % (transformers.__version__, torch.__version__))
     try:
@@ -371,7 +393,7 @@ def check_transformers(out, ids, ours):
         loaded = False
     if not ok(loaded and type(model).__name__ == "LlamaForCausalLM",
               "AutoModelForCausalLM and AutoTokenizer load the directory"):
-        skip(3, "nothing loaded")
+        skip(4, "nothing loaded")
         return
     hf_ids = tok(PROMPT, add_special_tokens=False)["input_ids"]
     ok(hf_ids == ids, "AutoTokenizer encodes the prompt to the tokenizers library's ids")
@@ -379,11 +401,59 @@ def check_transformers(out, ids, ours):
        "AutoTokenizer knows %s as bos and eos (id 256)" % EOT)
     if ours is None:
         skip(1, "lltrain's logits are not available")
-        return
+    else:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids], dtype=torch.long)).logits[0].double().numpy()
+        e = rel_err(ours, logits)
+        ok(e < 1e-4, "transformers' float32 logits equal lltrain's (max rel err %.2e < 1e-4)" % e)
+    check_greedy(ckpt, tok, model)
+
+
+def near_tie(scores):
+    """The first step of a generation whose two best scores are a near-tie,
+    or None; and the smallest relative gap of all steps."""
+    import torch
+    first, least = None, float("inf")
+    for step, s in enumerate(scores):
+        s = s[0].double()
+        top = torch.topk(s, 2).values
+        gap = float(top[0] - top[1]) / max(float(s.abs().max()), 1e-30)
+        least = min(least, gap)
+        if first is None and gap < NEAR_TIE:
+            first = step
+    return first, least
+
+
+def check_greedy(ckpt, tok, model):
+    """transformers' greedy continuation of GREEDY_PROMPT (generate without
+    sampling) is lltrain's (sample --temperature 0), up to a near-tie."""
+    import torch
+    from transformers import GenerationConfig
+    prompt = [256] + tok(GREEDY_PROMPT, add_special_tokens=False)["input_ids"]
+    # a configuration of its own: the export's generation_config.json samples
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=GREEDY_TOKENS, bos_token_id=256,
+                              eos_token_id=256, pad_token_id=256)
     with torch.no_grad():
-        logits = model(torch.tensor([ids], dtype=torch.long)).logits[0].double().numpy()
-    e = rel_err(ours, logits)
-    ok(e < 1e-4, "transformers' float32 logits equal lltrain's (max rel err %.2e < 1e-4)" % e)
+        g = model.generate(torch.tensor([prompt], dtype=torch.long), generation_config=greedy,
+                           output_scores=True, return_dict_in_generate=True)
+    new = g.sequences[0, len(prompt):].tolist()
+    tie, least = near_tie(g.scores)
+    if tie is not None:
+        new = new[:tie]
+    if new and new[-1] == 256:  # lltrain stops at end-of-text without printing it
+        new = new[:-1]
+    theirs = GREEDY_PROMPT + tok.decode(new, skip_special_tokens=False,
+                                        clean_up_tokenization_spaces=False)
+    rc, text, err = run([LLTRAIN, "sample", "--temperature", "0", "--max-tokens",
+                         str(GREEDY_TOKENS), "--prompt", GREEDY_PROMPT, ckpt], "lltrain sample")
+    ours = text[:-1] if text.endswith("\n") else text
+    same = ours == theirs if tie is None else ours.startswith(theirs)
+    ok(rc == 0 and same,
+       "transformers' greedy continuation of '%s' is lltrain sample --temperature 0's "
+       "(%d tokens%s; smallest gap between the two best logits %.1e of the largest)"
+       % (GREEDY_PROMPT, len(new), ", up to a near-tie" if tie is not None else "", least))
+    if rc != 0 or not same:
+        diag("lltrain (exit %d): %r\ntransformers: %r\n%s" % (rc, ours, theirs, err))
 
 
 def main():
@@ -411,12 +481,12 @@ def main():
         c = model_config_of(ckpt)
         check_json_files(ckpt, out, c)
         tensors = check_safetensors(ckpt, out, c)
-        ids = prompt_ids(out)
+        ids, why = prompt_ids(out)
         ours = check_logits(ckpt, out, tensors, ids)
         if ids is None:
-            skip(4, "the Python package tokenizers is needed to encode the prompt")
+            skip(5, why)
         else:
-            check_transformers(out, ids, ours)
+            check_transformers(ckpt, out, ids, ours)
         check_bad_inputs(tmp, run_dir, ckpt, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

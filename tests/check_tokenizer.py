@@ -16,27 +16,30 @@
 #       {"cases": [{"text": "...", "ids": [...]}, ...]}.
 #
 # Exit status 0 only if everything matches; without the library it prints
-# "1..0 # SKIP" and exits 0.
+# "1..0 # SKIP" with the reason and exits 0.
 #
-# In `make check` (Makefile.am), beside tests/test_tokenizer in
-# check_PROGRAMS, which is built before any test runs:
-#   TESTS += tests/check_tokenizer.py        (inside `if HAVE_PYTHON3`)
-#   TEST_EXTENSIONS = .py
-#   PY_LOG_DRIVER = $(TEST_LOG_DRIVER)
-#   PY_LOG_COMPILER = $(PYTHON3)
-#   AM_TESTS_ENVIRONMENT += TEST_TOKENIZER=tests/test_tokenizer; export TEST_TOKENIZER;
-#   EXTRA_DIST += tests/check_tokenizer.py
+# In `make check` it runs on the python of the build directory's virtual
+# environment tests/python-env, which tests/python_env.sh fills from
+# tests/requirements.txt; where that could not be done, LT_PYTHON_WHY says
+# why, and the skips print it.
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
+
+def missing(what, error):
+    """A skip's reason: what is missing, and why the environment lacks it."""
+    why = os.environ.get("LT_PYTHON_WHY")
+    return "%s (%s)%s" % (what, error, "; " + why if why else "")
+
+
 try:
     import tokenizers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-except ImportError:
-    print("1..0 # SKIP the Python package 'tokenizers' is not installed (pip install tokenizers)")
+except ImportError as e:
+    print("1..0 # SKIP " + missing("the Python package 'tokenizers' is not installed", e))
     sys.exit(0)
 
 checks = 0
@@ -101,8 +104,8 @@ def check_dump(tok_path, cases_path):
            "tokenizer_config.json names PreTrainedTokenizerFast and the eos token")
         try:
             from transformers import AutoTokenizer
-        except ImportError:
-            print("ok %d # SKIP transformers is not installed" % (checks + 1))
+        except ImportError as e:
+            print("ok %d # SKIP %s" % (checks + 1, missing("transformers is not installed", e)))
             globals()["checks"] += 1
         else:
             at = AutoTokenizer.from_pretrained(os.path.dirname(tok_path))

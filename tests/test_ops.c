@@ -918,7 +918,7 @@ static void test_elementwise_ops(lt_backend *be, struct rng *r)
 	be->ops->add(be, ya, ya, by, n);
 	be->ops->add(be, yb, ax, yb, n);
 	float *got_a = downloaded(&a, ya, n), *got_b = downloaded(&a, yb, n);
-	double err = fmax(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
+	double err = tap_worst(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
 	tap_ok(err <= TOL, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.0e", name, n,
 	       err, TOL);
 	free(got_a);

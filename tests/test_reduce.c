@@ -4,7 +4,7 @@
  * a float64 reference), the exact sum of --deterministic (the same bits in
  * any order), the gradient slots' layout of stage 2, and a model whose
  * gradient buffer keeps only two blocks' slots giving bitwise the
- * gradients of a whole buffer. */
+ * gradients of a whole buffer; the closeness tests refuse NaN. */
 #include "config.h"
 
 #include <math.h>
@@ -123,6 +123,25 @@ static void check_pieces(void)
 static int near(float got, double want, double scale, int terms)
 {
 	return fabs((double)got - want) <= 2.0 * terms * 0x1p-24 * scale + 1e-30;
+}
+
+/* Whether got is the float64 sum want of `terms` terms whose magnitudes add
+ * to scale, within float rounding of the result, the reference carrying
+ * its own rounding of the terms' scale. */
+static int near_exact(float got, double want, double scale, int terms)
+{
+	return fabs((double)got - want) <=
+	       0x1p-24 * fabs(want) + 0x1p-50 * scale + 0x1p-79 * terms;
+}
+
+/* Both closeness tests refuse a NaN, on either side (a `> bound` count
+ * would pass it). */
+static void check_near_refuses_nan(void)
+{
+	tap_ok(near(1.0f, 1.0, 1.0, 2) && near_exact(1.0f, 1.0, 1.0, 2) && !near(NAN, 1.0, 1.0, 2) &&
+		       !near(1.0f, NAN, 1.0, 2) && !near_exact(NAN, 1.0, 1.0, 2) &&
+		       !near_exact(1.0f, NAN, 1.0, 2),
+	       "the closeness tests accept equal sums and refuse a NaN on either side");
 }
 
 /* lt_reduce_sum of `count` copies over [at, at + n): into an output (and
@@ -274,9 +293,7 @@ static void check_exact_sum(void)
 	double most = 0;
 	for (int i = 0; i < N; i++) {
 		differ += memcmp(&ahead[i], &back[i], sizeof *back) != 0;
-		/* the float64 reference carries its own rounding, of the terms' scale */
-		far += fabs((double)ahead[i] - want[i]) >
-		       0x1p-24 * fabs(want[i]) + 0x1p-50 * scale[i] + 0x1p-79 * SEQS;
+		far += !near_exact(ahead[i], want[i], scale[i], SEQS);
 		most = fmax(most, scale[i]);
 	}
 	g[3] = 0x1p20f;
@@ -379,7 +396,8 @@ static void check_gradient_slots(lt_backend *be)
 int main(void)
 {
 	lt_backend *be = NULL;
-	tap_plan(8);
+	tap_plan(9);
+	check_near_refuses_nan();
 	check_ranges();
 	check_pieces();
 	check_sum();

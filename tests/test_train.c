@@ -2,7 +2,8 @@
  * down on a small corpus, two runs with one seed are bitwise equal, a
  * finite-difference check of the whole model's gradient, the backward's
  * gradient hook, and the memory
- * estimate against the measured peak RSS. */
+ * estimate against the measured peak RSS; the worst-error measures keep a
+ * NaN (a NaN fails the checks). */
 #include "config.h"
 
 #include <math.h>
@@ -136,6 +137,47 @@ static double loss_at(lt_model *m, const int32_t *tok, const int32_t *tgt)
 	return loss / n;
 }
 
+/* The relative error of a central difference against the analytic
+ * projection (relative to 1e-3 at least); NaN when either is NaN. */
+static double direction_error(double numeric, double analytic)
+{
+	return fabs(numeric - analytic) / fmax(fabs(analytic), 1e-3);
+}
+
+/* The largest |got - want| of the first n elements, against the largest
+ * |want|; NaN when either holds a NaN (tap_worst keeps it). */
+static double table_error(const float *got, const float *want, size_t n)
+{
+	double worst = 0, scale = 0;
+	for (size_t i = 0; i < n; i++)
+		scale = tap_worst(scale, fabs(want[i]));
+	for (size_t i = 0; i < n; i++)
+		worst = tap_worst(worst, fabs((double)got[i] - want[i]) / scale);
+	return worst;
+}
+
+/* The error measures of the checks below cannot pass a NaN: one NaN among
+ * the directions, or in either table, makes the worst error NaN. */
+static void check_error_measures_keep_nan(void)
+{
+	double worst = 0;
+	const double numeric[3] = { 1.0, NAN, 0.5 }, analytic[3] = { 1.001, 2.0, 0.5 };
+	for (int i = 0; i < 3; i++)
+		worst = tap_worst(worst, direction_error(numeric[i], analytic[i]));
+	float want[4] = { 1, -2, 3, 0.5f }, got[4] = { 1, -2, 3, 0.5f };
+	double same = table_error(got, want, 4);
+	got[2] = NAN;
+	double nan_got = table_error(got, want, 4);
+	got[2] = 3;
+	want[1] = NAN;
+	double nan_want = table_error(got, want, 4);
+	tap_ok(isnan(worst) && isnan(direction_error(1.0, NAN)) && same == 0 && isnan(nan_got) &&
+		       isnan(nan_want),
+	       "the worst errors keep a NaN: directions %g, a NaN analytic %g; tables: alike %g, "
+	       "a NaN got %g, a NaN want %g", worst, direction_error(1.0, NAN), same, nan_got,
+	       nan_want);
+}
+
 /* Central differences of the whole model's loss along random directions
  * agree with the analytic gradient's projection. */
 static void check_gradient_by_finite_differences(lt_backend *be)
@@ -192,9 +234,7 @@ static void check_gradient_by_finite_differences(lt_backend *be)
 			f[s] = loss_at(m, tok, tgt);
 		}
 		double numeric = (f[0] - f[1]) / (2 * h);
-		double err = fabs(numeric - analytic) / fmax(fabs(analytic), 1e-3);
-		if (err > worst)
-			worst = err;
+		worst = tap_worst(worst, direction_error(numeric, analytic));
 		tap_diag("direction %d: analytic %.6g, central difference %.6g", trial, analytic, numeric);
 	}
 	/* float32 forward passes limit the difference quotient to ~1e-3. */
@@ -544,14 +584,9 @@ static void check_lookup_apart(lt_backend *be, int tied)
 	enum lt_status st = lt_model_backward(m);
 	lt_model_set_grad_hook(m, NULL);
 	size_t table = (size_t)c.vocab_size * c.dim, same = 0;
-	double worst = 0, scale = 0;  /* the table's largest error, against its largest element */
-	for (size_t i = 0; i < table; i++)
-		scale = fmax(scale, fabs(want[i]));
-	for (size_t i = 0; i < P; i++) {
-		if (i < table)
-			worst = fmax(worst, fabs((double)got[i] - want[i]) / scale);
-		same += i >= table && memcmp(&want[i], &got[i], sizeof *got) == 0;
-	}
+	double worst = table_error(got, want, table);
+	for (size_t i = table; i < P; i++)
+		same += memcmp(&want[i], &got[i], sizeof *got) == 0;
 	int rows_ok = h.count == want_rows && h.ascending;
 	for (int i = 0; rows_ok && i < h.count; i++)
 		rows_ok = distinct[h.rows[i]] > 0;
@@ -571,11 +606,12 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(13);
+	tap_plan(14);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
 	}
+	check_error_measures_keep_nan();
 	check_gradient_by_finite_differences(be);
 	check_gradient_hook(be);
 	check_plan_reuse(be);
