@@ -8,8 +8,9 @@
 # disagree are refused naming the rank and the difference; ranks on
 # several nodes (LLTRAIN_NODE_RANKS) sum through each node's memory and
 # then between nodes, with the same losses; a stalled rank
-# ends the job naming it, the step and the collective; a killed rank ends
-# it, and --resume auto continues.
+# ends the job naming it, the step and the collective, within 60 s also at
+# the default --comm-timeout; a killed rank ends it, and --resume auto
+# continues.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -46,10 +47,10 @@ ok $? "prepare the test corpus: $(tail -c 300 "$tmp/prep.out")"
 # The tiny preset's model, 30 steps of 10 sequences of 64 tokens (shares of
 # 5+5 and 4+3+3 sequences).
 STEPS=30
-set -- --preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS \
-	--train.warmup_steps=5 --data.dir="$tmp/data" --run.eval_every=0 \
-	--run.eval_batches=2 --run.sample_tokens=4 --run.log_every=10 --run.threads=1 \
-	--comm-timeout 20
+base=(--preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS
+	--train.warmup_steps=5 --data.dir="$tmp/data" --run.eval_every=0
+	--run.eval_batches=2 --run.sample_tokens=4 --run.log_every=10 --run.threads=1)
+set -- "${base[@]}" --comm-timeout 20
 final=checkpoints/step_$(printf %08d $STEPS)
 
 # train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
@@ -375,6 +376,28 @@ ok $? "a stalled rank ends the job: exit $rc after $took s"
 grep -q "step [0-9]*: .* made no progress for 5 s: rank 2 did not answer (died or stalled" \
 	"$tmp/stall.out"
 ok $? "the message names the step, the collective and rank 2: $(grep -m1 'no progress' "$tmp/stall.out")"
+
+# 7b. At the default --comm-timeout (30 s) too, a stalled rank ends the job
+# within 60 s: rank 0 names it once its watchdog gave up, and does not wait
+# for it a second time to agree on the failure. At ZeRO 2 with 2
+# micro-batches a step, rank 0 waits for rank 1 within backward, in the
+# gradient exchange, before the step's agreement.
+"${launch[@]}" -n 2 "$LLTRAIN" train "${base[@]}" --train.steps=100000 --zero 2 \
+	--train.grad_accum=2 --run.dir="$tmp/stall30" >"$tmp/stall30.out" 2>&1 </dev/null &
+job=$!
+for _ in $(seq 300); do
+	grep -q '"step":3,' "$tmp/stall30/metrics.jsonl" 2>/dev/null && break
+	sleep 0.2
+done
+victim=$(sed -n 's/^rank 1: host .*, pid \([0-9]*\), .*/\1/p' "$tmp/stall30.out")
+kill -STOP "${victim:-0}"
+wait_for_job
+kill -9 "${victim:-0}" 2>/dev/null
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ]
+ok $? "at the default --comm-timeout, a stalled rank (pid $victim) ends the job: exit $rc after $took s"
+grep -q "step [0-9]*: .* made no progress for 30 s: rank 1 did not answer (died or stalled" \
+	"$tmp/stall30.out"
+ok $? "the message names rank 1: $(grep -m1 'no progress' "$tmp/stall30.out")"
 
 # 8. A killed rank (SIGKILL) ends the job within 60 s; --resume auto then
 # continues from the last checkpoint.
