@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -234,11 +235,27 @@ void lt_dist_finalize(lt_dist *d)
 	free_state(d);
 }
 
+/* Waits (a second at most) until whoever reads this process's stdout and
+ * stderr, where they are pipes (an MPI launcher), has read what it wrote:
+ * MPI_Abort's teardown of the job can otherwise overtake the launcher's
+ * forwarding of the last lines, the error among them. */
+static void let_output_drain(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < 100; i++) {
+		int out = 0, err = 0;
+		if ((ioctl(STDOUT_FILENO, FIONREAD, &out) != 0 || out == 0) &&
+		    (ioctl(STDERR_FILENO, FIONREAD, &err) != 0 || err == 0))
+			return;
+		usleep(10000);
+	}
+}
+
 _Noreturn void lt_dist_abort(lt_dist *d, int code)
 {
 	if (d && d->mpi) {
-		fflush(stdout);
-		fflush(stderr);
+		let_output_drain();
 		MPI_Abort(MPI_COMM_WORLD, code);
 	}
 	exit(code);
