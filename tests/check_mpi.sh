@@ -9,8 +9,9 @@
 # several nodes (LLTRAIN_NODE_RANKS) sum through each node's memory and
 # then between nodes, with the same losses; a damaged newest checkpoint is
 # named once, by rank 0, and the run resumes from the one before; a
-# stalled rank ends the job naming it, the step and the collective; a
-# killed rank ends it, and --resume auto continues.
+# stalled rank ends the job naming it, the step and the collective, within
+# 60 s also at the default --comm-timeout; a killed rank ends it, and
+# --resume auto continues.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -47,10 +48,10 @@ ok $? "prepare the test corpus: $(tail -c 300 "$tmp/prep.out")"
 # The tiny preset's model, 30 steps of 10 sequences of 64 tokens (shares of
 # 5+5 and 4+3+3 sequences).
 STEPS=30
-set -- --preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS \
-	--train.warmup_steps=5 --data.dir="$tmp/data" --run.eval_every=0 \
-	--run.eval_batches=2 --run.sample_tokens=4 --run.log_every=10 --run.threads=1 \
-	--comm-timeout 20
+base=(--preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS
+	--train.warmup_steps=5 --data.dir="$tmp/data" --run.eval_every=0
+	--run.eval_batches=2 --run.sample_tokens=4 --run.log_every=10 --run.threads=1)
+set -- "${base[@]}"
 final=checkpoints/step_$(printf %08d $STEPS)
 
 # train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
@@ -104,9 +105,35 @@ wait_for_job() {
 	rc=$? took=$(($(date +%s) - start))
 }
 
-# 1. The single-process reference.
+# seconds_since NS: seconds (to 0.01) since date +%s%N said NS.
+seconds_since() {
+	awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'
+}
+
+# comm_timeout SECONDS RANKS: the watchdog's limit for runs that should end
+# well, of up to RANKS ranks on this machine, whose one-process run took
+# SECONDS. The watchdog measures how long a wait has made no progress, and
+# then takes a rank for stalled only if it does not answer within 5 s;
+# ranks answer from their waits. So it can mistake only a rank that spends
+# longer than the limit away from collectives: in its start-up or in one
+# step's share of forward and backward, each shorter than the whole
+# one-process run of the same work, which the measure takes on this
+# machine as it is (sanitizers, a slow device, other load). RANKS ranks
+# sharing the machine run at worst RANKS times slower than one alone; the
+# limit is 3 times that (the machine's load may grow), and at least the
+# default 30 s. A run that hangs by a bug still ends, within a few runs'
+# time.
+comm_timeout() {
+	awk -v s="$1" -v r="$2" 'BEGIN { t = 3 * s * r; print (t < 30 ? 30 : int(t + 1)) }'
+}
+
+# 1. The single-process reference, timed for the watchdog's limit.
+began=$(date +%s%N)
 train ref 0 "$@"
+ref_s=$(seconds_since "$began")
 ok $rc "30 steps in one process: $(tail -c 300 "$tmp/ref.out")"
+set -- "${base[@]}" --comm-timeout "$(comm_timeout "$ref_s" 6)"
+echo "# one process took $ref_s s: --comm-timeout $(comm_timeout "$ref_s" 6) for up to 6 CPU ranks"
 
 # 2. 2 and 3 ranks at every stage: the same losses, every rank listed.
 for ranks in 2 3; do
@@ -276,14 +303,24 @@ ok $? "ranks that disagree on LLTRAIN_NODE_RANKS are refused (exit $rc): $(grep 
 # slow).
 if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	train refa10 0 "$@" --train.grad_accum=2 --train.steps=10
+	# the watchdog's limit for OpenCL ranks, from one OpenCL process's
+	# start-up (its kernels built, or loaded from the cache this first
+	# build fills) and 2 steps: more than a rank's longest stretch away from
+	# collectives (PoCL is much slower than the CPU backend)
+	began=$(date +%s%N)
+	train cl1 0 "$@" --train.grad_accum=2 --train.steps=2 --run.device=opencl
+	cl_s=$(seconds_since "$began")
+	ok $rc "2 steps in one OpenCL process: $(tail -c 200 "$tmp/cl1.out")"
+	clt=(--comm-timeout "$(comm_timeout "$cl_s" 4)")
+	echo "# one OpenCL process took $cl_s s: --comm-timeout $(comm_timeout "$cl_s" 4) for up to 4 OpenCL ranks"
 	for zero in 0 2; do
-		train c2z$zero 2 "$@" --train.grad_accum=2 --train.steps=10 --zero $zero \
-			--run.device=opencl
+		train c2z$zero 2 "$@" "${clt[@]}" --train.grad_accum=2 --train.steps=10 \
+			--zero $zero --run.device=opencl
 		why=$(losses_match refa10 c2z$zero 10 2>&1)
 		ok $? "2 OpenCL ranks, ZeRO $zero, 2 micro-batches a step: losses within 1e-5 of one process $why"
 	done
-	LLTRAIN_NODE_RANKS=2 train c4n 4 "$@" --train.grad_accum=2 --train.steps=10 --zero 2 \
-		--run.device=opencl
+	LLTRAIN_NODE_RANKS=2 train c4n 4 "$@" "${clt[@]}" --train.grad_accum=2 --train.steps=10 \
+		--zero 2 --run.device=opencl
 	why=$(losses_match refa10 c4n 10 2>&1)
 	ok $? "4 OpenCL ranks on 2 nodes, ZeRO 2, 2 micro-batches a step: losses within 1e-5 of one process $why"
 	# a mixed job (an MPMD launch): rank 0 on OpenCL, rank 1 on the CPU;
@@ -292,9 +329,9 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	for zero in 0 2; do
 		bal=
 		[ $zero = 2 ] && bal="--balance auto"
-		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
-			--zero $zero --run.device=opencl --run.dir="$tmp/x$zero" $bal : \
-			-n 1 "$LLTRAIN" train "$@" --train.grad_accum=2 --train.steps=10 \
+		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" "${clt[@]}" --train.grad_accum=2 \
+			--train.steps=10 --zero $zero --run.device=opencl --run.dir="$tmp/x$zero" $bal : \
+			-n 1 "$LLTRAIN" train "$@" "${clt[@]}" --train.grad_accum=2 --train.steps=10 \
 			--zero $zero --run.device=cpu --run.dir="$tmp/x$zero" $bal \
 			>"$tmp/x$zero.out" 2>&1 </dev/null
 		rc=$?
@@ -310,7 +347,8 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 		END { exit !(moved && n >= moved + 2) }' "$tmp/x2.out"
 	ok $? "after a move the ranks check the new shares twice: $(grep '^balance' "$tmp/x2.out" | sed -n 2,3p | cut -c 1-160 | tr '\n' ' ')"
 else
-	for what in "2 OpenCL ranks, ZeRO 0" "2 OpenCL ranks, ZeRO 2" "4 OpenCL ranks on 2 nodes" \
+	for what in "one OpenCL process" "2 OpenCL ranks, ZeRO 0" "2 OpenCL ranks, ZeRO 2" \
+		"4 OpenCL ranks on 2 nodes" \
 		"an OpenCL rank and a CPU rank, ZeRO 0" "an OpenCL rank and a CPU rank, ZeRO 2" \
 		"--balance auto between an OpenCL and a CPU rank" \
 		"checks after a move of --balance auto"; do
@@ -396,6 +434,28 @@ ok $? "a stalled rank ends the job: exit $rc after $took s"
 grep -q "step [0-9]*: .* made no progress for 5 s: rank 2 did not answer (died or stalled" \
 	"$tmp/stall.out"
 ok $? "the message names the step, the collective and rank 2: $(grep -m1 'no progress' "$tmp/stall.out")"
+
+# 7b. At the default --comm-timeout (30 s) too, a stalled rank ends the job
+# within 60 s: rank 0 names it once its watchdog gave up, and does not wait
+# for it a second time to agree on the failure. At ZeRO 2 with 2
+# micro-batches a step, rank 0 waits for rank 1 within backward, in the
+# gradient exchange, before the step's agreement.
+"${launch[@]}" -n 2 "$LLTRAIN" train "${base[@]}" --train.steps=100000 --zero 2 \
+	--train.grad_accum=2 --run.dir="$tmp/stall30" >"$tmp/stall30.out" 2>&1 </dev/null &
+job=$!
+for _ in $(seq 300); do
+	grep -q '"step":3,' "$tmp/stall30/metrics.jsonl" 2>/dev/null && break
+	sleep 0.2
+done
+victim=$(sed -n 's/^rank 1: host .*, pid \([0-9]*\), .*/\1/p' "$tmp/stall30.out")
+kill -STOP "${victim:-0}"
+wait_for_job
+kill -9 "${victim:-0}" 2>/dev/null
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ]
+ok $? "at the default --comm-timeout, a stalled rank (pid $victim) ends the job: exit $rc after $took s"
+grep -q "step [0-9]*: .* made no progress for 30 s: rank 1 did not answer (died or stalled" \
+	"$tmp/stall30.out"
+ok $? "the message names rank 1: $(grep -m1 'no progress' "$tmp/stall30.out")"
 
 # 8. A killed rank (SIGKILL) ends the job within 60 s; --resume auto then
 # continues from the last checkpoint.

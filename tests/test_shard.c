@@ -121,10 +121,9 @@ static void test_round_trip(int vocab, size_t n, const char *name)
 	       in->n_tokens == n && in->n_docs == n / 1000 && !strcmp(lt_shard_path(s), tap_at(name)),
 	       "%d-byte shard: header fields read back (vocab %d, %" PRIu64 " tokens, %" PRIu64
 	       " documents)", width, in->vocab_size, in->n_tokens, in->n_docs);
-	lt_shard_read(s, 0, back, n);
-	int same = !memcmp(tok, back, n * sizeof *tok);
-	lt_shard_read(s, n - 3, back, 3);
-	same = same && !memcmp(back, tok + n - 3, 3 * sizeof *tok);
+	int same = lt_shard_read(s, 0, back, n) == LT_OK && !memcmp(tok, back, n * sizeof *tok);
+	same = same && lt_shard_read(s, n - 3, back, 3) == LT_OK &&
+	       !memcmp(back, tok + n - 3, 3 * sizeof *tok);
 	tap_ok(same, "%d-byte shard: every token reads back, from the start and from an offset",
 	       width);
 	lt_shard_close(s);
@@ -222,6 +221,59 @@ static void edit_data_bit(unsigned char *p, size_t *n)
 	p[64 + 500] ^= 0x10;
 }
 
+
+/* A shard changed while open: removed, it still reads as it was; a token
+ * overwritten in place with one past the vocabulary, or the file
+ * truncated, fails the read naming the file. */
+static void test_changed_under_reader(void)
+{
+	enum { N = 30000 };
+	static int32_t tok[N], back[N];
+	for (int i = 0; i < N; i++)
+		tok[i] = (int32_t)(i % 1000);
+	const char *path = tap_at("changing.bin");
+	lt_shard *s = NULL;
+	enum lt_status st = make_shard(path, 1000, 999, tok, N, 100);
+	if (st == LT_OK)
+		st = lt_shard_open(path, 1000, 1, &s);
+	if (st != LT_OK) {
+		tap_ok(0, "a shard to change opens (%s)", lt_errmsg());
+		tap_skip("no shard to change");
+		tap_skip("no shard to change");
+		return;
+	}
+	unlink(path);
+	st = lt_shard_read(s, 0, back, N);
+	tap_ok(st == LT_OK && !memcmp(tok, back, sizeof tok),
+	       "a shard removed while open reads back whole (%s)", st ? lt_errmsg() : "ok");
+	lt_shard_close(s);
+
+	make_shard(path, 1000, 999, tok, N, 100);
+	st = lt_shard_open(path, 1000, 1, &s);
+	FILE *f = fopen(path, "r+b");
+	unsigned char big[2] = { 0xff, 0xff };  /* token 65535 at index 10 */
+	if (f) {
+		fseek(f, 64 + 2 * 10, SEEK_SET);
+		fwrite(big, 1, 2, f);
+		fclose(f);
+	}
+	st = st == LT_OK ? lt_shard_read(s, 5, back, 10) : st;
+	tap_ok(st == LT_ERR_FORMAT && strstr(lt_errmsg(), "changing.bin: token 65535 at index 10 "
+						      ">= vocabulary 1000"),
+	       "a token past the vocabulary written into an open shard fails the read: %s",
+	       lt_errmsg());
+	lt_shard_close(s);
+
+	make_shard(path, 1000, 999, tok, N, 100);
+	st = lt_shard_open(path, 1000, 1, &s);
+	if (st == LT_OK && truncate(path, 1000) != 0)
+		st = LT_ERR_IO;
+	st = st == LT_OK ? lt_shard_read(s, N - 100, back, 50) : LT_ERR_IO;
+	tap_ok(st == LT_ERR_IO && strstr(lt_errmsg(), "changing.bin: ends at byte 1000, 60064 bytes "
+						   "when opened: the shard was truncated while in use"),
+	       "a shard truncated while open fails the read: %s", lt_errmsg());
+	lt_shard_close(s);
+}
 /* token 123 becomes 9999 (vocabulary 5000), with both CRCs made right */
 static void edit_token(unsigned char *p, size_t *n)
 {
@@ -649,7 +701,10 @@ static int32_t *read_split(const char *d, const char *prefix, int n_shards, size
 			return all;
 		size_t m = lt_shard_info(s)->n_tokens;
 		all = realloc(all, (*n + m + 1) * sizeof *all);
-		lt_shard_read(s, 0, all + *n, m);
+		if (lt_shard_read(s, 0, all + *n, m) != LT_OK) {
+			lt_shard_close(s);
+			return all;
+		}
 		*n += m;
 		*docs += lt_shard_info(s)->n_docs;
 		lt_shard_close(s);
@@ -930,7 +985,7 @@ static void test_big_document(void)
 int main(void)
 {
 	dir = tap_scratch_new("lt_shard");
-	tap_plan(50);
+	tap_plan(53);
 	test_round_trip(5000, 200000, "w2.bin");
 	test_round_trip(70000, 3000, "w4.bin");
 	{
@@ -944,6 +999,7 @@ int main(void)
 		lt_shard_close(s);
 	}
 	test_bad_shards();
+	test_changed_under_reader();
 	test_writer_failures();
 	test_loader();
 	test_prepare();

@@ -104,8 +104,8 @@ static enum lt_status open_data(struct session *s)
 /* Batch `index` of one shard: B consecutive windows of T tokens, targets
  * shifted by one; positions past the end get token 0 and target -1. *n
  * counts the real targets (0 past the end of the data). window holds T+1. */
-static void shard_batch(const lt_shard *sh, uint64_t index, int B, int T, int32_t *tokens,
-			int32_t *targets, int32_t *window, long *n)
+static enum lt_status shard_batch(const lt_shard *sh, uint64_t index, int B, int T,
+				  int32_t *tokens, int32_t *targets, int32_t *window, long *n)
 {
 	uint64_t count = lt_shard_info(sh)->n_tokens;
 	*n = 0;
@@ -114,14 +114,16 @@ static void shard_batch(const lt_shard *sh, uint64_t index, int B, int T, int32_
 		uint64_t have = at < count ? count - at : 0;
 		size_t take = have < (uint64_t)T + 1 ? (size_t)have : (size_t)T + 1;
 		int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
-		if (take)
-			lt_shard_read(sh, at, window, take);
+		enum lt_status st = take ? lt_shard_read(sh, at, window, take) : LT_OK;
+		if (st != LT_OK)
+			return st;
 		for (int t = 0; t < T; t++) {
 			tok[t] = (size_t)t < take ? window[t] : 0;
 			tgt[t] = (size_t)t + 1 < take ? window[t + 1] : -1;
 			*n += tgt[t] >= 0;
 		}
 	}
+	return LT_OK;
 }
 
 /* The summed loss and the number of predicted tokens over the batches. */
@@ -146,7 +148,8 @@ static enum lt_status evaluate(struct session *s, int B, int T, long max_batches
 		if (s->dir)
 			st = lt_data_val_batch(s->dir, (uint64_t)i, B, T, s->tokens, s->targets, &n);
 		else
-			shard_batch(s->file, (uint64_t)i, B, T, s->tokens, s->targets, s->window, &n);
+			st = shard_batch(s->file, (uint64_t)i, B, T, s->tokens, s->targets,
+					 s->window, &n);
 		if (st != LT_OK)
 			return st;
 		if (n == 0)

@@ -11,6 +11,13 @@ enum lt_status lt_agree(struct lt_agreement *g, enum lt_status st, const char *w
 {
 	int rank = lt_dist_rank(g->dist);
 	double failed = st != LT_OK ? rank + 1 : 0;
+	/* a rank that lost touch with the others (a stall its watchdog named,
+	 * an MPI error) ends the job itself: an agreement would wait out the
+	 * watchdog a second time for the same silent rank */
+	if (st == LT_ERR_COMM) {
+		g->failed_together = 0;
+		return st;
+	}
 	lt_dist_set_timeout(g->dist, wait > g->timeout ? wait : g->timeout);
 	char saved[1024];
 	snprintf(saved, sizeof saved, "%s", lt_errmsg());

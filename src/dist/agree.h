@@ -25,7 +25,9 @@ struct lt_agreement {
  * rank that failed gets its own status back, its message kept; the others
  * LT_ERR_COMM with "WHAT failed on rank N (its message says why)". The
  * agreement waits up to `wait` seconds (rank 0 may be working alone) or
- * the timeout, whichever is longer. Collective. */
+ * the timeout, whichever is longer. Collective, except that a rank whose
+ * st is LT_ERR_COMM (it lost touch with the others) returns it at once
+ * without failed_together: it must end the job with lt_dist_abort. */
 enum lt_status lt_agree(struct lt_agreement *g, enum lt_status st, const char *what, double wait);
 
 /* What the ranks must share besides the config. */

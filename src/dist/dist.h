@@ -34,7 +34,8 @@ int lt_dist_have_mpi(void);
 enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out);
 /* Ends MPI (after a barrier) and frees d. */
 void lt_dist_finalize(lt_dist *d);
-/* Ends every rank of the job at once with exit status `code`. */
+/* Ends every rank of the job at once with exit status `code`, once the
+ * launcher has read what this rank wrote (a second at most). */
 _Noreturn void lt_dist_abort(lt_dist *d, int code);
 
 /* ----------------------------------------------------- ranks and nodes */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ struct lt_dist_mpi {
 	const char *pending_what[MAX_PENDING];
 	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
 	MPI_Status statuses[MAX_PENDING];
+	int completed[MAX_PENDING];  /* MPI_Testsome's indices, unused */
 	int n_pending;
 	size_t started;         /* collectives started so far */
 	/* the reduce-scatter: its result lands in scatter_buf[scatter_cap] and
@@ -233,11 +235,27 @@ void lt_dist_finalize(lt_dist *d)
 	free_state(d);
 }
 
+/* Waits (a second at most) until whoever reads this process's stdout and
+ * stderr, where they are pipes (an MPI launcher), has read what it wrote:
+ * MPI_Abort's teardown of the job can otherwise overtake the launcher's
+ * forwarding of the last lines, the error among them. */
+static void let_output_drain(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < 100; i++) {
+		int out = 0, err = 0;
+		if ((ioctl(STDOUT_FILENO, FIONREAD, &out) != 0 || out == 0) &&
+		    (ioctl(STDERR_FILENO, FIONREAD, &err) != 0 || err == 0))
+			return;
+		usleep(10000);
+	}
+}
+
 _Noreturn void lt_dist_abort(lt_dist *d, int code)
 {
 	if (d && d->mpi) {
-		fflush(stdout);
-		fflush(stderr);
+		let_output_drain();
 		MPI_Abort(MPI_COMM_WORLD, code);
 	}
 	exit(code);
@@ -330,9 +348,10 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 	return LT_ERR_COMM;
 }
 
-/* The watchdog's turn in a wait that began at t0: answers the others'
- * questions every 50 ms (*last: when it last did) and says whether the
- * wait ran past the timeout. */
+/* The watchdog's turn in a wait that last advanced at t0 (began, or saw
+ * one of its collectives complete): answers the others' questions every
+ * 50 ms (*last: when it last did) and says whether the wait has made no
+ * progress for the timeout. */
 static int watchdog_expired(struct lt_dist *d, double t0, double now, double *last)
 {
 	if (now - *last > 0.05) {
@@ -350,21 +369,30 @@ enum lt_status lt_dist_watch(lt_dist *d, double t0, double now, double *last, co
 }
 
 /* Waits for n requests under the watchdog, adding the seconds to *spent;
- * what[i] names request i's collective. */
+ * what[i] names request i's collective. The watchdog measures the time
+ * since the last of them completed (or the wait began), not the whole
+ * wait: many collectives that complete one after the other on a slow
+ * link are progress. */
 static enum lt_status wait_requests(struct lt_dist *d, MPI_Request *req, int n,
 				    const char *const *what, double *spent)
 {
-	double t0 = lt_seconds(), last = t0;
+	double t0 = lt_seconds(), moved = t0, last = t0;
 	for (;;) {
-		int done = 0, err = MPI_Testall(n, req, &done, d->mpi->statuses);
+		/* completed requests become MPI_REQUEST_NULL; none left active
+		 * gives MPI_UNDEFINED */
+		int out = 0, err = MPI_Testsome(n, req, &out, d->mpi->completed, d->mpi->statuses);
 		if (err)
 			return mpi_failed(what[0], err);
 		double now = lt_seconds();
-		if (done) {
+		if (out == MPI_UNDEFINED) {
 			*spent += now - t0;
 			return LT_OK;
 		}
-		if (watchdog_expired(d, t0, now, &last)) {
+		if (out > 0) {
+			moved = now;
+			continue;
+		}
+		if (watchdog_expired(d, moved, now, &last)) {
 			/* named after the first collective not yet done */
 			int i = 0;
 			while (i < n - 1 && req[i] == MPI_REQUEST_NULL)

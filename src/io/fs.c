@@ -331,9 +331,13 @@ enum lt_status lt_fs_publish_dir(const char *tmp, const char *final, const char 
  * first errno met. */
 static int remove_at(int dfd, const char *name, int depth)
 {
+	struct stat sb;
 	if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
 		return 0;
 	int err = errno;
+	/* a read-only file system refuses before it looks for the entry */
+	if (err == EROFS && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+		return 0;
 	if (err != EISDIR && err != EPERM)
 		return err;
 	if (depth > MAX_DEPTH)

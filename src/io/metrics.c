@@ -3,16 +3,18 @@
 #include "io/metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 struct lt_metrics {
-	FILE *f;
+	int fd;           /* appending */
 	char *path;
 	int tty;          /* stdout is a terminal: one refreshed line */
 	int line_open;    /* the refreshed line is on screen, unterminated */
@@ -27,8 +29,8 @@ enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out
 		lt_errmsg_set("cannot allocate the metrics writer");
 		return LT_ERR_NOMEM;
 	}
-	mt->f = fopen(path, "a");
-	if (!mt->f) {
+	mt->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	if (mt->fd < 0) {
 		lt_errmsg_set("%s: cannot open for appending: %s", path, strerror(errno));
 		free(mt->path);
 		free(mt);
@@ -54,7 +56,7 @@ void lt_metrics_close(lt_metrics *mt)
 		return;
 	end_progress_line(mt);
 	fflush(stdout);
-	fclose(mt->f);
+	close(mt->fd);
 	free(mt->path);
 	free(mt);
 }
@@ -65,21 +67,48 @@ static json_t *json_number(double v)
 	return isfinite(v) ? json_real(v) : json_null();
 }
 
-/* Appends obj as one line and flushes it, so a killed run keeps every
- * line it logged. Steals obj. */
+/* Appends the n bytes of line; 0, or errno. A write that stops partway
+ * (the disk filled, a file size limit) is cut back off a regular file, so
+ * that the file keeps whole lines. */
+static int append(lt_metrics *mt, const char *line, size_t n)
+{
+	struct stat sb;
+	int regular = fstat(mt->fd, &sb) == 0 && S_ISREG(sb.st_mode);
+	for (size_t done = 0; done < n;) {
+		ssize_t w = write(mt->fd, line + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			int err = w < 0 ? errno : EIO;
+			/* a torn line that cannot be cut off stays; err says why */
+			int cut = done && regular ? ftruncate(mt->fd, sb.st_size) : 0;
+			(void)cut;
+			return err;
+		}
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+/* Appends obj as one line with one write, straight to the file, so a
+ * killed run keeps every line it logged. Steals obj. */
 static enum lt_status write_line(lt_metrics *mt, json_t *obj)
 {
 	char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
 		      : NULL;
 	json_decref(obj);
-	if (!s) {
+	size_t n = s ? strlen(s) : 0;
+	char *line = s ? realloc(s, n + 1) : NULL;
+	if (!line) {
+		free(s);
 		lt_errmsg_set("%s: cannot format a metrics line", mt->path);
 		return LT_ERR_NOMEM;
 	}
-	int bad = fprintf(mt->f, "%s\n", s) < 0 || fflush(mt->f) != 0;
-	free(s);
-	if (bad) {
-		lt_errmsg_set("%s: write failed: %s", mt->path, strerror(errno));
+	line[n] = '\n';
+	int err = append(mt, line, n + 1);
+	free(line);
+	if (err) {
+		lt_errmsg_set("%s: write failed: %s", mt->path, strerror(err));
 		return LT_ERR_IO;
 	}
 	return LT_OK;

@@ -30,6 +30,9 @@ typedef struct lt_metrics lt_metrics;
 enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out);
 /* Flushes and closes; finishes the refreshed line with a newline. */
 void lt_metrics_close(lt_metrics *mt);
+/* A step's line. Each line goes to the file in one write as it comes; a
+ * write that fails (LT_ERR_IO "PATH: write failed: REASON") leaves no part
+ * of its line behind in a regular file, so the file keeps whole lines. */
 enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s);
 /* An evaluation: {"step", "val_loss", "val_ppl", "elapsed"}, and a line. */
 enum lt_status lt_metrics_eval(lt_metrics *mt, long step, double val_loss, double elapsed);

@@ -1,5 +1,6 @@
 /* Token shard files: the streaming writer (path.tmp, header last, fsync,
- * lt_fs_publish) and the validating memory-mapped reader (see shard.h). */
+ * lt_fs_publish) and the validating reader, which reads through its open
+ * file with pread (see shard.h). */
 #include "config.h"
 #include "io/shard.h"
 
@@ -9,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -274,11 +274,15 @@ void lt_shard_writer_free(lt_shard_writer *w)
 
 /* ------------------------------------------------------------- reader */
 
+/* Bytes each pread takes at most: verifying a whole shard, and reading
+ * tokens for a batch (on the stack). */
+#define READ_CHUNK ((size_t)1 << 16)
+#define READ_SMALL ((size_t)1 << 13)
+
 struct lt_shard {
 	char *path;
-	unsigned char *map;
-	size_t map_len;
-	const unsigned char *data;
+	int fd;
+	uint64_t size;  /* when opened */
 	struct lt_shard_info info;
 };
 
@@ -343,33 +347,89 @@ static enum lt_status check_header(const char *path, const unsigned char *h, uin
 	return LT_OK;
 }
 
-/* The data CRC, then every token against the vocabulary. */
-static enum lt_status verify_tokens(const lt_shard *s, const unsigned char *h)
+/* p[n] = the file's bytes at offset `at`. The file was opened at `size`
+ * bytes, which covers them: fewer means it was truncated since (or the
+ * read failed), said naming the file and its size now. */
+static enum lt_status read_at(const lt_shard *s, unsigned char *p, size_t n, uint64_t at)
 {
-	const struct lt_shard_info *in = &s->info;
-	uint64_t bytes = in->n_tokens * (uint64_t)in->token_bytes;
-	uint32_t stored = get_u32(h + 40);
-	uint32_t computed = crc_update((uint32_t)crc32(0L, Z_NULL, 0), s->data, bytes);
-	if (stored != computed) {
-		lt_errmsg_set("%s: data checksum mismatch (stored %08" PRIx32 ", computed %08"
-			      PRIx32 ")", s->path, stored, computed);
-		return LT_ERR_FORMAT;
-	}
-	for (uint64_t i = 0; i < in->n_tokens; i++) {
-		const unsigned char *p = s->data + i * (uint64_t)in->token_bytes;
-		uint32_t t = in->token_bytes == 2 ? ((uint32_t)p[0] | (uint32_t)p[1] << 8)
-						  : get_u32(p);
-		if (t >= (uint32_t)in->vocab_size) {
-			lt_errmsg_set("%s: token %" PRIu32 " at index %" PRIu64 " >= vocabulary %d",
-				      s->path, t, i, in->vocab_size);
-			return LT_ERR_FORMAT;
+	while (n > 0) {
+		ssize_t got = pread(s->fd, p, n, (off_t)at);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			lt_errmsg_set("%s: read of %zu bytes at offset %" PRIu64 " failed: %s",
+				      s->path, n, at, strerror(errno));
+			return LT_ERR_IO;
 		}
+		if (got == 0) {
+			struct stat sb;
+			long long now = fstat(s->fd, &sb) == 0 ? (long long)sb.st_size : -1;
+			lt_errmsg_set("%s: ends at byte %lld, %" PRIu64 " bytes when opened: the "
+				      "shard was truncated while in use", s->path, now, s->size);
+			return LT_ERR_IO;
+		}
+		p += got;
+		n -= (size_t)got;
+		at += (uint64_t)got;
 	}
 	return LT_OK;
 }
 
-/* Maps the file read-only into s; its size is in *size. */
-static enum lt_status map_file(lt_shard *s, uint64_t *size)
+/* out[i] = token i of p[n tokens], each checked against the vocabulary
+ * (the first at index `first`). */
+static enum lt_status decode_tokens(const lt_shard *s, const unsigned char *p, size_t n,
+				    uint64_t first, int32_t *out)
+{
+	int width = s->info.token_bytes;
+	for (size_t i = 0; i < n; i++, p += width) {
+		uint32_t t = width == 2 ? ((uint32_t)p[0] | (uint32_t)p[1] << 8) : get_u32(p);
+		if (t >= (uint32_t)s->info.vocab_size) {
+			lt_errmsg_set("%s: token %" PRIu32 " at index %" PRIu64 " >= vocabulary %d",
+				      s->path, t, first + i, s->info.vocab_size);
+			return LT_ERR_FORMAT;
+		}
+		out[i] = (int32_t)t;
+	}
+	return LT_OK;
+}
+
+/* Reads every token a chunk at a time: their CRC against the header's
+ * (h), and every token against the vocabulary; a CRC that differs is
+ * named first (a damaged file, rather than one of its tokens). */
+static enum lt_status verify_tokens(const lt_shard *s, const unsigned char *h)
+{
+	const struct lt_shard_info *in = &s->info;
+	size_t per = READ_CHUNK / (size_t)in->token_bytes;
+	unsigned char *buf = malloc(READ_CHUNK);
+	int32_t *tokens = malloc(per * sizeof *tokens);
+	uint32_t computed = (uint32_t)crc32(0L, Z_NULL, 0), stored = get_u32(h + 40);
+	enum lt_status st = LT_OK, bad = LT_OK;
+	if (!buf || !tokens) {
+		lt_errmsg_set("%s: cannot allocate the read buffer", s->path);
+		st = LT_ERR_NOMEM;
+	}
+	for (uint64_t i = 0; st == LT_OK && i < in->n_tokens; i += per) {
+		size_t n = in->n_tokens - i < per ? (size_t)(in->n_tokens - i) : per;
+		size_t bytes = n * (size_t)in->token_bytes;
+		st = read_at(s, buf, bytes, LT_SHARD_HEADER + i * (uint64_t)in->token_bytes);
+		if (st == LT_OK)
+			computed = crc_update(computed, buf, bytes);
+		if (st == LT_OK && bad == LT_OK)
+			bad = decode_tokens(s, buf, n, i, tokens);
+	}
+	free(buf);
+	free(tokens);
+	if (st == LT_OK && stored != computed) {
+		lt_errmsg_set("%s: data checksum mismatch (stored %08" PRIx32 ", computed %08"
+			      PRIx32 ")", s->path, stored, computed);
+		return LT_ERR_FORMAT;
+	}
+	return st != LT_OK ? st : bad;
+}
+
+/* Opens the file into s (a regular file of at least a header); its size
+ * is in s->size. */
+static enum lt_status open_file(lt_shard *s)
 {
 	int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
 	struct stat sb;
@@ -378,46 +438,28 @@ static enum lt_status map_file(lt_shard *s, uint64_t *size)
 		lt_errmsg_set("%s: %s", s->path, strerror(err));
 		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
+	s->fd = fd;
 	if (fstat(fd, &sb) != 0) {
 		lt_errmsg_set("%s: %s", s->path, strerror(errno));
-		close(fd);
 		return LT_ERR_IO;
 	}
 	if (!S_ISREG(sb.st_mode)) {
 		lt_errmsg_set("%s: not a regular file, expected a token shard", s->path);
-		close(fd);
 		return LT_ERR_FORMAT;
 	}
-	*size = (uint64_t)sb.st_size;
-	if (*size < LT_SHARD_HEADER) {
+	s->size = (uint64_t)sb.st_size;
+	if (s->size < LT_SHARD_HEADER) {
 		lt_errmsg_set("%s: size %" PRIu64 " bytes, too short for a token shard (a %d-byte "
-			      "header)", s->path, *size, LT_SHARD_HEADER);
-		close(fd);
+			      "header)", s->path, s->size, LT_SHARD_HEADER);
 		return LT_ERR_FORMAT;
 	}
-	if (*size > SIZE_MAX) {
-		lt_errmsg_set("%s: size %" PRIu64 " bytes, more than this machine can map",
-			      s->path, *size);
-		close(fd);
-		return LT_ERR_IO;
-	}
-	void *p = mmap(NULL, (size_t)*size, PROT_READ, MAP_PRIVATE, fd, 0);
-	int err = errno;
-	close(fd);
-	if (p == MAP_FAILED) {
-		lt_errmsg_set("%s: cannot map %" PRIu64 " bytes: %s", s->path, *size,
-			      strerror(err));
-		return LT_ERR_IO;
-	}
-	s->map = p;
-	s->map_len = (size_t)*size;
 	return LT_OK;
 }
 
 enum lt_status lt_shard_open(const char *path, int expect_vocab, int verify_data, lt_shard **out)
 {
 	lt_shard *s = calloc(1, sizeof *s);
-	uint64_t size = 0;
+	unsigned char h[LT_SHARD_HEADER];
 	enum lt_status st;
 	*out = NULL;
 	if (!s || !(s->path = strdup(path))) {
@@ -425,17 +467,17 @@ enum lt_status lt_shard_open(const char *path, int expect_vocab, int verify_data
 		lt_errmsg_set("%s: cannot allocate a shard reader", path);
 		return LT_ERR_NOMEM;
 	}
-	if ((st = map_file(s, &size)) != LT_OK ||
-	    (st = check_header(path, s->map, size, &s->info)) != LT_OK)
+	s->fd = -1;
+	if ((st = open_file(s)) != LT_OK || (st = read_at(s, h, sizeof h, 0)) != LT_OK ||
+	    (st = check_header(path, h, s->size, &s->info)) != LT_OK)
 		goto fail;
-	s->data = s->map + LT_SHARD_HEADER;
 	if (expect_vocab > 0 && s->info.vocab_size != expect_vocab) {
 		lt_errmsg_set("%s: vocabulary %d, the tokenizer has %d", path, s->info.vocab_size,
 			      expect_vocab);
 		st = LT_ERR_FORMAT;
 		goto fail;
 	}
-	if (verify_data && (st = verify_tokens(s, s->map)) != LT_OK)
+	if (verify_data && (st = verify_tokens(s, h)) != LT_OK)
 		goto fail;
 	*out = s;
 	return LT_OK;
@@ -448,8 +490,8 @@ void lt_shard_close(lt_shard *s)
 {
 	if (!s)
 		return;
-	if (s->map)
-		munmap(s->map, s->map_len);
+	if (s->fd >= 0)
+		close(s->fd);
 	free(s->path);
 	free(s);
 }
@@ -464,16 +506,18 @@ const char *lt_shard_path(const lt_shard *s)
 	return s->path;
 }
 
-void lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n)
+enum lt_status lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n)
 {
 	LT_ASSERT(at <= s->info.n_tokens && n <= s->info.n_tokens - at);
-	if (s->info.token_bytes == 2) {
-		const unsigned char *p = s->data + at * 2;
-		for (size_t i = 0; i < n; i++, p += 2)
-			out[i] = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8);
-	} else {
-		const unsigned char *p = s->data + at * 4;
-		for (size_t i = 0; i < n; i++, p += 4)
-			out[i] = (int32_t)get_u32(p);
+	size_t width = (size_t)s->info.token_bytes, per = READ_SMALL / width;
+	unsigned char buf[READ_SMALL];
+	enum lt_status st = LT_OK;
+	for (size_t done = 0; done < n && st == LT_OK; done += per) {
+		size_t m = n - done < per ? n - done : per;
+		uint64_t first = at + done;
+		st = read_at(s, buf, m * width, LT_SHARD_HEADER + first * width);
+		if (st == LT_OK)
+			st = decode_tokens(s, buf, m, first, out + done);
 	}
+	return st;
 }

@@ -48,14 +48,25 @@ struct lt_shard_info {
 
 typedef struct lt_shard lt_shard;
 
-/* Opens and validates a shard (memory-mapped). expect_vocab > 0 must equal
- * the header's (else LT_ERR_FORMAT "PATH: vocabulary N, the tokenizer has M").
- * verify_data != 0 also checks the data CRC and every token < vocab. */
+/* Opens and validates a shard, which stays open until lt_shard_close.
+ * expect_vocab > 0 must equal the header's (else LT_ERR_FORMAT "PATH:
+ * vocabulary N, the tokenizer has M"). verify_data != 0 also checks the
+ * data CRC and every token < vocab.
+ *
+ * The reader reads the open file (pread), not a mapping of it: a shard
+ * removed while in use still reads as it was (its data live on until
+ * closed), and one truncated while in use fails the read with LT_ERR_IO
+ * "PATH: ends at byte N, M bytes when opened: the shard was truncated
+ * while in use", where a mapping would take SIGBUS (or read zeros within
+ * its last page). */
 enum lt_status lt_shard_open(const char *path, int expect_vocab, int verify_data, lt_shard **out);
 void lt_shard_close(lt_shard *s);
 const struct lt_shard_info *lt_shard_info(const lt_shard *s);
 const char *lt_shard_path(const lt_shard *s);
-/* out[i] = token at + i for i < n (at + n <= n_tokens). */
-void lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n);
+/* out[i] = token at + i for i < n (at + n <= n_tokens). Fails when the
+ * file was truncated since it was opened (LT_ERR_IO), or holds a token >=
+ * the vocabulary there now (LT_ERR_FORMAT "PATH: token T at index I >=
+ * vocabulary V"): no read gives the model a token outside its table. */
+enum lt_status lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n);
 
 #endif

@@ -206,15 +206,20 @@ enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t fir
 		int k = 0;
 		while (at >= window_starts(d->train.shards[k], T))
 			at -= window_starts(d->train.shards[k++], T);
-		lt_shard_read(d->train.shards[k], at, tokens + (size_t)b * T, (size_t)T);
-		lt_shard_read(d->train.shards[k], at + 1, targets + (size_t)b * T, (size_t)T);
+		enum lt_status st = lt_shard_read(d->train.shards[k], at, tokens + (size_t)b * T,
+						  (size_t)T);
+		if (st == LT_OK)
+			st = lt_shard_read(d->train.shards[k], at + 1, targets + (size_t)b * T,
+					   (size_t)T);
+		if (st != LT_OK)
+			return st;
 	}
 	return LT_OK;
 }
 
 /* out[0..n) = the validation tokens at .. at+n-1, across shard ends
  * (at + n <= the validation token count). */
-static void read_val(const lt_data *d, uint64_t at, int32_t *out, size_t n)
+static enum lt_status read_val(const lt_data *d, uint64_t at, int32_t *out, size_t n)
 {
 	for (int k = 0; k < d->val.n && n > 0; k++) {
 		uint64_t count = lt_shard_info(d->val.shards[k])->n_tokens;
@@ -223,11 +228,14 @@ static void read_val(const lt_data *d, uint64_t at, int32_t *out, size_t n)
 			continue;
 		}
 		size_t take = count - at < n ? (size_t)(count - at) : n;
-		lt_shard_read(d->val.shards[k], at, out, take);
+		enum lt_status st = lt_shard_read(d->val.shards[k], at, out, take);
+		if (st != LT_OK)
+			return st;
 		out += take;
 		n -= take;
 		at = 0;
 	}
+	return LT_OK;
 }
 
 enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
@@ -248,8 +256,11 @@ enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
 		size_t take = have < (uint64_t)T + 1 ? (size_t)have : (size_t)T + 1;
 		int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
 		size_t real = take > 0 ? take - 1 : 0; /* targets that exist */
-		read_val(d, at, tok, take < (size_t)T ? take : (size_t)T);
-		read_val(d, at + 1, tgt, real);
+		enum lt_status st = read_val(d, at, tok, take < (size_t)T ? take : (size_t)T);
+		if (st == LT_OK)
+			st = read_val(d, at + 1, tgt, real);
+		if (st != LT_OK)
+			return st;
 		for (size_t t = take; t < (size_t)T; t++)
 			tok[t] = 0;
 		for (size_t t = real; t < (size_t)T; t++)

@@ -48,5 +48,7 @@ enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t fir
  * -1. *n counts the real targets (0 past the end). */
 enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
 				 int32_t *tokens, int32_t *targets, long *n);
+/* Both fail as lt_shard_read does when a shard changed under the run
+ * (truncated, or a token outside the vocabulary), naming it. */
 
 #endif

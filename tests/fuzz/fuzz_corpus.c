@@ -125,8 +125,8 @@ static int shards_hold(const char *out, const char *prefix, int n_shards, const 
 		uint64_t n = lt_shard_info(s)->n_tokens;
 		for (uint64_t i = 0; i < n; i += 256) {
 			size_t m = n - i < 256 ? (size_t)(n - i) : 256;
-			lt_shard_read(s, i, buf, m);
-			if (at + m > want->n || memcmp(buf, want->v + at, m * sizeof *buf) != 0) {
+			if (lt_shard_read(s, i, buf, m) != LT_OK ||
+			    at + m > want->n || memcmp(buf, want->v + at, m * sizeof *buf) != 0) {
 				lt_shard_close(s);
 				return 0;
 			}

@@ -33,16 +33,20 @@ static void put_u32(unsigned char *p, uint32_t v)
 		p[i] = (unsigned char)(v >> 8 * i);
 }
 
-/* Reads every token in blocks; a verified shard holds only tokens below
- * its vocabulary. */
+/* Reads every token in blocks: a verified shard reads whole; any read
+ * that succeeds gives only tokens below the vocabulary. */
 static void read_all(const lt_shard *s, int verified)
 {
 	const struct lt_shard_info *in = lt_shard_info(s);
 	int32_t buf[256];
 	for (uint64_t at = 0; at < in->n_tokens;) {
 		size_t n = in->n_tokens - at < 256 ? (size_t)(in->n_tokens - at) : 256;
-		lt_shard_read(s, at, buf, n);
-		for (size_t i = 0; verified && i < n; i++)
+		if (lt_shard_read(s, at, buf, n) != LT_OK) {
+			if (verified)
+				abort();
+			return;
+		}
+		for (size_t i = 0; i < n; i++)
 			if (buf[i] < 0 || buf[i] >= in->vocab_size)
 				abort();
 		at += n;
