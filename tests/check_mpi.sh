@@ -370,6 +370,11 @@ done
 train t2 2 "$@" --deterministic --zero 2 --train.matmul=tf32
 cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/t2/$final/model.safetensors"
 ok $? "train.matmul = tf32 on CPU ranks, ZeRO 2, deterministic: parameters bitwise equal to fp32's"
+# --recompute block runs each block's forward again inside backward: over
+# 3 ranks with ZeRO 2 it gives one process's parameters without it bitwise.
+train r3 3 "$@" --deterministic --zero 2 --recompute block
+cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/r3/$final/model.safetensors"
+ok $? "--recompute block over 3 ranks, ZeRO 2, deterministic: parameters bitwise equal to one process's without it"
 
 # 5. Resharding: a deterministic run over 2 ranks saves at step 15; its
 # last checkpoint is removed and 3 ranks resume from step 15: the final
