@@ -529,7 +529,8 @@ static enum lt_status list_steps(const char *ckdir, struct step_list *out)
 		out->steps[out->n++] = step;
 	}
 	closedir(d);
-	qsort(out->steps, out->n, sizeof *out->steps, newest_first);
+	if (out->n)  /* qsort must not see a NULL array, even an empty one */
+		qsort(out->steps, out->n, sizeof *out->steps, newest_first);
 	return LT_OK;
 }
 
