@@ -141,10 +141,12 @@ mkdir -p "$ckdir"
 
 # intact_newest: the step of the newest checkpoint of the run that no
 # corrupt fault has touched since it was written (-1 when none): what
-# --resume auto must take.
+# --resume auto must take. A damaged one that train set aside
+# (step_N.damaged) is no checkpoint.
 intact_newest() {
 	local d s sum
-	for d in $(ls -d "$ckdir"/step_* 2>/dev/null | sort -r); do
+	for d in $(ls -d "$ckdir"/step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9] 2>/dev/null |
+		   sort -r); do
 		s=$((10#${d##*/step_}))
 		sum=$(cksum <"$d/model.safetensors" 2>/dev/null)
 		grep -qxF "$d $sum" "$dir/corrupted" || { echo "$s"; return; }
