@@ -183,8 +183,18 @@ struct lt_backend_ops {
 	 * fp32 always. */
 	void (*set_matmul)(lt_backend *be, enum lt_matmul mode);
 
-	/* Types: every float argument of the ops below is f32 and every token
-	 * or target argument i32, unless the op says otherwise. */
+	/* Types. Token and target arguments are i32. Statistics (rstd, lse,
+	 * losses, inv_freq, the out of sum and sum_squares), parameter
+	 * gradients that ops add into (embedding_backward's dtable,
+	 * rmsnorm_backward's dw) and every adamw argument are f32. Every other
+	 * float argument -- activations, their gradients, weights -- may be f32
+	 * or bf16, each independently of the others (gemm: a and b share one
+	 * type, and c is f32 unless they are bf16). Arithmetic is f32 whatever
+	 * the storage: a bf16 input widens exactly, a bf16 result rounds once,
+	 * to nearest even, when it is stored, and "+=" into a bf16 result reads
+	 * it, adds in f32 and rounds. An op on bf16 arguments therefore equals
+	 * the same op on their f32 widenings, up to the final rounding of its
+	 * results and the order of its sums. */
 
 	/* x[n] = value */
 	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);
