@@ -34,6 +34,7 @@ struct lt_conf_train {
 	int max_bad_steps;    /* NaN/Inf losses in a row before the run aborts */
 	enum lt_matmul matmul; /* fp32 | tf32: how GEMMs may round their operands */
 	enum lt_recompute recompute; /* none | block: what forward keeps for backward */
+	enum lt_precision precision; /* fp32 | bf16: the storage of weights and activations */
 };
 
 struct lt_conf_data {

@@ -23,6 +23,8 @@ _Static_assert(LT_MATMUL_FP32 == 0 && LT_MATMUL_TF32 == 1 && sizeof(enum lt_matm
 	       "matmul names follow enum lt_matmul");
 _Static_assert(LT_RECOMPUTE_NONE == 0 && LT_RECOMPUTE_BLOCK == 1 &&
 	       sizeof(enum lt_recompute) == sizeof(int), "recompute names follow enum lt_recompute");
+_Static_assert(LT_PRECISION_FP32 == 0 && LT_PRECISION_BF16 == 1 &&
+	       sizeof(enum lt_precision) == sizeof(int), "precision names follow enum lt_precision");
 
 /* ------------------------------------------------------------- the table */
 
@@ -31,6 +33,7 @@ _Static_assert(LT_RECOMPUTE_NONE == 0 && LT_RECOMPUTE_BLOCK == 1 &&
 static const char *const schedule_names[] = { "cosine", "linear", "constant", NULL };
 static const char *const matmul_names[] = { "fp32", "tf32", NULL };
 static const char *const recompute_names[] = { "none", "block", NULL };
+static const char *const precision_names[] = { "fp32", "bf16", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
@@ -130,6 +133,10 @@ static const struct lt_conf_key keys[] = {
 	  .choices = recompute_names, .def = "none",
 	  .doc = "none, or block: keep only each block's input and run the block's forward "
 		 "again in backward (less memory, about a third more compute, same gradients)" },
+	{ .section = "train", .name = "precision", .type = LT_CONF_ENUM, FIELD(train.precision),
+	  .choices = precision_names, .def = "fp32",
+	  .doc = "fp32, or bf16: weights are copied to bf16 for each step and activations are "
+		 "bf16; parameters, gradients and optimizer state stay fp32" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",

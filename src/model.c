@@ -17,36 +17,38 @@ struct layer_views {
 	size_t ln_in, wqkv, wo, ln_post, wgu, wdown;
 };
 
-/* Offsets of one layer's saved activations, in the activation buffer. */
+/* Offsets of one layer's saved activations: in the activation space (the
+ * model's activation type), or, marked (s), in the f32 statistics buffer. */
 struct layer_acts {
 	size_t x;      /* [N,C] the layer's input (residual stream) */
-	size_t rstd1;  /* [N] */
+	size_t rstd1;  /* [N] (s) */
 	size_t ln1;    /* [N,C] */
 	size_t qkv;    /* [N,QKV] after rope */
-	size_t lse;    /* [B,H,T] */
+	size_t lse;    /* [B,H,T] (s) */
 	size_t att;    /* [N,HD] */
 	size_t xmid;   /* [N,C] residual after attention */
-	size_t rstd2;  /* [N] */
+	size_t rstd2;  /* [N] (s) */
 	size_t ln2;    /* [N,C] */
 	size_t h;      /* [N,2F] gate | up */
 	size_t g;      /* [N,F] swiglu output */
 };
 
 /* Offsets of the decoding activations for up to N = B*S new tokens, in
- * the decode buffer. Nothing is kept for a backward pass, so one set
+ * the decode buffer (the activation type) or, marked (s), its f32
+ * statistics buffer. Nothing is kept for a backward pass, so one set
  * serves every layer and the residual stream x is updated in place. */
 struct decode_acts {
 	size_t x;      /* [N,C] residual stream */
-	size_t rstd;   /* [N] */
+	size_t rstd;   /* [N] (s) */
 	size_t ln;     /* [N,C] */
 	size_t qkv;    /* [N,QKV] */
 	size_t att;    /* [N,HD] */
 	size_t h;      /* [N,2F] */
 	size_t g;      /* [N,F] */
 	size_t last;   /* [B,C] the residual of each row's last new token */
-	size_t rstdf;  /* [B] */
+	size_t rstdf;  /* [B] (s) */
 	size_t xf;     /* [B,C] */
-	size_t logits; /* [B,V] */
+	size_t logits; /* [B,V] (s) */
 };
 
 struct lt_model {
@@ -58,6 +60,9 @@ struct lt_model {
 	size_t embed, norm, lm_head;     /* offsets of the global tensors */
 	struct layer_views *layers;
 	lt_buf *params, *grads;
+	enum lt_precision precision;
+	enum lt_dtype act_type;           /* of the activations: f32, or bf16 */
+	lt_buf *weights;                  /* [numel] bf16 compute copy of params, or NULL */
 	size_t grads_numel;               /* numel, or the caller's layout's size */
 	size_t *grad_block;               /* [n_layers] where each block's gradients start */
 	size_t grad_output;               /* where the output range's gradients start */
@@ -70,8 +75,10 @@ struct lt_model {
 	int B, T;
 	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
 	lt_buf **acts;                    /* [n_layers + 1] */
+	lt_buf *stats;                    /* f32: the offsets marked (s) */
 	struct layer_acts *la;
-	size_t x_final, rstdf, xf, logits, losses, scalar;
+	size_t x_final, rstdf, xf, logits, losses, scalar;  /* rstdf, losses, scalar (s) */
+	size_t lookup_grad;               /* (s) [N,C] the lookup's gradient in bf16 (in dA in f32) */
 	int head_rows;                    /* the rows of logits[head_rows, V] at a time */
 	int head_rows_max;                /* lt_model_set_head_rows's bound, 0: none */
 	enum lt_recompute recompute;      /* BLOCK: la[l] share all but x, refilled in backward */
@@ -94,6 +101,7 @@ struct lt_model {
 	int dec_B, dec_S;
 	lt_buf *kv;                       /* [L] x (k, v), each [B, K, S, D] */
 	lt_buf *dec;                      /* inference activations, reused per layer */
+	lt_buf *dec_stats;                /* their f32 statistics and logits */
 	lt_buf *dec_ids;                  /* [B * S] int32: the new tokens */
 	struct decode_acts dacts;
 };
@@ -177,52 +185,64 @@ static size_t ids_elems(int B, int T)
 	return 3 * (size_t)B * T;
 }
 
+/* The elements of a plan: its activation space (of the activation type)
+ * and its statistics (f32). */
+struct plan_size {
+	size_t acts, stats;
+};
+
+/* Take n elements of the activation space (TAKE) or of the statistics
+ * (STAT), from the running totals at and st; give their offset. */
+#define TAKE(n) (*at += (n), *at - (n))
+#define STAT(n) (*st += (n), *st - (n))
+
 /* Offsets of what one block's backward reads but its input, taken from
- * *at on. */
+ * *at and *st on. */
 static void take_block_acts(const struct lt_model_config *c, int B, int T, struct layer_acts *a,
-			    size_t *at)
+			    size_t *at, size_t *st)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c);
-#define TAKE(n) (*at += (n), *at - (n))
-	a->rstd1 = TAKE(N);
+	a->rstd1 = STAT(N);
 	a->ln1 = TAKE(N * C);
 	a->qkv = TAKE(N * QKV);
-	a->lse = TAKE((size_t)B * c->n_heads * T);
+	a->lse = STAT((size_t)B * c->n_heads * T);
 	a->att = TAKE(N * HD);
 	a->xmid = TAKE(N * C);
-	a->rstd2 = TAKE(N);
+	a->rstd2 = STAT(N);
 	a->ln2 = TAKE(N * C);
 	a->h = TAKE(N * 2 * F);
 	a->g = TAKE(N * F);
-#undef TAKE
 }
 
-/* Elements of the activation buffer for (B, T); fills the offsets when m
- * is given. The same walk serves the estimate and the plan. */
-static size_t plan_activations(const struct lt_model_config *c, int B, int T,
-			       enum lt_recompute recompute, struct lt_model *m)
+/* The sizes of the activations for (B, T); fills the offsets when m is
+ * given. The same walk serves the estimate and the plan. */
+static struct plan_size plan_activations(const struct lt_model_config *c, int B, int T,
+					 enum lt_recompute recompute,
+					 enum lt_precision precision, struct lt_model *m)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
-	size_t at = 0;
-#define TAKE(n) (at += (n), at - (n))
+	struct plan_size size = { 0, 0 };
+	size_t *at = &size.acts, *st = &size.stats;
 	struct layer_acts a = { 0 };
 	for (int l = 0; l < c->n_layers; l++) {
 		a.x = TAKE(N * C);
 		if (!recompute)
-			take_block_acts(c, B, T, &a, &at);
+			take_block_acts(c, B, T, &a, at, st);
 		if (m)
 			m->la[l] = a;
 	}
-	size_t x_final = TAKE(N * C), rstdf = TAKE(N), xf = TAKE(N * C);
+	size_t x_final = TAKE(N * C), rstdf = STAT(N), xf = TAKE(N * C);
 	int rows = head_rows(N, V);
 	if (m && m->head_rows_max > 0 && rows > m->head_rows_max)
 		rows = m->head_rows_max;
-	size_t logits = TAKE((size_t)rows * V), losses = TAKE(N), scalar = TAKE(16);
+	size_t logits = TAKE((size_t)rows * V), losses = STAT(N), scalar = STAT(16);
+	/* the lookup's gradient is f32, which dA is not in bf16 */
+	size_t lookup_grad = precision == LT_PRECISION_BF16 ? STAT(N * C) : 0;
 	if (recompute) {
 		/* one block's worth, after x_final: in the last piece */
-		take_block_acts(c, B, T, &a, &at);
+		take_block_acts(c, B, T, &a, at, st);
 		for (int l = 0; m && l < c->n_layers; l++) {
 			size_t x = m->la[l].x;
 			m->la[l] = a;
@@ -233,8 +253,8 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T,
 	if (F > wa)
 		wa = F;
 	size_t dx = TAKE(N * C), dA = TAKE(N * wa), dB = TAKE(N * wb);
-#undef TAKE
 	if (m) {
+		m->lookup_grad = lookup_grad;
 		m->x_final = x_final;
 		m->rstdf = rstdf;
 		m->xf = xf;
@@ -249,20 +269,32 @@ static size_t plan_activations(const struct lt_model_config *c, int B, int T,
 		m->dA = dA;
 		m->dB = dB;
 	}
-	return at;
+	return size;
+}
+
+#undef TAKE
+#undef STAT
+
+/* Bytes of one activation element in a precision. */
+static size_t act_bytes(enum lt_precision p)
+{
+	return p == LT_PRECISION_BF16 ? 2 : 4;
 }
 
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      enum lt_recompute recompute, struct lt_mem_estimate *out)
+			      enum lt_recompute recompute, enum lt_precision precision,
+			      struct lt_mem_estimate *out)
 {
 	size_t P = lt_model_config_params(c);
+	struct plan_size plan = plan_activations(c, B, T, recompute, precision, NULL);
 	memset(out, 0, sizeof *out);
-	out->params = P * 4;
+	/* the f32 parameters, and in bf16 their compute copy */
+	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
 	out->grads = P * 4;
 	out->optimizer = P * 8;
 	/* the head's weight gradient is made by the first training step */
-	out->activations = plan_activations(c, B, T, recompute, NULL) * 4 + ids_elems(B, T) * 4 +
-			   (size_t)c->vocab_size * c->dim * 4;
+	out->activations = plan.acts * act_bytes(precision) + plan.stats * 4 +
+			   ids_elems(B, T) * 4 + (size_t)c->vocab_size * c->dim * 4;
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
@@ -329,7 +361,9 @@ static void free_activations(lt_model *m)
 	free(m->lookup_rows);
 	m->host_tokens = m->lookup_rows = NULL;
 	lt_buf_free(m->be, m->ids);
+	lt_buf_free(m->be, m->stats);
 	m->ids = NULL;
+	m->stats = NULL;
 	if (!m->acts)
 		return;
 	for (int i = 0; i <= m->cfg.n_layers; i++)
@@ -360,9 +394,10 @@ static size_t piece_begin(const lt_model *m, int i)
 	return i < m->cfg.n_layers ? m->la[i].x : m->x_final;
 }
 
-/* Allocates the pieces of a plan of n elements. */
-static enum lt_status allocate_activations(lt_model *m, size_t n, size_t tokens)
+/* Allocates the pieces of a plan. */
+static enum lt_status allocate_activations(lt_model *m, struct plan_size size, size_t tokens)
 {
+	size_t n = size.acts;
 	int pieces = m->cfg.n_layers + 1;
 	m->acts = calloc((size_t)pieces, sizeof *m->acts);
 	m->host_tokens = malloc(tokens * sizeof *m->host_tokens);
@@ -374,13 +409,16 @@ static enum lt_status allocate_activations(lt_model *m, size_t n, size_t tokens)
 	}
 	for (int i = 0; i < pieces; i++) {
 		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
-		enum lt_status st = lt_buf_new(m->be, LT_F32, end - piece_begin(m, i), &m->acts[i]);
+		enum lt_status st = lt_buf_new(m->be, m->act_type, end - piece_begin(m, i),
+					       &m->acts[i]);
 		if (st != LT_OK) {
 			free_activations(m);
 			return st;
 		}
 	}
-	enum lt_status st = lt_buf_new(m->be, LT_I32, 3 * tokens, &m->ids);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, size.stats, &m->stats);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_I32, 3 * tokens, &m->ids);
 	if (st != LT_OK)
 		free_activations(m);
 	return st;
@@ -391,6 +429,7 @@ void lt_model_free(lt_model *m)
 	if (!m)
 		return;
 	lt_buf_free(m->be, m->params);
+	lt_buf_free(m->be, m->weights);
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
 	lt_buf_free(m->be, m->head_grad);
@@ -523,17 +562,19 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	/* Every piece grows with the tokens B * T (the last one's 16 scalars
 	 * aside), so a plan of no more tokens fits in the pieces as they are. */
 	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
-		plan_activations(&m->cfg, B, T, m->recompute, m);
+		plan_activations(&m->cfg, B, T, m->recompute, m->precision, m);
 		m->B = B;
 		m->T = T;
 		return LT_OK;
 	}
 	free_activations(m);
-	size_t n = plan_activations(&m->cfg, B, T, m->recompute, m);
-	enum lt_status st = allocate_activations(m, n, (size_t)B * T);
+	struct plan_size size = plan_activations(&m->cfg, B, T, m->recompute, m->precision, m);
+	enum lt_status st = allocate_activations(m, size, (size_t)B * T);
 	if (st != LT_OK) {
+		double bytes = (double)size.acts * (double)act_bytes(m->precision) +
+			       (double)size.stats * 4;
 		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
-				 "train.seq)", B, T, (double)n * 4 / 1073741824.0);
+				 "train.seq)", B, T, bytes / 1073741824.0);
 		return st;
 	}
 	m->B = m->B_cap = B;
@@ -541,8 +582,13 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	return LT_OK;
 }
 
-/* Shorthands for refs into the model's buffers. */
-static lt_ref P(const lt_model *m, size_t off) { return (lt_ref){ m->params, off }; }
+/* Shorthands for refs into the model's buffers: the weights ops compute
+ * with (the compute copy in bf16), the gradients, the activations, the
+ * statistics and the token ids. */
+static lt_ref P(const lt_model *m, size_t off)
+{
+	return (lt_ref){ m->weights ? m->weights : m->params, off };
+}
 static lt_ref G(const lt_model *m, size_t off)
 {
 	return (lt_ref){ m->grads, grad_index(m, off) };
@@ -552,6 +598,7 @@ static lt_ref A(const lt_model *m, size_t off)
 	int i = piece_of(m, off);
 	return (lt_ref){ m->acts[i], off - piece_begin(m, i) };
 }
+static lt_ref S(const lt_model *m, size_t off) { return (lt_ref){ m->stats, off }; }
 static lt_ref I(const lt_model *m, size_t off) { return (lt_ref){ m->ids, off }; }
 
 /* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
@@ -607,15 +654,15 @@ static void block_forward_kept(lt_model *m, int l)
 	int N = m->B * m->T, C = c->dim, F = c->ffn_dim, QKV = qkv_width(c);
 	struct lt_attn_shape s = attn_shape(m);
 
-	be->ops->rmsnorm_forward(be, A(m, a->ln1), A(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
+	be->ops->rmsnorm_forward(be, A(m, a->ln1), S(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
 	linear_forward(be, A(m, a->qkv), A(m, a->ln1), P(m, w->wqkv), N, QKV, C, 0.0f);
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
-	be->ops->attention_forward(be, A(m, a->att), A(m, a->lse), A(m, a->qkv), &s);
+	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
 	linear_forward(be, A(m, a->xmid), A(m, a->att), P(m, w->wo), N, C, C, 1.0f);
 
-	be->ops->rmsnorm_forward(be, A(m, a->ln2), A(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
+	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
 				 N, C, c->norm_eps);
 	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
@@ -667,18 +714,18 @@ static void block_backward(lt_model *m, int l)
 	linear_backward(be, dA, 0.0f, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_post), dA, A(m, a->xmid), P(m, w->ln_post),
-				  A(m, a->rstd2), N, C);
+				  S(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
 	linear_backward(be, dA, 0.0f, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
 	pause_for_exchanges(m);
-	be->ops->attention_backward(be, dB, dA, A(m, a->att), A(m, a->lse), A(m, a->qkv), &s);
+	be->ops->attention_backward(be, dB, dA, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	pause_for_exchanges(m);
 	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
 	linear_backward(be, dA, 0.0f, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
-				  A(m, a->rstd1), N, C);
+				  S(m, a->rstd1), N, C);
 }
 
 /* The LM head and the loss over rows [r0, r0 + R) of the batch: their
@@ -692,12 +739,21 @@ static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
 	int C = m->cfg.dim, V = m->cfg.vocab_size;
 	lt_ref logits = A(m, m->logits), xf = A(m, m->xf + (size_t)r0 * C);
 	linear_forward(be, logits, xf, P(m, m->lm_head), R, V, C, 0.0f);
-	be->ops->xent(be, A(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), R,
+	be->ops->xent(be, S(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), R,
 		      V, grad_scale);
 	if (grad_scale == 0.0f)
 		return;
 	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
 	linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R, V, C);
+}
+
+/* In bf16: the compute copy = the parameters rounded, as they are now
+ * (every forward makes it anew, so whatever changed the parameters -- a
+ * step, a load, an exchange -- is seen). */
+static void refresh_compute_weights(lt_model *m)
+{
+	if (m->weights)
+		m->be->ops->convert(m->be, (lt_ref){ m->weights, 0 }, lt_model_params(m), m->numel);
 }
 
 /* The head's weight gradient buffer, made by the first training forward. */
@@ -732,6 +788,7 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	enum lt_status st = grad_scale != 0.0f ? have_head_grad(m) : LT_OK;
 	if (st != LT_OK)
 		return st;
+	refresh_compute_weights(m);
 	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
@@ -739,13 +796,13 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_forward(m, l);
-	be->ops->rmsnorm_forward(be, A(m, m->xf), A(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
+	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
 	for (int r0 = 0; r0 < N; r0 += m->head_rows)
 		head_chunk(m, r0, N - r0 < m->head_rows ? N - r0 : m->head_rows, grad_scale);
-	be->ops->sum(be, A(m, m->scalar), A(m, m->losses), (size_t)N);
+	be->ops->sum(be, S(m, m->scalar), S(m, m->losses), (size_t)N);
 	float loss;
-	be->ops->read(be, &loss, A(m, m->scalar), 1);
+	be->ops->read(be, &loss, S(m, m->scalar), 1);
 	st = be->ops->sync(be);
 	if (st != LT_OK)
 		return st;
@@ -793,14 +850,15 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 {
 	lt_backend *be = m->be;
 	int N = m->B * m->T, C = m->cfg.dim;
-	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
+	lt_ref dx = A(m, m->dx);
+	lt_ref grads = m->act_type == LT_F32 ? A(m, m->dA) : S(m, m->lookup_grad);
 	if (!m->hook.lookup_ready) {
 		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	}
-	be->ops->fill(be, dA, (size_t)rows * C, 0.0f);
-	be->ops->embedding_backward(be, dA, I(m, m->lookup), dx, N, C);
-	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, dA);
+	be->ops->fill(be, grads, (size_t)rows * C, 0.0f);
+	be->ops->embedding_backward(be, grads, I(m, m->lookup), dx, N, C);
+	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, grads);
 }
 
 enum lt_status lt_model_backward(lt_model *m)
@@ -823,7 +881,7 @@ enum lt_status lt_model_backward(lt_model *m)
 	lt_ref head = G(m, m->lm_head);
 	be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
 	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
-				  A(m, m->rstdf), N, C);
+				  S(m, m->rstdf), N, C);
 	m->have_grad = 0;
 	m->pause_st = LT_OK;
 	/* the final norm (and an untied head) end the flat buffer */
@@ -859,27 +917,31 @@ void lt_model_zero_grads(lt_model *m)
 	m->be->ops->fill(m->be, lt_model_grads(m), m->grads_numel, 0.0f);
 }
 
-/* Elements of the decode buffer for B rows of up to S new tokens; fills
+/* The sizes of the decode buffers for B rows of up to S new tokens; fills
  * the offsets. */
-static size_t plan_decode(const struct lt_model_config *c, int B, int S, struct decode_acts *d)
+static struct plan_size plan_decode(const struct lt_model_config *c, int B, int S,
+				    struct decode_acts *d)
 {
 	size_t N = (size_t)B * S, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
-	size_t at = 0;
-#define TAKE(n) (at += (n), at - (n))
+	struct plan_size size = { 0, 0 };
+	size_t *at = &size.acts, *st = &size.stats;
+#define TAKE(n) (*at += (n), *at - (n))
+#define STAT(n) (*st += (n), *st - (n))
 	d->x = TAKE(N * C);
-	d->rstd = TAKE(N);
+	d->rstd = STAT(N);
 	d->ln = TAKE(N * C);
 	d->qkv = TAKE(N * QKV);
 	d->att = TAKE(N * C);
 	d->h = TAKE(N * 2 * F);
 	d->g = TAKE(N * F);
 	d->last = TAKE((size_t)B * C);
-	d->rstdf = TAKE((size_t)B);
+	d->rstdf = STAT((size_t)B);
 	d->xf = TAKE((size_t)B * C);
-	d->logits = TAKE((size_t)B * V);
+	d->logits = STAT((size_t)B * V);
 #undef TAKE
-	return at;
+#undef STAT
+	return size;
 }
 
 /* Elements of one layer's key (or value) cache. */
@@ -906,9 +968,12 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 	m->dec_B = B;
 	m->dec_S = S;
 	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
-	enum lt_status st = lt_buf_new(m->be, LT_F32, kv, &m->kv);
+	struct plan_size size = plan_decode(c, B, S, &m->dacts);
+	enum lt_status st = lt_buf_new(m->be, m->act_type, kv, &m->kv);
 	if (st == LT_OK)
-		st = lt_buf_new(m->be, LT_F32, plan_decode(c, B, S, &m->dacts), &m->dec);
+		st = lt_buf_new(m->be, m->act_type, size.acts, &m->dec);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_F32, size.stats, &m->dec_stats);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, LT_I32, (size_t)B * S, &m->dec_ids);
 	if (st != LT_OK) {
@@ -922,12 +987,14 @@ void lt_model_decode_end(lt_model *m)
 {
 	lt_buf_free(m->be, m->kv);
 	lt_buf_free(m->be, m->dec);
+	lt_buf_free(m->be, m->dec_stats);
 	lt_buf_free(m->be, m->dec_ids);
-	m->kv = m->dec = m->dec_ids = NULL;
+	m->kv = m->dec = m->dec_stats = m->dec_ids = NULL;
 	m->dec_B = m->dec_S = 0;
 }
 
 static lt_ref DA(const lt_model *m, size_t off) { return (lt_ref){ m->dec, off }; }
+static lt_ref DS(const lt_model *m, size_t off) { return (lt_ref){ m->dec_stats, off }; }
 
 /* One transformer block over the B*T new tokens at positions pos0..: the
  * residual stream in the decode buffer is updated in place, and the
@@ -944,14 +1011,14 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 	lt_ref kcache = { m->kv, 2 * (size_t)l * cache_elems(m) };
 	lt_ref vcache = lt_ref_at(kcache, cache_elems(m));
 
-	be->ops->rmsnorm_forward(be, DA(m, d->ln), DA(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
+	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
 				 C, c->norm_eps);
 	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), P(m, w->wqkv), N, QKV, C, 0.0f);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
 	linear_forward(be, DA(m, d->x), DA(m, d->att), P(m, w->wo), N, C, C, 1.0f);
 
-	be->ops->rmsnorm_forward(be, DA(m, d->ln), DA(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
+	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
 				 N, C, c->norm_eps);
 	linear_forward(be, DA(m, d->h), DA(m, d->ln), P(m, w->wgu), N, 2 * F, C, 0.0f);
 	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
@@ -980,6 +1047,8 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 		}
 	}
 	lt_ref ids = { m->dec_ids, 0 };
+	if (pos0 == 0)  /* new sequences: the weights as they are now */
+		refresh_compute_weights(m);
 	be->ops->write(be, ids, tokens, (size_t)N);
 	be->ops->embedding_forward(be, DA(m, d->x), ids, P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers; l++)
@@ -993,10 +1062,10 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 			be->ops->copy(be, DA(m, d->last + (size_t)b * C),
 				      DA(m, d->x + ((size_t)b * T + T - 1) * C), (size_t)C);
 	}
-	be->ops->rmsnorm_forward(be, DA(m, d->xf), DA(m, d->rstdf), DA(m, last), P(m, m->norm), B,
+	be->ops->rmsnorm_forward(be, DA(m, d->xf), DS(m, d->rstdf), DA(m, last), P(m, m->norm), B,
 				 C, c->norm_eps);
-	linear_forward(be, DA(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
-	be->ops->read(be, logits, DA(m, d->logits), (size_t)B * V);
+	linear_forward(be, DS(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
+	be->ops->read(be, logits, DS(m, d->logits), (size_t)B * V);
 	return be->ops->sync(be);
 }
 
@@ -1005,12 +1074,22 @@ enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
 	lt_backend *be = m->be;
 	int C = m->cfg.dim, V = m->cfg.vocab_size;
 	LT_ASSERT(m->acts && row0 >= 0 && rows >= 0 && row0 + rows <= m->B * m->T);
+	uint16_t *half = NULL;
+	if (m->act_type == LT_BF16 &&
+	    !(half = malloc((size_t)(rows < m->head_rows ? rows : m->head_rows) * V * 2 + 2))) {
+		lt_errmsg_set("cannot allocate the logits of %d rows", m->head_rows);
+		return LT_ERR_NOMEM;
+	}
 	for (int r = 0; r < rows; r += m->head_rows) {
 		int R = rows - r < m->head_rows ? rows - r : m->head_rows;
+		float *dst = out + (size_t)r * V;
 		linear_forward(be, A(m, m->logits), A(m, m->xf + (size_t)(row0 + r) * C),
 			       P(m, m->lm_head), R, V, C, 0.0f);
-		be->ops->read(be, out + (size_t)r * V, A(m, m->logits), (size_t)R * V);
+		be->ops->read(be, half ? (void *)half : (void *)dst, A(m, m->logits), (size_t)R * V);
+		for (size_t i = 0; half && i < (size_t)R * V; i++)
+			dst[i] = lt_bf16_to_f32(half[i]);
 	}
+	free(half);
 	return be->ops->sync(be);
 }
 
@@ -1024,4 +1103,27 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 {
 	LT_ASSERT(!m->acts);
 	m->recompute = r;
+}
+
+enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
+{
+	LT_ASSERT(!m->acts && !m->kv);
+	lt_buf_free(m->be, m->weights);
+	m->weights = NULL;
+	m->precision = p;
+	m->act_type = p == LT_PRECISION_BF16 ? LT_BF16 : LT_F32;
+	if (p != LT_PRECISION_BF16)
+		return LT_OK;
+	enum lt_status st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
+	if (st != LT_OK) {
+		m->precision = LT_PRECISION_FP32;
+		m->act_type = LT_F32;
+		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
+	}
+	return st;
+}
+
+enum lt_precision lt_model_precision(const lt_model *m)
+{
+	return m->precision;
 }

@@ -39,10 +39,20 @@ enum lt_recompute {
 				buffers; gradients are bitwise the same */
 };
 
+/* The arithmetic of training and inference (train.precision). */
+enum lt_precision {
+	LT_PRECISION_FP32,  /* weights and activations f32 */
+	LT_PRECISION_BF16,  /* a bf16 compute copy of the weights, made from the f32
+			       parameters by every forward, and bf16 activations; the
+			       parameters, gradients, optimizer state and per-row
+			       statistics (norms, log-sum-exps, losses) stay f32 */
+};
+
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      enum lt_recompute recompute, struct lt_mem_estimate *out);
+			      enum lt_recompute recompute, enum lt_precision precision,
+			      struct lt_mem_estimate *out);
 
 typedef struct lt_model lt_model;
 
@@ -142,7 +152,7 @@ void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook);
 void lt_model_zero_grads(lt_model *m);
 /* out[rows, V] = the logits of rows row0 .. row0+rows-1 (of the B*T) of
  * the last forward, computed again from its final activations: no [B*T, V]
- * buffer is kept. */
+ * buffer is kept. In bf16 they are the bf16 logits the loss saw, widened. */
 enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out);
 /* Before the first lt_model_plan: the head runs over at most `rows` rows
  * at a time (rows <= 0: as many as 64 MiB of logits hold, the default). */
@@ -150,6 +160,11 @@ void lt_model_set_head_rows(lt_model *m, int rows);
 /* Before the first lt_model_plan: what forward keeps for backward (the
  * default LT_RECOMPUTE_NONE). */
 void lt_model_set_recompute(lt_model *m, enum lt_recompute r);
+/* Before the first lt_model_plan and lt_model_decode_begin: the precision
+ * (the default LT_PRECISION_FP32); bf16 allocates the compute copy of the
+ * weights. */
+enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p);
+enum lt_precision lt_model_precision(const lt_model *m);
 
 /* KV-cached decoding, for generation: each new token costs O(context), not
  * O(context^2). Its buffers are separate from the training plan's, which

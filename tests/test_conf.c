@@ -239,6 +239,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "train.steps", "1000000000" }, { "train.warmup_steps", "0" },
 		{ "train.schedule", "constant" }, { "train.max_bad_steps", "1" },
 		{ "train.matmul", "tf32" }, { "train.recompute", "block" },
+		{ "train.precision", "bf16" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -575,9 +576,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 50 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 51 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 50 keys, each found by name, with a doc line, and each "
+	       "the table has 51 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

@@ -123,7 +123,7 @@ static void check_estimate_against_rss(lt_backend *be, int threads)
 	}
 	double rss = peak_rss();
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&good, B, T, threads, LT_RECOMPUTE_NONE, &est);
+	lt_model_estimate_memory(&good, B, T, threads, LT_RECOMPUTE_NONE, LT_PRECISION_FP32, &est);
 	double ratio = (double)est.total / rss;
 	tap_diag("estimate %.1f MiB (params %.1f, grads %.1f, optimizer %.1f, activations %.1f, "
 		 "workspace %.1f, runtime %.1f), peak RSS %.1f MiB",

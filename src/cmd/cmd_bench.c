@@ -26,6 +26,7 @@ struct bench_opts {
 	int gemm;              /* > 0: only time gemm^3 GEMMs of the model's layouts */
 	int batch, seq;
 	enum lt_recompute recompute;  /* the config's train.recompute */
+	enum lt_precision precision;  /* and train.precision */
 };
 
 static double peak_rss_bytes(void)
@@ -225,7 +226,8 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	struct lt_device_info dev;
 	be->ops->info(be, &dev);
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, o->recompute, &est);
+	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, o->recompute,
+				 o->precision, &est);
 	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
 	       preset ? "preset " : "model", preset ? preset : "",
 	       (double)lt_model_num_params(model) / 1e6, o->batch, o->seq, dev.name);
@@ -278,7 +280,8 @@ int lt_cmd_bench(int argc, char **argv)
 	if (rc)
 		return rc;
 	struct bench_opts o = { .device = conf.run.device, .threads = conf.run.threads,
-				.steps = 3, .sample_tokens = 255, .recompute = conf.train.recompute };
+				.steps = 3, .sample_tokens = 255, .recompute = conf.train.recompute,
+				.precision = conf.train.precision };
 	/* the command's own options (lt_cmd_preset took the config ones) */
 	rc = lt_cmd_parse(argc, argv, &bench_usage, &o, &conf);
 	if (rc >= 0)
@@ -317,7 +320,8 @@ int lt_cmd_bench(int argc, char **argv)
 	if ((st = lt_model_new(be, &mc, &model)) != LT_OK)
 		goto out;
 	lt_model_set_recompute(model, o.recompute);
-	if ((st = lt_model_init(model, 1)) != LT_OK || (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
+	if ((st = lt_model_set_precision(model, o.precision)) != LT_OK ||
+	    (st = lt_model_init(model, 1)) != LT_OK || (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
 	    (st = lt_optim_new(model, 0, lt_model_num_params(model), &opt)) != LT_OK ||
 	    (st = time_sgemm(be, &peak)) != LT_OK ||
 	    (st = time_training(model, opt, &o, &r)) != LT_OK)

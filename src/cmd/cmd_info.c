@@ -89,7 +89,8 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	/* the largest share of a batch split over the ranks */
 	int batch = (conf->train.batch + ranks - 1) / ranks;
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(c, batch, seq, threads, conf->train.recompute, &est);
+	lt_model_estimate_memory(c, batch, seq, threads, conf->train.recompute,
+				 conf->train.precision, &est);
 	if (ranks > 1)
 		lt_zero_estimate(&est, c, ranks, zero, conf->dist.deterministic);
 	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",

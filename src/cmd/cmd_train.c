@@ -58,6 +58,8 @@ static void print_help(void)
 	       "  --comm-timeout SEC     end the job when a collective stalls (--dist.comm_timeout)\n"
 	       "  --recompute none|block keep only each block's input; backward recomputes the\n"
 	       "                         rest (--train.recompute)\n"
+	       "  --precision fp32|bf16  bf16 weights and activations, fp32 master weights\n"
+	       "                         (--train.precision)\n"
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
 	       "A resumed run starts from the checkpoint's config; options still apply.\n"
@@ -74,6 +76,7 @@ static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--comm-timeout", "dist.comm_timeout", 1 },
 	{ "--deterministic", "dist.deterministic", 0 },
 	{ "--recompute", "train.recompute", 1 },
+	{ "--precision", "train.precision", 1 },
 };
 
 /* A copy of argv with the aliases rewritten (malloc'd strings in *owned,

@@ -317,6 +317,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
+	if ((st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
+		return st;
 	if ((st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
 			      c->dist.exchange == LT_EXCHANGE_AUTO,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
