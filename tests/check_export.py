@@ -217,6 +217,56 @@ def check_bad_inputs(tmp, run_dir, ckpt, out):
     os.unlink(os.path.join(out, "notes.txt"))
 
 
+def bf16_nearest(bits):
+    """The bfloat16 nearest to the float32 with these bits (ties to even;
+    a NaN stays a NaN, made quiet), as 16 bits."""
+    if bits & 0x7FFFFFFF > 0x7F800000:
+        return (bits >> 16) | 0x0040
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def tensor_bytes(path):
+    """{name: (dtype, shape, bytes)} of a safetensors file, read by hand."""
+    header = safetensors_header(path)
+    header.pop("__metadata__", None)
+    data = read_bytes(path)
+    base = 8 + struct.unpack("<Q", data[:8])[0]
+    return {k: (v["dtype"], tuple(v["shape"]),
+                data[base + v["data_offsets"][0]:base + v["data_offsets"][1]])
+            for k, v in header.items()}
+
+
+def check_bf16_export(tmp, run_dir, ckpt):
+    out = os.path.join(tmp, "out_bf16")
+    rc, _, err = run([LLTRAIN, "export", "--dtype", "bf16", "--out", out, run_dir], "export")
+    if not ok(rc == 0, "export --dtype bf16 (exit %d)" % rc):
+        diag(err)
+        skip(1, "no bf16 export to read")
+        return
+    cfg = read_json(os.path.join(out, "config.json"))
+    ours = tensor_bytes(os.path.join(out, "model.safetensors"))
+    ref = tensor_bytes(os.path.join(ckpt, "model.safetensors"))
+    wrong = []
+    for name, (dtype, shape, raw) in ref.items():
+        got = ours.get(name)
+        n = len(raw) // 4
+        want = struct.pack("<%dH" % n, *(bf16_nearest(b) for b in struct.unpack("<%dI" % n, raw)))
+        if got is None or got[0] != "BF16" or got[1] != shape or got[2] != want:
+            wrong.append(name)
+    ok(cfg.get("torch_dtype") == "bfloat16" and set(ours) == set(ref) and not wrong,
+       "export --dtype bf16: torch_dtype bfloat16, every tensor BF16 of its shape, each value "
+       "the checkpoint's rounded to nearest even (%d tensors, %d wrong)" % (len(ref), len(wrong)))
+    if wrong:
+        diag("wrong: %r" % wrong[:5])
+
+    rc, _, err = run([LLTRAIN, "export", "--dtype", "fp16", "--out",
+                      os.path.join(tmp, "o5"), run_dir], "export")
+    ok(rc == 2 and "--dtype 'fp16'" in err and "fp32 or bf16" in err
+       and not os.path.exists(os.path.join(tmp, "o5")),
+       "--dtype fp16: usage error (exit 2) naming the allowed types, nothing written")
+    diag(err)
+
+
 def check_json_files(ckpt, out, c):
     cfg = read_json(os.path.join(out, "config.json"))
     eot = eot_id(os.path.join(ckpt, "tokenizer.json"))
@@ -488,6 +538,7 @@ def main():
         else:
             check_transformers(ckpt, out, ids, ours)
         check_bad_inputs(tmp, run_dir, ckpt, out)
+        check_bf16_export(tmp, run_dir, ckpt)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     finish()

@@ -25,6 +25,7 @@
 
 struct export_args {
 	const char *format;
+	const char *dtype;
 	const char *out;
 	int force;
 };
@@ -32,6 +33,7 @@ struct export_args {
 /* What one export holds; freed by free_session. */
 struct session {
 	struct lt_cmd_checkpoint ck;
+	enum lt_dtype dtype;            /* of the weights written: f32 or bf16 */
 	char tmp[LT_CMD_PATH_CAP];      /* the temporary directory being filled, or "" */
 };
 
@@ -46,6 +48,9 @@ static const char *const out_files[] = {
 static const struct lt_cmd_option export_options[] = {
 	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "FMT",
 	  .help = "the output format: hf (the only one, and the default)" },
+	{ .name = "dtype", .kind = LT_CMD_TEXT, ARG(dtype), .arg = "T",
+	  .help = "the weights' type: fp32 (the default) or bf16 (rounded\n"
+		  "to nearest even from the checkpoint's fp32)" },
 	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "DIR",
 	  .help = "the directory to write (default: export)" },
 	{ .name = "force", .kind = LT_CMD_FLAG, ARG(force),
@@ -64,6 +69,11 @@ static int check_export_args(const void *args)
 			a->format);
 		return 2;
 	}
+	if (strcmp(a->dtype, "fp32") != 0 && strcmp(a->dtype, "bf16") != 0) {
+		fprintf(stderr, "lltrain export: --dtype '%s': unknown (expected fp32 or bf16)\n",
+			a->dtype);
+		return 2;
+	}
 	if (!a->out[0]) {
 		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
 		return 2;
@@ -73,7 +83,8 @@ static int check_export_args(const void *args)
 
 static const struct lt_cmd_usage export_usage = {
 	.cmd = "export",
-	.head = "usage: lltrain export [--format hf] [--out DIR] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
+	.head = "usage: lltrain export [--format hf] [--dtype fp32|bf16] [--out DIR] [--force]\n"
+		"                      CHECKPOINT_OR_RUN_DIR\n\n"
 		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
 		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
 		"generation_config.json, model.safetensors, tokenizer.json and\n"
@@ -145,7 +156,8 @@ static json_t *eot_json(const lt_tokenizer *tok)
 }
 
 /* config.json: a LlamaConfig with the model's shape. */
-static json_t *model_config_json(const struct lt_model_config *c, const lt_tokenizer *tok)
+static json_t *model_config_json(const struct lt_model_config *c, const lt_tokenizer *tok,
+				 enum lt_dtype dtype)
 {
 	json_t *j = json_object(), *arch = json_array();
 	if (!j || !arch || json_array_append_new(arch, json_string("LlamaForCausalLM")) ||
@@ -169,7 +181,8 @@ static json_t *model_config_json(const struct lt_model_config *c, const lt_token
 	    json_object_set_new(j, "hidden_act", json_string("silu")) ||
 	    json_object_set_new(j, "attention_bias", json_false()) ||
 	    json_object_set_new(j, "mlp_bias", json_false()) ||
-	    json_object_set_new(j, "torch_dtype", json_string("float32")) ||
+	    json_object_set_new(j, "torch_dtype",
+				json_string(dtype == LT_BF16 ? "bfloat16" : "float32")) ||
 	    json_object_set_new(j, "bos_token_id", eot_json(tok)) ||
 	    json_object_set_new(j, "eos_token_id", eot_json(tok)) ||
 	    json_object_set_new(j, "initializer_range", json_real(0.02)) ||
@@ -227,9 +240,9 @@ static enum lt_status write_one(struct session *s, const char *dir, int i)
 	if (st != LT_OK)
 		return st;
 	switch (i) {
-	case 0: return write_json(path, model_config_json(c, s->ck.tok));
+	case 0: return write_json(path, model_config_json(c, s->ck.tok, s->dtype));
 	case 1: return write_json(path, generation_config_json(c, s->ck.tok));
-	case 2: return lt_checkpoint_write_model(path, s->ck.model);
+	case 2: return lt_checkpoint_write_model_as(path, s->ck.model, s->dtype);
 	case 3:
 	case 4:
 		/* the checkpoint's tokenizer files, under the names they have there */
@@ -361,12 +374,13 @@ static void free_session(struct session *s)
 
 int lt_cmd_export(int argc, char **argv)
 {
-	struct export_args a = { .format = "hf", .out = "export" };
+	struct export_args a = { .format = "hf", .dtype = "fp32", .out = "export" };
 	struct session s;
 	int rc = lt_cmd_parse(argc, argv, &export_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
 	memset(&s, 0, sizeof s);
+	s.dtype = strcmp(a.dtype, "bf16") == 0 ? LT_BF16 : LT_F32;
 	enum lt_status st = load_checkpoint(&s, argv[optind]);
 	if (st == LT_OK)
 		st = write_export(&s, a.out, a.force);

@@ -65,7 +65,7 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 /* Where a tensor's bytes come from while the writer streams it. */
 struct fetch_src {
 	lt_backend *be;
-	lt_ref ref;
+	lt_ref ref;  /* f32 elements */
 };
 
 /* Bytes [off, off + len) of a float tensor on the backend (the writer
@@ -78,12 +78,35 @@ static enum lt_status fetch_floats(void *ctx, uint64_t off, void *buf, size_t le
 	return LT_OK;
 }
 
-/* A float range of a backend buffer added to the writer: straight from the
- * host when the backend maps it, else fetched through src piece by piece
- * as the writer streams it (a whole host copy of the model is never made). */
-static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
-				 const int64_t *shape, struct fetch_src *src)
+/* Bytes [off, off + len) of a float tensor on the backend, rounded to
+ * bf16 (to nearest, ties to even) as they are fetched. */
+static enum lt_status fetch_bf16(void *ctx, uint64_t off, void *buf, size_t len)
 {
+	const struct fetch_src *f = ctx;
+	LT_ASSERT(off % 2 == 0 && len % 2 == 0);
+	size_t n = len / 2;
+	float *wide = malloc(n * sizeof *wide + 1);
+	if (!wide) {
+		lt_errmsg_set("cannot allocate %zu bytes to round a tensor to bf16", n * sizeof *wide);
+		return LT_ERR_NOMEM;
+	}
+	f->be->ops->read(f->be, wide, lt_ref_at(f->ref, (size_t)(off / 2)), n);
+	uint16_t *out = buf;
+	for (size_t i = 0; i < n; i++)
+		out[i] = lt_bf16_from_f32(wide[i]);
+	free(wide);
+	return LT_OK;
+}
+
+/* A float range of a backend buffer added to the writer as `type` (f32 or
+ * bf16): f32 straight from the host when the backend maps it, else fetched
+ * through src piece by piece as the writer streams it (a whole host copy
+ * of the model is never made). */
+static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
+				 const int64_t *shape, struct fetch_src *src, enum lt_dtype type)
+{
+	if (type == LT_BF16)
+		return lt_st_writer_add_fetch(w, name, LT_ST_BF16, ndim, shape, fetch_bf16, src);
 	float *host = lt_backend_host_ptr(src->be, src->ref);
 	if (host)
 		return lt_st_writer_add(w, name, LT_ST_F32, ndim, shape, host);
@@ -101,6 +124,11 @@ enum lt_status lt_ckpt_check_backend(lt_backend *be, const char *path)
 /* Every parameter tensor under its Hugging Face name, shape [rows, cols]
  * or [n], F32. */
 enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
+{
+	return lt_checkpoint_write_model_as(path, m, LT_F32);
+}
+
+enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type)
 {
 	lt_backend *be = lt_model_backend(m);
 	int n = lt_model_num_tensors(m);
@@ -120,7 +148,7 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
 		const struct lt_tensor *t = lt_model_tensor(m, i);
 		int64_t shape[2] = { t->shape[0], t->shape[1] };
 		src[i] = (struct fetch_src){ be, lt_ref_at(lt_model_params(m), t->off) };
-		if ((st = add_floats(w, t->name, t->ndim, shape, &src[i])) != LT_OK)
+		if ((st = add_floats(w, t->name, t->ndim, shape, &src[i], type)) != LT_OK)
 			goto out;
 	}
 	if ((st = lt_st_writer_finish(w)) != LT_OK)
@@ -159,8 +187,8 @@ static enum lt_status write_optimizer_file(const char *path, lt_model *m, const 
 	    (st = lt_st_writer_set_meta(w, "numel", num[2])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "rank", num[3])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "ranks", num[4])) == LT_OK &&
-	    (st = add_floats(w, "exp_avg", 1, shape, &src[0])) == LT_OK &&
-	    (st = add_floats(w, "exp_avg_sq", 1, shape, &src[1])) == LT_OK &&
+	    (st = add_floats(w, "exp_avg", 1, shape, &src[0], LT_F32)) == LT_OK &&
+	    (st = add_floats(w, "exp_avg_sq", 1, shape, &src[1], LT_F32)) == LT_OK &&
 	    (st = lt_st_writer_finish(w)) == LT_OK &&
 	    (st = lt_ckpt_check_backend(be, path)) != LT_OK)
 		unlink(path);
