@@ -231,6 +231,9 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
 	       preset ? "preset " : "model", preset ? preset : "",
 	       (double)lt_model_num_params(model) / 1e6, o->batch, o->seq, dev.name);
+	printf("precision:       %s, recompute %s\n",
+	       o->precision == LT_PRECISION_BF16 ? "bf16" : "fp32",
+	       o->recompute == LT_RECOMPUTE_BLOCK ? "block" : "none");
 	printf("step time:       %.4f s (mean of %d steps after a warm-up step)\n", res->step_s,
 	       o->steps);
 	printf("loss:            %.4f\n", res->loss);

@@ -101,9 +101,12 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	       (double)lt_model_config_params(c) / 1e6);
 	printf("  FLOPs per token:  %.1f M (at seq %d)\n",
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
-	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads (params %.1f, "
+	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "
 	       "grads %.1f, optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
-	       est.total / 1048576.0, batch, seq, threads, est.params / 1048576.0,
+	       est.total / 1048576.0, batch, seq, threads,
+	       conf->train.precision == LT_PRECISION_BF16 ? ", bf16" : "",
+	       conf->train.recompute == LT_RECOMPUTE_BLOCK ? ", recompute block" : "",
+	       est.params / 1048576.0,
 	       est.grads / 1048576.0, est.optimizer / 1048576.0, est.activations / 1048576.0,
 	       est.workspace / 1048576.0, est.runtime / 1048576.0);
 	if (ranks > 1)
