@@ -319,8 +319,8 @@ static int attention_errors(const struct lt_attn_shape *a, double *e_out, double
 	float *lse = malloc(nl * sizeof *lse);
 	double *ro = malloc(no * sizeof *ro), *rl = malloc(nl * sizeof *rl);
 	lt_buf *bq = NULL, *bo = NULL, *bl = NULL;
-	int ok = qkv && out && lse && ro && rl && lt_buf_new(be, nq, &bq) == LT_OK &&
-		 lt_buf_new(be, no, &bo) == LT_OK && lt_buf_new(be, nl, &bl) == LT_OK;
+	int ok = qkv && out && lse && ro && rl && lt_buf_new(be, LT_F32, nq, &bq) == LT_OK &&
+		 lt_buf_new(be, LT_F32, no, &bo) == LT_OK && lt_buf_new(be, LT_F32, nl, &bl) == LT_OK;
 	if (ok) {
 		fill(qkv, nq, 7u + (unsigned)a->T);
 		for (size_t i = 0; i < nq; i++)
@@ -382,9 +382,9 @@ static int attention_gradient(lt_backend *b, const struct lt_attn_shape *a, cons
 	size_t W = (size_t)(a->H + 2 * a->K) * a->D, rows = (size_t)a->B * a->T;
 	size_t nq = rows * W, no = rows * a->H * a->D, nl = (size_t)a->B * a->H * a->T;
 	lt_buf *bq = NULL, *bo = NULL, *bl = NULL, *bd = NULL, *bg = NULL;
-	int ok = lt_buf_new(b, nq, &bq) == LT_OK && lt_buf_new(b, no, &bo) == LT_OK &&
-		 lt_buf_new(b, nl, &bl) == LT_OK && lt_buf_new(b, no, &bd) == LT_OK &&
-		 lt_buf_new(b, nq, &bg) == LT_OK;
+	int ok = lt_buf_new(b, LT_F32, nq, &bq) == LT_OK && lt_buf_new(b, LT_F32, no, &bo) == LT_OK &&
+		 lt_buf_new(b, LT_F32, nl, &bl) == LT_OK && lt_buf_new(b, LT_F32, no, &bd) == LT_OK &&
+		 lt_buf_new(b, LT_F32, nq, &bg) == LT_OK;
 	if (ok) {
 		lt_ref q = { bq, 0 }, o = { bo, 0 }, l = { bl, 0 }, d = { bd, 0 }, gr = { bg, 0 };
 		b->ops->write(b, q, qkv, nq);
