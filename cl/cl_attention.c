@@ -112,18 +112,25 @@ static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, int rows, int items, i
 
 /* out[B*T, H*D], lse[B, H, T] from qkv[B*T, (H+2K)*D]: the fused flash-attention forward,
  * one work-item per query row. */
-void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
-			     const struct lt_attn_shape *s)
+/* Nonzero when attention of head size D runs on TF32 tensor cores here (allowed, D a
+ * multiple of 8 up to max_d, attention_mma.cl builds); options gets its build options. */
+static int mma_attention(struct lt_cl_ctx *c, int D, int max_d, char *options, size_t cap)
 {
-	struct lt_cl_ctx *c = lt_cl_ctx(be);
-	if (lt_cl_failed(c))
-		return;
-	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
-	LT_ASSERT(s->pos0 == 0);
-	if (!s->B)
-		return;
-	struct tiles t = tiles_for(c, s->D);
-	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
+	struct lt_cl_mma *mm = lt_cl_mma_of(c);
+	if (!lt_cl_mma_usable(mm) || D % 8 || D > max_d || D > 128)
+		return 0;
+	snprintf(options, cap, "-DLT_D=%d -DLT_BKV=%d", D, D > 64 ? 32 : 64);
+	int *builds = &mm->attention[D / 8];
+	if (!*builds)
+		*builds = lt_cl_program_builds(c, "attention_mma.cl", options) ? 1 : -1;
+	return *builds > 0;
+}
+
+/* The arguments of either forward kernel: out, lse, qkv, T, H, K, scale. */
+static void set_forward_args(struct lt_cl_ctx *c, cl_kernel k, lt_ref out, lt_ref lse,
+			     lt_ref qkv, const struct lt_attn_shape *s, size_t W)
+{
+	size_t rows = (size_t)s->B * s->T;
 	int i = 0;
 	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
 	lt_cl_arg_ref(c, k, &i, lse, (size_t)s->B * s->H * s->T);
@@ -132,6 +139,35 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
+}
+
+/* The forward on TF32 tensor cores (attention_mma.cl), where they are allowed and the
+ * head size is a multiple of 8 up to 128 and its program builds; 1 when it was queued. */
+static int forward_on_tensor_cores(struct lt_cl_ctx *c, lt_ref out, lt_ref lse, lt_ref qkv,
+				   const struct lt_attn_shape *s, size_t W)
+{
+	char options[64];
+	if (!mma_attention(c, s->D, 128, options, sizeof options))
+		return 0;
+	cl_kernel k = lt_cl_kernel(c, "attention_mma.cl", options, "lt_attention_forward_mma");
+	set_forward_args(c, k, out, lse, qkv, s, W);
+	launch_rows(c, k, 64, 128, s->T, (size_t)s->B * s->H, "attention_forward");
+	return 1;
+}
+
+void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
+			     const struct lt_attn_shape *s)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	if (lt_cl_failed(c))
+		return;
+	size_t W = check_shape(s);
+	LT_ASSERT(s->pos0 == 0);
+	if (!s->B || forward_on_tensor_cores(c, out, lse, qkv, s, W))
+		return;
+	struct tiles t = tiles_for(c, s->D);
+	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
+	set_forward_args(c, k, out, lse, qkv, s, W);
 	launch_rows(c, k, t.wg, t.wg, s->T, (size_t)s->B * s->H, "attention_forward");
 }
 
@@ -150,13 +186,28 @@ static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delt
 	launch_rows(c, k, t->wg, t->wg, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
-/* The query heads of dqkv, p work-items per query row. */
-static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref dout,
-		      lt_ref lse, lt_ref delta, lt_ref qkv, const struct lt_attn_shape *s)
+/* Where the backward's dq and dk/dv kernels come from, and their shape: rows per
+ * work-group and work-items per work-group. */
+struct backward_kernels {
+	const char *file, *options, *dq, *dkv;
+	int rows, items;
+};
+
+/* attention.cl's, p work-items per row. */
+static struct backward_kernels plain_backward(const struct tiles *t)
+{
+	return (struct backward_kernels){ "attention.cl", t->options, "lt_attention_dq",
+					  "lt_attention_dkv", t->rb, t->rb * t->p };
+}
+
+/* The query heads of dqkv. */
+static void launch_dq(struct lt_cl_ctx *c, const struct backward_kernels *bk, lt_ref dqkv,
+		      lt_ref dout, lt_ref lse, lt_ref delta, lt_ref qkv,
+		      const struct lt_attn_shape *s)
 {
 	size_t rows = (size_t)s->B * s->T, nlse = (size_t)s->B * s->H * s->T;
 	size_t nqkv = rows * (size_t)(s->H + 2 * s->K) * s->D;
-	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dq");
+	cl_kernel k = lt_cl_kernel(c, bk->file, bk->options, bk->dq);
 	int i = 0;
 	lt_cl_arg_ref(c, k, &i, dqkv, nqkv);
 	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * s->D);
@@ -167,19 +218,19 @@ static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, l
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
-	launch_rows(c, k, t->rb, t->rb * t->p, s->T, (size_t)s->B * s->H, "attention_backward");
+	launch_rows(c, k, bk->rows, bk->items, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
-/* The key and value heads of dqkv, p work-items per key row and split: straight into
- * dqkv when nsplit is 1, else into part[nsplit, B, K, T, 2D], summed afterwards in order. */
-static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, lt_ref part,
-		       int nsplit, lt_ref dout, lt_ref lse, lt_ref delta, lt_ref qkv,
+/* The key and value heads of dqkv, per key row and split: straight into dqkv when nsplit
+ * is 1, else into part[nsplit, B, K, T, 2D], summed afterwards in order. */
+static void launch_dkv(struct lt_cl_ctx *c, const struct backward_kernels *bk, lt_ref dqkv,
+		       lt_ref part, int nsplit, lt_ref dout, lt_ref lse, lt_ref delta, lt_ref qkv,
 		       const struct lt_attn_shape *s)
 {
 	size_t D = (size_t)s->D, T = (size_t)s->T, K = (size_t)s->K;
 	size_t W = (size_t)(s->H + 2 * s->K) * D;
 	size_t rows = (size_t)s->B * T, nlse = (size_t)s->B * s->H * T;
-	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv");
+	cl_kernel k = lt_cl_kernel(c, bk->file, bk->options, bk->dkv);
 	int i = 0;
 	if (nsplit == 1) {
 		lt_cl_arg_ref(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D);
@@ -205,7 +256,7 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, 
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_int(c, k, &i, nsplit);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
-	launch_rows(c, k, t->rb, t->rb * t->p, s->T, (size_t)s->B * K * nsplit,
+	launch_rows(c, k, bk->rows, bk->items, s->T, (size_t)s->B * K * nsplit,
 		    "attention_backward");
 }
 
@@ -248,9 +299,14 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 		part = lt_cl_scratch(c, 1, (size_t)nsplit * s->B * s->T * s->K * 2 * s->D);
 	if (lt_cl_failed(c))
 		return;
+	char options[64];
+	struct backward_kernels bk = plain_backward(&t);
+	if (mma_attention(c, s->D, 64, options, sizeof options))
+		bk = (struct backward_kernels){ "attention_mma.cl", options, "lt_attention_dq_mma",
+						"lt_attention_dkv_mma", 64, 128 };
 	launch_delta(c, &t, delta, dout, out, s);
-	launch_dq(c, &t, dqkv, dout, lse, delta, qkv, s);
-	launch_dkv(c, &t, dqkv, part, nsplit, dout, lse, delta, qkv, s);
+	launch_dq(c, &bk, dqkv, dout, lse, delta, qkv, s);
+	launch_dkv(c, &bk, dqkv, part, nsplit, dout, lse, delta, qkv, s);
 	if (nsplit > 1)
 		launch_dkv_sum(c, &t, dqkv, part, nsplit, s);
 }

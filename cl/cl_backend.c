@@ -133,6 +133,20 @@ void lt_cl_build_options(struct lt_cl_ctx *c, const char *options, char *out, si
 		 extra ? extra : "");
 }
 
+static int find_or_build_program(struct lt_cl_ctx *c, const char *file, const char *options);
+
+int lt_cl_program_builds(struct lt_cl_ctx *c, const char *file, const char *options)
+{
+	if (c->failed)
+		return 0;
+	if (find_or_build_program(c, file, options) >= 0)
+		return 1;
+	c->failed = LT_OK;  /* undo what find_or_build_program recorded */
+	c->errmsg[0] = '\0';
+	lt_errmsg_clear();
+	return 0;
+}
+
 static int find_or_build_program(struct lt_cl_ctx *c, const char *file, const char *options)
 {
 	for (int i = 0; i < c->n_programs; i++)
@@ -634,7 +648,7 @@ static void cl_info(lt_backend *be, struct lt_device_info *out)
 	struct lt_cl_ctx *c = be->ctx;
 	*out = c->info;
 	lt_cl_mma_describe(&c->mma, out->gemm, sizeof out->gemm);
-	snprintf(out->attention, sizeof out->attention, "OpenCL flash-style kernels");
+	lt_cl_mma_describe_attention(&c->mma, out->attention, sizeof out->attention);
 	snprintf(out->bf16, sizeof out->bf16, "bf16 storage, fp32 arithmetic (GEMM operands "
 		 "widened for CLBlast)");
 }

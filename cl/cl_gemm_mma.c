@@ -514,6 +514,15 @@ void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
 		snprintf(out, cap, "TF32 tensor cores (mma.sync, sm_%d)", mm->cc);
 }
 
+void lt_cl_mma_describe_attention(const struct lt_cl_mma *mm, char *out, size_t cap)
+{
+	if (lt_cl_mma_usable(mm))
+		snprintf(out, cap, "flash-style on TF32 tensor cores (mma.sync, sm_%d; the "
+			 "backward for heads up to 64 wide)", mm->cc);
+	else
+		snprintf(out, cap, "OpenCL flash-style kernels");
+}
+
 /* Nonzero when every row of op(A) and op(B) starts on 16 bytes. */
 static int rows_aligned(const struct lt_gemm *g, lt_ref a, lt_ref b)
 {

@@ -172,6 +172,8 @@ struct lt_cl_mma {
 	int searched[2][2];       /* per (trans_a, trans_b): choice settled */
 	int choice[2][2];         /* the tile candidate, -1 when none works */
 	int unaligned_ok[2][2];   /* its copy-by-4-bytes form works too */
+	int attention[17];        /* per head size / 8: 0 not tried, 1 the tensor-core
+				     attention builds, -1 it does not */
 };
 struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c);
 cl_context lt_cl_context(struct lt_cl_ctx *c);
@@ -180,8 +182,12 @@ cl_device_id lt_cl_device(struct lt_cl_ctx *c);
 void lt_cl_mma_init(struct lt_cl_mma *mm, cl_device_id dev);
 /* Nonzero when TF32 is allowed and the device has the tensor cores. */
 int lt_cl_mma_usable(const struct lt_cl_mma *mm);
-/* What computes GEMMs now, for lltrain info and bench. */
+/* What computes GEMMs and attention now, for lltrain info and bench. */
 void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap);
+void lt_cl_mma_describe_attention(const struct lt_cl_mma *mm, char *out, size_t cap);
+/* Nonzero when the program `file` builds with `options` (then it is kept,
+ * as lt_cl_kernel keeps it); a refusal is not a failure of the context. */
+int lt_cl_program_builds(struct lt_cl_ctx *c, const char *file, const char *options);
 /* Queues g on the tensor cores and returns 1, or returns 0 having done
  * nothing (fp32 asked for, another device, a layout no candidate handles). */
 int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);

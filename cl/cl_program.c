@@ -174,15 +174,38 @@ static void report_build_log(cl_program p, cl_device_id dev, const char *file, c
 		      "build log:\n%s", file, options, name, (int)err, log);
 }
 
-enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
-				   const char *options, cl_program *out)
+/* Kernel files built after a prelude of shared helpers: { file, prelude }. */
+static const char *const preludes[][2] = {
+	{ "gemm_mma.cl", "mma.cl" },
+	{ "attention_mma.cl", "mma.cl" },
+};
+
+/* The source of `file` as it is built: its prelude (if any), then its own
+ * text; malloc'd, NULL when it cannot be allocated (*len says its size). */
+static char *program_source(const char *file, size_t *len)
 {
-	size_t len = 0;
-	const char *src = lt_cl_embedded_source(file, &len);
+	size_t n = 0, np = 0;
+	const char *src = lt_cl_embedded_source(file, &n), *pre = NULL;
+	LT_ASSERT(src);
+	for (size_t i = 0; i < sizeof preludes / sizeof preludes[0]; i++)
+		if (!strcmp(preludes[i][0], file)) {
+			pre = lt_cl_embedded_source(preludes[i][1], &np);
+			LT_ASSERT(pre);
+		}
+	*len = pre ? np + 1 + n : n;
+	char *all = malloc(*len + 1);
+	if (all)
+		snprintf(all, *len + 1, "%s%s%s", pre ? pre : "", pre ? "\n" : "", src);
+	return all;
+}
+
+/* lt_cl_build_program of the source src[len]. */
+static enum lt_status build_source(cl_context ctx, cl_device_id dev, const char *file,
+				   const char *options, const char *src, size_t len,
+				   cl_program *out)
+{
 	char path[LT_FS_PATH_MAX];
 	cl_int err;
-	*out = NULL;
-	LT_ASSERT(src);
 	int cached = cache_path(dev, "kernels", "bin", options, src, len, path, sizeof path);
 	if (cached && (*out = program_from_cache(ctx, dev, path, options)))
 		return LT_OK;
@@ -202,4 +225,20 @@ enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char 
 		cache_program(p, path);
 	*out = p;
 	return LT_OK;
+}
+
+enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
+				   const char *options, cl_program *out)
+{
+	size_t len = 0;
+	char *src = program_source(file, &len);
+	*out = NULL;
+	if (!src) {
+		lt_errmsg_set("kernel program %s: cannot allocate its %zu bytes of source", file,
+			      len);
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = build_source(ctx, dev, file, options, src, len, out);
+	free(src);
+	return st;
 }

@@ -23,7 +23,8 @@
  * Padding and permutation both make the fragment reads of a warp touch 32
  * different banks.
  *
- * Build options (the tuning parameters, chosen per device by cl_gemm_mma.c):
+ * Built after mma.cl, its PTX helpers. Build options (the tuning parameters,
+ * chosen per device by cl_gemm_mma.c):
  * LT_BM, LT_BN, LT_BK, LT_WM, LT_WN, LT_STAGES; LT_TA, LT_TB (the
  * transposes); LT_VEC 4 when every row of A and B starts on 16 bytes
  * (16-byte copies), else 1; LT_CP_ASYNC 0 loads through registers instead
@@ -108,33 +109,6 @@
 #else
 #define B_TILE (LT_BK * (LT_BN + M_PAD))
 #endif
-
-#define LT_STR2(x) #x
-#define LT_STR(x) LT_STR2(x)
-
-/* The 32-bit shared-memory address of a local pointer, as PTX wants it. */
-static inline uint smem_addr(local const float *p)
-{
-	return (uint)(ulong)p;
-}
-
-/* x rounded to TF32, as the bits mma.sync reads. */
-static inline uint to_tf32(float x)
-{
-	uint r;
-	__asm__ __volatile__("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-	return r;
-}
-
-/* d[16x8] += a[16x8] b[8x8], one warp: the m16n8k8 TF32 fragments. */
-static inline void mma_tf32(float *d, const uint *a, const uint *b)
-{
-	__asm__ __volatile__(
-		"mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-		"{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-		: "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 #if LT_CP_ASYNC
 /* dst[0..bytes/4) = src[...], the rest of the 16 (or 4) bytes zeros; async. */

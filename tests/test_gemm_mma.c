@@ -1,9 +1,12 @@
-/* The TF32 tensor-core GEMM (train.matmul = tf32 on NVIDIA devices of
- * compute capability 8.0 and later) against a float64 reference: every
- * GEMM shape of the 110M preset's step in its three layouts, ragged edge
- * sizes in all four layouts with rows on and off 16 bytes, strided batches,
- * beta = 0 over NaNs, the TF32 rounding itself, and bitwise repeats. On any
- * other device (PoCL in CI) the whole file skips, saying what it found. */
+/* The TF32 tensor-core GEMM and attention forward (train.matmul = tf32 on
+ * NVIDIA devices of compute capability 8.0 and later) against float64
+ * references: every GEMM shape of the 110M preset's step in its three
+ * layouts, ragged edge sizes in all four layouts with rows on and off 16
+ * bytes, strided batches, beta = 0 over NaNs, the TF32 rounding itself,
+ * bitwise repeats, and causal grouped-query attention at several head
+ * sizes and ragged lengths, forward against float64 and backward against
+ * the CPU backend. On any other device (PoCL in CI) the whole file
+ * skips, saying what it found. */
 #include "config.h"
 
 #include <math.h>
@@ -88,6 +91,13 @@ static void problem_free(struct problem *p)
 	free(p->c);
 }
 
+static void free_bufs(lt_buf **b, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (b[i])
+			lt_buf_free(be, b[i]);
+}
+
 /* p->c = the backend's result; 0 on a failure (in lt_errmsg). */
 static int run_gemm(struct problem *p)
 {
@@ -104,12 +114,7 @@ static int run_gemm(struct problem *p)
 		be->ops->read(be, p->c, (lt_ref){ c, 0 }, p->nc);
 		ok = be->ops->sync(be) == LT_OK;
 	}
-	if (a)
-		lt_buf_free(be, a);
-	if (b)
-		lt_buf_free(be, b);
-	if (c)
-		lt_buf_free(be, c);
+	free_bufs((lt_buf *[]){ a, b, c }, 3);
 	return ok;
 }
 
@@ -267,6 +272,183 @@ static void check_repeat(void)
 	problem_free(&q);
 }
 
+/* out[B*T, H*D] and lse[B, H, T] of causal grouped-query attention over
+ * qkv[B*T, (H+2K)*D], in float64. */
+static void attention_reference(const float *qkv, const struct lt_attn_shape *a, double *out,
+				double *lse)
+{
+	int W = (a->H + 2 * a->K) * a->D;
+	double scale = 1.0 / sqrt((double)a->D);
+	double *p = malloc((size_t)a->T * sizeof *p);
+	for (int b = 0; b < a->B; b++)
+		for (int h = 0; h < a->H; h++)
+			for (int i = 0; i < a->T; i++) {
+				const float *q = qkv + ((size_t)b * a->T + i) * W + h * a->D;
+				int kv = h / (a->H / a->K);
+				double m = -INFINITY, l = 0;
+				for (int j = 0; j <= i; j++) {
+					const float *k = qkv + ((size_t)b * a->T + j) * W +
+							 (a->H + kv) * a->D;
+					double d = 0;
+					for (int e = 0; e < a->D; e++)
+						d += (double)q[e] * k[e];
+					p[j] = d * scale;
+					m = p[j] > m ? p[j] : m;
+				}
+				for (int j = 0; j <= i; j++)
+					l += p[j] = exp(p[j] - m);
+				double *o = out + ((size_t)b * a->T + i) * a->H * a->D + h * a->D;
+				for (int e = 0; e < a->D; e++) {
+					double y = 0;
+					for (int j = 0; j <= i; j++)
+						y += p[j] * qkv[((size_t)b * a->T + j) * W +
+								(a->H + a->K + kv) * a->D + e];
+					o[e] = y / l;
+				}
+				lse[((size_t)b * a->H + h) * a->T + i] = m + log(l);
+			}
+	free(p);
+}
+
+/* Worst |out - ref| (in units of the largest |v|) and |lse - ref| of one shape. */
+static int attention_errors(const struct lt_attn_shape *a, double *e_out, double *e_lse)
+{
+	size_t W = (size_t)(a->H + 2 * a->K) * a->D, rows = (size_t)a->B * a->T;
+	size_t nq = rows * W, no = rows * a->H * a->D, nl = (size_t)a->B * a->H * a->T;
+	float *qkv = malloc(nq * sizeof *qkv), *out = malloc(no * sizeof *out);
+	float *lse = malloc(nl * sizeof *lse);
+	double *ro = malloc(no * sizeof *ro), *rl = malloc(nl * sizeof *rl);
+	lt_buf *bq = NULL, *bo = NULL, *bl = NULL;
+	int ok = qkv && out && lse && ro && rl && lt_buf_new(be, LT_F32, nq, &bq) == LT_OK &&
+		 lt_buf_new(be, LT_F32, no, &bo) == LT_OK && lt_buf_new(be, LT_F32, nl, &bl) == LT_OK;
+	if (ok) {
+		fill(qkv, nq, 7u + (unsigned)a->T);
+		for (size_t i = 0; i < nq; i++)
+			qkv[i] *= 2.0f;  /* scores up to about +-D/8: a peaked softmax */
+		be->ops->write(be, (lt_ref){ bq, 0 }, qkv, nq);
+		be->ops->attention_forward(be, (lt_ref){ bo, 0 }, (lt_ref){ bl, 0 },
+					   (lt_ref){ bq, 0 }, a);
+		be->ops->read(be, out, (lt_ref){ bo, 0 }, no);
+		be->ops->read(be, lse, (lt_ref){ bl, 0 }, nl);
+		ok = be->ops->sync(be) == LT_OK;
+	}
+	if (ok) {
+		attention_reference(qkv, a, ro, rl);
+		*e_out = *e_lse = 0;
+		for (size_t i = 0; i < no; i++)
+			*e_out = tap_worst(*e_out, fabs(out[i] - ro[i]) / 2.0);
+		for (size_t i = 0; i < nl; i++)
+			*e_lse = tap_worst(*e_lse, fabs(lse[i] - rl[i]));
+	}
+	free_bufs((lt_buf *[]){ bq, bo, bl }, 3);
+	free(qkv);
+	free(out);
+	free(lse);
+	free(ro);
+	free(rl);
+	return ok;
+}
+
+/* TF32 scores are off by about 2^-10 of sum |q k| scale, which moves the
+ * weights by as much; p and v round by 2^-11 each: 1e-2 of the largest
+ * |v| and of the log-sum-exp leaves room, while a wrong fragment or mask
+ * is off by tenths. */
+#define ATTN_TOL 1e-2
+
+static void check_attention(void)
+{
+	static const struct lt_attn_shape shapes[] = {
+		{ .B = 2, .T = 150, .H = 4, .K = 2, .D = 64 },
+		{ .B = 1, .T = 70, .H = 2, .K = 1, .D = 128 },
+		{ .B = 3, .T = 33, .H = 3, .K = 3, .D = 32 },
+		{ .B = 1, .T = 1, .H = 2, .K = 2, .D = 64 },
+		{ .B = 1, .T = 200, .H = 6, .K = 2, .D = 48 },
+	};
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct lt_attn_shape *a = &shapes[i];
+		double eo = INFINITY, el = INFINITY;
+		int ok = attention_errors(a, &eo, &el);
+		tap_ok(ok && eo <= ATTN_TOL && el <= ATTN_TOL,
+		       "attention forward B=%d T=%d H=%d K=%d D=%d: out off by %.2e of max |v|, "
+		       "lse by %.2e (<= %g)%s%s", a->B, a->T, a->H, a->K, a->D, eo, el, ATTN_TOL,
+		       ok ? "" : ": ", ok ? "" : lt_errmsg());
+	}
+}
+
+/* dqkv of attention over random qkv and dout on backend b (forward, then backward). */
+static int attention_gradient(lt_backend *b, const struct lt_attn_shape *a, const float *qkv,
+			      const float *dout, float *dqkv)
+{
+	size_t W = (size_t)(a->H + 2 * a->K) * a->D, rows = (size_t)a->B * a->T;
+	size_t nq = rows * W, no = rows * a->H * a->D, nl = (size_t)a->B * a->H * a->T;
+	lt_buf *bq = NULL, *bo = NULL, *bl = NULL, *bd = NULL, *bg = NULL;
+	int ok = lt_buf_new(b, LT_F32, nq, &bq) == LT_OK && lt_buf_new(b, LT_F32, no, &bo) == LT_OK &&
+		 lt_buf_new(b, LT_F32, nl, &bl) == LT_OK && lt_buf_new(b, LT_F32, no, &bd) == LT_OK &&
+		 lt_buf_new(b, LT_F32, nq, &bg) == LT_OK;
+	if (ok) {
+		lt_ref q = { bq, 0 }, o = { bo, 0 }, l = { bl, 0 }, d = { bd, 0 }, gr = { bg, 0 };
+		b->ops->write(b, q, qkv, nq);
+		b->ops->write(b, d, dout, no);
+		b->ops->attention_forward(b, o, l, q, a);
+		b->ops->attention_backward(b, gr, d, o, l, q, a);
+		b->ops->read(b, dqkv, gr, nq);
+		ok = b->ops->sync(b) == LT_OK;
+	}
+	lt_backend *keep = be;
+	be = b;
+	free_bufs((lt_buf *[]){ bq, bo, bl, bd, bg }, 5);
+	be = keep;
+	return ok;
+}
+
+/* The tensor-core backward against the CPU backend's (itself held to float64 and finite
+ * differences by test_ops): the relative L2 error of dqkv, and the worst element against
+ * the largest, within the TF32 tolerance of the forward. */
+static void check_attention_backward(void)
+{
+	static const struct lt_attn_shape shapes[] = {
+		{ .B = 2, .T = 150, .H = 4, .K = 2, .D = 64 },
+		{ .B = 3, .T = 33, .H = 3, .K = 3, .D = 32 },
+		{ .B = 1, .T = 200, .H = 6, .K = 2, .D = 48 },
+		{ .B = 1, .T = 70, .H = 2, .K = 1, .D = 128 },
+	};
+	lt_backend *cpu = NULL;
+	int have_cpu = lt_backend_new("cpu", 0, &cpu) == LT_OK;
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		const struct lt_attn_shape *a = &shapes[i];
+		size_t W = (size_t)(a->H + 2 * a->K) * a->D, rows = (size_t)a->B * a->T;
+		size_t nq = rows * W, no = rows * a->H * a->D;
+		float *qkv = malloc(nq * sizeof *qkv), *dout = malloc(no * sizeof *dout);
+		float *got = malloc(nq * sizeof *got), *want = malloc(nq * sizeof *want);
+		double num = 0, den = 0, worst = 0, top = 0;
+		int ok = have_cpu && qkv && dout && got && want;
+		if (ok) {
+			fill(qkv, nq, 11u + (unsigned)a->T);
+			fill(dout, no, 13u + (unsigned)a->D);
+			ok = attention_gradient(be, a, qkv, dout, got) &&
+			     attention_gradient(cpu, a, qkv, dout, want);
+		}
+		for (size_t j = 0; ok && j < nq; j++) {
+			double e = fabs((double)got[j] - want[j]);
+			num += e * e;
+			den += (double)want[j] * want[j];
+			worst = tap_worst(worst, e);
+			top = fabs(want[j]) > top ? fabs(want[j]) : top;
+		}
+		double rel = ok ? sqrt(num / den) : INFINITY, peak = ok ? worst / top : INFINITY;
+		tap_ok(ok && rel <= ATTN_TOL && peak <= ATTN_TOL,
+		       "attention backward B=%d T=%d H=%d K=%d D=%d against the CPU's: dqkv off by "
+		       "rel L2 %.2e, worst element %.2e of the largest (<= %g)%s%s", a->B, a->T,
+		       a->H, a->K, a->D, rel, peak, ATTN_TOL, ok ? "" : ": ", ok ? "" : lt_errmsg());
+		free(qkv);
+		free(dout);
+		free(got);
+		free(want);
+	}
+	if (cpu)
+		lt_backend_free(cpu);
+}
+
 int main(void)
 {
 	struct lt_device_info info;
@@ -282,14 +464,16 @@ int main(void)
 		tap_skip_all("%s", why);
 	}
 	tap_diag("%s: %s", info.name, info.gemm);
-	tap_plan(3 + 8 + 2 + 1 + 1);
+	tap_plan(3 + 8 + 2 + 1 + 1 + 5 + 4);
 	check_model_shapes();
 	check_edges();
 	check_batches();
 	check_rounding();
 	check_repeat();
+	check_attention();
+	check_attention_backward();
 	be->ops->info(be, &info);
-	tap_diag("after the search: %s", info.gemm);
+	tap_diag("after the search: %s; attention: %s", info.gemm, info.attention);
 	lt_backend_free(be);
 	return tap_done();
 }
