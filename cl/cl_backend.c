@@ -649,8 +649,7 @@ static void cl_info(lt_backend *be, struct lt_device_info *out)
 	*out = c->info;
 	lt_cl_mma_describe(&c->mma, out->gemm, sizeof out->gemm);
 	lt_cl_mma_describe_attention(&c->mma, out->attention, sizeof out->attention);
-	snprintf(out->bf16, sizeof out->bf16, "bf16 storage, fp32 arithmetic (GEMM operands "
-		 "widened for CLBlast)");
+	lt_cl_mma_describe_bf16(&c->mma, out->bf16, sizeof out->bf16);
 }
 
 static void cl_set_matmul(lt_backend *be, enum lt_matmul mode)

@@ -60,6 +60,9 @@ static void fail_clblast(struct lt_cl_ctx *c, CLBlastStatusCode s)
 	lt_cl_fail(c, CL_INVALID_OPERATION, what);
 }
 
+static void gemm_f32(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+		     int widened_bf16);
+
 /* The f32 GEMM of the same problem on bf16 operands: A and B (and a bf16
  * C) widened into one scratch buffer in their own layout (slot 3), the
  * f32 GEMM run there, and a bf16 C's own elements rounded back. Each
@@ -77,7 +80,7 @@ static void gemm_widened(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_r
 	be->ops->convert(be, wb, b, nb);
 	if (c16 && g->beta != 0.0f)
 		lt_cl_convert_matrices(cx, wc, c, g->batch, g->m, g->n, g->ldc, g->stride_c);
-	lt_cl_gemm(be, g, wa, wb, wc);
+	gemm_f32(be, g, wa, wb, wc, 1);
 	if (c16)
 		lt_cl_convert_matrices(cx, c, wc, g->batch, g->m, g->n, g->ldc, g->stride_c);
 }
@@ -103,7 +106,16 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 			     extent(g->stride_b, g->batch, nb), extent(g->stride_c, g->batch, nc));
 		return;
 	}
-	if (lt_cl_gemm_mma(be, g, a, b, c))
+	gemm_f32(be, g, a, b, c, 0);
+}
+
+/* The f32 GEMM: on the tensor cores where lt_cl_gemm_mma takes it, else
+ * CLBlast. */
+static void gemm_f32(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+		     int widened_bf16)
+{
+	struct lt_cl_ctx *cx = lt_cl_ctx(be);
+	if (lt_cl_gemm_mma(be, g, a, b, c, widened_bf16))
 		return;
 	cl_command_queue q = lt_cl_queue(cx);
 	/* CLBlast's event covers its last kernel only: time between markers. */

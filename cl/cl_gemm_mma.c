@@ -495,9 +495,25 @@ void lt_cl_mma_init(struct lt_cl_mma *mm, cl_device_id dev)
 	mm->cc = mma_capability(dev);
 }
 
+int lt_cl_mma_present(const struct lt_cl_mma *mm)
+{
+	return mm->cc >= 80;
+}
+
 int lt_cl_mma_usable(const struct lt_cl_mma *mm)
 {
-	return mm->tf32 && mm->cc >= 80;
+	return mm->tf32 && lt_cl_mma_present(mm);
+}
+
+void lt_cl_mma_describe_bf16(const struct lt_cl_mma *mm, char *out, size_t cap)
+{
+	if (lt_cl_mma_present(mm))
+		snprintf(out, cap, "bf16 storage, fp32 arithmetic; GEMM operands widened to f32 "
+			 "for the TF32 tensor cores (mma.sync, sm_%d), exact for bf16 values",
+			 mm->cc);
+	else
+		snprintf(out, cap, "bf16 storage, fp32 arithmetic (GEMM operands widened for "
+			 "CLBlast)");
 }
 
 void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
@@ -531,12 +547,13 @@ static int rows_aligned(const struct lt_gemm *g, lt_ref a, lt_ref b)
 	       (!batched || (g->stride_a % 4 == 0 && g->stride_b % 4 == 0));
 }
 
-int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
+int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+		   int widened_bf16)
 {
 	struct lt_cl_ctx *cx = lt_cl_ctx(be);
 	struct lt_cl_mma *mm = lt_cl_mma_of(cx);
 	int ta = g->trans_a != 0, tb = g->trans_b != 0;
-	if (!lt_cl_mma_usable(mm))
+	if (!(widened_bf16 ? lt_cl_mma_present(mm) : lt_cl_mma_usable(mm)))
 		return 0;
 	if (!mm->searched[ta][tb])
 		choose_layout(cx, mm, ta, tb);

@@ -189,8 +189,15 @@ void lt_cl_mma_describe_attention(const struct lt_cl_mma *mm, char *out, size_t 
  * as lt_cl_kernel keeps it); a refusal is not a failure of the context. */
 int lt_cl_program_builds(struct lt_cl_ctx *c, const char *file, const char *options);
 /* Queues g on the tensor cores and returns 1, or returns 0 having done
- * nothing (fp32 asked for, another device, a layout no candidate handles). */
-int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
+ * nothing (fp32 asked for, another device, a layout no candidate handles).
+ * widened_bf16: the f32 operands are bf16 values widened, which TF32 holds
+ * exactly, so the tensor cores serve them whether TF32 is allowed or not. */
+int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+		   int widened_bf16);
+/* Nonzero when the device has the tensor cores (whatever train.matmul). */
+int lt_cl_mma_present(const struct lt_cl_mma *mm);
+/* What computes GEMMs with bf16 operands, for lltrain info. */
+void lt_cl_mma_describe_bf16(const struct lt_cl_mma *mm, char *out, size_t cap);
 
 /* cl_gemm.c */
 /* Gives CLBlast tuned GEMM parameters for devices its database lacks

@@ -3,7 +3,7 @@
  * references: every GEMM shape of the 110M preset's step in its three
  * layouts, ragged edge sizes in all four layouts with rows on and off 16
  * bytes, strided batches, beta = 0 over NaNs, the TF32 rounding itself,
- * bitwise repeats, and causal grouped-query attention at several head
+ * bitwise repeats, bf16 operands on the tensor cores in fp32 mode, and causal grouped-query attention at several head
  * sizes and ragged lengths, forward against float64 and backward against
  * the CPU backend. On any other device (PoCL in CI) the whole file
  * skips, saying what it found. */
@@ -272,6 +272,57 @@ static void check_repeat(void)
 	problem_free(&q);
 }
 
+/* GEMMs with bf16 operands run on the tensor cores in fp32 mode too (bf16
+ * values are TF32 values, so nothing is rounded): held to fp32's bound,
+ * k 2^-24 of sum |a b|, far inside TF32's. */
+static void check_bf16_operands(void)
+{
+	static const int shapes[][6] = { /* ta, tb, m, n, k, skew */
+		{ 0, 1, 512, 2304, 768, 0 }, { 0, 0, 257, 129, 96, 0 }, { 1, 0, 129, 257, 33, 1 },
+	};
+	double worst = 0;
+	lt_backend_set_matmul(be, LT_MATMUL_FP32);
+	for (int s = 0; s < 3; s++) {
+		struct problem p;
+		const int *d = shapes[s];
+		lt_buf *a = NULL, *b = NULL, *c = NULL;
+		uint16_t *ha = NULL, *hb = NULL;
+		int ok = problem_new(&p, d[0], d[1], d[2], d[3], d[4], 1, d[5], 0.0f) &&
+			 (ha = malloc(p.na * 2)) && (hb = malloc(p.nb * 2)) &&
+			 lt_buf_new(be, LT_BF16, p.na, &a) == LT_OK &&
+			 lt_buf_new(be, LT_BF16, p.nb, &b) == LT_OK &&
+			 lt_buf_new(be, LT_F32, p.nc, &c) == LT_OK;
+		for (size_t i = 0; ok && i < p.na; i++)
+			p.a[i] = lt_bf16_to_f32(ha[i] = lt_bf16_from_f32(p.a[i]));
+		for (size_t i = 0; ok && i < p.nb; i++)
+			p.b[i] = lt_bf16_to_f32(hb[i] = lt_bf16_from_f32(p.b[i]));
+		if (ok) {
+			be->ops->write(be, (lt_ref){ a, 0 }, ha, p.na);
+			be->ops->write(be, (lt_ref){ b, 0 }, hb, p.nb);
+			be->ops->write(be, (lt_ref){ c, 0 }, p.c0, p.nc);
+			be->ops->gemm(be, &p.g, (lt_ref){ a, p.a_off }, (lt_ref){ b, p.b_off },
+				      (lt_ref){ c, p.c_off });
+			be->ops->read(be, p.c, (lt_ref){ c, 0 }, p.nc);
+			ok = be->ops->sync(be) == LT_OK;
+		}
+		/* worst_error is relative to TF32's bound; fp32's is this share of it */
+		double share = (double)p.g.k * ldexp(1.0, -24) / tf32_bound(p.g.k);
+		double e = ok ? worst_error(&p) / share : INFINITY;
+		if (!(e <= worst))
+			worst = e;
+		free_bufs((lt_buf *[]){ a, b, c }, 3);
+		free(ha);
+		free(hb);
+		problem_free(&p);
+	}
+	struct lt_device_info info;
+	be->ops->info(be, &info);
+	lt_backend_set_matmul(be, LT_MATMUL_TF32);
+	tap_ok(worst <= 1.0 && strstr(info.bf16, "tensor cores") != NULL,
+	       "bf16 operands with train.matmul = fp32: worst error %.3f of fp32's bound (3 layouts); "
+	       "info says: %s", worst, info.bf16);
+}
+
 /* out[B*T, H*D] and lse[B, H, T] of causal grouped-query attention over
  * qkv[B*T, (H+2K)*D], in float64. */
 static void attention_reference(const float *qkv, const struct lt_attn_shape *a, double *out,
@@ -464,12 +515,13 @@ int main(void)
 		tap_skip_all("%s", why);
 	}
 	tap_diag("%s: %s", info.name, info.gemm);
-	tap_plan(3 + 8 + 2 + 1 + 1 + 5 + 4);
+	tap_plan(3 + 8 + 2 + 1 + 1 + 1 + 5 + 4);
 	check_model_shapes();
 	check_edges();
 	check_batches();
 	check_rounding();
 	check_repeat();
+	check_bf16_operands();
 	check_attention();
 	check_attention_backward();
 	be->ops->info(be, &info);
