@@ -51,6 +51,31 @@ uint16_t *lt_cpu_bf16(lt_ref r, size_t n)
 	return lt_cpu_bytes(r, n);
 }
 
+struct lt_cpu_vec lt_cpu_vec(lt_ref r, size_t n)
+{
+	LT_ASSERT(r.buf && (r.buf->head.type == LT_F32 || r.buf->head.type == LT_BF16));
+	return (struct lt_cpu_vec){ lt_cpu_bytes(r, n), r.buf->head.type == LT_BF16 };
+}
+
+float *lt_cpu_stage(struct lt_cpu_ctx *c, size_t per_thread)
+{
+	size_t need = (size_t)c->threads * (per_thread ? per_thread : 1);
+	if (need > c->stage_n) {
+		free(c->stage);
+		c->stage_n = 0;
+		size_t bytes = (need * sizeof(float) + 63) & ~(size_t)63;
+		c->stage = aligned_alloc(64, bytes);
+		if (!c->stage) {
+			char msg[128];
+			snprintf(msg, sizeof msg, "cannot allocate %zu bytes of bf16 staging", bytes);
+			lt_cpu_fail(c, LT_ERR_NOMEM, msg);
+			return NULL;
+		}
+		c->stage_n = need;
+	}
+	return c->stage;
+}
+
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg)
 {
 	if (c->failed)
@@ -110,6 +135,7 @@ static void cpu_free(lt_backend *be)
 	struct lt_cpu_ctx *c = be->ctx;
 	lt_cpu_bf16_free(c);
 	free(c->att_scratch);
+	free(c->stage);
 	free(c);
 	free(be);
 }

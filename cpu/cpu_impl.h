@@ -28,9 +28,16 @@ struct lt_cpu_ctx {
 	/* Attention scratch: two score tiles of min(T, ATT_ROWS) x T floats per
 	 * thread (x pos0 + T for attention_cached), allocated by the first
 	 * attention op, grown when they grow,
-	 * freed with the backend. It is the only memory an op allocates. */
+	 * freed with the backend. */
 	float *att_scratch;
 	size_t att_scratch_n;  /* floats */
+	/* Staging: per-thread f32 rows into which an op widens its bf16
+	 * arguments and computes its bf16 results before rounding them
+	 * (lt_cpu_stage); made by the first op with a bf16 argument, grown,
+	 * freed with the backend. With att_scratch and bf16's copies, the
+	 * only memory an op allocates. */
+	float *stage;
+	size_t stage_n;  /* floats */
 	/* GEMMs with bf16 operands (cpu_gemm_bf16.c): oneDNN's state where
 	 * configure found it, and f32 copies of the operands where it cannot
 	 * do them; both made at first use, freed with the backend. */
@@ -54,6 +61,18 @@ float *lt_cpu_at(lt_ref r, size_t n);
 int32_t *lt_cpu_ids(lt_ref r, size_t n);
 uint16_t *lt_cpu_bf16(lt_ref r, size_t n);
 void *lt_cpu_bytes(lt_ref r, size_t n);
+/* A float argument that the types contract lets be f32 or bf16 (backend.h):
+ * its host address and whether it is bf16. lt_cpu_vec checks it as
+ * lt_cpu_at does, asserting f32 or bf16. */
+struct lt_cpu_vec {
+	void *p;
+	int bf16;
+};
+struct lt_cpu_vec lt_cpu_vec(lt_ref r, size_t n);
+/* Per-thread f32 staging of `per_thread` floats each, thread i's at
+ * i * per_thread: the backend's, grown on the calling thread (outside any
+ * parallel region). NULL, with the failure recorded, when refused. */
+float *lt_cpu_stage(struct lt_cpu_ctx *c, size_t per_thread);
 /* Records the first failure inside an op (message kept for sync). */
 void lt_cpu_fail(struct lt_cpu_ctx *c, enum lt_status st, const char *msg);
 /* An op's clock: start gives the time when profiling (0 otherwise), stop
@@ -128,7 +147,57 @@ static inline float lt_cpu_max(const float *x, int n)
 	return r;
 }
 
+/* Part i of len floats from base, or NULL when base is (no staging: every
+ * argument f32). */
+static inline float *lt_cpu_slot(float *base, size_t i, size_t len)
+{
+	return base ? base + i * len : NULL;
+}
+
+/* Elements [off, off + n) of x as f32: x's own when it is f32, else
+ * widened (exactly) into tmp[n]. Called once per row, outside the loops
+ * that compute, so that an f32 op runs the loops it ran without bf16. */
+static inline const float *lt_cpu_load(struct lt_cpu_vec x, size_t off, size_t n,
+				       float *restrict tmp)
+{
+	if (!x.bf16)
+		return (const float *)x.p + off;
+	const uint16_t *restrict s = (const uint16_t *)x.p + off;
+	for (size_t i = 0; i < n; i++)
+		tmp[i] = lt_bf16_to_f32(s[i]);
+	return tmp;
+}
+
+/* Where an op computes elements [off, off + n) of x in f32: x's own when
+ * it is f32, else tmp, which lt_cpu_store then rounds into x. */
+static inline float *lt_cpu_dest(struct lt_cpu_vec x, size_t off, float *tmp)
+{
+	return x.bf16 ? tmp : (float *)x.p + off;
+}
+
+/* The same for "+=": the place holds x's elements (widened into tmp[n]). */
+static inline float *lt_cpu_dest_of(struct lt_cpu_vec x, size_t off, size_t n, float *tmp)
+{
+	return x.bf16 ? (float *)lt_cpu_load(x, off, n, tmp) : (float *)x.p + off;
+}
+
+/* x[off, off + n) = tmp[n] rounded to nearest even when x is bf16; nothing
+ * when x is f32 (the op computed in x's own elements). */
+static inline void lt_cpu_store(struct lt_cpu_vec x, size_t off, size_t n,
+				const float *restrict tmp)
+{
+	if (!x.bf16)
+		return;
+	uint16_t *restrict d = (uint16_t *)x.p + off;
+	for (size_t i = 0; i < n; i++)
+		d[i] = lt_bf16_from_f32(tmp[i]);
+}
+
 /* cpu_ops.c: the ops of backend.h except attention (contracts there). */
+/* d[doff, doff + n) = s[soff, soff + n), rounded or widened where the two
+ * types differ (ranges must not overlap). */
+void lt_cpu_copy_elems(struct lt_cpu_vec d, size_t doff, struct lt_cpu_vec s, size_t soff,
+		       size_t n);
 /* memcpy of `bytes`, split over the team when it is large. */
 void lt_cpu_memcpy(struct lt_cpu_ctx *c, void *restrict dst, const void *restrict src,
 		   size_t bytes);

@@ -1,4 +1,5 @@
-/* Op tests: each backend op against float64 references proven by finite differences. */
+/* Op tests: each backend op against float64 references proven by finite
+ * differences, in f32 and in bf16 (every argument that may be bf16 is). */
 #include "config.h"
 
 #include <math.h>
@@ -18,9 +19,35 @@
 #define MAX_ARRAYS 48   /* device arrays one op group may hold at once */
 #define SENTINEL -7777.25f
 
-/* The number of checks each part makes; tap_done catches a mismatch. */
+/* Tolerances of the bf16 mode. Its inputs are bf16 values, and the float64
+ * references read those same values, so what is left is f32 arithmetic
+ * (TOL) and the rounding of results to bf16: bf16 keeps an 8-bit
+ * significand (7 bits stored), so one rounding to nearest is off by at
+ * most BF16_U = 2^-8 of the value, and an array of such results by at
+ * most BF16_U in relative L2. A result that goes through k roundings gets
+ * k * BF16_U + TOL; each check says its k:
+ *   0: copies, sum and sum_squares, and the f32 statistics and gradients
+ *      (rstd, lse, losses, embedding_backward's dtable, rmsnorm's dw);
+ *   1: everything stored once in bf16 -- fill, scale, add, gemm's C,
+ *      rmsnorm out and dinp (+=: read, add in f32, round once), rope,
+ *      attention out, swiglu, xent's in-place gradient, attention_cached;
+ *   2: attention_backward's dqkv, which also reads out rounded to bf16
+ *      (through rowsum(dout * out)). */
+#define BF16_U 0x1p-8
+#define BF16_TOL(k) ((k) * BF16_U + TOL)
+/* A backend against the CPU in the bf16 mode: each is within the largest
+ * tolerance above of the reference, so the two within twice it. */
+#define BF16_TWIN_TOL (2 * BF16_TOL(2))
+
+/* The number of checks each part makes; tap_done catches a mismatch. Op
+ * groups make GROUP_CHECKS in f32; in bf16 all but adamw run (every
+ * argument of adamw is f32), with BF16_EXTRA_CHECKS more on mixed types
+ * and on results that must be the f32 result rounded, bitwise. */
 #define REFERENCE_CHECKS (5 + 2 * ATTN_CONFIGS)
-#define CHECKS_PER_BACKEND (52 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
+#define GROUP_CHECKS (51 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
+#define ADAMW_CHECKS 5
+#define BF16_EXTRA_CHECKS 5
+#define GROUP_CHECKS_BF16 (GROUP_CHECKS - ADAMW_CHECKS + BF16_EXTRA_CHECKS)
 #define ATTN_CONFIGS 4
 
 /* Odd sizes, so that no vector width or tile size divides them. */
@@ -117,6 +144,23 @@ static float *rounded(const double *x, size_t n)
 	return y;
 }
 
+/* x[n] made values of type t: rounded to bf16 (to nearest even) for
+ * LT_BF16, as they are for F32. */
+static void round_to(float *x, size_t n, enum lt_dtype t)
+{
+	if (t == LT_BF16)
+		for (size_t i = 0; i < n; i++)
+			x[i] = lt_bf16_to_f32(lt_bf16_from_f32(x[i]));
+}
+
+/* random_floats, as values of type t */
+static float *random_values(struct rng *r, size_t n, float lo, float hi, enum lt_dtype t)
+{
+	float *x = random_floats(r, n, lo, hi);
+	round_to(x, n, t);
+	return x;
+}
+
 static double *random_doubles(struct rng *r, size_t n, float lo, float hi)
 {
 	float *f = random_floats(r, n, lo, hi);
@@ -147,7 +191,7 @@ static int check_rel_l2(double err, double tol, const char *head, const char *ta
 {
 	char what[256];
 	vsnprintf(what, sizeof what, fmt, ap);
-	return tap_ok(err <= tol, "%s%s%s: rel L2 %.3g <= %.0e", head, what, tail, err, tol);
+	return tap_ok(err <= tol, "%s%s%s: rel L2 %.3g <= %.3g", head, what, tail, err, tol);
 }
 
 static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
@@ -159,6 +203,27 @@ static int check_close(const float *got, const double *want, size_t n, const cha
 	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), TOL, "", "", fmt, ap);
 	va_end(ap);
 	return ok;
+}
+
+/* check_close with tolerance TOL in f32 and BF16_TOL(k) when t is bf16:
+ * a result that k roundings to bf16 reach. */
+static int check_close_k(enum lt_dtype t, int k, const float *got, const double *want, size_t n,
+			 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int check_close_k(enum lt_dtype t, int k, const float *got, const double *want, size_t n,
+			 const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), t == LT_BF16 ? BF16_TOL(k) : TOL, "",
+			      "", fmt, ap);
+	va_end(ap);
+	return ok;
+}
+
+/* "cpu" or "cpu bf16": a backend and mode, for check descriptions. */
+static void label(char *dst, size_t cap, lt_backend *be, enum lt_dtype t)
+{
+	snprintf(dst, cap, "%s%s", be->ops->name, t == LT_BF16 ? " bf16" : "");
 }
 
 static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
@@ -206,14 +271,33 @@ struct device_arrays {
 };
 
 /* Array i's sentinels differ from every other array's, so that an overrun
- * copying one array's guard onto another's is still seen. */
-static void fill_sentinels(float *s, int array)
+ * copying one array's guard onto another's is still seen: GUARD elements
+ * of the array's type (4-byte ones for f32 and i32) into s. */
+static void fill_sentinels(void *s, enum lt_dtype type, int array)
 {
-	for (int i = 0; i < GUARD; i++)
-		s[i] = SENTINEL - array;
+	for (int i = 0; i < GUARD; i++) {
+		if (type == LT_BF16)  /* the next bf16 values down, one per array */
+			((uint16_t *)s)[i] = (uint16_t)(lt_bf16_from_f32(SENTINEL) + array);
+		else
+			((float *)s)[i] = SENTINEL - array;
+	}
 }
 
-/* An array of n elements of a 4-byte type (f32, or i32 for token ids). */
+/* dst[n] = host[n] floats, rounded to bf16 when dst's buffer is bf16. */
+static void write_floats(lt_backend *be, lt_ref dst, const float *host, size_t n)
+{
+	if (lt_buf_type(dst.buf) != LT_BF16) {
+		be->ops->write(be, dst, host, n);
+		return;
+	}
+	uint16_t *h = allocate_or_bail(n * sizeof *h);
+	for (size_t i = 0; i < n; i++)
+		h[i] = lt_bf16_from_f32(host[i]);
+	be->ops->write(be, dst, h, n);
+	free(h);
+}
+
+/* An array of n elements of type: f32 or bf16, or i32 for token ids. */
 static lt_ref new_array_of(struct device_arrays *a, enum lt_dtype type, size_t n)
 {
 	lt_backend *be = a->be;
@@ -230,11 +314,14 @@ static lt_ref new_array_of(struct device_arrays *a, enum lt_dtype type, size_t n
 
 	lt_ref r = { .buf = b, .off = 0 };
 	float guard[GUARD], *nans = zeroed_floats(n);
-	fill_sentinels(guard, a->count - 1);
+	fill_sentinels(guard, type, a->count - 1);
 	for (size_t i = 0; i < n; i++)
 		nans[i] = NAN;
 	be->ops->write(be, r, guard, GUARD);
-	be->ops->write(be, lt_ref_at(r, GUARD), nans, n);
+	if (type == LT_I32)
+		be->ops->write(be, lt_ref_at(r, GUARD), nans, n);
+	else
+		write_floats(be, lt_ref_at(r, GUARD), nans, n);
 	be->ops->write(be, lt_ref_at(r, GUARD + n), guard, GUARD);
 	free(nans);
 	return lt_ref_at(r, GUARD);
@@ -245,12 +332,18 @@ static lt_ref new_device_array(struct device_arrays *a, size_t n)
 	return new_array_of(a, LT_F32, n);
 }
 
+/* host holds n floats, values of type t (f32 or bf16) */
+static lt_ref device_values(struct device_arrays *a, enum lt_dtype t, const float *host, size_t n)
+{
+	lt_ref r = new_array_of(a, t, n);
+	write_floats(a->be, r, host, n);
+	return r;
+}
+
 /* host holds n floats */
 static lt_ref device_copy_of(struct device_arrays *a, const float *host, size_t n)
 {
-	lt_ref r = new_device_array(a, n);
-	a->be->ops->write(a->be, r, host, n);
-	return r;
+	return device_values(a, LT_F32, host, n);
 }
 
 /* host holds n token ids */
@@ -261,9 +354,10 @@ static lt_ref device_ids_of(struct device_arrays *a, const int32_t *host, size_t
 	return r;
 }
 
-static void upload(struct device_arrays *a, lt_ref dst, const void *host, size_t n)
+/* host holds n floats (values of dst's type) */
+static void upload(struct device_arrays *a, lt_ref dst, const float *host, size_t n)
 {
-	a->be->ops->write(a->be, dst, host, n);
+	write_floats(a->be, dst, host, n);
 }
 
 /* The CPU twin of a run on another backend: an op group runs first on the
@@ -328,10 +422,19 @@ static void twin_clear(void)
 	memset(&twin, 0, sizeof twin);
 }
 
+/* n elements of an f32 or bf16 array as floats (bf16 widened: exact) */
 static float *downloaded(struct device_arrays *a, lt_ref src, size_t n)
 {
 	float *x = zeroed_floats(n);
-	a->be->ops->read(a->be, x, src, n);
+	if (lt_buf_type(src.buf) == LT_BF16) {
+		uint16_t *h = allocate_or_bail(n * sizeof *h);
+		a->be->ops->read(a->be, h, src, n);
+		for (size_t i = 0; i < n; i++)
+			x[i] = lt_bf16_to_f32(h[i]);
+		free(h);
+	} else {
+		a->be->ops->read(a->be, x, src, n);
+	}
 	twin_see(x, n);
 	return x;
 }
@@ -341,26 +444,29 @@ static int guards_are_intact(struct device_arrays *a)
 	float got[GUARD], want[GUARD];
 	for (int i = 0; i < a->count; i++) {
 		lt_ref r = { .buf = a->buf[i], .off = 0 };
-		fill_sentinels(want, i);
+		enum lt_dtype type = lt_buf_type(a->buf[i]);
+		size_t bytes = GUARD * lt_dtype_size(type);
+		fill_sentinels(want, type, i);
 		a->be->ops->read(a->be, got, r, GUARD);
-		if (!same_bits(got, want, GUARD))
+		if (memcmp(got, want, bytes) != 0)
 			return 0;
 		a->be->ops->read(a->be, got, lt_ref_at(r, GUARD + a->len[i]), GUARD);
-		if (!same_bits(got, want, GUARD))
+		if (memcmp(got, want, bytes) != 0)
 			return 0;
 	}
 	return 1;
 }
 
 /* Ends an op group: two checks (sync is ok, no write strayed outside an
- * array), then frees the group's arrays. */
-static void check_sync_and_guards_then_free(struct device_arrays *a, const char *group)
+ * array), then frees the group's arrays. name: the backend and mode. */
+static void check_sync_and_guards_then_free(struct device_arrays *a, const char *name,
+					    const char *group)
 {
 	lt_backend *be = a->be;
 	enum lt_status st = be->ops->sync(be);
-	tap_ok(st == LT_OK, "%s %s: sync returns ok (got %s%s%s)", be->ops->name, group,
+	tap_ok(st == LT_OK, "%s %s: sync returns ok (got %s%s%s)", name, group,
 	       lt_status_str(st), st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg());
-	tap_ok(guards_are_intact(a), "%s %s: sentinels around every array intact", be->ops->name, group);
+	tap_ok(guards_are_intact(a), "%s %s: sentinels around every array intact", name, group);
 	for (int i = 0; i < a->count; i++)
 		lt_buf_free(be, a->buf[i]);
 	a->count = 0;
@@ -872,55 +978,110 @@ static void prove_references(void)
 /* ------------------------------------------------------------------ */
 /* The backend's ops against the references. */
 
-/* fill, copy, scale, add (also in place), sum_squares, sum: 9 checks */
-static void test_elementwise_ops(lt_backend *be, struct rng *r)
+/* Whether got[n] holds, bitwise, want[n] rounded to bf16 (widened). */
+static int equals_rounded(const float *got, const float *want, size_t n)
 {
-	const char *name = be->ops->name;
+	for (size_t i = 0; i < n; i++) {
+		float w = lt_bf16_to_f32(lt_bf16_from_f32(want[i]));
+		if (memcmp(&got[i], &w, sizeof w) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* bf16 only: scale and add (also in place) give their f32 results rounded
+ * once, bitwise; add with mixed types (y f32 from bf16 a and b, exact; y
+ * bf16 from f32 a and bf16 b, rounded once): 2 checks */
+static void check_bf16_elementwise_bits(struct device_arrays *a, struct rng *r, const float *x,
+					const float *y, lt_ref ax, lt_ref by, const char *name)
+{
+	lt_backend *be = a->be;
+	const size_t n = ELEMS;
+	float *want = zeroed_floats(n), *xf = random_floats(r, n, -1, 1.2f);
+	lt_ref sx = device_values(a, LT_BF16, x, n), ya = device_values(a, LT_BF16, x, n);
+	lt_ref sum = new_array_of(a, LT_BF16, n);
+	be->ops->scale(be, sx, n, -1.7f);
+	be->ops->add(be, sum, ax, by, n);
+	be->ops->add(be, ya, ya, by, n);
+	float *got_s = downloaded(a, sx, n), *got_sum = downloaded(a, sum, n);
+	float *got_in = downloaded(a, ya, n);
+	int ok = 1;
+	for (size_t i = 0; i < n; i++)
+		want[i] = x[i] * -1.7f;
+	ok &= equals_rounded(got_s, want, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = x[i] + y[i];
+	ok &= equals_rounded(got_sum, want, n) && equals_rounded(got_in, want, n);
+	tap_ok(ok, "%s scale, add and add in place give the f32 result of the widened inputs "
+	       "rounded once, bitwise (n=%zu)", name, n);
+
+	lt_ref y32 = new_array_of(a, LT_F32, n), af = device_values(a, LT_F32, xf, n);
+	lt_ref y16 = new_array_of(a, LT_BF16, n);
+	be->ops->add(be, y32, ax, by, n);
+	be->ops->add(be, y16, af, by, n);
+	float *got32 = downloaded(a, y32, n), *got16 = downloaded(a, y16, n);
+	ok = same_bits(got32, want, n);
+	for (size_t i = 0; i < n; i++)
+		want[i] = xf[i] + y[i];
+	ok &= equals_rounded(got16, want, n);
+	tap_ok(ok, "%s add with mixed types: f32 y = bf16 a + bf16 b exactly, bf16 y = f32 a + bf16 b "
+	       "rounded once, bitwise (n=%zu)", name, n);
+	free(want); free(xf); free(got_s); free(got_sum); free(got_in); free(got32); free(got16);
+}
+
+/* fill, copy, scale, add (also in place), sum_squares, sum: 9 checks, and
+ * 2 more in bf16 */
+static void test_elementwise_ops(lt_backend *be, struct rng *r, enum lt_dtype t)
+{
+	char name[64];
 	struct device_arrays a = { .be = be };
 	const size_t n = ELEMS;
-	float *x = random_floats(r, n, -1, 1.2f), *y = random_floats(r, n, -1.5f, 1);
+	float *x = random_values(r, n, -1, 1.2f, t), *y = random_values(r, n, -1.5f, 1, t);
 	double *want = zeroed_doubles(n);
 	float *got;
+	label(name, sizeof name, be, t);
 
-	lt_ref dx = new_device_array(&a, n);
+	lt_ref dx = new_array_of(&a, t, n);
 	be->ops->fill(be, dx, n, 0.37f);
 	got = downloaded(&a, dx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = 0.37f;
-	check_close(got, want, n, "%s fill n=%zu", name, n);
+	check_close_k(t, 1, got, want, n, "%s fill n=%zu", name, n);
 	free(got);
 
-	lt_ref src = device_copy_of(&a, x, n), dst = new_device_array(&a, n);
+	lt_ref src = device_values(&a, t, x, n), dst = new_array_of(&a, t, n);
 	be->ops->copy(be, dst, src, n);
 	got = downloaded(&a, dst, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = x[i];
-	check_close(got, want, n, "%s copy n=%zu", name, n);
+	check_close_k(t, 0, got, want, n, "%s copy n=%zu", name, n);
 	free(got);
 
-	lt_ref sx = device_copy_of(&a, x, n);
+	lt_ref sx = device_values(&a, t, x, n);
 	be->ops->scale(be, sx, n, -1.7f);
 	got = downloaded(&a, sx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] * -1.7f;
-	check_close(got, want, n, "%s scale n=%zu s=-1.7", name, n);
+	check_close_k(t, 1, got, want, n, "%s scale n=%zu s=-1.7", name, n);
 	free(got);
 
-	lt_ref ax = device_copy_of(&a, x, n), by = device_copy_of(&a, y, n), sum = new_device_array(&a, n);
+	lt_ref ax = device_values(&a, t, x, n), by = device_values(&a, t, y, n);
+	lt_ref sum = new_array_of(&a, t, n);
 	be->ops->add(be, sum, ax, by, n);
 	got = downloaded(&a, sum, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] + y[i];
-	check_close(got, want, n, "%s add n=%zu", name, n);
+	check_close_k(t, 1, got, want, n, "%s add n=%zu", name, n);
 	free(got);
 
-	lt_ref ya = device_copy_of(&a, x, n), yb = device_copy_of(&a, y, n);
+	lt_ref ya = device_values(&a, t, x, n), yb = device_values(&a, t, y, n);
 	be->ops->add(be, ya, ya, by, n);
 	be->ops->add(be, yb, ax, yb, n);
 	float *got_a = downloaded(&a, ya, n), *got_b = downloaded(&a, yb, n);
 	double err = tap_worst(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
-	tap_ok(err <= TOL, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.0e", name, n,
-	       err, TOL);
+	double tol = t == LT_BF16 ? BF16_TOL(1) : TOL;
+	tap_ok(err <= tol, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.3g", name, n,
+	       err, tol);
 	free(got_a);
 	free(got_b);
 
@@ -933,21 +1094,25 @@ static void test_elementwise_ops(lt_backend *be, struct rng *r)
 	be->ops->sum_squares(be, out, ax, n);
 	be->ops->sum(be, lt_ref_at(out, 1), ax, n);
 	got = downloaded(&a, out, 2);
-	check_close(&got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
-	check_close(&got[1], &s, 1, "%s sum n=%zu", name, n);
+	check_close_k(t, 0, &got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
+	check_close_k(t, 0, &got[1], &s, 1, "%s sum n=%zu", name, n);
 	free(got);
 
-	check_sync_and_guards_then_free(&a, "fill/copy/scale/add/sum_squares/sum");
+	if (t == LT_BF16)
+		check_bf16_elementwise_bits(&a, r, x, y, ax, by, name);
+	check_sync_and_guards_then_free(&a, name, "fill/copy/scale/add/sum_squares/sum");
 	free(x); free(y); free(want);
 }
 
-/* One gemm call of shape m x n x k on random A, B, C with leading
- * dimensions and batch strides above the minimum; nan_c fills C's m x n
- * blocks with NaN. */
-static void check_one_gemm(struct device_arrays *a, struct rng *r, int m, int n, int k, int ta, int tb,
-			   float alpha, float beta, int batch, int nan_c)
+/* One gemm call of shape m x n x k on random A, B, C of type t with
+ * leading dimensions and batch strides above the minimum; nan_c fills C's
+ * m x n blocks with NaN. */
+static void check_one_gemm(struct device_arrays *a, struct rng *r, enum lt_dtype t, int m, int n,
+			   int k, int ta, int tb, float alpha, float beta, int batch, int nan_c)
 {
 	lt_backend *be = a->be;
+	char name[64];
+	label(name, sizeof name, be, t);
 	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
 		.alpha = alpha, .beta = beta, .batch = batch };
 	int rows_a = ta ? g.k : g.m, cols_a = ta ? g.m : g.k;
@@ -961,8 +1126,8 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, int m, int n,
 	size_t na = (size_t)g.stride_a * (batch - 1) + (size_t)rows_a * g.lda;
 	size_t nb = (size_t)g.stride_b * (batch - 1) + (size_t)rows_b * g.ldb;
 	size_t nc = (size_t)g.stride_c * (batch - 1) + (size_t)g.m * g.ldc;
-	float *A = random_floats(r, na, -1, 1), *B = random_floats(r, nb, -1, 1);
-	float *C = random_floats(r, nc, -1, 1);
+	float *A = random_values(r, na, -1, 1, t), *B = random_values(r, nb, -1, 1, t);
+	float *C = random_values(r, nc, -1, 1, t);
 	if (nan_c)
 		for (int bt = 0; bt < batch; bt++)
 			for (int i = 0; i < g.m; i++)
@@ -971,13 +1136,14 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, int m, int n,
 	double *dA = widened(A, na), *dB = widened(B, nb), *want = widened(C, nc);
 	reference_gemm(&g, dA, dB, want);
 
-	lt_ref ra = device_copy_of(a, A, na), rb = device_copy_of(a, B, nb), rc = device_copy_of(a, C, nc);
+	lt_ref ra = device_values(a, t, A, na), rb = device_values(a, t, B, nb);
+	lt_ref rc = device_values(a, t, C, nc);
 	be->ops->gemm(be, &g, ra, rb, rc);
 	float *got = downloaded(a, rc, nc);
-	check_close(got, want, nc,
+	check_close_k(t, 1, got, want, nc,
 		    "%s gemm %c%c m=%d n=%d k=%d alpha=%g beta=%g%s lda=%d ldb=%d ldc=%d batch=%d "
 		    "(strides %ld/%ld/%ld; gaps between rows and batches untouched)",
-		    be->ops->name, ta ? 'T' : 'N', tb ? 'T' : 'N', g.m, g.n, g.k, alpha, beta,
+		    name, ta ? 'T' : 'N', tb ? 'T' : 'N', g.m, g.n, g.k, alpha, beta,
 		    nan_c ? " over NaN C" : "", g.lda, g.ldb, g.ldc, batch, g.stride_a, g.stride_b,
 		    g.stride_c);
 	free(A); free(B); free(C); free(dA); free(dB); free(want); free(got);
@@ -985,28 +1151,33 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, int m, int n,
 
 /* four transpose combinations, beta == 0 over NaN, and the few-row
  * products of decoding (a row or four against [out, in] weights, small and
- * wide enough to be split over threads): 15 checks */
-static void test_gemm(lt_backend *be, struct rng *r)
+ * wide enough to be split over threads): 15 checks. In bf16, A, B and C
+ * are all bf16 (test_dtypes holds the bf16 GEMM with an f32 C). */
+static void test_gemm(lt_backend *be, struct rng *r, enum lt_dtype t)
 {
 	struct device_arrays a = { .be = be };
+	char name[64];
+	label(name, sizeof name, be, t);
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
-	check_one_gemm(&a, r, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
+			check_one_gemm(&a, r, t, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
+	check_one_gemm(&a, r, t, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
 	for (int m = 1; m <= 4; m += 3) {
-		check_one_gemm(&a, r, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
-		check_one_gemm(&a, r, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
+		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
+		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
 	}
-	check_sync_and_guards_then_free(&a, "gemm");
+	check_sync_and_guards_then_free(&a, name, "gemm");
 }
 
-/* forward, backward into a non-zero table: 4 checks */
-static void test_embedding(lt_backend *be, struct rng *r)
+/* forward, backward into a non-zero f32 table: 4 checks; in bf16, a bf16
+ * table into an f32 out too (exact): 1 more */
+static void test_embedding(lt_backend *be, struct rng *r, enum lt_dtype t)
 {
-	const char *name = be->ops->name;
+	char name[64];
 	struct device_arrays a = { .be = be };
+	label(name, sizeof name, be, t);
 	const int N = N_, C = C_, V = V_;
 	size_t NC = (size_t)N * C, VC = (size_t)V * C;
 	int32_t tokens[N_];
@@ -1015,75 +1186,126 @@ static void test_embedding(lt_backend *be, struct rng *r)
 	tokens[3] = tokens[11] = tokens[29] = 42;  /* repeats, near and far */
 	tokens[12] = tokens[13] = 0;
 	tokens[N - 1] = V - 1;
-	float *table = random_floats(r, VC, -1, 1), *dtable = random_floats(r, VC, -1, 1);
-	float *dout = random_floats(r, NC, -1, 1);
+	float *table = random_values(r, VC, -1, 1, t), *dtable = random_floats(r, VC, -1, 1);
+	float *dout = random_values(r, NC, -1, 1, t);
 	double *dtab = widened(table, VC), *want_out = zeroed_doubles(NC);
 	double *want_dtable = widened(dtable, VC), *ddout = widened(dout, NC);
 	reference_embedding_forward(want_out, tokens, dtab, N, C);
 	reference_embedding_backward(want_dtable, tokens, ddout, N, C);
 
-	lt_ref rtok = device_ids_of(&a, tokens, N), rtable = device_copy_of(&a, table, VC);
-	lt_ref rout = new_device_array(&a, NC);
+	lt_ref rtok = device_ids_of(&a, tokens, N), rtable = device_values(&a, t, table, VC);
+	lt_ref rout = new_array_of(&a, t, NC);
 	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
 	float *got = downloaded(&a, rout, NC);
-	check_close(got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name, N, C, V);
+	check_close_k(t, 0, got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name, N, C, V);
 	free(got);
 
-	lt_ref rdtable = device_copy_of(&a, dtable, VC), rdout = device_copy_of(&a, dout, NC);
+	lt_ref rdtable = device_copy_of(&a, dtable, VC), rdout = device_values(&a, t, dout, NC);
 	be->ops->embedding_backward(be, rdtable, rtok, rdout, N, C);
 	got = downloaded(&a, rdtable, VC);
-	check_close(got, want_dtable, VC,
-		    "%s embedding_backward dtable += (non-zero start, repeated tokens) N=%d C=%d V=%d",
-		    name, N, C, V);
+	check_close_k(t, 0, got, want_dtable, VC,
+		      "%s embedding_backward f32 dtable += (non-zero start, repeated tokens) N=%d "
+		      "C=%d V=%d", name, N, C, V);
 	free(got);
 
-	check_sync_and_guards_then_free(&a, "embedding");
+	if (t == LT_BF16) {
+		lt_ref rout32 = new_array_of(&a, LT_F32, NC);
+		be->ops->embedding_forward(be, rout32, rtok, rtable, N, C);
+		got = downloaded(&a, rout32, NC);
+		int exact = 1;
+		for (int n = 0; n < N; n++)
+			exact &= same_bits(got + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C);
+		tap_ok(exact, "%s embedding_forward from a bf16 table into an f32 out: the rows "
+		       "widened exactly, bitwise", name);
+		free(got);
+	}
+	check_sync_and_guards_then_free(&a, name, "embedding");
 	free(table); free(dtable); free(dout); free(dtab); free(want_out); free(want_dtable); free(ddout);
 }
 
-/* forward out and rstd, backward dinp and dw (+=), determinism: 7 checks */
-static void test_rmsnorm(lt_backend *be, struct rng *r)
+/* bf16 only: the forward of f32 inp and bf16 w into a bf16 out, against
+ * the reference (1 rounding); and the backward's "+=" into a bf16 dinp
+ * (got_dinp, from dinp0) is the same backward into an f32 dinp rounded
+ * once, bitwise -- read, add in f32, round -- the arithmetic being the
+ * same whatever dinp's type: 2 checks */
+static void check_rmsnorm_mixed(struct device_arrays *a, struct rng *r, lt_ref rw, const float *w,
+				lt_ref rdout, lt_ref rinp, lt_ref rr, const float *dinp0,
+				const float *got_dinp, const char *name)
 {
-	const char *name = be->ops->name;
+	lt_backend *be = a->be;
+	const int N = N_, C = C_;
+	size_t NC = (size_t)N * C;
+	float *inp = random_floats(r, NC, -2, 2);
+	double *inp_d = widened(inp, NC), *w_d = widened(w, C);
+	double *want_out = zeroed_doubles(NC), *want_rstd = zeroed_doubles(N);
+	reference_rmsnorm_forward(want_out, want_rstd, inp_d, w_d, N, C, NORM_EPS);
+	lt_ref rin32 = device_values(a, LT_F32, inp, NC), rout = new_array_of(a, LT_BF16, NC);
+	lt_ref rrstd = new_device_array(a, N);
+	be->ops->rmsnorm_forward(be, rout, rrstd, rin32, rw, N, C, NORM_EPS);
+	float *got_out = downloaded(a, rout, NC);
+	check_close_k(LT_BF16, 1, got_out, want_out, NC,
+		      "%s rmsnorm_forward f32 inp, bf16 w -> bf16 out N=%d C=%d", name, N, C);
+
+	lt_ref rdinp32 = device_values(a, LT_F32, dinp0, NC), rdw = new_device_array(a, C);
+	be->ops->fill(be, rdw, C, 0.0f);
+	be->ops->rmsnorm_backward(be, rdinp32, rdw, rdout, rinp, rw, rr, N, C);
+	float *got32 = downloaded(a, rdinp32, NC);
+	tap_ok(equals_rounded(got_dinp, got32, NC),
+	       "%s rmsnorm_backward dinp += into bf16 is the f32 dinp's result rounded once, "
+	       "bitwise (N=%d C=%d)", name, N, C);
+	free(inp); free(inp_d); free(w_d); free(want_out); free(want_rstd); free(got_out);
+	free(got32);
+}
+
+/* forward out and rstd, backward dinp and dw (+=), determinism: 7 checks,
+ * and 2 more in bf16 */
+static void test_rmsnorm(lt_backend *be, struct rng *r, enum lt_dtype t)
+{
+	char name[64];
 	struct device_arrays a = { .be = be };
 	const int N = N_, C = C_;
 	size_t NC = (size_t)N * C;
-	float *inp = random_floats(r, NC, -2, 2), *w = random_floats(r, C, -1.5f, 1.5f);
-	float *dout = random_floats(r, NC, -1, 1);
-	float *dinp0 = random_floats(r, NC, -1, 1), *dw0 = random_floats(r, C, -1, 1);
+	float *inp = random_values(r, NC, -2, 2, t), *w = random_values(r, C, -1.5f, 1.5f, t);
+	float *dout = random_values(r, NC, -1, 1, t);
+	float *dinp0 = random_values(r, NC, -1, 1, t), *dw0 = random_floats(r, C, -1, 1);
 	double *dinp_d = widened(inp, NC), *w_d = widened(w, C), *dout_d = widened(dout, NC);
 	double *want_out = zeroed_doubles(NC), *want_rstd = zeroed_doubles(N);
 	double *want_dinp = widened(dinp0, NC), *want_dw = widened(dw0, C);
+	label(name, sizeof name, be, t);
 	reference_rmsnorm_forward(want_out, want_rstd, dinp_d, w_d, N, C, NORM_EPS);
 	reference_rmsnorm_backward(want_dinp, want_dw, dout_d, dinp_d, w_d, want_rstd, N, C);
 
-	lt_ref rinp = device_copy_of(&a, inp, NC), rw = device_copy_of(&a, w, C);
-	lt_ref rout = new_device_array(&a, NC), rrstd = new_device_array(&a, N);
+	lt_ref rinp = device_values(&a, t, inp, NC), rw = device_values(&a, t, w, C);
+	lt_ref rout = new_array_of(&a, t, NC), rrstd = new_device_array(&a, N);
 	be->ops->rmsnorm_forward(be, rout, rrstd, rinp, rw, N, C, NORM_EPS);
 	float *got_out = downloaded(&a, rout, NC), *got_rstd = downloaded(&a, rrstd, N);
-	check_close(got_out, want_out, NC, "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name, N, C);
-	check_close(got_rstd, want_rstd, N, "%s rmsnorm_forward rstd N=%d C=%d", name, N, C);
+	check_close_k(t, 1, got_out, want_out, NC, "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name,
+		      N, C);
+	check_close_k(t, 0, got_rstd, want_rstd, N, "%s rmsnorm_forward f32 rstd N=%d C=%d", name, N,
+		      C);
 
 	/* The backward reads the reference's rstd, so it is tested on its own. */
 	float *rstd = rounded(want_rstd, N);
-	lt_ref rr = device_copy_of(&a, rstd, N), rdout = device_copy_of(&a, dout, NC);
+	lt_ref rr = device_copy_of(&a, rstd, N), rdout = device_values(&a, t, dout, NC);
 	lt_ref rdinp[2], rdw[2];
 	float *got_dinp[2], *got_dw[2];
 	for (int run = 0; run < 2; run++) {
-		rdinp[run] = device_copy_of(&a, dinp0, NC);
+		rdinp[run] = device_values(&a, t, dinp0, NC);
 		rdw[run] = device_copy_of(&a, dw0, C);
 		be->ops->rmsnorm_backward(be, rdinp[run], rdw[run], rdout, rinp, rw, rr, N, C);
 		got_dinp[run] = downloaded(&a, rdinp[run], NC);
 		got_dw[run] = downloaded(&a, rdw[run], C);
 	}
-	check_close(got_dinp[0], want_dinp, NC, "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d",
-		    name, N, C);
-	check_close(got_dw[0], want_dw, C, "%s rmsnorm_backward dw += (non-zero start) N=%d C=%d", name,
-		    N, C);
+	check_close_k(t, 1, got_dinp[0], want_dinp, NC,
+		      "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d", name, N, C);
+	check_close_k(t, 0, got_dw[0], want_dw, C,
+		      "%s rmsnorm_backward f32 dw += (non-zero start) N=%d C=%d", name, N, C);
 	tap_ok(same_bits(got_dinp[0], got_dinp[1], NC) && same_bits(got_dw[0], got_dw[1], C),
 	       "%s rmsnorm_backward twice gives bitwise identical dinp and dw", name);
 
-	check_sync_and_guards_then_free(&a, "rmsnorm");
+	if (t == LT_BF16)
+		check_rmsnorm_mixed(&a, r, rw, w, rdout, rinp, rr, dinp0, got_dinp[0], name);
+	check_sync_and_guards_then_free(&a, name, "rmsnorm");
 	for (int run = 0; run < 2; run++) {
 		free(got_dinp[run]);
 		free(got_dw[run]);
@@ -1105,62 +1327,69 @@ static int value_heads_are_untouched(const float *got, const float *orig, const 
 
 /* rope forward, inverse, value heads; attention out, lse, dqkv,
  * determinism: 9 checks */
-static void test_rope_and_attention(lt_backend *be, struct rng *r, const struct lt_attn_shape *s)
+static void test_rope_and_attention(lt_backend *be, struct rng *r, const struct lt_attn_shape *s,
+				    enum lt_dtype t)
 {
-	const char *name = be->ops->name;
+	char name[64];
 	struct device_arrays a = { .be = be };
 	char shape[96], group[128];
+	label(name, sizeof name, be, t);
 	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
 	size_t nlse = (size_t)s->B * s->H * s->T;
 	describe(shape, sizeof shape, s);
 
 	float *inv_freq = rope_inv_freq(s->D);
 	double *inv_freq_d = widened(inv_freq, s->D / 2);
-	float *x = random_floats(r, n, -1, 1);
+	float *x = random_values(r, n, -1, 1, t);
 	double *want_fwd = widened(x, n), *want_bwd = widened(x, n);
 	reference_rope(want_fwd, inv_freq_d, s, 0);
 	reference_rope(want_bwd, inv_freq_d, s, 1);
 
 	lt_ref rfreq = device_copy_of(&a, inv_freq, s->D / 2);
-	lt_ref rfwd = device_copy_of(&a, x, n), rbwd = device_copy_of(&a, x, n);
+	lt_ref rfwd = device_values(&a, t, x, n), rbwd = device_values(&a, t, x, n);
 	be->ops->rope(be, rfwd, rfreq, s, 0);
 	be->ops->rope(be, rbwd, rfreq, s, 1);
 	float *got_fwd = downloaded(&a, rfwd, n), *got_bwd = downloaded(&a, rbwd, n);
-	check_close(got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
-	check_close(got_bwd, want_bwd, n, "%s rope backward (inverse) %s theta=1e4", name, shape);
+	check_close_k(t, 1, got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
+	check_close_k(t, 1, got_bwd, want_bwd, n, "%s rope backward (inverse) %s theta=1e4", name,
+		      shape);
 	tap_ok(value_heads_are_untouched(got_fwd, x, s) && value_heads_are_untouched(got_bwd, x, s),
 	       "%s rope forward and backward leave value heads bitwise untouched %s", name, shape);
 
-	float *qkv = random_floats(r, n, -2, 2), *dout = random_floats(r, nout, -1, 1);
+	float *qkv = random_values(r, n, -2, 2, t), *dout = random_values(r, nout, -1, 1, t);
 	double *qkv_d = widened(qkv, n), *dout_d = widened(dout, nout);
 	double *want_out = zeroed_doubles(nout), *want_lse = zeroed_doubles(nlse);
 	double *want_dqkv = zeroed_doubles(n);
 	reference_attention_forward(want_out, want_lse, qkv_d, s);
 	reference_attention_backward(want_dqkv, dout_d, qkv_d, s);
 
-	lt_ref rqkv = device_copy_of(&a, qkv, n);
-	lt_ref rout = new_device_array(&a, nout), rlse = new_device_array(&a, nlse);
+	lt_ref rqkv = device_values(&a, t, qkv, n);
+	lt_ref rout = new_array_of(&a, t, nout), rlse = new_device_array(&a, nlse);
 	be->ops->attention_forward(be, rout, rlse, rqkv, s);
 	float *got_out = downloaded(&a, rout, nout), *got_lse = downloaded(&a, rlse, nlse);
-	check_close(got_out, want_out, nout, "%s attention_forward out %s", name, shape);
-	check_close(got_lse, want_lse, nlse, "%s attention_forward lse[B,H,T] %s", name, shape);
+	check_close_k(t, 1, got_out, want_out, nout, "%s attention_forward out %s", name, shape);
+	check_close_k(t, 0, got_lse, want_lse, nlse, "%s attention_forward f32 lse[B,H,T] %s", name,
+		      shape);
 
-	/* The backward reads the reference's out and lse, so it is tested on its own. */
+	/* The backward reads the reference's out (rounded to the mode's type)
+	 * and lse, so it is tested on its own. */
 	float *out = rounded(want_out, nout), *lse = rounded(want_lse, nlse);
-	lt_ref rout_ref = device_copy_of(&a, out, nout), rlse_ref = device_copy_of(&a, lse, nlse);
-	lt_ref rdout = device_copy_of(&a, dout, nout);
+	round_to(out, nout, t);
+	lt_ref rout_ref = device_values(&a, t, out, nout), rlse_ref = device_copy_of(&a, lse, nlse);
+	lt_ref rdout = device_values(&a, t, dout, nout);
 	float *got_dqkv[2];
 	for (int run = 0; run < 2; run++) {
-		lt_ref rdqkv = new_device_array(&a, n);
+		lt_ref rdqkv = new_array_of(&a, t, n);
 		be->ops->attention_backward(be, rdqkv, rdout, rout_ref, rlse_ref, rqkv, s);
 		got_dqkv[run] = downloaded(&a, rdqkv, n);
 	}
-	check_close(got_dqkv[0], want_dqkv, n, "%s attention_backward dqkv (over NaN) %s", name, shape);
+	check_close_k(t, 2, got_dqkv[0], want_dqkv, n, "%s attention_backward dqkv (over NaN) %s",
+		      name, shape);
 	tap_ok(same_bits(got_dqkv[0], got_dqkv[1], n),
 	       "%s attention_backward twice gives bitwise identical dqkv %s", name, shape);
 
 	snprintf(group, sizeof group, "rope/attention %s", shape);
-	check_sync_and_guards_then_free(&a, group);
+	check_sync_and_guards_then_free(&a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_fwd); free(want_bwd); free(got_fwd);
 	free(got_bwd); free(qkv); free(dout); free(qkv_d); free(dout_d); free(want_out); free(want_lse);
 	free(want_dqkv); free(got_out); free(got_lse); free(out); free(lse);
@@ -1219,10 +1448,12 @@ static int cache_rest_is_untouched(const float *c, const float *orig, int S,
 /* rope at pos0; attention_cached out, cache writes, what it leaves alone,
  * determinism; then from an empty cache: whole sequences in one call equal
  * attention_forward, one token per call equal the reference: 9 checks */
-static void test_attention_cached(lt_backend *be, struct rng *r, const struct cached_config *cc)
+static void test_attention_cached(lt_backend *be, struct rng *r, const struct cached_config *cc,
+				  enum lt_dtype t)
 {
-	const char *name = be->ops->name;
+	char name[64];
 	struct device_arrays a = { .be = be };
+	label(name, sizeof name, be, t);
 	const struct lt_attn_shape *s = &cc->s;
 	int S = cc->S, B = s->B, K = s->K, D = s->D;
 	char shape[128], group[160];
@@ -1234,31 +1465,31 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 	/* rope honours pos0 */
 	float *inv_freq = rope_inv_freq(D);
 	double *inv_freq_d = widened(inv_freq, D / 2);
-	float *x = random_floats(r, n, -1, 1);
+	float *x = random_values(r, n, -1, 1, t);
 	double *want_rope = widened(x, n);
 	reference_rope(want_rope, inv_freq_d, s, 0);
-	lt_ref rfreq = device_copy_of(&a, inv_freq, D / 2), rx = device_copy_of(&a, x, n);
+	lt_ref rfreq = device_copy_of(&a, inv_freq, D / 2), rx = device_values(&a, t, x, n);
 	be->ops->rope(be, rx, rfreq, s, 0);
 	float *got_rope = downloaded(&a, rx, n);
-	check_close(got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
+	check_close_k(t, 1, got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
 
 	/* a cache whose positions before pos0 hold earlier keys and values, and
 	 * NaN after, which the op must neither read nor overwrite */
-	float *kc0 = random_floats(r, ncache, -2, 2), *vc0 = random_floats(r, ncache, -2, 2);
+	float *kc0 = random_values(r, ncache, -2, 2, t), *vc0 = random_values(r, ncache, -2, 2, t);
 	for (size_t bk = 0; bk < (size_t)B * K; bk++)
 		for (int j = s->pos0; j < S; j++)
 			for (int d = 0; d < D; d++)
 				kc0[(bk * S + j) * D + d] = vc0[(bk * S + j) * D + d] = NAN;
-	float *qkv = random_floats(r, n, -2, 2);
+	float *qkv = random_values(r, n, -2, 2, t);
 	double *qkv_d = widened(qkv, n), *kc_d = widened(kc0, ncache), *vc_d = widened(vc0, ncache);
 	double *want_out = zeroed_doubles(nout);
 	reference_attention_cached(want_out, qkv_d, kc_d, vc_d, S, s);
 
-	lt_ref rqkv = device_copy_of(&a, qkv, n);
+	lt_ref rqkv = device_values(&a, t, qkv, n);
 	float *got_out[2], *got_kc = NULL, *got_vc = NULL;
 	for (int run = 0; run < 2; run++) {
-		lt_ref rk = device_copy_of(&a, kc0, ncache), rv = device_copy_of(&a, vc0, ncache);
-		lt_ref rout = new_device_array(&a, nout);
+		lt_ref rk = device_values(&a, t, kc0, ncache), rv = device_values(&a, t, vc0, ncache);
+		lt_ref rout = new_array_of(&a, t, nout);
 		be->ops->attention_cached(be, rout, rqkv, rk, rv, S, s);
 		got_out[run] = downloaded(&a, rout, nout);
 		if (run == 0) {
@@ -1266,7 +1497,8 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 			got_vc = downloaded(&a, rv, ncache);
 		}
 	}
-	check_close(got_out[0], want_out, nout, "%s attention_cached out (over NaN) %s", name, shape);
+	check_close_k(t, 1, got_out[0], want_out, nout, "%s attention_cached out (over NaN) %s", name,
+		      shape);
 	tap_ok(cache_holds_new_rows(got_kc, qkv, S, s, 0) && cache_holds_new_rows(got_vc, qkv, S, s, 1),
 	       "%s attention_cached copies the new keys and values to positions pos0.. %s", name,
 	       shape);
@@ -1282,44 +1514,47 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 	whole.pos0 = 0;
 	step.T = 1;
 	size_t W = qkv_width(s), nq = (size_t)B * S * W, nfull = (size_t)B * S * s->H * D;
-	float *seq = random_floats(r, nq, -2, 2);
+	float *seq = random_values(r, nq, -2, 2, t);
 	double *seq_d = widened(seq, nq), *want_full = zeroed_doubles(nfull);
 	double *lse_d = zeroed_doubles((size_t)B * s->H * S);
 	reference_attention_forward(want_full, lse_d, seq_d, &whole);
 
-	lt_ref rseq = device_copy_of(&a, seq, nq), rfwd = new_device_array(&a, nfull);
+	lt_ref rseq = device_values(&a, t, seq, nq), rfwd = new_array_of(&a, t, nfull);
 	lt_ref rlse = new_device_array(&a, (size_t)B * s->H * S);
-	lt_ref rk = new_device_array(&a, ncache), rv = new_device_array(&a, ncache);
-	lt_ref rall = new_device_array(&a, nfull);
+	lt_ref rk = new_array_of(&a, t, ncache), rv = new_array_of(&a, t, ncache);
+	lt_ref rall = new_array_of(&a, t, nfull);
 	be->ops->attention_forward(be, rfwd, rlse, rseq, &whole);
 	be->ops->attention_cached(be, rall, rseq, rk, rv, S, &whole);
 	float *got_fwd = downloaded(&a, rfwd, nfull), *got_all = downloaded(&a, rall, nfull);
 	double *fwd_d = widened(got_fwd, nfull);
 	double err = tap_rel_l2_f(got_all, fwd_d, (long)nfull);
-	tap_ok(err <= 1e-6, "%s attention_cached with pos0=0, T=S equals attention_forward: rel L2 "
-	       "%.3g <= 1e-6 (B=%d S=%d)", name, err, B, S);
+	/* f32 results within 1e-6 of each other, each rounded once in bf16 */
+	double tol = t == LT_BF16 ? 2 * BF16_U + 1e-6 : 1e-6;
+	tap_ok(err <= tol, "%s attention_cached with pos0=0, T=S equals attention_forward: rel L2 "
+	       "%.3g <= %.3g (B=%d S=%d)", name, err, tol, B, S);
 
-	/* one token per call: row t of each sequence, gathered into [B, W] */
+	/* one token per call: row p of each sequence, gathered into [B, W] */
 	float *one = zeroed_floats((size_t)B * W), *got_steps = zeroed_floats(nfull);
-	lt_ref rone = new_device_array(&a, (size_t)B * W), rstep = new_device_array(&a, (size_t)B * s->H * D);
-	for (int t = 0; t < S; t++) {
+	lt_ref rone = new_array_of(&a, t, (size_t)B * W);
+	lt_ref rstep = new_array_of(&a, t, (size_t)B * s->H * D);
+	for (int p = 0; p < S; p++) {
 		for (int b = 0; b < B; b++)
-			memcpy(one + (size_t)b * W, seq + ((size_t)b * S + t) * W, W * sizeof(float));
+			memcpy(one + (size_t)b * W, seq + ((size_t)b * S + p) * W, W * sizeof(float));
 		upload(&a, rone, one, (size_t)B * W);
-		step.pos0 = t;
+		step.pos0 = p;
 		be->ops->attention_cached(be, rstep, rone, rk, rv, S, &step);
 		float *o = downloaded(&a, rstep, (size_t)B * s->H * D);
 		for (int b = 0; b < B; b++)
-			memcpy(got_steps + ((size_t)b * S + t) * s->H * D, o + (size_t)b * s->H * D,
+			memcpy(got_steps + ((size_t)b * S + p) * s->H * D, o + (size_t)b * s->H * D,
 			       (size_t)s->H * D * sizeof(float));
 		free(o);
 	}
-	check_close(got_steps, want_full, nfull,
-		    "%s attention_cached one token per call over %d positions equals causal attention "
-		    "of the whole sequence (B=%d)", name, S, B);
+	check_close_k(t, 1, got_steps, want_full, nfull,
+		      "%s attention_cached one token per call over %d positions equals causal "
+		      "attention of the whole sequence (B=%d)", name, S, B);
 
 	snprintf(group, sizeof group, "attention_cached %s", shape);
-	check_sync_and_guards_then_free(&a, group);
+	check_sync_and_guards_then_free(&a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_rope); free(got_rope); free(kc0);
 	free(vc0); free(qkv); free(qkv_d); free(kc_d); free(vc_d); free(want_out);
 	free(got_out[0]); free(got_out[1]); free(got_kc); free(got_vc); free(seq); free(seq_d);
@@ -1328,37 +1563,40 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 }
 
 /* forward, backward: 4 checks */
-static void test_swiglu(lt_backend *be, struct rng *r)
+static void test_swiglu(lt_backend *be, struct rng *r, enum lt_dtype t)
 {
-	const char *name = be->ops->name;
+	char name[64];
 	struct device_arrays a = { .be = be };
 	const int N = N_, F = F_;
 	size_t nh = (size_t)N * 2 * F, nf = (size_t)N * F;
-	float *h = random_floats(r, nh, -4, 4), *dout = random_floats(r, nf, -1, 1);
+	float *h = random_values(r, nh, -4, 4, t), *dout = random_values(r, nf, -1, 1, t);
+	label(name, sizeof name, be, t);
 	double *h_d = widened(h, nh), *dout_d = widened(dout, nf);
 	double *want_out = zeroed_doubles(nf), *want_dh = zeroed_doubles(nh);
 	reference_swiglu_forward(want_out, h_d, N, F);
 	reference_swiglu_backward(want_dh, dout_d, h_d, N, F);
 
-	lt_ref rh = device_copy_of(&a, h, nh), rout = new_device_array(&a, nf);
-	lt_ref rdout = device_copy_of(&a, dout, nf), rdh = new_device_array(&a, nh);
+	lt_ref rh = device_values(&a, t, h, nh), rout = new_array_of(&a, t, nf);
+	lt_ref rdout = device_values(&a, t, dout, nf), rdh = new_array_of(&a, t, nh);
 	be->ops->swiglu_forward(be, rout, rh, N, F);
 	be->ops->swiglu_backward(be, rdh, rdout, rh, N, F);
 	float *got_out = downloaded(&a, rout, nf), *got_dh = downloaded(&a, rdh, nh);
-	check_close(got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
-	check_close(got_dh, want_dh, nh, "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N, F);
+	check_close_k(t, 1, got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
+	check_close_k(t, 1, got_dh, want_dh, nh, "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N,
+		      F);
 
-	check_sync_and_guards_then_free(&a, "swiglu");
+	check_sync_and_guards_then_free(&a, name, "swiglu");
 	free(h); free(dout); free(h_d); free(dout_d); free(want_out); free(want_dh); free(got_out);
 	free(got_dh);
 }
 
 /* losses and untouched logits at grad_scale 0; losses, in-place gradient
  * and exact zeros for ignored targets otherwise: 7 checks */
-static void test_xent(lt_backend *be, struct rng *r)
+static void test_xent(lt_backend *be, struct rng *r, enum lt_dtype t)
 {
-	const char *name = be->ops->name;
+	char name[64];
 	struct device_arrays a = { .be = be };
+	label(name, sizeof name, be, t);
 	const int N = N_, V = V_;
 	const float grad_scale = 1.0f / N_;
 	size_t nl = (size_t)N * V;
@@ -1369,29 +1607,30 @@ static void test_xent(lt_backend *be, struct rng *r)
 	targets[1] = V - 1;
 	targets[4] = -1;
 	targets[20] = -100;
-	float *logits = random_floats(r, nl, -4, 4);
+	float *logits = random_values(r, nl, -4, 4, t);
 	double *logits_d = widened(logits, nl), *want_losses = zeroed_doubles(N);
 	double *want_grad = zeroed_doubles(nl);
 	reference_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
 
 	lt_ref rtargets = device_ids_of(&a, targets, N);
-	lt_ref rlogits = device_copy_of(&a, logits, nl), rlosses = new_device_array(&a, N);
+	lt_ref rlogits = device_values(&a, t, logits, nl), rlosses = new_device_array(&a, N);
 	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
 	float *got_losses = downloaded(&a, rlosses, N), *got_logits = downloaded(&a, rlogits, nl);
-	check_close(got_losses, want_losses, N, "%s xent grad_scale=0 losses N=%d V=%d (2 ignored)", name,
-		    N, V);
+	check_close_k(t, 0, got_losses, want_losses, N,
+		      "%s xent grad_scale=0 f32 losses N=%d V=%d (2 ignored)", name, N, V);
 	tap_ok(same_bits(got_logits, logits, nl), "%s xent grad_scale=0 leaves logits bitwise unchanged",
 	       name);
 	free(got_losses);
 	free(got_logits);
 
-	lt_ref rgrad = device_copy_of(&a, logits, nl), rlosses2 = new_device_array(&a, N);
+	lt_ref rgrad = device_values(&a, t, logits, nl), rlosses2 = new_device_array(&a, N);
 	be->ops->xent(be, rlosses2, rgrad, rtargets, N, V, grad_scale);
 	got_losses = downloaded(&a, rlosses2, N);
 	float *got_grad = downloaded(&a, rgrad, nl);
-	check_close(got_losses, want_losses, N, "%s xent grad_scale=1/%d losses N=%d V=%d", name, N, N, V);
-	check_close(got_grad, want_grad, nl, "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name,
-		    N, N, V);
+	check_close_k(t, 0, got_losses, want_losses, N, "%s xent grad_scale=1/%d f32 losses N=%d V=%d",
+		      name, N, N, V);
+	check_close_k(t, 1, got_grad, want_grad, nl,
+		      "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name, N, N, V);
 	int exact = 1;
 	for (int n = 0; n < N; n++) {
 		if (targets[n] >= 0)
@@ -1402,7 +1641,7 @@ static void test_xent(lt_backend *be, struct rng *r)
 	}
 	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row", name);
 
-	check_sync_and_guards_then_free(&a, "xent");
+	check_sync_and_guards_then_free(&a, name, "xent");
 	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
 }
 
@@ -1443,66 +1682,98 @@ static void test_adamw(lt_backend *be, struct rng *r)
 	check_close(got_m, m, n, "%s adamw steps 5-7: m", name);
 	check_close(got_v, v, n, "%s adamw steps 5-7: v", name);
 
-	check_sync_and_guards_then_free(&a, "adamw");
+	check_sync_and_guards_then_free(&a, name, "adamw");
 	free(p0); free(m0); free(v0); free(p); free(m); free(v); free(got_p); free(got_m); free(got_v);
 	free(want_change); free(got_change);
 }
 
 /* Op groups, by number and in this order, so that one can run on two
- * backends: four, the attention configs, the cached ones, three more. */
+ * backends: four, the attention configs, the cached ones, three more; the
+ * last, adamw, whose arguments are all f32, only in f32. */
 #define OP_GROUPS (7 + ATTN_CONFIGS + CACHED_CONFIGS)
 
-static const char *run_op_group(lt_backend *be, struct rng *r, int g)
+/* The op groups that run in mode t. */
+static int op_groups(enum lt_dtype t)
 {
-	static char label[192];
+	return t == LT_BF16 ? OP_GROUPS - 1 : OP_GROUPS;
+}
+
+static const char *run_op_group(lt_backend *be, struct rng *r, int g, enum lt_dtype t)
+{
+	static char what[192];
 	switch (g) {
-	case 0: test_elementwise_ops(be, r); return "fill/copy/scale/add/sum_squares/sum";
-	case 1: test_gemm(be, r); return "gemm";
-	case 2: test_embedding(be, r); return "embedding";
-	case 3: test_rmsnorm(be, r); return "rmsnorm";
+	case 0: test_elementwise_ops(be, r, t); return "fill/copy/scale/add/sum_squares/sum";
+	case 1: test_gemm(be, r, t); return "gemm";
+	case 2: test_embedding(be, r, t); return "embedding";
+	case 3: test_rmsnorm(be, r, t); return "rmsnorm";
 	}
 	g -= 4;
 	if (g < ATTN_CONFIGS) {
 		char shape[160];
-		test_rope_and_attention(be, r, &attn_configs[g]);
+		test_rope_and_attention(be, r, &attn_configs[g], t);
 		describe(shape, sizeof shape, &attn_configs[g]);
-		snprintf(label, sizeof label, "rope/attention %s", shape);
-		return label;
+		snprintf(what, sizeof what, "rope/attention %s", shape);
+		return what;
 	}
 	g -= ATTN_CONFIGS;
 	if (g < CACHED_CONFIGS) {
-		test_attention_cached(be, r, &cached_configs[g]);
-		snprintf(label, sizeof label, "attention_cached config %d", g + 1);
-		return label;
+		test_attention_cached(be, r, &cached_configs[g], t);
+		snprintf(what, sizeof what, "attention_cached config %d", g + 1);
+		return what;
 	}
 	g -= CACHED_CONFIGS;
 	switch (g) {
-	case 0: test_swiglu(be, r); return "swiglu";
-	case 1: test_xent(be, r); return "xent";
+	case 0: test_swiglu(be, r, t); return "swiglu";
+	case 1: test_xent(be, r, t); return "xent";
 	default: test_adamw(be, r); return "adamw";
 	}
 }
 
 /* Group g on the CPU (checks muted, downloads recorded), then on be (its
  * checks, plus one comparing every download with the CPU's). */
-static void run_op_group_beside_cpu(lt_backend *be, lt_backend *cpu, struct rng *r, int g)
+static void run_op_group_beside_cpu(lt_backend *be, lt_backend *cpu, struct rng *r, int g,
+				    enum lt_dtype t)
 {
 	struct rng saved = *r;
+	char name[64];
+	double tol = t == LT_BF16 ? BF16_TWIN_TOL : TOL;
+	label(name, sizeof name, be, t);
 	twin.mode = TWIN_RECORD;
 	tap_mute(1);
-	run_op_group(cpu, r, g);
+	run_op_group(cpu, r, g, t);
 	tap_mute(0);
 	*r = saved;
 	twin.mode = TWIN_COMPARE;
-	const char *label = run_op_group(be, r, g);
-	tap_ok(twin.pos == twin.count && twin.worst <= TOL,
+	const char *what = run_op_group(be, r, g, t);
+	tap_ok(twin.pos == twin.count && twin.worst <= tol,
 	       "%s against the cpu backend, %s: %d of %d downloaded arrays compared, worst rel L2 "
-	       "%.3g <= %g", be->ops->name, label, twin.pos, twin.count, twin.worst, TOL);
+	       "%.3g <= %.3g", name, what, twin.pos, twin.count, twin.worst, tol);
 	twin_clear();
 }
 
-/* Opening the backend, then every op group: CHECKS_PER_BACKEND checks,
- * plus OP_GROUPS against the CPU backend for a backend other than it. */
+/* Whether the bf16 mode runs on the backend of spec: on the CPU always;
+ * elsewhere when LT_TEST_BF16_OPENCL=1, the OpenCL ops taking f32
+ * arguments only for now (backend.h allows bf16). */
+static int bf16_mode_runs(const char *spec)
+{
+	const char *env = getenv("LT_TEST_BF16_OPENCL");
+	return !strcmp(spec, "cpu") || (env && !strcmp(env, "1"));
+}
+
+/* The checks test_backend makes for spec: opening it; the op groups in
+ * f32, then in bf16 (or one skip saying why not); for a backend other
+ * than the CPU, one per group run against the CPU backend. */
+static int checks_for(const char *spec)
+{
+	int other = strcmp(spec, "cpu") != 0;
+	int n = 1 + GROUP_CHECKS + (other ? op_groups(LT_F32) : 0);
+	if (bf16_mode_runs(spec))
+		return n + GROUP_CHECKS_BF16 + (other ? op_groups(LT_BF16) : 0);
+	return n + 1;
+}
+
+/* Opening the backend, then every op group in f32 and in bf16:
+ * checks_for(spec) checks. */
 static void test_backend(const char *spec)
 {
 	lt_backend *be = NULL;
@@ -1511,7 +1782,7 @@ static void test_backend(const char *spec)
 	if (!tap_ok(st == LT_OK, "backend '%s' opens (%s%s%s)", spec, lt_status_str(st),
 		    st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg())) {
 		lt_backend_free(be);
-		int rest = CHECKS_PER_BACKEND - 1 + (strcmp(spec, "cpu") ? OP_GROUPS : 0);
+		int rest = checks_for(spec) - 1;
 		for (int i = 0; i < rest; i++)
 			tap_ok(0, "backend '%s' did not open", spec);
 		return;
@@ -1525,11 +1796,19 @@ static void test_backend(const char *spec)
 	lt_backend *cpu = NULL;
 	if (strcmp(spec, "cpu") && lt_backend_new("cpu", 0, &cpu) != LT_OK)
 		bail_out("the cpu backend does not open: %s", lt_errmsg());
-	for (int g = 0; g < OP_GROUPS; g++) {
-		if (cpu)
-			run_op_group_beside_cpu(be, cpu, &r, g);
-		else
-			run_op_group(be, &r, g);
+	static const enum lt_dtype modes[2] = { LT_F32, LT_BF16 };
+	for (int m = 0; m < 2; m++) {
+		if (modes[m] == LT_BF16 && !bf16_mode_runs(spec)) {
+			tap_skip("%s: the bf16 mode runs on the cpu backend only "
+				 "(LT_TEST_BF16_OPENCL=1 runs it here too)", spec);
+			continue;
+		}
+		for (int g = 0; g < op_groups(modes[m]); g++) {
+			if (cpu)
+				run_op_group_beside_cpu(be, cpu, &r, g, modes[m]);
+			else
+				run_op_group(be, &r, g, modes[m]);
+		}
 	}
 	lt_backend_free(cpu);
 	lt_backend_free(be);
@@ -1555,7 +1834,7 @@ int main(void)
 
 	int plan = REFERENCE_CHECKS;
 	for (int i = 0; i < n_specs; i++)
-		plan += CHECKS_PER_BACKEND + (strcmp(specs[i], "cpu") ? OP_GROUPS : 0);
+		plan += checks_for(specs[i]);
 	tap_plan(plan);
 	prove_references();
 	for (int i = 0; i < n_specs; i++)
