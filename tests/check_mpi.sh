@@ -375,6 +375,20 @@ ok $? "train.matmul = tf32 on CPU ranks, ZeRO 2, deterministic: parameters bitwi
 train r3 3 "$@" --deterministic --zero 2 --recompute block
 cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/r3/$final/model.safetensors"
 ok $? "--recompute block over 3 ranks, ZeRO 2, deterministic: parameters bitwise equal to one process's without it"
+# bf16 (--precision bf16) keeps the same promise: with --deterministic, 2
+# ranks at ZeRO 1 and 3 at ZeRO 2 with recompute give one process's bits;
+# without it, 2 ranks with --balance auto follow one process's losses.
+train b1 0 "$@" --deterministic --precision bf16
+ok $rc "bf16, deterministic, one process: $(tail -c 300 "$tmp/b1.out")"
+train b2 2 "$@" --deterministic --zero 1 --precision bf16
+train b3 3 "$@" --deterministic --zero 2 --precision bf16 --recompute block
+for name in b2 b3; do
+	cmp -s "$tmp/b1/$final/model.safetensors" "$tmp/$name/$final/model.safetensors"
+	ok $? "bf16, deterministic, ${name:1} ranks: parameters bitwise equal to one process's"
+done
+cmp -s "$tmp/d1/$final/model.safetensors" "$tmp/b1/$final/model.safetensors"
+[ $? = 1 ]
+ok $? "and the bf16 run's parameters differ from the fp32 run's (bf16 ran)"
 
 # 5. Resharding: a deterministic run over 2 ranks saves at step 15; its
 # last checkpoint is removed and 3 ranks resume from step 15: the final

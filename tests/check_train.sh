@@ -229,5 +229,52 @@ ok $? "eval's loss equals the run's final validation loss, perplexity = exp(loss
 expect 1 "vocabulary" "eval on a shard of another vocabulary is refused" -- \
 	eval --data "$tmp/data2/val_0000.bin" "$tmp/A"
 
+# 7. bf16: a run resumed from its checkpoint is bitwise the uninterrupted
+#    one, as in fp32; checkpoints hold fp32 weights, so a run resumes in the
+#    other precision; a precision that does not exist is one line.
+"$LLTRAIN" train "$@" --precision bf16 --train.steps=60 --run.dir="$tmp/H" >"$tmp/H.out" 2>&1
+ok $? "a bf16 run of 60 steps finishes: $(tail -c 300 "$tmp/H.out")"
+expect 0 "resumed from" "a bf16 run resumes from its step-40 checkpoint in another directory" -- \
+	train "$@" --train.steps=60 --run.dir="$tmp/H2" --resume "$tmp/H/checkpoints/step_00000040"
+cmp "$tmp/H/checkpoints/step_00000060/model.safetensors" \
+	"$tmp/H2/checkpoints/step_00000060/model.safetensors" &&
+	cmp "$tmp/H/checkpoints/step_00000060/optimizer.safetensors" \
+		"$tmp/H2/checkpoints/step_00000060/optimizer.safetensors" &&
+	grep -qx 'precision = bf16' "$tmp/H2/config.ini"
+ok $? "the resumed bf16 run's final parameters and moments are bitwise the uninterrupted run's"
+python3 - "$tmp/H/checkpoints/step_00000060/model.safetensors" <<'EOF2'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+hdr = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+hdr.pop("__metadata__", None)
+assert {v["dtype"] for v in hdr.values()} == {"F32"}, hdr
+EOF2
+ok $? "a bf16 run's checkpoint holds F32 master weights"
+expect 0 "resumed from" "the bf16 checkpoint resumes in fp32" -- \
+	train "$@" --train.steps=80 --run.dir="$tmp/H3" --precision fp32 \
+	--resume "$tmp/H/checkpoints/step_00000060"
+grep -qx 'precision = fp32' "$tmp/H3/config.ini"
+ok $? "the fp32 resume records precision = fp32 in its config.ini"
+expect 0 "resumed from" "an fp32 checkpoint resumes in bf16" -- \
+	train "$@" --train.steps=$STEPS --run.dir="$tmp/H4" --precision bf16 \
+	--resume "$tmp/A/checkpoints/step_00000280"
+python3 - "$tmp/A/metrics.jsonl" "$tmp/H4/metrics.jsonl" <<'EOF2'
+import json, sys
+def losses(p):
+    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o}
+a, h = losses(sys.argv[1]), losses(sys.argv[2])
+steps = [s for s in h if s > 280]
+assert len(steps) == 20, steps
+worst = max(abs(h[s] - a[s]) / a[s] for s in steps)
+print("# worst relative difference of the 20 bf16 step losses from fp32's: %.4f" % worst)
+assert worst < 0.05, worst
+EOF2
+ok $? "the 20 steps resumed in bf16 have losses within 5% of the fp32 run's"
+expect_brief 2 "train.precision 'fp16': expected one of fp32 or bf16" \
+	"an unknown precision is one line naming the key and the choices" -- \
+	train "$@" --precision fp16 --train.steps=1 --run.dir="$tmp/H5"
+[ ! -e "$tmp/H5" ]
+ok $? "and the refused run wrote nothing"
+
 echo "1..$n"
 exit $failed
