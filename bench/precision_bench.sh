@@ -16,7 +16,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # first_number LABEL FILE: the first number after "LABEL:" in FILE.
 first_number() {
-	sed -n "s/^$1: *\([0-9.]*\).*/\1/p" "$2" | head -1
+	awk -v label="$1" 'index($0, label ":") == 1 {
+		sub(/^[^:]*: */, ""); print $1 + 0; exit }' "$2"
 }
 # estimate FILE: the estimate of peak memory that bench printed, in MiB.
 estimate() {
