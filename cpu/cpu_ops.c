@@ -300,14 +300,18 @@ void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref 
 	LT_ASSERT(N >= 0 && C > 0);
 	struct lt_cpu_vec o = lt_cpu_vec(out, (size_t)N * C), tab = lt_cpu_vec(table, (size_t)C);
 	const int32_t *tok = lt_cpu_ids(tokens, (size_t)N);
-	size_t V = rows_in(table, C);
+	size_t V = rows_in(table, C), row = (size_t)C * (o.bf16 ? sizeof(uint16_t) : sizeof(float));
 	if (c->failed)
 		return;
 	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
 		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
-		lt_cpu_copy_elems(o, (size_t)n * C, tab, (size_t)tok[n] * C, (size_t)C);
+		if (o.bf16 == tab.bf16)  /* a row of one type: its bytes */
+			memcpy((char *)o.p + (size_t)n * row, (const char *)tab.p + (size_t)tok[n] * row,
+			       row);
+		else
+			lt_cpu_copy_elems(o, (size_t)n * C, tab, (size_t)tok[n] * C, (size_t)C);
 	}
 	lt_cpu_prof_stop(c, "embedding_forward", t0);
 }
@@ -527,6 +531,13 @@ void lt_cpu_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_at
 			}
 			for (int b = 0; b < B; b++) {
 				size_t row = ((size_t)b * T + t) * W;
+				if (!x.bf16) {
+					for (int hd = 0; hd < heads; hd++) {
+						float *x1 = (float *)x.p + row + (size_t)hd * D + i0;
+						rotate_pairs(x1, x1 + half, cs, sn, cnt);
+					}
+					continue;
+				}
 				for (int hd = 0; hd < heads; hd++) {
 					size_t at = row + (size_t)hd * D + i0;
 					float *x1 = lt_cpu_dest_of(x, at, (size_t)cnt, t1);

@@ -264,7 +264,8 @@ out:
  * + beta C, with gaps after every row and matrix (ld and stride larger
  * than needed), against float64 over the bf16 values; the gaps of C must
  * keep their bytes. f32 sums of exact products stay within 1e-5 (rel L2);
- * a bf16 C adds its own rounding, 2^-9 relative at most per element. */
+ * a bf16 C adds its own rounding, 2^-8 relative at most per element (an
+ * 8-bit significand, rounded to nearest). */
 struct bf16_gemm_case {
 	int ta, tb, m, n, k, batch;
 	float alpha, beta;
