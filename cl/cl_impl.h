@@ -121,8 +121,8 @@ int lt_cl_cache_get(cl_device_id dev, const char *kind, const char *file, const 
 		    char *out, size_t cap);
 void lt_cl_cache_put(cl_device_id dev, const char *kind, const char *file, const char *key,
 		     const char *text);
-/* cl_program.c: the embedded program `file` built for dev with `options`,
- * through the binary cache; a failed build leaves its log in lt_errmsg. */
+/* cl_program.c: the embedded program `file`, after bf16.cl, built for dev
+ * with `options`, through the binary cache; a failed build leaves its log in lt_errmsg. */
 enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
 				   const char *options, cl_program *out);
 

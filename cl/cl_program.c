@@ -1,7 +1,8 @@
-/* Builds the embedded kernel programs for a device, through a binary cache
- * under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain) keyed by device,
- * driver, options and source, so that a second start compiles nothing; and
- * small texts kept beside the binaries (the GEMM tile search's results). */
+/* Builds the embedded kernel programs for a device (each after bf16.cl),
+ * through a binary cache under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain)
+ * keyed by device, driver, options and source, so that a second start
+ * compiles nothing; and small texts kept beside the binaries (the GEMM tile
+ * search's results). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -12,6 +13,9 @@
 
 #include "embed.h"
 #include "io/fs.h"
+
+/* The file every program starts with (its bf16 rule and helpers). */
+#define PRELUDE "bf16.cl"
 
 const char *lt_cl_embedded_source(const char *file, size_t *len)
 {
@@ -174,20 +178,45 @@ static void report_build_log(cl_program p, cl_device_id dev, const char *file, c
 		      "build log:\n%s", file, options, name, (int)err, log);
 }
 
+/* The text a program is built from: PRELUDE, then the file's own. NULL
+ * when the host is out of memory (with the size in errmsg). */
+static char *program_text(const char *file, size_t *len)
+{
+	size_t pre = 0, own = 0;
+	const char *ptext = lt_cl_embedded_source(PRELUDE, &pre);
+	const char *text = lt_cl_embedded_source(file, &own);
+	LT_ASSERT(ptext && text);
+	char *all = malloc(pre + own + 1);
+	if (!all) {
+		lt_errmsg_set("kernel program %s: out of host memory (%zu bytes)", file,
+			      pre + own + 1);
+		return NULL;
+	}
+	memcpy(all, ptext, pre);
+	memcpy(all + pre, text, own + 1);
+	*len = pre + own;
+	return all;
+}
+
 enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
 				   const char *options, cl_program *out)
 {
 	size_t len = 0;
-	const char *src = lt_cl_embedded_source(file, &len);
 	char path[LT_FS_PATH_MAX];
 	cl_int err;
 	*out = NULL;
-	LT_ASSERT(src);
+	char *src = program_text(file, &len);
+	if (!src)
+		return LT_ERR_NOMEM;
 	int cached = cache_path(dev, "kernels", "bin", options, src, len, path, sizeof path);
-	if (cached && (*out = program_from_cache(ctx, dev, path, options)))
+	if (cached && (*out = program_from_cache(ctx, dev, path, options))) {
+		free(src);
 		return LT_OK;
+	}
 
-	cl_program p = clCreateProgramWithSource(ctx, 1, &src, &len, &err);
+	const char *srcs[1] = { src };
+	cl_program p = clCreateProgramWithSource(ctx, 1, srcs, &len, &err);
+	free(src);
 	if (err != CL_SUCCESS) {
 		lt_errmsg_set("kernel program %s: clCreateProgramWithSource failed (OpenCL error %d)",
 			      file, (int)err);

@@ -137,21 +137,6 @@ static inline size_t lead_in(ulong off, ulong n)
 	return k < n ? k : (size_t)n;
 }
 
-/* The bfloat16 nearest to f, ties to even (a NaN stays a NaN, quiet), and
- * the float a bfloat16 stands for: src/backend.h's rule. */
-static inline ushort bf16_round(float f)
-{
-	uint u = as_uint(f);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		return (ushort)((u >> 16) | 0x0040u);
-	return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline float bf16_widen(ushort h)
-{
-	return as_float((uint)h << 16);
-}
-
 /* dst[n] = bf16(src[n]) */
 kernel void lt_f32_to_bf16(global ushort *d_base, ulong d_off, global const float *s_base,
 			   ulong s_off, ulong n)
