@@ -116,6 +116,9 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			     const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(lse, LT_F32);
+	lt_cl_assert_real(qkv);
 	if (lt_cl_failed(c))
 		return;
 	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
@@ -125,9 +128,9 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 	struct tiles t = tiles_for(c, s->D);
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, lse, (size_t)s->B * s->H * s->T);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	lt_cl_arg_real(c, k, &i, out, rows * s->H * s->D);
+	lt_cl_arg_f32(c, k, &i, lse, (size_t)s->B * s->H * s->T);
+	lt_cl_arg_real(c, k, &i, qkv, rows * W);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -143,8 +146,8 @@ static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delt
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_delta");
 	int i = 0;
 	lt_cl_arg_ref(c, k, &i, delta, (size_t)s->B * s->H * s->T);
-	lt_cl_arg_ref(c, k, &i, dout, nout);
-	lt_cl_arg_ref(c, k, &i, out, nout);
+	lt_cl_arg_real(c, k, &i, dout, nout);
+	lt_cl_arg_real(c, k, &i, out, nout);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	launch_rows(c, k, t->wg, t->wg, s->T, (size_t)s->B * s->H, "attention_backward");
@@ -158,11 +161,11 @@ static void launch_dq(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, l
 	size_t nqkv = rows * (size_t)(s->H + 2 * s->K) * s->D;
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dq");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, dqkv, nqkv);
-	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	lt_cl_arg_real(c, k, &i, dqkv, nqkv);
+	lt_cl_arg_real(c, k, &i, dout, rows * s->H * s->D);
+	lt_cl_arg_f32(c, k, &i, lse, nlse);
 	lt_cl_arg_ref(c, k, &i, delta, nlse);
-	lt_cl_arg_ref(c, k, &i, qkv, nqkv);
+	lt_cl_arg_real(c, k, &i, qkv, nqkv);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -182,7 +185,7 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, 
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv");
 	int i = 0;
 	if (nsplit == 1) {
-		lt_cl_arg_ref(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D);
+		lt_cl_arg_real(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D);
 		lt_cl_arg_ulong(c, k, &i, T * W);      /* per sequence */
 		lt_cl_arg_ulong(c, k, &i, D);          /* per kv head */
 		lt_cl_arg_ulong(c, k, &i, 0);          /* per split */
@@ -190,16 +193,17 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dqkv, 
 		lt_cl_arg_ulong(c, k, &i, K * D);      /* from a dk row to its dv row */
 	} else {
 		lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * K * 2 * D);
+		lt_cl_arg_int(c, k, &i, 0);  /* f32 */
 		lt_cl_arg_ulong(c, k, &i, K * T * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, T * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, rows * K * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, 2 * D);
 		lt_cl_arg_ulong(c, k, &i, D);
 	}
-	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * D);
-	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	lt_cl_arg_real(c, k, &i, dout, rows * s->H * D);
+	lt_cl_arg_f32(c, k, &i, lse, nlse);
 	lt_cl_arg_ref(c, k, &i, delta, nlse);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	lt_cl_arg_real(c, k, &i, qkv, rows * W);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -216,7 +220,7 @@ static void launch_dkv_sum(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dq
 	size_t rows = (size_t)s->B * s->T, D = (size_t)s->D;
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv_sum");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, dqkv, rows * (size_t)(s->H + 2 * s->K) * D);
+	lt_cl_arg_real(c, k, &i, dqkv, rows * (size_t)(s->H + 2 * s->K) * D);
 	lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * s->K * 2 * D);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
@@ -234,6 +238,11 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 			      lt_ref qkv, const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(dqkv);
+	lt_cl_assert_real(dout);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(lse, LT_F32);
+	lt_cl_assert_real(qkv);
 	if (lt_cl_failed(c))
 		return;
 	check_shape(s);
@@ -262,9 +271,9 @@ static void append_to_cache(struct lt_cl_ctx *c, const struct tiles *t, lt_ref k
 	size_t cache = (size_t)s->B * s->K * S * s->D;
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_append");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, kcache, cache);
-	lt_cl_arg_ref(c, k, &i, vcache, cache);
-	lt_cl_arg_ref(c, k, &i, qkv, (size_t)s->B * s->T * (s->H + 2 * s->K) * s->D);
+	lt_cl_arg_real(c, k, &i, kcache, cache);
+	lt_cl_arg_real(c, k, &i, vcache, cache);
+	lt_cl_arg_real(c, k, &i, qkv, (size_t)s->B * s->T * (s->H + 2 * s->K) * s->D);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -281,6 +290,10 @@ void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcach
 			    int S, const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_real(qkv);
+	lt_cl_assert_real(kcache);
+	lt_cl_assert_real(vcache);
 	if (lt_cl_failed(c))
 		return;
 	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
@@ -292,10 +305,10 @@ void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcach
 	append_to_cache(c, &t, kcache, vcache, qkv, S, s);
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_cached");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
-	lt_cl_arg_ref(c, k, &i, kcache, cache);
-	lt_cl_arg_ref(c, k, &i, vcache, cache);
+	lt_cl_arg_real(c, k, &i, out, rows * s->H * s->D);
+	lt_cl_arg_real(c, k, &i, qkv, rows * W);
+	lt_cl_arg_real(c, k, &i, kcache, cache);
+	lt_cl_arg_real(c, k, &i, vcache, cache);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
