@@ -110,10 +110,9 @@ static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, int rows, int items, i
 	lt_cl_launch(c, k, 2, global, local, op);
 }
 
-/* out[B*T, H*D], lse[B, H, T] from qkv[B*T, (H+2K)*D]: the fused flash-attention forward,
- * one work-item per query row. */
 /* Nonzero when attention of head size D runs on TF32 tensor cores here (allowed, D a
- * multiple of 8 up to max_d, attention_mma.cl builds); options gets its build options. */
+ * multiple of 8 up to max_d, attention_mma.cl builds); options gets its build options.
+ * Its kernels take f32 arguments only. */
 static int mma_attention(struct lt_cl_ctx *c, int D, int max_d, char *options, size_t cap)
 {
 	struct lt_cl_mma *mm = lt_cl_mma_of(c);
@@ -126,39 +125,65 @@ static int mma_attention(struct lt_cl_ctx *c, int D, int max_d, char *options, s
 	return *builds > 0;
 }
 
+/* Nonzero when every one of n refs is f32. */
+static int all_f32(const lt_ref *r, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (lt_buf_type(r[i].buf) != LT_F32)
+			return 0;
+	return 1;
+}
+
+/* A float tensor argument: with its type flag after it for attention.cl's kernels
+ * (typed), bare and f32 for attention_mma.cl's. */
+static void arg_tensor(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n, int typed)
+{
+	if (typed)
+		lt_cl_arg_real(c, k, i, r, n);
+	else
+		lt_cl_arg_f32(c, k, i, r, n);
+}
+
 /* The arguments of either forward kernel: out, lse, qkv, T, H, K, scale. */
 static void set_forward_args(struct lt_cl_ctx *c, cl_kernel k, lt_ref out, lt_ref lse,
-			     lt_ref qkv, const struct lt_attn_shape *s, size_t W)
+			     lt_ref qkv, const struct lt_attn_shape *s, size_t W, int typed)
 {
 	size_t rows = (size_t)s->B * s->T;
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, lse, (size_t)s->B * s->H * s->T);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	arg_tensor(c, k, &i, out, rows * s->H * s->D, typed);
+	lt_cl_arg_f32(c, k, &i, lse, (size_t)s->B * s->H * s->T);
+	arg_tensor(c, k, &i, qkv, rows * W, typed);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
 	lt_cl_arg_float(c, k, &i, score_scale(s->D));
 }
 
-/* The forward on TF32 tensor cores (attention_mma.cl), where they are allowed and the
- * head size is a multiple of 8 up to 128 and its program builds; 1 when it was queued. */
+/* The forward on TF32 tensor cores (attention_mma.cl), where they are allowed, out and qkv
+ * are f32, the head size is a multiple of 8 up to 128 and its program builds; 1 when it
+ * was queued. */
 static int forward_on_tensor_cores(struct lt_cl_ctx *c, lt_ref out, lt_ref lse, lt_ref qkv,
 				   const struct lt_attn_shape *s, size_t W)
 {
 	char options[64];
-	if (!mma_attention(c, s->D, 128, options, sizeof options))
+	if (!all_f32((lt_ref[]){ out, qkv }, 2) ||
+	    !mma_attention(c, s->D, 128, options, sizeof options))
 		return 0;
 	cl_kernel k = lt_cl_kernel(c, "attention_mma.cl", options, "lt_attention_forward_mma");
-	set_forward_args(c, k, out, lse, qkv, s, W);
+	set_forward_args(c, k, out, lse, qkv, s, W, 0);
 	launch_rows(c, k, 64, 128, s->T, (size_t)s->B * s->H, "attention_forward");
 	return 1;
 }
 
+/* out[B*T, H*D], lse[B, H, T] from qkv[B*T, (H+2K)*D]: the fused flash-attention forward,
+ * one work-item per query row. */
 void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			     const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(lse, LT_F32);
+	lt_cl_assert_real(qkv);
 	if (lt_cl_failed(c))
 		return;
 	size_t W = check_shape(s);
@@ -167,7 +192,7 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 		return;
 	struct tiles t = tiles_for(c, s->D);
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
-	set_forward_args(c, k, out, lse, qkv, s, W);
+	set_forward_args(c, k, out, lse, qkv, s, W, 1);
 	launch_rows(c, k, t.wg, t.wg, s->T, (size_t)s->B * s->H, "attention_forward");
 }
 
@@ -179,25 +204,26 @@ static void launch_delta(struct lt_cl_ctx *c, const struct tiles *t, lt_ref delt
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_delta");
 	int i = 0;
 	lt_cl_arg_ref(c, k, &i, delta, (size_t)s->B * s->H * s->T);
-	lt_cl_arg_ref(c, k, &i, dout, nout);
-	lt_cl_arg_ref(c, k, &i, out, nout);
+	lt_cl_arg_real(c, k, &i, dout, nout);
+	lt_cl_arg_real(c, k, &i, out, nout);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	launch_rows(c, k, t->wg, t->wg, s->T, (size_t)s->B * s->H, "attention_backward");
 }
 
 /* Where the backward's dq and dk/dv kernels come from, and their shape: rows per
- * work-group and work-items per work-group. */
+ * work-group and work-items per work-group; typed: attention.cl's, which take a type flag
+ * after each float tensor, or attention_mma.cl's, f32 only. */
 struct backward_kernels {
 	const char *file, *options, *dq, *dkv;
-	int rows, items;
+	int rows, items, typed;
 };
 
 /* attention.cl's, p work-items per row. */
 static struct backward_kernels plain_backward(const struct tiles *t)
 {
 	return (struct backward_kernels){ "attention.cl", t->options, "lt_attention_dq",
-					  "lt_attention_dkv", t->rb, t->rb * t->p };
+					  "lt_attention_dkv", t->rb, t->rb * t->p, 1 };
 }
 
 /* The query heads of dqkv. */
@@ -209,11 +235,11 @@ static void launch_dq(struct lt_cl_ctx *c, const struct backward_kernels *bk, lt
 	size_t nqkv = rows * (size_t)(s->H + 2 * s->K) * s->D;
 	cl_kernel k = lt_cl_kernel(c, bk->file, bk->options, bk->dq);
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, dqkv, nqkv);
-	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	arg_tensor(c, k, &i, dqkv, nqkv, bk->typed);
+	arg_tensor(c, k, &i, dout, rows * s->H * s->D, bk->typed);
+	lt_cl_arg_f32(c, k, &i, lse, nlse);
 	lt_cl_arg_ref(c, k, &i, delta, nlse);
-	lt_cl_arg_ref(c, k, &i, qkv, nqkv);
+	arg_tensor(c, k, &i, qkv, nqkv, bk->typed);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -233,7 +259,8 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct backward_kernels *bk, l
 	cl_kernel k = lt_cl_kernel(c, bk->file, bk->options, bk->dkv);
 	int i = 0;
 	if (nsplit == 1) {
-		lt_cl_arg_ref(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D);
+		arg_tensor(c, k, &i, lt_ref_at(dqkv, (size_t)s->H * D), rows * W - s->H * D,
+			   bk->typed);
 		lt_cl_arg_ulong(c, k, &i, T * W);      /* per sequence */
 		lt_cl_arg_ulong(c, k, &i, D);          /* per kv head */
 		lt_cl_arg_ulong(c, k, &i, 0);          /* per split */
@@ -241,16 +268,18 @@ static void launch_dkv(struct lt_cl_ctx *c, const struct backward_kernels *bk, l
 		lt_cl_arg_ulong(c, k, &i, K * D);      /* from a dk row to its dv row */
 	} else {
 		lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * K * 2 * D);
+		if (bk->typed)
+			lt_cl_arg_int(c, k, &i, 0);  /* f32 */
 		lt_cl_arg_ulong(c, k, &i, K * T * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, T * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, rows * K * 2 * D);
 		lt_cl_arg_ulong(c, k, &i, 2 * D);
 		lt_cl_arg_ulong(c, k, &i, D);
 	}
-	lt_cl_arg_ref(c, k, &i, dout, rows * s->H * D);
-	lt_cl_arg_ref(c, k, &i, lse, nlse);
+	arg_tensor(c, k, &i, dout, rows * s->H * D, bk->typed);
+	lt_cl_arg_f32(c, k, &i, lse, nlse);
 	lt_cl_arg_ref(c, k, &i, delta, nlse);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
+	arg_tensor(c, k, &i, qkv, rows * W, bk->typed);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -267,7 +296,7 @@ static void launch_dkv_sum(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dq
 	size_t rows = (size_t)s->B * s->T, D = (size_t)s->D;
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_dkv_sum");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, dqkv, rows * (size_t)(s->H + 2 * s->K) * D);
+	lt_cl_arg_real(c, k, &i, dqkv, rows * (size_t)(s->H + 2 * s->K) * D);
 	lt_cl_arg_ref(c, k, &i, part, (size_t)nsplit * rows * s->K * 2 * D);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
@@ -285,6 +314,11 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 			      lt_ref qkv, const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(dqkv);
+	lt_cl_assert_real(dout);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(lse, LT_F32);
+	lt_cl_assert_real(qkv);
 	if (lt_cl_failed(c))
 		return;
 	check_shape(s);
@@ -301,9 +335,10 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 		return;
 	char options[64];
 	struct backward_kernels bk = plain_backward(&t);
-	if (mma_attention(c, s->D, 64, options, sizeof options))
+	if (all_f32((lt_ref[]){ dqkv, dout, out, qkv }, 4) &&
+	    mma_attention(c, s->D, 64, options, sizeof options))
 		bk = (struct backward_kernels){ "attention_mma.cl", options, "lt_attention_dq_mma",
-						"lt_attention_dkv_mma", 64, 128 };
+						"lt_attention_dkv_mma", 64, 128, 0 };
 	launch_delta(c, &t, delta, dout, out, s);
 	launch_dq(c, &bk, dqkv, dout, lse, delta, qkv, s);
 	launch_dkv(c, &bk, dqkv, part, nsplit, dout, lse, delta, qkv, s);
@@ -318,9 +353,9 @@ static void append_to_cache(struct lt_cl_ctx *c, const struct tiles *t, lt_ref k
 	size_t cache = (size_t)s->B * s->K * S * s->D;
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t->options, "lt_attention_append");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, kcache, cache);
-	lt_cl_arg_ref(c, k, &i, vcache, cache);
-	lt_cl_arg_ref(c, k, &i, qkv, (size_t)s->B * s->T * (s->H + 2 * s->K) * s->D);
+	lt_cl_arg_real(c, k, &i, kcache, cache);
+	lt_cl_arg_real(c, k, &i, vcache, cache);
+	lt_cl_arg_real(c, k, &i, qkv, (size_t)s->B * s->T * (s->H + 2 * s->K) * s->D);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);
@@ -337,6 +372,10 @@ void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcach
 			    int S, const struct lt_attn_shape *s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_real(qkv);
+	lt_cl_assert_real(kcache);
+	lt_cl_assert_real(vcache);
 	if (lt_cl_failed(c))
 		return;
 	size_t W = check_shape(s), rows = (size_t)s->B * s->T;
@@ -348,10 +387,10 @@ void lt_cl_attention_cached(lt_backend *be, lt_ref out, lt_ref qkv, lt_ref kcach
 	append_to_cache(c, &t, kcache, vcache, qkv, S, s);
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_cached");
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, rows * s->H * s->D);
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
-	lt_cl_arg_ref(c, k, &i, kcache, cache);
-	lt_cl_arg_ref(c, k, &i, vcache, cache);
+	lt_cl_arg_real(c, k, &i, out, rows * s->H * s->D);
+	lt_cl_arg_real(c, k, &i, qkv, rows * W);
+	lt_cl_arg_real(c, k, &i, kcache, cache);
+	lt_cl_arg_real(c, k, &i, vcache, cache);
 	lt_cl_arg_int(c, k, &i, s->T);
 	lt_cl_arg_int(c, k, &i, s->H);
 	lt_cl_arg_int(c, k, &i, s->K);

@@ -235,6 +235,35 @@ void lt_cl_arg_any(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
 	set_arg(c, k, i, sizeof off, &off);
 }
 
+void lt_cl_assert_real(lt_ref r)
+{
+	LT_ASSERT(r.buf && (r.buf->head.type == LT_F32 || r.buf->head.type == LT_BF16));
+}
+
+void lt_cl_assert_type(lt_ref r, enum lt_dtype t)
+{
+	LT_ASSERT(r.buf && r.buf->head.type == t);
+}
+
+void lt_cl_arg_f32(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
+{
+	lt_cl_assert_type(r, LT_F32);
+	lt_cl_arg_any(c, k, i, r, n);
+}
+
+void lt_cl_arg_i32(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
+{
+	lt_cl_assert_type(r, LT_I32);
+	lt_cl_arg_any(c, k, i, r, n);
+}
+
+void lt_cl_arg_real(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n)
+{
+	lt_cl_assert_real(r);
+	lt_cl_arg_any(c, k, i, r, n);
+	lt_cl_arg_int(c, k, i, r.buf->head.type == LT_BF16);
+}
+
 void lt_cl_arg_int(struct lt_cl_ctx *c, cl_kernel k, int *i, int v)
 {
 	cl_int x = v;

@@ -4,7 +4,9 @@
  *
  * Kernel conventions (every *.cl file): an array argument is the pair
  * (global T *x_base, ulong x_off) and the kernel starts from
- * x_base + x_off; lt_cl_arg_ref sets both. Sizes are int; element indices
+ * x_base + x_off; lt_cl_arg_ref sets both. An array that the op's caller
+ * may give as f32 or bf16 adds an int saying which (bf16.cl, put before
+ * every program); lt_cl_arg_real sets the three. Sizes are int; element indices
  * that can pass 2^31 are computed in size_t. No float atomics: every op
  * gives the same bits on every run (sums are split by size, never by
  * scheduling). Programs are built with -cl-std=CL1.2, plus -DLT_FP64=1
@@ -62,13 +64,24 @@ void lt_cl_build_options(struct lt_cl_ctx *c, const char *options, char *out, si
 cl_kernel lt_cl_kernel(struct lt_cl_ctx *c, const char *file, const char *options,
 		       const char *name);
 
+/* Asserts that an op's argument has the type its contract names (backend.h):
+ * f32 or bf16 ("real"), or the one type t. */
+void lt_cl_assert_real(lt_ref r);
+void lt_cl_assert_type(lt_ref r, enum lt_dtype t);
+
 /* Kernel arguments, set in order: *i is the next argument index. An lt_ref
  * takes two (the cl_mem and the ulong element offset), after checking that
- * n elements from it lie in its buffer: lt_cl_arg_ref for the f32 and i32
- * buffers most kernels take (4-byte elements), lt_cl_arg_any for a buffer
- * of any type (the op checks the type). */
+ * n elements from it lie in its buffer: lt_cl_arg_ref for a buffer of 4-byte
+ * elements (scratch), lt_cl_arg_any for a buffer of any type (the op checks
+ * the type), lt_cl_arg_f32 and lt_cl_arg_i32 for an argument the contract
+ * types (asserted). lt_cl_arg_real takes three, for the arrays of f32 or
+ * bf16 elements of bf16.cl (asserting one of those): the two, then an int,
+ * 1 for bf16. */
 void lt_cl_arg_ref(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
 void lt_cl_arg_any(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_arg_f32(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_arg_i32(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_arg_real(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
 void lt_cl_arg_int(struct lt_cl_ctx *c, cl_kernel k, int *i, int v);
 void lt_cl_arg_uint(struct lt_cl_ctx *c, cl_kernel k, int *i, unsigned v);
 void lt_cl_arg_ulong(struct lt_cl_ctx *c, cl_kernel k, int *i, uint64_t v);
@@ -121,8 +134,8 @@ int lt_cl_cache_get(cl_device_id dev, const char *kind, const char *file, const 
 		    char *out, size_t cap);
 void lt_cl_cache_put(cl_device_id dev, const char *kind, const char *file, const char *key,
 		     const char *text);
-/* cl_program.c: the embedded program `file` built for dev with `options`,
- * through the binary cache; a failed build leaves its log in lt_errmsg. */
+/* cl_program.c: the embedded program `file`, after bf16.cl, built for dev
+ * with `options`, through the binary cache; a failed build leaves its log in lt_errmsg. */
 enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char *file,
 				   const char *options, cl_program *out);
 

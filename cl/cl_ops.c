@@ -139,13 +139,14 @@ static lt_ref acc_scratch(struct lt_cl_ctx *c, int slot, size_t count)
 void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(x);
 	if (lt_cl_failed(c) || !n)
 		return;
 	cl_kernel k = ops_kernel(c, "lt_fill");
 	int i = 0;
 	if (!k)
 		return;
-	lt_cl_arg_ref(c, k, &i, x, n);
+	lt_cl_arg_real(c, k, &i, x, n);
 	lt_cl_arg_ulong(c, k, &i, n);
 	lt_cl_arg_float(c, k, &i, value);
 	launch_elements(c, k, n, "fill");
@@ -223,13 +224,14 @@ void lt_cl_convert_matrices(struct lt_cl_ctx *c, lt_ref dst, lt_ref src, int bat
 void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(x);
 	if (lt_cl_failed(c) || !n)
 		return;
 	cl_kernel k = ops_kernel(c, "lt_scale");
 	int i = 0;
 	if (!k)
 		return;
-	lt_cl_arg_ref(c, k, &i, x, n);
+	lt_cl_arg_real(c, k, &i, x, n);
 	lt_cl_arg_ulong(c, k, &i, n);
 	lt_cl_arg_float(c, k, &i, s);
 	launch_elements(c, k, n, "scale");
@@ -239,15 +241,18 @@ void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s)
 void lt_cl_add(lt_backend *be, lt_ref y, lt_ref a, lt_ref b, size_t n)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(y);
+	lt_cl_assert_real(a);
+	lt_cl_assert_real(b);
 	if (lt_cl_failed(c) || !n)
 		return;
 	cl_kernel k = ops_kernel(c, "lt_add");
 	int i = 0;
 	if (!k)
 		return;
-	lt_cl_arg_ref(c, k, &i, y, n);
-	lt_cl_arg_ref(c, k, &i, a, n);
-	lt_cl_arg_ref(c, k, &i, b, n);
+	lt_cl_arg_real(c, k, &i, y, n);
+	lt_cl_arg_real(c, k, &i, a, n);
+	lt_cl_arg_real(c, k, &i, b, n);
 	lt_cl_arg_ulong(c, k, &i, n);
 	launch_elements(c, k, n, "add");
 }
@@ -258,6 +263,10 @@ void lt_cl_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, 
 		 const struct lt_adamw *hp)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(param, LT_F32);
+	lt_cl_assert_type(grad, LT_F32);
+	lt_cl_assert_type(m, LT_F32);
+	lt_cl_assert_type(v, LT_F32);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(hp->step >= 1);
@@ -267,10 +276,10 @@ void lt_cl_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, 
 	int i = 0;
 	if (!k)
 		return;
-	lt_cl_arg_ref(c, k, &i, param, n);
-	lt_cl_arg_ref(c, k, &i, grad, n);
-	lt_cl_arg_ref(c, k, &i, m, n);
-	lt_cl_arg_ref(c, k, &i, v, n);
+	lt_cl_arg_f32(c, k, &i, param, n);
+	lt_cl_arg_f32(c, k, &i, grad, n);
+	lt_cl_arg_f32(c, k, &i, m, n);
+	lt_cl_arg_f32(c, k, &i, v, n);
 	lt_cl_arg_ulong(c, k, &i, n);
 	lt_cl_arg_float(c, k, &i, hp->beta1);
 	lt_cl_arg_float(c, k, &i, hp->beta2);
@@ -293,6 +302,8 @@ static void sum_in_two_passes(lt_backend *be, lt_ref out, lt_ref x, size_t n, in
 			      const char *op)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(out, LT_F32);
+	lt_cl_assert_real(x);
 	if (lt_cl_failed(c))
 		return;
 	if (!n) {
@@ -311,14 +322,14 @@ static void sum_in_two_passes(lt_backend *be, lt_ref out, lt_ref x, size_t n, in
 	size_t lp = group_size(c, kp, GROUP), lf = group_size(c, kf, GROUP);
 	int i = 0;
 	lt_cl_arg_ref(c, kp, &i, part, 2 * groups);
-	lt_cl_arg_ref(c, kp, &i, x, n);
+	lt_cl_arg_real(c, kp, &i, x, n);
 	lt_cl_arg_ulong(c, kp, &i, n);
 	lt_cl_arg_int(c, kp, &i, squares);
 	lt_cl_arg_local(c, kp, &i, lp * ACC_BYTES);
 	launch_rows(c, kp, groups, lp, op);
 
 	i = 0;
-	lt_cl_arg_ref(c, kf, &i, out, 1);
+	lt_cl_arg_f32(c, kf, &i, out, 1);
 	lt_cl_arg_ref(c, kf, &i, part, 2 * groups);
 	lt_cl_arg_int(c, kf, &i, (int)groups);
 	lt_cl_arg_local(c, kf, &i, lf * ACC_BYTES);
@@ -344,6 +355,9 @@ void lt_cl_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N, int C)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(tokens, LT_I32);
+	lt_cl_assert_real(table);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && C > 0);
@@ -354,10 +368,9 @@ void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref t
 		return;
 	struct tiling t = tiling_of(c, k, (size_t)N, C);
 	int i = 0;
-	LT_ASSERT(lt_buf_type(tokens.buf) == LT_I32);
-	lt_cl_arg_ref(c, k, &i, out, (size_t)N * C);
-	lt_cl_arg_ref(c, k, &i, tokens, (size_t)N);
-	lt_cl_arg_ref(c, k, &i, table, V * C);
+	lt_cl_arg_real(c, k, &i, out, (size_t)N * C);
+	lt_cl_arg_i32(c, k, &i, tokens, (size_t)N);
+	lt_cl_arg_real(c, k, &i, table, V * C);
 	lt_cl_arg_int(c, k, &i, C);
 	lt_cl_arg_int(c, k, &i, (int)V);
 	lt_cl_arg_int(c, k, &i, t.tiles);
@@ -372,6 +385,9 @@ void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_r
 			      int C)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(dtable, LT_F32);
+	lt_cl_assert_type(tokens, LT_I32);
+	lt_cl_assert_real(dout);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && C > 0);
@@ -381,7 +397,6 @@ void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_r
 	cl_kernel kb = ops_kernel(c, "lt_embedding_backward");
 	if (!N || !ks || !kb)
 		return;
-	LT_ASSERT(lt_buf_type(tokens.buf) == LT_I32);
 	lt_ref order = lt_cl_scratch(c, 2, 2 * (size_t)N);
 	if (lt_cl_failed(c))
 		return;
@@ -393,7 +408,7 @@ void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_r
 	int i = 0;
 	lt_cl_arg_ref(c, ks, &i, order, (size_t)N);
 	lt_cl_arg_ref(c, ks, &i, run, (size_t)N);
-	lt_cl_arg_ref(c, ks, &i, tokens, (size_t)N);
+	lt_cl_arg_i32(c, ks, &i, tokens, (size_t)N);
 	lt_cl_arg_int(c, ks, &i, N);
 	lt_cl_arg_int(c, ks, &i, parts);
 	lt_cl_arg_local(c, ks, &i, ls * sizeof(cl_int));
@@ -402,9 +417,9 @@ void lt_cl_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_r
 
 	struct tiling t = tiling_of(c, kb, (size_t)N, C);
 	i = 0;
-	lt_cl_arg_ref(c, kb, &i, dtable, V * C);
-	lt_cl_arg_ref(c, kb, &i, tokens, (size_t)N);
-	lt_cl_arg_ref(c, kb, &i, dout, (size_t)N * C);
+	lt_cl_arg_f32(c, kb, &i, dtable, V * C);
+	lt_cl_arg_i32(c, kb, &i, tokens, (size_t)N);
+	lt_cl_arg_real(c, kb, &i, dout, (size_t)N * C);
 	lt_cl_arg_ref(c, kb, &i, order, (size_t)N);
 	lt_cl_arg_ref(c, kb, &i, run, (size_t)N);
 	lt_cl_arg_int(c, kb, &i, C);
@@ -421,6 +436,10 @@ void lt_cl_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, 
 			   int C, float eps)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_type(rstd, LT_F32);
+	lt_cl_assert_real(inp);
+	lt_cl_assert_real(w);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && C > 0);
@@ -429,10 +448,10 @@ void lt_cl_rmsnorm_forward(lt_backend *be, lt_ref out, lt_ref rstd, lt_ref inp, 
 		return;
 	size_t NC = (size_t)N * C, local = group_for_width(c, k, (size_t)C);
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, NC);
-	lt_cl_arg_ref(c, k, &i, rstd, (size_t)N);
-	lt_cl_arg_ref(c, k, &i, inp, NC);
-	lt_cl_arg_ref(c, k, &i, w, (size_t)C);
+	lt_cl_arg_real(c, k, &i, out, NC);
+	lt_cl_arg_f32(c, k, &i, rstd, (size_t)N);
+	lt_cl_arg_real(c, k, &i, inp, NC);
+	lt_cl_arg_real(c, k, &i, w, (size_t)C);
 	lt_cl_arg_int(c, k, &i, C);
 	lt_cl_arg_float(c, k, &i, eps);
 	lt_cl_arg_local(c, k, &i, local * sizeof(cl_float));
@@ -446,6 +465,12 @@ void lt_cl_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout,
 			    lt_ref w, lt_ref rstd, int N, int C)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(dinp);
+	lt_cl_assert_type(dw, LT_F32);
+	lt_cl_assert_real(dout);
+	lt_cl_assert_real(inp);
+	lt_cl_assert_real(w);
+	lt_cl_assert_type(rstd, LT_F32);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && C > 0);
@@ -461,11 +486,11 @@ void lt_cl_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout,
 
 	size_t local = group_for_width(c, kx, (size_t)C);
 	int i = 0;
-	lt_cl_arg_ref(c, kx, &i, dinp, NC);
-	lt_cl_arg_ref(c, kx, &i, dout, NC);
-	lt_cl_arg_ref(c, kx, &i, inp, NC);
-	lt_cl_arg_ref(c, kx, &i, w, (size_t)C);
-	lt_cl_arg_ref(c, kx, &i, rstd, (size_t)N);
+	lt_cl_arg_real(c, kx, &i, dinp, NC);
+	lt_cl_arg_real(c, kx, &i, dout, NC);
+	lt_cl_arg_real(c, kx, &i, inp, NC);
+	lt_cl_arg_real(c, kx, &i, w, (size_t)C);
+	lt_cl_arg_f32(c, kx, &i, rstd, (size_t)N);
 	lt_cl_arg_int(c, kx, &i, C);
 	lt_cl_arg_local(c, kx, &i, local * sizeof(cl_float));
 	launch_rows(c, kx, (size_t)N, local, "rmsnorm_backward");
@@ -473,9 +498,9 @@ void lt_cl_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout,
 	struct tiling t = tiling_of(c, kp, blocks, C);
 	i = 0;
 	lt_cl_arg_ref(c, kp, &i, part, 2 * blocks * C);
-	lt_cl_arg_ref(c, kp, &i, dout, NC);
-	lt_cl_arg_ref(c, kp, &i, inp, NC);
-	lt_cl_arg_ref(c, kp, &i, rstd, (size_t)N);
+	lt_cl_arg_real(c, kp, &i, dout, NC);
+	lt_cl_arg_real(c, kp, &i, inp, NC);
+	lt_cl_arg_f32(c, kp, &i, rstd, (size_t)N);
 	lt_cl_arg_int(c, kp, &i, N);
 	lt_cl_arg_int(c, kp, &i, C);
 	lt_cl_arg_int(c, kp, &i, DW_ROWS);
@@ -485,7 +510,7 @@ void lt_cl_rmsnorm_backward(lt_backend *be, lt_ref dinp, lt_ref dw, lt_ref dout,
 	size_t lf = group_size(c, kf, GROUP), cols = lf < DW_COLS ? lf : DW_COLS;
 	size_t gf = ((size_t)C + cols - 1) / cols * lf;
 	i = 0;
-	lt_cl_arg_ref(c, kf, &i, dw, (size_t)C);
+	lt_cl_arg_f32(c, kf, &i, dw, (size_t)C);
 	lt_cl_arg_ref(c, kf, &i, part, 2 * blocks * C);
 	lt_cl_arg_int(c, kf, &i, (int)blocks);
 	lt_cl_arg_int(c, kf, &i, C);
@@ -504,6 +529,8 @@ void lt_cl_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_att
 		int backward)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(qkv);
+	lt_cl_assert_type(inv_freq, LT_F32);
 	if (lt_cl_failed(c))
 		return;
 	int B = s->B, T = s->T, H = s->H, K = s->K, D = s->D;
@@ -516,8 +543,8 @@ void lt_cl_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_att
 	size_t rows = (size_t)B * T, W = (size_t)(H + 2 * K) * D;
 	size_t local = group_for_width(c, k, (size_t)(H + K) * (D / 2));
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, qkv, rows * W);
-	lt_cl_arg_ref(c, k, &i, inv_freq, (size_t)D / 2);
+	lt_cl_arg_real(c, k, &i, qkv, rows * W);
+	lt_cl_arg_f32(c, k, &i, inv_freq, (size_t)D / 2);
 	lt_cl_arg_int(c, k, &i, T);
 	lt_cl_arg_int(c, k, &i, s->pos0);
 	lt_cl_arg_int(c, k, &i, H + K);
@@ -532,6 +559,8 @@ void lt_cl_rope(lt_backend *be, lt_ref qkv, lt_ref inv_freq, const struct lt_att
 void lt_cl_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(out);
+	lt_cl_assert_real(h);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && F > 0);
@@ -540,8 +569,8 @@ void lt_cl_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F)
 		return;
 	struct tiling t = tiling_of(c, k, (size_t)N, F);
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, out, (size_t)N * F);
-	lt_cl_arg_ref(c, k, &i, h, (size_t)N * 2 * F);
+	lt_cl_arg_real(c, k, &i, out, (size_t)N * F);
+	lt_cl_arg_real(c, k, &i, h, (size_t)N * 2 * F);
 	lt_cl_arg_int(c, k, &i, F);
 	lt_cl_arg_int(c, k, &i, t.tiles);
 	launch_tiles(c, k, (size_t)N, t, "swiglu_forward");
@@ -551,6 +580,9 @@ void lt_cl_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F)
 void lt_cl_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(dh);
+	lt_cl_assert_real(dout);
+	lt_cl_assert_real(h);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && F > 0);
@@ -559,9 +591,9 @@ void lt_cl_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int
 		return;
 	struct tiling t = tiling_of(c, k, (size_t)N, F);
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, dh, (size_t)N * 2 * F);
-	lt_cl_arg_ref(c, k, &i, dout, (size_t)N * F);
-	lt_cl_arg_ref(c, k, &i, h, (size_t)N * 2 * F);
+	lt_cl_arg_real(c, k, &i, dh, (size_t)N * 2 * F);
+	lt_cl_arg_real(c, k, &i, dout, (size_t)N * F);
+	lt_cl_arg_real(c, k, &i, h, (size_t)N * 2 * F);
 	lt_cl_arg_int(c, k, &i, F);
 	lt_cl_arg_int(c, k, &i, t.tiles);
 	launch_tiles(c, k, (size_t)N, t, "swiglu_backward");
@@ -573,18 +605,20 @@ void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, in
 		float grad_scale)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(losses, LT_F32);
+	lt_cl_assert_real(logits);
+	lt_cl_assert_type(targets, LT_I32);
 	if (lt_cl_failed(c))
 		return;
 	LT_ASSERT(N >= 0 && V > 0);
 	cl_kernel k = ops_kernel(c, "lt_xent");
 	if (!N || !k)
 		return;
-	LT_ASSERT(lt_buf_type(targets.buf) == LT_I32);
 	size_t local = group_for_width(c, k, (size_t)V);
 	int i = 0;
-	lt_cl_arg_ref(c, k, &i, losses, (size_t)N);
-	lt_cl_arg_ref(c, k, &i, logits, (size_t)N * V);
-	lt_cl_arg_ref(c, k, &i, targets, (size_t)N);
+	lt_cl_arg_f32(c, k, &i, losses, (size_t)N);
+	lt_cl_arg_real(c, k, &i, logits, (size_t)N * V);
+	lt_cl_arg_i32(c, k, &i, targets, (size_t)N);
 	lt_cl_arg_int(c, k, &i, V);
 	lt_cl_arg_float(c, k, &i, grad_scale);
 	lt_cl_arg_int(c, k, &i, grad_scale != 0.0f);

@@ -1,7 +1,8 @@
-/* Builds the embedded kernel programs for a device, through a binary cache
- * under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain) keyed by device,
- * driver, options and source, so that a second start compiles nothing; and
- * small texts kept beside the binaries (the GEMM tile search's results). */
+/* Builds the embedded kernel programs for a device (each after bf16.cl),
+ * through a binary cache under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain)
+ * keyed by device, driver, options and source, so that a second start
+ * compiles nothing; and small texts kept beside the binaries (the GEMM tile
+ * search's results). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -12,6 +13,9 @@
 
 #include "embed.h"
 #include "io/fs.h"
+
+/* The file every program starts with (its bf16 rule and helpers). */
+#define PRELUDE "bf16.cl"
 
 const char *lt_cl_embedded_source(const char *file, size_t *len)
 {
@@ -174,28 +178,31 @@ static void report_build_log(cl_program p, cl_device_id dev, const char *file, c
 		      "build log:\n%s", file, options, name, (int)err, log);
 }
 
-/* Kernel files built after a prelude of shared helpers: { file, prelude }. */
+/* Kernel files built after a second prelude of shared helpers, after
+ * PRELUDE: { file, prelude }. */
 static const char *const preludes[][2] = {
 	{ "gemm_mma.cl", "mma.cl" },
 	{ "attention_mma.cl", "mma.cl" },
 };
 
-/* The source of `file` as it is built: its prelude (if any), then its own
- * text; malloc'd, NULL when it cannot be allocated (*len says its size). */
+/* The source of `file` as it is built: PRELUDE, its own prelude (if any),
+ * then its own text; malloc'd, NULL when it cannot be allocated (*len says
+ * its size). */
 static char *program_source(const char *file, size_t *len)
 {
-	size_t n = 0, np = 0;
-	const char *src = lt_cl_embedded_source(file, &n), *pre = NULL;
-	LT_ASSERT(src);
+	size_t n = 0, n0 = 0, np = 0;
+	const char *src = lt_cl_embedded_source(file, &n), *pre = "";
+	const char *first = lt_cl_embedded_source(PRELUDE, &n0);
+	LT_ASSERT(src && first);
 	for (size_t i = 0; i < sizeof preludes / sizeof preludes[0]; i++)
 		if (!strcmp(preludes[i][0], file)) {
 			pre = lt_cl_embedded_source(preludes[i][1], &np);
 			LT_ASSERT(pre);
 		}
-	*len = pre ? np + 1 + n : n;
+	*len = n0 + 1 + np + 1 + n;
 	char *all = malloc(*len + 1);
 	if (all)
-		snprintf(all, *len + 1, "%s%s%s", pre ? pre : "", pre ? "\n" : "", src);
+		snprintf(all, *len + 1, "%s\n%s\n%s", first, pre, src);
 	return all;
 }
 

@@ -5,7 +5,10 @@
  *   row: one work-group per row, its items striding over the row's columns;
  *   tile: 1D groups of L items, group g = row (g / tiles) and column tile
  *         (g % tiles), item = one column (no 2D grid: CUDA caps its y at 65535).
- * Work-group sizes of the kernels that reduce in local memory are powers of two. */
+ * Work-group sizes of the kernels that reduce in local memory are powers of two.
+ * Activations, weights and their gradients are arrays of f32 or bf16 (bf16.cl);
+ * token ids are int, statistics, the gradients added into and AdamW's arrays
+ * float (src/backend.h's types). */
 #ifdef LT_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 #endif
@@ -130,26 +133,18 @@ static inline float group_sum(local float *sh, float v)
  * sectors cost a read each, half the write bandwidth of an H100. */
 
 /* Elements of an array at element offset off before its first 128-byte
- * boundary (buffers start on one), at most n. */
-static inline size_t lead_in(ulong off, ulong n)
+ * boundary (buffers start on one), at most n: lead_in for f32 arrays,
+ * lead_in_of for an array of either type. */
+static inline size_t lead_in_of(ulong off, ulong n, int bf)
 {
-	size_t k = (32 - off % 32) % 32;
+	ulong line = bf ? 64 : 32;
+	size_t k = (line - off % line) % line;
 	return k < n ? k : (size_t)n;
 }
 
-/* The bfloat16 nearest to f, ties to even (a NaN stays a NaN, quiet), and
- * the float a bfloat16 stands for: src/backend.h's rule. */
-static inline ushort bf16_round(float f)
+static inline size_t lead_in(ulong off, ulong n)
 {
-	uint u = as_uint(f);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		return (ushort)((u >> 16) | 0x0040u);
-	return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline float bf16_widen(ushort h)
-{
-	return as_float((uint)h << 16);
+	return lead_in_of(off, n, 0);
 }
 
 /* dst[n] = bf16(src[n]) */
@@ -202,26 +197,23 @@ kernel void lt_bf16_to_f32_matrices(global float *d_base, ulong d_off,
 	}
 }
 
-/* x[n] = value */
-kernel void lt_fill(global float *x_base, ulong x_off, ulong n, float value)
+/* The four elements p[i + k S], k < 4, of an array of either type, as a
+ * vector; and back. */
+static inline float4 load4_of(global const uchar *p, size_t i, size_t S, int bf)
 {
-	global float *x = x_base + x_off;
-	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in(x_off, n);
-	for (size_t k = i; k < pre; k += S)
-		x[k] = value;
-	x += pre;
-	n -= pre;
-	for (; i + 3 * S < n; i += 4 * S) {
-		x[i] = value;
-		x[i + S] = value;
-		x[i + 2 * S] = value;
-		x[i + 3 * S] = value;
-	}
-	for (; i < n; i += S)
-		x[i] = value;
+	return (float4)(load_elem(p, i, bf), load_elem(p, i + S, bf), load_elem(p, i + 2 * S, bf),
+			load_elem(p, i + 3 * S, bf));
 }
 
-/* The four elements p[i + k S], k < 4, as a vector; and back. */
+static inline void store4_of(global uchar *p, size_t i, size_t S, float4 v, int bf)
+{
+	store_elem(p, i, v.x, bf);
+	store_elem(p, i + S, v.y, bf);
+	store_elem(p, i + 2 * S, v.z, bf);
+	store_elem(p, i + 3 * S, v.w, bf);
+}
+
+/* The same on f32 arrays. */
 static inline float4 load4(global const float *p, size_t i, size_t S)
 {
 	return (float4)(p[i], p[i + S], p[i + 2 * S], p[i + 3 * S]);
@@ -235,40 +227,81 @@ static inline void store4(global float *p, size_t i, size_t S, float4 v)
 	p[i + 3 * S] = v.w;
 }
 
-/* x[n] *= s */
-kernel void lt_scale(global float *x_base, ulong x_off, ulong n, float s)
+/* x[n] = value, x at element offset x_off of its buffer */
+BODY void fill_body(global uchar *x, ulong x_off, ulong n, float value, int bf)
 {
-	global float *x = x_base + x_off;
-	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in(x_off, n);
+	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in_of(x_off, n, bf);
 	for (size_t k = i; k < pre; k += S)
-		x[k] *= s;
-	x += pre;
+		store_elem(x, k, value, bf);
+	x = ELEM_AT(x, pre, bf);
 	n -= pre;
 	for (; i + 3 * S < n; i += 4 * S)
-		store4(x, i, S, load4(x, i, S) * s);
+		store4_of(x, i, S, (float4)(value), bf);
 	for (; i < n; i += S)
-		x[i] *= s;
+		store_elem(x, i, value, bf);
+}
+
+kernel void lt_fill(global uchar *x_base, ulong x_off, int x_bf, ulong n, float value)
+{
+	global uchar *x = ELEM_AT(x_base, x_off, x_bf);
+	if (x_bf)
+		fill_body(x, x_off, n, value, 1);
+	else
+		fill_body(x, x_off, n, value, 0);
+}
+
+/* x[n] *= s */
+BODY void scale_body(global uchar *x, ulong x_off, ulong n, float s, int bf)
+{
+	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in_of(x_off, n, bf);
+	for (size_t k = i; k < pre; k += S)
+		store_elem(x, k, load_elem(x, k, bf) * s, bf);
+	x = ELEM_AT(x, pre, bf);
+	n -= pre;
+	for (; i + 3 * S < n; i += 4 * S)
+		store4_of(x, i, S, load4_of(x, i, S, bf) * s, bf);
+	for (; i < n; i += S)
+		store_elem(x, i, load_elem(x, i, bf) * s, bf);
+}
+
+kernel void lt_scale(global uchar *x_base, ulong x_off, int x_bf, ulong n, float s)
+{
+	global uchar *x = ELEM_AT(x_base, x_off, x_bf);
+	if (x_bf)
+		scale_body(x, x_off, n, s, 1);
+	else
+		scale_body(x, x_off, n, s, 0);
 }
 
 /* y[n] = a[n] + b[n]; y may be a or b (each element is read, then written, by one item) */
-kernel void lt_add(global float *y_base, ulong y_off, global const float *a_base, ulong a_off,
-		   global const float *b_base, ulong b_off, ulong n)
+BODY void add_body(global uchar *y, ulong y_off, global const uchar *a, global const uchar *b,
+		   ulong n, int ybf, int abf, int bbf)
 {
-	global float *y = y_base + y_off;
-	global const float *a = a_base + a_off, *b = b_base + b_off;
-	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in(y_off, n);
+	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in_of(y_off, n, ybf);
 	for (size_t k = i; k < pre; k += S)
-		y[k] = a[k] + b[k];
-	y += pre;
-	a += pre;
-	b += pre;
+		store_elem(y, k, load_elem(a, k, abf) + load_elem(b, k, bbf), ybf);
+	y = ELEM_AT(y, pre, ybf);
+	a = ELEM_AT(a, pre, abf);
+	b = ELEM_AT(b, pre, bbf);
 	n -= pre;
 	for (; i + 3 * S < n; i += 4 * S) {
-		float4 va = load4(a, i, S), vb = load4(b, i, S);
-		store4(y, i, S, va + vb);
+		float4 va = load4_of(a, i, S, abf), vb = load4_of(b, i, S, bbf);
+		store4_of(y, i, S, va + vb, ybf);
 	}
 	for (; i < n; i += S)
-		y[i] = a[i] + b[i];
+		store_elem(y, i, load_elem(a, i, abf) + load_elem(b, i, bbf), ybf);
+}
+
+kernel void lt_add(global uchar *y_base, ulong y_off, int y_bf, global const uchar *a_base,
+		   ulong a_off, int a_bf, global const uchar *b_base, ulong b_off, int b_bf,
+		   ulong n)
+{
+	global uchar *y = ELEM_AT(y_base, y_off, y_bf);
+	global const uchar *a = ELEM_AT(a_base, a_off, a_bf), *b = ELEM_AT(b_base, b_off, b_bf);
+	if (y_bf | a_bf | b_bf)
+		add_body(y, y_off, a, b, n, y_bf, a_bf, b_bf);
+	else
+		add_body(y, y_off, a, b, n, 0, 0, 0);
 }
 
 /* One AdamW update of P, M, V from G (float or float4, elementwise), in the
@@ -335,27 +368,35 @@ static inline acc_t acc_add_term(acc_t a, float x, int squares)
  * into four sums): the share depends on n and the grid alone. Interleaved
  * rather than one span per group, so that the groups stream through memory
  * together (spans a gigabyte apart thrash the GPU's TLB). */
-kernel void lt_sum_partials(global float *part_base, ulong part_off, global const float *x_base,
-			    ulong x_off, ulong n, int squares, local acc_t *sh)
+/* This item's share of the sum of x[i] (squares: x[i]^2), x at element
+ * offset x_off of its buffer. */
+BODY acc_t sum_share_of(global const uchar *x, ulong x_off, ulong n, int squares, int bf)
 {
-	global acc_t *part = (global acc_t *)(part_base + part_off);
-	global const float *x = x_base + x_off;
-	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in(x_off, n);
+	size_t S = get_global_size(0), i = get_global_id(0), pre = lead_in_of(x_off, n, bf);
 	acc_t a0 = acc_zero(), a1 = acc_zero(), a2 = acc_zero(), a3 = acc_zero();
 	for (size_t k = i; k < pre; k += S)
-		a0 = acc_add_term(a0, x[k], squares);
-	x += pre;
+		a0 = acc_add_term(a0, load_elem(x, k, bf), squares);
+	x = ELEM_AT(x, pre, bf);
 	n -= pre;
 	for (; i + 3 * S < n; i += 4 * S) {
-		float4 v = load4(x, i, S);
+		float4 v = load4_of(x, i, S, bf);
 		a0 = acc_add_term(a0, v.x, squares);
 		a1 = acc_add_term(a1, v.y, squares);
 		a2 = acc_add_term(a2, v.z, squares);
 		a3 = acc_add_term(a3, v.w, squares);
 	}
 	for (; i < n; i += S)
-		a0 = acc_add_term(a0, x[i], squares);
-	acc_t a = group_sum_acc(sh, acc_merge(acc_merge(a0, a1), acc_merge(a2, a3)));
+		a0 = acc_add_term(a0, load_elem(x, i, bf), squares);
+	return acc_merge(acc_merge(a0, a1), acc_merge(a2, a3));
+}
+
+kernel void lt_sum_partials(global float *part_base, ulong part_off, global const uchar *x_base,
+			    ulong x_off, int x_bf, ulong n, int squares, local acc_t *sh)
+{
+	global acc_t *part = (global acc_t *)(part_base + part_off);
+	global const uchar *x = ELEM_AT(x_base, x_off, x_bf);
+	acc_t a = x_bf ? sum_share_of(x, x_off, n, squares, 1) : sum_share_of(x, x_off, n, squares, 0);
+	a = group_sum_acc(sh, a);
 	if (get_local_id(0) == 0)
 		part[get_group_id(0)] = a;
 }
@@ -378,17 +419,30 @@ kernel void lt_sum_finish(global float *out_base, ulong out_off, global const fl
 
 /* out[N,C] = table[tokens[n], :], tile shape over (n, column); a token
  * outside [0, V) (a caller's bug) gives a NaN row rather than a stray read. */
-kernel void lt_embedding_forward(global float *out_base, ulong out_off, global const int *tok_base,
-				 ulong tok_off, global const float *tab_base, ulong tab_off, int C,
-				 int V, int tiles)
+BODY void embedding_forward_body(global uchar *out, global const int *tok, global const uchar *tab,
+				 int C, int V, int tiles, int obf, int tbf)
 {
 	int g = get_group_id(0), n = g / tiles;
 	int c = (g - n * tiles) * get_local_size(0) + get_local_id(0);
 	if (c >= C)
 		return;
-	int t = tok_base[tok_off + n];
-	out_base[out_off + (size_t)n * C + c] =
-		t >= 0 && t < V ? tab_base[tab_off + (size_t)t * C + c] : NAN;
+	int t = tok[n];
+	store_elem(out, (size_t)n * C + c, t >= 0 && t < V ? load_elem(tab, (size_t)t * C + c, tbf)
+							    : NAN, obf);
+}
+
+kernel void lt_embedding_forward(global uchar *out_base, ulong out_off, int out_bf,
+				 global const int *tok_base, ulong tok_off,
+				 global const uchar *tab_base, ulong tab_off, int tab_bf, int C,
+				 int V, int tiles)
+{
+	global uchar *out = ELEM_AT(out_base, out_off, out_bf);
+	global const uchar *tab = ELEM_AT(tab_base, tab_off, tab_bf);
+	global const int *tok = tok_base + tok_off;
+	if (out_bf | tab_bf)
+		embedding_forward_body(out, tok, tab, C, V, tiles, out_bf, tab_bf);
+	else
+		embedding_forward_body(out, tok, tab, C, V, tiles, 0, 0);
 }
 
 /* Sorts tokens[N] by (token, n) without moving them: order[r] = the n of
@@ -436,108 +490,184 @@ kernel void lt_embedding_sort(global int *order_base, ulong order_off, global in
 /* dtable[tokens[n], :] += dout[n, :], tile shape over (rank r, column): the
  * item of the first rank of each token adds that token's rows in order of
  * n, in float, as the CPU does, and writes once; four rows' loads at a time. */
-kernel void lt_embedding_backward(global float *dt_base, ulong dt_off, global const int *tok_base,
-				  ulong tok_off, global const float *dout_base, ulong dout_off,
-				  global const int *order_base, ulong order_off,
-				  global const int *run_base, ulong run_off, int C, int V,
-				  int tiles)
+BODY void embedding_backward_body(global float *dt, global const int *tok,
+				  global const uchar *dout, global const int *order,
+				  global const int *run, int C, int V, int tiles, int bf)
 {
-	global const int *order = order_base + order_off;
 	int g = get_group_id(0), r = g / tiles;
 	int c = (g - r * tiles) * get_local_size(0) + get_local_id(0);
-	int cnt = run_base[run_off + r];
+	int cnt = run[r];
 	if (cnt == 0 || c >= C)
 		return;
-	int t = tok_base[tok_off + order[r]];
+	int t = tok[order[r]];
 	if (t < 0 || t >= V)
 		return;
-	global float *dst = dt_base + dt_off + (size_t)t * C + c;
-	global const float *src = dout_base + dout_off + c;
+	global float *dst = dt + (size_t)t * C + c;
+	global const uchar *src = ELEM_AT(dout, c, bf);
 	global const int *rows = order + r;
 	float acc = *dst;
 	int j = 0;
 	for (; j + 3 < cnt; j += 4) {
-		float v0 = src[(size_t)rows[j] * C], v1 = src[(size_t)rows[j + 1] * C];
-		float v2 = src[(size_t)rows[j + 2] * C], v3 = src[(size_t)rows[j + 3] * C];
+		float v0 = load_elem(src, (size_t)rows[j] * C, bf);
+		float v1 = load_elem(src, (size_t)rows[j + 1] * C, bf);
+		float v2 = load_elem(src, (size_t)rows[j + 2] * C, bf);
+		float v3 = load_elem(src, (size_t)rows[j + 3] * C, bf);
 		acc += v0;
 		acc += v1;
 		acc += v2;
 		acc += v3;
 	}
 	for (; j < cnt; j++)
-		acc += src[(size_t)rows[j] * C];
+		acc += load_elem(src, (size_t)rows[j] * C, bf);
 	*dst = acc;
+}
+
+kernel void lt_embedding_backward(global float *dt_base, ulong dt_off, global const int *tok_base,
+				  ulong tok_off, global const uchar *dout_base, ulong dout_off,
+				  int dout_bf, global const int *order_base, ulong order_off,
+				  global const int *run_base, ulong run_off, int C, int V,
+				  int tiles)
+{
+	global float *dt = dt_base + dt_off;
+	global const int *tok = tok_base + tok_off, *order = order_base + order_off;
+	global const int *run = run_base + run_off;
+	global const uchar *dout = ELEM_AT(dout_base, dout_off, dout_bf);
+	if (dout_bf)
+		embedding_backward_body(dt, tok, dout, order, run, C, V, tiles, 1);
+	else
+		embedding_backward_body(dt, tok, dout, order, run, C, V, tiles, 0);
 }
 
 /* ------------------------------------------------------------------ */
 /* RMSNorm. */
 
+/* This item's share (columns lid, lid + L, ...) of the row's sum of x^2 */
+BODY float share_of_squares(global const uchar *x, int C, int bf)
+{
+	int lid = get_local_id(0), L = get_local_size(0);
+	float ss = 0.0f;
+	for (int i = lid; i < C; i += L) {
+		float xi = load_elem(x, i, bf);
+		ss += xi * xi;
+	}
+	return ss;
+}
+
+/* This item's columns of the row o = x * r * w */
+BODY void normalize_share(global uchar *o, global const uchar *x, global const uchar *w, int C,
+			  float r, int obf, int ibf, int wbf)
+{
+	int lid = get_local_id(0), L = get_local_size(0);
+	for (int i = lid; i < C; i += L)
+		store_elem(o, i, load_elem(x, i, ibf) * r * load_elem(w, i, wbf), obf);
+}
+
 /* rstd[N] = 1 / sqrt(mean(inp[n,:]^2) + eps); out[N,C] = inp * rstd * w;
  * row shape, sh[local_size] */
-kernel void lt_rmsnorm_forward(global float *out_base, ulong out_off, global float *rstd_base,
-			       ulong rstd_off, global const float *inp_base, ulong inp_off,
-			       global const float *w_base, ulong w_off, int C, float eps,
+kernel void lt_rmsnorm_forward(global uchar *out_base, ulong out_off, int out_bf,
+			       global float *rstd_base, ulong rstd_off,
+			       global const uchar *inp_base, ulong inp_off, int inp_bf,
+			       global const uchar *w_base, ulong w_off, int w_bf, int C, float eps,
 			       local float *sh)
 {
 	size_t n = get_group_id(0);
-	int lid = get_local_id(0), L = get_local_size(0);
-	global const float *x = inp_base + inp_off + n * C, *w = w_base + w_off;
-	global float *o = out_base + out_off + n * C;
-	float ss = 0.0f;
-	for (int i = lid; i < C; i += L)
-		ss += x[i] * x[i];
+	global uchar *o = ELEM_AT(out_base, out_off + n * C, out_bf);
+	global const uchar *x = ELEM_AT(inp_base, inp_off + n * C, inp_bf);
+	global const uchar *w = ELEM_AT(w_base, w_off, w_bf);
+	float ss = inp_bf ? share_of_squares(x, C, 1) : share_of_squares(x, C, 0);
 	ss = group_sum(sh, ss);
 	float r = 1.0f / sqrt(ss / (float)C + eps);
-	if (lid == 0)
+	if (get_local_id(0) == 0)
 		rstd_base[rstd_off + n] = r;
+	if (out_bf | inp_bf | w_bf)
+		normalize_share(o, x, w, C, r, out_bf, inp_bf, w_bf);
+	else
+		normalize_share(o, x, w, C, r, 0, 0, 0);
+}
+
+/* This item's share of the row's sum of dy * w * x */
+BODY float share_of_dot(global const uchar *dy, global const uchar *w, global const uchar *x,
+			int C, int dobf, int wbf, int ibf)
+{
+	int lid = get_local_id(0), L = get_local_size(0);
+	float dot = 0.0f;
 	for (int i = lid; i < C; i += L)
-		o[i] = x[i] * r * w[i];
+		dot += load_elem(dy, i, dobf) * load_elem(w, i, wbf) * load_elem(x, i, ibf);
+	return dot;
+}
+
+/* This item's columns of the row dx += r w dy - k x */
+BODY void add_share_of_dx(global uchar *dx, global const uchar *dy, global const uchar *w,
+			  global const uchar *x, int C, float r, float k, int dibf, int dobf,
+			  int wbf, int ibf)
+{
+	int lid = get_local_id(0), L = get_local_size(0);
+	for (int i = lid; i < C; i += L) {
+		float g = r * load_elem(w, i, wbf) * load_elem(dy, i, dobf) -
+			  k * load_elem(x, i, ibf);
+		store_elem(dx, i, load_elem(dx, i, dibf) + g, dibf);
+	}
 }
 
 /* dinp[N,C] += r w dout - (r^3 / C) inp sum_c(dout w inp); row shape, sh[local_size] */
-kernel void lt_rmsnorm_backward(global float *dinp_base, ulong dinp_off,
-				global const float *dout_base, ulong dout_off,
-				global const float *inp_base, ulong inp_off,
-				global const float *w_base, ulong w_off,
+kernel void lt_rmsnorm_backward(global uchar *dinp_base, ulong dinp_off, int dinp_bf,
+				global const uchar *dout_base, ulong dout_off, int dout_bf,
+				global const uchar *inp_base, ulong inp_off, int inp_bf,
+				global const uchar *w_base, ulong w_off, int w_bf,
 				global const float *rstd_base, ulong rstd_off, int C,
 				local float *sh)
 {
 	size_t n = get_group_id(0);
-	int lid = get_local_id(0), L = get_local_size(0);
-	global const float *x = inp_base + inp_off + n * C, *dy = dout_base + dout_off + n * C;
-	global const float *w = w_base + w_off;
-	global float *dx = dinp_base + dinp_off + n * C;
-	float r = rstd_base[rstd_off + n], dot = 0.0f;
-	for (int i = lid; i < C; i += L)
-		dot += dy[i] * w[i] * x[i];
+	global uchar *dx = ELEM_AT(dinp_base, dinp_off + n * C, dinp_bf);
+	global const uchar *dy = ELEM_AT(dout_base, dout_off + n * C, dout_bf);
+	global const uchar *x = ELEM_AT(inp_base, inp_off + n * C, inp_bf);
+	global const uchar *w = ELEM_AT(w_base, w_off, w_bf);
+	int any = dinp_bf | dout_bf | inp_bf | w_bf;
+	float r = rstd_base[rstd_off + n];
+	float dot = any ? share_of_dot(dy, w, x, C, dout_bf, w_bf, inp_bf)
+			: share_of_dot(dy, w, x, C, 0, 0, 0);
 	dot = group_sum(sh, dot);
 	float k = r * r * r * dot / (float)C;
-	for (int i = lid; i < C; i += L)
-		dx[i] += r * w[i] * dy[i] - k * x[i];
+	if (any)
+		add_share_of_dx(dx, dy, w, x, C, r, k, dinp_bf, dout_bf, w_bf, inp_bf);
+	else
+		add_share_of_dx(dx, dy, w, x, C, r, k, 0, 0, 0, 0);
 }
 
 /* part[B,C] (acc_t): row block b's sum over its rows [b * rows, min(N, (b + 1) * rows))
  * of dout * inp * rstd, tile shape over (b, column) */
-kernel void lt_rmsnorm_dw_partials(global float *part_base, ulong part_off,
-				   global const float *dout_base, ulong dout_off,
-				   global const float *inp_base, ulong inp_off,
-				   global const float *rstd_base, ulong rstd_off, int N, int C,
-				   int rows, int tiles)
+BODY void rmsnorm_dw_partials_body(global acc_t *part, global const uchar *dout,
+				   global const uchar *inp, global const float *rs, int N, int C,
+				   int rows, int tiles, int dobf, int ibf)
 {
-	global acc_t *part = (global acc_t *)(part_base + part_off);
-	global const float *rs = rstd_base + rstd_off;
 	int g = get_group_id(0), b = g / tiles;
 	int c = (g - b * tiles) * get_local_size(0) + get_local_id(0);
 	if (c >= C)
 		return;
 	int n0 = b * rows, n1 = N - n0 < rows ? N : n0 + rows;
-	global const float *dy = dout_base + dout_off + c, *x = inp_base + inp_off + c;
+	global const uchar *dy = ELEM_AT(dout, c, dobf), *x = ELEM_AT(inp, c, ibf);
 	acc_t a = acc_zero();
 	for (int n = n0; n < n1; n++) {
 		size_t i = (size_t)n * C;
-		a = acc_add(a, dy[i] * x[i] * rs[n]);
+		a = acc_add(a, load_elem(dy, i, dobf) * load_elem(x, i, ibf) * rs[n]);
 	}
 	part[(size_t)b * C + c] = a;
+}
+
+kernel void lt_rmsnorm_dw_partials(global float *part_base, ulong part_off,
+				   global const uchar *dout_base, ulong dout_off, int dout_bf,
+				   global const uchar *inp_base, ulong inp_off, int inp_bf,
+				   global const float *rstd_base, ulong rstd_off, int N, int C,
+				   int rows, int tiles)
+{
+	global acc_t *part = (global acc_t *)(part_base + part_off);
+	global const uchar *dout = ELEM_AT(dout_base, dout_off, dout_bf);
+	global const uchar *inp = ELEM_AT(inp_base, inp_off, inp_bf);
+	global const float *rs = rstd_base + rstd_off;
+	if (dout_bf | inp_bf)
+		rmsnorm_dw_partials_body(part, dout, inp, rs, N, C, rows, tiles, dout_bf, inp_bf);
+	else
+		rmsnorm_dw_partials_body(part, dout, inp, rs, N, C, rows, tiles, 0, 0);
 }
 
 /* dw[C] += sum over b < B of part[b, c]. A group takes `cols` columns (a
@@ -566,12 +696,27 @@ kernel void lt_rmsnorm_dw_finish(global float *dw_base, ulong dw_off, global con
 }
 
 /* ------------------------------------------------------------------ */
+/* This item's pairs of the row's heads rotated by cs (cos, then sin) */
+BODY void rotate_share(global uchar *row, local const float *cs, int heads, int D, int bf)
+{
+	int lid = get_local_id(0), L = get_local_size(0), pairs = D / 2;
+	for (int j = lid; j < heads * pairs; j += L) {
+		int hd = j / pairs, i = j - hd * pairs;
+		size_t i1 = (size_t)hd * D + i, i2 = i1 + pairs;
+		float u = load_elem(row, i1, bf), v = load_elem(row, i2, bf);
+		float c = cs[i], s = cs[pairs + i];
+		store_elem(row, i1, u * c - v * s, bf);
+		store_elem(row, i2, v * c + u * s, bf);
+	}
+}
+
 /* RoPE: rotates the `heads` (H + K) query and key heads of row n of
  * qkv[N, W] in place by (pos0 + n % T) * inv_freq[i] on the pairs (i, i + D/2);
  * sgn -1 rotates back. Row shape; the group computes the row's D/2 (cos, sin)
  * pairs once into cs[D], in float as the CPU does. */
-kernel void lt_rope(global float *x_base, ulong x_off, global const float *f_base, ulong f_off,
-		    int T, int pos0, int heads, int D, int W, float sgn, local float *cs)
+kernel void lt_rope(global uchar *x_base, ulong x_off, int x_bf, global const float *f_base,
+		    ulong f_off, int T, int pos0, int heads, int D, int W, float sgn,
+		    local float *cs)
 {
 	size_t n = get_group_id(0);
 	int lid = get_local_id(0), L = get_local_size(0), pairs = D / 2;
@@ -582,49 +727,69 @@ kernel void lt_rope(global float *x_base, ulong x_off, global const float *f_bas
 		cs[pairs + i] = sgn * sin(a);
 	}
 	barrier(CLK_LOCAL_MEM_FENCE);
-	global float *row = x_base + x_off + n * W;
-	for (int j = lid; j < heads * pairs; j += L) {
-		int hd = j / pairs, i = j - hd * pairs;
-		global float *x1 = row + hd * D + i, *x2 = x1 + pairs;
-		float u = *x1, v = *x2, c = cs[i], s = cs[pairs + i];
-		*x1 = u * c - v * s;
-		*x2 = v * c + u * s;
-	}
+	global uchar *row = ELEM_AT(x_base, x_off + n * W, x_bf);
+	if (x_bf)
+		rotate_share(row, cs, heads, D, 1);
+	else
+		rotate_share(row, cs, heads, D, 0);
 }
 
 /* ------------------------------------------------------------------ */
 /* SwiGLU, tile shape over (n, f): h[N, 2F] = [gate | up]. */
 
 /* out[N,F] = silu(gate) * up */
-kernel void lt_swiglu_forward(global float *out_base, ulong out_off, global const float *h_base,
-			      ulong h_off, int F, int tiles)
-{
-	int g = get_group_id(0), n = g / tiles;
-	int f = (g - n * tiles) * get_local_size(0) + get_local_id(0);
-	if (f >= F)
-		return;
-	global const float *gate = h_base + h_off + (size_t)n * 2 * F + f;
-	float x = gate[0], u = gate[F];
-	float sg = 1.0f / (1.0f + exp(-x));
-	out_base[out_off + (size_t)n * F + f] = x * sg * u;
-}
-
-/* dh[N,2F] = [dout * up * silu'(gate) | dout * silu(gate)],
- * silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) */
-kernel void lt_swiglu_backward(global float *dh_base, ulong dh_off, global const float *dout_base,
-			       ulong dout_off, global const float *h_base, ulong h_off, int F,
-			       int tiles)
+BODY void swiglu_forward_body(global uchar *out, global const uchar *h, int F, int tiles,
+			      int obf, int hbf)
 {
 	int g = get_group_id(0), n = g / tiles;
 	int f = (g - n * tiles) * get_local_size(0) + get_local_id(0);
 	if (f >= F)
 		return;
 	size_t at = (size_t)n * 2 * F + f;
-	float x = h_base[h_off + at], u = h_base[h_off + at + F];
-	float dy = dout_base[dout_off + (size_t)n * F + f];
+	float x = load_elem(h, at, hbf), u = load_elem(h, at + F, hbf);
 	float sg = 1.0f / (1.0f + exp(-x));
-	dh_base[dh_off + at] = dy * u * sg * (1.0f + x * (1.0f - sg));
-	dh_base[dh_off + at + F] = dy * x * sg;
+	store_elem(out, (size_t)n * F + f, x * sg * u, obf);
+}
+
+kernel void lt_swiglu_forward(global uchar *out_base, ulong out_off, int out_bf,
+			      global const uchar *h_base, ulong h_off, int h_bf, int F, int tiles)
+{
+	global uchar *out = ELEM_AT(out_base, out_off, out_bf);
+	global const uchar *h = ELEM_AT(h_base, h_off, h_bf);
+	if (out_bf | h_bf)
+		swiglu_forward_body(out, h, F, tiles, out_bf, h_bf);
+	else
+		swiglu_forward_body(out, h, F, tiles, 0, 0);
+}
+
+/* dh[N,2F] = [dout * up * silu'(gate) | dout * silu(gate)],
+ * silu'(x) = s (1 + x (1 - s)), s = sigmoid(x) */
+BODY void swiglu_backward_body(global uchar *dh, global const uchar *dout, global const uchar *h,
+			       int F, int tiles, int dhbf, int dobf, int hbf)
+{
+	int g = get_group_id(0), n = g / tiles;
+	int f = (g - n * tiles) * get_local_size(0) + get_local_id(0);
+	if (f >= F)
+		return;
+	size_t at = (size_t)n * 2 * F + f;
+	float x = load_elem(h, at, hbf), u = load_elem(h, at + F, hbf);
+	float dy = load_elem(dout, (size_t)n * F + f, dobf);
+	float sg = 1.0f / (1.0f + exp(-x));
+	store_elem(dh, at, dy * u * sg * (1.0f + x * (1.0f - sg)), dhbf);
+	store_elem(dh, at + F, dy * x * sg, dhbf);
+}
+
+kernel void lt_swiglu_backward(global uchar *dh_base, ulong dh_off, int dh_bf,
+			       global const uchar *dout_base, ulong dout_off, int dout_bf,
+			       global const uchar *h_base, ulong h_off, int h_bf, int F, int tiles)
+{
+	global uchar *dh = ELEM_AT(dh_base, dh_off, dh_bf);
+	global const uchar *dout = ELEM_AT(dout_base, dout_off, dout_bf);
+	global const uchar *h = ELEM_AT(h_base, h_off, h_bf);
+	if (dh_bf | dout_bf | h_bf)
+		swiglu_backward_body(dh, dout, h, F, tiles, dh_bf, dout_bf, h_bf);
+	else
+		swiglu_backward_body(dh, dout, h, F, tiles, 0, 0, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -643,38 +808,64 @@ static inline acc_t softmax_add(acc_t s, float *m, float v)
 	return s;
 }
 
+/* This item's running max *m and sum of exp(x - *m) over its columns of the
+ * row x[V] (lid, lid + L, ...; four loads a round) */
+BODY acc_t softmax_share(global const uchar *x, int V, float *m, int bf)
+{
+	int lid = get_local_id(0), L = get_local_size(0), j = lid;
+	acc_t s = acc_zero();
+	for (; j + 3 * L < V; j += 4 * L) {
+		float4 v = load4_of(x, j, L, bf);
+		s = softmax_add(s, m, v.x);
+		s = softmax_add(s, m, v.y);
+		s = softmax_add(s, m, v.z);
+		s = softmax_add(s, m, v.w);
+	}
+	for (; j < V; j += L)
+		s = softmax_add(s, m, load_elem(x, j, bf));
+	return s;
+}
+
+/* This item's columns of the row x[V] = grad_scale * (softmax - onehot(t)),
+ * softmax = exp(x - mx) * k */
+BODY void gradient_share(global uchar *x, int V, int t, float mx, float k, float grad_scale,
+			 int bf)
+{
+	int lid = get_local_id(0), L = get_local_size(0), j = lid;
+	for (; j + 3 * L < V; j += 4 * L) {
+		float4 e = exp(load4_of(x, j, L, bf) - mx) * k;
+		int4 at = (int4)(j, j + L, j + 2 * L, j + 3 * L);
+		store4_of(x, j, L, select(e, e - grad_scale, at == t), bf);
+	}
+	for (; j < V; j += L) {
+		float e = exp(load_elem(x, j, bf) - mx) * k;
+		store_elem(x, j, j == t ? e - grad_scale : e, bf);
+	}
+}
+
 /* losses[N] and (write) the gradient in place of logits[N,V], row shape:
  * each item keeps a running max m and sum of exp(x - m) over its columns
  * (one pass over the row, four loads a round), the group merges them in a
  * tree, then (write) a second pass turns the row into
  * grad_scale * (softmax - onehot). An ignored row (target < 0) reads
  * nothing: loss 0 and, with write, zeros. shm and shs hold local_size. */
-kernel void lt_xent(global float *loss_base, ulong loss_off, global float *z_base, ulong z_off,
-		    global const int *tgt_base, ulong tgt_off, int V, float grad_scale, int write,
-		    local float *shm, local acc_t *shs)
+kernel void lt_xent(global float *loss_base, ulong loss_off, global uchar *z_base, ulong z_off,
+		    int z_bf, global const int *tgt_base, ulong tgt_off, int V, float grad_scale,
+		    int write, local float *shm, local acc_t *shs)
 {
 	size_t n = get_group_id(0);
 	int lid = get_local_id(0), L = get_local_size(0), t = tgt_base[tgt_off + n];
-	global float *x = z_base + z_off + n * V;
+	global float *loss = loss_base + loss_off;
+	global uchar *x = ELEM_AT(z_base, z_off + n * V, z_bf);
 	if (t < 0) {
 		for (int j = lid; write && j < V; j += L)
-			x[j] = 0.0f;
+			store_elem(x, j, 0.0f, z_bf);
 		if (lid == 0)
-			loss_base[loss_off + n] = 0.0f;
+			loss[n] = 0.0f;
 		return;
 	}
-	float zt = t < V ? x[t] : NAN, m = -INFINITY;
-	acc_t s = acc_zero();
-	int j = lid;
-	for (; j + 3 * L < V; j += 4 * L) {
-		float4 v = load4(x, j, L);
-		s = softmax_add(s, &m, v.x);
-		s = softmax_add(s, &m, v.y);
-		s = softmax_add(s, &m, v.z);
-		s = softmax_add(s, &m, v.w);
-	}
-	for (; j < V; j += L)
-		s = softmax_add(s, &m, x[j]);
+	float zt = t < V ? load_elem(x, t, z_bf) : NAN, m = -INFINITY;
+	acc_t s = z_bf ? softmax_share(x, V, &m, 1) : softmax_share(x, V, &m, 0);
 	shm[lid] = m;
 	shs[lid] = s;
 	barrier(CLK_LOCAL_MEM_FENCE);
@@ -693,22 +884,17 @@ kernel void lt_xent(global float *loss_base, ulong loss_off, global float *z_bas
 	acc_t total = shs[0];
 #ifdef LT_FP64
 	if (lid == 0)
-		loss_base[loss_off + n] = (float)((double)mx + log(total) - (double)zt);
+		loss[n] = (float)((double)mx + log(total) - (double)zt);
 	float k = (float)(grad_scale / total);
 #else
 	if (lid == 0)
-		loss_base[loss_off + n] = mx + log(acc_float(total)) - zt;
+		loss[n] = mx + log(acc_float(total)) - zt;
 	float k = grad_scale / acc_float(total);
 #endif
 	if (!write)
 		return;
-	for (j = lid; j + 3 * L < V; j += 4 * L) {
-		float4 e = exp(load4(x, j, L) - mx) * k;
-		int4 at = (int4)(j, j + L, j + 2 * L, j + 3 * L);
-		store4(x, j, L, select(e, e - grad_scale, at == t));
-	}
-	for (; j < V; j += L) {
-		float e = exp(x[j] - mx) * k;
-		x[j] = j == t ? e - grad_scale : e;
-	}
+	if (z_bf)
+		gradient_share(x, V, t, mx, k, grad_scale, 1);
+	else
+		gradient_share(x, V, t, mx, k, grad_scale, 0);
 }
