@@ -1751,25 +1751,14 @@ static void run_op_group_beside_cpu(lt_backend *be, lt_backend *cpu, struct rng 
 	twin_clear();
 }
 
-/* Whether the bf16 mode runs on the backend of spec: on the CPU always;
- * elsewhere when LT_TEST_BF16_OPENCL=1, the OpenCL ops taking f32
- * arguments only for now (backend.h allows bf16). */
-static int bf16_mode_runs(const char *spec)
-{
-	const char *env = getenv("LT_TEST_BF16_OPENCL");
-	return !strcmp(spec, "cpu") || (env && !strcmp(env, "1"));
-}
-
 /* The checks test_backend makes for spec: opening it; the op groups in
- * f32, then in bf16 (or one skip saying why not); for a backend other
- * than the CPU, one per group run against the CPU backend. */
+ * f32, then in bf16; for a backend other than the CPU, one per group run
+ * against the CPU backend. */
 static int checks_for(const char *spec)
 {
 	int other = strcmp(spec, "cpu") != 0;
-	int n = 1 + GROUP_CHECKS + (other ? op_groups(LT_F32) : 0);
-	if (bf16_mode_runs(spec))
-		return n + GROUP_CHECKS_BF16 + (other ? op_groups(LT_BF16) : 0);
-	return n + 1;
+	return 1 + GROUP_CHECKS + GROUP_CHECKS_BF16 +
+	       (other ? op_groups(LT_F32) + op_groups(LT_BF16) : 0);
 }
 
 /* Opening the backend, then every op group in f32 and in bf16:
@@ -1798,11 +1787,6 @@ static void test_backend(const char *spec)
 		bail_out("the cpu backend does not open: %s", lt_errmsg());
 	static const enum lt_dtype modes[2] = { LT_F32, LT_BF16 };
 	for (int m = 0; m < 2; m++) {
-		if (modes[m] == LT_BF16 && !bf16_mode_runs(spec)) {
-			tap_skip("%s: the bf16 mode runs on the cpu backend only "
-				 "(LT_TEST_BF16_OPENCL=1 runs it here too)", spec);
-			continue;
-		}
 		for (int g = 0; g < op_groups(modes[m]); g++) {
 			if (cpu)
 				run_op_group_beside_cpu(be, cpu, &r, g, modes[m]);

@@ -656,7 +656,7 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(17);
+	tap_plan(18);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
@@ -669,6 +669,7 @@ int main(void)
 	check_recompute("cpu", LT_PRECISION_FP32);
 	check_recompute("opencl", LT_PRECISION_FP32);
 	check_recompute("cpu", LT_PRECISION_BF16);
+	check_recompute("opencl", LT_PRECISION_BF16);
 	check_lookup_apart(be, 0, LT_PRECISION_FP32);
 	check_lookup_apart(be, 1, LT_PRECISION_FP32);
 	check_lookup_apart(be, 0, LT_PRECISION_BF16);
