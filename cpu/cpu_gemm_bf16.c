@@ -67,44 +67,84 @@ static float *wide_room(struct lt_cpu_ctx *c, size_t n)
 	return s->wide;
 }
 
-/* Elements of one matrix of rows x cols with leading dimension ld. */
-static size_t span(int rows, int cols, int ld)
+/* The fallback works on blocks of C of at most BLOCK x BLOCK, over k in
+ * steps of BLOCK, so that its f32 copies stay 3 BLOCK^2 floats (12 MiB)
+ * whatever the GEMM's size (whole copies of the LM head's operands were
+ * over 100 MiB); sgemm runs at full speed on blocks this large. */
+#define BLOCK 1024
+
+static int smaller(int a, int b)
 {
-	return rows && cols ? (size_t)(rows - 1) * ld + cols : 0;
+	return a < b ? a : b;
 }
 
-static void widen(float *d, const uint16_t *s, size_t n)
+/* d[rows, cols] (rows of cols) = the block of s at row r0, column c0 (rows
+ * of ld), widened. */
+static void widen_block(float *d, const uint16_t *s, int ld, int r0, int c0, int rows, int cols)
 {
-	for (size_t i = 0; i < n; i++)
-		d[i] = lt_bf16_to_f32(s[i]);
+	for (int i = 0; i < rows; i++) {
+		const uint16_t *row = s + (size_t)(r0 + i) * (size_t)ld + (size_t)c0;
+		for (int j = 0; j < cols; j++)
+			d[(size_t)i * (size_t)cols + (size_t)j] = lt_bf16_to_f32(row[j]);
+	}
 }
 
-/* One matrix of the batch through the f32 path. */
+/* The block of C at (m0, n0), pm x pn: for each step of k, the blocks of
+ * op(A) and op(B) widened into wa and wb and multiplied into cb (rows of
+ * ldcb), the first step with beta, the rest adding. */
+static void widened_block(struct lt_cpu_ctx *c, const struct lt_gemm *g, const uint16_t *a,
+			  const uint16_t *b, float *wa, float *wb, float *cb, int ldcb, int m0,
+			  int n0, int pm, int pn)
+{
+	int k0 = 0;
+	do {
+		int pk = smaller(BLOCK, g->k - k0);
+		if (g->trans_a)
+			widen_block(wa, a, g->lda, k0, m0, pk, pm);
+		else
+			widen_block(wa, a, g->lda, m0, k0, pm, pk);
+		if (g->trans_b)
+			widen_block(wb, b, g->ldb, n0, k0, pn, pk);
+		else
+			widen_block(wb, b, g->ldb, k0, n0, pk, pn);
+		struct lt_gemm one = {
+			.trans_a = g->trans_a, .trans_b = g->trans_b, .m = pm, .n = pn, .k = pk,
+			.alpha = g->alpha, .beta = k0 ? 1.0f : g->beta,
+			.lda = g->trans_a ? (pm > 1 ? pm : 1) : (pk > 1 ? pk : 1),
+			.ldb = g->trans_b ? (pk > 1 ? pk : 1) : (pn > 1 ? pn : 1),
+			.ldc = ldcb, .batch = 1,
+		};
+		lt_cpu_sgemm(c, &one, wa, wb, cb);
+		k0 += BLOCK;
+	} while (k0 < g->k);
+}
+
+/* One matrix of the batch through the f32 path, block by block of C. */
 static void widened_gemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const uint16_t *a,
 			 const uint16_t *b, void *cm, enum lt_dtype tc)
 {
-	size_t na = span(g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda);
-	size_t nb = span(g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb);
-	size_t nc = tc == LT_BF16 ? span(g->m, g->n, g->ldc) : 0;
-	float *w = wide_room(c, na + nb + nc);
+	float *w = wide_room(c, 3 * (size_t)BLOCK * BLOCK);
 	if (!w)
 		return;
-	struct lt_gemm one = *g;
-	one.batch = 1;
-	widen(w, a, na);
-	widen(w + na, b, nb);
-	if (tc == LT_F32) {
-		lt_cpu_sgemm(c, &one, w, w + na, cm);
-		return;
-	}
-	float *wc = w + na + nb;
-	uint16_t *ch = cm;
-	for (int i = 0; i < g->m; i++)  /* only C's own elements: the gaps stay */
-		widen(wc + (size_t)i * g->ldc, ch + (size_t)i * g->ldc, (size_t)g->n);
-	lt_cpu_sgemm(c, &one, w, w + na, wc);
-	for (int i = 0; i < g->m; i++)
-		for (int j = 0; j < g->n; j++)
-			ch[(size_t)i * g->ldc + j] = lt_bf16_from_f32(wc[(size_t)i * g->ldc + j]);
+	float *wa = w, *wb = w + (size_t)BLOCK * BLOCK, *wc = w + 2 * (size_t)BLOCK * BLOCK;
+	for (int m0 = 0; m0 < g->m; m0 += BLOCK)
+		for (int n0 = 0; n0 < g->n; n0 += BLOCK) {
+			int pm = smaller(BLOCK, g->m - m0), pn = smaller(BLOCK, g->n - n0);
+			if (tc == LT_F32) {
+				float *cb = (float *)cm + (size_t)m0 * (size_t)g->ldc + (size_t)n0;
+				widened_block(c, g, a, b, wa, wb, cb, g->ldc, m0, n0, pm, pn);
+				continue;
+			}
+			/* a bf16 C: its block widened (beta reads it), summed, rounded once */
+			uint16_t *ch = cm;
+			if (g->beta != 0.0f)
+				widen_block(wc, ch, g->ldc, m0, n0, pm, pn);
+			widened_block(c, g, a, b, wa, wb, wc, pn, m0, n0, pm, pn);
+			for (int i = 0; i < pm; i++)
+				for (int j = 0; j < pn; j++)
+					ch[(size_t)(m0 + i) * (size_t)g->ldc + (size_t)(n0 + j)] =
+						lt_bf16_from_f32(wc[(size_t)i * (size_t)pn + (size_t)j]);
+		}
 }
 
 /* ------------------------------------------------------------------ */

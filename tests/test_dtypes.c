@@ -14,7 +14,7 @@
 #include "tap.h"
 
 #define GUARD 3  /* sentinel elements on each side of every array */
-#define CHECKS_PER_BACKEND 16
+#define CHECKS_PER_BACKEND 19
 
 /* ------------------------------------------------------------------ */
 /* float64 models of bf16. */
@@ -362,6 +362,11 @@ static void check_bf16_gemms(lt_backend *be)
 		{ 1, 0, 33, 40, 70, 1, 0.5f, 1.0f, LT_BF16 },  /* a weight gradient */
 		{ 0, 1, 17, 23, 31, 3, -1.0f, 0.0f, LT_BF16 },
 		{ 1, 1, 9, 13, 1, 2, 1.0f, 0.5f, LT_F32 },     /* k = 1 */
+		/* past 1024 in m and k, in n and k, in m and n: the CPU's widening
+		 * fallback works block by block */
+		{ 0, 1, 1030, 40, 1100, 1, 1.0f, 1.0f, LT_F32 },
+		{ 1, 0, 30, 1100, 1030, 1, 1.0f, 0.5f, LT_BF16 },
+		{ 1, 1, 1100, 1030, 20, 1, 0.5f, 0.0f, LT_BF16 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const struct bf16_gemm_case *t = &cases[i];
