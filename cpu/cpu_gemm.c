@@ -9,6 +9,7 @@
 
 #include <omp.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <cblas.h>
 
@@ -167,8 +168,37 @@ void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa
 		gemm_tiles(g, pa, pb, pc, i, group, pm, pn, team);
 }
 
-/* See struct lt_gemm: a and b both f32 (OpenBLAS) or both bf16
- * (cpu_gemm_bf16.c), c f32 or (with bf16 operands) bf16. */
+/* ------------------------------------------------------------------ */
+/* Which library computes an f32 GEMM. */
+
+enum lt_cpu_gemm_lib lt_cpu_gemm_rule(const struct lt_gemm *g)
+{
+	(void)g;
+	return LT_CPU_GEMM_OPENBLAS;
+}
+
+/* The library that computes f32 GEMM g on c: LLTRAIN_CPU_GEMM's, else the
+ * rule's. */
+static enum lt_cpu_gemm_lib library_of(const struct lt_cpu_ctx *c, const struct lt_gemm *g)
+{
+	return c->gemm_lib == LT_CPU_GEMM_AUTO ? lt_cpu_gemm_rule(g) : c->gemm_lib;
+}
+
+void lt_cpu_gemm_describe(struct lt_cpu_ctx *c, char *out, size_t cap)
+{
+	char dnnl[32];
+	lt_cpu_dnnl_version(dnnl, sizeof dnnl);
+	if (c->gemm_lib == LT_CPU_GEMM_OPENBLAS || !lt_cpu_dnnl_has(c, LT_F32))
+		snprintf(out, cap, "OpenBLAS SGEMM");
+	else if (c->gemm_lib == LT_CPU_GEMM_DNNL)
+		snprintf(out, cap, "%s matmul (LLTRAIN_CPU_GEMM=dnnl)", dnnl);
+	else
+		snprintf(out, cap, "OpenBLAS SGEMM");
+}
+
+/* See struct lt_gemm: a and b both f32 (OpenBLAS or oneDNN, as
+ * library_of says) or both bf16 (cpu_gemm_bf16.c), c f32 or (with bf16
+ * operands) bf16. */
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
 {
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
@@ -188,8 +218,13 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 		return;
 	double t0 = lt_cpu_prof_start(c);
 	if (ta == LT_BF16) {
-		lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
-		lt_cpu_prof_stop(c, "gemm_bf16", t0);
+		int dnnl = lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
+		lt_cpu_prof_stop(c, dnnl ? "gemm_bf16" : "gemm_bf16_widened", t0);
+		return;
+	}
+	if (library_of(c, g) == LT_CPU_GEMM_DNNL &&
+	    lt_cpu_dnnl_gemm(c, g, pa, pb, pc, LT_F32, LT_F32)) {
+		lt_cpu_prof_stop(c, "gemm_dnnl", t0);
 		return;
 	}
 	lt_cpu_sgemm(c, g, pa, pb, pc);
