@@ -263,18 +263,30 @@ static void check_repeats(lt_backend *be, lt_backend *other, const struct gemm_c
 	free_inputs(&h);
 }
 
-/* Under auto, every case and a linear layer's three products at the
- * 15M preset's sizes: bitwise what the library the rule names gives,
- * computed by that library. */
+/* Products of each class of the rule: the three of a linear layer at the
+ * 15M preset's widths and 512 rows, a wide input gradient, a prompt's
+ * forward, the head's over a wide vocabulary, a token's (sgemv). */
+static const struct gemm_case model_cases[] = {
+	{ 0, 1, 512, 864, 288, 1, 1.0f, 0.0f, 0, 0 },
+	{ 0, 0, 512, 288, 864, 1, 1.0f, 0.0f, 0, 0 },
+	{ 1, 0, 864, 288, 512, 1, 1.0f, 1.0f, 0, 0 },
+	{ 0, 0, 512, 768, 288, 1, 1.0f, 0.0f, 0, 0 },
+	{ 0, 1, 40, 768, 288, 1, 1.0f, 1.0f, 0, 0 },
+	{ 0, 1, 40, 16384, 24, 1, 1.0f, 0.0f, 0, 0 },
+	{ 0, 1, 1, 768, 288, 1, 1.0f, 0.0f, 0, 0 },
+};
+#define N_MODEL_CASES ((int)(sizeof model_cases / sizeof model_cases[0]))
+
+/* Under auto, every case: bitwise what the library the rule names gives,
+ * computed by that library (the name the profile gives the call). With
+ * oneDNN, both libraries must be among them. */
 static void check_auto_follows_rule(lt_backend *autobe, lt_backend *blas, lt_backend *dnnl)
 {
 	/* without oneDNN, auto is OpenBLAS whatever the rule says */
-	struct gemm_case all[N_CASES + 3];
+	struct gemm_case all[N_CASES + N_MODEL_CASES];
 	memcpy(all, cases, sizeof cases);
-	all[N_CASES] = (struct gemm_case){ 0, 1, 512, 864, 288, 1, 1.0f, 0.0f, 0, 0 };
-	all[N_CASES + 1] = (struct gemm_case){ 0, 0, 512, 288, 768, 1, 1.0f, 0.0f, 0, 0 };
-	all[N_CASES + 2] = (struct gemm_case){ 1, 0, 768, 288, 512, 1, 1.0f, 1.0f, 0, 0 };
-	int same = 0, total = N_CASES + 3, by_blas = 0, by_dnnl = 0;
+	memcpy(all + N_CASES, model_cases, sizeof model_cases);
+	int same = 0, total = N_CASES + N_MODEL_CASES, by_blas = 0, by_dnnl = 0;
 	char bad[160] = "";
 	for (int i = 0; i < total; i++) {
 		struct host_case h = { 0 };
@@ -299,9 +311,43 @@ static void check_auto_follows_rule(lt_backend *autobe, lt_backend *blas, lt_bac
 		free(cr);
 		free_inputs(&h);
 	}
-	tap_ok(same == total, "auto: %d of %d GEMMs bitwise as the rule's library computes them "
-	       "(%d OpenBLAS, %d oneDNN)%s%s", same, total, by_blas, by_dnnl, bad[0] ? "; first not: "
-	       : "", bad);
+	tap_ok(same == total && (!dnnl || (by_blas && by_dnnl)),
+	       "auto: %d of %d GEMMs bitwise as the rule's library computes them (%d OpenBLAS, %d "
+	       "oneDNN)%s%s", same, total, by_blas, by_dnnl, bad[0] ? "; first not: " : "", bad);
+}
+
+/* The rule's classes, as its comment gives them. */
+static void check_rule_classes(void)
+{
+	static const struct { int ta, tb, m, n, k; enum lt_cpu_gemm_lib want; } t[] = {
+		{ 0, 1, 2048, 864, 288, LT_CPU_GEMM_OPENBLAS },   /* a forward */
+		{ 0, 0, 2048, 768, 2304, LT_CPU_GEMM_OPENBLAS },  /* a wide input gradient */
+		{ 0, 0, 2048, 511, 864, LT_CPU_GEMM_DNNL },       /* a narrow one */
+		{ 0, 0, 2048, 512, 864, LT_CPU_GEMM_OPENBLAS },
+		{ 0, 0, 64, 2048, 768, LT_CPU_GEMM_OPENBLAS },    /* wide, of few rows */
+		{ 0, 0, 1, 288, 864, LT_CPU_GEMM_DNNL },          /* narrow, one row */
+		{ 1, 0, 864, 288, 2048, LT_CPU_GEMM_OPENBLAS },   /* a weight gradient */
+		{ 1, 0, 864, 288, 16, LT_CPU_GEMM_OPENBLAS },     /* of few rows too */
+		{ 0, 1, 127, 2304, 768, LT_CPU_GEMM_DNNL },       /* a forward of few rows */
+		{ 0, 1, 128, 2304, 768, LT_CPU_GEMM_OPENBLAS },
+		{ 0, 1, 64, 16383, 288, LT_CPU_GEMM_DNNL },
+		{ 0, 1, 64, 32000, 288, LT_CPU_GEMM_OPENBLAS },   /* the head's */
+		{ 0, 1, 4, 864, 288, LT_CPU_GEMM_OPENBLAS },      /* sgemv */
+		{ 0, 1, 5, 864, 288, LT_CPU_GEMM_DNNL },
+		{ 1, 1, 64, 64, 64, LT_CPU_GEMM_OPENBLAS },
+		{ 0, 0, 64, 64, 0, LT_CPU_GEMM_OPENBLAS },        /* k = 0 */
+	};
+	int right = 0, n = (int)(sizeof t / sizeof t[0]), first = -1;
+	for (int i = 0; i < n; i++) {
+		struct lt_gemm g = { .trans_a = t[i].ta, .trans_b = t[i].tb, .m = t[i].m, .n = t[i].n,
+				     .k = t[i].k, .alpha = 1.0f, .batch = 1 };
+		if (lt_cpu_gemm_rule(&g) == t[i].want)
+			right++;
+		else if (first < 0)
+			first = i;
+	}
+	tap_ok(right == n, "the rule puts %d of %d products in their class (first wrong: %d, "
+	       "-1 for none)", right, n, first);
 }
 
 /* LLTRAIN_CPU_GEMM's values: openblas, auto (and unset) start, dnnl starts
@@ -315,7 +361,7 @@ static void check_environment(int have_dnnl)
 	int ok = be && st == LT_OK;
 	if (be)
 		be->ops->info(be, &dev);
-	tap_ok(ok && !strcmp(dev.gemm, "OpenBLAS SGEMM"),
+	tap_ok(ok && !strncmp(dev.gemm, "OpenBLAS SGEMM", 14) && !strstr(dev.gemm, "oneDNN"),
 	       "LLTRAIN_CPU_GEMM=openblas starts, gemm: %s", ok ? dev.gemm : lt_errmsg());
 	lt_backend_free(be);
 
@@ -342,7 +388,7 @@ static void check_environment(int have_dnnl)
 	lt_backend_free(u);
 }
 
-#define CHECKS (N_CASES + 2 + 1 + 4)
+#define CHECKS (N_CASES + 3 + 1 + 1 + 4)
 
 int main(void)
 {
@@ -351,20 +397,24 @@ int main(void)
 	enum lt_status st;
 	tap_plan(CHECKS);
 	check_environment(have_dnnl);
+	check_rule_classes();
 	lt_backend *dnnl = have_dnnl ? open_cpu("dnnl", &st) : NULL;
 	lt_backend *dnnl2 = have_dnnl ? open_cpu("dnnl", &st) : NULL;
 	lt_backend *blas = open_cpu("openblas", &st), *autobe = open_cpu("auto", &st);
 	if (!have_dnnl) {
-		for (int i = 0; i < N_CASES + 2; i++)
+		for (int i = 0; i < N_CASES + 3; i++)
 			tap_skip("oneDNN's f32 matmul: this lltrain was built without oneDNN "
 				 "(configure found no libdnnl)");
 	} else if (!dnnl || !dnnl2) {
-		for (int i = 0; i < N_CASES + 2; i++)
+		for (int i = 0; i < N_CASES + 3; i++)
 			tap_ok(0, "the CPU backend starts with LLTRAIN_CPU_GEMM=dnnl: %s", lt_errmsg());
 	} else {
 		check_dnnl_cases(dnnl);
 		check_repeats(dnnl, dnnl2, &cases[9]);
 		check_repeats(dnnl, dnnl2, &(struct gemm_case){ 1, 0, 288, 288, 512, 1, 1.0f, 1.0f,
+								0, 0 });
+		/* deep and thin: where a library would split k over the team */
+		check_repeats(dnnl, dnnl2, &(struct gemm_case){ 0, 0, 16, 96, 20000, 1, 1.0f, 0.0f,
 								0, 0 });
 	}
 	if (!blas || !autobe || (have_dnnl && !dnnl))
