@@ -404,7 +404,7 @@ int main(void)
 	if (!have_dnnl) {
 		for (int i = 0; i < N_CASES + 3; i++)
 			tap_skip("oneDNN's f32 matmul: this lltrain was built without oneDNN "
-				 "(configure found no libdnnl)");
+				 "(configure found no libdnnl, or was given --without-dnnl)");
 	} else if (!dnnl || !dnnl2) {
 		for (int i = 0; i < N_CASES + 3; i++)
 			tap_ok(0, "the CPU backend starts with LLTRAIN_CPU_GEMM=dnnl: %s", lt_errmsg());
