@@ -210,10 +210,10 @@ static size_t gemm_elems(const struct lt_gemm *g, int which)
 							     : (size_t)g->m * g->n;
 }
 
-/* A CPU backend whose f32 GEMMs use `lib` (LLTRAIN_CPU_GEMM; NULL: as the
- * environment says), with operands of type t for the largest of the n
- * GEMMs: buffers ab (A then B) and c of type tc (f32, and where t is bf16
- * a bf16 c16 beside it). */
+/* One column of the table: a CPU backend whose f32 GEMMs use `lib`
+ * (LLTRAIN_CPU_GEMM; NULL: as the environment says) and, sized for the
+ * largest of the model's GEMMs, its buffers: ab (A, then B from nb_at) of
+ * type t, c (f32) and, where t is bf16, c16 (bf16) for C. */
 struct gemm_column {
 	const char *lib;
 	enum lt_dtype t;
