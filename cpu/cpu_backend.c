@@ -1,5 +1,6 @@
 /* The CPU backend's table, memory and device description; the ops live in
- * cpu_ops.c, cpu_gemm.c and cpu_attention.c. */
+ * cpu_ops.c, cpu_gemm.c (with cpu_gemm_bf16.c and cpu_dnnl.c) and
+ * cpu_attention.c. */
 #include "config.h"
 #include "cpu.h"
 
@@ -134,6 +135,7 @@ static void cpu_free(lt_backend *be)
 {
 	struct lt_cpu_ctx *c = be->ctx;
 	lt_cpu_bf16_free(c);
+	lt_cpu_dnnl_free(c);
 	free(c->att_scratch);
 	free(c->stage);
 	free(c);
@@ -201,7 +203,7 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 	snprintf(out->name, sizeof out->name, "%s (%d threads)", model, c->threads);
 	out->mem_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
 	out->compute_units = c->threads;
-	snprintf(out->gemm, sizeof out->gemm, "OpenBLAS SGEMM");
+	lt_cpu_gemm_describe(c, out->gemm, sizeof out->gemm);
 	snprintf(out->attention, sizeof out->attention, "OpenMP blocks through OpenBLAS");
 	describe_bf16(c, out->bf16, sizeof out->bf16);
 }
@@ -325,9 +327,37 @@ static const struct lt_backend_ops cpu_ops = {
 	.adamw = lt_cpu_adamw,
 };
 
+/* LLTRAIN_CPU_GEMM: which library computes the f32 GEMMs. */
+static enum lt_status gemm_lib_of_environment(enum lt_cpu_gemm_lib *lib)
+{
+	const char *v = getenv("LLTRAIN_CPU_GEMM");
+	char dnnl[32];
+	*lib = LT_CPU_GEMM_AUTO;
+	if (!v || !*v || !strcmp(v, "auto"))
+		return LT_OK;
+	if (!strcmp(v, "openblas")) {
+		*lib = LT_CPU_GEMM_OPENBLAS;
+		return LT_OK;
+	}
+	if (!strcmp(v, "dnnl") && lt_cpu_dnnl_version(dnnl, sizeof dnnl)) {
+		*lib = LT_CPU_GEMM_DNNL;
+		return LT_OK;
+	}
+	if (!strcmp(v, "dnnl"))
+		lt_errmsg_set("environment LLTRAIN_CPU_GEMM=dnnl: this lltrain was built without "
+			      "oneDNN (expected openblas or auto)");
+	else
+		lt_errmsg_set("environment LLTRAIN_CPU_GEMM='%s': expected openblas, dnnl or auto", v);
+	return LT_ERR_CONFIG;
+}
+
 enum lt_status lt_cpu_backend_new(int threads, lt_backend **out)
 {
+	enum lt_cpu_gemm_lib lib;
 	*out = NULL;
+	enum lt_status st = gemm_lib_of_environment(&lib);
+	if (st != LT_OK)
+		return st;
 	lt_backend *be = malloc(sizeof *be);
 	struct lt_cpu_ctx *c = calloc(1, sizeof *c);
 	if (!be || !c) {
@@ -342,6 +372,7 @@ enum lt_status lt_cpu_backend_new(int threads, lt_backend **out)
 	if (threads > 0)
 		omp_set_num_threads(threads);
 	c->threads = threads > 0 ? threads : omp_get_max_threads();
+	c->gemm_lib = lib;
 	/* lt_cpu_gemm threads GEMM over our team, so OpenBLAS must run each
 	 * call on one thread. Built on OpenMP it does inside our parallel
 	 * regions, and its thread count there is OpenMP's own (setting it sets

@@ -9,6 +9,7 @@
 
 #include <omp.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <cblas.h>
 
@@ -167,8 +168,82 @@ void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa
 		gemm_tiles(g, pa, pb, pc, i, group, pm, pn, team);
 }
 
-/* See struct lt_gemm: a and b both f32 (OpenBLAS) or both bf16
- * (cpu_gemm_bf16.c), c f32 or (with bf16 operands) bf16. */
+/* ------------------------------------------------------------------ */
+/* Which library computes an f32 GEMM. */
+
+/* The rule's bounds: NN products narrower than RULE_NARROW go to oneDNN,
+ * and NT ones of more than GEMV_ROWS and fewer than RULE_FEW_ROWS rows
+ * that are narrower than RULE_WIDE. */
+#define RULE_NARROW 512
+#define RULE_FEW_ROWS 128
+#define RULE_WIDE 16384
+
+/* Measured with lltrain bench --gemm-shapes (wall GFLOP/s, best of 10
+ * calls, OpenBLAS / oneDNN 2.6, the libraries taking turns) at 2 threads
+ * on a 2-core AMD EPYC (Zen 3, AVX2, no AVX512) otherwise idle, at the
+ * 15M and 110M presets' batches and at --batch 1 --seq 64 and 256, and
+ * with the same timing on shapes between them. Both reach 170-195
+ * GFLOP/s on large products, so most classes differ by a few per cent:
+ * - TN (weight gradients dout^T.x): OpenBLAS, at most 5% slower and often
+ *   faster: 15M at 2048 rows gate_up 179 / 142, down 180 / 161, head 183 /
+ *   177; 110M gate_up 186 / 172, head 190 / 179; at 16 rows (k) OpenBLAS
+ *   is 1.3-1.5x faster.
+ * - NT of at most GEMV_ROWS rows (sampling a token; sgemv): OpenBLAS, 15M
+ *   at one row qkv 36 / 30, o 47 / 28, down 39 / 27.
+ * - NN narrower than 512 (input gradients of models of dim 64 to 480):
+ *   oneDNN, at 1 to 2048 rows 0.97-3x (median 1.15x); 15M at 2048 rows qkv
+ *   182 / 190, o 177 / 196, gate_up 179 / 188, head (524 rows) 173 / 189;
+ *   at 64 rows qkv 152 / 189, o 138 / 184. Wider ones stay: 110M at 2048
+ *   rows 0.98-1.02x, and under 256 rows oneDNN is 0.5-0.8x at 1024 to 2048
+ *   wide.
+ * - NT of 5 to 127 rows (a prompt's forward, evaluation or training of a
+ *   few short sequences): oneDNN, which packs less per row than OpenBLAS
+ *   on the team's tiles, 0.99-1.3x at 16 to 127 rows and 1.6-2.7x at 5;
+ *   15M at 64 rows qkv 148 / 176, o 120 / 129, gate_up 154 / 179, down 151 /
+ *   177. At 256 rows 0.94-1.12x, hence the bound; 16384 and more wide (the
+ *   head over the vocabulary) 0.89-1.0x at 16 to 256 rows, so those stay.
+ * - NT otherwise (the forwards of training): no winner, 0.93-1.05x (15M at
+ *   2048 rows qkv 180 / 181, o 186 / 181; 110M at 8192 rows qkv 183 / 189,
+ *   o 186 / 177, down 186 / 173), so OpenBLAS stays: its results are
+ *   those of lltrain before oneDNN.
+ * Batches of more than one matrix (OpenBLAS runs them side by side), TT
+ * and k = 0 stay with OpenBLAS, unmeasured. */
+enum lt_cpu_gemm_lib lt_cpu_gemm_rule(const struct lt_gemm *g)
+{
+	if (g->batch != 1 || g->trans_a || g->k == 0)
+		return LT_CPU_GEMM_OPENBLAS;
+	if (!g->trans_b)
+		return g->n < RULE_NARROW ? LT_CPU_GEMM_DNNL : LT_CPU_GEMM_OPENBLAS;
+	return g->m > GEMV_ROWS && g->m < RULE_FEW_ROWS && g->n < RULE_WIDE ? LT_CPU_GEMM_DNNL
+										 : LT_CPU_GEMM_OPENBLAS;
+}
+
+/* The library that computes f32 GEMM g on c: LLTRAIN_CPU_GEMM's, else the
+ * rule's. */
+static enum lt_cpu_gemm_lib library_of(const struct lt_cpu_ctx *c, const struct lt_gemm *g)
+{
+	return c->gemm_lib == LT_CPU_GEMM_AUTO ? lt_cpu_gemm_rule(g) : c->gemm_lib;
+}
+
+void lt_cpu_gemm_describe(struct lt_cpu_ctx *c, char *out, size_t cap)
+{
+	char dnnl[32];
+	lt_cpu_dnnl_version(dnnl, sizeof dnnl);
+	if (c->gemm_lib == LT_CPU_GEMM_OPENBLAS)
+		snprintf(out, cap, "OpenBLAS SGEMM (LLTRAIN_CPU_GEMM=openblas)");
+	else if (!lt_cpu_dnnl_has(c, LT_F32))
+		snprintf(out, cap, "OpenBLAS SGEMM");
+	else if (c->gemm_lib == LT_CPU_GEMM_DNNL)
+		snprintf(out, cap, "%s matmul (LLTRAIN_CPU_GEMM=dnnl)", dnnl);
+	else  /* the rule, in words */
+		snprintf(out, cap, "OpenBLAS SGEMM; %s matmul for NN products under %d wide and NT "
+			 "ones of %d to %d rows under %d wide", dnnl, RULE_NARROW, GEMV_ROWS + 1,
+			 RULE_FEW_ROWS - 1, RULE_WIDE);
+}
+
+/* See struct lt_gemm: a and b both f32 (OpenBLAS or oneDNN, as
+ * library_of says) or both bf16 (cpu_gemm_bf16.c), c f32 or (with bf16
+ * operands) bf16. */
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
 {
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
@@ -188,8 +263,13 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 		return;
 	double t0 = lt_cpu_prof_start(c);
 	if (ta == LT_BF16) {
-		lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
-		lt_cpu_prof_stop(c, "gemm_bf16", t0);
+		int dnnl = lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
+		lt_cpu_prof_stop(c, dnnl ? "gemm_bf16" : "gemm_bf16_widened", t0);
+		return;
+	}
+	if (library_of(c, g) == LT_CPU_GEMM_DNNL &&
+	    lt_cpu_dnnl_gemm(c, g, pa, pb, pc, LT_F32, LT_F32)) {
+		lt_cpu_prof_stop(c, "gemm_dnnl", t0);
 		return;
 	}
 	lt_cpu_sgemm(c, g, pa, pb, pc);

@@ -1,5 +1,6 @@
 /* Private to the CPU backend: its buffer and context, and the ops that
- * cpu_ops.c, cpu_gemm.c and cpu_attention.c give cpu_backend.c for its table. */
+ * cpu_ops.c, cpu_gemm.c and cpu_attention.c give cpu_backend.c for its table
+ * (with cpu_gemm_bf16.c and cpu_dnnl.c behind cpu_gemm.c). */
 #ifndef LT_CPU_IMPL_H
 #define LT_CPU_IMPL_H
 
@@ -11,6 +12,11 @@
 
 /* Distinct op names a profile holds. */
 #define LT_CPU_PROF_OPS 32
+
+/* Which library computes the GEMMs with f32 operands: the environment's
+ * LLTRAIN_CPU_GEMM (openblas, dnnl or auto), read when the backend starts;
+ * auto follows lt_cpu_gemm_rule, shape by shape. */
+enum lt_cpu_gemm_lib { LT_CPU_GEMM_AUTO, LT_CPU_GEMM_OPENBLAS, LT_CPU_GEMM_DNNL };
 
 /* A buffer is plain host memory. */
 struct lt_buf {
@@ -38,9 +44,12 @@ struct lt_cpu_ctx {
 	 * only memory an op allocates. */
 	float *stage;
 	size_t stage_n;  /* floats */
-	/* GEMMs with bf16 operands (cpu_gemm_bf16.c): oneDNN's state where
-	 * configure found it, and f32 copies of the operands where it cannot
-	 * do them; both made at first use, freed with the backend. */
+	/* The library of f32 GEMMs (LLTRAIN_CPU_GEMM, fixed at the start). */
+	enum lt_cpu_gemm_lib gemm_lib;
+	/* oneDNN's engine and primitives (cpu_dnnl.c) where configure found
+	 * it, and f32 copies of bf16 operands where it cannot do them
+	 * (cpu_gemm_bf16.c); both made at first use, freed with the backend. */
+	struct lt_cpu_dnnl *dnnl;
 	struct lt_cpu_bf16 *bf16;
 	/* Bytes the buffers hold now and held at most (scratch not counted). */
 	size_t bytes_now, bytes_peak;
@@ -226,17 +235,37 @@ void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v,
 		  const struct lt_adamw *hp);
 /* cpu_gemm.c */
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
-/* The f32 GEMM over host arrays on the backend's team (cpu_gemm.c). */
+/* The f32 GEMM over host arrays through OpenBLAS on the backend's team. */
 void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa,
 		  const float *pb, float *pc);
-/* The GEMM of bf16 a and b into c of type tc (f32 or bf16), pointers
- * checked by lt_cpu_gemm; a failure is recorded with lt_cpu_fail. */
-void lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
-		      const void *pb, void *pc, enum lt_dtype tc);
+/* The library LLTRAIN_CPU_GEMM=auto gives f32 GEMM g (never AUTO): a
+ * static rule of its shape, so that a run repeats bitwise. */
+enum lt_cpu_gemm_lib lt_cpu_gemm_rule(const struct lt_gemm *g);
+/* What computes f32 GEMMs on c, for the device description, into out. */
+void lt_cpu_gemm_describe(struct lt_cpu_ctx *c, char *out, size_t cap);
+/* cpu_gemm_bf16.c: the GEMM of bf16 a and b into c of type tc (f32 or
+ * bf16), pointers checked by lt_cpu_gemm; a failure is recorded with
+ * lt_cpu_fail. Returns 1 when oneDNN computed it, 0 for the widened
+ * fallback. */
+int lt_cpu_gemm_bf16(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		     const void *pb, void *pc, enum lt_dtype tc);
 /* Releases what lt_cpu_gemm_bf16 made; what computes those GEMMs on this
  * CPU ("oneDNN 2.6 matmul", or the widened fallback) into out. */
 void lt_cpu_bf16_free(struct lt_cpu_ctx *c);
 void lt_cpu_bf16_describe(struct lt_cpu_ctx *c, char *out, size_t cap);
+/* cpu_dnnl.c: g through oneDNN's matmul with A and B of type tab (f32 or
+ * bf16) and C of type tc, each matrix of the batch in turn on the team.
+ * Returns 0, having written nothing, where oneDNN cannot (built without it,
+ * no engine or no kernel here, k = 0); else 1, a failure recorded with
+ * lt_cpu_fail. */
+int lt_cpu_dnnl_gemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		     const void *pb, void *pc, enum lt_dtype tab, enum lt_dtype tc);
+/* 1 when oneDNN has a matmul for operands of type tab on this CPU. */
+int lt_cpu_dnnl_has(struct lt_cpu_ctx *c, enum lt_dtype tab);
+/* "oneDNN 2.6" into out and 1, or 0 when built without it. */
+int lt_cpu_dnnl_version(char *out, size_t cap);
+/* Releases oneDNN's state. */
+void lt_cpu_dnnl_free(struct lt_cpu_ctx *c);
 /* cpu_attention.c */
 void lt_cpu_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 			      const struct lt_attn_shape *s);

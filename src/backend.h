@@ -113,7 +113,7 @@ struct lt_device_info {
 	char name[256];
 	size_t mem_bytes;
 	int compute_units;
-	char gemm[96];       /* what computes GEMMs now, e.g. "CLBlast SGEMM" */
+	char gemm[128];      /* what computes GEMMs now, e.g. "CLBlast SGEMM" */
 	char attention[96];  /* what computes attention */
 	char bf16[224];      /* what bf16 runs on, and whether to expect a speed-up */
 };

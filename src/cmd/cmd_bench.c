@@ -24,6 +24,7 @@ struct bench_opts {
 	int sample_tokens;     /* generated for the sampling speed; 0 = none */
 	int profile;           /* print each op's share of the device time */
 	int gemm;              /* > 0: only time gemm^3 GEMMs of the model's layouts */
+	int gemm_shapes;       /* only time the model's GEMMs in each CPU library */
 	int batch, seq;
 	enum lt_recompute recompute;  /* the config's train.recompute */
 	enum lt_precision precision;  /* and train.precision */
@@ -52,7 +53,8 @@ static const struct lt_cmd_option bench_options[] = {
 	{ .name = "threads", .kind = LT_CMD_INT, ARG(threads), .min = 0, .max = 4096, .arg = "N",
 	  .help = "CPU threads (default: run.threads, 0 = OpenMP's choice)" },
 	{ .name = "steps", .kind = LT_CMD_INT, ARG(steps), .min = 1, .max = 1000000, .arg = "N",
-	  .help = "timed steps after one warm-up step (default 3)" },
+	  .help = "timed steps after one warm-up step (default 3);\n"
+		  "with --gemm-shapes, timed calls of each GEMM" },
 	{ .name = "batch", .kind = LT_CMD_KEY, .key = "train.batch", .arg = "N",
 	  .help = "the same as --train.batch=N" },
 	{ .name = "seq", .kind = LT_CMD_KEY, .key = "train.seq", .arg = "N",
@@ -70,6 +72,11 @@ static const struct lt_cmd_option bench_options[] = {
 	  .help = "only time N x N x N GEMMs in the three layouts of a\n"
 		  "linear layer (forward, input and weight gradients) in\n"
 		  "train.matmul's precision, and print their TFLOP/s" },
+	{ .name = "gemm-shapes", .kind = LT_CMD_FLAG, ARG(gemm_shapes),
+	  .help = "only time the GEMMs of the model's linear layers at\n"
+		  "train.batch x train.seq rows (and at one, sampling)\n"
+		  "on the CPU, with OpenBLAS and with oneDNN, and print\n"
+		  "their GFLOP/s side by side" },
 	{ .name = NULL },
 };
 
@@ -77,7 +84,8 @@ static const struct lt_cmd_usage bench_usage = {
 	.cmd = "bench",
 	.head = "usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 		"                     [--device DEV] [--threads N] [--steps N]\n"
-		"                     [--batch N] [--seq N] [--profile] [--gemm N]\n\n"
+		"                     [--batch N] [--seq N] [--profile] [--gemm N]\n"
+		"                     [--gemm-shapes]\n\n"
 		"Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
 		"(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
 		"2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
@@ -141,6 +149,266 @@ static enum lt_status bench_gemms(lt_backend *be, int n)
 	for (int i = 0; i < 3; i++)
 		printf("gemm %d^3 %-33s %.2f TFLOP/s\n", n, forms[i].what, tf[i]);
 	return LT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* --gemm-shapes */
+
+/* One GEMM the model runs: its layer and product, and its shape. */
+struct model_gemm {
+	const char *layer, *product;
+	struct lt_gemm g;
+	enum lt_dtype tc;  /* C's type at train.precision = bf16 */
+};
+
+/* Rows of the LM head's logits at a time for N rows of a vocabulary of V,
+ * as the model chunks them (16 Mi logits at most). */
+static int head_rows(int N, int V)
+{
+	int r = (1 << 24) / V;
+	return r < 1 ? 1 : r > N ? N : r;
+}
+
+/* The GEMMs of mc's linear layers at N rows (the head at head_rows) and at
+ * one row into out (room for 20); their count. */
+static int model_gemms(const struct lt_model_config *mc, int N, struct model_gemm *out)
+{
+	int C = mc->dim, D = mc->dim / mc->n_heads, F = mc->ffn_dim, V = mc->vocab_size;
+	const struct { const char *name; int out, in; float beta; int rows; } layers[] = {
+		{ "qkv", (mc->n_heads + 2 * mc->n_kv_heads) * D, C, 0.0f, N },
+		{ "o", C, mc->n_heads * D, 1.0f, N },
+		{ "gate_up", 2 * F, C, 0.0f, N },
+		{ "down", C, F, 1.0f, N },
+		{ "head", V, C, 0.0f, head_rows(N, V) },
+	};
+	int n = 0;
+	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+		int M = layers[i].rows, O = layers[i].out, I = layers[i].in;
+		out[n++] = (struct model_gemm){ layers[i].name, "forward x.W^T",
+			{ .trans_b = 1, .m = M, .n = O, .k = I, .alpha = 1.0f, .beta = layers[i].beta,
+			  .lda = I, .ldb = I, .ldc = O, .batch = 1 }, LT_BF16 };
+		out[n++] = (struct model_gemm){ layers[i].name, "input grad dout.W",
+			{ .m = M, .n = I, .k = O, .alpha = 1.0f, .lda = O, .ldb = I, .ldc = I,
+			  .batch = 1 }, LT_BF16 };
+		out[n++] = (struct model_gemm){ layers[i].name, "weight grad dout^T.x",
+			{ .trans_a = 1, .m = O, .n = I, .k = M, .alpha = 1.0f, .beta = 1.0f,
+			  .lda = O, .ldb = I, .ldc = I, .batch = 1 }, LT_F32 };
+	}
+	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+		int O = layers[i].out, I = layers[i].in;
+		out[n++] = (struct model_gemm){ layers[i].name, "sampling x.W^T",
+			{ .trans_b = 1, .m = 1, .n = O, .k = I, .alpha = 1.0f, .beta = layers[i].beta,
+			  .lda = I, .ldb = I, .ldc = O, .batch = 1 }, LT_BF16 };
+	}
+	return n;
+}
+
+/* Elements of A, B and C of g. */
+static size_t gemm_elems(const struct lt_gemm *g, int which)
+{
+	return which == 0 ? (size_t)g->m * g->k : which == 1 ? (size_t)g->k * g->n
+							     : (size_t)g->m * g->n;
+}
+
+/* One column of the table: a CPU backend whose f32 GEMMs use `lib`
+ * (LLTRAIN_CPU_GEMM; NULL: as the environment says) and, sized for the
+ * largest of the model's GEMMs, its buffers: ab (A, then B from nb_at) of
+ * type t, c (f32) and, where t is bf16, c16 (bf16) for C. */
+struct gemm_column {
+	const char *lib;
+	enum lt_dtype t;
+	lt_backend *be;
+	lt_buf *ab, *c, *c16;
+	size_t nb_at;  /* where B starts in ab */
+};
+
+/* Operands of 0.01 and C of 0 in col's buffers (bf16 ones converted from
+ * an f32 buffer). */
+static enum lt_status fill_column(struct gemm_column *col, size_t nab, size_t nc)
+{
+	lt_backend *be = col->be;
+	lt_buf *wide = NULL;
+	enum lt_status st = LT_OK;
+	be->ops->fill(be, (lt_ref){ col->c, 0 }, nc, 0.0f);
+	if (col->t == LT_F32) {
+		be->ops->fill(be, (lt_ref){ col->ab, 0 }, nab, 0.01f);
+	} else if ((st = lt_buf_new(be, LT_F32, nab > nc ? nab : nc, &wide)) == LT_OK) {
+		be->ops->fill(be, (lt_ref){ wide, 0 }, nab, 0.01f);
+		be->ops->convert(be, (lt_ref){ col->ab, 0 }, (lt_ref){ wide, 0 }, nab);
+		be->ops->convert(be, (lt_ref){ col->c16, 0 }, (lt_ref){ col->c, 0 }, nc);
+	}
+	if (st == LT_OK)
+		st = be->ops->sync(be);
+	lt_buf_free(be, wide);
+	return st;
+}
+
+static enum lt_status open_column(struct gemm_column *col, const struct bench_opts *o,
+				  const struct model_gemm *gs, int n)
+{
+	size_t na = 0, nb = 0, nc = 0;
+	const char *was = getenv("LLTRAIN_CPU_GEMM");
+	char keep[64];
+	snprintf(keep, sizeof keep, "%s", was ? was : "");
+	for (int i = 0; i < n; i++) {
+		size_t a = gemm_elems(&gs[i].g, 0), b = gemm_elems(&gs[i].g, 1), c = gemm_elems(&gs[i].g, 2);
+		na = a > na ? a : na;
+		nb = b > nb ? b : nb;
+		nc = c > nc ? c : nc;
+	}
+	if (col->lib)
+		setenv("LLTRAIN_CPU_GEMM", col->lib, 1);
+	enum lt_status st = lt_backend_new("cpu", o->threads, &col->be);
+	if (col->lib && was)
+		setenv("LLTRAIN_CPU_GEMM", keep, 1);
+	else if (col->lib)
+		unsetenv("LLTRAIN_CPU_GEMM");
+	if (st != LT_OK)
+		return st;
+	col->nb_at = na;
+	if ((st = lt_buf_new(col->be, col->t, na + nb, &col->ab)) != LT_OK ||
+	    (st = lt_buf_new(col->be, LT_F32, nc, &col->c)) != LT_OK ||
+	    (col->t == LT_BF16 && (st = lt_buf_new(col->be, LT_BF16, nc, &col->c16)) != LT_OK))
+		return st;
+	return fill_column(col, na + nb, nc);
+}
+
+static void close_column(struct gemm_column *col)
+{
+	if (!col->be)
+		return;
+	lt_buf_free(col->be, col->ab);
+	lt_buf_free(col->be, col->c);
+	lt_buf_free(col->be, col->c16);
+	lt_backend_free(col->be);
+	col->be = NULL;
+}
+
+/* The operands of mg in col's buffers. */
+static void model_gemm_refs(const struct gemm_column *col, const struct model_gemm *mg,
+			    lt_ref *a, lt_ref *b, lt_ref *c)
+{
+	*a = (lt_ref){ col->ab, 0 };
+	*b = (lt_ref){ col->ab, col->nb_at };
+	*c = (lt_ref){ col->t == LT_BF16 && mg->tc == LT_BF16 ? col->c16 : col->c, 0 };
+}
+
+/* mg once on col (the warm-up, which makes oneDNN's primitive), and the
+ * name the backend's profile gives the call into *op: what computed it. */
+static enum lt_status warm_model_gemm(struct gemm_column *col, const struct model_gemm *mg,
+				      const char **op)
+{
+	lt_backend *be = col->be;
+	struct lt_op_time ran[4];
+	lt_ref a, b, c;
+	model_gemm_refs(col, mg, &a, &b, &c);
+	be->ops->profile(be, 1);
+	be->ops->gemm(be, &mg->g, a, b, c);
+	enum lt_status st = be->ops->sync(be);
+	*op = be->ops->profile_read(be, ran, 4) > 0 ? ran[0].op : "?";
+	be->ops->profile(be, 0);
+	return st;
+}
+
+/* Seconds of one call of mg on col. */
+static enum lt_status time_model_gemm(struct gemm_column *col, const struct model_gemm *mg,
+				      double *seconds)
+{
+	lt_backend *be = col->be;
+	lt_ref a, b, c;
+	model_gemm_refs(col, mg, &a, &b, &c);
+	double t0 = lt_seconds();
+	be->ops->gemm(be, &mg->g, a, b, c);
+	enum lt_status st = be->ops->sync(be);
+	*seconds = lt_seconds() - t0;
+	return st;
+}
+
+/* One row of the table: the shape, then the GFLOP/s of each of the ncols
+ * columns ("-" where one is absent), each the best of reps calls after a
+ * warm-up call, the columns taking turns call by call so that a load on
+ * the machine weighs on all alike; then what computes it on `run`, the
+ * backend as the environment sets it. */
+static enum lt_status shape_row(struct gemm_column *cols, int ncols, struct gemm_column *run,
+				const struct model_gemm *mg, int reps)
+{
+	enum lt_status st = LT_OK;
+	const char *op = "?";
+	double best[4] = { 1e30, 1e30, 1e30, 1e30 }, dt;
+	for (int i = 0; i < ncols && i < 4 && st == LT_OK; i++)
+		if (cols[i].be)
+			st = warm_model_gemm(&cols[i], mg, &op);
+	for (int r = 0; r < reps && st == LT_OK; r++)
+		for (int i = 0; i < ncols && i < 4 && st == LT_OK; i++)
+			if (cols[i].be && (st = time_model_gemm(&cols[i], mg, &dt)) == LT_OK)
+				best[i] = dt < best[i] ? dt : best[i];
+	if (st == LT_OK)
+		st = warm_model_gemm(run, mg, &op);
+	if (st != LT_OK)
+		return st;
+	printf("%-8s %-21s %s%s %6d %6d %6d", mg->layer, mg->product, mg->g.trans_a ? "T" : "N",
+	       mg->g.trans_b ? "T" : "N", mg->g.m, mg->g.n, mg->g.k);
+	for (int i = 0; i < ncols && i < 4; i++)
+		if (cols[i].be)
+			printf(" %11.1f", 2.0 * mg->g.m * (double)mg->g.n * mg->g.k / best[i] / 1e9);
+		else
+			printf(" %11s", "-");
+	printf("  %s\n", op);
+	fflush(stdout);
+	return st;
+}
+
+/* --gemm-shapes: the model's GEMMs on the CPU through OpenBLAS, oneDNN in
+ * f32 and (where the CPU's bf16 GEMMs go through it) oneDNN in bf16, each
+ * on a backend of its own, shape by shape so that all see the same load. */
+static enum lt_status bench_gemm_shapes(const struct bench_opts *o,
+					const struct lt_model_config *mc, const char *preset)
+{
+	struct model_gemm gs[20];
+	int n = model_gemms(mc, o->batch * o->seq, gs), reps = o->steps;
+	struct gemm_column cols[4] = { { .lib = "openblas", .t = LT_F32 },
+				       { .lib = "dnnl", .t = LT_F32 },
+				       { .lib = NULL, .t = LT_BF16 },
+				       { .lib = NULL, .t = LT_F32 } };
+	struct lt_device_info dev;
+	char why[256] = "";
+	enum lt_status st = open_column(&cols[0], o, gs, n);
+	if (st == LT_OK && open_column(&cols[1], o, gs, n) != LT_OK) {
+		snprintf(why, sizeof why, "oneDNN f32: not timed: %s", lt_errmsg());
+		close_column(&cols[1]);
+	}
+	if (st == LT_OK)
+		st = open_column(&cols[3], o, gs, n);
+	if (st == LT_OK)
+		st = open_column(&cols[2], o, gs, n);
+	if (st != LT_OK)
+		goto out;
+	/* bf16 only where oneDNN computes it: the widened fallback is OpenBLAS */
+	const char *bf16_op;
+	if ((st = warm_model_gemm(&cols[2], &gs[0], &bf16_op)) != LT_OK)
+		goto out;
+	if (strcmp(bf16_op, "gemm_bf16") != 0)
+		close_column(&cols[2]);
+	cols[3].be->ops->info(cols[3].be, &dev);
+	printf("device:          %s\n", dev.name);
+	printf("gemm:            %s\n", dev.gemm);
+	printf("bf16:            %s%s\n", dev.bf16, cols[2].be ? "" : " (bf16 not timed)");
+	if (why[0])
+		printf("note:            %s\n", why);
+	printf("%s%s: batch %d x seq %d = %d rows (the head %d rows at a time), and 1 row\n",
+	       preset ? "preset " : "model", preset ? preset : "", o->batch, o->seq,
+	       o->batch * o->seq, head_rows(o->batch * o->seq, mc->vocab_size));
+	printf("GFLOP/s, each the best of %d calls after a warm-up call, the libraries taking\n"
+	       "turns; \"run uses\": what computes it in a run with these settings (its name\n"
+	       "in --profile)\n", reps);
+	printf("%-8s %-21s %-2s %6s %6s %6s %11s %11s %11s  %s\n", "layer", "product", "", "m", "n",
+	       "k", "OpenBLAS", "oneDNN-f32", "oneDNN-bf16", "run uses");
+	for (int i = 0; i < n && st == LT_OK; i++)
+		st = shape_row(cols, 3, &cols[3], &gs[i], reps);
+out:
+	for (int i = 0; i < 4; i++)
+		close_column(&cols[i]);
+	return st;
 }
 
 #define MAX_PROFILED 64
@@ -310,6 +578,19 @@ int lt_cmd_bench(int argc, char **argv)
 	enum lt_status st;
 	if ((rc = open_backend(&o, &conf, &be)) != 0)
 		return rc;
+	if (o.gemm_shapes && strcmp(be->ops->name, "cpu") != 0) {
+		fprintf(stderr, "lltrain bench: --gemm-shapes compares the CPU's GEMM libraries; "
+			"the device is %s (expected --device cpu)\n", be->ops->name);
+		lt_backend_free(be);
+		return 2;
+	}
+	if (o.gemm_shapes) {
+		lt_backend_free(be);
+		st = bench_gemm_shapes(&o, &mc, preset);
+		if (st != LT_OK)
+			lt_report("bench", st);
+		return st == LT_OK ? 0 : 1;
+	}
 	if (o.gemm > 0) {
 		st = bench_gemms(be, o.gemm);
 		if (st != LT_OK)

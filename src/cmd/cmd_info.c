@@ -174,7 +174,12 @@ static void print_presets(int threads)
 static void print_build(void)
 {
 	printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
-	printf("build: C11, OpenMP, OpenBLAS, jansson, PCRE2, inih, zlib%s%s%s\n",
+	printf("build: C11, OpenMP, OpenBLAS, %sjansson, PCRE2, inih, zlib%s%s%s\n",
+#ifdef LT_HAVE_DNNL
+	       "oneDNN, ",
+#else
+	       "",
+#endif
 #ifdef LT_HAVE_OPENCL
 	       ", OpenCL + CLBlast",
 #else
