@@ -61,7 +61,6 @@ struct lt_model {
 	struct layer_views *layers;
 	lt_buf *params, *grads;
 	enum lt_precision precision;
-	enum lt_dtype act_type;           /* of the activations: f32, or bf16 */
 	lt_buf *weights;                  /* [numel] bf16 compute copy of params, or NULL */
 	size_t grads_numel;               /* numel, or the caller's layout's size */
 	size_t *grad_block;               /* [n_layers] where each block's gradients start */
@@ -275,10 +274,15 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 #undef TAKE
 #undef STAT
 
-/* Bytes of one activation element in a precision. */
+/* The type of the activations in a precision, and the bytes of one. */
+static enum lt_dtype act_type(enum lt_precision p)
+{
+	return p == LT_PRECISION_BF16 ? LT_BF16 : LT_F32;
+}
+
 static size_t act_bytes(enum lt_precision p)
 {
-	return p == LT_PRECISION_BF16 ? 2 : 4;
+	return lt_dtype_size(act_type(p));
 }
 
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
@@ -409,7 +413,7 @@ static enum lt_status allocate_activations(lt_model *m, struct plan_size size, s
 	}
 	for (int i = 0; i < pieces; i++) {
 		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
-		enum lt_status st = lt_buf_new(m->be, m->act_type, end - piece_begin(m, i),
+		enum lt_status st = lt_buf_new(m->be, act_type(m->precision), end - piece_begin(m, i),
 					       &m->acts[i]);
 		if (st != LT_OK) {
 			free_activations(m);
@@ -851,7 +855,7 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	lt_backend *be = m->be;
 	int N = m->B * m->T, C = m->cfg.dim;
 	lt_ref dx = A(m, m->dx);
-	lt_ref grads = m->act_type == LT_F32 ? A(m, m->dA) : S(m, m->lookup_grad);
+	lt_ref grads = act_type(m->precision) == LT_F32 ? A(m, m->dA) : S(m, m->lookup_grad);
 	if (!m->hook.lookup_ready) {
 		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
@@ -969,9 +973,9 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 	m->dec_S = S;
 	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
 	struct plan_size size = plan_decode(c, B, S, &m->dacts);
-	enum lt_status st = lt_buf_new(m->be, m->act_type, kv, &m->kv);
+	enum lt_status st = lt_buf_new(m->be, act_type(m->precision), kv, &m->kv);
 	if (st == LT_OK)
-		st = lt_buf_new(m->be, m->act_type, size.acts, &m->dec);
+		st = lt_buf_new(m->be, act_type(m->precision), size.acts, &m->dec);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, LT_F32, size.stats, &m->dec_stats);
 	if (st == LT_OK)
@@ -1075,7 +1079,7 @@ enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
 	int C = m->cfg.dim, V = m->cfg.vocab_size;
 	LT_ASSERT(m->acts && row0 >= 0 && rows >= 0 && row0 + rows <= m->B * m->T);
 	uint16_t *half = NULL;
-	if (m->act_type == LT_BF16 &&
+	if (act_type(m->precision) == LT_BF16 &&
 	    !(half = malloc((size_t)(rows < m->head_rows ? rows : m->head_rows) * V * 2 + 2))) {
 		lt_errmsg_set("cannot allocate the logits of %d rows", m->head_rows);
 		return LT_ERR_NOMEM;
@@ -1111,13 +1115,11 @@ enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 	lt_buf_free(m->be, m->weights);
 	m->weights = NULL;
 	m->precision = p;
-	m->act_type = p == LT_PRECISION_BF16 ? LT_BF16 : LT_F32;
 	if (p != LT_PRECISION_BF16)
 		return LT_OK;
 	enum lt_status st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
 	if (st != LT_OK) {
 		m->precision = LT_PRECISION_FP32;
-		m->act_type = LT_F32;
 		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
 	}
 	return st;
