@@ -1,7 +1,7 @@
 #!/bin/sh
 # lltrain's OpenCL training speed and memory next to PyTorch's on the same
 # GPU, in one run: 4096^3 GEMMs (fp32; TF32 on tensor cores where the device
-# has them), the 15M, 110M and 1B presets (fp32, AdamW), the 110M preset
+# has them; bf16 operands), the 15M, 110M and 1B presets (fp32, AdamW), the 110M preset
 # with train.matmul = tf32 and with train.precision = bf16, the 1B preset
 # in bf16 with recompute at batch 8 x 2048 tokens (its memory), then a
 # per-op profile of the 110M step.
@@ -26,6 +26,13 @@ for matmul in fp32 tf32; do
 			echo "pytorch_reference.py --gemm 4096 failed"
 	fi
 done
+echo "== gemm 4096^3, bf16 operands"
+"$LLTRAIN" bench --device "$DEVICE" --gemm 4096 --train.precision=bf16 ||
+	echo "lltrain bench --gemm 4096 --train.precision=bf16 failed"
+if [ "$have_torch" = yes ]; then
+	python3 "$here/pytorch_reference.py" --gemm 4096 --device cuda --dtype bf16 ||
+		echo "pytorch_reference.py --gemm 4096 --dtype bf16 failed"
+fi
 for preset in 15M 110M 1B; do
 	echo "== preset $preset"
 	"$LLTRAIN" bench --preset "$preset" --device "$DEVICE" --steps 5 --sample-tokens 0 ||

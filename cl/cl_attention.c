@@ -110,13 +110,16 @@ static void launch_rows(struct lt_cl_ctx *c, cl_kernel k, int rows, int items, i
 	lt_cl_launch(c, k, 2, global, local, op);
 }
 
-/* Nonzero when attention of head size D runs on TF32 tensor cores here (allowed, D a
- * multiple of 8 up to max_d, attention_mma.cl builds); options gets its build options.
- * Its kernels take f32 arguments only. */
-static int mma_attention(struct lt_cl_ctx *c, int D, int max_d, char *options, size_t cap)
+/* Nonzero when attention of head size D runs on TF32 tensor cores here (allowed, or
+ * widened: bf16 arguments widened to f32 for them; D a multiple of 8 up to max_d,
+ * attention_mma.cl builds); options gets its build options. Its kernels take f32
+ * arguments only. */
+static int mma_attention(struct lt_cl_ctx *c, int D, int max_d, int widened, char *options,
+			 size_t cap)
 {
 	struct lt_cl_mma *mm = lt_cl_mma_of(c);
-	if (!lt_cl_mma_usable(mm) || D % 8 || D > max_d || D > 128)
+	if (!(widened ? lt_cl_mma_present(mm) : lt_cl_mma_usable(mm)) || D % 8 || D > max_d ||
+	    D > 128)
 		return 0;
 	snprintf(options, cap, "-DLT_D=%d -DLT_BKV=%d", D, D > 64 ? 32 : 64);
 	int *builds = &mm->attention[D / 8];
@@ -161,17 +164,32 @@ static void set_forward_args(struct lt_cl_ctx *c, cl_kernel k, lt_ref out, lt_re
 
 /* The forward on TF32 tensor cores (attention_mma.cl), where they are allowed, out and qkv
  * are f32, the head size is a multiple of 8 up to 128 and its program builds; 1 when it
- * was queued. */
-static int forward_on_tensor_cores(struct lt_cl_ctx *c, lt_ref out, lt_ref lse, lt_ref qkv,
+ * was queued. With a bf16 out or qkv, the tensor cores serve whatever train.matmul: qkv
+ * is widened into scratch (slot 2, exact), the kernel writes an f32 out there, rounded
+ * once into out. Its products round the probabilities to TF32 (2^-11), finer than the
+ * bf16 of every activation. */
+static int forward_on_tensor_cores(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 				   const struct lt_attn_shape *s, size_t W)
 {
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
 	char options[64];
-	if (!all_f32((lt_ref[]){ out, qkv }, 2) ||
-	    !mma_attention(c, s->D, 128, options, sizeof options))
+	int f32 = all_f32((lt_ref[]){ out, qkv }, 2);
+	if (!mma_attention(c, s->D, 128, !f32, options, sizeof options))
 		return 0;
+	size_t rows = (size_t)s->B * s->T, nout = rows * s->H * s->D;
+	lt_ref wout = out, wqkv = qkv;
+	if (!f32) {
+		wout = lt_cl_scratch(c, 2, nout + rows * W);
+		if (lt_cl_failed(c))
+			return 1;
+		wqkv = lt_ref_at(wout, nout);
+		lt_cl_convert(be, wqkv, qkv, rows * W);
+	}
 	cl_kernel k = lt_cl_kernel(c, "attention_mma.cl", options, "lt_attention_forward_mma");
-	set_forward_args(c, k, out, lse, qkv, s, W, 0);
+	set_forward_args(c, k, wout, lse, wqkv, s, W, 0);
 	launch_rows(c, k, 64, 128, s->T, (size_t)s->B * s->H, "attention_forward");
+	if (!f32)
+		lt_cl_convert(be, out, wout, nout);
 	return 1;
 }
 
@@ -188,7 +206,7 @@ void lt_cl_attention_forward(lt_backend *be, lt_ref out, lt_ref lse, lt_ref qkv,
 		return;
 	size_t W = check_shape(s);
 	LT_ASSERT(s->pos0 == 0);
-	if (!s->B || forward_on_tensor_cores(c, out, lse, qkv, s, W))
+	if (!s->B || forward_on_tensor_cores(be, out, lse, qkv, s, W))
 		return;
 	struct tiles t = tiles_for(c, s->D);
 	cl_kernel k = lt_cl_kernel(c, "attention.cl", t.options, "lt_attention_forward");
@@ -306,6 +324,20 @@ static void launch_dkv_sum(struct lt_cl_ctx *c, const struct tiles *t, lt_ref dq
 	lt_cl_launch(c, k, 2, global, NULL, "attention_backward");
 }
 
+/* The backward's kernels of bk over these tensors: delta, dq, dk and dv (and their sum
+ * over splits). */
+static void backward_with(struct lt_cl_ctx *c, const struct backward_kernels *bk,
+			  const struct tiles *t, lt_ref dqkv, lt_ref dout, lt_ref out, lt_ref lse,
+			  lt_ref qkv, lt_ref delta, lt_ref part, int nsplit,
+			  const struct lt_attn_shape *s)
+{
+	launch_delta(c, t, delta, dout, out, s);
+	launch_dq(c, bk, dqkv, dout, lse, delta, qkv, s);
+	launch_dkv(c, bk, dqkv, part, nsplit, dout, lse, delta, qkv, s);
+	if (nsplit > 1)
+		launch_dkv_sum(c, t, dqkv, part, nsplit, s);
+}
+
 /* dqkv[B*T, (H+2K)*D] (overwritten) from dout[B*T, H*D], out, lse[B, H, T] and qkv, in the
  * flash-attention-2 manner: delta = rowsum(dout * out) (scratch slot 0), then dq per query
  * row and dk, dv per key row, each recomputing the probabilities from lse. No atomics: every
@@ -335,15 +367,31 @@ void lt_cl_attention_backward(lt_backend *be, lt_ref dqkv, lt_ref dout, lt_ref o
 		return;
 	char options[64];
 	struct backward_kernels bk = plain_backward(&t);
-	if (all_f32((lt_ref[]){ dqkv, dout, out, qkv }, 4) &&
-	    mma_attention(c, s->D, 64, options, sizeof options))
-		bk = (struct backward_kernels){ "attention_mma.cl", options, "lt_attention_dq_mma",
-						"lt_attention_dkv_mma", 64, 128, 0 };
-	launch_delta(c, &t, delta, dout, out, s);
-	launch_dq(c, &bk, dqkv, dout, lse, delta, qkv, s);
-	launch_dkv(c, &bk, dqkv, part, nsplit, dout, lse, delta, qkv, s);
-	if (nsplit > 1)
-		launch_dkv_sum(c, &t, dqkv, part, nsplit, s);
+	int f32 = all_f32((lt_ref[]){ dqkv, dout, out, qkv }, 4);
+	if (!mma_attention(c, s->D, 64, !f32, options, sizeof options)) {
+		backward_with(c, &bk, &t, dqkv, dout, out, lse, qkv, delta, part, nsplit, s);
+		return;
+	}
+	bk = (struct backward_kernels){ "attention_mma.cl", options, "lt_attention_dq_mma",
+					"lt_attention_dkv_mma", 64, 128, 0 };
+	if (f32) {
+		backward_with(c, &bk, &t, dqkv, dout, out, lse, qkv, delta, part, nsplit, s);
+		return;
+	}
+	/* bf16 somewhere: every tensor widened into scratch (slot 2) for the tensor cores, as
+	 * in the forward, and dqkv rounded once at the end. */
+	size_t rows = (size_t)s->B * s->T, nout = rows * s->H * s->D;
+	size_t nqkv = rows * (size_t)(s->H + 2 * s->K) * s->D;
+	lt_ref wdout = lt_cl_scratch(c, 2, 2 * nout + 2 * nqkv);
+	if (lt_cl_failed(c))
+		return;
+	lt_ref wout = lt_ref_at(wdout, nout), wqkv = lt_ref_at(wdout, 2 * nout);
+	lt_ref wdqkv = lt_ref_at(wdout, 2 * nout + nqkv);
+	lt_cl_convert(be, wdout, dout, nout);
+	lt_cl_convert(be, wout, out, nout);
+	lt_cl_convert(be, wqkv, qkv, nqkv);
+	backward_with(c, &bk, &t, wdqkv, wdout, wout, lse, wqkv, delta, part, nsplit, s);
+	lt_cl_convert(be, dqkv, wdqkv, nqkv);
 }
 
 /* kcache and vcache[B, K, S, D] at positions pos0 .. pos0+T-1 = the new key and value heads. */

@@ -678,7 +678,7 @@ static void cl_info(lt_backend *be, struct lt_device_info *out)
 	*out = c->info;
 	lt_cl_mma_describe(&c->mma, out->gemm, sizeof out->gemm);
 	lt_cl_mma_describe_attention(&c->mma, out->attention, sizeof out->attention);
-	lt_cl_mma_describe_bf16(&c->mma, out->bf16, sizeof out->bf16);
+	lt_cl_gemm_bf16_describe(&c->mma, out->bf16, sizeof out->bf16);
 }
 
 static void cl_set_matmul(lt_backend *be, enum lt_matmul mode)

@@ -102,6 +102,8 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
 		return;
 	if (type_a == LT_BF16) {
+		if (lt_cl_gemm_bf16(be, g, a, b, c))
+			return;
 		gemm_widened(be, g, a, b, c, extent(g->stride_a, g->batch, na),
 			     extent(g->stride_b, g->batch, nb), extent(g->stride_c, g->batch, nc));
 		return;

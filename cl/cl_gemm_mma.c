@@ -505,17 +505,6 @@ int lt_cl_mma_usable(const struct lt_cl_mma *mm)
 	return mm->tf32 && lt_cl_mma_present(mm);
 }
 
-void lt_cl_mma_describe_bf16(const struct lt_cl_mma *mm, char *out, size_t cap)
-{
-	if (lt_cl_mma_present(mm))
-		snprintf(out, cap, "bf16 storage, fp32 arithmetic; GEMM operands widened to f32 "
-			 "for the TF32 tensor cores (mma.sync, sm_%d), exact for bf16 values",
-			 mm->cc);
-	else
-		snprintf(out, cap, "bf16 storage, fp32 arithmetic (GEMM operands widened for "
-			 "CLBlast)");
-}
-
 void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
 {
 	if (!lt_cl_mma_usable(mm)) {

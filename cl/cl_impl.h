@@ -187,6 +187,8 @@ struct lt_cl_mma {
 	int unaligned_ok[2][2];   /* its copy-by-4-bytes form works too */
 	int attention[17];        /* per head size / 8: 0 not tried, 1 the tensor-core
 				     attention builds, -1 it does not */
+	int bf16_gemm[2][2][2];   /* per (trans_a, trans_b, bf16 C): 0 not tried, 1 the
+				     BF16 tensor-core GEMM builds, -1 it does not */
 };
 struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c);
 cl_context lt_cl_context(struct lt_cl_ctx *c);
@@ -209,8 +211,14 @@ int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, 
 		   int widened_bf16);
 /* Nonzero when the device has the tensor cores (whatever train.matmul). */
 int lt_cl_mma_present(const struct lt_cl_mma *mm);
+
+/* cl_gemm_bf16.c */
+/* Queues g (bf16 A and B; C f32 or bf16) on the BF16 tensor cores and returns 1, or
+ * returns 0 having done nothing (another device, rows not on 16 bytes, a kernel the
+ * compiler refuses). */
+int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 /* What computes GEMMs with bf16 operands, for lltrain info. */
-void lt_cl_mma_describe_bf16(const struct lt_cl_mma *mm, char *out, size_t cap);
+void lt_cl_gemm_bf16_describe(const struct lt_cl_mma *mm, char *out, size_t cap);
 
 /* cl_gemm.c */
 /* Gives CLBlast tuned GEMM parameters for devices its database lacks

@@ -182,6 +182,7 @@ static void report_build_log(cl_program p, cl_device_id dev, const char *file, c
  * PRELUDE: { file, prelude }. */
 static const char *const preludes[][2] = {
 	{ "gemm_mma.cl", "mma.cl" },
+	{ "gemm_bf16.cl", "mma.cl" },
 	{ "attention_mma.cl", "mma.cl" },
 };
 

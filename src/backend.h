@@ -194,7 +194,11 @@ struct lt_backend_ops {
 	 * to nearest even, when it is stored, and "+=" into a bf16 result reads
 	 * it, adds in f32 and rounds. An op on bf16 arguments therefore equals
 	 * the same op on their f32 widenings, up to the final rounding of its
-	 * results and the order of its sums. */
+	 * results and the order of its sums. One exception: a backend may run
+	 * attention with any bf16 argument on TF32 tensor cores, which round
+	 * the scaled queries, the probabilities and the score gradients to
+	 * TF32 (2^-11, finer than bf16's 2^-8) before they multiply; its
+	 * info's bf16 line says so. */
 
 	/* x[n] = value */
 	void (*fill)(lt_backend *be, lt_ref x, size_t n, float value);

@@ -3,7 +3,8 @@
  * references: every GEMM shape of the 110M preset's step in its three
  * layouts, ragged edge sizes in all four layouts with rows on and off 16
  * bytes, strided batches, beta = 0 over NaNs, the TF32 rounding itself,
- * bitwise repeats, bf16 operands on the tensor cores in fp32 mode, and causal grouped-query attention at several head
+ * bitwise repeats; the BF16 tensor-core GEMM (bf16 operands, f32 or bf16 C) on the
+ * shapes, edges and batches, bitwise repeats; and causal grouped-query attention at several head
  * sizes and ragged lengths, forward against float64 and backward against
  * the CPU backend. On any other device (PoCL in CI) the whole file
  * skips, saying what it found. */
@@ -25,6 +26,31 @@ static double tf32_bound(int k)
 }
 
 static lt_backend *be;
+
+/* The operands of the checks: f32 (the TF32 GEMM), bf16 with an f32 C, or bf16 with a bf16
+ * C (both the BF16 tensor-core GEMM, where rows start on 16 bytes). */
+enum operands { F32, BF16, BF16_C16 };
+static enum operands mode;
+
+/* The bound of the BF16 GEMM, relative to sum |a b|: bf16 products are exact, and the
+ * tensor cores add in fp32 but may truncate rather than round each sum: twice fp32's
+ * k 2^-24. */
+static double bf16_bound(int k)
+{
+	return (double)k * ldexp(1.0, -23);
+}
+
+static const char *mode_name(void)
+{
+	return mode == F32 ? "TF32" : mode == BF16 ? "BF16" : "BF16, bf16 C,";
+}
+
+/* x[0..n) rounded to bf16 values in place. */
+static void round_bf16(float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = lt_bf16_to_f32(lt_bf16_from_f32(x[i]));
+}
 
 struct problem {
 	struct lt_gemm g;
@@ -80,6 +106,12 @@ static int problem_new(struct problem *p, int ta, int tb, int m, int n, int k, i
 	if (beta == 0.0f)  /* beta == 0 must not read C */
 		for (size_t i = 0; i < p->nc; i++)
 			p->c0[i] = NAN;
+	if (mode != F32) {
+		round_bf16(p->a, p->na);
+		round_bf16(p->b, p->nb);
+	}
+	if (mode == BF16_C16)
+		round_bf16(p->c0, p->nc);
 	return 1;
 }
 
@@ -98,23 +130,43 @@ static void free_bufs(lt_buf **b, int n)
 			lt_buf_free(be, b[i]);
 }
 
+/* Writes x[0..n) into buffer b, as bf16 when b is (x holds bf16 values then). */
+static void write_values(lt_buf *b, const float *x, size_t n, uint16_t *h)
+{
+	if (lt_buf_type(b) == LT_BF16) {
+		for (size_t i = 0; i < n; i++)
+			h[i] = lt_bf16_from_f32(x[i]);
+		be->ops->write(be, (lt_ref){ b, 0 }, h, n);
+	} else {
+		be->ops->write(be, (lt_ref){ b, 0 }, x, n);
+	}
+}
+
 /* p->c = the backend's result; 0 on a failure (in lt_errmsg). */
 static int run_gemm(struct problem *p)
 {
+	enum lt_dtype ab = mode == F32 ? LT_F32 : LT_BF16, tc = mode == BF16_C16 ? LT_BF16 : LT_F32;
+	size_t most = p->na > p->nb ? p->na : p->nb;
 	lt_buf *a = NULL, *b = NULL, *c = NULL;
-	int ok = lt_buf_new(be, LT_F32, p->na, &a) == LT_OK &&
-		 lt_buf_new(be, LT_F32, p->nb, &b) == LT_OK &&
-		 lt_buf_new(be, LT_F32, p->nc, &c) == LT_OK;
+	uint16_t *h = malloc((most > p->nc ? most : p->nc) * sizeof *h);
+	int ok = h && lt_buf_new(be, ab, p->na, &a) == LT_OK &&
+		 lt_buf_new(be, ab, p->nb, &b) == LT_OK && lt_buf_new(be, tc, p->nc, &c) == LT_OK;
 	if (ok) {
-		be->ops->write(be, (lt_ref){ a, 0 }, p->a, p->na);
-		be->ops->write(be, (lt_ref){ b, 0 }, p->b, p->nb);
-		be->ops->write(be, (lt_ref){ c, 0 }, p->c0, p->nc);
-		be->ops->gemm(be, &p->g, (lt_ref){ a, p->a_off }, (lt_ref){ b, p->b_off },
-			      (lt_ref){ c, p->c_off });
-		be->ops->read(be, p->c, (lt_ref){ c, 0 }, p->nc);
+		write_values(a, p->a, p->na, h);
+		write_values(b, p->b, p->nb, h);
+		write_values(c, p->c0, p->nc, h);
 		ok = be->ops->sync(be) == LT_OK;
 	}
+	if (ok) {
+		be->ops->gemm(be, &p->g, (lt_ref){ a, p->a_off }, (lt_ref){ b, p->b_off },
+			      (lt_ref){ c, p->c_off });
+		be->ops->read(be, tc == LT_BF16 ? (void *)h : (void *)p->c, (lt_ref){ c, 0 }, p->nc);
+		ok = be->ops->sync(be) == LT_OK;
+	}
+	for (size_t i = 0; ok && tc == LT_BF16 && i < p->nc; i++)
+		p->c[i] = lt_bf16_to_f32(h[i]);
 	free_bufs((lt_buf *[]){ a, b, c }, 3);
+	free(h);
 	return ok;
 }
 
@@ -123,7 +175,8 @@ static int run_gemm(struct problem *p)
 static double worst_error(const struct problem *p)
 {
 	const struct lt_gemm *g = &p->g;
-	double worst = 0, bound = tf32_bound(g->k);
+	double worst = 0, bound = mode == F32 ? tf32_bound(g->k) : bf16_bound(g->k);
+	double stored = mode == BF16_C16 ? ldexp(1.0, -8) : 0; /* C's rounding to bf16 */
 	size_t nc = p->nc - p->c_off;
 	char *inside = calloc(nc, 1);
 	if (!inside)
@@ -149,7 +202,7 @@ static double worst_error(const struct problem *p)
 				double want = g->alpha * s + (g->beta == 0.0f ? 0 : g->beta * c0);
 				double tol = bound * mag * fabs(g->alpha) +
 					     (g->beta == 0.0f ? 0 : ldexp(1.0, -23) * fabs(g->beta * c0)) +
-					     1e-30;
+					     stored * fabs(want) + 1e-30;
 				double e = fabs((double)p->c[p->c_off + i] - want) / tol;
 				if (e != e)
 					e = INFINITY;
@@ -202,8 +255,8 @@ static void check_model_shapes(void)
 				snprintf(where, sizeof where, "%dx%d layer", out, in);
 			}
 		}
-		tap_ok(worst <= 1.0, "110M shapes, %s: worst error %.3f of the TF32 bound (at the %s)",
-		       names[form], worst, where[0] ? where : "-");
+		tap_ok(worst <= 1.0, "110M shapes, %s: worst error %.3f of the %s bound (at the %s)",
+		       names[form], worst, mode_name(), where[0] ? where : "-");
 	}
 }
 
@@ -222,8 +275,8 @@ static void check_edges(void)
 			worst = tap_worst(worst, check_one(ta, tb, 129, 257, 33, 1, skew, 0.0f));
 			tap_ok(worst <= 1.0,
 			       "edges %c%c (m, n, k in {1, 17, 130} and 129x257x33), rows %s 16 "
-			       "bytes: worst error %.3f of the TF32 bound", ta ? 'T' : 'N',
-			       tb ? 'T' : 'N', skew ? "off" : "on", worst);
+			       "bytes: worst error %.3f of the %s bound", ta ? 'T' : 'N',
+			       tb ? 'T' : 'N', skew ? "off" : "on", worst, mode_name());
 		}
 }
 
@@ -235,7 +288,7 @@ static void check_batches(void)
 			worst = tap_worst(worst, check_one(layout >> 1, layout & 1, 96, 80, 72, 3,
 							   skew, 0.25f));
 		tap_ok(worst <= 1.0, "3 strided batches, every layout, rows %s 16 bytes: worst error "
-		       "%.3f of the TF32 bound", skew ? "off" : "on", worst);
+		       "%.3f of the %s bound", skew ? "off" : "on", worst, mode_name());
 	}
 }
 
@@ -272,55 +325,32 @@ static void check_repeat(void)
 	problem_free(&q);
 }
 
-/* GEMMs with bf16 operands run on the tensor cores in fp32 mode too (bf16
- * values are TF32 values, so nothing is rounded): held to fp32's bound,
- * k 2^-24 of sum |a b|, far inside TF32's. */
+/* GEMMs with bf16 operands run on the BF16 tensor cores whatever train.matmul (bf16
+ * values are exact there), with an f32 or a bf16 C: the shapes, edges and batches again,
+ * and the same bits twice. */
 static void check_bf16_operands(void)
 {
-	static const int shapes[][6] = { /* ta, tb, m, n, k, skew */
-		{ 0, 1, 512, 2304, 768, 0 }, { 0, 0, 257, 129, 96, 0 }, { 1, 0, 129, 257, 33, 1 },
-	};
-	double worst = 0;
 	lt_backend_set_matmul(be, LT_MATMUL_FP32);
-	for (int s = 0; s < 3; s++) {
-		struct problem p;
-		const int *d = shapes[s];
-		lt_buf *a = NULL, *b = NULL, *c = NULL;
-		uint16_t *ha = NULL, *hb = NULL;
-		int ok = problem_new(&p, d[0], d[1], d[2], d[3], d[4], 1, d[5], 0.0f) &&
-			 (ha = malloc(p.na * 2)) && (hb = malloc(p.nb * 2)) &&
-			 lt_buf_new(be, LT_BF16, p.na, &a) == LT_OK &&
-			 lt_buf_new(be, LT_BF16, p.nb, &b) == LT_OK &&
-			 lt_buf_new(be, LT_F32, p.nc, &c) == LT_OK;
-		for (size_t i = 0; ok && i < p.na; i++)
-			p.a[i] = lt_bf16_to_f32(ha[i] = lt_bf16_from_f32(p.a[i]));
-		for (size_t i = 0; ok && i < p.nb; i++)
-			p.b[i] = lt_bf16_to_f32(hb[i] = lt_bf16_from_f32(p.b[i]));
-		if (ok) {
-			be->ops->write(be, (lt_ref){ a, 0 }, ha, p.na);
-			be->ops->write(be, (lt_ref){ b, 0 }, hb, p.nb);
-			be->ops->write(be, (lt_ref){ c, 0 }, p.c0, p.nc);
-			be->ops->gemm(be, &p.g, (lt_ref){ a, p.a_off }, (lt_ref){ b, p.b_off },
-				      (lt_ref){ c, p.c_off });
-			be->ops->read(be, p.c, (lt_ref){ c, 0 }, p.nc);
-			ok = be->ops->sync(be) == LT_OK;
-		}
-		/* worst_error is relative to TF32's bound; fp32's is this share of it */
-		double share = (double)p.g.k * ldexp(1.0, -24) / tf32_bound(p.g.k);
-		double e = ok ? worst_error(&p) / share : INFINITY;
-		if (!(e <= worst))
-			worst = e;
-		free_bufs((lt_buf *[]){ a, b, c }, 3);
-		free(ha);
-		free(hb);
-		problem_free(&p);
+	for (mode = BF16; mode <= BF16_C16; mode++) {
+		if (mode == BF16)
+			check_model_shapes();
+		check_edges();
+		check_batches();
 	}
+	mode = BF16;
+	struct problem p, q;
+	int ok = problem_new(&p, 1, 0, 768, 2304, 512, 1, 0, 1.0f) && run_gemm(&p) &&
+		 problem_new(&q, 1, 0, 768, 2304, 512, 1, 0, 1.0f) && run_gemm(&q);
+	tap_ok(ok && !memcmp(p.c, q.c, p.nc * sizeof(float)),
+	       "a 768x2304x512 BF16 GEMM (TN) gives the same bits twice");
+	problem_free(&p);
+	problem_free(&q);
+	mode = F32;
 	struct lt_device_info info;
 	be->ops->info(be, &info);
 	lt_backend_set_matmul(be, LT_MATMUL_TF32);
-	tap_ok(worst <= 1.0 && strstr(info.bf16, "tensor cores") != NULL,
-	       "bf16 operands with train.matmul = fp32: worst error %.3f of fp32's bound (3 layouts); "
-	       "info says: %s", worst, info.bf16);
+	tap_ok(strstr(info.bf16, "BF16 tensor cores") != NULL,
+	       "bf16 GEMMs use the BF16 tensor cores: %s", info.bf16);
 }
 
 /* out[B*T, H*D] and lse[B, H, T] of causal grouped-query attention over
@@ -515,7 +545,7 @@ int main(void)
 		tap_skip_all("%s", why);
 	}
 	tap_diag("%s: %s", info.name, info.gemm);
-	tap_plan(3 + 8 + 2 + 1 + 1 + 1 + 5 + 4);
+	tap_plan(3 + 8 + 2 + 1 + 1 + (3 + 8 + 2 + 8 + 2 + 1 + 1) + 5 + 4);
 	check_model_shapes();
 	check_edges();
 	check_batches();

@@ -71,7 +71,8 @@ static const struct lt_cmd_option bench_options[] = {
 	{ .name = "gemm", .kind = LT_CMD_INT, ARG(gemm), .min = 1, .max = 65536, .arg = "N",
 	  .help = "only time N x N x N GEMMs in the three layouts of a\n"
 		  "linear layer (forward, input and weight gradients) in\n"
-		  "train.matmul's precision, and print their TFLOP/s" },
+		  "train.matmul's precision (bf16 operands with\n"
+		  "train.precision = bf16), and print their TFLOP/s" },
 	{ .name = "gemm-shapes", .kind = LT_CMD_FLAG, ARG(gemm_shapes),
 	  .help = "only time the GEMMs of the model's linear layers at\n"
 		  "train.batch x train.seq rows (and at one, sampling)\n"
@@ -95,16 +96,21 @@ static const struct lt_cmd_usage bench_usage = {
 	.tail = "\nLater settings win: defaults, --preset, --config files, --SECTION.KEY.\n",
 };
 
-/* Best TFLOP/s of an n^3 GEMM (transposes ta, tb) over reps repetitions
- * after a warm-up call on the backend. */
-static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps, double *tflops)
+/* Best TFLOP/s of an n^3 GEMM (transposes ta, tb; operands of type ab, C f32) over reps
+ * repetitions after a warm-up call on the backend. */
+static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, enum lt_dtype ab,
+				int reps, double *tflops)
 {
 	size_t nn = (size_t)n * n;
-	lt_buf *buf = NULL;
-	enum lt_status st = lt_buf_new(be, LT_F32, 3 * nn, &buf);
-	if (st != LT_OK)
+	lt_buf *buf = NULL, *out = NULL;
+	enum lt_status st = lt_buf_new(be, ab, 2 * nn, &buf);
+	if (st == LT_OK)
+		st = lt_buf_new(be, LT_F32, nn, &out);
+	if (st != LT_OK) {
+		lt_buf_free(be, buf);
 		return st;
-	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { buf, 2 * nn };
+	}
+	lt_ref a = { buf, 0 }, b = { buf, nn }, c = { out, 0 };
 	be->ops->fill(be, a, 2 * nn, 0.5f);
 	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = n, .n = n, .k = n, .alpha = 1.0f,
 			     .beta = 0.0f, .lda = n, .ldb = n, .ldc = n, .batch = 1 };
@@ -118,6 +124,7 @@ static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps,
 			best = dt;
 	}
 	lt_buf_free(be, buf);
+	lt_buf_free(be, out);
 	*tflops = 2.0 * n * (double)n * n / best / 1e12;
 	return st;
 }
@@ -125,11 +132,12 @@ static enum lt_status time_gemm(lt_backend *be, int n, int ta, int tb, int reps,
 /* Best TFLOP/s of a 2048^3 sgemm over a few repetitions on the backend. */
 static enum lt_status time_sgemm(lt_backend *be, double *tflops)
 {
-	return time_gemm(be, 2048, 0, 0, 3, tflops);
+	return time_gemm(be, 2048, 0, 0, LT_F32, 3, tflops);
 }
 
-/* --gemm N: the three layouts of a linear layer, each its best of 10. */
-static enum lt_status bench_gemms(lt_backend *be, int n)
+/* --gemm N: the three layouts of a linear layer, each its best of 10, on
+ * operands of type ab. */
+static enum lt_status bench_gemms(lt_backend *be, int n, enum lt_dtype ab)
 {
 	static const struct { int ta, tb; const char *what; } forms[] = {
 		{ 0, 1, "NT (forward, x . W^T)" },
@@ -140,14 +148,15 @@ static enum lt_status bench_gemms(lt_backend *be, int n)
 	enum lt_status st = LT_OK;
 	double tf[3];
 	for (int i = 0; i < 3 && st == LT_OK; i++)
-		st = time_gemm(be, n, forms[i].ta, forms[i].tb, 10, &tf[i]);
+		st = time_gemm(be, n, forms[i].ta, forms[i].tb, ab, 10, &tf[i]);
 	if (st != LT_OK)
 		return st;
 	be->ops->info(be, &dev);
 	printf("device:          %s\n", dev.name);
-	printf("gemm:            %s\n", dev.gemm);
+	printf("gemm:            %s\n", ab == LT_BF16 ? dev.bf16 : dev.gemm);
 	for (int i = 0; i < 3; i++)
-		printf("gemm %d^3 %-33s %.2f TFLOP/s\n", n, forms[i].what, tf[i]);
+		printf("gemm %d^3 %s %-33s %.2f TFLOP/s\n", n, ab == LT_BF16 ? "bf16" : "f32 ",
+		       forms[i].what, tf[i]);
 	return LT_OK;
 }
 
@@ -509,8 +518,12 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	printf("model TFLOP/s:   %.4f (%.1f MFLOP per token)\n", res->model_tflops,
 	       lt_model_config_flops_per_token(&mc, o->seq) / 1e6);
 	printf("sgemm TFLOP/s:   %.4f (2048^3, best of 3 before and 3 after the steps)\n", peak);
-	printf("gemm:            %s\n", dev.gemm);
-	printf("attention:       %s\n", dev.attention);
+	if (o->precision == LT_PRECISION_BF16) {
+		printf("bf16:            %s\n", dev.bf16);
+	} else {
+		printf("gemm:            %s\n", dev.gemm);
+		printf("attention:       %s\n", dev.attention);
+	}
 	printf("MFU:             %.3f\n", res->model_tflops / peak);
 	printf("peak RSS:        %.1f MiB (estimate %.1f MiB: params %.1f, grads %.1f, "
 	       "optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
@@ -592,7 +605,7 @@ int lt_cmd_bench(int argc, char **argv)
 		return st == LT_OK ? 0 : 1;
 	}
 	if (o.gemm > 0) {
-		st = bench_gemms(be, o.gemm);
+		st = bench_gemms(be, o.gemm, o.precision == LT_PRECISION_BF16 ? LT_BF16 : LT_F32);
 		if (st != LT_OK)
 			lt_report("bench", st);
 		lt_backend_free(be);
