@@ -3,6 +3,7 @@
  * for the format and the rules). */
 #include "config.h"
 #include "io/gguf.h"
+#include "io/gguf_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,187 +31,15 @@ static const size_t vtype_sizes[LT_GGUF_V_COUNT] = {
 	1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8,
 };
 
+size_t lt_gguf_vtype_size(enum lt_gguf_vtype t)
+{
+	return (unsigned)t < LT_GGUF_V_COUNT ? vtype_sizes[t] : 0;
+}
+
 const char *lt_gguf_vtype_name(enum lt_gguf_vtype t)
 {
 	return (unsigned)t < LT_GGUF_V_COUNT ? vtype_names[t] : "unknown";
 }
-
-static const struct {
-	const char *name;
-	uint32_t values, bytes;
-} types[] = {
-	[LT_GGUF_F32] = { "F32", 1, 4 },    [LT_GGUF_F16] = { "F16", 1, 2 },
-	[LT_GGUF_Q4_0] = { "Q4_0", 32, 18 }, [LT_GGUF_Q4_1] = { "Q4_1", 32, 20 },
-	[LT_GGUF_Q5_0] = { "Q5_0", 32, 22 }, [LT_GGUF_Q5_1] = { "Q5_1", 32, 24 },
-	[LT_GGUF_Q8_0] = { "Q8_0", 32, 34 }, [LT_GGUF_Q8_1] = { "Q8_1", 32, 36 },
-	[LT_GGUF_Q2_K] = { "Q2_K", 256, 84 }, [LT_GGUF_Q3_K] = { "Q3_K", 256, 110 },
-	[LT_GGUF_Q4_K] = { "Q4_K", 256, 144 }, [LT_GGUF_Q5_K] = { "Q5_K", 256, 176 },
-	[LT_GGUF_Q6_K] = { "Q6_K", 256, 210 }, [LT_GGUF_Q8_K] = { "Q8_K", 256, 292 },
-	[LT_GGUF_I8] = { "I8", 1, 1 },       [LT_GGUF_I16] = { "I16", 1, 2 },
-	[LT_GGUF_I32] = { "I32", 1, 4 },     [LT_GGUF_I64] = { "I64", 1, 8 },
-	[LT_GGUF_F64] = { "F64", 1, 8 },     [LT_GGUF_BF16] = { "BF16", 1, 2 },
-};
-#define NTYPES (sizeof types / sizeof types[0])
-
-const char *lt_gguf_type_name(uint32_t type)
-{
-	static _Thread_local char buf[32];
-	if (type < NTYPES && types[type].name)
-		return types[type].name;
-	snprintf(buf, sizeof buf, "type %" PRIu32, type);
-	return buf;
-}
-
-uint32_t lt_gguf_block_values(uint32_t type)
-{
-	return type < NTYPES ? types[type].values : 0;
-}
-
-uint32_t lt_gguf_block_bytes(uint32_t type)
-{
-	return type < NTYPES ? types[type].bytes : 0;
-}
-
-int lt_gguf_can_dequantize(uint32_t type)
-{
-	return type == LT_GGUF_F32 || type == LT_GGUF_F16 || type == LT_GGUF_BF16 ||
-	       type == LT_GGUF_Q8_0 || type == LT_GGUF_Q4_0 || type == LT_GGUF_Q4_1;
-}
-
-/* ---- dequantization ---- */
-
-static uint16_t load_le16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t load_le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_le64(const unsigned char *p)
-{
-	return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
-}
-
-/* IEEE half to float, exactly (subnormals, infinities and NaNs included). */
-static float half_to_float(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-	float f;
-	if (exp == 0) {
-		f = ldexpf((float)mant, -24);
-		return sign ? -f : f;
-	}
-	if (exp == 0x1f)
-		bits = sign | 0x7f800000u | mant << 13;
-	else
-		bits = sign | (exp + 112) << 23 | mant << 13;
-	memcpy(&f, &bits, sizeof f);
-	return f;
-}
-
-static float bits_to_float(uint32_t bits)
-{
-	float f;
-	memcpy(&f, &bits, sizeof f);
-	return f;
-}
-
-/* Q8_0: an f16 scale d, then 32 int8 q; value j is d * q[j]. */
-static void dequant_q8_0(const unsigned char *b, float *out)
-{
-	float d = half_to_float(load_le16(b));
-	for (int j = 0; j < 32; j++)
-		out[j] = d * (float)(int8_t)b[2 + j];
-}
-
-/* Q4_0: an f16 scale d, then 16 bytes; byte j holds value j in its low
- * nibble and value j + 16 in its high one, each (q - 8) * d. */
-static void dequant_q4_0(const unsigned char *b, float *out)
-{
-	float d = half_to_float(load_le16(b));
-	for (int j = 0; j < 16; j++) {
-		out[j] = (float)((b[2 + j] & 0x0f) - 8) * d;
-		out[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
-	}
-}
-
-/* Q4_1: an f16 scale d and an f16 minimum m, then 16 bytes of nibbles in
- * Q4_0's order, each q * d + m. */
-static void dequant_q4_1(const unsigned char *b, float *out)
-{
-	float d = half_to_float(load_le16(b)), m = half_to_float(load_le16(b + 2));
-	for (int j = 0; j < 16; j++) {
-		out[j] = (float)(b[4 + j] & 0x0f) * d + m;
-		out[j + 16] = (float)(b[4 + j] >> 4) * d + m;
-	}
-}
-
-enum lt_status lt_gguf_dequantize(uint32_t type, const void *src, size_t nbytes, float *dst,
-				  size_t n)
-{
-	const unsigned char *p = src;
-	uint32_t bv = lt_gguf_block_values(type), bb = lt_gguf_block_bytes(type);
-	if (!lt_gguf_can_dequantize(type)) {
-		lt_errmsg_set("cannot dequantize tensors of type %s (F32, F16, BF16, Q8_0, Q4_0 or "
-			      "Q4_1 expected)", lt_gguf_type_name(type));
-		return LT_ERR_ARG;
-	}
-	if (n % bv != 0 || nbytes / bb != n / bv || nbytes % bb != 0) {
-		lt_errmsg_set("%s: %zu values in %zu bytes: expected whole blocks of %" PRIu32
-			      " values in %" PRIu32 " bytes", lt_gguf_type_name(type), n, nbytes, bv, bb);
-		return LT_ERR_ARG;
-	}
-	for (size_t i = 0, blk = 0; i < n; i += bv, blk += bb) {
-		switch (type) {
-		case LT_GGUF_F32: dst[i] = bits_to_float(load_le32(p + blk)); break;
-		case LT_GGUF_F16: dst[i] = half_to_float(load_le16(p + blk)); break;
-		case LT_GGUF_BF16: dst[i] = bits_to_float((uint32_t)load_le16(p + blk) << 16); break;
-		case LT_GGUF_Q8_0: dequant_q8_0(p + blk, dst + i); break;
-		case LT_GGUF_Q4_0: dequant_q4_0(p + blk, dst + i); break;
-		default: dequant_q4_1(p + blk, dst + i); break;
-		}
-	}
-	return LT_OK;
-}
-
-/* ---- the open file ---- */
-
-/* One metadata entry. Scalars live in `u` (integers as their bits, the
- * sign extended for signed types); a string in str/len; an array's
- * numbers as the file's bytes in raw, its strings in one block of
- * NUL-terminated strings with soff[i] the start of string i (count + 1
- * entries, so that the length is soff[i + 1] - soff[i] - 1). */
-struct kv {
-	char *key;
-	enum lt_gguf_vtype type, elem;
-	union {
-		uint64_t u;
-		double f;
-	} v;
-	char *str;
-	size_t len;
-	uint64_t count;
-	unsigned char *raw;
-	uint64_t *soff;
-};
-
-struct lt_gguf {
-	char *path;
-	int fd;
-	uint64_t size;
-	uint32_t version, alignment;
-	uint64_t data_offset;
-	size_t nkv;
-	struct kv *kv;
-	struct kv **kv_sorted;
-	size_t nt;
-	struct lt_gguf_tensor *t;
-	struct lt_gguf_tensor **t_sorted;
-};
 
 /* A buffered cursor over the header with its byte offset. */
 struct cursor {
@@ -240,7 +69,7 @@ static enum lt_status cur_u32(struct cursor *c, uint32_t *v, const char *what)
 	unsigned char b[4];
 	enum lt_status st = cur_read(c, b, 4, what);
 	if (st == LT_OK)
-		*v = load_le32(b);
+		*v = lt_gguf_load_le32(b);
 	return st;
 }
 
@@ -249,7 +78,7 @@ static enum lt_status cur_u64(struct cursor *c, uint64_t *v, const char *what)
 	unsigned char b[8];
 	enum lt_status st = cur_read(c, b, 8, what);
 	if (st == LT_OK)
-		*v = load_le64(b);
+		*v = lt_gguf_load_le64(b);
 	return st;
 }
 
@@ -311,14 +140,14 @@ static enum lt_status read_scalar(struct cursor *c, struct kv *kv)
 	uint64_t at = c->pos;
 	size_t n = vtype_sizes[kv->type];
 	enum lt_status st = cur_read(c, b, n, "a value");
-	uint64_t u = load_le64(b);
+	uint64_t u = lt_gguf_load_le64(b);
 	if (st != LT_OK)
 		return st;
 	switch (kv->type) {
 	case LT_GGUF_V_I8: kv->v.u = (uint64_t)(int64_t)(int8_t)b[0]; break;
-	case LT_GGUF_V_I16: kv->v.u = (uint64_t)(int64_t)(int16_t)load_le16(b); break;
-	case LT_GGUF_V_I32: kv->v.u = (uint64_t)(int64_t)(int32_t)load_le32(b); break;
-	case LT_GGUF_V_F32: kv->v.f = bits_to_float(load_le32(b)); break;
+	case LT_GGUF_V_I16: kv->v.u = (uint64_t)(int64_t)(int16_t)lt_gguf_load_le16(b); break;
+	case LT_GGUF_V_I32: kv->v.u = (uint64_t)(int64_t)(int32_t)lt_gguf_load_le32(b); break;
+	case LT_GGUF_V_F32: kv->v.f = lt_gguf_bits_to_float(lt_gguf_load_le32(b)); break;
 	case LT_GGUF_V_F64: memcpy(&kv->v.f, &u, sizeof u); break;
 	case LT_GGUF_V_BOOL:
 		if (b[0] > 1) {
@@ -409,7 +238,7 @@ static int cmp_tensor(const void *a, const void *b)
 		      (*(const struct lt_gguf_tensor *const *)b)->name);
 }
 
-static struct kv *find_kv(const lt_gguf *g, const char *key)
+struct kv *lt_gguf_find_kv(const lt_gguf *g, const char *key)
 {
 	struct kv k = { .key = (char *)key }, *kp = &k, **hit;
 	if (!g->kv_sorted)
@@ -478,7 +307,7 @@ static enum lt_status read_metadata(struct cursor *c, lt_gguf *g, uint64_t nkv)
 /* The alignment from general.alignment: a u32 power of two. */
 static enum lt_status read_alignment(lt_gguf *g)
 {
-	struct kv *kv = find_kv(g, "general.alignment");
+	struct kv *kv = lt_gguf_find_kv(g, "general.alignment");
 	g->alignment = DEFAULT_ALIGNMENT;
 	if (!kv)
 		return LT_OK;
@@ -747,204 +576,6 @@ void lt_gguf_close(lt_gguf *g)
 		close(g->fd);
 	free(g->path);
 	free(g);
-}
-
-const char *lt_gguf_path(const lt_gguf *g) { return g->path; }
-uint32_t lt_gguf_version(const lt_gguf *g) { return g->version; }
-uint32_t lt_gguf_alignment(const lt_gguf *g) { return g->alignment; }
-uint64_t lt_gguf_data_offset(const lt_gguf *g) { return g->data_offset; }
-size_t lt_gguf_kv_count(const lt_gguf *g) { return g->nkv; }
-
-const char *lt_gguf_kv_key(const lt_gguf *g, size_t i)
-{
-	LT_ASSERT(i < g->nkv);
-	return g->kv[i].key;
-}
-
-enum lt_gguf_vtype lt_gguf_kv_type(const lt_gguf *g, size_t i, enum lt_gguf_vtype *elem)
-{
-	LT_ASSERT(i < g->nkv);
-	if (elem)
-		*elem = g->kv[i].type == LT_GGUF_V_ARRAY ? g->kv[i].elem : LT_GGUF_V_COUNT;
-	return g->kv[i].type;
-}
-
-int lt_gguf_has(const lt_gguf *g, const char *key)
-{
-	return find_kv(g, key) != NULL;
-}
-
-/* ---- metadata getters ---- */
-
-static int is_int_type(enum lt_gguf_vtype t)
-{
-	return t <= LT_GGUF_V_I32 || t == LT_GGUF_V_U64 || t == LT_GGUF_V_I64;
-}
-
-static int is_float_type(enum lt_gguf_vtype t)
-{
-	return t == LT_GGUF_V_F32 || t == LT_GGUF_V_F64;
-}
-
-/* The entry for key if its type passes `ok`, else a message. */
-static enum lt_status get_kv(const lt_gguf *g, const char *key, int (*ok)(enum lt_gguf_vtype),
-			     const char *expected, const struct kv **out)
-{
-	const struct kv *kv = find_kv(g, key);
-	if (!kv) {
-		lt_errmsg_set("%s: no metadata key '%s'", g->path, key);
-		return LT_ERR_NOTFOUND;
-	}
-	if (!ok(kv->type)) {
-		lt_errmsg_set("%s: key '%s' is %s %s, expected %s", g->path, key,
-			      kv->type == LT_GGUF_V_ARRAY ? "an" : "a", vtype_names[kv->type], expected);
-		return LT_ERR_FORMAT;
-	}
-	*out = kv;
-	return LT_OK;
-}
-
-static int is_string(enum lt_gguf_vtype t) { return t == LT_GGUF_V_STRING; }
-static int is_bool(enum lt_gguf_vtype t) { return t == LT_GGUF_V_BOOL; }
-static int is_array(enum lt_gguf_vtype t) { return t == LT_GGUF_V_ARRAY; }
-
-enum lt_status lt_gguf_get_str(const lt_gguf *g, const char *key, const char **s, size_t *len)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_string, "a string", &kv);
-	if (st != LT_OK)
-		return st;
-	*s = kv->str;
-	if (len)
-		*len = kv->len;
-	return LT_OK;
-}
-
-/* An integer of type t from its 64-bit pattern (signed types sign-extended). */
-static enum lt_status int_value(const lt_gguf *g, const char *key, enum lt_gguf_vtype t,
-				uint64_t u, int64_t *v)
-{
-	if (t == LT_GGUF_V_U64 && u > INT64_MAX) {
-		lt_errmsg_set("%s: key '%s': %" PRIu64 " is larger than 2^63 - 1", g->path, key, u);
-		return LT_ERR_FORMAT;
-	}
-	*v = (int64_t)u;
-	return LT_OK;
-}
-
-enum lt_status lt_gguf_get_int(const lt_gguf *g, const char *key, int64_t *v)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_int_type, "an integer", &kv);
-	if (st != LT_OK)
-		return st;
-	return int_value(g, key, kv->type, kv->v.u, v);
-}
-
-enum lt_status lt_gguf_get_float(const lt_gguf *g, const char *key, double *v)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_float_type, "an f32 or f64", &kv);
-	if (st == LT_OK)
-		*v = kv->v.f;
-	return st;
-}
-
-enum lt_status lt_gguf_get_bool(const lt_gguf *g, const char *key, int *v)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_bool, "a bool", &kv);
-	if (st == LT_OK)
-		*v = kv->v.u != 0;
-	return st;
-}
-
-enum lt_status lt_gguf_get_array(const lt_gguf *g, const char *key, enum lt_gguf_vtype *elem,
-				 uint64_t *count)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_array, "an array", &kv);
-	if (st != LT_OK)
-		return st;
-	if (elem)
-		*elem = kv->elem;
-	if (count)
-		*count = kv->count;
-	return LT_OK;
-}
-
-/* Element i of the array `key` whose element type passes ok. */
-static enum lt_status array_elem(const lt_gguf *g, const char *key, uint64_t i,
-				 int (*ok)(enum lt_gguf_vtype), const char *expected,
-				 const struct kv **out)
-{
-	const struct kv *kv;
-	enum lt_status st = get_kv(g, key, is_array, "an array", &kv);
-	if (st != LT_OK)
-		return st;
-	if (!ok(kv->elem)) {
-		lt_errmsg_set("%s: key '%s' is an array of %s, expected an array of %s", g->path, key,
-			      vtype_names[kv->elem], expected);
-		return LT_ERR_FORMAT;
-	}
-	if (i >= kv->count) {
-		lt_errmsg_set("%s: key '%s': element %" PRIu64 " asked of an array of %" PRIu64,
-			      g->path, key, i, kv->count);
-		return LT_ERR_ARG;
-	}
-	*out = kv;
-	return LT_OK;
-}
-
-enum lt_status lt_gguf_array_str(const lt_gguf *g, const char *key, uint64_t i, const char **s,
-				 size_t *len)
-{
-	const struct kv *kv;
-	enum lt_status st = array_elem(g, key, i, is_string, "strings", &kv);
-	if (st != LT_OK)
-		return st;
-	*s = kv->str + kv->soff[i];
-	if (len)
-		*len = (size_t)(kv->soff[i + 1] - kv->soff[i] - 1);
-	return LT_OK;
-}
-
-enum lt_status lt_gguf_array_int(const lt_gguf *g, const char *key, uint64_t i, int64_t *v)
-{
-	const struct kv *kv;
-	const unsigned char *p;
-	uint64_t u;
-	enum lt_status st = array_elem(g, key, i, is_int_type, "integers", &kv);
-	if (st != LT_OK)
-		return st;
-	p = kv->raw + i * vtype_sizes[kv->elem];
-	switch (kv->elem) {
-	case LT_GGUF_V_U8: u = p[0]; break;
-	case LT_GGUF_V_I8: u = (uint64_t)(int64_t)(int8_t)p[0]; break;
-	case LT_GGUF_V_U16: u = load_le16(p); break;
-	case LT_GGUF_V_I16: u = (uint64_t)(int64_t)(int16_t)load_le16(p); break;
-	case LT_GGUF_V_U32: u = load_le32(p); break;
-	case LT_GGUF_V_I32: u = (uint64_t)(int64_t)(int32_t)load_le32(p); break;
-	default: u = load_le64(p); break;
-	}
-	return int_value(g, key, kv->elem, u, v);
-}
-
-enum lt_status lt_gguf_array_float(const lt_gguf *g, const char *key, uint64_t i, double *v)
-{
-	const struct kv *kv;
-	const unsigned char *p;
-	enum lt_status st = array_elem(g, key, i, is_float_type, "f32 or f64", &kv);
-	if (st != LT_OK)
-		return st;
-	p = kv->raw + i * vtype_sizes[kv->elem];
-	if (kv->elem == LT_GGUF_V_F32) {
-		*v = bits_to_float(load_le32(p));
-	} else {
-		uint64_t u = load_le64(p);
-		memcpy(v, &u, sizeof *v);
-	}
-	return LT_OK;
 }
 
 /* ---- tensors ---- */
