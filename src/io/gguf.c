@@ -427,13 +427,18 @@ static enum lt_status index_tensors(lt_gguf *g)
 	for (size_t i = 0; i < g->nt; i++)
 		g->t_sorted[i] = &g->t[i];
 	qsort(g->t_sorted, g->nt, sizeof *g->t_sorted, cmp_offset);
-	for (size_t i = 1; i < g->nt; i++) {
-		const struct lt_gguf_tensor *a = g->t_sorted[i - 1], *b = g->t_sorted[i];
-		if (a->nbytes && b->nbytes && a->offset + a->nbytes > b->offset) {
+	/* a: the tensor that reaches furthest among those before b */
+	for (size_t i = 0, a = SIZE_MAX; i < g->nt; i++) {
+		const struct lt_gguf_tensor *b = g->t_sorted[i];
+		const struct lt_gguf_tensor *prev = a == SIZE_MAX ? NULL : g->t_sorted[a];
+		if (!b->nbytes)
+			continue;
+		if (prev && prev->offset + prev->nbytes > b->offset) {
 			lt_errmsg_set("%s: tensors '%s' and '%s' share bytes at offset %" PRIu64
-				      " (tensors apart expected)", g->path, a->name, b->name, b->offset);
+				      " (tensors apart expected)", g->path, prev->name, b->name, b->offset);
 			return LT_ERR_FORMAT;
 		}
+		a = i;
 	}
 	qsort(g->t_sorted, g->nt, sizeof *g->t_sorted, cmp_tensor);
 	for (size_t i = 1; i < g->nt; i++) {

@@ -74,6 +74,7 @@ static enum lt_status check_architecture(const lt_gguf *g)
 static enum lt_status vocab_from_embedding(const lt_gguf *g, struct lt_model_config *c)
 {
 	const struct lt_gguf_tensor *t;
+	int vocab;
 	enum lt_status st = lt_gguf_tensor_find(g, "token_embd.weight", &t);
 	if (st != LT_OK)
 		return st;
@@ -83,24 +84,43 @@ static enum lt_status vocab_from_embedding(const lt_gguf *g, struct lt_model_con
 			      t->dims[0], t->dims[1], t->ndim, c->dim);
 		return LT_ERR_FORMAT;
 	}
-	c->vocab_size = (int)t->dims[1];
-	return LT_OK;
-}
-
-/* llama.rope.dimension_count, where present, is the head size. */
-static enum lt_status check_rope_dims(const lt_gguf *g, const struct lt_model_config *c)
-{
-	int rope = c->dim / c->n_heads;
-	enum lt_status st = get_size_or(g, ARCH ".rope.dimension_count", &rope);
-	if (st != LT_OK)
+	c->vocab_size = vocab = (int)t->dims[1];
+	if ((st = get_size_or(g, ARCH ".vocab_size", &vocab)) != LT_OK)
 		return st;
-	if (c->dim % c->n_heads != 0 || rope != c->dim / c->n_heads) {
-		lt_errmsg_set("%s: key '" ARCH ".rope.dimension_count' is %d, expected the head size "
-			      "embedding_length / head_count = %d / %d", lt_gguf_path(g), rope, c->dim,
-			      c->n_heads);
+	if (vocab != c->vocab_size) {
+		lt_errmsg_set("%s: key '" ARCH ".vocab_size' is %d, token_embd.weight has %d rows",
+			      lt_gguf_path(g), vocab, c->vocab_size);
 		return LT_ERR_FORMAT;
 	}
 	return LT_OK;
+}
+
+/* A key that, where present, is the head size embedding_length / head_count. */
+static enum lt_status check_head_size(const lt_gguf *g, const struct lt_model_config *c,
+				      const char *key)
+{
+	int v = c->dim / c->n_heads;
+	enum lt_status st = get_size_or(g, key, &v);
+	if (st != LT_OK)
+		return st;
+	if (c->dim % c->n_heads != 0 || v != c->dim / c->n_heads) {
+		lt_errmsg_set("%s: key '%s' is %d, expected the head size embedding_length / "
+			      "head_count = %d / %d", lt_gguf_path(g), key, v, c->dim, c->n_heads);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+/* llama.rope.dimension_count and the attention's key and value lengths,
+ * where present, are the head size (lltrain rotates whole heads). */
+static enum lt_status check_rope_dims(const lt_gguf *g, const struct lt_model_config *c)
+{
+	enum lt_status st = check_head_size(g, c, ARCH ".rope.dimension_count");
+	if (st == LT_OK)
+		st = check_head_size(g, c, ARCH ".attention.key_length");
+	if (st == LT_OK)
+		st = check_head_size(g, c, ARCH ".attention.value_length");
+	return st;
 }
 
 static enum lt_status read_config(const lt_gguf *g, struct lt_model_config *c)
