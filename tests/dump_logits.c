@@ -2,7 +2,9 @@
  * sequence of token ids with a checkpoint's weights on the CPU, one row of
  * V numbers per position, for comparison with other implementations.
  *
- * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...] */
+ * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]
+ *        dump_logits --init PATH ID [ID ...]   (what train --init imports:
+ *        a Hugging Face model directory, a GGUF file, a checkpoint) */
 #include "config.h"
 
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "backend.h"
 #include "io/checkpoint.h"
+#include "io/import.h"
 #include "conf.h"
 #include "model.h"
 
@@ -50,6 +53,18 @@ static enum lt_status parse_ids(struct dump *d, char **argv, int n)
 		d->targets[i] = -1; /* no loss wanted */
 	}
 	return LT_OK;
+}
+
+/* The model of path as train --init takes it. */
+static enum lt_status import(struct dump *d, const char *path)
+{
+	enum lt_status st;
+	lt_conf_defaults(&d->conf);
+	if ((st = lt_import_config(path, &d->conf.model)) != LT_OK ||
+	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new(d->be, &d->conf.model, &d->model)) != LT_OK)
+		return st;
+	return lt_import_weights(path, d->model);
 }
 
 static enum lt_status load(struct dump *d, const char *path)
@@ -107,14 +122,16 @@ int main(int argc, char **argv)
 {
 	struct dump d;
 	enum lt_status st;
-	int n = argc - 2;
+	int init = argc > 1 && !strcmp(argv[1], "--init");
+	int n = argc - 2 - init;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]\n");
+	if (n < 1) {
+		fprintf(stderr, "usage: dump_logits [--init] CHECKPOINT_OR_RUN_DIR ID [ID ...]\n");
 		return 2;
 	}
 	memset(&d, 0, sizeof d);
-	if ((st = load(&d, argv[1])) == LT_OK && (st = parse_ids(&d, argv + 2, n)) == LT_OK)
+	st = init ? import(&d, argv[2]) : load(&d, argv[1]);
+	if (st == LT_OK && (st = parse_ids(&d, argv + 2 + init, n)) == LT_OK)
 		st = forward(&d, n);
 	if (st == LT_OK)
 		print_logits(&d, n);
