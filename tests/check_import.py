@@ -28,7 +28,7 @@ DUMP_LOGITS = ce.DUMP_LOGITS
 CORPUS = None  # the tiny corpus with one document a line, made by main
 ok, skip, diag, run, must, finish, missing = (ce.ok, ce.skip, ce.diag, ce.run, ce.must,
                                               ce.finish, ce.missing)
-N_CHECKS = 21
+N_CHECKS = 25
 
 # name: (LlamaConfig changes, torch dtype name, max_shard_size or None)
 MODELS = {
@@ -213,6 +213,23 @@ def check_train(tmp, ids):
     e = ce.rel_err(np.array(json.loads(out)), transformers_logits(src, ids)) if rc == 0 else 1
     ok(e < 1e-4, "the run's first checkpoint holds the imported weights: its logits are "
        "transformers' (max rel err %.2e < 1e-4)" % e)
+    again = os.path.join(tmp, "run_again")
+    rc, out, err = run([LLTRAIN, "train", "--init", start, CORPUS] +
+                       run_options(again, 1, 1e-9), "train --init RUN")
+    rc2, out2, err2 = run([DUMP_LOGITS, again] + [str(i) for i in ids], "dump_logits")
+    e = ce.rel_err(np.array(json.loads(out2)), transformers_logits(src, ids)) if rc2 == 0 else 1
+    ok(rc == 0 and e < 1e-4, "train --init RUN starts from that run's checkpoint (exit %d, "
+       "max rel err of its logits %.2e < 1e-4) %s" % (rc, e, err.strip()))
+    scaled, scaled_run = os.path.join(tmp, "llama3"), os.path.join(tmp, "run_llama3")
+    shutil.copy(os.path.join(src, "tokenizer.json"), scaled)
+    rc, out, err = run([LLTRAIN, "train", "--init", scaled, CORPUS] +
+                       run_options(scaled_run, 1, 1e-9), "train --init llama3")
+    rc2, out2, err2 = run([DUMP_LOGITS, scaled_run] + [str(i) for i in ids], "dump_logits")
+    cfg = ce.read_json(os.path.join(scaled, "config.json"))
+    ref = numpy_logits(cfg, read_weights(scaled), ids)
+    e = ce.rel_err(np.array(json.loads(out2)), ref) if rc2 == 0 else 1
+    ok(rc == 0 and e < 1e-4, "a run of a llama3-scaled model keeps the scaling in its config: "
+       "its checkpoint's logits are numpy's (max rel err %.2e < 1e-4) %s" % (e, err.strip()))
     base = [m["val_loss"] for m in metrics(start) if "val_loss" in m][-1]
     tuned = os.path.join(tmp, "run_tuned")
     must([LLTRAIN, "train", "--init", src, CORPUS] + run_options(tuned, 30, 3e-3),
@@ -239,8 +256,8 @@ def tree(path):
 
 def save_without(path, drop=None, replace=None):
     """Rewrites path/model.safetensors without tensor drop, or with
-    replace = (name, array)."""
-    from safetensors.numpy import load_file, save_file
+    replace = (name, torch tensor)."""
+    from safetensors.torch import load_file, save_file
     f = os.path.join(path, "model.safetensors")
     w = load_file(f)
     if drop:
@@ -248,6 +265,10 @@ def save_without(path, drop=None, replace=None):
     if replace:
         w[replace[0]] = replace[1]
     save_file(w, f, metadata={"format": "pt"})
+
+
+def vocab_of(path):
+    return ce.read_json(os.path.join(path, "config.json"))["vocab_size"]
 
 
 def edit_config(path, **changes):
@@ -259,7 +280,7 @@ def edit_config(path, **changes):
 
 
 def check_bad(tmp):
-    import numpy as np
+    import torch
     src = os.path.join(tmp, "untied_gqa_f32")
     sharded = os.path.join(tmp, "gqa_f16_sharded")
 
@@ -272,10 +293,16 @@ def check_bad(tmp):
     save_without(p_missing, drop="model.layers.1.mlp.up_proj.weight")
     p_shape = variant("shape")
     save_without(p_shape, replace=("model.layers.0.self_attn.k_proj.weight",
-                                   np.zeros((32, 16), np.float32)))
+                                   torch.zeros((32, 16))))
     p_extra = variant("extra")
     save_without(p_extra, replace=("model.layers.0.self_attn.q_proj.bias",
-                                   np.zeros(32, np.float32)))
+                                   torch.zeros(32)))
+    p_tied = variant("tied", os.path.join(tmp, "tied_bf16"))
+    save_without(p_tied, replace=("lm_head.weight", torch.zeros((vocab_of(p_tied), 32),
+                                                                dtype=torch.bfloat16)))
+    p_gguf = os.path.join(tmp, "bad.gguf")
+    with open(p_gguf, "wb") as f:
+        f.write(b"GGUF" + bytes(60))
     p_arch = variant("arch")
     edit_config(p_arch, architectures=["MistralForCausalLM"], model_type="mistral")
     p_head = variant("head_dim")
@@ -301,6 +328,9 @@ def check_bad(tmp):
         ("a head_dim other than hidden_size / heads", p_head, [], ["head_dim", "16", "32 / 4"]),
         ("a rope_scaling of another type", p_rope, [], ["rope_scaling", "linear"]),
         ("a broken shard index", p_index, [], [name, "index.json"]),
+        ("a tied model whose lm_head.weight is not the embedding", p_tied, [],
+         ["lm_head.weight", "model.embed_tokens.weight"]),
+        ("a GGUF file (not read yet)", p_gguf, [], ["bad.gguf", "GGUF"]),
     ]
     run_dir = os.path.join(tmp, "run_bad")
     os.makedirs(run_dir)

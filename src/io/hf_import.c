@@ -441,6 +441,27 @@ enum lt_status lt_hf_load(const char *dir, lt_model *m)
 	return st;
 }
 
+/* A tied model's lm_head.weight against the embedding, both read. */
+static enum lt_status check_tied_file(const struct hf_files *h, const lt_model *m)
+{
+	const lt_st *f;
+	const struct lt_st_info *ti;
+	const struct lt_tensor *emb = lt_model_find(m, "model.embed_tokens.weight");
+	enum lt_status st = find_tensor(h, "lm_head.weight", &f, &ti);
+	if (st != LT_OK || !f)
+		return st;
+	float *host = malloc(emb->numel * sizeof *host);
+	if (!host) {
+		lt_errmsg_set("cannot allocate %zu floats for %s", emb->numel, emb->name);
+		return LT_ERR_NOMEM;
+	}
+	if ((st = find_tensor(h, emb->name, &f, &ti)) == LT_OK &&
+	    (st = lt_st_read_f32(f, emb->name, host, emb->numel)) == LT_OK)
+		st = check_tied_head(h, m, host);
+	free(host);
+	return st;
+}
+
 enum lt_status lt_hf_check(const char *dir, const lt_model *m)
 {
 	struct hf_files *h = calloc(1, sizeof *h);
@@ -451,6 +472,8 @@ enum lt_status lt_hf_check(const char *dir, const lt_model *m)
 	enum lt_status st = open_files(h, dir);
 	if (st == LT_OK)
 		st = check_files(h, dir, m);
+	if (st == LT_OK && lt_model_config_of(m)->tied)
+		st = check_tied_file(h, m);
 	close_files(h);
 	free(h);
 	return st;

@@ -31,8 +31,9 @@ enum lt_status lt_hf_config(const char *dir, struct lt_model_config *c);
  * expected, LT_ERR_IO) the model's weights are as they were unless the
  * failure came while reading. */
 enum lt_status lt_hf_load(const char *dir, lt_model *m);
-/* lt_hf_load's checks (files, names, shapes, dtypes), reading no weights
- * and leaving m as it was. */
+/* lt_hf_load's checks (files, names, shapes, dtypes, and a tied model's
+ * lm_head.weight against the embedding, the only weights read), leaving m
+ * as it was. */
 enum lt_status lt_hf_check(const char *dir, const lt_model *m);
 
 #endif

@@ -22,8 +22,8 @@ enum lt_status lt_import_kind_of(const char *path, enum lt_import_kind *kind);
 enum lt_status lt_import_config(const char *path, struct lt_model_config *c);
 /* Puts path's weights into m, made with lt_import_config's config. */
 enum lt_status lt_import_weights(const char *path, lt_model *m);
-/* What lt_import_weights would refuse, found without reading weights (a
- * tied head that differs from the embedding shows only when read). m is
+/* What lt_import_weights would refuse, found reading at most the
+ * embedding and a tied model's lm_head.weight. m is
  * left as it was: a model of lt_import_config's config whose buffers need
  * not be touched. */
 enum lt_status lt_import_check(const char *path, const lt_model *m);
