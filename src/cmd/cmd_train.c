@@ -21,6 +21,7 @@
 #include "io/fs.h"
 #include "io/import.h"
 #include "io/rundir.h"
+#include "text/prepare.h"
 #include "train/run_files.h"
 #include "train/trainer.h"
 
@@ -214,6 +215,22 @@ static enum lt_status read_init_model(const char *path, struct lt_model_config *
 	return st;
 }
 
+/* Data still to prepare needs the imported model's tokenizer. */
+static enum lt_status check_init_tokenizer(const struct lt_conf *c)
+{
+	char data[LT_RUN_PATH_CAP], tok[LT_RUN_PATH_CAP];
+	enum lt_status st = lt_run_files_data_dir(c, data, sizeof data);
+	if (st != LT_OK || lt_prepare_is_done(data))
+		return st;
+	if ((st = lt_import_tokenizer(c->train.init, tok, sizeof tok)) == LT_OK && !tok[0]) {
+		lt_errmsg_set("%s has no tokenizer.json to prepare %s with (expected one beside "
+			      "config.json, or data.dir naming data prepared with the model's "
+			      "tokenizer)", c->train.init, data);
+		st = LT_ERR_FORMAT;
+	}
+	return st;
+}
+
 /* A fresh run with train.init: the model's shape becomes the file's. */
 static enum lt_status adopt_init_model(struct lt_conf *c, int argc, char **argv)
 {
@@ -227,6 +244,8 @@ static enum lt_status adopt_init_model(struct lt_conf *c, int argc, char **argv)
 	enum lt_status st = read_init_model(c->train.init, &m);
 	if (st == LT_OK)
 		st = check_model_keys(c, argc, copy, c->train.init, &m);
+	if (st == LT_OK)
+		st = check_init_tokenizer(c);
 	free(copy);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("train.init");

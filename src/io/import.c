@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "io/checkpoint.h"
 #include "io/fs.h"
+#include "io/gguf_model.h"
 #include "io/hf_import.h"
 #include "io/rundir.h"
 
@@ -44,13 +45,6 @@ enum lt_status lt_import_kind_of(const char *path, enum lt_import_kind *kind)
 	return LT_OK;
 }
 
-static enum lt_status gguf_not_yet(const char *path)
-{
-	lt_errmsg_set("%s: a GGUF file: this build of lltrain cannot import GGUF models yet "
-		      "(expected a Hugging Face model directory or an lltrain checkpoint)", path);
-	return LT_ERR_FORMAT;
-}
-
 /* The checkpoint path names (itself, or a run directory's newest), its
  * directory into dir[cap] and its config into *conf. */
 static enum lt_status open_checkpoint(const char *path, char *dir, size_t cap,
@@ -70,8 +64,19 @@ enum lt_status lt_import_config(const char *path, struct lt_model_config *c)
 		return st;
 	if (kind == LT_IMPORT_HF)
 		return lt_hf_config(path, c);
-	if (kind == LT_IMPORT_GGUF)
-		return gguf_not_yet(path);
+	if (kind == LT_IMPORT_GGUF) {
+		/* the rope scaling, which the GGUF reader does not set, stays c's */
+		struct lt_model_config got;
+		if ((st = lt_gguf_model_config(path, &got)) == LT_OK) {
+			got.rope_scaling = LT_ROPE_NONE;
+			got.rope_factor = c->rope_factor;
+			got.rope_low_freq_factor = c->rope_low_freq_factor;
+			got.rope_high_freq_factor = c->rope_high_freq_factor;
+			got.rope_original_max_seq = c->rope_original_max_seq;
+			*c = got;
+		}
+		return st;
+	}
 	char dir[PATH_CAP];
 	struct lt_conf conf;
 	if ((st = open_checkpoint(path, dir, sizeof dir, &conf)) == LT_OK)
@@ -88,7 +93,7 @@ enum lt_status lt_import_weights(const char *path, lt_model *m)
 	if (kind == LT_IMPORT_HF)
 		return lt_hf_load(path, m);
 	if (kind == LT_IMPORT_GGUF)
-		return gguf_not_yet(path);
+		return lt_gguf_model_load(path, m);
 	char dir[PATH_CAP];
 	struct lt_conf conf;
 	if ((st = open_checkpoint(path, dir, sizeof dir, &conf)) == LT_OK)
@@ -105,7 +110,7 @@ enum lt_status lt_import_check(const char *path, const lt_model *m)
 	if (kind == LT_IMPORT_HF)
 		return lt_hf_check(path, m);
 	if (kind == LT_IMPORT_GGUF)
-		return gguf_not_yet(path);
+		return lt_gguf_model_config(path, &(struct lt_model_config){ 0 });
 	char dir[PATH_CAP];
 	struct lt_conf conf;
 	return open_checkpoint(path, dir, sizeof dir, &conf);
