@@ -29,7 +29,7 @@ DUMP_LOGITS = ce.DUMP_LOGITS
 CORPUS = None  # the tiny corpus with one document a line, made by main
 ok, skip, diag, run, must, finish, missing = (ce.ok, ce.skip, ce.diag, ce.run, ce.must,
                                               ce.finish, ce.missing)
-N_CHECKS = 27
+N_CHECKS = 28
 
 # name: (LlamaConfig changes, torch dtype name, max_shard_size or None)
 MODELS = {
@@ -358,6 +358,34 @@ def smollm2():
     return (os.path.join(d, names[0]), None) if names else (None, d + " holds no .gguf file")
 
 
+def check_mpi(tmp):
+    """Two ranks with --init: each reads the model itself, and with
+    dist.deterministic the run is bitwise the one-rank run."""
+    rc, out, err = run([LLTRAIN, "info"], "lltrain info")
+    mpiexec = shutil.which(os.environ.get("MPIEXEC", "mpiexec"))
+    if not any(line.startswith("build:") and "MPI" in line for line in out.split("\n")):
+        skip(1, "this lltrain was built without MPI (configure found no MPI library)")
+        return
+    if not mpiexec:
+        skip(1, "no mpiexec on PATH (install mpich)")
+        return
+    src = os.path.join(tmp, "tied_bf16")
+    runs = []
+    for ranks in (1, 2):
+        run_dir = os.path.join(tmp, "run_mpi%d" % ranks)
+        opts = run_options(run_dir, 3, 1e-3) + ["--deterministic", "--zero", "1",
+                                                "--run.threads=1"]
+        rc, out, err = run([mpiexec, "-n", str(ranks), LLTRAIN, "train", "--init", src,
+                            CORPUS] + opts, "mpiexec train --init")
+        ckpt = ce.newest_checkpoint(run_dir) if rc == 0 else None
+        runs.append((rc, ce.read_bytes(os.path.join(ckpt, "model.safetensors")) if ckpt else b"",
+                     err.strip()))
+    ok(runs[0][0] == 0 and runs[1][0] == 0 and runs[0][1] and runs[0][1] == runs[1][1],
+       "mpiexec -n 2 train --init, deterministic: every rank starts from the model, and the "
+       "weights after 3 steps are bitwise one rank's (exit %d, %d) %s %s"
+       % (runs[0][0], runs[1][0], runs[0][2], runs[1][2]))
+
+
 def check_gguf(tmp):
     """A GGUF file through the one entry point: the same logits as the GGUF
     reader's own mode; train --init without a tokenizer refused early."""
@@ -405,6 +433,7 @@ def main():
             shutil.copy(os.path.join(data, "tokenizer.json"), os.path.join(tmp, name))
         check_train(tmp, ids)
         check_bad(tmp)
+        check_mpi(tmp)
         check_gguf(tmp)
         ok(True, "the checks ran to the end")
     finally:

@@ -144,8 +144,10 @@ static enum lt_status read_rope_scaling(const char *path, json_t *j, struct lt_m
 	json_t *type = json_object_get(rs, "rope_type");
 	if (!type)
 		type = json_object_get(rs, "type");
+	if (json_is_string(type) && !strcmp(json_string_value(type), "default"))
+		return LT_OK;  /* what newer configs write for none */
 	if (!json_is_object(rs) || !json_is_string(type) || strcmp(json_string_value(type), "llama3")) {
-		lt_errmsg_set("%s: \"rope_scaling\" of type %s: expected null or type llama3", path,
+		lt_errmsg_set("%s: \"rope_scaling\" of type %s: expected null, default or llama3", path,
 			      json_is_string(type) ? json_string_value(type) : "(none)");
 		return LT_ERR_FORMAT;
 	}
