@@ -188,7 +188,7 @@ def run_options(run_dir, steps, lr):
     return ["--run.dir=" + run_dir, "--train.seq=32", "--train.batch=4",
             "--train.steps=%d" % steps, "--train.warmup_steps=1", "--train.max_minutes=0",
             "--train.lr=%g" % lr, "--train.min_lr=%g" % lr, "--run.eval_batches=4",
-            "--run.sample_tokens=4", "--run.threads=2", "--data.val_fraction=0.2"]
+            "--run.sample_tokens=4", "--data.val_fraction=0.2"]
 
 
 def check_train(tmp, ids):

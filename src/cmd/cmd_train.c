@@ -201,13 +201,14 @@ static enum lt_status check_model_keys(const struct lt_conf *c, int argc, char *
 }
 
 /* The model of path, and the check that its weights would load, on the
- * CPU: the buffers of a model that is only checked are never touched. */
-static enum lt_status read_init_model(const char *path, struct lt_model_config *m)
+ * CPU: the buffers of a model that is only checked are never touched. The
+ * CPU backend takes the run's thread count, as it sets OpenMP's. */
+static enum lt_status read_init_model(const char *path, int threads, struct lt_model_config *m)
 {
 	lt_backend *be = NULL;
 	lt_model *model = NULL;
 	enum lt_status st = lt_import_config(path, m);
-	if (st == LT_OK && (st = lt_backend_new("cpu", 1, &be)) == LT_OK &&
+	if (st == LT_OK && (st = lt_backend_new("cpu", threads, &be)) == LT_OK &&
 	    (st = lt_model_new(be, m, &model)) == LT_OK)
 		st = lt_import_check(path, model);
 	lt_model_free(model);
@@ -241,7 +242,7 @@ static enum lt_status adopt_init_model(struct lt_conf *c, int argc, char **argv)
 		return LT_ERR_NOMEM;
 	}
 	memcpy(copy, argv, (size_t)(argc + 1) * sizeof *argv);
-	enum lt_status st = read_init_model(c->train.init, &m);
+	enum lt_status st = read_init_model(c->train.init, c->run.threads, &m);
 	if (st == LT_OK)
 		st = check_model_keys(c, argc, copy, c->train.init, &m);
 	if (st == LT_OK)
