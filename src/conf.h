@@ -35,6 +35,8 @@ struct lt_conf_train {
 	enum lt_matmul matmul; /* fp32 | tf32: how GEMMs may round their operands */
 	enum lt_recompute recompute; /* none | block: what forward keeps for backward */
 	enum lt_precision precision; /* fp32 | bf16: the storage of weights and activations */
+	char init[LT_CONF_PATH_MAX]; /* a fresh run's weights and shape: a Hugging Face model
+				      * directory, a GGUF file or a checkpoint; "" = random */
 };
 
 struct lt_conf_data {

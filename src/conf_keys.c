@@ -23,6 +23,7 @@ _Static_assert(LT_MATMUL_FP32 == 0 && LT_MATMUL_TF32 == 1 && sizeof(enum lt_matm
 	       "matmul names follow enum lt_matmul");
 _Static_assert(LT_RECOMPUTE_NONE == 0 && LT_RECOMPUTE_BLOCK == 1 &&
 	       sizeof(enum lt_recompute) == sizeof(int), "recompute names follow enum lt_recompute");
+_Static_assert(LT_ROPE_NONE == 0 && LT_ROPE_LLAMA3 == 1, "rope scaling names follow enum lt_rope_scaling");
 _Static_assert(LT_PRECISION_FP32 == 0 && LT_PRECISION_BF16 == 1 &&
 	       sizeof(enum lt_precision) == sizeof(int), "precision names follow enum lt_precision");
 
@@ -34,6 +35,7 @@ static const char *const schedule_names[] = { "cosine", "linear", "constant", NU
 static const char *const matmul_names[] = { "fp32", "tf32", NULL };
 static const char *const recompute_names[] = { "none", "block", NULL };
 static const char *const precision_names[] = { "fp32", "bf16", NULL };
+static const char *const rope_scaling_names[] = { "none", "llama3", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
@@ -76,6 +78,25 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "model", .name = "tied", .type = LT_CONF_BOOL, FIELD(model.tied),
 	  .def = "true",
 	  .doc = "the output head shares the embedding table" },
+	{ .section = "model", .name = "rope_scaling", .type = LT_CONF_ENUM, FIELD(model.rope_scaling),
+	  .choices = rope_scaling_names, .def = "none",
+	  .doc = "none, or llama3: Llama 3's frequency-dependent scaling of the rotary frequencies "
+		 "(rope_scaling of config.json)" },
+	{ .section = "model", .name = "rope_factor", .type = LT_CONF_FLOAT, FIELD(model.rope_factor),
+	  .min = 1, .max = 1e6, .def = "8",
+	  .doc = "llama3 scaling: what the lowest frequencies are divided by (factor)" },
+	{ .section = "model", .name = "rope_low_freq_factor", .type = LT_CONF_FLOAT,
+	  FIELD(model.rope_low_freq_factor), .min = 0, .max = 1e6, .open_min = 1, .def = "1",
+	  .doc = "llama3 scaling: wavelengths above rope_original_max_seq / this are scaled "
+		 "(low_freq_factor)" },
+	{ .section = "model", .name = "rope_high_freq_factor", .type = LT_CONF_FLOAT,
+	  FIELD(model.rope_high_freq_factor), .min = 0, .max = 1e6, .open_min = 1, .def = "4",
+	  .doc = "llama3 scaling: wavelengths below rope_original_max_seq / this are kept "
+		 "(high_freq_factor)" },
+	{ .section = "model", .name = "rope_original_max_seq", .type = LT_CONF_INT,
+	  FIELD(model.rope_original_max_seq), .min = 1, .max = 16777216, .def = "8192",
+	  .doc = "llama3 scaling: the context the model was first trained for "
+		 "(original_max_position_embeddings)" },
 
 	{ .section = "train", .name = "batch", .type = LT_CONF_INT, FIELD(train.batch),
 	  .min = 1, .max = 65536, .def = "16",
@@ -137,6 +158,10 @@ static const struct lt_conf_key keys[] = {
 	  .choices = precision_names, .def = "fp32",
 	  .doc = "fp32, or bf16: weights are copied to bf16 for each step and activations are "
 		 "bf16; parameters, gradients and optimizer state stay fp32" },
+	{ .section = "train", .name = "init", .type = LT_CONF_STRING, FIELD(train.init),
+	  .min = 0, .def = "",
+	  .doc = "a new run starts from this model (a Hugging Face model directory, a GGUF file or "
+		 "an lltrain checkpoint or run), its shape and weights; empty = random weights" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",

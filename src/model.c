@@ -311,15 +311,18 @@ void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int
 		     out->runtime;
 }
 
-/* inv_freq[i] = theta^(-2i/D), rounded to float as Hugging Face keeps it. */
+/* inv_freq[i] = theta^(-2i/D), scaled as the config says, in float. */
 static void write_rope_frequencies(struct lt_model *m)
 {
 	int half = head_dim(&m->cfg) / 2;
 	float *freq = malloc((size_t)half * sizeof *freq);
-	LT_ASSERT(freq);
+	double *exact = malloc((size_t)half * sizeof *exact);
+	LT_ASSERT(freq && exact);
+	lt_model_config_rope_freqs(&m->cfg, exact);
 	for (int i = 0; i < half; i++)
-		freq[i] = (float)(1.0 / pow((double)m->cfg.rope_theta, (2.0 * i) / (2 * half)));
+		freq[i] = (float)exact[i];
 	m->be->ops->write(m->be, (lt_ref){ m->inv_freq, 0 }, freq, (size_t)half);
+	free(exact);
 	free(freq);
 }
 

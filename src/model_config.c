@@ -45,6 +45,18 @@ enum lt_status lt_model_config_check(const struct lt_model_config *c)
 		lt_errmsg_set("model.norm_eps = %g: must be in (0, 1)", c->norm_eps);
 		return LT_ERR_CONFIG;
 	}
+	if (c->rope_scaling == LT_ROPE_LLAMA3 &&
+	    (!(c->rope_factor >= 1.0f) || !isfinite(c->rope_factor) ||
+	     !(c->rope_low_freq_factor > 0.0f) ||
+	     !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+	     !isfinite(c->rope_high_freq_factor) || c->rope_original_max_seq <= 0)) {
+		lt_errmsg_set("model.rope_scaling = llama3 with rope_factor %g, rope_low_freq_factor %g, "
+			      "rope_high_freq_factor %g, rope_original_max_seq %d: expected a factor "
+			      ">= 1, 0 < low < high and a positive length", c->rope_factor,
+			      c->rope_low_freq_factor, c->rope_high_freq_factor,
+			      c->rope_original_max_seq);
+		return LT_ERR_CONFIG;
+	}
 	/* Element offsets must fit the backend's int sizes for GEMM dims. */
 	if ((double)c->vocab_size * c->dim > 2147483647.0 || (double)c->ffn_dim * 2 * c->dim > 2147483647.0) {
 		lt_errmsg_set("model: a weight matrix exceeds 2^31 elements");
@@ -72,4 +84,31 @@ double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
 	double emb = (double)c->vocab_size * c->dim;
 	double matmul_weights = (double)lt_model_config_params(c) - emb + (c->tied ? emb : 0.0);
 	return 6.0 * matmul_weights + 12.0 * c->n_layers * c->dim * (double)seq;
+}
+
+/* Llama 3's scaling of one frequency: long wavelengths slowed by the
+ * factor, short ones kept, a linear blend (in original_max / wavelength)
+ * between the two bounds. */
+static double llama3_scaled(const struct lt_model_config *c, double f)
+{
+	const double pi = 3.14159265358979323846;
+	double orig = c->rope_original_max_seq, factor = c->rope_factor;
+	double low = c->rope_low_freq_factor, high = c->rope_high_freq_factor;
+	double wavelen = 2.0 * pi / f;
+	if (wavelen > orig / low)
+		return f / factor;
+	if (wavelen < orig / high)
+		return f;
+	double smooth = (orig / wavelen - low) / (high - low);
+	return (1.0 - smooth) * f / factor + smooth * f;
+}
+
+void lt_model_config_rope_freqs(const struct lt_model_config *c, double *freq)
+{
+	int half = head_dim(c) / 2;
+	for (int i = 0; i < half; i++) {
+		/* rounded to float as Hugging Face keeps theta^(-2i/D) */
+		double f = (float)(1.0 / pow((double)c->rope_theta, (2.0 * i) / (2 * half)));
+		freq[i] = c->rope_scaling == LT_ROPE_LLAMA3 ? llama3_scaled(c, f) : f;
+	}
 }

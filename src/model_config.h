@@ -21,11 +21,29 @@ struct lt_model_config {
 	float rope_theta;
 	float norm_eps;
 	int tied;         /* lm_head shares the embedding table */
+	/* Rotary frequency scaling (Llama 3's rope_scaling): with rope_scaling
+	 * = LT_ROPE_LLAMA3, a frequency whose wavelength exceeds
+	 * rope_original_max_seq / rope_low_freq_factor is divided by
+	 * rope_factor, one below rope_original_max_seq / rope_high_freq_factor
+	 * kept, and those between interpolated smoothly. */
+	int rope_scaling;          /* enum lt_rope_scaling */
+	float rope_factor;
+	float rope_low_freq_factor;
+	float rope_high_freq_factor;
+	int rope_original_max_seq;
 };
+
+enum lt_rope_scaling { LT_ROPE_NONE, LT_ROPE_LLAMA3 };
+
+/* The rotary frequencies of a head of D = dim / n_heads: freq[i] =
+ * theta^(-2i/D) for i < D/2, scaled as rope_scaling says, in double. */
+void lt_model_config_rope_freqs(const struct lt_model_config *c, double *freq);
 
 /* Checks that a configuration can exist: every size positive, dim divisible
  * by n_heads, n_kv_heads dividing n_heads, an even head size, finite theta
- * and eps > 0. On failure lt_errmsg names the value and why. */
+ * and eps > 0, and with llama3 scaling factors that make sense
+ * (rope_factor >= 1, rope_high_freq_factor > rope_low_freq_factor > 0,
+ * rope_original_max_seq > 0). On failure lt_errmsg names the value and why. */
 enum lt_status lt_model_config_check(const struct lt_model_config *c);
 
 /* Parameter count (each tied tensor once). */

@@ -4,7 +4,9 @@
  * implementations.
  *
  * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]
- *        dump_logits --gguf FILE ID [ID ...] */
+ *        dump_logits --gguf FILE ID [ID ...]
+ *        dump_logits --init PATH ID [ID ...]   (what train --init imports:
+ *        a Hugging Face model directory, a GGUF file, a checkpoint) */
 #include "config.h"
 
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include "backend.h"
 #include "io/checkpoint.h"
 #include "io/gguf_model.h"
+#include "io/import.h"
 #include "conf.h"
 #include "model.h"
 
@@ -54,6 +57,19 @@ static enum lt_status parse_ids(struct dump *d, char **argv, int n)
 		d->targets[i] = -1; /* no loss wanted */
 	}
 	return LT_OK;
+}
+
+/* The model of path as train --init takes it. */
+static enum lt_status import(struct dump *d, const char *path)
+{
+	enum lt_status st;
+	lt_conf_defaults(&d->conf);
+	d->cfg = d->conf.model;
+	if ((st = lt_import_config(path, &d->cfg)) != LT_OK ||
+	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new(d->be, &d->cfg, &d->model)) != LT_OK)
+		return st;
+	return lt_import_weights(path, d->model);
 }
 
 static enum lt_status load(struct dump *d, const char *path)
@@ -124,16 +140,18 @@ int main(int argc, char **argv)
 	struct dump d;
 	enum lt_status st;
 	int gguf = argc > 1 && strcmp(argv[1], "--gguf") == 0;
-	int n = argc - 2 - gguf;
+	int init = argc > 1 && strcmp(argv[1], "--init") == 0;
+	int n = argc - 2 - gguf - init;
 
 	if (n < 1) {
 		fprintf(stderr, "usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]\n"
-				"       dump_logits --gguf FILE ID [ID ...]\n");
+				"       dump_logits --gguf FILE ID [ID ...]\n"
+				"       dump_logits --init PATH ID [ID ...]\n");
 		return 2;
 	}
 	memset(&d, 0, sizeof d);
-	st = gguf ? load_gguf(&d, argv[2]) : load(&d, argv[1]);
-	if (st == LT_OK && (st = parse_ids(&d, argv + 2 + gguf, n)) == LT_OK)
+	st = gguf ? load_gguf(&d, argv[2]) : init ? import(&d, argv[2]) : load(&d, argv[1]);
+	if (st == LT_OK && (st = parse_ids(&d, argv + 2 + gguf + init, n)) == LT_OK)
 		st = forward(&d, n);
 	if (st == LT_OK)
 		print_logits(&d, n);

@@ -239,7 +239,10 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "train.steps", "1000000000" }, { "train.warmup_steps", "0" },
 		{ "train.schedule", "constant" }, { "train.max_bad_steps", "1" },
 		{ "train.matmul", "tf32" }, { "train.recompute", "block" },
-		{ "train.precision", "bf16" },
+		{ "train.precision", "bf16" }, { "train.init", "/models/x y;z" },
+		{ "model.rope_scaling", "llama3" }, { "model.rope_factor", "1" },
+		{ "model.rope_low_freq_factor", "3" }, { "model.rope_high_freq_factor", "1000000" },
+		{ "model.rope_original_max_seq", "1" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -576,9 +579,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 51 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 57 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 51 keys, each found by name, with a doc line, and each "
+	       "the table has 57 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

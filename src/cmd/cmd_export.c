@@ -156,6 +156,26 @@ static json_t *eot_json(const lt_tokenizer *tok)
 }
 
 /* config.json: a LlamaConfig with the model's shape. */
+/* Llama 3's rope_scaling into config.json j, when the model has it; NULL
+ * (j freed) when memory runs out. */
+static json_t *add_rope_scaling(json_t *j, const struct lt_model_config *c)
+{
+	if (c->rope_scaling != LT_ROPE_LLAMA3)
+		return j;
+	json_t *rs = json_object();
+	if (!rs || json_object_set_new(rs, "rope_type", json_string("llama3")) ||
+	    json_object_set_new(rs, "factor", float_json(c->rope_factor)) ||
+	    json_object_set_new(rs, "low_freq_factor", float_json(c->rope_low_freq_factor)) ||
+	    json_object_set_new(rs, "high_freq_factor", float_json(c->rope_high_freq_factor)) ||
+	    json_object_set_new(rs, "original_max_position_embeddings",
+				json_integer(c->rope_original_max_seq)) ||
+	    json_object_set_new(j, "rope_scaling", rs)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
 static json_t *model_config_json(const struct lt_model_config *c, const lt_tokenizer *tok,
 				 enum lt_dtype dtype)
 {
@@ -190,7 +210,7 @@ static json_t *model_config_json(const struct lt_model_config *c, const lt_token
 		json_decref(j);
 		return NULL;
 	}
-	return j;
+	return add_rope_scaling(j, c);
 }
 
 /* generation_config.json: the sampling defaults of lltrain sample. */

@@ -19,7 +19,9 @@
 #include "dist/dist.h"
 #include "io/checkpoint.h"
 #include "io/fs.h"
+#include "io/import.h"
 #include "io/rundir.h"
+#include "text/prepare.h"
 #include "train/run_files.h"
 #include "train/trainer.h"
 
@@ -50,6 +52,8 @@ static void print_help(void)
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.steps=2000\n"
 	       "  --resume auto|PATH     continue from the newest valid checkpoint of the run\n"
 	       "                         directory (auto), or from a checkpoint directory\n"
+	       "  --init PATH            a new run starts from this model: a Hugging Face model\n"
+	       "                         directory, a GGUF file or a checkpoint (--train.init)\n"
 	       "  --zero 0|1|2           ZeRO stage over MPI ranks (--dist.zero)\n"
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
 	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
@@ -77,6 +81,7 @@ static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--deterministic", "dist.deterministic", 0 },
 	{ "--recompute", "train.recompute", 1 },
 	{ "--precision", "train.precision", 1 },
+	{ "--init", "train.init", 1 },
 };
 
 /* A copy of argv with the aliases rewritten (malloc'd strings in *owned,
@@ -153,6 +158,102 @@ static enum lt_status resolve_config(struct lt_conf *c, const char *ckpt_config,
 			return st;
 	}
 	return lt_conf_apply_args(c, argc, argv);
+}
+
+/* A copy of c's defaults with every [model] value changed: the options
+ * applied over it and over the defaults agree on a key only where they
+ * set it. */
+static void shifted_defaults(struct lt_conf *c)
+{
+	lt_conf_defaults(c);
+	struct lt_model_config *m = &c->model;
+	m->vocab_size++, m->dim++, m->n_layers++, m->n_heads++, m->n_kv_heads++, m->ffn_dim++;
+	m->max_seq++, m->rope_original_max_seq++;
+	m->rope_theta *= 2, m->norm_eps *= 0.5f, m->rope_factor *= 2;
+	m->rope_low_freq_factor *= 0.5f, m->rope_high_freq_factor *= 2;
+	m->tied = !m->tied;
+	m->rope_scaling = !m->rope_scaling;
+}
+
+/* Refuses a [model] key that the options (argv[argc], a copy) set to
+ * something else than the model of path, `from`. */
+static enum lt_status check_model_keys(const struct lt_conf *c, int argc, char **argv,
+				       const char *path, const struct lt_model_config *from)
+{
+	struct lt_conf alt, file = *c;
+	shifted_defaults(&alt);
+	enum lt_status st = lt_conf_apply_args(&alt, &argc, argv);
+	file.model = *from;
+	for (const struct lt_conf_key *k = lt_conf_keys(); st == LT_OK && k->name; k++) {
+		const char *mine = (const char *)c + k->offset, *other = (const char *)&alt + k->offset;
+		if (strcmp(k->section, "model") || memcmp(mine, other, k->size))
+			continue;  /* not a [model] key, or not set by the options */
+		char set[64], got[64];
+		lt_conf_format(c, k, set, sizeof set);
+		lt_conf_format(&file, k, got, sizeof got);
+		if (strcmp(set, got)) {
+			lt_errmsg_set("model.%s = %s contradicts %s, whose model has %s", k->name, set,
+				      path, got);
+			st = LT_ERR_CONFIG;
+		}
+	}
+	return st;
+}
+
+/* The model of path, and the check that its weights would load, on the
+ * CPU: the buffers of a model that is only checked are never touched. The
+ * CPU backend takes the run's thread count, as it sets OpenMP's. */
+static enum lt_status read_init_model(const char *path, int threads, struct lt_model_config *m)
+{
+	lt_backend *be = NULL;
+	lt_model *model = NULL;
+	enum lt_status st = lt_import_config(path, m);
+	if (st == LT_OK && (st = lt_backend_new("cpu", threads, &be)) == LT_OK &&
+	    (st = lt_model_new(be, m, &model)) == LT_OK)
+		st = lt_import_check(path, model);
+	lt_model_free(model);
+	lt_backend_free(be);
+	return st;
+}
+
+/* Data still to prepare needs the imported model's tokenizer. */
+static enum lt_status check_init_tokenizer(const struct lt_conf *c)
+{
+	char data[LT_RUN_PATH_CAP], tok[LT_RUN_PATH_CAP];
+	enum lt_status st = lt_run_files_data_dir(c, data, sizeof data);
+	if (st != LT_OK || lt_prepare_is_done(data))
+		return st;
+	if ((st = lt_import_tokenizer(c->train.init, tok, sizeof tok)) == LT_OK && !tok[0]) {
+		lt_errmsg_set("%s has no tokenizer.json to prepare %s with (expected one beside "
+			      "config.json, or data.dir naming data prepared with the model's "
+			      "tokenizer)", c->train.init, data);
+		st = LT_ERR_FORMAT;
+	}
+	return st;
+}
+
+/* A fresh run with train.init: the model's shape becomes the file's. */
+static enum lt_status adopt_init_model(struct lt_conf *c, int argc, char **argv)
+{
+	struct lt_model_config m = c->model;
+	char **copy = malloc((size_t)(argc + 1) * sizeof *copy);
+	if (!copy) {
+		lt_errmsg_set("cannot copy the options");
+		return LT_ERR_NOMEM;
+	}
+	memcpy(copy, argv, (size_t)(argc + 1) * sizeof *argv);
+	enum lt_status st = read_init_model(c->train.init, c->run.threads, &m);
+	if (st == LT_OK)
+		st = check_model_keys(c, argc, copy, c->train.init, &m);
+	if (st == LT_OK)
+		st = check_init_tokenizer(c);
+	free(copy);
+	if (st != LT_OK) {
+		lt_errmsg_prefix("train.init");
+		return st;
+	}
+	c->model = m;
+	return LT_OK;
 }
 
 /* Prints (rank 0) one line for each checkpoint the search for the resume
@@ -258,6 +359,8 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 				    &found)) == LT_OK && found)
 		/* pass 2: the checkpoint's config, then the options again */
 		st = resolve_config(&conf, state->config, &argc2, again, ckpt);
+	else if (st == LT_OK && conf.train.init[0])
+		st = adopt_init_model(&conf, argc2, again);
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;

@@ -16,6 +16,7 @@
 #include "dist/shares.h"
 #include "dist/zero.h"
 #include "io/fs.h"
+#include "io/import.h"
 #include "io/metrics.h"
 #include "io/rundir.h"
 #include "model.h"
@@ -156,12 +157,19 @@ static enum lt_status ensure_data(lt_trainer *t, const struct lt_trainer_start *
 			      "(remove it, or leave the arguments out to train on it)", t->data_dir);
 		return LT_ERR_ARG;
 	}
+	char init_tok[LT_RUN_PATH_CAP] = "";
+	enum lt_status st = c->train.init[0] && t->state.step == 0
+				    ? lt_import_tokenizer(c->train.init, init_tok, sizeof init_tok)
+				    : LT_OK;
+	if (st != LT_OK)
+		return st;
 	const char *fallback[] = { c->data.corpus };
 	struct lt_prepare_opts po = {
 		.inputs = s->n_corpus ? s->corpus : fallback,
 		.n_inputs = s->n_corpus ? s->n_corpus : 1,
 		.out_dir = t->data_dir,
 		.vocab_size = c->data.vocab_size ? c->data.vocab_size : c->model.vocab_size,
+		.tokenizer = init_tok[0] ? init_tok : NULL,
 		.doc_separator = c->data.doc_separator,
 		.val_fraction = c->data.val_fraction,
 		.shard_tokens = c->data.shard_tokens,
@@ -171,8 +179,10 @@ static enum lt_status ensure_data(lt_trainer *t, const struct lt_trainer_start *
 	struct lt_prepare_report rep;
 	printf("data: preparing %s into %s\n", po.n_inputs == 1 ? po.inputs[0] : "the corpus",
 	       t->data_dir);
+	if (init_tok[0])
+		printf("data: with the tokenizer of %s\n", c->train.init);
 	fflush(stdout);
-	enum lt_status st = lt_prepare_run(&po, &rep);
+	st = lt_prepare_run(&po, &rep);
 	if (st != LT_OK && !s->n_corpus && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
 	    !lt_fs_is_dir(c->data.corpus))
 		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
@@ -213,7 +223,14 @@ static enum lt_status load_data(lt_trainer *t)
 	if (st != LT_OK)
 		return st;
 	int vocab = lt_tokenizer_vocab_size(t->tok);
-	if (t->conf.model.vocab_size != vocab) {
+	/* an imported model keeps its vocabulary, which may have rows past
+	 * the tokenizer's ids */
+	if (t->conf.train.init[0] && vocab > t->conf.model.vocab_size) {
+		lt_errmsg_set("%s: vocabulary %d, more than the %d of train.init's model %s",
+			      t->tok_path, vocab, t->conf.model.vocab_size, t->conf.train.init);
+		return LT_ERR_CONFIG;
+	}
+	if (t->conf.model.vocab_size != vocab && !t->conf.train.init[0]) {
 		if (t->state.step > 0 && checkpoint_vocab(t) != vocab) {
 			lt_errmsg_set("%s: vocabulary %d, the checkpoint's model has %d", t->tok_path,
 				      vocab, t->conf.model.vocab_size);
@@ -328,6 +345,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	/* t->state was read and verified when the checkpoint was found */
 	if (s->checkpoint)
 		st = lt_checkpoint_load_tensors(s->checkpoint, t->model, t->opt);
+	else if (c->train.init[0])
+		st = lt_import_weights(c->train.init, t->model);  /* every rank reads the files */
 	else
 		st = lt_model_init(t->model, c->train.seed);
 	if (st == LT_OK)
@@ -488,6 +507,11 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 	char *text = NULL;
 	size_t len;
 	enum lt_status st = lt_sample_generate(t->model, &prompt, 1, n, -1, &so, out, &got);
+	/* an imported model may have rows past the tokenizer's ids: the sample
+	 * ends before the first such id */
+	for (int i = 0; i < got; i++)
+		if (out[i] >= lt_tokenizer_vocab_size(t->tok))
+			got = i;
 	if (st == LT_OK)
 		st = lt_tokenizer_decode(t->tok, out, (size_t)got, &text, &len);
 	if (st == LT_OK)
