@@ -6,7 +6,10 @@
  *                                      write DIR/cases.json (texts and ids)
  *   test_tokenizer --encode TOKENIZER CASES
  *                                      load TOKENIZER, print the ids of the
- *                                      texts of CASES as JSON */
+ *                                      texts of CASES as JSON, and the texts
+ *                                      decoding gives back
+ *   test_tokenizer --encode-special TOKENIZER CASES
+ *                                      the same with added tokens split out */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* mkdtemp, clock_gettime under -std=c11 */
@@ -410,12 +413,36 @@ static void test_bad_files(void)
 			"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true}, "
 			"\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}",
 			LT_ERR_FORMAT, "pre_tokenizer.add_prefix_space is true, expected false");
-	expect_load_error("metaspace.json",
-			"{\"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\"}}",
-			LT_ERR_FORMAT, "pre_tokenizer.type is 'Metaspace', expected 'ByteLevel'");
+	expect_load_error("whitespace.json",
+			"{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.type is 'Whitespace', expected ByteLevel, Split, Digits, Metaspace");
+	expect_load_error("punct.json",
+			"{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\"}, "
+			"{\"type\": \"Punctuation\"}]}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.pretokenizers[1].type is 'Punctuation'");
+	expect_load_error("behavior.json",
+			"{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, "
+			"\"behavior\": \"Sideways\"}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.behavior is 'Sideways', expected Isolated");
+	expect_load_error("badregex.json",
+			"{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a\"}, "
+			"\"behavior\": \"Isolated\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
+			LT_ERR_FORMAT, "cannot compile the pre-tokenizer's pattern");
 	expect_load_error("nfc.json",
 			"{\"normalizer\": {\"type\": \"NFC\"}, " BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\"}}",
-			LT_ERR_FORMAT, "normalizer.type is 'NFC', expected no normalizer");
+			LT_ERR_FORMAT, "normalizer.type is 'NFC', expected Prepend, Replace");
+	expect_load_error("bytenorm.json",
+			"{\"normalizer\": {\"type\": \"Prepend\", \"prepend\": \"x\"}, " BYTE_LEVEL_PRE
+			", \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "normalizer.type is 'Prepend' in a byte-level tokenizer, expected no normalizer");
+	expect_load_error("wpdecoder.json",
+			"{\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": \"WordPiece\"}]}, "
+			"\"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "decoder.decoders[1].type is 'WordPiece'");
+	expect_load_error("lstrip.json",
+			"{\"added_tokens\": [{\"id\": 0, \"content\": \"<m>\", \"lstrip\": true}], " BYTE_LEVEL_PRE
+			", \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "added_tokens[0].lstrip is true, expected false");
 	expect_load_error("nobytes.json",
 			"{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}}",
 			LT_ERR_FORMAT, "has no token");
@@ -731,13 +758,14 @@ static int dump(const char *dir)
 }
 
 /* Loads a tokenizer and prints {"ids": [[...], ...]} for the texts of a
- * cases file. */
-static int encode_cases(const char *tok_path, const char *cases_path)
+ * cases file; with special, the texts are encoded with their added tokens
+ * split out, and "decoded" holds what decoding those ids gives. */
+static int encode_cases(const char *tok_path, const char *cases_path, int special)
 {
 	lt_tokenizer *tok;
 	lt_ids ids = { 0 };
 	json_error_t jerr;
-	json_t *root, *arr, *c, *out = json_array();
+	json_t *root, *arr, *c, *out = json_array(), *dec = json_array();
 	enum lt_status st;
 	size_t i;
 
@@ -750,12 +778,20 @@ static int encode_cases(const char *tok_path, const char *cases_path)
 	arr = json_object_get(root, "cases");
 	json_array_foreach(arr, i, c) {
 		const json_t *t = json_object_get(c, "text");
+		char *back;
+		size_t blen;
 		ids.n = 0;
-		if ((st = lt_tokenizer_encode(tok, json_string_value(t), json_string_length(t), &ids)) != LT_OK)
+		st = special ? lt_tokenizer_encode_special(tok, json_string_value(t), json_string_length(t), &ids)
+			: lt_tokenizer_encode(tok, json_string_value(t), json_string_length(t), &ids);
+		if (st != LT_OK)
 			return die("encode", st);
 		json_array_append_new(out, ids_json(&ids));
+		if ((st = lt_tokenizer_decode(tok, ids.v, ids.n, &back, &blen)) != LT_OK)
+			return die("decode", st);
+		json_array_append_new(dec, json_stringn(back, blen));
+		free(back);
 	}
-	c = json_pack("{s:o}", "ids", out);
+	c = json_pack("{s:o, s:o}", "ids", out, "decoded", dec);
 	json_dumpf(c, stdout, JSON_COMPACT);
 	putchar('\n');
 	json_decref(c);
@@ -770,9 +806,11 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "--dump"))
 		return dump(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "--encode"))
-		return encode_cases(argv[2], argv[3]);
+		return encode_cases(argv[2], argv[3], 0);
+	if (argc == 4 && !strcmp(argv[1], "--encode-special"))
+		return encode_cases(argv[2], argv[3], 1);
 	if (argc != 1) {
-		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode TOKENIZER_JSON CASES_JSON]\n");
+		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode[-special] TOKENIZER_JSON CASES_JSON]\n");
 		return 2;
 	}
 	run_tests();
