@@ -1,8 +1,10 @@
 /* dump_logits: prints, as JSON, the logits lltrain computes for one
- * sequence of token ids with a checkpoint's weights on the CPU, one row of
- * V numbers per position, for comparison with other implementations.
+ * sequence of token ids with a checkpoint's weights (or a GGUF file's) on
+ * the CPU, one row of V numbers per position, for comparison with other
+ * implementations.
  *
- * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...] */
+ * usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]
+ *        dump_logits --gguf FILE ID [ID ...] */
 #include "config.h"
 
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "backend.h"
 #include "io/checkpoint.h"
+#include "io/gguf_model.h"
 #include "conf.h"
 #include "model.h"
 
@@ -21,6 +24,7 @@ struct dump {
 	char ckpt[PATH_CAP];
 	struct lt_ckpt_state state;
 	struct lt_conf conf;
+	struct lt_model_config cfg;   /* the model's, from either source */
 	lt_backend *be;
 	lt_model *model;
 	int32_t *tokens, *targets;
@@ -30,8 +34,8 @@ struct dump {
 /* The ids argv[0..n) into d->tokens, each checked against the vocabulary. */
 static enum lt_status parse_ids(struct dump *d, char **argv, int n)
 {
-	if (n > d->conf.model.max_seq) {
-		lt_errmsg_set("%d ids: more than the model's max_seq %d", n, d->conf.model.max_seq);
+	if (n > d->cfg.max_seq) {
+		lt_errmsg_set("%d ids: more than the model's max_seq %d", n, d->cfg.max_seq);
 		return LT_ERR_ARG;
 	}
 	d->tokens = malloc((size_t)n * sizeof *d->tokens);
@@ -44,7 +48,7 @@ static enum lt_status parse_ids(struct dump *d, char **argv, int n)
 		long id;
 		char origin[32];
 		snprintf(origin, sizeof origin, "id %d", i + 1);
-		if (lt_parse_long(origin, argv[i], 0, d->conf.model.vocab_size - 1, &id) != LT_OK)
+		if (lt_parse_long(origin, argv[i], 0, d->cfg.vocab_size - 1, &id) != LT_OK)
 			return LT_ERR_ARG;
 		d->tokens[i] = (int32_t)id;
 		d->targets[i] = -1; /* no loss wanted */
@@ -56,17 +60,29 @@ static enum lt_status load(struct dump *d, const char *path)
 {
 	enum lt_status st = lt_checkpoint_open(path, d->ckpt, sizeof d->ckpt, &d->state, &d->conf,
 					       NULL);
-	if (st != LT_OK ||
-	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
-	    (st = lt_model_new(d->be, &d->conf.model, &d->model)) != LT_OK)
+	if (st != LT_OK)
+		return st;
+	d->cfg = d->conf.model;
+	if ((st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new(d->be, &d->cfg, &d->model)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(d->ckpt, d->model);
+}
+
+static enum lt_status load_gguf(struct dump *d, const char *path)
+{
+	enum lt_status st = lt_gguf_model_config(path, &d->cfg);
+	if (st != LT_OK ||
+	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new(d->be, &d->cfg, &d->model)) != LT_OK)
+		return st;
+	return lt_gguf_model_load(path, d->model);
 }
 
 /* logits[n, V] of one forward pass over d->tokens. */
 static enum lt_status forward(struct dump *d, int n)
 {
-	size_t V = (size_t)d->conf.model.vocab_size;
+	size_t V = (size_t)d->cfg.vocab_size;
 	double loss;
 	long count;
 	enum lt_status st;
@@ -82,7 +98,7 @@ static enum lt_status forward(struct dump *d, int n)
 
 static void print_logits(const struct dump *d, int n)
 {
-	size_t V = (size_t)d->conf.model.vocab_size;
+	size_t V = (size_t)d->cfg.vocab_size;
 	printf("[");
 	for (int t = 0; t < n; t++) {
 		printf("%s[", t ? ",\n " : "");
@@ -107,14 +123,17 @@ int main(int argc, char **argv)
 {
 	struct dump d;
 	enum lt_status st;
-	int n = argc - 2;
+	int gguf = argc > 1 && strcmp(argv[1], "--gguf") == 0;
+	int n = argc - 2 - gguf;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]\n");
+	if (n < 1) {
+		fprintf(stderr, "usage: dump_logits CHECKPOINT_OR_RUN_DIR ID [ID ...]\n"
+				"       dump_logits --gguf FILE ID [ID ...]\n");
 		return 2;
 	}
 	memset(&d, 0, sizeof d);
-	if ((st = load(&d, argv[1])) == LT_OK && (st = parse_ids(&d, argv + 2, n)) == LT_OK)
+	st = gguf ? load_gguf(&d, argv[2]) : load(&d, argv[1]);
+	if (st == LT_OK && (st = parse_ids(&d, argv + 2 + gguf, n)) == LT_OK)
 		st = forward(&d, n);
 	if (st == LT_OK)
 		print_logits(&d, n);

@@ -1,0 +1,347 @@
+/* LLaMA models from GGUF files: the llama.* metadata into a model
+ * configuration, and the tensors (blk.N.attn_q.weight ...) into the model's
+ * Hugging Face-named parameters (see gguf_model.h). */
+#include "config.h"
+#include "io/gguf_model.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "io/gguf.h"
+
+#define ARCH "llama"
+
+/* An integer key in [1, INT_MAX]. */
+static enum lt_status get_size(const lt_gguf *g, const char *key, int *out)
+{
+	int64_t v;
+	enum lt_status st = lt_gguf_get_int(g, key, &v);
+	if (st != LT_OK)
+		return st;
+	if (v < 1 || v > INT_MAX) {
+		lt_errmsg_set("%s: key '%s' is %" PRId64 ", expected 1 to %d", lt_gguf_path(g), key,
+			      v, INT_MAX);
+		return LT_ERR_FORMAT;
+	}
+	*out = (int)v;
+	return LT_OK;
+}
+
+/* A size key that may be absent (then *out keeps its default). */
+static enum lt_status get_size_or(const lt_gguf *g, const char *key, int *out)
+{
+	return lt_gguf_has(g, key) ? get_size(g, key, out) : LT_OK;
+}
+
+/* A float key, finite and positive; absent keeps the default when `dflt`. */
+static enum lt_status get_positive(const lt_gguf *g, const char *key, int dflt, float *out)
+{
+	double v;
+	enum lt_status st;
+	if (dflt && !lt_gguf_has(g, key))
+		return LT_OK;
+	if ((st = lt_gguf_get_float(g, key, &v)) != LT_OK)
+		return st;
+	if (!isfinite(v) || v <= 0 || v > 3.4e38) {
+		lt_errmsg_set("%s: key '%s' is %g, expected a positive finite number",
+			      lt_gguf_path(g), key, v);
+		return LT_ERR_FORMAT;
+	}
+	*out = (float)v;
+	return LT_OK;
+}
+
+static enum lt_status check_architecture(const lt_gguf *g)
+{
+	const char *arch;
+	enum lt_status st = lt_gguf_get_str(g, "general.architecture", &arch, NULL);
+	if (st != LT_OK)
+		return st;
+	if (strcmp(arch, ARCH) != 0) {
+		lt_errmsg_set("%s: general.architecture is '%s', only '" ARCH "' models can be read",
+			      lt_gguf_path(g), arch);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+/* The vocabulary from token_embd.weight, dims {dim, vocab}. */
+static enum lt_status vocab_from_embedding(const lt_gguf *g, struct lt_model_config *c)
+{
+	const struct lt_gguf_tensor *t;
+	enum lt_status st = lt_gguf_tensor_find(g, "token_embd.weight", &t);
+	if (st != LT_OK)
+		return st;
+	if (t->ndim != 2 || t->dims[0] != c->dim || t->dims[1] < 1 || t->dims[1] > INT_MAX) {
+		lt_errmsg_set("%s: tensor 'token_embd.weight' has dims [%" PRId64 ", %" PRId64
+			      "] (%d of them), expected [%d, vocabulary size]", lt_gguf_path(g),
+			      t->dims[0], t->dims[1], t->ndim, c->dim);
+		return LT_ERR_FORMAT;
+	}
+	c->vocab_size = (int)t->dims[1];
+	return LT_OK;
+}
+
+/* llama.rope.dimension_count, where present, is the head size. */
+static enum lt_status check_rope_dims(const lt_gguf *g, const struct lt_model_config *c)
+{
+	int rope = c->dim / c->n_heads;
+	enum lt_status st = get_size_or(g, ARCH ".rope.dimension_count", &rope);
+	if (st != LT_OK)
+		return st;
+	if (c->dim % c->n_heads != 0 || rope != c->dim / c->n_heads) {
+		lt_errmsg_set("%s: key '" ARCH ".rope.dimension_count' is %d, expected the head size "
+			      "embedding_length / head_count = %d / %d", lt_gguf_path(g), rope, c->dim,
+			      c->n_heads);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+static enum lt_status read_config(const lt_gguf *g, struct lt_model_config *c)
+{
+	enum lt_status st;
+	memset(c, 0, sizeof *c);
+	c->rope_theta = 10000.0f;
+	if ((st = check_architecture(g)) != LT_OK ||
+	    (st = get_size(g, ARCH ".block_count", &c->n_layers)) != LT_OK ||
+	    (st = get_size(g, ARCH ".embedding_length", &c->dim)) != LT_OK ||
+	    (st = get_size(g, ARCH ".feed_forward_length", &c->ffn_dim)) != LT_OK ||
+	    (st = get_size(g, ARCH ".attention.head_count", &c->n_heads)) != LT_OK ||
+	    (st = get_size(g, ARCH ".context_length", &c->max_seq)) != LT_OK ||
+	    (st = get_positive(g, ARCH ".attention.layer_norm_rms_epsilon", 0, &c->norm_eps)) != LT_OK ||
+	    (st = get_positive(g, ARCH ".rope.freq_base", 1, &c->rope_theta)) != LT_OK)
+		return st;
+	c->n_kv_heads = c->n_heads;
+	if ((st = get_size_or(g, ARCH ".attention.head_count_kv", &c->n_kv_heads)) != LT_OK ||
+	    (st = check_rope_dims(g, c)) != LT_OK || (st = vocab_from_embedding(g, c)) != LT_OK)
+		return st;
+	c->tied = lt_gguf_tensor_lookup(g, "output.weight") == NULL;
+	if ((st = lt_model_config_check(c)) != LT_OK)
+		lt_errmsg_prefix("%s: ", lt_gguf_path(g));
+	return st;
+}
+
+enum lt_status lt_gguf_model_config(const char *path, struct lt_model_config *c)
+{
+	lt_gguf *g;
+	enum lt_status st = lt_gguf_open(path, &g);
+	if (st != LT_OK)
+		return st;
+	st = read_config(g, c);
+	lt_gguf_close(g);
+	return st;
+}
+
+/* ---- weights ---- */
+
+/* How a GGUF tensor maps onto the model's: the file's name, lltrain's
+ * name, and the heads whose rows llama.cpp reordered (0: none). */
+struct mapping {
+	char gguf[64];
+	char hf[80];
+	int heads;
+};
+
+static const struct {
+	const char *gguf, *hf;
+} block_names[] = {
+	{ "attn_norm", "input_layernorm" },       { "attn_q", "self_attn.q_proj" },
+	{ "attn_k", "self_attn.k_proj" },         { "attn_v", "self_attn.v_proj" },
+	{ "attn_output", "self_attn.o_proj" },    { "ffn_norm", "post_attention_layernorm" },
+	{ "ffn_gate", "mlp.gate_proj" },          { "ffn_up", "mlp.up_proj" },
+	{ "ffn_down", "mlp.down_proj" },
+};
+#define BLOCK_TENSORS (sizeof block_names / sizeof block_names[0])
+
+/* The mapping for each of the model's tensors, in the file's names. */
+static enum lt_status make_mappings(const struct lt_model_config *c, struct mapping **out,
+				    size_t *n)
+{
+	size_t k = 0, total = 3 + (size_t)c->n_layers * BLOCK_TENSORS;
+	struct mapping *map = calloc(total, sizeof *map);
+	if (!map) {
+		lt_errmsg_set("cannot allocate %zu tensor names", total);
+		return LT_ERR_NOMEM;
+	}
+	snprintf(map[k].gguf, sizeof map[k].gguf, "token_embd.weight");
+	snprintf(map[k++].hf, sizeof map[0].hf, "model.embed_tokens.weight");
+	for (int l = 0; l < c->n_layers; l++) {
+		for (size_t b = 0; b < BLOCK_TENSORS; b++, k++) {
+			snprintf(map[k].gguf, sizeof map[k].gguf, "blk.%d.%s.weight", l,
+				 block_names[b].gguf);
+			snprintf(map[k].hf, sizeof map[k].hf, "model.layers.%d.%s.weight", l,
+				 block_names[b].hf);
+			if (b == 1)
+				map[k].heads = c->n_heads;
+			else if (b == 2)
+				map[k].heads = c->n_kv_heads;
+		}
+	}
+	snprintf(map[k].gguf, sizeof map[k].gguf, "output_norm.weight");
+	snprintf(map[k++].hf, sizeof map[0].hf, "model.norm.weight");
+	if (!c->tied) {
+		snprintf(map[k].gguf, sizeof map[k].gguf, "output.weight");
+		snprintf(map[k++].hf, sizeof map[0].hf, "lm_head.weight");
+	}
+	*out = map;
+	*n = k;
+	return LT_OK;
+}
+
+/* "[rows, cols]" or "[n]" of a model tensor, and the same order (outermost
+ * first) of a GGUF tensor's dims. */
+static const char *model_shape(char *buf, size_t size, const struct lt_tensor *t)
+{
+	if (t->ndim == 1)
+		snprintf(buf, size, "[%d]", t->shape[0]);
+	else
+		snprintf(buf, size, "[%d, %d]", t->shape[0], t->shape[1]);
+	return buf;
+}
+
+static const char *file_shape(char *buf, size_t size, const struct lt_gguf_tensor *t)
+{
+	size_t len = (size_t)snprintf(buf, size, "[");
+	for (int i = t->ndim - 1; i >= 0 && len < size; i--)
+		len += (size_t)snprintf(buf + len, size - len, "%" PRId64 "%s", t->dims[i],
+					i ? ", " : "]");
+	return buf;
+}
+
+static int same_shape(const struct lt_tensor *m, const struct lt_gguf_tensor *f)
+{
+	if (m->ndim == 1)
+		return f->ndim == 1 && f->dims[0] == m->shape[0];
+	return f->ndim == 2 && f->dims[1] == m->shape[0] && f->dims[0] == m->shape[1];
+}
+
+/* The file's tensor for one mapping, present and of the model's shape and
+ * a type that dequantizes. */
+static enum lt_status check_tensor(const lt_gguf *g, const lt_model *m, const struct mapping *mp)
+{
+	const struct lt_tensor *t = lt_model_find(m, mp->hf);
+	const struct lt_gguf_tensor *f;
+	char a[64], b[64];
+	enum lt_status st = lt_gguf_tensor_find(g, mp->gguf, &f);
+	LT_ASSERT(t);
+	if (st != LT_OK)
+		return st;
+	if (!same_shape(t, f)) {
+		lt_errmsg_set("%s: tensor '%s' has shape %s, the model's %s is %s", lt_gguf_path(g),
+			      mp->gguf, file_shape(a, sizeof a, f), mp->hf, model_shape(b, sizeof b, t));
+		return LT_ERR_FORMAT;
+	}
+	if (!lt_gguf_can_dequantize(f->type)) {
+		lt_errmsg_set("%s: tensor '%s' is %s, expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1",
+			      lt_gguf_path(g), mp->gguf, lt_gguf_type_name(f->type));
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+static int cmp_gguf_name(const void *a, const void *b)
+{
+	return strcmp(((const struct mapping *)a)->gguf, ((const struct mapping *)b)->gguf);
+}
+
+/* Every tensor of the file has a place in the model. */
+static enum lt_status check_no_extra(const lt_gguf *g, const lt_model *m, struct mapping *map,
+				     size_t n)
+{
+	qsort(map, n, sizeof *map, cmp_gguf_name);
+	for (size_t i = 0; i < lt_gguf_tensor_count(g); i++) {
+		const struct lt_gguf_tensor *f = lt_gguf_tensor_at(g, i);
+		struct mapping key;
+		snprintf(key.gguf, sizeof key.gguf, "%s", f->name);
+		if (strlen(f->name) >= sizeof key.gguf ||
+		    !bsearch(&key, map, n, sizeof *map, cmp_gguf_name)) {
+			lt_errmsg_set("%s: tensor '%s' has no place in a LLaMA model of %d layers "
+				      "(%s tied)", lt_gguf_path(g), f->name,
+				      lt_model_config_of(m)->n_layers,
+				      lt_model_config_of(m)->tied ? "embeddings" : "no embeddings");
+			return LT_ERR_FORMAT;
+		}
+	}
+	return LT_OK;
+}
+
+/* llama.cpp's converter orders the rows of each head of the query and key
+ * projections as interleaved pairs (2i, 2i + 1) for its RoPE, where
+ * lltrain pairs (i, i + D/2): file row h*D + 2i + j holds row h*D + j*D/2 + i
+ * of lltrain's. Undone here through one head's rows at a time. */
+static enum lt_status unpermute_rows(float *w, int rows, int cols, int heads)
+{
+	int D = rows / heads, half = D / 2;
+	size_t head = (size_t)D * (size_t)cols;
+	float *tmp = malloc(head * sizeof *tmp);
+	if (!tmp) {
+		lt_errmsg_set("cannot allocate %zu floats to reorder a head", head);
+		return LT_ERR_NOMEM;
+	}
+	for (int h = 0; h < heads; h++) {
+		float *base = w + (size_t)h * head;
+		memcpy(tmp, base, head * sizeof *tmp);
+		for (int i = 0; i < half; i++) {
+			for (int j = 0; j < 2; j++)
+				memcpy(base + (size_t)(j * half + i) * (size_t)cols,
+				       tmp + (size_t)(2 * i + j) * (size_t)cols, (size_t)cols * sizeof *tmp);
+		}
+	}
+	free(tmp);
+	return LT_OK;
+}
+
+/* One tensor into the model's parameters. */
+static enum lt_status load_tensor(const lt_gguf *g, lt_model *m, const struct mapping *mp,
+				  struct lt_host_view *view)
+{
+	const struct lt_tensor *t = lt_model_find(m, mp->hf);
+	const struct lt_gguf_tensor *f = lt_gguf_tensor_lookup(g, mp->gguf);
+	lt_ref dst = lt_ref_at(lt_model_params(m), t->off);
+	enum lt_status st = lt_host_view_map(view, lt_model_backend(m), dst, t->numel);
+	if (st != LT_OK ||
+	    (st = lt_gguf_read_f32(g, f, view->p, t->numel)) != LT_OK ||
+	    (mp->heads && (st = unpermute_rows(view->p, t->shape[0], t->shape[1], mp->heads)) != LT_OK)) {
+		lt_errmsg_prefix("%s: tensor '%s': ", lt_gguf_path(g), mp->gguf);
+		return st;
+	}
+	lt_host_view_write(view);
+	return LT_OK;
+}
+
+static enum lt_status load_all(const lt_gguf *g, lt_model *m)
+{
+	struct mapping *map;
+	struct lt_host_view view = { 0 };
+	size_t n;
+	enum lt_status st = make_mappings(lt_model_config_of(m), &map, &n);
+	if (st != LT_OK)
+		return st;
+	for (size_t i = 0; i < n && st == LT_OK; i++)
+		st = check_tensor(g, m, &map[i]);
+	if (st == LT_OK)
+		st = check_no_extra(g, m, map, n);
+	for (size_t i = 0; i < n && st == LT_OK; i++)
+		st = load_tensor(g, m, &map[i], &view);
+	lt_host_view_free(&view);
+	free(map);
+	return st;
+}
+
+enum lt_status lt_gguf_model_load(const char *path, lt_model *m)
+{
+	lt_gguf *g;
+	enum lt_status st = lt_gguf_open(path, &g);
+	if (st != LT_OK)
+		return st;
+	if ((st = check_architecture(g)) == LT_OK)
+		st = load_all(g, m);
+	lt_gguf_close(g);
+	return st;
+}
