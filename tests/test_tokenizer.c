@@ -9,7 +9,10 @@
  *                                      texts of CASES as JSON, and the texts
  *                                      decoding gives back
  *   test_tokenizer --encode-special TOKENIZER CASES
- *                                      the same with added tokens split out */
+ *                                      the same with added tokens split out
+ *   test_tokenizer --resave TOKENIZER DIR
+ *                                      load TOKENIZER and save it in DIR
+ * where a TOKENIZER ending in .gguf is read as a GGUF file's. */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* mkdtemp, clock_gettime under -std=c11 */
@@ -443,9 +446,22 @@ static void test_bad_files(void)
 			"{\"added_tokens\": [{\"id\": 0, \"content\": \"<m>\", \"lstrip\": true}], " BYTE_LEVEL_PRE
 			", \"model\": {\"type\": \"BPE\"}}",
 			LT_ERR_FORMAT, "added_tokens[0].lstrip is true, expected false");
-	expect_load_error("nobytes.json",
-			"{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}}",
-			LT_ERR_FORMAT, "has no token");
+	{
+		/* Bytes without a token are unknown, and with no unk_token they
+		 * are dropped, as the Hugging Face library does. */
+		lt_ids ids = { 0 };
+		snprintf(path, sizeof path, "%s/nobytes.json", tmpdir);
+		write_text(path, "{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+				"\"merges\": []}}");
+		st = lt_tokenizer_load(path, &tok);
+		tap_ok(st == LT_OK && lt_tokenizer_encode(tok, "ab\x01 a", 5, &ids) == LT_OK && ids.n == 3 &&
+				ids.v[0] == 0 && ids.v[1] == 1 && ids.v[2] == 0,
+				"a vocabulary without some byte tokens loads and drops those bytes");
+		lt_ids_free(&ids);
+		lt_tokenizer_free(tok);
+		tok = NULL;
+		unlink(path);
+	}
 	expect_load_error("hole.json",
 			"{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}",
 			LT_ERR_FORMAT, "id 1 is in neither model.vocab nor added_tokens");
@@ -757,6 +773,15 @@ static int dump(const char *dir)
 	return 0;
 }
 
+/* A tokenizer.json, or the tokenizer of a .gguf file. */
+static enum lt_status load_any(const char *path, lt_tokenizer **tok)
+{
+	size_t n = strlen(path);
+	if (n > 5 && !strcmp(path + n - 5, ".gguf"))
+		return lt_tokenizer_load_gguf(path, tok);
+	return lt_tokenizer_load(path, tok);
+}
+
 /* Loads a tokenizer and prints {"ids": [[...], ...]} for the texts of a
  * cases file; with special, the texts are encoded with their added tokens
  * split out, and "decoded" holds what decoding those ids gives. */
@@ -769,7 +794,7 @@ static int encode_cases(const char *tok_path, const char *cases_path, int specia
 	enum lt_status st;
 	size_t i;
 
-	if ((st = lt_tokenizer_load(tok_path, &tok)) != LT_OK)
+	if ((st = load_any(tok_path, &tok)) != LT_OK)
 		return die("load", st);
 	if (!(root = json_load_file(cases_path, 0, &jerr))) {
 		fprintf(stderr, "test_tokenizer: %s: line %d: %s\n", cases_path, jerr.line, jerr.text);
@@ -801,6 +826,19 @@ static int encode_cases(const char *tok_path, const char *cases_path, int specia
 	return 0;
 }
 
+/* Loads a tokenizer and saves it into dir, as prepare does. */
+static int resave(const char *tok_path, const char *dir)
+{
+	lt_tokenizer *tok;
+	enum lt_status st;
+
+	if ((st = load_any(tok_path, &tok)) != LT_OK)
+		return die("load", st);
+	st = lt_tokenizer_save(tok, dir, 2048);
+	lt_tokenizer_free(tok);
+	return st == LT_OK ? 0 : die("save", st);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--dump"))
@@ -809,8 +847,11 @@ int main(int argc, char **argv)
 		return encode_cases(argv[2], argv[3], 0);
 	if (argc == 4 && !strcmp(argv[1], "--encode-special"))
 		return encode_cases(argv[2], argv[3], 1);
+	if (argc == 4 && !strcmp(argv[1], "--resave"))
+		return resave(argv[2], argv[3]);
 	if (argc != 1) {
-		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode[-special] TOKENIZER_JSON CASES_JSON]\n");
+		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode[-special] TOKENIZER_JSON CASES_JSON |"
+				" --resave TOKENIZER_JSON DIR]\n");
 		return 2;
 	}
 	run_tests();

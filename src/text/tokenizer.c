@@ -251,6 +251,9 @@ enum lt_status lt_tok_build(const struct lt_tok_parts *d, lt_tokenizer **out)
 	if (st != LT_OK || (st = whole_table(tok)) != LT_OK || (st = lt_tok_index_added(tok)) != LT_OK)
 		goto fail;
 	tok->unk_id = tok->pipe.unk ? lt_tokenizer_token_id(tok, tok->pipe.unk, strlen(tok->pipe.unk)) : -1;
+	tok->all_bytes = 1;
+	for (i = 0; i < 256; i++)
+		tok->all_bytes &= tok->byte_id[i] >= 0;
 	tok->eot_id = -1;
 	for (i = 0; i < d->n_vocab && tok->eot_id < 0; i++)
 		if (tok->kind[i] != LT_TOK_NORMAL && eot_matches(tok, i))
@@ -424,6 +427,27 @@ static size_t char_symbols(const lt_tokenizer *tok, const char *p, size_t n, int
 	return k;
 }
 
+/* The first symbols of a piece of a byte-level vocabulary that lacks some
+ * byte tokens: those bytes are unknown, as in char_symbols. */
+static size_t byte_symbols(const lt_tokenizer *tok, const char *p, size_t n, int32_t *sym)
+{
+	size_t i, k = 0;
+	int last_unk = 0;
+
+	for (i = 0; i < n; i++) {
+		int32_t id = tok->byte_id[(unsigned char)p[i]];
+		if (id >= 0) {
+			sym[k++] = id;
+			last_unk = 0;
+		} else if (tok->unk_id >= 0) {
+			if (!(tok->pipe.fuse_unk && last_unk))
+				sym[k++] = tok->unk_id;
+			last_unk = 1;
+		}
+	}
+	return k;
+}
+
 /* Applies the merges to one piece of n >= 2 bytes, the way the Hugging
  * Face BPE model does: always the lowest-ranked adjacent pair, leftmost
  * first, each queued entry checked against what its place now holds. */
@@ -453,8 +477,8 @@ static enum lt_status bpe_piece(lt_tokenizer *tok, const char *p, size_t n, lt_i
 	sym = tok->sym;
 	prev = tok->prev;
 	next = tok->next;
-	if (tok->pipe.charlevel) {
-		n = char_symbols(tok, p, n, sym);
+	if (tok->pipe.charlevel || !tok->all_bytes) {
+		n = tok->pipe.charlevel ? char_symbols(tok, p, n, sym) : byte_symbols(tok, p, n, sym);
 		if (!n)
 			return LT_OK;
 	} else {
@@ -509,7 +533,7 @@ static enum lt_status encode_piece(lt_tokenizer *tok, const char *p, size_t n, l
 	int64_t e;
 	size_t n0 = out->n, k, idx;
 
-	if (n == 1 && !tok->pipe.charlevel)
+	if (n == 1 && !tok->pipe.charlevel && tok->all_bytes)
 		return ids_push(out, tok->byte_id[(unsigned char)p[0]]);
 	if (tok->ignore_merges) {
 		h = lt_tok_hash_bytes(p, n);

@@ -135,5 +135,14 @@ enum lt_status lt_tokenizer_save(const lt_tokenizer *tok, const char *dir, long 
  * applied (as with add_special_tokens=False), but saving writes it back,
  * with the normalizer, pre-tokenizer and decoder as the file had them. */
 enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out);
+/* Reads the tokenizer of a GGUF file: tokenizer.ggml.model gpt2 (tokens,
+ * merges, token_type, and pre gpt2, smollm or llama-bpe) or llama
+ * (SentencePiece: tokens, scores, token_type with its <0xNN> byte tokens,
+ * add_space_prefix). It becomes the tokenizer.json that Hugging Face's
+ * conversion of the same model gives (a SentencePiece vocabulary's merges
+ * are every split of a token into two, ranked by the joined token's
+ * score), so it encodes alike, and lt_tokenizer_save writes that file.
+ * Control tokens are special added tokens, user-defined ones added ones. */
+enum lt_status lt_tokenizer_load_gguf(const char *path, lt_tokenizer **out);
 
 #endif

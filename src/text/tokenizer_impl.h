@@ -248,7 +248,8 @@ struct lt_tokenizer {
 	size_t *off;     /* token i is blob[off[i] .. off[i + 1]) */
 	uint8_t *kind;   /* enum lt_tok_kind */
 	uint8_t *raw;    /* an added token whose text is not byte-level */
-	int32_t byte_id[256];
+	int32_t byte_id[256];      /* -1 for a byte without a token */
+	int all_bytes;             /* every byte has one */
 	int32_t eot_id;
 	int32_t n_merges;
 	struct lt_merge *merges;
@@ -314,5 +315,9 @@ enum lt_status lt_tok_pretokenize(lt_tokenizer *tok, const char *text, size_t le
 struct json_t;
 int lt_tok_pipe_from_json(const struct json_t *root, struct lt_tok_pipe *p);
 int lt_tok_pipe_to_json(const struct lt_tok_pipe *p, struct json_t *root, struct json_t *model);
+
+/* tokenizer_json.c: a tokenizer from a tokenizer.json document (the file's
+ * name is the caller's to add to the message). */
+enum lt_status lt_tok_load_json(const struct json_t *root, lt_tokenizer **out);
 
 #endif

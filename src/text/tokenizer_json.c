@@ -671,27 +671,21 @@ static enum lt_status token_bytes(struct loaded *ld)
 	return LT_OK;
 }
 
-/* byte_id[b] = the id of byte b's token, which model.vocab must hold: 1,
- * or 0 with the error set. */
-static int byte_ids(const json_t *vocab, int32_t byte_id[256], int charlevel)
+/* byte_id[b] = the id of byte b's token in model.vocab (its byte-level
+ * character, or the <0xNN> token of byte fallback), or -1 where there is
+ * none: such a byte is then unknown, as in the Hugging Face library. */
+static void byte_ids(const json_t *vocab, int32_t byte_id[256], int charlevel)
 {
 	for (size_t i = 0; i < 256; i++) {
 		char k[8];
 		const json_t *v;
-		if (charlevel) { /* the <0xNN> tokens of byte fallback, where there are */
+		if (charlevel)
 			snprintf(k, sizeof k, "<0x%02zX>", i);
-			v = json_object_get(vocab, k);
-			byte_id[i] = v ? (int32_t)json_integer_value(v) : -1;
-			continue;
-		}
-		bytes_to_chars((const char *)&(unsigned char){ (unsigned char)i }, 1, k);
-		if (!(v = json_object_get(vocab, k))) {
-			lt_errmsg_set("model.vocab has no token '%s' for byte 0x%02zx, expected all 256 byte tokens", k, i);
-			return 0;
-		}
-		byte_id[i] = (int32_t)json_integer_value(v);
+		else
+			bytes_to_chars((const char *)&(unsigned char){ (unsigned char)i }, 1, k);
+		v = json_object_get(vocab, k);
+		byte_id[i] = v ? (int32_t)json_integer_value(v) : -1;
 	}
-	return 1;
 }
 
 /* Added tokens that strip spaces or match whole words are not read. */
@@ -708,7 +702,7 @@ static int check_added_flags(const json_t *added)
 	return 1;
 }
 
-static enum lt_status load_json(const json_t *root, lt_tokenizer **out)
+enum lt_status lt_tok_load_json(const struct json_t *root, lt_tokenizer **out)
 {
 	const json_t *model, *vocab, *added;
 	struct loaded ld = { 0 };
@@ -753,7 +747,8 @@ static enum lt_status load_json(const json_t *root, lt_tokenizer **out)
 	if ((st = token_bytes(&ld)) != LT_OK)
 		goto done;
 	st = LT_ERR_FORMAT;
-	if (!byte_ids(vocab, byte_id, ld.charlevel) || !read_merges(vocab, json_object_get(model, "merges"), &ld))
+	byte_ids(vocab, byte_id, ld.charlevel);
+	if (!read_merges(vocab, json_object_get(model, "merges"), &ld))
 		goto done;
 	{
 		struct lt_tok_parts parts = {
@@ -801,7 +796,7 @@ enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out)
 		free(file);
 		return LT_ERR_FORMAT;
 	}
-	st = load_json(root, out);
+	st = lt_tok_load_json(root, out);
 	if (st != LT_OK)
 		lt_errmsg_prefix("%s", file);
 	json_decref(root);
