@@ -296,6 +296,45 @@ def check_variants(binary, work, cases_path):
     check_variant(binary, work, "metaspace", ms, texts, "SentencePiece-style BPE (Metaspace)")
 
 
+def refused(binary, path, cases_path, want, what):
+    """lltrain refuses the file in one line naming it and want."""
+    run = subprocess.run([binary, "--encode-special", path, cases_path], capture_output=True, text=True)
+    lines = run.stderr.strip().splitlines()
+    if not ok(run.returncode != 0 and len(lines) == 1 and path in lines[0] and want in lines[0],
+              "%s is refused in one line naming the file and '%s'" % (what, want)):
+        diag(run.stderr)
+
+
+def check_unsupported(binary, work, cases_path):
+    """tokenizer.json contents lltrain does not compute alike, each made by
+    the library: one line each, naming the file and the JSON path."""
+    def saved(name, hf):
+        path = os.path.join(work, name + ".json")
+        hf.save(path)
+        return path
+    base = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    base.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t = Tokenizer.from_str(base.to_str())
+    t.normalizer = normalizers.NFKC()
+    refused(binary, saved("nfkc", t), cases_path, "normalizer.type is 'NFKC'", "an NFKC normalizer")
+    t = Tokenizer.from_str(base.to_str())
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.Whitespace()])
+    refused(binary, saved("whitespace", t), cases_path, "pre_tokenizer.pretokenizers[1].type is 'Whitespace'",
+            "a Whitespace pre-tokenizer in a Sequence")
+    t = Tokenizer.from_str(base.to_str())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    refused(binary, saved("prefix", t), cases_path, "pre_tokenizer.add_prefix_space is true",
+            "ByteLevel with add_prefix_space")
+    t = Tokenizer.from_str(base.to_str())
+    t.decoder = decoders.WordPiece()
+    refused(binary, saved("wpdecoder", t), cases_path, "decoder.type is 'WordPiece'", "a WordPiece decoder")
+    t = Tokenizer(models.WordPiece(vocab={"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    refused(binary, saved("wordpiece", t), cases_path, "model.type is 'WordPiece'", "a WordPiece model")
+    t = Tokenizer.from_str(base.to_str())
+    t.add_tokens([tokenizers.AddedToken("<mask>", lstrip=True)])
+    refused(binary, saved("lstrip", t), cases_path, "added_tokens[0].lstrip is true", "an added token with lstrip")
+
+
 # ------------------------------------------------------------------ GGUF
 
 PRE = {
@@ -376,7 +415,7 @@ def write_gguf(path, kind, hf, types, scores=None, pre=None):
         w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types([types(t) for t in tokens])
-    if kind == "gpt2":
+    if kind != "llama":
         w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in doc["model"]["merges"]])
     else:
         w.add_token_scores([scores(i, t) for i, t in enumerate(tokens)])
@@ -455,6 +494,14 @@ def check_ggufs(binary, work, cases_path):
                else BYTE if byte_tok(t) else 1,
                scores=lambda i, t: 0.0 if i < 259 else -float(i))
     check_gguf(binary, path, work, texts, "GGUF llama (SentencePiece)")
+    path = os.path.join(work, "qwen2.gguf")
+    write_gguf(path, "gpt2", llama3, lambda t: 1, pre="qwen2")
+    refused(binary, path, cases_path, "tokenizer.ggml.pre is 'qwen2', expected gpt2, smollm or llama-bpe",
+            "a GGUF file of another pre-tokenizer")
+    path = os.path.join(work, "bert.gguf")
+    write_gguf(path, "bert", llama3, lambda t: 1)
+    refused(binary, path, cases_path, "tokenizer.ggml.model is 'bert', expected gpt2 or llama",
+            "a GGUF file of another tokenizer model")
     real, why = smollm2_gguf()
     if real is None:
         checks += 1
@@ -487,6 +534,7 @@ def main(argv):
                 check_dump(os.path.join(work, "tokenizer.json"), cases)
                 check_hf_trained(binary, work, cases)
                 check_variants(binary, work, cases)
+                check_unsupported(binary, work, cases)
                 check_ggufs(binary, work, cases)
     print("1..%d" % checks)
     return 1 if failed else 0

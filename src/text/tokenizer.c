@@ -82,6 +82,10 @@ enum lt_status lt_pretok_re_compile(struct lt_pretok_re *re, const char *pattern
 	}
 	re->md = pcre2_match_data_create_from_pattern(re->code, NULL);
 	re->mctx = pcre2_match_context_create(NULL);
+	/* A file's pattern may backtrack without end: bound the work of one
+	 * match (PCRE2's default is ten million steps). */
+	if (re->mctx)
+		pcre2_set_match_limit(re->mctx, 1000000);
 	if (!re->md || !re->mctx) {
 		lt_pretok_re_fini(re);
 		lt_errmsg_set("cannot allocate PCRE2 match data");

@@ -133,7 +133,8 @@ enum lt_status lt_tokenizer_save(const lt_tokenizer *tok, const char *dir, long 
  * above. Anything else fails with LT_ERR_FORMAT and one line naming the
  * file, the JSON path and what was expected. The post-processor is not
  * applied (as with add_special_tokens=False), but saving writes it back,
- * with the normalizer, pre-tokenizer and decoder as the file had them. */
+ * with the normalizer, pre-tokenizer and decoder as the file had them.
+ * A file that starts with GGUF's magic is read by lt_tokenizer_load_gguf. */
 enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out);
 /* Reads the tokenizer of a GGUF file: tokenizer.ggml.model gpt2 (tokens,
  * merges, token_type, and pre gpt2, smollm or llama-bpe) or llama

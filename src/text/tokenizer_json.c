@@ -789,6 +789,16 @@ enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out)
 		free(file);
 		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
+	{
+		char magic[4];
+		if (fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4)) {
+			fclose(f);
+			st = lt_tokenizer_load_gguf(file, out);
+			free(file);
+			return st;
+		}
+		rewind(f);
+	}
 	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
 	fclose(f);
 	if (!root) {
