@@ -651,6 +651,15 @@ static void run_tests(void)
 	st = lt_tokenizer_append_eot(tok, &ids);
 	tap_ok(ok && st == LT_OK && ids.v[ids.n - 1] == LT_TOKENIZER_EOT_ID,
 			"text '<|endoftext|>' encodes as plain text; append_eot adds id 256");
+	/* encode_special splits the added tokens out; token_id finds them. */
+	ids.n = 0;
+	ok = lt_tokenizer_encode_special(tok, "a<|endoftext|>b<|endoftext|>", 28, &ids) == LT_OK && ids.n == 4 &&
+		ids.v[0] == 'a' && ids.v[1] == LT_TOKENIZER_EOT_ID && ids.v[2] == 'b' && ids.v[3] == LT_TOKENIZER_EOT_ID;
+	tap_ok(ok, "encode_special gives the special token's id where the text spells it");
+	tap_ok(lt_tokenizer_token_id(tok, LT_TOKENIZER_EOT, strlen(LT_TOKENIZER_EOT)) == LT_TOKENIZER_EOT_ID &&
+			lt_tokenizer_token_id(tok, "a", 1) == 'a' && lt_tokenizer_token_id(tok, "<|nosuch|>", 10) == -1 &&
+			lt_tokenizer_token_id(tok, "", 0) == -1,
+			"token_id finds '%s', a byte's token, and no absent text", LT_TOKENIZER_EOT);
 	{
 		int32_t badid[2] = { 5, 1000 };
 		st = lt_tokenizer_decode(tok, badid, 2, &back, &blen);
@@ -790,12 +799,14 @@ static int encode_cases(const char *tok_path, const char *cases_path, int specia
 	lt_tokenizer *tok;
 	lt_ids ids = { 0 };
 	json_error_t jerr;
-	json_t *root, *arr, *c, *out = json_array(), *dec = json_array();
+	json_t *root, *arr, *c, *out, *dec;
 	enum lt_status st;
 	size_t i;
 
 	if ((st = load_any(tok_path, &tok)) != LT_OK)
 		return die("load", st);
+	out = json_array();
+	dec = json_array();
 	if (!(root = json_load_file(cases_path, 0, &jerr))) {
 		fprintf(stderr, "test_tokenizer: %s: line %d: %s\n", cases_path, jerr.line, jerr.text);
 		return 1;
