@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The normalized copy of a stretch is kept between calls up to this size. */
+#define NORM_KEEP (1u << 20)
+
 /* ------------------------------------------------------ description */
 
 static char *dup_str(const char *s, enum lt_status *st)
@@ -330,5 +333,13 @@ enum lt_status lt_tok_pretokenize(lt_tokenizer *tok, const char *text, size_t le
 		return LT_OK;
 	if (tok->pipe.n_norm && (st = normalize(tok, &text, &len, at_start)) != LT_OK)
 		return st;
-	return split_from(tok, 0, text, len, piece, out);
+	st = split_from(tok, 0, text, len, piece, out);
+	/* Do not keep the copy of a huge stretch. */
+	for (int i = 0; i < 2; i++)
+		if (tok->norm_cap[i] > NORM_KEEP) {
+			free(tok->norm_buf[i]);
+			tok->norm_buf[i] = NULL;
+			tok->norm_cap[i] = 0;
+		}
+	return st;
 }
