@@ -1,6 +1,7 @@
 /* Times the tokenizer: trains a byte-level BPE vocabulary on text files (by
- * default the fortunes corpus) and prints the training time and the
- * single-thread encoding speed. */
+ * default the fortunes corpus), or loads one (-t: a tokenizer.json or a
+ * GGUF file), and prints the training time and the single-thread encoding
+ * speed. */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
@@ -120,7 +121,7 @@ static size_t encode_all(lt_tokenizer *tok, char **text, const size_t *len, int 
 			next = sep < end ? sep + 2 : end;
 			n = (size_t)(sep - s);
 			if (n && (lt_tokenizer_encode(tok, s, n, ids) != LT_OK ||
-					lt_tokenizer_append_eot(tok, ids) != LT_OK)) {
+					(lt_tokenizer_eot_id(tok) >= 0 && lt_tokenizer_append_eot(tok, ids) != LT_OK))) {
 				fprintf(stderr, "tokenizer_bench: encode: %s\n", lt_errmsg());
 				exit(1);
 			}
@@ -134,7 +135,7 @@ static size_t encode_all(lt_tokenizer *tok, char **text, const size_t *len, int 
 int main(int argc, char **argv)
 {
 	struct lt_tokenizer_train_opts opts = { .vocab_size = 4096, .min_frequency = 0 };
-	const char *save_dir = NULL;
+	const char *save_dir = NULL, *tok_path = NULL;
 	char **files, **text;
 	size_t *len, bytes = 0, enc_bytes = 0;
 	int nfiles, i, pass, passes = 5, argi = 1;
@@ -147,11 +148,14 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[argi], "-v") && argi + 1 < argc) {
 			opts.vocab_size = atoi(argv[argi + 1]);
 			argi += 2;
+		} else if (!strcmp(argv[argi], "-t") && argi + 1 < argc) {
+			tok_path = argv[argi + 1];
+			argi += 2;
 		} else if (!strcmp(argv[argi], "-o") && argi + 1 < argc) {
 			save_dir = argv[argi + 1];
 			argi += 2;
 		} else {
-			fprintf(stderr, "usage: tokenizer_bench [-v VOCAB_SIZE] [-o SAVE_DIR] [FILE...]\n"
+			fprintf(stderr, "usage: tokenizer_bench [-v VOCAB_SIZE | -t TOKENIZER] [-o SAVE_DIR] [FILE...]\n"
 					"  default files: the text files of %s\n", FORTUNES_DIR);
 			return 2;
 		}
@@ -177,10 +181,12 @@ int main(int argc, char **argv)
 	}
 
 	t0 = now();
-	st = lt_tokenizer_train_files((const char *const *)files, nfiles, &opts, &tok);
+	st = tok_path ? lt_tokenizer_load(tok_path, &tok)
+		: lt_tokenizer_train_files((const char *const *)files, nfiles, &opts, &tok);
 	t_train = now() - t0;
 	if (st != LT_OK) {
-		fprintf(stderr, "tokenizer_bench: training: %s: %s\n", lt_status_str(st), lt_errmsg());
+		fprintf(stderr, "tokenizer_bench: %s: %s: %s\n", tok_path ? "loading" : "training",
+				lt_status_str(st), lt_errmsg());
 		return 1;
 	}
 	/* Pass 0 starts from an empty cache; the later ones reuse it. */
@@ -193,8 +199,12 @@ int main(int argc, char **argv)
 			t_warm += now() - t0;
 	}
 	printf("corpus:    %d files, %zu bytes (%.2f MB)\n", nfiles, bytes, bytes / 1e6);
-	printf("training:  %.3f s for %d ids (%d merges), vocab_size asked %d\n", t_train,
-			lt_tokenizer_vocab_size(tok), lt_tokenizer_n_merges(tok), opts.vocab_size);
+	if (tok_path)
+		printf("loading:   %.3f s for %d ids (%d merges) of %s\n", t_train, lt_tokenizer_vocab_size(tok),
+				lt_tokenizer_n_merges(tok), tok_path);
+	else
+		printf("training:  %.3f s for %d ids (%d merges), vocab_size asked %d\n", t_train,
+				lt_tokenizer_vocab_size(tok), lt_tokenizer_n_merges(tok), opts.vocab_size);
 	printf("encoding:  %zu bytes of documents -> %zu ids (%.2f bytes/id)\n", enc_bytes, ids.n,
 			(double)enc_bytes / (double)ids.n);
 	printf("encode:    %.1f MB/s first pass (cold cache), %.1f MB/s over %d more passes, one thread\n",

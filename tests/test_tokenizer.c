@@ -6,7 +6,13 @@
  *                                      write DIR/cases.json (texts and ids)
  *   test_tokenizer --encode TOKENIZER CASES
  *                                      load TOKENIZER, print the ids of the
- *                                      texts of CASES as JSON */
+ *                                      texts of CASES as JSON, and the texts
+ *                                      decoding gives back
+ *   test_tokenizer --encode-special TOKENIZER CASES
+ *                                      the same with added tokens split out
+ *   test_tokenizer --resave TOKENIZER DIR
+ *                                      load TOKENIZER and save it in DIR
+ * where a TOKENIZER ending in .gguf is read as a GGUF file's. */
 #include "config.h"
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* mkdtemp, clock_gettime under -std=c11 */
@@ -410,15 +416,52 @@ static void test_bad_files(void)
 			"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true}, "
 			"\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}",
 			LT_ERR_FORMAT, "pre_tokenizer.add_prefix_space is true, expected false");
-	expect_load_error("metaspace.json",
-			"{\"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"BPE\"}}",
-			LT_ERR_FORMAT, "pre_tokenizer.type is 'Metaspace', expected 'ByteLevel'");
+	expect_load_error("whitespace.json",
+			"{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.type is 'Whitespace', expected ByteLevel, Split, Digits, Metaspace");
+	expect_load_error("punct.json",
+			"{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\"}, "
+			"{\"type\": \"Punctuation\"}]}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.pretokenizers[1].type is 'Punctuation'");
+	expect_load_error("behavior.json",
+			"{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, "
+			"\"behavior\": \"Sideways\"}, \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "pre_tokenizer.behavior is 'Sideways', expected Isolated");
+	expect_load_error("badregex.json",
+			"{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a\"}, "
+			"\"behavior\": \"Isolated\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
+			LT_ERR_FORMAT, "cannot compile the pre-tokenizer's pattern");
 	expect_load_error("nfc.json",
 			"{\"normalizer\": {\"type\": \"NFC\"}, " BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\"}}",
-			LT_ERR_FORMAT, "normalizer.type is 'NFC', expected no normalizer");
-	expect_load_error("nobytes.json",
-			"{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}}",
-			LT_ERR_FORMAT, "has no token");
+			LT_ERR_FORMAT, "normalizer.type is 'NFC', expected Prepend, Replace");
+	expect_load_error("bytenorm.json",
+			"{\"normalizer\": {\"type\": \"Prepend\", \"prepend\": \"x\"}, " BYTE_LEVEL_PRE
+			", \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "normalizer.type is 'Prepend' in a byte-level tokenizer, expected no normalizer");
+	expect_load_error("wpdecoder.json",
+			"{\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": \"WordPiece\"}]}, "
+			"\"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "decoder.decoders[1].type is 'WordPiece'");
+	expect_load_error("lstrip.json",
+			"{\"added_tokens\": [{\"id\": 0, \"content\": \"<m>\", \"lstrip\": true}], " BYTE_LEVEL_PRE
+			", \"model\": {\"type\": \"BPE\"}}",
+			LT_ERR_FORMAT, "added_tokens[0].lstrip is true, expected false");
+	{
+		/* Bytes without a token are unknown, and with no unk_token they
+		 * are dropped, as the Hugging Face library does. */
+		lt_ids ids = { 0 };
+		snprintf(path, sizeof path, "%s/nobytes.json", tmpdir);
+		write_text(path, "{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+				"\"merges\": []}}");
+		st = lt_tokenizer_load(path, &tok);
+		tap_ok(st == LT_OK && lt_tokenizer_encode(tok, "ab\x01 a", 5, &ids) == LT_OK && ids.n == 3 &&
+				ids.v[0] == 0 && ids.v[1] == 1 && ids.v[2] == 0,
+				"a vocabulary without some byte tokens loads and drops those bytes");
+		lt_ids_free(&ids);
+		lt_tokenizer_free(tok);
+		tok = NULL;
+		unlink(path);
+	}
 	expect_load_error("hole.json",
 			"{" BYTE_LEVEL_PRE ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}",
 			LT_ERR_FORMAT, "id 1 is in neither model.vocab nor added_tokens");
@@ -608,6 +651,15 @@ static void run_tests(void)
 	st = lt_tokenizer_append_eot(tok, &ids);
 	tap_ok(ok && st == LT_OK && ids.v[ids.n - 1] == LT_TOKENIZER_EOT_ID,
 			"text '<|endoftext|>' encodes as plain text; append_eot adds id 256");
+	/* encode_special splits the added tokens out; token_id finds them. */
+	ids.n = 0;
+	ok = lt_tokenizer_encode_special(tok, "a<|endoftext|>b<|endoftext|>", 28, &ids) == LT_OK && ids.n == 4 &&
+		ids.v[0] == 'a' && ids.v[1] == LT_TOKENIZER_EOT_ID && ids.v[2] == 'b' && ids.v[3] == LT_TOKENIZER_EOT_ID;
+	tap_ok(ok, "encode_special gives the special token's id where the text spells it");
+	tap_ok(lt_tokenizer_token_id(tok, LT_TOKENIZER_EOT, strlen(LT_TOKENIZER_EOT)) == LT_TOKENIZER_EOT_ID &&
+			lt_tokenizer_token_id(tok, "a", 1) == 'a' && lt_tokenizer_token_id(tok, "<|nosuch|>", 10) == -1 &&
+			lt_tokenizer_token_id(tok, "", 0) == -1,
+			"token_id finds '%s', a byte's token, and no absent text", LT_TOKENIZER_EOT);
 	{
 		int32_t badid[2] = { 5, 1000 };
 		st = lt_tokenizer_decode(tok, badid, 2, &back, &blen);
@@ -730,19 +782,31 @@ static int dump(const char *dir)
 	return 0;
 }
 
+/* A tokenizer.json, or the tokenizer of a .gguf file. */
+static enum lt_status load_any(const char *path, lt_tokenizer **tok)
+{
+	size_t n = strlen(path);
+	if (n > 5 && !strcmp(path + n - 5, ".gguf"))
+		return lt_tokenizer_load_gguf(path, tok);
+	return lt_tokenizer_load(path, tok);
+}
+
 /* Loads a tokenizer and prints {"ids": [[...], ...]} for the texts of a
- * cases file. */
-static int encode_cases(const char *tok_path, const char *cases_path)
+ * cases file; with special, the texts are encoded with their added tokens
+ * split out, and "decoded" holds what decoding those ids gives. */
+static int encode_cases(const char *tok_path, const char *cases_path, int special)
 {
 	lt_tokenizer *tok;
 	lt_ids ids = { 0 };
 	json_error_t jerr;
-	json_t *root, *arr, *c, *out = json_array();
+	json_t *root, *arr, *c, *out, *dec;
 	enum lt_status st;
 	size_t i;
 
-	if ((st = lt_tokenizer_load(tok_path, &tok)) != LT_OK)
+	if ((st = load_any(tok_path, &tok)) != LT_OK)
 		return die("load", st);
+	out = json_array();
+	dec = json_array();
 	if (!(root = json_load_file(cases_path, 0, &jerr))) {
 		fprintf(stderr, "test_tokenizer: %s: line %d: %s\n", cases_path, jerr.line, jerr.text);
 		return 1;
@@ -750,12 +814,20 @@ static int encode_cases(const char *tok_path, const char *cases_path)
 	arr = json_object_get(root, "cases");
 	json_array_foreach(arr, i, c) {
 		const json_t *t = json_object_get(c, "text");
+		char *back;
+		size_t blen;
 		ids.n = 0;
-		if ((st = lt_tokenizer_encode(tok, json_string_value(t), json_string_length(t), &ids)) != LT_OK)
+		st = special ? lt_tokenizer_encode_special(tok, json_string_value(t), json_string_length(t), &ids)
+			: lt_tokenizer_encode(tok, json_string_value(t), json_string_length(t), &ids);
+		if (st != LT_OK)
 			return die("encode", st);
 		json_array_append_new(out, ids_json(&ids));
+		if ((st = lt_tokenizer_decode(tok, ids.v, ids.n, &back, &blen)) != LT_OK)
+			return die("decode", st);
+		json_array_append_new(dec, json_stringn(back, blen));
+		free(back);
 	}
-	c = json_pack("{s:o}", "ids", out);
+	c = json_pack("{s:o, s:o}", "ids", out, "decoded", dec);
 	json_dumpf(c, stdout, JSON_COMPACT);
 	putchar('\n');
 	json_decref(c);
@@ -765,14 +837,32 @@ static int encode_cases(const char *tok_path, const char *cases_path)
 	return 0;
 }
 
+/* Loads a tokenizer and saves it into dir, as prepare does. */
+static int resave(const char *tok_path, const char *dir)
+{
+	lt_tokenizer *tok;
+	enum lt_status st;
+
+	if ((st = load_any(tok_path, &tok)) != LT_OK)
+		return die("load", st);
+	st = lt_tokenizer_save(tok, dir, 2048);
+	lt_tokenizer_free(tok);
+	return st == LT_OK ? 0 : die("save", st);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--dump"))
 		return dump(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "--encode"))
-		return encode_cases(argv[2], argv[3]);
+		return encode_cases(argv[2], argv[3], 0);
+	if (argc == 4 && !strcmp(argv[1], "--encode-special"))
+		return encode_cases(argv[2], argv[3], 1);
+	if (argc == 4 && !strcmp(argv[1], "--resave"))
+		return resave(argv[2], argv[3]);
 	if (argc != 1) {
-		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode TOKENIZER_JSON CASES_JSON]\n");
+		fprintf(stderr, "usage: test_tokenizer [--dump DIR | --encode[-special] TOKENIZER_JSON CASES_JSON |"
+				" --resave TOKENIZER_JSON DIR]\n");
 		return 2;
 	}
 	run_tests();

@@ -46,7 +46,7 @@ static enum lt_status ids_push(lt_ids *out, int32_t id)
  * tables, so characters newer than those tables may split differently. */
 #define WS "\\t\\n\\x{0b}\\f\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}" \
 	"\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
-static const char gpt2_pattern[] =
+const char lt_pretok_gpt2_pattern[] =
 	"'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+"
 	"|[" WS "]+(?![^" WS "])|[" WS "]+";
 
@@ -61,22 +61,31 @@ void lt_pretok_re_fini(struct lt_pretok_re *re)
 
 enum lt_status lt_pretok_re_init(struct lt_pretok_re *re)
 {
+	return lt_pretok_re_compile(re, lt_pretok_gpt2_pattern, strlen(lt_pretok_gpt2_pattern), "the GPT-2 pattern");
+}
+
+enum lt_status lt_pretok_re_compile(struct lt_pretok_re *re, const char *pattern, size_t len, const char *what)
+{
 	int err;
 	PCRE2_SIZE at;
 
 	memset(re, 0, sizeof *re);
 	/* MATCH_INVALID_UTF: bytes that are not UTF-8 never match, so they
 	 * fall between matches and become pieces of their own. */
-	re->code = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED,
+	re->code = pcre2_compile((PCRE2_SPTR)pattern, len,
 			PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &at, NULL);
 	if (!re->code) {
 		PCRE2_UCHAR msg[256];
 		pcre2_get_error_message(err, msg, sizeof msg);
-		lt_errmsg_set("PCRE2 cannot compile the GPT-2 pattern at offset %zu: %s", (size_t)at, (char *)msg);
-		return LT_ERR_BACKEND;
+		lt_errmsg_set("PCRE2 cannot compile %s at offset %zu: %s", what, (size_t)at, (char *)msg);
+		return LT_ERR_FORMAT;
 	}
 	re->md = pcre2_match_data_create_from_pattern(re->code, NULL);
 	re->mctx = pcre2_match_context_create(NULL);
+	/* A file's pattern may backtrack without end: bound the work of one
+	 * match (PCRE2's default is ten million steps). */
+	if (re->mctx)
+		pcre2_set_match_limit(re->mctx, 1000000);
 	if (!re->md || !re->mctx) {
 		lt_pretok_re_fini(re);
 		lt_errmsg_set("cannot allocate PCRE2 match data");
@@ -161,7 +170,12 @@ void lt_tokenizer_free(lt_tokenizer *tok)
 	lt_pairmap_fini(&tok->rank_of);
 	lt_strtab_fini(&tok->whole);
 	free(tok->whole_id);
-	lt_pretok_re_fini(&tok->re);
+	for (int i = 0; i < LT_TOK_MAX_STEPS; i++)
+		lt_pretok_re_fini(&tok->re[i]);
+	lt_tok_pipe_fini(&tok->pipe);
+	free(tok->added);
+	free(tok->norm_buf[0]);
+	free(tok->norm_buf[1]);
 	lt_strtab_fini(&tok->cache);
 	free(tok->cache_ent);
 	free(tok->cache_ids);
@@ -176,6 +190,30 @@ static int eot_matches(const lt_tokenizer *tok, int32_t id)
 {
 	size_t n = tok->off[id + 1] - tok->off[id];
 	return n == strlen(LT_TOKENIZER_EOT) && memcmp(tok->blob + tok->off[id], LT_TOKENIZER_EOT, n) == 0;
+}
+
+/* Token text -> id, for ignore_merges and for the characters of a
+ * text-level vocabulary: the byte-level tokens, or every token of a
+ * text-level one (the first of equal texts). */
+static enum lt_status whole_table(lt_tokenizer *tok)
+{
+	enum lt_status st;
+
+	if (!tok->ignore_merges && !tok->pipe.charlevel)
+		return LT_OK;
+	if (!(tok->whole_id = lt_tok_alloc_zero((size_t)tok->n_vocab, sizeof *tok->whole_id, "a token table")))
+		return LT_ERR_NOMEM;
+	for (int32_t i = 0; i < tok->n_vocab; i++) {
+		const char *s = tok->blob + tok->off[i];
+		size_t n = tok->off[i + 1] - tok->off[i], e;
+		uint64_t h = lt_tok_hash_bytes(s, n);
+		if (!n || (tok->raw[i] && !tok->pipe.charlevel) || lt_strtab_find(&tok->whole, s, n, h) >= 0)
+			continue;
+		if ((st = lt_strtab_add(&tok->whole, s, n, h, &e)) != LT_OK)
+			return st;
+		tok->whole_id[e] = i;
+	}
+	return LT_OK;
 }
 
 enum lt_status lt_tok_build(const struct lt_tok_parts *d, lt_tokenizer **out)
@@ -213,20 +251,13 @@ enum lt_status lt_tok_build(const struct lt_tok_parts *d, lt_tokenizer **out)
 		if ((st = lt_pairmap_put(&tok->rank_of, lt_pair_key(m->a, m->b), (uint32_t)i)) != LT_OK)
 			goto fail;
 	}
-	if (d->ignore_merges) {
-		if (!(tok->whole_id = lt_tok_alloc_zero(nv, sizeof *tok->whole_id, "a token table")))
-			goto fail;
-		for (i = 0; i < d->n_vocab; i++) {
-			const char *s = tok->blob + tok->off[i];
-			size_t n = tok->off[i + 1] - tok->off[i], e;
-			uint64_t h = lt_tok_hash_bytes(s, n);
-			if (!n || tok->raw[i] || lt_strtab_find(&tok->whole, s, n, h) >= 0)
-				continue;
-			if ((st = lt_strtab_add(&tok->whole, s, n, h, &e)) != LT_OK)
-				goto fail;
-			tok->whole_id[e] = i;
-		}
-	}
+	st = d->pipe ? lt_tok_pipe_copy(&tok->pipe, d->pipe) : lt_tok_pipe_default(&tok->pipe);
+	if (st != LT_OK || (st = whole_table(tok)) != LT_OK || (st = lt_tok_index_added(tok)) != LT_OK)
+		goto fail;
+	tok->unk_id = tok->pipe.unk ? lt_tokenizer_token_id(tok, tok->pipe.unk, strlen(tok->pipe.unk)) : -1;
+	tok->all_bytes = 1;
+	for (i = 0; i < 256; i++)
+		tok->all_bytes &= tok->byte_id[i] >= 0;
 	tok->eot_id = -1;
 	for (i = 0; i < d->n_vocab && tok->eot_id < 0; i++)
 		if (tok->kind[i] != LT_TOK_NORMAL && eot_matches(tok, i))
@@ -234,7 +265,7 @@ enum lt_status lt_tok_build(const struct lt_tok_parts *d, lt_tokenizer **out)
 	for (i = 0; i < d->n_vocab && tok->eot_id < 0; i++)
 		if (eot_matches(tok, i))
 			tok->eot_id = i;
-	if ((st = lt_pretok_re_init(&tok->re)) != LT_OK)
+	if ((st = lt_tok_pipe_compile(tok)) != LT_OK)
 		goto fail;
 	*out = tok;
 	return LT_OK;
@@ -248,7 +279,7 @@ static struct lt_tok_parts parts_of(const lt_tokenizer *tok)
 	return (struct lt_tok_parts){
 		.n_vocab = tok->n_vocab, .blob = tok->blob, .off = tok->off, .kind = tok->kind,
 		.raw = tok->raw, .byte_id = tok->byte_id, .n_merges = tok->n_merges,
-		.merges = tok->merges, .ignore_merges = tok->ignore_merges,
+		.merges = tok->merges, .ignore_merges = tok->ignore_merges, .pipe = &tok->pipe,
 	};
 }
 
@@ -274,6 +305,23 @@ const char *lt_tokenizer_token(const lt_tokenizer *tok, int32_t id, size_t *len)
 		return NULL;
 	*len = tok->off[id + 1] - tok->off[id];
 	return tok->blob + tok->off[id];
+}
+
+int lt_tokenizer_token_id(const lt_tokenizer *t, const char *text, size_t len)
+{
+	int32_t i;
+
+	if (len && (i = lt_tok_added_at(t, text, len)) >= 0 && t->off[i + 1] - t->off[i] == len)
+		return i;
+	if (t->whole.nslot) {
+		int64_t e = lt_strtab_find(&t->whole, text, len, lt_tok_hash_bytes(text, len));
+		if (e >= 0)
+			return t->whole_id[e];
+	}
+	for (i = 0; i < t->n_vocab; i++)
+		if (t->off[i + 1] - t->off[i] == len && memcmp(t->blob + t->off[i], text, len) == 0)
+			return i;
+	return -1;
 }
 
 int32_t lt_tokenizer_n_merges(const lt_tokenizer *tok)
@@ -339,6 +387,71 @@ static struct lt_tok_pending pending_pop(struct lt_tok_pending *h, size_t *n)
 	return top;
 }
 
+/* The length of the UTF-8 character at s[0] (1 for a stray byte). */
+static size_t char_len(const char *s, size_t n)
+{
+	unsigned c = (unsigned char)s[0];
+	size_t k = c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	return k <= n ? k : 1;
+}
+
+/* The first symbols of a piece of a text-level vocabulary, as the Hugging
+ * Face BPE model makes them: each character's token; else, with byte
+ * fallback, its bytes' <0xNN> tokens when all exist; else the unknown
+ * token (one for a run of them with fuse_unk), or nothing where there is
+ * none. Returns how many symbols it wrote (at most n). */
+static size_t char_symbols(const lt_tokenizer *tok, const char *p, size_t n, int32_t *sym)
+{
+	size_t i = 0, k = 0, c, j;
+	int last_unk = 0;
+
+	while (i < n) {
+		int64_t e;
+		c = char_len(p + i, n - i);
+		e = lt_strtab_find(&tok->whole, p + i, c, lt_tok_hash_bytes(p + i, c));
+		if (e >= 0) {
+			sym[k++] = tok->whole_id[e];
+			last_unk = 0;
+			i += c;
+			continue;
+		}
+		for (j = 0; tok->pipe.byte_fallback && j < c && tok->byte_id[(unsigned char)p[i + j]] >= 0; j++)
+			;
+		if (tok->pipe.byte_fallback && j == c) {
+			for (j = 0; j < c; j++)
+				sym[k++] = tok->byte_id[(unsigned char)p[i + j]];
+			last_unk = 0;
+		} else if (tok->unk_id >= 0) {
+			if (!(tok->pipe.fuse_unk && last_unk))
+				sym[k++] = tok->unk_id;
+			last_unk = 1;
+		}
+		i += c;
+	}
+	return k;
+}
+
+/* The first symbols of a piece of a byte-level vocabulary that lacks some
+ * byte tokens: those bytes are unknown, as in char_symbols. */
+static size_t byte_symbols(const lt_tokenizer *tok, const char *p, size_t n, int32_t *sym)
+{
+	size_t i, k = 0;
+	int last_unk = 0;
+
+	for (i = 0; i < n; i++) {
+		int32_t id = tok->byte_id[(unsigned char)p[i]];
+		if (id >= 0) {
+			sym[k++] = id;
+			last_unk = 0;
+		} else if (tok->unk_id >= 0) {
+			if (!(tok->pipe.fuse_unk && last_unk))
+				sym[k++] = tok->unk_id;
+			last_unk = 1;
+		}
+	}
+	return k;
+}
+
 /* Applies the merges to one piece of n >= 2 bytes, the way the Hugging
  * Face BPE model does: always the lowest-ranked adjacent pair, leftmost
  * first, each queued entry checked against what its place now holds. */
@@ -368,8 +481,15 @@ static enum lt_status bpe_piece(lt_tokenizer *tok, const char *p, size_t n, lt_i
 	sym = tok->sym;
 	prev = tok->prev;
 	next = tok->next;
+	if (tok->pipe.charlevel || !tok->all_bytes) {
+		n = tok->pipe.charlevel ? char_symbols(tok, p, n, sym) : byte_symbols(tok, p, n, sym);
+		if (!n)
+			return LT_OK;
+	} else {
+		for (i = 0; i < n; i++)
+			sym[i] = tok->byte_id[(unsigned char)p[i]];
+	}
 	for (i = 0; i < n; i++) {
-		sym[i] = tok->byte_id[(unsigned char)p[i]];
 		prev[i] = (int32_t)i - 1;
 		next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
 	}
@@ -417,7 +537,7 @@ static enum lt_status encode_piece(lt_tokenizer *tok, const char *p, size_t n, l
 	int64_t e;
 	size_t n0 = out->n, k, idx;
 
-	if (n == 1)
+	if (n == 1 && !tok->pipe.charlevel && tok->all_bytes)
 		return ids_push(out, tok->byte_id[(unsigned char)p[0]]);
 	if (tok->ignore_merges) {
 		h = lt_tok_hash_bytes(p, n);
@@ -463,18 +583,28 @@ fail:
 
 enum lt_status lt_tokenizer_encode(lt_tokenizer *tok, const char *text, size_t len, lt_ids *out)
 {
-	struct lt_pretok it;
-	enum lt_status st = LT_OK;
-	size_t b, e;
-	int r;
+	return lt_tok_pretokenize(tok, text, len, 1, encode_piece, out);
+}
 
-	if (!len)
-		return LT_OK;
-	lt_pretok_start(&it, &tok->re, text, len);
-	while ((r = lt_pretok_next(&it, &b, &e, &st)) > 0)
-		if ((st = encode_piece(tok, text + b, e - b, out)) != LT_OK)
+enum lt_status lt_tokenizer_encode_special(lt_tokenizer *tok, const char *text, size_t len, lt_ids *out)
+{
+	size_t i = 0, start = 0;
+	enum lt_status st;
+
+	while (i < len) {
+		unsigned c = (unsigned char)text[i];
+		int32_t id;
+		if (tok->added_first[c] == tok->added_first[c + 1] || (id = lt_tok_added_at(tok, text + i, len - i)) < 0) {
+			i++;
+			continue;
+		}
+		if ((st = lt_tok_pretokenize(tok, text + start, i - start, start == 0, encode_piece, out)) != LT_OK ||
+				(st = ids_push(out, id)) != LT_OK)
 			return st;
-	return r < 0 ? st : LT_OK;
+		i += tok->off[id + 1] - tok->off[id];
+		start = i;
+	}
+	return lt_tok_pretokenize(tok, text + start, len - start, start == 0, encode_piece, out);
 }
 
 enum lt_status lt_tokenizer_append_eot(const lt_tokenizer *tok, lt_ids *out)
@@ -484,6 +614,41 @@ enum lt_status lt_tokenizer_append_eot(const lt_tokenizer *tok, lt_ids *out)
 		return LT_ERR_NOTFOUND;
 	}
 	return ids_push(out, tok->eot_id);
+}
+
+/* The byte of a <0xNN> token of byte fallback, or -1. */
+static int fallback_byte(const lt_tokenizer *tok, int32_t id)
+{
+	const char *t = tok->blob + tok->off[id];
+	unsigned v;
+
+	if (!tok->pipe.dec_bytes || tok->off[id + 1] - tok->off[id] != 6 || memcmp(t, "<0x", 3) || t[5] != '>')
+		return -1;
+	v = (unsigned)strtoul(t + 3, NULL, 16);
+	return v < 256 && tok->byte_id[v] == id ? (int)v : -1;
+}
+
+/* Appends the decoded text of one token of a text-level vocabulary at
+ * s + at (its own length is room enough); returns the new length. */
+static size_t decode_text(const lt_tokenizer *tok, int32_t id, char *s, size_t at)
+{
+	const char *t = tok->blob + tok->off[id];
+	size_t k = tok->off[id + 1] - tok->off[id], j;
+	int b = fallback_byte(tok, id);
+
+	if (b >= 0) {
+		s[at++] = (char)b;
+		return at;
+	}
+	for (j = 0; j < k; j++) {
+		if (tok->pipe.dec_meta && j + 3 <= k && !memcmp(t + j, "\xe2\x96\x81", 3)) {
+			s[at++] = ' ';
+			j += 2;
+		} else {
+			s[at++] = t[j];
+		}
+	}
+	return at;
 }
 
 enum lt_status lt_tokenizer_decode(const lt_tokenizer *tok, const int32_t *ids, size_t n,
@@ -509,8 +674,18 @@ enum lt_status lt_tokenizer_decode(const lt_tokenizer *tok, const int32_t *ids, 
 	total = 0;
 	for (i = 0; i < n; i++) {
 		size_t k = tok->off[ids[i] + 1] - tok->off[ids[i]];
+		if (tok->pipe.charlevel) {
+			total = decode_text(tok, ids[i], s, total);
+			continue;
+		}
 		memcpy(s + total, tok->blob + tok->off[ids[i]], k);
 		total += k;
+	}
+	for (i = 0; tok->pipe.charlevel && (int)i < tok->pipe.dec_strip && i < total && s[i] == ' '; i++)
+		;
+	if (i && tok->pipe.charlevel) {
+		memmove(s, s + i, total - i);
+		total -= i;
 	}
 	s[total] = '\0';
 	*text = s;

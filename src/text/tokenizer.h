@@ -1,5 +1,5 @@
-/* The byte-level BPE tokenizer: training on text, encoding to int32 ids,
- * decoding back to bytes, and Hugging Face tokenizer.json files.
+/* The BPE tokenizer: training a byte-level one on text, encoding to int32
+ * ids, decoding back to bytes, and Hugging Face tokenizer.json files.
  *
  * Text is split into pre-tokens with GPT-2's pattern (contractions, an
  * optional space then letters, numbers or other symbols, then runs of
@@ -9,12 +9,21 @@
  * encodes to the same ids. Bytes that are not valid UTF-8 are pre-tokens of
  * their own, so every byte string round-trips.
  *
+ * A loaded tokenizer.json may instead pre-tokenize with the patterns and
+ * digit splits its pre_tokenizer names (Split, Digits, ByteLevel, Metaspace
+ * and Sequences of them: SmolLM2's and Llama 3's among others), or be of
+ * the SentencePiece style of Llama 2, TinyLlama and Mistral: a vocabulary
+ * of text with U+2581 for spaces (a Prepend and Replace normalizer, or
+ * Metaspace), characters as first symbols, <0xNN> tokens for the bytes of
+ * a character without a token (byte_fallback), and the unknown token.
+ *
  * A trained tokenizer has ids 0..255 for the bytes 0..255, id 256 for the
  * special token "<|endoftext|>" (fixed, whatever the merges), then one id per
  * merged token in the order learned. A loaded file keeps the ids it holds.
  * Plain encoding never produces a special token, even where the text holds
- * "<|endoftext|>" literally (the Hugging Face library does split such text
- * out); lt_tokenizer_append_eot adds the id between documents.
+ * "<|endoftext|>" literally; lt_tokenizer_append_eot adds the id between
+ * documents. lt_tokenizer_encode_special splits added tokens out of the
+ * text first, as the Hugging Face library does.
  *
  * Ownership: every lt_tokenizer and lt_tokenizer_trainer is the caller's,
  * released with its _free (which accepts NULL); functions borrow their
@@ -88,6 +97,13 @@ enum lt_status lt_tokenizer_clone(const lt_tokenizer *tok, lt_tokenizer **out);
 
 /* Appends the ids of text[0..len) to out. Any bytes are accepted. */
 enum lt_status lt_tokenizer_encode(lt_tokenizer *tok, const char *text, size_t len, lt_ids *out);
+/* Like lt_tokenizer_encode, but where the text spells an added token
+ * (special or not; the longest of those starting at a place) that token's
+ * id comes out, and the stretches between them are encoded each alone. */
+enum lt_status lt_tokenizer_encode_special(lt_tokenizer *tok, const char *text, size_t len, lt_ids *out);
+/* The id of the token whose text is text[0..len) (an added token first),
+ * or -1 when there is none. */
+int lt_tokenizer_token_id(const lt_tokenizer *t, const char *text, size_t len);
 /* Appends the id of "<|endoftext|>"; LT_ERR_NOTFOUND for a loaded file
  * that has no such token. */
 enum lt_status lt_tokenizer_append_eot(const lt_tokenizer *tok, lt_ids *out);
@@ -112,11 +128,22 @@ enum lt_status lt_tokenizer_merge(const lt_tokenizer *tok, int32_t rank,
  * rename. model_max_length is the context length the config advertises. */
 enum lt_status lt_tokenizer_save(const lt_tokenizer *tok, const char *dir, long model_max_length);
 /* Reads a Hugging Face tokenizer.json (path is the file or a directory
- * holding it) of the byte-level BPE form: model BPE with the 256 byte
- * tokens, ByteLevel pre-tokenizer without prefix space and with the GPT-2
- * pattern, no normalizer. Anything else fails with LT_ERR_FORMAT and one
- * line naming the file and what was expected. The post-processor is not
- * applied (as with add_special_tokens=False). */
+ * holding it) of a BPE model: byte-level (the 256 byte tokens, a ByteLevel
+ * pre-tokenizer or decoder, no normalizer) or text-level as described
+ * above. Anything else fails with LT_ERR_FORMAT and one line naming the
+ * file, the JSON path and what was expected. The post-processor is not
+ * applied (as with add_special_tokens=False), but saving writes it back,
+ * with the normalizer, pre-tokenizer and decoder as the file had them.
+ * A file that starts with GGUF's magic is read by lt_tokenizer_load_gguf. */
 enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out);
+/* Reads the tokenizer of a GGUF file: tokenizer.ggml.model gpt2 (tokens,
+ * merges, token_type, and pre gpt2, smollm or llama-bpe) or llama
+ * (SentencePiece: tokens, scores, token_type with its <0xNN> byte tokens,
+ * add_space_prefix). It becomes the tokenizer.json that Hugging Face's
+ * conversion of the same model gives (a SentencePiece vocabulary's merges
+ * are every split of a token into two, ranked by the joined token's
+ * score), so it encodes alike, and lt_tokenizer_save writes that file.
+ * Control tokens are special added tokens, user-defined ones added ones. */
+enum lt_status lt_tokenizer_load_gguf(const char *path, lt_tokenizer **out);
 
 #endif

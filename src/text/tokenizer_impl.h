@@ -154,8 +154,13 @@ struct lt_pretok_re {
 	int jit;
 };
 
+/* Compiles GPT-2's pattern, or (compile) any pattern of len bytes, named
+ * what in messages. */
 enum lt_status lt_pretok_re_init(struct lt_pretok_re *re);
+enum lt_status lt_pretok_re_compile(struct lt_pretok_re *re, const char *pattern, size_t len, const char *what);
 void lt_pretok_re_fini(struct lt_pretok_re *re);
+/* GPT-2's pattern as PCRE2 source. */
+extern const char lt_pretok_gpt2_pattern[];
 
 /* Walks text as pieces: each match of the pattern, and each run of bytes
  * between matches (only invalid UTF-8 is left between them). */
@@ -169,6 +174,62 @@ struct lt_pretok {
 void lt_pretok_start(struct lt_pretok *it, const struct lt_pretok_re *re, const char *s, size_t len);
 /* The next piece as [*b, *e): 1, 0 at the end, or an error status < 0. */
 int lt_pretok_next(struct lt_pretok *it, size_t *b, size_t *e, enum lt_status *st);
+
+/* ----------------------------------------------------------- pipeline */
+
+/* What surrounds the BPE model, as a tokenizer.json file describes it:
+ * normalizer operations applied in order to each stretch of text between
+ * added tokens, pre-tokenizer split steps applied one after the other to
+ * every piece, and how decoding undoes the normalizer. Plain data, copied
+ * by lt_tok_pipe_copy; the compiled patterns live in the tokenizer. */
+enum lt_norm_kind {
+	LT_NORM_PREPEND,      /* a before the stretch, unless it is empty */
+	LT_NORM_REPLACE,      /* every a by b */
+	LT_NORM_META_PREPEND, /* a before the stretch unless it starts with a;
+			       * with first_only only at the text's start */
+};
+
+struct lt_norm_op {
+	enum lt_norm_kind kind;
+	char *a, *b;
+	int first_only;
+};
+
+/* How a split step keeps the matches of its pattern (Hugging Face's
+ * SplitDelimiterBehavior). */
+enum lt_split_behavior {
+	LT_SPLIT_ISOLATED, LT_SPLIT_REMOVED, LT_SPLIT_MERGED_PREV, LT_SPLIT_MERGED_NEXT, LT_SPLIT_CONTIGUOUS,
+};
+
+struct lt_split_step {
+	char *pattern; /* PCRE2 source */
+	enum lt_split_behavior behavior;
+	int invert;    /* the pieces between matches are the delimiters */
+};
+
+#define LT_TOK_MAX_NORM 8
+#define LT_TOK_MAX_STEPS 8
+
+struct lt_tok_pipe {
+	int charlevel;     /* tokens are text (SentencePiece style), not bytes */
+	int byte_fallback; /* a character without a token becomes its <0xNN> tokens */
+	int fuse_unk;      /* consecutive unknown characters give one unk */
+	int n_norm, n_steps;
+	struct lt_norm_op norm[LT_TOK_MAX_NORM];
+	struct lt_split_step step[LT_TOK_MAX_STEPS];
+	int dec_meta;      /* decoding turns U+2581 into a space */
+	int dec_strip;     /* and then drops this many leading spaces */
+	int dec_bytes;     /* decoding turns <0xNN> tokens into their bytes */
+	char *unk;         /* the unknown token's text, or NULL */
+	/* The file's own JSON of these parts, written back on save (NULL: the
+	 * byte-level defaults). */
+	char *json_normalizer, *json_pre, *json_post, *json_decoder;
+};
+
+/* The byte-level pipeline of a trained tokenizer: GPT-2's pattern alone. */
+enum lt_status lt_tok_pipe_default(struct lt_tok_pipe *p);
+enum lt_status lt_tok_pipe_copy(struct lt_tok_pipe *dst, const struct lt_tok_pipe *src);
+void lt_tok_pipe_fini(struct lt_tok_pipe *p);
 
 /* ------------------------------------------------------- tokenizer */
 
@@ -187,7 +248,8 @@ struct lt_tokenizer {
 	size_t *off;     /* token i is blob[off[i] .. off[i + 1]) */
 	uint8_t *kind;   /* enum lt_tok_kind */
 	uint8_t *raw;    /* an added token whose text is not byte-level */
-	int32_t byte_id[256];
+	int32_t byte_id[256];      /* -1 for a byte without a token */
+	int all_bytes;             /* every byte has one */
 	int32_t eot_id;
 	int32_t n_merges;
 	struct lt_merge *merges;
@@ -196,7 +258,17 @@ struct lt_tokenizer {
 	struct lt_strtab whole;    /* with ignore_merges: token bytes -> entry */
 	int32_t *whole_id;
 
-	struct lt_pretok_re re;
+	struct lt_tok_pipe pipe;
+	int32_t unk_id;              /* pipe.unk's id, or -1 */
+	struct lt_pretok_re re[LT_TOK_MAX_STEPS]; /* pipe.step's patterns */
+	/* Added tokens (not NORMAL), by first byte then longest first:
+	 * added_first[c] .. added_first[c + 1] in added. */
+	int32_t *added;
+	int32_t n_added;
+	int32_t added_first[257];
+	/* Normalized text of one stretch. */
+	char *norm_buf[2];
+	size_t norm_cap[2];
 	/* Encoding cache: piece bytes -> entry e, its ids at cache_ids + off. */
 	struct lt_strtab cache;
 	struct lt_tok_cached *cache_ent;
@@ -220,10 +292,32 @@ struct lt_tok_parts {
 	int32_t n_merges;
 	const struct lt_merge *merges;
 	int ignore_merges;
+	const struct lt_tok_pipe *pipe; /* NULL: the byte-level default */
 };
 
 /* A new tokenizer from its parts: the rank and whole-token tables built,
- * the special token found, the pattern compiled. */
+ * the special token found, the patterns compiled. */
 enum lt_status lt_tok_build(const struct lt_tok_parts *p, lt_tokenizer **out);
+
+/* tokenizer_pipe.c: the compiled steps, the added-token index, and
+ * walking one stretch of text through normalizer and pre-tokenizer into
+ * pieces, each handed to piece(tok, bytes, n). */
+enum lt_status lt_tok_pipe_compile(lt_tokenizer *tok);
+enum lt_status lt_tok_index_added(lt_tokenizer *tok);
+/* The added token that starts at text[0..len) (longest), or -1. */
+int32_t lt_tok_added_at(const lt_tokenizer *tok, const char *text, size_t len);
+typedef enum lt_status (*lt_tok_piece_fn)(lt_tokenizer *tok, const char *p, size_t n, lt_ids *out);
+enum lt_status lt_tok_pretokenize(lt_tokenizer *tok, const char *text, size_t len, int at_start,
+		lt_tok_piece_fn piece, lt_ids *out);
+
+/* tokenizer_pipe_json.c: the pipeline of a tokenizer.json root (1, or 0
+ * with the error set naming the JSON path), and its JSON back. */
+struct json_t;
+int lt_tok_pipe_from_json(const struct json_t *root, struct lt_tok_pipe *p);
+int lt_tok_pipe_to_json(const struct lt_tok_pipe *p, struct json_t *root, struct json_t *model);
+
+/* tokenizer_json.c: a tokenizer from a tokenizer.json document (the file's
+ * name is the caller's to add to the message). */
+enum lt_status lt_tok_load_json(const struct json_t *root, lt_tokenizer **out);
 
 #endif

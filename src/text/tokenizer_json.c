@@ -270,6 +270,8 @@ static json_t *tokenizer_json(const lt_tokenizer *tok)
 	bad |= json_object_set_new(root, "post_processor", post);
 	post = NULL;
 	bad |= json_object_set_new(root, "decoder", byte_level_object());
+	if (!bad && !lt_tok_pipe_to_json(&tok->pipe, root, model))
+		goto fail;
 	bad |= json_object_set_new(root, "model", model);
 	model = NULL;
 	if (bad)
@@ -416,38 +418,12 @@ static int check_unset(const json_t *obj, const char *what, const char *key, int
 	return 0;
 }
 
-/* Checks everything around the model; the model's own members are checked
- * where they are read. */
-static int check_pipeline(const json_t *root)
+/* Checks the model's members around its vocabulary and merges; the
+ * normalizer, pre-tokenizer and decoder are read by lt_tok_pipe_from_json. */
+static int check_model(const json_t *root)
 {
-	const json_t *pre = json_object_get(root, "pre_tokenizer"), *v;
-	const json_t *dec = json_object_get(root, "decoder"), *model = json_object_get(root, "model");
+	const json_t *model = json_object_get(root, "model"), *v;
 
-	if (!check_unset(root, "tokenizer", "normalizer", 0)) {
-		const json_t *nt = json_object_get(json_object_get(root, "normalizer"), "type");
-		if (json_is_string(nt))
-			lt_errmsg_set("normalizer.type is '%s', expected no normalizer", json_string_value(nt));
-		return 0;
-	}
-	if (!json_is_object(pre)) {
-		lt_errmsg_set("pre_tokenizer is %s, expected a ByteLevel object", pre ? json_kind(pre) : "missing");
-		return 0;
-	}
-	if (!check_type(pre, "pre_tokenizer", "ByteLevel"))
-		return 0;
-	v = json_object_get(pre, "add_prefix_space");
-	if (!json_is_false(v)) {
-		lt_errmsg_set("pre_tokenizer.add_prefix_space is %s, expected false",
-				v ? json_kind(v) : "missing (true)");
-		return 0;
-	}
-	v = json_object_get(pre, "use_regex");
-	if (v && !json_is_true(v)) {
-		lt_errmsg_set("pre_tokenizer.use_regex is %s, expected true", json_kind(v));
-		return 0;
-	}
-	if (dec && !json_is_null(dec) && !check_type(dec, "decoder", "ByteLevel"))
-		return 0;
 	if (!json_is_object(model)) {
 		lt_errmsg_set("model is %s, expected a BPE object", model ? json_kind(model) : "missing");
 		return 0;
@@ -473,6 +449,7 @@ struct loaded {
 	const char **text; /* by id: its string in the file */
 	size_t *text_len;
 	uint8_t *kind, *raw;
+	int charlevel; /* tokens are their own text */
 	char *blob;
 	size_t *off;
 	struct lt_merge *merges;
@@ -676,9 +653,9 @@ static enum lt_status token_bytes(struct loaded *ld)
 		return LT_ERR_NOMEM;
 	nb = 0;
 	for (size_t i = 0; i < ld->n; i++) {
-		long k = chars_to_bytes(ld->text[i], ld->text_len[i], ld->blob + nb);
+		long k = ld->charlevel ? -1 : chars_to_bytes(ld->text[i], ld->text_len[i], ld->blob + nb);
 		if (k < 0) {
-			if (ld->kind[i] == LT_TOK_NORMAL) {
+			if (ld->kind[i] == LT_TOK_NORMAL && !ld->charlevel) {
 				lt_errmsg_set("model.vocab token '%s' (id %zu) is not byte-level text, expected "
 						"only characters of GPT-2's byte alphabet", ld->text[i], i);
 				return LT_ERR_FORMAT;
@@ -694,27 +671,42 @@ static enum lt_status token_bytes(struct loaded *ld)
 	return LT_OK;
 }
 
-/* byte_id[b] = the id of byte b's token, which model.vocab must hold: 1,
- * or 0 with the error set. */
-static int byte_ids(const json_t *vocab, int32_t byte_id[256])
+/* byte_id[b] = the id of byte b's token in model.vocab (its byte-level
+ * character, or the <0xNN> token of byte fallback), or -1 where there is
+ * none: such a byte is then unknown, as in the Hugging Face library. */
+static void byte_ids(const json_t *vocab, int32_t byte_id[256], int charlevel)
 {
 	for (size_t i = 0; i < 256; i++) {
-		char k[3];
+		char k[8];
 		const json_t *v;
-		bytes_to_chars((const char *)&(unsigned char){ (unsigned char)i }, 1, k);
-		if (!(v = json_object_get(vocab, k))) {
-			lt_errmsg_set("model.vocab has no token '%s' for byte 0x%02zx, expected all 256 byte tokens", k, i);
-			return 0;
-		}
-		byte_id[i] = (int32_t)json_integer_value(v);
+		if (charlevel)
+			snprintf(k, sizeof k, "<0x%02zX>", i);
+		else
+			bytes_to_chars((const char *)&(unsigned char){ (unsigned char)i }, 1, k);
+		v = json_object_get(vocab, k);
+		byte_id[i] = v ? (int32_t)json_integer_value(v) : -1;
 	}
+}
+
+/* Added tokens that strip spaces or match whole words are not read. */
+static int check_added_flags(const json_t *added)
+{
+	static const char *const flags[] = { "single_word", "lstrip", "rstrip" };
+
+	for (size_t i = 0; i < json_array_size(added); i++)
+		for (size_t f = 0; f < 3; f++)
+			if (json_is_true(json_object_get(json_array_get(added, i), flags[f]))) {
+				lt_errmsg_set("added_tokens[%zu].%s is true, expected false", i, flags[f]);
+				return 0;
+			}
 	return 1;
 }
 
-static enum lt_status load_json(const json_t *root, lt_tokenizer **out)
+enum lt_status lt_tok_load_json(const struct json_t *root, lt_tokenizer **out)
 {
 	const json_t *model, *vocab, *added;
 	struct loaded ld = { 0 };
+	struct lt_tok_pipe pipe;
 	enum lt_status st;
 	int64_t max_id;
 	int32_t byte_id[256];
@@ -723,21 +715,24 @@ static enum lt_status load_json(const json_t *root, lt_tokenizer **out)
 		lt_errmsg_set("the top level is %s, expected an object", json_kind(root));
 		return LT_ERR_FORMAT;
 	}
-	if (!check_pipeline(root))
+	if (!check_model(root) || !check_added_flags(json_object_get(root, "added_tokens")) ||
+			!lt_tok_pipe_from_json(root, &pipe))
 		return LT_ERR_FORMAT;
+	ld.charlevel = pipe.charlevel;
 	model = json_object_get(root, "model");
 	vocab = json_object_get(model, "vocab");
 	added = json_object_get(root, "added_tokens");
+	st = LT_ERR_FORMAT;
 	if (!json_is_object(vocab)) {
 		lt_errmsg_set("model.vocab is %s, expected an object", vocab ? json_kind(vocab) : "missing");
-		return LT_ERR_FORMAT;
+		goto done;
 	}
 	if (added && !json_is_null(added) && !json_is_array(added)) {
 		lt_errmsg_set("added_tokens is %s, expected an array", json_kind(added));
-		return LT_ERR_FORMAT;
+		goto done;
 	}
 	if ((max_id = largest_id(vocab, added)) < 0)
-		return LT_ERR_FORMAT;
+		goto done;
 	ld.n = (size_t)max_id + 1;
 	st = LT_ERR_NOMEM;
 	if (!(ld.text = lt_tok_alloc_zero(ld.n, sizeof *ld.text, "the vocabulary")) ||
@@ -752,18 +747,20 @@ static enum lt_status load_json(const json_t *root, lt_tokenizer **out)
 	if ((st = token_bytes(&ld)) != LT_OK)
 		goto done;
 	st = LT_ERR_FORMAT;
-	if (!byte_ids(vocab, byte_id) || !read_merges(vocab, json_object_get(model, "merges"), &ld))
+	byte_ids(vocab, byte_id, ld.charlevel);
+	if (!read_merges(vocab, json_object_get(model, "merges"), &ld))
 		goto done;
 	{
 		struct lt_tok_parts parts = {
 			.n_vocab = (int32_t)ld.n, .blob = ld.blob, .off = ld.off, .kind = ld.kind, .raw = ld.raw,
 			.byte_id = byte_id, .n_merges = (int32_t)ld.n_merges, .merges = ld.merges,
-			.ignore_merges = json_is_true(json_object_get(model, "ignore_merges")),
+			.ignore_merges = json_is_true(json_object_get(model, "ignore_merges")), .pipe = &pipe,
 		};
 		st = lt_tok_build(&parts, out);
 	}
 done:
 	loaded_fini(&ld);
+	lt_tok_pipe_fini(&pipe);
 	return st;
 }
 
@@ -792,6 +789,16 @@ enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out)
 		free(file);
 		return err == ENOENT ? LT_ERR_NOTFOUND : LT_ERR_IO;
 	}
+	{
+		char magic[4];
+		if (fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4)) {
+			fclose(f);
+			st = lt_tokenizer_load_gguf(file, out);
+			free(file);
+			return st;
+		}
+		rewind(f);
+	}
 	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
 	fclose(f);
 	if (!root) {
@@ -799,7 +806,7 @@ enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out)
 		free(file);
 		return LT_ERR_FORMAT;
 	}
-	st = load_json(root, out);
+	st = lt_tok_load_json(root, out);
 	if (st != LT_OK)
 		lt_errmsg_prefix("%s", file);
 	json_decref(root);

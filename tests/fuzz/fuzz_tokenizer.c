@@ -1,5 +1,6 @@
 /* Fuzzes the tokenizer.json reader: lt_tokenizer_load on the input as a
- * file, and a tokenizer that loads encodes text (a fixed sample with
+ * file, and a tokenizer that loads encodes text, plainly and with its
+ * added tokens split out (a fixed sample with
  * multi-byte, invalid UTF-8 and the special token's text, and the input's
  * own first bytes), decodes the ids again, is cloned as prepare's threads
  * clone it, and has its merges and tokens listed. As `lltrain prepare
@@ -36,6 +37,12 @@ static void encode_decode(lt_tokenizer *tok, const char *text, size_t len)
 		if (lt_tokenizer_decode(tok, ids.v, ids.n, &back, &blen) == LT_OK)
 			free(back);
 	}
+	/* Again with the added tokens split out of the text. */
+	ids.n = 0;
+	if (lt_tokenizer_encode_special(tok, text, len, &ids) == LT_OK)
+		for (size_t i = 0; i < ids.n; i++)
+			if (ids.v[i] < 0 || ids.v[i] >= lt_tokenizer_vocab_size(tok))
+				abort();
 	lt_ids_free(&ids);
 }
 
