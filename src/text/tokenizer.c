@@ -276,6 +276,15 @@ const char *lt_tokenizer_token(const lt_tokenizer *tok, int32_t id, size_t *len)
 	return tok->blob + tok->off[id];
 }
 
+int lt_tokenizer_token_id(const lt_tokenizer *tok, const char *text, size_t len)
+{
+	for (int32_t i = 0; i < tok->n_vocab; i++)
+		if (tok->kind[i] != LT_TOK_NORMAL && tok->off[i + 1] - tok->off[i] == len &&
+		    memcmp(tok->blob + tok->off[i], text, len) == 0)
+			return (int)i;
+	return -1;
+}
+
 int32_t lt_tokenizer_n_merges(const lt_tokenizer *tok)
 {
 	return tok->n_merges;
