@@ -202,6 +202,15 @@ sys.exit(1 if bad else 0)
 EOF
 ok $? "the logged tokens count only trained targets ($STEPS x $B x $per), and the validation loss falls below half the first loss"
 
+# lltrain eval counts the trained tokens of the validation examples alone.
+val_trained=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["trained_tokens"]["val"])' \
+	"$tmp/yes/prepare.json")
+expect 0 "\"tokens\":$val_trained," \
+	"lltrain eval of the chat data counts its $val_trained trained validation tokens" -- \
+	eval "$tmp/run" --data "$tmp/yes" --json
+expect 1 "val_0000.bin: a shard of chat examples: evaluate the data directory" \
+	"lltrain eval refuses an example shard alone" -- eval "$tmp/run" --data "$tmp/yes/val_0000.bin"
+
 # A window too short for the answers: the examples are cut, and said to be.
 "$LLTRAIN" train --model.dim=64 --model.n_layers=2 --model.n_heads=4 --model.n_kv_heads=2 \
 	--model.ffn_dim=128 --model.max_seq=32 --train.seq=8 --train.batch=2 --train.steps=1 \
