@@ -2,7 +2,9 @@
 # Checks chat data (TAP): `lltrain prepare --format chat` renders
 # conversations with each chat template into the ids and trained marks
 # that the shards hold (decoded back to text and held to renderings written
-# here), a few training steps on it count only the trained tokens, and bad
+# here), a few training steps on it count only the trained tokens (in the
+# log, in lltrain eval), a resumed run and a 2-rank one end bitwise as an
+# uninterrupted 1-rank run, and bad
 # input (a malformed line, a message without role or content, an unknown
 # role, a template the tokenizer cannot apply) is refused in one line that
 # names the file and line, leaving the earlier output as it was.
@@ -218,6 +220,44 @@ expect 1 "val_0000.bin: a shard of chat examples: evaluate the data directory" \
 	--run.dir="$tmp/short" >"$tmp/short.log" 2>&1
 grep -q "truncated (longer than 9 tokens): 54 training, 6 validation" "$tmp/short.log"
 ok $? "a window of 8 tokens cuts every example, and the run counts them"
+
+# Resume and data parallelism draw the same examples: a run resumed from
+# its step-6 checkpoint ends bitwise as the uninterrupted one, and so does
+# a deterministic run over 2 ranks (where MPI is there).
+chat_run() { # DIR ARGS...: 12 steps on the "Yes." data into $tmp/DIR
+	d=$1
+	shift
+	"$@" --model.dim=64 --model.n_layers=2 --model.n_heads=4 --model.n_kv_heads=2 \
+		--model.ffn_dim=128 --model.max_seq=64 --train.seq=64 --train.batch=4 \
+		--train.warmup_steps=2 --train.steps=12 --train.max_minutes=0 --run.eval_every=0 \
+		--run.sample_every=0 --run.checkpoint_every=6 --run.threads=1 --data.dir="$tmp/yes" \
+		--run.dir="$tmp/$d" >"$tmp/$d.log" 2>&1
+}
+final=checkpoints/step_00000012
+chat_run R1 "$LLTRAIN" train --deterministic
+ok $? "12 deterministic steps on chat data, checkpoints at 6 and 12"
+cp -r "$tmp/R1" "$tmp/R2" && rm -rf "$tmp/R2/$final" && chat_run R2 "$LLTRAIN" train \
+	--deterministic --resume auto && grep -q "resumed from" "$tmp/R2.log" &&
+	cmp "$tmp/R1/$final/model.safetensors" "$tmp/R2/$final/model.safetensors"
+ok $? "resumed from step 6, the run ends with the uninterrupted run's parameters, bit for bit"
+MPIEXEC=${MPIEXEC:-mpiexec}
+if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
+	skip "this lltrain was built without MPI"
+elif ! command -v "$MPIEXEC" >/dev/null; then
+	skip "no $MPIEXEC on PATH (install mpich)"
+else
+	extra=
+	if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
+		extra="--oversubscribe --allow-run-as-root"
+	fi
+	# shellcheck disable=SC2086
+	chat_run R3 env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		"$MPIEXEC" $extra -n 2 "$LLTRAIN" train --deterministic
+	rc=$?
+	[ $rc = 0 ] || tail -3 "$tmp/R3.log" | sed 's/^/# /'
+	[ $rc = 0 ] && cmp "$tmp/R1/$final/model.safetensors" "$tmp/R3/$final/model.safetensors"
+	ok $? "over 2 ranks (each its share of the examples), the parameters are the 1-rank run's, bit for bit"
+fi
 
 # Bad input: each refused in one line; the earlier output stays as it was.
 sum_before=$(cat "$tmp/chatml"/* | cksum)
