@@ -221,6 +221,26 @@ expect 1 "val_0000.bin: a shard of chat examples: evaluate the data directory" \
 grep -q "truncated (longer than 9 tokens): 54 training, 6 validation" "$tmp/short.log"
 ok $? "a window of 8 tokens cuts every example, and the run counts them"
 
+# A tokenizer without <|endoftext|> (as Llama's): the shards pad with the
+# template's end of turn, and training runs, leaving out its closing sample.
+"$PYTHON" - "$tmp/tok3.json" "$tmp/noeot.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for a in j["added_tokens"]:
+    if a["content"] == "<|endoftext|>":
+        del j["model"]["vocab"][a["content"]]
+        a["content"] = "<|reserved|>"
+        j["model"]["vocab"][a["content"]] = a["id"]
+json.dump(j, open(sys.argv[2], "w"))
+EOF
+"$LLTRAIN" prepare --format chat --tokenizer "$tmp/noeot.json" --val-fraction 0.1 \
+	--out "$tmp/noeot" "$tmp/yes.jsonl" >"$tmp/log" 2>&1 &&
+	"$LLTRAIN" train --model.dim=64 --model.n_layers=2 --model.n_heads=4 --model.n_kv_heads=2 \
+	--model.ffn_dim=128 --model.max_seq=64 --train.seq=64 --train.batch=2 --train.steps=2 \
+	--train.max_minutes=0 --data.dir="$tmp/noeot" --run.dir="$tmp/noeot-run" >"$tmp/log" 2>&1 &&
+	grep -q "no sample at step 2: the tokenizer has no <|endoftext|>" "$tmp/log"
+ok $? "chat data with a tokenizer lacking <|endoftext|> trains, saying why it gives no sample"
+
 # Resume and data parallelism draw the same examples: a run resumed from
 # its step-6 checkpoint ends bitwise as the uninterrupted one, and so does
 # a deterministic run over 2 ranks (where MPI is there).

@@ -496,8 +496,14 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 	int n = c->run.sample_tokens < c->model.max_seq - 1 ? c->run.sample_tokens : c->model.max_seq - 1;
 	if (n <= 0)
 		return LT_OK;
-	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out = malloc((size_t)n * sizeof *out);
-	if (!out) {
+	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out;
+	if (prompt < 0) {
+		/* chat data may come with a tokenizer that has none */
+		lt_metrics_say(t->metrics, "no sample at step %ld: the tokenizer has no %s to start "
+			       "one from", step, LT_TOKENIZER_EOT);
+		return LT_OK;
+	}
+	if (!(out = malloc((size_t)n * sizeof *out))) {
 		lt_errmsg_set("cannot allocate %d sample tokens", n);
 		return LT_ERR_NOMEM;
 	}
