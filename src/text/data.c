@@ -197,6 +197,7 @@ static void close_split(struct split *sp)
 	for (int i = 0; i < sp->n; i++)
 		lt_shard_close(sp->shards[i]);
 	free(sp->shards);
+	free(sp->ex);
 }
 
 enum lt_status lt_data_open(const char *dir, int vocab_size, lt_data **out)
