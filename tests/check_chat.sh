@@ -204,6 +204,24 @@ sys.exit(1 if bad else 0)
 EOF
 ok $? "the logged tokens count only trained targets ($STEPS x $B x $per), and the validation loss falls below half the first loss"
 
+# lltrain chat: the run learned to answer "Yes."; greedily, in the template its data were
+# rendered with (found again from the tokenizer), it says so to a question it never saw,
+# once from --message and twice on standard input, the second answer seeing the first.
+out=$("$LLTRAIN" chat --temperature 0 --message "Question 99, is it so?" "$tmp/run" 2>"$tmp/chat.err")
+rc=$?
+[ $rc = 0 ] && [ "$out" = "Yes." ]
+ok $? "lltrain chat --message answers as the fine-tune taught: '$out' (exit $rc)"
+out=$(printf 'Question 98, is it so?\n/reset\n\nQuestion 97, is it so?\n' |
+	"$LLTRAIN" chat --temperature 0 "$tmp/run" 2>"$tmp/chat.err" | tr '\n' '|')
+rc=$?
+[ $rc = 0 ] && [ "$out" = "Yes.|Yes.|" ]
+ok $? "lltrain chat on standard input answers each line, /reset and an empty line aside: '$out'"
+expect_brief 2 "--template vicuna: expected chatml, llama2 or llama3" \
+	"lltrain chat refuses an unknown template in one line" -- \
+	chat --template vicuna --message hi "$tmp/run"
+expect 1 "prompt of" "lltrain chat refuses a message too long for the context" -- \
+	chat --message "$(printf 'word %.0s' $(seq 200))" "$tmp/run"
+
 # lltrain eval counts the trained tokens of the validation examples alone.
 val_trained=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["trained_tokens"]["val"])' \
 	"$tmp/yes/prepare.json")

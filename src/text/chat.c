@@ -339,3 +339,24 @@ enum lt_status lt_chat_render(const lt_chat *c, lt_tokenizer *tok, const struct 
 	lt_ids_free(&scratch);
 	return st;
 }
+
+enum lt_status lt_chat_render_prompt(const lt_chat *c, lt_tokenizer *tok,
+				     const struct lt_chat_message *msgs, int n,
+				     struct lt_chat_tokens *out)
+{
+	lt_ids scratch = { 0 };
+	enum lt_status st = lt_chat_render(c, tok, msgs, n, out);
+	if (st == LT_OK && c->t == LT_CHAT_CHATML) {
+		if ((st = put_id(out, c->id[IM_START], 0)) == LT_OK)
+			st = put_text(out, tok, "assistant\n", 10, 0, &scratch);
+	} else if (st == LT_OK && c->t == LT_CHAT_LLAMA3) {
+		if ((st = put_id(out, c->id[HEAD_START], 0)) == LT_OK &&
+		    (st = put_text(out, tok, "assistant", 9, 0, &scratch)) == LT_OK &&
+		    (st = put_id(out, c->id[HEAD_END], 0)) == LT_OK)
+			st = put_text(out, tok, "\n\n", 2, 0, &scratch);
+	}
+	for (size_t i = 0; i < out->n; i++)
+		out->trained[i] = 0;
+	lt_ids_free(&scratch);
+	return st;
+}

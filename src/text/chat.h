@@ -78,4 +78,12 @@ int32_t lt_chat_end_id(const lt_chat *c);
 enum lt_status lt_chat_render(const lt_chat *c, lt_tokenizer *tok, const struct lt_chat_message *msgs,
 			      int n, struct lt_chat_tokens *out);
 
+/* The prompt that asks the model for the assistant's next turn: msgs[0..n) rendered as
+ * lt_chat_render does (the last one the user's), then the opening of an assistant turn
+ * (chatml: <|im_start|>assistant\n; llama3: its assistant header; llama2: nothing, the
+ * answer follows [/INST]). Nothing of it is marked trained. */
+enum lt_status lt_chat_render_prompt(const lt_chat *c, lt_tokenizer *tok,
+				     const struct lt_chat_message *msgs, int n,
+				     struct lt_chat_tokens *out);
+
 #endif
