@@ -185,7 +185,7 @@ static void edit_magic(unsigned char *p, size_t *n)
 static void edit_version(unsigned char *p, size_t *n)
 {
 	(void)n;
-	set_le32(p + 8, 2);
+	set_le32(p + 8, 3);
 	reseal(p);
 }
 
@@ -302,7 +302,8 @@ static void test_bad_shards(void)
 		tok[i] = (i * 37) % 5000;
 	make_shard(tap_at("good.bin"), 5000, 256, tok, 1000, 100);
 	expect_bad("bad magic", edit_magic, 0, 0, LT_ERR_FORMAT, "not a token shard (bad magic)");
-	expect_bad("version 2", edit_version, 0, 0, LT_ERR_FORMAT, "shard version 2, expected 1");
+	expect_bad("version 3", edit_version, 0, 0, LT_ERR_FORMAT,
+		   "shard version 3, expected 1 or 2");
 	expect_bad("a flipped header bit", edit_header_bit, 0, 0, LT_ERR_FORMAT,
 		   "header checksum mismatch");
 	expect_bad("one token more in the header than in the file", edit_count, 0, 0,

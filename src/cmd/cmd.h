@@ -17,6 +17,7 @@ int lt_cmd_train(int argc, char **argv);
 int lt_cmd_info(int argc, char **argv);
 int lt_cmd_prepare(int argc, char **argv);
 int lt_cmd_sample(int argc, char **argv);
+int lt_cmd_chat(int argc, char **argv);
 int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
 

@@ -98,7 +98,14 @@ static enum lt_status open_data(struct session *s)
 	int V = s->ck.conf.model.vocab_size;
 	if (stat(s->data_path, &sb) == 0 && S_ISDIR(sb.st_mode))
 		return lt_data_open(s->data_path, V, &s->dir);
-	return lt_shard_open(s->data_path, V, 1, &s->file);
+	enum lt_status st = lt_shard_open(s->data_path, V, 1, &s->file);
+	if (st == LT_OK && lt_shard_info(s->file)->examples) {
+		/* its windows are those of its directory's index of examples */
+		lt_errmsg_set("%s: a shard of chat examples: evaluate the data directory that "
+			      "holds it", s->data_path);
+		return LT_ERR_ARG;
+	}
+	return st;
 }
 
 /* Batch `index` of one shard: B consecutive windows of T tokens, targets
@@ -145,6 +152,8 @@ static enum lt_status evaluate(struct session *s, int B, int T, long max_batches
 	for (long i = 0; max_batches == 0 || i < max_batches; i++) {
 		long n = 0, cnt = 0;
 		double loss = 0;
+		if (s->dir && (uint64_t)i * (uint64_t)B >= lt_data_val_windows(s->dir, T))
+			break;
 		if (s->dir)
 			st = lt_data_val_batch(s->dir, (uint64_t)i, B, T, s->tokens, s->targets, &n);
 		else
@@ -152,8 +161,10 @@ static enum lt_status evaluate(struct session *s, int B, int T, long max_batches
 					 s->window, &n);
 		if (st != LT_OK)
 			return st;
-		if (n == 0)
+		if (n == 0 && !s->dir)
 			break;
+		if (n == 0)
+			continue; /* chat examples whose answers the window cut off */
 		st = lt_model_forward(s->ck.model, s->tokens, s->targets, 0.0f, &loss, &cnt);
 		if (st != LT_OK) {
 			lt_errmsg_prefix("%s: batch %ld", s->data_path, i);

@@ -15,7 +15,7 @@
 #include "text/tokenizer.h"
 
 struct prepare_args {
-	const char *out, *tokenizer, *separator;
+	const char *out, *tokenizer, *separator, *format, *template;
 	long vocab, shard_tokens, max_seq;
 	double val_fraction;
 };
@@ -30,6 +30,11 @@ static const struct lt_cmd_option prepare_options[] = {
 	  .help = "tokens of the trained tokenizer (default 4096)" },
 	{ .name = "tokenizer", .kind = LT_CMD_TEXT, ARG(tokenizer), .arg = "FILE",
 	  .help = "encode with this tokenizer.json instead of training one" },
+	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "text|chat",
+	  .help = "text files (default), or chat JSON Lines" },
+	{ .name = "template", .kind = LT_CMD_TEXT, ARG(template), .arg = "NAME",
+	  .help = "chat template: chatml, llama2 or llama3\n"
+		  "(default: from the tokenizer's special tokens)" },
 	{ .name = "doc-separator", .kind = LT_CMD_TEXT, ARG(separator), .arg = "STR",
 	  .help = "a line equal to STR ends a document (default %);\n"
 		  "\"\" makes each file one document" },
@@ -53,6 +58,20 @@ static int check_prepare_args(const void *args)
 		fprintf(stderr, "lltrain prepare: --out '': expected a directory name\n");
 		return 2;
 	}
+	if (strcmp(a->format, "text") && strcmp(a->format, "chat")) {
+		fprintf(stderr, "lltrain prepare: --format '%s': expected text or chat\n", a->format);
+		return 2;
+	}
+	if (a->template && strcmp(a->format, "chat")) {
+		fprintf(stderr, "lltrain prepare: --template applies to --format chat only\n");
+		return 2;
+	}
+	if (a->template && strcmp(a->template, "chatml") && strcmp(a->template, "llama2") &&
+	    strcmp(a->template, "llama3")) {
+		fprintf(stderr, "lltrain prepare: --template '%s': expected chatml, llama2 or "
+			"llama3\n", a->template);
+		return 2;
+	}
 	if (strchr(a->separator, '\n')) {
 		fprintf(stderr, "lltrain prepare: --doc-separator: a line cannot hold a newline\n");
 		return 2;
@@ -70,12 +89,29 @@ static const struct lt_cmd_usage prepare_usage = {
 		"it, holds out evenly spaced documents for validation, and writes\n"
 		"tokenizer.json, tokenizer_config.json, train_NNNN.bin, val_NNNN.bin and\n"
 		"prepare.json into the output directory, which is replaced only when all\n"
-		"of it succeeded.\n\n",
+		"of it succeeded. With --format chat the inputs are JSON Lines of\n"
+		"conversations, rendered with a chat template into one example each.\n\n",
 	.options = prepare_options,
 	.column = 25,
 	.check = check_prepare_args,
 	.operands = &inputs,
 };
+
+static void print_chat_summary(const struct prepare_args *a, const struct lt_prepare_report *r)
+{
+	double mb = (double)r->bytes / 1e6;
+	printf("prepared %s\n", a->out);
+	printf("  files:        %d (%.2f MB)\n", r->n_files, mb);
+	printf("  examples:     %llu, the longest %llu tokens\n", (unsigned long long)r->n_docs,
+	       (unsigned long long)r->longest);
+	printf("  template:     %s%s\n", r->chat_template, a->template ? "" : " (from the tokenizer)");
+	printf("  vocabulary:   %d (given tokenizer)\n", r->vocab_size);
+	printf("  tokens:       %llu train (%llu trained), %llu validation (%llu trained)\n",
+	       (unsigned long long)r->train_tokens, (unsigned long long)r->train_trained,
+	       (unsigned long long)r->val_tokens, (unsigned long long)r->val_trained);
+	printf("  shards:       %d train, %d validation\n", r->train_shards, r->val_shards);
+	printf("  encoding:     %.2f s\n", r->encode_seconds);
+}
 
 static void print_summary(const struct prepare_args *a, const struct lt_prepare_report *r)
 {
@@ -99,7 +135,7 @@ int lt_cmd_prepare(int argc, char **argv)
 {
 	struct prepare_args a = {
 		.out = "data", .separator = "%", .vocab = 4096, .shard_tokens = 100000000,
-		.max_seq = 2048, .val_fraction = 0.05,
+		.max_seq = 2048, .val_fraction = 0.05, .format = "text",
 	};
 	int rc = lt_cmd_parse(argc, argv, &prepare_usage, &a, NULL);
 	if (rc >= 0)
@@ -109,6 +145,8 @@ int lt_cmd_prepare(int argc, char **argv)
 		.n_inputs = argc - optind,
 		.out_dir = a.out,
 		.tokenizer = a.tokenizer,
+		.chat = !strcmp(a.format, "chat"),
+		.chat_template = a.template,
 		.vocab_size = (int)a.vocab,
 		.doc_separator = a.separator,
 		.val_fraction = a.val_fraction,
@@ -123,6 +161,9 @@ int lt_cmd_prepare(int argc, char **argv)
 		lt_report("prepare", st);
 		return 1;
 	}
-	print_summary(&a, &r);
+	if (o.chat)
+		print_chat_summary(&a, &r);
+	else
+		print_summary(&a, &r);
 	return 0;
 }

@@ -21,6 +21,7 @@ _Static_assert(sizeof(off_t) >= 8, "lltrain needs a 64-bit off_t for shards over
 
 static const char shard_magic[8] = { 'L', 'T', 'T', 'O', 'K', 'E', 'N', 'S' };
 #define SHARD_VERSION 1u
+#define SHARD_VERSION_EXAMPLES 2u
 /* Tokens staged before each write(2): 64 Ki tokens, 128 or 256 KiB. */
 #define STAGE_TOKENS ((size_t)1 << 16)
 
@@ -75,6 +76,9 @@ struct lt_shard_writer {
 	uint32_t crc;
 	unsigned char *stage;     /* STAGE_TOKENS * width bytes */
 	size_t staged;            /* tokens in stage */
+	int examples;             /* an example shard: marks[n_tokens] follow */
+	uint8_t *marks;
+	size_t marks_cap;
 	int failed, finished;
 };
 
@@ -192,6 +196,51 @@ enum lt_status lt_shard_writer_add(lt_shard_writer *w, const int32_t *tokens, si
 	return LT_OK;
 }
 
+enum lt_status lt_shard_writer_new_examples(const char *path, int vocab_size, int eot_id,
+					    lt_shard_writer **out)
+{
+	enum lt_status st = lt_shard_writer_new(path, vocab_size, eot_id, out);
+	if (st == LT_OK)
+		(*out)->examples = 1;
+	return st;
+}
+
+/* Room for n more marks. */
+static enum lt_status grow_marks(lt_shard_writer *w, size_t n)
+{
+	size_t need = (size_t)w->n_tokens + n, cap = w->marks_cap ? w->marks_cap : 4096;
+	if (need <= w->marks_cap)
+		return LT_OK;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *m = realloc(w->marks, cap);
+	if (!m) {
+		lt_errmsg_set("%s: cannot allocate the marks of %zu tokens", w->path, cap);
+		w->failed = 1;
+		return LT_ERR_NOMEM;
+	}
+	w->marks = m;
+	w->marks_cap = cap;
+	return LT_OK;
+}
+
+enum lt_status lt_shard_writer_add_example(lt_shard_writer *w, const int32_t *tokens,
+					   const uint8_t *trained, size_t n)
+{
+	LT_ASSERT(w->examples);
+	size_t at = (size_t)w->n_tokens;
+	enum lt_status st = n ? grow_marks(w, n) : LT_OK;
+	if (st == LT_OK)
+		st = lt_shard_writer_add(w, tokens, n);
+	if (st != LT_OK || n == 0)
+		return st;
+	for (size_t i = 0; i < n; i++)
+		w->marks[at + i] = (uint8_t)((trained[i] ? LT_SHARD_TRAINED : 0) |
+					     (i == 0 ? LT_SHARD_START : 0));
+	w->n_docs++;
+	return LT_OK;
+}
+
 void lt_shard_writer_end_document(lt_shard_writer *w)
 {
 	w->n_docs++;
@@ -207,7 +256,8 @@ static void encode_header(const lt_shard_writer *w, unsigned char h[LT_SHARD_HEA
 {
 	memset(h, 0, LT_SHARD_HEADER);
 	memcpy(h, shard_magic, sizeof shard_magic);
-	put_u32(h + 8, SHARD_VERSION);
+	put_u32(h + 8, w->examples ? SHARD_VERSION_EXAMPLES : SHARD_VERSION);
+	put_u32(h + 44, w->examples ? LT_SHARD_EXAMPLES : 0);
 	put_u32(h + 12, (uint32_t)w->vocab_size);
 	put_u32(h + 16, (uint32_t)w->width);
 	put_u32(h + 20, (uint32_t)w->eot_id);
@@ -228,6 +278,15 @@ enum lt_status lt_shard_writer_finish(lt_shard_writer *w)
 	}
 	if ((st = flush_stage(w)) != LT_OK)
 		return st;
+	if (w->examples && w->n_tokens > 0) {
+		w->crc = crc_update(w->crc, w->marks, w->n_tokens);
+		st = write_all(w->fd, w->marks, (size_t)w->n_tokens, w->tmp,
+			       LT_SHARD_HEADER + w->n_tokens * (uint64_t)w->width);
+		if (st != LT_OK) {
+			w->failed = 1;
+			return st;
+		}
+	}
 	encode_header(w, h);
 	if (lseek(w->fd, 0, SEEK_SET) != 0) {
 		lt_errmsg_set("%s: cannot seek to the header: %s", w->tmp, strerror(errno));
@@ -269,6 +328,7 @@ void lt_shard_writer_free(lt_shard_writer *w)
 	free(w->path);
 	free(w->tmp);
 	free(w->stage);
+	free(w->marks);
 	free(w);
 }
 
@@ -295,9 +355,9 @@ static enum lt_status check_header(const char *path, const unsigned char *h, uin
 		return LT_ERR_FORMAT;
 	}
 	uint32_t version = get_u32(h + 8);
-	if (version != SHARD_VERSION) {
-		lt_errmsg_set("%s: shard version %" PRIu32 ", expected %u", path, version,
-			      SHARD_VERSION);
+	if (version != SHARD_VERSION && version != SHARD_VERSION_EXAMPLES) {
+		lt_errmsg_set("%s: shard version %" PRIu32 ", expected %u or %u", path, version,
+			      SHARD_VERSION, SHARD_VERSION_EXAMPLES);
 		return LT_ERR_FORMAT;
 	}
 	uint32_t stored = get_u32(h + 60);
@@ -323,6 +383,14 @@ static enum lt_status check_header(const char *path, const unsigned char *h, uin
 			      vocab);
 		return LT_ERR_FORMAT;
 	}
+	uint32_t flags = get_u32(h + 44);
+	if (flags != (version == SHARD_VERSION ? 0 : LT_SHARD_EXAMPLES)) {
+		lt_errmsg_set("%s: flags %" PRIu32 " in a version %" PRIu32 " shard, expected %u",
+			      path, flags, version, version == SHARD_VERSION ? 0 : LT_SHARD_EXAMPLES);
+		return LT_ERR_FORMAT;
+	}
+	/* an example shard has a mark byte after each token's bytes */
+	width += flags ? 1 : 0;
 	uint64_t count = get_u64(h + 24), docs = get_u64(h + 32);
 	if (count > (UINT64_MAX - LT_SHARD_HEADER) / width ||
 	    size != LT_SHARD_HEADER + count * width) {
@@ -342,8 +410,9 @@ static enum lt_status check_header(const char *path, const unsigned char *h, uin
 			      path, docs, count);
 		return LT_ERR_FORMAT;
 	}
-	*info = (struct lt_shard_info){ .vocab_size = (int)vocab, .token_bytes = (int)width,
-					.eot_id = (int)eot, .n_tokens = count, .n_docs = docs };
+	*info = (struct lt_shard_info){ .vocab_size = (int)vocab,
+					.token_bytes = (int)width - (flags ? 1 : 0), .eot_id = (int)eot,
+					.examples = flags != 0, .n_tokens = count, .n_docs = docs };
 	return LT_OK;
 }
 
@@ -393,6 +462,39 @@ static enum lt_status decode_tokens(const lt_shard *s, const unsigned char *p, s
 	return LT_OK;
 }
 
+/* An example shard's marks, a chunk at a time into *crc: each one only
+ * LT_SHARD_TRAINED and LT_SHARD_START, the first a start, as many starts as
+ * the header's examples. *bad gets the first fault; the status is a read's. */
+static enum lt_status verify_marks(const lt_shard *s, unsigned char *buf, uint32_t *crc,
+				   enum lt_status *bad)
+{
+	const struct lt_shard_info *in = &s->info;
+	uint64_t base = LT_SHARD_HEADER + in->n_tokens * (uint64_t)in->token_bytes, starts = 0;
+	for (uint64_t i = 0; i < in->n_tokens; i += READ_CHUNK) {
+		size_t n = in->n_tokens - i < READ_CHUNK ? (size_t)(in->n_tokens - i) : READ_CHUNK;
+		enum lt_status st = read_at(s, buf, n, base + i);
+		if (st != LT_OK)
+			return st;
+		*crc = crc_update(*crc, buf, n);
+		for (size_t k = 0; k < n && *bad == LT_OK; k++) {
+			starts += (buf[k] & LT_SHARD_START) != 0;
+			if (buf[k] > (LT_SHARD_TRAINED | LT_SHARD_START) ||
+			    (i + k == 0 && !(buf[k] & LT_SHARD_START))) {
+				lt_errmsg_set("%s: mark %u of token %" PRIu64 ": expected bits 0 "
+					      "(trained) and 1 (starts an example, set on the first)",
+					      s->path, buf[k], i + k);
+				*bad = LT_ERR_FORMAT;
+			}
+		}
+	}
+	if (*bad == LT_OK && starts != in->n_docs) {
+		lt_errmsg_set("%s: %" PRIu64 " examples start in the marks, the header says %" PRIu64,
+			      s->path, starts, in->n_docs);
+		*bad = LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
 /* Reads every token a chunk at a time: their CRC against the header's
  * (h), and every token against the vocabulary; a CRC that differs is
  * named first (a damaged file, rather than one of its tokens). */
@@ -417,6 +519,17 @@ static enum lt_status verify_tokens(const lt_shard *s, const unsigned char *h)
 		if (st == LT_OK && bad == LT_OK)
 			bad = decode_tokens(s, buf, n, i, tokens);
 	}
+	/* the marks' message must not hide a token's: keep the first fault */
+	enum lt_status bad_mark = LT_OK;
+	char token_fault[512] = "";
+	if (bad != LT_OK)
+		snprintf(token_fault, sizeof token_fault, "%s", lt_errmsg());
+	if (st == LT_OK && in->examples)
+		st = verify_marks(s, buf, &computed, &bad_mark);
+	if (bad != LT_OK)
+		lt_errmsg_set("%s", token_fault);
+	else
+		bad = bad_mark;
 	free(buf);
 	free(tokens);
 	if (st == LT_OK && stored != computed) {
@@ -504,6 +617,13 @@ const struct lt_shard_info *lt_shard_info(const lt_shard *s)
 const char *lt_shard_path(const lt_shard *s)
 {
 	return s->path;
+}
+
+enum lt_status lt_shard_read_marks(const lt_shard *s, uint64_t at, uint8_t *out, size_t n)
+{
+	LT_ASSERT(s->info.examples && at <= s->info.n_tokens && n <= s->info.n_tokens - at);
+	uint64_t base = LT_SHARD_HEADER + s->info.n_tokens * (uint64_t)s->info.token_bytes;
+	return n ? read_at(s, out, n, base + at) : LT_OK;
 }
 
 enum lt_status lt_shard_read(const lt_shard *s, uint64_t at, int32_t *out, size_t n)

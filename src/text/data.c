@@ -18,10 +18,19 @@
  * apart from the streams that initialisation and sampling use. */
 #define DATA_STREAM UINT64_C(0x6461746100000000)
 
+/* Example k of an example split: len tokens from `at` of shard `shard`. */
+struct example {
+	int shard;
+	uint64_t at, len;
+};
+
 struct split {
 	lt_shard **shards;
 	int n;
 	uint64_t tokens;
+	int examples;          /* example shards: ex[n_ex] index them */
+	struct example *ex;
+	uint64_t n_ex, cap_ex;
 };
 
 struct lt_data {
@@ -95,6 +104,61 @@ nomem:
 	return LT_ERR_NOMEM;
 }
 
+static enum lt_status add_example(struct split *sp, int shard, uint64_t at)
+{
+	if (sp->n_ex == sp->cap_ex) {
+		uint64_t cap = sp->cap_ex ? 2 * sp->cap_ex : 1024;
+		struct example *grown = realloc(sp->ex, (size_t)cap * sizeof *grown);
+		if (!grown) {
+			lt_errmsg_set("cannot allocate the index of %" PRIu64 " examples", cap);
+			return LT_ERR_NOMEM;
+		}
+		sp->ex = grown;
+		sp->cap_ex = cap;
+	}
+	sp->ex[sp->n_ex++] = (struct example){ .shard = shard, .at = at };
+	return LT_OK;
+}
+
+/* The examples of shard k (whose marks say where each starts) appended to
+ * the split's index. */
+static enum lt_status index_shard(struct split *sp, int k)
+{
+	const lt_shard *s = sp->shards[k];
+	uint64_t count = lt_shard_info(s)->n_tokens, first = sp->n_ex;
+	uint8_t marks[4096];
+	enum lt_status st = LT_OK;
+	for (uint64_t i = 0; i < count && st == LT_OK; i += sizeof marks) {
+		size_t n = count - i < sizeof marks ? (size_t)(count - i) : sizeof marks;
+		st = lt_shard_read_marks(s, i, marks, n);
+		for (size_t j = 0; j < n && st == LT_OK; j++)
+			if (marks[j] & LT_SHARD_START)
+				st = add_example(sp, k, i + j);
+	}
+	for (uint64_t e = first; e < sp->n_ex; e++)
+		sp->ex[e].len = (e + 1 < sp->n_ex ? sp->ex[e + 1].at : count) - sp->ex[e].at;
+	return st;
+}
+
+/* Example shards or token shards, all alike; example shards indexed. */
+static enum lt_status index_split(const char *dir, struct split *sp)
+{
+	enum lt_status st = LT_OK;
+	sp->examples = lt_shard_info(sp->shards[0])->examples;
+	for (int k = 0; k < sp->n && st == LT_OK; k++) {
+		if (lt_shard_info(sp->shards[k])->examples != sp->examples) {
+			lt_errmsg_set("%s: %s is %s shard, %s is not: expected one kind in %s",
+				      dir, lt_shard_path(sp->shards[k]),
+				      sp->examples ? "a token" : "an example",
+				      lt_shard_path(sp->shards[0]), dir);
+			return LT_ERR_FORMAT;
+		}
+		if (sp->examples)
+			st = index_shard(sp, k);
+	}
+	return st;
+}
+
 /* Opens every dir/PREFIX*.bin, each checked in full against the vocabulary
  * (*vocab_size, or the first shard's when it is 0). */
 static enum lt_status open_split(const char *dir, const char *prefix, int *vocab_size,
@@ -125,7 +189,7 @@ static enum lt_status open_split(const char *dir, const char *prefix, int *vocab
 		sp->tokens += lt_shard_info(sp->shards[i])->n_tokens;
 	}
 	free_names(paths, n);
-	return st;
+	return st == LT_OK ? index_split(dir, sp) : st;
 }
 
 static void close_split(struct split *sp)
@@ -133,6 +197,7 @@ static void close_split(struct split *sp)
 	for (int i = 0; i < sp->n; i++)
 		lt_shard_close(sp->shards[i]);
 	free(sp->shards);
+	free(sp->ex);
 }
 
 enum lt_status lt_data_open(const char *dir, int vocab_size, lt_data **out)
@@ -150,6 +215,12 @@ enum lt_status lt_data_open(const char *dir, int vocab_size, lt_data **out)
 	    (st = open_split(dir, "val_", &vocab_size, &d->val)) != LT_OK) {
 		lt_data_close(d);
 		return st;
+	}
+	if (d->train.examples != d->val.examples) {
+		lt_errmsg_set("%s: the training shards are %s shards, the validation shards are "
+			      "not: expected one kind", dir, d->train.examples ? "example" : "token");
+		lt_data_close(d);
+		return LT_ERR_FORMAT;
 	}
 	*out = d;
 	return LT_OK;
@@ -177,6 +248,117 @@ static uint64_t window_starts(const lt_shard *s, int T)
 	return n > (uint64_t)T ? n - (uint64_t)T : 0;
 }
 
+/* ------------------------------------------------------------ examples */
+
+int lt_data_has_examples(const lt_data *d)
+{
+	return d->train.examples;
+}
+
+uint64_t lt_data_examples(const lt_data *d, enum lt_data_split split)
+{
+	return split == LT_DATA_TRAIN ? d->train.n_ex : d->val.n_ex;
+}
+
+uint64_t lt_data_truncated(const lt_data *d, enum lt_data_split split, int T)
+{
+	const struct split *sp = split == LT_DATA_TRAIN ? &d->train : &d->val;
+	uint64_t n = 0;
+	for (uint64_t k = 0; k < sp->n_ex; k++)
+		n += sp->ex[k].len > (uint64_t)T + 1;
+	return n;
+}
+
+/* Window of example k of sp: its first T tokens (the rest the pad token),
+ * the targets the next tokens where those are trained (else -1); *n
+ * counts the trained targets. An example of more than T+1 tokens is cut. */
+static enum lt_status example_window(const struct split *sp, uint64_t k, int T, int32_t *tokens,
+				     int32_t *targets, long *n)
+{
+	const struct example *e = &sp->ex[k];
+	const lt_shard *s = sp->shards[e->shard];
+	size_t take = e->len < (uint64_t)T + 1 ? (size_t)e->len : (size_t)T + 1;
+	size_t real = take > 0 ? take - 1 : 0;
+	enum lt_status st = lt_shard_read(s, e->at, tokens, take < (size_t)T ? take : (size_t)T);
+	if (st == LT_OK)
+		st = lt_shard_read(s, e->at + 1, targets, real);
+	for (size_t done = 0; done < real && st == LT_OK;) {
+		uint8_t marks[4096];
+		size_t m = real - done < sizeof marks ? real - done : sizeof marks;
+		st = lt_shard_read_marks(s, e->at + 1 + done, marks, m);
+		for (size_t j = 0; j < m && st == LT_OK; j++) {
+			if (!(marks[j] & LT_SHARD_TRAINED))
+				targets[done + j] = -1;
+			*n += targets[done + j] >= 0;
+		}
+		done += m;
+	}
+	for (size_t t = take; t < (size_t)T; t++)
+		tokens[t] = lt_shard_info(s)->eot_id;
+	for (size_t t = real; t < (size_t)T; t++)
+		targets[t] = -1;
+	return st;
+}
+
+/* The example that sample `sample` draws: uniform over all of them. */
+static uint64_t drawn_example(const lt_data *d, uint64_t seed, uint64_t sample)
+{
+	struct lt_rng r;
+	lt_rng_seed(&r, seed, DATA_STREAM + sample);
+	return lt_rng_below(&r, d->train.n_ex);
+}
+
+static enum lt_status example_batch(const lt_data *d, uint64_t seed, uint64_t first, int B,
+				    int T, int32_t *tokens, int32_t *targets)
+{
+	if (d->train.n_ex == 0) {
+		lt_errmsg_set("%s: no training examples", d->dir);
+		return LT_ERR_ARG;
+	}
+	for (int b = 0; b < B; b++) {
+		long n = 0;
+		enum lt_status st = example_window(&d->train, drawn_example(d, seed, first + (uint64_t)b),
+						   T, tokens + (size_t)b * T,
+						   targets + (size_t)b * T, &n);
+		if (st != LT_OK)
+			return st;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_data_train_targets(const lt_data *d, uint64_t seed, uint64_t first,
+				     uint64_t count, int T, long *n)
+{
+	*n = 0;
+	if (!d->train.examples) {
+		*n = (long)count * T;
+		return LT_OK;
+	}
+	if (d->train.n_ex == 0) {
+		lt_errmsg_set("%s: no training examples", d->dir);
+		return LT_ERR_ARG;
+	}
+	int32_t *buf = malloc(2 * (size_t)T * sizeof *buf);
+	enum lt_status st = LT_OK;
+	if (!buf) {
+		lt_errmsg_set("cannot allocate a window of %d tokens", T);
+		return LT_ERR_NOMEM;
+	}
+	for (uint64_t i = 0; i < count && st == LT_OK; i++)
+		st = example_window(&d->train, drawn_example(d, seed, first + i), T, buf, buf + T, n);
+	free(buf);
+	return st;
+}
+
+uint64_t lt_data_val_windows(const lt_data *d, int T)
+{
+	if (d->val.examples)
+		return d->val.n_ex;
+	return (d->val.tokens + (uint64_t)T - 1) / (uint64_t)T;
+}
+
+/* ------------------------------------------------------ token windows */
+
 enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t first, int B, int T,
 				   int32_t *tokens, int32_t *targets)
 {
@@ -186,6 +368,8 @@ enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t fir
 			      T);
 		return LT_ERR_ARG;
 	}
+	if (d->train.examples)
+		return example_batch(d, seed, first, B, T, tokens, targets);
 	for (int k = 0; k < d->train.n; k++) {
 		starts += window_starts(d->train.shards[k], T);
 		if (lt_shard_info(d->train.shards[k])->n_tokens > longest)
@@ -247,6 +431,23 @@ enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
 		lt_errmsg_set("%s: a batch of %d x %d tokens, expected positive sizes", d->dir, B,
 			      T);
 		return LT_ERR_ARG;
+	}
+	if (d->val.examples) {
+		for (int b = 0; b < B; b++) {
+			uint64_t k = index * (uint64_t)B + (uint64_t)b;
+			int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
+			if (index < d->val.n_ex && k < d->val.n_ex) {
+				enum lt_status st = example_window(&d->val, k, T, tok, tgt, n);
+				if (st != LT_OK)
+					return st;
+				continue;
+			}
+			for (int t = 0; t < T; t++) {
+				tok[t] = 0;
+				tgt[t] = -1;
+			}
+		}
+		return LT_OK;
 	}
 	/* past the end as a whole (and no overflow in index * per below) */
 	int past = index >= total / per + 1;

@@ -12,6 +12,14 @@
  * Validation batches are consecutive non-overlapping windows from the start
  * of the validation tokens.
  *
+ * Example data (shards of whole examples with trained marks, as prepare
+ * --format chat writes) give each example a window of its own instead:
+ * sample s is example k drawn uniformly from (seed, s), validation window
+ * w is example w. The window holds the example's first T tokens, then the
+ * end-of-text id as padding; a target is the next token where that token
+ * is trained, else -1 (the prompt, the padding), so the loss sees only
+ * the trained tokens. An example longer than T+1 tokens is cut to T+1.
+ *
  * Ownership: lt_data_open gives an lt_data that lt_data_close releases. */
 #ifndef LT_DATA_H
 #define LT_DATA_H
@@ -48,7 +56,20 @@ enum lt_status lt_data_train_batch(const lt_data *d, uint64_t seed, uint64_t fir
  * -1. *n counts the real targets (0 past the end). */
 enum lt_status lt_data_val_batch(const lt_data *d, uint64_t index, int B, int T,
 				 int32_t *tokens, int32_t *targets, long *n);
-/* Both fail as lt_shard_read does when a shard changed under the run
+/* 1 for example data (all of its shards example shards), 0 for token data. */
+int lt_data_has_examples(const lt_data *d);
+/* The examples of a split (0 for token data), and how many of them are
+ * longer than a window of T (more than T+1 tokens, so cut). */
+uint64_t lt_data_examples(const lt_data *d, enum lt_data_split split);
+uint64_t lt_data_truncated(const lt_data *d, enum lt_data_split split, int T);
+/* *n = the trained targets of training samples first .. first+count-1 in
+ * windows of T: count*T for token data, fewer for example data. */
+enum lt_status lt_data_train_targets(const lt_data *d, uint64_t seed, uint64_t first,
+				     uint64_t count, int T, long *n);
+/* The validation windows of T that hold data: later batches are all past
+ * the end. */
+uint64_t lt_data_val_windows(const lt_data *d, int T);
+/* All of them fail as lt_shard_read does when a shard changed under the run
  * (truncated, or a token outside the vocabulary), naming it. */
 
 #endif

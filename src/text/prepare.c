@@ -93,18 +93,18 @@ static enum lt_status load_tokenizer(const char *path, lt_tokenizer **tok)
 
 /* Document i is held out when floor((i+1) f) > floor(i f): spread evenly,
  * about a fraction f of them, the first at i = ceil(1/f) - 1. */
-static int is_validation(double f, uint64_t i)
+int lt_prepare_is_validation(double f, uint64_t i)
 {
 	return floor((double)(i + 1) * f) > floor((double)i * f);
 }
 
 /* The documents a validation split of f needs. */
-static uint64_t documents_needed(double f)
+uint64_t lt_prepare_documents_needed(double f)
 {
 	uint64_t i = (uint64_t)ceil(1.0 / f);
-	while (i > 1 && is_validation(f, i - 2))
+	while (i > 1 && lt_prepare_is_validation(f, i - 2))
 		i--;
-	while (!is_validation(f, i - 1))
+	while (!lt_prepare_is_validation(f, i - 1))
 		i++;
 	return i;
 }
@@ -243,7 +243,8 @@ static enum lt_status encode_batch(struct encoder *e)
 	}
 	for (size_t i = 0; i < e->n && st == LT_OK; i++) {
 		const struct segment *s = &e->segs[i];
-		struct output *out = is_validation(e->val_fraction, s->doc) ? &e->val : &e->train;
+		struct output *out = lt_prepare_is_validation(e->val_fraction, s->doc) ? &e->val
+										       : &e->train;
 		st = output_add(out, e->ids[i].v, e->ids[i].n, s->doc_end);
 	}
 	for (size_t i = 0; i < e->n; i++)
@@ -444,6 +445,11 @@ static enum lt_status move_into_place(const char *tmp, const char *out)
 
 static enum lt_status check_options(const struct lt_prepare_opts *o)
 {
+	if (o->chat && !o->tokenizer) {
+		lt_errmsg_set("chat data needs the model's tokenizer (--tokenizer): a chat "
+			      "template's special tokens come from it");
+		return LT_ERR_ARG;
+	}
 	if (o->n_inputs <= 0 || !o->inputs) {
 		lt_errmsg_set("no corpus: name text files or directories to prepare");
 		return LT_ERR_ARG;
@@ -511,7 +517,7 @@ static enum lt_status encode_corpus(const struct lt_prepare_opts *o, struct lt_c
 		lt_errmsg_set("%" PRIu64 " documents, too few to hold out a fraction %g for "
 			      "validation (at least %" PRIu64 " needed; more text, or a "
 			      "different --doc-separator)", *docs, o->val_fraction,
-			      documents_needed(o->val_fraction));
+			      lt_prepare_documents_needed(o->val_fraction));
 		lt_corpus_prefix_errmsg(c);
 		return LT_ERR_ARG;
 	}
@@ -567,7 +573,9 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 		goto done;
 	r->n_files = c.n;
 	double t0 = lt_seconds();
-	if (o.tokenizer) {
+	if (o.tokenizer && o.chat) {
+		st = lt_tokenizer_load(o.tokenizer, &tok);
+	} else if (o.tokenizer) {
 		st = load_tokenizer(o.tokenizer, &tok);
 	} else {
 		uint64_t bytes, docs;
@@ -600,8 +608,8 @@ enum lt_status lt_prepare_run(const struct lt_prepare_opts *opts, struct lt_prep
 	mode_t mask = umask(0);
 	umask(mask);
 	chmod(tmp, 0777 & ~mask);
-	st = encode_into(&o, &c, tok, tmp, r);
-	if (st == LT_OK && o.verbose)
+	st = o.chat ? lt_prepare_chat(&o, &c, tok, tmp, r) : encode_into(&o, &c, tok, tmp, r);
+	if (st == LT_OK && o.verbose && !o.chat)
 		printf("encoded: %" PRIu64 " documents, %" PRIu64 " training and %" PRIu64
 		       " validation tokens in %.1f s\n", r->n_docs, r->train_tokens,
 		       r->val_tokens, r->encode_seconds);

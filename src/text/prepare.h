@@ -13,6 +13,17 @@
  * the output is the same for any thread count. Shards are cut at exactly
  * shard_tokens tokens; a split without tokens gets one empty shard.
  *
+ * With chat set, the inputs are JSON Lines of conversations instead, each
+ * line {"messages": [{"role": R, "content": C}, ...]} (R system, user or
+ * assistant) or {"prompt": P, "completion": C} (a user message and the
+ * answer). Each conversation goes through the chat template (chat_template,
+ * or the one the tokenizer's special tokens point to) into one example of
+ * an example shard (see io/shard.h), its assistant content and end-of-turn
+ * tokens marked trained; example i is held out as document i is. A line
+ * that is not such an object is refused naming the file, the line and what
+ * was expected; blank lines are skipped. Shards are cut between examples,
+ * once they hold shard_tokens tokens or more.
+ *
  * Everything is written into out_dir.tmp-XXXXXX, which replaces out_dir
  * only at the end: out_dir may be absent, empty or an earlier preparation
  * (holding prepare.json), which is kept when anything fails. */
@@ -29,6 +40,8 @@ struct lt_prepare_opts {
 	int n_inputs;
 	const char *out_dir;        /* created if missing */
 	const char *tokenizer;      /* an existing tokenizer.json to use; NULL trains one */
+	int chat;                   /* inputs are chat JSON Lines (needs tokenizer) */
+	const char *chat_template;  /* chatml, llama2, llama3; NULL: from the tokenizer */
 	int vocab_size;             /* of the trained tokenizer */
 	const char *doc_separator;  /* a line equal to it ends a document; "" = one per file */
 	double val_fraction;        /* in [0, 0.5]; documents are held out evenly */
@@ -45,6 +58,10 @@ struct lt_prepare_report {
 	uint64_t n_docs, train_tokens, val_tokens, bytes;
 	int train_shards, val_shards;
 	double tokenizer_seconds, encode_seconds;
+	/* chat data: n_docs counts examples; the template used, the trained
+	 * tokens of each split and the longest example */
+	const char *chat_template;
+	uint64_t train_trained, val_trained, longest;
 };
 
 /* Runs the preparation; out_dir gets tokenizer.json, tokenizer_config.json,

@@ -15,12 +15,19 @@
 
 #include "status.h"
 #include "text/prepare.h"
+#include "text/tokenizer.h"
 
 /* Files are read this much at a time unless the options say otherwise. */
 #define LT_PREPARE_READ_BLOCK ((size_t)1 << 20)
 
 /* A copy of s in new memory; NULL (with the error set) when memory is out. */
 char *lt_prepare_copy_string(const char *s);
+
+/* Document (or example) i goes to validation when floor((i+1) f) >
+ * floor(i f); a fraction f needs lt_prepare_documents_needed(f) of them
+ * for one to be held out. */
+int lt_prepare_is_validation(double f, uint64_t i);
+uint64_t lt_prepare_documents_needed(double f);
 
 /* ---------------------------------------------------------- the corpus */
 
@@ -58,5 +65,14 @@ typedef enum lt_status (*lt_segment_fn)(void *ctx, const char *text, size_t len,
  * time (0: LT_PREPARE_READ_BLOCK). */
 enum lt_status lt_corpus_scan(struct lt_corpus *c, const char *sep, size_t block, lt_segment_fn fn,
 			      void *ctx, uint64_t *bytes, uint64_t *docs);
+
+/* ------------------------------------------------------------ chat data */
+
+/* The JSON Lines files of c rendered with o->chat_template (or the
+ * tokenizer's) into example shards, tokenizer.json and prepare.json in
+ * dir; r gets the counts (prepare_chat.c). */
+enum lt_status lt_prepare_chat(const struct lt_prepare_opts *o, struct lt_corpus *c,
+			       lt_tokenizer *tok, const char *dir,
+			       struct lt_prepare_report *r);
 
 #endif

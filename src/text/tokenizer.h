@@ -118,6 +118,9 @@ int32_t lt_tokenizer_vocab_size(const lt_tokenizer *tok);
 int32_t lt_tokenizer_eot_id(const lt_tokenizer *tok);
 /* The bytes of one token, owned by the tokenizer (NULL for a bad id). */
 const char *lt_tokenizer_token(const lt_tokenizer *tok, int32_t id, size_t *len);
+/* The id of the special or added token whose text is text[0..len) (such
+ * as "<|im_start|>"), or -1 when the tokenizer has none. */
+int lt_tokenizer_token_id(const lt_tokenizer *tok, const char *text, size_t len);
 /* The merges in rank order: rank r joins left and right into the token to. */
 int32_t lt_tokenizer_n_merges(const lt_tokenizer *tok);
 enum lt_status lt_tokenizer_merge(const lt_tokenizer *tok, int32_t rank,

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "train/trainer.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,12 +244,28 @@ static enum lt_status load_data(lt_trainer *t)
 	return lt_data_open(t->data_dir, vocab, &t->data);
 }
 
+/* Rank 0 says how example data fill the windows: one example each,
+ * padded, the longer ones cut. */
+static void report_examples(const lt_trainer *t)
+{
+	const lt_data *d = t->data;
+	int T = t->conf.train.seq;
+	if (t->rank != 0 || !lt_data_has_examples(d))
+		return;
+	printf("data: %" PRIu64 " training and %" PRIu64 " validation examples, one per window "
+	       "of %d tokens, padded; truncated (longer than %d tokens): %" PRIu64 " training, %"
+	       PRIu64 " validation; the loss counts only trained tokens\n",
+	       lt_data_examples(d, LT_DATA_TRAIN), lt_data_examples(d, LT_DATA_VAL), T, T + 1,
+	       lt_data_truncated(d, LT_DATA_TRAIN, T), lt_data_truncated(d, LT_DATA_VAL, T));
+}
+
 /* Every rank opens the data. */
 static enum lt_status open_data(lt_trainer *t)
 {
 	enum lt_status st = agree(t, load_data(t), "opening the data", 0);
 	if (st != LT_OK)
 		return st;
+	report_examples(t);
 	/* the vocabulary may have become the tokenizer's: the model must
 	 * still hold together (the rest of the config is as lt_conf_check
 	 * found it) */
@@ -448,11 +465,11 @@ static enum lt_status validation_loss(lt_trainer *t, double *out)
 	const struct lt_conf *c = &t->conf;
 	int B = c->train.batch, T = c->train.seq, rows = rows_in(t, t->rank, 0);
 	int P = c->dist.deterministic ? 1 : rows, row0 = first_row_in(t, 0);
-	uint64_t val_tokens = lt_data_tokens(t->data, LT_DATA_VAL);
+	uint64_t val_windows = lt_data_val_windows(t->data, T);
 	double sums[2] = { 0, 0 };
 	enum lt_status st = plan_forward(t, P);
 	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
-		if ((uint64_t)i * (uint64_t)B * (uint64_t)T >= val_tokens)
+		if ((uint64_t)i * (uint64_t)B >= val_windows)
 			break;
 		for (int j = 0; j < rows && st == LT_OK; j += P) {
 			long n;
@@ -473,7 +490,9 @@ static enum lt_status validation_loss(lt_trainer *t, double *out)
 				    "the validation-loss all-reduce")) != LT_OK)
 		return st;
 	if (sums[1] == 0) {
-		lt_errmsg_set("%s: no validation tokens", t->data_dir);
+		lt_errmsg_set("%s: no validation tokens%s", t->data_dir,
+			      lt_data_has_examples(t->data) ? " trained on in the first windows "
+			      "(a longer train.seq, or more run.eval_batches)" : "");
 		return LT_ERR_ARG;
 	}
 	*out = sums[0] / sums[1];
@@ -496,8 +515,14 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 	int n = c->run.sample_tokens < c->model.max_seq - 1 ? c->run.sample_tokens : c->model.max_seq - 1;
 	if (n <= 0)
 		return LT_OK;
-	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out = malloc((size_t)n * sizeof *out);
-	if (!out) {
+	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out;
+	if (prompt < 0) {
+		/* chat data may come with a tokenizer that has none */
+		lt_metrics_say(t->metrics, "no sample at step %ld: the tokenizer has no %s to start "
+			       "one from", step, LT_TOKENIZER_EOT);
+		return LT_OK;
+	}
+	if (!(out = malloc((size_t)n * sizeof *out))) {
 		lt_errmsg_set("cannot allocate %d sample tokens", n);
 		return LT_ERR_NOMEM;
 	}
@@ -616,6 +641,14 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
 	double sums[4] = { 0, 0, 0, 0 }, norm = NAN;
 	enum lt_status st = LT_OK;
+	if (lt_data_has_examples(t->data)) {
+		/* the mean over the step's trained targets, which every rank
+		 * counts alike from the samples' indices */
+		long trained;
+		st = lt_data_train_targets(t->data, c->train.seed, t->state.samples,
+					   (uint64_t)B * (uint64_t)accum, T, &trained);
+		scale = trained > 0 ? 1.0f / (float)trained : 1.0f;
+	}
 	lt_step_time_begin(&t->time);
 	lt_dist_set_step(t->dist, step);
 	lt_model_zero_grads(t->model);
@@ -639,6 +672,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 		return st;
 	t->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
 	sm->loss = sums[0] / sums[1];
+	sm->tokens = (long)sums[1];
 	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
 	sm->grad_norm = norm;
 	sm->lr = lt_lr_at(&c->train.optim, (int)step);
@@ -686,6 +720,8 @@ static enum lt_status train_loop(lt_trainer *t)
 {
 	const struct lt_conf *c = &t->conf;
 	double t0 = lt_seconds(), last = t0, elapsed0 = t->state.elapsed;
+	/* window tokens: what the model computes over; the rates and counts
+	 * logged are those of trained targets (the same for token data) */
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	enum lt_status st;
 	lt_step_time_start(&t->time, t->dist);
@@ -696,12 +732,12 @@ static enum lt_status train_loop(lt_trainer *t)
 			return st;
 		double now = lt_seconds();
 		t->state.step = step;
-		t->state.tokens += tokens_per_step;
+		t->state.tokens += sm.tokens;
 		t->state.elapsed = elapsed0 + (now - t0);
+		sm.tokens_per_s = (double)sm.tokens / (now - last);
 		sm.tokens = t->state.tokens;
 		sm.elapsed = t->state.elapsed;
-		sm.tokens_per_s = (double)tokens_per_step / (now - last);
-		sm.tflops = sm.tokens_per_s * t->flops_per_token / 1e12;
+		sm.tflops = (double)tokens_per_step / (now - last) * t->flops_per_token / 1e12;
 		lt_step_time_end(&t->time, &sm);
 		last = now;
 		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)

@@ -103,7 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (lt_shard_open(path, expect, (mode & 4) != 0, &s) == LT_OK) {
 		const struct lt_shard_info *in = lt_shard_info(s);
 		if ((expect > 0 && in->vocab_size != expect) ||
-		    LT_SHARD_HEADER + in->n_tokens * (uint64_t)in->token_bytes != size ||
+		    LT_SHARD_HEADER + in->n_tokens * (uint64_t)(in->token_bytes + in->examples) !=
+			    size ||
 		    in->n_docs > in->n_tokens || in->eot_id >= in->vocab_size)
 			abort(); /* a header that does not say what the file is */
 		read_all(s, (mode & 4) != 0);
