@@ -239,7 +239,8 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "train.steps", "1000000000" }, { "train.warmup_steps", "0" },
 		{ "train.schedule", "constant" }, { "train.max_bad_steps", "1" },
 		{ "train.matmul", "tf32" }, { "train.recompute", "block" },
-		{ "train.precision", "bf16" },
+		{ "train.precision", "bf16" }, { "train.lora_rank", "65536" },
+		{ "train.lora_targets", "down,q" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -265,6 +266,8 @@ static void set_unusual_values(struct lt_conf *c)
 	c->train.optim.eps = 1e-30f;
 	c->train.optim.weight_decay = 10.0f;
 	c->train.optim.grad_clip = 123456.789f;
+	c->train.lora_alpha = nextafterf(16.0f, 0.0f);
+	c->train.lora_dropout = nextafterf(1.0f, 0.0f);
 	c->train.max_minutes = 0.1 + 0.2;
 	c->data.val_fraction = 1.0 / 3.0;
 	c->dist.comm_timeout = 86400.0 / 7.0;
@@ -576,9 +579,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 51 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 55 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 51 keys, each found by name, with a doc line, and each "
+	       "the table has 55 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
