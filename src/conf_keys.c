@@ -278,7 +278,7 @@ const char *lt_conf_section_doc(const char *section)
 
 /* -------------------------------------------------------------- presets */
 
-static const char *const preset_names[] = { "tiny", "15M", "110M", "1B", NULL };
+static const char *const preset_names[] = { "tiny", "15M", "110M", "1B", "7B", NULL };
 
 const char *const *lt_conf_preset_names(void)
 {

@@ -111,13 +111,14 @@ static void check_presets(void)
 		{ "15M", 32000, 288, 6, 6, 6, 768, 256, 1, 8, 256 },
 		{ "110M", 32000, 768, 12, 12, 12, 2048, 1024, 1, 8, 1024 },
 		{ "1B", 32000, 2048, 22, 32, 4, 5632, 2048, 0, 4, 2048 },
+		{ "7B", 32000, 4096, 32, 32, 32, 11008, 4096, 0, 1, 4096 },
 	};
 	const char *const *names = lt_conf_preset_names();
 	int in_order = 1, n = 0;
 	for (; names[n]; n++)
-		if (n >= 4 || strcmp(names[n], want[n].name))
+		if (n >= 5 || strcmp(names[n], want[n].name))
 			in_order = 0;
-	tap_ok(in_order && n == 4, "the preset names are tiny, 15M, 110M, 1B in size order");
+	tap_ok(in_order && n == 5, "the preset names are tiny, 15M, 110M, 1B, 7B in size order");
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
 		const struct preset_values *w = &want[i];
 		struct lt_conf c;
@@ -162,7 +163,7 @@ static void check_presets(void)
 	before = c;
 	enum lt_status st = lt_conf_apply_preset(&c, "huge");
 	tap_ok(st == LT_ERR_NOTFOUND && contains(lt_errmsg(), "'huge'") &&
-	       contains(lt_errmsg(), "tiny, 15M, 110M or 1B") && !memcmp(&c, &before, sizeof c),
+	       contains(lt_errmsg(), "tiny, 15M, 110M, 1B or 7B") && !memcmp(&c, &before, sizeof c),
 	       "an unknown preset is refused with the names: '%s'", lt_errmsg());
 }
 
@@ -478,7 +479,7 @@ static void check_apply_args(void)
 	argc = 3;
 	st = lt_conf_apply_args(&c, &argc, argv3);
 	tap_ok(st == LT_ERR_ARG &&
-	       !strcmp(lt_errmsg(), "--preset 'huge': unknown (expected tiny, 15M, 110M or 1B)"),
+	       !strcmp(lt_errmsg(), "--preset 'huge': unknown (expected tiny, 15M, 110M, 1B or 7B)"),
 	       "an unknown --preset is a usage error naming the choices: '%s'", lt_errmsg());
 
 	struct lt_conf before = c;
@@ -593,7 +594,7 @@ int main(void)
 		printf("Bail out! cannot make a temporary directory\n");
 		return 1;
 	}
-	tap_plan(73);
+	tap_plan(75);
 	check_defaults();
 	check_presets();
 	check_file_over_defaults();
