@@ -914,13 +914,20 @@ static void lora_block_forward(lt_model *m, int l, int input, size_t x, lt_ref y
 static void lora_backward(lt_model *m, int l, int input, lt_ref dy, lt_ref dx)
 {
 	const struct layer_acts *a = &m->la[l];
-	static const int x_of[LORA_INPUTS] = { 0, 1, 2, 3 };
-	size_t xs[LORA_INPUTS] = { a->ln1, a->att, a->ln2, a->g };
+	size_t xs[LORA_INPUTS] = { a->ln1, a->att, a->ln2, a->g };  /* the LORA_IN_* order */
 	int N = m->B * m->T, r = m->lora.rank, in = 0, first = 1;
 	float s = lora_scale(m);
 	lt_backend *be = m->be;
 	lt_ref T = A(m, m->lora_t), dT = A(m, m->lora_dt);
-	lt_ref u = m->dropping ? A(m, a->u[input]) : A(m, xs[x_of[input]]);
+	lt_ref u = m->dropping ? A(m, a->u[input]) : A(m, xs[input]);
+	/* recomputing, the kept forward ends before the down projection: its
+	 * input is dropped again here */
+	if (m->dropping && m->recompute && input == LORA_IN_G) {
+		enum lt_status st = lora_drop(m, l, input, u, A(m, a->g),
+					      (size_t)N * (size_t)m->cfg.ffn_dim);
+		if (st != LT_OK && m->pause_st == LT_OK)
+			m->pause_st = st;
+	}
 	for (int pass = 0; pass < 2; pass++) {
 		for (int t = 0; t < LT_LORA_TARGETS; t++) {
 			struct lora_shape sh = lora_shape_of(&m->cfg, t);

@@ -53,6 +53,24 @@ assert len([k for k in hdr if "lora_" in k]) == 2 * 7 * 2, len(hdr)
 EOF
 ok $? "the checkpoint holds the adapters (lora_A [r, in], lora_B [out, r]) and the frozen base"
 
+"$LLTRAIN" export "$tmp/A" --out "$tmp/A.hf" >"$tmp/export.out" 2>&1
+rc=$?
+python3 - "$tmp/A/$final/model.safetensors" "$tmp/A.hf/model.safetensors" <<'EOF'
+import json, struct, sys
+def tensors(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    hdr = json.loads(b[8:8 + n])
+    hdr.pop("__metadata__", None)
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in hdr.items()}
+ck, ex = tensors(sys.argv[1]), tensors(sys.argv[2])
+base = {k for k in ck if "lora_" not in k}
+assert set(ex) == base, sorted(set(ex) ^ base)
+changed = [k for k in base if ex[k] != ck[k]]
+assert sorted(changed) == sorted(k for k in base if k.endswith("_proj.weight")), changed
+EOF
+ok $(( rc || $? )) "export folds the adapters into the base: the HF file holds the base's names, every adapted matrix changed, the rest as they were: $(tail -c 200 "$tmp/export.out")"
+
 # 2. Resumed from step 40 in another directory: bitwise the same.
 "$LLTRAIN" train "$@" --train.steps=$STEPS --run.dir="$tmp/B" \
 	--resume "$tmp/A/checkpoints/step_00000040" >"$tmp/B.out" 2>&1 &&

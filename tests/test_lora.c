@@ -409,6 +409,73 @@ static void check_merge(lt_backend *be, int tied)
 	lt_model_free(plain);
 }
 
+/* The adapters' gradients of one backward with train.recompute r. */
+static double *recompute_grads(lt_backend *be, enum lt_recompute r, size_t *P)
+{
+	struct lt_lora lo = { .rank = 2, .alpha = 2.0f, .dropout = 0.3f, .targets = 0x7f };
+	lt_model *m = NULL;
+	int32_t tok[NN], tgt[NN];
+	double loss, *g = NULL;
+	long count;
+	draw_tokens(&small, tok, tgt);
+	if (lt_model_new(be, &small, &m) == LT_OK && lt_model_set_lora(m, &lo) == LT_OK &&
+	    (lt_model_set_recompute(m, r), lt_model_init(m, 4)) == LT_OK &&
+	    lt_model_plan(m, NB, NT) == LT_OK) {
+		lt_model_set_dropout_key(m, 5);
+		lt_model_zero_grads(m);
+		if (lt_model_forward(m, tok, tgt, 1.0f, &loss, &count) == LT_OK &&
+		    lt_model_backward(m) == LT_OK) {
+			*P = lt_model_num_params(m);
+			g = read_doubles(be, lt_model_grads(m), *P);
+		}
+	}
+	lt_model_free(m);
+	return g;
+}
+
+/* train.recompute = block gives bitwise the same adapter gradients, the
+ * dropout masks drawn again alike. */
+static void check_recompute(lt_backend *be)
+{
+	size_t P = 0, Q = 0;
+	double *a = recompute_grads(be, LT_RECOMPUTE_NONE, &P);
+	double *b = recompute_grads(be, LT_RECOMPUTE_BLOCK, &Q);
+	int nonzero = 0;
+	for (size_t i = 0; a && i < P; i++)
+		nonzero += a[i] != 0;
+	tap_ok(a && b && P == Q && nonzero > 0 && !memcmp(a, b, P * sizeof *a),
+	       "recompute block: the %zu adapter gradients (%d non-zero) bitwise as without, with "
+	       "dropout", P, nonzero);
+	free(a);
+	free(b);
+}
+
+/* KV-cached decoding adds the adapters as the forward does: the logits of
+ * each sequence's last token agree. */
+static void check_decode(lt_backend *be)
+{
+	struct lt_lora lo = { .rank = 2, .alpha = 2.0f, .dropout = 0.5f, .targets = 0x7f };
+	lt_model *m = make_model(be, &small, &lo, LT_PRECISION_FP32, 8);
+	int32_t tok[NN], tgt[NN];
+	draw_tokens(&small, tok, tgt);
+	static float full[NN * 64], last[NB * 64];
+	double loss;
+	long count;
+	enum lt_status st = m ? LT_OK : LT_ERR_ARG;
+	if (st == LT_OK && (st = lt_model_forward(m, tok, tgt, 0.0f, &loss, &count)) == LT_OK)
+		st = lt_model_read_logits(m, 0, NN, full);
+	if (st == LT_OK && (st = lt_model_decode_begin(m, NB, NT)) == LT_OK)
+		st = lt_model_decode(m, tok, NT, 0, last);
+	double worst = 0;
+	for (int b = 0; b < NB; b++)
+		for (int v = 0; v < small.vocab_size; v++)
+			worst = tap_worst(worst, fabs((double)last[b * small.vocab_size + v] -
+						      full[(b * NT + NT - 1) * small.vocab_size + v]));
+	tap_ok(st == LT_OK && worst <= 1e-5, "decoding with adapters gives the forward's logits "
+	       "(no dropout outside training): worst difference %.2e", worst);
+	lt_model_free(m);
+}
+
 /* Trainable parameters: sum over targets of rank * (in + out), per layer;
  * tensor names in PEFT's form. */
 static void check_count(lt_backend *be)
@@ -434,7 +501,7 @@ static void check_count(lt_backend *be)
 int main(void)
 {
 	lt_backend *be = NULL;
-	tap_plan(47);
+	tap_plan(49);
 	if (lt_backend_new("cpu", 2, &be) != LT_OK) {
 		tap_skip("no cpu backend: %s", lt_errmsg());
 		return tap_done();
@@ -453,6 +520,8 @@ int main(void)
 	check_base_frozen(be, LT_PRECISION_BF16);
 	check_merge(be, 0);
 	check_merge(be, 1);
+	check_decode(be);
+	check_recompute(be);
 	lt_backend_free(be);
 	return tap_done();
 }

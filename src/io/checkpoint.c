@@ -140,10 +140,13 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
 	return lt_checkpoint_write_model_as(path, m, LT_F32);
 }
 
-enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type)
+/* The model's tensors into path in `type`: the trainable ones unless
+ * base_only (with adapters), then the frozen ones. */
+static enum lt_status write_tensors(const char *path, lt_model *m, enum lt_dtype type,
+				    int base_only)
 {
 	lt_backend *be = lt_model_backend(m);
-	int n = lt_model_num_tensors(m), nf = lt_model_num_frozen(m);
+	int nf = lt_model_num_frozen(m), n = base_only && nf ? 0 : lt_model_num_tensors(m);
 	struct fetch_src *src = calloc((size_t)(n + nf), sizeof *src);
 	lt_st_writer *w = NULL;
 	enum lt_status st;
@@ -178,6 +181,16 @@ out:
 	lt_st_writer_free(w);
 	free(src);
 	return st;
+}
+
+enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type)
+{
+	return write_tensors(path, m, type, 0);
+}
+
+enum lt_status lt_checkpoint_write_base_as(const char *path, lt_model *m, enum lt_dtype type)
+{
+	return write_tensors(path, m, type, 1);
 }
 
 /* An optimizer shard: the moments of the optimizer's range [begin, end),
