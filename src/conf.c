@@ -522,6 +522,36 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->optim.total_steps, t->steps);
 		return LT_ERR_CONFIG;
 	}
+	struct lt_lora lora;
+	return lt_conf_lora(c, &lora);
+}
+
+enum lt_status lt_conf_lora(const struct lt_conf *c, struct lt_lora *out)
+{
+	static const char *const names[LT_LORA_TARGETS] = { "q", "k", "v", "o", "gate", "up",
+							    "down" };
+	const char *p = c->train.lora_targets;
+	*out = (struct lt_lora){ .rank = c->train.lora_rank, .alpha = c->train.lora_alpha,
+				 .dropout = c->train.lora_dropout };
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		int t = 0;
+		while (t < LT_LORA_TARGETS && (strlen(names[t]) != n || strncmp(p, names[t], n)))
+			t++;
+		if (t == LT_LORA_TARGETS || (out->targets >> t & 1u)) {
+			lt_errmsg_set("train.lora_targets = '%s': '%.*s' is %s (expected a comma list "
+				      "of q, k, v, o, gate, up, down)", c->train.lora_targets, (int)n,
+				      p, t == LT_LORA_TARGETS ? "not a target" : "named twice");
+			return LT_ERR_CONFIG;
+		}
+		out->targets |= 1u << t;
+		p += n + (p[n] == ',');
+	}
+	if (out->rank > 0 && !out->targets) {
+		lt_errmsg_set("train.lora_rank = %d with train.lora_targets empty: name at least one "
+			      "of q, k, v, o, gate, up, down", out->rank);
+		return LT_ERR_CONFIG;
+	}
 	return LT_OK;
 }
 

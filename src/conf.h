@@ -37,6 +37,10 @@ struct lt_conf_train {
 	enum lt_precision precision; /* fp32 | bf16: the storage of weights and activations */
 	char init[LT_CONF_PATH_MAX]; /* a fresh run's weights and shape: a Hugging Face model
 				      * directory, a GGUF file or a checkpoint; "" = random */
+	int lora_rank;        /* LoRA adapters' rank; 0 = full training */
+	float lora_alpha;     /* the adapters' output is scaled by alpha / rank */
+	float lora_dropout;   /* probability of dropping an adapter's input in training */
+	char lora_targets[64]; /* comma list of q, k, v, o, gate, up, down */
 };
 
 struct lt_conf_data {
@@ -139,6 +143,9 @@ enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *va
  * optim.total_steps == steps. (A warmup as long as the run is allowed: the
  * rate then only warms up, which short test runs want.) */
 enum lt_status lt_conf_check(const struct lt_conf *c);
+/* The adapters the train.lora_* keys ask for (rank 0: none); LT_ERR_CONFIG
+ * naming the key for a target list with an unknown or repeated name. */
+enum lt_status lt_conf_lora(const struct lt_conf *c, struct lt_lora *out);
 
 /* Writes every key as INI that lt_conf_apply_file reads back to the same
  * struct (each float and double in the shortest text that reads back to

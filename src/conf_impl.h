@@ -22,7 +22,7 @@ int lt_conf_is_section(const char *name, size_t len);
 void lt_conf_describe_unknown(const char *section, char *buf, size_t cap);
 /* The one-line doc of a section, "" for none. */
 const char *lt_conf_section_doc(const char *section);
-/* "tiny, 15M, 110M or 1B" into buf. */
+/* "tiny, 15M, 110M, 1B or 7B" into buf. */
 void lt_conf_list_presets(char *buf, size_t cap);
 
 #endif

@@ -162,6 +162,19 @@ static const struct lt_conf_key keys[] = {
 	  .min = 0, .def = "",
 	  .doc = "a new run starts from this model (a Hugging Face model directory, a GGUF file or "
 		 "an lltrain checkpoint or run), its shape and weights; empty = random weights" },
+	{ .section = "train", .name = "lora_rank", .type = LT_CONF_INT, FIELD(train.lora_rank),
+	  .min = 0, .max = 65536, .def = "0",
+	  .doc = "rank of the LoRA adapters beside lora_targets; the base weights are frozen "
+		 "and only the adapters train; 0 trains every weight" },
+	{ .section = "train", .name = "lora_alpha", .type = LT_CONF_FLOAT, FIELD(train.lora_alpha),
+	  .min = 0, .max = 1e6, .open_min = 1, .def = "16",
+	  .doc = "the adapters' output is scaled by lora_alpha / lora_rank" },
+	{ .section = "train", .name = "lora_dropout", .type = LT_CONF_FLOAT,
+	  FIELD(train.lora_dropout), .min = 0, .max = 1, .open_max = 1, .def = "0",
+	  .doc = "probability of dropping each element of an adapter's input in training" },
+	{ .section = "train", .name = "lora_targets", .type = LT_CONF_STRING,
+	  FIELD(train.lora_targets), .min = 1, .def = "q,k,v,o,gate,up,down",
+	  .doc = "the matrices that get adapters: a comma list of q, k, v, o, gate, up, down" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",
@@ -290,7 +303,7 @@ const char *lt_conf_section_doc(const char *section)
 
 /* -------------------------------------------------------------- presets */
 
-static const char *const preset_names[] = { "tiny", "15M", "110M", "1B", NULL };
+static const char *const preset_names[] = { "tiny", "15M", "110M", "1B", "7B", NULL };
 
 const char *const *lt_conf_preset_names(void)
 {

@@ -31,6 +31,17 @@ struct layer_acts {
 	size_t ln2;    /* [N,C] */
 	size_t h;      /* [N,2F] gate | up */
 	size_t g;      /* [N,F] swiglu output */
+	size_t u[4];   /* with adapter dropout: each adapter input dropped (the
+			  LORA_IN_* order), then in backward its gradient */
+};
+
+/* The inputs adapters read, each shared by the targets of its group. */
+enum { LORA_IN_LN1, LORA_IN_ATT, LORA_IN_LN2, LORA_IN_G, LORA_INPUTS };
+
+/* Where the adapters of one layer lie in the trainable buffer (A, B per
+ * target; unused targets are not laid out). */
+struct lora_views {
+	size_t a[LT_LORA_TARGETS], b[LT_LORA_TARGETS];
 };
 
 /* Offsets of the decoding activations for up to N = B*S new tokens, in
@@ -49,6 +60,7 @@ struct decode_acts {
 	size_t rstdf;  /* [B] (s) */
 	size_t xf;     /* [B,C] */
 	size_t logits; /* [B,V] (s) */
+	size_t lora_t; /* [N,rank] the adapters' x A^T */
 };
 
 struct lt_model {
@@ -103,6 +115,21 @@ struct lt_model {
 	lt_buf *dec_stats;                /* their f32 statistics and logits */
 	lt_buf *dec_ids;                  /* [B * S] int32: the new tokens */
 	struct decode_acts dacts;
+
+	/* LoRA: with lora.rank > 0, params/tensors/numel are the adapters and
+	 * the base lies in `base` (its tensors in base_tensors; the offsets of
+	 * layers, embed, norm and lm_head are into it) */
+	struct lt_lora lora;
+	lt_buf *base;                     /* frozen weights, f32 or bf16, or NULL */
+	struct lt_tensor *base_tensors;
+	int n_base;
+	size_t base_numel;
+	struct lora_views *lv;            /* [n_layers] */
+	lt_buf *norm_dw;                  /* [dim] f32: the frozen norms' unused gradient */
+	size_t lora_t, lora_dt;           /* [N, rank] each: x A^T and its gradient */
+	size_t dec_lora_t;                /* the same in the decode buffer */
+	uint64_t dropout_key;
+	int dropping;                     /* the last forward dropped adapter inputs */
 };
 
 static int head_dim(const struct lt_model_config *c)
@@ -113,6 +140,49 @@ static int head_dim(const struct lt_model_config *c)
 static int qkv_width(const struct lt_model_config *c)
 {
 	return (c->n_heads + 2 * c->n_kv_heads) * head_dim(c);
+}
+
+/* An adapted matrix W[out, in] of a block: its input (a LORA_IN_*), and
+ * where its output lies in the activation it adds to, of width ld. */
+struct lora_shape {
+	int in, out, input, ld, col;
+};
+
+static struct lora_shape lora_shape_of(const struct lt_model_config *c, int t)
+{
+	int C = c->dim, HD = c->dim, KD = c->n_kv_heads * head_dim(c), F = c->ffn_dim;
+	int QKV = qkv_width(c);
+	switch (t) {
+	case LT_LORA_Q: return (struct lora_shape){ C, HD, LORA_IN_LN1, QKV, 0 };
+	case LT_LORA_K: return (struct lora_shape){ C, KD, LORA_IN_LN1, QKV, HD };
+	case LT_LORA_V: return (struct lora_shape){ C, KD, LORA_IN_LN1, QKV, HD + KD };
+	case LT_LORA_O: return (struct lora_shape){ HD, C, LORA_IN_ATT, C, 0 };
+	case LT_LORA_GATE: return (struct lora_shape){ C, F, LORA_IN_LN2, 2 * F, 0 };
+	case LT_LORA_UP: return (struct lora_shape){ C, F, LORA_IN_LN2, 2 * F, F };
+	default: return (struct lora_shape){ F, C, LORA_IN_G, C, 0 };
+	}
+}
+
+static int lora_on(const struct lt_lora *lora, int t)
+{
+	return lora && lora->rank > 0 && (lora->targets >> t & 1u);
+}
+
+/* The Hugging Face names of the adapted matrices, in enum lt_lora_target's order. */
+static const char *const lora_names[LT_LORA_TARGETS] = {
+	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+};
+
+size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora)
+{
+	size_t n = 0;
+	for (int t = 0; t < LT_LORA_TARGETS; t++) {
+		struct lora_shape sh = lora_shape_of(c, t);
+		if (lora_on(lora, t))
+			n += (size_t)lora->rank * (size_t)(sh.in + sh.out);
+	}
+	return n * (size_t)c->n_layers;
 }
 
 /* Appends a tensor view; returns its offset. */
@@ -156,12 +226,30 @@ static void lay_out_parameters(struct lt_model *m)
 	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
 }
 
+/* Where the blocks of the trainable buffer begin, and where its output
+ * range does: with adapters, the buffer is blocks alone. */
+static size_t first_block(const struct lt_model *m)
+{
+	return m->base ? 0 : m->layers[0].ln_in;
+}
+
+static size_t output_begin(const struct lt_model *m)
+{
+	return m->base ? m->numel : m->norm;
+}
+
+/* Elements of one block's parameters (every block has the same). */
+static size_t block_numel(const struct lt_model *m)
+{
+	return (output_begin(m) - first_block(m)) / (size_t)m->cfg.n_layers;
+}
+
 /* The gradient buffer as the mirror of the parameter buffer. */
 static void mirror_grad_layout(struct lt_model *m)
 {
 	for (int l = 0; l < m->cfg.n_layers; l++)
-		m->grad_block[l] = m->layers[l].ln_in;
-	m->grad_output = m->norm;
+		m->grad_block[l] = first_block(m) + (size_t)l * block_numel(m);
+	m->grad_output = output_begin(m);
 	m->grads_numel = m->numel;
 }
 
@@ -197,8 +285,8 @@ struct plan_size {
 
 /* Offsets of what one block's backward reads but its input, taken from
  * *at and *st on. */
-static void take_block_acts(const struct lt_model_config *c, int B, int T, struct layer_acts *a,
-			    size_t *at, size_t *st)
+static void take_block_acts(const struct lt_model_config *c, int B, int T,
+			    const struct lt_lora *lora, struct layer_acts *a, size_t *at, size_t *st)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c);
@@ -212,13 +300,21 @@ static void take_block_acts(const struct lt_model_config *c, int B, int T, struc
 	a->ln2 = TAKE(N * C);
 	a->h = TAKE(N * 2 * F);
 	a->g = TAKE(N * F);
+	for (int i = 0; i < LORA_INPUTS; i++)
+		a->u[i] = 0;
+	if (lora && lora->rank > 0 && lora->dropout > 0.0f)
+		for (int t = 0; t < LT_LORA_TARGETS; t++) {
+			struct lora_shape sh = lora_shape_of(c, t);
+			if (lora_on(lora, t) && !a->u[sh.input])
+				a->u[sh.input] = TAKE(N * (size_t)sh.in);
+		}
 }
 
 /* The sizes of the activations for (B, T); fills the offsets when m is
  * given. The same walk serves the estimate and the plan. */
 static struct plan_size plan_activations(const struct lt_model_config *c, int B, int T,
-					 enum lt_recompute recompute,
-					 enum lt_precision precision, struct lt_model *m)
+					 enum lt_recompute recompute, enum lt_precision precision,
+					 const struct lt_lora *lora, struct lt_model *m)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
 	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
@@ -228,7 +324,7 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 	for (int l = 0; l < c->n_layers; l++) {
 		a.x = TAKE(N * C);
 		if (!recompute)
-			take_block_acts(c, B, T, &a, at, st);
+			take_block_acts(c, B, T, lora, &a, at, st);
 		if (m)
 			m->la[l] = a;
 	}
@@ -241,7 +337,7 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 	size_t lookup_grad = precision == LT_PRECISION_BF16 ? STAT(N * C) : 0;
 	if (recompute) {
 		/* one block's worth, after x_final: in the last piece */
-		take_block_acts(c, B, T, &a, at, st);
+		take_block_acts(c, B, T, lora, &a, at, st);
 		for (int l = 0; m && l < c->n_layers; l++) {
 			size_t x = m->la[l].x;
 			m->la[l] = a;
@@ -252,7 +348,11 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 	if (F > wa)
 		wa = F;
 	size_t dx = TAKE(N * C), dA = TAKE(N * wa), dB = TAKE(N * wb);
+	size_t r = lora && lora->rank > 0 ? (size_t)lora->rank : 0;
+	size_t lora_t = TAKE(N * r), lora_dt = TAKE(N * r);
 	if (m) {
+		m->lora_t = lora_t;
+		m->lora_dt = lora_dt;
 		m->lookup_grad = lookup_grad;
 		m->x_final = x_final;
 		m->rstdf = rstdf;
@@ -285,20 +385,55 @@ static size_t act_bytes(enum lt_precision p)
 	return lt_dtype_size(act_type(p));
 }
 
+/* Reads n elements of an f32 or bf16 ref as floats. */
+static void read_floats(lt_backend *be, float *dst, lt_ref src, size_t n)
+{
+	be->ops->read(be, dst, src, n);
+	if (lt_buf_type(src.buf) != LT_BF16)
+		return;
+	uint16_t *h = (uint16_t *)dst;
+	for (size_t i = n; i-- > 0;)
+		dst[i] = lt_bf16_to_f32(h[i]);
+}
+
+/* Writes n floats into an f32 or bf16 ref (rounding to bf16; the floats are
+ * overwritten). */
+static void write_floats(lt_backend *be, lt_ref dst, float *src, size_t n)
+{
+	if (lt_buf_type(dst.buf) == LT_BF16) {
+		uint16_t *h = (uint16_t *)src;
+		for (size_t i = 0; i < n; i++)
+			h[i] = lt_bf16_from_f32(src[i]);
+	}
+	be->ops->write(be, dst, src, n);
+}
+
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
 			      enum lt_recompute recompute, enum lt_precision precision,
 			      struct lt_mem_estimate *out)
 {
-	size_t P = lt_model_config_params(c);
-	struct plan_size plan = plan_activations(c, B, T, recompute, precision, NULL);
+	lt_model_estimate_memory_lora(c, B, T, threads, recompute, precision, NULL, out);
+}
+
+void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T, int threads,
+				   enum lt_recompute recompute, enum lt_precision precision,
+				   const struct lt_lora *lora, struct lt_mem_estimate *out)
+{
+	int adapters = lora && lora->rank > 0;
+	size_t P = adapters ? lt_lora_params(c, lora) : lt_model_config_params(c);
+	struct plan_size plan = plan_activations(c, B, T, recompute, precision, lora, NULL);
 	memset(out, 0, sizeof *out);
-	/* the f32 parameters, and in bf16 their compute copy */
+	/* the f32 parameters, and in bf16 their compute copy; with adapters,
+	 * the frozen base in the activation type besides */
 	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
+	if (adapters)
+		out->params += lt_model_config_params(c) * act_bytes(precision) + (size_t)c->dim * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
-	/* the head's weight gradient is made by the first training step */
+	/* the head's weight gradient is made by the first training step (not
+	 * with adapters: the head is frozen) */
 	out->activations = plan.acts * act_bytes(precision) + plan.stats * 4 +
-			   ids_elems(B, T) * 4 + (size_t)c->vocab_size * c->dim * 4;
+			   ids_elems(B, T) * 4 + (adapters ? 0 : (size_t)c->vocab_size * c->dim * 4);
 	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
@@ -440,6 +575,11 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
 	lt_buf_free(m->be, m->head_grad);
+	lt_buf_free(m->be, m->base);
+	lt_buf_free(m->be, m->norm_dw);
+	if (m->base_tensors != m->tensors)
+		free(m->base_tensors);
+	free(m->lv);
 	free_activations(m);
 	lt_model_decode_end(m);
 	free(m->row_slot);
@@ -458,36 +598,31 @@ lt_ref lt_model_params(const lt_model *m) { return (lt_ref){ m->params, 0 }; }
 lt_ref lt_model_grads(const lt_model *m) { return (lt_ref){ m->grads, 0 }; }
 size_t lt_model_grads_numel(const lt_model *m) { return m->grads_numel; }
 
-/* Elements of one block's parameters (every block has the same). */
-static size_t block_numel(const lt_model *m)
-{
-	return (m->norm - m->layers[0].ln_in) / (size_t)m->cfg.n_layers;
-}
-
 size_t lt_model_block_begin(const lt_model *m, int l)
 {
 	LT_ASSERT(l >= 0 && l <= m->cfg.n_layers);
-	return m->layers[0].ln_in + (size_t)l * block_numel(m);
+	return first_block(m) + (size_t)l * block_numel(m);
 }
 
 /* Where the gradient of flat element off lies in the gradient buffer. */
 static size_t grad_index(const lt_model *m, size_t off)
 {
-	size_t first = m->layers[0].ln_in;
+	size_t first = first_block(m);
 	if (off < first)
 		return off;
-	if (off >= m->norm)
-		return m->grad_output + (off - m->norm);
+	if (off >= output_begin(m))
+		return m->grad_output + (off - output_begin(m));
 	size_t b = (off - first) / block_numel(m);
-	return m->grad_block[b] + (off - m->layers[b].ln_in);
+	return m->grad_block[b] + (off - first - b * block_numel(m));
 }
 
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout)
 {
 	int L = m->cfg.n_layers;
-	size_t n = layout ? layout->numel : m->numel, first = m->layers[0].ln_in;
+	size_t n = layout ? layout->numel : m->numel, first = first_block(m);
 	if (layout) {
-		LT_ASSERT(layout->output >= first && layout->output + (m->numel - m->norm) <= n);
+		LT_ASSERT(layout->output >= first &&
+			  layout->output + (m->numel - output_begin(m)) <= n);
 		for (int l = 0; l < L; l++)
 			LT_ASSERT(layout->block[l] >= first && layout->block[l] + block_numel(m) <= n);
 	}
@@ -533,16 +668,44 @@ static int is_residual_output(const char *name)
 	return strstr(name, "o_proj") || strstr(name, "down_proj");
 }
 
+/* The adapters' first weights: A uniform(-1/sqrt(in), 1/sqrt(in)) (a
+ * Kaiming-uniform bound), B zero, so the adapted model starts as the base. */
+static enum lt_status init_adapters(lt_model *m, uint64_t seed)
+{
+	float *host = calloc(m->numel + 1, sizeof *host);
+	if (!host) {
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the adapters", m->numel * 4);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < m->n_tensors; i++) {
+		const struct lt_tensor *t = &m->tensors[i];
+		if (!strstr(t->name, "lora_A"))
+			continue;
+		struct lt_rng rng;
+		double bound = 1.0 / sqrt((double)t->shape[1]);
+		lt_rng_seed(&rng, seed, ((uint64_t)1 << 32) + (uint64_t)i);
+		for (size_t j = 0; j < t->numel; j++)
+			host[t->off + j] = (float)((2.0 * lt_rng_uniform(&rng) - 1.0) * bound);
+	}
+	m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
+	enum lt_status st = m->be->ops->sync(m->be);
+	free(host);
+	return st;
+}
+
 enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 {
-	float *host = malloc(m->numel * sizeof *host);
+	const struct lt_tensor *tensors = m->base ? m->base_tensors : m->tensors;
+	int n = m->base ? m->n_base : m->n_tensors;
+	size_t numel = m->base ? m->base_numel : m->numel;
+	float *host = malloc(numel * sizeof *host);
 	if (!host) {
-		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", m->numel * sizeof *host);
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", numel * sizeof *host);
 		return LT_ERR_NOMEM;
 	}
 	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
-	for (int i = 0; i < m->n_tensors; i++) {
-		const struct lt_tensor *t = &m->tensors[i];
+	for (int i = 0; i < n; i++) {
+		const struct lt_tensor *t = &tensors[i];
 		float *x = host + t->off;
 		if (t->ndim == 1) {
 			for (size_t j = 0; j < t->numel; j++)
@@ -552,9 +715,13 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 			lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
 		}
 	}
-	m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
+	if (m->base)
+		write_floats(m->be, (lt_ref){ m->base, 0 }, host, numel);
+	else
+		m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
+	enum lt_status st = m->be->ops->sync(m->be);
 	free(host);
-	return m->be->ops->sync(m->be);
+	return st == LT_OK && m->base ? init_adapters(m, seed) : st;
 }
 
 enum lt_status lt_model_plan(lt_model *m, int B, int T)
@@ -569,13 +736,14 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	/* Every piece grows with the tokens B * T (the last one's 16 scalars
 	 * aside), so a plan of no more tokens fits in the pieces as they are. */
 	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
-		plan_activations(&m->cfg, B, T, m->recompute, m->precision, m);
+		plan_activations(&m->cfg, B, T, m->recompute, m->precision, &m->lora, m);
 		m->B = B;
 		m->T = T;
 		return LT_OK;
 	}
 	free_activations(m);
-	struct plan_size size = plan_activations(&m->cfg, B, T, m->recompute, m->precision, m);
+	struct plan_size size = plan_activations(&m->cfg, B, T, m->recompute, m->precision,
+						 &m->lora, m);
 	enum lt_status st = allocate_activations(m, size, (size_t)B * T);
 	if (st != LT_OK) {
 		double bytes = (double)size.acts * (double)act_bytes(m->precision) +
@@ -593,6 +761,11 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
  * with (the compute copy in bf16), the gradients, the activations, the
  * statistics and the token ids. */
 static lt_ref P(const lt_model *m, size_t off)
+{
+	return (lt_ref){ m->base ? m->base : m->weights ? m->weights : m->params, off };
+}
+/* An adapter's weights, in the trainable buffer (its compute copy in bf16). */
+static lt_ref PA(const lt_model *m, size_t off)
 {
 	return (lt_ref){ m->weights ? m->weights : m->params, off };
 }
@@ -643,6 +816,171 @@ static void linear_backward(lt_backend *be, lt_ref dx, float dx_beta, lt_ref dw,
 	linear_grad_weight(be, dw, 1.0f, dout, x, M, N, K);
 }
 
+/* c[M,N] (= or +=, by beta) alpha a . b, each operand transposed or not,
+ * with its leading dimension: a GEMM over column slices. */
+static void gemm_slices(lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
+			lt_ref a, int lda, lt_ref b, int ldb, float beta, lt_ref c, int ldc)
+{
+	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = M, .n = N, .k = K,
+			     .alpha = alpha, .beta = beta, .lda = lda, .ldb = ldb, .ldc = ldc,
+			     .batch = 1 };
+	be->ops->gemm(be, &g, a, b, c);
+}
+
+static float lora_scale(const lt_model *m)
+{
+	return m->lora.alpha / (float)m->lora.rank;
+}
+
+/* Adds target t's adapter of layer l to y (its output, of width sh.ld):
+ * y[:, col:col+out] += scale (u A^T) B^T over N rows, u[N, in] its input,
+ * through tmp[N, rank]. */
+static void lora_forward(lt_model *m, int l, int t, lt_ref u, lt_ref y, int N, lt_ref tmp)
+{
+	struct lora_shape sh = lora_shape_of(&m->cfg, t);
+	int r = m->lora.rank;
+	linear_forward(m->be, tmp, u, PA(m, m->lv[l].a[t]), N, r, sh.in, 0.0f);
+	gemm_slices(m->be, 0, 1, N, sh.out, r, lora_scale(m), tmp, r, PA(m, m->lv[l].b[t]), r,
+		    1.0f, lt_ref_at(y, (size_t)sh.col), sh.ld);
+}
+
+/* In training with dropout: dst = src with each element dropped with the
+ * adapters' probability p, the rest scaled by 1/(1 - p); the mask depends
+ * only on the dropout key, the layer and the input, so backward draws it
+ * again. Done on the host: no op of the backend drops. */
+static enum lt_status lora_drop(lt_model *m, int l, int input, lt_ref dst, lt_ref src, size_t n)
+{
+	lt_backend *be = m->be;
+	int half = act_type(m->precision) == LT_BF16;
+	float *x = malloc(n * sizeof *x + 1);
+	if (!x) {
+		lt_errmsg_set("cannot allocate %zu floats for the adapters' dropout", n);
+		return LT_ERR_NOMEM;
+	}
+	be->ops->read(be, x, src, n);
+	enum lt_status st = be->ops->sync(be);
+	uint16_t *h = (uint16_t *)x;
+	double p = m->lora.dropout;
+	float keep = (float)(1.0 / (1.0 - p));
+	struct lt_rng rng;
+	lt_rng_seed(&rng, m->dropout_key, (uint64_t)l * LORA_INPUTS + (uint64_t)input);
+	/* bf16 elements are widened in place from the end back */
+	for (size_t i = n; half && i-- > 0;)
+		x[i] = lt_bf16_to_f32(h[i]);
+	for (size_t i = 0; i < n; i++)
+		x[i] = lt_rng_uniform(&rng) < p ? 0.0f : x[i] * keep;
+	for (size_t i = 0; half && i < n; i++)
+		h[i] = lt_bf16_from_f32(x[i]);
+	be->ops->write(be, dst, x, n);
+	if (st == LT_OK)
+		st = be->ops->sync(be);
+	free(x);
+	return st;
+}
+
+/* The adapters of layer l reading `input` (x, of width in), added to y:
+ * x dropped into u first when the forward drops. */
+static void lora_inputs_forward(lt_model *m, int l, int input, lt_ref x, lt_ref y, int N,
+				lt_ref u_drop, lt_ref tmp)
+{
+	lt_ref u = x;
+	int dropped = 0;
+	for (int t = 0; t < LT_LORA_TARGETS; t++) {
+		struct lora_shape sh = lora_shape_of(&m->cfg, t);
+		if (!lora_on(&m->lora, t) || sh.input != input)
+			continue;
+		if (m->dropping && !dropped) {
+			enum lt_status st = lora_drop(m, l, input, u_drop, x, (size_t)N * sh.in);
+			if (st != LT_OK && m->pause_st == LT_OK)
+				m->pause_st = st;
+			u = u_drop;
+			dropped = 1;
+		}
+		lora_forward(m, l, t, u, y, N, tmp);
+	}
+}
+
+/* The adapters of block l's training forward that read `input`. */
+static void lora_block_forward(lt_model *m, int l, int input, size_t x, lt_ref y)
+{
+	if (!m->base)
+		return;
+	lora_inputs_forward(m, l, input, A(m, x), y, m->B * m->T, A(m, m->la[l].u[input]),
+			    A(m, m->lora_t));
+}
+
+/* Backward through the adapters of layer l reading `input`: dy is the
+ * gradient of their output (width sh.ld), dx that of their input, added
+ * to. dA += dT^T u and dB += scale dy^T T with T = u A^T made again and
+ * dT = scale dy B; dx += dT A (through the dropout's mask, gathered in u's
+ * place once the group's weights are done with it). */
+static void lora_backward(lt_model *m, int l, int input, lt_ref dy, lt_ref dx)
+{
+	const struct layer_acts *a = &m->la[l];
+	size_t xs[LORA_INPUTS] = { a->ln1, a->att, a->ln2, a->g };  /* the LORA_IN_* order */
+	int N = m->B * m->T, r = m->lora.rank, in = 0, first = 1;
+	float s = lora_scale(m);
+	lt_backend *be = m->be;
+	lt_ref T = A(m, m->lora_t), dT = A(m, m->lora_dt);
+	lt_ref u = m->dropping ? A(m, a->u[input]) : A(m, xs[input]);
+	/* recomputing, the kept forward ends before the down projection: its
+	 * input is dropped again here */
+	if (m->dropping && m->recompute && input == LORA_IN_G) {
+		enum lt_status st = lora_drop(m, l, input, u, A(m, a->g),
+					      (size_t)N * (size_t)m->cfg.ffn_dim);
+		if (st != LT_OK && m->pause_st == LT_OK)
+			m->pause_st = st;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int t = 0; t < LT_LORA_TARGETS; t++) {
+			struct lora_shape sh = lora_shape_of(&m->cfg, t);
+			if (!lora_on(&m->lora, t) || sh.input != input)
+				continue;
+			const struct lora_views *v = &m->lv[l];
+			lt_ref dys = lt_ref_at(dy, (size_t)sh.col);
+			in = sh.in;
+			gemm_slices(be, 0, 0, N, r, sh.out, s, dys, sh.ld, PA(m, v->b[t]), r, 0.0f, dT,
+				    r);
+			if (pass == 0) {
+				linear_forward(be, T, u, PA(m, v->a[t]), N, r, sh.in, 0.0f);
+				gemm_slices(be, 1, 0, sh.out, r, N, s, dys, sh.ld, T, r, 1.0f,
+					    G(m, v->b[t]), r);
+				linear_grad_weight(be, G(m, v->a[t]), 1.0f, dT, u, N, r, sh.in);
+			} else if (!m->dropping) {
+				linear_grad_input(be, dx, 1.0f, dT, PA(m, v->a[t]), N, r, sh.in);
+			} else {
+				linear_grad_input(be, u, first ? 0.0f : 1.0f, dT, PA(m, v->a[t]), N, r,
+						  sh.in);
+				first = 0;
+			}
+		}
+	}
+	if (m->dropping && in) {
+		enum lt_status st = lora_drop(m, l, input, u, u, (size_t)N * in);
+		if (st != LT_OK && m->pause_st == LT_OK)
+			m->pause_st = st;
+		be->ops->add(be, dx, dx, u, (size_t)N * in);
+	}
+}
+
+/* The weights' part of a linear layer's backward: the input's gradient,
+ * and the weight's but where the base is frozen. */
+static void base_backward(lt_model *m, lt_ref dx, lt_ref dw, lt_ref dout, lt_ref x, lt_ref w,
+			  int M, int N, int K)
+{
+	if (m->base)
+		linear_grad_input(m->be, dx, 0.0f, dout, w, M, N, K);
+	else
+		linear_backward(m->be, dx, 0.0f, dw, dout, x, w, M, N, K);
+}
+
+/* A norm weight's gradient: into the gradient buffer, or where the base
+ * is frozen into a scratch nobody reads. */
+static lt_ref norm_grad(lt_model *m, size_t off)
+{
+	return m->base ? (lt_ref){ m->norm_dw, 0 } : G(m, off);
+}
+
 static struct lt_attn_shape attn_shape(const lt_model *m)
 {
 	return (struct lt_attn_shape){ .B = m->B, .T = m->T, .H = m->cfg.n_heads,
@@ -664,14 +1002,17 @@ static void block_forward_kept(lt_model *m, int l)
 	be->ops->rmsnorm_forward(be, A(m, a->ln1), S(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
 	linear_forward(be, A(m, a->qkv), A(m, a->ln1), P(m, w->wqkv), N, QKV, C, 0.0f);
+	lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
 	linear_forward(be, A(m, a->xmid), A(m, a->att), P(m, w->wo), N, C, C, 1.0f);
+	lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
 				 N, C, c->norm_eps);
 	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	lora_block_forward(m, l, LORA_IN_LN2, a->ln2, A(m, a->h));
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
 }
 
@@ -686,6 +1027,7 @@ static void block_forward(lt_model *m, int l)
 	block_forward_kept(m, l);
 	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
 	linear_forward(m->be, A(m, next), A(m, a->g), P(m, m->layers[l].wdown), N, C, F, 1.0f);
+	lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
 }
 
 /* Passes a finished gradient range to the caller's hook, if any. */
@@ -715,23 +1057,31 @@ static void block_backward(lt_model *m, int l)
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA), dB = A(m, m->dB);
 
 	/* MLP: x_{l+1} = xmid + down(swiglu(gate_up(rmsnorm(xmid)))) */
-	linear_backward(be, dA, 0.0f, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	base_backward(m, dA, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	if (m->base)
+		lora_backward(m, l, LORA_IN_G, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->swiglu_backward(be, dB, dA, A(m, a->h), N, F);
-	linear_backward(be, dA, 0.0f, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	if (m->base)
+		lora_backward(m, l, LORA_IN_LN2, dB, dA);
 	pause_for_exchanges(m);
-	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_post), dA, A(m, a->xmid), P(m, w->ln_post),
-				  S(m, a->rstd2), N, C);
+	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_post), dA, A(m, a->xmid),
+				  P(m, w->ln_post), S(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
-	linear_backward(be, dA, 0.0f, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	if (m->base)
+		lora_backward(m, l, LORA_IN_ATT, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->attention_backward(be, dB, dA, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	pause_for_exchanges(m);
 	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
-	linear_backward(be, dA, 0.0f, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	if (m->base)
+		lora_backward(m, l, LORA_IN_LN1, dB, dA);
 	pause_for_exchanges(m);
-	be->ops->rmsnorm_backward(be, dx, G(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
+	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
 				  S(m, a->rstd1), N, C);
 }
 
@@ -751,7 +1101,9 @@ static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
 	if (grad_scale == 0.0f)
 		return;
 	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
-	linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R, V, C);
+	if (!m->base)
+		linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R,
+				   V, C);
 }
 
 /* In bf16: the compute copy = the parameters rounded, as they are now
@@ -792,10 +1144,12 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		}
 		valid += targets[i] >= 0;
 	}
-	enum lt_status st = grad_scale != 0.0f ? have_head_grad(m) : LT_OK;
+	enum lt_status st = grad_scale != 0.0f && !m->base ? have_head_grad(m) : LT_OK;
 	if (st != LT_OK)
 		return st;
 	refresh_compute_weights(m);
+	m->dropping = m->base && grad_scale != 0.0f && m->lora.dropout > 0.0f;
+	m->pause_st = LT_OK;
 	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
@@ -811,6 +1165,8 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	float loss;
 	be->ops->read(be, &loss, S(m, m->scalar), 1);
 	st = be->ops->sync(be);
+	if (st == LT_OK)
+		st = m->pause_st;
 	if (st != LT_OK)
 		return st;
 	m->have_grad = grad_scale != 0.0f;
@@ -859,6 +1215,8 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	int N = m->B * m->T, C = m->cfg.dim;
 	lt_ref dx = A(m, m->dx);
 	lt_ref grads = act_type(m->precision) == LT_F32 ? A(m, m->dA) : S(m, m->lookup_grad);
+	if (m->base)  /* frozen */
+		return LT_OK;
 	if (!m->hook.lookup_ready) {
 		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
@@ -880,31 +1238,34 @@ enum lt_status lt_model_backward(lt_model *m)
 		return st;
 
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
-	if (m->grads_written) {
+	if (m->grads_written && !m->base) {
 		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
 		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
 	}
 	/* the head's gradients came with the forward: dxf in dA, dW in head_grad */
-	lt_ref head = G(m, m->lm_head);
-	be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
-	be->ops->rmsnorm_backward(be, dx, G(m, m->norm), dA, A(m, m->x_final), P(m, m->norm),
-				  S(m, m->rstdf), N, C);
+	if (!m->base) {
+		lt_ref head = G(m, m->lm_head);
+		be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
+	} else {
+		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
+	}
+	be->ops->rmsnorm_backward(be, dx, norm_grad(m, m->norm), dA, A(m, m->x_final),
+				  P(m, m->norm), S(m, m->rstdf), N, C);
 	m->have_grad = 0;
-	m->pause_st = LT_OK;
-	/* the final norm (and an untied head) end the flat buffer */
-	st = tell_grads_ready(m, m->norm, m->numel);
-	if (st == LT_OK && m->hook.lookup_ready)  /* a tied head's part is done */
+	/* the final norm (and an untied head) end the flat buffer; with
+	 * adapters there is no such range, nor an embedding's */
+	st = m->base ? m->pause_st : tell_grads_ready(m, m->norm, m->numel);
+	if (st == LT_OK && m->hook.lookup_ready && !m->base)  /* a tied head's part is done */
 		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)
-			be->ops->fill(be, G(m, m->layers[l].ln_in), block_numel(m), 0.0f);
+			be->ops->fill(be, G(m, lt_model_block_begin(m, l)), block_numel(m), 0.0f);
 		if (m->recompute)  /* the same ops on the same input: the same bits */
 			block_forward_kept(m, l);
 		block_backward(m, l);
 		st = m->pause_st != LT_OK ? m->pause_st
-					  : tell_grads_ready(m, m->layers[l].ln_in,
-							     l + 1 < c->n_layers ? m->layers[l + 1].ln_in
-										 : m->norm);
+					  : tell_grads_ready(m, lt_model_block_begin(m, l),
+							     lt_model_block_begin(m, l + 1));
 	}
 	if (st != LT_OK || (st = finish_embedding_gradient(m, rows)) != LT_OK)
 		return st;
@@ -926,7 +1287,7 @@ void lt_model_zero_grads(lt_model *m)
 
 /* The sizes of the decode buffers for B rows of up to S new tokens; fills
  * the offsets. */
-static struct plan_size plan_decode(const struct lt_model_config *c, int B, int S,
+static struct plan_size plan_decode(const struct lt_model_config *c, int B, int S, int rank,
 				    struct decode_acts *d)
 {
 	size_t N = (size_t)B * S, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
@@ -946,6 +1307,7 @@ static struct plan_size plan_decode(const struct lt_model_config *c, int B, int 
 	d->rstdf = STAT((size_t)B);
 	d->xf = TAKE((size_t)B * C);
 	d->logits = STAT((size_t)B * V);
+	d->lora_t = TAKE(N * (size_t)rank);
 #undef TAKE
 #undef STAT
 	return size;
@@ -975,7 +1337,7 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 	m->dec_B = B;
 	m->dec_S = S;
 	size_t kv = 2 * (size_t)c->n_layers * cache_elems(m);
-	struct plan_size size = plan_decode(c, B, S, &m->dacts);
+	struct plan_size size = plan_decode(c, B, S, m->lora.rank, &m->dacts);
 	enum lt_status st = lt_buf_new(m->be, act_type(m->precision), kv, &m->kv);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, act_type(m->precision), size.acts, &m->dec);
@@ -1003,6 +1365,16 @@ void lt_model_decode_end(lt_model *m)
 static lt_ref DA(const lt_model *m, size_t off) { return (lt_ref){ m->dec, off }; }
 static lt_ref DS(const lt_model *m, size_t off) { return (lt_ref){ m->dec_stats, off }; }
 
+/* The adapters of layer l reading `input` in decoding (never dropped). */
+static void lora_decode(lt_model *m, int l, int input, lt_ref x, lt_ref y, int N)
+{
+	if (!m->base)
+		return;
+	for (int t = 0; t < LT_LORA_TARGETS; t++)
+		if (lora_on(&m->lora, t) && lora_shape_of(&m->cfg, t).input == input)
+			lora_forward(m, l, t, x, y, N, DA(m, m->dacts.lora_t));
+}
+
 /* One transformer block over the B*T new tokens at positions pos0..: the
  * residual stream in the decode buffer is updated in place, and the
  * layer's cache gains the new keys and values. */
@@ -1021,15 +1393,19 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
 				 C, c->norm_eps);
 	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), P(m, w->wqkv), N, QKV, C, 0.0f);
+	lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
 	linear_forward(be, DA(m, d->x), DA(m, d->att), P(m, w->wo), N, C, C, 1.0f);
+	lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
 				 N, C, c->norm_eps);
 	linear_forward(be, DA(m, d->h), DA(m, d->ln), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	lora_decode(m, l, LORA_IN_LN2, DA(m, d->ln), DA(m, d->h), N);
 	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
 	linear_forward(be, DA(m, d->x), DA(m, d->g), P(m, w->wdown), N, C, F, 1.0f);
+	lora_decode(m, l, LORA_IN_G, DA(m, d->g), DA(m, d->x), N);
 }
 
 enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int pos0,
@@ -1112,15 +1488,178 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 	m->recompute = r;
 }
 
+/* The frozen base in the activation type of the precision (its contents
+ * are drawn or loaded after). */
+static enum lt_status make_base(lt_model *m)
+{
+	enum lt_dtype type = act_type(m->precision);
+	if (lt_buf_type(m->base) == type)
+		return LT_OK;
+	lt_buf_free(m->be, m->base);
+	m->base = NULL;
+	enum lt_status st = lt_buf_new(m->be, type, m->base_numel, &m->base);
+	if (st != LT_OK)
+		lt_errmsg_prefix("the frozen base of %zu weights in %s", m->base_numel,
+				 lt_dtype_name(type));
+	return st;
+}
+
+/* Lays out the adapters, layer by layer, as the trainable tensors. */
+static void lay_out_adapters(lt_model *m)
+{
+	char name[80];
+	int r = m->lora.rank;
+	m->n_tensors = 0;
+	m->numel = 0;
+	for (int l = 0; l < m->cfg.n_layers; l++)
+		for (int t = 0; t < LT_LORA_TARGETS; t++) {
+			struct lora_shape sh = lora_shape_of(&m->cfg, t);
+			if (!lora_on(&m->lora, t))
+				continue;
+			snprintf(name, sizeof name, "model.layers.%d.%s.lora_A.weight", l, lora_names[t]);
+			m->lv[l].a[t] = add_tensor(m, name, r, sh.in, 1);
+			snprintf(name, sizeof name, "model.layers.%d.%s.lora_B.weight", l, lora_names[t]);
+			m->lv[l].b[t] = add_tensor(m, name, sh.out, r, 1);
+		}
+}
+
+enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora)
+{
+	LT_ASSERT(!m->acts && !m->kv && !m->weights && !m->base && !m->head_grad);
+	int L = m->cfg.n_layers, n = 0;
+	m->lora = *lora;
+	if (lora->rank <= 0) {
+		m->lora.rank = 0;
+		return LT_OK;
+	}
+	for (int t = 0; t < LT_LORA_TARGETS; t++)
+		n += lora_on(lora, t);
+	if (n == 0) {
+		lt_errmsg_set("LoRA of rank %d adapts no matrix: train.lora_targets is empty",
+			      lora->rank);
+		return LT_ERR_CONFIG;
+	}
+	struct lt_tensor *adapters = calloc((size_t)L * 2 * n, sizeof *adapters);
+	m->lv = calloc((size_t)L, sizeof *m->lv);
+	if (!adapters || !m->lv) {
+		free(adapters);
+		lt_errmsg_set("cannot allocate the adapters' tables");
+		return LT_ERR_NOMEM;
+	}
+	m->base_tensors = m->tensors;
+	m->n_base = m->n_tensors;
+	m->base_numel = m->numel;
+	m->tensors = adapters;
+	lay_out_adapters(m);
+	/* the f32 parameters become the frozen base */
+	m->base = m->params;
+	m->params = NULL;
+	lt_buf_free(m->be, m->grads);
+	m->grads = NULL;
+	mirror_grad_layout(m);
+	enum lt_status st = lt_buf_new(m->be, LT_F32, m->numel, &m->params);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_F32, m->numel, &m->grads);
+	if (st == LT_OK)
+		st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.dim, &m->norm_dw);
+	if (st != LT_OK)
+		lt_errmsg_prefix("adapters of %zu parameters", m->numel);
+	return st;
+}
+
+const struct lt_lora *lt_model_lora(const lt_model *m) { return &m->lora; }
+int lt_model_num_frozen(const lt_model *m) { return m->base ? m->n_base : 0; }
+
+const struct lt_tensor *lt_model_frozen(const lt_model *m, int i)
+{
+	return m->base && i >= 0 && i < m->n_base ? &m->base_tensors[i] : NULL;
+}
+
+lt_ref lt_model_frozen_params(const lt_model *m) { return (lt_ref){ m->base, 0 }; }
+
+const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name)
+{
+	for (int i = 0; i < lt_model_num_frozen(m); i++)
+		if (!strcmp(m->base_tensors[i].name, name))
+			return &m->base_tensors[i];
+	return NULL;
+}
+
+void lt_model_set_dropout_key(lt_model *m, uint64_t key) { m->dropout_key = key; }
+
+/* Where target t's base matrix of layer l lies in the base buffer. */
+static size_t lora_base_off(const lt_model *m, int l, int t)
+{
+	const struct layer_views *w = &m->layers[l];
+	const struct lt_model_config *c = &m->cfg;
+	size_t C = (size_t)c->dim, KD = (size_t)c->n_kv_heads * head_dim(c), F = (size_t)c->ffn_dim;
+	size_t at[LT_LORA_TARGETS] = { w->wqkv, w->wqkv + C * C, w->wqkv + (C + KD) * C, w->wo,
+				       w->wgu, w->wgu + F * C, w->wdown };
+	return at[t];
+}
+
+/* W[out, in] += scale B A for target t of layer l (in double), B = 0. */
+static enum lt_status merge_one(lt_model *m, int l, int t, float *w, float *a, float *b)
+{
+	lt_backend *be = m->be;
+	struct lora_shape sh = lora_shape_of(&m->cfg, t);
+	int r = m->lora.rank;
+	lt_ref wr = { m->base, lora_base_off(m, l, t) };
+	size_t nw = (size_t)sh.out * sh.in;
+	read_floats(be, w, wr, nw);
+	be->ops->read(be, a, lt_ref_at(lt_model_params(m), m->lv[l].a[t]), (size_t)r * sh.in);
+	be->ops->read(be, b, lt_ref_at(lt_model_params(m), m->lv[l].b[t]), (size_t)sh.out * r);
+	enum lt_status st = be->ops->sync(be);
+	if (st != LT_OK)
+		return st;
+	double s = (double)m->lora.alpha / r;
+	for (int o = 0; o < sh.out; o++)
+		for (int i = 0; i < sh.in; i++) {
+			double acc = 0;
+			for (int k = 0; k < r; k++)
+				acc += (double)b[(size_t)o * r + k] * a[(size_t)k * sh.in + i];
+			w[(size_t)o * sh.in + i] = (float)(w[(size_t)o * sh.in + i] + s * acc);
+		}
+	write_floats(be, wr, w, nw);
+	be->ops->fill(be, lt_ref_at(lt_model_params(m), m->lv[l].b[t]), (size_t)sh.out * r, 0.0f);
+	return be->ops->sync(be);
+}
+
+enum lt_status lt_model_merge_lora(lt_model *m)
+{
+	if (!m->base)
+		return LT_OK;
+	const struct lt_model_config *c = &m->cfg;
+	size_t big = (size_t)(c->ffn_dim > c->dim ? c->ffn_dim : c->dim) * c->dim;
+	size_t r = (size_t)m->lora.rank, side = r * big / (size_t)c->dim;
+	float *w = malloc(big * sizeof *w), *a = malloc(side * sizeof *a), *b = malloc(side * sizeof *b);
+	enum lt_status st = LT_OK;
+	if (!w || !a || !b) {
+		lt_errmsg_set("cannot allocate the buffers to merge the adapters");
+		st = LT_ERR_NOMEM;
+	}
+	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
+		for (int t = 0; t < LT_LORA_TARGETS && st == LT_OK; t++)
+			if (lora_on(&m->lora, t))
+				st = merge_one(m, l, t, w, a, b);
+	free(w);
+	free(a);
+	free(b);
+	if (st != LT_OK)
+		lt_errmsg_prefix("merging the adapters");
+	return st;
+}
+
 enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 {
 	LT_ASSERT(!m->acts && !m->kv);
 	lt_buf_free(m->be, m->weights);
 	m->weights = NULL;
 	m->precision = p;
-	if (p != LT_PRECISION_BF16)
-		return LT_OK;
-	enum lt_status st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
+	enum lt_status st = m->base ? make_base(m) : LT_OK;
+	if (st != LT_OK || p != LT_PRECISION_BF16)
+		return st;
+	st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
 	if (st != LT_OK) {
 		m->precision = LT_PRECISION_FP32;
 		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);

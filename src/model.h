@@ -48,11 +48,34 @@ enum lt_precision {
 			       statistics (norms, log-sum-exps, losses) stay f32 */
 };
 
+/* LoRA (train.lora_*): low-rank adapters beside chosen matrices W[out, in]
+ * of every block, y = x W^T + (alpha / rank) dropout(x) A^T B^T with
+ * A[rank, in] and B[out, rank]. The base weights are frozen and the
+ * adapters alone are trained. */
+enum lt_lora_target {
+	LT_LORA_Q, LT_LORA_K, LT_LORA_V, LT_LORA_O, LT_LORA_GATE, LT_LORA_UP, LT_LORA_DOWN,
+	LT_LORA_TARGETS
+};
+struct lt_lora {
+	int rank;          /* 0: no adapters (full training) */
+	float alpha;       /* the adapters' output is scaled by alpha / rank */
+	float dropout;     /* the probability of dropping an adapter input, in training */
+	unsigned targets;  /* bit (1 << enum lt_lora_target) per adapted matrix */
+};
+
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
 			      enum lt_recompute recompute, enum lt_precision precision,
 			      struct lt_mem_estimate *out);
+/* The same with adapters (lora NULL or rank 0: full training): the frozen
+ * base in its type (bf16 in bf16, f32 otherwise), and the adapters with
+ * their gradients and moments. */
+void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T, int threads,
+				   enum lt_recompute recompute, enum lt_precision precision,
+				   const struct lt_lora *lora, struct lt_mem_estimate *out);
+/* Elements of the adapters of a configuration. */
+size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora);
 
 typedef struct lt_model lt_model;
 
@@ -165,6 +188,32 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r);
  * weights. */
 enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p);
 enum lt_precision lt_model_precision(const lt_model *m);
+
+/* Right after lt_model_new, before any other setting: with lora->rank > 0
+ * the flat parameter buffer (and so the tensor list, the gradients, the
+ * optimizer and checkpoints' optimizer state) holds only the adapters,
+ * block by block (no embedding or output range), while the base weights
+ * move to a frozen buffer without gradients (bf16 once the precision is
+ * bf16, f32 otherwise). The embedding, the norms and the head are frozen.
+ * lt_model_init draws the base as it would without adapters, A
+ * uniform(-1/sqrt(in), 1/sqrt(in)) and B zero. */
+enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora);
+/* The adapters' settings (rank 0 without). */
+const struct lt_lora *lt_model_lora(const lt_model *m);
+/* The frozen base tensors (none without adapters), each at its offset in
+ * the buffer lt_model_frozen_params gives (of type f32 or bf16). */
+int lt_model_num_frozen(const lt_model *m);
+const struct lt_tensor *lt_model_frozen(const lt_model *m, int i);
+lt_ref lt_model_frozen_params(const lt_model *m);
+/* The frozen tensor with this name, or NULL. */
+const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name);
+/* Before each training forward with dropout: the key its masks are drawn
+ * from (the same key gives the same masks). */
+void lt_model_set_dropout_key(lt_model *m, uint64_t key);
+/* W += (alpha / rank) B A for every adapted matrix, then B = 0: the model
+ * computes what it did, with the adapters folded into the base (in bf16
+ * the merged base is rounded to bf16). For export. */
+enum lt_status lt_model_merge_lora(lt_model *m);
 
 /* KV-cached decoding, for generation: each new token costs O(context), not
  * O(context^2). Its buffers are separate from the training plan's, which

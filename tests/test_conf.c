@@ -111,13 +111,14 @@ static void check_presets(void)
 		{ "15M", 32000, 288, 6, 6, 6, 768, 256, 1, 8, 256 },
 		{ "110M", 32000, 768, 12, 12, 12, 2048, 1024, 1, 8, 1024 },
 		{ "1B", 32000, 2048, 22, 32, 4, 5632, 2048, 0, 4, 2048 },
+		{ "7B", 32000, 4096, 32, 32, 32, 11008, 4096, 0, 1, 4096 },
 	};
 	const char *const *names = lt_conf_preset_names();
 	int in_order = 1, n = 0;
 	for (; names[n]; n++)
-		if (n >= 4 || strcmp(names[n], want[n].name))
+		if (n >= 5 || strcmp(names[n], want[n].name))
 			in_order = 0;
-	tap_ok(in_order && n == 4, "the preset names are tiny, 15M, 110M, 1B in size order");
+	tap_ok(in_order && n == 5, "the preset names are tiny, 15M, 110M, 1B, 7B in size order");
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
 		const struct preset_values *w = &want[i];
 		struct lt_conf c;
@@ -162,7 +163,7 @@ static void check_presets(void)
 	before = c;
 	enum lt_status st = lt_conf_apply_preset(&c, "huge");
 	tap_ok(st == LT_ERR_NOTFOUND && contains(lt_errmsg(), "'huge'") &&
-	       contains(lt_errmsg(), "tiny, 15M, 110M or 1B") && !memcmp(&c, &before, sizeof c),
+	       contains(lt_errmsg(), "tiny, 15M, 110M, 1B or 7B") && !memcmp(&c, &before, sizeof c),
 	       "an unknown preset is refused with the names: '%s'", lt_errmsg());
 }
 
@@ -243,6 +244,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "model.rope_scaling", "llama3" }, { "model.rope_factor", "1" },
 		{ "model.rope_low_freq_factor", "3" }, { "model.rope_high_freq_factor", "1000000" },
 		{ "model.rope_original_max_seq", "1" },
+		{ "train.lora_rank", "65536" }, { "train.lora_targets", "down,q" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -268,6 +270,8 @@ static void set_unusual_values(struct lt_conf *c)
 	c->train.optim.eps = 1e-30f;
 	c->train.optim.weight_decay = 10.0f;
 	c->train.optim.grad_clip = 123456.789f;
+	c->train.lora_alpha = nextafterf(16.0f, 0.0f);
+	c->train.lora_dropout = nextafterf(1.0f, 0.0f);
 	c->train.max_minutes = 0.1 + 0.2;
 	c->data.val_fraction = 1.0 / 3.0;
 	c->dist.comm_timeout = 86400.0 / 7.0;
@@ -478,7 +482,7 @@ static void check_apply_args(void)
 	argc = 3;
 	st = lt_conf_apply_args(&c, &argc, argv3);
 	tap_ok(st == LT_ERR_ARG &&
-	       !strcmp(lt_errmsg(), "--preset 'huge': unknown (expected tiny, 15M, 110M or 1B)"),
+	       !strcmp(lt_errmsg(), "--preset 'huge': unknown (expected tiny, 15M, 110M, 1B or 7B)"),
 	       "an unknown --preset is a usage error naming the choices: '%s'", lt_errmsg());
 
 	struct lt_conf before = c;
@@ -579,9 +583,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 57 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 61 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 57 keys, each found by name, with a doc line, and each "
+	       "the table has 61 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
@@ -593,7 +597,7 @@ int main(void)
 		printf("Bail out! cannot make a temporary directory\n");
 		return 1;
 	}
-	tap_plan(73);
+	tap_plan(75);
 	check_defaults();
 	check_presets();
 	check_file_over_defaults();

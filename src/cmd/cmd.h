@@ -105,7 +105,7 @@ void lt_report(const char *what, enum lt_status st);
  * and --SECTION.KEY options of argv, which are taken out of it (see
  * lt_conf_apply_args). Returns 0, or the exit status after printing
  * "lltrain CMD: <what is wrong>" (e.g. "--preset 'huge': unknown (expected
- * tiny, 15M, 110M or 1B)"): 2 for a bad option, 1 for a --config file that
+ * tiny, 15M, 110M, 1B or 7B)"): 2 for a bad option, 1 for a --config file that
  * cannot be read or holds a bad setting. */
 int lt_cmd_preset(const char *cmd, const char *preset, struct lt_conf *c, int *argc,
 		  char **argv);

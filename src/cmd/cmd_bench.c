@@ -42,7 +42,7 @@ static double peak_rss_bytes(void)
 static const struct lt_cmd_option bench_options[] = {
 	/* taken by lt_cmd_preset before getopt_long runs */
 	{ .name = "preset", .kind = LT_CMD_NOTE, .arg = "NAME",
-	  .help = "tiny, 15M, 110M or 1B (default 15M)" },
+	  .help = "tiny, 15M, 110M, 1B or 7B (default 15M)" },
 	{ .name = "config", .kind = LT_CMD_NOTE, .arg = "FILE",
 	  .help = "an INI file of settings (repeatable)" },
 	{ .name = "SECTION.KEY=VALUE", .kind = LT_CMD_NOTE,

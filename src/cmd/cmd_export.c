@@ -112,7 +112,9 @@ static enum lt_status load_checkpoint(struct session *s, const char *path)
 			      (int)lt_tokenizer_vocab_size(c->tok), c->conf.model.vocab_size);
 		return LT_ERR_FORMAT;
 	}
-	return lt_cmd_checkpoint_model(c, "export", "cpu", 0);
+	st = lt_cmd_checkpoint_model(c, "export", "cpu", 0);
+	/* adapters are exported folded into the base */
+	return st == LT_OK ? lt_model_merge_lora(c->model) : st;
 }
 
 /* ------------------------------------------------------------- writing */
@@ -262,7 +264,7 @@ static enum lt_status write_one(struct session *s, const char *dir, int i)
 	switch (i) {
 	case 0: return write_json(path, model_config_json(c, s->ck.tok, s->dtype));
 	case 1: return write_json(path, generation_config_json(c, s->ck.tok));
-	case 2: return lt_checkpoint_write_model_as(path, s->ck.model, s->dtype);
+	case 2: return lt_checkpoint_write_base_as(path, s->ck.model, s->dtype);
 	case 3:
 	case 4:
 		/* the checkpoint's tokenizer files, under the names they have there */
@@ -378,7 +380,7 @@ static void print_written(const struct session *s, const char *out)
 	char path[LT_CMD_PATH_CAP + 32];
 	struct stat sb;
 	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir, s->ck.state.step,
-	       lt_model_num_params(s->ck.model), out);
+	       lt_model_config_params(&s->ck.conf.model), out);
 	for (int i = 0; out_files[i]; i++) {
 		int known = lt_fs_join(path, sizeof path, out, out_files[i]) == LT_OK &&
 			    stat(path, &sb) == 0;

@@ -29,7 +29,7 @@ struct info_args {
 
 static const struct lt_cmd_option info_options[] = {
 	/* taken by lt_cmd_preset before getopt_long runs */
-	{ .name = "preset", .kind = LT_CMD_NOTE, .arg = "NAME", .help = "tiny, 15M, 110M or 1B" },
+	{ .name = "preset", .kind = LT_CMD_NOTE, .arg = "NAME", .help = "tiny, 15M, 110M, 1B or 7B" },
 	{ .name = "config", .kind = LT_CMD_NOTE, .arg = "FILE",
 	  .help = "an INI file of settings (repeatable)" },
 	{ .name = "SECTION.KEY=VALUE", .kind = LT_CMD_NOTE,
@@ -89,8 +89,11 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	/* the largest share of a batch split over the ranks */
 	int batch = (conf->train.batch + ranks - 1) / ranks;
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(c, batch, seq, threads, conf->train.recompute,
-				 conf->train.precision, &est);
+	struct lt_lora lora = { 0 };
+	if (lt_conf_lora(conf, &lora) != LT_OK)  /* lt_conf_check said so before */
+		lora.rank = 0;
+	lt_model_estimate_memory_lora(c, batch, seq, threads, conf->train.recompute,
+				      conf->train.precision, &lora, &est);
 	if (ranks > 1)
 		lt_zero_estimate(&est, c, ranks, zero, conf->dist.deterministic);
 	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
@@ -99,6 +102,12 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	       c->tied ? ", tied embeddings" : "");
 	printf("  parameters:       %zu (%.2fM)\n", lt_model_config_params(c),
 	       (double)lt_model_config_params(c) / 1e6);
+	if (lora.rank > 0)
+		printf("  LoRA:             rank %d, alpha %g: %zu trainable parameters (%.2f%% of "
+		       "the model), the base frozen in %s\n", lora.rank, lora.alpha,
+		       lt_lora_params(c, &lora),
+		       100.0 * (double)lt_lora_params(c, &lora) / (double)lt_model_config_params(c),
+		       conf->train.precision == LT_PRECISION_BF16 ? "bf16" : "fp32");
 	printf("  FLOPs per token:  %.1f M (at seq %d)\n",
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
 	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "

@@ -47,7 +47,7 @@ static void print_help(void)
 	       "(the arguments, else data.corpus) is prepared into it first, as\n"
 	       "`lltrain prepare` would. The run directory gets config.ini (the resolved\n"
 	       "config), metrics.jsonl and checkpoints/. Ctrl-C saves a checkpoint.\n\n"
-	       "  --preset NAME          tiny, 15M, 110M or 1B (default tiny)\n"
+	       "  --preset NAME          tiny, 15M, 110M, 1B or 7B (default tiny)\n"
 	       "  --config FILE          an INI file of settings (repeatable)\n"
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.steps=2000\n"
 	       "  --resume auto|PATH     continue from the newest valid checkpoint of the run\n"

@@ -86,8 +86,11 @@ enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *p
 enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,
 				       const char *device, int threads)
 {
+	struct lt_lora lora;
 	enum lt_status st = lt_cmd_backend(cmd, device, threads, &c->be);
-	if (st != LT_OK || (st = lt_model_new(c->be, &c->conf.model, &c->model)) != LT_OK)
+	if (st != LT_OK || (st = lt_model_new(c->be, &c->conf.model, &c->model)) != LT_OK ||
+	    (st = lt_conf_lora(&c->conf, &lora)) != LT_OK ||
+	    (st = lt_model_set_lora(c->model, &lora)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(c->dir, c->model);
 }

@@ -398,7 +398,9 @@ static enum lt_status use_node_memory(lt_zero *z, size_t tokens)
 {
 	int one_node = lt_dist_nodes(z->dist) == 1;
 	size_t cap = (size_t)lt_model_config_of(z->model)->vocab_size;
-	z->lookup_rows = one_node && (z->slots || overlap_pays(z, 1));
+	/* (with adapters the embedding is frozen: no lookup to exchange) */
+	z->lookup_rows = one_node && (z->slots || overlap_pays(z, 1)) &&
+			 lt_model_lora(z->model)->rank == 0;
 	struct lt_node_sum_plan p = {
 		.stage = z->stage, .off = z->off, .grads = z->grads_layout,
 		.async_copies = z->async_copies, .lookup_rows = z->lookup_rows,
@@ -567,14 +569,19 @@ void lt_zero_free(lt_zero *z)
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
 		      int stage, int deterministic)
 {
-	size_t P = lt_model_config_params(c);
+	/* the trainable parameters: the model's, or with LoRA the adapters',
+	 * which are blocks alone */
+	size_t P = e->grads / 4;
+	int adapters = P != lt_model_config_params(c), L = c->n_layers;
+	int k = LT_ZERO_GRAD_SLOTS < L ? LT_ZERO_GRAD_SLOTS : L;
+	size_t slots = adapters ? P / (size_t)L * (size_t)k
+				: lt_grad_slots_config_numel(c, LT_ZERO_GRAD_SLOTS);
 	if (stage == 0 || ranks < 2)
 		return;
 	e->total -= e->optimizer + e->grads;
 	e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
 	if (stage == 2 && !deterministic)
-		e->grads = lt_grad_slots_config_numel(c, LT_ZERO_GRAD_SLOTS) * 4 +
-			   (P * 4 + (size_t)ranks - 1) / (size_t)ranks;
+		e->grads = slots * 4 + (P * 4 + (size_t)ranks - 1) / (size_t)ranks;
 	e->total += e->optimizer + e->grads;
 }
 

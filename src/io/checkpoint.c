@@ -98,6 +98,15 @@ static enum lt_status fetch_bf16(void *ctx, uint64_t off, void *buf, size_t len)
 	return LT_OK;
 }
 
+/* Bytes [off, off + len) of a bf16 tensor on the backend, as they are. */
+static enum lt_status fetch_halves(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	const struct fetch_src *f = ctx;
+	LT_ASSERT(off % 2 == 0 && len % 2 == 0);
+	f->be->ops->read(f->be, buf, lt_ref_at(f->ref, (size_t)(off / 2)), len / 2);
+	return LT_OK;
+}
+
 /* A float range of a backend buffer added to the writer as `type` (f32 or
  * bf16): f32 straight from the host when the backend maps it, else fetched
  * through src piece by piece as the writer streams it (a whole host copy
@@ -105,6 +114,8 @@ static enum lt_status fetch_bf16(void *ctx, uint64_t off, void *buf, size_t len)
 static enum lt_status add_floats(lt_st_writer *w, const char *name, int ndim,
 				 const int64_t *shape, struct fetch_src *src, enum lt_dtype type)
 {
+	if (lt_buf_type(src->ref.buf) == LT_BF16)  /* a frozen bf16 base: as it is */
+		return lt_st_writer_add_fetch(w, name, LT_ST_BF16, ndim, shape, fetch_halves, src);
 	if (type == LT_BF16)
 		return lt_st_writer_add_fetch(w, name, LT_ST_BF16, ndim, shape, fetch_bf16, src);
 	float *host = lt_backend_host_ptr(src->be, src->ref);
@@ -122,17 +133,21 @@ enum lt_status lt_ckpt_check_backend(lt_backend *be, const char *path)
 }
 
 /* Every parameter tensor under its Hugging Face name, shape [rows, cols]
- * or [n], F32. */
+ * or [n], F32; with adapters, the frozen base's tensors too (in its type:
+ * a bf16 base as BF16), so that a run resumes from its checkpoint alone. */
 enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m)
 {
 	return lt_checkpoint_write_model_as(path, m, LT_F32);
 }
 
-enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type)
+/* The model's tensors into path in `type`: the trainable ones unless
+ * base_only (with adapters), then the frozen ones. */
+static enum lt_status write_tensors(const char *path, lt_model *m, enum lt_dtype type,
+				    int base_only)
 {
 	lt_backend *be = lt_model_backend(m);
-	int n = lt_model_num_tensors(m);
-	struct fetch_src *src = calloc((size_t)n, sizeof *src);
+	int nf = lt_model_num_frozen(m), n = base_only && nf ? 0 : lt_model_num_tensors(m);
+	struct fetch_src *src = calloc((size_t)(n + nf), sizeof *src);
 	lt_st_writer *w = NULL;
 	enum lt_status st;
 
@@ -151,6 +166,13 @@ enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum 
 		if ((st = add_floats(w, t->name, t->ndim, shape, &src[i], type)) != LT_OK)
 			goto out;
 	}
+	for (int i = 0; i < nf; i++) {
+		const struct lt_tensor *t = lt_model_frozen(m, i);
+		int64_t shape[2] = { t->shape[0], t->shape[1] };
+		src[n + i] = (struct fetch_src){ be, lt_ref_at(lt_model_frozen_params(m), t->off) };
+		if ((st = add_floats(w, t->name, t->ndim, shape, &src[n + i], type)) != LT_OK)
+			goto out;
+	}
 	if ((st = lt_st_writer_finish(w)) != LT_OK)
 		goto out;
 	if ((st = lt_ckpt_check_backend(be, path)) != LT_OK)
@@ -159,6 +181,16 @@ out:
 	lt_st_writer_free(w);
 	free(src);
 	return st;
+}
+
+enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type)
+{
+	return write_tensors(path, m, type, 0);
+}
+
+enum lt_status lt_checkpoint_write_base_as(const char *path, lt_model *m, enum lt_dtype type)
+{
+	return write_tensors(path, m, type, 1);
 }
 
 /* An optimizer shard: the moments of the optimizer's range [begin, end),

@@ -127,6 +127,9 @@ enum lt_status lt_checkpoint_write_model(const char *path, lt_model *m);
 /* The same in `type`: LT_F32, or LT_BF16 (each parameter rounded to
  * nearest, ties to even), for an export. */
 enum lt_status lt_checkpoint_write_model_as(const char *path, lt_model *m, enum lt_dtype type);
+/* As lt_checkpoint_write_model_as, but of a model with adapters only the
+ * base (the model of an export, once lt_model_merge_lora folded them in). */
+enum lt_status lt_checkpoint_write_base_as(const char *path, lt_model *m, enum lt_dtype type);
 
 /* A checkpoint passed over while looking for the newest valid one: its
  * step, its directory, and what is wrong with it as read_state says it,

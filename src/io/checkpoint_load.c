@@ -488,17 +488,49 @@ static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 	for (int i = 0; i < lt_model_num_tensors(m); i++)
 		if ((st = check_tensor(sf, lt_model_tensor(m, i))) != LT_OK)
 			return st;
+	for (int i = 0; i < lt_model_num_frozen(m); i++)
+		if ((st = check_tensor(sf, lt_model_frozen(m, i))) != LT_OK)
+			return st;
 	for (size_t i = 0; i < lt_st_count(sf); i++) {
 		const char *name = lt_st_at(sf, i)->name;
 		int head = !strcmp(name, "lm_head.weight");
 		const char *why = head ? " (its embeddings are tied)" : "";
-		if (!lt_model_find(m, name)) {
+		if (!lt_model_find(m, name) && !lt_model_find_frozen(m, name)) {
 			lt_errmsg_set("%s: holds tensor %s, which the model does not have%s",
 				      lt_st_path(sf), name, why);
 			return LT_ERR_FORMAT;
 		}
 	}
 	return LT_OK;
+}
+
+/* Reads the frozen base of a model with adapters from the open file sf
+ * (shapes checked), rounding to bf16 where the base is bf16 (exact for
+ * what a bf16 run saved). */
+static enum lt_status read_frozen(const lt_st *sf, lt_model *m)
+{
+	lt_backend *be = lt_model_backend(m);
+	lt_ref base = lt_model_frozen_params(m);
+	enum lt_status st = LT_OK;
+	for (int i = 0; i < lt_model_num_frozen(m) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_frozen(m, i);
+		float *host = malloc(t->numel * sizeof *host);
+		if (!host) {
+			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf),
+				      t->numel * sizeof *host, t->name);
+			return LT_ERR_NOMEM;
+		}
+		if ((st = lt_st_read_f32(sf, t->name, host, t->numel)) == LT_OK) {
+			uint16_t *half = (uint16_t *)host;
+			int bf16 = lt_buf_type(base.buf) == LT_BF16;
+			for (size_t j = 0; bf16 && j < t->numel; j++)
+				half[j] = lt_bf16_from_f32(host[j]);
+			be->ops->write(be, lt_ref_at(base, t->off), host, t->numel);
+			st = be->ops->sync(be);
+		}
+		free(host);
+	}
+	return st;
 }
 
 /* Reads the parameters of the open file sf, whose shapes were checked,
@@ -520,6 +552,8 @@ static enum lt_status read_params(const lt_st *sf, lt_model *m)
 			lt_host_view_write(&view);
 	}
 	lt_host_view_free(&view);
+	if (st == LT_OK)
+		st = read_frozen(sf, m);
 	if (st == LT_OK)
 		st = lt_ckpt_check_backend(be, lt_st_path(sf));
 	return st;

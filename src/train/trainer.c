@@ -348,7 +348,10 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		return st;
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
-	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK)
+	struct lt_lora lora;
+	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK ||
+	    (st = lt_conf_lora(c, &lora)) != LT_OK ||
+	    (st = lt_model_set_lora(t->model, &lora)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
 	if ((st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
@@ -607,6 +610,9 @@ static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float sc
 		long n = 0;
 		st = lt_data_train_batch(t->data, c->train.seed, first + (uint64_t)j, P, c->train.seq,
 					 t->tokens, t->targets);
+		/* adapter dropout's masks follow the sample, not the rank that runs it */
+		lt_model_set_dropout_key(t->model, c->train.seed * 0x9e3779b97f4a7c15u ^
+							   (first + (uint64_t)j));
 		if (st == LT_OK)
 			st = lt_model_forward(t->model, t->tokens, t->targets, scale, &loss, &n);
 		if (st == LT_OK)
