@@ -670,7 +670,7 @@ static int is_residual_output(const char *name)
 
 /* The adapters' first weights: A uniform(-1/sqrt(in), 1/sqrt(in)) (a
  * Kaiming-uniform bound), B zero, so the adapted model starts as the base. */
-static enum lt_status init_adapters(lt_model *m, uint64_t seed)
+enum lt_status lt_model_init_adapters(lt_model *m, uint64_t seed)
 {
 	float *host = calloc(m->numel + 1, sizeof *host);
 	if (!host) {
@@ -721,7 +721,7 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 		m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
 	enum lt_status st = m->be->ops->sync(m->be);
 	free(host);
-	return st == LT_OK && m->base ? init_adapters(m, seed) : st;
+	return st == LT_OK && m->base ? lt_model_init_adapters(m, seed) : st;
 }
 
 enum lt_status lt_model_plan(lt_model *m, int B, int T)
@@ -1670,4 +1670,39 @@ enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 enum lt_precision lt_model_precision(const lt_model *m)
 {
 	return m->precision;
+}
+
+int lt_model_num_weights(const lt_model *m)
+{
+	return m->base ? m->n_base : m->n_tensors;
+}
+
+const struct lt_tensor *lt_model_weight(const lt_model *m, int i)
+{
+	return m->base ? lt_model_frozen(m, i) : lt_model_tensor(m, i);
+}
+
+const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name)
+{
+	return m->base ? lt_model_find_frozen(m, name) : lt_model_find(m, name);
+}
+
+enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, const float *x)
+{
+	lt_buf *dst = m->base ? m->base : m->params;
+	if (lt_buf_type(dst) == LT_F32) {
+		m->be->ops->write(m->be, (lt_ref){ dst, t->off }, x, t->numel);
+		return LT_OK;
+	}
+	uint16_t *h = malloc(t->numel * sizeof *h);
+	if (!h) {
+		lt_errmsg_set("cannot allocate %zu bf16 values for %s", t->numel, t->name);
+		return LT_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < t->numel; i++)
+		h[i] = lt_bf16_from_f32(x[i]);
+	m->be->ops->write(m->be, (lt_ref){ dst, t->off }, h, t->numel);
+	enum lt_status st = m->be->ops->sync(m->be);  /* h is freed next */
+	free(h);
+	return st;
 }

@@ -207,6 +207,18 @@ const struct lt_tensor *lt_model_frozen(const lt_model *m, int i);
 lt_ref lt_model_frozen_params(const lt_model *m);
 /* The frozen tensor with this name, or NULL. */
 const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name);
+/* The model's own weights, those a pretrained model's file holds: every tensor, or with
+ * adapters the frozen base (adapters are never among them). */
+int lt_model_num_weights(const lt_model *m);
+const struct lt_tensor *lt_model_weight(const lt_model *m, int i);
+/* The adapters' first values (A drawn from seed as lt_model_init draws them, B zero),
+ * for a model whose base came from elsewhere (a pretrained model's file). */
+enum lt_status lt_model_init_adapters(lt_model *m, uint64_t seed);
+/* The weight with this name, or NULL. */
+const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name);
+/* Weight t (of lt_model_weight) = x[t->numel]: into the f32 parameters, or into the
+ * frozen base, rounded to nearest even where that is bf16. */
+enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, const float *x);
 /* Before each training forward with dropout: the key its masks are drawn
  * from (the same key gives the same masks). */
 void lt_model_set_dropout_key(lt_model *m, uint64_t key);

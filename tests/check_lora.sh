@@ -102,6 +102,24 @@ expect_brief 1 "train.lora_targets = 'q,x': 'x' is not a target" \
 	"an unknown target is refused in one line naming the key" -- \
 	train "$@" --train.steps=$STEPS --run.dir="$tmp/C" --train.lora_targets=q,x
 
+# 3b. From a pretrained model (train.init): a plain run's weights become the frozen base,
+# the adapters start as lltrain draws them, and they learn; a run that has adapters is
+# no base to start from.
+"$LLTRAIN" train "$@" --train.lora_rank=0 --train.steps=20 --run.dir="$tmp/P" >"$tmp/P.out" 2>&1 &&
+	"$LLTRAIN" train "$@" --init "$tmp/P" --train.steps=20 --run.dir="$tmp/Q" >"$tmp/Q.out" 2>&1
+ok $? "a LoRA run starts from a plain run's weights (--init): $(tail -c 200 "$tmp/Q.out")"
+python3 - "$tmp/Q/metrics.jsonl" <<'EOF'
+import json, sys
+steps = [o for o in map(json.loads, open(sys.argv[1])) if "loss" in o and "val_loss" not in o]
+print("# first grad norm %.4g; loss %.4f -> %.4f" % (steps[0]["grad_norm"], steps[0]["loss"],
+                                                   steps[-1]["loss"]))
+assert steps[0]["grad_norm"] > 0 and steps[-1]["loss"] < steps[0]["loss"]
+EOF
+ok $? "its adapters have gradients from the first step and lower the loss"
+expect_brief 1 "holds LoRA adapter model.layers.0.self_attn.q_proj.lora_A.weight" \
+	"--init from a run with adapters is refused in one line" -- \
+	train "$@" --init "$tmp/A" --train.steps=2 --run.dir="$tmp/R"
+
 # 4. Under MPI.
 if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI' || ! command -v "$MPIEXEC" >/dev/null; then
 	for what in "2 ranks at ZeRO 1" "--deterministic at 2 ranks" "resharded"; do

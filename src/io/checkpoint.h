@@ -120,6 +120,10 @@ enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 /* Only the parameters, from model.safetensors (a checkpoint dir or the file);
  * no checksums are verified here (lt_checkpoint_read_state does that). */
 enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m);
+/* The weights alone (lt_model_weight: with adapters, the frozen base) of a checkpoint
+ * without adapters, for a new run that starts from it; one with adapters is refused
+ * (export it, which folds them in, and start from that). */
+enum lt_status lt_checkpoint_load_weights(const char *path, lt_model *m);
 /* Writes the parameters to the safetensors file path as a checkpoint holds
  * them (Hugging Face names, F32, __metadata__ {"format": "pt"}, no
  * lm_head.weight when tied), fsynced; no file is left on failure. */

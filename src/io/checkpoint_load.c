@@ -586,6 +586,61 @@ enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
 	return st;
 }
 
+/* Every weight of m in the open file sf, of its shape, and nothing else there. */
+static enum lt_status check_weights_file(const lt_st *sf, const lt_model *m)
+{
+	enum lt_status st;
+	for (int i = 0; i < lt_model_num_weights(m); i++)
+		if ((st = check_tensor(sf, lt_model_weight(m, i))) != LT_OK)
+			return st;
+	for (size_t i = 0; i < lt_st_count(sf); i++) {
+		const char *name = lt_st_at(sf, i)->name;
+		if (strstr(name, ".lora_")) {
+			lt_errmsg_set("%s: holds LoRA adapter %s: a new run starts from weights "
+				      "alone (lltrain export folds the adapters into them)",
+				      lt_st_path(sf), name);
+			return LT_ERR_FORMAT;
+		}
+		if (!lt_model_find_weight(m, name)) {
+			lt_errmsg_set("%s: holds tensor %s, which the model does not have",
+				      lt_st_path(sf), name);
+			return LT_ERR_FORMAT;
+		}
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_checkpoint_load_weights(const char *path, lt_model *m)
+{
+	char file[CKPT_PATH_MAX];
+	lt_st *sf;
+	enum lt_status st;
+	if (lt_fs_is_dir(path)) {
+		if ((st = lt_fs_join(file, sizeof file, path, LT_RUNDIR_MODEL)) != LT_OK)
+			return st;
+	} else {
+		snprintf(file, sizeof file, "%s", path);
+	}
+	if ((st = lt_st_open(file, &sf)) != LT_OK)
+		return st;
+	st = check_weights_file(sf, m);
+	for (int i = 0; st == LT_OK && i < lt_model_num_weights(m); i++) {
+		const struct lt_tensor *t = lt_model_weight(m, i);
+		float *host = malloc(t->numel * sizeof *host);
+		if (!host) {
+			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", file,
+				      t->numel * sizeof *host, t->name);
+			st = LT_ERR_NOMEM;
+			break;
+		}
+		if ((st = lt_st_read_f32(sf, t->name, host, t->numel)) == LT_OK)
+			st = lt_model_write_weight(m, t, host);
+		free(host);
+	}
+	lt_st_close(sf);
+	return st;
+}
+
 /* The optimizer files that "files" of dir/state.json lists, into *out (n
  * of them, names set); LT_ERR_NOTFOUND naming state.json when none is. */
 static enum lt_status list_shards(const char *dir, struct lt_ckpt_shard **out, size_t *n)

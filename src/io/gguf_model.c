@@ -245,7 +245,7 @@ static int same_shape(const struct lt_tensor *m, const struct lt_gguf_tensor *f)
  * a type that dequantizes. */
 static enum lt_status check_tensor(const lt_gguf *g, const lt_model *m, const struct mapping *mp)
 {
-	const struct lt_tensor *t = lt_model_find(m, mp->hf);
+	const struct lt_tensor *t = lt_model_find_weight(m, mp->hf);
 	const struct lt_gguf_tensor *f;
 	char a[64], b[64];
 	enum lt_status st = lt_gguf_tensor_find(g, mp->gguf, &f);
@@ -317,11 +317,34 @@ static enum lt_status unpermute_rows(float *w, int rows, int cols, int heads)
 	return LT_OK;
 }
 
-/* One tensor into the model's parameters. */
+/* One tensor into a model with adapters: through a host copy into its frozen base. */
+static enum lt_status load_frozen_tensor(const lt_gguf *g, lt_model *m, const struct mapping *mp)
+{
+	const struct lt_tensor *t = lt_model_find_weight(m, mp->hf);
+	const struct lt_gguf_tensor *f = lt_gguf_tensor_lookup(g, mp->gguf);
+	float *host = malloc(t->numel * sizeof *host);
+	if (!host) {
+		lt_errmsg_set("cannot allocate %zu floats for %s", t->numel, t->name);
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_gguf_read_f32(g, f, host, t->numel);
+	if (st == LT_OK && mp->heads)
+		st = unpermute_rows(host, t->shape[0], t->shape[1], mp->heads);
+	if (st != LT_OK)
+		lt_errmsg_prefix("%s: tensor '%s': ", lt_gguf_path(g), mp->gguf);
+	else
+		st = lt_model_write_weight(m, t, host);
+	free(host);
+	return st;
+}
+
+/* One tensor into the model's parameters (or, with adapters, its frozen base). */
 static enum lt_status load_tensor(const lt_gguf *g, lt_model *m, const struct mapping *mp,
 				  struct lt_host_view *view)
 {
-	const struct lt_tensor *t = lt_model_find(m, mp->hf);
+	if (lt_model_num_frozen(m) > 0)
+		return load_frozen_tensor(g, m, mp);
+	const struct lt_tensor *t = lt_model_find_weight(m, mp->hf);
 	const struct lt_gguf_tensor *f = lt_gguf_tensor_lookup(g, mp->gguf);
 	lt_ref dst = lt_ref_at(lt_model_params(m), t->off);
 	enum lt_status st = lt_host_view_map(view, lt_model_backend(m), dst, t->numel);

@@ -344,8 +344,8 @@ static enum lt_status check_files(const struct hf_files *h, const char *dir, con
 	const lt_st *f;
 	const struct lt_st_info *ti;
 	enum lt_status st;
-	for (int i = 0; i < lt_model_num_tensors(m); i++) {
-		const struct lt_tensor *t = lt_model_tensor(m, i);
+	for (int i = 0; i < lt_model_num_weights(m); i++) {
+		const struct lt_tensor *t = lt_model_weight(m, i);
 		if ((st = find_tensor(h, t->name, &f, &ti)) != LT_OK)
 			return st;
 		if (!f) {
@@ -360,7 +360,7 @@ static enum lt_status check_files(const struct hf_files *h, const char *dir, con
 	for (size_t k = 0; k < h->n; k++) {
 		for (size_t i = 0; i < lt_st_count(h->f[k]); i++) {
 			const char *name = lt_st_at(h->f[k], i)->name;
-			if (!lt_model_find(m, name) &&
+			if (!lt_model_find_weight(m, name) &&
 			    !(lt_model_config_of(m)->tied && !strcmp(name, "lm_head.weight"))) {
 				lt_errmsg_set("%s: tensor %s: not a tensor of this model (expected only "
 					      "LlamaForCausalLM's)", lt_st_path(h->f[k]), name);
@@ -377,7 +377,7 @@ static enum lt_status check_tied_head(const struct hf_files *h, const lt_model *
 {
 	const lt_st *f;
 	const struct lt_st_info *ti;
-	const struct lt_tensor *emb = lt_model_find(m, "model.embed_tokens.weight");
+	const struct lt_tensor *emb = lt_model_find_weight(m, "model.embed_tokens.weight");
 	enum lt_status st = find_tensor(h, "lm_head.weight", &f, &ti);
 	if (st != LT_OK || !f)
 		return st;
@@ -398,14 +398,13 @@ static enum lt_status check_tied_head(const struct hf_files *h, const lt_model *
 	return st;
 }
 
-/* Reads every tensor (as f32) into the model's parameters. */
+/* Reads every weight (as f32) into the model (its parameters, or with adapters its
+ * frozen base). */
 static enum lt_status read_weights(const struct hf_files *h, lt_model *m)
 {
-	lt_backend *be = lt_model_backend(m);
-	lt_ref params = lt_model_params(m);
 	enum lt_status st = LT_OK;
-	for (int i = 0; st == LT_OK && i < lt_model_num_tensors(m); i++) {
-		const struct lt_tensor *t = lt_model_tensor(m, i);
+	for (int i = 0; st == LT_OK && i < lt_model_num_weights(m); i++) {
+		const struct lt_tensor *t = lt_model_weight(m, i);
 		const lt_st *f;
 		const struct lt_st_info *ti;
 		float *host = malloc(t->numel * sizeof *host);
@@ -418,8 +417,7 @@ static enum lt_status read_weights(const struct hf_files *h, lt_model *m)
 			if (lt_model_config_of(m)->tied && !strcmp(t->name, "model.embed_tokens.weight"))
 				st = check_tied_head(h, m, host);
 			if (st == LT_OK)
-				be->ops->write(be, (lt_ref){ params.buf, params.off + t->off }, host,
-					       t->numel);
+				st = lt_model_write_weight(m, t, host);
 		}
 		free(host);
 	}
@@ -448,7 +446,7 @@ static enum lt_status check_tied_file(const struct hf_files *h, const lt_model *
 {
 	const lt_st *f;
 	const struct lt_st_info *ti;
-	const struct lt_tensor *emb = lt_model_find(m, "model.embed_tokens.weight");
+	const struct lt_tensor *emb = lt_model_find_weight(m, "model.embed_tokens.weight");
 	enum lt_status st = find_tensor(h, "lm_head.weight", &f, &ti);
 	if (st != LT_OK || !f)
 		return st;

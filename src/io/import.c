@@ -97,7 +97,7 @@ enum lt_status lt_import_weights(const char *path, lt_model *m)
 	char dir[PATH_CAP];
 	struct lt_conf conf;
 	if ((st = open_checkpoint(path, dir, sizeof dir, &conf)) == LT_OK)
-		st = lt_checkpoint_load_model(dir, m);
+		st = lt_checkpoint_load_weights(dir, m);
 	return st;
 }
 
@@ -126,9 +126,12 @@ enum lt_status lt_import_tokenizer(const char *path, char *buf, size_t cap)
 	if (st != LT_OK)
 		return st;
 	if (kind == LT_IMPORT_GGUF) {
-		lt_errmsg_set("%s: the tokenizer of a GGUF file cannot be read yet: prepare the data "
-			      "with its tokenizer.json (data.dir)", path);
-		return LT_ERR_FORMAT;
+		if ((size_t)snprintf(buf, cap, "%s", path) >= cap) {
+			lt_errmsg_set("%s: path longer than %zu bytes", path, cap - 1);
+			buf[0] = 0;
+			return LT_ERR_ARG;
+		}
+		return LT_OK;
 	}
 	if (kind == LT_IMPORT_HF)
 		snprintf(dir, sizeof dir, "%s", path);

@@ -27,9 +27,9 @@ enum lt_status lt_import_weights(const char *path, lt_model *m);
  * left as it was: a model of lt_import_config's config whose buffers need
  * not be touched. */
 enum lt_status lt_import_check(const char *path, const lt_model *m);
-/* The tokenizer.json that comes with path into buf[cap] ("" when it has
- * none); LT_ERR_FORMAT for a GGUF file, whose vocabulary lltrain does
- * not read yet. */
+/* The tokenizer that comes with path into buf[cap] ("" when it has none):
+ * the tokenizer.json of a Hugging Face directory or checkpoint, or the GGUF
+ * file itself, whose vocabulary lt_tokenizer_load reads. */
 enum lt_status lt_import_tokenizer(const char *path, char *buf, size_t cap);
 
 #endif

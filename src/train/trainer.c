@@ -190,6 +190,16 @@ static enum lt_status ensure_data(lt_trainer *t, const struct lt_trainer_start *
 	return st;
 }
 
+/* A fresh run's weights from train.init (every rank reads the files), and with adapters
+ * their first values. */
+static enum lt_status start_from_init(lt_model *m, const struct lt_conf *c)
+{
+	enum lt_status st = lt_import_weights(c->train.init, m);
+	if (st == LT_OK && lt_model_num_frozen(m) > 0)
+		st = lt_model_init_adapters(m, c->train.seed);
+	return st;
+}
+
 /* Rank 0 alone: makes the run directory and prepares the data if needed. */
 static enum lt_status prepare_run_dir(lt_trainer *t, const struct lt_trainer_start *s)
 {
@@ -366,7 +376,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	if (s->checkpoint)
 		st = lt_checkpoint_load_tensors(s->checkpoint, t->model, t->opt);
 	else if (c->train.init[0])
-		st = lt_import_weights(c->train.init, t->model);  /* every rank reads the files */
+		st = start_from_init(t->model, c);
 	else
 		st = lt_model_init(t->model, c->train.seed);
 	if (st == LT_OK)
