@@ -461,7 +461,10 @@ static void write_rope_frequencies(struct lt_model *m)
 	free(freq);
 }
 
-enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_model **out)
+/* The model's tables, and unless `bare` its f32 parameter and gradient
+ * buffers. */
+static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c, int bare,
+				lt_model **out)
 {
 	enum lt_status st = lt_model_config_check(c);
 	*out = NULL;
@@ -481,8 +484,8 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	lay_out_parameters(m);
 	mirror_grad_layout(m);
 
-	if ((st = lt_buf_new(be, LT_F32, m->numel, &m->params)) != LT_OK ||
-	    (st = lt_buf_new(be, LT_F32, m->numel, &m->grads)) != LT_OK ||
+	if ((!bare && (st = lt_buf_new(be, LT_F32, m->numel, &m->params)) != LT_OK) ||
+	    (!bare && (st = lt_buf_new(be, LT_F32, m->numel, &m->grads)) != LT_OK) ||
 	    (st = lt_buf_new(be, LT_F32, (size_t)head_dim(c) / 2, &m->inv_freq)) != LT_OK) {
 		lt_errmsg_prefix("model of %zu parameters", m->numel);
 		lt_model_free(m);
@@ -495,6 +498,30 @@ nomem:
 	lt_model_free(m);
 	lt_errmsg_set("cannot allocate the model's tables");
 	return LT_ERR_NOMEM;
+}
+
+enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_model **out)
+{
+	return new_model(be, c, 0, out);
+}
+
+enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config *c,
+				    const struct lt_lora *lora, enum lt_precision p, lt_model **out)
+{
+	int adapters = lora && lora->rank > 0;
+	enum lt_status st = new_model(be, c, adapters, out);
+	if (st != LT_OK)
+		return st;
+	(*out)->precision = p;  /* the base is made in its type at once */
+	if (adapters)
+		st = lt_model_set_lora(*out, lora);
+	if (st == LT_OK)
+		st = lt_model_set_precision(*out, p);
+	if (st != LT_OK) {
+		lt_model_free(*out);
+		*out = NULL;
+	}
+	return st;
 }
 
 static void free_activations(lt_model *m)
@@ -1493,7 +1520,7 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 static enum lt_status make_base(lt_model *m)
 {
 	enum lt_dtype type = act_type(m->precision);
-	if (lt_buf_type(m->base) == type)
+	if (m->base && lt_buf_type(m->base) == type)
 		return LT_OK;
 	lt_buf_free(m->be, m->base);
 	m->base = NULL;
@@ -1551,13 +1578,17 @@ enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora)
 	m->base_numel = m->numel;
 	m->tensors = adapters;
 	lay_out_adapters(m);
-	/* the f32 parameters become the frozen base */
+	/* the f32 parameters become the frozen base (or without them, from
+	 * lt_model_new_adapted, it is made in its type) */
 	m->base = m->params;
 	m->params = NULL;
 	lt_buf_free(m->be, m->grads);
 	m->grads = NULL;
-	mirror_grad_layout(m);
-	enum lt_status st = lt_buf_new(m->be, LT_F32, m->numel, &m->params);
+	enum lt_status st = m->base ? LT_OK : make_base(m);
+	if (st != LT_OK)
+		return st;
+	mirror_grad_layout(m);  /* the base, there now, marks the adapters' layout */
+	st = lt_buf_new(m->be, LT_F32, m->numel, &m->params);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, LT_F32, m->numel, &m->grads);
 	if (st == LT_OK)

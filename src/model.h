@@ -198,6 +198,12 @@ enum lt_precision lt_model_precision(const lt_model *m);
  * lt_model_init draws the base as it would without adapters, A
  * uniform(-1/sqrt(in), 1/sqrt(in)) and B zero. */
 enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora);
+/* lt_model_new, lt_model_set_lora and lt_model_set_precision at once,
+ * without ever holding the base in f32 where it is to be bf16, nor its
+ * gradients: what a fine-tune of a large model must do to fit. */
+enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config *c,
+				    const struct lt_lora *lora, enum lt_precision p,
+				    lt_model **out);
 /* The adapters' settings (rank 0 without). */
 const struct lt_lora *lt_model_lora(const lt_model *m);
 /* The frozen base tensors (none without adapters), each at its offset in

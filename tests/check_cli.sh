@@ -24,7 +24,7 @@ expect 1 "$tmp/empty.txt: the training corpus is empty" "an empty corpus is refu
 mkdir -p "$tmp/bad"
 printf '{"model": {"type": "WordPiece"}}' >"$tmp/bad/tokenizer.json"
 printf 'some text\n%%\nmore text\n' >"$tmp/small.txt"
-expect 1 "bad/tokenizer.json: pre_tokenizer is missing, expected a ByteLevel object" "a tokenizer.json that is not byte-level BPE is refused, naming the file" -- prepare --out "$tmp/prepared" --tokenizer "$tmp/bad/tokenizer.json" "$tmp/small.txt"
+expect 1 "bad/tokenizer.json: model.type is 'WordPiece', expected 'BPE'" "a tokenizer.json that is not BPE is refused, naming the file" -- prepare --out "$tmp/prepared" --tokenizer "$tmp/bad/tokenizer.json" "$tmp/small.txt"
 expect 0 "parameters:       15191712 (15.19M)" "info counts the 15M preset's parameters" -- info --preset 15M
 expect 0 "backend cpu:" "info lists the CPU backend" -- info --preset tiny
 expect 0 "profile:" "bench --profile times the CPU backend's ops" -- bench --preset tiny --device cpu --threads 1 --steps 2 --batch 2 --seq 16 --sample-tokens 0 --profile

@@ -73,8 +73,8 @@ expect_brief 1 "$tmp/nothing: the training corpus is empty: no text (0 files, 0 
 	"a directory without text files is refused, naming it" -- \
 	prepare --out "$tmp/data" "$tmp/nothing"
 printf '{"model": {"type": "WordPiece"}}' >"$tmp/wordpiece.json"
-expect_brief 1 "$tmp/wordpiece.json: pre_tokenizer is missing, expected a ByteLevel object" \
-	"a tokenizer.json that is not byte-level BPE is refused, naming it" -- \
+expect_brief 1 "$tmp/wordpiece.json: model.type is 'WordPiece', expected 'BPE'" \
+	"a tokenizer.json that is not BPE is refused, naming it" -- \
 	prepare --out "$tmp/data" --tokenizer "$tmp/wordpiece.json" "$tmp/corpus/a.txt"
 printf 'not json' >"$tmp/notjson.json"
 expect_brief 1 "$tmp/notjson.json: not JSON: line 1" "a --tokenizer file that is not JSON is named" \

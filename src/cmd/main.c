@@ -88,9 +88,9 @@ enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *
 {
 	struct lt_lora lora;
 	enum lt_status st = lt_cmd_backend(cmd, device, threads, &c->be);
-	if (st != LT_OK || (st = lt_model_new(c->be, &c->conf.model, &c->model)) != LT_OK ||
-	    (st = lt_conf_lora(&c->conf, &lora)) != LT_OK ||
-	    (st = lt_model_set_lora(c->model, &lora)) != LT_OK)
+	if (st != LT_OK || (st = lt_conf_lora(&c->conf, &lora)) != LT_OK ||
+	    (st = lt_model_new_adapted(c->be, &c->conf.model, &lora, LT_PRECISION_FP32,
+				       &c->model)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(c->dir, c->model);
 }

@@ -87,44 +87,50 @@ enum lt_status lt_tok_pipe_compile(lt_tokenizer *tok)
 
 /* ---------------------------------------------------- added tokens */
 
-static const lt_tokenizer *sort_tok;
+/* An added token's place in the index: by first byte, then longest first,
+ * then smallest id. */
+struct added_key {
+	unsigned first;
+	size_t len;
+	int32_t id;
+};
 
-/* By first byte, then longest first, then smallest id. */
 static int cmp_added(const void *x, const void *y)
 {
-	int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
-	size_t la = sort_tok->off[a + 1] - sort_tok->off[a], lb = sort_tok->off[b + 1] - sort_tok->off[b];
-	unsigned ca = (unsigned char)sort_tok->blob[sort_tok->off[a]], cb = (unsigned char)sort_tok->blob[sort_tok->off[b]];
+	const struct added_key *a = x, *b = y;
 
-	if (ca != cb)
-		return ca < cb ? -1 : 1;
-	if (la != lb)
-		return la > lb ? -1 : 1;
-	return a < b ? -1 : a > b;
+	if (a->first != b->first)
+		return a->first < b->first ? -1 : 1;
+	if (a->len != b->len)
+		return a->len > b->len ? -1 : 1;
+	return a->id < b->id ? -1 : a->id > b->id;
 }
 
 enum lt_status lt_tok_index_added(lt_tokenizer *tok)
 {
+	struct added_key *keys;
 	int32_t i, n = 0;
 
 	for (i = 0; i < tok->n_vocab; i++)
 		n += tok->kind[i] != LT_TOK_NORMAL && tok->off[i + 1] > tok->off[i];
-	if (!(tok->added = lt_tok_alloc_zero((size_t)n, sizeof *tok->added, "the added tokens")))
+	if (!(tok->added = lt_tok_alloc_zero((size_t)n, sizeof *tok->added, "the added tokens")) ||
+			!(keys = lt_tok_alloc_zero((size_t)n, sizeof *keys, "the added tokens")))
 		return LT_ERR_NOMEM;
 	n = 0;
 	for (i = 0; i < tok->n_vocab; i++)
 		if (tok->kind[i] != LT_TOK_NORMAL && tok->off[i + 1] > tok->off[i])
-			tok->added[n++] = i;
+			keys[n++] = (struct added_key){ (unsigned char)tok->blob[tok->off[i]], tok->off[i + 1] - tok->off[i], i };
+	qsort(keys, (size_t)n, sizeof *keys, cmp_added);
+	for (i = 0; i < n; i++)
+		tok->added[i] = keys[i].id;
 	tok->n_added = n;
-	sort_tok = tok;
-	qsort(tok->added, (size_t)n, sizeof *tok->added, cmp_added);
-	sort_tok = NULL;
 	/* added_first[c]: the first entry whose first byte is c or more. */
 	for (int c = 0, j = 0; c <= 256; c++) {
-		while (j < n && (unsigned char)tok->blob[tok->off[tok->added[j]]] < c)
+		while (j < n && keys[j].first < (unsigned)c)
 			j++;
 		tok->added_first[c] = j;
 	}
+	free(keys);
 	return LT_OK;
 }
 

@@ -359,13 +359,11 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
 	struct lt_lora lora;
-	if ((st = lt_model_new(t->be, &c->model, &t->model)) != LT_OK ||
-	    (st = lt_conf_lora(c, &lora)) != LT_OK ||
-	    (st = lt_model_set_lora(t->model, &lora)) != LT_OK)
+	if ((st = lt_conf_lora(c, &lora)) != LT_OK ||
+	    (st = lt_model_new_adapted(t->be, &c->model, &lora, c->train.precision,
+				       &t->model)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
-	if ((st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
-		return st;
 	if ((st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
 			      c->dist.exchange == LT_EXCHANGE_AUTO,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
