@@ -567,19 +567,25 @@ static enum lt_status load_params(const lt_st *sf, lt_model *m)
 	return st == LT_OK ? read_params(sf, m) : st;
 }
 
-enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
+/* The model file of path (a checkpoint directory's, or path itself), opened. */
+static enum lt_status open_model_file(const char *path, lt_st **sf)
 {
 	char file[CKPT_PATH_MAX];
-	lt_st *sf;
 	enum lt_status st;
-
 	if (lt_fs_is_dir(path)) {
 		if ((st = lt_fs_join(file, sizeof file, path, LT_RUNDIR_MODEL)) != LT_OK)
 			return st;
 	} else {
 		snprintf(file, sizeof file, "%s", path);
 	}
-	if ((st = lt_st_open(file, &sf)) != LT_OK)
+	return lt_st_open(file, sf);
+}
+
+enum lt_status lt_checkpoint_load_model(const char *path, lt_model *m)
+{
+	lt_st *sf;
+	enum lt_status st = open_model_file(path, &sf);
+	if (st != LT_OK)
 		return st;
 	st = load_params(sf, m);
 	lt_st_close(sf);
@@ -612,23 +618,16 @@ static enum lt_status check_weights_file(const lt_st *sf, const lt_model *m)
 
 enum lt_status lt_checkpoint_load_weights(const char *path, lt_model *m)
 {
-	char file[CKPT_PATH_MAX];
 	lt_st *sf;
-	enum lt_status st;
-	if (lt_fs_is_dir(path)) {
-		if ((st = lt_fs_join(file, sizeof file, path, LT_RUNDIR_MODEL)) != LT_OK)
-			return st;
-	} else {
-		snprintf(file, sizeof file, "%s", path);
-	}
-	if ((st = lt_st_open(file, &sf)) != LT_OK)
+	enum lt_status st = open_model_file(path, &sf);
+	if (st != LT_OK)
 		return st;
 	st = check_weights_file(sf, m);
 	for (int i = 0; st == LT_OK && i < lt_model_num_weights(m); i++) {
 		const struct lt_tensor *t = lt_model_weight(m, i);
 		float *host = malloc(t->numel * sizeof *host);
 		if (!host) {
-			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", file,
+			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf),
 				      t->numel * sizeof *host, t->name);
 			st = LT_ERR_NOMEM;
 			break;
