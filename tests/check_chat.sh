@@ -211,11 +211,12 @@ out=$("$LLTRAIN" chat --temperature 0 --message "Question 99, is it so?" "$tmp/r
 rc=$?
 [ $rc = 0 ] && [ "$out" = "Yes." ]
 ok $? "lltrain chat --message answers as the fine-tune taught: '$out' (exit $rc)"
-out=$(printf 'Question 98, is it so?\n/reset\n\nQuestion 97, is it so?\n' |
+long=$(printf 'word %.0s' $(seq 200))
+out=$(printf '%s\nQuestion 98, is it so?\n/reset\n\nQuestion 97, is it so?\n' "$long" |
 	"$LLTRAIN" chat --temperature 0 "$tmp/run" 2>"$tmp/chat.err" | tr '\n' '|')
 rc=$?
-[ $rc = 0 ] && [ "$out" = "Yes.|Yes.|" ]
-ok $? "lltrain chat on standard input answers each line, /reset and an empty line aside: '$out'"
+[ $rc = 0 ] && [ "$out" = "Yes.|Yes.|" ] && grep -q "leaves no room" "$tmp/chat.err"
+ok $? "lltrain chat on standard input answers each line, a message too long for the context reported and passed over, /reset and an empty line aside: '$out'"
 expect_brief 2 "--template vicuna: expected chatml, llama2 or llama3" \
 	"lltrain chat refuses an unknown template in one line" -- \
 	chat --template vicuna --message hi "$tmp/run"

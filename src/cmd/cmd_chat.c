@@ -233,7 +233,6 @@ static int converse(struct chat_session *s, const struct chat_args *a)
 		}
 		if (len == 0)
 			continue;
-		int before = s->n;
 		enum lt_status st = add_message(s, LT_CHAT_USER, line, (size_t)len);
 		if (st == LT_OK)
 			st = answer(s, a);
@@ -241,7 +240,9 @@ static int converse(struct chat_session *s, const struct chat_args *a)
 			lt_report("chat", st);
 			if (st == LT_ERR_NOMEM || st == LT_ERR_BACKEND)
 				break;
-			drop_messages_from(s, before < s->n ? before : s->n);
+			/* the unanswered message goes (older exchanges may have gone before it) */
+			if (s->n > keep && s->msgs[s->n - 1].role == LT_CHAT_USER)
+				drop_messages_from(s, s->n - 1);
 		}
 	}
 	free(line);
