@@ -154,6 +154,16 @@ intact_newest() {
 	echo -1
 }
 
+# intact_count: how many of the run's checkpoints no corrupt fault has touched.
+intact_count() {
+	local d n=0
+	for d in $(ls -d "$ckdir"/step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9] 2>/dev/null); do
+		grep -qxF "$d $(cksum <"$d/model.safetensors" 2>/dev/null)" "$dir/corrupted" ||
+			n=$((n + 1))
+	done
+	echo "$n"
+}
+
 # last_step: the newest step this launch wrote to the run's metrics.jsonl
 # (past byte $mark; -1 when none yet).
 last_step() {
@@ -263,11 +273,13 @@ strike() {
 
 # corrupt: flips a random byte of the newest checkpoint's
 # model.safetensors (one not yet corrupted, older ones left intact) and
-# records it; 1 when there is none.
+# records it; 1 when there is none with an intact one older than it to
+# resume from (a run whose every checkpoint is damaged is refused, not
+# restarted: train says so and stops).
 corrupt() {
 	local s d f size off byte
 	s=$(intact_newest)
-	[ "$s" -ge 0 ] || return 1
+	[ "$s" -ge 0 ] && [ "$(intact_count)" -ge 2 ] || return 1
 	d=$ckdir/step_$(printf %08d "$s") f=$d/model.safetensors
 	size=$(stat -c %s "$f")
 	rand "$size"
@@ -351,7 +363,8 @@ from() {
 	esac
 }
 
-# swap_later I: swaps deck[I] (a corruption with nothing yet to corrupt)
+# swap_later I: swaps deck[I] (a corruption with nothing yet to corrupt:
+# fewer than two intact checkpoints)
 # with the next fault of another kind; 1 when there is none.
 swap_later() {
 	local j t
@@ -366,13 +379,14 @@ swap_later() {
 launches=0 missed=0
 for ((i = 0; i < ${#deck[@]}; i++)); do
 	n=$((i + 1))
-	[ "${deck[$i]}" = corrupt ] && [ "$(intact_newest)" -lt 0 ] && swap_later "$i"
+	[ "${deck[$i]}" = corrupt ] && [ "$(intact_count)" -lt 2 ] && swap_later "$i"
 	kind=${deck[$i]}
 	left=$((faults - n))
 	timed_out=0
 	if [ "$kind" = corrupt ]; then
 		if ! corrupt; then
-			echo "fault $n: corrupt: no checkpoint yet to corrupt: not injected"
+			echo "fault $n: corrupt: no checkpoint yet to corrupt with an intact one" \
+				"older than it: not injected"
 			missed=$((missed + 1))
 			continue
 		fi
