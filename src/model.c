@@ -1718,22 +1718,14 @@ const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name
 	return m->base ? lt_model_find_frozen(m, name) : lt_model_find(m, name);
 }
 
-enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, const float *x)
+enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
 {
 	lt_buf *dst = m->base ? m->base : m->params;
-	if (lt_buf_type(dst) == LT_F32) {
-		m->be->ops->write(m->be, (lt_ref){ dst, t->off }, x, t->numel);
-		return LT_OK;
+	if (lt_buf_type(dst) == LT_BF16) {
+		uint16_t *half = (uint16_t *)x;  /* element i's 2 bytes lie below x[i]'s */
+		for (size_t i = 0; i < t->numel; i++)
+			half[i] = lt_bf16_from_f32(x[i]);
 	}
-	uint16_t *h = malloc(t->numel * sizeof *h);
-	if (!h) {
-		lt_errmsg_set("cannot allocate %zu bf16 values for %s", t->numel, t->name);
-		return LT_ERR_NOMEM;
-	}
-	for (size_t i = 0; i < t->numel; i++)
-		h[i] = lt_bf16_from_f32(x[i]);
-	m->be->ops->write(m->be, (lt_ref){ dst, t->off }, h, t->numel);
-	enum lt_status st = m->be->ops->sync(m->be);  /* h is freed next */
-	free(h);
-	return st;
+	m->be->ops->write(m->be, (lt_ref){ dst, t->off }, x, t->numel);
+	return m->be->ops->sync(m->be);  /* the caller frees x next */
 }

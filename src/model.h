@@ -223,8 +223,9 @@ enum lt_status lt_model_init_adapters(lt_model *m, uint64_t seed);
 /* The weight with this name, or NULL. */
 const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name);
 /* Weight t (of lt_model_weight) = x[t->numel]: into the f32 parameters, or into the
- * frozen base, rounded to nearest even where that is bf16. */
-enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, const float *x);
+ * frozen base, rounded to nearest even where that is bf16 (in x's own bytes: x is used
+ * up). */
+enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x);
 /* Before each training forward with dropout: the key its masks are drawn
  * from (the same key gives the same masks). */
 void lt_model_set_dropout_key(lt_model *m, uint64_t key);

@@ -504,32 +504,30 @@ static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 	return LT_OK;
 }
 
+/* Weight t of m from the open file sf (its shape checked), through a host copy. */
+static enum lt_status read_weight(const lt_st *sf, lt_model *m, const struct lt_tensor *t)
+{
+	float *host = malloc(t->numel * sizeof *host);
+	if (!host) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf),
+			      t->numel * sizeof *host, t->name);
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_st_read_f32(sf, t->name, host, t->numel);
+	if (st == LT_OK)
+		st = lt_model_write_weight(m, t, host);
+	free(host);
+	return st;
+}
+
 /* Reads the frozen base of a model with adapters from the open file sf
  * (shapes checked), rounding to bf16 where the base is bf16 (exact for
  * what a bf16 run saved). */
 static enum lt_status read_frozen(const lt_st *sf, lt_model *m)
 {
-	lt_backend *be = lt_model_backend(m);
-	lt_ref base = lt_model_frozen_params(m);
 	enum lt_status st = LT_OK;
-	for (int i = 0; i < lt_model_num_frozen(m) && st == LT_OK; i++) {
-		const struct lt_tensor *t = lt_model_frozen(m, i);
-		float *host = malloc(t->numel * sizeof *host);
-		if (!host) {
-			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf),
-				      t->numel * sizeof *host, t->name);
-			return LT_ERR_NOMEM;
-		}
-		if ((st = lt_st_read_f32(sf, t->name, host, t->numel)) == LT_OK) {
-			uint16_t *half = (uint16_t *)host;
-			int bf16 = lt_buf_type(base.buf) == LT_BF16;
-			for (size_t j = 0; bf16 && j < t->numel; j++)
-				half[j] = lt_bf16_from_f32(host[j]);
-			be->ops->write(be, lt_ref_at(base, t->off), host, t->numel);
-			st = be->ops->sync(be);
-		}
-		free(host);
-	}
+	for (int i = 0; i < lt_model_num_frozen(m) && st == LT_OK; i++)
+		st = read_weight(sf, m, lt_model_frozen(m, i));
 	return st;
 }
 
@@ -623,19 +621,8 @@ enum lt_status lt_checkpoint_load_weights(const char *path, lt_model *m)
 	if (st != LT_OK)
 		return st;
 	st = check_weights_file(sf, m);
-	for (int i = 0; st == LT_OK && i < lt_model_num_weights(m); i++) {
-		const struct lt_tensor *t = lt_model_weight(m, i);
-		float *host = malloc(t->numel * sizeof *host);
-		if (!host) {
-			lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf),
-				      t->numel * sizeof *host, t->name);
-			st = LT_ERR_NOMEM;
-			break;
-		}
-		if ((st = lt_st_read_f32(sf, t->name, host, t->numel)) == LT_OK)
-			st = lt_model_write_weight(m, t, host);
-		free(host);
-	}
+	for (int i = 0; st == LT_OK && i < lt_model_num_weights(m); i++)
+		st = read_weight(sf, m, lt_model_weight(m, i));
 	lt_st_close(sf);
 	return st;
 }
