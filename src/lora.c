@@ -38,6 +38,12 @@ static const char *const lora_names[LT_LORA_TARGETS] = {
 	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
 };
 
+size_t lt_lora_block_matrix_params(const struct lt_model_config *c)
+{
+	size_t C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+	return (size_t)c->n_layers * ((size_t)qkv_width(c) * C + C * C + 3 * F * C);
+}
+
 size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora)
 {
 	size_t n = 0;
@@ -222,20 +228,122 @@ void lt_lora_decode(lt_model *m, int l, int input, lt_ref x, lt_ref y, int N)
 			lora_forward(m, l, t, x, y, N, DA(m, m->dacts.lora_t));
 }
 
-/* The frozen base in the activation type of the precision (its contents
- * are drawn or loaded after). */
+enum lt_dtype lt_lora_base_type(enum lt_lora_base base, enum lt_precision p)
+{
+	static const enum lt_dtype types[] = { LT_F32, LT_F32, LT_BF16, LT_Q8_0, LT_Q4_0 };
+	return base == LT_LORA_BASE_AUTO ? act_type(p) : types[base];
+}
+
+void lt_read_blocks(lt_backend *be, float *dst, lt_ref src, size_t n)
+{
+	enum lt_dtype type = lt_buf_type(src.buf);
+	void *raw = malloc(lt_dtype_bytes(type, n) + 1);
+	LT_ASSERT(raw);  /* n values of blocks take a quarter of dst's bytes at most */
+	be->ops->read(be, raw, src, n);
+	if (be->ops->sync(be) == LT_OK)
+		lt_dtype_dequantize(type, raw, dst, n);
+	free(raw);
+}
+
+void lt_write_blocks(lt_backend *be, lt_ref dst, float *src, size_t n)
+{
+	enum lt_dtype type = lt_buf_type(dst.buf);
+	size_t bytes = lt_dtype_bytes(type, LT_QBLOCK);
+	float block[LT_QBLOCK];
+	/* block i's bytes end before block i + 1's floats begin: in place */
+	for (size_t i = 0; i < n; i += LT_QBLOCK) {
+		memcpy(block, src + i, sizeof block);
+		lt_dtype_quantize(type, block, (char *)src + i / LT_QBLOCK * bytes, LT_QBLOCK);
+	}
+	be->ops->write(be, dst, src, n);
+}
+
+/* Whether frozen tensor t is a block matrix (held in wbase). */
+static int is_block_matrix(const struct lt_tensor *t)
+{
+	return t->ndim == 2 && (strstr(t->name, ".self_attn.") || strstr(t->name, ".mlp."));
+}
+
+/* The frozen base in its two buffers: the block matrices in the base's
+ * type, the rest in the activation type (the contents are drawn or loaded
+ * after). */
 enum lt_status lt_lora_make_base(lt_model *m)
 {
 	enum lt_dtype type = act_type(m->precision);
-	if (m->base && lt_buf_type(m->base) == type)
-		return LT_OK;
-	lt_buf_free(m->be, m->base);
-	m->base = NULL;
-	enum lt_status st = lt_buf_new(m->be, type, m->base_numel, &m->base);
+	enum lt_dtype wtype = lt_lora_base_type(m->lora.base, m->precision);
+	enum lt_status st = LT_OK;
+	if (!m->base || lt_buf_type(m->base) != type) {
+		lt_buf_free(m->be, m->base);
+		m->base = NULL;
+		st = lt_buf_new(m->be, type, m->base_numel, &m->base);
+	}
+	if (st == LT_OK && (!m->wbase || lt_buf_type(m->wbase) != wtype)) {
+		lt_buf_free(m->be, m->wbase);
+		m->wbase = NULL;
+		st = lt_buf_new(m->be, wtype, m->wbase_numel, &m->wbase);
+		type = wtype;
+	}
 	if (st != LT_OK)
-		lt_errmsg_prefix("the frozen base of %zu weights in %s", m->base_numel,
-				 lt_dtype_name(type));
+		lt_errmsg_prefix("the frozen base of %zu weights in %s",
+				 m->base_numel + m->wbase_numel, lt_dtype_name(type));
 	return st;
+}
+
+/* The new offset of a base tensor that lay at old offset `off`. */
+static size_t moved(const lt_model *m, const size_t *old, size_t off)
+{
+	for (int i = 0; i < m->n_base; i++)
+		if (old[i] == off)
+			return m->base_tensors[i].off;
+	LT_ASSERT(0);
+	return 0;
+}
+
+/* Lays out the base in its two buffers, each tensor packed after the last
+ * of its buffer, and moves the layers' views and the global tensors with
+ * them. */
+static enum lt_status lay_out_base(lt_model *m)
+{
+	size_t *old = malloc((size_t)m->n_base * sizeof *old);
+	if (!old) {
+		lt_errmsg_set("cannot allocate the base's table");
+		return LT_ERR_NOMEM;
+	}
+	m->base_numel = m->wbase_numel = 0;
+	for (int i = 0; i < m->n_base; i++) {
+		struct lt_tensor *t = &m->base_tensors[i];
+		size_t *at = is_block_matrix(t) ? &m->wbase_numel : &m->base_numel;
+		old[i] = t->off;
+		t->off = *at;
+		*at += t->numel;
+	}
+	m->embed = moved(m, old, m->embed);
+	m->norm = moved(m, old, m->norm);
+	m->lm_head = moved(m, old, m->lm_head);
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		struct layer_views *w = &m->layers[l];
+		*w = (struct layer_views){ moved(m, old, w->ln_in), moved(m, old, w->wqkv),
+					   moved(m, old, w->wo), moved(m, old, w->ln_post),
+					   moved(m, old, w->wgu), moved(m, old, w->wdown) };
+	}
+	free(old);
+	return LT_OK;
+}
+
+/* A base of GGUF blocks needs every block matrix's rows in whole blocks. */
+static enum lt_status check_block_widths(const lt_model *m)
+{
+	enum lt_dtype wtype = lt_lora_base_type(m->lora.base, LT_PRECISION_FP32);
+	int widths[2] = { m->cfg.dim, m->cfg.ffn_dim };
+	const char *keys[2] = { "model.dim", "model.ffn_dim" };
+	for (int i = 0; i < 2 && lt_dtype_is_block(wtype); i++)
+		if (widths[i] % LT_QBLOCK != 0) {
+			lt_errmsg_set("train.lora_base = %s: %s = %d is not a multiple of %d, the "
+				      "block's width, which every quantized matrix's input needs",
+				      lt_dtype_name(wtype), keys[i], widths[i], LT_QBLOCK);
+			return LT_ERR_CONFIG;
+		}
+	return LT_OK;
 }
 
 /* Lays out the adapters, layer by layer, as the trainable tensors. */
@@ -273,6 +381,9 @@ enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora)
 			      lora->rank);
 		return LT_ERR_CONFIG;
 	}
+	enum lt_status st = check_block_widths(m);
+	if (st != LT_OK)
+		return st;
 	struct lt_tensor *adapters = calloc((size_t)L * 2 * n, sizeof *adapters);
 	m->lv = calloc((size_t)L, sizeof *m->lv);
 	if (!adapters || !m->lv) {
@@ -285,18 +396,14 @@ enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora)
 	m->base_numel = m->numel;
 	m->tensors = adapters;
 	lay_out_adapters(m);
-	/* the f32 parameters become the frozen base (or without them, from
-	 * lt_model_new_adapted, it is made in its type) */
-	m->base = m->params;
-	m->params = NULL;
+	/* the f32 parameters give way to the frozen base in its two buffers */
+	lt_buf_free(m->be, m->params);
 	lt_buf_free(m->be, m->grads);
-	m->grads = NULL;
-	enum lt_status st = m->base ? LT_OK : lt_lora_make_base(m);
-	if (st != LT_OK)
+	m->params = m->grads = NULL;
+	if ((st = lay_out_base(m)) != LT_OK || (st = lt_lora_make_base(m)) != LT_OK)
 		return st;
 	mirror_grad_layout(m);  /* the base, there now, marks the adapters' layout */
-	st = lt_buf_new(m->be, LT_F32, m->numel, &m->params);
-	if (st == LT_OK)
+	if ((st = lt_buf_new(m->be, LT_F32, m->numel, &m->params)) == LT_OK)
 		st = lt_buf_new(m->be, LT_F32, m->numel, &m->grads);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.dim, &m->norm_dw);
@@ -313,7 +420,11 @@ const struct lt_tensor *lt_model_frozen(const lt_model *m, int i)
 	return m->base && i >= 0 && i < m->n_base ? &m->base_tensors[i] : NULL;
 }
 
-lt_ref lt_model_frozen_params(const lt_model *m) { return (lt_ref){ m->base, 0 }; }
+lt_ref lt_model_frozen_ref(const lt_model *m, const struct lt_tensor *t)
+{
+	LT_ASSERT(m->base);
+	return (lt_ref){ is_block_matrix(t) ? m->wbase : m->base, t->off };
+}
 
 const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name)
 {
@@ -325,7 +436,7 @@ const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name
 
 void lt_model_set_dropout_key(lt_model *m, uint64_t key) { m->dropout_key = key; }
 
-/* Where target t's base matrix of layer l lies in the base buffer. */
+/* Where target t's base matrix of layer l lies in the block matrices' buffer. */
 static size_t lora_base_off(const lt_model *m, int l, int t)
 {
 	const struct layer_views *w = &m->layers[l];
@@ -342,7 +453,7 @@ static enum lt_status merge_one(lt_model *m, int l, int t, float *w, float *a, f
 	lt_backend *be = m->be;
 	struct lora_shape sh = lt_lora_shape(&m->cfg, t);
 	int r = m->lora.rank;
-	lt_ref wr = { m->base, lora_base_off(m, l, t) };
+	lt_ref wr = { m->wbase, lora_base_off(m, l, t) };
 	size_t nw = (size_t)sh.out * sh.in;
 	read_floats(be, w, wr, nw);
 	be->ops->read(be, a, lt_ref_at(lt_model_params(m), m->lv[l].a[t]), (size_t)r * sh.in);
@@ -363,10 +474,48 @@ static enum lt_status merge_one(lt_model *m, int l, int t, float *w, float *a, f
 	return be->ops->sync(be);
 }
 
+/* The block matrices as the activation type holds them (dequantized, or
+ * rounded or widened), a tensor at a time: what a merge adds to. */
+static enum lt_status base_in_activation_type(lt_model *m)
+{
+	enum lt_dtype type = act_type(m->precision);
+	lt_buf *was = m->wbase, *now = NULL;
+	size_t most = (size_t)(m->cfg.ffn_dim > m->cfg.dim ? m->cfg.ffn_dim : m->cfg.dim) * 3 *
+		      (size_t)m->cfg.dim;
+	if (lt_buf_type(was) == type)
+		return LT_OK;
+	float *host = malloc(most * sizeof *host);
+	enum lt_status st = host ? lt_buf_new(m->be, type, m->wbase_numel, &now) : LT_ERR_NOMEM;
+	if (!host)
+		lt_errmsg_set("cannot allocate a matrix of the base to dequantize it");
+	for (int i = 0; i < m->n_base && st == LT_OK; i++) {
+		const struct lt_tensor *t = &m->base_tensors[i];
+		if (!is_block_matrix(t))
+			continue;
+		read_floats(m->be, host, (lt_ref){ was, t->off }, t->numel);
+		write_floats(m->be, (lt_ref){ now, t->off }, host, t->numel);
+		st = m->be->ops->sync(m->be);
+	}
+	free(host);
+	if (st != LT_OK) {
+		lt_buf_free(m->be, now);
+		return st;
+	}
+	lt_buf_free(m->be, was);
+	m->wbase = now;
+	m->lora.base = LT_LORA_BASE_AUTO;
+	return LT_OK;
+}
+
 enum lt_status lt_model_merge_lora(lt_model *m)
 {
 	if (!m->base)
 		return LT_OK;
+	enum lt_status st0 = base_in_activation_type(m);
+	if (st0 != LT_OK) {
+		lt_errmsg_prefix("merging the adapters");
+		return st0;
+	}
 	const struct lt_model_config *c = &m->cfg;
 	size_t big = (size_t)(c->ffn_dim > c->dim ? c->ffn_dim : c->dim) * c->dim;
 	size_t r = (size_t)m->lora.rank, side = r * big / (size_t)c->dim;

@@ -174,10 +174,14 @@ void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T
 	struct plan_size plan = plan_activations(c, B, T, recompute, precision, lora, NULL);
 	memset(out, 0, sizeof *out);
 	/* the f32 parameters, and in bf16 their compute copy; with adapters,
-	 * the frozen base in the activation type besides */
+	 * the frozen base besides: its block matrices in their type (GGUF's
+	 * 34 or 18 bytes per 32 values), the rest in the activation type */
 	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
+	size_t W = lt_lora_block_matrix_params(c);
+	enum lt_dtype wtype = adapters ? lt_lora_base_type(lora->base, precision) : LT_F32;
 	if (adapters)
-		out->params += lt_model_config_params(c) * act_bytes(precision) + (size_t)c->dim * 4;
+		out->params += (lt_model_config_params(c) - W) * act_bytes(precision) +
+			       lt_dtype_bytes(wtype, W) + (size_t)c->dim * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
 	/* the head's weight gradient is made by the first training step (not
@@ -188,6 +192,9 @@ void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
 	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows * (size_t)T * 4;
+	/* a base of another type is converted a panel at a time (backend.h) */
+	if (adapters && wtype != act_type(precision))
+		out->workspace += LT_GEMM_PANEL_VALUES * act_bytes(precision);
 	/* Code, libraries, OpenMP stacks and OpenBLAS's per-thread buffers,
 	 * measured on the 15M preset: about 8 MiB plus 3 MiB per thread (14 MiB
 	 * at 2 threads, 53 MiB at 16). */
@@ -331,6 +338,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->inv_freq);
 	lt_buf_free(m->be, m->head_grad);
 	lt_buf_free(m->be, m->base);
+	lt_buf_free(m->be, m->wbase);
 	lt_buf_free(m->be, m->norm_dw);
 	if (m->base_tensors != m->tensors)
 		free(m->base_tensors);
@@ -408,33 +416,43 @@ static int is_residual_output(const char *name)
 {
 	return strstr(name, "o_proj") || strstr(name, "down_proj");
 }
+/* Draws tensor i (of n) into x: ones for a norm, else normal(0, std). */
+static void draw_tensor(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed,
+			float *x)
+{
+	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
+	if (t->ndim == 1) {
+		for (size_t j = 0; j < t->numel; j++)
+			x[j] = 1.0f;
+	} else {
+		float std = is_residual_output(t->name) ? resid_std : 0.02f;
+		lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
+	}
+}
+
 enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 {
-	const struct lt_tensor *tensors = m->base ? m->base_tensors : m->tensors;
-	int n = m->base ? m->n_base : m->n_tensors;
-	size_t numel = m->base ? m->base_numel : m->numel;
-	float *host = malloc(numel * sizeof *host);
+	size_t most = 0;
+	for (int i = 0; i < lt_model_num_weights(m); i++)
+		if (lt_model_weight(m, i)->numel > most)
+			most = lt_model_weight(m, i)->numel;
+	/* a tensor at a time: with adapters, the base lies in two buffers */
+	float *host = malloc((m->base ? most : m->numel) * sizeof *host);
 	if (!host) {
-		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", numel * sizeof *host);
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", most * sizeof *host);
 		return LT_ERR_NOMEM;
 	}
-	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
-	for (int i = 0; i < n; i++) {
-		const struct lt_tensor *t = &tensors[i];
-		float *x = host + t->off;
-		if (t->ndim == 1) {
-			for (size_t j = 0; j < t->numel; j++)
-				x[j] = 1.0f;
-		} else {
-			float std = is_residual_output(t->name) ? resid_std : 0.02f;
-			lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
-		}
+	enum lt_status st = LT_OK;
+	for (int i = 0; i < lt_model_num_weights(m) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_weight(m, i);
+		draw_tensor(m, t, i, seed, m->base ? host : host + t->off);
+		if (m->base)
+			st = lt_model_write_weight(m, t, host);
 	}
-	if (m->base)
-		write_floats(m->be, (lt_ref){ m->base, 0 }, host, numel);
-	else
+	if (!m->base)
 		m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
-	enum lt_status st = m->be->ops->sync(m->be);
+	if (st == LT_OK)
+		st = m->be->ops->sync(m->be);
 	free(host);
 	return st == LT_OK && m->base ? lt_model_init_adapters(m, seed) : st;
 }
@@ -520,17 +538,17 @@ static void block_forward_kept(lt_model *m, int l)
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln1), S(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
-	linear_forward(be, A(m, a->qkv), A(m, a->ln1), P(m, w->wqkv), N, QKV, C, 0.0f);
+	linear_forward(be, A(m, a->qkv), A(m, a->ln1), PW(m, w->wqkv), N, QKV, C, 0.0f);
 	lt_lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
-	linear_forward(be, A(m, a->xmid), A(m, a->att), P(m, w->wo), N, C, C, 1.0f);
+	linear_forward(be, A(m, a->xmid), A(m, a->att), PW(m, w->wo), N, C, C, 1.0f);
 	lt_lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
 				 N, C, c->norm_eps);
-	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	linear_forward(be, A(m, a->h), A(m, a->ln2), PW(m, w->wgu), N, 2 * F, C, 0.0f);
 	lt_lora_block_forward(m, l, LORA_IN_LN2, a->ln2, A(m, a->h));
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
 }
@@ -545,7 +563,7 @@ static void block_forward(lt_model *m, int l)
 	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 	block_forward_kept(m, l);
 	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
-	linear_forward(m->be, A(m, next), A(m, a->g), P(m, m->layers[l].wdown), N, C, F, 1.0f);
+	linear_forward(m->be, A(m, next), A(m, a->g), PW(m, m->layers[l].wdown), N, C, F, 1.0f);
 	lt_lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
 }
 
@@ -576,12 +594,12 @@ static void block_backward(lt_model *m, int l)
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA), dB = A(m, m->dB);
 
 	/* MLP: x_{l+1} = xmid + down(swiglu(gate_up(rmsnorm(xmid)))) */
-	base_backward(m, dA, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	base_backward(m, dA, G(m, w->wdown), dx, A(m, a->g), PW(m, w->wdown), N, C, F);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_G, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->swiglu_backward(be, dB, dA, A(m, a->h), N, F);
-	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), PW(m, w->wgu), N, 2 * F, C);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_LN2, dB, dA);
 	pause_for_exchanges(m);
@@ -589,14 +607,14 @@ static void block_backward(lt_model *m, int l)
 				  P(m, w->ln_post), S(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
-	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), PW(m, w->wo), N, C, C);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_ATT, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->attention_backward(be, dB, dA, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	pause_for_exchanges(m);
 	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
-	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), PW(m, w->wqkv), N, QKV, C);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_LN1, dB, dA);
 	pause_for_exchanges(m);
@@ -899,19 +917,19 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
 				 C, c->norm_eps);
-	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), P(m, w->wqkv), N, QKV, C, 0.0f);
+	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), PW(m, w->wqkv), N, QKV, C, 0.0f);
 	lt_lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
-	linear_forward(be, DA(m, d->x), DA(m, d->att), P(m, w->wo), N, C, C, 1.0f);
+	linear_forward(be, DA(m, d->x), DA(m, d->att), PW(m, w->wo), N, C, C, 1.0f);
 	lt_lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
 				 N, C, c->norm_eps);
-	linear_forward(be, DA(m, d->h), DA(m, d->ln), P(m, w->wgu), N, 2 * F, C, 0.0f);
+	linear_forward(be, DA(m, d->h), DA(m, d->ln), PW(m, w->wgu), N, 2 * F, C, 0.0f);
 	lt_lora_decode(m, l, LORA_IN_LN2, DA(m, d->ln), DA(m, d->h), N);
 	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
-	linear_forward(be, DA(m, d->x), DA(m, d->g), P(m, w->wdown), N, C, F, 1.0f);
+	linear_forward(be, DA(m, d->x), DA(m, d->g), PW(m, w->wdown), N, C, F, 1.0f);
 	lt_lora_decode(m, l, LORA_IN_G, DA(m, d->g), DA(m, d->x), N);
 }
 
@@ -1034,12 +1052,7 @@ const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name
 
 enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
 {
-	lt_buf *dst = m->base ? m->base : m->params;
-	if (lt_buf_type(dst) == LT_BF16) {
-		uint16_t *half = (uint16_t *)x;  /* element i's 2 bytes lie below x[i]'s */
-		for (size_t i = 0; i < t->numel; i++)
-			half[i] = lt_bf16_from_f32(x[i]);
-	}
-	m->be->ops->write(m->be, (lt_ref){ dst, t->off }, x, t->numel);
+	lt_ref dst = m->base ? lt_model_frozen_ref(m, t) : lt_ref_at(lt_model_params(m), t->off);
+	write_floats(m->be, dst, x, t->numel);
 	return m->be->ops->sync(m->be);  /* the caller frees x next */
 }

@@ -118,10 +118,16 @@ struct lt_model {
 	struct decode_acts dacts;
 
 	/* LoRA: with lora.rank > 0, params/tensors/numel are the adapters and
-	 * the base lies in `base` (its tensors in base_tensors; the offsets of
-	 * layers, embed, norm and lm_head are into it) */
+	 * the base lies in `base` and `wbase` (its tensors in base_tensors,
+	 * each offset into its buffer; so are those of layers, embed, norm
+	 * and lm_head) */
 	struct lt_lora lora;
-	lt_buf *base;                     /* frozen weights, f32 or bf16, or NULL */
+	lt_buf *base;                     /* frozen weights but the block matrices, in
+					     the activation type, or NULL */
+	lt_buf *wbase;                    /* the block matrices (wqkv, wo, wgu, wdown:
+					     layers' offsets are into it) in
+					     lt_lora_base_type */
+	size_t wbase_numel;
 	struct lt_tensor *base_tensors;
 	int n_base;
 	size_t base_numel;
@@ -206,9 +212,16 @@ static inline size_t act_bytes(enum lt_precision p)
 	return lt_dtype_size(act_type(p));
 }
 
-/* Reads n elements of an f32 or bf16 ref as floats. */
+/* read_floats and write_floats of a block type (lora.c). */
+void lt_read_blocks(lt_backend *be, float *dst, lt_ref src, size_t n);
+void lt_write_blocks(lt_backend *be, lt_ref dst, float *src, size_t n);
+/* Reads n elements of an f32, bf16 or block ref as floats. */
 static inline void read_floats(lt_backend *be, float *dst, lt_ref src, size_t n)
 {
+	if (lt_dtype_is_block(lt_buf_type(src.buf))) {
+		lt_read_blocks(be, dst, src, n);
+		return;
+	}
 	be->ops->read(be, dst, src, n);
 	if (lt_buf_type(src.buf) != LT_BF16)
 		return;
@@ -217,10 +230,14 @@ static inline void read_floats(lt_backend *be, float *dst, lt_ref src, size_t n)
 		dst[i] = lt_bf16_to_f32(h[i]);
 }
 
-/* Writes n floats into an f32 or bf16 ref (rounding to bf16; the floats are
- * overwritten). */
+/* Writes n floats into an f32, bf16 or block ref (rounding to bf16,
+ * quantizing to blocks; the floats are overwritten). */
 static inline void write_floats(lt_backend *be, lt_ref dst, float *src, size_t n)
 {
+	if (lt_dtype_is_block(lt_buf_type(dst.buf))) {
+		lt_write_blocks(be, dst, src, n);
+		return;
+	}
 	if (lt_buf_type(dst.buf) == LT_BF16) {
 		uint16_t *h = (uint16_t *)src;
 		for (size_t i = 0; i < n; i++)
@@ -269,6 +286,11 @@ static inline size_t grad_index(const lt_model *m, size_t off)
 static inline lt_ref P(const lt_model *m, size_t off)
 {
 	return (lt_ref){ m->base ? m->base : m->weights ? m->weights : m->params, off };
+}
+/* A block matrix (wqkv, wo, wgu, wdown) of the weights ops compute with. */
+static inline lt_ref PW(const lt_model *m, size_t off)
+{
+	return m->wbase ? (lt_ref){ m->wbase, off } : P(m, off);
 }
 /* An adapter's weights, in the trainable buffer (its compute copy in bf16). */
 static inline lt_ref PA(const lt_model *m, size_t off)
