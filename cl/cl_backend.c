@@ -54,6 +54,7 @@ struct lt_cl_ctx {
 	int n_kernels;
 
 	lt_buf *scratch[LT_CL_SCRATCH_SLOTS];
+	lt_buf *panel;  /* lt_cl_panel's */
 	size_t held, peak;  /* bytes of live buffers */
 
 	struct lt_cl_mma mma;
@@ -446,7 +447,7 @@ static void say_allocation_refused(struct lt_cl_ctx *c, size_t bytes, const char
 /* Bytes of device memory a buffer of n elements of type takes (never 0). */
 static size_t buffer_bytes(enum lt_dtype type, size_t n)
 {
-	return (n ? n : 1) * lt_dtype_size(type);
+	return n ? lt_dtype_bytes(type, n) : lt_dtype_is_block(type) ? 34 : lt_dtype_size(type);
 }
 
 static enum lt_status cl_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out)
@@ -519,15 +520,33 @@ lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n)
 	return (lt_ref){ *s, 0 };
 }
 
+lt_ref lt_cl_panel(struct lt_cl_ctx *c, enum lt_dtype type, size_t n)
+{
+	lt_buf **s = &c->panel;
+	if (!*s || (*s)->head.type != type || (*s)->head.n < n) {
+		lt_backend be = { NULL, c };
+		if (*s)
+			cl_buf_free(&be, *s);  /* queued kernels keep it alive */
+		*s = NULL;
+		if (cl_buf_new(&be, type, n, s) != LT_OK) {
+			fail_with_errmsg(c, LT_ERR_DEVMEM);
+			lt_errmsg_clear();
+			return (lt_ref){ NULL, 0 };
+		}
+	}
+	return (lt_ref){ *s, 0 };
+}
+
 /* Checks that n elements from r lie in its buffer. */
 static void check_copy(lt_ref r, size_t n)
 {
 	LT_ASSERT(r.buf && r.off <= r.buf->head.n && n <= r.buf->head.n - r.off);
 }
 
-static size_t elem_size(lt_ref r)
+/* Bytes of n elements of r's buffer. */
+static size_t bytes_of(lt_ref r, size_t n)
 {
-	return lt_dtype_size(r.buf->head.type);
+	return lt_dtype_bytes(r.buf->head.type, n);
 }
 
 static void cl_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
@@ -536,8 +555,8 @@ static void cl_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
 	check_copy(dst, n);
 	if (c->failed || !n)
 		return;
-	cl_int err = clEnqueueWriteBuffer(c->queue, dst.buf->mem, CL_TRUE, dst.off * elem_size(dst),
-					  n * elem_size(dst), src, 0, NULL, NULL);
+	cl_int err = clEnqueueWriteBuffer(c->queue, dst.buf->mem, CL_TRUE, bytes_of(dst, dst.off),
+					  bytes_of(dst, n), src, 0, NULL, NULL);
 	if (err != CL_SUCCESS)
 		lt_cl_fail(c, err, "copying to the device");
 }
@@ -548,8 +567,8 @@ static void cl_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 	check_copy(src, n);
 	if (c->failed || !n)
 		return;
-	cl_int err = clEnqueueReadBuffer(c->queue, src.buf->mem, CL_TRUE, src.off * elem_size(src),
-					 n * elem_size(src), dst, 0, NULL, NULL);
+	cl_int err = clEnqueueReadBuffer(c->queue, src.buf->mem, CL_TRUE, bytes_of(src, src.off),
+					 bytes_of(src, n), dst, 0, NULL, NULL);
 	if (err != CL_SUCCESS)
 		lt_cl_fail(c, err, "copying from the device");
 }
@@ -582,8 +601,8 @@ static void cl_write_start(lt_backend *be, lt_ref dst, const void *src, size_t n
 		return;
 	cl_event after;
 	cl_command_queue q = copy_queue(c, &after);
-	cl_int err = clEnqueueWriteBuffer(q, dst.buf->mem, CL_FALSE, dst.off * elem_size(dst),
-					  n * elem_size(dst), src, after ? 1 : 0, after ? &after : NULL,
+	cl_int err = clEnqueueWriteBuffer(q, dst.buf->mem, CL_FALSE, bytes_of(dst, dst.off),
+					  bytes_of(dst, n), src, after ? 1 : 0, after ? &after : NULL,
 					  NULL);
 	if (after)
 		clReleaseEvent(after);
@@ -625,8 +644,8 @@ static void cl_read_start(lt_backend *be, void *dst, lt_ref src, size_t n)
 	cl_event after;
 	cl_command_queue q = copy_queue(c, &after);
 	if (err == CL_SUCCESS)
-		err = clEnqueueReadBuffer(q, src.buf->mem, CL_FALSE, src.off * elem_size(src),
-					  n * elem_size(src), dst, after ? 1 : 0, after ? &after : NULL,
+		err = clEnqueueReadBuffer(q, src.buf->mem, CL_FALSE, bytes_of(src, src.off),
+					  bytes_of(src, n), dst, after ? 1 : 0, after ? &after : NULL,
 					  &c->reads[c->n_reads]);
 	if (after)
 		clReleaseEvent(after);
@@ -705,6 +724,8 @@ static void cl_free(lt_backend *be)
 	for (int i = 0; i < LT_CL_SCRATCH_SLOTS; i++)
 		if (c->scratch[i])
 			cl_buf_free(be, c->scratch[i]);
+	if (c->panel)
+		cl_buf_free(be, c->panel);
 	for (int i = 0; i < c->n_kernels; i++)
 		clReleaseKernel(c->kernels[i].kernel);
 	for (int i = 0; i < c->n_programs; i++)

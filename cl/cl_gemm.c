@@ -158,8 +158,70 @@ static void gemm_split(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref
 	lt_cl_sum_slices(cx, c, g->ldc, parts, slices, g->m, g->n, g->alpha, g->beta);
 }
 
+/* The number quant.cl gives the type of a weight. */
+static int source_type(enum lt_dtype t)
+{
+	return t == LT_F32 ? 0 : t == LT_BF16 ? 1 : t == LT_Q8_0 ? 2 : 3;
+}
+
+/* panel[rows, cols] (dense, of its type) = the block of the weight b (rows
+ * of ldb) at row r0, column c0, converted by quant.cl. */
+static void convert_panel(struct lt_cl_ctx *cx, lt_ref panel, lt_ref b, int ldb, int r0, int c0,
+			  int rows, int cols)
+{
+	cl_kernel k = lt_cl_kernel(cx, "quant.cl", "", "lt_weight_panel");
+	size_t global[2] = { (size_t)cols, (size_t)rows };
+	int i = 0;
+	if (!k)
+		return;
+	lt_cl_arg_any(cx, k, &i, panel, (size_t)rows * cols);
+	lt_cl_arg_int(cx, k, &i, lt_buf_type(panel.buf) == LT_BF16);
+	lt_cl_arg_any(cx, k, &i, b, 0);
+	lt_cl_arg_int(cx, k, &i, source_type(lt_buf_type(b.buf)));
+	lt_cl_arg_int(cx, k, &i, ldb);
+	lt_cl_arg_int(cx, k, &i, r0);
+	lt_cl_arg_int(cx, k, &i, c0);
+	lt_cl_arg_int(cx, k, &i, rows);
+	lt_cl_arg_int(cx, k, &i, cols);
+	lt_cl_launch(cx, k, 2, global, NULL, "gemm_quant");
+}
+
+/* The GEMM whose weight b is of another type than a (GGUF blocks, or the
+ * other of f32 and bf16): a panel of at most LT_GEMM_PANEL_VALUES values
+ * at a time converted to a's type, then the GEMM of a's type on it; rows
+ * of W for C = A W^T, slabs of whole blocks of its columns for C = A W. */
+static void gemm_panels(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
+{
+	struct lt_cl_ctx *cx = lt_cl_ctx(be);
+	int block = lt_dtype_is_block(lt_buf_type(b.buf));
+	size_t k = (size_t)(g->k > 0 ? g->k : 1);
+	struct lt_gemm p = *g;
+	LT_ASSERT(g->batch == 1 && (!block || (g->ldb % LT_QBLOCK == 0 && b.off % LT_QBLOCK == 0)));
+	int step = (int)(LT_GEMM_PANEL_VALUES / k);
+	if (g->trans_b)
+		step = step < 1 ? 1 : step > g->n ? g->n : step;
+	else {
+		LT_ASSERT(!block || g->n % LT_QBLOCK == 0);
+		step = block ? step / LT_QBLOCK * LT_QBLOCK : step;
+		step = step < LT_QBLOCK ? LT_QBLOCK : step > g->n ? g->n : step;
+	}
+	lt_ref panel = lt_cl_panel(cx, lt_buf_type(a.buf), (size_t)step * k);
+	if (lt_cl_failed(cx))
+		return;
+	for (int n0 = 0; n0 < g->n; n0 += step) {
+		p.n = g->n - n0 < step ? g->n - n0 : step;
+		p.ldb = g->trans_b ? g->k : p.n;
+		if (g->trans_b)
+			convert_panel(cx, panel, b, g->ldb, n0, 0, p.n, g->k);
+		else
+			convert_panel(cx, panel, b, g->ldb, 0, n0, g->k, p.n);
+		lt_cl_gemm(be, &p, a, panel, lt_ref_at(c, (size_t)n0));
+	}
+}
+
 /* C[b] = alpha op(A[b]) op(B[b]) + beta C[b], see struct lt_gemm: A and B
- * both f32 or both bf16, C f32 (or bf16 with bf16 operands). */
+ * both f32 or both bf16, C f32 (or bf16 with bf16 operands); or B a weight
+ * of another type (gemm_panels). */
 void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
 {
 	struct lt_cl_ctx *cx = lt_cl_ctx(be);
@@ -171,9 +233,13 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 	check_operand(b, g->stride_b, g->batch, nb);
 	check_operand(c, g->stride_c, g->batch, nc);
 	enum lt_dtype type_a = lt_buf_type(a.buf), type_c = lt_buf_type(c.buf);
-	LT_ASSERT(lt_buf_type(b.buf) == type_a && (type_a == LT_BF16 || type_c == LT_F32));
+	LT_ASSERT(!lt_dtype_is_block(type_a) && (type_a == LT_BF16 || type_c == LT_F32));
 	if (lt_cl_failed(cx) || g->m == 0 || g->n == 0)
 		return;
+	if (lt_buf_type(b.buf) != type_a) {
+		gemm_panels(be, g, a, b, c);
+		return;
+	}
 	int slices = slices_of(cx, g);
 	if (slices > 1)
 		gemm_split(be, g, a, b, c, slices);

@@ -107,6 +107,10 @@ static inline size_t lt_cl_round_up(size_t n, size_t m)
  * next call with the same slot. */
 #define LT_CL_SCRATCH_SLOTS 5
 lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n);
+/* The backend-owned scratch of at least n elements of type (f32 or bf16)
+ * into which a GEMM converts a panel of its weight (cl_gemm.c); valid until
+ * the next call. A NULL ref when it cannot be had (the backend failed). */
+lt_ref lt_cl_panel(struct lt_cl_ctx *c, enum lt_dtype type, size_t n);
 
 /* Records an event's time under `op` when profiling; releases the event. */
 void lt_cl_profile_event(struct lt_cl_ctx *c, cl_event ev, const char *op);

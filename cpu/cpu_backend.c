@@ -31,7 +31,7 @@ void *lt_cpu_bytes(lt_ref r, size_t n)
 {
 	LT_ASSERT(r.buf);
 	LT_ASSERT(r.off <= r.buf->head.n && n <= r.buf->head.n - r.off);
-	return (char *)r.buf->data + r.off * lt_dtype_size(r.buf->head.type);
+	return (char *)r.buf->data + lt_dtype_bytes(r.buf->head.type, r.off);
 }
 
 float *lt_cpu_at(lt_ref r, size_t n)
@@ -135,6 +135,7 @@ static void cpu_free(lt_backend *be)
 {
 	struct lt_cpu_ctx *c = be->ctx;
 	lt_cpu_bf16_free(c);
+	free(c->panel);
 	lt_cpu_dnnl_free(c);
 	free(c->att_scratch);
 	free(c->stage);
@@ -211,20 +212,21 @@ static void cpu_info(lt_backend *be, struct lt_device_info *out)
 /* Bytes a buffer of n elements of type takes: whole 64-byte lines. */
 static size_t rounded_bytes(enum lt_dtype type, size_t n)
 {
-	return (n * lt_dtype_size(type) + 63) & ~(size_t)63;
+	return (lt_dtype_bytes(type, n) + 63) & ~(size_t)63;
 }
 
 static enum lt_status cpu_buf_new(lt_backend *be, enum lt_dtype type, size_t n, lt_buf **out)
 {
 	struct lt_cpu_ctx *c = be->ctx;
-	size_t size = lt_dtype_size(type);
+	size_t size = lt_dtype_is_block(type) ? 4 : lt_dtype_size(type);
 	*out = NULL;
 	if (n > (SIZE_MAX - 64) / size) {
 		lt_errmsg_set("cannot allocate %zu elements of %zu bytes", n, size);
 		return LT_ERR_NOMEM;
 	}
+	LT_ASSERT(!lt_dtype_is_block(type) || n % LT_QBLOCK == 0);
 	/* aligned_alloc wants a multiple of the alignment, and never 0 bytes. */
-	size_t bytes = n * size;
+	size_t bytes = lt_dtype_bytes(type, n);
 	size_t rounded = rounded_bytes(type, n);
 	struct lt_buf *b = malloc(sizeof *b);
 	void *data = aligned_alloc(64, rounded ? rounded : 64);
@@ -259,7 +261,7 @@ static void cpu_write(lt_backend *be, lt_ref dst, const void *src, size_t n)
 {
 	void *d = lt_cpu_bytes(dst, n);
 	if (n)
-		lt_cpu_memcpy(be->ctx, d, src, n * lt_dtype_size(lt_buf_type(dst.buf)));
+		lt_cpu_memcpy(be->ctx, d, src, lt_dtype_bytes(lt_buf_type(dst.buf), n));
 }
 
 /* dst[n] = src[n], buffer to host */
@@ -267,7 +269,7 @@ static void cpu_read(lt_backend *be, void *dst, lt_ref src, size_t n)
 {
 	const void *s = lt_cpu_bytes(src, n);
 	if (n)
-		lt_cpu_memcpy(be->ctx, dst, s, n * lt_dtype_size(lt_buf_type(src.buf)));
+		lt_cpu_memcpy(be->ctx, dst, s, lt_dtype_bytes(lt_buf_type(src.buf), n));
 }
 
 /* Every op has finished when it returns; only a recorded failure is left. */

@@ -243,25 +243,46 @@ void lt_cpu_gemm_describe(struct lt_cpu_ctx *c, char *out, size_t cap)
 
 /* See struct lt_gemm: a and b both f32 (OpenBLAS or oneDNN, as
  * library_of says) or both bf16 (cpu_gemm_bf16.c), c f32 or (with bf16
- * operands) bf16. */
+ * operands) bf16; or b, a weight, of another type (cpu_gemm_quant.c). */
+void lt_cpu_gemm_on(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		    const void *pb, void *pc, enum lt_dtype ta, enum lt_dtype tc)
+{
+	if (ta == LT_BF16) {
+		lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
+		return;
+	}
+	if (library_of(c, g) == LT_CPU_GEMM_DNNL && lt_cpu_dnnl_gemm(c, g, pa, pb, pc, LT_F32, LT_F32))
+		return;
+	lt_cpu_sgemm(c, g, pa, pb, pc);
+}
+
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref cref)
 {
 	struct lt_cpu_ctx *c = lt_cpu_ctx(be);
 	int ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
 	int br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
-	enum lt_dtype ta = lt_buf_type(a.buf), tc = lt_buf_type(cref.buf);
+	enum lt_dtype ta = lt_buf_type(a.buf), tb = lt_buf_type(b.buf), tc = lt_buf_type(cref.buf);
 	LT_ASSERT(g->m >= 0 && g->n >= 0 && g->k >= 0 && g->batch >= 0);
 	LT_ASSERT(g->lda >= (ac > 1 ? ac : 1) && g->ldb >= (bc > 1 ? bc : 1) &&
 		  g->ldc >= (g->n > 1 ? g->n : 1));
 	LT_ASSERT(g->stride_a >= 0 && g->stride_b >= 0 && g->stride_c >= 0);
-	LT_ASSERT(ta != LT_I32 && lt_buf_type(b.buf) == ta && tc != LT_I32 &&
+	LT_ASSERT(ta != LT_I32 && !lt_dtype_is_block(ta) && tb != LT_I32 && tc != LT_I32 &&
 		  (ta == LT_BF16 || tc == LT_F32));
 	const void *pa = lt_cpu_bytes(a, gemm_span(g->batch, g->stride_a, ar, ac, g->lda));
-	const void *pb = lt_cpu_bytes(b, gemm_span(g->batch, g->stride_b, br, bc, g->ldb));
+	/* a block type's span is whole rows of whole blocks */
+	size_t bspan = gemm_span(g->batch, g->stride_b, br, bc, g->ldb);
+	if (lt_dtype_is_block(tb) && g->batch > 0 && br > 0)
+		bspan = (size_t)br * (size_t)g->ldb;
+	const void *pb = lt_cpu_bytes(b, bspan);
 	void *pc = lt_cpu_bytes(cref, gemm_span(g->batch, g->stride_c, g->m, g->n, g->ldc));
 	if (c->failed || !g->m || !g->n || !g->batch)
 		return;
 	double t0 = lt_cpu_prof_start(c);
+	if (tb != ta) {
+		lt_cpu_gemm_quant(c, g, pa, pb, tb, pc, ta, tc);
+		lt_cpu_prof_stop(c, lt_dtype_is_block(tb) ? "gemm_quant" : "gemm_converted", t0);
+		return;
+	}
 	if (ta == LT_BF16) {
 		int dnnl = lt_cpu_gemm_bf16(c, g, pa, pb, pc, tc);
 		lt_cpu_prof_stop(c, dnnl ? "gemm_bf16" : "gemm_bf16_widened", t0);

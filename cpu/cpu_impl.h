@@ -51,6 +51,10 @@ struct lt_cpu_ctx {
 	 * (cpu_gemm_bf16.c); both made at first use, freed with the backend. */
 	struct lt_cpu_dnnl *dnnl;
 	struct lt_cpu_bf16 *bf16;
+	/* The panel into which a GEMM converts a weight of another type
+	 * (cpu_gemm_quant.c): made at first use, grown, freed with the backend. */
+	void *panel;
+	size_t panel_n;  /* floats */
 	/* Bytes the buffers hold now and held at most (scratch not counted). */
 	size_t bytes_now, bytes_peak;
 	/* While profiling (lltrain bench --profile), each op's wall time and
@@ -238,6 +242,15 @@ void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt
 /* The f32 GEMM over host arrays through OpenBLAS on the backend's team. */
 void lt_cpu_sgemm(struct lt_cpu_ctx *c, const struct lt_gemm *g, const float *pa,
 		  const float *pb, float *pc);
+/* The GEMM over host arrays with a and b of type ta (f32 or bf16) and c of
+ * type tc: oneDNN, OpenBLAS or cpu_gemm_bf16.c as lt_cpu_gemm would. */
+void lt_cpu_gemm_on(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		    const void *pb, void *pc, enum lt_dtype ta, enum lt_dtype tc);
+/* cpu_gemm_quant.c: the GEMM whose b (of type tb, a block type or the
+ * other float type) differs from a's type ta, a panel at a time; batch 1. */
+void lt_cpu_gemm_quant(struct lt_cpu_ctx *c, const struct lt_gemm *g, const void *pa,
+		       const void *pb, enum lt_dtype tb, void *pc, enum lt_dtype ta,
+		       enum lt_dtype tc);
 /* The library LLTRAIN_CPU_GEMM=auto gives f32 GEMM g (never AUTO): a
  * static rule of its shape, so that a run repeats bitwise. */
 enum lt_cpu_gemm_lib lt_cpu_gemm_rule(const struct lt_gemm *g);

@@ -42,11 +42,36 @@ enum lt_dtype {
 	LT_BF16,  /* bfloat16: the upper 16 bits of a binary32 (8-bit exponent,
 		     7 stored mantissa bits), held as uint16_t on the host */
 	LT_I32,   /* int32: token ids */
+	/* Frozen weights in GGUF's blocks of 32 values, exactly its layouts:
+	 * an element is one value, and a buffer's size, every ref's offset and
+	 * every count into it are whole blocks (multiples of 32). Only
+	 * buf_new, buf_free, read and write (raw blocks) and the b operand of
+	 * gemm take them. */
+	LT_Q8_0,  /* 34 bytes: an f16 scale d, then 32 int8 q; value j = d q[j] */
+	LT_Q4_0,  /* 18 bytes: an f16 scale d, then 16 bytes whose low nibbles are
+		     values 0..15 and high nibbles 16..31, each d (q - 8) */
 };
 
-/* Bytes of one element, and the type's name ("f32", "bf16", "i32"). */
+/* Values a GEMM converts of a weight of another type at a time (see gemm):
+ * the backend's scratch for it is this many of a's type. */
+#define LT_GEMM_PANEL_VALUES ((size_t)1 << 22)
+/* Values of one block of a type (32 for the block types, else 1). */
+#define LT_QBLOCK 32
+/* Bytes of one element (not of a block type), and the type's name ("f32",
+ * "bf16", "i32", "q8_0", "q4_0"). */
 size_t lt_dtype_size(enum lt_dtype t);
 const char *lt_dtype_name(enum lt_dtype t);
+/* Whether t is a block type, and the bytes of n elements of t (n whole
+ * blocks for those). */
+int lt_dtype_is_block(enum lt_dtype t);
+size_t lt_dtype_bytes(enum lt_dtype t, size_t n);
+/* n values (whole blocks) of a block type, from blocks to floats, and
+ * from floats to blocks as GGUF's reference quantizers make them (scales
+ * rounded to the nearest even f16; q8_0's d = max |x| / 127 and q = x / d
+ * rounded half away from zero; q4_0's d = the value of largest magnitude
+ * over -8 and q = min(15, trunc(x / d + 8.5))). */
+void lt_dtype_dequantize(enum lt_dtype t, const void *blocks, float *dst, size_t n);
+void lt_dtype_quantize(enum lt_dtype t, const float *src, void *blocks, size_t n);
 
 /* What every backend's struct lt_buf begins with, so that the core reads a
  * buffer's type and size without knowing the backend. */
@@ -219,7 +244,13 @@ struct lt_backend_ops {
 	/* out[0] = sum of x[i] over n, accumulated in double, written as float */
 	void (*sum)(lt_backend *be, lt_ref out, lt_ref x, size_t n);
 
-	/* See struct lt_gemm. */
+	/* See struct lt_gemm. b may also be a weight of another type than a
+	 * (a block type, or the other of f32 and bf16) with batch 1, in both
+	 * of its uses, y = x W^T (trans_b) and dx = dy W (not trans_b): the
+	 * backend converts it to a's type a panel of at most
+	 * LT_GEMM_PANEL_VALUES values at a time (whole rows, or for dx whole
+	 * blocks of columns), so the result is the GEMM of a with the
+	 * dequantized weight up to the order of the sums. */
 	void (*gemm)(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 
 	/* out[N,C] = table[tokens[n], :]; tokens are int32 in [0, V) */

@@ -532,7 +532,21 @@ enum lt_status lt_conf_lora(const struct lt_conf *c, struct lt_lora *out)
 							    "down" };
 	const char *p = c->train.lora_targets;
 	*out = (struct lt_lora){ .rank = c->train.lora_rank, .alpha = c->train.lora_alpha,
-				 .dropout = c->train.lora_dropout };
+				 .dropout = c->train.lora_dropout, .base = c->train.lora_base };
+	enum lt_dtype type = lt_lora_base_type(out->base, c->train.precision);
+	if (out->base != LT_LORA_BASE_AUTO && out->rank <= 0) {
+		lt_errmsg_set("train.lora_base = %s needs train.lora_rank > 0: only a LoRA run has a "
+			      "frozen base", lt_dtype_name(type));
+		return LT_ERR_CONFIG;
+	}
+	if (lt_dtype_is_block(type) && (c->model.dim % LT_QBLOCK || c->model.ffn_dim % LT_QBLOCK)) {
+		int dim = c->model.dim % LT_QBLOCK != 0;
+		lt_errmsg_set("train.lora_base = %s: model.%s = %d is not a multiple of %d, the "
+			      "width of a block, which each quantized matrix's input must be",
+			      lt_dtype_name(type), dim ? "dim" : "ffn_dim",
+			      dim ? c->model.dim : c->model.ffn_dim, LT_QBLOCK);
+		return LT_ERR_CONFIG;
+	}
 	while (*p) {
 		size_t n = strcspn(p, ",");
 		int t = 0;

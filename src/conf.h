@@ -41,6 +41,7 @@ struct lt_conf_train {
 	float lora_alpha;     /* the adapters' output is scaled by alpha / rank */
 	float lora_dropout;   /* probability of dropping an adapter's input in training */
 	char lora_targets[64]; /* comma list of q, k, v, o, gate, up, down */
+	enum lt_lora_base lora_base; /* auto | f32 | bf16 | q8_0 | q4_0: the frozen matrices' type */
 };
 
 struct lt_conf_data {

@@ -26,6 +26,8 @@ _Static_assert(LT_RECOMPUTE_NONE == 0 && LT_RECOMPUTE_BLOCK == 1 &&
 _Static_assert(LT_ROPE_NONE == 0 && LT_ROPE_LLAMA3 == 1, "rope scaling names follow enum lt_rope_scaling");
 _Static_assert(LT_PRECISION_FP32 == 0 && LT_PRECISION_BF16 == 1 &&
 	       sizeof(enum lt_precision) == sizeof(int), "precision names follow enum lt_precision");
+_Static_assert(LT_LORA_BASE_AUTO == 0 && LT_LORA_BASE_Q4_0 == 4 &&
+	       sizeof(enum lt_lora_base) == sizeof(int), "lora_base names follow enum lt_lora_base");
 
 /* ------------------------------------------------------------- the table */
 
@@ -35,6 +37,7 @@ static const char *const schedule_names[] = { "cosine", "linear", "constant", NU
 static const char *const matmul_names[] = { "fp32", "tf32", NULL };
 static const char *const recompute_names[] = { "none", "block", NULL };
 static const char *const precision_names[] = { "fp32", "bf16", NULL };
+static const char *const lora_base_names[] = { "auto", "f32", "bf16", "q8_0", "q4_0", NULL };
 static const char *const rope_scaling_names[] = { "none", "llama3", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
@@ -175,6 +178,10 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "train", .name = "lora_targets", .type = LT_CONF_STRING,
 	  FIELD(train.lora_targets), .min = 1, .def = "q,k,v,o,gate,up,down",
 	  .doc = "the matrices that get adapters: a comma list of q, k, v, o, gate, up, down" },
+	{ .section = "train", .name = "lora_base", .type = LT_CONF_ENUM, FIELD(train.lora_base),
+	  .choices = lora_base_names, .def = "auto",
+	  .doc = "the frozen base's block matrices with adapters: auto (the activation type), "
+		 "f32, bf16, or GGUF's q8_0 or q4_0 blocks dequantized inside the GEMMs" },
 
 	{ .section = "data", .name = "dir", .type = LT_CONF_STRING, FIELD(data.dir),
 	  .min = 0, .def = "",

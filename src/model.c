@@ -9,196 +9,7 @@
 #include <string.h>
 
 #include "rng.h"
-
-/* Offsets of one layer's tensors, in elements of the flat buffers. q, k
- * and v are adjacent (one [QKV, C] matrix) and so are gate and up (one
- * [2F, C] matrix): each pair is one GEMM. */
-struct layer_views {
-	size_t ln_in, wqkv, wo, ln_post, wgu, wdown;
-};
-
-/* Offsets of one layer's saved activations: in the activation space (the
- * model's activation type), or, marked (s), in the f32 statistics buffer. */
-struct layer_acts {
-	size_t x;      /* [N,C] the layer's input (residual stream) */
-	size_t rstd1;  /* [N] (s) */
-	size_t ln1;    /* [N,C] */
-	size_t qkv;    /* [N,QKV] after rope */
-	size_t lse;    /* [B,H,T] (s) */
-	size_t att;    /* [N,HD] */
-	size_t xmid;   /* [N,C] residual after attention */
-	size_t rstd2;  /* [N] (s) */
-	size_t ln2;    /* [N,C] */
-	size_t h;      /* [N,2F] gate | up */
-	size_t g;      /* [N,F] swiglu output */
-	size_t u[4];   /* with adapter dropout: each adapter input dropped (the
-			  LORA_IN_* order), then in backward its gradient */
-};
-
-/* The inputs adapters read, each shared by the targets of its group. */
-enum { LORA_IN_LN1, LORA_IN_ATT, LORA_IN_LN2, LORA_IN_G, LORA_INPUTS };
-
-/* Where the adapters of one layer lie in the trainable buffer (A, B per
- * target; unused targets are not laid out). */
-struct lora_views {
-	size_t a[LT_LORA_TARGETS], b[LT_LORA_TARGETS];
-};
-
-/* Offsets of the decoding activations for up to N = B*S new tokens, in
- * the decode buffer (the activation type) or, marked (s), its f32
- * statistics buffer. Nothing is kept for a backward pass, so one set
- * serves every layer and the residual stream x is updated in place. */
-struct decode_acts {
-	size_t x;      /* [N,C] residual stream */
-	size_t rstd;   /* [N] (s) */
-	size_t ln;     /* [N,C] */
-	size_t qkv;    /* [N,QKV] */
-	size_t att;    /* [N,HD] */
-	size_t h;      /* [N,2F] */
-	size_t g;      /* [N,F] */
-	size_t last;   /* [B,C] the residual of each row's last new token */
-	size_t rstdf;  /* [B] (s) */
-	size_t xf;     /* [B,C] */
-	size_t logits; /* [B,V] (s) */
-	size_t lora_t; /* [N,rank] the adapters' x A^T */
-};
-
-struct lt_model {
-	struct lt_model_config cfg;
-	lt_backend *be;
-	struct lt_tensor *tensors;
-	int n_tensors;
-	size_t numel;
-	size_t embed, norm, lm_head;     /* offsets of the global tensors */
-	struct layer_views *layers;
-	lt_buf *params, *grads;
-	enum lt_precision precision;
-	lt_buf *weights;                  /* [numel] bf16 compute copy of params, or NULL */
-	size_t grads_numel;               /* numel, or the caller's layout's size */
-	size_t *grad_block;               /* [n_layers] where each block's gradients start */
-	size_t grad_output;               /* where the output range's gradients start */
-	int grads_written;                /* a caller's layout: backward writes, not adds */
-	lt_buf *inv_freq;                 /* [D/2] rope frequencies */
-
-	/* the activation plan: one offset space, held as one buffer per layer
-	 * and one for the rest (a device caps each buffer's size; no op's
-	 * operand crosses a layer's end) */
-	int B, T;
-	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
-	lt_buf **acts;                    /* [n_layers + 1] */
-	lt_buf *stats;                    /* f32: the offsets marked (s) */
-	struct layer_acts *la;
-	size_t x_final, rstdf, xf, logits, losses, scalar;  /* rstdf, losses, scalar (s) */
-	size_t lookup_grad;               /* (s) [N,C] the lookup's gradient in bf16 (in dA in f32) */
-	int head_rows;                    /* the rows of logits[head_rows, V] at a time */
-	int head_rows_max;                /* lt_model_set_head_rows's bound, 0: none */
-	enum lt_recompute recompute;      /* BLOCK: la[l] share all but x, refilled in backward */
-	lt_buf *head_grad;                /* [V, C] the head's weight gradient of the last
-					     forward with grad_scale != 0 (made by the first) */
-	lt_buf *ids;                      /* [3 * B_cap * T_cap] int32: tokens, targets and
-					     lookup at the offsets below */
-	size_t tokens, targets;
-	size_t dx, dA, dB;                /* backward scratch, reused per layer */
-	int have_grad;                    /* head_grad and dxf (in dA) hold the head's gradients */
-	struct lt_grad_hook hook;         /* told of each finished gradient range */
-	size_t lookup;                    /* [N] in ids: each token's row of the lookup */
-	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
-	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,
-					     then the lookup activations' host copy */
-	int32_t *row_slot;                /* [vocab_size] scratch: a token's place in them, or -1 */
-	enum lt_status pause_st;          /* the first failure of a pause in backward */
-
-	/* KV-cached decoding, between lt_model_decode_begin and _end */
-	int dec_B, dec_S;
-	lt_buf *kv;                       /* [L] x (k, v), each [B, K, S, D] */
-	lt_buf *dec;                      /* inference activations, reused per layer */
-	lt_buf *dec_stats;                /* their f32 statistics and logits */
-	lt_buf *dec_ids;                  /* [B * S] int32: the new tokens */
-	struct decode_acts dacts;
-
-	/* LoRA: with lora.rank > 0, params/tensors/numel are the adapters and
-	 * the base lies in `base` (its tensors in base_tensors; the offsets of
-	 * layers, embed, norm and lm_head are into it) */
-	struct lt_lora lora;
-	lt_buf *base;                     /* frozen weights, f32 or bf16, or NULL */
-	struct lt_tensor *base_tensors;
-	int n_base;
-	size_t base_numel;
-	struct lora_views *lv;            /* [n_layers] */
-	lt_buf *norm_dw;                  /* [dim] f32: the frozen norms' unused gradient */
-	size_t lora_t, lora_dt;           /* [N, rank] each: x A^T and its gradient */
-	size_t dec_lora_t;                /* the same in the decode buffer */
-	uint64_t dropout_key;
-	int dropping;                     /* the last forward dropped adapter inputs */
-};
-
-static int head_dim(const struct lt_model_config *c)
-{
-	return c->dim / c->n_heads;
-}
-
-static int qkv_width(const struct lt_model_config *c)
-{
-	return (c->n_heads + 2 * c->n_kv_heads) * head_dim(c);
-}
-
-/* An adapted matrix W[out, in] of a block: its input (a LORA_IN_*), and
- * where its output lies in the activation it adds to, of width ld. */
-struct lora_shape {
-	int in, out, input, ld, col;
-};
-
-static struct lora_shape lora_shape_of(const struct lt_model_config *c, int t)
-{
-	int C = c->dim, HD = c->dim, KD = c->n_kv_heads * head_dim(c), F = c->ffn_dim;
-	int QKV = qkv_width(c);
-	switch (t) {
-	case LT_LORA_Q: return (struct lora_shape){ C, HD, LORA_IN_LN1, QKV, 0 };
-	case LT_LORA_K: return (struct lora_shape){ C, KD, LORA_IN_LN1, QKV, HD };
-	case LT_LORA_V: return (struct lora_shape){ C, KD, LORA_IN_LN1, QKV, HD + KD };
-	case LT_LORA_O: return (struct lora_shape){ HD, C, LORA_IN_ATT, C, 0 };
-	case LT_LORA_GATE: return (struct lora_shape){ C, F, LORA_IN_LN2, 2 * F, 0 };
-	case LT_LORA_UP: return (struct lora_shape){ C, F, LORA_IN_LN2, 2 * F, F };
-	default: return (struct lora_shape){ F, C, LORA_IN_G, C, 0 };
-	}
-}
-
-static int lora_on(const struct lt_lora *lora, int t)
-{
-	return lora && lora->rank > 0 && (lora->targets >> t & 1u);
-}
-
-/* The Hugging Face names of the adapted matrices, in enum lt_lora_target's order. */
-static const char *const lora_names[LT_LORA_TARGETS] = {
-	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-};
-
-size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora)
-{
-	size_t n = 0;
-	for (int t = 0; t < LT_LORA_TARGETS; t++) {
-		struct lora_shape sh = lora_shape_of(c, t);
-		if (lora_on(lora, t))
-			n += (size_t)lora->rank * (size_t)(sh.in + sh.out);
-	}
-	return n * (size_t)c->n_layers;
-}
-
-/* Appends a tensor view; returns its offset. */
-static size_t add_tensor(struct lt_model *m, const char *name, int rows, int cols, int decay)
-{
-	struct lt_tensor *t = &m->tensors[m->n_tensors++];
-	snprintf(t->name, sizeof t->name, "%s", name);
-	t->ndim = cols ? 2 : 1;
-	t->shape[0] = rows;
-	t->shape[1] = cols;
-	t->numel = (size_t)rows * (cols ? (size_t)cols : 1);
-	t->off = m->numel;
-	t->decay = decay;
-	m->numel += t->numel;
-	return t->off;
-}
+#include "model_impl.h"
 
 /* Lays out every tensor in the flat buffer, in Hugging Face names. */
 static void lay_out_parameters(struct lt_model *m)
@@ -224,33 +35,6 @@ static void lay_out_parameters(struct lt_model *m)
 	}
 	m->norm = add_tensor(m, "model.norm.weight", C, 0, 0);
 	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
-}
-
-/* Where the blocks of the trainable buffer begin, and where its output
- * range does: with adapters, the buffer is blocks alone. */
-static size_t first_block(const struct lt_model *m)
-{
-	return m->base ? 0 : m->layers[0].ln_in;
-}
-
-static size_t output_begin(const struct lt_model *m)
-{
-	return m->base ? m->numel : m->norm;
-}
-
-/* Elements of one block's parameters (every block has the same). */
-static size_t block_numel(const struct lt_model *m)
-{
-	return (output_begin(m) - first_block(m)) / (size_t)m->cfg.n_layers;
-}
-
-/* The gradient buffer as the mirror of the parameter buffer. */
-static void mirror_grad_layout(struct lt_model *m)
-{
-	for (int l = 0; l < m->cfg.n_layers; l++)
-		m->grad_block[l] = first_block(m) + (size_t)l * block_numel(m);
-	m->grad_output = output_begin(m);
-	m->grads_numel = m->numel;
 }
 
 /* The LM head and the cross-entropy run over row chunks of at most this
@@ -304,8 +88,8 @@ static void take_block_acts(const struct lt_model_config *c, int B, int T,
 		a->u[i] = 0;
 	if (lora && lora->rank > 0 && lora->dropout > 0.0f)
 		for (int t = 0; t < LT_LORA_TARGETS; t++) {
-			struct lora_shape sh = lora_shape_of(c, t);
-			if (lora_on(lora, t) && !a->u[sh.input])
+			struct lora_shape sh = lt_lora_shape(c, t);
+			if (lt_lora_on(lora, t) && !a->u[sh.input])
 				a->u[sh.input] = TAKE(N * (size_t)sh.in);
 		}
 }
@@ -374,40 +158,6 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 #undef TAKE
 #undef STAT
 
-/* The type of the activations in a precision, and the bytes of one. */
-static enum lt_dtype act_type(enum lt_precision p)
-{
-	return p == LT_PRECISION_BF16 ? LT_BF16 : LT_F32;
-}
-
-static size_t act_bytes(enum lt_precision p)
-{
-	return lt_dtype_size(act_type(p));
-}
-
-/* Reads n elements of an f32 or bf16 ref as floats. */
-static void read_floats(lt_backend *be, float *dst, lt_ref src, size_t n)
-{
-	be->ops->read(be, dst, src, n);
-	if (lt_buf_type(src.buf) != LT_BF16)
-		return;
-	uint16_t *h = (uint16_t *)dst;
-	for (size_t i = n; i-- > 0;)
-		dst[i] = lt_bf16_to_f32(h[i]);
-}
-
-/* Writes n floats into an f32 or bf16 ref (rounding to bf16; the floats are
- * overwritten). */
-static void write_floats(lt_backend *be, lt_ref dst, float *src, size_t n)
-{
-	if (lt_buf_type(dst.buf) == LT_BF16) {
-		uint16_t *h = (uint16_t *)src;
-		for (size_t i = 0; i < n; i++)
-			h[i] = lt_bf16_from_f32(src[i]);
-	}
-	be->ops->write(be, dst, src, n);
-}
-
 void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
 			      enum lt_recompute recompute, enum lt_precision precision,
 			      struct lt_mem_estimate *out)
@@ -424,10 +174,14 @@ void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T
 	struct plan_size plan = plan_activations(c, B, T, recompute, precision, lora, NULL);
 	memset(out, 0, sizeof *out);
 	/* the f32 parameters, and in bf16 their compute copy; with adapters,
-	 * the frozen base in the activation type besides */
+	 * the frozen base besides: its block matrices in their type (GGUF's
+	 * 34 or 18 bytes per 32 values), the rest in the activation type */
 	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
+	size_t W = lt_lora_block_matrix_params(c);
+	enum lt_dtype wtype = adapters ? lt_lora_base_type(lora->base, precision) : LT_F32;
 	if (adapters)
-		out->params += lt_model_config_params(c) * act_bytes(precision) + (size_t)c->dim * 4;
+		out->params += (lt_model_config_params(c) - W) * act_bytes(precision) +
+			       lt_dtype_bytes(wtype, W) + (size_t)c->dim * 4;
 	out->grads = P * 4;
 	out->optimizer = P * 8;
 	/* the head's weight gradient is made by the first training step (not
@@ -438,6 +192,9 @@ void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T
 	 * T keys per thread (cpu/cpu_attention.c). */
 	size_t tile_rows = T < 64 ? (size_t)T : 64;
 	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows * (size_t)T * 4;
+	/* a base of another type is converted a panel at a time (backend.h) */
+	if (adapters && wtype != act_type(precision))
+		out->workspace += LT_GEMM_PANEL_VALUES * act_bytes(precision);
 	/* Code, libraries, OpenMP stacks and OpenBLAS's per-thread buffers,
 	 * measured on the 15M preset: about 8 MiB plus 3 MiB per thread (14 MiB
 	 * at 2 threads, 53 MiB at 16). */
@@ -541,28 +298,6 @@ static void free_activations(lt_model *m)
 	m->acts = NULL;
 }
 
-/* The buffer holding activation offset `off`: layer l's from la[l].x, the
- * rest from x_final. */
-static int piece_of(const lt_model *m, size_t off)
-{
-	int lo = 0, hi = m->cfg.n_layers - 1;  /* the answer is in [lo, hi] */
-	if (off >= m->x_final)
-		return m->cfg.n_layers;
-	while (lo < hi) {
-		int mid = (lo + hi + 1) / 2;
-		if (m->la[mid].x <= off)
-			lo = mid;
-		else
-			hi = mid - 1;
-	}
-	return lo;
-}
-
-static size_t piece_begin(const lt_model *m, int i)
-{
-	return i < m->cfg.n_layers ? m->la[i].x : m->x_final;
-}
-
 /* Allocates the pieces of a plan. */
 static enum lt_status allocate_activations(lt_model *m, struct plan_size size, size_t tokens)
 {
@@ -603,6 +338,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->inv_freq);
 	lt_buf_free(m->be, m->head_grad);
 	lt_buf_free(m->be, m->base);
+	lt_buf_free(m->be, m->wbase);
 	lt_buf_free(m->be, m->norm_dw);
 	if (m->base_tensors != m->tensors)
 		free(m->base_tensors);
@@ -629,18 +365,6 @@ size_t lt_model_block_begin(const lt_model *m, int l)
 {
 	LT_ASSERT(l >= 0 && l <= m->cfg.n_layers);
 	return first_block(m) + (size_t)l * block_numel(m);
-}
-
-/* Where the gradient of flat element off lies in the gradient buffer. */
-static size_t grad_index(const lt_model *m, size_t off)
-{
-	size_t first = first_block(m);
-	if (off < first)
-		return off;
-	if (off >= output_begin(m))
-		return m->grad_output + (off - output_begin(m));
-	size_t b = (off - first) / block_numel(m);
-	return m->grad_block[b] + (off - first - b * block_numel(m));
 }
 
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout)
@@ -674,8 +398,6 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 	return m->be->ops->sync(m->be);
 }
 
-static lt_ref A(const lt_model *m, size_t off);
-
 
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
 {
@@ -694,59 +416,43 @@ static int is_residual_output(const char *name)
 {
 	return strstr(name, "o_proj") || strstr(name, "down_proj");
 }
-
-/* The adapters' first weights: A uniform(-1/sqrt(in), 1/sqrt(in)) (a
- * Kaiming-uniform bound), B zero, so the adapted model starts as the base. */
-enum lt_status lt_model_init_adapters(lt_model *m, uint64_t seed)
+/* Draws tensor i (of n) into x: ones for a norm, else normal(0, std). */
+static void draw_tensor(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed,
+			float *x)
 {
-	float *host = calloc(m->numel + 1, sizeof *host);
-	if (!host) {
-		lt_errmsg_set("cannot allocate %zu bytes to initialise the adapters", m->numel * 4);
-		return LT_ERR_NOMEM;
-	}
-	for (int i = 0; i < m->n_tensors; i++) {
-		const struct lt_tensor *t = &m->tensors[i];
-		if (!strstr(t->name, "lora_A"))
-			continue;
-		struct lt_rng rng;
-		double bound = 1.0 / sqrt((double)t->shape[1]);
-		lt_rng_seed(&rng, seed, ((uint64_t)1 << 32) + (uint64_t)i);
+	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
+	if (t->ndim == 1) {
 		for (size_t j = 0; j < t->numel; j++)
-			host[t->off + j] = (float)((2.0 * lt_rng_uniform(&rng) - 1.0) * bound);
+			x[j] = 1.0f;
+	} else {
+		float std = is_residual_output(t->name) ? resid_std : 0.02f;
+		lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
 	}
-	m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
-	enum lt_status st = m->be->ops->sync(m->be);
-	free(host);
-	return st;
 }
 
 enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 {
-	const struct lt_tensor *tensors = m->base ? m->base_tensors : m->tensors;
-	int n = m->base ? m->n_base : m->n_tensors;
-	size_t numel = m->base ? m->base_numel : m->numel;
-	float *host = malloc(numel * sizeof *host);
+	size_t most = 0;
+	for (int i = 0; i < lt_model_num_weights(m); i++)
+		if (lt_model_weight(m, i)->numel > most)
+			most = lt_model_weight(m, i)->numel;
+	/* a tensor at a time: with adapters, the base lies in two buffers */
+	float *host = malloc((m->base ? most : m->numel) * sizeof *host);
 	if (!host) {
-		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", numel * sizeof *host);
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", most * sizeof *host);
 		return LT_ERR_NOMEM;
 	}
-	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
-	for (int i = 0; i < n; i++) {
-		const struct lt_tensor *t = &tensors[i];
-		float *x = host + t->off;
-		if (t->ndim == 1) {
-			for (size_t j = 0; j < t->numel; j++)
-				x[j] = 1.0f;
-		} else {
-			float std = is_residual_output(t->name) ? resid_std : 0.02f;
-			lt_rng_fill_normal(x, t->numel, std, seed, (uint64_t)i);
-		}
+	enum lt_status st = LT_OK;
+	for (int i = 0; i < lt_model_num_weights(m) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_weight(m, i);
+		draw_tensor(m, t, i, seed, m->base ? host : host + t->off);
+		if (m->base)
+			st = lt_model_write_weight(m, t, host);
 	}
-	if (m->base)
-		write_floats(m->be, (lt_ref){ m->base, 0 }, host, numel);
-	else
+	if (!m->base)
 		m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
-	enum lt_status st = m->be->ops->sync(m->be);
+	if (st == LT_OK)
+		st = m->be->ops->sync(m->be);
 	free(host);
 	return st == LT_OK && m->base ? lt_model_init_adapters(m, seed) : st;
 }
@@ -784,210 +490,14 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	return LT_OK;
 }
 
-/* Shorthands for refs into the model's buffers: the weights ops compute
- * with (the compute copy in bf16), the gradients, the activations, the
- * statistics and the token ids. */
-static lt_ref P(const lt_model *m, size_t off)
-{
-	return (lt_ref){ m->base ? m->base : m->weights ? m->weights : m->params, off };
-}
-/* An adapter's weights, in the trainable buffer (its compute copy in bf16). */
-static lt_ref PA(const lt_model *m, size_t off)
-{
-	return (lt_ref){ m->weights ? m->weights : m->params, off };
-}
-static lt_ref G(const lt_model *m, size_t off)
-{
-	return (lt_ref){ m->grads, grad_index(m, off) };
-}
-static lt_ref A(const lt_model *m, size_t off)
-{
-	int i = piece_of(m, off);
-	return (lt_ref){ m->acts[i], off - piece_begin(m, i) };
-}
 static lt_ref S(const lt_model *m, size_t off) { return (lt_ref){ m->stats, off }; }
 static lt_ref I(const lt_model *m, size_t off) { return (lt_ref){ m->ids, off }; }
 
-/* out[M,N] (= or +=) x[M,K] . W[N,K]^T: a linear layer with [out, in] weights. */
-static void linear_forward(lt_backend *be, lt_ref out, lt_ref x, lt_ref w, int M, int N, int K,
-			   float beta)
-{
-	struct lt_gemm g = { .trans_a = 0, .trans_b = 1, .m = M, .n = N, .k = K, .alpha = 1.0f,
-			     .beta = beta, .lda = K, .ldb = K, .ldc = N, .batch = 1 };
-	be->ops->gemm(be, &g, x, w, out);
-}
-
-/* dx[M,K] (= or +=, by beta) dout[M,N] . W[N,K] */
-static void linear_grad_input(lt_backend *be, lt_ref dx, float beta, lt_ref dout, lt_ref w,
-			      int M, int N, int K)
-{
-	struct lt_gemm g = { .trans_a = 0, .trans_b = 0, .m = M, .n = K, .k = N, .alpha = 1.0f,
-			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	be->ops->gemm(be, &g, dout, w, dx);
-}
-
-/* dW[N,K] (= or +=, by beta) dout[M,N]^T . x[M,K] */
-static void linear_grad_weight(lt_backend *be, lt_ref dw, float beta, lt_ref dout, lt_ref x,
-			       int M, int N, int K)
-{
-	struct lt_gemm g = { .trans_a = 1, .trans_b = 0, .m = N, .n = K, .k = M, .alpha = 1.0f,
-			     .beta = beta, .lda = N, .ldb = K, .ldc = K, .batch = 1 };
-	be->ops->gemm(be, &g, dout, x, dw);
-}
-
-/* dx[M,K] (= or +=) dout[M,N] . W[N,K], and dW[N,K] += dout^T . x[M,K]. */
 static void linear_backward(lt_backend *be, lt_ref dx, float dx_beta, lt_ref dw, lt_ref dout,
 			    lt_ref x, lt_ref w, int M, int N, int K)
 {
 	linear_grad_input(be, dx, dx_beta, dout, w, M, N, K);
 	linear_grad_weight(be, dw, 1.0f, dout, x, M, N, K);
-}
-
-/* c[M,N] (= or +=, by beta) alpha a . b, each operand transposed or not,
- * with its leading dimension: a GEMM over column slices. */
-static void gemm_slices(lt_backend *be, int ta, int tb, int M, int N, int K, float alpha,
-			lt_ref a, int lda, lt_ref b, int ldb, float beta, lt_ref c, int ldc)
-{
-	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = M, .n = N, .k = K,
-			     .alpha = alpha, .beta = beta, .lda = lda, .ldb = ldb, .ldc = ldc,
-			     .batch = 1 };
-	be->ops->gemm(be, &g, a, b, c);
-}
-
-static float lora_scale(const lt_model *m)
-{
-	return m->lora.alpha / (float)m->lora.rank;
-}
-
-/* Adds target t's adapter of layer l to y (its output, of width sh.ld):
- * y[:, col:col+out] += scale (u A^T) B^T over N rows, u[N, in] its input,
- * through tmp[N, rank]. */
-static void lora_forward(lt_model *m, int l, int t, lt_ref u, lt_ref y, int N, lt_ref tmp)
-{
-	struct lora_shape sh = lora_shape_of(&m->cfg, t);
-	int r = m->lora.rank;
-	linear_forward(m->be, tmp, u, PA(m, m->lv[l].a[t]), N, r, sh.in, 0.0f);
-	gemm_slices(m->be, 0, 1, N, sh.out, r, lora_scale(m), tmp, r, PA(m, m->lv[l].b[t]), r,
-		    1.0f, lt_ref_at(y, (size_t)sh.col), sh.ld);
-}
-
-/* In training with dropout: dst = src with each element dropped with the
- * adapters' probability p, the rest scaled by 1/(1 - p); the mask depends
- * only on the dropout key, the layer and the input, so backward draws it
- * again. Done on the host: no op of the backend drops. */
-static enum lt_status lora_drop(lt_model *m, int l, int input, lt_ref dst, lt_ref src, size_t n)
-{
-	lt_backend *be = m->be;
-	int half = act_type(m->precision) == LT_BF16;
-	float *x = malloc(n * sizeof *x + 1);
-	if (!x) {
-		lt_errmsg_set("cannot allocate %zu floats for the adapters' dropout", n);
-		return LT_ERR_NOMEM;
-	}
-	be->ops->read(be, x, src, n);
-	enum lt_status st = be->ops->sync(be);
-	uint16_t *h = (uint16_t *)x;
-	double p = m->lora.dropout;
-	float keep = (float)(1.0 / (1.0 - p));
-	struct lt_rng rng;
-	lt_rng_seed(&rng, m->dropout_key, (uint64_t)l * LORA_INPUTS + (uint64_t)input);
-	/* bf16 elements are widened in place from the end back */
-	for (size_t i = n; half && i-- > 0;)
-		x[i] = lt_bf16_to_f32(h[i]);
-	for (size_t i = 0; i < n; i++)
-		x[i] = lt_rng_uniform(&rng) < p ? 0.0f : x[i] * keep;
-	for (size_t i = 0; half && i < n; i++)
-		h[i] = lt_bf16_from_f32(x[i]);
-	be->ops->write(be, dst, x, n);
-	if (st == LT_OK)
-		st = be->ops->sync(be);
-	free(x);
-	return st;
-}
-
-/* The adapters of layer l reading `input` (x, of width in), added to y:
- * x dropped into u first when the forward drops. */
-static void lora_inputs_forward(lt_model *m, int l, int input, lt_ref x, lt_ref y, int N,
-				lt_ref u_drop, lt_ref tmp)
-{
-	lt_ref u = x;
-	int dropped = 0;
-	for (int t = 0; t < LT_LORA_TARGETS; t++) {
-		struct lora_shape sh = lora_shape_of(&m->cfg, t);
-		if (!lora_on(&m->lora, t) || sh.input != input)
-			continue;
-		if (m->dropping && !dropped) {
-			enum lt_status st = lora_drop(m, l, input, u_drop, x, (size_t)N * sh.in);
-			if (st != LT_OK && m->pause_st == LT_OK)
-				m->pause_st = st;
-			u = u_drop;
-			dropped = 1;
-		}
-		lora_forward(m, l, t, u, y, N, tmp);
-	}
-}
-
-/* The adapters of block l's training forward that read `input`. */
-static void lora_block_forward(lt_model *m, int l, int input, size_t x, lt_ref y)
-{
-	if (!m->base)
-		return;
-	lora_inputs_forward(m, l, input, A(m, x), y, m->B * m->T, A(m, m->la[l].u[input]),
-			    A(m, m->lora_t));
-}
-
-/* Backward through the adapters of layer l reading `input`: dy is the
- * gradient of their output (width sh.ld), dx that of their input, added
- * to. dA += dT^T u and dB += scale dy^T T with T = u A^T made again and
- * dT = scale dy B; dx += dT A (through the dropout's mask, gathered in u's
- * place once the group's weights are done with it). */
-static void lora_backward(lt_model *m, int l, int input, lt_ref dy, lt_ref dx)
-{
-	const struct layer_acts *a = &m->la[l];
-	size_t xs[LORA_INPUTS] = { a->ln1, a->att, a->ln2, a->g };  /* the LORA_IN_* order */
-	int N = m->B * m->T, r = m->lora.rank, in = 0, first = 1;
-	float s = lora_scale(m);
-	lt_backend *be = m->be;
-	lt_ref T = A(m, m->lora_t), dT = A(m, m->lora_dt);
-	lt_ref u = m->dropping ? A(m, a->u[input]) : A(m, xs[input]);
-	/* recomputing, the kept forward ends before the down projection: its
-	 * input is dropped again here */
-	if (m->dropping && m->recompute && input == LORA_IN_G) {
-		enum lt_status st = lora_drop(m, l, input, u, A(m, a->g),
-					      (size_t)N * (size_t)m->cfg.ffn_dim);
-		if (st != LT_OK && m->pause_st == LT_OK)
-			m->pause_st = st;
-	}
-	for (int pass = 0; pass < 2; pass++) {
-		for (int t = 0; t < LT_LORA_TARGETS; t++) {
-			struct lora_shape sh = lora_shape_of(&m->cfg, t);
-			if (!lora_on(&m->lora, t) || sh.input != input)
-				continue;
-			const struct lora_views *v = &m->lv[l];
-			lt_ref dys = lt_ref_at(dy, (size_t)sh.col);
-			in = sh.in;
-			gemm_slices(be, 0, 0, N, r, sh.out, s, dys, sh.ld, PA(m, v->b[t]), r, 0.0f, dT,
-				    r);
-			if (pass == 0) {
-				linear_forward(be, T, u, PA(m, v->a[t]), N, r, sh.in, 0.0f);
-				gemm_slices(be, 1, 0, sh.out, r, N, s, dys, sh.ld, T, r, 1.0f,
-					    G(m, v->b[t]), r);
-				linear_grad_weight(be, G(m, v->a[t]), 1.0f, dT, u, N, r, sh.in);
-			} else if (!m->dropping) {
-				linear_grad_input(be, dx, 1.0f, dT, PA(m, v->a[t]), N, r, sh.in);
-			} else {
-				linear_grad_input(be, u, first ? 0.0f : 1.0f, dT, PA(m, v->a[t]), N, r,
-						  sh.in);
-				first = 0;
-			}
-		}
-	}
-	if (m->dropping && in) {
-		enum lt_status st = lora_drop(m, l, input, u, u, (size_t)N * in);
-		if (st != LT_OK && m->pause_st == LT_OK)
-			m->pause_st = st;
-		be->ops->add(be, dx, dx, u, (size_t)N * in);
-	}
 }
 
 /* The weights' part of a linear layer's backward: the input's gradient,
@@ -1028,18 +538,18 @@ static void block_forward_kept(lt_model *m, int l)
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln1), S(m, a->rstd1), A(m, a->x), P(m, w->ln_in), N, C,
 				 c->norm_eps);
-	linear_forward(be, A(m, a->qkv), A(m, a->ln1), P(m, w->wqkv), N, QKV, C, 0.0f);
-	lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
+	linear_forward(be, A(m, a->qkv), A(m, a->ln1), PW(m, w->wqkv), N, QKV, C, 0.0f);
+	lt_lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
-	linear_forward(be, A(m, a->xmid), A(m, a->att), P(m, w->wo), N, C, C, 1.0f);
-	lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
+	linear_forward(be, A(m, a->xmid), A(m, a->att), PW(m, w->wo), N, C, C, 1.0f);
+	lt_lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
 				 N, C, c->norm_eps);
-	linear_forward(be, A(m, a->h), A(m, a->ln2), P(m, w->wgu), N, 2 * F, C, 0.0f);
-	lora_block_forward(m, l, LORA_IN_LN2, a->ln2, A(m, a->h));
+	linear_forward(be, A(m, a->h), A(m, a->ln2), PW(m, w->wgu), N, 2 * F, C, 0.0f);
+	lt_lora_block_forward(m, l, LORA_IN_LN2, a->ln2, A(m, a->h));
 	be->ops->swiglu_forward(be, A(m, a->g), A(m, a->h), N, F);
 }
 
@@ -1053,8 +563,8 @@ static void block_forward(lt_model *m, int l)
 	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 	block_forward_kept(m, l);
 	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
-	linear_forward(m->be, A(m, next), A(m, a->g), P(m, m->layers[l].wdown), N, C, F, 1.0f);
-	lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
+	linear_forward(m->be, A(m, next), A(m, a->g), PW(m, m->layers[l].wdown), N, C, F, 1.0f);
+	lt_lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
 }
 
 /* Passes a finished gradient range to the caller's hook, if any. */
@@ -1084,29 +594,29 @@ static void block_backward(lt_model *m, int l)
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA), dB = A(m, m->dB);
 
 	/* MLP: x_{l+1} = xmid + down(swiglu(gate_up(rmsnorm(xmid)))) */
-	base_backward(m, dA, G(m, w->wdown), dx, A(m, a->g), P(m, w->wdown), N, C, F);
+	base_backward(m, dA, G(m, w->wdown), dx, A(m, a->g), PW(m, w->wdown), N, C, F);
 	if (m->base)
-		lora_backward(m, l, LORA_IN_G, dx, dA);
+		lt_lora_backward(m, l, LORA_IN_G, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->swiglu_backward(be, dB, dA, A(m, a->h), N, F);
-	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), P(m, w->wgu), N, 2 * F, C);
+	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), PW(m, w->wgu), N, 2 * F, C);
 	if (m->base)
-		lora_backward(m, l, LORA_IN_LN2, dB, dA);
+		lt_lora_backward(m, l, LORA_IN_LN2, dB, dA);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_post), dA, A(m, a->xmid),
 				  P(m, w->ln_post), S(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
-	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), P(m, w->wo), N, C, C);
+	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), PW(m, w->wo), N, C, C);
 	if (m->base)
-		lora_backward(m, l, LORA_IN_ATT, dx, dA);
+		lt_lora_backward(m, l, LORA_IN_ATT, dx, dA);
 	pause_for_exchanges(m);
 	be->ops->attention_backward(be, dB, dA, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	pause_for_exchanges(m);
 	be->ops->rope(be, dB, (lt_ref){ m->inv_freq, 0 }, &s, 1);
-	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), P(m, w->wqkv), N, QKV, C);
+	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), PW(m, w->wqkv), N, QKV, C);
 	if (m->base)
-		lora_backward(m, l, LORA_IN_LN1, dB, dA);
+		lt_lora_backward(m, l, LORA_IN_LN1, dB, dA);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
 				  S(m, a->rstd1), N, C);
@@ -1389,19 +899,7 @@ void lt_model_decode_end(lt_model *m)
 	m->dec_B = m->dec_S = 0;
 }
 
-static lt_ref DA(const lt_model *m, size_t off) { return (lt_ref){ m->dec, off }; }
 static lt_ref DS(const lt_model *m, size_t off) { return (lt_ref){ m->dec_stats, off }; }
-
-/* The adapters of layer l reading `input` in decoding (never dropped). */
-static void lora_decode(lt_model *m, int l, int input, lt_ref x, lt_ref y, int N)
-{
-	if (!m->base)
-		return;
-	for (int t = 0; t < LT_LORA_TARGETS; t++)
-		if (lora_on(&m->lora, t) && lora_shape_of(&m->cfg, t).input == input)
-			lora_forward(m, l, t, x, y, N, DA(m, m->dacts.lora_t));
-}
-
 /* One transformer block over the B*T new tokens at positions pos0..: the
  * residual stream in the decode buffer is updated in place, and the
  * layer's cache gains the new keys and values. */
@@ -1419,20 +917,20 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_in), N,
 				 C, c->norm_eps);
-	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), P(m, w->wqkv), N, QKV, C, 0.0f);
-	lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
+	linear_forward(be, DA(m, d->qkv), DA(m, d->ln), PW(m, w->wqkv), N, QKV, C, 0.0f);
+	lt_lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
-	linear_forward(be, DA(m, d->x), DA(m, d->att), P(m, w->wo), N, C, C, 1.0f);
-	lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
+	linear_forward(be, DA(m, d->x), DA(m, d->att), PW(m, w->wo), N, C, C, 1.0f);
+	lt_lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
 				 N, C, c->norm_eps);
-	linear_forward(be, DA(m, d->h), DA(m, d->ln), P(m, w->wgu), N, 2 * F, C, 0.0f);
-	lora_decode(m, l, LORA_IN_LN2, DA(m, d->ln), DA(m, d->h), N);
+	linear_forward(be, DA(m, d->h), DA(m, d->ln), PW(m, w->wgu), N, 2 * F, C, 0.0f);
+	lt_lora_decode(m, l, LORA_IN_LN2, DA(m, d->ln), DA(m, d->h), N);
 	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
-	linear_forward(be, DA(m, d->x), DA(m, d->g), P(m, w->wdown), N, C, F, 1.0f);
-	lora_decode(m, l, LORA_IN_G, DA(m, d->g), DA(m, d->x), N);
+	linear_forward(be, DA(m, d->x), DA(m, d->g), PW(m, w->wdown), N, C, F, 1.0f);
+	lt_lora_decode(m, l, LORA_IN_G, DA(m, d->g), DA(m, d->x), N);
 }
 
 enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int pos0,
@@ -1515,179 +1013,13 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 	m->recompute = r;
 }
 
-/* The frozen base in the activation type of the precision (its contents
- * are drawn or loaded after). */
-static enum lt_status make_base(lt_model *m)
-{
-	enum lt_dtype type = act_type(m->precision);
-	if (m->base && lt_buf_type(m->base) == type)
-		return LT_OK;
-	lt_buf_free(m->be, m->base);
-	m->base = NULL;
-	enum lt_status st = lt_buf_new(m->be, type, m->base_numel, &m->base);
-	if (st != LT_OK)
-		lt_errmsg_prefix("the frozen base of %zu weights in %s", m->base_numel,
-				 lt_dtype_name(type));
-	return st;
-}
-
-/* Lays out the adapters, layer by layer, as the trainable tensors. */
-static void lay_out_adapters(lt_model *m)
-{
-	char name[80];
-	int r = m->lora.rank;
-	m->n_tensors = 0;
-	m->numel = 0;
-	for (int l = 0; l < m->cfg.n_layers; l++)
-		for (int t = 0; t < LT_LORA_TARGETS; t++) {
-			struct lora_shape sh = lora_shape_of(&m->cfg, t);
-			if (!lora_on(&m->lora, t))
-				continue;
-			snprintf(name, sizeof name, "model.layers.%d.%s.lora_A.weight", l, lora_names[t]);
-			m->lv[l].a[t] = add_tensor(m, name, r, sh.in, 1);
-			snprintf(name, sizeof name, "model.layers.%d.%s.lora_B.weight", l, lora_names[t]);
-			m->lv[l].b[t] = add_tensor(m, name, sh.out, r, 1);
-		}
-}
-
-enum lt_status lt_model_set_lora(lt_model *m, const struct lt_lora *lora)
-{
-	LT_ASSERT(!m->acts && !m->kv && !m->weights && !m->base && !m->head_grad);
-	int L = m->cfg.n_layers, n = 0;
-	m->lora = *lora;
-	if (lora->rank <= 0) {
-		m->lora.rank = 0;
-		return LT_OK;
-	}
-	for (int t = 0; t < LT_LORA_TARGETS; t++)
-		n += lora_on(lora, t);
-	if (n == 0) {
-		lt_errmsg_set("LoRA of rank %d adapts no matrix: train.lora_targets is empty",
-			      lora->rank);
-		return LT_ERR_CONFIG;
-	}
-	struct lt_tensor *adapters = calloc((size_t)L * 2 * n, sizeof *adapters);
-	m->lv = calloc((size_t)L, sizeof *m->lv);
-	if (!adapters || !m->lv) {
-		free(adapters);
-		lt_errmsg_set("cannot allocate the adapters' tables");
-		return LT_ERR_NOMEM;
-	}
-	m->base_tensors = m->tensors;
-	m->n_base = m->n_tensors;
-	m->base_numel = m->numel;
-	m->tensors = adapters;
-	lay_out_adapters(m);
-	/* the f32 parameters become the frozen base (or without them, from
-	 * lt_model_new_adapted, it is made in its type) */
-	m->base = m->params;
-	m->params = NULL;
-	lt_buf_free(m->be, m->grads);
-	m->grads = NULL;
-	enum lt_status st = m->base ? LT_OK : make_base(m);
-	if (st != LT_OK)
-		return st;
-	mirror_grad_layout(m);  /* the base, there now, marks the adapters' layout */
-	st = lt_buf_new(m->be, LT_F32, m->numel, &m->params);
-	if (st == LT_OK)
-		st = lt_buf_new(m->be, LT_F32, m->numel, &m->grads);
-	if (st == LT_OK)
-		st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.dim, &m->norm_dw);
-	if (st != LT_OK)
-		lt_errmsg_prefix("adapters of %zu parameters", m->numel);
-	return st;
-}
-
-const struct lt_lora *lt_model_lora(const lt_model *m) { return &m->lora; }
-int lt_model_num_frozen(const lt_model *m) { return m->base ? m->n_base : 0; }
-
-const struct lt_tensor *lt_model_frozen(const lt_model *m, int i)
-{
-	return m->base && i >= 0 && i < m->n_base ? &m->base_tensors[i] : NULL;
-}
-
-lt_ref lt_model_frozen_params(const lt_model *m) { return (lt_ref){ m->base, 0 }; }
-
-const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name)
-{
-	for (int i = 0; i < lt_model_num_frozen(m); i++)
-		if (!strcmp(m->base_tensors[i].name, name))
-			return &m->base_tensors[i];
-	return NULL;
-}
-
-void lt_model_set_dropout_key(lt_model *m, uint64_t key) { m->dropout_key = key; }
-
-/* Where target t's base matrix of layer l lies in the base buffer. */
-static size_t lora_base_off(const lt_model *m, int l, int t)
-{
-	const struct layer_views *w = &m->layers[l];
-	const struct lt_model_config *c = &m->cfg;
-	size_t C = (size_t)c->dim, KD = (size_t)c->n_kv_heads * head_dim(c), F = (size_t)c->ffn_dim;
-	size_t at[LT_LORA_TARGETS] = { w->wqkv, w->wqkv + C * C, w->wqkv + (C + KD) * C, w->wo,
-				       w->wgu, w->wgu + F * C, w->wdown };
-	return at[t];
-}
-
-/* W[out, in] += scale B A for target t of layer l (in double), B = 0. */
-static enum lt_status merge_one(lt_model *m, int l, int t, float *w, float *a, float *b)
-{
-	lt_backend *be = m->be;
-	struct lora_shape sh = lora_shape_of(&m->cfg, t);
-	int r = m->lora.rank;
-	lt_ref wr = { m->base, lora_base_off(m, l, t) };
-	size_t nw = (size_t)sh.out * sh.in;
-	read_floats(be, w, wr, nw);
-	be->ops->read(be, a, lt_ref_at(lt_model_params(m), m->lv[l].a[t]), (size_t)r * sh.in);
-	be->ops->read(be, b, lt_ref_at(lt_model_params(m), m->lv[l].b[t]), (size_t)sh.out * r);
-	enum lt_status st = be->ops->sync(be);
-	if (st != LT_OK)
-		return st;
-	double s = (double)m->lora.alpha / r;
-	for (int o = 0; o < sh.out; o++)
-		for (int i = 0; i < sh.in; i++) {
-			double acc = 0;
-			for (int k = 0; k < r; k++)
-				acc += (double)b[(size_t)o * r + k] * a[(size_t)k * sh.in + i];
-			w[(size_t)o * sh.in + i] = (float)(w[(size_t)o * sh.in + i] + s * acc);
-		}
-	write_floats(be, wr, w, nw);
-	be->ops->fill(be, lt_ref_at(lt_model_params(m), m->lv[l].b[t]), (size_t)sh.out * r, 0.0f);
-	return be->ops->sync(be);
-}
-
-enum lt_status lt_model_merge_lora(lt_model *m)
-{
-	if (!m->base)
-		return LT_OK;
-	const struct lt_model_config *c = &m->cfg;
-	size_t big = (size_t)(c->ffn_dim > c->dim ? c->ffn_dim : c->dim) * c->dim;
-	size_t r = (size_t)m->lora.rank, side = r * big / (size_t)c->dim;
-	float *w = malloc(big * sizeof *w), *a = malloc(side * sizeof *a), *b = malloc(side * sizeof *b);
-	enum lt_status st = LT_OK;
-	if (!w || !a || !b) {
-		lt_errmsg_set("cannot allocate the buffers to merge the adapters");
-		st = LT_ERR_NOMEM;
-	}
-	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
-		for (int t = 0; t < LT_LORA_TARGETS && st == LT_OK; t++)
-			if (lora_on(&m->lora, t))
-				st = merge_one(m, l, t, w, a, b);
-	free(w);
-	free(a);
-	free(b);
-	if (st != LT_OK)
-		lt_errmsg_prefix("merging the adapters");
-	return st;
-}
-
 enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 {
 	LT_ASSERT(!m->acts && !m->kv);
 	lt_buf_free(m->be, m->weights);
 	m->weights = NULL;
 	m->precision = p;
-	enum lt_status st = m->base ? make_base(m) : LT_OK;
+	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
 	if (st != LT_OK || p != LT_PRECISION_BF16)
 		return st;
 	st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
@@ -1720,12 +1052,7 @@ const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name
 
 enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
 {
-	lt_buf *dst = m->base ? m->base : m->params;
-	if (lt_buf_type(dst) == LT_BF16) {
-		uint16_t *half = (uint16_t *)x;  /* element i's 2 bytes lie below x[i]'s */
-		for (size_t i = 0; i < t->numel; i++)
-			half[i] = lt_bf16_from_f32(x[i]);
-	}
-	m->be->ops->write(m->be, (lt_ref){ dst, t->off }, x, t->numel);
+	lt_ref dst = m->base ? lt_model_frozen_ref(m, t) : lt_ref_at(lt_model_params(m), t->off);
+	write_floats(m->be, dst, x, t->numel);
 	return m->be->ops->sync(m->be);  /* the caller frees x next */
 }

@@ -56,12 +56,22 @@ enum lt_lora_target {
 	LT_LORA_Q, LT_LORA_K, LT_LORA_V, LT_LORA_O, LT_LORA_GATE, LT_LORA_UP, LT_LORA_DOWN,
 	LT_LORA_TARGETS
 };
+/* The type of the frozen base's block matrices (train.lora_base): the
+ * activation type, f32, bf16, or GGUF's q8_0 or q4_0 blocks, which the
+ * GEMMs dequantize a panel at a time. The embeddings, the norms and the
+ * head stay in the activation type. */
+enum lt_lora_base { LT_LORA_BASE_AUTO, LT_LORA_BASE_F32, LT_LORA_BASE_BF16, LT_LORA_BASE_Q8_0,
+		    LT_LORA_BASE_Q4_0 };
 struct lt_lora {
 	int rank;          /* 0: no adapters (full training) */
 	float alpha;       /* the adapters' output is scaled by alpha / rank */
 	float dropout;     /* the probability of dropping an adapter input, in training */
 	unsigned targets;  /* bit (1 << enum lt_lora_target) per adapted matrix */
+	enum lt_lora_base base;  /* the type of the base's block matrices */
 };
+/* The buffer type a base of that kind holds its block matrices in, in a
+ * run of that precision. */
+enum lt_dtype lt_lora_base_type(enum lt_lora_base base, enum lt_precision p);
 
 /* What lt_model_new + lt_model_plan(B, T) + AdamW state will hold, plus the
  * backend's workspace for `threads` threads and the process's own runtime. */
@@ -76,6 +86,9 @@ void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T
 				   const struct lt_lora *lora, struct lt_mem_estimate *out);
 /* Elements of the adapters of a configuration. */
 size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora);
+/* Elements of the block matrices (q, k, v, o, gate, up, down of every
+ * layer): what train.lora_base sets the type of. */
+size_t lt_lora_block_matrix_params(const struct lt_model_config *c);
 
 typedef struct lt_model lt_model;
 
@@ -206,11 +219,13 @@ enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config
 				    lt_model **out);
 /* The adapters' settings (rank 0 without). */
 const struct lt_lora *lt_model_lora(const lt_model *m);
-/* The frozen base tensors (none without adapters), each at its offset in
- * the buffer lt_model_frozen_params gives (of type f32 or bf16). */
+/* The frozen base tensors (none without adapters), each at the place
+ * lt_model_frozen_ref gives: the block matrices (q, k, v, o, gate, up and
+ * down projections) in one buffer of lt_lora_base_type, the rest in
+ * another of the activation type. */
 int lt_model_num_frozen(const lt_model *m);
 const struct lt_tensor *lt_model_frozen(const lt_model *m, int i);
-lt_ref lt_model_frozen_params(const lt_model *m);
+lt_ref lt_model_frozen_ref(const lt_model *m, const struct lt_tensor *t);
 /* The frozen tensor with this name, or NULL. */
 const struct lt_tensor *lt_model_find_frozen(const lt_model *m, const char *name);
 /* The model's own weights, those a pretrained model's file holds: every tensor, or with
@@ -223,8 +238,8 @@ enum lt_status lt_model_init_adapters(lt_model *m, uint64_t seed);
 /* The weight with this name, or NULL. */
 const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name);
 /* Weight t (of lt_model_weight) = x[t->numel]: into the f32 parameters, or into the
- * frozen base, rounded to nearest even where that is bf16 (in x's own bytes: x is used
- * up). */
+ * frozen base, rounded to nearest even where that is bf16, quantized where it is q8_0
+ * or q4_0 (in x's own bytes: x is used up). */
 enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x);
 /* Before each training forward with dropout: the key its masks are drawn
  * from (the same key gives the same masks). */

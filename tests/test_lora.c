@@ -2,7 +2,10 @@
  * adapters' gradients against finite differences of that reference (every
  * target, with and without dropout, tied and untied, fp32 and bf16), the
  * frozen base unchanged by steps, merging equal to the adapted logits, and
- * the count of trainable parameters. */
+ * the count of trainable parameters; with a base of GGUF q8_0 / q4_0 blocks
+ * (and of f32 or bf16 under the other precision) the same against the
+ * reference over the dequantized base, the logits of the model holding the
+ * dequantized base, and the memory estimate. */
 #include "config.h"
 
 #include <math.h>
@@ -15,6 +18,12 @@
 #include "optim.h"
 #include "rng.h"
 #include "tap.h"
+
+/* The same with widths of whole blocks, for a base of q8_0 or q4_0. */
+static const struct lt_model_config blocks = {
+	.vocab_size = 32, .dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+	.ffn_dim = 64, .max_seq = 16, .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tied = 0,
+};
 
 #define NB 2  /* sequences */
 #define NT 5  /* tokens each */
@@ -40,10 +49,18 @@ struct ref {
 	uint64_t key;
 };
 
+/* The frozen tensor of this name in r->base, which holds them one after
+ * another in the model's order. */
 static const double *base_of(const struct ref *r, const char *name)
 {
-	const struct lt_tensor *t = lt_model_find_frozen(r->m, name);
-	return t ? r->base + t->off : NULL;
+	size_t at = 0;
+	for (int i = 0; i < lt_model_num_frozen(r->m); i++) {
+		const struct lt_tensor *t = lt_model_frozen(r->m, i);
+		if (!strcmp(t->name, name))
+			return r->base + at;
+		at += t->numel;
+	}
+	return NULL;
 }
 
 /* y[N, out] = x[N, in] W^T */
@@ -199,24 +216,50 @@ static double ref_loss(const struct ref *r, const struct lt_lora *lo, const int3
 
 #undef W
 
-/* n elements of an f32 or bf16 buffer as doubles. */
+/* n elements of an f32, bf16 or block buffer as doubles, into out. */
+static void read_doubles_into(lt_backend *be, double *out, lt_ref r, size_t n)
+{
+	float *f = malloc(n * sizeof *f + 4), *q = malloc(n * sizeof *q + 4);
+	enum lt_dtype type = lt_buf_type(r.buf);
+	be->ops->read(be, f, r, n);
+	be->ops->sync(be);
+	if (lt_dtype_is_block(type)) {
+		lt_dtype_dequantize(type, f, q, n);
+		memcpy(f, q, n * sizeof *f);
+	}
+	uint16_t *h = (uint16_t *)f;
+	for (size_t i = 0; i < n; i++)
+		out[i] = type == LT_BF16 ? lt_bf16_to_f32(h[i]) : f[i];
+	free(f);
+	free(q);
+}
+
 static double *read_doubles(lt_backend *be, lt_ref r, size_t n)
 {
 	double *out = malloc(n * sizeof *out);
-	float *f = malloc(n * sizeof *f + 4);
-	be->ops->read(be, f, r, n);
-	be->ops->sync(be);
-	uint16_t *h = (uint16_t *)f;
-	for (size_t i = 0; i < n; i++)
-		out[i] = lt_buf_type(r.buf) == LT_BF16 ? lt_bf16_to_f32(h[i]) : f[i];
-	free(f);
+	read_doubles_into(be, out, r, n);
 	return out;
 }
 
 static size_t frozen_numel(const lt_model *m)
 {
-	const struct lt_tensor *t = lt_model_frozen(m, lt_model_num_frozen(m) - 1);
-	return t->off + t->numel;
+	size_t n = 0;
+	for (int i = 0; i < lt_model_num_frozen(m); i++)
+		n += lt_model_frozen(m, i)->numel;
+	return n;
+}
+
+/* The frozen base as doubles, its tensors one after another (dequantized
+ * where the model holds blocks). */
+static double *read_base(lt_backend *be, const lt_model *m)
+{
+	double *out = malloc(frozen_numel(m) * sizeof *out), *at = out;
+	for (int i = 0; i < lt_model_num_frozen(m); i++) {
+		const struct lt_tensor *t = lt_model_frozen(m, i);
+		read_doubles_into(be, at, lt_model_frozen_ref(m, t), t->numel);
+		at += t->numel;
+	}
+	return out;
 }
 
 static lt_model *make_model(lt_backend *be, const struct lt_model_config *c,
@@ -258,13 +301,16 @@ static void draw_tokens(const struct lt_model_config *c, int32_t *tok, int32_t *
 /* Forward (and backward) of the model and the reference: the loss, the
  * logits and the adapters' gradients against the reference's, and a few
  * of those against central differences of the reference. */
-static void check_against_reference(lt_backend *be, int tied, enum lt_precision p, float dropout,
-				    unsigned targets)
+static void check_against_base(lt_backend *be, int tied, enum lt_precision p, float dropout,
+			       unsigned targets, enum lt_lora_base base)
 {
-	struct lt_model_config c = small;
+	struct lt_model_config c = base == LT_LORA_BASE_AUTO ? small : blocks;
 	c.tied = tied;
-	struct lt_lora lo = { .rank = 3, .alpha = 6.0f, .dropout = dropout, .targets = targets };
-	const char *what = p == LT_PRECISION_BF16 ? "bf16" : "fp32";
+	struct lt_lora lo = { .rank = 3, .alpha = 6.0f, .dropout = dropout, .targets = targets,
+			      .base = base };
+	char what[32];
+	snprintf(what, sizeof what, "%s%s%s", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
+		 base ? " base " : "", base ? lt_dtype_name(lt_lora_base_type(base, p)) : "");
 	lt_model *m = make_model(be, &c, &lo, p, 11);
 	if (!tap_ok(m != NULL, "%s model with adapters (tied %d, dropout %.2f)", what, tied, dropout))
 		return;
@@ -272,7 +318,7 @@ static void check_against_reference(lt_backend *be, int tied, enum lt_precision 
 	draw_tokens(&c, tok, tgt);
 	size_t P = lt_model_num_params(m);
 	struct ref r = { .c = &c, .m = m, .p = dropout, .key = 99 };
-	r.base = read_doubles(be, lt_model_frozen_params(m), frozen_numel(m));
+	r.base = read_base(be, m);
 	r.ad = read_doubles(be, lt_model_params(m), P);
 	if (p == LT_PRECISION_BF16)  /* the model computes with the adapters rounded */
 		for (size_t i = 0; i < P; i++)
@@ -317,6 +363,63 @@ static void check_against_reference(lt_backend *be, int tied, enum lt_precision 
 	lt_model_free(m);
 }
 
+static void check_against_reference(lt_backend *be, int tied, enum lt_precision p, float dropout,
+				    unsigned targets)
+{
+	check_against_base(be, tied, p, dropout, targets, LT_LORA_BASE_AUTO);
+}
+
+/* A model whose base is held in GGUF blocks computes the logits of the
+ * same model holding the dequantized base in the activation type, with
+ * the same adapters. */
+static void check_dequantized_twin(lt_backend *be, enum lt_lora_base base, enum lt_precision p)
+{
+	struct lt_lora lo = { .rank = 3, .alpha = 6.0f, .targets = 0x7f, .base = base }, twin = lo;
+	twin.base = LT_LORA_BASE_AUTO;
+	lt_model *q = make_model(be, &blocks, &lo, p, 31), *f = make_model(be, &blocks, &twin, p, 32);
+	enum lt_status st = q && f ? LT_OK : LT_ERR_ARG;
+	for (int i = 0; st == LT_OK && i < lt_model_num_frozen(q); i++) {
+		const struct lt_tensor *t = lt_model_frozen(q, i);
+		double *d = read_doubles(be, lt_model_frozen_ref(q, t), t->numel);
+		float *x = malloc(t->numel * sizeof *x);
+		for (size_t j = 0; j < t->numel; j++)
+			x[j] = (float)d[j];
+		st = lt_model_write_weight(f, lt_model_find_frozen(f, t->name), x);
+		free(x);
+		free(d);
+	}
+	size_t P = q ? lt_model_num_params(q) : 0;
+	float *ad = malloc(P * sizeof *ad + 4);
+	if (st == LT_OK) {
+		be->ops->read(be, ad, lt_model_params(q), P);
+		be->ops->write(be, lt_model_params(f), ad, P);
+	}
+	int32_t tok[NN], tgt[NN];
+	draw_tokens(&blocks, tok, tgt);
+	static float lq[NN * 32], lf[NN * 32];
+	double loss;
+	long count;
+	if (st == LT_OK && (st = lt_model_forward(q, tok, tgt, 0.0f, &loss, &count)) == LT_OK)
+		st = lt_model_read_logits(q, 0, NN, lq);
+	if (st == LT_OK && (st = lt_model_forward(f, tok, tgt, 0.0f, &loss, &count)) == LT_OK)
+		st = lt_model_read_logits(f, 0, NN, lf);
+	double worst = 0, scale = 0;
+	for (int i = 0; i < NN * blocks.vocab_size; i++) {
+		worst = tap_worst(worst, fabs((double)lq[i] - lf[i]));
+		scale = tap_worst(scale, fabs((double)lf[i]));
+	}
+	/* the same operands in the same type: only the order of the sums differs */
+	double tol = (p == LT_PRECISION_BF16 ? 1e-2 : 1e-6) * (scale > 1 ? scale : 1);
+	tap_ok(st == LT_OK && worst <= tol,
+	       "%s base %s: logits equal those of the model holding the dequantized base in %s: "
+	       "worst %.2e (<= %.0e), logits up to %.2f", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
+	       lt_dtype_name(lt_lora_base_type(base, p)), p == LT_PRECISION_BF16 ? "bf16" : "f32",
+	       worst, tol, scale);
+	free(ad);
+	lt_model_free(q);
+	lt_model_free(f);
+}
+
 /* AdamW steps move the adapters and leave the base bitwise as it was. */
 static void check_base_frozen(lt_backend *be, enum lt_precision p)
 {
@@ -329,7 +432,7 @@ static void check_base_frozen(lt_backend *be, enum lt_precision p)
 		return;
 	}
 	size_t nb = frozen_numel(m), P = lt_model_num_params(m);
-	double *before = read_doubles(be, lt_model_frozen_params(m), nb);
+	double *before = read_base(be, m);
 	double *ad0 = read_doubles(be, lt_model_params(m), P);
 	struct lt_optim_config oc = { .lr = 1e-2f, .min_lr = 1e-2f, .warmup_steps = 0,
 				      .total_steps = 10, .schedule = LT_SCHED_CONSTANT,
@@ -351,7 +454,7 @@ static void check_base_frozen(lt_backend *be, enum lt_precision p)
 		if (s == 1)
 			first = loss;
 	}
-	double *after = read_doubles(be, lt_model_frozen_params(m), nb);
+	double *after = read_base(be, m);
 	double *ad1 = read_doubles(be, lt_model_params(m), P);
 	tap_ok(st == LT_OK && !memcmp(before, after, nb * sizeof *after),
 	       "%s: 10 AdamW steps leave the %zu frozen base weights bitwise as they were",
@@ -387,12 +490,15 @@ static void check_merge(lt_backend *be, int tied)
 	if (st == LT_OK && (st = lt_model_forward(m, tok, tgt, 0.0f, &loss, &count)) == LT_OK)
 		st = lt_model_read_logits(m, 0, NN, again);
 	/* the merged base into a model without adapters */
-	if (st == LT_OK) {
-		size_t nb = frozen_numel(m);
-		float *host = malloc(nb * sizeof *host);
-		be->ops->read(be, host, lt_model_frozen_params(m), nb);
-		be->ops->write(be, lt_model_params(plain), host, nb);
+	for (int i = 0; st == LT_OK && i < lt_model_num_frozen(m); i++) {
+		const struct lt_tensor *t = lt_model_frozen(m, i);
+		float *host = malloc(t->numel * sizeof *host);
+		be->ops->read(be, host, lt_model_frozen_ref(m, t), t->numel);
+		be->ops->write(be, lt_ref_at(lt_model_params(plain), lt_model_find(plain, t->name)->off),
+			       host, t->numel);
 		free(host);
+	}
+	if (st == LT_OK) {
 		if ((st = lt_model_forward(plain, tok, tgt, 0.0f, &loss, &count)) == LT_OK)
 			st = lt_model_read_logits(plain, 0, NN, merged);
 	}
@@ -453,14 +559,15 @@ static void check_recompute(lt_backend *be)
 /* What the backend allocated for two LoRA steps against the estimate of
  * the parameters (the frozen base in its type), gradients, moments and
  * activations. */
-static void check_estimate(enum lt_precision p, enum lt_recompute rc)
+static void check_estimate(enum lt_precision p, enum lt_recompute rc, enum lt_lora_base base)
 {
 	struct lt_model_config c = { .vocab_size = 320, .dim = 64, .n_layers = 3, .n_heads = 4,
 				     .n_kv_heads = 2, .ffn_dim = 160, .max_seq = 32,
 				     .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tied = 0 };
 	/* rank 1: the adapters' state is small beside the base, so a base held
 	 * in f32 for a while (4 bytes where bf16 takes 2) would show in the peak */
-	struct lt_lora lo = { .rank = 1, .alpha = 16.0f, .dropout = 0.1f, .targets = 0x7f };
+	struct lt_lora lo = { .rank = 1, .alpha = 16.0f, .dropout = 0.1f, .targets = 0x7f,
+			      .base = base };
 	struct lt_optim_config oc = { .lr = 1e-3f, .min_lr = 1e-3f, .total_steps = 2,
 				      .schedule = LT_SCHED_CONSTANT, .beta1 = 0.9f, .beta2 = 0.95f,
 				      .eps = 1e-8f, .grad_clip = 1.0f };
@@ -495,9 +602,10 @@ static void check_estimate(enum lt_precision p, enum lt_recompute rc)
 	size_t want = e.params + e.grads + e.optimizer + e.activations;
 	double ratio = peak ? (double)want / (double)peak : 0;
 	tap_ok(st == LT_OK && ratio > 0.97 && ratio < 1.03,
-	       "%s%s: the estimate of parameters, gradients, moments and activations %zu bytes, the "
-	       "backend's peak %zu (ratio %.3f)", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
-	       rc ? ", recompute block" : "", want, peak, ratio);
+	       "%s%s, base %s: the estimate of parameters, gradients, moments and activations %zu "
+	       "bytes, the backend's peak %zu (ratio %.3f)", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
+	       rc ? ", recompute block" : "", lt_dtype_name(lt_lora_base_type(base, p)), want, peak,
+	       ratio);
 	lt_optim_free(o);
 	lt_model_free(m);
 	lt_backend_free(be);
@@ -554,7 +662,7 @@ static void check_count(lt_backend *be)
 int main(void)
 {
 	lt_backend *be = NULL;
-	tap_plan(57);
+	tap_plan(84);
 	if (lt_backend_new("cpu", 2, &be) != LT_OK) {
 		tap_skip("no cpu backend: %s", lt_errmsg());
 		return tap_done();
@@ -569,6 +677,15 @@ int main(void)
 		check_against_reference(be, 0, LT_PRECISION_FP32, 0.0f, 1u << t);
 	check_against_reference(be, 0, LT_PRECISION_BF16, 0.0f, all);
 	check_against_reference(be, 1, LT_PRECISION_BF16, 0.25f, all);
+	/* a base of another type, GGUF blocks among them (train.lora_base) */
+	check_against_base(be, 0, LT_PRECISION_FP32, 0.25f, all, LT_LORA_BASE_Q8_0);
+	check_against_base(be, 1, LT_PRECISION_FP32, 0.0f, all, LT_LORA_BASE_Q4_0);
+	check_against_base(be, 0, LT_PRECISION_BF16, 0.0f, all, LT_LORA_BASE_Q4_0);
+	check_against_base(be, 0, LT_PRECISION_FP32, 0.0f, all, LT_LORA_BASE_BF16);
+	check_against_base(be, 1, LT_PRECISION_BF16, 0.0f, all, LT_LORA_BASE_F32);
+	check_dequantized_twin(be, LT_LORA_BASE_Q8_0, LT_PRECISION_FP32);
+	check_dequantized_twin(be, LT_LORA_BASE_Q4_0, LT_PRECISION_FP32);
+	check_dequantized_twin(be, LT_LORA_BASE_Q4_0, LT_PRECISION_BF16);
 	check_base_frozen(be, LT_PRECISION_FP32);
 	check_base_frozen(be, LT_PRECISION_BF16);
 	check_merge(be, 0);
@@ -576,21 +693,26 @@ int main(void)
 	check_decode(be);
 	check_recompute(be);
 	lt_backend_free(be);
-	check_estimate(LT_PRECISION_FP32, LT_RECOMPUTE_NONE);
-	check_estimate(LT_PRECISION_BF16, LT_RECOMPUTE_BLOCK);
+	check_estimate(LT_PRECISION_FP32, LT_RECOMPUTE_NONE, LT_LORA_BASE_AUTO);
+	check_estimate(LT_PRECISION_BF16, LT_RECOMPUTE_BLOCK, LT_LORA_BASE_AUTO);
+	check_estimate(LT_PRECISION_BF16, LT_RECOMPUTE_BLOCK, LT_LORA_BASE_Q4_0);
+	check_estimate(LT_PRECISION_FP32, LT_RECOMPUTE_NONE, LT_LORA_BASE_Q8_0);
 
 	/* the same on the OpenCL backend (PoCL on a CPU in CI): its GEMMs over
 	 * column slices, and the dropout's round trip through the host */
 	if (lt_backend_new("opencl", 2, &be) != LT_OK) {
 		char why[300];
 		snprintf(why, sizeof why, "%s", lt_errmsg());
-		for (int i = 0; i < 6; i++)
+		for (int i = 0; i < 13; i++)
 			tap_skip("no OpenCL backend: %s", why);
 		return tap_done();
 	}
 	tap_diag("the OpenCL backend");
 	check_against_reference(be, 0, LT_PRECISION_FP32, 0.25f, all);
 	check_against_reference(be, 1, LT_PRECISION_BF16, 0.0f, all);
+	check_against_base(be, 0, LT_PRECISION_FP32, 0.25f, all, LT_LORA_BASE_Q4_0);
+	check_against_base(be, 1, LT_PRECISION_BF16, 0.0f, all, LT_LORA_BASE_Q8_0);
+	check_dequantized_twin(be, LT_LORA_BASE_Q8_0, LT_PRECISION_FP32);
 	lt_backend_free(be);
 	return tap_done();
 }

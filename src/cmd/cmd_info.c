@@ -78,6 +78,34 @@ static void print_keys(void)
 	}
 }
 
+/* The adapters' line: their size, and the types the frozen base is held in. */
+static void print_lora(const struct lt_conf *conf, const struct lt_lora *lora)
+{
+	const struct lt_model_config *c = &conf->model;
+	enum lt_dtype wtype = lt_lora_base_type(lora->base, conf->train.precision);
+	const char *act = conf->train.precision == LT_PRECISION_BF16 ? "bf16" : "f32";
+	char how[64] = "";
+	if (lt_dtype_is_block(wtype))
+		snprintf(how, sizeof how, " (%zu bytes per %d values)",
+			 lt_dtype_bytes(wtype, LT_QBLOCK), LT_QBLOCK);
+	printf("  LoRA:             rank %d, alpha %g: %zu trainable parameters (%.2f%% of the "
+	       "model); the base frozen, its %zu matrix weights in %s%s, embeddings, norms and "
+	       "head in %s\n", lora->rank, lora->alpha, lt_lora_params(c, lora),
+	       100.0 * (double)lt_lora_params(c, lora) / (double)lt_model_config_params(c),
+	       lt_lora_block_matrix_params(c), lt_dtype_name(wtype), how, act);
+}
+
+/* Which common sizes of device memory the training memory fits in. */
+static void print_fits(size_t total)
+{
+	static const int gib[] = { 8, 16, 24, 40, 48, 80 };
+	printf("  fits on a GPU of: ");
+	for (size_t i = 0; i < sizeof gib / sizeof gib[0]; i++)
+		printf("%s%d GiB %s", i ? ", " : "", gib[i],
+		       (double)total <= (double)gib[i] * 1073741824.0 ? "yes" : "no");
+	printf(" (training memory %.2f GiB)\n", (double)total / 1073741824.0);
+}
+
 /* The shape, size, FLOPs and training memory of c's model at its
  * train.batch x train.seq, under the title "preset NAME" (a preset's
  * model) or "model". */
@@ -103,11 +131,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	printf("  parameters:       %zu (%.2fM)\n", lt_model_config_params(c),
 	       (double)lt_model_config_params(c) / 1e6);
 	if (lora.rank > 0)
-		printf("  LoRA:             rank %d, alpha %g: %zu trainable parameters (%.2f%% of "
-		       "the model), the base frozen in %s\n", lora.rank, lora.alpha,
-		       lt_lora_params(c, &lora),
-		       100.0 * (double)lt_lora_params(c, &lora) / (double)lt_model_config_params(c),
-		       conf->train.precision == LT_PRECISION_BF16 ? "bf16" : "fp32");
+		print_lora(conf, &lora);
 	printf("  FLOPs per token:  %.1f M (at seq %d)\n",
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
 	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "
@@ -121,6 +145,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	if (ranks > 1)
 		printf("  (per rank of %d at ZeRO stage %d, batch %d of the global %d)\n", ranks, zero,
 		       batch, conf->train.batch);
+	print_fits(est.total);
 }
 
 /* Each backend with its device; *threads becomes the CPU's compute units

@@ -65,7 +65,7 @@ static enum lt_status check_saved_shards(const char *tmp, const lt_model *m, int
 /* Where a tensor's bytes come from while the writer streams it. */
 struct fetch_src {
 	lt_backend *be;
-	lt_ref ref;  /* f32 elements */
+	lt_ref ref;  /* f32, bf16 or block elements */
 };
 
 /* Bytes [off, off + len) of a float tensor on the backend (the writer
@@ -105,6 +105,37 @@ static enum lt_status fetch_halves(void *ctx, uint64_t off, void *buf, size_t le
 	LT_ASSERT(off % 2 == 0 && len % 2 == 0);
 	f->be->ops->read(f->be, buf, lt_ref_at(f->ref, (size_t)(off / 2)), len / 2);
 	return LT_OK;
+}
+
+/* Bytes [off, off + len) of a tensor of GGUF blocks on the backend, as
+ * they are: the whole blocks that cover them read, the range copied. */
+static enum lt_status fetch_blocks(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	const struct fetch_src *f = ctx;
+	enum lt_dtype type = lt_buf_type(f->ref.buf);
+	size_t bb = lt_dtype_bytes(type, LT_QBLOCK), first = (size_t)off / bb;
+	size_t blocks = ((size_t)off + len + bb - 1) / bb - first;
+	unsigned char *raw = malloc(blocks * bb + 1);
+	if (!raw) {
+		lt_errmsg_set("cannot allocate %zu bytes to fetch a tensor's blocks", blocks * bb);
+		return LT_ERR_NOMEM;
+	}
+	f->be->ops->read(f->be, raw, lt_ref_at(f->ref, first * LT_QBLOCK), blocks * LT_QBLOCK);
+	enum lt_status st = f->be->ops->sync(f->be);
+	if (st == LT_OK)
+		memcpy(buf, raw + ((size_t)off - first * bb), len);
+	free(raw);
+	return st;
+}
+
+/* A frozen tensor of GGUF blocks, as the run holds it: U8 [rows, bytes of
+ * a row's blocks], exact (a resume holds bitwise the same base). */
+static enum lt_status add_blocks(lt_st_writer *w, const struct lt_tensor *t,
+				 struct fetch_src *src)
+{
+	enum lt_dtype type = lt_buf_type(src->ref.buf);
+	int64_t shape[2] = { t->shape[0], (int64_t)lt_dtype_bytes(type, (size_t)t->shape[1]) };
+	return lt_st_writer_add_fetch(w, t->name, LT_ST_U8, 2, shape, fetch_blocks, src);
 }
 
 /* A float range of a backend buffer added to the writer as `type` (f32 or
@@ -169,8 +200,14 @@ static enum lt_status write_tensors(const char *path, lt_model *m, enum lt_dtype
 	for (int i = 0; i < nf; i++) {
 		const struct lt_tensor *t = lt_model_frozen(m, i);
 		int64_t shape[2] = { t->shape[0], t->shape[1] };
-		src[n + i] = (struct fetch_src){ be, lt_ref_at(lt_model_frozen_params(m), t->off) };
-		if ((st = add_floats(w, t->name, t->ndim, shape, &src[n + i], type)) != LT_OK)
+		src[n + i] = (struct fetch_src){ be, lt_model_frozen_ref(m, t) };
+		int block = lt_dtype_is_block(lt_buf_type(src[n + i].ref.buf));
+		if (block && (st = lt_st_writer_set_meta(w, "lora_base", lt_dtype_name(lt_buf_type(
+					  src[n + i].ref.buf)))) != LT_OK)
+			goto out;
+		st = block ? add_blocks(w, t, &src[n + i])
+			   : add_floats(w, t->name, t->ndim, shape, &src[n + i], type);
+		if (st != LT_OK)
 			goto out;
 	}
 	if ((st = lt_st_writer_finish(w)) != LT_OK)

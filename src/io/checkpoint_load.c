@@ -481,6 +481,33 @@ static enum lt_status check_tensor(const lt_st *sf, const struct lt_tensor *t)
 	return LT_OK;
 }
 
+/* A frozen tensor of the model held in GGUF blocks must be in the file as
+ * the run wrote it: U8 [rows, bytes of a row's blocks] of the same type. */
+static enum lt_status check_blocks(const lt_st *sf, const lt_model *m, const struct lt_tensor *t)
+{
+	enum lt_dtype type = lt_buf_type(lt_model_frozen_ref(m, t).buf);
+	const struct lt_st_info *info = lt_st_lookup(sf, t->name);
+	const char *held = lt_st_meta(sf, "lora_base");
+	int64_t bytes = (int64_t)lt_dtype_bytes(type, (size_t)t->shape[1]);
+	if (info && info->dtype == LT_ST_U8 && info->ndim == 2 && held &&
+	    !strcmp(held, lt_dtype_name(type)) && info->shape[0] == t->shape[0] &&
+	    info->shape[1] == bytes)
+		return LT_OK;
+	lt_errmsg_set("%s: tensor %s is not the %s blocks the run holds (U8 [%d, %" PRId64 "] "
+		      "with lora_base = %s in the metadata; train.lora_base changed?)",
+		      lt_st_path(sf), t->name, lt_dtype_name(type), t->shape[0], bytes,
+		      lt_dtype_name(type));
+	return LT_ERR_FORMAT;
+}
+
+/* Frozen tensor t of the model: its place's type says how the file holds it. */
+static enum lt_status check_frozen(const lt_st *sf, const lt_model *m, const struct lt_tensor *t)
+{
+	if (lt_dtype_is_block(lt_buf_type(lt_model_frozen_ref(m, t).buf)))
+		return check_blocks(sf, m, t);
+	return check_tensor(sf, t);
+}
+
 /* Every tensor of the file must be one of the model's and the reverse. */
 static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 {
@@ -489,7 +516,7 @@ static enum lt_status check_model_file(const lt_st *sf, const lt_model *m)
 		if ((st = check_tensor(sf, lt_model_tensor(m, i))) != LT_OK)
 			return st;
 	for (int i = 0; i < lt_model_num_frozen(m); i++)
-		if ((st = check_tensor(sf, lt_model_frozen(m, i))) != LT_OK)
+		if ((st = check_frozen(sf, m, lt_model_frozen(m, i))) != LT_OK)
 			return st;
 	for (size_t i = 0; i < lt_st_count(sf); i++) {
 		const char *name = lt_st_at(sf, i)->name;
@@ -520,14 +547,40 @@ static enum lt_status read_weight(const lt_st *sf, lt_model *m, const struct lt_
 	return st;
 }
 
+/* Frozen tensor t of GGUF blocks from the open file sf (checked), as they are. */
+static enum lt_status read_blocks(const lt_st *sf, lt_model *m, const struct lt_tensor *t)
+{
+	lt_backend *be = lt_model_backend(m);
+	lt_ref ref = lt_model_frozen_ref(m, t);
+	size_t bytes = lt_dtype_bytes(lt_buf_type(ref.buf), t->numel);
+	void *raw = malloc(bytes + 1);
+	if (!raw) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes for tensor %s", lt_st_path(sf), bytes,
+			      t->name);
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_st_read_raw(sf, t->name, raw, bytes);
+	if (st == LT_OK) {
+		be->ops->write(be, ref, raw, t->numel);
+		st = be->ops->sync(be);
+	}
+	free(raw);
+	return st;
+}
+
 /* Reads the frozen base of a model with adapters from the open file sf
  * (shapes checked), rounding to bf16 where the base is bf16 (exact for
- * what a bf16 run saved). */
+ * what a bf16 run saved), and GGUF blocks as they are. */
 static enum lt_status read_frozen(const lt_st *sf, lt_model *m)
 {
 	enum lt_status st = LT_OK;
-	for (int i = 0; i < lt_model_num_frozen(m) && st == LT_OK; i++)
-		st = read_weight(sf, m, lt_model_frozen(m, i));
+	for (int i = 0; i < lt_model_num_frozen(m) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_frozen(m, i);
+		if (lt_dtype_is_block(lt_buf_type(lt_model_frozen_ref(m, t).buf)))
+			st = read_blocks(sf, m, t);
+		else
+			st = read_weight(sf, m, t);
+	}
 	return st;
 }
 
