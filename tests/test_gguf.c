@@ -506,12 +506,118 @@ static void check_blocks(void)
 	       worst);
 }
 
+/* F16 of one float through lt_gguf_quantize. */
+static uint16_t half_of(float f)
+{
+	unsigned char b[2];
+	lt_gguf_quantize(LT_GGUF_F16, &f, 1, b, 2);
+	return (uint16_t)(b[0] | b[1] << 8);
+}
+
+/* Halves rounded to nearest even at the edges: ties, subnormals,
+ * the largest half and beyond, NaN. */
+static void check_halves(void)
+{
+	static const struct { float f; uint16_t h; } cases[] = {
+		{ 1.0f, 0x3c00 },           { -2.0f, 0xc000 },
+		{ 1.0f + 0x1p-11f, 0x3c00 }, /* a tie: to the even one below */
+		{ 1.0f + 0x3p-11f, 0x3c02 }, /* a tie: to the even one above */
+		{ 1.0f + 0x1p-10f, 0x3c01 }, { 65504.0f, 0x7bff },
+		{ 65519.0f, 0x7bff },        { 65520.0f, 0x7c00 },
+		{ 0x1p-24f, 0x0001 },        { 0x1p-25f, 0x0000 }, /* a tie: to zero */
+		{ 0x3p-25f, 0x0002 },        { 0x1p-14f, 0x0400 },
+		{ 0x1.ff8p-15f, 0x03ff },    { 0x1.ffcp-15f, 0x0400 }, /* a tie: up to the smallest normal */
+	};
+	int bad = 0;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (half_of(cases[i].f) != cases[i].h) {
+			tap_diag("  %a -> 0x%04x, expected 0x%04x", cases[i].f, half_of(cases[i].f),
+				 cases[i].h);
+			bad++;
+		}
+	tap_ok(bad == 0 && half_of(NAN) == 0x7e00 && (half_of(-INFINITY) == 0xfc00),
+	       "floats quantize to F16 rounded to nearest even (%d wrong)", bad);
+}
+
+/* Blocks whose values are exact multiples of an exact scale quantize to
+ * exactly those multiples, and the dequantized blocks back to the same
+ * bytes. */
+static void check_exact_blocks(void)
+{
+	float x[32], y[32];
+	unsigned char q8[34], q4[18], again[34];
+	for (int j = 0; j < 32; j++)
+		x[j] = 0.25f * (float)((j * 37) % 255 - 127);  /* includes -127 and 127 */
+	lt_gguf_quantize(LT_GGUF_Q8_0, x, 32, q8, 34);
+	int ok = q8[0] == 0x00 && q8[1] == 0x34;  /* d = 0.25 */
+	for (int j = 0; j < 32; j++)
+		ok &= (int8_t)q8[2 + j] == (j * 37) % 255 - 127;
+	lt_gguf_dequantize(LT_GGUF_Q8_0, q8, 34, y, 32);
+	lt_gguf_quantize(LT_GGUF_Q8_0, y, 32, again, 34);
+	tap_ok(ok && !memcmp(q8, again, 34), "Q8_0: q = x / d with d = max |x| / 127, and back to the same bytes");
+	for (int j = 0; j < 32; j++)
+		x[j] = 0.5f * (float)((j * 5 + 3) % 16 - 8);
+	x[7] = -4.0f;  /* the first value of largest magnitude: d = -4 / -8 */
+	lt_gguf_quantize(LT_GGUF_Q4_0, x, 32, q4, 18);
+	ok = q4[0] == 0x00 && q4[1] == 0x38;  /* d = 0.5 */
+	for (int j = 0; j < 16; j++)
+		ok &= (q4[2 + j] & 15) == (int)(x[j] * 2.0f) + 8 && q4[2 + j] >> 4 == (int)(x[j + 16] * 2.0f) + 8;
+	lt_gguf_dequantize(LT_GGUF_Q4_0, q4, 18, y, 32);
+	lt_gguf_quantize(LT_GGUF_Q4_0, y, 32, again, 18);
+	tap_ok(ok && !memcmp(q4, again, 18), "Q4_0: q = x / d + 8 with d = (signed max) / -8, and back to the same bytes");
+}
+
+/* Random blocks: every value back within the type's rounding of its
+ * block's scale, plus the half rounding of the scale itself (127 or 8
+ * steps of 2^-11), where Q4_0 clamps +8 d to +7 d: a whole step. */
+static void check_quantize_error(void)
+{
+	enum { N = 32 * 64 };
+	static float x[N], y[N];
+	static unsigned char q[N * 4];
+	uint64_t s = 12345;
+	for (int i = 0; i < N; i++) {
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		x[i] = ((float)(s >> 40) / (float)(1u << 24) - 0.5f) * (float)(1 + i / 32);
+	}
+	const uint32_t types[] = { LT_GGUF_Q8_0, LT_GGUF_Q4_0, LT_GGUF_BF16, LT_GGUF_F16 };
+	const double steps[] = { 1.0 / 127, 1.0 / 8, 0x1p-7, 0x1p-10 }, within[] = { 0.57, 1.01, 0.5, 0.5 };
+	for (int k = 0; k < 4; k++) {
+		uint32_t t = types[k], bb = lt_gguf_block_bytes(t), bv = lt_gguf_block_values(t);
+		double worst = 0;
+		lt_gguf_quantize(t, x, N, q, N / bv * bb);
+		lt_gguf_dequantize(t, q, N / bv * bb, y, N);
+		for (int b = 0; b < N / 32; b++) {
+			double amax = 0;
+			for (int j = 0; j < 32; j++)
+				amax = fmax(amax, fabs(x[32 * b + j]));
+			for (int j = 0; j < 32; j++) {
+				double scale = bv == 1 ? fmax(fabs(x[32 * b + j]), 0x1p-14) : amax;
+				worst = tap_worst(worst, fabs(y[32 * b + j] - x[32 * b + j]) / (steps[k] * scale));
+			}
+		}
+		tap_ok(worst <= within[k], "%s: random values back within %.3g steps (%.4f)",
+		       lt_gguf_type_name(t), within[k], worst);
+	}
+	unsigned char raw[40];
+	enum lt_status st = lt_gguf_quantize(LT_GGUF_Q4_1, x, 32, raw, 20);
+	tap_ok(st == LT_ERR_ARG && strstr(lt_errmsg(), "cannot quantize into Q4_1"),
+	       "quantize refuses Q4_1: %s", lt_errmsg());
+	st = lt_gguf_quantize(LT_GGUF_Q8_0, x, 32, raw, 36);
+	tap_ok(st == LT_ERR_ARG && strstr(lt_errmsg(), "expected whole blocks"),
+	       "quantize refuses bytes that are not whole blocks: %s", lt_errmsg());
+	lt_errmsg_clear();
+}
+
 int main(void)
 {
 	struct buf b = { 0 };
-	tap_plan(2 * (4 + NT) + 12 + (int)NDAMAGES + 1);
+	tap_plan(2 * (4 + NT) + 12 + (int)NDAMAGES + 1 + 1 + 2 + 4 + 2);
 	tap_scratch_new("test_gguf");
 	check_blocks();
+	check_halves();
+	check_exact_blocks();
+	check_quantize_error();
 	build(&b, 2);
 	check_good(&b, 2);
 	build(&b, 3);

@@ -161,5 +161,14 @@ enum lt_status lt_gguf_read_f32(const lt_gguf *g, const struct lt_gguf_tensor *t
  * type it does not convert or sizes that disagree. */
 enum lt_status lt_gguf_dequantize(uint32_t type, const void *src, size_t nbytes, float *dst,
 				  size_t n);
+/* Whether lt_gguf_quantize writes this type: F32, F16, BF16, Q8_0, Q4_0. */
+int lt_gguf_can_quantize(uint32_t type);
+/* Quantizes n floats (a whole number of blocks) into nbytes at dst of
+ * `type` (exactly n / block_values * block_bytes), block by block as
+ * llama.cpp's reference quantizers do: halves and bf16 rounded to nearest
+ * even, Q8_0's scale max |x| / 127 and Q4_0's the signed value of largest
+ * magnitude over -8. LT_ERR_ARG for another type or sizes that disagree. */
+enum lt_status lt_gguf_quantize(uint32_t type, const float *src, size_t n, void *dst,
+				size_t nbytes);
 
 #endif

@@ -1,7 +1,9 @@
-/* GGUF tensor types: their names, block layouts, and the dequantization to
- * float of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 blocks (see gguf.h). */
+/* GGUF tensor types: their names, block layouts, the dequantization to
+ * float of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 blocks and the quantization
+ * of floats into F32, F16, BF16, Q8_0 and Q4_0 ones (see gguf.h). */
 #include "config.h"
 #include "io/gguf.h"
+#include "backend.h"
 #include "io/gguf_impl.h"
 
 #include <inttypes.h>
@@ -126,6 +128,106 @@ enum lt_status lt_gguf_dequantize(uint32_t type, const void *src, size_t nbytes,
 		case LT_GGUF_Q8_0: dequant_q8_0(p + blk, dst + i); break;
 		case LT_GGUF_Q4_0: dequant_q4_0(p + blk, dst + i); break;
 		default: dequant_q4_1(p + blk, dst + i); break;
+		}
+	}
+	return LT_OK;
+}
+
+/* ---- quantization ---- */
+
+/* Float to IEEE half, rounded to nearest even (subnormals included;
+ * beyond the largest half, infinity; NaN stays NaN). */
+static uint16_t float_to_half(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, sizeof x);
+	uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+	if (ax > 0x7f800000u)
+		return (uint16_t)(sign | 0x7e00u);
+	if (ax >= 0x477ff000u)  /* rounds to 65520 or more: infinity */
+		return (uint16_t)(sign | 0x7c00u);
+	if (ax < 0x38800000u) {  /* below the smallest normal half: a subnormal */
+		float m = fabsf(f) * 16777216.0f;  /* in units of 2^-24, exact */
+		return (uint16_t)(sign | (uint32_t)nearbyintf(m));
+	}
+	uint32_t h = ((ax >> 13) - (112u << 10)), rest = ax & 0x1fffu;
+	if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+		h++;
+	return (uint16_t)(sign | h);
+}
+
+static void store_le16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+/* Q8_0 as llama.cpp's reference: d = max |x| / 127, q = round(x / d)
+ * (halves away from zero), d stored as a half. */
+static void quant_q8_0(const float *x, unsigned char *b)
+{
+	float amax = 0.0f;
+	for (int j = 0; j < 32; j++)
+		amax = fmaxf(amax, fabsf(x[j]));
+	float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+	store_le16(b, float_to_half(d));
+	for (int j = 0; j < 32; j++)
+		b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+}
+
+/* Q4_0 as llama.cpp's reference: d = m / -8 with m the first value of
+ * largest magnitude, sign kept, q = min(15, trunc(x / d + 8.5)). */
+static void quant_q4_0(const float *x, unsigned char *b)
+{
+	float amax = 0.0f, max = 0.0f;
+	for (int j = 0; j < 32; j++)
+		if (fabsf(x[j]) > amax) {
+			amax = fabsf(x[j]);
+			max = x[j];
+		}
+	float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+	store_le16(b, float_to_half(d));
+	for (int j = 0; j < 16; j++) {
+		int lo = (int)(int8_t)(x[j] * id + 8.5f), hi = (int)(int8_t)(x[j + 16] * id + 8.5f);
+		lo = lo < 15 ? lo : 15;
+		hi = hi < 15 ? hi : 15;
+		b[2 + j] = (unsigned char)(lo | hi << 4);
+	}
+}
+
+int lt_gguf_can_quantize(uint32_t type)
+{
+	return type == LT_GGUF_F32 || type == LT_GGUF_F16 || type == LT_GGUF_BF16 ||
+	       type == LT_GGUF_Q8_0 || type == LT_GGUF_Q4_0;
+}
+
+enum lt_status lt_gguf_quantize(uint32_t type, const float *src, size_t n, void *dst,
+				size_t nbytes)
+{
+	unsigned char *p = dst;
+	uint32_t bv = lt_gguf_block_values(type), bb = lt_gguf_block_bytes(type);
+	if (!lt_gguf_can_quantize(type)) {
+		lt_errmsg_set("cannot quantize into %s (F32, F16, BF16, Q8_0 or Q4_0 expected)",
+			      lt_gguf_type_name(type));
+		return LT_ERR_ARG;
+	}
+	if (n % bv != 0 || nbytes % bb != 0 || nbytes / bb != n / bv) {
+		lt_errmsg_set("%s: %zu values into %zu bytes: expected whole blocks of %" PRIu32
+			      " values in %" PRIu32 " bytes", lt_gguf_type_name(type), n, nbytes, bv, bb);
+		return LT_ERR_ARG;
+	}
+	for (size_t i = 0, blk = 0; i < n; i += bv, blk += bb) {
+		uint32_t bits;
+		switch (type) {
+		case LT_GGUF_F32:
+			memcpy(&bits, &src[i], sizeof bits);
+			for (int k = 0; k < 4; k++)
+				p[blk + k] = (unsigned char)(bits >> 8 * k);
+			break;
+		case LT_GGUF_F16: store_le16(p + blk, float_to_half(src[i])); break;
+		case LT_GGUF_BF16: store_le16(p + blk, lt_bf16_from_f32(src[i])); break;
+		case LT_GGUF_Q8_0: quant_q8_0(src + i, p + blk); break;
+		default: quant_q4_0(src + i, p + blk); break;
 		}
 	}
 	return LT_OK;
