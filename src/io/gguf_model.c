@@ -155,7 +155,12 @@ static int rope_factors_match(const struct lt_model_config *c, const float *x, i
 static enum lt_status read_rope_factors(const lt_gguf *g, const struct lt_gguf_tensor *t,
 					int half, float *x)
 {
-	if (t->ndim != 1 || t->dims[0] != half || half > 512) {
+	if (half > 512) {
+		lt_errmsg_set("%s: tensor '" ROPE_FREQS "': heads of %d dimensions, expected at "
+			      "most 1024 for rope frequency factors", lt_gguf_path(g), 2 * half);
+		return LT_ERR_FORMAT;
+	}
+	if (t->ndim != 1 || t->dims[0] != half) {
 		lt_errmsg_set("%s: tensor '" ROPE_FREQS "' has %" PRId64 " elements in %d "
 			      "dimensions, expected one per frequency of a head, [%d]", lt_gguf_path(g),
 			      t->ndim ? t->dims[0] : 0, t->ndim, half);
