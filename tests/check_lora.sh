@@ -5,7 +5,9 @@
 # bf16, with dropout), a checkpoint of adapters of another rank is refused
 # in one line naming the tensor and both shapes, and over MPI 2 ranks at
 # ZeRO 1 give one process's losses (bitwise with --deterministic, also
-# resumed at another rank count and stage).
+# resumed at another rank count and stage, and with --balance auto moving
+# sequences between the ranks), as does a mixed job of an OpenCL rank and
+# a CPU rank at ZeRO 2 with --balance auto.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -122,7 +124,8 @@ expect_brief 1 "holds LoRA adapter model.layers.0.self_attn.q_proj.lora_A.weight
 
 # 4. Under MPI.
 if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI' || ! command -v "$MPIEXEC" >/dev/null; then
-	for what in "2 ranks at ZeRO 1" "--deterministic at 2 ranks" "resharded"; do
+	for what in "2 ranks at ZeRO 1" "--deterministic at 2 ranks" "resharded" \
+		"--balance auto at 2 ranks" "an OpenCL rank and a CPU rank"; do
 		skip "$what: no MPI build or no $MPIEXEC on PATH"
 	done
 	echo "1..$n"
@@ -164,6 +167,48 @@ ok $? "--deterministic: 2 ranks at ZeRO 1 end bitwise as one process: $(tail -c 
 	cmp "$tmp/d1/checkpoints/step_00000030/optimizer.safetensors" \
 		"$tmp/d4/checkpoints/step_00000030/optimizer.safetensors"
 ok $? "resharded: ZeRO 1 over 2 ranks resumed at ZeRO 2 and at 1 process, bitwise: $(tail -c 200 "$tmp/d3.out")"
+# --balance auto compares the ranks every 2 steps and moves sequences
+# between them; with --deterministic the adapters stay one process's bits.
+"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 2 --balance auto \
+	--dist.balance_every=2 --run.dir="$tmp/b2" >"$tmp/b2.out" 2>&1 </dev/null &&
+	grep -q '^balance: ' "$tmp/b2.out" &&
+	cmp "$tmp/d1/checkpoints/step_00000030/model.safetensors" \
+		"$tmp/b2/checkpoints/step_00000030/model.safetensors"
+ok $? "--balance auto at 2 ranks, ZeRO 2, deterministic: the adapters end bitwise as one process's ($(grep -c '^balance: ' "$tmp/b2.out") share lines)"
+
+# A mixed job (an MPMD launch): rank 0 on OpenCL (PoCL in CI), rank 1 on
+# the CPU, ZeRO 2, --balance auto, which moves sequences to the faster
+# CPU rank; the losses follow one process's. The watchdog's limit comes
+# from one OpenCL process of the same work (see check_mpi.sh).
+if ! "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+	skip "an OpenCL rank and a CPU rank: this lltrain lists no OpenCL device"
+else
+	set -- "$@" --train.steps=10 --train.grad_accum=2
+	"$LLTRAIN" train "$@" --run.dir="$tmp/m1" >"$tmp/m1.out" 2>&1
+	began=$(date +%s)
+	"$LLTRAIN" train "$@" --run.device=opencl --run.dir="$tmp/mc" >"$tmp/mc.out" 2>&1
+	limit=$(( ($(date +%s) - began + 1) * 6 ))
+	[ $limit -lt 30 ] && limit=30
+	"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
+		--comm-timeout $limit --run.device=opencl --run.dir="$tmp/mx" : \
+		-n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
+		--comm-timeout $limit --run.device=cpu --run.dir="$tmp/mx" >"$tmp/mx.out" 2>&1 </dev/null
+	rc=$?
+	why=$(python3 - "$tmp/m1/metrics.jsonl" "$tmp/mx/metrics.jsonl" <<'EOF'
+import json, sys
+def losses(p):
+    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert len(a) == 10 and a.keys() == b.keys(), (len(a), len(b))
+worst = max(abs(a[s] - b[s]) / a[s] for s in a)
+print("worst relative difference %.2e" % worst)
+assert worst <= 1e-5
+EOF
+)
+	rc2=$?
+	grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/mx.out"
+	ok $(( rc || rc2 || $? )) "an OpenCL rank and a CPU rank, ZeRO 2, --balance auto: LoRA losses within 1e-5 of one process's (exit $rc): $why; $(grep -m1 '^balance' "$tmp/mx.out" | cut -c 1-200)"
+fi
 
 echo "1..$n"
 exit $failed

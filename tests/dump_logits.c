@@ -78,9 +78,12 @@ static enum lt_status load(struct dump *d, const char *path)
 					       NULL);
 	if (st != LT_OK)
 		return st;
+	struct lt_lora lora;  /* a LoRA run's adapters are applied, not merged */
 	d->cfg = d->conf.model;
-	if ((st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
-	    (st = lt_model_new(d->be, &d->cfg, &d->model)) != LT_OK)
+	if ((st = lt_conf_lora(&d->conf, &lora)) != LT_OK ||
+	    (st = lt_backend_new("cpu", 0, &d->be)) != LT_OK ||
+	    (st = lt_model_new_adapted(d->be, &d->cfg, &lora, LT_PRECISION_FP32,
+				       &d->model)) != LT_OK)
 		return st;
 	return lt_checkpoint_load_model(d->ckpt, d->model);
 }

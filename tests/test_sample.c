@@ -436,6 +436,28 @@ static void test_generate(lt_model *m)
 	tap_ok(ok, "greedy generate of 6 tokens after 10 (fills the context) picks the full "
 	       "forward's argmax at each step");
 
+	/* n_ids masks the ids from it on (a tokenizer smaller than the model's
+	 * vocabulary): greedy then takes the argmax of the ids below it */
+	struct lt_sample_opts masked = greedy;
+	int32_t out3[L_];
+	int n3 = -1;
+	masked.n_ids = out[0] > 0 ? out[0] : 1;
+	st = lt_sample_generate(m, prompt, 10, 6, -1, &masked, out3, &n3);
+	for (int b = 0; b < B_; b++)
+		memcpy(seq + b * L_, prompt, sizeof prompt);
+	float *first_logits = full_forward_logits(m, seq);
+	const float *row = first_logits + (size_t)9 * cfg.vocab_size;
+	int32_t best = 0;
+	for (int v = 1; v < masked.n_ids; v++)
+		best = row[v] > row[best] ? v : best;
+	int below = st == LT_OK && n3 == 6 && out3[0] == best;
+	for (int i = 0; i < n3; i++)
+		below &= out3[i] < masked.n_ids;
+	free(first_logits);
+	tap_ok(below, "n_ids %d masks the ids from it on: greedy draws the best id below it (%d, "
+	       "where unmasked it drew %d) and never one past it", masked.n_ids, (int)out3[0],
+	       (int)out[0]);
+
 	/* a stop id ends generation before that token */
 	int n2 = -1;
 	st = lt_sample_generate(m, prompt, 10, 6, out[3], &greedy, out2, &n2);
@@ -468,7 +490,7 @@ int main(void)
 {
 	lt_backend *be = NULL;
 	lt_model *m = NULL;
-	tap_plan(1 + 7 + 7 + 5 + 4);
+	tap_plan(1 + 7 + 7 + 6 + 4);
 	tap_ok(isnan(tap_worst(tap_worst(tap_worst(0, 1e-3), NAN), 2.0)) &&
 	       tap_worst(tap_worst(0, 1e-3), 2e-4) == 1e-3,
 	       "the worst of errors 1e-3, NaN, 2 is NaN, and of 1e-3, 2e-4 is 1e-3: a NaN fails a bound");

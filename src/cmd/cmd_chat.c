@@ -176,7 +176,8 @@ static enum lt_status answer(struct chat_session *s, const struct chat_args *a)
 	memcpy(s->seq, s->prompt.ids, n * sizeof *s->seq);
 	struct lt_sample_opts o = { .temperature = (float)a->temperature, .top_k = (int)a->top_k,
 				    .top_p = (float)a->top_p,
-				    .seed = (uint64_t)a->seed + (uint64_t)s->turns++ };
+				    .seed = (uint64_t)a->seed + (uint64_t)s->turns++,
+				    .n_ids = (int)lt_tokenizer_vocab_size(s->ck.tok) };
 	st = lt_sample_continue(s->ck.model, &s->cache, s->seq, (int)n, max_new,
 				lt_chat_end_id(s->chat), &o, s->seq + n, &got);
 	char *text = NULL;

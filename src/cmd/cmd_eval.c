@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -19,6 +20,7 @@
 #include "cmd/cmd.h"
 #include "conf.h"
 #include "text/data.h"
+#include "text/tokenizer.h"
 #include "model.h"
 #include "io/shard.h"
 
@@ -90,15 +92,37 @@ static enum lt_status choose_data_path(struct session *s, const struct eval_args
 	return LT_OK;
 }
 
+/* The vocabulary the data was prepared with: the checkpoint's tokenizer's,
+ * which may be smaller than the model's (rows past it are padding); the
+ * model's where the checkpoint holds no tokenizer. */
+static enum lt_status data_vocab(const struct session *s, int *V)
+{
+	char file[LT_CMD_PATH_CAP + 32];
+	lt_tokenizer *tok;
+	enum lt_status st = lt_fs_join(file, sizeof file, s->ck.dir, LT_RUNDIR_TOKENIZER);
+	*V = s->ck.conf.model.vocab_size;
+	if (st != LT_OK || access(file, F_OK) != 0)
+		return st;
+	if ((st = lt_tokenizer_load(file, &tok)) != LT_OK)
+		return st;
+	if (lt_tokenizer_vocab_size(tok) < *V)
+		*V = (int)lt_tokenizer_vocab_size(tok);
+	lt_tokenizer_free(tok);
+	return LT_OK;
+}
+
 /* Opens the data as a directory of shards or as one shard file, each
- * checked against the model's vocabulary. */
+ * checked against the vocabulary it was prepared with. */
 static enum lt_status open_data(struct session *s)
 {
 	struct stat sb;
-	int V = s->ck.conf.model.vocab_size;
+	int V;
+	enum lt_status st = data_vocab(s, &V);
+	if (st != LT_OK)
+		return st;
 	if (stat(s->data_path, &sb) == 0 && S_ISDIR(sb.st_mode))
 		return lt_data_open(s->data_path, V, &s->dir);
-	enum lt_status st = lt_shard_open(s->data_path, V, 1, &s->file);
+	st = lt_shard_open(s->data_path, V, 1, &s->file);
 	if (st == LT_OK && lt_shard_info(s->file)->examples) {
 		/* its windows are those of its directory's index of examples */
 		lt_errmsg_set("%s: a shard of chat examples: evaluate the data directory that "

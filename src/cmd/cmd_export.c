@@ -1,7 +1,7 @@
 /* lltrain export: writes a checkpoint as a Hugging Face model directory
  * (config.json, generation_config.json, model.safetensors and the
  * tokenizer files) that transformers' LlamaForCausalLM and AutoTokenizer
- * load as they are. */
+ * load as they are, or its LoRA adapters as a PEFT adapter directory. */
 #include "config.h"
 
 #include <errno.h>
@@ -19,6 +19,8 @@
 #include "cmd/cmd.h"
 #include "conf.h"
 #include "io/fs.h"
+#include "io/import.h"
+#include "io/peft.h"
 #include "io/rundir.h"
 #include "model.h"
 #include "text/tokenizer.h"
@@ -34,6 +36,8 @@ struct export_args {
 struct session {
 	struct lt_cmd_checkpoint ck;
 	enum lt_dtype dtype;            /* of the weights written: f32 or bf16 */
+	int peft;                       /* the adapters alone, as a PEFT adapter */
+	const char *const *files;       /* out_files or peft_files */
 	char tmp[LT_CMD_PATH_CAP];      /* the temporary directory being filled, or "" */
 };
 
@@ -43,11 +47,15 @@ static const char *const out_files[] = {
 	"tokenizer_config.json", NULL,
 };
 
+/* The files of --format peft. */
+static const char *const peft_files[] = { LT_PEFT_CONFIG, LT_PEFT_WEIGHTS, NULL };
+
 #define ARG(f) LT_CMD_FIELD(struct export_args, f)
 
 static const struct lt_cmd_option export_options[] = {
 	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "FMT",
-	  .help = "the output format: hf (the only one, and the default)" },
+	  .help = "the output format: hf (the default) or peft (the LoRA\n"
+		  "adapters alone, as a Hugging Face PEFT adapter)" },
 	{ .name = "dtype", .kind = LT_CMD_TEXT, ARG(dtype), .arg = "T",
 	  .help = "the weights' type: fp32 (the default) or bf16 (rounded\n"
 		  "to nearest even from the checkpoint's fp32)" },
@@ -64,8 +72,8 @@ static const struct lt_cmd_option export_options[] = {
 static int check_export_args(const void *args)
 {
 	const struct export_args *a = args;
-	if (strcmp(a->format, "hf") != 0) {
-		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf)\n",
+	if (strcmp(a->format, "hf") != 0 && strcmp(a->format, "peft") != 0) {
+		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf or peft)\n",
 			a->format);
 		return 2;
 	}
@@ -83,12 +91,15 @@ static int check_export_args(const void *args)
 
 static const struct lt_cmd_usage export_usage = {
 	.cmd = "export",
-	.head = "usage: lltrain export [--format hf] [--dtype fp32|bf16] [--out DIR] [--force]\n"
+	.head = "usage: lltrain export [--format hf|peft] [--dtype fp32|bf16] [--out DIR] [--force]\n"
 		"                      CHECKPOINT_OR_RUN_DIR\n\n"
 		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
 		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
 		"generation_config.json, model.safetensors, tokenizer.json and\n"
-		"tokenizer_config.json, which transformers' from_pretrained loads.\n\n",
+		"tokenizer_config.json, which transformers' from_pretrained loads; or,\n"
+		"with --format peft, a LoRA run's adapters alone as adapter_config.json\n"
+		"and adapter_model.safetensors, which PEFT's PeftModel.from_pretrained\n"
+		"loads onto the base model.\n\n",
 	.options = export_options,
 	.column = 17,
 	.check = check_export_args,
@@ -112,9 +123,14 @@ static enum lt_status load_checkpoint(struct session *s, const char *path)
 			      (int)lt_tokenizer_vocab_size(c->tok), c->conf.model.vocab_size);
 		return LT_ERR_FORMAT;
 	}
+	if (s->peft && c->conf.train.lora_rank <= 0) {
+		lt_errmsg_set("%s: --format peft: the run has no LoRA adapters (train.lora_rank is "
+			      "0; --format hf exports the whole model)", c->dir);
+		return LT_ERR_ARG;
+	}
 	st = lt_cmd_checkpoint_model(c, "export", "cpu", 0);
-	/* adapters are exported folded into the base */
-	return st == LT_OK ? lt_model_merge_lora(c->model) : st;
+	/* adapters are exported folded into the base, or alone for peft */
+	return st == LT_OK && !s->peft ? lt_model_merge_lora(c->model) : st;
 }
 
 /* ------------------------------------------------------------- writing */
@@ -253,14 +269,28 @@ static json_t *tokenizer_config_json(const struct lt_model_config *c, const lt_t
 	return j;
 }
 
-/* Writes out_files[i] into the directory dir. */
+/* base_model_name_or_path of a PEFT adapter: the run's train.init where
+ * that is a Hugging Face model directory, else NULL. */
+static const char *peft_base_model(const struct session *s)
+{
+	const char *init = s->ck.conf.train.init;
+	enum lt_import_kind kind;
+	if (!init[0] || lt_import_kind_of(init, &kind) != LT_OK || kind != LT_IMPORT_HF)
+		return NULL;
+	return init;
+}
+
+/* Writes s->files[i] into the directory dir. */
 static enum lt_status write_one(struct session *s, const char *dir, int i)
 {
 	const struct lt_model_config *c = &s->ck.conf.model;
 	char path[LT_CMD_PATH_CAP + 32], src[LT_CMD_PATH_CAP + 32];
-	enum lt_status st = lt_fs_join(path, sizeof path, dir, out_files[i]);
+	enum lt_status st = lt_fs_join(path, sizeof path, dir, s->files[i]);
 	if (st != LT_OK)
 		return st;
+	if (s->peft)
+		return i == 0 ? lt_peft_write_config(path, s->ck.model, peft_base_model(s))
+			      : lt_peft_write_adapters(path, s->ck.model, s->dtype);
 	switch (i) {
 	case 0: return write_json(path, model_config_json(c, s->ck.tok, s->dtype));
 	case 1: return write_json(path, generation_config_json(c, s->ck.tok));
@@ -285,8 +315,8 @@ static void remove_temporary(struct session *s)
 	char path[LT_CMD_PATH_CAP + 32];
 	if (!s->tmp[0])
 		return;
-	for (int i = 0; out_files[i]; i++)
-		if (lt_fs_join(path, sizeof path, s->tmp, out_files[i]) == LT_OK)
+	for (int i = 0; s->files[i]; i++)
+		if (lt_fs_join(path, sizeof path, s->tmp, s->files[i]) == LT_OK)
 			unlink(path);
 	rmdir(s->tmp);
 	s->tmp[0] = '\0';
@@ -329,9 +359,9 @@ static enum lt_status move_into_place(struct session *s, const char *out, int fi
 		s->tmp[0] = '\0';
 		return LT_OK;
 	}
-	for (int i = 0; out_files[i]; i++) {
-		if ((st = lt_fs_join(from, sizeof from, s->tmp, out_files[i])) != LT_OK ||
-		    (st = lt_fs_join(to, sizeof to, out, out_files[i])) != LT_OK ||
+	for (int i = 0; s->files[i]; i++) {
+		if ((st = lt_fs_join(from, sizeof from, s->tmp, s->files[i])) != LT_OK ||
+		    (st = lt_fs_join(to, sizeof to, out, s->files[i])) != LT_OK ||
 		    (st = lt_fs_publish(from, to)) != LT_OK)
 			return st;
 	}
@@ -367,7 +397,7 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 		s->tmp[0] = '\0';
 		return LT_ERR_IO;
 	}
-	for (int i = 0; out_files[i]; i++)
+	for (int i = 0; s->files[i]; i++)
 		if ((st = write_one(s, s->tmp, i)) != LT_OK)
 			return st;
 	if ((st = lt_fs_sync(s->tmp)) != LT_OK)
@@ -381,10 +411,10 @@ static void print_written(const struct session *s, const char *out)
 	struct stat sb;
 	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir, s->ck.state.step,
 	       lt_model_config_params(&s->ck.conf.model), out);
-	for (int i = 0; out_files[i]; i++) {
-		int known = lt_fs_join(path, sizeof path, out, out_files[i]) == LT_OK &&
+	for (int i = 0; s->files[i]; i++) {
+		int known = lt_fs_join(path, sizeof path, out, s->files[i]) == LT_OK &&
 			    stat(path, &sb) == 0;
-		printf("  %-24s %lld bytes\n", out_files[i], known ? (long long)sb.st_size : -1LL);
+		printf("  %-26s %lld bytes\n", s->files[i], known ? (long long)sb.st_size : -1LL);
 	}
 }
 
@@ -403,6 +433,8 @@ int lt_cmd_export(int argc, char **argv)
 		return rc;
 	memset(&s, 0, sizeof s);
 	s.dtype = strcmp(a.dtype, "bf16") == 0 ? LT_BF16 : LT_F32;
+	s.peft = strcmp(a.format, "peft") == 0;
+	s.files = s.peft ? peft_files : out_files;
 	enum lt_status st = load_checkpoint(&s, argv[optind]);
 	if (st == LT_OK)
 		st = write_export(&s, a.out, a.force);

@@ -172,7 +172,8 @@ static enum lt_status print_one_sample(struct session *s, const struct sample_ar
 {
 	int n_prompt = (int)s->ids.n, got = 0;
 	struct lt_sample_opts o = { .temperature = (float)a->temperature, .top_k = (int)a->top_k,
-				    .top_p = (float)a->top_p, .seed = (uint64_t)a->seed + (uint64_t)i };
+				    .top_p = (float)a->top_p, .seed = (uint64_t)a->seed + (uint64_t)i,
+				    .n_ids = (int)lt_tokenizer_vocab_size(s->ck.tok) };
 	char *text = NULL;
 	size_t len = 0;
 	enum lt_status st = lt_sample_generate(s->ck.model, s->ids.v, n_prompt, max_new,

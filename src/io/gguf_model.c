@@ -123,6 +123,124 @@ static enum lt_status check_rope_dims(const lt_gguf *g, const struct lt_model_co
 	return st;
 }
 
+/* ---- Llama 3's rope scaling, as the factors of rope_freqs.weight ---- */
+
+#define ROPE_FREQS "rope_freqs.weight"
+/* How far a factor of the file may be from lltrain's: llama.cpp's converter
+ * computes them from float32 frequencies, lltrain from the same frequencies
+ * rounded from double, so they may differ in their last bits. */
+#define ROPE_FREQS_TOL (1.0 / 65536)
+
+/* Whether the factors x[half] are those of c's scaling (none: all 1): the
+ * number that divides each frequency, the plain one over the scaled one. */
+static int rope_factors_match(const struct lt_model_config *c, const float *x, int half)
+{
+	struct lt_model_config none = *c;
+	double plain[512], scaled[512];
+	if (half > 512)
+		return 0;
+	none.rope_scaling = LT_ROPE_NONE;
+	lt_model_config_rope_freqs(&none, plain);
+	lt_model_config_rope_freqs(c, scaled);
+	for (int i = 0; i < half; i++) {
+		double want = plain[i] / scaled[i];
+		if (!(fabs(x[i] - want) <= ROPE_FREQS_TOL * want))
+			return 0;
+	}
+	return 1;
+}
+
+/* rope_freqs.weight's factors, checked to be one per frequency of a head,
+ * into x[half] (half <= 512). */
+static enum lt_status read_rope_factors(const lt_gguf *g, const struct lt_gguf_tensor *t,
+					int half, float *x)
+{
+	if (half > 512) {
+		lt_errmsg_set("%s: tensor '" ROPE_FREQS "': heads of %d dimensions, expected at "
+			      "most 1024 for rope frequency factors", lt_gguf_path(g), 2 * half);
+		return LT_ERR_FORMAT;
+	}
+	if (t->ndim != 1 || t->dims[0] != half) {
+		lt_errmsg_set("%s: tensor '" ROPE_FREQS "' has %" PRId64 " elements in %d "
+			      "dimensions, expected one per frequency of a head, [%d]", lt_gguf_path(g),
+			      t->ndim ? t->dims[0] : 0, t->ndim, half);
+		return LT_ERR_FORMAT;
+	}
+	if (!lt_gguf_can_dequantize(t->type)) {
+		lt_errmsg_set("%s: tensor '" ROPE_FREQS "' is %s, expected F32", lt_gguf_path(g),
+			      lt_gguf_type_name(t->type));
+		return LT_ERR_FORMAT;
+	}
+	enum lt_status st = lt_gguf_read_f32(g, t, x, (size_t)half);
+	if (st != LT_OK)
+		lt_errmsg_prefix("%s: tensor '" ROPE_FREQS "': ", lt_gguf_path(g));
+	return st;
+}
+
+/* A llama.rope.scaling.* key into *v where the file has it. */
+static enum lt_status scaling_key(const lt_gguf *g, const char *key, float *v)
+{
+	return get_positive(g, key, 1, v);
+}
+
+/* The Llama 3 scalings rope_freqs.weight may hold, the file's own first:
+ * llama.rope.scaling.* where present (standard values for the keys that
+ * are absent), then Llama 3.1's (factor 8, low 1, high 4, original 8192)
+ * and Llama 3.2's (factor 32). Returns how many went into cand[3]. */
+static enum lt_status scaling_candidates(const lt_gguf *g, const struct lt_model_config *c,
+					 struct lt_model_config cand[3], int *n)
+{
+	struct lt_model_config s = *c;
+	enum lt_status st;
+	s.rope_scaling = LT_ROPE_LLAMA3;
+	s.rope_factor = 8.0f, s.rope_low_freq_factor = 1.0f, s.rope_high_freq_factor = 4.0f;
+	s.rope_original_max_seq = 8192;
+	cand[1] = s;
+	cand[2] = s;
+	cand[2].rope_factor = 32.0f;
+	*n = 3;
+	if ((st = scaling_key(g, ARCH ".rope.scaling.factor", &s.rope_factor)) != LT_OK ||
+	    (st = scaling_key(g, ARCH ".rope.scaling.low_freq_factor",
+			      &s.rope_low_freq_factor)) != LT_OK ||
+	    (st = scaling_key(g, ARCH ".rope.scaling.high_freq_factor",
+			      &s.rope_high_freq_factor)) != LT_OK ||
+	    (st = get_size_or(g, ARCH ".rope.scaling.original_context_length",
+			      &s.rope_original_max_seq)) != LT_OK)
+		return st;
+	cand[0] = s;
+	return LT_OK;
+}
+
+/* With a rope_freqs.weight tensor, c's rope scaling is the Llama 3 one
+ * whose factors it holds (or none, where every factor is 1); one that
+ * lltrain cannot compute is refused naming the tensor. */
+static enum lt_status read_rope_scaling(const lt_gguf *g, struct lt_model_config *c)
+{
+	const struct lt_gguf_tensor *t = lt_gguf_tensor_lookup(g, ROPE_FREQS);
+	struct lt_model_config cand[3];
+	float x[512];
+	int half = c->dim / c->n_heads / 2, n;
+	enum lt_status st;
+	c->rope_scaling = LT_ROPE_NONE;
+	if (!t)
+		return LT_OK;
+	if ((st = read_rope_factors(g, t, half, x)) != LT_OK ||
+	    (st = scaling_candidates(g, c, cand, &n)) != LT_OK)
+		return st;
+	if (rope_factors_match(c, x, half))
+		return LT_OK;
+	for (int i = 0; i < n; i++)
+		if (lt_model_config_check(&cand[i]) == LT_OK && rope_factors_match(&cand[i], x, half)) {
+			*c = cand[i];
+			return LT_OK;
+		}
+	lt_errmsg_set("%s: tensor '" ROPE_FREQS "' holds rope frequency factors (%g ... %g) that "
+		      "are not Llama 3's scaling of theta %g with the file's llama.rope.scaling.* "
+		      "values nor with factor 8 or 32, low 1, high 4, original context 8192",
+		      lt_gguf_path(g), x[0], x[half - 1], c->rope_theta);
+	return LT_ERR_FORMAT;
+}
+
 static enum lt_status read_config(const lt_gguf *g, struct lt_model_config *c)
 {
 	enum lt_status st;
@@ -142,9 +260,11 @@ static enum lt_status read_config(const lt_gguf *g, struct lt_model_config *c)
 	    (st = check_rope_dims(g, c)) != LT_OK || (st = vocab_from_embedding(g, c)) != LT_OK)
 		return st;
 	c->tied = lt_gguf_tensor_lookup(g, "output.weight") == NULL;
-	if ((st = lt_model_config_check(c)) != LT_OK)
+	if ((st = lt_model_config_check(c)) != LT_OK) {
 		lt_errmsg_prefix("%s: ", lt_gguf_path(g));
-	return st;
+		return st;
+	}
+	return read_rope_scaling(g, c);
 }
 
 enum lt_status lt_gguf_model_config(const char *path, struct lt_model_config *c)
@@ -270,7 +390,26 @@ static int cmp_gguf_name(const void *a, const void *b)
 	return strcmp(((const struct mapping *)a)->gguf, ((const struct mapping *)b)->gguf);
 }
 
-/* Every tensor of the file has a place in the model. */
+/* The file's rope_freqs.weight holds the factors of the model's rope scaling. */
+static enum lt_status check_rope_freqs(const lt_gguf *g, const lt_model *m,
+				       const struct lt_gguf_tensor *t)
+{
+	const struct lt_model_config *c = lt_model_config_of(m);
+	int half = c->dim / c->n_heads / 2;
+	float x[512];
+	enum lt_status st = read_rope_factors(g, t, half, x);
+	if (st == LT_OK && !rope_factors_match(c, x, half)) {
+		lt_errmsg_set("%s: tensor '" ROPE_FREQS "' holds rope frequency factors (%g ... %g) "
+			      "other than those of the model's rope scaling (%s)", lt_gguf_path(g),
+			      x[0], x[half - 1],
+			      c->rope_scaling == LT_ROPE_LLAMA3 ? "llama3" : "none");
+		st = LT_ERR_FORMAT;
+	}
+	return st;
+}
+
+/* Every tensor of the file has a place in the model (rope_freqs.weight
+ * that of its rope scaling). */
 static enum lt_status check_no_extra(const lt_gguf *g, const lt_model *m, struct mapping *map,
 				     size_t n)
 {
@@ -278,6 +417,12 @@ static enum lt_status check_no_extra(const lt_gguf *g, const lt_model *m, struct
 	for (size_t i = 0; i < lt_gguf_tensor_count(g); i++) {
 		const struct lt_gguf_tensor *f = lt_gguf_tensor_at(g, i);
 		struct mapping key;
+		if (!strcmp(f->name, ROPE_FREQS)) {
+			enum lt_status st = check_rope_freqs(g, m, f);
+			if (st != LT_OK)
+				return st;
+			continue;
+		}
 		snprintf(key.gguf, sizeof key.gguf, "%s", f->name);
 		if (strlen(f->name) >= sizeof key.gguf ||
 		    !bsearch(&key, map, n, sizeof *map, cmp_gguf_name)) {

@@ -65,17 +65,19 @@ enum lt_status lt_import_config(const char *path, struct lt_model_config *c)
 	if (kind == LT_IMPORT_HF)
 		return lt_hf_config(path, c);
 	if (kind == LT_IMPORT_GGUF) {
-		/* the rope scaling, which the GGUF reader does not set, stays c's */
+		/* the rope scaling's values stay c's unless the file's
+		 * rope_freqs.weight gives Llama 3's */
 		struct lt_model_config got;
-		if ((st = lt_gguf_model_config(path, &got)) == LT_OK) {
-			got.rope_scaling = LT_ROPE_NONE;
+		if ((st = lt_gguf_model_config(path, &got)) != LT_OK)
+			return st;
+		if (got.rope_scaling == LT_ROPE_NONE) {
 			got.rope_factor = c->rope_factor;
 			got.rope_low_freq_factor = c->rope_low_freq_factor;
 			got.rope_high_freq_factor = c->rope_high_freq_factor;
 			got.rope_original_max_seq = c->rope_original_max_seq;
-			*c = got;
 		}
-		return st;
+		*c = got;
+		return LT_OK;
 	}
 	char dir[PATH_CAP];
 	struct lt_conf conf;

@@ -139,6 +139,8 @@ static enum lt_status generate_tokens(lt_model *m, const int32_t *prompt, int n_
 {
 	int V = lt_model_config_of(m)->vocab_size;
 	struct lt_rng rng;
+	if (o->n_ids > 0 && o->n_ids < V)
+		V = o->n_ids;  /* the ids past it are masked out: never drawn */
 	lt_rng_seed(&rng, o->seed, 0);
 	*n_fed = 0;
 	enum lt_status st = lt_model_decode(m, prompt + start, n_prompt - start, start, logits);

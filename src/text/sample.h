@@ -20,6 +20,9 @@ struct lt_sample_opts {
 	float top_p;         /* then the smallest most-likely set holding this much
 			      * probability (the nucleus); 1 = all */
 	uint64_t seed;       /* lt_sample_generate's random stream */
+	int n_ids;           /* lt_sample_generate draws only ids below this: the
+			      * tokenizer's vocabulary, where the model's has rows
+			      * past it (padded embeddings); 0 = every id */
 };
 
 /* Bytes of scratch that lt_sample_pick needs for a vocabulary of V. */
@@ -37,8 +40,8 @@ int32_t lt_sample_pick(const float *logits, int V, const struct lt_sample_opts *
  * n_prompt + max_new <= model max_seq, else LT_ERR_ARG "prompt of N tokens
  * + M new exceeds the context of S tokens"): the prompt is run in one
  * decoding call, then one call per new token. out receives the new tokens
- * (*n_out of them); generation stops early after drawing stop_id (when
- * >= 0), which is not stored. The model's training plan is left as it was. */
+ * (*n_out of them, each below o->n_ids when that is set); generation stops
+ * early after drawing stop_id (when >= 0), which is not stored. The model's training plan is left as it was. */
 enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prompt, int max_new,
 				  int32_t stop_id, const struct lt_sample_opts *o,
 				  int32_t *out, int *n_out);

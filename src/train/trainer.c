@@ -538,16 +538,13 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 		return LT_ERR_NOMEM;
 	}
 	struct lt_sample_opts so = { .temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
-				     .seed = c->train.seed + (uint64_t)step };
+				     .seed = c->train.seed + (uint64_t)step,
+				     /* an imported model may have rows past the tokenizer's ids */
+				     .n_ids = (int)lt_tokenizer_vocab_size(t->tok) };
 	int got = 0;
 	char *text = NULL;
 	size_t len;
 	enum lt_status st = lt_sample_generate(t->model, &prompt, 1, n, -1, &so, out, &got);
-	/* an imported model may have rows past the tokenizer's ids: the sample
-	 * ends before the first such id */
-	for (int i = 0; i < got; i++)
-		if (out[i] >= lt_tokenizer_vocab_size(t->tok))
-			got = i;
 	if (st == LT_OK)
 		st = lt_tokenizer_decode(t->tok, out, (size_t)got, &text, &len);
 	if (st == LT_OK)
