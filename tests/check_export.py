@@ -178,9 +178,9 @@ def check_bad_inputs(tmp, run_dir, ckpt, out):
        "export into a non-empty directory without --force: exit 1, named, nothing changed")
     diag(err)
 
-    rc, _, err = run([LLTRAIN, "export", "--format", "gguf", "--out", out, run_dir], "export")
-    ok(rc == 2 and "--format 'gguf'" in err and "hf" in err,
-       "--format gguf: usage error (exit 2) naming the allowed format")
+    rc, _, err = run([LLTRAIN, "export", "--format", "onnx", "--out", out, run_dir], "export")
+    ok(rc == 2 and "--format 'onnx'" in err and "hf" in err and "gguf" in err,
+       "--format onnx: usage error (exit 2) naming the allowed formats")
     diag(err)
 
     rc, _, err = run([LLTRAIN, "export", "--out", os.path.join(tmp, "o2")], "export")

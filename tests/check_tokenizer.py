@@ -496,7 +496,7 @@ def check_ggufs(binary, work, cases_path):
     check_gguf(binary, path, work, texts, "GGUF llama (SentencePiece)")
     path = os.path.join(work, "qwen2.gguf")
     write_gguf(path, "gpt2", llama3, lambda t: 1, pre="qwen2")
-    refused(binary, path, cases_path, "tokenizer.ggml.pre is 'qwen2', expected gpt2, smollm or llama-bpe",
+    refused(binary, path, cases_path, "tokenizer.ggml.pre is 'qwen2', expected gpt-2, gpt2, smollm or llama-bpe",
             "a GGUF file of another pre-tokenizer")
     path = os.path.join(work, "bert.gguf")
     write_gguf(path, "bert", llama3, lambda t: 1)

@@ -136,6 +136,12 @@ struct lt_cmd_checkpoint {
  * checkpoint DIR (step N)"; stdout is left to the command's output. */
 enum lt_status lt_cmd_checkpoint_open(struct lt_cmd_checkpoint *c, const char *path,
 				      int tokenizer, const char *cmd);
+/* export --format gguf: c's model (on the CPU, adapters merged) and
+ * tokenizer as the GGUF file out, its weights of type type_name (f32,
+ * f16, bf16, q8_0 or q4_0), written beside out and renamed into place; an
+ * existing out is replaced only with force. */
+enum lt_status lt_cmd_export_gguf(struct lt_cmd_checkpoint *c, const char *out,
+				  const char *type_name, int force);
 /* The backend of device (lt_cmd_backend, so cmd names the command in the
  * line of --device auto) and on it the model with the checkpoint's weights. */
 enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *cmd,

@@ -16,6 +16,8 @@
 #include "backend.h"
 #include "io/checkpoint.h"
 #include "io/fs.h"
+#include "io/gguf.h"
+#include "io/gguf_model.h"
 #include "io/rundir.h"
 #include "cmd/cmd.h"
 #include "conf.h"
@@ -27,6 +29,7 @@
 struct eval_args {
 	const char *data;      /* --data, or NULL for the config's */
 	const char *device;
+	const char *quantize;  /* --quantize, or NULL */
 	long batch, seq, max_batches, threads;  /* 0 = the default */
 	int json;
 };
@@ -58,10 +61,25 @@ static const struct lt_cmd_option eval_options[] = {
 	  .help = "print one JSON object instead of the text line" },
 	{ .name = "device", .kind = LT_CMD_TEXT, ARG(device), .arg = "DEV",
 	  .help = "cpu (default), opencl[:P.D|:NAME] or auto" },
+	{ .name = "quantize", .kind = LT_CMD_TEXT, ARG(quantize), .arg = "T",
+	  .help = "evaluate with the weights rounded as export --format gguf\n"
+		  "--type T rounds them: q8_0 or q4_0" },
 	{ .name = "threads", .kind = LT_CMD_LONG, ARG(threads), .min = 1, .max = 4096, .arg = "N",
 	  .help = "CPU threads (default: OpenMP's choice)" },
 	{ .name = NULL },
 };
+
+/* --quantize names q8_0 or q4_0; 0, or 2 after saying what is wrong. */
+static int check_eval_args(const void *args)
+{
+	const struct eval_args *a = args;
+	if (a->quantize && strcmp(a->quantize, "q8_0") != 0 && strcmp(a->quantize, "q4_0") != 0) {
+		fprintf(stderr, "lltrain eval: --quantize '%s': unknown (expected q8_0 or q4_0)\n",
+			a->quantize);
+		return 2;
+	}
+	return 0;
+}
 
 static const struct lt_cmd_usage eval_usage = {
 	.cmd = "eval",
@@ -71,8 +89,20 @@ static const struct lt_cmd_usage eval_usage = {
 		"token and the perplexity.\n\n",
 	.options = eval_options,
 	.column = 21,
+	.check = check_eval_args,
 	.operands = &lt_cmd_checkpoint_operand,
 };
+
+/* The weights as an export of type name rounds them (adapters folded in
+ * first, as export does). */
+static enum lt_status quantize_weights(struct session *s, const char *name)
+{
+	uint32_t type;
+	enum lt_status st = lt_gguf_model_file_type(name, &type);
+	if (st != LT_OK || (st = lt_model_merge_lora(s->ck.model)) != LT_OK)
+		return st;
+	return lt_gguf_model_round(s->ck.model, type);
+}
 
 /* --data, else data.dir, else the run directory's data/ (the run directory
  * holds checkpoints/step_N). */
@@ -267,6 +297,8 @@ int lt_cmd_eval(int argc, char **argv)
 	}
 	double sum;
 	long count;
+	if (a.quantize && (st = quantize_weights(&s, a.quantize)) != LT_OK)
+		goto out;
 	if ((st = choose_data_path(&s, &a)) == LT_OK && (st = open_data(&s)) == LT_OK &&
 	    (st = evaluate(&s, B, T, a.max_batches, &sum, &count)) == LT_OK)
 		rc = print_result(&s, sum / (double)count, count, a.json);

@@ -1,7 +1,8 @@
 /* lltrain export: writes a checkpoint as a Hugging Face model directory
  * (config.json, generation_config.json, model.safetensors and the
  * tokenizer files) that transformers' LlamaForCausalLM and AutoTokenizer
- * load as they are, or its LoRA adapters as a PEFT adapter directory. */
+ * load as they are, its LoRA adapters as a PEFT adapter directory, or
+ * (--format gguf, export_gguf.c) one GGUF file that llama.cpp runs. */
 #include "config.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include "io/fs.h"
 #include "io/import.h"
 #include "io/peft.h"
+#include "io/gguf_model.h"
 #include "io/rundir.h"
 #include "model.h"
 #include "text/tokenizer.h"
@@ -28,6 +30,7 @@
 struct export_args {
 	const char *format;
 	const char *dtype;
+	const char *type;      /* --type, for gguf; NULL when not given */
 	const char *out;
 	int force;
 };
@@ -54,27 +57,47 @@ static const char *const peft_files[] = { LT_PEFT_CONFIG, LT_PEFT_WEIGHTS, NULL 
 
 static const struct lt_cmd_option export_options[] = {
 	{ .name = "format", .kind = LT_CMD_TEXT, ARG(format), .arg = "FMT",
-	  .help = "the output format: hf (the default) or peft (the LoRA\n"
-		  "adapters alone, as a Hugging Face PEFT adapter)" },
+	  .help = "the output format: hf (a Hugging Face model directory,\n"
+		  "the default), peft (the LoRA adapters alone, as a Hugging\n"
+		  "Face PEFT adapter) or gguf (one file for llama.cpp)" },
 	{ .name = "dtype", .kind = LT_CMD_TEXT, ARG(dtype), .arg = "T",
 	  .help = "the weights' type: fp32 (the default) or bf16 (rounded\n"
 		  "to nearest even from the checkpoint's fp32)" },
-	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "DIR",
-	  .help = "the directory to write (default: export)" },
+	{ .name = "type", .kind = LT_CMD_TEXT, ARG(type), .arg = "T",
+	  .help = "gguf only: the weights' type: f32 (the default), f16,\n"
+		  "bf16, q8_0 or q4_0 (norms stay f32)" },
+	{ .name = "out", .kind = LT_CMD_TEXT, ARG(out), .arg = "PATH",
+	  .help = "the directory to write (default: export), or with gguf\n"
+		  "the file (default: export.gguf)" },
 	{ .name = "force", .kind = LT_CMD_FLAG, ARG(force),
 	  .help = "write into DIR even when it holds files (files of the\n"
-		  "same names are replaced, others are left)" },
+		  "same names are replaced, others are left); with gguf,\n"
+		  "replace the file" },
 	{ .name = NULL },
 };
 
-/* The format is hf and the directory has a name; 0, or 2 after saying
- * what is wrong. */
+/* The format is hf or gguf, each with its own options, and the output
+ * has a name; 0, or 2 after saying what is wrong. */
 static int check_export_args(const void *args)
 {
 	const struct export_args *a = args;
-	if (strcmp(a->format, "hf") != 0 && strcmp(a->format, "peft") != 0) {
-		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf or peft)\n",
+	if (strcmp(a->format, "hf") != 0 && strcmp(a->format, "peft") != 0 &&
+	    strcmp(a->format, "gguf") != 0) {
+		fprintf(stderr, "lltrain export: --format '%s': unknown (expected hf, peft or gguf)\n",
 			a->format);
+		return 2;
+	}
+	if (a->type && strcmp(a->format, "gguf") != 0) {
+		fprintf(stderr, "lltrain export: --type is for --format gguf (hf takes --dtype)\n");
+		return 2;
+	}
+	uint32_t type;
+	if (a->type && lt_gguf_model_file_type(a->type, &type) != LT_OK) {
+		fprintf(stderr, "lltrain export: --type %s\n", lt_errmsg());
+		return 2;
+	}
+	if (strcmp(a->format, "gguf") == 0 && strcmp(a->dtype, "fp32") != 0) {
+		fprintf(stderr, "lltrain export: --dtype is for --format hf (gguf takes --type)\n");
 		return 2;
 	}
 	if (strcmp(a->dtype, "fp32") != 0 && strcmp(a->dtype, "bf16") != 0) {
@@ -82,8 +105,8 @@ static int check_export_args(const void *args)
 			a->dtype);
 		return 2;
 	}
-	if (!a->out[0]) {
-		fprintf(stderr, "lltrain export: --out: expected a directory name\n");
+	if (a->out && !a->out[0]) {
+		fprintf(stderr, "lltrain export: --out: expected a name\n");
 		return 2;
 	}
 	return 0;
@@ -92,14 +115,17 @@ static int check_export_args(const void *args)
 static const struct lt_cmd_usage export_usage = {
 	.cmd = "export",
 	.head = "usage: lltrain export [--format hf|peft] [--dtype fp32|bf16] [--out DIR] [--force]\n"
-		"                      CHECKPOINT_OR_RUN_DIR\n\n"
+		"                      CHECKPOINT_OR_RUN_DIR\n"
+		"       lltrain export --format gguf [--type f32|f16|bf16|q8_0|q4_0]\n"
+		"                      [--out FILE] [--force] CHECKPOINT_OR_RUN_DIR\n\n"
 		"Writes a checkpoint (or the newest valid one of a run directory) as a\n"
 		"Hugging Face model directory: config.json (LlamaForCausalLM),\n"
 		"generation_config.json, model.safetensors, tokenizer.json and\n"
-		"tokenizer_config.json, which transformers' from_pretrained loads; or,\n"
-		"with --format peft, a LoRA run's adapters alone as adapter_config.json\n"
-		"and adapter_model.safetensors, which PEFT's PeftModel.from_pretrained\n"
-		"loads onto the base model.\n\n",
+		"tokenizer_config.json, which transformers' from_pretrained loads; with\n"
+		"--format peft, a LoRA run's adapters alone as adapter_config.json and\n"
+		"adapter_model.safetensors, which PEFT's PeftModel.from_pretrained loads\n"
+		"onto the base model; or with --format gguf as one GGUF file that\n"
+		"llama.cpp loads.\n\n",
 	.options = export_options,
 	.column = 17,
 	.check = check_export_args,
@@ -405,12 +431,16 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 	return move_into_place(s, out, fill);
 }
 
-static void print_written(const struct session *s, const char *out)
+static void print_written(const struct session *s, const char *out, int gguf)
 {
 	char path[LT_CMD_PATH_CAP + 32];
 	struct stat sb;
-	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir, s->ck.state.step,
-	       lt_model_config_params(&s->ck.conf.model), out);
+	printf("exported %s (step %ld, %zu parameters) to %s%s", s->ck.dir, s->ck.state.step,
+	       lt_model_config_params(&s->ck.conf.model), out, gguf ? "" : ":\n");
+	if (gguf) {
+		printf(" (%lld bytes)\n", stat(out, &sb) == 0 ? (long long)sb.st_size : -1LL);
+		return;
+	}
 	for (int i = 0; s->files[i]; i++) {
 		int known = lt_fs_join(path, sizeof path, out, s->files[i]) == LT_OK &&
 			    stat(path, &sb) == 0;
@@ -426,7 +456,7 @@ static void free_session(struct session *s)
 
 int lt_cmd_export(int argc, char **argv)
 {
-	struct export_args a = { .format = "hf", .dtype = "fp32", .out = "export" };
+	struct export_args a = { .format = "hf", .dtype = "fp32", .out = NULL };
 	struct session s;
 	int rc = lt_cmd_parse(argc, argv, &export_usage, &a, NULL);
 	if (rc >= 0)
@@ -435,14 +465,18 @@ int lt_cmd_export(int argc, char **argv)
 	s.dtype = strcmp(a.dtype, "bf16") == 0 ? LT_BF16 : LT_F32;
 	s.peft = strcmp(a.format, "peft") == 0;
 	s.files = s.peft ? peft_files : out_files;
+	int gguf = strcmp(a.format, "gguf") == 0;
+	if (!a.out)
+		a.out = gguf ? "export.gguf" : "export";
 	enum lt_status st = load_checkpoint(&s, argv[optind]);
 	if (st == LT_OK)
-		st = write_export(&s, a.out, a.force);
+		st = gguf ? lt_cmd_export_gguf(&s.ck, a.out, a.type ? a.type : "f32", a.force) :
+			    write_export(&s, a.out, a.force);
 	if (st != LT_OK) {
 		lt_report("export", st);
 		rc = 1;
 	} else {
-		print_written(&s, a.out);
+		print_written(&s, a.out, gguf);
 		rc = 0;
 	}
 	free_session(&s);

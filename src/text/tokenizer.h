@@ -41,6 +41,7 @@
 
 typedef struct lt_tokenizer lt_tokenizer;
 typedef struct lt_tokenizer_trainer lt_tokenizer_trainer;
+struct lt_gguf_writer;
 
 /* The document separator, its id in every trained tokenizer, and the
  * largest vocabulary lltrain trains or loads. */
@@ -140,7 +141,7 @@ enum lt_status lt_tokenizer_save(const lt_tokenizer *tok, const char *dir, long 
  * A file that starts with GGUF's magic is read by lt_tokenizer_load_gguf. */
 enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out);
 /* Reads the tokenizer of a GGUF file: tokenizer.ggml.model gpt2 (tokens,
- * merges, token_type, and pre gpt2, smollm or llama-bpe) or llama
+ * merges, token_type, and pre gpt-2 (or gpt2), smollm or llama-bpe) or llama
  * (SentencePiece: tokens, scores, token_type with its <0xNN> byte tokens,
  * add_space_prefix). It becomes the tokenizer.json that Hugging Face's
  * conversion of the same model gives (a SentencePiece vocabulary's merges
@@ -148,5 +149,18 @@ enum lt_status lt_tokenizer_load(const char *path, lt_tokenizer **out);
  * score), so it encodes alike, and lt_tokenizer_save writes that file.
  * Control tokens are special added tokens, user-defined ones added ones. */
 enum lt_status lt_tokenizer_load_gguf(const char *path, lt_tokenizer **out);
+/* Adds to a GGUF writer the tokenizer.ggml.* metadata that llama.cpp
+ * reads for the tokenizer.json at path (tok is the same file loaded):
+ * model gpt2, pre (gpt-2, smollm or llama-bpe, the pre-tokenizer the
+ * file has), tokens and token_type for vocab_size ids (control for
+ * special added tokens, user-defined for other added ones, "[PADn]"
+ * unused for ids without a token), merges, bos and eos (config_path's
+ * tokenizer_config.json bos_token and eos_token where it names them, else
+ * the end-of-text token), add_bos_token and add_eos_token false, and
+ * tokenizer.chat_template where the config has one. config_path may be
+ * NULL. A SentencePiece-style tokenizer, or a pre-tokenizer llama.cpp
+ * does not know, is LT_ERR_FORMAT naming the file. */
+enum lt_status lt_tokenizer_add_gguf(const char *path, const char *config_path,
+		const lt_tokenizer *tok, int32_t vocab_size, struct lt_gguf_writer *w);
 
 #endif

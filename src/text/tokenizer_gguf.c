@@ -1,11 +1,15 @@
 /* The tokenizer of a GGUF file (see tokenizer.h): its vocabulary put into
  * the tokenizer.json document that Hugging Face's conversion of the same
  * model gives, which the tokenizer.json reader then loads, so both forms
- * encode alike and saving writes a tokenizer.json. */
+ * encode alike and saving writes a tokenizer.json; and the other way, a
+ * byte-level tokenizer.json as the tokenizer.ggml.* metadata of a GGUF
+ * file that llama.cpp reads. */
 #include "config.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_impl.h"
 #include "io/gguf.h"
+#include "io/gguf_write.h"
+#include "text/chat.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,15 +20,16 @@
 /* Token types of tokenizer.ggml.token_type. */
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
-/* The pre-tokenizers of tokenizer.ggml.pre, as tokenizer.json has them. */
+/* The pre-tokenizers of tokenizer.ggml.pre, as tokenizer.json has them;
+ * the first name is llama.cpp's (which reads "gpt2" as its default). */
 static const struct {
-	const char *name, *json;
+	const char *name, *alias, *json;
 	int ignore_merges;
 } pres[] = {
-	{ "gpt2", "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}", 0 },
-	{ "smollm", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true}, "
+	{ "gpt-2", "gpt2", "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}", 0 },
+	{ "smollm", "smollm", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true}, "
 		"{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}]}", 0 },
-	{ "llama-bpe", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
+	{ "llama-bpe", "llama-bpe", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
 		"\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*"
 		"|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false}, "
 		"{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]}", 1 },
@@ -204,10 +209,11 @@ static enum lt_status pipeline(const lt_gguf *g, const char *kind, json_t *root,
 		if (lt_gguf_has(g, "tokenizer.ggml.pre") &&
 				(st = lt_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL)) != LT_OK)
 			return st;
-		for (i = 0; i < sizeof pres / sizeof *pres && strcmp(pres[i].name, pre); i++)
+		for (i = 0; i < sizeof pres / sizeof *pres && strcmp(pres[i].name, pre) &&
+				strcmp(pres[i].alias, pre); i++)
 			;
 		if (i == sizeof pres / sizeof *pres) {
-			lt_errmsg_set("tokenizer.ggml.pre is '%s', expected gpt2, smollm or llama-bpe", pre);
+			lt_errmsg_set("tokenizer.ggml.pre is '%s', expected gpt-2, gpt2, smollm or llama-bpe", pre);
 			return LT_ERR_FORMAT;
 		}
 		if (!set_json(root, "pre_tokenizer", pres[i].json) || !set_json(root, "decoder", byte_level) ||
@@ -282,5 +288,244 @@ enum lt_status lt_tokenizer_load_gguf(const char *path, lt_tokenizer **out)
 		lt_errmsg_prefix("%s", path);
 	json_decref(root);
 	lt_gguf_close(g);
+	return st;
+}
+
+/* ---- a tokenizer.json as GGUF metadata ---- */
+
+/* What the metadata is made of: the tokens by id, their types, the
+ * merges as "left right". */
+struct gguf_vocab {
+	const char **tokens;
+	int32_t *types;
+	char **pads;            /* "[PADn]" for ids the tokenizer leaves empty */
+	const char **merges;
+	char **merge_text;      /* merges given as pairs, joined */
+	size_t n, n_merges;
+};
+
+static void free_gguf_vocab(struct gguf_vocab *v)
+{
+	for (size_t i = 0; v->pads && i < v->n; i++)
+		free(v->pads[i]);
+	for (size_t i = 0; v->merge_text && i < v->n_merges; i++)
+		free(v->merge_text[i]);
+	free(v->tokens);
+	free(v->types);
+	free(v->pads);
+	free(v->merges);
+	free(v->merge_text);
+}
+
+/* The llama.cpp name of root's pre-tokenizer, or NULL when it is none of
+ * those it knows. */
+static const char *pre_name(const json_t *root)
+{
+	const json_t *pre = json_object_get(root, "pre_tokenizer");
+	for (size_t i = 0; pre && i < sizeof pres / sizeof *pres; i++) {
+		json_t *known = json_loads(pres[i].json, 0, NULL);
+		int same = known && json_equal(known, pre);
+		json_decref(known);
+		if (same)
+			return pres[i].name;
+	}
+	return NULL;
+}
+
+/* A byte-level BPE whose pre-tokenizer llama.cpp knows; *pre its name. */
+static enum lt_status check_writable(const char *path, const json_t *root, const char **pre)
+{
+	const json_t *model = json_object_get(root, "model"), *norm = json_object_get(root, "normalizer");
+	const char *type = json_string_value(json_object_get(model, "type"));
+	if (!json_is_object(model) || (type && strcmp(type, "BPE")) ||
+			!json_is_object(json_object_get(model, "vocab")) ||
+			!json_is_array(json_object_get(model, "merges"))) {
+		lt_errmsg_set("%s: model: expected a BPE model with vocab and merges", path);
+		return LT_ERR_FORMAT;
+	}
+	if ((norm && !json_is_null(norm)) || json_is_true(json_object_get(model, "byte_fallback"))) {
+		lt_errmsg_set("%s: a SentencePiece-style tokenizer (a normalizer or byte_fallback): "
+				"only byte-level BPE is written to GGUF (export --format hf writes it)", path);
+		return LT_ERR_FORMAT;
+	}
+	if (!(*pre = pre_name(root))) {
+		lt_errmsg_set("%s: pre_tokenizer: none that llama.cpp knows (expected GPT-2's ByteLevel, "
+				"SmolLM's or Llama 3's)", path);
+		return LT_ERR_FORMAT;
+	}
+	return LT_OK;
+}
+
+/* v->tokens and v->types for ids [0, v->n): model.vocab, then the added
+ * tokens (control when special, user-defined otherwise), then "[PADn]"
+ * (unused) for an id neither names. */
+static enum lt_status vocab_tokens(const char *path, const json_t *root, struct gguf_vocab *v)
+{
+	const json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab"), *val, *a;
+	const char *key;
+	size_t i;
+	json_object_foreach((json_t *)vocab, key, val) {
+		json_int_t id = json_integer_value(val);
+		if (!json_is_integer(val) || id < 0 || (size_t)id >= v->n) {
+			lt_errmsg_set("%s: model.vocab['%s']: expected an id below %zu", path, key, v->n);
+			return LT_ERR_FORMAT;
+		}
+		v->tokens[id] = key;
+		v->types[id] = TT_NORMAL;
+	}
+	json_array_foreach(json_object_get(root, "added_tokens"), i, a) {
+		json_int_t id = json_integer_value(json_object_get(a, "id"));
+		const char *content = json_string_value(json_object_get(a, "content"));
+		if (!content || id < 0 || (size_t)id >= v->n) {
+			lt_errmsg_set("%s: added_tokens[%zu]: expected an id below %zu and its content",
+					path, i, v->n);
+			return LT_ERR_FORMAT;
+		}
+		v->tokens[id] = content;
+		v->types[id] = json_is_true(json_object_get(a, "special")) ? TT_CONTROL : TT_USER;
+	}
+	for (i = 0; i < v->n; i++) {
+		char buf[32];
+		if (v->tokens[i])
+			continue;
+		snprintf(buf, sizeof buf, "[PAD%zu]", i);
+		if (!(v->pads[i] = strdup(buf)))
+			return LT_ERR_NOMEM;
+		v->tokens[i] = v->pads[i];
+		v->types[i] = TT_UNUSED;
+	}
+	return LT_OK;
+}
+
+/* v->merges from model.merges ("left right" strings or [left, right]). */
+static enum lt_status vocab_merges(const char *path, const json_t *root, struct gguf_vocab *v)
+{
+	const json_t *merges = json_object_get(json_object_get(root, "model"), "merges"), *m;
+	size_t i;
+	json_array_foreach(merges, i, m) {
+		const char *l = json_string_value(json_array_get(m, 0));
+		const char *r = json_string_value(json_array_get(m, 1));
+		if (json_is_string(m)) {
+			v->merges[i] = json_string_value(m);
+			continue;
+		}
+		if (!l || !r) {
+			lt_errmsg_set("%s: model.merges[%zu]: expected \"left right\" or [left, right]",
+					path, i);
+			return LT_ERR_FORMAT;
+		}
+		size_t n = strlen(l) + strlen(r) + 2;
+		if (!(v->merge_text[i] = malloc(n)))
+			return LT_ERR_NOMEM;
+		snprintf(v->merge_text[i], n, "%s %s", l, r);
+		v->merges[i] = v->merge_text[i];
+	}
+	return LT_OK;
+}
+
+static enum lt_status read_gguf_vocab(const char *path, const json_t *root, size_t n,
+		struct gguf_vocab *v)
+{
+	enum lt_status st;
+	v->n = n;
+	v->n_merges = json_array_size(json_object_get(json_object_get(root, "model"), "merges"));
+	v->tokens = calloc(n, sizeof *v->tokens);
+	v->types = calloc(n, sizeof *v->types);
+	v->pads = calloc(n, sizeof *v->pads);
+	v->merges = calloc(v->n_merges + 1, sizeof *v->merges);
+	v->merge_text = calloc(v->n_merges + 1, sizeof *v->merge_text);
+	if (!v->tokens || !v->types || !v->pads || !v->merges || !v->merge_text)
+		st = LT_ERR_NOMEM;
+	else if ((st = vocab_tokens(path, root, v)) == LT_OK)
+		st = vocab_merges(path, root, v);
+	if (st == LT_ERR_NOMEM)
+		lt_errmsg_set("%s: out of memory gathering the vocabulary", path);
+	return st;
+}
+
+/* The id of a tokenizer_config.json token entry (a string, or an object
+ * with its content), or -1. */
+static int32_t config_token(const lt_tokenizer *tok, const json_t *config, const char *key)
+{
+	const json_t *e = json_object_get(config, key);
+	const char *s = json_is_object(e) ? json_string_value(json_object_get(e, "content")) :
+			json_string_value(e);
+	return s ? lt_tokenizer_token_id(tok, s, strlen(s)) : -1;
+}
+
+/* The conversations lltrain's chat templates render (chat.c), as Jinja
+ * templates for tokenizer.chat_template: ChatML and Llama 3 (Llama 2's
+ * tokenizers are SentencePiece-style, which GGUF export refuses). */
+static const char chatml_jinja[] = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
+	"'\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+	"{{ '<|im_start|>assistant\\n' }}{% endif %}";
+static const char llama3_jinja[] = "{{ '<|begin_of_text|>' }}{% for message in messages %}"
+	"{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + "
+	"'<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+	"{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+/* The chat template: tokenizer_config.json's, else the one of lltrain's
+ * templates whose special tokens the tokenizer has (ChatML, Llama 3), else
+ * NULL. */
+static const char *chat_template(const lt_tokenizer *tok, const json_t *config)
+{
+	const char *chat = json_string_value(json_object_get(config, "chat_template"));
+	enum lt_chat_template t;
+	if (chat || lt_chat_detect(tok, &t) != LT_OK)
+		return chat;
+	return t == LT_CHAT_CHATML ? chatml_jinja : t == LT_CHAT_LLAMA3 ? llama3_jinja : NULL;
+}
+
+/* bos and eos (tokenizer_config.json's, else the end-of-text token where
+ * there is one), no token added by llama.cpp, and the chat template. */
+static enum lt_status write_specials(lt_gguf_writer *w, const lt_tokenizer *tok, const json_t *config)
+{
+	int32_t eot = lt_tokenizer_eot_id(tok), bos = config_token(tok, config, "bos_token");
+	int32_t eos = config_token(tok, config, "eos_token");
+	const char *chat = chat_template(tok, config);
+	enum lt_status st = LT_OK;
+	bos = bos >= 0 ? bos : eot;
+	eos = eos >= 0 ? eos : eot;
+	if (bos >= 0)
+		st = lt_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+	if (st == LT_OK && eos >= 0)
+		st = lt_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+	if (st == LT_OK)
+		st = lt_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 0);
+	if (st == LT_OK)
+		st = lt_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0);
+	if (st == LT_OK && chat)
+		st = lt_gguf_writer_add_str(w, "tokenizer.chat_template", chat);
+	return st;
+}
+
+enum lt_status lt_tokenizer_add_gguf(const char *path, const char *config_path,
+		const lt_tokenizer *tok, int32_t vocab_size, struct lt_gguf_writer *w)
+{
+	json_error_t err;
+	json_t *root = json_load_file(path, 0, &err), *config = NULL;
+	struct gguf_vocab v = { 0 };
+	const char *pre = NULL;
+	enum lt_status st;
+	if (!root) {
+		lt_errmsg_set("%s:%d: %s", path, err.line, err.text);
+		return LT_ERR_FORMAT;
+	}
+	if (config_path && !(config = json_load_file(config_path, 0, &err))) {
+		json_decref(root);
+		lt_errmsg_set("%s:%d: %s", config_path, err.line, err.text);
+		return LT_ERR_FORMAT;
+	}
+	if ((st = check_writable(path, root, &pre)) == LT_OK &&
+			(st = read_gguf_vocab(path, root, (size_t)vocab_size, &v)) == LT_OK &&
+			(st = lt_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2")) == LT_OK &&
+			(st = lt_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre)) == LT_OK &&
+			(st = lt_gguf_writer_add_strs(w, "tokenizer.ggml.tokens", v.tokens, v.n)) == LT_OK &&
+			(st = lt_gguf_writer_add_i32s(w, "tokenizer.ggml.token_type", v.types, v.n)) == LT_OK &&
+			(st = lt_gguf_writer_add_strs(w, "tokenizer.ggml.merges", v.merges, v.n_merges)) == LT_OK)
+		st = write_specials(w, tok, config);
+	free_gguf_vocab(&v);
+	json_decref(config);
+	json_decref(root);
 	return st;
 }
