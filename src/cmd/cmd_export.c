@@ -409,8 +409,12 @@ static void print_written(const struct session *s, const char *out)
 {
 	char path[LT_CMD_PATH_CAP + 32];
 	struct stat sb;
-	printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir, s->ck.state.step,
-	       lt_model_config_params(&s->ck.conf.model), out);
+	if (s->peft)  /* the flat parameters of a model with adapters are the adapters */
+		printf("exported the adapters of %s (step %ld, %zu parameters) to %s:\n", s->ck.dir,
+		       s->ck.state.step, lt_model_num_params(s->ck.model), out);
+	else
+		printf("exported %s (step %ld, %zu parameters) to %s:\n", s->ck.dir,
+		       s->ck.state.step, lt_model_config_params(&s->ck.conf.model), out);
 	for (int i = 0; s->files[i]; i++) {
 		int known = lt_fs_join(path, sizeof path, out, s->files[i]) == LT_OK &&
 			    stat(path, &sb) == 0;
