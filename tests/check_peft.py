@@ -127,14 +127,17 @@ def check_config(name, out, base, modules):
        "bias none, the base's directory: %s" % (name, ",".join(modules), json.dumps(j)))
 
 
-def check_tensors(name, out, ckpt, modules):
+def check_tensors(name, out, ckpt, modules, said):
     h = header(os.path.join(out, "adapter_model.safetensors"))
     ck = header(os.path.join(ckpt, "model.safetensors"))
+    numel = sum(v["data_offsets"][1] - v["data_offsets"][0] for v in h.values()) // 4
     good = set(h) == expected_names(modules) and all(
         v["dtype"] == "F32" and v["shape"] == ck[k[len("base_model.model."):]]["shape"]
         for k, v in h.items())
-    ok(good, "%s: adapter_model.safetensors holds %d adapters under PEFT's names, F32, of the "
-       "checkpoint's shapes (lora_A [r, in], lora_B [out, r])" % (name, len(h)))
+    ok(good and "(step 6, %d parameters)" % numel in said,
+       "%s: adapter_model.safetensors holds %d adapters (%d parameters, as export says) under "
+       "PEFT's names, F32, of the checkpoint's shapes (lora_A [r, in], lora_B [out, r])"
+       % (name, len(h), numel))
 
 
 def check_run(tmp, name, base, corpus, ids):
@@ -144,10 +147,10 @@ def check_run(tmp, name, base, corpus, ids):
     must([LLTRAIN, "train", "--init", base, corpus] + run_options(run_dir, 6) +
          lora_options(targets), "%s: train --init with adapters on %s runs 6 steps" %
          (name, targets))
-    must([LLTRAIN, "export", "--format", "peft", "--out", out, run_dir],
-         "%s: export --format peft" % name)
+    said = must([LLTRAIN, "export", "--format", "peft", "--out", out, run_dir],
+                "%s: export --format peft" % name)
     check_config(name, out, base, modules)
-    check_tensors(name, out, ce.newest_checkpoint(run_dir), modules)
+    check_tensors(name, out, ce.newest_checkpoint(run_dir), modules, said)
     theirs = peft_logits(base, out, ids)
     ours = lltrain_logits(run_dir, ids)
     plain = hf_logits(base, ids)

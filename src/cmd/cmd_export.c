@@ -435,8 +435,12 @@ static void print_written(const struct session *s, const char *out, int gguf)
 {
 	char path[LT_CMD_PATH_CAP + 32];
 	struct stat sb;
-	printf("exported %s (step %ld, %zu parameters) to %s%s", s->ck.dir, s->ck.state.step,
-	       lt_model_config_params(&s->ck.conf.model), out, gguf ? "" : ":\n");
+	if (s->peft)  /* the flat parameters of a model with adapters are the adapters */
+		printf("exported the adapters of %s (step %ld, %zu parameters) to %s:\n", s->ck.dir,
+		       s->ck.state.step, lt_model_num_params(s->ck.model), out);
+	else
+		printf("exported %s (step %ld, %zu parameters) to %s%s", s->ck.dir, s->ck.state.step,
+		       lt_model_config_params(&s->ck.conf.model), out, gguf ? "" : ":\n");
 	if (gguf) {
 		printf(" (%lld bytes)\n", stat(out, &sb) == 0 ? (long long)sb.st_size : -1LL);
 		return;
