@@ -94,7 +94,8 @@ static void check_defaults(void)
 	tap_ok(!strcmp(r->dir, "runs/default") && !strcmp(r->device, "cpu") && r->threads == 0 &&
 	       r->log_every == 50 && r->eval_every == 200 && r->eval_batches == 16 &&
 	       r->sample_every == 0 && r->sample_tokens == 200 && r->checkpoint_every == 200 &&
-	       r->keep_checkpoints == 3, "the [run] defaults are those specified");
+	       r->keep_checkpoints == 3 && r->tensorboard == 1,
+	       "the [run] defaults are those specified");
 	tap_ok(lt_conf_check(&d) == LT_OK, "the defaults pass lt_conf_check ('%s')",
 	       lt_conf_check(&d) == LT_OK ? "" : lt_errmsg());
 }
@@ -252,6 +253,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "run.eval_every", "0" }, { "run.eval_batches", "1000000" },
 		{ "run.sample_every", "1000000000" }, { "run.sample_tokens", "1" },
 		{ "run.checkpoint_every", "0" }, { "run.keep_checkpoints", "1000000" },
+		{ "run.tensorboard", "off" },
 		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" },
 		{ "dist.balance", "auto" }, { "dist.balance_every", "0" },
 		{ "dist.deterministic", "yes" },
@@ -583,9 +585,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 61 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 62 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 61 keys, each found by name, with a doc line, and each "
+	       "the table has 62 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
