@@ -12,7 +12,7 @@
 # through TensorBoard's loader and record by record with no purge at all;
 # TensorBoard's own purge (SessionLog START) also cleans the steps of the
 # killed launch from a copy of its files as they were. run.tensorboard =
-# false writes no event files. Under MPI, rank 0 alone writes, with the
+# false writes no event files, and at a resume still cuts the older ones. Under MPI, rank 0 alone writes, with the
 # exchange's waits among the scalars.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
@@ -351,6 +351,26 @@ def check_off(data, tmp):
        "run.tensorboard = false writes metrics.jsonl and no RUN/tb")
 
 
+def check_off_at_resume(tb, np, data, run_dir):
+    """A resume from step 8 (checkpoints 9 and 10 removed) with
+    run.tensorboard = false still cuts the event files to step 8 (the steps
+    it trains again are not left there), and writes no file of its own."""
+    tb_dir = os.path.join(run_dir, "tb")
+    for step in (9, 10):
+        shutil.rmtree(os.path.join(run_dir, "checkpoints", "step_%08d" % step))
+    before = event_files(tb_dir)
+    must([LLTRAIN, "train"] + TRAIN_OPTIONS +
+         ["--train.steps=10", "--resume", "auto", "--run.tensorboard=false",
+          "--data.dir=" + data, "--run.dir=" + run_dir],
+         "lltrain train --resume auto --run.tensorboard=false resumes at step 8")
+    raw = raw_scalars(tb, event_files(tb_dir))
+    last = max(s for v in raw.values() for s, _ in v)
+    after = event_files(tb_dir)
+    ok(set(after) < set(before) and last == 8,
+       "it writes no event file, and the older ones end at step 8 (%d; the one that began "
+       "at step 9 is gone: %d of %d files)" % (last, len(after), len(before)))
+
+
 def check_ranks(tb, np, data, tmp):
     """Two ranks over MPI: rank 0 alone writes, the exchange's times too."""
     rc, out, _ = run([LLTRAIN, "info"], "lltrain info")
@@ -410,12 +430,13 @@ def main():
              ["--train.steps=6", "--data.dir=" + data, "--run.dir=" + run_dir],
              "lltrain train runs 6 steps of a tiny model")
         if tb is None:
-            skip(25, why)
+            skip(27, why)
             finish()
         logging.getLogger("tensorboard").setLevel(logging.ERROR)  # its purge's warning
         old_file = check_fresh(tb, np, run_dir)
         check_killed_past_checkpoint(tb, np, tmp, data, run_dir, old_file)
         check_killed_at_checkpoint(tb, np, data, run_dir)
+        check_off_at_resume(tb, np, data, run_dir)
         check_ranks(tb, np, data, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

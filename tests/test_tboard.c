@@ -309,6 +309,19 @@ static void test_files(void)
 	       "a fresh start removes the files left with their version alone (the damaged one "
 	       "stays)");
 
+	/* a pipe and a directory whose names look like event files */
+	int made = mkfifo(tap_at("run/tb/events.out.tfevents.pipe"), 0600) == 0 &&
+		   mkdir(tap_at("run/tb/events.out.tfevents.dir"), 0700) == 0;
+	ran = made && launch(dir, 0, 0, &notes, first, sizeof first);
+	/* readdir's order: the pipe's note is either of the two */
+	int pipe_at = notes.n == 2 && strstr(notes.v[1], "tfevents.pipe: not a regular file");
+	tap_ok(ran && notes.n == 2 && strstr(notes.v[pipe_at], "tfevents.pipe: not a regular file") &&
+	       strstr(notes.v[!pipe_at], "damaged") &&
+	       tap_exists(tap_at("run/tb/events.out.tfevents.pipe")),
+	       "a pipe is noted and left as it is, a directory passed over: %s",
+	       notes.n == 2 ? notes.v[pipe_at] : "(not two notes)");
+	lt_tboard_notes_free(&notes);
+
 	tap_write_file(tap_at("run/file"), "x", 1);
 	lt_tboard *tb = NULL;
 	tap_ok(lt_tboard_open(tap_at("run/file"), 0, &notes, &tb) == LT_ERR_IO && !tb &&
@@ -317,7 +330,7 @@ static void test_files(void)
 
 int main(void)
 {
-	tap_plan(21);
+	tap_plan(22);
 	test_crc32c();
 	test_scalars();
 	test_text();

@@ -483,13 +483,19 @@ static enum record_end scan_records(FILE *f, off_t size, long step, struct scan 
 
 /* Cuts path to its records of steps up to `step`: removed when nothing but
  * its file version would stay; a damaged record stops the cut (the file is
- * left as it is from there, and noted). */
+ * left as it is from there, and noted), and what cannot be opened or is no
+ * regular file is noted and left (a directory quietly). */
 static enum lt_status trim_file(const char *path, long step, struct lt_tboard_notes *notes)
 {
 	struct stat sb;
+	errno = 0;
 	FILE *f = fopen(path, "r+b");
 	if (!f || fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		/* what is no regular file, or cannot be opened, is not ours */
+		/* not ours to cut: TensorBoard's purge at the new file's START
+		 * still hides its later steps */
+		if (errno != EISDIR)
+			note(notes, "%s: %s; left as it is", path,
+			     f ? "not a regular file" : strerror(errno));
 		if (f)
 			fclose(f);
 		return LT_OK;
@@ -680,6 +686,12 @@ enum lt_status lt_tboard_open(const char *dir, long step, struct lt_tboard_notes
 	}
 	*out = tb;
 	return LT_OK;
+}
+
+enum lt_status lt_tboard_trim(const char *dir, long step, struct lt_tboard_notes *notes)
+{
+	long long latest;
+	return lt_fs_is_dir(dir) ? trim_dir(dir, step, notes, &latest) : LT_OK;
 }
 
 void lt_tboard_close(lt_tboard *tb)

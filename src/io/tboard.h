@@ -51,6 +51,10 @@ struct lt_tboard_scalar {
 enum lt_status lt_tboard_open(const char *dir, long step, struct lt_tboard_notes *notes,
 			      lt_tboard **out);
 void lt_tboard_close(lt_tboard *tb);
+/* Cuts dir's event files to the steps up to `step` as lt_tboard_open does,
+ * opening no file of its own: a resumed run that writes none leaves no
+ * step there that it trains again. A missing dir is no error. */
+enum lt_status lt_tboard_trim(const char *dir, long step, struct lt_tboard_notes *notes);
 /* The path of the file being written. */
 const char *lt_tboard_path(const lt_tboard *tb);
 

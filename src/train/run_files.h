@@ -30,9 +30,10 @@ enum lt_status lt_run_files_save_config(const struct lt_conf *c);
  * the rank and its host when not: the run directory must be shared). */
 enum lt_status lt_run_files_check_shared(const struct lt_conf *c, int rank, const char *host);
 /* Opens RUN/metrics.jsonl for appending, first keeping only its lines of
- * steps up to `step` (a resumed run logs the later ones again), and with
- * run.tensorboard RUN/tb/'s event files likewise (lt_tboard_open; what it
- * passed over is said on stdout), the config written there as text. */
+ * steps up to `step` (a resumed run logs the later ones again), and RUN/tb/'s
+ * event files likewise (lt_tboard_open with run.tensorboard, the config
+ * written there as text; else lt_tboard_trim): what they passed over is
+ * said on stdout. */
 enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_metrics **out);
 
 #endif
