@@ -65,6 +65,7 @@ struct lt_conf_run {
 	int sample_tokens;              /* length of those samples and of the final one */
 	int checkpoint_every;           /* 0 = only at the end */
 	int keep_checkpoints;           /* the newest J are kept */
+	int tensorboard;                /* TensorBoard event files in RUN/tb */
 };
 
 enum lt_balance { LT_BALANCE_EVEN, LT_BALANCE_AUTO };

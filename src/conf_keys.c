@@ -204,7 +204,7 @@ static const struct lt_conf_key keys[] = {
 
 	{ .section = "run", .name = "dir", .type = LT_CONF_STRING, FIELD(run.dir),
 	  .min = 1, .def = "runs/default",
-	  .doc = "the run directory: config.ini, metrics.jsonl and checkpoints/" },
+	  .doc = "the run directory: config.ini, metrics.jsonl, tb/ and checkpoints/" },
 	{ .section = "run", .name = "device", .type = LT_CONF_STRING, FIELD(run.device),
 	  .min = 1, .def = "cpu",
 	  .doc = "the device: cpu, opencl[:P.D] (OpenCL platform P, device D) or auto" },
@@ -232,6 +232,9 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "run", .name = "keep_checkpoints", .type = LT_CONF_INT,
 	  FIELD(run.keep_checkpoints), .min = 1, .max = 1000000, .def = "3",
 	  .doc = "the newest N checkpoints are kept, older ones removed" },
+	{ .section = "run", .name = "tensorboard", .type = LT_CONF_BOOL, FIELD(run.tensorboard),
+	  .def = "true",
+	  .doc = "write TensorBoard event files into RUN/tb (tensorboard --logdir RUN/tb)" },
 
 	{ .section = "dist", .name = "zero", .type = LT_CONF_INT, FIELD(dist.zero),
 	  .min = 0, .max = 2, .def = "0",

@@ -20,7 +20,8 @@
 /* The harnesses: X(NAME) for each tests/fuzz/fuzz_NAME.c with its seeds
  * and regressions in tests/fuzz/NAME/. */
 #define LT_FUZZ_HARNESSES(X) \
-	X(safetensors) X(shard) X(tokenizer) X(prepare) X(checkpoint) X(conf) X(corpus) X(gguf) X(chat)
+	X(safetensors) X(shard) X(tokenizer) X(prepare) X(checkpoint) X(conf) X(corpus) X(gguf) X(chat) \
+	X(tboard)
 
 /* The most bytes of one input a harness uses; the rest is ignored, so a
  * huge input costs no more than this. */

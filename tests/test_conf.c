@@ -94,7 +94,8 @@ static void check_defaults(void)
 	tap_ok(!strcmp(r->dir, "runs/default") && !strcmp(r->device, "cpu") && r->threads == 0 &&
 	       r->log_every == 50 && r->eval_every == 200 && r->eval_batches == 16 &&
 	       r->sample_every == 0 && r->sample_tokens == 200 && r->checkpoint_every == 200 &&
-	       r->keep_checkpoints == 3, "the [run] defaults are those specified");
+	       r->keep_checkpoints == 3 && r->tensorboard == 1,
+	       "the [run] defaults are those specified");
 	tap_ok(lt_conf_check(&d) == LT_OK, "the defaults pass lt_conf_check ('%s')",
 	       lt_conf_check(&d) == LT_OK ? "" : lt_errmsg());
 }
@@ -245,6 +246,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "model.rope_low_freq_factor", "3" }, { "model.rope_high_freq_factor", "1000000" },
 		{ "model.rope_original_max_seq", "1" },
 		{ "train.lora_rank", "65536" }, { "train.lora_targets", "down,q" },
+		{ "train.lora_base", "q4_0" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -252,6 +254,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "run.eval_every", "0" }, { "run.eval_batches", "1000000" },
 		{ "run.sample_every", "1000000000" }, { "run.sample_tokens", "1" },
 		{ "run.checkpoint_every", "0" }, { "run.keep_checkpoints", "1000000" },
+		{ "run.tensorboard", "off" },
 		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" },
 		{ "dist.balance", "auto" }, { "dist.balance_every", "0" },
 		{ "dist.deterministic", "yes" },
@@ -583,9 +586,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 61 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 63 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 61 keys, each found by name, with a doc line, and each "
+	       "the table has 63 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

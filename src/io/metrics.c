@@ -1,4 +1,5 @@
-/* Training progress: metrics.jsonl lines and the human view on stdout. */
+/* Training progress: metrics.jsonl lines, TensorBoard's scalars of the
+ * same numbers, and the human view on stdout. */
 #include "config.h"
 #include "io/metrics.h"
 
@@ -19,6 +20,7 @@ struct lt_metrics {
 	int tty;          /* stdout is a terminal: one refreshed line */
 	int line_open;    /* the refreshed line is on screen, unterminated */
 	int log_every;
+	lt_tboard *tb;    /* RUN/tb's event file, or NULL */
 };
 
 enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out)
@@ -42,6 +44,14 @@ enum lt_status lt_metrics_open(const char *path, int log_every, lt_metrics **out
 	return LT_OK;
 }
 
+enum lt_status lt_metrics_open_tboard(lt_metrics *mt, const char *dir, long step,
+				      struct lt_tboard_notes *notes)
+{
+	lt_tboard_close(mt->tb);
+	mt->tb = NULL;
+	return lt_tboard_open(dir, step, notes, &mt->tb);
+}
+
 static void end_progress_line(lt_metrics *mt)
 {
 	if (mt->line_open) {
@@ -57,14 +67,78 @@ void lt_metrics_close(lt_metrics *mt)
 	end_progress_line(mt);
 	fflush(stdout);
 	close(mt->fd);
+	lt_tboard_close(mt->tb);
 	free(mt->path);
 	free(mt);
 }
 
-/* JSON has no NaN or Inf: those become null. */
-static json_t *json_number(double v)
+/* One logged number: its key in the JSON line, and the group of its
+ * TensorBoard tag "GROUP/KEY" (NULL: not a scalar there). */
+struct field {
+	const char *group, *key;
+	double v;         /* rounded as the line writes it (as_logged), or an integer */
+	int integer;
+};
+
+/* The most fields of a line. */
+#define MAX_FIELDS 24
+
+/* A line's fields in the order it writes them. */
+struct fields {
+	struct field v[MAX_FIELDS];
+	int n;
+};
+
+/* v rounded to the 9 significant digits the JSON line writes: the value a
+ * reader of metrics.jsonl gets back, which TensorBoard's float is then
+ * rounded from too, so that the two agree exactly. */
+static double as_logged(double v)
 {
-	return isfinite(v) ? json_real(v) : json_null();
+	char text[40];
+	if (!isfinite(v))
+		return v;
+	snprintf(text, sizeof text, "%.9g", v);
+	return strtod(text, NULL);
+}
+
+static void add_real(struct fields *f, const char *group, const char *key, double v)
+{
+	f->v[f->n++] = (struct field){ .group = group, .key = key, .v = as_logged(v) };
+}
+
+static void add_integer(struct fields *f, const char *group, const char *key, double v)
+{
+	f->v[f->n++] = (struct field){ .group = group, .key = key, .v = v, .integer = 1 };
+}
+
+/* The JSON object of f (NaN and Inf, which JSON lacks, become null). */
+static json_t *fields_json(const struct fields *f)
+{
+	json_t *o = json_object();
+	for (int i = 0; i < f->n; i++) {
+		const struct field *x = &f->v[i];
+		json_object_set_new(o, x->key, x->integer ? json_integer((json_int_t)x->v)
+					       : isfinite(x->v) ? json_real(x->v) : json_null());
+	}
+	return o;
+}
+
+/* f's scalars as one TensorBoard event at step (nothing without one). */
+static enum lt_status fields_tboard(lt_metrics *mt, long step, const struct fields *f)
+{
+	struct lt_tboard_scalar v[MAX_FIELDS];
+	char tags[MAX_FIELDS][64];
+	size_t n = 0;
+	if (!mt->tb)
+		return LT_OK;
+	for (int i = 0; i < f->n; i++) {
+		if (!f->v[i].group)
+			continue;
+		snprintf(tags[n], sizeof tags[n], "%s/%s", f->v[i].group, f->v[i].key);
+		v[n] = (struct lt_tboard_scalar){ .tag = tags[n], .value = f->v[i].v };
+		n++;
+	}
+	return lt_tboard_scalars(mt->tb, step, v, n);
 }
 
 /* Appends the n bytes of line; 0, or errno. A write that stops partway
@@ -146,41 +220,60 @@ static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 	fflush(stdout);
 }
 
+/* A step's fields: its scalars under train/, perf/, time/ and memory/. */
+static void step_fields(const struct lt_step_metrics *s, struct fields *f)
+{
+	f->n = 0;
+	add_integer(f, NULL, "step", (double)s->step);
+	add_real(f, "train", "loss", s->loss);
+	add_real(f, "train", "lr", s->lr);
+	add_real(f, "train", "grad_norm", s->grad_norm);
+	add_real(f, "perf", "tokens_per_s", s->tokens_per_s);
+	add_real(f, "perf", "tflops", s->tflops);
+	add_integer(f, NULL, "tokens", (double)s->tokens);
+	add_real(f, NULL, "elapsed", s->elapsed);
+	add_real(f, "time", "compute_s", s->compute_s);
+	add_real(f, "time", "update_s", s->update_s);
+	add_integer(f, "memory", "mem_bytes", (double)s->mem_bytes);
+	add_integer(f, "memory", "mem_peak_bytes", (double)s->mem_peak_bytes);
+	add_integer(f, "memory", "rss_bytes", (double)s->rss_bytes);
+	add_integer(f, "memory", "rss_peak_bytes", (double)s->rss_peak_bytes);
+	if (s->ranks > 1) {
+		add_integer(f, NULL, "ranks", s->ranks);
+		add_real(f, "time", "comm_s", s->comm_s);
+		add_real(f, "time", "reduce_s", s->reduce_s);
+		add_real(f, "time", "sync_s", s->sync_s);
+	}
+}
+
 enum lt_status lt_metrics_step(lt_metrics *mt, const struct lt_step_metrics *s)
 {
-	json_t *o = json_object();
-	json_object_set_new(o, "step", json_integer(s->step));
-	json_object_set_new(o, "loss", json_number(s->loss));
-	json_object_set_new(o, "lr", json_number(s->lr));
-	json_object_set_new(o, "grad_norm", json_number(s->grad_norm));
-	json_object_set_new(o, "tokens_per_s", json_number(s->tokens_per_s));
-	json_object_set_new(o, "tflops", json_number(s->tflops));
-	json_object_set_new(o, "tokens", json_integer(s->tokens));
-	json_object_set_new(o, "elapsed", json_number(s->elapsed));
-	json_object_set_new(o, "compute_s", json_number(s->compute_s));
-	json_object_set_new(o, "update_s", json_number(s->update_s));
-	if (s->ranks > 1) {
-		json_object_set_new(o, "ranks", json_integer(s->ranks));
-		json_object_set_new(o, "comm_s", json_number(s->comm_s));
-		json_object_set_new(o, "reduce_s", json_number(s->reduce_s));
-		json_object_set_new(o, "sync_s", json_number(s->sync_s));
-	}
+	struct fields f;
+	step_fields(s, &f);
+	json_t *o = fields_json(&f);
 	if (s->skipped)
 		json_object_set_new(o, "skipped", json_true());
 	show_step(mt, s);
-	return write_line(mt, o);
+	enum lt_status st = write_line(mt, o);
+	return st == LT_OK ? fields_tboard(mt, s->step, &f) : st;
 }
 
 enum lt_status lt_metrics_eval(lt_metrics *mt, long step, double val_loss, double elapsed)
 {
-	json_t *o = json_object();
-	json_object_set_new(o, "step", json_integer(step));
-	json_object_set_new(o, "val_loss", json_number(val_loss));
-	json_object_set_new(o, "val_ppl", json_number(exp(val_loss)));
-	json_object_set_new(o, "elapsed", json_number(elapsed));
+	struct fields f = { .n = 0 };
+	add_integer(&f, NULL, "step", (double)step);
+	add_real(&f, "eval", "val_loss", val_loss);
+	add_real(&f, "eval", "val_ppl", exp(val_loss));
+	add_real(&f, NULL, "elapsed", elapsed);
 	lt_metrics_say(mt, "step %ld: validation loss %.4f, perplexity %.2f", step, val_loss,
 		       exp(val_loss));
-	return write_line(mt, o);
+	enum lt_status st = write_line(mt, fields_json(&f));
+	return st == LT_OK ? fields_tboard(mt, step, &f) : st;
+}
+
+enum lt_status lt_metrics_text(lt_metrics *mt, long step, const char *tag, const char *text)
+{
+	return mt && mt->tb ? lt_tboard_text(mt->tb, step, tag, text) : LT_OK;
 }
 
 void lt_metrics_say(lt_metrics *mt, const char *fmt, ...)

@@ -5,6 +5,7 @@
  *
  *   RUN/config.ini               the resolved config of the run
  *   RUN/metrics.jsonl            one JSON line per logged step
+ *   RUN/tb/                      TensorBoard's event files (io/tboard.h)
  *   RUN/data/                    the prepared data (token shards and
  *                                tokenizer.json) when data.dir is unset
  *   RUN/checkpoints/step_NNNNNNNN/
@@ -37,6 +38,7 @@
 /* Entries of the run directory. */
 #define LT_RUNDIR_CONFIG "config.ini"
 #define LT_RUNDIR_METRICS "metrics.jsonl"
+#define LT_RUNDIR_TBOARD "tb"
 #define LT_RUNDIR_DATA "data"
 #define LT_RUNDIR_CHECKPOINTS "checkpoints"
 /* Files of a checkpoint directory (the tokenizer's also of a data

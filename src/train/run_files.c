@@ -120,6 +120,39 @@ static enum lt_status trim_metrics(const char *path, long step)
 	return st;
 }
 
+/* Says on stdout what the event files' open passed over, and frees it. */
+static void say_notes(lt_metrics *mt, struct lt_tboard_notes *notes)
+{
+	for (size_t i = 0; i < notes->n; i++)
+		lt_metrics_say(mt, "tensorboard: %s", notes->v[i]);
+	lt_tboard_notes_free(notes);
+}
+
+/* RUN/tb's event files from step + 1 on, starting with the resolved
+ * config; without run.tensorboard, the older ones only cut to the steps up
+ * to `step`. */
+static enum lt_status open_tboard(const struct lt_conf *c, long step, lt_metrics *mt)
+{
+	char dir[LT_RUN_PATH_CAP], *text = NULL;
+	struct lt_tboard_notes notes = { 0 };
+	enum lt_status st = lt_fs_join(dir, sizeof dir, c->run.dir, LT_RUNDIR_TBOARD);
+	if (st != LT_OK)
+		return st;
+	if (!c->run.tensorboard) {
+		st = lt_tboard_trim(dir, step, &notes);
+		say_notes(mt, &notes);
+		return st;
+	}
+	st = lt_metrics_open_tboard(mt, dir, step, &notes);
+	say_notes(mt, &notes);
+	if (st == LT_OK)
+		st = lt_conf_to_string(c, &text);
+	if (st == LT_OK)
+		st = lt_metrics_text(mt, step + 1, "config", text);
+	free(text);
+	return st;
+}
+
 enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_metrics **out)
 {
 	char path[LT_RUN_PATH_CAP];
@@ -128,5 +161,7 @@ enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_
 		st = trim_metrics(path, step);
 	if (st == LT_OK)
 		st = lt_metrics_open(path, c->run.log_every, out);
+	if (st == LT_OK)
+		st = open_tboard(c, step, *out);
 	return st;
 }

@@ -1,6 +1,7 @@
 /* The run directory's files as training writes them: RUN/config.ini (the
- * resolved config), RUN/metrics.jsonl, RUN/data (the data directory unless
- * data.dir names one), and the checkpoints a new run must not start over.
+ * resolved config), RUN/metrics.jsonl and RUN/tb/ (TensorBoard's event
+ * files), RUN/data (the data directory unless data.dir names one), and the
+ * checkpoints a new run must not start over.
  *
  * Ownership: the functions borrow their arguments; an lt_metrics opened
  * here is the caller's to close (lt_metrics_close). */
@@ -29,7 +30,10 @@ enum lt_status lt_run_files_save_config(const struct lt_conf *c);
  * the rank and its host when not: the run directory must be shared). */
 enum lt_status lt_run_files_check_shared(const struct lt_conf *c, int rank, const char *host);
 /* Opens RUN/metrics.jsonl for appending, first keeping only its lines of
- * steps up to `step` (a resumed run logs the later ones again). */
+ * steps up to `step` (a resumed run logs the later ones again), and RUN/tb/'s
+ * event files likewise (lt_tboard_open with run.tensorboard, the config
+ * written there as text; else lt_tboard_trim): what they passed over is
+ * said on stdout. */
 enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_metrics **out);
 
 #endif

@@ -1,9 +1,12 @@
 /* A step's time accounting: the clock and lt_dist's wait counters, taken
- * at the step's marks. */
+ * at the step's marks; and the memory at its end. */
 #include "config.h"
 #include "train/step_time.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "clock.h"
 
@@ -64,4 +67,30 @@ void lt_step_time_end(struct lt_step_time *t, struct lt_step_metrics *sm)
 void lt_step_time_between(struct lt_step_time *t)
 {
 	lt_dist_take_wait_seconds(t->dist);
+}
+
+/* The resident set's bytes now, from /proc/self/statm; 0 where it
+ * cannot be read. */
+static size_t resident_bytes(void)
+{
+	unsigned long pages = 0, resident = 0;
+	long page = sysconf(_SC_PAGESIZE);
+	FILE *f = fopen("/proc/self/statm", "r");
+	int got = f ? fscanf(f, "%lu %lu", &pages, &resident) : 0;
+	if (f)
+		fclose(f);
+	return got == 2 && page > 0 ? (size_t)resident * (size_t)page : 0;
+}
+
+void lt_step_time_memory(lt_backend *be, struct lt_step_metrics *sm)
+{
+	struct rusage ru;
+	sm->mem_bytes = sm->mem_peak_bytes = 0;
+	if (be->ops->mem_usage)
+		be->ops->mem_usage(be, &sm->mem_bytes, &sm->mem_peak_bytes);
+	sm->rss_bytes = resident_bytes();
+	/* Linux counts ru_maxrss in KiB, and updates it later than statm */
+	sm->rss_peak_bytes = getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0;
+	if (sm->rss_peak_bytes < sm->rss_bytes)
+		sm->rss_peak_bytes = sm->rss_bytes;
 }

@@ -1,4 +1,5 @@
-/* Where a training step's seconds went, for its metrics line: this rank's
+/* Where a training step's seconds went, and the memory it held at its end,
+ * for its metrics line: this rank's
  * forward and backward less the waits inside them, its waits for slower
  * ranks, for the gradient exchange and the loss all-reduce, and its
  * update less the waits after it. The step calls the marks below in its
@@ -11,6 +12,7 @@
 #ifndef LT_STEP_TIME_H
 #define LT_STEP_TIME_H
 
+#include "backend.h"
 #include "dist/dist.h"
 #include "io/metrics.h"
 
@@ -45,6 +47,11 @@ void lt_step_time_update_done(struct lt_step_time *t);
 /* The step is done: sm's comm_s, reduce_s, sync_s, compute_s and
  * update_s, the update's time less the waits it held. */
 void lt_step_time_end(struct lt_step_time *t, struct lt_step_metrics *sm);
+/* The memory held at the step's end: sm's mem_bytes and mem_peak_bytes,
+ * the backend's buffers now and at most (0 when it cannot say), and
+ * rss_bytes and rss_peak_bytes, the process's resident set now and at
+ * most (0 where /proc/self/statm cannot be read). */
+void lt_step_time_memory(lt_backend *be, struct lt_step_metrics *sm);
 /* After a step's evaluation, sample and checkpoint: their waits for
  * collectives belong to no step (their barriers count as the next
  * step's waits for slower ranks). */

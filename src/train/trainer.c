@@ -550,6 +550,8 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 	if (st == LT_OK)
 		lt_metrics_say(t->metrics, "--- sample at step %ld (%d tokens, temperature 0.8, "
 			       "top-k 40, top-p 0.95) ---\n%s\n---", step, got, text);
+	if (st == LT_OK)
+		st = lt_metrics_text(t->metrics, step, "sample", text);
 	free(text);
 	free(out);
 	return st;
@@ -750,6 +752,7 @@ static enum lt_status train_loop(lt_trainer *t)
 		sm.elapsed = t->state.elapsed;
 		sm.tflops = (double)tokens_per_step / (now - last) * t->flops_per_token / 1e12;
 		lt_step_time_end(&t->time, &sm);
+		lt_step_time_memory(t->be, &sm);
 		last = now;
 		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
 			return st;
