@@ -189,16 +189,18 @@ chat_run() {
 	quiet_run train --init "$GGUF" --data.dir="$tmp/chat" --run.dir="$tmp/tuned.$name" \
 		--train.batch=4 --train.seq=128 --train.steps="$CHAT_STEPS" --train.lr=5e-4 \
 		--train.warmup_steps=5 "${common[@]}" "${lora[@]}" "$@" || return 1
-	local secs=$((SECONDS - t0))
+	local secs=$((SECONDS - t0)) taken
+	# the steps taken: fewer than asked where a SIGTERM ended the run early
+	taken=$(sed -n 's/^{"step":\([0-9]*\),"loss".*/\1/p' "$tmp/tuned.$name/metrics.jsonl" | tail -1)
 	after=$(losses "$tmp/tuned.$name")
 	awk -v name="$name" -v b="$before" -v a="$after" -v bound="$BOUND" -v s="$secs" \
-		-v steps="$CHAT_STEPS" 'BEGIN {
+		-v steps="${taken:-0}" -v asked="$CHAT_STEPS" 'BEGIN {
 		split(b, x, " "); split(a, y, " ")
 		printf "base %s: held-out assistant loss %.4f -> %.4f (perplexity %.3f -> %.3f)\n",
 			name, x[1], y[1], exp(x[1]), exp(y[1])
 		printf "base %s: English text loss %.4f -> %.4f (perplexity %.2f -> %.2f), %+.4f nats" \
 			" (bound +%s)\n", name, x[2], y[2], exp(x[2]), exp(y[2]), y[2] - x[2], bound
-		printf "base %s: %d steps in %d s\n", name, steps, s
+		printf "base %s: %d steps (of %d) in %d s\n", name, steps, asked, s
 		bad = 0
 		if (!(y[1] <= x[1] / 2)) { printf "%s: FAIL: the held-out loss did not fall by half\n", name; bad = 1 }
 		if (!(y[2] - x[2] <= bound)) { printf "%s: FAIL: the English loss rose by more than %s\n", name, bound; bad = 1 }

