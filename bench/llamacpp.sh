@@ -22,10 +22,12 @@
 #
 # The first run makes bench/llamacpp-env in the build directory (a venv
 # that sees the system's numpy) and builds llama-cpp-python LLAMA_CPP_VERSION
-# into it with cmake and the C++ compiler (Debian's build-essential and
-# cmake), for the CPU only, without BLAS, at nice 19: 15 to 25 minutes on 2
-# cores; pip's cache keeps the wheel, so a new build directory installs in
-# seconds. Then (a) and (b) take about 2 minutes, (c) about 5.
+# into it with the C++ compiler (Debian's build-essential) and cmake
+# (Debian's, else PyPI's), for the CPU only, without BLAS, at nice 19: 10
+# minutes of CPU time (82 minutes on 2 cores that other work loaded
+# tenfold); pip's cache
+# keeps the wheel, so a new build directory installs in seconds. Then (a)
+# and (b) take about 2 minutes on idle cores, (c) about 5.
 #
 #   bench/llamacpp.sh
 # Environment: LLTRAIN (./lltrain, in a build directory whose
@@ -71,10 +73,10 @@ failed=0
 
 # The venv with llama-cpp-python, built once.
 if [ -z "${LLAMACPP_PYTHON:-}" ] && ! "$LLPY" -c "import llama_cpp" 2>/dev/null; then
-	for tool in cmake g++; do
-		command -v $tool >/dev/null || { echo "llamacpp.sh: $tool is needed to build" \
-			"llama.cpp (Debian: apt-get install cmake build-essential)" >&2; exit 1; }
-	done
+	# g++ from build-essential (setup.sh installs it); cmake and ninja from
+	# Debian where present, else pip's build fetches them from PyPI
+	command -v g++ >/dev/null || { echo "llamacpp.sh: g++ is needed to build llama.cpp" \
+		"(Debian: apt-get install build-essential)" >&2; exit 1; }
 	python3=$(sed -n 's/^PYTHON3 = //p' "$builddir/Makefile" 2>/dev/null)
 	echo "building llama-cpp-python $LLAMA_CPP_VERSION into $ENV (log: $ENV.log)"
 	[ -x "$ENV/bin/python" ] || "${python3:-python3}" -m venv --system-site-packages "$ENV" ||
