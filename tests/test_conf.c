@@ -245,6 +245,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "model.rope_low_freq_factor", "3" }, { "model.rope_high_freq_factor", "1000000" },
 		{ "model.rope_original_max_seq", "1" },
 		{ "train.lora_rank", "65536" }, { "train.lora_targets", "down,q" },
+		{ "train.lora_base", "q4_0" },
 		{ "data.dir", "/tmp/a b/c;d" }, { "data.corpus", "x=y: #z" },
 		{ "data.doc_separator", "" }, { "data.vocab_size", "16777216" },
 		{ "data.shard_tokens", "1000000000000" }, { "run.dir", "r" },
@@ -583,9 +584,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 61 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 62 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 61 keys, each found by name, with a doc line, and each "
+	       "the table has 62 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
