@@ -72,6 +72,7 @@ cl_command_queue lt_cl_queue(struct lt_cl_ctx *c) { return c->queue; }
 int lt_cl_failed(struct lt_cl_ctx *c) { return c->failed != LT_OK; }
 int lt_cl_has_fp64(struct lt_cl_ctx *c) { return c->fp64; }
 size_t lt_cl_max_group(struct lt_cl_ctx *c) { return c->max_group; }
+int lt_cl_compute_units(struct lt_cl_ctx *c) { return c->info.compute_units; }
 size_t lt_cl_local_mem(struct lt_cl_ctx *c) { return c->local_mem; }
 int lt_cl_profiling(struct lt_cl_ctx *c) { return c->profiling; }
 struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c) { return &c->mma; }

@@ -1,9 +1,11 @@
 /* The OpenCL backend's GEMM: CLBlast's SGEMM and strided-batched SGEMM on
- * the backend's queue. */
+ * the backend's queue (or the tensor cores' kernels), with products of
+ * few tiles and a long k split along k. */
 #include "config.h"
 #include "cl_impl.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <clblast_c.h>
@@ -83,6 +85,77 @@ static void gemm_widened(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_r
 	gemm_f32(be, g, wa, wb, wc, 1);
 	if (c16)
 		lt_cl_convert_matrices(cx, c, wc, g->batch, g->m, g->n, g->ldc, g->stride_c);
+}
+
+/* The GEMM as it is asked, after lt_cl_gemm's checks. */
+static void gemm_direct(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)
+{
+	if (lt_buf_type(a.buf) != LT_BF16) {
+		gemm_f32(be, g, a, b, c, 0);
+		return;
+	}
+	if (lt_cl_gemm_bf16(be, g, a, b, c))
+		return;
+	size_t na = g->trans_a ? span(g->k, g->m, g->lda) : span(g->m, g->k, g->lda);
+	size_t nb = g->trans_b ? span(g->n, g->k, g->ldb) : span(g->k, g->n, g->ldb);
+	size_t nc = span(g->m, g->n, g->ldc);
+	gemm_widened(be, g, a, b, c, extent(g->stride_a, g->batch, na),
+		     extent(g->stride_b, g->batch, nb), extent(g->stride_c, g->batch, nc));
+}
+
+/* The rows and columns of C a group of the device's GEMM kernels computes
+ * (CLBlast's tuned tiles and the tensor-core ones alike), and the most
+ * elements the partial products of a split GEMM may take. */
+#define GEMM_TILE 128
+#define SPLIT_MAX_ELEMS ((size_t)1 << 26)
+
+/* How many slices of k a GEMM runs as. 1, but where C has too few tiles
+ * to give every compute unit of a GPU-sized device (16 or more) two
+ * groups while k is long, as a weight gradient of a thin (e.g. LoRA)
+ * layer: then the most of 16, 8, 4 or 2 slices, each at least 512 long
+ * and a multiple of 64, that keeps the groups within twice the compute
+ * units. LLTRAIN_GEMM_SPLIT_K=S asks for S slices wherever k allows (for
+ * tests on small devices). Depends only on the shape and the device, so
+ * a run gives the same bits every time. */
+static int slices_of(struct lt_cl_ctx *cx, const struct lt_gemm *g)
+{
+	const char *e = getenv("LLTRAIN_GEMM_SPLIT_K");
+	int force = e ? atoi(e) : 0, cus = lt_cl_compute_units(cx);
+	if (g->batch != 1 || g->k == 0 || (!force && cus < 16))
+		return 1;
+	long tiles = (long)((g->m + GEMM_TILE - 1) / GEMM_TILE) * ((g->n + GEMM_TILE - 1) / GEMM_TILE);
+	for (int s = 16; s >= 2; s /= 2) {
+		if (g->k % (64 * s) != 0 || (size_t)s * (size_t)g->m * (size_t)g->n > SPLIT_MAX_ELEMS)
+			continue;
+		if (force ? s == force : g->k / s >= 512 && tiles * s <= 2L * cus)
+			return s;
+	}
+	return 1;
+}
+
+/* C = alpha op(A) op(B) + beta C as `slices` products over k's slices, a
+ * batch of one GEMM into f32 partials (scratch slot 4), then summed in
+ * slice order into C. */
+static void gemm_split(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c,
+		       int slices)
+{
+	struct lt_cl_ctx *cx = lt_cl_ctx(be);
+	size_t mn = (size_t)g->m * (size_t)g->n;
+	lt_ref parts = lt_cl_scratch(cx, 4, (size_t)slices * mn);
+	if (lt_cl_failed(cx))
+		return;
+	int ks = g->k / slices;
+	struct lt_gemm p = *g;
+	p.k = ks;
+	p.batch = slices;
+	p.alpha = 1.0f;
+	p.beta = 0.0f;
+	p.ldc = g->n;
+	p.stride_c = (long)mn;
+	p.stride_a = g->trans_a ? (long)ks * g->lda : ks;
+	p.stride_b = g->trans_b ? ks : (long)ks * g->ldb;
+	gemm_direct(be, &p, a, b, parts);
+	lt_cl_sum_slices(cx, c, g->ldc, parts, slices, g->m, g->n, g->alpha, g->beta);
 }
 
 /* The number quant.cl gives the type of a weight. */
@@ -167,14 +240,11 @@ void lt_cl_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_
 		gemm_panels(be, g, a, b, c);
 		return;
 	}
-	if (type_a == LT_BF16) {
-		if (lt_cl_gemm_bf16(be, g, a, b, c))
-			return;
-		gemm_widened(be, g, a, b, c, extent(g->stride_a, g->batch, na),
-			     extent(g->stride_b, g->batch, nb), extent(g->stride_c, g->batch, nc));
-		return;
-	}
-	gemm_f32(be, g, a, b, c, 0);
+	int slices = slices_of(cx, g);
+	if (slices > 1)
+		gemm_split(be, g, a, b, c, slices);
+	else
+		gemm_direct(be, g, a, b, c);
 }
 
 /* The f32 GEMM: on the tensor cores where lt_cl_gemm_mma takes it, else

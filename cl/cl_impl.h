@@ -51,6 +51,8 @@ void lt_cl_fail(struct lt_cl_ctx *c, cl_int err, const char *what);
 int lt_cl_has_fp64(struct lt_cl_ctx *c);
 /* The device's maximum work-group size and local memory bytes. */
 size_t lt_cl_max_group(struct lt_cl_ctx *c);
+/* The device's compute units. */
+int lt_cl_compute_units(struct lt_cl_ctx *c);
 size_t lt_cl_local_mem(struct lt_cl_ctx *c);
 
 /* The options a program is built with: lltrain's own (-cl-std, -DLT_FP64),
@@ -103,7 +105,7 @@ static inline size_t lt_cl_round_up(size_t n, size_t m)
 /* A backend-owned scratch buffer of at least n elements; `slot` (0 to
  * LT_CL_SCRATCH_SLOTS - 1) keeps the users of one op apart. Valid until the
  * next call with the same slot. */
-#define LT_CL_SCRATCH_SLOTS 4
+#define LT_CL_SCRATCH_SLOTS 5
 lt_ref lt_cl_scratch(struct lt_cl_ctx *c, int slot, size_t n);
 /* The backend-owned scratch of at least n elements of type (f32 or bf16)
  * into which a GEMM converts a panel of its weight (cl_gemm.c); valid until
@@ -147,6 +149,11 @@ enum lt_status lt_cl_build_program(cl_context ctx, cl_device_id dev, const char 
 void lt_cl_fill(lt_backend *be, lt_ref x, size_t n, float value);
 void lt_cl_copy(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
 void lt_cl_convert(lt_backend *be, lt_ref dst, lt_ref src, size_t n);
+/* dst[rows x cols, leading dimension ld] = alpha (the sum of `slices` f32
+ * matrices [slices][rows][cols] at parts, in order) + beta dst (not read when
+ * beta == 0), dst f32 or bf16: the end of a GEMM split along k. */
+void lt_cl_sum_slices(struct lt_cl_ctx *c, lt_ref dst, int ld, lt_ref parts, int slices,
+		      int rows, int cols, float alpha, float beta);
 /* dst = src converted (f32 <-> bf16) over the elements of `batch` matrices
  * of rows x cols, row stride ld, batch stride `stride`: their gaps are not
  * touched. */

@@ -220,6 +220,30 @@ void lt_cl_convert_matrices(struct lt_cl_ctx *c, lt_ref dst, lt_ref src, int bat
 	launch_elements(c, k, n, "convert");
 }
 
+void lt_cl_sum_slices(struct lt_cl_ctx *c, lt_ref dst, int ld, lt_ref parts, int slices,
+		      int rows, int cols, float alpha, float beta)
+{
+	size_t n = (size_t)rows * cols;
+	if (lt_cl_failed(c) || !n)
+		return;
+	check_range(parts, (size_t)slices * n);
+	check_range(dst, (size_t)(rows - 1) * (size_t)ld + (size_t)cols);
+	cl_kernel k = ops_kernel(c, lt_buf_type(dst.buf) == LT_BF16 ? "lt_sum_slices_bf16"
+								    : "lt_sum_slices");
+	int i = 0;
+	if (!k)
+		return;
+	lt_cl_arg_any(c, k, &i, dst, (size_t)(rows - 1) * (size_t)ld + (size_t)cols);
+	lt_cl_arg_int(c, k, &i, ld);
+	lt_cl_arg_any(c, k, &i, parts, (size_t)slices * n);
+	lt_cl_arg_int(c, k, &i, slices);
+	lt_cl_arg_int(c, k, &i, rows);
+	lt_cl_arg_int(c, k, &i, cols);
+	lt_cl_arg_float(c, k, &i, alpha);
+	lt_cl_arg_float(c, k, &i, beta);
+	launch_elements(c, k, n, "gemm");
+}
+
 /* x[n] *= s */
 void lt_cl_scale(lt_backend *be, lt_ref x, size_t n, float s)
 {

@@ -186,6 +186,38 @@ kernel void lt_f32_to_bf16_matrices(global ushort *d_base, ulong d_off,
 	}
 }
 
+/* c = alpha (p[0] + p[1] + ... + p[slices - 1]) + beta c over a rows x cols matrix of
+ * leading dimension ld (beta == 0: c is not read), the slices [slices][rows][cols]
+ * summed in their order: the partial products of a GEMM split along k. */
+kernel void lt_sum_slices(global float *c_base, ulong c_off, int ld, global const float *p_base,
+			  ulong p_off, int slices, int rows, int cols, float alpha, float beta)
+{
+	size_t n = (size_t)rows * cols;
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
+		float s = 0.0f;
+		for (int k = 0; k < slices; k++)
+			s += p_base[p_off + (size_t)k * n + i];
+		size_t at = c_off + i / (size_t)cols * (size_t)ld + i % (size_t)cols;
+		c_base[at] = beta == 0.0f ? alpha * s : alpha * s + beta * c_base[at];
+	}
+}
+
+/* The same into a bf16 c, rounded once to nearest even. */
+kernel void lt_sum_slices_bf16(global ushort *c_base, ulong c_off, int ld,
+			       global const float *p_base, ulong p_off, int slices, int rows,
+			       int cols, float alpha, float beta)
+{
+	size_t n = (size_t)rows * cols;
+	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
+		float s = 0.0f;
+		for (int k = 0; k < slices; k++)
+			s += p_base[p_off + (size_t)k * n + i];
+		size_t at = c_off + i / (size_t)cols * (size_t)ld + i % (size_t)cols;
+		c_base[at] = bf16_round(beta == 0.0f ? alpha * s
+						     : alpha * s + beta * bf16_widen(c_base[at]));
+	}
+}
+
 /* dst = float(src) over the matrices' own elements */
 kernel void lt_bf16_to_f32_matrices(global float *d_base, ulong d_off,
 				    global const ushort *s_base, ulong s_off, int rows, int cols,

@@ -16,7 +16,7 @@
 #define FD_TOL 1e-6     /* float64 backward against central differences, relative L2 */
 #define FD_EPS 1e-6     /* central-difference step */
 #define GUARD 5         /* sentinel elements on each side of every device array */
-#define MAX_ARRAYS 48   /* device arrays one op group may hold at once */
+#define MAX_ARRAYS 64   /* device arrays one op group may hold at once */
 #define SENTINEL -7777.25f
 
 /* Tolerances of the bf16 mode. Its inputs are bf16 values, and the float64
@@ -44,7 +44,7 @@
  * argument of adamw is f32), with BF16_EXTRA_CHECKS more on mixed types
  * and on results that must be the f32 result rounded, bitwise. */
 #define REFERENCE_CHECKS (5 + 2 * ATTN_CONFIGS)
-#define GROUP_CHECKS (51 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
+#define GROUP_CHECKS (56 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
 #define ADAMW_CHECKS 5
 #define BF16_EXTRA_CHECKS 5
 #define GROUP_CHECKS_BF16 (GROUP_CHECKS - ADAMW_CHECKS + BF16_EXTRA_CHECKS)
@@ -1176,7 +1176,9 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, enum lt_dtype
 
 /* four transpose combinations, beta == 0 over NaN, and the few-row
  * products of decoding (a row or four against [out, in] weights, small and
- * wide enough to be split over threads): 15 checks. In bf16, A, B and C
+ * wide enough to be split over threads), then the first five again with a
+ * long k that the OpenCL backend splits into four slices
+ * (LLTRAIN_GEMM_SPLIT_K; the CPU backend ignores it): 20 checks. In bf16, A, B and C
  * are all bf16 (test_dtypes holds the bf16 GEMM with an f32 C). */
 static void test_gemm(lt_backend *be, struct rng *r, enum lt_dtype t)
 {
@@ -1193,6 +1195,12 @@ static void test_gemm(lt_backend *be, struct rng *r, enum lt_dtype t)
 		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
 		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
 	}
+	setenv("LLTRAIN_GEMM_SPLIT_K", "4", 1);
+	for (int ta = 0; ta < 2; ta++)
+		for (int tb = 0; tb < 2; tb++)
+			check_one_gemm(&a, r, t, N_, F_, 1024, ta, tb, 0.7f, -0.3f, 1, 0);
+	check_one_gemm(&a, r, t, N_, F_, 1024, 1, 0, -1.25f, 0.0f, 1, 1);
+	unsetenv("LLTRAIN_GEMM_SPLIT_K");
 	check_sync_and_guards_then_free(&a, name, "gemm");
 }
 

@@ -360,6 +360,50 @@ static void test_pick(void)
 /* ------------------------------------------------------------------ */
 /* Generation. */
 
+/* One turn of a session: its tokens equal lt_sample_generate's of the same
+ * prompt on twin (a model of the same weights: the session holds m's
+ * decoding buffers), and the cache gave the first `reused` of the prompt. */
+static void check_turn(lt_model *m, lt_model *twin, struct lt_sample_session *s,
+		       const int32_t *prompt, int n, int max_new, int reused, int32_t *out,
+		       int *n_out, const char *what)
+{
+	struct lt_sample_opts greedy = { .temperature = 0.0f, .top_k = 0, .top_p = 1.0f };
+	int32_t want[L_];
+	int n_want = -1;
+	enum lt_status st = lt_sample_continue(m, s, prompt, n, max_new, -1, &greedy, out, n_out);
+	enum lt_status st2 = lt_sample_generate(twin, prompt, n, max_new, -1, &greedy, want, &n_want);
+	tap_ok(st == LT_OK && st2 == LT_OK && *n_out == n_want &&
+	       !memcmp(out, want, (size_t)n_want * sizeof *out) && s->reused == reused,
+	       "session, %s: %d tokens as generate's after a prompt of %d, %d of it from the "
+	       "cache (want %d)", what, *n_out, n, s->reused, reused);
+}
+
+/* Turns whose prompts extend the last one's run only their new tokens. */
+static void test_session(lt_model *m, const int32_t *prompt)
+{
+	struct lt_sample_session s = { 0 };
+	lt_model *twin = NULL;
+	if (lt_model_new(lt_model_backend(m), &cfg, &twin) != LT_OK)
+		bail_out("model");
+	randomise_weights(twin, 11);
+	int32_t p[L_], out[L_];
+	int n1, n2, n;
+	check_turn(m, twin, &s, prompt, 4, 3, 0, out, &n1, "the first turn");
+	/* the conversation goes on: the answer (whose last token the cache lacks) and two more */
+	memcpy(p, prompt, 4 * sizeof *p);
+	memcpy(p + 4, out, (size_t)n1 * sizeof *p);
+	p[4 + n1] = 7;
+	p[5 + n1] = 8;
+	check_turn(m, twin, &s, p, 6 + n1, 4, 4 + n1 - 1, out, &n2, "a turn that extends it");
+	/* an earlier message changed: the cache serves up to there */
+	p[2] = (p[2] + 1) % cfg.vocab_size;
+	check_turn(m, twin, &s, p, 6 + n1, 4, 2, out, &n, "a turn that differs from its third token");
+	/* more room than the cache has: it is made anew */
+	check_turn(m, twin, &s, prompt, 10, 6, 0, out, &n, "a turn that needs a larger cache");
+	lt_sample_session_end(m, &s);
+	lt_model_free(twin);
+}
+
 static void test_generate(lt_model *m)
 {
 	int32_t prompt[10] = { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3 }, out[L_], out2[L_];
@@ -409,6 +453,8 @@ static void test_generate(lt_model *m)
 		   nb == 6 && !memcmp(a, b, sizeof a);
 	tap_ok(same, "generate at temperature 1 with one seed twice gives the same tokens");
 
+	test_session(m, prompt);
+
 	double rate = 0;
 	st = lt_sample_bench(m, L_ - 1, &rate);
 	lt_errmsg_clear();
@@ -422,7 +468,7 @@ int main(void)
 {
 	lt_backend *be = NULL;
 	lt_model *m = NULL;
-	tap_plan(1 + 7 + 7 + 5);
+	tap_plan(1 + 7 + 7 + 5 + 4);
 	tap_ok(isnan(tap_worst(tap_worst(tap_worst(0, 1e-3), NAN), 2.0)) &&
 	       tap_worst(tap_worst(0, 1e-3), 2e-4) == 1e-3,
 	       "the worst of errors 1e-3, NaN, 2 is NaN, and of 1e-3, 2e-4 is 1e-3: a NaN fails a bound");

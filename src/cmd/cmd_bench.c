@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "clock.h"
 #include "cmd/cmd.h"
+#include "io/import.h"
 #include "model.h"
 #include "optim.h"
 #include "text/sample.h"
@@ -28,6 +29,7 @@ struct bench_opts {
 	int batch, seq;
 	enum lt_recompute recompute;  /* the config's train.recompute */
 	enum lt_precision precision;  /* and train.precision */
+	const char *init;             /* train.init: the model's weights, or "" */
 };
 
 static double peak_rss_bytes(void)
@@ -503,11 +505,16 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 	struct lt_device_info dev;
 	be->ops->info(be, &dev);
 	struct lt_mem_estimate est;
-	lt_model_estimate_memory(&mc, o->batch, o->seq, dev.compute_units, o->recompute,
-				 o->precision, &est);
+	const struct lt_lora *lora = lt_model_lora(model);
+	lt_model_estimate_memory_lora(&mc, o->batch, o->seq, dev.compute_units, o->recompute,
+				      o->precision, lora, &est);
 	printf("%s%s: %.2fM parameters, batch %d x seq %d, device %s\n",
-	       preset ? "preset " : "model", preset ? preset : "",
-	       (double)lt_model_num_params(model) / 1e6, o->batch, o->seq, dev.name);
+	       preset ? "preset " : "model ", preset ? preset : o->init,
+	       (double)lt_model_config_params(&mc) / 1e6, o->batch, o->seq, dev.name);
+	if (lora->rank > 0)
+		printf("LoRA:            rank %d, %.2fM trainable parameters (%.2f%%), the base frozen\n",
+		       lora->rank, (double)lt_model_num_params(model) / 1e6,
+		       100.0 * (double)lt_model_num_params(model) / (double)lt_model_config_params(&mc));
 	printf("precision:       %s, recompute %s\n",
 	       o->precision == LT_PRECISION_BF16 ? "bf16" : "fp32",
 	       o->recompute == LT_RECOMPUTE_BLOCK ? "block" : "none");
@@ -536,6 +543,17 @@ static void print_results(const struct bench_opts *o, const char *preset, lt_mod
 		printf("peak device mem: %.1f MiB (%.2f GiB; lltrain's buffers on %s, of %.1f GiB)\n",
 		       top / 1048576.0, top / 1073741824.0, dev.name, dev.mem_bytes / 1073741824.0);
 	}
+}
+
+/* The weights of train.init (and the adapters' first values), or drawn. */
+static enum lt_status first_weights(lt_model *m, const char *init)
+{
+	if (!init[0])
+		return lt_model_init(m, 1);
+	enum lt_status st = lt_import_weights(init, m);
+	if (st == LT_OK && lt_model_num_frozen(m) > 0)
+		st = lt_model_init_adapters(m, 1);
+	return st;
 }
 
 /* The device of o, computing in conf's matmul precision; 0, or the exit
@@ -579,7 +597,19 @@ int lt_cmd_bench(int argc, char **argv)
 		fprintf(stderr, "lltrain bench: %s\n", lt_errmsg());
 		return 1;
 	}
-	const struct lt_model_config mc = conf.model;
+	struct lt_model_config mc = conf.model;
+	enum lt_status st;
+	o.init = conf.train.init;
+	if (o.init[0]) {  /* the shape is the file's */
+		if ((st = lt_import_config(o.init, &mc)) != LT_OK) {
+			lt_errmsg_prefix("train.init");
+			lt_report("bench", st);
+			return 1;
+		}
+		preset = NULL;
+	}
+	if (conf.train.seq > mc.max_seq)
+		mc.max_seq = conf.train.seq;
 	o.batch = conf.train.batch;
 	o.seq = conf.train.seq;
 
@@ -588,7 +618,6 @@ int lt_cmd_bench(int argc, char **argv)
 	lt_optim *opt = NULL;
 	struct bench_result r = { 0 };
 	double peak = 0;
-	enum lt_status st;
 	if ((rc = open_backend(&o, &conf, &be)) != 0)
 		return rc;
 	if (o.gemm_shapes && strcmp(be->ops->name, "cpu") != 0) {
@@ -614,11 +643,13 @@ int lt_cmd_bench(int argc, char **argv)
 	/* The sgemm is timed before and after the steps and the better figure
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
 	double peak_after;
-	if ((st = lt_model_new(be, &mc, &model)) != LT_OK)
+	struct lt_lora lora;
+	if ((st = lt_conf_lora(&conf, &lora)) != LT_OK ||
+	    (st = lt_model_new_adapted(be, &mc, &lora, o.precision, &model)) != LT_OK)
 		goto out;
 	lt_model_set_recompute(model, o.recompute);
-	if ((st = lt_model_set_precision(model, o.precision)) != LT_OK ||
-	    (st = lt_model_init(model, 1)) != LT_OK || (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
+	if ((st = first_weights(model, o.init)) != LT_OK ||
+	    (st = lt_model_plan(model, o.batch, o.seq)) != LT_OK ||
 	    (st = lt_optim_new(model, 0, lt_model_num_params(model), &opt)) != LT_OK ||
 	    (st = time_sgemm(be, &peak)) != LT_OK ||
 	    (st = time_training(model, opt, &o, &r)) != LT_OK)

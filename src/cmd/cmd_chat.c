@@ -1,6 +1,7 @@
 /* lltrain chat: a conversation with a checkpoint's model in its chat template, either
  * one answer to --message (for scripts) or an interactive session on the terminal, each
- * answer generated with the KV-cached decoder until the template's end of turn. */
+ * answer generated with the KV-cached decoder until the template's end of turn, the cache
+ * kept from turn to turn so that a turn runs only its new tokens. */
 #include "config.h"
 
 #include <getopt.h>
@@ -30,6 +31,7 @@ struct chat_session {
 	int n, cap;
 	struct lt_chat_tokens prompt;
 	int32_t *seq;              /* the prompt, then the answer's tokens */
+	struct lt_sample_session cache;  /* the KV cache the turns share */
 	long turns;
 };
 
@@ -175,8 +177,8 @@ static enum lt_status answer(struct chat_session *s, const struct chat_args *a)
 	struct lt_sample_opts o = { .temperature = (float)a->temperature, .top_k = (int)a->top_k,
 				    .top_p = (float)a->top_p,
 				    .seed = (uint64_t)a->seed + (uint64_t)s->turns++ };
-	st = lt_sample_generate(s->ck.model, s->seq, (int)n, max_new, lt_chat_end_id(s->chat), &o,
-				s->seq + n, &got);
+	st = lt_sample_continue(s->ck.model, &s->cache, s->seq, (int)n, max_new,
+				lt_chat_end_id(s->chat), &o, s->seq + n, &got);
 	char *text = NULL;
 	size_t len = 0;
 	if (st == LT_OK)
@@ -267,6 +269,8 @@ static void free_session(struct chat_session *s)
 	lt_chat_tokens_free(&s->prompt);
 	lt_chat_free(s->chat);
 	free(s->seq);
+	if (s->ck.model)
+		lt_sample_session_end(s->ck.model, &s->cache);
 	lt_cmd_checkpoint_free(&s->ck);
 }
 

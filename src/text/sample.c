@@ -129,16 +129,19 @@ int32_t lt_sample_pick(const float *logits, int V, const struct lt_sample_opts *
 	return c[n - 1].id;
 }
 
-/* Decodes the prompt, then one token per call, into out. */
+/* Decodes prompt[start .. n_prompt) at positions start.. (the cache holding
+ * prompt[0 .. start) already), then one token per call, into out; *n_fed gets
+ * how many of the new tokens went into the cache after the prompt. */
 static enum lt_status generate_tokens(lt_model *m, const int32_t *prompt, int n_prompt,
-				      int max_new, int32_t stop_id,
+				      int start, int max_new, int32_t stop_id,
 				      const struct lt_sample_opts *o, float *logits,
-				      void *scratch, int32_t *out, int *n_out)
+				      void *scratch, int32_t *out, int *n_out, int *n_fed)
 {
 	int V = lt_model_config_of(m)->vocab_size;
 	struct lt_rng rng;
 	lt_rng_seed(&rng, o->seed, 0);
-	enum lt_status st = lt_model_decode(m, prompt, n_prompt, 0, logits);
+	*n_fed = 0;
+	enum lt_status st = lt_model_decode(m, prompt + start, n_prompt - start, start, logits);
 	for (int pos = n_prompt; st == LT_OK; pos++) {
 		int32_t tok = lt_sample_pick(logits, V, o, &rng, scratch);
 		if (stop_id >= 0 && tok == stop_id)
@@ -147,16 +150,18 @@ static enum lt_status generate_tokens(lt_model *m, const int32_t *prompt, int n_
 		if (*n_out == max_new)
 			break;
 		st = lt_model_decode(m, &tok, 1, pos, logits);
+		if (st == LT_OK)
+			(*n_fed)++;
 	}
 	return st;
 }
 
-enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prompt, int max_new,
-				  int32_t stop_id, const struct lt_sample_opts *o,
-				  int32_t *out, int *n_out)
+/* The checks of a generation's sizes, then its logits and scratch. */
+static enum lt_status generation_buffers(const struct lt_model_config *c, int n_prompt,
+					 int max_new, float **logits, void **scratch)
 {
-	const struct lt_model_config *c = lt_model_config_of(m);
-	*n_out = 0;
+	*logits = NULL;
+	*scratch = NULL;
 	if (n_prompt < 1 || max_new < 0) {
 		lt_errmsg_set("generation needs a prompt of at least 1 token (got %d) and at least 0 "
 			      "new tokens (got %d)", n_prompt, max_new);
@@ -167,29 +172,110 @@ enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prom
 			      max_new, c->max_seq);
 		return LT_ERR_ARG;
 	}
-	if (max_new == 0)
-		return LT_OK;
-	float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
-	void *scratch = malloc(lt_sample_scratch_bytes(c->vocab_size));
-	if (!logits || !scratch) {
-		free(logits);
-		free(scratch);
+	*logits = malloc((size_t)c->vocab_size * sizeof **logits);
+	*scratch = malloc(lt_sample_scratch_bytes(c->vocab_size));
+	if (!*logits || !*scratch) {
+		free(*logits);
+		free(*scratch);
 		lt_errmsg_set("cannot allocate %zu bytes for sampling over %d tokens",
 			      lt_sample_scratch_bytes(c->vocab_size) + (size_t)c->vocab_size * 4,
 			      c->vocab_size);
 		return LT_ERR_NOMEM;
 	}
+	return LT_OK;
+}
+
+enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prompt, int max_new,
+				  int32_t stop_id, const struct lt_sample_opts *o,
+				  int32_t *out, int *n_out)
+{
+	float *logits;
+	void *scratch;
+	int fed;
+	*n_out = 0;
+	enum lt_status st = generation_buffers(lt_model_config_of(m), n_prompt, max_new, &logits,
+					       &scratch);
+	if (st != LT_OK || max_new == 0) {
+		free(logits);
+		free(scratch);
+		return st;
+	}
 	/* the last new token is never fed back, so it needs no cache position */
-	enum lt_status st = lt_model_decode_begin(m, 1, n_prompt + max_new - 1);
+	st = lt_model_decode_begin(m, 1, n_prompt + max_new - 1);
 	if (st == LT_OK)
-		st = generate_tokens(m, prompt, n_prompt, max_new, stop_id, o, logits, scratch, out,
-				     n_out);
+		st = generate_tokens(m, prompt, n_prompt, 0, max_new, stop_id, o, logits, scratch,
+				     out, n_out, &fed);
 	lt_model_decode_end(m);
 	free(logits);
 	free(scratch);
 	return st;
 }
 
+/* The cache's room for a generation of `need` positions: kept when it has it,
+ * else (forgetting what it held) at least twice that, within the context. */
+static enum lt_status make_room(lt_model *m, struct lt_sample_session *s, int need)
+{
+	int max_seq = lt_model_config_of(m)->max_seq;
+	if (need <= s->room)
+		return LT_OK;
+	int room = need < max_seq / 2 ? 2 * need : max_seq;
+	int32_t *held = realloc(s->held, (size_t)room * sizeof *held);
+	if (!held) {
+		lt_errmsg_set("cannot allocate %d tokens", room);
+		return LT_ERR_NOMEM;
+	}
+	s->held = held;
+	s->n_held = 0;
+	s->room = 0;
+	enum lt_status st = lt_model_decode_begin(m, 1, room);
+	if (st == LT_OK)
+		s->room = room;
+	return st;
+}
+
+enum lt_status lt_sample_continue(lt_model *m, struct lt_sample_session *s,
+				  const int32_t *prompt, int n_prompt, int max_new,
+				  int32_t stop_id, const struct lt_sample_opts *o,
+				  int32_t *out, int *n_out)
+{
+	float *logits;
+	void *scratch;
+	int fed = 0, start = 0;
+	*n_out = 0;
+	enum lt_status st = generation_buffers(lt_model_config_of(m), n_prompt, max_new, &logits,
+					       &scratch);
+	if (st == LT_OK && max_new > 0)
+		st = make_room(m, s, n_prompt + max_new - 1);
+	if (st != LT_OK || max_new == 0) {
+		free(logits);
+		free(scratch);
+		return st;
+	}
+	/* what the cache holds of the prompt already; at least its last token is run,
+	 * for the logits */
+	while (start < s->n_held && start < n_prompt - 1 && s->held[start] == prompt[start])
+		start++;
+	s->n_held = 0;  /* until the decoding is through */
+	st = generate_tokens(m, prompt, n_prompt, start, max_new, stop_id, o, logits, scratch, out,
+			     n_out, &fed);
+	if (st == LT_OK) {
+		memcpy(s->held, prompt, (size_t)n_prompt * sizeof *prompt);
+		memcpy(s->held + n_prompt, out, (size_t)fed * sizeof *out);
+		s->n_held = n_prompt + fed;
+		s->reused = start;
+	}
+	free(logits);
+	free(scratch);
+	return st;
+}
+
+void lt_sample_session_end(lt_model *m, struct lt_sample_session *s)
+{
+	if (s->room > 0)
+		lt_model_decode_end(m);
+	free(s->held);
+	*s = (struct lt_sample_session){ 0 };
+}
 
 enum lt_status lt_sample_bench(lt_model *m, int n_tokens, double *tokens_per_s)
 {

@@ -2,7 +2,8 @@
  * O(context)) and the token choice with temperature, top-k and top-p.
  *
  * Ownership: every function borrows its arguments; generation allocates
- * the model's decoding buffers and frees them before returning. */
+ * the model's decoding buffers and frees them before returning, but for a
+ * session's, which lt_sample_session_end frees. */
 #ifndef LT_SAMPLE_H
 #define LT_SAMPLE_H
 
@@ -41,6 +42,26 @@ int32_t lt_sample_pick(const float *logits, int V, const struct lt_sample_opts *
 enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prompt, int max_new,
 				  int32_t stop_id, const struct lt_sample_opts *o,
 				  int32_t *out, int *n_out);
+
+/* A conversation's generations over one KV cache: what the cache holds
+ * between calls (zeroed to start; lt_sample_session_end frees it). */
+struct lt_sample_session {
+	int32_t *held;   /* the tokens in the cache, positions 0 .. n_held - 1 */
+	int n_held, room;
+	int reused;      /* of the last call's prompt, the tokens the cache had */
+};
+/* lt_sample_generate within a session: the prompt's tokens that the
+ * cache holds from the previous call (its prompt and the tokens it fed
+ * back) are not run again, so a conversation's turns cost their new tokens
+ * only. The cache's buffers are the model's decoding buffers, kept between
+ * calls (and made anew, forgetting the cache, when a call needs more room);
+ * nothing else may decode with the model during the session. */
+enum lt_status lt_sample_continue(lt_model *m, struct lt_sample_session *s,
+				  const int32_t *prompt, int n_prompt, int max_new,
+				  int32_t stop_id, const struct lt_sample_opts *o,
+				  int32_t *out, int *n_out);
+/* Frees the session's cache and the model's decoding buffers. */
+void lt_sample_session_end(lt_model *m, struct lt_sample_session *s);
 
 /* Sampling speed: greedy generation of n_tokens tokens (1 <= n_tokens <
  * max_seq) after the single token 0, with the weights the model holds
