@@ -237,12 +237,19 @@ enum lt_dtype lt_lora_base_type(enum lt_lora_base base, enum lt_precision p)
 void lt_read_blocks(lt_backend *be, float *dst, lt_ref src, size_t n)
 {
 	enum lt_dtype type = lt_buf_type(src.buf);
-	void *raw = malloc(lt_dtype_bytes(type, n) + 1);
-	LT_ASSERT(raw);  /* n values of blocks take a quarter of dst's bytes at most */
+	size_t bytes = lt_dtype_bytes(type, LT_QBLOCK), blocks = n / LT_QBLOCK;
+	/* the blocks land at the end of dst's bytes; block i's floats end
+	 * before block i + 1's bytes begin, and each block is copied out
+	 * before its floats are written: in place */
+	unsigned char *raw = (unsigned char *)dst + n * sizeof *dst - blocks * bytes;
+	unsigned char block[34];
 	be->ops->read(be, raw, src, n);
-	if (be->ops->sync(be) == LT_OK)
-		lt_dtype_dequantize(type, raw, dst, n);
-	free(raw);
+	if (be->ops->sync(be) != LT_OK)
+		return;
+	for (size_t i = 0; i < blocks; i++) {
+		memcpy(block, raw + i * bytes, bytes);
+		lt_dtype_dequantize(type, block, dst + i * LT_QBLOCK, LT_QBLOCK);
+	}
 }
 
 void lt_write_blocks(lt_backend *be, lt_ref dst, float *src, size_t n)

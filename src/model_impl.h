@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "model.h"
 
@@ -210,6 +211,21 @@ static inline enum lt_dtype act_type(enum lt_precision p)
 static inline size_t act_bytes(enum lt_precision p)
 {
 	return lt_dtype_size(act_type(p));
+}
+
+/* The elements of a plan: its activation space (of the activation type)
+ * and its statistics (f32). */
+struct plan_size {
+	size_t acts, stats;
+};
+
+/* In bf16: the compute copy = the parameters rounded, as they are now
+ * (every forward makes it anew, so whatever changed the parameters -- a
+ * step, a load, an exchange -- is seen). */
+static inline void refresh_compute_weights(lt_model *m)
+{
+	if (m->weights)
+		m->be->ops->convert(m->be, (lt_ref){ m->weights, 0 }, lt_model_params(m), m->numel);
 }
 
 /* read_floats and write_floats of a block type (lora.c). */
