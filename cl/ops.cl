@@ -186,6 +186,15 @@ kernel void lt_f32_to_bf16_matrices(global ushort *d_base, ulong d_off,
 	}
 }
 
+/* p[i] + p[n + i] + ... + p[(slices - 1) n + i], in that order. */
+static inline float slice_sum(global const float *p, int slices, size_t n, size_t i)
+{
+	float s = 0.0f;
+	for (int k = 0; k < slices; k++)
+		s += p[(size_t)k * n + i];
+	return s;
+}
+
 /* c = alpha (p[0] + p[1] + ... + p[slices - 1]) + beta c over a rows x cols matrix of
  * leading dimension ld (beta == 0: c is not read), the slices [slices][rows][cols]
  * summed in their order: the partial products of a GEMM split along k. */
@@ -194,9 +203,7 @@ kernel void lt_sum_slices(global float *c_base, ulong c_off, int ld, global cons
 {
 	size_t n = (size_t)rows * cols;
 	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
-		float s = 0.0f;
-		for (int k = 0; k < slices; k++)
-			s += p_base[p_off + (size_t)k * n + i];
+		float s = slice_sum(p_base + p_off, slices, n, i);
 		size_t at = c_off + i / (size_t)cols * (size_t)ld + i % (size_t)cols;
 		c_base[at] = beta == 0.0f ? alpha * s : alpha * s + beta * c_base[at];
 	}
@@ -209,9 +216,7 @@ kernel void lt_sum_slices_bf16(global ushort *c_base, ulong c_off, int ld,
 {
 	size_t n = (size_t)rows * cols;
 	for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
-		float s = 0.0f;
-		for (int k = 0; k < slices; k++)
-			s += p_base[p_off + (size_t)k * n + i];
+		float s = slice_sum(p_base + p_off, slices, n, i);
 		size_t at = c_off + i / (size_t)cols * (size_t)ld + i % (size_t)cols;
 		c_base[at] = bf16_round(beta == 0.0f ? alpha * s
 						     : alpha * s + beta * bf16_widen(c_base[at]));

@@ -108,8 +108,7 @@ size_t lt_dtype_bytes(enum lt_dtype t, size_t n)
 	return n / LT_QBLOCK * (t == LT_Q8_0 ? 34 : 18);
 }
 
-/* IEEE half to float, exactly. */
-static float half_to_float(uint16_t h)
+float lt_half_to_f32(uint16_t h)
 {
 	uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
 	union { uint32_t u; float f; } v;
@@ -119,8 +118,7 @@ static float half_to_float(uint16_t h)
 	return v.f;
 }
 
-/* Float to IEEE half, to nearest even (NaN quiet, overflow infinite). */
-static uint16_t half_from_float(float f)
+uint16_t lt_half_from_f32(float f)
 {
 	union { float f; uint32_t u; } v = { f };
 	uint32_t sign = (v.u >> 16) & 0x8000u, ax = v.u & 0x7fffffffu;
@@ -138,12 +136,12 @@ static uint16_t half_from_float(float f)
 
 static float block_scale(const unsigned char *b)
 {
-	return half_to_float((uint16_t)(b[0] | b[1] << 8));
+	return lt_half_to_f32((uint16_t)(b[0] | b[1] << 8));
 }
 
 static void store_scale(unsigned char *b, float d)
 {
-	uint16_t h = half_from_float(d);
+	uint16_t h = lt_half_from_f32(d);
 	b[0] = (unsigned char)h;
 	b[1] = (unsigned char)(h >> 8);
 }

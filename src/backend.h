@@ -70,6 +70,11 @@ size_t lt_dtype_bytes(enum lt_dtype t, size_t n);
  * rounded to the nearest even f16; q8_0's d = max |x| / 127 and q = x / d
  * rounded half away from zero; q4_0's d = the value of largest magnitude
  * over -8 and q = min(15, trunc(x / d + 8.5))). */
+/* The float an IEEE half stands for, exactly; and the half nearest a float
+ * (ties to even, subnormals kept, beyond the largest half infinity, NaN a
+ * quiet NaN). */
+float lt_half_to_f32(uint16_t h);
+uint16_t lt_half_from_f32(float f);
 void lt_dtype_dequantize(enum lt_dtype t, const void *blocks, float *dst, size_t n);
 void lt_dtype_quantize(enum lt_dtype t, const float *src, void *blocks, size_t n);
 

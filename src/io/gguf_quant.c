@@ -57,48 +57,11 @@ int lt_gguf_can_dequantize(uint32_t type)
 
 /* ---- dequantization ---- */
 
-/* IEEE half to float, exactly (subnormals, infinities and NaNs included). */
-static float half_to_float(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-	float f;
-	if (exp == 0) {
-		f = ldexpf((float)mant, -24);
-		return sign ? -f : f;
-	}
-	if (exp == 0x1f)
-		bits = sign | 0x7f800000u | mant << 13;
-	else
-		bits = sign | (exp + 112) << 23 | mant << 13;
-	memcpy(&f, &bits, sizeof f);
-	return f;
-}
-
-/* Q8_0: an f16 scale d, then 32 int8 q; value j is d * q[j]. */
-static void dequant_q8_0(const unsigned char *b, float *out)
-{
-	float d = half_to_float(lt_gguf_load_le16(b));
-	for (int j = 0; j < 32; j++)
-		out[j] = d * (float)(int8_t)b[2 + j];
-}
-
-/* Q4_0: an f16 scale d, then 16 bytes; byte j holds value j in its low
- * nibble and value j + 16 in its high one, each (q - 8) * d. */
-static void dequant_q4_0(const unsigned char *b, float *out)
-{
-	float d = half_to_float(lt_gguf_load_le16(b));
-	for (int j = 0; j < 16; j++) {
-		out[j] = (float)((b[2 + j] & 0x0f) - 8) * d;
-		out[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
-	}
-}
-
 /* Q4_1: an f16 scale d and an f16 minimum m, then 16 bytes of nibbles in
  * Q4_0's order, each q * d + m. */
 static void dequant_q4_1(const unsigned char *b, float *out)
 {
-	float d = half_to_float(lt_gguf_load_le16(b)), m = half_to_float(lt_gguf_load_le16(b + 2));
+	float d = lt_half_to_f32(lt_gguf_load_le16(b)), m = lt_half_to_f32(lt_gguf_load_le16(b + 2));
 	for (int j = 0; j < 16; j++) {
 		out[j] = (float)(b[4 + j] & 0x0f) * d + m;
 		out[j + 16] = (float)(b[4 + j] >> 4) * d + m;
@@ -123,10 +86,10 @@ enum lt_status lt_gguf_dequantize(uint32_t type, const void *src, size_t nbytes,
 	for (size_t i = 0, blk = 0; i < n; i += bv, blk += bb) {
 		switch (type) {
 		case LT_GGUF_F32: dst[i] = lt_gguf_bits_to_float(lt_gguf_load_le32(p + blk)); break;
-		case LT_GGUF_F16: dst[i] = half_to_float(lt_gguf_load_le16(p + blk)); break;
+		case LT_GGUF_F16: dst[i] = lt_half_to_f32(lt_gguf_load_le16(p + blk)); break;
 		case LT_GGUF_BF16: dst[i] = lt_gguf_bits_to_float((uint32_t)lt_gguf_load_le16(p + blk) << 16); break;
-		case LT_GGUF_Q8_0: dequant_q8_0(p + blk, dst + i); break;
-		case LT_GGUF_Q4_0: dequant_q4_0(p + blk, dst + i); break;
+		case LT_GGUF_Q8_0: lt_dtype_dequantize(LT_Q8_0, p + blk, dst + i, 32); break;
+		case LT_GGUF_Q4_0: lt_dtype_dequantize(LT_Q4_0, p + blk, dst + i, 32); break;
 		default: dequant_q4_1(p + blk, dst + i); break;
 		}
 	}
@@ -135,64 +98,10 @@ enum lt_status lt_gguf_dequantize(uint32_t type, const void *src, size_t nbytes,
 
 /* ---- quantization ---- */
 
-/* Float to IEEE half, rounded to nearest even (subnormals included;
- * beyond the largest half, infinity; NaN stays NaN). */
-static uint16_t float_to_half(float f)
-{
-	uint32_t x;
-	memcpy(&x, &f, sizeof x);
-	uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-	if (ax > 0x7f800000u)
-		return (uint16_t)(sign | 0x7e00u);
-	if (ax >= 0x477ff000u)  /* rounds to 65520 or more: infinity */
-		return (uint16_t)(sign | 0x7c00u);
-	if (ax < 0x38800000u) {  /* below the smallest normal half: a subnormal */
-		float m = fabsf(f) * 16777216.0f;  /* in units of 2^-24, exact */
-		return (uint16_t)(sign | (uint32_t)nearbyintf(m));
-	}
-	uint32_t h = ((ax >> 13) - (112u << 10)), rest = ax & 0x1fffu;
-	if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
-		h++;
-	return (uint16_t)(sign | h);
-}
-
 static void store_le16(unsigned char *p, uint16_t v)
 {
 	p[0] = (unsigned char)v;
 	p[1] = (unsigned char)(v >> 8);
-}
-
-/* Q8_0 as llama.cpp's reference: d = max |x| / 127, q = round(x / d)
- * (halves away from zero), d stored as a half. */
-static void quant_q8_0(const float *x, unsigned char *b)
-{
-	float amax = 0.0f;
-	for (int j = 0; j < 32; j++)
-		amax = fmaxf(amax, fabsf(x[j]));
-	float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-	store_le16(b, float_to_half(d));
-	for (int j = 0; j < 32; j++)
-		b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
-}
-
-/* Q4_0 as llama.cpp's reference: d = m / -8 with m the first value of
- * largest magnitude, sign kept, q = min(15, trunc(x / d + 8.5)). */
-static void quant_q4_0(const float *x, unsigned char *b)
-{
-	float amax = 0.0f, max = 0.0f;
-	for (int j = 0; j < 32; j++)
-		if (fabsf(x[j]) > amax) {
-			amax = fabsf(x[j]);
-			max = x[j];
-		}
-	float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-	store_le16(b, float_to_half(d));
-	for (int j = 0; j < 16; j++) {
-		int lo = (int)(int8_t)(x[j] * id + 8.5f), hi = (int)(int8_t)(x[j + 16] * id + 8.5f);
-		lo = lo < 15 ? lo : 15;
-		hi = hi < 15 ? hi : 15;
-		b[2 + j] = (unsigned char)(lo | hi << 4);
-	}
 }
 
 int lt_gguf_can_quantize(uint32_t type)
@@ -224,10 +133,10 @@ enum lt_status lt_gguf_quantize(uint32_t type, const float *src, size_t n, void 
 			for (int k = 0; k < 4; k++)
 				p[blk + k] = (unsigned char)(bits >> 8 * k);
 			break;
-		case LT_GGUF_F16: store_le16(p + blk, float_to_half(src[i])); break;
+		case LT_GGUF_F16: store_le16(p + blk, lt_half_from_f32(src[i])); break;
 		case LT_GGUF_BF16: store_le16(p + blk, lt_bf16_from_f32(src[i])); break;
-		case LT_GGUF_Q8_0: quant_q8_0(src + i, p + blk); break;
-		default: quant_q4_0(src + i, p + blk); break;
+		case LT_GGUF_Q8_0: lt_dtype_quantize(LT_Q8_0, src + i, p + blk, 32); break;
+		default: lt_dtype_quantize(LT_Q4_0, src + i, p + blk, 32); break;
 		}
 	}
 	return LT_OK;

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "io/safetensors.h"
 #include "io/safetensors_impl.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -108,24 +109,6 @@ static uint64_t load_le64(const unsigned char *p)
 	for (int i = 7; i >= 0; i--)
 		v = v << 8 | p[i];
 	return v;
-}
-
-/* IEEE half to float, exactly (subnormals, infinities and NaNs included). */
-static float half_to_float(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-	float f;
-	if (exp == 0) {
-		f = ldexpf((float)mant, -24);
-		return sign ? -f : f;
-	}
-	if (exp == 0x1f)
-		bits = sign | 0x7f800000u | mant << 13;
-	else
-		bits = sign | (exp + 112) << 23 | mant << 13;
-	memcpy(&f, &bits, sizeof f);
-	return f;
 }
 
 static float bf16_to_float(uint16_t h)
@@ -617,7 +600,7 @@ static double load_real(enum lt_st_dtype dt, const unsigned char *src, size_t j)
 		return (double)f;
 	case LT_ST_F16:
 		memcpy(&h, src + 2 * j, 2);
-		return (double)half_to_float(h);
+		return (double)lt_half_to_f32(h);
 	case LT_ST_BF16:
 		memcpy(&h, src + 2 * j, 2);
 		return (double)bf16_to_float(h);
