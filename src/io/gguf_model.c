@@ -436,14 +436,10 @@ static enum lt_status check_no_extra(const lt_gguf *g, const lt_model *m, struct
 	return LT_OK;
 }
 
-/* llama.cpp's converter orders the rows of each head of the query and key
- * projections as interleaved pairs (2i, 2i + 1) for its RoPE, where
- * lltrain pairs (i, i + D/2): file row h*D + 2i + j holds row h*D + j*D/2 + i
- * of lltrain's. Undone here through one head's rows at a time. */
-static enum lt_status unpermute_rows(float *w, int rows, int cols, int heads)
+enum lt_status lt_gguf_reorder_heads(float *w, int rows, int cols, int heads, int to_file)
 {
 	int D = rows / heads, half = D / 2;
-	size_t head = (size_t)D * (size_t)cols;
+	size_t head = (size_t)D * (size_t)cols, row = (size_t)cols * sizeof *w;
 	float *tmp = malloc(head * sizeof *tmp);
 	if (!tmp) {
 		lt_errmsg_set("cannot allocate %zu floats to reorder a head", head);
@@ -452,11 +448,12 @@ static enum lt_status unpermute_rows(float *w, int rows, int cols, int heads)
 	for (int h = 0; h < heads; h++) {
 		float *base = w + (size_t)h * head;
 		memcpy(tmp, base, head * sizeof *tmp);
-		for (int i = 0; i < half; i++) {
-			for (int j = 0; j < 2; j++)
-				memcpy(base + (size_t)(j * half + i) * (size_t)cols,
-				       tmp + (size_t)(2 * i + j) * (size_t)cols, (size_t)cols * sizeof *tmp);
-		}
+		for (int i = 0; i < half; i++)
+			for (int j = 0; j < 2; j++) {
+				size_t ours = (size_t)(j * half + i), file = (size_t)(2 * i + j);
+				memcpy(base + (to_file ? file : ours) * (size_t)cols,
+				       tmp + (to_file ? ours : file) * (size_t)cols, row);
+			}
 	}
 	free(tmp);
 	return LT_OK;
@@ -474,7 +471,7 @@ static enum lt_status load_frozen_tensor(const lt_gguf *g, lt_model *m, const st
 	}
 	enum lt_status st = lt_gguf_read_f32(g, f, host, t->numel);
 	if (st == LT_OK && mp->heads)
-		st = unpermute_rows(host, t->shape[0], t->shape[1], mp->heads);
+		st = lt_gguf_reorder_heads(host, t->shape[0], t->shape[1], mp->heads, 0);
 	if (st != LT_OK)
 		lt_errmsg_prefix("%s: tensor '%s': ", lt_gguf_path(g), mp->gguf);
 	else
@@ -495,7 +492,7 @@ static enum lt_status load_tensor(const lt_gguf *g, lt_model *m, const struct ma
 	enum lt_status st = lt_host_view_map(view, lt_model_backend(m), dst, t->numel);
 	if (st != LT_OK ||
 	    (st = lt_gguf_read_f32(g, f, view->p, t->numel)) != LT_OK ||
-	    (mp->heads && (st = unpermute_rows(view->p, t->shape[0], t->shape[1], mp->heads)) != LT_OK)) {
+	    (mp->heads && (st = lt_gguf_reorder_heads(view->p, t->shape[0], t->shape[1], mp->heads, 0)) != LT_OK)) {
 		lt_errmsg_prefix("%s: tensor '%s': ", lt_gguf_path(g), mp->gguf);
 		return st;
 	}

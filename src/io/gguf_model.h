@@ -52,4 +52,11 @@ enum lt_status lt_gguf_model_write_tensors(lt_gguf_writer *w, lt_model *m, uint3
  * it and back, in place: the model then computes what the file holds. */
 enum lt_status lt_gguf_model_round(lt_model *m, uint32_t type);
 
+/* llama.cpp's converter orders the rows of each head of the query and key
+ * projections w[rows, cols] (heads of rows / heads rows) as interleaved
+ * pairs (2i, 2i + 1) for its RoPE, where lltrain pairs (i, i + D/2): file
+ * row h*D + 2i + j holds row h*D + j*D/2 + i of lltrain's. Reorders w in
+ * place into the file's order (to_file) or back, one head at a time. */
+enum lt_status lt_gguf_reorder_heads(float *w, int rows, int cols, int heads, int to_file);
+
 #endif

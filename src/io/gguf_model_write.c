@@ -185,30 +185,6 @@ static enum lt_status read_weight(lt_model *m, const struct lt_tensor *t, float 
 	return LT_OK;
 }
 
-/* Each head's rows from lltrain's (i, i + D/2) pairing to llama.cpp's
- * interleaved pairs: file row h*D + 2i + j is row h*D + j*D/2 + i. */
-static enum lt_status permute_rows(float *w, int rows, int cols, int heads)
-{
-	int D = rows / heads, half = D / 2;
-	size_t head = (size_t)D * (size_t)cols;
-	float *tmp = malloc(head * sizeof *tmp);
-	if (!tmp) {
-		lt_errmsg_set("cannot allocate %zu floats to reorder a head", head);
-		return LT_ERR_NOMEM;
-	}
-	for (int h = 0; h < heads; h++) {
-		float *base = w + (size_t)h * head;
-		memcpy(tmp, base, head * sizeof *tmp);
-		for (int i = 0; i < half; i++)
-			for (int j = 0; j < 2; j++)
-				memcpy(base + (size_t)(2 * i + j) * (size_t)cols,
-				       tmp + (size_t)(j * half + i) * (size_t)cols,
-				       (size_t)cols * sizeof *tmp);
-	}
-	free(tmp);
-	return LT_OK;
-}
-
 static enum lt_status add_directory(lt_gguf_writer *w, const lt_model *m, uint32_t type)
 {
 	const struct lt_model_config *c = lt_model_config_of(m);
@@ -284,7 +260,7 @@ enum lt_status lt_gguf_model_write_tensors(lt_gguf_writer *w, lt_model *m, uint3
 		}
 		if ((st = read_weight(m, t, x)) == LT_OK &&
 		    (st = gguf_name(c, t->name, name, sizeof name, &heads)) == LT_OK &&
-		    (!heads || (st = permute_rows(x, t->shape[0], t->shape[1], heads)) == LT_OK))
+		    (!heads || (st = lt_gguf_reorder_heads(x, t->shape[0], t->shape[1], heads, 1)) == LT_OK))
 			st = write_as(w, index, lt_gguf_model_tensor_type(c, t, type), x, t->numel);
 		if (st != LT_OK)
 			lt_errmsg_prefix("tensor '%s'", name);
