@@ -179,7 +179,8 @@ static enum lt_status spm_merges(const lt_gguf *g, const json_t *vocab, json_t *
 			m[nm++] = (struct spm_merge){ score, (int64_t)i, json_integer_value(l), json_integer_value(r) };
 		}
 	}
-	qsort(m, nm, sizeof *m, cmp_spm);
+	if (nm > 1)  /* m is NULL when no merge was found */
+		qsort(m, nm, sizeof *m, cmp_spm);
 	for (size_t i = 0; i < nm; i++) {
 		const char *l, *r;
 		if ((st = lt_gguf_array_str(g, "tokenizer.ggml.tokens", (uint64_t)m[i].left, &l, NULL)) != LT_OK ||
