@@ -4,10 +4,11 @@
 # base, a run resumed from it is bitwise the uninterrupted one (fp32 and
 # bf16, with dropout), a checkpoint of adapters of another rank is refused
 # in one line naming the tensor and both shapes, and over MPI 2 ranks at
-# ZeRO 1 give one process's losses (bitwise with --deterministic, also
+# ZeRO 1 give one process's losses (bitwise with --deterministic, at ZeRO 0 too, also
 # resumed at another rank count and stage, and with --balance auto moving
 # sequences between the ranks), as does a mixed job of an OpenCL rank and
-# a CPU rank at ZeRO 2 with --balance auto.
+# a CPU rank at ZeRO 2 with --balance auto; the MPI checks run over an f32
+# base and over one in q8_0 blocks (train.lora_base).
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -124,9 +125,11 @@ expect_brief 1 "holds LoRA adapter model.layers.0.self_attn.q_proj.lora_A.weight
 
 # 4. Under MPI.
 if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI' || ! command -v "$MPIEXEC" >/dev/null; then
-	for what in "2 ranks at ZeRO 1" "--deterministic at 2 ranks" "resharded" \
-		"--balance auto at 2 ranks" "an OpenCL rank and a CPU rank"; do
-		skip "$what: no MPI build or no $MPIEXEC on PATH"
+	for base in f32 q8_0; do
+		for what in "2 ranks at ZeRO 1" "--deterministic at 2 ranks" "ZeRO 0" "resharded" \
+			"--balance auto at 2 ranks" "an OpenCL rank and a CPU rank"; do
+			skip "$base base: $what: no MPI build or no $MPIEXEC on PATH"
+		done
 	done
 	echo "1..$n"
 	exit $failed
@@ -135,80 +138,98 @@ launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEX
 if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
 	launch+=(--oversubscribe --allow-run-as-root)
 fi
-# (a rate at which 30 steps do not amplify the sums' rounding past 1e-5)
-set -- "$@" --train.lora_dropout=0 --train.lr=3e-3 --run.threads=1 --train.steps=30 --run.checkpoint_every=10
-"$LLTRAIN" train "$@" --run.dir="$tmp/one" >"$tmp/one.out" 2>&1
-"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --zero 1 --run.dir="$tmp/two" >"$tmp/two.out" 2>&1 </dev/null
-rc=$?
-why=$(python3 - "$tmp/one/metrics.jsonl" "$tmp/two/metrics.jsonl" <<'EOF'
-import json, sys
-def losses(p):
-    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-assert len(a) == 30 and a.keys() == b.keys(), (len(a), len(b))
-worst = max(abs(a[s] - b[s]) / a[s] for s in a)
-print("worst relative difference %.2e" % worst)
-assert worst <= 1e-5
-EOF
-)
-ok $(( rc || $? )) "2 ranks at ZeRO 1 give one process's LoRA losses within 1e-5 (exit $rc): $why"
-"$LLTRAIN" train "$@" --deterministic --run.dir="$tmp/d1" >"$tmp/d1.out" 2>&1 &&
-	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 1 --run.dir="$tmp/d2" \
-		>"$tmp/d2.out" 2>&1 </dev/null &&
-	cmp "$tmp/d1/checkpoints/step_00000030/model.safetensors" \
-		"$tmp/d2/checkpoints/step_00000030/model.safetensors"
-ok $? "--deterministic: 2 ranks at ZeRO 1 end bitwise as one process: $(tail -c 200 "$tmp/d2.out")"
-"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 2 --run.dir="$tmp/d3" \
-	--resume "$tmp/d2/checkpoints/step_00000020" >"$tmp/d3.out" 2>&1 </dev/null &&
-	cmp "$tmp/d1/checkpoints/step_00000030/model.safetensors" \
-		"$tmp/d3/checkpoints/step_00000030/model.safetensors" &&
-	"$LLTRAIN" train "$@" --deterministic --run.dir="$tmp/d4" \
-		--resume "$tmp/d2/checkpoints/step_00000020" >"$tmp/d4.out" 2>&1 &&
-	cmp "$tmp/d1/checkpoints/step_00000030/optimizer.safetensors" \
-		"$tmp/d4/checkpoints/step_00000030/optimizer.safetensors"
-ok $? "resharded: ZeRO 1 over 2 ranks resumed at ZeRO 2 and at 1 process, bitwise: $(tail -c 200 "$tmp/d3.out")"
-# --balance auto compares the ranks every 2 steps and moves sequences
-# between them; with --deterministic the adapters stay one process's bits.
-"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 2 --balance auto \
-	--dist.balance_every=2 --run.dir="$tmp/b2" >"$tmp/b2.out" 2>&1 </dev/null &&
-	grep -q '^balance: ' "$tmp/b2.out" &&
-	cmp "$tmp/d1/checkpoints/step_00000030/model.safetensors" \
-		"$tmp/b2/checkpoints/step_00000030/model.safetensors"
-ok $? "--balance auto at 2 ranks, ZeRO 2, deterministic: the adapters end bitwise as one process's ($(grep -c '^balance: ' "$tmp/b2.out") share lines)"
-
-# A mixed job (an MPMD launch): rank 0 on OpenCL (PoCL in CI), rank 1 on
-# the CPU, ZeRO 2, --balance auto, which moves sequences to the faster
-# CPU rank; the losses follow one process's. The watchdog's limit comes
-# from one OpenCL process of the same work (see check_mpi.sh).
-if ! "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
-	skip "an OpenCL rank and a CPU rank: this lltrain lists no OpenCL device"
-else
-	set -- "$@" --train.steps=10 --train.grad_accum=2
-	"$LLTRAIN" train "$@" --run.dir="$tmp/m1" >"$tmp/m1.out" 2>&1
-	began=$(date +%s)
-	"$LLTRAIN" train "$@" --run.device=opencl --run.dir="$tmp/mc" >"$tmp/mc.out" 2>&1
-	limit=$(( ($(date +%s) - began + 1) * 6 ))
-	[ $limit -lt 30 ] && limit=30
-	"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
-		--comm-timeout $limit --run.device=opencl --run.dir="$tmp/mx" : \
-		-n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
-		--comm-timeout $limit --run.device=cpu --run.dir="$tmp/mx" >"$tmp/mx.out" 2>&1 </dev/null
+# Every check of this section runs over each frozen base: the default
+# (f32) and GGUF q8_0 blocks (train.lora_base).
+mpi_checks() {
+	local base=$1 rc rc2 why began limit
+	shift
+	set -- "$@" --train.lora_base=$base
+	# (a rate at which 30 steps do not amplify the sums' rounding past 1e-5)
+	set -- "$@" --train.lora_dropout=0 --train.lr=3e-3 --run.threads=1 --train.steps=30 --run.checkpoint_every=10
+	"$LLTRAIN" train "$@" --run.dir="$tmp/$base-one" >"$tmp/$base-one.out" 2>&1
+	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --zero 1 --run.dir="$tmp/$base-two" >"$tmp/$base-two.out" 2>&1 </dev/null
 	rc=$?
-	why=$(python3 - "$tmp/m1/metrics.jsonl" "$tmp/mx/metrics.jsonl" <<'EOF'
-import json, sys
-def losses(p):
-    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-assert len(a) == 10 and a.keys() == b.keys(), (len(a), len(b))
-worst = max(abs(a[s] - b[s]) / a[s] for s in a)
-print("worst relative difference %.2e" % worst)
-assert worst <= 1e-5
-EOF
-)
-	rc2=$?
-	grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/mx.out"
-	ok $(( rc || rc2 || $? )) "an OpenCL rank and a CPU rank, ZeRO 2, --balance auto: LoRA losses within 1e-5 of one process's (exit $rc): $why; $(grep -m1 '^balance' "$tmp/mx.out" | cut -c 1-200)"
-fi
+	why=$(python3 - "$tmp/$base-one/metrics.jsonl" "$tmp/$base-two/metrics.jsonl" <<-'EOF'
+	import json, sys
+	def losses(p):
+	    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
+	a, b = losses(sys.argv[1]), losses(sys.argv[2])
+	assert len(a) == 30 and a.keys() == b.keys(), (len(a), len(b))
+	worst = max(abs(a[s] - b[s]) / a[s] for s in a)
+	print("worst relative difference %.2e" % worst)
+	assert worst <= 1e-5
+	EOF
+	)
+	ok $(( rc || $? )) "$base base: 2 ranks at ZeRO 1 give one process's LoRA losses within 1e-5 (exit $rc): $why"
+	"$LLTRAIN" train "$@" --deterministic --run.dir="$tmp/$base-d1" >"$tmp/$base-d1.out" 2>&1 &&
+		"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 1 --run.dir="$tmp/$base-d2" \
+			>"$tmp/$base-d2.out" 2>&1 </dev/null &&
+		cmp "$tmp/$base-d1/checkpoints/step_00000030/model.safetensors" \
+			"$tmp/$base-d2/checkpoints/step_00000030/model.safetensors"
+	ok $? "$base base: --deterministic: 2 ranks at ZeRO 1 end bitwise as one process: $(tail -c 200 "$tmp/$base-d2.out")"
+	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 0 --run.dir="$tmp/$base-z0" \
+		>"$tmp/$base-z0.out" 2>&1 </dev/null &&
+		cmp "$tmp/$base-d1/checkpoints/step_00000030/model.safetensors" \
+			"$tmp/$base-z0/checkpoints/step_00000030/model.safetensors"
+	ok $? "$base base: --deterministic: 2 ranks at ZeRO 0 end bitwise as one process too"
+	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 2 --run.dir="$tmp/$base-d3" \
+		--resume "$tmp/$base-d2/checkpoints/step_00000020" >"$tmp/$base-d3.out" 2>&1 </dev/null &&
+		cmp "$tmp/$base-d1/checkpoints/step_00000030/model.safetensors" \
+			"$tmp/$base-d3/checkpoints/step_00000030/model.safetensors" &&
+		"$LLTRAIN" train "$@" --deterministic --run.dir="$tmp/$base-d4" \
+			--resume "$tmp/$base-d2/checkpoints/step_00000020" >"$tmp/$base-d4.out" 2>&1 &&
+		cmp "$tmp/$base-d1/checkpoints/step_00000030/optimizer.safetensors" \
+			"$tmp/$base-d4/checkpoints/step_00000030/optimizer.safetensors"
+	ok $? "$base base: resharded: ZeRO 1 over 2 ranks resumed at ZeRO 2 and at 1 process, bitwise: $(tail -c 200 "$tmp/$base-d3.out")"
+	# --balance auto compares the ranks every 2 steps and moves sequences
+	# between them; with --deterministic the adapters stay one process's bits.
+	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 2 --balance auto \
+		--dist.balance_every=2 --run.dir="$tmp/$base-b2" >"$tmp/$base-b2.out" 2>&1 </dev/null &&
+		grep -q '^balance: ' "$tmp/$base-b2.out" &&
+		cmp "$tmp/$base-d1/checkpoints/step_00000030/model.safetensors" \
+			"$tmp/$base-b2/checkpoints/step_00000030/model.safetensors"
+	ok $? "$base base: --balance auto at 2 ranks, ZeRO 2, deterministic: the adapters end bitwise as one process's ($(grep -c '^balance: ' "$tmp/$base-b2.out") share lines)"
+
+	# A mixed job (an MPMD launch): rank 0 on OpenCL (PoCL in CI), rank 1 on
+	# the CPU, ZeRO 2, --balance auto, which moves sequences to the faster
+	# CPU rank; the losses follow one process's. The watchdog's limit comes
+	# from one OpenCL process of the same work (see check_mpi.sh).
+	if ! "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+		skip "$base base: an OpenCL rank and a CPU rank: this lltrain lists no OpenCL device"
+	else
+		set -- "$@" --train.steps=10 --train.grad_accum=2
+		"$LLTRAIN" train "$@" --run.dir="$tmp/$base-m1" >"$tmp/$base-m1.out" 2>&1
+		began=$(date +%s)
+		"$LLTRAIN" train "$@" --run.device=opencl --run.dir="$tmp/$base-mc" >"$tmp/$base-mc.out" 2>&1
+		limit=$(( ($(date +%s) - began + 1) * 6 ))
+		[ $limit -lt 30 ] && limit=30
+		"${launch[@]}" -n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
+			--comm-timeout $limit --run.device=opencl --run.dir="$tmp/$base-mx" : \
+			-n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
+			--comm-timeout $limit --run.device=cpu --run.dir="$tmp/$base-mx" >"$tmp/$base-mx.out" 2>&1 </dev/null
+		rc=$?
+		why=$(python3 - "$tmp/$base-m1/metrics.jsonl" "$tmp/$base-mx/metrics.jsonl" <<-'EOF'
+	import json, sys
+	def losses(p):
+	    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
+	a, b = losses(sys.argv[1]), losses(sys.argv[2])
+	assert len(a) == 10 and a.keys() == b.keys(), (len(a), len(b))
+	worst = max(abs(a[s] - b[s]) / a[s] for s in a)
+	print("worst relative difference %.2e" % worst)
+	assert worst <= 1e-5
+	EOF
+	)
+		rc2=$?
+		grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/$base-mx.out"
+		ok $(( rc || rc2 || $? )) "$base base: an OpenCL rank and a CPU rank, ZeRO 2, --balance auto: LoRA losses within 1e-5 of one process's (exit $rc): $why; $(grep -m1 '^balance' "$tmp/$base-mx.out" | cut -c 1-200)"
+	fi
+}
+mpi_checks_all() {
+	for base in f32 q8_0; do
+		mpi_checks $base "$@"
+	done
+}
+mpi_checks_all "$@"
 
 echo "1..$n"
 exit $failed
