@@ -14,6 +14,14 @@
 #                                             of every token of an lltrain token
 #                                             shard after the first, one window
 #                                             with the whole shard as context
+#   llamacpp.py spm-tokenizer OUT.json TEXT   (Hugging Face's tokenizers) a
+#                                             SentencePiece-style BPE as Llama
+#                                             2's tokenizer.json is, trained on
+#                                             TEXT
+#   llamacpp.py tokenize MODEL.gguf TEXT SHARD.bin
+#                                             llama.cpp's ids of TEXT against
+#                                             the shard's (lltrain prepare's,
+#                                             its end-of-text id last)
 # KV cache in F32 and no flash attention, so that attention is computed in
 # float32 as lltrain does; matrices in a quantized type are multiplied as
 # llama.cpp does (activations rounded to 8-bit blocks).
@@ -98,6 +106,44 @@ def nll(path, shard):
     print("loss %.6f perplexity %.4f tokens %d" % (loss, np.exp(loss), len(z)))
 
 
+def spm_tokenizer(out, text):
+    from tokenizers import Tokenizer, Regex, decoders, models, normalizers, pre_tokenizers, trainers
+    spm = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    t = Tokenizer(models.BPE(unk_token="<unk>"))
+    t.normalizer = spm
+    t.pre_tokenizer = pre_tokenizers.Split(Regex("\u2581[^\u2581]*"), behavior="isolated")
+    t.train([text], trainers.BpeTrainer(vocab_size=1000, special_tokens=["<unk>", "<s>", "</s>"],
+                                        limit_alphabet=80, show_progress=False))
+    doc = json.loads(t.to_str())
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab["<0x%02X>" % b] = len(vocab)
+    for tok, _ in sorted(doc["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(tok, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in doc["model"]["merges"]]
+    hf = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True,
+                              byte_fallback=True))
+    hf.normalizer = spm
+    hf.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    hf.add_special_tokens(["<unk>", "<s>", "</s>", "<|endoftext|>"])
+    hf.save(out)
+
+
+def tokenize(path, text, shard):
+    import llama_cpp
+    m = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    theirs = m.tokenize(open(text, "rb").read(), add_bos=False, special=False)
+    ours = [int(i) for i in shard_tokens(shard)[:-1]]
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                 None if len(ours) == len(theirs) else min(len(ours), len(theirs)))
+    print("%d tokens by lltrain, %d by llama.cpp: %s" % (
+        len(ours), len(theirs), "the same ids" if first is None else
+        "first difference at %d: lltrain %s, llama.cpp %s" % (first, ours[first:first + 5],
+                                                              theirs[first:first + 5])))
+    return first is None
+
+
 def main():
     a = sys.argv[1:]
     if len(a) == 3 and a[0] == "f32":
@@ -106,9 +152,13 @@ def main():
         compare(a[1], a[2], [int(i) for i in a[3:]])
     elif len(a) == 3 and a[0] == "nll":
         nll(a[1], a[2])
+    elif len(a) == 3 and a[0] == "spm-tokenizer":
+        spm_tokenizer(a[1], a[2])
+    elif len(a) == 4 and a[0] == "tokenize":
+        sys.exit(0 if tokenize(a[1], a[2], a[3]) else 1)
     else:
         sys.exit("usage: llamacpp.py f32 SRC DST | logits MODEL LLTRAIN.json ID... | "
-                 "nll MODEL SHARD")
+                 "nll MODEL SHARD | spm-tokenizer OUT TEXT | tokenize MODEL TEXT SHARD")
 
 
 if __name__ == "__main__":

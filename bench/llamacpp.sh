@@ -17,7 +17,11 @@
 #     few steps from the import, exported as f32, q8_0 and q4_0: llama.cpp's
 #     logits of the f32 export against lltrain's of the run (<= TOL) and the
 #     perplexity of each export beside lltrain's of the run; otherwise it
-#     says it is skipped.
+#     says it is skipped;
+# (d) a SentencePiece-style tokenizer (Llama 2's kind, made by Hugging
+#     Face's tokenizers from lltrain's README and HACKING.md) exported in a
+#     GGUF of model llama: llama.cpp's ids of the English text must be
+#     lltrain's.
 # Exit 1 when a check fails.
 #
 # The first run makes bench/llamacpp-env in the build directory (a venv
@@ -181,4 +185,18 @@ for type in f32 q8_0 q4_0; do
 	fi
 	printf '%-35s%s\n' "llama.cpp, the $type export:" "$(nll_of "$tmp/tuned.$type.gguf")"
 done
+
+echo "== (d) a SentencePiece-style tokenizer exported as GGUF model llama"
+"$PY" "$srcdir/bench/llamacpp.py" spm-tokenizer "$tmp/spm.json" "$tmp/text.txt" || exit 1
+"$LLTRAIN" prepare --tokenizer "$tmp/spm.json" --out "$tmp/spm_text" "$tmp/text.txt" \
+	>/dev/null 2>&1 &&
+	"$LLTRAIN" prepare --tokenizer "$tmp/spm.json" --doc-separator "" --val-fraction 0 \
+		--out "$tmp/spm_english" "$srcdir/bench/data/english.txt" >/dev/null 2>&1 &&
+	"$LLTRAIN" train --preset tiny --model.vocab_size=1024 --data.dir="$tmp/spm_text" \
+		--run.dir="$tmp/spm_run" --train.steps=1 --run.threads="$THREADS" --run.eval_every=0 \
+		--run.eval_batches=1 --run.sample_tokens=1 >"$tmp/spm.out" 2>&1 &&
+	"$LLTRAIN" export --format gguf --out "$tmp/spm.gguf" "$tmp/spm_run" >>"$tmp/spm.out" 2>&1 ||
+	{ echo "lltrain prepare, train or export failed:"; tail -3 "$tmp/spm.out"; exit 1; }
+"$LLPY" "$srcdir/bench/llamacpp.py" tokenize "$tmp/spm.gguf" "$srcdir/bench/data/english.txt" \
+	"$tmp/spm_english/train_0000.bin" || failed=1
 exit $failed

