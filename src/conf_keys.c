@@ -62,7 +62,12 @@ static const struct lt_conf_key keys[] = {
 	  .doc = "transformer blocks" },
 	{ .section = "model", .name = "n_heads", .type = LT_CONF_INT, FIELD(model.n_heads),
 	  .min = 1, .max = 1024, .def = "6",
-	  .doc = "attention heads; dim / n_heads, the head size, must be whole and even" },
+	  .doc = "attention heads; dim / n_heads, the head size, must be whole and even unless "
+		 "head_dim is set" },
+	{ .section = "model", .name = "head_dim", .type = LT_CONF_INT, FIELD(model.head_dim),
+	  .min = 0, .max = 65536, .def = "0",
+	  .doc = "width of one attention head; 0: dim / n_heads (a pruned or imported model may "
+		 "have another, n_heads * head_dim then differing from dim)" },
 	{ .section = "model", .name = "n_kv_heads", .type = LT_CONF_INT, FIELD(model.n_kv_heads),
 	  .min = 1, .max = 1024, .def = "6",
 	  .doc = "key/value heads (grouped-query attention when fewer); divides n_heads" },

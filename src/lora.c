@@ -14,7 +14,7 @@
 
 struct lora_shape lt_lora_shape(const struct lt_model_config *c, int t)
 {
-	int C = c->dim, HD = c->dim, KD = c->n_kv_heads * head_dim(c), F = c->ffn_dim;
+	int C = c->dim, HD = attn_width(c), KD = c->n_kv_heads * head_dim(c), F = c->ffn_dim;
 	int QKV = qkv_width(c);
 	switch (t) {
 	case LT_LORA_Q: return (struct lora_shape){ C, HD, LORA_IN_LN1, QKV, 0 };
@@ -41,7 +41,7 @@ static const char *const lora_names[LT_LORA_TARGETS] = {
 size_t lt_lora_block_matrix_params(const struct lt_model_config *c)
 {
 	size_t C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-	return (size_t)c->n_layers * ((size_t)qkv_width(c) * C + C * C + 3 * F * C);
+	return (size_t)c->n_layers * ((size_t)qkv_width(c) * C + C * (size_t)attn_width(c) + 3 * F * C);
 }
 
 size_t lt_lora_params(const struct lt_model_config *c, const struct lt_lora *lora)
@@ -341,9 +341,9 @@ static enum lt_status lay_out_base(lt_model *m)
 static enum lt_status check_block_widths(const lt_model *m)
 {
 	enum lt_dtype wtype = lt_lora_base_type(m->lora.base, LT_PRECISION_FP32);
-	int widths[2] = { m->cfg.dim, m->cfg.ffn_dim };
-	const char *keys[2] = { "model.dim", "model.ffn_dim" };
-	for (int i = 0; i < 2 && lt_dtype_is_block(wtype); i++)
+	int widths[3] = { m->cfg.dim, m->cfg.ffn_dim, attn_width(&m->cfg) };
+	const char *keys[3] = { "model.dim", "model.ffn_dim", "model.n_heads * head size" };
+	for (int i = 0; i < 3 && lt_dtype_is_block(wtype); i++)
 		if (widths[i] % LT_QBLOCK != 0) {
 			lt_errmsg_set("train.lora_base = %s: %s = %d is not a multiple of %d, the "
 				      "block's width, which every quantized matrix's input needs",
@@ -449,7 +449,8 @@ static size_t lora_base_off(const lt_model *m, int l, int t)
 	const struct layer_views *w = &m->layers[l];
 	const struct lt_model_config *c = &m->cfg;
 	size_t C = (size_t)c->dim, KD = (size_t)c->n_kv_heads * head_dim(c), F = (size_t)c->ffn_dim;
-	size_t at[LT_LORA_TARGETS] = { w->wqkv, w->wqkv + C * C, w->wqkv + (C + KD) * C, w->wo,
+	size_t HD = (size_t)attn_width(c);
+	size_t at[LT_LORA_TARGETS] = { w->wqkv, w->wqkv + HD * C, w->wqkv + (HD + KD) * C, w->wo,
 				       w->wgu, w->wgu + F * C, w->wdown };
 	return at[t];
 }
@@ -481,14 +482,22 @@ static enum lt_status merge_one(lt_model *m, int l, int t, float *w, float *a, f
 	return be->ops->sync(be);
 }
 
+/* The widest of the sizes a block matrix's side has: C, F or HD. */
+static size_t widest_side(const struct lt_model_config *c)
+{
+	size_t w = (size_t)(c->ffn_dim > c->dim ? c->ffn_dim : c->dim);
+	return (size_t)attn_width(c) > w ? (size_t)attn_width(c) : w;
+}
+
 /* The block matrices as the activation type holds them (dequantized, or
  * rounded or widened), a tensor at a time: what a merge adds to. */
 static enum lt_status base_in_activation_type(lt_model *m)
 {
 	enum lt_dtype type = act_type(m->precision);
 	lt_buf *was = m->wbase, *now = NULL;
-	size_t most = (size_t)(m->cfg.ffn_dim > m->cfg.dim ? m->cfg.ffn_dim : m->cfg.dim) * 3 *
-		      (size_t)m->cfg.dim;
+	size_t most = (size_t)qkv_width(&m->cfg) * (size_t)m->cfg.dim;
+	if (most < 2 * (size_t)m->cfg.ffn_dim * (size_t)m->cfg.dim)
+		most = 2 * (size_t)m->cfg.ffn_dim * (size_t)m->cfg.dim;
 	if (lt_buf_type(was) == type)
 		return LT_OK;
 	float *host = malloc(most * sizeof *host);
@@ -524,8 +533,8 @@ enum lt_status lt_model_merge_lora(lt_model *m)
 		return st0;
 	}
 	const struct lt_model_config *c = &m->cfg;
-	size_t big = (size_t)(c->ffn_dim > c->dim ? c->ffn_dim : c->dim) * c->dim;
-	size_t r = (size_t)m->lora.rank, side = r * big / (size_t)c->dim;
+	size_t big = widest_side(c) * (size_t)c->dim;
+	size_t r = (size_t)m->lora.rank, side = r * widest_side(c);
 	float *w = malloc(big * sizeof *w), *a = malloc(side * sizeof *a), *b = malloc(side * sizeof *b);
 	enum lt_status st = LT_OK;
 	if (!w || !a || !b) {

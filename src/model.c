@@ -67,7 +67,7 @@ static void take_block_acts(const struct lt_model_config *c, int B, int T,
 			    const struct lt_lora *lora, struct layer_acts *a, size_t *at, size_t *st)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c);
+	size_t HD = (size_t)attn_width(c), QKV = (size_t)qkv_width(c);
 	a->rstd1 = STAT(N);
 	a->ln1 = TAKE(N * C);
 	a->qkv = TAKE(N * QKV);
@@ -95,7 +95,7 @@ static struct plan_size plan_activations(const struct lt_model_config *c, int B,
 					 const struct lt_lora *lora, struct lt_model *m)
 {
 	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-	size_t HD = (size_t)c->dim, QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
+	size_t HD = (size_t)attn_width(c), QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
 	struct plan_size size = { 0, 0 };
 	size_t *at = &size.acts, *st = &size.stats;
 	struct layer_acts a = { 0 };
@@ -537,7 +537,7 @@ static void block_forward_kept(lt_model *m, int l)
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
 	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
-	linear_forward(be, A(m, a->xmid), A(m, a->att), PW(m, w->wo), N, C, C, 1.0f);
+	linear_forward(be, A(m, a->xmid), A(m, a->att), PW(m, w->wo), N, C, attn_width(c), 1.0f);
 	lt_lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
@@ -601,7 +601,7 @@ static void block_backward(lt_model *m, int l)
 				  P(m, w->ln_post), S(m, a->rstd2), N, C);
 
 	/* attention: xmid = x + o(attn(rope(qkv(rmsnorm(x))))) */
-	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), PW(m, w->wo), N, C, C);
+	base_backward(m, dA, G(m, w->wo), dx, A(m, a->att), PW(m, w->wo), N, C, attn_width(c));
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_ATT, dx, dA);
 	pause_for_exchanges(m);

@@ -5,9 +5,14 @@
 
 #include <math.h>
 
+int lt_model_config_head_dim(const struct lt_model_config *c)
+{
+	return c->head_dim > 0 ? c->head_dim : c->dim / c->n_heads;
+}
+
 static int head_dim(const struct lt_model_config *c)
 {
-	return c->dim / c->n_heads;
+	return lt_model_config_head_dim(c);
 }
 
 enum lt_status lt_model_config_check(const struct lt_model_config *c)
@@ -23,8 +28,14 @@ enum lt_status lt_model_config_check(const struct lt_model_config *c)
 			return LT_ERR_CONFIG;
 		}
 	}
-	if (c->dim % c->n_heads) {
-		lt_errmsg_set("model.dim = %d is not divisible by model.n_heads = %d", c->dim, c->n_heads);
+	if (c->head_dim < 0) {
+		lt_errmsg_set("model.head_dim = %d: must be 0 (dim / n_heads) or a positive width",
+			      c->head_dim);
+		return LT_ERR_CONFIG;
+	}
+	if (!c->head_dim && c->dim % c->n_heads) {
+		lt_errmsg_set("model.dim = %d is not divisible by model.n_heads = %d (or set "
+			      "model.head_dim)", c->dim, c->n_heads);
 		return LT_ERR_CONFIG;
 	}
 	if (c->n_heads % c->n_kv_heads) {
@@ -33,8 +44,8 @@ enum lt_status lt_model_config_check(const struct lt_model_config *c)
 		return LT_ERR_CONFIG;
 	}
 	if (head_dim(c) % 2) {
-		lt_errmsg_set("model.dim / model.n_heads = %d: the head size must be even for rotary embeddings",
-			      head_dim(c));
+		lt_errmsg_set("%s = %d: the head size must be even for rotary embeddings",
+			      c->head_dim ? "model.head_dim" : "model.dim / model.n_heads", head_dim(c));
 		return LT_ERR_CONFIG;
 	}
 	if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta)) {
@@ -58,7 +69,8 @@ enum lt_status lt_model_config_check(const struct lt_model_config *c)
 		return LT_ERR_CONFIG;
 	}
 	/* Element offsets must fit the backend's int sizes for GEMM dims. */
-	if ((double)c->vocab_size * c->dim > 2147483647.0 || (double)c->ffn_dim * 2 * c->dim > 2147483647.0) {
+	if ((double)c->vocab_size * c->dim > 2147483647.0 || (double)c->ffn_dim * 2 * c->dim > 2147483647.0 ||
+	    (double)(c->n_heads + 2 * c->n_kv_heads) * head_dim(c) * c->dim > 2147483647.0) {
 		lt_errmsg_set("model: a weight matrix exceeds 2^31 elements");
 		return LT_ERR_CONFIG;
 	}
@@ -83,7 +95,7 @@ double lt_model_config_flops_per_token(const struct lt_model_config *c, int seq)
 {
 	double emb = (double)c->vocab_size * c->dim;
 	double matmul_weights = (double)lt_model_config_params(c) - emb + (c->tied ? emb : 0.0);
-	return 6.0 * matmul_weights + 12.0 * c->n_layers * c->dim * (double)seq;
+	return 6.0 * matmul_weights + 12.0 * c->n_layers * (double)c->n_heads * head_dim(c) * (double)seq;
 }
 
 /* Llama 3's scaling of one frequency: long wavelengths slowed by the

@@ -20,7 +20,7 @@ static struct plan_size plan_decode(const struct lt_model_config *c, int B, int 
 	d->rstd = STAT(N);
 	d->ln = TAKE(N * C);
 	d->qkv = TAKE(N * QKV);
-	d->att = TAKE(N * C);
+	d->att = TAKE(N * (size_t)attn_width(c));
 	d->h = TAKE(N * 2 * F);
 	d->g = TAKE(N * F);
 	d->last = TAKE((size_t)B * C);
@@ -104,7 +104,7 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 	lt_lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
-	linear_forward(be, DA(m, d->x), DA(m, d->att), PW(m, w->wo), N, C, C, 1.0f);
+	linear_forward(be, DA(m, d->x), DA(m, d->att), PW(m, w->wo), N, C, attn_width(c), 1.0f);
 	lt_lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),

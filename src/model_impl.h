@@ -142,7 +142,13 @@ struct lt_model {
 
 static inline int head_dim(const struct lt_model_config *c)
 {
-	return c->dim / c->n_heads;
+	return lt_model_config_head_dim(c);
+}
+
+/* HD, the attention's width: every query head's output side by side. */
+static inline int attn_width(const struct lt_model_config *c)
+{
+	return c->n_heads * head_dim(c);
 }
 
 static inline int qkv_width(const struct lt_model_config *c)

@@ -7,7 +7,9 @@
 # the LLaMA architecture read from config.json, and, where transformers and
 # torch are installed, by AutoModelForCausalLM and AutoTokenizer themselves:
 # their logits, and their greedy continuation of a prompt against `lltrain
-# sample --temperature 0`. Bad inputs are checked by their error text and
+# sample --temperature 0`. A model with model.head_dim (heads wider than
+# dim / n_heads) goes through the same numpy forward and back through
+# train --init. Bad inputs are checked by their error text and
 # exit status, and by what they leave on disk.
 #
 # Environment: LLTRAIN (default ./lltrain), top_srcdir (for the corpus),
@@ -125,6 +127,7 @@ def model_config_of(ckpt):
     cp.read_string(text)
     m = cp["model"]
     c = {k: int(m[k]) for k in SHAPE}
+    c["head_dim"] = int(m.get("head_dim", "0")) or c["dim"] // c["n_heads"]
     c["rope_theta"] = float(m["rope_theta"])
     c["norm_eps"] = float(m["norm_eps"])
     c["tied"] = m["tied"].strip().lower() in ("true", "1", "yes", "on")
@@ -137,7 +140,7 @@ def float32(x):
 
 def expected_tensors(c):
     """name -> shape of LlamaForCausalLM's parameters for config c."""
-    C, D = c["dim"], c["dim"] // c["n_heads"]
+    C, D = c["dim"], c["head_dim"]
     H, K, F, V = c["n_heads"], c["n_kv_heads"], c["ffn_dim"], c["vocab_size"]
     t = {"model.embed_tokens.weight": (V, C), "model.norm.weight": (C,)}
     for i in range(c["n_layers"]):
@@ -274,7 +277,7 @@ def check_json_files(ckpt, out, c):
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": c["dim"], "intermediate_size": c["ffn_dim"],
         "num_attention_heads": c["n_heads"], "num_hidden_layers": c["n_layers"],
-        "num_key_value_heads": c["n_kv_heads"], "head_dim": c["dim"] // c["n_heads"],
+        "num_key_value_heads": c["n_kv_heads"], "head_dim": c["head_dim"],
         "max_position_embeddings": c["max_seq"], "vocab_size": c["vocab_size"],
         "tie_word_embeddings": c["tied"], "hidden_act": "silu", "attention_bias": False,
         "mlp_bias": False, "torch_dtype": "float32", "bos_token_id": eot,
@@ -506,6 +509,34 @@ def check_greedy(ckpt, tok, model):
         diag("lltrain (exit %d): %r\ntransformers: %r\n%s" % (rc, ours, theirs, err))
 
 
+def check_head_dim(tmp, data):
+    """A model whose heads are wider than dim / n_heads (model.head_dim =
+    12: attention 48 wide over a residual of 32) exports its head_dim and
+    the wider tensors, numpy's forward of the export gives lltrain's
+    logits, and train --init of the export (dump_logits --init) too."""
+    run_dir, out = os.path.join(tmp, "run_hd"), os.path.join(tmp, "out_hd")
+    must([LLTRAIN, "train"] + TRAIN_OPTIONS + ["--model.head_dim=12", "--data.dir=" + data,
+                                               "--run.dir=" + run_dir],
+         "lltrain train runs 3 steps of a tiny model with model.head_dim = 12")
+    must([LLTRAIN, "export", "--format", "hf", "--out", out, run_dir],
+         "its export --format hf")
+    ckpt = newest_checkpoint(run_dir)
+    c = model_config_of(ckpt)
+    cfg = read_json(os.path.join(out, "config.json"))
+    ok(c["head_dim"] == 12 and cfg.get("head_dim") == 12,
+       "head_dim 12 in the run's config and in config.json (%s)" % cfg.get("head_dim"))
+    tensors = check_safetensors(ckpt, out, c)
+    ids = [256, 84, 104, 101, 32, 99, 97, 116]
+    ours = check_logits(ckpt, out, tensors, ids)
+    rc, text, err = run([DUMP_LOGITS, "--init", out] + [str(i) for i in ids], "dump_logits --init")
+    back = json.loads(text) if rc == 0 else None
+    e = rel_err(back, ours) if back and ours else None
+    ok(e is not None and e < 1e-6,
+       "train --init of the export gives the run's logits (max rel err %s)" % e)
+    if rc != 0:
+        diag(err)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="lt_export_")
     try:
@@ -539,6 +570,7 @@ def main():
             check_transformers(ckpt, out, ids, ours)
         check_bad_inputs(tmp, run_dir, ckpt, out)
         check_bf16_export(tmp, run_dir, ckpt)
+        check_head_dim(tmp, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     finish()

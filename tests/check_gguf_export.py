@@ -602,6 +602,24 @@ def check_llama3_rope(np, gguf, tmp):
        % (D // 2, want.round(4).tolist(), None if got is None else got.round(4).tolist()))
 
 
+def check_head_dim(gguf, tmp):
+    """Heads wider than dim / n_heads (model.head_dim = 24 over dim 64 and 4
+    heads): the file's key and value lengths and rope dimension say so, the
+    query rows are 96, and train --init of it gives the run's logits."""
+    run_dir = make_run(tmp, "head_dim", ["--model.head_dim=24"])
+    out = os.path.join(tmp, "head_dim.gguf")
+    must([LLTRAIN, "export", "--format", "gguf", "--out", out, run_dir],
+         "head_dim run: export --format gguf")
+    r = gguf.GGUFReader(out)
+    q = {x.name: x for x in r.tensors}.get("blk.0.attn_q.weight")
+    keys = [field(r, "llama.attention.key_length"), field(r, "llama.attention.value_length"),
+            field(r, "llama.rope.dimension_count")]
+    ok(keys == [24, 24, 24] and q is not None and list(q.shape) == [SHAPE["dim"], 96],
+       "head_dim 24: key_length, value_length, rope.dimension_count %s; attn_q %s"
+       % (keys, None if q is None else list(q.shape)))
+    check_round_trip(tmp, run_dir, out, "head_dim 24")
+
+
 def make_run(tmp, name, extra):
     data, run_dir = os.path.join(tmp, "data"), os.path.join(tmp, name)
     if not os.path.exists(data):
@@ -659,6 +677,7 @@ def main():
         check_bad_inputs(tmp, run_dir)
         check_spm_export(gguf, tmp)
         check_llama3_rope(np, gguf, tmp)
+        check_head_dim(gguf, tmp)
         check_smollm2_lora(np, gguf, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -372,7 +372,7 @@ def check_bad(tmp):
          ["k_proj.weight", "[32, 16]", "[16, 32]"]),
         ("a tensor the model lacks", p_extra, [], ["q_proj.bias", "model.safetensors"]),
         ("another architecture", p_arch, [], ["MistralForCausalLM", "config.json"]),
-        ("a head_dim other than hidden_size / heads", p_head, [], ["head_dim", "16", "32 / 4"]),
+        ("a head_dim the tensors contradict", p_head, [], ["q_proj.weight", "[32, 32]", "[64, 32]"]),
         ("a rope_scaling of another type", p_rope, [], ["rope_scaling", "linear"]),
         ("a broken shard index", p_index, [], [name, "index.json"]),
         ("a tied model whose lm_head.weight is not the embedding", p_tied, [],

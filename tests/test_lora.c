@@ -162,7 +162,8 @@ static double ref_loss(const struct ref *r, const struct lt_lora *lo, const int3
 		       const int32_t *tgt, double *logits_out)
 {
 	const struct lt_model_config *c = r->c;
-	int C = c->dim, H = c->n_heads, K = c->n_kv_heads, D = C / H, F = c->ffn_dim, V = c->vocab_size;
+	int C = c->dim, H = c->n_heads, K = c->n_kv_heads, D = lt_model_config_head_dim(c);
+	int F = c->ffn_dim, V = c->vocab_size;
 	static double x[NN * 64], ln[NN * 64], q[NN * 64], k[NN * 64], v[NN * 64], att[NN * 64],
 		tmp[NN * 64], gate[NN * 64], up[NN * 64], g[NN * 64], logits[NN * 64];
 	char name[96];
@@ -301,16 +302,16 @@ static void draw_tokens(const struct lt_model_config *c, int32_t *tok, int32_t *
 /* Forward (and backward) of the model and the reference: the loss, the
  * logits and the adapters' gradients against the reference's, and a few
  * of those against central differences of the reference. */
-static void check_against_base(lt_backend *be, int tied, enum lt_precision p, float dropout,
-			       unsigned targets, enum lt_lora_base base)
+static void check_against_shape(lt_backend *be, struct lt_model_config c, enum lt_precision p,
+				float dropout, unsigned targets, enum lt_lora_base base)
 {
-	struct lt_model_config c = base == LT_LORA_BASE_AUTO ? small : blocks;
-	c.tied = tied;
+	int tied = c.tied;
 	struct lt_lora lo = { .rank = 3, .alpha = 6.0f, .dropout = dropout, .targets = targets,
 			      .base = base };
 	char what[32];
-	snprintf(what, sizeof what, "%s%s%s", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
-		 base ? " base " : "", base ? lt_dtype_name(lt_lora_base_type(base, p)) : "");
+	snprintf(what, sizeof what, "%s%s%s%s", p == LT_PRECISION_BF16 ? "bf16" : "fp32",
+		 base ? " base " : "", base ? lt_dtype_name(lt_lora_base_type(base, p)) : "",
+		 c.head_dim ? " head_dim" : "");
 	lt_model *m = make_model(be, &c, &lo, p, 11);
 	if (!tap_ok(m != NULL, "%s model with adapters (tied %d, dropout %.2f)", what, tied, dropout))
 		return;
@@ -361,6 +362,14 @@ static void check_against_base(lt_backend *be, int tied, enum lt_precision p, fl
 	free(r.base);
 	free(r.ad);
 	lt_model_free(m);
+}
+
+static void check_against_base(lt_backend *be, int tied, enum lt_precision p, float dropout,
+			       unsigned targets, enum lt_lora_base base)
+{
+	struct lt_model_config c = base == LT_LORA_BASE_AUTO ? small : blocks;
+	c.tied = tied;
+	check_against_shape(be, c, p, dropout, targets, base);
 }
 
 static void check_against_reference(lt_backend *be, int tied, enum lt_precision p, float dropout,
@@ -470,10 +479,11 @@ static void check_base_frozen(lt_backend *be, enum lt_precision p)
 }
 
 /* The merged model (no adapters) gives the adapted model's logits. */
-static void check_merge(lt_backend *be, int tied)
+static void check_merge(lt_backend *be, int tied, int head_dim)
 {
 	struct lt_model_config c = small;
 	c.tied = tied;
+	c.head_dim = head_dim;
 	struct lt_lora lo = { .rank = 4, .alpha = 8.0f, .targets = 0x7f }, none = { 0 };
 	lt_model *m = make_model(be, &c, &lo, LT_PRECISION_FP32, 21);
 	lt_model *plain = make_model(be, &c, &none, LT_PRECISION_FP32, 1);
@@ -509,8 +519,9 @@ static void check_merge(lt_backend *be, int tied)
 		scale = tap_worst(scale, fabs((double)adapted[i]));
 	}
 	tap_ok(st == LT_OK && worst <= 1e-5 * (scale > 1 ? scale : 1) && worst2 <= 1e-5 * scale,
-	       "tied %d: merged model's logits equal the adapted model's: worst %.2e (without "
-	       "adapters), %.2e (B zeroed), logits up to %.2f", tied, worst, worst2, scale);
+	       "tied %d head_dim %d: merged model's logits equal the adapted model's: worst %.2e "
+	       "(without adapters), %.2e (B zeroed), logits up to %.2f", tied, head_dim, worst, worst2,
+	       scale);
 	lt_model_free(m);
 	lt_model_free(plain);
 }
@@ -613,12 +624,14 @@ static void check_estimate(enum lt_precision p, enum lt_recompute rc, enum lt_lo
 
 /* KV-cached decoding adds the adapters as the forward does: the logits of
  * each sequence's last token agree. */
-static void check_decode(lt_backend *be)
+static void check_decode(lt_backend *be, int head_dim)
 {
+	struct lt_model_config c = small;
+	c.head_dim = head_dim;
 	struct lt_lora lo = { .rank = 2, .alpha = 2.0f, .dropout = 0.5f, .targets = 0x7f };
-	lt_model *m = make_model(be, &small, &lo, LT_PRECISION_FP32, 8);
+	lt_model *m = make_model(be, &c, &lo, LT_PRECISION_FP32, 8);
 	int32_t tok[NN], tgt[NN];
-	draw_tokens(&small, tok, tgt);
+	draw_tokens(&c, tok, tgt);
 	static float full[NN * 64], last[NB * 64];
 	double loss;
 	long count;
@@ -629,11 +642,11 @@ static void check_decode(lt_backend *be)
 		st = lt_model_decode(m, tok, NT, 0, last);
 	double worst = 0;
 	for (int b = 0; b < NB; b++)
-		for (int v = 0; v < small.vocab_size; v++)
-			worst = tap_worst(worst, fabs((double)last[b * small.vocab_size + v] -
-						      full[(b * NT + NT - 1) * small.vocab_size + v]));
+		for (int v = 0; v < c.vocab_size; v++)
+			worst = tap_worst(worst, fabs((double)last[b * c.vocab_size + v] -
+						      full[(b * NT + NT - 1) * c.vocab_size + v]));
 	tap_ok(st == LT_OK && worst <= 1e-5, "decoding with adapters gives the forward's logits "
-	       "(no dropout outside training): worst difference %.2e", worst);
+	       "(no dropout outside training; head_dim %d): worst difference %.2e", head_dim, worst);
 	lt_model_free(m);
 }
 
@@ -662,7 +675,7 @@ static void check_count(lt_backend *be)
 int main(void)
 {
 	lt_backend *be = NULL;
-	tap_plan(84);
+	tap_plan(89);
 	if (lt_backend_new("cpu", 2, &be) != LT_OK) {
 		tap_skip("no cpu backend: %s", lt_errmsg());
 		return tap_done();
@@ -688,9 +701,15 @@ int main(void)
 	check_dequantized_twin(be, LT_LORA_BASE_Q4_0, LT_PRECISION_BF16);
 	check_base_frozen(be, LT_PRECISION_FP32);
 	check_base_frozen(be, LT_PRECISION_BF16);
-	check_merge(be, 0);
-	check_merge(be, 1);
-	check_decode(be);
+	check_merge(be, 0, 0);
+	check_merge(be, 1, 0);
+	/* heads wider than dim / n_heads: 4 x 6 = 24 against a width of 16 */
+	struct lt_model_config wide = small;
+	wide.head_dim = 6;
+	check_against_shape(be, wide, LT_PRECISION_FP32, 0.25f, all, LT_LORA_BASE_AUTO);
+	check_merge(be, 0, 6);
+	check_decode(be, 0);
+	check_decode(be, 6);
 	check_recompute(be);
 	lt_backend_free(be);
 	check_estimate(LT_PRECISION_FP32, LT_RECOMPUTE_NONE, LT_LORA_BASE_AUTO);

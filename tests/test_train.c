@@ -227,9 +227,10 @@ static void check_error_measures_keep_nan(void)
 
 /* Central differences of the whole model's loss along random directions
  * agree with the analytic gradient's projection. */
-static void check_gradient_by_finite_differences(lt_backend *be)
+static void check_gradient_by_finite_differences(lt_backend *be, int head_dim)
 {
 	struct lt_model_config c = tiny_bytes;
+	c.head_dim = head_dim;
 	c.vocab_size = 37;
 	c.dim = 24;
 	c.ffn_dim = 40;
@@ -285,8 +286,8 @@ static void check_gradient_by_finite_differences(lt_backend *be)
 		tap_diag("direction %d: analytic %.6g, central difference %.6g", trial, analytic, numeric);
 	}
 	/* float32 forward passes limit the difference quotient to ~1e-3. */
-	tap_ok(worst < 2e-2, "whole-model gradient vs central differences: worst relative error %.2e (<= 2e-2)",
-	       worst);
+	tap_ok(worst < 2e-2, "whole-model gradient vs central differences (head size %d): worst "
+	       "relative error %.2e (<= 2e-2)", lt_model_config_head_dim(&c), worst);
 	free(p0);
 	free(g);
 	free(dir);
@@ -656,13 +657,15 @@ int main(void)
 	lt_backend *be = NULL;
 	long len = 0;
 	char *text = read_corpus(&len);
-	tap_plan(18);
+	tap_plan(19);
 	if (lt_backend_new("cpu", 0, &be) != LT_OK || !text) {
 		printf("Bail out! %s\n", text ? "cannot open the cpu backend" : "cannot read tests/data/tiny_corpus.txt");
 		return 1;
 	}
 	check_error_measures_keep_nan();
-	check_gradient_by_finite_differences(be);
+	check_gradient_by_finite_differences(be, 0);
+	/* heads of 10 against dim / n_heads = 6: attention 40 wide, the residual 24 */
+	check_gradient_by_finite_differences(be, 10);
 	check_gradient_hook(be);
 	check_plan_reuse(be);
 	check_head_chunks(be);

@@ -184,7 +184,7 @@ static int head_rows(int N, int V)
  * one row into out (room for 20); their count. */
 static int model_gemms(const struct lt_model_config *mc, int N, struct model_gemm *out)
 {
-	int C = mc->dim, D = mc->dim / mc->n_heads, F = mc->ffn_dim, V = mc->vocab_size;
+	int C = mc->dim, D = lt_model_config_head_dim(mc), F = mc->ffn_dim, V = mc->vocab_size;
 	const struct { const char *name; int out, in; float beta; int rows; } layers[] = {
 		{ "qkv", (mc->n_heads + 2 * mc->n_kv_heads) * D, C, 0.0f, N },
 		{ "o", C, mc->n_heads * D, 1.0f, N },

@@ -236,7 +236,7 @@ static json_t *model_config_json(const struct lt_model_config *c, const lt_token
 	    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads)) ||
 	    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers)) ||
 	    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads)) ||
-	    json_object_set_new(j, "head_dim", json_integer(c->dim / c->n_heads)) ||
+	    json_object_set_new(j, "head_dim", json_integer(lt_model_config_head_dim(c))) ||
 	    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_seq)) ||
 	    json_object_set_new(j, "rms_norm_eps", float_json(c->norm_eps)) ||
 	    json_object_set_new(j, "rope_theta", float_json(c->rope_theta)) ||

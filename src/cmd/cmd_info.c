@@ -124,9 +124,12 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 				      conf->train.precision, &lora, &est);
 	if (ranks > 1)
 		lt_zero_estimate(&est, c, ranks, zero, conf->dist.deterministic);
-	printf("%s%s: dim %d, %d layers, %d heads (%d kv), ffn %d, vocab %d, max seq %d%s\n",
+	char head[32] = "";
+	if (c->head_dim)
+		snprintf(head, sizeof head, " of %d", c->head_dim);
+	printf("%s%s: dim %d, %d layers, %d heads%s (%d kv), ffn %d, vocab %d, max seq %d%s\n",
 	       preset ? "preset " : "model", preset ? preset : "", c->dim, c->n_layers, c->n_heads,
-	       c->n_kv_heads, c->ffn_dim, c->vocab_size, c->max_seq,
+	       head, c->n_kv_heads, c->ffn_dim, c->vocab_size, c->max_seq,
 	       c->tied ? ", tied embeddings" : "");
 	printf("  parameters:       %zu (%.2fM)\n", lt_model_config_params(c),
 	       (double)lt_model_config_params(c) / 1e6);

@@ -169,6 +169,7 @@ static void shifted_defaults(struct lt_conf *c)
 	lt_conf_defaults(c);
 	struct lt_model_config *m = &c->model;
 	m->vocab_size++, m->dim++, m->n_layers++, m->n_heads++, m->n_kv_heads++, m->ffn_dim++;
+	m->head_dim++;
 	m->max_seq++, m->rope_original_max_seq++;
 	m->rope_theta *= 2, m->norm_eps *= 0.5f, m->rope_factor *= 2;
 	m->rope_low_freq_factor *= 0.5f, m->rope_high_freq_factor *= 2;

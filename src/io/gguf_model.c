@@ -95,30 +95,35 @@ static enum lt_status vocab_from_embedding(const lt_gguf *g, struct lt_model_con
 	return LT_OK;
 }
 
-/* A key that, where present, is the head size embedding_length / head_count. */
+/* A key that, where present, is the head size c's head_dim gives. */
 static enum lt_status check_head_size(const lt_gguf *g, const struct lt_model_config *c,
 				      const char *key)
 {
-	int v = c->dim / c->n_heads;
+	int D = lt_model_config_head_dim(c), v = D;
 	enum lt_status st = get_size_or(g, key, &v);
 	if (st != LT_OK)
 		return st;
-	if (c->dim % c->n_heads != 0 || v != c->dim / c->n_heads) {
-		lt_errmsg_set("%s: key '%s' is %d, expected the head size embedding_length / "
-			      "head_count = %d / %d", lt_gguf_path(g), key, v, c->dim, c->n_heads);
+	if (v != D) {
+		lt_errmsg_set("%s: key '%s' is %d, expected the head size %d (" ARCH
+			      ".attention.key_length, else embedding_length / head_count)",
+			      lt_gguf_path(g), key, v, D);
 		return LT_ERR_FORMAT;
 	}
 	return LT_OK;
 }
 
-/* llama.rope.dimension_count and the attention's key and value lengths,
- * where present, are the head size (lltrain rotates whole heads). */
-static enum lt_status check_rope_dims(const lt_gguf *g, const struct lt_model_config *c)
+/* The head size: llama.attention.key_length where present (into head_dim
+ * when it is not embedding_length / head_count); the value length and
+ * llama.rope.dimension_count, where present, must be the same (lltrain
+ * rotates whole heads). */
+static enum lt_status read_head_size(const lt_gguf *g, struct lt_model_config *c)
 {
-	enum lt_status st = check_head_size(g, c, ARCH ".rope.dimension_count");
-	if (st == LT_OK)
-		st = check_head_size(g, c, ARCH ".attention.key_length");
-	if (st == LT_OK)
+	int D = 0;
+	enum lt_status st = get_size_or(g, ARCH ".attention.key_length", &D);
+	if (st != LT_OK)
+		return st;
+	c->head_dim = D > 0 && (c->dim % c->n_heads || D != c->dim / c->n_heads) ? D : 0;
+	if ((st = check_head_size(g, c, ARCH ".rope.dimension_count")) == LT_OK)
 		st = check_head_size(g, c, ARCH ".attention.value_length");
 	return st;
 }
@@ -219,7 +224,7 @@ static enum lt_status read_rope_scaling(const lt_gguf *g, struct lt_model_config
 	const struct lt_gguf_tensor *t = lt_gguf_tensor_lookup(g, ROPE_FREQS);
 	struct lt_model_config cand[3];
 	float x[512];
-	int half = c->dim / c->n_heads / 2, n;
+	int half = lt_model_config_head_dim(c) / 2, n;
 	enum lt_status st;
 	c->rope_scaling = LT_ROPE_NONE;
 	if (!t)
@@ -257,7 +262,7 @@ static enum lt_status read_config(const lt_gguf *g, struct lt_model_config *c)
 		return st;
 	c->n_kv_heads = c->n_heads;
 	if ((st = get_size_or(g, ARCH ".attention.head_count_kv", &c->n_kv_heads)) != LT_OK ||
-	    (st = check_rope_dims(g, c)) != LT_OK || (st = vocab_from_embedding(g, c)) != LT_OK)
+	    (st = read_head_size(g, c)) != LT_OK || (st = vocab_from_embedding(g, c)) != LT_OK)
 		return st;
 	c->tied = lt_gguf_tensor_lookup(g, "output.weight") == NULL;
 	if ((st = lt_model_config_check(c)) != LT_OK) {
@@ -395,7 +400,7 @@ static enum lt_status check_rope_freqs(const lt_gguf *g, const lt_model *m,
 				       const struct lt_gguf_tensor *t)
 {
 	const struct lt_model_config *c = lt_model_config_of(m);
-	int half = c->dim / c->n_heads / 2;
+	int half = lt_model_config_head_dim(c) / 2;
 	float x[512];
 	enum lt_status st = read_rope_factors(g, t, half, x);
 	if (st == LT_OK && !rope_factors_match(c, x, half)) {

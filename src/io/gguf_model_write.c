@@ -110,7 +110,7 @@ static uint32_t file_type_number(uint32_t type)
  * factor the unscaled one is divided by, D/2 floats. */
 static enum lt_status rope_factors(const struct lt_model_config *c, float **out)
 {
-	int half = c->dim / c->n_heads / 2;
+	int half = lt_model_config_head_dim(c) / 2;
 	struct lt_model_config plain = *c;
 	double *f = malloc(2 * (size_t)half * sizeof *f);
 	float *r = malloc((size_t)half * sizeof *r);
@@ -134,7 +134,7 @@ static enum lt_status add_metadata(lt_gguf_writer *w, const struct lt_model_conf
 				   uint32_t type, const char *name)
 {
 	enum lt_status st;
-	uint32_t head = (uint32_t)(c->dim / c->n_heads);
+	uint32_t head = (uint32_t)lt_model_config_head_dim(c);
 	if ((st = lt_gguf_writer_add_str(w, "general.architecture", ARCH)) != LT_OK ||
 	    (st = lt_gguf_writer_add_str(w, "general.name", name)) != LT_OK ||
 	    (st = lt_gguf_writer_add_u32(w, "general.file_type", file_type_number(type))) != LT_OK ||
@@ -192,7 +192,7 @@ static enum lt_status add_directory(lt_gguf_writer *w, const lt_model *m, uint32
 	char name[96];
 	int heads;
 	if (c->rope_scaling == LT_ROPE_LLAMA3) {
-		int64_t d[1] = { c->dim / c->n_heads / 2 };
+		int64_t d[1] = { lt_model_config_head_dim(c) / 2 };
 		if ((st = lt_gguf_writer_add_tensor(w, "rope_freqs.weight", 1, d, LT_GGUF_F32)) != LT_OK)
 			return st;
 	}
@@ -236,7 +236,7 @@ static enum lt_status write_rope_factors(lt_gguf_writer *w, const struct lt_mode
 	float *r;
 	enum lt_status st = rope_factors(c, &r);
 	if (st == LT_OK) {
-		st = write_as(w, 0, LT_GGUF_F32, r, (size_t)(c->dim / c->n_heads / 2));
+		st = write_as(w, 0, LT_GGUF_F32, r, (size_t)(lt_model_config_head_dim(c) / 2));
 		free(r);
 	}
 	return st;

@@ -117,19 +117,18 @@ static enum lt_status check_block(const char *path, json_t *j)
 	return LT_OK;
 }
 
-/* head_dim, when given, must be hidden_size / heads. */
-static enum lt_status check_head_dim(const char *path, json_t *j, const struct lt_model_config *c)
+/* head_dim, when given and not hidden_size / heads, is the model's. */
+static enum lt_status read_head_dim(const char *path, json_t *j, struct lt_model_config *c)
 {
 	json_t *v = json_object_get(j, "head_dim");
 	if (!v || json_is_null(v))
 		return LT_OK;
-	if (!json_is_integer(v) || c->dim % c->n_heads ||
-	    json_integer_value(v) != c->dim / c->n_heads) {
-		lt_errmsg_set("%s: \"head_dim\": %lld, expected hidden_size / num_attention_heads = "
-			      "%d / %d", path, json_is_integer(v) ? (long long)json_integer_value(v) : -1LL,
-			      c->dim, c->n_heads);
+	if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 65536) {
+		lt_errmsg_set("%s: \"head_dim\": expected a positive integer up to 65536", path);
 		return LT_ERR_FORMAT;
 	}
+	int D = (int)json_integer_value(v);
+	c->head_dim = c->n_heads > 0 && c->dim % c->n_heads == 0 && D == c->dim / c->n_heads ? 0 : D;
 	return LT_OK;
 }
 
@@ -176,7 +175,7 @@ static enum lt_status read_config(const char *path, json_t *j, struct lt_model_c
 	    (st = get_int(path, j, "max_position_embeddings", 0, &c->max_seq)) != LT_OK ||
 	    (st = get_real(path, j, "rope_theta", 10000.0, &c->rope_theta)) != LT_OK ||
 	    (st = get_real(path, j, "rms_norm_eps", 1e-6, &c->norm_eps)) != LT_OK ||
-	    (st = check_head_dim(path, j, c)) != LT_OK ||
+	    (st = read_head_dim(path, j, c)) != LT_OK ||
 	    (st = read_rope_scaling(path, j, c)) != LT_OK)
 		return st;
 	if (tied && !json_is_boolean(tied)) {

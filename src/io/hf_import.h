@@ -16,10 +16,10 @@ int lt_hf_is_model_dir(const char *dir);
 /* Reads dir/config.json into *c: hidden_size, num_hidden_layers,
  * num_attention_heads, num_key_value_heads (default: the heads),
  * intermediate_size, vocab_size, max_position_embeddings, rope_theta,
- * rms_norm_eps, tie_word_embeddings, and rope_scaling of type llama3. A
- * model of another architecture, a head_dim other than hidden_size /
- * heads, another rope_scaling, a hidden_act other than silu or biases are
- * refused (LT_ERR_FORMAT, one line naming the file, the key and what was
+ * rms_norm_eps, tie_word_embeddings, head_dim (each head's width, which
+ * need not be hidden_size / heads) and rope_scaling of type llama3. A
+ * model of another architecture, another rope_scaling, a hidden_act other
+ * than silu or biases are refused (LT_ERR_FORMAT, one line naming the file, the key and what was
  * expected). */
 enum lt_status lt_hf_config(const char *dir, struct lt_model_config *c);
 
