@@ -20,6 +20,7 @@ int lt_cmd_sample(int argc, char **argv);
 int lt_cmd_chat(int argc, char **argv);
 int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
+int lt_cmd_prune(int argc, char **argv);
 
 /* What an option does with its value (kinds that take a field set the
  * field at offset in the command's arguments struct). */
@@ -150,6 +151,16 @@ enum lt_status lt_cmd_checkpoint_model(struct lt_cmd_checkpoint *c, const char *
 enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *path,
 				      int tokenizer, const char *cmd, const char *device,
 				      int threads);
+/* The data a command reads for checkpoint c: given (an option's value)
+ * where not NULL, else the config's data.dir, else the run directory's
+ * data/ (the run directory holds checkpoints/step_N); into out[cap]. */
+enum lt_status lt_cmd_checkpoint_data(const struct lt_cmd_checkpoint *c, const char *given,
+				      char *out, size_t cap);
+/* export --format hf: c's model (plain, or with adapters merged) under
+ * c's config, with the tokenizer files of c's checkpoint, as the Hugging
+ * Face directory out (written beside it and moved into place; an out
+ * with files is written into only with force). */
+enum lt_status lt_cmd_export_hf(const struct lt_cmd_checkpoint *c, const char *out, int force);
 void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
 
 #endif

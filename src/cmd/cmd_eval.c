@@ -104,24 +104,6 @@ static enum lt_status quantize_weights(struct session *s, const char *name)
 	return lt_gguf_model_round(s->ck.model, type);
 }
 
-/* --data, else data.dir, else the run directory's data/ (the run directory
- * holds checkpoints/step_N). */
-static enum lt_status choose_data_path(struct session *s, const struct eval_args *a)
-{
-	if (a->data) {
-		snprintf(s->data_path, sizeof s->data_path, "%s", a->data);
-	} else if (s->ck.conf.data.dir[0]) {
-		snprintf(s->data_path, sizeof s->data_path, "%s", s->ck.conf.data.dir);
-	} else {
-		char run[LT_CMD_PATH_CAP + 8];
-		enum lt_status st = lt_rundir_of_checkpoint(s->ck.dir, run, sizeof run);
-		if (st != LT_OK)
-			return st;
-		return lt_fs_join(s->data_path, sizeof s->data_path, run, LT_RUNDIR_DATA);
-	}
-	return LT_OK;
-}
-
 /* The vocabulary the data was prepared with: the checkpoint's tokenizer's,
  * which may be smaller than the model's (rows past it are padding); the
  * model's where the checkpoint holds no tokenizer. */
@@ -299,7 +281,8 @@ int lt_cmd_eval(int argc, char **argv)
 	long count;
 	if (a.quantize && (st = quantize_weights(&s, a.quantize)) != LT_OK)
 		goto out;
-	if ((st = choose_data_path(&s, &a)) == LT_OK && (st = open_data(&s)) == LT_OK &&
+	if ((st = lt_cmd_checkpoint_data(&s.ck, a.data, s.data_path, sizeof s.data_path)) == LT_OK &&
+	    (st = open_data(&s)) == LT_OK &&
 	    (st = evaluate(&s, B, T, a.max_batches, &sum, &count)) == LT_OK)
 		rc = print_result(&s, sum / (double)count, count, a.json);
 out:

@@ -431,6 +431,18 @@ static enum lt_status write_export(struct session *s, const char *out, int force
 	return move_into_place(s, out, fill);
 }
 
+enum lt_status lt_cmd_export_hf(const struct lt_cmd_checkpoint *c, const char *out, int force)
+{
+	struct session s;
+	memset(&s, 0, sizeof s);
+	s.ck = *c;  /* borrowed: free_session is not called on it */
+	s.dtype = LT_F32;
+	s.files = out_files;
+	enum lt_status st = write_export(&s, out, force);
+	remove_temporary(&s);
+	return st;
+}
+
 static void print_written(const struct session *s, const char *out, int gguf)
 {
 	char path[LT_CMD_PATH_CAP + 32];

@@ -30,6 +30,7 @@ static const struct command commands[] = {
 	{ "chat", lt_cmd_chat, "talk with a checkpoint's model in its chat template" },
 	{ "eval", lt_cmd_eval, "loss and perplexity of a checkpoint on a token file" },
 	{ "export", lt_cmd_export, "write a checkpoint in the Hugging Face format" },
+	{ "prune", lt_cmd_prune, "remove the least important heads, MLP channels and blocks" },
 	{ "info", lt_cmd_info, "show the build, backends, devices and preset sizes" },
 	{ "bench", lt_cmd_bench, "measure training speed, model FLOP/s and memory of a preset" },
 };
@@ -101,6 +102,23 @@ enum lt_status lt_cmd_checkpoint_load(struct lt_cmd_checkpoint *c, const char *p
 {
 	enum lt_status st = lt_cmd_checkpoint_open(c, path, tokenizer, cmd);
 	return st == LT_OK ? lt_cmd_checkpoint_model(c, cmd, device, threads) : st;
+}
+
+enum lt_status lt_cmd_checkpoint_data(const struct lt_cmd_checkpoint *c, const char *given,
+				      char *out, size_t cap)
+{
+	char run[LT_CMD_PATH_CAP + 8];
+	enum lt_status st;
+	if (given || c->conf.data.dir[0]) {
+		if ((size_t)snprintf(out, cap, "%s", given ? given : c->conf.data.dir) >= cap) {
+			lt_errmsg_set("%s: path too long", given ? given : c->conf.data.dir);
+			return LT_ERR_ARG;
+		}
+		return LT_OK;
+	}
+	if ((st = lt_rundir_of_checkpoint(c->dir, run, sizeof run)) != LT_OK)
+		return st;
+	return lt_fs_join(out, cap, run, LT_RUNDIR_DATA);
 }
 
 void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c)
