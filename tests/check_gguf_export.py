@@ -317,18 +317,25 @@ def check_round_trip(tmp, run_dir, f32_file, what):
        "difference %s)" % (what, diff))
 
 
-def check_tokenizer_round_trip(tmp, run_dir, f32_file):
-    ckpt = newest_checkpoint(run_dir)
-    corpus = os.path.join(tmp, "corpus.txt")
+def encode_corpus(tmp, name, tokenizers):
+    """The training shard (header and tokens) that prepare --tokenizer
+    makes of the corpus with each tokenizer, or None where it failed."""
     shards = []
-    for i, tok in enumerate([os.path.join(ckpt, "tokenizer.json"), f32_file]):
-        out = os.path.join(tmp, "retok%d" % i)
+    for i, tok in enumerate(tokenizers):
+        out = os.path.join(tmp, "%s%d" % (name, i))
         rc, _, err = run([LLTRAIN, "prepare", "--out", out, "--tokenizer", tok, "--val-fraction",
-                          "0.2", corpus])
+                          "0.2", os.path.join(tmp, "corpus.txt")])
         path = os.path.join(out, "train_0000.bin")
-        shards.append(open(path, "rb").read()[64:] if rc == 0 and os.path.exists(path) else None)
+        shards.append(open(path, "rb").read() if rc == 0 and os.path.exists(path) else None)
         if rc != 0:
             diag(err)
+    return shards
+
+
+def check_tokenizer_round_trip(tmp, run_dir, f32_file):
+    ckpt = newest_checkpoint(run_dir)
+    shards = [s and s[64:] for s in  # the tokens, past the header
+              encode_corpus(tmp, "retok", [os.path.join(ckpt, "tokenizer.json"), f32_file])]
     ok(shards[0] is not None and shards[0] == shards[1],
        "prepare --tokenizer of the GGUF file encodes the corpus as the run's tokenizer.json "
        "(%d bytes of tokens)" % len(shards[0] or b""))
@@ -462,15 +469,7 @@ def check_spm_export(gguf, tmp):
     check_spm_meta(gguf.GGUFReader(out), vocab)
     ckpt = newest_checkpoint(run_dir)
     corpus = os.path.join(tmp, "corpus.txt")
-    shards = []
-    for i, tok in enumerate([os.path.join(ckpt, "tokenizer.json"), out]):
-        dest = os.path.join(tmp, "spm_retok%d" % i)
-        rc, _, err = run([LLTRAIN, "prepare", "--out", dest, "--tokenizer", tok, "--val-fraction",
-                          "0.2", corpus])
-        path = os.path.join(dest, "train_0000.bin")
-        shards.append(open(path, "rb").read() if rc == 0 and os.path.exists(path) else None)
-        if rc != 0:
-            diag(err)
+    shards = encode_corpus(tmp, "spm_retok", [os.path.join(ckpt, "tokenizer.json"), out])
     ids = []
     if shards[0]:
         width = struct.unpack_from("<I", shards[0], 16)[0]

@@ -149,17 +149,7 @@ mpi_checks() {
 	"$LLTRAIN" train "$@" --run.dir="$tmp/$base-one" >"$tmp/$base-one.out" 2>&1
 	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --zero 1 --run.dir="$tmp/$base-two" >"$tmp/$base-two.out" 2>&1 </dev/null
 	rc=$?
-	why=$(python3 - "$tmp/$base-one/metrics.jsonl" "$tmp/$base-two/metrics.jsonl" <<-'EOF'
-	import json, sys
-	def losses(p):
-	    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
-	a, b = losses(sys.argv[1]), losses(sys.argv[2])
-	assert len(a) == 30 and a.keys() == b.keys(), (len(a), len(b))
-	worst = max(abs(a[s] - b[s]) / a[s] for s in a)
-	print("worst relative difference %.2e" % worst)
-	assert worst <= 1e-5
-	EOF
-	)
+	why=$(same_losses "$tmp/$base-one/metrics.jsonl" "$tmp/$base-two/metrics.jsonl" 30 1e-5)
 	ok $(( rc || $? )) "$base base: 2 ranks at ZeRO 1 give one process's LoRA losses within 1e-5 (exit $rc): $why"
 	"$LLTRAIN" train "$@" --deterministic --run.dir="$tmp/$base-d1" >"$tmp/$base-d1.out" 2>&1 &&
 		"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --deterministic --zero 1 --run.dir="$tmp/$base-d2" \
@@ -208,17 +198,7 @@ mpi_checks() {
 			-n 1 "$LLTRAIN" train "$@" --zero 2 --balance auto --dist.balance_every=2 \
 			--comm-timeout $limit --run.device=cpu --run.dir="$tmp/$base-mx" >"$tmp/$base-mx.out" 2>&1 </dev/null
 		rc=$?
-		why=$(python3 - "$tmp/$base-m1/metrics.jsonl" "$tmp/$base-mx/metrics.jsonl" <<-'EOF'
-	import json, sys
-	def losses(p):
-	    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
-	a, b = losses(sys.argv[1]), losses(sys.argv[2])
-	assert len(a) == 10 and a.keys() == b.keys(), (len(a), len(b))
-	worst = max(abs(a[s] - b[s]) / a[s] for s in a)
-	print("worst relative difference %.2e" % worst)
-	assert worst <= 1e-5
-	EOF
-	)
+		why=$(same_losses "$tmp/$base-m1/metrics.jsonl" "$tmp/$base-mx/metrics.jsonl" 10 1e-5)
 		rc2=$?
 		grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/$base-mx.out"
 		ok $(( rc || rc2 || $? )) "$base base: an OpenCL rank and a CPU rank, ZeRO 2, --balance auto: LoRA losses within 1e-5 of one process's (exit $rc): $why; $(grep -m1 '^balance' "$tmp/$base-mx.out" | cut -c 1-200)"

@@ -133,17 +133,7 @@ else
 		"$LLTRAIN" train "$@" --train.steps=10 --train.lora_dropout=0 --run.device=opencl \
 			--run.dir="$tmp/cl" >"$tmp/cl.out" 2>&1
 	rc=$?
-	why=$(python3 - "$tmp/cpu/metrics.jsonl" "$tmp/cl/metrics.jsonl" 2>&1 <<'EOF'
-import json, sys
-def losses(p):
-    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-assert len(a) == 10 and a.keys() == b.keys(), (len(a), len(b))
-worst = max(abs(a[s] - b[s]) / a[s] for s in a)
-print("worst relative difference %.2e" % worst)
-assert worst <= 1e-4
-EOF
-)
+	why=$(same_losses "$tmp/cpu/metrics.jsonl" "$tmp/cl/metrics.jsonl" 10 1e-4)
 	ok $(( rc || $? )) "a q4_0 run on OpenCL gives the CPU's losses within 1e-4 over 10 steps: $why $(tail -c 100 "$tmp/cl.out")"
 fi
 

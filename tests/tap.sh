@@ -86,3 +86,20 @@ one_line() {
 		ok 1 "$1 is $lines lines: $(head -c 600 "$tmp/out")"
 	fi
 }
+
+# same_losses A B STEPS TOL: the training losses of two runs' metrics.jsonl
+# (A the reference) at the same STEPS steps, each within TOL relative to
+# A's; prints "worst relative difference X", non-zero when they differ.
+same_losses() {
+	python3 - "$@" <<'EOF'
+import json, sys
+def losses(p):
+    return {o["step"]: o["loss"] for o in map(json.loads, open(p)) if "val_loss" not in o and "loss" in o}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+steps, tol = int(sys.argv[3]), float(sys.argv[4])
+assert len(a) == steps and a.keys() == b.keys(), (len(a), len(b))
+worst = max(abs(a[s] - b[s]) / a[s] for s in a)
+print("worst relative difference %.2e" % worst)
+assert worst <= tol
+EOF
+}
