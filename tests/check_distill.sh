@@ -4,7 +4,8 @@
 # = 1 trains bitwise as without a teacher; a teacher of another vocabulary
 # and a missing one are refused in one line naming the path; a resumed run
 # distills from the teacher its config names, bitwise as an uninterrupted
-# one; 2 MPI ranks give 1 rank's losses, KL terms and weights within 1e-5.
+# one; OpenCL gives the CPU's losses; 2 MPI ranks give 1 rank's losses,
+# KL terms and weights within 1e-5.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -97,7 +98,24 @@ ok $? "a distilled run resumes without naming the teacher again: $(grep '^resume
 cmp -s "$tmp/distilled/$final" "$tmp/resumed/$final" && grep -q '^distill: from' "$tmp/resumed.out"
 ok $? "the resumed run distills from the same teacher: weights bitwise the uninterrupted run's"
 
-# 5. 2 ranks against 1.
+# 5. The OpenCL backend (PoCL in CI) against the CPU: the same losses and
+#    KL terms within 1e-4 over 10 steps, the teacher on the device too.
+if "$LLTRAIN" info --preset tiny | grep -q "built without the OpenCL backend"; then
+	skip "this lltrain was built without the OpenCL backend"
+else
+	short=(--train.steps=10 --distill.teacher="$tmp/teacher")
+	train cl10 "${short[@]}" --run.device=opencl && train cpu10 "${short[@]}" &&
+		python3 - "$tmp/cpu10" "$tmp/cl10" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(r + "/metrics.jsonl") if '"loss"' in l] for r in sys.argv[1:])
+worst = max(abs(x[k] - y[k]) / abs(x[k]) for x, y in zip(a, b) for k in ("loss", "kl"))
+print("# opencl against cpu: worst relative loss/kl difference %.3g" % worst)
+assert len(a) == len(b) == 10 and worst <= 1e-4
+PY
+	ok $? "a distilled run on OpenCL gives the CPU's losses and KL terms within 1e-4"
+fi
+
+# 6. 2 ranks against 1.
 if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
 	skip "this lltrain was built without MPI (configure found no MPI library)"
 elif ! command -v "$MPIEXEC" >/dev/null; then
