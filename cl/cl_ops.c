@@ -1,5 +1,5 @@
 /* The OpenCL backend's ops other than GEMM and attention: launches of the
- * kernels in ops.cl (shapes and contracts in src/backend.h). */
+ * kernels in ops.cl and distill.cl (shapes and contracts in src/backend.h). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -649,4 +649,40 @@ void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, in
 	lt_cl_arg_local(c, k, &i, local * sizeof(cl_float));
 	lt_cl_arg_local(c, k, &i, local * ACC_BYTES);
 	launch_rows(c, k, (size_t)N, local, "xent");
+}
+
+/* losses[N], kl[N] from logits[N,V], the teacher's [N,V] and targets[N],
+ * and with grad_scale != 0 the gradient in place of the logits; a group
+ * per row (distill.cl). */
+void lt_cl_distill(lt_backend *be, lt_ref losses, lt_ref kl, lt_ref logits, lt_ref teacher,
+		   lt_ref targets, int N, int V, const struct lt_distill_loss *d)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(losses, LT_F32);
+	lt_cl_assert_type(kl, LT_F32);
+	lt_cl_assert_real(logits);
+	lt_cl_assert_real(teacher);
+	lt_cl_assert_type(targets, LT_I32);
+	if (lt_cl_failed(c))
+		return;
+	LT_ASSERT(N >= 0 && V > 0 && d->temperature > 0.0f);
+	LT_ASSERT(d->alpha >= 0.0f && d->alpha <= 1.0f);
+	cl_kernel k = lt_cl_kernel(c, "distill.cl", "", "lt_distill");
+	if (!N || !k)
+		return;
+	size_t local = group_for_width(c, k, (size_t)V);
+	int i = 0;
+	lt_cl_arg_f32(c, k, &i, losses, (size_t)N);
+	lt_cl_arg_f32(c, k, &i, kl, (size_t)N);
+	lt_cl_arg_real(c, k, &i, logits, (size_t)N * V);
+	lt_cl_arg_real(c, k, &i, teacher, (size_t)N * V);
+	lt_cl_arg_i32(c, k, &i, targets, (size_t)N);
+	lt_cl_arg_int(c, k, &i, V);
+	lt_cl_arg_float(c, k, &i, d->alpha);
+	lt_cl_arg_float(c, k, &i, d->temperature);
+	lt_cl_arg_float(c, k, &i, d->grad_scale);
+	lt_cl_arg_int(c, k, &i, d->grad_scale != 0.0f);
+	lt_cl_arg_local(c, k, &i, local * sizeof(cl_float));
+	lt_cl_arg_local(c, k, &i, local * ACC_BYTES);
+	launch_rows(c, k, (size_t)N, local, "distill");
 }

@@ -184,6 +184,7 @@ static const char *const preludes[][2] = {
 	{ "gemm_mma.cl", "mma.cl" },
 	{ "gemm_bf16.cl", "mma.cl" },
 	{ "attention_mma.cl", "mma.cl" },
+	{ "distill.cl", "ops.cl" },
 };
 
 /* The source of `file` as it is built: PRELUDE, its own prelude (if any),

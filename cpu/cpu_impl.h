@@ -237,6 +237,12 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 		 float grad_scale);
 void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,
 		  const struct lt_adamw *hp);
+/* One row of xent: returns the loss of logits x[V] against target t (0
+ * when t < 0); with write, x becomes grad_scale * (softmax - onehot). */
+float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_scale, int write);
+/* cpu_distill.c */
+void lt_cpu_distill(lt_backend *be, lt_ref losses, lt_ref kl, lt_ref logits, lt_ref teacher,
+		    lt_ref targets, int N, int V, const struct lt_distill_loss *d);
 /* cpu_gemm.c */
 void lt_cpu_gemm(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 /* The f32 GEMM over host arrays through OpenBLAS on the backend's team. */

@@ -630,9 +630,8 @@ void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, in
 	lt_cpu_prof_stop(c, "swiglu_backward", t0);
 }
 
-/* One row of xent: returns the loss of logits x[V] against target t (0
- * when t < 0); with write, x becomes grad_scale * (softmax - onehot). */
-LT_CPU_HOT static float xent_row(float *restrict x, int V, int t, float grad_scale, int write)
+/* One row of xent (cpu_impl.h), shared with distill (cpu_distill.c). */
+LT_CPU_HOT float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_scale, int write)
 {
 	float mx = lt_cpu_max(x, V), zt = t >= 0 ? x[t] : 0.0f;
 	/* Float sums of XENT_BLOCK exponentials, added in double; the
@@ -690,7 +689,7 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 		size_t at = (size_t)n * V;
 		float *tmp = lt_cpu_slot(stage, (size_t)omp_get_thread_num(), (size_t)V);
 		float *row = lt_cpu_dest_of(z, at, (size_t)V, tmp);
-		loss[n] = xent_row(row, V, tgt[n], grad_scale, write);
+		loss[n] = lt_cpu_xent_row(row, V, tgt[n], grad_scale, write);
 		if (write)
 			lt_cpu_store(z, at, (size_t)V, row);
 	}

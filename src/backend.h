@@ -139,6 +139,13 @@ struct lt_adamw {
 	int step;          /* 1-based, for bias correction */
 };
 
+/* The weights of the distillation loss (see distill). */
+struct lt_distill_loss {
+	float alpha;        /* of the cross-entropy; 1 - alpha of T^2 KL */
+	float temperature;  /* T > 0 */
+	float grad_scale;   /* 0: losses only */
+};
+
 struct lt_device_info {
 	char name[256];
 	size_t mem_bytes;
@@ -318,6 +325,21 @@ struct lt_backend_ops {
 	 * targets); no second [N,V] buffer exists. */
 	void (*xent)(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets,
 		     int N, int V, float grad_scale);
+	/* Fused distillation loss over the student's logits[N,V] and the
+	 * teacher's teacher[N,V] (each f32 or bf16; teacher only read) with
+	 * int32 targets[N], at temperature T = d->temperature > 0 and weight
+	 * alpha = d->alpha in [0, 1]:
+	 *   losses[n] = logsumexp(logits[n,:]) - logits[n, targets[n]], as xent;
+	 *   kl[n] = T^2 KL(softmax(teacher[n,:] / T) || softmax(logits[n,:] / T));
+	 * both 0 when targets[n] < 0 (ignored). When d->grad_scale != 0, logits
+	 * is overwritten in place with the gradient of
+	 * grad_scale * (alpha * losses[n] + (1 - alpha) * kl[n]):
+	 *   grad_scale * (alpha (softmax(z) - onehot)
+	 *                 + (1 - alpha) T (softmax(z / T) - softmax(teacher / T))),
+	 * a zero row for ignored targets. With alpha = 1 the losses and the
+	 * gradient are xent's (bitwise on the CPU). */
+	void (*distill)(lt_backend *be, lt_ref losses, lt_ref kl, lt_ref logits, lt_ref teacher,
+			lt_ref targets, int N, int V, const struct lt_distill_loss *d);
 
 	/* AdamW with decoupled weight decay over n contiguous elements:
 	 * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

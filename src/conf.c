@@ -350,7 +350,7 @@ static void check_section_line(struct ini_parse *ps, const char *line, size_t le
 		return;
 	close = memchr(line, ']', len);
 	if (close && !lt_conf_is_section(line + 1, (size_t)(close - line - 1)))
-		refuse_line(ps, "[%.*s]: unknown section (expected model, train, data, run or dist)",
+		refuse_line(ps, "[%.*s]: unknown section (expected model, train, data, run, dist or distill)",
 			    (int)(close - line - 1), line + 1);
 }
 

@@ -80,12 +80,19 @@ struct lt_conf_dist {
 	double comm_timeout;            /* seconds a collective may stall before the job ends */
 };
 
+struct lt_conf_distill {
+	char teacher[LT_CONF_PATH_MAX]; /* a run or checkpoint to distill from; "" = none */
+	float alpha;                    /* weight of the cross-entropy; 1 - alpha of T^2 KL */
+	float temperature;              /* the softmaxes' temperature T */
+};
+
 struct lt_conf {
 	struct lt_model_config model;
 	struct lt_conf_train train;
 	struct lt_conf_data data;
 	struct lt_conf_run run;
 	struct lt_conf_dist dist;
+	struct lt_conf_distill distill;
 };
 
 /* One key of the table. */

@@ -41,13 +41,14 @@ static const char *const lora_base_names[] = { "auto", "f32", "bf16", "q8_0", "q
 static const char *const rope_scaling_names[] = { "none", "llama3", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
-static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
+static const char *const section_names[] = { "model", "train", "data", "run", "dist", "distill", NULL };
 static const char *const section_docs[] = {
 	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
 	"the optimisation: batch shape, run length, AdamW and the learning-rate schedule",
 	"the token data: where it is, and how train prepares it from a corpus",
 	"the run: its directory, device, and how often it logs, evaluates and saves",
 	"training over several ranks (mpiexec): sharding, shares of the batch, faults",
+	"distillation: a teacher model whose softened outputs the model also learns",
 };
 
 static const struct lt_conf_key keys[] = {
@@ -264,6 +265,17 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "dist", .name = "comm_timeout", .type = LT_CONF_DOUBLE,
 	  FIELD(dist.comm_timeout), .min = 0, .max = 86400, .open_min = 1, .def = "30",
 	  .doc = "seconds a collective may make no progress before the job ends" },
+	{ .section = "distill", .name = "teacher", .type = LT_CONF_STRING,
+	  FIELD(distill.teacher), .min = 0, .def = "",
+	  .doc = "train against this teacher too (an lltrain run or checkpoint, a Hugging Face "
+		 "model directory or a GGUF file of the same tokenizer), frozen; empty = none" },
+	{ .section = "distill", .name = "alpha", .type = LT_CONF_FLOAT, FIELD(distill.alpha),
+	  .min = 0, .max = 1, .def = "0.5",
+	  .doc = "the loss is alpha * cross-entropy + (1 - alpha) * T^2 * KL(teacher || model), "
+		 "both at temperature T" },
+	{ .section = "distill", .name = "temperature", .type = LT_CONF_FLOAT,
+	  FIELD(distill.temperature), .min = 0, .max = 100, .open_min = 1, .def = "2",
+	  .doc = "T: both softmaxes of the KL term divide the logits by it" },
 
 	{ .name = NULL },
 };
@@ -293,7 +305,7 @@ void lt_conf_describe_unknown(const char *section, char *buf, size_t cap)
 {
 	size_t n;
 	if (!lt_conf_is_section(section, strlen(section))) {
-		snprintf(buf, cap, "unknown section (expected model, train, data, run or dist)");
+		snprintf(buf, cap, "unknown section (expected model, train, data, run, dist or distill)");
 		return;
 	}
 	n = (size_t)snprintf(buf, cap, "unknown key (expected");

@@ -627,8 +627,12 @@ static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
 	int C = m->cfg.dim, V = m->cfg.vocab_size;
 	lt_ref logits = A(m, m->logits), xf = A(m, m->xf + (size_t)r0 * C);
 	linear_forward(be, logits, xf, P(m, m->lm_head), R, V, C, 0.0f);
-	be->ops->xent(be, S(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), R,
-		      V, grad_scale);
+	if (m->head_loss.chunk && grad_scale != 0.0f)
+		m->head_loss.chunk(m->head_loss.ctx, S(m, m->losses + (size_t)r0), logits,
+				   I(m, m->targets + (size_t)r0), r0, R, grad_scale);
+	else
+		be->ops->xent(be, S(m, m->losses + (size_t)r0), logits,
+			      I(m, m->targets + (size_t)r0), R, V, grad_scale);
 	if (grad_scale == 0.0f)
 		return;
 	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
@@ -649,13 +653,45 @@ static enum lt_status have_head_grad(lt_model *m)
 	return st;
 }
 
+/* tokens[B*T] written and run through the embedding, the blocks and the
+ * final norm into xf, queued. */
+static void run_trunk(lt_model *m, const int32_t *tokens)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	int N = m->B * m->T, C = c->dim;
+	refresh_compute_weights(m);
+	m->pause_st = LT_OK;
+	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
+	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
+	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
+	for (int l = 0; l < c->n_layers; l++)
+		block_forward(m, l);
+	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
+				 C, c->norm_eps);
+}
+
+enum lt_status lt_model_forward_hidden(lt_model *m, const int32_t *tokens)
+{
+	LT_ASSERT(m->acts);
+	int N = m->B * m->T, V = m->cfg.vocab_size;
+	for (int i = 0; i < N; i++)
+		if (tokens[i] < 0 || tokens[i] >= V) {
+			lt_errmsg_set("token %d at position %d is outside the vocabulary [0, %d)",
+				      tokens[i], i, V);
+			return LT_ERR_ARG;
+		}
+	m->dropping = 0;
+	run_trunk(m, tokens);
+	return LT_OK;
+}
+
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
 				float grad_scale, double *loss_sum, long *n_targets)
 {
 	lt_backend *be = m->be;
-	const struct lt_model_config *c = &m->cfg;
 	LT_ASSERT(m->acts);
-	int N = m->B * m->T, C = c->dim, V = c->vocab_size;
+	int N = m->B * m->T, V = m->cfg.vocab_size;
 	long valid = 0;
 
 	for (int i = 0; i < N; i++) {
@@ -669,20 +705,16 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 	enum lt_status st = grad_scale != 0.0f && !m->base ? have_head_grad(m) : LT_OK;
 	if (st != LT_OK)
 		return st;
-	refresh_compute_weights(m);
 	m->dropping = m->base && grad_scale != 0.0f && m->lora.dropout > 0.0f;
-	m->pause_st = LT_OK;
-	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
-	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
-
-	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
-	for (int l = 0; l < c->n_layers; l++)
-		block_forward(m, l);
-	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
-				 C, c->norm_eps);
+	run_trunk(m, tokens);
+	int hooked = m->head_loss.chunk && grad_scale != 0.0f;
+	if (hooked && (st = m->head_loss.begin(m->head_loss.ctx, tokens, m->B, m->T)) != LT_OK)
+		return st;
 	for (int r0 = 0; r0 < N; r0 += m->head_rows)
 		head_chunk(m, r0, N - r0 < m->head_rows ? N - r0 : m->head_rows, grad_scale);
+	if (hooked && (st = m->head_loss.end(m->head_loss.ctx)) != LT_OK)
+		return st;
 	be->ops->sum(be, S(m, m->scalar), S(m, m->losses), (size_t)N);
 	float loss;
 	be->ops->read(be, &loss, S(m, m->scalar), 1);
@@ -805,36 +837,6 @@ void lt_model_set_grad_hook(lt_model *m, const struct lt_grad_hook *hook)
 void lt_model_zero_grads(lt_model *m)
 {
 	m->be->ops->fill(m->be, lt_model_grads(m), m->grads_numel, 0.0f);
-}
-
-enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
-{
-	lt_backend *be = m->be;
-	int C = m->cfg.dim, V = m->cfg.vocab_size;
-	LT_ASSERT(m->acts && row0 >= 0 && rows >= 0 && row0 + rows <= m->B * m->T);
-	uint16_t *half = NULL;
-	if (act_type(m->precision) == LT_BF16 &&
-	    !(half = malloc((size_t)(rows < m->head_rows ? rows : m->head_rows) * V * 2 + 2))) {
-		lt_errmsg_set("cannot allocate the logits of %d rows", m->head_rows);
-		return LT_ERR_NOMEM;
-	}
-	for (int r = 0; r < rows; r += m->head_rows) {
-		int R = rows - r < m->head_rows ? rows - r : m->head_rows;
-		float *dst = out + (size_t)r * V;
-		linear_forward(be, A(m, m->logits), A(m, m->xf + (size_t)(row0 + r) * C),
-			       P(m, m->lm_head), R, V, C, 0.0f);
-		be->ops->read(be, half ? (void *)half : (void *)dst, A(m, m->logits), (size_t)R * V);
-		for (size_t i = 0; half && i < (size_t)R * V; i++)
-			dst[i] = lt_bf16_to_f32(half[i]);
-	}
-	free(half);
-	return be->ops->sync(be);
-}
-
-void lt_model_set_head_rows(lt_model *m, int rows)
-{
-	LT_ASSERT(!m->acts);
-	m->head_rows_max = rows > 0 ? rows : 0;
 }
 
 void lt_model_set_recompute(lt_model *m, enum lt_recompute r)

@@ -193,6 +193,37 @@ enum lt_status lt_model_read_logits(lt_model *m, int row0, int rows, float *out)
 /* Before the first lt_model_plan: the head runs over at most `rows` rows
  * at a time (rows <= 0: as many as 64 MiB of logits hold, the default). */
 void lt_model_set_head_rows(lt_model *m, int rows);
+
+/* A loss in place of the cross-entropy in training forwards (grad_scale
+ * != 0; evaluation keeps the cross-entropy): distillation's. Each
+ * function is called with ctx; a failure ends the forward with it. */
+struct lt_head_loss {
+	void *ctx;
+	/* After the final norm, before the head: the forward's tokens[B*T]. */
+	enum lt_status (*begin)(void *ctx, const int32_t *tokens, int B, int T);
+	/* In place of xent over rows [r0, r0 + R): logits[R, V] (the
+	 * activation type) to be overwritten with the gradient of grad_scale
+	 * times the loss, losses[R] (f32) the cross-entropy of each row, which
+	 * the forward sums, targets[R] (i32). */
+	void (*chunk)(void *ctx, lt_ref losses, lt_ref logits, lt_ref targets, int r0, int R,
+		      float grad_scale);
+	/* After the last chunk. */
+	enum lt_status (*end)(void *ctx);
+};
+/* Sets (NULL: clears) the loss; the model keeps a copy of it. */
+void lt_model_set_head_loss(lt_model *m, const struct lt_head_loss *loss);
+/* A model that only runs forward (a teacher): its gradient buffer is
+ * released, and backward, zero_grads and an optimizer are bugs then. */
+void lt_model_freeze(lt_model *m);
+/* The forward of tokens[B*T] (B, T of the plan) up to the final norm, the
+ * head left out, queued on the backend: for lt_model_head_logits. */
+enum lt_status lt_model_forward_hidden(lt_model *m, const int32_t *tokens);
+/* The logits[R, V] of rows [r0, r0 + R) of the last forward (R at most
+ * lt_model_head_rows), into the model's chunk of logits, which is valid
+ * until the model's next op: queued, not waited for. */
+lt_ref lt_model_head_logits(lt_model *m, int r0, int R);
+/* The rows of logits the head computes at a time in the current plan. */
+int lt_model_head_rows(const lt_model *m);
 /* Before the first lt_model_plan: what forward keeps for backward (the
  * default LT_RECOMPUTE_NONE). */
 void lt_model_set_recompute(lt_model *m, enum lt_recompute r);

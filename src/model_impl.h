@@ -103,6 +103,7 @@ struct lt_model {
 	size_t dx, dA, dB;                /* backward scratch, reused per layer */
 	int have_grad;                    /* head_grad and dxf (in dA) hold the head's gradients */
 	struct lt_grad_hook hook;         /* told of each finished gradient range */
+	struct lt_head_loss head_loss;    /* in place of xent when training, if set */
 	size_t lookup;                    /* [N] in ids: each token's row of the lookup */
 	int32_t *host_tokens;             /* [B_cap * T_cap] the last forward's tokens */
 	int32_t *lookup_rows;             /* [2 * B_cap * T_cap] its distinct tokens, ascending,

@@ -14,7 +14,7 @@ expect 2 "--preset 'huge': unknown (expected tiny, 15M, 110M, 1B or 7B)" "an unk
 expect 2 "--steps 'many': expected an integer in [1, 1000000]" "a non-numeric count names the option and the range" -- bench --steps many
 expect 2 "--train.lr '-1': expected a number in (0, 10]" "an out-of-range learning rate gives the range" -- train --train.lr=-1
 expect 2 "--train.batch: expected a value after it" "a setting without a value is a usage error" -- train --train.batch
-expect 2 "--nonsense.key: unknown section (expected model, train, data, run or dist)" "an unknown section names the sections" -- train --nonsense.key=3
+expect 2 "--nonsense.key: unknown section (expected model, train, data, run, dist or distill)" "an unknown section names the sections" -- train --nonsense.key=3
 printf '[train]\nlr = 0.001\n\n[model]\ndim = big\n' >"$tmp/bad.ini"
 expect 1 "$tmp/bad.ini:5: [model] dim = 'big': expected an integer in" "a bad config file value is named by file and line" -- info --config "$tmp/bad.ini"
 expect 1 "$tmp/bad.ini:5: [model] dim" "train names a bad config file value by file and line" -- train --config "$tmp/bad.ini"

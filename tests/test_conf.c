@@ -260,6 +260,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "dist.balance", "auto" }, { "dist.balance_every", "0" },
 		{ "dist.deterministic", "yes" },
 		{ "dist.exchange", "mpi" },
+		{ "distill.teacher", "/runs/t e;a=cher" }, { "distill.alpha", "1" },
 	};
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
 		if (lt_conf_set(c, texts[i][0], texts[i][1], texts[i][0]) != LT_OK)
@@ -279,6 +280,7 @@ static void set_unusual_values(struct lt_conf *c)
 	c->train.max_minutes = 0.1 + 0.2;
 	c->data.val_fraction = 1.0 / 3.0;
 	c->dist.comm_timeout = 86400.0 / 7.0;
+	c->distill.temperature = nextafterf(2.0f, 0.0f);
 }
 
 static void check_round_trip(void)
@@ -353,7 +355,7 @@ static void check_bad_files(void)
 {
 	static const struct bad_ini cases[] = {
 		{ "an unknown section", "[train]\nbatch = 4\n[modle]\n", ":3:", "[modle]",
-		  "unknown section (expected model, train, data, run or dist)" },
+		  "unknown section (expected model, train, data, run, dist or distill)" },
 		{ "an unknown key", "[train]\nbacth = 4\n", ":2:", "[train] bacth", "unknown key" },
 		{ "text for an integer", "[train]\n\nbatch = abc\n", ":3:", "[train] batch = 'abc'",
 		  "expected an integer in [1, 65536]" },
@@ -587,9 +589,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 64 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 67 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 64 keys, each found by name, with a doc line, and each "
+	       "the table has 67 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

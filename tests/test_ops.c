@@ -43,8 +43,8 @@
  * groups make GROUP_CHECKS in f32; in bf16 all but adamw run (every
  * argument of adamw is f32), with BF16_EXTRA_CHECKS more on mixed types
  * and on results that must be the f32 result rounded, bitwise. */
-#define REFERENCE_CHECKS (5 + 2 * ATTN_CONFIGS)
-#define GROUP_CHECKS (56 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
+#define REFERENCE_CHECKS (6 + 2 * ATTN_CONFIGS)
+#define GROUP_CHECKS (66 + 9 * (ATTN_CONFIGS + CACHED_CONFIGS))
 #define ADAMW_CHECKS 5
 #define BF16_EXTRA_CHECKS 5
 #define GROUP_CHECKS_BF16 (GROUP_CHECKS - ADAMW_CHECKS + BF16_EXTRA_CHECKS)
@@ -771,6 +771,39 @@ static void reference_xent(double *losses, double *grad, const double *logits, c
 	}
 }
 
+/* The distillation loss (backend.h's distill) in float64: losses[n] as
+ * xent's, kl[n] = T^2 KL(softmax(teacher / T) || softmax(logits / T)), both
+ * 0 for an ignored target; grad[N,V] (if not NULL) = grad_scale * (alpha
+ * (softmax - onehot) + (1 - alpha) T (softmax(logits / T) - softmax(teacher
+ * / T))), zero rows for ignored targets. Written from the definitions
+ * (log-softmaxes), not from the backends' sums. */
+static void reference_distill(double *losses, double *kl, double *grad, const double *logits,
+			      const double *teacher, const int32_t *targets, int N, int V,
+			      double alpha, double T, double grad_scale)
+{
+	reference_xent(losses, grad, logits, targets, N, V, grad_scale * alpha);
+	for (int n = 0; n < N; n++) {
+		const double *z = logits + (size_t)n * V, *y = teacher + (size_t)n * V;
+		double zm = -INFINITY, ym = -INFINITY, zs = 0, ys = 0, sum = 0;
+		for (int v = 0; v < V; v++) {
+			zm = fmax(zm, z[v] / T);
+			ym = fmax(ym, y[v] / T);
+		}
+		for (int v = 0; v < V; v++) {
+			zs += exp(z[v] / T - zm);
+			ys += exp(y[v] / T - ym);
+		}
+		for (int v = 0; v < V; v++) {
+			double logp = y[v] / T - ym - log(ys), logq = z[v] / T - zm - log(zs);
+			sum += exp(logp) * (logp - logq);
+			if (grad && targets[n] >= 0)
+				grad[(size_t)n * V + v] += grad_scale * (1 - alpha) * T *
+							   (exp(logq) - exp(logp));
+		}
+		kl[n] = targets[n] < 0 ? 0 : T * T * sum;
+	}
+}
+
 /* One AdamW step (struct lt_adamw) over p[n], m[n], v[n] with grad[n]. */
 static void reference_adamw(double *p, double *m, double *v, const double *grad, size_t n,
 			    const struct lt_adamw *hp)
@@ -987,6 +1020,45 @@ static void prove_xent_reference(struct rng *r)
 	free(p.logits); free(p.losses); free(analytic); free(numeric);
 }
 
+struct distill_problem {
+	int N, V;
+	double alpha, T, grad_scale;
+	const int32_t *targets;
+	double *logits, *teacher, *losses, *kl;
+};
+
+/* L = grad_scale * sum of (alpha losses + (1 - alpha) kl), whose gradient
+ * distill writes */
+static double distill_scaled_loss(void *ctx)
+{
+	struct distill_problem *p = ctx;
+	double s = 0;
+	reference_distill(p->losses, p->kl, NULL, p->logits, p->teacher, p->targets, p->N, p->V,
+			  p->alpha, p->T, 0);
+	for (int n = 0; n < p->N; n++)
+		s += p->alpha * p->losses[n] + (1 - p->alpha) * p->kl[n];
+	return p->grad_scale * s;
+}
+
+static void prove_distill_reference(struct rng *r)
+{
+	int N = 9, V = V_;
+	int32_t targets[9] = { 0, 17, -1, V_ - 1, 42, 42, -100, 3, 88 };
+	size_t nl = (size_t)N * V;
+	struct distill_problem p = { .N = N, .V = V, .alpha = 0.3, .T = 2.5, .grad_scale = 0.7,
+		.targets = targets, .logits = random_doubles(r, nl, -4, 4),
+		.teacher = random_doubles(r, nl, -6, 6), .losses = zeroed_doubles(N),
+		.kl = zeroed_doubles(N) };
+	double *analytic = zeroed_doubles(nl), *numeric = zeroed_doubles(nl);
+	reference_distill(p.losses, p.kl, analytic, p.logits, p.teacher, targets, N, V, p.alpha,
+			  p.T, p.grad_scale);
+	central_difference_gradient(p.logits, nl, distill_scaled_loss, &p, numeric);
+	check_reference_gradient(analytic, numeric, nl,
+				 "distill gradient N=%d V=%d alpha=0.3 T=2.5 grad_scale=0.7 (ignored "
+				 "targets)", N, V);
+	free(p.logits); free(p.teacher); free(p.losses); free(p.kl); free(analytic); free(numeric);
+}
+
 static void prove_references(void)
 {
 	struct rng r = { .s = 20240611 };
@@ -998,6 +1070,7 @@ static void prove_references(void)
 		prove_attention_reference(&r, &attn_configs[i]);
 	prove_swiglu_reference(&r);
 	prove_xent_reference(&r);
+	prove_distill_reference(&r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1678,6 +1751,91 @@ static void test_xent(lt_backend *be, struct rng *r, enum lt_dtype t)
 	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
 }
 
+/* distill's losses and kl with the logits untouched at grad_scale 0; its
+ * losses, kl, in-place gradient and exact zeros for ignored targets
+ * otherwise; with alpha = 1, xent's losses and gradient (bitwise on the
+ * CPU, within rounding elsewhere): 10 checks */
+static void test_distill(lt_backend *be, struct rng *r, enum lt_dtype t)
+{
+	char name[64];
+	struct device_arrays a = { .be = be };
+	label(name, sizeof name, be, t);
+	const int N = N_, V = V_;
+	struct lt_distill_loss d = { .alpha = 0.25f, .temperature = 2.0f, .grad_scale = 0.0f };
+	size_t nl = (size_t)N * V;
+	int32_t targets[N_];
+	for (int n = 0; n < N; n++)
+		targets[n] = rng_below(r, V);
+	targets[2] = -1;
+	targets[30] = -100;
+	float *logits = random_values(r, nl, -4, 4, t), *teacher = random_values(r, nl, -6, 6, t);
+	double *z = widened(logits, nl), *y = widened(teacher, nl);
+	double *want_losses = zeroed_doubles(N), *want_kl = zeroed_doubles(N);
+	double *want_grad = zeroed_doubles(nl);
+	reference_distill(want_losses, want_kl, want_grad, z, y, targets, N, V, 0.25, 2.0, 1.0 / N);
+
+	lt_ref rtargets = device_ids_of(&a, targets, N), rteacher = device_values(&a, t, teacher, nl);
+	lt_ref rz = device_values(&a, t, logits, nl), rloss = new_device_array(&a, N);
+	lt_ref rkl = new_device_array(&a, N);
+	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
+	float *got_loss = downloaded(&a, rloss, N), *got_kl = downloaded(&a, rkl, N);
+	float *got_z = downloaded(&a, rz, nl);
+	check_close_k(t, 0, got_loss, want_losses, N, "%s distill grad_scale=0 losses N=%d V=%d", name,
+		      N, V);
+	check_close_k(t, 0, got_kl, want_kl, N, "%s distill grad_scale=0 kl T=2", name);
+	tap_ok(same_bits(got_z, logits, nl), "%s distill grad_scale=0 leaves logits bitwise unchanged",
+	       name);
+	free(got_loss); free(got_kl); free(got_z);
+
+	d.grad_scale = 1.0f / N_;
+	rz = device_values(&a, t, logits, nl);
+	rloss = new_device_array(&a, N);
+	rkl = new_device_array(&a, N);
+	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
+	got_loss = downloaded(&a, rloss, N);
+	got_kl = downloaded(&a, rkl, N);
+	got_z = downloaded(&a, rz, nl);
+	check_close_k(t, 0, got_loss, want_losses, N, "%s distill grad_scale=1/%d losses", name, N);
+	check_close_k(t, 0, got_kl, want_kl, N, "%s distill grad_scale=1/%d kl", name, N);
+	check_close_k(t, 1, got_z, want_grad, nl,
+		      "%s distill alpha=0.25 T=2 in-place gradient N=%d V=%d", name, N, V);
+	int zeros = 1;
+	for (int n = 0; n < N; n++)
+		for (int v = 0; targets[n] < 0 && v < V; v++)
+			zeros &= got_loss[n] == 0 && got_kl[n] == 0 && got_z[(size_t)n * V + v] == 0;
+	tap_ok(zeros, "%s distill ignored targets (-1, -100) give 0, 0 and an all-zero row", name);
+	free(got_loss); free(got_kl); free(got_z);
+
+	/* alpha = 1: the cross-entropy alone */
+	d.alpha = 1.0f;
+	lt_ref rx = device_values(&a, t, logits, nl), rxl = new_device_array(&a, N);
+	rz = device_values(&a, t, logits, nl);
+	rloss = new_device_array(&a, N);
+	rkl = new_device_array(&a, N);
+	be->ops->xent(be, rxl, rx, rtargets, N, V, d.grad_scale);
+	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
+	float *xl = downloaded(&a, rxl, N), *xg = downloaded(&a, rx, nl);
+	got_loss = downloaded(&a, rloss, N);
+	got_z = downloaded(&a, rz, nl);
+	int cpu = !strcmp(be->ops->name, "cpu");
+	double worst = 0;
+	for (size_t i = 0; i < nl; i++) {
+		double e = fabs((double)got_z[i] - xg[i]) / (fabs((double)xg[i]) + 1e-3 / V);
+		worst = e > worst ? e : worst;
+	}
+	for (int n = 0; n < N; n++)
+		worst = fmax(worst, fabs((double)got_loss[n] - xl[n]) / (fabs((double)xl[n]) + 1e-6));
+	tap_ok(cpu ? same_bits(got_loss, xl, N) && same_bits(got_z, xg, nl)
+		   : worst <= (t == LT_BF16 ? BF16_TOL(1) : TOL),
+	       "%s distill alpha=1 gives xent's losses and gradient (%s; worst rel %.3g)", name,
+	       cpu ? "bitwise" : "within rounding", worst);
+	free(xl); free(xg); free(got_loss); free(got_z);
+
+	check_sync_and_guards_then_free(&a, name, "distill");
+	free(logits); free(teacher); free(z); free(y); free(want_losses); free(want_kl);
+	free(want_grad);
+}
+
 /* three steps with weight decay and grad_scale != 1: 5 checks */
 static void test_adamw(lt_backend *be, struct rng *r)
 {
@@ -1721,9 +1879,9 @@ static void test_adamw(lt_backend *be, struct rng *r)
 }
 
 /* Op groups, by number and in this order, so that one can run on two
- * backends: four, the attention configs, the cached ones, three more; the
+ * backends: four, the attention configs, the cached ones, four more; the
  * last, adamw, whose arguments are all f32, only in f32. */
-#define OP_GROUPS (7 + ATTN_CONFIGS + CACHED_CONFIGS)
+#define OP_GROUPS (8 + ATTN_CONFIGS + CACHED_CONFIGS)
 
 /* The op groups that run in mode t. */
 static int op_groups(enum lt_dtype t)
@@ -1758,6 +1916,7 @@ static const char *run_op_group(lt_backend *be, struct rng *r, int g, enum lt_dt
 	switch (g) {
 	case 0: test_swiglu(be, r, t); return "swiglu";
 	case 1: test_xent(be, r, t); return "xent";
+	case 2: test_distill(be, r, t); return "distill";
 	default: test_adamw(be, r); return "adamw";
 	}
 }

@@ -200,16 +200,18 @@ static void format_duration(double s, char *buf, size_t cap)
 
 static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 {
-	char eta[32], comm[80] = "", line[352];
+	char eta[32], comm[80] = "", kl[32] = "", line[384];
 	double per_step = s->step > 0 ? s->elapsed / (double)s->step : 0;
 	format_duration(per_step * (double)(s->total_steps - s->step), eta, sizeof eta);
 	if (s->ranks > 1)
 		snprintf(comm, sizeof comm, "  %d ranks, comm wait %.1f ms, sync %.1f ms", s->ranks,
 			 s->comm_s * 1e3, s->sync_s * 1e3);
+	if (s->distilled)
+		snprintf(kl, sizeof kl, "  kl %.4f", s->kl);
 	snprintf(line, sizeof line,
-		 "step %ld/%ld  loss %.4f  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s%s  ETA %s%s",
-		 s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tflops, comm,
-		 eta, s->skipped ? "  (skipped: non-finite loss)" : "");
+		 "step %ld/%ld  loss %.4f%s  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s%s  ETA %s%s",
+		 s->step, s->total_steps, s->loss, kl, s->lr, s->grad_norm, s->tokens_per_s, s->tflops,
+		 comm, eta, s->skipped ? "  (skipped: non-finite loss)" : "");
 	if (mt->tty) {
 		/* \r then clear to the end of the line */
 		printf("\r%s\033[K", line);
@@ -226,6 +228,8 @@ static void step_fields(const struct lt_step_metrics *s, struct fields *f)
 	f->n = 0;
 	add_integer(f, NULL, "step", (double)s->step);
 	add_real(f, "train", "loss", s->loss);
+	if (s->distilled)
+		add_real(f, "train", "kl", s->kl);
 	add_real(f, "train", "lr", s->lr);
 	add_real(f, "train", "grad_norm", s->grad_norm);
 	add_real(f, "perf", "tokens_per_s", s->tokens_per_s);

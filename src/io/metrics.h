@@ -21,6 +21,8 @@ struct lt_step_metrics {
 	double elapsed;                /* training seconds since the run began */
 	long tokens;                   /* trained so far */
 	int skipped;                   /* a NaN/Inf loss: no update was made */
+	int distilled;                 /* against a teacher (distill.teacher), and then */
+	double kl;                     /* the mean T^2 KL(teacher || model) per target */
 	int ranks;                     /* > 1: a data-parallel step, and then */
 	double comm_s;                 /* seconds it waited for exchanges to finish */
 	double reduce_s;               /* of comm_s, the gradient exchange's */

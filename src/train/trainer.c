@@ -26,6 +26,7 @@
 #include "text/prepare.h"
 #include "text/sample.h"
 #include "text/tokenizer.h"
+#include "train/distill.h"
 #include "train/run_files.h"
 #include "train/step_time.h"
 
@@ -53,6 +54,7 @@ struct lt_trainer {
 	lt_data *data;
 	lt_backend *be;
 	lt_model *model;
+	lt_distill *distill;      /* distill.teacher's, or NULL */
 	lt_optim *opt;
 	lt_metrics *metrics;
 	int32_t *tokens, *targets;
@@ -379,6 +381,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = lt_model_init(t->model, c->train.seed);
 	if (st == LT_OK)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
+	if (st == LT_OK)
+		st = lt_distill_open(t->be, c, t->model, t->plan_rows, &t->distill);
 	t->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *t->tokens);
 	if (st == LT_OK && !t->tokens) {
 		lt_errmsg_set("cannot allocate the batch buffers");
@@ -462,6 +466,9 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
+	if (t->distill)
+		lt_metrics_say(t->metrics, "distill: from %s, alpha %g, temperature %g",
+			       lt_distill_describe(t->distill), c->distill.alpha, c->distill.temperature);
 	if (checkpoint)
 		lt_metrics_say(t->metrics, "resumed from %s at step %ld", checkpoint, t->state.step);
 	return LT_OK;
@@ -652,7 +659,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	const struct lt_conf *c = &t->conf;
 	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
-	double sums[4] = { 0, 0, 0, 0 }, norm = NAN;
+	double sums[5] = { 0, 0, 0, 0, 0 }, norm = NAN;
 	enum lt_status st = LT_OK;
 	if (lt_data_has_examples(t->data)) {
 		/* the mean over the step's trained targets, which every rank
@@ -672,6 +679,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	t->state.samples += (uint64_t)B * (uint64_t)accum;
 	lt_step_time_passes_done(&t->time);
 	vote_stop(t, loop_start, sums + 2);
+	sums[4] = lt_distill_take_kl(t->distill);
 	/* the first exchange after backward waits for the slowest rank */
 	st = agree(t, st, "the forward and backward passes", 0);
 	lt_step_time_agreed(&t->time);
@@ -680,12 +688,14 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	if (st != LT_OK || (st = lt_zero_reduce(t->zero, &norm)) != LT_OK)
 		return st;
 	lt_step_time_reduced(&t->time);
-	if ((st = lt_dist_allreduce(t->dist, sums, 4, LT_DIST_F64, LT_DIST_SUM,
+	if ((st = lt_dist_allreduce(t->dist, sums, 5, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK)
 		return st;
 	t->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
 	sm->loss = sums[0] / sums[1];
 	sm->tokens = (long)sums[1];
+	sm->distilled = t->distill != NULL;
+	sm->kl = sums[4] / sums[1];
 	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
 	sm->grad_norm = norm;
 	sm->lr = lt_lr_at(&c->train.optim, (int)step);
@@ -873,6 +883,7 @@ void lt_trainer_free(lt_trainer *t)
 	free(t->rows);
 	lt_balancer_free(t->balance);
 	lt_zero_free(t->zero);
+	lt_distill_free(t->distill);
 	lt_model_free(t->model);
 	lt_backend_free(t->be);
 	lt_data_close(t->data);
