@@ -11,7 +11,9 @@
 # DIR keeps the data and the runs (a run already there that has its
 # validation loss is used as it is); THREADS (2) and DEVICE (cpu) pick
 # where it runs; VOCAB (the 15M preset's 32000) the tokenizer's size;
-# FFN_KEEP (0.5) and HEADS_KEEP (0.75) the fractions kept.
+# FFN_KEEP (0.5) and HEADS_KEEP (0.75) the fractions kept; TEACHER_ARGS
+# and STUDENT_ARGS add settings to the teacher's run and to the three
+# students' (after the 15M preset's batch of 8 x 256).
 set -u
 LLTRAIN=${1:-./lltrain}
 TEACHER_STEPS=${2:-400}
@@ -21,6 +23,8 @@ DEVICE=${DEVICE:-cpu}
 VOCAB=${VOCAB:-32000}
 FFN_KEEP=${FFN_KEEP:-0.5}
 HEADS_KEEP=${HEADS_KEEP:-0.75}
+TEACHER_ARGS=${TEACHER_ARGS:-}
+STUDENT_ARGS=${STUDENT_ARGS:-}
 if [ $# -ge 4 ]; then
 	dir=$4
 	mkdir -p "$dir" || exit 1
@@ -60,7 +64,8 @@ shape() {
 	sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" "$dir/pruned/config.json" | head -1
 }
 
-run teacher --preset 15M --train.steps="$TEACHER_STEPS"
+# shellcheck disable=SC2086
+run teacher --preset 15M --train.steps="$TEACHER_STEPS" $TEACHER_ARGS
 if [ ! -f "$dir/pruned/config.json" ]; then
 	"$LLTRAIN" prune --ffn-keep "$FFN_KEEP" --heads-keep "$HEADS_KEEP" --threads "$THREADS" \
 		--device "$DEVICE" --out "$dir/pruned" "$dir/teacher" >"$dir/prune.out" 2>&1 || {
@@ -75,7 +80,7 @@ pruned_shape="--preset 15M --model.n_heads=$(shape num_attention_heads)
 	--model.n_kv_heads=$(shape num_key_value_heads) --model.head_dim=$(shape head_dim)
 	--model.ffn_dim=$(shape intermediate_size) --model.n_layers=$(shape num_hidden_layers)"
 # the 15M preset's batch for every student, whose shape comes from the file
-student="--train.batch=8 --train.seq=256 --train.steps=$STEPS"
+student="--train.batch=8 --train.seq=256 --train.steps=$STEPS $STUDENT_ARGS"
 # shellcheck disable=SC2086
 run scratch $pruned_shape $student
 # shellcheck disable=SC2086
