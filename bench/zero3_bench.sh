@@ -9,8 +9,9 @@
 #   bench/zero3_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (110M),
 # RANKS (2), BATCH (2), SEQ (256), STEPS (4), UNTIMED (1), THREADS (1),
-# VOCAB (8000; the preset's 32000 rows are kept: --model.vocab_size),
-# STAGES ("0 2 3"), EXTRA (further train arguments, e.g. "--precision bf16").
+# VOCAB (8000: the model takes the tokenizer's vocabulary, which the
+# header prints with the parameters), STAGES ("0 2 3"), EXTRA (further
+# train arguments, e.g. "--precision bf16").
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -21,25 +22,26 @@ export UNTIMED
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup zero3bench "$@"
 
-# The model keeps the preset's vocabulary whatever the tokenizer learned.
-vocab=$("$LLTRAIN" info --preset "$PRESET" | sed -n 's/.*vocab \([0-9]*\),.*/\1/p')
-echo "# $PRESET (vocabulary $vocab) at batch $BATCH x seq $SEQ over $RANKS ranks of $THREADS thread(s), $STEPS steps ($UNTIMED untimed) $EXTRA"
-printf '%-6s %14s %14s %14s %10s %10s %12s\n' stage "alloc peak MiB" "RSS peak MiB" \
-	"estimate MiB" "alloc/z0" "RSS/z0" "tokens/s"
+echo "# $PRESET at batch $BATCH x seq $SEQ over $RANKS ranks of $THREADS thread(s), $STEPS steps ($UNTIMED untimed) $EXTRA"
 base_alloc= base_rss=
 for zero in $STAGES; do
 	dir="$tmp/z$zero"
 	OMP_NUM_THREADS=$THREADS "${launch[@]}" "${unbound[@]}" -n "$RANKS" "$LLTRAIN" train \
-		--preset "$PRESET" --model.vocab_size="$vocab" --train.batch="$BATCH" \
+		--preset "$PRESET" --train.batch="$BATCH" \
 		--train.seq="$SEQ" --train.steps="$STEPS" --train.max_minutes=0 \
 		--data.dir="$tmp/data" --run.dir="$dir" --run.eval_every=0 --run.eval_batches=1 \
-		--run.sample_tokens=0 --run.checkpoint_every=0 --run.threads="$THREADS" \
+		--run.sample_tokens=1 --run.checkpoint_every=0 --run.threads="$THREADS" \
 		--comm-timeout 600 --zero "$zero" $EXTRA >"$dir.out" 2>&1 </dev/null ||
 		{ echo "stage $zero failed: $(tail -c 300 "$dir.out")"; continue; }
 	# the peaks of the last step (they only grow), and the timed steps' rate
-	read -r alloc rss <<<"$(grep '"step":' "$dir/metrics.jsonl" | tail -1 |
+	read -r alloc rss <<<"$(grep '"loss":' "$dir/metrics.jsonl" | tail -1 |
 		sed -n 's/.*"mem_peak_bytes":\([0-9]*\).*"rss_peak_bytes":\([0-9]*\).*/\1 \2/p')"
 	rate=$(timed_means "$dir/metrics.jsonl" tokens_per_s)
+	# the tokenizer's vocabulary, which the model took
+	vocab=$(sed -n 's/^model: .* parameters, vocab \([0-9]*\),.*/\1/p' "$dir.out")
+	[ -n "$base_alloc" ] || echo "# $(grep -m1 '^model: ' "$dir.out")"
+	[ -n "$base_alloc" ] || printf '%-6s %14s %14s %14s %10s %10s %12s\n' stage \
+		"alloc peak MiB" "RSS peak MiB" "estimate MiB" "alloc/first" "RSS/first" "tokens/s"
 	est=$("$LLTRAIN" info --preset "$PRESET" --model.vocab_size="$vocab" --train.batch="$BATCH" \
 		--train.seq="$SEQ" --threads "$THREADS" --ranks "$RANKS" --zero "$zero" $EXTRA |
 		sed -n 's/.*training memory: *\([0-9.]*\) MiB.*/\1/p')

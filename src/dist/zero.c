@@ -451,8 +451,9 @@ static enum lt_status use_mpi(lt_zero *z)
 		return st;
 	if (!sharded || z->deterministic)
 		return LT_OK;
-	if (z->slots)
-		return map_view(z, &z->shard, shard_ref(z), n, "the gradient shard");
+	if (z->slots)  /* (stage 3: once sliced, lt_zero_shard) */
+		return z->stage < 3 ? map_view(z, &z->shard, shard_ref(z), n, "the gradient shard")
+				    : LT_OK;
 	if (!(sum = malloc((n ? n : 1) * sizeof *sum))) {
 		lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
 		return LT_ERR_NOMEM;
@@ -515,7 +516,7 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 	    (st = use_node_memory(z, tokens)) != LT_OK)
 		return st;
 	z->path = z->node ? &by_node : &by_mpi;
-	if (z->slots && (st = use_slots(z)) != LT_OK)
+	if (z->slots && z->stage < 3 && (st = use_slots(z)) != LT_OK)
 		return st;
 	if (!z->node)
 		return use_mpi(z);
@@ -670,9 +671,16 @@ enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int 
 	return z->path->gather(z);
 }
 
+/* Stage 3's gradient shard comes once the whole parameters are gone, so
+ * that the two never take room at once. */
 enum lt_status lt_zero_shard(lt_zero *z)
 {
-	return z->params3 ? lt_zero3_slice(z->params3) : LT_OK;
+	enum lt_status st = z->params3 ? lt_zero3_slice(z->params3) : LT_OK;
+	if (st != LT_OK || !z->params3 || !z->slots || z->shard_buf)
+		return st;
+	if ((st = use_slots(z)) != LT_OK)
+		return st;
+	return map_view(z, &z->shard, shard_ref(z), z->end - z->begin, "the gradient shard");
 }
 
 enum lt_status lt_zero_whole(lt_zero *z)
