@@ -480,6 +480,14 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 {
 	int size = lt_dist_size(z->dist), nodes = lt_dist_nodes(z->dist);
 	enum lt_status st;
+	/* slots first: the whole gradient buffer goes before the moments come,
+	 * and the node's memory holds a copy of the smaller buffer */
+	if (z->stage >= 2 && size > 1 && !z->deterministic) {
+		z->slots = LT_ZERO_GRAD_SLOTS;
+		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
+		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
+			return st;
+	}
 	if ((st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
 		return st;
 	if (z->stage == 3) {
@@ -500,13 +508,6 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 			return st;
 		z->bytes += lt_exact_sum_bytes(z->exact);
 		return LT_OK;
-	}
-	/* slots first: the node's memory holds a copy of the smaller buffer */
-	if (z->stage >= 2) {
-		z->slots = LT_ZERO_GRAD_SLOTS;
-		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
-		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
-			return st;
 	}
 	say_mpi(z, node_memory);
 	/* the node's memory would hold a whole copy of the parameters */
