@@ -522,6 +522,12 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->optim.total_steps, t->steps);
 		return LT_ERR_CONFIG;
 	}
+	if (c->dist.zero == 3 && t->lora_rank > 0) {
+		lt_errmsg_set("dist.zero = 3 with train.lora_rank = %d: LoRA trains only the "
+			      "adapters, which stage 2 already shards; use dist.zero <= 2",
+			      t->lora_rank);
+		return LT_ERR_CONFIG;
+	}
 	struct lt_lora lora;
 	return lt_conf_lora(c, &lora);
 }

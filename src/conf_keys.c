@@ -243,9 +243,10 @@ static const struct lt_conf_key keys[] = {
 	  .doc = "write TensorBoard event files into RUN/tb (tensorboard --logdir RUN/tb)" },
 
 	{ .section = "dist", .name = "zero", .type = LT_CONF_INT, FIELD(dist.zero),
-	  .min = 0, .max = 2, .def = "0",
+	  .min = 0, .max = 3, .def = "0",
 	  .doc = "ZeRO stage: 0 all-reduces gradients, 1 shards the AdamW moments, "
-		 "2 also reduce-scatters gradients during backward" },
+		 "2 also reduce-scatters gradients during backward, 3 also shards the "
+		 "parameters, gathering each block as it computes" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "

@@ -230,7 +230,8 @@ static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c,
 	m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
 	m->la = calloc((size_t)c->n_layers, sizeof *m->la);
 	m->grad_block = calloc((size_t)c->n_layers, sizeof *m->grad_block);
-	if (!m->tensors || !m->layers || !m->la || !m->grad_block)
+	m->param_block = calloc((size_t)c->n_layers, sizeof *m->param_block);
+	if (!m->tensors || !m->layers || !m->la || !m->grad_block || !m->param_block)
 		goto nomem;
 	lay_out_parameters(m);
 	mirror_grad_layout(m);
@@ -344,6 +345,7 @@ void lt_model_free(lt_model *m)
 	free(m->layers);
 	free(m->la);
 	free(m->grad_block);
+	free(m->param_block);
 	free(m);
 }
 
@@ -655,20 +657,25 @@ static enum lt_status have_head_grad(lt_model *m)
 
 /* tokens[B*T] written and run through the embedding, the blocks and the
  * final norm into xf, queued. */
-static void run_trunk(lt_model *m, const int32_t *tokens)
+static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 {
 	lt_backend *be = m->be;
 	const struct lt_model_config *c = &m->cfg;
 	int N = m->B * m->T, C = c->dim;
+	enum lt_status st = LT_OK;
 	refresh_compute_weights(m);
 	m->pause_st = LT_OK;
 	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
 	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
-	for (int l = 0; l < c->n_layers; l++)
-		block_forward(m, l);
+	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
+		if ((st = lt_model_need_block(m, l, 0)) == LT_OK)
+			block_forward(m, l);
+	if (st != LT_OK)
+		return st;
 	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
+	return LT_OK;
 }
 
 enum lt_status lt_model_forward_hidden(lt_model *m, const int32_t *tokens)
@@ -682,8 +689,7 @@ enum lt_status lt_model_forward_hidden(lt_model *m, const int32_t *tokens)
 			return LT_ERR_ARG;
 		}
 	m->dropping = 0;
-	run_trunk(m, tokens);
-	return LT_OK;
+	return run_trunk(m, tokens);
 }
 
 enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_t *targets,
@@ -707,7 +713,8 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		return st;
 	m->dropping = m->base && grad_scale != 0.0f && m->lora.dropout > 0.0f;
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
-	run_trunk(m, tokens);
+	if ((st = run_trunk(m, tokens)) != LT_OK)
+		return st;
 	int hooked = m->head_loss.chunk && grad_scale != 0.0f;
 	if (hooked && (st = m->head_loss.begin(m->head_loss.ctx, tokens, m->B, m->T)) != LT_OK)
 		return st;
@@ -814,6 +821,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)
 			be->ops->fill(be, G(m, lt_model_block_begin(m, l)), block_numel(m), 0.0f);
+		if ((st = lt_model_need_block(m, l, 1)) != LT_OK)
+			break;
 		if (m->recompute)  /* the same ops on the same input: the same bits */
 			block_forward_kept(m, l);
 		block_backward(m, l);
@@ -854,7 +863,8 @@ enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
 	if (st != LT_OK || p != LT_PRECISION_BF16)
 		return st;
-	st = lt_buf_new(m->be, LT_BF16, m->numel, &m->weights);
+	st = lt_buf_new(m->be, LT_BF16, m->params_sliced ? m->params_numel : m->numel,
+			&m->weights);
 	if (st != LT_OK) {
 		m->precision = LT_PRECISION_FP32;
 		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);

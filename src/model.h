@@ -28,6 +28,8 @@ struct lt_tensor {
 /* Sizes of what training a configuration needs, in bytes. */
 struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
+	size_t gathered;  /* ZeRO stage 3: the blocks' parameters gathered at once
+			     (apart from params; in total) */
 };
 
 /* What training keeps of each block's forward for its backward
@@ -132,6 +134,32 @@ struct lt_grad_layout {
  * reallocating it (zeroed; on failure the model has none, and can only be
  * freed). */
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout);
+
+/* Where the parameters lie. By default the parameter buffer holds every
+ * element in place (lt_model_params, numel elements). A layout (as for
+ * gradients above; blocks may share a place) makes it hold the embedding
+ * table and the output range at their places and each block's
+ * parameters at block[l], where a hook must bring them before the block
+ * computes: the ZeRO stage 3 model, which holds the parameters of a few
+ * blocks at a time. Setting one reallocates the buffer (and the bf16
+ * compute copy), carrying the embedding's and the output range's values
+ * over; blocks' places are left undefined. With such a layout only
+ * training and evaluation passes run (not decoding, nor anything that
+ * reads or writes lt_model_params by the flat offsets). */
+enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_grad_layout *layout);
+/* Where flat element off lies in the parameter buffer, and its size. */
+size_t lt_model_param_index(const lt_model *m, size_t off);
+size_t lt_model_params_numel(const lt_model *m);
+/* Asked before each block computes: in a forward (backward = 0) before
+ * the block, in a backward (1) before its recompute or its backward. On
+ * return block `block`'s parameters must be at their place; a failure
+ * ends the pass with that status. */
+struct lt_param_hook {
+	void *ctx;
+	enum lt_status (*need)(void *ctx, int block, int backward);
+};
+/* Sets (NULL: clears) the hook; the model keeps a copy of it. */
+void lt_model_set_param_hook(lt_model *m, const struct lt_param_hook *hook);
 
 /* Draws the initial weights: normal(0, 0.02) for every matrix, scaled by
  * 1/sqrt(2 * layers) for the residual output projections (o_proj,

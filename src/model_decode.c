@@ -51,6 +51,11 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 		lt_errmsg_set("backend %s cannot decode with a key/value cache", m->be->ops->name);
 		return LT_ERR_NOTFOUND;
 	}
+	if (m->params_sliced) {
+		lt_errmsg_set("decoding: the model holds only some blocks' parameters (ZeRO stage "
+			      "3); gather them first");
+		return LT_ERR_ARG;
+	}
 	if (m->kv && m->dec_B == B && m->dec_S == S)
 		return LT_OK;
 	lt_model_decode_end(m);

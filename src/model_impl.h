@@ -75,7 +75,12 @@ struct lt_model {
 	struct layer_views *layers;
 	lt_buf *params, *grads;
 	enum lt_precision precision;
-	lt_buf *weights;                  /* [numel] bf16 compute copy of params, or NULL */
+	lt_buf *weights;                  /* [params_numel] bf16 compute copy of params, or NULL */
+	size_t params_numel;              /* with params_sliced: the layout's size */
+	size_t *param_block;              /* [n_layers] where each block's parameters lie */
+	size_t param_output;              /* where the output range's parameters lie */
+	int params_sliced;                /* a caller's layout: blocks share places */
+	struct lt_param_hook param_hook;  /* asked for each block before it computes */
 	size_t grads_numel;               /* numel, or the caller's layout's size */
 	size_t *grad_block;               /* [n_layers] where each block's gradients start */
 	size_t grad_output;               /* where the output range's gradients start */
@@ -232,8 +237,15 @@ struct plan_size {
 static inline void refresh_compute_weights(lt_model *m)
 {
 	if (m->weights)
-		m->be->ops->convert(m->be, (lt_ref){ m->weights, 0 }, lt_model_params(m), m->numel);
+		m->be->ops->convert(m->be, (lt_ref){ m->weights, 0 }, lt_model_params(m),
+				    m->params_sliced ? m->params_numel : m->numel);
 }
+
+/* (model_params.c) Before block l computes in a forward (backward = 0) or
+ * in a backward (1, before its recompute): the caller's hook brings its
+ * parameters where P() finds them, and in bf16 the compute copy of them
+ * is made. */
+enum lt_status lt_model_need_block(lt_model *m, int l, int backward);
 
 /* read_floats and write_floats of a block type (lora.c). */
 void lt_read_blocks(lt_backend *be, float *dst, lt_ref src, size_t n);
@@ -303,12 +315,26 @@ static inline size_t grad_index(const lt_model *m, size_t off)
 	return m->grad_block[b] + (off - first - b * block_numel(m));
 }
 
+/* Where flat parameter off lies in the parameter buffer: in place, or
+ * with a caller's layout in its block's place. */
+static inline size_t param_index(const lt_model *m, size_t off)
+{
+	if (!m->params_sliced || off < first_block(m))
+		return off;
+	if (off >= output_begin(m))
+		return m->param_output + (off - output_begin(m));
+	size_t b = (off - first_block(m)) / block_numel(m);
+	return m->param_block[b] + (off - first_block(m) - b * block_numel(m));
+}
+
 /* Shorthands for refs into the model's buffers: the weights ops compute
  * with (the compute copy in bf16), the gradients, the activations, the
  * statistics and the token ids. */
 static inline lt_ref P(const lt_model *m, size_t off)
 {
-	return (lt_ref){ m->base ? m->base : m->weights ? m->weights : m->params, off };
+	if (m->base)
+		return (lt_ref){ m->base, off };
+	return (lt_ref){ m->weights ? m->weights : m->params, param_index(m, off) };
 }
 /* A block matrix (wqkv, wo, wgu, wdown) of the weights ops compute with. */
 static inline lt_ref PW(const lt_model *m, size_t off)

@@ -10,6 +10,7 @@ struct lt_optim {
 	size_t begin, end;
 	lt_buf *m, *v, *scalar;
 	lt_ref grads;    /* the gradient of element begin; its buffer NULL: the model's */
+	lt_ref params;   /* the parameter of element begin; its buffer NULL: the model's */
 };
 
 float lt_lr_at(const struct lt_optim_config *oc, int step)
@@ -69,6 +70,14 @@ lt_ref lt_optim_v(const lt_optim *o) { return (lt_ref){ o->v, 0 }; }
 size_t lt_optim_begin(const lt_optim *o) { return o->begin; }
 size_t lt_optim_end(const lt_optim *o) { return o->end; }
 void lt_optim_set_grads(lt_optim *o, lt_ref g) { o->grads = g; }
+void lt_optim_set_params(lt_optim *o, lt_ref p) { o->params = p; }
+
+/* The parameter of flat element i of the range. */
+static lt_ref param_at(const lt_optim *o, size_t i)
+{
+	return o->params.buf ? lt_ref_at(o->params, i - o->begin)
+			     : lt_ref_at(lt_model_params(o->model), i);
+}
 
 /* The gradient of flat element i of the range. */
 static lt_ref grad_at(const lt_optim *o, size_t i)
@@ -110,7 +119,7 @@ enum lt_status lt_optim_update(lt_optim *o, const struct lt_optim_config *oc, in
 		if (lo >= hi)
 			continue;
 		hp.weight_decay = t->decay ? oc->weight_decay : 0.0f;
-		be->ops->adamw(be, lt_ref_at(lt_model_params(model), lo), grad_at(o, lo),
+		be->ops->adamw(be, param_at(o, lo), grad_at(o, lo),
 			       (lt_ref){ o->m, lo - o->begin }, (lt_ref){ o->v, lo - o->begin }, hi - lo, &hp);
 	}
 	return be->ops->sync(be);

@@ -43,6 +43,11 @@ size_t lt_optim_end(const lt_optim *o);
  * instead of the model's gradient buffer at the same offsets. */
 void lt_optim_set_grads(lt_optim *o, lt_ref g);
 
+/* Has updates change the parameters of the range at p (element begin at
+ * p) instead of the model's parameter buffer at the same offsets: where
+ * the range's parameters are held apart from the model (ZeRO stage 3). */
+void lt_optim_set_params(lt_optim *o, lt_ref p);
+
 /* The global L2 norm of the model's gradient buffer. */
 enum lt_status lt_optim_grad_norm(lt_optim *o, double *norm);
 /* One AdamW update of the range at 1-based step `step` with a gradient

@@ -41,7 +41,7 @@ static const struct lt_cmd_option info_options[] = {
 	{ .name = "ranks", .kind = LT_CMD_INT, ARG(ranks), .min = 1, .max = 1000000, .arg = "N",
 	  .help = "estimate the memory of each of N data-parallel ranks\n"
 		  "(each takes its share of train.batch)" },
-	{ .name = "zero", .kind = LT_CMD_INT, ARG(zero), .min = 0, .max = 2, .arg = "S",
+	{ .name = "zero", .kind = LT_CMD_INT, ARG(zero), .min = 0, .max = 3, .arg = "S",
 	  .help = "... at ZeRO stage S (default dist.zero)" },
 	{ .name = "keys", .kind = LT_CMD_FLAG, ARG(keys),
 	  .help = "list every configuration key: name, type, default,\n"
@@ -52,7 +52,7 @@ static const struct lt_cmd_option info_options[] = {
 static const struct lt_cmd_usage info_usage = {
 	.cmd = "info",
 	.head = "usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-		"                    [--threads N] [--ranks N] [--zero 0|1|2]\n"
+		"                    [--threads N] [--ranks N] [--zero 0|1|2|3]\n"
 		"       lltrain info --keys\n\n"
 		"Prints lltrain's version, how it was built, the backends it has with\n"
 		"their devices, and for each preset its size, model FLOPs per token and\n"
@@ -137,14 +137,18 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 		print_lora(conf, &lora);
 	printf("  FLOPs per token:  %.1f M (at seq %d)\n",
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
+	char gathered[64] = "";
+	if (est.gathered)
+		snprintf(gathered, sizeof gathered, ", gathered blocks %.1f",
+			 est.gathered / 1048576.0);
 	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "
-	       "grads %.1f, optimizer %.1f, activations %.1f, workspace %.1f, runtime %.1f)\n",
+	       "grads %.1f, optimizer %.1f%s, activations %.1f, workspace %.1f, runtime %.1f)\n",
 	       est.total / 1048576.0, batch, seq, threads,
 	       conf->train.precision == LT_PRECISION_BF16 ? ", bf16" : "",
 	       conf->train.recompute == LT_RECOMPUTE_BLOCK ? ", recompute block" : "",
 	       est.params / 1048576.0,
-	       est.grads / 1048576.0, est.optimizer / 1048576.0, est.activations / 1048576.0,
-	       est.workspace / 1048576.0, est.runtime / 1048576.0);
+	       est.grads / 1048576.0, est.optimizer / 1048576.0, gathered,
+	       est.activations / 1048576.0, est.workspace / 1048576.0, est.runtime / 1048576.0);
 	if (ranks > 1)
 		printf("  (per rank of %d at ZeRO stage %d, batch %d of the global %d)\n", ranks, zero,
 		       batch, conf->train.batch);

@@ -55,7 +55,7 @@ static void print_help(void)
 	       "                         directory (auto), or from a checkpoint directory\n"
 	       "  --init PATH            a new run starts from this model: a Hugging Face model\n"
 	       "                         directory, a GGUF file or a checkpoint (--train.init)\n"
-	       "  --zero 0|1|2           ZeRO stage over MPI ranks (--dist.zero)\n"
+	       "  --zero 0|1|2|3         ZeRO stage over MPI ranks (--dist.zero)\n"
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
 	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
 	       "                         (--dist.exchange)\n"

@@ -118,6 +118,15 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
  * first waits for the first. */
 enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const size_t *cut,
 					       const char *what);
+/* Starts the in-place all-gather over buf: rank r's elements [off[r],
+ * off[r + 1]) of buf go to every rank (off has size + 1 entries, each
+ * part under 2^31 elements). It completes as a reduce started above does;
+ * buf must stay untouched until then. At most LT_DIST_GATHERS_UNDER_WAY
+ * such gathers are under way at once: a further start first waits for
+ * the oldest. */
+#define LT_DIST_GATHERS_UNDER_WAY 8
+enum lt_status lt_dist_allgatherv_start(lt_dist *d, float *buf, const size_t *off,
+					const char *what);
 /* Lets started collectives advance without waiting. */
 enum lt_status lt_dist_progress(lt_dist *d);
 /* A mark of the collectives started so far, for lt_dist_wait_to. */

@@ -48,6 +48,12 @@ struct lt_dist_mpi {
 	float *scatter_to;
 	size_t scatter_n;
 	int *scatter_counts;    /* [nodes]: the count for each node */
+	/* the all-gathers under way keep their counts and displacements
+	 * ([2 * size] each) until they complete: gather i in entry i % ring,
+	 * done once the collectives before gather_mark[entry] are */
+	int *gather_counts;
+	size_t gather_mark[LT_DIST_GATHERS_UNDER_WAY];
+	size_t gathers;
 };
 
 int lt_dist_have_mpi(void) { return 1; }
@@ -198,6 +204,7 @@ static void free_state(struct lt_dist *d)
 {
 	if (d->mpi) {
 		free(d->mpi->scatter_counts);
+		free(d->mpi->gather_counts);
 		free(d->mpi->scatter_buf);
 		free(d->mpi);
 	}
@@ -623,6 +630,42 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
 	if (d->nodes == 1)
 		return LT_OK;
 	return start_sums(d, d->mpi->cross, NULL, buf, n, -1, what);
+}
+
+enum lt_status lt_dist_allgatherv_start(lt_dist *d, float *buf, const size_t *off,
+					const char *what)
+{
+	if (d->size == 1)
+		return LT_OK;
+	struct lt_dist_mpi *m = d->mpi;
+	size_t e = m->gathers % LT_DIST_GATHERS_UNDER_WAY;
+	enum lt_status st = LT_OK;
+	if (!m->gather_counts &&
+	    !(m->gather_counts = malloc(LT_DIST_GATHERS_UNDER_WAY * 2 * (size_t)d->size *
+					sizeof *m->gather_counts))) {
+		lt_errmsg_set("%s: cannot allocate the counts", what);
+		return LT_ERR_NOMEM;
+	}
+	/* the entry's last gather must be done with its counts */
+	if (m->gathers >= LT_DIST_GATHERS_UNDER_WAY && (st = lt_dist_wait_to(d, m->gather_mark[e])) != LT_OK)
+		return st;
+	if (m->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
+		return st;
+	int *counts = m->gather_counts + e * 2 * (size_t)d->size, *displs = counts + d->size;
+	for (int r = 0; r < d->size; r++) {
+		LT_ASSERT(off[r + 1] >= off[r] && off[d->size] <= (size_t)INT_MAX);
+		counts[r] = (int)(off[r + 1] - off[r]);
+		displs[r] = (int)off[r];
+	}
+	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, counts, displs, MPI_FLOAT,
+				  m->comm, &m->pending[m->n_pending]);
+	if (err)
+		return mpi_failed(what, err);
+	m->pending_what[m->n_pending++] = what;
+	m->started++;
+	m->gather_mark[e] = m->started;
+	m->gathers++;
+	return LT_OK;
 }
 
 /* Room for n elements of a reduce-scatter's result in scatter_buf. */

@@ -13,6 +13,7 @@
 #include "dist/grad_slots.h"
 #include "dist/node_sum.h"
 #include "dist/reduce.h"
+#include "dist/zero3.h"
 
 /* How the ranks move gradients and parameters: one path, chosen in
  * lt_zero_new. Each member takes the lt_zero. */
@@ -67,6 +68,7 @@ struct lt_zero {
 	lt_node_sum *node;         /* the node's shared memory, where the ranks exchange there */
 	int lookup_rows;           /* node: the embedding lookup's gradient comes as rows */
 	lt_exact_sum *exact;       /* deterministic: the sum of the step's sequences */
+	lt_zero3 *params3;         /* stage 3: this rank's parameters and the block gathers */
 	size_t bytes;              /* what this holds besides the model */
 	char exchange[256];        /* how the ranks exchange, and why */
 };
@@ -444,13 +446,14 @@ static enum lt_status use_mpi(lt_zero *z)
 	if ((st = map_view(z, &z->grads, lt_model_grads(z->model), lt_model_grads_numel(z->model),
 			   "the gradients")) != LT_OK)
 		return st;
-	if (sharded && (st = map_view(z, &z->params, lt_model_params(z->model), z->numel,
+	if (sharded && z->stage < 3 && (st = map_view(z, &z->params, lt_model_params(z->model), z->numel,
 				      "the parameters")) != LT_OK)
 		return st;
 	if (!sharded || z->deterministic)
 		return LT_OK;
-	if (z->slots)
-		return map_view(z, &z->shard, shard_ref(z), n, "the gradient shard");
+	if (z->slots)  /* (stage 3: once sliced, lt_zero_shard) */
+		return z->stage < 3 ? map_view(z, &z->shard, shard_ref(z), n, "the gradient shard")
+				    : LT_OK;
 	if (!(sum = malloc((n ? n : 1) * sizeof *sum))) {
 		lt_errmsg_set("cannot allocate the gradient shard of %zu elements", n);
 		return LT_ERR_NOMEM;
@@ -477,8 +480,21 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 {
 	int size = lt_dist_size(z->dist), nodes = lt_dist_nodes(z->dist);
 	enum lt_status st;
+	/* slots first: the whole gradient buffer goes before the moments come,
+	 * and the node's memory holds a copy of the smaller buffer */
+	if (z->stage >= 2 && size > 1 && !z->deterministic) {
+		z->slots = LT_ZERO_GRAD_SLOTS;
+		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
+		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
+			return st;
+	}
 	if ((st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
 		return st;
+	if (z->stage == 3) {
+		if ((st = lt_zero3_new(z->dist, z->model, z->off, &z->params3)) != LT_OK)
+			return st;
+		lt_optim_set_params(z->opt, lt_zero3_range(z->params3));
+	}
 	if (size == 1 && !z->deterministic) {
 		z->path = &alone;
 		snprintf(z->exchange, sizeof z->exchange, "none (one rank)");
@@ -493,19 +509,15 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 		z->bytes += lt_exact_sum_bytes(z->exact);
 		return LT_OK;
 	}
-	/* slots first: the node's memory holds a copy of the smaller buffer */
-	if (z->stage == 2) {
-		z->slots = LT_ZERO_GRAD_SLOTS;
-		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
-		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
-			return st;
-	}
 	say_mpi(z, node_memory);
-	if (node_memory && nodes > 0 && (nodes == 1 || lt_dist_local_size(z->dist) > 1) &&
+	/* the node's memory would hold a whole copy of the parameters */
+	if (z->stage == 3)
+		snprintf(z->exchange, sizeof z->exchange, "MPI collectives (ZeRO stage 3)");
+	if (node_memory && z->stage < 3 && nodes > 0 && (nodes == 1 || lt_dist_local_size(z->dist) > 1) &&
 	    (st = use_node_memory(z, tokens)) != LT_OK)
 		return st;
 	z->path = z->node ? &by_node : &by_mpi;
-	if (z->slots && (st = use_slots(z)) != LT_OK)
+	if (z->slots && z->stage < 3 && (st = use_slots(z)) != LT_OK)
 		return st;
 	if (!z->node)
 		return use_mpi(z);
@@ -562,8 +574,25 @@ void lt_zero_free(lt_zero *z)
 	lt_buf_free(lt_model_backend(z->model), z->shard_buf);
 	free(z->marks);
 	lt_exact_sum_free(z->exact);
+	lt_zero3_free(z->params3);
 	free(z->off);
 	free(z);
+}
+
+/* Stage 3's parameters: this rank's range (f32), the embedding and
+ * output ranges whole, and the gathered blocks' slots (with their bf16
+ * compute copy in bf16, which the one-process estimate counts as 2 bytes
+ * a parameter). */
+static void stage3_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c,
+			    int ranks)
+{
+	size_t P = lt_model_config_params(c), B = lt_model_config_block_params(c);
+	int k = LT_ZERO3_BLOCK_SLOTS < c->n_layers ? LT_ZERO3_BLOCK_SLOTS : c->n_layers;
+	size_t kept = P - (size_t)c->n_layers * B, each = e->params >= P * 6 ? 6 : 4;
+	e->total -= e->params;
+	e->params = (P + (size_t)ranks - 1) / (size_t)ranks * 4 + kept * each;
+	e->gathered = (size_t)k * B * each;
+	e->total += e->params + e->gathered;
 }
 
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
@@ -580,9 +609,11 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 		return;
 	e->total -= e->optimizer + e->grads;
 	e->optimizer = (e->optimizer + (size_t)ranks - 1) / (size_t)ranks;
-	if (stage == 2 && !deterministic)
+	if (stage >= 2 && !deterministic)
 		e->grads = slots * 4 + (P * 4 + (size_t)ranks - 1) / (size_t)ranks;
 	e->total += e->optimizer + e->grads;
+	if (stage == 3 && !adapters)
+		stage3_estimate(e, c, ranks);
 }
 
 lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
@@ -634,7 +665,38 @@ enum lt_status lt_zero_reduce(lt_zero *z, double *norm)
 enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int step, double norm)
 {
 	enum lt_status st = lt_optim_update(z->opt, oc, step, norm);
+	if (st == LT_OK && z->params3)
+		return lt_zero3_updated(z->params3);
 	if (st != LT_OK || z->stage == 0 || lt_dist_size(z->dist) == 1)
 		return st;
 	return z->path->gather(z);
+}
+
+/* Stage 3's gradient shard comes once the whole parameters are gone, so
+ * that the two never take room at once. */
+enum lt_status lt_zero_shard(lt_zero *z)
+{
+	enum lt_status st = z->params3 ? lt_zero3_slice(z->params3) : LT_OK;
+	if (st != LT_OK || !z->params3 || !z->slots || z->shard_buf)
+		return st;
+	if ((st = use_slots(z)) != LT_OK)
+		return st;
+	return map_view(z, &z->shard, shard_ref(z), z->end - z->begin, "the gradient shard");
+}
+
+enum lt_status lt_zero_whole(lt_zero *z)
+{
+	return z->params3 ? lt_zero3_whole(z->params3) : LT_OK;
+}
+
+enum lt_status lt_zero_catch_up(lt_zero *z, int passes, int backward)
+{
+	double most = passes;
+	if (!z->params3)
+		return LT_OK;
+	enum lt_status st = lt_dist_allreduce(z->dist, &most, 1, LT_DIST_F64, LT_DIST_MAX,
+					      "the count of the ranks' passes");
+	for (int i = passes; i < (int)most && st == LT_OK; i++)
+		st = lt_zero3_idle_pass(z->params3, backward);
+	return st;
 }

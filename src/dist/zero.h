@@ -1,5 +1,5 @@
 /* Data-parallel training over the ranks of an lt_dist: the gradient
- * reduction of ZeRO stage 0, 1 or 2, AdamW on this rank's range of the
+ * reduction of ZeRO stage 0, 1, 2 or 3, AdamW on this rank's range of the
  * flat buffer, and the all-gather of the updated parameters.
  *
  * Stage 0 all-reduces the whole gradient and every rank runs AdamW on all
@@ -13,7 +13,10 @@
  * blocks' gradients besides the embedding and output ranges
  * (dist/grad_slots.h), every backward of a step is exchanged, and the
  * range's sum accumulates in the shard. Stage 0 also overlaps, in the
- * step's last backward.
+ * step's last backward. Stage 3 exchanges gradients as stage 2 does and
+ * keeps only the rank's range of the parameters besides the embedding's
+ * and the output range's, gathering each block as it computes
+ * (dist/zero3.h); it exchanges through MPI.
  *
  * The ranks exchange along one path, chosen once: MPI's collectives;
  * the node's shared memory, for ranks that all run on one node or as many
@@ -39,9 +42,11 @@
 typedef struct lt_zero lt_zero;
 
 /* Turns a one-process memory estimate into that of one of `ranks` ranks at
- * ZeRO stage `stage` (its batch already the rank's share): stages 1 and 2
- * keep 1/ranks of the AdamW moments; stage 2 (not deterministic) also a
- * 1/ranks gradient shard plus the model's gradient slots. */
+ * ZeRO stage `stage` (its batch already the rank's share): stages 1 to 3
+ * keep 1/ranks of the AdamW moments; stages 2 and 3 (not deterministic)
+ * also a 1/ranks gradient shard plus the model's gradient slots; stage 3
+ * 1/ranks of the parameters plus the embedding's and the output range's
+ * (params) and the gathered blocks' slots (gathered). */
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
 		      int stage, int deterministic);
 
@@ -66,6 +71,19 @@ const size_t *lt_zero_ranges(const lt_zero *z);
 /* Host bytes this rank allocated for the exchange (staging copies, the
  * gradient shard, the fixed-point sum); the moments are the backend's. */
 size_t lt_zero_bytes(const lt_zero *z);
+
+/* Stage 3 (else no-ops): after the model's parameters were initialised or
+ * loaded whole, keeps this rank's range and slices the model; and the
+ * reverse, collective, before anything reads the whole model by its flat
+ * offsets (a checkpoint's model file, a sample). */
+enum lt_status lt_zero_shard(lt_zero *z);
+enum lt_status lt_zero_whole(lt_zero *z);
+/* Stage 3 (else a no-op), collective, before this rank runs `passes`
+ * forwards (with backward, each with its backward) of a micro-batch or an
+ * evaluation batch: where another rank runs more, the block gathers of
+ * those this one will not run, with no computing, so that every rank
+ * takes part in each gather in the same order. */
+enum lt_status lt_zero_catch_up(lt_zero *z, int passes, int backward);
 
 /* Call before each backward of a step, `last` for its final one: stage 2
  * then exchanges each layer's gradients as the backward finishes them (in

@@ -370,7 +370,6 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 			      c->dist.exchange == LT_EXCHANGE_AUTO,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
-	size_t state = backend_bytes(t->be) - before;
 	t->opt = lt_zero_optim(t->zero);
 	/* t->state was read and verified when the checkpoint was found */
 	if (s->checkpoint)
@@ -379,6 +378,9 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = start_from_init(t->model, c);
 	else
 		st = lt_model_init(t->model, c->train.seed);
+	if (st == LT_OK)
+		st = lt_zero_shard(t->zero);
+	size_t state = backend_bytes(t->be) - before;  /* (stage 3: as sliced) */
 	if (st == LT_OK)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
 	if (st == LT_OK)
@@ -489,6 +491,8 @@ static enum lt_status validation_loss(lt_trainer *t, double *out)
 	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
 		if ((uint64_t)i * (uint64_t)B >= val_windows)
 			break;
+		if ((st = lt_zero_catch_up(t->zero, (rows + P - 1) / P, 0)) != LT_OK)
+			break;
 		for (int j = 0; j < rows && st == LT_OK; j += P) {
 			long n;
 			for (int k = 0; k < P && st == LT_OK; k++) {
@@ -567,8 +571,11 @@ static enum lt_status print_sample(lt_trainer *t, long step)
 /* A sample printed by rank 0; the others wait for it. */
 static enum lt_status sample_on_rank0(lt_trainer *t, long step)
 {
-	enum lt_status st = t->rank == 0 ? print_sample(t, step) : LT_OK;
-	return agree(t, st, "the sample", LONG_WAIT_SECONDS);
+	enum lt_status st = lt_zero_whole(t->zero);
+	if (st == LT_OK && t->rank == 0)
+		st = print_sample(t, step);
+	st = agree(t, st, "the sample", LONG_WAIT_SECONDS);
+	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
 
 /* Every rank writes its optimizer shard into rank 0's temporary
@@ -582,6 +589,8 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	enum lt_status st = LT_OK;
 	free(t->state.config);
 	t->state.config = NULL;
+	if ((st = lt_zero_whole(t->zero)) != LT_OK)  /* the model file reads it whole */
+		return st;
 	if (t->rank == 0 && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
 		st = lt_checkpoint_begin(t->conf.run.dir, t->state.step, tag, tmp, sizeof tmp);
 	if ((st = agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
@@ -606,7 +615,8 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 		if (st == LT_OK)
 			lt_metrics_say(t->metrics, "checkpoint: %s", path);
 	}
-	return agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
+	st = agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
+	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
 
 /* Forward and backward over this rank's `rows` sequences from sample
@@ -619,6 +629,8 @@ static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float sc
 	const struct lt_conf *c = &t->conf;
 	int P = c->dist.deterministic ? 1 : rows;
 	enum lt_status st = plan_forward(t, P);
+	if (st == LT_OK)
+		st = lt_zero_catch_up(t->zero, (rows + P - 1) / P, 1);
 	for (int j = 0; j < rows && st == LT_OK; j += P) {
 		double loss = 0;
 		long n = 0;
