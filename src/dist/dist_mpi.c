@@ -17,9 +17,8 @@
 
 #include "clock.h"
 #include "dist/dist_impl.h"
+#include "dist/dist_mpi_impl.h"
 
-/* Collectives that may be under way at once (as dist.h promises). */
-#define MAX_PENDING 4096
 /* MPI counts are int: larger collectives go in pieces of this many. */
 #define PIECE ((size_t)1 << 28)
 /* Where MPI libraries keep the memory of shared windows. */
@@ -28,27 +27,6 @@
 #define ASK_SECONDS 5.0
 
 enum { TAG_ASK = 30711, TAG_ANSWER = 30712 };
-
-struct lt_dist_mpi {
-	MPI_Comm comm, node, cross;  /* cross: this local index on every node */
-	MPI_Datatype i128;
-	MPI_Op sum128;
-	/* the collectives under way: pending[i] is collective started - n_pending + i */
-	MPI_Request pending[MAX_PENDING];
-	const char *pending_what[MAX_PENDING];
-	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
-	MPI_Status statuses[MAX_PENDING];
-	int completed[MAX_PENDING];  /* MPI_Testsome's indices, unused */
-	int n_pending;
-	size_t started;         /* collectives started so far */
-	/* the reduce-scatter: its result lands in scatter_buf[scatter_cap] and
-	 * goes to scatter_to[scatter_n] once every started collective completed */
-	float *scatter_buf;
-	size_t scatter_cap;
-	float *scatter_to;
-	size_t scatter_n;
-	int *scatter_counts;    /* [nodes]: the count for each node */
-};
 
 int lt_dist_have_mpi(void) { return 1; }
 
@@ -64,6 +42,13 @@ static void add_i128(void *in, void *inout, int *len, MPI_Datatype *type)
 		y += x;
 		memcpy(b + 16 * (size_t)i, &y, 16);
 	}
+}
+
+void lt_dist_mpi_types(struct lt_dist_mpi *m)
+{
+	MPI_Type_contiguous(16, MPI_BYTE, &m->i128);
+	MPI_Type_commit(&m->i128);
+	MPI_Op_create(add_i128, 1, &m->sum128);
 }
 
 static enum lt_status mpi_failed(const char *what, int err)
@@ -108,8 +93,7 @@ static void least_and_most(MPI_Comm comm, int v, int *least, int *most)
 	*most = span[1];
 }
 
-/* Each rank's rank lists, replacing those of a rank alone. */
-static enum lt_status alloc_rank_lists(struct lt_dist *d)
+enum lt_status lt_dist_mpi_rank_lists(struct lt_dist *d)
 {
 	size_t nodes = (size_t)(d->nodes ? d->nodes : 1);
 	free(d->node_ranks);
@@ -156,7 +140,7 @@ static enum lt_status split_nodes(struct lt_dist *d)
 	MPI_Comm_set_errhandler(m->cross, MPI_ERRORS_RETURN);
 	least_and_most(m->comm, d->local_size, &least, &most);
 	d->nodes = least == most ? d->size / d->local_size : 0;
-	if ((st = alloc_rank_lists(d)) != LT_OK)
+	if ((st = lt_dist_mpi_rank_lists(d)) != LT_OK)
 		return st;
 	MPI_Allgather(&d->rank, 1, MPI_INT, d->node_ranks, 1, MPI_INT, m->node);
 	if (d->nodes)
@@ -187,14 +171,11 @@ static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
 	enum lt_status st = split_nodes(d);
 	if (st != LT_OK)
 		return st;
-	MPI_Type_contiguous(16, MPI_BYTE, &m->i128);
-	MPI_Type_commit(&m->i128);
-	MPI_Op_create(add_i128, 1, &m->sum128);
+	lt_dist_mpi_types(m);
 	return LT_OK;
 }
 
-/* Frees d and its MPI state (not the MPI objects: MPI_Finalize ends them). */
-static void free_state(struct lt_dist *d)
+void lt_dist_mpi_free_state(struct lt_dist *d)
 {
 	if (d->mpi) {
 		free(d->mpi->scatter_counts);
@@ -212,7 +193,7 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
 	if (st != LT_OK)
 		return st;
 	if (lt_dist_launched() && (st = start_mpi(argc, argv, d)) != LT_OK) {
-		free_state(d);
+		lt_dist_mpi_free_state(d);
 		return st;
 	}
 	*out = d;
@@ -232,7 +213,7 @@ void lt_dist_finalize(lt_dist *d)
 		MPI_Comm_free(&m->comm);
 		MPI_Finalize();
 	}
-	free_state(d);
+	lt_dist_mpi_free_state(d);
 }
 
 /* Waits (a second at most) until whoever reads this process's stdout and
@@ -543,6 +524,13 @@ static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const
 	return st;
 }
 
+/* The bytes a rank sends to other nodes in a reduce-scatter or an
+ * all-gather of n floats over the nodes (an all-reduce sends twice this). */
+static double cross_share(const lt_dist *d, size_t n)
+{
+	return (double)n * sizeof(float) * (d->nodes - 1) / d->nodes;
+}
+
 enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
 {
 	if (d->size == 1)
@@ -556,7 +544,11 @@ enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t
 	LT_ASSERT(d->nodes > 0);
 	if (d->nodes == 1)
 		return LT_OK;
-	return allgatherv_over(d, d->mpi->cross, d->nodes, d->cross_ranks, buf, off, what);
+	lt_dist_count_cross(d, cross_share(d, off[d->nodes]));
+	enum lt_status st = allgatherv_over(d, d->mpi->cross, d->nodes, d->cross_ranks, buf, off,
+					    what);
+	lt_dist_hold_for_link(d);
+	return st;
 }
 
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
@@ -622,6 +614,7 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
 	LT_ASSERT(d->nodes > 0);
 	if (d->nodes == 1)
 		return LT_OK;
+	lt_dist_count_cross(d, 2 * cross_share(d, n));
 	return start_sums(d, d->mpi->cross, NULL, buf, n, -1, what);
 }
 
@@ -661,6 +654,7 @@ enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const siz
 		return st;
 	for (int i = 0; i < d->nodes; i++)
 		m->scatter_counts[i] = (int)(cut[i + 1] - cut[i]);
+	lt_dist_count_cross(d, cross_share(d, cut[d->nodes]));
 	int err = MPI_Ireduce_scatter(buf, m->scatter_buf, m->scatter_counts, MPI_FLOAT, MPI_SUM,
 				      m->cross, &m->pending[m->n_pending]);
 	if (err)
@@ -712,8 +706,10 @@ enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark)
 	size_t first = m->started - (size_t)m->n_pending;
 	if (mark <= first)
 		return LT_OK;
-	return wait_requests(d, m->pending, (int)(mark - first), m->pending_what,
-			     &d->wait_seconds);
+	enum lt_status st = wait_requests(d, m->pending, (int)(mark - first), m->pending_what,
+					  &d->wait_seconds);
+	lt_dist_hold_for_link(d);
+	return st;
 }
 
 enum lt_status lt_dist_wait_all(lt_dist *d)
@@ -725,6 +721,7 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 					  &d->wait_seconds);
 	if (st == LT_OK)
 		all_completed(m);
+	lt_dist_hold_for_link(d);
 	return st;
 }
 

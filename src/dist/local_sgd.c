@@ -1,0 +1,198 @@
+/* Local SGD across nodes: rounds of inner steps, then the nodes' mean move
+ * and the outer Nesterov step. */
+#include "config.h"
+#include "dist/local_sgd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "clock.h"
+
+struct lt_local_sgd {
+	lt_dist *dist, *inner;     /* the job; this node's ranks as a job */
+	int nodes, local_rank, local_size;
+	int local_steps, weighted;
+	long steps;                /* train.steps */
+	float lr, mu;
+	lt_model *model;
+	size_t numel;
+	size_t *cut;               /* [local_size + 1]: local rank j's slice of the move */
+	float *shared;             /* [numel] the parameters the nodes last shared */
+	float *momentum;           /* [numel] the outer momentum */
+	float *move;               /* [numel] shared - local, then the nodes' mean of it */
+	int in_round;              /* inner steps since the last exchange */
+	double tokens;             /* this node's tokens in the round */
+};
+
+enum lt_status lt_local_sgd_check(const lt_dist *d)
+{
+	int nodes = lt_dist_nodes(d), size = lt_dist_size(d);
+	if (nodes == 0) {
+		lt_errmsg_set("dist.sync = local: the nodes run different numbers of ranks; local "
+			      "SGD needs as many on each node");
+		return LT_ERR_CONFIG;
+	}
+	if (nodes < 2) {
+		lt_errmsg_set("dist.sync = local: the job's %d rank%s run%s on one node; local SGD "
+			      "needs two nodes or more (dist.sync = step for one node; "
+			      "LLTRAIN_NODE_RANKS=K makes each K ranks a node)", size,
+			      size == 1 ? "" : "s", size == 1 ? "s" : "");
+		return LT_ERR_CONFIG;
+	}
+	return LT_OK;
+}
+
+enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sgd **out)
+{
+	*out = NULL;
+	enum lt_status st = lt_local_sgd_check(d);
+	if (st != LT_OK)
+		return st;
+	lt_local_sgd *ls = calloc(1, sizeof *ls);
+	if (!ls) {
+		lt_errmsg_set("cannot allocate the local SGD state");
+		return LT_ERR_NOMEM;
+	}
+	ls->dist = d;
+	ls->nodes = lt_dist_nodes(d);
+	ls->local_rank = lt_dist_local_rank(d);
+	ls->local_size = lt_dist_local_size(d);
+	ls->local_steps = c->dist.local_steps;
+	ls->weighted = c->dist.balance == LT_BALANCE_AUTO;
+	ls->lr = (float)c->dist.outer_lr;
+	ls->mu = (float)c->dist.outer_momentum;
+	ls->steps = c->train.steps;
+	if ((st = lt_dist_node_new(d, &ls->inner)) != LT_OK) {
+		lt_local_sgd_free(ls);
+		return st;
+	}
+	*out = ls;
+	return LT_OK;
+}
+
+void lt_local_sgd_free(lt_local_sgd *ls)
+{
+	if (!ls)
+		return;
+	lt_dist_node_free(ls->inner);
+	free(ls->cut);
+	free(ls->shared);
+	free(ls->momentum);
+	free(ls->move);
+	free(ls);
+}
+
+lt_dist *lt_local_sgd_inner(const lt_local_sgd *ls) { return ls->inner; }
+
+void lt_local_sgd_state(lt_local_sgd *ls, struct lt_local_sgd_state *out)
+{
+	*out = (struct lt_local_sgd_state){ .shared = ls->shared, .momentum = ls->momentum,
+					    .numel = ls->numel, .in_round = &ls->in_round,
+					    .tokens = &ls->tokens, .nodes = ls->nodes,
+					    .node = lt_dist_node_index(ls->dist) };
+}
+int lt_local_sgd_nodes(const lt_local_sgd *ls) { return ls->nodes; }
+
+double lt_local_sgd_scale(const lt_local_sgd *ls, const size_t *rows)
+{
+	size_t all = 0, mine = 0;
+	for (int r = 0; r < lt_dist_size(ls->dist); r++)
+		all += rows[r];
+	for (int j = 0; j < ls->local_size; j++)
+		mine += rows[lt_dist_rank_of_local(ls->dist, j)];
+	return mine ? (double)all / (double)mine : 1.0;
+}
+
+enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
+{
+	lt_backend *be = lt_model_backend(m);
+	size_t n = lt_model_num_params(m);
+	ls->model = m;
+	ls->numel = n;
+	ls->cut = malloc(((size_t)ls->local_size + 1) * sizeof *ls->cut);
+	ls->shared = malloc(n * sizeof *ls->shared);
+	ls->momentum = calloc(n, sizeof *ls->momentum);
+	ls->move = malloc(n * sizeof *ls->move);
+	if (!ls->cut || !ls->shared || !ls->momentum || !ls->move) {
+		lt_errmsg_set("cannot allocate the local SGD state of %zu parameters (%zu bytes)", n,
+			      3 * n * sizeof(float));
+		return LT_ERR_NOMEM;
+	}
+	for (int j = 0; j <= ls->local_size; j++)
+		ls->cut[j] = n / (size_t)ls->local_size * (size_t)j +
+			     (n % (size_t)ls->local_size) * (size_t)j / (size_t)ls->local_size;
+	be->ops->read(be, ls->shared, lt_model_params(m), n);
+	return be->ops->sync(be);
+}
+
+void lt_local_sgd_outer(float *shared, float *momentum, const float *move, size_t n, float lr,
+			float mu)
+{
+	for (size_t i = 0; i < n; i++) {
+		float g = move[i];
+		momentum[i] = mu * momentum[i] + g;
+		shared[i] -= lr * (g + mu * momentum[i]);
+	}
+}
+
+/* This rank's slice of the move, weighted, summed over the nodes with the
+ * nodes' weights; then the node's ranks hand each other their slices. */
+static enum lt_status exchange_move(lt_local_sgd *ls, float *weight)
+{
+	size_t lo = ls->cut[ls->local_rank], hi = ls->cut[ls->local_rank + 1];
+	lt_backend *be = lt_model_backend(ls->model);
+	enum lt_status st;
+	be->ops->read(be, ls->move, lt_model_params(ls->model), ls->numel);
+	if ((st = be->ops->sync(be)) != LT_OK)
+		return st;
+	for (size_t i = lo; i < hi; i++)
+		ls->move[i] = *weight * (ls->shared[i] - ls->move[i]);
+	if ((st = lt_dist_cross_sum_start(ls->dist, ls->move + lo, hi - lo,
+					  "the parameters' moves between nodes")) != LT_OK ||
+	    (st = lt_dist_cross_sum_start(ls->dist, weight, 1, "the nodes' weights")) != LT_OK ||
+	    (st = lt_dist_wait_all(ls->dist)) != LT_OK)
+		return st;
+	return lt_dist_allgatherv_f32(ls->inner, ls->move, ls->cut,
+				      "the nodes' mean move within the node");
+}
+
+/* The end of a round: the nodes' mean move, the outer step, and the new
+ * shared parameters in every rank's model. */
+static enum lt_status end_round(lt_local_sgd *ls)
+{
+	float weight = ls->weighted ? (float)ls->tokens : 1.0f;
+	lt_backend *be = lt_model_backend(ls->model);
+	enum lt_status st = exchange_move(ls, &weight);
+	if (st != LT_OK)
+		return st;
+	if (!(weight > 0)) {
+		lt_errmsg_set("local SGD: the nodes trained no tokens in the round");
+		return LT_ERR_NUMERIC;
+	}
+	float inv = 1.0f / weight;
+	for (size_t i = 0; i < ls->numel; i++)
+		ls->move[i] *= inv;
+	lt_local_sgd_outer(ls->shared, ls->momentum, ls->move, ls->numel, ls->lr, ls->mu);
+	be->ops->write(be, lt_model_params(ls->model), ls->shared, ls->numel);
+	ls->in_round = 0;
+	ls->tokens = 0;
+	return be->ops->sync(be);
+}
+
+enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, double tokens,
+				       double *outer_s)
+{
+	/* the run ends with shared parameters; a signal's checkpoint keeps
+	 * the round, to be resumed */
+	int end = step >= ls->steps || stop == 2;
+	*outer_s = 0;
+	ls->in_round++;
+	ls->tokens += tokens;
+	if (ls->in_round < ls->local_steps && !end)
+		return LT_OK;
+	double t0 = lt_seconds();
+	enum lt_status st = end_round(ls);
+	*outer_s = lt_seconds() - t0;
+	return st;
+}
