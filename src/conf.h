@@ -83,6 +83,7 @@ struct lt_conf_dist {
 	int local_steps;                /* sync local: inner steps between the nodes' exchanges */
 	double outer_lr;                /* sync local: the outer Nesterov step's rate */
 	double outer_momentum;          /* sync local: its momentum */
+	int outer_overlap;              /* sync local: the exchange runs during the next round */
 };
 
 struct lt_conf {

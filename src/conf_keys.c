@@ -274,6 +274,10 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "dist", .name = "outer_momentum", .type = LT_CONF_DOUBLE,
 	  FIELD(dist.outer_momentum), .min = 0, .max = 1, .open_max = 1, .def = "0.9",
 	  .doc = "with sync local, the outer step's Nesterov momentum (0 = none)" },
+	{ .section = "dist", .name = "outer_overlap", .type = LT_CONF_BOOL,
+	  FIELD(dist.outer_overlap), .def = "false",
+	  .doc = "with sync local, exchange a round's move during the next round and apply "
+		 "the outer step one round late" },
 
 	{ .name = NULL },
 };

@@ -10,7 +10,8 @@
 # losses follow synchronous data parallelism's, much nearer than with
 # H = 3; a resume in the middle of a round continues bitwise (2 ranks a
 # node at ZeRO 1 save, 1 rank a node resumes), and one on 4 nodes runs on
-# from the first node's state.
+# from the first node's state; overlapped, a resume with a sum under way
+# continues bitwise too.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -190,6 +191,25 @@ train r 1 4 "${base[@]}" "${det[@]}" --run.checkpoint_every=6 --resume auto
 [ $rc = 0 ] && grep -q "local SGD: the checkpoint's 2 nodes are 4 now" "$tmp/r.out" &&
 	grep -q "validation loss" "$tmp/r.out"
 ok $? "resumed on 4 nodes instead of 2: $(grep -m1 'local SGD:' "$tmp/r.out")"
+
+# 8. Overlapped (dist.outer_overlap): a round's sum lands at the next
+# round's end. Saved at step 4 of rounds of 3, with the sum of the round
+# ended at step 3 under way, by 2 ranks a node; resumed by 1 rank a node:
+# bitwise an uninterrupted run.
+ov=(--sync local --dist.local_steps=3 --deterministic --dist.outer_overlap=true)
+train o 2 4 "${base[@]}" "${ov[@]}" --zero 1
+ok $rc "overlapped, 2 nodes x 2 ranks: the run ends well: $(grep -m1 'validation loss' "$tmp/o.out")"
+train ob 2 4 "${base[@]}" "${ov[@]}" --zero 1 --run.checkpoint_every=4
+rm -rf "$tmp/ob/$final" "$tmp/ob/checkpoints/step_00000008"
+train ob 1 2 "${base[@]}" "${ov[@]}" --run.checkpoint_every=4 --resume auto
+grep -q "resumed from .*step_00000004 at step 4" "$tmp/ob.out" &&
+	[ -f "$tmp/ob/checkpoints/step_00000004/node-1-base.safetensors" ] &&
+	cmp -s "$tmp/o/$final/model.safetensors" "$tmp/ob/$final/model.safetensors"
+ok $? "overlapped, resumed at step 4 with a sum under way: parameters bitwise an uninterrupted run's"
+train p 2 4 "${base[@]}" --sync local --dist.local_steps=3 --deterministic --zero 1
+cmp -s "$tmp/o/$final/model.safetensors" "$tmp/p/$final/model.safetensors"
+[ $? = 1 ]
+ok $? "overlapped and plain runs of the same rounds differ (the outer step lands a round later)"
 
 echo "1..$n"
 exit $failed

@@ -20,7 +20,12 @@ struct lt_local_sgd {
 	size_t *cut;               /* [local_size + 1]: local rank j's slice of the move */
 	float *shared;             /* [numel] the parameters the nodes last shared */
 	float *momentum;           /* [numel] the outer momentum */
-	float *move;               /* [numel] shared - local, then the nodes' mean of it */
+	float *move;               /* [numel] this round's move, base - local */
+	float *base;               /* [numel] where the round began: shared, or
+				      overlapped its own copy */
+	float *sent;               /* [numel] the move summed between nodes, then their mean */
+	float sent_weight;         /* its weight, then the nodes' */
+	int overlap, pending;      /* dist.outer_overlap; a sum is under way */
 	int in_round;              /* inner steps since the last exchange */
 	double tokens;             /* this node's tokens in the round */
 };
@@ -62,6 +67,7 @@ enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sg
 	ls->weighted = c->dist.balance == LT_BALANCE_AUTO;
 	ls->lr = (float)c->dist.outer_lr;
 	ls->mu = (float)c->dist.outer_momentum;
+	ls->overlap = c->dist.outer_overlap;
 	ls->steps = c->train.steps;
 	if ((st = lt_dist_node_new(d, &ls->inner)) != LT_OK) {
 		lt_local_sgd_free(ls);
@@ -80,6 +86,9 @@ void lt_local_sgd_free(lt_local_sgd *ls)
 	free(ls->shared);
 	free(ls->momentum);
 	free(ls->move);
+	free(ls->sent);
+	if (ls->base != ls->shared)
+		free(ls->base);
 	free(ls);
 }
 
@@ -88,6 +97,7 @@ lt_dist *lt_local_sgd_inner(const lt_local_sgd *ls) { return ls->inner; }
 void lt_local_sgd_state(lt_local_sgd *ls, struct lt_local_sgd_state *out)
 {
 	*out = (struct lt_local_sgd_state){ .shared = ls->shared, .momentum = ls->momentum,
+					    .base = ls->base != ls->shared ? ls->base : NULL,
 					    .numel = ls->numel, .in_round = &ls->in_round,
 					    .tokens = &ls->tokens, .nodes = ls->nodes,
 					    .node = lt_dist_node_index(ls->dist) };
@@ -114,15 +124,19 @@ enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
 	ls->shared = malloc(n * sizeof *ls->shared);
 	ls->momentum = calloc(n, sizeof *ls->momentum);
 	ls->move = malloc(n * sizeof *ls->move);
-	if (!ls->cut || !ls->shared || !ls->momentum || !ls->move) {
+	ls->sent = malloc(n * sizeof *ls->sent);
+	ls->base = ls->overlap ? malloc(n * sizeof *ls->base) : ls->shared;
+	if (!ls->cut || !ls->shared || !ls->momentum || !ls->move || !ls->sent || !ls->base) {
 		lt_errmsg_set("cannot allocate the local SGD state of %zu parameters (%zu bytes)", n,
-			      3 * n * sizeof(float));
+			      (4 + (size_t)ls->overlap) * n * sizeof(float));
 		return LT_ERR_NOMEM;
 	}
 	for (int j = 0; j <= ls->local_size; j++)
 		ls->cut[j] = n / (size_t)ls->local_size * (size_t)j +
 			     (n % (size_t)ls->local_size) * (size_t)j / (size_t)ls->local_size;
 	be->ops->read(be, ls->shared, lt_model_params(m), n);
+	if (ls->base != ls->shared)
+		memcpy(ls->base, ls->shared, n * sizeof *ls->base);
 	return be->ops->sync(be);
 }
 
@@ -136,48 +150,95 @@ void lt_local_sgd_outer(float *shared, float *momentum, const float *move, size_
 	}
 }
 
-/* This rank's slice of the move, weighted, summed over the nodes with the
- * nodes' weights; then the node's ranks hand each other their slices. */
-static enum lt_status exchange_move(lt_local_sgd *ls, float *weight)
+/* The parameters' move this round, base - local, into ls->move. */
+static enum lt_status read_own_move(lt_local_sgd *ls)
 {
-	size_t lo = ls->cut[ls->local_rank], hi = ls->cut[ls->local_rank + 1];
 	lt_backend *be = lt_model_backend(ls->model);
-	enum lt_status st;
 	be->ops->read(be, ls->move, lt_model_params(ls->model), ls->numel);
-	if ((st = be->ops->sync(be)) != LT_OK)
-		return st;
-	for (size_t i = lo; i < hi; i++)
-		ls->move[i] = *weight * (ls->shared[i] - ls->move[i]);
-	if ((st = lt_dist_cross_sum_start(ls->dist, ls->move + lo, hi - lo,
-					  "the parameters' moves between nodes")) != LT_OK ||
-	    (st = lt_dist_cross_sum_start(ls->dist, weight, 1, "the nodes' weights")) != LT_OK ||
-	    (st = lt_dist_wait_all(ls->dist)) != LT_OK)
-		return st;
-	return lt_dist_allgatherv_f32(ls->inner, ls->move, ls->cut,
-				      "the nodes' mean move within the node");
+	enum lt_status st = be->ops->sync(be);
+	for (size_t i = 0; i < ls->numel; i++)
+		ls->move[i] = ls->base[i] - ls->move[i];
+	return st;
 }
 
-/* The end of a round: the nodes' mean move, the outer step, and the new
- * shared parameters in every rank's model. */
-static enum lt_status end_round(lt_local_sgd *ls)
+/* Starts the sum over the nodes of this rank's slice of the move,
+ * weighted, and of the weight. */
+static enum lt_status start_move(lt_local_sgd *ls, float weight)
 {
-	float weight = ls->weighted ? (float)ls->tokens : 1.0f;
-	lt_backend *be = lt_model_backend(ls->model);
-	enum lt_status st = exchange_move(ls, &weight);
-	if (st != LT_OK)
+	size_t lo = ls->cut[ls->local_rank], hi = ls->cut[ls->local_rank + 1];
+	enum lt_status st;
+	for (size_t i = lo; i < hi; i++)
+		ls->sent[i] = weight * ls->move[i];
+	ls->sent_weight = weight;
+	if ((st = lt_dist_cross_sum_start(ls->dist, ls->sent + lo, hi - lo,
+					  "the parameters' moves between nodes")) != LT_OK ||
+	    (st = lt_dist_cross_sum_start(ls->dist, &ls->sent_weight, 1,
+					  "the nodes' weights")) != LT_OK)
 		return st;
-	if (!(weight > 0)) {
+	ls->pending = 1;
+	return LT_OK;
+}
+
+/* Ends the sum under way: the node's ranks hand each other their slices,
+ * and the outer step takes the nodes' mean move. */
+static enum lt_status finish_move(lt_local_sgd *ls)
+{
+	enum lt_status st;
+	if (!ls->pending)
+		return LT_OK;
+	ls->pending = 0;
+	if ((st = lt_dist_wait_all(ls->dist)) != LT_OK ||
+	    (st = lt_dist_allgatherv_f32(ls->inner, ls->sent, ls->cut,
+					 "the nodes' mean move within the node")) != LT_OK)
+		return st;
+	if (!(ls->sent_weight > 0)) {
 		lt_errmsg_set("local SGD: the nodes trained no tokens in the round");
 		return LT_ERR_NUMERIC;
 	}
-	float inv = 1.0f / weight;
+	float inv = 1.0f / ls->sent_weight;
 	for (size_t i = 0; i < ls->numel; i++)
-		ls->move[i] *= inv;
-	lt_local_sgd_outer(ls->shared, ls->momentum, ls->move, ls->numel, ls->lr, ls->mu);
-	be->ops->write(be, lt_model_params(ls->model), ls->shared, ls->numel);
+		ls->sent[i] *= inv;
+	lt_local_sgd_outer(ls->shared, ls->momentum, ls->sent, ls->numel, ls->lr, ls->mu);
+	return LT_OK;
+}
+
+/* Every rank's model takes p. */
+static enum lt_status put_params(lt_local_sgd *ls, const float *p)
+{
+	lt_backend *be = lt_model_backend(ls->model);
+	be->ops->write(be, lt_model_params(ls->model), p, ls->numel);
+	return be->ops->sync(be);
+}
+
+/* The end of a round: the nodes' mean move and the outer step, after
+ * which every rank's model holds the new shared parameters. Overlapped
+ * (and not `last`), the round's move is only started: the last round's,
+ * now summed, makes the outer step, and the node goes on from the new
+ * shared parameters moved by its own move of this round. */
+static enum lt_status end_round(lt_local_sgd *ls, int last)
+{
+	float weight = ls->weighted ? (float)ls->tokens : 1.0f;
+	enum lt_status st;
 	ls->in_round = 0;
 	ls->tokens = 0;
-	return be->ops->sync(be);
+	if ((st = read_own_move(ls)) != LT_OK || (st = finish_move(ls)) != LT_OK ||
+	    (st = start_move(ls, weight)) != LT_OK)
+		return st;
+	if (!ls->overlap || last) {
+		if ((st = finish_move(ls)) != LT_OK)
+			return st;
+		if (ls->base != ls->shared)
+			memcpy(ls->base, ls->shared, ls->numel * sizeof *ls->base);
+		return put_params(ls, ls->shared);
+	}
+	for (size_t i = 0; i < ls->numel; i++)
+		ls->base[i] = ls->shared[i] - ls->move[i];
+	return put_params(ls, ls->base);
+}
+
+enum lt_status lt_local_sgd_settle(lt_local_sgd *ls)
+{
+	return finish_move(ls);
 }
 
 enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, double tokens,
@@ -190,9 +251,9 @@ enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, do
 	ls->in_round++;
 	ls->tokens += tokens;
 	if (ls->in_round < ls->local_steps && !end)
-		return LT_OK;
+		return ls->pending ? lt_dist_progress(ls->dist) : LT_OK;
 	double t0 = lt_seconds();
-	enum lt_status st = end_round(ls);
+	enum lt_status st = end_round(ls, end);
 	*outer_s = lt_seconds() - t0;
 	return st;
 }

@@ -6,7 +6,9 @@
  * and take an outer Nesterov step with that mean move as the gradient.
  * Each node keeps its own AdamW moments. Local rank j carries the j-th
  * slice of the move between the nodes, so a node sends the parameters
- * once per round, not once per rank.
+ * once per round, not once per rank. With dist.outer_overlap the round's
+ * sum runs during the next round and its outer step lands at that
+ * round's end, each node going on meanwhile from its own parameters.
  *
  * Ownership: lt_local_sgd_new gives a state that lt_local_sgd_free
  * releases with the node's job; it borrows the ranks and, from
@@ -58,6 +60,8 @@ enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, do
  * by the caller. */
 struct lt_local_sgd_state {
 	float *shared, *momentum;   /* [numel] */
+	float *base;                /* [numel] where the node's round began when
+				       overlapped (else NULL: the shared ones) */
 	size_t numel;
 	int *in_round;              /* inner steps since the last exchange */
 	double *tokens;             /* this node's tokens in them */
@@ -65,6 +69,10 @@ struct lt_local_sgd_state {
 };
 /* After lt_local_sgd_start. */
 void lt_local_sgd_state(lt_local_sgd *ls, struct lt_local_sgd_state *out);
+/* Overlapped: completes the exchange under way, which makes its outer
+ * step (the rounds that follow are the same whenever it lands), so that
+ * the state holds no message in flight; a no-op otherwise. */
+enum lt_status lt_local_sgd_settle(lt_local_sgd *ls);
 
 /* The outer step on n elements: with the nodes' mean move g = shared -
  * local (each node's weighted), momentum v = mu v + g, then shared -= lr

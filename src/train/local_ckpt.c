@@ -22,6 +22,21 @@ static void node_file(int k, const char *name, char out[NAME_CAP])
 	snprintf(out, NAME_CAP, "node-%d-%s", k, name);
 }
 
+/* Overlapped, local rank 0 of node k >= 1: the node's base into tmp. */
+static enum lt_status write_base(const struct lt_local_sgd_state *o, const char *tmp)
+{
+	char name[NAME_CAP], path[4096];
+	int64_t shape[1] = { (int64_t)o->numel };
+	lt_st_writer *w = NULL;
+	node_file(o->node, "base.safetensors", name);
+	enum lt_status st = lt_fs_join(path, sizeof path, tmp, name);
+	if (st == LT_OK && (st = lt_st_writer_new(path, &w)) == LT_OK &&
+	    (st = lt_st_writer_add(w, "base", LT_ST_F32, 1, shape, o->base)) == LT_OK)
+		st = lt_st_writer_finish(w);
+	lt_st_writer_free(w);
+	return st;
+}
+
 /* Rank 0: outer.safetensors into tmp. */
 static enum lt_status write_outer(const struct lt_local_sgd_state *o, const char *tmp)
 {
@@ -38,16 +53,17 @@ static enum lt_status write_outer(const struct lt_local_sgd_state *o, const char
 	    (st = lt_st_writer_set_meta(w, "in_round", num[1])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "tokens", num[2])) == LT_OK &&
 	    (st = lt_st_writer_add(w, "shared", LT_ST_F32, 1, shape, o->shared)) == LT_OK &&
-	    (st = lt_st_writer_add(w, "momentum", LT_ST_F32, 1, shape, o->momentum)) == LT_OK)
+	    (st = lt_st_writer_add(w, "momentum", LT_ST_F32, 1, shape, o->momentum)) == LT_OK &&
+	    (!o->base || (st = lt_st_writer_add(w, "base", LT_ST_F32, 1, shape, o->base)) == LT_OK))
 		st = lt_st_writer_finish(w);
 	lt_st_writer_free(w);
 	return st;
 }
 
 /* Rank 0: the names of every file of the outer state, in one block. */
-static enum lt_status list_files(int nodes, int shards, struct lt_ckpt_state *s)
+static enum lt_status list_files(int nodes, int shards, int base, struct lt_ckpt_state *s)
 {
-	int n = 1 + (nodes - 1) * (1 + shards);
+	int n = 1 + (nodes - 1) * (1 + base + shards);
 	const char **list = malloc((size_t)n * (sizeof *list + NAME_CAP));
 	char (*names)[NAME_CAP] = (void *)(list + n), optim[LT_RUNDIR_NAME_MAX];
 	if (!list) {
@@ -58,6 +74,8 @@ static enum lt_status list_files(int nodes, int shards, struct lt_ckpt_state *s)
 	snprintf(names[i++], NAME_CAP, "%s", OUTER_FILE);
 	for (int k = 1; k < nodes; k++) {
 		node_file(k, LT_RUNDIR_MODEL, names[i++]);
+		if (base)
+			node_file(k, "base.safetensors", names[i++]);
 		for (int j = 0; j < shards; j++) {
 			lt_rundir_optim_name(j, shards, optim);
 			node_file(k, optim, names[i++]);
@@ -96,12 +114,16 @@ enum lt_status lt_local_ckpt_save(lt_local_sgd *ls, const char *tmp, lt_model *m
 {
 	struct lt_local_sgd_state o_st;
 	lt_dist *inner = lt_local_sgd_inner(ls);
-	enum lt_status st = LT_OK;
+	int local = lt_dist_rank(inner);
+	enum lt_status st = lt_local_sgd_settle(ls);
 	lt_local_sgd_state(ls, &o_st);
-	if (o_st.node > 0)
-		st = write_node(o_st.node, lt_dist_rank(inner), tmp, m, o, shards);
-	else if (lt_dist_rank(inner) == 0 && (st = write_outer(&o_st, tmp)) == LT_OK)
-		st = list_files(o_st.nodes, shards, s);
+	if (st == LT_OK && o_st.node > 0 && (st = write_node(o_st.node, local, tmp, m, o,
+							      shards)) == LT_OK &&
+	    o_st.base && local == 0)
+		st = write_base(&o_st, tmp);
+	else if (st == LT_OK && o_st.node == 0 && local == 0 &&
+		 (st = write_outer(&o_st, tmp)) == LT_OK)
+		st = list_files(o_st.nodes, shards, o_st.base != NULL, s);
 	return st == LT_OK ? lt_fs_sync(tmp) : st;
 }
 
@@ -141,6 +163,27 @@ static enum lt_status read_outer(const lt_st *sf, struct lt_local_sgd_state *o, 
 	return LT_OK;
 }
 
+/* Overlapped: node k's base (outer.safetensors' for node 0); where none
+ * was saved (the run was not overlapped) the base stays the shared
+ * parameters that the node's own are. */
+static enum lt_status read_base(const char *dir, int k, struct lt_local_sgd_state *o)
+{
+	char name[NAME_CAP], path[4096];
+	lt_st *sf = NULL;
+	if (k == 0)
+		snprintf(name, sizeof name, "%s", OUTER_FILE);
+	else
+		node_file(k, "base.safetensors", name);
+	enum lt_status st = lt_fs_join(path, sizeof path, dir, name);
+	if (st == LT_OK && access(path, F_OK) == 0 && (st = lt_st_open(path, &sf)) == LT_OK &&
+	    lt_st_lookup(sf, "base"))
+		st = lt_st_read_f32(sf, "base", o->base, o->numel);
+	else if (st == LT_OK)
+		memcpy(o->base, o->shared, o->numel * sizeof *o->base);
+	lt_st_close(sf);
+	return st;
+}
+
 enum lt_status lt_local_ckpt_resume(lt_local_sgd *ls, const char *dir, lt_model *m, lt_optim *o,
 				    char *note, size_t cap)
 {
@@ -161,6 +204,8 @@ enum lt_status lt_local_ckpt_resume(lt_local_sgd *ls, const char *dir, lt_model 
 	if ((st = lt_st_open(path, &sf)) == LT_OK)
 		st = read_outer(sf, &o_st, &saved);
 	lt_st_close(sf);
+	if (st == LT_OK && o_st.base)
+		st = read_base(dir, saved == o_st.nodes ? o_st.node : 0, &o_st);
 	if (st != LT_OK || saved == o_st.nodes) {
 		snprintf(prefix, sizeof prefix, "node-%d-", o_st.node);
 		return st == LT_OK && o_st.node > 0 ? lt_checkpoint_load_tensors_as(dir, prefix, m, o)
