@@ -42,6 +42,7 @@ static const char *const rope_scaling_names[] = { "none", "llama3", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
 static const char *const sync_names[] = { "step", "local", NULL };
+static const char *const outer_dtype_names[] = { "fp32", "bf16", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", NULL };
 static const char *const section_docs[] = {
 	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
@@ -278,6 +279,10 @@ static const struct lt_conf_key keys[] = {
 	  FIELD(dist.outer_overlap), .def = "false",
 	  .doc = "with sync local, exchange a round's move during the next round and apply "
 		 "the outer step one round late" },
+	{ .section = "dist", .name = "outer_dtype", .type = LT_CONF_ENUM, FIELD(dist.outer_dtype),
+	  .choices = outer_dtype_names, .def = "fp32",
+	  .doc = "with sync local, the type the moves cross between nodes in: fp32, or bf16 "
+		 "(half the bytes; summed in fp32 on arrival)" },
 
 	{ .name = NULL },
 };

@@ -11,7 +11,7 @@
 # H = 3; a resume in the middle of a round continues bitwise (2 ranks a
 # node at ZeRO 1 save, 1 rank a node resumes), and one on 4 nodes runs on
 # from the first node's state; overlapped, a resume with a sum under way
-# continues bitwise too.
+# continues bitwise too; bf16 moves halve the bytes; --balance auto runs.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -210,6 +210,31 @@ train p 2 4 "${base[@]}" --sync local --dist.local_steps=3 --deterministic --zer
 cmp -s "$tmp/o/$final/model.safetensors" "$tmp/p/$final/model.safetensors"
 [ $? = 1 ]
 ok $? "overlapped and plain runs of the same rounds differ (the outer step lands a round later)"
+
+# 9. Moves as bf16 (dist.outer_dtype): half the bytes between nodes, a
+# validation loss within 0.1% of fp32's, bitwise across repeats.
+train bf 2 4 "${base[@]}" "${det[@]}" --dist.outer_dtype=bf16
+train bf2 2 4 "${base[@]}" "${det[@]}" --dist.outer_dtype=bf16
+python3 - "$tmp/bf/metrics.jsonl" "$tmp/d22/metrics.jsonl" <<'EOF2'
+import json, sys
+def run(path):
+    js = list(map(json.loads, open(path)))
+    return (sum(j.get("xnode_bytes", 0) for j in js if "loss" in j),
+            [j["val_loss"] for j in js if "val_loss" in j][-1])
+(b16, v16), (b32, v32) = run(sys.argv[1]), run(sys.argv[2])
+print(f"# bf16: {b16:.0f} bytes, validation loss {v16:.5f}; fp32: {b32:.0f} bytes, {v32:.5f}")
+sys.exit(0 if abs(b32 / b16 - 2) < 0.01 and abs(v16 - v32) < 1e-3 * v32 else 1)
+EOF2
+ok $? "bf16 moves: half the bytes between nodes, validation loss within 0.1% of fp32's"
+cmp -s "$tmp/bf/$final/model.safetensors" "$tmp/bf2/$final/model.safetensors"
+ok $? "bf16 moves, --deterministic: a repeat gives bitwise the same parameters"
+
+# 10. --balance auto: shares follow the ranks' speed, each node's move
+# weighted by its tokens; overlapped and in bf16 at once.
+train ba 2 4 "${base[@]}" --sync local --dist.local_steps=4 --balance auto \
+	--dist.outer_overlap=true --dist.outer_dtype=bf16
+[ $rc = 0 ] && grep -q "^balance: " "$tmp/ba.out" && grep -q "validation loss" "$tmp/ba.out"
+ok $? "--balance auto with overlapped bf16 local SGD ends well: $(grep -m1 '^balance:' "$tmp/ba.out" | tail -c 80)"
 
 echo "1..$n"
 exit $failed

@@ -260,7 +260,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "dist.deterministic", "yes" },
 		{ "dist.exchange", "mpi" },
 		{ "dist.sync", "local" }, { "dist.local_steps", "1000000" },
-		{ "dist.outer_overlap", "yes" },
+		{ "dist.outer_overlap", "yes" }, { "dist.outer_dtype", "bf16" },
 	};
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
 		if (lt_conf_set(c, texts[i][0], texts[i][1], texts[i][0]) != LT_OK)
@@ -590,9 +590,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 68 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 69 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 68 keys, each found by name, with a doc line, and each "
+	       "the table has 69 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

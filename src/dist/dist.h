@@ -126,6 +126,11 @@ enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const c
  * index, one per node (lt_dist_nodes > 0); it completes as
  * lt_dist_allreduce_start's does. */
 enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const char *what);
+/* Starts the all-gather of `bytes` of mine among the same ranks: node
+ * i's land at all + i * bytes once it completes (as above); mine and all
+ * must stay untouched until then. */
+enum lt_status lt_dist_cross_allgather_start(lt_dist *d, const void *mine, void *all,
+					     size_t bytes, const char *what);
 /* Starts a reduce-scatter among the same ranks, when the nodes' ranks are
  * consecutive: of buf[cut[nodes]], node i's rank gets the sum of [cut[i],
  * cut[i + 1]) in place there, once lt_dist_wait_all (or lt_dist_progress)

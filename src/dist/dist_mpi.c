@@ -618,6 +618,28 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
 	return start_sums(d, d->mpi->cross, NULL, buf, n, -1, what);
 }
 
+enum lt_status lt_dist_cross_allgather_start(lt_dist *d, const void *mine, void *all,
+					     size_t bytes, const char *what)
+{
+	LT_ASSERT(d->nodes > 0 && bytes <= (size_t)INT_MAX);
+	if (d->nodes == 1) {
+		memmove(all, mine, bytes);
+		return LT_OK;
+	}
+	struct lt_dist_mpi *m = d->mpi;
+	enum lt_status st;
+	if (m->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
+		return st;
+	lt_dist_count_cross(d, (double)bytes * (d->nodes - 1));
+	int err = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, m->cross,
+				 &m->pending[m->n_pending]);
+	if (err)
+		return mpi_failed(what, err);
+	m->pending_what[m->n_pending++] = what;
+	m->started++;
+	return LT_OK;
+}
+
 /* Room for n elements of a reduce-scatter's result in scatter_buf. */
 static enum lt_status grow_scatter_buf(struct lt_dist_mpi *m, size_t n, const char *what)
 {

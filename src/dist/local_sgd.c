@@ -3,6 +3,7 @@
 #include "config.h"
 #include "dist/local_sgd.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,9 @@ struct lt_local_sgd {
 	float *sent;               /* [numel] the move summed between nodes, then their mean */
 	float sent_weight;         /* its weight, then the nodes' */
 	int overlap, pending;      /* dist.outer_overlap; a sum is under way */
+	int bf16;                  /* dist.outer_dtype = bf16: moves cross as bf16 */
+	uint16_t *half;            /* bf16: [nodes + 1, slice] every node's slice, then this
+				      rank's */
 	int in_round;              /* inner steps since the last exchange */
 	double tokens;             /* this node's tokens in the round */
 };
@@ -68,6 +72,7 @@ enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sg
 	ls->lr = (float)c->dist.outer_lr;
 	ls->mu = (float)c->dist.outer_momentum;
 	ls->overlap = c->dist.outer_overlap;
+	ls->bf16 = c->dist.outer_dtype == LT_OUTER_BF16;
 	ls->steps = c->train.steps;
 	if ((st = lt_dist_node_new(d, &ls->inner)) != LT_OK) {
 		lt_local_sgd_free(ls);
@@ -87,6 +92,7 @@ void lt_local_sgd_free(lt_local_sgd *ls)
 	free(ls->momentum);
 	free(ls->move);
 	free(ls->sent);
+	free(ls->half);
 	if (ls->base != ls->shared)
 		free(ls->base);
 	free(ls);
@@ -126,7 +132,11 @@ enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
 	ls->move = malloc(n * sizeof *ls->move);
 	ls->sent = malloc(n * sizeof *ls->sent);
 	ls->base = ls->overlap ? malloc(n * sizeof *ls->base) : ls->shared;
-	if (!ls->cut || !ls->shared || !ls->momentum || !ls->move || !ls->sent || !ls->base) {
+	size_t slice = n / (size_t)ls->local_size + 1;
+	if (ls->bf16)
+		ls->half = malloc(((size_t)ls->nodes + 1) * slice * sizeof *ls->half);
+	if (!ls->cut || !ls->shared || !ls->momentum || !ls->move || !ls->sent || !ls->base ||
+	    (ls->bf16 && !ls->half)) {
 		lt_errmsg_set("cannot allocate the local SGD state of %zu parameters (%zu bytes)", n,
 			      (4 + (size_t)ls->overlap) * n * sizeof(float));
 		return LT_ERR_NOMEM;
@@ -167,16 +177,37 @@ static enum lt_status start_move(lt_local_sgd *ls, float weight)
 {
 	size_t lo = ls->cut[ls->local_rank], hi = ls->cut[ls->local_rank + 1];
 	enum lt_status st;
+	uint16_t *mine = ls->half ? ls->half + (size_t)ls->nodes * (hi - lo) : NULL;
 	for (size_t i = lo; i < hi; i++)
 		ls->sent[i] = weight * ls->move[i];
+	for (size_t i = lo; mine && i < hi; i++)
+		mine[i - lo] = lt_bf16_from_f32(ls->sent[i]);
 	ls->sent_weight = weight;
-	if ((st = lt_dist_cross_sum_start(ls->dist, ls->sent + lo, hi - lo,
-					  "the parameters' moves between nodes")) != LT_OK ||
+	if (mine)
+		st = lt_dist_cross_allgather_start(ls->dist, mine, ls->half, (hi - lo) * sizeof *mine,
+						   "the parameters' moves between nodes (bf16)");
+	else
+		st = lt_dist_cross_sum_start(ls->dist, ls->sent + lo, hi - lo,
+					     "the parameters' moves between nodes");
+	if (st != LT_OK ||
 	    (st = lt_dist_cross_sum_start(ls->dist, &ls->sent_weight, 1,
 					  "the nodes' weights")) != LT_OK)
 		return st;
 	ls->pending = 1;
 	return LT_OK;
+}
+
+/* bf16: this rank's slice of the move summed in f32 over the nodes' bf16
+ * slices, in the nodes' order. */
+static void sum_halves(lt_local_sgd *ls)
+{
+	size_t lo = ls->cut[ls->local_rank], hi = ls->cut[ls->local_rank + 1], s = hi - lo;
+	for (size_t i = 0; i < s; i++) {
+		float sum = 0;
+		for (int k = 0; k < ls->nodes; k++)
+			sum += lt_bf16_to_f32(ls->half[(size_t)k * s + i]);
+		ls->sent[lo + i] = sum;
+	}
 }
 
 /* Ends the sum under way: the node's ranks hand each other their slices,
@@ -187,8 +218,11 @@ static enum lt_status finish_move(lt_local_sgd *ls)
 	if (!ls->pending)
 		return LT_OK;
 	ls->pending = 0;
-	if ((st = lt_dist_wait_all(ls->dist)) != LT_OK ||
-	    (st = lt_dist_allgatherv_f32(ls->inner, ls->sent, ls->cut,
+	if ((st = lt_dist_wait_all(ls->dist)) != LT_OK)
+		return st;
+	if (ls->half)
+		sum_halves(ls);
+	if ((st = lt_dist_allgatherv_f32(ls->inner, ls->sent, ls->cut,
 					 "the nodes' mean move within the node")) != LT_OK)
 		return st;
 	if (!(ls->sent_weight > 0)) {
