@@ -124,8 +124,9 @@ void lt_dist_count_cross(lt_dist *d, double bytes)
 	d->cross_bytes += bytes;
 	if (d->link_bps > 0) {
 		double now = lt_seconds();
+		/* the node's ranks share the node's link evenly */
 		d->link_free_at = (d->link_free_at > now ? d->link_free_at : now) +
-				  bytes * 8 / d->link_bps;
+				  bytes * 8 * d->local_size / d->link_bps;
 	}
 }
 

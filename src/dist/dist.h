@@ -84,7 +84,8 @@ double lt_dist_take_barrier_seconds(lt_dist *d);
 double lt_dist_take_cross_bytes(lt_dist *d);
 /* For benchmarks only: LLTRAIN_BENCH_LINK_GBITS=G (unset: off) makes the
  * link between nodes a G Gbit/s one: a collective between nodes completes
- * no sooner than its bytes take at that rate, one after the other. */
+ * no sooner than its bytes take at that rate, one after the other, each
+ * of a node's ranks having its share (G / ranks of the node). */
 double lt_dist_link_gbits(const lt_dist *d);
 /* Counts seconds spent exchanging outside the collectives (summing
  * through shared memory) as waiting for the exchange. */
