@@ -4,6 +4,7 @@
 #include "dist/local_sgd.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,6 +110,15 @@ void lt_local_sgd_state(lt_local_sgd *ls, struct lt_local_sgd_state *out)
 					    .node = lt_dist_node_index(ls->dist) };
 }
 int lt_local_sgd_nodes(const lt_local_sgd *ls) { return ls->nodes; }
+
+void lt_local_sgd_describe(const lt_local_sgd *ls, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "local SGD: %d nodes of %d rank%s, an outer Nesterov step every %d "
+		 "step%s (lr %g, momentum %g), moves in %s%s%s", ls->nodes, ls->local_size,
+		 ls->local_size == 1 ? "" : "s", ls->local_steps, ls->local_steps == 1 ? "" : "s",
+		 (double)ls->lr, (double)ls->mu, ls->bf16 ? "bf16" : "fp32",
+		 ls->overlap ? ", overlapped" : "", ls->weighted ? ", weighted by tokens" : "");
+}
 
 double lt_local_sgd_scale(const lt_local_sgd *ls, const size_t *rows)
 {

@@ -36,6 +36,10 @@ void lt_local_sgd_free(lt_local_sgd *ls);
 /* The ranks of this rank's node as a job of their own: the inner
  * exchange runs over it. */
 lt_dist *lt_local_sgd_inner(const lt_local_sgd *ls);
+/* One line on the rounds, for the run's start: "local SGD: 2 nodes of 2
+ * ranks, an outer Nesterov step every 20 steps (lr 0.7, momentum 0.9),
+ * moves in fp32, overlapped". */
+void lt_local_sgd_describe(const lt_local_sgd *ls, char *buf, size_t cap);
 /* How many nodes share the parameters. */
 int lt_local_sgd_nodes(const lt_local_sgd *ls);
 /* The factor that turns the step's gradient scale (one over the tokens of

@@ -221,6 +221,13 @@ enum lt_status lt_local_ckpt_start(lt_local_sgd *ls, const char *dir, lt_model *
 				   char *note, size_t cap)
 {
 	enum lt_status st = lt_local_sgd_start(ls, m);
-	note[0] = '\0';
-	return st == LT_OK && dir ? lt_local_ckpt_resume(ls, dir, m, o, note, cap) : st;
+	size_t len;
+	lt_local_sgd_describe(ls, note, cap);
+	if (st != LT_OK || !dir || (len = strlen(note)) + 2 >= cap)
+		return st;
+	note[len] = '\n';
+	st = lt_local_ckpt_resume(ls, dir, m, o, note + len + 1, cap - len - 1);
+	if (!note[len + 1])
+		note[len] = '\0';
+	return st;
 }

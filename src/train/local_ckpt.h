@@ -32,7 +32,8 @@ enum lt_status lt_local_ckpt_save(lt_local_sgd *ls, const char *tmp, lt_model *m
 				  const lt_optim *o, int shards, struct lt_ckpt_state *s);
 /* Every rank, once the model holds its first parameters (dir's, and its
  * moments, when resuming from checkpoint dir; else NULL):
- * lt_local_sgd_start, then lt_local_ckpt_resume from dir. */
+ * lt_local_sgd_start, then lt_local_ckpt_resume from dir; note[cap] gets
+ * lt_local_sgd_describe's line, and on a line of its own resume's. */
 enum lt_status lt_local_ckpt_start(lt_local_sgd *ls, const char *dir, lt_model *m, lt_optim *o,
 				   char *note, size_t cap);
 /* Every rank, after lt_local_sgd_start over the checkpoint dir's model
