@@ -488,6 +488,25 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 /* In place over buf, among comm's `size` ranks: the i-th's elements
  * [off[r], off[r + 1]) of job rank r = ranks[i] (i itself when ranks is
  * NULL) go to every one of them. */
+/* The bytes a rank sends to other nodes in a reduce-scatter or an
+ * all-gather of n floats over the nodes (an all-reduce sends twice this). */
+static double cross_share(const lt_dist *d, size_t n)
+{
+	return (double)n * sizeof(float) * (d->nodes - 1) / d->nodes;
+}
+
+/* A collective over the whole job, whose ranks lie on several nodes,
+ * sends part of its bytes between them: counted as a ring over the nodes
+ * sends them, `twice` for an all-reduce. */
+static void count_job_wide(lt_dist *d, MPI_Comm comm, size_t n, int twice)
+{
+	if (comm != d->mpi->comm || d->nodes == 1)
+		return;
+	/* nodes of different sizes (nodes 0): counted as two nodes */
+	double b = d->nodes ? cross_share(d, n) : (double)n * sizeof(float) / 2;
+	lt_dist_count_cross(d, (twice ? 2 : 1) * b);
+}
+
 static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const int *ranks,
 				      float *buf, const size_t *off, const char *what)
 {
@@ -517,18 +536,13 @@ static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const
 	}
 	LT_ASSERT(off[d->size] / unit <= (size_t)INT_MAX);
 	MPI_Request req;
+	count_job_wide(d, comm, off[d->size], 0);
 	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, comm, &req);
 	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
+	lt_dist_hold_for_link(d);
 	MPI_Type_free(&type);
 	free(counts);
 	return st;
-}
-
-/* The bytes a rank sends to other nodes in a reduce-scatter or an
- * all-gather of n floats over the nodes (an all-reduce sends twice this). */
-static double cross_share(const lt_dist *d, size_t n)
-{
-	return (double)n * sizeof(float) * (d->nodes - 1) / d->nodes;
 }
 
 enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off, const char *what)
@@ -570,6 +584,7 @@ static enum lt_status start_sums(lt_dist *d, MPI_Comm comm, const float *send, f
 				 size_t n, int root, const char *what)
 {
 	struct lt_dist_mpi *m = d->mpi;
+	count_job_wide(d, comm, n, root < 0);
 	for (size_t at = 0; at < n; at += PIECE) {
 		if (m->n_pending == MAX_PENDING) {
 			enum lt_status st = lt_dist_wait_all(d);
