@@ -70,6 +70,8 @@ struct lt_conf_run {
 
 enum lt_balance { LT_BALANCE_EVEN, LT_BALANCE_AUTO };
 enum lt_exchange { LT_EXCHANGE_AUTO, LT_EXCHANGE_MPI };
+enum lt_sync { LT_SYNC_STEP, LT_SYNC_LOCAL };
+enum lt_outer_dtype { LT_OUTER_FP32, LT_OUTER_BF16 };
 
 struct lt_conf_dist {
 	int zero;                       /* ZeRO stage: 0, 1 or 2 */
@@ -78,6 +80,12 @@ struct lt_conf_dist {
 	int exchange;                   /* enum lt_exchange: how gradients travel */
 	int deterministic;              /* bitwise the same result for any rank count */
 	double comm_timeout;            /* seconds a collective may stall before the job ends */
+	int sync;                       /* enum lt_sync: how often the nodes exchange */
+	int local_steps;                /* sync local: inner steps between the nodes' exchanges */
+	double outer_lr;                /* sync local: the outer Nesterov step's rate */
+	double outer_momentum;          /* sync local: its momentum */
+	int outer_overlap;              /* sync local: the exchange runs during the next round */
+	int outer_dtype;                /* enum lt_outer_dtype: the moves' type between nodes */
 };
 
 struct lt_conf_distill {

@@ -41,6 +41,8 @@ static const char *const lora_base_names[] = { "auto", "f32", "bf16", "q8_0", "q
 static const char *const rope_scaling_names[] = { "none", "llama3", NULL };
 static const char *const balance_names[] = { "even", "auto", NULL };
 static const char *const exchange_names[] = { "auto", "mpi", NULL };
+static const char *const sync_names[] = { "step", "local", NULL };
+static const char *const outer_dtype_names[] = { "fp32", "bf16", NULL };
 static const char *const section_names[] = { "model", "train", "data", "run", "dist", "distill", NULL };
 static const char *const section_docs[] = {
 	"the network: a LLaMA decoder, named as Hugging Face's LlamaConfig",
@@ -266,6 +268,28 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "dist", .name = "comm_timeout", .type = LT_CONF_DOUBLE,
 	  FIELD(dist.comm_timeout), .min = 0, .max = 86400, .open_min = 1, .def = "30",
 	  .doc = "seconds a collective may make no progress before the job ends" },
+	{ .section = "dist", .name = "sync", .type = LT_CONF_ENUM, FIELD(dist.sync),
+	  .choices = sync_names, .def = "step",
+	  .doc = "step: every rank exchanges gradients every step; local: ranks of a node do, "
+		 "and the nodes average their parameters' moves every dist.local_steps steps "
+		 "through an outer Nesterov step (local SGD; two nodes or more)" },
+	{ .section = "dist", .name = "local_steps", .type = LT_CONF_INT, FIELD(dist.local_steps),
+	  .min = 1, .max = 1000000, .def = "20",
+	  .doc = "with sync local, the inner steps each node takes between exchanges" },
+	{ .section = "dist", .name = "outer_lr", .type = LT_CONF_DOUBLE, FIELD(dist.outer_lr),
+	  .min = 0, .max = 10, .open_min = 1, .def = "0.7",
+	  .doc = "with sync local, the outer step's learning rate on the nodes' mean move" },
+	{ .section = "dist", .name = "outer_momentum", .type = LT_CONF_DOUBLE,
+	  FIELD(dist.outer_momentum), .min = 0, .max = 1, .open_max = 1, .def = "0.9",
+	  .doc = "with sync local, the outer step's Nesterov momentum (0 = none)" },
+	{ .section = "dist", .name = "outer_overlap", .type = LT_CONF_BOOL,
+	  FIELD(dist.outer_overlap), .def = "false",
+	  .doc = "with sync local, exchange a round's move during the next round and apply "
+		 "the outer step one round late" },
+	{ .section = "dist", .name = "outer_dtype", .type = LT_CONF_ENUM, FIELD(dist.outer_dtype),
+	  .choices = outer_dtype_names, .def = "fp32",
+	  .doc = "with sync local, the type the moves cross between nodes in: fp32, or bf16 "
+		 "(half the bytes; summed in fp32 on arrival)" },
 	{ .section = "distill", .name = "teacher", .type = LT_CONF_STRING,
 	  FIELD(distill.teacher), .min = 0, .def = "",
 	  .doc = "train against this teacher too (an lltrain run or checkpoint, a Hugging Face "

@@ -261,6 +261,8 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "dist.deterministic", "yes" },
 		{ "dist.exchange", "mpi" },
 		{ "distill.teacher", "/runs/t e;a=cher" }, { "distill.alpha", "1" },
+		{ "dist.sync", "local" }, { "dist.local_steps", "1000000" },
+		{ "dist.outer_overlap", "yes" }, { "dist.outer_dtype", "bf16" },
 	};
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
 		if (lt_conf_set(c, texts[i][0], texts[i][1], texts[i][0]) != LT_OK)
@@ -281,6 +283,8 @@ static void set_unusual_values(struct lt_conf *c)
 	c->data.val_fraction = 1.0 / 3.0;
 	c->dist.comm_timeout = 86400.0 / 7.0;
 	c->distill.temperature = nextafterf(2.0f, 0.0f);
+	c->dist.outer_lr = 1.0 / 3.0;
+	c->dist.outer_momentum = nextafter(1.0, 0.0);
 }
 
 static void check_round_trip(void)
@@ -589,9 +593,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 67 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 73 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 67 keys, each found by name, with a doc line, and each "
+	       "the table has 73 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

@@ -17,6 +17,7 @@
 #include "conf.h"
 #include "dist/agree.h"
 #include "dist/dist.h"
+#include "dist/local_sgd.h"
 #include "io/checkpoint.h"
 #include "io/fs.h"
 #include "io/import.h"
@@ -59,6 +60,8 @@ static void print_help(void)
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
 	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
 	       "                         (--dist.exchange)\n"
+	       "  --sync step|local      nodes exchange every step, or every dist.local_steps\n"
+	       "                         steps through an outer optimizer (--dist.sync)\n"
 	       "  --deterministic        bitwise the same for any rank count (--dist.deterministic)\n"
 	       "  --comm-timeout SEC     end the job when a collective stalls (--dist.comm_timeout)\n"
 	       "  --recompute none|block keep only each block's input; backward recomputes the\n"
@@ -78,6 +81,7 @@ static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--zero", "dist.zero", 1 },
 	{ "--balance", "dist.balance", 1 },
 	{ "--exchange", "dist.exchange", 1 },
+	{ "--sync", "dist.sync", 1 },
 	{ "--comm-timeout", "dist.comm_timeout", 1 },
 	{ "--deterministic", "dist.deterministic", 0 },
 	{ "--recompute", "train.recompute", 1 },
@@ -357,6 +361,13 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	}
 	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
 		return rc;
+	/* every rank sees the same nodes: each refuses, rank 0 says why */
+	if (conf.dist.sync == LT_SYNC_LOCAL && (st = lt_local_sgd_check(d)) != LT_OK) {
+		if (lt_dist_rank(d) == 0)
+			lt_report("train", st);
+		*together = 1;
+		return 2;
+	}
 	if ((st = find_resume_point(d, a.resume, &conf, ckpt, sizeof ckpt, state, &skipped,
 				    &found)) == LT_OK && found)
 		/* pass 2: the checkpoint's config, then the options again */

@@ -26,9 +26,27 @@ int lt_dist_launched(void)
 	return 0;
 }
 
+/* LLTRAIN_BENCH_LINK_GBITS: the emulated link between nodes (benchmarks). */
+static enum lt_status link_from_env(lt_dist *d)
+{
+	const char *v = getenv("LLTRAIN_BENCH_LINK_GBITS");
+	char *end;
+	if (!v || !*v)
+		return LT_OK;
+	double g = strtod(v, &end);
+	if (*end || !(g > 0) || g > 1e6) {
+		lt_errmsg_set("LLTRAIN_BENCH_LINK_GBITS=%s: expected a link speed in Gbit/s, "
+			      "more than 0", v);
+		return LT_ERR_CONFIG;
+	}
+	d->link_bps = g * 1e9;
+	return LT_OK;
+}
+
 enum lt_status lt_dist_alone_new(lt_dist **out)
 {
 	*out = NULL;
+	enum lt_status st;
 	struct lt_dist *d = calloc(1, sizeof *d);
 	if (!d) {
 		lt_errmsg_set("cannot allocate the rank state");
@@ -38,6 +56,10 @@ enum lt_status lt_dist_alone_new(lt_dist **out)
 	d->nodes = 1;
 	d->consecutive = 1;
 	d->timeout = 30;
+	if ((st = link_from_env(d)) != LT_OK) {
+		lt_dist_alone_free(d);
+		return st;
+	}
 	if (gethostname(d->host, sizeof d->host - 1) != 0)
 		snprintf(d->host, sizeof d->host, "unknown");
 	d->node_ranks = calloc(1, sizeof *d->node_ranks);
@@ -67,6 +89,14 @@ int lt_dist_local_size(const lt_dist *d) { return d->local_size; }
 int lt_dist_nodes(const lt_dist *d) { return d->nodes; }
 int lt_dist_nodes_consecutive(const lt_dist *d) { return d->consecutive; }
 int lt_dist_rank_of_local(const lt_dist *d, int local) { return d->node_ranks[local]; }
+
+int lt_dist_node_index(const lt_dist *d)
+{
+	for (int i = 0; i < d->nodes; i++)
+		if (d->cross_ranks[i] == d->rank)
+			return i;
+	return 0;
+}
 const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
 void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
@@ -78,6 +108,35 @@ double lt_dist_take_wait_seconds(lt_dist *d)
 	double w = d->wait_seconds;
 	d->wait_seconds = 0;
 	return w;
+}
+
+double lt_dist_take_cross_bytes(lt_dist *d)
+{
+	double b = d->cross_bytes;
+	d->cross_bytes = 0;
+	return b;
+}
+
+double lt_dist_link_gbits(const lt_dist *d) { return d->link_bps / 1e9; }
+
+void lt_dist_count_cross(lt_dist *d, double bytes)
+{
+	d->cross_bytes += bytes;
+	if (d->link_bps > 0) {
+		double now = lt_seconds();
+		/* the node's ranks share the node's link evenly */
+		d->link_free_at = (d->link_free_at > now ? d->link_free_at : now) +
+				  bytes * 8 * d->local_size / d->link_bps;
+	}
+}
+
+void lt_dist_hold_for_link(lt_dist *d)
+{
+	double now = lt_seconds(), left = d->link_free_at - now;
+	if (d->link_bps <= 0 || left <= 0)
+		return;
+	usleep((useconds_t)(left * 1e6));
+	d->wait_seconds += lt_seconds() - now;
 }
 
 double lt_dist_take_barrier_seconds(lt_dist *d)

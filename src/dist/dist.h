@@ -52,10 +52,18 @@ int lt_dist_nodes(const lt_dist *d);
 /* Whether every node's ranks are consecutive job ranks, so that node i
  * (lt_dist_nodes > 0) holds ranks [i * local_size, (i + 1) * local_size). */
 int lt_dist_nodes_consecutive(const lt_dist *d);
+/* This rank's node, 0 to nodes - 1 in the order of their first ranks
+ * (lt_dist_nodes > 0). */
+int lt_dist_node_index(const lt_dist *d);
 /* The job rank of the rank of this node whose local index is `local`. */
 int lt_dist_rank_of_local(const lt_dist *d, int local);
 /* The node's name (gethostname). */
 const char *lt_dist_host(const lt_dist *d);
+/* The ranks of this rank's node as a job of their own (collective over
+ * d): one node, its collectives among them alone; lt_dist_node_free
+ * releases it (before d is finalized). */
+enum lt_status lt_dist_node_new(lt_dist *d, lt_dist **out);
+void lt_dist_node_free(lt_dist *nd);
 
 /* ----------------------------- the watchdog and the time spent waiting */
 
@@ -70,6 +78,15 @@ double lt_dist_take_wait_seconds(lt_dist *d);
  * node's other ranks had yet to arrive (nothing moves at a barrier), so it
  * is waiting for slower ranks, not for communication. */
 double lt_dist_take_barrier_seconds(lt_dist *d);
+/* Bytes this rank sent to other nodes since the last call (an all-reduce
+ * of b bytes over n nodes counts 2 b (n - 1) / n, as a ring sends; a
+ * reduce-scatter or an all-gather half that), and resets it. */
+double lt_dist_take_cross_bytes(lt_dist *d);
+/* For benchmarks only: LLTRAIN_BENCH_LINK_GBITS=G (unset: off) makes the
+ * link between nodes a G Gbit/s one: a collective between nodes completes
+ * no sooner than its bytes take at that rate, one after the other, each
+ * of a node's ranks having its share (G / ranks of the node). */
+double lt_dist_link_gbits(const lt_dist *d);
 /* Counts seconds spent exchanging outside the collectives (summing
  * through shared memory) as waiting for the exchange. */
 void lt_dist_add_wait_seconds(lt_dist *d, double seconds);
@@ -110,6 +127,11 @@ enum lt_status lt_dist_allreduce_start(lt_dist *d, float *buf, size_t n, const c
  * index, one per node (lt_dist_nodes > 0); it completes as
  * lt_dist_allreduce_start's does. */
 enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const char *what);
+/* Starts the all-gather of `bytes` of mine among the same ranks: node
+ * i's land at all + i * bytes once it completes (as above); mine and all
+ * must stay untouched until then. */
+enum lt_status lt_dist_cross_allgather_start(lt_dist *d, const void *mine, void *all,
+					     size_t bytes, const char *what);
 /* Starts a reduce-scatter among the same ranks, when the nodes' ranks are
  * consecutive: of buf[cut[nodes]], node i's rank gets the sum of [cut[i],
  * cut[i + 1]) in place there, once lt_dist_wait_all (or lt_dist_progress)

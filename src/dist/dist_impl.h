@@ -24,6 +24,9 @@ struct lt_dist {
 	long step;         /* the step the watchdog's messages name */
 	double wait_seconds;     /* waiting for collectives, since last taken */
 	double barrier_seconds;  /* at node barriers, since last taken */
+	double cross_bytes;      /* sent between nodes, since last taken */
+	double link_bps;         /* the emulated link between nodes, bits/s; 0: none */
+	double link_free_at;     /* when the emulated link has sent what it was given */
 	struct lt_dist_mpi *mpi; /* NULL when this process runs alone */
 };
 
@@ -36,6 +39,13 @@ int lt_dist_launched(void);
  * node of one rank, the watchdog at 30 s. */
 enum lt_status lt_dist_alone_new(lt_dist **out);
 void lt_dist_alone_free(lt_dist *d);
+
+/* Counts `bytes` sent from this rank to other nodes, and with an
+ * emulated link, when they will have gone (after what it holds). */
+void lt_dist_count_cross(lt_dist *d, double bytes);
+/* With an emulated link: sleeps until it has sent what it was given,
+ * counting the seconds as waiting. */
+void lt_dist_hold_for_link(lt_dist *d);
 
 /* dist_mpi.c or dist_none.c: */
 

@@ -17,9 +17,8 @@
 
 #include "clock.h"
 #include "dist/dist_impl.h"
+#include "dist/dist_mpi_impl.h"
 
-/* Collectives that may be under way at once (as dist.h promises). */
-#define MAX_PENDING 4096
 /* MPI counts are int: larger collectives go in pieces of this many. */
 #define PIECE ((size_t)1 << 28)
 /* Where MPI libraries keep the memory of shared windows. */
@@ -28,33 +27,6 @@
 #define ASK_SECONDS 5.0
 
 enum { TAG_ASK = 30711, TAG_ANSWER = 30712 };
-
-struct lt_dist_mpi {
-	MPI_Comm comm, node, cross;  /* cross: this local index on every node */
-	MPI_Datatype i128;
-	MPI_Op sum128;
-	/* the collectives under way: pending[i] is collective started - n_pending + i */
-	MPI_Request pending[MAX_PENDING];
-	const char *pending_what[MAX_PENDING];
-	/* MPI_STATUSES_IGNORE trips GCC's access checks on MPICH's headers */
-	MPI_Status statuses[MAX_PENDING];
-	int completed[MAX_PENDING];  /* MPI_Testsome's indices, unused */
-	int n_pending;
-	size_t started;         /* collectives started so far */
-	/* the reduce-scatter: its result lands in scatter_buf[scatter_cap] and
-	 * goes to scatter_to[scatter_n] once every started collective completed */
-	float *scatter_buf;
-	size_t scatter_cap;
-	float *scatter_to;
-	size_t scatter_n;
-	int *scatter_counts;    /* [nodes]: the count for each node */
-	/* the all-gathers under way keep their counts and displacements
-	 * ([2 * size] each) until they complete: gather i in entry i % ring,
-	 * done once the collectives before gather_mark[entry] are */
-	int *gather_counts;
-	size_t gather_mark[LT_DIST_GATHERS_UNDER_WAY];
-	size_t gathers;
-};
 
 int lt_dist_have_mpi(void) { return 1; }
 
@@ -70,6 +42,13 @@ static void add_i128(void *in, void *inout, int *len, MPI_Datatype *type)
 		y += x;
 		memcpy(b + 16 * (size_t)i, &y, 16);
 	}
+}
+
+void lt_dist_mpi_types(struct lt_dist_mpi *m)
+{
+	MPI_Type_contiguous(16, MPI_BYTE, &m->i128);
+	MPI_Type_commit(&m->i128);
+	MPI_Op_create(add_i128, 1, &m->sum128);
 }
 
 static enum lt_status mpi_failed(const char *what, int err)
@@ -114,8 +93,7 @@ static void least_and_most(MPI_Comm comm, int v, int *least, int *most)
 	*most = span[1];
 }
 
-/* Each rank's rank lists, replacing those of a rank alone. */
-static enum lt_status alloc_rank_lists(struct lt_dist *d)
+enum lt_status lt_dist_mpi_rank_lists(struct lt_dist *d)
 {
 	size_t nodes = (size_t)(d->nodes ? d->nodes : 1);
 	free(d->node_ranks);
@@ -162,7 +140,7 @@ static enum lt_status split_nodes(struct lt_dist *d)
 	MPI_Comm_set_errhandler(m->cross, MPI_ERRORS_RETURN);
 	least_and_most(m->comm, d->local_size, &least, &most);
 	d->nodes = least == most ? d->size / d->local_size : 0;
-	if ((st = alloc_rank_lists(d)) != LT_OK)
+	if ((st = lt_dist_mpi_rank_lists(d)) != LT_OK)
 		return st;
 	MPI_Allgather(&d->rank, 1, MPI_INT, d->node_ranks, 1, MPI_INT, m->node);
 	if (d->nodes)
@@ -193,14 +171,11 @@ static enum lt_status start_mpi(int *argc, char ***argv, struct lt_dist *d)
 	enum lt_status st = split_nodes(d);
 	if (st != LT_OK)
 		return st;
-	MPI_Type_contiguous(16, MPI_BYTE, &m->i128);
-	MPI_Type_commit(&m->i128);
-	MPI_Op_create(add_i128, 1, &m->sum128);
+	lt_dist_mpi_types(m);
 	return LT_OK;
 }
 
-/* Frees d and its MPI state (not the MPI objects: MPI_Finalize ends them). */
-static void free_state(struct lt_dist *d)
+void lt_dist_mpi_free_state(struct lt_dist *d)
 {
 	if (d->mpi) {
 		free(d->mpi->scatter_counts);
@@ -219,7 +194,7 @@ enum lt_status lt_dist_init(int *argc, char ***argv, lt_dist **out)
 	if (st != LT_OK)
 		return st;
 	if (lt_dist_launched() && (st = start_mpi(argc, argv, d)) != LT_OK) {
-		free_state(d);
+		lt_dist_mpi_free_state(d);
 		return st;
 	}
 	*out = d;
@@ -239,7 +214,7 @@ void lt_dist_finalize(lt_dist *d)
 		MPI_Comm_free(&m->comm);
 		MPI_Finalize();
 	}
-	free_state(d);
+	lt_dist_mpi_free_state(d);
 }
 
 /* Waits (a second at most) until whoever reads this process's stdout and
@@ -514,6 +489,25 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 /* In place over buf, among comm's `size` ranks: the i-th's elements
  * [off[r], off[r + 1]) of job rank r = ranks[i] (i itself when ranks is
  * NULL) go to every one of them. */
+/* The bytes a rank sends to other nodes in a reduce-scatter or an
+ * all-gather of n floats over the nodes (an all-reduce sends twice this). */
+static double cross_share(const lt_dist *d, size_t n)
+{
+	return (double)n * sizeof(float) * (d->nodes - 1) / d->nodes;
+}
+
+/* A collective over the whole job, whose ranks lie on several nodes,
+ * sends part of its bytes between them: counted as a ring over the nodes
+ * sends them, `twice` for an all-reduce. */
+static void count_job_wide(lt_dist *d, MPI_Comm comm, size_t n, int twice)
+{
+	if (comm != d->mpi->comm || d->nodes == 1)
+		return;
+	/* nodes of different sizes (nodes 0): counted as two nodes */
+	double b = d->nodes ? cross_share(d, n) : (double)n * sizeof(float) / 2;
+	lt_dist_count_cross(d, (twice ? 2 : 1) * b);
+}
+
 static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const int *ranks,
 				      float *buf, const size_t *off, const char *what)
 {
@@ -543,8 +537,10 @@ static enum lt_status allgatherv_over(lt_dist *d, MPI_Comm comm, int size, const
 	}
 	LT_ASSERT(off[d->size] / unit <= (size_t)INT_MAX);
 	MPI_Request req;
+	count_job_wide(d, comm, off[d->size], 0);
 	int err = MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts, displs, type, comm, &req);
 	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
+	lt_dist_hold_for_link(d);
 	MPI_Type_free(&type);
 	free(counts);
 	return st;
@@ -563,7 +559,11 @@ enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t
 	LT_ASSERT(d->nodes > 0);
 	if (d->nodes == 1)
 		return LT_OK;
-	return allgatherv_over(d, d->mpi->cross, d->nodes, d->cross_ranks, buf, off, what);
+	lt_dist_count_cross(d, cross_share(d, off[d->nodes]));
+	enum lt_status st = allgatherv_over(d, d->mpi->cross, d->nodes, d->cross_ranks, buf, off,
+					    what);
+	lt_dist_hold_for_link(d);
+	return st;
 }
 
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what)
@@ -585,6 +585,7 @@ static enum lt_status start_sums(lt_dist *d, MPI_Comm comm, const float *send, f
 				 size_t n, int root, const char *what)
 {
 	struct lt_dist_mpi *m = d->mpi;
+	count_job_wide(d, comm, n, root < 0);
 	for (size_t at = 0; at < n; at += PIECE) {
 		if (m->n_pending == MAX_PENDING) {
 			enum lt_status st = lt_dist_wait_all(d);
@@ -629,6 +630,7 @@ enum lt_status lt_dist_cross_sum_start(lt_dist *d, float *buf, size_t n, const c
 	LT_ASSERT(d->nodes > 0);
 	if (d->nodes == 1)
 		return LT_OK;
+	lt_dist_count_cross(d, 2 * cross_share(d, n));
 	return start_sums(d, d->mpi->cross, NULL, buf, n, -1, what);
 }
 
@@ -668,6 +670,28 @@ enum lt_status lt_dist_allgatherv_start(lt_dist *d, float *buf, const size_t *of
 	return LT_OK;
 }
 
+enum lt_status lt_dist_cross_allgather_start(lt_dist *d, const void *mine, void *all,
+					     size_t bytes, const char *what)
+{
+	LT_ASSERT(d->nodes > 0 && bytes <= (size_t)INT_MAX);
+	if (d->nodes == 1) {
+		memmove(all, mine, bytes);
+		return LT_OK;
+	}
+	struct lt_dist_mpi *m = d->mpi;
+	enum lt_status st;
+	if (m->n_pending == MAX_PENDING && (st = lt_dist_wait_all(d)) != LT_OK)
+		return st;
+	lt_dist_count_cross(d, (double)bytes * (d->nodes - 1));
+	int err = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, m->cross,
+				 &m->pending[m->n_pending]);
+	if (err)
+		return mpi_failed(what, err);
+	m->pending_what[m->n_pending++] = what;
+	m->started++;
+	return LT_OK;
+}
+
 /* Room for n elements of a reduce-scatter's result in scatter_buf. */
 static enum lt_status grow_scatter_buf(struct lt_dist_mpi *m, size_t n, const char *what)
 {
@@ -704,6 +728,7 @@ enum lt_status lt_dist_cross_sum_scatter_start(lt_dist *d, float *buf, const siz
 		return st;
 	for (int i = 0; i < d->nodes; i++)
 		m->scatter_counts[i] = (int)(cut[i + 1] - cut[i]);
+	lt_dist_count_cross(d, cross_share(d, cut[d->nodes]));
 	int err = MPI_Ireduce_scatter(buf, m->scatter_buf, m->scatter_counts, MPI_FLOAT, MPI_SUM,
 				      m->cross, &m->pending[m->n_pending]);
 	if (err)
@@ -755,8 +780,10 @@ enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark)
 	size_t first = m->started - (size_t)m->n_pending;
 	if (mark <= first)
 		return LT_OK;
-	return wait_requests(d, m->pending, (int)(mark - first), m->pending_what,
-			     &d->wait_seconds);
+	enum lt_status st = wait_requests(d, m->pending, (int)(mark - first), m->pending_what,
+					  &d->wait_seconds);
+	lt_dist_hold_for_link(d);
+	return st;
 }
 
 enum lt_status lt_dist_wait_all(lt_dist *d)
@@ -768,6 +795,7 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 					  &d->wait_seconds);
 	if (st == LT_OK)
 		all_completed(m);
+	lt_dist_hold_for_link(d);
 	return st;
 }
 

@@ -192,3 +192,19 @@ enum lt_status lt_dist_shared_sync(lt_dist *d, lt_dist_shared *s, const char *wh
 	(void)d, (void)s, (void)what;
 	return LT_OK;
 }
+
+enum lt_status lt_dist_node_new(lt_dist *d, lt_dist **out)
+{
+	(void)d;
+	return lt_dist_alone_new(out);
+}
+
+void lt_dist_node_free(lt_dist *nd) { lt_dist_alone_free(nd); }
+
+enum lt_status lt_dist_cross_allgather_start(lt_dist *d, const void *mine, void *all,
+					     size_t bytes, const char *what)
+{
+	(void)d, (void)what;
+	memmove(all, mine, bytes);
+	return LT_OK;
+}

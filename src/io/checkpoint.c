@@ -27,6 +27,9 @@ void lt_ckpt_state_free(struct lt_ckpt_state *s)
 		return;
 	free(s->config);
 	s->config = NULL;
+	free((void *)s->extra);
+	s->extra = NULL;
+	s->n_extra = 0;
 }
 
 /* ------------------------------------------------------------- saving */
@@ -401,7 +404,7 @@ static enum lt_status copy_tokenizer(const char *tmp, const struct lt_ckpt_state
 static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int nshards,
 					     const struct lt_ckpt_state *s, int with_model)
 {
-	struct saved_file *f = calloc((size_t)nshards + 3, sizeof *f);
+	struct saved_file *f = calloc((size_t)nshards + 3 + (size_t)s->n_extra, sizeof *f);
 	char path[CKPT_PATH_MAX];
 	enum lt_status st;
 	int n = 0;
@@ -419,6 +422,8 @@ static enum lt_status write_checkpoint_files(const char *tmp, lt_model *m, int n
 		lt_rundir_optim_name(r, nshards, f[n].name);
 		n++;
 	}
+	for (int i = 0; i < s->n_extra; i++)
+		add_file(f, &n, s->extra[i]);
 	if ((s->tokenizer && (st = copy_tokenizer(tmp, s, f, &n)) != LT_OK) ||
 	    (st = write_state_file(tmp, s, f, n)) != LT_OK)
 		goto out;
@@ -483,6 +488,12 @@ enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_
 	    (st = write_optimizer_file(path, m, o, rank, nranks)) != LT_OK)
 		return st;
 	return lt_fs_sync(tmp);
+}
+
+enum lt_status lt_checkpoint_write_moments(const char *path, lt_model *m, const lt_optim *o,
+					   int rank, int nranks)
+{
+	return write_optimizer_file(path, m, o, rank, nranks);
 }
 
 /* The last part of a path (all of it when it has no slash). */

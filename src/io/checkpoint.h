@@ -60,9 +60,15 @@ struct lt_ckpt_state {
 				 * tokenizer_config.json beside it, if present), so
 				 * a checkpoint stands alone; NULL = none. Load and
 				 * read_state set it to NULL. */
+	/* save: the names of n_extra more files the ranks wrote into the
+	 * temporary directory (local SGD's outer state), listed in
+	 * state.json with the others; NULL = none. One malloc'd block (the
+	 * names may lie in it), which lt_ckpt_state_free frees. */
+	const char *const *extra;
+	int n_extra;
 };
 
-void lt_ckpt_state_free(struct lt_ckpt_state *s);  /* frees config only */
+void lt_ckpt_state_free(struct lt_ckpt_state *s);  /* frees config and extra */
 
 /* Saves into run_dir/checkpoints/step_<step, 8 digits>; *path (optional,
  * cap bytes) gets the directory written. One process: begin, then
@@ -84,6 +90,10 @@ enum lt_status lt_checkpoint_begin(const char *run_dir, long step, long tag, cha
  * directory too. */
 enum lt_status lt_checkpoint_write_shard(const char *tmp, lt_model *m, const lt_optim *o,
 					 int rank, int nranks);
+/* Writes the moments of o's range to the file path as an optimizer shard
+ * (rank of nranks in its metadata), for files a caller names itself. */
+enum lt_status lt_checkpoint_write_moments(const char *path, lt_model *m, const lt_optim *o,
+					   int rank, int nranks);
 /* Rank 0, once every rank's shard is written: checks that the nshards
  * shards are all there (a missing one is LT_ERR_NOTFOUND naming it) and
  * that their ranges tile the model's flat buffer, writes model.safetensors,
@@ -115,6 +125,10 @@ enum lt_status lt_checkpoint_read_state(const char *dir, struct lt_ckpt_state *s
 /* The tensors alone, for a checkpoint whose state the caller has just
  * read and verified (as read_state, latest or resolve with a state do). */
 enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o);
+/* The same from the files whose names have a prefix: PREFIXmodel.safetensors
+ * and the optimizer files PREFIXoptimizer... that state.json lists. */
+enum lt_status lt_checkpoint_load_tensors_as(const char *dir, const char *prefix, lt_model *m,
+					     lt_optim *o);
 enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 				  struct lt_ckpt_state *s);
 /* Only the parameters, from model.safetensors (a checkpoint dir or the file);

@@ -680,9 +680,11 @@ enum lt_status lt_checkpoint_load_weights(const char *path, lt_model *m)
 	return st;
 }
 
-/* The optimizer files that "files" of dir/state.json lists, into *out (n
- * of them, names set); LT_ERR_NOTFOUND naming state.json when none is. */
-static enum lt_status list_shards(const char *dir, struct lt_ckpt_shard **out, size_t *n)
+/* The optimizer files that "files" of dir/state.json lists with the
+ * prefix before their names, into *out (n of them, names set);
+ * LT_ERR_NOTFOUND naming state.json when none is. */
+static enum lt_status list_shards(const char *dir, const char *prefix,
+				  struct lt_ckpt_shard **out, size_t *n)
 {
 	char path[CKPT_PATH_MAX], *text;
 	const char *name;
@@ -709,7 +711,8 @@ static enum lt_status list_shards(const char *dir, struct lt_ckpt_shard **out, s
 		return LT_ERR_NOMEM;
 	}
 	json_object_foreach(files, name, entry) {
-		if (lt_rundir_is_optim_name(name))
+		if (!strncmp(name, prefix, strlen(prefix)) &&
+		    lt_rundir_is_optim_name(name + strlen(prefix)))
 			snprintf((*out)[(*n)++].name, LT_RUNDIR_NAME_MAX, "%s", name);
 	}
 	json_decref(j);
@@ -768,7 +771,13 @@ static enum lt_status load_moments(const struct lt_ckpt_shard *sh, size_t n, lt_
 
 enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim *o)
 {
-	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX];
+	return lt_checkpoint_load_tensors_as(dir, "", m, o);
+}
+
+enum lt_status lt_checkpoint_load_tensors_as(const char *dir, const char *prefix, lt_model *m,
+					     lt_optim *o)
+{
+	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX], name[LT_RUNDIR_NAME_MAX + 32];
 	struct lt_ckpt_shard *sh = NULL;
 	size_t n = 0;
 	lt_st *model_sf = NULL;
@@ -776,12 +785,13 @@ enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim
 
 	/* Every header is opened and checked before anything is read, so a
 	 * bad checkpoint leaves the model and the optimizer as they were. */
-	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_MODEL)) != LT_OK ||
+	snprintf(name, sizeof name, "%s%s", prefix, LT_RUNDIR_MODEL);
+	if ((st = lt_fs_join(path, sizeof path, dir, name)) != LT_OK ||
 	    (st = lt_st_open(path, &model_sf)) != LT_OK ||
 	    (st = check_model_file(model_sf, m)) != LT_OK)
 		goto out;
 	if (o && ((st = lt_fs_join(where, sizeof where, dir, LT_RUNDIR_STATE)) != LT_OK ||
-		  (st = list_shards(dir, &sh, &n)) != LT_OK ||
+		  (st = list_shards(dir, prefix, &sh, &n)) != LT_OK ||
 		  (st = lt_ckpt_open_shards(dir, where, sh, n, m, lt_optim_begin(o),
 					    lt_optim_end(o))) != LT_OK))
 		goto out;

@@ -200,7 +200,7 @@ static void format_duration(double s, char *buf, size_t cap)
 
 static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 {
-	char eta[32], comm[80] = "", kl[32] = "", line[384];
+	char eta[32], comm[160] = "", kl[32] = "", line[480];
 	double per_step = s->step > 0 ? s->elapsed / (double)s->step : 0;
 	format_duration(per_step * (double)(s->total_steps - s->step), eta, sizeof eta);
 	if (s->ranks > 1)
@@ -208,6 +208,10 @@ static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 			 s->comm_s * 1e3, s->sync_s * 1e3);
 	if (s->distilled)
 		snprintf(kl, sizeof kl, "  kl %.4f", s->kl);
+	if (s->nodes > 1)
+		snprintf(comm + strlen(comm), sizeof comm - strlen(comm),
+			 ", between nodes %.2f MB, outer %.1f ms", s->xnode_bytes / 1e6,
+			 s->outer_s * 1e3);
 	snprintf(line, sizeof line,
 		 "step %ld/%ld  loss %.4f%s  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s%s  ETA %s%s",
 		 s->step, s->total_steps, s->loss, kl, s->lr, s->grad_norm, s->tokens_per_s, s->tflops,
@@ -247,6 +251,10 @@ static void step_fields(const struct lt_step_metrics *s, struct fields *f)
 		add_real(f, "time", "comm_s", s->comm_s);
 		add_real(f, "time", "reduce_s", s->reduce_s);
 		add_real(f, "time", "sync_s", s->sync_s);
+	}
+	if (s->nodes > 1) {
+		add_integer(f, "dist", "xnode_bytes", s->xnode_bytes);
+		add_real(f, "time", "outer_s", s->outer_s);
 	}
 }
 

@@ -29,6 +29,9 @@ struct lt_step_metrics {
 	double sync_s;                 /* seconds it waited for slower ranks' compute */
 	double compute_s;              /* this rank's forward + backward, less its waits */
 	double update_s;               /* its AdamW step, all-gather and copies, less waits */
+	int nodes;                     /* > 1: the ranks run on several nodes, and then */
+	double xnode_bytes;            /* bytes rank 0 sent to other nodes in the step */
+	double outer_s;                /* seconds of local SGD's exchange and outer step */
 	/* at the step's end: the backend's buffers now and at most (0 when it
 	 * cannot say), the process's resident set now and at most */
 	size_t mem_bytes, mem_peak_bytes, rss_bytes, rss_peak_bytes;

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "dist/agree.h"
 #include "dist/balance.h"
+#include "dist/local_sgd.h"
 #include "dist/shares.h"
 #include "dist/zero.h"
 #include "io/fs.h"
@@ -27,6 +28,7 @@
 #include "text/sample.h"
 #include "text/tokenizer.h"
 #include "train/distill.h"
+#include "train/local_ckpt.h"
 #include "train/run_files.h"
 #include "train/step_time.h"
 
@@ -42,6 +44,7 @@ struct lt_trainer {
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
 	lt_zero *zero;
+	lt_local_sgd *local;      /* dist.sync = local; NULL when every step is shared */
 	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
 				     its micro-batches by lt_shares_rows_in */
 	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
@@ -366,7 +369,11 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 				       &t->model)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
-	if ((st = lt_zero_new(t->dist, t->model, c->dist.zero, c->dist.deterministic,
+	if (c->dist.sync == LT_SYNC_LOCAL &&
+	    (st = agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD", 0)) != LT_OK)
+		return st;
+	if ((st = lt_zero_new(t->local ? lt_local_sgd_inner(t->local) : t->dist, t->model,
+			      c->dist.zero, c->dist.deterministic,
 			      c->dist.exchange == LT_EXCHANGE_AUTO,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
@@ -378,6 +385,11 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = start_from_init(t->model, c);
 	else
 		st = lt_model_init(t->model, c->train.seed);
+	char note[512] = "";
+	if (st == LT_OK && t->local)
+		st = lt_local_ckpt_start(t->local, s->checkpoint, t->model, t->opt, note, sizeof note);
+	if (note[0] && t->rank == 0)
+		printf("%s\n", note);
 	if (st == LT_OK)
 		st = lt_zero_shard(t->zero);
 	size_t state = backend_bytes(t->be) - before;  /* (stage 3: as sliced) */
@@ -585,7 +597,11 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 {
 	char path[LT_RUN_PATH_CAP], tmp[LT_RUN_PATH_CAP] = "";
 	long tag = (long)getpid();
-	int sharded = t->conf.dist.zero > 0 && t->ranks > 1;
+	/* local SGD: the first node's ranks write its moments */
+	int writers = t->local ? lt_dist_local_size(t->dist) : t->ranks;
+	int me = !t->local ? t->rank : lt_dist_rank_of_local(t->dist, 0) == 0 ?
+				       lt_dist_local_rank(t->dist) : -1;
+	int sharded = t->conf.dist.zero > 0 && writers > 1;
 	enum lt_status st = LT_OK;
 	free(t->state.config);
 	t->state.config = NULL;
@@ -596,9 +612,12 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	if ((st = agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
 	    (st = lt_dist_bcast(t->dist, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
 		return st;
-	if (sharded || t->rank == 0)
-		st = lt_checkpoint_write_shard(tmp, t->model, t->opt, sharded ? t->rank : 0,
-					       sharded ? t->ranks : 1);
+	if (sharded ? me >= 0 : me == 0)
+		st = lt_checkpoint_write_shard(tmp, t->model, t->opt, sharded ? me : 0,
+					       sharded ? writers : 1);
+	if (st == LT_OK && t->local)
+		st = lt_local_ckpt_save(t->local, tmp, t->model, t->opt, sharded ? writers : 1,
+					&t->state);
 	if ((st = agree(t, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
 		if (t->rank == 0)
 			lt_checkpoint_abandon(tmp);
@@ -606,7 +625,7 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	}
 	if (t->rank == 0) {
 		t->state.tokenizer = t->tok_path;
-		st = lt_checkpoint_commit(t->conf.run.dir, tmp, t->model, sharded ? t->ranks : 1,
+		st = lt_checkpoint_commit(t->conf.run.dir, tmp, t->model, sharded ? writers : 1,
 					  &t->state, path, sizeof path);
 		if (st != LT_OK)
 			lt_checkpoint_abandon(tmp);
@@ -681,6 +700,8 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 					   (uint64_t)B * (uint64_t)accum, T, &trained);
 		scale = trained > 0 ? 1.0f / (float)trained : 1.0f;
 	}
+	if (t->local)  /* each node's gradient is the mean over its own share */
+		scale *= (float)lt_local_sgd_scale(t->local, t->rows);
 	lt_step_time_begin(&t->time);
 	lt_dist_set_step(t->dist, step);
 	lt_model_zero_grads(t->model);
@@ -721,6 +742,9 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	lt_step_time_update_begin(&t->time);
 	st = lt_zero_update(t->zero, &c->train.optim, (int)step, norm);
 	lt_step_time_update_done(&t->time);
+	if (st == LT_OK && t->local)
+		st = lt_local_sgd_after_step(t->local, step, t->stop, (double)sm->tokens /
+					     lt_local_sgd_scale(t->local, t->rows), &sm->outer_s);
 	return st;
 }
 
@@ -759,10 +783,11 @@ static enum lt_status train_loop(lt_trainer *t)
 	 * logged are those of trained targets (the same for token data) */
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	enum lt_status st;
-	lt_step_time_start(&t->time, t->dist);
+	lt_step_time_start(&t->time, t->local ? lt_local_sgd_inner(t->local) : t->dist);
+	lt_dist_take_cross_bytes(t->dist);
 	for (long step = t->state.step + 1; step <= c->train.steps; step++) {
 		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
-					      .ranks = t->ranks };
+					      .ranks = t->ranks, .nodes = lt_dist_nodes(t->dist) };
 		if ((st = train_step(t, step, t0, &sm)) != LT_OK)
 			return st;
 		double now = lt_seconds();
@@ -774,6 +799,7 @@ static enum lt_status train_loop(lt_trainer *t)
 		sm.elapsed = t->state.elapsed;
 		sm.tflops = (double)tokens_per_step / (now - last) * t->flops_per_token / 1e12;
 		lt_step_time_end(&t->time, &sm);
+		sm.xnode_bytes = lt_dist_take_cross_bytes(t->dist);
 		lt_step_time_memory(t->be, &sm);
 		last = now;
 		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
@@ -896,6 +922,7 @@ void lt_trainer_free(lt_trainer *t)
 	lt_balancer_free(t->balance);
 	lt_zero_free(t->zero);
 	lt_distill_free(t->distill);
+	lt_local_sgd_free(t->local);
 	lt_model_free(t->model);
 	lt_backend_free(t->be);
 	lt_data_close(t->data);
