@@ -522,6 +522,11 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->optim.total_steps, t->steps);
 		return LT_ERR_CONFIG;
 	}
+	if (c->dist.zero == 3 && c->dist.sync == LT_SYNC_LOCAL) {
+		lt_errmsg_set("dist.sync = local with dist.zero = 3: the outer step moves each "
+			      "node's whole parameters, which stage 3 shards; use dist.zero <= 2");
+		return LT_ERR_CONFIG;
+	}
 	if (c->dist.zero == 3 && t->lora_rank > 0) {
 		lt_errmsg_set("dist.zero = 3 with train.lora_rank = %d: LoRA trains only the "
 			      "adapters, which stage 2 already shards; use dist.zero <= 2",

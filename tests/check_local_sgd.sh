@@ -1,7 +1,7 @@
 #!/bin/bash
 # Checks local SGD across nodes (--sync local): 2 emulated nodes
 # (LLTRAIN_NODE_RANKS) of 2 ranks train the tiny preset's model; bad keys
-# and a job on one node are refused in one line (exit 2); rank 0 sends
+# a job on one node and ZeRO stage 3 are refused in one line (exit 2); rank 0 sends
 # bytes between nodes only at the end of a round; with outer lr 1 and no
 # momentum a round's end makes the parameters the mean of the nodes',
 # computed here from the nodes' own parameters in a checkpoint taken just
@@ -76,6 +76,9 @@ refused "an outer lr of 0" "dist.outer_lr '0': expected a number in (0, 10\]" \
 	"$LLTRAIN" train "${base[@]}" --sync local --dist.outer_lr=0 --run.dir="$tmp/bad"
 refused "an outer momentum of 1" "dist.outer_momentum '1': expected a number in \[0, 1)" \
 	"$LLTRAIN" train "${base[@]}" --sync local --dist.outer_momentum=1 --run.dir="$tmp/bad"
+refused "local sync with ZeRO stage 3" "dist.sync = local with dist.zero = 3" \
+	env LLTRAIN_NODE_RANKS=1 "${launch[@]}" -n 2 "$LLTRAIN" train "${base[@]}" --sync local \
+	--zero 3 --run.dir="$tmp/bad"
 
 # 2. 2 nodes of 2 ranks, H = 4: bytes cross only at the rounds' ends.
 train l4 2 4 "${base[@]}" --sync local --dist.local_steps=4

@@ -362,7 +362,8 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
 		return rc;
 	/* every rank sees the same nodes: each refuses, rank 0 says why */
-	if (conf.dist.sync == LT_SYNC_LOCAL && (st = lt_local_sgd_check(d)) != LT_OK) {
+	if (conf.dist.sync == LT_SYNC_LOCAL && ((st = lt_local_sgd_check(d)) != LT_OK ||
+						(st = lt_conf_check(&conf)) != LT_OK)) {
 		if (lt_dist_rank(d) == 0)
 			lt_report("train", st);
 		*together = 1;
