@@ -31,6 +31,7 @@
 #include "train/local_ckpt.h"
 #include "train/run_files.h"
 #include "train/step_time.h"
+#include "train/train_sample.h"
 
 /* How long rank 0's own work (data preparation, a checkpoint's files) may
  * keep the other ranks waiting. */
@@ -542,50 +543,12 @@ static enum lt_status evaluate(lt_trainer *t, long step, double *val)
 	return st;
 }
 
-/* Rank 0: generates run.sample_tokens tokens after the end-of-text token. */
-static enum lt_status print_sample(lt_trainer *t, long step)
-{
-	const struct lt_conf *c = &t->conf;
-	int n = c->run.sample_tokens < c->model.max_seq - 1 ? c->run.sample_tokens : c->model.max_seq - 1;
-	if (n <= 0)
-		return LT_OK;
-	int32_t prompt = lt_tokenizer_eot_id(t->tok), *out;
-	if (prompt < 0) {
-		/* chat data may come with a tokenizer that has none */
-		lt_metrics_say(t->metrics, "no sample at step %ld: the tokenizer has no %s to start "
-			       "one from", step, LT_TOKENIZER_EOT);
-		return LT_OK;
-	}
-	if (!(out = malloc((size_t)n * sizeof *out))) {
-		lt_errmsg_set("cannot allocate %d sample tokens", n);
-		return LT_ERR_NOMEM;
-	}
-	struct lt_sample_opts so = { .temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
-				     .seed = c->train.seed + (uint64_t)step,
-				     /* an imported model may have rows past the tokenizer's ids */
-				     .n_ids = (int)lt_tokenizer_vocab_size(t->tok) };
-	int got = 0;
-	char *text = NULL;
-	size_t len;
-	enum lt_status st = lt_sample_generate(t->model, &prompt, 1, n, -1, &so, out, &got);
-	if (st == LT_OK)
-		st = lt_tokenizer_decode(t->tok, out, (size_t)got, &text, &len);
-	if (st == LT_OK)
-		lt_metrics_say(t->metrics, "--- sample at step %ld (%d tokens, temperature 0.8, "
-			       "top-k 40, top-p 0.95) ---\n%s\n---", step, got, text);
-	if (st == LT_OK)
-		st = lt_metrics_text(t->metrics, step, "sample", text);
-	free(text);
-	free(out);
-	return st;
-}
-
 /* A sample printed by rank 0; the others wait for it. */
 static enum lt_status sample_on_rank0(lt_trainer *t, long step)
 {
 	enum lt_status st = lt_zero_whole(t->zero);
 	if (st == LT_OK && t->rank == 0)
-		st = print_sample(t, step);
+		st = lt_train_sample(t->model, t->tok, t->metrics, &t->conf, step);
 	st = agree(t, st, "the sample", LONG_WAIT_SECONDS);
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
