@@ -36,29 +36,7 @@ common="--data.dir=$dir/data --data.vocab_size=$VOCAB --run.threads=$THREADS --r
 	--train.max_minutes=0 --run.eval_every=0 --run.checkpoint_every=0 --run.sample_tokens=1
 	--run.log_every=50"
 
-# val_loss RUN: the last validation loss of RUN's metrics.jsonl.
-val_loss() {
-	sed -n 's/.*"val_loss":\([0-9.eE+-]*\).*/\1/p' "$1/metrics.jsonl" | tail -1
-}
-# run NAME ARGS...: one training run into DIR/NAME, its output in
-# DIR/NAME.out; one that has its validation loss is kept.
-run() {
-	name=$1
-	shift
-	if [ -n "$(val_loss "$dir/$name" 2>/dev/null)" ]; then
-		echo "$name: kept from $dir/$name, validation loss $(val_loss "$dir/$name")"
-		return
-	fi
-	rm -rf "${dir:?}/$name"
-	start=$(date +%s)
-	# shellcheck disable=SC2086
-	"$LLTRAIN" train $common --run.dir="$dir/$name" "$@" >"$dir/$name.out" 2>&1 || {
-		echo "the $name run failed:"
-		tail -5 "$dir/$name.out"
-		exit 1
-	}
-	echo "$name: $(($(date +%s) - start)) s, validation loss $(val_loss "$dir/$name")"
-}
+. "$(dirname "$0")/train_runs.sh"
 # shape KEY: an integer of the pruned model's config.json.
 shape() {
 	sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" "$dir/pruned/config.json" | head -1

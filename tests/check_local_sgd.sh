@@ -19,25 +19,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-lsgd.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
-	skip "this lltrain was built without MPI (configure found no MPI library)"
-	echo "1..$n"
-	exit 0
-fi
-if ! command -v "$MPIEXEC" >/dev/null; then
-	skip "no $MPIEXEC on PATH (install mpich)"
-	echo "1..$n"
-	exit 0
-fi
-launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEXEC")
-if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-	launch+=(--oversubscribe --allow-run-as-root)
-fi
+mpi_or_stop
 
-sed 's/$/\n%/' "$top_srcdir/tests/data/tiny_corpus.txt" >"$tmp/corpus.txt"
-"$LLTRAIN" prepare --out "$tmp/data" --vocab 320 --val-fraction 0.2 "$tmp/corpus.txt" \
-	>"$tmp/prep.out" 2>&1
-ok $? "prepare the test corpus: $(tail -c 200 "$tmp/prep.out")"
+prepare_corpus
 
 STEPS=12
 base=(--preset tiny --train.seq=64 --train.batch=8 --train.steps=$STEPS

@@ -20,30 +20,9 @@ trap 'kill -9 $job 2>/dev/null; pkill -9 -f "$tmp" 2>/dev/null; rm -rf "$tmp"' E
 job=
 . "$(dirname "$0")/tap.sh"
 
-if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
-	skip "this lltrain was built without MPI (configure found no MPI library)"
-	echo "1..$n"
-	exit 0
-fi
-if ! command -v "$MPIEXEC" >/dev/null; then
-	skip "no $MPIEXEC on PATH (install mpich)"
-	echo "1..$n"
-	exit 0
-fi
-# Under the sanitizer build, LeakSanitizer cannot name the allocations MPI's
-# unloaded plugins leave at MPI_Finalize (their stacks are one unknown
-# frame), so ranks run without the leak check; the one-process runs keep it.
-launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEXEC")
-# Open MPI wants to be told that root and more ranks than cores are fine.
-if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
-	launch+=(--oversubscribe --allow-run-as-root)
-fi
+mpi_or_stop
 
-# A corpus of one document per line of the test text.
-sed 's/$/\n%/' "$top_srcdir/tests/data/tiny_corpus.txt" >"$tmp/corpus.txt"
-"$LLTRAIN" prepare --out "$tmp/data" --vocab 320 --val-fraction 0.2 "$tmp/corpus.txt" \
-	>"$tmp/prep.out" 2>&1
-ok $? "prepare the test corpus: $(tail -c 300 "$tmp/prep.out")"
+prepare_corpus
 
 # The tiny preset's model, 30 steps of 10 sequences of 64 tokens (shares of
 # 5+5 and 4+3+3 sequences).

@@ -103,3 +103,37 @@ print("worst relative difference %.2e" % worst)
 assert worst <= tol
 EOF
 }
+
+# mpi_or_stop: sets launch, the command that starts ranks: MPIEXEC with
+# LeakSanitizer off in the ranks (under the sanitizer build it cannot name
+# the allocations MPI's unloaded plugins leave at MPI_Finalize: their
+# stacks are one unknown frame; one-process runs keep it) and, for Open
+# MPI, root and more ranks than cores allowed. Where lltrain was built
+# without MPI or MPIEXEC is not on PATH, skips one check saying why and
+# ends the script.
+mpi_or_stop() {
+	local why=
+	if ! "$LLTRAIN" info 2>/dev/null | grep -q '^build:.*MPI'; then
+		why="this lltrain was built without MPI (configure found no MPI library)"
+	elif ! command -v "$MPIEXEC" >/dev/null; then
+		why="no $MPIEXEC on PATH (install mpich)"
+	fi
+	if [ -n "$why" ]; then
+		skip "$why"
+		echo "1..$n"
+		exit 0
+	fi
+	launch=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$MPIEXEC")
+	if "$MPIEXEC" --version 2>&1 | grep -Eq 'Open MPI|OpenRTE'; then
+		launch+=(--oversubscribe --allow-run-as-root)
+	fi
+}
+
+# prepare_corpus: the test text, one document a line, prepared into
+# $tmp/data (a 320-token vocabulary, a fifth held out); one check.
+prepare_corpus() {
+	sed 's/$/\n%/' "$top_srcdir/tests/data/tiny_corpus.txt" >"$tmp/corpus.txt"
+	"$LLTRAIN" prepare --out "$tmp/data" --vocab 320 --val-fraction 0.2 "$tmp/corpus.txt" \
+		>"$tmp/prep.out" 2>&1
+	ok $? "prepare the test corpus: $(tail -c 200 "$tmp/prep.out")"
+}
