@@ -630,8 +630,8 @@ void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, in
 	lt_cpu_prof_stop(c, "swiglu_backward", t0);
 }
 
-/* One row of xent (cpu_impl.h), shared with distill (cpu_distill.c). */
-LT_CPU_HOT float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_scale, int write)
+/* One row of xent (cpu_impl.h's lt_cpu_xent_row). */
+static LT_CPU_HOT float xent_row(float *restrict x, int V, int t, float grad_scale, int write)
 {
 	float mx = lt_cpu_max(x, V), zt = t >= 0 ? x[t] : 0.0f;
 	/* Float sums of XENT_BLOCK exponentials, added in double; the
@@ -665,6 +665,14 @@ LT_CPU_HOT float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_sca
 	return t >= 0 ? (float)((double)mx + log(total) - zt) : 0.0f;
 }
 
+/* xent_row for distill (cpu_distill.c): a plain function, since clang
+ * names a target_clones function's dispatcher for its own file only, and
+ * another file's call to it would not link. */
+float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_scale, int write)
+{
+	return xent_row(x, V, t, grad_scale, write);
+}
+
 /* losses[N] = logsumexp(logits[n,:]) - logits[n, targets[n]] (0 when the
  * target is < 0); with grad_scale != 0, logits[N,V] becomes
  * grad_scale * (softmax - onehot) in place, a zero row when ignored.
@@ -689,7 +697,7 @@ void lt_cpu_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, i
 		size_t at = (size_t)n * V;
 		float *tmp = lt_cpu_slot(stage, (size_t)omp_get_thread_num(), (size_t)V);
 		float *row = lt_cpu_dest_of(z, at, (size_t)V, tmp);
-		loss[n] = lt_cpu_xent_row(row, V, tgt[n], grad_scale, write);
+		loss[n] = xent_row(row, V, tgt[n], grad_scale, write);
 		if (write)
 			lt_cpu_store(z, at, (size_t)V, row);
 	}
