@@ -778,6 +778,8 @@ static const struct lt_backend_ops cl_ops_table = {
 	.swiglu_forward = lt_cl_swiglu_forward,
 	.swiglu_backward = lt_cl_swiglu_backward,
 	.xent = lt_cl_xent,
+	.xent_part = lt_cl_xent_part,
+	.xent_part_grad = lt_cl_xent_part_grad,
 	.distill = lt_cl_distill,
 	.adamw = lt_cl_adamw,
 };

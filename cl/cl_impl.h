@@ -176,6 +176,10 @@ void lt_cl_swiglu_forward(lt_backend *be, lt_ref out, lt_ref h, int N, int F);
 void lt_cl_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, int N, int F);
 void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, int N, int V,
 		float grad_scale);
+void lt_cl_xent_part(lt_backend *be, lt_ref part, lt_ref logits, lt_ref targets, int N, int V,
+		     int valid, int v0);
+void lt_cl_xent_part_grad(lt_backend *be, lt_ref logits, lt_ref lse, lt_ref targets, int N, int V,
+			  int valid, int v0, float grad_scale);
 void lt_cl_distill(lt_backend *be, lt_ref losses, lt_ref kl, lt_ref logits, lt_ref teacher,
 		   lt_ref targets, int N, int V, const struct lt_distill_loss *d);
 void lt_cl_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v, size_t n,

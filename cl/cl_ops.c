@@ -1,5 +1,6 @@
 /* The OpenCL backend's ops other than GEMM and attention: launches of the
- * kernels in ops.cl and distill.cl (shapes and contracts in src/backend.h). */
+ * kernels in ops.cl, vxent.cl and distill.cl (shapes and contracts in
+ * src/backend.h). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -375,7 +376,7 @@ void lt_cl_sum(lt_backend *be, lt_ref out, lt_ref x, size_t n)
 /* ------------------------------------------------------------------ */
 /* Embedding. */
 
-/* out[N,C] = table[tokens[n], :] */
+/* out[N,C] = table[tokens[n], :], zeros for a token < 0 */
 void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N, int C)
 {
 	struct lt_cl_ctx *c = lt_cl_ctx(be);
@@ -401,7 +402,7 @@ void lt_cl_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref t
 	launch_tiles(c, k, (size_t)N, t, "embedding_forward");
 }
 
-/* dtable[tokens[n], :] += dout[n, :]. The tokens are ranked by (token, n)
+/* dtable[tokens[n], :] += dout[n, :], tokens < 0 skipped. The tokens are ranked by (token, n)
  * into scratch slot 2 (order[N], then run[N]); then the first rank of each
  * token adds its rows in order of n, one item per column, so that repeated
  * tokens never race and add up in the CPU's order. */
@@ -649,6 +650,62 @@ void lt_cl_xent(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets, in
 	lt_cl_arg_local(c, k, &i, local * sizeof(cl_float));
 	lt_cl_arg_local(c, k, &i, local * ACC_BYTES);
 	launch_rows(c, k, (size_t)N, local, "xent");
+}
+
+/* part[N,3] of the slice logits[N,V] (real columns c < valid, starting
+ * at v0 of the vocabulary) and targets[N]; a group per row (vxent.cl). */
+void lt_cl_xent_part(lt_backend *be, lt_ref part, lt_ref logits, lt_ref targets, int N, int V,
+		     int valid, int v0)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_type(part, LT_F32);
+	lt_cl_assert_real(logits);
+	lt_cl_assert_type(targets, LT_I32);
+	if (lt_cl_failed(c))
+		return;
+	LT_ASSERT(N >= 0 && V > 0 && valid >= 0 && valid <= V && v0 >= 0);
+	cl_kernel k = lt_cl_kernel(c, "vxent.cl", "", "lt_xent_part");
+	if (!N || !k)
+		return;
+	size_t local = group_for_width(c, k, (size_t)(valid ? valid : 1));
+	int i = 0;
+	lt_cl_arg_f32(c, k, &i, part, 3 * (size_t)N);
+	lt_cl_arg_real(c, k, &i, logits, (size_t)N * V);
+	lt_cl_arg_i32(c, k, &i, targets, (size_t)N);
+	lt_cl_arg_int(c, k, &i, V);
+	lt_cl_arg_int(c, k, &i, valid);
+	lt_cl_arg_int(c, k, &i, v0);
+	lt_cl_arg_local(c, k, &i, local * sizeof(cl_float));
+	lt_cl_arg_local(c, k, &i, local * ACC_BYTES);
+	launch_rows(c, k, (size_t)N, local, "xent_part");
+}
+
+/* logits[N,V] = the slice's gradient in place, from lse[N] and targets[N];
+ * tiles over (row, column) (vxent.cl). */
+void lt_cl_xent_part_grad(lt_backend *be, lt_ref logits, lt_ref lse, lt_ref targets, int N, int V,
+			  int valid, int v0, float grad_scale)
+{
+	struct lt_cl_ctx *c = lt_cl_ctx(be);
+	lt_cl_assert_real(logits);
+	lt_cl_assert_type(lse, LT_F32);
+	lt_cl_assert_type(targets, LT_I32);
+	if (lt_cl_failed(c))
+		return;
+	LT_ASSERT(N >= 0 && V > 0 && valid >= 0 && valid <= V && v0 >= 0);
+	cl_kernel k = lt_cl_kernel(c, "vxent.cl", "", "lt_xent_part_grad");
+	if (!N || !k)
+		return;
+	struct tiling t = tiling_of(c, k, (size_t)N, V);
+	int i = 0;
+	lt_cl_arg_real(c, k, &i, logits, (size_t)N * V);
+	lt_cl_arg_f32(c, k, &i, lse, (size_t)N);
+	lt_cl_arg_i32(c, k, &i, targets, (size_t)N);
+	lt_cl_arg_int(c, k, &i, V);
+	lt_cl_arg_int(c, k, &i, valid);
+	lt_cl_arg_int(c, k, &i, v0);
+	lt_cl_arg_float(c, k, &i, grad_scale);
+	lt_cl_arg_int(c, k, &i, t.tiles);
+	launch_tiles(c, k, (size_t)N, t, "xent_part_grad");
 }
 
 /* losses[N], kl[N] from logits[N,V], the teacher's [N,V] and targets[N],

@@ -185,6 +185,7 @@ static const char *const preludes[][2] = {
 	{ "gemm_bf16.cl", "mma.cl" },
 	{ "attention_mma.cl", "mma.cl" },
 	{ "distill.cl", "ops.cl" },
+	{ "vxent.cl", "ops.cl" },
 };
 
 /* The source of `file` as it is built: PRELUDE, its own prelude (if any),

@@ -454,8 +454,9 @@ kernel void lt_sum_finish(global float *out_base, ulong out_off, global const fl
 /* ------------------------------------------------------------------ */
 /* Embedding. */
 
-/* out[N,C] = table[tokens[n], :], tile shape over (n, column); a token
- * outside [0, V) (a caller's bug) gives a NaN row rather than a stray read. */
+/* out[N,C] = table[tokens[n], :], tile shape over (n, column); a token < 0
+ * (another slice's) gives a zero row, and one >= V (a caller's bug) a NaN
+ * row rather than a stray read. */
 BODY void embedding_forward_body(global uchar *out, global const int *tok, global const uchar *tab,
 				 int C, int V, int tiles, int obf, int tbf)
 {
@@ -464,8 +465,8 @@ BODY void embedding_forward_body(global uchar *out, global const int *tok, globa
 	if (c >= C)
 		return;
 	int t = tok[n];
-	store_elem(out, (size_t)n * C + c, t >= 0 && t < V ? load_elem(tab, (size_t)t * C + c, tbf)
-							    : NAN, obf);
+	float v = t < 0 ? 0.0f : t < V ? load_elem(tab, (size_t)t * C + c, tbf) : NAN;
+	store_elem(out, (size_t)n * C + c, v, obf);
 }
 
 kernel void lt_embedding_forward(global uchar *out_base, ulong out_off, int out_bf,
@@ -524,9 +525,10 @@ kernel void lt_embedding_sort(global int *order_base, ulong order_off, global in
 	run_base[run_off + less + before] = before ? 0 : same;
 }
 
-/* dtable[tokens[n], :] += dout[n, :], tile shape over (rank r, column): the
- * item of the first rank of each token adds that token's rows in order of
- * n, in float, as the CPU does, and writes once; four rows' loads at a time. */
+/* dtable[tokens[n], :] += dout[n, :], tile shape over (rank r, column),
+ * tokens < 0 (another slice's) skipped: the item of the first rank of
+ * each token adds that token's rows in order of n, in float, as the CPU
+ * does, and writes once; four rows' loads at a time. */
 BODY void embedding_backward_body(global float *dt, global const int *tok,
 				  global const uchar *dout, global const int *order,
 				  global const int *run, int C, int V, int tiles, int bf)

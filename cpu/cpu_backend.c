@@ -326,6 +326,8 @@ static const struct lt_backend_ops cpu_ops = {
 	.swiglu_forward = lt_cpu_swiglu_forward,
 	.swiglu_backward = lt_cpu_swiglu_backward,
 	.xent = lt_cpu_xent,
+	.xent_part = lt_cpu_xent_part,
+	.xent_part_grad = lt_cpu_xent_part_grad,
 	.distill = lt_cpu_distill,
 	.adamw = lt_cpu_adamw,
 };

@@ -160,6 +160,10 @@ static inline float lt_cpu_max(const float *x, int n)
 	return r;
 }
 
+/* xent and xent_part add exponentials in float over this many logits,
+ * then in double. */
+#define LT_CPU_XENT_BLOCK 256
+
 /* Part i of len floats from base, or NULL when base is (no staging: every
  * argument f32). */
 static inline float *lt_cpu_slot(float *base, size_t i, size_t len)
@@ -240,6 +244,11 @@ void lt_cpu_adamw(lt_backend *be, lt_ref param, lt_ref grad, lt_ref m, lt_ref v,
 /* One row of xent: returns the loss of logits x[V] against target t (0
  * when t < 0); with write, x becomes grad_scale * (softmax - onehot). */
 float lt_cpu_xent_row(float *restrict x, int V, int t, float grad_scale, int write);
+/* cpu_vxent.c: the cross-entropy over a slice of the vocabulary. */
+void lt_cpu_xent_part(lt_backend *be, lt_ref part, lt_ref logits, lt_ref targets, int N, int V,
+		      int valid, int v0);
+void lt_cpu_xent_part_grad(lt_backend *be, lt_ref logits, lt_ref lse, lt_ref targets, int N,
+			   int V, int valid, int v0, float grad_scale);
 /* cpu_distill.c */
 void lt_cpu_distill(lt_backend *be, lt_ref losses, lt_ref kl, lt_ref logits, lt_ref teacher,
 		    lt_ref targets, int N, int V, const struct lt_distill_loss *d);

@@ -27,8 +27,6 @@
  * same bits for any team size. */
 #define SUM_CHUNKS 256
 #define SUM_CHUNK_MIN 8192
-/* xent adds exponentials in float over this many logits, then in double. */
-#define XENT_BLOCK 256
 /* rope computes this many (cos, sin) pairs at a time on the stack. */
 #define ROPE_BLOCK 64
 /* add with a bf16 argument stages this many elements at a time on the stack. */
@@ -292,7 +290,7 @@ static size_t rows_in(lt_ref r, int C)
 	return (lt_buf_elems(r.buf) - r.off) / (size_t)C;
 }
 
-/* out[N,C] = table[tokens[n], :] */
+/* out[N,C] = table[tokens[n], :], zeros for a token < 0 */
 void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table, int N,
 			      int C)
 {
@@ -306,8 +304,10 @@ void lt_cpu_embedding_forward(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref 
 	double t0 = lt_cpu_prof_start(c);
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (parallel: (size_t)N * C >= PAR_MIN)
 	for (int n = 0; n < N; n++) {
-		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
-		if (o.bf16 == tab.bf16)  /* a row of one type: its bytes */
+		LT_ASSERT(tok[n] < 0 || (size_t)tok[n] < V);
+		if (tok[n] < 0)  /* another slice's token: zeros, in either type */
+			memset((char *)o.p + (size_t)n * row, 0, row);
+		else if (o.bf16 == tab.bf16)  /* a row of one type: its bytes */
 			memcpy((char *)o.p + (size_t)n * row, (const char *)tab.p + (size_t)tok[n] * row,
 			       row);
 		else
@@ -326,7 +326,8 @@ static void col_range(int C, int id, int nt, int *c0, int *c1)
 		*c1 = C;
 }
 
-/* dtable[tokens[n], :] += dout[n, :] for every n. Each thread owns a range
+/* dtable[tokens[n], :] += dout[n, :] for every n with tokens[n] >= 0
+ * (another slice's token is skipped). Each thread owns a range
  * of columns and walks all rows in order, so repeated tokens never race and
  * add up in the same order for any team size. */
 void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout, int N,
@@ -342,12 +343,14 @@ void lt_cpu_embedding_backward(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_
 		return;
 	double t0 = lt_cpu_prof_start(c);
 	for (int n = 0; n < N; n++)
-		LT_ASSERT(tok[n] >= 0 && (size_t)tok[n] < V);
+		LT_ASSERT(tok[n] < 0 || (size_t)tok[n] < V);
 #pragma omp parallel num_threads(c->threads) if ((size_t)N * C >= PAR_MIN)
 	{
 		int c0, c1;
 		col_range(C, omp_get_thread_num(), omp_get_num_threads(), &c0, &c1);
 		for (int n = 0; n < N; n++) {
+			if (tok[n] < 0)
+				continue;
 			float *restrict dst = dt + (size_t)tok[n] * C;
 			if (d.bf16) {
 				const uint16_t *restrict src = (const uint16_t *)d.p + (size_t)n * C;
@@ -634,11 +637,11 @@ void lt_cpu_swiglu_backward(lt_backend *be, lt_ref dh, lt_ref dout, lt_ref h, in
 static LT_CPU_HOT float xent_row(float *restrict x, int V, int t, float grad_scale, int write)
 {
 	float mx = lt_cpu_max(x, V), zt = t >= 0 ? x[t] : 0.0f;
-	/* Float sums of XENT_BLOCK exponentials, added in double; the
+	/* Float sums of LT_CPU_XENT_BLOCK exponentials, added in double; the
 	 * exponentials stay in the row when a gradient follows. */
 	double total = 0.0;
-	for (int j0 = 0; j0 < V; j0 += XENT_BLOCK) {
-		int j1 = V - j0 < XENT_BLOCK ? V : j0 + XENT_BLOCK;
+	for (int j0 = 0; j0 < V; j0 += LT_CPU_XENT_BLOCK) {
+		int j1 = V - j0 < LT_CPU_XENT_BLOCK ? V : j0 + LT_CPU_XENT_BLOCK;
 		float part = 0.0f;
 		if (write) {
 #pragma omp simd reduction(+ : part)

@@ -265,10 +265,13 @@ struct lt_backend_ops {
 	 * dequantized weight up to the order of the sums. */
 	void (*gemm)(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 
-	/* out[N,C] = table[tokens[n], :]; tokens are int32 in [0, V) */
+	/* out[N,C] = table[tokens[n], :], a zero row where tokens[n] < 0 (a
+	 * token that another rank's slice of the table holds); tokens are
+	 * int32 below V, the rows of table. */
 	void (*embedding_forward)(lt_backend *be, lt_ref out, lt_ref tokens, lt_ref table,
 				  int N, int C);
-	/* dtable[tokens[n], :] += dout[n, :] for every n (repeated tokens add up) */
+	/* dtable[tokens[n], :] += dout[n, :] for every n with tokens[n] >= 0
+	 * (repeated tokens add up; negative ones are skipped) */
 	void (*embedding_backward)(lt_backend *be, lt_ref dtable, lt_ref tokens, lt_ref dout,
 				   int N, int C);
 
@@ -325,6 +328,30 @@ struct lt_backend_ops {
 	 * targets); no second [N,V] buffer exists. */
 	void (*xent)(lt_backend *be, lt_ref losses, lt_ref logits, lt_ref targets,
 		     int N, int V, float grad_scale);
+	/* The first half of a cross-entropy whose vocabulary is split into
+	 * slices (one per rank): logits[N,V] (f32 or bf16) are the columns
+	 * [v0, v0 + V) of the whole vocabulary's logits, of which only the
+	 * first valid (0 <= valid <= V) are real tokens, the rest padding that
+	 * is never read. targets[N] are int32 in the whole vocabulary
+	 * (negative = ignored). Overwrites part[N,3] (f32):
+	 *   part[n,0] = m = max over c < valid of logits[n,c] (-INFINITY when valid = 0),
+	 *   part[n,1] = sum over c < valid of exp(logits[n,c] - m) (0 when valid = 0),
+	 *   part[n,2] = logits[n, targets[n] - v0] if v0 <= targets[n] < v0 + valid, else 0.
+	 * The exponentials add up as xent's do. The caller combines the
+	 * slices' parts: gmax = max of the m, s = sum of s_r exp(m_r - gmax),
+	 * lse = gmax + log(s), loss = lse - sum of the part[n,2]. */
+	void (*xent_part)(lt_backend *be, lt_ref part, lt_ref logits, lt_ref targets, int N,
+			  int V, int valid, int v0);
+	/* The second half: with lse[N] (f32) each row's logsumexp over the
+	 * whole vocabulary, logits[N,V] (laid out as in xent_part) is
+	 * overwritten in place with
+	 *   grad_scale * (exp(logits[n,c] - lse[n]) - onehot(targets[n] - v0)[c])
+	 * in the columns c < valid, 0 in the padding columns c >= valid, and a
+	 * whole zero row where targets[n] < 0. With one slice (v0 = 0,
+	 * valid = V, lse from xent_part) this is xent's gradient up to the
+	 * rounding of lse. */
+	void (*xent_part_grad)(lt_backend *be, lt_ref logits, lt_ref lse, lt_ref targets, int N,
+			       int V, int valid, int v0, float grad_scale);
 	/* Fused distillation loss over the student's logits[N,V] and the
 	 * teacher's teacher[N,V] (each f32 or bf16; teacher only read) with
 	 * int32 targets[N], at temperature T = d->temperature > 0 and weight
