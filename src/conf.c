@@ -20,6 +20,7 @@
 #include <ini.h>
 
 #include "conf_impl.h"
+#include "model.h"
 
 _Static_assert(LT_CONF_LINE_MAX + 2 <= INI_MAX_LINE, "inih's line buffer holds a line");
 
@@ -496,6 +497,25 @@ enum lt_status lt_conf_apply_file(struct lt_conf *c, const char *path)
 
 /* ---------------------------------------------------------------- check */
 
+/* Tensor parallelism: the model splits over dist.tp ranks, and the modes
+ * that need a whole model on one rank are refused. */
+static enum lt_status check_tensor_parallel(const struct lt_conf *c)
+{
+	const char *with = c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
+			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
+			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)"
+			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto"
+			   : c->train.init[0] ? "train.init (a pretrained start)" : NULL;
+	if (c->dist.tp == 1)
+		return LT_OK;
+	if (with) {
+		lt_errmsg_set("dist.tp = %d with %s: not supported together; use dist.tp = 1",
+			      c->dist.tp, with);
+		return LT_ERR_CONFIG;
+	}
+	return lt_model_tp_check(&c->model, c->dist.tp);
+}
+
 enum lt_status lt_conf_check(const struct lt_conf *c)
 {
 	const struct lt_conf_train *t = &c->train;
@@ -533,6 +553,8 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->lora_rank);
 		return LT_ERR_CONFIG;
 	}
+	if ((st = check_tensor_parallel(c)) != LT_OK)
+		return st;
 	struct lt_lora lora;
 	return lt_conf_lora(c, &lora);
 }

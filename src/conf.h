@@ -74,7 +74,8 @@ enum lt_sync { LT_SYNC_STEP, LT_SYNC_LOCAL };
 enum lt_outer_dtype { LT_OUTER_FP32, LT_OUTER_BF16 };
 
 struct lt_conf_dist {
-	int zero;                       /* ZeRO stage: 0, 1 or 2 */
+	int zero;                       /* ZeRO stage: 0 to 3 */
+	int tp;                         /* ranks per tensor-parallel group */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
 	int balance_every;              /* steps between auto's comparisons (0 = one only) */
 	int exchange;                   /* enum lt_exchange: how gradients travel */

@@ -249,6 +249,11 @@ static const struct lt_conf_key keys[] = {
 	  .doc = "ZeRO stage: 0 all-reduces gradients, 1 shards the AdamW moments, "
 		 "2 also reduce-scatters gradients during backward, 3 also shards the "
 		 "parameters, gathering each block as it computes" },
+	{ .section = "dist", .name = "tp", .type = LT_CONF_INT, FIELD(dist.tp),
+	  .min = 1, .max = 4096, .def = "1",
+	  .doc = "tensor parallelism: each N consecutive ranks split every block's matrices, "
+		 "the embedding and the LM head between them (heads, kv-heads and ffn_dim must "
+		 "divide by N); data parallelism and ZeRO run over the groups" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "

@@ -257,6 +257,11 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	return new_model(be, c, 0, out);
 }
 
+enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c, lt_model **out)
+{
+	return new_model(be, c, 1, out);
+}
+
 enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config *c,
 				    const struct lt_lora *lora, enum lt_precision p, lt_model **out)
 {
@@ -346,6 +351,8 @@ void lt_model_free(lt_model *m)
 	free(m->la);
 	free(m->grad_block);
 	free(m->param_block);
+	lt_tp_free(m);
+	lt_model_free(m->whole_tables);
 	free(m);
 }
 
@@ -413,8 +420,7 @@ static int is_residual_output(const char *name)
 	return strstr(name, "o_proj") || strstr(name, "down_proj");
 }
 /* Draws tensor i (of n) into x: ones for a norm, else normal(0, std). */
-static void draw_tensor(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed,
-			float *x)
+void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x)
 {
 	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
 	if (t->ndim == 1) {
@@ -428,6 +434,8 @@ static void draw_tensor(const lt_model *m, const struct lt_tensor *t, int i, uin
 
 enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 {
+	if (m->tp.size > 1)
+		return lt_tp_init(m, seed);
 	size_t most = 0;
 	for (int i = 0; i < lt_model_num_weights(m); i++)
 		if (lt_model_weight(m, i)->numel > most)
@@ -441,7 +449,7 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 	enum lt_status st = LT_OK;
 	for (int i = 0; i < lt_model_num_weights(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_weight(m, i);
-		draw_tensor(m, t, i, seed, m->base ? host : host + t->off);
+		lt_model_draw(m, t, i, seed, m->base ? host : host + t->off);
 		if (m->base)
 			st = lt_model_write_weight(m, t, host);
 	}
@@ -483,7 +491,7 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	}
 	m->B = m->B_cap = B;
 	m->T = m->T_cap = T;
-	return LT_OK;
+	return lt_tp_plan(m, (size_t)B * T);
 }
 
 static lt_ref S(const lt_model *m, size_t off) { return (lt_ref){ m->stats, off }; }
@@ -520,6 +528,21 @@ static struct lt_attn_shape attn_shape(const lt_model *m)
 				       .K = m->cfg.n_kv_heads, .D = head_dim(&m->cfg) };
 }
 
+/* out[N,C] = x + in[N,K] . W^T, a row-parallel layer onto the residual
+ * stream x: with tensor parallelism the ranks' partial products summed. */
+static void add_row_parallel(lt_model *m, lt_ref out, lt_ref x, lt_ref in, lt_ref w, int K)
+{
+	int N = m->B * m->T, C = m->cfg.dim;
+	if (m->tp.size > 1) {
+		linear_forward(m->be, out, in, w, N, C, K, 0.0f);
+		lt_tp_sum(m, out, (size_t)N * C);
+		m->be->ops->add(m->be, out, out, x, (size_t)N * C);
+		return;
+	}
+	m->be->ops->copy(m->be, out, x, (size_t)N * C);
+	linear_forward(m->be, out, in, w, N, C, K, 1.0f);
+}
+
 /* Block l's forward as far as its backward reads: everything from x_l to
  * the MLP's swiglu output g (with train.recompute = block, backward runs
  * it again first). */
@@ -538,8 +561,7 @@ static void block_forward_kept(lt_model *m, int l)
 	lt_lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
-	be->ops->copy(be, A(m, a->xmid), A(m, a->x), (size_t)N * C);
-	linear_forward(be, A(m, a->xmid), A(m, a->att), PW(m, w->wo), N, C, attn_width(c), 1.0f);
+	add_row_parallel(m, A(m, a->xmid), A(m, a->x), A(m, a->att), PW(m, w->wo), attn_width(c));
 	lt_lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
@@ -555,11 +577,10 @@ static void block_forward(lt_model *m, int l)
 {
 	const struct lt_model_config *c = &m->cfg;
 	const struct layer_acts *a = &m->la[l];
-	int N = m->B * m->T, C = c->dim, F = c->ffn_dim;
+	int F = c->ffn_dim;
 	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 	block_forward_kept(m, l);
-	m->be->ops->copy(m->be, A(m, next), A(m, a->xmid), (size_t)N * C);
-	linear_forward(m->be, A(m, next), A(m, a->g), PW(m, m->layers[l].wdown), N, C, F, 1.0f);
+	add_row_parallel(m, A(m, next), A(m, a->xmid), A(m, a->g), PW(m, m->layers[l].wdown), F);
 	lt_lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
 }
 
@@ -598,6 +619,7 @@ static void block_backward(lt_model *m, int l)
 	base_backward(m, dA, G(m, w->wgu), dB, A(m, a->ln2), PW(m, w->wgu), N, 2 * F, C);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_LN2, dB, dA);
+	lt_tp_sum(m, dA, (size_t)N * C);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_post), dA, A(m, a->xmid),
 				  P(m, w->ln_post), S(m, a->rstd2), N, C);
@@ -613,6 +635,7 @@ static void block_backward(lt_model *m, int l)
 	base_backward(m, dA, G(m, w->wqkv), dB, A(m, a->ln1), PW(m, w->wqkv), N, QKV, C);
 	if (m->base)
 		lt_lora_backward(m, l, LORA_IN_LN1, dB, dA);
+	lt_tp_sum(m, dA, (size_t)N * C);
 	pause_for_exchanges(m);
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, w->ln_in), dA, A(m, a->x), P(m, w->ln_in),
 				  S(m, a->rstd1), N, C);
@@ -632,6 +655,9 @@ static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
 	if (m->head_loss.chunk && grad_scale != 0.0f)
 		m->head_loss.chunk(m->head_loss.ctx, S(m, m->losses + (size_t)r0), logits,
 				   I(m, m->targets + (size_t)r0), r0, R, grad_scale);
+	else if (m->tp.size > 1)
+		lt_tp_xent(m, S(m, m->losses + (size_t)r0), logits, I(m, m->targets + (size_t)r0), r0,
+			   R, grad_scale);
 	else
 		be->ops->xent(be, S(m, m->losses + (size_t)r0), logits,
 			      I(m, m->targets + (size_t)r0), R, V, grad_scale);
@@ -665,9 +691,10 @@ static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 	enum lt_status st = LT_OK;
 	refresh_compute_weights(m);
 	m->pause_st = LT_OK;
-	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
-	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
+	lt_tp_local_tokens(m, tokens, m->host_tokens, N);
+	be->ops->write(be, I(m, m->tokens), m->host_tokens, (size_t)N);
 	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
+	lt_tp_sum(m, A(m, m->la[0].x), (size_t)N * C);
 	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
 		if ((st = lt_model_need_block(m, l, 0)) == LT_OK)
 			block_forward(m, l);
@@ -681,7 +708,7 @@ static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 enum lt_status lt_model_forward_hidden(lt_model *m, const int32_t *tokens)
 {
 	LT_ASSERT(m->acts);
-	int N = m->B * m->T, V = m->cfg.vocab_size;
+	int N = m->B * m->T, V = lt_tp_vocab(m);
 	for (int i = 0; i < N; i++)
 		if (tokens[i] < 0 || tokens[i] >= V) {
 			lt_errmsg_set("token %d at position %d is outside the vocabulary [0, %d)",
@@ -697,7 +724,7 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 {
 	lt_backend *be = m->be;
 	LT_ASSERT(m->acts);
-	int N = m->B * m->T, V = m->cfg.vocab_size;
+	int N = m->B * m->T, V = lt_tp_vocab(m);
 	long valid = 0;
 
 	for (int i = 0; i < N; i++) {
@@ -713,6 +740,8 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		return st;
 	m->dropping = m->base && grad_scale != 0.0f && m->lora.dropout > 0.0f;
 	be->ops->write(be, I(m, m->targets), targets, (size_t)N);
+	if (m->tp_targets)
+		memcpy(m->tp_targets, targets, (size_t)N * sizeof *targets);
 	if ((st = run_trunk(m, tokens)) != LT_OK)
 		return st;
 	int hooked = m->head_loss.chunk && grad_scale != 0.0f;
@@ -751,15 +780,16 @@ static enum lt_status place_lookup_rows(lt_model *m, int *count)
 		for (int v = 0; v < V; v++)
 			m->row_slot[v] = -1;
 	}
-	for (int n = 0; n < N; n++)
-		m->row_slot[m->host_tokens[n]] = 0;
+	for (int n = 0; n < N; n++)  /* < 0: another rank's token */
+		if (m->host_tokens[n] >= 0)
+			m->row_slot[m->host_tokens[n]] = 0;
 	for (int v = 0; v < V; v++)
 		if (m->row_slot[v] == 0) {
 			m->row_slot[v] = U;
 			m->lookup_rows[U++] = v;
 		}
 	for (int n = 0; n < N; n++)
-		map[n] = m->row_slot[m->host_tokens[n]];
+		map[n] = m->host_tokens[n] < 0 ? -1 : m->row_slot[m->host_tokens[n]];
 	for (int i = 0; i < U; i++)
 		m->row_slot[m->lookup_rows[i]] = -1;
 	m->be->ops->write(m->be, I(m, m->lookup), map, (size_t)N);
@@ -810,6 +840,7 @@ enum lt_status lt_model_backward(lt_model *m)
 	} else {
 		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
 	}
+	lt_tp_sum(m, dA, (size_t)N * C);  /* the head's part of dxf */
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, m->norm), dA, A(m, m->x_final),
 				  P(m, m->norm), S(m, m->rstdf), N, C);
 	m->have_grad = 0;

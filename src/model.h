@@ -150,6 +150,52 @@ enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_grad_layou
 /* Where flat element off lies in the parameter buffer, and its size. */
 size_t lt_model_param_index(const lt_model *m, size_t off);
 size_t lt_model_params_numel(const lt_model *m);
+/* ------------------------------------------------ tensor parallelism */
+
+/* A model split over the `size` ranks of a tensor-parallel group (Megatron's
+ * split): rank t holds heads [t H/size, (t+1) H/size) of q and their
+ * kv-heads of k and v (column-parallel) and the same columns of o_proj
+ * (row-parallel), F/size rows of gate and up and those columns of down,
+ * and rows [t V', (t+1) V') of the embedding and the LM head, V' = V/size
+ * rounded up (the last rank's part may end in padding rows of zeros); the
+ * norms are whole on every rank. The model then sums over the group,
+ * through `allreduce`: the row-parallel outputs and the embedding in the
+ * forward, the input gradients of the column-parallel pairs and of the
+ * head in the backward, and the cross-entropy's row statistics, so that
+ * no rank holds a [N, V] row of logits. */
+struct lt_tp {
+	int size, rank;
+	/* buf[n] (host) = the sum (max = 0) or the max (1) over the group */
+	enum lt_status (*allreduce)(void *ctx, void *buf, size_t n, int f64, int max);
+	void *ctx;
+};
+/* Whether config c splits over tp ranks: one line naming the constraint
+ * and the numbers when it does not. */
+enum lt_status lt_model_tp_check(const struct lt_model_config *c, int tp);
+/* The config of one rank's part (heads, kv-heads, ffn and vocabulary
+ * divided, head_dim kept). */
+void lt_model_tp_part_config(const struct lt_model_config *c, int tp,
+			     struct lt_model_config *part);
+/* Rank tp->rank's part of the model of config c (the whole model's);
+ * the model keeps a copy of tp. lt_model_config_of gives the part's
+ * config, lt_model_tp_whole the whole model's tensors (no buffers). */
+enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
+			       const struct lt_tp *tp, lt_model **out);
+/* The group's size (1 for a whole model) and this rank's place in it. */
+int lt_model_tp_size(const lt_model *m);
+int lt_model_tp_rank(const lt_model *m);
+/* The whole model's tensors (names, shapes, offsets), tensor i of which
+ * is tensor i of the part: m itself when not split. */
+const lt_model *lt_model_tp_whole(const lt_model *m);
+/* Tensor i's part on group rank `rank` in the whole tensor: whole[] (the
+ * whole tensor's numel) to part[] (the part's), or back with to_whole
+ * (padding rows are not copied back; replicated tensors are copied
+ * whole). */
+void lt_model_tp_copy(const lt_model *m, int i, int rank, float *whole, float *part,
+		      int to_whole);
+/* Whether tensor i is whole on every rank of the group (a norm). */
+int lt_model_tp_replicated(const lt_model *m, int i);
+
 /* Asked before each block computes: in a forward (backward = 0) before
  * the block, in a backward (1) before its recompute or its backward. On
  * return block `block`'s parameters must be at their place; a failure

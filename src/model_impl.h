@@ -139,6 +139,15 @@ struct lt_model {
 	int n_base;
 	size_t base_numel;
 	struct lora_views *lv;            /* [n_layers] */
+
+	/* tensor parallelism (model_tp.c): cfg is this rank's part of `whole` */
+	struct lt_tp tp;                  /* size 1: the whole model */
+	lt_model *whole_tables;           /* the whole model's tensors, no buffers */
+	int v0, v_valid;                  /* vocabulary rows held: [v0, v0 + v_valid) real */
+	float *tp_host;                   /* [B_cap * T_cap * dim] staging for the sums */
+	double *tp_stats;                 /* [3 * B_cap * T_cap] the xent's row statistics */
+	int32_t *tp_targets;              /* [B_cap * T_cap] the last forward's targets */
+	lt_buf *tp_part;                  /* [4 * B_cap * T_cap] f32: xent parts, then lse */
 	lt_buf *norm_dw;                  /* [dim] f32: the frozen norms' unused gradient */
 	size_t lora_t, lora_dt;           /* [N, rank] each: x A^T and its gradient */
 	size_t dec_lora_t;                /* the same in the decode buffer */
@@ -246,6 +255,32 @@ static inline void refresh_compute_weights(lt_model *m)
  * parameters where P() finds them, and in bf16 the compute copy of them
  * is made. */
 enum lt_status lt_model_need_block(lt_model *m, int l, int backward);
+
+/* (model.c) A model's tables alone, without parameter or gradient buffers. */
+enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c, lt_model **out);
+/* (model.c) Draws tensor i of m (of its own config's layers) into x. */
+void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x);
+
+/* (model_tp.c) Tensor parallelism's parts of a pass; each a no-op on a
+ * whole model. A failure of the group's sums is kept in pause_st, and
+ * later sums are skipped. */
+/* r[n] summed over the group, in place. */
+void lt_tp_sum(lt_model *m, lt_ref r, size_t n);
+/* The vocabulary of the whole model. */
+int lt_tp_vocab(const lt_model *m);
+/* The part's token ids of tokens[n]: -1 for those of other ranks. */
+void lt_tp_local_tokens(const lt_model *m, const int32_t *tokens, int32_t *out, int n);
+/* The vocabulary-parallel cross-entropy over the part's logits[R, V'] of
+ * rows [r0, r0 + R): losses[R] of whole rows, and with grad_scale != 0
+ * the part's gradient in place of the logits (xent's contract). */
+void lt_tp_xent(lt_model *m, lt_ref losses, lt_ref logits, lt_ref targets, int r0, int R,
+		float grad_scale);
+/* The initial weights of the part: every whole tensor drawn, its part
+ * kept. */
+enum lt_status lt_tp_init(lt_model *m, uint64_t seed);
+/* The host buffers the sums need for a plan of `tokens` tokens. */
+enum lt_status lt_tp_plan(lt_model *m, size_t tokens);
+void lt_tp_free(lt_model *m);
 
 /* read_floats and write_floats of a block type (lora.c). */
 void lt_read_blocks(lt_backend *be, float *dst, lt_ref src, size_t n);

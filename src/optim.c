@@ -85,6 +85,8 @@ static lt_ref grad_at(const lt_optim *o, size_t i)
 	return o->grads.buf ? lt_ref_at(o->grads, i - o->begin) : lt_ref_at(lt_model_grads(o->model), i);
 }
 
+lt_ref lt_optim_grad(const lt_optim *o, size_t i) { return grad_at(o, i); }
+
 enum lt_status lt_optim_grad_norm(lt_optim *o, double *norm)
 {
 	lt_backend *be = lt_model_backend(o->model);

@@ -33,57 +33,6 @@ base=(--preset tiny --train.seq=64 --train.batch=10 --train.steps=$STEPS
 set -- "${base[@]}"
 final=checkpoints/step_$(printf %08d $STEPS)
 
-# train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
-# launcher); output in $tmp/DIR.out, status in $rc. Unless expect_failure
-# is set for the call, the status is also kept in $tmp/statuses, which the
-# last check holds to 0: a run whose losses match can still have crashed
-# in its final save, in MPI_Finalize or in a sanitizer report at exit.
-train() {
-	local dir=$1 ranks=$2
-	shift 2
-	if [ "$ranks" = 0 ]; then
-		"$LLTRAIN" train "$@" --run.dir="$tmp/$dir" >"$tmp/$dir.out" 2>&1
-	else
-		"${launch[@]}" -n "$ranks" "$LLTRAIN" train "$@" --run.dir="$tmp/$dir" \
-			>"$tmp/$dir.out" 2>&1 </dev/null
-	fi
-	rc=$?
-	[ -n "${expect_failure:-}" ] || echo "$dir $rc" >>"$tmp/statuses"
-}
-
-# losses_match A B [STEPS [TOL]]: every step's loss of run B within TOL
-# (relative; default 1e-5) of A's, over STEPS steps (default $STEPS).
-losses_match() {
-	awk -v tol="${4:-1e-5}" -F'"loss":' '
-		FNR == 1 { file++ }
-		/"step":/ && /"loss":/ {
-			split($0, s, "\"step\":"); split(s[2], t, ","); step = t[1] + 0
-			split($2, l, ","); loss = l[1] + 0
-			if (file == 1) { ref[step] = loss; next }
-			seen++
-			d = loss - ref[step]; if (d < 0) d = -d
-			if (!(step in ref) || d > tol * (ref[step] < 0 ? -ref[step] : ref[step])) {
-				printf "step %d: %s vs %s\n", step, loss, ref[step]; bad = 1
-			}
-		}
-		END { if (seen != '${3:-$STEPS}') { print seen " steps logged"; bad = 1 }; exit bad }
-	' "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl"
-}
-
-# wait_for_job: waits up to 60 s for the launcher $job to end (then kills
-# it); sets rc to its status and took to the seconds it took.
-wait_for_job() {
-	local start
-	start=$(date +%s)
-	for _ in $(seq 600); do
-		kill -0 $job 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 $job 2>/dev/null && kill -9 $job
-	wait $job
-	rc=$? took=$(($(date +%s) - start))
-}
-
 # seconds_since NS: seconds (to 0.01) since date +%s%N said NS.
 seconds_since() {
 	awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'

@@ -30,57 +30,6 @@ base=(--preset tiny --model.n_layers=6 --train.seq=64 --train.batch=10 --train.g
 set -- "${base[@]}"
 final=checkpoints/step_$(printf %08d $STEPS)/model.safetensors
 
-# train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
-# launcher); output in $tmp/DIR.out, status in $rc.
-train() {
-	local dir=$1 ranks=$2
-	shift 2
-	if [ "$ranks" = 0 ]; then
-		"$LLTRAIN" train "$@" --run.dir="$tmp/$dir" >"$tmp/$dir.out" 2>&1
-	else
-		"${launch[@]}" -n "$ranks" "$LLTRAIN" train "$@" --run.dir="$tmp/$dir" \
-			>"$tmp/$dir.out" 2>&1 </dev/null
-	fi
-	rc=$?
-}
-
-# losses_match A B: every step's loss of run B within 1e-5 (relative) of
-# A's, over the $STEPS steps.
-losses_match() {
-	awk -F'"loss":' '
-		FNR == 1 { file++ }
-		/"step":/ && /"loss":/ {
-			split($0, s, "\"step\":"); split(s[2], t, ","); step = t[1] + 0
-			split($2, l, ","); loss = l[1] + 0
-			if (file == 1) { ref[step] = loss; next }
-			seen++
-			d = loss - ref[step]; if (d < 0) d = -d
-			if (!(step in ref) || d > 1e-5 * (ref[step] < 0 ? -ref[step] : ref[step])) {
-				printf "step %d: %s vs %s\n", step, loss, ref[step]; bad = 1
-			}
-		}
-		END { if (seen != '$STEPS') { print seen " steps logged"; bad = 1 }; exit bad }
-	' "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl"
-}
-
-# floats FILE: the f32 values of a safetensors file of the same writer,
-# one a line (the header is as long in every run's model file).
-floats() {
-	local h
-	h=$(od -An -t u8 -N 8 "$1" | tr -d ' ')
-	od -An -v -f -j $((8 + h)) "$1" | tr -s ' ' '\n' | sed '/^$/d'
-}
-
-# params_close A B: the final parameters of run B within 1e-5 of A's
-# (absolute, or relative where larger than 1); says the largest gap.
-params_close() {
-	[ -f "$tmp/$1/$final" ] && [ -f "$tmp/$2/$final" ] || { echo "no model file"; return 1; }
-	paste <(floats "$tmp/$1/$final") <(floats "$tmp/$2/$final") | awk '
-		{ n++; d = $1 - $2; if (d < 0) d = -d; a = $1 < 0 ? -$1 : $1; if (a > 1) d /= a
-		  if (d > most) most = d; if (NF != 2) bad = 1 }
-		END { printf "(%d values, largest gap %g)", n, most; exit bad || n < 1000 || most > 1e-5 }'
-}
-
 # 1. Gradient accumulation, fp32: 2 and 3 ranks against one process.
 train ref 0 "$@"
 ok $rc "one process: $(tail -c 200 "$tmp/ref.out")"

@@ -137,3 +137,74 @@ prepare_corpus() {
 		>"$tmp/prep.out" 2>&1
 	ok $? "prepare the test corpus: $(tail -c 200 "$tmp/prep.out")"
 }
+
+# train DIR RANKS ARGS...: a run into $tmp/DIR over RANKS ranks (0: no
+# launcher); output in $tmp/DIR.out, status in $rc. Unless expect_failure
+# is set for the call, the status is also kept in $tmp/statuses, which the
+# last check holds to 0: a run whose losses match can still have crashed
+# in its final save, in MPI_Finalize or in a sanitizer report at exit.
+train() {
+	local dir=$1 ranks=$2
+	shift 2
+	if [ "$ranks" = 0 ]; then
+		"$LLTRAIN" train "$@" --run.dir="$tmp/$dir" >"$tmp/$dir.out" 2>&1
+	else
+		"${launch[@]}" -n "$ranks" "$LLTRAIN" train "$@" --run.dir="$tmp/$dir" \
+			>"$tmp/$dir.out" 2>&1 </dev/null
+	fi
+	rc=$?
+	[ -n "${expect_failure:-}" ] || echo "$dir $rc" >>"$tmp/statuses"
+}
+
+# losses_match A B [STEPS [TOL]]: every step's loss of run B within TOL
+# (relative; default 1e-5) of A's, over STEPS steps (default $STEPS).
+losses_match() {
+	awk -v tol="${4:-1e-5}" -F'"loss":' '
+		FNR == 1 { file++ }
+		/"step":/ && /"loss":/ {
+			split($0, s, "\"step\":"); split(s[2], t, ","); step = t[1] + 0
+			split($2, l, ","); loss = l[1] + 0
+			if (file == 1) { ref[step] = loss; next }
+			seen++
+			d = loss - ref[step]; if (d < 0) d = -d
+			if (!(step in ref) || d > tol * (ref[step] < 0 ? -ref[step] : ref[step])) {
+				printf "step %d: %s vs %s\n", step, loss, ref[step]; bad = 1
+			}
+		}
+		END { if (seen != '${3:-$STEPS}') { print seen " steps logged"; bad = 1 }; exit bad }
+	' "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl"
+}
+
+# floats FILE: the f32 values of a safetensors file of the same writer,
+# one a line (the header is as long in every run's model file).
+floats() {
+	local h
+	h=$(od -An -t u8 -N 8 "$1" | tr -d ' ')
+	od -An -v -f -j $((8 + h)) "$1" | tr -s ' ' '\n' | sed '/^$/d'
+}
+
+# params_close A B [TOL]: the final parameters ($final) of run B within
+# TOL (default 1e-5) of A's (absolute, or relative where larger than 1);
+# says the largest gap.
+params_close() {
+	[ -f "$tmp/$1/$final" ] && [ -f "$tmp/$2/$final" ] || { echo "no model file"; return 1; }
+	paste <(floats "$tmp/$1/$final") <(floats "$tmp/$2/$final") | awk '
+		{ n++; d = $1 - $2; if (d < 0) d = -d; a = $1 < 0 ? -$1 : $1; if (a > 1) d /= a
+		  if (d > most) most = d; if (NF != 2) bad = 1 }
+		END { printf "(%d values, largest gap %g)", n, most; exit bad || n < 1000 || most > tol }' \
+		tol="${3:-1e-5}"
+}
+
+# wait_for_job: waits up to 60 s for the launcher $job to end (then kills
+# it); sets rc to its status and took to the seconds it took.
+wait_for_job() {
+	local start
+	start=$(date +%s)
+	for _ in $(seq 600); do
+		kill -0 $job 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 $job 2>/dev/null && kill -9 $job
+	wait $job
+	rc=$? took=$(($(date +%s) - start))
+}

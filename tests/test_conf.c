@@ -256,7 +256,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "run.sample_every", "1000000000" }, { "run.sample_tokens", "1" },
 		{ "run.checkpoint_every", "0" }, { "run.keep_checkpoints", "1000000" },
 		{ "run.tensorboard", "off" },
-		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" },
+		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" }, { "dist.tp", "4096" },
 		{ "dist.balance", "auto" }, { "dist.balance_every", "0" },
 		{ "dist.deterministic", "yes" },
 		{ "dist.exchange", "mpi" },
@@ -593,9 +593,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 73 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 74 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 73 keys, each found by name, with a doc line, and each "
+	       "the table has 74 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

@@ -57,6 +57,7 @@ static void print_help(void)
 	       "  --init PATH            a new run starts from this model: a Hugging Face model\n"
 	       "                         directory, a GGUF file or a checkpoint (--train.init)\n"
 	       "  --zero 0|1|2|3         ZeRO stage over MPI ranks (--dist.zero)\n"
+	       "  --tp N                 tensor parallelism over each N ranks (--dist.tp)\n"
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
 	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
 	       "                         (--dist.exchange)\n"
@@ -79,6 +80,7 @@ static void print_help(void)
  * the config options are read (so a resumed run applies them too). */
 static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--zero", "dist.zero", 1 },
+	{ "--tp", "dist.tp", 1 },
 	{ "--balance", "dist.balance", 1 },
 	{ "--exchange", "dist.exchange", 1 },
 	{ "--sync", "dist.sync", 1 },
@@ -331,6 +333,18 @@ static enum lt_status train(lt_dist *d, const struct lt_conf *c, const struct tr
 	return lt_trainer_run(*t);
 }
 
+/* Tensor parallelism: the job runs whole groups, and the config splits. */
+static enum lt_status check_layout(const lt_dist *d, const struct lt_conf *c)
+{
+	int ranks = lt_dist_size(d);
+	if (ranks % c->dist.tp) {
+		lt_errmsg_set("dist.tp = %d does not divide the job's %d rank%s: the job runs "
+			      "whole tensor-parallel groups", c->dist.tp, ranks, ranks > 1 ? "s" : "");
+		return LT_ERR_CONFIG;
+	}
+	return lt_conf_check(c);
+}
+
 /* Under MPI, only rank 0 prints progress; every rank prints its errors. */
 static void quiet_other_ranks(const lt_dist *d)
 {
@@ -378,6 +392,13 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
+	/* a layout the job or the model does not allow: rank 0 says why */
+	if (st == LT_OK && conf.dist.tp > 1 && (st = check_layout(d, &conf)) != LT_OK) {
+		if (lt_dist_rank(d) == 0)
+			lt_report("train", st);
+		*together = 1;
+		return 2;
+	}
 	if (st == LT_OK)
 		st = train(d, &conf, &a, found ? ckpt : NULL, state, &skipped, t);
 	say_skipped(d, &skipped);

@@ -79,6 +79,7 @@ void lt_dist_alone_free(lt_dist *d)
 		return;
 	free(d->node_ranks);
 	free(d->cross_ranks);
+	free(d->job_ranks);
 	free(d);
 }
 

@@ -64,6 +64,13 @@ const char *lt_dist_host(const lt_dist *d);
  * releases it (before d is finalized). */
 enum lt_status lt_dist_node_new(lt_dist *d, lt_dist **out);
 void lt_dist_node_free(lt_dist *nd);
+/* The ranks of d with this rank's `color` as a job of their own
+ * (collective over d), numbered by `key` (ties by their rank in d): a
+ * group of the mesh. Its nodes are those of d; its watchdog names ranks
+ * and steps as d does. lt_dist_group_free releases it (before d is
+ * finalized). */
+enum lt_status lt_dist_group_new(lt_dist *d, int color, int key, lt_dist **out);
+void lt_dist_group_free(lt_dist *g);
 
 /* ----------------------------- the watchdog and the time spent waiting */
 
@@ -111,6 +118,11 @@ enum lt_status lt_dist_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 enum lt_status lt_dist_cross_allgatherv_f32(lt_dist *d, float *buf, const size_t *off,
 					    const char *what);
 enum lt_status lt_dist_barrier(lt_dist *d, const char *what);
+/* all[sum of counts] on rank root: rank r's counts[r] floats of mine at
+ * all + counts[0] + ... + counts[r - 1] (counts the same on every rank,
+ * each under 2^31; all is unused elsewhere). */
+enum lt_status lt_dist_gatherv_f32(lt_dist *d, const float *mine, const size_t *counts,
+				   float *all, int root, const char *what);
 
 /* ---------------------------- collectives started now, completed later */
 

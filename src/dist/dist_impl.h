@@ -28,7 +28,22 @@ struct lt_dist {
 	double link_bps;         /* the emulated link between nodes, bits/s; 0: none */
 	double link_free_at;     /* when the emulated link has sent what it was given */
 	struct lt_dist_mpi *mpi; /* NULL when this process runs alone */
+	int *job_ranks;          /* a group's: [size] each rank's rank in the whole
+				    job, for messages; NULL: the job itself */
+	const struct lt_dist *parent;  /* a group's job, whose step it names */
 };
+
+/* The step the watchdog's messages name: a group's job's. */
+static inline long lt_dist_step_now(const struct lt_dist *d)
+{
+	return d->parent ? lt_dist_step_now(d->parent) : d->step;
+}
+
+/* Rank r of d as the whole job numbers it. */
+static inline int lt_dist_job_rank(const struct lt_dist *d, int r)
+{
+	return d->job_ranks ? d->job_ranks[r] : r;
+}
 
 /* dist.c: */
 

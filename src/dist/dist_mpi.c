@@ -258,7 +258,7 @@ static void answer_questions(struct lt_dist *d)
 			return;
 		MPI_Recv(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ASK, d->mpi->comm,
 			 MPI_STATUS_IGNORE);
-		where[0] = d->step;
+		where[0] = lt_dist_step_now(d);
 		where[1] = d->rank;
 		MPI_Send(where, 2, MPI_LONG, s.MPI_SOURCE, TAG_ANSWER, d->mpi->comm);
 	}
@@ -277,7 +277,7 @@ static int name_silent(const struct lt_dist *d, MPI_Request *req, char *silent, 
 			MPI_Test(&req[2 * r + 1], &done, MPI_STATUS_IGNORE);
 		if (!done && len < size - 16) {
 			len += (size_t)snprintf(silent + len, size - len, "%s%d",
-						n_silent ? ", " : "", r);
+						n_silent ? ", " : "", lt_dist_job_rank(d, r));
 			n_silent++;
 		}
 	}
@@ -299,7 +299,7 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 			req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
 			if (r == d->rank)
 				continue;
-			out[2 * r] = d->step;
+			out[2 * r] = lt_dist_step_now(d);
 			MPI_Isend(&out[2 * r], 2, MPI_LONG, r, TAG_ASK, d->mpi->comm, &req[2 * r]);
 			MPI_Irecv(&in[2 * r], 2, MPI_LONG, r, TAG_ANSWER, d->mpi->comm,
 				  &req[2 * r + 1]);
@@ -317,16 +317,16 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 	free(req);
 	free(stat);
 	if (n_silent < 0)
-		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", d->step, what,
-			      d->timeout, d->rank);
+		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", lt_dist_step_now(d), what,
+			      d->timeout, lt_dist_job_rank(d, d->rank));
 	else if (n_silent)
 		lt_errmsg_set("step %ld: %s made no progress for %g s: rank%s %s did not answer "
-			      "(died or stalled; reported by rank %d)", d->step, what, d->timeout,
-			      n_silent > 1 ? "s" : "", silent, d->rank);
+			      "(died or stalled; reported by rank %d)", lt_dist_step_now(d), what, d->timeout,
+			      n_silent > 1 ? "s" : "", silent, lt_dist_job_rank(d, d->rank));
 	else
 		lt_errmsg_set("step %ld: %s made no progress for %g s, though every rank answered "
-			      "(reported by rank %d; raise --comm-timeout)", d->step, what,
-			      d->timeout, d->rank);
+			      "(reported by rank %d; raise --comm-timeout)", lt_dist_step_now(d), what,
+			      d->timeout, lt_dist_job_rank(d, d->rank));
 	return LT_ERR_COMM;
 }
 
@@ -484,6 +484,33 @@ enum lt_status lt_dist_allgather(lt_dist *d, const void *mine, void *all, size_t
 	if (err)
 		return mpi_failed(what, err);
 	return wait_one(d, &req, what);
+}
+
+enum lt_status lt_dist_gatherv_f32(lt_dist *d, const float *mine, const size_t *counts,
+				   float *all, int root, const char *what)
+{
+	if (d->size == 1) {
+		memmove(all, mine, counts[0] * sizeof *mine);
+		return LT_OK;
+	}
+	int *cnt = malloc(2 * (size_t)d->size * sizeof *cnt), *displ = cnt + d->size;
+	if (!cnt) {
+		lt_errmsg_set("%s: cannot allocate the gather's counts", what);
+		return LT_ERR_NOMEM;
+	}
+	size_t at = 0;
+	for (int r = 0; r < d->size; r++) {
+		LT_ASSERT(counts[r] < INT_MAX && at < INT_MAX);
+		cnt[r] = (int)counts[r];
+		displ[r] = (int)at;
+		at += counts[r];
+	}
+	MPI_Request req;
+	int err = MPI_Igatherv(mine, cnt[d->rank], MPI_FLOAT, all, cnt, displ, MPI_FLOAT, root,
+			       d->mpi->comm, &req);
+	enum lt_status st = err ? mpi_failed(what, err) : wait_one(d, &req, what);
+	free(cnt);
+	return st;
 }
 
 /* In place over buf, among comm's `size` ranks: the i-th's elements

@@ -496,6 +496,93 @@ enum lt_status lt_checkpoint_write_moments(const char *path, lt_model *m, const 
 	return write_optimizer_file(path, m, o, rank, nranks);
 }
 
+/* A tensor of a fetched save: its fetch, which (k) and which tensor (i). */
+struct fetched {
+	lt_ckpt_fetch_fn fetch;
+	void *ctx;
+	int k, i;
+	const lt_model *whole;  /* for a flat moment: the tensors it crosses */
+};
+
+static enum lt_status fetch_tensor(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	const struct fetched *f = ctx;
+	return f->fetch(f->ctx, f->k, f->i, off, buf, len);
+}
+
+/* A flat moment crosses the tensors: each piece asked of its tensor. */
+static enum lt_status fetch_flat(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	const struct fetched *f = ctx;
+	enum lt_status st = LT_OK;
+	for (int i = 0; i < lt_model_num_tensors(f->whole) && len > 0 && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_tensor(f->whole, i);
+		uint64_t lo = (uint64_t)t->off * 4, hi = lo + (uint64_t)t->numel * 4;
+		if (off >= hi || off < lo)
+			continue;
+		size_t n = hi - off < len ? (size_t)(hi - off) : len;
+		st = f->fetch(f->ctx, f->k, i, off - lo, buf, n);
+		buf = (char *)buf + n;
+		off += n;
+		len -= n;
+	}
+	return st;
+}
+
+enum lt_status lt_checkpoint_write_fetched(const char *tmp, const lt_model *whole,
+					   lt_ckpt_fetch_fn fetch, void *ctx)
+{
+	int n = lt_model_num_tensors(whole);
+	size_t numel = lt_model_num_params(whole);
+	struct fetched *f = calloc((size_t)n + 2, sizeof *f);
+	char path[CKPT_PATH_MAX], name[LT_RUNDIR_NAME_MAX], num[24];
+	lt_st_writer *w = NULL;
+	enum lt_status st;
+	if (!f) {
+		lt_errmsg_set("%s: cannot allocate the tensor list", tmp);
+		return LT_ERR_NOMEM;
+	}
+	if ((st = lt_fs_join(path, sizeof path, tmp, LT_RUNDIR_MODEL)) != LT_OK ||
+	    (st = lt_st_writer_new(path, &w)) != LT_OK ||
+	    (st = lt_st_writer_set_meta(w, "format", "pt")) != LT_OK)
+		goto out;
+	for (int i = 0; i < n && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_tensor(whole, i);
+		int64_t shape[2] = { t->shape[0], t->shape[1] };
+		f[i] = (struct fetched){ fetch, ctx, 0, i, whole };
+		st = lt_st_writer_add_fetch(w, t->name, LT_ST_F32, t->ndim, shape, fetch_tensor,
+					    &f[i]);
+	}
+	if (st != LT_OK || (st = lt_st_writer_finish(w)) != LT_OK)
+		goto out;
+	lt_st_writer_free(w);
+	w = NULL;
+	lt_rundir_optim_name(0, 1, name);
+	snprintf(num, sizeof num, "%zu", numel);
+	int64_t flat[1] = { (int64_t)numel };
+	f[n] = (struct fetched){ fetch, ctx, 1, 0, whole };
+	f[n + 1] = (struct fetched){ fetch, ctx, 2, 0, whole };
+	if ((st = lt_fs_join(path, sizeof path, tmp, name)) == LT_OK &&
+	    (st = lt_st_writer_new(path, &w)) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "format", "pt")) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "begin", "0")) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "end", num)) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "numel", num)) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "rank", "0")) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "ranks", "1")) == LT_OK &&
+	    (st = lt_st_writer_add_fetch(w, "exp_avg", LT_ST_F32, 1, flat, fetch_flat,
+					 &f[n])) == LT_OK &&
+	    (st = lt_st_writer_add_fetch(w, "exp_avg_sq", LT_ST_F32, 1, flat, fetch_flat,
+					 &f[n + 1])) == LT_OK)
+		st = lt_st_writer_finish(w);
+	if (st == LT_OK)
+		st = lt_fs_sync(tmp);
+out:
+	lt_st_writer_free(w);
+	free(f);
+	return st;
+}
+
 /* The last part of a path (all of it when it has no slash). */
 static const char *base_name(const char *path)
 {
@@ -558,6 +645,13 @@ enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_mod
 				    size_t cap)
 {
 	return commit(run_dir, tmp, m, nshards, s, path, cap, 1);
+}
+
+enum lt_status lt_checkpoint_commit_fetched(const char *run_dir, const char *tmp,
+					    const lt_model *whole, const struct lt_ckpt_state *s,
+					    char *path, size_t cap)
+{
+	return commit(run_dir, tmp, (lt_model *)whole, 1, s, path, cap, 0);
 }
 
 void lt_checkpoint_abandon(const char *tmp)

@@ -104,6 +104,29 @@ enum lt_status lt_checkpoint_write_moments(const char *path, lt_model *m, const 
 enum lt_status lt_checkpoint_commit(const char *run_dir, const char *tmp, lt_model *m,
 				    int nshards, const struct lt_ckpt_state *s, char *path,
 				    size_t cap);
+/* For a model split over ranks, whose tensors no rank holds whole: the
+ * model file and one optimizer file over all of `whole`'s flat buffer
+ * (the model as one process holds it; lt_model_tp_whole) written from
+ * fetch(ctx, k, i, off, buf, len) -- bytes [off, off + len) of tensor i
+ * of the parameters (k = 0), of exp_avg (1) or exp_avg_sq (2) -- asked for
+ * tensor by tensor in order, parameters first. */
+typedef enum lt_status (*lt_ckpt_fetch_fn)(void *ctx, int k, int i, uint64_t off, void *buf,
+					   size_t len);
+enum lt_status lt_checkpoint_write_fetched(const char *tmp, const lt_model *whole,
+					   lt_ckpt_fetch_fn fetch, void *ctx);
+/* Rank 0 of such a save: lt_checkpoint_commit, with the files already in
+ * tmp (their model, `whole`, gives the shapes and the flat buffer's size). */
+enum lt_status lt_checkpoint_commit_fetched(const char *run_dir, const char *tmp,
+					    const lt_model *whole, const struct lt_ckpt_state *s,
+					    char *path, size_t cap);
+/* The reverse, for a model split over ranks: every header checked against
+ * `whole` first, then each tensor i of the checkpoint read whole, in
+ * order, and handed to put(ctx, k, i, data): the parameters (k = 0) and,
+ * with moments, exp_avg (1) and exp_avg_sq (2) of its flat range. */
+typedef enum lt_status (*lt_ckpt_put_fn)(void *ctx, int k, int i, const float *data);
+enum lt_status lt_checkpoint_load_whole(const char *dir, const lt_model *whole, int moments,
+					lt_ckpt_put_fn put, void *ctx);
+
 /* Rank 0, after a failure on any rank: removes tmp and what it holds,
  * keeping the error message already set. */
 void lt_checkpoint_abandon(const char *tmp);

@@ -820,3 +820,61 @@ enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 	}
 	return st;
 }
+
+/* Elements [first, first + count) of moment `name` of the whole flat
+ * buffer from the open shards that overlap them (they tile it) into dst. */
+static enum lt_status read_flat_moment(const struct lt_ckpt_shard *sh, size_t n,
+				       const char *name, size_t first, size_t count, float *dst)
+{
+	enum lt_status st = LT_OK;
+	for (size_t i = 0; i < n && st == LT_OK; i++) {
+		size_t a = sh[i].begin > first ? sh[i].begin : first;
+		size_t b = sh[i].end < first + count ? sh[i].end : first + count;
+		if (a < b)
+			st = lt_st_read_f32_range(sh[i].sf, name, a - sh[i].begin, b - a,
+						  dst + (a - first));
+	}
+	return st;
+}
+
+enum lt_status lt_checkpoint_load_whole(const char *dir, const lt_model *whole, int moments,
+					lt_ckpt_put_fn put, void *ctx)
+{
+	char path[CKPT_PATH_MAX], where[CKPT_PATH_MAX];
+	static const char *const names[2] = { "exp_avg", "exp_avg_sq" };
+	struct lt_ckpt_shard *sh = NULL;
+	size_t n = 0, most = 0;
+	lt_st *sf = NULL;
+	float *data = NULL;
+	enum lt_status st;
+
+	for (int i = 0; i < lt_model_num_tensors(whole); i++)
+		if (lt_model_tensor(whole, i)->numel > most)
+			most = lt_model_tensor(whole, i)->numel;
+	if ((st = lt_fs_join(path, sizeof path, dir, LT_RUNDIR_MODEL)) != LT_OK ||
+	    (st = lt_st_open(path, &sf)) != LT_OK || (st = check_model_file(sf, whole)) != LT_OK)
+		goto out;
+	if (moments && ((st = lt_fs_join(where, sizeof where, dir, LT_RUNDIR_STATE)) != LT_OK ||
+			(st = list_shards(dir, "", &sh, &n)) != LT_OK ||
+			(st = lt_ckpt_open_shards(dir, where, sh, n, whole, 0,
+						  lt_model_num_params(whole))) != LT_OK))
+		goto out;
+	if (!(data = malloc(most * sizeof *data))) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes for a tensor", dir, most * sizeof *data);
+		st = LT_ERR_NOMEM;
+		goto out;
+	}
+	for (int i = 0; i < lt_model_num_tensors(whole) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_tensor(whole, i);
+		if ((st = lt_st_read_f32(sf, t->name, data, t->numel)) == LT_OK)
+			st = put(ctx, 0, i, data);
+		for (int k = 0; moments && k < 2 && st == LT_OK; k++)
+			if ((st = read_flat_moment(sh, n, names[k], t->off, t->numel, data)) == LT_OK)
+				st = put(ctx, k + 1, i, data);
+	}
+out:
+	free(data);
+	lt_ckpt_close_shards(sh, n);
+	lt_st_close(sf);
+	return st;
+}

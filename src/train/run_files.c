@@ -1,5 +1,5 @@
 /* The run directory's files as training writes them, named by io/rundir.h
- * and published through io/fs.h. */
+ * and published through io/fs.h, and the data it prepares. */
 #include "config.h"
 #include "train/run_files.h"
 
@@ -14,7 +14,9 @@
 
 #include "io/checkpoint.h"
 #include "io/fs.h"
+#include "io/import.h"
 #include "io/rundir.h"
+#include "text/prepare.h"
 
 enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t cap)
 {
@@ -163,5 +165,47 @@ enum lt_status lt_run_files_open_metrics(const struct lt_conf *c, long step, lt_
 		st = lt_metrics_open(path, c->run.log_every, out);
 	if (st == LT_OK)
 		st = open_tboard(c, step, *out);
+	return st;
+}
+
+enum lt_status lt_run_files_prepare_data(const struct lt_conf *c, const char *data_dir,
+					 long step, const char *const *corpus, int n_corpus)
+{
+	if (lt_prepare_is_done(data_dir) && n_corpus == 0)
+		return LT_OK;
+	if (lt_prepare_is_done(data_dir)) {
+		lt_errmsg_set("%s: holds prepared data already; corpus arguments would replace it "
+			      "(remove it, or leave the arguments out to train on it)", data_dir);
+		return LT_ERR_ARG;
+	}
+	char init_tok[LT_RUN_PATH_CAP] = "";
+	enum lt_status st = c->train.init[0] && step == 0
+				    ? lt_import_tokenizer(c->train.init, init_tok, sizeof init_tok)
+				    : LT_OK;
+	if (st != LT_OK)
+		return st;
+	const char *fallback[] = { c->data.corpus };
+	struct lt_prepare_opts po = {
+		.inputs = n_corpus ? corpus : fallback,
+		.n_inputs = n_corpus ? n_corpus : 1,
+		.out_dir = data_dir,
+		.vocab_size = c->data.vocab_size ? c->data.vocab_size : c->model.vocab_size,
+		.tokenizer = init_tok[0] ? init_tok : NULL,
+		.doc_separator = c->data.doc_separator,
+		.val_fraction = c->data.val_fraction,
+		.shard_tokens = c->data.shard_tokens,
+		.model_max_length = c->model.max_seq,
+		.verbose = 1,
+	};
+	struct lt_prepare_report rep;
+	printf("data: preparing %s into %s\n", po.n_inputs == 1 ? po.inputs[0] : "the corpus",
+	       data_dir);
+	if (init_tok[0])
+		printf("data: with the tokenizer of %s\n", c->train.init);
+	fflush(stdout);
+	st = lt_prepare_run(&po, &rep);
+	if (st != LT_OK && !n_corpus && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
+	    !lt_fs_is_dir(c->data.corpus))
+		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
 	return st;
 }

@@ -26,6 +26,12 @@ enum lt_status lt_run_files_data_dir(const struct lt_conf *c, char *buf, size_t 
 enum lt_status lt_run_files_check_fresh(const struct lt_conf *c);
 /* Publishes RUN/config.ini (see lt_fs_publish_file). */
 enum lt_status lt_run_files_save_config(const struct lt_conf *c);
+/* Job rank 0: prepares the corpus (corpus[n_corpus], or data.corpus when
+ * n_corpus is 0) into data_dir unless it holds prepared data -- with
+ * train.init's tokenizer in a fresh run (step 0) that starts from one --
+ * and refuses corpus arguments where it does. */
+enum lt_status lt_run_files_prepare_data(const struct lt_conf *c, const char *data_dir,
+					 long step, const char *const *corpus, int n_corpus);
 /* Whether this rank sees the RUN/config.ini rank 0 wrote (LT_ERR_IO naming
  * the rank and its host when not: the run directory must be shared). */
 enum lt_status lt_run_files_check_shared(const struct lt_conf *c, int rank, const char *host);

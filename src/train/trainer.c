@@ -15,6 +15,7 @@
 #include "dist/agree.h"
 #include "dist/balance.h"
 #include "dist/local_sgd.h"
+#include "dist/mesh.h"
 #include "dist/shares.h"
 #include "dist/zero.h"
 #include "io/fs.h"
@@ -24,13 +25,13 @@
 #include "model.h"
 #include "optim.h"
 #include "text/data.h"
-#include "text/prepare.h"
 #include "text/sample.h"
 #include "text/tokenizer.h"
 #include "train/distill.h"
 #include "train/local_ckpt.h"
 #include "train/run_files.h"
 #include "train/step_time.h"
+#include "train/tp_train.h"
 #include "train/train_sample.h"
 
 /* How long rank 0's own work (data preparation, a checkpoint's files) may
@@ -40,8 +41,11 @@
 /* Everything one run holds. */
 struct lt_trainer {
 	struct lt_conf conf;
-	lt_dist *dist;
-	int rank, ranks;
+	lt_dist *dist;            /* the data-parallel ranks (the job's, or the mesh's group) */
+	int rank, ranks;          /* in dist */
+	lt_dist *job;             /* every rank */
+	int lead;                 /* job rank 0: prints and commits */
+	lt_mesh *mesh;            /* dist.tp > 1: the job as data x tensor parallel */
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
 	lt_zero *zero;
@@ -146,55 +150,12 @@ static enum lt_status rebalance(lt_trainer *t, long step)
 		set_plan_rows(t);
 		st = agree(t, plan_forward(t, t->plan_rows), "planning the new shares", 0);
 	}
-	if (st == LT_OK && t->rank == 0 && line[0])
+	if (st == LT_OK && t->lead && line[0])
 		lt_metrics_say(t->metrics, "%s", line);
 	return st;
 }
 
 /* -------------------------------------------------------------- the data */
-
-/* Prepares the corpus into the data directory unless it holds data. */
-static enum lt_status ensure_data(lt_trainer *t, const struct lt_trainer_start *s)
-{
-	const struct lt_conf *c = &t->conf;
-	if (lt_prepare_is_done(t->data_dir) && s->n_corpus == 0)
-		return LT_OK;
-	if (lt_prepare_is_done(t->data_dir)) {
-		lt_errmsg_set("%s: holds prepared data already; corpus arguments would replace it "
-			      "(remove it, or leave the arguments out to train on it)", t->data_dir);
-		return LT_ERR_ARG;
-	}
-	char init_tok[LT_RUN_PATH_CAP] = "";
-	enum lt_status st = c->train.init[0] && t->state.step == 0
-				    ? lt_import_tokenizer(c->train.init, init_tok, sizeof init_tok)
-				    : LT_OK;
-	if (st != LT_OK)
-		return st;
-	const char *fallback[] = { c->data.corpus };
-	struct lt_prepare_opts po = {
-		.inputs = s->n_corpus ? s->corpus : fallback,
-		.n_inputs = s->n_corpus ? s->n_corpus : 1,
-		.out_dir = t->data_dir,
-		.vocab_size = c->data.vocab_size ? c->data.vocab_size : c->model.vocab_size,
-		.tokenizer = init_tok[0] ? init_tok : NULL,
-		.doc_separator = c->data.doc_separator,
-		.val_fraction = c->data.val_fraction,
-		.shard_tokens = c->data.shard_tokens,
-		.model_max_length = c->model.max_seq,
-		.verbose = 1,
-	};
-	struct lt_prepare_report rep;
-	printf("data: preparing %s into %s\n", po.n_inputs == 1 ? po.inputs[0] : "the corpus",
-	       t->data_dir);
-	if (init_tok[0])
-		printf("data: with the tokenizer of %s\n", c->train.init);
-	fflush(stdout);
-	st = lt_prepare_run(&po, &rep);
-	if (st != LT_OK && !s->n_corpus && !strcmp(c->data.corpus, "/usr/share/games/fortunes") &&
-	    !lt_fs_is_dir(c->data.corpus))
-		lt_errmsg_prefix("the default corpus needs Debian's fortunes package; ");
-	return st;
-}
 
 /* A fresh run's weights from train.init (every rank reads the files), and with adapters
  * their first values. */
@@ -210,8 +171,9 @@ static enum lt_status start_from_init(lt_model *m, const struct lt_conf *c)
 static enum lt_status prepare_run_dir(lt_trainer *t, const struct lt_trainer_start *s)
 {
 	enum lt_status st = LT_OK;
-	if (t->rank == 0 && (st = lt_fs_make_dirs(t->conf.run.dir)) == LT_OK)
-		st = ensure_data(t, s);
+	if (t->lead && (st = lt_fs_make_dirs(t->conf.run.dir)) == LT_OK)
+		st = lt_run_files_prepare_data(&t->conf, t->data_dir, t->state.step, s->corpus,
+					       s->n_corpus);
 	return agree(t, st, "preparing the data", LONG_WAIT_SECONDS);
 }
 
@@ -266,7 +228,7 @@ static void report_examples(const lt_trainer *t)
 {
 	const lt_data *d = t->data;
 	int T = t->conf.train.seq;
-	if (t->rank != 0 || !lt_data_has_examples(d))
+	if (!t->lead || !lt_data_has_examples(d))
 		return;
 	printf("data: %" PRIu64 " training and %" PRIu64 " validation examples, one per window "
 	       "of %d tokens, padded; truncated (longer than %d tokens): %" PRIu64 " training, %"
@@ -291,7 +253,7 @@ static enum lt_status open_data(lt_trainer *t)
 /* Rank 0 writes RUN/config.ini: every rank must see it. */
 static enum lt_status save_config(lt_trainer *t)
 {
-	enum lt_status st = t->rank == 0 ? lt_run_files_save_config(&t->conf) : LT_OK;
+	enum lt_status st = t->lead ? lt_run_files_save_config(&t->conf) : LT_OK;
 	if ((st = agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
 		return st;
 	st = lt_run_files_check_shared(&t->conf, t->rank, lt_dist_host(t->dist));
@@ -335,7 +297,7 @@ static enum lt_status report_memory(lt_trainer *t, size_t state)
 		return LT_ERR_NOMEM;
 	}
 	enum lt_status st = lt_dist_allgather(t->dist, mine, all, sizeof mine, "the memory report");
-	if (st == LT_OK && t->rank == 0) {
+	if (st == LT_OK && t->lead) {
 		printf("memory: ZeRO stage %d over %d rank%s, gradient buffer %zu of %zu elements; "
 		       "per rank, parameters + gradients + AdamW moments (backend allocator) + "
 		       "exchange buffers (host):", t->conf.dist.zero, t->ranks, t->ranks > 1 ? "s" : "",
@@ -365,10 +327,16 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
 	struct lt_lora lora;
-	if ((st = lt_conf_lora(c, &lora)) != LT_OK ||
-	    (st = lt_model_new_adapted(t->be, &c->model, &lora, c->train.precision,
-				       &t->model)) != LT_OK)
+	if (t->mesh) {
+		struct lt_tp tp = lt_mesh_model_tp(t->mesh);
+		if ((st = lt_model_new_tp(t->be, &c->model, &tp, &t->model)) != LT_OK ||
+		    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
+			return st;
+	} else if ((st = lt_conf_lora(c, &lora)) != LT_OK ||
+		   (st = lt_model_new_adapted(t->be, &c->model, &lora, c->train.precision,
+					      &t->model)) != LT_OK) {
 		return st;
+	}
 	lt_model_set_recompute(t->model, c->train.recompute);
 	if (c->dist.sync == LT_SYNC_LOCAL &&
 	    (st = agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD", 0)) != LT_OK)
@@ -381,7 +349,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	t->opt = lt_zero_optim(t->zero);
 	/* t->state was read and verified when the checkpoint was found */
 	if (s->checkpoint)
-		st = lt_checkpoint_load_tensors(s->checkpoint, t->model, t->opt);
+		st = t->mesh ? lt_tp_load(s->checkpoint, t->model, t->opt)
+			     : lt_checkpoint_load_tensors(s->checkpoint, t->model, t->opt);
 	else if (c->train.init[0])
 		st = start_from_init(t->model, c);
 	else
@@ -389,7 +358,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	char note[512] = "";
 	if (st == LT_OK && t->local)
 		st = lt_local_ckpt_start(t->local, s->checkpoint, t->model, t->opt, note, sizeof note);
-	if (note[0] && t->rank == 0)
+	if (note[0] && t->lead)
 		printf("%s\n", note);
 	if (st == LT_OK)
 		st = lt_zero_shard(t->zero);
@@ -414,7 +383,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 static enum lt_status open_metrics(lt_trainer *t)
 {
 	enum lt_status st = LT_OK;
-	if (t->rank == 0)
+	if (t->lead)
 		st = lt_run_files_open_metrics(&t->conf, t->state.step, &t->metrics);
 	return agree(t, st, "opening the metrics", 0);
 }
@@ -433,7 +402,7 @@ static enum lt_status list_ranks(lt_trainer *t)
 	snprintf(mine, sizeof mine, "host %.64s, pid %ld, device %.100s", lt_dist_host(t->dist),
 		 (long)getpid(), dev.name);
 	enum lt_status st = lt_dist_allgather(t->dist, mine, all, LINE, "the rank list");
-	for (int i = 0; st == LT_OK && t->rank == 0 && i < t->ranks; i++)
+	for (int i = 0; st == LT_OK && t->lead && i < t->ranks; i++)
 		printf("rank %d: %.*s, %zu of %d sequences per step\n", i, LINE, all + (size_t)i * LINE,
 		       t->rows[i], t->conf.train.batch * t->conf.train.grad_accum);
 	free(all);
@@ -449,7 +418,7 @@ static enum lt_status set_aside_skipped(lt_trainer *t, struct lt_ckpt_skips *k)
 	char aside[LT_RUN_PATH_CAP];
 	enum lt_status st = LT_OK;
 	char first_err[1024] = "";
-	for (size_t i = 0; t->rank == 0 && k && i < k->n; i++) {
+	for (size_t i = 0; t->lead && k && i < k->n; i++) {
 		enum lt_status moved = lt_checkpoint_set_aside(k->v[i].dir, aside, sizeof aside);
 		lt_metrics_say(t->metrics, "skipped %s: %s%s%s", k->v[i].dir, k->v[i].why,
 			       moved == LT_OK ? "; moved aside to " : "", moved == LT_OK ? aside : "");
@@ -547,10 +516,22 @@ static enum lt_status evaluate(lt_trainer *t, long step, double *val)
 static enum lt_status sample_on_rank0(lt_trainer *t, long step)
 {
 	enum lt_status st = lt_zero_whole(t->zero);
-	if (st == LT_OK && t->rank == 0)
+	if (st == LT_OK && t->lead && t->mesh)
+		lt_metrics_say(t->metrics, "sample: none under tensor parallelism (dist.tp = %d): "
+			       "lltrain sample decodes the checkpoint", t->conf.dist.tp);
+	else if (st == LT_OK && t->lead)
 		st = lt_train_sample(t->model, t->tok, t->metrics, &t->conf, step);
 	st = agree(t, st, "the sample", LONG_WAIT_SECONDS);
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
+}
+
+/* What tensor parallelism's save and norm read of the run. */
+static struct lt_tp_run tp_run(const lt_trainer *t)
+{
+	return (struct lt_tp_run){ .job = t->job, .mesh = t->mesh, .model = t->model,
+				   .opt = t->opt, .ranges = lt_zero_ranges(t->zero),
+				   .stage = t->conf.dist.zero,
+				   .deterministic = t->conf.dist.deterministic };
 }
 
 /* Every rank writes its optimizer shard into rank 0's temporary
@@ -570,26 +551,33 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	t->state.config = NULL;
 	if ((st = lt_zero_whole(t->zero)) != LT_OK)  /* the model file reads it whole */
 		return st;
-	if (t->rank == 0 && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
+	if (t->lead && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
 		st = lt_checkpoint_begin(t->conf.run.dir, t->state.step, tag, tmp, sizeof tmp);
 	if ((st = agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
-	    (st = lt_dist_bcast(t->dist, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
+	    (st = lt_dist_bcast(t->job, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
 		return st;
-	if (sharded ? me >= 0 : me == 0)
+	struct lt_tp_run r = tp_run(t);
+	if (t->mesh)
+		st = lt_tp_save(&r, tmp);
+	else if (sharded ? me >= 0 : me == 0)
 		st = lt_checkpoint_write_shard(tmp, t->model, t->opt, sharded ? me : 0,
 					       sharded ? writers : 1);
 	if (st == LT_OK && t->local)
 		st = lt_local_ckpt_save(t->local, tmp, t->model, t->opt, sharded ? writers : 1,
 					&t->state);
 	if ((st = agree(t, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
-		if (t->rank == 0)
+		if (t->lead)
 			lt_checkpoint_abandon(tmp);
 		return st;
 	}
-	if (t->rank == 0) {
+	if (t->lead) {
 		t->state.tokenizer = t->tok_path;
-		st = lt_checkpoint_commit(t->conf.run.dir, tmp, t->model, sharded ? writers : 1,
-					  &t->state, path, sizeof path);
+		st = t->mesh ? lt_checkpoint_commit_fetched(t->conf.run.dir, tmp,
+							    lt_model_tp_whole(t->model), &t->state,
+							    path, sizeof path)
+			     : lt_checkpoint_commit(t->conf.run.dir, tmp, t->model,
+						    sharded ? writers : 1, &t->state, path,
+						    sizeof path);
 		if (st != LT_OK)
 			lt_checkpoint_abandon(tmp);
 		if (st == LT_OK)
@@ -666,6 +654,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	if (t->local)  /* each node's gradient is the mean over its own share */
 		scale *= (float)lt_local_sgd_scale(t->local, t->rows);
 	lt_step_time_begin(&t->time);
+	lt_dist_set_step(t->job, step);
 	lt_dist_set_step(t->dist, step);
 	lt_model_zero_grads(t->model);
 	for (int a = 0; a < accum && st == LT_OK; a++)
@@ -683,9 +672,17 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	t->agreement.failed_together = t->agreement.failed_together && c->dist.zero == 1;
 	if (st != LT_OK || (st = lt_zero_reduce(t->zero, &norm)) != LT_OK)
 		return st;
+	if (t->mesh) {
+		struct lt_tp_run r = tp_run(t);
+		if ((st = lt_tp_norm(&r, &norm)) != LT_OK)
+			return st;
+	}
 	lt_step_time_reduced(&t->time);
 	if ((st = lt_dist_allreduce(t->dist, sums, 5, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK)
+		return st;
+	if (t->mesh && (st = lt_dist_allreduce(lt_mesh_tp_group(t->mesh), sums + 2, 2, LT_DIST_F64,
+					       LT_DIST_SUM, "the votes to stop")) != LT_OK)
 		return st;
 	t->stop = sums[2] > 0 ? 1 : sums[3] > 0 ? 2 : 0;
 	sm->loss = sums[0] / sums[1];
@@ -818,12 +815,16 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
 		return LT_ERR_NOMEM;
 	}
 	t->conf = *c;
-	t->dist = d;
-	t->rank = lt_dist_rank(d);
-	t->ranks = lt_dist_size(d);
+	t->dist = t->job = d;
+	t->lead = lt_dist_rank(d) == 0;
 	t->agreement = (struct lt_agreement){ .dist = d, .timeout = c->dist.comm_timeout };
 	lt_dist_set_timeout(d, c->dist.comm_timeout);
-	return LT_OK;
+	enum lt_status st = c->dist.tp > 1 ? lt_mesh_new(d, c->dist.tp, &t->mesh) : LT_OK;
+	if (t->mesh)
+		t->dist = lt_mesh_dp_group(t->mesh);
+	t->rank = lt_dist_rank(t->dist);
+	t->ranks = lt_dist_size(t->dist);
+	return st;
 }
 
 enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
@@ -887,6 +888,7 @@ void lt_trainer_free(lt_trainer *t)
 	lt_distill_free(t->distill);
 	lt_local_sgd_free(t->local);
 	lt_model_free(t->model);
+	lt_mesh_free(t->mesh);
 	lt_backend_free(t->be);
 	lt_data_close(t->data);
 	lt_tokenizer_free(t->tok);

@@ -1,0 +1,71 @@
+/* The data-parallel x tensor-parallel mesh of a job's ranks. */
+#include "config.h"
+#include "dist/mesh.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct lt_mesh {
+	lt_dist *job, *tp, *dp;
+};
+
+enum lt_status lt_mesh_new(lt_dist *d, int tp, lt_mesh **out)
+{
+	int rank = lt_dist_rank(d), size = lt_dist_size(d);
+	*out = NULL;
+	if (tp < 1 || size % tp) {
+		lt_errmsg_set("dist.tp = %d does not divide the job's %d rank%s: the job runs "
+			      "whole tensor-parallel groups", tp, size, size > 1 ? "s" : "");
+		return LT_ERR_CONFIG;
+	}
+	lt_mesh *m = calloc(1, sizeof *m);
+	if (!m) {
+		lt_errmsg_set("cannot allocate the mesh");
+		return LT_ERR_NOMEM;
+	}
+	m->job = d;
+	enum lt_status st = lt_dist_group_new(d, rank / tp, rank, &m->tp);
+	if (st == LT_OK)
+		st = lt_dist_group_new(d, rank % tp, rank, &m->dp);
+	if (st != LT_OK) {
+		lt_mesh_free(m);
+		return st;
+	}
+	*out = m;
+	return LT_OK;
+}
+
+void lt_mesh_free(lt_mesh *m)
+{
+	if (!m)
+		return;
+	if (m->dp)
+		lt_dist_group_free(m->dp);
+	if (m->tp)
+		lt_dist_group_free(m->tp);
+	free(m);
+}
+
+lt_dist *lt_mesh_tp_group(const lt_mesh *m) { return m->tp; }
+lt_dist *lt_mesh_dp_group(const lt_mesh *m) { return m->dp; }
+
+static enum lt_status group_allreduce(void *ctx, void *buf, size_t n, int f64, int max)
+{
+	lt_mesh *m = ctx;
+	return lt_dist_allreduce(m->tp, buf, n, f64 ? LT_DIST_F64 : LT_DIST_F32,
+				 max ? LT_DIST_MAX : LT_DIST_SUM, "a tensor-parallel all-reduce");
+}
+
+struct lt_tp lt_mesh_model_tp(lt_mesh *m)
+{
+	return (struct lt_tp){ .size = lt_dist_size(m->tp), .rank = lt_dist_rank(m->tp),
+			       .allreduce = group_allreduce, .ctx = m };
+}
+
+enum lt_status lt_mesh_norm(lt_mesh *m, double sq, double *norm)
+{
+	enum lt_status st = lt_dist_allreduce(m->tp, &sq, 1, LT_DIST_F64, LT_DIST_SUM,
+					      "the tensor-parallel gradient norm");
+	*norm = sqrt(sq);
+	return st;
+}

@@ -1,0 +1,152 @@
+#!/bin/bash
+# Checks tensor parallelism (`--tp N`: each N ranks split the model's
+# heads, ffn and vocabulary; data parallelism and ZeRO over the groups):
+# every layout (dp, tp) in {(1,2), (2,2), (1,4)} at ZeRO 0 to 3 gives one
+# process's losses within 1e-5 and its final parameters within 5e-5 (see
+# below), with gradient accumulation; --deterministic runs are bitwise
+# equal across dp at fixed tp; bf16 with recompute follows one process; a
+# vocabulary that does not divide (padded rows) gives one process's
+# losses; checkpoints stay layout-free: saved at tp 2 x dp 2 (ZeRO 3),
+# resumed on 1 rank and at tp 1 x dp 3, and bitwise at tp 2 x dp 1 when
+# deterministic; layouts the model does not allow are refused in one line
+# (exit 2); a stalled rank of a group ends the job naming it.
+LLTRAIN=${LLTRAIN:-./lltrain}
+top_srcdir=${top_srcdir:-.}
+MPIEXEC=${MPIEXEC:-mpiexec}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-tp.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap.sh"
+
+mpi_or_stop
+
+prepare_corpus
+
+# The tiny preset with 8 heads over 4 kv-heads (so that 4 ranks split
+# them), 6 steps of 2 micro-batches of 4 sequences, a checkpoint at step 3.
+STEPS=6
+common=(--train.seq=64 --train.batch=4 --train.grad_accum=2 --train.steps=$STEPS
+	--train.warmup_steps=2 --data.dir="$tmp/data" --run.eval_every=3 --run.eval_batches=2
+	--run.checkpoint_every=3 --run.sample_tokens=4 --run.log_every=10 --run.threads=1)
+base=(--preset tiny --model.n_heads=8 --model.n_kv_heads=4 "${common[@]}")
+set -- "${base[@]}"
+final=checkpoints/step_$(printf %08d $STEPS)/model.safetensors
+
+# The parameters' tolerance: AdamW moves an element by about lr whatever
+# the size of its gradient, so where a gradient is near 0 the last bits of
+# the sums -- which differ whenever the work is split -- show in the
+# parameters at 1e-5 within a few steps; two data-parallel ranks, the
+# same arithmetic in another order, differ from one process by as much.
+PTOL=5e-5
+
+# 1. Every layout against one process.
+train ref 0 "$@"
+ok $rc "one process: $(tail -c 200 "$tmp/ref.out")"
+train dp2 2 "$@"
+why=$(params_close ref dp2 $PTOL 2>&1)
+ok $? "2 data-parallel ranks (the yardstick): final parameters within $PTOL $why"
+for layout in 1x2 2x2 1x4; do
+	dp=${layout%x*} tp=${layout#*x}
+	for zero in 0 1 2 3; do
+		name=tp${tp}dp${dp}z$zero
+		train $name $((dp * tp)) "$@" --tp $tp --zero $zero
+		if [ $rc != 0 ]; then
+			ok 1 "dp $dp x tp $tp, ZeRO $zero: exit $rc: $(tail -c 300 "$tmp/$name.out")"
+			continue
+		fi
+		why=$(losses_match ref $name 2>&1)
+		ok $? "dp $dp x tp $tp, ZeRO $zero: losses within 1e-5 of one process $why"
+		why=$(params_close ref $name $PTOL 2>&1)
+		ok $? "dp $dp x tp $tp, ZeRO $zero: final parameters within $PTOL of one process's $why"
+	done
+done
+lines=$(wc -l <"$tmp/ref/metrics.jsonl")
+[ "$(wc -l <"$tmp/tp2dp2z0/metrics.jsonl")" = "$lines" ]
+ok $? "one rank of the job writes the metrics ($(wc -l <"$tmp/tp2dp2z0/metrics.jsonl") lines, one process $lines)"
+
+# 2. --deterministic: bitwise equal across dp at tp 2, ZeRO 1 and 3.
+for zero in 1 3; do
+	train det1z$zero 2 "$@" --tp 2 --zero $zero --deterministic
+	train det2z$zero 4 "$@" --tp 2 --zero $zero --deterministic
+	cmp -s "$tmp/det1z$zero/$final" "$tmp/det2z$zero/$final"
+	ok $? "deterministic, tp 2, ZeRO $zero: dp 2 gives dp 1's parameters bitwise"
+done
+
+# 3. bf16 with recompute at tp 2 follows one process in bf16.
+train refb 0 "$@" --train.precision=bf16 --train.recompute=block
+train tpb 2 "$@" --train.precision=bf16 --train.recompute=block --tp 2 --zero 2
+why=$(losses_match refb tpb $STEPS 2e-3 2>&1)
+ok $? "bf16 + recompute, tp 2, ZeRO 2: losses within 2e-3 of one process in bf16 $why"
+
+# 4. A vocabulary of 320 over 3 ranks: 107 rows each, the last 1 of padding
+# (6 heads, ffn 510).
+pad=(--preset tiny --model.ffn_dim=510 "${common[@]}")
+train refp 0 "${pad[@]}"
+train tp3 3 "${pad[@]}" --tp 3
+why=$(losses_match refp tp3 2>&1)
+ok $? "tp 3 over a vocabulary of 320 (padded to 321): losses within 1e-5 of one process $why"
+
+# 5. Checkpoints are layout-free. Saved at tp 2 x dp 2 (ZeRO 3) at step 3,
+# resumed on 1 rank and at tp 1 x dp 3 (ZeRO 1), both follow the
+# uninterrupted one-process run; deterministic, saved at tp 2 x dp 2 and
+# resumed at tp 2 x dp 1, bitwise the uninterrupted run.
+# resume FROM NAME RANKS ARGS...: a copy of run FROM without its last
+# checkpoint, resumed by RANKS ranks.
+resume() {
+	local from=$1 name=$2 ranks=$3
+	shift 3
+	rm -rf "$tmp/$name"
+	cp -r "$tmp/$from" "$tmp/$name"
+	rm -rf "$tmp/$name/$(dirname "$final")"
+	train "$name" "$ranks" "${base[@]}" --resume auto "$@"
+	grep -q "resumed from .*step_00000003 at step 3" "$tmp/$name.out" ||
+		echo "did not resume at step 3: $(tail -c 300 "$tmp/$name.out")"
+}
+why=$(resume tp2dp2z3 r1 0 --tp 1)
+[ -z "$why" ] && why=$(params_close ref r1 $PTOL 2>&1)
+ok $? "saved at tp 2 x dp 2 (ZeRO 3), resumed on 1 rank: parameters within $PTOL of one process $why"
+why=$(resume tp2dp2z3 r3 3 --tp 1 --zero 1)
+[ -z "$why" ] && why=$(params_close ref r3 $PTOL 2>&1)
+ok $? "saved at tp 2 x dp 2 (ZeRO 3), resumed at tp 1 x dp 3 (ZeRO 1): within $PTOL $why"
+why=$(resume det2z3 rd 2 --tp 2 --zero 3 --deterministic)
+[ -z "$why" ] && cmp "$tmp/det2z3/$final" "$tmp/rd/$final"
+ok $? "deterministic, saved at tp 2 x dp 2, resumed at tp 2 x dp 1: bitwise the uninterrupted run $why"
+
+# 6. Refused layouts: one line, exit 2, nothing trained.
+expect_failure=1
+train bad1 4 --preset tiny --tp 4 "${common[@]}"
+[ $rc = 2 ] && grep -q "dist.tp = 4 must divide model.n_heads (6)" "$tmp/bad1.out" &&
+	[ "$(grep -c 'dist.tp' "$tmp/bad1.out")" = 1 ] && [ ! -d "$tmp/bad1/checkpoints" ]
+ok $? "tp 4 over 6 heads refused in one line (exit $rc): $(head -c 200 "$tmp/bad1.out")"
+train bad2 3 "$@" --tp 2
+[ $rc = 2 ] && grep -q "dist.tp = 2 does not divide the job's 3 ranks" "$tmp/bad2.out" &&
+	[ "$(grep -c 'dist.tp' "$tmp/bad2.out")" = 1 ] && [ ! -d "$tmp/bad2/checkpoints" ]
+ok $? "tp 2 over 3 ranks refused (exit $rc): $(grep -m1 'dist.tp' "$tmp/bad2.out")"
+train bad3 2 "$@" --tp 2 --train.lora_rank=4
+[ $rc = 2 ] && grep -q "dist.tp = 2 with train.lora_rank > 0 (LoRA): not supported together" \
+	"$tmp/bad3.out" && [ "$(grep -c 'dist.tp' "$tmp/bad3.out")" = 1 ]
+ok $? "tp 2 with LoRA refused in one line (exit $rc): $(head -c 200 "$tmp/bad3.out")"
+
+# 7. A rank of a tensor-parallel group that stalls ends the job within 60 s,
+# the message naming it.
+"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --tp 2 --train.steps=100000 --run.checkpoint_every=0 \
+	--run.dir="$tmp/stall" --comm-timeout 5 >"$tmp/stall.out" 2>&1 </dev/null &
+job=$!
+for _ in $(seq 300); do
+	grep -q '"step":2,' "$tmp/stall/metrics.jsonl" 2>/dev/null && break
+	sleep 0.2
+done
+victim=$(pgrep -f "train .*--run.dir=$tmp/stall" | sort -n | tail -1)
+kill -STOP "$victim"
+wait_for_job
+kill -9 "$victim" 2>/dev/null
+[ "$rc" != 0 ] && [ "$took" -le 60 ] &&
+	grep -q "step [0-9]*: .* made no progress for 5 s: rank 1 did not answer" "$tmp/stall.out"
+ok $? "a stalled rank of a tp group ends the job (exit $rc after $took s): $(grep -m1 'no progress' "$tmp/stall.out")"
+unset expect_failure
+
+bad=$(awk '$2 != 0' "$tmp/statuses")
+[ -z "$bad" ]
+ok $? "every run that should succeed exited 0 ${bad:+(not: $bad)}"
+
+echo "1..$n"
+exit $failed
