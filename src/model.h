@@ -30,6 +30,7 @@ struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
 	size_t gathered;  /* ZeRO stage 3: the blocks' parameters gathered at once
 			     (apart from params; in total) */
+	size_t exchange;  /* host staging of the tensor-parallel sums (in total) */
 };
 
 /* What training keeps of each block's forward for its backward
@@ -193,6 +194,12 @@ const lt_model *lt_model_tp_whole(const lt_model *m);
  * whole). */
 void lt_model_tp_copy(const lt_model *m, int i, int rank, float *whole, float *part,
 		      int to_whole);
+/* The training memory of one rank's part at tp ranks a group
+ * (lt_model_estimate_memory of the part's config, with the staging of the
+ * group's sums). */
+void lt_model_tp_estimate(const struct lt_model_config *c, int tp, int B, int T, int threads,
+			  enum lt_recompute recompute, enum lt_precision precision,
+			  struct lt_mem_estimate *out);
 /* Whether tensor i is whole on every rank of the group (a norm). */
 int lt_model_tp_replicated(const lt_model *m, int i);
 

@@ -70,6 +70,24 @@ enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 	return LT_OK;
 }
 
+void lt_model_tp_estimate(const struct lt_model_config *c, int tp, int B, int T, int threads,
+			  enum lt_recompute recompute, enum lt_precision precision,
+			  struct lt_mem_estimate *out)
+{
+	struct lt_model_config part;
+	if (tp <= 1) {
+		lt_model_estimate_memory(c, B, T, threads, recompute, precision, out);
+		return;
+	}
+	lt_model_tp_part_config(c, tp, &part);
+	lt_model_estimate_memory(&part, B, T, threads, recompute, precision, out);
+	size_t N = (size_t)B * T;
+	/* lt_tp_plan's buffers: the device's parts and lse, the host's staging */
+	out->activations += 4 * N * sizeof(float);
+	out->exchange = N * (size_t)c->dim * sizeof(float) + N * (3 * sizeof(double) + 4);
+	out->total += 4 * N * sizeof(float) + out->exchange;
+}
+
 int lt_model_tp_size(const lt_model *m) { return m->tp.size > 1 ? m->tp.size : 1; }
 int lt_model_tp_rank(const lt_model *m) { return m->tp.size > 1 ? m->tp.rank : 0; }
 

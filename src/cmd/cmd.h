@@ -163,4 +163,10 @@ enum lt_status lt_cmd_checkpoint_data(const struct lt_cmd_checkpoint *c, const c
 enum lt_status lt_cmd_export_hf(const struct lt_cmd_checkpoint *c, const char *out, int force);
 void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
 
+/* The training memory of one of `ranks` ranks running conf's layout
+ * (dist.tp, dist.zero; adapters where lora->rank > 0), each data-parallel
+ * rank taking its share of train.batch. */
+void lt_cmd_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, int ranks,
+			    int threads, struct lt_mem_estimate *est);
+
 #endif

@@ -30,6 +30,8 @@ struct bench_opts {
 	enum lt_recompute recompute;  /* the config's train.recompute */
 	enum lt_precision precision;  /* and train.precision */
 	const char *init;             /* train.init: the model's weights, or "" */
+	int ranks;                    /* the layout's ranks (dist.tp, dist.zero over them) */
+	double device_gib;            /* a rank's device memory; 0: the device's */
 };
 
 static double peak_rss_bytes(void)
@@ -70,6 +72,15 @@ static const struct lt_cmd_option bench_options[] = {
 	  .help = "print each op's share of the device time of the timed\n"
 		  "steps (OpenCL profiling events; on the CPU, each op's\n"
 		  "wall time)" },
+	{ .name = "ranks", .kind = LT_CMD_INT, ARG(ranks), .min = 1, .max = 1000000, .arg = "N",
+	  .help = "a layout of N ranks (dist.tp and dist.zero over them):\n"
+		  "check that one rank's training memory fits the device\n"
+		  "and print it; a layout that does not fit is refused\n"
+		  "before anything is allocated, naming the shortfall\n"
+		  "(one rank of one process, the default, is also timed)" },
+	{ .name = "device-mem", .kind = LT_CMD_REAL, ARG(device_gib), .min = 0.001, .max = 1e6,
+	  .arg = "GIB", .help = "a rank's device memory for that check (default:\n"
+				"the device's)" },
 	{ .name = "gemm", .kind = LT_CMD_INT, ARG(gemm), .min = 1, .max = 65536, .arg = "N",
 	  .help = "only time N x N x N GEMMs in the three layouts of a\n"
 		  "linear layer (forward, input and weight gradients) in\n"
@@ -88,7 +99,7 @@ static const struct lt_cmd_usage bench_usage = {
 	.head = "usage: lltrain bench [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
 		"                     [--device DEV] [--threads N] [--steps N]\n"
 		"                     [--batch N] [--seq N] [--profile] [--gemm N]\n"
-		"                     [--gemm-shapes]\n\n"
+		"                     [--gemm-shapes] [--ranks N] [--device-mem GIB]\n\n"
 		"Trains a model on random tokens and prints tokens/s, model TFLOP/s\n"
 		"(6 x matmul weights + 12 x layers x dim x seq per token), the TFLOP/s of a\n"
 		"2048^3 sgemm on the same device, their ratio (MFU) and the peak memory.\n"
@@ -575,6 +586,49 @@ static int open_backend(const struct bench_opts *o, const struct lt_conf *conf, 
 	return 0;
 }
 
+/* Before anything is allocated: one rank of the layout (o->ranks, dist.tp,
+ * dist.zero) against its device's memory. Gives the exit status where the
+ * benchmark ends here -- 1 when a rank does not fit, 0 when a layout of
+ * several ranks does (one process times one whole model only) -- else -1. */
+static int check_fit(const struct bench_opts *o, const struct lt_conf *conf,
+		     const struct lt_lora *lora, const char *preset, lt_backend *be)
+{
+	struct lt_device_info dev;
+	struct lt_mem_estimate est;
+	int tp = conf->dist.tp, dp = o->ranks / tp;
+	be->ops->info(be, &dev);
+	if (o->ranks % tp) {
+		fprintf(stderr, "lltrain bench: dist.tp = %d does not divide --ranks %d: a job runs "
+			"whole tensor-parallel groups\n", tp, o->ranks);
+		return 2;
+	}
+	lt_cmd_layout_estimate(conf, lora, o->ranks, dev.compute_units, &est);
+	double have = o->device_gib > 0 ? o->device_gib * 1073741824.0 : (double)dev.mem_bytes;
+	double need = (double)est.total, gib = 1073741824.0;
+	char layout[160];
+	snprintf(layout, sizeof layout, "%s%s at tensor parallel %d x data parallel %d, ZeRO stage "
+		 "%d, %s, recompute %s, batch %d x seq %d", preset ? "preset " : "the model",
+		 preset ? preset : "", tp, dp, conf->dist.zero,
+		 conf->train.precision == LT_PRECISION_BF16 ? "bf16" : "fp32",
+		 conf->train.recompute == LT_RECOMPUTE_BLOCK ? "block" : "none", conf->train.batch,
+		 conf->train.seq);
+	if (need > have) {
+		fprintf(stderr, "lltrain bench: a rank of %s needs %.2f GiB, the device (%s) has "
+			"%.2f GiB: %.2f GiB short\n", layout, need / gib, dev.name, have / gib,
+			(need - have) / gib);
+		return 1;
+	}
+	if (o->ranks == 1)
+		return -1;
+	printf("layout:          %s\n", layout);
+	printf("fits:            %.2f GiB a rank of the %.2f GiB of %s (params %.2f, grads %.2f, "
+	       "optimizer %.2f, gathered %.2f, activations %.2f, exchange %.2f GiB); one process "
+	       "times whole models only: time the layout with lltrain train under mpiexec\n",
+	       need / gib, have / gib, dev.name, est.params / gib, est.grads / gib,
+	       est.optimizer / gib, est.gathered / gib, est.activations / gib, est.exchange / gib);
+	return 0;
+}
+
 int lt_cmd_bench(int argc, char **argv)
 {
 	struct lt_conf conf;
@@ -613,6 +667,8 @@ int lt_cmd_bench(int argc, char **argv)
 	o.batch = conf.train.batch;
 	o.seq = conf.train.seq;
 
+	if (!o.ranks)
+		o.ranks = 1;
 	lt_backend *be = NULL;
 	lt_model *model = NULL;
 	lt_optim *opt = NULL;
@@ -644,7 +700,14 @@ int lt_cmd_bench(int argc, char **argv)
 	 * kept, so a busy moment on a shared machine cannot flatter the MFU. */
 	double peak_after;
 	struct lt_lora lora;
-	if ((st = lt_conf_lora(&conf, &lora)) != LT_OK ||
+	if ((st = lt_conf_lora(&conf, &lora)) != LT_OK)
+		goto out;
+	conf.model = mc;
+	if ((rc = check_fit(&o, &conf, &lora, preset, be)) >= 0) {
+		lt_backend_free(be);
+		return rc;
+	}
+	if (
 	    (st = lt_model_new_adapted(be, &mc, &lora, o.precision, &model)) != LT_OK)
 		goto out;
 	lt_model_set_recompute(model, o.recompute);

@@ -22,6 +22,7 @@ struct info_args {
 	int keys;        /* --keys: the configuration keys only */
 	int ranks;       /* 0: not given (1) */
 	int zero;        /* -1: not given (dist.zero) */
+	int tp;          /* 0: not given (dist.tp) */
 	int configured;  /* some option set the configuration */
 };
 
@@ -43,6 +44,9 @@ static const struct lt_cmd_option info_options[] = {
 		  "(each takes its share of train.batch)" },
 	{ .name = "zero", .kind = LT_CMD_INT, ARG(zero), .min = 0, .max = 3, .arg = "S",
 	  .help = "... at ZeRO stage S (default dist.zero)" },
+	{ .name = "tp", .kind = LT_CMD_INT, ARG(tp), .min = 1, .max = 4096, .arg = "N",
+	  .help = "... with tensor parallelism over each N of them\n"
+		  "(default dist.tp; ZeRO runs over the rest)" },
 	{ .name = "keys", .kind = LT_CMD_FLAG, ARG(keys),
 	  .help = "list every configuration key: name, type, default,\n"
 		  "allowed values and meaning" },
@@ -52,7 +56,7 @@ static const struct lt_cmd_option info_options[] = {
 static const struct lt_cmd_usage info_usage = {
 	.cmd = "info",
 	.head = "usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-		"                    [--threads N] [--ranks N] [--zero 0|1|2|3]\n"
+		"                    [--threads N] [--ranks N] [--zero 0|1|2|3] [--tp N]\n"
 		"       lltrain info --keys\n\n"
 		"Prints lltrain's version, how it was built, the backends it has with\n"
 		"their devices, and for each preset its size, model FLOPs per token and\n"
@@ -113,17 +117,14 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 {
 	const struct lt_model_config *c = &conf->model;
 	const char *preset = lt_conf_preset_of(conf);
-	int seq = conf->train.seq, zero = conf->dist.zero;
-	/* the largest share of a batch split over the ranks */
-	int batch = (conf->train.batch + ranks - 1) / ranks;
+	int seq = conf->train.seq, zero = conf->dist.zero, tp = conf->dist.tp, dp = ranks / tp;
+	/* the largest share of a batch split over the data-parallel ranks */
+	int batch = (conf->train.batch + dp - 1) / dp;
 	struct lt_mem_estimate est;
 	struct lt_lora lora = { 0 };
 	if (lt_conf_lora(conf, &lora) != LT_OK)  /* lt_conf_check said so before */
 		lora.rank = 0;
-	lt_model_estimate_memory_lora(c, batch, seq, threads, conf->train.recompute,
-				      conf->train.precision, &lora, &est);
-	if (ranks > 1)
-		lt_zero_estimate(&est, c, ranks, zero, conf->dist.deterministic);
+	lt_cmd_layout_estimate(conf, &lora, ranks, threads, &est);
 	char head[32] = "";
 	if (c->head_dim)
 		snprintf(head, sizeof head, " of %d", c->head_dim);
@@ -141,15 +142,23 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	if (est.gathered)
 		snprintf(gathered, sizeof gathered, ", gathered blocks %.1f",
 			 est.gathered / 1048576.0);
+	char exchange[64] = "";
+	if (est.exchange)
+		snprintf(exchange, sizeof exchange, ", exchange %.1f", est.exchange / 1048576.0);
 	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "
-	       "grads %.1f, optimizer %.1f%s, activations %.1f, workspace %.1f, runtime %.1f)\n",
+	       "grads %.1f, optimizer %.1f%s, activations %.1f%s, workspace %.1f, runtime %.1f)\n",
 	       est.total / 1048576.0, batch, seq, threads,
 	       conf->train.precision == LT_PRECISION_BF16 ? ", bf16" : "",
 	       conf->train.recompute == LT_RECOMPUTE_BLOCK ? ", recompute block" : "",
 	       est.params / 1048576.0,
 	       est.grads / 1048576.0, est.optimizer / 1048576.0, gathered,
-	       est.activations / 1048576.0, est.workspace / 1048576.0, est.runtime / 1048576.0);
-	if (ranks > 1)
+	       est.activations / 1048576.0, exchange, est.workspace / 1048576.0,
+	       est.runtime / 1048576.0);
+	if (tp > 1)
+		printf("  (per rank of %d: tensor parallel over %d, data parallel over %d at ZeRO "
+		       "stage %d, batch %d of the global %d)\n", ranks, tp, dp, zero, batch,
+		       conf->train.batch);
+	else if (ranks > 1)
 		printf("  (per rank of %d at ZeRO stage %d, batch %d of the global %d)\n", ranks, zero,
 		       batch, conf->train.batch);
 	print_fits(est.total);
@@ -199,15 +208,54 @@ static void print_opencl_devices(void)
 #endif
 }
 
+/* A model too large for one GPU of `gib` GiB: the first layout of `ranks`
+ * such GPUs under which a rank fits, in bf16 with recompute, trying
+ * tensor parallelism over 1, 2, 4 then 8 ranks and, at each, ZeRO stages 0
+ * to 3 (the batch at least one sequence per data-parallel rank). */
+static void print_layout_for(const struct lt_conf *conf, int threads, int ranks, int gib)
+{
+	double cap = (double)gib * 1073741824.0;
+	struct lt_lora none = { 0 };
+	struct lt_mem_estimate est;
+	for (int tp = 1; tp <= ranks && tp <= 8; tp *= 2)
+		for (int zero = 0; zero <= 3; zero++) {
+			struct lt_conf l = *conf;
+			l.dist.tp = tp;
+			l.dist.zero = zero;
+			l.train.precision = LT_PRECISION_BF16;
+			l.train.recompute = LT_RECOMPUTE_BLOCK;
+			if (l.train.batch < ranks / tp)
+				l.train.batch = ranks / tp;
+			if (lt_model_tp_check(&l.model, tp) != LT_OK)
+				continue;
+			lt_cmd_layout_estimate(&l, &none, ranks, threads, &est);
+			if ((double)est.total > cap)
+				continue;
+			printf("  on %d GPUs of %d GiB: tensor parallel over %d x data parallel over "
+			       "%d, ZeRO stage %d, bf16, recompute block, batch %d x seq %d: %.2f GiB "
+			       "a rank\n", ranks, gib, tp, ranks / tp, zero, l.train.batch,
+			       l.train.seq, (double)est.total / 1073741824.0);
+			return;
+		}
+	lt_errmsg_clear();
+	printf("  on %d GPUs of %d GiB: no layout of tensor parallelism and ZeRO fits\n", ranks,
+	       gib);
+}
+
 static void print_presets(int threads)
 {
 	const char *const *names = lt_conf_preset_names();
 	for (int i = 0; names[i]; i++) {
 		struct lt_conf p;
+		struct lt_mem_estimate est;
+		struct lt_lora none = { 0 };
 		lt_conf_defaults(&p);
 		enum lt_status st = lt_conf_apply_preset(&p, names[i]);
 		LT_ASSERT(st == LT_OK);
 		print_model(&p, threads, 1);
+		lt_cmd_layout_estimate(&p, &none, 1, threads, &est);
+		if ((double)est.total > 24.0 * 1073741824.0)
+			print_layout_for(&p, threads, 8, 24);
 	}
 }
 
@@ -246,11 +294,19 @@ int lt_cmd_info(int argc, char **argv)
 	rc = lt_cmd_parse(argc, argv, &info_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
-	/* --ranks and --zero describe a configuration too */
-	if (a.ranks || a.zero >= 0)
+	/* --ranks, --zero and --tp describe a configuration too */
+	if (a.ranks || a.zero >= 0 || a.tp)
 		a.configured = 1;
 	if (a.zero >= 0)
 		conf.dist.zero = a.zero;
+	if (a.tp)
+		conf.dist.tp = a.tp;
+	if ((a.ranks ? a.ranks : 1) % conf.dist.tp) {
+		fprintf(stderr, "lltrain info: dist.tp = %d does not divide the %d rank%s of "
+			"--ranks: a job runs whole tensor-parallel groups\n", conf.dist.tp,
+			a.ranks ? a.ranks : 1, a.ranks > 1 ? "s" : "");
+		return 2;
+	}
 	if (a.keys) {
 		print_keys();
 		return 0;

@@ -29,6 +29,7 @@
 #include "text/tokenizer.h"
 #include "train/distill.h"
 #include "train/local_ckpt.h"
+#include "train/rank_report.h"
 #include "train/run_files.h"
 #include "train/step_time.h"
 #include "train/tp_train.h"
@@ -276,6 +277,13 @@ static enum lt_status check_ranks_agree(lt_trainer *t)
 
 /* ------------------------------------------------------------- the model */
 
+/* The job's layout, for the rank reports. */
+static struct lt_rank_layout layout_of(const lt_trainer *t)
+{
+	return (struct lt_rank_layout){ .job = t->job, .lead = t->lead,
+					.tp = t->mesh ? t->conf.dist.tp : 1 };
+}
+
 /* Bytes the backend's buffers hold now (0 when it cannot say). */
 static size_t backend_bytes(lt_backend *be)
 {
@@ -283,34 +291,6 @@ static size_t backend_bytes(lt_backend *be)
 	if (be->ops->mem_usage)
 		be->ops->mem_usage(be, &now, &peak);
 	return now;
-}
-
-/* One line of what each rank holds for training besides activations:
- * `state` bytes of parameters, gradients and moments as the backend
- * allocated them, and the exchange's host buffers. */
-static enum lt_status report_memory(lt_trainer *t, size_t state)
-{
-	double mine[2] = { (double)state, (double)lt_zero_bytes(t->zero) };
-	double *all = malloc(2 * (size_t)t->ranks * sizeof *all);
-	if (!all) {
-		lt_errmsg_set("cannot allocate the memory report");
-		return LT_ERR_NOMEM;
-	}
-	enum lt_status st = lt_dist_allgather(t->dist, mine, all, sizeof mine, "the memory report");
-	if (st == LT_OK && t->lead) {
-		printf("memory: ZeRO stage %d over %d rank%s, gradient buffer %zu of %zu elements; "
-		       "per rank, parameters + gradients + AdamW moments (backend allocator) + "
-		       "exchange buffers (host):", t->conf.dist.zero, t->ranks, t->ranks > 1 ? "s" : "",
-		       lt_model_grads_numel(t->model), lt_model_num_params(t->model));
-		for (int i = 0; i < t->ranks; i++)
-			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
-			       all[2 * i + 1]);
-		printf("\n");
-		if (t->ranks > 1)
-			printf("exchange: %s\n", lt_zero_exchange(t->zero));
-	}
-	free(all);
-	return st;
 }
 
 /* The backend, the model and its exchange, the parameters (initialised,
@@ -376,7 +356,10 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	t->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
 	if ((st = agree(t, st, "building the model", 0)) != LT_OK)
 		return st;
-	return report_memory(t, state);
+	struct lt_rank_layout l = layout_of(t);
+	return lt_rank_report_memory(&l, c->dist.zero, state, lt_zero_bytes(t->zero),
+				     lt_model_grads_numel(t->model), lt_model_num_params(t->model),
+				     lt_zero_exchange(t->zero));
 }
 
 /* Rank 0 opens RUN/metrics.jsonl. */
@@ -386,27 +369,6 @@ static enum lt_status open_metrics(lt_trainer *t)
 	if (t->lead)
 		st = lt_run_files_open_metrics(&t->conf, t->state.step, &t->metrics);
 	return agree(t, st, "opening the metrics", 0);
-}
-
-/* Rank 0 lists every rank: host, process, device and share. */
-static enum lt_status list_ranks(lt_trainer *t)
-{
-	enum { LINE = 200 };
-	struct lt_device_info dev;
-	char mine[LINE], *all = malloc((size_t)t->ranks * LINE);
-	if (!all) {
-		lt_errmsg_set("cannot allocate the rank list");
-		return LT_ERR_NOMEM;
-	}
-	t->be->ops->info(t->be, &dev);
-	snprintf(mine, sizeof mine, "host %.64s, pid %ld, device %.100s", lt_dist_host(t->dist),
-		 (long)getpid(), dev.name);
-	enum lt_status st = lt_dist_allgather(t->dist, mine, all, LINE, "the rank list");
-	for (int i = 0; st == LT_OK && t->lead && i < t->ranks; i++)
-		printf("rank %d: %.*s, %zu of %d sequences per step\n", i, LINE, all + (size_t)i * LINE,
-		       t->rows[i], t->conf.train.batch * t->conf.train.grad_accum);
-	free(all);
-	return st;
 }
 
 /* Rank 0: each damaged checkpoint the search for the resume point passed
@@ -446,7 +408,10 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		       "%d steps, device %s", (double)lt_model_num_params(t->model) / 1e6,
 		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
 		       c->train.steps, dev.name);
-	if (t->ranks > 1 && (st = list_ranks(t)) != LT_OK)
+	struct lt_rank_layout l = layout_of(t);
+	if (lt_dist_size(t->job) > 1 &&
+	    (st = lt_rank_report_list(&l, t->be, t->rows,
+				      c->train.batch * c->train.grad_accum)) != LT_OK)
 		return st;
 	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
@@ -801,6 +766,9 @@ static enum lt_status finish_run(lt_trainer *t, enum lt_status loop_st)
 		return st;
 	lt_metrics_say(t->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
 		       val, log((double)t->conf.model.vocab_size), exp(val));
+	struct lt_rank_layout l = layout_of(t);
+	if ((st = lt_rank_report_peaks(&l, t->be, t->metrics)) != LT_OK)
+		return st;
 	return sample_on_rank0(t, t->state.step);
 }
 
