@@ -667,11 +667,13 @@ static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 	m->pause_st = LT_OK;
 	be->ops->write(be, I(m, m->tokens), tokens, (size_t)N);
 	memcpy(m->host_tokens, tokens, (size_t)N * sizeof *tokens);
+	if ((st = lt_model_need_block(m, -1, 0)) != LT_OK)
+		return st;
 	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
 	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
 		if ((st = lt_model_need_block(m, l, 0)) == LT_OK)
 			block_forward(m, l);
-	if (st != LT_OK)
+	if (st != LT_OK || (st = lt_model_need_block(m, c->n_layers, 0)) != LT_OK)
 		return st;
 	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
@@ -810,6 +812,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	} else {
 		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
 	}
+	if ((st = lt_model_need_block(m, c->n_layers, 1)) != LT_OK)
+		return st;
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, m->norm), dA, A(m, m->x_final),
 				  P(m, m->norm), S(m, m->rstdf), N, C);
 	m->have_grad = 0;
@@ -852,29 +856,6 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 {
 	LT_ASSERT(!m->acts);
 	m->recompute = r;
-}
-
-enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
-{
-	LT_ASSERT(!m->acts && !m->kv);
-	lt_buf_free(m->be, m->weights);
-	m->weights = NULL;
-	m->precision = p;
-	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
-	if (st != LT_OK || p != LT_PRECISION_BF16)
-		return st;
-	st = lt_buf_new(m->be, LT_BF16, m->params_sliced ? m->params_numel : m->numel,
-			&m->weights);
-	if (st != LT_OK) {
-		m->precision = LT_PRECISION_FP32;
-		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
-	}
-	return st;
-}
-
-enum lt_precision lt_model_precision(const lt_model *m)
-{
-	return m->precision;
 }
 
 int lt_model_num_weights(const lt_model *m)

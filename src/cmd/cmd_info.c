@@ -139,7 +139,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
 	char gathered[64] = "";
 	if (est.gathered)
-		snprintf(gathered, sizeof gathered, ", gathered blocks %.1f",
+		snprintf(gathered, sizeof gathered, ", gathered slots %.1f",
 			 est.gathered / 1048576.0);
 	printf("  training memory:  %.1f MiB at batch %d x seq %d, %d threads%s%s (params %.1f, "
 	       "grads %.1f, optimizer %.1f%s, activations %.1f, workspace %.1f, runtime %.1f)\n",
