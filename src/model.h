@@ -145,9 +145,9 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
  * of a few blocks (or of its embedding, or of its output range) at a
  * time. Setting one, or going back to none, reallocates the buffer (and
  * the bf16 compute copy), whose values are then undefined (on failure
- * the model has none, and can only be freed). With such a
- * layout only training and evaluation passes run (not decoding, nor
- * anything that reads or writes lt_model_params by the flat offsets). */
+ * the model has none, and can only be freed). With such a layout only
+ * training and evaluation passes run (not decoding, nor anything that
+ * reads or writes lt_model_params by the flat offsets). */
 struct lt_param_layout {
 	size_t numel;         /* elements of the parameter buffer */
 	const size_t *block;  /* [n_layers] where each block's parameters start (copied) */
