@@ -4,7 +4,9 @@
 # printing, for each stage, rank 0's peak memory as the backend's allocator
 # counts it and as the process's resident size, lltrain info's estimate of
 # a rank, each peak against stage 0's, and tokens/s (the mean over the
-# steps after the first UNTIMED). Prints numbers; passes or fails nothing.
+# steps after the first UNTIMED); then ZeRO 3's peaks against ZeRO 0's, and
+# what stage 3 still holds whole on a rank. Prints numbers; passes or
+# fails nothing.
 #
 #   bench/zero3_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (110M),
@@ -46,7 +48,26 @@ for zero in $STAGES; do
 		--train.seq="$SEQ" --threads "$THREADS" --ranks "$RANKS" --zero "$zero" $EXTRA |
 		sed -n 's/.*training memory: *\([0-9.]*\) MiB.*/\1/p')
 	base_alloc=${base_alloc:-$alloc} base_rss=${base_rss:-$rss}
+	eval "alloc$zero=\$alloc rss$zero=\$rss est$zero=\$est"
 	awk -v z="$zero" -v a="$alloc" -v r="$rss" -v e="$est" -v ba="$base_alloc" -v br="$base_rss" \
 		-v t="$rate" 'BEGIN { printf "%-6s %14.1f %14.1f %14s %9.1f%% %9.1f%% %12.1f\n",
 		z, a / 1048576, r / 1048576, e, 100 * a / ba, 100 * r / br, t }'
 done
+# ZeRO 3 against ZeRO 0, and what stage 3 still holds whole on a rank
+# beside its 1/RANKS of the parameters, gradients and moments: the slots
+# it gathers into, the gradient buffer (the embedding's gradient, two
+# blocks' and the output range's), the head's weight gradient (V x C) and
+# the activations
+if [ -n "${alloc0:-}" ] && [ -n "${alloc3:-}" ]; then
+	info=$("$LLTRAIN" info --preset "$PRESET" --model.vocab_size="$vocab" --train.batch="$BATCH" \
+		--train.seq="$SEQ" --threads "$THREADS" --ranks "$RANKS" --zero 3 $EXTRA)
+	dim=$(sed -n 's/.*: dim \([0-9]*\),.*/\1/p' <<<"$info")
+	read -r slots acts <<<"$(sed -n 's/.*gathered slots \([0-9.]*\), activations \([0-9.]*\).*/\1 \2/p' <<<"$info")"
+	grads=$(sed -n 's/.*gradient buffer \([0-9]*\) of .*/\1/p' "$tmp/z3.out")
+	awk -v a0="$alloc0" -v a3="$alloc3" -v r0="$rss0" -v r3="$rss3" -v s="$slots" -v g="${grads:-0}" \
+		-v h="$((${vocab:-0} * ${dim:-0}))" -v act="$acts" -v n="$RANKS" 'BEGIN {
+		printf "# ZeRO 3 per-rank peak / ZeRO 0: %.1f%% (allocator), %.1f%% (RSS)\n",
+			100 * a3 / a0, 100 * r3 / r0
+		printf "# held whole on each rank beside its 1/%d shares: slots %.1f MiB, gradient buffer %.1f MiB, head gradient %.1f MiB (in the activations, %.1f MiB)\n",
+			n, s, 4 * g / 1048576, 4 * h / 1048576, act }'
+fi

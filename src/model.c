@@ -528,21 +528,6 @@ static struct lt_attn_shape attn_shape(const lt_model *m)
 				       .K = m->cfg.n_kv_heads, .D = head_dim(&m->cfg) };
 }
 
-/* out[N,C] = x + in[N,K] . W^T, a row-parallel layer onto the residual
- * stream x: with tensor parallelism the ranks' partial products summed. */
-static void add_row_parallel(lt_model *m, lt_ref out, lt_ref x, lt_ref in, lt_ref w, int K)
-{
-	int N = m->B * m->T, C = m->cfg.dim;
-	if (m->tp.size > 1) {
-		linear_forward(m->be, out, in, w, N, C, K, 0.0f);
-		lt_tp_sum(m, out, (size_t)N * C);
-		m->be->ops->add(m->be, out, out, x, (size_t)N * C);
-		return;
-	}
-	m->be->ops->copy(m->be, out, x, (size_t)N * C);
-	linear_forward(m->be, out, in, w, N, C, K, 1.0f);
-}
-
 /* Block l's forward as far as its backward reads: everything from x_l to
  * the MLP's swiglu output g (with train.recompute = block, backward runs
  * it again first). */
@@ -561,7 +546,7 @@ static void block_forward_kept(lt_model *m, int l)
 	lt_lora_block_forward(m, l, LORA_IN_LN1, a->ln1, A(m, a->qkv));
 	be->ops->rope(be, A(m, a->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_forward(be, A(m, a->att), S(m, a->lse), A(m, a->qkv), &s);
-	add_row_parallel(m, A(m, a->xmid), A(m, a->x), A(m, a->att), PW(m, w->wo), attn_width(c));
+	lt_tp_row_parallel(m, A(m, a->xmid), A(m, a->x), A(m, a->att), PW(m, w->wo), attn_width(c));
 	lt_lora_block_forward(m, l, LORA_IN_ATT, a->att, A(m, a->xmid));
 
 	be->ops->rmsnorm_forward(be, A(m, a->ln2), S(m, a->rstd2), A(m, a->xmid), P(m, w->ln_post),
@@ -580,7 +565,7 @@ static void block_forward(lt_model *m, int l)
 	int F = c->ffn_dim;
 	size_t next = l + 1 < c->n_layers ? m->la[l + 1].x : m->x_final;
 	block_forward_kept(m, l);
-	add_row_parallel(m, A(m, next), A(m, a->xmid), A(m, a->g), PW(m, m->layers[l].wdown), F);
+	lt_tp_row_parallel(m, A(m, next), A(m, a->xmid), A(m, a->g), PW(m, m->layers[l].wdown), F);
 	lt_lora_block_forward(m, l, LORA_IN_G, a->g, A(m, next));
 }
 
@@ -693,12 +678,14 @@ static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 	m->pause_st = LT_OK;
 	lt_tp_local_tokens(m, tokens, m->host_tokens, N);
 	be->ops->write(be, I(m, m->tokens), m->host_tokens, (size_t)N);
+	if ((st = lt_model_need_block(m, -1, 0)) != LT_OK)
+		return st;
 	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
 	lt_tp_sum(m, A(m, m->la[0].x), (size_t)N * C);
 	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
 		if ((st = lt_model_need_block(m, l, 0)) == LT_OK)
 			block_forward(m, l);
-	if (st != LT_OK)
+	if (st != LT_OK || (st = lt_model_need_block(m, c->n_layers, 0)) != LT_OK)
 		return st;
 	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
@@ -841,6 +828,8 @@ enum lt_status lt_model_backward(lt_model *m)
 		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
 	}
 	lt_tp_sum(m, dA, (size_t)N * C);  /* the head's part of dxf */
+	if ((st = lt_model_need_block(m, c->n_layers, 1)) != LT_OK)
+		return st;
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, m->norm), dA, A(m, m->x_final),
 				  P(m, m->norm), S(m, m->rstdf), N, C);
 	m->have_grad = 0;
@@ -883,29 +872,6 @@ void lt_model_set_recompute(lt_model *m, enum lt_recompute r)
 {
 	LT_ASSERT(!m->acts);
 	m->recompute = r;
-}
-
-enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
-{
-	LT_ASSERT(!m->acts && !m->kv);
-	lt_buf_free(m->be, m->weights);
-	m->weights = NULL;
-	m->precision = p;
-	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
-	if (st != LT_OK || p != LT_PRECISION_BF16)
-		return st;
-	st = lt_buf_new(m->be, LT_BF16, m->params_sliced ? m->params_numel : m->numel,
-			&m->weights);
-	if (st != LT_OK) {
-		m->precision = LT_PRECISION_FP32;
-		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
-	}
-	return st;
-}
-
-enum lt_precision lt_model_precision(const lt_model *m)
-{
-	return m->precision;
 }
 
 int lt_model_num_weights(const lt_model *m)

@@ -28,7 +28,8 @@ struct lt_tensor {
 /* Sizes of what training a configuration needs, in bytes. */
 struct lt_mem_estimate {
 	size_t params, grads, optimizer, activations, workspace, runtime, total;
-	size_t gathered;  /* ZeRO stage 3: the blocks' parameters gathered at once
+	size_t gathered;  /* ZeRO stage 3: the slots that blocks, the embedding
+			     table and the output range are gathered into
 			     (apart from params; in total) */
 	size_t exchange;  /* host staging of the tensor-parallel sums (in total) */
 };
@@ -137,20 +138,29 @@ struct lt_grad_layout {
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout);
 
 /* Where the parameters lie. By default the parameter buffer holds every
- * element in place (lt_model_params, numel elements). A layout (as for
- * gradients above; blocks may share a place) makes it hold the embedding
- * table and the output range at their places and each block's
- * parameters at block[l], where a hook must bring them before the block
- * computes: the ZeRO stage 3 model, which holds the parameters of a few
- * blocks at a time. Setting one reallocates the buffer (and the bf16
- * compute copy), carrying the embedding's and the output range's values
- * over; blocks' places are left undefined. With such a layout only
+ * element in place (lt_model_params, numel elements). A layout makes it
+ * hold numel elements, each block's parameters at block[l] (blocks may
+ * share a place), and the embedding table and the output range where
+ * lt_model_place_ranges last put them, with a hook that brings each
+ * before it is read: the ZeRO stage 3 model, which holds the parameters
+ * of a few blocks (or of its embedding, or of its output range) at a
+ * time. Setting one, or going back to none, reallocates the buffer (and
+ * the bf16 compute copy), whose values are then undefined (on failure
+ * the model has none, and can only be freed). With such a layout only
  * training and evaluation passes run (not decoding, nor anything that
  * reads or writes lt_model_params by the flat offsets). */
-enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_grad_layout *layout);
+struct lt_param_layout {
+	size_t numel;         /* elements of the parameter buffer */
+	const size_t *block;  /* [n_layers] where each block's parameters start (copied) */
+};
+enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_param_layout *layout);
+/* With a layout: the embedding table now lies at `embed` and the output
+ * range at `output` of the parameter buffer (each must fit in it). */
+void lt_model_place_ranges(lt_model *m, size_t embed, size_t output);
 /* Where flat element off lies in the parameter buffer, and its size. */
 size_t lt_model_param_index(const lt_model *m, size_t off);
 size_t lt_model_params_numel(const lt_model *m);
+
 /* ------------------------------------------------ tensor parallelism */
 
 /* A model split over the `size` ranks of a tensor-parallel group (Megatron's
@@ -203,10 +213,14 @@ void lt_model_tp_estimate(const struct lt_model_config *c, int tp, int B, int T,
 /* Whether tensor i is whole on every rank of the group (a norm). */
 int lt_model_tp_replicated(const lt_model *m, int i);
 
-/* Asked before each block computes: in a forward (backward = 0) before
- * the block, in a backward (1) before its recompute or its backward. On
- * return block `block`'s parameters must be at their place; a failure
- * ends the pass with that status. */
+/* Asked before parameters are read: `block` -1 before the embedding's
+ * lookup (in a forward), 0 to n_layers - 1 before that block computes (in
+ * a forward, backward = 0; in a backward, 1, before its recompute or its
+ * backward), and n_layers before the final norm and the head (the tied
+ * head reads the embedding table) in a forward, and before the final
+ * norm's backward. On return what it names must be at its place (the
+ * embedding's and the output range's set by lt_model_place_ranges); a
+ * failure ends the pass with that status. */
 struct lt_param_hook {
 	void *ctx;
 	enum lt_status (*need)(void *ctx, int block, int backward);

@@ -78,9 +78,11 @@ struct lt_model {
 	lt_buf *weights;                  /* [params_numel] bf16 compute copy of params, or NULL */
 	size_t params_numel;              /* with params_sliced: the layout's size */
 	size_t *param_block;              /* [n_layers] where each block's parameters lie */
+	size_t param_embed;               /* with params_sliced: where the embedding table lies */
 	size_t param_output;              /* where the output range's parameters lie */
 	int params_sliced;                /* a caller's layout: blocks share places */
-	struct lt_param_hook param_hook;  /* asked for each block before it computes */
+	struct lt_param_hook param_hook;  /* asked before a block, the embedding or the output
+					     range is read */
 	size_t grads_numel;               /* numel, or the caller's layout's size */
 	size_t *grad_block;               /* [n_layers] where each block's gradients start */
 	size_t grad_output;               /* where the output range's gradients start */
@@ -251,9 +253,11 @@ static inline void refresh_compute_weights(lt_model *m)
 }
 
 /* (model_params.c) Before block l computes in a forward (backward = 0) or
- * in a backward (1, before its recompute): the caller's hook brings its
- * parameters where P() finds them, and in bf16 the compute copy of them
- * is made. */
+ * in a backward (1, before its recompute), before the embedding's lookup
+ * (l = -1) and before the final norm and the head (l = n_layers, in a
+ * forward and before the final norm's backward): the caller's hook brings
+ * those parameters where P() finds them, and in bf16 the compute copy of
+ * them is made. */
 enum lt_status lt_model_need_block(lt_model *m, int l, int backward);
 
 /* (model.c) A model's tables alone, without parameter or gradient buffers. */
@@ -261,9 +265,12 @@ enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c
 /* (model.c) Draws tensor i of m (of its own config's layers) into x. */
 void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x);
 
-/* (model_tp.c) Tensor parallelism's parts of a pass; each a no-op on a
- * whole model. A failure of the group's sums is kept in pause_st, and
+/* (model_tp.c) Tensor parallelism's parts of a pass; but the first,
+ * each a no-op on a whole model. A failure of the group's sums is kept in pause_st, and
  * later sums are skipped. */
+/* out[N,C] = x + in[N,K] . W^T, a layer onto the residual stream x: on
+ * a split model row-parallel, the group's partial products summed. */
+void lt_tp_row_parallel(lt_model *m, lt_ref out, lt_ref x, lt_ref in, lt_ref w, int K);
 /* r[n] summed over the group, in place. */
 void lt_tp_sum(lt_model *m, lt_ref r, size_t n);
 /* The vocabulary of the whole model. */
@@ -351,11 +358,14 @@ static inline size_t grad_index(const lt_model *m, size_t off)
 }
 
 /* Where flat parameter off lies in the parameter buffer: in place, or
- * with a caller's layout in its block's place. */
+ * with a caller's layout in its block's place, or where the embedding
+ * table or the output range was last placed. */
 static inline size_t param_index(const lt_model *m, size_t off)
 {
-	if (!m->params_sliced || off < first_block(m))
+	if (!m->params_sliced)
 		return off;
+	if (off < first_block(m))
+		return m->param_embed + off;
 	if (off >= output_begin(m))
 		return m->param_output + (off - output_begin(m));
 	size_t b = (off - first_block(m)) / block_numel(m);

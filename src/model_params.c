@@ -1,6 +1,7 @@
 /* Where the model's parameters lie: in place in the flat buffer, or in a
- * caller's layout that keeps only some blocks (ZeRO stage 3), with the
- * hook that brings each block before it computes. */
+ * caller's layout that keeps only some of them at a time (ZeRO stage 3),
+ * with the hook that brings a block, the embedding table or the output
+ * range before it is read; and the bf16 compute copy of them. */
 #include "config.h"
 #include "model.h"
 
@@ -8,65 +9,51 @@
 
 #include "model_impl.h"
 
-/* The size of a layout, and its places checked against the model's. */
-static size_t checked_size(const lt_model *m, const struct lt_grad_layout *layout)
+/* The size of a layout, and its blocks' places checked against it. */
+static size_t checked_size(const lt_model *m, const struct lt_param_layout *layout)
 {
-	size_t first = first_block(m);
 	if (!layout)
 		return m->numel;
-	LT_ASSERT(layout->output >= first &&
-		  layout->output + (m->numel - output_begin(m)) <= layout->numel);
 	for (int l = 0; l < m->cfg.n_layers; l++)
-		LT_ASSERT(layout->block[l] >= first &&
-			  layout->block[l] + block_numel(m) <= layout->numel);
+		LT_ASSERT(layout->block[l] + block_numel(m) <= layout->numel);
 	return layout->numel;
 }
 
-/* The embedding and the output range from the old buffer into the new,
- * each where its layout puts it. */
-static void carry_whole_ranges(lt_model *m, lt_buf *from, size_t from_output, lt_buf *to,
-			       size_t to_output)
-{
-	size_t first = first_block(m), tail = m->numel - output_begin(m);
-	if (first)
-		m->be->ops->copy(m->be, (lt_ref){ to, 0 }, (lt_ref){ from, 0 }, first);
-	if (tail)
-		m->be->ops->copy(m->be, (lt_ref){ to, to_output }, (lt_ref){ from, from_output },
-				 tail);
-}
-
-enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_grad_layout *layout)
+enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_param_layout *layout)
 {
 	LT_ASSERT(!m->base && !m->kv);
-	size_t n = checked_size(m, layout), old_output = m->params_sliced ? m->param_output
-									   : output_begin(m);
-	size_t output = layout ? layout->output : output_begin(m);
+	size_t n = checked_size(m, layout);
 	lt_buf *params = NULL, *weights = NULL;
+	/* the old buffers go first: the two never take room at once */
+	lt_buf_free(m->be, m->params);
+	lt_buf_free(m->be, m->weights);
+	m->params = m->weights = NULL;
 	enum lt_status st = lt_buf_new(m->be, LT_F32, n, &params);
-	if (st == LT_OK && m->weights)
+	if (st == LT_OK && m->precision == LT_PRECISION_BF16)
 		st = lt_buf_new(m->be, LT_BF16, n, &weights);
 	if (st != LT_OK) {
 		lt_buf_free(m->be, params);
 		lt_errmsg_prefix("parameter buffer of %zu elements", n);
 		return st;
 	}
-	carry_whole_ranges(m, m->params, old_output, params, output);
-	if ((st = m->be->ops->sync(m->be)) != LT_OK) {
-		lt_buf_free(m->be, params);
-		lt_buf_free(m->be, weights);
-		return st;
-	}
-	lt_buf_free(m->be, m->params);
-	lt_buf_free(m->be, m->weights);
 	m->params = params;
 	m->weights = weights;
 	m->params_sliced = layout != NULL;
 	m->params_numel = n;
-	m->param_output = output;
+	m->param_embed = 0;
+	m->param_output = layout ? 0 : output_begin(m);
 	for (int l = 0; l < m->cfg.n_layers; l++)
 		m->param_block[l] = layout ? layout->block[l]
 					   : first_block(m) + (size_t)l * block_numel(m);
 	return LT_OK;
+}
+
+void lt_model_place_ranges(lt_model *m, size_t embed, size_t output)
+{
+	LT_ASSERT(m->params_sliced && embed + first_block(m) <= m->params_numel &&
+		  output + (m->numel - output_begin(m)) <= m->params_numel);
+	m->param_embed = embed;
+	m->param_output = output;
 }
 
 size_t lt_model_param_index(const lt_model *m, size_t off)
@@ -87,13 +74,53 @@ void lt_model_set_param_hook(lt_model *m, const struct lt_param_hook *hook)
 		memset(&m->param_hook, 0, sizeof m->param_hook);
 }
 
+enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
+{
+	LT_ASSERT(!m->acts && !m->kv);
+	lt_buf_free(m->be, m->weights);
+	m->weights = NULL;
+	m->precision = p;
+	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
+	if (st != LT_OK || p != LT_PRECISION_BF16)
+		return st;
+	st = lt_buf_new(m->be, LT_BF16, m->params_sliced ? m->params_numel : m->numel,
+			&m->weights);
+	if (st != LT_OK) {
+		m->precision = LT_PRECISION_FP32;
+		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
+	}
+	return st;
+}
+
+enum lt_precision lt_model_precision(const lt_model *m)
+{
+	return m->precision;
+}
+
+/* In bf16 with a layout: the compute copy of n elements at place `at`. */
+static void convert_place(lt_model *m, size_t at, size_t n)
+{
+	if (n)
+		m->be->ops->convert(m->be, (lt_ref){ m->weights, at }, (lt_ref){ m->params, at }, n);
+}
+
 enum lt_status lt_model_need_block(lt_model *m, int l, int backward)
 {
 	if (!m->param_hook.need)
 		return LT_OK;
 	enum lt_status st = m->param_hook.need(m->param_hook.ctx, l, backward);
-	if (st == LT_OK && m->weights && m->params_sliced)
-		m->be->ops->convert(m->be, (lt_ref){ m->weights, m->param_block[l] },
-				    (lt_ref){ m->params, m->param_block[l] }, block_numel(m));
+	int L = m->cfg.n_layers;
+	if (st != LT_OK || !m->weights || !m->params_sliced)
+		return st;
+	if (l >= 0 && l < L) {
+		convert_place(m, m->param_block[l], block_numel(m));
+		return st;
+	}
+	/* the embedding's lookup, or the final norm and the head (the tied
+	 * one is the embedding table) */
+	if (l < 0 || m->cfg.tied)
+		convert_place(m, m->param_embed, first_block(m));
+	if (l == L)
+		convert_place(m, m->param_output, m->numel - output_begin(m));
 	return st;
 }

@@ -209,6 +209,19 @@ void lt_tp_free(lt_model *m)
 	m->tp_part = NULL;
 }
 
+void lt_tp_row_parallel(lt_model *m, lt_ref out, lt_ref x, lt_ref in, lt_ref w, int K)
+{
+	int N = m->B * m->T, C = m->cfg.dim;
+	if (m->tp.size > 1) {
+		linear_forward(m->be, out, in, w, N, C, K, 0.0f);
+		lt_tp_sum(m, out, (size_t)N * C);
+		m->be->ops->add(m->be, out, out, x, (size_t)N * C);
+		return;
+	}
+	m->be->ops->copy(m->be, out, x, (size_t)N * C);
+	linear_forward(m->be, out, in, w, N, C, K, 1.0f);
+}
+
 /* buf[n] over the group, keeping the first failure. */
 static void group_reduce(lt_model *m, void *buf, size_t n, int f64, int max)
 {

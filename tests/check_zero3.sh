@@ -6,8 +6,11 @@
 # parameters for 2 and 3 ranks, in fp32, with recompute, in bf16 and with
 # --balance auto; checkpoints stay layout-free: saved at ZeRO 3 on 2 ranks,
 # a run resumes on 1 rank and on 3 ranks at ZeRO 0, 1 and 2, and the
-# reverse, bitwise; each rank holds less than at ZeRO 2 once the blocks
-# outnumber the slots, as `lltrain info --zero 3` estimates; LoRA is
+# reverse, bitwise; each rank holds its range and the slots, no whole
+# embedding table (its allocator's bytes), less than at ZeRO 2 once the
+# blocks outnumber the slots, as `lltrain info --zero 3` estimates; an
+# embedding table larger than the slots, with a tied and an untied head,
+# in fp32 and bf16, gives bitwise one process's parameters; LoRA is
 # refused in one line; OpenCL ranks (PoCL) and a mixed OpenCL + CPU job
 # give one process's losses.
 LLTRAIN=${LLTRAIN:-./lltrain}
@@ -92,20 +95,38 @@ resume u u3z3 3 3
 ok $? "saved on 1 rank, resumed at ZeRO 3 on 3 ranks: bitwise equal to an uninterrupted run"
 
 # 4. What each rank holds: at 2 ranks ZeRO 3 keeps the range of the
-# parameters (P/2), the embedding and output ranges and 2 blocks' slots
-# (as many elements as ZeRO 2's gradient buffer, G) where ZeRO 2 keeps
-# all P: 4P + 12P/N + 4G at ZeRO 2, 16P/N + 8G at ZeRO 3; lltrain info's
-# estimate says the same.
+# parameters (P/2) and, for what it gathers (blocks, the embedding table,
+# the output range), slots of S = max(2 blocks, (V + 1) C) elements,
+# nothing whole, where ZeRO 2 keeps all P; both keep a gradient buffer of
+# G elements (the embedding, 2 blocks and the output range): 4P + 12P/N +
+# 4G at ZeRO 2, 16P/N + 4G + 4S at ZeRO 3. lltrain info's estimate says
+# the same.
 train z2s2 2 "$@" --zero 2 --train.steps=2
 state() { sed -n 's/.*rank 0 \([0-9]*\) + [0-9]* bytes.*/\1/p' "$tmp/$1.out"; }
-read -r g p <<<"$(sed -n 's/.*gradient buffer \([0-9]*\) of \([0-9]*\) elements.*/\1 \2/p' "$tmp/z2.out")"
-got=$(state z2) two=$(state z2s2) want=$((16 * p / 2 + 8 * g))
-d=$((${got:-0} - want))
-[ -n "$got" ] && [ -n "$two" ] && [ ${d#-} -le 2048 ] && [ "$got" -lt "$two" ]
-ok $? "2 ranks, ZeRO 3: rank 0 allocates $got bytes of parameters, gradients and moments ($want expected; ZeRO 2: $two)"
+# slots RUN C LAYERS: S of run RUN (2 ranks, ZeRO 3, tied, vocabulary 320)
+# of width C and LAYERS blocks, from the P it prints.
+slots() {
+	local p b
+	p=$(sed -n 's/.*gradient buffer [0-9]* of \([0-9]*\) elements.*/\1/p' "$tmp/$1.out")
+	b=$(((${p:-0} - 321 * $2) / $3))
+	echo $((2 * b > 321 * $2 ? 2 * b : 321 * $2))
+}
+# holds RUN C LAYERS: rank 0's parameters, gradients and moments within 2
+# KiB of 16P/2 + 4G + 4S.
+holds() {
+	local g p got
+	read -r g p <<<"$(sed -n 's/.*gradient buffer \([0-9]*\) of \([0-9]*\) elements.*/\1 \2/p' "$tmp/$1.out")"
+	got=$(state "$1") want=$((16 * ${p:-0} / 2 + 4 * ${g:-0} + 4 * $(slots "$@")))
+	d=$((${got:-0} - want))
+	[ -n "$got" ] && [ ${d#-} -le 2048 ]
+}
+holds z2 192 6
+ok $? "2 ranks, ZeRO 3: rank 0 allocates $(state z2) bytes of parameters, gradients and moments, with no whole embedding table ($want expected, slots of $(slots z2 192 6) elements)"
+[ -n "$(state z2)" ] && [ -n "$(state z2s2)" ] && [ "$(state z2)" -lt "$(state z2s2)" ]
+ok $? "2 ranks: ZeRO 3 allocates less than ZeRO 2 ($(state z2s2) bytes)"
 est=$("$LLTRAIN" info "${base[@]}" --model.vocab_size=320 --ranks 2 --zero 3 |
-	sed -n 's/.*(params \([0-9.]*\), grads \([0-9.]*\), optimizer \([0-9.]*\), gathered blocks \([0-9.]*\),.*/\1 + \2 + \3 + \4/p')
-awk -v got="${got:-0}" "BEGIN { d = ${est:-1e9} - got / 1048576; exit !(d < 0.2 && d > -0.2) }"
+	sed -n 's/.*(params \([0-9.]*\), grads \([0-9.]*\), optimizer \([0-9.]*\), gathered slots \([0-9.]*\),.*/\1 + \2 + \3 + \4/p')
+awk -v got="$(state z2)" "BEGIN { d = ${est:-1e9} - got / 1048576; exit !(d < 0.2 && d > -0.2) }"
 ok $? "lltrain info --ranks 2 --zero 3 estimates $est MiB of it"
 
 # 4b. The whole estimate of a rank (less the process's runtime and the
@@ -121,6 +142,24 @@ for ranks in 2 3; do
 	awk -v r="$ratio" 'BEGIN { exit !(r > 0.9 && r < 1.1) }'
 	ok $? "$ranks ranks, ZeRO 3: estimate ($est MiB) / rank 0's measured peak ($peak bytes) = $ratio (within 10%)"
 done
+
+# 4c. An embedding table larger than the two slots (width 32, ffn 8:
+# blocks of 4928 parameters, a table of 10240): it and the output range
+# are gathered over the slots, which grow to (V + 1) C; with a tied and
+# an untied head, in fp32 and in bf16, 3 ranks give bitwise one process's
+# parameters, and rank 0 holds 16P/2 + 4G + 4(V + 1)C.
+narrow=("$@" --model.dim=32 --model.n_heads=2 --model.n_kv_heads=2 --model.ffn_dim=8 --deterministic)
+for head in true false; do
+	for prec in fp32 bf16; do
+		train n1$head$prec 0 "${narrow[@]}" --model.tied=$head --precision $prec
+		train n3$head$prec 3 "${narrow[@]}" --model.tied=$head --precision $prec --zero 3
+		[ $rc = 0 ] && cmp -s "$tmp/n1$head$prec/$final" "$tmp/n3$head$prec/$final"
+		ok $? "a table over the slots, tied = $head, $prec: 3 ranks at ZeRO 3 give bitwise one process's parameters: $(tail -c 200 "$tmp/n3$head$prec.out")"
+	done
+done
+train n2 2 "${narrow[@]/--deterministic/--train.steps=2}" --zero 3
+holds n2 32 6
+ok $? "a table over the slots: rank 0 allocates $(state n2) bytes ($want expected, slots of $(slots n2 32 6) elements)"
 
 # 5. LoRA with ZeRO 3 is refused in one line, exit 1 (as lt_conf_check's other refusals).
 train lora 0 "$@" --zero 3 --train.lora_rank=4

@@ -140,7 +140,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	       lt_model_config_flops_per_token(c, seq) / 1e6, seq);
 	char gathered[64] = "";
 	if (est.gathered)
-		snprintf(gathered, sizeof gathered, ", gathered blocks %.1f",
+		snprintf(gathered, sizeof gathered, ", gathered slots %.1f",
 			 est.gathered / 1048576.0);
 	char exchange[64] = "";
 	if (est.exchange)

@@ -579,19 +579,17 @@ void lt_zero_free(lt_zero *z)
 	free(z);
 }
 
-/* Stage 3's parameters: this rank's range (f32), the embedding and
- * output ranges whole, and the gathered blocks' slots (with their bf16
- * compute copy in bf16, which the one-process estimate counts as 2 bytes
- * a parameter). */
+/* Stage 3's parameters: this rank's range (f32), and the slots the
+ * model gathers blocks, the embedding table and the output range into
+ * (with their bf16 compute copy in bf16, which the one-process estimate
+ * counts as 2 bytes a parameter). */
 static void stage3_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c,
 			    int ranks)
 {
-	size_t P = lt_model_config_params(c), B = lt_model_config_block_params(c);
-	int k = LT_ZERO3_BLOCK_SLOTS < c->n_layers ? LT_ZERO3_BLOCK_SLOTS : c->n_layers;
-	size_t kept = P - (size_t)c->n_layers * B, each = e->params >= P * 6 ? 6 : 4;
+	size_t P = lt_model_config_params(c), each = e->params >= P * 6 ? 6 : 4;
 	e->total -= e->params;
-	e->params = (P + (size_t)ranks - 1) / (size_t)ranks * 4 + kept * each;
-	e->gathered = (size_t)k * B * each;
+	e->params = (P + (size_t)ranks - 1) / (size_t)ranks * 4;
+	e->gathered = lt_zero3_numel(c) * each;
 	e->total += e->params + e->gathered;
 }
 

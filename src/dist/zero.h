@@ -14,8 +14,8 @@
  * (dist/grad_slots.h), every backward of a step is exchanged, and the
  * range's sum accumulates in the shard. Stage 0 also overlaps, in the
  * step's last backward. Stage 3 exchanges gradients as stage 2 does and
- * keeps only the rank's range of the parameters besides the embedding's
- * and the output range's, gathering each block as it computes
+ * keeps only the rank's range of the parameters, gathering each block,
+ * the embedding table and the output range as the model reads them
  * (dist/zero3.h); it exchanges through MPI.
  *
  * The ranks exchange along one path, chosen once: MPI's collectives;
@@ -45,8 +45,8 @@ typedef struct lt_zero lt_zero;
  * ZeRO stage `stage` (its batch already the rank's share): stages 1 to 3
  * keep 1/ranks of the AdamW moments; stages 2 and 3 (not deterministic)
  * also a 1/ranks gradient shard plus the model's gradient slots; stage 3
- * 1/ranks of the parameters plus the embedding's and the output range's
- * (params) and the gathered blocks' slots (gathered). */
+ * 1/ranks of the parameters (params) and the slots that blocks, the
+ * embedding table and the output range are gathered into (gathered). */
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
 		      int stage, int deterministic);
 

@@ -1,10 +1,13 @@
 /* ZeRO stage 3's parameter side: each rank keeps its range of the flat
- * parameter buffer (the one AdamW updates) and the model holds, besides
- * the embedding table and the output range, which stay whole on every
- * rank, only LT_ZERO3_BLOCK_SLOTS blocks' parameters at a time: each
- * block is all-gathered into a slot just before its forward and again
- * before its backward, the next block's gather started before the
- * current block computes.
+ * parameter buffer (the one AdamW updates), and the model holds nothing
+ * else whole: only LT_ZERO3_SLOTS block-sized slots, into which each
+ * block is all-gathered just before its forward and again before its
+ * backward, the embedding table before the lookup, and the output range
+ * (with the tied head's table) before the final norm and the head, the
+ * next one's gather started before the current one computes where the
+ * two fit in different slots. A table larger than a slot is gathered
+ * from the first slot's start on, over the second, the two growing to
+ * the output range's size where two blocks are smaller.
  *
  * The ranks are those of the lt_dist it is given: a data-parallel group,
  * of which it assumes nothing else.
@@ -19,11 +22,16 @@
 #include "dist/dist.h"
 #include "model.h"
 
-/* Blocks whose parameters the model holds at once: the one computing and
+/* Slots of the model's parameters: the block (or table) computing and
  * the one whose gather is under way. */
-#define LT_ZERO3_BLOCK_SLOTS 2
+#define LT_ZERO3_SLOTS 2
 
 typedef struct lt_zero3 lt_zero3;
+
+/* Elements of the model's parameter buffer once sliced, for a model of
+ * configuration c: the slots, or the output piece (the final norm and
+ * the tied table or the untied head) where that is larger. */
+size_t lt_zero3_numel(const struct lt_model_config *c);
 
 /* For model m over the ranks of d, rank r owning [off[r], off[r + 1])
  * of the flat buffer (off stays the caller's): allocates this rank's
@@ -33,19 +41,20 @@ void lt_zero3_free(lt_zero3 *z);
 /* This rank's range of the parameters, where AdamW updates them. */
 lt_ref lt_zero3_range(const lt_zero3 *z);
 /* Bytes of the model's parameter buffer (and bf16 copy) and of the
- * gathers' host copies, once sliced. */
+ * gathers' host copy, once sliced. */
 size_t lt_zero3_bytes(const lt_zero3 *z);
 
 /* With the whole parameters in the model's buffer (as initialised or
  * loaded, the same on every rank): keeps this rank's range, and gives the
- * model its slots and the hook that gathers blocks. A no-op when sliced. */
+ * model its slots and the hook that gathers what it reads. A no-op when
+ * sliced. */
 enum lt_status lt_zero3_slice(lt_zero3 *z);
 /* The reverse, collective: the model's buffer whole again, every rank's
  * range gathered into it (for a checkpoint's model file or a sample). A
  * no-op when whole. */
 enum lt_status lt_zero3_whole(lt_zero3 *z);
-/* After AdamW changed this rank's range: the embedding's and the output
- * range's parameters gathered again, and the slots' blocks out of date. */
+/* After AdamW changed this rank's range: what the slots hold is out of
+ * date (whole: every range gathered again). */
 enum lt_status lt_zero3_updated(lt_zero3 *z);
 /* A rank with fewer passes in a step than another: the gathers of one
  * forward (and with backward, of its backward) with no computing, so
