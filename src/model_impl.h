@@ -266,8 +266,8 @@ enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c
 void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x);
 
 /* (model_tp.c) Tensor parallelism's parts of a pass; but the first,
- * each a no-op on a whole model. A failure of the group's sums is kept in pause_st, and
- * later sums are skipped. */
+ * each a no-op on a whole model. A failure of the group's sums is kept in
+ * pause_st, and later sums are skipped. */
 /* out[N,C] = x + in[N,K] . W^T, a layer onto the residual stream x: on
  * a split model row-parallel, the group's partial products summed. */
 void lt_tp_row_parallel(lt_model *m, lt_ref out, lt_ref x, lt_ref in, lt_ref w, int K);
