@@ -178,6 +178,8 @@ struct lt_tp {
 	int size, rank;
 	/* buf[n] (host) = the sum (max = 0) or the max (1) over the group */
 	enum lt_status (*allreduce)(void *ctx, void *buf, size_t n, int f64, int max);
+	/* all[size * bytes]: rank r's `bytes` of mine at all + r * bytes */
+	enum lt_status (*allgather)(void *ctx, const void *mine, void *all, size_t bytes);
 	void *ctx;
 };
 /* Whether config c splits over tp ranks: one line naming the constraint
@@ -388,7 +390,9 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S);
  * host array, ordered (b, t)), at positions pos0 .. pos0+T-1, attending to
  * the cached positions 0 .. pos0-1 that earlier calls filled; pos0 + T <= S.
  * Writes logits[B*V] (host) for the last new token of each sequence only.
- * Calling with pos0 = 0 starts new sequences. */
+ * Calling with pos0 = 0 starts new sequences. A split model decodes with
+ * every rank of its group, each calling with the same tokens, and V is
+ * the whole model's vocabulary (every rank gets every logit). */
 enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int pos0,
 			       float *logits);
 /* Frees the cache and the decoding activations (safe to call twice). */

@@ -70,6 +70,8 @@ enum lt_status lt_model_decode_begin(lt_model *m, int B, int S)
 		st = lt_buf_new(m->be, LT_F32, size.stats, &m->dec_stats);
 	if (st == LT_OK)
 		st = lt_buf_new(m->be, LT_I32, (size_t)B * S, &m->dec_ids);
+	if (st == LT_OK)
+		st = lt_tp_decode_begin(m, B, S);
 	if (st != LT_OK) {
 		lt_model_decode_end(m);
 		lt_errmsg_prefix("key/value cache for %d sequences of %d tokens", B, S);
@@ -85,9 +87,26 @@ void lt_model_decode_end(lt_model *m)
 	lt_buf_free(m->be, m->dec_ids);
 	m->kv = m->dec = m->dec_stats = m->dec_ids = NULL;
 	m->dec_B = m->dec_S = 0;
+	lt_tp_decode_end(m);
 }
 
 static lt_ref DS(const lt_model *m, size_t off) { return (lt_ref){ m->dec_stats, off }; }
+
+/* x[N,C] += in[N,K] . W^T onto the residual stream; split, the group's
+ * partial products summed first (in the norm's buffer, free until the
+ * next norm). */
+static void add_row_parallel(lt_model *m, lt_ref in, lt_ref w, int K, int N)
+{
+	const struct decode_acts *d = &m->dacts;
+	size_t n = (size_t)N * m->cfg.dim;
+	if (m->tp.size <= 1) {
+		linear_forward(m->be, DA(m, d->x), in, w, N, m->cfg.dim, K, 1.0f);
+		return;
+	}
+	linear_forward(m->be, DA(m, d->ln), in, w, N, m->cfg.dim, K, 0.0f);
+	lt_tp_decode_sum(m, DA(m, d->ln), n);
+	m->be->ops->add(m->be, DA(m, d->x), DA(m, d->x), DA(m, d->ln), n);
+}
 /* One transformer block over the B*T new tokens at positions pos0..: the
  * residual stream in the decode buffer is updated in place, and the
  * layer's cache gains the new keys and values. */
@@ -109,7 +128,7 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 	lt_lora_decode(m, l, LORA_IN_LN1, DA(m, d->ln), DA(m, d->qkv), N);
 	be->ops->rope(be, DA(m, d->qkv), (lt_ref){ m->inv_freq, 0 }, &s, 0);
 	be->ops->attention_cached(be, DA(m, d->att), DA(m, d->qkv), kcache, vcache, m->dec_S, &s);
-	linear_forward(be, DA(m, d->x), DA(m, d->att), PW(m, w->wo), N, C, attn_width(c), 1.0f);
+	add_row_parallel(m, DA(m, d->att), PW(m, w->wo), attn_width(c), N);
 	lt_lora_decode(m, l, LORA_IN_ATT, DA(m, d->att), DA(m, d->x), N);
 
 	be->ops->rmsnorm_forward(be, DA(m, d->ln), DS(m, d->rstd), DA(m, d->x), P(m, w->ln_post),
@@ -117,7 +136,7 @@ static void block_decode(lt_model *m, int l, int T, int pos0)
 	linear_forward(be, DA(m, d->h), DA(m, d->ln), PW(m, w->wgu), N, 2 * F, C, 0.0f);
 	lt_lora_decode(m, l, LORA_IN_LN2, DA(m, d->ln), DA(m, d->h), N);
 	be->ops->swiglu_forward(be, DA(m, d->g), DA(m, d->h), N, F);
-	linear_forward(be, DA(m, d->x), DA(m, d->g), PW(m, w->wdown), N, C, F, 1.0f);
+	add_row_parallel(m, DA(m, d->g), PW(m, w->wdown), F, N);
 	lt_lora_decode(m, l, LORA_IN_G, DA(m, d->g), DA(m, d->x), N);
 }
 
@@ -128,7 +147,7 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 	const struct lt_model_config *c = &m->cfg;
 	const struct decode_acts *d = &m->dacts;
 	LT_ASSERT(m->kv);
-	int B = m->dec_B, C = c->dim, V = c->vocab_size, N = B * T;
+	int B = m->dec_B, C = c->dim, V = lt_tp_vocab(m), N = B * T;
 
 	if (T <= 0 || pos0 < 0 || pos0 > m->dec_S - T) {
 		lt_errmsg_set("decoding %d tokens at position %d: the cache holds positions 0..%d",
@@ -145,8 +164,14 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 	lt_ref ids = { m->dec_ids, 0 };
 	if (pos0 == 0)  /* new sequences: the weights as they are now */
 		refresh_compute_weights(m);
+	m->pause_st = LT_OK;
+	if (m->tp.size > 1) {
+		lt_tp_local_tokens(m, tokens, m->tp_dec_ids, N);
+		tokens = m->tp_dec_ids;
+	}
 	be->ops->write(be, ids, tokens, (size_t)N);
 	be->ops->embedding_forward(be, DA(m, d->x), ids, P(m, m->embed), N, C);
+	lt_tp_decode_sum(m, DA(m, d->x), (size_t)N * C);
 	for (int l = 0; l < c->n_layers; l++)
 		block_decode(m, l, T, pos0);
 
@@ -160,7 +185,13 @@ enum lt_status lt_model_decode(lt_model *m, const int32_t *tokens, int T, int po
 	}
 	be->ops->rmsnorm_forward(be, DA(m, d->xf), DS(m, d->rstdf), DA(m, last), P(m, m->norm), B,
 				 C, c->norm_eps);
-	linear_forward(be, DS(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, V, C, 0.0f);
+	linear_forward(be, DS(m, d->logits), DA(m, d->xf), P(m, m->lm_head), B, c->vocab_size, C,
+		       0.0f);
+	if (m->tp.size > 1) {
+		lt_tp_decode_logits(m, DS(m, d->logits), B, logits);
+		enum lt_status st = be->ops->sync(be);
+		return st != LT_OK ? st : m->pause_st;
+	}
 	be->ops->read(be, logits, DS(m, d->logits), (size_t)B * V);
 	return be->ops->sync(be);
 }

@@ -150,6 +150,9 @@ struct lt_model {
 	double *tp_stats;                 /* [3 * B_cap * T_cap] the xent's row statistics */
 	int32_t *tp_targets;              /* [B_cap * T_cap] the last forward's targets */
 	lt_buf *tp_part;                  /* [4 * B_cap * T_cap] f32: xent parts, then lse */
+	float *tp_dec;                    /* decoding's staging: [dec_B * dec_S * dim], and
+					     then tp.size of the logits [dec_B, V'] */
+	int32_t *tp_dec_ids;              /* [dec_B * dec_S] the part's token ids */
 	lt_buf *norm_dw;                  /* [dim] f32: the frozen norms' unused gradient */
 	size_t lora_t, lora_dt;           /* [N, rank] each: x A^T and its gradient */
 	size_t dec_lora_t;                /* the same in the decode buffer */
@@ -285,6 +288,14 @@ void lt_tp_xent(lt_model *m, lt_ref losses, lt_ref logits, lt_ref targets, int r
 /* The initial weights of the part: every whole tensor drawn, its part
  * kept. */
 enum lt_status lt_tp_init(lt_model *m, uint64_t seed);
+/* Decoding: the staging of B sequences of S tokens, freed by
+ * lt_tp_decode_end; r[n] summed over the group through it; the whole
+ * vocabulary's logits[B * V] from the group's parts of them, at logits
+ * (the part's [B, V']). */
+enum lt_status lt_tp_decode_begin(lt_model *m, int B, int S);
+void lt_tp_decode_end(lt_model *m);
+void lt_tp_decode_sum(lt_model *m, lt_ref r, size_t n);
+void lt_tp_decode_logits(lt_model *m, lt_ref part, int B, float *logits);
 /* The host buffers the sums need for a plan of `tokens` tokens. */
 enum lt_status lt_tp_plan(lt_model *m, size_t tokens);
 void lt_tp_free(lt_model *m);

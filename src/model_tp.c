@@ -243,6 +243,60 @@ void lt_tp_sum(lt_model *m, lt_ref r, size_t n)
 	write_floats(m->be, r, m->tp_host, n);
 }
 
+enum lt_status lt_tp_decode_begin(lt_model *m, int B, int S)
+{
+	if (m->tp.size <= 1)
+		return LT_OK;
+	size_t N = (size_t)B * S, C = (size_t)m->cfg.dim;
+	size_t logits = 2 * (size_t)m->tp.size * B * m->cfg.vocab_size;
+	lt_tp_decode_end(m);
+	m->tp_dec = malloc((N * C > logits ? N * C : logits) * sizeof *m->tp_dec);
+	m->tp_dec_ids = malloc(N * sizeof *m->tp_dec_ids);
+	if (!m->tp_dec || !m->tp_dec_ids) {
+		lt_tp_decode_end(m);
+		lt_errmsg_set("cannot allocate the tensor-parallel decoding's staging");
+		return LT_ERR_NOMEM;
+	}
+	return LT_OK;
+}
+
+void lt_tp_decode_end(lt_model *m)
+{
+	free(m->tp_dec);
+	free(m->tp_dec_ids);
+	m->tp_dec = NULL;
+	m->tp_dec_ids = NULL;
+}
+
+void lt_tp_decode_sum(lt_model *m, lt_ref r, size_t n)
+{
+	if (m->tp.size <= 1 || m->pause_st != LT_OK)
+		return;
+	read_floats(m->be, m->tp_dec, r, n);
+	if ((m->pause_st = m->be->ops->sync(m->be)) == LT_OK)
+		group_reduce(m, m->tp_dec, n, 0, 0);
+	write_floats(m->be, r, m->tp_dec, n);
+}
+
+void lt_tp_decode_logits(lt_model *m, lt_ref part, int B, float *logits)
+{
+	int Vp = m->cfg.vocab_size, V = lt_tp_vocab(m), tp = m->tp.size;
+	size_t n = (size_t)B * Vp;
+	float *mine = m->tp_dec, *all = m->tp_dec + n;
+	if (m->pause_st != LT_OK)
+		return;
+	m->be->ops->read(m->be, mine, part, n);
+	if ((m->pause_st = m->be->ops->sync(m->be)) != LT_OK ||
+	    (m->pause_st = m->tp.allgather(m->tp.ctx, mine, all, n * sizeof *mine)) != LT_OK)
+		return;
+	for (int t = 0; t < tp; t++) {
+		int v0 = t * Vp, valid = V - v0 < Vp ? V - v0 : Vp;
+		for (int b = 0; b < B && valid > 0; b++)
+			memcpy(logits + (size_t)b * V + v0, all + (size_t)t * n + (size_t)b * Vp,
+			       (size_t)valid * sizeof *logits);
+	}
+}
+
 void lt_tp_local_tokens(const lt_model *m, const int32_t *tokens, int32_t *out, int n)
 {
 	for (int i = 0; i < n; i++) {

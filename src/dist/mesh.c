@@ -56,10 +56,17 @@ static enum lt_status group_allreduce(void *ctx, void *buf, size_t n, int f64, i
 				 max ? LT_DIST_MAX : LT_DIST_SUM, "a tensor-parallel all-reduce");
 }
 
+static enum lt_status group_allgather(void *ctx, const void *mine, void *all, size_t bytes)
+{
+	lt_mesh *m = ctx;
+	return lt_dist_allgather(m->tp, mine, all, bytes, "a tensor-parallel all-gather");
+}
+
 struct lt_tp lt_mesh_model_tp(lt_mesh *m)
 {
 	return (struct lt_tp){ .size = lt_dist_size(m->tp), .rank = lt_dist_rank(m->tp),
-			       .allreduce = group_allreduce, .ctx = m };
+			       .allreduce = group_allreduce, .allgather = group_allgather,
+			       .ctx = m };
 }
 
 enum lt_status lt_mesh_norm(lt_mesh *m, double sq, double *norm)

@@ -137,7 +137,7 @@ static enum lt_status generate_tokens(lt_model *m, const int32_t *prompt, int n_
 				      const struct lt_sample_opts *o, float *logits,
 				      void *scratch, int32_t *out, int *n_out, int *n_fed)
 {
-	int V = lt_model_config_of(m)->vocab_size;
+	int V = lt_model_config_of(lt_model_tp_whole(m))->vocab_size;
 	struct lt_rng rng;
 	if (o->n_ids > 0 && o->n_ids < V)
 		V = o->n_ids;  /* the ids past it are masked out: never drawn */
@@ -195,7 +195,7 @@ enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prom
 	void *scratch;
 	int fed;
 	*n_out = 0;
-	enum lt_status st = generation_buffers(lt_model_config_of(m), n_prompt, max_new, &logits,
+	enum lt_status st = generation_buffers(lt_model_config_of(lt_model_tp_whole(m)), n_prompt, max_new, &logits,
 					       &scratch);
 	if (st != LT_OK || max_new == 0) {
 		free(logits);
@@ -217,7 +217,7 @@ enum lt_status lt_sample_generate(lt_model *m, const int32_t *prompt, int n_prom
  * else (forgetting what it held) at least twice that, within the context. */
 static enum lt_status make_room(lt_model *m, struct lt_sample_session *s, int need)
 {
-	int max_seq = lt_model_config_of(m)->max_seq;
+	int max_seq = lt_model_config_of(lt_model_tp_whole(m))->max_seq;
 	if (need <= s->room)
 		return LT_OK;
 	int room = need < max_seq / 2 ? 2 * need : max_seq;
@@ -244,7 +244,7 @@ enum lt_status lt_sample_continue(lt_model *m, struct lt_sample_session *s,
 	void *scratch;
 	int fed = 0, start = 0;
 	*n_out = 0;
-	enum lt_status st = generation_buffers(lt_model_config_of(m), n_prompt, max_new, &logits,
+	enum lt_status st = generation_buffers(lt_model_config_of(lt_model_tp_whole(m)), n_prompt, max_new, &logits,
 					       &scratch);
 	if (st == LT_OK && max_new > 0)
 		st = make_room(m, s, n_prompt + max_new - 1);
@@ -281,7 +281,7 @@ void lt_sample_session_end(lt_model *m, struct lt_sample_session *s)
 
 enum lt_status lt_sample_bench(lt_model *m, int n_tokens, double *tokens_per_s)
 {
-	int max_seq = lt_model_config_of(m)->max_seq;
+	int max_seq = lt_model_config_of(lt_model_tp_whole(m))->max_seq;
 	*tokens_per_s = 0.0;
 	if (n_tokens < 1 || n_tokens >= max_seq) {
 		lt_errmsg_set("sampling benchmark of %d tokens: expected 1 to %d (the context of %d "

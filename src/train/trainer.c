@@ -481,10 +481,9 @@ static enum lt_status evaluate(lt_trainer *t, long step, double *val)
 static enum lt_status sample_on_rank0(lt_trainer *t, long step)
 {
 	enum lt_status st = lt_zero_whole(t->zero);
-	if (st == LT_OK && t->lead && t->mesh)
-		lt_metrics_say(t->metrics, "sample: none under tensor parallelism (dist.tp = %d): "
-			       "lltrain sample decodes the checkpoint", t->conf.dist.tp);
-	else if (st == LT_OK && t->lead)
+	/* a split model decodes with the whole of rank 0's group */
+	int group0 = t->mesh ? lt_dist_rank(t->job) < t->conf.dist.tp : t->lead;
+	if (st == LT_OK && group0)
 		st = lt_train_sample(t->model, t->tok, t->metrics, &t->conf, step);
 	st = agree(t, st, "the sample", LONG_WAIT_SECONDS);
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
@@ -759,16 +758,17 @@ static enum lt_status train_loop(lt_trainer *t)
 static enum lt_status finish_run(lt_trainer *t, enum lt_status loop_st)
 {
 	double val;
-	enum lt_status st = save_checkpoint(t);
+	/* the peaks of training, before a save or a sample gathers more */
+	struct lt_rank_layout l = layout_of(t);
+	enum lt_status st = lt_rank_report_peaks(&l, t->be, t->metrics);
+	if (st == LT_OK)
+		st = save_checkpoint(t);
 	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
 		return st;
 	if ((st = evaluate(t, t->state.step, &val)) != LT_OK)
 		return st;
 	lt_metrics_say(t->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
 		       val, log((double)t->conf.model.vocab_size), exp(val));
-	struct lt_rank_layout l = layout_of(t);
-	if ((st = lt_rank_report_peaks(&l, t->be, t->metrics)) != LT_OK)
-		return st;
 	return sample_on_rank0(t, t->state.step);
 }
 
