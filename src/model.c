@@ -881,16 +881,18 @@ int lt_model_num_weights(const lt_model *m)
 
 const struct lt_tensor *lt_model_weight(const lt_model *m, int i)
 {
-	return m->base ? lt_model_frozen(m, i) : lt_model_tensor(m, i);
+	return m->base ? lt_model_frozen(m, i) : lt_model_tensor(lt_model_tp_whole(m), i);
 }
 
 const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name)
 {
-	return m->base ? lt_model_find_frozen(m, name) : lt_model_find(m, name);
+	return m->base ? lt_model_find_frozen(m, name) : lt_model_find(lt_model_tp_whole(m), name);
 }
 
 enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
 {
+	if (m->whole_tables)
+		return lt_tp_write_weight(m, t, x);
 	lt_ref dst = m->base ? lt_model_frozen_ref(m, t) : lt_ref_at(lt_model_params(m), t->off);
 	write_floats(m->be, dst, x, t->numel);
 	return m->be->ops->sync(m->be);  /* the caller frees x next */

@@ -296,6 +296,9 @@ enum lt_status lt_tp_decode_begin(lt_model *m, int B, int S);
 void lt_tp_decode_end(lt_model *m);
 void lt_tp_decode_sum(lt_model *m, lt_ref r, size_t n);
 void lt_tp_decode_logits(lt_model *m, lt_ref part, int B, float *logits);
+/* lt_model_write_weight of a split model: t is a whole model's tensor,
+ * x the whole of it; the part is written. */
+enum lt_status lt_tp_write_weight(lt_model *m, const struct lt_tensor *t, float *x);
 /* The host buffers the sums need for a plan of `tokens` tokens. */
 enum lt_status lt_tp_plan(lt_model *m, size_t tokens);
 void lt_tp_free(lt_model *m);

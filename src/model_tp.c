@@ -180,6 +180,22 @@ enum lt_status lt_tp_init(lt_model *m, uint64_t seed)
 	return st;
 }
 
+enum lt_status lt_tp_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
+{
+	int i = (int)(t - m->whole_tables->tensors);
+	const struct lt_tensor *p = &m->tensors[i];
+	float *part = malloc(p->numel * sizeof *part);
+	if (!part) {
+		lt_errmsg_set("cannot allocate the part of %s (%zu values)", t->name, p->numel);
+		return LT_ERR_NOMEM;
+	}
+	lt_model_tp_copy(m, i, m->tp.rank, x, part, 0);
+	m->be->ops->write(m->be, lt_ref_at(lt_model_params(m), p->off), part, p->numel);
+	enum lt_status st = m->be->ops->sync(m->be);
+	free(part);
+	return st;
+}
+
 enum lt_status lt_tp_plan(lt_model *m, size_t tokens)
 {
 	if (m->tp.size <= 1)

@@ -9,10 +9,11 @@
 # with recompute follows one process; a vocabulary that does not divide
 # (padded rows) gives one process's losses; an OpenCL rank beside a CPU
 # rank in a group follows one process; checkpoints stay layout-free:
-# saved at tp 2 x dp 2 (ZeRO 3),
-# resumed on 1 rank and at tp 1 x dp 3, and bitwise at tp 2 x dp 1 when
-# deterministic; layouts the model does not allow are refused in one line
-# (exit 2); a stalled rank of a group ends the job naming it.
+# saved at tp 2 x dp 2 (ZeRO 3), resumed on 1 rank and at tp 1 x dp 3,
+# and bitwise at tp 2 x dp 1 when deterministic; a run from a pretrained
+# model's weights (train.init) follows one process; layouts the model
+# does not allow are refused in one line (exit 2); a stalled rank of a
+# group ends the job naming it.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -158,6 +159,14 @@ ok $? "saved at tp 2 x dp 2 (ZeRO 3), resumed at tp 1 x dp 3 (ZeRO 1): within $P
 why=$(resume det2z3 rd 2 --tp 2 --zero 3 --deterministic)
 [ -z "$why" ] && cmp "$tmp/det2z3/$final" "$tmp/rd/$final"
 ok $? "deterministic, saved at tp 2 x dp 2, resumed at tp 2 x dp 1: bitwise the uninterrupted run $why"
+
+# 5b. A run that starts from a pretrained model (train.init: here the
+# one-process run's checkpoint) gets its part of each weight at tp 2.
+init=(--train.init="$tmp/ref/$(dirname "$final")" "${common[@]}" --run.eval_every=0)
+train iref 0 "${init[@]}"
+train itp 2 "${init[@]}" --tp 2
+why=$(losses_match iref itp 2>&1)
+ok $? "started from a checkpoint's weights at tp 2: losses within 1e-5 of one process $why"
 
 # 6. Refused layouts: one line, exit 2, nothing trained.
 expect_failure=1
