@@ -503,8 +503,7 @@ static enum lt_status check_tensor_parallel(const struct lt_conf *c)
 {
 	const char *with = c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
 			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
-			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)"
-			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto" : NULL;
+			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)" : NULL;
 	if (c->dist.tp == 1)
 		return LT_OK;
 	if (with) {

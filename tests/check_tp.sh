@@ -4,7 +4,8 @@
 # every layout (dp, tp) in {(1,2), (2,2), (1,4)} at ZeRO 0 to 3 gives one
 # process's losses within 1e-5 and its final parameters within 5e-5 (see
 # below), with gradient accumulation; --deterministic runs are bitwise
-# equal across dp at fixed tp; the run's sample is one process's; every
+# equal across dp at fixed tp, with --balance auto too, which moves
+# sequences between an OpenCL group and a CPU group; the run's sample is one process's; every
 # rank's peak memory is within 10% of lltrain info's estimate of it; bf16
 # with recompute follows one process; a vocabulary that does not divide
 # (padded rows) gives one process's losses; an OpenCL rank beside a CPU
@@ -104,6 +105,10 @@ for zero in 1 3; do
 	ok $? "deterministic, tp 2, ZeRO $zero: dp 2 gives dp 1's parameters bitwise"
 done
 
+train det2b 4 "$@" --tp 2 --zero 1 --deterministic --balance auto --dist.balance_every=2
+cmp -s "$tmp/det1z1/$final" "$tmp/det2b/$final"
+ok $? "deterministic, tp 2, ZeRO 1, --balance auto: dp 2 gives dp 1's parameters bitwise"
+
 # 3. bf16 with recompute at tp 2 follows one process in bf16.
 train refb 0 "$@" --train.precision=bf16 --train.recompute=block
 train tpb 2 "$@" --train.precision=bf16 --train.recompute=block --tp 2 --zero 2
@@ -130,8 +135,22 @@ if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	why=$(STEPS=5 losses_match cref mix 2>&1)
 	[ $rc = 0 ] && [ -z "$why" ]
 	ok $? "an OpenCL rank and a CPU rank in one tp group: losses within 1e-5 of one process (exit $rc) $why"
+	# --balance auto between a group of 2 OpenCL ranks and a group of 2 CPU
+	# ranks: each group at its slowest rank's pace, the shares move.
+	bshape=("${short[@]}" --train.steps=8 --train.batch=8 --train.grad_accum=1)
+	bal=("${bshape[@]}" --balance auto --dist.balance_every=2 --tp 2)
+	train bref 0 "${bshape[@]}"
+	"${launch[@]}" -n 2 "$LLTRAIN" train "${bal[@]}" --run.device=opencl --run.dir="$tmp/bx" : \
+		-n 2 "$LLTRAIN" train "${bal[@]}" --run.device=cpu --run.dir="$tmp/bx" \
+		>"$tmp/bx.out" 2>&1 </dev/null
+	rc=$?
+	why=$(STEPS=8 losses_match bref bx 2>&1)
+	[ $rc = 0 ] && [ -z "$why" ] && grep -q "^balance: a tensor-parallel group of 2 ranks moves in lockstep" "$tmp/bx.out" &&
+		grep -q "^balance: .* ms/step before, [0-9]* ms expected$" "$tmp/bx.out"
+	ok $? "--balance auto between an OpenCL group and a CPU group: shares move, losses within 1e-5 of one process (exit $rc): $(grep -m1 'ms expected' "$tmp/bx.out") $why"
 else
 	skip "an OpenCL rank and a CPU rank in one tp group: no OpenCL device (lltrain info lists none)"
+	skip "--balance auto between an OpenCL group and a CPU group: no OpenCL device"
 fi
 
 # 5. Checkpoints are layout-free. Saved at tp 2 x dp 2 (ZeRO 3) at step 3,

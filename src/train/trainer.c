@@ -144,9 +144,16 @@ static enum lt_status plan_shares(lt_trainer *t)
 static enum lt_status rebalance(lt_trainer *t, long step)
 {
 	char line[4096];
-	int moved;
-	enum lt_status st = lt_balancer_after(t->balance, step, t->time.compute_s, t->rows,
-					       &moved, line, sizeof line);
+	int moved = 0;
+	/* a tensor-parallel group moves at its slowest rank's pace: each of
+	 * its data-parallel groups sees the same times, and moves alike */
+	double compute = t->time.compute_s;
+	enum lt_status st = !t->mesh ? LT_OK
+			    : lt_dist_allreduce(lt_mesh_tp_group(t->mesh), &compute, 1,
+						LT_DIST_F64, LT_DIST_MAX, "the group's step time");
+	if (st == LT_OK)
+		st = lt_balancer_after(t->balance, step, compute, t->rows, &moved, line,
+				       sizeof line);
 	if (st == LT_OK && moved) {
 		set_plan_rows(t);
 		st = agree(t, plan_forward(t, t->plan_rows), "planning the new shares", 0);
@@ -415,6 +422,10 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
+	if (t->mesh && t->balance)
+		lt_metrics_say(t->metrics, "balance: a tensor-parallel group of %d ranks moves in "
+			       "lockstep, at its slowest rank's pace; the shares move between the "
+			       "%d groups", c->dist.tp, t->ranks);
 	if (t->distill)
 		lt_metrics_say(t->metrics, "distill: from %s, alpha %g, temperature %g",
 			       lt_distill_describe(t->distill), c->distill.alpha, c->distill.temperature);
