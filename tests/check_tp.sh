@@ -12,7 +12,9 @@
 # rank in a group follows one process; checkpoints stay layout-free:
 # saved at tp 2 x dp 2 (ZeRO 3), resumed on 1 rank and at tp 1 x dp 3,
 # and bitwise at tp 2 x dp 1 when deterministic; a run from a pretrained
-# model's weights (train.init) follows one process; layouts the model
+# model's weights (train.init) follows one process; lltrain info shows a
+# layout of 8 GPUs of 24 GiB for the 7B preset, and lltrain bench refuses
+# one that does not fit before allocating; layouts the model
 # does not allow are refused in one line (exit 2); a stalled rank of a
 # group ends the job naming it.
 LLTRAIN=${LLTRAIN:-./lltrain}
@@ -111,9 +113,9 @@ ok $? "deterministic, tp 2, ZeRO 1, --balance auto: dp 2 gives dp 1's parameters
 
 # 3. bf16 with recompute at tp 2 follows one process in bf16.
 train refb 0 "$@" --train.precision=bf16 --train.recompute=block
-train tpb 2 "$@" --train.precision=bf16 --train.recompute=block --tp 2 --zero 2
+train tpb 4 "$@" --train.precision=bf16 --train.recompute=block --tp 2 --zero 3
 why=$(losses_match refb tpb $STEPS 2e-3 2>&1)
-ok $? "bf16 + recompute, tp 2, ZeRO 2: losses within 2e-3 of one process in bf16 $why"
+ok $? "bf16 + recompute, dp 2 x tp 2, ZeRO 3: losses within 2e-3 of one process in bf16 $why"
 
 # 4. A vocabulary of 320 over 3 ranks: 107 rows each, the last 1 of padding
 # (6 heads, ffn 510).
@@ -186,6 +188,27 @@ train iref 0 "${init[@]}"
 train itp 2 "${init[@]}" --tp 2
 why=$(losses_match iref itp 2>&1)
 ok $? "started from a checkpoint's weights at tp 2: losses within 1e-5 of one process $why"
+
+# 5c. The 7B preset: lltrain info shows a layout of 8 GPUs of 24 GiB under
+# which a rank fits; lltrain bench refuses one that does not fit before it
+# allocates anything (its peak resident size stays small), naming the
+# shortfall, and prints a rank of one that fits.
+line=$("$LLTRAIN" info | sed -n '/^preset 7B/,/^preset\|^$/p' | grep 'on 8 GPUs of 24 GiB')
+gib=$(sed -n 's/.*: \([0-9.]*\) GiB a rank$/\1/p' <<<"$line")
+awk -v g="${gib:-99}" 'BEGIN { exit !(g > 0 && g <= 24) }'
+ok $? "lltrain info shows a layout of the 7B preset on 8 GPUs of 24 GiB: $line"
+seven=(--preset 7B --ranks 8 --dist.tp=2 --train.precision=bf16 --train.recompute=block --device-mem 24)
+# (under a 4 GiB address-space limit: a bench that allocated the rank's
+# 30-odd GiB first would fail on that instead)
+(ulimit -v 4194304; exec "$LLTRAIN" bench "${seven[@]}" --dist.zero=1) >"$tmp/bench.out" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -q "^lltrain bench: a rank of preset 7B at tensor parallel 2 x data parallel 4, ZeRO stage 1, .* needs [0-9.]* GiB, the device (.*) has 24.00 GiB: [0-9.]* GiB short$" "$tmp/bench.out" &&
+	[ "$(wc -l <"$tmp/bench.out")" = 1 ]
+ok $? "lltrain bench refuses 7B at tp 2 x dp 4, ZeRO 1 on 24 GiB before allocating (exit $rc): $(cat "$tmp/bench.out")"
+"$LLTRAIN" bench "${seven[@]}" --dist.zero=3 >"$tmp/bench3.out" 2>&1
+rc=$?
+[ $rc = 0 ] && grep -q "^fits: *[0-9.]* GiB a rank of the 24.00 GiB" "$tmp/bench3.out"
+ok $? "lltrain bench prints a rank of 7B at tp 2 x dp 4, ZeRO 3 fitting 24 GiB (exit $rc): $(grep -m1 '^fits' "$tmp/bench3.out" | cut -c 1-80)"
 
 # 6. Refused layouts: one line, exit 2, nothing trained.
 expect_failure=1
