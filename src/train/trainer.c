@@ -264,7 +264,7 @@ static enum lt_status save_config(lt_trainer *t)
 	enum lt_status st = t->lead ? lt_run_files_save_config(&t->conf) : LT_OK;
 	if ((st = agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
 		return st;
-	st = lt_run_files_check_shared(&t->conf, t->rank, lt_dist_host(t->dist));
+	st = lt_run_files_check_shared(&t->conf, lt_dist_rank(t->job), lt_dist_host(t->job));
 	return agree(t, st, "finding the run directory", 0);
 }
 
@@ -306,7 +306,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 {
 	const struct lt_conf *c = &t->conf;
 	enum lt_status st;
-	lt_backend_set_local_rank(lt_dist_local_rank(t->dist));
+	lt_backend_set_local_rank(lt_dist_local_rank(t->job));
 	st = s->open_backend ? s->open_backend(c->run.device, c->run.threads, &t->be)
 			     : lt_backend_new(c->run.device, c->run.threads, &t->be);
 	if (st != LT_OK)
