@@ -70,4 +70,18 @@ if [ -n "${alloc0:-}" ] && [ -n "${alloc3:-}" ]; then
 			100 * a3 / a0, 100 * r3 / r0
 		printf "# held whole on each rank beside its 1/%d shares: slots %.1f MiB, gradient buffer %.1f MiB, head gradient %.1f MiB (in the activations, %.1f MiB)\n",
 			n, s, 4 * g / 1048576, 4 * h / 1048576, act }'
+	# The floor: a rank's 1/RANKS of the 16 bytes a parameter, plus what
+	# ZeRO 0 holds beside its 16 P (the activations and the head's
+	# gradient, which every stage keeps), plus the two slots of a block's
+	# parameters that let a block's gather run during the previous block's
+	# compute.
+	params=$(sed -n 's/^ *parameters: *\([0-9]*\).*/\1/p' <<<"$info")
+	layers=$(sed -n 's/.*, \([0-9]*\) layers,.*/\1/p' <<<"$info")
+	heads=$(grep -q 'tied embeddings' <<<"$info" && echo 1 || echo 2)
+	awk -v a0="$alloc0" -v p="${params:-0}" -v l="${layers:-1}" -v v="${vocab:-0}" -v c="${dim:-0}" \
+		-v k="$heads" -v n="$RANKS" 'BEGIN {
+		rest = a0 - 16 * p; block = (p - k * v * c - c) / l
+		printf "# floor of a ZeRO 3 rank: its shares and ZeRO 0'"'"'s %.1f MiB beside them: %.1f%% of ZeRO 0; with two slots of a block'"'"'s parameters (%.1f MiB) for the overlap: %.1f%%\n",
+			rest / 1048576, 100 * (16 * p / n + rest) / a0, 8 * block / 1048576,
+			100 * (16 * p / n + rest + 8 * block) / a0 }'
 fi
