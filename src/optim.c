@@ -86,6 +86,7 @@ static lt_ref grad_at(const lt_optim *o, size_t i)
 }
 
 lt_ref lt_optim_grad(const lt_optim *o, size_t i) { return grad_at(o, i); }
+lt_ref lt_optim_param(const lt_optim *o, size_t i) { return param_at(o, i); }
 
 enum lt_status lt_optim_grad_norm(lt_optim *o, double *norm)
 {

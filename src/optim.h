@@ -34,8 +34,10 @@ typedef struct lt_optim lt_optim;
 enum lt_status lt_optim_new(lt_model *model, size_t begin, size_t end, lt_optim **out);
 void lt_optim_free(lt_optim *o);
 /* The moment buffers (end - begin elements each) and their range. */
-/* Where AdamW reads the gradient of flat element i of the range. */
+/* Where AdamW reads the gradient of flat element i of the range, and
+ * where it updates the parameter. */
 lt_ref lt_optim_grad(const lt_optim *o, size_t i);
+lt_ref lt_optim_param(const lt_optim *o, size_t i);
 lt_ref lt_optim_m(const lt_optim *o);
 lt_ref lt_optim_v(const lt_optim *o);
 size_t lt_optim_begin(const lt_optim *o);

@@ -24,15 +24,24 @@ struct gather {
 	enum lt_status st;     /* the first failure */
 };
 
+/* Whether job ranks hold k (0: the parameters, else a moment) in ZeRO's
+ * ranges rather than whole on each data-parallel rank. */
+static int ranged(const struct gather *g, int k)
+{
+	return k == 0 ? g->r->stage == 3 : g->dp > 1 && g->r->stage > 0;
+}
+
 /* [*lo, *hi) of tensor i's part (of pn elements at po) that job rank q
- * holds of k: the parameters and undivided moments on the first
- * data-parallel rank, the moments of ZeRO's ranges on theirs. */
+ * holds of k: what every data-parallel rank holds whole on the first of
+ * them, ZeRO's ranges on theirs (the moments from stage 1, the
+ * parameters at stage 3, where AdamW updates them: nothing is gathered
+ * whole for a save). */
 static void held(const struct gather *g, int k, int q, size_t po, size_t pn, size_t *lo,
 		 size_t *hi)
 {
 	int d = q / g->tp;
 	*lo = *hi = 0;
-	if (k == 0 || g->r->stage == 0 || g->dp == 1) {
+	if (!ranged(g, k)) {
 		*hi = d == 0 ? pn : 0;
 		return;
 	}
@@ -77,7 +86,8 @@ static enum lt_status gather_one(struct gather *g, int s)
 	}
 	held(g, k, me, t->off, t->numel, &lo, &hi);
 	if (hi > lo) {
-		lt_ref src = k == 0 ? lt_ref_at(lt_model_params(r->model), t->off + lo)
+		lt_ref src = k == 0 && ranged(g, 0) ? lt_optim_param(r->opt, t->off + lo)
+			   : k == 0 ? lt_ref_at(lt_model_params(r->model), t->off + lo)
 			   : lt_ref_at(k == 1 ? lt_optim_m(r->opt) : lt_optim_v(r->opt),
 				       t->off + lo - ob);
 		be->ops->read(be, g->mine, src, hi - lo);

@@ -23,8 +23,9 @@ struct lt_tp_run {
 
 /* Collective over the job: the model file and the optimizer file of the
  * whole model, written into tmp by job rank 0 (tmp is unused elsewhere)
- * from the parts the ranks gather to it a tensor at a time. Every rank
- * returns the same status. */
+ * from the parts the ranks gather to it a tensor at a time (at ZeRO 3
+ * from the ranks' ranges of the parameters: the model need not be made
+ * whole first). */
 enum lt_status lt_tp_save(const struct lt_tp_run *r, const char *tmp);
 /* Every rank: its part of the parameters and its range of the moments
  * (o may be NULL) from checkpoint dir, whatever layout saved it. */

@@ -524,7 +524,9 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	enum lt_status st = LT_OK;
 	free(t->state.config);
 	t->state.config = NULL;
-	if ((st = lt_zero_whole(t->zero)) != LT_OK)  /* the model file reads it whole */
+	/* the model file reads it whole; a split model's save gathers each
+	 * tensor from ZeRO 3's ranges instead */
+	if (!t->mesh && (st = lt_zero_whole(t->zero)) != LT_OK)
 		return st;
 	if (t->lead && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
 		st = lt_checkpoint_begin(t->conf.run.dir, t->state.step, tag, tmp, sizeof tmp);
