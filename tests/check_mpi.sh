@@ -390,18 +390,8 @@ ok $? "the refused run trained nothing (no checkpoints)"
 
 # 7. A stalled rank (SIGSTOP) ends the job within 60 s, naming the rank,
 # the step and the collective.
-"${launch[@]}" -n 3 "$LLTRAIN" train "$@" --train.steps=100000 --run.dir="$tmp/stall" \
-	--comm-timeout 5 >"$tmp/stall.out" 2>&1 </dev/null &
-job=$!
-for _ in $(seq 300); do
-	grep -q '"step":3,' "$tmp/stall/metrics.jsonl" 2>/dev/null && break
-	sleep 0.2
-done
-victim=$(pgrep -f "train .*--run.dir=$tmp/stall" | sort -n | tail -1)
-kill -STOP "$victim"
-wait_for_job
-kill -9 "$victim" 2>/dev/null
-[ "$rc" != 0 ] && [ "$took" -le 60 ]
+stall_rank stall 3 2 "$@" --comm-timeout 5
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ]
 ok $? "a stalled rank ends the job: exit $rc after $took s"
 grep -q "step [0-9]*: .* made no progress for 5 s: rank 2 did not answer (died or stalled" \
 	"$tmp/stall.out"
@@ -412,17 +402,7 @@ ok $? "the message names the step, the collective and rank 2: $(grep -m1 'no pro
 # for it a second time to agree on the failure. At ZeRO 2 with 2
 # micro-batches a step, rank 0 waits for rank 1 within backward, in the
 # gradient exchange, before the step's agreement.
-"${launch[@]}" -n 2 "$LLTRAIN" train "${base[@]}" --train.steps=100000 --zero 2 \
-	--train.grad_accum=2 --run.dir="$tmp/stall30" >"$tmp/stall30.out" 2>&1 </dev/null &
-job=$!
-for _ in $(seq 300); do
-	grep -q '"step":3,' "$tmp/stall30/metrics.jsonl" 2>/dev/null && break
-	sleep 0.2
-done
-victim=$(sed -n 's/^rank 1: host .*, pid \([0-9]*\), .*/\1/p' "$tmp/stall30.out")
-kill -STOP "${victim:-0}"
-wait_for_job
-kill -9 "${victim:-0}" 2>/dev/null
+stall_rank stall30 2 1 "${base[@]}" --zero 2 --train.grad_accum=2
 [ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ]
 ok $? "at the default --comm-timeout, a stalled rank (pid $victim) ends the job: exit $rc after $took s"
 grep -q "step [0-9]*: .* made no progress for 30 s: rank 1 did not answer (died or stalled" \

@@ -225,18 +225,8 @@ ok $? "tp 2 with LoRA refused in one line (exit $rc): $(head -c 200 "$tmp/bad3.o
 
 # 7. A rank of a tensor-parallel group that stalls ends the job within 60 s,
 # the message naming it.
-"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --tp 2 --train.steps=100000 --run.checkpoint_every=0 \
-	--run.dir="$tmp/stall" --comm-timeout 5 >"$tmp/stall.out" 2>&1 </dev/null &
-job=$!
-for _ in $(seq 300); do
-	grep -q '"step":2,' "$tmp/stall/metrics.jsonl" 2>/dev/null && break
-	sleep 0.2
-done
-victim=$(pgrep -f "train .*--run.dir=$tmp/stall" | sort -n | tail -1)
-kill -STOP "$victim"
-wait_for_job
-kill -9 "$victim" 2>/dev/null
-[ "$rc" != 0 ] && [ "$took" -le 60 ] &&
+stall_rank stall 2 1 "$@" --tp 2 --run.checkpoint_every=0 --comm-timeout 5
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ] &&
 	grep -q "step [0-9]*: .* made no progress for 5 s: rank 1 did not answer" "$tmp/stall.out"
 ok $? "a stalled rank of a tp group ends the job (exit $rc after $took s): $(grep -m1 'no progress' "$tmp/stall.out")"
 unset expect_failure
