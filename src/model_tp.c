@@ -64,8 +64,11 @@ enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 	m->tp = *tp;
 	m->whole_tables = whole;
 	m->v0 = tp->rank * part.vocab_size;
+	/* the last ranks' rows may all be padding (a small vocabulary) */
 	m->v_valid = c->vocab_size - m->v0 < part.vocab_size ? c->vocab_size - m->v0
 							   : part.vocab_size;
+	if (m->v_valid < 0)
+		m->v_valid = 0;
 	*out = m;
 	return LT_OK;
 }
@@ -142,15 +145,13 @@ void lt_model_tp_copy(const lt_model *m, int i, int rank, float *whole, float *p
 	struct part_box b = part_box(m, i, rank);
 	for (int r = 0; r < b.part_rows; r++) {
 		float *pr = part + (size_t)r * b.nc;
-		float *wr = whole + (size_t)(b.r0 + r) * cols + b.c0;
-		if (r >= b.nr) {
+		if (r >= b.nr) {  /* padding: no row of the whole tensor */
 			if (!to_whole)
 				memset(pr, 0, (size_t)b.nc * sizeof *pr);
-		} else if (to_whole) {
-			memcpy(wr, pr, (size_t)b.nc * sizeof *pr);
-		} else {
-			memcpy(pr, wr, (size_t)b.nc * sizeof *pr);
+			continue;
 		}
+		float *wr = whole + (size_t)(b.r0 + r) * cols + b.c0;
+		memcpy(to_whole ? wr : pr, to_whole ? pr : wr, (size_t)b.nc * sizeof *pr);
 	}
 }
 

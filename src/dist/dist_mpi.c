@@ -316,17 +316,18 @@ static enum lt_status report_stall(struct lt_dist *d, const char *what)
 	free(out);
 	free(req);
 	free(stat);
+	long step = lt_dist_step_now(d);
+	int me = lt_dist_job_rank(d, d->rank);
 	if (n_silent < 0)
-		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", lt_dist_step_now(d), what,
-			      d->timeout, lt_dist_job_rank(d, d->rank));
+		lt_errmsg_set("step %ld: %s made no progress for %g s (rank %d)", step, what,
+			      d->timeout, me);
 	else if (n_silent)
 		lt_errmsg_set("step %ld: %s made no progress for %g s: rank%s %s did not answer "
-			      "(died or stalled; reported by rank %d)", lt_dist_step_now(d), what, d->timeout,
-			      n_silent > 1 ? "s" : "", silent, lt_dist_job_rank(d, d->rank));
+			      "(died or stalled; reported by rank %d)", step, what, d->timeout,
+			      n_silent > 1 ? "s" : "", silent, me);
 	else
 		lt_errmsg_set("step %ld: %s made no progress for %g s, though every rank answered "
-			      "(reported by rank %d; raise --comm-timeout)", lt_dist_step_now(d), what,
-			      d->timeout, lt_dist_job_rank(d, d->rank));
+			      "(reported by rank %d; raise --comm-timeout)", step, what, d->timeout, me);
 	return LT_ERR_COMM;
 }
 
