@@ -211,20 +211,22 @@ wait_for_job() {
 
 # stall_rank DIR RANKS R ARGS...: a training job of RANKS ranks into
 # $tmp/DIR (output in $tmp/DIR.out) whose rank R is stopped (SIGSTOP) once
-# step 3 is logged; waits for the job as wait_for_job does (rc, took), then
-# kills the stopped rank (its pid in victim).
+# step 3 is logged (within 120 s); waits for the job as wait_for_job does
+# (rc, took), then kills the stopped rank (its pid in victim, empty when
+# the rank list did not name it).
 stall_rank() {
 	local dir=$1 ranks=$2 r=$3
 	shift 3
 	"${launch[@]}" -n "$ranks" "$LLTRAIN" train "$@" --train.steps=100000 \
 		--run.dir="$tmp/$dir" >"$tmp/$dir.out" 2>&1 </dev/null &
 	job=$!
-	for _ in $(seq 300); do
+	for _ in $(seq 600); do
 		grep -q '"step":3,' "$tmp/$dir/metrics.jsonl" 2>/dev/null && break
 		sleep 0.2
 	done
 	victim=$(sed -n "s/^rank $r: host .*, pid \([0-9]*\), .*/\1/p" "$tmp/$dir.out")
-	kill -STOP "${victim:-0}"
+	# (no pid: nothing is stopped -- kill 0 would stop this script's group)
+	[ -n "$victim" ] && kill -STOP "$victim"
 	wait_for_job
-	kill -9 "${victim:-0}" 2>/dev/null
+	[ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
 }

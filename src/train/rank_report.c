@@ -36,6 +36,7 @@ enum lt_status lt_rank_report_list(const struct lt_rank_layout *l, lt_backend *b
 		printf("rank %d: %.*s%s, %zu of %d sequences per step\n", i, LINE,
 		       all + (size_t)i * LINE, place, rows[i / l->tp], per_step);
 	}
+	fflush(stdout);  /* who runs where is wanted while the run goes on */
 	free(all);
 	return st;
 }
