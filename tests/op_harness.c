@@ -320,6 +320,117 @@ int oh_check_gradient(double *x, const double *analytic, size_t n, oh_loss_fn *l
 }
 
 /* ------------------------------------------------------------------ */
+/* float64 references. */
+
+void oh_ref_xent(double *losses, double *grad, const double *logits, const int32_t *targets,
+		 int N, int V, double grad_scale)
+{
+	for (int n = 0; n < N; n++) {
+		const double *x = logits + (size_t)n * V;
+		double mx = -INFINITY, sum = 0;
+		for (int v = 0; v < V; v++)
+			mx = fmax(mx, x[v]);
+		for (int v = 0; v < V; v++)
+			sum += exp(x[v] - mx);
+		double lse = mx + log(sum);
+		losses[n] = targets[n] < 0 ? 0 : lse - x[targets[n]];
+		for (int v = 0; grad && v < V; v++)
+			grad[(size_t)n * V + v] = targets[n] < 0 ? 0 :
+				grad_scale * (exp(x[v] - lse) - (v == targets[n]));
+	}
+}
+
+void oh_ref_embedding_forward(double *out, const int32_t *tokens, const double *table, int N,
+			      int C)
+{
+	for (int n = 0; n < N; n++)
+		for (int c = 0; c < C; c++)
+			out[(size_t)n * C + c] = tokens[n] < 0 ? 0 : table[(size_t)tokens[n] * C + c];
+}
+
+void oh_ref_embedding_backward(double *dtable, const int32_t *tokens, const double *dout, int N,
+			       int C)
+{
+	for (int n = 0; n < N; n++)
+		for (int c = 0; tokens[n] >= 0 && c < C; c++)
+			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
+}
+
+/* What a proof's loss reads: x its variable, ids the targets or tokens. */
+struct proof {
+	int N, V, C;
+	double grad_scale;
+	const int32_t *ids;
+	double *x, *proj, *out;
+};
+
+/* grad_scale * the sum of the losses, whose gradient oh_ref_xent writes */
+static double xent_loss(void *ctx)
+{
+	struct proof *p = ctx;
+	double s = 0;
+	oh_ref_xent(p->out, NULL, p->x, p->ids, p->N, p->V, 0);
+	for (int n = 0; n < p->N; n++)
+		s += p->out[n];
+	return p->grad_scale * s;
+}
+
+/* sum(proj * embedding_forward(table)) */
+static double embedding_loss(void *ctx)
+{
+	struct proof *p = ctx;
+	double s = 0;
+	oh_ref_embedding_forward(p->out, p->ids, p->x, p->N, p->C);
+	for (size_t i = 0; i < (size_t)p->N * p->C; i++)
+		s += p->proj[i] * p->out[i];
+	return s;
+}
+
+static float *widened_random(struct oh_rng *r, size_t n, float lo, float hi, double **wide)
+{
+	float *f = oh_random_values(r, n, lo, hi, LT_F32);
+	*wide = oh_widened(f, n);
+	return f;
+}
+
+int oh_prove_xent(struct oh_rng *r, int V, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	const int32_t targets[9] = { 0, 17, -1, V - 1, 42, 42, -100, 3, 88 };
+	struct proof p = { .N = 9, .V = V, .grad_scale = 0.3, .ids = targets };
+	size_t nl = (size_t)p.N * V;
+	float *f = widened_random(r, nl, -4, 4, &p.x);
+	double *grad = oh_doubles(nl);
+	p.out = oh_doubles(p.N);
+	oh_ref_xent(p.out, grad, p.x, targets, p.N, V, p.grad_scale);
+	int ok = oh_check_gradient(p.x, grad, nl, xent_loss, &p, "%s", what);
+	free(f); free(p.x); free(p.out); free(grad);
+	return ok;
+}
+
+int oh_prove_embedding(struct oh_rng *r, const int32_t *tokens, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	struct proof p = { .N = 9, .C = 7, .ids = tokens };
+	size_t nt = 11 * 7, no = 9 * 7;
+	float *tf = widened_random(r, nt, -1, 1, &p.x), *pf = widened_random(r, no, -1, 1, &p.proj);
+	double *dtable = oh_doubles(nt);
+	p.out = oh_doubles(no);
+	oh_ref_embedding_backward(dtable, tokens, p.proj, p.N, p.C);
+	int ok = oh_check_gradient(p.x, dtable, nt, embedding_loss, &p, "%s", what);
+	free(tf); free(pf); free(p.x); free(p.proj); free(p.out); free(dtable);
+	return ok;
+}
+
+/* ------------------------------------------------------------------ */
 /* The run over backends. */
 
 /* Group g on the CPU (checks muted, reads recorded), then with the same

@@ -1,7 +1,8 @@
 /* The op tests' harness (test_ops, test_vocab_xent): device arrays between
  * sentinels, bf16-aware uploads and downloads, a seeded rng, relative-L2
- * checks against float64 references, and the run of a program's op groups
- * on every backend, each beside the CPU backend.
+ * checks against float64 references (those of the ops both test among
+ * them), and the run of a program's op groups on every backend, each
+ * beside the CPU backend.
  *
  * Ownership: every float and double array the harness returns is the
  * caller's, to free(); device arrays belong to their struct oh_arrays
@@ -104,6 +105,30 @@ typedef double oh_loss_fn(void *ctx);
  * restored afterwards. */
 int oh_check_gradient(double *x, const double *analytic, size_t n, oh_loss_fn *loss, void *ctx,
 		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* float64 references of the ops both programs test. */
+
+/* logits[N,V], targets[N] -> losses[N] = logsumexp(logits[n,:]) - the
+ * target's logit (0 when targets[n] < 0); grad[N,V] (if not NULL) =
+ * grad_scale (softmax - onehot), a zero row for an ignored target. */
+void oh_ref_xent(double *losses, double *grad, const double *logits, const int32_t *targets,
+		 int N, int V, double grad_scale);
+/* out[N,C] = table[tokens[n], :], a zero row where tokens[n] < 0 */
+void oh_ref_embedding_forward(double *out, const int32_t *tokens, const double *table, int N,
+			      int C);
+/* dtable[., C] += dout[n, :] at row tokens[n], for each tokens[n] >= 0 */
+void oh_ref_embedding_backward(double *dtable, const int32_t *tokens, const double *dout, int N,
+			       int C);
+/* One check each, described by fmt as oh_check_gradient does. oh_prove_xent:
+ * oh_ref_xent's gradient over 9 rows of V logits from [-4, 4), targets 0,
+ * 17, -1, V - 1, 42, 42, -100, 3, 88 (V > 88), grad_scale 0.3.
+ * oh_prove_embedding: oh_ref_embedding_backward as the gradient of
+ * sum(proj * oh_ref_embedding_forward(table)) in a table of 11 rows of 7
+ * from [-1, 1), for tokens[9] and a proj from [-1, 1). */
+int oh_prove_xent(struct oh_rng *r, int V, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int oh_prove_embedding(struct oh_rng *r, const int32_t *tokens, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* Runs op group g on be in mode t (LT_F32 or LT_BF16) and makes its
  * checks; returns what it tested, for the twin's check. */

@@ -144,23 +144,6 @@ static void reference_gemm(const struct lt_gemm *g, const double *a, const doubl
 	}
 }
 
-/* out[N,C] = table[tokens[n], :] */
-static void reference_embedding_forward(double *out, const int32_t *tokens, const double *table, int N,
-					int C)
-{
-	for (int n = 0; n < N; n++)
-		memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, C * sizeof(double));
-}
-
-/* dtable[V,C] += dout[n,:] at row tokens[n], for each n < N */
-static void reference_embedding_backward(double *dtable, const int32_t *tokens, const double *dout,
-					 int N, int C)
-{
-	for (int n = 0; n < N; n++)
-		for (int c = 0; c < C; c++)
-			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
-}
-
 /* inp[N,C], w[C] -> rstd[N] = 1/sqrt(mean(inp[n,:]^2) + eps), out[N,C] = inp * rstd[n] * w[c] */
 static void reference_rmsnorm_forward(double *out, double *rstd, const double *inp, const double *w,
 				      int N, int C, double eps)
@@ -369,29 +352,6 @@ static void reference_swiglu_backward(double *dh, const double *dout, const doub
 		}
 }
 
-/* logits[N,V], targets[N] -> losses[N] = logsumexp - logit of the target (0
- * when targets[n] < 0); grad[N,V] (if not NULL) = grad_scale * (softmax -
- * onehot), a zero row for an ignored target. */
-static void reference_xent(double *losses, double *grad, const double *logits, const int32_t *targets,
-			   int N, int V, double grad_scale)
-{
-	for (int n = 0; n < N; n++) {
-		const double *x = logits + (size_t)n * V;
-		double mx = -INFINITY, sum = 0;
-		for (int v = 0; v < V; v++)
-			mx = fmax(mx, x[v]);
-		for (int v = 0; v < V; v++)
-			sum += exp(x[v] - mx);
-		double lse = mx + log(sum);
-		losses[n] = targets[n] < 0 ? 0 : lse - x[targets[n]];
-		if (!grad)
-			continue;
-		for (int v = 0; v < V; v++)
-			grad[(size_t)n * V + v] = targets[n] < 0 ? 0 :
-				grad_scale * (exp(x[v] - lse) - (v == targets[n]));
-	}
-}
-
 /* The distillation loss (backend.h's distill) in float64: losses[n] as
  * xent's, kl[n] = T^2 KL(softmax(teacher / T) || softmax(logits / T)), both
  * 0 for an ignored target; grad[N,V] (if not NULL) = grad_scale * (alpha
@@ -402,7 +362,7 @@ static void reference_distill(double *losses, double *kl, double *grad, const do
 			      const double *teacher, const int32_t *targets, int N, int V,
 			      double alpha, double T, double grad_scale)
 {
-	reference_xent(losses, grad, logits, targets, N, V, grad_scale * alpha);
+	oh_ref_xent(losses, grad, logits, targets, N, V, grad_scale * alpha);
 	for (int n = 0; n < N; n++) {
 		const double *z = logits + (size_t)n * V, *y = teacher + (size_t)n * V;
 		double zm = -INFINITY, ym = -INFINITY, zs = 0, ys = 0, sum = 0;
@@ -462,33 +422,6 @@ static void describe(char *dst, size_t cap, const struct lt_attn_shape *s)
 /* ------------------------------------------------------------------ */
 /* The references' backward passes against central differences of their
  * forward passes, each through a random projection L = sum(proj * out). */
-
-struct embedding_problem {
-	int N, C;
-	const int32_t *tokens;
-	double *table, *proj, *out;
-};
-
-static double embedding_projected_loss(void *ctx)
-{
-	struct embedding_problem *e = ctx;
-	reference_embedding_forward(e->out, e->tokens, e->table, e->N, e->C);
-	return dot(e->proj, e->out, (size_t)e->N * e->C);
-}
-
-static void prove_embedding_reference(struct oh_rng *r)
-{
-	int N = 9, C = 7, V = 11;
-	int32_t tokens[9] = { 3, 0, 3, 10, 5, 3, 0, 7, 10 };
-	struct embedding_problem e = { .N = N, .C = C, .tokens = tokens,
-		.table = random_doubles(r, (size_t)V * C, -1, 1),
-		.proj = random_doubles(r, (size_t)N * C, -1, 1), .out = oh_doubles((size_t)N * C) };
-	double *analytic = oh_doubles((size_t)V * C);
-	reference_embedding_backward(analytic, tokens, e.proj, N, C);
-	oh_check_gradient(e.table, analytic, (size_t)V * C, embedding_projected_loss, &e,
-			  "embedding_backward dtable N=%d C=%d V=%d (repeated tokens)", N, C, V);
-	free(e.table); free(e.proj); free(e.out); free(analytic);
-}
 
 struct rmsnorm_problem {
 	int N, C;
@@ -606,38 +539,6 @@ static void prove_swiglu_reference(struct oh_rng *r)
 	free(p.h); free(p.proj); free(p.out); free(analytic);
 }
 
-struct xent_problem {
-	int N, V;
-	double grad_scale;
-	const int32_t *targets;
-	double *logits, *losses;
-};
-
-/* L = grad_scale * sum of losses, whose gradient xent writes */
-static double xent_scaled_loss(void *ctx)
-{
-	struct xent_problem *p = ctx;
-	double s = 0;
-	reference_xent(p->losses, NULL, p->logits, p->targets, p->N, p->V, 0);
-	for (int n = 0; n < p->N; n++)
-		s += p->losses[n];
-	return p->grad_scale * s;
-}
-
-static void prove_xent_reference(struct oh_rng *r)
-{
-	int N = 9, V = V_;
-	int32_t targets[9] = { 0, 17, -1, V_ - 1, 42, 42, -100, 3, 88 };
-	size_t nl = (size_t)N * V;
-	struct xent_problem p = { .N = N, .V = V, .grad_scale = 0.3, .targets = targets,
-		.logits = random_doubles(r, nl, -4, 4), .losses = oh_doubles(N) };
-	double *analytic = oh_doubles(nl);
-	reference_xent(p.losses, analytic, p.logits, targets, N, V, p.grad_scale);
-	oh_check_gradient(p.logits, analytic, nl, xent_scaled_loss, &p,
-			  "xent gradient N=%d V=%d grad_scale=0.3 (ignored targets)", N, V);
-	free(p.logits); free(p.losses); free(analytic);
-}
-
 struct distill_problem {
 	int N, V;
 	double alpha, T, grad_scale;
@@ -679,14 +580,16 @@ static void prove_distill_reference(struct oh_rng *r)
 static void prove_references(void)
 {
 	struct oh_rng r = { .s = 20240611 };
-	prove_embedding_reference(&r);
+	const int32_t tokens[9] = { 3, 0, 3, 10, 5, 3, 0, 7, 10 };
+	oh_prove_embedding(&r, tokens, "embedding_backward dtable N=%d C=%d V=%d (repeated tokens)",
+			   9, 7, 11);
 	prove_rmsnorm_reference(&r);
 	for (int i = 0; i < ATTN_CONFIGS; i++)
 		prove_rope_reference(&r, &attn_configs[i]);
 	for (int i = 0; i < ATTN_CONFIGS; i++)
 		prove_attention_reference(&r, &attn_configs[i]);
 	prove_swiglu_reference(&r);
-	prove_xent_reference(&r);
+	oh_prove_xent(&r, V_, "xent gradient N=%d V=%d grad_scale=0.3 (ignored targets)", 9, V_);
 	prove_distill_reference(&r);
 }
 
@@ -909,18 +812,20 @@ static void test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	tokens[3] = tokens[11] = tokens[29] = 42;  /* repeats, near and far */
 	tokens[12] = tokens[13] = 0;
 	tokens[N - 1] = V - 1;
-	float *table = oh_random_values(r, VC, -1, 1, t), *dtable = oh_random_values(r, VC, -1, 1, LT_F32);
+	float *table = oh_random_values(r, VC, -1, 1, t);
+	float *dtable = oh_random_values(r, VC, -1, 1, LT_F32);
 	float *dout = oh_random_values(r, NC, -1, 1, t);
 	double *dtab = oh_widened(table, VC), *want_out = oh_doubles(NC);
 	double *want_dtable = oh_widened(dtable, VC), *ddout = oh_widened(dout, NC);
-	reference_embedding_forward(want_out, tokens, dtab, N, C);
-	reference_embedding_backward(want_dtable, tokens, ddout, N, C);
+	oh_ref_embedding_forward(want_out, tokens, dtab, N, C);
+	oh_ref_embedding_backward(want_dtable, tokens, ddout, N, C);
 
 	lt_ref rtok = oh_ids(&a, tokens, N), rtable = oh_values(&a, t, table, VC);
 	lt_ref rout = oh_array(&a, t, NC);
 	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
 	float *got = oh_read_floats(&a, rout, NC);
-	oh_check_close(oh_tol(t, 0), got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name, N, C, V);
+	oh_check_close(oh_tol(t, 0), got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name,
+		       N, C, V);
 	free(got);
 
 	lt_ref rdtable = oh_values(&a, LT_F32, dtable, VC), rdout = oh_values(&a, t, dout, NC);
@@ -1002,10 +907,10 @@ static void test_rmsnorm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	lt_ref rout = oh_array(&a, t, NC), rrstd = oh_array(&a, LT_F32, N);
 	be->ops->rmsnorm_forward(be, rout, rrstd, rinp, rw, N, C, NORM_EPS);
 	float *got_out = oh_read_floats(&a, rout, NC), *got_rstd = oh_read_floats(&a, rrstd, N);
-	oh_check_close(oh_tol(t, 1), got_out, want_out, NC, "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name,
-		       N, C);
-	oh_check_close(oh_tol(t, 0), got_rstd, want_rstd, N, "%s rmsnorm_forward f32 rstd N=%d C=%d", name, N,
-		       C);
+	oh_check_close(oh_tol(t, 1), got_out, want_out, NC,
+		       "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name, N, C);
+	oh_check_close(oh_tol(t, 0), got_rstd, want_rstd, N,
+		       "%s rmsnorm_forward f32 rstd N=%d C=%d", name, N, C);
 
 	/* The backward reads the reference's rstd, so it is tested on its own. */
 	float *rstd = rounded(want_rstd, N);
@@ -1074,8 +979,8 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	be->ops->rope(be, rbwd, rfreq, s, 1);
 	float *got_fwd = oh_read_floats(&a, rfwd, n), *got_bwd = oh_read_floats(&a, rbwd, n);
 	oh_check_close(oh_tol(t, 1), got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
-	oh_check_close(oh_tol(t, 1), got_bwd, want_bwd, n, "%s rope backward (inverse) %s theta=1e4", name,
-		       shape);
+	oh_check_close(oh_tol(t, 1), got_bwd, want_bwd, n,
+		       "%s rope backward (inverse) %s theta=1e4", name, shape);
 	tap_ok(value_heads_are_untouched(got_fwd, x, s) && value_heads_are_untouched(got_bwd, x, s),
 	       "%s rope forward and backward leave value heads bitwise untouched %s", name, shape);
 
@@ -1090,7 +995,8 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	lt_ref rout = oh_array(&a, t, nout), rlse = oh_array(&a, LT_F32, nlse);
 	be->ops->attention_forward(be, rout, rlse, rqkv, s);
 	float *got_out = oh_read_floats(&a, rout, nout), *got_lse = oh_read_floats(&a, rlse, nlse);
-	oh_check_close(oh_tol(t, 1), got_out, want_out, nout, "%s attention_forward out %s", name, shape);
+	oh_check_close(oh_tol(t, 1), got_out, want_out, nout, "%s attention_forward out %s", name,
+		       shape);
 	oh_check_close(lse_tolerance(be, t), got_lse, want_lse, nlse,
 		       "%s attention_forward f32 lse[B,H,T] %s", name, shape);
 
@@ -1106,8 +1012,8 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 		be->ops->attention_backward(be, rdqkv, rdout, rout_ref, rlse_ref, rqkv, s);
 		got_dqkv[run] = oh_read_floats(&a, rdqkv, n);
 	}
-	oh_check_close(oh_tol(t, 2), got_dqkv[0], want_dqkv, n, "%s attention_backward dqkv (over NaN) %s",
-		       name, shape);
+	oh_check_close(oh_tol(t, 2), got_dqkv[0], want_dqkv, n,
+		       "%s attention_backward dqkv (over NaN) %s", name, shape);
 	tap_ok(same_bits(got_dqkv[0], got_dqkv[1], n),
 	       "%s attention_backward twice gives bitwise identical dqkv %s", name, shape);
 
@@ -1198,13 +1104,15 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 
 	/* a cache whose positions before pos0 hold earlier keys and values, and
 	 * NaN after, which the op must neither read nor overwrite */
-	float *kc0 = oh_random_values(r, ncache, -2, 2, t), *vc0 = oh_random_values(r, ncache, -2, 2, t);
+	float *kc0 = oh_random_values(r, ncache, -2, 2, t);
+	float *vc0 = oh_random_values(r, ncache, -2, 2, t);
 	for (size_t bk = 0; bk < (size_t)B * K; bk++)
 		for (int j = s->pos0; j < S; j++)
 			for (int d = 0; d < D; d++)
 				kc0[(bk * S + j) * D + d] = vc0[(bk * S + j) * D + d] = NAN;
 	float *qkv = oh_random_values(r, n, -2, 2, t);
-	double *qkv_d = oh_widened(qkv, n), *kc_d = oh_widened(kc0, ncache), *vc_d = oh_widened(vc0, ncache);
+	double *qkv_d = oh_widened(qkv, n), *kc_d = oh_widened(kc0, ncache);
+	double *vc_d = oh_widened(vc0, ncache);
 	double *want_out = oh_doubles(nout);
 	reference_attention_cached(want_out, qkv_d, kc_d, vc_d, S, s);
 
@@ -1220,8 +1128,8 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 			got_vc = oh_read_floats(&a, rv, ncache);
 		}
 	}
-	oh_check_close(oh_tol(t, 1), got_out[0], want_out, nout, "%s attention_cached out (over NaN) %s", name,
-		       shape);
+	oh_check_close(oh_tol(t, 1), got_out[0], want_out, nout,
+		       "%s attention_cached out (over NaN) %s", name, shape);
 	tap_ok(cache_holds_new_rows(got_kc, qkv, S, s, 0) && cache_holds_new_rows(got_vc, qkv, S, s, 1),
 	       "%s attention_cached copies the new keys and values to positions pos0.. %s", name,
 	       shape);
@@ -1305,8 +1213,8 @@ static void test_swiglu(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	be->ops->swiglu_backward(be, rdh, rdout, rh, N, F);
 	float *got_out = oh_read_floats(&a, rout, nf), *got_dh = oh_read_floats(&a, rdh, nh);
 	oh_check_close(oh_tol(t, 1), got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
-	oh_check_close(oh_tol(t, 1), got_dh, want_dh, nh, "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N,
-		       F);
+	oh_check_close(oh_tol(t, 1), got_dh, want_dh, nh,
+		       "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N, F);
 
 	check_sync_and_guards_then_free(&a, name, "swiglu");
 	free(h); free(dout); free(h_d); free(dout_d); free(want_out); free(want_dh); free(got_out);
@@ -1333,16 +1241,17 @@ static void test_xent(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	float *logits = oh_random_values(r, nl, -4, 4, t);
 	double *logits_d = oh_widened(logits, nl), *want_losses = oh_doubles(N);
 	double *want_grad = oh_doubles(nl);
-	reference_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
+	oh_ref_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
 
 	lt_ref rtargets = oh_ids(&a, targets, N);
 	lt_ref rlogits = oh_values(&a, t, logits, nl), rlosses = oh_array(&a, LT_F32, N);
 	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
-	float *got_losses = oh_read_floats(&a, rlosses, N), *got_logits = oh_read_floats(&a, rlogits, nl);
+	float *got_losses = oh_read_floats(&a, rlosses, N);
+	float *got_logits = oh_read_floats(&a, rlogits, nl);
 	oh_check_close(oh_tol(t, 0), got_losses, want_losses, N,
 		       "%s xent grad_scale=0 f32 losses N=%d V=%d (2 ignored)", name, N, V);
-	tap_ok(same_bits(got_logits, logits, nl), "%s xent grad_scale=0 leaves logits bitwise unchanged",
-	       name);
+	tap_ok(same_bits(got_logits, logits, nl),
+	       "%s xent grad_scale=0 leaves logits bitwise unchanged", name);
 	free(got_losses);
 	free(got_logits);
 
@@ -1350,8 +1259,8 @@ static void test_xent(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	be->ops->xent(be, rlosses2, rgrad, rtargets, N, V, grad_scale);
 	got_losses = oh_read_floats(&a, rlosses2, N);
 	float *got_grad = oh_read_floats(&a, rgrad, nl);
-	oh_check_close(oh_tol(t, 0), got_losses, want_losses, N, "%s xent grad_scale=1/%d f32 losses N=%d V=%d",
-		       name, N, N, V);
+	oh_check_close(oh_tol(t, 0), got_losses, want_losses, N,
+		       "%s xent grad_scale=1/%d f32 losses N=%d V=%d", name, N, N, V);
 	oh_check_close(oh_tol(t, 1), got_grad, want_grad, nl,
 		       "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name, N, N, V);
 	int exact = 1;
@@ -1362,7 +1271,8 @@ static void test_xent(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 		for (int v = 0; v < V; v++)
 			exact &= got_grad[(size_t)n * V + v] == 0;
 	}
-	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row", name);
+	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row",
+	       name);
 
 	check_sync_and_guards_then_free(&a, name, "xent");
 	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
@@ -1397,8 +1307,8 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
 	float *got_loss = oh_read_floats(&a, rloss, N), *got_kl = oh_read_floats(&a, rkl, N);
 	float *got_z = oh_read_floats(&a, rz, nl);
-	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N, "%s distill grad_scale=0 losses N=%d V=%d", name,
-		       N, V);
+	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N,
+		       "%s distill grad_scale=0 losses N=%d V=%d", name, N, V);
 	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=0 kl T=2", name);
 	tap_ok(same_bits(got_z, logits, nl), "%s distill grad_scale=0 leaves logits bitwise unchanged",
 	       name);
@@ -1412,7 +1322,8 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	got_loss = oh_read_floats(&a, rloss, N);
 	got_kl = oh_read_floats(&a, rkl, N);
 	got_z = oh_read_floats(&a, rz, nl);
-	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N, "%s distill grad_scale=1/%d losses", name, N);
+	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N, "%s distill grad_scale=1/%d losses",
+		       name, N);
 	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=1/%d kl", name, N);
 	oh_check_close(oh_tol(t, 1), got_z, want_grad, nl,
 		       "%s distill alpha=0.25 T=2 in-place gradient N=%d V=%d", name, N, V);
@@ -1461,7 +1372,8 @@ static void test_adamw(lt_backend *be, struct oh_rng *r)
 	const size_t n = ELEMS;
 	struct lt_adamw hp = { .lr = 0.05f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
 		.weight_decay = 0.1f, .grad_scale = 0.5f };
-	float *p0 = oh_random_values(r, n, -1, 1, LT_F32), *m0 = oh_random_values(r, n, -0.1f, 0.1f, LT_F32);
+	float *p0 = oh_random_values(r, n, -1, 1, LT_F32);
+	float *m0 = oh_random_values(r, n, -0.1f, 0.1f, LT_F32);
 	float *v0 = oh_random_values(r, n, 0, 0.01f, LT_F32);
 	double *p = oh_widened(p0, n), *m = oh_widened(m0, n), *v = oh_widened(v0, n);
 

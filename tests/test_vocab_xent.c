@@ -43,27 +43,6 @@ static void check_sync_and_guards_then_free(struct oh_arrays *a, const char *nam
 /* ------------------------------------------------------------------ */
 /* float64 references. */
 
-/* losses[N] = logsumexp(logits[n,:]) - logits[n, t] over the whole
- * vocabulary z[N,V] (0 for t < 0); grad[N,V] (if not NULL) =
- * grad_scale (softmax - onehot), a zero row for t < 0. */
-static void reference_xent(double *losses, double *grad, const double *z, const int32_t *targets,
-			   int N, int V, double grad_scale)
-{
-	for (int n = 0; n < N; n++) {
-		const double *x = z + (size_t)n * V;
-		double mx = -INFINITY, sum = 0;
-		for (int v = 0; v < V; v++)
-			mx = fmax(mx, x[v]);
-		for (int v = 0; v < V; v++)
-			sum += exp(x[v] - mx);
-		double lse = mx + log(sum);
-		losses[n] = targets[n] < 0 ? 0 : lse - x[targets[n]];
-		for (int v = 0; grad && v < V; v++)
-			grad[(size_t)n * V + v] = targets[n] < 0 ? 0 :
-				grad_scale * (exp(x[v] - lse) - (v == targets[n]));
-	}
-}
-
 /* part[N,3] of the whole vocabulary's z[N,V] over columns [v0, v0 + valid)
  * as xent_part defines it. */
 static void reference_part(double *part, const double *z, const int32_t *targets, int N, int V,
@@ -83,83 +62,14 @@ static void reference_part(double *part, const double *z, const int32_t *targets
 	}
 }
 
-/* out[N,C] = table[tokens[n], :], zeros for tokens[n] < 0 */
-static void reference_embedding_forward(double *out, const int32_t *tokens, const double *table,
-					int N, int C)
-{
-	for (int n = 0; n < N; n++)
-		for (int c = 0; c < C; c++)
-			out[(size_t)n * C + c] = tokens[n] < 0 ? 0 : table[(size_t)tokens[n] * C + c];
-}
-
-/* dtable[., C] += dout[n, :] at row tokens[n], for each tokens[n] >= 0 */
-static void reference_embedding_backward(double *dtable, const int32_t *tokens, const double *dout,
-					 int N, int C)
-{
-	for (int n = 0; n < N; n++)
-		for (int c = 0; tokens[n] >= 0 && c < C; c++)
-			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
-}
-
-struct problem {
-	int N, V, C;
-	double grad_scale;
-	const int32_t *ids;
-	double *x, *proj, *out;
-};
-
-/* grad_scale * sum of the losses, whose gradient reference_xent writes */
-static double xent_loss(void *ctx)
-{
-	struct problem *p = ctx;
-	double s = 0;
-	reference_xent(p->out, NULL, p->x, p->ids, p->N, p->V, 0);
-	for (int n = 0; n < p->N; n++)
-		s += p->out[n];
-	return p->grad_scale * s;
-}
-
-/* sum(proj * embedding_forward(table)), whose gradient in the table is
- * embedding_backward of proj */
-static double embedding_loss(void *ctx)
-{
-	struct problem *p = ctx;
-	double s = 0;
-	reference_embedding_forward(p->out, p->ids, p->x, p->N, p->C);
-	for (size_t i = 0; i < (size_t)p->N * p->C; i++)
-		s += p->proj[i] * p->out[i];
-	return s;
-}
-
 /* 2 checks */
 static void prove_references(void)
 {
-	struct oh_rng rng = { .s = 20240607 }, *r = &rng;
-	int32_t targets[9] = { 0, 17, -1, 100, 42, 42, -100, 3, 88 };
-	struct problem p = { .N = 9, .V = V_, .grad_scale = 0.3, .ids = targets };
-	size_t nl = (size_t)p.N * p.V;
-	float *xf = oh_random_values(r, nl, -4, 4, LT_F32);
-	p.x = oh_widened(xf, nl);
-	p.out = oh_doubles(p.N);
-	double *grad = oh_doubles(nl);
-	reference_xent(p.out, grad, p.x, targets, p.N, p.V, p.grad_scale);
-	oh_check_gradient(p.x, grad, nl, xent_loss, &p,
-			  "xent gradient N=9 V=101 (ignored targets)");
-	free(xf); free(p.x); free(p.out); free(grad);
-
-	int32_t tokens[9] = { 3, -1, 3, 10, 5, -7, 0, 7, 10 };
-	struct problem e = { .N = 9, .C = 7, .ids = tokens };
-	size_t nt = 11 * 7, no = 9 * 7;
-	float *tf = oh_random_values(r, nt, -1, 1, LT_F32);
-	float *pf = oh_random_values(r, no, -1, 1, LT_F32);
-	e.x = oh_widened(tf, nt);
-	e.proj = oh_widened(pf, no);
-	e.out = oh_doubles(no);
-	double *dtable = oh_doubles(nt);
-	reference_embedding_backward(dtable, tokens, e.proj, e.N, e.C);
-	oh_check_gradient(e.x, dtable, nt, embedding_loss, &e,
-			  "embedding_backward N=9 C=7 rows=11 (repeated and negative tokens)");
-	free(tf); free(pf); free(e.x); free(e.proj); free(e.out); free(dtable);
+	struct oh_rng r = { .s = 20240607 };
+	const int32_t tokens[9] = { 3, -1, 3, 10, 5, -7, 0, 7, 10 };
+	oh_prove_xent(&r, V_, "xent gradient N=9 V=101 (ignored targets)");
+	oh_prove_embedding(&r, tokens,
+			   "embedding_backward N=9 C=7 rows=11 (repeated and negative tokens)");
 }
 
 /* ------------------------------------------------------------------ */
@@ -225,7 +135,7 @@ static const char *test_split(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	float *z = oh_random_values(r, nl, -4, 4, t), *part[SLICES], *got_grad = oh_floats(nl);
 	double *zd = oh_widened(z, nl), *want_loss = oh_doubles(N), *want_grad = oh_doubles(nl);
 	double *want_part = oh_doubles(3 * (size_t)N);
-	reference_xent(want_loss, want_grad, zd, targets, N, V, grad_scale);
+	oh_ref_xent(want_loss, want_grad, zd, targets, N, V, grad_scale);
 	lt_ref rt = oh_ids(&a, targets, N), rz[SLICES];
 
 	for (int s = 0; s < SLICES; s++) {
@@ -355,8 +265,8 @@ static const char *test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtyp
 	float *dout = oh_random_values(r, NC, -1, 1, t);
 	double *tabd = oh_widened(table, RC), *want_out = oh_doubles(NC);
 	double *want_dt = oh_widened(dtable, RC), *doutd = oh_widened(dout, NC);
-	reference_embedding_forward(want_out, tokens, tabd, N, C);
-	reference_embedding_backward(want_dt, tokens, doutd, N, C);
+	oh_ref_embedding_forward(want_out, tokens, tabd, N, C);
+	oh_ref_embedding_backward(want_dt, tokens, doutd, N, C);
 
 	lt_ref rtok = oh_ids(&a, tokens, N), rtab = oh_values(&a, t, table, RC);
 	lt_ref rout = oh_array(&a, t, NC);
