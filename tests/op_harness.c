@@ -356,6 +356,42 @@ void oh_ref_embedding_backward(double *dtable, const int32_t *tokens, const doub
 			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
 }
 
+void oh_embedding_run(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t,
+		      struct oh_embedding *e)
+{
+	lt_backend *be = a->be;
+	size_t NC = (size_t)e->N * e->C, RC = (size_t)e->rows * e->C;
+	e->tokens = oh_alloc((size_t)e->N * sizeof *e->tokens);
+	for (int n = 0; n < e->N; n++)
+		e->tokens[n] = oh_rng_below(r, e->rows);
+	for (int i = 0; i < e->n_fixed; i++)
+		e->tokens[e->fixed[i][0]] = e->fixed[i][1];
+	e->table = oh_random_values(r, RC, -1, 1, t);
+	float *dtable = oh_random_values(r, RC, -1, 1, LT_F32);
+	float *dout = oh_random_values(r, NC, -1, 1, t);
+	double *table_d = oh_widened(e->table, RC), *dout_d = oh_widened(dout, NC);
+	e->want_out = oh_doubles(NC);
+	e->want_dtable = oh_widened(dtable, RC);
+	oh_ref_embedding_forward(e->want_out, e->tokens, table_d, e->N, e->C);
+	oh_ref_embedding_backward(e->want_dtable, e->tokens, dout_d, e->N, e->C);
+
+	e->rtok = oh_ids(a, e->tokens, (size_t)e->N);
+	e->rtable = oh_values(a, t, e->table, RC);
+	lt_ref rout = oh_array(a, t, NC);
+	be->ops->embedding_forward(be, rout, e->rtok, e->rtable, e->N, e->C);
+	e->out = oh_read_floats(a, rout, NC);
+	lt_ref rdtable = oh_values(a, LT_F32, dtable, RC), rdout = oh_values(a, t, dout, NC);
+	be->ops->embedding_backward(be, rdtable, e->rtok, rdout, e->N, e->C);
+	e->dtable = oh_read_floats(a, rdtable, RC);
+	free(dtable); free(dout); free(table_d); free(dout_d);
+}
+
+void oh_embedding_free(struct oh_embedding *e)
+{
+	free(e->tokens); free(e->table); free(e->out); free(e->dtable);
+	free(e->want_out); free(e->want_dtable);
+}
+
 /* What a proof's loss reads: x its variable, ids the targets or tokens. */
 struct proof {
 	int N, V, C;

@@ -130,6 +130,25 @@ int oh_prove_xent(struct oh_rng *r, int V, const char *fmt, ...)
 int oh_prove_embedding(struct oh_rng *r, const int32_t *tokens, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The embedding ops on one problem: tokens[N] drawn from [0, rows) but
+ * for the pairs (index, token) of fixed[n_fixed]; a table[rows, C] and
+ * dout[N, C] of type t and a non-zero f32 dtable[rows, C] from [-1, 1)
+ * (table, dtable, dout); embedding_forward into a NaN-filled out of type
+ * t, read back, then embedding_backward += into dtable, read back. The
+ * caller fills the first block and frees with oh_embedding_free. */
+struct oh_embedding {
+	int N, C, rows;
+	const int32_t (*fixed)[2];
+	int n_fixed;
+	int32_t *tokens;
+	float *table, *out, *dtable;         /* out and dtable as read back */
+	double *want_out, *want_dtable;      /* their float64 references */
+	lt_ref rtok, rtable;                 /* for more ops on the same inputs */
+};
+void oh_embedding_run(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t,
+		      struct oh_embedding *e);
+void oh_embedding_free(struct oh_embedding *e);
+
 /* Runs op group g on be in mode t (LT_F32 or LT_BF16) and makes its
  * checks; returns what it tested, for the twin's check. */
 typedef const char *oh_group_fn(lt_backend *be, struct oh_rng *r, int g, enum lt_dtype t);

@@ -801,54 +801,37 @@ static void test_gemm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
  * table into an f32 out too (exact): 1 more */
 static void test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 {
+	/* repeats, near and far; the first and last rows */
+	static const int32_t fixed[][2] = {
+		{ 3, 42 }, { 11, 42 }, { 29, 42 }, { 12, 0 }, { 13, 0 }, { N_ - 1, V_ - 1 },
+	};
 	char name[64];
 	struct oh_arrays a = { .be = be };
+	struct oh_embedding e = { .N = N_, .C = C_, .rows = V_, .fixed = fixed,
+		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
 	oh_label(name, sizeof name, be, t);
+	oh_embedding_run(&a, r, t, &e);
 	const int N = N_, C = C_, V = V_;
-	size_t NC = (size_t)N * C, VC = (size_t)V * C;
-	int32_t tokens[N_];
-	for (int n = 0; n < N; n++)
-		tokens[n] = oh_rng_below(r, V);
-	tokens[3] = tokens[11] = tokens[29] = 42;  /* repeats, near and far */
-	tokens[12] = tokens[13] = 0;
-	tokens[N - 1] = V - 1;
-	float *table = oh_random_values(r, VC, -1, 1, t);
-	float *dtable = oh_random_values(r, VC, -1, 1, LT_F32);
-	float *dout = oh_random_values(r, NC, -1, 1, t);
-	double *dtab = oh_widened(table, VC), *want_out = oh_doubles(NC);
-	double *want_dtable = oh_widened(dtable, VC), *ddout = oh_widened(dout, NC);
-	oh_ref_embedding_forward(want_out, tokens, dtab, N, C);
-	oh_ref_embedding_backward(want_dtable, tokens, ddout, N, C);
-
-	lt_ref rtok = oh_ids(&a, tokens, N), rtable = oh_values(&a, t, table, VC);
-	lt_ref rout = oh_array(&a, t, NC);
-	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
-	float *got = oh_read_floats(&a, rout, NC);
-	oh_check_close(oh_tol(t, 0), got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name,
-		       N, C, V);
-	free(got);
-
-	lt_ref rdtable = oh_values(&a, LT_F32, dtable, VC), rdout = oh_values(&a, t, dout, NC);
-	be->ops->embedding_backward(be, rdtable, rtok, rdout, N, C);
-	got = oh_read_floats(&a, rdtable, VC);
-	oh_check_close(oh_tol(t, 0), got, want_dtable, VC,
+	size_t NC = (size_t)N * C;
+	oh_check_close(oh_tol(t, 0), e.out, e.want_out, NC, "%s embedding_forward N=%d C=%d V=%d",
+		       name, N, C, V);
+	oh_check_close(oh_tol(t, 0), e.dtable, e.want_dtable, (size_t)V * C,
 		       "%s embedding_backward f32 dtable += (non-zero start, repeated tokens) N=%d "
 		       "C=%d V=%d", name, N, C, V);
-	free(got);
-
 	if (t == LT_BF16) {
 		lt_ref rout32 = oh_array(&a, LT_F32, NC);
-		be->ops->embedding_forward(be, rout32, rtok, rtable, N, C);
-		got = oh_read_floats(&a, rout32, NC);
+		be->ops->embedding_forward(be, rout32, e.rtok, e.rtable, N, C);
+		float *got = oh_read_floats(&a, rout32, NC);
 		int exact = 1;
 		for (int n = 0; n < N; n++)
-			exact &= same_bits(got + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C);
+			exact &= same_bits(got + (size_t)n * C, e.table + (size_t)e.tokens[n] * C,
+					   (size_t)C);
 		tap_ok(exact, "%s embedding_forward from a bf16 table into an f32 out: the rows "
 		       "widened exactly, bitwise", name);
 		free(got);
 	}
 	check_sync_and_guards_then_free(&a, name, "embedding");
-	free(table); free(dtable); free(dout); free(dtab); free(want_out); free(want_dtable); free(ddout);
+	oh_embedding_free(&e);
 }
 
 /* bf16 only: the forward of f32 inp and bf16 w into a bf16 out, against

@@ -245,52 +245,33 @@ static const char *test_one_slice(lt_backend *be, struct oh_rng *r, enum lt_dtyp
  * non-zero table, sync: 4 checks. */
 static const char *test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 {
+	/* negative ones, repeats near and far, the first and last rows */
+	static const int32_t fixed[][2] = {
+		{ 0, -1 }, { 5, -2 }, { 6, -2 }, { 17, INT32_MIN }, { N_ - 1, -1000000 },
+		{ 3, 7 }, { 11, 7 }, { 29, 7 }, { 12, 0 }, { 13, TABLE_ROWS - 1 },
+	};
 	char name[64];
 	struct oh_arrays a = { .be = be };
+	struct oh_embedding e = { .N = N_, .C = C_, .rows = TABLE_ROWS, .fixed = fixed,
+		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
 	oh_label(name, sizeof name, be, t);
+	oh_embedding_run(&a, r, t, &e);
 	const int N = N_, C = C_, R = TABLE_ROWS;
-	size_t NC = (size_t)N * C, RC = (size_t)R * C;
-	int32_t tokens[N_];
-	for (int n = 0; n < N; n++)
-		tokens[n] = oh_rng_below(r, R);
-	tokens[0] = -1;
-	tokens[5] = tokens[6] = -2;
-	tokens[17] = INT32_MIN;
-	tokens[N - 1] = -1000000;
-	tokens[3] = tokens[11] = tokens[29] = 7;  /* repeats, near and far */
-	tokens[12] = 0;
-	tokens[13] = R - 1;
-	float *table = oh_random_values(r, RC, -1, 1, t);
-	float *dtable = oh_random_values(r, RC, -1, 1, LT_F32);
-	float *dout = oh_random_values(r, NC, -1, 1, t);
-	double *tabd = oh_widened(table, RC), *want_out = oh_doubles(NC);
-	double *want_dt = oh_widened(dtable, RC), *doutd = oh_widened(dout, NC);
-	oh_ref_embedding_forward(want_out, tokens, tabd, N, C);
-	oh_ref_embedding_backward(want_dt, tokens, doutd, N, C);
-
-	lt_ref rtok = oh_ids(&a, tokens, N), rtab = oh_values(&a, t, table, RC);
-	lt_ref rout = oh_array(&a, t, NC);
-	be->ops->embedding_forward(be, rout, rtok, rtab, N, C);
-	float *got = oh_read_floats(&a, rout, NC);
-	oh_check_close(OH_TOL, got, want_out, NC,
+	size_t NC = (size_t)N * C;
+	oh_check_close(OH_TOL, e.out, e.want_out, NC,
 		       "%s embedding_forward with 5 negative tokens N=%d C=%d", name, N, C);
 	int exact = 1;
 	for (int n = 0; n < N; n++)
 		for (int c = 0; c < C; c++)
-			exact &= got[(size_t)n * C + c] ==
-				 (tokens[n] < 0 ? 0.0f : table[(size_t)tokens[n] * C + c]);
+			exact &= e.out[(size_t)n * C + c] ==
+				 (e.tokens[n] < 0 ? 0.0f : e.table[(size_t)e.tokens[n] * C + c]);
 	tap_ok(exact, "%s embedding_forward: zero rows for negative tokens, the table's rows "
 	       "bitwise for the others", name);
-	free(got);
-
-	lt_ref rdt = oh_values(&a, LT_F32, dtable, RC), rdout = oh_values(&a, t, dout, NC);
-	be->ops->embedding_backward(be, rdt, rtok, rdout, N, C);
-	got = oh_read_floats(&a, rdt, RC);
-	oh_check_close(OH_TOL, got, want_dt, RC, "%s embedding_backward += skipping 5 negative "
-		       "tokens (repeated tokens, non-zero start) N=%d C=%d rows=%d", name, N, C, R);
-	free(got);
+	oh_check_close(OH_TOL, e.dtable, e.want_dtable, (size_t)R * C, "%s embedding_backward += "
+		       "skipping 5 negative tokens (repeated tokens, non-zero start) N=%d C=%d "
+		       "rows=%d", name, N, C, R);
 	check_sync_and_guards_then_free(&a, name, "embedding with negative tokens");
-	free(table); free(dtable); free(dout); free(tabd); free(want_out); free(want_dt); free(doutd);
+	oh_embedding_free(&e);
 	return "embedding with negative tokens";
 }
 
