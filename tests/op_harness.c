@@ -356,16 +356,39 @@ void oh_ref_embedding_backward(double *dtable, const int32_t *tokens, const doub
 			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
 }
 
+/* n ids drawn from [0, below), then the pairs (index, id) of fixed[k] */
+static int32_t *drawn_ids(struct oh_rng *r, int n, int below, const int32_t (*fixed)[2], int k)
+{
+	int32_t *ids = oh_alloc((size_t)n * sizeof *ids);
+	for (int i = 0; i < n; i++)
+		ids[i] = oh_rng_below(r, below);
+	for (int i = 0; i < k; i++)
+		ids[fixed[i][0]] = fixed[i][1];
+	return ids;
+}
+
+void oh_xent_new(struct oh_rng *r, enum lt_dtype t, struct oh_xent *x)
+{
+	size_t nl = (size_t)x->N * x->V;
+	x->targets = drawn_ids(r, x->N, x->V, x->fixed, x->n_fixed);
+	x->z = oh_random_values(r, nl, -4, 4, t);
+	x->zd = oh_widened(x->z, nl);
+	x->want_loss = oh_doubles((size_t)x->N);
+	x->want_grad = oh_doubles(nl);
+	oh_ref_xent(x->want_loss, x->want_grad, x->zd, x->targets, x->N, x->V, x->grad_scale);
+}
+
+void oh_xent_free(struct oh_xent *x)
+{
+	free(x->targets); free(x->z); free(x->zd); free(x->want_loss); free(x->want_grad);
+}
+
 void oh_embedding_run(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t,
 		      struct oh_embedding *e)
 {
 	lt_backend *be = a->be;
 	size_t NC = (size_t)e->N * e->C, RC = (size_t)e->rows * e->C;
-	e->tokens = oh_alloc((size_t)e->N * sizeof *e->tokens);
-	for (int n = 0; n < e->N; n++)
-		e->tokens[n] = oh_rng_below(r, e->rows);
-	for (int i = 0; i < e->n_fixed; i++)
-		e->tokens[e->fixed[i][0]] = e->fixed[i][1];
+	e->tokens = drawn_ids(r, e->N, e->rows, e->fixed, e->n_fixed);
 	e->table = oh_random_values(r, RC, -1, 1, t);
 	float *dtable = oh_random_values(r, RC, -1, 1, LT_F32);
 	float *dout = oh_random_values(r, NC, -1, 1, t);
@@ -469,6 +492,17 @@ int oh_prove_embedding(struct oh_rng *r, const int32_t *tokens, const char *fmt,
 /* ------------------------------------------------------------------ */
 /* The run over backends. */
 
+/* Group g on be in mode t, with arrays of its own. */
+static const char *run_group(const struct oh_suite *s, lt_backend *be, struct oh_rng *r, int g,
+			     enum lt_dtype t)
+{
+	struct oh_arrays a = { .be = be };
+	oh_label(a.name, sizeof a.name, be, t);
+	const char *what = s->run(&a, r, g, t);
+	oh_arrays_free(&a);
+	return what;
+}
+
 /* Group g on the CPU (checks muted, reads recorded), then with the same
  * rng on be (its checks, plus one holding every read to the CPU's). */
 static void run_beside_cpu(const struct oh_suite *s, lt_backend *be, lt_backend *cpu,
@@ -482,11 +516,11 @@ static void run_beside_cpu(const struct oh_suite *s, lt_backend *be, lt_backend 
 	twin.mode = TWIN_RECORD;
 	twin.equal_left_out = s->twin_equal_left_out;
 	tap_mute(1);
-	s->run(cpu, r, g, types[mode]);
+	run_group(s, cpu, r, g, types[mode]);
 	tap_mute(0);
 	*r = saved;
 	twin.mode = TWIN_COMPARE;
-	const char *what = s->run(be, r, g, types[mode]);
+	const char *what = run_group(s, be, r, g, types[mode]);
 	tap_ok(twin.pos == twin.count && twin.worst <= tol,
 	       "%s against the cpu backend, %s: %d of %d %s, worst rel L2 %.3g <= %.3g", name, what,
 	       twin.pos, twin.count, s->counted, twin.worst, tol);
@@ -529,7 +563,7 @@ static void test_backend(const struct oh_suite *s, const char *spec)
 			if (cpu)
 				run_beside_cpu(s, be, cpu, &r, g, m);
 			else
-				s->run(be, &r, g, types[m]);
+				run_group(s, be, &r, g, types[m]);
 		}
 	lt_backend_free(cpu);
 	lt_backend_free(be);

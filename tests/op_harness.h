@@ -63,10 +63,11 @@ void oh_label(char *dst, size_t cap, lt_backend *be, enum lt_dtype t);
 /* Device arrays of one op group: each sits OH_GUARD elements into its own
  * buffer, between sentinels of its own (so an overrun that copies one
  * array's guard onto another's is still seen), and starts as NaN so that
- * an op which must overwrite it cannot get away with reading it. Start
- * with { .be = be }. */
+ * an op which must overwrite it cannot get away with reading it. oh_main
+ * hands each group its own, with the backend and its label. */
 struct oh_arrays {
 	lt_backend *be;
+	char name[64];          /* the backend and mode, as oh_label */
 	int count;
 	lt_buf *buf[OH_MAX_ARRAYS];
 	size_t len[OH_MAX_ARRAYS];
@@ -149,9 +150,26 @@ void oh_embedding_run(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t,
 		      struct oh_embedding *e);
 void oh_embedding_free(struct oh_embedding *e);
 
-/* Runs op group g on be in mode t (LT_F32 or LT_BF16) and makes its
- * checks; returns what it tested, for the twin's check. */
-typedef const char *oh_group_fn(lt_backend *be, struct oh_rng *r, int g, enum lt_dtype t);
+/* A cross-entropy problem: targets[N] drawn from [0, V) but for the pairs
+ * (index, target) of fixed[n_fixed]; logits z[N, V] of type t from
+ * [-4, 4); oh_ref_xent's losses and gradient (grad_scale) of z. The caller
+ * fills the first block and frees with oh_xent_free. */
+struct oh_xent {
+	int N, V;
+	double grad_scale;
+	const int32_t (*fixed)[2];
+	int n_fixed;
+	int32_t *targets;
+	float *z;
+	double *zd, *want_loss, *want_grad;  /* z widened; the reference's */
+};
+void oh_xent_new(struct oh_rng *r, enum lt_dtype t, struct oh_xent *x);
+void oh_xent_free(struct oh_xent *x);
+
+/* Runs op group g in mode t (LT_F32 or LT_BF16) on a->be, with its
+ * arrays in a (freed after it returns), and makes its checks; returns what
+ * it tested, for the twin's check. */
+typedef const char *oh_group_fn(struct oh_arrays *a, struct oh_rng *r, int g, enum lt_dtype t);
 
 /* A test program: its references, then its op groups on every backend,
  * in f32 (mode 0) and in bf16 (mode 1). */

@@ -649,53 +649,52 @@ static void check_bf16_elementwise_bits(struct oh_arrays *a, struct oh_rng *r, c
 
 /* fill, copy, scale, add (also in place), sum_squares, sum: 9 checks, and
  * 2 more in bf16 */
-static void test_elementwise_ops(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_elementwise_ops(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const size_t n = ELEMS;
 	float *x = oh_random_values(r, n, -1, 1.2f, t), *y = oh_random_values(r, n, -1.5f, 1, t);
 	double *want = oh_doubles(n);
 	float *got;
-	oh_label(name, sizeof name, be, t);
 
-	lt_ref dx = oh_array(&a, t, n);
+	lt_ref dx = oh_array(a, t, n);
 	be->ops->fill(be, dx, n, 0.37f);
-	got = oh_read_floats(&a, dx, n);
+	got = oh_read_floats(a, dx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = 0.37f;
 	oh_check_close(oh_tol(t, 1), got, want, n, "%s fill n=%zu", name, n);
 	free(got);
 
-	lt_ref src = oh_values(&a, t, x, n), dst = oh_array(&a, t, n);
+	lt_ref src = oh_values(a, t, x, n), dst = oh_array(a, t, n);
 	be->ops->copy(be, dst, src, n);
-	got = oh_read_floats(&a, dst, n);
+	got = oh_read_floats(a, dst, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = x[i];
 	oh_check_close(oh_tol(t, 0), got, want, n, "%s copy n=%zu", name, n);
 	free(got);
 
-	lt_ref sx = oh_values(&a, t, x, n);
+	lt_ref sx = oh_values(a, t, x, n);
 	be->ops->scale(be, sx, n, -1.7f);
-	got = oh_read_floats(&a, sx, n);
+	got = oh_read_floats(a, sx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] * -1.7f;
 	oh_check_close(oh_tol(t, 1), got, want, n, "%s scale n=%zu s=-1.7", name, n);
 	free(got);
 
-	lt_ref ax = oh_values(&a, t, x, n), by = oh_values(&a, t, y, n);
-	lt_ref sum = oh_array(&a, t, n);
+	lt_ref ax = oh_values(a, t, x, n), by = oh_values(a, t, y, n);
+	lt_ref sum = oh_array(a, t, n);
 	be->ops->add(be, sum, ax, by, n);
-	got = oh_read_floats(&a, sum, n);
+	got = oh_read_floats(a, sum, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] + y[i];
 	oh_check_close(oh_tol(t, 1), got, want, n, "%s add n=%zu", name, n);
 	free(got);
 
-	lt_ref ya = oh_values(&a, t, x, n), yb = oh_values(&a, t, y, n);
+	lt_ref ya = oh_values(a, t, x, n), yb = oh_values(a, t, y, n);
 	be->ops->add(be, ya, ya, by, n);
 	be->ops->add(be, yb, ax, yb, n);
-	float *got_a = oh_read_floats(&a, ya, n), *got_b = oh_read_floats(&a, yb, n);
+	float *got_a = oh_read_floats(a, ya, n), *got_b = oh_read_floats(a, yb, n);
 	double err = tap_worst(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
 	double tol = t == LT_BF16 ? OH_BF16_TOL(1) : OH_TOL;
 	tap_ok(err <= tol, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.3g", name, n,
@@ -708,17 +707,17 @@ static void test_elementwise_ops(lt_backend *be, struct oh_rng *r, enum lt_dtype
 		sq += (double)x[i] * x[i];
 		s += x[i];
 	}
-	lt_ref out = oh_array(&a, LT_F32, 2);
+	lt_ref out = oh_array(a, LT_F32, 2);
 	be->ops->sum_squares(be, out, ax, n);
 	be->ops->sum(be, lt_ref_at(out, 1), ax, n);
-	got = oh_read_floats(&a, out, 2);
+	got = oh_read_floats(a, out, 2);
 	oh_check_close(oh_tol(t, 0), &got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
 	oh_check_close(oh_tol(t, 0), &got[1], &s, 1, "%s sum n=%zu", name, n);
 	free(got);
 
 	if (t == LT_BF16)
-		check_bf16_elementwise_bits(&a, r, x, y, ax, by, name);
-	check_sync_and_guards_then_free(&a, name, "fill/copy/scale/add/sum_squares/sum");
+		check_bf16_elementwise_bits(a, r, x, y, ax, by, name);
+	check_sync_and_guards_then_free(a, name, "fill/copy/scale/add/sum_squares/sum");
 	free(x); free(y); free(want);
 }
 
@@ -773,44 +772,41 @@ static void check_one_gemm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype 
  * long k that the OpenCL backend splits into four slices
  * (LLTRAIN_GEMM_SPLIT_K; the CPU backend ignores it): 20 checks. In bf16, A, B and C
  * are all bf16 (test_dtypes holds the bf16 GEMM with an f32 C). */
-static void test_gemm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_gemm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	struct oh_arrays a = { .be = be };
-	char name[64];
-	oh_label(name, sizeof name, be, t);
+	const char *name = a->name;
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, t, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
-	check_one_gemm(&a, r, t, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
+			check_one_gemm(a, r, t, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
+	check_one_gemm(a, r, t, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
 	for (int m = 1; m <= 4; m += 3) {
-		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
-		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
+		check_one_gemm(a, r, t, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(a, r, t, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
+		check_one_gemm(a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
 	}
 	setenv("LLTRAIN_GEMM_SPLIT_K", "4", 1);
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, t, N_, F_, 1024, ta, tb, 0.7f, -0.3f, 1, 0);
-	check_one_gemm(&a, r, t, N_, F_, 1024, 1, 0, -1.25f, 0.0f, 1, 1);
+			check_one_gemm(a, r, t, N_, F_, 1024, ta, tb, 0.7f, -0.3f, 1, 0);
+	check_one_gemm(a, r, t, N_, F_, 1024, 1, 0, -1.25f, 0.0f, 1, 1);
 	unsetenv("LLTRAIN_GEMM_SPLIT_K");
-	check_sync_and_guards_then_free(&a, name, "gemm");
+	check_sync_and_guards_then_free(a, name, "gemm");
 }
 
 /* forward, backward into a non-zero f32 table: 4 checks; in bf16, a bf16
  * table into an f32 out too (exact): 1 more */
-static void test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_embedding(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	/* repeats, near and far; the first and last rows */
 	static const int32_t fixed[][2] = {
 		{ 3, 42 }, { 11, 42 }, { 29, 42 }, { 12, 0 }, { 13, 0 }, { N_ - 1, V_ - 1 },
 	};
-	char name[64];
-	struct oh_arrays a = { .be = be };
 	struct oh_embedding e = { .N = N_, .C = C_, .rows = V_, .fixed = fixed,
 		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
-	oh_label(name, sizeof name, be, t);
-	oh_embedding_run(&a, r, t, &e);
+	oh_embedding_run(a, r, t, &e);
 	const int N = N_, C = C_, V = V_;
 	size_t NC = (size_t)N * C;
 	oh_check_close(oh_tol(t, 0), e.out, e.want_out, NC, "%s embedding_forward N=%d C=%d V=%d",
@@ -819,9 +815,9 @@ static void test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 		       "%s embedding_backward f32 dtable += (non-zero start, repeated tokens) N=%d "
 		       "C=%d V=%d", name, N, C, V);
 	if (t == LT_BF16) {
-		lt_ref rout32 = oh_array(&a, LT_F32, NC);
+		lt_ref rout32 = oh_array(a, LT_F32, NC);
 		be->ops->embedding_forward(be, rout32, e.rtok, e.rtable, N, C);
-		float *got = oh_read_floats(&a, rout32, NC);
+		float *got = oh_read_floats(a, rout32, NC);
 		int exact = 1;
 		for (int n = 0; n < N; n++)
 			exact &= same_bits(got + (size_t)n * C, e.table + (size_t)e.tokens[n] * C,
@@ -830,7 +826,7 @@ static void test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 		       "widened exactly, bitwise", name);
 		free(got);
 	}
-	check_sync_and_guards_then_free(&a, name, "embedding");
+	check_sync_and_guards_then_free(a, name, "embedding");
 	oh_embedding_free(&e);
 }
 
@@ -870,10 +866,10 @@ static void check_rmsnorm_mixed(struct oh_arrays *a, struct oh_rng *r, lt_ref rw
 
 /* forward out and rstd, backward dinp and dw (+=), determinism: 7 checks,
  * and 2 more in bf16 */
-static void test_rmsnorm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_rmsnorm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, C = C_;
 	size_t NC = (size_t)N * C;
 	float *inp = oh_random_values(r, NC, -2, 2, t), *w = oh_random_values(r, C, -1.5f, 1.5f, t);
@@ -882,14 +878,13 @@ static void test_rmsnorm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	double *dinp_d = oh_widened(inp, NC), *w_d = oh_widened(w, C), *dout_d = oh_widened(dout, NC);
 	double *want_out = oh_doubles(NC), *want_rstd = oh_doubles(N);
 	double *want_dinp = oh_widened(dinp0, NC), *want_dw = oh_widened(dw0, C);
-	oh_label(name, sizeof name, be, t);
 	reference_rmsnorm_forward(want_out, want_rstd, dinp_d, w_d, N, C, NORM_EPS);
 	reference_rmsnorm_backward(want_dinp, want_dw, dout_d, dinp_d, w_d, want_rstd, N, C);
 
-	lt_ref rinp = oh_values(&a, t, inp, NC), rw = oh_values(&a, t, w, C);
-	lt_ref rout = oh_array(&a, t, NC), rrstd = oh_array(&a, LT_F32, N);
+	lt_ref rinp = oh_values(a, t, inp, NC), rw = oh_values(a, t, w, C);
+	lt_ref rout = oh_array(a, t, NC), rrstd = oh_array(a, LT_F32, N);
 	be->ops->rmsnorm_forward(be, rout, rrstd, rinp, rw, N, C, NORM_EPS);
-	float *got_out = oh_read_floats(&a, rout, NC), *got_rstd = oh_read_floats(&a, rrstd, N);
+	float *got_out = oh_read_floats(a, rout, NC), *got_rstd = oh_read_floats(a, rrstd, N);
 	oh_check_close(oh_tol(t, 1), got_out, want_out, NC,
 		       "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name, N, C);
 	oh_check_close(oh_tol(t, 0), got_rstd, want_rstd, N,
@@ -897,15 +892,15 @@ static void test_rmsnorm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 
 	/* The backward reads the reference's rstd, so it is tested on its own. */
 	float *rstd = rounded(want_rstd, N);
-	lt_ref rr = oh_values(&a, LT_F32, rstd, N), rdout = oh_values(&a, t, dout, NC);
+	lt_ref rr = oh_values(a, LT_F32, rstd, N), rdout = oh_values(a, t, dout, NC);
 	lt_ref rdinp[2], rdw[2];
 	float *got_dinp[2], *got_dw[2];
 	for (int run = 0; run < 2; run++) {
-		rdinp[run] = oh_values(&a, t, dinp0, NC);
-		rdw[run] = oh_values(&a, LT_F32, dw0, C);
+		rdinp[run] = oh_values(a, t, dinp0, NC);
+		rdw[run] = oh_values(a, LT_F32, dw0, C);
 		be->ops->rmsnorm_backward(be, rdinp[run], rdw[run], rdout, rinp, rw, rr, N, C);
-		got_dinp[run] = oh_read_floats(&a, rdinp[run], NC);
-		got_dw[run] = oh_read_floats(&a, rdw[run], C);
+		got_dinp[run] = oh_read_floats(a, rdinp[run], NC);
+		got_dw[run] = oh_read_floats(a, rdw[run], C);
 	}
 	oh_check_close(oh_tol(t, 1), got_dinp[0], want_dinp, NC,
 		       "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d", name, N, C);
@@ -915,8 +910,8 @@ static void test_rmsnorm(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	       "%s rmsnorm_backward twice gives bitwise identical dinp and dw", name);
 
 	if (t == LT_BF16)
-		check_rmsnorm_mixed(&a, r, rw, w, rdout, rinp, rr, dinp0, got_dinp[0], name);
-	check_sync_and_guards_then_free(&a, name, "rmsnorm");
+		check_rmsnorm_mixed(a, r, rw, w, rdout, rinp, rr, dinp0, got_dinp[0], name);
+	check_sync_and_guards_then_free(a, name, "rmsnorm");
 	for (int run = 0; run < 2; run++) {
 		free(got_dinp[run]);
 		free(got_dw[run]);
@@ -938,13 +933,12 @@ static int value_heads_are_untouched(const float *got, const float *orig, const 
 
 /* rope forward, inverse, value heads; attention out, lse, dqkv,
  * determinism: 9 checks */
-static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const struct lt_attn_shape *s,
-				    enum lt_dtype t)
+static void test_rope_and_attention(struct oh_arrays *a, struct oh_rng *r,
+				    const struct lt_attn_shape *s, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	char shape[96], group[128];
-	oh_label(name, sizeof name, be, t);
 	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
 	size_t nlse = (size_t)s->B * s->H * s->T;
 	describe(shape, sizeof shape, s);
@@ -956,11 +950,11 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	reference_rope(want_fwd, inv_freq_d, s, 0);
 	reference_rope(want_bwd, inv_freq_d, s, 1);
 
-	lt_ref rfreq = oh_values(&a, LT_F32, inv_freq, s->D / 2);
-	lt_ref rfwd = oh_values(&a, t, x, n), rbwd = oh_values(&a, t, x, n);
+	lt_ref rfreq = oh_values(a, LT_F32, inv_freq, s->D / 2);
+	lt_ref rfwd = oh_values(a, t, x, n), rbwd = oh_values(a, t, x, n);
 	be->ops->rope(be, rfwd, rfreq, s, 0);
 	be->ops->rope(be, rbwd, rfreq, s, 1);
-	float *got_fwd = oh_read_floats(&a, rfwd, n), *got_bwd = oh_read_floats(&a, rbwd, n);
+	float *got_fwd = oh_read_floats(a, rfwd, n), *got_bwd = oh_read_floats(a, rbwd, n);
 	oh_check_close(oh_tol(t, 1), got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
 	oh_check_close(oh_tol(t, 1), got_bwd, want_bwd, n,
 		       "%s rope backward (inverse) %s theta=1e4", name, shape);
@@ -974,10 +968,10 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	reference_attention_forward(want_out, want_lse, qkv_d, s);
 	reference_attention_backward(want_dqkv, dout_d, qkv_d, s);
 
-	lt_ref rqkv = oh_values(&a, t, qkv, n);
-	lt_ref rout = oh_array(&a, t, nout), rlse = oh_array(&a, LT_F32, nlse);
+	lt_ref rqkv = oh_values(a, t, qkv, n);
+	lt_ref rout = oh_array(a, t, nout), rlse = oh_array(a, LT_F32, nlse);
 	be->ops->attention_forward(be, rout, rlse, rqkv, s);
-	float *got_out = oh_read_floats(&a, rout, nout), *got_lse = oh_read_floats(&a, rlse, nlse);
+	float *got_out = oh_read_floats(a, rout, nout), *got_lse = oh_read_floats(a, rlse, nlse);
 	oh_check_close(oh_tol(t, 1), got_out, want_out, nout, "%s attention_forward out %s", name,
 		       shape);
 	oh_check_close(lse_tolerance(be, t), got_lse, want_lse, nlse,
@@ -987,13 +981,13 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	 * and lse, so it is tested on its own. */
 	float *out = rounded(want_out, nout), *lse = rounded(want_lse, nlse);
 	round_to(out, nout, t);
-	lt_ref rout_ref = oh_values(&a, t, out, nout), rlse_ref = oh_values(&a, LT_F32, lse, nlse);
-	lt_ref rdout = oh_values(&a, t, dout, nout);
+	lt_ref rout_ref = oh_values(a, t, out, nout), rlse_ref = oh_values(a, LT_F32, lse, nlse);
+	lt_ref rdout = oh_values(a, t, dout, nout);
 	float *got_dqkv[2];
 	for (int run = 0; run < 2; run++) {
-		lt_ref rdqkv = oh_array(&a, t, n);
+		lt_ref rdqkv = oh_array(a, t, n);
 		be->ops->attention_backward(be, rdqkv, rdout, rout_ref, rlse_ref, rqkv, s);
-		got_dqkv[run] = oh_read_floats(&a, rdqkv, n);
+		got_dqkv[run] = oh_read_floats(a, rdqkv, n);
 	}
 	oh_check_close(oh_tol(t, 2), got_dqkv[0], want_dqkv, n,
 		       "%s attention_backward dqkv (over NaN) %s", name, shape);
@@ -1001,7 +995,7 @@ static void test_rope_and_attention(lt_backend *be, struct oh_rng *r, const stru
 	       "%s attention_backward twice gives bitwise identical dqkv %s", name, shape);
 
 	snprintf(group, sizeof group, "rope/attention %s", shape);
-	check_sync_and_guards_then_free(&a, name, group);
+	check_sync_and_guards_then_free(a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_fwd); free(want_bwd); free(got_fwd);
 	free(got_bwd); free(qkv); free(dout); free(qkv_d); free(dout_d); free(want_out); free(want_lse);
 	free(want_dqkv); free(got_out); free(got_lse); free(out); free(lse);
@@ -1060,12 +1054,11 @@ static int cache_rest_is_untouched(const float *c, const float *orig, int S,
 /* rope at pos0; attention_cached out, cache writes, what it leaves alone,
  * determinism; then from an empty cache: whole sequences in one call equal
  * attention_forward, one token per call equal the reference: 9 checks */
-static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct cached_config *cc,
-				  enum lt_dtype t)
+static void test_attention_cached(struct oh_arrays *a, struct oh_rng *r,
+				  const struct cached_config *cc, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	oh_label(name, sizeof name, be, t);
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const struct lt_attn_shape *s = &cc->s;
 	int S = cc->S, B = s->B, K = s->K, D = s->D;
 	char shape[128], group[160];
@@ -1080,9 +1073,9 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 	float *x = oh_random_values(r, n, -1, 1, t);
 	double *want_rope = oh_widened(x, n);
 	reference_rope(want_rope, inv_freq_d, s, 0);
-	lt_ref rfreq = oh_values(&a, LT_F32, inv_freq, D / 2), rx = oh_values(&a, t, x, n);
+	lt_ref rfreq = oh_values(a, LT_F32, inv_freq, D / 2), rx = oh_values(a, t, x, n);
 	be->ops->rope(be, rx, rfreq, s, 0);
-	float *got_rope = oh_read_floats(&a, rx, n);
+	float *got_rope = oh_read_floats(a, rx, n);
 	oh_check_close(oh_tol(t, 1), got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
 
 	/* a cache whose positions before pos0 hold earlier keys and values, and
@@ -1099,16 +1092,16 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 	double *want_out = oh_doubles(nout);
 	reference_attention_cached(want_out, qkv_d, kc_d, vc_d, S, s);
 
-	lt_ref rqkv = oh_values(&a, t, qkv, n);
+	lt_ref rqkv = oh_values(a, t, qkv, n);
 	float *got_out[2], *got_kc = NULL, *got_vc = NULL;
 	for (int run = 0; run < 2; run++) {
-		lt_ref rk = oh_values(&a, t, kc0, ncache), rv = oh_values(&a, t, vc0, ncache);
-		lt_ref rout = oh_array(&a, t, nout);
+		lt_ref rk = oh_values(a, t, kc0, ncache), rv = oh_values(a, t, vc0, ncache);
+		lt_ref rout = oh_array(a, t, nout);
 		be->ops->attention_cached(be, rout, rqkv, rk, rv, S, s);
-		got_out[run] = oh_read_floats(&a, rout, nout);
+		got_out[run] = oh_read_floats(a, rout, nout);
 		if (run == 0) {
-			got_kc = oh_read_floats(&a, rk, ncache);
-			got_vc = oh_read_floats(&a, rv, ncache);
+			got_kc = oh_read_floats(a, rk, ncache);
+			got_vc = oh_read_floats(a, rv, ncache);
 		}
 	}
 	oh_check_close(oh_tol(t, 1), got_out[0], want_out, nout,
@@ -1133,13 +1126,13 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 	double *lse_d = oh_doubles((size_t)B * s->H * S);
 	reference_attention_forward(want_full, lse_d, seq_d, &whole);
 
-	lt_ref rseq = oh_values(&a, t, seq, nq), rfwd = oh_array(&a, t, nfull);
-	lt_ref rlse = oh_array(&a, LT_F32, (size_t)B * s->H * S);
-	lt_ref rk = oh_array(&a, t, ncache), rv = oh_array(&a, t, ncache);
-	lt_ref rall = oh_array(&a, t, nfull);
+	lt_ref rseq = oh_values(a, t, seq, nq), rfwd = oh_array(a, t, nfull);
+	lt_ref rlse = oh_array(a, LT_F32, (size_t)B * s->H * S);
+	lt_ref rk = oh_array(a, t, ncache), rv = oh_array(a, t, ncache);
+	lt_ref rall = oh_array(a, t, nfull);
 	be->ops->attention_forward(be, rfwd, rlse, rseq, &whole);
 	be->ops->attention_cached(be, rall, rseq, rk, rv, S, &whole);
-	float *got_fwd = oh_read_floats(&a, rfwd, nfull), *got_all = oh_read_floats(&a, rall, nfull);
+	float *got_fwd = oh_read_floats(a, rfwd, nfull), *got_all = oh_read_floats(a, rall, nfull);
 	double *fwd_d = oh_widened(got_fwd, nfull);
 	double err = tap_rel_l2_f(got_all, fwd_d, (long)nfull);
 	/* f32 results within 1e-6 of each other, each rounded once in bf16 */
@@ -1149,15 +1142,15 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 
 	/* one token per call: row p of each sequence, gathered into [B, W] */
 	float *one = oh_floats((size_t)B * W), *got_steps = oh_floats(nfull);
-	lt_ref rone = oh_array(&a, t, (size_t)B * W);
-	lt_ref rstep = oh_array(&a, t, (size_t)B * s->H * D);
+	lt_ref rone = oh_array(a, t, (size_t)B * W);
+	lt_ref rstep = oh_array(a, t, (size_t)B * s->H * D);
 	for (int p = 0; p < S; p++) {
 		for (int b = 0; b < B; b++)
 			memcpy(one + (size_t)b * W, seq + ((size_t)b * S + p) * W, W * sizeof(float));
 		oh_write_floats(be, rone, one, (size_t)B * W);
 		step.pos0 = p;
 		be->ops->attention_cached(be, rstep, rone, rk, rv, S, &step);
-		float *o = oh_read_floats(&a, rstep, (size_t)B * s->H * D);
+		float *o = oh_read_floats(a, rstep, (size_t)B * s->H * D);
 		for (int b = 0; b < B; b++)
 			memcpy(got_steps + ((size_t)b * S + p) * s->H * D, o + (size_t)b * s->H * D,
 			       (size_t)s->H * D * sizeof(float));
@@ -1168,7 +1161,7 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 		       "attention of the whole sequence (B=%d)", name, S, B);
 
 	snprintf(group, sizeof group, "attention_cached %s", shape);
-	check_sync_and_guards_then_free(&a, name, group);
+	check_sync_and_guards_then_free(a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_rope); free(got_rope); free(kc0);
 	free(vc0); free(qkv); free(qkv_d); free(kc_d); free(vc_d); free(want_out);
 	free(got_out[0]); free(got_out[1]); free(got_kc); free(got_vc); free(seq); free(seq_d);
@@ -1177,74 +1170,68 @@ static void test_attention_cached(lt_backend *be, struct oh_rng *r, const struct
 }
 
 /* forward, backward: 4 checks */
-static void test_swiglu(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_swiglu(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, F = F_;
 	size_t nh = (size_t)N * 2 * F, nf = (size_t)N * F;
 	float *h = oh_random_values(r, nh, -4, 4, t), *dout = oh_random_values(r, nf, -1, 1, t);
-	oh_label(name, sizeof name, be, t);
 	double *h_d = oh_widened(h, nh), *dout_d = oh_widened(dout, nf);
 	double *want_out = oh_doubles(nf), *want_dh = oh_doubles(nh);
 	reference_swiglu_forward(want_out, h_d, N, F);
 	reference_swiglu_backward(want_dh, dout_d, h_d, N, F);
 
-	lt_ref rh = oh_values(&a, t, h, nh), rout = oh_array(&a, t, nf);
-	lt_ref rdout = oh_values(&a, t, dout, nf), rdh = oh_array(&a, t, nh);
+	lt_ref rh = oh_values(a, t, h, nh), rout = oh_array(a, t, nf);
+	lt_ref rdout = oh_values(a, t, dout, nf), rdh = oh_array(a, t, nh);
 	be->ops->swiglu_forward(be, rout, rh, N, F);
 	be->ops->swiglu_backward(be, rdh, rdout, rh, N, F);
-	float *got_out = oh_read_floats(&a, rout, nf), *got_dh = oh_read_floats(&a, rdh, nh);
+	float *got_out = oh_read_floats(a, rout, nf), *got_dh = oh_read_floats(a, rdh, nh);
 	oh_check_close(oh_tol(t, 1), got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
 	oh_check_close(oh_tol(t, 1), got_dh, want_dh, nh,
 		       "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N, F);
 
-	check_sync_and_guards_then_free(&a, name, "swiglu");
+	check_sync_and_guards_then_free(a, name, "swiglu");
 	free(h); free(dout); free(h_d); free(dout_d); free(want_out); free(want_dh); free(got_out);
 	free(got_dh);
 }
 
 /* losses and untouched logits at grad_scale 0; losses, in-place gradient
  * and exact zeros for ignored targets otherwise: 7 checks */
-static void test_xent(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_xent(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	oh_label(name, sizeof name, be, t);
+	/* the first and last columns, two ignored */
+	static const int32_t fixed[][2] = { { 0, 0 }, { 1, V_ - 1 }, { 4, -1 }, { 20, -100 } };
+	lt_backend *be = a->be;
+	const char *name = a->name;
+	struct oh_xent x = { .N = N_, .V = V_, .grad_scale = 1.0f / N_, .fixed = fixed,
+		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
+	oh_xent_new(r, t, &x);
 	const int N = N_, V = V_;
 	const float grad_scale = 1.0f / N_;
 	size_t nl = (size_t)N * V;
-	int32_t targets[N_];
-	for (int n = 0; n < N; n++)
-		targets[n] = oh_rng_below(r, V);
-	targets[0] = 0;
-	targets[1] = V - 1;
-	targets[4] = -1;
-	targets[20] = -100;
-	float *logits = oh_random_values(r, nl, -4, 4, t);
-	double *logits_d = oh_widened(logits, nl), *want_losses = oh_doubles(N);
-	double *want_grad = oh_doubles(nl);
-	oh_ref_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
+	const int32_t *targets = x.targets;
+	const float *logits = x.z;
 
-	lt_ref rtargets = oh_ids(&a, targets, N);
-	lt_ref rlogits = oh_values(&a, t, logits, nl), rlosses = oh_array(&a, LT_F32, N);
+	lt_ref rtargets = oh_ids(a, targets, N);
+	lt_ref rlogits = oh_values(a, t, logits, nl), rlosses = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
-	float *got_losses = oh_read_floats(&a, rlosses, N);
-	float *got_logits = oh_read_floats(&a, rlogits, nl);
-	oh_check_close(oh_tol(t, 0), got_losses, want_losses, N,
+	float *got_losses = oh_read_floats(a, rlosses, N);
+	float *got_logits = oh_read_floats(a, rlogits, nl);
+	oh_check_close(oh_tol(t, 0), got_losses, x.want_loss, N,
 		       "%s xent grad_scale=0 f32 losses N=%d V=%d (2 ignored)", name, N, V);
 	tap_ok(same_bits(got_logits, logits, nl),
 	       "%s xent grad_scale=0 leaves logits bitwise unchanged", name);
 	free(got_losses);
 	free(got_logits);
 
-	lt_ref rgrad = oh_values(&a, t, logits, nl), rlosses2 = oh_array(&a, LT_F32, N);
+	lt_ref rgrad = oh_values(a, t, logits, nl), rlosses2 = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rlosses2, rgrad, rtargets, N, V, grad_scale);
-	got_losses = oh_read_floats(&a, rlosses2, N);
-	float *got_grad = oh_read_floats(&a, rgrad, nl);
-	oh_check_close(oh_tol(t, 0), got_losses, want_losses, N,
+	got_losses = oh_read_floats(a, rlosses2, N);
+	float *got_grad = oh_read_floats(a, rgrad, nl);
+	oh_check_close(oh_tol(t, 0), got_losses, x.want_loss, N,
 		       "%s xent grad_scale=1/%d f32 losses N=%d V=%d", name, N, N, V);
-	oh_check_close(oh_tol(t, 1), got_grad, want_grad, nl,
+	oh_check_close(oh_tol(t, 1), got_grad, x.want_grad, nl,
 		       "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name, N, N, V);
 	int exact = 1;
 	for (int n = 0; n < N; n++) {
@@ -1257,19 +1244,19 @@ static void test_xent(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row",
 	       name);
 
-	check_sync_and_guards_then_free(&a, name, "xent");
-	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
+	check_sync_and_guards_then_free(a, name, "xent");
+	oh_xent_free(&x);
+	free(got_losses); free(got_grad);
 }
 
 /* distill's losses and kl with the logits untouched at grad_scale 0; its
  * losses, kl, in-place gradient and exact zeros for ignored targets
  * otherwise; with alpha = 1, xent's losses and gradient (bitwise on the
  * CPU, within rounding elsewhere): 10 checks */
-static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static void test_distill(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	oh_label(name, sizeof name, be, t);
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, V = V_;
 	struct lt_distill_loss d = { .alpha = 0.25f, .temperature = 2.0f, .grad_scale = 0.0f };
 	size_t nl = (size_t)N * V;
@@ -1284,12 +1271,12 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	double *want_grad = oh_doubles(nl);
 	reference_distill(want_losses, want_kl, want_grad, z, y, targets, N, V, 0.25, 2.0, 1.0 / N);
 
-	lt_ref rtargets = oh_ids(&a, targets, N), rteacher = oh_values(&a, t, teacher, nl);
-	lt_ref rz = oh_values(&a, t, logits, nl), rloss = oh_array(&a, LT_F32, N);
-	lt_ref rkl = oh_array(&a, LT_F32, N);
+	lt_ref rtargets = oh_ids(a, targets, N), rteacher = oh_values(a, t, teacher, nl);
+	lt_ref rz = oh_values(a, t, logits, nl), rloss = oh_array(a, LT_F32, N);
+	lt_ref rkl = oh_array(a, LT_F32, N);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	float *got_loss = oh_read_floats(&a, rloss, N), *got_kl = oh_read_floats(&a, rkl, N);
-	float *got_z = oh_read_floats(&a, rz, nl);
+	float *got_loss = oh_read_floats(a, rloss, N), *got_kl = oh_read_floats(a, rkl, N);
+	float *got_z = oh_read_floats(a, rz, nl);
 	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N,
 		       "%s distill grad_scale=0 losses N=%d V=%d", name, N, V);
 	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=0 kl T=2", name);
@@ -1298,13 +1285,13 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	free(got_loss); free(got_kl); free(got_z);
 
 	d.grad_scale = 1.0f / N_;
-	rz = oh_values(&a, t, logits, nl);
-	rloss = oh_array(&a, LT_F32, N);
-	rkl = oh_array(&a, LT_F32, N);
+	rz = oh_values(a, t, logits, nl);
+	rloss = oh_array(a, LT_F32, N);
+	rkl = oh_array(a, LT_F32, N);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	got_loss = oh_read_floats(&a, rloss, N);
-	got_kl = oh_read_floats(&a, rkl, N);
-	got_z = oh_read_floats(&a, rz, nl);
+	got_loss = oh_read_floats(a, rloss, N);
+	got_kl = oh_read_floats(a, rkl, N);
+	got_z = oh_read_floats(a, rz, nl);
 	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N, "%s distill grad_scale=1/%d losses",
 		       name, N);
 	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=1/%d kl", name, N);
@@ -1319,15 +1306,15 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 
 	/* alpha = 1: the cross-entropy alone */
 	d.alpha = 1.0f;
-	lt_ref rx = oh_values(&a, t, logits, nl), rxl = oh_array(&a, LT_F32, N);
-	rz = oh_values(&a, t, logits, nl);
-	rloss = oh_array(&a, LT_F32, N);
-	rkl = oh_array(&a, LT_F32, N);
+	lt_ref rx = oh_values(a, t, logits, nl), rxl = oh_array(a, LT_F32, N);
+	rz = oh_values(a, t, logits, nl);
+	rloss = oh_array(a, LT_F32, N);
+	rkl = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rxl, rx, rtargets, N, V, d.grad_scale);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	float *xl = oh_read_floats(&a, rxl, N), *xg = oh_read_floats(&a, rx, nl);
-	got_loss = oh_read_floats(&a, rloss, N);
-	got_z = oh_read_floats(&a, rz, nl);
+	float *xl = oh_read_floats(a, rxl, N), *xg = oh_read_floats(a, rx, nl);
+	got_loss = oh_read_floats(a, rloss, N);
+	got_z = oh_read_floats(a, rz, nl);
 	int cpu = !strcmp(be->ops->name, "cpu");
 	double worst = 0;
 	for (size_t i = 0; i < nl; i++) {
@@ -1342,16 +1329,16 @@ static void test_distill(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	       cpu ? "bitwise" : "within rounding", worst);
 	free(xl); free(xg); free(got_loss); free(got_z);
 
-	check_sync_and_guards_then_free(&a, name, "distill");
+	check_sync_and_guards_then_free(a, name, "distill");
 	free(logits); free(teacher); free(z); free(y); free(want_losses); free(want_kl);
 	free(want_grad);
 }
 
 /* three steps with weight decay and grad_scale != 1: 5 checks */
-static void test_adamw(lt_backend *be, struct oh_rng *r)
+static void test_adamw(struct oh_arrays *a, struct oh_rng *r)
 {
-	const char *name = be->ops->name;
-	struct oh_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const size_t n = ELEMS;
 	struct lt_adamw hp = { .lr = 0.05f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
 		.weight_decay = 0.1f, .grad_scale = 0.5f };
@@ -1360,8 +1347,8 @@ static void test_adamw(lt_backend *be, struct oh_rng *r)
 	float *v0 = oh_random_values(r, n, 0, 0.01f, LT_F32);
 	double *p = oh_widened(p0, n), *m = oh_widened(m0, n), *v = oh_widened(v0, n);
 
-	lt_ref rp = oh_values(&a, LT_F32, p0, n), rm = oh_values(&a, LT_F32, m0, n);
-	lt_ref rv = oh_values(&a, LT_F32, v0, n), rg = oh_array(&a, LT_F32, n);
+	lt_ref rp = oh_values(a, LT_F32, p0, n), rm = oh_values(a, LT_F32, m0, n);
+	lt_ref rv = oh_values(a, LT_F32, v0, n), rg = oh_array(a, LT_F32, n);
 	for (hp.step = 5; hp.step <= 7; hp.step++) {
 		float *g = oh_random_values(r, n, -1, 1, LT_F32);
 		double *gd = oh_widened(g, n);
@@ -1371,8 +1358,8 @@ static void test_adamw(lt_backend *be, struct oh_rng *r)
 		free(g);
 		free(gd);
 	}
-	float *got_p = oh_read_floats(&a, rp, n), *got_m = oh_read_floats(&a, rm, n);
-	float *got_v = oh_read_floats(&a, rv, n);
+	float *got_p = oh_read_floats(a, rp, n), *got_m = oh_read_floats(a, rm, n);
+	float *got_v = oh_read_floats(a, rv, n);
 	/* The update is small next to p, so compare what the steps changed. */
 	double *want_change = oh_doubles(n);
 	float *got_change = oh_floats(n);
@@ -1385,7 +1372,7 @@ static void test_adamw(lt_backend *be, struct oh_rng *r)
 	oh_check_close(OH_TOL, got_m, m, n, "%s adamw steps 5-7: m", name);
 	oh_check_close(OH_TOL, got_v, v, n, "%s adamw steps 5-7: v", name);
 
-	check_sync_and_guards_then_free(&a, name, "adamw");
+	check_sync_and_guards_then_free(a, name, "adamw");
 	free(p0); free(m0); free(v0); free(p); free(m); free(v); free(got_p); free(got_m); free(got_v);
 	free(want_change); free(got_change);
 }
@@ -1395,35 +1382,35 @@ static void test_adamw(lt_backend *be, struct oh_rng *r)
  * last, adamw, whose arguments are all f32, only in f32. */
 #define OP_GROUPS (8 + ATTN_CONFIGS + CACHED_CONFIGS)
 
-static const char *run_op_group(lt_backend *be, struct oh_rng *r, int g, enum lt_dtype t)
+static const char *run_op_group(struct oh_arrays *a, struct oh_rng *r, int g, enum lt_dtype t)
 {
 	static char what[192];
 	switch (g) {
-	case 0: test_elementwise_ops(be, r, t); return "fill/copy/scale/add/sum_squares/sum";
-	case 1: test_gemm(be, r, t); return "gemm";
-	case 2: test_embedding(be, r, t); return "embedding";
-	case 3: test_rmsnorm(be, r, t); return "rmsnorm";
+	case 0: test_elementwise_ops(a, r, t); return "fill/copy/scale/add/sum_squares/sum";
+	case 1: test_gemm(a, r, t); return "gemm";
+	case 2: test_embedding(a, r, t); return "embedding";
+	case 3: test_rmsnorm(a, r, t); return "rmsnorm";
 	}
 	g -= 4;
 	if (g < ATTN_CONFIGS) {
 		char shape[160];
-		test_rope_and_attention(be, r, &attn_configs[g], t);
+		test_rope_and_attention(a, r, &attn_configs[g], t);
 		describe(shape, sizeof shape, &attn_configs[g]);
 		snprintf(what, sizeof what, "rope/attention %s", shape);
 		return what;
 	}
 	g -= ATTN_CONFIGS;
 	if (g < CACHED_CONFIGS) {
-		test_attention_cached(be, r, &cached_configs[g], t);
+		test_attention_cached(a, r, &cached_configs[g], t);
 		snprintf(what, sizeof what, "attention_cached config %d", g + 1);
 		return what;
 	}
 	g -= CACHED_CONFIGS;
 	switch (g) {
-	case 0: test_swiglu(be, r, t); return "swiglu";
-	case 1: test_xent(be, r, t); return "xent";
-	case 2: test_distill(be, r, t); return "distill";
-	default: test_adamw(be, r); return "adamw";
+	case 0: test_swiglu(a, r, t); return "swiglu";
+	case 1: test_xent(a, r, t); return "xent";
+	case 2: test_distill(a, r, t); return "distill";
+	default: test_adamw(a, r); return "adamw";
 	}
 }
 

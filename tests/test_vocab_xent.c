@@ -75,16 +75,13 @@ static void prove_references(void)
 /* ------------------------------------------------------------------ */
 /* The backend's ops against the references. */
 
-/* Targets over the whole vocabulary: random, with each slice's edges and
- * two ignored ones. */
-static void make_targets(struct oh_rng *r, int32_t *targets, int N, int V)
-{
-	for (int n = 0; n < N; n++)
-		targets[n] = oh_rng_below(r, V);
-	const int32_t fixed[] = { 0, V - 1, 28, 29, -1, 69, 70, -100, 100 };
-	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && (int)i < N; i++)
-		targets[3 * i] = fixed[i];
-}
+/* Targets over the whole vocabulary: random, but in every third row each
+ * slice's edges and two ignored ones. */
+static const int32_t target_edges[][2] = {
+	{ 0, 0 }, { 3, V_ - 1 }, { 6, 28 }, { 9, 29 }, { 12, -1 }, { 15, 69 }, { 18, 70 },
+	{ 21, -100 }, { 24, 100 },
+};
+#define TARGET_EDGES ((int)(sizeof target_edges / sizeof target_edges[0]))
 
 /* The slice s of the whole z[N,V_] as its rank holds it: rows of width
  * s->V, the padding columns NaN or 80 (either would show if read). */
@@ -122,32 +119,30 @@ static void combine(float *lse, float *loss, float *const *part, int count,
 /* Each slice's parts against the reference (the valid-0 one exactly),
  * the combined losses, the gradient of the real columns concatenated,
  * exact zeros where there must be, sync and sentinels: 8 checks. */
-static const char *test_split(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static const char *test_split(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	oh_label(name, sizeof name, be, t);
 	const int N = N_, V = V_;
 	const float grad_scale = 1.0f / N_;
+	struct oh_xent x = { .N = N, .V = V, .grad_scale = grad_scale, .fixed = target_edges,
+		.n_fixed = TARGET_EDGES };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	size_t nl = (size_t)N * V;
-	int32_t targets[N_];
-	make_targets(r, targets, N, V);
-	float *z = oh_random_values(r, nl, -4, 4, t), *part[SLICES], *got_grad = oh_floats(nl);
-	double *zd = oh_widened(z, nl), *want_loss = oh_doubles(N), *want_grad = oh_doubles(nl);
+	oh_xent_new(r, t, &x);
+	float *part[SLICES], *got_grad = oh_floats(nl);
 	double *want_part = oh_doubles(3 * (size_t)N);
-	oh_ref_xent(want_loss, want_grad, zd, targets, N, V, grad_scale);
-	lt_ref rt = oh_ids(&a, targets, N), rz[SLICES];
+	lt_ref rt = oh_ids(a, x.targets, N), rz[SLICES];
 
 	for (int s = 0; s < SLICES; s++) {
 		const struct slice *sl = &slices[s];
-		float *h = slice_of(z, N, sl);
-		rz[s] = oh_values(&a, t, h, (size_t)N * sl->V);
-		lt_ref rp = oh_array(&a, LT_F32, 3 * (size_t)N);
+		float *h = slice_of(x.z, N, sl);
+		rz[s] = oh_values(a, t, h, (size_t)N * sl->V);
+		lt_ref rp = oh_array(a, LT_F32, 3 * (size_t)N);
 		be->ops->xent_part(be, rp, rz[s], rt, N, sl->V, sl->valid, sl->v0);
-		part[s] = oh_read_floats(&a, rp, 3 * (size_t)N);
+		part[s] = oh_read_floats(a, rp, 3 * (size_t)N);
 		free(h);
 		if (sl->valid) {
-			reference_part(want_part, zd, targets, N, V, sl);
+			reference_part(want_part, x.zd, x.targets, N, V, sl);
 			oh_check_close(OH_TOL, part[s], want_part, 3 * (size_t)N,
 				       "%s xent_part slice [%d, %d) in rows of %d (%d padding): "
 				       "max, sum of exponentials, target logit", name, sl->v0,
@@ -163,63 +158,63 @@ static const char *test_split(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
 	}
 
 	float lse[N_], loss[N_];
-	combine(lse, loss, part, SLICES, targets, N);
-	oh_check_close(OH_TOL, loss, want_loss, (size_t)N,
+	combine(lse, loss, part, SLICES, x.targets, N);
+	oh_check_close(OH_TOL, loss, x.want_loss, (size_t)N,
 		       "%s losses combined from %d slices' parts", name, SLICES);
 
-	lt_ref rl = oh_values(&a, LT_F32, lse, (size_t)N);
+	lt_ref rl = oh_values(a, LT_F32, lse, (size_t)N);
 	int zeros = 1;
 	for (int s = 0; s < SLICES; s++) {
 		const struct slice *sl = &slices[s];
 		be->ops->xent_part_grad(be, rz[s], rl, rt, N, sl->V, sl->valid, sl->v0, grad_scale);
-		float *g = oh_read_floats(&a, rz[s], (size_t)N * sl->V);
+		float *g = oh_read_floats(a, rz[s], (size_t)N * sl->V);
 		for (int n = 0; n < N; n++)
 			for (int c = 0; c < sl->V; c++) {
 				float v = g[(size_t)n * sl->V + c];
 				if (c < sl->valid)
 					got_grad[(size_t)n * V + sl->v0 + c] = v;
-				if (c >= sl->valid || targets[n] < 0)
+				if (c >= sl->valid || x.targets[n] < 0)
 					zeros &= v == 0.0f;
 			}
 		free(g);
 	}
-	oh_check_close(oh_tol(t, 1), got_grad, want_grad, nl,
+	oh_check_close(oh_tol(t, 1), got_grad, x.want_grad, nl,
 		       "%s xent_part_grad of %d slices, real columns concatenated, grad_scale=1/%d",
 		       name, SLICES, N);
 	tap_ok(zeros, "%s xent_part_grad: padding columns, the valid-0 slice and ignored rows "
 	       "exactly 0", name);
-	check_sync_and_guards_then_free(&a, name, "xent_part over slices");
+	check_sync_and_guards_then_free(a, name, "xent_part over slices");
 	for (int s = 0; s < SLICES; s++)
 		free(part[s]);
-	free(z); free(got_grad); free(zd); free(want_loss); free(want_grad); free(want_part);
+	free(got_grad); free(want_part);
+	oh_xent_free(&x);
 	return "xent_part and xent_part_grad over 4 slices";
 }
 
 /* One slice of the whole vocabulary (v0 0, valid V) against xent: losses,
  * gradient, max and target logit exactly the row's, sync: 4 checks. */
-static const char *test_one_slice(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static const char *test_one_slice(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	oh_label(name, sizeof name, be, t);
 	const int N = N_, V = V_;
 	const float grad_scale = 0.7f / N_;
+	struct oh_xent x = { .N = N, .V = V, .grad_scale = grad_scale, .fixed = target_edges,
+		.n_fixed = TARGET_EDGES };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	size_t nl = (size_t)N * V;
-	int32_t targets[N_];
-	make_targets(r, targets, N, V);
-	float *z = oh_random_values(r, nl, -4, 4, t);
-	lt_ref rt = oh_ids(&a, targets, N), rz = oh_values(&a, t, z, nl);
-	lt_ref rx = oh_values(&a, t, z, nl);
-	lt_ref rp = oh_array(&a, LT_F32, 3 * (size_t)N), rxl = oh_array(&a, LT_F32, (size_t)N);
+	oh_xent_new(r, t, &x);
+	lt_ref rt = oh_ids(a, x.targets, N), rz = oh_values(a, t, x.z, nl);
+	lt_ref rx = oh_values(a, t, x.z, nl);
+	lt_ref rp = oh_array(a, LT_F32, 3 * (size_t)N), rxl = oh_array(a, LT_F32, (size_t)N);
 	be->ops->xent_part(be, rp, rz, rt, N, V, V, 0);
 	be->ops->xent(be, rxl, rx, rt, N, V, grad_scale);
-	float *part = oh_read_floats(&a, rp, 3 * (size_t)N);
-	float *xl = oh_read_floats(&a, rxl, (size_t)N);
-	float *xg = oh_read_floats(&a, rx, nl), lse[N_], loss[N_];
-	combine(lse, loss, &part, 1, targets, N);
-	lt_ref rl = oh_values(&a, LT_F32, lse, (size_t)N);
+	float *part = oh_read_floats(a, rp, 3 * (size_t)N);
+	float *xl = oh_read_floats(a, rxl, (size_t)N);
+	float *xg = oh_read_floats(a, rx, nl), lse[N_], loss[N_];
+	combine(lse, loss, &part, 1, x.targets, N);
+	lt_ref rl = oh_values(a, LT_F32, lse, (size_t)N);
 	be->ops->xent_part_grad(be, rz, rl, rt, N, V, V, 0, grad_scale);
-	float *g = oh_read_floats(&a, rz, nl);
+	float *g = oh_read_floats(a, rz, nl);
 
 	double *xld = oh_widened(xl, (size_t)N), *xgd = oh_widened(xg, nl);
 	oh_check_close(OH_TOL, loss, xld, (size_t)N, "%s one slice: combined losses against xent's",
@@ -230,35 +225,37 @@ static const char *test_one_slice(lt_backend *be, struct oh_rng *r, enum lt_dtyp
 	for (int n = 0; n < N; n++) {
 		float mx = -INFINITY;
 		for (int v = 0; v < V; v++)
-			mx = z[(size_t)n * V + v] > mx ? z[(size_t)n * V + v] : mx;
+			mx = x.z[(size_t)n * V + v] > mx ? x.z[(size_t)n * V + v] : mx;
 		exact &= part[3 * n] == mx;
-		exact &= part[3 * n + 2] == (targets[n] < 0 ? 0.0f : z[(size_t)n * V + targets[n]]);
+		int tn = x.targets[n];
+		exact &= part[3 * n + 2] == (tn < 0 ? 0.0f : x.z[(size_t)n * V + tn]);
 	}
 	tap_ok(exact, "%s one slice: part's max and target logit are the row's, bitwise", name);
-	check_sync_and_guards_then_free(&a, name, "xent_part against xent");
-	free(z); free(part); free(xl); free(xg); free(g); free(xld); free(xgd);
+	check_sync_and_guards_then_free(a, name, "xent_part against xent");
+	oh_xent_free(&x);
+	free(part); free(xl); free(xg); free(g); free(xld); free(xgd);
 	return "one slice against xent";
 }
+
+/* The embedding's tokens: negative ones, repeats near and far, the first
+ * and last rows. */
+static const int32_t token_fixes[][2] = {
+	{ 0, -1 }, { 5, -2 }, { 6, -2 }, { 17, INT32_MIN }, { N_ - 1, -1000000 },
+	{ 3, 7 }, { 11, 7 }, { 29, 7 }, { 12, 0 }, { 13, TABLE_ROWS - 1 },
+};
+#define TOKEN_FIXES ((int)(sizeof token_fixes / sizeof token_fixes[0]))
 
 /* embedding_forward and _backward with negative tokens: forward against
  * the reference, its rows bitwise (the table's, or zeros), backward into a
  * non-zero table, sync: 4 checks. */
-static const char *test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtype t)
+static const char *test_embedding(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	/* negative ones, repeats near and far, the first and last rows */
-	static const int32_t fixed[][2] = {
-		{ 0, -1 }, { 5, -2 }, { 6, -2 }, { 17, INT32_MIN }, { N_ - 1, -1000000 },
-		{ 3, 7 }, { 11, 7 }, { 29, 7 }, { 12, 0 }, { 13, TABLE_ROWS - 1 },
-	};
-	char name[64];
-	struct oh_arrays a = { .be = be };
-	struct oh_embedding e = { .N = N_, .C = C_, .rows = TABLE_ROWS, .fixed = fixed,
-		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
-	oh_label(name, sizeof name, be, t);
-	oh_embedding_run(&a, r, t, &e);
+	struct oh_embedding e = { .N = N_, .C = C_, .rows = TABLE_ROWS, .fixed = token_fixes,
+		.n_fixed = TOKEN_FIXES };
 	const int N = N_, C = C_, R = TABLE_ROWS;
-	size_t NC = (size_t)N * C;
-	oh_check_close(OH_TOL, e.out, e.want_out, NC,
+	const char *name = a->name;
+	oh_embedding_run(a, r, t, &e);
+	oh_check_close(OH_TOL, e.out, e.want_out, (size_t)N * C,
 		       "%s embedding_forward with 5 negative tokens N=%d C=%d", name, N, C);
 	int exact = 1;
 	for (int n = 0; n < N; n++)
@@ -270,32 +267,34 @@ static const char *test_embedding(lt_backend *be, struct oh_rng *r, enum lt_dtyp
 	oh_check_close(OH_TOL, e.dtable, e.want_dtable, (size_t)R * C, "%s embedding_backward += "
 		       "skipping 5 negative tokens (repeated tokens, non-zero start) N=%d C=%d "
 		       "rows=%d", name, N, C, R);
-	check_sync_and_guards_then_free(&a, name, "embedding with negative tokens");
+	check_sync_and_guards_then_free(a, name, "embedding with negative tokens");
 	oh_embedding_free(&e);
 	return "embedding with negative tokens";
 }
 
-typedef const char *group_fn(lt_backend *be, struct oh_rng *r, enum lt_dtype t);
+typedef const char *group_fn(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t);
 static group_fn *const groups[GROUPS] = { test_split, test_one_slice, test_embedding };
 
-static const char *run_group(lt_backend *be, struct oh_rng *r, int g, enum lt_dtype t)
+static const char *run_group(struct oh_arrays *a, struct oh_rng *r, int g, enum lt_dtype t)
 {
-	return groups[g](be, r, t);
+	return groups[g](a, r, t);
 }
+
+/* The groups in both modes; the references before them. */
+static const struct oh_suite vocab_suite = {
+	.run = run_group,
+	.groups = { GROUPS, GROUPS },
+	.checks = { MODE_CHECKS, MODE_CHECKS },
+	.seed = 424242,
+	/* each backend within its tolerance of the reference */
+	.twin_tol = { 2 * OH_TOL, 2 * OH_BF16_TOL(1) },
+	.counted = "downloads",
+	.twin_equal_left_out = 1,
+	.prove = prove_references,
+	.reference_checks = REFERENCE_CHECKS,
+};
 
 int main(void)
 {
-	static const struct oh_suite suite = {
-		.reference_checks = REFERENCE_CHECKS,
-		.prove = prove_references,
-		.groups = { GROUPS, GROUPS },
-		.checks = { MODE_CHECKS, MODE_CHECKS },
-		.run = run_group,
-		.seed = 424242,
-		/* each backend within its tolerance of the reference */
-		.twin_tol = { 2 * OH_TOL, 2 * OH_BF16_TOL(1) },
-		.counted = "downloads",
-		.twin_equal_left_out = 1,
-	};
-	return oh_main(&suite);
+	return oh_main(&vocab_suite);
 }
