@@ -14,6 +14,16 @@
 #define SENTINEL -7777.25f
 #define MAX_SPECS 64
 
+/* what[] = fmt's text, with the arguments of the variadic function it
+ * stands in */
+#define FORMAT_ARGS(what, fmt)                                  \
+	do {                                                    \
+		va_list ap_;                                    \
+		va_start(ap_, fmt);                             \
+		vsnprintf(what, sizeof what, fmt, ap_);         \
+		va_end(ap_);                                    \
+	} while (0)
+
 /* ------------------------------------------------------------------ */
 /* Host helpers. */
 
@@ -286,10 +296,7 @@ int oh_check_close(double tol, const float *got, const double *want, size_t n, c
 		   ...)
 {
 	char what[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
+	FORMAT_ARGS(what, fmt);
 	double e = tap_rel_l2_f(got, want, (long)n);
 	return tap_ok(e <= tol, "%s: rel L2 %.3g <= %.3g", what, e, tol);
 }
@@ -298,10 +305,7 @@ int oh_check_gradient(double *x, const double *analytic, size_t n, oh_loss_fn *l
 		      const char *fmt, ...)
 {
 	char what[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
+	FORMAT_ARGS(what, fmt);
 	double *numeric = oh_doubles(n);
 	for (size_t i = 0; i < n; i++) {
 		double keep = x[i];
@@ -345,7 +349,8 @@ void oh_ref_embedding_forward(double *out, const int32_t *tokens, const double *
 {
 	for (int n = 0; n < N; n++)
 		for (int c = 0; c < C; c++)
-			out[(size_t)n * C + c] = tokens[n] < 0 ? 0 : table[(size_t)tokens[n] * C + c];
+			out[(size_t)n * C + c] =
+				tokens[n] < 0 ? 0 : table[(size_t)tokens[n] * C + c];
 }
 
 void oh_ref_embedding_backward(double *dtable, const int32_t *tokens, const double *dout, int N,
@@ -455,10 +460,7 @@ static float *widened_random(struct oh_rng *r, size_t n, float lo, float hi, dou
 int oh_prove_xent(struct oh_rng *r, int V, const char *fmt, ...)
 {
 	char what[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
+	FORMAT_ARGS(what, fmt);
 	const int32_t targets[9] = { 0, 17, -1, V - 1, 42, 42, -100, 3, 88 };
 	struct proof p = { .N = 9, .V = V, .grad_scale = 0.3, .ids = targets };
 	size_t nl = (size_t)p.N * V;
@@ -474,10 +476,7 @@ int oh_prove_xent(struct oh_rng *r, int V, const char *fmt, ...)
 int oh_prove_embedding(struct oh_rng *r, const int32_t *tokens, const char *fmt, ...)
 {
 	char what[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
+	FORMAT_ARGS(what, fmt);
 	struct proof p = { .N = 9, .C = 7, .ids = tokens };
 	size_t nt = 11 * 7, no = 9 * 7;
 	float *tf = widened_random(r, nt, -1, 1, &p.x), *pf = widened_random(r, no, -1, 1, &p.proj);
