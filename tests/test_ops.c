@@ -3,41 +3,30 @@
 #include "config.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "op_harness.h"
 #include "tap.h"
 
-#define TOL 1e-5        /* backend op against the float64 reference, relative L2 */
-#define FD_TOL 1e-6     /* float64 backward against central differences, relative L2 */
-#define FD_EPS 1e-6     /* central-difference step */
-#define GUARD 5         /* sentinel elements on each side of every device array */
-#define MAX_ARRAYS 64   /* device arrays one op group may hold at once */
-#define SENTINEL -7777.25f
-
-/* Tolerances of the bf16 mode. Its inputs are bf16 values, and the float64
+/* Tolerances (op_harness.h): OH_TOL for an op against its float64
+ * reference, OH_BF16_TOL(k) in the bf16 mode for a result that goes
+ * through k roundings to bf16. That mode's inputs are bf16 values, and the
  * references read those same values, so what is left is f32 arithmetic
- * (TOL) and the rounding of results to bf16: bf16 keeps an 8-bit
- * significand (7 bits stored), so one rounding to nearest is off by at
- * most BF16_U = 2^-8 of the value, and an array of such results by at
- * most BF16_U in relative L2. A result that goes through k roundings gets
- * k * BF16_U + TOL; each check says its k:
+ * and the roundings of results; each check says its k:
  *   0: copies, sum and sum_squares, and the f32 statistics and gradients
  *      (rstd, lse, losses, embedding_backward's dtable, rmsnorm's dw);
  *   1: everything stored once in bf16 -- fill, scale, add, gemm's C,
  *      rmsnorm out and dinp (+=: read, add in f32, round once), rope,
  *      attention out, swiglu, xent's in-place gradient, attention_cached;
  *   2: attention_backward's dqkv, which also reads out rounded to bf16
- *      (through rowsum(dout * out)). */
-#define BF16_U 0x1p-8
-#define BF16_TOL(k) ((k) * BF16_U + TOL)
-/* A backend against the CPU in the bf16 mode: each is within the largest
- * tolerance above of the reference, so the two within twice it. */
-#define BF16_TWIN_TOL (2 * BF16_TOL(2))
+ *      (through rowsum(dout * out)).
+ * A backend against the CPU in the bf16 mode: each is within the largest
+ * of these of the reference, so the two within twice it. */
+#define BF16_TWIN_TOL (2 * OH_BF16_TOL(2))
 
 /* The number of checks each part makes; tap_done catches a mismatch. Op
  * groups make GROUP_CHECKS in f32; in bf16 all but adamw run (every
@@ -65,80 +54,19 @@ static const struct lt_attn_shape attn_configs[ATTN_CONFIGS] = {
 #define NORM_EPS 1e-5f
 
 /* ------------------------------------------------------------------ */
-/* Host helpers: bail-out, allocation, seeded random inputs. */
+/* Host helpers: random inputs, roundings, sums; the end of an op group. */
 
-static _Noreturn void bail_out(const char *fmt, ...)
+static double *random_doubles(struct oh_rng *r, size_t n, float lo, float hi)
 {
-	va_list ap;
-	printf("Bail out! ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	exit(1);
-}
-
-static void *allocate_or_bail(size_t bytes)
-{
-	void *p = calloc(1, bytes ? bytes : 1);
-	if (!p)
-		bail_out("out of host memory (%zu bytes)", bytes);
-	return p;
-}
-
-static double *zeroed_doubles(size_t n)
-{
-	return allocate_or_bail(n * sizeof(double));
-}
-
-static float *zeroed_floats(size_t n)
-{
-	return allocate_or_bail(n * sizeof(float));
-}
-
-/* splitmix64: small, seeded, and the same on every platform. */
-struct rng {
-	uint64_t s;
-};
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static float rng_uniform(struct rng *r, float lo, float hi)
-{
-	return lo + (hi - lo) * (float)((double)(rng_next(r) >> 40) * 0x1p-24);
-}
-
-static int32_t rng_below(struct rng *r, int n)
-{
-	return (int32_t)(rng_next(r) % (uint64_t)n);
-}
-
-static float *random_floats(struct rng *r, size_t n, float lo, float hi)
-{
-	float *x = zeroed_floats(n);
-	for (size_t i = 0; i < n; i++)
-		x[i] = rng_uniform(r, lo, hi);
-	return x;
-}
-
-static double *widened(const float *x, size_t n)
-{
-	double *y = zeroed_doubles(n);
-	for (size_t i = 0; i < n; i++)
-		y[i] = x[i];
-	return y;
+	float *f = oh_random_values(r, n, lo, hi, LT_F32);
+	double *d = oh_widened(f, n);
+	free(f);
+	return d;
 }
 
 static float *rounded(const double *x, size_t n)
 {
-	float *y = zeroed_floats(n);
+	float *y = oh_floats(n);
 	for (size_t i = 0; i < n; i++)
 		y[i] = (float)x[i];
 	return y;
@@ -151,22 +79,6 @@ static void round_to(float *x, size_t n, enum lt_dtype t)
 	if (t == LT_BF16)
 		for (size_t i = 0; i < n; i++)
 			x[i] = lt_bf16_to_f32(lt_bf16_from_f32(x[i]));
-}
-
-/* random_floats, as values of type t */
-static float *random_values(struct rng *r, size_t n, float lo, float hi, enum lt_dtype t)
-{
-	float *x = random_floats(r, n, lo, hi);
-	round_to(x, n, t);
-	return x;
-}
-
-static double *random_doubles(struct rng *r, size_t n, float lo, float hi)
-{
-	float *f = random_floats(r, n, lo, hi);
-	double *d = widened(f, n);
-	free(f);
-	return d;
 }
 
 static double dot(const double *a, const double *b, size_t n)
@@ -182,58 +94,7 @@ static int same_bits(const void *a, const void *b, size_t n_elems)
 	return memcmp(a, b, n_elems * 4) == 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Checks with the measured error in the message. */
-
-/* tap_ok(err <= tol), described as "HEAD<fmt's text>TAIL: rel L2 ERR <= TOL". */
-static int check_rel_l2(double err, double tol, const char *head, const char *tail,
-			const char *fmt, va_list ap)
-{
-	char what[256];
-	vsnprintf(what, sizeof what, fmt, ap);
-	return tap_ok(err <= tol, "%s%s%s: rel L2 %.3g <= %.3g", head, what, tail, err, tol);
-}
-
-static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int check_close(const float *got, const double *want, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), TOL, "", "", fmt, ap);
-	va_end(ap);
-	return ok;
-}
-
-/* check_close with tolerance TOL in f32 and BF16_TOL(k) when t is bf16:
- * a result that k roundings to bf16 reach. */
-static int check_close_k(enum lt_dtype t, int k, const float *got, const double *want, size_t n,
-			 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static int check_close_k(enum lt_dtype t, int k, const float *got, const double *want, size_t n,
-			 const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), t == LT_BF16 ? BF16_TOL(k) : TOL, "",
-			      "", fmt, ap);
-	va_end(ap);
-	return ok;
-}
-
-/* check_close with tolerance tol. */
-static int check_close_tol(double tol, const float *got, const double *want, size_t n,
-			   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int check_close_tol(double tol, const float *got, const double *want, size_t n,
-			   const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int ok = check_rel_l2(tap_rel_l2_f(got, want, (long)n), tol, "", "", fmt, ap);
-	va_end(ap);
-	return ok;
-}
-
-/* The tolerance of attention's f32 log-sum-exps: TOL, or where bf16 attention runs on TF32
+/* The tolerance of attention's f32 log-sum-exps: OH_TOL, or where bf16 attention runs on TF32
  * tensor cores (an NVIDIA device, backend.h's exception), one rounding of the scaled
  * queries to TF32, 2^-11, besides. */
 static double lse_tolerance(lt_backend *be, enum lt_dtype t)
@@ -241,260 +102,20 @@ static double lse_tolerance(lt_backend *be, enum lt_dtype t)
 	struct lt_device_info info;
 	be->ops->info(be, &info);
 	if (t == LT_BF16 && strstr(info.bf16, "attention on the TF32 tensor cores"))
-		return 0x1p-11 + TOL;
-	return TOL;
-}
-
-/* "cpu" or "cpu bf16": a backend and mode, for check descriptions. */
-static void label(char *dst, size_t cap, lt_backend *be, enum lt_dtype t)
-{
-	snprintf(dst, cap, "%s%s", be->ops->name, t == LT_BF16 ? " bf16" : "");
-}
-
-static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
-				    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int check_reference_gradient(const double *analytic, const double *numeric, size_t n,
-				    const char *fmt, ...)
-{
-	char tail[64];
-	va_list ap;
-	snprintf(tail, sizeof tail, " vs central differences (eps %.0e)", FD_EPS);
-	va_start(ap, fmt);
-	int ok = check_rel_l2(tap_rel_l2_d(analytic, numeric, (long)n), FD_TOL, "reference ", tail,
-			      fmt, ap);
-	va_end(ap);
-	return ok;
-}
-
-/* grad[n] = (L(x + eps e_i) - L(x - eps e_i)) / 2 eps, where loss reads x
- * through ctx; x is restored afterwards. */
-typedef double loss_fn(void *ctx);
-
-static void central_difference_gradient(double *x, size_t n, loss_fn *loss, void *ctx, double *grad)
-{
-	for (size_t i = 0; i < n; i++) {
-		double keep = x[i];
-		x[i] = keep + FD_EPS;
-		double up = loss(ctx);
-		x[i] = keep - FD_EPS;
-		double down = loss(ctx);
-		x[i] = keep;
-		grad[i] = (up - down) / (2 * FD_EPS);
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* Device arrays: each sits GUARD elements into its own buffer, between
- * sentinels, and starts as NaN so that an op which must overwrite cannot
- * get away with reading it. Freed together at the end of an op group. */
-
-struct device_arrays {
-	lt_backend *be;
-	int count;
-	lt_buf *buf[MAX_ARRAYS];
-	size_t len[MAX_ARRAYS];
-};
-
-/* Array i's sentinels differ from every other array's, so that an overrun
- * copying one array's guard onto another's is still seen: GUARD elements
- * of the array's type (4-byte ones for f32 and i32) into s. */
-static void fill_sentinels(void *s, enum lt_dtype type, int array)
-{
-	for (int i = 0; i < GUARD; i++) {
-		if (type == LT_BF16)  /* the next bf16 values down, one per array */
-			((uint16_t *)s)[i] = (uint16_t)(lt_bf16_from_f32(SENTINEL) + array);
-		else
-			((float *)s)[i] = SENTINEL - array;
-	}
-}
-
-/* dst[n] = host[n] floats, rounded to bf16 when dst's buffer is bf16. */
-static void write_floats(lt_backend *be, lt_ref dst, const float *host, size_t n)
-{
-	if (lt_buf_type(dst.buf) != LT_BF16) {
-		be->ops->write(be, dst, host, n);
-		return;
-	}
-	uint16_t *h = allocate_or_bail(n * sizeof *h);
-	for (size_t i = 0; i < n; i++)
-		h[i] = lt_bf16_from_f32(host[i]);
-	be->ops->write(be, dst, h, n);
-	free(h);
-}
-
-/* An array of n elements of type: f32 or bf16, or i32 for token ids. */
-static lt_ref new_array_of(struct device_arrays *a, enum lt_dtype type, size_t n)
-{
-	lt_backend *be = a->be;
-	lt_buf *b;
-	if (a->count == MAX_ARRAYS)
-		bail_out("test bug: more than %d device arrays in one group", MAX_ARRAYS);
-	enum lt_status st = lt_buf_new(be, type, n + 2 * GUARD, &b);
-	if (st != LT_OK)
-		bail_out("%s: buf_new(%zu): %s: %s", be->ops->name, n + 2 * GUARD, lt_status_str(st),
-			 lt_errmsg());
-	a->buf[a->count] = b;
-	a->len[a->count] = n;
-	a->count++;
-
-	lt_ref r = { .buf = b, .off = 0 };
-	float guard[GUARD], *nans = zeroed_floats(n);
-	fill_sentinels(guard, type, a->count - 1);
-	for (size_t i = 0; i < n; i++)
-		nans[i] = NAN;
-	be->ops->write(be, r, guard, GUARD);
-	if (type == LT_I32)
-		be->ops->write(be, lt_ref_at(r, GUARD), nans, n);
-	else
-		write_floats(be, lt_ref_at(r, GUARD), nans, n);
-	be->ops->write(be, lt_ref_at(r, GUARD + n), guard, GUARD);
-	free(nans);
-	return lt_ref_at(r, GUARD);
-}
-
-static lt_ref new_device_array(struct device_arrays *a, size_t n)
-{
-	return new_array_of(a, LT_F32, n);
-}
-
-/* host holds n floats, values of type t (f32 or bf16) */
-static lt_ref device_values(struct device_arrays *a, enum lt_dtype t, const float *host, size_t n)
-{
-	lt_ref r = new_array_of(a, t, n);
-	write_floats(a->be, r, host, n);
-	return r;
-}
-
-/* host holds n floats */
-static lt_ref device_copy_of(struct device_arrays *a, const float *host, size_t n)
-{
-	return device_values(a, LT_F32, host, n);
-}
-
-/* host holds n token ids */
-static lt_ref device_ids_of(struct device_arrays *a, const int32_t *host, size_t n)
-{
-	lt_ref r = new_array_of(a, LT_I32, n);
-	a->be->ops->write(a->be, r, host, n);
-	return r;
-}
-
-/* host holds n floats (values of dst's type) */
-static void upload(struct device_arrays *a, lt_ref dst, const float *host, size_t n)
-{
-	write_floats(a->be, dst, host, n);
-}
-
-/* The CPU twin of a run on another backend: an op group runs first on the
- * CPU backend with its checks muted, recording every array it downloads,
- * then on the backend under test, where each download is compared with
- * the CPU's at the same place in the sequence. */
-static struct {
-	int mode;          /* TWIN_OFF, TWIN_RECORD or TWIN_COMPARE */
-	float **arr;
-	size_t *len;
-	int count, cap, pos;
-	double worst;      /* largest relative L2 difference seen */
-} twin;
-enum { TWIN_OFF, TWIN_RECORD, TWIN_COMPARE };
-
-/* ||got - cpu|| / ||cpu|| over the finite elements; infinite when the two
- * disagree about which elements are NaN. */
-static double rel_l2_to_cpu(const float *got, const float *cpu, size_t n)
-{
-	double num = 0, den = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (isnan(got[i]) || isnan(cpu[i])) {
-			if (isnan(got[i]) != isnan(cpu[i]))
-				return INFINITY;
-			continue;
-		}
-		double d = (double)got[i] - cpu[i];
-		num += d * d;
-		den += (double)cpu[i] * cpu[i];
-	}
-	return num == 0 ? 0 : sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
-}
-
-static void twin_see(const float *x, size_t n)
-{
-	if (twin.mode == TWIN_RECORD) {
-		if (twin.count == twin.cap) {
-			twin.cap = twin.cap ? 2 * twin.cap : 64;
-			twin.arr = realloc(twin.arr, (size_t)twin.cap * sizeof *twin.arr);
-			twin.len = realloc(twin.len, (size_t)twin.cap * sizeof *twin.len);
-			if (!twin.arr || !twin.len)
-				bail_out("out of host memory recording the CPU twin");
-		}
-		twin.arr[twin.count] = allocate_or_bail(n * sizeof(float));
-		memcpy(twin.arr[twin.count], x, n * sizeof(float));
-		twin.len[twin.count++] = n;
-	} else if (twin.mode == TWIN_COMPARE) {
-		double e = twin.pos < twin.count && twin.len[twin.pos] == n
-			? rel_l2_to_cpu(x, twin.arr[twin.pos], n) : INFINITY;
-		if (!(e <= twin.worst))
-			twin.worst = e;
-		twin.pos++;
-	}
-}
-
-static void twin_clear(void)
-{
-	for (int i = 0; i < twin.count; i++)
-		free(twin.arr[i]);
-	free(twin.arr);
-	free(twin.len);
-	memset(&twin, 0, sizeof twin);
-}
-
-/* n elements of an f32 or bf16 array as floats (bf16 widened: exact) */
-static float *downloaded(struct device_arrays *a, lt_ref src, size_t n)
-{
-	float *x = zeroed_floats(n);
-	if (lt_buf_type(src.buf) == LT_BF16) {
-		uint16_t *h = allocate_or_bail(n * sizeof *h);
-		a->be->ops->read(a->be, h, src, n);
-		for (size_t i = 0; i < n; i++)
-			x[i] = lt_bf16_to_f32(h[i]);
-		free(h);
-	} else {
-		a->be->ops->read(a->be, x, src, n);
-	}
-	twin_see(x, n);
-	return x;
-}
-
-static int guards_are_intact(struct device_arrays *a)
-{
-	float got[GUARD], want[GUARD];
-	for (int i = 0; i < a->count; i++) {
-		lt_ref r = { .buf = a->buf[i], .off = 0 };
-		enum lt_dtype type = lt_buf_type(a->buf[i]);
-		size_t bytes = GUARD * lt_dtype_size(type);
-		fill_sentinels(want, type, i);
-		a->be->ops->read(a->be, got, r, GUARD);
-		if (memcmp(got, want, bytes) != 0)
-			return 0;
-		a->be->ops->read(a->be, got, lt_ref_at(r, GUARD + a->len[i]), GUARD);
-		if (memcmp(got, want, bytes) != 0)
-			return 0;
-	}
-	return 1;
+		return 0x1p-11 + OH_TOL;
+	return OH_TOL;
 }
 
 /* Ends an op group: two checks (sync is ok, no write strayed outside an
  * array), then frees the group's arrays. name: the backend and mode. */
-static void check_sync_and_guards_then_free(struct device_arrays *a, const char *name,
+static void check_sync_and_guards_then_free(struct oh_arrays *a, const char *name,
 					    const char *group)
 {
-	lt_backend *be = a->be;
-	enum lt_status st = be->ops->sync(be);
+	enum lt_status st = a->be->ops->sync(a->be);
 	tap_ok(st == LT_OK, "%s %s: sync returns ok (got %s%s%s)", name, group,
 	       lt_status_str(st), st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg());
-	tap_ok(guards_are_intact(a), "%s %s: sentinels around every array intact", name, group);
-	for (int i = 0; i < a->count; i++)
-		lt_buf_free(be, a->buf[i]);
-	a->count = 0;
+	tap_ok(oh_guards_intact(a), "%s %s: sentinels around every array intact", name, group);
+	oh_arrays_free(a);
 }
 
 /* ------------------------------------------------------------------ */
@@ -521,23 +142,6 @@ static void reference_gemm(const struct lt_gemm *g, const double *a, const doubl
 				*cij = (double)g->alpha * s + (g->beta == 0 ? 0 : (double)g->beta * *cij);
 			}
 	}
-}
-
-/* out[N,C] = table[tokens[n], :] */
-static void reference_embedding_forward(double *out, const int32_t *tokens, const double *table, int N,
-					int C)
-{
-	for (int n = 0; n < N; n++)
-		memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, C * sizeof(double));
-}
-
-/* dtable[V,C] += dout[n,:] at row tokens[n], for each n < N */
-static void reference_embedding_backward(double *dtable, const int32_t *tokens, const double *dout,
-					 int N, int C)
-{
-	for (int n = 0; n < N; n++)
-		for (int c = 0; c < C; c++)
-			dtable[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
 }
 
 /* inp[N,C], w[C] -> rstd[N] = 1/sqrt(mean(inp[n,:]^2) + eps), out[N,C] = inp * rstd[n] * w[c] */
@@ -614,7 +218,7 @@ static void reference_attention_forward(double *out, double *lse, const double *
 					const struct lt_attn_shape *s)
 {
 	int W = (s->H + 2 * s->K) * s->D, D = s->D;
-	double *p = zeroed_doubles(s->T);
+	double *p = oh_doubles(s->T);
 	for (int b = 0; b < s->B; b++)
 		for (int h = 0; h < s->H; h++)
 			for (int t = 0; t < s->T; t++) {
@@ -641,7 +245,7 @@ static void reference_attention_backward(double *dqkv, const double *dout, const
 {
 	int W = (s->H + 2 * s->K) * s->D, D = s->D;
 	double scale = 1 / sqrt((double)D);
-	double *p = zeroed_doubles(s->T), *dp = zeroed_doubles(s->T);
+	double *p = oh_doubles(s->T), *dp = oh_doubles(s->T);
 	memset(dqkv, 0, (size_t)s->B * s->T * W * sizeof(double));
 	for (int b = 0; b < s->B; b++)
 		for (int h = 0; h < s->H; h++)
@@ -694,7 +298,7 @@ static void reference_attention_cached(double *out, const double *qkv, const dou
 				       const double *vc, int S, const struct lt_attn_shape *s)
 {
 	int D = s->D, L = s->pos0 + s->T;
-	double scale = 1 / sqrt((double)D), *p = zeroed_doubles(L);
+	double scale = 1 / sqrt((double)D), *p = oh_doubles(L);
 	for (int b = 0; b < s->B; b++)
 		for (int h = 0; h < s->H; h++)
 			for (int t = 0; t < s->T; t++) {
@@ -748,29 +352,6 @@ static void reference_swiglu_backward(double *dh, const double *dout, const doub
 		}
 }
 
-/* logits[N,V], targets[N] -> losses[N] = logsumexp - logit of the target (0
- * when targets[n] < 0); grad[N,V] (if not NULL) = grad_scale * (softmax -
- * onehot), a zero row for an ignored target. */
-static void reference_xent(double *losses, double *grad, const double *logits, const int32_t *targets,
-			   int N, int V, double grad_scale)
-{
-	for (int n = 0; n < N; n++) {
-		const double *x = logits + (size_t)n * V;
-		double mx = -INFINITY, sum = 0;
-		for (int v = 0; v < V; v++)
-			mx = fmax(mx, x[v]);
-		for (int v = 0; v < V; v++)
-			sum += exp(x[v] - mx);
-		double lse = mx + log(sum);
-		losses[n] = targets[n] < 0 ? 0 : lse - x[targets[n]];
-		if (!grad)
-			continue;
-		for (int v = 0; v < V; v++)
-			grad[(size_t)n * V + v] = targets[n] < 0 ? 0 :
-				grad_scale * (exp(x[v] - lse) - (v == targets[n]));
-	}
-}
-
 /* The distillation loss (backend.h's distill) in float64: losses[n] as
  * xent's, kl[n] = T^2 KL(softmax(teacher / T) || softmax(logits / T)), both
  * 0 for an ignored target; grad[N,V] (if not NULL) = grad_scale * (alpha
@@ -781,7 +362,7 @@ static void reference_distill(double *losses, double *kl, double *grad, const do
 			      const double *teacher, const int32_t *targets, int N, int V,
 			      double alpha, double T, double grad_scale)
 {
-	reference_xent(losses, grad, logits, targets, N, V, grad_scale * alpha);
+	oh_ref_xent(losses, grad, logits, targets, N, V, grad_scale * alpha);
 	for (int n = 0; n < N; n++) {
 		const double *z = logits + (size_t)n * V, *y = teacher + (size_t)n * V;
 		double zm = -INFINITY, ym = -INFINITY, zs = 0, ys = 0, sum = 0;
@@ -822,7 +403,7 @@ static void reference_adamw(double *p, double *m, double *v, const double *grad,
 
 static float *rope_inv_freq(int D)
 {
-	float *f = zeroed_floats(D / 2);
+	float *f = oh_floats(D / 2);
 	for (int i = 0; i < D / 2; i++)
 		f[i] = (float)pow(ROPE_THETA, -2.0 * i / D);
 	return f;
@@ -842,34 +423,6 @@ static void describe(char *dst, size_t cap, const struct lt_attn_shape *s)
 /* The references' backward passes against central differences of their
  * forward passes, each through a random projection L = sum(proj * out). */
 
-struct embedding_problem {
-	int N, C;
-	const int32_t *tokens;
-	double *table, *proj, *out;
-};
-
-static double embedding_projected_loss(void *ctx)
-{
-	struct embedding_problem *e = ctx;
-	reference_embedding_forward(e->out, e->tokens, e->table, e->N, e->C);
-	return dot(e->proj, e->out, (size_t)e->N * e->C);
-}
-
-static void prove_embedding_reference(struct rng *r)
-{
-	int N = 9, C = 7, V = 11;
-	int32_t tokens[9] = { 3, 0, 3, 10, 5, 3, 0, 7, 10 };
-	struct embedding_problem e = { .N = N, .C = C, .tokens = tokens,
-		.table = random_doubles(r, (size_t)V * C, -1, 1),
-		.proj = random_doubles(r, (size_t)N * C, -1, 1), .out = zeroed_doubles((size_t)N * C) };
-	double *analytic = zeroed_doubles((size_t)V * C), *numeric = zeroed_doubles((size_t)V * C);
-	reference_embedding_backward(analytic, tokens, e.proj, N, C);
-	central_difference_gradient(e.table, (size_t)V * C, embedding_projected_loss, &e, numeric);
-	check_reference_gradient(analytic, numeric, (size_t)V * C,
-				 "embedding_backward dtable N=%d C=%d V=%d (repeated tokens)", N, C, V);
-	free(e.table); free(e.proj); free(e.out); free(analytic); free(numeric);
-}
-
 struct rmsnorm_problem {
 	int N, C;
 	double eps;
@@ -883,24 +436,23 @@ static double rmsnorm_projected_loss(void *ctx)
 	return dot(p->proj, p->out, (size_t)p->N * p->C);
 }
 
-static void prove_rmsnorm_reference(struct rng *r)
+static void prove_rmsnorm_reference(struct oh_rng *r)
 {
 	int N = N_, C = C_;
 	size_t NC = (size_t)N * C;
 	struct rmsnorm_problem p = { .N = N, .C = C, .eps = NORM_EPS,
 		.inp = random_doubles(r, NC, -2, 2), .w = random_doubles(r, C, -1.5f, 1.5f),
-		.proj = random_doubles(r, NC, -1, 1), .out = zeroed_doubles(NC),
-		.rstd = zeroed_doubles(N) };
-	double *dinp = zeroed_doubles(NC), *dw = zeroed_doubles(C);
-	double *num_inp = zeroed_doubles(NC), *num_w = zeroed_doubles(C);
+		.proj = random_doubles(r, NC, -1, 1), .out = oh_doubles(NC),
+		.rstd = oh_doubles(N) };
+	double *dinp = oh_doubles(NC), *dw = oh_doubles(C);
 	rmsnorm_projected_loss(&p);
 	reference_rmsnorm_backward(dinp, dw, p.proj, p.inp, p.w, p.rstd, N, C);
-	central_difference_gradient(p.inp, NC, rmsnorm_projected_loss, &p, num_inp);
-	central_difference_gradient(p.w, C, rmsnorm_projected_loss, &p, num_w);
-	check_reference_gradient(dinp, num_inp, NC, "rmsnorm_backward dinp N=%d C=%d", N, C);
-	check_reference_gradient(dw, num_w, C, "rmsnorm_backward dw N=%d C=%d", N, C);
+	oh_check_gradient(p.inp, dinp, NC, rmsnorm_projected_loss, &p,
+			  "rmsnorm_backward dinp N=%d C=%d", N, C);
+	oh_check_gradient(p.w, dw, C, rmsnorm_projected_loss, &p, "rmsnorm_backward dw N=%d C=%d",
+			  N, C);
 	free(p.inp); free(p.w); free(p.proj); free(p.out); free(p.rstd);
-	free(dinp); free(dw); free(num_inp); free(num_w);
+	free(dinp); free(dw);
 }
 
 struct rope_problem {
@@ -918,21 +470,21 @@ static double rope_projected_loss(void *ctx)
 	return dot(p->proj, p->out, n);
 }
 
-static void prove_rope_reference(struct rng *r, const struct lt_attn_shape *s)
+static void prove_rope_reference(struct oh_rng *r, const struct lt_attn_shape *s)
 {
 	size_t n = (size_t)s->B * s->T * qkv_width(s);
 	float *f = rope_inv_freq(s->D);
-	double *inv_freq = widened(f, s->D / 2);
+	double *inv_freq = oh_widened(f, s->D / 2);
 	struct rope_problem p = { .s = s, .inv_freq = inv_freq, .qkv = random_doubles(r, n, -1, 1),
-		.proj = random_doubles(r, n, -1, 1), .out = zeroed_doubles(n) };
-	double *analytic = zeroed_doubles(n), *numeric = zeroed_doubles(n);
+		.proj = random_doubles(r, n, -1, 1), .out = oh_doubles(n) };
+	double *analytic = oh_doubles(n);
 	char shape[96];
 	memcpy(analytic, p.proj, n * sizeof(double));
 	reference_rope(analytic, inv_freq, s, 1);
-	central_difference_gradient(p.qkv, n, rope_projected_loss, &p, numeric);
 	describe(shape, sizeof shape, s);
-	check_reference_gradient(analytic, numeric, n, "rope backward (inverse rotation) %s", shape);
-	free(f); free(inv_freq); free(p.qkv); free(p.proj); free(p.out); free(analytic); free(numeric);
+	oh_check_gradient(p.qkv, analytic, n, rope_projected_loss, &p,
+			  "rope backward (inverse rotation) %s", shape);
+	free(f); free(inv_freq); free(p.qkv); free(p.proj); free(p.out); free(analytic);
 }
 
 struct attention_problem {
@@ -947,19 +499,19 @@ static double attention_projected_loss(void *ctx)
 	return dot(p->proj, p->out, (size_t)p->s->B * p->s->T * p->s->H * p->s->D);
 }
 
-static void prove_attention_reference(struct rng *r, const struct lt_attn_shape *s)
+static void prove_attention_reference(struct oh_rng *r, const struct lt_attn_shape *s)
 {
 	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
 	struct attention_problem p = { .s = s, .qkv = random_doubles(r, n, -2, 2),
-		.proj = random_doubles(r, nout, -1, 1), .out = zeroed_doubles(nout),
-		.lse = zeroed_doubles((size_t)s->B * s->H * s->T) };
-	double *analytic = zeroed_doubles(n), *numeric = zeroed_doubles(n);
+		.proj = random_doubles(r, nout, -1, 1), .out = oh_doubles(nout),
+		.lse = oh_doubles((size_t)s->B * s->H * s->T) };
+	double *analytic = oh_doubles(n);
 	char shape[96];
 	reference_attention_backward(analytic, p.proj, p.qkv, s);
-	central_difference_gradient(p.qkv, n, attention_projected_loss, &p, numeric);
 	describe(shape, sizeof shape, s);
-	check_reference_gradient(analytic, numeric, n, "attention_backward dqkv %s", shape);
-	free(p.qkv); free(p.proj); free(p.out); free(p.lse); free(analytic); free(numeric);
+	oh_check_gradient(p.qkv, analytic, n, attention_projected_loss, &p,
+			  "attention_backward dqkv %s", shape);
+	free(p.qkv); free(p.proj); free(p.out); free(p.lse); free(analytic);
 }
 
 struct swiglu_problem {
@@ -974,50 +526,17 @@ static double swiglu_projected_loss(void *ctx)
 	return dot(p->proj, p->out, (size_t)p->N * p->F);
 }
 
-static void prove_swiglu_reference(struct rng *r)
+static void prove_swiglu_reference(struct oh_rng *r)
 {
 	int N = N_, F = F_;
 	size_t nh = (size_t)N * 2 * F;
 	struct swiglu_problem p = { .N = N, .F = F, .h = random_doubles(r, nh, -4, 4),
-		.proj = random_doubles(r, (size_t)N * F, -1, 1), .out = zeroed_doubles((size_t)N * F) };
-	double *analytic = zeroed_doubles(nh), *numeric = zeroed_doubles(nh);
+		.proj = random_doubles(r, (size_t)N * F, -1, 1), .out = oh_doubles((size_t)N * F) };
+	double *analytic = oh_doubles(nh);
 	reference_swiglu_backward(analytic, p.proj, p.h, N, F);
-	central_difference_gradient(p.h, nh, swiglu_projected_loss, &p, numeric);
-	check_reference_gradient(analytic, numeric, nh, "swiglu_backward dh N=%d F=%d", N, F);
-	free(p.h); free(p.proj); free(p.out); free(analytic); free(numeric);
-}
-
-struct xent_problem {
-	int N, V;
-	double grad_scale;
-	const int32_t *targets;
-	double *logits, *losses;
-};
-
-/* L = grad_scale * sum of losses, whose gradient xent writes */
-static double xent_scaled_loss(void *ctx)
-{
-	struct xent_problem *p = ctx;
-	double s = 0;
-	reference_xent(p->losses, NULL, p->logits, p->targets, p->N, p->V, 0);
-	for (int n = 0; n < p->N; n++)
-		s += p->losses[n];
-	return p->grad_scale * s;
-}
-
-static void prove_xent_reference(struct rng *r)
-{
-	int N = 9, V = V_;
-	int32_t targets[9] = { 0, 17, -1, V_ - 1, 42, 42, -100, 3, 88 };
-	size_t nl = (size_t)N * V;
-	struct xent_problem p = { .N = N, .V = V, .grad_scale = 0.3, .targets = targets,
-		.logits = random_doubles(r, nl, -4, 4), .losses = zeroed_doubles(N) };
-	double *analytic = zeroed_doubles(nl), *numeric = zeroed_doubles(nl);
-	reference_xent(p.losses, analytic, p.logits, targets, N, V, p.grad_scale);
-	central_difference_gradient(p.logits, nl, xent_scaled_loss, &p, numeric);
-	check_reference_gradient(analytic, numeric, nl,
-				 "xent gradient N=%d V=%d grad_scale=0.3 (ignored targets)", N, V);
-	free(p.logits); free(p.losses); free(analytic); free(numeric);
+	oh_check_gradient(p.h, analytic, nh, swiglu_projected_loss, &p,
+			  "swiglu_backward dh N=%d F=%d", N, F);
+	free(p.h); free(p.proj); free(p.out); free(analytic);
 }
 
 struct distill_problem {
@@ -1040,36 +559,37 @@ static double distill_scaled_loss(void *ctx)
 	return p->grad_scale * s;
 }
 
-static void prove_distill_reference(struct rng *r)
+static void prove_distill_reference(struct oh_rng *r)
 {
 	int N = 9, V = V_;
 	int32_t targets[9] = { 0, 17, -1, V_ - 1, 42, 42, -100, 3, 88 };
 	size_t nl = (size_t)N * V;
 	struct distill_problem p = { .N = N, .V = V, .alpha = 0.3, .T = 2.5, .grad_scale = 0.7,
 		.targets = targets, .logits = random_doubles(r, nl, -4, 4),
-		.teacher = random_doubles(r, nl, -6, 6), .losses = zeroed_doubles(N),
-		.kl = zeroed_doubles(N) };
-	double *analytic = zeroed_doubles(nl), *numeric = zeroed_doubles(nl);
+		.teacher = random_doubles(r, nl, -6, 6), .losses = oh_doubles(N),
+		.kl = oh_doubles(N) };
+	double *analytic = oh_doubles(nl);
 	reference_distill(p.losses, p.kl, analytic, p.logits, p.teacher, targets, N, V, p.alpha,
 			  p.T, p.grad_scale);
-	central_difference_gradient(p.logits, nl, distill_scaled_loss, &p, numeric);
-	check_reference_gradient(analytic, numeric, nl,
-				 "distill gradient N=%d V=%d alpha=0.3 T=2.5 grad_scale=0.7 (ignored "
-				 "targets)", N, V);
-	free(p.logits); free(p.teacher); free(p.losses); free(p.kl); free(analytic); free(numeric);
+	oh_check_gradient(p.logits, analytic, nl, distill_scaled_loss, &p,
+			  "distill gradient N=%d V=%d alpha=0.3 T=2.5 grad_scale=0.7 (ignored "
+			  "targets)", N, V);
+	free(p.logits); free(p.teacher); free(p.losses); free(p.kl); free(analytic);
 }
 
 static void prove_references(void)
 {
-	struct rng r = { .s = 20240611 };
-	prove_embedding_reference(&r);
+	struct oh_rng r = { .s = 20240611 };
+	const int32_t tokens[9] = { 3, 0, 3, 10, 5, 3, 0, 7, 10 };
+	oh_prove_embedding(&r, tokens, "embedding_backward dtable N=%d C=%d V=%d (repeated tokens)",
+			   9, 7, 11);
 	prove_rmsnorm_reference(&r);
 	for (int i = 0; i < ATTN_CONFIGS; i++)
 		prove_rope_reference(&r, &attn_configs[i]);
 	for (int i = 0; i < ATTN_CONFIGS; i++)
 		prove_attention_reference(&r, &attn_configs[i]);
 	prove_swiglu_reference(&r);
-	prove_xent_reference(&r);
+	oh_prove_xent(&r, V_, "xent gradient N=%d V=%d grad_scale=0.3 (ignored targets)", 9, V_);
 	prove_distill_reference(&r);
 }
 
@@ -1090,19 +610,19 @@ static int equals_rounded(const float *got, const float *want, size_t n)
 /* bf16 only: scale and add (also in place) give their f32 results rounded
  * once, bitwise; add with mixed types (y f32 from bf16 a and b, exact; y
  * bf16 from f32 a and bf16 b, rounded once): 2 checks */
-static void check_bf16_elementwise_bits(struct device_arrays *a, struct rng *r, const float *x,
+static void check_bf16_elementwise_bits(struct oh_arrays *a, struct oh_rng *r, const float *x,
 					const float *y, lt_ref ax, lt_ref by, const char *name)
 {
 	lt_backend *be = a->be;
 	const size_t n = ELEMS;
-	float *want = zeroed_floats(n), *xf = random_floats(r, n, -1, 1.2f);
-	lt_ref sx = device_values(a, LT_BF16, x, n), ya = device_values(a, LT_BF16, x, n);
-	lt_ref sum = new_array_of(a, LT_BF16, n);
+	float *want = oh_floats(n), *xf = oh_random_values(r, n, -1, 1.2f, LT_F32);
+	lt_ref sx = oh_values(a, LT_BF16, x, n), ya = oh_values(a, LT_BF16, x, n);
+	lt_ref sum = oh_array(a, LT_BF16, n);
 	be->ops->scale(be, sx, n, -1.7f);
 	be->ops->add(be, sum, ax, by, n);
 	be->ops->add(be, ya, ya, by, n);
-	float *got_s = downloaded(a, sx, n), *got_sum = downloaded(a, sum, n);
-	float *got_in = downloaded(a, ya, n);
+	float *got_s = oh_read_floats(a, sx, n), *got_sum = oh_read_floats(a, sum, n);
+	float *got_in = oh_read_floats(a, ya, n);
 	int ok = 1;
 	for (size_t i = 0; i < n; i++)
 		want[i] = x[i] * -1.7f;
@@ -1113,11 +633,11 @@ static void check_bf16_elementwise_bits(struct device_arrays *a, struct rng *r, 
 	tap_ok(ok, "%s scale, add and add in place give the f32 result of the widened inputs "
 	       "rounded once, bitwise (n=%zu)", name, n);
 
-	lt_ref y32 = new_array_of(a, LT_F32, n), af = device_values(a, LT_F32, xf, n);
-	lt_ref y16 = new_array_of(a, LT_BF16, n);
+	lt_ref y32 = oh_array(a, LT_F32, n), af = oh_values(a, LT_F32, xf, n);
+	lt_ref y16 = oh_array(a, LT_BF16, n);
 	be->ops->add(be, y32, ax, by, n);
 	be->ops->add(be, y16, af, by, n);
-	float *got32 = downloaded(a, y32, n), *got16 = downloaded(a, y16, n);
+	float *got32 = oh_read_floats(a, y32, n), *got16 = oh_read_floats(a, y16, n);
 	ok = same_bits(got32, want, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = xf[i] + y[i];
@@ -1129,55 +649,54 @@ static void check_bf16_elementwise_bits(struct device_arrays *a, struct rng *r, 
 
 /* fill, copy, scale, add (also in place), sum_squares, sum: 9 checks, and
  * 2 more in bf16 */
-static void test_elementwise_ops(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_elementwise_ops(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const size_t n = ELEMS;
-	float *x = random_values(r, n, -1, 1.2f, t), *y = random_values(r, n, -1.5f, 1, t);
-	double *want = zeroed_doubles(n);
+	float *x = oh_random_values(r, n, -1, 1.2f, t), *y = oh_random_values(r, n, -1.5f, 1, t);
+	double *want = oh_doubles(n);
 	float *got;
-	label(name, sizeof name, be, t);
 
-	lt_ref dx = new_array_of(&a, t, n);
+	lt_ref dx = oh_array(a, t, n);
 	be->ops->fill(be, dx, n, 0.37f);
-	got = downloaded(&a, dx, n);
+	got = oh_read_floats(a, dx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = 0.37f;
-	check_close_k(t, 1, got, want, n, "%s fill n=%zu", name, n);
+	oh_check_close(oh_tol(t, 1), got, want, n, "%s fill n=%zu", name, n);
 	free(got);
 
-	lt_ref src = device_values(&a, t, x, n), dst = new_array_of(&a, t, n);
+	lt_ref src = oh_values(a, t, x, n), dst = oh_array(a, t, n);
 	be->ops->copy(be, dst, src, n);
-	got = downloaded(&a, dst, n);
+	got = oh_read_floats(a, dst, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = x[i];
-	check_close_k(t, 0, got, want, n, "%s copy n=%zu", name, n);
+	oh_check_close(oh_tol(t, 0), got, want, n, "%s copy n=%zu", name, n);
 	free(got);
 
-	lt_ref sx = device_values(&a, t, x, n);
+	lt_ref sx = oh_values(a, t, x, n);
 	be->ops->scale(be, sx, n, -1.7f);
-	got = downloaded(&a, sx, n);
+	got = oh_read_floats(a, sx, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] * -1.7f;
-	check_close_k(t, 1, got, want, n, "%s scale n=%zu s=-1.7", name, n);
+	oh_check_close(oh_tol(t, 1), got, want, n, "%s scale n=%zu s=-1.7", name, n);
 	free(got);
 
-	lt_ref ax = device_values(&a, t, x, n), by = device_values(&a, t, y, n);
-	lt_ref sum = new_array_of(&a, t, n);
+	lt_ref ax = oh_values(a, t, x, n), by = oh_values(a, t, y, n);
+	lt_ref sum = oh_array(a, t, n);
 	be->ops->add(be, sum, ax, by, n);
-	got = downloaded(&a, sum, n);
+	got = oh_read_floats(a, sum, n);
 	for (size_t i = 0; i < n; i++)
 		want[i] = (double)x[i] + y[i];
-	check_close_k(t, 1, got, want, n, "%s add n=%zu", name, n);
+	oh_check_close(oh_tol(t, 1), got, want, n, "%s add n=%zu", name, n);
 	free(got);
 
-	lt_ref ya = device_values(&a, t, x, n), yb = device_values(&a, t, y, n);
+	lt_ref ya = oh_values(a, t, x, n), yb = oh_values(a, t, y, n);
 	be->ops->add(be, ya, ya, by, n);
 	be->ops->add(be, yb, ax, yb, n);
-	float *got_a = downloaded(&a, ya, n), *got_b = downloaded(&a, yb, n);
+	float *got_a = oh_read_floats(a, ya, n), *got_b = oh_read_floats(a, yb, n);
 	double err = tap_worst(tap_rel_l2_f(got_a, want, (long)n), tap_rel_l2_f(got_b, want, (long)n));
-	double tol = t == LT_BF16 ? BF16_TOL(1) : TOL;
+	double tol = t == LT_BF16 ? OH_BF16_TOL(1) : OH_TOL;
 	tap_ok(err <= tol, "%s add in place (y is a, then y is b) n=%zu: rel L2 %.3g <= %.3g", name, n,
 	       err, tol);
 	free(got_a);
@@ -1188,29 +707,29 @@ static void test_elementwise_ops(lt_backend *be, struct rng *r, enum lt_dtype t)
 		sq += (double)x[i] * x[i];
 		s += x[i];
 	}
-	lt_ref out = new_device_array(&a, 2);
+	lt_ref out = oh_array(a, LT_F32, 2);
 	be->ops->sum_squares(be, out, ax, n);
 	be->ops->sum(be, lt_ref_at(out, 1), ax, n);
-	got = downloaded(&a, out, 2);
-	check_close_k(t, 0, &got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
-	check_close_k(t, 0, &got[1], &s, 1, "%s sum n=%zu", name, n);
+	got = oh_read_floats(a, out, 2);
+	oh_check_close(oh_tol(t, 0), &got[0], &sq, 1, "%s sum_squares n=%zu", name, n);
+	oh_check_close(oh_tol(t, 0), &got[1], &s, 1, "%s sum n=%zu", name, n);
 	free(got);
 
 	if (t == LT_BF16)
-		check_bf16_elementwise_bits(&a, r, x, y, ax, by, name);
-	check_sync_and_guards_then_free(&a, name, "fill/copy/scale/add/sum_squares/sum");
+		check_bf16_elementwise_bits(a, r, x, y, ax, by, name);
+	check_sync_and_guards_then_free(a, name, "fill/copy/scale/add/sum_squares/sum");
 	free(x); free(y); free(want);
 }
 
 /* One gemm call of shape m x n x k on random A, B, C of type t with
  * leading dimensions and batch strides above the minimum; nan_c fills C's
  * m x n blocks with NaN. */
-static void check_one_gemm(struct device_arrays *a, struct rng *r, enum lt_dtype t, int m, int n,
+static void check_one_gemm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t, int m, int n,
 			   int k, int ta, int tb, float alpha, float beta, int batch, int nan_c)
 {
 	lt_backend *be = a->be;
 	char name[64];
-	label(name, sizeof name, be, t);
+	oh_label(name, sizeof name, be, t);
 	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
 		.alpha = alpha, .beta = beta, .batch = batch };
 	int rows_a = ta ? g.k : g.m, cols_a = ta ? g.m : g.k;
@@ -1224,21 +743,21 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, enum lt_dtype
 	size_t na = (size_t)g.stride_a * (batch - 1) + (size_t)rows_a * g.lda;
 	size_t nb = (size_t)g.stride_b * (batch - 1) + (size_t)rows_b * g.ldb;
 	size_t nc = (size_t)g.stride_c * (batch - 1) + (size_t)g.m * g.ldc;
-	float *A = random_values(r, na, -1, 1, t), *B = random_values(r, nb, -1, 1, t);
-	float *C = random_values(r, nc, -1, 1, t);
+	float *A = oh_random_values(r, na, -1, 1, t), *B = oh_random_values(r, nb, -1, 1, t);
+	float *C = oh_random_values(r, nc, -1, 1, t);
 	if (nan_c)
 		for (int bt = 0; bt < batch; bt++)
 			for (int i = 0; i < g.m; i++)
 				for (int j = 0; j < g.n; j++)
 					C[bt * g.stride_c + (long)i * g.ldc + j] = NAN;
-	double *dA = widened(A, na), *dB = widened(B, nb), *want = widened(C, nc);
+	double *dA = oh_widened(A, na), *dB = oh_widened(B, nb), *want = oh_widened(C, nc);
 	reference_gemm(&g, dA, dB, want);
 
-	lt_ref ra = device_values(a, t, A, na), rb = device_values(a, t, B, nb);
-	lt_ref rc = device_values(a, t, C, nc);
+	lt_ref ra = oh_values(a, t, A, na), rb = oh_values(a, t, B, nb);
+	lt_ref rc = oh_values(a, t, C, nc);
 	be->ops->gemm(be, &g, ra, rb, rc);
-	float *got = downloaded(a, rc, nc);
-	check_close_k(t, 1, got, want, nc,
+	float *got = oh_read_floats(a, rc, nc);
+	oh_check_close(oh_tol(t, 1), got, want, nc,
 		    "%s gemm %c%c m=%d n=%d k=%d alpha=%g beta=%g%s lda=%d ldb=%d ldc=%d batch=%d "
 		    "(strides %ld/%ld/%ld; gaps between rows and batches untouched)",
 		    name, ta ? 'T' : 'N', tb ? 'T' : 'N', g.m, g.n, g.k, alpha, beta,
@@ -1253,80 +772,62 @@ static void check_one_gemm(struct device_arrays *a, struct rng *r, enum lt_dtype
  * long k that the OpenCL backend splits into four slices
  * (LLTRAIN_GEMM_SPLIT_K; the CPU backend ignores it): 20 checks. In bf16, A, B and C
  * are all bf16 (test_dtypes holds the bf16 GEMM with an f32 C). */
-static void test_gemm(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_gemm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	struct device_arrays a = { .be = be };
-	char name[64];
-	label(name, sizeof name, be, t);
+	const char *name = a->name;
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, t, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
-	check_one_gemm(&a, r, t, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
+			check_one_gemm(a, r, t, N_, F_, C_, ta, tb, 0.7f, -0.3f, 3, 0);
+	check_one_gemm(a, r, t, N_, F_, C_, 1, 0, -1.25f, 0.0f, 2, 1);
 	for (int m = 1; m <= 4; m += 3) {
-		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, t, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
-		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
-		check_one_gemm(&a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
+		check_one_gemm(a, r, t, m, F_, C_, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(a, r, t, m, F_, C_, 0, 1, 0.5f, 1.0f, 1, 0);
+		check_one_gemm(a, r, t, m, 3001, 67, 0, 1, 1.0f, 0.0f, 1, 1);
+		check_one_gemm(a, r, t, m, 3001, 67, 0, 1, -0.7f, 1.0f, 1, 0);
 	}
 	setenv("LLTRAIN_GEMM_SPLIT_K", "4", 1);
 	for (int ta = 0; ta < 2; ta++)
 		for (int tb = 0; tb < 2; tb++)
-			check_one_gemm(&a, r, t, N_, F_, 1024, ta, tb, 0.7f, -0.3f, 1, 0);
-	check_one_gemm(&a, r, t, N_, F_, 1024, 1, 0, -1.25f, 0.0f, 1, 1);
+			check_one_gemm(a, r, t, N_, F_, 1024, ta, tb, 0.7f, -0.3f, 1, 0);
+	check_one_gemm(a, r, t, N_, F_, 1024, 1, 0, -1.25f, 0.0f, 1, 1);
 	unsetenv("LLTRAIN_GEMM_SPLIT_K");
-	check_sync_and_guards_then_free(&a, name, "gemm");
+	check_sync_and_guards_then_free(a, name, "gemm");
 }
 
 /* forward, backward into a non-zero f32 table: 4 checks; in bf16, a bf16
  * table into an f32 out too (exact): 1 more */
-static void test_embedding(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_embedding(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
-	label(name, sizeof name, be, t);
+	lt_backend *be = a->be;
+	const char *name = a->name;
+	/* repeats, near and far; the first and last rows */
+	static const int32_t fixed[][2] = {
+		{ 3, 42 }, { 11, 42 }, { 29, 42 }, { 12, 0 }, { 13, 0 }, { N_ - 1, V_ - 1 },
+	};
+	struct oh_embedding e = { .N = N_, .C = C_, .rows = V_, .fixed = fixed,
+		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
+	oh_embedding_run(a, r, t, &e);
 	const int N = N_, C = C_, V = V_;
-	size_t NC = (size_t)N * C, VC = (size_t)V * C;
-	int32_t tokens[N_];
-	for (int n = 0; n < N; n++)
-		tokens[n] = rng_below(r, V);
-	tokens[3] = tokens[11] = tokens[29] = 42;  /* repeats, near and far */
-	tokens[12] = tokens[13] = 0;
-	tokens[N - 1] = V - 1;
-	float *table = random_values(r, VC, -1, 1, t), *dtable = random_floats(r, VC, -1, 1);
-	float *dout = random_values(r, NC, -1, 1, t);
-	double *dtab = widened(table, VC), *want_out = zeroed_doubles(NC);
-	double *want_dtable = widened(dtable, VC), *ddout = widened(dout, NC);
-	reference_embedding_forward(want_out, tokens, dtab, N, C);
-	reference_embedding_backward(want_dtable, tokens, ddout, N, C);
-
-	lt_ref rtok = device_ids_of(&a, tokens, N), rtable = device_values(&a, t, table, VC);
-	lt_ref rout = new_array_of(&a, t, NC);
-	be->ops->embedding_forward(be, rout, rtok, rtable, N, C);
-	float *got = downloaded(&a, rout, NC);
-	check_close_k(t, 0, got, want_out, NC, "%s embedding_forward N=%d C=%d V=%d", name, N, C, V);
-	free(got);
-
-	lt_ref rdtable = device_copy_of(&a, dtable, VC), rdout = device_values(&a, t, dout, NC);
-	be->ops->embedding_backward(be, rdtable, rtok, rdout, N, C);
-	got = downloaded(&a, rdtable, VC);
-	check_close_k(t, 0, got, want_dtable, VC,
-		      "%s embedding_backward f32 dtable += (non-zero start, repeated tokens) N=%d "
-		      "C=%d V=%d", name, N, C, V);
-	free(got);
-
+	size_t NC = (size_t)N * C;
+	oh_check_close(oh_tol(t, 0), e.out, e.want_out, NC, "%s embedding_forward N=%d C=%d V=%d",
+		       name, N, C, V);
+	oh_check_close(oh_tol(t, 0), e.dtable, e.want_dtable, (size_t)V * C,
+		       "%s embedding_backward f32 dtable += (non-zero start, repeated tokens) N=%d "
+		       "C=%d V=%d", name, N, C, V);
 	if (t == LT_BF16) {
-		lt_ref rout32 = new_array_of(&a, LT_F32, NC);
-		be->ops->embedding_forward(be, rout32, rtok, rtable, N, C);
-		got = downloaded(&a, rout32, NC);
+		lt_ref rout32 = oh_array(a, LT_F32, NC);
+		be->ops->embedding_forward(be, rout32, e.rtok, e.rtable, N, C);
+		float *got = oh_read_floats(a, rout32, NC);
 		int exact = 1;
 		for (int n = 0; n < N; n++)
-			exact &= same_bits(got + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C);
+			exact &= same_bits(got + (size_t)n * C, e.table + (size_t)e.tokens[n] * C,
+					   (size_t)C);
 		tap_ok(exact, "%s embedding_forward from a bf16 table into an f32 out: the rows "
 		       "widened exactly, bitwise", name);
 		free(got);
 	}
-	check_sync_and_guards_then_free(&a, name, "embedding");
-	free(table); free(dtable); free(dout); free(dtab); free(want_out); free(want_dtable); free(ddout);
+	check_sync_and_guards_then_free(a, name, "embedding");
+	oh_embedding_free(&e);
 }
 
 /* bf16 only: the forward of f32 inp and bf16 w into a bf16 out, against
@@ -1334,28 +835,28 @@ static void test_embedding(lt_backend *be, struct rng *r, enum lt_dtype t)
  * (got_dinp, from dinp0) is the same backward into an f32 dinp rounded
  * once, bitwise -- read, add in f32, round -- the arithmetic being the
  * same whatever dinp's type: 2 checks */
-static void check_rmsnorm_mixed(struct device_arrays *a, struct rng *r, lt_ref rw, const float *w,
+static void check_rmsnorm_mixed(struct oh_arrays *a, struct oh_rng *r, lt_ref rw, const float *w,
 				lt_ref rdout, lt_ref rinp, lt_ref rr, const float *dinp0,
 				const float *got_dinp, const char *name)
 {
 	lt_backend *be = a->be;
 	const int N = N_, C = C_;
 	size_t NC = (size_t)N * C;
-	float *inp = random_floats(r, NC, -2, 2);
-	double *inp_d = widened(inp, NC), *w_d = widened(w, C);
-	double *want_out = zeroed_doubles(NC), *want_rstd = zeroed_doubles(N);
+	float *inp = oh_random_values(r, NC, -2, 2, LT_F32);
+	double *inp_d = oh_widened(inp, NC), *w_d = oh_widened(w, C);
+	double *want_out = oh_doubles(NC), *want_rstd = oh_doubles(N);
 	reference_rmsnorm_forward(want_out, want_rstd, inp_d, w_d, N, C, NORM_EPS);
-	lt_ref rin32 = device_values(a, LT_F32, inp, NC), rout = new_array_of(a, LT_BF16, NC);
-	lt_ref rrstd = new_device_array(a, N);
+	lt_ref rin32 = oh_values(a, LT_F32, inp, NC), rout = oh_array(a, LT_BF16, NC);
+	lt_ref rrstd = oh_array(a, LT_F32, N);
 	be->ops->rmsnorm_forward(be, rout, rrstd, rin32, rw, N, C, NORM_EPS);
-	float *got_out = downloaded(a, rout, NC);
-	check_close_k(LT_BF16, 1, got_out, want_out, NC,
-		      "%s rmsnorm_forward f32 inp, bf16 w -> bf16 out N=%d C=%d", name, N, C);
+	float *got_out = oh_read_floats(a, rout, NC);
+	oh_check_close(oh_tol(LT_BF16, 1), got_out, want_out, NC,
+		       "%s rmsnorm_forward f32 inp, bf16 w -> bf16 out N=%d C=%d", name, N, C);
 
-	lt_ref rdinp32 = device_values(a, LT_F32, dinp0, NC), rdw = new_device_array(a, C);
+	lt_ref rdinp32 = oh_values(a, LT_F32, dinp0, NC), rdw = oh_array(a, LT_F32, C);
 	be->ops->fill(be, rdw, C, 0.0f);
 	be->ops->rmsnorm_backward(be, rdinp32, rdw, rdout, rinp, rw, rr, N, C);
-	float *got32 = downloaded(a, rdinp32, NC);
+	float *got32 = oh_read_floats(a, rdinp32, NC);
 	tap_ok(equals_rounded(got_dinp, got32, NC),
 	       "%s rmsnorm_backward dinp += into bf16 is the f32 dinp's result rounded once, "
 	       "bitwise (N=%d C=%d)", name, N, C);
@@ -1365,53 +866,52 @@ static void check_rmsnorm_mixed(struct device_arrays *a, struct rng *r, lt_ref r
 
 /* forward out and rstd, backward dinp and dw (+=), determinism: 7 checks,
  * and 2 more in bf16 */
-static void test_rmsnorm(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_rmsnorm(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, C = C_;
 	size_t NC = (size_t)N * C;
-	float *inp = random_values(r, NC, -2, 2, t), *w = random_values(r, C, -1.5f, 1.5f, t);
-	float *dout = random_values(r, NC, -1, 1, t);
-	float *dinp0 = random_values(r, NC, -1, 1, t), *dw0 = random_floats(r, C, -1, 1);
-	double *dinp_d = widened(inp, NC), *w_d = widened(w, C), *dout_d = widened(dout, NC);
-	double *want_out = zeroed_doubles(NC), *want_rstd = zeroed_doubles(N);
-	double *want_dinp = widened(dinp0, NC), *want_dw = widened(dw0, C);
-	label(name, sizeof name, be, t);
+	float *inp = oh_random_values(r, NC, -2, 2, t), *w = oh_random_values(r, C, -1.5f, 1.5f, t);
+	float *dout = oh_random_values(r, NC, -1, 1, t);
+	float *dinp0 = oh_random_values(r, NC, -1, 1, t), *dw0 = oh_random_values(r, C, -1, 1, LT_F32);
+	double *dinp_d = oh_widened(inp, NC), *w_d = oh_widened(w, C), *dout_d = oh_widened(dout, NC);
+	double *want_out = oh_doubles(NC), *want_rstd = oh_doubles(N);
+	double *want_dinp = oh_widened(dinp0, NC), *want_dw = oh_widened(dw0, C);
 	reference_rmsnorm_forward(want_out, want_rstd, dinp_d, w_d, N, C, NORM_EPS);
 	reference_rmsnorm_backward(want_dinp, want_dw, dout_d, dinp_d, w_d, want_rstd, N, C);
 
-	lt_ref rinp = device_values(&a, t, inp, NC), rw = device_values(&a, t, w, C);
-	lt_ref rout = new_array_of(&a, t, NC), rrstd = new_device_array(&a, N);
+	lt_ref rinp = oh_values(a, t, inp, NC), rw = oh_values(a, t, w, C);
+	lt_ref rout = oh_array(a, t, NC), rrstd = oh_array(a, LT_F32, N);
 	be->ops->rmsnorm_forward(be, rout, rrstd, rinp, rw, N, C, NORM_EPS);
-	float *got_out = downloaded(&a, rout, NC), *got_rstd = downloaded(&a, rrstd, N);
-	check_close_k(t, 1, got_out, want_out, NC, "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name,
-		      N, C);
-	check_close_k(t, 0, got_rstd, want_rstd, N, "%s rmsnorm_forward f32 rstd N=%d C=%d", name, N,
-		      C);
+	float *got_out = oh_read_floats(a, rout, NC), *got_rstd = oh_read_floats(a, rrstd, N);
+	oh_check_close(oh_tol(t, 1), got_out, want_out, NC,
+		       "%s rmsnorm_forward out N=%d C=%d eps=1e-5", name, N, C);
+	oh_check_close(oh_tol(t, 0), got_rstd, want_rstd, N,
+		       "%s rmsnorm_forward f32 rstd N=%d C=%d", name, N, C);
 
 	/* The backward reads the reference's rstd, so it is tested on its own. */
 	float *rstd = rounded(want_rstd, N);
-	lt_ref rr = device_copy_of(&a, rstd, N), rdout = device_values(&a, t, dout, NC);
+	lt_ref rr = oh_values(a, LT_F32, rstd, N), rdout = oh_values(a, t, dout, NC);
 	lt_ref rdinp[2], rdw[2];
 	float *got_dinp[2], *got_dw[2];
 	for (int run = 0; run < 2; run++) {
-		rdinp[run] = device_values(&a, t, dinp0, NC);
-		rdw[run] = device_copy_of(&a, dw0, C);
+		rdinp[run] = oh_values(a, t, dinp0, NC);
+		rdw[run] = oh_values(a, LT_F32, dw0, C);
 		be->ops->rmsnorm_backward(be, rdinp[run], rdw[run], rdout, rinp, rw, rr, N, C);
-		got_dinp[run] = downloaded(&a, rdinp[run], NC);
-		got_dw[run] = downloaded(&a, rdw[run], C);
+		got_dinp[run] = oh_read_floats(a, rdinp[run], NC);
+		got_dw[run] = oh_read_floats(a, rdw[run], C);
 	}
-	check_close_k(t, 1, got_dinp[0], want_dinp, NC,
-		      "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d", name, N, C);
-	check_close_k(t, 0, got_dw[0], want_dw, C,
-		      "%s rmsnorm_backward f32 dw += (non-zero start) N=%d C=%d", name, N, C);
+	oh_check_close(oh_tol(t, 1), got_dinp[0], want_dinp, NC,
+		       "%s rmsnorm_backward dinp += (non-zero start) N=%d C=%d", name, N, C);
+	oh_check_close(oh_tol(t, 0), got_dw[0], want_dw, C,
+		       "%s rmsnorm_backward f32 dw += (non-zero start) N=%d C=%d", name, N, C);
 	tap_ok(same_bits(got_dinp[0], got_dinp[1], NC) && same_bits(got_dw[0], got_dw[1], C),
 	       "%s rmsnorm_backward twice gives bitwise identical dinp and dw", name);
 
 	if (t == LT_BF16)
-		check_rmsnorm_mixed(&a, r, rw, w, rdout, rinp, rr, dinp0, got_dinp[0], name);
-	check_sync_and_guards_then_free(&a, name, "rmsnorm");
+		check_rmsnorm_mixed(a, r, rw, w, rdout, rinp, rr, dinp0, got_dinp[0], name);
+	check_sync_and_guards_then_free(a, name, "rmsnorm");
 	for (int run = 0; run < 2; run++) {
 		free(got_dinp[run]);
 		free(got_dw[run]);
@@ -1433,69 +933,69 @@ static int value_heads_are_untouched(const float *got, const float *orig, const 
 
 /* rope forward, inverse, value heads; attention out, lse, dqkv,
  * determinism: 9 checks */
-static void test_rope_and_attention(lt_backend *be, struct rng *r, const struct lt_attn_shape *s,
-				    enum lt_dtype t)
+static void test_rope_and_attention(struct oh_arrays *a, struct oh_rng *r,
+				    const struct lt_attn_shape *s, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	char shape[96], group[128];
-	label(name, sizeof name, be, t);
 	size_t rows = (size_t)s->B * s->T, n = rows * qkv_width(s), nout = rows * s->H * s->D;
 	size_t nlse = (size_t)s->B * s->H * s->T;
 	describe(shape, sizeof shape, s);
 
 	float *inv_freq = rope_inv_freq(s->D);
-	double *inv_freq_d = widened(inv_freq, s->D / 2);
-	float *x = random_values(r, n, -1, 1, t);
-	double *want_fwd = widened(x, n), *want_bwd = widened(x, n);
+	double *inv_freq_d = oh_widened(inv_freq, s->D / 2);
+	float *x = oh_random_values(r, n, -1, 1, t);
+	double *want_fwd = oh_widened(x, n), *want_bwd = oh_widened(x, n);
 	reference_rope(want_fwd, inv_freq_d, s, 0);
 	reference_rope(want_bwd, inv_freq_d, s, 1);
 
-	lt_ref rfreq = device_copy_of(&a, inv_freq, s->D / 2);
-	lt_ref rfwd = device_values(&a, t, x, n), rbwd = device_values(&a, t, x, n);
+	lt_ref rfreq = oh_values(a, LT_F32, inv_freq, s->D / 2);
+	lt_ref rfwd = oh_values(a, t, x, n), rbwd = oh_values(a, t, x, n);
 	be->ops->rope(be, rfwd, rfreq, s, 0);
 	be->ops->rope(be, rbwd, rfreq, s, 1);
-	float *got_fwd = downloaded(&a, rfwd, n), *got_bwd = downloaded(&a, rbwd, n);
-	check_close_k(t, 1, got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
-	check_close_k(t, 1, got_bwd, want_bwd, n, "%s rope backward (inverse) %s theta=1e4", name,
-		      shape);
+	float *got_fwd = oh_read_floats(a, rfwd, n), *got_bwd = oh_read_floats(a, rbwd, n);
+	oh_check_close(oh_tol(t, 1), got_fwd, want_fwd, n, "%s rope forward %s theta=1e4", name, shape);
+	oh_check_close(oh_tol(t, 1), got_bwd, want_bwd, n,
+		       "%s rope backward (inverse) %s theta=1e4", name, shape);
 	tap_ok(value_heads_are_untouched(got_fwd, x, s) && value_heads_are_untouched(got_bwd, x, s),
 	       "%s rope forward and backward leave value heads bitwise untouched %s", name, shape);
 
-	float *qkv = random_values(r, n, -2, 2, t), *dout = random_values(r, nout, -1, 1, t);
-	double *qkv_d = widened(qkv, n), *dout_d = widened(dout, nout);
-	double *want_out = zeroed_doubles(nout), *want_lse = zeroed_doubles(nlse);
-	double *want_dqkv = zeroed_doubles(n);
+	float *qkv = oh_random_values(r, n, -2, 2, t), *dout = oh_random_values(r, nout, -1, 1, t);
+	double *qkv_d = oh_widened(qkv, n), *dout_d = oh_widened(dout, nout);
+	double *want_out = oh_doubles(nout), *want_lse = oh_doubles(nlse);
+	double *want_dqkv = oh_doubles(n);
 	reference_attention_forward(want_out, want_lse, qkv_d, s);
 	reference_attention_backward(want_dqkv, dout_d, qkv_d, s);
 
-	lt_ref rqkv = device_values(&a, t, qkv, n);
-	lt_ref rout = new_array_of(&a, t, nout), rlse = new_device_array(&a, nlse);
+	lt_ref rqkv = oh_values(a, t, qkv, n);
+	lt_ref rout = oh_array(a, t, nout), rlse = oh_array(a, LT_F32, nlse);
 	be->ops->attention_forward(be, rout, rlse, rqkv, s);
-	float *got_out = downloaded(&a, rout, nout), *got_lse = downloaded(&a, rlse, nlse);
-	check_close_k(t, 1, got_out, want_out, nout, "%s attention_forward out %s", name, shape);
-	check_close_tol(lse_tolerance(be, t), got_lse, want_lse, nlse,
-			"%s attention_forward f32 lse[B,H,T] %s", name, shape);
+	float *got_out = oh_read_floats(a, rout, nout), *got_lse = oh_read_floats(a, rlse, nlse);
+	oh_check_close(oh_tol(t, 1), got_out, want_out, nout, "%s attention_forward out %s", name,
+		       shape);
+	oh_check_close(lse_tolerance(be, t), got_lse, want_lse, nlse,
+		       "%s attention_forward f32 lse[B,H,T] %s", name, shape);
 
 	/* The backward reads the reference's out (rounded to the mode's type)
 	 * and lse, so it is tested on its own. */
 	float *out = rounded(want_out, nout), *lse = rounded(want_lse, nlse);
 	round_to(out, nout, t);
-	lt_ref rout_ref = device_values(&a, t, out, nout), rlse_ref = device_copy_of(&a, lse, nlse);
-	lt_ref rdout = device_values(&a, t, dout, nout);
+	lt_ref rout_ref = oh_values(a, t, out, nout), rlse_ref = oh_values(a, LT_F32, lse, nlse);
+	lt_ref rdout = oh_values(a, t, dout, nout);
 	float *got_dqkv[2];
 	for (int run = 0; run < 2; run++) {
-		lt_ref rdqkv = new_array_of(&a, t, n);
+		lt_ref rdqkv = oh_array(a, t, n);
 		be->ops->attention_backward(be, rdqkv, rdout, rout_ref, rlse_ref, rqkv, s);
-		got_dqkv[run] = downloaded(&a, rdqkv, n);
+		got_dqkv[run] = oh_read_floats(a, rdqkv, n);
 	}
-	check_close_k(t, 2, got_dqkv[0], want_dqkv, n, "%s attention_backward dqkv (over NaN) %s",
-		      name, shape);
+	oh_check_close(oh_tol(t, 2), got_dqkv[0], want_dqkv, n,
+		       "%s attention_backward dqkv (over NaN) %s", name, shape);
 	tap_ok(same_bits(got_dqkv[0], got_dqkv[1], n),
 	       "%s attention_backward twice gives bitwise identical dqkv %s", name, shape);
 
 	snprintf(group, sizeof group, "rope/attention %s", shape);
-	check_sync_and_guards_then_free(&a, name, group);
+	check_sync_and_guards_then_free(a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_fwd); free(want_bwd); free(got_fwd);
 	free(got_bwd); free(qkv); free(dout); free(qkv_d); free(dout_d); free(want_out); free(want_lse);
 	free(want_dqkv); free(got_out); free(got_lse); free(out); free(lse);
@@ -1554,12 +1054,11 @@ static int cache_rest_is_untouched(const float *c, const float *orig, int S,
 /* rope at pos0; attention_cached out, cache writes, what it leaves alone,
  * determinism; then from an empty cache: whole sequences in one call equal
  * attention_forward, one token per call equal the reference: 9 checks */
-static void test_attention_cached(lt_backend *be, struct rng *r, const struct cached_config *cc,
-				  enum lt_dtype t)
+static void test_attention_cached(struct oh_arrays *a, struct oh_rng *r,
+				  const struct cached_config *cc, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
-	label(name, sizeof name, be, t);
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const struct lt_attn_shape *s = &cc->s;
 	int S = cc->S, B = s->B, K = s->K, D = s->D;
 	char shape[128], group[160];
@@ -1570,41 +1069,43 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 
 	/* rope honours pos0 */
 	float *inv_freq = rope_inv_freq(D);
-	double *inv_freq_d = widened(inv_freq, D / 2);
-	float *x = random_values(r, n, -1, 1, t);
-	double *want_rope = widened(x, n);
+	double *inv_freq_d = oh_widened(inv_freq, D / 2);
+	float *x = oh_random_values(r, n, -1, 1, t);
+	double *want_rope = oh_widened(x, n);
 	reference_rope(want_rope, inv_freq_d, s, 0);
-	lt_ref rfreq = device_copy_of(&a, inv_freq, D / 2), rx = device_values(&a, t, x, n);
+	lt_ref rfreq = oh_values(a, LT_F32, inv_freq, D / 2), rx = oh_values(a, t, x, n);
 	be->ops->rope(be, rx, rfreq, s, 0);
-	float *got_rope = downloaded(&a, rx, n);
-	check_close_k(t, 1, got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
+	float *got_rope = oh_read_floats(a, rx, n);
+	oh_check_close(oh_tol(t, 1), got_rope, want_rope, n, "%s rope forward at pos0 %s", name, shape);
 
 	/* a cache whose positions before pos0 hold earlier keys and values, and
 	 * NaN after, which the op must neither read nor overwrite */
-	float *kc0 = random_values(r, ncache, -2, 2, t), *vc0 = random_values(r, ncache, -2, 2, t);
+	float *kc0 = oh_random_values(r, ncache, -2, 2, t);
+	float *vc0 = oh_random_values(r, ncache, -2, 2, t);
 	for (size_t bk = 0; bk < (size_t)B * K; bk++)
 		for (int j = s->pos0; j < S; j++)
 			for (int d = 0; d < D; d++)
 				kc0[(bk * S + j) * D + d] = vc0[(bk * S + j) * D + d] = NAN;
-	float *qkv = random_values(r, n, -2, 2, t);
-	double *qkv_d = widened(qkv, n), *kc_d = widened(kc0, ncache), *vc_d = widened(vc0, ncache);
-	double *want_out = zeroed_doubles(nout);
+	float *qkv = oh_random_values(r, n, -2, 2, t);
+	double *qkv_d = oh_widened(qkv, n), *kc_d = oh_widened(kc0, ncache);
+	double *vc_d = oh_widened(vc0, ncache);
+	double *want_out = oh_doubles(nout);
 	reference_attention_cached(want_out, qkv_d, kc_d, vc_d, S, s);
 
-	lt_ref rqkv = device_values(&a, t, qkv, n);
+	lt_ref rqkv = oh_values(a, t, qkv, n);
 	float *got_out[2], *got_kc = NULL, *got_vc = NULL;
 	for (int run = 0; run < 2; run++) {
-		lt_ref rk = device_values(&a, t, kc0, ncache), rv = device_values(&a, t, vc0, ncache);
-		lt_ref rout = new_array_of(&a, t, nout);
+		lt_ref rk = oh_values(a, t, kc0, ncache), rv = oh_values(a, t, vc0, ncache);
+		lt_ref rout = oh_array(a, t, nout);
 		be->ops->attention_cached(be, rout, rqkv, rk, rv, S, s);
-		got_out[run] = downloaded(&a, rout, nout);
+		got_out[run] = oh_read_floats(a, rout, nout);
 		if (run == 0) {
-			got_kc = downloaded(&a, rk, ncache);
-			got_vc = downloaded(&a, rv, ncache);
+			got_kc = oh_read_floats(a, rk, ncache);
+			got_vc = oh_read_floats(a, rv, ncache);
 		}
 	}
-	check_close_k(t, 1, got_out[0], want_out, nout, "%s attention_cached out (over NaN) %s", name,
-		      shape);
+	oh_check_close(oh_tol(t, 1), got_out[0], want_out, nout,
+		       "%s attention_cached out (over NaN) %s", name, shape);
 	tap_ok(cache_holds_new_rows(got_kc, qkv, S, s, 0) && cache_holds_new_rows(got_vc, qkv, S, s, 1),
 	       "%s attention_cached copies the new keys and values to positions pos0.. %s", name,
 	       shape);
@@ -1620,47 +1121,47 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 	whole.pos0 = 0;
 	step.T = 1;
 	size_t W = qkv_width(s), nq = (size_t)B * S * W, nfull = (size_t)B * S * s->H * D;
-	float *seq = random_values(r, nq, -2, 2, t);
-	double *seq_d = widened(seq, nq), *want_full = zeroed_doubles(nfull);
-	double *lse_d = zeroed_doubles((size_t)B * s->H * S);
+	float *seq = oh_random_values(r, nq, -2, 2, t);
+	double *seq_d = oh_widened(seq, nq), *want_full = oh_doubles(nfull);
+	double *lse_d = oh_doubles((size_t)B * s->H * S);
 	reference_attention_forward(want_full, lse_d, seq_d, &whole);
 
-	lt_ref rseq = device_values(&a, t, seq, nq), rfwd = new_array_of(&a, t, nfull);
-	lt_ref rlse = new_device_array(&a, (size_t)B * s->H * S);
-	lt_ref rk = new_array_of(&a, t, ncache), rv = new_array_of(&a, t, ncache);
-	lt_ref rall = new_array_of(&a, t, nfull);
+	lt_ref rseq = oh_values(a, t, seq, nq), rfwd = oh_array(a, t, nfull);
+	lt_ref rlse = oh_array(a, LT_F32, (size_t)B * s->H * S);
+	lt_ref rk = oh_array(a, t, ncache), rv = oh_array(a, t, ncache);
+	lt_ref rall = oh_array(a, t, nfull);
 	be->ops->attention_forward(be, rfwd, rlse, rseq, &whole);
 	be->ops->attention_cached(be, rall, rseq, rk, rv, S, &whole);
-	float *got_fwd = downloaded(&a, rfwd, nfull), *got_all = downloaded(&a, rall, nfull);
-	double *fwd_d = widened(got_fwd, nfull);
+	float *got_fwd = oh_read_floats(a, rfwd, nfull), *got_all = oh_read_floats(a, rall, nfull);
+	double *fwd_d = oh_widened(got_fwd, nfull);
 	double err = tap_rel_l2_f(got_all, fwd_d, (long)nfull);
 	/* f32 results within 1e-6 of each other, each rounded once in bf16 */
-	double tol = t == LT_BF16 ? 2 * BF16_U + 1e-6 : 1e-6;
+	double tol = t == LT_BF16 ? 2 * OH_BF16_U + 1e-6 : 1e-6;
 	tap_ok(err <= tol, "%s attention_cached with pos0=0, T=S equals attention_forward: rel L2 "
 	       "%.3g <= %.3g (B=%d S=%d)", name, err, tol, B, S);
 
 	/* one token per call: row p of each sequence, gathered into [B, W] */
-	float *one = zeroed_floats((size_t)B * W), *got_steps = zeroed_floats(nfull);
-	lt_ref rone = new_array_of(&a, t, (size_t)B * W);
-	lt_ref rstep = new_array_of(&a, t, (size_t)B * s->H * D);
+	float *one = oh_floats((size_t)B * W), *got_steps = oh_floats(nfull);
+	lt_ref rone = oh_array(a, t, (size_t)B * W);
+	lt_ref rstep = oh_array(a, t, (size_t)B * s->H * D);
 	for (int p = 0; p < S; p++) {
 		for (int b = 0; b < B; b++)
 			memcpy(one + (size_t)b * W, seq + ((size_t)b * S + p) * W, W * sizeof(float));
-		upload(&a, rone, one, (size_t)B * W);
+		oh_write_floats(be, rone, one, (size_t)B * W);
 		step.pos0 = p;
 		be->ops->attention_cached(be, rstep, rone, rk, rv, S, &step);
-		float *o = downloaded(&a, rstep, (size_t)B * s->H * D);
+		float *o = oh_read_floats(a, rstep, (size_t)B * s->H * D);
 		for (int b = 0; b < B; b++)
 			memcpy(got_steps + ((size_t)b * S + p) * s->H * D, o + (size_t)b * s->H * D,
 			       (size_t)s->H * D * sizeof(float));
 		free(o);
 	}
-	check_close_k(t, 1, got_steps, want_full, nfull,
-		      "%s attention_cached one token per call over %d positions equals causal "
-		      "attention of the whole sequence (B=%d)", name, S, B);
+	oh_check_close(oh_tol(t, 1), got_steps, want_full, nfull,
+		       "%s attention_cached one token per call over %d positions equals causal "
+		       "attention of the whole sequence (B=%d)", name, S, B);
 
 	snprintf(group, sizeof group, "attention_cached %s", shape);
-	check_sync_and_guards_then_free(&a, name, group);
+	check_sync_and_guards_then_free(a, name, group);
 	free(inv_freq); free(inv_freq_d); free(x); free(want_rope); free(got_rope); free(kc0);
 	free(vc0); free(qkv); free(qkv_d); free(kc_d); free(vc_d); free(want_out);
 	free(got_out[0]); free(got_out[1]); free(got_kc); free(got_vc); free(seq); free(seq_d);
@@ -1669,74 +1170,69 @@ static void test_attention_cached(lt_backend *be, struct rng *r, const struct ca
 }
 
 /* forward, backward: 4 checks */
-static void test_swiglu(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_swiglu(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, F = F_;
 	size_t nh = (size_t)N * 2 * F, nf = (size_t)N * F;
-	float *h = random_values(r, nh, -4, 4, t), *dout = random_values(r, nf, -1, 1, t);
-	label(name, sizeof name, be, t);
-	double *h_d = widened(h, nh), *dout_d = widened(dout, nf);
-	double *want_out = zeroed_doubles(nf), *want_dh = zeroed_doubles(nh);
+	float *h = oh_random_values(r, nh, -4, 4, t), *dout = oh_random_values(r, nf, -1, 1, t);
+	double *h_d = oh_widened(h, nh), *dout_d = oh_widened(dout, nf);
+	double *want_out = oh_doubles(nf), *want_dh = oh_doubles(nh);
 	reference_swiglu_forward(want_out, h_d, N, F);
 	reference_swiglu_backward(want_dh, dout_d, h_d, N, F);
 
-	lt_ref rh = device_values(&a, t, h, nh), rout = new_array_of(&a, t, nf);
-	lt_ref rdout = device_values(&a, t, dout, nf), rdh = new_array_of(&a, t, nh);
+	lt_ref rh = oh_values(a, t, h, nh), rout = oh_array(a, t, nf);
+	lt_ref rdout = oh_values(a, t, dout, nf), rdh = oh_array(a, t, nh);
 	be->ops->swiglu_forward(be, rout, rh, N, F);
 	be->ops->swiglu_backward(be, rdh, rdout, rh, N, F);
-	float *got_out = downloaded(&a, rout, nf), *got_dh = downloaded(&a, rdh, nh);
-	check_close_k(t, 1, got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
-	check_close_k(t, 1, got_dh, want_dh, nh, "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N,
-		      F);
+	float *got_out = oh_read_floats(a, rout, nf), *got_dh = oh_read_floats(a, rdh, nh);
+	oh_check_close(oh_tol(t, 1), got_out, want_out, nf, "%s swiglu_forward N=%d F=%d", name, N, F);
+	oh_check_close(oh_tol(t, 1), got_dh, want_dh, nh,
+		       "%s swiglu_backward dh (over NaN) N=%d F=%d", name, N, F);
 
-	check_sync_and_guards_then_free(&a, name, "swiglu");
+	check_sync_and_guards_then_free(a, name, "swiglu");
 	free(h); free(dout); free(h_d); free(dout_d); free(want_out); free(want_dh); free(got_out);
 	free(got_dh);
 }
 
 /* losses and untouched logits at grad_scale 0; losses, in-place gradient
  * and exact zeros for ignored targets otherwise: 7 checks */
-static void test_xent(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_xent(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
-	label(name, sizeof name, be, t);
+	/* the first and last columns, two ignored */
+	static const int32_t fixed[][2] = { { 0, 0 }, { 1, V_ - 1 }, { 4, -1 }, { 20, -100 } };
+	lt_backend *be = a->be;
+	const char *name = a->name;
+	struct oh_xent x = { .N = N_, .V = V_, .grad_scale = 1.0f / N_, .fixed = fixed,
+		.n_fixed = (int)(sizeof fixed / sizeof fixed[0]) };
+	oh_xent_new(r, t, &x);
 	const int N = N_, V = V_;
 	const float grad_scale = 1.0f / N_;
 	size_t nl = (size_t)N * V;
-	int32_t targets[N_];
-	for (int n = 0; n < N; n++)
-		targets[n] = rng_below(r, V);
-	targets[0] = 0;
-	targets[1] = V - 1;
-	targets[4] = -1;
-	targets[20] = -100;
-	float *logits = random_values(r, nl, -4, 4, t);
-	double *logits_d = widened(logits, nl), *want_losses = zeroed_doubles(N);
-	double *want_grad = zeroed_doubles(nl);
-	reference_xent(want_losses, want_grad, logits_d, targets, N, V, grad_scale);
+	const int32_t *targets = x.targets;
+	const float *logits = x.z;
 
-	lt_ref rtargets = device_ids_of(&a, targets, N);
-	lt_ref rlogits = device_values(&a, t, logits, nl), rlosses = new_device_array(&a, N);
+	lt_ref rtargets = oh_ids(a, targets, N);
+	lt_ref rlogits = oh_values(a, t, logits, nl), rlosses = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rlosses, rlogits, rtargets, N, V, 0.0f);
-	float *got_losses = downloaded(&a, rlosses, N), *got_logits = downloaded(&a, rlogits, nl);
-	check_close_k(t, 0, got_losses, want_losses, N,
-		      "%s xent grad_scale=0 f32 losses N=%d V=%d (2 ignored)", name, N, V);
-	tap_ok(same_bits(got_logits, logits, nl), "%s xent grad_scale=0 leaves logits bitwise unchanged",
-	       name);
+	float *got_losses = oh_read_floats(a, rlosses, N);
+	float *got_logits = oh_read_floats(a, rlogits, nl);
+	oh_check_close(oh_tol(t, 0), got_losses, x.want_loss, N,
+		       "%s xent grad_scale=0 f32 losses N=%d V=%d (2 ignored)", name, N, V);
+	tap_ok(same_bits(got_logits, logits, nl),
+	       "%s xent grad_scale=0 leaves logits bitwise unchanged", name);
 	free(got_losses);
 	free(got_logits);
 
-	lt_ref rgrad = device_values(&a, t, logits, nl), rlosses2 = new_device_array(&a, N);
+	lt_ref rgrad = oh_values(a, t, logits, nl), rlosses2 = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rlosses2, rgrad, rtargets, N, V, grad_scale);
-	got_losses = downloaded(&a, rlosses2, N);
-	float *got_grad = downloaded(&a, rgrad, nl);
-	check_close_k(t, 0, got_losses, want_losses, N, "%s xent grad_scale=1/%d f32 losses N=%d V=%d",
-		      name, N, N, V);
-	check_close_k(t, 1, got_grad, want_grad, nl,
-		      "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name, N, N, V);
+	got_losses = oh_read_floats(a, rlosses2, N);
+	float *got_grad = oh_read_floats(a, rgrad, nl);
+	oh_check_close(oh_tol(t, 0), got_losses, x.want_loss, N,
+		       "%s xent grad_scale=1/%d f32 losses N=%d V=%d", name, N, N, V);
+	oh_check_close(oh_tol(t, 1), got_grad, x.want_grad, nl,
+		       "%s xent grad_scale=1/%d in-place gradient N=%d V=%d", name, N, N, V);
 	int exact = 1;
 	for (int n = 0; n < N; n++) {
 		if (targets[n] >= 0)
@@ -1745,60 +1241,62 @@ static void test_xent(lt_backend *be, struct rng *r, enum lt_dtype t)
 		for (int v = 0; v < V; v++)
 			exact &= got_grad[(size_t)n * V + v] == 0;
 	}
-	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row", name);
+	tap_ok(exact, "%s xent ignored targets (-1, -100) give loss 0 and an all-zero gradient row",
+	       name);
 
-	check_sync_and_guards_then_free(&a, name, "xent");
-	free(logits); free(logits_d); free(want_losses); free(want_grad); free(got_losses); free(got_grad);
+	check_sync_and_guards_then_free(a, name, "xent");
+	oh_xent_free(&x);
+	free(got_losses); free(got_grad);
 }
 
 /* distill's losses and kl with the logits untouched at grad_scale 0; its
  * losses, kl, in-place gradient and exact zeros for ignored targets
  * otherwise; with alpha = 1, xent's losses and gradient (bitwise on the
  * CPU, within rounding elsewhere): 10 checks */
-static void test_distill(lt_backend *be, struct rng *r, enum lt_dtype t)
+static void test_distill(struct oh_arrays *a, struct oh_rng *r, enum lt_dtype t)
 {
-	char name[64];
-	struct device_arrays a = { .be = be };
-	label(name, sizeof name, be, t);
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const int N = N_, V = V_;
 	struct lt_distill_loss d = { .alpha = 0.25f, .temperature = 2.0f, .grad_scale = 0.0f };
 	size_t nl = (size_t)N * V;
 	int32_t targets[N_];
 	for (int n = 0; n < N; n++)
-		targets[n] = rng_below(r, V);
+		targets[n] = oh_rng_below(r, V);
 	targets[2] = -1;
 	targets[30] = -100;
-	float *logits = random_values(r, nl, -4, 4, t), *teacher = random_values(r, nl, -6, 6, t);
-	double *z = widened(logits, nl), *y = widened(teacher, nl);
-	double *want_losses = zeroed_doubles(N), *want_kl = zeroed_doubles(N);
-	double *want_grad = zeroed_doubles(nl);
+	float *logits = oh_random_values(r, nl, -4, 4, t), *teacher = oh_random_values(r, nl, -6, 6, t);
+	double *z = oh_widened(logits, nl), *y = oh_widened(teacher, nl);
+	double *want_losses = oh_doubles(N), *want_kl = oh_doubles(N);
+	double *want_grad = oh_doubles(nl);
 	reference_distill(want_losses, want_kl, want_grad, z, y, targets, N, V, 0.25, 2.0, 1.0 / N);
 
-	lt_ref rtargets = device_ids_of(&a, targets, N), rteacher = device_values(&a, t, teacher, nl);
-	lt_ref rz = device_values(&a, t, logits, nl), rloss = new_device_array(&a, N);
-	lt_ref rkl = new_device_array(&a, N);
+	lt_ref rtargets = oh_ids(a, targets, N), rteacher = oh_values(a, t, teacher, nl);
+	lt_ref rz = oh_values(a, t, logits, nl), rloss = oh_array(a, LT_F32, N);
+	lt_ref rkl = oh_array(a, LT_F32, N);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	float *got_loss = downloaded(&a, rloss, N), *got_kl = downloaded(&a, rkl, N);
-	float *got_z = downloaded(&a, rz, nl);
-	check_close_k(t, 0, got_loss, want_losses, N, "%s distill grad_scale=0 losses N=%d V=%d", name,
-		      N, V);
-	check_close_k(t, 0, got_kl, want_kl, N, "%s distill grad_scale=0 kl T=2", name);
+	float *got_loss = oh_read_floats(a, rloss, N), *got_kl = oh_read_floats(a, rkl, N);
+	float *got_z = oh_read_floats(a, rz, nl);
+	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N,
+		       "%s distill grad_scale=0 losses N=%d V=%d", name, N, V);
+	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=0 kl T=2", name);
 	tap_ok(same_bits(got_z, logits, nl), "%s distill grad_scale=0 leaves logits bitwise unchanged",
 	       name);
 	free(got_loss); free(got_kl); free(got_z);
 
 	d.grad_scale = 1.0f / N_;
-	rz = device_values(&a, t, logits, nl);
-	rloss = new_device_array(&a, N);
-	rkl = new_device_array(&a, N);
+	rz = oh_values(a, t, logits, nl);
+	rloss = oh_array(a, LT_F32, N);
+	rkl = oh_array(a, LT_F32, N);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	got_loss = downloaded(&a, rloss, N);
-	got_kl = downloaded(&a, rkl, N);
-	got_z = downloaded(&a, rz, nl);
-	check_close_k(t, 0, got_loss, want_losses, N, "%s distill grad_scale=1/%d losses", name, N);
-	check_close_k(t, 0, got_kl, want_kl, N, "%s distill grad_scale=1/%d kl", name, N);
-	check_close_k(t, 1, got_z, want_grad, nl,
-		      "%s distill alpha=0.25 T=2 in-place gradient N=%d V=%d", name, N, V);
+	got_loss = oh_read_floats(a, rloss, N);
+	got_kl = oh_read_floats(a, rkl, N);
+	got_z = oh_read_floats(a, rz, nl);
+	oh_check_close(oh_tol(t, 0), got_loss, want_losses, N, "%s distill grad_scale=1/%d losses",
+		       name, N);
+	oh_check_close(oh_tol(t, 0), got_kl, want_kl, N, "%s distill grad_scale=1/%d kl", name, N);
+	oh_check_close(oh_tol(t, 1), got_z, want_grad, nl,
+		       "%s distill alpha=0.25 T=2 in-place gradient N=%d V=%d", name, N, V);
 	int zeros = 1;
 	for (int n = 0; n < N; n++)
 		for (int v = 0; targets[n] < 0 && v < V; v++)
@@ -1808,15 +1306,15 @@ static void test_distill(lt_backend *be, struct rng *r, enum lt_dtype t)
 
 	/* alpha = 1: the cross-entropy alone */
 	d.alpha = 1.0f;
-	lt_ref rx = device_values(&a, t, logits, nl), rxl = new_device_array(&a, N);
-	rz = device_values(&a, t, logits, nl);
-	rloss = new_device_array(&a, N);
-	rkl = new_device_array(&a, N);
+	lt_ref rx = oh_values(a, t, logits, nl), rxl = oh_array(a, LT_F32, N);
+	rz = oh_values(a, t, logits, nl);
+	rloss = oh_array(a, LT_F32, N);
+	rkl = oh_array(a, LT_F32, N);
 	be->ops->xent(be, rxl, rx, rtargets, N, V, d.grad_scale);
 	be->ops->distill(be, rloss, rkl, rz, rteacher, rtargets, N, V, &d);
-	float *xl = downloaded(&a, rxl, N), *xg = downloaded(&a, rx, nl);
-	got_loss = downloaded(&a, rloss, N);
-	got_z = downloaded(&a, rz, nl);
+	float *xl = oh_read_floats(a, rxl, N), *xg = oh_read_floats(a, rx, nl);
+	got_loss = oh_read_floats(a, rloss, N);
+	got_z = oh_read_floats(a, rz, nl);
 	int cpu = !strcmp(be->ops->name, "cpu");
 	double worst = 0;
 	for (size_t i = 0; i < nl; i++) {
@@ -1826,54 +1324,55 @@ static void test_distill(lt_backend *be, struct rng *r, enum lt_dtype t)
 	for (int n = 0; n < N; n++)
 		worst = fmax(worst, fabs((double)got_loss[n] - xl[n]) / (fabs((double)xl[n]) + 1e-6));
 	tap_ok(cpu ? same_bits(got_loss, xl, N) && same_bits(got_z, xg, nl)
-		   : worst <= (t == LT_BF16 ? BF16_TOL(1) : TOL),
+		   : worst <= (t == LT_BF16 ? OH_BF16_TOL(1) : OH_TOL),
 	       "%s distill alpha=1 gives xent's losses and gradient (%s; worst rel %.3g)", name,
 	       cpu ? "bitwise" : "within rounding", worst);
 	free(xl); free(xg); free(got_loss); free(got_z);
 
-	check_sync_and_guards_then_free(&a, name, "distill");
+	check_sync_and_guards_then_free(a, name, "distill");
 	free(logits); free(teacher); free(z); free(y); free(want_losses); free(want_kl);
 	free(want_grad);
 }
 
 /* three steps with weight decay and grad_scale != 1: 5 checks */
-static void test_adamw(lt_backend *be, struct rng *r)
+static void test_adamw(struct oh_arrays *a, struct oh_rng *r)
 {
-	const char *name = be->ops->name;
-	struct device_arrays a = { .be = be };
+	lt_backend *be = a->be;
+	const char *name = a->name;
 	const size_t n = ELEMS;
 	struct lt_adamw hp = { .lr = 0.05f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
 		.weight_decay = 0.1f, .grad_scale = 0.5f };
-	float *p0 = random_floats(r, n, -1, 1), *m0 = random_floats(r, n, -0.1f, 0.1f);
-	float *v0 = random_floats(r, n, 0, 0.01f);
-	double *p = widened(p0, n), *m = widened(m0, n), *v = widened(v0, n);
+	float *p0 = oh_random_values(r, n, -1, 1, LT_F32);
+	float *m0 = oh_random_values(r, n, -0.1f, 0.1f, LT_F32);
+	float *v0 = oh_random_values(r, n, 0, 0.01f, LT_F32);
+	double *p = oh_widened(p0, n), *m = oh_widened(m0, n), *v = oh_widened(v0, n);
 
-	lt_ref rp = device_copy_of(&a, p0, n), rm = device_copy_of(&a, m0, n);
-	lt_ref rv = device_copy_of(&a, v0, n), rg = new_device_array(&a, n);
+	lt_ref rp = oh_values(a, LT_F32, p0, n), rm = oh_values(a, LT_F32, m0, n);
+	lt_ref rv = oh_values(a, LT_F32, v0, n), rg = oh_array(a, LT_F32, n);
 	for (hp.step = 5; hp.step <= 7; hp.step++) {
-		float *g = random_floats(r, n, -1, 1);
-		double *gd = widened(g, n);
-		upload(&a, rg, g, n);
+		float *g = oh_random_values(r, n, -1, 1, LT_F32);
+		double *gd = oh_widened(g, n);
+		oh_write_floats(be, rg, g, n);
 		be->ops->adamw(be, rp, rg, rm, rv, n, &hp);
 		reference_adamw(p, m, v, gd, n, &hp);
 		free(g);
 		free(gd);
 	}
-	float *got_p = downloaded(&a, rp, n), *got_m = downloaded(&a, rm, n);
-	float *got_v = downloaded(&a, rv, n);
+	float *got_p = oh_read_floats(a, rp, n), *got_m = oh_read_floats(a, rm, n);
+	float *got_v = oh_read_floats(a, rv, n);
 	/* The update is small next to p, so compare what the steps changed. */
-	double *want_change = zeroed_doubles(n);
-	float *got_change = zeroed_floats(n);
+	double *want_change = oh_doubles(n);
+	float *got_change = oh_floats(n);
 	for (size_t i = 0; i < n; i++) {
 		want_change[i] = p[i] - p0[i];
 		got_change[i] = (float)((double)got_p[i] - p0[i]);
 	}
-	check_close(got_change, want_change, n,
-		    "%s adamw steps 5-7 n=%zu lr=0.05 wd=0.1 grad_scale=0.5: change of param", name, n);
-	check_close(got_m, m, n, "%s adamw steps 5-7: m", name);
-	check_close(got_v, v, n, "%s adamw steps 5-7: v", name);
+	oh_check_close(OH_TOL, got_change, want_change, n,
+		       "%s adamw steps 5-7 n=%zu lr=0.05 wd=0.1 grad_scale=0.5: change of param", name, n);
+	oh_check_close(OH_TOL, got_m, m, n, "%s adamw steps 5-7: m", name);
+	oh_check_close(OH_TOL, got_v, v, n, "%s adamw steps 5-7: v", name);
 
-	check_sync_and_guards_then_free(&a, name, "adamw");
+	check_sync_and_guards_then_free(a, name, "adamw");
 	free(p0); free(m0); free(v0); free(p); free(m); free(v); free(got_p); free(got_m); free(got_v);
 	free(want_change); free(got_change);
 }
@@ -1883,138 +1382,58 @@ static void test_adamw(lt_backend *be, struct rng *r)
  * last, adamw, whose arguments are all f32, only in f32. */
 #define OP_GROUPS (8 + ATTN_CONFIGS + CACHED_CONFIGS)
 
-/* The op groups that run in mode t. */
-static int op_groups(enum lt_dtype t)
-{
-	return t == LT_BF16 ? OP_GROUPS - 1 : OP_GROUPS;
-}
-
-static const char *run_op_group(lt_backend *be, struct rng *r, int g, enum lt_dtype t)
+static const char *run_op_group(struct oh_arrays *a, struct oh_rng *r, int g, enum lt_dtype t)
 {
 	static char what[192];
 	switch (g) {
-	case 0: test_elementwise_ops(be, r, t); return "fill/copy/scale/add/sum_squares/sum";
-	case 1: test_gemm(be, r, t); return "gemm";
-	case 2: test_embedding(be, r, t); return "embedding";
-	case 3: test_rmsnorm(be, r, t); return "rmsnorm";
+	case 0: test_elementwise_ops(a, r, t); return "fill/copy/scale/add/sum_squares/sum";
+	case 1: test_gemm(a, r, t); return "gemm";
+	case 2: test_embedding(a, r, t); return "embedding";
+	case 3: test_rmsnorm(a, r, t); return "rmsnorm";
 	}
 	g -= 4;
 	if (g < ATTN_CONFIGS) {
 		char shape[160];
-		test_rope_and_attention(be, r, &attn_configs[g], t);
+		test_rope_and_attention(a, r, &attn_configs[g], t);
 		describe(shape, sizeof shape, &attn_configs[g]);
 		snprintf(what, sizeof what, "rope/attention %s", shape);
 		return what;
 	}
 	g -= ATTN_CONFIGS;
 	if (g < CACHED_CONFIGS) {
-		test_attention_cached(be, r, &cached_configs[g], t);
+		test_attention_cached(a, r, &cached_configs[g], t);
 		snprintf(what, sizeof what, "attention_cached config %d", g + 1);
 		return what;
 	}
 	g -= CACHED_CONFIGS;
 	switch (g) {
-	case 0: test_swiglu(be, r, t); return "swiglu";
-	case 1: test_xent(be, r, t); return "xent";
-	case 2: test_distill(be, r, t); return "distill";
-	default: test_adamw(be, r); return "adamw";
+	case 0: test_swiglu(a, r, t); return "swiglu";
+	case 1: test_xent(a, r, t); return "xent";
+	case 2: test_distill(a, r, t); return "distill";
+	default: test_adamw(a, r); return "adamw";
 	}
 }
 
-/* Group g on the CPU (checks muted, downloads recorded), then on be (its
- * checks, plus one comparing every download with the CPU's). */
-static void run_op_group_beside_cpu(lt_backend *be, lt_backend *cpu, struct rng *r, int g,
-				    enum lt_dtype t)
+static void describe_device(lt_backend *be, const char *spec)
 {
-	struct rng saved = *r;
-	char name[64];
-	double tol = t == LT_BF16 ? BF16_TWIN_TOL : TOL;
-	label(name, sizeof name, be, t);
-	twin.mode = TWIN_RECORD;
-	tap_mute(1);
-	run_op_group(cpu, r, g, t);
-	tap_mute(0);
-	*r = saved;
-	twin.mode = TWIN_COMPARE;
-	const char *what = run_op_group(be, r, g, t);
-	tap_ok(twin.pos == twin.count && twin.worst <= tol,
-	       "%s against the cpu backend, %s: %d of %d downloaded arrays compared, worst rel L2 "
-	       "%.3g <= %.3g", name, what, twin.pos, twin.count, twin.worst, tol);
-	twin_clear();
-}
-
-/* The checks test_backend makes for spec: opening it; the op groups in
- * f32, then in bf16; for a backend other than the CPU, one per group run
- * against the CPU backend. */
-static int checks_for(const char *spec)
-{
-	int other = strcmp(spec, "cpu") != 0;
-	return 1 + GROUP_CHECKS + GROUP_CHECKS_BF16 +
-	       (other ? op_groups(LT_F32) + op_groups(LT_BF16) : 0);
-}
-
-/* Opening the backend, then every op group in f32 and in bf16:
- * checks_for(spec) checks. */
-static void test_backend(const char *spec)
-{
-	lt_backend *be = NULL;
-	lt_errmsg_clear();
-	enum lt_status st = lt_backend_new(spec, 0, &be);
-	if (!tap_ok(st == LT_OK, "backend '%s' opens (%s%s%s)", spec, lt_status_str(st),
-		    st == LT_OK ? "" : ": ", st == LT_OK ? "" : lt_errmsg())) {
-		lt_backend_free(be);
-		int rest = checks_for(spec) - 1;
-		for (int i = 0; i < rest; i++)
-			tap_ok(0, "backend '%s' did not open", spec);
-		return;
-	}
 	struct lt_device_info info;
 	memset(&info, 0, sizeof info);
 	be->ops->info(be, &info);
 	tap_diag("backend '%s': %s, %d compute units", spec, info.name, info.compute_units);
-
-	struct rng r = { .s = 1234567 };
-	lt_backend *cpu = NULL;
-	if (strcmp(spec, "cpu") && lt_backend_new("cpu", 0, &cpu) != LT_OK)
-		bail_out("the cpu backend does not open: %s", lt_errmsg());
-	static const enum lt_dtype modes[2] = { LT_F32, LT_BF16 };
-	for (int m = 0; m < 2; m++) {
-		for (int g = 0; g < op_groups(modes[m]); g++) {
-			if (cpu)
-				run_op_group_beside_cpu(be, cpu, &r, g, modes[m]);
-			else
-				run_op_group(be, &r, g, modes[m]);
-		}
-	}
-	lt_backend_free(cpu);
-	lt_backend_free(be);
 }
 
 int main(void)
 {
-	/* LT_TEST_BACKENDS="cpu,opencl:0.1" tests those specs; otherwise every
-	 * compiled-in backend. */
-	const char *env = getenv("LT_TEST_BACKENDS");
-	char *list = NULL;
-	const char *specs[64];
-	int n_specs = 0;
-	if (env && *env) {
-		list = allocate_or_bail(strlen(env) + 1);
-		memcpy(list, env, strlen(env) + 1);
-		for (char *tok = strtok(list, ","); tok && n_specs < 64; tok = strtok(NULL, ","))
-			specs[n_specs++] = tok;
-	} else {
-		for (const char *const *nm = lt_backend_names(); *nm && n_specs < 64; nm++)
-			specs[n_specs++] = *nm;
-	}
-
-	int plan = REFERENCE_CHECKS;
-	for (int i = 0; i < n_specs; i++)
-		plan += checks_for(specs[i]);
-	tap_plan(plan);
-	prove_references();
-	for (int i = 0; i < n_specs; i++)
-		test_backend(specs[i]);
-	free(list);
-	return tap_done();
+	static const struct oh_suite suite = {
+		.reference_checks = REFERENCE_CHECKS,
+		.prove = prove_references,
+		.groups = { OP_GROUPS, OP_GROUPS - 1 },
+		.checks = { GROUP_CHECKS, GROUP_CHECKS_BF16 },
+		.run = run_op_group,
+		.seed = 1234567,
+		.twin_tol = { OH_TOL, BF16_TWIN_TOL },
+		.counted = "downloaded arrays compared",
+		.opened = describe_device,
+	};
+	return oh_main(&suite);
 }
