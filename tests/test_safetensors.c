@@ -534,16 +534,19 @@ static const char py_check[] =
 static void test_python(void)
 {
 	const char *script = tap_at("check.py"), *ours = tap_at("sample.safetensors"), *theirs = tap_at("py.safetensors");
+	/* make check's python (the test environment's, where it was made) */
+	const char *py = getenv("PYTHON3") && *getenv("PYTHON3") ? getenv("PYTHON3") : "python3";
 	char cmd[13000];
 	lt_st *st = NULL;
 
-	if (system("python3 -c 'import numpy, safetensors.numpy' >/dev/null 2>&1") != 0) {
-		tap_skip("python3 with numpy and safetensors not found (pip install numpy safetensors)");
-		tap_skip("python3 with numpy and safetensors not found (pip install numpy safetensors)");
+	snprintf(cmd, sizeof cmd, "'%s' -c 'import numpy, safetensors.numpy' >/dev/null 2>&1", py);
+	if (system(cmd) != 0) {
+		tap_skip("%s with numpy and safetensors not found (pip install numpy safetensors)", py);
+		tap_skip("%s with numpy and safetensors not found (pip install numpy safetensors)", py);
 		return;
 	}
 	tap_write_file(script, py_check, strlen(py_check));
-	snprintf(cmd, sizeof cmd, "python3 -B '%s' '%s' '%s'", script, ours, theirs);
+	snprintf(cmd, sizeof cmd, "'%s' -B '%s' '%s' '%s'", py, script, ours, theirs);
 	tap_ok(system(cmd) == 0, "the Python safetensors package loads our file and its values");
 	{
 		float w[12];
