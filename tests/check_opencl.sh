@@ -46,10 +46,14 @@ LLTRAIN_CL_OPTIONS='-Dulong=+' expect 1 "failed to build on" "a kernel build fai
 has "build log:" "the build failure prints the compiler's log"
 has_match "[Ee][Rr][Rr][Oo][Rr]" "the log holds the compiler's error"
 
-# An allocation the device refuses: bytes asked, bytes there, the setting.
-expect 1 "lower train.batch or train.seq" "a refused allocation names the setting that lowers it" -- bench --preset tiny --steps 1 --batch 65536 --device opencl
+# An allocation the device refuses: bytes asked, bytes there, the setting
+# (bench's own check of the estimate told that the device is far larger).
+expect 1 "lower train.batch or train.seq" "a refused allocation names the setting that lowers it" -- bench --preset tiny --steps 1 --batch 65536 --device opencl --device-mem 1000000
 has_match "refused [0-9]* bytes" "the refusal gives the bytes asked"
 has_match "it has [0-9.]* GiB" "the refusal gives the device's memory"
+# Without that, bench refuses before it allocates, from the estimate.
+expect 1 "GiB short" "bench refuses a batch the device cannot hold before allocating" -- bench --preset tiny --steps 1 --batch 65536 --device opencl
+one_line "bench's refusal"
 one_line "the refusal message"
 echo "1..$n"
 exit $failed
