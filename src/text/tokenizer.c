@@ -570,7 +570,8 @@ static enum lt_status encode_piece(lt_tokenizer *tok, const char *p, size_t n, l
 			(st = lt_tok_grow(&tok->cache_ids, &tok->cache_cap, tok->cache_len + k, sizeof *tok->cache_ids,
 					"the encoding cache")) != LT_OK)
 		goto fail;
-	memcpy(tok->cache_ids + tok->cache_len, out->v + n0, k * sizeof *out->v);
+	if (k > 0)  /* (no ids: the buffers may not exist yet) */
+		memcpy(tok->cache_ids + tok->cache_len, out->v + n0, k * sizeof *out->v);
 	tok->cache_ent[idx] = (struct lt_tok_cached){ .off = tok->cache_len, .n = (uint32_t)k };
 	tok->cache_len += k;
 	return LT_OK;
