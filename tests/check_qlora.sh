@@ -29,7 +29,7 @@ final=checkpoints/step_$(printf %08d $STEPS)
 # 1. A q4_0 run: the adapters learn; the checkpoint holds the blocks.
 "$LLTRAIN" train "$@" --train.steps=$STEPS --run.dir="$tmp/A" >"$tmp/A.out" 2>&1
 ok $? "a LoRA run over a q4_0 base of $STEPS steps finishes: $(tail -c 200 "$tmp/A.out")"
-python3 - "$tmp/A/metrics.jsonl" <<'EOF'
+"${PYTHON3:-python3}" - "$tmp/A/metrics.jsonl" <<'EOF'
 import json, sys
 loss = [o["loss"] for o in map(json.loads, open(sys.argv[1])) if "loss" in o and "val_loss" not in o]
 first, last = sum(loss[:5]) / 5, sum(loss[-10:]) / 10
@@ -37,7 +37,7 @@ print("# mean loss of the first 5 steps %.4f, of the last 10 %.4f" % (first, las
 assert last < first - 0.01, (first, last)
 EOF
 ok $? "the adapters lower the training loss over the frozen q4_0 base"
-python3 - "$tmp/A/$final/model.safetensors" <<'EOF'
+"${PYTHON3:-python3}" - "$tmp/A/$final/model.safetensors" <<'EOF'
 import json, struct, sys
 b = open(sys.argv[1], "rb").read()
 hdr = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
@@ -71,7 +71,7 @@ ok $? "a bf16 run over q8_0 too: $(tail -c 120 "$tmp/H2.out")"
 # 3. Export: the adapters folded into the dequantized base.
 "$LLTRAIN" export "$tmp/A" --out "$tmp/A.hf" >"$tmp/export.out" 2>&1
 rc=$?
-why=$(python3 - "$tmp/A/$final/model.safetensors" "$tmp/A.hf/model.safetensors" 2>&1 <<'EOF'
+why=$("${PYTHON3:-python3}" - "$tmp/A/$final/model.safetensors" "$tmp/A.hf/model.safetensors" 2>&1 <<'EOF'
 import json, struct, sys
 try:
     import numpy as np
