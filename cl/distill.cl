@@ -65,34 +65,6 @@ BODY void mix_share(global uchar *z, global const uchar *y, int V, const struct 
 	}
 }
 
-/* The cross-entropy's max *mx and sum of exp(z - *mx) over the row, merged
- * over the group as lt_xent merges them. */
-static inline acc_t group_softmax(global const uchar *z, int V, int zbf, local float *shm,
-				  local acc_t *shs, float *mx)
-{
-	int lid = get_local_id(0), L = get_local_size(0);
-	float m = -INFINITY;
-	acc_t s = zbf ? softmax_share(z, V, &m, 1) : softmax_share(z, V, &m, 0);
-	shm[lid] = m;
-	shs[lid] = s;
-	barrier(CLK_LOCAL_MEM_FENCE);
-	for (int h = L / 2; h > 0; h >>= 1) {
-		if (lid < h) {
-			float ma = shm[lid], mb = shm[lid + h], mm = mb > ma ? mb : ma;
-			acc_t sa = shs[lid], sb = shs[lid + h];
-			sa = ma == mm ? sa : acc_rebase(sa, ma, mm);
-			sb = mb == mm ? sb : acc_rebase(sb, mb, mm);
-			shm[lid] = mm;
-			shs[lid] = acc_merge(sa, sb);
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-	}
-	*mx = shm[0];
-	acc_t total = shs[0];
-	barrier(CLK_LOCAL_MEM_FENCE);
-	return total;
-}
-
 /* losses[N], kl[N] and (write) the gradient in place of z[N,V] from the
  * teacher's y[N,V]; an ignored row (target < 0) reads nothing: 0, 0 and,
  * with write, zeros. shm and shs hold local_size. */

@@ -882,6 +882,35 @@ BODY void gradient_share(global uchar *x, int V, int t, float mx, float k, float
 	}
 }
 
+/* The max *mx and the sum of exp(z - *mx) over the first V columns of a
+ * row z, each item taking its share and the group merging them in a tree
+ * (shm and shs hold local_size); the arrays are free again on return. */
+static inline acc_t group_softmax(global const uchar *z, int V, int zbf, local float *shm,
+				  local acc_t *shs, float *mx)
+{
+	int lid = get_local_id(0), L = get_local_size(0);
+	float m = -INFINITY;
+	acc_t s = zbf ? softmax_share(z, V, &m, 1) : softmax_share(z, V, &m, 0);
+	shm[lid] = m;
+	shs[lid] = s;
+	barrier(CLK_LOCAL_MEM_FENCE);
+	for (int h = L / 2; h > 0; h >>= 1) {
+		if (lid < h) {
+			float ma = shm[lid], mb = shm[lid + h], mm = mb > ma ? mb : ma;
+			acc_t sa = shs[lid], sb = shs[lid + h];
+			sa = ma == mm ? sa : acc_rebase(sa, ma, mm);
+			sb = mb == mm ? sb : acc_rebase(sb, mb, mm);
+			shm[lid] = mm;
+			shs[lid] = acc_merge(sa, sb);
+		}
+		barrier(CLK_LOCAL_MEM_FENCE);
+	}
+	*mx = shm[0];
+	acc_t total = shs[0];
+	barrier(CLK_LOCAL_MEM_FENCE);
+	return total;
+}
+
 /* losses[N] and (write) the gradient in place of logits[N,V], row shape:
  * each item keeps a running max m and sum of exp(x - m) over its columns
  * (one pass over the row, four loads a round), the group merges them in a
@@ -903,24 +932,8 @@ kernel void lt_xent(global float *loss_base, ulong loss_off, global uchar *z_bas
 			loss[n] = 0.0f;
 		return;
 	}
-	float zt = t < V ? load_elem(x, t, z_bf) : NAN, m = -INFINITY;
-	acc_t s = z_bf ? softmax_share(x, V, &m, 1) : softmax_share(x, V, &m, 0);
-	shm[lid] = m;
-	shs[lid] = s;
-	barrier(CLK_LOCAL_MEM_FENCE);
-	for (int h = L / 2; h > 0; h >>= 1) {
-		if (lid < h) {
-			float ma = shm[lid], mb = shm[lid + h], mx = mb > ma ? mb : ma;
-			acc_t sa = shs[lid], sb = shs[lid + h];
-			sa = ma == mx ? sa : acc_rebase(sa, ma, mx);
-			sb = mb == mx ? sb : acc_rebase(sb, mb, mx);
-			shm[lid] = mx;
-			shs[lid] = acc_merge(sa, sb);
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-	}
-	float mx = shm[0];
-	acc_t total = shs[0];
+	float zt = t < V ? load_elem(x, t, z_bf) : NAN, mx;
+	acc_t total = group_softmax(x, V, z_bf, shm, shs, &mx);
 #ifdef LT_FP64
 	if (lid == 0)
 		loss[n] = (float)((double)mx + log(total) - (double)zt);

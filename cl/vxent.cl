@@ -1,6 +1,6 @@
 /* The cross-entropy over a slice of the vocabulary (src/backend.h's
  * xent_part and xent_part_grad), built after ops.cl, whose accumulators
- * and softmax_share it shares: a row's max, sum of exponentials and
+ * and group_softmax it shares: a row's max, sum of exponentials and
  * target logit over the slice's real columns, merged over the group as
  * lt_xent merges them, and the gradient from the whole row's logsumexp. */
 
@@ -13,29 +13,15 @@ kernel void lt_xent_part(global float *part_base, ulong part_off, global const u
 			 int valid, int v0, local float *shm, local acc_t *shs)
 {
 	size_t n = get_group_id(0);
-	int lid = get_local_id(0), L = get_local_size(0), t = tgt_base[tgt_off + n];
+	int t = tgt_base[tgt_off + n];
 	global const uchar *x = ELEM_AT(z_base, z_off + n * V, z_bf);
-	float m = -INFINITY;
-	acc_t s = z_bf ? softmax_share(x, valid, &m, 1) : softmax_share(x, valid, &m, 0);
-	shm[lid] = m;
-	shs[lid] = s;
-	barrier(CLK_LOCAL_MEM_FENCE);
-	for (int h = L / 2; h > 0; h >>= 1) {
-		if (lid < h) {
-			float ma = shm[lid], mb = shm[lid + h], mx = mb > ma ? mb : ma;
-			acc_t sa = shs[lid], sb = shs[lid + h];
-			sa = ma == mx ? sa : acc_rebase(sa, ma, mx);
-			sb = mb == mx ? sb : acc_rebase(sb, mb, mx);
-			shm[lid] = mx;
-			shs[lid] = acc_merge(sa, sb);
-		}
-		barrier(CLK_LOCAL_MEM_FENCE);
-	}
-	if (lid == 0) {
+	float mx;
+	acc_t total = group_softmax(x, valid, z_bf, shm, shs, &mx);
+	if (get_local_id(0) == 0) {
 		global float *p = part_base + part_off + 3 * n;
 		int c = t - v0;
-		p[0] = shm[0];
-		p[1] = acc_float(shs[0]);
+		p[0] = mx;
+		p[1] = acc_float(total);
 		p[2] = t >= 0 && t >= v0 && c < valid ? load_elem(x, c, z_bf) : 0.0f;
 	}
 }
