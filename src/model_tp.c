@@ -246,19 +246,20 @@ static void group_reduce(lt_model *m, void *buf, size_t n, int f64, int max)
 		m->pause_st = m->tp.allreduce(m->tp.ctx, buf, n, f64, max);
 }
 
-void lt_tp_sum(lt_model *m, lt_ref r, size_t n)
+/* r[n] summed over the group through the host's staging host[n]. */
+static void sum_through(lt_model *m, lt_ref r, size_t n, float *host)
 {
 	if (m->tp.size <= 1 || m->pause_st != LT_OK)
 		return;
-	read_floats(m->be, m->tp_host, r, n);
-	enum lt_status st = m->be->ops->sync(m->be);
-	if (st != LT_OK) {
-		m->pause_st = st;
+	read_floats(m->be, host, r, n);
+	if ((m->pause_st = m->be->ops->sync(m->be)) != LT_OK)
 		return;
-	}
-	group_reduce(m, m->tp_host, n, 0, 0);
-	write_floats(m->be, r, m->tp_host, n);
+	group_reduce(m, host, n, 0, 0);
+	if (m->pause_st == LT_OK)
+		write_floats(m->be, r, host, n);
 }
+
+void lt_tp_sum(lt_model *m, lt_ref r, size_t n) { sum_through(m, r, n, m->tp_host); }
 
 enum lt_status lt_tp_decode_begin(lt_model *m, int B, int S)
 {
@@ -285,15 +286,7 @@ void lt_tp_decode_end(lt_model *m)
 	m->tp_dec_ids = NULL;
 }
 
-void lt_tp_decode_sum(lt_model *m, lt_ref r, size_t n)
-{
-	if (m->tp.size <= 1 || m->pause_st != LT_OK)
-		return;
-	read_floats(m->be, m->tp_dec, r, n);
-	if ((m->pause_st = m->be->ops->sync(m->be)) == LT_OK)
-		group_reduce(m, m->tp_dec, n, 0, 0);
-	write_floats(m->be, r, m->tp_dec, n);
-}
+void lt_tp_decode_sum(lt_model *m, lt_ref r, size_t n) { sum_through(m, r, n, m->tp_dec); }
 
 void lt_tp_decode_logits(lt_model *m, lt_ref part, int B, float *logits)
 {
