@@ -229,6 +229,13 @@ static enum lt_status replicated_squares(const struct lt_tp_run *r, double *sq)
 	int whole = r->deterministic || r->stage == 0;
 	size_t ob = whole ? 0 : lt_optim_begin(r->opt), oe = whole ? SIZE_MAX : lt_optim_end(r->opt);
 	enum lt_status st = LT_OK;
+	/* the replicated tensors are the norms, dim values each */
+	size_t cap = (size_t)lt_model_config_of(m)->dim;
+	float *g = malloc(cap * sizeof *g);
+	if (!g) {
+		lt_errmsg_set("cannot allocate the norm's %zu gradients", cap);
+		return LT_ERR_NOMEM;
+	}
 	*sq = 0;
 	for (int i = 0; i < lt_model_num_tensors(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_tensor(m, i);
@@ -236,11 +243,7 @@ static enum lt_status replicated_squares(const struct lt_tp_run *r, double *sq)
 		size_t b = t->off + t->numel < oe ? t->off + t->numel : oe;
 		if (!lt_model_tp_replicated(m, i) || a >= b)
 			continue;
-		float *g = malloc((b - a) * sizeof *g);
-		if (!g) {
-			lt_errmsg_set("cannot allocate the norm's %zu gradients", b - a);
-			return LT_ERR_NOMEM;
-		}
+		LT_ASSERT(b - a <= cap);
 		/* deterministic runs keep no gradient slots: the buffer is flat */
 		lt_ref src = r->deterministic ? lt_ref_at(lt_model_grads(m), a)
 					      : lt_optim_grad(r->opt, a);
@@ -248,8 +251,8 @@ static enum lt_status replicated_squares(const struct lt_tp_run *r, double *sq)
 		if ((st = be->ops->sync(be)) == LT_OK)
 			for (size_t j = 0; j < b - a; j++)
 				*sq += (double)g[j] * g[j];
-		free(g);
 	}
+	free(g);
 	if (st == LT_OK && !whole)
 		st = lt_dist_allreduce(dp, sq, 1, LT_DIST_F64, LT_DIST_SUM,
 				       "the replicated gradients' norm");
