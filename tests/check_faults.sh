@@ -243,17 +243,10 @@ else
 	copy_run mfull
 	rm "$tmp/mfull/metrics.jsonl"
 	ln -s /dev/full "$tmp/mfull/metrics.jsonl"
-	start=$(date +%s)
 	"${launch[@]}" -n 2 "$LLTRAIN" train "$@" --run.threads=1 --train.steps=100000 \
 		--run.dir="$tmp/mfull" --resume auto >"$tmp/mfull.out" 2>"$tmp/mfull.err" </dev/null &
-	pid=$!
-	for _ in $(seq 600); do
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 $pid 2>/dev/null && kill -9 $pid
-	wait $pid
-	rc=$? took=$(($(date +%s) - start))
+	job=$! pid=$!
+	wait_for_job
 	pid=
 	# the launcher may add a line of its own about the abort
 	[ "$rc" != 0 ] && [ $took -le 60 ] && [ "$(grep -c '^lltrain:' "$tmp/mfull.err")" = 1 ] &&
