@@ -18,10 +18,14 @@ static void lay_out_parameters(struct lt_model *m)
 	int C = c->dim, D = head_dim(c), HD = c->n_heads * D, KD = c->n_kv_heads * D, F = c->ffn_dim;
 	char name[80];
 
-	m->embed = add_tensor(m, "model.embed_tokens.weight", c->vocab_size, C, 1);
+	/* a pipeline stage holds its blocks, under the whole model's names, and
+	 * the embedding (the first) or the final norm and the head (the last) */
+	if (m->has_embed)
+		m->embed = add_tensor(m, "model.embed_tokens.weight", c->vocab_size, C, 1);
 	for (int l = 0; l < c->n_layers; l++) {
 		struct layer_views *lv = &m->layers[l];
-#define LAYER_NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+#define LAYER_NAME(suffix) \
+	(snprintf(name, sizeof name, "model.layers.%d.%s", m->layer0 + l, suffix), name)
 		lv->ln_in = add_tensor(m, LAYER_NAME("input_layernorm.weight"), C, 0, 0);
 		lv->wqkv = add_tensor(m, LAYER_NAME("self_attn.q_proj.weight"), HD, C, 1);
 		add_tensor(m, LAYER_NAME("self_attn.k_proj.weight"), KD, C, 1);
@@ -33,168 +37,12 @@ static void lay_out_parameters(struct lt_model *m)
 		lv->wdown = add_tensor(m, LAYER_NAME("mlp.down_proj.weight"), C, F, 1);
 #undef LAYER_NAME
 	}
+	if (!m->has_head) {  /* an empty output range */
+		m->norm = m->lm_head = m->numel;
+		return;
+	}
 	m->norm = add_tensor(m, "model.norm.weight", C, 0, 0);
 	m->lm_head = c->tied ? m->embed : add_tensor(m, "lm_head.weight", c->vocab_size, C, 1);
-}
-
-/* The LM head and the cross-entropy run over row chunks of at most this
- * many logits, so that no [N, V] buffer exists: 16 Mi floats (64 MiB), a
- * few hundred rows at common vocabularies, enough for a GEMM to run at
- * full speed. */
-#define HEAD_CHUNK_ELEMS ((size_t)1 << 24)
-
-/* Rows of logits computed at a time for N rows over a vocabulary of V. */
-static int head_rows(size_t N, size_t V)
-{
-	size_t r = HEAD_CHUNK_ELEMS / V;
-	return (int)(r < 1 ? 1 : r > N ? N : r);
-}
-
-/* Elements of the int32 buffer for (B, T): tokens, targets, lookup. */
-static size_t ids_elems(int B, int T)
-{
-	return 3 * (size_t)B * T;
-}
-
-/* Take n elements of the activation space (TAKE) or of the statistics
- * (STAT), from the running totals at and st; give their offset. */
-#define TAKE(n) (*at += (n), *at - (n))
-#define STAT(n) (*st += (n), *st - (n))
-
-/* Offsets of what one block's backward reads but its input, taken from
- * *at and *st on. */
-static void take_block_acts(const struct lt_model_config *c, int B, int T,
-			    const struct lt_lora *lora, struct layer_acts *a, size_t *at, size_t *st)
-{
-	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-	size_t HD = (size_t)attn_width(c), QKV = (size_t)qkv_width(c);
-	a->rstd1 = STAT(N);
-	a->ln1 = TAKE(N * C);
-	a->qkv = TAKE(N * QKV);
-	a->lse = STAT((size_t)B * c->n_heads * T);
-	a->att = TAKE(N * HD);
-	a->xmid = TAKE(N * C);
-	a->rstd2 = STAT(N);
-	a->ln2 = TAKE(N * C);
-	a->h = TAKE(N * 2 * F);
-	a->g = TAKE(N * F);
-	for (int i = 0; i < LORA_INPUTS; i++)
-		a->u[i] = 0;
-	if (lora && lora->rank > 0 && lora->dropout > 0.0f)
-		for (int t = 0; t < LT_LORA_TARGETS; t++) {
-			struct lora_shape sh = lt_lora_shape(c, t);
-			if (lt_lora_on(lora, t) && !a->u[sh.input])
-				a->u[sh.input] = TAKE(N * (size_t)sh.in);
-		}
-}
-
-/* The sizes of the activations for (B, T); fills the offsets when m is
- * given. The same walk serves the estimate and the plan. */
-static struct plan_size plan_activations(const struct lt_model_config *c, int B, int T,
-					 enum lt_recompute recompute, enum lt_precision precision,
-					 const struct lt_lora *lora, struct lt_model *m)
-{
-	size_t N = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-	size_t HD = (size_t)attn_width(c), QKV = (size_t)qkv_width(c), V = (size_t)c->vocab_size;
-	struct plan_size size = { 0, 0 };
-	size_t *at = &size.acts, *st = &size.stats;
-	struct layer_acts a = { 0 };
-	for (int l = 0; l < c->n_layers; l++) {
-		a.x = TAKE(N * C);
-		if (!recompute)
-			take_block_acts(c, B, T, lora, &a, at, st);
-		if (m)
-			m->la[l] = a;
-	}
-	size_t x_final = TAKE(N * C), rstdf = STAT(N), xf = TAKE(N * C);
-	int rows = head_rows(N, V);
-	if (m && m->head_rows_max > 0 && rows > m->head_rows_max)
-		rows = m->head_rows_max;
-	size_t logits = TAKE((size_t)rows * V), losses = STAT(N), scalar = STAT(16);
-	/* the lookup's gradient is f32, which dA is not in bf16 */
-	size_t lookup_grad = precision == LT_PRECISION_BF16 ? STAT(N * C) : 0;
-	if (recompute) {
-		/* one block's worth, after x_final: in the last piece */
-		take_block_acts(c, B, T, lora, &a, at, st);
-		for (int l = 0; m && l < c->n_layers; l++) {
-			size_t x = m->la[l].x;
-			m->la[l] = a;
-			m->la[l].x = x;
-		}
-	}
-	size_t wa = C > HD ? C : HD, wb = 2 * F > QKV ? 2 * F : QKV;
-	if (F > wa)
-		wa = F;
-	size_t dx = TAKE(N * C), dA = TAKE(N * wa), dB = TAKE(N * wb);
-	size_t r = lora && lora->rank > 0 ? (size_t)lora->rank : 0;
-	size_t lora_t = TAKE(N * r), lora_dt = TAKE(N * r);
-	if (m) {
-		m->lora_t = lora_t;
-		m->lora_dt = lora_dt;
-		m->lookup_grad = lookup_grad;
-		m->x_final = x_final;
-		m->rstdf = rstdf;
-		m->xf = xf;
-		m->logits = logits;
-		m->head_rows = rows;
-		m->losses = losses;
-		m->tokens = 0;  /* in ids */
-		m->targets = N;
-		m->lookup = 2 * N;
-		m->scalar = scalar;
-		m->dx = dx;
-		m->dA = dA;
-		m->dB = dB;
-	}
-	return size;
-}
-
-#undef TAKE
-#undef STAT
-
-void lt_model_estimate_memory(const struct lt_model_config *c, int B, int T, int threads,
-			      enum lt_recompute recompute, enum lt_precision precision,
-			      struct lt_mem_estimate *out)
-{
-	lt_model_estimate_memory_lora(c, B, T, threads, recompute, precision, NULL, out);
-}
-
-void lt_model_estimate_memory_lora(const struct lt_model_config *c, int B, int T, int threads,
-				   enum lt_recompute recompute, enum lt_precision precision,
-				   const struct lt_lora *lora, struct lt_mem_estimate *out)
-{
-	int adapters = lora && lora->rank > 0;
-	size_t P = adapters ? lt_lora_params(c, lora) : lt_model_config_params(c);
-	struct plan_size plan = plan_activations(c, B, T, recompute, precision, lora, NULL);
-	memset(out, 0, sizeof *out);
-	/* the f32 parameters, and in bf16 their compute copy; with adapters,
-	 * the frozen base besides: its block matrices in their type (GGUF's
-	 * 34 or 18 bytes per 32 values), the rest in the activation type */
-	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
-	size_t W = lt_lora_block_matrix_params(c);
-	enum lt_dtype wtype = adapters ? lt_lora_base_type(lora->base, precision) : LT_F32;
-	if (adapters)
-		out->params += (lt_model_config_params(c) - W) * act_bytes(precision) +
-			       lt_dtype_bytes(wtype, W) + (size_t)c->dim * 4;
-	out->grads = P * 4;
-	out->optimizer = P * 8;
-	/* the head's weight gradient is made by the first training step (not
-	 * with adapters: the head is frozen) */
-	out->activations = plan.acts * act_bytes(precision) + plan.stats * 4 +
-			   ids_elems(B, T) * 4 + (adapters ? 0 : (size_t)c->vocab_size * c->dim * 4);
-	/* The CPU attention keeps two score tiles of min(T, 64) query rows by
-	 * T keys per thread (cpu/cpu_attention.c). */
-	size_t tile_rows = T < 64 ? (size_t)T : 64;
-	out->workspace = (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows * (size_t)T * 4;
-	/* a base of another type is converted a panel at a time (backend.h) */
-	if (adapters && wtype != act_type(precision))
-		out->workspace += LT_GEMM_PANEL_VALUES * act_bytes(precision);
-	/* Code, libraries, OpenMP stacks and OpenBLAS's per-thread buffers,
-	 * measured on the 15M preset: about 8 MiB plus 3 MiB per thread (14 MiB
-	 * at 2 threads, 53 MiB at 16). */
-	out->runtime = ((size_t)8 << 20) + (size_t)(threads > 0 ? threads : 1) * ((size_t)3 << 20);
-	out->total = out->params + out->grads + out->optimizer + out->activations + out->workspace +
-		     out->runtime;
 }
 
 /* inv_freq[i] = theta^(-2i/D), scaled as the config says, in float. */
@@ -215,7 +63,7 @@ static void write_rope_frequencies(struct lt_model *m)
 /* The model's tables, and unless `bare` its f32 parameter and gradient
  * buffers. */
 static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c, int bare,
-				lt_model **out)
+				const struct lt_stage *stage, lt_model **out)
 {
 	enum lt_status st = lt_model_config_check(c);
 	*out = NULL;
@@ -226,6 +74,15 @@ static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c,
 		goto nomem;
 	m->cfg = *c;
 	m->be = be;
+	m->has_embed = m->has_head = 1;
+	if (stage) {
+		m->cfg.n_layers = stage->layers;
+		m->layer0 = stage->layer0;
+		m->whole_layers = c->n_layers;
+		m->has_embed = stage->layer0 == 0;
+		m->has_head = stage->layer0 + stage->layers == c->n_layers;
+	}
+	c = &m->cfg;
 	m->tensors = calloc((size_t)c->n_layers * 9 + 3, sizeof *m->tensors);
 	m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
 	m->la = calloc((size_t)c->n_layers, sizeof *m->la);
@@ -254,19 +111,32 @@ nomem:
 
 enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_model **out)
 {
-	return new_model(be, c, 0, out);
+	return new_model(be, c, 0, NULL, out);
+}
+
+enum lt_status lt_model_new_stage(lt_backend *be, const struct lt_model_config *c,
+				  const struct lt_stage *stage, lt_model **out)
+{
+	LT_ASSERT(stage->layer0 >= 0 && stage->layers >= 1 &&
+		  stage->layer0 + stage->layers <= c->n_layers);
+	enum lt_status st = new_model(be, c, 0, stage, out);
+	if (st == LT_OK && (st = lt_model_stage_tables(*out, c)) != LT_OK) {
+		lt_model_free(*out);
+		*out = NULL;
+	}
+	return st;
 }
 
 enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c, lt_model **out)
 {
-	return new_model(be, c, 1, out);
+	return new_model(be, c, 1, NULL, out);
 }
 
 enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config *c,
 				    const struct lt_lora *lora, enum lt_precision p, lt_model **out)
 {
 	int adapters = lora && lora->rank > 0;
-	enum lt_status st = new_model(be, c, adapters, out);
+	enum lt_status st = new_model(be, c, adapters, NULL, out);
 	if (st != LT_OK)
 		return st;
 	(*out)->precision = p;  /* the base is made in its type at once */
@@ -278,53 +148,6 @@ enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config
 		lt_model_free(*out);
 		*out = NULL;
 	}
-	return st;
-}
-
-static void free_activations(lt_model *m)
-{
-	free(m->host_tokens);
-	free(m->lookup_rows);
-	m->host_tokens = m->lookup_rows = NULL;
-	lt_buf_free(m->be, m->ids);
-	lt_buf_free(m->be, m->stats);
-	m->ids = NULL;
-	m->stats = NULL;
-	if (!m->acts)
-		return;
-	for (int i = 0; i <= m->cfg.n_layers; i++)
-		lt_buf_free(m->be, m->acts[i]);
-	free(m->acts);
-	m->acts = NULL;
-}
-
-/* Allocates the pieces of a plan. */
-static enum lt_status allocate_activations(lt_model *m, struct plan_size size, size_t tokens)
-{
-	size_t n = size.acts;
-	int pieces = m->cfg.n_layers + 1;
-	m->acts = calloc((size_t)pieces, sizeof *m->acts);
-	m->host_tokens = malloc(tokens * sizeof *m->host_tokens);
-	m->lookup_rows = malloc(2 * tokens * sizeof *m->lookup_rows);
-	if (!m->acts || !m->host_tokens || !m->lookup_rows) {
-		free_activations(m);
-		lt_errmsg_set("cannot allocate the activation table");
-		return LT_ERR_NOMEM;
-	}
-	for (int i = 0; i < pieces; i++) {
-		size_t end = i + 1 < pieces ? piece_begin(m, i + 1) : n;
-		enum lt_status st = lt_buf_new(m->be, act_type(m->precision), end - piece_begin(m, i),
-					       &m->acts[i]);
-		if (st != LT_OK) {
-			free_activations(m);
-			return st;
-		}
-	}
-	enum lt_status st = lt_buf_new(m->be, LT_F32, size.stats, &m->stats);
-	if (st == LT_OK)
-		st = lt_buf_new(m->be, LT_I32, 3 * tokens, &m->ids);
-	if (st != LT_OK)
-		free_activations(m);
 	return st;
 }
 
@@ -343,7 +166,9 @@ void lt_model_free(lt_model *m)
 	if (m->base_tensors != m->tensors)
 		free(m->base_tensors);
 	free(m->lv);
-	free_activations(m);
+	lt_model_free_activations(m);
+	free(m->sets);
+	lt_model_stage_free(m);
 	lt_model_decode_end(m);
 	free(m->row_slot);
 	free(m->tensors);
@@ -422,7 +247,8 @@ static int is_residual_output(const char *name)
 /* Draws tensor i (of n) into x: ones for a norm, else normal(0, std). */
 void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x)
 {
-	float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layers);
+	int L = m->whole_layers ? m->whole_layers : m->cfg.n_layers;
+	float resid_std = 0.02f / sqrtf(2.0f * (float)L);
 	if (t->ndim == 1) {
 		for (size_t j = 0; j < t->numel; j++)
 			x[j] = 1.0f;
@@ -449,7 +275,8 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 	enum lt_status st = LT_OK;
 	for (int i = 0; i < lt_model_num_weights(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_weight(m, i);
-		lt_model_draw(m, t, i, seed, m->base ? host : host + t->off);
+		lt_model_draw(m, t, m->whole_of ? m->whole_of[i] : i, seed,
+			      m->base ? host : host + t->off);
 		if (m->base)
 			st = lt_model_write_weight(m, t, host);
 	}
@@ -459,39 +286,6 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 		st = m->be->ops->sync(m->be);
 	free(host);
 	return st == LT_OK && m->base ? lt_model_init_adapters(m, seed) : st;
-}
-
-enum lt_status lt_model_plan(lt_model *m, int B, int T)
-{
-	if (B <= 0 || T <= 0 || T > m->cfg.max_seq) {
-		lt_errmsg_set("batch %d x seq %d: need batch >= 1 and 1 <= seq <= max_seq (%d)", B, T,
-			      m->cfg.max_seq);
-		return LT_ERR_CONFIG;
-	}
-	if (m->acts && m->B == B && m->T == T)
-		return LT_OK;
-	/* Every piece grows with the tokens B * T (the last one's 16 scalars
-	 * aside), so a plan of no more tokens fits in the pieces as they are. */
-	if (m->acts && (size_t)B * T <= (size_t)m->B_cap * m->T_cap) {
-		plan_activations(&m->cfg, B, T, m->recompute, m->precision, &m->lora, m);
-		m->B = B;
-		m->T = T;
-		return LT_OK;
-	}
-	free_activations(m);
-	struct plan_size size = plan_activations(&m->cfg, B, T, m->recompute, m->precision,
-						 &m->lora, m);
-	enum lt_status st = allocate_activations(m, size, (size_t)B * T);
-	if (st != LT_OK) {
-		double bytes = (double)size.acts * (double)act_bytes(m->precision) +
-			       (double)size.stats * 4;
-		lt_errmsg_prefix("activations for batch %d x seq %d (%.2f GiB; lower train.batch or "
-				 "train.seq)", B, T, bytes / 1073741824.0);
-		return st;
-	}
-	m->B = m->B_cap = B;
-	m->T = m->T_cap = T;
-	return lt_tp_plan(m, (size_t)B * T);
 }
 
 static lt_ref S(const lt_model *m, size_t off) { return (lt_ref){ m->stats, off }; }
@@ -676,16 +470,22 @@ static enum lt_status run_trunk(lt_model *m, const int32_t *tokens)
 	enum lt_status st = LT_OK;
 	refresh_compute_weights(m);
 	m->pause_st = LT_OK;
-	lt_tp_local_tokens(m, tokens, m->host_tokens, N);
-	be->ops->write(be, I(m, m->tokens), m->host_tokens, (size_t)N);
-	if ((st = lt_model_need_block(m, -1, 0)) != LT_OK)
-		return st;
-	be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N, C);
-	lt_tp_sum(m, A(m, m->la[0].x), (size_t)N * C);
+	/* a later pipeline stage's input was written into x_0 */
+	if (m->has_embed) {
+		lt_tp_local_tokens(m, tokens, m->host_tokens, N);
+		be->ops->write(be, I(m, m->tokens), m->host_tokens, (size_t)N);
+		if ((st = lt_model_need_block(m, -1, 0)) != LT_OK)
+			return st;
+		be->ops->embedding_forward(be, A(m, m->la[0].x), I(m, m->tokens), P(m, m->embed), N,
+					   C);
+		lt_tp_sum(m, A(m, m->la[0].x), (size_t)N * C);
+	}
 	for (int l = 0; l < c->n_layers && st == LT_OK; l++)
 		if ((st = lt_model_need_block(m, l, 0)) == LT_OK)
 			block_forward(m, l);
-	if (st != LT_OK || (st = lt_model_need_block(m, c->n_layers, 0)) != LT_OK)
+	if (st != LT_OK || !m->has_head)  /* an earlier stage's output: x_final */
+		return st;
+	if ((st = lt_model_need_block(m, c->n_layers, 0)) != LT_OK)
 		return st;
 	be->ops->rmsnorm_forward(be, A(m, m->xf), S(m, m->rstdf), A(m, m->x_final), P(m, m->norm), N,
 				 C, c->norm_eps);
@@ -722,7 +522,7 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		}
 		valid += targets[i] >= 0;
 	}
-	enum lt_status st = grad_scale != 0.0f && !m->base ? have_head_grad(m) : LT_OK;
+	enum lt_status st = grad_scale != 0.0f && !m->base && m->has_head ? have_head_grad(m) : LT_OK;
 	if (st != LT_OK)
 		return st;
 	m->dropping = m->base && grad_scale != 0.0f && m->lora.dropout > 0.0f;
@@ -731,6 +531,16 @@ enum lt_status lt_model_forward(lt_model *m, const int32_t *tokens, const int32_
 		memcpy(m->tp_targets, targets, (size_t)N * sizeof *targets);
 	if ((st = run_trunk(m, tokens)) != LT_OK)
 		return st;
+	if (!m->has_head)  /* the last pipeline stage counts the loss */
+		valid = 0;
+	if (!m->has_head && (st = be->ops->sync(be)) == LT_OK)
+		st = m->pause_st;
+	if (!m->has_head) {
+		m->have_grad = grad_scale != 0.0f;
+		*loss_sum = 0;
+		*n_targets = 0;
+		return st;
+	}
 	int hooked = m->head_loss.chunk && grad_scale != 0.0f;
 	if (hooked && (st = m->head_loss.begin(m->head_loss.ctx, tokens, m->B, m->T)) != LT_OK)
 		return st;
@@ -804,22 +614,15 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	return m->hook.lookup_ready(m->hook.ctx, m->embed, m->lookup_rows, rows, grads);
 }
 
-enum lt_status lt_model_backward(lt_model *m)
+/* The head's part of backward: dL/dx_final into dx, through the final
+ * norm from dxf (in dA since the forward), and the head's weight gradient
+ * added in; the ranges they end reported. */
+static enum lt_status head_backward(lt_model *m)
 {
 	lt_backend *be = m->be;
-	const struct lt_model_config *c = &m->cfg;
-	LT_ASSERT(m->have_grad);
-	int N = m->B * m->T, C = c->dim, V = c->vocab_size, rows = 0;
+	int N = m->B * m->T, C = m->cfg.dim, V = m->cfg.vocab_size;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
-	enum lt_status st = m->hook.lookup_ready ? place_lookup_rows(m, &rows) : LT_OK;
-	if (st != LT_OK)
-		return st;
-
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
-	if (m->grads_written && !m->base) {
-		be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
-		be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
-	}
 	/* the head's gradients came with the forward: dxf in dA, dW in head_grad */
 	if (!m->base) {
 		lt_ref head = G(m, m->lm_head);
@@ -828,16 +631,38 @@ enum lt_status lt_model_backward(lt_model *m)
 		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
 	}
 	lt_tp_sum(m, dA, (size_t)N * C);  /* the head's part of dxf */
-	if ((st = lt_model_need_block(m, c->n_layers, 1)) != LT_OK)
+	enum lt_status st = lt_model_need_block(m, m->cfg.n_layers, 1);
+	if (st != LT_OK)
 		return st;
 	be->ops->rmsnorm_backward(be, dx, norm_grad(m, m->norm), dA, A(m, m->x_final),
 				  P(m, m->norm), S(m, m->rstdf), N, C);
-	m->have_grad = 0;
 	/* the final norm (and an untied head) end the flat buffer; with
 	 * adapters there is no such range, nor an embedding's */
 	st = m->base ? m->pause_st : tell_grads_ready(m, m->norm, m->numel);
 	if (st == LT_OK && m->hook.lookup_ready && !m->base)  /* a tied head's part is done */
 		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
+	return st;
+}
+
+enum lt_status lt_model_backward(lt_model *m)
+{
+	lt_backend *be = m->be;
+	const struct lt_model_config *c = &m->cfg;
+	LT_ASSERT(m->have_grad);
+	int rows = 0;
+	int lookup = m->hook.lookup_ready && m->has_embed;
+	enum lt_status st = lookup ? place_lookup_rows(m, &rows) : LT_OK;
+	if (st != LT_OK)
+		return st;
+	if (m->grads_written && !m->base) {
+		if (m->layers[0].ln_in > 0)
+			be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
+		if (m->numel > m->norm)
+			be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
+	}
+	/* a pipeline stage before the last was given dL/dx_final in dx */
+	st = m->has_head ? head_backward(m) : LT_OK;
+	m->have_grad = 0;
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)
 			be->ops->fill(be, G(m, lt_model_block_begin(m, l)), block_numel(m), 0.0f);
@@ -850,7 +675,8 @@ enum lt_status lt_model_backward(lt_model *m)
 					  : tell_grads_ready(m, lt_model_block_begin(m, l),
 							     lt_model_block_begin(m, l + 1));
 	}
-	if (st != LT_OK || (st = finish_embedding_gradient(m, rows)) != LT_OK)
+	/* a later stage leaves dL/dx_0 in dx for the one before it */
+	if (st != LT_OK || (m->has_embed && (st = finish_embedding_gradient(m, rows)) != LT_OK))
 		return st;
 	return be->ops->sync(be);
 }

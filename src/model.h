@@ -194,6 +194,47 @@ void lt_model_tp_part_config(const struct lt_model_config *c, int tp,
  * config, lt_model_tp_whole the whole model's tensors (no buffers). */
 enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 			       const struct lt_tp *tp, lt_model **out);
+/* ------------------------------------------------ pipeline stages */
+
+/* A pipeline stage's share of a whole model: blocks [layer0, layer0 +
+ * layers); the first stage (layer0 0) also holds the embedding, the last
+ * the final norm and the LM head. */
+struct lt_stage {
+	int layer0, layers;
+};
+/* Whether config c splits into pp stages (layers >= pp, the embedding
+ * untied): one line naming the constraint and the numbers when not. */
+enum lt_status lt_model_pp_check(const struct lt_model_config *c, int pp);
+/* The stage's model: its tensors under the whole model's names, drawn by
+ * lt_model_init as the whole model draws them. Its forward on a stage
+ * before the last stops at x_final (loss 0 over 0 targets) and its
+ * backward then starts from lt_model_stage_write_output_grad's gradient;
+ * a stage after the first reads its input from lt_model_stage_write_input
+ * and ends its backward with dL/dx_0 for lt_model_stage_read_input_grad. */
+enum lt_status lt_model_new_stage(lt_backend *be, const struct lt_model_config *c,
+				  const struct lt_stage *stage, lt_model **out);
+/* The whole model's tensors (no buffers; m itself when not a stage), and
+ * the index in them of the stage's tensor i. */
+const lt_model *lt_model_stage_whole(const lt_model *m);
+int lt_model_stage_index(const lt_model *m, int i);
+int lt_model_stage_first(const lt_model *m);
+int lt_model_stage_last(const lt_model *m);
+/* The stage's boundary tensors, [B*T, dim] of the current plan as floats
+ * on the host, each through the activation set in use (x is overwritten):
+ * the input before forward, the output after it, the output's gradient
+ * before backward, the input's gradient after it. */
+enum lt_status lt_model_stage_write_input(lt_model *m, float *x);
+enum lt_status lt_model_stage_read_output(lt_model *m, float *x);
+enum lt_status lt_model_stage_write_output_grad(lt_model *m, float *dx);
+enum lt_status lt_model_stage_read_input_grad(lt_model *m, float *dx);
+/* Before the first lt_model_plan: the micro-batches whose activations the
+ * model keeps at once (1 by default), each plan's buffers n times over;
+ * lt_model_use_acts picks the set the next forward and backward use (a
+ * micro-batch's backward runs in the set its forward did). */
+enum lt_status lt_model_set_act_sets(lt_model *m, int n);
+int lt_model_act_sets(const lt_model *m);
+void lt_model_use_acts(lt_model *m, int k);
+
 /* The group's size (1 for a whole model) and this rank's place in it. */
 int lt_model_tp_size(const lt_model *m);
 int lt_model_tp_rank(const lt_model *m);

@@ -65,6 +65,15 @@ struct decode_acts {
 	size_t lora_t; /* [N,rank] the adapters' x A^T */
 };
 
+/* One micro-batch's activations, of the plan's offsets: a pipeline stage
+ * keeps a set for each micro-batch in flight, and the model's own fields
+ * (acts, stats, ids, host_tokens, lookup_rows) are those of the set in use. */
+struct act_set {
+	lt_buf **acts;
+	lt_buf *stats, *ids;
+	int32_t *host_tokens, *lookup_rows;
+};
+
 struct lt_model {
 	struct lt_model_config cfg;
 	lt_backend *be;
@@ -93,7 +102,9 @@ struct lt_model {
 	 * and one for the rest (a device caps each buffer's size; no op's
 	 * operand crosses a layer's end) */
 	int B, T;
-	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
+	int B_cap, T_cap;
+	struct act_set *sets;             /* [n_sets], or NULL: one set, the fields below */
+	int n_sets, cur_set;                 /* the plan the pieces were allocated for */
 	lt_buf **acts;                    /* [n_layers + 1] */
 	lt_buf *stats;                    /* f32: the offsets marked (s) */
 	struct layer_acts *la;
@@ -141,6 +152,13 @@ struct lt_model {
 	int n_base;
 	size_t base_numel;
 	struct lora_views *lv;            /* [n_layers] */
+
+	/* a pipeline stage (model_pp.c): cfg holds blocks [layer0, layer0 +
+	 * n_layers) of a whole model of whole_layers (0: the whole model) */
+	int layer0, whole_layers;
+	int has_embed, has_head;          /* the embedding; the final norm and the head */
+	int *whole_of;                    /* [n_tensors]: each tensor's index in the whole */
+	lt_model *stage_whole;            /* the whole model's tensors, no buffers */
 
 	/* tensor parallelism (model_tp.c): cfg is this rank's part of `whole` */
 	struct lt_tp tp;                  /* size 1: the whole model */
@@ -244,6 +262,13 @@ static inline size_t act_bytes(enum lt_precision p)
 struct plan_size {
 	size_t acts, stats;
 };
+
+/* A new stage's whole-model tables and its tensors' places in them, and
+ * their release (model_pp.c). */
+enum lt_status lt_model_stage_tables(lt_model *m, const struct lt_model_config *whole);
+void lt_model_stage_free(lt_model *m);
+/* Frees the plan's buffers (model_plan.c). */
+void lt_model_free_activations(lt_model *m);
 
 /* In bf16: the compute copy = the parameters rounded, as they are now
  * (every forward makes it anew, so whatever changed the parameters -- a
