@@ -514,6 +514,33 @@ static enum lt_status check_tensor_parallel(const struct lt_conf *c)
 	return lt_model_tp_check(&c->model, c->dist.tp);
 }
 
+/* Pipeline parallelism: stages of whole blocks, enough micro-batches to
+ * fill them, and the modes not yet built over stages refused. */
+static enum lt_status check_pipeline(const struct lt_conf *c)
+{
+	int pp = c->dist.pp;
+	const char *with = c->dist.tp > 1 ? "dist.tp > 1 (tensor parallelism)"
+			   : c->dist.zero == 3 ? "dist.zero = 3 (ZeRO 3)"
+			   : c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
+			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
+			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)"
+			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto"
+			   : c->dist.deterministic ? "dist.deterministic" : NULL;
+	if (pp == 1)
+		return LT_OK;
+	if (with) {
+		lt_errmsg_set("dist.pp = %d with %s: not supported together; use dist.pp = 1", pp,
+			      with);
+		return LT_ERR_CONFIG;
+	}
+	if (c->train.grad_accum < pp) {
+		lt_errmsg_set("dist.pp = %d with train.grad_accum = %d: the pipeline needs at least "
+			      "one micro-batch per stage", pp, c->train.grad_accum);
+		return LT_ERR_CONFIG;
+	}
+	return lt_model_pp_check(&c->model, pp);
+}
+
 enum lt_status lt_conf_check(const struct lt_conf *c)
 {
 	const struct lt_conf_train *t = &c->train;
@@ -551,7 +578,7 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->lora_rank);
 		return LT_ERR_CONFIG;
 	}
-	if ((st = check_tensor_parallel(c)) != LT_OK)
+	if ((st = check_tensor_parallel(c)) != LT_OK || (st = check_pipeline(c)) != LT_OK)
 		return st;
 	struct lt_lora lora;
 	return lt_conf_lora(c, &lora);

@@ -76,6 +76,7 @@ enum lt_outer_dtype { LT_OUTER_FP32, LT_OUTER_BF16 };
 struct lt_conf_dist {
 	int zero;                       /* ZeRO stage: 0 to 3 */
 	int tp;                         /* ranks per tensor-parallel group */
+	int pp;                         /* pipeline stages */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
 	int balance_every;              /* steps between auto's comparisons (0 = one only) */
 	int exchange;                   /* enum lt_exchange: how gradients travel */

@@ -254,6 +254,11 @@ static const struct lt_conf_key keys[] = {
 	  .doc = "tensor parallelism: each N consecutive ranks split every block's matrices, "
 		 "the embedding and the LM head between them (heads, kv-heads and ffn_dim must "
 		 "divide by N); data parallelism and ZeRO run over the groups" },
+	{ .section = "dist", .name = "pp", .type = LT_CONF_INT, FIELD(dist.pp),
+	  .min = 1, .max = 4096, .def = "1",
+	  .doc = "pipeline parallelism: the blocks split into N stages of consecutive ranks' "
+		 "groups, each optimizer step's micro-batches (train.grad_accum, at least N) "
+		 "flowing through them in a one-forward-one-backward schedule" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "

@@ -72,6 +72,7 @@ struct act_set {
 	lt_buf **acts;
 	lt_buf *stats, *ids;
 	int32_t *host_tokens, *lookup_rows;
+	int have_grad;  /* kept while another set is in use */
 };
 
 struct lt_model {

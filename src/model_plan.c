@@ -196,12 +196,14 @@ static void load_set(lt_model *m, int k)
 	m->ids = s->ids;
 	m->host_tokens = s->host_tokens;
 	m->lookup_rows = s->lookup_rows;
+	m->have_grad = s->have_grad;
 	m->cur_set = k;
 }
 
 static void store_set(lt_model *m, int k)
 {
-	m->sets[k] = (struct act_set){ m->acts, m->stats, m->ids, m->host_tokens, m->lookup_rows };
+	m->sets[k] = (struct act_set){ m->acts, m->stats, m->ids, m->host_tokens, m->lookup_rows,
+				       m->have_grad };
 }
 
 void lt_model_free_activations(lt_model *m)
@@ -285,8 +287,10 @@ int lt_model_act_sets(const lt_model *m)
 void lt_model_use_acts(lt_model *m, int k)
 {
 	LT_ASSERT(k >= 0 && k < lt_model_act_sets(m));
-	if (m->sets)
-		load_set(m, k);
+	if (!m->sets)
+		return;
+	m->sets[m->cur_set].have_grad = m->have_grad;
+	load_set(m, k);
 }
 
 enum lt_status lt_model_plan(lt_model *m, int B, int T)

@@ -58,6 +58,7 @@ static void print_help(void)
 	       "                         directory, a GGUF file or a checkpoint (--train.init)\n"
 	       "  --zero 0|1|2|3         ZeRO stage over MPI ranks (--dist.zero)\n"
 	       "  --tp N                 tensor parallelism over each N ranks (--dist.tp)\n"
+	       "  --pp N                 pipeline parallelism over N stages (--dist.pp)\n"
 	       "  --balance even|auto    the ranks' shares of a batch (--dist.balance)\n"
 	       "  --exchange auto|mpi    gradients through a node's shared memory or MPI\n"
 	       "                         (--dist.exchange)\n"
@@ -81,6 +82,7 @@ static void print_help(void)
 static const struct { const char *opt, *key; int has_arg; } aliases[] = {
 	{ "--zero", "dist.zero", 1 },
 	{ "--tp", "dist.tp", 1 },
+	{ "--pp", "dist.pp", 1 },
 	{ "--balance", "dist.balance", 1 },
 	{ "--exchange", "dist.exchange", 1 },
 	{ "--sync", "dist.sync", 1 },
@@ -333,13 +335,19 @@ static enum lt_status train(lt_dist *d, const struct lt_conf *c, const struct tr
 	return lt_trainer_run(*t);
 }
 
-/* Tensor parallelism: the job runs whole groups, and the config splits. */
+/* Tensor and pipeline parallelism: the job runs whole groups, and the
+ * config splits. */
 static enum lt_status check_layout(const lt_dist *d, const struct lt_conf *c)
 {
 	int ranks = lt_dist_size(d);
 	if (ranks % c->dist.tp) {
 		lt_errmsg_set("dist.tp = %d does not divide the job's %d rank%s: the job runs "
 			      "whole tensor-parallel groups", c->dist.tp, ranks, ranks > 1 ? "s" : "");
+		return LT_ERR_CONFIG;
+	}
+	if (ranks % (c->dist.tp * c->dist.pp)) {
+		lt_errmsg_set("dist.pp = %d does not divide the job's %d rank%s: the job runs "
+			      "whole pipelines", c->dist.pp, ranks, ranks > 1 ? "s" : "");
 		return LT_ERR_CONFIG;
 	}
 	return lt_conf_check(c);
@@ -393,7 +401,8 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
 	/* a layout the job or the model does not allow: rank 0 says why */
-	if (st == LT_OK && conf.dist.tp > 1 && (st = check_layout(d, &conf)) != LT_OK) {
+	if (st == LT_OK && (conf.dist.tp > 1 || conf.dist.pp > 1) &&
+	    (st = check_layout(d, &conf)) != LT_OK) {
 		if (lt_dist_rank(d) == 0)
 			lt_report("train", st);
 		*together = 1;

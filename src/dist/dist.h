@@ -171,6 +171,22 @@ enum lt_status lt_dist_wait_to(lt_dist *d, size_t mark);
 /* Waits (under the watchdog) until every started collective completed. */
 enum lt_status lt_dist_wait_all(lt_dist *d);
 
+/* ------------------------------------------- messages between two ranks */
+
+/* Starts sending buf[n] floats to rank `peer` of d, or receiving n from
+ * it into buf; *msg names the message for lt_dist_msg_wait, which must
+ * come before buf is touched again. Messages from one rank to another
+ * arrive in the order they were sent; at most LT_DIST_MSGS are under way
+ * at once on a rank. */
+#define LT_DIST_MSGS 64
+enum lt_status lt_dist_send_start(lt_dist *d, const float *buf, size_t n, int peer,
+				  const char *what, int *msg);
+enum lt_status lt_dist_recv_start(lt_dist *d, float *buf, size_t n, int peer, const char *what,
+				  int *msg);
+/* Waits (under the watchdog, the seconds counted as waiting) until
+ * message msg arrived or left. */
+enum lt_status lt_dist_msg_wait(lt_dist *d, int msg);
+
 /* -------------------------------- memory shared by the ranks of a node */
 
 /* Memory every rank of a node reads and writes: each rank's own part, of

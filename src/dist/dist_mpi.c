@@ -827,6 +827,59 @@ enum lt_status lt_dist_wait_all(lt_dist *d)
 	return st;
 }
 
+/* ------------------------------------------- messages between two ranks */
+
+enum { TAG_MSG = 30713 };
+
+/* A free slot for a message, or -1 with the error set. */
+static int free_msg_slot(struct lt_dist_mpi *m, const char *what)
+{
+	for (int i = 0; i < LT_DIST_MSGS; i++)
+		if (!m->msg_busy[i])
+			return i;
+	lt_errmsg_set("%s: more than %d messages under way", what, LT_DIST_MSGS);
+	return -1;
+}
+
+static enum lt_status start_msg(lt_dist *d, float *buf, size_t n, int peer, int send,
+				const char *what, int *msg)
+{
+	struct lt_dist_mpi *m = d->mpi;
+	LT_ASSERT(m && peer >= 0 && peer < d->size && peer != d->rank && n <= (size_t)INT_MAX);
+	int i = free_msg_slot(m, what);
+	if (i < 0)
+		return LT_ERR_COMM;
+	int err = send ? MPI_Isend(buf, (int)n, MPI_FLOAT, peer, TAG_MSG, m->comm, &m->msg[i])
+		       : MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, TAG_MSG, m->comm, &m->msg[i]);
+	if (err)
+		return mpi_failed(what, err);
+	m->msg_busy[i] = 1;
+	m->msg_what[i] = what;
+	*msg = i;
+	return LT_OK;
+}
+
+enum lt_status lt_dist_send_start(lt_dist *d, const float *buf, size_t n, int peer,
+				  const char *what, int *msg)
+{
+	return start_msg(d, (float *)buf, n, peer, 1, what, msg);
+}
+
+enum lt_status lt_dist_recv_start(lt_dist *d, float *buf, size_t n, int peer, const char *what,
+				  int *msg)
+{
+	return start_msg(d, buf, n, peer, 0, what, msg);
+}
+
+enum lt_status lt_dist_msg_wait(lt_dist *d, int msg)
+{
+	struct lt_dist_mpi *m = d->mpi;
+	LT_ASSERT(m && msg >= 0 && msg < LT_DIST_MSGS && m->msg_busy[msg]);
+	enum lt_status st = wait_one(d, &m->msg[msg], m->msg_what[msg]);
+	m->msg_busy[msg] = 0;
+	return st;
+}
+
 /* -------------------------------- memory shared by the ranks of a node */
 
 /* An MPI-3 shared window over the node's ranks, or this rank's own pages

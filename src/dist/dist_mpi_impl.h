@@ -40,6 +40,10 @@ struct lt_dist_mpi {
 	int *gather_counts;
 	size_t gather_mark[LT_DIST_GATHERS_UNDER_WAY];
 	size_t gathers;
+	/* point-to-point messages under way, each in a slot while busy */
+	MPI_Request msg[LT_DIST_MSGS];
+	const char *msg_what[LT_DIST_MSGS];
+	unsigned char msg_busy[LT_DIST_MSGS];
 };
 
 /* Each rank's rank lists (d->nodes of them across), replacing those of a

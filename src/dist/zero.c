@@ -400,9 +400,10 @@ static enum lt_status use_node_memory(lt_zero *z, size_t tokens)
 {
 	int one_node = lt_dist_nodes(z->dist) == 1;
 	size_t cap = (size_t)lt_model_config_of(z->model)->vocab_size;
-	/* (with adapters the embedding is frozen: no lookup to exchange) */
+	/* (with adapters the embedding is frozen, and a later pipeline stage
+	 * holds none: no lookup to exchange) */
 	z->lookup_rows = one_node && (z->slots || overlap_pays(z, 1)) &&
-			 lt_model_lora(z->model)->rank == 0;
+			 lt_model_lora(z->model)->rank == 0 && lt_model_stage_first(z->model);
 	struct lt_node_sum_plan p = {
 		.stage = z->stage, .off = z->off, .grads = z->grads_layout,
 		.async_copies = z->async_copies, .lookup_rows = z->lookup_rows,

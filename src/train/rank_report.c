@@ -28,13 +28,16 @@ enum lt_status lt_rank_report_list(const struct lt_rank_layout *l, lt_backend *b
 	snprintf(mine, sizeof mine, "host %.64s, pid %ld, device %.100s", lt_dist_host(l->job),
 		 (long)getpid(), dev.name);
 	enum lt_status st = gather_all(l, mine, LINE, "the rank list", &all);
+	int per = lt_dist_size(l->job) / l->pp;  /* a stage's ranks */
 	for (int i = 0; st == LT_OK && l->lead && i < lt_dist_size(l->job); i++) {
-		char place[64] = "";
+		char place[64] = "", stage[32] = "";
 		if (l->tp > 1)
 			snprintf(place, sizeof place, ", tensor-parallel rank %d of group %d",
-				 i % l->tp, i / l->tp);
-		printf("rank %d: %.*s%s, %zu of %d sequences per step\n", i, LINE,
-		       all + (size_t)i * LINE, place, rows[i / l->tp], per_step);
+				 i % l->tp, (i % per) / l->tp);
+		if (l->pp > 1)
+			snprintf(stage, sizeof stage, ", pipeline stage %d", i / per);
+		printf("rank %d: %.*s%s%s, %zu of %d sequences per step\n", i, LINE,
+		       all + (size_t)i * LINE, stage, place, rows[(i % per) / l->tp], per_step);
 	}
 	fflush(stdout);  /* who runs where is wanted while the run goes on */
 	free(all);
@@ -46,12 +49,14 @@ enum lt_status lt_rank_report_memory(const struct lt_rank_layout *l, int stage, 
 				     const char *how)
 {
 	double mine[2] = { (double)state, (double)exchange }, *all;
-	int ranks = lt_dist_size(l->job), dp = ranks / l->tp;
+	int ranks = lt_dist_size(l->job), dp = ranks / l->tp / l->pp;
 	enum lt_status st = gather_all(l, mine, sizeof mine, "the memory report", (char **)&all);
 	if (st == LT_OK && l->lead) {
 		printf("memory: ZeRO stage %d over %d rank%s", stage, dp, dp > 1 ? "s" : "");
 		if (l->tp > 1)
 			printf(" of each of %d tensor-parallel places", l->tp);
+		if (l->pp > 1)
+			printf(" in each of %d pipeline stages", l->pp);
 		printf(", gradient buffer %zu of %zu elements; per rank, parameters + gradients + "
 		       "AdamW moments (backend allocator) + exchange buffers (host):", grads, params);
 		for (int i = 0; i < ranks; i++)

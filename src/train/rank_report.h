@@ -13,15 +13,16 @@
 #include "dist/dist.h"
 #include "io/metrics.h"
 
-/* The job's layout: tp ranks a tensor-parallel group (1: none), the
- * data-parallel rank of job rank r being r / tp. */
+/* The job's layout: tp ranks a tensor-parallel group (1: none), pp
+ * pipeline stages of consecutive ranks (1: none), the data-parallel rank
+ * of job rank r being (r % (ranks / pp)) / tp. */
 struct lt_rank_layout {
 	lt_dist *job;
-	int lead, tp;
+	int lead, tp, pp;
 };
 
-/* One line a rank: host, process, device, and its data-parallel rank's
- * rows[r / tp] of per_step sequences a step. */
+/* One line a rank: host, process, device, its place in the mesh, and its
+ * data-parallel rank's rows of per_step sequences a step. */
 enum lt_status lt_rank_report_list(const struct lt_rank_layout *l, lt_backend *be,
 				   const size_t *rows, int per_step);
 /* One line: each rank's `state` bytes of parameters, gradients and

@@ -4,6 +4,7 @@
 #include "train/tp_train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ struct gather {
 	size_t *counts;        /* [size]: what each job rank sends */
 	float *mine, *all;     /* this rank's piece; on rank 0 every rank's */
 	float *part, *whole;   /* on rank 0: one rank's part, the whole tensor */
+	int got_k, got_i;      /* with stages, on job rank 0: the whole tensor received */
 	int done;              /* gathers done: s < done */
 	enum lt_status st;     /* the first failure */
 };
@@ -120,17 +122,18 @@ static enum lt_status fetch(void *ctx, int k, int i, uint64_t off, void *buf, si
 
 static enum lt_status gather_new(const struct lt_tp_run *r, struct gather *g)
 {
-	const lt_model *whole = lt_model_tp_whole(r->model);
+	const lt_model *whole = r->pp ? lt_model_stage_whole(r->model) : lt_model_tp_whole(r->model);
 	size_t most = 0, most_whole = 0;
 	*g = (struct gather){ .r = r, .tp = lt_model_tp_size(r->model),
-			      .size = lt_dist_size(r->job), .n = lt_model_num_tensors(r->model) };
+			      .size = lt_dist_size(r->job), .n = lt_model_num_tensors(r->model),
+			      .got_i = -1 };
 	g->dp = g->size / g->tp;
-	for (int i = 0; i < g->n; i++) {
+	for (int i = 0; i < g->n; i++)
 		if (lt_model_tensor(r->model, i)->numel > most)
 			most = lt_model_tensor(r->model, i)->numel;
+	for (int i = 0; i < lt_model_num_tensors(whole); i++)
 		if (lt_model_tensor(whole, i)->numel > most_whole)
 			most_whole = lt_model_tensor(whole, i)->numel;
-	}
 	int lead = lt_dist_rank(r->job) == 0;
 	g->counts = malloc((size_t)g->size * sizeof *g->counts);
 	g->mine = malloc(most * sizeof *g->mine);
@@ -156,11 +159,92 @@ static void gather_free(struct gather *g)
 	free(g->whole);
 }
 
+/* ------------------------------------------------- the save of stages */
+
+/* The stage that holds whole tensor i: the embedding's the first, the
+ * final norm's and the head's the last, a block's its stage. */
+static int stage_of(const struct lt_tp_run *r, int i)
+{
+	const char *name = lt_model_tensor(lt_model_stage_whole(r->model), i)->name;
+	int layer, stages = lt_dist_size(r->pp);
+	if (sscanf(name, "model.layers.%d.", &layer) == 1) {
+		int s = 0;
+		while (s + 1 < stages && r->stage_start[s + 1] <= layer)
+			s++;
+		return s;
+	}
+	return strcmp(name, "model.embed_tokens.weight") == 0 ? 0 : stages - 1;
+}
+
+/* This stage's index of whole tensor i, or -1. */
+static int local_index(const lt_model *m, int i)
+{
+	const struct lt_tensor *t = lt_model_find(m, lt_model_tensor(lt_model_stage_whole(m), i)->name);
+	return t ? (int)(t - lt_model_tensor(m, 0)) : -1;
+}
+
+/* Job rank 0: whole tensor i of k, gathered in its own stage or received
+ * from the first rank of the stage that holds it. */
+static enum lt_status fetch_stage(void *ctx, int k, int i, uint64_t off, void *buf, size_t len)
+{
+	struct gather *g = ctx;
+	int s = stage_of(g->r, i), mine = local_index(g->r->model, i), msg;
+	enum lt_status st = LT_OK;
+	if (s == 0)
+		st = gather_to(g, k * g->n + mine);
+	else if (g->got_k != k || g->got_i != i) {
+		size_t n = lt_model_tensor(lt_model_stage_whole(g->r->model), i)->numel;
+		if ((st = lt_dist_recv_start(g->r->pp, g->whole, n, s, "the checkpoint's tensors",
+					     &msg)) == LT_OK)
+			st = lt_dist_msg_wait(g->r->pp, msg);
+		g->got_k = k;
+		g->got_i = i;
+	}
+	if (st == LT_OK)
+		memcpy(buf, (char *)g->whole + off, len);
+	return st;
+}
+
+/* A later stage: every gather of its tensors, in order, each passed on by
+ * the stage's first rank to job rank 0. */
+static enum lt_status pass_on(struct gather *g)
+{
+	enum lt_status st = LT_OK;
+	for (int s = 0; s < 3 * g->n && st == LT_OK; s++) {
+		int msg;
+		if ((st = gather_to(g, s)) != LT_OK || lt_dist_rank(g->r->job) != 0)
+			continue;
+		size_t n = lt_model_tensor(g->r->model, s % g->n)->numel;
+		if ((st = lt_dist_send_start(g->r->pp, g->whole, n, 0, "the checkpoint's tensors",
+					     &msg)) == LT_OK)
+			st = lt_dist_msg_wait(g->r->pp, msg);
+	}
+	return st;
+}
+
+/* The save of stages: job rank 0 writes, each stage gathers. */
+static enum lt_status save_stages(const struct lt_tp_run *r, struct gather *g, const char *tmp)
+{
+	enum lt_status st = LT_OK;
+	if (lt_dist_rank(r->pp) > 0)
+		return pass_on(g);
+	if (lt_dist_rank(r->job) == 0)
+		st = lt_checkpoint_write_fetched(tmp, lt_model_stage_whole(r->model), fetch_stage, g);
+	/* the stage's other ranks, or what rank 0 left: the stage's gathers */
+	enum lt_status comm = st == LT_OK || g->st == LT_OK ? gather_to(g, 3 * g->n - 1) : LT_OK;
+	return st != LT_OK ? st : comm;
+}
+
 enum lt_status lt_tp_save(const struct lt_tp_run *r, const char *tmp)
 {
 	struct gather g;
 	enum lt_status st = gather_new(r, &g), comm = LT_OK;
 	int last = 3 * g.n - 1;
+	if (st == LT_OK && r->pp) {
+		st = save_stages(r, &g, tmp);
+		gather_free(&g);
+		return st;
+	}
 	/* every rank takes part in every gather, whatever failed on rank 0 */
 	if (st == LT_OK && lt_dist_rank(r->job) == 0)
 		st = lt_checkpoint_write_fetched(tmp, lt_model_tp_whole(r->model), fetch, &g);
@@ -182,6 +266,8 @@ static enum lt_status put(void *ctx, int k, int i, const float *data)
 {
 	struct load *l = ctx;
 	lt_backend *be = lt_model_backend(l->m);
+	if (lt_model_stage_whole(l->m) != l->m && (i = local_index(l->m, i)) < 0)
+		return LT_OK;  /* another stage's */
 	const struct lt_tensor *t = lt_model_tensor(l->m, i);
 	lt_model_tp_copy(l->m, i, lt_model_tp_rank(l->m), (float *)data, l->part, 0);
 	if (k == 0) {
@@ -209,7 +295,9 @@ enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o)
 			      most * sizeof(float));
 		return LT_ERR_NOMEM;
 	}
-	enum lt_status st = lt_checkpoint_load_whole(dir, lt_model_tp_whole(m), o != NULL, put, &l);
+	const lt_model *whole = lt_model_stage_whole(m) != m ? lt_model_stage_whole(m)
+							      : lt_model_tp_whole(m);
+	enum lt_status st = lt_checkpoint_load_whole(dir, whole, o != NULL, put, &l);
 	free(l.part);
 	return st;
 }

@@ -13,7 +13,9 @@
 
 /* What a save or a norm needs to know of the run. */
 struct lt_tp_run {
-	lt_dist *job;
+	lt_dist *job;          /* the ranks that hold the model: the job's, or a stage's */
+	lt_dist *pp;           /* with pipeline stages: this rank's pipeline, else NULL */
+	const int *stage_start;  /* with them: each stage's first block, then the layers */
 	lt_mesh *mesh;
 	lt_model *model;
 	lt_optim *opt;
@@ -25,7 +27,8 @@ struct lt_tp_run {
  * whole model, written into tmp by job rank 0 (tmp is unused elsewhere)
  * from the parts the ranks gather to it a tensor at a time (at ZeRO 3
  * from the ranks' ranges of the parameters: the model need not be made
- * whole first). */
+ * whole first); with pipeline stages, each stage's first rank gathers its
+ * stage's tensors and passes them on to job rank 0. */
 enum lt_status lt_tp_save(const struct lt_tp_run *r, const char *tmp);
 /* Every rank: its part of the parameters and its range of the moments
  * (o may be NULL) from checkpoint dir, whatever layout saved it. */

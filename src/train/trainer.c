@@ -2,7 +2,7 @@
  * metrics) and its steps, with evaluation, samples and checkpoints at the
  * config's cadence. */
 #include "config.h"
-#include "train/trainer.h"
+#include "train/trainer_impl.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -12,66 +12,19 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "dist/agree.h"
-#include "dist/balance.h"
-#include "dist/local_sgd.h"
-#include "dist/mesh.h"
 #include "dist/shares.h"
-#include "dist/zero.h"
 #include "io/fs.h"
 #include "io/import.h"
-#include "io/metrics.h"
 #include "io/rundir.h"
-#include "model.h"
-#include "optim.h"
-#include "text/data.h"
 #include "text/sample.h"
-#include "text/tokenizer.h"
-#include "train/distill.h"
 #include "train/local_ckpt.h"
 #include "train/rank_report.h"
 #include "train/run_files.h"
-#include "train/step_time.h"
 #include "train/tp_train.h"
-#include "train/train_sample.h"
 
-/* How long rank 0's own work (data preparation, a checkpoint's files) may
- * keep the other ranks waiting. */
-#define LONG_WAIT_SECONDS 3600.0
 
-/* Everything one run holds. */
-struct lt_trainer {
-	struct lt_conf conf;
-	lt_dist *dist;            /* the data-parallel ranks (the job's, or the mesh's group) */
-	int rank, ranks;          /* in dist */
-	lt_dist *job;             /* every rank */
-	int lead;                 /* job rank 0: prints and commits */
-	lt_mesh *mesh;            /* dist.tp > 1: the job as data x tensor parallel */
-	struct lt_agreement agreement;
-	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
-	lt_zero *zero;
-	lt_local_sgd *local;      /* dist.sync = local; NULL when every step is shared */
-	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
-				     its micro-batches by lt_shares_rows_in */
-	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
-	struct lt_step_time time; /* where this step's seconds went */
-	lt_balancer *balance;     /* --balance auto; NULL when the shares stay even */
-	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
-	char data_dir[LT_RUN_PATH_CAP];
-	char tok_path[LT_RUN_PATH_CAP];
-	lt_tokenizer *tok;
-	lt_data *data;
-	lt_backend *be;
-	lt_model *model;
-	lt_distill *distill;      /* distill.teacher's, or NULL */
-	lt_optim *opt;
-	lt_metrics *metrics;
-	int32_t *tokens, *targets;
-	struct lt_ckpt_state state;
-	double flops_per_token;
-};
 
-static enum lt_status agree(lt_trainer *t, enum lt_status st, const char *what, double wait)
+enum lt_status lt_trainer_agree(lt_trainer *t, enum lt_status st, const char *what, double wait)
 {
 	return lt_agree(&t->agreement, st, what, wait);
 }
@@ -79,18 +32,18 @@ static enum lt_status agree(lt_trainer *t, enum lt_status st, const char *what, 
 /* ------------------------------------------------------------ the shares */
 
 /* Rank i's sequences in micro-batch a of a step. */
-static int rows_in(const lt_trainer *t, int i, int a)
+int lt_trainer_rows_in(const lt_trainer *t, int i, int a)
 {
 	return (int)lt_shares_rows_in(t->rows, i, a, t->conf.train.grad_accum);
 }
 
 /* This rank's first sequence of micro-batch a: those of the ranks before
  * it come first. */
-static int first_row_in(const lt_trainer *t, int a)
+int lt_trainer_first_row_in(const lt_trainer *t, int a)
 {
 	int row0 = 0;
 	for (int i = 0; i < t->rank; i++)
-		row0 += rows_in(t, i, a);
+		row0 += lt_trainer_rows_in(t, i, a);
 	return row0;
 }
 
@@ -104,7 +57,7 @@ static void set_plan_rows(lt_trainer *t)
 
 /* Plans a forward of `rows` sequences; the activations planned for
  * plan_rows hold it. */
-static enum lt_status plan_forward(lt_trainer *t, int rows)
+enum lt_status lt_trainer_plan_forward(lt_trainer *t, int rows)
 {
 	return lt_model_plan(t->model, rows, t->conf.train.seq);
 }
@@ -118,6 +71,12 @@ static enum lt_status plan_shares(lt_trainer *t)
 	if (c->train.batch < t->ranks) {
 		lt_errmsg_set("train.batch %d: each of the %d ranks needs at least one sequence of "
 			      "every batch", c->train.batch, t->ranks);
+		return LT_ERR_CONFIG;
+	}
+	if (t->conf.dist.pp > 1 && c->train.batch % t->ranks) {
+		lt_errmsg_set("train.batch %d with dist.pp = %d: the %d data-parallel ranks need "
+			      "equal micro-batches (a multiple of %d)", c->train.batch, c->dist.pp,
+			      t->ranks, t->ranks);
 		return LT_ERR_CONFIG;
 	}
 	double *ones = malloc((size_t)t->ranks * sizeof *ones);
@@ -156,7 +115,7 @@ static enum lt_status rebalance(lt_trainer *t, long step)
 				       sizeof line);
 	if (st == LT_OK && moved) {
 		set_plan_rows(t);
-		st = agree(t, plan_forward(t, t->plan_rows), "planning the new shares", 0);
+		st = lt_trainer_agree(t, lt_trainer_plan_forward(t, t->plan_rows), "planning the new shares", 0);
 	}
 	if (st == LT_OK && t->lead && line[0])
 		lt_metrics_say(t->metrics, "%s", line);
@@ -182,7 +141,7 @@ static enum lt_status prepare_run_dir(lt_trainer *t, const struct lt_trainer_sta
 	if (t->lead && (st = lt_fs_make_dirs(t->conf.run.dir)) == LT_OK)
 		st = lt_run_files_prepare_data(&t->conf, t->data_dir, t->state.step, s->corpus,
 					       s->n_corpus);
-	return agree(t, st, "preparing the data", LONG_WAIT_SECONDS);
+	return lt_trainer_agree(t, st, "preparing the data", LONG_WAIT_SECONDS);
 }
 
 /* The vocabulary of the resumed checkpoint's model (-1 when unknown). */
@@ -248,7 +207,7 @@ static void report_examples(const lt_trainer *t)
 /* Every rank opens the data. */
 static enum lt_status open_data(lt_trainer *t)
 {
-	enum lt_status st = agree(t, load_data(t), "opening the data", 0);
+	enum lt_status st = lt_trainer_agree(t, load_data(t), "opening the data", 0);
 	if (st != LT_OK)
 		return st;
 	report_examples(t);
@@ -262,10 +221,10 @@ static enum lt_status open_data(lt_trainer *t)
 static enum lt_status save_config(lt_trainer *t)
 {
 	enum lt_status st = t->lead ? lt_run_files_save_config(&t->conf) : LT_OK;
-	if ((st = agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
+	if ((st = lt_trainer_agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
 		return st;
 	st = lt_run_files_check_shared(&t->conf, lt_dist_rank(t->job), lt_dist_host(t->job));
-	return agree(t, st, "finding the run directory", 0);
+	return lt_trainer_agree(t, st, "finding the run directory", 0);
 }
 
 /* Refuses ranks that disagree on config, model, data or step before any
@@ -288,7 +247,7 @@ static enum lt_status check_ranks_agree(lt_trainer *t)
 static struct lt_rank_layout layout_of(const lt_trainer *t)
 {
 	return (struct lt_rank_layout){ .job = t->job, .lead = t->lead,
-					.tp = t->mesh ? t->conf.dist.tp : 1 };
+					.tp = t->mesh ? t->conf.dist.tp : 1, .pp = t->conf.dist.pp };
 }
 
 /* Bytes the backend's buffers hold now (0 when it cannot say). */
@@ -314,7 +273,18 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
 	struct lt_lora lora;
-	if (t->mesh) {
+	if (c->dist.pp > 1) {
+		int accum = c->train.grad_accum, ahead = c->dist.pp - lt_mesh_stage(t->mesh);
+		struct lt_stage stage = lt_pipeline_split(&c->model, c->train.seq, c->dist.pp,
+							  lt_mesh_stage(t->mesh));
+		if ((st = lt_pipeline_starts(&c->model, c->train.seq, c->dist.pp,
+					     &t->stage_start)) != LT_OK)
+			return st;
+		if ((st = lt_model_new_stage(t->be, &c->model, &stage, &t->model)) != LT_OK ||
+		    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK ||
+		    (st = lt_model_set_act_sets(t->model, ahead < accum ? ahead : accum)) != LT_OK)
+			return st;
+	} else if (t->mesh) {
 		struct lt_tp tp = lt_mesh_model_tp(t->mesh);
 		if ((st = lt_model_new_tp(t->be, &c->model, &tp, &t->model)) != LT_OK ||
 		    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
@@ -326,11 +296,12 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	}
 	lt_model_set_recompute(t->model, c->train.recompute);
 	if (c->dist.sync == LT_SYNC_LOCAL &&
-	    (st = agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD", 0)) != LT_OK)
+	    (st = lt_trainer_agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD", 0)) != LT_OK)
 		return st;
 	if ((st = lt_zero_new(t->local ? lt_local_sgd_inner(t->local) : t->dist, t->model,
 			      c->dist.zero, c->dist.deterministic,
-			      c->dist.exchange == LT_EXCHANGE_AUTO,
+			      /* stages out of step share no node memory */
+			      c->dist.exchange == LT_EXCHANGE_AUTO && c->dist.pp == 1,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
 	t->opt = lt_zero_optim(t->zero);
@@ -354,6 +325,9 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
 	if (st == LT_OK)
 		st = lt_distill_open(t->be, c, t->model, t->plan_rows, &t->distill);
+	if (st == LT_OK && c->dist.pp > 1)
+		st = lt_pipeline_new(lt_mesh_pp_group(t->mesh), t->model, t->zero, t->plan_rows,
+				     c->train.seq, &t->pipe);
 	t->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *t->tokens);
 	if (st == LT_OK && !t->tokens) {
 		lt_errmsg_set("cannot allocate the batch buffers");
@@ -361,7 +335,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	}
 	t->targets = t->tokens + (size_t)c->train.batch * c->train.seq;
 	t->flops_per_token = lt_model_config_flops_per_token(&c->model, c->train.seq);
-	if ((st = agree(t, st, "building the model", 0)) != LT_OK)
+	if ((st = lt_trainer_agree(t, st, "building the model", 0)) != LT_OK)
 		return st;
 	struct lt_rank_layout l = layout_of(t);
 	return lt_rank_report_memory(&l, c->dist.zero, state, lt_zero_bytes(t->zero),
@@ -375,7 +349,7 @@ static enum lt_status open_metrics(lt_trainer *t)
 	enum lt_status st = LT_OK;
 	if (t->lead)
 		st = lt_run_files_open_metrics(&t->conf, t->state.step, &t->metrics);
-	return agree(t, st, "opening the metrics", 0);
+	return lt_trainer_agree(t, st, "opening the metrics", 0);
 }
 
 /* Rank 0: each damaged checkpoint the search for the resume point passed
@@ -399,7 +373,7 @@ static enum lt_status set_aside_skipped(lt_trainer *t, struct lt_ckpt_skips *k)
 	lt_ckpt_skips_free(k);
 	if (st != LT_OK)
 		lt_errmsg_set("%s", first_err);
-	return agree(t, st, "moving the damaged checkpoints aside", 0);
+	return lt_trainer_agree(t, st, "moving the damaged checkpoints aside", 0);
 }
 
 /* The run's first lines: the model, the ranks, the damaged checkpoints
@@ -422,6 +396,8 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
+	if (t->pipe)
+		lt_pipeline_say(t->metrics, t->stage_start, c->dist.pp, c->train.grad_accum);
 	if (t->mesh && t->balance)
 		lt_metrics_say(t->metrics, "balance: a tensor-parallel group of %d ranks moves in "
 			       "lockstep, at its slowest rank's pace; the shares move between the "
@@ -436,74 +412,12 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 
 /* ------------------------------------------------------- the step's parts */
 
-/* Mean loss over the first run.eval_batches validation batches; each rank
- * takes its share of every batch's windows. */
-static enum lt_status validation_loss(lt_trainer *t, double *out)
-{
-	const struct lt_conf *c = &t->conf;
-	int B = c->train.batch, T = c->train.seq, rows = rows_in(t, t->rank, 0);
-	int P = c->dist.deterministic ? 1 : rows, row0 = first_row_in(t, 0);
-	uint64_t val_windows = lt_data_val_windows(t->data, T);
-	double sums[2] = { 0, 0 };
-	enum lt_status st = plan_forward(t, P);
-	for (int i = 0; i < c->run.eval_batches && st == LT_OK; i++) {
-		if ((uint64_t)i * (uint64_t)B >= val_windows)
-			break;
-		if ((st = lt_zero_catch_up(t->zero, (rows + P - 1) / P, 0)) != LT_OK)
-			break;
-		for (int j = 0; j < rows && st == LT_OK; j += P) {
-			long n;
-			for (int k = 0; k < P && st == LT_OK; k++) {
-				uint64_t w = (uint64_t)i * (uint64_t)B + (uint64_t)(row0 + j + k);
-				st = lt_data_val_batch(t->data, w, 1, T, t->tokens + (size_t)k * T,
-						       t->targets + (size_t)k * T, &n);
-			}
-			double loss = 0;
-			if (st == LT_OK)
-				st = lt_model_forward(t->model, t->tokens, t->targets, 0.0f, &loss, &n);
-			sums[0] += loss;
-			sums[1] += (double)n;
-		}
-	}
-	if ((st = agree(t, st, "the validation pass", 0)) != LT_OK ||
-	    (st = lt_dist_allreduce(t->dist, sums, 2, LT_DIST_F64, LT_DIST_SUM,
-				    "the validation-loss all-reduce")) != LT_OK)
-		return st;
-	if (sums[1] == 0) {
-		lt_errmsg_set("%s: no validation tokens%s", t->data_dir,
-			      lt_data_has_examples(t->data) ? " trained on in the first windows "
-			      "(a longer train.seq, or more run.eval_batches)" : "");
-		return LT_ERR_ARG;
-	}
-	*out = sums[0] / sums[1];
-	return LT_OK;
-}
-
-/* The validation loss, logged at `step`. */
-static enum lt_status evaluate(lt_trainer *t, long step, double *val)
-{
-	enum lt_status st = validation_loss(t, val);
-	if (st == LT_OK && t->metrics)
-		st = lt_metrics_eval(t->metrics, step, *val, t->state.elapsed);
-	return st;
-}
-
-/* A sample printed by rank 0; the others wait for it. */
-static enum lt_status sample_on_rank0(lt_trainer *t, long step)
-{
-	enum lt_status st = lt_zero_whole(t->zero);
-	/* a split model decodes with the whole of rank 0's group */
-	int group0 = t->mesh ? lt_dist_rank(t->job) < t->conf.dist.tp : t->lead;
-	if (st == LT_OK && group0)
-		st = lt_train_sample(t->model, t->tok, t->metrics, &t->conf, step);
-	st = agree(t, st, "the sample", LONG_WAIT_SECONDS);
-	return st == LT_OK ? lt_zero_shard(t->zero) : st;
-}
-
 /* What tensor parallelism's save and norm read of the run. */
 static struct lt_tp_run tp_run(const lt_trainer *t)
 {
-	return (struct lt_tp_run){ .job = t->job, .mesh = t->mesh, .model = t->model,
+	return (struct lt_tp_run){ .job = t->mesh ? lt_mesh_stage_group(t->mesh) : t->job,
+				   .pp = t->pipe ? lt_mesh_pp_group(t->mesh) : NULL,
+				   .stage_start = t->stage_start, .mesh = t->mesh, .model = t->model,
 				   .opt = t->opt, .ranges = lt_zero_ranges(t->zero),
 				   .stage = t->conf.dist.zero,
 				   .deterministic = t->conf.dist.deterministic };
@@ -530,7 +444,7 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 		return st;
 	if (t->lead && (st = lt_conf_to_string(&t->conf, &t->state.config)) == LT_OK)
 		st = lt_checkpoint_begin(t->conf.run.dir, t->state.step, tag, tmp, sizeof tmp);
-	if ((st = agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
+	if ((st = lt_trainer_agree(t, st, "starting a checkpoint", LONG_WAIT_SECONDS)) != LT_OK ||
 	    (st = lt_dist_bcast(t->job, tmp, sizeof tmp, 0, "the checkpoint's name")) != LT_OK)
 		return st;
 	struct lt_tp_run r = tp_run(t);
@@ -542,7 +456,7 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	if (st == LT_OK && t->local)
 		st = lt_local_ckpt_save(t->local, tmp, t->model, t->opt, sharded ? writers : 1,
 					&t->state);
-	if ((st = agree(t, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
+	if ((st = lt_trainer_agree(t, st, "writing the optimizer shards", LONG_WAIT_SECONDS)) != LT_OK) {
 		if (t->lead)
 			lt_checkpoint_abandon(tmp);
 		return st;
@@ -550,8 +464,9 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 	if (t->lead) {
 		t->state.tokenizer = t->tok_path;
 		st = t->mesh ? lt_checkpoint_commit_fetched(t->conf.run.dir, tmp,
-							    lt_model_tp_whole(t->model), &t->state,
-							    path, sizeof path)
+							    t->pipe ? lt_model_stage_whole(t->model)
+								    : lt_model_tp_whole(t->model),
+							    &t->state, path, sizeof path)
 			     : lt_checkpoint_commit(t->conf.run.dir, tmp, t->model,
 						    sharded ? writers : 1, &t->state, path,
 						    sizeof path);
@@ -562,7 +477,7 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 		if (st == LT_OK)
 			lt_metrics_say(t->metrics, "checkpoint: %s", path);
 	}
-	st = agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
+	st = lt_trainer_agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
 
@@ -575,7 +490,7 @@ static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float sc
 {
 	const struct lt_conf *c = &t->conf;
 	int P = c->dist.deterministic ? 1 : rows;
-	enum lt_status st = plan_forward(t, P);
+	enum lt_status st = lt_trainer_plan_forward(t, P);
 	if (st == LT_OK)
 		st = lt_zero_catch_up(t->zero, (rows + P - 1) / P, 1);
 	for (int j = 0; j < rows && st == LT_OK; j += P) {
@@ -598,6 +513,17 @@ static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float sc
 		sums[1] += (double)n;
 	}
 	return st;
+}
+
+/* Micro-batch a of the step into the batch buffers, for the pipeline. */
+static enum lt_status pipeline_batch(void *ctx, int a, int32_t *tokens, int32_t *targets)
+{
+	lt_trainer *t = ctx;
+	const struct lt_conf *c = &t->conf;
+	uint64_t first = t->state.samples + (uint64_t)a * (uint64_t)c->train.batch +
+			 (uint64_t)lt_trainer_first_row_in(t, a);
+	return lt_data_train_batch(t->data, c->train.seed, first, lt_trainer_rows_in(t, t->rank, a),
+				   c->train.seq, tokens, targets);
 }
 
 /* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
@@ -634,16 +560,19 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	lt_dist_set_step(t->job, step);
 	lt_dist_set_step(t->dist, step);
 	lt_model_zero_grads(t->model);
-	for (int a = 0; a < accum && st == LT_OK; a++)
+	struct lt_pipeline_source src = { pipeline_batch, t };
+	if (t->pipe)
+		st = lt_pipeline_step(t->pipe, accum, &src, scale, sums);
+	for (int a = 0; a < accum && st == LT_OK && !t->pipe; a++)
 		st = run_rows(t, t->state.samples + (uint64_t)a * (uint64_t)B +
-					 (uint64_t)first_row_in(t, a),
-			      rows_in(t, t->rank, a), scale, a == accum - 1, sums);
+					 (uint64_t)lt_trainer_first_row_in(t, a),
+			      lt_trainer_rows_in(t, t->rank, a), scale, a == accum - 1, sums);
 	t->state.samples += (uint64_t)B * (uint64_t)accum;
 	lt_step_time_passes_done(&t->time);
 	vote_stop(t, loop_start, sums + 2);
 	sums[4] = lt_distill_take_kl(t->distill);
 	/* the first exchange after backward waits for the slowest rank */
-	st = agree(t, st, "the forward and backward passes", 0);
+	st = lt_trainer_agree(t, st, "the forward and backward passes", 0);
 	lt_step_time_agreed(&t->time);
 	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
 	t->agreement.failed_together = t->agreement.failed_together && c->dist.zero == 1;
@@ -654,9 +583,15 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 		if ((st = lt_tp_norm(&r, &norm)) != LT_OK)
 			return st;
 	}
+	double sq = norm * norm;  /* each stage's part of the whole norm */
+	if (t->pipe && (st = lt_trainer_sum_over_pipeline(t, &sq, 1)) == LT_OK)
+		norm = sqrt(sq);
+	if (st != LT_OK)
+		return st;
 	lt_step_time_reduced(&t->time);
 	if ((st = lt_dist_allreduce(t->dist, sums, 5, LT_DIST_F64, LT_DIST_SUM,
-				    "the loss all-reduce")) != LT_OK)
+				    "the loss all-reduce")) != LT_OK ||
+	    (st = lt_trainer_sum_over_pipeline(t, sums, 5)) != LT_OK)
 		return st;
 	if (t->mesh && (st = lt_dist_allreduce(lt_mesh_tp_group(t->mesh), sums + 2, 2, LT_DIST_F64,
 					       LT_DIST_SUM, "the votes to stop")) != LT_OK)
@@ -701,9 +636,9 @@ static enum lt_status after_step(lt_trainer *t, long step)
 	double val;
 	if (step >= c->train.steps)
 		return LT_OK;
-	if (due(step, c->run.eval_every) && (st = evaluate(t, step, &val)) != LT_OK)
+	if (due(step, c->run.eval_every) && (st = lt_trainer_evaluate(t, step, &val)) != LT_OK)
 		return st;
-	if (due(step, c->run.sample_every) && (st = sample_on_rank0(t, step)) != LT_OK)
+	if (due(step, c->run.sample_every) && (st = lt_trainer_sample(t, step)) != LT_OK)
 		return st;
 	if (due(step, c->run.checkpoint_every))
 		st = save_checkpoint(t);
@@ -778,11 +713,11 @@ static enum lt_status finish_run(lt_trainer *t, enum lt_status loop_st)
 		st = save_checkpoint(t);
 	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
 		return st;
-	if ((st = evaluate(t, t->state.step, &val)) != LT_OK)
+	if ((st = lt_trainer_evaluate(t, t->state.step, &val)) != LT_OK)
 		return st;
 	lt_metrics_say(t->metrics, "validation loss %.4f nats/token (ln vocab = %.4f), perplexity %.2f",
 		       val, log((double)t->conf.model.vocab_size), exp(val));
-	return sample_on_rank0(t, t->state.step);
+	return lt_trainer_sample(t, t->state.step);
 }
 
 /* ------------------------------------------------------------ the API */
@@ -800,7 +735,8 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
 	t->lead = lt_dist_rank(d) == 0;
 	t->agreement = (struct lt_agreement){ .dist = d, .timeout = c->dist.comm_timeout };
 	lt_dist_set_timeout(d, c->dist.comm_timeout);
-	enum lt_status st = c->dist.tp > 1 ? lt_mesh_new(d, c->dist.tp, &t->mesh) : LT_OK;
+	enum lt_status st = c->dist.tp > 1 || c->dist.pp > 1
+			    ? lt_mesh_new(d, c->dist.tp, c->dist.pp, &t->mesh) : LT_OK;
 	if (t->mesh)
 		t->dist = lt_mesh_dp_group(t->mesh);
 	t->rank = lt_dist_rank(t->dist);
@@ -868,6 +804,8 @@ void lt_trainer_free(lt_trainer *t)
 	lt_zero_free(t->zero);
 	lt_distill_free(t->distill);
 	lt_local_sgd_free(t->local);
+	lt_pipeline_free(t->pipe);
+	free(t->stage_start);
 	lt_model_free(t->model);
 	lt_mesh_free(t->mesh);
 	lt_backend_free(t->be);

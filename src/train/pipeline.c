@@ -1,0 +1,320 @@
+/* Pipeline parallelism in the trainer: the 1F1B schedule of a step and the
+ * split of the blocks into stages. */
+#include "config.h"
+#include "train/pipeline.h"
+
+#include <stdlib.h>
+
+#include "clock.h"
+
+/* Messages go to one side: NEXT (later stage) or PREV. */
+enum { PREV, NEXT };
+
+struct lt_pipeline {
+	lt_dist *pp;
+	int stage, stages;
+	lt_model *m;
+	lt_zero *z;
+	size_t n;           /* floats of a boundary tensor: rows x seq x dim */
+	int rows, seq, sets;
+	int32_t *tokens, *targets;
+	/* receives posted ahead, two at a time: the inputs of forwards
+	 * (from PREV) and the output gradients of backwards (from NEXT) */
+	float *in[2], *gin[2];
+	int in_msg[2], gin_msg[2];
+	/* sends under way: outputs (one per activation set) and input
+	 * gradients (two) */
+	float **out, *gout[2];
+	int *out_msg, gout_msg[2];
+	double compute_s, wait_s;
+};
+
+/* ------------------------------------------------------------ the split */
+
+/* FLOPs per token of one block's forward and backward: the matrices'
+ * 6 per weight and the attention's scores and values, 12 x seq x width. */
+static double block_cost(const struct lt_model_config *c, int seq)
+{
+	return 6.0 * (double)lt_model_config_block_params(c) +
+	       12.0 * seq * (double)c->n_heads * lt_model_config_head_dim(c);
+}
+
+/* Whether L blocks split into pp stages of at most `most` FLOPs each, the
+ * first carrying `first` more and the last `last` more: each stage but
+ * the last takes what it can, leaving a block for each stage after it;
+ * the stages' first blocks into start[pp + 1] when they do. */
+static int fits(int L, int pp, double block, double first, double last, double most, int *start)
+{
+	int b = 0;
+	for (int s = 0; s < pp - 1; s++) {
+		double cost = s == 0 ? first : 0;
+		start[s] = b;
+		while (b < L - (pp - 1 - s) && cost + block <= most) {
+			cost += block;
+			b++;
+		}
+		if (b == start[s])
+			return 0;
+	}
+	start[pp - 1] = b;
+	start[pp] = L;
+	return (double)(L - b) * block + last + (pp == 1 ? first : 0) <= most;
+}
+
+struct lt_stage lt_pipeline_split(const struct lt_model_config *c, int seq, int pp, int s)
+{
+	int L = c->n_layers, *start = malloc((size_t)(pp + 1) * sizeof *start);
+	LT_ASSERT(start && pp >= 1 && pp <= L && s >= 0 && s < pp);
+	double block = block_cost(c, seq), first = 0;
+	double last = 6.0 * (double)c->vocab_size * c->dim;  /* the head; the lookup is free */
+	/* the least bound the stages fit under: some stage's cost, searched */
+	double lo = 0, hi = first + last + L * block;
+	for (int i = 0; i < 100 && hi - lo > 1e-9 * hi; i++) {
+		double mid = (lo + hi) / 2;
+		if (fits(L, pp, block, first, last, mid, start))
+			hi = mid;
+		else
+			lo = mid;
+	}
+	int ok = fits(L, pp, block, first, last, hi, start);
+	LT_ASSERT(ok);
+	struct lt_stage st = { start[s], start[s + 1] - start[s] };
+	free(start);
+	return st;
+}
+
+enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp, int **start)
+{
+	if (!(*start = malloc((size_t)(pp + 1) * sizeof **start))) {
+		lt_errmsg_set("cannot allocate the stages' table");
+		return LT_ERR_NOMEM;
+	}
+	for (int s = 0; s < pp; s++)
+		(*start)[s] = lt_pipeline_split(c, seq, pp, s).layer0;
+	(*start)[pp] = c->n_layers;
+	return LT_OK;
+}
+
+void lt_pipeline_say(lt_metrics *mt, const int *start, int pp, int micro)
+{
+	char line[2048];
+	size_t at = 0;
+	at += (size_t)snprintf(line, sizeof line, "pipeline: %d stages, 1F1B over %d "
+			       "micro-batches a step (ideal bubble %.1f%%):", pp, micro,
+			       100.0 * (pp - 1) / (micro + pp - 1));
+	for (int s = 0; s < pp && at < sizeof line; s++)
+		at += (size_t)snprintf(line + at, sizeof line - at, "%s stage %d blocks %d-%d%s",
+				       s ? ";" : "", s, start[s], start[s + 1] - 1,
+				       s == 0 ? " and the embedding"
+				       : s == pp - 1 ? ", the final norm and the head" : "");
+	lt_metrics_say(mt, "%s", line);
+}
+
+/* ------------------------------------------------------------ the stage */
+
+void lt_pipeline_free(lt_pipeline *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < 2; i++) {
+		free(p->in[i]);
+		free(p->gin[i]);
+		free(p->gout[i]);
+	}
+	for (int k = 0; p->out && k < p->sets; k++)
+		free(p->out[k]);
+	free(p->out);
+	free(p->out_msg);
+	free(p->tokens);
+	free(p->targets);
+	free(p);
+}
+
+enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
+			       lt_pipeline **out)
+{
+	lt_pipeline *p = calloc(1, sizeof *p);
+	*out = NULL;
+	if (!p)
+		goto nomem;
+	*p = (struct lt_pipeline){ .pp = pp, .stage = lt_dist_rank(pp), .stages = lt_dist_size(pp),
+				   .m = m, .z = z, .rows = rows, .seq = seq,
+				   .sets = lt_model_act_sets(m) };
+	p->n = (size_t)rows * seq * lt_model_config_of(m)->dim;
+	size_t ids = (size_t)rows * seq;
+	p->tokens = malloc(ids * sizeof *p->tokens);
+	p->targets = malloc(ids * sizeof *p->targets);
+	p->out = calloc((size_t)p->sets, sizeof *p->out);
+	p->out_msg = malloc((size_t)p->sets * sizeof *p->out_msg);
+	if (!p->tokens || !p->targets || !p->out || !p->out_msg)
+		goto nomem;
+	for (int k = 0; k < p->sets; k++) {
+		p->out_msg[k] = -1;
+		if (p->stage < p->stages - 1 && !(p->out[k] = malloc(p->n * sizeof(float))))
+			goto nomem;
+	}
+	for (int i = 0; i < 2; i++) {
+		p->in_msg[i] = p->gin_msg[i] = p->gout_msg[i] = -1;
+		int later = p->stage < p->stages - 1, earlier = p->stage > 0;
+		if ((earlier && !(p->in[i] = malloc(p->n * sizeof(float)))) ||
+		    (later && !(p->gin[i] = malloc(p->n * sizeof(float)))) ||
+		    (earlier && !(p->gout[i] = malloc(p->n * sizeof(float)))))
+			goto nomem;
+	}
+	*out = p;
+	return LT_OK;
+nomem:
+	lt_pipeline_free(p);
+	lt_errmsg_set("cannot allocate the pipeline's boundary buffers");
+	return LT_ERR_NOMEM;
+}
+
+/* Waits for message *msg if one is under way (the seconds counted as the
+ * stage's wait). */
+static enum lt_status finish(lt_pipeline *p, int *msg)
+{
+	if (*msg < 0)
+		return LT_OK;
+	double t0 = lt_seconds();
+	enum lt_status st = lt_dist_msg_wait(p->pp, *msg);
+	p->wait_s += lt_seconds() - t0;
+	*msg = -1;
+	return st;
+}
+
+/* Posts the receive of micro-batch a's input (from PREV) or of its
+ * output's gradient (from NEXT), if the stage has such a neighbour. */
+static enum lt_status post_receive(lt_pipeline *p, int side, int a, int micro)
+{
+	int peer = side == PREV ? p->stage - 1 : p->stage + 1;
+	if (a >= micro || peer < 0 || peer >= p->stages)
+		return LT_OK;
+	float *buf = side == PREV ? p->in[a % 2] : p->gin[a % 2];
+	int *msg = side == PREV ? &p->in_msg[a % 2] : &p->gin_msg[a % 2];
+	return lt_dist_recv_start(p->pp, buf, p->n, peer,
+				  side == PREV ? "a pipeline stage's input" : "a pipeline stage's "
+				  "output gradient", msg);
+}
+
+/* Forward of micro-batch a in its activation set: its input received (and
+ * the next one's receive posted), its output sent on. */
+static enum lt_status forward(lt_pipeline *p, int a, int micro, float scale, double *sums)
+{
+	int k = a % p->sets;
+	double loss = 0;
+	long n = 0;
+	lt_model_use_acts(p->m, k);
+	enum lt_status st = LT_OK;
+	if (p->stage > 0 && (st = finish(p, &p->in_msg[a % 2])) == LT_OK &&
+	    (st = lt_model_stage_write_input(p->m, p->in[a % 2])) == LT_OK)
+		st = post_receive(p, PREV, a + 1, micro);
+	double t0 = lt_seconds();
+	if (st == LT_OK)
+		st = lt_model_forward(p->m, p->tokens, p->targets, scale, &loss, &n);
+	p->compute_s += lt_seconds() - t0;
+	sums[0] += loss;
+	sums[1] += (double)n;
+	if (st != LT_OK || p->stage == p->stages - 1)
+		return st;
+	/* the set's last output has left: its buffer is free */
+	if ((st = finish(p, &p->out_msg[k])) == LT_OK &&
+	    (st = lt_model_stage_read_output(p->m, p->out[k])) == LT_OK)
+		st = lt_dist_send_start(p->pp, p->out[k], p->n, p->stage + 1,
+					"a pipeline stage's output", &p->out_msg[k]);
+	return st;
+}
+
+/* Backward of micro-batch a in its activation set: its output's gradient
+ * received (and the next one's posted), its input's gradient sent back. */
+static enum lt_status backward(lt_pipeline *p, int a, int micro)
+{
+	int k = a % p->sets, g = a % 2;
+	lt_model_use_acts(p->m, k);
+	enum lt_status st = LT_OK;
+	if (p->stage < p->stages - 1 && (st = finish(p, &p->gin_msg[g])) == LT_OK &&
+	    (st = lt_model_stage_write_output_grad(p->m, p->gin[g])) == LT_OK)
+		st = post_receive(p, NEXT, a + 2, micro);
+	double t0 = lt_seconds();
+	if (st == LT_OK)
+		st = lt_zero_arm(p->z, a == micro - 1);
+	if (st == LT_OK)
+		st = lt_model_backward(p->m);
+	p->compute_s += lt_seconds() - t0;
+	if (st != LT_OK || p->stage == 0)
+		return st;
+	if ((st = finish(p, &p->gout_msg[g])) == LT_OK &&
+	    (st = lt_model_stage_read_input_grad(p->m, p->gout[g])) == LT_OK)
+		st = lt_dist_send_start(p->pp, p->gout[g], p->n, p->stage - 1,
+					"a pipeline stage's input gradient", &p->gout_msg[g]);
+	return st;
+}
+
+/* Waits for every message still under way. */
+static enum lt_status finish_all(lt_pipeline *p, enum lt_status st)
+{
+	for (int i = 0; i < 2; i++) {
+		enum lt_status a = finish(p, &p->in_msg[i]), b = finish(p, &p->gin_msg[i]),
+			       c = finish(p, &p->gout_msg[i]);
+		st = st != LT_OK ? st : a != LT_OK ? a : b != LT_OK ? b : c;
+	}
+	for (int k = 0; k < p->sets; k++) {
+		enum lt_status a = finish(p, &p->out_msg[k]);
+		st = st != LT_OK ? st : a;
+	}
+	return st;
+}
+
+/* Micro-batch a's data into the pipeline's batch buffers. */
+static enum lt_status fetch(lt_pipeline *p, const struct lt_pipeline_source *src, int a)
+{
+	return src->batch(src->ctx, a, p->tokens, p->targets);
+}
+
+enum lt_status lt_pipeline_step(lt_pipeline *p, int micro, const struct lt_pipeline_source *src,
+				float scale, double *sums)
+{
+	/* a warm-up of forwards fills the stages after this one; then each
+	 * forward is followed by the oldest backward, and the cool-down
+	 * runs the backwards left */
+	int warm = p->stages - p->stage - 1, f = 0, b = 0;
+	enum lt_status st;
+	if (warm > micro)
+		warm = micro;
+	p->compute_s = p->wait_s = 0;
+	/* the first receives of each side, and the second gradient's */
+	if ((st = post_receive(p, PREV, 0, micro)) == LT_OK &&
+	    (st = post_receive(p, NEXT, 0, micro)) == LT_OK)
+		st = post_receive(p, NEXT, 1, micro);
+	while (st == LT_OK && b < micro) {
+		if (f < micro && (f < warm || f - b <= warm)) {
+			if ((st = fetch(p, src, f)) == LT_OK)
+				st = forward(p, f, micro, scale, sums);
+			f++;
+		} else {
+			st = backward(p, b++, micro);
+		}
+	}
+	return finish_all(p, st);
+}
+
+enum lt_status lt_pipeline_forward(lt_pipeline *p, const int32_t *tokens, const int32_t *targets,
+				   double *loss, long *n)
+{
+	double sums[2] = { 0, 0 };
+	enum lt_status st = post_receive(p, PREV, 0, 1);
+	for (size_t i = 0; i < (size_t)p->rows * p->seq; i++) {
+		p->tokens[i] = tokens[i];
+		p->targets[i] = targets[i];
+	}
+	if (st == LT_OK)
+		st = forward(p, 0, 1, 0.0f, sums);
+	*loss = sums[0];
+	*n = (long)sums[1];
+	return finish_all(p, st);
+}
+
+void lt_pipeline_times(const lt_pipeline *p, double *compute_s, double *wait_s)
+{
+	*compute_s = p->compute_s;
+	*wait_s = p->wait_s;
+}

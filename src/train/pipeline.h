@@ -1,0 +1,60 @@
+/* Pipeline parallelism in the trainer: a step's micro-batches through the
+ * stages of a pipeline in the one-forward-one-backward order (1F1B), the
+ * activations and their gradients crossing between neighbouring stages as
+ * messages started as early as possible, so that they travel while the
+ * stages compute; and how the stages split the model's blocks.
+ *
+ * Ownership: lt_pipeline_new gives a pipeline that lt_pipeline_free
+ * releases; it borrows the group, the model and the exchange. */
+#ifndef LT_PIPELINE_H
+#define LT_PIPELINE_H
+
+#include <stdint.h>
+
+#include "dist/dist.h"
+#include "dist/zero.h"
+#include "io/metrics.h"
+#include "model.h"
+
+typedef struct lt_pipeline lt_pipeline;
+
+/* Stage s's blocks of pp stages: the split that evens the stages' work,
+ * each block counted by its FLOPs per token at seq, the embedding's
+ * lookup with the first stage and the head and its loss with the last. */
+struct lt_stage lt_pipeline_split(const struct lt_model_config *c, int seq, int pp, int s);
+
+/* Every stage's first block, then the layers: *start[pp + 1] (the
+ * caller frees it). */
+enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp, int **start);
+
+/* One line: the stages' blocks and the schedule's ideal bubble,
+ * (pp - 1) / (micro + pp - 1). */
+void lt_pipeline_say(lt_metrics *mt, const int *start, int pp, int micro);
+
+/* The pipeline of this rank's stage (its rank in pp) over the model m of
+ * that stage, whose plan holds `rows` sequences of `seq` tokens. */
+enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
+			       lt_pipeline **out);
+void lt_pipeline_free(lt_pipeline *p);
+
+/* Where a step's micro-batch a comes from: its tokens and targets. */
+struct lt_pipeline_source {
+	enum lt_status (*batch)(void *ctx, int a, int32_t *tokens, int32_t *targets);
+	void *ctx;
+};
+
+/* One step's forwards and backwards of `micro` micro-batches, each
+ * backward armed for the exchange (the last for its final one); the last
+ * stage adds the loss and the target count to sums[0], sums[1]. */
+enum lt_status lt_pipeline_step(lt_pipeline *p, int micro, const struct lt_pipeline_source *src,
+				 float scale, double *sums);
+/* A forward alone through the stages (evaluation): the last stage gives
+ * the loss and its targets, the others 0. */
+enum lt_status lt_pipeline_forward(lt_pipeline *p, const int32_t *tokens, const int32_t *targets,
+				   double *loss, long *n);
+
+/* Seconds of the last step: forwards and backwards, and waits for the
+ * neighbours' messages (the bubble and any transfer not hidden). */
+void lt_pipeline_times(const lt_pipeline *p, double *compute_s, double *wait_s);
+
+#endif

@@ -1,0 +1,80 @@
+/* What the trainer's files share: the run's struct and the helpers of the
+ * steps, the evaluation and the sample; private to src/train/trainer*.c.
+ *
+ * Ownership: the trainer owns everything its struct points to but the job. */
+#ifndef LT_TRAINER_IMPL_H
+#define LT_TRAINER_IMPL_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist/agree.h"
+#include "dist/balance.h"
+#include "dist/local_sgd.h"
+#include "dist/mesh.h"
+#include "dist/zero.h"
+#include "io/metrics.h"
+#include "model.h"
+#include "optim.h"
+#include "text/data.h"
+#include "text/tokenizer.h"
+#include "train/distill.h"
+#include "train/pipeline.h"
+#include "train/run_files.h"
+#include "train/step_time.h"
+#include "train/trainer.h"
+
+/* How long rank 0's own work (data preparation, a checkpoint's files) may
+ * keep the other ranks waiting. */
+#define LONG_WAIT_SECONDS 3600.0
+
+/* Everything one run holds. */
+struct lt_trainer {
+	struct lt_conf conf;
+	lt_dist *dist;            /* the data-parallel ranks (the job's, or the mesh's group) */
+	int rank, ranks;          /* in dist */
+	lt_dist *job;             /* every rank */
+	int lead;                 /* job rank 0: prints and commits */
+	lt_mesh *mesh;            /* dist.tp or dist.pp > 1: the job's mesh */
+	lt_pipeline *pipe;        /* dist.pp > 1: this rank's stage of its pipeline */
+	int *stage_start;         /* with it: each stage's first block, then the layers */
+	struct lt_agreement agreement;
+	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
+	lt_zero *zero;
+	lt_local_sgd *local;      /* dist.sync = local; NULL when every step is shared */
+	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
+				     its micro-batches by lt_shares_rows_in */
+	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
+	struct lt_step_time time; /* where this step's seconds went */
+	lt_balancer *balance;     /* --balance auto; NULL when the shares stay even */
+	int stop;                 /* after this step, stop: 1 for a signal, 2 for the time budget */
+	char data_dir[LT_RUN_PATH_CAP];
+	char tok_path[LT_RUN_PATH_CAP];
+	lt_tokenizer *tok;
+	lt_data *data;
+	lt_backend *be;
+	lt_model *model;
+	lt_distill *distill;      /* distill.teacher's, or NULL */
+	lt_optim *opt;
+	lt_metrics *metrics;
+	int32_t *tokens, *targets;
+	struct lt_ckpt_state state;
+	double flops_per_token;
+};
+
+/* lt_agree over the job's ranks. */
+enum lt_status lt_trainer_agree(lt_trainer *t, enum lt_status st, const char *what, double wait);
+/* Rank i's sequences in micro-batch a of a step, and this rank's first. */
+int lt_trainer_rows_in(const lt_trainer *t, int i, int a);
+int lt_trainer_first_row_in(const lt_trainer *t, int a);
+/* Plans a forward of `rows` sequences. */
+enum lt_status lt_trainer_plan_forward(lt_trainer *t, int rows);
+/* buf[n] summed over this rank's pipeline (none: as it is). */
+enum lt_status lt_trainer_sum_over_pipeline(lt_trainer *t, double *buf, int n);
+/* The validation loss, logged at `step` (trainer_eval.c). */
+enum lt_status lt_trainer_evaluate(lt_trainer *t, long step, double *val);
+/* A sample printed by rank 0; the others wait for it (trainer_eval.c). */
+enum lt_status lt_trainer_sample(lt_trainer *t, long step);
+
+#endif

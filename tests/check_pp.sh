@@ -1,0 +1,112 @@
+#!/bin/bash
+# Checks pipeline parallelism (`--pp N`: the blocks split into N stages,
+# each step's micro-batches through them in the 1F1B order): pp 2 and pp 3
+# and dp 2 x pp 2, each at ZeRO 0, 1 and 2 with 4 micro-batches, give one
+# process's losses within 1e-5 and its final parameters within 5e-5 (the
+# tolerance check_tp.sh explains; pp alone differs only in the gradient
+# norm's last bits); the job says which blocks each stage holds; stages
+# of unequal blocks (4 layers over 3 stages) stay exact; checkpoints stay
+# layout-free: saved at pp 2, resumed on 1 rank, and saved by one process,
+# resumed at pp 3; refused layouts (more stages than layers, fewer
+# micro-batches than stages, ranks not dividing, a tied embedding) give
+# one line and exit 2; a stalled stage ends the job naming its rank.
+LLTRAIN=${LLTRAIN:-./lltrain}
+top_srcdir=${top_srcdir:-.}
+MPIEXEC=${MPIEXEC:-mpiexec}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-pp.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap.sh"
+
+mpi_or_stop
+
+prepare_corpus
+
+# The tiny preset untied (stages do not share a table), 6 steps of 4
+# micro-batches of 4 sequences, a checkpoint at step 3.
+STEPS=6
+common=(--train.seq=64 --train.batch=4 --train.grad_accum=4 --train.steps=$STEPS
+	--train.warmup_steps=2 --data.dir="$tmp/data" --run.eval_every=3 --run.eval_batches=2
+	--run.checkpoint_every=3 --run.sample_tokens=4 --run.log_every=10 --run.threads=1)
+base=(--preset tiny --model.tied=false "${common[@]}")
+set -- "${base[@]}"
+final=checkpoints/step_$(printf %08d $STEPS)/model.safetensors
+PTOL=5e-5
+
+# 1. Every layout against one process.
+train ref 0 "$@"
+ok $rc "one process: $(tail -c 200 "$tmp/ref.out")"
+for layout in 1x2 1x3 2x2; do
+	dp=${layout%x*} pp=${layout#*x}
+	for zero in 0 1 2; do
+		name=pp${pp}dp${dp}z$zero
+		train $name $((dp * pp)) "$@" --pp $pp --zero $zero
+		if [ $rc != 0 ]; then
+			ok 1 "dp $dp x pp $pp, ZeRO $zero: exit $rc: $(tail -c 300 "$tmp/$name.out")"
+			continue
+		fi
+		why=$(losses_match ref $name 2>&1)
+		ok $? "dp $dp x pp $pp, ZeRO $zero: losses within 1e-5 of one process $why"
+		why=$(params_close ref $name $PTOL 2>&1)
+		ok $? "dp $dp x pp $pp, ZeRO $zero: final parameters within $PTOL of one process's $why"
+	done
+done
+why=$(params_close ref pp2dp1z0 1e-6 2>&1)
+ok $? "pp 2 alone: final parameters within 1e-6 of one process's $why"
+grep -q "^pipeline: 3 stages, 1F1B over 4 micro-batches a step (ideal bubble 33.3%): stage 0 blocks 0-[0-9] and the embedding; stage 1 blocks [0-9]-[0-9]; stage 2 blocks [0-9]-3, the final norm and the head$" "$tmp/pp3dp1z0.out"
+ok $? "the job says which blocks each of 3 stages holds: $(grep -m1 '^pipeline:' "$tmp/pp3dp1z0.out")"
+grep -q "^rank 3: .*, pipeline stage 1, 8 of 16 sequences per step$" "$tmp/pp2dp2z0.out"
+ok $? "the rank list places each rank in its stage: $(grep -m1 '^rank 3:' "$tmp/pp2dp2z0.out")"
+grep -q "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out" &&
+	[ "$(grep "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out")" = "$(grep "^step $STEPS: validation loss" "$tmp/ref.out")" ]
+ok $? "the validation loss through the stages is one process's: $(grep -m1 "^step $STEPS: validation" "$tmp/pp2dp2z1.out")"
+
+# 2. Checkpoints are layout-free: saved at pp 2, resumed on 1 rank; saved
+# by one process, resumed at pp 3 (ZeRO 1).
+resume() {
+	local from=$1 name=$2 ranks=$3
+	shift 3
+	rm -rf "$tmp/$name"
+	cp -r "$tmp/$from" "$tmp/$name"
+	rm -rf "$tmp/$name/$(dirname "$final")"
+	train "$name" "$ranks" "${base[@]}" --resume auto "$@"
+	grep -q "resumed from .*step_00000003 at step 3" "$tmp/$name.out" ||
+		echo "did not resume at step 3: $(tail -c 300 "$tmp/$name.out")"
+}
+why=$(resume pp2dp1z0 r1 0 --pp 1)
+[ -z "$why" ] && why=$(params_close ref r1 $PTOL 2>&1)
+ok $? "saved at pp 2, resumed on 1 rank: parameters within $PTOL of one process $why"
+why=$(resume ref r3 3 --pp 3 --zero 1)
+[ -z "$why" ] && why=$(params_close ref r3 $PTOL 2>&1)
+ok $? "saved by one process, resumed at pp 3 (ZeRO 1): within $PTOL $why"
+
+# 3. Refused layouts: one line, exit 2, nothing trained.
+expect_failure=1
+refused() {  # refused NAME RANKS PATTERN ARGS...
+	local name=$1 ranks=$2 pattern=$3
+	shift 3
+	train $name $ranks "$@"
+	[ $rc = 2 ] && grep -q "$pattern" "$tmp/$name.out" &&
+		[ "$(grep -c 'dist.pp' "$tmp/$name.out")" = 1 ] && [ ! -d "$tmp/$name/checkpoints" ]
+}
+refused bad1 4 "dist.pp = 4: the model's 3 layers make at most 3 stages" "$@" --pp 4 --model.n_layers=3
+ok $? "more stages than layers refused in one line (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad1.out")"
+refused bad2 2 "dist.pp = 2 with train.grad_accum = 1: the pipeline needs at least one micro-batch per stage" "$@" --pp 2 --train.grad_accum=1
+ok $? "fewer micro-batches than stages refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad2.out")"
+refused bad3 3 "dist.pp = 2 does not divide the job's 3 ranks" "$@" --pp 2
+ok $? "pp 2 over 3 ranks refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad3.out")"
+refused bad4 2 "dist.pp = 2 with a tied embedding" --preset tiny --model.tied=true "${common[@]}" --pp 2
+ok $? "a tied embedding over 2 stages refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad4.out")"
+
+# 4. A stage that stalls ends the job within 60 s, the message naming it.
+stall_rank stall 2 1 "$@" --pp 2 --run.checkpoint_every=0 --comm-timeout 5
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ] &&
+	grep -q "step [0-9]*: .* made no progress for 5 s: rank 1 did not answer" "$tmp/stall.out"
+ok $? "a stalled stage ends the job (exit $rc after $took s): $(grep -m1 'no progress' "$tmp/stall.out")"
+unset expect_failure
+
+bad=$(awk '$2 != 0' "$tmp/statuses")
+[ -z "$bad" ]
+ok $? "every run that should succeed exited 0 ${bad:+(not: $bad)}"
+
+echo "1..$n"
+exit $failed
