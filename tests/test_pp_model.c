@@ -2,7 +2,8 @@
  * hold the whole model's tensors bitwise, a chain of stages fed micro-batch
  * by micro-batch gives the whole model's losses and gradients bitwise (in
  * fp32 and bf16, with and without recompute, in fill-drain and 1F1B order),
- * lt_model_pp_check's refusals, and the chain on OpenCL against the CPU. */
+ * the gradient hook's ranges on stages, lt_model_pp_check's refusals, and
+ * the chain on OpenCL against the CPU. */
 #include "config.h"
 
 #include <ctype.h>
@@ -82,7 +83,7 @@ static void split_name(const struct lt_split *sp, char *buf, size_t n)
 		at += (size_t)snprintf(buf + at, n - at, "%s%d", s ? "+" : "", sp->layers[s]);
 }
 
-/* The whole model's flat parameters or gradients, read to the host
+/* A model's flat parameters or gradients r[n], read to the host
  * (malloc'd; NULL on failure). */
 static float *read_flat(lt_model *m, lt_ref r, size_t n)
 {
