@@ -159,7 +159,7 @@ void lt_model_free(lt_model *m)
 	lt_buf_free(m->be, m->weights);
 	lt_buf_free(m->be, m->grads);
 	lt_buf_free(m->be, m->inv_freq);
-	lt_buf_free(m->be, m->head_grad);
+	lt_model_free_head_grads(m);
 	lt_buf_free(m->be, m->base);
 	lt_buf_free(m->be, m->wbase);
 	lt_buf_free(m->be, m->norm_dw);
@@ -639,7 +639,8 @@ static enum lt_status head_backward(lt_model *m)
 	/* the final norm (and an untied head) end the flat buffer; with
 	 * adapters there is no such range, nor an embedding's */
 	st = m->base ? m->pause_st : tell_grads_ready(m, m->norm, m->numel);
-	if (st == LT_OK && m->hook.lookup_ready && !m->base)  /* a tied head's part is done */
+	/* a tied head's part is done (a last stage without the embedding has none) */
+	if (st == LT_OK && m->hook.lookup_ready && !m->base && m->has_embed)
 		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	return st;
 }
@@ -660,8 +661,13 @@ enum lt_status lt_model_backward(lt_model *m)
 		if (m->numel > m->norm)
 			be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
 	}
-	/* a pipeline stage before the last was given dL/dx_final in dx */
-	st = m->has_head ? head_backward(m) : LT_OK;
+	/* a pipeline stage before the last was given dL/dx_final in dx; the
+	 * first one's embedding range, with the lookup apart, is reported
+	 * where the head's would be (the lookup's gradient goes to the hook) */
+	if (m->has_head)
+		st = head_backward(m);
+	else if (m->has_embed && m->hook.lookup_ready && !m->base)
+		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	m->have_grad = 0;
 	for (int l = c->n_layers - 1; l >= 0 && st == LT_OK; l--) {
 		if (m->grads_written)

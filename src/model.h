@@ -228,9 +228,11 @@ enum lt_status lt_model_stage_read_output(lt_model *m, float *x);
 enum lt_status lt_model_stage_write_output_grad(lt_model *m, float *dx);
 enum lt_status lt_model_stage_read_input_grad(lt_model *m, float *dx);
 /* Before the first lt_model_plan: the micro-batches whose activations the
- * model keeps at once (1 by default), each plan's buffers n times over;
- * lt_model_use_acts picks the set the next forward and backward use (a
- * micro-batch's backward runs in the set its forward did). */
+ * model keeps at once (1 by default), each plan's buffers n times over
+ * (and on the last stage each set's own [V, dim] f32 head weight gradient,
+ * made by its first training forward); lt_model_use_acts picks the set the
+ * next forward and backward use (a micro-batch's backward runs in the set
+ * its forward did, whatever ran in other sets between them). */
 enum lt_status lt_model_set_act_sets(lt_model *m, int n);
 int lt_model_act_sets(const lt_model *m);
 void lt_model_use_acts(lt_model *m, int k);

@@ -67,12 +67,16 @@ struct decode_acts {
 
 /* One micro-batch's activations, of the plan's offsets: a pipeline stage
  * keeps a set for each micro-batch in flight, and the model's own fields
- * (acts, stats, ids, host_tokens, lookup_rows) are those of the set in use. */
+ * (acts, stats, ids, host_tokens, lookup_rows) are those of the set in use.
+ * What a training forward leaves its backward besides (head_grad and
+ * have_grad) goes with the set too: the model's fields are the set in
+ * use's, kept in the set when another is picked. */
 struct act_set {
 	lt_buf **acts;
 	lt_buf *stats, *ids;
 	int32_t *host_tokens, *lookup_rows;
-	int have_grad;  /* kept while another set is in use */
+	lt_buf *head_grad;
+	int have_grad;
 };
 
 struct lt_model {
@@ -103,9 +107,9 @@ struct lt_model {
 	 * and one for the rest (a device caps each buffer's size; no op's
 	 * operand crosses a layer's end) */
 	int B, T;
-	int B_cap, T_cap;
+	int B_cap, T_cap;                 /* the plan the pieces were allocated for */
 	struct act_set *sets;             /* [n_sets], or NULL: one set, the fields below */
-	int n_sets, cur_set;                 /* the plan the pieces were allocated for */
+	int n_sets, cur_set;
 	lt_buf **acts;                    /* [n_layers + 1] */
 	lt_buf *stats;                    /* f32: the offsets marked (s) */
 	struct layer_acts *la;
@@ -268,8 +272,10 @@ struct plan_size {
  * their release (model_pp.c). */
 enum lt_status lt_model_stage_tables(lt_model *m, const struct lt_model_config *whole);
 void lt_model_stage_free(lt_model *m);
-/* Frees the plan's buffers (model_plan.c). */
+/* Frees the plan's buffers; frees the head's weight gradient (every
+ * set's) (model_plan.c). */
 void lt_model_free_activations(lt_model *m);
+void lt_model_free_head_grads(lt_model *m);
 
 /* In bf16: the compute copy = the parameters rounded, as they are now
  * (every forward makes it anew, so whatever changed the parameters -- a

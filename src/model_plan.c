@@ -187,7 +187,8 @@ static void free_set(lt_model *m)
 	m->acts = NULL;
 }
 
-/* Set k's buffers become the model's (the ones forward and backward use). */
+/* Set k's buffers, and what its last forward left its backward, become
+ * the model's (the ones forward and backward use). */
 static void load_set(lt_model *m, int k)
 {
 	const struct act_set *s = &m->sets[k];
@@ -196,14 +197,28 @@ static void load_set(lt_model *m, int k)
 	m->ids = s->ids;
 	m->host_tokens = s->host_tokens;
 	m->lookup_rows = s->lookup_rows;
+	m->head_grad = s->head_grad;
 	m->have_grad = s->have_grad;
 	m->cur_set = k;
 }
 
+/* The model's activation buffers into set k (its head gradient kept). */
 static void store_set(lt_model *m, int k)
 {
-	m->sets[k] = (struct act_set){ m->acts, m->stats, m->ids, m->host_tokens, m->lookup_rows,
-				       m->have_grad };
+	struct act_set *s = &m->sets[k];
+	s->acts = m->acts;
+	s->stats = m->stats;
+	s->ids = m->ids;
+	s->host_tokens = m->host_tokens;
+	s->lookup_rows = m->lookup_rows;
+}
+
+/* What the set in use's forward left its backward (the head's gradient,
+ * made lazily by the first training forward) kept in it. */
+static void keep_set(lt_model *m)
+{
+	m->sets[m->cur_set].head_grad = m->head_grad;
+	m->sets[m->cur_set].have_grad = m->have_grad;
 }
 
 void lt_model_free_activations(lt_model *m)
@@ -212,12 +227,27 @@ void lt_model_free_activations(lt_model *m)
 		free_set(m);
 		return;
 	}
+	keep_set(m);
 	for (int k = 0; k < m->n_sets; k++) {
 		load_set(m, k);
 		free_set(m);
 		store_set(m, k);
 	}
-	m->cur_set = 0;
+	load_set(m, 0);
+}
+
+void lt_model_free_head_grads(lt_model *m)
+{
+	if (m->sets) {
+		keep_set(m);
+		for (int k = 0; k < m->n_sets; k++) {
+			lt_buf_free(m->be, m->sets[k].head_grad);
+			m->sets[k].head_grad = NULL;
+		}
+	} else {
+		lt_buf_free(m->be, m->head_grad);
+	}
+	m->head_grad = NULL;
 }
 
 /* Allocates the pieces of one set of a plan into the model's fields. */
@@ -276,6 +306,7 @@ enum lt_status lt_model_set_act_sets(lt_model *m, int n)
 		return LT_ERR_NOMEM;
 	}
 	m->n_sets = n;
+	keep_set(m);  /* set 0 is in use */
 	return LT_OK;
 }
 
@@ -289,7 +320,7 @@ void lt_model_use_acts(lt_model *m, int k)
 	LT_ASSERT(k >= 0 && k < lt_model_act_sets(m));
 	if (!m->sets)
 		return;
-	m->sets[m->cur_set].have_grad = m->have_grad;
+	keep_set(m);
 	load_set(m, k);
 }
 
