@@ -524,8 +524,7 @@ static enum lt_status check_pipeline(const struct lt_conf *c)
 			   : c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
 			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
 			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)"
-			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto"
-			   : c->dist.deterministic ? "dist.deterministic" : NULL;
+			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto" : NULL;
 	if (pp == 1)
 		return LT_OK;
 	if (with) {
@@ -538,7 +537,47 @@ static enum lt_status check_pipeline(const struct lt_conf *c)
 			      "one micro-batch per stage", pp, c->train.grad_accum);
 		return LT_ERR_CONFIG;
 	}
-	return lt_model_pp_check(&c->model, pp);
+	enum lt_status st = lt_model_pp_check(&c->model, pp);
+	int *layers = malloc((size_t)pp * sizeof *layers);
+	if (st == LT_OK && !layers) {
+		lt_errmsg_set("cannot allocate the stages' table");
+		st = LT_ERR_NOMEM;
+	}
+	if (st == LT_OK)
+		st = lt_conf_pp_layers(c, layers);
+	free(layers);
+	return st;
+}
+
+enum lt_status lt_conf_pp_layers(const struct lt_conf *c, int *layers)
+{
+	const char *at = c->dist.pp_layers;
+	int pp = c->dist.pp, sum = 0, n = 0;
+	for (int s = 0; s < pp; s++)
+		layers[s] = 0;
+	if (!at[0])
+		return LT_OK;
+	for (;;) {
+		char *end;
+		long v = strtol(at, &end, 10);
+		if (end == at || v < 1 || v > c->model.n_layers || (*end && *end != ',') || n == pp) {
+			lt_errmsg_set("dist.pp_layers = \"%s\": expected dist.pp = %d counts of blocks, "
+				      "each 1 or more, separated by commas", c->dist.pp_layers, pp);
+			return LT_ERR_CONFIG;
+		}
+		layers[n++] = (int)v;
+		sum += (int)v;
+		if (!*end)
+			break;
+		at = end + 1;
+	}
+	if (n != pp || sum != c->model.n_layers) {
+		lt_errmsg_set("dist.pp_layers = \"%s\": %d stage%s of %d blocks in all; the model has "
+			      "%d layers over dist.pp = %d stages", c->dist.pp_layers, n,
+			      n == 1 ? "" : "s", sum, c->model.n_layers, pp);
+		return LT_ERR_CONFIG;
+	}
+	return LT_OK;
 }
 
 enum lt_status lt_conf_check(const struct lt_conf *c)

@@ -77,6 +77,7 @@ struct lt_conf_dist {
 	int zero;                       /* ZeRO stage: 0 to 3 */
 	int tp;                         /* ranks per tensor-parallel group */
 	int pp;                         /* pipeline stages */
+	char pp_layers[256];            /* each stage's blocks, "3,5"; "" = by their cost */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
 	int balance_every;              /* steps between auto's comparisons (0 = one only) */
 	int exchange;                   /* enum lt_exchange: how gradients travel */
@@ -162,6 +163,10 @@ enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *va
  * optim.total_steps == steps. (A warmup as long as the run is allowed: the
  * rate then only warms up, which short test runs want.) */
 enum lt_status lt_conf_check(const struct lt_conf *c);
+/* dist.pp_layers as layers[dist.pp] (all 0 when unset: the stages follow
+ * the blocks' cost); one line naming the value when it does not split
+ * model.n_layers into dist.pp stages. */
+enum lt_status lt_conf_pp_layers(const struct lt_conf *c, int *layers);
 /* The adapters the train.lora_* keys ask for (rank 0: none); LT_ERR_CONFIG
  * naming the key for a target list with an unknown or repeated name. */
 enum lt_status lt_conf_lora(const struct lt_conf *c, struct lt_lora *out);

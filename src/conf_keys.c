@@ -259,6 +259,10 @@ static const struct lt_conf_key keys[] = {
 	  .doc = "pipeline parallelism: the blocks split into N stages of consecutive ranks' "
 		 "groups, each optimizer step's micro-batches (train.grad_accum, at least N) "
 		 "flowing through them in a one-forward-one-backward schedule" },
+	{ .section = "dist", .name = "pp_layers", .type = LT_CONF_STRING, FIELD(dist.pp_layers),
+	  .def = "",
+	  .doc = "each pipeline stage's blocks, first to last, as a comma list that sums to "
+		 "model.n_layers (e.g. 3,5); empty: stages of even work, the head counted" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "

@@ -5,7 +5,10 @@
 # process's losses within 1e-5 and its final parameters within 5e-5 (the
 # tolerance check_tp.sh explains; pp alone differs only in the gradient
 # norm's last bits); the job says which blocks each stage holds; stages
-# of unequal blocks (4 layers over 3 stages) stay exact; checkpoints stay
+# of unequal blocks (4 layers over 3 stages, and 1 + 3 set by hand) stay
+# exact, and a step's metrics give each stage's compute and waits and the
+# bubble; --deterministic runs at pp 2 are one process's bitwise, at dp 1
+# and dp 2; bf16 with recompute follows one process; checkpoints stay
 # layout-free: saved at pp 2, resumed on 1 rank, and saved by one process,
 # resumed at pp 3; refused layouts (more stages than layers, fewer
 # micro-batches than stages, ranks not dividing, a tied embedding) give
@@ -60,6 +63,32 @@ grep -q "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out" &&
 	[ "$(grep "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out")" = "$(grep "^step $STEPS: validation loss" "$tmp/ref.out")" ]
 ok $? "the validation loss through the stages is one process's: $(grep -m1 "^step $STEPS: validation" "$tmp/pp2dp2z1.out")"
 
+# 1b. Stage sizes set by hand (dist.pp_layers) stay exact, and the step's
+# metrics give each stage's compute and waits and the bubble.
+train hand 2 "$@" --pp 2 --dist.pp_layers=1,3
+why=$(losses_match ref hand 2>&1)
+[ $rc = 0 ] && grep -q "stage 0 blocks 0-0 and the embedding; stage 1 blocks 1-3" "$tmp/hand.out"
+ok $? "pp 2 with stages of 1 and 3 blocks set by hand: losses within 1e-5 of one process (exit $rc) $why"
+grep '"loss":' "$tmp/hand/metrics.jsonl" | tail -1 |
+	grep -q '"bubble":[0-9.e-]*,"stage0_compute_s":[0-9.e-]*,"stage0_wait_s":[0-9.e-]*,"stage1_compute_s":[0-9.e-]*,"stage1_wait_s":[0-9.e-]*'
+ok $? "a step's metrics hold the bubble and each stage's compute and waits: $(grep '"loss":' "$tmp/hand/metrics.jsonl" | tail -1 | grep -o '"bubble".*')"
+
+# 1c. --deterministic: pp 2 at dp 1 and dp 2 give one deterministic
+# process's parameters bitwise.
+train detref 0 "$@" --deterministic
+train det1 2 "$@" --pp 2 --zero 1 --deterministic
+train det2 4 "$@" --pp 2 --zero 2 --deterministic
+cmp -s "$tmp/detref/$final" "$tmp/det1/$final" && cmp -s "$tmp/detref/$final" "$tmp/det2/$final"
+ok $? "deterministic: pp 2 at dp 1 (ZeRO 1) and dp 2 (ZeRO 2) give one process's parameters bitwise"
+
+# 1d. bf16 with recompute at pp 3 follows one process in bf16 (within
+# 1e-4: the weights' bf16 copies round what the gradient norm's last bits
+# moved).
+train refb 0 "$@" --train.precision=bf16 --train.recompute=block
+train ppb 3 "$@" --train.precision=bf16 --train.recompute=block --pp 3
+why=$(losses_match refb ppb $STEPS 1e-4 2>&1)
+ok $? "bf16 + recompute at pp 3: losses within 1e-4 of one process in bf16 $why"
+
 # 2. Checkpoints are layout-free: saved at pp 2, resumed on 1 rank; saved
 # by one process, resumed at pp 3 (ZeRO 1).
 resume() {
@@ -94,6 +123,8 @@ refused bad2 2 "dist.pp = 2 with train.grad_accum = 1: the pipeline needs at lea
 ok $? "fewer micro-batches than stages refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad2.out")"
 refused bad3 3 "dist.pp = 2 does not divide the job's 3 ranks" "$@" --pp 2
 ok $? "pp 2 over 3 ranks refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad3.out")"
+refused bad5 2 'dist.pp_layers = "2,1": 2 stages of 3 blocks in all; the model has 4 layers over dist.pp = 2 stages' "$@" --pp 2 --dist.pp_layers=2,1
+ok $? "stage sizes that do not sum to the layers refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad5.out")"
 refused bad4 2 "dist.pp = 2 with a tied embedding" --preset tiny --model.tied=true "${common[@]}" --pp 2
 ok $? "a tied embedding over 2 stages refused (exit $rc): $(grep -m1 'dist.pp' "$tmp/bad4.out")"
 

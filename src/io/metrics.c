@@ -81,7 +81,7 @@ struct field {
 };
 
 /* The most fields of a line. */
-#define MAX_FIELDS 24
+#define MAX_FIELDS (24 + 1 + 2 * LT_METRICS_STAGES)
 
 /* A line's fields in the order it writes them. */
 struct fields {
@@ -212,6 +212,9 @@ static void show_step(lt_metrics *mt, const struct lt_step_metrics *s)
 		snprintf(comm + strlen(comm), sizeof comm - strlen(comm),
 			 ", between nodes %.2f MB, outer %.1f ms", s->xnode_bytes / 1e6,
 			 s->outer_s * 1e3);
+	if (s->stages > 1)
+		snprintf(comm + strlen(comm), sizeof comm - strlen(comm),
+			 "  %d stages, bubble %.1f%%", s->stages, 100 * s->bubble);
 	snprintf(line, sizeof line,
 		 "step %ld/%ld  loss %.4f%s  lr %.2e  grad norm %.3f  %.0f tok/s  %.2f TFLOP/s%s  ETA %s%s",
 		 s->step, s->total_steps, s->loss, kl, s->lr, s->grad_norm, s->tokens_per_s, s->tflops,
@@ -255,6 +258,18 @@ static void step_fields(const struct lt_step_metrics *s, struct fields *f)
 	if (s->nodes > 1) {
 		add_integer(f, "dist", "xnode_bytes", s->xnode_bytes);
 		add_real(f, "time", "outer_s", s->outer_s);
+	}
+	static const char *const compute[LT_METRICS_STAGES] = {
+		"stage0_compute_s", "stage1_compute_s", "stage2_compute_s", "stage3_compute_s",
+		"stage4_compute_s", "stage5_compute_s", "stage6_compute_s", "stage7_compute_s" };
+	static const char *const wait[LT_METRICS_STAGES] = {
+		"stage0_wait_s", "stage1_wait_s", "stage2_wait_s", "stage3_wait_s",
+		"stage4_wait_s", "stage5_wait_s", "stage6_wait_s", "stage7_wait_s" };
+	if (s->stages > 1)
+		add_real(f, "pipeline", "bubble", s->bubble);
+	for (int i = 0; s->stages > 1 && i < s->stages && i < LT_METRICS_STAGES; i++) {
+		add_real(f, "pipeline", compute[i], s->stage_s[i]);
+		add_real(f, "pipeline", wait[i], s->stage_s[s->stages + i]);
 	}
 }
 

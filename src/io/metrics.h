@@ -32,10 +32,17 @@ struct lt_step_metrics {
 	int nodes;                     /* > 1: the ranks run on several nodes, and then */
 	double xnode_bytes;            /* bytes rank 0 sent to other nodes in the step */
 	double outer_s;                /* seconds of local SGD's exchange and outer step */
+	int stages;                    /* > 1: a pipeline's step, and then */
+	double bubble;                 /* the stages' mean share of their passes spent waiting */
+	const double *stage_s;         /* [2 * stages]: each stage's compute, then wait seconds
+					  (the first LT_METRICS_STAGES stages are logged) */
 	/* at the step's end: the backend's buffers now and at most (0 when it
 	 * cannot say), the process's resident set now and at most */
 	size_t mem_bytes, mem_peak_bytes, rss_bytes, rss_peak_bytes;
 };
+
+/* The pipeline stages whose times a step's line holds. */
+#define LT_METRICS_STAGES 8
 
 typedef struct lt_metrics lt_metrics;
 

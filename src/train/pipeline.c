@@ -17,6 +17,7 @@ struct lt_pipeline {
 	lt_zero *z;
 	size_t n;           /* floats of a boundary tensor: rows x seq x dim */
 	int rows, seq, sets;
+	int exact;          /* each backward's gradient into ZeRO's exact sum */
 	int32_t *tokens, *targets;
 	/* receives posted ahead, two at a time: the inputs of forwards
 	 * (from PREV) and the output gradients of backwards (from NEXT) */
@@ -61,13 +62,13 @@ static int fits(int L, int pp, double block, double first, double last, double m
 	return (double)(L - b) * block + last + (pp == 1 ? first : 0) <= most;
 }
 
-struct lt_stage lt_pipeline_split(const struct lt_model_config *c, int seq, int pp, int s)
+/* The stages' first blocks into start[pp + 1]: the least bound on a
+ * stage's FLOPs under which the blocks fit, searched. */
+static void split_by_cost(const struct lt_model_config *c, int seq, int pp, int *start)
 {
-	int L = c->n_layers, *start = malloc((size_t)(pp + 1) * sizeof *start);
-	LT_ASSERT(start && pp >= 1 && pp <= L && s >= 0 && s < pp);
+	int L = c->n_layers;
 	double block = block_cost(c, seq), first = 0;
 	double last = 6.0 * (double)c->vocab_size * c->dim;  /* the head; the lookup is free */
-	/* the least bound the stages fit under: some stage's cost, searched */
 	double lo = 0, hi = first + last + L * block;
 	for (int i = 0; i < 100 && hi - lo > 1e-9 * hi; i++) {
 		double mid = (lo + hi) / 2;
@@ -78,20 +79,24 @@ struct lt_stage lt_pipeline_split(const struct lt_model_config *c, int seq, int 
 	}
 	int ok = fits(L, pp, block, first, last, hi, start);
 	LT_ASSERT(ok);
-	struct lt_stage st = { start[s], start[s + 1] - start[s] };
-	free(start);
-	return st;
 }
 
-enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp, int **start)
+enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp,
+				  const int *layers, int **start)
 {
+	LT_ASSERT(pp >= 1 && pp <= c->n_layers);
 	if (!(*start = malloc((size_t)(pp + 1) * sizeof **start))) {
 		lt_errmsg_set("cannot allocate the stages' table");
 		return LT_ERR_NOMEM;
 	}
+	if (!layers || layers[0] == 0) {
+		split_by_cost(c, seq, pp, *start);
+		return LT_OK;
+	}
+	(*start)[0] = 0;
 	for (int s = 0; s < pp; s++)
-		(*start)[s] = lt_pipeline_split(c, seq, pp, s).layer0;
-	(*start)[pp] = c->n_layers;
+		(*start)[s + 1] = (*start)[s] + layers[s];
+	LT_ASSERT((*start)[pp] == c->n_layers);
 	return LT_OK;
 }
 
@@ -131,14 +136,14 @@ void lt_pipeline_free(lt_pipeline *p)
 }
 
 enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
-			       lt_pipeline **out)
+			       int exact, lt_pipeline **out)
 {
 	lt_pipeline *p = calloc(1, sizeof *p);
 	*out = NULL;
 	if (!p)
 		goto nomem;
 	*p = (struct lt_pipeline){ .pp = pp, .stage = lt_dist_rank(pp), .stages = lt_dist_size(pp),
-				   .m = m, .z = z, .rows = rows, .seq = seq,
+				   .m = m, .z = z, .rows = rows, .seq = seq, .exact = exact,
 				   .sets = lt_model_act_sets(m) };
 	p->n = (size_t)rows * seq * lt_model_config_of(m)->dim;
 	size_t ids = (size_t)rows * seq;
@@ -239,6 +244,8 @@ static enum lt_status backward(lt_pipeline *p, int a, int micro)
 		st = lt_zero_arm(p->z, a == micro - 1);
 	if (st == LT_OK)
 		st = lt_model_backward(p->m);
+	if (st == LT_OK && p->exact)
+		st = lt_zero_add_sequence(p->z);
 	p->compute_s += lt_seconds() - t0;
 	if (st != LT_OK || p->stage == 0)
 		return st;
@@ -313,8 +320,22 @@ enum lt_status lt_pipeline_forward(lt_pipeline *p, const int32_t *tokens, const 
 	return finish_all(p, st);
 }
 
-void lt_pipeline_times(const lt_pipeline *p, double *compute_s, double *wait_s)
+enum lt_status lt_pipeline_times(const lt_pipeline *p, double *all, double *bubble)
 {
-	*compute_s = p->compute_s;
-	*wait_s = p->wait_s;
+	double *both = malloc(2 * (size_t)p->stages * sizeof *both);
+	double mine[2] = { p->compute_s, p->wait_s };
+	if (!both) {
+		lt_errmsg_set("cannot allocate the stages' times");
+		return LT_ERR_NOMEM;
+	}
+	enum lt_status st = lt_dist_allgather(p->pp, mine, both, sizeof mine, "the stages' times");
+	*bubble = 0;
+	for (int s = 0; s < p->stages && st == LT_OK; s++) {
+		all[s] = both[2 * s];
+		all[p->stages + s] = both[2 * s + 1];
+		double busy = all[s] + all[p->stages + s];
+		*bubble += busy > 0 ? all[p->stages + s] / busy / p->stages : 0;
+	}
+	free(both);
+	return st;
 }

@@ -18,23 +18,24 @@
 
 typedef struct lt_pipeline lt_pipeline;
 
-/* Stage s's blocks of pp stages: the split that evens the stages' work,
- * each block counted by its FLOPs per token at seq, the embedding's
- * lookup with the first stage and the head and its loss with the last. */
-struct lt_stage lt_pipeline_split(const struct lt_model_config *c, int seq, int pp, int s);
-
 /* Every stage's first block, then the layers: *start[pp + 1] (the
- * caller frees it). */
-enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp, int **start);
+ * caller frees it), from layers[pp] (each stage's blocks) or, with
+ * layers NULL or all 0, the split that evens the stages' work, each block
+ * counted by its FLOPs per token at seq and the head with the last stage
+ * (the embedding's lookup costs next to nothing). */
+enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp,
+				  const int *layers, int **start);
 
 /* One line: the stages' blocks and the schedule's ideal bubble,
  * (pp - 1) / (micro + pp - 1). */
 void lt_pipeline_say(lt_metrics *mt, const int *start, int pp, int micro);
 
 /* The pipeline of this rank's stage (its rank in pp) over the model m of
- * that stage, whose plan holds `rows` sequences of `seq` tokens. */
+ * that stage, whose plan holds `rows` sequences of `seq` tokens; with
+ * `exact`, each micro-batch's gradient goes into ZeRO's exact sum after
+ * its backward (deterministic runs: micro-batches of one sequence). */
 enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
-			       lt_pipeline **out);
+			       int exact, lt_pipeline **out);
 void lt_pipeline_free(lt_pipeline *p);
 
 /* Where a step's micro-batch a comes from: its tokens and targets. */
@@ -53,8 +54,10 @@ enum lt_status lt_pipeline_step(lt_pipeline *p, int micro, const struct lt_pipel
 enum lt_status lt_pipeline_forward(lt_pipeline *p, const int32_t *tokens, const int32_t *targets,
 				   double *loss, long *n);
 
-/* Seconds of the last step: forwards and backwards, and waits for the
- * neighbours' messages (the bubble and any transfer not hidden). */
-void lt_pipeline_times(const lt_pipeline *p, double *compute_s, double *wait_s);
+/* Collective over the pipeline: each stage's seconds of the last step,
+ * all[2 * stages]: its forwards and backwards, then its waits for the
+ * neighbours' messages (the bubble and any transfer not hidden); and the
+ * stages' mean share of waiting, *bubble. */
+enum lt_status lt_pipeline_times(const lt_pipeline *p, double *all, double *bubble);
 
 #endif

@@ -259,6 +259,26 @@ static size_t backend_bytes(lt_backend *be)
 	return now;
 }
 
+/* With dist.pp > 1: the stages' blocks, and this rank's stage's model. */
+static enum lt_status pipeline_stage(lt_trainer *t)
+{
+	const struct lt_conf *c = &t->conf;
+	int pp = c->dist.pp, *layers = malloc((size_t)pp * sizeof *layers);
+	enum lt_status st = layers ? lt_conf_pp_layers(c, layers) : LT_ERR_NOMEM;
+	if (st == LT_OK)
+		st = lt_pipeline_starts(&c->model, c->train.seq, pp, layers, &t->stage_start);
+	free(layers);
+	if (st != LT_OK)
+		return st;
+	if (!(t->stage_s = calloc(2 * (size_t)pp, sizeof *t->stage_s))) {
+		lt_errmsg_set("cannot allocate the stages' times");
+		return LT_ERR_NOMEM;
+	}
+	int s = lt_mesh_stage(t->mesh);
+	struct lt_stage stage = { t->stage_start[s], t->stage_start[s + 1] - t->stage_start[s] };
+	return lt_model_new_stage(t->be, &c->model, &stage, &t->model);
+}
+
 /* The backend, the model and its exchange, the parameters (initialised,
  * or the checkpoint's with its moments) and the batch buffers. */
 static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *s)
@@ -275,12 +295,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	struct lt_lora lora;
 	if (c->dist.pp > 1) {
 		int accum = c->train.grad_accum, ahead = c->dist.pp - lt_mesh_stage(t->mesh);
-		struct lt_stage stage = lt_pipeline_split(&c->model, c->train.seq, c->dist.pp,
-							  lt_mesh_stage(t->mesh));
-		if ((st = lt_pipeline_starts(&c->model, c->train.seq, c->dist.pp,
-					     &t->stage_start)) != LT_OK)
-			return st;
-		if ((st = lt_model_new_stage(t->be, &c->model, &stage, &t->model)) != LT_OK ||
+		if ((st = pipeline_stage(t)) != LT_OK ||
 		    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK ||
 		    (st = lt_model_set_act_sets(t->model, ahead < accum ? ahead : accum)) != LT_OK)
 			return st;
@@ -327,7 +342,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = lt_distill_open(t->be, c, t->model, t->plan_rows, &t->distill);
 	if (st == LT_OK && c->dist.pp > 1)
 		st = lt_pipeline_new(lt_mesh_pp_group(t->mesh), t->model, t->zero, t->plan_rows,
-				     c->train.seq, &t->pipe);
+				     c->train.seq, c->dist.deterministic, &t->pipe);
 	t->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *t->tokens);
 	if (st == LT_OK && !t->tokens) {
 		lt_errmsg_set("cannot allocate the batch buffers");
@@ -516,14 +531,17 @@ static enum lt_status run_rows(lt_trainer *t, uint64_t first, int rows, float sc
 }
 
 /* Micro-batch a of the step into the batch buffers, for the pipeline. */
-static enum lt_status pipeline_batch(void *ctx, int a, int32_t *tokens, int32_t *targets)
+static enum lt_status pipeline_batch(void *ctx, int i, int32_t *tokens, int32_t *targets)
 {
 	lt_trainer *t = ctx;
 	const struct lt_conf *c = &t->conf;
+	/* deterministic: each sequence of a micro-batch a micro-batch of its own */
+	int per = c->dist.deterministic ? lt_trainer_rows_in(t, t->rank, 0) : 1;
+	int a = i / per, j = i % per;
 	uint64_t first = t->state.samples + (uint64_t)a * (uint64_t)c->train.batch +
-			 (uint64_t)lt_trainer_first_row_in(t, a);
-	return lt_data_train_batch(t->data, c->train.seed, first, lt_trainer_rows_in(t, t->rank, a),
-				   c->train.seq, tokens, targets);
+			 (uint64_t)lt_trainer_first_row_in(t, a) + (uint64_t)j;
+	return lt_data_train_batch(t->data, c->train.seed, first, t->plan_rows, c->train.seq,
+				   tokens, targets);
 }
 
 /* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
@@ -561,8 +579,9 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	lt_dist_set_step(t->dist, step);
 	lt_model_zero_grads(t->model);
 	struct lt_pipeline_source src = { pipeline_batch, t };
+	int per = c->dist.deterministic ? lt_trainer_rows_in(t, t->rank, 0) : 1;
 	if (t->pipe)
-		st = lt_pipeline_step(t->pipe, accum, &src, scale, sums);
+		st = lt_pipeline_step(t->pipe, accum * per, &src, scale, sums);
 	for (int a = 0; a < accum && st == LT_OK && !t->pipe; a++)
 		st = run_rows(t, t->state.samples + (uint64_t)a * (uint64_t)B +
 					 (uint64_t)lt_trainer_first_row_in(t, a),
@@ -578,6 +597,12 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	t->agreement.failed_together = t->agreement.failed_together && c->dist.zero == 1;
 	if (st != LT_OK || (st = lt_zero_reduce(t->zero, &norm)) != LT_OK)
 		return st;
+	if (t->pipe) {  /* each stage's times: the pipeline's waits are its bubble */
+		sm->stages = c->dist.pp;
+		sm->stage_s = t->stage_s;
+		if ((st = lt_pipeline_times(t->pipe, t->stage_s, &sm->bubble)) != LT_OK)
+			return st;
+	}
 	if (t->mesh) {
 		struct lt_tp_run r = tp_run(t);
 		if ((st = lt_tp_norm(&r, &norm)) != LT_OK)
@@ -806,6 +831,7 @@ void lt_trainer_free(lt_trainer *t)
 	lt_local_sgd_free(t->local);
 	lt_pipeline_free(t->pipe);
 	free(t->stage_start);
+	free(t->stage_s);
 	lt_model_free(t->model);
 	lt_mesh_free(t->mesh);
 	lt_backend_free(t->be);

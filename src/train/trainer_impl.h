@@ -39,6 +39,7 @@ struct lt_trainer {
 	lt_mesh *mesh;            /* dist.tp or dist.pp > 1: the job's mesh */
 	lt_pipeline *pipe;        /* dist.pp > 1: this rank's stage of its pipeline */
 	int *stage_start;         /* with it: each stage's first block, then the layers */
+	double *stage_s;          /* and each stage's compute, then wait, seconds of a step */
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
 	lt_zero *zero;
