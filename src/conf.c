@@ -523,8 +523,7 @@ static enum lt_status check_pipeline(const struct lt_conf *c)
 			   : c->dist.zero == 3 ? "dist.zero = 3 (ZeRO 3)"
 			   : c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
 			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
-			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)"
-			   : c->dist.balance == LT_BALANCE_AUTO ? "dist.balance = auto" : NULL;
+			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)" : NULL;
 	if (pp == 1)
 		return LT_OK;
 	if (with) {

@@ -7,7 +7,8 @@
 # norm's last bits); the job says which blocks each stage holds; stages
 # of unequal blocks (4 layers over 3 stages, and 1 + 3 set by hand) stay
 # exact, and a step's metrics give each stage's compute and waits and the
-# bubble; --deterministic runs at pp 2 are one process's bitwise, at dp 1
+# bubble; --balance auto moves blocks from a slower stage (1 + 3 blocks
+# to 2 + 2; an OpenCL stage beside a CPU one) and the run stays exact; --deterministic runs at pp 2 are one process's bitwise, at dp 1
 # and dp 2; bf16 with recompute follows one process; checkpoints stay
 # layout-free: saved at pp 2, resumed on 1 rank, and saved by one process,
 # resumed at pp 3; refused layouts (more stages than layers, fewer
@@ -72,6 +73,31 @@ ok $? "pp 2 with stages of 1 and 3 blocks set by hand: losses within 1e-5 of one
 grep '"loss":' "$tmp/hand/metrics.jsonl" | tail -1 |
 	grep -q '"bubble":[0-9.e-]*,"stage0_compute_s":[0-9.e-]*,"stage0_wait_s":[0-9.e-]*,"stage1_compute_s":[0-9.e-]*,"stage1_wait_s":[0-9.e-]*'
 ok $? "a step's metrics hold the bubble and each stage's compute and waits: $(grep '"loss":' "$tmp/hand/metrics.jsonl" | tail -1 | grep -o '"bubble".*')"
+
+# 1b'. --balance auto moves blocks from the slower stage: stages of 1 and
+# 3 blocks compared after steps 3 and 4, moved to 2 and 2 through a
+# checkpoint, and the run still follows one process.
+train bal 2 "$@" --pp 2 --dist.pp_layers=1,3 --balance auto
+why=$(losses_match ref bal 2>&1)
+[ $rc = 0 ] && grep -q "^balance: stage seconds per step: stage 0 [0-9.]* (blocks 0-0); stage 1 [0-9.]* (blocks 1-3); even at blocks 0-1, 2-3 (slowest stage [0-9]*% of now): moving the blocks$" "$tmp/bal.out" &&
+	grep -q "^pipeline: .*stage 0 blocks 0-1 and the embedding; stage 1 blocks 2-3" "$tmp/bal.out"
+ok $? "--balance auto moves stages of 1 + 3 blocks to 2 + 2, losses within 1e-5 of one process (exit $rc): $(grep -m1 'moving the blocks' "$tmp/bal.out") $why"
+
+# 1b''. An OpenCL stage (PoCL here) and a CPU stage under --balance auto:
+# the stages compared, the blocks where the speeds put them, losses within
+# 1e-5 of one process.
+if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+	mixed=("$@" --pp 2 --balance auto --comm-timeout 300)
+	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=opencl --run.dir="$tmp/mix" : \
+		-n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=cpu --run.dir="$tmp/mix" \
+		>"$tmp/mix.out" 2>&1 </dev/null
+	rc=$?
+	why=$(losses_match ref mix 2>&1)
+	[ $rc = 0 ] && [ -z "$why" ] && grep -q "^balance: stage seconds per step: stage 0 " "$tmp/mix.out"
+	ok $? "an OpenCL stage and a CPU stage under --balance auto: losses within 1e-5 of one process (exit $rc): $(grep '^balance:' "$tmp/mix.out" | tail -1) $why"
+else
+	skip "an OpenCL stage and a CPU stage under --balance auto: no OpenCL device (lltrain info lists none)"
+fi
 
 # 1c. --deterministic: pp 2 at dp 1 and dp 2 give one deterministic
 # process's parameters bitwise.

@@ -40,17 +40,19 @@ static double block_cost(const struct lt_model_config *c, int seq)
 	       12.0 * seq * (double)c->n_heads * lt_model_config_head_dim(c);
 }
 
-/* Whether L blocks split into pp stages of at most `most` FLOPs each, the
- * first carrying `first` more and the last `last` more: each stage but
+/* Whether L blocks split into pp stages that each take at most `most`
+ * seconds, stage s running speed[s] FLOPs a second (NULL: 1), the first
+ * carrying `first` more FLOPs and the last `last` more: each stage but
  * the last takes what it can, leaving a block for each stage after it;
  * the stages' first blocks into start[pp + 1] when they do. */
-static int fits(int L, int pp, double block, double first, double last, double most, int *start)
+static int fits(int L, int pp, double block, double first, double last, const double *speed,
+		double most, int *start)
 {
 	int b = 0;
 	for (int s = 0; s < pp - 1; s++) {
-		double cost = s == 0 ? first : 0;
+		double cost = s == 0 ? first : 0, room = most * (speed ? speed[s] : 1);
 		start[s] = b;
-		while (b < L - (pp - 1 - s) && cost + block <= most) {
+		while (b < L - (pp - 1 - s) && cost + block <= room) {
 			cost += block;
 			b++;
 		}
@@ -59,26 +61,60 @@ static int fits(int L, int pp, double block, double first, double last, double m
 	}
 	start[pp - 1] = b;
 	start[pp] = L;
-	return (double)(L - b) * block + last + (pp == 1 ? first : 0) <= most;
+	return (double)(L - b) * block + last + (pp == 1 ? first : 0) <=
+	       most * (speed ? speed[pp - 1] : 1);
 }
 
-/* The stages' first blocks into start[pp + 1]: the least bound on a
- * stage's FLOPs under which the blocks fit, searched. */
-static void split_by_cost(const struct lt_model_config *c, int seq, int pp, int *start)
+/* The FLOPs a token costs the stage of blocks [b0, b1) of L: the head's
+ * with the last. */
+static double stage_cost(const struct lt_model_config *c, int seq, int b0, int b1)
+{
+	double head = b1 == c->n_layers ? 6.0 * (double)c->vocab_size * c->dim : 0;
+	return (b1 - b0) * block_cost(c, seq) + head;
+}
+
+/* The stages' first blocks into start[pp + 1] for stages of speed[pp]
+ * (NULL: equal): the least bound on a stage's time under which the
+ * blocks fit, searched. */
+static void split_for(const struct lt_model_config *c, int seq, int pp, const double *speed,
+		      int *start)
 {
 	int L = c->n_layers;
 	double block = block_cost(c, seq), first = 0;
-	double last = 6.0 * (double)c->vocab_size * c->dim;  /* the head; the lookup is free */
-	double lo = 0, hi = first + last + L * block;
-	for (int i = 0; i < 100 && hi - lo > 1e-9 * hi; i++) {
+	double last = stage_cost(c, seq, L, L);  /* the head; the lookup is free */
+	double slowest = 1;
+	for (int s = 0; speed && s < pp; s++)
+		if (speed[s] < slowest || s == 0)
+			slowest = speed[s];
+	double lo = 0, hi = (first + last + L * block) / slowest;
+	for (int i = 0; i < 200 && hi - lo > 1e-9 * hi; i++) {
 		double mid = (lo + hi) / 2;
-		if (fits(L, pp, block, first, last, mid, start))
+		if (fits(L, pp, block, first, last, speed, mid, start))
 			hi = mid;
 		else
 			lo = mid;
 	}
-	int ok = fits(L, pp, block, first, last, hi, start);
+	int ok = fits(L, pp, block, first, last, speed, hi, start);
 	LT_ASSERT(ok);
+}
+
+double lt_pipeline_resplit(const struct lt_model_config *c, int seq, int pp, const int *start,
+			   const double *seconds, int *better)
+{
+	double *speed = calloc((size_t)pp, sizeof *speed), now = 0, then = 0;
+	LT_ASSERT(speed);
+	for (int s = 0; s < pp; s++) {
+		double sec = seconds[s] > 0 ? seconds[s] : 1e-9;
+		speed[s] = stage_cost(c, seq, start[s], start[s + 1]) / sec;
+		now = seconds[s] > now ? seconds[s] : now;
+	}
+	split_for(c, seq, pp, speed, better);
+	for (int s = 0; s < pp; s++) {
+		double t = stage_cost(c, seq, better[s], better[s + 1]) / speed[s];
+		then = t > then ? t : then;
+	}
+	free(speed);
+	return now > 0 ? then / now : 1;
 }
 
 enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp,
@@ -90,7 +126,7 @@ enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int 
 		return LT_ERR_NOMEM;
 	}
 	if (!layers || layers[0] == 0) {
-		split_by_cost(c, seq, pp, *start);
+		split_for(c, seq, pp, NULL, *start);
 		return LT_OK;
 	}
 	(*start)[0] = 0;

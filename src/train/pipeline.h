@@ -26,6 +26,13 @@ typedef struct lt_pipeline lt_pipeline;
 enum lt_status lt_pipeline_starts(const struct lt_model_config *c, int seq, int pp,
 				  const int *layers, int **start);
 
+/* For stages of blocks start[pp + 1] that took seconds[pp] each: the
+ * split better[pp + 1] that evens their times at the speeds they showed
+ * (each stage's FLOPs over its seconds), and its predicted slowest
+ * stage's time over the slowest one's now. */
+double lt_pipeline_resplit(const struct lt_model_config *c, int seq, int pp, const int *start,
+			   const double *seconds, int *better);
+
 /* One line: the stages' blocks and the schedule's ideal bubble,
  * (pp - 1) / (micro + pp - 1). */
 void lt_pipeline_say(lt_metrics *mt, const int *start, int pp, int micro);

@@ -92,7 +92,8 @@ static enum lt_status plan_shares(lt_trainer *t)
 	lt_shares_split(items, ones, t->ranks, accum, t->rows);
 	set_plan_rows(t);
 	free(ones);
-	if (c->dist.balance != LT_BALANCE_AUTO || t->ranks == 1)
+	/* a pipeline's --balance auto moves blocks between its stages */
+	if (c->dist.balance != LT_BALANCE_AUTO || t->ranks == 1 || c->dist.pp > 1)
 		return LT_OK;
 	return lt_balancer_new(t->dist, items, accum, c->dist.balance_every, t->state.step,
 			       &t->balance);
@@ -259,26 +260,6 @@ static size_t backend_bytes(lt_backend *be)
 	return now;
 }
 
-/* With dist.pp > 1: the stages' blocks, and this rank's stage's model. */
-static enum lt_status pipeline_stage(lt_trainer *t)
-{
-	const struct lt_conf *c = &t->conf;
-	int pp = c->dist.pp, *layers = malloc((size_t)pp * sizeof *layers);
-	enum lt_status st = layers ? lt_conf_pp_layers(c, layers) : LT_ERR_NOMEM;
-	if (st == LT_OK)
-		st = lt_pipeline_starts(&c->model, c->train.seq, pp, layers, &t->stage_start);
-	free(layers);
-	if (st != LT_OK)
-		return st;
-	if (!(t->stage_s = calloc(2 * (size_t)pp, sizeof *t->stage_s))) {
-		lt_errmsg_set("cannot allocate the stages' times");
-		return LT_ERR_NOMEM;
-	}
-	int s = lt_mesh_stage(t->mesh);
-	struct lt_stage stage = { t->stage_start[s], t->stage_start[s + 1] - t->stage_start[s] };
-	return lt_model_new_stage(t->be, &c->model, &stage, &t->model);
-}
-
 /* The backend, the model and its exchange, the parameters (initialised,
  * or the checkpoint's with its moments) and the batch buffers. */
 static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *s)
@@ -294,10 +275,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	size_t before = backend_bytes(t->be);
 	struct lt_lora lora;
 	if (c->dist.pp > 1) {
-		int accum = c->train.grad_accum, ahead = c->dist.pp - lt_mesh_stage(t->mesh);
-		if ((st = pipeline_stage(t)) != LT_OK ||
-		    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK ||
-		    (st = lt_model_set_act_sets(t->model, ahead < accum ? ahead : accum)) != LT_OK)
+		if ((st = lt_trainer_pp_model(t)) != LT_OK)
 			return st;
 	} else if (t->mesh) {
 		struct lt_tp tp = lt_mesh_model_tp(t->mesh);
@@ -441,9 +419,9 @@ static struct lt_tp_run tp_run(const lt_trainer *t)
 /* Every rank writes its optimizer shard into rank 0's temporary
  * directory; rank 0 then writes the rest and publishes it. Stage 0 ranks
  * all hold the same moments: rank 0 writes them alone. */
-static enum lt_status save_checkpoint(lt_trainer *t)
+enum lt_status lt_trainer_save(lt_trainer *t, char *path)
 {
-	char path[LT_RUN_PATH_CAP], tmp[LT_RUN_PATH_CAP] = "";
+	char tmp[LT_RUN_PATH_CAP] = "";
 	long tag = (long)getpid();
 	/* local SGD: the first node's ranks write its moments */
 	int writers = t->local ? lt_dist_local_size(t->dist) : t->ranks;
@@ -481,10 +459,10 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 		st = t->mesh ? lt_checkpoint_commit_fetched(t->conf.run.dir, tmp,
 							    t->pipe ? lt_model_stage_whole(t->model)
 								    : lt_model_tp_whole(t->model),
-							    &t->state, path, sizeof path)
+							    &t->state, path, LT_RUN_PATH_CAP)
 			     : lt_checkpoint_commit(t->conf.run.dir, tmp, t->model,
 						    sharded ? writers : 1, &t->state, path,
-						    sizeof path);
+						    LT_RUN_PATH_CAP);
 		if (st != LT_OK)
 			lt_checkpoint_abandon(tmp);
 		if (st == LT_OK)
@@ -493,6 +471,8 @@ static enum lt_status save_checkpoint(lt_trainer *t)
 			lt_metrics_say(t->metrics, "checkpoint: %s", path);
 	}
 	st = lt_trainer_agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
+	if (st == LT_OK)
+		st = lt_dist_bcast(t->job, path, LT_RUN_PATH_CAP, 0, "the checkpoint's path");
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
 
@@ -658,6 +638,7 @@ static enum lt_status after_step(lt_trainer *t, long step)
 {
 	const struct lt_conf *c = &t->conf;
 	enum lt_status st = LT_OK;
+	char path[LT_RUN_PATH_CAP];
 	double val;
 	if (step >= c->train.steps)
 		return LT_OK;
@@ -666,7 +647,7 @@ static enum lt_status after_step(lt_trainer *t, long step)
 	if (due(step, c->run.sample_every) && (st = lt_trainer_sample(t, step)) != LT_OK)
 		return st;
 	if (due(step, c->run.checkpoint_every))
-		st = save_checkpoint(t);
+		st = lt_trainer_save(t, path);
 	return st;
 }
 
@@ -709,6 +690,9 @@ static enum lt_status train_loop(lt_trainer *t)
 		}
 		if (t->balance && (st = rebalance(t, step)) != LT_OK)
 			return st;
+		if (t->pipe && c->dist.balance == LT_BALANCE_AUTO &&
+		    (st = lt_trainer_pp_balance(t, step)) != LT_OK)
+			return st;
 		if ((st = after_step(t, step)) != LT_OK)
 			return st;
 		if (t->stop == 1) {
@@ -730,12 +714,13 @@ static enum lt_status train_loop(lt_trainer *t)
 /* After the loop: a checkpoint, the validation loss and a sample. */
 static enum lt_status finish_run(lt_trainer *t, enum lt_status loop_st)
 {
+	char path[LT_RUN_PATH_CAP];
 	double val;
 	/* the peaks of training, before a save or a sample gathers more */
 	struct lt_rank_layout l = layout_of(t);
 	enum lt_status st = lt_rank_report_peaks(&l, t->be, t->metrics);
 	if (st == LT_OK)
-		st = save_checkpoint(t);
+		st = lt_trainer_save(t, path);
 	if (st != LT_OK || loop_st == LT_ERR_INTERRUPTED)
 		return st;
 	if ((st = lt_trainer_evaluate(t, t->state.step, &val)) != LT_OK)
@@ -832,6 +817,8 @@ void lt_trainer_free(lt_trainer *t)
 	lt_pipeline_free(t->pipe);
 	free(t->stage_start);
 	free(t->stage_s);
+	free(t->stage_hist);
+	free(t->pending);
 	lt_model_free(t->model);
 	lt_mesh_free(t->mesh);
 	lt_backend_free(t->be);

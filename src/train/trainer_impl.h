@@ -40,6 +40,13 @@ struct lt_trainer {
 	lt_pipeline *pipe;        /* dist.pp > 1: this rank's stage of its pipeline */
 	int *stage_start;         /* with it: each stage's first block, then the layers */
 	double *stage_s;          /* and each stage's compute, then wait, seconds of a step */
+	/* --balance auto over the stages (trainer_pp.c) */
+	double *stage_hist;       /* [LT_STAGE_HISTORY * pp]: measured steps' stage seconds */
+	int hist_n;
+	int *pending;             /* [pp + 1]: the split the last comparison called for */
+	int have_pending;
+	long next_compare;        /* the step after which the stages compare next */
+	int second;               /* that comparison is the second of a pair */
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
 	lt_zero *zero;
@@ -64,6 +71,9 @@ struct lt_trainer {
 	double flops_per_token;
 };
 
+/* The steps of stage times a comparison takes the median of, at most. */
+#define LT_STAGE_HISTORY 64
+
 /* lt_agree over the job's ranks. */
 enum lt_status lt_trainer_agree(lt_trainer *t, enum lt_status st, const char *what, double wait);
 /* Rank i's sequences in micro-batch a of a step, and this rank's first. */
@@ -73,6 +83,17 @@ int lt_trainer_first_row_in(const lt_trainer *t, int a);
 enum lt_status lt_trainer_plan_forward(lt_trainer *t, int rows);
 /* buf[n] summed over this rank's pipeline (none: as it is). */
 enum lt_status lt_trainer_sum_over_pipeline(lt_trainer *t, double *buf, int n);
+/* A checkpoint of the run now, its directory into path[LT_RUN_PATH_CAP]
+ * on every rank. */
+enum lt_status lt_trainer_save(lt_trainer *t, char *path);
+/* With dist.pp > 1 (trainer_pp.c): this rank's stage's model, of the
+ * stages' blocks (dist.pp_layers, or by cost, or as --balance auto last
+ * moved them), with its precision, activation sets and recompute. */
+enum lt_status lt_trainer_pp_model(lt_trainer *t);
+/* --balance auto after `step`: the stages' times compared as due, and
+ * the blocks moved between stages on a lasting difference (through a
+ * checkpoint the stages' new models read). */
+enum lt_status lt_trainer_pp_balance(lt_trainer *t, long step);
 /* The validation loss, logged at `step` (trainer_eval.c). */
 enum lt_status lt_trainer_evaluate(lt_trainer *t, long step, double *val);
 /* A sample printed by rank 0; the others wait for it (trainer_eval.c). */
