@@ -78,6 +78,7 @@ struct lt_conf_dist {
 	int tp;                         /* ranks per tensor-parallel group */
 	int pp;                         /* pipeline stages */
 	char pp_layers[256];            /* each stage's blocks, "3,5"; "" = by their cost */
+	int pp_ahead;                   /* forwards a stage runs beyond 1F1B's warm-up */
 	int balance;                    /* enum lt_balance: the ranks' shares of a batch */
 	int balance_every;              /* steps between auto's comparisons (0 = one only) */
 	int exchange;                   /* enum lt_exchange: how gradients travel */

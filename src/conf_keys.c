@@ -263,6 +263,11 @@ static const struct lt_conf_key keys[] = {
 	  .def = "",
 	  .doc = "each pipeline stage's blocks, first to last, as a comma list that sums to "
 		 "model.n_layers (e.g. 3,5); empty: stages of even work, the head counted" },
+	{ .section = "dist", .name = "pp_ahead", .type = LT_CONF_INT, FIELD(dist.pp_ahead),
+	  .min = 0, .max = 64, .def = "0",
+	  .doc = "forwards each pipeline stage but the last runs beyond the 1F1B warm-up: 1 "
+		 "lets the boundary transfers travel behind compute, for one more "
+		 "micro-batch's activations a stage" },
 	{ .section = "dist", .name = "balance", .type = LT_CONF_ENUM, FIELD(dist.balance),
 	  .choices = balance_names, .def = "even",
 	  .doc = "the ranks' shares of each step: even, or auto (in proportion to their "

@@ -60,6 +60,9 @@ grep -q "^pipeline: 3 stages, 1F1B over 4 micro-batches a step (ideal bubble 33.
 ok $? "the job says which blocks each of 3 stages holds: $(grep -m1 '^pipeline:' "$tmp/pp3dp1z0.out")"
 grep -q "^rank 3: .*, pipeline stage 1, 8 of 16 sequences per step$" "$tmp/pp2dp2z0.out"
 ok $? "the rank list places each rank in its stage: $(grep -m1 '^rank 3:' "$tmp/pp2dp2z0.out")"
+sample() { sed -n '/^--- sample at step/,/^---$/p' "$tmp/$1.out"; }
+[ -n "$(sample ref)" ] && [ "$(sample ref)" = "$(sample pp3dp1z0)" ]
+ok $? "pp 3 prints one process's closing sample: $(sample pp3dp1z0 | sed -n 2p)"
 grep -q "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out" &&
 	[ "$(grep "^step $STEPS: validation loss" "$tmp/pp2dp2z1.out")" = "$(grep "^step $STEPS: validation loss" "$tmp/ref.out")" ]
 ok $? "the validation loss through the stages is one process's: $(grep -m1 "^step $STEPS: validation" "$tmp/pp2dp2z1.out")"

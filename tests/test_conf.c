@@ -257,7 +257,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "run.checkpoint_every", "0" }, { "run.keep_checkpoints", "1000000" },
 		{ "run.tensorboard", "off" },
 		{ "train.seed", "18446744073709551615" }, { "dist.zero", "2" }, { "dist.tp", "4096" },
-		{ "dist.pp", "4096" }, { "dist.pp_layers", "1,2,3" },
+		{ "dist.pp", "4096" }, { "dist.pp_layers", "1,2,3" }, { "dist.pp_ahead", "64" },
 		{ "dist.balance", "auto" }, { "dist.balance_every", "0" },
 		{ "dist.deterministic", "yes" },
 		{ "dist.exchange", "mpi" },
@@ -594,9 +594,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 76 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 77 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 76 keys, each found by name, with a doc line, and each "
+	       "the table has 77 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 

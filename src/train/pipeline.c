@@ -4,11 +4,17 @@
 #include "train/pipeline.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 
 /* Messages go to one side: NEXT (later stage) or PREV. */
 enum { PREV, NEXT };
+
+/* Each message ends with the time it left (a double in two floats), for
+ * the emulated link of benchmarks (LLTRAIN_BENCH_LINK_GBITS). */
+#define STAMP 2
 
 struct lt_pipeline {
 	lt_dist *pp;
@@ -18,6 +24,7 @@ struct lt_pipeline {
 	size_t n;           /* floats of a boundary tensor: rows x seq x dim */
 	int rows, seq, sets;
 	int exact;          /* each backward's gradient into ZeRO's exact sum */
+	int ahead;          /* forwards beyond the warm-up of 1F1B */
 	int32_t *tokens, *targets;
 	/* receives posted ahead, two at a time: the inputs of forwards
 	 * (from PREV) and the output gradients of backwards (from NEXT) */
@@ -28,6 +35,9 @@ struct lt_pipeline {
 	float **out, *gout[2];
 	int *out_msg, gout_msg[2];
 	double compute_s, wait_s;
+	double cross_s;     /* a boundary tensor's trip to a neighbour, measured */
+	double link_bps;    /* > 0: the emulated link's bits a second, and then */
+	double link_free[2];  /* when each side's link is free again */
 };
 
 /* ------------------------------------------------------------ the split */
@@ -171,8 +181,61 @@ void lt_pipeline_free(lt_pipeline *p)
 	free(p);
 }
 
+/* One trip of a boundary tensor from `from` to `to` (the others idle). */
+static enum lt_status trip(lt_pipeline *p, int from, int to, float *buf)
+{
+	int msg;
+	enum lt_status st = LT_OK;
+	if (p->stage == from)
+		st = lt_dist_send_start(p->pp, buf, p->n, to, "the pipeline's probe", &msg);
+	else if (p->stage == to)
+		st = lt_dist_recv_start(p->pp, buf, p->n, from, "the pipeline's probe", &msg);
+	else
+		return LT_OK;
+	return st == LT_OK ? lt_dist_msg_wait(p->pp, msg) : st;
+}
+
+/* Collective: the seconds a boundary tensor takes between neighbours,
+ * the least of a few round trips of each pair, halved; the slowest
+ * pair's. */
+static enum lt_status probe_crossing(lt_pipeline *p)
+{
+	float *buf = calloc(p->n, sizeof *buf);
+	double most = 0;
+	enum lt_status st = buf ? LT_OK : LT_ERR_NOMEM;
+	if (!buf)
+		lt_errmsg_set("cannot allocate the pipeline's probe");
+	for (int s = 0; s + 1 < p->stages && st == LT_OK; s++) {
+		double least = 1e30;
+		for (int r = 0; r < 4 && st == LT_OK; r++) {
+			double t0 = lt_seconds();
+			if ((st = trip(p, s, s + 1, buf)) == LT_OK)
+				st = trip(p, s + 1, s, buf);
+			double t = (lt_seconds() - t0) / 2;
+			least = t < least ? t : least;
+		}
+		most = least > most && (p->stage == s || p->stage == s + 1) ? least : most;
+	}
+	free(buf);
+	if (st == LT_OK)
+		st = lt_dist_allreduce(p->pp, &most, 1, LT_DIST_F64, LT_DIST_MAX,
+				       "the pipeline's probe");
+	p->cross_s = most;
+	return st;
+}
+
+double lt_pipeline_cross_seconds(const lt_pipeline *p)
+{
+	return p->cross_s;
+}
+
+int lt_pipeline_in_flight(int pp, int s, int ahead)
+{
+	return pp - s + (s < pp - 1 ? ahead : 0);
+}
+
 enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
-			       int exact, lt_pipeline **out)
+			       int exact, int ahead, lt_pipeline **out)
 {
 	lt_pipeline *p = calloc(1, sizeof *p);
 	*out = NULL;
@@ -180,8 +243,10 @@ enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, i
 		goto nomem;
 	*p = (struct lt_pipeline){ .pp = pp, .stage = lt_dist_rank(pp), .stages = lt_dist_size(pp),
 				   .m = m, .z = z, .rows = rows, .seq = seq, .exact = exact,
+				   .ahead = ahead,
 				   .sets = lt_model_act_sets(m) };
 	p->n = (size_t)rows * seq * lt_model_config_of(m)->dim;
+	p->link_bps = lt_dist_link_gbits(pp) * 1e9;
 	size_t ids = (size_t)rows * seq;
 	p->tokens = malloc(ids * sizeof *p->tokens);
 	p->targets = malloc(ids * sizeof *p->targets);
@@ -191,16 +256,22 @@ enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, i
 		goto nomem;
 	for (int k = 0; k < p->sets; k++) {
 		p->out_msg[k] = -1;
-		if (p->stage < p->stages - 1 && !(p->out[k] = malloc(p->n * sizeof(float))))
+		if (p->stage < p->stages - 1 && !(p->out[k] = malloc((p->n + STAMP) * sizeof(float))))
 			goto nomem;
 	}
 	for (int i = 0; i < 2; i++) {
 		p->in_msg[i] = p->gin_msg[i] = p->gout_msg[i] = -1;
 		int later = p->stage < p->stages - 1, earlier = p->stage > 0;
-		if ((earlier && !(p->in[i] = malloc(p->n * sizeof(float)))) ||
-		    (later && !(p->gin[i] = malloc(p->n * sizeof(float)))) ||
-		    (earlier && !(p->gout[i] = malloc(p->n * sizeof(float)))))
+		size_t bytes = (p->n + STAMP) * sizeof(float);
+		if ((earlier && !(p->in[i] = malloc(bytes))) ||
+		    (later && !(p->gin[i] = malloc(bytes))) ||
+		    (earlier && !(p->gout[i] = malloc(bytes))))
 			goto nomem;
+	}
+	enum lt_status st = probe_crossing(p);
+	if (st != LT_OK) {
+		lt_pipeline_free(p);
+		return st;
 	}
 	*out = p;
 	return LT_OK;
@@ -223,6 +294,37 @@ static enum lt_status finish(lt_pipeline *p, int *msg)
 	return st;
 }
 
+/* A message into buf under way to `side`: its time of leaving stamped, and
+ * sent. */
+static enum lt_status send_on(lt_pipeline *p, int side, float *buf, int *msg)
+{
+	double now = lt_seconds();
+	memcpy(buf + p->n, &now, sizeof now);
+	return lt_dist_send_start(p->pp, buf, p->n + STAMP, p->stage + (side == NEXT ? 1 : -1),
+				  side == NEXT ? "a pipeline stage's output"
+				  : "a pipeline stage's input gradient", msg);
+}
+
+/* Waits for the receive *msg into buf from `side`; with an emulated link,
+ * also until the link would have carried it, from the time it left after
+ * the side's message before it (the seconds are the stage's wait). */
+static enum lt_status receive(lt_pipeline *p, int side, float *buf, int *msg)
+{
+	enum lt_status st = finish(p, msg);
+	if (st != LT_OK || p->link_bps <= 0)
+		return st;
+	double left, now = lt_seconds();
+	memcpy(&left, buf + p->n, sizeof left);
+	double start = left > p->link_free[side] ? left : p->link_free[side];
+	double due = start + (double)(p->n + STAMP) * sizeof(float) * 8 / p->link_bps;
+	p->link_free[side] = due;
+	if (due > now) {
+		usleep((useconds_t)((due - now) * 1e6));
+		p->wait_s += lt_seconds() - now;
+	}
+	return LT_OK;
+}
+
 /* Posts the receive of micro-batch a's input (from PREV) or of its
  * output's gradient (from NEXT), if the stage has such a neighbour. */
 static enum lt_status post_receive(lt_pipeline *p, int side, int a, int micro)
@@ -232,7 +334,7 @@ static enum lt_status post_receive(lt_pipeline *p, int side, int a, int micro)
 		return LT_OK;
 	float *buf = side == PREV ? p->in[a % 2] : p->gin[a % 2];
 	int *msg = side == PREV ? &p->in_msg[a % 2] : &p->gin_msg[a % 2];
-	return lt_dist_recv_start(p->pp, buf, p->n, peer,
+	return lt_dist_recv_start(p->pp, buf, p->n + STAMP, peer,
 				  side == PREV ? "a pipeline stage's input" : "a pipeline stage's "
 				  "output gradient", msg);
 }
@@ -246,7 +348,7 @@ static enum lt_status forward(lt_pipeline *p, int a, int micro, float scale, dou
 	long n = 0;
 	lt_model_use_acts(p->m, k);
 	enum lt_status st = LT_OK;
-	if (p->stage > 0 && (st = finish(p, &p->in_msg[a % 2])) == LT_OK &&
+	if (p->stage > 0 && (st = receive(p, PREV, p->in[a % 2], &p->in_msg[a % 2])) == LT_OK &&
 	    (st = lt_model_stage_write_input(p->m, p->in[a % 2])) == LT_OK)
 		st = post_receive(p, PREV, a + 1, micro);
 	double t0 = lt_seconds();
@@ -260,8 +362,7 @@ static enum lt_status forward(lt_pipeline *p, int a, int micro, float scale, dou
 	/* the set's last output has left: its buffer is free */
 	if ((st = finish(p, &p->out_msg[k])) == LT_OK &&
 	    (st = lt_model_stage_read_output(p->m, p->out[k])) == LT_OK)
-		st = lt_dist_send_start(p->pp, p->out[k], p->n, p->stage + 1,
-					"a pipeline stage's output", &p->out_msg[k]);
+		st = send_on(p, NEXT, p->out[k], &p->out_msg[k]);
 	return st;
 }
 
@@ -272,7 +373,7 @@ static enum lt_status backward(lt_pipeline *p, int a, int micro)
 	int k = a % p->sets, g = a % 2;
 	lt_model_use_acts(p->m, k);
 	enum lt_status st = LT_OK;
-	if (p->stage < p->stages - 1 && (st = finish(p, &p->gin_msg[g])) == LT_OK &&
+	if (p->stage < p->stages - 1 && (st = receive(p, NEXT, p->gin[g], &p->gin_msg[g])) == LT_OK &&
 	    (st = lt_model_stage_write_output_grad(p->m, p->gin[g])) == LT_OK)
 		st = post_receive(p, NEXT, a + 2, micro);
 	double t0 = lt_seconds();
@@ -287,8 +388,7 @@ static enum lt_status backward(lt_pipeline *p, int a, int micro)
 		return st;
 	if ((st = finish(p, &p->gout_msg[g])) == LT_OK &&
 	    (st = lt_model_stage_read_input_grad(p->m, p->gout[g])) == LT_OK)
-		st = lt_dist_send_start(p->pp, p->gout[g], p->n, p->stage - 1,
-					"a pipeline stage's input gradient", &p->gout_msg[g]);
+		st = send_on(p, PREV, p->gout[g], &p->gout_msg[g]);
 	return st;
 }
 
@@ -316,13 +416,15 @@ static enum lt_status fetch(lt_pipeline *p, const struct lt_pipeline_source *src
 enum lt_status lt_pipeline_step(lt_pipeline *p, int micro, const struct lt_pipeline_source *src,
 				float scale, double *sums)
 {
-	/* a warm-up of forwards fills the stages after this one; then each
-	 * forward is followed by the oldest backward, and the cool-down
-	 * runs the backwards left */
-	int warm = p->stages - p->stage - 1, f = 0, b = 0;
+	/* a warm-up of forwards fills the stages after this one (and runs
+	 * `ahead` more, so that messages have a forward's time to travel);
+	 * then each forward is followed by the oldest backward, and the
+	 * cool-down runs the backwards left */
+	int warm = lt_pipeline_in_flight(p->stages, p->stage, p->ahead) - 1, f = 0, b = 0;
 	enum lt_status st;
 	if (warm > micro)
 		warm = micro;
+	LT_ASSERT(p->sets >= (warm + 1 < micro ? warm + 1 : micro));
 	p->compute_s = p->wait_s = 0;
 	/* the first receives of each side, and the second gradient's */
 	if ((st = post_receive(p, PREV, 0, micro)) == LT_OK &&

@@ -36,13 +36,22 @@ double lt_pipeline_resplit(const struct lt_model_config *c, int seq, int pp, con
 /* One line: the stages' blocks and the schedule's ideal bubble,
  * (pp - 1) / (micro + pp - 1). */
 void lt_pipeline_say(lt_metrics *mt, const int *start, int pp, int micro);
+/* The seconds a boundary tensor took from a stage to the next, as
+ * lt_pipeline_new measured it (the slowest pair's least). */
+double lt_pipeline_cross_seconds(const lt_pipeline *p);
+
+/* The micro-batches a stage s of pp keeps in flight: 1F1B's pp - s, and
+ * `ahead` more but on the last stage. */
+int lt_pipeline_in_flight(int pp, int s, int ahead);
 
 /* The pipeline of this rank's stage (its rank in pp) over the model m of
- * that stage, whose plan holds `rows` sequences of `seq` tokens; with
- * `exact`, each micro-batch's gradient goes into ZeRO's exact sum after
- * its backward (deterministic runs: micro-batches of one sequence). */
+ * that stage, whose plan holds `rows` sequences of `seq` tokens and
+ * whose activation sets hold lt_pipeline_in_flight's micro-batches (or
+ * the step's, if fewer); with `exact`, each micro-batch's gradient goes
+ * into ZeRO's exact sum after its backward (deterministic runs:
+ * micro-batches of one sequence). */
 enum lt_status lt_pipeline_new(lt_dist *pp, lt_model *m, lt_zero *z, int rows, int seq,
-			       int exact, lt_pipeline **out);
+			       int exact, int ahead, lt_pipeline **out);
 void lt_pipeline_free(lt_pipeline *p);
 
 /* Where a step's micro-batch a comes from: its tokens and targets. */

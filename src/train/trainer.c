@@ -320,7 +320,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		st = lt_distill_open(t->be, c, t->model, t->plan_rows, &t->distill);
 	if (st == LT_OK && c->dist.pp > 1)
 		st = lt_pipeline_new(lt_mesh_pp_group(t->mesh), t->model, t->zero, t->plan_rows,
-				     c->train.seq, c->dist.deterministic, &t->pipe);
+				     c->train.seq, c->dist.deterministic, c->dist.pp_ahead, &t->pipe);
 	t->tokens = malloc(2 * (size_t)c->train.batch * c->train.seq * sizeof *t->tokens);
 	if (st == LT_OK && !t->tokens) {
 		lt_errmsg_set("cannot allocate the batch buffers");
@@ -389,8 +389,13 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
-	if (t->pipe)
+	if (t->pipe) {
 		lt_pipeline_say(t->metrics, t->stage_start, c->dist.pp, c->train.grad_accum);
+		lt_metrics_say(t->metrics, "pipeline: a boundary tensor of %.2f MiB crosses between "
+			       "stages in %.3f ms (measured at the start)",
+			       (double)t->plan_rows * c->train.seq * c->model.dim * 4 / 1048576.0,
+			       1e3 * lt_pipeline_cross_seconds(t->pipe));
+	}
 	if (t->mesh && t->balance)
 		lt_metrics_say(t->metrics, "balance: a tensor-parallel group of %d ranks moves in "
 			       "lockstep, at its slowest rank's pace; the shares move between the "
@@ -473,6 +478,10 @@ enum lt_status lt_trainer_save(lt_trainer *t, char *path)
 	st = lt_trainer_agree(t, st, "publishing the checkpoint", LONG_WAIT_SECONDS);
 	if (st == LT_OK)
 		st = lt_dist_bcast(t->job, path, LT_RUN_PATH_CAP, 0, "the checkpoint's path");
+	if (st == LT_OK) {
+		t->saved_step = t->state.step;
+		snprintf(t->saved, sizeof t->saved, "%s", path);
+	}
 	return st == LT_OK ? lt_zero_shard(t->zero) : st;
 }
 
@@ -741,6 +750,7 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
 		return LT_ERR_NOMEM;
 	}
 	t->conf = *c;
+	t->saved_step = -1;
 	t->dist = t->job = d;
 	t->lead = lt_dist_rank(d) == 0;
 	t->agreement = (struct lt_agreement){ .dist = d, .timeout = c->dist.comm_timeout };

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "io/checkpoint.h"
 #include "train/train_sample.h"
 
 /* buf[n] summed over this rank's pipeline, whose last stage alone counts
@@ -72,14 +73,38 @@ enum lt_status lt_trainer_evaluate(lt_trainer *t, long step, double *val)
 	return st;
 }
 
+/* A pipeline's sample: rank 0 decodes with the whole model of the step's
+ * checkpoint, on its CPU; without one, a line says so. */
+static enum lt_status sample_from_checkpoint(lt_trainer *t, long step)
+{
+	const struct lt_conf *c = &t->conf;
+	enum lt_status st = LT_OK;
+	if (t->saved_step != step) {
+		lt_metrics_say(t->metrics, "no sample at step %ld: a pipeline's sample is drawn from "
+			       "a checkpoint of the step (the run's last one has it)", step);
+		return LT_OK;
+	}
+	if (t->lead) {
+		lt_backend *be = NULL;
+		lt_model *m = NULL;
+		st = lt_backend_new("cpu", c->run.threads, &be);
+		if (st == LT_OK)
+			st = lt_model_new(be, &c->model, &m);
+		if (st == LT_OK)
+			st = lt_checkpoint_load_tensors(t->saved, m, NULL);
+		if (st == LT_OK)
+			st = lt_train_sample(m, t->tok, t->metrics, c, step);
+		lt_model_free(m);
+		lt_backend_free(be);
+	}
+	return lt_trainer_agree(t, st, "the sample", LONG_WAIT_SECONDS);
+}
+
 /* A sample printed by rank 0; the others wait for it. */
 enum lt_status lt_trainer_sample(lt_trainer *t, long step)
 {
-	if (t->pipe) {
-		lt_metrics_say(t->metrics, "sample: not drawn across pipeline stages; lltrain "
-			       "sample --run %s draws one from the checkpoint", t->conf.run.dir);
-		return LT_OK;
-	}
+	if (t->pipe)
+		return sample_from_checkpoint(t, step);
 	enum lt_status st = lt_zero_whole(t->zero);
 	/* a split model decodes with the whole of rank 0's group */
 	int group0 = t->mesh ? lt_dist_rank(t->job) < t->conf.dist.tp : t->lead;

@@ -47,6 +47,8 @@ struct lt_trainer {
 	int have_pending;
 	long next_compare;        /* the step after which the stages compare next */
 	int second;               /* that comparison is the second of a pair */
+	long saved_step;          /* the step of the last checkpoint saved (-1: none), */
+	char saved[LT_RUN_PATH_CAP];  /* and its directory */
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
 	lt_zero *zero;

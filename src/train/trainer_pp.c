@@ -33,13 +33,17 @@ enum lt_status lt_trainer_pp_model(lt_trainer *t)
 	enum lt_status st = t->stage_start ? LT_OK : plan_stages(t);
 	if (st != LT_OK)
 		return st;
-	int s = lt_mesh_stage(t->mesh), accum = c->train.grad_accum, ahead = c->dist.pp - s;
+	/* deterministic runs pass each sequence on its own */
+	int s = lt_mesh_stage(t->mesh);
+	int micro = c->train.grad_accum * (c->dist.deterministic ? lt_trainer_rows_in(t, t->rank, 0)
+								 : 1);
+	int ahead = lt_pipeline_in_flight(c->dist.pp, s, c->dist.pp_ahead);
 	struct lt_stage stage = { t->stage_start[s], t->stage_start[s + 1] - t->stage_start[s] };
 	if ((st = lt_model_new_stage(t->be, &c->model, &stage, &t->model)) != LT_OK ||
 	    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
-	return lt_model_set_act_sets(t->model, ahead < accum ? ahead : accum);
+	return lt_model_set_act_sets(t->model, ahead < micro ? ahead : micro);
 }
 
 /* ------------------------------------------------------------ the move */
@@ -70,7 +74,7 @@ static enum lt_status rebuild_stage(lt_trainer *t, const char *dir)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
 	if (st == LT_OK)
 		st = lt_pipeline_new(lt_mesh_pp_group(t->mesh), t->model, t->zero, t->plan_rows,
-				     c->train.seq, c->dist.deterministic, &t->pipe);
+				     c->train.seq, c->dist.deterministic, c->dist.pp_ahead, &t->pipe);
 	return lt_trainer_agree(t, st, "moving blocks between the stages", 0);
 }
 
