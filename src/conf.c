@@ -519,8 +519,7 @@ static enum lt_status check_tensor_parallel(const struct lt_conf *c)
 static enum lt_status check_pipeline(const struct lt_conf *c)
 {
 	int pp = c->dist.pp;
-	const char *with = c->dist.tp > 1 ? "dist.tp > 1 (tensor parallelism)"
-			   : c->dist.zero == 3 ? "dist.zero = 3 (ZeRO 3)"
+	const char *with = c->dist.zero == 3 ? "dist.zero = 3 (ZeRO 3)"
 			   : c->train.lora_rank > 0 ? "train.lora_rank > 0 (LoRA)"
 			   : c->distill.teacher[0] ? "distill.teacher (distillation)"
 			   : c->dist.sync == LT_SYNC_LOCAL ? "dist.sync = local (local SGD)" : NULL;

@@ -114,6 +114,12 @@ enum lt_status lt_model_new(lt_backend *be, const struct lt_model_config *c, lt_
 	return new_model(be, c, 0, NULL, out);
 }
 
+enum lt_status lt_model_new_tables(lt_backend *be, const struct lt_model_config *c, int bare,
+				   const struct lt_stage *stage, lt_model **out)
+{
+	return new_model(be, c, bare, stage, out);
+}
+
 enum lt_status lt_model_new_stage(lt_backend *be, const struct lt_model_config *c,
 				  const struct lt_stage *stage, lt_model **out)
 {

@@ -237,6 +237,10 @@ enum lt_status lt_model_set_act_sets(lt_model *m, int n);
 int lt_model_act_sets(const lt_model *m);
 void lt_model_use_acts(lt_model *m, int k);
 
+/* lt_model_new_tp of a pipeline stage: this rank's part of the stage. */
+enum lt_status lt_model_new_stage_tp(lt_backend *be, const struct lt_model_config *c,
+				     const struct lt_stage *stage, const struct lt_tp *tp,
+				     lt_model **out);
 /* The group's size (1 for a whole model) and this rank's place in it. */
 int lt_model_tp_size(const lt_model *m);
 int lt_model_tp_rank(const lt_model *m);

@@ -268,8 +268,12 @@ struct plan_size {
 	size_t acts, stats;
 };
 
+/* A model of config c, or of its stage (stage NULL: the whole), with its
+ * parameter and gradient buffers unless bare (model.c). */
+enum lt_status lt_model_new_tables(lt_backend *be, const struct lt_model_config *c, int bare,
+				   const struct lt_stage *stage, lt_model **out);
 /* A new stage's whole-model tables and its tensors' places in them, and
- * their release (model_pp.c). */
+ * their release (model_pp.c); a split stage's whole_tables are set first. */
 enum lt_status lt_model_stage_tables(lt_model *m, const struct lt_model_config *whole);
 void lt_model_stage_free(lt_model *m);
 /* Frees the plan's buffers; frees the head's weight gradient (every

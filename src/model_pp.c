@@ -35,7 +35,7 @@ enum lt_status lt_model_stage_tables(lt_model *m, const struct lt_model_config *
 	}
 	for (int i = 0; i < m->n_tensors; i++) {
 		const struct lt_tensor *t = lt_model_find(m->stage_whole, m->tensors[i].name);
-		LT_ASSERT(t && t->numel == m->tensors[i].numel);
+		LT_ASSERT(t && t->numel == lt_model_tp_whole(m)->tensors[i].numel);
 		m->whole_of[i] = (int)(t - lt_model_tensor(m->stage_whole, 0));
 	}
 	return LT_OK;

@@ -43,21 +43,21 @@ void lt_model_tp_part_config(const struct lt_model_config *c, int tp,
 	part->vocab_size = (c->vocab_size + tp - 1) / tp;
 }
 
-enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
-			       const struct lt_tp *tp, lt_model **out)
+/* This rank's part of the model of config c, or of its stage (NULL: the
+ * whole), beside the tables of what it is part of. */
+static enum lt_status new_part(lt_backend *be, const struct lt_model_config *c,
+			       const struct lt_stage *stage, const struct lt_tp *tp, lt_model **out)
 {
 	struct lt_model_config part;
 	enum lt_status st = lt_model_tp_check(c, tp->size);
 	*out = NULL;
 	if (st != LT_OK)
 		return st;
-	if (tp->size == 1)
-		return lt_model_new(be, c, out);
 	lt_model_tp_part_config(c, tp->size, &part);
 	lt_model *m, *whole;
-	if ((st = lt_model_new(be, &part, &m)) != LT_OK)
+	if ((st = lt_model_new_tables(be, &part, 0, stage, &m)) != LT_OK)
 		return st;
-	if ((st = lt_model_new_bare(be, c, &whole)) != LT_OK) {
+	if ((st = lt_model_new_tables(be, c, 1, stage, &whole)) != LT_OK) {
 		lt_model_free(m);
 		return st;
 	}
@@ -69,8 +69,29 @@ enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 							   : part.vocab_size;
 	if (m->v_valid < 0)
 		m->v_valid = 0;
+	if (stage && (st = lt_model_stage_tables(m, c)) != LT_OK) {
+		lt_model_free(m);
+		return st;
+	}
 	*out = m;
 	return LT_OK;
+}
+
+enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
+			       const struct lt_tp *tp, lt_model **out)
+{
+	if (tp->size == 1)
+		return lt_model_new(be, c, out);
+	return new_part(be, c, NULL, tp, out);
+}
+
+enum lt_status lt_model_new_stage_tp(lt_backend *be, const struct lt_model_config *c,
+				     const struct lt_stage *stage, const struct lt_tp *tp,
+				     lt_model **out)
+{
+	if (tp->size == 1)
+		return lt_model_new_stage(be, c, stage, out);
+	return new_part(be, c, stage, tp, out);
 }
 
 void lt_model_tp_estimate(const struct lt_model_config *c, int tp, int B, int T, int threads,
@@ -171,7 +192,8 @@ enum lt_status lt_tp_init(lt_model *m, uint64_t seed)
 		return LT_ERR_NOMEM;
 	}
 	for (int i = 0; i < whole->n_tensors; i++) {
-		lt_model_draw(whole, &whole->tensors[i], i, seed, w);
+		/* a stage draws as the whole model draws its tensors */
+		lt_model_draw(whole, &whole->tensors[i], lt_model_stage_index(m, i), seed, w);
 		lt_model_tp_copy(m, i, m->tp.rank, w, part + m->tensors[i].off, 0);
 	}
 	m->be->ops->write(m->be, lt_model_params(m), part, m->numel);

@@ -7,7 +7,8 @@
 # norm's last bits); the job says which blocks each stage holds; stages
 # of unequal blocks (4 layers over 3 stages, and 1 + 3 set by hand) stay
 # exact, and a step's metrics give each stage's compute and waits and the
-# bubble; --balance auto moves blocks from a slower stage (1 + 3 blocks
+# bubble; tp 2 x pp 2 follows one process and gives tp 2's parameters;
+# --balance auto moves blocks from a slower stage (1 + 3 blocks
 # to 2 + 2; an OpenCL stage beside a CPU one) and the run stays exact; --deterministic runs at pp 2 are one process's bitwise, at dp 1
 # and dp 2; bf16 with recompute follows one process; checkpoints stay
 # layout-free: saved at pp 2, resumed on 1 rank, and saved by one process,
@@ -117,6 +118,20 @@ train refb 0 "$@" --train.precision=bf16 --train.recompute=block
 train ppb 3 "$@" --train.precision=bf16 --train.recompute=block --pp 3
 why=$(losses_match refb ppb $STEPS 1e-4 2>&1)
 ok $? "bf16 + recompute at pp 3: losses within 1e-4 of one process in bf16 $why"
+
+# 1e. The 3-D mesh: tp 2 x pp 2 (8 heads over 4 kv-heads) follows one
+# process, and gives tp 2's parameters within 1e-6 (the stages add only
+# the gradient norm's last bits to the split).
+mesh=(--preset tiny --model.tied=false --model.n_heads=8 --model.n_kv_heads=4 "${common[@]}")
+train mref 0 "${mesh[@]}"
+train mtp 2 "${mesh[@]}" --tp 2
+train mtpp 4 "${mesh[@]}" --tp 2 --pp 2 --zero 1
+why=$(losses_match mref mtpp 2>&1)
+ok $? "tp 2 x pp 2: losses within 1e-5 of one process $why"
+why=$(params_close mtp mtpp 1e-6 2>&1)
+ok $? "tp 2 x pp 2: final parameters within 1e-6 of tp 2's $why"
+grep -q "^rank 3: .*, pipeline stage 1, tensor-parallel rank 1 of group 0, 16 of 16 sequences per step$" "$tmp/mtpp.out"
+ok $? "the rank list places each rank in its stage and group: $(grep -m1 '^rank 3:' "$tmp/mtpp.out")"
 
 # 2. Checkpoints are layout-free: saved at pp 2, resumed on 1 rank; saved
 # by one process, resumed at pp 3 (ZeRO 1).

@@ -214,7 +214,7 @@ static enum lt_status pass_on(struct gather *g)
 		int msg;
 		if ((st = gather_to(g, s)) != LT_OK || lt_dist_rank(g->r->job) != 0)
 			continue;
-		size_t n = lt_model_tensor(g->r->model, s % g->n)->numel;
+		size_t n = lt_model_tensor(lt_model_tp_whole(g->r->model), s % g->n)->numel;
 		if ((st = lt_dist_send_start(g->r->pp, g->whole, n, 0, "the checkpoint's tensors",
 					     &msg)) == LT_OK)
 			st = lt_dist_msg_wait(g->r->pp, msg);

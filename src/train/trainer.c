@@ -828,7 +828,6 @@ void lt_trainer_free(lt_trainer *t)
 	free(t->stage_start);
 	free(t->stage_s);
 	free(t->stage_hist);
-	free(t->pending);
 	lt_model_free(t->model);
 	lt_mesh_free(t->mesh);
 	lt_backend_free(t->be);

@@ -43,8 +43,7 @@ struct lt_trainer {
 	/* --balance auto over the stages (trainer_pp.c) */
 	double *stage_hist;       /* [LT_STAGE_HISTORY * pp]: measured steps' stage seconds */
 	int hist_n;
-	int *pending;             /* [pp + 1]: the split the last comparison called for */
-	int have_pending;
+	int have_pending;         /* the last comparison called for a move */
 	long next_compare;        /* the step after which the stages compare next */
 	int second;               /* that comparison is the second of a pair */
 	long saved_step;          /* the step of the last checkpoint saved (-1: none), */

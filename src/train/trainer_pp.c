@@ -39,7 +39,8 @@ enum lt_status lt_trainer_pp_model(lt_trainer *t)
 								 : 1);
 	int ahead = lt_pipeline_in_flight(c->dist.pp, s, c->dist.pp_ahead);
 	struct lt_stage stage = { t->stage_start[s], t->stage_start[s + 1] - t->stage_start[s] };
-	if ((st = lt_model_new_stage(t->be, &c->model, &stage, &t->model)) != LT_OK ||
+	struct lt_tp tp = lt_mesh_model_tp(t->mesh);
+	if ((st = lt_model_new_stage_tp(t->be, &c->model, &stage, &tp, &t->model)) != LT_OK ||
 	    (st = lt_model_set_precision(t->model, c->train.precision)) != LT_OK)
 		return st;
 	lt_model_set_recompute(t->model, c->train.recompute);
@@ -160,8 +161,7 @@ enum lt_status lt_trainer_pp_balance(lt_trainer *t, long step)
 	int pp = c->dist.pp;
 	if (!t->stage_hist) {
 		t->stage_hist = malloc((size_t)LT_STAGE_HISTORY * pp * sizeof *t->stage_hist);
-		t->pending = malloc((size_t)(pp + 1) * sizeof *t->pending);
-		if (!t->stage_hist || !t->pending) {
+		if (!t->stage_hist) {
 			lt_errmsg_set("cannot allocate the stages' history");
 			return LT_ERR_NOMEM;
 		}
@@ -182,15 +182,14 @@ enum lt_status lt_trainer_pp_balance(lt_trainer *t, long step)
 	median_times(t, med);
 	double gain = lt_pipeline_resplit(&c->model, c->train.seq, pp, t->stage_start, med, better);
 	int same = memcmp(better, t->stage_start, (size_t)(pp + 1) * sizeof *better) == 0;
-	/* a move needs a shorter step, promised by two comparisons in a row */
+	/* a move needs a shorter step, promised by two comparisons in a row
+	 * (the second's split is taken) */
 	int promising = !same && gain < 0.95;
-	int lasting = promising && t->have_pending &&
-		      memcmp(better, t->pending, (size_t)(pp + 1) * sizeof *better) == 0;
+	int lasting = promising && t->have_pending;
 	say_comparison(t, med, same ? NULL : better, gain,
 		       lasting ? "moving the blocks" : promising ? "to be confirmed"
 		       : "the stages stay");
 	t->have_pending = promising && !lasting;
-	memcpy(t->pending, better, (size_t)(pp + 1) * sizeof *better);
 	if (lasting) {
 		char dir[LT_RUN_PATH_CAP];
 		if ((st = lt_trainer_save(t, dir)) == LT_OK) {
