@@ -175,7 +175,7 @@ ok $? "a tied embedding over 2 stages refused (exit $rc): $(grep -m1 'dist.pp' "
 # 4. A stage that stalls ends the job within 60 s, the message naming it.
 stall_rank stall 2 1 "$@" --pp 2 --run.checkpoint_every=0 --comm-timeout 5
 [ -n "$victim" ] && [ "$rc" != 0 ] && [ "$took" -le 60 ] &&
-	grep -q "step [0-9]*: .* made no progress for 5 s: rank 1 did not answer" "$tmp/stall.out"
+	grep -q "step [0-9]*: .* made no progress for 5 s: rank 1 (pipeline stage 1) did not answer" "$tmp/stall.out"
 ok $? "a stalled stage ends the job (exit $rc after $took s): $(grep -m1 'no progress' "$tmp/stall.out")"
 unset expect_failure
 

@@ -100,6 +100,7 @@ int lt_dist_node_index(const lt_dist *d)
 }
 const char *lt_dist_host(const lt_dist *d) { return d->host; }
 void lt_dist_set_timeout(lt_dist *d, double seconds) { d->timeout = seconds; }
+void lt_dist_set_stages(lt_dist *d, int stages) { d->stages = stages; }
 void lt_dist_set_step(lt_dist *d, long step) { d->step = step; }
 
 void lt_dist_add_wait_seconds(lt_dist *d, double seconds) { d->wait_seconds += seconds; }

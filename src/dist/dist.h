@@ -77,6 +77,9 @@ void lt_dist_group_free(lt_dist *g);
 /* The watchdog's limit (seconds without progress; default 30) and the step
  * its messages name. */
 void lt_dist_set_timeout(lt_dist *d, double seconds);
+/* The job d runs a pipeline of `stages` stages of consecutive ranks: the
+ * watchdog names a silent rank's stage too. */
+void lt_dist_set_stages(lt_dist *d, int stages);
 void lt_dist_set_step(lt_dist *d, long step);
 /* Seconds spent waiting for collectives since the last call (the
  * communication that computation did not hide), and resets it. */

@@ -26,6 +26,7 @@ struct lt_dist {
 	double barrier_seconds;  /* at node barriers, since last taken */
 	double cross_bytes;      /* sent between nodes, since last taken */
 	double link_bps;         /* the emulated link between nodes, bits/s; 0: none */
+	int stages;              /* a job's pipeline stages of consecutive ranks (0: none) */
 	double link_free_at;     /* when the emulated link has sent what it was given */
 	struct lt_dist_mpi *mpi; /* NULL when this process runs alone */
 	int *job_ranks;          /* a group's: [size] each rank's rank in the whole

@@ -268,16 +268,19 @@ static void answer_questions(struct lt_dist *d)
  * gives their number. */
 static int name_silent(const struct lt_dist *d, MPI_Request *req, char *silent, size_t size)
 {
+	const struct lt_dist *job = d->parent ? d->parent : d;
 	size_t len = 0;
 	int n_silent = 0;
 	silent[0] = '\0';
 	for (int r = 0; r < d->size; r++) {
-		int done = 1;
+		int done = 1, q = lt_dist_job_rank(d, r);
 		if (r != d->rank && req[2 * r + 1] != MPI_REQUEST_NULL)
 			MPI_Test(&req[2 * r + 1], &done, MPI_STATUS_IGNORE);
-		if (!done && len < size - 16) {
-			len += (size_t)snprintf(silent + len, size - len, "%s%d",
-						n_silent ? ", " : "", lt_dist_job_rank(d, r));
+		if (!done && len < size - 48) {
+			len += (size_t)snprintf(silent + len, size - len, "%s%d", n_silent ? ", " : "", q);
+			if (job->stages > 1)
+				len += (size_t)snprintf(silent + len, size - len, " (pipeline stage %d)",
+							q / (job->size / job->stages));
 			n_silent++;
 		}
 	}

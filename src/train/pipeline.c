@@ -395,15 +395,14 @@ static enum lt_status backward(lt_pipeline *p, int a, int micro)
 /* Waits for every message still under way. */
 static enum lt_status finish_all(lt_pipeline *p, enum lt_status st)
 {
-	for (int i = 0; i < 2; i++) {
-		enum lt_status a = finish(p, &p->in_msg[i]), b = finish(p, &p->gin_msg[i]),
-			       c = finish(p, &p->gout_msg[i]);
-		st = st != LT_OK ? st : a != LT_OK ? a : b != LT_OK ? b : c;
-	}
-	for (int k = 0; k < p->sets; k++) {
-		enum lt_status a = finish(p, &p->out_msg[k]);
-		st = st != LT_OK ? st : a;
-	}
+	/* after a failure the job ends: a neighbour that stalled would hold
+	 * each wait to the watchdog's time */
+	for (int i = 0; i < 2 && st == LT_OK; i++)
+		if ((st = finish(p, &p->in_msg[i])) == LT_OK &&
+		    (st = finish(p, &p->gin_msg[i])) == LT_OK)
+			st = finish(p, &p->gout_msg[i]);
+	for (int k = 0; k < p->sets && st == LT_OK; k++)
+		st = finish(p, &p->out_msg[k]);
 	return st;
 }
 

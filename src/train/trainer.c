@@ -759,6 +759,8 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
 			    ? lt_mesh_new(d, c->dist.tp, c->dist.pp, &t->mesh) : LT_OK;
 	if (t->mesh)
 		t->dist = lt_mesh_dp_group(t->mesh);
+	if (t->mesh && c->dist.pp > 1)
+		lt_dist_set_stages(d, c->dist.pp);
 	t->rank = lt_dist_rank(t->dist);
 	t->ranks = lt_dist_size(t->dist);
 	return st;
