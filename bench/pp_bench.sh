@@ -25,15 +25,15 @@
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
 # BATCH (4), SEQ (256), MICRO (8), STEPS (8), UNTIMED (2), THREADS (1), LINK_GBITS (1),
 # VOCAB (8000), RANK_THREADS ("12 4"), RANK_DEVICES ("cpu cpu"), STEPS_B
-# (16), UNTIMED_B (8), EXTRA (further train arguments). Prints numbers;
-# passes or fails nothing.
+# (16), UNTIMED_B (8), PARTS ("a b": the figures to measure), EXTRA
+# (further train arguments). Prints numbers; passes or fails nothing.
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 PRESET=${PRESET:-15M} BATCH=${BATCH:-4} SEQ=${SEQ:-256} MICRO=${MICRO:-8} STEPS=${STEPS:-8}
 UNTIMED=${UNTIMED:-2} THREADS=${THREADS:-1} VOCAB=${VOCAB:-8000} LINK_GBITS=${LINK_GBITS:-1}
 RANK_THREADS=${RANK_THREADS:-12 4} RANK_DEVICES=${RANK_DEVICES:-cpu cpu}
-STEPS_B=${STEPS_B:-16} UNTIMED_B=${UNTIMED_B:-8} EXTRA=${EXTRA:-}
+STEPS_B=${STEPS_B:-16} UNTIMED_B=${UNTIMED_B:-8} PARTS=${PARTS:-a b} EXTRA=${EXTRA:-}
 export UNTIMED
 . "$(dirname "$0")/mpi_common.sh"
 mpi_bench_setup ppbench "$@"
@@ -49,7 +49,6 @@ run() {  # run NAME ARGS...: a pp 2 job into $tmp/NAME ($tmp/NAME.out)
 		>"$tmp/$name.out" 2>&1 </dev/null || { echo "$name failed: $(tail -c 300 "$tmp/$name.out")"; return 1; }
 }
 
-echo "# (a) $PRESET at pp 2, $MICRO micro-batches of $BATCH x seq $SEQ, $THREADS thread(s) a rank, $STEPS steps ($UNTIMED untimed)"
 hidden() {  # hidden AHEAD: the two runs at dist.pp_ahead = AHEAD, and what they show
 	local ahead=$1
 	run a$ahead --train.steps="$STEPS" --dist.pp_ahead="$ahead" &&
@@ -77,9 +76,13 @@ hidden() {  # hidden AHEAD: the two runs at dist.pp_ahead = AHEAD, and what they
 		printf "transfers: %d of %.2f MiB a stage a step, %.2f ms each on the link; step %.3f s, " \
 			"%.3f s with the link: hidden %.1f%%\n", m, mib, 1e3 * x, t, tl, 100 * h }'
 }
-hidden 0
-hidden 1
+if [[ " $PARTS " == *" a "* ]]; then
+	echo "# (a) $PRESET at pp 2, $MICRO micro-batches of $BATCH x seq $SEQ, $THREADS thread(s) a rank, $STEPS steps ($UNTIMED untimed)"
+	hidden 0
+	hidden 1
+fi
 
+[[ " $PARTS " == *" b "* ]] || exit 0
 read -r t0 t1 <<<"$RANK_THREADS"
 read -r d0 d1 <<<"$RANK_DEVICES"
 echo "# (b) two ranks at pp 2: rank 0 $d0 ($t0 threads), rank 1 $d1 ($t1 threads); $STEPS_B steps, the last $((STEPS_B - UNTIMED_B)) timed"
