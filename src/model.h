@@ -227,6 +227,11 @@ enum lt_status lt_model_stage_write_input(lt_model *m, float *x);
 enum lt_status lt_model_stage_read_output(lt_model *m, float *x);
 enum lt_status lt_model_stage_write_output_grad(lt_model *m, float *dx);
 enum lt_status lt_model_stage_read_input_grad(lt_model *m, float *dx);
+/* lt_model_estimate_memory of stage s of model c, keeping `sets`
+ * micro-batches' activations. */
+void lt_model_estimate_stage(const struct lt_model_config *c, const struct lt_stage *s, int B,
+			     int T, int threads, enum lt_recompute recompute,
+			     enum lt_precision precision, int sets, struct lt_mem_estimate *out);
 /* Before the first lt_model_plan: the micro-batches whose activations the
  * model keeps at once (1 by default), each plan's buffers n times over
  * (and on the last stage each set's own [V, dim] f32 head weight gradient,

@@ -356,3 +356,27 @@ enum lt_status lt_model_plan(lt_model *m, int B, int T)
 	m->T = m->T_cap = T;
 	return lt_tp_plan(m, (size_t)B * T);
 }
+
+void lt_model_estimate_stage(const struct lt_model_config *c, const struct lt_stage *s, int B,
+			     int T, int threads, enum lt_recompute recompute,
+			     enum lt_precision precision, int sets, struct lt_mem_estimate *out)
+{
+	struct lt_model_config part = *c;
+	part.n_layers = s->layers;
+	int first = s->layer0 == 0, last = s->layer0 + s->layers == c->n_layers;
+	size_t emb = (size_t)c->vocab_size * c->dim;
+	size_t P = (size_t)s->layers * lt_model_config_block_params(c) + (first ? emb : 0) +
+		   (last ? (size_t)c->dim + (c->tied && first ? 0 : emb) : 0);
+	/* the workspace and runtime as a whole model's; every set holds the
+	 * plan of the stage's blocks (the head's chunk too), the last stage
+	 * the head's weight gradient */
+	lt_model_estimate_memory(&part, B, T, threads, recompute, precision, out);
+	struct plan_size plan = plan_activations(&part, B, T, recompute, precision, NULL, NULL);
+	out->params = P * 4 + (precision == LT_PRECISION_BF16 ? P * 2 : 0);
+	out->grads = P * 4;
+	out->optimizer = P * 8;
+	out->activations = (plan.acts * act_bytes(precision) + plan.stats * 4 +
+			    ids_elems(B, T) * 4) * (size_t)sets + (last ? emb * 4 : 0);
+	out->total = out->params + out->grads + out->optimizer + out->activations + out->workspace +
+		     out->runtime;
+}

@@ -7,7 +7,8 @@
 # norm's last bits); the job says which blocks each stage holds; stages
 # of unequal blocks (4 layers over 3 stages, and 1 + 3 set by hand) stay
 # exact, and a step's metrics give each stage's compute and waits and the
-# bubble; tp 2 x pp 2 follows one process and gives tp 2's parameters;
+# bubble; every rank's peak memory is within 10% of lltrain info's
+# estimate of its stage; tp 2 x pp 2 follows one process and gives tp 2's parameters;
 # --balance auto moves blocks from a slower stage (1 + 3 blocks
 # to 2 + 2; an OpenCL stage beside a CPU one) and the run stays exact; --deterministic runs at pp 2 are one process's bitwise, at dp 1
 # and dp 2; bf16 with recompute follows one process; checkpoints stay
@@ -61,6 +62,26 @@ grep -q "^pipeline: 3 stages, 1F1B over 4 micro-batches a step (ideal bubble 33.
 ok $? "the job says which blocks each of 3 stages holds: $(grep -m1 '^pipeline:' "$tmp/pp3dp1z0.out")"
 grep -q "^rank 3: .*, pipeline stage 1, 8 of 16 sequences per step$" "$tmp/pp2dp2z0.out"
 ok $? "the rank list places each rank in its stage: $(grep -m1 '^rank 3:' "$tmp/pp2dp2z0.out")"
+# What a stage holds: lltrain info's estimate of a rank of each stage
+# (less the process's runtime, the attention's scratch and the host's
+# boundary buffers, which the backend's buffers do not hold) against each
+# rank's peak of backend buffers: within 10%.
+for name in pp3dp1z0 pp2dp2z1 pp2dp2z2; do
+	pp=${name#pp}; pp=${pp%%dp*} dp=${name#*dp}; dp=${dp%z*} zero=${name##*z}
+	"$LLTRAIN" info "${base[@]}" --model.vocab_size=320 --threads 1 --ranks $((dp * pp)) \
+		--pp $pp --zero $zero | grep '^  stage [0-9]*, blocks' |
+		sed 's/.*: \([0-9.]*\) MiB .*exchange \([0-9.]*\), workspace \([0-9.]*\), runtime \([0-9.]*\))/\1 \2 \3 \4/' \
+		>"$tmp/est"
+	sed -n 's/^memory peak (backend buffers)://p' "$tmp/$name.out" | tr ';' '\n' |
+		sed -n 's/.*rank \([0-9]*\) \([0-9]*\) bytes.*/\1 \2/p' >"$tmp/peaks"
+	awk -v per=$dp -v n=$((dp * pp)) '
+		FNR == NR { est[NR - 1] = $1 - $2 - $3 - $4; next }
+		{ e = est[int($1 / per)]; r = e / ($2 / 1048576); if (r < 0.9 || r > 1.1) bad = 1
+		  got++; s = s sprintf(" %.3f", r) }
+		END { printf "(ratios%s)", s; exit bad || got != n }' "$tmp/est" "$tmp/peaks" >"$tmp/ratios"
+	ok $? "dp $dp x pp $pp, ZeRO $zero: every rank's peak within 10% of lltrain info's estimate of its stage $(cat "$tmp/ratios")"
+done
+
 sample() { sed -n '/^--- sample at step/,/^---$/p' "$tmp/$1.out"; }
 [ -n "$(sample ref)" ] && [ "$(sample ref)" = "$(sample pp3dp1z0)" ]
 ok $? "pp 3 prints one process's closing sample: $(sample pp3dp1z0 | sed -n 2p)"

@@ -166,6 +166,10 @@ void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
 /* The training memory of one of `ranks` ranks running conf's layout
  * (dist.tp, dist.zero; adapters where lora->rank > 0), each data-parallel
  * rank taking its share of train.batch. */
+/* The estimate of a rank of pipeline stage s in the layout of conf over
+ * `ranks` (dist.pp > 1), its blocks into *stage. */
+enum lt_status lt_cmd_stage_estimate(const struct lt_conf *conf, int ranks, int threads, int s,
+				     struct lt_stage *stage, struct lt_mem_estimate *est);
 void lt_cmd_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, int ranks,
 			    int threads, struct lt_mem_estimate *est);
 

@@ -23,6 +23,7 @@ struct info_args {
 	int ranks;       /* 0: not given (1) */
 	int zero;        /* -1: not given (dist.zero) */
 	int tp;          /* 0: not given (dist.tp) */
+	int pp;          /* 0: not given (dist.pp) */
 	int configured;  /* some option set the configuration */
 };
 
@@ -47,6 +48,9 @@ static const struct lt_cmd_option info_options[] = {
 	{ .name = "tp", .kind = LT_CMD_INT, ARG(tp), .min = 1, .max = 4096, .arg = "N",
 	  .help = "... with tensor parallelism over each N of them\n"
 		  "(default dist.tp; ZeRO runs over the rest)" },
+	{ .name = "pp", .kind = LT_CMD_INT, ARG(pp), .min = 1, .max = 4096, .arg = "N",
+	  .help = "... in N pipeline stages (default dist.pp): each\n"
+		  "stage's rank, the largest first" },
 	{ .name = "keys", .kind = LT_CMD_FLAG, ARG(keys),
 	  .help = "list every configuration key: name, type, default,\n"
 		  "allowed values and meaning" },
@@ -56,7 +60,7 @@ static const struct lt_cmd_option info_options[] = {
 static const struct lt_cmd_usage info_usage = {
 	.cmd = "info",
 	.head = "usage: lltrain info [--preset NAME] [--config FILE] [--SECTION.KEY=VALUE]\n"
-		"                    [--threads N] [--ranks N] [--zero 0|1|2|3] [--tp N]\n"
+		"                    [--threads N] [--ranks N] [--zero 0|1|2|3] [--tp N] [--pp N]\n"
 		"       lltrain info --keys\n\n"
 		"Prints lltrain's version, how it was built, the backends it has with\n"
 		"their devices, and for each preset its size, model FLOPs per token and\n"
@@ -110,6 +114,30 @@ static void print_fits(size_t total)
 	printf(" (training memory %.2f GiB)\n", (double)total / 1073741824.0);
 }
 
+/* With pipeline stages: a rank of each stage (the line above gave the
+ * largest). */
+static void print_stages(const struct lt_conf *conf, int threads, int ranks)
+{
+	int pp = conf->dist.pp, tp = conf->dist.tp, dp = ranks / tp / pp;
+	printf("  (the largest of %d pipeline stages' ranks: tensor parallel over %d, data "
+	       "parallel over %d at ZeRO stage %d, %d micro-batches of %d of the global %d)\n", pp,
+	       tp, dp, conf->dist.zero, conf->train.grad_accum, (conf->train.batch + dp - 1) / dp,
+	       conf->train.batch);
+	for (int s = 0; s < pp; s++) {
+		struct lt_mem_estimate e;
+		struct lt_stage st;
+		if (lt_cmd_stage_estimate(conf, ranks, threads, s, &st, &e) != LT_OK)
+			return;
+		printf("  stage %d, blocks %d-%d%s: %.1f MiB (params %.1f, grads %.1f, optimizer %.1f, "
+		       "activations %.1f, exchange %.1f, workspace %.1f, runtime %.1f)\n", s,
+		       st.layer0, st.layer0 + st.layers - 1,
+		       s == 0 ? " and the embedding" : s == pp - 1 ? " and the head" : "",
+		       e.total / 1048576.0, e.params / 1048576.0, e.grads / 1048576.0,
+		       e.optimizer / 1048576.0, e.activations / 1048576.0, e.exchange / 1048576.0,
+		       e.workspace / 1048576.0, e.runtime / 1048576.0);
+	}
+}
+
 /* The shape, size, FLOPs and training memory of c's model at its
  * train.batch x train.seq, under the title "preset NAME" (a preset's
  * model) or "model". */
@@ -117,7 +145,8 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 {
 	const struct lt_model_config *c = &conf->model;
 	const char *preset = lt_conf_preset_of(conf);
-	int seq = conf->train.seq, zero = conf->dist.zero, tp = conf->dist.tp, dp = ranks / tp;
+	int seq = conf->train.seq, zero = conf->dist.zero, tp = conf->dist.tp;
+	int dp = ranks / tp / conf->dist.pp;
 	/* the largest share of a batch split over the data-parallel ranks */
 	int batch = (conf->train.batch + dp - 1) / dp;
 	struct lt_mem_estimate est;
@@ -154,7 +183,9 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	       est.grads / 1048576.0, est.optimizer / 1048576.0, gathered,
 	       est.activations / 1048576.0, exchange, est.workspace / 1048576.0,
 	       est.runtime / 1048576.0);
-	if (tp > 1)
+	if (conf->dist.pp > 1)
+		print_stages(conf, threads, ranks);
+	else if (tp > 1)
 		printf("  (per rank of %d: tensor parallel over %d, data parallel over %d at ZeRO "
 		       "stage %d, batch %d of the global %d)\n", ranks, tp, dp, zero, batch,
 		       conf->train.batch);
@@ -294,13 +325,22 @@ int lt_cmd_info(int argc, char **argv)
 	rc = lt_cmd_parse(argc, argv, &info_usage, &a, NULL);
 	if (rc >= 0)
 		return rc;
-	/* --ranks, --zero and --tp describe a configuration too */
-	if (a.ranks || a.zero >= 0 || a.tp)
+	/* --ranks, --zero, --tp and --pp describe a configuration too */
+	if (a.ranks || a.zero >= 0 || a.tp || a.pp)
 		a.configured = 1;
+	if (a.pp)
+		conf.dist.pp = a.pp;
 	if (a.zero >= 0)
 		conf.dist.zero = a.zero;
 	if (a.tp)
 		conf.dist.tp = a.tp;
+	if ((a.ranks ? a.ranks : 1) % (conf.dist.tp * conf.dist.pp) && !((a.ranks ? a.ranks : 1) %
+									  conf.dist.tp)) {
+		fprintf(stderr, "lltrain info: dist.pp = %d does not divide the %d rank%s of "
+			"--ranks: a job runs whole pipelines\n", conf.dist.pp, a.ranks ? a.ranks : 1,
+			a.ranks > 1 ? "s" : "");
+		return 2;
+	}
 	if ((a.ranks ? a.ranks : 1) % conf.dist.tp) {
 		fprintf(stderr, "lltrain info: dist.tp = %d does not divide the %d rank%s of "
 			"--ranks: a job runs whole tensor-parallel groups\n", conf.dist.tp,

@@ -599,11 +599,12 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 {
 	/* the trainable parameters: the model's, or with LoRA the adapters',
 	 * which are blocks alone */
-	size_t P = e->grads / 4;
-	int adapters = P != lt_model_config_params(c), L = c->n_layers;
+	/* (a pipeline stage's parameters: its blocks, and maybe the embedding
+	 * or the head) */
+	size_t P = e->grads / 4, block = lt_model_config_block_params(c);
+	int L = c->n_layers, adapters = P < (size_t)L * block;
 	int k = LT_ZERO_GRAD_SLOTS < L ? LT_ZERO_GRAD_SLOTS : L;
-	size_t slots = adapters ? P / (size_t)L * (size_t)k
-				: lt_grad_slots_config_numel(c, LT_ZERO_GRAD_SLOTS);
+	size_t slots = adapters ? P / (size_t)L * (size_t)k : P - (size_t)(L - k) * block;
 	if (stage == 0 || ranks < 2)
 		return;
 	e->total -= e->optimizer + e->grads;

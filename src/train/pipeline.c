@@ -229,6 +229,14 @@ double lt_pipeline_cross_seconds(const lt_pipeline *p)
 	return p->cross_s;
 }
 
+size_t lt_pipeline_host_bytes(int pp, int s, size_t n, int sets)
+{
+	/* inputs and input gradients (2 each) but on the first, output
+	 * gradients (2) and outputs (one a set) but on the last */
+	int buffers = (s > 0 ? 4 : 0) + (s < pp - 1 ? 2 + sets : 0);
+	return (size_t)buffers * (n + STAMP) * sizeof(float);
+}
+
 int lt_pipeline_in_flight(int pp, int s, int ahead)
 {
 	return pp - s + (s < pp - 1 ? ahead : 0);

@@ -44,6 +44,10 @@ double lt_pipeline_cross_seconds(const lt_pipeline *p);
  * `ahead` more but on the last stage. */
 int lt_pipeline_in_flight(int pp, int s, int ahead);
 
+/* The host bytes of stage s's boundary buffers for tensors of n floats,
+ * keeping `sets` micro-batches in flight. */
+size_t lt_pipeline_host_bytes(int pp, int s, size_t n, int sets);
+
 /* The pipeline of this rank's stage (its rank in pp) over the model m of
  * that stage, whose plan holds `rows` sequences of `seq` tokens and
  * whose activation sets hold lt_pipeline_in_flight's micro-batches (or
