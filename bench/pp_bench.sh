@@ -104,5 +104,5 @@ if mixed even && mixed auto --balance auto; then
 	grep '^pipeline: [0-9]* stages' "$tmp/even.out" | sed 's/^/# even: /'
 	grep '^balance:\|^pipeline: [0-9]* stages' "$tmp/auto.out" | sed 's/^/# auto: /'
 	awk -v e="$even" -v a="$auto" 'BEGIN {
-		printf "tokens/s: even stages %.1f, --balance auto %.1f: %.2fx\n", e, a, e > 0 ? a / e : 0 }'
+		printf "tokens/s: even stages %.1f, --balance auto %.1f: %.2fx\n", e, a, (e > 0 ? a / e : 0) }'
 fi
