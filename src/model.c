@@ -724,11 +724,17 @@ const struct lt_tensor *lt_model_weight(const lt_model *m, int i)
 
 const struct lt_tensor *lt_model_find_weight(const lt_model *m, const char *name)
 {
-	return m->base ? lt_model_find_frozen(m, name) : lt_model_find(lt_model_tp_whole(m), name);
+	/* a pipeline stage knows every tensor of the whole model */
+	return m->base ? lt_model_find_frozen(m, name)
+		       : lt_model_find(m->stage_whole ? m->stage_whole : lt_model_tp_whole(m), name);
 }
 
 enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, float *x)
 {
+	if (m->stage_whole && !m->base) {  /* the stage's own, or another stage's: none */
+		if (!(t = lt_model_find(lt_model_tp_whole(m), t->name)))
+			return LT_OK;
+	}
 	if (m->whole_tables)
 		return lt_tp_write_weight(m, t, x);
 	lt_ref dst = m->base ? lt_model_frozen_ref(m, t) : lt_ref_at(lt_model_params(m), t->off);

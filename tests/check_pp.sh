@@ -13,7 +13,8 @@
 # to 2 + 2; an OpenCL stage beside a CPU one) and the run stays exact; --deterministic runs at pp 2 are one process's bitwise, at dp 1
 # and dp 2; bf16 with recompute follows one process; checkpoints stay
 # layout-free: saved at pp 2, resumed on 1 rank, and saved by one process,
-# resumed at pp 3; refused layouts (more stages than layers, fewer
+# resumed at pp 3; a run from a pretrained model's weights (train.init)
+# follows one process; refused layouts (more stages than layers, fewer
 # micro-batches than stages, ranks not dividing, a tied embedding) give
 # one line and exit 2; a stalled stage ends the job naming its rank.
 LLTRAIN=${LLTRAIN:-./lltrain}
@@ -172,6 +173,14 @@ ok $? "saved at pp 2, resumed on 1 rank: parameters within $PTOL of one process 
 why=$(resume ref r3 3 --pp 3 --zero 1)
 [ -z "$why" ] && why=$(params_close ref r3 $PTOL 2>&1)
 ok $? "saved by one process, resumed at pp 3 (ZeRO 1): within $PTOL $why"
+
+# 2b. A run that starts from a pretrained model (train.init: here the
+# one-process run's checkpoint) gives each stage its tensors.
+init=(--train.init="$tmp/ref/$(dirname "$final")" "${common[@]}" --run.eval_every=0)
+train iref 0 "${init[@]}"
+train ipp 3 "${init[@]}" --pp 3
+why=$(losses_match iref ipp 2>&1)
+ok $? "started from a checkpoint's weights at pp 3: losses within 1e-5 of one process $why"
 
 # 3. Refused layouts: one line, exit 2, nothing trained.
 expect_failure=1
