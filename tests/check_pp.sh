@@ -157,20 +157,10 @@ ok $? "the rank list places each rank in its stage and group: $(grep -m1 '^rank 
 
 # 2. Checkpoints are layout-free: saved at pp 2, resumed on 1 rank; saved
 # by one process, resumed at pp 3 (ZeRO 1).
-resume() {
-	local from=$1 name=$2 ranks=$3
-	shift 3
-	rm -rf "$tmp/$name"
-	cp -r "$tmp/$from" "$tmp/$name"
-	rm -rf "$tmp/$name/$(dirname "$final")"
-	train "$name" "$ranks" "${base[@]}" --resume auto "$@"
-	grep -q "resumed from .*step_00000003 at step 3" "$tmp/$name.out" ||
-		echo "did not resume at step 3: $(tail -c 300 "$tmp/$name.out")"
-}
-why=$(resume pp2dp1z0 r1 0 --pp 1)
+why=$(resume_at_3 pp2dp1z0 r1 0 --pp 1)
 [ -z "$why" ] && why=$(params_close ref r1 $PTOL 2>&1)
 ok $? "saved at pp 2, resumed on 1 rank: parameters within $PTOL of one process $why"
-why=$(resume ref r3 3 --pp 3 --zero 1)
+why=$(resume_at_3 ref r3 3 --pp 3 --zero 1)
 [ -z "$why" ] && why=$(params_close ref r3 $PTOL 2>&1)
 ok $? "saved by one process, resumed at pp 3 (ZeRO 1): within $PTOL $why"
 

@@ -160,25 +160,13 @@ fi
 # resumed on 1 rank and at tp 1 x dp 3 (ZeRO 1), both follow the
 # uninterrupted one-process run; deterministic, saved at tp 2 x dp 2 and
 # resumed at tp 2 x dp 1, bitwise the uninterrupted run.
-# resume FROM NAME RANKS ARGS...: a copy of run FROM without its last
-# checkpoint, resumed by RANKS ranks.
-resume() {
-	local from=$1 name=$2 ranks=$3
-	shift 3
-	rm -rf "$tmp/$name"
-	cp -r "$tmp/$from" "$tmp/$name"
-	rm -rf "$tmp/$name/$(dirname "$final")"
-	train "$name" "$ranks" "${base[@]}" --resume auto "$@"
-	grep -q "resumed from .*step_00000003 at step 3" "$tmp/$name.out" ||
-		echo "did not resume at step 3: $(tail -c 300 "$tmp/$name.out")"
-}
-why=$(resume tp2dp2z3 r1 0 --tp 1)
+why=$(resume_at_3 tp2dp2z3 r1 0 --tp 1)
 [ -z "$why" ] && why=$(params_close ref r1 $PTOL 2>&1)
 ok $? "saved at tp 2 x dp 2 (ZeRO 3), resumed on 1 rank: parameters within $PTOL of one process $why"
-why=$(resume tp2dp2z3 r3 3 --tp 1 --zero 1)
+why=$(resume_at_3 tp2dp2z3 r3 3 --tp 1 --zero 1)
 [ -z "$why" ] && why=$(params_close ref r3 $PTOL 2>&1)
 ok $? "saved at tp 2 x dp 2 (ZeRO 3), resumed at tp 1 x dp 3 (ZeRO 1): within $PTOL $why"
-why=$(resume det2z3 rd 2 --tp 2 --zero 3 --deterministic)
+why=$(resume_at_3 det2z3 rd 2 --tp 2 --zero 3 --deterministic)
 [ -z "$why" ] && cmp "$tmp/det2z3/$final" "$tmp/rd/$final"
 ok $? "deterministic, saved at tp 2 x dp 2, resumed at tp 2 x dp 1: bitwise the uninterrupted run $why"
 

@@ -202,6 +202,20 @@ params_close() {
 		tol="${3:-1e-5}"
 }
 
+# resume_at_3 FROM NAME RANKS ARGS...: a copy of run FROM without its
+# last checkpoint ($final's directory), resumed into $tmp/NAME by RANKS
+# ranks with ${base[@]} and ARGS; says why when it did not resume at step 3.
+resume_at_3() {
+	local from=$1 name=$2 ranks=$3
+	shift 3
+	rm -rf "$tmp/$name"
+	cp -r "$tmp/$from" "$tmp/$name"
+	rm -rf "$tmp/$name/$(dirname "$final")"
+	train "$name" "$ranks" "${base[@]}" --resume auto "$@"
+	grep -q "resumed from .*step_00000003 at step 3" "$tmp/$name.out" ||
+		echo "did not resume at step 3: $(tail -c 300 "$tmp/$name.out")"
+}
+
 # wait_for_job: waits up to 60 s for the launcher $job to end (then kills
 # it); sets rc to its status and took to the seconds it took.
 wait_for_job() {
