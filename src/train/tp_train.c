@@ -1,5 +1,5 @@
-/* Tensor parallelism in the trainer: checkpoints of split models and the
- * whole model's gradient norm. */
+/* Split models in the trainer (tensor parallelism and pipeline stages):
+ * their checkpoints, and the whole model's gradient norm. */
 #include "config.h"
 #include "train/tp_train.h"
 

@@ -1,7 +1,7 @@
-/* Tensor parallelism in the trainer: checkpoints of a model split over a
- * mesh's tensor-parallel groups, saved as one process would save the whole
- * model (so any layout resumes them) and loaded into any split; and the
- * whole model's gradient norm from the parts'.
+/* Split models in the trainer: checkpoints of a model split over a mesh's
+ * tensor-parallel groups and pipeline stages, saved as one process would
+ * save the whole model (so any layout resumes them) and loaded into any
+ * split; and the whole model's gradient norm from the parts'.
  *
  * Ownership: every function borrows its arguments. */
 #ifndef LT_TP_TRAIN_H
@@ -31,7 +31,8 @@ struct lt_tp_run {
  * stage's tensors and passes them on to job rank 0. */
 enum lt_status lt_tp_save(const struct lt_tp_run *r, const char *tmp);
 /* Every rank: its part of the parameters and its range of the moments
- * (o may be NULL) from checkpoint dir, whatever layout saved it. */
+ * (o may be NULL) from checkpoint dir, whatever layout saved it (a
+ * stage reads its tensors by name and leaves the others). */
 enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o);
 /* The whole model's gradient norm from this rank's part's, `norm` (as
  * ZeRO reduced it over the data-parallel group): the squares summed over
