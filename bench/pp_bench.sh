@@ -5,15 +5,18 @@
 # stage's compute and waits a step (the mean over the steps after the
 # first UNTIMED) and the measured bubble (the stages' mean share of their
 # passes spent waiting) next to the 1F1B ideal (N - 1) / (M + N - 1); then
-# the same job over an emulated link of LINK_GBITS (1) Gbit/s between the
-# stages (LLTRAIN_BENCH_LINK_GBITS: each message arrives no sooner than
-# the link carries it from when it left), where a transfer not hidden
-# behind compute shows in the step: of the M transfers of X seconds each
-# that a stage would otherwise wait on a step, the share hidden is
-# 1 - (step time with the link - without) / (M x X). Both at
-# dist.pp_ahead 0 (1F1B as it is: a stage's next message is wanted as soon
-# as it is made, so each transfer shows) and 1 (each stage but the last
-# runs one forward more ahead, and the transfers travel behind it).
+# the same job over an emulated link of LINK_GBITS (0.15) Gbit/s between
+# the stages (LLTRAIN_BENCH_LINK_GBITS: each message arrives no sooner
+# than the link carries it from when it left; at 0.15 a boundary tensor
+# takes about a fifth of a micro-batch's compute here), where a transfer
+# not hidden behind compute shows in the step: of the step's 2 x M
+# transfers of X seconds each (M activations one way, M gradients the
+# other), the share hidden is 1 - (step time with the link - without) /
+# (2 x M x X). Both at dist.pp_ahead 0 (1F1B as it is: a stage's next
+# message is wanted as soon as it is made, so a transfer shows with each
+# micro-batch) and 1 (each stage but the last runs one forward more ahead,
+# and the transfers travel behind it but at the pipeline's fill and
+# drain).
 #
 # (b) two ranks of unequal speed at pp 2 (RANK_THREADS, default "12 4":
 # threads per rank, each rank's OMP_NUM_THREADS too; or RANK_DEVICES,
@@ -23,15 +26,15 @@
 #
 #   bench/pp_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (15M),
-# BATCH (4), SEQ (256), MICRO (8), STEPS (8), UNTIMED (2), THREADS (1), LINK_GBITS (1),
+# BATCH (4), SEQ (256), MICRO (8), STEPS (12), UNTIMED (2), THREADS (1), LINK_GBITS (0.15),
 # VOCAB (8000), RANK_THREADS ("12 4"), RANK_DEVICES ("cpu cpu"), STEPS_B
 # (16), UNTIMED_B (8), PARTS ("a b": the figures to measure), EXTRA
 # (further train arguments). Prints numbers; passes or fails nothing.
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
-PRESET=${PRESET:-15M} BATCH=${BATCH:-4} SEQ=${SEQ:-256} MICRO=${MICRO:-8} STEPS=${STEPS:-8}
-UNTIMED=${UNTIMED:-2} THREADS=${THREADS:-1} VOCAB=${VOCAB:-8000} LINK_GBITS=${LINK_GBITS:-1}
+PRESET=${PRESET:-15M} BATCH=${BATCH:-4} SEQ=${SEQ:-256} MICRO=${MICRO:-8} STEPS=${STEPS:-12}
+UNTIMED=${UNTIMED:-2} THREADS=${THREADS:-1} VOCAB=${VOCAB:-8000} LINK_GBITS=${LINK_GBITS:-0.15}
 RANK_THREADS=${RANK_THREADS:-12 4} RANK_DEVICES=${RANK_DEVICES:-cpu cpu}
 STEPS_B=${STEPS_B:-16} UNTIMED_B=${UNTIMED_B:-8} PARTS=${PARTS:-a b} EXTRA=${EXTRA:-}
 export UNTIMED
@@ -71,9 +74,9 @@ hidden() {  # hidden AHEAD: the two runs at dist.pp_ahead = AHEAD, and what they
 			100 * ideal, 100 * (bub - ideal)
 		x = mib * 1048576 * 8 / (g * 1e9)  # seconds a boundary tensor takes on the link
 		t = tokens / rate; tl = tokens / lrate
-		h = 1 - (tl - t) / (m * x)
+		h = 1 - (tl - t) / (2 * m * x)
 		printf "tokens/s: %.1f; over a %g Gbit/s link %.1f (bubble %.1f%%)\n", rate, g, lrate, 100 * lbub
-		printf "transfers: %d of %.2f MiB a stage a step, %.2f ms each on the link; step %.3f s, " \
+		printf "transfers: 2 x %d of %.2f MiB a step, %.2f ms each on the link; step %.3f s, " \
 			"%.3f s with the link: hidden %.1f%%\n", m, mib, 1e3 * x, t, tl, 100 * h }'
 }
 if [[ " $PARTS " == *" a "* ]]; then
