@@ -12,7 +12,9 @@
 # not hidden behind compute shows in the step: of the step's 2 x M
 # transfers of X seconds each (M activations one way, M gradients the
 # other), the share hidden is 1 - (step time with the link - without) /
-# (2 x M x X). Both at dist.pp_ahead 0 (1F1B as it is: a stage's next
+# (2 x M x X), the step time without the link taken at the compute speed
+# of the run with it (the stages' busy seconds of the two runs differ by
+# as much as the transfers here, from one run to the next). Both at dist.pp_ahead 0 (1F1B as it is: a stage's next
 # message is wanted as soon as it is made, so a transfer shows with each
 # micro-batch) and 1 (each stage but the last runs one forward more ahead,
 # and the transfers travel behind it but at the pipeline's fill and
@@ -59,12 +61,14 @@ hidden() {  # hidden AHEAD: the two runs at dist.pp_ahead = AHEAD, and what they
 			--dist.pp_ahead="$ahead" || return 1
 	read -r c0 w0 c1 w1 bubble rate <<<"$(timed_means "$tmp/a$ahead/metrics.jsonl" \
 		stage0_compute_s stage0_wait_s stage1_compute_s stage1_wait_s bubble tokens_per_s)"
-	read -r lbubble lrate <<<"$(timed_means "$tmp/link$ahead/metrics.jsonl" bubble tokens_per_s)"
+	read -r lc0 lw0 lc1 lw1 lbubble lrate <<<"$(timed_means "$tmp/link$ahead/metrics.jsonl" \
+		stage0_compute_s stage0_wait_s stage1_compute_s stage1_wait_s bubble tokens_per_s)"
 	mib=$(sed -n 's/^pipeline: a boundary tensor of \([0-9.]*\) MiB crosses.*/\1/p' "$tmp/a$ahead.out")
 	echo "# dist.pp_ahead = $ahead"
 	grep '^pipeline:' "$tmp/a$ahead.out" | sed 's/^/# /'
 	awk -v c0="$c0" -v w0="$w0" -v c1="$c1" -v w1="$w1" -v bub="$bubble" -v m="$MICRO" \
 		-v rate="$rate" -v lrate="$lrate" -v lbub="$lbubble" -v mib="$mib" -v g="$LINK_GBITS" \
+		-v lc0="$lc0" -v lw0="$lw0" -v lc1="$lc1" -v lw1="$lw1" \
 		-v tokens="$((BATCH * SEQ * MICRO))" 'BEGIN {
 		ideal = 1 / (m + 1)
 		printf "%-6s %12s %12s %10s\n", "stage", "compute s", "wait s", "waiting"
@@ -73,11 +77,17 @@ hidden() {  # hidden AHEAD: the two runs at dist.pp_ahead = AHEAD, and what they
 		printf "bubble: measured %.1f%%, 1F1B ideal %.1f%% (%.1f points apart)\n", 100 * bub,
 			100 * ideal, 100 * (bub - ideal)
 		x = mib * 1048576 * 8 / (g * 1e9)  # seconds a boundary tensor takes on the link
-		t = tokens / rate; tl = tokens / lrate
+		# a step of each stage: busy and waiting seconds (the stages agree
+		# to within the edges of the step); without the link at the speed
+		# of the run with it
+		t = (c0 + w0 + c1 + w1) / 2; tl = (lc0 + lw0 + lc1 + lw1) / 2
+		t *= (lc0 + lc1) / (c0 + c1)
 		h = 1 - (tl - t) / (2 * m * x)
 		printf "tokens/s: %.1f; over a %g Gbit/s link %.1f (bubble %.1f%%)\n", rate, g, lrate, 100 * lbub
-		printf "transfers: 2 x %d of %.2f MiB a step, %.2f ms each on the link; step %.3f s, " \
-			"%.3f s with the link: hidden %.1f%%\n", m, mib, 1e3 * x, t, tl, 100 * h }'
+		printf "transfers: 2 x %d of %.2f MiB a step, %.2f ms each on the link; stages busy " \
+			"%.3f s, waiting %.3f s a step (without the link, at that speed, waiting %.3f s): " \
+			"hidden %.1f%%\n", m, mib, 1e3 * x, (lc0 + lc1) / 2, (lw0 + lw1) / 2, t - (lc0 + lc1) / 2,
+			100 * h }'
 }
 if [[ " $PARTS " == *" a "* ]]; then
 	echo "# (a) $PRESET at pp 2, $MICRO micro-batches of $BATCH x seq $SEQ, $THREADS thread(s) a rank, $STEPS steps ($UNTIMED untimed)"
