@@ -655,7 +655,8 @@ static enum lt_status after_step(lt_trainer *t, long step)
 		return st;
 	if (due(step, c->run.sample_every) && (st = lt_trainer_sample(t, step)) != LT_OK)
 		return st;
-	if (due(step, c->run.checkpoint_every))
+	/* (--balance auto may have saved this step's already) */
+	if (due(step, c->run.checkpoint_every) && t->saved_step != step)
 		st = lt_trainer_save(t, path);
 	return st;
 }

@@ -45,6 +45,7 @@ struct lt_trainer {
 	int hist_n;
 	int have_pending;         /* the last comparison called for a move */
 	long next_compare;        /* the step after which the stages compare next */
+	long warm_step;           /* the step after a move, which is not measured */
 	int second;               /* that comparison is the second of a pair */
 	long saved_step;          /* the step of the last checkpoint saved (-1: none), */
 	char saved[LT_RUN_PATH_CAP];  /* and its directory */

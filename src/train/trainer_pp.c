@@ -168,6 +168,8 @@ enum lt_status lt_trainer_pp_balance(lt_trainer *t, long step)
 		t->next_compare = step + 2;  /* this first step warmed up */
 		return LT_OK;
 	}
+	if (step == t->warm_step)  /* the first step after a move: not measured */
+		return LT_OK;
 	enum lt_status st = keep_times(t);
 	if (st != LT_OK || step != t->next_compare)
 		return st;
@@ -199,6 +201,7 @@ enum lt_status lt_trainer_pp_balance(lt_trainer *t, long step)
 		if (st == LT_OK)
 			lt_pipeline_say(t->metrics, t->stage_start, pp, c->train.grad_accum);
 		t->hist_n = 0;
+		t->warm_step = step + 1;
 		moved = 1;
 	}
 	schedule_next(t, step, moved);
