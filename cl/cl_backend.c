@@ -789,9 +789,11 @@ static void describe_device(struct lt_cl_ctx *c)
 {
 	struct lt_cl_device_desc d;
 	cl_ulong local = 0;
+	cl_device_type type = 0;
 	size_t group = 0;
 	char ext[4096] = "";
 	lt_cl_describe_device(c->platform, c->device, &d);
+	clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
 	clGetDeviceInfo(c->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
 	clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL);
 	clGetDeviceInfo(c->device, CL_DEVICE_EXTENSIONS, sizeof ext - 1, ext, NULL);
@@ -799,6 +801,7 @@ static void describe_device(struct lt_cl_ctx *c)
 		 d.platform_name);
 	c->info.mem_bytes = d.mem_bytes;
 	c->info.compute_units = d.compute_units;
+	c->info.gpu = (type & CL_DEVICE_TYPE_CPU) == 0;
 	c->max_alloc = d.max_alloc_bytes;
 	c->local_mem = (size_t)local;
 	c->max_group = group ? group : 1;

@@ -153,6 +153,8 @@ struct lt_device_info {
 	char gemm[128];      /* what computes GEMMs now, e.g. "CLBlast SGEMM" */
 	char attention[96];  /* what computes attention */
 	char bf16[224];      /* what bf16 runs on, and whether to expect a speed-up */
+	int gpu;             /* 1: an accelerator (an OpenCL device that is not a CPU);
+				0: a CPU, an OpenCL CPU device (PoCL) included */
 };
 
 /* How GEMMs may round their operands (train.matmul). */
