@@ -5,9 +5,9 @@
 # the GEMM, no links, and within a few seconds; in bf16; on OpenCL, where
 # a CPU device (PoCL) counts as gpu 0; then under mpiexec, 2 ranks of one
 # node (a link within, none between, the host's memory shared) and of two
-# (LLTRAIN_NODE_RANKS=1: a link between, none within), every rank with
-# the same table, and the emulated link of LLTRAIN_BENCH_LINK_GBITS
-# bounding what crosses between nodes.
+# (LLTRAIN_NODE_RANKS=1: a link between, none within) and 3 ranks on
+# nodes of 2 and 1, every rank with the same table, and the emulated link
+# of LLTRAIN_BENCH_LINK_GBITS bounding what crosses between nodes.
 LLTRAIN=${LLTRAIN:-./lltrain}
 PROBE=${PROBE:-tests/probe_driver}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -165,6 +165,15 @@ ok $? "2 nodes: both ranks got the same table $why"
 	positive "$(value nodes links between_bw)" && positive "$(value nodes links between_lat)" &&
 	zero "$(value nodes links within_bw)" && zero "$(value nodes links within_lat)"
 ok $? "2 nodes: nodes 0 and 1, a link between, none within"
+
+# Nodes of different sizes (2 ranks and 1), which lt_dist_nodes does not
+# number: the probe numbers them by their first ranks.
+LLTRAIN_NODE_RANKS=2 probe uneven 3 --threads 1 --seconds 0.1
+why=$(same_tables uneven 3)
+[ $rc = 0 ] && [ -z "$why" ] &&
+	[ "$(value uneven 0 node) $(value uneven 1 node) $(value uneven 2 node)" = "0 0 1" ] &&
+	positive "$(value uneven links within_bw)" && positive "$(value uneven links between_bw)"
+ok $? "nodes of 2 ranks and 1: nodes $(value uneven 0 node) $(value uneven 1 node) $(value uneven 2 node), links within and between $why"
 
 LLTRAIN_NODE_RANKS=1 LLTRAIN_BENCH_LINK_GBITS=1 probe slow 2 --threads 1
 bw=$(value slow links between_bw) ar=$(value slow links allreduce_bw)

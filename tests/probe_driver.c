@@ -131,6 +131,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "probe_driver: %s: %s\n", lt_status_str(st), lt_errmsg());
 		if (d && lt_dist_size(d) > 1)
 			lt_dist_abort(d, 1);
+		lt_dist_finalize(d);
 		return 1;
 	}
 	lt_dist_finalize(d);

@@ -21,6 +21,27 @@ int lt_cmd_chat(int argc, char **argv);
 int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
 int lt_cmd_prune(int argc, char **argv);
+int lt_cmd_plan(int argc, char **argv);
+
+struct lt_plan_limits;
+struct lt_dist;
+/* Which of the planner's keys (dist.tp, dist.pp, dist.zero,
+ * train.precision, train.recompute, train.grad_accum) a --config file or
+ * --SECTION.KEY of args[0 .. argc) sets, into lim's fixed_* (args is left
+ * as it is; --preset's settings are the search's to change). */
+void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim);
+/* train --plan auto (collective): the launch's ranks probe themselves,
+ * rank 0 finds the fastest layout of them as they are that fits (the
+ * keys fixed kept), every rank applies it to conf and rank 0 prints it;
+ * LT_ERR_CONFIG with one line when none fits. */
+enum lt_status lt_cmd_plan_auto(struct lt_dist *d, const struct lt_plan_limits *fixed,
+				struct lt_conf *conf);
+/* A run alone on a CPU node of LT_PLAN_HINT_CORES cores or more, over all
+ * of them: when the planner's model says that several ranks of fewer
+ * threads would train at least 1.25x faster, one line on stdout with the
+ * launch. */
+#define LT_PLAN_HINT_CORES 8
+void lt_cmd_plan_hint(const struct lt_conf *conf, const struct lt_plan_limits *fixed);
 
 /* What an option does with its value (kinds that take a field set the
  * field at offset in the command's arguments struct). */
@@ -162,15 +183,5 @@ enum lt_status lt_cmd_checkpoint_data(const struct lt_cmd_checkpoint *c, const c
  * with files is written into only with force). */
 enum lt_status lt_cmd_export_hf(const struct lt_cmd_checkpoint *c, const char *out, int force);
 void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
-
-/* The training memory of one of `ranks` ranks running conf's layout
- * (dist.tp, dist.zero; adapters where lora->rank > 0), each data-parallel
- * rank taking its share of train.batch. */
-/* The estimate of a rank of pipeline stage s in the layout of conf over
- * `ranks` (dist.pp > 1), its blocks into *stage. */
-enum lt_status lt_cmd_stage_estimate(const struct lt_conf *conf, int ranks, int threads, int s,
-				     struct lt_stage *stage, struct lt_mem_estimate *est);
-void lt_cmd_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, int ranks,
-			    int threads, struct lt_mem_estimate *est);
 
 #endif

@@ -15,6 +15,7 @@
 #include "model.h"
 #include "optim.h"
 #include "text/sample.h"
+#include "train/layout.h"
 #include "conf.h"
 #include "rng.h"
 
@@ -602,7 +603,7 @@ static int check_fit(const struct bench_opts *o, const struct lt_conf *conf,
 			"whole tensor-parallel groups\n", tp, o->ranks);
 		return 2;
 	}
-	lt_cmd_layout_estimate(conf, lora, o->ranks, dev.compute_units, &est);
+	lt_layout_estimate(conf, lora, o->ranks, dev.compute_units, &est);
 	double have = o->device_gib > 0 ? o->device_gib * 1073741824.0 : (double)dev.mem_bytes;
 	double need = (double)est.total, gib = 1073741824.0;
 	char layout[160];

@@ -15,6 +15,7 @@
 #include "dist/dist.h"
 #include "model.h"
 #include "dist/zero.h"
+#include "train/layout.h"
 
 /* What info was asked for. */
 struct info_args {
@@ -126,7 +127,7 @@ static void print_stages(const struct lt_conf *conf, int threads, int ranks)
 	for (int s = 0; s < pp; s++) {
 		struct lt_mem_estimate e;
 		struct lt_stage st;
-		if (lt_cmd_stage_estimate(conf, ranks, threads, s, &st, &e) != LT_OK)
+		if (lt_layout_stage_estimate(conf, ranks, threads, s, &st, &e) != LT_OK)
 			return;
 		printf("  stage %d, blocks %d-%d%s: %.1f MiB (params %.1f, grads %.1f, optimizer %.1f, "
 		       "activations %.1f, exchange %.1f, workspace %.1f, runtime %.1f)\n", s,
@@ -153,7 +154,7 @@ static void print_model(const struct lt_conf *conf, int threads, int ranks)
 	struct lt_lora lora = { 0 };
 	if (lt_conf_lora(conf, &lora) != LT_OK)  /* lt_conf_check said so before */
 		lora.rank = 0;
-	lt_cmd_layout_estimate(conf, &lora, ranks, threads, &est);
+	lt_layout_estimate(conf, &lora, ranks, threads, &est);
 	char head[32] = "";
 	if (c->head_dim)
 		snprintf(head, sizeof head, " of %d", c->head_dim);
@@ -259,7 +260,7 @@ static void print_layout_for(const struct lt_conf *conf, int threads, int ranks,
 				l.train.batch = ranks / tp;
 			if (lt_model_tp_check(&l.model, tp) != LT_OK)
 				continue;
-			lt_cmd_layout_estimate(&l, &none, ranks, threads, &est);
+			lt_layout_estimate(&l, &none, ranks, threads, &est);
 			if ((double)est.total > cap)
 				continue;
 			printf("  on %d GPUs of %d GiB: tensor parallel over %d x data parallel over "
@@ -284,7 +285,7 @@ static void print_presets(int threads)
 		enum lt_status st = lt_conf_apply_preset(&p, names[i]);
 		LT_ASSERT(st == LT_OK);
 		print_model(&p, threads, 1);
-		lt_cmd_layout_estimate(&p, &none, 1, threads, &est);
+		lt_layout_estimate(&p, &none, 1, threads, &est);
 		if ((double)est.total > 24.0 * 1073741824.0)
 			print_layout_for(&p, threads, 8, 24);
 	}

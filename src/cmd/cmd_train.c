@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "train/plan.h"
 #include "conf.h"
 #include "dist/agree.h"
 #include "dist/dist.h"
@@ -36,6 +37,7 @@ static void on_stop_signal(int sig)
 
 struct train_args {
 	const char *resume;       /* NULL, "auto" or a checkpoint/run path */
+	int plan;                 /* --plan auto: the planner's layout for this launch */
 	char **inputs;            /* corpus files given on the command line */
 	int n_inputs;
 };
@@ -52,6 +54,8 @@ static void print_help(void)
 	       "  --preset NAME          tiny, 15M, 110M, 1B or 7B (default tiny)\n"
 	       "  --config FILE          an INI file of settings (repeatable)\n"
 	       "  --SECTION.KEY=VALUE    any setting of lltrain.conf(5), e.g. --train.steps=2000\n"
+	       "  --plan auto            the planner's fastest layout for this launch's ranks\n"
+	       "                         (the keys given stay fixed; see lltrain-plan(1))\n"
 	       "  --resume auto|PATH     continue from the newest valid checkpoint of the run\n"
 	       "                         directory (auto), or from a checkpoint directory\n"
 	       "  --init PATH            a new run starts from this model: a Hugging Face model\n"
@@ -136,6 +140,7 @@ static int parse_train_options(int argc, char **argv, struct train_args *a)
 {
 	static const struct option longopts[] = {
 		{ "resume", required_argument, NULL, 'r' },
+		{ "plan", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -144,6 +149,13 @@ static int parse_train_options(int argc, char **argv, struct train_args *a)
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r': a->resume = optarg; break;
+		case 'p':
+			if (strcmp(optarg, "auto")) {
+				fprintf(stderr, "lltrain train: --plan '%s': expected auto\n", optarg);
+				return 2;
+			}
+			a->plan = 1;
+			break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
@@ -374,6 +386,8 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_conf conf;
 	char ckpt[LT_RUN_PATH_CAP];
 	int argc2 = argc, rc, found = 0;
+	struct lt_plan_limits fixed = { 0 };
+	lt_cmd_plan_fixed(argc, again, &fixed);
 	/* pass 1: the config without a checkpoint tells where the run lives */
 	enum lt_status st = resolve_config(&conf, NULL, &argc, argv, NULL);
 	if (st != LT_OK) {
@@ -400,6 +414,14 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
+	if (st == LT_OK && a.plan && (st = lt_cmd_plan_auto(d, &fixed, &conf)) != LT_OK) {
+		if (lt_dist_rank(d) == 0)
+			lt_report("train", st);
+		*together = 1;
+		return 1;
+	}
+	if (st == LT_OK && !a.plan && lt_dist_size(d) == 1)
+		lt_cmd_plan_hint(&conf, &fixed);
 	/* a layout the job or the model does not allow: rank 0 says why */
 	if (st == LT_OK && (conf.dist.tp > 1 || conf.dist.pp > 1) &&
 	    (st = check_layout(d, &conf)) != LT_OK) {

@@ -32,6 +32,7 @@ static const struct command commands[] = {
 	{ "export", lt_cmd_export, "write a checkpoint in the Hugging Face format" },
 	{ "prune", lt_cmd_prune, "remove the least important heads, MLP channels and blocks" },
 	{ "info", lt_cmd_info, "show the build, backends, devices and preset sizes" },
+	{ "plan", lt_cmd_plan, "choose the parallel layout for this launch or a described cluster" },
 	{ "bench", lt_cmd_bench, "measure training speed, model FLOP/s and memory of a preset" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "dist/probe.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "optim.h"
 #include "rng.h"
 
 #define DEFAULT_SECONDS 0.3
@@ -124,7 +126,7 @@ static enum lt_status gemm_speed(lt_backend *be, enum lt_dtype t, double budget,
 static enum lt_status probe_batch(const struct lt_probe_config *pc, int32_t **tokens,
 				  int32_t **targets)
 {
-	size_t n = (size_t)pc->batch * (size_t)pc->seq;
+	size_t n = 2 * (size_t)pc->batch * (size_t)pc->seq;  /* step_speeds runs 2 x batch too */
 	*tokens = malloc(n * sizeof **tokens);
 	*targets = malloc(n * sizeof **targets);
 	if (!*tokens || !*targets) {
@@ -150,30 +152,31 @@ struct step_input {
 	double budget;
 };
 
-/* FLOP/s of a forward + backward of pc's model cut to one block, on be
- * in precision p: one untimed step, then the best of up to MAX_REPS
- * within the budget (one at least). */
-static enum lt_status step_speed(lt_backend *be, const struct step_input *in,
-				 enum lt_precision p, double *flops)
+/* Seconds of a forward + backward of pc's model cut to `layers` blocks
+ * at `batch` sequences, on be in precision p: one untimed step, then the
+ * best of up to MAX_REPS within the budget (one at least). */
+static enum lt_status step_time(lt_backend *be, const struct step_input *in,
+				enum lt_precision p, int layers, int batch, double *seconds)
 {
-	struct lt_model_config one = *in->pc->model;
-	int B = in->pc->batch, T = in->pc->seq;
+	struct lt_model_config cut = *in->pc->model;
+	int T = in->pc->seq;
 	lt_model *m = NULL;
-	one.n_layers = 1;
-	enum lt_status st = lt_model_new(be, &one, &m);
+	cut.n_layers = layers;
+	enum lt_status st = lt_model_new(be, &cut, &m);
 	if (st == LT_OK && p != LT_PRECISION_FP32)
 		st = lt_model_set_precision(m, p);
 	if (st == LT_OK)
 		st = lt_model_init(m, 1);
 	if (st == LT_OK)
-		st = lt_model_plan(m, B, T);
+		st = lt_model_plan(m, batch, T);
 	if (st == LT_OK)
 		lt_model_zero_grads(m);
 	double best = 0, spent = 0;
 	for (int r = 0; st == LT_OK && r <= MAX_REPS && (r < 2 || spent < in->budget); r++) {
 		double t0 = lt_seconds(), loss;
 		long n;
-		st = lt_model_forward(m, in->tokens, in->targets, 1.0f / (float)(B * T), &loss, &n);
+		st = lt_model_forward(m, in->tokens, in->targets, 1.0f / (float)(batch * T), &loss,
+				      &n);
 		if (st == LT_OK)
 			st = lt_model_backward(m);
 		if (st == LT_OK)
@@ -187,11 +190,85 @@ static enum lt_status step_speed(lt_backend *be, const struct step_input *in,
 	}
 	lt_model_free(m);
 	if (st != LT_OK) {
-		lt_errmsg_prefix("the probe's %s step of one block at batch %d x seq %d",
-				 p == LT_PRECISION_BF16 ? "bf16" : "fp32", B, T);
+		lt_errmsg_prefix("the probe's %s step of %d block%s at batch %d x seq %d",
+				 p == LT_PRECISION_BF16 ? "bf16" : "fp32", layers,
+				 layers > 1 ? "s" : "", batch, T);
 		return st;
 	}
-	*flops = lt_model_config_flops_per_token(&one, T) * B * T / best;
+	*seconds = best;
+	return LT_OK;
+}
+
+/* What a step's parts reach in precision p: a block's FLOP/s (three
+ * blocks' time less one's, over two), the rest's (embedding, head and
+ * loss, counted at the head's FLOPs) and a micro-batch's own seconds (one
+ * block at twice the batch against two steps at one). Differences of
+ * timings can come out near zero or below on a busy machine: each part
+ * keeps at least a twentieth of the one-block step. */
+static enum lt_status step_speeds(lt_backend *be, const struct step_input *in,
+				  enum lt_precision p, double *block, double *head, double *micro)
+{
+	struct lt_model_config one = *in->pc->model, two = *in->pc->model;
+	int B = in->pc->batch, T = in->pc->seq;
+	double t1, t3, t1x2;
+	one.n_layers = 1;
+	two.n_layers = 2;
+	enum lt_status st = step_time(be, in, p, 1, B, &t1);
+	if (st == LT_OK)
+		st = step_time(be, in, p, 3, B, &t3);
+	if (st == LT_OK)
+		st = step_time(be, in, p, 1, 2 * B, &t1x2);
+	if (st != LT_OK)
+		return st;
+	double f1 = lt_model_config_flops_per_token(&one, T);
+	double fb = lt_model_config_flops_per_token(&two, T) - f1, fh = f1 - fb;
+	double tb = fmax((t3 - t1) / 2, t1 / 20), o = fmin(fmax(2 * t1 - t1x2, 0), t1 - tb - t1 / 20);
+	double th = fmax(t1 - tb - o, t1 / 20);
+	*block = fb * B * T / tb;
+	*head = fh * B * T / th;
+	*micro = fmax(o, 0);
+	return LT_OK;
+}
+
+/* Parameters a second that AdamW's step updates on be: the one-block
+ * model's, best of a few after one untimed. */
+static enum lt_status adamw_speed(lt_backend *be, const struct step_input *in, double *rate)
+{
+	struct lt_model_config one = *in->pc->model;
+	static const struct lt_optim_config oc = { .lr = 1e-4f, .min_lr = 1e-5f,
+		.warmup_steps = 1, .total_steps = 100, .beta1 = 0.9f, .beta2 = 0.95f,
+		.eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
+	lt_model *m = NULL;
+	lt_optim *o = NULL;
+	one.n_layers = 1;
+	enum lt_status st = lt_model_new(be, &one, &m);
+	if (st == LT_OK)
+		st = lt_model_init(m, 1);
+	if (st == LT_OK) {
+		lt_model_zero_grads(m);
+		st = lt_optim_new(m, 0, lt_model_num_params(m), &o);
+	}
+	double best = 0, spent = 0, norm;
+	for (int r = 0; st == LT_OK && r <= MAX_REPS && (r < 2 || spent < in->budget); r++) {
+		double t0 = lt_seconds();
+		st = lt_optim_step(o, &oc, r + 1, &norm);
+		if (st == LT_OK)
+			st = be->ops->sync(be);
+		double dt = lt_seconds() - t0;
+		if (r == 0)
+			continue;
+		spent += dt;
+		if (best == 0 || dt < best)
+			best = dt;
+	}
+	size_t n = m ? lt_model_num_params(m) : 0;
+	lt_optim_free(o);
+	lt_model_free(m);
+	if (st != LT_OK) {
+		lt_errmsg_prefix("the probe's AdamW step");
+		return st;
+	}
+	*rate = (double)n / best;
 	return LT_OK;
 }
 
@@ -207,10 +284,10 @@ static enum lt_status thread_points(const struct step_input *in, struct lt_probe
 		counts[k++] = t;
 	enum lt_status st = LT_OK;
 	for (int i = 0; i < k; i++) {
-		double flops = r->step_f32;
+		double flops = r->step_f32, head, micro;
 		lt_backend *tb = NULL;
 		if (i > 0 && st == LT_OK && (st = lt_backend_new("cpu", counts[i], &tb)) == LT_OK)
-			st = step_speed(tb, in, LT_PRECISION_FP32, &flops);
+			st = step_speeds(tb, in, LT_PRECISION_FP32, &flops, &head, &micro);
 		lt_backend_free(tb);
 		r->thread_n[k - 1 - i] = counts[i];
 		r->thread_flops[k - 1 - i] = flops;
@@ -238,9 +315,13 @@ static enum lt_status time_rank(lt_backend *be, const struct lt_probe_config *pc
 	if (st == LT_OK)
 		st = gemm_speed(be, LT_BF16, in.budget, &r->gemm_bf16);
 	if (st == LT_OK)
-		st = step_speed(be, &in, LT_PRECISION_FP32, &r->step_f32);
-	if (st == LT_OK && pc->bf16)
-		st = step_speed(be, &in, LT_PRECISION_BF16, &r->step_bf16);
+		st = step_speeds(be, &in, LT_PRECISION_FP32, &r->step_f32, &r->head_f32, &r->micro_s);
+	if (st == LT_OK)
+		st = adamw_speed(be, &in, &r->adamw);
+	if (st == LT_OK && pc->bf16) {
+		double micro;
+		st = step_speeds(be, &in, LT_PRECISION_BF16, &r->step_bf16, &r->head_bf16, &micro);
+	}
 	if (st == LT_OK && !strcmp(be->ops->name, "cpu")) {
 		st = thread_points(&in, r);
 	} else if (st == LT_OK && !r->gpu) {
@@ -273,16 +354,17 @@ static double available_memory(void)
 	return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
 }
 
-/* What this rank is, before any timing: its node (-1 where the nodes
- * differ in size: place_ranks numbers them by host), its kind, threads
- * and cores, and its memory (on a CPU the host's, until place_ranks
- * shares it out). */
+/* What this rank is, before any timing: its node (where the nodes differ
+ * in size, which lt_dist_node_index does not number, -1 - the job rank of
+ * its node's first local rank, for place_ranks to number), its kind,
+ * threads and cores, and its memory (on a CPU the host's, until
+ * place_ranks shares it out). */
 static void describe(lt_dist *d, lt_backend *be, struct lt_probe_rank *r)
 {
 	struct lt_device_info dev;
 	be->ops->info(be, &dev);
 	memset(r, 0, sizeof *r);
-	r->node = lt_dist_nodes(d) > 0 ? lt_dist_node_index(d) : -1;
+	r->node = lt_dist_nodes(d) > 0 ? lt_dist_node_index(d) : -1 - lt_dist_rank_of_local(d, 0);
 	r->gpu = dev.gpu;
 	/* a GPU rank's host work runs on OpenMP's threads; PoCL's on its own */
 	r->threads = r->gpu ? omp_get_max_threads() : dev.compute_units;
@@ -302,18 +384,19 @@ static void describe(lt_dist *d, lt_backend *be, struct lt_probe_rank *r)
 	}
 }
 
-/* Over the gathered all[n]: nodes numbered by host in the order of their
- * first ranks where the dist layer could not number them, and each CPU
- * rank's memory the host's shared evenly by its node's CPU ranks. */
+/* Over the gathered all[n]: nodes of different sizes numbered in the
+ * order of their first ranks, and each CPU rank's memory the host's
+ * shared evenly by its node's CPU ranks. */
 static void place_ranks(struct lt_probe_rank *all, int n)
 {
 	for (int r = 0, nodes = 0; r < n; r++) {
-		if (all[r].node >= 0)
+		int id = all[r].node;
+		if (id >= 0)
 			continue;
-		int s = 0;
-		while (s < r && strcmp(all[s].host, all[r].host) != 0)
-			s++;
-		all[r].node = s < r ? all[s].node : nodes++;
+		for (int s = r; s < n; s++)
+			if (all[s].node == id)
+				all[s].node = nodes;
+		nodes++;
 	}
 	for (int r = 0; r < n; r++) {
 		if (all[r].gpu)

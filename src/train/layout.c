@@ -1,6 +1,7 @@
-/* The memory of one rank of a parallel layout, for info and bench. */
+/* The memory of one rank of a parallel layout, for info, bench and the
+ * planner. */
 #include "config.h"
-#include "cmd/cmd.h"
+#include "train/layout.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,7 @@
 #include "dist/zero.h"
 #include "train/pipeline.h"
 
-enum lt_status lt_cmd_stage_estimate(const struct lt_conf *conf, int ranks, int threads, int s,
+enum lt_status lt_layout_stage_estimate(const struct lt_conf *conf, int ranks, int threads, int s,
 				     struct lt_stage *stage, struct lt_mem_estimate *est)
 {
 	const struct lt_model_config *c = &conf->model;
@@ -49,7 +50,7 @@ enum lt_status lt_cmd_stage_estimate(const struct lt_conf *conf, int ranks, int 
 
 /* The part's estimate at tp > 1 (adapters are refused there), ZeRO's
  * over the data-parallel ranks; with stages, the largest stage's. */
-void lt_cmd_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, int ranks,
+void lt_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, int ranks,
 			    int threads, struct lt_mem_estimate *est)
 {
 	const struct lt_model_config *c = &conf->model;
@@ -59,7 +60,7 @@ void lt_cmd_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lo
 		struct lt_stage stage;
 		memset(est, 0, sizeof *est);
 		for (int s = 0; s < conf->dist.pp; s++)
-			if (lt_cmd_stage_estimate(conf, ranks, threads, s, &stage, &e) == LT_OK &&
+			if (lt_layout_stage_estimate(conf, ranks, threads, s, &stage, &e) == LT_OK &&
 			    e.total > est->total)
 				*est = e;
 		return;

@@ -1,0 +1,110 @@
+#!/bin/bash
+# Checks `lltrain plan`: on a described cluster of 8 GPUs of 24 GiB the 7B
+# preset's plan holds the layout the tensor-parallel memory plan found
+# (tp 2 x dp 4, ZeRO 3, bf16, recompute), its memory need equal to lltrain
+# info's estimate of that layout, and the best few are the fastest of
+# those that fit; 8 GPUs of 8 GiB cannot hold it, and the plan says by how
+# much, in one line, exit 1; settings given stay fixed (dist.tp, the
+# micro-batch split through train.grad_accum); a cluster of GPUs and CPU
+# nodes shares batches by speed and also tries the GPUs alone; CPU nodes
+# are planned as several ranks of fewer threads; more bandwidth never
+# makes a step slower; descriptions and links that cannot be read are
+# refused in one line naming the place, exit 2; and under mpiexec the
+# ranks of the launch measure themselves and the links, and with --launch
+# only their own layout is planned.
+LLTRAIN=${LLTRAIN:-./lltrain}
+MPIEXEC=${MPIEXEC:-mpiexec}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-plan.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap.sh"
+
+# jq-like queries of a --jsonl file: python3 -c over its objects
+layouts() {
+	python3 - "$@" <<'EOF'
+import json, sys
+path, expr = sys.argv[1], sys.argv[2]
+v = [json.loads(l) for l in open(path)]
+ok = eval(expr, {"v": v, "fit": [o for o in v if o["fits"]]})
+
+sys.exit(0 if ok is True else 1)
+EOF
+}
+
+expect 0 "best:" "the 7B preset on 8 GPUs of 24 GiB has a plan" -- \
+	plan --preset 7B --train.batch=8 --devices 8x24GiB@100TFLOPs --jsonl "$tmp/7b.jsonl"
+has "mpiexec -n 8 lltrain train --dist.tp=" "the plan prints the launch that runs the best"
+layouts "$tmp/7b.jsonl" 'any(o["dp"] == 4 and o["tp"] == 2 and o["zero"] == 3 and o["precision"] == "bf16" and o["recompute"] and o["micro"] == 2 for o in fit)'
+ok $? "tp 2 x dp 4, ZeRO 3, bf16, recompute fits on 8 GPUs of 24 GiB"
+layouts "$tmp/7b.jsonl" 'all(a["step_s"] <= b["step_s"] for a, b in zip(fit, fit[1:])) and v[:len(fit)] == fit'
+ok $? "the layouts that fit come first, fastest first"
+layouts "$tmp/7b.jsonl" 'not any(o["dp"] == 8 and o["zero"] == 0 and o["fits"] for o in v)'
+ok $? "eight whole copies of the 7B model's training state do not fit"
+
+# the planner's need is lltrain info's estimate of the same layout
+"$LLTRAIN" info --preset 7B --ranks 8 --tp 2 --zero 3 --train.precision=bf16 \
+	--train.recompute=block --train.batch=8 --threads 1 >"$tmp/info" 2>&1
+want=$(sed -n 's/.*(training memory \([0-9.]*\) GiB).*/\1/p' "$tmp/info" | tail -1)
+got=$(python3 -c '
+import json, sys
+for o in map(json.loads, open(sys.argv[1])):
+    if (o["dp"], o["tp"], o["pp"], o["zero"], o["precision"], o["recompute"], o["micro"]) == (4, 2, 1, 3, "bf16", True, 2):
+        print("%.2f" % (o["mem_need"] / 2**30))' "$tmp/7b.jsonl")
+[ -n "$want" ] && [ "$want" = "$got" ]
+ok $? "the plan's memory of tp 2 x dp 4 ZeRO 3 is info's: $got GiB, info $want GiB"
+
+expect_brief 1 "no layout fits: the closest needs" "8 GPUs of 8 GiB cannot hold the 7B preset" -- \
+	plan --preset 7B --train.batch=8 --devices 8x8GiB@100TFLOPs
+has_match "short by [0-9.]* GiB" "the refusal names the shortfall"
+
+expect 0 "tp fixed" "a given dist.tp stays fixed" -- \
+	plan --preset 110M --dist.tp=2 --devices 4x24GiB@50TFLOPs --jsonl "$tmp/tp.jsonl"
+layouts "$tmp/tp.jsonl" 'len(v) > 0 and all(o["tp"] == 2 for o in v)'
+ok $? "every layout searched has tp 2"
+expect 0 "micro-batch fixed" "a given train.grad_accum fixes the split" -- \
+	plan --preset 110M --train.batch=8 --train.grad_accum=2 --devices 4x24GiB@50TFLOPs \
+	--jsonl "$tmp/ga.jsonl"
+layouts "$tmp/ga.jsonl" 'len(v) > 0 and all(o["accum"] == 2 and o["micro"] * o["dp"] == 8 for o in v)'
+ok $? "every layout searched keeps 2 micro-batches of 8 sequences"
+
+expect 0 "best:" "GPUs with CPU nodes beside them have a plan" -- \
+	plan --preset 15M --devices 2x24GiB@50TFLOPs,2xcpu8@1TFLOPs --jsonl "$tmp/mix.jsonl"
+layouts "$tmp/mix.jsonl" 'all(o["balance_auto"] for o in v if o["cpu_ranks_per_node"] and not o["gpus_only"] and o["dp"] > 1 and o["tp"] * o["pp"] == 1)'
+ok $? "data-parallel layouts of GPUs and CPU ranks share the batch by speed"
+layouts "$tmp/mix.jsonl" 'any(o["gpus_only"] for o in fit) and any(o["cpu_ranks_per_node"] == 2 and o["cpu_threads"] == 4 for o in v)'
+ok $? "the GPUs alone and CPU nodes of 2 ranks x 4 threads are both searched"
+
+expect 0 "best:" "a CPU node has a plan" -- \
+	plan --preset 15M --devices cpu16@1TFLOPs --jsonl "$tmp/cpu.jsonl"
+layouts "$tmp/cpu.jsonl" 'fit[0]["cpu_ranks_per_node"] > 1'
+ok $? "on a 16-core node the best layout runs several ranks of fewer threads"
+
+# more bandwidth never slows a step
+"$LLTRAIN" plan --preset 110M --devices 2x2x24GiB@50TFLOPs --link-between 1Gbit \
+	--jsonl "$tmp/slow.jsonl" >/dev/null 2>&1
+"$LLTRAIN" plan --preset 110M --devices 2x2x24GiB@50TFLOPs --link-between 100Gbit \
+	--jsonl "$tmp/fast.jsonl" >/dev/null 2>&1
+python3 - "$tmp/slow.jsonl" "$tmp/fast.jsonl" <<'EOF'
+import json, sys
+key = lambda o: (o["dp"], o["tp"], o["pp"], o["zero"], o["precision"], o["recompute"], o["micro"])
+slow = {key(o): o["step_s"] for o in map(json.loads, open(sys.argv[1]))}
+fast = {key(o): o["step_s"] for o in map(json.loads, open(sys.argv[2]))}
+assert slow.keys() == fast.keys() and len(slow) > 10
+assert all(fast[k] <= slow[k] for k in slow)
+assert any(fast[k] < slow[k] * 0.9 for k in slow)
+EOF
+ok $? "a faster network never makes a layout slower, and speeds up some"
+
+expect_brief 2 "at character 12" "a speed without a unit is refused" -- \
+	plan --devices 8x24GiB@100
+has "expected a speed unit" "the refusal says what was expected"
+expect_brief 2 "expected a memory size" "an empty item is refused" -- \
+	plan --devices "8x24GiB@1TFLOPs,,"
+expect_brief 2 "expected a core count" "a CPU of no cores is refused" -- \
+	plan --devices "4xcpu0@1TFLOPs"
+expect_brief 2 "link '10Gbitt'" "an unreadable link is refused" -- \
+	plan --devices 1x1GiB@1TFLOPs --link-between 10Gbitt
+expect_brief 2 "--margin" "a margin out of range is refused" -- \
+	plan --devices 1x1GiB@1TFLOPs --margin 2
+
+echo "1..$n"
+exit $failed
