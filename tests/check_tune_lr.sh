@@ -10,7 +10,8 @@ MPIEXEC=${MPIEXEC:-mpiexec}
 top_srcdir=${top_srcdir:-.}
 PYTHON3=${PYTHON3:-python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-tune-lr.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+trap 'kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+pid=
 . "$(dirname "$0")/tap.sh"
 
 prepare_corpus
@@ -82,7 +83,32 @@ ok $? "it stops at divergence, and --out takes the curve: $got"
 [ ! -e "$tmp/d/lr_find.jsonl" ]
 ok $? "nothing goes to the run directory's default curve with --out"
 
-# 3. A run directory with a checkpoint: nothing of it changes, from a
+# 3. A range where the loss does not fall: no suggestion, one line, exit 1;
+#    the curve says so.
+expect_brief 1 "the smoothed loss fell by less than 1% after the first 3 of 30 steps" \
+	"a test whose loss never falls fails, saying why" -- \
+	tune-lr "${base[@]}" --run.dir="$tmp/n" --steps 30 --min-lr 1e-8 --max-lr 1e-7
+grep -q '"suggested_lr": null, "stopped": "steps"' "$tmp/n/lr_find.jsonl"
+ok $? "its curve is written, with no suggestion"
+
+# SIGINT stops the test after a step: the curve so far, exit 0, nothing
+# saved.
+"$LLTRAIN" tune-lr "${base[@]}" --run.dir="$tmp/i" --steps 1000000 --max-lr 1e-3 \
+	>"$tmp/i.out" 2>&1 &
+pid=$!
+for _ in $(seq 600); do
+	grep -q '^model: ' "$tmp/i.out" && break
+	sleep 0.1
+done
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc = 0 ] && grep -q '"stopped": "interrupted"' "$tmp/i/lr_find.jsonl" &&
+	[ "$(ls -A "$tmp/i")" = lr_find.jsonl ]
+ok $? "SIGINT stops the test: exit $rc, the curve so far, nothing else written: $(tail -c 200 "$tmp/i.out")"
+
+# 4. A run directory with a checkpoint: nothing of it changes, from a
 #    fresh start or from the checkpoint.
 "$LLTRAIN" train "${base[@]}" --run.dir="$tmp/r" --train.steps=4 >"$tmp/r.out" 2>&1
 ok $? "a run of 4 steps leaves a checkpoint: $(tail -c 200 "$tmp/r.out")"
@@ -101,7 +127,7 @@ ok $? "every file of the run directory is as it was (checksums), checkpoint, con
 [ -s "$tmp/r/lr_find.jsonl" ] && [ "$(find "$tmp/r" -type f | wc -l)" = $(($(wc -l <"$tmp/before") + 1)) ]
 ok $? "the curve is the one file added"
 
-# 4. Bad options: one line naming the option, exit 2.
+# 5. Bad options: one line naming the option, exit 2.
 expect_brief 2 "--max-lr 0.5: expected a rate above --min-lr 1" "--min-lr above --max-lr is refused" -- \
 	tune-lr "${base[@]}" --run.dir="$tmp/bad" --min-lr 1 --max-lr 0.5
 expect_brief 2 "--max-lr 0.01: expected a rate above --min-lr 0.01" "--min-lr equal to --max-lr is refused" -- \
@@ -119,7 +145,7 @@ expect_brief 2 "--diverge 1: expected a factor above 1" "a divergence factor of 
 [ ! -e "$tmp/bad" ]
 ok $? "a refused command writes nothing"
 
-# 5. train --train.lr=auto: the test, then the run at its suggestion.
+# 6. train --train.lr=auto: the test, then the run at its suggestion.
 "$LLTRAIN" train "${base[@]}" --run.dir="$tmp/a" --train.lr=auto --train.steps=20 \
 	--train.warmup_steps=5 >"$tmp/a.out" 2>&1
 ok $? "train --train.lr=auto runs: $(tail -c 300 "$tmp/a.out")"
@@ -148,7 +174,7 @@ sed -i 's/\\nlr = [0-9.e-]*\\n/\\nlr = auto\\n/' "$state"
 expect_brief 1 "names none: give --train.lr" "a checkpoint whose config says lr = auto is refused on resuming" -- \
 	train "${base[@]}" --run.dir="$tmp/a" --train.steps=30 --resume auto
 
-# 6. Over MPI: two data-parallel ranks give the one process's curve
+# 7. Over MPI: two data-parallel ranks give the one process's curve
 #    bitwise when deterministic; a tensor-parallel pair runs too.
 mpi_or_stop
 "$LLTRAIN" tune-lr "${base[@]}" --deterministic --run.threads=1 --run.dir="$tmp/m1" --steps 30 \

@@ -172,6 +172,8 @@ static void print_axis(double min_lr, double max_lr)
 		tick(axis, labels, sizeof labels, &free_from, min_lr, min_lr, max_lr);
 		tick(axis, labels, sizeof labels, &free_from, max_lr, min_lr, max_lr);
 	}
+	for (size_t i = sizeof labels - 1; i > 0 && labels[i - 1] == ' '; i--)
+		labels[i - 1] = '\0';
 	printf("         +%s\n          %s\n", axis, labels);
 }
 

@@ -134,13 +134,13 @@ const char *lt_lr_find_end_name(enum lt_lr_find_end e)
 	return "?";
 }
 
-/* The least-squares slope of the smoothed loss against ln(lr) over points
- * [lo, hi] (all finite). */
+/* The least-squares slope of the loss against ln(lr) over points [lo, hi]
+ * (all finite). */
 static double slope(const struct lt_lr_find_point *v, int lo, int hi)
 {
 	double sx = 0, sy = 0, sxx = 0, sxy = 0, k = hi - lo + 1;
 	for (int i = lo; i <= hi; i++) {
-		double x = log(v[i].lr), y = v[i].smoothed;
+		double x = log(v[i].lr), y = v[i].loss;
 		sx += x, sy += y, sxx += x * x, sxy += x * y;
 	}
 	return (k * sxy - sx * sy) / (k * sxx - sx * sx);
@@ -149,7 +149,7 @@ static double slope(const struct lt_lr_find_point *v, int lo, int hi)
 enum lt_status lt_lr_find_suggest(const lt_lr_find *f, double *lr, int *at)
 {
 	const struct lt_lr_find_config *c = &f->cfg;
-	int settle = c->steps / 10, h = c->steps / 40 > 2 ? c->steps / 40 : 2;
+	int settle = c->steps / 10, h = c->steps / 20 > 2 ? c->steps / 20 : 2;
 	int least = -1, best = -1;
 	double steepest = 0;
 	*lr = NAN;
@@ -158,7 +158,10 @@ enum lt_status lt_lr_find_suggest(const lt_lr_find *f, double *lr, int *at)
 	for (int i = 0; i < f->n && isfinite(f->v[i].smoothed); i++)
 		if (least < 0 || f->v[i].smoothed < f->v[least].smoothed)
 			least = i;
-	for (int i = settle + h; i + h <= least; i++) {
+	/* a fall within the noise is none */
+	int fell = least > settle &&
+		   f->v[least].smoothed < (1 - LT_LR_FIND_MIN_FALL) * f->v[settle].smoothed;
+	for (int i = settle + h; fell && i + h <= least; i++) {
 		double s = slope(f->v, i - h, i + h);
 		if (s < steepest) {
 			steepest = s;
@@ -166,9 +169,11 @@ enum lt_status lt_lr_find_suggest(const lt_lr_find *f, double *lr, int *at)
 		}
 	}
 	if (best < 0) {
-		lt_errmsg_set("the smoothed loss did not fall after the first %d of %d steps (it was "
-			      "least at step %d, rate %g): raise max_lr or steps, or lower min_lr",
-			      settle + h, f->n, least + 1, least >= 0 ? f->v[least].lr : c->min_lr);
+		lt_errmsg_set("the smoothed loss fell by less than %g%% after the first %d of %d steps "
+			      "(to %.4g at step %d, rate %g): raise max_lr or steps, or lower min_lr",
+			      100 * LT_LR_FIND_MIN_FALL, settle, f->n,
+			      least >= 0 ? f->v[least].smoothed : NAN, least + 1,
+			      least >= 0 ? f->v[least].lr : c->min_lr);
 		return LT_ERR_NUMERIC;
 	}
 	*at = best;

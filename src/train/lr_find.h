@@ -64,19 +64,24 @@ const char *lt_lr_find_end_name(enum lt_lr_find_end e);
 
 /* The suggestion's share of the rate where the loss falls fastest. */
 #define LT_LR_FIND_FRACTION 0.1
+/* The least fall of the smoothed loss, as a share of its value after the
+ * settling steps, that counts as a descent (less is noise). */
+#define LT_LR_FIND_MIN_FALL 0.01
 
 /* The suggested rate: a tenth (LT_LR_FIND_FRACTION) of the rate where the
- * smoothed loss falls fastest against ln(lr), at least min_lr. The
- * steepest point is looked for from the first tenth of the configured
- * steps on (the average still settles there) up to the least smoothed
- * loss before any divergence; the slope at step i is the least-squares
- * one over steps i - h .. i + h (h = steps / 40, at least 2). A step of
- * the test holds its rate for one step: the rate that gains most in one
- * step lies near the edge of what a whole run can hold at its peak for
- * hundreds of steps, and the smoothed loss lags the rate besides, so the
- * suggestion stays a decade below it. *at gets the steepest point's index.
- * LT_ERR_NUMERIC, saying why, when the loss never fell past the settling
- * steps (raise max_lr or steps, or lower min_lr). */
+ * loss falls fastest against ln(lr), at least min_lr. The slope at step i
+ * is the least-squares one of the losses themselves over steps i - h ..
+ * i + h (h = steps / 20, at least 2): a window centred on the step, where
+ * the smoothed loss would lag by (1 - w) / w steps and put the steepest
+ * point too late. It is looked for from the first tenth of the configured
+ * steps on up to the least smoothed loss before any divergence (the end
+ * of the descent). A step of the test holds its rate for one step: the
+ * rate that gains most in one step lies near the edge of what a whole run
+ * can hold at its peak for hundreds of steps, so the suggestion stays a
+ * decade below it. *at gets the steepest point's index. LT_ERR_NUMERIC,
+ * saying why, when the smoothed loss never fell below its value after the
+ * first tenth of the steps by LT_LR_FIND_MIN_FALL of it (raise max_lr or
+ * steps, or lower min_lr). */
 enum lt_status lt_lr_find_suggest(const lt_lr_find *f, double *lr, int *at);
 
 /* The curve as JSON Lines: one {"step", "lr", "loss", "smoothed"} per
