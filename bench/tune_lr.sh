@@ -69,9 +69,9 @@ for r in $GRID; do
 done
 s=$(val_loss "$dir/suggested")
 echo "validation loss after $STEPS steps:"
-printf '  %-12s %s\n' "$lr (tune-lr)" "$s"
+printf '  %-26s %s\n' "$lr (tune-lr)" "$s"
 for r in $GRID; do
-	printf '  %-12s %s\n' "$r" "$(val_loss "$dir/grid-$r")"
+	printf '  %-26s %s\n' "$r" "$(val_loss "$dir/grid-$r")"
 done
 awk -v s="$s" -v b="$best" -v lr="$best_lr" 'BEGIN {
 	printf "suggested / best of the grid (%s): %.4f (at most 1.05)\n", lr, s / b

@@ -72,6 +72,8 @@ static void print_help(void)
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
 	       "A resumed run starts from the checkpoint's config; options still apply.\n"
+	       "With --train.lr=auto, a new run first runs the range test of lltrain tune-lr\n"
+	       "and trains at the rate it suggests.\n"
 	       "Under mpiexec, each rank takes its share of every batch (train.batch is the\n"
 	       "global batch); the run directory must be on a filesystem every rank sees.\n");
 }

@@ -75,10 +75,10 @@ const char *lt_lr_find_end_name(enum lt_lr_find_end e);
  * the smoothed loss would lag by (1 - w) / w steps and put the steepest
  * point too late. It is looked for from the first tenth of the configured
  * steps on up to the least smoothed loss before any divergence (the end
- * of the descent). A step of the test holds its rate for one step: the
- * rate that gains most in one step lies near the edge of what a whole run
- * can hold at its peak for hundreds of steps, so the suggestion stays a
- * decade below it. *at gets the steepest point's index. LT_ERR_NUMERIC,
+ * of the descent). The test holds each rate for a single step: the rate
+ * that gains most in one step lies near the edge of what a whole run can
+ * hold at its peak for hundreds of steps, so the suggestion stays a decade
+ * below it. *at gets the steepest point's index. LT_ERR_NUMERIC,
  * saying why, when the smoothed loss never fell below its value after the
  * first tenth of the steps by LT_LR_FIND_MIN_FALL of it (raise max_lr or
  * steps, or lower min_lr). */
