@@ -4,7 +4,8 @@
 # suggestion inside the range, the stop at divergence, a run directory's
 # checkpoint left as it was, bad options refused, a run trained at the
 # suggested rate and its resumption without a second test, and the test
-# over MPI ranks (bitwise the one-process curve when deterministic).
+# over MPI ranks (bitwise the one-process curve when deterministic; a
+# tensor-parallel pair; a pipeline of two stages).
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 top_srcdir=${top_srcdir:-.}
@@ -175,7 +176,8 @@ expect_brief 1 "names none: give --train.lr" "a checkpoint whose config says lr 
 	train "${base[@]}" --run.dir="$tmp/a" --train.steps=30 --resume auto
 
 # 7. Over MPI: two data-parallel ranks give the one process's curve
-#    bitwise when deterministic; a tensor-parallel pair runs too.
+#    bitwise when deterministic; a tensor-parallel pair and a pipeline of
+#    two stages run too.
 mpi_or_stop
 "$LLTRAIN" tune-lr "${base[@]}" --deterministic --run.threads=1 --run.dir="$tmp/m1" --steps 30 \
 	>"$tmp/m1.out" 2>&1
@@ -189,5 +191,11 @@ ok $? "their curves and suggestions are the same, byte for byte"
 	--steps 30 --max-lr 0.1 >"$tmp/m3.out" 2>&1 </dev/null
 got=$(curve "$tmp/m3/lr_find.jsonl" 1e-6 0.1 30 steps 2>&1)
 ok $? "a test over a tensor-parallel pair runs and writes its curve: $got $(tail -c 200 "$tmp/m3.out")"
+rm -rf "$tmp/m4"
+"${launch[@]}" -n 2 "$LLTRAIN" tune-lr "${base[@]}" --pp 2 --model.tied=false --train.grad_accum=2 \
+	--balance auto --run.threads=1 --run.dir="$tmp/m4" --steps 30 --max-lr 0.1 \
+	>"$tmp/m4.out" 2>&1 </dev/null
+got=$(curve "$tmp/m4/lr_find.jsonl" 1e-6 0.1 30 steps 2>&1) && [ "$(ls -A "$tmp/m4")" = lr_find.jsonl ]
+ok $? "a test over a pipeline of 2 stages (--balance auto) runs and writes the curve alone: $got $(tail -c 200 "$tmp/m4.out")"
 echo "1..$n"
 exit $failed
