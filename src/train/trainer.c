@@ -545,6 +545,19 @@ static void vote_stop(const lt_trainer *t, double loop_start, double *votes)
 	votes[1] = budget > 0 && lt_seconds() - loop_start > budget;
 }
 
+/* The optimizer's settings at `step`: the config's, or a range test's
+ * rate without warmup or decay. */
+static struct lt_optim_config step_optim(const lt_trainer *t, long step)
+{
+	struct lt_optim_config oc = t->conf.train.optim;
+	if (t->probe) {
+		oc.lr = (float)t->probe->lr_at(t->probe->ctx, (int)(step - t->probe_from));
+		oc.warmup_steps = 0;
+		oc.schedule = LT_SCHED_CONSTANT;
+	}
+	return oc;
+}
+
 /* One optimizer step: grad_accum micro-batches of which this rank takes
  * its share, the reduction over the ranks, then AdamW unless the loss or
  * the gradient norm is not finite. */
@@ -556,12 +569,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
 	double sums[5] = { 0, 0, 0, 0, 0 }, norm = NAN;
 	enum lt_status st = LT_OK;
-	struct lt_optim_config oc = c->train.optim;
-	if (t->probe) {  /* the range test's rate, without warmup or decay */
-		oc.lr = (float)t->probe->lr_at(t->probe->ctx, (int)(step - t->probe_from));
-		oc.warmup_steps = 0;
-		oc.schedule = LT_SCHED_CONSTANT;
-	}
+	struct lt_optim_config oc = step_optim(t, step);
 	if (lt_data_has_examples(t->data)) {
 		/* the mean over the step's trained targets, which every rank
 		 * counts alike from the samples' indices */
