@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,9 @@ void lt_conf_range(const struct lt_conf_key *k, char *buf, size_t cap)
 		break;
 	default:
 		format_range(k, buf, cap);
+		n = strlen(buf);
+		if (k->takes_auto && n < cap)
+			snprintf(buf + n, cap - n, "|auto");
 		break;
 	}
 }
@@ -117,7 +121,7 @@ static void describe_expected(const struct lt_conf_key *k, char *buf, size_t cap
 	case LT_CONF_FLOAT:
 	case LT_CONF_DOUBLE:
 		format_range(k, range, sizeof range);
-		snprintf(buf, cap, "a number in %s", range);
+		snprintf(buf, cap, "a number in %s%s", range, k->takes_auto ? " or auto" : "");
 		break;
 	case LT_CONF_BOOL:
 		snprintf(buf, cap, "a boolean (true, false, yes, no, on, off, 1 or 0)");
@@ -244,8 +248,10 @@ static enum lt_status set_value(struct lt_conf *c, const struct lt_conf_key *k, 
 		break;
 	case LT_CONF_FLOAT:
 		LT_ASSERT(k->size == sizeof(float));
+		if (k->takes_auto && !strcasecmp(text, "auto"))
+			f = NAN;
 		/* the range holds for the float that is kept, not just the text */
-		if (!parse_real(text, &d) || !within(k, d) || !within(k, (double)(f = (float)d)))
+		else if (!parse_real(text, &d) || !within(k, d) || !within(k, (double)(f = (float)d)))
 			return refuse(k, what, text);
 		memcpy(p, &f, sizeof f);
 		break;
@@ -710,7 +716,10 @@ void lt_conf_format(const struct lt_conf *c, const struct lt_conf_key *k, char *
 		break;
 	case LT_CONF_FLOAT:
 		memcpy(&f, p, sizeof f);
-		format_real((double)f, 1, buf, cap);
+		if (k->takes_auto && isnan(f))
+			snprintf(buf, cap, "auto");
+		else
+			format_real((double)f, 1, buf, cap);
 		break;
 	case LT_CONF_DOUBLE:
 		memcpy(&d, p, sizeof d);

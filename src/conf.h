@@ -29,7 +29,8 @@ struct lt_conf_train {
 	int steps;            /* optimizer steps of the run */
 	double max_minutes;   /* wall-clock budget; 0 = none */
 	struct lt_optim_config optim; /* lr, min_lr, warmup_steps, schedule, betas, eps,
-				       * weight_decay, grad_clip; total_steps = steps */
+				       * weight_decay, grad_clip; total_steps = steps; lr is
+				       * NAN for "auto": a range test chooses it (cmd tune-lr) */
 	uint64_t seed;        /* initialisation, batch order, samples */
 	int max_bad_steps;    /* NaN/Inf losses in a row before the run aborts */
 	enum lt_matmul matmul; /* fp32 | tf32: how GEMMs may round their operands */
@@ -120,6 +121,7 @@ struct lt_conf_key {
 	double min, max;              /* numbers: the range; strings: min is the least length */
 	int open_min, open_max;       /* 1 where that bound itself is excluded: (min, max] */
 	const char *const *choices;   /* enums: NULL-terminated names, stored as int index */
+	int takes_auto;               /* floats: "auto" is NAN, a value chosen when used */
 	const char *def;              /* the default, as text lt_conf_set reads */
 	const char *doc;              /* one line for lltrain.conf(5) and `info --keys` */
 };
@@ -131,8 +133,8 @@ const struct lt_conf_key *lt_conf_find(const char *section, const char *name);
 
 /* For `info --keys` and lltrain.conf(5): a type's name ("int", "float",
  * "bool", "string", "enum", ...), and what a key's values may be:
- * "[1, 65536]", "(0, 10]", "true|false", "cosine|linear|constant", "text"
- * or "non-empty text". */
+ * "[1, 65536]", "(0, 10]", "(0, 10]|auto", "true|false", "cosine|linear|constant",
+ * "text" or "non-empty text". */
 const char *lt_conf_type_name(enum lt_conf_type t);
 void lt_conf_range(const struct lt_conf_key *k, char *buf, size_t cap);
 
@@ -154,7 +156,7 @@ enum lt_status lt_conf_apply_file(struct lt_conf *c, const char *path);
 /* Applies INI text (origin names it in errors, as a path would). */
 enum lt_status lt_conf_apply_string(struct lt_conf *c, const char *text, const char *origin);
 /* Sets one key from text: "section.key", "value"; origin ("--train.lr")
- * names it in errors: "--train.lr '0': expected a number in (0, 10]"
+ * names it in errors: "--train.lr '0': expected a number in (0, 10] or auto"
  * (LT_ERR_CONFIG, also for an unknown key). c is changed only on success,
  * and train.optim.total_steps follows train.steps. */
 enum lt_status lt_conf_set(struct lt_conf *c, const char *dotted, const char *value,

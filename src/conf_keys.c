@@ -125,8 +125,9 @@ static const struct lt_conf_key keys[] = {
 	  FIELD(train.max_minutes), .min = 0, .max = 1e7, .def = "5",
 	  .doc = "wall-clock budget in minutes, after which the run saves and stops; 0 = none" },
 	{ .section = "train", .name = "lr", .type = LT_CONF_FLOAT, FIELD(train.optim.lr),
-	  .min = 0, .max = 10, .open_min = 1, .def = "2e-3",
-	  .doc = "peak learning rate, reached at the end of the warmup" },
+	  .min = 0, .max = 10, .open_min = 1, .takes_auto = 1, .def = "2e-3",
+	  .doc = "peak learning rate, reached at the end of the warmup; auto: a range test "
+		 "(lltrain tune-lr) chooses it before a new run" },
 	{ .section = "train", .name = "min_lr", .type = LT_CONF_FLOAT, FIELD(train.optim.min_lr),
 	  .min = 0, .max = 10, .def = "2e-4",
 	  .doc = "the learning rate that the decay ends at; at most lr" },

@@ -10,6 +10,7 @@ expect 2 "unknown command 'frobnicate'" "an unknown command is a usage error" --
 expect 2 "usage: lltrain COMMAND" "no command prints the usage" --
 expect 0 "--resume auto|PATH" "help train shows train's options" -- help train
 expect 0 "--preset NAME" "train --help shows the options" -- train --help
+expect 0 "--min-lr LR" "help tune-lr shows tune-lr's options" -- help tune-lr
 expect 2 "--preset 'huge': unknown (expected tiny, 15M, 110M, 1B or 7B)" "an unknown preset names the choices" -- bench --preset huge
 expect 2 "--steps 'many': expected an integer in [1, 1000000]" "a non-numeric count names the option and the range" -- bench --steps many
 expect 2 "--train.lr '-1': expected a number in (0, 10]" "an out-of-range learning rate gives the range" -- train --train.lr=-1

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Checks the man pages: each is clean under groff -ww, every long option a
-# subcommand's source accepts is documented on that subcommand's page, and
+# subcommand's source accepts is documented on that subcommand's page
+# (src/cmd/cmd_tune_lr.c: man/lltrain-tune-lr.1), and
 # every configuration key that `lltrain info --keys` prints has its entry in
 # lltrain.conf(5) with the same type and default (and no entry names a key
 # that does not exist).
@@ -8,7 +9,7 @@ src=${top_srcdir:-.}
 LLTRAIN=${LLTRAIN:-./lltrain}
 pages="$src/man/lltrain.1 $src/man/lltrain.conf.5"
 for c in "$src"/src/cmd/cmd_*.c; do
-	cmd=$(basename "$c" .c | sed 's/^cmd_//')
+	cmd=$(basename "$c" .c | sed 's/^cmd_//; s/_/-/g')
 	pages="$pages $src/man/lltrain-$cmd.1"
 done
 n=0 failed=0
@@ -23,7 +24,7 @@ for p in $pages; do
 	[ -z "$out" ]; ok $? "$(basename "$p") is clean under groff -ww -z -man${out:+: $out}"
 done
 for c in "$src"/src/cmd/cmd_*.c; do
-	cmd=$(basename "$c" .c | sed 's/^cmd_//')
+	cmd=$(basename "$c" .c | sed 's/^cmd_//; s/_/-/g')
 	page="$src/man/lltrain-$cmd.1"
 	# the rows of the option tables ({ .name = "seed", ...), getopt rows
 	# ({ "resume", required_argument, ...), the rows of aliases that stand

@@ -436,6 +436,34 @@ static void check_bad_files(void)
 	       "a missing file is named: '%s'", lt_errmsg());
 }
 
+/* train.lr = auto: NAN in the struct, "auto" in the text, both ways. */
+static void check_lr_auto(void)
+{
+	struct lt_conf c, back;
+	char value[64], *text = NULL;
+	lt_conf_defaults(&c);
+	lt_conf_defaults(&back);
+	enum lt_status st = lt_conf_set(&c, "train.lr", "auto", "--train.lr");
+	lt_conf_format(&c, lt_conf_find("train", "lr"), value, sizeof value);
+	if (st == LT_OK)
+		st = lt_conf_to_string(&c, &text);
+	if (st == LT_OK)
+		st = lt_conf_apply_string(&back, text, "memory");
+	tap_ok(st == LT_OK && isnan(c.train.optim.lr) && !strcmp(value, "auto") &&
+	       contains(text, "\nlr = auto\n") && isnan(back.train.optim.lr) &&
+	       lt_conf_check(&c) == LT_OK,
+	       "train.lr = auto is NAN, written back as auto and read again (%s)",
+	       st == LT_OK ? value : lt_errmsg());
+	free(text);
+	st = lt_conf_set(&c, "train.lr", "0", "--train.lr");
+	tap_ok(st == LT_ERR_CONFIG &&
+	       !strcmp(lt_errmsg(), "--train.lr '0': expected a number in (0, 10] or auto"),
+	       "a bad train.lr says auto is allowed: '%s'", lt_errmsg());
+	st = lt_conf_set(&c, "train.min_lr", "auto", "--train.min_lr");
+	tap_ok(st == LT_ERR_CONFIG && !contains(lt_errmsg(), "or auto"),
+	       "a key without auto refuses it: '%s'", lt_errmsg());
+}
+
 static void check_set(void)
 {
 	struct lt_conf c, before;
@@ -462,6 +490,7 @@ static void check_set(void)
 	st = lt_conf_set(&c, "train.seed", "18446744073709551616", "--train.seed");
 	tap_ok(st == LT_ERR_CONFIG && contains(lt_errmsg(), "[0, 18446744073709551615]"),
 	       "a seed past 2^64 - 1 is refused: '%s'", lt_errmsg());
+	check_lr_auto();
 }
 
 static void check_apply_args(void)
@@ -608,7 +637,7 @@ int main(void)
 		printf("Bail out! cannot make a temporary directory\n");
 		return 1;
 	}
-	tap_plan(75);
+	tap_plan(78);
 	check_defaults();
 	check_presets();
 	check_file_over_defaults();

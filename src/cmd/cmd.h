@@ -7,10 +7,12 @@
 
 #include "backend.h"
 #include "conf.h"
+#include "dist/dist.h"
 #include "io/checkpoint.h"
 #include "model.h"
 #include "status.h"
 #include "text/tokenizer.h"
+#include "train/trainer.h"
 
 int lt_cmd_bench(int argc, char **argv);
 int lt_cmd_train(int argc, char **argv);
@@ -22,6 +24,7 @@ int lt_cmd_eval(int argc, char **argv);
 int lt_cmd_export(int argc, char **argv);
 int lt_cmd_prune(int argc, char **argv);
 int lt_cmd_plan(int argc, char **argv);
+int lt_cmd_tune_lr(int argc, char **argv);
 
 struct lt_plan_limits;
 struct lt_dist;
@@ -183,5 +186,44 @@ enum lt_status lt_cmd_checkpoint_data(const struct lt_cmd_checkpoint *c, const c
  * with files is written into only with force). */
 enum lt_status lt_cmd_export_hf(const struct lt_cmd_checkpoint *c, const char *out, int force);
 void lt_cmd_checkpoint_free(struct lt_cmd_checkpoint *c);
+
+/* A command that runs the trainer from train's configuration options
+ * (--preset, --config, --SECTION.KEY=VALUE and train's short forms of
+ * keys, such as --zero N) and corpus operands: train and tune-lr. */
+struct lt_cmd_trainer {
+	const char *cmd;
+	/* The command's own options in argv[argc] (the configuration's taken
+	 * out) into args, and the --resume value (NULL, "auto" or a path)
+	 * into *resume: -1 to go on, with optind at the first corpus
+	 * operand; else the exit status (0 after --help). */
+	int (*parse)(int argc, char **argv, void *args, const char **resume);
+	/* 1: a new run may start in a run directory that holds checkpoints
+	 * (the command saves none); 0: such a run is refused. */
+	int beside_checkpoints;
+	/* Runs it from the resolved config c and start s (its skipped list is
+	 * printed after it, where still full); *t gets the trainer made last,
+	 * which the caller frees. Collective over d. */
+	enum lt_status (*run)(lt_dist *d, struct lt_conf *c, struct lt_trainer_start *s, void *args,
+			      lt_trainer **t);
+};
+
+/* The whole command m under MPI or alone: the job's ranks, the options,
+ * where the run starts (a checkpoint for --resume, train.init's model),
+ * the layout's checks, then m->run; returns the exit status, having
+ * reported any failure ("lltrain: CMD: ..."). */
+int lt_cmd_trainer_main(int argc, char **argv, const struct lt_cmd_trainer *m, void *args);
+/* lt_trainer_new and lt_trainer_open of c and s, then lt_trainer_run with
+ * SIGINT and SIGTERM caught (they stop the loop after the step under
+ * way); *t gets the trainer. */
+enum lt_status lt_cmd_trainer_run(lt_dist *d, const struct lt_conf *c,
+				  const struct lt_trainer_start *s, lt_trainer **t);
+/* train.lr = auto in a new run: the range test of lltrain tune-lr with its
+ * default settings from start s (the trainer in *t, for the caller to
+ * free), its plot and curve (RUN/lr_find.jsonl) as tune-lr gives them,
+ * then train.lr in c set to the suggested rate (job rank 0's), and
+ * train.min_lr to a tenth of it where it was higher, each said in a line.
+ * LT_ERR_INTERRUPTED when a signal stopped the test. */
+enum lt_status lt_cmd_tune_lr_auto(lt_dist *d, struct lt_conf *c, struct lt_trainer_start *s,
+				   lt_trainer **t);
 
 #endif

@@ -3,11 +3,13 @@
  * evaluating, sampling and checkpointing as the config asks, resumable
  * after a crash. With no arguments it trains the tiny preset on the
  * fortune-cookie texts of Debian's fortunes package into runs/default.
- * This file reads the options and finds where the run starts; the trainer
- * (src/train/) runs it. */
+ * This file reads the options and finds where the run starts, for train
+ * and for tune-lr, which runs the same trainer (lt_cmd_trainer_main); the
+ * trainer (src/train/) runs it. */
 #include "config.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,12 +37,10 @@ static void on_stop_signal(int sig)
 	stop_signal = sig;
 }
 
-struct train_args {
-	const char *resume;       /* NULL, "auto" or a checkpoint/run path */
-	int plan;                 /* --plan auto: the planner's layout for this launch */
-	char **inputs;            /* corpus files given on the command line */
-	int n_inputs;
-};
+/* The command running (train or tune-lr), for its messages. */
+static const char *cmd_name = "train";
+/* train --plan auto: the planner's layout for this launch's ranks. */
+static int plan_auto;
 
 static void print_help(void)
 {
@@ -77,6 +77,8 @@ static void print_help(void)
 	       "  --help                 this text\n\n"
 	       "Later settings win: defaults, --preset, --config files, --SECTION.KEY.\n"
 	       "A resumed run starts from the checkpoint's config; options still apply.\n"
+	       "With --train.lr=auto, a new run first runs the range test of lltrain tune-lr\n"
+	       "and trains at the rate it suggests.\n"
 	       "Under mpiexec, each rank takes its share of every batch (train.batch is the\n"
 	       "global batch); the run directory must be on a filesystem every rank sees.\n");
 }
@@ -136,7 +138,7 @@ static char **expand_aliases(int *argc, char **argv, char ***owned)
 
 /* The train command's own options, after lt_conf_apply_args took the
  * config ones out of argv. */
-static int parse_train_options(int argc, char **argv, struct train_args *a)
+static int parse_train_options(int argc, char **argv, void *args, const char **resume)
 {
 	static const struct option longopts[] = {
 		{ "resume", required_argument, NULL, 'r' },
@@ -148,20 +150,19 @@ static int parse_train_options(int argc, char **argv, struct train_args *a)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'r': a->resume = optarg; break;
+		case 'r': *resume = optarg; break;
 		case 'p':
 			if (strcmp(optarg, "auto")) {
 				fprintf(stderr, "lltrain train: --plan '%s': expected auto\n", optarg);
 				return 2;
 			}
-			a->plan = 1;
+			plan_auto = 1;
 			break;
 		case 'h': print_help(); return 0;
 		default: return 2;
 		}
 	}
-	a->inputs = argv + optind;
-	a->n_inputs = argc - optind;
+	(void)args;
 	return -1;
 }
 
@@ -290,8 +291,9 @@ static void say_skipped(const lt_dist *d, const struct lt_ckpt_skips *k)
 
 /* Finds the checkpoint --resume names, with its verified state in *s and
  * the damaged ones passed over in *skipped; *found stays 0 when "auto"
- * finds no checkpoint at all. */
-static enum lt_status find_resume_point(const lt_dist *d, const char *resume,
+ * finds no checkpoint at all. A new run of a command that saves
+ * checkpoints (fresh) may not start where another run left some. */
+static enum lt_status find_resume_point(const lt_dist *d, const char *resume, int fresh,
 					const struct lt_conf *c, char *ckpt, size_t cap,
 					struct lt_ckpt_state *s, struct lt_ckpt_skips *skipped,
 					int *found)
@@ -299,7 +301,7 @@ static enum lt_status find_resume_point(const lt_dist *d, const char *resume,
 	enum lt_status st;
 	*found = 0;
 	if (!resume)
-		return lt_run_files_check_fresh(c);
+		return fresh ? lt_run_files_check_fresh(c) : LT_OK;
 	if (!strcmp(resume, "auto")) {
 		st = lt_checkpoint_latest(c->run.dir, ckpt, cap, s, skipped);
 		if (st == LT_ERR_NOTFOUND) {
@@ -320,31 +322,61 @@ static enum lt_status find_resume_point(const lt_dist *d, const char *resume,
 /* The device the config names, saying which one "auto" chose. */
 static enum lt_status open_backend(const char *spec, int threads, lt_backend **out)
 {
-	return lt_cmd_backend("train", spec, threads, out);
+	return lt_cmd_backend(cmd_name, spec, threads, out);
 }
 
-/* Trains from the resolved config c at the resume point (ckpt and *state,
- * or NULL and a state of zeros; skipped: the damaged checkpoints passed
- * over to find it); *t gets the trainer, for the ending. */
-static enum lt_status train(lt_dist *d, const struct lt_conf *c, const struct train_args *a,
-			    const char *ckpt, struct lt_ckpt_state *state,
-			    struct lt_ckpt_skips *skipped, lt_trainer **t)
+enum lt_status lt_cmd_trainer_run(lt_dist *d, const struct lt_conf *c,
+				  const struct lt_trainer_start *s, lt_trainer **t)
 {
-	struct lt_trainer_start s = {
-		.checkpoint = ckpt,
-		.state = state,
-		.skipped = skipped,
-		.corpus = (const char *const *)a->inputs,
-		.n_corpus = a->n_inputs,
-		.open_backend = open_backend,
-		.stop_signal = &stop_signal,
-	};
 	enum lt_status st = lt_trainer_new(d, c, t);
-	if (st != LT_OK || (st = lt_trainer_open(*t, &s)) != LT_OK)
+	if (st != LT_OK || (st = lt_trainer_open(*t, s)) != LT_OK)
 		return st;
 	signal(SIGINT, on_stop_signal);
 	signal(SIGTERM, on_stop_signal);
 	return lt_trainer_run(*t);
+}
+
+/* A resumed run with train.lr = auto keeps the rate its checkpoint
+ * trained at: the range test ran when the run began. */
+static enum lt_status take_checkpoint_lr(const lt_dist *d, struct lt_conf *c,
+					 const struct lt_trainer_start *s)
+{
+	struct lt_conf saved;
+	lt_conf_defaults(&saved);
+	enum lt_status st = s->state->config ? lt_conf_apply_string(&saved, s->state->config,
+								     s->checkpoint) : LT_OK;
+	if (st == LT_OK && (!s->state->config || isnan(saved.train.optim.lr))) {
+		lt_errmsg_set("train.lr = auto on a resumed run takes the checkpoint's rate, and %s "
+			      "names none: give --train.lr", s->checkpoint);
+		st = LT_ERR_CONFIG;
+	}
+	if (st != LT_OK)
+		return st;
+	c->train.optim.lr = saved.train.optim.lr;
+	if (lt_dist_rank(d) == 0)
+		printf("lr: auto on a resumed run: the checkpoint's %g\n", (double)c->train.optim.lr);
+	return LT_OK;
+}
+
+/* Trains from the resolved config c and start s, a range test choosing
+ * train.lr first where it is auto in a new run; *t gets the trainer made
+ * last, for the ending. */
+static enum lt_status train(lt_dist *d, struct lt_conf *c, struct lt_trainer_start *s,
+			    void *args, lt_trainer **t)
+{
+	enum lt_status st = LT_OK;
+	(void)args;
+	if (isnan(c->train.optim.lr))
+		st = s->checkpoint ? take_checkpoint_lr(d, c, s) : lt_cmd_tune_lr_auto(d, c, s, t);
+	if (st != LT_OK)
+		return st;
+	if (*t) {  /* the range test prepared the data: no corpus to give again */
+		lt_trainer_free(*t);
+		*t = NULL;
+		s->corpus = NULL;
+		s->n_corpus = 0;
+	}
+	return lt_cmd_trainer_run(d, c, s, t);
 }
 
 /* Tensor and pipeline parallelism: the job runs whole groups, and the
@@ -372,19 +404,20 @@ static void quiet_other_ranks(const lt_dist *d)
 		fclose(stdout);
 }
 
-/* The command after alias expansion: argv[argc] for the first pass over
- * the options, again[argc] (a copy) for the second when resuming. Returns
- * the exit status; *state gets the checkpoint's state (the trainer takes
- * it over), *t the trainer; *together is set when every rank failed to
- * find where the run starts (the job may end without an abort, which
- * could cut rank 0's lines short). */
-static int train_main(lt_dist *d, int argc, char **argv, char **again,
-		      struct lt_ckpt_state *state, lt_trainer **t, int *together)
+/* The command m after alias expansion: argv[argc] for the first pass
+ * over the options, again[argc] (a copy) for the second when resuming.
+ * Returns the exit status; *state gets the checkpoint's state (the
+ * trainer takes it over), *t the trainer; *together is set when every
+ * rank failed to find where the run starts (the job may end without an
+ * abort, which could cut rank 0's lines short). */
+static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
+			const struct lt_cmd_trainer *m, void *args, struct lt_ckpt_state *state,
+			lt_trainer **t, int *together)
 {
-	struct train_args a = { 0 };
 	struct lt_ckpt_skips skipped = { 0 };
 	struct lt_conf conf;
 	char ckpt[LT_RUN_PATH_CAP];
+	const char *resume = NULL;
 	int argc2 = argc, rc, found = 0;
 	struct lt_plan_limits fixed = { 0 };
 	lt_cmd_plan_fixed(argc, again, &fixed);
@@ -392,21 +425,21 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	enum lt_status st = resolve_config(&conf, NULL, &argc, argv, NULL);
 	if (st != LT_OK) {
 		/* a bad option is a usage error, a bad config file bad input */
-		lt_report("train", st);
+		lt_report(m->cmd, st);
 		return st == LT_ERR_ARG ? 2 : 1;
 	}
-	if ((rc = parse_train_options(argc, argv, &a)) >= 0)
+	if ((rc = m->parse(argc, argv, args, &resume)) >= 0)
 		return rc;
 	/* every rank sees the same nodes: each refuses, rank 0 says why */
 	if (conf.dist.sync == LT_SYNC_LOCAL && ((st = lt_local_sgd_check(d)) != LT_OK ||
 						(st = lt_conf_check(&conf)) != LT_OK)) {
 		if (lt_dist_rank(d) == 0)
-			lt_report("train", st);
+			lt_report(m->cmd, st);
 		*together = 1;
 		return 2;
 	}
-	if ((st = find_resume_point(d, a.resume, &conf, ckpt, sizeof ckpt, state, &skipped,
-				    &found)) == LT_OK && found)
+	if ((st = find_resume_point(d, resume, !m->beside_checkpoints, &conf, ckpt, sizeof ckpt,
+				    state, &skipped, &found)) == LT_OK && found)
 		/* pass 2: the checkpoint's config, then the options again */
 		st = resolve_config(&conf, state->config, &argc2, again, ckpt);
 	else if (st == LT_OK && conf.train.init[0])
@@ -414,31 +447,40 @@ static int train_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
-	if (st == LT_OK && a.plan && (st = lt_cmd_plan_auto(d, &fixed, &conf)) != LT_OK) {
+	if (st == LT_OK && plan_auto && (st = lt_cmd_plan_auto(d, &fixed, &conf)) != LT_OK) {
 		if (lt_dist_rank(d) == 0)
-			lt_report("train", st);
+			lt_report(m->cmd, st);
 		*together = 1;
 		return 1;
 	}
-	if (st == LT_OK && !a.plan && lt_dist_size(d) == 1)
+	if (st == LT_OK && !plan_auto && !strcmp(m->cmd, "train") && lt_dist_size(d) == 1)
 		lt_cmd_plan_hint(&conf, &fixed);
 	/* a layout the job or the model does not allow: rank 0 says why */
 	if (st == LT_OK && (conf.dist.tp > 1 || conf.dist.pp > 1) &&
 	    (st = check_layout(d, &conf)) != LT_OK) {
 		if (lt_dist_rank(d) == 0)
-			lt_report("train", st);
+			lt_report(m->cmd, st);
 		*together = 1;
 		return 2;
 	}
+	struct lt_trainer_start s = {
+		.checkpoint = found ? ckpt : NULL,
+		.state = state,
+		.skipped = &skipped,
+		.corpus = (const char *const *)argv + optind,
+		.n_corpus = argc - optind,
+		.open_backend = open_backend,
+		.stop_signal = &stop_signal,
+	};
 	if (st == LT_OK)
-		st = train(d, &conf, &a, found ? ckpt : NULL, state, &skipped, t);
+		st = m->run(d, &conf, &s, args, t);
 	say_skipped(d, &skipped);
 	lt_ckpt_skips_free(&skipped);
 	if (st == LT_OK || st == LT_ERR_INTERRUPTED)
 		return 0;
 	char what[48];
 	int ranks = lt_dist_size(d);
-	snprintf(what, sizeof what, ranks > 1 ? "train: rank %d" : "train", lt_dist_rank(d));
+	snprintf(what, sizeof what, ranks > 1 ? "%s: rank %d" : "%s", m->cmd, lt_dist_rank(d));
 	lt_report(what, st);
 	return 1;
 }
@@ -452,24 +494,25 @@ static char **copy_args(int argc, char **argv)
 	return copy;
 }
 
-int lt_cmd_train(int argc, char **argv)
+int lt_cmd_trainer_main(int argc, char **argv, const struct lt_cmd_trainer *m, void *args)
 {
 	lt_dist *d;
+	cmd_name = m->cmd;
 	enum lt_status st = lt_dist_init(&argc, &argv, &d);
 	if (st != LT_OK) {
-		lt_report("train", st);
+		lt_report(m->cmd, st);
 		return 1;
 	}
 	quiet_other_ranks(d);
 	lt_trainer *t = NULL;
 	struct lt_ckpt_state state = { 0 };
-	char **owned = NULL, **args = expand_aliases(&argc, argv, &owned);
+	char **owned = NULL, **expanded = expand_aliases(&argc, argv, &owned);
 	/* the config options are applied twice when resuming: keep a copy */
-	char **again = args ? copy_args(argc, args) : NULL;
+	char **again = expanded ? copy_args(argc, expanded) : NULL;
 	int together = 0;
-	int rc = again ? train_main(d, argc, args, again, &state, &t, &together) : 1;
-	if (!args)
-		fprintf(stderr, "lltrain: train: out of memory\n");
+	int rc = again ? trainer_main(d, argc, expanded, again, m, args, &state, &t, &together) : 1;
+	if (!again)
+		fprintf(stderr, "lltrain: %s: out of memory\n", m->cmd);
 	/* a failure only some ranks know of leaves the others waiting in a
 	 * collective: end them all (an abort may cut the launcher's output),
 	 * before freeing what takes a collective to free (shared memory) */
@@ -483,7 +526,17 @@ int lt_cmd_train(int argc, char **argv)
 		free(owned[i]);
 	free(owned);
 	free(again);
-	free(args);
+	free(expanded);
 	lt_dist_finalize(d);
 	return rc;
+}
+
+int lt_cmd_train(int argc, char **argv)
+{
+	static const struct lt_cmd_trainer train_cmd = {
+		.cmd = "train",
+		.parse = parse_train_options,
+		.run = train,
+	};
+	return lt_cmd_trainer_main(argc, argv, &train_cmd, NULL);
 }

@@ -26,6 +26,7 @@ struct command {
 static const struct command commands[] = {
 	{ "prepare", lt_cmd_prepare, "train a tokenizer on text files and encode them into token shards" },
 	{ "train", lt_cmd_train, "train a model on a corpus (default: tiny preset on Debian's fortunes)" },
+	{ "tune-lr", lt_cmd_tune_lr, "find a learning rate: a range test of the configured run" },
 	{ "sample", lt_cmd_sample, "generate text from a checkpoint" },
 	{ "chat", lt_cmd_chat, "talk with a checkpoint's model in its chat template" },
 	{ "eval", lt_cmd_eval, "loss and perplexity of a checkpoint on a token file" },

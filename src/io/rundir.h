@@ -8,6 +8,8 @@
  *   RUN/tb/                      TensorBoard's event files (io/tboard.h)
  *   RUN/data/                    the prepared data (token shards and
  *                                tokenizer.json) when data.dir is unset
+ *   RUN/lr_find.jsonl            a learning-rate range test's curve
+ *                                (lltrain tune-lr, train.lr = auto)
  *   RUN/checkpoints/step_NNNNNNNN/
  *                                a checkpoint (see checkpoint.h):
  *                                model.safetensors, the optimizer files
@@ -40,6 +42,7 @@
 #define LT_RUNDIR_METRICS "metrics.jsonl"
 #define LT_RUNDIR_TBOARD "tb"
 #define LT_RUNDIR_DATA "data"
+#define LT_RUNDIR_LR_FIND "lr_find.jsonl"
 #define LT_RUNDIR_CHECKPOINTS "checkpoints"
 /* Files of a checkpoint directory (the tokenizer's also of a data
  * directory). */

@@ -218,9 +218,12 @@ static enum lt_status open_data(lt_trainer *t)
 	return lt_model_config_check(&t->conf.model);
 }
 
-/* Rank 0 writes RUN/config.ini: every rank must see it. */
+/* Rank 0 writes RUN/config.ini: every rank must see it (a range test
+ * writes none). */
 static enum lt_status save_config(lt_trainer *t)
 {
+	if (t->probe)
+		return LT_OK;
 	enum lt_status st = t->lead ? lt_run_files_save_config(&t->conf) : LT_OK;
 	if ((st = lt_trainer_agree(t, st, "writing the config", LONG_WAIT_SECONDS)) != LT_OK)
 		return st;
@@ -336,11 +339,11 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 				     lt_zero_exchange(t->zero));
 }
 
-/* Rank 0 opens RUN/metrics.jsonl. */
+/* Rank 0 opens RUN/metrics.jsonl (not for a range test). */
 static enum lt_status open_metrics(lt_trainer *t)
 {
 	enum lt_status st = LT_OK;
-	if (t->lead)
+	if (t->lead && !t->probe)
 		st = lt_run_files_open_metrics(&t->conf, t->state.step, &t->metrics);
 	return lt_trainer_agree(t, st, "opening the metrics", 0);
 }
@@ -387,7 +390,7 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 	    (st = lt_rank_report_list(&l, t->be, t->rows,
 				      c->train.batch * c->train.grad_accum)) != LT_OK)
 		return st;
-	if ((st = set_aside_skipped(t, s->skipped)) != LT_OK)
+	if (!t->probe && (st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
 	if (t->pipe) {
 		lt_pipeline_say(t->metrics, t->stage_start, c->dist.pp, c->train.grad_accum);
@@ -542,6 +545,19 @@ static void vote_stop(const lt_trainer *t, double loop_start, double *votes)
 	votes[1] = budget > 0 && lt_seconds() - loop_start > budget;
 }
 
+/* The optimizer's settings at `step`: the config's, or a range test's
+ * rate without warmup or decay. */
+static struct lt_optim_config step_optim(const lt_trainer *t, long step)
+{
+	struct lt_optim_config oc = t->conf.train.optim;
+	if (t->probe) {
+		oc.lr = (float)t->probe->lr_at(t->probe->ctx, (int)(step - t->probe_from));
+		oc.warmup_steps = 0;
+		oc.schedule = LT_SCHED_CONSTANT;
+	}
+	return oc;
+}
+
 /* One optimizer step: grad_accum micro-batches of which this rank takes
  * its share, the reduction over the ranks, then AdamW unless the loss or
  * the gradient norm is not finite. */
@@ -553,6 +569,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
 	double sums[5] = { 0, 0, 0, 0, 0 }, norm = NAN;
 	enum lt_status st = LT_OK;
+	struct lt_optim_config oc = step_optim(t, step);
 	if (lt_data_has_examples(t->data)) {
 		/* the mean over the step's trained targets, which every rank
 		 * counts alike from the samples' indices */
@@ -617,7 +634,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	sm->kl = sums[4] / sums[1];
 	sm->skipped = !isfinite(sm->loss) || !isfinite(norm);
 	sm->grad_norm = norm;
-	sm->lr = lt_lr_at(&c->train.optim, (int)step);
+	sm->lr = lt_lr_at(&oc, (int)step);
 	if (sm->skipped) {
 		t->state.bad_steps++;
 		return LT_OK;
@@ -626,7 +643,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	/* the update's own time leaves out its waits for the others: those
 	 * before it are counted here */
 	lt_step_time_update_begin(&t->time);
-	st = lt_zero_update(t->zero, &c->train.optim, (int)step, norm);
+	st = lt_zero_update(t->zero, &oc, (int)step, norm);
 	lt_step_time_update_done(&t->time);
 	if (st == LT_OK && t->local)
 		st = lt_local_sgd_after_step(t->local, step, t->stop, (double)sm->tokens /
@@ -661,19 +678,32 @@ static enum lt_status after_step(lt_trainer *t, long step)
 	return st;
 }
 
+/* A range test's look at `step`: job rank 0's answer whether to stop is
+ * every rank's. */
+static enum lt_status probe_seen(lt_trainer *t, long step, const struct lt_step_metrics *sm,
+				 int *stop)
+{
+	const struct lt_trainer_probe *p = t->probe;
+	*stop = p->seen(p->ctx, (int)(step - t->probe_from), sm->lr, sm->loss) != 0;
+	return lt_dist_bcast(t->job, stop, sizeof *stop, 0, "the range test's answer");
+}
+
 /* The step loop: returns when the steps are done, the time budget is
- * spent, a signal arrived or something failed. */
+ * spent, a signal arrived, a range test stopped or something failed. */
 static enum lt_status train_loop(lt_trainer *t)
 {
 	const struct lt_conf *c = &t->conf;
 	double t0 = lt_seconds(), last = t0, elapsed0 = t->state.elapsed;
+	long end = t->probe ? t->state.step + t->probe->steps : c->train.steps;
+	int enough = 0;
 	/* window tokens: what the model computes over; the rates and counts
 	 * logged are those of trained targets (the same for token data) */
 	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	enum lt_status st;
 	lt_step_time_start(&t->time, t->local ? lt_local_sgd_inner(t->local) : t->dist);
 	lt_dist_take_cross_bytes(t->dist);
-	for (long step = t->state.step + 1; step <= c->train.steps; step++) {
+	t->probe_from = t->state.step;
+	for (long step = t->state.step + 1; step <= end; step++) {
 		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
 					      .ranks = t->ranks, .nodes = lt_dist_nodes(t->dist) };
 		if ((st = train_step(t, step, t0, &sm)) != LT_OK)
@@ -692,6 +722,8 @@ static enum lt_status train_loop(lt_trainer *t)
 		last = now;
 		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
 			return st;
+		if (t->probe && ((st = probe_seen(t, step, &sm, &enough)) != LT_OK || enough))
+			return st;
 		if (sm.skipped && t->state.bad_steps >= c->train.max_bad_steps) {
 			lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
 				      "(train.max_bad_steps = %d); lower train.lr or check the data",
@@ -700,15 +732,16 @@ static enum lt_status train_loop(lt_trainer *t)
 		}
 		if (t->balance && (st = rebalance(t, step)) != LT_OK)
 			return st;
-		if (t->pipe && c->dist.balance == LT_BALANCE_AUTO &&
+		/* (a range test moves no blocks: a move goes through a checkpoint) */
+		if (t->pipe && c->dist.balance == LT_BALANCE_AUTO && !t->probe &&
 		    (st = lt_trainer_pp_balance(t, step)) != LT_OK)
 			return st;
-		if ((st = after_step(t, step)) != LT_OK)
+		if (!t->probe && (st = after_step(t, step)) != LT_OK)
 			return st;
 		if (t->stop == 1) {
 			int sigint = t->stop_signal && *t->stop_signal == SIGINT;
-			lt_metrics_say(t->metrics, "%s at step %ld: saving a checkpoint",
-				       sigint ? "interrupted" : "terminated", step);
+			lt_metrics_say(t->metrics, "%s at step %ld%s", sigint ? "interrupted" : "terminated",
+				       step, t->probe ? "" : ": saving a checkpoint");
 			return LT_ERR_INTERRUPTED;
 		}
 		if (t->stop == 2) {
@@ -773,6 +806,12 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 	t->state = *s->state;
 	memset(s->state, 0, sizeof *s->state);
 	t->stop_signal = s->stop_signal;
+	t->probe = s->probe;
+	if (isnan(t->conf.train.optim.lr) && !t->probe) {
+		lt_errmsg_set("train.lr = auto: a range test must choose the rate before the run "
+			      "starts (lltrain train does so for a new run)");
+		return LT_ERR_CONFIG;
+	}
 	if ((st = lt_run_files_data_dir(&t->conf, t->data_dir, sizeof t->data_dir)) != LT_OK)
 		return st;
 	if ((st = lt_conf_check(&t->conf)) != LT_OK)
@@ -797,7 +836,7 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 enum lt_status lt_trainer_run(lt_trainer *t)
 {
 	enum lt_status st = train_loop(t);
-	if (st != LT_OK && st != LT_ERR_INTERRUPTED)
+	if (t->probe || (st != LT_OK && st != LT_ERR_INTERRUPTED))
 		return st;
 	enum lt_status fin = finish_run(t, st);
 	return fin != LT_OK ? fin : st;

@@ -30,6 +30,23 @@
 
 typedef struct lt_trainer lt_trainer;
 
+/* A learning-rate range test's hold on a run (lltrain tune-lr): step i of
+ * it (from 1) trains at lr_at's rate, warmup and decay set aside, and
+ * `seen` then gets the rate and the step's training loss (the mean over
+ * every rank's targets; NAN or infinite when it was not finite); job rank
+ * 0's answer, nonzero to stop after that step, is every rank's. Such a run
+ * writes nothing into the run directory -- no config.ini, metrics.jsonl,
+ * TensorBoard files or checkpoints, not on a signal nor for --balance
+ * auto's moves of pipeline blocks -- though it prepares the data when
+ * there are none; it leaves the damaged checkpoints of the start where
+ * they are, and ends after its steps without an evaluation or a sample. */
+struct lt_trainer_probe {
+	int steps;  /* the most steps it runs after the start's, whatever train.steps */
+	double (*lr_at)(void *ctx, int i);
+	int (*seen)(void *ctx, int i, double lr, double loss);
+	void *ctx;
+};
+
 /* Where a run starts, and what may stop it. */
 struct lt_trainer_start {
 	/* The checkpoint directory a resumed run continues, or NULL. */
@@ -55,6 +72,9 @@ struct lt_trainer_start {
 	/* (optional) Set to a signal's number by the caller's handler: the
 	 * loop saves a checkpoint after the step under way and stops. */
 	volatile sig_atomic_t *stop_signal;
+	/* (optional) A range test's hold on the run, borrowed; NULL for
+	 * training, which refuses a train.lr of auto (NAN). */
+	const struct lt_trainer_probe *probe;
 };
 
 /* A trainer for config c over the ranks of d, nothing opened yet; sets
@@ -73,7 +93,10 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s);
 /* The steps after the start's, then a checkpoint, the validation loss and
  * a sample. LT_OK when the steps or train.max_minutes are done,
  * LT_ERR_INTERRUPTED (after a checkpoint) when the start's signal came,
- * LT_ERR_NUMERIC after train.max_bad_steps non-finite steps in a row. */
+ * LT_ERR_NUMERIC after train.max_bad_steps non-finite steps in a row.
+ * A range test (the start's probe) runs its steps alone: LT_OK when they
+ * are done or it stopped them, LT_ERR_INTERRUPTED (nothing saved) for a
+ * signal. */
 enum lt_status lt_trainer_run(lt_trainer *t);
 
 /* Whether every rank knows of the last failure (the job may end with

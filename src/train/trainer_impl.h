@@ -51,6 +51,8 @@ struct lt_trainer {
 	char saved[LT_RUN_PATH_CAP];  /* and its directory */
 	struct lt_agreement agreement;
 	volatile sig_atomic_t *stop_signal;  /* the start's: a signal's number stops the loop */
+	const struct lt_trainer_probe *probe;  /* the start's range test, or NULL */
+	long probe_from;          /* with it: the step before its first */
 	lt_zero *zero;
 	lt_local_sgd *local;      /* dist.sync = local; NULL when every step is shared */
 	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
