@@ -9,10 +9,13 @@
 # nodes shares batches by speed and also tries the GPUs alone; CPU nodes
 # are planned as several ranks of fewer threads; more bandwidth never
 # makes a step slower; descriptions and links that cannot be read are
-# refused in one line naming the place, exit 2; and under mpiexec the
-# ranks of the launch measure themselves and the links, and with --launch
-# only their own layout is planned.
+# refused in one line naming the place, exit 2; under mpiexec the ranks
+# of the launch measure themselves and the links, and with --launch only
+# their own layout is planned; train --plan auto applies the plan, keeps
+# a ZeRO stage given, and refuses a model that fits no layout before the
+# run starts.
 LLTRAIN=${LLTRAIN:-./lltrain}
+top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lltrain-plan.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -105,6 +108,40 @@ expect_brief 2 "link '10Gbitt'" "an unreadable link is refused" -- \
 	plan --devices 1x1GiB@1TFLOPs --link-between 10Gbitt
 expect_brief 2 "--margin" "a margin out of range is refused" -- \
 	plan --devices 1x1GiB@1TFLOPs --margin 2
+
+# the ranks of a launch
+mpi_or_stop
+"${launch[@]}" -n 2 "$LLTRAIN" plan --train.seq=64 --jsonl "$tmp/launch.jsonl" \
+	>"$tmp/out" 2>&1 </dev/null
+got=$?
+[ $got = 0 ] && grep -q "^  rank 1 on .*a block [0-9.]*, the head" "$tmp/out" &&
+	grep -q "^links: within a node [0-9.]* GB/s" "$tmp/out"
+ok $? "under mpiexec the ranks measure themselves and the links (exit $got): $(head -c 300 "$tmp/out")"
+layouts "$tmp/launch.jsonl" 'len(fit) > 0 and any(o["cpu_ranks_per_node"] != 2 for o in v)'
+ok $? "other ranks per node than the launch's are planned too"
+"${launch[@]}" -n 2 "$LLTRAIN" plan --train.seq=64 --launch --jsonl "$tmp/own.jsonl" \
+	>"$tmp/out" 2>&1 </dev/null
+layouts "$tmp/own.jsonl" 'len(fit) > 0 and all(o["ranks"] == 2 and o["cpu_ranks_per_node"] == 2 for o in v)'
+ok $? "with --launch only the launch's 2 ranks are planned"
+
+prepare_corpus
+"${launch[@]}" -n 2 "$LLTRAIN" train --plan auto --dist.zero=1 --train.steps=2 \
+	--data.dir="$tmp/data" --run.dir="$tmp/auto" --run.sample_tokens=4 >"$tmp/out" 2>&1 </dev/null
+got=$?
+chosen=$(sed -n 's/^plan auto: \(dp [0-9]* x tp [0-9]* x pp [0-9]*, ZeRO [0-9]\).*/\1/p' "$tmp/out")
+tp=$(sed -n 's/^tp = //p' "$tmp/auto/config.ini") zero=$(sed -n 's/^zero = //p' "$tmp/auto/config.ini")
+[ $got = 0 ] && [ -n "$chosen" ] && [ "$zero" = 1 ] &&
+	printf '%s\n' "$chosen" | grep -q "tp $tp x.*ZeRO 1"
+ok $? "train --plan auto applies the plan ($chosen; config.ini tp $tp, zero $zero) and keeps the given ZeRO 1 (exit $got)"
+# 1024 blocks of dim 1024: some 200 GB of training state, quick to probe
+"${launch[@]}" -n 2 "$LLTRAIN" train --plan auto --model.dim=1024 --model.n_heads=8 \
+	--model.n_kv_heads=8 --model.ffn_dim=2816 --model.n_layers=1024 --train.steps=1 \
+	--data.dir="$tmp/data" --run.dir="$tmp/huge" --train.seq=64 >"$tmp/out" 2>&1 </dev/null
+got=$?
+[ $got = 1 ] && grep -q "plan auto: no layout of these 2 ranks fits: the closest needs" "$tmp/out" &&
+	[ ! -d "$tmp/huge/checkpoints" ]
+ok $? "a model no layout of the launch holds is refused before the run starts (exit $got): $(head -c 300 "$tmp/out")"
+expect_brief 2 "--plan 'best': expected auto" "--plan takes auto alone" -- train --plan best
 
 echo "1..$n"
 exit $failed

@@ -18,6 +18,9 @@
 #include "train/plan.h"
 
 #define GIB 1073741824.0
+/* Seconds the ranks may wait for one another while the probe times a
+ * rank (each CPU rank of a node in its turn). */
+#define PROBE_TIMEOUT 600.0
 
 struct plan_args {
 	const char *devices;      /* a described cluster; NULL: probe the launch */
@@ -279,7 +282,10 @@ static enum lt_status probe_cluster(lt_dist *d, const struct lt_conf *conf,
 	enum lt_status st = r ? lt_cmd_backend("plan", conf->run.device, conf->run.threads, &be)
 			      : LT_ERR_NOMEM;
 	if (st == LT_OK) {
+		/* a turn of the probe may take longer than a collective may stall */
+		lt_dist_set_timeout(d, fmax(conf->dist.comm_timeout, PROBE_TIMEOUT));
 		st = lt_probe_ranks(d, be, &pc, r, &links);
+		lt_dist_set_timeout(d, conf->dist.comm_timeout);
 		lt_backend_free(be);
 	}
 	if (st == LT_OK)

@@ -41,6 +41,7 @@
 #include "rng.h"
 
 #define DEFAULT_SECONDS 0.3
+#define MICRO_FACTOR 4   /* step_speeds' second batch: this many times the probe's */
 #define GEMM_MIN 256      /* the first square GEMM's side */
 #define GEMM_MAX 4096     /* the largest: 200 MiB of f32 operands and product */
 #define MAX_REPS 5        /* timed repetitions of a figure at most */
@@ -126,7 +127,7 @@ static enum lt_status gemm_speed(lt_backend *be, enum lt_dtype t, double budget,
 static enum lt_status probe_batch(const struct lt_probe_config *pc, int32_t **tokens,
 				  int32_t **targets)
 {
-	size_t n = 2 * (size_t)pc->batch * (size_t)pc->seq;  /* step_speeds runs 2 x batch too */
+	size_t n = MICRO_FACTOR * (size_t)pc->batch * (size_t)pc->seq;  /* and step_speeds' larger batch */
 	*tokens = malloc(n * sizeof **tokens);
 	*targets = malloc(n * sizeof **targets);
 	if (!*tokens || !*targets) {
@@ -201,32 +202,36 @@ static enum lt_status step_time(lt_backend *be, const struct step_input *in,
 
 /* What a step's parts reach in precision p: a block's FLOP/s (three
  * blocks' time less one's, over two), the rest's (embedding, head and
- * loss, counted at the head's FLOPs) and a micro-batch's own seconds (one
- * block at twice the batch against two steps at one). Differences of
+ * loss, counted at the head's FLOPs) and a micro-batch's own seconds
+ * (where a one-block step at MICRO_FACTOR times the batch meets the line
+ * through it and the step at one: what a micro-batch costs whatever its
+ * tokens, such as the bf16 copy of the weights). The speeds are those at
+ * the larger batch, nearer the micro-batches trained. Differences of
  * timings can come out near zero or below on a busy machine: each part
  * keeps at least a twentieth of the one-block step. */
 static enum lt_status step_speeds(lt_backend *be, const struct step_input *in,
 				  enum lt_precision p, double *block, double *head, double *micro)
 {
 	struct lt_model_config one = *in->pc->model, two = *in->pc->model;
-	int B = in->pc->batch, T = in->pc->seq;
-	double t1, t3, t1x2;
+	int B = in->pc->batch, T = in->pc->seq, K = MICRO_FACTOR;
+	double t1, t3, tk;
 	one.n_layers = 1;
 	two.n_layers = 2;
 	enum lt_status st = step_time(be, in, p, 1, B, &t1);
 	if (st == LT_OK)
-		st = step_time(be, in, p, 3, B, &t3);
+		st = step_time(be, in, p, 3, K * B, &t3);
 	if (st == LT_OK)
-		st = step_time(be, in, p, 1, 2 * B, &t1x2);
+		st = step_time(be, in, p, 1, K * B, &tk);
 	if (st != LT_OK)
 		return st;
 	double f1 = lt_model_config_flops_per_token(&one, T);
 	double fb = lt_model_config_flops_per_token(&two, T) - f1, fh = f1 - fb;
-	double tb = fmax((t3 - t1) / 2, t1 / 20), o = fmin(fmax(2 * t1 - t1x2, 0), t1 - tb - t1 / 20);
-	double th = fmax(t1 - tb - o, t1 / 20);
-	*block = fb * B * T / tb;
-	*head = fh * B * T / th;
-	*micro = fmax(o, 0);
+	/* t(b) = o + b c through (B, t1) and (K B, tk) */
+	double o = fmin(fmax((K * t1 - tk) / (K - 1), 0), tk / 2);
+	double tb = fmax((t3 - tk) / 2, tk / 20), th = fmax(tk - tb - o, tk / 20);
+	*block = fb * K * B * T / tb;
+	*head = fh * K * B * T / th;
+	*micro = o;
 	return LT_OK;
 }
 
@@ -318,10 +323,9 @@ static enum lt_status time_rank(lt_backend *be, const struct lt_probe_config *pc
 		st = step_speeds(be, &in, LT_PRECISION_FP32, &r->step_f32, &r->head_f32, &r->micro_s);
 	if (st == LT_OK)
 		st = adamw_speed(be, &in, &r->adamw);
-	if (st == LT_OK && pc->bf16) {
-		double micro;
-		st = step_speeds(be, &in, LT_PRECISION_BF16, &r->step_bf16, &r->head_bf16, &micro);
-	}
+	if (st == LT_OK && pc->bf16)
+		st = step_speeds(be, &in, LT_PRECISION_BF16, &r->step_bf16, &r->head_bf16,
+				 &r->micro_bf16_s);
 	if (st == LT_OK && !strcmp(be->ops->name, "cpu")) {
 		st = thread_points(&in, r);
 	} else if (st == LT_OK && !r->gpu) {

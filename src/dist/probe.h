@@ -28,15 +28,16 @@ struct lt_probe_rank {
 	double gemm_f32;          /* FLOP/s of a square fp32 GEMM (best of a few) */
 	double gemm_bf16;         /* ... with bf16 operands (0 where the backend has none) */
 	double step_f32;          /* FLOP/s a forward + backward of one block of the model
-				   * reaches at the probe's micro-batch, fp32 (a model of
-				   * two blocks' time less one's) */
+				   * reaches at 4 x the probe's micro-batch, fp32 (a model
+				   * of three blocks' time less one's) */
 	double step_bf16;         /* ... in bf16 (0 where not measured) */
 	double head_f32;          /* FLOP/s of the rest of a one-block model's step (the
 				   * embedding, the final norm, the head and the loss),
 				   * its FLOPs the head's, less micro_s */
 	double head_bf16;         /* ... in bf16 (0 where not measured) */
-	double micro_s;           /* seconds a micro-batch costs beyond its tokens' (a
-				   * one-block step at twice the batch, against two) */
+	double micro_s;           /* seconds a micro-batch costs beyond its tokens' (from
+				   * one-block steps at two batches), fp32 */
+	double micro_bf16_s;      /* ... in bf16 */
 	double adamw;             /* parameters a second AdamW's step updates (fp32, the
 				   * one-block model's whole buffer) */
 	/* CPU ranks: the same step's FLOP/s at fewer threads, thread_n[i]

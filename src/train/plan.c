@@ -23,6 +23,15 @@
 #define CPU_MEM_BW_NODE 40e9
 #define GPU_MEM_BW 1e12
 #define ADAMW_BYTES 28.0
+/* Several CPU ranks of a node together against one rank over all its
+ * cores, at most: bench/plan_bench.sh measured 1.06x (15M, 4 ranks of 4
+ * threads against one of 16, 16 cores) and 1.08x (2 ranks of 1 thread
+ * against one of 2, 2 cores). */
+#define NODE_GAIN 1.08
+/* ZeRO 3 on CPU ranks: its gathers into the blocks' slots and their
+ * reduce-scatters over MPI moved bytes at a sixth of the link's
+ * bandwidth in bench/plan_bench.sh (110M and 15M, 4 ranks of 4 threads). */
+#define ZERO3_CPU_SLOWDOWN 6.0
 /* The share of a boundary message's time a 1F1B stage does not hide
  * behind its compute (bench/pp_bench.sh measured 55% hidden). */
 #define P2P_EXPOSED 0.45
@@ -32,7 +41,8 @@ struct prank {
 	int node, gpu, threads;
 	double mem, f32, bf16;    /* a block's step speed, FLOP/s */
 	double head_ratio;        /* the head's speed over a block's */
-	double micro_s;           /* a micro-batch's own seconds */
+	double micro_s;           /* a micro-batch's own seconds, fp32 */
+	double micro_bf16_s;      /* ... bf16 */
 };
 
 /* What one search works on. */
@@ -47,11 +57,16 @@ struct search {
 	double f_block, f_head;   /* FLOPs per token of a block and of the head */
 };
 
-/* A CPU rank of t threads on node n: Amdahl's law over its one-thread
- * speed. */
-static double cpu_speed(const struct lt_plan_node *n, int t, int bf16)
+/* A CPU rank of t threads on node n among `ranks` CPU ranks there:
+ * Amdahl's law over its one-thread speed, but the ranks together at most
+ * NODE_GAIN times as fast as one rank over all the node's cores (ranks
+ * sharing a node share its memory's bandwidth). */
+static double cpu_speed(const struct lt_plan_node *n, int t, int ranks, int bf16)
 {
-	return (bf16 ? n->core_bf16 : n->core_f32) * t / (1 + n->serial * (t - 1));
+	double one = bf16 ? n->core_bf16 : n->core_f32;
+	double alone = one * t / (1 + n->serial * (t - 1));
+	double node = one * n->cores / (1 + n->serial * (n->cores - 1));
+	return fmin(alone, (ranks > 1 ? NODE_GAIN : 1) * node / (ranks > 0 ? ranks : 1));
 }
 
 /* The ranks: the launch's in its order, or per node its GPUs then cpu_r
@@ -61,6 +76,9 @@ static int build_ranks(struct search *s)
 	const struct lt_plan_cluster *c = s->c;
 	int n = 0;
 	if (c->launched && s->lim->fixed_launch) {
+		int cpus[LT_PLAN_MAX_NODES] = { 0 };
+		for (int i = 0; i < c->n_ranks; i++)
+			cpus[c->rank_node[i]] += !c->rank_gpu[i];
 		for (int i = 0; i < c->n_ranks; i++) {
 			const struct lt_plan_node *nd = &c->node[c->rank_node[i]];
 			struct prank *p = &s->r[n++];
@@ -68,10 +86,11 @@ static int build_ranks(struct search *s)
 			p->gpu = c->rank_gpu[i];
 			p->threads = p->gpu ? 1 : nd->cpu_threads;
 			p->mem = p->gpu ? nd->gpu_mem : nd->cpu_mem / nd->cpu_ranks;
-			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, p->threads, 0);
-			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, p->threads, 1);
+			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, p->threads, cpus[p->node], 0);
+			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, p->threads, cpus[p->node], 1);
 			p->head_ratio = p->gpu ? nd->gpu_head_ratio : nd->cpu_head_ratio;
 			p->micro_s = p->gpu ? nd->gpu_micro_s : nd->cpu_micro_s;
+			p->micro_bf16_s = p->gpu ? nd->gpu_micro_bf16_s : nd->cpu_micro_bf16_s;
 		}
 		return n;
 	}
@@ -84,10 +103,11 @@ static int build_ranks(struct search *s)
 			p->gpu = g < nd->gpus;
 			p->threads = p->gpu ? 1 : s->cpu_t;
 			p->mem = p->gpu ? nd->gpu_mem : nd->cpu_mem / cpus;
-			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, s->cpu_t, 0);
-			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, s->cpu_t, 1);
+			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, s->cpu_t, cpus, 0);
+			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, s->cpu_t, cpus, 1);
 			p->head_ratio = p->gpu ? nd->gpu_head_ratio : nd->cpu_head_ratio;
 			p->micro_s = p->gpu ? nd->gpu_micro_s : nd->cpu_micro_s;
+			p->micro_bf16_s = p->gpu ? nd->gpu_micro_bf16_s : nd->cpu_micro_bf16_s;
 		}
 	}
 	return n;
@@ -144,7 +164,8 @@ static struct pace group_pace(const struct search *s, const struct lt_plan_layou
 		double f = l->precision == LT_PRECISION_BF16 ? p->bf16 : p->f32;
 		g.block = fmax(g.block, s->f_block * rc / (f * l->tp));
 		g.head = fmax(g.head, s->f_head / (f * p->head_ratio * l->tp));
-		g.micro = fmax(g.micro, p->micro_s);
+		g.micro = fmax(g.micro, l->precision == LT_PRECISION_BF16 ? p->micro_bf16_s
+									: p->micro_s);
 	}
 	return g;
 }
@@ -239,8 +260,14 @@ static double exchange_seconds(const struct search *s, const struct lt_plan_layo
 		for (int t = 0; t < l->tp; t++)
 			if (s->r[mesh_rank(l, st, d, t)].node != s->r[mesh_rank(l, st, 0, t)].node)
 				within = 0;
+	int cpu = 0;
+	for (int d = 0; d < l->dp; d++)
+		for (int t = 0; t < l->tp; t++)
+			cpu |= !s->r[mesh_rank(l, st, d, t)].gpu;
 	double bw = within ? s->c->within_bw : s->c->between_bw;
 	double lat = within ? s->c->within_lat : s->c->between_lat;
+	if (cpu && l->zero == 3)
+		bw /= ZERO3_CPU_SLOWDOWN;
 	double all = ring_s(4.0 * params / l->tp, l->dp, bw, lat), half = all / 2;
 	double hidden, after;   /* under backward; after the last backward */
 	switch (l->zero) {
@@ -255,7 +282,10 @@ static double exchange_seconds(const struct search *s, const struct lt_plan_layo
 		hidden = 3 * half * l->accum, after = 0;
 		break;
 	}
-	double cover = l->zero <= 1 ? backward_s : backward_s * l->accum * 1.5;
+	/* stage 3 on CPU ranks waits for each gather (the cores that would
+	 * move the bytes are computing); else backward hides what it can */
+	double cover = cpu && l->zero == 3 ? 0 : l->zero <= 1 ? backward_s
+						   : backward_s * l->accum * 1.5;
 	return fmax(0, hidden - cover) + after;
 }
 

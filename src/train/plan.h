@@ -34,7 +34,8 @@ struct lt_plan_node {
 	double serial;                /* Amdahl's share of a CPU rank's step that
 				       * more threads do not speed up */
 	double gpu_head_ratio, cpu_head_ratio; /* the head's step speed over a block's */
-	double gpu_micro_s, cpu_micro_s;       /* a micro-batch's own seconds */
+	double gpu_micro_s, cpu_micro_s;       /* a micro-batch's own seconds, fp32 */
+	double gpu_micro_bf16_s, cpu_micro_bf16_s; /* ... bf16 */
 	double gpu_adamw;             /* parameters a second AdamW updates on a GPU */
 	double cpu_adamw;             /* ... on a CPU rank of cpu_threads (0: assumed) */
 	int cpu_ranks;                /* the launch's CPU ranks here (0 when described) */

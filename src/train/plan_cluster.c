@@ -17,6 +17,7 @@
 /* Links unless given: within a node PCIe-class 16 GB/s (a node's shared
  * memory is about as fast), and 10 Gbit/s Ethernet between nodes. */
 #define WITHIN_BW 16e9
+#define CPU_WITHIN_BW 4e9
 #define WITHIN_LAT 5e-6
 #define BETWEEN_BW 1.25e9
 #define BETWEEN_LAT 50e-6
@@ -271,6 +272,7 @@ static void add_rank(const struct lt_probe_rank *r, struct lt_plan_node *n)
 		n->gpu_bf16 = n->gpus ? fmin(n->gpu_bf16, bf) : bf;
 		n->gpu_head_ratio = head_ratio(r);
 		n->gpu_micro_s = fmax(n->gpu_micro_s, r->micro_s);
+		n->gpu_micro_bf16_s = fmax(n->gpu_micro_bf16_s, r->micro_bf16_s);
 		n->gpu_adamw = n->gpus ? fmin(n->gpu_adamw, r->adamw) : r->adamw;
 		n->gpus++;
 		return;
@@ -284,6 +286,7 @@ static void add_rank(const struct lt_probe_rank *r, struct lt_plan_node *n)
 		n->cpu_head_ratio = head_ratio(r);
 	}
 	n->cpu_micro_s = fmax(n->cpu_micro_s, r->micro_s);
+	n->cpu_micro_bf16_s = fmax(n->cpu_micro_bf16_s, r->micro_bf16_s);
 	n->cpu_adamw = n->cpu_ranks ? fmin(n->cpu_adamw, r->adamw) : r->adamw;
 	n->cpu_mem += r->mem;
 	n->cpu_ranks++;
@@ -314,7 +317,12 @@ enum lt_status lt_plan_cluster_from_probe(const struct lt_probe_rank *r, int n,
 		out->rank_gpu[i] = (unsigned char)(r[i].gpu != 0);
 		add_rank(&r[i], &out->node[r[i].node]);
 	}
-	out->within_bw = links->within_bw > 0 ? links->within_bw : WITHIN_BW;
+	/* unmeasured (one rank a node): a GPU node's PCIe-class default, a
+	 * CPU node's shared-memory sums as the probe measures them */
+	int gpus = 0;
+	for (int i = 0; i < n; i++)
+		gpus += r[i].gpu != 0;
+	out->within_bw = links->within_bw > 0 ? links->within_bw : gpus ? WITHIN_BW : CPU_WITHIN_BW;
 	out->within_lat = links->within_lat > 0 ? links->within_lat : WITHIN_LAT;
 	out->between_bw = links->between_bw > 0 ? links->between_bw : BETWEEN_BW;
 	out->between_lat = links->between_lat > 0 ? links->between_lat : BETWEEN_LAT;
