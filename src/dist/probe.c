@@ -153,6 +153,54 @@ struct step_input {
 	double budget;
 };
 
+/* One timed thing of the probe: a model's training step or AdamW's. */
+struct timed {
+	lt_backend *be;
+	lt_model *model;
+	lt_optim *optim;      /* NULL: the step; else AdamW's update */
+	const struct step_input *in;
+	int batch;
+};
+
+static enum lt_status run_once(const struct timed *w, int rep)
+{
+	double value;  /* the loss, or the gradient's norm */
+	long n;
+	static const struct lt_optim_config oc = { .lr = 1e-4f, .min_lr = 1e-5f,
+		.warmup_steps = 1, .total_steps = 100, .beta1 = 0.9f, .beta2 = 0.95f,
+		.eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
+	enum lt_status st;
+	if (w->optim) {
+		st = lt_optim_step(w->optim, &oc, rep + 1, &value);
+	} else {
+		float scale = 1.0f / (float)(w->batch * w->in->pc->seq);
+		st = lt_model_forward(w->model, w->in->tokens, w->in->targets, scale, &value, &n);
+		if (st == LT_OK)
+			st = lt_model_backward(w->model);
+	}
+	return st == LT_OK ? w->be->ops->sync(w->be) : st;
+}
+
+/* w run once untimed, then the quickest of up to MAX_REPS within the
+ * budget (one at least) into *best. */
+static enum lt_status best_time(const struct timed *w, double *best)
+{
+	double spent = 0;
+	enum lt_status st = LT_OK;
+	*best = 0;
+	for (int r = 0; st == LT_OK && r <= MAX_REPS && (r < 2 || spent < w->in->budget); r++) {
+		double t0 = lt_seconds();
+		st = run_once(w, r);
+		double dt = lt_seconds() - t0;
+		if (r == 0)
+			continue;
+		spent += dt;
+		if (*best == 0 || dt < *best)
+			*best = dt;
+	}
+	return st;
+}
+
 /* Seconds of a forward + backward of pc's model cut to `layers` blocks
  * at `batch` sequences, on be in precision p: one untimed step, then the
  * best of up to MAX_REPS within the budget (one at least). */
@@ -172,23 +220,10 @@ static enum lt_status step_time(lt_backend *be, const struct step_input *in,
 		st = lt_model_plan(m, batch, T);
 	if (st == LT_OK)
 		lt_model_zero_grads(m);
-	double best = 0, spent = 0;
-	for (int r = 0; st == LT_OK && r <= MAX_REPS && (r < 2 || spent < in->budget); r++) {
-		double t0 = lt_seconds(), loss;
-		long n;
-		st = lt_model_forward(m, in->tokens, in->targets, 1.0f / (float)(batch * T), &loss,
-				      &n);
-		if (st == LT_OK)
-			st = lt_model_backward(m);
-		if (st == LT_OK)
-			st = be->ops->sync(be);
-		double dt = lt_seconds() - t0;
-		if (r == 0)
-			continue;
-		spent += dt;
-		if (best == 0 || dt < best)
-			best = dt;
-	}
+	struct timed w = { be, m, NULL, in, batch };
+	double best = 0;
+	if (st == LT_OK)
+		st = best_time(&w, &best);
 	lt_model_free(m);
 	if (st != LT_OK) {
 		lt_errmsg_prefix("the probe's %s step of %d block%s at batch %d x seq %d",
@@ -240,9 +275,6 @@ static enum lt_status step_speeds(lt_backend *be, const struct step_input *in,
 static enum lt_status adamw_speed(lt_backend *be, const struct step_input *in, double *rate)
 {
 	struct lt_model_config one = *in->pc->model;
-	static const struct lt_optim_config oc = { .lr = 1e-4f, .min_lr = 1e-5f,
-		.warmup_steps = 1, .total_steps = 100, .beta1 = 0.9f, .beta2 = 0.95f,
-		.eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f };
 	lt_model *m = NULL;
 	lt_optim *o = NULL;
 	one.n_layers = 1;
@@ -253,19 +285,10 @@ static enum lt_status adamw_speed(lt_backend *be, const struct step_input *in, d
 		lt_model_zero_grads(m);
 		st = lt_optim_new(m, 0, lt_model_num_params(m), &o);
 	}
-	double best = 0, spent = 0, norm;
-	for (int r = 0; st == LT_OK && r <= MAX_REPS && (r < 2 || spent < in->budget); r++) {
-		double t0 = lt_seconds();
-		st = lt_optim_step(o, &oc, r + 1, &norm);
-		if (st == LT_OK)
-			st = be->ops->sync(be);
-		double dt = lt_seconds() - t0;
-		if (r == 0)
-			continue;
-		spent += dt;
-		if (best == 0 || dt < best)
-			best = dt;
-	}
+	struct timed w = { be, m, o, in, 0 };
+	double best = 0;
+	if (st == LT_OK)
+		st = best_time(&w, &best);
 	size_t n = m ? lt_model_num_params(m) : 0;
 	lt_optim_free(o);
 	lt_model_free(m);
