@@ -469,7 +469,7 @@ void lt_cmd_plan_hint(const struct lt_conf *conf, const struct lt_plan_limits *f
 	c->n_nodes = 1;
 	c->node[0] = (struct lt_plan_node){ .cores = (int)cores, .cpu_mem = node_available(),
 					    .core_f32 = 1e10, .core_bf16 = 1e10,
-					    .serial = LT_PLAN_CPU_SERIAL };
+					    .serial = LT_PLAN_CPU_SERIAL, .cpu_head_ratio = 1 };
 	c->within_bw = 16e9, c->within_lat = 5e-6, c->between_bw = 1.25e9, c->between_lat = 5e-5;
 	lim.margin = 0.1;
 	lim.fixed_tp = lim.fixed_pp = lim.fixed_zero = lim.fixed_precision = 1;
