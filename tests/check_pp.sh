@@ -111,16 +111,17 @@ ok $? "--balance auto moves stages of 1 + 3 blocks to 2 + 2, losses within 1e-5 
 
 # 1b''. An OpenCL stage (PoCL here) and a CPU stage under --balance auto:
 # the stages compared, the blocks where the speeds put them, losses within
-# 1e-5 of one process.
+# 5e-5 of one process (half the blocks run PoCL's kernels, which sum in
+# another order than the CPU backend's: 1.2e-5 at step 4 on an AMD EPYC).
 if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
 	mixed=("$@" --pp 2 --balance auto --comm-timeout 300)
 	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=opencl --run.dir="$tmp/mix" : \
 		-n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=cpu --run.dir="$tmp/mix" \
 		>"$tmp/mix.out" 2>&1 </dev/null
 	rc=$?
-	why=$(losses_match ref mix 2>&1)
+	why=$(losses_match ref mix $STEPS 5e-5 2>&1)
 	[ $rc = 0 ] && [ -z "$why" ] && grep -q "^balance: stage seconds per step: stage 0 " "$tmp/mix.out"
-	ok $? "an OpenCL stage and a CPU stage under --balance auto: losses within 1e-5 of one process (exit $rc): $(grep '^balance:' "$tmp/mix.out" | tail -1) $why"
+	ok $? "an OpenCL stage and a CPU stage under --balance auto: losses within 5e-5 of one process (exit $rc): $(grep '^balance:' "$tmp/mix.out" | tail -1) $why"
 else
 	skip "an OpenCL stage and a CPU stage under --balance auto: no OpenCL device (lltrain info lists none)"
 fi
@@ -134,12 +135,13 @@ cmp -s "$tmp/detref/$final" "$tmp/det1/$final" && cmp -s "$tmp/detref/$final" "$
 ok $? "deterministic: pp 2 at dp 1 (ZeRO 1) and dp 2 (ZeRO 2) give one process's parameters bitwise"
 
 # 1d. bf16 with recompute at pp 3 follows one process in bf16 (within
-# 1e-4: the weights' bf16 copies round what the gradient norm's last bits
-# moved).
+# 2e-3, as check_tp.sh holds bf16: a weight whose f32 value moved in its
+# last bits with the gradient norm's order of sums can round to the next
+# bf16 value, 2^-8 apart; on an AMD EPYC step 4 differs by 9e-4).
 train refb 0 "$@" --train.precision=bf16 --train.recompute=block
 train ppb 3 "$@" --train.precision=bf16 --train.recompute=block --pp 3
-why=$(losses_match refb ppb $STEPS 1e-4 2>&1)
-ok $? "bf16 + recompute at pp 3: losses within 1e-4 of one process in bf16 $why"
+why=$(losses_match refb ppb $STEPS 2e-3 2>&1)
+ok $? "bf16 + recompute at pp 3: losses within 2e-3 of one process in bf16 $why"
 
 # 1e. The 3-D mesh: tp 2 x pp 2 (8 heads over 4 kv-heads) follows one
 # process, and gives tp 2's parameters within 1e-6 (the stages add only
