@@ -460,17 +460,16 @@ void lt_cmd_plan_hint(const struct lt_conf *conf, const struct lt_plan_limits *f
 	struct lt_plan_limits lim = *fixed;
 	struct lt_plan_cluster *c = calloc(1, sizeof *c);
 	struct lt_plan_result r = { 0 };
+	char node[96];
+	double mem = node_available();
+	/* one CPU node, described; its speed cancels out of the comparison */
+	snprintf(node, sizeof node, "cpu%ld:%.0fMB@1TFLOPs", cores, mem / 1e6);
 	if (!c || cores < LT_PLAN_HINT_CORES || strcmp(conf->run.device, "cpu") ||
-	    (conf->run.threads && conf->run.threads < cores) || !(node_available() > 0)) {
+	    (conf->run.threads && conf->run.threads < cores) || !(mem >= 1e6) ||
+	    lt_plan_cluster_parse(node, 1, c) != LT_OK) {
 		free(c);
 		return;
 	}
-	/* one CPU node; its speed cancels out of the comparison */
-	c->n_nodes = 1;
-	c->node[0] = (struct lt_plan_node){ .cores = (int)cores, .cpu_mem = node_available(),
-					    .core_f32 = 1e10, .core_bf16 = 1e10,
-					    .serial = LT_PLAN_CPU_SERIAL, .cpu_head_ratio = 1 };
-	c->within_bw = 16e9, c->within_lat = 5e-6, c->between_bw = 1.25e9, c->between_lat = 5e-5;
 	lim.margin = 0.1;
 	lim.fixed_tp = lim.fixed_pp = lim.fixed_zero = lim.fixed_precision = 1;
 	lim.fixed_recompute = lim.fixed_batch = 1;

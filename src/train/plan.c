@@ -69,6 +69,22 @@ static double cpu_speed(const struct lt_plan_node *n, int t, int ranks, int bf16
 	return fmin(alone, (ranks > 1 ? NODE_GAIN : 1) * node / (ranks > 0 ? ranks : 1));
 }
 
+/* Rank p on node nd (index node): a GPU, or one of `cpus` CPU ranks of
+ * `threads` threads sharing the node's cores and memory. */
+static void place_rank(struct prank *p, const struct lt_plan_node *nd, int node, int gpu,
+		       int threads, int cpus)
+{
+	p->node = node;
+	p->gpu = gpu;
+	p->threads = gpu ? 1 : threads;
+	p->mem = gpu ? nd->gpu_mem : nd->cpu_mem / cpus;
+	p->f32 = gpu ? nd->gpu_f32 : cpu_speed(nd, threads, cpus, 0);
+	p->bf16 = gpu ? nd->gpu_bf16 : cpu_speed(nd, threads, cpus, 1);
+	p->head_ratio = gpu ? nd->gpu_head_ratio : nd->cpu_head_ratio;
+	p->micro_s = gpu ? nd->gpu_micro_s : nd->cpu_micro_s;
+	p->micro_bf16_s = gpu ? nd->gpu_micro_bf16_s : nd->cpu_micro_bf16_s;
+}
+
 /* The ranks: the launch's in its order, or per node its GPUs then cpu_r
  * CPU ranks of cpu_t threads (none with gpus_only). */
 static int build_ranks(struct search *s)
@@ -76,39 +92,18 @@ static int build_ranks(struct search *s)
 	const struct lt_plan_cluster *c = s->c;
 	int n = 0;
 	if (c->launched && s->lim->fixed_launch) {
-		int cpus[LT_PLAN_MAX_NODES] = { 0 };
-		for (int i = 0; i < c->n_ranks; i++)
-			cpus[c->rank_node[i]] += !c->rank_gpu[i];
 		for (int i = 0; i < c->n_ranks; i++) {
 			const struct lt_plan_node *nd = &c->node[c->rank_node[i]];
-			struct prank *p = &s->r[n++];
-			p->node = c->rank_node[i];
-			p->gpu = c->rank_gpu[i];
-			p->threads = p->gpu ? 1 : nd->cpu_threads;
-			p->mem = p->gpu ? nd->gpu_mem : nd->cpu_mem / nd->cpu_ranks;
-			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, p->threads, cpus[p->node], 0);
-			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, p->threads, cpus[p->node], 1);
-			p->head_ratio = p->gpu ? nd->gpu_head_ratio : nd->cpu_head_ratio;
-			p->micro_s = p->gpu ? nd->gpu_micro_s : nd->cpu_micro_s;
-			p->micro_bf16_s = p->gpu ? nd->gpu_micro_bf16_s : nd->cpu_micro_bf16_s;
+			place_rank(&s->r[n++], nd, c->rank_node[i], c->rank_gpu[i], nd->cpu_threads,
+				   nd->cpu_ranks);
 		}
 		return n;
 	}
 	for (int k = 0; k < c->n_nodes; k++) {
 		const struct lt_plan_node *nd = &c->node[k];
 		int cpus = nd->cores && !s->gpus_only ? s->cpu_r : 0;
-		for (int g = 0; g < nd->gpus + cpus && n < LT_PLAN_MAX_RANKS; g++) {
-			struct prank *p = &s->r[n++];
-			p->node = k;
-			p->gpu = g < nd->gpus;
-			p->threads = p->gpu ? 1 : s->cpu_t;
-			p->mem = p->gpu ? nd->gpu_mem : nd->cpu_mem / cpus;
-			p->f32 = p->gpu ? nd->gpu_f32 : cpu_speed(nd, s->cpu_t, cpus, 0);
-			p->bf16 = p->gpu ? nd->gpu_bf16 : cpu_speed(nd, s->cpu_t, cpus, 1);
-			p->head_ratio = p->gpu ? nd->gpu_head_ratio : nd->cpu_head_ratio;
-			p->micro_s = p->gpu ? nd->gpu_micro_s : nd->cpu_micro_s;
-			p->micro_bf16_s = p->gpu ? nd->gpu_micro_bf16_s : nd->cpu_micro_bf16_s;
-		}
+		for (int g = 0; g < nd->gpus + cpus && n < LT_PLAN_MAX_RANKS; g++)
+			place_rank(&s->r[n++], nd, k, g < nd->gpus, s->cpu_t, cpus);
 	}
 	return n;
 }
