@@ -116,7 +116,7 @@ static void describe_expected(const struct lt_conf_key *k, char *buf, size_t cap
 	case LT_CONF_INT:
 	case LT_CONF_INT64:
 		format_range(k, range, sizeof range);
-		snprintf(buf, cap, "an integer in %s", range);
+		snprintf(buf, cap, "an integer in %s%s", range, k->takes_auto ? " or auto" : "");
 		break;
 	case LT_CONF_FLOAT:
 	case LT_CONF_DOUBLE:
@@ -229,7 +229,9 @@ static enum lt_status set_value(struct lt_conf *c, const struct lt_conf_key *k, 
 
 	switch (k->type) {
 	case LT_CONF_INT:
-		if (!parse_signed(text, &l) || !within(k, (double)l))
+		if (k->takes_auto && !strcasecmp(text, "auto"))
+			l = LT_CONF_AUTO;
+		else if (!parse_signed(text, &l) || !within(k, (double)l))
 			return refuse(k, what, text);
 		if (k->size == sizeof(int)) {
 			int i = (int)l;
@@ -600,6 +602,12 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      "micro-batch", (long long)t->batch * t->seq, INT_MAX);
 		return LT_ERR_CONFIG;
 	}
+	if (t->micro_batch > 0 && ((long long)t->batch * t->grad_accum) % t->micro_batch) {
+		lt_errmsg_set("train.micro_batch = %d does not divide the step's train.batch x "
+			      "train.grad_accum = %lld sequences", t->micro_batch,
+			      (long long)t->batch * t->grad_accum);
+		return LT_ERR_CONFIG;
+	}
 	if (t->optim.min_lr > t->optim.lr) {
 		lt_errmsg_set("train.min_lr = %g exceeds train.lr = %g: the decay would raise the "
 			      "rate; lower train.min_lr", t->optim.min_lr, t->optim.lr);
@@ -708,7 +716,10 @@ void lt_conf_format(const struct lt_conf *c, const struct lt_conf_key *k, char *
 		} else {
 			memcpy(&l, p, sizeof l);
 		}
-		snprintf(buf, cap, "%ld", l);
+		if (k->takes_auto && l == LT_CONF_AUTO)
+			snprintf(buf, cap, "auto");
+		else
+			snprintf(buf, cap, "%ld", l);
 		break;
 	case LT_CONF_INT64:
 		memcpy(&u, p, sizeof u);

@@ -21,11 +21,16 @@
 /* The longest line an INI file may hold, newline excluded (inih's buffer);
  * so a string value is at most this less "key = ". */
 #define LT_CONF_LINE_MAX 198
+/* An integer key's "auto" (takes_auto). */
+#define LT_CONF_AUTO (-1)
 
 struct lt_conf_train {
 	int batch;            /* sequences per micro-batch */
 	int seq;              /* tokens per sequence (<= model.max_seq) */
 	int grad_accum;       /* micro-batches per optimizer step */
+	int micro_batch;      /* 0: batch as given; N: the step's batch x grad_accum
+			       * sequences in micro-batches of N; LT_CONF_AUTO: of the
+			       * largest that fits (lt_micro_batch) */
 	int steps;            /* optimizer steps of the run */
 	double max_minutes;   /* wall-clock budget; 0 = none */
 	struct lt_optim_config optim; /* lr, min_lr, warmup_steps, schedule, betas, eps,
@@ -59,6 +64,7 @@ struct lt_conf_run {
 	char dir[LT_CONF_PATH_MAX];     /* the run directory */
 	char device[64];                /* cpu, opencl[:P.D], auto */
 	int threads;                    /* 0 = OpenMP's choice */
+	double mem_limit;               /* GiB a rank may train in; 0 = its device's free memory */
 	int log_every;                  /* plain log line every N steps (not a terminal) */
 	int eval_every;                 /* validation loss every N steps; 0 = at the end only */
 	int eval_batches;               /* validation batches per evaluation */
@@ -121,7 +127,8 @@ struct lt_conf_key {
 	double min, max;              /* numbers: the range; strings: min is the least length */
 	int open_min, open_max;       /* 1 where that bound itself is excluded: (min, max] */
 	const char *const *choices;   /* enums: NULL-terminated names, stored as int index */
-	int takes_auto;               /* floats: "auto" is NAN, a value chosen when used */
+	int takes_auto;               /* "auto", a value chosen when used: NAN in floats,
+				       * LT_CONF_AUTO in integers */
 	const char *def;              /* the default, as text lt_conf_set reads */
 	const char *doc;              /* one line for lltrain.conf(5) and `info --keys` */
 };

@@ -118,6 +118,10 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "train", .name = "grad_accum", .type = LT_CONF_INT, FIELD(train.grad_accum),
 	  .min = 1, .max = 65536, .def = "1",
 	  .doc = "micro-batches whose gradients make one optimizer step" },
+	{ .section = "train", .name = "micro_batch", .type = LT_CONF_INT, FIELD(train.micro_batch),
+	  .min = 0, .max = 65536, .takes_auto = 1, .def = "0",
+	  .doc = "the step's batch x grad_accum sequences split into micro-batches of N "
+		 "(0 = batch as given; auto = the largest that fits run.mem_limit)" },
 	{ .section = "train", .name = "steps", .type = LT_CONF_INT, FIELD(train.steps),
 	  .min = 1, .max = 1000000000, .def = "600",
 	  .doc = "optimizer steps of the whole run; the schedule decays over them" },
@@ -220,6 +224,10 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "run", .name = "threads", .type = LT_CONF_INT, FIELD(run.threads),
 	  .min = 0, .max = 4096, .def = "0",
 	  .doc = "CPU threads; 0 = OpenMP's choice" },
+	{ .section = "run", .name = "mem_limit", .type = LT_CONF_DOUBLE, FIELD(run.mem_limit),
+	  .min = 0, .max = 1048576, .def = "0",
+	  .doc = "GiB of memory a rank may train in, for train.micro_batch = auto and "
+		 "--plan auto; 0 = what its device has free" },
 	{ .section = "run", .name = "log_every", .type = LT_CONF_INT, FIELD(run.log_every),
 	  .min = 1, .max = 1000000000, .def = "50",
 	  .doc = "a plain log line every N steps when the output is not a terminal" },

@@ -264,6 +264,7 @@ static void set_unusual_values(struct lt_conf *c)
 		{ "distill.teacher", "/runs/t e;a=cher" }, { "distill.alpha", "1" },
 		{ "dist.sync", "local" }, { "dist.local_steps", "1000000" },
 		{ "dist.outer_overlap", "yes" }, { "dist.outer_dtype", "bf16" },
+		{ "train.micro_batch", "auto" },
 	};
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
 		if (lt_conf_set(c, texts[i][0], texts[i][1], texts[i][0]) != LT_OK)
@@ -286,6 +287,7 @@ static void set_unusual_values(struct lt_conf *c)
 	c->distill.temperature = nextafterf(2.0f, 0.0f);
 	c->dist.outer_lr = 1.0 / 3.0;
 	c->dist.outer_momentum = nextafter(1.0, 0.0);
+	c->run.mem_limit = 1.0 / 7.0;
 }
 
 static void check_round_trip(void)
@@ -605,6 +607,28 @@ static void check_number_parsers(void)
 	       "lt_parse_double refuses out of range, NaN and junk: '%s'", lt_errmsg());
 }
 
+/* An integer key that takes auto keeps it apart from its numbers; one
+ * that does not, and the number auto stands for, are refused. */
+static void check_integer_auto(void)
+{
+	struct lt_conf c;
+	char text[32];
+	const struct lt_conf_key *k = lt_conf_find("train", "micro_batch");
+	lt_conf_defaults(&c);
+	enum lt_status a = lt_conf_set(&c, "train.micro_batch", "AUTO", NULL);
+	int is_auto = c.train.micro_batch == LT_CONF_AUTO;
+	lt_conf_format(&c, k, text, sizeof text);
+	enum lt_status n = lt_conf_set(&c, "train.micro_batch", "8", NULL);
+	tap_ok(a == LT_OK && is_auto && !strcmp(text, "auto") && n == LT_OK &&
+	       c.train.micro_batch == 8, "train.micro_batch takes auto, written back as '%s', "
+	       "and numbers", text);
+	tap_ok(lt_conf_set(&c, "train.micro_batch", "-1", "--train.micro_batch") == LT_ERR_CONFIG &&
+	       strstr(lt_errmsg(), "an integer in [0, 65536] or auto") &&
+	       lt_conf_set(&c, "train.batch", "auto", "--train.batch") == LT_ERR_CONFIG &&
+	       c.train.micro_batch == 8, "auto's stand-in -1, and auto for train.batch, are "
+	       "refused: '%s'", lt_errmsg());
+}
+
 static void check_key_table(void)
 {
 	int ok = 1, n = 0;
@@ -623,9 +647,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 77 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 79 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 77 keys, each found by name, with a doc line, and each "
+	       "the table has 79 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
@@ -649,6 +673,7 @@ int main(void)
 	check_cross_keys();
 	check_number_parsers();
 	check_key_table();
+	check_integer_auto();
 	for (int i = 0; i < n_made; i++)
 		unlink(made[i]);
 	int removed = rmdir(dir) == 0;

@@ -217,6 +217,17 @@ int lt_cmd_trainer_main(int argc, char **argv, const struct lt_cmd_trainer *m, v
  * way); *t gets the trainer. */
 enum lt_status lt_cmd_trainer_run(lt_dist *d, const struct lt_conf *c,
 				  const struct lt_trainer_start *s, lt_trainer **t);
+/* train.micro_batch = auto (collective): the largest micro-batch of the
+ * step (below the planner's choice, with planned, where --plan auto chose
+ * one) whose estimated memory fits every rank with 10% left free, checked
+ * by one step of a throwaway trainer from start s, which writes nothing
+ * to the run directory but prepares its data where there are none (s's
+ * corpus is then dropped); a smaller one while the trial runs out of
+ * memory. Sets c's batch and grad_accum and says so in a line.
+ * LT_ERR_CONFIG with one line when none fits; *t holds a failed trial's
+ * trainer, for the caller to end. */
+enum lt_status lt_cmd_micro_batch(lt_dist *d, struct lt_conf *c, struct lt_trainer_start *s,
+				  int planned, lt_trainer **t);
 /* train.lr = auto in a new run: the range test of lltrain tune-lr with its
  * default settings from start s (the trainer in *t, for the caller to
  * free), its plot and curve (RUN/lr_find.jsonl) as tune-lr gives them,

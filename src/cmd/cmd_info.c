@@ -16,6 +16,7 @@
 #include "model.h"
 #include "dist/zero.h"
 #include "train/layout.h"
+#include "train/micro.h"
 
 /* What info was asked for. */
 struct info_args {
@@ -356,6 +357,7 @@ int lt_cmd_info(int argc, char **argv)
 		fprintf(stderr, "lltrain info: %s\n", lt_errmsg());
 		return 1;
 	}
+	lt_micro_batch_apply(&conf);
 	int threads = a.threads < 0 ? conf.run.threads : a.threads;
 	print_build();
 	print_backends(&threads);

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "dist/dist.h"
 #include "dist/probe.h"
+#include "train/micro.h"
 #include "train/plan.h"
 
 #define GIB 1073741824.0
@@ -121,7 +122,7 @@ void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim)
 		lim->fixed_zero = c.dist.zero != UNSET;
 		lim->fixed_precision = (int)c.train.precision != UNSET;
 		lim->fixed_recompute = (int)c.train.recompute != UNSET;
-		lim->fixed_batch = c.train.grad_accum != UNSET;
+		lim->fixed_batch = c.train.grad_accum != UNSET || c.train.micro_batch > 0;
 	}
 	free(own);
 }
@@ -373,6 +374,7 @@ static int plan_main(lt_dist *d, int argc, char **argv)
 		return rc;
 	}
 	rc = 0;
+	lt_micro_batch_apply(&conf);
 	lim.margin = a.margin;
 	lim.fixed_launch = a.launch;
 	enum lt_status st = lt_model_config_check(&conf.model);
@@ -401,6 +403,17 @@ int lt_cmd_plan(int argc, char **argv)
 	return rc;
 }
 
+/* run.mem_limit over the probed ranks: each may fill at most `limit`
+ * bytes (0: what it has). */
+static void limit_memory(struct lt_plan_cluster *c, double limit)
+{
+	for (int i = 0; limit > 0 && i < c->n_nodes; i++) {
+		struct lt_plan_node *n = &c->node[i];
+		n->gpu_mem = fmin(n->gpu_mem, limit);
+		n->cpu_mem = fmin(n->cpu_mem, limit * (n->cpu_ranks > 0 ? n->cpu_ranks : 1));
+	}
+}
+
 enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 				struct lt_conf *conf)
 {
@@ -410,6 +423,8 @@ enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 	struct lt_plan_cluster *c = calloc(1, sizeof *c);
 	struct { int found; char why[400]; } said = { 0, "" };
 	enum lt_status st = c ? probe_cluster(d, conf, &a, c) : LT_ERR_NOMEM;
+	if (st == LT_OK)
+		limit_memory(c, conf->run.mem_limit * GIB);
 	lim.fixed_launch = 1;
 	lim.margin = 0.1;
 	if (st == LT_OK && lt_dist_rank(d) == 0) {
@@ -447,13 +462,6 @@ enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 	return LT_OK;
 }
 
-/* The memory this node has free, bytes. */
-static double node_available(void)
-{
-	long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-	return pages > 0 && size > 0 ? (double)pages * size : 0;
-}
-
 void lt_cmd_plan_hint(const struct lt_conf *conf, const struct lt_plan_limits *fixed)
 {
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -461,7 +469,7 @@ void lt_cmd_plan_hint(const struct lt_conf *conf, const struct lt_plan_limits *f
 	struct lt_plan_cluster *c = calloc(1, sizeof *c);
 	struct lt_plan_result r = { 0 };
 	char node[96];
-	double mem = node_available();
+	double mem = lt_probe_host_memory();
 	/* one CPU node, described; its speed cancels out of the comparison */
 	snprintf(node, sizeof node, "cpu%ld:%.0fMB@1TFLOPs", cores, mem / 1e6);
 	if (!c || cores < LT_PLAN_HINT_CORES || strcmp(conf->run.device, "cpu") ||

@@ -26,6 +26,7 @@
 #include "io/import.h"
 #include "io/rundir.h"
 #include "text/prepare.h"
+#include "train/micro.h"
 #include "train/run_files.h"
 #include "train/trainer.h"
 
@@ -447,6 +448,7 @@ static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
+	lt_micro_batch_apply(&conf);
 	if (st == LT_OK && plan_auto && (st = lt_cmd_plan_auto(d, &fixed, &conf)) != LT_OK) {
 		if (lt_dist_rank(d) == 0)
 			lt_report(m->cmd, st);
@@ -472,6 +474,8 @@ static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
 		.open_backend = open_backend,
 		.stop_signal = &stop_signal,
 	};
+	if (st == LT_OK && conf.train.micro_batch == LT_CONF_AUTO)
+		st = lt_cmd_micro_batch(d, &conf, &s, plan_auto, t);
 	if (st == LT_OK)
 		st = m->run(d, &conf, &s, args, t);
 	say_skipped(d, &skipped);

@@ -231,9 +231,10 @@ static double probe_lr(void *ctx, int i)
 	return lt_lr_find_rate(p->f, i);
 }
 
-static int probe_seen(void *ctx, int i, double lr, double loss)
+static int probe_seen(void *ctx, int i, const struct lt_step_metrics *sm)
 {
 	struct probe_ctx *p = ctx;
+	double lr = sm->lr, loss = sm->loss;
 	int stop = lt_lr_find_add(p->f, lr, loss), n;
 	const struct lt_lr_find_point *v = lt_lr_find_points(p->f, &n);
 	if (i % p->every == 0 || stop) {

@@ -363,9 +363,7 @@ static enum lt_status time_rank(lt_backend *be, const struct lt_probe_config *pc
 
 /* ------------------------------------------------ the ranks' places */
 
-/* MemAvailable of /proc/meminfo in bytes, else the free pages sysconf
- * counts. */
-static double available_memory(void)
+double lt_probe_host_memory(void)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
 	char line[256];
@@ -401,14 +399,19 @@ static void describe(lt_dist *d, lt_backend *be, struct lt_probe_rank *r)
 	r->node_cores = cores > 0 ? (int)cores : 1;
 	snprintf(r->host, sizeof r->host, "%.63s", lt_dist_host(d));
 	snprintf(r->device, sizeof r->device, "%.95s", dev.name);
-	if (r->gpu) {
-		size_t now = 0, peak = 0;
-		if (be->ops->mem_usage)
-			be->ops->mem_usage(be, &now, &peak);
-		r->mem = dev.mem_bytes > now ? (double)(dev.mem_bytes - now) : 0;
-	} else {
-		r->mem = available_memory();
-	}
+	r->mem = lt_probe_free_memory(be);
+}
+
+double lt_probe_free_memory(lt_backend *be)
+{
+	struct lt_device_info dev;
+	size_t now = 0, peak = 0;
+	be->ops->info(be, &dev);
+	if (!dev.gpu)
+		return lt_probe_host_memory();
+	if (be->ops->mem_usage)
+		be->ops->mem_usage(be, &now, &peak);
+	return dev.mem_bytes > now ? (double)(dev.mem_bytes - now) : 0;
 }
 
 /* Over the gathered all[n]: nodes of different sizes numbered in the

@@ -68,6 +68,13 @@ struct lt_probe_config {
 	double seconds;           /* about how long each timing may take (0: 0.3 s) */
 };
 
+/* The host's available memory, bytes: MemAvailable of /proc/meminfo, else
+ * the free pages sysconf counts. */
+double lt_probe_host_memory(void);
+/* What be may still fill, bytes: its GPU's memory less what its buffers
+ * hold; on a CPU, the host's available memory (the node's ranks share it). */
+double lt_probe_free_memory(lt_backend *be);
+
 /* Collective: every rank times its device on be, then the ranks exchange
  * their figures, so that out[r] (lt_dist_size(d) entries) is rank r's on
  * every rank; then the links are measured and *links filled. */

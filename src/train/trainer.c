@@ -145,6 +145,12 @@ static enum lt_status prepare_run_dir(lt_trainer *t, const struct lt_trainer_sta
 	return lt_trainer_agree(t, st, "preparing the data", LONG_WAIT_SECONDS);
 }
 
+/* Whether the run says its first lines (a quiet trial does not). */
+static int says_start(const lt_trainer *t)
+{
+	return !t->probe || !t->probe->quiet;
+}
+
 /* The vocabulary of the resumed checkpoint's model (-1 when unknown). */
 static int checkpoint_vocab(const lt_trainer *t)
 {
@@ -183,8 +189,9 @@ static enum lt_status load_data(lt_trainer *t)
 				      vocab, t->conf.model.vocab_size);
 			return LT_ERR_CONFIG;
 		}
-		printf("model: vocabulary set to the tokenizer's %d (config said %d)\n", vocab,
-		       t->conf.model.vocab_size);
+		if (says_start(t))
+			printf("model: vocabulary set to the tokenizer's %d (config said %d)\n", vocab,
+			       t->conf.model.vocab_size);
 		t->conf.model.vocab_size = vocab;
 	}
 	return lt_data_open(t->data_dir, vocab, &t->data);
@@ -196,7 +203,7 @@ static void report_examples(const lt_trainer *t)
 {
 	const lt_data *d = t->data;
 	int T = t->conf.train.seq;
-	if (!t->lead || !lt_data_has_examples(d))
+	if (!t->lead || !lt_data_has_examples(d) || !says_start(t))
 		return;
 	printf("data: %" PRIu64 " training and %" PRIu64 " validation examples, one per window "
 	       "of %d tokens, padded; truncated (longer than %d tokens): %" PRIu64 " training, %"
@@ -334,6 +341,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	if ((st = lt_trainer_agree(t, st, "building the model", 0)) != LT_OK)
 		return st;
 	struct lt_rank_layout l = layout_of(t);
+	if (!says_start(t))
+		return LT_OK;
 	return lt_rank_report_memory(&l, c->dist.zero, state, lt_zero_bytes(t->zero),
 				     lt_model_grads_numel(t->model), lt_model_num_params(t->model),
 				     lt_zero_exchange(t->zero));
@@ -684,7 +693,7 @@ static enum lt_status probe_seen(lt_trainer *t, long step, const struct lt_step_
 				 int *stop)
 {
 	const struct lt_trainer_probe *p = t->probe;
-	*stop = p->seen(p->ctx, (int)(step - t->probe_from), sm->lr, sm->loss) != 0;
+	*stop = p->seen(p->ctx, (int)(step - t->probe_from), sm) != 0;
 	return lt_dist_bcast(t->job, stop, sizeof *stop, 0, "the range test's answer");
 }
 
@@ -830,7 +839,7 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = open_metrics(t)) != LT_OK)
 		return st;
-	return say_start(t, s);
+	return says_start(t) ? say_start(t, s) : LT_OK;
 }
 
 enum lt_status lt_trainer_run(lt_trainer *t)

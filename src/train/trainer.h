@@ -26,15 +26,17 @@
 #include "conf.h"
 #include "dist/dist.h"
 #include "io/checkpoint.h"
+#include "io/metrics.h"
 #include "status.h"
 
 typedef struct lt_trainer lt_trainer;
 
 /* A learning-rate range test's hold on a run (lltrain tune-lr): step i of
  * it (from 1) trains at lr_at's rate, warmup and decay set aside, and
- * `seen` then gets the rate and the step's training loss (the mean over
- * every rank's targets; NAN or infinite when it was not finite); job rank
- * 0's answer, nonzero to stop after that step, is every rank's. Such a run
+ * `seen` then gets the step's metrics on every rank: the rate (lr), the
+ * training loss (the mean over every rank's targets; NAN or infinite when
+ * it was not finite) and this rank's memory (mem_peak_bytes ...); job
+ * rank 0's answer, nonzero to stop after that step, is every rank's. Such a run
  * writes nothing into the run directory -- no config.ini, metrics.jsonl,
  * TensorBoard files or checkpoints, not on a signal nor for --balance
  * auto's moves of pipeline blocks -- though it prepares the data when
@@ -43,8 +45,9 @@ typedef struct lt_trainer lt_trainer;
 struct lt_trainer_probe {
 	int steps;  /* the most steps it runs after the start's, whatever train.steps */
 	double (*lr_at)(void *ctx, int i);
-	int (*seen)(void *ctx, int i, double lr, double loss);
+	int (*seen)(void *ctx, int i, const struct lt_step_metrics *sm);
 	void *ctx;
+	int quiet;  /* 1: the run's first lines (model, memory, ranks, data) unsaid */
 };
 
 /* Where a run starts, and what may stop it. */
