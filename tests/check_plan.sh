@@ -13,7 +13,9 @@
 # of the launch measure themselves and the links, and with --launch only
 # their own layout is planned; train --plan auto applies the plan, keeps
 # a ZeRO stage given, and refuses a model that fits no layout before the
-# run starts.
+# run starts; an OpenCL rank beside a CPU rank trains under --plan auto,
+# sharing the batch by speed (balance auto; skipped without an OpenCL
+# device).
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -133,6 +135,25 @@ tp=$(sed -n 's/^tp = //p' "$tmp/auto/config.ini") zero=$(sed -n 's/^zero = //p' 
 [ $got = 0 ] && [ -n "$chosen" ] && [ "$zero" = 1 ] &&
 	printf '%s\n' "$chosen" | grep -q "tp $tp x.*ZeRO 1"
 ok $? "train --plan auto applies the plan ($chosen; config.ini tp $tp, zero $zero) and keeps the given ZeRO 1 (exit $got)"
+# (a global batch of 4 sequences and one thread a rank keep the runs short)
+small=(--train.seq=64 --train.batch=4 --run.threads=1 --data.dir="$tmp/data" --run.sample_tokens=4)
+
+# an OpenCL rank (PoCL) beside a CPU rank: the plan sees their unequal
+# speeds and shares the batch by them (--balance auto)
+if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+	mixed=(--plan auto --train.steps=2 "${small[@]}" --comm-timeout 300)
+	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=opencl --run.dir="$tmp/mix" : \
+		-n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=cpu --run.dir="$tmp/mix" \
+		>"$tmp/mix.out" 2>&1 </dev/null
+	got=$?
+	[ $got = 0 ] && grep -aq "^plan auto: dp 2 .*, balance auto;" "$tmp/mix.out" &&
+		grep -q "^balance = auto" "$tmp/mix/config.ini" &&
+		grep -q '"step":2,"loss":' "$tmp/mix/metrics.jsonl"
+	ok $? "an OpenCL rank and a CPU rank under --plan auto train, sharing the batch by speed (exit $got): $(grep -a '^plan auto:\|^balance:' "$tmp/mix.out" | tr '\n' '/')"
+else
+	skip "an OpenCL rank beside a CPU rank under --plan auto: no OpenCL device (lltrain info lists none)"
+fi
+
 # 1024 blocks of dim 1024: some 200 GB of training state, quick to probe
 "${launch[@]}" -n 2 "$LLTRAIN" train --plan auto --model.dim=1024 --model.n_heads=8 \
 	--model.n_kv_heads=8 --model.ffn_dim=2816 --model.n_layers=1024 --train.steps=1 \

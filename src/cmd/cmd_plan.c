@@ -132,10 +132,10 @@ static void describe(const struct lt_plan_layout *l, char *buf, size_t cap)
 	char cpu[48] = "";
 	if (l->cpu_ranks_per_node)
 		snprintf(cpu, sizeof cpu, ", cpu %dx%d", l->cpu_ranks_per_node, l->cpu_threads);
-	snprintf(buf, cap, "dp %d x tp %d x pp %d, ZeRO %d, %s%s, micro %d x %d%s%s",
+	snprintf(buf, cap, "dp %d x tp %d x pp %d, ZeRO %d, %s%s, micro %d x %d%s%s%s",
 		 l->dp, l->tp, l->pp, l->zero, l->precision == LT_PRECISION_BF16 ? "bf16" : "fp32",
 		 l->recompute ? ", recompute" : "", l->micro, l->accum, cpu,
-		 l->gpus_only ? ", GPUs only" : "");
+		 l->gpus_only ? ", GPUs only" : "", l->balance_auto ? ", balance auto" : "");
 }
 
 /* The train options that run layout l. */

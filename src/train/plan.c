@@ -94,8 +94,13 @@ static int build_ranks(struct search *s)
 	if (c->launched && s->lim->fixed_launch) {
 		for (int i = 0; i < c->n_ranks; i++) {
 			const struct lt_plan_node *nd = &c->node[c->rank_node[i]];
-			place_rank(&s->r[n++], nd, c->rank_node[i], c->rank_gpu[i], nd->cpu_threads,
+			struct prank *p = &s->r[n++];
+			place_rank(p, nd, c->rank_node[i], c->rank_gpu[i], nd->cpu_threads,
 				   nd->cpu_ranks);
+			if (c->rank_f32[i] > 0)
+				p->f32 *= c->rank_f32[i];
+			if (c->rank_bf16[i] > 0)
+				p->bf16 *= c->rank_bf16[i];
 		}
 		return n;
 	}

@@ -53,6 +53,12 @@ struct lt_plan_cluster {
 	int n_ranks;
 	short rank_node[LT_PLAN_MAX_RANKS];
 	unsigned char rank_gpu[LT_PLAN_MAX_RANKS];
+	/* ... and its speed over its node's (the node's GPUs', or its CPU
+	 * ranks'), f32 and bf16: 1 for the slowest device of the node, more
+	 * for a faster one (a CPU backend's rank beside PoCL's); ranks of one
+	 * device share its slowest figure, so the probe's noise makes no
+	 * ranks unequal (0: not measured, the node's). */
+	float rank_f32[LT_PLAN_MAX_RANKS], rank_bf16[LT_PLAN_MAX_RANKS];
 };
 
 /* A described cluster, e.g. "8x24GiB@100TFLOPs,4xcpu@1.5TFLOPs": items
