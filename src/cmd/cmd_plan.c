@@ -375,6 +375,7 @@ static int plan_main(lt_dist *d, int argc, char **argv)
 	rc = 0;
 	lim.margin = a.margin;
 	lim.fixed_launch = a.launch;
+	lt_plan_limits_of(&conf, &lim);
 	enum lt_status st = lt_model_config_check(&conf.model);
 	if (st == LT_OK)
 		st = a.devices ? describe_cluster(&a, c) : probe_cluster(d, &conf, &a, c);
@@ -409,22 +410,31 @@ enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 	struct lt_plan_layout best = { 0 };
 	struct lt_plan_cluster *c = calloc(1, sizeof *c);
 	struct { int found; char why[400]; } said = { 0, "" };
+	const char *kept = conf->dist.deterministic ? " (--deterministic keeps dist.tp and "
+				"train.precision as configured)" : "";
 	enum lt_status st = c ? probe_cluster(d, conf, &a, c) : LT_ERR_NOMEM;
 	lim.fixed_launch = 1;
 	lim.margin = 0.1;
-	if (st == LT_OK && lt_dist_rank(d) == 0) {
+	if (st == LT_OK && conf->dist.deterministic && c->other_device) {
+		/* which rank sums a sequence, or holds a block, changes its last
+		 * bits, and timings choose that */
+		snprintf(said.why, sizeof said.why, "--plan auto with --deterministic: ranks 0 and "
+			 "%d compute on different devices, whose sums differ in their last bits, so a "
+			 "layout chosen from their timings would not repeat; give the layout "
+			 "(--dist.pp, --dist.balance) without --plan auto", c->other_device);
+	} else if (st == LT_OK && lt_dist_rank(d) == 0) {
 		struct lt_plan_result r;
 		if ((st = lt_plan_search(conf, c, &lim, &r)) == LT_OK && r.n_fit) {
 			best = r.v[0];
 			said.found = 1;
 		} else if (st == LT_OK && r.n) {
 			snprintf(said.why, sizeof said.why, "--plan auto: no layout of these %d ranks "
-				 "fits: the closest needs %.2f GiB on rank %d, which has %.2f GiB",
+				 "fits: the closest needs %.2f GiB on rank %d, which has %.2f GiB%s",
 				 r.v[0].ranks, r.v[0].mem_need / GIB, r.v[0].mem_rank,
-				 r.v[0].mem_have / GIB);
+				 r.v[0].mem_have / GIB, kept);
 		} else if (st == LT_OK) {
 			snprintf(said.why, sizeof said.why, "--plan auto: the configuration allows no "
-				 "layout of these ranks (see lltrain plan)");
+				 "layout of these ranks%s (see lltrain plan)", kept);
 		}
 		lt_plan_result_free(&r);
 	}

@@ -568,10 +568,18 @@ static enum lt_status try_launches(struct search *s)
 	return st;
 }
 
-enum lt_status lt_plan_search(const struct lt_conf *conf, const struct lt_plan_cluster *c,
-			      const struct lt_plan_limits *lim, struct lt_plan_result *out)
+void lt_plan_limits_of(const struct lt_conf *conf, struct lt_plan_limits *lim)
 {
-	struct search s = { .conf = conf, .c = c, .lim = lim, .out = out };
+	if (conf->dist.deterministic)
+		lim->fixed_tp = lim->fixed_precision = 1;
+}
+
+enum lt_status lt_plan_search(const struct lt_conf *conf, const struct lt_plan_cluster *c,
+			      const struct lt_plan_limits *given, struct lt_plan_result *out)
+{
+	struct lt_plan_limits lim = *given;
+	lt_plan_limits_of(conf, &lim);
+	struct search s = { .conf = conf, .c = c, .lim = &lim, .out = out };
 	memset(out, 0, sizeof *out);
 	out->global_seqs = (long)conf->train.batch * conf->train.grad_accum;
 	block_flops(conf, &s.f_block, &s.f_head);

@@ -326,6 +326,8 @@ static void rank_speeds(const struct lt_probe_rank *r, int n, struct lt_plan_clu
 		double node_b = r[i].gpu ? nd->gpu_bf16 : nd->core_bf16;
 		out->rank_f32[i] = node_f > 0 && f > 0 && isfinite(f) ? (float)(f / node_f) : 0;
 		out->rank_bf16[i] = node_b > 0 && b > 0 && isfinite(b) ? (float)(b / node_b) : 0;
+		if (!out->other_device && strcmp(r[i].device, r[0].device))
+			out->other_device = i;
 	}
 }
 
