@@ -15,7 +15,9 @@
 # a ZeRO stage given, and refuses a model that fits no layout before the
 # run starts; under --deterministic it keeps tp and precision as given
 # (the layouts left give the same bits), and two runs end in the same
-# checkpoint bitwise; an OpenCL rank
+# checkpoint bitwise; a --plan auto run resumed under --plan auto plans
+# anew (another layout, the checkpoint's stages split again), continues
+# its steps at the same global batch with finite losses; an OpenCL rank
 # beside a CPU rank trains under --plan auto, sharing the batch by speed
 # (balance auto), and with --deterministic is refused in one line (skipped
 # without an OpenCL device).
@@ -163,6 +165,39 @@ loss() { grep '"step":2,' "$tmp/$1/metrics.jsonl" | grep -o '"loss":[^,]*'; }
 	cmp -s "$tmp/det1/$final" "$tmp/det2/$final" && [ -n "$(loss det1)" ] &&
 	[ "$(loss det1)" = "$(loss det2)" ]
 ok $? "two --plan auto --deterministic runs end in the same parameters and loss, bitwise ($(loss det1), $(loss det2); $(grep -h '^plan auto:' "$tmp/det1.out" "$tmp/det2.out" | cut -d';' -f1 | tr '\n' '/'))"
+
+# a resumed run plans again: the checkpoint is layout-free, so a resume
+# may run another layout, and the stages of the checkpoint's own (1 + 3
+# blocks, given by hand) are split anew unless given again; the global
+# batch stays the options' 4 sequences (the checkpoint holds the plan's
+# split, 1 x 4, under which train.batch = 4 given again made 16)
+res=(--plan auto --model.tied=false "${small[@]}" --run.dir="$tmp/res" --run.checkpoint_every=1)
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --dist.pp=2 --dist.pp_layers=1,3 \
+	--train.steps=1 >"$tmp/res1.out" 2>&1 </dev/null
+got=$?
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --dist.pp=2 --resume auto --train.steps=2 \
+	>"$tmp/res2.out" 2>&1 </dev/null
+got2=$?
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --resume auto --train.steps=3 \
+	>"$tmp/res3.out" 2>&1 </dev/null
+got3=$?
+python3 -c '
+import json, math, sys
+v = [o for o in map(json.loads, open(sys.argv[1])) if "loss" in o and "val_loss" not in o]
+steps = [o["step"] for o in v]
+print(steps, "tokens", [o["tokens"] for o in v])
+sys.exit(0 if steps == [1, 2, 3] and all(math.isfinite(o["loss"]) for o in v) and
+         [o["tokens"] for o in v] == [256, 512, 768] else 1)
+' "$tmp/res/metrics.jsonl" >"$tmp/steps" 2>&1
+steps_ok=$?
+[ "$got $got2 $got3" = "0 0 0" ] && [ $steps_ok = 0 ] &&
+	grep -q "stage 0 blocks 0-0 and the embedding" "$tmp/res1.out" &&
+	grep -q "resumed from .*step_00000001 at step 1" "$tmp/res2.out" &&
+	grep -q "^plan auto: dp 1 x tp 1 x pp 2" "$tmp/res2.out" &&
+	! grep -q "stage 0 blocks 0-0" "$tmp/res2.out" &&
+	grep -q "resumed from .*step_00000002 at step 2" "$tmp/res3.out" &&
+	grep -q "^plan auto: " "$tmp/res3.out"
+ok $? "a --plan auto run resumed twice with --plan auto continues at steps 2 and 3, 4 sequences a step, finite losses, each planning anew (exit $got $got2 $got3; steps $(tr -d '\n' <"$tmp/steps"); $(grep -h '^plan auto:\|^pipeline: [0-9]' "$tmp/res2.out" "$tmp/res3.out" | cut -c1-90 | tr '\n' '/'))"
 
 # an OpenCL rank (PoCL) beside a CPU rank: the plan sees their unequal
 # speeds and shares the batch by them (--balance auto); under

@@ -95,6 +95,7 @@ static void mark_unset(struct lt_conf *c)
 	c->train.precision = (enum lt_precision)UNSET;
 	c->train.recompute = (enum lt_recompute)UNSET;
 	c->train.batch = c->train.grad_accum = UNSET;
+	snprintf(c->dist.pp_layers, sizeof c->dist.pp_layers, "unset");
 }
 
 void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim)
@@ -122,6 +123,8 @@ void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim)
 		lim->fixed_precision = (int)c.train.precision != UNSET;
 		lim->fixed_recompute = (int)c.train.recompute != UNSET;
 		lim->fixed_batch = c.train.grad_accum != UNSET;
+		lim->fixed_pp_layers = strcmp(c.dist.pp_layers, "unset") != 0;
+		lim->given_batch = lim->fixed_batch || c.train.batch != UNSET;
 	}
 	free(own);
 }
@@ -412,6 +415,9 @@ enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 	struct { int found; char why[400]; } said = { 0, "" };
 	const char *kept = conf->dist.deterministic ? " (--deterministic keeps dist.tp and "
 				"train.precision as configured)" : "";
+	/* a resumed run's checkpoint names its own layout's stages: split anew */
+	if (!fixed->fixed_pp_layers)
+		conf->dist.pp_layers[0] = 0;
 	enum lt_status st = c ? probe_cluster(d, conf, &a, c) : LT_ERR_NOMEM;
 	lim.fixed_launch = 1;
 	lim.margin = 0.1;

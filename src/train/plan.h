@@ -86,6 +86,12 @@ struct lt_plan_limits {
 	int fixed_tp, fixed_pp, fixed_zero, fixed_precision, fixed_recompute;
 	int fixed_batch;           /* the micro-batch split (train.batch, train.grad_accum) */
 	int fixed_launch;          /* launched: only the launch's ranks as they are */
+	int fixed_pp_layers;       /* dist.pp_layers was given (train --plan auto keeps it;
+				    * else a resumed run's stages are split anew) */
+	int given_batch;           /* train.batch or train.grad_accum was given (train
+				    * --plan auto: a resumed run's global batch is theirs,
+				    * not the checkpoint's planned split with one of them
+				    * given again over it) */
 	double margin;             /* the share of each rank's memory left free (0.1) */
 };
 
