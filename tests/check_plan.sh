@@ -13,7 +13,14 @@
 # of the launch measure themselves and the links, and with --launch only
 # their own layout is planned; train --plan auto applies the plan, keeps
 # a ZeRO stage given, and refuses a model that fits no layout before the
-# run starts.
+# run starts; under --deterministic it keeps tp and precision as given
+# (the layouts left give the same bits), and two runs end in the same
+# checkpoint bitwise; a --plan auto run resumed under --plan auto plans
+# anew (another layout, the checkpoint's stages split again), continues
+# its steps at the same global batch with finite losses; an OpenCL rank
+# beside a CPU rank trains under --plan auto, sharing the batch by speed
+# (balance auto), and with --deterministic is refused in one line (skipped
+# without an OpenCL device).
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -133,6 +140,92 @@ tp=$(sed -n 's/^tp = //p' "$tmp/auto/config.ini") zero=$(sed -n 's/^zero = //p' 
 [ $got = 0 ] && [ -n "$chosen" ] && [ "$zero" = 1 ] &&
 	printf '%s\n' "$chosen" | grep -q "tp $tp x.*ZeRO 1"
 ok $? "train --plan auto applies the plan ($chosen; config.ini tp $tp, zero $zero) and keeps the given ZeRO 1 (exit $got)"
+# --deterministic: the plan may choose only among layouts that give the
+# same bits (dp, pp, ZeRO, recompute, the micro-batch split), never
+# another tp or precision from the probe's timings; two runs of one
+# command end in the same checkpoint, bitwise
+"${launch[@]}" -n 2 "$LLTRAIN" plan --train.seq=64 --launch --dist.deterministic=true \
+	--jsonl "$tmp/det.jsonl" >"$tmp/out" 2>&1 </dev/null
+got=$?
+[ $got = 0 ] && grep -q "; tp fixed.*; precision fixed" "$tmp/out" &&
+	layouts "$tmp/det.jsonl" 'len(fit) > 1 and all(o["tp"] == 1 and o["precision"] == "fp32" for o in v)'
+ok $? "under --deterministic every layout searched keeps tp 1 and fp32 (exit $got): $(grep -m1 ' layouts, ' "$tmp/out")"
+# (a global batch of 4 sequences and one thread a rank keep the runs short)
+small=(--train.seq=64 --train.batch=4 --run.threads=1 --data.dir="$tmp/data" --run.sample_tokens=4)
+det=(--plan auto --deterministic --train.steps=2 "${small[@]}")
+for i in 1 2; do
+	"${launch[@]}" -n 2 "$LLTRAIN" train "${det[@]}" --run.dir="$tmp/det$i" \
+		>"$tmp/det$i.out" 2>&1 </dev/null
+	echo $? >"$tmp/det$i.rc"
+done
+final=checkpoints/step_00000002/model.safetensors
+loss() { grep '"step":2,' "$tmp/$1/metrics.jsonl" | grep -o '"loss":[^,]*'; }
+[ "$(cat "$tmp/det1.rc" "$tmp/det2.rc")" = "$(printf '0\n0')" ] &&
+	grep -q "^plan auto: dp [0-9]* x tp 1 x pp [0-9]*, ZeRO [0-9], fp32" "$tmp/det1.out" &&
+	cmp -s "$tmp/det1/$final" "$tmp/det2/$final" && [ -n "$(loss det1)" ] &&
+	[ "$(loss det1)" = "$(loss det2)" ]
+ok $? "two --plan auto --deterministic runs end in the same parameters and loss, bitwise ($(loss det1), $(loss det2); $(grep -h '^plan auto:' "$tmp/det1.out" "$tmp/det2.out" | cut -d';' -f1 | tr '\n' '/'))"
+
+# a resumed run plans again: the checkpoint is layout-free, so a resume
+# may run another layout, and the stages of the checkpoint's own (1 + 3
+# blocks, given by hand) are split anew unless given again; the global
+# batch stays the options' 4 sequences (the checkpoint holds the plan's
+# split, 1 x 4, under which train.batch = 4 given again made 16)
+res=(--plan auto --model.tied=false "${small[@]}" --run.dir="$tmp/res" --run.checkpoint_every=1)
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --dist.pp=2 --dist.pp_layers=1,3 \
+	--train.steps=1 >"$tmp/res1.out" 2>&1 </dev/null
+got=$?
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --dist.pp=2 --resume auto --train.steps=2 \
+	>"$tmp/res2.out" 2>&1 </dev/null
+got2=$?
+"${launch[@]}" -n 2 "$LLTRAIN" train "${res[@]}" --resume auto --train.steps=3 \
+	>"$tmp/res3.out" 2>&1 </dev/null
+got3=$?
+python3 -c '
+import json, math, sys
+v = [o for o in map(json.loads, open(sys.argv[1])) if "loss" in o and "val_loss" not in o]
+steps = [o["step"] for o in v]
+print(steps, "tokens", [o["tokens"] for o in v])
+sys.exit(0 if steps == [1, 2, 3] and all(math.isfinite(o["loss"]) for o in v) and
+         [o["tokens"] for o in v] == [256, 512, 768] else 1)
+' "$tmp/res/metrics.jsonl" >"$tmp/steps" 2>&1
+steps_ok=$?
+[ "$got $got2 $got3" = "0 0 0" ] && [ $steps_ok = 0 ] &&
+	grep -q "stage 0 blocks 0-0 and the embedding" "$tmp/res1.out" &&
+	grep -q "resumed from .*step_00000001 at step 1" "$tmp/res2.out" &&
+	grep -q "^plan auto: dp 1 x tp 1 x pp 2" "$tmp/res2.out" &&
+	! grep -q "stage 0 blocks 0-0" "$tmp/res2.out" &&
+	grep -q "resumed from .*step_00000002 at step 2" "$tmp/res3.out" &&
+	grep -q "^plan auto: " "$tmp/res3.out"
+ok $? "a --plan auto run resumed twice with --plan auto continues at steps 2 and 3, 4 sequences a step, finite losses, each planning anew (exit $got $got2 $got3; steps $(tr -d '\n' <"$tmp/steps"); $(grep -h '^plan auto:\|^pipeline: [0-9]' "$tmp/res2.out" "$tmp/res3.out" | cut -c1-90 | tr '\n' '/'))"
+
+# an OpenCL rank (PoCL) beside a CPU rank: the plan sees their unequal
+# speeds and shares the batch by them (--balance auto); under
+# --deterministic it refuses, as which device sums a sequence changes its
+# bits and the timings choose that
+if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+	mixed=(--plan auto --train.steps=2 "${small[@]}" --comm-timeout 300)
+	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=opencl --run.dir="$tmp/mix" : \
+		-n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=cpu --run.dir="$tmp/mix" \
+		>"$tmp/mix.out" 2>&1 </dev/null
+	got=$?
+	[ $got = 0 ] && grep -aq "^plan auto: dp 2 .*, balance auto;" "$tmp/mix.out" &&
+		grep -q "^balance = auto" "$tmp/mix/config.ini" &&
+		grep -q '"step":2,"loss":' "$tmp/mix/metrics.jsonl"
+	ok $? "an OpenCL rank and a CPU rank under --plan auto train, sharing the batch by speed (exit $got): $(grep -a '^plan auto:\|^balance:' "$tmp/mix.out" | tr '\n' '/')"
+	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --deterministic --run.device=opencl \
+		--run.dir="$tmp/mixd" : -n 1 "$LLTRAIN" train "${mixed[@]}" --deterministic \
+		--run.device=cpu --run.dir="$tmp/mixd" >"$tmp/out" 2>"$tmp/err" </dev/null
+	got=$?
+	[ $got = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] &&
+		grep -q "plan auto with --deterministic: ranks 0 and 1 compute on different devices" "$tmp/err" &&
+		[ ! -d "$tmp/mixd/checkpoints" ]
+	ok $? "--plan auto --deterministic on an OpenCL and a CPU rank is refused in one line (exit $got): $(head -c 300 "$tmp/err")"
+else
+	skip "an OpenCL rank beside a CPU rank under --plan auto: no OpenCL device (lltrain info lists none)"
+	skip "--plan auto --deterministic on an OpenCL and a CPU rank: no OpenCL device (lltrain info lists none)"
+fi
+
 # 1024 blocks of dim 1024: some 200 GB of training state, quick to probe
 "${launch[@]}" -n 2 "$LLTRAIN" train --plan auto --model.dim=1024 --model.n_heads=8 \
 	--model.n_kv_heads=8 --model.ffn_dim=2816 --model.n_layers=1024 --train.steps=1 \

@@ -96,6 +96,7 @@ static void mark_unset(struct lt_conf *c)
 	c->train.precision = (enum lt_precision)UNSET;
 	c->train.recompute = (enum lt_recompute)UNSET;
 	c->train.batch = c->train.grad_accum = UNSET;
+	snprintf(c->dist.pp_layers, sizeof c->dist.pp_layers, "unset");
 }
 
 void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim)
@@ -123,6 +124,8 @@ void lt_cmd_plan_fixed(int argc, char **args, struct lt_plan_limits *lim)
 		lim->fixed_precision = (int)c.train.precision != UNSET;
 		lim->fixed_recompute = (int)c.train.recompute != UNSET;
 		lim->fixed_batch = c.train.grad_accum != UNSET || c.train.micro_batch > 0;
+		lim->fixed_pp_layers = strcmp(c.dist.pp_layers, "unset") != 0;
+		lim->given_batch = lim->fixed_batch || c.train.batch != UNSET;
 	}
 	free(own);
 }
@@ -133,10 +136,10 @@ static void describe(const struct lt_plan_layout *l, char *buf, size_t cap)
 	char cpu[48] = "";
 	if (l->cpu_ranks_per_node)
 		snprintf(cpu, sizeof cpu, ", cpu %dx%d", l->cpu_ranks_per_node, l->cpu_threads);
-	snprintf(buf, cap, "dp %d x tp %d x pp %d, ZeRO %d, %s%s, micro %d x %d%s%s",
+	snprintf(buf, cap, "dp %d x tp %d x pp %d, ZeRO %d, %s%s, micro %d x %d%s%s%s",
 		 l->dp, l->tp, l->pp, l->zero, l->precision == LT_PRECISION_BF16 ? "bf16" : "fp32",
 		 l->recompute ? ", recompute" : "", l->micro, l->accum, cpu,
-		 l->gpus_only ? ", GPUs only" : "");
+		 l->gpus_only ? ", GPUs only" : "", l->balance_auto ? ", balance auto" : "");
 }
 
 /* The train options that run layout l. */
@@ -377,6 +380,7 @@ static int plan_main(lt_dist *d, int argc, char **argv)
 	lt_micro_batch_apply(&conf);
 	lim.margin = a.margin;
 	lim.fixed_launch = a.launch;
+	lt_plan_limits_of(&conf, &lim);
 	enum lt_status st = lt_model_config_check(&conf.model);
 	if (st == LT_OK)
 		st = a.devices ? describe_cluster(&a, c) : probe_cluster(d, &conf, &a, c);
@@ -422,24 +426,36 @@ enum lt_status lt_cmd_plan_auto(lt_dist *d, const struct lt_plan_limits *fixed,
 	struct lt_plan_layout best = { 0 };
 	struct lt_plan_cluster *c = calloc(1, sizeof *c);
 	struct { int found; char why[400]; } said = { 0, "" };
+	const char *kept = conf->dist.deterministic ? " (--deterministic keeps dist.tp and "
+				"train.precision as configured)" : "";
+	/* a resumed run's checkpoint names its own layout's stages: split anew */
+	if (!fixed->fixed_pp_layers)
+		conf->dist.pp_layers[0] = 0;
 	enum lt_status st = c ? probe_cluster(d, conf, &a, c) : LT_ERR_NOMEM;
 	if (st == LT_OK)
 		limit_memory(c, conf->run.mem_limit * GIB);
 	lim.fixed_launch = 1;
 	lim.margin = 0.1;
-	if (st == LT_OK && lt_dist_rank(d) == 0) {
+	if (st == LT_OK && conf->dist.deterministic && c->other_device) {
+		/* which rank sums a sequence, or holds a block, changes its last
+		 * bits, and timings choose that */
+		snprintf(said.why, sizeof said.why, "--plan auto with --deterministic: ranks 0 and "
+			 "%d compute on different devices, whose sums differ in their last bits, so a "
+			 "layout chosen from their timings would not repeat; give the layout "
+			 "(--dist.pp, --dist.balance) without --plan auto", c->other_device);
+	} else if (st == LT_OK && lt_dist_rank(d) == 0) {
 		struct lt_plan_result r;
 		if ((st = lt_plan_search(conf, c, &lim, &r)) == LT_OK && r.n_fit) {
 			best = r.v[0];
 			said.found = 1;
 		} else if (st == LT_OK && r.n) {
 			snprintf(said.why, sizeof said.why, "--plan auto: no layout of these %d ranks "
-				 "fits: the closest needs %.2f GiB on rank %d, which has %.2f GiB",
+				 "fits: the closest needs %.2f GiB on rank %d, which has %.2f GiB%s",
 				 r.v[0].ranks, r.v[0].mem_need / GIB, r.v[0].mem_rank,
-				 r.v[0].mem_have / GIB);
+				 r.v[0].mem_have / GIB, kept);
 		} else if (st == LT_OK) {
 			snprintf(said.why, sizeof said.why, "--plan auto: the configuration allows no "
-				 "layout of these ranks (see lltrain plan)");
+				 "layout of these ranks%s (see lltrain plan)", kept);
 		}
 		lt_plan_result_free(&r);
 	}

@@ -431,6 +431,8 @@ static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
 	}
 	if ((rc = m->parse(argc, argv, args, &resume)) >= 0)
 		return rc;
+	/* the global batch the options ask for, before a checkpoint's split */
+	int batch = conf.train.batch, accum = conf.train.grad_accum;
 	/* every rank sees the same nodes: each refuses, rank 0 says why */
 	if (conf.dist.sync == LT_SYNC_LOCAL && ((st = lt_local_sgd_check(d)) != LT_OK ||
 						(st = lt_conf_check(&conf)) != LT_OK)) {
@@ -448,6 +450,11 @@ static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
 	struct lt_agreement g = { .dist = d, .timeout = conf.dist.comm_timeout };
 	st = lt_agree(&g, st, "finding where the run starts", 0);
 	*together = g.failed_together;
+	/* a checkpoint of --plan auto holds its plan's split of the batch
+	 * (train.batch = micro x dp, train.grad_accum): under one of the two
+	 * given again, it would make another global batch */
+	if (found && plan_auto && fixed.given_batch)
+		conf.train.batch = batch, conf.train.grad_accum = accum;
 	lt_micro_batch_apply(&conf);
 	if (st == LT_OK && plan_auto && (st = lt_cmd_plan_auto(d, &fixed, &conf)) != LT_OK) {
 		if (lt_dist_rank(d) == 0)

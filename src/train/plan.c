@@ -94,8 +94,13 @@ static int build_ranks(struct search *s)
 	if (c->launched && s->lim->fixed_launch) {
 		for (int i = 0; i < c->n_ranks; i++) {
 			const struct lt_plan_node *nd = &c->node[c->rank_node[i]];
-			place_rank(&s->r[n++], nd, c->rank_node[i], c->rank_gpu[i], nd->cpu_threads,
+			struct prank *p = &s->r[n++];
+			place_rank(p, nd, c->rank_node[i], c->rank_gpu[i], nd->cpu_threads,
 				   nd->cpu_ranks);
+			if (c->rank_f32[i] > 0)
+				p->f32 *= c->rank_f32[i];
+			if (c->rank_bf16[i] > 0)
+				p->bf16 *= c->rank_bf16[i];
 		}
 		return n;
 	}
@@ -563,10 +568,18 @@ static enum lt_status try_launches(struct search *s)
 	return st;
 }
 
-enum lt_status lt_plan_search(const struct lt_conf *conf, const struct lt_plan_cluster *c,
-			      const struct lt_plan_limits *lim, struct lt_plan_result *out)
+void lt_plan_limits_of(const struct lt_conf *conf, struct lt_plan_limits *lim)
 {
-	struct search s = { .conf = conf, .c = c, .lim = lim, .out = out };
+	if (conf->dist.deterministic)
+		lim->fixed_tp = lim->fixed_precision = 1;
+}
+
+enum lt_status lt_plan_search(const struct lt_conf *conf, const struct lt_plan_cluster *c,
+			      const struct lt_plan_limits *given, struct lt_plan_result *out)
+{
+	struct lt_plan_limits lim = *given;
+	lt_plan_limits_of(conf, &lim);
+	struct search s = { .conf = conf, .c = c, .lim = &lim, .out = out };
 	memset(out, 0, sizeof *out);
 	out->global_seqs = (long)conf->train.batch * conf->train.grad_accum;
 	block_flops(conf, &s.f_block, &s.f_head);

@@ -53,6 +53,14 @@ struct lt_plan_cluster {
 	int n_ranks;
 	short rank_node[LT_PLAN_MAX_RANKS];
 	unsigned char rank_gpu[LT_PLAN_MAX_RANKS];
+	/* ... and its speed over its node's (the node's GPUs', or its CPU
+	 * ranks'), f32 and bf16: 1 for the slowest device of the node, more
+	 * for a faster one (a CPU backend's rank beside PoCL's); ranks of one
+	 * device share its slowest figure, so the probe's noise makes no
+	 * ranks unequal (0: not measured, the node's). */
+	float rank_f32[LT_PLAN_MAX_RANKS], rank_bf16[LT_PLAN_MAX_RANKS];
+	int other_device;               /* launched: the first rank whose device is not
+					 * rank 0's (0: they all compute on one kind) */
 };
 
 /* A described cluster, e.g. "8x24GiB@100TFLOPs,4xcpu@1.5TFLOPs": items
@@ -78,6 +86,12 @@ struct lt_plan_limits {
 	int fixed_tp, fixed_pp, fixed_zero, fixed_precision, fixed_recompute;
 	int fixed_batch;           /* the micro-batch split (train.batch, train.grad_accum) */
 	int fixed_launch;          /* launched: only the launch's ranks as they are */
+	int fixed_pp_layers;       /* dist.pp_layers was given (train --plan auto keeps it;
+				    * else a resumed run's stages are split anew) */
+	int given_batch;           /* train.batch or train.grad_accum was given (train
+				    * --plan auto: a resumed run's global batch is theirs,
+				    * not the checkpoint's planned split with one of them
+				    * given again over it) */
 	double margin;             /* the share of each rank's memory left free (0.1) */
 };
 
@@ -107,8 +121,17 @@ struct lt_plan_result {
 	long global_seqs;          /* sequences per step searched for */
 };
 
+/* The limits that conf itself adds to lim: under dist.deterministic,
+ * dist.tp and train.precision stay as configured. A deterministic run is
+ * bitwise the same for any data-parallel ranks, ZeRO stage, pipeline
+ * split, recompute and micro-batch split, but another tensor-parallel
+ * width or precision sums in another order: chosen from the probe's
+ * timings, they would make two runs of one command differ. */
+void lt_plan_limits_of(const struct lt_conf *conf, struct lt_plan_limits *lim);
+
 /* Every layout of conf's model and global batch (train.batch x
- * train.grad_accum sequences of train.seq) on cluster c within limits. */
+ * train.grad_accum sequences of train.seq) on cluster c within limits
+ * (and lt_plan_limits_of's). */
 enum lt_status lt_plan_search(const struct lt_conf *conf, const struct lt_plan_cluster *c,
 			      const struct lt_plan_limits *lim, struct lt_plan_result *out);
 void lt_plan_result_free(struct lt_plan_result *r);

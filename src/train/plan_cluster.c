@@ -294,6 +294,43 @@ static void add_rank(const struct lt_probe_rank *r, struct lt_plan_node *n)
 	n->cores = r->node_cores;
 }
 
+/* A rank's own speed as add_rank counts it into its node: a GPU's step,
+ * a CPU rank's one-thread fit; f32 and bf16. */
+static void own_speed(const struct lt_probe_rank *r, double *f32, double *bf16)
+{
+	double s;
+	if (r->gpu) {
+		*f32 = r->step_f32;
+		*bf16 = r->step_bf16 > 0 ? r->step_bf16 : r->step_f32;
+		return;
+	}
+	fit_threads(r, f32, &s);
+	*bf16 = r->step_bf16 > 0 && r->step_f32 > 0 ? *f32 * r->step_bf16 / r->step_f32 : *f32;
+}
+
+/* Each rank's speed over its node's (out->rank_f32, rank_bf16): the
+ * slowest of the ranks of its node, kind and device name over the
+ * node's slowest of its kind. */
+static void rank_speeds(const struct lt_probe_rank *r, int n, struct lt_plan_cluster *out)
+{
+	for (int i = 0; i < n; i++) {
+		const struct lt_plan_node *nd = &out->node[r[i].node];
+		double f = INFINITY, b = INFINITY, fj, bj;
+		for (int j = 0; j < n; j++)
+			if (r[j].node == r[i].node && !r[j].gpu == !r[i].gpu &&
+			    !strcmp(r[j].device, r[i].device)) {
+				own_speed(&r[j], &fj, &bj);
+				f = fmin(f, fj), b = fmin(b, bj);
+			}
+		double node_f = r[i].gpu ? nd->gpu_f32 : nd->core_f32;
+		double node_b = r[i].gpu ? nd->gpu_bf16 : nd->core_bf16;
+		out->rank_f32[i] = node_f > 0 && f > 0 && isfinite(f) ? (float)(f / node_f) : 0;
+		out->rank_bf16[i] = node_b > 0 && b > 0 && isfinite(b) ? (float)(b / node_b) : 0;
+		if (!out->other_device && strcmp(r[i].device, r[0].device))
+			out->other_device = i;
+	}
+}
+
 enum lt_status lt_plan_cluster_from_probe(const struct lt_probe_rank *r, int n,
 					  const struct lt_probe_links *links,
 					  struct lt_plan_cluster *out)
@@ -317,6 +354,7 @@ enum lt_status lt_plan_cluster_from_probe(const struct lt_probe_rank *r, int n,
 		out->rank_gpu[i] = (unsigned char)(r[i].gpu != 0);
 		add_rank(&r[i], &out->node[r[i].node]);
 	}
+	rank_speeds(r, n, out);
 	/* unmeasured (one rank a node): a GPU node's PCIe-class default, a
 	 * CPU node's shared-memory sums as the probe measures them */
 	int gpus = 0;
