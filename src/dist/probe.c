@@ -51,6 +51,10 @@
 #define BW_REPS 3
 #define SUM_FLOATS (2u << 20)  /* 8 MiB: the all-reduce's buffer */
 #define SUM_REPS 3
+/* A GPU's steps are timed at batches of at least this many tokens (at
+ * the larger of step_speeds' two), where a few sequences would leave most
+ * of it idle and the speeds measured would not carry over to training. */
+#define GPU_TOKENS 16384
 
 static double budget_of(const struct lt_probe_config *pc)
 {
@@ -329,10 +333,32 @@ static enum lt_status thread_points(const struct step_input *in, struct lt_probe
 	return st != LT_OK ? st : bst;
 }
 
-/* This rank's device figures into r (its kind and threads already there). */
-static enum lt_status time_rank(lt_backend *be, const struct lt_probe_config *pc,
+/* The batch a rank's steps are timed at: the config's, and on a GPU
+ * larger, until the larger batch holds GPU_TOKENS tokens or three blocks'
+ * training at it would need more than half the rank's free memory. */
+static int rank_batch(const struct lt_probe_config *pc, const struct lt_probe_rank *r)
+{
+	struct lt_model_config three = *pc->model;
+	struct lt_mem_estimate est;
+	int b = pc->batch;
+	three.n_layers = 3;
+	while (r->gpu && (long)MICRO_FACTOR * 2 * b * pc->seq <= GPU_TOKENS) {
+		lt_model_estimate_memory(&three, MICRO_FACTOR * 2 * b, pc->seq, 1,
+					 LT_RECOMPUTE_NONE, LT_PRECISION_FP32, &est);
+		if ((double)est.total > r->mem / 2)
+			break;
+		b *= 2;
+	}
+	return b;
+}
+
+/* This rank's device figures into r (its kind, threads and memory already
+ * there). */
+static enum lt_status time_rank(lt_backend *be, const struct lt_probe_config *config,
 				struct lt_probe_rank *r)
 {
+	struct lt_probe_config pc_rank = *config, *pc = &pc_rank;
+	pc->batch = rank_batch(config, r);
 	struct step_input in = { .pc = pc, .budget = budget_of(pc) };
 	int32_t *tokens = NULL, *targets = NULL;
 	enum lt_status st = probe_batch(pc, &tokens, &targets);

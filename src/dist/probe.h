@@ -60,7 +60,8 @@ struct lt_probe_links {
 };
 
 /* What the probe runs: the model whose block it times, at batch x seq
- * tokens (a small batch keeps the probe short). */
+ * tokens (a small batch keeps the probe short; a GPU rank's grows until
+ * the device is busy: see probe.c's GPU_TOKENS). */
 struct lt_probe_config {
 	const struct lt_model_config *model;
 	int batch, seq;
