@@ -229,9 +229,12 @@ enum lt_status lt_plan_link_parse(const char *spec, double *bw, double *lat)
 	return LT_OK;
 }
 
-/* Amdahl's law through a CPU rank's thread points: the one-thread speed
- * and the serial share s that best fit speed(t) = f1 t / (1 + s (t - 1))
- * (least squares of 1/speed, which is linear in f1's inverse and s). */
+/* Amdahl's law through a CPU rank's thread points: the serial share s
+ * that best fits speed(t) = f1 t / (1 + s (t - 1)) (least squares of
+ * 1/speed, which is linear in f1's inverse and s), and the one-thread
+ * speed f1 that puts the curve through the step measured at the rank's
+ * own threads, so that a noisy point elsewhere cannot move the speed of
+ * the launch as it is. */
 static void fit_threads(const struct lt_probe_rank *r, double *f1, double *serial)
 {
 	int n = r->n_thread_points;
@@ -251,7 +254,8 @@ static void fit_threads(const struct lt_probe_rank *r, double *f1, double *seria
 	double a = slope + icpt;  /* a (1 - s) + a s */
 	double s = a > 0 ? icpt / a : CPU_SERIAL;
 	*serial = s < 0 ? 0 : s > 1 ? 1 : s;
-	*f1 = a > 0 ? 1.0 / a : r->thread_flops[n - 1] / r->thread_n[n - 1];
+	double t = r->thread_n[n - 1];
+	*f1 = r->thread_flops[n - 1] * (1 + *serial * (t - 1)) / t;
 }
 
 /* The head's speed over a block's, as a rank measured them (1 when it
