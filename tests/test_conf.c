@@ -661,7 +661,7 @@ int main(void)
 		printf("Bail out! cannot make a temporary directory\n");
 		return 1;
 	}
-	tap_plan(78);
+	tap_plan(80);
 	check_defaults();
 	check_presets();
 	check_file_over_defaults();
