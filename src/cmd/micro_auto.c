@@ -32,7 +32,7 @@ static enum lt_status rank_room(lt_dist *d, const struct lt_conf *c, double *hav
 {
 	lt_backend *be;
 	struct lt_device_info dev;
-	enum lt_status st = lt_cmd_backend("train", c->run.device, c->run.threads, &be);
+	enum lt_status st = lt_backend_new(c->run.device, c->run.threads, &be);
 	if (st != LT_OK)
 		return st;
 	be->ops->info(be, &dev);
@@ -81,6 +81,7 @@ static enum lt_status trial_step(lt_dist *d, const struct lt_conf *c, struct lt_
 	ts.state = &fresh;
 	ts.skipped = NULL;
 	ts.probe = &probe;
+	ts.open_backend = NULL;  /* the run says which device auto chose, once */
 	tc.train.max_minutes = 0;
 	if (s->checkpoint)  /* a resumed run's data are there; its weights need not be read */
 		tc.train.init[0] = '\0';
