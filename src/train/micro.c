@@ -34,7 +34,7 @@ void lt_micro_batch_apply(struct lt_conf *c)
 static int allowed(const struct lt_conf *c, int ranks, int m, struct lt_conf *out)
 {
 	int dp = ranks / (c->dist.tp * c->dist.pp);
-	if (step_sequences(c) % m || m < dp || (c->dist.pp > 1 && m % dp))
+	if (dp < 1 || step_sequences(c) % m || m < dp || (c->dist.pp > 1 && m % dp))
 		return 0;
 	*out = *c;
 	lt_micro_batch_set(out, m);
