@@ -231,31 +231,29 @@ enum lt_status lt_plan_link_parse(const char *spec, double *bw, double *lat)
 
 /* Amdahl's law through a CPU rank's thread points: the serial share s
  * that best fits speed(t) = f1 t / (1 + s (t - 1)) (least squares of
- * 1/speed, which is linear in f1's inverse and s), and the one-thread
- * speed f1 that puts the curve through the step measured at the rank's
- * own threads, so that a noisy point elsewhere cannot move the speed of
- * the launch as it is. */
+ * 1/speed, which is linear in f1's inverse and s; CPU_SERIAL with fewer
+ * than two points), and the one-thread speed f1 that puts the curve
+ * through the step measured at the rank's own threads (the last point),
+ * so that a noisy point elsewhere cannot move the speed of the launch as
+ * it is. */
 static void fit_threads(const struct lt_probe_rank *r, double *f1, double *serial)
 {
 	int n = r->n_thread_points;
-	if (n < 2) {
-		double t = r->threads > 0 ? r->threads : 1;
-		*serial = CPU_SERIAL;
-		*f1 = r->step_f32 * (1 + *serial * (t - 1)) / t;
-		return;
+	double s = CPU_SERIAL, t = r->threads > 0 ? r->threads : 1;
+	if (n >= 2) {
+		/* 1/speed(t) = a (1 - s) / t + a s, a = 1/f1: linear in x = 1/t */
+		double sx = 0, sy = 0, sxx = 0, sxy = 0;
+		for (int i = 0; i < n; i++) {
+			double x = 1.0 / r->thread_n[i], y = 1.0 / r->thread_flops[i];
+			sx += x, sy += y, sxx += x * x, sxy += x * y;
+		}
+		double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+		double icpt = (sy - slope * sx) / n, a = slope + icpt;  /* a (1 - s) + a s */
+		if (a > 0)
+			s = icpt / a;
 	}
-	/* 1/speed(t) = a (1 - s) / t + a s, a = 1/f1: linear in x = 1/t */
-	double sx = 0, sy = 0, sxx = 0, sxy = 0;
-	for (int i = 0; i < n; i++) {
-		double x = 1.0 / r->thread_n[i], y = 1.0 / r->thread_flops[i];
-		sx += x, sy += y, sxx += x * x, sxy += x * y;
-	}
-	double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx), icpt = (sy - slope * sx) / n;
-	double a = slope + icpt;  /* a (1 - s) + a s */
-	double s = a > 0 ? icpt / a : CPU_SERIAL;
 	*serial = s < 0 ? 0 : s > 1 ? 1 : s;
-	double t = r->thread_n[n - 1];
-	*f1 = r->thread_flops[n - 1] * (1 + *serial * (t - 1)) / t;
+	*f1 = r->step_f32 * (1 + *serial * (t - 1)) / t;
 }
 
 /* The head's speed over a block's, as a rank measured them (1 when it
@@ -315,17 +313,24 @@ static void own_speed(const struct lt_probe_rank *r, double *f32, double *bf16)
 /* Each rank's speed over its node's (out->rank_f32, rank_bf16): the
  * slowest of the ranks of its node, kind and device name over the
  * node's slowest of its kind. */
-static void rank_speeds(const struct lt_probe_rank *r, int n, struct lt_plan_cluster *out)
+static enum lt_status rank_speeds(const struct lt_probe_rank *r, int n,
+				  struct lt_plan_cluster *out)
 {
+	/* each rank's own figures once, not once a pair */
+	double *own_f = malloc(2 * (size_t)n * sizeof *own_f), *own_b = own_f + n;
+	if (!own_f) {
+		lt_errmsg_set("the planner: no memory for %d ranks' speeds", n);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < n; i++)
+		own_speed(&r[i], &own_f[i], &own_b[i]);
 	for (int i = 0; i < n; i++) {
 		const struct lt_plan_node *nd = &out->node[r[i].node];
-		double f = INFINITY, b = INFINITY, fj, bj;
+		double f = INFINITY, b = INFINITY;
 		for (int j = 0; j < n; j++)
 			if (r[j].node == r[i].node && !r[j].gpu == !r[i].gpu &&
-			    !strcmp(r[j].device, r[i].device)) {
-				own_speed(&r[j], &fj, &bj);
-				f = fmin(f, fj), b = fmin(b, bj);
-			}
+			    !strcmp(r[j].device, r[i].device))
+				f = fmin(f, own_f[j]), b = fmin(b, own_b[j]);
 		double node_f = r[i].gpu ? nd->gpu_f32 : nd->core_f32;
 		double node_b = r[i].gpu ? nd->gpu_bf16 : nd->core_bf16;
 		out->rank_f32[i] = node_f > 0 && f > 0 && isfinite(f) ? (float)(f / node_f) : 0;
@@ -333,6 +338,8 @@ static void rank_speeds(const struct lt_probe_rank *r, int n, struct lt_plan_clu
 		if (!out->other_device && strcmp(r[i].device, r[0].device))
 			out->other_device = i;
 	}
+	free(own_f);
+	return LT_OK;
 }
 
 enum lt_status lt_plan_cluster_from_probe(const struct lt_probe_rank *r, int n,
@@ -358,7 +365,9 @@ enum lt_status lt_plan_cluster_from_probe(const struct lt_probe_rank *r, int n,
 		out->rank_gpu[i] = (unsigned char)(r[i].gpu != 0);
 		add_rank(&r[i], &out->node[r[i].node]);
 	}
-	rank_speeds(r, n, out);
+	enum lt_status st = rank_speeds(r, n, out);
+	if (st != LT_OK)
+		return st;
 	/* unmeasured (one rank a node): a GPU node's PCIe-class default, a
 	 * CPU node's shared-memory sums as the probe measures them */
 	int gpus = 0;
