@@ -11,7 +11,8 @@
 # distillation teacher's weights, which the estimate leaves out) makes
 # auto try the next smaller micro-batch; the config keeps "auto", so a
 # resumed run chooses again; the same over two MPI ranks, with --plan
-# auto, and for tune-lr.
+# auto, and for tune-lr; and with ZeRO 3, --balance auto, --deterministic
+# and an OpenCL rank beside a CPU rank.
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
 top_srcdir=${top_srcdir:-.}
@@ -139,6 +140,31 @@ rc=$?
 [ $rc = 0 ] && grep -q "^micro_batch auto: micro-batches of 8 sequences, 2 a step" "$tmp/tune.out" &&
 	grep -q "^suggested lr:" "$tmp/tune.out"
 ok $? "tune-lr tests the rate at auto's micro-batch (exit $rc)"
+
+# 8. With the modes it must compose with: ZeRO 3, --balance auto and
+# --deterministic over two ranks, and an OpenCL rank beside a CPU rank;
+# each chooses under the limit and trains to its last step.
+for mode in "--dist.zero=3" "--dist.balance=auto" "--deterministic"; do
+	name=mode${mode//[^a-z0-9]/}
+	train "$name" 2 "${base[@]}" --train.steps=2 --train.micro_batch=auto \
+		--run.mem_limit="$limit2" $mode
+	grep -q "^micro_batch auto: micro-batches of [0-9]* sequences" "$tmp/$name.out" &&
+		grep -q '"step":2,"loss":' "$tmp/$name/metrics.jsonl"
+	ok $? "auto with $mode over two ranks chooses and trains (exit $rc): $(grep '^micro_batch' "$tmp/$name.out" | cut -c1-60)"
+done
+if "$LLTRAIN" info 2>/dev/null | grep -q '^  opencl:'; then
+	mixed=("${base[@]}" --train.steps=2 --train.micro_batch=auto --run.mem_limit="$limit2"
+		--dist.balance=auto --comm-timeout 300 --run.dir="$tmp/mixed")
+	"${launch[@]}" -n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=opencl : \
+		-n 1 "$LLTRAIN" train "${mixed[@]}" --run.device=cpu >"$tmp/mixed.out" 2>&1 </dev/null
+	rc=$?
+	echo "mixed $rc" >>"$tmp/statuses"
+	grep -q "^micro_batch auto: micro-batches of [0-9]* sequences" "$tmp/mixed.out" &&
+		grep -q '"step":2,"loss":' "$tmp/mixed/metrics.jsonl"
+	ok $? "auto on an OpenCL rank beside a CPU rank chooses and trains (exit $rc): $(grep '^micro_batch' "$tmp/mixed.out" | cut -c1-60)"
+else
+	skip "auto on an OpenCL rank beside a CPU rank: no OpenCL device (lltrain info lists none)"
+fi
 
 while read -r dir status; do
 	[ "$status" = 0 ] || { echo "# run $dir ended with status $status"; false; }
