@@ -6,7 +6,8 @@
 # those that fit; 8 GPUs of 8 GiB cannot hold it, and the plan says by how
 # much, in one line, exit 1; settings given stay fixed (dist.tp, the
 # micro-batch split through train.grad_accum); a cluster of GPUs and CPU
-# nodes shares batches by speed and also tries the GPUs alone; CPU nodes
+# nodes shares batches by speed, in whole sequences (a far slower CPU rank
+# still computes one a micro-batch), and also tries the GPUs alone; CPU nodes
 # are planned as several ranks of fewer threads; more bandwidth never
 # makes a step slower; descriptions and links that cannot be read are
 # refused in one line naming the place, exit 2; under mpiexec the ranks
@@ -82,6 +83,13 @@ layouts "$tmp/mix.jsonl" 'all(o["balance_auto"] for o in v if o["cpu_ranks_per_n
 ok $? "data-parallel layouts of GPUs and CPU ranks share the batch by speed"
 layouts "$tmp/mix.jsonl" 'any(o["gpus_only"] for o in fit) and any(o["cpu_ranks_per_node"] == 2 and o["cpu_threads"] == 4 for o in v)'
 ok $? "the GPUs alone and CPU nodes of 2 ranks x 4 threads are both searched"
+
+# a CPU node far slower than the GPU still computes one sequence of every
+# micro-batch under --balance auto: the plan counts it, so the GPU alone wins
+"$LLTRAIN" plan --preset 15M --devices 1x24GiB@400TFLOPs,1xcpu8@0.5TFLOPs --train.batch=64 \
+	--train.grad_accum=4 --jsonl "$tmp/slowcpu.jsonl" >/dev/null 2>&1
+layouts "$tmp/slowcpu.jsonl" 'fit[0]["gpus_only"] and all(o["step_s"] > 4 * fit[0]["step_s"] for o in fit if o["balance_auto"])'
+ok $? "a far slower CPU rank's sequence a micro-batch is counted: the GPU alone plans first"
 
 expect 0 "best:" "a CPU node has a plan" -- \
 	plan --preset 15M --devices cpu16@1TFLOPs --jsonl "$tmp/cpu.jsonl"

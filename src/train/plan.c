@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/shares.h"
 #include "model.h"
 #include "train/layout.h"
 
@@ -228,12 +229,36 @@ static void set_pp_layers(struct lt_conf *conf, const int *layers, int pp)
 				       "%s%d", k ? "," : "", layers[k]);
 }
 
+/* How much longer than an ideal split by speed a step takes once the step's
+ * sequences are shared in whole sequences, each group keeping at least one
+ * a micro-batch, as --balance auto shares them (lt_shares_split): a group
+ * far slower than the rest still computes accum sequences. */
+static double share_overhead(const struct lt_plan_layout *l, const double *block_pace)
+{
+	double w[64] = { 0 }, total = 0, slow = 0;
+	size_t counts[64];
+	int n = l->dp < 64 ? l->dp : 64;
+	size_t items = (size_t)l->micro * (size_t)l->dp * (size_t)l->accum;
+	if (n < l->dp || items < (size_t)n * (size_t)l->accum)
+		return 1;
+	for (int d = 0; d < n; d++) {
+		w[d] = 1 / block_pace[d];
+		total += w[d];
+	}
+	lt_shares_split(items, w, n, (size_t)l->accum, counts);
+	for (int d = 0; d < n; d++)
+		slow = fmax(slow, (double)counts[d] * block_pace[d]);
+	return fmax(1, slow * total / (double)items);
+}
+
 /* A stage's pace per token: its data-parallel groups together (by their
- * speeds under balance auto, else each a dp-th at the slowest's pace). */
+ * speeds under balance auto, in whole sequences, else each a dp-th at the
+ * slowest's pace). */
 static struct pace stage_pace(const struct search *s, const struct lt_plan_layout *l, int st,
 			      double rc)
 {
 	struct pace low = { 0, 0, 0 }, sum = { 0, 0, 0 };
+	double block[64];
 	for (int d = 0; d < l->dp; d++) {
 		struct pace g = group_pace(s, l, st, d, rc);
 		low.block = fmax(low.block, g.block);
@@ -241,10 +266,13 @@ static struct pace stage_pace(const struct search *s, const struct lt_plan_layou
 		low.micro = fmax(low.micro, g.micro);
 		sum.block += 1 / g.block;
 		sum.head += 1 / g.head;
+		if (d < 64)
+			block[d] = g.block;
 	}
 	if (!l->balance_auto)
 		return (struct pace){ low.block / l->dp, low.head / l->dp, low.micro };
-	return (struct pace){ 1 / sum.block, 1 / sum.head, low.micro };
+	double over = share_overhead(l, block);
+	return (struct pace){ over / sum.block, over / sum.head, low.micro };
 }
 
 /* ZeRO's exchange of one stage in seconds: its bytes over the link its
