@@ -232,6 +232,21 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 	return m->be->ops->sync(m->be);
 }
 
+void lt_model_set_head_grad_direct(lt_model *m, int on)
+{
+	m->head_grad_direct = on;
+	if (on)
+		lt_model_free_head_grads(m);
+}
+
+/* Whether the head's weight gradient goes straight into the gradient
+ * buffer: asked, with a layout, one set and a head of its own to train. */
+static int head_direct(const lt_model *m)
+{
+	return m->head_grad_direct && m->grads_written && (!m->sets || m->n_sets == 1) && !m->base &&
+	       m->has_head;
+}
+
 
 const struct lt_tensor *lt_model_tensor(const lt_model *m, int i)
 {
@@ -450,14 +465,15 @@ static void head_chunk(lt_model *m, int r0, int R, float grad_scale)
 		return;
 	linear_grad_input(be, A(m, m->dA + (size_t)r0 * C), 0.0f, logits, P(m, m->lm_head), R, V, C);
 	if (!m->base)
-		linear_grad_weight(be, (lt_ref){ m->head_grad, 0 }, r0 ? 1.0f : 0.0f, logits, xf, R,
-				   V, C);
+		linear_grad_weight(be, head_direct(m) ? G(m, m->lm_head) : (lt_ref){ m->head_grad, 0 },
+				   r0 ? 1.0f : 0.0f, logits, xf, R, V, C);
 }
 
-/* The head's weight gradient buffer, made by the first training forward. */
+/* The head's weight gradient buffer, made by the first training forward
+ * (none where it goes into the gradient buffer). */
 static enum lt_status have_head_grad(lt_model *m)
 {
-	if (m->head_grad)
+	if (m->head_grad || head_direct(m))
 		return LT_OK;
 	enum lt_status st = lt_buf_new(m->be, LT_F32, (size_t)m->cfg.vocab_size * m->cfg.dim,
 				       &m->head_grad);
@@ -629,11 +645,12 @@ static enum lt_status head_backward(lt_model *m)
 	int N = m->B * m->T, C = m->cfg.dim, V = m->cfg.vocab_size;
 	lt_ref dx = A(m, m->dx), dA = A(m, m->dA);
 	be->ops->fill(be, dx, (size_t)N * C, 0.0f);
-	/* the head's gradients came with the forward: dxf in dA, dW in head_grad */
-	if (!m->base) {
+	/* the head's gradients came with the forward: dxf in dA, dW in head_grad
+	 * (or already in place) */
+	if (!m->base && !head_direct(m)) {
 		lt_ref head = G(m, m->lm_head);
 		be->ops->add(be, head, head, (lt_ref){ m->head_grad, 0 }, (size_t)V * C);
-	} else {
+	} else if (m->base) {
 		be->ops->fill(be, (lt_ref){ m->norm_dw, 0 }, (size_t)C, 0.0f);
 	}
 	lt_tp_sum(m, dA, (size_t)N * C);  /* the head's part of dxf */
@@ -651,6 +668,23 @@ static enum lt_status head_backward(lt_model *m)
 	return st;
 }
 
+/* Backward's start with a layout: the gradients of flat elements [lo, hi)
+ * zeroed, but for the head's where the forward wrote them. */
+static void zero_grads_but_head(lt_model *m, size_t lo, size_t hi)
+{
+	lt_backend *be = m->be;
+	size_t h0 = m->lm_head, h1 = h0 + (size_t)m->cfg.vocab_size * m->cfg.dim;
+	if (!head_direct(m) || h1 <= lo || h0 >= hi) {
+		if (hi > lo)
+			be->ops->fill(be, G(m, lo), hi - lo, 0.0f);
+		return;
+	}
+	if (h0 > lo)
+		be->ops->fill(be, G(m, lo), h0 - lo, 0.0f);
+	if (hi > h1)
+		be->ops->fill(be, G(m, h1), hi - h1, 0.0f);
+}
+
 enum lt_status lt_model_backward(lt_model *m)
 {
 	lt_backend *be = m->be;
@@ -662,10 +696,8 @@ enum lt_status lt_model_backward(lt_model *m)
 	if (st != LT_OK)
 		return st;
 	if (m->grads_written && !m->base) {
-		if (m->layers[0].ln_in > 0)
-			be->ops->fill(be, G(m, 0), m->layers[0].ln_in, 0.0f);
-		if (m->numel > m->norm)
-			be->ops->fill(be, G(m, m->norm), m->numel - m->norm, 0.0f);
+		zero_grads_but_head(m, 0, m->layers[0].ln_in);
+		zero_grads_but_head(m, m->norm, m->numel);
 	}
 	/* a pipeline stage before the last was given dL/dx_final in dx; the
 	 * first one's embedding range, with the lookup apart, is reported

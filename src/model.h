@@ -136,6 +136,15 @@ struct lt_grad_layout {
  * reallocating it (zeroed; on failure the model has none, and can only be
  * freed). */
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout);
+/* With such a layout and one activation set: whether a training forward
+ * writes the head's weight gradient straight into the gradient buffer
+ * (its first row chunk =, the rest +=; backward then leaves that range as
+ * it is and adds the lookup's gradient of a tied table in) rather than
+ * into a V x C buffer of its own that backward adds in; on, that buffer
+ * goes. The caller keeps the head's range of the gradient buffer free of
+ * readers by the time a training forward has asked its parameter hook
+ * for the output range. */
+void lt_model_set_head_grad_direct(lt_model *m, int on);
 
 /* Where the parameters lie. By default the parameter buffer holds every
  * element in place (lt_model_params, numel elements). A layout makes it

@@ -98,9 +98,9 @@ ok $? "saved on 1 rank, resumed at ZeRO 3 on 3 ranks: bitwise equal to an uninte
 # parameters (P/2) and, for what it gathers (blocks, the embedding table,
 # the output range), slots of S = max(2 blocks, (V + 1) C) elements,
 # nothing whole, where ZeRO 2 keeps all P; both keep a gradient buffer of
-# G elements (the embedding, 2 blocks and the output range): 4P + 12P/N +
-# 4G at ZeRO 2, 16P/N + 4G + 4S at ZeRO 3. lltrain info's estimate says
-# the same.
+# G elements (the embedding, the output range and blocks: 2 at ZeRO 2, 1
+# at ZeRO 3): 4P + 12P/N + 4G at ZeRO 2, 16P/N + 4G + 4S at ZeRO 3.
+# lltrain info's estimate says the same.
 train z2s2 2 "$@" --zero 2 --train.steps=2
 state() { sed -n 's/.*rank 0 \([0-9]*\) + [0-9]* bytes.*/\1/p' "$tmp/$1.out"; }
 # slots RUN C LAYERS: S of run RUN (2 ranks, ZeRO 3, tied, vocabulary 320)

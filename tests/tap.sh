@@ -202,6 +202,18 @@ params_close() {
 		tol="${3:-1e-5}"
 }
 
+# params_l2 A B [TOL]: the final parameters ($final) of run B within TOL
+# (default 1e-5) of A's in relative L2, ||B - A|| / ||A|| over every
+# value; says the gap.
+params_l2() {
+	[ -f "$tmp/$1/$final" ] && [ -f "$tmp/$2/$final" ] || { echo "no model file"; return 1; }
+	paste <(floats "$tmp/$1/$final") <(floats "$tmp/$2/$final") | awk '
+		{ n++; d = $1 - $2; gap += d * d; size += $1 * $1; if (NF != 2) bad = 1 }
+		END { rel = size > 0 ? sqrt(gap / size) : 1
+		      printf "(%d values, relative L2 gap %g)", n, rel; exit bad || n < 1000 || rel > tol }' \
+		tol="${3:-1e-5}"
+}
+
 # resume_at_3 FROM NAME RANKS ARGS...: a copy of run FROM without its
 # last checkpoint ($final's directory), resumed into $tmp/NAME by RANKS
 # ranks with ${base[@]} and ARGS; says why when it did not resume at step 3.

@@ -184,8 +184,8 @@ static enum lt_status start_collectives(lt_zero *z, size_t lo, size_t hi)
 }
 
 /* With slots, after block b's exchange started: the next block (b - 1)
- * reuses block b - 1 + slots's slot, so that block's exchange must be
- * done. */
+ * reuses block b - 1 + slots's slot (with one slot, block b's own), so
+ * that block's exchange must be done. */
 static enum lt_status free_next_slot(lt_zero *z, size_t lo)
 {
 	int b = lt_grad_slots_block_of(&z->grads_layout, lo), reused = b - 1 + z->slots;
@@ -483,8 +483,7 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 	enum lt_status st;
 	/* slots first: the whole gradient buffer goes before the moments come,
 	 * and the node's memory holds a copy of the smaller buffer */
-	if (z->stage >= 2 && size > 1 && !z->deterministic) {
-		z->slots = LT_ZERO_GRAD_SLOTS;
+	if ((z->slots = lt_zero_grad_slots(z->stage, size, z->deterministic)) > 0) {
 		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
 		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
 			return st;
@@ -580,6 +579,13 @@ void lt_zero_free(lt_zero *z)
 	free(z);
 }
 
+int lt_zero_grad_slots(int stage, int ranks, int deterministic)
+{
+	if (stage < 2 || ranks < 2 || deterministic)
+		return 0;
+	return stage == 3 ? LT_ZERO3_GRAD_SLOTS : LT_ZERO_GRAD_SLOTS;
+}
+
 /* Stage 3's parameters: this rank's range (f32), and the slots the
  * model gathers blocks, the embedding table and the output range into
  * (with their bf16 compute copy in bf16, which the one-process estimate
@@ -595,7 +601,7 @@ static void stage3_estimate(struct lt_mem_estimate *e, const struct lt_model_con
 }
 
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
-		      int stage, int deterministic)
+		      int stage, int deterministic, int head)
 {
 	/* the trainable parameters: the model's, or with LoRA the adapters',
 	 * which are blocks alone */
@@ -603,7 +609,8 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 	 * or the head) */
 	size_t P = e->grads / 4, block = lt_model_config_block_params(c);
 	int L = c->n_layers, adapters = P < (size_t)L * block;
-	int k = LT_ZERO_GRAD_SLOTS < L ? LT_ZERO_GRAD_SLOTS : L;
+	int k = lt_zero_grad_slots(stage, ranks, deterministic);
+	k = k < L ? k : L;
 	size_t slots = adapters ? P / (size_t)L * (size_t)k : P - (size_t)(L - k) * block;
 	if (stage == 0 || ranks < 2)
 		return;
@@ -614,6 +621,12 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 	e->total += e->optimizer + e->grads;
 	if (stage == 3 && !adapters)
 		stage3_estimate(e, c, ranks);
+	/* stage 3's head's weight gradient goes into the gradient buffer */
+	if (stage == 3 && !adapters && !deterministic && head) {
+		size_t own = (size_t)c->vocab_size * c->dim * 4;
+		e->activations -= own;
+		e->total -= own;
+	}
 }
 
 lt_optim *lt_zero_optim(const lt_zero *z) { return z->opt; }
@@ -677,7 +690,11 @@ enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int 
 enum lt_status lt_zero_shard(lt_zero *z)
 {
 	enum lt_status st = z->params3 ? lt_zero3_slice(z->params3) : LT_OK;
-	if (st != LT_OK || !z->params3 || !z->slots || z->shard_buf)
+	if (st != LT_OK || !z->params3 || !z->slots)
+		return st;
+	/* the parameter hook waits for the exchanges before the head (dist/zero3.h) */
+	lt_model_set_head_grad_direct(z->model, 1);
+	if (z->shard_buf)
 		return st;
 	if ((st = use_slots(z)) != LT_OK)
 		return st;
@@ -686,6 +703,8 @@ enum lt_status lt_zero_shard(lt_zero *z)
 
 enum lt_status lt_zero_whole(lt_zero *z)
 {
+	if (z->params3)
+		lt_model_set_head_grad_direct(z->model, 0);
 	return z->params3 ? lt_zero3_whole(z->params3) : LT_OK;
 }
 

@@ -13,7 +13,8 @@
  * blocks' gradients besides the embedding and output ranges
  * (dist/grad_slots.h), every backward of a step is exchanged, and the
  * range's sum accumulates in the shard. Stage 0 also overlaps, in the
- * step's last backward. Stage 3 exchanges gradients as stage 2 does and
+ * step's last backward. Stage 3 exchanges gradients as stage 2 does, in
+ * LT_ZERO3_GRAD_SLOTS slots, and
  * keeps only the rank's range of the parameters, gathering each block,
  * the embedding table and the output range as the model reads them
  * (dist/zero3.h); it exchanges through MPI.
@@ -38,6 +39,14 @@
 /* Blocks whose gradients stage 2 keeps at once: the one backward writes
  * and the one whose exchange is under way. */
 #define LT_ZERO_GRAD_SLOTS 2
+/* Stage 3 keeps one: a block's reduce-scatter completes before the block
+ * below writes its gradients (the wait costs little beside a block's
+ * backward, and a rank at stage 3 is one short of memory). */
+#define LT_ZERO3_GRAD_SLOTS 1
+
+/* The gradient slots of stage `stage` over `ranks` ranks: 0 (the whole
+ * buffer) where it keeps no slots. */
+int lt_zero_grad_slots(int stage, int ranks, int deterministic);
 
 typedef struct lt_zero lt_zero;
 
@@ -46,9 +55,12 @@ typedef struct lt_zero lt_zero;
  * keep 1/ranks of the AdamW moments; stages 2 and 3 (not deterministic)
  * also a 1/ranks gradient shard plus the model's gradient slots; stage 3
  * 1/ranks of the parameters (params) and the slots that blocks, the
- * embedding table and the output range are gathered into (gathered). */
+ * embedding table and the output range are gathered into (gathered), and
+ * where the estimate counts the head's weight gradient in its activations
+ * (head: a model with one activation set and the head) writes it into
+ * the gradient buffer instead. */
 void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c, int ranks,
-		      int stage, int deterministic);
+		      int stage, int deterministic, int head);
 
 /* Sets up stage 0, 1 or 2 over d for model m, allocating the optimizer's
  * moments for this rank's range and the buffers the exchange needs (stage

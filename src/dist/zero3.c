@@ -230,6 +230,12 @@ static enum lt_status need_piece(void *ctx, int l, int backward)
 	/* (backward reads no embedding table: its lookup's gradient needs none) */
 	int p = l + 1, next = backward ? p - 1 : p + 1, lowest = backward ? 1 : 0;
 	enum lt_status st = have_piece(z, p);
+	/* after the output range a training forward writes the head's weight
+	 * gradient into the gradient buffer: what still reads it (the last
+	 * backward's exchanges) done first; only the output range's gather
+	 * was started since */
+	if (st == LT_OK && !backward && p == z->layers + 1)
+		st = lt_dist_wait_all(z->dist);
 	if (st != LT_OK || next < lowest || next > z->layers + 1 ||
 	    z->piece[next].state != NONE || overlap(&z->piece[p], &z->piece[next]))
 		return st;

@@ -9,6 +9,11 @@
  * from the first slot's start on, over the second, the two growing to
  * the output range's size where two blocks are smaller.
  *
+ * Asked for the output range in a forward, the hook returns with every
+ * collective of the ranks done, the gradient exchanges of the last
+ * backward too: the forward may write the head's weight gradient into
+ * the gradient buffer then (lt_model_set_head_grad_direct).
+ *
  * The ranks are those of the lt_dist it is given: a data-parallel group,
  * of which it assumes nothing else.
  *

@@ -43,8 +43,10 @@ enum lt_status lt_layout_stage_estimate(const struct lt_conf *conf, int ranks, i
 	est->exchange += host;
 	est->total += est->exchange;
 	part.n_layers = stage->layers;
+	/* (a last stage of one set holds the head's gradient as a whole model does) */
 	if (dp > 1)
-		lt_zero_estimate(est, &part, dp, conf->dist.zero, conf->dist.deterministic);
+		lt_zero_estimate(est, &part, dp, conf->dist.zero, conf->dist.deterministic,
+				 s == pp - 1 && (sets < micro ? sets : micro) == 1);
 	return LT_OK;
 }
 
@@ -76,5 +78,5 @@ void lt_layout_estimate(const struct lt_conf *conf, const struct lt_lora *lora, 
 					      conf->train.precision, lora, est);
 	}
 	if (dp > 1)
-		lt_zero_estimate(est, &part, dp, conf->dist.zero, conf->dist.deterministic);
+		lt_zero_estimate(est, &part, dp, conf->dist.zero, conf->dist.deterministic, 1);
 }
