@@ -11,22 +11,31 @@
 #    benchmarks only): tokens/s of local SGD (H = LOCAL_STEPS, overlapped)
 #    against synchronous training's (target on a GPU machine: 3x or more).
 #    The rate counts the steps after the first UNTIMED2 (2) and before the
-#    last, whose exchange a run makes once, at its end, unhidden.
+#    last, whose exchange a run makes once, at its end, unhidden. Both
+#    runs pay the link for their bytes alike (a synchronous step sends the
+#    gradient's reduce-scatter and the parameters' all-gather, a round the
+#    move's all-reduce: 2 x 4 bytes a parameter over 2 nodes each). The
+#    defaults (2 x 128 tokens a step, the machine's cores shared among the
+#    ranks) make a step's compute on 16 cores well under the 2.8 s the
+#    link takes for the 110M preset's 88M parameters, so that the link
+#    bounds the synchronous step as it does between GPU nodes; on fewer
+#    cores compute bounds both runs and the ratio shrinks toward 1.
 #
 # Benchmarks print figures; they neither pass nor fail.
 #
 #   bench/local_sgd.sh [CORPUS]     (default: Debian's fortunes, as train's)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PARTS ("1 2"),
-# THREADS (1 per rank), DEVICE (cpu), LOCAL_STEPS (20), STEPS1 (400),
-# BATCH1 (8), SEQ1 (256), RANKS1 (2), STEPS2 (42), BATCH2 (2), SEQ2 (256),
+# THREADS (a rank's threads: the cores shared evenly among a part's
+# ranks), DEVICE (cpu), LOCAL_STEPS (20), STEPS1 (400),
+# BATCH1 (8), SEQ1 (256), RANKS1 (2), STEPS2 (42), BATCH2 (2), SEQ2 (128),
 # RANKS2 (1), UNTIMED2 (2), LINK_GBITS (1), DIR (a temporary directory,
 # removed at the end unless given).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
-PARTS=${PARTS:-1 2} THREADS=${THREADS:-1} DEVICE=${DEVICE:-cpu} H=${LOCAL_STEPS:-20}
+PARTS=${PARTS:-1 2} DEVICE=${DEVICE:-cpu} H=${LOCAL_STEPS:-20}
 STEPS1=${STEPS1:-400} BATCH1=${BATCH1:-8} SEQ1=${SEQ1:-256} RANKS1=${RANKS1:-2}
-STEPS2=${STEPS2:-42} BATCH2=${BATCH2:-2} SEQ2=${SEQ2:-256} RANKS2=${RANKS2:-1}
+STEPS2=${STEPS2:-42} BATCH2=${BATCH2:-2} SEQ2=${SEQ2:-128} RANKS2=${RANKS2:-1}
 UNTIMED2=${UNTIMED2:-2} LINK_GBITS=${LINK_GBITS:-1}
 CORPUS=${1:-/usr/share/games/fortunes}
 if [ -n "${DIR:-}" ]; then
@@ -45,13 +54,14 @@ began=$(date +%s)
 # ranks train into $tmp/NAME; its output in $tmp/NAME.out.
 run() {
 	local name=$1 preset=$2 k=$3 steps=$4 batch=$5 seq=$6
+	local threads=${THREADS:-$(($(nproc) / (2 * k) > 0 ? $(nproc) / (2 * k) : 1))}
 	shift 6
 	rm -rf "${tmp:?}/$name"
 	LLTRAIN_NODE_RANKS=$k "$MPIEXEC" -n $((2 * k)) "$LLTRAIN" train --preset "$preset" \
 		--train.steps="$steps" --train.batch="$batch" --train.seq="$seq" \
 		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$tmp/$name" \
 		--run.eval_every=0 --run.sample_tokens=1 --run.checkpoint_every=0 \
-		--run.threads="$THREADS" --run.device="$DEVICE" --comm-timeout 3600 "$@" \
+		--run.threads="$threads" --run.device="$DEVICE" --comm-timeout 3600 "$@" \
 		>"$tmp/$name.out" 2>&1 </dev/null ||
 		{ echo "$name failed:"; tail -3 "$tmp/$name.out"; exit 1; }
 }
