@@ -87,6 +87,8 @@ void lt_local_sgd_free(lt_local_sgd *ls)
 {
 	if (!ls)
 		return;
+	if (ls->model && ls->overlap)
+		lt_model_set_param_hook(ls->model, NULL);
 	lt_dist_node_free(ls->inner);
 	free(ls->cut);
 	free(ls->shared);
@@ -130,6 +132,19 @@ double lt_local_sgd_scale(const lt_local_sgd *ls, const size_t *rows)
 	return mine ? (double)all / (double)mine : 1.0;
 }
 
+/* Overlapped, the model asks before each block of a pass: MPI moves a
+ * nonblocking collective on only inside its calls, so without these the
+ * round's sum would advance once a step and be mostly left for the wait
+ * at the next round's end. The parameters are in place (no ZeRO stage 3
+ * with local SGD): nothing else to do. */
+static enum lt_status progress_hook(void *ctx, int block, int backward)
+{
+	lt_local_sgd *ls = ctx;
+	(void)block;
+	(void)backward;
+	return ls->pending ? lt_dist_progress(ls->dist) : LT_OK;
+}
+
 enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
 {
 	lt_backend *be = lt_model_backend(m);
@@ -154,9 +169,16 @@ enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
 	for (int j = 0; j <= ls->local_size; j++)
 		ls->cut[j] = n / (size_t)ls->local_size * (size_t)j +
 			     (n % (size_t)ls->local_size) * (size_t)j / (size_t)ls->local_size;
+	/* touched now, not at the first round's end, whose exchange would
+	 * otherwise pay for the pages */
+	memset(ls->move, 0, n * sizeof *ls->move);
+	memset(ls->sent, 0, n * sizeof *ls->sent);
 	be->ops->read(be, ls->shared, lt_model_params(m), n);
 	if (ls->base != ls->shared)
 		memcpy(ls->base, ls->shared, n * sizeof *ls->base);
+	if (ls->overlap)
+		lt_model_set_param_hook(m, &(struct lt_param_hook){ .ctx = ls,
+								    .need = progress_hook });
 	return be->ops->sync(be);
 }
 

@@ -8,7 +8,9 @@
  * slice of the move between the nodes, so a node sends the parameters
  * once per round, not once per rank. With dist.outer_overlap the round's
  * sum runs during the next round and its outer step lands at that
- * round's end, each node going on meanwhile from its own parameters.
+ * round's end, each node going on meanwhile from its own parameters;
+ * the model's parameter hook, which lt_local_sgd_start takes then, moves
+ * the sum on before each block of a pass.
  *
  * Ownership: lt_local_sgd_new gives a state that lt_local_sgd_free
  * releases with the node's job; it borrows the ranks and, from
@@ -48,7 +50,9 @@ int lt_local_sgd_nodes(const lt_local_sgd *ls);
 double lt_local_sgd_scale(const lt_local_sgd *ls, const size_t *rows);
 
 /* Once m holds its first parameters (initialised, imported or resumed):
- * they become the shared ones, the outer momentum zero. */
+ * they become the shared ones, the outer momentum zero. Overlapped, it
+ * sets m's parameter hook (free with ZeRO stage 1 or 2, which local SGD
+ * runs with), which lt_local_sgd_free clears. */
 enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m);
 /* After inner step `step`, of `tokens` trained tokens of this node (the
  * move's weight with dist.balance = auto): ends the round, when it holds
