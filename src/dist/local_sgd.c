@@ -83,7 +83,8 @@ enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sg
 	ls->local_rank = lt_dist_local_rank(d);
 	ls->local_size = lt_dist_local_size(d);
 	ls->local_steps = c->dist.local_steps;
-	ls->weighted = c->dist.balance == LT_BALANCE_AUTO;
+	/* nodes that take unequal shares, or unequal steps, weigh by tokens */
+	ls->weighted = c->dist.balance == LT_BALANCE_AUTO || c->dist.round_seconds > 0;
 	ls->lr = (float)c->dist.outer_lr;
 	ls->mu = (float)c->dist.outer_momentum;
 	ls->overlap = c->dist.outer_overlap;

@@ -11,6 +11,9 @@
  * round's end, each node going on meanwhile from its own parameters;
  * the model's parameter hook, which lt_local_sgd_start takes then, moves
  * the sum on before each block of a pass.
+ * With dist.round_seconds a round is instead so many seconds of wall
+ * time, each node stepping on its own until its local rank 0's clock ends
+ * it (src/train/trainer_rounds.c keeps the job's count of steps).
  *
  * Ownership: lt_local_sgd_new gives a state that lt_local_sgd_free
  * releases with the node's job; it borrows the ranks and, from

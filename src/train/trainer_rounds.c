@@ -189,6 +189,7 @@ enum lt_status lt_trainer_rounds(lt_trainer *t)
 	lt_dist_take_cross_bytes(t->dist);
 	t->round_steps = 0;
 	t->round_tokens = 0;
+	lt_local_sgd_round_restart(t->local);  /* (the setup is not the first round's) */
 	while (t->state.step < c->train.steps) {
 		long step = from + t->round_steps + 1;
 		if ((st = node_step(t, step < c->train.steps ? step : c->train.steps, t0, elapsed0,
