@@ -549,18 +549,11 @@ static enum lt_status pipeline_batch(void *ctx, int i, int32_t *tokens, int32_t 
 }
 
 /* The step's first sequence: the job's data position, or with rounds of
- * wall time this node's block of it. Node k's i-th step of a round reads
- * block i * nodes + k from where the round began, so the nodes read
- * disjoint sequences; the next round begins past the most steps any node
- * took. */
+ * wall time this node's block of the round's (lt_trainer_round_block). */
 static uint64_t step_first(const lt_trainer *t)
 {
 	uint64_t per = (uint64_t)t->batch * (uint64_t)t->conf.train.grad_accum;
-	if (!t->timed)
-		return t->state.samples;
-	uint64_t nodes = (uint64_t)lt_local_sgd_nodes(t->local);
-	return t->state.samples +
-	       ((uint64_t)t->round_steps * nodes + (uint64_t)lt_dist_node_index(t->job)) * per;
+	return t->timed ? t->state.samples + lt_trainer_round_block(t) * per : t->state.samples;
 }
 
 /* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
@@ -910,6 +903,7 @@ void lt_trainer_free(lt_trainer *t)
 	lt_metrics_close(t->metrics);
 	free(t->tokens);
 	free(t->rows);
+	free(t->expect);
 	lt_balancer_free(t->balance);
 	lt_zero_free(t->zero);
 	lt_distill_free(t->distill);

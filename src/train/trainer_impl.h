@@ -64,6 +64,8 @@ struct lt_trainer {
 	int batch;                /* a step's sequences: train.batch, or timed the node's share */
 	int node_row0;            /* timed: this node's first window of a validation batch */
 	long round_steps;         /* timed: this node's steps in the round, */
+	long *expect;             /* timed: [nodes] each node's steps in the last round, what
+				     this one's data blocks are laid out for (0: none yet) */
 	double round_tokens;      /* their trained tokens */
 	int round_ended;          /* timed: the last step ended the round */
 	double slow_s;            /* LLTRAIN_BENCH_SLOW_MS: seconds added to each step */
@@ -101,6 +103,10 @@ enum lt_status lt_trainer_rebalance(lt_trainer *t, long step);
 /* After `step` (not the last): evaluation, sample and checkpoint where
  * run.*_every falls in (from, step] (trainer.c). */
 enum lt_status lt_trainer_after(lt_trainer *t, long from, long step);
+/* Rounds of wall time: the block of node-sized steps, counted from the
+ * round's first sequence, that this node's next step reads
+ * (trainer_rounds.c). */
+uint64_t lt_trainer_round_block(const lt_trainer *t);
 /* Local SGD's rounds of wall time: the step loop (trainer_rounds.c). */
 enum lt_status lt_trainer_rounds(lt_trainer *t);
 /* With dist.sync = local, before the shares are planned: local SGD's

@@ -39,7 +39,61 @@ enum lt_status lt_trainer_setup_local(lt_trainer *t)
 	t->node_row0 = lt_dist_node_index(t->job) * t->batch;
 	t->node_agreement = (struct lt_agreement){ .dist = t->step_dist,
 						   .timeout = c->dist.comm_timeout };
+	t->expect = calloc((size_t)nodes, sizeof *t->expect);
+	if (!t->expect) {
+		lt_errmsg_set("cannot allocate the rounds' steps of %d nodes", nodes);
+		return LT_ERR_NOMEM;
+	}
 	return LT_OK;
+}
+
+/* Node j's blocks of a round: the nodes' expected steps e (the last
+ * round's) lie one after another, node j's from the sum of those before
+ * it (*first), and the blocks a node takes beyond its own expectation
+ * come after all of them, dealt in turn over the nodes (*past: their
+ * start, the sum of e). */
+static void expected_blocks(const long *e, int nodes, int j, uint64_t *first, uint64_t *past)
+{
+	*first = *past = 0;
+	for (int i = 0; i < nodes; i++) {
+		*first += i < j ? (uint64_t)e[i] : 0;
+		*past += (uint64_t)e[i];
+	}
+}
+
+/* Block i (from 0) of node j's round. */
+static uint64_t block_of(const long *e, int nodes, int j, uint64_t i)
+{
+	uint64_t first, past;
+	expected_blocks(e, nodes, j, &first, &past);
+	if (i < (uint64_t)e[j])
+		return first + i;
+	return past + (i - (uint64_t)e[j]) * (uint64_t)nodes + (uint64_t)j;
+}
+
+/* Each node reads its own blocks, so the nodes never train on the same
+ * sequences; a round laid out for the speeds of the last leaves few
+ * blocks unread between the nodes' (the first round deals them in turn). */
+uint64_t lt_trainer_round_block(const lt_trainer *t)
+{
+	return block_of(t->expect, lt_local_sgd_nodes(t->local), lt_dist_node_index(t->job),
+			(uint64_t)t->round_steps);
+}
+
+/* The job's step that this node's k-th step of the round (from 1)
+ * stands for: the nodes were expected to take sum(e) steps in it, which
+ * make sum(e) / nodes of the job's, this node e[k] of them (the first
+ * round: a step each). At most train.steps. */
+static long job_step_at(const lt_trainer *t, long from, long k)
+{
+	int nodes = lt_local_sgd_nodes(t->local), j = lt_dist_node_index(t->job);
+	uint64_t first, past;
+	expected_blocks(t->expect, nodes, j, &first, &past);
+	long step = from + k;
+	if (t->expect[j] > 0)  /* ceil(k past / (nodes e[j])) */
+		step = from + (long)(((uint64_t)k * past + (uint64_t)nodes * (uint64_t)t->expect[j] - 1) /
+				     ((uint64_t)nodes * (uint64_t)t->expect[j]));
+	return step < t->conf.train.steps ? step : t->conf.train.steps;
 }
 
 /* The ranks' list: their shares of a step, each rank's of its node's with
@@ -116,19 +170,23 @@ static enum lt_status agree_round(lt_trainer *t, long from, int *stop)
 	st = lt_dist_allreduce(t->job, v, (size_t)nodes + V_COUNT, LT_DIST_F64, LT_DIST_SUM,
 			       "the round's steps between nodes");
 	if (st == LT_OK) {
-		long sum = 0, most = 0;
+		long sum = 0;
+		uint64_t read = 0;  /* the blocks up to the last any node read */
 		for (int j = 0; j < nodes; j++) {
 			steps[j] = lround(v[j] / per);
 			sum += steps[j];
-			most = steps[j] > most ? steps[j] : most;
+			uint64_t top = steps[j] > 0 ? block_of(t->expect, nodes, j,
+							       (uint64_t)steps[j] - 1) + 1 : 0;
+			read = top > read ? top : read;
 		}
 		lt_local_sgd_state(t->local, &o);
 		long all = sum + *o.carry;
 		*o.carry = all % nodes;
 		t->state.step = from + all / nodes < c->train.steps ? from + all / nodes
 								     : c->train.steps;
-		t->state.samples += (uint64_t)most * (uint64_t)c->train.batch *
-				    (uint64_t)c->train.grad_accum;
+		t->state.samples += read * (uint64_t)t->batch * (uint64_t)c->train.grad_accum;
+		for (int j = 0; j < nodes; j++)
+			t->expect[j] = steps[j];
 		t->state.tokens += lround(v[nodes + V_TOKENS] / per);
 		*stop = v[nodes + V_SIGNAL] > 0 ? 1 : v[nodes + V_BUDGET] > 0 ? 2 : 0;
 		say_round(t, steps, nodes, from);
@@ -162,6 +220,8 @@ static enum lt_status node_step(lt_trainer *t, long step, double t0, double elap
 	sm.xnode_bytes = lt_dist_take_cross_bytes(t->dist);
 	lt_step_time_memory(t->be, &sm);
 	*last = now;
+	/* (a node faster than the others takes more than one step to the
+	 * job's, and logs each under the job's step it stands for) */
 	if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
 		return st;
 	if (sm.skipped && t->state.bad_steps >= c->train.max_bad_steps) {
@@ -174,10 +234,10 @@ static enum lt_status node_step(lt_trainer *t, long step, double t0, double elap
 }
 
 /* The loop of rounds. Within a round a node's step k (from 1) trains at
- * the learning rate of the job's step at the round's start plus k (at
- * most train.steps); the node ends its round when that reaches
- * train.steps, its clock says, or a vote to stop comes. Evaluation,
- * samples and checkpoints fall due at the rounds' ends. */
+ * the learning rate of the job's step it stands for (job_step_at); the
+ * node ends its round when that reaches train.steps, its clock says, or
+ * a vote to stop comes. Evaluation, samples and checkpoints fall due at
+ * the rounds' ends. */
 enum lt_status lt_trainer_rounds(lt_trainer *t)
 {
 	const struct lt_conf *c = &t->conf;
@@ -191,8 +251,7 @@ enum lt_status lt_trainer_rounds(lt_trainer *t)
 	t->round_tokens = 0;
 	lt_local_sgd_round_restart(t->local);  /* (the setup is not the first round's) */
 	while (t->state.step < c->train.steps) {
-		long step = from + t->round_steps + 1;
-		if ((st = node_step(t, step < c->train.steps ? step : c->train.steps, t0, elapsed0,
+		if ((st = node_step(t, job_step_at(t, from, t->round_steps + 1), t0, elapsed0,
 				    &last)) != LT_OK)
 			return st;
 		if (!t->round_ended) {
