@@ -618,6 +618,17 @@ enum lt_status lt_conf_check(const struct lt_conf *c)
 			      t->optim.total_steps, t->steps);
 		return LT_ERR_CONFIG;
 	}
+	if (c->dist.round_seconds > 0 && c->dist.sync != LT_SYNC_LOCAL) {
+		lt_errmsg_set("dist.round_seconds = %g with dist.sync = step: rounds of wall time "
+			      "are local SGD's; use dist.sync = local", c->dist.round_seconds);
+		return LT_ERR_CONFIG;
+	}
+	if (c->dist.round_seconds > 0 && c->dist.deterministic) {
+		lt_errmsg_set("dist.round_seconds = %g with dist.deterministic: the clock decides "
+			      "each node's steps, so no two runs repeat; use dist.local_steps",
+			      c->dist.round_seconds);
+		return LT_ERR_CONFIG;
+	}
 	if (c->dist.zero == 3 && c->dist.sync == LT_SYNC_LOCAL) {
 		lt_errmsg_set("dist.sync = local with dist.zero = 3: the outer step moves each "
 			      "node's whole parameters, which stage 3 shards; use dist.zero <= 2");

@@ -93,6 +93,7 @@ struct lt_conf_dist {
 	double comm_timeout;            /* seconds a collective may stall before the job ends */
 	int sync;                       /* enum lt_sync: how often the nodes exchange */
 	int local_steps;                /* sync local: inner steps between the nodes' exchanges */
+	double round_seconds;           /* sync local: > 0, a round's wall time instead */
 	double outer_lr;                /* sync local: the outer Nesterov step's rate */
 	double outer_momentum;          /* sync local: its momentum */
 	int outer_overlap;              /* sync local: the exchange runs during the next round */

@@ -304,6 +304,11 @@ static const struct lt_conf_key keys[] = {
 	{ .section = "dist", .name = "local_steps", .type = LT_CONF_INT, FIELD(dist.local_steps),
 	  .min = 1, .max = 1000000, .def = "20",
 	  .doc = "with sync local, the inner steps each node takes between exchanges" },
+	{ .section = "dist", .name = "round_seconds", .type = LT_CONF_DOUBLE,
+	  FIELD(dist.round_seconds), .min = 0, .max = 86400, .def = "0",
+	  .doc = "with sync local, > 0: a round lasts this many seconds of wall time, each node "
+		 "taking as many steps of train.batch / nodes sequences as it can (0 = rounds of "
+		 "dist.local_steps steps; not with dist.deterministic)" },
 	{ .section = "dist", .name = "outer_lr", .type = LT_CONF_DOUBLE, FIELD(dist.outer_lr),
 	  .min = 0, .max = 10, .open_min = 1, .def = "0.7",
 	  .doc = "with sync local, the outer step's learning rate on the nodes' mean move" },

@@ -286,6 +286,7 @@ static void set_unusual_values(struct lt_conf *c)
 	c->dist.comm_timeout = 86400.0 / 7.0;
 	c->distill.temperature = nextafterf(2.0f, 0.0f);
 	c->dist.outer_lr = 1.0 / 3.0;
+	c->dist.round_seconds = 1.0 / 3.0;
 	c->dist.outer_momentum = nextafter(1.0, 0.0);
 	c->run.mem_limit = 1.0 / 7.0;
 }
@@ -574,6 +575,19 @@ static void check_cross_keys(void)
 	c.model.max_seq = c.train.seq = 65536;
 	tap_ok(lt_conf_check(&c) == LT_ERR_CONFIG && contains(lt_errmsg(), "4294967296 tokens"),
 	       "a micro-batch beyond an int of tokens is refused: '%s'", lt_errmsg());
+	lt_conf_defaults(&c);
+	c.dist.round_seconds = 30;
+	tap_ok(lt_conf_check(&c) == LT_ERR_CONFIG &&
+	       contains(lt_errmsg(), "dist.round_seconds = 30 with dist.sync = step"),
+	       "rounds of seconds without local SGD are refused: '%s'", lt_errmsg());
+	c.dist.sync = LT_SYNC_LOCAL;
+	c.dist.deterministic = 1;
+	tap_ok(lt_conf_check(&c) == LT_ERR_CONFIG &&
+	       contains(lt_errmsg(), "dist.round_seconds = 30 with dist.deterministic"),
+	       "rounds of seconds with --deterministic are refused: '%s'", lt_errmsg());
+	c.dist.deterministic = 0;
+	tap_ok(lt_conf_check(&c) == LT_OK, "rounds of seconds with local SGD pass: '%s'",
+	       lt_conf_check(&c) == LT_OK ? "" : lt_errmsg());
 }
 
 static void check_number_parsers(void)
@@ -647,9 +661,9 @@ static void check_key_table(void)
 		}
 	}
 	char diff[512];
-	tap_ok(ok && n == 79 && lt_conf_find("train", "nothing") == NULL &&
+	tap_ok(ok && n == 80 && lt_conf_find("train", "nothing") == NULL &&
 	       differing_keys(&d, &back, diff, sizeof diff) == 0,
-	       "the table has 79 keys, each found by name, with a doc line, and each "
+	       "the table has 80 keys, each found by name, with a doc line, and each "
 	       "formatted value sets it back (differing:%s)", diff);
 }
 
@@ -661,7 +675,7 @@ int main(void)
 		printf("Bail out! cannot make a temporary directory\n");
 		return 1;
 	}
-	tap_plan(80);
+	tap_plan(83);
 	check_defaults();
 	check_presets();
 	check_file_over_defaults();

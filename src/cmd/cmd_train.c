@@ -434,8 +434,9 @@ static int trainer_main(lt_dist *d, int argc, char **argv, char **again,
 	/* the global batch the options ask for, before a checkpoint's split */
 	int batch = conf.train.batch, accum = conf.train.grad_accum;
 	/* every rank sees the same nodes: each refuses, rank 0 says why */
-	if (conf.dist.sync == LT_SYNC_LOCAL && ((st = lt_local_sgd_check(d)) != LT_OK ||
-						(st = lt_conf_check(&conf)) != LT_OK)) {
+	if ((conf.dist.sync == LT_SYNC_LOCAL || conf.dist.round_seconds > 0) &&
+	    ((st = lt_conf_check(&conf)) != LT_OK || (st = lt_local_sgd_check(d)) != LT_OK ||
+	     (st = lt_local_sgd_check_rounds(d, &conf)) != LT_OK)) {
 		if (lt_dist_rank(d) == 0)
 			lt_report(m->cmd, st);
 		*together = 1;

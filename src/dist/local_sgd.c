@@ -33,6 +33,9 @@ struct lt_local_sgd {
 				      rank's */
 	int in_round;              /* inner steps since the last exchange */
 	double tokens;             /* this node's tokens in the round */
+	double round_s;            /* dist.round_seconds: > 0, rounds of wall time */
+	double round_t0;           /* when this round began, by this rank's clock */
+	long carry;                /* timed rounds: the nodes' steps not yet a job step */
 };
 
 enum lt_status lt_local_sgd_check(const lt_dist *d)
@@ -53,6 +56,17 @@ enum lt_status lt_local_sgd_check(const lt_dist *d)
 	return LT_OK;
 }
 
+enum lt_status lt_local_sgd_check_rounds(const lt_dist *d, const struct lt_conf *c)
+{
+	int nodes = lt_dist_nodes(d);
+	if (!(c->dist.round_seconds > 0) || nodes < 1 || c->train.batch % nodes == 0)
+		return LT_OK;
+	lt_errmsg_set("dist.round_seconds = %g with train.batch = %d: each of the %d nodes steps "
+		      "on its own with an equal share of the batch; use a multiple of %d",
+		      c->dist.round_seconds, c->train.batch, nodes, nodes);
+	return LT_ERR_CONFIG;
+}
+
 enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sgd **out)
 {
 	*out = NULL;
@@ -69,12 +83,14 @@ enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sg
 	ls->local_rank = lt_dist_local_rank(d);
 	ls->local_size = lt_dist_local_size(d);
 	ls->local_steps = c->dist.local_steps;
-	ls->weighted = c->dist.balance == LT_BALANCE_AUTO;
+	/* nodes that take unequal shares, or unequal steps, weigh by tokens */
+	ls->weighted = c->dist.balance == LT_BALANCE_AUTO || c->dist.round_seconds > 0;
 	ls->lr = (float)c->dist.outer_lr;
 	ls->mu = (float)c->dist.outer_momentum;
 	ls->overlap = c->dist.outer_overlap;
 	ls->bf16 = c->dist.outer_dtype == LT_OUTER_BF16;
 	ls->steps = c->train.steps;
+	ls->round_s = c->dist.round_seconds;
 	if ((st = lt_dist_node_new(d, &ls->inner)) != LT_OK) {
 		lt_local_sgd_free(ls);
 		return st;
@@ -108,16 +124,31 @@ void lt_local_sgd_state(lt_local_sgd *ls, struct lt_local_sgd_state *out)
 	*out = (struct lt_local_sgd_state){ .shared = ls->shared, .momentum = ls->momentum,
 					    .base = ls->base != ls->shared ? ls->base : NULL,
 					    .numel = ls->numel, .in_round = &ls->in_round,
-					    .tokens = &ls->tokens, .nodes = ls->nodes,
+					    .tokens = &ls->tokens, .carry = &ls->carry,
+					    .nodes = ls->nodes,
 					    .node = lt_dist_node_index(ls->dist) };
 }
 int lt_local_sgd_nodes(const lt_local_sgd *ls) { return ls->nodes; }
+double lt_local_sgd_round_seconds(const lt_local_sgd *ls) { return ls->round_s; }
+
+void lt_local_sgd_round_restart(lt_local_sgd *ls) { ls->round_t0 = lt_seconds(); }
+
+int lt_local_sgd_round_due(const lt_local_sgd *ls)
+{
+	return ls->round_s > 0 && ls->local_rank == 0 && lt_seconds() - ls->round_t0 >= ls->round_s;
+}
 
 void lt_local_sgd_describe(const lt_local_sgd *ls, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "local SGD: %d nodes of %d rank%s, an outer Nesterov step every %d "
-		 "step%s (lr %g, momentum %g), moves in %s%s%s", ls->nodes, ls->local_size,
-		 ls->local_size == 1 ? "" : "s", ls->local_steps, ls->local_steps == 1 ? "" : "s",
+	char every[64];
+	if (ls->round_s > 0)
+		snprintf(every, sizeof every, "%g s of wall time", ls->round_s);
+	else
+		snprintf(every, sizeof every, "%d step%s", ls->local_steps,
+			 ls->local_steps == 1 ? "" : "s");
+	snprintf(buf, cap, "local SGD: %d nodes of %d rank%s, an outer Nesterov step every %s "
+		 "(lr %g, momentum %g), moves in %s%s%s", ls->nodes, ls->local_size,
+		 ls->local_size == 1 ? "" : "s", every,
 		 (double)ls->lr, (double)ls->mu, ls->bf16 ? "bf16" : "fp32",
 		 ls->overlap ? ", overlapped" : "", ls->weighted ? ", weighted by tokens" : "");
 }
@@ -179,6 +210,7 @@ enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m)
 	if (ls->overlap)
 		lt_model_set_param_hook(m, &(struct lt_param_hook){ .ctx = ls,
 								    .need = progress_hook });
+	ls->round_t0 = lt_seconds();
 	return be->ops->sync(be);
 }
 
@@ -287,6 +319,7 @@ static enum lt_status end_round(lt_local_sgd *ls, int last)
 	enum lt_status st;
 	ls->in_round = 0;
 	ls->tokens = 0;
+	ls->round_t0 = lt_seconds();
 	if ((st = read_own_move(ls)) != LT_OK || (st = finish_move(ls)) != LT_OK ||
 	    (st = start_move(ls, weight)) != LT_OK)
 		return st;
@@ -307,19 +340,35 @@ enum lt_status lt_local_sgd_settle(lt_local_sgd *ls)
 	return finish_move(ls);
 }
 
+enum lt_status lt_local_sgd_land(lt_local_sgd *ls)
+{
+	enum lt_status st;
+	if (!ls->pending)
+		return LT_OK;
+	if ((st = finish_move(ls)) != LT_OK)
+		return st;
+	memcpy(ls->base, ls->shared, ls->numel * sizeof *ls->base);
+	return put_params(ls, ls->shared);
+}
+
 enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, double tokens,
-				       double *outer_s)
+				       int due, double *outer_s)
 {
 	/* the run ends with shared parameters; a signal's checkpoint keeps
-	 * the round, to be resumed */
-	int end = step >= ls->steps || stop == 2;
+	 * the round, to be resumed. Rounds of wall time end at any stop, each
+	 * node on its own: whether the run ends is known only after the
+	 * exchange, so an overlapped sum lands with lt_local_sgd_land */
+	int timed = ls->round_s > 0;
+	int end = timed ? step >= ls->steps || stop || due : step >= ls->steps || stop == 2;
 	*outer_s = 0;
 	ls->in_round++;
 	ls->tokens += tokens;
-	if (ls->in_round < ls->local_steps && !end)
+	if ((timed || ls->in_round < ls->local_steps) && !end)
 		return ls->pending ? lt_dist_progress(ls->dist) : LT_OK;
 	double t0 = lt_seconds();
-	enum lt_status st = end_round(ls, end);
+	enum lt_status st = end_round(ls, end && !timed);
 	*outer_s = lt_seconds() - t0;
 	return st;
 }
+
+int lt_local_sgd_in_round(const lt_local_sgd *ls) { return ls->in_round; }

@@ -11,6 +11,9 @@
  * round's end, each node going on meanwhile from its own parameters;
  * the model's parameter hook, which lt_local_sgd_start takes then, moves
  * the sum on before each block of a pass.
+ * With dist.round_seconds a round is instead so many seconds of wall
+ * time, each node stepping on its own until its local rank 0's clock ends
+ * it (src/train/trainer_rounds.c keeps the job's count of steps).
  *
  * Ownership: lt_local_sgd_new gives a state that lt_local_sgd_free
  * releases with the node's job; it borrows the ranks and, from
@@ -30,6 +33,10 @@ typedef struct lt_local_sgd lt_local_sgd;
  * nodes run different numbers of ranks: local SGD needs two or more of
  * equal size. */
 enum lt_status lt_local_sgd_check(const lt_dist *d);
+/* LT_ERR_CONFIG, in one line, when c asks for rounds of wall time
+ * (dist.round_seconds > 0) and train.batch does not split evenly over
+ * the nodes of d. */
+enum lt_status lt_local_sgd_check_rounds(const lt_dist *d, const struct lt_conf *c);
 /* Local SGD over the nodes of d with c's keys (collective over d), which
  * lt_local_sgd_check must pass. */
 enum lt_status lt_local_sgd_new(lt_dist *d, const struct lt_conf *c, lt_local_sgd **out);
@@ -44,6 +51,16 @@ lt_dist *lt_local_sgd_inner(const lt_local_sgd *ls);
 void lt_local_sgd_describe(const lt_local_sgd *ls, char *buf, size_t cap);
 /* How many nodes share the parameters. */
 int lt_local_sgd_nodes(const lt_local_sgd *ls);
+/* dist.round_seconds: > 0 when a round is that much wall time, each node
+ * stepping on its own until its local rank 0's clock says so. */
+double lt_local_sgd_round_seconds(const lt_local_sgd *ls);
+/* With rounds of wall time, on the node's local rank 0: whether this
+ * round has lasted dist.round_seconds (0 on the node's other ranks, which
+ * learn it from the node's sum). */
+int lt_local_sgd_round_due(const lt_local_sgd *ls);
+/* The round's clock starts again (after work between rounds, such as a
+ * checkpoint, that no node's steps should pay for). */
+void lt_local_sgd_round_restart(lt_local_sgd *ls);
 /* The factor that turns the step's gradient scale (one over the tokens of
  * the whole step's batch) into one over the tokens of this node's share,
  * rows[rank] being each job rank's sequences of a step. */
@@ -59,10 +76,19 @@ enum lt_status lt_local_sgd_start(lt_local_sgd *ls, lt_model *m);
  * dist.local_steps steps, or the step is the last (train.steps, or `stop`
  * is 2: the time budget is spent), with the exchange between the nodes
  * and the outer step; every rank's model then holds the new shared
- * parameters. *outer_s gets the seconds
- * the exchange and the outer step took (0 when the round goes on). */
+ * parameters. With rounds of wall time the round ends instead when `due`
+ * (the node's clock said so), at the last step or at any stop, and an
+ * overlapped sum stays under way (lt_local_sgd_land ends it). *outer_s
+ * gets the seconds the exchange and the outer step took (0 when the round
+ * goes on). */
 enum lt_status lt_local_sgd_after_step(lt_local_sgd *ls, long step, int stop, double tokens,
-				       double *outer_s);
+				       int due, double *outer_s);
+/* Inner steps since the last exchange (0 right after a round's end). */
+int lt_local_sgd_in_round(const lt_local_sgd *ls);
+/* Overlapped rounds of wall time, once the nodes agree the run ends: the
+ * sum under way makes its outer step and every rank's model takes the
+ * shared parameters; a no-op when none is under way. */
+enum lt_status lt_local_sgd_land(lt_local_sgd *ls);
 
 /* The outer state, for checkpoints: pointers into ls, read and written
  * by the caller. */
@@ -73,6 +99,8 @@ struct lt_local_sgd_state {
 	size_t numel;
 	int *in_round;              /* inner steps since the last exchange */
 	double *tokens;             /* this node's tokens in them */
+	long *carry;                /* rounds of wall time: the nodes' steps short of a job
+				       step */
 	int nodes, node;            /* the nodes, and this rank's (0 to nodes - 1) */
 };
 /* After lt_local_sgd_start. */

@@ -40,18 +40,20 @@ static enum lt_status write_base(const struct lt_local_sgd_state *o, const char 
 /* Rank 0: outer.safetensors into tmp. */
 static enum lt_status write_outer(const struct lt_local_sgd_state *o, const char *tmp)
 {
-	char path[4096], num[3][32];
+	char path[4096], num[4][32];
 	int64_t shape[1] = { (int64_t)o->numel };
 	lt_st_writer *w = NULL;
 	enum lt_status st = lt_fs_join(path, sizeof path, tmp, OUTER_FILE);
 	snprintf(num[0], sizeof num[0], "%d", o->nodes);
 	snprintf(num[1], sizeof num[1], "%d", *o->in_round);
 	snprintf(num[2], sizeof num[2], "%.17g", *o->tokens);
+	snprintf(num[3], sizeof num[3], "%ld", *o->carry);
 	if (st == LT_OK && (st = lt_st_writer_new(path, &w)) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "format", "pt")) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "nodes", num[0])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "in_round", num[1])) == LT_OK &&
 	    (st = lt_st_writer_set_meta(w, "tokens", num[2])) == LT_OK &&
+	    (st = lt_st_writer_set_meta(w, "carry", num[3])) == LT_OK &&
 	    (st = lt_st_writer_add(w, "shared", LT_ST_F32, 1, shape, o->shared)) == LT_OK &&
 	    (st = lt_st_writer_add(w, "momentum", LT_ST_F32, 1, shape, o->momentum)) == LT_OK &&
 	    (!o->base || (st = lt_st_writer_add(w, "base", LT_ST_F32, 1, shape, o->base)) == LT_OK))
@@ -160,6 +162,11 @@ static enum lt_status read_outer(const lt_st *sf, struct lt_local_sgd_state *o, 
 	*nodes = (int)n;
 	*o->in_round = (int)in_round;
 	*o->tokens = tokens;
+	/* (none before rounds of wall time: no steps were carried) */
+	double carry = 0;
+	if (lt_st_meta(sf, "carry") && (st = meta_number(sf, "carry", &carry)) != LT_OK)
+		return st;
+	*o->carry = carry >= 0 && carry < 1e9 ? (long)carry : 0;
 	return LT_OK;
 }
 
@@ -211,6 +218,7 @@ enum lt_status lt_local_ckpt_resume(lt_local_sgd *ls, const char *dir, lt_model 
 		return st == LT_OK && o_st.node > 0 ? lt_checkpoint_load_tensors_as(dir, prefix, m, o)
 						    : st;
 	}
+	*o_st.carry = 0;  /* (steps short of a job step on the old nodes) */
 	snprintf(note, cap, "local SGD: the checkpoint's %d nodes are %d now: each node goes on "
 		 "from the first node's parameters and moments, %d steps into the round", saved,
 		 o_st.nodes, *o_st.in_round);

@@ -68,9 +68,10 @@ enum lt_status lt_trainer_plan_forward(lt_trainer *t, int rows)
 static enum lt_status plan_shares(lt_trainer *t)
 {
 	const struct lt_conf *c = &t->conf;
-	if (c->train.batch < t->ranks) {
+	if (t->batch < t->ranks) {
 		lt_errmsg_set("train.batch %d: each of the %d ranks needs at least one sequence of "
-			      "every batch", c->train.batch, t->ranks);
+			      "every batch%s", c->train.batch, t->ranks,
+			      t->timed ? " of its node" : "");
 		return LT_ERR_CONFIG;
 	}
 	if (t->conf.dist.pp > 1 && c->train.batch % t->ranks) {
@@ -88,20 +89,27 @@ static enum lt_status plan_shares(lt_trainer *t)
 	}
 	for (int i = 0; i < t->ranks; i++)
 		ones[i] = 1;
-	size_t accum = (size_t)c->train.grad_accum, items = (size_t)c->train.batch * accum;
+	size_t accum = (size_t)c->train.grad_accum, items = (size_t)t->batch * accum;
 	lt_shares_split(items, ones, t->ranks, accum, t->rows);
 	set_plan_rows(t);
 	free(ones);
 	/* a pipeline's --balance auto moves blocks between its stages */
 	if (c->dist.balance != LT_BALANCE_AUTO || t->ranks == 1 || c->dist.pp > 1)
 		return LT_OK;
-	return lt_balancer_new(t->dist, items, accum, c->dist.balance_every, t->state.step,
+	return lt_balancer_new(t->step_dist, items, accum, c->dist.balance_every, t->state.step,
 			       &t->balance);
+}
+
+/* lt_agree over the ranks of a step (the node's, with rounds of wall
+ * time). */
+static enum lt_status step_agree(lt_trainer *t, enum lt_status st, const char *what)
+{
+	return lt_agree(t->timed ? &t->node_agreement : &t->agreement, st, what, 0);
 }
 
 /* --balance auto after `step`: new shares are planned for on every rank,
  * and rank 0 says what the ranks compared. */
-static enum lt_status rebalance(lt_trainer *t, long step)
+enum lt_status lt_trainer_rebalance(lt_trainer *t, long step)
 {
 	char line[4096];
 	int moved = 0;
@@ -116,7 +124,7 @@ static enum lt_status rebalance(lt_trainer *t, long step)
 				       sizeof line);
 	if (st == LT_OK && moved) {
 		set_plan_rows(t);
-		st = lt_trainer_agree(t, lt_trainer_plan_forward(t, t->plan_rows), "planning the new shares", 0);
+		st = step_agree(t, lt_trainer_plan_forward(t, t->plan_rows), "planning the new shares");
 	}
 	if (st == LT_OK && t->lead && line[0])
 		lt_metrics_say(t->metrics, "%s", line);
@@ -298,9 +306,6 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		return st;
 	}
 	lt_model_set_recompute(t->model, c->train.recompute);
-	if (c->dist.sync == LT_SYNC_LOCAL &&
-	    (st = lt_trainer_agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD", 0)) != LT_OK)
-		return st;
 	if ((st = lt_zero_new(t->local ? lt_local_sgd_inner(t->local) : t->dist, t->model,
 			      c->dist.zero, c->dist.deterministic,
 			      /* stages out of step share no node memory */
@@ -395,9 +400,7 @@ static enum lt_status say_start(lt_trainer *t, const struct lt_trainer_start *s)
 		       c->model.vocab_size, c->train.batch, c->train.seq, c->train.grad_accum,
 		       c->train.steps, dev.name);
 	struct lt_rank_layout l = layout_of(t);
-	if (lt_dist_size(t->job) > 1 &&
-	    (st = lt_rank_report_list(&l, t->be, t->rows,
-				      c->train.batch * c->train.grad_accum)) != LT_OK)
+	if (lt_dist_size(t->job) > 1 && (st = lt_trainer_report_ranks(t, &l)) != LT_OK)
 		return st;
 	if (!t->probe && (st = set_aside_skipped(t, s->skipped)) != LT_OK)
 		return st;
@@ -545,6 +548,14 @@ static enum lt_status pipeline_batch(void *ctx, int i, int32_t *tokens, int32_t 
 				   tokens, targets);
 }
 
+/* The step's first sequence: the job's data position, or with rounds of
+ * wall time this node's block of the round's (lt_trainer_round_block). */
+static uint64_t step_first(const lt_trainer *t)
+{
+	uint64_t per = (uint64_t)t->batch * (uint64_t)t->conf.train.grad_accum;
+	return t->timed ? t->state.samples + lt_trainer_round_block(t) * per : t->state.samples;
+}
+
 /* This rank's votes to stop: votes[0] for a signal, votes[1] for a spent
  * time budget. */
 static void vote_stop(const lt_trainer *t, double loop_start, double *votes)
@@ -570,46 +581,55 @@ static struct lt_optim_config step_optim(const lt_trainer *t, long step)
 /* One optimizer step: grad_accum micro-batches of which this rank takes
  * its share, the reduction over the ranks, then AdamW unless the loss or
  * the gradient norm is not finite. */
-static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
-				 struct lt_step_metrics *sm)
+enum lt_status lt_trainer_step(lt_trainer *t, long step, double loop_start,
+			       struct lt_step_metrics *sm)
 {
 	const struct lt_conf *c = &t->conf;
-	int B = c->train.batch, T = c->train.seq, accum = c->train.grad_accum;
+	int B = t->batch, T = c->train.seq, accum = c->train.grad_accum;
 	float scale = 1.0f / ((float)B * (float)T * (float)accum);
-	double sums[5] = { 0, 0, 0, 0, 0 }, norm = NAN;
+	double sums[6] = { 0, 0, 0, 0, 0, 0 }, norm = NAN;
 	enum lt_status st = LT_OK;
 	struct lt_optim_config oc = step_optim(t, step);
+	uint64_t first = step_first(t);
+	struct lt_agreement *g = t->timed ? &t->node_agreement : &t->agreement;
+	t->round_ended = 0;
 	if (lt_data_has_examples(t->data)) {
 		/* the mean over the step's trained targets, which every rank
 		 * counts alike from the samples' indices */
 		long trained;
-		st = lt_data_train_targets(t->data, c->train.seed, t->state.samples,
+		st = lt_data_train_targets(t->data, c->train.seed, first,
 					   (uint64_t)B * (uint64_t)accum, T, &trained);
 		scale = trained > 0 ? 1.0f / (float)trained : 1.0f;
 	}
-	if (t->local)  /* each node's gradient is the mean over its own share */
+	if (t->local && !t->timed)  /* each node's gradient is the mean over its own share */
 		scale *= (float)lt_local_sgd_scale(t->local, t->rows);
 	lt_step_time_begin(&t->time);
 	lt_dist_set_step(t->job, step);
 	lt_dist_set_step(t->dist, step);
+	lt_dist_set_step(t->step_dist, step);
 	lt_model_zero_grads(t->model);
 	struct lt_pipeline_source src = { pipeline_batch, t };
 	int per = c->dist.deterministic ? lt_trainer_rows_in(t, t->rank, 0) : 1;
 	if (t->pipe)
 		st = lt_pipeline_step(t->pipe, accum * per, &src, scale, sums);
 	for (int a = 0; a < accum && st == LT_OK && !t->pipe; a++)
-		st = run_rows(t, t->state.samples + (uint64_t)a * (uint64_t)B +
+		st = run_rows(t, first + (uint64_t)a * (uint64_t)B +
 					 (uint64_t)lt_trainer_first_row_in(t, a),
 			      lt_trainer_rows_in(t, t->rank, a), scale, a == accum - 1, sums);
-	t->state.samples += (uint64_t)B * (uint64_t)accum;
+	if (!t->timed)  /* (rounds of wall time move it at the round's end) */
+		t->state.samples += (uint64_t)B * (uint64_t)accum;
+	if (t->slow_s > 0)
+		usleep((useconds_t)(t->slow_s * 1e6));
 	lt_step_time_passes_done(&t->time);
 	vote_stop(t, loop_start, sums + 2);
 	sums[4] = lt_distill_take_kl(t->distill);
+	/* the node's local rank 0 alone reads the round's clock */
+	sums[5] = t->timed && lt_local_sgd_round_due(t->local);
 	/* the first exchange after backward waits for the slowest rank */
-	st = lt_trainer_agree(t, st, "the forward and backward passes", 0);
+	st = lt_agree(g, st, "the forward and backward passes", 0);
 	lt_step_time_agreed(&t->time);
 	/* stages 0 and 2 may have left layers' exchanges unmatched: abort */
-	t->agreement.failed_together = t->agreement.failed_together && c->dist.zero == 1;
+	g->failed_together = g->failed_together && c->dist.zero == 1;
 	if (st != LT_OK || (st = lt_zero_reduce(t->zero, &norm)) != LT_OK)
 		return st;
 	if (t->pipe) {  /* each stage's times: the pipeline's waits are its bubble */
@@ -629,7 +649,7 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	if (st != LT_OK)
 		return st;
 	lt_step_time_reduced(&t->time);
-	if ((st = lt_dist_allreduce(t->dist, sums, 5, LT_DIST_F64, LT_DIST_SUM,
+	if ((st = lt_dist_allreduce(t->step_dist, sums, 6, LT_DIST_F64, LT_DIST_SUM,
 				    "the loss all-reduce")) != LT_OK ||
 	    (st = lt_trainer_sum_over_pipeline(t, sums, 5)) != LT_OK)
 		return st;
@@ -655,21 +675,27 @@ static enum lt_status train_step(lt_trainer *t, long step, double loop_start,
 	st = lt_zero_update(t->zero, &oc, (int)step, norm);
 	lt_step_time_update_done(&t->time);
 	if (st == LT_OK && t->local)
-		st = lt_local_sgd_after_step(t->local, step, t->stop, (double)sm->tokens /
-					     lt_local_sgd_scale(t->local, t->rows), &sm->outer_s);
+		st = lt_local_sgd_after_step(t->local, step, t->stop,
+					     t->timed ? (double)sm->tokens
+						      : (double)sm->tokens /
+							lt_local_sgd_scale(t->local, t->rows),
+					     sums[5] > 0, &sm->outer_s);
+	t->round_ended = st == LT_OK && t->timed && lt_local_sgd_in_round(t->local) == 0;
 	return st;
 }
 
 /* ------------------------------------------------------------- the loop */
 
-static int due(long step, int every)
+/* Whether a multiple of `every` lies in (from, step]. */
+static int due(long from, long step, int every)
 {
-	return every > 0 && step % every == 0;
+	return every > 0 && step / every > from / every;
 }
 
 /* After `step` (not the last: the run's end does them all): the
- * validation loss, a sample and a checkpoint, when the config asks. */
-static enum lt_status after_step(lt_trainer *t, long step)
+ * validation loss, a sample and a checkpoint, when the config asks one
+ * in (from, step]. */
+enum lt_status lt_trainer_after(lt_trainer *t, long from, long step)
 {
 	const struct lt_conf *c = &t->conf;
 	enum lt_status st = LT_OK;
@@ -677,12 +703,13 @@ static enum lt_status after_step(lt_trainer *t, long step)
 	double val;
 	if (step >= c->train.steps)
 		return LT_OK;
-	if (due(step, c->run.eval_every) && (st = lt_trainer_evaluate(t, step, &val)) != LT_OK)
+	if (due(from, step, c->run.eval_every) &&
+	    (st = lt_trainer_evaluate(t, step, &val)) != LT_OK)
 		return st;
-	if (due(step, c->run.sample_every) && (st = lt_trainer_sample(t, step)) != LT_OK)
+	if (due(from, step, c->run.sample_every) && (st = lt_trainer_sample(t, step)) != LT_OK)
 		return st;
 	/* (--balance auto may have saved this step's already) */
-	if (due(step, c->run.checkpoint_every) && t->saved_step != step)
+	if (due(from, step, c->run.checkpoint_every) && t->saved_step != step)
 		st = lt_trainer_save(t, path);
 	return st;
 }
@@ -715,7 +742,7 @@ static enum lt_status train_loop(lt_trainer *t)
 	for (long step = t->state.step + 1; step <= end; step++) {
 		struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
 					      .ranks = t->ranks, .nodes = lt_dist_nodes(t->dist) };
-		if ((st = train_step(t, step, t0, &sm)) != LT_OK)
+		if ((st = lt_trainer_step(t, step, t0, &sm)) != LT_OK)
 			return st;
 		double now = lt_seconds();
 		t->state.step = step;
@@ -739,13 +766,13 @@ static enum lt_status train_loop(lt_trainer *t)
 				      step, t->state.bad_steps, c->train.max_bad_steps);
 			return LT_ERR_NUMERIC;
 		}
-		if (t->balance && (st = rebalance(t, step)) != LT_OK)
+		if (t->balance && (st = lt_trainer_rebalance(t, step)) != LT_OK)
 			return st;
 		/* (a range test moves no blocks: a move goes through a checkpoint) */
 		if (t->pipe && c->dist.balance == LT_BALANCE_AUTO && !t->probe &&
 		    (st = lt_trainer_pp_balance(t, step)) != LT_OK)
 			return st;
-		if (!t->probe && (st = after_step(t, step)) != LT_OK)
+		if (!t->probe && (st = lt_trainer_after(t, step - 1, step)) != LT_OK)
 			return st;
 		if (t->stop == 1) {
 			int sigint = t->stop_signal && *t->stop_signal == SIGINT;
@@ -806,6 +833,11 @@ enum lt_status lt_trainer_new(lt_dist *d, const struct lt_conf *c, lt_trainer **
 		lt_dist_set_stages(d, c->dist.pp);
 	t->rank = lt_dist_rank(t->dist);
 	t->ranks = lt_dist_size(t->dist);
+	t->step_dist = t->dist;
+	t->batch = c->train.batch;
+	/* a slower node emulated for benchmarks and tests */
+	const char *slow = getenv("LLTRAIN_BENCH_SLOW_MS");
+	t->slow_s = slow ? atof(slow) / 1e3 : 0;
 	return st;
 }
 
@@ -833,7 +865,7 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 		return st;
 	if ((st = check_ranks_agree(t)) != LT_OK)
 		return st;
-	if ((st = plan_shares(t)) != LT_OK)
+	if ((st = lt_trainer_setup_local(t)) != LT_OK || (st = plan_shares(t)) != LT_OK)
 		return st;
 	if ((st = build_model(t, s)) != LT_OK)
 		return st;
@@ -844,7 +876,7 @@ enum lt_status lt_trainer_open(lt_trainer *t, const struct lt_trainer_start *s)
 
 enum lt_status lt_trainer_run(lt_trainer *t)
 {
-	enum lt_status st = train_loop(t);
+	enum lt_status st = t->timed ? lt_trainer_rounds(t) : train_loop(t);
 	if (t->probe || (st != LT_OK && st != LT_ERR_INTERRUPTED))
 		return st;
 	enum lt_status fin = finish_run(t, st);
@@ -871,6 +903,7 @@ void lt_trainer_free(lt_trainer *t)
 	lt_metrics_close(t->metrics);
 	free(t->tokens);
 	free(t->rows);
+	free(t->expect);
 	lt_balancer_free(t->balance);
 	lt_zero_free(t->zero);
 	lt_distill_free(t->distill);

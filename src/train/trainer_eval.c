@@ -23,7 +23,8 @@ static enum lt_status validation_loss(lt_trainer *t, double *out)
 {
 	const struct lt_conf *c = &t->conf;
 	int B = c->train.batch, T = c->train.seq, rows = lt_trainer_rows_in(t, t->rank, 0);
-	int P = c->dist.deterministic ? 1 : rows, row0 = lt_trainer_first_row_in(t, 0);
+	/* (with rounds of wall time each node takes its share of the windows) */
+	int P = c->dist.deterministic ? 1 : rows, row0 = t->node_row0 + lt_trainer_first_row_in(t, 0);
 	uint64_t val_windows = lt_data_val_windows(t->data, T);
 	double sums[2] = { 0, 0 };
 	enum lt_status st = lt_trainer_plan_forward(t, P);

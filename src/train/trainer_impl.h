@@ -55,6 +55,20 @@ struct lt_trainer {
 	long probe_from;          /* with it: the step before its first */
 	lt_zero *zero;
 	lt_local_sgd *local;      /* dist.sync = local; NULL when every step is shared */
+	/* local SGD's rounds of wall time (dist.round_seconds > 0): each node
+	 * steps on its own, so a step's collectives go over the node's ranks;
+	 * otherwise step_dist is dist, and the node's agreement unused */
+	int timed;
+	lt_dist *step_dist;       /* the ranks a step's sums go over (rank, ranks are in it) */
+	struct lt_agreement node_agreement;
+	int batch;                /* a step's sequences: train.batch, or timed the node's share */
+	int node_row0;            /* timed: this node's first window of a validation batch */
+	long round_steps;         /* timed: this node's steps in the round, */
+	long *expect;             /* timed: [nodes] each node's steps in the last round, what
+				     this one's data blocks are laid out for (0: none yet) */
+	double round_tokens;      /* their trained tokens */
+	int round_ended;          /* timed: the last step ended the round */
+	double slow_s;            /* LLTRAIN_BENCH_SLOW_MS: seconds added to each step */
 	size_t *rows;             /* [ranks]: each rank's sequences of a step, dealt over
 				     its micro-batches by lt_shares_rows_in */
 	int plan_rows;            /* the most sequences per forward (1 when deterministic) */
@@ -80,6 +94,28 @@ struct lt_trainer {
 
 /* lt_agree over the job's ranks. */
 enum lt_status lt_trainer_agree(lt_trainer *t, enum lt_status st, const char *what, double wait);
+/* One optimizer step at `step` (its learning rate's), metrics into sm
+ * (trainer.c). */
+enum lt_status lt_trainer_step(lt_trainer *t, long step, double loop_start,
+			       struct lt_step_metrics *sm);
+/* --balance auto after `step` (trainer.c). */
+enum lt_status lt_trainer_rebalance(lt_trainer *t, long step);
+/* After `step` (not the last): evaluation, sample and checkpoint where
+ * run.*_every falls in (from, step] (trainer.c). */
+enum lt_status lt_trainer_after(lt_trainer *t, long from, long step);
+/* Rounds of wall time: the block of node-sized steps, counted from the
+ * round's first sequence, that this node's next step reads
+ * (trainer_rounds.c). */
+uint64_t lt_trainer_round_block(const lt_trainer *t);
+/* Local SGD's rounds of wall time: the step loop (trainer_rounds.c). */
+enum lt_status lt_trainer_rounds(lt_trainer *t);
+/* With dist.sync = local, before the shares are planned: local SGD's
+ * state, and with rounds of wall time the node's ranks as the step's
+ * (trainer_rounds.c). */
+enum lt_status lt_trainer_setup_local(lt_trainer *t);
+struct lt_rank_layout;
+/* Rank 0 lists the ranks and their shares of a step (trainer_rounds.c). */
+enum lt_status lt_trainer_report_ranks(lt_trainer *t, const struct lt_rank_layout *l);
 /* Rank i's sequences in micro-batch a of a step, and this rank's first. */
 int lt_trainer_rows_in(const lt_trainer *t, int i, int a);
 int lt_trainer_first_row_in(const lt_trainer *t, int a);
