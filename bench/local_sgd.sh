@@ -22,23 +22,33 @@
 #    link takes for the 110M preset's 88M parameters, so that the link
 #    bounds the synchronous step as it does between GPU nodes; on fewer
 #    cores compute bounds both runs and the ratio shrinks toward 1.
+# 3. PRESET3 (15M), 2 nodes x 1 rank, the second made slower by SLOW_MS
+#    (1000) milliseconds a step (LLTRAIN_BENCH_SLOW_MS, a knob for
+#    benchmarks only), the same job tokens for both: rounds of H steps,
+#    where the fast node waits for the slow one at every round's end,
+#    against rounds of ROUND_S (2) seconds of wall time
+#    (dist.round_seconds), where each node takes the steps its speed
+#    allows: the job's tokens/s, each node's steps and the validation loss.
 #
 # Benchmarks print figures; they neither pass nor fail.
 #
 #   bench/local_sgd.sh [CORPUS]     (default: Debian's fortunes, as train's)
-# Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PARTS ("1 2"),
+# Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PARTS ("1 2 3"),
 # THREADS (a rank's threads: the cores shared evenly among a part's
 # ranks), DEVICE (cpu), LOCAL_STEPS (20), STEPS1 (400),
 # BATCH1 (8), SEQ1 (256), RANKS1 (2), STEPS2 (42), BATCH2 (2), SEQ2 (128),
-# RANKS2 (1), UNTIMED2 (2), LINK_GBITS (1), DIR (a temporary directory,
+# RANKS2 (1), UNTIMED2 (2), LINK_GBITS (1), STEPS3 (60), BATCH3 (8),
+# SEQ3 (256), SLOW_MS (1000), ROUND_S (2), DIR (a temporary directory,
 # removed at the end unless given).
 set -u
 LLTRAIN=${LLTRAIN:-./lltrain}
 MPIEXEC=${MPIEXEC:-mpiexec}
-PARTS=${PARTS:-1 2} DEVICE=${DEVICE:-cpu} H=${LOCAL_STEPS:-20}
+PARTS=${PARTS:-1 2 3} DEVICE=${DEVICE:-cpu} H=${LOCAL_STEPS:-20}
 STEPS1=${STEPS1:-400} BATCH1=${BATCH1:-8} SEQ1=${SEQ1:-256} RANKS1=${RANKS1:-2}
 STEPS2=${STEPS2:-42} BATCH2=${BATCH2:-2} SEQ2=${SEQ2:-128} RANKS2=${RANKS2:-1}
 UNTIMED2=${UNTIMED2:-2} LINK_GBITS=${LINK_GBITS:-1}
+STEPS3=${STEPS3:-60} BATCH3=${BATCH3:-8} SEQ3=${SEQ3:-256} SLOW_MS=${SLOW_MS:-1000}
+ROUND_S=${ROUND_S:-2}
 CORPUS=${1:-/usr/share/games/fortunes}
 if [ -n "${DIR:-}" ]; then
 	tmp=$DIR
@@ -64,6 +74,24 @@ run() {
 		--train.max_minutes=0 --data.dir="$tmp/data" --run.dir="$tmp/$name" \
 		--run.eval_every=0 --run.sample_tokens=1 --run.checkpoint_every=0 \
 		--run.threads="$threads" --run.device="$DEVICE" --comm-timeout 3600 "$@" \
+		>"$tmp/$name.out" 2>&1 </dev/null ||
+		{ echo "$name failed:"; tail -3 "$tmp/$name.out"; exit 1; }
+}
+
+# slow NAME STEPS BATCH SEQ ARGS...: 2 nodes of a rank each train the
+# 15M preset into $tmp/NAME, the second SLOW_MS slower a step.
+slow() {
+	local name=$1 steps=$2 batch=$3 seq=$4
+	local threads=${THREADS:-$(($(nproc) / 2 > 0 ? $(nproc) / 2 : 1))}
+	shift 4
+	rm -rf "${tmp:?}/$name"
+	local args=(train --preset 15M --train.steps="$steps" --train.batch="$batch"
+		--train.seq="$seq" --train.max_minutes=0 --data.dir="$tmp/data"
+		--run.dir="$tmp/$name" --run.eval_every=0 --run.sample_tokens=1
+		--run.checkpoint_every=0 --run.threads="$threads" --run.device="$DEVICE"
+		--comm-timeout 3600 "$@")
+	LLTRAIN_NODE_RANKS=1 "$MPIEXEC" -n 1 "$LLTRAIN" "${args[@]}" : \
+		-n 1 env LLTRAIN_BENCH_SLOW_MS="$SLOW_MS" "$LLTRAIN" "${args[@]}" \
 		>"$tmp/$name.out" 2>&1 </dev/null ||
 		{ echo "$name failed:"; tail -3 "$tmp/$name.out"; exit 1; }
 }
@@ -113,5 +141,27 @@ if [[ " $PARTS " == *" 2 "* ]]; then
 		printf "synchronous:                    %8.1f tokens/s, %.1f MB between nodes a step (rank 0)\n", rs, bs / 1e6
 		printf "local SGD, H = %-3d overlapped:  %8.1f tokens/s, %.1f MB a step: %.2fx the tokens/s\n",
 			h, rl, bl / 1e6, rl / rs }'
+fi
+if [[ " $PARTS " == *" 3 "* ]]; then
+	echo "== 3. 15M, 2 nodes x 1 rank, the second $SLOW_MS ms slower a step, $STEPS3 job steps of $BATCH3 x $SEQ3 tokens"
+	slow steps3 "$STEPS3" "$BATCH3" "$SEQ3" --sync local --dist.local_steps="$H"
+	slow timed3 "$STEPS3" "$BATCH3" "$SEQ3" --sync local --dist.round_seconds="$ROUND_S"
+	for name in steps3 timed3; do
+		python3 - "$tmp/$name/metrics.jsonl" "$tmp/$name.out" "$name" \
+			$((STEPS3 * BATCH3 * SEQ3)) <<'EOF'
+import json, re, sys
+js = list(map(json.loads, open(sys.argv[1])))
+steps = [j for j in js if "loss" in j]
+val = [j["val_loss"] for j in js if "val_loss" in j][-1]
+rounds = [tuple(map(int, m.group(1).split())) for m in
+          re.finditer(r"^round: steps per node ([\d ]+);", open(sys.argv[2]).read(), re.M)]
+last = steps[-1]
+rate = int(sys.argv[4]) / last["elapsed"]  # the job's tokens over its time
+what = {"steps3": "rounds of steps:  ", "timed3": "rounds of seconds:"}[sys.argv[3]]
+nodes = (", steps per node " + " ".join(str(sum(r[i] for r in rounds))
+                                         for i in range(len(rounds[0]))) if rounds else "")
+print(f"{what} {rate:8.1f} tokens/s over {last['elapsed']:.1f} s, validation loss {val:.4f}{nodes}")
+EOF
+	done
 fi
 echo "took $(($(date +%s) - began)) s on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
