@@ -11,13 +11,15 @@
 # At 110M, B2 T256 the activations (about 160 MiB) are a tenth of ZeRO
 # 0's peak, and every stage holds them alike: they are the rank's own
 # data, not replicated model state, and with them stage 3's floor (its
-# shares, the two parameter slots of the gathers' overlap) lies near 58%
+# shares, the two parameter slots of the gathers' overlap) lies near 59%
 # of ZeRO 0. So the bench then runs stages 0 and 3 again with
 # train.recompute = block on both sides (RECOMPUTE), where a rank keeps
-# only each block's input, and prints that figure too. (There stage 3's
-# peak is its setup's, before the parameters are sliced: the whole
-# parameters, 4P bytes, beside the rank's range, its moments and the
-# gradient buffer, 10P at 2 ranks.)
+# only each block's input, and prints that figure too. (Stage 3's start
+# holds the whole parameters, 4P bytes, beside the rank's range only: its
+# moments and gradient shard come once the parameters are sliced.)
+# Measured on the CI machine's kind (2 cores, 2 ranks of 1 thread):
+# ZeRO 3 / ZeRO 0 936.3 / 1573.7 MiB = 59.5% (allocator), 48.9% (RSS);
+# with train.recompute = block 812.4 / 1449.8 MiB = 56.0%.
 #
 #   bench/zero3_bench.sh [CORPUS...]    (default corpus: this source tree's text)
 # Environment: LLTRAIN (./lltrain), MPIEXEC (mpiexec), PRESET (110M),
@@ -76,9 +78,10 @@ for zero in $STAGES; do
 done
 # ZeRO 3 against ZeRO 0, and what stage 3 still holds whole on a rank
 # beside its 1/RANKS of the parameters, gradients and moments: the slots
-# it gathers into, the gradient buffer (the embedding's gradient, one
-# block's and the output range's; the head's weight gradient lies there,
-# where stage 0 keeps another V x C for it) and the activations
+# it gathers into, the gradient buffer (the larger of the embedding's
+# gradient and one block's, which share it, and the output range's; the
+# head's weight gradient lies there, where stage 0 keeps another V x C
+# for it) and the activations
 if [ -n "${alloc0:-}" ] && [ -n "${alloc3:-}" ]; then
 	info=$("$LLTRAIN" info --preset "$PRESET" --model.vocab_size="$vocab" --train.batch="$BATCH" \
 		--train.seq="$SEQ" --threads "$THREADS" --ranks "$RANKS" --zero 3 $EXTRA)

@@ -205,11 +205,17 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 {
 	int L = m->cfg.n_layers;
 	size_t n = layout ? layout->numel : m->numel, first = first_block(m);
+	int shared = 0;  /* a block's slot over the embedding's range */
 	if (layout) {
-		LT_ASSERT(layout->output >= first &&
+		size_t top = first;  /* where the embedding's range and the slots end */
+		for (int l = 0; l < L; l++) {
+			LT_ASSERT(layout->block[l] + block_numel(m) <= n);
+			shared |= layout->block[l] < first;
+			if (layout->block[l] + block_numel(m) > top)
+				top = layout->block[l] + block_numel(m);
+		}
+		LT_ASSERT(layout->output >= top &&
 			  layout->output + (m->numel - output_begin(m)) <= n);
-		for (int l = 0; l < L; l++)
-			LT_ASSERT(layout->block[l] >= first && layout->block[l] + block_numel(m) <= n);
 	}
 	/* free first: the two buffers together may not fit where one does */
 	lt_buf_free(m->be, m->grads);
@@ -222,6 +228,7 @@ enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout
 	}
 	m->grads_numel = n;
 	m->grads_written = layout != NULL;
+	m->embed_grad_shared = shared;
 	if (layout) {
 		memcpy(m->grad_block, layout->block, (size_t)L * sizeof *m->grad_block);
 		m->grad_output = layout->output;
@@ -628,6 +635,9 @@ static enum lt_status finish_embedding_gradient(lt_model *m, int rows)
 	if (m->base)  /* frozen */
 		return LT_OK;
 	if (!m->hook.lookup_ready) {
+		/* a block's slot lay here: its hook returned with it exchanged */
+		if (m->embed_grad_shared)
+			be->ops->fill(be, G(m, m->embed), m->layers[0].ln_in - m->embed, 0.0f);
 		be->ops->embedding_backward(be, G(m, m->embed), I(m, m->tokens), dx, N, C);
 		return tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	}
@@ -662,8 +672,11 @@ static enum lt_status head_backward(lt_model *m)
 	/* the final norm (and an untied head) end the flat buffer; with
 	 * adapters there is no such range, nor an embedding's */
 	st = m->base ? m->pause_st : tell_grads_ready(m, m->norm, m->numel);
-	/* a tied head's part is done (a last stage without the embedding has none) */
-	if (st == LT_OK && m->hook.lookup_ready && !m->base && m->has_embed)
+	/* a tied head's part is done (a last stage without the embedding has
+	 * none); where the blocks' slot lies over the table's range, the hook
+	 * returns with it exchanged, and the lookup's part comes at the end */
+	if (st == LT_OK && !m->base && m->has_embed &&
+	    (m->hook.lookup_ready || (m->embed_grad_shared && m->cfg.tied)))
 		st = tell_grads_ready(m, m->embed, m->layers[0].ln_in);
 	return st;
 }

@@ -134,7 +134,12 @@ struct lt_grad_layout {
 };
 /* Gives the gradient buffer that layout (NULL: the mirror, added into),
  * reallocating it (zeroed; on failure the model has none, and can only be
- * freed). */
+ * freed). A block's slot may lie over the embedding's range (ZeRO 3, one
+ * buffer for the two): backward then reports a tied table's range after
+ * the head, before any block writes its slot, and again at its end, the
+ * lookup's gradient alone, written once the hook told of block 0's range
+ * returned; the hook must be done reading a range it was told of when it
+ * returns where a block's slot lies over it. */
 enum lt_status lt_model_set_grad_layout(lt_model *m, const struct lt_grad_layout *layout);
 /* With such a layout and one activation set: whether a training forward
  * writes the head's weight gradient straight into the gradient buffer

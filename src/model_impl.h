@@ -101,6 +101,7 @@ struct lt_model {
 	size_t *grad_block;               /* [n_layers] where each block's gradients start */
 	size_t grad_output;               /* where the output range's gradients start */
 	int grads_written;                /* a caller's layout: backward writes, not adds */
+	int embed_grad_shared;            /* with it: a block's slot over the embedding's range */
 	int head_grad_direct;             /* with it: the head's weight gradient goes there in
 					     forward (lt_model_set_head_grad_direct) */
 	lt_buf *inv_freq;                 /* [D/2] rope frequencies */

@@ -13,11 +13,30 @@ void lt_grad_slots_of(const lt_model *m, int k, struct lt_grad_slots *s)
 	s->numel = lt_model_num_params(m);
 	s->layers = L;
 	s->k = k <= 0 ? 0 : k < L ? k : L;
+	s->shared = 0;
+}
+
+void lt_grad_slots_share(struct lt_grad_slots *s)
+{
+	s->shared = s->k > 0 && s->first > 0;
+}
+
+/* Where the slots start, and where the output range starts, in a buffer
+ * so laid out (with slots). */
+static size_t slots_at(const struct lt_grad_slots *s)
+{
+	return s->shared ? 0 : s->first;
+}
+
+static size_t output_at(const struct lt_grad_slots *s)
+{
+	size_t end = slots_at(s) + (size_t)s->k * s->block;
+	return end > s->first ? end : s->first;
 }
 
 size_t lt_grad_slots_numel(const struct lt_grad_slots *s)
 {
-	return s->k ? s->numel - (size_t)(s->layers - s->k) * s->block : s->numel;
+	return s->k ? output_at(s) + (s->numel - s->output) : s->numel;
 }
 
 size_t lt_grad_slots_config_numel(const struct lt_model_config *c, int k)
@@ -38,8 +57,8 @@ size_t lt_grad_slots_index(const struct lt_grad_slots *s, size_t off)
 	if (s->k == 0 || off < s->first)
 		return off;
 	if (b < 0)
-		return off - (s->output - s->first) + (size_t)s->k * s->block;
-	return s->first + (size_t)(b % s->k) * s->block + (off - s->first - (size_t)b * s->block);
+		return output_at(s) + (off - s->output);
+	return slots_at(s) + (size_t)(b % s->k) * s->block + (off - s->first - (size_t)b * s->block);
 }
 
 enum lt_status lt_grad_slots_apply(lt_model *m, const struct lt_grad_slots *s)

@@ -24,14 +24,19 @@ struct lt_grad_slots {
 	size_t numel;   /* flat elements */
 	int layers;
 	int k;          /* slots: 0 (the whole buffer, every element in place) to layers */
+	int shared;     /* with slots: they start at 0, over the embedding's range (its
+			 * gradient comes after block 0's), not after it */
 };
 
 /* The layout of m's flat buffer with k slots (k <= 0: the whole buffer; k
- * beyond the layers: as many as the layers). */
+ * beyond the layers: as many as the layers), apart from the embedding's
+ * range; lt_grad_slots_share then lays them over it where m has one. */
 void lt_grad_slots_of(const lt_model *m, int k, struct lt_grad_slots *s);
+void lt_grad_slots_share(struct lt_grad_slots *s);
 /* Elements of a buffer so laid out. */
 size_t lt_grad_slots_numel(const struct lt_grad_slots *s);
-/* The same for a model of configuration c, before one exists. */
+/* The same for a model of configuration c, before one exists (not
+ * shared). */
 size_t lt_grad_slots_config_numel(const struct lt_model_config *c, int k);
 /* Where the gradient of flat element off lies in a buffer so laid out. */
 size_t lt_grad_slots_index(const struct lt_grad_slots *s, size_t off);

@@ -64,6 +64,8 @@ struct lt_zero {
 	lt_buf *shard_buf;         /* slots: where AdamW reads the shard (the shard's memory or not) */
 	size_t *marks;             /* slots, MPI: [layers] collectives started up to each block's */
 	int backwards;             /* slots: the backwards armed this step */
+	int embed_sent;            /* shared slots: the table's range was exchanged in this
+				    * backward (a tied head's part) */
 	int async_copies;          /* some rank's backend copies to the host beside its work */
 	lt_node_sum *node;         /* the node's shared memory, where the ranks exchange there */
 	int lookup_rows;           /* node: the embedding lookup's gradient comes as rows */
@@ -175,7 +177,8 @@ static enum lt_status start_collectives(lt_zero *z, size_t lo, size_t hi)
 		if (!n)
 			continue;
 		float *mine = r == z->rank ? z->shard.p + (a - z->begin) : NULL;
-		for (size_t i = 0; mine && z->backwards > 1 && i < n; i++)
+		int more = z->backwards > 1 || (lo < z->grads_layout.first && z->embed_sent);
+		for (size_t i = 0; mine && more && i < n; i++)
 			g[a - lo + i] += mine[i];
 		st = lt_dist_reduce_start(z->dist, g + (a - lo), mine, n, r,
 					  "the gradient reduce-scatter");
@@ -185,13 +188,23 @@ static enum lt_status start_collectives(lt_zero *z, size_t lo, size_t hi)
 
 /* With slots, after block b's exchange started: the next block (b - 1)
  * reuses block b - 1 + slots's slot (with one slot, block b's own), so
- * that block's exchange must be done. */
+ * that block's exchange must be done. Where the slots lie over the
+ * embedding's range, its exchange (a tied head's part, after the head)
+ * is done before a block writes there, and block 0's before the
+ * lookup's gradient does. */
 static enum lt_status free_next_slot(lt_zero *z, size_t lo)
 {
 	int b = lt_grad_slots_block_of(&z->grads_layout, lo), reused = b - 1 + z->slots;
+	int shared = z->grads_layout.shared;
+	if (b < 0 && shared && lo < z->grads_layout.first) {
+		z->embed_sent = 1;
+		return lt_dist_wait_to(z->dist, lt_dist_mark(z->dist));
+	}
 	if (b < 0)
 		return LT_OK;
 	z->marks[b] = lt_dist_mark(z->dist);
+	if (b == 0 && shared)
+		return lt_dist_wait_to(z->dist, z->marks[0]);
 	if (b == 0 || reused >= lt_model_config_of(z->model)->n_layers)
 		return LT_OK;
 	return lt_dist_wait_to(z->dist, z->marks[reused]);
@@ -485,16 +498,19 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 	 * and the node's memory holds a copy of the smaller buffer */
 	if ((z->slots = lt_zero_grad_slots(z->stage, size, z->deterministic)) > 0) {
 		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
+		/* stage 3, a whole model: one buffer for a block's gradients and
+		 * the embedding's, which come after block 0's */
+		if (z->stage == 3 && lt_model_stage_first(z->model) && lt_model_stage_last(z->model))
+			lt_grad_slots_share(&z->grads_layout);
 		if ((st = lt_grad_slots_apply(z->model, &z->grads_layout)) != LT_OK)
 			return st;
 	}
-	if ((st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
+	/* stage 3's moments come once the whole parameters are gone
+	 * (lt_zero_shard), so that the two never take room at once */
+	if (z->stage < 3 && (st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
 		return st;
-	if (z->stage == 3) {
-		if ((st = lt_zero3_new(z->dist, z->model, z->off, &z->params3)) != LT_OK)
-			return st;
-		lt_optim_set_params(z->opt, lt_zero3_range(z->params3));
-	}
+	if (z->stage == 3 && (st = lt_zero3_new(z->dist, z->model, z->off, &z->params3)) != LT_OK)
+		return st;
 	if (size == 1 && !z->deterministic) {
 		z->path = &alone;
 		snprintf(z->exchange, sizeof z->exchange, "none (one rank)");
@@ -612,6 +628,10 @@ void lt_zero_estimate(struct lt_mem_estimate *e, const struct lt_model_config *c
 	int k = lt_zero_grad_slots(stage, ranks, deterministic);
 	k = k < L ? k : L;
 	size_t slots = adapters ? P / (size_t)L * (size_t)k : P - (size_t)(L - k) * block;
+	/* stage 3: the slots over the embedding's range (lt_grad_slots_share) */
+	size_t table = (size_t)c->vocab_size * c->dim;
+	if (stage == 3 && !adapters && k > 0 && P >= table + (size_t)L * block)
+		slots -= table < (size_t)k * block ? table : (size_t)k * block;
 	if (stage == 0 || ranks < 2)
 		return;
 	e->total -= e->optimizer + e->grads;
@@ -654,6 +674,7 @@ enum lt_status lt_zero_arm(lt_zero *z, int last)
 		return LT_OK;
 	enum lt_status st = z->path->settle ? z->path->settle(z) : LT_OK;
 	z->backwards++;
+	z->embed_sent = 0;
 	return st == LT_OK ? lt_dist_wait_all(z->dist) : st;
 }
 
@@ -685,12 +706,19 @@ enum lt_status lt_zero_update(lt_zero *z, const struct lt_optim_config *oc, int 
 	return z->path->gather(z);
 }
 
-/* Stage 3's gradient shard comes once the whole parameters are gone, so
- * that the two never take room at once. */
+/* Stage 3's moments and gradient shard come once the whole parameters
+ * are gone, so that they never take room at once. */
 enum lt_status lt_zero_shard(lt_zero *z)
 {
 	enum lt_status st = z->params3 ? lt_zero3_slice(z->params3) : LT_OK;
-	if (st != LT_OK || !z->params3 || !z->slots)
+	if (st != LT_OK || !z->params3)
+		return st;
+	if (!z->opt) {
+		if ((st = lt_optim_new(z->model, z->begin, z->end, &z->opt)) != LT_OK)
+			return st;
+		lt_optim_set_params(z->opt, lt_zero3_range(z->params3));
+	}
+	if (!z->slots)
 		return st;
 	/* the parameter hook waits for the exchanges before the head (dist/zero3.h) */
 	lt_model_set_head_grad_direct(z->model, 1);

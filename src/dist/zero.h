@@ -74,6 +74,9 @@ enum lt_status lt_zero_new(lt_dist *d, lt_model *m, int stage, int deterministic
 			   int node_memory, size_t tokens, lt_zero **out);
 void lt_zero_free(lt_zero *z);
 
+/* The optimizer of this rank's range; at stage 3 none (NULL) until the
+ * first lt_zero_shard, which allocates its moments once the whole
+ * parameters are gone: a checkpoint's moments load after it. */
 lt_optim *lt_zero_optim(const lt_zero *z);
 /* How the ranks exchange gradients and parameters, and why: "through the
  * shared memory of the ranks' one node" or "MPI collectives (REASON)". */
@@ -85,7 +88,8 @@ const size_t *lt_zero_ranges(const lt_zero *z);
 size_t lt_zero_bytes(const lt_zero *z);
 
 /* Stage 3 (else no-ops): after the model's parameters were initialised or
- * loaded whole, keeps this rank's range and slices the model; and the
+ * loaded whole, keeps this rank's range and slices the model (the first
+ * time, then allocates the optimizer's zeroed moments); and the
  * reverse, collective, before anything reads the whole model by its flat
  * offsets (a checkpoint's model file, a sample). */
 enum lt_status lt_zero_shard(lt_zero *z);

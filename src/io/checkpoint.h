@@ -152,6 +152,11 @@ enum lt_status lt_checkpoint_load_tensors(const char *dir, lt_model *m, lt_optim
  * and the optimizer files PREFIXoptimizer... that state.json lists. */
 enum lt_status lt_checkpoint_load_tensors_as(const char *dir, const char *prefix, lt_model *m,
 					     lt_optim *o);
+/* The moments alone (of the optimizer's range, as above), for an
+ * optimizer made after the parameters were loaded with o NULL (ZeRO stage
+ * 3 slices the parameters first): the model's flat buffer is not read,
+ * only its shape. */
+enum lt_status lt_checkpoint_load_moments(const char *dir, lt_model *m, lt_optim *o);
 enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 				  struct lt_ckpt_state *s);
 /* Only the parameters, from model.safetensors (a checkpoint dir or the file);

@@ -803,6 +803,21 @@ out:
 	return st;
 }
 
+enum lt_status lt_checkpoint_load_moments(const char *dir, lt_model *m, lt_optim *o)
+{
+	char where[CKPT_PATH_MAX];
+	struct lt_ckpt_shard *sh = NULL;
+	size_t n = 0;
+	enum lt_status st;
+	if ((st = lt_fs_join(where, sizeof where, dir, LT_RUNDIR_STATE)) == LT_OK &&
+	    (st = list_shards(dir, "", &sh, &n)) == LT_OK &&
+	    (st = lt_ckpt_open_shards(dir, where, sh, n, m, lt_optim_begin(o),
+				      lt_optim_end(o))) == LT_OK)
+		st = load_moments(sh, n, m, o, dir);
+	lt_ckpt_close_shards(sh, n);
+	return st;
+}
+
 enum lt_status lt_checkpoint_load(const char *dir, lt_model *m, lt_optim *o,
 				  struct lt_ckpt_state *s)
 {

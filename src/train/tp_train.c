@@ -260,6 +260,7 @@ struct load {
 	lt_model *m;
 	lt_optim *o;
 	float *part;
+	int params;  /* the parameters too, not only the moments */
 };
 
 static enum lt_status put(void *ctx, int k, int i, const float *data)
@@ -268,6 +269,8 @@ static enum lt_status put(void *ctx, int k, int i, const float *data)
 	lt_backend *be = lt_model_backend(l->m);
 	if (lt_model_stage_whole(l->m) != l->m && (i = local_index(l->m, i)) < 0)
 		return LT_OK;  /* another stage's */
+	if (k == 0 && !l->params)
+		return LT_OK;
 	const struct lt_tensor *t = lt_model_tensor(l->m, i);
 	lt_model_tp_copy(l->m, i, lt_model_tp_rank(l->m), (float *)data, l->part, 0);
 	if (k == 0) {
@@ -283,13 +286,14 @@ static enum lt_status put(void *ctx, int k, int i, const float *data)
 	return be->ops->sync(be);
 }
 
-enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o)
+/* The parameters (params) and, with o, the moments. */
+static enum lt_status load(const char *dir, lt_model *m, lt_optim *o, int params)
 {
 	size_t most = 0;
 	for (int i = 0; i < lt_model_num_tensors(m); i++)
 		if (lt_model_tensor(m, i)->numel > most)
 			most = lt_model_tensor(m, i)->numel;
-	struct load l = { m, o, malloc(most * sizeof(float)) };
+	struct load l = { m, o, malloc(most * sizeof(float)), params };
 	if (!l.part) {
 		lt_errmsg_set("%s: cannot allocate %zu bytes for a tensor's part", dir,
 			      most * sizeof(float));
@@ -300,6 +304,16 @@ enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o)
 	enum lt_status st = lt_checkpoint_load_whole(dir, whole, o != NULL, put, &l);
 	free(l.part);
 	return st;
+}
+
+enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o)
+{
+	return load(dir, m, o, 1);
+}
+
+enum lt_status lt_tp_load_moments(const char *dir, lt_model *m, lt_optim *o)
+{
+	return load(dir, m, o, 0);
 }
 
 /* ------------------------------------------------------------ the norm */

@@ -34,6 +34,9 @@ enum lt_status lt_tp_save(const struct lt_tp_run *r, const char *tmp);
  * (o may be NULL) from checkpoint dir, whatever layout saved it (a
  * stage reads its tensors by name and leaves the others). */
 enum lt_status lt_tp_load(const char *dir, lt_model *m, lt_optim *o);
+/* Its range of the moments alone, for an optimizer made after the
+ * parameters were loaded with o NULL (ZeRO stage 3 slices them first). */
+enum lt_status lt_tp_load_moments(const char *dir, lt_model *m, lt_optim *o);
 /* The whole model's gradient norm from this rank's part's, `norm` (as
  * ZeRO reduced it over the data-parallel group): the squares summed over
  * the tensor-parallel group, the tensors every rank holds counted once. */

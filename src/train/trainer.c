@@ -312,7 +312,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 			      c->dist.exchange == LT_EXCHANGE_AUTO && c->dist.pp == 1,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
-	t->opt = lt_zero_optim(t->zero);
+	t->opt = lt_zero_optim(t->zero);  /* (stage 3: none until sliced) */
 	/* t->state was read and verified when the checkpoint was found */
 	if (s->checkpoint)
 		st = t->mesh ? lt_tp_load(s->checkpoint, t->model, t->opt)
@@ -328,6 +328,12 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 		printf("%s\n", note);
 	if (st == LT_OK)
 		st = lt_zero_shard(t->zero);
+	if (st == LT_OK && !t->opt) {  /* stage 3: the moments once sliced */
+		t->opt = lt_zero_optim(t->zero);
+		if (s->checkpoint)
+			st = t->mesh ? lt_tp_load_moments(s->checkpoint, t->model, t->opt)
+				     : lt_checkpoint_load_moments(s->checkpoint, t->model, t->opt);
+	}
 	size_t state = backend_bytes(t->be) - before;  /* (stage 3: as sliced) */
 	if (st == LT_OK)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);

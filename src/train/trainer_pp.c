@@ -71,6 +71,10 @@ static enum lt_status rebuild_stage(lt_trainer *t, const char *dir)
 	}
 	if (st == LT_OK)
 		st = lt_zero_shard(t->zero);
+	if (st == LT_OK && !t->opt) {  /* stage 3: the moments once sliced */
+		t->opt = lt_zero_optim(t->zero);
+		st = lt_tp_load_moments(dir, t->model, t->opt);
+	}
 	if (st == LT_OK)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
 	if (st == LT_OK)
