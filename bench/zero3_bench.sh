@@ -15,8 +15,8 @@
 # of ZeRO 0. So the bench then runs stages 0 and 3 again with
 # train.recompute = block on both sides (RECOMPUTE), where a rank keeps
 # only each block's input, and prints that figure too. (Stage 3's start
-# holds the whole parameters, 4P bytes, beside the rank's range only: its
-# moments and gradient shard come once the parameters are sliced.)
+# holds no whole parameters nor a whole gradient buffer: the model is made
+# with the rank's range and the slots alone, and drawn into them.)
 # Measured on the CI machine's kind (2 cores, 2 ranks of 1 thread):
 # ZeRO 3 / ZeRO 0 936.3 / 1573.7 MiB = 59.5% (allocator), 48.9% (RSS);
 # with train.recompute = block 812.4 / 1449.8 MiB = 56.0%.

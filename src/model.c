@@ -60,8 +60,8 @@ static void write_rope_frequencies(struct lt_model *m)
 	free(freq);
 }
 
-/* The model's tables, and unless `bare` its f32 parameter and gradient
- * buffers. */
+/* The model's tables, and unless `bare` (LT_MODEL_BARE or
+ * LT_MODEL_DEFERRED) its f32 parameter and gradient buffers. */
 static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c, int bare,
 				const struct lt_stage *stage, lt_model **out)
 {
@@ -92,6 +92,7 @@ static enum lt_status new_model(lt_backend *be, const struct lt_model_config *c,
 		goto nomem;
 	lay_out_parameters(m);
 	mirror_grad_layout(m);
+	m->params_deferred = bare == LT_MODEL_DEFERRED;
 
 	if ((!bare && (st = lt_buf_new(be, LT_F32, m->numel, &m->params)) != LT_OK) ||
 	    (!bare && (st = lt_buf_new(be, LT_F32, m->numel, &m->grads)) != LT_OK) ||
@@ -135,7 +136,19 @@ enum lt_status lt_model_new_stage(lt_backend *be, const struct lt_model_config *
 
 enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c, lt_model **out)
 {
-	return new_model(be, c, 1, NULL, out);
+	return new_model(be, c, LT_MODEL_BARE, NULL, out);
+}
+
+enum lt_status lt_model_new_sliced(lt_backend *be, const struct lt_model_config *c,
+				   const struct lt_tp *tp, enum lt_precision p, lt_model **out)
+{
+	enum lt_status st = tp && tp->size > 1 ? lt_model_new_tp_deferred(be, c, tp, out)
+					       : new_model(be, c, LT_MODEL_DEFERRED, NULL, out);
+	if (st == LT_OK && (st = lt_model_set_precision(*out, p)) != LT_OK) {
+		lt_model_free(*out);
+		*out = NULL;
+	}
+	return st;
 }
 
 enum lt_status lt_model_new_adapted(lt_backend *be, const struct lt_model_config *c,
@@ -294,21 +307,26 @@ enum lt_status lt_model_init(lt_model *m, uint64_t seed)
 	for (int i = 0; i < lt_model_num_weights(m); i++)
 		if (lt_model_weight(m, i)->numel > most)
 			most = lt_model_weight(m, i)->numel;
-	/* a tensor at a time: with adapters, the base lies in two buffers */
-	float *host = malloc((m->base ? most : m->numel) * sizeof *host);
+	/* a tensor at a time: with adapters, the base lies in two buffers, and
+	 * with a sink the model keeps a range of each */
+	int each = m->base || m->sink;
+	float *host = malloc((each ? most : m->numel) * sizeof *host);
 	if (!host) {
-		lt_errmsg_set("cannot allocate %zu bytes to initialise the model", most * sizeof *host);
+		lt_errmsg_set("cannot allocate %zu bytes to initialise the model",
+			      (each ? most : m->numel) * sizeof *host);
 		return LT_ERR_NOMEM;
 	}
 	enum lt_status st = LT_OK;
 	for (int i = 0; i < lt_model_num_weights(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_weight(m, i);
 		lt_model_draw(m, t, m->whole_of ? m->whole_of[i] : i, seed,
-			      m->base ? host : host + t->off);
+			      each ? host : host + t->off);
 		if (m->base)
 			st = lt_model_write_weight(m, t, host);
+		else if (m->sink)
+			lt_model_put_params(m, t->off, host, t->numel);
 	}
-	if (!m->base)
+	if (!each)
 		m->be->ops->write(m->be, lt_model_params(m), host, m->numel);
 	if (st == LT_OK)
 		st = m->be->ops->sync(m->be);
@@ -782,6 +800,10 @@ enum lt_status lt_model_write_weight(lt_model *m, const struct lt_tensor *t, flo
 	}
 	if (m->whole_tables)
 		return lt_tp_write_weight(m, t, x);
+	if (!m->base && m->sink) {
+		lt_model_put_params(m, t->off, x, t->numel);
+		return m->be->ops->sync(m->be);
+	}
 	lt_ref dst = m->base ? lt_model_frozen_ref(m, t) : lt_ref_at(lt_model_params(m), t->off);
 	write_floats(m->be, dst, x, t->numel);
 	return m->be->ops->sync(m->be);  /* the caller frees x next */

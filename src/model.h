@@ -174,6 +174,21 @@ void lt_model_place_ranges(lt_model *m, size_t embed, size_t output);
 /* Where flat element off lies in the parameter buffer, and its size. */
 size_t lt_model_param_index(const lt_model *m, size_t off);
 size_t lt_model_params_numel(const lt_model *m);
+/* Whether the parameter buffer holds every element in place (no layout,
+ * and not a model of lt_model_new_sliced that has had none yet). */
+int lt_model_holds_params(const lt_model *m);
+/* Where the model's writes of its parameters go while a layout holds
+ * none in place (ZeRO stage 3): flat elements [lo, hi) into range (its
+ * element 0 is flat lo; the caller keeps it), the rest dropped.
+ * lt_model_init, lt_model_write_weight, the tensor-parallel writes and
+ * the checkpoint loads then write that range alone, tensor by tensor, as
+ * they would write it whole. range NULL: back to the buffer.
+ * lt_model_sink_range: whether there is a sink, and its [lo, hi). */
+void lt_model_set_param_sink(lt_model *m, lt_buf *range, size_t lo, size_t hi);
+/* n host values of flat element off into the parameters: the buffer in
+ * place, or with a sink the part of them it keeps (unsynced). */
+void lt_model_put_params(lt_model *m, size_t off, const float *x, size_t n);
+int lt_model_sink_range(const lt_model *m, size_t *lo, size_t *hi);
 
 /* ------------------------------------------------ tensor parallelism */
 
@@ -208,6 +223,15 @@ void lt_model_tp_part_config(const struct lt_model_config *c, int tp,
  * config, lt_model_tp_whole the whole model's tensors (no buffers). */
 enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 			       const struct lt_tp *tp, lt_model **out);
+/* A model (tp NULL or of one rank) or rank tp->rank's part of it, in
+ * precision p, made without its whole parameter and gradient buffers:
+ * the caller gives it a parameter layout (lt_model_set_param_layout)
+ * and a gradient buffer (lt_model_set_grad_layout) before anything
+ * reads them, and writes its parameters through a sink
+ * (lt_model_set_param_sink). ZeRO stage 3's model, so that no rank ever
+ * holds the whole parameters. */
+enum lt_status lt_model_new_sliced(lt_backend *be, const struct lt_model_config *c,
+				   const struct lt_tp *tp, enum lt_precision p, lt_model **out);
 /* ------------------------------------------------ pipeline stages */
 
 /* A pipeline stage's share of a whole model: blocks [layer0, layer0 +

@@ -95,6 +95,9 @@ struct lt_model {
 	size_t param_embed;               /* with params_sliced: where the embedding table lies */
 	size_t param_output;              /* where the output range's parameters lie */
 	int params_sliced;                /* a caller's layout: blocks share places */
+	int params_deferred;              /* made without its whole buffers (lt_model_new_sliced) */
+	lt_buf *sink;                     /* where writes of flat [sink_lo, sink_hi) go, or NULL */
+	size_t sink_lo, sink_hi;
 	struct lt_param_hook param_hook;  /* asked before a block, the embedding or the output
 					     range is read */
 	size_t grads_numel;               /* numel, or the caller's layout's size */
@@ -272,7 +275,10 @@ struct plan_size {
 };
 
 /* A model of config c, or of its stage (stage NULL: the whole), with its
- * parameter and gradient buffers unless bare (model.c). */
+ * parameter and gradient buffers unless bare (model.c): LT_MODEL_BARE
+ * tables alone, LT_MODEL_DEFERRED a model that waits for its layouts
+ * (lt_model_new_sliced). */
+enum { LT_MODEL_WHOLE, LT_MODEL_BARE, LT_MODEL_DEFERRED };
 enum lt_status lt_model_new_tables(lt_backend *be, const struct lt_model_config *c, int bare,
 				   const struct lt_stage *stage, lt_model **out);
 /* A new stage's whole-model tables and its tensors' places in them, and
@@ -303,6 +309,9 @@ static inline void refresh_compute_weights(lt_model *m)
 enum lt_status lt_model_need_block(lt_model *m, int l, int backward);
 
 /* (model.c) A model's tables alone, without parameter or gradient buffers. */
+/* (model_tp.c) lt_model_new_tp of LT_MODEL_DEFERRED (tp->size > 1). */
+enum lt_status lt_model_new_tp_deferred(lt_backend *be, const struct lt_model_config *c,
+					const struct lt_tp *tp, lt_model **out);
 enum lt_status lt_model_new_bare(lt_backend *be, const struct lt_model_config *c, lt_model **out);
 /* (model.c) Draws tensor i of m (of its own config's layers) into x. */
 void lt_model_draw(const lt_model *m, const struct lt_tensor *t, int i, uint64_t seed, float *x);

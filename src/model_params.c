@@ -39,6 +39,7 @@ enum lt_status lt_model_set_param_layout(lt_model *m, const struct lt_param_layo
 	m->params = params;
 	m->weights = weights;
 	m->params_sliced = layout != NULL;
+	m->params_deferred = 0;
 	m->params_numel = n;
 	m->param_embed = 0;
 	m->param_output = layout ? 0 : output_begin(m);
@@ -81,7 +82,8 @@ enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 	m->weights = NULL;
 	m->precision = p;
 	enum lt_status st = m->base ? lt_lora_make_base(m) : LT_OK;
-	if (st != LT_OK || p != LT_PRECISION_BF16)
+	/* a model made without its whole buffers has its copy with its layout */
+	if (st != LT_OK || p != LT_PRECISION_BF16 || m->params_deferred)
 		return st;
 	st = lt_buf_new(m->be, LT_BF16, m->params_sliced ? m->params_numel : m->numel,
 			&m->weights);
@@ -90,6 +92,38 @@ enum lt_status lt_model_set_precision(lt_model *m, enum lt_precision p)
 		lt_errmsg_prefix("the bf16 compute copy of %zu weights", m->numel);
 	}
 	return st;
+}
+
+int lt_model_holds_params(const lt_model *m)
+{
+	return m->params && !m->params_sliced;
+}
+
+void lt_model_set_param_sink(lt_model *m, lt_buf *range, size_t lo, size_t hi)
+{
+	LT_ASSERT(!range || (lo <= hi && hi <= m->numel));
+	m->sink = range;
+	m->sink_lo = range ? lo : 0;
+	m->sink_hi = range ? hi : 0;
+}
+
+void lt_model_put_params(lt_model *m, size_t off, const float *x, size_t n)
+{
+	if (!m->sink) {
+		m->be->ops->write(m->be, lt_ref_at(lt_model_params(m), off), x, n);
+		return;
+	}
+	size_t a = off > m->sink_lo ? off : m->sink_lo;
+	size_t b = off + n < m->sink_hi ? off + n : m->sink_hi;
+	if (a < b)
+		m->be->ops->write(m->be, (lt_ref){ m->sink, a - m->sink_lo }, x + (a - off), b - a);
+}
+
+int lt_model_sink_range(const lt_model *m, size_t *lo, size_t *hi)
+{
+	*lo = m->sink_lo;
+	*hi = m->sink_hi;
+	return m->sink != NULL;
 }
 
 enum lt_precision lt_model_precision(const lt_model *m)

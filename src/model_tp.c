@@ -46,7 +46,8 @@ void lt_model_tp_part_config(const struct lt_model_config *c, int tp,
 /* This rank's part of the model of config c, or of its stage (NULL: the
  * whole), beside the tables of what it is part of. */
 static enum lt_status new_part(lt_backend *be, const struct lt_model_config *c,
-			       const struct lt_stage *stage, const struct lt_tp *tp, lt_model **out)
+			       const struct lt_stage *stage, const struct lt_tp *tp, int bare,
+			       lt_model **out)
 {
 	struct lt_model_config part;
 	enum lt_status st = lt_model_tp_check(c, tp->size);
@@ -55,9 +56,9 @@ static enum lt_status new_part(lt_backend *be, const struct lt_model_config *c,
 		return st;
 	lt_model_tp_part_config(c, tp->size, &part);
 	lt_model *m, *whole;
-	if ((st = lt_model_new_tables(be, &part, 0, stage, &m)) != LT_OK)
+	if ((st = lt_model_new_tables(be, &part, bare, stage, &m)) != LT_OK)
 		return st;
-	if ((st = lt_model_new_tables(be, c, 1, stage, &whole)) != LT_OK) {
+	if ((st = lt_model_new_tables(be, c, LT_MODEL_BARE, stage, &whole)) != LT_OK) {
 		lt_model_free(m);
 		return st;
 	}
@@ -82,7 +83,13 @@ enum lt_status lt_model_new_tp(lt_backend *be, const struct lt_model_config *c,
 {
 	if (tp->size == 1)
 		return lt_model_new(be, c, out);
-	return new_part(be, c, NULL, tp, out);
+	return new_part(be, c, NULL, tp, LT_MODEL_WHOLE, out);
+}
+
+enum lt_status lt_model_new_tp_deferred(lt_backend *be, const struct lt_model_config *c,
+					const struct lt_tp *tp, lt_model **out)
+{
+	return new_part(be, c, NULL, tp, LT_MODEL_DEFERRED, out);
 }
 
 enum lt_status lt_model_new_stage_tp(lt_backend *be, const struct lt_model_config *c,
@@ -91,7 +98,7 @@ enum lt_status lt_model_new_stage_tp(lt_backend *be, const struct lt_model_confi
 {
 	if (tp->size == 1)
 		return lt_model_new_stage(be, c, stage, out);
-	return new_part(be, c, stage, tp, out);
+	return new_part(be, c, stage, tp, LT_MODEL_WHOLE, out);
 }
 
 void lt_model_tp_estimate(const struct lt_model_config *c, int tp, int B, int T, int threads,
@@ -179,24 +186,32 @@ void lt_model_tp_copy(const lt_model *m, int i, int rank, float *whole, float *p
 enum lt_status lt_tp_init(lt_model *m, uint64_t seed)
 {
 	const lt_model *whole = m->whole_tables;
-	size_t most = 0;
+	size_t most = 0, part_most = 0;
 	for (int i = 0; i < whole->n_tensors; i++)
 		if (whole->tensors[i].numel > most)
 			most = whole->tensors[i].numel;
-	float *w = malloc(most * sizeof *w), *part = malloc(m->numel * sizeof *part);
+	for (int i = 0; i < m->n_tensors; i++)
+		if (m->tensors[i].numel > part_most)
+			part_most = m->tensors[i].numel;
+	/* a tensor at a time: with a sink the part keeps a range of each */
+	size_t pn = m->sink ? part_most : m->numel;
+	float *w = malloc(most * sizeof *w), *part = malloc(pn * sizeof *part);
 	if (!w || !part) {
 		free(w);
 		free(part);
 		lt_errmsg_set("cannot allocate %zu bytes to initialise the model's part",
-			      (most + m->numel) * sizeof *w);
+			      (most + pn) * sizeof *w);
 		return LT_ERR_NOMEM;
 	}
 	for (int i = 0; i < whole->n_tensors; i++) {
 		/* a stage draws as the whole model draws its tensors */
 		lt_model_draw(whole, &whole->tensors[i], lt_model_stage_index(m, i), seed, w);
-		lt_model_tp_copy(m, i, m->tp.rank, w, part + m->tensors[i].off, 0);
+		lt_model_tp_copy(m, i, m->tp.rank, w, m->sink ? part : part + m->tensors[i].off, 0);
+		if (m->sink)
+			lt_model_put_params(m, m->tensors[i].off, part, m->tensors[i].numel);
 	}
-	m->be->ops->write(m->be, lt_model_params(m), part, m->numel);
+	if (!m->sink)
+		m->be->ops->write(m->be, lt_model_params(m), part, m->numel);
 	enum lt_status st = m->be->ops->sync(m->be);
 	free(w);
 	free(part);
@@ -213,7 +228,7 @@ enum lt_status lt_tp_write_weight(lt_model *m, const struct lt_tensor *t, float 
 		return LT_ERR_NOMEM;
 	}
 	lt_model_tp_copy(m, i, m->tp.rank, x, part, 0);
-	m->be->ops->write(m->be, lt_ref_at(lt_model_params(m), p->off), part, p->numel);
+	lt_model_put_params(m, p->off, part, p->numel);
 	enum lt_status st = m->be->ops->sync(m->be);
 	free(part);
 	return st;

@@ -8,7 +8,9 @@
 # a run resumes on 1 rank and on 3 ranks at ZeRO 0, 1 and 2, and the
 # reverse, bitwise; each rank holds its range and the slots, no whole
 # embedding table (its allocator's bytes), less than at ZeRO 2 once the
-# blocks outnumber the slots, as `lltrain info --zero 3` estimates; an
+# blocks outnumber the slots, as `lltrain info --zero 3` estimates, and
+# at the start no more than in training (no whole parameters nor whole
+# gradient buffer, 4 ranks); an
 # embedding table larger than the slots, with a tied and an untied head,
 # in fp32 and bf16, gives bitwise one process's parameters; LoRA is
 # refused in one line; OpenCL ranks (PoCL) and a mixed OpenCL + CPU job
@@ -152,6 +154,25 @@ for ranks in 2 3; do
 	awk -v r="$ratio" 'BEGIN { exit !(r > 0.9 && r < 1.1) }'
 	ok $? "$ranks ranks, ZeRO 3: estimate ($est MiB) / rank 0's measured peak ($peak bytes) = $ratio (within 10%)"
 done
+
+# 4b'. The start: a model made at ZeRO 3 never holds its whole parameters
+# nor a whole gradient buffer (8P bytes, above the training's peak here:
+# 4 ranks, batch 1 x seq 16 a rank, train.recompute = block), so the peak
+# of rank 0's buffers by the end of the setup stays within its training
+# peak, and the estimate holds that peak within 10% at 4 ranks too.
+train z4 4 "$@" --zero 3 --train.batch=4 --train.seq=16 --train.grad_accum=1 \
+	--train.recompute=block --train.steps=2 --run.eval_every=0
+setup=$(sed -n 's/^setup peak (backend allocator): rank 0 \([0-9]*\) bytes.*/\1/p' "$tmp/z4.out")
+peak=$(grep '"loss":' "$tmp/z4/metrics.jsonl" | tail -1 | sed -n 's/.*"mem_peak_bytes":\([0-9]*\).*/\1/p')
+params=$(sed -n 's/.*gradient buffer [0-9]* of \([0-9]*\) elements.*/\1/p' "$tmp/z4.out")
+[ -n "$setup" ] && [ -n "$peak" ] && [ "$setup" -le "$peak" ] && [ "$peak" -lt $((8 * ${params:-0})) ]
+ok $? "4 ranks, ZeRO 3: rank 0's setup peak ($setup bytes) within its training peak ($peak bytes), below the whole parameters and gradients ($((8 * ${params:-0})) bytes)"
+est=$("$LLTRAIN" info "${base[@]}" --model.vocab_size=320 --threads 1 --ranks 4 --zero 3 \
+	--train.batch=4 --train.seq=16 --train.grad_accum=1 --train.recompute=block |
+	sed -n 's/.*training memory: *\([0-9.]*\) MiB.*workspace \([0-9.]*\), runtime \([0-9.]*\)).*/\1 - \2 - \3/p')
+ratio=$(awk "BEGIN { printf \"%.3f\", (${est:-0}) / (${peak:-1} / 1048576) }")
+awk -v r="$ratio" 'BEGIN { exit !(r > 0.9 && r < 1.1) }'
+ok $? "4 ranks, ZeRO 3, recompute: estimate ($est MiB) / rank 0's measured peak ($peak bytes) = $ratio (within 10%)"
 
 # 4c. An embedding table larger than the two slots (width 32, ffn 8:
 # blocks of 4928 parameters, a table of 10240): it and the output range

@@ -495,8 +495,13 @@ static enum lt_status allocate(lt_zero *z, int node_memory, size_t tokens)
 	int size = lt_dist_size(z->dist), nodes = lt_dist_nodes(z->dist);
 	enum lt_status st;
 	/* slots first: the whole gradient buffer goes before the moments come,
-	 * and the node's memory holds a copy of the smaller buffer */
-	if ((z->slots = lt_zero_grad_slots(z->stage, size, z->deterministic)) > 0) {
+	 * and the node's memory holds a copy of the smaller buffer (a model of
+	 * lt_model_new_sliced gets its first gradient buffer here) */
+	z->slots = lt_zero_grad_slots(z->stage, size, z->deterministic);
+	if (!z->slots && !lt_model_grads(z->model).buf &&
+	    (st = lt_model_set_grad_layout(z->model, NULL)) != LT_OK)
+		return st;
+	if (z->slots > 0) {
 		lt_grad_slots_of(z->model, z->slots, &z->grads_layout);
 		/* stage 3, a whole model: one buffer for a block's gradients and
 		 * the embedding's, which come after block 0's */

@@ -86,8 +86,10 @@ void lt_zero3_free(lt_zero3 *z)
 {
 	if (!z)
 		return;
-	if (z->sliced)
+	if (z->sliced) {
 		lt_model_set_param_hook(z->model, NULL);
+		lt_model_set_param_sink(z->model, NULL, 0, 0);
+	}
 	lt_host_view_free(&z->view);
 	lt_buf_free(lt_model_backend(z->model), z->range);
 	free(z->piece);
@@ -287,7 +289,9 @@ enum lt_status lt_zero3_slice(lt_zero3 *z)
 	enum lt_status st;
 	if (z->sliced)
 		return LT_OK;
-	if (z->end > z->begin)
+	/* (a model of lt_model_new_sliced has nothing to copy: it is written
+	 * through the sink) */
+	if (z->end > z->begin && lt_model_holds_params(z->model))
 		be->ops->copy(be, (lt_ref){ z->range, 0 },
 			      lt_ref_at(lt_model_params(z->model), z->begin), z->end - z->begin);
 	if ((st = be->ops->sync(be)) != LT_OK)
@@ -297,6 +301,7 @@ enum lt_status lt_zero3_slice(lt_zero3 *z)
 		return st;
 	struct lt_param_hook hook = { .ctx = z, .need = need_piece };
 	lt_model_set_param_hook(z->model, &hook);
+	lt_model_set_param_sink(z->model, z->range, z->begin, z->end);
 	return LT_OK;
 }
 
@@ -333,6 +338,7 @@ enum lt_status lt_zero3_whole(lt_zero3 *z)
 	if ((st = lt_dist_wait_all(z->dist)) != LT_OK)
 		return st;
 	lt_model_set_param_hook(z->model, NULL);
+	lt_model_set_param_sink(z->model, NULL, 0, 0);
 	lt_host_view_free(&z->view);
 	z->sliced = 0;
 	z->bytes = 0;

@@ -584,14 +584,46 @@ static enum lt_status read_frozen(const lt_st *sf, lt_model *m)
 	return st;
 }
 
+/* With a sink (lt_model_set_param_sink): the part of each tensor of the
+ * open file sf in its range, in pieces of at most STAGE_MAX elements. */
+static enum lt_status read_sunk_params(const lt_st *sf, lt_model *m, size_t lo, size_t hi)
+{
+	float *host = malloc(STAGE_MAX * sizeof *host);
+	enum lt_status st = LT_OK;
+	if (!host) {
+		lt_errmsg_set("%s: cannot allocate %zu bytes to read the parameters", lt_st_path(sf),
+			      STAGE_MAX * sizeof *host);
+		return LT_ERR_NOMEM;
+	}
+	for (int i = 0; i < lt_model_num_tensors(m) && st == LT_OK; i++) {
+		const struct lt_tensor *t = lt_model_tensor(m, i);
+		size_t a = t->off > lo ? t->off : lo;
+		size_t b = t->off + t->numel < hi ? t->off + t->numel : hi;
+		for (; a < b && st == LT_OK; a += STAGE_MAX) {
+			size_t k = b - a < STAGE_MAX ? b - a : STAGE_MAX;
+			if ((st = lt_st_read_f32_range(sf, t->name, a - t->off, k, host)) == LT_OK) {
+				lt_model_put_params(m, a, host, k);
+				st = lt_model_backend(m)->ops->sync(lt_model_backend(m));
+			}
+		}
+	}
+	free(host);
+	return st;
+}
+
 /* Reads the parameters of the open file sf, whose shapes were checked,
- * into m, each tensor through a host view of its place. */
+ * into m, each tensor through a host view of its place (with a sink, the
+ * part of each in its range). */
 static enum lt_status read_params(const lt_st *sf, lt_model *m)
 {
 	lt_backend *be = lt_model_backend(m);
 	struct lt_host_view view = { 0 };
 	enum lt_status st = LT_OK;
+	size_t lo, hi;
 
+	if (lt_model_sink_range(m, &lo, &hi))
+		return (st = read_sunk_params(sf, m, lo, hi)) == LT_OK
+			       ? lt_ckpt_check_backend(be, lt_st_path(sf)) : st;
 	for (int i = 0; i < lt_model_num_tensors(m) && st == LT_OK; i++) {
 		const struct lt_tensor *t = lt_model_tensor(m, i);
 		lt_ref dst = lt_ref_at(lt_model_params(m), t->off);

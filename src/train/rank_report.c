@@ -45,10 +45,10 @@ enum lt_status lt_rank_report_list(const struct lt_rank_layout *l, lt_backend *b
 }
 
 enum lt_status lt_rank_report_memory(const struct lt_rank_layout *l, int stage, size_t state,
-				     size_t exchange, size_t grads, size_t params,
+				     size_t setup, size_t exchange, size_t grads, size_t params,
 				     const char *how)
 {
-	double mine[2] = { (double)state, (double)exchange }, *all;
+	double mine[3] = { (double)state, (double)exchange, (double)setup }, *all;
 	int ranks = lt_dist_size(l->job), dp = ranks / l->tp / l->pp;
 	enum lt_status st = gather_all(l, mine, sizeof mine, "the memory report", (char **)&all);
 	if (st == LT_OK && l->lead) {
@@ -60,11 +60,14 @@ enum lt_status lt_rank_report_memory(const struct lt_rank_layout *l, int stage, 
 		printf(", gradient buffer %zu of %zu elements; per rank, parameters + gradients + "
 		       "AdamW moments (backend allocator) + exchange buffers (host):", grads, params);
 		for (int i = 0; i < ranks; i++)
-			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[2 * i],
-			       all[2 * i + 1]);
+			printf("%s rank %d %.0f + %.0f bytes", i ? ";" : "", i, all[3 * i],
+			       all[3 * i + 1]);
 		printf("\n");
 		if (ranks > 1)
 			printf("exchange: %s\n", how);
+		for (int i = 0; i < ranks && all[2]; i++)
+			printf("%s rank %d %.0f bytes%s", i ? ";" : "setup peak (backend allocator):",
+			       i, all[3 * i + 2], i == ranks - 1 ? "\n" : "");
 	}
 	free(all);
 	return st;

@@ -28,8 +28,11 @@ enum lt_status lt_rank_report_list(const struct lt_rank_layout *l, lt_backend *b
 /* One line: each rank's `state` bytes of parameters, gradients and
  * moments (the backend's) and `exchange` bytes of exchange buffers
  * (host), under ZeRO `stage` with a gradient buffer of grads of params
- * elements; then `how` the ranks exchange, when they are several. */
+ * elements; then `how` the ranks exchange, when they are several; then
+ * each rank's `setup` bytes, the peak of the backend's buffers by the end
+ * of the setup (0: the backend cannot say, and no line). */
 enum lt_status lt_rank_report_memory(const struct lt_rank_layout *l, int stage, size_t state,
+				     size_t setup,
 				     size_t exchange, size_t grads, size_t params,
 				     const char *how);
 /* One line (through mt) of each rank's peak of the backend's buffers. */

@@ -274,7 +274,7 @@ static enum lt_status put(void *ctx, int k, int i, const float *data)
 	const struct lt_tensor *t = lt_model_tensor(l->m, i);
 	lt_model_tp_copy(l->m, i, lt_model_tp_rank(l->m), (float *)data, l->part, 0);
 	if (k == 0) {
-		be->ops->write(be, lt_ref_at(lt_model_params(l->m), t->off), l->part, t->numel);
+		lt_model_put_params(l->m, t->off, l->part, t->numel);
 		return be->ops->sync(be);
 	}
 	size_t ob = lt_optim_begin(l->o), oe = lt_optim_end(l->o);

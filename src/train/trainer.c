@@ -269,6 +269,25 @@ static struct lt_rank_layout layout_of(const lt_trainer *t)
 					.tp = t->mesh ? t->conf.dist.tp : 1, .pp = t->conf.dist.pp };
 }
 
+/* The peak of the backend's buffers so far (0 when it cannot say). */
+static size_t backend_peak(lt_backend *be)
+{
+	size_t now = 0, peak = 0;
+	if (be->ops->mem_usage)
+		be->ops->mem_usage(be, &now, &peak);
+	return peak;
+}
+
+/* Whether the model is made without its whole parameters and gradients
+ * (ZeRO stage 3 of a whole model or a tensor-parallel part, initialised
+ * from the seed or resumed): the others make it whole and slice it. */
+static int sliced_from_start(const lt_trainer *t)
+{
+	const struct lt_conf *c = &t->conf;
+	return c->dist.zero == 3 && c->dist.pp == 1 && c->train.lora_rank == 0 &&
+	       !c->train.init[0] && !t->local;
+}
+
 /* Bytes the backend's buffers hold now (0 when it cannot say). */
 static size_t backend_bytes(lt_backend *be)
 {
@@ -292,7 +311,13 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	lt_backend_set_matmul(t->be, c->train.matmul);
 	size_t before = backend_bytes(t->be);
 	struct lt_lora lora;
-	if (c->dist.pp > 1) {
+	int sliced = sliced_from_start(t);
+	if (sliced) {
+		struct lt_tp tp = t->mesh ? lt_mesh_model_tp(t->mesh) : (struct lt_tp){ .size = 1 };
+		if ((st = lt_model_new_sliced(t->be, &c->model, &tp, c->train.precision,
+					      &t->model)) != LT_OK)
+			return st;
+	} else if (c->dist.pp > 1) {
 		if ((st = lt_trainer_pp_model(t)) != LT_OK)
 			return st;
 	} else if (t->mesh) {
@@ -312,7 +337,11 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 			      c->dist.exchange == LT_EXCHANGE_AUTO && c->dist.pp == 1,
 			      (size_t)c->train.batch * (size_t)c->train.seq, &t->zero)) != LT_OK)
 		return st;
-	t->opt = lt_zero_optim(t->zero);  /* (stage 3: none until sliced) */
+	/* (stage 3: no optimizer until sliced; a model made sliced is sliced
+	 * first, and its parameters written through the sink) */
+	if (sliced && (st = lt_zero_shard(t->zero)) != LT_OK)
+		return st;
+	t->opt = lt_zero_optim(t->zero);
 	/* t->state was read and verified when the checkpoint was found */
 	if (s->checkpoint)
 		st = t->mesh ? lt_tp_load(s->checkpoint, t->model, t->opt)
@@ -335,6 +364,7 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 				     : lt_checkpoint_load_moments(s->checkpoint, t->model, t->opt);
 	}
 	size_t state = backend_bytes(t->be) - before;  /* (stage 3: as sliced) */
+	size_t setup = backend_peak(t->be);  /* the parameters' and moments' way in */
 	if (st == LT_OK)
 		st = lt_model_plan(t->model, t->plan_rows, c->train.seq);
 	if (st == LT_OK)
@@ -354,7 +384,8 @@ static enum lt_status build_model(lt_trainer *t, const struct lt_trainer_start *
 	struct lt_rank_layout l = layout_of(t);
 	if (!says_start(t))
 		return LT_OK;
-	return lt_rank_report_memory(&l, c->dist.zero, state, lt_zero_bytes(t->zero),
+	return lt_rank_report_memory(&l, c->dist.zero, state, setup,
+				     lt_zero_bytes(t->zero),
 				     lt_model_grads_numel(t->model), lt_model_num_params(t->model),
 				     lt_zero_exchange(t->zero));
 }
