@@ -7,7 +7,8 @@
 # auto the slow node takes fewer steps a round than the fast one, bytes
 # cross between nodes only at the rounds' ends, the losses are finite and
 # fall and the nodes end with the same parameters; a checkpoint at a
-# round's end resumes on the same nodes and on 4.
+# round's end resumes on the same nodes and on 4; a micro-batch trial
+# runs before rounds of wall time.
 LLTRAIN=${LLTRAIN:-./lltrain}
 top_srcdir=${top_srcdir:-.}
 MPIEXEC=${MPIEXEC:-mpiexec}
@@ -86,6 +87,14 @@ cmp -s "$tmp/u/$final/model.safetensors" "$tmp/u/$final/node-1-model.safetensors
 ok $? "both nodes end with the same parameters"
 grep -q "validation loss" "$tmp/u.out"
 ok $? "the run ends with a validation loss: $(grep -m1 'validation loss' "$tmp/u.out")"
+
+# A micro-batch trial (like a range test) ties the nodes' steps for its
+# one step; the run then goes on in rounds of wall time.
+LLTRAIN_NODE_RANKS=1 "${launch[@]}" -n 2 "$LLTRAIN" train "${base[@]}" --sync local \
+	--dist.round_seconds=0.5 --train.micro_batch=auto --train.steps=4 \
+	--run.dir="$tmp/mb" >"$tmp/mb.out" 2>&1 </dev/null
+[ $? = 0 ] && grep -q "^round: steps per node" "$tmp/mb.out" && grep -q "validation loss" "$tmp/mb.out"
+ok $? "rounds of wall time with train.micro_batch = auto: $(grep -m1 -i 'micro' "$tmp/mb.out")"
 
 # 3. Checkpoints at the rounds' ends, resumed on the same nodes (1 rank
 # each) and on 4 nodes, which go on from the saved job position.

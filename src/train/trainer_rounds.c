@@ -20,16 +20,17 @@ enum lt_status lt_trainer_setup_local(lt_trainer *t)
 	enum lt_status st = LT_OK;
 	if (c->dist.sync != LT_SYNC_LOCAL)
 		return LT_OK;
-	if ((st = lt_trainer_agree(t, lt_local_sgd_new(t->dist, c, &t->local), "local SGD",
-				   0)) != LT_OK || !(c->dist.round_seconds > 0))
+	/* a range test or a micro-batch trial ties the nodes' steps: its rounds
+	 * are of steps, each rank's share of a step the same as timed */
+	struct lt_conf lc = *c;
+	if (t->probe)
+		lc.dist.round_seconds = 0;
+	if ((st = lt_trainer_agree(t, lt_local_sgd_new(t->dist, &lc, &t->local), "local SGD",
+				   0)) != LT_OK || !(lc.dist.round_seconds > 0))
 		return st;
 	int nodes = lt_local_sgd_nodes(t->local);
-	if ((st = lt_local_sgd_check_rounds(t->dist, c)) == LT_OK && t->probe) {
-		lt_errmsg_set("dist.round_seconds with a range test (train.lr = auto): the nodes' "
-			      "steps are not tied; give train.lr");
-		st = LT_ERR_CONFIG;
-	}
-	if ((st = lt_trainer_agree(t, st, "local SGD's rounds of wall time", 0)) != LT_OK)
+	if ((st = lt_trainer_agree(t, lt_local_sgd_check_rounds(t->dist, c),
+				   "local SGD's rounds of wall time", 0)) != LT_OK)
 		return st;
 	t->timed = 1;
 	t->step_dist = lt_local_sgd_inner(t->local);
