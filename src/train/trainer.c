@@ -761,6 +761,34 @@ static enum lt_status probe_seen(lt_trainer *t, long step, const struct lt_step_
 	return lt_dist_bcast(t->job, stop, sizeof *stop, 0, "the range test's answer");
 }
 
+void lt_trainer_measure(lt_trainer *t, struct lt_step_metrics *sm, long tokens, double now,
+			double *last)
+{
+	const struct lt_conf *c = &t->conf;
+	/* window tokens: what the model computes over; the rates and counts
+	 * logged are those of trained targets (the same for token data) */
+	long window = (long)t->batch * c->train.seq * c->train.grad_accum;
+	sm->tokens_per_s = (double)sm->tokens / (now - *last);
+	sm->tokens = tokens;
+	sm->elapsed = t->state.elapsed;
+	sm->tflops = (double)window / (now - *last) * t->flops_per_token / 1e12;
+	lt_step_time_end(&t->time, sm);
+	sm->xnode_bytes = lt_dist_take_cross_bytes(t->dist);
+	lt_step_time_memory(t->be, sm);
+	*last = now;
+}
+
+enum lt_status lt_trainer_check_bad_steps(const lt_trainer *t, long step, int skipped)
+{
+	const struct lt_conf *c = &t->conf;
+	if (!skipped || t->state.bad_steps < c->train.max_bad_steps)
+		return LT_OK;
+	lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
+		      "(train.max_bad_steps = %d); lower train.lr or check the data",
+		      step, t->state.bad_steps, c->train.max_bad_steps);
+	return LT_ERR_NUMERIC;
+}
+
 /* The step loop: returns when the steps are done, the time budget is
  * spent, a signal arrived, a range test stopped or something failed. */
 static enum lt_status train_loop(lt_trainer *t)
@@ -769,9 +797,6 @@ static enum lt_status train_loop(lt_trainer *t)
 	double t0 = lt_seconds(), last = t0, elapsed0 = t->state.elapsed;
 	long end = t->probe ? t->state.step + t->probe->steps : c->train.steps;
 	int enough = 0;
-	/* window tokens: what the model computes over; the rates and counts
-	 * logged are those of trained targets (the same for token data) */
-	long tokens_per_step = (long)c->train.batch * c->train.seq * c->train.grad_accum;
 	enum lt_status st;
 	lt_step_time_start(&t->time, t->local ? lt_local_sgd_inner(t->local) : t->dist);
 	lt_dist_take_cross_bytes(t->dist);
@@ -785,24 +810,13 @@ static enum lt_status train_loop(lt_trainer *t)
 		t->state.step = step;
 		t->state.tokens += sm.tokens;
 		t->state.elapsed = elapsed0 + (now - t0);
-		sm.tokens_per_s = (double)sm.tokens / (now - last);
-		sm.tokens = t->state.tokens;
-		sm.elapsed = t->state.elapsed;
-		sm.tflops = (double)tokens_per_step / (now - last) * t->flops_per_token / 1e12;
-		lt_step_time_end(&t->time, &sm);
-		sm.xnode_bytes = lt_dist_take_cross_bytes(t->dist);
-		lt_step_time_memory(t->be, &sm);
-		last = now;
+		lt_trainer_measure(t, &sm, t->state.tokens, now, &last);
 		if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
 			return st;
 		if (t->probe && ((st = probe_seen(t, step, &sm, &enough)) != LT_OK || enough))
 			return st;
-		if (sm.skipped && t->state.bad_steps >= c->train.max_bad_steps) {
-			lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
-				      "(train.max_bad_steps = %d); lower train.lr or check the data",
-				      step, t->state.bad_steps, c->train.max_bad_steps);
-			return LT_ERR_NUMERIC;
-		}
+		if ((st = lt_trainer_check_bad_steps(t, step, sm.skipped)) != LT_OK)
+			return st;
 		if (t->balance && (st = lt_trainer_rebalance(t, step)) != LT_OK)
 			return st;
 		/* (a range test moves no blocks: a move goes through a checkpoint) */

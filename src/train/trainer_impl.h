@@ -98,6 +98,14 @@ enum lt_status lt_trainer_agree(lt_trainer *t, enum lt_status st, const char *wh
  * (trainer.c). */
 enum lt_status lt_trainer_step(lt_trainer *t, long step, double loop_start,
 			       struct lt_step_metrics *sm);
+/* After a step ended at `now`: sm's rates over the seconds since *last
+ * (then now), `tokens` trained so far, the step's times, the bytes sent
+ * between nodes and the memory (trainer.c). */
+void lt_trainer_measure(lt_trainer *t, struct lt_step_metrics *sm, long tokens, double now,
+			double *last);
+/* LT_ERR_NUMERIC, said, when a skipped step makes train.max_bad_steps in
+ * a row (trainer.c). */
+enum lt_status lt_trainer_check_bad_steps(const lt_trainer *t, long step, int skipped);
 /* --balance auto after `step` (trainer.c). */
 enum lt_status lt_trainer_rebalance(lt_trainer *t, long step);
 /* After `step` (not the last): evaluation, sample and checkpoint where

@@ -203,7 +203,6 @@ static enum lt_status node_step(lt_trainer *t, long step, double t0, double elap
 				double *last)
 {
 	const struct lt_conf *c = &t->conf;
-	long tokens_per_step = (long)t->batch * c->train.seq * c->train.grad_accum;
 	struct lt_step_metrics sm = { .step = step, .total_steps = c->train.steps,
 				      .ranks = t->ranks, .nodes = lt_dist_nodes(t->job) };
 	enum lt_status st = lt_trainer_step(t, step, t0, &sm);
@@ -213,24 +212,13 @@ static enum lt_status node_step(lt_trainer *t, long step, double t0, double elap
 	t->round_steps++;
 	t->round_tokens += (double)sm.tokens;
 	t->state.elapsed = elapsed0 + (now - t0);
-	sm.tokens_per_s = (double)sm.tokens / (now - *last);
-	sm.tokens = t->state.tokens + (long)t->round_tokens;
-	sm.elapsed = t->state.elapsed;
-	sm.tflops = (double)tokens_per_step / (now - *last) * t->flops_per_token / 1e12;
-	lt_step_time_end(&t->time, &sm);
-	sm.xnode_bytes = lt_dist_take_cross_bytes(t->dist);
-	lt_step_time_memory(t->be, &sm);
-	*last = now;
+	lt_trainer_measure(t, &sm, t->state.tokens + (long)t->round_tokens, now, last);
 	/* (a node faster than the others takes more than one step to the
 	 * job's, and logs each under the job's step it stands for) */
 	if (t->metrics && (st = lt_metrics_step(t->metrics, &sm)) != LT_OK)
 		return st;
-	if (sm.skipped && t->state.bad_steps >= c->train.max_bad_steps) {
-		lt_errmsg_set("step %ld: %d steps in a row had a non-finite loss or gradient "
-			      "(train.max_bad_steps = %d); lower train.lr or check the data",
-			      step, t->state.bad_steps, c->train.max_bad_steps);
-		return LT_ERR_NUMERIC;
-	}
+	if ((st = lt_trainer_check_bad_steps(t, step, sm.skipped)) != LT_OK)
+		return st;
 	return t->balance ? lt_trainer_rebalance(t, step) : LT_OK;
 }
 
