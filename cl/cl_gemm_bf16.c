@@ -11,9 +11,13 @@
 #define KERNEL "gemm_mma_bf16"
 
 /* A work-group's tile of C (bm x bn), its warps' tiles (wm x wn), the k-slice and the
- * buffers of the pipeline: the build options of gemm_bf16.cl. */
+ * buffers of the pipeline, whether copies inside the matrices skip their bounds (iter),
+ * the rows of tiles that run together (group) and whether the next k-step's fragments
+ * are read during this one's products (frag2): the build options of gemm_bf16.cl; and a
+ * cap on each thread's registers (0: the compiler's choice), which sets how many
+ * work-groups an SM holds at once. */
 struct bf16_tile {
-	int bm, bn, bk, wm, wn, stages, swizzle;
+	int bm, bn, bk, wm, wn, stages, swizzle, iter, group, frag2, regs;
 };
 
 /* The tiles measured on an H100 with LLTRAIN_GEMM_BF16_TILE=i: at 4096^3 (lltrain bench
@@ -24,19 +28,27 @@ struct bf16_tile {
  * (7) gives 105k tokens/s, 6 101k, the first 76k, 8 and 9 85k, and mixing tiles per
  * layout nothing more: 7 is the default of every layout. */
 static const struct bf16_tile tiles[] = {
-	{ 128, 128, 32, 64, 64, 2, 0 },
-	{ 128, 128, 16, 64, 64, 3, 0 },
-	{ 128, 256, 16, 64, 64, 2, 0 },
-	{ 256, 128, 16, 64, 64, 2, 0 },
-	{ 128, 128, 32, 64, 32, 2, 0 },
-	{ 128, 128, 32, 32, 64, 2, 0 },
-	{ 128, 128, 32, 64, 64, 3, 1 },
-	{ 128, 128, 32, 32, 64, 3, 1 },
-	{ 128, 256, 32, 64, 64, 2, 1 },
-	{ 256, 128, 32, 64, 64, 2, 1 },
-	{ 128, 128, 16, 64, 64, 4, 1 },
-	{ 128, 256, 16, 64, 64, 3, 1 },
-	{ 128, 128, 32, 64, 32, 3, 1 },
+	{ 128, 128, 32, 64, 64, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 64, 3, 0, 0, 0, 0, 0 },
+	{ 128, 256, 16, 64, 64, 2, 0, 0, 0, 0, 0 },
+	{ 256, 128, 16, 64, 64, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 32, 64, 32, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 32, 32, 64, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 32, 64, 64, 3, 1, 0, 0, 0, 0 },
+	{ 128, 128, 32, 32, 64, 3, 1, 0, 0, 0, 0 },
+	{ 128, 256, 32, 64, 64, 2, 1, 0, 0, 0, 0 },
+	{ 256, 128, 32, 64, 64, 2, 1, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 64, 4, 1, 0, 0, 0, 0 },
+	{ 128, 256, 16, 64, 64, 3, 1, 0, 0, 0, 0 },
+	{ 128, 128, 32, 64, 32, 3, 1, 0, 0, 0, 0 },
+	{ 128, 128, 32, 32, 64, 3, 1, 1, 0, 0, 0 },
+	{ 128, 128, 32, 32, 64, 3, 1, 1, 8, 0, 0 },
+	{ 128, 128, 32, 32, 64, 3, 1, 1, 8, 1, 0 },
+	{ 128, 128, 32, 64, 64, 3, 1, 1, 8, 1, 0 },
+	{ 128, 128, 32, 64, 32, 3, 1, 1, 8, 1, 0 },
+	{ 128, 256, 32, 64, 64, 2, 1, 1, 8, 0, 0 },
+	{ 256, 128, 32, 64, 64, 2, 1, 1, 8, 0, 0 },
+	{ 128, 256, 16, 64, 64, 3, 1, 1, 8, 0, 0 },
 };
 #define N_TILES ((int)(sizeof tiles / sizeof tiles[0]))
 
@@ -67,10 +79,14 @@ static int rows_aligned(const struct lt_gemm *g, lt_ref a, lt_ref b)
 static void tile_options(const struct bf16_tile *t, int ta, int tb, int c16, char *out,
 			 size_t cap)
 {
-	snprintf(out, cap,
-		 "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
-		 "-DLT_SWIZZLE=%d -DLT_TA=%d -DLT_TB=%d -DLT_C16=%d",
-		 t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->swizzle, ta, tb, c16);
+	int at = snprintf(out, cap,
+			  "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
+			  "-DLT_SWIZZLE=%d -DLT_ITER=%d -DLT_GROUP=%d -DLT_FRAG2=%d -DLT_TA=%d "
+			  "-DLT_TB=%d -DLT_C16=%d",
+			  t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->swizzle, t->iter,
+			  t->group, t->frag2, ta, tb, c16);
+	if (t->regs > 0 && at > 0 && (size_t)at < cap)
+		snprintf(out + at, cap - (size_t)at, " -cl-nv-maxrregcount=%d", t->regs);
 }
 
 int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c)

@@ -50,12 +50,25 @@
 #ifndef LT_SWIZZLE
 #define LT_SWIZZLE 0
 #endif
+#ifndef LT_ITER
+#define LT_ITER 0
+#endif
+#ifndef LT_GROUP
+#define LT_GROUP 0
+#endif
+#ifndef LT_FRAG2
+#define LT_FRAG2 0
+#endif
 
 #define WARPS_M (LT_BM / LT_WM)
 #define WARPS_N (LT_BN / LT_WN)
 #define THREADS (WARPS_M * WARPS_N * 32)
 #define TM (LT_WM / 16) /* m16 tiles of a warp */
 #define TN (LT_WN / 8)  /* n8 tiles of a warp (an even number) */
+#define KSTEPS (LT_BK / 16) /* k16 steps of a stage */
+#if LT_FRAG2 && (KSTEPS < 2 || KSTEPS % 2 || LT_STAGES < 3)
+#error "LT_FRAG2 needs an even number of k-steps a stage and three stages"
+#endif
 
 /* Where element (r, c) of a local tile lives: KIDX for one with K along its rows (r a row
  * of A or column of B, c the k index), MIDX for one with K down its rows (k, then c of
@@ -166,6 +179,58 @@ static inline void load_stage(local ushort *as, local ushort *bs, const global u
 #endif
 }
 
+/* A thread's copies of one tile of R rows x L columns: rows r + j * (THREADS / (L / 8)),
+ * j < copies, of the 16-byte column chunk at c. Used where the whole stage lies inside
+ * the matrices, so no copy needs a bound: base points at the thread's first element in
+ * global memory for k0 = 0, step is the global distance of THREADS / (L / 8) rows. */
+#define PER_ROW(L) ((L) / 8)
+#define RSTEP(L) (THREADS / PER_ROW(L))
+#define COPIES(R, L) ((R) / RSTEP(L))
+#if LT_ITER && (THREADS % PER_ROW(LT_BM) || THREADS % PER_ROW(LT_BN) || \
+		THREADS % PER_ROW(LT_BK) || LT_BK % RSTEP(LT_BM) || LT_BK % RSTEP(LT_BN) || \
+		LT_BM % RSTEP(LT_BK) || LT_BN % RSTEP(LT_BK))
+#error "LT_ITER needs every tile's rows to split evenly over the threads"
+#endif
+
+static inline void copy_inside(local ushort *dst, int kmajor, const global ushort *p,
+			       size_t step, int r, int c, int R, int L)
+{
+#pragma unroll
+	for (int j = 0; j < COPIES(R, L); j++) {
+		int rr = r + j * RSTEP(L);
+		copy16_bf16(dst + (kmajor ? KIDX(rr, c) : MIDX(rr, c, L)), p + (size_t)j * step, 16);
+	}
+}
+
+/* The stage at k0 when it lies wholly inside op(A) and op(B); pa and pb point at the
+ * thread's first elements at k0 = 0 (see stage_origin). */
+static inline void load_stage_inside(local ushort *as, local ushort *bs, const global ushort *pa,
+				     int lda, const global ushort *pb, int ldb, int k0, int tid)
+{
+#if LT_TA
+	copy_inside(as, 0, pa + (size_t)k0 * lda, (size_t)RSTEP(LT_BM) * lda,
+		    tid / PER_ROW(LT_BM), tid % PER_ROW(LT_BM) * 8, LT_BK, LT_BM);
+#else
+	copy_inside(as, 1, pa + k0, (size_t)RSTEP(LT_BK) * lda, tid / PER_ROW(LT_BK),
+		    tid % PER_ROW(LT_BK) * 8, LT_BM, LT_BK);
+#endif
+#if LT_TB
+	copy_inside(bs, 1, pb + k0, (size_t)RSTEP(LT_BK) * ldb, tid / PER_ROW(LT_BK),
+		    tid % PER_ROW(LT_BK) * 8, LT_BN, LT_BK);
+#else
+	copy_inside(bs, 0, pb + (size_t)k0 * ldb, (size_t)RSTEP(LT_BN) * ldb,
+		    tid / PER_ROW(LT_BN), tid % PER_ROW(LT_BN) * 8, LT_BK, LT_BN);
+#endif
+}
+
+/* Where the thread's first copy of a tile of L columns reads, at k0 = 0: row r0 + tid /
+ * (L / 8), column c0 + its chunk, of a matrix of leading dimension ld. */
+static inline const global ushort *stage_origin(const global ushort *src, int ld, int r0, int c0,
+					       int L, int tid)
+{
+	return src + (size_t)(r0 + tid / PER_ROW(L)) * (size_t)ld + (size_t)(c0 + tid % PER_ROW(L) * 8);
+}
+
 /* Four 8x8 bf16 matrices, one row address per lane (lanes 8i .. 8i+7: matrix i). */
 static inline void ldmatrix4(uint *r, local const ushort *p)
 {
@@ -210,11 +275,32 @@ static inline void load_b2(uint *b, local const ushort *bs, int n, int kk, int l
 /* d[16x8] += a[16x16] b[16x8], one warp, fragments as above. */
 static inline void mma_bf16(float *d, const uint *a, const uint *b)
 {
-	__asm__ __volatile__(
+	LT_PURE_ASM(
 		"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 		"{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
 		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
 		: "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* The warp's fragments of k-step kk of a stage, and their products into acc. */
+static inline void load_fragments(uint a[TM][4], uint b[TN][2], local const ushort *as,
+				  local const ushort *bs, int kk, int wm0, int wn0, int lane)
+{
+#pragma unroll
+	for (int i = 0; i < TM; i++)
+		load_a(a[i], as, wm0 + i * 16, kk, lane);
+#pragma unroll
+	for (int j = 0; j < TN; j += 2)
+		load_b2(&b[j][0], bs, wn0 + j * 8, kk, lane);
+}
+
+static inline void multiply_fragments(float acc[TM][TN][4], uint a[TM][4], uint b[TN][2])
+{
+#pragma unroll
+	for (int i = 0; i < TM; i++)
+#pragma unroll
+		for (int j = 0; j < TN; j++)
+			mma_bf16(acc[i][j], a[i], b[j]);
 }
 
 /* acc += the warp's LT_WM x LT_WN tile of one stage. */
@@ -224,17 +310,8 @@ static inline void multiply_stage(float acc[TM][TN][4], local const ushort *as,
 #pragma unroll
 	for (int kk = 0; kk < LT_BK; kk += 16) {
 		uint a[TM][4], b[TN][2];
-#pragma unroll
-		for (int i = 0; i < TM; i++)
-			load_a(a[i], as, wm0 + i * 16, kk, lane);
-#pragma unroll
-		for (int j = 0; j < TN; j += 2)
-			load_b2(&b[j][0], bs, wn0 + j * 8, kk, lane);
-#pragma unroll
-		for (int i = 0; i < TM; i++)
-#pragma unroll
-			for (int j = 0; j < TN; j++)
-				mma_bf16(acc[i][j], a[i], b[j]);
+		load_fragments(a, b, as, bs, kk, wm0, wn0, lane);
+		multiply_fragments(acc, a, b);
 	}
 }
 
@@ -259,7 +336,9 @@ kernel void gemm_mma_bf16(int M, int N, int K, float alpha, float beta,
 	local ushort bs[LT_STAGES * B_TILE] __attribute__((aligned(16)));
 	const int tid = (int)get_local_id(0), lane = tid & 31, warp = tid >> 5;
 	const int wm0 = (warp / WARPS_N) * LT_WM, wn0 = (warp % WARPS_N) * LT_WN;
-	const int m0 = (int)get_group_id(1) * LT_BM, n0 = (int)get_group_id(0) * LT_BN;
+	int gx, gy;
+	tile_of_group(LT_GROUP, &gx, &gy);
+	const int m0 = gy * LT_BM, n0 = gx * LT_BN;
 	const size_t bat = get_group_id(2);
 	const global ushort *A = a_base + a_off + bat * stride_a;
 	const global ushort *B = b_base + b_off + bat * stride_b;
@@ -273,26 +352,81 @@ kernel void gemm_mma_bf16(int M, int N, int K, float alpha, float beta,
 			acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
 	const int nk = (K + LT_BK - 1) / LT_BK;
+#if LT_ITER
+	/* Stages wholly inside the matrices (all but the edges') copy without bounds. */
+	const int inside_mn = m0 + LT_BM <= M && n0 + LT_BN <= N;
+#if LT_TA
+	const global ushort *pa = stage_origin(A, lda, 0, m0, LT_BM, tid);
+#else
+	const global ushort *pa = stage_origin(A, lda, m0, 0, LT_BK, tid);
+#endif
+#if LT_TB
+	const global ushort *pb = stage_origin(B, ldb, n0, 0, LT_BK, tid);
+#else
+	const global ushort *pb = stage_origin(B, ldb, 0, n0, LT_BN, tid);
+#endif
+#define LOAD(s, kt) \
+	do { \
+		if (inside_mn && ((kt) + 1) * LT_BK <= K) \
+			load_stage_inside(as + (s) * A_TILE, bs + (s) * B_TILE, pa, lda, pb, ldb, \
+					  (kt) * LT_BK, tid); \
+		else \
+			load_stage(as + (s) * A_TILE, bs + (s) * B_TILE, A, lda, B, ldb, M, N, K, \
+				   m0, n0, (kt) * LT_BK, tid); \
+	} while (0)
+#else
+#define LOAD(s, kt) \
+	load_stage(as + (s) * A_TILE, bs + (s) * B_TILE, A, lda, B, ldb, M, N, K, m0, n0, \
+		   (kt) * LT_BK, tid)
+#endif
 	for (int s = 0; s < LT_STAGES - 1; s++) {
 		if (s < nk)
-			load_stage(as + s * A_TILE, bs + s * B_TILE, A, lda, B, ldb, M, N, K, m0,
-				   n0, s * LT_BK, tid);
+			LOAD(s, s);
 		commit_copies();
 	}
+#if LT_FRAG2
+	/* The fragments of the next k-step are read while this one multiplies; the barrier
+	 * that lets the next stage be read comes before the stage's last fragments are. */
+	uint fa[2][TM][4], fb[2][TN][2];
+	wait_copies();
+	barrier(CLK_LOCAL_MEM_FENCE);
+	load_fragments(fa[0], fb[0], as, bs, 0, wm0, wn0, lane);
+	int rs = 0, ws = LT_STAGES - 1;
+	for (int kt = 0; kt < nk; kt++) {
+#pragma unroll
+		for (int q = 0; q < KSTEPS; q++) {
+			if (q == KSTEPS - 1)
+				rs = rs == LT_STAGES - 1 ? 0 : rs + 1;
+			load_fragments(fa[(q + 1) & 1], fb[(q + 1) & 1], as + rs * A_TILE,
+				       bs + rs * B_TILE, (q + 1) % KSTEPS * 16, wm0, wn0, lane);
+			if (q == 0) {
+				int next = kt + LT_STAGES - 1;
+				if (next < nk)
+					LOAD(ws, next);
+				commit_copies();
+				ws = ws == LT_STAGES - 1 ? 0 : ws + 1;
+			}
+			multiply_fragments(acc, fa[q & 1], fb[q & 1]);
+			if (q == KSTEPS - 2) {
+				wait_copies();
+				barrier(CLK_LOCAL_MEM_FENCE);
+			}
+		}
+	}
+#else
 	for (int kt = 0; kt < nk; kt++) {
 		wait_copies();
 		barrier(CLK_LOCAL_MEM_FENCE);
 		/* Every warp is past the stage read last round: refill it. */
 		int next = kt + LT_STAGES - 1;
-		if (next < nk) {
-			int s = next % LT_STAGES;
-			load_stage(as + s * A_TILE, bs + s * B_TILE, A, lda, B, ldb, M, N, K, m0,
-				   n0, next * LT_BK, tid);
-		}
+		if (next < nk)
+			LOAD(next % LT_STAGES, next);
 		commit_copies();
 		int s = kt % LT_STAGES;
 		multiply_stage(acc, as + s * A_TILE, bs + s * B_TILE, wm0, wn0, lane);
 	}
+#endif
+#undef LOAD
 
 	const int g = lane >> 2, t = lane & 3;
 #pragma unroll

@@ -66,22 +66,48 @@
 #ifndef LT_SWIZZLE
 #define LT_SWIZZLE 0
 #endif
+#ifndef LT_KPAIR
+#define LT_KPAIR 0
+#endif
+#ifndef LT_ITER
+#define LT_ITER 0
+#endif
+#ifndef LT_GROUP
+#define LT_GROUP 0
+#endif
 
 #define WARPS_M (LT_BM / LT_WM)
 #define WARPS_N (LT_BN / LT_WN)
 #define THREADS (WARPS_M * WARPS_N * 32)
 #define TM (LT_WM / 16) /* m16 tiles of a warp */
 #define TN (LT_WN / 8)  /* n8 tiles of a warp */
+#define KSTEPS (LT_BK / 8) /* k8 steps of a stage */
+#ifndef LT_FRAG2
+#define LT_FRAG2 0
+#endif
+#if LT_FRAG2 && (KSTEPS < 2 || KSTEPS % 2 || LT_STAGES < 3 || !LT_CP_ASYNC)
+#error "LT_FRAG2 needs an even number of k-steps a stage, three stages and cp.async"
+#endif
 
 /* Where element (r, c) of a K-contiguous local tile (rows r, k index c)
  * lives: padded rows, or unpadded rows whose 16-byte chunks are XORed with
  * a function of the row so that the 8 rows a fragment read touches fall in
  * 8 different groups of 4 banks. */
 #define KCHUNKS (LT_BK / 4)
-#if LT_SWIZZLE
+#if LT_SWIZZLE && LT_KPAIR
+/* (LT_KPAIR: a half-warp reads 32 bytes of each of 4 rows; their pairs of chunks go to
+ * different quarters of 128 bytes.) */
+#define K_LD LT_BK
+#define KIDX(r, c) \
+	((r) * LT_BK + \
+	 ((((c) >> 2) ^ ((((r) / (8 / KCHUNKS)) & (KCHUNKS / 2 - 1)) << 1)) << 2) + ((c) & 3))
+#elif LT_SWIZZLE
 #define K_LD LT_BK
 #define KIDX(r, c) \
 	((r) * LT_BK + ((((c) >> 2) ^ (((r) / (8 / KCHUNKS)) & (KCHUNKS - 1))) << 2) + ((c) & 3))
+#elif LT_KPAIR
+#define K_LD (LT_BK + 8)
+#define KIDX(r, c) ((r) * K_LD + (c))
 #else
 #define K_LD (LT_BK + 4)
 #define KIDX(r, c) ((r) * K_LD + (c))
@@ -90,9 +116,15 @@
 /* Where element (k, c) of a tile with K down its rows and `cols` columns
  * lives: rows padded by 8, or unpadded with chunk c / 4 XORed by 2k mod 8,
  * which spreads the 4 k-rows x 8 columns of a fragment read over 32 banks. */
-#if LT_SWIZZLE
+#if LT_SWIZZLE && LT_KPAIR
+#define M_PAD 0
+#define MIDX(k, c, cols) ((k) * (cols) + ((((c) >> 2) ^ ((((k) >> 1) & 3) << 1)) << 2) + ((c) & 3))
+#elif LT_SWIZZLE
 #define M_PAD 0
 #define MIDX(k, c, cols) ((k) * (cols) + ((((c) >> 2) ^ (((k) << 1) & 7)) << 2) + ((c) & 3))
+#elif LT_KPAIR
+#define M_PAD 4
+#define MIDX(k, c, cols) ((k) * ((cols) + M_PAD) + (c))
 #else
 #define M_PAD 8
 #define MIDX(k, c, cols) ((k) * ((cols) + M_PAD) + (c))
@@ -216,7 +248,75 @@ static inline void load_stage(local float *as, local float *bs, const global flo
 #endif
 }
 
-/* The A fragment (m16 x k8, rows m of the tile, k of the slice) of lane (g, t). */
+/* A thread's copies of one tile of R rows x L columns where the whole stage lies inside
+ * the matrices: rows r + j * (THREADS / (L / 4)), j < copies, of the 16-byte column chunk
+ * at c, from p (the thread's first element at this stage) on, step apart in global memory. */
+#define PER_ROW(L) ((L) / 4)
+#define RSTEP(L) (THREADS / PER_ROW(L))
+#define COPIES(R, L) ((R) / RSTEP(L))
+#if LT_ITER && (LT_VEC != 4 || THREADS % PER_ROW(LT_BM) || THREADS % PER_ROW(LT_BN) || \
+		THREADS % PER_ROW(LT_BK) || LT_BK % RSTEP(LT_BM) || LT_BK % RSTEP(LT_BN) || \
+		LT_BM % RSTEP(LT_BK) || LT_BN % RSTEP(LT_BK))
+#error "LT_ITER needs 16-byte copies and every tile's rows split evenly over the threads"
+#endif
+
+static inline void copy_inside(local float *dst, int kmajor, const global float *p, size_t step,
+			       int r, int c, int R, int L)
+{
+#pragma unroll
+	for (int j = 0; j < COPIES(R, L); j++)
+		copy16(dst + tile_index(kmajor, L, r + j * RSTEP(L), c), p + (size_t)j * step, 16);
+}
+
+/* Where the thread's first copy of a tile of L columns reads at k0 = 0: row r0 + tid /
+ * (L / 4), column c0 + its chunk, of a matrix of leading dimension ld. */
+static inline const global float *stage_origin(const global float *src, int ld, int r0, int c0,
+					      int L, int tid)
+{
+	return src + (size_t)(r0 + tid / PER_ROW(L)) * (size_t)ld + (size_t)(c0 + tid % PER_ROW(L) * 4);
+}
+
+/* The stage at k0 when it lies wholly inside op(A) and op(B); pa and pb from stage_origin. */
+static inline void load_stage_inside(local float *as, local float *bs, const global float *pa,
+				     int lda, const global float *pb, int ldb, int k0, int tid)
+{
+#if LT_TA
+	copy_inside(as, 0, pa + (size_t)k0 * lda, (size_t)RSTEP(LT_BM) * lda,
+		    tid / PER_ROW(LT_BM), tid % PER_ROW(LT_BM) * 4, LT_BK, LT_BM);
+#else
+	copy_inside(as, 1, pa + k0, (size_t)RSTEP(LT_BK) * lda, tid / PER_ROW(LT_BK),
+		    tid % PER_ROW(LT_BK) * 4, LT_BM, LT_BK);
+#endif
+#if LT_TB
+	copy_inside(bs, 1, pb + k0, (size_t)RSTEP(LT_BK) * ldb, tid / PER_ROW(LT_BK),
+		    tid % PER_ROW(LT_BK) * 4, LT_BN, LT_BK);
+#else
+	copy_inside(bs, 0, pb + (size_t)k0 * ldb, (size_t)RSTEP(LT_BN) * ldb,
+		    tid / PER_ROW(LT_BN), tid % PER_ROW(LT_BN) * 4, LT_BK, LT_BN);
+#endif
+}
+
+/* The A fragment (m16 x k8, rows m of the tile, k of the slice) of lane (g, t). With
+ * LT_KPAIR the lane's two k of mma.sync's (t, t + 4) are the slice's 2t and 2t + 1 instead,
+ * in A and B alike, so that the products summed are the same and a K-contiguous tile gives
+ * both in one 8-byte read. */
+#if LT_KPAIR
+#if LT_LDMATRIX
+#error "LT_KPAIR reads its own fragments, not ldmatrix's"
+#endif
+#define K_LO(t) (2 * (t))
+#define K_HI(t) (2 * (t) + 1)
+#else
+#define K_LO(t) (t)
+#define K_HI(t) ((t) + 4)
+#endif
+
+/* Two floats of a K-contiguous tile, at an even index. */
+static inline float2 pair_at(local const float *p)
+{
+	return *(local const float2 *)p;
+}
+
 static inline void load_a(uint *a, local const float *as, int m, int k, int lane)
 {
 #if !LT_TA && LT_LDMATRIX
@@ -227,6 +327,14 @@ static inline void load_a(uint *a, local const float *as, int m, int k, int lane
 			     : "r"(smem_addr(p)));
 	for (int i = 0; i < 4; i++)
 		a[i] = to_tf32(as_float(a[i]));
+#elif !LT_TA && LT_KPAIR
+	int g = lane >> 2, t = lane & 3;
+	float2 lo = pair_at(as + KIDX(m + g, k + 2 * t));
+	float2 hi = pair_at(as + KIDX(m + g + 8, k + 2 * t));
+	a[0] = to_tf32(lo.x);
+	a[1] = to_tf32(hi.x);
+	a[2] = to_tf32(lo.y);
+	a[3] = to_tf32(hi.y);
 #else
 	int g = lane >> 2, t = lane & 3;
 #if LT_TA
@@ -234,10 +342,10 @@ static inline void load_a(uint *a, local const float *as, int m, int k, int lane
 #else
 #define AT(mm, kk) as[KIDX(mm, kk)]
 #endif
-	a[0] = to_tf32(AT(m + g, k + t));
-	a[1] = to_tf32(AT(m + g + 8, k + t));
-	a[2] = to_tf32(AT(m + g, k + t + 4));
-	a[3] = to_tf32(AT(m + g + 8, k + t + 4));
+	a[0] = to_tf32(AT(m + g, k + K_LO(t)));
+	a[1] = to_tf32(AT(m + g + 8, k + K_LO(t)));
+	a[2] = to_tf32(AT(m + g, k + K_HI(t)));
+	a[3] = to_tf32(AT(m + g + 8, k + K_HI(t)));
 #undef AT
 #endif
 }
@@ -246,14 +354,41 @@ static inline void load_a(uint *a, local const float *as, int m, int k, int lane
 static inline void load_b(uint *b, local const float *bs, int n, int k, int lane)
 {
 	int g = lane >> 2, t = lane & 3;
+#if LT_TB && LT_KPAIR
+	float2 v = pair_at(bs + KIDX(n + g, k + 2 * t));
+	b[0] = to_tf32(v.x);
+	b[1] = to_tf32(v.y);
+#else
 #if LT_TB
 #define BT(kk, nn) bs[KIDX(nn, kk)]
 #else
 #define BT(kk, nn) bs[MIDX(kk, nn, LT_BN)]
 #endif
-	b[0] = to_tf32(BT(k + t, n + g));
-	b[1] = to_tf32(BT(k + t + 4, n + g));
+	b[0] = to_tf32(BT(k + K_LO(t), n + g));
+	b[1] = to_tf32(BT(k + K_HI(t), n + g));
 #undef BT
+#endif
+}
+
+/* The warp's fragments of k-step kk of a stage, and their products into acc. */
+static inline void load_fragments(uint a[TM][4], uint b[TN][2], local const float *as,
+				  local const float *bs, int kk, int wm0, int wn0, int lane)
+{
+#pragma unroll
+	for (int i = 0; i < TM; i++)
+		load_a(a[i], as, wm0 + i * 16, kk, lane);
+#pragma unroll
+	for (int j = 0; j < TN; j++)
+		load_b(b[j], bs, wn0 + j * 8, kk, lane);
+}
+
+static inline void multiply_fragments(float acc[TM][TN][4], uint a[TM][4], uint b[TN][2])
+{
+#pragma unroll
+	for (int i = 0; i < TM; i++)
+#pragma unroll
+		for (int j = 0; j < TN; j++)
+			mma_tf32(acc[i][j], a[i], b[j]);
 }
 
 /* acc += the warp's LT_WM x LT_WN tile of one stage. */
@@ -263,17 +398,8 @@ static inline void multiply_stage(float acc[TM][TN][4], local const float *as,
 #pragma unroll
 	for (int kk = 0; kk < LT_BK; kk += 8) {
 		uint a[TM][4], b[TN][2];
-#pragma unroll
-		for (int i = 0; i < TM; i++)
-			load_a(a[i], as, wm0 + i * 16, kk, lane);
-#pragma unroll
-		for (int j = 0; j < TN; j++)
-			load_b(b[j], bs, wn0 + j * 8, kk, lane);
-#pragma unroll
-		for (int i = 0; i < TM; i++)
-#pragma unroll
-			for (int j = 0; j < TN; j++)
-				mma_tf32(acc[i][j], a[i], b[j]);
+		load_fragments(a, b, as, bs, kk, wm0, wn0, lane);
+		multiply_fragments(acc, a, b);
 	}
 }
 
@@ -298,7 +424,9 @@ kernel void gemm_mma_tf32(int M, int N, int K, float alpha, float beta,
 	local float bs[LT_STAGES * B_TILE] __attribute__((aligned(16)));
 	const int tid = (int)get_local_id(0), lane = tid & 31, warp = tid >> 5;
 	const int wm0 = (warp / WARPS_N) * LT_WM, wn0 = (warp % WARPS_N) * LT_WN;
-	const int m0 = (int)get_group_id(1) * LT_BM, n0 = (int)get_group_id(0) * LT_BN;
+	int gx, gy;
+	tile_of_group(LT_GROUP, &gx, &gy);
+	const int m0 = gy * LT_BM, n0 = gx * LT_BN;
 	const size_t bat = get_group_id(2);
 	const global float *A = a_base + a_off + bat * stride_a;
 	const global float *B = b_base + b_off + bat * stride_b;
@@ -312,22 +440,75 @@ kernel void gemm_mma_tf32(int M, int N, int K, float alpha, float beta,
 			acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
 	const int nk = (K + LT_BK - 1) / LT_BK;
+#if LT_ITER
+	/* Stages wholly inside the matrices (all but the edges') copy without bounds. */
+	const int inside_mn = m0 + LT_BM <= M && n0 + LT_BN <= N;
+#if LT_TA
+	const global float *pa = stage_origin(A, lda, 0, m0, LT_BM, tid);
+#else
+	const global float *pa = stage_origin(A, lda, m0, 0, LT_BK, tid);
+#endif
+#if LT_TB
+	const global float *pb = stage_origin(B, ldb, n0, 0, LT_BK, tid);
+#else
+	const global float *pb = stage_origin(B, ldb, 0, n0, LT_BN, tid);
+#endif
+#define LOAD(s, kt) \
+	do { \
+		if (inside_mn && ((kt) + 1) * LT_BK <= K) \
+			load_stage_inside(as + (s) * A_TILE, bs + (s) * B_TILE, pa, lda, pb, ldb, \
+					  (kt) * LT_BK, tid); \
+		else \
+			load_stage(as + (s) * A_TILE, bs + (s) * B_TILE, A, lda, B, ldb, M, N, K, \
+				   m0, n0, (kt) * LT_BK, tid); \
+	} while (0)
+#else
+#define LOAD(s, kt) \
+	load_stage(as + (s) * A_TILE, bs + (s) * B_TILE, A, lda, B, ldb, M, N, K, m0, n0, \
+		   (kt) * LT_BK, tid)
+#endif
 	for (int s = 0; s < LT_STAGES - 1; s++) {
 		if (s < nk)
-			load_stage(as + s * A_TILE, bs + s * B_TILE, A, lda, B, ldb, M, N, K, m0,
-				   n0, s * LT_BK, tid);
+			LOAD(s, s);
 		copies_commit();
 	}
+#if LT_FRAG2
+	/* The fragments of the next k-step are read while this one multiplies; the barrier
+	 * that lets the next stage be read comes before the stage's last fragments are. */
+	uint fa[2][TM][4], fb[2][TN][2];
+	copies_wait();
+	barrier(CLK_LOCAL_MEM_FENCE);
+	load_fragments(fa[0], fb[0], as, bs, 0, wm0, wn0, lane);
+	int rs = 0, ws = LT_STAGES - 1;
+	for (int kt = 0; kt < nk; kt++) {
+#pragma unroll
+		for (int q = 0; q < KSTEPS; q++) {
+			if (q == KSTEPS - 1)
+				rs = rs == LT_STAGES - 1 ? 0 : rs + 1;
+			load_fragments(fa[(q + 1) & 1], fb[(q + 1) & 1], as + rs * A_TILE,
+				       bs + rs * B_TILE, (q + 1) % KSTEPS * 8, wm0, wn0, lane);
+			if (q == 0) {
+				int next = kt + LT_STAGES - 1;
+				if (next < nk)
+					LOAD(ws, next);
+				copies_commit();
+				ws = ws == LT_STAGES - 1 ? 0 : ws + 1;
+			}
+			multiply_fragments(acc, fa[q & 1], fb[q & 1]);
+			if (q == KSTEPS - 2) {
+				copies_wait();
+				barrier(CLK_LOCAL_MEM_FENCE);
+			}
+		}
+	}
+#else
 	for (int kt = 0; kt < nk; kt++) {
 		copies_wait();
 		barrier(CLK_LOCAL_MEM_FENCE);
 		/* Every warp is past the stage read last round: refill it. */
 		int next = kt + LT_STAGES - 1;
-		if (next < nk) {
-			int s = next % LT_STAGES;
-			load_stage(as + s * A_TILE, bs + s * B_TILE, A, lda, B, ldb, M, N, K, m0,
-				   n0, next * LT_BK, tid);
-		}
+		if (next < nk)
+			LOAD(next % LT_STAGES, next);
 		copies_commit();
 		int s = kt % LT_STAGES;
 		multiply_stage(acc, as + s * A_TILE, bs + s * B_TILE, wm0, wn0, lane);
@@ -335,6 +516,8 @@ kernel void gemm_mma_tf32(int M, int N, int K, float alpha, float beta,
 		barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 	}
+#endif
+#undef LOAD
 
 	const int g = lane >> 2, t = lane & 3;
 #pragma unroll

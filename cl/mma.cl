@@ -5,18 +5,58 @@
 #define LT_STR2(x) #x
 #define LT_STR(x) LT_STR2(x)
 
+/* Inline PTX that only computes (no memory, no warp exchange): volatile unless
+ * LT_MMA_FREE, which lets the compiler move it. */
+#ifndef LT_MMA_FREE
+#define LT_MMA_FREE 0
+#endif
+#if LT_MMA_FREE
+#define LT_PURE_ASM __asm__
+#else
+#define LT_PURE_ASM __asm__ __volatile__
+#endif
+
+/* The tile of C (column gx, row gy of the grid's first two dimensions) this work-group
+ * computes. Work-groups start in order of their id; with group > 1 that order runs down
+ * `group` rows of tiles at a time, column after column, so the tiles running at once share
+ * columns of B as well as rows of A in the cache. */
+static inline void tile_of_group(int group, int *gx, int *gy)
+{
+	int x = (int)get_group_id(0), y = (int)get_group_id(1);
+	if (group > 1) {
+		const int nx = (int)get_num_groups(0), ny = (int)get_num_groups(1);
+		const int id = y * nx + x, band = group * nx, first = id / band * group;
+		const int rows = min(ny - first, group), in = id % band;
+		y = first + in % rows;
+		x = in / rows;
+	}
+	*gx = x;
+	*gy = y;
+}
+
 /* The 32-bit shared-memory address of a local pointer, as PTX wants it. */
 static inline uint smem_addr(local const float *p)
 {
 	return (uint)(ulong)p;
 }
 
-/* x rounded to TF32 (round to nearest, ties away), as the bits mma.sync reads. */
+/* x rounded to TF32 (round to nearest, ties away), as the bits mma.sync reads. With
+ * LT_TF32_ROUND 1 only half a TF32 unit is added, mma.sync ignoring the 13 low bits; with
+ * 2 the bits are passed as they are (truncation). */
+#ifndef LT_TF32_ROUND
+#define LT_TF32_ROUND 0
+#endif
 static inline uint to_tf32(float x)
 {
+#if LT_TF32_ROUND == 1
+	return as_uint(x) + 0x1000u;
+#elif LT_TF32_ROUND == 2
+	return as_uint(x);
+#else
 	uint r;
-	__asm__ __volatile__("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+	LT_PURE_ASM("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
 	return r;
+#endif
 }
 
 /* d[16x8] += a[16x8] b[8x8], one warp: the m16n8k8 TF32 fragments, lane (g, t) = (lane / 4,
@@ -24,7 +64,7 @@ static inline uint to_tf32(float x)
  * b[t+4][g]) and d = (d[g][2t], d[g][2t+1], d[g+8][2t], d[g+8][2t+1]). */
 static inline void mma_tf32(float *d, const uint *a, const uint *b)
 {
-	__asm__ __volatile__(
+	LT_PURE_ASM(
 		"mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
 		"{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
 		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
