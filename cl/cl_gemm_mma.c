@@ -26,47 +26,32 @@
  * copies inside the matrices skip their bounds (iter), the rows of tiles
  * that run together (group) and whether the next k-step's fragments are
  * read during this one's products (frag2): the build options of
- * gemm_mma.cl; and a cap on each thread's registers (0: the compiler's
- * choice), which sets how many work-groups an SM holds at once. */
+ * gemm_mma.cl. */
 struct tile {
-	int bm, bn, bk, wm, wn, stages, ldmatrix, swizzle, kpair, iter, group, frag2, regs;
+	int bm, bn, bk, wm, wn, stages, ldmatrix, swizzle, kpair, iter, group, frag2;
 };
 
 /* The tiles the search tries, best guess first. Those over NVIDIA's 48 KiB
  * of local memory per work-group in some layout, or whose options do not
  * suit the problem's rows (iter needs 16-byte copies), fail to build there
- * and are passed over. */
+ * and are passed over. Measured at 4096^3 on an H100 and an H200: deeper
+ * pipelines, 256-wide tiles, 32-wide warp tiles in 3 stages, fragment
+ * double buffering and register caps (-cl-nv-maxrregcount, which the
+ * compiler did not follow) were all slower than these 2-stage tiles, so
+ * only the smaller tiles for smaller devices stay beside them. */
 static const struct tile candidates[] = {
-	{ 128, 128, 16, 64, 64, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 64, 2, 1, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 32, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 32, 64, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 64, 16, 64, 32, 3, 0, 0, 0, 0, 0, 0, 0 },
-	{ 64, 128, 16, 32, 64, 3, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 8, 64, 64, 3, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 8, 64, 64, 4, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 256, 8, 64, 64, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 256, 128, 8, 64, 64, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 64, 64, 32, 32, 32, 2, 0, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 64, 3, 0, 1, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 64, 3, 1, 1, 0, 0, 0, 0, 0 },
-	{ 128, 128, 8, 64, 64, 5, 0, 1, 0, 0, 0, 0, 0 },
-	{ 128, 128, 8, 64, 64, 6, 0, 1, 0, 0, 0, 0, 0 },
-	{ 256, 128, 8, 64, 64, 3, 0, 1, 0, 0, 0, 0, 0 },
-	{ 128, 256, 8, 64, 64, 3, 0, 1, 0, 0, 0, 0, 0 },
-	{ 256, 128, 16, 64, 64, 2, 0, 1, 0, 0, 0, 0, 0 },
-	{ 128, 256, 16, 64, 64, 2, 1, 1, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 64, 2, 0, 0, 1, 1, 8, 0, 0 },
-	{ 128, 128, 16, 64, 64, 3, 0, 1, 1, 1, 8, 0, 0 },
-	{ 128, 128, 16, 64, 64, 3, 0, 1, 1, 1, 8, 1, 0 },
-	{ 128, 128, 16, 32, 64, 3, 0, 1, 1, 1, 8, 1, 0 },
-	{ 128, 128, 16, 64, 32, 3, 0, 1, 1, 1, 8, 1, 0 },
-	{ 128, 128, 32, 64, 64, 2, 0, 1, 1, 1, 8, 0, 0 },
-	{ 128, 256, 16, 64, 64, 2, 0, 1, 1, 1, 8, 0, 0 },
-	{ 256, 128, 16, 64, 64, 2, 0, 1, 1, 1, 8, 0, 0 },
+	{ 128, 128, 16, 64, 64, 2, 0, 0, 1, 1, 8, 0 },
+	{ 128, 128, 32, 64, 64, 2, 0, 1, 1, 1, 8, 0 },
+	{ 128, 128, 16, 64, 64, 2, 0, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 64, 2, 1, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 32, 2, 0, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 32, 64, 2, 0, 0, 0, 0, 0, 0 },
+	{ 128, 64, 16, 64, 32, 3, 0, 0, 0, 0, 0, 0 },
+	{ 64, 128, 16, 32, 64, 3, 0, 0, 0, 0, 0, 0 },
+	{ 64, 64, 32, 32, 32, 2, 0, 0, 0, 0, 0, 0 },
 };
 #define N_CANDIDATES ((int)(sizeof candidates / sizeof candidates[0]))
-#define TUNING_KEY_MAX (32 + N_CANDIDATES * 13 * 5)
+#define TUNING_KEY_MAX (32 + N_CANDIDATES * 12 * 5)
 
 /* The device's NVIDIA compute capability x 10, 0 when it has none. */
 static int mma_capability(cl_device_id dev)
@@ -89,14 +74,12 @@ static int mma_capability(cl_device_id dev)
 static void candidate_options(int i, int ta, int tb, int vec, char *out, size_t cap)
 {
 	const struct tile *t = &candidates[i];
-	int at = snprintf(out, cap,
-			  "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
-			  "-DLT_LDMATRIX=%d -DLT_SWIZZLE=%d -DLT_KPAIR=%d -DLT_ITER=%d -DLT_GROUP=%d "
-			  "-DLT_FRAG2=%d -DLT_TA=%d -DLT_TB=%d -DLT_VEC=%d",
-			  t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix, t->swizzle,
-			  t->kpair, vec == 4 && t->iter, t->group, t->frag2, ta, tb, vec);
-	if (t->regs > 0 && at > 0 && (size_t)at < cap)
-		snprintf(out + at, cap - (size_t)at, " -cl-nv-maxrregcount=%d", t->regs);
+	snprintf(out, cap,
+		 "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
+		 "-DLT_LDMATRIX=%d -DLT_SWIZZLE=%d -DLT_KPAIR=%d -DLT_ITER=%d -DLT_GROUP=%d "
+		 "-DLT_FRAG2=%d -DLT_TA=%d -DLT_TB=%d -DLT_VEC=%d",
+		 t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix, t->swizzle, t->kpair,
+		 vec == 4 && t->iter, t->group, t->frag2, ta, tb, vec);
 }
 
 /* Sets the 17 arguments of either kernel of gemm_mma.cl (raw cl_mem and
@@ -457,9 +440,9 @@ static void tuning_key(int ta, int tb, char *key, size_t cap)
 	size_t at = (size_t)snprintf(key, cap, "gemm TA=%d TB=%d", ta, tb);
 	for (int i = 0; i < N_CANDIDATES && at < cap; i++) {
 		const struct tile *t = &candidates[i];
-		at += (size_t)snprintf(key + at, cap - at, " %d %d %d %d %d %d %d %d %d %d %d %d %d",
+		at += (size_t)snprintf(key + at, cap - at, " %d %d %d %d %d %d %d %d %d %d %d %d",
 				       t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix,
-				       t->swizzle, t->kpair, t->iter, t->group, t->frag2, t->regs);
+				       t->swizzle, t->kpair, t->iter, t->group, t->frag2);
 	}
 }
 

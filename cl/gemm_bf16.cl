@@ -275,7 +275,7 @@ static inline void load_b2(uint *b, local const ushort *bs, int n, int kk, int l
 /* d[16x8] += a[16x16] b[16x8], one warp, fragments as above. */
 static inline void mma_bf16(float *d, const uint *a, const uint *b)
 {
-	LT_PURE_ASM(
+	__asm__ __volatile__(
 		"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 		"{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
 		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
