@@ -23,12 +23,10 @@
  * k-slice and buffers of the pipeline, whether fragments are read with
  * ldmatrix, whether K-contiguous tiles are swizzled rather than padded,
  * whether a lane's two k of a fragment are adjacent (kpair), whether
- * copies inside the matrices skip their bounds (iter), the rows of tiles
- * that run together (group) and whether the next k-step's fragments are
- * read during this one's products (frag2): the build options of
- * gemm_mma.cl. */
+ * copies inside the matrices skip their bounds (iter) and the rows of
+ * tiles that run together (group): the build options of gemm_mma.cl. */
 struct tile {
-	int bm, bn, bk, wm, wn, stages, ldmatrix, swizzle, kpair, iter, group, frag2;
+	int bm, bn, bk, wm, wn, stages, ldmatrix, swizzle, kpair, iter, group;
 };
 
 /* The tiles the search tries, best guess first. Those over NVIDIA's 48 KiB
@@ -40,18 +38,18 @@ struct tile {
  * compiler did not follow) were all slower than these 2-stage tiles, so
  * only the smaller tiles for smaller devices stay beside them. */
 static const struct tile candidates[] = {
-	{ 128, 128, 16, 64, 64, 2, 0, 0, 1, 1, 8, 0 },
-	{ 128, 128, 32, 64, 64, 2, 0, 1, 1, 1, 8, 0 },
-	{ 128, 128, 16, 64, 64, 2, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 64, 2, 1, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 64, 32, 2, 0, 0, 0, 0, 0, 0 },
-	{ 128, 128, 16, 32, 64, 2, 0, 0, 0, 0, 0, 0 },
-	{ 128, 64, 16, 64, 32, 3, 0, 0, 0, 0, 0, 0 },
-	{ 64, 128, 16, 32, 64, 3, 0, 0, 0, 0, 0, 0 },
-	{ 64, 64, 32, 32, 32, 2, 0, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 64, 2, 0, 0, 1, 1, 8 },
+	{ 128, 128, 32, 64, 64, 2, 0, 1, 1, 1, 8 },
+	{ 128, 128, 16, 64, 64, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 64, 2, 1, 0, 0, 0, 0 },
+	{ 128, 128, 16, 64, 32, 2, 0, 0, 0, 0, 0 },
+	{ 128, 128, 16, 32, 64, 2, 0, 0, 0, 0, 0 },
+	{ 128, 64, 16, 64, 32, 3, 0, 0, 0, 0, 0 },
+	{ 64, 128, 16, 32, 64, 3, 0, 0, 0, 0, 0 },
+	{ 64, 64, 32, 32, 32, 2, 0, 0, 0, 0, 0 },
 };
 #define N_CANDIDATES ((int)(sizeof candidates / sizeof candidates[0]))
-#define TUNING_KEY_MAX (32 + N_CANDIDATES * 12 * 5)
+#define TUNING_KEY_MAX (32 + N_CANDIDATES * 11 * 5)
 
 /* The device's NVIDIA compute capability x 10, 0 when it has none. */
 static int mma_capability(cl_device_id dev)
@@ -77,9 +75,9 @@ static void candidate_options(int i, int ta, int tb, int vec, char *out, size_t 
 	snprintf(out, cap,
 		 "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
 		 "-DLT_LDMATRIX=%d -DLT_SWIZZLE=%d -DLT_KPAIR=%d -DLT_ITER=%d -DLT_GROUP=%d "
-		 "-DLT_FRAG2=%d -DLT_TA=%d -DLT_TB=%d -DLT_VEC=%d",
+		 "-DLT_TA=%d -DLT_TB=%d -DLT_VEC=%d",
 		 t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix, t->swizzle, t->kpair,
-		 vec == 4 && t->iter, t->group, t->frag2, ta, tb, vec);
+		 vec == 4 && t->iter, t->group, ta, tb, vec);
 }
 
 /* Sets the 17 arguments of either kernel of gemm_mma.cl (raw cl_mem and
@@ -440,9 +438,9 @@ static void tuning_key(int ta, int tb, char *key, size_t cap)
 	size_t at = (size_t)snprintf(key, cap, "gemm TA=%d TB=%d", ta, tb);
 	for (int i = 0; i < N_CANDIDATES && at < cap; i++) {
 		const struct tile *t = &candidates[i];
-		at += (size_t)snprintf(key + at, cap - at, " %d %d %d %d %d %d %d %d %d %d %d %d",
+		at += (size_t)snprintf(key + at, cap - at, " %d %d %d %d %d %d %d %d %d %d %d",
 				       t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix,
-				       t->swizzle, t->kpair, t->iter, t->group, t->frag2);
+				       t->swizzle, t->kpair, t->iter, t->group);
 	}
 }
 

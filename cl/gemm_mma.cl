@@ -5,8 +5,8 @@
  * C[b] = alpha op(A[b]) op(B[b]) + beta C[b], row-major, exactly the
  * contract of struct lt_gemm in backend.h; op(A) is M x K, op(B) K x N.
  * Every element of op(A) and op(B) is rounded to TF32 (10 explicit mantissa
- * bits, round to nearest, ties away from zero: cvt.rna) before it
- * multiplies; products and sums are fp32. Each C element is summed by one
+ * bits, round to nearest, ties away from zero, as cvt.rna rounds: mma.cl's
+ * to_tf32) before it multiplies; products and sums are fp32. Each C element is summed by one
  * thread in a fixed order, so a run gives the same bits every time.
  *
  * Tiling: a work-group computes an LT_BM x LT_BN block of C with
@@ -28,7 +28,8 @@
  * LT_BM, LT_BN, LT_BK, LT_WM, LT_WN, LT_STAGES; LT_TA, LT_TB (the
  * transposes); LT_VEC 4 when every row of A and B starts on 16 bytes
  * (16-byte copies), else 1; LT_CP_ASYNC 0 loads through registers instead
- * of cp.async; LT_LDMATRIX 1 reads K-contiguous fragments with ldmatrix. */
+ * of cp.async; LT_LDMATRIX 1 reads K-contiguous fragments with ldmatrix;
+ * LT_KPAIR, LT_ITER and LT_GROUP as described where they are defined. */
 
 #ifndef LT_BM
 #define LT_BM 128
@@ -82,12 +83,6 @@
 #define TM (LT_WM / 16) /* m16 tiles of a warp */
 #define TN (LT_WN / 8)  /* n8 tiles of a warp */
 #define KSTEPS (LT_BK / 8) /* k8 steps of a stage */
-#ifndef LT_FRAG2
-#define LT_FRAG2 0
-#endif
-#if LT_FRAG2 && (KSTEPS < 2 || KSTEPS % 2 || LT_STAGES < 3 || !LT_CP_ASYNC)
-#error "LT_FRAG2 needs an even number of k-steps a stage, three stages and cp.async"
-#endif
 
 /* Where element (r, c) of a K-contiguous local tile (rows r, k index c)
  * lives: padded rows, or unpadded rows whose 16-byte chunks are XORed with
@@ -472,36 +467,6 @@ kernel void gemm_mma_tf32(int M, int N, int K, float alpha, float beta,
 			LOAD(s, s);
 		copies_commit();
 	}
-#if LT_FRAG2
-	/* The fragments of the next k-step are read while this one multiplies; the barrier
-	 * that lets the next stage be read comes before the stage's last fragments are. */
-	uint fa[2][TM][4], fb[2][TN][2];
-	copies_wait();
-	barrier(CLK_LOCAL_MEM_FENCE);
-	load_fragments(fa[0], fb[0], as, bs, 0, wm0, wn0, lane);
-	int rs = 0, ws = LT_STAGES - 1;
-	for (int kt = 0; kt < nk; kt++) {
-#pragma unroll
-		for (int q = 0; q < KSTEPS; q++) {
-			if (q == KSTEPS - 1)
-				rs = rs == LT_STAGES - 1 ? 0 : rs + 1;
-			load_fragments(fa[(q + 1) & 1], fb[(q + 1) & 1], as + rs * A_TILE,
-				       bs + rs * B_TILE, (q + 1) % KSTEPS * 8, wm0, wn0, lane);
-			if (q == 0) {
-				int next = kt + LT_STAGES - 1;
-				if (next < nk)
-					LOAD(ws, next);
-				copies_commit();
-				ws = ws == LT_STAGES - 1 ? 0 : ws + 1;
-			}
-			multiply_fragments(acc, fa[q & 1], fb[q & 1]);
-			if (q == KSTEPS - 2) {
-				copies_wait();
-				barrier(CLK_LOCAL_MEM_FENCE);
-			}
-		}
-	}
-#else
 	for (int kt = 0; kt < nk; kt++) {
 		copies_wait();
 		barrier(CLK_LOCAL_MEM_FENCE);
@@ -516,7 +481,6 @@ kernel void gemm_mma_tf32(int M, int N, int K, float alpha, float beta,
 		barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 	}
-#endif
 #undef LOAD
 
 	const int g = lane >> 2, t = lane & 3;
