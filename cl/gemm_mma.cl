@@ -6,8 +6,9 @@
  * contract of struct lt_gemm in backend.h; op(A) is M x K, op(B) K x N.
  * Every element of op(A) and op(B) is rounded to TF32 (10 explicit mantissa
  * bits, round to nearest, ties away from zero, as cvt.rna rounds: mma.cl's
- * to_tf32) before it multiplies; products and sums are fp32. Each C element is summed by one
- * thread in a fixed order, so a run gives the same bits every time.
+ * to_tf32) before it multiplies; products and sums are fp32. Each C element
+ * is summed by one thread in a fixed order, so a run gives the same bits
+ * every time.
  *
  * Tiling: a work-group computes an LT_BM x LT_BN block of C with
  * (LT_BM / LT_WM) x (LT_BN / LT_WN) warps, each an LT_WM x LT_WN tile made
@@ -82,7 +83,6 @@
 #define THREADS (WARPS_M * WARPS_N * 32)
 #define TM (LT_WM / 16) /* m16 tiles of a warp */
 #define TN (LT_WN / 8)  /* n8 tiles of a warp */
-#define KSTEPS (LT_BK / 8) /* k8 steps of a stage */
 
 /* Where element (r, c) of a K-contiguous local tile (rows r, k index c)
  * lives: padded rows, or unpadded rows whose 16-byte chunks are XORed with
