@@ -18,7 +18,9 @@
  *
  * Needs every row of op(A) and op(B), and every batch, to start on 16 bytes (the host
  * checks). Built after mma.cl. Build options: LT_BM, LT_BN, LT_BK, LT_WM, LT_WN,
- * LT_STAGES, LT_SWIZZLE; LT_TA, LT_TB (the transposes); LT_C16 (C is bf16). */
+ * LT_STAGES, LT_SWIZZLE; LT_TA, LT_TB (the transposes); LT_C16 (C is bf16); LT_ITER
+ * (stages wholly inside the matrices copied without bounds), LT_GROUP (mma.cl's grouped
+ * raster) and LT_FRAG2 (the next k-step's fragments read during this one's products). */
 
 #ifndef LT_BM
 #define LT_BM 128
