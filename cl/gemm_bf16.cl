@@ -147,8 +147,15 @@ static inline void wait_copies(void)
 	__asm__ __volatile__("cp.async.wait_group " LT_STR(IN_FLIGHT) ";" ::: "memory");
 }
 
+/* The local index of element (r, c) of a tile: KIDX where K runs along its rows (kmajor),
+ * else MIDX for a tile of `cols` columns. */
+static inline int tile_index(int kmajor, int cols, int r, int c)
+{
+	return kmajor ? KIDX(r, c) : MIDX(r, c, cols);
+}
+
 /* Copies rows [r0, r0 + R) x columns [c0, c0 + L) of the global matrix src (rows x cols,
- * leading dimension ld) into dst, laid out by KIDX (kmajor: the columns are k) or MIDX,
+ * leading dimension ld) into dst, laid out by tile_index (kmajor: the columns are k),
  * zeros outside the matrix. */
 static inline void load_tile(local ushort *dst, int kmajor, const global ushort *src, int ld,
 			     int rows, int cols, int r0, int c0, int R, int L, int tid)
@@ -160,7 +167,7 @@ static inline void load_tile(local ushort *dst, int kmajor, const global ushort 
 		int left = cols - gc;
 		int bytes = gr < rows && left > 0 ? (left >= 8 ? 16 : left * 2) : 0;
 		const global ushort *p = bytes ? src + (size_t)gr * (size_t)ld + (size_t)gc : src;
-		copy16_bf16(dst + (kmajor ? KIDX(r, c) : MIDX(r, c, L)), p, bytes);
+		copy16_bf16(dst + tile_index(kmajor, L, r, c), p, bytes);
 	}
 }
 
@@ -198,10 +205,9 @@ static inline void copy_inside(local ushort *dst, int kmajor, const global ushor
 			       size_t step, int r, int c, int R, int L)
 {
 #pragma unroll
-	for (int j = 0; j < COPIES(R, L); j++) {
-		int rr = r + j * RSTEP(L);
-		copy16_bf16(dst + (kmajor ? KIDX(rr, c) : MIDX(rr, c, L)), p + (size_t)j * step, 16);
-	}
+	for (int j = 0; j < COPIES(R, L); j++)
+		copy16_bf16(dst + tile_index(kmajor, L, r + j * RSTEP(L), c), p + (size_t)j * step,
+			    16);
 }
 
 /* The stage at k0 when it lies wholly inside op(A) and op(B); pa and pb point at the
