@@ -30,7 +30,9 @@
  * transposes); LT_VEC 4 when every row of A and B starts on 16 bytes
  * (16-byte copies), else 1; LT_CP_ASYNC 0 loads through registers instead
  * of cp.async; LT_LDMATRIX 1 reads K-contiguous fragments with ldmatrix;
- * LT_KPAIR, LT_ITER and LT_GROUP as described where they are defined. */
+ * LT_KPAIR 1 gives a lane adjacent k in A and B alike (one 8-byte read, see
+ * K_LO); LT_ITER 1 copies stages wholly inside the matrices without bounds;
+ * LT_GROUP > 1 is mma.cl's grouped raster of work-groups. */
 
 #ifndef LT_BM
 #define LT_BM 128
