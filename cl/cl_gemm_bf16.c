@@ -1,6 +1,7 @@
 /* GEMMs with bf16 operands on NVIDIA tensor cores (gemm_bf16.cl): which problems it
- * takes, its tile, and its launch. Everything else with bf16 operands is widened to f32
- * for the f32 GEMM (cl_gemm.c). */
+ * takes, its tile, and its launch; on compute capability 9.0 the wgmma GEMM
+ * (cl_gemm_wgmma.c) takes them first. Everything else with bf16 operands is widened to
+ * f32 for the f32 GEMM (cl_gemm.c). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -95,6 +96,8 @@ int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b,
 	if (!lt_cl_mma_present(lt_cl_mma_of(cx)) || !rows_aligned(g, a, b))
 		return 0;
 	int ta = g->trans_a != 0, tb = g->trans_b != 0, c16 = lt_buf_type(c.buf) == LT_BF16;
+	if (lt_cl_wgmma_present(lt_cl_mma_of(cx)) && lt_cl_gemm_wgmma_bf16(cx, g, a, b, c, c16))
+		return 1;
 	const struct bf16_tile *t = tile_in_use(ta, tb);
 	char options[256];
 	tile_options(t, ta, tb, c16, options, sizeof options);
@@ -131,7 +134,12 @@ int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b,
 
 void lt_cl_gemm_bf16_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
 {
-	if (lt_cl_mma_present(mm))
+	if (lt_cl_wgmma_present(mm))
+		snprintf(out, cap, "bf16 storage, fp32 arithmetic; GEMMs on the BF16 tensor cores "
+			 "(wgmma, sm_90a; mma.sync m16n8k16 for any form that fails its check), "
+			 "exact products, fp32 sums; attention on the TF32 tensor cores, its "
+			 "operands widened");
+	else if (lt_cl_mma_present(mm))
 		snprintf(out, cap, "bf16 storage, fp32 arithmetic; GEMMs on the BF16 tensor cores "
 			 "(mma.sync m16n8k16, sm_%d), exact products, fp32 sums; attention on "
 			 "the TF32 tensor cores, its operands widened", mm->cc);

@@ -48,8 +48,34 @@ static const struct tile candidates[] = {
 	{ 64, 128, 16, 32, 64, 3, 0, 0, 0, 0, 0 },
 	{ 64, 64, 32, 32, 32, 2, 0, 0, 0, 0, 0 },
 };
-#define N_CANDIDATES ((int)(sizeof candidates / sizeof candidates[0]))
-#define TUNING_KEY_MAX (32 + N_CANDIDATES * 11 * 5)
+#define N_MMA ((int)(sizeof candidates / sizeof candidates[0]))
+
+/* The wgmma tiles (gemm_wgmma.cl) the search tries first on compute capability 9.0, for
+ * the layout whose rows of op(A) and columns of op(B) both run along K (TF32 wgmma reads
+ * no other); the search's indices count them before the mma.sync candidates. */
+static const struct lt_cl_wgmma_tile wg_candidates[] = {
+	{ 128, 128, 16, 3, 0, 8 },
+	{ 128, 256, 16, 2, 0, 8 },
+};
+#define N_WG ((int)(sizeof wg_candidates / sizeof wg_candidates[0]))
+#define N_CANDIDATES (N_WG + N_MMA)
+#define TUNING_KEY_MAX (32 + N_MMA * 11 * 5 + N_WG * 6 * 5)
+
+/* The wgmma tile of candidate i, NULL for an mma.sync one. */
+static const struct lt_cl_wgmma_tile *wgmma_tile(int i)
+{
+	return i < N_WG ? &wg_candidates[i] : NULL;
+}
+
+static const char *file_of(int i)
+{
+	return wgmma_tile(i) ? "gemm_wgmma.cl" : FILE_NAME;
+}
+
+static const char *kernel_of(int i)
+{
+	return wgmma_tile(i) ? "gemm_wgmma" : KERNEL;
+}
 
 /* The device's NVIDIA compute capability x 10, 0 when it has none. */
 static int mma_capability(cl_device_id dev)
@@ -71,7 +97,13 @@ static int mma_capability(cl_device_id dev)
  * 4 bytes always check their bounds). */
 static void candidate_options(int i, int ta, int tb, int vec, char *out, size_t cap)
 {
-	const struct tile *t = &candidates[i];
+	if (wgmma_tile(i)) {
+		char o[224];
+		lt_cl_wgmma_options(wgmma_tile(i), 1, ta, tb, 0, o, sizeof o);
+		snprintf(out, cap, "%s -DLT_VEC=%d", o, vec);
+		return;
+	}
+	const struct tile *t = &candidates[i - N_WG];
 	snprintf(out, cap,
 		 "-DLT_BM=%d -DLT_BN=%d -DLT_BK=%d -DLT_WM=%d -DLT_WN=%d -DLT_STAGES=%d "
 		 "-DLT_LDMATRIX=%d -DLT_SWIZZLE=%d -DLT_KPAIR=%d -DLT_ITER=%d -DLT_GROUP=%d "
@@ -112,7 +144,11 @@ static cl_int set_args(cl_kernel k, const struct lt_gemm *g, cl_mem a, size_t a_
 /* The grid of candidate i's kernel for g: global and local sizes. */
 static void grid_of(const struct lt_gemm *g, int i, size_t global[3], size_t local[3])
 {
-	const struct tile *t = &candidates[i];
+	if (wgmma_tile(i)) {
+		lt_cl_wgmma_grid(wgmma_tile(i), g, global, local);
+		return;
+	}
+	const struct tile *t = &candidates[i - N_WG];
 	size_t threads = (size_t)(t->bm / t->wm) * (size_t)(t->bn / t->wn) * 32;
 	global[0] = ((size_t)g->n + (size_t)t->bn - 1) / (size_t)t->bn * threads;
 	global[1] = ((size_t)g->m + (size_t)t->bm - 1) / (size_t)t->bm;
@@ -134,15 +170,15 @@ struct search {
 	int ta, tb;
 };
 
-/* Kernel `name` of gemm_mma.cl built with options, or NULL (no failure
+/* Kernel `name` of `file` built with options, or NULL (no failure
  * recorded: a candidate the compiler refuses is only passed over). */
-static cl_kernel build(const struct search *s, const char *options, const char *name,
-		       cl_program *prog)
+static cl_kernel build(const struct search *s, const char *file, const char *options,
+		       const char *name, cl_program *prog)
 {
 	char all[512];
 	cl_int err;
 	lt_cl_build_options(s->c, options, all, sizeof all);
-	if (lt_cl_build_program(s->ctx, s->dev, FILE_NAME, all, prog) != LT_OK) {
+	if (lt_cl_build_program(s->ctx, s->dev, file, all, prog) != LT_OK) {
 		lt_errmsg_clear();
 		*prog = NULL;
 		return NULL;
@@ -305,7 +341,7 @@ static int check_data_new(const struct search *s, int vec, struct check_data *d)
 	char opt[64];
 	cl_program prog;
 	snprintf(opt, sizeof opt, "-DLT_TA=%d -DLT_TB=%d", s->ta, s->tb);
-	cl_kernel ref = build(s, opt, "gemm_reference", &prog);
+	cl_kernel ref = build(s, FILE_NAME, opt, "gemm_reference", &prog);
 	if (!ref)
 		return 0;
 	d->da = buffer_of(s, d->na, d->a);
@@ -357,8 +393,10 @@ static double try_candidate(const struct search *s, int i, struct check_data *d,
 {
 	char options[256];
 	cl_program prog;
+	if (wgmma_tile(i) && !lt_cl_wgmma_present(lt_cl_mma_of(s->c)))
+		return -1;
 	candidate_options(i, s->ta, s->tb, 4, options, sizeof options);
-	cl_kernel k = build(s, options, KERNEL, &prog);
+	cl_kernel k = build(s, file_of(i), options, kernel_of(i), &prog);
 	if (!k)
 		return -1;
 	double secs = -1;
@@ -378,7 +416,7 @@ static int unaligned_right(const struct search *s, int i)
 	int ok = 0;
 	if (check_data_new(s, 1, &d)) {
 		candidate_options(i, s->ta, s->tb, 1, options, sizeof options);
-		cl_kernel k = build(s, options, KERNEL, &prog);
+		cl_kernel k = build(s, file_of(i), options, kernel_of(i), &prog);
 		if (k) {
 			ok = kernel_right(s, k, i, &d);
 			clReleaseKernel(k);
@@ -436,7 +474,12 @@ static int search_candidates(const struct search *s)
 static void tuning_key(int ta, int tb, char *key, size_t cap)
 {
 	size_t at = (size_t)snprintf(key, cap, "gemm TA=%d TB=%d", ta, tb);
-	for (int i = 0; i < N_CANDIDATES && at < cap; i++) {
+	for (int i = 0; i < N_WG && at < cap; i++) {
+		const struct lt_cl_wgmma_tile *w = &wg_candidates[i];
+		at += (size_t)snprintf(key + at, cap - at, " wgmma %d %d %d %d %d %d", w->bm, w->bn,
+				       w->bk, w->stages, w->wait, w->group);
+	}
+	for (int i = 0; i < N_MMA && at < cap; i++) {
 		const struct tile *t = &candidates[i];
 		at += (size_t)snprintf(key + at, cap - at, " %d %d %d %d %d %d %d %d %d %d %d",
 				       t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->ldmatrix,
@@ -513,9 +556,13 @@ void lt_cl_mma_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
 		return;
 	}
 	int cand = mm->choice[0][1];
-	if (mm->searched[0][1] && cand >= 0)
+	if (mm->searched[0][1] && cand >= 0 && wgmma_tile(cand))
+		snprintf(out, cap, "TF32 tensor cores (wgmma, sm_90a; tile %dx%dx%d)",
+			 wgmma_tile(cand)->bm, wgmma_tile(cand)->bn, wgmma_tile(cand)->bk);
+	else if (mm->searched[0][1] && cand >= 0)
 		snprintf(out, cap, "TF32 tensor cores (mma.sync, sm_%d; tile %dx%dx%d)", mm->cc,
-			 candidates[cand].bm, candidates[cand].bn, candidates[cand].bk);
+			 candidates[cand - N_WG].bm, candidates[cand - N_WG].bn,
+			 candidates[cand - N_WG].bk);
 	else
 		snprintf(out, cap, "TF32 tensor cores (mma.sync, sm_%d)", mm->cc);
 }
@@ -551,8 +598,9 @@ int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, 
 	if (mm->choice[ta][tb] < 0 || (vec == 1 && !mm->unaligned_ok[ta][tb]))
 		return 0;
 	char options[256];
-	candidate_options(mm->choice[ta][tb], ta, tb, vec, options, sizeof options);
-	cl_kernel k = lt_cl_kernel(cx, FILE_NAME, options, KERNEL);
+	int cand = mm->choice[ta][tb];
+	candidate_options(cand, ta, tb, vec, options, sizeof options);
+	cl_kernel k = lt_cl_kernel(cx, file_of(cand), options, kernel_of(cand));
 	int i = 0;
 	/* The operands' extents were checked by lt_cl_gemm. */
 	lt_cl_arg_int(cx, k, &i, g->m);

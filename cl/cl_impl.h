@@ -206,6 +206,8 @@ struct lt_cl_mma {
 				     attention builds, -1 it does not */
 	int bf16_gemm[2][2][2];   /* per (trans_a, trans_b, bf16 C): 0 not tried, 1 the
 				     BF16 tensor-core GEMM builds, -1 it does not */
+	int wgmma_bf16[2][2][2];  /* the same for the wgmma GEMM: 1 it builds and passed
+				     its check, -1 not */
 };
 struct lt_cl_mma *lt_cl_mma_of(struct lt_cl_ctx *c);
 cl_context lt_cl_context(struct lt_cl_ctx *c);
@@ -236,6 +238,30 @@ int lt_cl_mma_present(const struct lt_cl_mma *mm);
 int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, lt_ref c);
 /* What computes GEMMs with bf16 operands, for lltrain info. */
 void lt_cl_gemm_bf16_describe(const struct lt_cl_mma *mm, char *out, size_t cap);
+
+/* cl_gemm_wgmma.c: GEMM on Hopper's warpgroup tensor cores (gemm_wgmma.cl). */
+/* A tile of gemm_wgmma.cl: bm x bn of C (bm / 64 warpgroups), the k-slice and buffers of
+ * its pipeline, the wgmma groups left running (wait) and the grouped raster (group). */
+struct lt_cl_wgmma_tile {
+	int bm, bn, bk, stages, wait, group;
+};
+/* Nonzero on a device of compute capability 9.0 unless LLTRAIN_GEMM_WGMMA=0. */
+int lt_cl_wgmma_present(const struct lt_cl_mma *mm);
+/* The build options of tile t (fp32 operands as TF32 where tf32) and its grid for g. */
+void lt_cl_wgmma_options(const struct lt_cl_wgmma_tile *t, int tf32, int ta, int tb, int c16,
+			 char *out, size_t cap);
+void lt_cl_wgmma_grid(const struct lt_cl_wgmma_tile *t, const struct lt_gemm *g,
+		      size_t global[3], size_t local[3]);
+/* Queues g (bf16 A and B with rows on 16 bytes; C f32, or bf16 where c16) and returns 1,
+ * or returns 0 having done nothing (the form does not build or failed its check). */
+int lt_cl_gemm_wgmma_bf16(struct lt_cl_ctx *cx, const struct lt_gemm *g, lt_ref a, lt_ref b,
+			  lt_ref c, int c16);
+
+/* cl_program.c */
+/* ptx[0 .. len) (a program's compiled PTX) with every //LTWG: mark removed and its
+ * ".target sm_90" made sm_90a; malloc'd, NULL when it has not exactly one such target or
+ * memory runs out. */
+char *lt_cl_ptx_sm90a(const char *ptx, size_t len);
 
 /* cl_gemm.c */
 /* Gives CLBlast tuned GEMM parameters for devices its database lacks

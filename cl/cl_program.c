@@ -1,8 +1,8 @@
-/* Builds the embedded kernel programs for a device (each after bf16.cl),
- * through a binary cache under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain)
- * keyed by device, driver, options and source, so that a second start
- * compiles nothing; and small texts kept beside the binaries (the GEMM tile
- * search's results). */
+/* Builds the embedded kernel programs for a device (each after bf16.cl), the
+ * wgmma GEMM's through its PTX finished for sm_90a, through a binary cache
+ * under $XDG_CACHE_HOME/lltrain (or ~/.cache/lltrain) keyed by device,
+ * driver, options and source, so that a second start compiles nothing; and
+ * small texts kept beside the binaries (the GEMM tile search's results). */
 #include "config.h"
 #include "cl_impl.h"
 
@@ -178,35 +178,121 @@ static void report_build_log(cl_program p, cl_device_id dev, const char *file, c
 		      "build log:\n%s", file, options, name, (int)err, log);
 }
 
-/* Kernel files built after a second prelude of shared helpers, after
- * PRELUDE: { file, prelude }. */
-static const char *const preludes[][2] = {
-	{ "gemm_mma.cl", "mma.cl" },
-	{ "gemm_bf16.cl", "mma.cl" },
-	{ "attention_mma.cl", "mma.cl" },
-	{ "distill.cl", "ops.cl" },
-	{ "vxent.cl", "ops.cl" },
+/* Kernel files built after preludes of shared helpers, after PRELUDE:
+ * { file, prelude, second prelude or NULL }. */
+static const char *const preludes[][3] = {
+	{ "gemm_mma.cl", "mma.cl", NULL },
+	{ "gemm_bf16.cl", "mma.cl", NULL },
+	{ "gemm_wgmma.cl", "mma.cl", "wgmma_ops.cl" },
+	{ "attention_mma.cl", "mma.cl", NULL },
+	{ "distill.cl", "ops.cl", NULL },
+	{ "vxent.cl", "ops.cl", NULL },
 };
 
-/* The source of `file` as it is built: PRELUDE, its own prelude (if any),
+/* Kernel files whose compiled PTX is finished for sm_90a (lt_cl_ptx_sm90a). */
+static int needs_sm90a(const char *file)
+{
+	return !strcmp(file, "gemm_wgmma.cl");
+}
+
+static const char *embedded_or_empty(const char *file, size_t *len)
+{
+	*len = 0;
+	if (!file)
+		return "";
+	const char *s = lt_cl_embedded_source(file, len);
+	LT_ASSERT(s);
+	return s;
+}
+
+/* The source of `file` as it is built: PRELUDE, its own preludes (if any),
  * then its own text; malloc'd, NULL when it cannot be allocated (*len says
  * its size). */
 static char *program_source(const char *file, size_t *len)
 {
-	size_t n = 0, n0 = 0, np = 0;
-	const char *src = lt_cl_embedded_source(file, &n), *pre = "";
+	size_t n = 0, n0 = 0, np = 0, nq = 0;
+	const char *src = lt_cl_embedded_source(file, &n), *pre = "", *pre2 = "";
 	const char *first = lt_cl_embedded_source(PRELUDE, &n0);
 	LT_ASSERT(src && first);
 	for (size_t i = 0; i < sizeof preludes / sizeof preludes[0]; i++)
 		if (!strcmp(preludes[i][0], file)) {
-			pre = lt_cl_embedded_source(preludes[i][1], &np);
-			LT_ASSERT(pre);
+			pre = embedded_or_empty(preludes[i][1], &np);
+			pre2 = embedded_or_empty(preludes[i][2], &nq);
 		}
-	*len = n0 + 1 + np + 1 + n;
+	*len = n0 + 1 + np + 1 + nq + 1 + n;
 	char *all = malloc(*len + 1);
 	if (all)
-		snprintf(all, *len + 1, "%s\n%s\n%s", first, pre, src);
+		snprintf(all, *len + 1, "%s\n%s\n%s\n%s", first, pre, pre2, src);
 	return all;
+}
+
+#define WG_MARK "//LTWG:"
+#define SM90 ".target sm_90"
+
+char *lt_cl_ptx_sm90a(const char *ptx, size_t len)
+{
+	size_t n = strnlen(ptx, len), ml = strlen(WG_MARK), tl = strlen(SM90);
+	char *out = malloc(n + 2), *w = out;
+	int targets = 0;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		if (n - i >= ml && !memcmp(ptx + i, WG_MARK, ml)) {
+			i += ml;
+			continue;
+		}
+		if (n - i >= tl && !memcmp(ptx + i, SM90, tl) &&
+		    (i + tl == n || ptx[i + tl] == '\n' || ptx[i + tl] == ',' ||
+		     ptx[i + tl] == ' ' || ptx[i + tl] == '\r')) {
+			memcpy(w, SM90 "a", tl + 1);
+			w += tl + 1;
+			i += tl;
+			targets++;
+			continue;
+		}
+		*w++ = ptx[i++];
+	}
+	*w = '\0';
+	if (targets != 1) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* The program of p's PTX finished by lt_cl_ptx_sm90a and built with options. */
+static enum lt_status build_sm90a(cl_context ctx, cl_device_id dev, const char *file,
+				  const char *options, cl_program p, cl_program *out)
+{
+	size_t size = 0;
+	cl_int err = clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL);
+	unsigned char *bin = err == CL_SUCCESS && size ? malloc(size) : NULL;
+	unsigned char *bins[1] = { bin };
+	char *ptx = NULL;
+	if (bin && clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS)
+		ptx = lt_cl_ptx_sm90a((const char *)bin, size);
+	free(bin);
+	if (!ptx) {
+		lt_errmsg_set("kernel program %s: its compiled form is no PTX for sm_90", file);
+		return LT_ERR_BACKEND;
+	}
+	const unsigned char *text[1] = { (const unsigned char *)ptx };
+	size_t len = strlen(ptx) + 1;
+	cl_int status;
+	cl_program q = clCreateProgramWithBinary(ctx, 1, &dev, &len, text, &status, &err);
+	free(ptx);
+	if (err != CL_SUCCESS || status != CL_SUCCESS) {
+		lt_errmsg_set("kernel program %s: its sm_90a PTX was refused (OpenCL error %d)", file,
+			      (int)(err != CL_SUCCESS ? err : status));
+		return LT_ERR_BACKEND;
+	}
+	if ((err = clBuildProgram(q, 1, &dev, options, NULL, NULL)) != CL_SUCCESS) {
+		report_build_log(q, dev, file, options, err);
+		clReleaseProgram(q);
+		return LT_ERR_BACKEND;
+	}
+	*out = q;
+	return LT_OK;
 }
 
 /* lt_cl_build_program of the source src[len]. */
@@ -230,6 +316,14 @@ static enum lt_status build_source(cl_context ctx, cl_device_id dev, const char 
 		report_build_log(p, dev, file, options, err);
 		clReleaseProgram(p);
 		return LT_ERR_BACKEND;
+	}
+	if (needs_sm90a(file)) {
+		cl_program q;
+		enum lt_status st = build_sm90a(ctx, dev, file, options, p, &q);
+		clReleaseProgram(p);
+		if (st != LT_OK)
+			return st;
+		p = q;
 	}
 	if (cached)
 		cache_program(p, path);
