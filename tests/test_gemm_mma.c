@@ -4,7 +4,8 @@
  * layouts, ragged edge sizes in all four layouts with rows on and off 16
  * bytes, strided batches, beta = 0 over NaNs, the TF32 rounding itself,
  * bitwise repeats; the BF16 tensor-core GEMM (bf16 operands, f32 or bf16 C) on the
- * shapes, edges and batches, bitwise repeats; and causal grouped-query attention at several head
+ * shapes, edges and batches, bitwise repeats (on compute capability 9.0 both the wgmma
+ * and the mma.sync kernels); and causal grouped-query attention at several head
  * sizes and ragged lengths, forward against float64 and backward against
  * the CPU backend. On any other device (PoCL in CI) the whole file
  * skips, saying what it found. */
@@ -545,13 +546,22 @@ int main(void)
 		tap_skip_all("%s", why);
 	}
 	tap_diag("%s: %s", info.name, info.gemm);
-	tap_plan(3 + 8 + 2 + 1 + 1 + (3 + 8 + 2 + 8 + 2 + 1 + 1) + 5 + 4);
+	/* Where wgmma takes bf16 operands, the mma.sync kernel is checked a second time
+	 * with it turned off. */
+	int wgmma = strstr(info.bf16, "wgmma") != NULL;
+	tap_plan(3 + 8 + 2 + 1 + 1 + (3 + 8 + 2 + 8 + 2 + 1 + 1) * (1 + wgmma) + 5 + 4);
 	check_model_shapes();
 	check_edges();
 	check_batches();
 	check_rounding();
 	check_repeat();
 	check_bf16_operands();
+	if (wgmma) {
+		tap_diag("bf16 operands again with LLTRAIN_GEMM_WGMMA=0 (mma.sync)");
+		setenv("LLTRAIN_GEMM_WGMMA", "0", 1);
+		check_bf16_operands();
+		unsetenv("LLTRAIN_GEMM_WGMMA");
+	}
 	check_attention();
 	check_attention_backward();
 	be->ops->info(be, &info);
