@@ -1,6 +1,5 @@
 /* GEMM on NVIDIA Hopper tensor cores (compute capability 9.0) through wgmma.mma_async:
- * bf16 operands (any transposes) or fp32 operands as TF32 (A rows along K, B stored N x K),
- * fp32 accumulation. Built after mma.cl and wgmma_ops.cl; the wgmma instructions are PTX
+ * bf16 or fp32 operands (as TF32), any transposes, fp32 accumulation. Built after mma.cl and wgmma_ops.cl; the wgmma instructions are PTX
  * comments the host uncomments (wgmma_ops.cl).
  *
  * C[b] = alpha op(A[b]) op(B[b]) + beta C[b], row-major, as gemm_bf16.cl. A work-group of
@@ -58,12 +57,15 @@
 #if LT_TF32
 typedef float etype;
 #define ESIZE 4
-#if LT_TA || !LT_TB
-#error "wgmma reads TF32 operands K-major only"
-#endif
+/* wgmma reads TF32 operands K-major only: an MN-major one is staged through registers,
+ * transposed and rounded there (A_STAGED, B_STAGED). */
+#define A_STAGED LT_TA
+#define B_STAGED (1 - LT_TB)
 #else
 typedef ushort etype;
 #define ESIZE 2
+#define A_STAGED 0
+#define B_STAGED 0
 #endif
 #define CHUNK (16 / ESIZE) /* elements in 16 bytes */
 #define KSTEP (32 / ESIZE) /* k of one wgmma */
@@ -71,9 +73,17 @@ typedef ushort etype;
 #define THREADS (WGS * 128)
 #define DPER (LT_BN / 2) /* accumulators a thread */
 
-/* wgmma's transpose flags: 1 where the operand is MN-major */
-#define WG_TA LT_TA
-#define WG_TB (1 - LT_TB)
+/* wgmma's transpose flags: 1 where the operand is MN-major in local memory */
+#if LT_TA && !A_STAGED
+#define WG_TA 1
+#else
+#define WG_TA 0
+#endif
+#if !LT_TB && !B_STAGED
+#define WG_TB 1
+#else
+#define WG_TB 0
+#endif
 
 /* K-major tile rows: KROW bytes, swizzled with KMODE (1: 128 B, 2: 64 B, 3: 32 B) */
 #define KROW (LT_BK * ESIZE)
@@ -208,25 +218,60 @@ static inline void load_mnmajor(uint dst, const global etype *src, int ld, int K
 	}
 }
 
+/* The cp.async copies of one stage (the operands not staged through registers). */
 static inline void load_stage(uint as, uint bs, const global etype *A, int lda,
 			      const global etype *B, int ldb, int M, int N, int K, int m0, int n0,
 			      int k0, int tid)
 {
-#if LT_TA
+#if LT_TA && !A_STAGED
 	load_mnmajor(as, A, lda, K, M, k0, m0, LT_BM, tid);
-#else
+#elif !LT_TA
 	load_kmajor(as, A, lda, M, K, m0, k0, LT_BM, tid);
 #endif
 #if LT_TB
 	load_kmajor(bs, B, ldb, N, K, n0, k0, LT_BN, tid);
-#else
+#elif !B_STAGED
 	load_mnmajor(bs, B, ldb, K, N, k0, n0, LT_BN, tid);
 #endif
 }
 
 #if LT_TF32
-/* The thread's own chunks of a stage, rounded to TF32 in place (wgmma drops the 13 low
- * bits: adding bit 12 first rounds to nearest, ties away, as to_tf32 in mma.cl). */
+/* A staged tile of R (LT_BM or LT_BN) MN-major columns: a thread's quads, each 4 k of one
+ * column read from 4 rows of global memory (a warp's 32 columns side by side), TF32-rounded
+ * and stored as one 16-byte chunk of the K-major tile (conflict-free: the 8 rows a phase
+ * writes fall in 8 different chunks of 128 bytes). */
+#define QUADS(R) ((R) * (LT_BK / 4) / THREADS)
+#if (A_STAGED && (LT_BM * (LT_BK / 4)) % THREADS) || (B_STAGED && (LT_BN * (LT_BK / 4)) % THREADS)
+#error "a staged tile's quads must split evenly over the threads"
+#endif
+
+static inline void stage_load(uint4 *v, const global etype *src, int ld, int K, int cols, int k0,
+			      int c0, int R, int tid)
+{
+#pragma unroll
+	for (int j = 0; j < QUADS(R); j++) {
+		int i = tid + j * THREADS, c = i % R, k = k0 + i / R * 4, gc = c0 + c;
+		uint e[4];
+#pragma unroll
+		for (int q = 0; q < 4; q++)
+			e[q] = gc < cols && k + q < K
+				       ? to_tf32(src[(size_t)(k + q) * (size_t)ld + (size_t)gc])
+				       : 0u;
+		v[j] = (uint4)(e[0], e[1], e[2], e[3]);
+	}
+}
+
+static inline void stage_store(local uint *tile, const uint4 *v, int R, int tid)
+{
+#pragma unroll
+	for (int j = 0; j < QUADS(R); j++) {
+		int i = tid + j * THREADS;
+		*(local uint4 *)(tile + kmajor_at(i % R, i / R * 4) / 4) = v[j];
+	}
+}
+
+/* The thread's own cp.async chunks of a stage, rounded to TF32 in place (wgmma drops the
+ * 13 low bits: adding bit 12 first rounds to nearest, ties away, as to_tf32 in mma.cl). */
 static inline void round_tile(local uint *base, int R, int tid)
 {
 	const int per_row = LT_BK / CHUNK;
@@ -238,18 +283,21 @@ static inline void round_tile(local uint *base, int R, int tid)
 }
 #endif
 
+/* The wgmma of the tile's width (wgmma_ops.cl) */
 #define WGMMA2(kind, n) wgmma_##kind##_n##n
 #define WGMMA1(kind, n) WGMMA2(kind, n)
+#define BF16_FORM2(ta, tb) bf16_t##ta##tb
+#define BF16_FORM(ta, tb) BF16_FORM2(ta, tb)
 #if LT_TF32
 #define WGMMA WGMMA1(tf32, LT_BN)
 #else
-#define WGMMA WGMMA1(bf16, LT_BN)
+#define WGMMA WGMMA1(BF16_FORM(WG_TA, WG_TB), LT_BN)
 #endif
 
 /* The descriptors of k-step j of a stage: warpgroup w's 64 rows of A, all of B. */
 static inline ulong a_desc(uint as, int w, int j)
 {
-#if LT_TA
+#if WG_TA
 	return descriptor(as + (uint)w * 1024u + (uint)j * 2u * (LT_BM / 64 * 1024), 1024,
 			  LT_BM / 64 * 1024, 1);
 #else
@@ -259,10 +307,10 @@ static inline ulong a_desc(uint as, int w, int j)
 
 static inline ulong b_desc(uint bs, int j)
 {
-#if LT_TB
-	return descriptor(bs + (uint)j * 32u, 16, 8 * KROW, KMODE);
-#else
+#if WG_TB
 	return descriptor(bs + (uint)j * 2u * (LT_BN / 64 * 1024), 1024, LT_BN / 64 * 1024, 1);
+#else
+	return descriptor(bs + (uint)j * 32u, 16, 8 * KROW, KMODE);
 #endif
 }
 
@@ -302,22 +350,50 @@ kernel void gemm_wgmma(int M, int N, int K, float alpha, float beta,
 		d[i] = 0.0f;
 
 	const int nk = (K + LT_BK - 1) / LT_BK;
+#if A_STAGED
+	uint4 va[QUADS(LT_BM)];
+#define LOAD_A(kt) stage_load(va, A, lda, K, M, (kt) * LT_BK, m0, LT_BM, tid)
+#define STORE_A(s) stage_store(smem + (AS(s) - base) / 4, va, LT_BM, tid)
+#else
+#define LOAD_A(kt)
+#define STORE_A(s)
+#endif
+#if B_STAGED
+	uint4 vb[QUADS(LT_BN)];
+#define LOAD_B(kt) stage_load(vb, B, ldb, K, N, (kt) * LT_BK, n0, LT_BN, tid)
+#define STORE_B(s) stage_store(smem + (BS(s) - base) / 4, vb, LT_BN, tid)
+#else
+#define LOAD_B(kt)
+#define STORE_B(s)
+#endif
 	for (int s = 0; s < PREFETCH; s++) {
-		if (s < nk)
+		if (s < nk) {
 			load_stage(AS(s), BS(s), A, lda, B, ldb, M, N, K, m0, n0, s * LT_BK, tid);
+			LOAD_A(s);
+			LOAD_B(s);
+			STORE_A(s);
+			STORE_B(s);
+		}
 		commit_copies();
 	}
 	for (int kt = 0; kt < nk; kt++) {
-		const int s = kt % LT_STAGES;
+		const int s = kt % LT_STAGES, next = kt + PREFETCH;
+		/* Staged operands: the loads of the stage PREFETCH ahead start first, and are
+		 * stored while this stage's wgmma runs. */
+		if (next < nk) {
+			LOAD_A(next);
+			LOAD_B(next);
+		}
 		wait_copies();
-#if LT_TF32
+#if LT_TF32 && !A_STAGED
 		round_tile(smem + (AS(s) - base) / 4, LT_BM, tid);
+#endif
+#if LT_TF32 && !B_STAGED
 		round_tile(smem + (BS(s) - base) / 4, LT_BN, tid);
 #endif
 		proxy_fence();
 		barrier(CLK_LOCAL_MEM_FENCE);
 		/* The buffer PREFETCH stages ahead was last read LT_WAIT + 1 rounds ago: free. */
-		const int next = kt + PREFETCH;
 		if (next < nk)
 			load_stage(AS(next % LT_STAGES), BS(next % LT_STAGES), A, lda, B, ldb, M, N,
 				   K, m0, n0, next * LT_BK, tid);
@@ -327,9 +403,17 @@ kernel void gemm_wgmma(int M, int N, int K, float alpha, float beta,
 		for (int j = 0; j < LT_BK / KSTEP; j++)
 			WGMMA(d, a_desc(AS(s), wg, j), b_desc(BS(s), j));
 		wg_commit();
+		if (next < nk) {
+			STORE_A(next % LT_STAGES);
+			STORE_B(next % LT_STAGES);
+		}
 		WG_WAIT(LT_WAIT);
 	}
 	WG_WAIT(0);
+#undef LOAD_A
+#undef LOAD_B
+#undef STORE_A
+#undef STORE_B
 
 	/* Warp q of the warpgroup holds rows 16q + g and 16q + g + 8, lane (g, t) columns
 	 * 8i + 2t and 8i + 2t + 1 of n8 block i. */

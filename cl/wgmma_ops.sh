@@ -8,19 +8,24 @@ printf '%s\n' '/* wgmma.mma_async of one warpgroup, d[64 x n] += a[64 x k] b[k x
 printf '%s\n' ' * shared memory through the descriptors da and db; d is the m64nN accumulator fragment.'
 printf '%s\n' ' * Each instruction is a PTX comment marked //LTWG: that the host uncomments in the'
 printf '%s\n' ' * compiled PTX before building it for sm_90a (cl_program.c): the OpenCL compiler targets'
-printf '%s\n' ' * sm_90, which has no wgmma. Written by wgmma_ops.sh. */'
-for kind in bf16 tf32; do
+printf '%s\n' ' * sm_90, which has no wgmma. In wgmma_bf16_tXY_nN, X and Y are the transpose flags of A'
+printf '%s\n' ' * and B (1: MN-major in shared memory). Written by wgmma_ops.sh. */'
+for form in bf16_t00 bf16_t01 bf16_t10 bf16_t11 tf32; do
 	for n in 64 128 256; do
 		r=$((n / 2))
-		if [ $kind = bf16 ]; then
+		case $form in
+		bf16_t*)
 			shape="k16.f32.bf16.bf16"
-			tail=', 1, 1, " LT_STR(WG_TA) ", " LT_STR(WG_TB) "'
-		else
+			flags=${form#bf16_t}
+			tail=", 1, 1, ${flags%?}, ${flags#?}"
+			;;
+		*)
 			shape="k8.f32.tf32.tf32"
 			tail=', 1, 1'
-		fi
+			;;
+		esac
 		regs=$(i=0; while [ $i -lt $r ]; do printf '%%%d' $i; [ $i -lt $((r - 1)) ] && printf ', '; i=$((i + 1)); done)
-		printf '\nstatic inline void wgmma_%s_n%d(float *d, ulong da, ulong db)\n{\n' $kind $n
+		printf '\nstatic inline void wgmma_%s_n%d(float *d, ulong da, ulong db)\n{\n' $form $n
 		printf '\t__asm__ __volatile__(\n'
 		printf '\t\t"//LTWG:{\\n"\n'
 		printf '\t\t"//LTWG:.reg .pred p;\\n"\n'
