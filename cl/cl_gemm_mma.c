@@ -469,11 +469,13 @@ static int search_candidates(const struct search *s)
 /* The search's result, kept in the kernel cache: one line,
  * "<candidate> <unaligned right>" or "none". */
 
-/* The cache key of layout (ta, tb): the layout and the candidate table (a
- * cached index means nothing under another table). */
-static void tuning_key(int ta, int tb, char *key, size_t cap)
+/* The cache key of layout (ta, tb): the layout, whether the wgmma tiles took part
+ * (LLTRAIN_GEMM_WGMMA) and the candidate table (a cached index means nothing under another
+ * table). */
+static void tuning_key(const struct lt_cl_mma *mm, int ta, int tb, char *key, size_t cap)
 {
-	size_t at = (size_t)snprintf(key, cap, "gemm TA=%d TB=%d", ta, tb);
+	size_t at = (size_t)snprintf(key, cap, "gemm TA=%d TB=%d%s", ta, tb,
+				     lt_cl_wgmma_present(mm) ? "" : " no wgmma");
 	for (int i = 0; i < N_WG && at < cap; i++) {
 		const struct lt_cl_wgmma_tile *w = &wg_candidates[i];
 		at += (size_t)snprintf(key + at, cap - at, " wgmma %d %d %d %d %d %d", w->bm, w->bn,
@@ -492,7 +494,7 @@ static int read_tuning(struct lt_cl_mma *mm, cl_device_id dev, int ta, int tb)
 {
 	char key[TUNING_KEY_MAX], line[64];
 	int cand = -1, unaligned = 0;
-	tuning_key(ta, tb, key, sizeof key);
+	tuning_key(mm, ta, tb, key, sizeof key);
 	if (!lt_cl_cache_get(dev, "gemm-tune", FILE_NAME, key, line, sizeof line))
 		return 0;
 	if (!strcmp(line, "none\n")) {
@@ -509,7 +511,7 @@ static int read_tuning(struct lt_cl_mma *mm, cl_device_id dev, int ta, int tb)
 static void write_tuning(const struct lt_cl_mma *mm, cl_device_id dev, int ta, int tb)
 {
 	char key[TUNING_KEY_MAX], line[64];
-	tuning_key(ta, tb, key, sizeof key);
+	tuning_key(mm, ta, tb, key, sizeof key);
 	if (mm->choice[ta][tb] < 0)
 		snprintf(line, sizeof line, "none\n");
 	else

@@ -245,7 +245,7 @@ void lt_cl_gemm_bf16_describe(const struct lt_cl_mma *mm, char *out, size_t cap)
 struct lt_cl_wgmma_tile {
 	int bm, bn, bk, stages, wait, group;
 };
-/* Nonzero on a device of compute capability 9.0 unless LLTRAIN_GEMM_WGMMA=0. */
+/* Nonzero on a device of compute capability 9.0 with LLTRAIN_GEMM_WGMMA=1. */
 int lt_cl_wgmma_present(const struct lt_cl_mma *mm);
 /* The build options of tile t (fp32 operands as TF32 where tf32) and its grid for g. */
 void lt_cl_wgmma_options(const struct lt_cl_wgmma_tile *t, int tf32, int ta, int tb, int c16,

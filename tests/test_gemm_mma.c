@@ -546,8 +546,8 @@ int main(void)
 		tap_skip_all("%s", why);
 	}
 	tap_diag("%s: %s", info.name, info.gemm);
-	/* Where wgmma takes bf16 operands, the mma.sync kernel is checked a second time
-	 * with it turned off. */
+	/* Where wgmma takes bf16 operands (LLTRAIN_GEMM_WGMMA=1), the mma.sync kernel is
+	 * checked a second time with it turned off. */
 	int wgmma = strstr(info.bf16, "wgmma") != NULL;
 	tap_plan(3 + 8 + 2 + 1 + 1 + (3 + 8 + 2 + 8 + 2 + 1 + 1) * (1 + wgmma) + 5 + 4);
 	check_model_shapes();
