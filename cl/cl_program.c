@@ -244,10 +244,13 @@ char *lt_cl_ptx_sm90a(const char *ptx, size_t len)
 		if (n - i >= tl && !memcmp(ptx + i, SM90, tl) &&
 		    (i + tl == n || ptx[i + tl] == '\n' || ptx[i + tl] == ',' ||
 		     ptx[i + tl] == ' ' || ptx[i + tl] == '\r')) {
+			if (targets++) {  /* a second target: refused (and out grows by one only) */
+				free(out);
+				return NULL;
+			}
 			memcpy(w, SM90 "a", tl + 1);
 			w += tl + 1;
 			i += tl;
-			targets++;
 			continue;
 		}
 		*w++ = ptx[i++];
