@@ -107,22 +107,7 @@ int lt_cl_gemm_bf16(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b,
 	if (*builds < 0)
 		return 0;
 	cl_kernel k = lt_cl_kernel(cx, FILE_NAME, options, KERNEL);
-	int i = 0;
-	/* The operands' extents were checked by lt_cl_gemm. */
-	lt_cl_arg_int(cx, k, &i, g->m);
-	lt_cl_arg_int(cx, k, &i, g->n);
-	lt_cl_arg_int(cx, k, &i, g->k);
-	lt_cl_arg_float(cx, k, &i, g->alpha);
-	lt_cl_arg_float(cx, k, &i, g->beta);
-	lt_cl_arg_any(cx, k, &i, a, 0);
-	lt_cl_arg_int(cx, k, &i, g->lda);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_a);
-	lt_cl_arg_any(cx, k, &i, b, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldb);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_b);
-	lt_cl_arg_any(cx, k, &i, c, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldc);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_c);
+	lt_cl_gemm_args(cx, k, g, a, b, c, lt_cl_arg_any);
 	size_t threads = (size_t)(t->bm / t->wm) * (size_t)(t->bn / t->wn) * 32;
 	size_t global[3] = { ((size_t)g->n + (size_t)t->bn - 1) / (size_t)t->bn * threads,
 			     ((size_t)g->m + (size_t)t->bm - 1) / (size_t)t->bm,

@@ -112,10 +112,8 @@ static void candidate_options(int i, int ta, int tb, int vec, char *out, size_t 
 		 vec == 4 && t->iter, t->group, ta, tb, vec);
 }
 
-/* Sets the 17 arguments of either kernel of gemm_mma.cl (raw cl_mem and
- * element offsets). Returns the first error. */
-static cl_int set_args(cl_kernel k, const struct lt_gemm *g, cl_mem a, size_t a_off, cl_mem b,
-		       size_t b_off, cl_mem c, size_t c_off)
+cl_int lt_cl_gemm_raw_args(cl_kernel k, const struct lt_gemm *g, cl_mem a, size_t a_off,
+			   cl_mem b, size_t b_off, cl_mem c, size_t c_off)
 {
 	cl_ulong ao = a_off, bo = b_off, co = c_off;
 	cl_ulong sa = (cl_ulong)g->stride_a, sb = (cl_ulong)g->stride_b, sc = (cl_ulong)g->stride_c;
@@ -198,7 +196,7 @@ static double run(const struct search *s, cl_kernel k, const struct lt_gemm *g,
 		  const size_t *global, const size_t *local, cl_mem a, cl_mem b, cl_mem c, int reps)
 {
 	double best = -1;
-	if (set_args(k, g, a, 0, b, 0, c, 0) != CL_SUCCESS)
+	if (lt_cl_gemm_raw_args(k, g, a, 0, b, 0, c, 0) != CL_SUCCESS)
 		return -1;
 	for (int r = 0; r < reps; r++) {
 		cl_event ev = NULL;
@@ -578,6 +576,27 @@ void lt_cl_mma_describe_attention(const struct lt_cl_mma *mm, char *out, size_t 
 		snprintf(out, cap, "OpenCL flash-style kernels");
 }
 
+void lt_cl_gemm_args(struct lt_cl_ctx *cx, cl_kernel k, const struct lt_gemm *g, lt_ref a,
+		     lt_ref b, lt_ref c, lt_cl_ref_setter *set)
+{
+	int i = 0;
+	/* The operands' extents were checked by lt_cl_gemm. */
+	lt_cl_arg_int(cx, k, &i, g->m);
+	lt_cl_arg_int(cx, k, &i, g->n);
+	lt_cl_arg_int(cx, k, &i, g->k);
+	lt_cl_arg_float(cx, k, &i, g->alpha);
+	lt_cl_arg_float(cx, k, &i, g->beta);
+	set(cx, k, &i, a, 0);
+	lt_cl_arg_int(cx, k, &i, g->lda);
+	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_a);
+	set(cx, k, &i, b, 0);
+	lt_cl_arg_int(cx, k, &i, g->ldb);
+	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_b);
+	set(cx, k, &i, c, 0);
+	lt_cl_arg_int(cx, k, &i, g->ldc);
+	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_c);
+}
+
 /* Nonzero when every row of op(A) and op(B) starts on 16 bytes. */
 static int rows_aligned(const struct lt_gemm *g, lt_ref a, lt_ref b)
 {
@@ -603,22 +622,7 @@ int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, 
 	int cand = mm->choice[ta][tb];
 	candidate_options(cand, ta, tb, vec, options, sizeof options);
 	cl_kernel k = lt_cl_kernel(cx, file_of(cand), options, kernel_of(cand));
-	int i = 0;
-	/* The operands' extents were checked by lt_cl_gemm. */
-	lt_cl_arg_int(cx, k, &i, g->m);
-	lt_cl_arg_int(cx, k, &i, g->n);
-	lt_cl_arg_int(cx, k, &i, g->k);
-	lt_cl_arg_float(cx, k, &i, g->alpha);
-	lt_cl_arg_float(cx, k, &i, g->beta);
-	lt_cl_arg_ref(cx, k, &i, a, 0);
-	lt_cl_arg_int(cx, k, &i, g->lda);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_a);
-	lt_cl_arg_ref(cx, k, &i, b, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldb);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_b);
-	lt_cl_arg_ref(cx, k, &i, c, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldc);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_c);
+	lt_cl_gemm_args(cx, k, g, a, b, c, lt_cl_arg_ref);
 	size_t global[3], local[3];
 	grid_of(g, mm->choice[ta][tb], global, local);
 	lt_cl_launch(cx, k, 3, global, local, "gemm");

@@ -174,27 +174,7 @@ static int check_run(struct lt_cl_ctx *cx, cl_kernel k, const struct lt_cl_wgmma
 		     struct check *d)
 {
 	const struct lt_gemm *g = &d->g;
-	cl_ulong zero = 0, sa = (cl_ulong)g->stride_a, sb = (cl_ulong)g->stride_b,
-		 sc = (cl_ulong)g->stride_c;
-	cl_int e = 0;
-	cl_uint i = 0;
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->m);
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->n);
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->k);
-	e |= clSetKernelArg(k, i++, sizeof(float), &g->alpha);
-	e |= clSetKernelArg(k, i++, sizeof(float), &g->beta);
-	e |= clSetKernelArg(k, i++, sizeof(cl_mem), &d->da);
-	e |= clSetKernelArg(k, i++, sizeof zero, &zero);
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->lda);
-	e |= clSetKernelArg(k, i++, sizeof sa, &sa);
-	e |= clSetKernelArg(k, i++, sizeof(cl_mem), &d->db);
-	e |= clSetKernelArg(k, i++, sizeof zero, &zero);
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->ldb);
-	e |= clSetKernelArg(k, i++, sizeof sb, &sb);
-	e |= clSetKernelArg(k, i++, sizeof(cl_mem), &d->dc);
-	e |= clSetKernelArg(k, i++, sizeof zero, &zero);
-	e |= clSetKernelArg(k, i++, sizeof(int), &g->ldc);
-	e |= clSetKernelArg(k, i++, sizeof sc, &sc);
+	cl_int e = lt_cl_gemm_raw_args(k, g, d->da, 0, d->db, 0, d->dc, 0);
 	if (e != CL_SUCCESS)
 		return 0;
 	size_t global[3], local[3];
@@ -242,23 +222,7 @@ int lt_cl_gemm_wgmma_bf16(struct lt_cl_ctx *cx, const struct lt_gemm *g, lt_ref 
 	if (*state < 0)
 		return 0;
 	cl_kernel k = lt_cl_kernel(cx, FILE_NAME, options, KERNEL);
-	int i = 0;
-	/* The operands' extents were checked by lt_cl_gemm, their rows' alignment by the
-	 * caller. */
-	lt_cl_arg_int(cx, k, &i, g->m);
-	lt_cl_arg_int(cx, k, &i, g->n);
-	lt_cl_arg_int(cx, k, &i, g->k);
-	lt_cl_arg_float(cx, k, &i, g->alpha);
-	lt_cl_arg_float(cx, k, &i, g->beta);
-	lt_cl_arg_any(cx, k, &i, a, 0);
-	lt_cl_arg_int(cx, k, &i, g->lda);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_a);
-	lt_cl_arg_any(cx, k, &i, b, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldb);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_b);
-	lt_cl_arg_any(cx, k, &i, c, 0);
-	lt_cl_arg_int(cx, k, &i, g->ldc);
-	lt_cl_arg_ulong(cx, k, &i, (uint64_t)g->stride_c);
+	lt_cl_gemm_args(cx, k, g, a, b, c, lt_cl_arg_any);  /* rows on 16 bytes: the caller */
 	size_t global[3], local[3];
 	lt_cl_wgmma_grid(t, g, global, local);
 	lt_cl_launch(cx, k, 3, global, local, "gemm");

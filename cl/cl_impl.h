@@ -230,6 +230,15 @@ int lt_cl_gemm_mma(lt_backend *be, const struct lt_gemm *g, lt_ref a, lt_ref b, 
 		   int widened_bf16);
 /* Nonzero when the device has the tensor cores (whatever train.matmul). */
 int lt_cl_mma_present(const struct lt_cl_mma *mm);
+/* The 17 arguments every tensor-core GEMM kernel takes (M, N, K, alpha, beta, then each
+ * operand's buffer and offset through set, leading dimension and batch stride) from g and
+ * its operands; lt_cl_gemm_raw_args from raw buffers and element offsets, returning the
+ * first error. */
+typedef void lt_cl_ref_setter(struct lt_cl_ctx *c, cl_kernel k, int *i, lt_ref r, size_t n);
+void lt_cl_gemm_args(struct lt_cl_ctx *cx, cl_kernel k, const struct lt_gemm *g, lt_ref a,
+		     lt_ref b, lt_ref c, lt_cl_ref_setter *set);
+cl_int lt_cl_gemm_raw_args(cl_kernel k, const struct lt_gemm *g, cl_mem a, size_t a_off,
+			   cl_mem b, size_t b_off, cl_mem c, size_t c_off);
 
 /* cl_gemm_bf16.c */
 /* Queues g (bf16 A and B; C f32 or bf16) on the BF16 tensor cores and returns 1, or
