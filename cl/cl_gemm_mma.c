@@ -50,9 +50,10 @@ static const struct tile candidates[] = {
 };
 #define N_MMA ((int)(sizeof candidates / sizeof candidates[0]))
 
-/* The wgmma tiles (gemm_wgmma.cl) the search tries first on compute capability 9.0, for
- * the layout whose rows of op(A) and columns of op(B) both run along K (TF32 wgmma reads
- * no other); the search's indices count them before the mma.sync candidates. */
+/* The wgmma tiles (gemm_wgmma.cl) the search tries first on compute capability 9.0 with
+ * LLTRAIN_GEMM_WGMMA=1, in every layout (wgmma reads TF32 operands K-major only: the
+ * kernel stages the others through registers); the search's indices count them before
+ * the mma.sync candidates. Rows off 16 bytes refuse to build there. */
 static const struct lt_cl_wgmma_tile wg_candidates[] = {
 	{ 128, 128, 16, 3, 0, 8 },
 	{ 128, 256, 16, 2, 0, 8 },

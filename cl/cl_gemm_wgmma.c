@@ -48,8 +48,8 @@ void lt_cl_wgmma_grid(const struct lt_cl_wgmma_tile *t, const struct lt_gemm *g,
 }
 
 /* ------------------------------------------------------------------ */
-/* The check: a ragged, batched problem with beta != 0 against a float64 product on the
- * host. */
+/* The check: a ragged, batched problem with beta != 0 (K past two stages and ending inside
+ * a 16-byte chunk) against a float64 product on the host. */
 
 struct check {
 	struct lt_gemm g;
@@ -62,7 +62,7 @@ struct check {
 
 static struct lt_gemm check_problem(int ta, int tb)
 {
-	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = 203, .n = 141, .k = 88,
+	struct lt_gemm g = { .trans_a = ta, .trans_b = tb, .m = 203, .n = 141, .k = 85,
 			     .alpha = 0.75f, .beta = 0.5f, .batch = 2 };
 	int a_cols = ta ? g.m : g.k, b_cols = tb ? g.k : g.n;
 	g.lda = (a_cols + 7) / 8 * 8 + 8;
@@ -201,6 +201,7 @@ static int bf16_form_works(struct lt_cl_ctx *cx, int ta, int tb, int c16, const 
 		return 0;
 	cl_kernel k = lt_cl_kernel(cx, FILE_NAME, options, KERNEL);
 	struct check d;
+	memset(&d, 0, sizeof d);
 	clFinish(lt_cl_queue(cx));
 	int ok = k && check_new(&d, lt_cl_context(cx), ta, tb, c16) &&
 		 check_run(cx, k, &bf16_tiles[ta ? 2 : tb ? 0 : 1], &d) && check_right(&d);
