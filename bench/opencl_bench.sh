@@ -7,7 +7,8 @@
 # per-op profile of the 110M step.
 #   bench/opencl_bench.sh [LLTRAIN [DEVICE]]     (defaults ./lltrain, opencl)
 # PyTorch's figures need python3 with torch + transformers and a CUDA GPU;
-# without them only lltrain's are printed.
+# without them only lltrain's are printed. On an H100 or H200, run it with
+# LLTRAIN_GEMM_WGMMA=1 in the environment to measure the wgmma GEMMs.
 set -u
 LLTRAIN=${1:-./lltrain}
 DEVICE=${2:-opencl}
